@@ -1,0 +1,225 @@
+/* bench/seed_keys.c - fills a keygate store with N keys for the benchmark.
+ *
+ * `keygate keys create` is one process and one durable transaction per key,
+ * which makes 10,000 keys take minutes; this opens the store and secret the
+ * way the daemon does (kg_instance_open with the same config file), turns
+ * durability off and inserts N keys in one process. The plaintext keys are
+ * written one per line to KEYS_FILE so wrk can send them: that is the whole
+ * point of a benchmark key and the reason this tool must never touch a real
+ * store. With -u it also writes one well-formed key (right prefix, right
+ * checksum) that is NOT inserted, so the benchmark's 401 run pays for the
+ * digest and the lookup miss instead of stopping at the checksum.
+ * Not installed, not part of the test suite.
+ *
+ *   kg_bench_seed -c bench/run/keygate.conf -n 10000 -o bench/run/keygate-keys.txt \
+ *                 -u bench/run/keygate-unknown-key.txt
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <sodium.h>
+
+#include "keygate/digest.h"
+#include "keygate/instance.h"
+#include "keygate/keyfmt.h"
+#include "keygate/keys.h"
+#include "keygate/store.h"
+
+#define SEED_MAX_KEYS 10000000L
+
+static void
+usage(void)
+{
+    fprintf(stderr, "usage: kg_bench_seed -c CONFIG -n COUNT -o KEYS_FILE [-u UNKNOWN_FILE]\n"
+                    "  inserts COUNT new keys into the store named by CONFIG and writes\n"
+                    "  their plaintext, one per line, to KEYS_FILE (mode 0600, replaced);\n"
+                    "  -u: also write one well-formed key that is not in the store\n");
+}
+
+/* Creates (or truncates) path with mode 0600: the files hold usable keys. */
+static FILE *
+open_private(const char *path)
+{
+    int fd = open(path, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    FILE *f;
+
+    if (fd < 0)
+        return NULL;
+    f = fdopen(fd, "w");
+    if (f == NULL)
+        close(fd);
+    return f;
+}
+
+/* Writes one key that has the configured prefix and a valid checksum but was
+ * never inserted. A 256-bit random body makes a collision with a stored key
+ * impossible in practice. */
+static int
+write_unknown(const char *path, const char *prefix)
+{
+    struct kg_err err = {{0}};
+    char key[KG_KEY_MAX];
+    FILE *f = NULL;
+    int status = 1;
+
+    if (kg_keyfmt_generate(prefix, key, &err) != KG_OK) {
+        fprintf(stderr, "kg_bench_seed: %s\n", err.msg);
+        goto cleanup;
+    }
+    f = open_private(path);
+    if (f == NULL || fprintf(f, "%s\n", key) < 0) {
+        fprintf(stderr, "kg_bench_seed: %s: %s\n", path, strerror(errno));
+        goto cleanup;
+    }
+    status = 0;
+cleanup:
+    sodium_memzero(key, sizeof(key));
+    if (f != NULL && fclose(f) != 0 && status == 0) {
+        fprintf(stderr, "kg_bench_seed: %s: %s\n", path, strerror(errno));
+        status = 1;
+    }
+    return status;
+}
+
+static void
+report_line(void *ctx, const char *line)
+{
+    (void)ctx;
+    fprintf(stderr, "%s\n", line);
+}
+
+/* Mints one key into rec and key (KG_KEY_MAX bytes) and inserts it. */
+static enum kg_status
+seed_one(struct kg_instance *inst, int64_t now, long i, struct kg_key_rec *rec, char *key,
+         struct kg_err *err)
+{
+    enum kg_status rc;
+    size_t len;
+
+    memset(rec, 0, sizeof(*rec));
+    rc = kg_keyfmt_generate(inst->cfg->key_prefix, key, err);
+    if (rc != KG_OK)
+        return rc;
+    len = strlen(key);
+    kg_keyfmt_new_id("key", rec->id);
+    snprintf(rec->name, sizeof(rec->name), "bench-%ld", i);
+    kg_keyfmt_display(key, len, rec->prefix, rec->last4);
+    kg_digest_compute(inst->secret, key, len, rec->digest);
+    memcpy(rec->tenant, "bench", sizeof("bench"));
+    rec->created_at = now;
+    rec->quota_limit = -1;
+    memcpy(rec->metadata, "{}", 3);
+    return kg_store_key_insert(inst->store, rec, err);
+}
+
+int
+main(int argc, char **argv)
+{
+    const char *config_path = NULL, *keys_path = NULL, *unknown_path = NULL;
+    struct kg_instance *inst = NULL;
+    struct kg_key_rec *rec = NULL;
+    struct kg_err err = {{0}};
+    enum kg_status rc = KG_EINVAL;
+    char key[KG_KEY_MAX];
+    char *end = NULL;
+    long count = -1, i;
+    FILE *out = NULL;
+    int opt, status = 1;
+    struct timespec t0, t1;
+    int64_t now;
+
+    while ((opt = getopt(argc, argv, "c:n:o:u:h")) != -1) {
+        switch (opt) {
+        case 'c':
+            config_path = optarg;
+            break;
+        case 'n':
+            errno = 0;
+            count = strtol(optarg, &end, 10);
+            if (errno != 0 || end == optarg || *end != '\0' || count < 1 || count > SEED_MAX_KEYS)
+                count = -1;
+            break;
+        case 'o':
+            keys_path = optarg;
+            break;
+        case 'u':
+            unknown_path = optarg;
+            break;
+        default:
+            usage();
+            return 2;
+        }
+    }
+    if (config_path == NULL || keys_path == NULL || count < 0 || optind != argc) {
+        usage();
+        return 2;
+    }
+    if (sodium_init() < 0) {
+        fprintf(stderr, "kg_bench_seed: libsodium failed to initialise\n");
+        return 1;
+    }
+    rec = calloc(1, sizeof(*rec));
+    if (rec == NULL) {
+        fprintf(stderr, "kg_bench_seed: out of memory\n");
+        goto cleanup;
+    }
+    rc = kg_instance_open(config_path, report_line, NULL, &inst, &err);
+    if (rc != KG_OK) {
+        fprintf(stderr, "kg_bench_seed: %s\n", err.msg);
+        status = rc == KG_EINVAL ? 2 : 1;
+        goto cleanup;
+    }
+    /* A benchmark store can always be seeded again, so an fsync per key buys nothing. */
+    rc = kg_store_set_durable(inst->store, false, &err);
+    if (rc != KG_OK) {
+        fprintf(stderr, "kg_bench_seed: %s\n", err.msg);
+        goto cleanup;
+    }
+    out = open_private(keys_path);
+    if (out == NULL) {
+        fprintf(stderr, "kg_bench_seed: %s: %s\n", keys_path, strerror(errno));
+        goto cleanup;
+    }
+
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    now = (int64_t)time(NULL);
+    for (i = 0; i < count; i++) {
+        rc = seed_one(inst, now, i, rec, key, &err);
+        if (rc != KG_OK) {
+            fprintf(stderr, "kg_bench_seed: key %ld: %s\n", i, err.msg);
+            goto cleanup;
+        }
+        if (fprintf(out, "%s\n", key) < 0) {
+            fprintf(stderr, "kg_bench_seed: %s: write failed\n", keys_path);
+            goto cleanup;
+        }
+    }
+    if (fclose(out) != 0) {
+        out = NULL;
+        fprintf(stderr, "kg_bench_seed: %s: %s\n", keys_path, strerror(errno));
+        goto cleanup;
+    }
+    out = NULL;
+    if (unknown_path != NULL && write_unknown(unknown_path, inst->cfg->key_prefix) != 0)
+        goto cleanup;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    fprintf(stderr, "kg_bench_seed: %ld keys into %s in %.1f s (secret %s)\n", count,
+            inst->cfg->database,
+            (double)(t1.tv_sec - t0.tv_sec) + (double)(t1.tv_nsec - t0.tv_nsec) / 1e9,
+            inst->secret_created ? "created" : "reused");
+    status = 0;
+
+cleanup:
+    sodium_memzero(key, sizeof(key));
+    if (out != NULL)
+        fclose(out);
+    kg_instance_close(inst);
+    free(rec);
+    return status;
+}

@@ -1,0 +1,93 @@
+/* keygate/config.h - the config file and KEYGATE_* environment -> struct kg_config.
+ *
+ * Grammar: one directive per line, "name value…" separated by blanks, "#"
+ * starts a comment, a value may be double-quoted. Directives are one table in
+ * config.c (one row each). Errors are reported as "file:line: what is wrong",
+ * all of them, not just the first. The result is immutable once loaded: the
+ * daemon swaps whole configs on reload and never edits one in place, so any
+ * thread may read a config it holds.
+ */
+#ifndef KEYGATE_CONFIG_H
+#define KEYGATE_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "keygate/status.h"
+
+enum kg_error_style { KG_STYLE_DETAIL = 0, KG_STYLE_ERROR };
+
+/* route METHOD PATH-PATTERN SCOPE… */
+struct kg_route {
+    char method[16];   /* upper-case method, or "*" */
+    char *pattern;     /* normalised path; when is_prefix, without the trailing '*' */
+    bool is_prefix;    /* pattern ended in '*' */
+    char **scopes;     /* every one of these is required */
+    size_t nscopes;
+    int line;          /* config line, for messages */
+};
+
+#define KG_MAX_CRED_HEADERS 8
+
+/* Fields are read-only after kg_config_load(). Strings are owned by the config. */
+struct kg_config {
+    char *path;                 /* file it came from, or "(built-in)" */
+    char *listen;               /* "host:port" as written: see kg_config_addr_parse() */
+    char *admin_listen;         /* "host:port" or "off" */
+    char *upstream;             /* "http://host:port[/base]" */
+    char *database;
+    char *secret_file;
+    char *key_prefix;
+    enum kg_error_style error_style;
+    bool require_scopes;
+    bool forward_credentials;
+    char *cred_headers[KG_MAX_CRED_HEADERS]; /* extra credential header names */
+    size_t ncred_headers;
+    struct kg_route *routes;
+    size_t nroutes;
+    int64_t upstream_connect_timeout_ms;
+    int64_t upstream_timeout_ms;
+    int64_t client_timeout_ms;  /* idle client connection */
+    int workers;                /* 0 = one per core */
+    int log_level;              /* enum kg_log_level */
+    int64_t max_header_bytes;   /* per request: request line + headers */
+};
+
+/* Receives one "file:line: message" (or "KEYGATE_X: message") per problem. */
+typedef void (*kg_config_report_fn)(void *ctx, const char *line);
+
+/* Built-in defaults, no file. Caller owns the result: kg_config_free(). */
+enum kg_status kg_config_defaults(struct kg_config **out);
+
+/* Loads path over the defaults, then applies the KEYGATE_* environment
+ * (KEYGATE_LISTEN, KEYGATE_ADMIN_LISTEN, KEYGATE_UPSTREAM, KEYGATE_DATABASE,
+ * KEYGATE_KEY_PREFIX, KEYGATE_SECRET_FILE, ...). path NULL: defaults and
+ * environment only. Every problem goes to report; on any, returns KG_EINVAL
+ * and *out is NULL. An unreadable file is KG_EIO (reported too). */
+enum kg_status kg_config_load(const char *path, kg_config_report_fn report, void *ctx,
+                              struct kg_config **out);
+
+/* Which file to read when no -c was given: $KEYGATE_CONFIG, else
+ * conf/keygate.conf if it exists, else /etc/keygate/keygate.conf if it
+ * exists, else NULL (built-in defaults). Returned string is static or from
+ * the environment; do not free. */
+const char *kg_config_default_path(void);
+
+/* NULL-safe. */
+void kg_config_free(struct kg_config *cfg);
+
+/* Checks a key_prefix: 1..32 characters of [A-Za-z0-9_]. */
+bool kg_config_prefix_ok(const char *prefix);
+
+#define KG_ADDR_HOST_MAX 46 /* INET6_ADDRSTRLEN: longest numeric host, with its NUL */
+
+/* Splits a listen/admin_listen value ("host:port", "[IPv6]:port",
+ * "localhost:port", "*:port") into a numeric host and a port, so every
+ * listener reads addresses the same way: "*" becomes "0.0.0.0", "localhost"
+ * becomes "127.0.0.1" and the brackets of an IPv6 literal are removed.
+ * host (hostlen bytes, KG_ADDR_HOST_MAX is enough) and port may be NULL to
+ * only check. Returns false, writing nothing, when addr is malformed or the
+ * port is outside 1..65535. Pure; any thread. */
+bool kg_config_addr_parse(const char *addr, char *host, size_t hostlen, int *port);
+
+#endif

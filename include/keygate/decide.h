@@ -1,0 +1,46 @@
+/* keygate/decide.h - THE decision: credential + route + clock -> verdict.
+ *
+ * Pure over its inputs: the key cache snapshot, the config, the secret and
+ * the time are passed in, so every outcome is testable without a server.
+ * A denial is a normal result, not an error; http/respond.c maps each
+ * verdict to a status and body.
+ */
+#ifndef KEYGATE_DECIDE_H
+#define KEYGATE_DECIDE_H
+
+#include <stdint.h>
+#include "keygate/config.h"
+#include "keygate/credential.h"
+#include "keygate/digest.h"
+#include "keygate/keycache.h"
+
+enum kg_verdict {
+    KG_ALLOW = 0,
+    KG_DENY_NO_CREDENTIAL, /* 401 */
+    KG_DENY_INVALID,       /* 401: malformed, bad checksum, unknown, revoked, ambiguous */
+    KG_DENY_EXPIRED,       /* 401 */
+    KG_DENY_SCOPE,         /* 403: a scope the route requires is missing */
+    KG_DENY_NO_SCOPES,     /* 403: require_scopes on and the key has none */
+    KG_DENY_NO_ROUTE,      /* 403: require_scopes on and no route matches */
+    KG_DENY_RATE,          /* 429 */
+    KG_DENY_QUOTA,         /* 429 */
+    KG_DENY_THROTTLED,     /* 429 */
+};
+
+struct kg_decision {
+    enum kg_verdict verdict;
+    const struct kg_keyent *key;   /* set when the key was found (allowed or not) */
+    const struct kg_route *route;  /* the matching route, or NULL */
+    const char *missing_scope;     /* KG_DENY_SCOPE: the first scope missing */
+};
+
+/* Decides one request. path is the normalised path; snap and ent borrow
+ * from the caller's acquired snapshot. */
+void kg_decide(const struct kg_config *cfg, const struct kg_keysnap *snap,
+               const struct kg_secret *secret, const struct kg_cred *cred, const char *method,
+               const char *path, int64_t now, struct kg_decision *out);
+
+/* Short lower-case name of a verdict for logs: "allowed", "invalid", … */
+const char *kg_verdict_str(enum kg_verdict v);
+
+#endif

@@ -1,0 +1,36 @@
+/* keygate/headers.h - which headers cross the gateway, in both directions.
+ *
+ * Request: hop-by-hop headers and every header named in Connection (RFC
+ * 9110 7.6.1) are removed, as are Host, Content-Length, Transfer-Encoding,
+ * Expect, the credential headers (unless forward_credentials on), every
+ * client-supplied X-Keygate-* and the X-Forwarded-* keygate sets itself.
+ * Response: hop-by-hop, Connection-named, framing and Date headers are
+ * removed (libmicrohttpd writes its own). Pure; any thread.
+ */
+#ifndef KEYGATE_HEADERS_H
+#define KEYGATE_HEADERS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include "keygate/config.h"
+
+#define KG_REQUEST_ID_MAX 129
+
+/* True when name is listed in conn_tokens (the comma-separated values of
+ * every Connection header, or NULL) or is a fixed hop-by-hop header. */
+bool kg_headers_hop_by_hop(const char *name, const char *conn_tokens);
+
+/* True when the client header name: value must not reach the upstream. */
+bool kg_headers_drop_request(const struct kg_config *cfg, const char *name, const char *value,
+                             const char *conn_tokens);
+
+/* True when the upstream header must not reach the client. */
+bool kg_headers_drop_response(const char *name, const char *conn_tokens);
+
+/* A sane client X-Request-Id: 1..128 of [A-Za-z0-9._:-]. */
+bool kg_headers_request_id_ok(const char *v);
+
+/* A fresh request id: 32 lower-case hex characters from the CSPRNG. */
+void kg_headers_new_request_id(char out[KG_REQUEST_ID_MAX]);
+
+#endif

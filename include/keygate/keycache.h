@@ -1,0 +1,78 @@
+/* keygate/keycache.h - every live key in memory, indexed by digest.
+ *
+ * The request path decides from here and never touches SQLite. The cache
+ * publishes immutable snapshots: a reload builds a complete new index from
+ * the store and swaps it in with one pointer exchange; readers hold a
+ * snapshot (refcounted) for as long as a request needs its entries. Per-key
+ * usage (last used, counters) lives in stat records that outlive snapshots,
+ * so a reload never loses a count.
+ *
+ * Threads: acquire/release/find/touch from any thread; reload and
+ * flush from any thread (they serialise on an internal mutex).
+ */
+#ifndef KEYGATE_KEYCACHE_H
+#define KEYGATE_KEYCACHE_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "keygate/status.h"
+#include "keygate/store.h"
+
+/* Usage of one key, shared by every snapshot that holds the key. */
+struct kg_keystat {
+    _Atomic int64_t last_used;    /* Unix seconds, 0 = never */
+    _Atomic int64_t last_flushed; /* last_used value already written to the store */
+};
+
+/* One key in a snapshot. Read-only; valid until the snapshot is released. */
+struct kg_keyent {
+    unsigned char digest[KG_DIGEST_BYTES];
+    const char *id;
+    const char *name;
+    const char *tenant;
+    const char *scopes_str; /* "a,b" as stored; "" = no scopes */
+    const char *const *scopes;
+    size_t nscopes;
+    int64_t expires_at; /* 0 = never */
+    int64_t revoked_at; /* 0 = not scheduled; may be in the future (rotation grace) */
+    struct kg_keystat *stat;
+};
+
+struct kg_keycache;
+struct kg_keysnap;
+
+/* An empty cache (its first snapshot holds no keys). Caller owns it. */
+enum kg_status kg_keycache_new(struct kg_keycache **out);
+
+/* Frees the cache and its current snapshot. Every acquired snapshot must
+ * have been released first. NULL is a no-op. */
+void kg_keycache_free(struct kg_keycache *kc);
+
+/* Builds a snapshot of every key in st not revoked as of now and publishes
+ * it; on error the old snapshot stays. */
+enum kg_status kg_keycache_reload(struct kg_keycache *kc, struct kg_store *st, int64_t now,
+                                  struct kg_err *err);
+
+/* The current snapshot, held until kg_keycache_release(). Never NULL. */
+const struct kg_keysnap *kg_keycache_acquire(struct kg_keycache *kc);
+void kg_keycache_release(const struct kg_keysnap *snap);
+
+/* The entry with this digest, or NULL. Constant-time digest comparison. */
+const struct kg_keyent *kg_keysnap_find(const struct kg_keysnap *snap,
+                                        const unsigned char digest[KG_DIGEST_BYTES]);
+size_t kg_keysnap_count(const struct kg_keysnap *snap);
+/* Monotonic time (ms) the snapshot was built. */
+int64_t kg_keysnap_built_ms(const struct kg_keysnap *snap);
+
+/* Records a use of ent at now (kept exact to the second, written later). */
+void kg_keycache_touch(const struct kg_keyent *ent, int64_t now);
+
+/* Writes the last-used time of every key used since the previous flush to
+ * st in one transaction (kg_store_key_touch). On failure nothing is marked
+ * flushed, so the next call retries. *flushed (may be NULL) gets the count. */
+enum kg_status kg_keycache_flush(struct kg_keycache *kc, struct kg_store *st, size_t *flushed,
+                                 struct kg_err *err);
+
+#endif

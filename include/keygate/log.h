@@ -1,0 +1,42 @@
+/* keygate/log.h - the daemon's own messages (not the access log).
+ *
+ * Lines go to stderr with time and level, or as JSON lines when
+ * kg_log_set_format(KG_LOG_JSON). The level is checked before the arguments
+ * are formatted. Never pass an API key, a password or the secret.
+ * Thread-safe: each line is one write(2).
+ */
+#ifndef KEYGATE_LOG_H
+#define KEYGATE_LOG_H
+
+#include <stdbool.h>
+
+enum kg_log_level { KG_LOG_ERROR = 0, KG_LOG_WARN, KG_LOG_INFO, KG_LOG_DEBUG };
+enum kg_log_format { KG_LOG_TEXT = 0, KG_LOG_JSON };
+
+extern int kg_log_level_current;
+
+void kg_log_set_level(enum kg_log_level level);
+void kg_log_set_format(enum kg_log_format fmt);
+/* "error", "warn", "info", "debug" -> level; false when unknown. */
+bool kg_log_level_parse(const char *s, enum kg_log_level *out);
+
+void kg_log_write(enum kg_log_level level, const char *func, int with_errno, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+#define kg_log_at(lvl, errno_, ...)                                                                \
+    do {                                                                                           \
+        if ((int)(lvl) <= kg_log_level_current)                                                    \
+            kg_log_write((lvl), __func__, (errno_), __VA_ARGS__);                                  \
+    } while (0)
+
+/* warn adds strerror(errno); warnx does not (OpenBSD log.c). */
+#define kg_log_error(...) kg_log_at(KG_LOG_ERROR, 0, __VA_ARGS__)
+#define kg_log_warn(...) kg_log_at(KG_LOG_WARN, 1, __VA_ARGS__)
+#define kg_log_warnx(...) kg_log_at(KG_LOG_WARN, 0, __VA_ARGS__)
+#define kg_log_info(...) kg_log_at(KG_LOG_INFO, 0, __VA_ARGS__)
+#define kg_log_debug(...) kg_log_at(KG_LOG_DEBUG, 0, __VA_ARGS__)
+
+/* Startup only: logs and exits 1. Never on the request path. */
+_Noreturn void kg_fatalx(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+#endif

@@ -1,0 +1,52 @@
+/* keygate/loop.h - one event loop per worker thread.
+ *
+ * A loop owns an epoll set, a libcurl multi handle for its upstream
+ * exchanges and the libmicrohttpd daemons it drives (each in external epoll
+ * mode, listening with SO_REUSEPORT so the kernel spreads connections over
+ * the loops). Everything a request does happens on its loop's thread: no
+ * locks on the request path, and MHD suspend/resume and curl pause/unpause
+ * are always called from the thread that owns them.
+ */
+#ifndef KEYGATE_LOOP_H
+#define KEYGATE_LOOP_H
+
+#include <curl/curl.h>
+#include <microhttpd.h>
+#include "keygate/runtime.h"
+#include "keygate/status.h"
+
+struct kg_loop;
+
+/* A loop with an epoll set and a curl multi handle; no thread yet. */
+enum kg_status kg_loop_new(int index, struct kg_runtime *rt, struct kg_loop **out,
+                           struct kg_err *err);
+
+/* Adds an MHD daemon (created with MHD_USE_EPOLL, no internal thread) for
+ * the loop to drive. The loop stops and frees it in kg_loop_free(). */
+enum kg_status kg_loop_add_daemon(struct kg_loop *loop, struct MHD_Daemon *d,
+                                  struct kg_err *err);
+
+/* Starts the thread. */
+enum kg_status kg_loop_start(struct kg_loop *loop, struct kg_err *err);
+
+/* Stops accepting new connections (drain); in-flight requests go on. Any thread. */
+void kg_loop_quiesce(struct kg_loop *loop);
+
+/* Connections still open on this loop's daemons. Any thread. */
+long kg_loop_connections(const struct kg_loop *loop);
+
+/* Asks the thread to stop and joins it. Any other thread. */
+void kg_loop_stop(struct kg_loop *loop);
+
+/* Frees a stopped (or never started) loop; NULL is a no-op. */
+void kg_loop_free(struct kg_loop *loop);
+
+/* For the loop's own thread: */
+CURLM *kg_loop_multi(struct kg_loop *loop);
+struct kg_runtime *kg_loop_runtime(struct kg_loop *loop);
+int kg_loop_index(const struct kg_loop *loop);
+void kg_loop_conn_delta(struct kg_loop *loop, int delta);
+/* Head of the loop's list of live exchanges (owned by proxy/relay.c). */
+struct kg_exchange **kg_loop_relay_list(struct kg_loop *loop);
+
+#endif

@@ -1,0 +1,83 @@
+/* keygate/relay.h - one request/response exchange with the upstream.
+ *
+ * Streams the client's body to the upstream and the upstream's answer back
+ * through two bounded buffers (KG_RELAY_BUF_BYTES each), so any size of
+ * body passes in constant memory. When a side has to wait (no room, no
+ * data, no headers yet) the client connection is suspended; the relay
+ * resumes it as soon as there is progress. All calls on the owning loop's
+ * thread. Leaves through libcurl: WHERE A REQUEST LEAVES.
+ */
+#ifndef KEYGATE_RELAY_H
+#define KEYGATE_RELAY_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+#include <curl/curl.h>
+#include <microhttpd.h>
+#include "keygate/loop.h"
+#include "keygate/status.h"
+
+#define KG_RELAY_BUF_BYTES (256 * 1024)
+#define KG_RELAY_MAX_RESP_HEADERS (64 * 1024)
+
+struct kg_exchange;
+
+struct kg_relay_req {
+    const char *method;
+    const char *url;              /* full upstream URL */
+    struct curl_slist *headers;   /* ownership passes to the relay */
+    bool has_body;
+    int64_t body_size;            /* -1: unknown (chunked) */
+    struct MHD_Connection *conn;
+};
+
+enum kg_relay_phase {
+    KG_RELAY_WAITING = 0, /* no response headers yet */
+    KG_RELAY_HEADERS,     /* status and headers known; body streaming */
+    KG_RELAY_FAILED,      /* no usable answer: see kg_relay_fail_status() */
+};
+
+/* Starts an exchange on loop. On KG_OK *out is owned by the caller (the
+ * request), freed with kg_relay_free(). */
+enum kg_status kg_relay_start(struct kg_loop *loop, struct kg_relay_req *rq,
+                              struct kg_exchange **out, struct kg_err *err);
+
+/* Client body: offers len bytes, returns how many were taken (0 when the
+ * buffer is full: suspend and wait). */
+size_t kg_relay_push_body(struct kg_exchange *x, const char *data, size_t len);
+/* The client body is complete. */
+void kg_relay_body_done(struct kg_exchange *x);
+
+enum kg_relay_phase kg_relay_phase(const struct kg_exchange *x);
+/* 502 (refused/unreachable/bad answer) or 504 (timed out) once FAILED. */
+unsigned kg_relay_fail_status(const struct kg_exchange *x);
+unsigned kg_relay_status(const struct kg_exchange *x);
+/* Content-Length of the upstream answer, or -1 when not known. */
+int64_t kg_relay_content_length(const struct kg_exchange *x);
+/* Upstream response headers, already without hop-by-hop ones: calls cb for each. */
+void kg_relay_each_header(const struct kg_exchange *x,
+                          void (*cb)(void *ctx, const char *name, const char *value), void *ctx);
+
+/* Response body: copies up to max bytes into buf. Returns the count, 0 when
+ * nothing is available yet (the caller suspends through kg_relay_suspend),
+ * -1 at the end of the body, -2 when the upstream failed mid-body. */
+ssize_t kg_relay_pull_body(struct kg_exchange *x, char *buf, size_t max);
+
+/* Suspends the client connection until the relay makes progress. Only from
+ * the MHD access handler or content reader of this request. */
+void kg_relay_suspend(struct kg_exchange *x);
+
+/* For the loop: the transfer of easy finished with result. */
+void kg_relay_on_done(CURL *easy, CURLcode result);
+
+/* Aborts a running transfer, resumes a suspended connection and frees. NULL ok. */
+void kg_relay_free(struct kg_exchange *x);
+
+/* For the loop at shutdown: aborts every transfer of this loop and resumes
+ * its suspended connections, so MHD can finish them (with a 503). */
+void kg_relay_resume_all(struct kg_loop *loop);
+
+#endif

@@ -1,0 +1,25 @@
+/* keygate/runtime.h - what every event loop of a running daemon shares.
+ *
+ * Built once by server/serve.c. The config and secret are read-only; the
+ * key cache publishes snapshots; counters are atomic. Any thread may read.
+ */
+#ifndef KEYGATE_RUNTIME_H
+#define KEYGATE_RUNTIME_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include "keygate/config.h"
+#include "keygate/digest.h"
+#include "keygate/keycache.h"
+
+struct kg_runtime {
+    const struct kg_config *cfg;
+    const struct kg_secret *secret;
+    struct kg_keycache *keys;
+    _Atomic bool ready;    /* store open and keys loaded */
+    _Atomic bool draining; /* SIGTERM seen: finish what is in flight, accept nothing new */
+    _Atomic long connections;
+    _Atomic long inflight; /* requests received and not yet completed */
+};
+
+#endif

@@ -1,0 +1,90 @@
+/* auth/decide.c - WHERE THE KEY IS DECIDED.
+ * Order matters and is fixed: credential shape, checksum (refuses forged
+ * keys before any lookup), digest lookup, revocation, expiry, then scopes.
+ * Rate limits and quotas are applied after this by limit/ when allowed. */
+#include <string.h>
+
+#include "keygate/decide.h"
+#include "keygate/keyfmt.h"
+#include "keygate/scope.h"
+
+static enum kg_verdict
+check_scopes(const struct kg_config *cfg, const struct kg_keyent *ent, const char *method,
+             const char *path, struct kg_decision *out)
+{
+    out->route = kg_scope_route(cfg, method, path);
+    if (cfg->require_scopes && ent->nscopes == 0)
+        return KG_DENY_NO_SCOPES;
+    if (out->route == NULL)
+        return cfg->require_scopes ? KG_DENY_NO_ROUTE : KG_ALLOW;
+    /* Avala: a key with no scopes has full access (only without require_scopes). */
+    if (ent->nscopes == 0)
+        return KG_ALLOW;
+    out->missing_scope = kg_scope_missing(ent->scopes, ent->nscopes, out->route);
+    return out->missing_scope != NULL ? KG_DENY_SCOPE : KG_ALLOW;
+}
+
+void
+kg_decide(const struct kg_config *cfg, const struct kg_keysnap *snap,
+          const struct kg_secret *secret, const struct kg_cred *cred, const char *method,
+          const char *path, int64_t now, struct kg_decision *out)
+{
+    unsigned char digest[KG_DIGEST_BYTES];
+    const struct kg_keyent *ent;
+
+    memset(out, 0, sizeof(*out));
+    switch (kg_credential_result(cred)) {
+    case KG_CRED_NONE:
+        out->verdict = KG_DENY_NO_CREDENTIAL;
+        return;
+    case KG_CRED_BAD:
+        out->verdict = KG_DENY_INVALID;
+        return;
+    case KG_CRED_ONE:
+        break;
+    }
+    if (!kg_keyfmt_check(cred->key, cred->len)) {
+        out->verdict = KG_DENY_INVALID;
+        return;
+    }
+    kg_digest_compute(secret, cred->key, cred->len, digest);
+    ent = kg_keysnap_find(snap, digest);
+    if (ent == NULL || (ent->revoked_at != 0 && ent->revoked_at <= now)) {
+        out->verdict = KG_DENY_INVALID;
+        return;
+    }
+    out->key = ent;
+    if (ent->expires_at != 0 && ent->expires_at <= now) {
+        out->verdict = KG_DENY_EXPIRED;
+        return;
+    }
+    out->verdict = check_scopes(cfg, ent, method, path, out);
+}
+
+const char *
+kg_verdict_str(enum kg_verdict v)
+{
+    switch (v) {
+    case KG_ALLOW:
+        return "allowed";
+    case KG_DENY_NO_CREDENTIAL:
+        return "no_credential";
+    case KG_DENY_INVALID:
+        return "invalid";
+    case KG_DENY_EXPIRED:
+        return "expired";
+    case KG_DENY_SCOPE:
+        return "forbidden";
+    case KG_DENY_NO_SCOPES:
+        return "forbidden";
+    case KG_DENY_NO_ROUTE:
+        return "forbidden";
+    case KG_DENY_RATE:
+        return "rate_limited";
+    case KG_DENY_QUOTA:
+        return "quota_exceeded";
+    case KG_DENY_THROTTLED:
+        return "throttled";
+    }
+    return "unknown";
+}

@@ -1,0 +1,433 @@
+/* auth/keycache.c - in-memory digest -> key index with atomic snapshots.
+ * Owns snapshots and per-key stat records; does not decide anything (that
+ * is auth/decide.c) and does not know the key format. A reload reads the
+ * whole key table, which for 10,000 keys takes milliseconds and keeps the
+ * swap trivially correct. */
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "keygate/keycache.h"
+#include "keygate/timeutil.h"
+
+struct kg_keysnap {
+    _Atomic long refs;
+    size_t n;
+    size_t cap; /* index slots, a power of two, at least 2n */
+    struct kg_keyent *ents;
+    char **blocks;   /* blocks[i]: one allocation holding ents[i]'s strings */
+    uint32_t *index; /* 0 = empty slot, else entry index + 1 */
+    int64_t built_ms;
+};
+
+struct stat_slot {
+    char *id;
+    struct kg_keystat *stat;
+};
+
+struct kg_keycache {
+    pthread_mutex_t swap_mu; /* held only for the pointer read + ref increment */
+    pthread_mutex_t load_mu; /* serialises reloads, flushes and the stat map */
+    struct kg_keysnap *cur;
+    struct stat_slot *stats; /* open addressing by id */
+    size_t nstats, stats_cap;
+};
+
+static uint64_t
+digest_hash(const unsigned char *d)
+{
+    uint64_t h;
+
+    /* The digest is already a keyed hash: its first bytes are uniform. */
+    memcpy(&h, d, sizeof(h));
+    return h;
+}
+
+static uint64_t
+str_hash(const char *s)
+{
+    uint64_t h = 1469598103934665603ULL;
+
+    while (*s != '\0')
+        h = (h ^ (unsigned char)*s++) * 1099511628211ULL;
+    return h;
+}
+
+static void
+snap_free(struct kg_keysnap *snap)
+{
+    if (snap == NULL)
+        return;
+    for (size_t i = 0; i < snap->n; i++)
+        free(snap->blocks[i]);
+    free(snap->blocks);
+    free(snap->ents);
+    free(snap->index);
+    free(snap);
+}
+
+static struct kg_keysnap *
+snap_new(size_t nkeys)
+{
+    struct kg_keysnap *snap = calloc(1, sizeof(*snap));
+    size_t cap = 16;
+
+    if (snap == NULL)
+        return NULL;
+    while (cap < nkeys * 2)
+        cap *= 2;
+    snap->cap = cap;
+    snap->refs = 1;
+    snap->built_ms = kg_time_mono_ms();
+    snap->index = calloc(cap, sizeof(*snap->index));
+    snap->ents = calloc(nkeys > 0 ? nkeys : 1, sizeof(*snap->ents));
+    snap->blocks = calloc(nkeys > 0 ? nkeys : 1, sizeof(*snap->blocks));
+    if (snap->index == NULL || snap->ents == NULL || snap->blocks == NULL) {
+        snap_free(snap);
+        return NULL;
+    }
+    return snap;
+}
+
+enum kg_status
+kg_keycache_new(struct kg_keycache **out)
+{
+    struct kg_keycache *kc = calloc(1, sizeof(*kc));
+
+    *out = NULL;
+    if (kc == NULL)
+        return KG_ENOMEM;
+    kc->cur = snap_new(0);
+    kc->stats_cap = 64;
+    kc->stats = calloc(kc->stats_cap, sizeof(*kc->stats));
+    if (kc->cur == NULL || kc->stats == NULL) {
+        snap_free(kc->cur);
+        free(kc->stats);
+        free(kc);
+        return KG_ENOMEM;
+    }
+    pthread_mutex_init(&kc->swap_mu, NULL);
+    pthread_mutex_init(&kc->load_mu, NULL);
+    *out = kc;
+    return KG_OK;
+}
+
+void
+kg_keycache_free(struct kg_keycache *kc)
+{
+    if (kc == NULL)
+        return;
+    kg_keycache_release(kc->cur);
+    for (size_t i = 0; i < kc->stats_cap; i++) {
+        free(kc->stats[i].id);
+        free(kc->stats[i].stat);
+    }
+    free(kc->stats);
+    pthread_mutex_destroy(&kc->swap_mu);
+    pthread_mutex_destroy(&kc->load_mu);
+    free(kc);
+}
+
+const struct kg_keysnap *
+kg_keycache_acquire(struct kg_keycache *kc)
+{
+    struct kg_keysnap *snap;
+
+    pthread_mutex_lock(&kc->swap_mu);
+    snap = kc->cur;
+    atomic_fetch_add_explicit(&snap->refs, 1, memory_order_relaxed);
+    pthread_mutex_unlock(&kc->swap_mu);
+    return snap;
+}
+
+void
+kg_keycache_release(const struct kg_keysnap *csnap)
+{
+    struct kg_keysnap *snap = (struct kg_keysnap *)csnap;
+
+    if (snap != NULL && atomic_fetch_sub_explicit(&snap->refs, 1, memory_order_acq_rel) == 1)
+        snap_free(snap);
+}
+
+const struct kg_keyent *
+kg_keysnap_find(const struct kg_keysnap *snap, const unsigned char digest[KG_DIGEST_BYTES])
+{
+    size_t mask = snap->cap - 1;
+
+    for (size_t i = digest_hash(digest) & mask;; i = (i + 1) & mask) {
+        uint32_t slot = snap->index[i];
+
+        if (slot == 0)
+            return NULL;
+        if (sodium_memcmp(snap->ents[slot - 1].digest, digest, KG_DIGEST_BYTES) == 0)
+            return &snap->ents[slot - 1];
+    }
+}
+
+size_t
+kg_keysnap_count(const struct kg_keysnap *snap)
+{
+    return snap->n;
+}
+
+int64_t
+kg_keysnap_built_ms(const struct kg_keysnap *snap)
+{
+    return snap->built_ms;
+}
+
+void
+kg_keycache_touch(const struct kg_keyent *ent, int64_t now)
+{
+    int64_t prev = atomic_load_explicit(&ent->stat->last_used, memory_order_relaxed);
+
+    /* At most one store per key per second: most requests only read. */
+    while (prev < now && !atomic_compare_exchange_weak_explicit(
+                             &ent->stat->last_used, &prev, now, memory_order_relaxed,
+                             memory_order_relaxed)) {
+    }
+}
+
+/* The stat record for id, created on first sight. Caller holds load_mu. */
+static struct kg_keystat *
+stat_for(struct kg_keycache *kc, const char *id, int64_t stored_last_used)
+{
+    size_t mask, i;
+
+    if ((kc->nstats + 1) * 2 > kc->stats_cap) {
+        size_t ncap = kc->stats_cap * 2;
+        struct stat_slot *ns = calloc(ncap, sizeof(*ns));
+
+        if (ns == NULL)
+            return NULL;
+        for (size_t j = 0; j < kc->stats_cap; j++) {
+            if (kc->stats[j].id == NULL)
+                continue;
+            for (i = str_hash(kc->stats[j].id) & (ncap - 1); ns[i].id != NULL;
+                 i = (i + 1) & (ncap - 1)) {
+            }
+            ns[i] = kc->stats[j];
+        }
+        free(kc->stats);
+        kc->stats = ns;
+        kc->stats_cap = ncap;
+    }
+    mask = kc->stats_cap - 1;
+    for (i = str_hash(id) & mask; kc->stats[i].id != NULL; i = (i + 1) & mask)
+        if (strcmp(kc->stats[i].id, id) == 0)
+            return kc->stats[i].stat;
+    kc->stats[i].id = strdup(id);
+    kc->stats[i].stat = calloc(1, sizeof(struct kg_keystat));
+    if (kc->stats[i].id == NULL || kc->stats[i].stat == NULL) {
+        free(kc->stats[i].id);
+        free(kc->stats[i].stat);
+        kc->stats[i].id = NULL;
+        kc->stats[i].stat = NULL;
+        return NULL;
+    }
+    atomic_store(&kc->stats[i].stat->last_used, stored_last_used);
+    atomic_store(&kc->stats[i].stat->last_flushed, stored_last_used);
+    kc->nstats++;
+    return kc->stats[i].stat;
+}
+
+struct load_ctx {
+    struct kg_keycache *kc;
+    struct kg_keysnap *snap;
+    size_t cap;
+    int64_t now;
+    enum kg_status rc;
+};
+
+/* Copies rec's strings into one block and splits its scopes. */
+static bool
+add_entry(struct load_ctx *lc, const struct kg_key_rec *rec)
+{
+    size_t lid = strlen(rec->id) + 1, lname = strlen(rec->name) + 1;
+    size_t lten = strlen(rec->tenant) + 1, lsc = strlen(rec->scopes) + 1;
+    size_t nscopes = rec->scopes[0] != '\0' ? 1 : 0;
+    struct kg_keyent *ent;
+    char *block, *p, *sc;
+    const char **vec;
+
+    for (const char *c = rec->scopes; *c != '\0'; c++)
+        nscopes += *c == ',';
+    block = malloc((nscopes + 1) * sizeof(char *) + lid + lname + lten + 2 * lsc);
+    if (block == NULL)
+        return false;
+    vec = (const char **)(void *)block;
+    p = block + (nscopes + 1) * sizeof(char *);
+    ent = &lc->snap->ents[lc->snap->n];
+    lc->snap->blocks[lc->snap->n] = block;
+    memcpy(ent->digest, rec->digest, KG_DIGEST_BYTES);
+    ent->id = memcpy(p, rec->id, lid);
+    p += lid;
+    ent->name = memcpy(p, rec->name, lname);
+    p += lname;
+    ent->tenant = memcpy(p, rec->tenant, lten);
+    p += lten;
+    ent->scopes_str = memcpy(p, rec->scopes, lsc);
+    p += lsc;
+    sc = memcpy(p, rec->scopes, lsc);
+    for (size_t i = 0; i < nscopes; i++) {
+        vec[i] = sc;
+        sc = strchr(sc, ',');
+        if (sc != NULL)
+            *sc++ = '\0';
+    }
+    vec[nscopes] = NULL;
+    ent->scopes = vec;
+    ent->nscopes = nscopes;
+    ent->expires_at = rec->expires_at;
+    ent->revoked_at = rec->revoked_at;
+    ent->stat = stat_for(lc->kc, rec->id, rec->last_used_at);
+    if (ent->stat == NULL)
+        return false;
+    lc->snap->n++;
+    return true;
+}
+
+static bool
+load_one(const struct kg_key_rec *rec, void *vctx)
+{
+    struct load_ctx *lc = vctx;
+
+    if (rec->revoked_at != 0 && rec->revoked_at <= lc->now)
+        return true;
+    if (lc->snap->n == lc->cap) {
+        /* Grow by rebuilding later; count first. */
+        lc->rc = KG_ELIMIT;
+        return false;
+    }
+    if (!add_entry(lc, rec)) {
+        lc->rc = KG_ENOMEM;
+        return false;
+    }
+    return true;
+}
+
+static bool
+count_one(const struct kg_key_rec *rec, void *vctx)
+{
+    (void)rec;
+    (*(size_t *)vctx)++;
+    return true;
+}
+
+static void
+index_build(struct kg_keysnap *snap)
+{
+    size_t mask = snap->cap - 1;
+
+    for (size_t e = 0; e < snap->n; e++) {
+        size_t i = digest_hash(snap->ents[e].digest) & mask;
+
+        while (snap->index[i] != 0)
+            i = (i + 1) & mask;
+        snap->index[i] = (uint32_t)(e + 1);
+    }
+}
+
+enum kg_status
+kg_keycache_reload(struct kg_keycache *kc, struct kg_store *st, int64_t now, struct kg_err *err)
+{
+    struct load_ctx lc = {.kc = kc, .now = now, .rc = KG_OK};
+    struct kg_keysnap *old;
+    enum kg_status rc;
+    size_t total = 0;
+
+    pthread_mutex_lock(&kc->load_mu);
+    /* Two passes keep the entry array exact; a key added between them is
+     * picked up by the next reload (ELIMIT below retries once). */
+    for (int attempt = 0; attempt < 3; attempt++) {
+        total = 0;
+        rc = kg_store_key_each(st, count_one, &total, err);
+        if (rc != KG_OK)
+            goto cleanup;
+        lc.cap = total + 16;
+        lc.snap = snap_new(lc.cap);
+        if (lc.snap == NULL) {
+            rc = kg_err_set(err, KG_ENOMEM, "out of memory loading keys");
+            goto cleanup;
+        }
+        lc.rc = KG_OK;
+        rc = kg_store_key_each(st, load_one, &lc, err);
+        if (rc == KG_OK && lc.rc == KG_OK)
+            break;
+        snap_free(lc.snap);
+        lc.snap = NULL;
+        if (rc != KG_OK)
+            goto cleanup;
+        if (lc.rc != KG_ELIMIT) {
+            rc = kg_err_set(err, lc.rc, "out of memory loading keys");
+            goto cleanup;
+        }
+    }
+    if (lc.snap == NULL) {
+        rc = kg_err_set(err, KG_EIO, "keys kept changing while loading; try again");
+        goto cleanup;
+    }
+    index_build(lc.snap);
+    pthread_mutex_lock(&kc->swap_mu);
+    old = kc->cur;
+    kc->cur = lc.snap;
+    pthread_mutex_unlock(&kc->swap_mu);
+    kg_keycache_release(old);
+    rc = KG_OK;
+cleanup:
+    pthread_mutex_unlock(&kc->load_mu);
+    return rc;
+}
+
+enum kg_status
+kg_keycache_flush(struct kg_keycache *kc, struct kg_store *st, size_t *flushed,
+                  struct kg_err *err)
+{
+    const char **ids = NULL;
+    int64_t *times = NULL;
+    struct kg_keystat **stats = NULL;
+    enum kg_status rc = KG_OK;
+    size_t n = 0;
+
+    if (flushed != NULL)
+        *flushed = 0;
+    pthread_mutex_lock(&kc->load_mu);
+    ids = malloc((kc->nstats + 1) * sizeof(*ids));
+    times = malloc((kc->nstats + 1) * sizeof(*times));
+    stats = malloc((kc->nstats + 1) * sizeof(*stats));
+    if (ids == NULL || times == NULL || stats == NULL) {
+        rc = kg_err_set(err, KG_ENOMEM, "out of memory flushing usage");
+        goto cleanup;
+    }
+    for (size_t i = 0; i < kc->stats_cap; i++) {
+        struct kg_keystat *s = kc->stats[i].stat;
+        int64_t used;
+
+        if (s == NULL)
+            continue;
+        used = atomic_load(&s->last_used);
+        if (used > atomic_load(&s->last_flushed)) {
+            ids[n] = kc->stats[i].id;
+            times[n] = used;
+            stats[n] = s;
+            n++;
+        }
+    }
+    if (n == 0)
+        goto cleanup;
+    rc = kg_store_key_touch(st, ids, times, n, err);
+    if (rc != KG_OK)
+        goto cleanup;
+    for (size_t i = 0; i < n; i++)
+        atomic_store(&stats[i]->last_flushed, times[i]);
+    if (flushed != NULL)
+        *flushed = n;
+cleanup:
+    pthread_mutex_unlock(&kc->load_mu);
+    free(ids);
+    free(times);
+    free(stats);
+    return rc;
+}

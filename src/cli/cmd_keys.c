@@ -1,0 +1,520 @@
+/* cli/cmd_keys.c - `keygate keys create|list|show|revoke|rotate`.
+ *
+ * Each sub-verb parses its options, checks what it can before opening
+ * anything (so a typo never creates a database or a secret), opens the
+ * instance, makes one call into manage/keys.c and prints the result through
+ * output.c. No rule about keys is decided here. A full key is printed only
+ * by create and rotate, once, through kg_output_secret_line() or
+ * kg_output_json_secret(), and wiped right after.
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "keygate/cli.h"
+#include "keygate/keyfmt.h"
+#include "keygate/keys.h"
+#include "keygate/output.h"
+#include "keygate/timeutil.h"
+
+struct subverb {
+    const char *name;
+    int (*run)(int argc, char **argv, const char *config); /* argv[0] is the sub-verb */
+    const char *summary;
+};
+
+static const char create_usage[] =
+    "usage: keygate keys create --name NAME [--scopes S1,S2] [--tenant TENANT]\n"
+    "                           [--expires 30d|90d|365d|TIME] [--json] [-c FILE]\n"
+    "\n"
+    "Makes a key and prints it once, on the last line (\"key\" with --json). Only a\n"
+    "digest is stored: the key cannot be shown again.\n"
+    "\n"
+    "  --name NAME         what the key is for: 1-128 bytes, no control characters\n"
+    "  --scopes LIST       comma-separated scopes, e.g. read:items,write:items\n"
+    "  --tenant TENANT     1-64 of A-Z a-z 0-9 _ . - (default: default)\n"
+    "  --expires WHEN      a duration from now (30d, 90d, 365d; units s m h d w)\n"
+    "                      or an RFC 3339 time such as 2026-12-31T23:59:59Z\n"
+    "                      (default: never)\n"
+    "  --json              print one JSON object\n"
+    "  -c, --config FILE   config file\n";
+
+static const char list_usage[] =
+    "usage: keygate keys list [--state active|expired|revoked|all] [--json] [-c FILE]\n"
+    "\n"
+    "Lists keys, oldest first, masked (prefix...last4). Without --state, keys in\n"
+    "every state are listed.\n"
+    "\n"
+    "  --state STATE       only keys in this state (default: all)\n"
+    "  --json              print a JSON array\n"
+    "  -c, --config FILE   config file\n";
+
+static const char show_usage[] =
+    "usage: keygate keys show ID [--json] [-c FILE]\n"
+    "\n"
+    "Shows every field of one key, masked, with its state; during a rotation\n"
+    "grace period, also when the key stops working.\n"
+    "\n"
+    "  --json              print one JSON object\n"
+    "  -c, --config FILE   config file\n";
+
+static const char revoke_usage[] =
+    "usage: keygate keys revoke ID [-c FILE]\n"
+    "\n"
+    "Revokes a key at once and for good. A key in a rotation grace period stops\n"
+    "working now.\n"
+    "\n"
+    "  -c, --config FILE   config file\n";
+
+static const char rotate_usage[] =
+    "usage: keygate keys rotate ID [--grace DURATION] [--json] [-c FILE]\n"
+    "\n"
+    "Makes a new key with the old one's name, scopes, tenant, limits and expiry,\n"
+    "prints it once, and revokes the old key now or when the grace period ends.\n"
+    "\n"
+    "  --grace DURATION    keep the old key working this long (15m, 1h, 7d; s m h d w)\n"
+    "  --json              print one JSON object (adds replaces, old_key_revoked_at)\n"
+    "  -c, --config FILE   config file\n";
+
+static const char shown_once[] = "warning: save this key now; it will not be shown again";
+
+/* The one id a command works on: exactly one positional argument. */
+static int
+one_id(const char *cmd, const struct kg_cli_args *a, const char **id)
+{
+    if (a->npos == 0)
+        return kg_cli_usage_error(cmd, "missing key id (see keygate %s --help)", cmd);
+    *id = a->pos[0];
+    return KG_CLI_EXIT_OK;
+}
+
+/* Prints a key that was just made, the only time it is ever printed; old
+ * is the key it replaces (rotate) or NULL (create). */
+static int
+print_new_key(const struct kg_key_rec *rec, const char *key, const struct kg_key_rec *old,
+              bool json)
+{
+    struct kg_err err = {{0}};
+    enum kg_status rc;
+
+    if (json) {
+        json_t *obj = kg_output_new_key_json(rec);
+
+        if (obj != NULL && old != NULL &&
+            (json_object_set_new(obj, "replaces", json_string(old->id)) != 0 ||
+             json_object_set_new(obj, "old_key_revoked_at", kg_output_time_json(old->revoked_at)) !=
+                 0)) {
+            json_decref(obj);
+            obj = NULL;
+        }
+        if (obj == NULL)
+            return kg_cli_fail(KG_ENOMEM, NULL);
+        rc = kg_output_json_secret(stdout, obj, "key", key, &err);
+        json_decref(obj);
+    } else {
+        char created[KG_RFC3339_MAX], expires[KG_RFC3339_MAX], until[KG_RFC3339_MAX];
+        const struct kg_output_field fields[] = {
+            {"id", rec->id},
+            {"name", rec->name},
+            {"prefix", rec->prefix},
+            {"scopes", rec->scopes[0] != '\0' ? rec->scopes : "-"},
+            {"tenant", rec->tenant},
+            {"created", kg_output_time(rec->created_at, "-", created)},
+            {"expires", kg_output_time(rec->expires_at, "never", expires)},
+        };
+
+        kg_output_fields(stdout, fields, sizeof(fields) / sizeof(fields[0]));
+        if (old != NULL) {
+            if (old->revoked_at > rec->created_at)
+                printf("replaces %s, which stops working at %s\n", old->id,
+                       kg_time_format(old->revoked_at, until));
+            else
+                printf("replaces %s, which stops working now\n", old->id);
+        }
+        /* Last, on a line of its own, so `tail -n 1` is all a script needs. */
+        rc = kg_output_secret_line(stdout, key, &err);
+    }
+    if (rc != KG_OK)
+        return kg_cli_fail(rc, &err);
+    fprintf(stderr, "%s\n", shown_once);
+    return KG_CLI_EXIT_OK;
+}
+
+static int
+keys_create(int argc, char **argv, const char *config)
+{
+    const char *cmd = "keys create";
+    struct kg_key_new req = {0};
+    bool json = false;
+    const struct kg_cli_opt opts[] = {
+        {.name = "name", .metavar = "NAME", .value = &req.name},
+        {.name = "scopes", .metavar = "LIST", .value = &req.scopes},
+        {.name = "tenant", .metavar = "TENANT", .value = &req.tenant},
+        {.name = "expires", .metavar = "WHEN", .value = &req.expires},
+        {.name = "json", .flag = &json},
+        {0},
+    };
+    struct kg_cli_args a = {.config = config};
+    struct kg_instance *inst = NULL;
+    struct kg_key_rec rec;
+    struct kg_err err = {{0}};
+    char *key = NULL;
+    enum kg_status rc;
+    int64_t now;
+    int ex;
+
+    ex = kg_cli_parse(cmd, argc, argv, 1, opts, 0, false, &a);
+    if (ex != KG_CLI_EXIT_OK || a.help) {
+        if (a.help)
+            fputs(create_usage, stdout);
+        return ex;
+    }
+    if (req.name == NULL)
+        return kg_cli_usage_error(cmd, "--name is required (see keygate %s --help)", cmd);
+    now = kg_time_now();
+    rc = kg_keys_check_new(&req, now, &err);
+    if (rc != KG_OK)
+        return kg_cli_fail(rc, &err);
+
+    ex = kg_cli_open(a.config, &inst);
+    if (ex != KG_CLI_EXIT_OK)
+        return ex;
+    rc = kg_keys_create(&(struct kg_keys_ctx){inst->store, inst->secret, inst->cfg}, &req, now,
+                        &rec, &key, &err);
+    if (rc != KG_OK) {
+        ex = kg_cli_fail(rc, &err);
+        goto cleanup;
+    }
+    ex = print_new_key(&rec, key, NULL, json);
+cleanup:
+    kg_keys_key_free(key);
+    kg_instance_close(inst);
+    return ex;
+}
+
+struct list_ctx {
+    struct kg_output_table *table; /* people */
+    json_t *arr;                   /* --json */
+    bool failed;                   /* out of memory */
+};
+
+static bool
+list_row(const struct kg_key_rec *rec, enum kg_key_state state, void *ctx)
+{
+    struct list_ctx *lc = ctx;
+
+    if (lc->arr != NULL) {
+        lc->failed = json_array_append_new(lc->arr, kg_output_key_json(rec, state, false)) != 0;
+    } else {
+        char masked[KG_DPREFIX_MAX + 8];
+        char created[KG_RFC3339_MAX], used[KG_RFC3339_MAX], expires[KG_RFC3339_MAX];
+        const char *cells[] = {
+            rec->name,
+            rec->id,
+            masked,
+            rec->scopes[0] != '\0' ? rec->scopes : "-",
+            rec->tenant,
+            kg_output_time(rec->created_at, "-", created),
+            kg_output_time(rec->last_used_at, "never", used),
+            kg_output_time(rec->expires_at, "never", expires),
+            kg_key_state_str(state),
+        };
+
+        kg_keyfmt_mask(rec->prefix, rec->last4, masked, sizeof(masked));
+        lc->failed = kg_output_table_add(lc->table, cells) != KG_OK;
+    }
+    return !lc->failed;
+}
+
+static int
+keys_list(int argc, char **argv, const char *config)
+{
+    static const char *const headers[] = {"NAME",    "ID",        "KEY",     "SCOPES", "TENANT",
+                                          "CREATED", "LAST USED", "EXPIRES", "STATE"};
+    const char *cmd = "keys list";
+    const char *state = NULL;
+    bool json = false;
+    const struct kg_cli_opt opts[] = {
+        {.name = "state", .metavar = "STATE", .value = &state},
+        {.name = "json", .flag = &json},
+        {0},
+    };
+    struct kg_cli_args a = {.config = config};
+    struct kg_keys_filter filter = {.all_states = true};
+    struct kg_instance *inst = NULL;
+    struct list_ctx lc = {0};
+    struct kg_err err = {{0}};
+    enum kg_status rc;
+    int ex;
+
+    ex = kg_cli_parse(cmd, argc, argv, 1, opts, 0, false, &a);
+    if (ex != KG_CLI_EXIT_OK || a.help) {
+        if (a.help)
+            fputs(list_usage, stdout);
+        return ex;
+    }
+    if (state != NULL) {
+        rc = kg_key_state_parse(state, &filter.state, &filter.all_states, &err);
+        if (rc != KG_OK)
+            return kg_cli_usage_error(cmd, "--state: %s", err.msg);
+    }
+    ex = kg_cli_open(a.config, &inst);
+    if (ex != KG_CLI_EXIT_OK)
+        return ex;
+    if (json)
+        lc.arr = json_array();
+    else
+        kg_output_table_new(headers, sizeof(headers) / sizeof(headers[0]), &lc.table);
+    if (lc.arr == NULL && lc.table == NULL) {
+        ex = kg_cli_fail(KG_ENOMEM, NULL);
+        goto cleanup;
+    }
+    rc = kg_keys_list(&(struct kg_keys_ctx){inst->store, inst->secret, inst->cfg}, &filter,
+                      kg_time_now(), list_row, &lc, &err);
+    if (rc == KG_OK && lc.failed)
+        rc = kg_err_set(&err, KG_ENOMEM, "out of memory listing keys");
+    if (rc != KG_OK) {
+        ex = kg_cli_fail(rc, &err);
+        goto cleanup;
+    }
+    if (lc.arr != NULL) {
+        rc = kg_output_json(stdout, lc.arr, &err);
+        if (rc != KG_OK)
+            ex = kg_cli_fail(rc, &err);
+    } else {
+        kg_output_table_print(lc.table, stdout);
+    }
+cleanup:
+    json_decref(lc.arr);
+    kg_output_table_free(lc.table);
+    kg_instance_close(inst);
+    return ex;
+}
+
+/* The plain form of `keys show`. */
+static void
+print_key_fields(const struct kg_key_rec *rec, enum kg_key_state state, int64_t now)
+{
+    char masked[KG_DPREFIX_MAX + 8], rate[64], quota[96];
+    char created[KG_RFC3339_MAX], used[KG_RFC3339_MAX], expires[KG_RFC3339_MAX];
+    char revoked[KG_RFC3339_MAX], stops[KG_RFC3339_MAX + 64];
+    bool grace = rec->revoked_at > now;
+    struct kg_output_field fields[16];
+    size_t n = 0;
+
+    kg_keyfmt_mask(rec->prefix, rec->last4, masked, sizeof(masked));
+    if (rec->rate[0] == '\0')
+        snprintf(rate, sizeof(rate), "default");
+    else if (rec->rate_burst > 0)
+        snprintf(rate, sizeof(rate), "%s (burst %" PRId64 ")", rec->rate, rec->rate_burst);
+    else
+        snprintf(rate, sizeof(rate), "%s", rec->rate);
+    if (rec->quota_limit < 0)
+        snprintf(quota, sizeof(quota), "unlimited (used %" PRId64 ")", rec->quota_used);
+    else
+        snprintf(quota, sizeof(quota), "%" PRId64 "%s%s (used %" PRId64 ")", rec->quota_limit,
+                 rec->quota_period[0] != '\0' ? " per " : "", rec->quota_period, rec->quota_used);
+
+    fields[n++] = (struct kg_output_field){"id", rec->id};
+    fields[n++] = (struct kg_output_field){"name", rec->name};
+    fields[n++] = (struct kg_output_field){"key", masked};
+    fields[n++] = (struct kg_output_field){"scopes", rec->scopes[0] != '\0' ? rec->scopes : "-"};
+    fields[n++] = (struct kg_output_field){"tenant", rec->tenant};
+    fields[n++] = (struct kg_output_field){"state", kg_key_state_str(state)};
+    fields[n++] =
+        (struct kg_output_field){"created", kg_output_time(rec->created_at, "-", created)};
+    fields[n++] =
+        (struct kg_output_field){"last used", kg_output_time(rec->last_used_at, "never", used)};
+    fields[n++] =
+        (struct kg_output_field){"expires", kg_output_time(rec->expires_at, "never", expires)};
+    /* A revocation in the future is a rotation grace period: the key still
+     * works, and when it stops is what the reader needs. */
+    fields[n++] = (struct kg_output_field){
+        "revoked", grace ? "-" : kg_output_time(rec->revoked_at, "-", revoked)};
+    if (grace) {
+        snprintf(stops, sizeof(stops), "%s (rotation grace period)",
+                 kg_time_format(rec->revoked_at, revoked));
+        fields[n++] = (struct kg_output_field){"stops working", stops};
+    }
+    fields[n++] =
+        (struct kg_output_field){"rotated to", rec->rotated_to[0] != '\0' ? rec->rotated_to : "-"};
+    fields[n++] = (struct kg_output_field){"rate", rate};
+    fields[n++] = (struct kg_output_field){"quota", quota};
+    fields[n++] = (struct kg_output_field){"metadata", rec->metadata};
+    kg_output_fields(stdout, fields, n);
+}
+
+static int
+keys_show(int argc, char **argv, const char *config)
+{
+    const char *cmd = "keys show";
+    bool json = false;
+    const struct kg_cli_opt opts[] = {
+        {.name = "json", .flag = &json},
+        {0},
+    };
+    struct kg_cli_args a = {.config = config};
+    struct kg_instance *inst = NULL;
+    struct kg_key_rec rec;
+    struct kg_err err = {{0}};
+    const char *id = NULL;
+    enum kg_status rc;
+    int64_t now;
+    int ex;
+
+    ex = kg_cli_parse(cmd, argc, argv, 1, opts, 1, false, &a);
+    if (ex != KG_CLI_EXIT_OK || a.help) {
+        if (a.help)
+            fputs(show_usage, stdout);
+        return ex;
+    }
+    ex = one_id(cmd, &a, &id);
+    if (ex != KG_CLI_EXIT_OK)
+        return ex;
+    ex = kg_cli_open(a.config, &inst);
+    if (ex != KG_CLI_EXIT_OK)
+        return ex;
+    rc = kg_keys_get(&(struct kg_keys_ctx){inst->store, inst->secret, inst->cfg}, id, &rec, &err);
+    if (rc != KG_OK) {
+        ex = kg_cli_fail(rc, &err);
+        goto cleanup;
+    }
+    now = kg_time_now();
+    if (json) {
+        json_t *obj = kg_output_key_json(&rec, kg_key_state_of(&rec, now), true);
+
+        rc = obj != NULL ? kg_output_json(stdout, obj, &err) : KG_ENOMEM;
+        json_decref(obj);
+        if (rc != KG_OK)
+            ex = kg_cli_fail(rc, &err);
+    } else {
+        print_key_fields(&rec, kg_key_state_of(&rec, now), now);
+    }
+cleanup:
+    kg_instance_close(inst);
+    return ex;
+}
+
+static int
+keys_revoke(int argc, char **argv, const char *config)
+{
+    const char *cmd = "keys revoke";
+    struct kg_cli_args a = {.config = config};
+    struct kg_instance *inst = NULL;
+    struct kg_err err = {{0}};
+    const char *id = NULL;
+    enum kg_status rc;
+    int ex;
+
+    ex = kg_cli_parse(cmd, argc, argv, 1, NULL, 1, false, &a);
+    if (ex != KG_CLI_EXIT_OK || a.help) {
+        if (a.help)
+            fputs(revoke_usage, stdout);
+        return ex;
+    }
+    ex = one_id(cmd, &a, &id);
+    if (ex != KG_CLI_EXIT_OK)
+        return ex;
+    ex = kg_cli_open(a.config, &inst);
+    if (ex != KG_CLI_EXIT_OK)
+        return ex;
+    rc = kg_keys_revoke(&(struct kg_keys_ctx){inst->store, inst->secret, inst->cfg}, id,
+                        kg_time_now(), NULL, &err);
+    if (rc != KG_OK)
+        ex = kg_cli_fail(rc, &err);
+    else
+        printf("revoked %s\n", id);
+    kg_instance_close(inst);
+    return ex;
+}
+
+static int
+keys_rotate(int argc, char **argv, const char *config)
+{
+    const char *cmd = "keys rotate";
+    const char *grace = NULL;
+    bool json = false;
+    const struct kg_cli_opt opts[] = {
+        {.name = "grace", .metavar = "DURATION", .value = &grace},
+        {.name = "json", .flag = &json},
+        {0},
+    };
+    struct kg_cli_args a = {.config = config};
+    struct kg_instance *inst = NULL;
+    struct kg_key_rec fresh, old;
+    struct kg_err err = {{0}};
+    int64_t grace_s = 0;
+    const char *id = NULL;
+    char *key = NULL;
+    enum kg_status rc;
+    int ex;
+
+    ex = kg_cli_parse(cmd, argc, argv, 1, opts, 1, false, &a);
+    if (ex != KG_CLI_EXIT_OK || a.help) {
+        if (a.help)
+            fputs(rotate_usage, stdout);
+        return ex;
+    }
+    ex = one_id(cmd, &a, &id);
+    if (ex != KG_CLI_EXIT_OK)
+        return ex;
+    if (grace != NULL && kg_time_parse_duration(grace, &grace_s, &err) != KG_OK)
+        return kg_cli_usage_error(cmd, "--grace: %s", err.msg);
+    ex = kg_cli_open(a.config, &inst);
+    if (ex != KG_CLI_EXIT_OK)
+        return ex;
+    rc = kg_keys_rotate(&(struct kg_keys_ctx){inst->store, inst->secret, inst->cfg}, id, grace_s,
+                        kg_time_now(), &fresh, &old, &key, &err);
+    if (rc != KG_OK) {
+        ex = kg_cli_fail(rc, &err);
+        goto cleanup;
+    }
+    ex = print_new_key(&fresh, key, &old, json);
+cleanup:
+    kg_keys_key_free(key);
+    kg_instance_close(inst);
+    return ex;
+}
+
+static const struct subverb subverbs[] = {
+    {"create", keys_create, "make a key and print it, once"},
+    {"list", keys_list, "list keys, masked"},
+    {"show", keys_show, "show one key, masked"},
+    {"revoke", keys_revoke, "revoke a key at once and for good"},
+    {"rotate", keys_rotate, "replace a key, optionally after a grace period"},
+};
+
+#define NSUBVERBS (sizeof(subverbs) / sizeof(subverbs[0]))
+
+static void
+keys_usage(FILE *f)
+{
+    fprintf(f, "usage: keygate keys <command> [-c FILE] [options]\n\ncommands:\n");
+    for (size_t i = 0; i < NSUBVERBS; i++)
+        fprintf(f, "  %-8s %s\n", subverbs[i].name, subverbs[i].summary);
+    fprintf(f, "\n`keygate keys <command> --help` describes a command.\n");
+}
+
+int
+kg_cli_keys(int argc, char **argv)
+{
+    struct kg_cli_args a = {0};
+    int ex;
+
+    /* Options before the sub-verb: -c FILE is passed on, --help is ours. */
+    ex = kg_cli_parse("keys", argc, argv, 1, NULL, 0, true, &a);
+    if (ex != KG_CLI_EXIT_OK)
+        return ex;
+    if (a.help) {
+        keys_usage(stdout);
+        return KG_CLI_EXIT_OK;
+    }
+    if (a.next >= argc)
+        return kg_cli_usage_error("keys", "missing command (see keygate keys --help)");
+    for (size_t i = 0; i < NSUBVERBS; i++) {
+        if (strcmp(subverbs[i].name, argv[a.next]) == 0)
+            return subverbs[i].run(argc - a.next, argv + a.next, a.config);
+    }
+    return kg_cli_usage_error("keys", "unknown command \"%.40s\" (see keygate keys --help)",
+                              argv[a.next]);
+}

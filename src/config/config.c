@@ -1,0 +1,1003 @@
+/* config/config.c - the config file and KEYGATE_* environment -> struct kg_config.
+ *
+ * One table, directives[], describes every directive: its kind, its built-in
+ * default (written as it would be in a file, so defaults pass through the same
+ * validators as user input), the field it fills and the environment variable
+ * that overrides it. The rest is a line tokenizer and a loop over lines.
+ * Problems go to the caller's callback as "file:line: message", all of them;
+ * this module never prints or logs. It only checks the form of addresses and
+ * paths: binding sockets and opening the database are other modules' work.
+ */
+#include <arpa/inet.h>
+#include <ctype.h>
+#include <errno.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <unistd.h>
+
+#include "keygate/config.h"
+#include "keygate/log.h"
+
+/* Longest duration any timeout may have; longer would only hide a hung peer. */
+#define DURATION_MAX_MS (24LL * 3600 * 1000)
+#define SCOPE_MAX 64
+/* Values quoted back in messages are cut here so one silly line cannot
+ * drown the rest of the report. */
+#define SHOWN "%.80s"
+
+enum kind {
+    K_STRING,   /* one value, checked by .check, copied into a char * */
+    K_BOOL,     /* one value: on/off, yes/no, true/false */
+    K_CHOICE,   /* one value, turned by .choose into an int-sized enum */
+    K_DURATION, /* one value: N followed by ms, s, m or h; stored as int64_t ms */
+    K_INT,      /* one value: a whole number from .min to .max; stored as int */
+    K_BYTES,    /* one value: a whole number, k = 1024, from .min to .max; int64_t */
+    K_CUSTOM,   /* all values go to .parse */
+};
+
+struct loader;
+struct directive;
+
+typedef enum kg_status (*parse_fn)(struct loader *ld, const struct directive *d,
+                                   const char *const *argv, size_t argc);
+
+struct directive {
+    const char *name;
+    enum kind kind;
+    const char *def;  /* built-in default as written in a file; NULL: none */
+    size_t off;       /* field in struct kg_config; unused by K_CUSTOM */
+    const char *env;  /* KEYGATE_* variable that overrides it, or NULL */
+    const char *want; /* what a good value looks like (K_STRING, K_CHOICE, K_CUSTOM) */
+    bool (*check)(const char *value);
+    bool (*choose)(const char *value, int *out);
+    parse_fn parse;
+    int64_t min, max;
+    bool multi; /* may appear on several lines */
+};
+
+static bool check_listen(const char *v);
+static bool check_admin_listen(const char *v);
+static bool check_upstream(const char *v);
+static bool check_path(const char *v);
+static bool choose_error_style(const char *v, int *out);
+static bool choose_log_level(const char *v, int *out);
+static enum kg_status parse_cred_header(struct loader *ld, const struct directive *d,
+                                        const char *const *argv, size_t argc);
+static enum kg_status parse_route(struct loader *ld, const struct directive *d,
+                                  const char *const *argv, size_t argc);
+
+#define OFF(field) offsetof(struct kg_config, field)
+
+/* Adding a directive: one row here, one section in docs/configuration.md,
+ * one commented entry in conf/keygate.conf, one test. clang-format would
+ * put every field on a line of its own; kept as rows, it reads as a table. */
+/* clang-format off */
+static const struct directive directives[] = {
+    {.name = "listen", .kind = K_STRING, .def = "0.0.0.0:8080", .off = OFF(listen),
+     .env = "KEYGATE_LISTEN", .check = check_listen, .want = "host:port"},
+    {.name = "admin_listen", .kind = K_STRING, .def = "127.0.0.1:8081", .off = OFF(admin_listen),
+     .env = "KEYGATE_ADMIN_LISTEN", .check = check_admin_listen, .want = "host:port or off"},
+    {.name = "upstream", .kind = K_STRING, .def = "http://127.0.0.1:3000", .off = OFF(upstream),
+     .env = "KEYGATE_UPSTREAM", .check = check_upstream,
+     .want = "an http:// or https:// URL such as http://127.0.0.1:3000/base"},
+    {.name = "database", .kind = K_STRING, .def = "data/keygate.db", .off = OFF(database),
+     .env = "KEYGATE_DATABASE", .check = check_path, .want = "a file path"},
+    {.name = "secret_file", .kind = K_STRING, .def = "data/secret", .off = OFF(secret_file),
+     .env = "KEYGATE_SECRET_FILE", .check = check_path, .want = "a file path"},
+    {.name = "key_prefix", .kind = K_STRING, .def = "kg_", .off = OFF(key_prefix),
+     .env = "KEYGATE_KEY_PREFIX", .check = kg_config_prefix_ok,
+     .want = "1 to 32 characters of A-Z a-z 0-9 _"},
+    {.name = "error_style", .kind = K_CHOICE, .def = "detail", .off = OFF(error_style),
+     .env = "KEYGATE_ERROR_STYLE", .choose = choose_error_style, .want = "detail or error"},
+    {.name = "require_scopes", .kind = K_BOOL, .def = "off", .off = OFF(require_scopes)},
+    {.name = "forward_credentials", .kind = K_BOOL, .def = "off",
+     .off = OFF(forward_credentials)},
+    {.name = "credential_header", .kind = K_CUSTOM, .parse = parse_cred_header, .multi = true,
+     .want = "an HTTP header name such as X-Api-Key"},
+    {.name = "route", .kind = K_CUSTOM, .parse = parse_route, .multi = true},
+    {.name = "upstream_connect_timeout", .kind = K_DURATION, .def = "5s",
+     .off = OFF(upstream_connect_timeout_ms)},
+    {.name = "upstream_timeout", .kind = K_DURATION, .def = "60s",
+     .off = OFF(upstream_timeout_ms)},
+    {.name = "client_timeout", .kind = K_DURATION, .def = "60s", .off = OFF(client_timeout_ms)},
+    {.name = "workers", .kind = K_INT, .def = "0", .off = OFF(workers), .env = "KEYGATE_WORKERS",
+     .min = 0, .max = 64},
+    {.name = "log_level", .kind = K_CHOICE, .def = "info", .off = OFF(log_level),
+     .env = "KEYGATE_LOG_LEVEL", .choose = choose_log_level, .want = "error, warn, info or debug"},
+    {.name = "max_header_bytes", .kind = K_BYTES, .def = "16k", .off = OFF(max_header_bytes),
+     .min = 1024, .max = 1048576},
+};
+/* clang-format on */
+
+#define NDIRECTIVES (sizeof(directives) / sizeof(directives[0]))
+
+/* K_CHOICE stores an int through the field's bytes; both targets must be int-sized. */
+_Static_assert(sizeof(enum kg_error_style) == sizeof(int), "error_style is not int-sized");
+
+/* State of one kg_config_load(): where we are, for messages, and what we found. */
+struct loader {
+    struct kg_config *cfg;
+    const char *file;
+    int line;        /* 0 when not reading a line */
+    const char *env; /* variable being applied, or NULL */
+    kg_config_report_fn report;
+    void *ctx;
+    int nerrors;
+    int first_line[NDIRECTIVES]; /* where each single-valued directive was first seen */
+};
+
+/* The words of one line, split in place; the array is reused line to line. */
+struct words {
+    char **v;
+    size_t n, cap;
+};
+
+static void complain(struct loader *ld, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+static void
+complain(struct loader *ld, const char *fmt, ...)
+{
+    char msg[512], out[1024];
+    va_list ap;
+
+    ld->nerrors++;
+    if (ld->report == NULL)
+        return;
+    va_start(ap, fmt);
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    va_end(ap);
+    if (ld->env != NULL)
+        snprintf(out, sizeof(out), "%s: %s", ld->env, msg);
+    else if (ld->line > 0)
+        snprintf(out, sizeof(out), "%s:%d: %s", ld->file, ld->line, msg);
+    else
+        snprintf(out, sizeof(out), "%s: %s", ld->file, msg);
+    ld->report(ld->ctx, out);
+}
+
+/* Says what d wants instead of value; numeric kinds state their bounds from the row. */
+static void
+complain_want(struct loader *ld, const struct directive *d, const char *value)
+{
+    switch (d->kind) {
+    case K_BOOL:
+        complain(ld, "%s wants on or off, got \"" SHOWN "\"", d->name, value);
+        break;
+    case K_DURATION:
+        complain(ld,
+                 "%s wants a duration such as 500ms, 30s, 5m or 1h (at most 24h), "
+                 "got \"" SHOWN "\"",
+                 d->name, value);
+        break;
+    case K_INT:
+        complain(ld, "%s wants a whole number from %lld to %lld, got \"" SHOWN "\"", d->name,
+                 (long long)d->min, (long long)d->max, value);
+        break;
+    case K_BYTES:
+        complain(ld,
+                 "%s wants a size from %lld to %lld bytes (k = 1024, e.g. 16k), got \"" SHOWN "\"",
+                 d->name, (long long)d->min, (long long)d->max, value);
+        break;
+    default:
+        complain(ld, "%s wants %s, got \"" SHOWN "\"", d->name, d->want, value);
+        break;
+    }
+}
+
+static void
+complain_count(struct loader *ld, const struct directive *d, size_t argc)
+{
+    if (argc == 0)
+        complain(ld, "%s takes one value, got none", d->name);
+    else
+        complain(ld, "%s takes one value, got %zu", d->name, argc);
+}
+
+/* RFC 9110 tchar: what a method or a header name may be made of. */
+static bool
+is_tchar(int c)
+{
+    return c != '\0' && (isalnum(c) || strchr("!#$%&'*+-.^_`|~", c) != NULL);
+}
+
+static bool
+is_token(const char *s)
+{
+    if (s[0] == '\0')
+        return false;
+    for (; *s != '\0'; s++) {
+        if (!is_tchar((unsigned char)*s))
+            return false;
+    }
+    return true;
+}
+
+/* Reads a port of exactly len characters, all digits, 1..65535. */
+static bool
+parse_port(const char *s, size_t len, int *out)
+{
+    int port = 0;
+
+    if (len == 0 || len > 5)
+        return false;
+    for (size_t i = 0; i < len; i++) {
+        if (!isdigit((unsigned char)s[i]))
+            return false;
+        port = port * 10 + (s[i] - '0');
+    }
+    if (port < 1 || port > 65535)
+        return false;
+    *out = port;
+    return true;
+}
+
+bool
+kg_config_addr_parse(const char *addr, char *host, size_t hostlen, int *port)
+{
+    char buf[KG_ADDR_HOST_MAX], bin[16];
+    const char *h, *portstr, *numeric = buf;
+    size_t hl;
+    bool v6 = false;
+    int p;
+
+    if (addr == NULL)
+        return false;
+    if (addr[0] == '[') {
+        const char *closing = strchr(addr, ']');
+
+        if (closing == NULL || closing[1] != ':')
+            return false;
+        h = addr + 1;
+        hl = (size_t)(closing - h);
+        portstr = closing + 2;
+        v6 = true;
+    } else {
+        const char *colon = strrchr(addr, ':');
+
+        if (colon == NULL)
+            return false;
+        h = addr;
+        hl = (size_t)(colon - addr);
+        portstr = colon + 1;
+        /* An unbracketed IPv6 literal cannot be told from its port. */
+        if (memchr(h, ':', hl) != NULL)
+            return false;
+    }
+    if (hl == 0 || hl >= sizeof(buf) || !parse_port(portstr, strlen(portstr), &p))
+        return false;
+    memcpy(buf, h, hl);
+    buf[hl] = '\0';
+    if (v6) {
+        if (inet_pton(AF_INET6, buf, bin) != 1)
+            return false;
+    } else if (strcmp(buf, "*") == 0) {
+        numeric = "0.0.0.0";
+    } else if (strcmp(buf, "localhost") == 0) {
+        /* Pinned to IPv4 so "localhost" never depends on /etc/hosts order. */
+        numeric = "127.0.0.1";
+    } else if (inet_pton(AF_INET, buf, bin) != 1) {
+        return false;
+    }
+    if (host != NULL) {
+        if (strlen(numeric) >= hostlen)
+            return false;
+        memcpy(host, numeric, strlen(numeric) + 1);
+    }
+    if (port != NULL)
+        *port = p;
+    return true;
+}
+
+static bool
+check_listen(const char *v)
+{
+    return kg_config_addr_parse(v, NULL, 0, NULL);
+}
+
+static bool
+check_admin_listen(const char *v)
+{
+    return strcmp(v, "off") == 0 || check_listen(v);
+}
+
+/* http(s)://HOST[:PORT][/PATH]: a host name, IPv4 or [IPv6], no user:password
+ * (it would end up in logs), no query or fragment (the request's own are appended). */
+static bool
+check_upstream(const char *v)
+{
+    const char *p, *end, *after;
+    int port;
+
+    if (strncasecmp(v, "http://", 7) == 0)
+        p = v + 7;
+    else if (strncasecmp(v, "https://", 8) == 0)
+        p = v + 8;
+    else
+        return false;
+    for (const char *q = v; *q != '\0'; q++) {
+        if ((unsigned char)*q <= 0x20 || *q == 0x7f || *q == '?' || *q == '#')
+            return false;
+    }
+    end = p + strcspn(p, "/");
+    if (memchr(p, '@', (size_t)(end - p)) != NULL)
+        return false;
+    if (*p == '[') {
+        char buf[KG_ADDR_HOST_MAX], bin[16];
+        const char *closing = memchr(p, ']', (size_t)(end - p));
+        size_t hl;
+
+        if (closing == NULL)
+            return false;
+        hl = (size_t)(closing - p - 1);
+        if (hl == 0 || hl >= sizeof(buf))
+            return false;
+        memcpy(buf, p + 1, hl);
+        buf[hl] = '\0';
+        if (inet_pton(AF_INET6, buf, bin) != 1)
+            return false;
+        after = closing + 1;
+    } else {
+        after = p;
+        while (after < end && (isalnum((unsigned char)*after) || strchr(".-_", *after) != NULL))
+            after++;
+        if (after == p)
+            return false;
+    }
+    if (after == end)
+        return true;
+    if (*after != ':')
+        return false;
+    return parse_port(after + 1, (size_t)(end - after - 1), &port);
+}
+
+static bool
+check_path(const char *v)
+{
+    return v[0] != '\0';
+}
+
+bool
+kg_config_prefix_ok(const char *prefix)
+{
+    size_t n;
+
+    if (prefix == NULL)
+        return false;
+    n = strlen(prefix);
+    if (n < 1 || n > 32)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if (!isalnum((unsigned char)prefix[i]) && prefix[i] != '_')
+            return false;
+    }
+    return true;
+}
+
+static bool
+choose_error_style(const char *v, int *out)
+{
+    if (strcasecmp(v, "detail") == 0)
+        *out = KG_STYLE_DETAIL;
+    else if (strcasecmp(v, "error") == 0)
+        *out = KG_STYLE_ERROR;
+    else
+        return false;
+    return true;
+}
+
+static bool
+choose_log_level(const char *v, int *out)
+{
+    enum kg_log_level level;
+
+    if (!kg_log_level_parse(v, &level))
+        return false;
+    *out = (int)level;
+    return true;
+}
+
+static bool
+parse_bool(const char *v, bool *out)
+{
+    if (strcasecmp(v, "on") == 0 || strcasecmp(v, "yes") == 0 || strcasecmp(v, "true") == 0)
+        *out = true;
+    else if (strcasecmp(v, "off") == 0 || strcasecmp(v, "no") == 0 || strcasecmp(v, "false") == 0)
+        *out = false;
+    else
+        return false;
+    return true;
+}
+
+/* Digits only (no sign, no blanks) followed by one of the given suffixes,
+ * each with its multiplier; "" in suffixes means a bare number is allowed. */
+static bool
+parse_scaled(const char *s, const char *const *suffixes, const int64_t *mults, size_t n,
+             int64_t max, int64_t *out)
+{
+    int64_t v = 0;
+    const char *p = s;
+
+    if (!isdigit((unsigned char)*p))
+        return false;
+    for (; isdigit((unsigned char)*p); p++) {
+        if (v > (max - (*p - '0')) / 10)
+            return false;
+        v = v * 10 + (*p - '0');
+    }
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(p, suffixes[i]) != 0)
+            continue;
+        if (v > max / mults[i])
+            return false;
+        *out = v * mults[i];
+        return true;
+    }
+    return false;
+}
+
+static bool
+parse_duration_ms(const char *s, int64_t *out)
+{
+    static const char *const units[] = {"ms", "s", "m", "h"};
+    static const int64_t mults[] = {1, 1000, 60 * 1000, 3600 * 1000};
+    int64_t v;
+
+    /* A bare number is refused: 60 could mean seconds or milliseconds. */
+    if (!parse_scaled(s, units, mults, 4, DURATION_MAX_MS, &v) || v <= 0)
+        return false;
+    *out = v;
+    return true;
+}
+
+/* Sets one single-valued directive. KG_EINVAL has been reported. */
+static enum kg_status
+set_value(struct loader *ld, const struct directive *d, const char *v)
+{
+    static const char *const int_units[] = {""};
+    static const char *const byte_units[] = {"", "k", "K"};
+    static const int64_t int_mults[] = {1};
+    static const int64_t byte_mults[] = {1, 1024, 1024};
+    char *field = (char *)ld->cfg + d->off;
+    int64_t n;
+    int choice;
+    bool b;
+    char *copy;
+
+    switch (d->kind) {
+    case K_STRING:
+        if (!d->check(v))
+            break;
+        copy = strdup(v);
+        if (copy == NULL)
+            return KG_ENOMEM;
+        free(*(char **)field);
+        *(char **)field = copy;
+        return KG_OK;
+    case K_BOOL:
+        if (!parse_bool(v, &b))
+            break;
+        *(bool *)field = b;
+        return KG_OK;
+    case K_CHOICE:
+        if (!d->choose(v, &choice))
+            break;
+        memcpy(field, &choice, sizeof(choice));
+        return KG_OK;
+    case K_DURATION:
+        if (!parse_duration_ms(v, &n))
+            break;
+        *(int64_t *)field = n;
+        return KG_OK;
+    case K_INT:
+        if (!parse_scaled(v, int_units, int_mults, 1, d->max, &n) || n < d->min)
+            break;
+        *(int *)field = (int)n;
+        return KG_OK;
+    case K_BYTES:
+        if (!parse_scaled(v, byte_units, byte_mults, 3, d->max, &n) || n < d->min)
+            break;
+        *(int64_t *)field = n;
+        return KG_OK;
+    case K_CUSTOM:
+        return d->parse(ld, d, &v, 1);
+    }
+    complain_want(ld, d, v);
+    return KG_EINVAL;
+}
+
+static enum kg_status
+apply(struct loader *ld, const struct directive *d, const char *const *argv, size_t argc)
+{
+    if (d->kind == K_CUSTOM)
+        return d->parse(ld, d, argv, argc);
+    if (argc != 1) {
+        complain_count(ld, d, argc);
+        return KG_EINVAL;
+    }
+    return set_value(ld, d, argv[0]);
+}
+
+static enum kg_status
+parse_cred_header(struct loader *ld, const struct directive *d, const char *const *argv,
+                  size_t argc)
+{
+    struct kg_config *cfg = ld->cfg;
+    const char *name;
+    char *copy;
+
+    if (argc != 1) {
+        complain_count(ld, d, argc);
+        return KG_EINVAL;
+    }
+    name = argv[0];
+    if (!is_token(name)) {
+        complain_want(ld, d, name);
+        return KG_EINVAL;
+    }
+    /* The built-in headers and repeats change nothing, so they are accepted
+     * rather than made into errors a copied config would trip over. */
+    if (strcasecmp(name, "Authorization") == 0 || strcasecmp(name, "X-Avala-Api-Key") == 0)
+        return KG_OK;
+    for (size_t i = 0; i < cfg->ncred_headers; i++) {
+        if (strcasecmp(cfg->cred_headers[i], name) == 0)
+            return KG_OK;
+    }
+    if (cfg->ncred_headers == KG_MAX_CRED_HEADERS) {
+        complain(ld, "%s allows at most %d header names; \"" SHOWN "\" is one too many", d->name,
+                 KG_MAX_CRED_HEADERS, name);
+        return KG_EINVAL;
+    }
+    copy = strdup(name);
+    if (copy == NULL)
+        return KG_ENOMEM;
+    cfg->cred_headers[cfg->ncred_headers++] = copy;
+    return KG_OK;
+}
+
+static bool
+scope_ok(const char *s)
+{
+    size_t n = strlen(s);
+
+    if (n < 1 || n > SCOPE_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if (!isalnum((unsigned char)s[i]) && strchr("_.:*-", s[i]) == NULL)
+            return false;
+    }
+    return true;
+}
+
+/* Request paths are normalised before routes are matched (http/pathnorm.c),
+ * so a pattern holding "//", "." or ".." segments could never match: the
+ * rule would silently protect nothing. s starts with '/'. The last segment
+ * of a prefix is only the start of a segment (/v1/.* matches /v1/.env), so
+ * its dots are allowed. */
+static bool
+pattern_normal(const char *s, size_t len, bool is_prefix)
+{
+    size_t i = 0;
+
+    while (i < len) {
+        size_t j = i + 1, seg;
+
+        while (j < len && s[j] != '/')
+            j++;
+        seg = j - i - 1;
+        if (seg == 0 && j < len)
+            return false;
+        if (j == len && is_prefix)
+            break;
+        if ((seg == 1 && s[i + 1] == '.') || (seg == 2 && s[i + 1] == '.' && s[i + 2] == '.'))
+            return false;
+        i = j;
+    }
+    return true;
+}
+
+/* Checks the pattern of a route line; complains and returns false when bad. */
+static bool
+pattern_ok(struct loader *ld, const char *p)
+{
+    size_t len = strlen(p);
+    const char *star = strchr(p, '*');
+
+    if (p[0] != '/' || strpbrk(p, "?# \t") != NULL) {
+        complain(ld, "route path wants /PATH or /PREFIX*, got \"" SHOWN "\"", p);
+        return false;
+    }
+    for (size_t i = 0; i < len; i++) {
+        if ((unsigned char)p[i] < 0x20 || p[i] == 0x7f) {
+            complain(ld, "route path wants /PATH or /PREFIX*, got \"" SHOWN "\"", p);
+            return false;
+        }
+    }
+    if (star != NULL && star != p + len - 1) {
+        complain(ld, "route path may have * only at its end, got \"" SHOWN "\"", p);
+        return false;
+    }
+    if (!pattern_normal(p, star != NULL ? len - 1 : len, star != NULL)) {
+        complain(ld, "route path must be normalised (no //, . or .. segments), got \"" SHOWN "\"",
+                 p);
+        return false;
+    }
+    return true;
+}
+
+static void
+route_cleanup(struct kg_route *r)
+{
+    free(r->pattern);
+    for (size_t i = 0; i < r->nscopes; i++)
+        free(r->scopes[i]);
+    free(r->scopes);
+}
+
+/* route METHOD PATH-PATTERN SCOPE…: every problem on the line is reported. */
+static enum kg_status
+parse_route(struct loader *ld, const struct directive *d, const char *const *argv, size_t argc)
+{
+    struct kg_config *cfg = ld->cfg;
+    struct kg_route r = {.line = ld->line}, *grown;
+    const char *method, *pattern;
+    enum kg_status rc = KG_EINVAL;
+    bool ok = true;
+    size_t plen;
+
+    (void)d;
+    if (argc < 3) {
+        complain(ld, "route needs METHOD PATH SCOPE…");
+        return KG_EINVAL;
+    }
+    method = argv[0];
+    pattern = argv[1];
+    if (strcmp(method, "*") != 0 && (!is_token(method) || strlen(method) >= sizeof(r.method))) {
+        complain(ld, "route wants an HTTP method such as GET, or *, got \"" SHOWN "\"", method);
+        ok = false;
+    }
+    if (!pattern_ok(ld, pattern))
+        ok = false;
+    for (size_t i = 2; i < argc; i++) {
+        if (!scope_ok(argv[i])) {
+            complain(ld,
+                     "route scope wants 1 to 64 characters of A-Z a-z 0-9 _ . : * -, got \"" SHOWN
+                     "\"",
+                     argv[i]);
+            ok = false;
+        }
+    }
+    if (!ok)
+        return KG_EINVAL;
+
+    rc = KG_ENOMEM;
+    for (size_t i = 0; method[i] != '\0'; i++)
+        r.method[i] = (char)toupper((unsigned char)method[i]);
+    plen = strlen(pattern);
+    r.is_prefix = pattern[plen - 1] == '*';
+    r.pattern = strndup(pattern, r.is_prefix ? plen - 1 : plen);
+    r.scopes = calloc(argc - 2, sizeof(*r.scopes));
+    if (r.pattern == NULL || r.scopes == NULL)
+        goto cleanup;
+    for (size_t i = 2; i < argc; i++) {
+        r.scopes[r.nscopes] = strdup(argv[i]);
+        if (r.scopes[r.nscopes] == NULL)
+            goto cleanup;
+        r.nscopes++;
+    }
+    grown = realloc(cfg->routes, (cfg->nroutes + 1) * sizeof(*cfg->routes));
+    if (grown == NULL)
+        goto cleanup;
+    cfg->routes = grown;
+    cfg->routes[cfg->nroutes++] = r;
+    memset(&r, 0, sizeof(r)); /* handed over: cleanup must not free it */
+    rc = KG_OK;
+
+cleanup:
+    route_cleanup(&r);
+    return rc;
+}
+
+static const struct directive *
+find_directive(const char *name)
+{
+    for (size_t i = 0; i < NDIRECTIVES; i++) {
+        if (strcmp(directives[i].name, name) == 0)
+            return &directives[i];
+    }
+    return NULL;
+}
+
+static enum kg_status
+words_push(struct words *w, char *word)
+{
+    if (w->n == w->cap) {
+        size_t cap = w->cap == 0 ? 8 : w->cap * 2;
+        char **grown = realloc(w->v, cap * sizeof(*grown));
+
+        if (grown == NULL)
+            return KG_ENOMEM;
+        w->v = grown;
+        w->cap = cap;
+    }
+    w->v[w->n++] = word;
+    return KG_OK;
+}
+
+static bool
+is_blank(char c)
+{
+    /* '\r' counts as a blank so files saved with CRLF endings load. */
+    return c == ' ' || c == '\t' || c == '\r' || c == '\n';
+}
+
+/* Splits line into words in place: unquoting only ever shrinks the text, so
+ * the write position never overtakes the read position. A word may mix bare
+ * and "quoted" parts; inside quotes, \" and \\ are escapes and any other
+ * backslash is kept. KG_EINVAL (reported) for an unterminated quote. */
+static enum kg_status
+tokenize(struct loader *ld, char *line, struct words *w)
+{
+    char *r = line, *out = line, *start;
+    enum kg_status rc;
+
+    w->n = 0;
+    for (;;) {
+        bool quoted = false, in_word = false;
+
+        while (is_blank(*r))
+            r++;
+        if (*r == '\0' || *r == '#')
+            return KG_OK;
+        start = out;
+        for (;; r++) {
+            char c = *r;
+
+            if (quoted) {
+                if (c == '\0') {
+                    complain(ld, "unterminated quote (close the \" on the same line)");
+                    return KG_EINVAL;
+                }
+                if (c == '"') {
+                    quoted = false;
+                } else if (c == '\\' && (r[1] == '"' || r[1] == '\\')) {
+                    *out++ = *++r;
+                } else {
+                    *out++ = c;
+                }
+                continue;
+            }
+            if (c == '\0' || c == '#' || is_blank(c))
+                break;
+            if (c == '"')
+                quoted = true;
+            else
+                *out++ = c;
+            in_word = true;
+        }
+        /* The byte at r may be overwritten by the terminator below, so
+         * decide now whether the line goes on. */
+        bool more = *r != '\0' && *r != '#';
+
+        *out++ = '\0';
+        if (in_word) {
+            rc = words_push(w, start);
+            if (rc != KG_OK)
+                return rc;
+        }
+        if (!more)
+            return KG_OK;
+        r++;
+    }
+}
+
+/* Handles one line. Only KG_ENOMEM stops the load: every other problem is
+ * reported and counted so the next lines are still checked. */
+static enum kg_status
+parse_line(struct loader *ld, char *line, size_t len, struct words *w)
+{
+    const struct directive *d;
+    enum kg_status rc;
+
+    if (memchr(line, '\0', len) != NULL) {
+        complain(ld, "line holds a NUL byte; is this a text file?");
+        return KG_OK;
+    }
+    rc = tokenize(ld, line, w);
+    if (rc != KG_OK || w->n == 0)
+        return rc == KG_ENOMEM ? rc : KG_OK;
+    d = find_directive(w->v[0]);
+    if (d == NULL) {
+        complain(ld, "unknown directive \"" SHOWN "\"", w->v[0]);
+        return KG_OK;
+    }
+    if (!d->multi) {
+        size_t i = (size_t)(d - directives);
+
+        if (ld->first_line[i] != 0) {
+            complain(ld, "duplicate directive %s (first on line %d)", d->name, ld->first_line[i]);
+            return KG_OK;
+        }
+        ld->first_line[i] = ld->line;
+    }
+    rc = apply(ld, d, (const char *const *)(w->v + 1), w->n - 1);
+    return rc == KG_ENOMEM ? rc : KG_OK;
+}
+
+static enum kg_status
+load_file(struct loader *ld, const char *path)
+{
+    FILE *fp;
+    char *buf = NULL;
+    size_t cap = 0;
+    ssize_t len;
+    struct words w = {0};
+    enum kg_status rc = KG_OK;
+
+    fp = fopen(path, "r");
+    if (fp == NULL) {
+        complain(ld, "cannot open: %s", strerror(errno));
+        return KG_EIO;
+    }
+    for (;;) {
+        len = getline(&buf, &cap, fp);
+        if (len < 0)
+            break;
+        ld->line++;
+        /* getline() counts the '\n'; a NUL before it would end the string early. */
+        rc = parse_line(ld, buf, (size_t)len - (len > 0 && buf[len - 1] == '\n'), &w);
+        if (rc != KG_OK)
+            goto cleanup;
+    }
+    if (ferror(fp)) {
+        ld->line = 0;
+        complain(ld, "cannot read: %s", strerror(errno));
+        rc = KG_EIO;
+    }
+
+cleanup:
+    free(w.v);
+    free(buf);
+    fclose(fp);
+    return rc;
+}
+
+/* Every KEYGATE_* override, after the file: a container sets a few variables
+ * and keeps the shipped file. An empty variable counts as unset, so
+ * "KEYGATE_LISTEN=" in a compose file changes nothing. */
+static enum kg_status
+apply_env(struct loader *ld)
+{
+    for (size_t i = 0; i < NDIRECTIVES; i++) {
+        const struct directive *d = &directives[i];
+        const char *v;
+        enum kg_status rc;
+
+        if (d->env == NULL)
+            continue;
+        v = getenv(d->env);
+        if (v == NULL || v[0] == '\0')
+            continue;
+        ld->env = d->env;
+        rc = set_value(ld, d, v);
+        ld->env = NULL;
+        if (rc == KG_ENOMEM)
+            return rc;
+    }
+    return KG_OK;
+}
+
+enum kg_status
+kg_config_defaults(struct kg_config **out)
+{
+    struct loader ld = {.file = "(built-in)"};
+    struct kg_config *cfg;
+    enum kg_status rc = KG_OK;
+
+    *out = NULL;
+    cfg = calloc(1, sizeof(*cfg));
+    if (cfg == NULL)
+        return KG_ENOMEM;
+    ld.cfg = cfg;
+    cfg->path = strdup("(built-in)");
+    if (cfg->path == NULL) {
+        rc = KG_ENOMEM;
+        goto cleanup;
+    }
+    for (size_t i = 0; i < NDIRECTIVES; i++) {
+        const char *def = directives[i].def;
+
+        if (def == NULL)
+            continue;
+        /* KG_EINVAL here means the table's own default is wrong: a bug. */
+        rc = apply(&ld, &directives[i], &def, 1);
+        if (rc != KG_OK)
+            goto cleanup;
+    }
+    *out = cfg;
+    cfg = NULL;
+
+cleanup:
+    kg_config_free(cfg);
+    return rc;
+}
+
+enum kg_status
+kg_config_load(const char *path, kg_config_report_fn report, void *ctx, struct kg_config **out)
+{
+    struct loader ld = {.file = path != NULL ? path : "(built-in)", .report = report, .ctx = ctx};
+    struct kg_config *cfg = NULL;
+    enum kg_status rc;
+
+    *out = NULL;
+    rc = kg_config_defaults(&cfg);
+    if (rc != KG_OK)
+        goto cleanup;
+    ld.cfg = cfg;
+    if (path != NULL) {
+        char *copy = strdup(path);
+
+        if (copy == NULL) {
+            rc = KG_ENOMEM;
+            goto cleanup;
+        }
+        free(cfg->path);
+        cfg->path = copy;
+        rc = load_file(&ld, path);
+        if (rc != KG_OK)
+            goto cleanup;
+    }
+    ld.line = 0;
+    rc = apply_env(&ld);
+    if (rc == KG_OK && ld.nerrors > 0)
+        rc = KG_EINVAL;
+
+cleanup:
+    if (rc == KG_ENOMEM) {
+        ld.line = 0;
+        complain(&ld, "out of memory");
+    }
+    if (rc != KG_OK)
+        kg_config_free(cfg);
+    else
+        *out = cfg;
+    return rc;
+}
+
+const char *
+kg_config_default_path(void)
+{
+    const char *env = getenv("KEYGATE_CONFIG");
+
+    if (env != NULL && env[0] != '\0')
+        return env;
+    /* "Exists", not "readable": an unreadable file should be an error the
+     * operator sees, not a silent fall back to the built-in defaults. */
+    if (access("conf/keygate.conf", F_OK) == 0)
+        return "conf/keygate.conf";
+    if (access("/etc/keygate/keygate.conf", F_OK) == 0)
+        return "/etc/keygate/keygate.conf";
+    return NULL;
+}
+
+void
+kg_config_free(struct kg_config *cfg)
+{
+    if (cfg == NULL)
+        return;
+    free(cfg->path);
+    free(cfg->listen);
+    free(cfg->admin_listen);
+    free(cfg->upstream);
+    free(cfg->database);
+    free(cfg->secret_file);
+    free(cfg->key_prefix);
+    for (size_t i = 0; i < cfg->ncred_headers; i++)
+        free(cfg->cred_headers[i]);
+    for (size_t i = 0; i < cfg->nroutes; i++)
+        route_cleanup(&cfg->routes[i]);
+    free(cfg->routes);
+    free(cfg);
+}

@@ -1,0 +1,538 @@
+/* http/front.c - WHERE A REQUEST ENTERS. Owns struct kg_req (allocated when
+ * libmicrohttpd reports the request line, freed when it reports the request
+ * complete) and the access handler: hygiene, credential, path, decision,
+ * then keygate's own answer or the relay. It neither decides (auth/) nor
+ * talks to the upstream (proxy/). */
+#include <arpa/inet.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "keygate/credential.h"
+#include "keygate/decide.h"
+#include "keygate/front.h"
+#include "keygate/headers.h"
+#include "keygate/hygiene.h"
+#include "keygate/log.h"
+#include "keygate/pathnorm.h"
+#include "keygate/relay.h"
+#include "keygate/respond.h"
+#include "keygate/timeutil.h"
+
+#define KG_RESPONSE_BLOCK (64 * 1024)
+#define KG_CONN_TOKENS_MAX 1024
+#define KG_XFF_MAX 2048
+
+enum req_phase { REQ_NEW = 0, REQ_DEFERRED, REQ_PROXYING, REQ_ANSWERED };
+
+struct kg_req {
+    struct kg_loop *loop;
+    enum req_phase phase;
+    char *uri;  /* raw request target as received */
+    char *path; /* normalised path */
+    const char *query; /* into uri, after '?', or NULL */
+    struct kg_exchange *x;
+    struct kg_answer *deferred; /* our answer, sent once the request is read */
+    bool has_body;
+    bool body_done;
+    char request_id[KG_REQUEST_ID_MAX];
+};
+
+/* Facts gathered in one pass over the request headers. */
+struct scan {
+    const struct kg_config *cfg;
+    struct kg_hygiene hy;
+    struct kg_cred cred;
+    char conn_tokens[KG_CONN_TOKENS_MAX];
+    char xff[KG_XFF_MAX];
+    const char *host;
+    const char *request_id;
+    bool has_accept;
+    size_t header_bytes;
+};
+
+static void
+append_list(char *dst, size_t cap, const char *v)
+{
+    size_t used = strlen(dst);
+
+    if (used + strlen(v) + 2 < cap)
+        snprintf(dst + used, cap - used, "%s%s", used > 0 ? ", " : "", v);
+}
+
+static enum MHD_Result
+scan_header(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_size,
+            const char *value, size_t value_size)
+{
+    struct scan *sc = cls;
+
+    (void)kind;
+    sc->header_bytes += key_size + value_size + 4;
+    kg_hygiene_feed(&sc->hy, key, key_size, value != NULL ? value : "", value_size);
+    kg_credential_feed(&sc->cred, sc->cfg, key, value, value != NULL ? value_size : 0);
+    if (value == NULL)
+        return MHD_YES;
+    if (strcasecmp(key, "Connection") == 0)
+        append_list(sc->conn_tokens, sizeof(sc->conn_tokens), value);
+    else if (strcasecmp(key, "X-Forwarded-For") == 0)
+        append_list(sc->xff, sizeof(sc->xff), value);
+    else if (strcasecmp(key, "Host") == 0)
+        sc->host = value;
+    else if (strcasecmp(key, "X-Request-Id") == 0)
+        sc->request_id = value;
+    else if (strcasecmp(key, "Accept") == 0)
+        sc->has_accept = true;
+    return MHD_YES;
+}
+
+struct build {
+    const struct kg_config *cfg;
+    const struct scan *sc;
+    struct curl_slist *list;
+    bool failed;
+};
+
+static void
+add_raw(struct build *b, const char *line)
+{
+    struct curl_slist *n;
+
+    if (b->failed)
+        return;
+    n = curl_slist_append(b->list, line);
+    if (n == NULL)
+        b->failed = true;
+    else
+        b->list = n;
+}
+
+static void
+add_header(struct build *b, const char *name, const char *value)
+{
+    char line[8448];
+
+    /* curl sends "Name;" as an empty header; "Name:" would remove it. */
+    if (value[0] == '\0')
+        snprintf(line, sizeof(line), "%s;", name);
+    else if ((size_t)snprintf(line, sizeof(line), "%s: %s", name, value) >= sizeof(line))
+        return; /* longer than any header we accept from the client anyway */
+    add_raw(b, line);
+}
+
+static enum MHD_Result
+copy_header(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_size,
+            const char *value, size_t value_size)
+{
+    struct build *b = cls;
+
+    (void)kind;
+    (void)key_size;
+    (void)value_size;
+    if (value != NULL && !kg_headers_drop_request(b->cfg, key, value, b->sc->conn_tokens))
+        add_header(b, key, value);
+    return MHD_YES;
+}
+
+static const char *
+peer_address(struct MHD_Connection *conn, char *buf, size_t len)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    const struct sockaddr *sa = ci != NULL ? ci->client_addr : NULL;
+
+    buf[0] = '\0';
+    if (sa == NULL)
+        return buf;
+    if (sa->sa_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)(const void *)sa)->sin_addr, buf,
+                  (socklen_t)len);
+    else if (sa->sa_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, buf,
+                  (socklen_t)len);
+    return buf;
+}
+
+static enum MHD_Result
+send_answer(struct kg_req *req, struct MHD_Connection *conn, const struct kg_answer *ans)
+{
+    struct MHD_Response *resp;
+    enum MHD_Result ret;
+    char retry[24];
+
+    /* Queued on the first call, libmicrohttpd would close the connection; a
+     * request without a body is answered on its final call instead, so
+     * keep-alive survives a 401. One with a body is answered now and closed
+     * rather than read in full. */
+    if (req->phase == REQ_NEW && !req->has_body) {
+        req->deferred = malloc(sizeof(*req->deferred));
+        if (req->deferred != NULL) {
+            *req->deferred = *ans;
+            req->phase = REQ_DEFERRED;
+            return MHD_YES;
+        }
+    }
+    req->phase = REQ_ANSWERED;
+    resp = MHD_create_response_from_buffer(ans->body_len, (void *)ans->body,
+                                           MHD_RESPMEM_MUST_COPY);
+    if (resp == NULL)
+        return MHD_NO;
+    MHD_add_response_header(resp, "Content-Type", "application/json");
+    MHD_add_response_header(resp, "X-Request-Id", req->request_id);
+    if (ans->www_authenticate != NULL)
+        MHD_add_response_header(resp, "WWW-Authenticate", ans->www_authenticate);
+    if (ans->retry_after_s > 0) {
+        snprintf(retry, sizeof(retry), "%d", ans->retry_after_s);
+        MHD_add_response_header(resp, "Retry-After", retry);
+    }
+    if (ans->close)
+        MHD_add_response_header(resp, "Connection", "close");
+    ret = MHD_queue_response(conn, ans->status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+static enum MHD_Result
+send_error(struct kg_req *req, struct MHD_Connection *conn, unsigned status, const char *msg)
+{
+    struct kg_answer ans;
+
+    kg_respond_error(kg_loop_runtime(req->loop)->cfg, status, msg, &ans);
+    return send_answer(req, conn, &ans);
+}
+
+/* Builds the upstream request and starts the relay for an allowed request. */
+static enum MHD_Result
+start_proxy(struct kg_req *req, struct MHD_Connection *conn, const char *method,
+            const struct scan *sc, const struct kg_keyent *key)
+{
+    const struct kg_config *cfg = kg_loop_runtime(req->loop)->cfg;
+    struct build b = {.cfg = cfg, .sc = sc};
+    struct kg_relay_req rq = {.method = method, .conn = conn};
+    struct kg_err err = {{0}};
+    char peer[INET6_ADDRSTRLEN], xff[KG_XFF_MAX + INET6_ADDRSTRLEN + 4];
+    size_t ulen = strlen(cfg->upstream);
+    char *url;
+    int n;
+
+    MHD_get_connection_values_n(conn, MHD_HEADER_KIND, copy_header, &b);
+    peer_address(conn, peer, sizeof(peer));
+    snprintf(xff, sizeof(xff), "%s%s%s", sc->xff, sc->xff[0] != '\0' ? ", " : "", peer);
+    add_header(&b, "X-Forwarded-For", xff);
+    add_header(&b, "X-Forwarded-Proto", "http");
+    if (sc->host != NULL)
+        add_header(&b, "X-Forwarded-Host", sc->host);
+    add_header(&b, "X-Request-Id", req->request_id);
+    add_header(&b, "X-Keygate-Key-Id", key->id);
+    add_header(&b, "X-Keygate-Tenant", key->tenant);
+    add_header(&b, "X-Keygate-Scopes", key->scopes_str);
+    /* "Name:" with nothing after it stops curl adding a header the client did not send. */
+    if (!sc->has_accept)
+        add_raw(&b, "Accept:");
+    add_raw(&b, "Expect:");
+    if (b.failed) {
+        curl_slist_free_all(b.list);
+        return send_error(req, conn, 500, "Internal error");
+    }
+    while (ulen > 0 && cfg->upstream[ulen - 1] == '/')
+        ulen--;
+    n = snprintf(NULL, 0, "%.*s%s%s%s", (int)ulen, cfg->upstream, req->path,
+                 req->query != NULL ? "?" : "", req->query != NULL ? req->query : "");
+    url = malloc((size_t)n + 1);
+    if (url == NULL) {
+        curl_slist_free_all(b.list);
+        return send_error(req, conn, 500, "Internal error");
+    }
+    snprintf(url, (size_t)n + 1, "%.*s%s%s%s", (int)ulen, cfg->upstream, req->path,
+             req->query != NULL ? "?" : "", req->query != NULL ? req->query : "");
+    rq.url = url;
+    rq.headers = b.list;
+    rq.has_body = kg_hygiene_has_body(&sc->hy);
+    rq.body_size = sc->hy.n_te > 0 ? -1 : sc->hy.content_length;
+    if (kg_relay_start(req->loop, &rq, &req->x, &err) != KG_OK) {
+        free(url);
+        kg_log_warnx("proxy: %s", err.msg);
+        return send_error(req, conn, 500, "Internal error");
+    }
+    free(url);
+    req->phase = REQ_PROXYING;
+    return MHD_YES;
+}
+
+static bool
+is_scope_verdict(enum kg_verdict v)
+{
+    return v == KG_ALLOW || v == KG_DENY_SCOPE || v == KG_DENY_NO_SCOPES || v == KG_DENY_NO_ROUTE;
+}
+
+static enum MHD_Result
+first_call(struct kg_req *req, struct MHD_Connection *conn, const char *method)
+{
+    struct kg_runtime *rt = kg_loop_runtime(req->loop);
+    const struct kg_config *cfg = rt->cfg;
+    struct scan sc = {.cfg = cfg};
+    const struct kg_keysnap *snap;
+    struct kg_decision d;
+    struct kg_answer ans;
+    const char *why, *q;
+    enum MHD_Result ret;
+    size_t plen;
+    int64_t now;
+
+    kg_hygiene_init(&sc.hy);
+    kg_credential_init(&sc.cred);
+    MHD_get_connection_values_n(conn, MHD_HEADER_KIND, scan_header, &sc);
+    req->has_body = kg_hygiene_has_body(&sc.hy) || kg_hygiene_verdict(&sc.hy) != NULL;
+    if (sc.request_id != NULL && kg_headers_request_id_ok(sc.request_id))
+        snprintf(req->request_id, sizeof(req->request_id), "%s", sc.request_id);
+    else
+        kg_headers_new_request_id(req->request_id);
+
+    why = kg_hygiene_verdict(&sc.hy);
+    if (why != NULL)
+        return send_error(req, conn, 400, why);
+    if (req->uri == NULL)
+        return send_error(req, conn, 400, "Malformed request target");
+    if (sc.header_bytes + strlen(req->uri) > (size_t)cfg->max_header_bytes)
+        return send_error(req, conn, 431, "Request header fields too large");
+    q = strchr(req->uri, '?');
+    plen = q != NULL ? (size_t)(q - req->uri) : strlen(req->uri);
+    req->query = q != NULL ? q + 1 : NULL;
+    req->path = malloc(plen + 1);
+    if (req->path == NULL)
+        return send_error(req, conn, 500, "Internal error");
+    if (kg_pathnorm(req->uri, plen, req->path, plen + 1, NULL) != KG_OK)
+        return send_error(req, conn, 400, "Malformed request path");
+
+    now = kg_time_now();
+    snap = kg_keycache_acquire(rt->keys);
+    kg_decide(cfg, snap, rt->secret, &sc.cred, method, req->path, now, &d);
+    if (d.key != NULL && is_scope_verdict(d.verdict))
+        kg_keycache_touch(d.key, now);
+
+    if (strcmp(req->path, "/health") == 0 &&
+        (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0)) {
+        /* /health tells whether the key is valid, whatever the routes say. */
+        if (is_scope_verdict(d.verdict))
+            kg_respond_health(&ans);
+        else
+            kg_respond_verdict(cfg, &d, &ans);
+        ret = send_answer(req, conn, &ans);
+    } else if (d.verdict != KG_ALLOW) {
+        kg_respond_verdict(cfg, &d, &ans);
+        ret = send_answer(req, conn, &ans);
+    } else {
+        ret = start_proxy(req, conn, method, &sc, d.key);
+    }
+    kg_keycache_release(snap);
+    return ret;
+}
+
+static ssize_t
+read_body(void *cls, uint64_t pos, char *buf, size_t max)
+{
+    struct kg_req *req = cls;
+    ssize_t n = kg_relay_pull_body(req->x, buf, max);
+
+    (void)pos;
+    if (n > 0)
+        return n;
+    if (n == -1)
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    if (n == -2)
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+    kg_relay_suspend(req->x);
+    return 0;
+}
+
+static void
+add_upstream_header(void *ctx, const char *name, const char *value)
+{
+    MHD_add_response_header(ctx, name, value);
+}
+
+static enum MHD_Result
+send_upstream_answer(struct kg_req *req, struct MHD_Connection *conn, const char *method)
+{
+    unsigned status = kg_relay_status(req->x);
+    int64_t cl = kg_relay_content_length(req->x);
+    struct MHD_Response *resp;
+    enum MHD_Result ret;
+
+    req->phase = REQ_ANSWERED;
+    if (status == 204 || status == 304 || (strcmp(method, "HEAD") == 0 && cl < 0))
+        resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    else
+        resp = MHD_create_response_from_callback(cl >= 0 ? (uint64_t)cl : MHD_SIZE_UNKNOWN,
+                                                 KG_RESPONSE_BLOCK, read_body, req, NULL);
+    if (resp == NULL)
+        return MHD_NO;
+    kg_relay_each_header(req->x, add_upstream_header, resp);
+    MHD_add_response_header(resp, "X-Request-Id", req->request_id);
+    ret = MHD_queue_response(conn, status, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+static enum MHD_Result
+access_handler(void *cls, struct MHD_Connection *conn, const char *url, const char *method,
+               const char *version, const char *upload_data, size_t *upload_data_size,
+               void **req_cls)
+{
+    struct kg_req *req = *req_cls;
+
+    (void)cls;
+    (void)url; /* already unescaped by the library; we use the raw target */
+    (void)version;
+    if (req == NULL)
+        return MHD_NO;
+    if (req->phase == REQ_NEW)
+        return first_call(req, conn, method);
+    if (req->phase == REQ_DEFERRED) {
+        *upload_data_size = 0;
+        req->phase = REQ_ANSWERED;
+        return send_answer(req, conn, req->deferred);
+    }
+    if (req->phase == REQ_ANSWERED) {
+        *upload_data_size = 0; /* a body after our own answer is read and dropped */
+        return MHD_YES;
+    }
+    if (*upload_data_size > 0) {
+        *upload_data_size -= kg_relay_push_body(req->x, upload_data, *upload_data_size);
+        if (*upload_data_size > 0)
+            kg_relay_suspend(req->x); /* no room: wait for the upstream to read */
+        return MHD_YES;
+    }
+    if (!req->body_done) {
+        req->body_done = true;
+        kg_relay_body_done(req->x);
+    }
+    switch (kg_relay_phase(req->x)) {
+    case KG_RELAY_WAITING:
+        kg_relay_suspend(req->x);
+        return MHD_YES;
+    case KG_RELAY_FAILED:
+        return send_error(req, conn, kg_relay_fail_status(req->x),
+                          kg_relay_fail_status(req->x) == 504   ? "Upstream timed out"
+                          : kg_relay_fail_status(req->x) == 503 ? "Service is shutting down"
+                                                                : "Upstream is unavailable");
+    case KG_RELAY_HEADERS:
+        break;
+    }
+    return send_upstream_answer(req, conn, method);
+}
+
+static void *
+uri_logger(void *cls, const char *uri, struct MHD_Connection *conn)
+{
+    struct kg_req *req = calloc(1, sizeof(*req));
+
+    (void)conn;
+    if (req == NULL)
+        return NULL;
+    req->loop = cls;
+    req->uri = strdup(uri != NULL ? uri : "");
+    atomic_fetch_add(&kg_loop_runtime(req->loop)->inflight, 1);
+    return req;
+}
+
+static void
+request_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
+                  enum MHD_RequestTerminationCode toe)
+{
+    struct kg_req *req = *req_cls;
+
+    (void)cls;
+    (void)conn;
+    (void)toe;
+    if (req == NULL)
+        return;
+    atomic_fetch_sub(&kg_loop_runtime(req->loop)->inflight, 1);
+    kg_relay_free(req->x);
+    free(req->deferred);
+    free(req->uri);
+    free(req->path);
+    free(req);
+    *req_cls = NULL;
+}
+
+static void
+connection_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
+                  enum MHD_ConnectionNotificationCode toe)
+{
+    (void)conn;
+    (void)socket_context;
+    kg_loop_conn_delta(cls, toe == MHD_CONNECTION_NOTIFY_STARTED ? 1 : -1);
+}
+
+static void
+mhd_logger(void *cls, const char *fmt, va_list ap)
+{
+    char msg[512];
+    size_t n;
+
+    (void)cls;
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    n = strlen(msg);
+    while (n > 0 && msg[n - 1] == '\n')
+        msg[--n] = '\0';
+    kg_log_debug("libmicrohttpd: %s", msg);
+}
+
+enum kg_status
+kg_front_parse_addr(const char *hostport, struct sockaddr_storage *out, struct kg_err *err)
+{
+    char host[KG_ADDR_HOST_MAX];
+    int port;
+
+    /* The config module owns the address syntax; this only fills a sockaddr. */
+    if (!kg_config_addr_parse(hostport, host, sizeof(host), &port))
+        return kg_err_set(err, KG_EINVAL, "address \"%s\" wants host:port", hostport);
+    memset(out, 0, sizeof(*out));
+    if (strchr(host, ':') != NULL) {
+        struct sockaddr_in6 *s6 = (struct sockaddr_in6 *)(void *)out;
+
+        s6->sin6_family = AF_INET6;
+        s6->sin6_port = htons((uint16_t)port);
+        if (inet_pton(AF_INET6, host, &s6->sin6_addr) != 1)
+            return kg_err_set(err, KG_EINVAL, "address \"%s\": bad IPv6 host", hostport);
+    } else {
+        struct sockaddr_in *s4 = (struct sockaddr_in *)(void *)out;
+
+        s4->sin_family = AF_INET;
+        s4->sin_port = htons((uint16_t)port);
+        if (inet_pton(AF_INET, host, &s4->sin_addr) != 1)
+            return kg_err_set(err, KG_EINVAL, "address \"%s\": bad IPv4 host", hostport);
+    }
+    return KG_OK;
+}
+
+enum kg_status
+kg_front_new_daemon(struct kg_loop *loop, const struct sockaddr_storage *addr,
+                    struct MHD_Daemon **out, struct kg_err *err)
+{
+    const struct kg_config *cfg = kg_loop_runtime(loop)->cfg;
+    unsigned int flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    uint16_t port;
+
+    if (addr->ss_family == AF_INET6) {
+        flags |= MHD_USE_IPv6;
+        port = ntohs(((const struct sockaddr_in6 *)(const void *)addr)->sin6_port);
+    } else {
+        port = ntohs(((const struct sockaddr_in *)(const void *)addr)->sin_port);
+    }
+    /* The memory pool bounds request line + headers; past it the library
+     * answers 431 itself (docs/security.md lists what it still answers). */
+    *out = MHD_start_daemon(
+        flags, port, NULL, NULL, access_handler, loop, MHD_OPTION_SOCK_ADDR, addr,
+        MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int)1, MHD_OPTION_URI_LOG_CALLBACK,
+        uri_logger, loop, MHD_OPTION_NOTIFY_COMPLETED, request_completed, loop,
+        MHD_OPTION_NOTIFY_CONNECTION, connection_notify, loop, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned int)((cfg->client_timeout_ms + 999) / 1000), MHD_OPTION_CONNECTION_MEMORY_LIMIT,
+        (size_t)(cfg->max_header_bytes + 64 * 1024), MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned int)10000, MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)1024,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL, MHD_OPTION_END);
+    if (*out == NULL)
+        return kg_err_set(err, KG_EIO, "cannot listen on %s", cfg->listen);
+    return KG_OK;
+}

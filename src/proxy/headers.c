@@ -1,0 +1,103 @@
+/* proxy/headers.c - hop-by-hop and Connection-named removal, credential and
+ * identity-header stripping. Decides per header; building the lists is the
+ * caller's (http/front.c for requests, proxy/relay.c for responses). */
+#include <string.h>
+#include <strings.h>
+
+#include <sodium.h>
+
+#include "keygate/credential.h"
+#include "keygate/headers.h"
+
+static const char *const hop_by_hop[] = {
+    "Connection", "Keep-Alive",        "Proxy-Connection", "TE", "Trailer",
+    "Upgrade",    "Transfer-Encoding", "Proxy-Authenticate", NULL,
+};
+
+static bool
+in_token_list(const char *name, const char *list)
+{
+    size_t nlen = strlen(name);
+    const char *p = list;
+
+    while (p != NULL && *p != '\0') {
+        const char *end = strchr(p, ',');
+        size_t len = end != NULL ? (size_t)(end - p) : strlen(p);
+        const char *s = p;
+
+        while (len > 0 && (*s == ' ' || *s == '\t')) {
+            s++;
+            len--;
+        }
+        while (len > 0 && (s[len - 1] == ' ' || s[len - 1] == '\t'))
+            len--;
+        if (len == nlen && strncasecmp(s, name, nlen) == 0)
+            return true;
+        p = end != NULL ? end + 1 : NULL;
+    }
+    return false;
+}
+
+bool
+kg_headers_hop_by_hop(const char *name, const char *conn_tokens)
+{
+    for (size_t i = 0; hop_by_hop[i] != NULL; i++)
+        if (strcasecmp(name, hop_by_hop[i]) == 0)
+            return true;
+    return conn_tokens != NULL && in_token_list(name, conn_tokens);
+}
+
+bool
+kg_headers_drop_request(const struct kg_config *cfg, const char *name, const char *value,
+                        const char *conn_tokens)
+{
+    static const char *const replaced[] = {
+        "Host",      "Content-Length",    "Expect",           "X-Forwarded-Proto",
+        "X-Forwarded-Host", "X-Forwarded-For", "X-Request-Id", "Proxy-Authorization", NULL,
+    };
+
+    if (kg_headers_hop_by_hop(name, conn_tokens))
+        return true;
+    for (size_t i = 0; replaced[i] != NULL; i++)
+        if (strcasecmp(name, replaced[i]) == 0)
+            return true;
+    /* Identity headers come only from keygate: a forged one never arrives. */
+    if (strncasecmp(name, "X-Keygate-", 10) == 0)
+        return true;
+    if (!cfg->forward_credentials && kg_credential_is_cred_header(cfg, name, value))
+        return true;
+    return false;
+}
+
+bool
+kg_headers_drop_response(const char *name, const char *conn_tokens)
+{
+    return kg_headers_hop_by_hop(name, conn_tokens) || strcasecmp(name, "Content-Length") == 0 ||
+           strcasecmp(name, "Date") == 0;
+}
+
+bool
+kg_headers_request_id_ok(const char *v)
+{
+    size_t n = strlen(v);
+
+    if (n == 0 || n >= KG_REQUEST_ID_MAX)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        char c = v[i];
+
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '.' || c == '_' || c == ':' || c == '-'))
+            return false;
+    }
+    return true;
+}
+
+void
+kg_headers_new_request_id(char out[KG_REQUEST_ID_MAX])
+{
+    unsigned char raw[16];
+
+    randombytes_buf(raw, sizeof(raw));
+    sodium_bin2hex(out, KG_REQUEST_ID_MAX, raw, sizeof(raw));
+}

@@ -1,0 +1,472 @@
+/* proxy/relay.c - WHERE A REQUEST LEAVES: one exchange with the upstream,
+ * streamed both ways through two bounded ring buffers. Owns the curl easy
+ * handle, the buffers and the suspend/resume handshake with the client
+ * connection; does not decide anything and does not build the request
+ * headers (http/front.c does). Everything runs on the owning loop's thread. */
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+#include "keygate/headers.h"
+#include "keygate/log.h"
+#include "keygate/relay.h"
+
+struct ring {
+    char *buf;
+    size_t cap, head, len;
+};
+
+struct kg_exchange {
+    struct kg_loop *loop;
+    struct kg_exchange *next, *prev;
+    CURL *easy;
+    bool in_multi;
+    struct curl_slist *req_headers;
+    struct MHD_Connection *conn;
+    bool suspended;
+
+    struct ring up;
+    bool has_body, up_done, read_paused;
+
+    struct ring down;
+    bool write_paused;
+
+    enum kg_relay_phase phase;
+    unsigned status, fail_status;
+    int64_t content_length;
+    char *hdrs; /* raw response header lines of the final response, "\r\n"-separated */
+    size_t hdrs_len, hdrs_cap;
+    bool transfer_done;
+    CURLcode result;
+};
+
+static bool
+ring_init(struct ring *r, size_t cap)
+{
+    r->buf = malloc(cap);
+    r->cap = r->buf != NULL ? cap : 0;
+    r->head = r->len = 0;
+    return r->buf != NULL;
+}
+
+static size_t
+ring_put(struct ring *r, const char *p, size_t n)
+{
+    size_t room = r->cap - r->len, done = 0;
+
+    if (n > room)
+        n = room;
+    while (done < n) {
+        size_t tail = (r->head + r->len) % r->cap;
+        size_t chunk = r->cap - tail;
+
+        if (chunk > n - done)
+            chunk = n - done;
+        memcpy(r->buf + tail, p + done, chunk);
+        r->len += chunk;
+        done += chunk;
+    }
+    return n;
+}
+
+static size_t
+ring_get(struct ring *r, char *p, size_t n)
+{
+    size_t done = 0;
+
+    if (n > r->len)
+        n = r->len;
+    while (done < n) {
+        size_t chunk = r->cap - r->head;
+
+        if (chunk > n - done)
+            chunk = n - done;
+        memcpy(p + done, r->buf + r->head, chunk);
+        r->head = (r->head + chunk) % r->cap;
+        r->len -= chunk;
+        done += chunk;
+    }
+    if (r->len == 0)
+        r->head = 0;
+    return n;
+}
+
+/* Resumes the client connection if we suspended it: there is progress. */
+static void
+wake(struct kg_exchange *x)
+{
+    if (x->suspended) {
+        x->suspended = false;
+        MHD_resume_connection(x->conn);
+    }
+}
+
+static void
+update_pause(struct kg_exchange *x)
+{
+    int bits = (x->read_paused ? CURLPAUSE_SEND : 0) | (x->write_paused ? CURLPAUSE_RECV : 0);
+
+    if (x->easy != NULL && x->in_multi)
+        curl_easy_pause(x->easy, bits);
+}
+
+static size_t
+on_read(char *p, size_t size, size_t nitems, void *ud)
+{
+    struct kg_exchange *x = ud;
+    size_t n;
+
+    if (x->up.len == 0) {
+        if (x->up_done)
+            return 0;
+        x->read_paused = true;
+        return CURL_READFUNC_PAUSE;
+    }
+    n = ring_get(&x->up, p, size * nitems);
+    wake(x); /* the client side may be waiting for room */
+    return n;
+}
+
+static size_t
+on_write(char *p, size_t size, size_t nmemb, void *ud)
+{
+    struct kg_exchange *x = ud;
+    size_t n = size * nmemb;
+
+    if (x->down.buf == NULL && !ring_init(&x->down, KG_RELAY_BUF_BYTES))
+        return 0; /* out of memory: abort the transfer */
+    if (x->down.cap - x->down.len < n) {
+        x->write_paused = true;
+        return CURL_WRITEFUNC_PAUSE;
+    }
+    ring_put(&x->down, p, n);
+    wake(x);
+    return n;
+}
+
+static size_t
+on_header(char *p, size_t size, size_t nitems, void *ud)
+{
+    struct kg_exchange *x = ud;
+    size_t n = size * nitems;
+    long code = 0;
+
+    if (n == 2 && p[0] == '\r' && p[1] == '\n') {
+        curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &code);
+        if (code >= 100 && code < 200) {
+            x->hdrs_len = 0; /* an interim answer (100 Continue): wait for the final one */
+            return n;
+        }
+        x->status = (unsigned)code;
+        {
+            curl_off_t cl = -1;
+
+            curl_easy_getinfo(x->easy, CURLINFO_CONTENT_LENGTH_DOWNLOAD_T, &cl);
+            x->content_length = cl;
+        }
+        x->phase = KG_RELAY_HEADERS;
+        wake(x);
+        return n;
+    }
+    if (x->hdrs_len + n + 1 > KG_RELAY_MAX_RESP_HEADERS)
+        return 0; /* an upstream flooding headers gets a 502, not our memory */
+    if (x->hdrs_len + n + 1 > x->hdrs_cap) {
+        size_t ncap = x->hdrs_cap == 0 ? 4096 : x->hdrs_cap * 2;
+        char *nb;
+
+        while (ncap < x->hdrs_len + n + 1)
+            ncap *= 2;
+        nb = realloc(x->hdrs, ncap);
+        if (nb == NULL)
+            return 0;
+        x->hdrs = nb;
+        x->hdrs_cap = ncap;
+    }
+    memcpy(x->hdrs + x->hdrs_len, p, n);
+    x->hdrs_len += n;
+    x->hdrs[x->hdrs_len] = '\0';
+    return n;
+}
+
+static void
+list_link(struct kg_exchange *x)
+{
+    struct kg_exchange **head = kg_loop_relay_list(x->loop);
+
+    x->next = *head;
+    if (*head != NULL)
+        (*head)->prev = x;
+    *head = x;
+}
+
+static void
+list_unlink(struct kg_exchange *x)
+{
+    struct kg_exchange **head = kg_loop_relay_list(x->loop);
+
+    if (x->prev != NULL)
+        x->prev->next = x->next;
+    else if (*head == x)
+        *head = x->next;
+    if (x->next != NULL)
+        x->next->prev = x->prev;
+    x->next = x->prev = NULL;
+}
+
+enum kg_status
+kg_relay_start(struct kg_loop *loop, struct kg_relay_req *rq, struct kg_exchange **out,
+               struct kg_err *err)
+{
+    const struct kg_config *cfg = kg_loop_runtime(loop)->cfg;
+    struct kg_exchange *x = calloc(1, sizeof(*x));
+    enum kg_status rc = KG_OK;
+    CURL *e;
+
+    *out = NULL;
+    if (x == NULL) {
+        curl_slist_free_all(rq->headers);
+        return kg_err_set(err, KG_ENOMEM, "out of memory");
+    }
+    x->loop = loop;
+    x->conn = rq->conn;
+    x->req_headers = rq->headers;
+    rq->headers = NULL;
+    x->has_body = rq->has_body;
+    x->content_length = -1;
+    x->easy = e = curl_easy_init();
+    if (e == NULL || (x->has_body && !ring_init(&x->up, KG_RELAY_BUF_BYTES))) {
+        rc = kg_err_set(err, KG_ENOMEM, "out of memory");
+        goto cleanup;
+    }
+    curl_easy_setopt(e, CURLOPT_URL, rq->url);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, x);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->req_headers);
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->upstream_connect_timeout_ms);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)cfg->upstream_timeout_ms);
+    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 65536L);
+    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
+    /* Redirects and content decoding belong to the client, not the gateway. */
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(e, CURLOPT_HTTP_CONTENT_DECODING, 0L);
+    curl_easy_setopt(e, CURLOPT_HTTP_TRANSFER_DECODING, 1L);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    if (strcmp(rq->method, "HEAD") == 0) {
+        curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
+    } else if (strcmp(rq->method, "GET") != 0 || x->has_body) {
+        curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, rq->method);
+    }
+    if (x->has_body || rq->body_size == 0) {
+        curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
+        curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
+        curl_easy_setopt(e, CURLOPT_READDATA, x);
+        curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)rq->body_size);
+        if (rq->body_size == 0)
+            x->up_done = true;
+    }
+    if (curl_multi_add_handle(kg_loop_multi(loop), e) != CURLM_OK) {
+        rc = kg_err_set(err, KG_EIO, "cannot start upstream transfer");
+        goto cleanup;
+    }
+    x->in_multi = true;
+    list_link(x);
+    *out = x;
+    x = NULL;
+cleanup:
+    kg_relay_free(x);
+    return rc;
+}
+
+size_t
+kg_relay_push_body(struct kg_exchange *x, const char *data, size_t len)
+{
+    size_t n;
+
+    if (x->transfer_done)
+        return len; /* the upstream is gone: swallow the rest, the answer is decided */
+    n = ring_put(&x->up, data, len);
+    if (n > 0 && x->read_paused) {
+        x->read_paused = false;
+        update_pause(x);
+    }
+    return n;
+}
+
+void
+kg_relay_body_done(struct kg_exchange *x)
+{
+    x->up_done = true;
+    if (x->read_paused) {
+        x->read_paused = false;
+        update_pause(x);
+    }
+}
+
+enum kg_relay_phase
+kg_relay_phase(const struct kg_exchange *x)
+{
+    return x->phase;
+}
+
+unsigned
+kg_relay_fail_status(const struct kg_exchange *x)
+{
+    return x->fail_status;
+}
+
+unsigned
+kg_relay_status(const struct kg_exchange *x)
+{
+    return x->status;
+}
+
+int64_t
+kg_relay_content_length(const struct kg_exchange *x)
+{
+    return x->content_length;
+}
+
+/* The comma-joined values of every Connection header of the response. */
+static void
+connection_tokens(const struct kg_exchange *x, char *out, size_t outlen)
+{
+    const char *p = x->hdrs;
+    size_t used = 0;
+
+    out[0] = '\0';
+    while (p != NULL && *p != '\0') {
+        const char *eol = strstr(p, "\r\n");
+        size_t len = eol != NULL ? (size_t)(eol - p) : strlen(p);
+
+        if (len > 11 && strncasecmp(p, "Connection:", 11) == 0 && used + len < outlen) {
+            used += (size_t)snprintf(out + used, outlen - used, "%s%.*s", used > 0 ? "," : "",
+                                     (int)(len - 11), p + 11);
+        }
+        p = eol != NULL ? eol + 2 : NULL;
+    }
+}
+
+void
+kg_relay_each_header(const struct kg_exchange *x,
+                     void (*cb)(void *ctx, const char *name, const char *value), void *ctx)
+{
+    char conn[1024], name[256], value[8192];
+    const char *p = x->hdrs;
+
+    connection_tokens(x, conn, sizeof(conn));
+    while (p != NULL && *p != '\0') {
+        const char *eol = strstr(p, "\r\n");
+        size_t len = eol != NULL ? (size_t)(eol - p) : strlen(p);
+        const char *colon = memchr(p, ':', len);
+
+        /* The status line and anything malformed have no colon in a name position. */
+        if (colon != NULL && colon > p && (size_t)(colon - p) < sizeof(name) &&
+            strncmp(p, "HTTP/", 5) != 0) {
+            const char *v = colon + 1;
+            size_t vlen = len - (size_t)(v - p);
+
+            memcpy(name, p, (size_t)(colon - p));
+            name[colon - p] = '\0';
+            while (vlen > 0 && (*v == ' ' || *v == '\t')) {
+                v++;
+                vlen--;
+            }
+            while (vlen > 0 && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
+                vlen--;
+            if (vlen < sizeof(value) && !kg_headers_drop_response(name, conn)) {
+                memcpy(value, v, vlen);
+                value[vlen] = '\0';
+                cb(ctx, name, value);
+            }
+        }
+        p = eol != NULL ? eol + 2 : NULL;
+    }
+}
+
+ssize_t
+kg_relay_pull_body(struct kg_exchange *x, char *buf, size_t max)
+{
+    if (x->down.len > 0) {
+        size_t n = ring_get(&x->down, buf, max);
+
+        if (x->write_paused && x->down.cap - x->down.len >= x->down.cap / 2) {
+            x->write_paused = false;
+            update_pause(x);
+        }
+        return (ssize_t)n;
+    }
+    if (x->transfer_done)
+        return x->result == CURLE_OK ? -1 : -2;
+    return 0;
+}
+
+void
+kg_relay_suspend(struct kg_exchange *x)
+{
+    if (!x->suspended) {
+        x->suspended = true;
+        MHD_suspend_connection(x->conn);
+    }
+}
+
+static void
+finish(struct kg_exchange *x, CURLcode result, unsigned fail_status)
+{
+    if (x->in_multi) {
+        curl_multi_remove_handle(kg_loop_multi(x->loop), x->easy);
+        x->in_multi = false;
+    }
+    x->transfer_done = true;
+    x->result = result;
+    if (x->phase == KG_RELAY_WAITING) {
+        x->phase = KG_RELAY_FAILED;
+        x->fail_status = fail_status;
+    }
+    wake(x);
+}
+
+void
+kg_relay_on_done(CURL *easy, CURLcode result)
+{
+    struct kg_exchange *x = NULL;
+
+    curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&x);
+    if (x == NULL)
+        return;
+    if (result != CURLE_OK)
+        kg_log_debug("upstream exchange failed: %s", curl_easy_strerror(result));
+    finish(x, result, result == CURLE_OPERATION_TIMEDOUT ? 504 : 502);
+}
+
+void
+kg_relay_resume_all(struct kg_loop *loop)
+{
+    for (struct kg_exchange *x = *kg_loop_relay_list(loop); x != NULL; x = x->next)
+        if (!x->transfer_done)
+            finish(x, CURLE_ABORTED_BY_CALLBACK, 503);
+        else
+            wake(x);
+}
+
+void
+kg_relay_free(struct kg_exchange *x)
+{
+    if (x == NULL)
+        return;
+    if (x->in_multi)
+        curl_multi_remove_handle(kg_loop_multi(x->loop), x->easy);
+    list_unlink(x);
+    if (x->easy != NULL)
+        curl_easy_cleanup(x->easy);
+    curl_slist_free_all(x->req_headers);
+    free(x->up.buf);
+    free(x->down.buf);
+    free(x->hdrs);
+    free(x);
+}

@@ -1,0 +1,314 @@
+/* server/serve.c - the daemon's life: startup order (config -> store ->
+ * secret -> key cache -> listeners -> loops), the main thread's duties
+ * (signals, noticing key changes made by other processes, writing
+ * last-used times once a second) and the drain on SIGTERM. Requests are
+ * never handled on this thread. */
+#include <errno.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <curl/curl.h>
+
+#include "keygate/admin.h"
+#include "keygate/front.h"
+#include "keygate/instance.h"
+#include "keygate/log.h"
+#include "keygate/loop.h"
+#include "keygate/serve.h"
+#include "keygate/timeutil.h"
+
+#define KG_MAX_WORKERS 64
+#define POLL_MS 200
+#define FLUSH_MS 1000
+#define SHUTDOWN_TIMEOUT_MS 10000
+
+static void
+report_stderr(void *ctx, const char *line)
+{
+    (void)ctx;
+    fprintf(stderr, "%s\n", line);
+}
+
+static void
+usage(FILE *f)
+{
+    fprintf(f, "usage: keygate serve [-c FILE] [-t]\n"
+               "  -c, --config FILE  configuration file (default: $KEYGATE_CONFIG,\n"
+               "                     conf/keygate.conf, /etc/keygate/keygate.conf)\n"
+               "  -t, --test         check the configuration, print \"configuration OK\", exit\n");
+}
+
+static int
+workers_for(const struct kg_config *cfg)
+{
+    long n = cfg->workers > 0 ? cfg->workers : sysconf(_SC_NPROCESSORS_ONLN);
+
+    if (n < 1)
+        n = 1;
+    return n > KG_MAX_WORKERS ? KG_MAX_WORKERS : (int)n;
+}
+
+struct daemon_state {
+    struct kg_instance *inst;
+    struct kg_runtime rt;
+    struct kg_loop *loops[KG_MAX_WORKERS];
+    int nloops;
+};
+
+static enum kg_status
+start_loops(struct daemon_state *ds, struct kg_err *err)
+{
+    const struct kg_config *cfg = ds->inst->cfg;
+    struct sockaddr_storage pub, adm;
+    struct MHD_Daemon *d = NULL;
+    enum kg_status rc;
+    int n = workers_for(cfg);
+
+    rc = kg_front_parse_addr(cfg->listen, &pub, err);
+    if (rc != KG_OK)
+        return rc;
+    if (strcmp(cfg->admin_listen, "off") != 0) {
+        rc = kg_front_parse_addr(cfg->admin_listen, &adm, err);
+        if (rc != KG_OK)
+            return rc;
+    }
+    for (int i = 0; i < n; i++) {
+        rc = kg_loop_new(i, &ds->rt, &ds->loops[i], err);
+        if (rc != KG_OK)
+            return rc;
+        ds->nloops++;
+        rc = kg_front_new_daemon(ds->loops[i], &pub, &d, err);
+        if (rc != KG_OK)
+            return rc;
+        rc = kg_loop_add_daemon(ds->loops[i], d, err);
+        if (rc != KG_OK) {
+            MHD_stop_daemon(d);
+            return rc;
+        }
+    }
+    if (strcmp(cfg->admin_listen, "off") != 0) {
+        rc = kg_admin_new_daemon(ds->loops[0], &adm, &d, err);
+        if (rc != KG_OK)
+            return rc;
+        rc = kg_loop_add_daemon(ds->loops[0], d, err);
+        if (rc != KG_OK) {
+            MHD_stop_daemon(d);
+            return rc;
+        }
+    }
+    for (int i = 0; i < ds->nloops; i++) {
+        rc = kg_loop_start(ds->loops[i], err);
+        if (rc != KG_OK)
+            return rc;
+    }
+    return KG_OK;
+}
+
+/* Reloads the key cache when another process (the CLI) changed the store. */
+static void
+poll_store(struct daemon_state *ds, int64_t *version)
+{
+    struct kg_err err = {{0}};
+    int64_t v;
+
+    if (kg_store_data_version(ds->inst->store, &v, &err) != KG_OK) {
+        kg_log_warnx("store: %s", err.msg);
+        return;
+    }
+    if (v == *version)
+        return;
+    if (kg_keycache_reload(ds->rt.keys, ds->inst->store, kg_time_now(), &err) != KG_OK) {
+        kg_log_warnx("reloading keys: %s", err.msg);
+        return;
+    }
+    *version = v;
+    kg_log_debug("keys reloaded after a change by another process");
+}
+
+static void
+flush_usage(struct daemon_state *ds)
+{
+    struct kg_err err = {{0}};
+
+    if (kg_keycache_flush(ds->rt.keys, ds->inst->store, NULL, &err) != KG_OK)
+        kg_log_warnx("writing last-used times: %s", err.msg);
+}
+
+static void
+drain(struct daemon_state *ds, const sigset_t *set)
+{
+    int64_t deadline = kg_time_mono_ms() + SHUTDOWN_TIMEOUT_MS;
+    struct timespec ts = {0, 50 * 1000000L};
+
+    atomic_store(&ds->rt.draining, true);
+    for (int i = 0; i < ds->nloops; i++)
+        kg_loop_quiesce(ds->loops[i]);
+    kg_log_info("draining %ld request(s)", atomic_load(&ds->rt.inflight));
+    while (atomic_load(&ds->rt.inflight) > 0 && kg_time_mono_ms() < deadline) {
+        int sig = sigtimedwait(set, NULL, &ts);
+
+        if (sig == SIGTERM || sig == SIGINT) {
+            kg_log_warnx("second signal: stopping now");
+            return;
+        }
+    }
+}
+
+static int
+run(struct daemon_state *ds)
+{
+    struct timespec ts = {0, POLL_MS * 1000000L};
+    int64_t version = 0, next_flush = kg_time_mono_ms() + FLUSH_MS;
+    struct kg_err err = {{0}};
+    sigset_t set;
+
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR1);
+    kg_store_data_version(ds->inst->store, &version, &err);
+    for (;;) {
+        int sig = sigtimedwait(&set, NULL, &ts);
+
+        if (sig == SIGTERM || sig == SIGINT) {
+            kg_log_info("%s: shutting down", sig == SIGTERM ? "SIGTERM" : "SIGINT");
+            drain(ds, &set);
+            break;
+        }
+        if (sig == SIGHUP)
+            kg_log_info("SIGHUP: keys reloaded; configuration reload needs a restart");
+        if (sig == SIGHUP)
+            version = -1;
+        poll_store(ds, &version);
+        if (kg_time_mono_ms() >= next_flush) {
+            flush_usage(ds);
+            next_flush = kg_time_mono_ms() + FLUSH_MS;
+        }
+    }
+    return 0;
+}
+
+static int
+parse_args(int argc, char **argv, const char **config, bool *test)
+{
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "-c") == 0 || strcmp(argv[i], "--config") == 0) {
+            if (i + 1 >= argc || argv[i + 1][0] == '\0') {
+                fprintf(stderr, "keygate: %s needs a file name\n", argv[i]);
+                return 2;
+            }
+            *config = argv[++i];
+        } else if (strncmp(argv[i], "--config=", 9) == 0) {
+            *config = argv[i] + 9;
+        } else if (strcmp(argv[i], "-t") == 0 || strcmp(argv[i], "--test") == 0) {
+            *test = true;
+        } else if (strcmp(argv[i], "-h") == 0 || strcmp(argv[i], "--help") == 0) {
+            usage(stdout);
+            return 0;
+        } else {
+            fprintf(stderr, "keygate: serve: unknown option \"%s\" (see keygate serve --help)\n",
+                    argv[i]);
+            return 2;
+        }
+    }
+    return -1;
+}
+
+static int
+check_config(const char *path)
+{
+    struct kg_config *cfg = NULL;
+    enum kg_status rc = kg_config_load(path, report_stderr, NULL, &cfg);
+
+    kg_config_free(cfg);
+    if (rc != KG_OK)
+        return 2;
+    printf("configuration OK\n");
+    return 0;
+}
+
+int
+kg_serve_main(int argc, char **argv)
+{
+    struct daemon_state ds = {0};
+    struct kg_err err = {{0}};
+    const char *config = NULL;
+    bool test = false;
+    sigset_t set;
+    int status = 1, r;
+
+    r = parse_args(argc, argv, &config, &test);
+    if (r >= 0)
+        return r;
+    if (config == NULL)
+        config = kg_config_default_path();
+    if (test)
+        return check_config(config);
+
+    /* Signals are taken synchronously by the main thread; the loops inherit the mask. */
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    sigaddset(&set, SIGUSR1);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
+        fprintf(stderr, "keygate: libcurl failed to initialise\n");
+        return 1;
+    }
+
+    switch (kg_instance_open(config, report_stderr, NULL, &ds.inst, &err)) {
+    case KG_OK:
+        break;
+    case KG_EINVAL:
+        status = 2;
+        goto cleanup;
+    default:
+        kg_log_error("%s", err.msg);
+        goto cleanup;
+    }
+    if (ds.inst->secret_created)
+        kg_log_info("created a new server secret in %s: back it up, every key depends on it",
+                    ds.inst->cfg->secret_file);
+    ds.rt.cfg = ds.inst->cfg;
+    ds.rt.secret = ds.inst->secret;
+    if (kg_keycache_new(&ds.rt.keys) != KG_OK ||
+        kg_keycache_reload(ds.rt.keys, ds.inst->store, kg_time_now(), &err) != KG_OK) {
+        kg_log_error("loading keys: %s", err.msg[0] != '\0' ? err.msg : "out of memory");
+        goto cleanup;
+    }
+    if (start_loops(&ds, &err) != KG_OK) {
+        kg_log_error("%s", err.msg);
+        goto cleanup;
+    }
+    atomic_store(&ds.rt.ready, true);
+    {
+        const struct kg_keysnap *snap = kg_keycache_acquire(ds.rt.keys);
+
+        kg_log_info("keygate %s listening on %s (admin %s), upstream %s, %d worker(s), %zu key(s)",
+                    KEYGATE_VERSION, ds.inst->cfg->listen, ds.inst->cfg->admin_listen,
+                    ds.inst->cfg->upstream, ds.nloops, kg_keysnap_count(snap));
+        kg_keycache_release(snap);
+    }
+    status = run(&ds);
+cleanup:
+    for (int i = 0; i < ds.nloops; i++)
+        kg_loop_stop(ds.loops[i]);
+    for (int i = 0; i < ds.nloops; i++)
+        kg_loop_free(ds.loops[i]);
+    if (ds.rt.keys != NULL && ds.inst != NULL)
+        flush_usage(&ds);
+    kg_keycache_free(ds.rt.keys);
+    kg_instance_close(ds.inst);
+    curl_global_cleanup();
+    if (status == 0)
+        kg_log_info("stopped");
+    return status;
+}

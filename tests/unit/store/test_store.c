@@ -1,0 +1,962 @@
+/* tests/unit/store/test_store.c - src/store/store.c and store_sqlite.c
+ * through include/keygate/store.h, against real SQLite files in a fresh
+ * temporary directory per test. Raw sqlite3 connections are used only to
+ * look at what was written and to fake foreign or newer databases. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sodium.h>
+#include <sqlite3.h>
+
+#include "keygate/migrate.h"
+#include "keygate/store.h"
+
+#define NOW 1800000000 /* 2027-01-15, a fixed clock */
+
+struct fixture {
+    char dir[64];   /* mkdtemp directory, removed by teardown */
+    char path[128]; /* dir/data/keys.db: the data/ level does not exist yet */
+    struct kg_store *st;
+};
+
+/* A pepper of our own: the store never sees it, only the digests. */
+static const unsigned char test_pepper[32] = "keygate unit test pepper 32 byte";
+
+static int
+group_setup(void **state)
+{
+    (void)state;
+    return sodium_init() < 0 ? -1 : 0;
+}
+
+static int
+setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof(*f));
+
+    if (f == NULL)
+        return -1;
+    snprintf(f->dir, sizeof(f->dir), "/tmp/kg-store-test-XXXXXX");
+    if (mkdtemp(f->dir) == NULL) {
+        free(f);
+        return -1;
+    }
+    snprintf(f->path, sizeof(f->path), "%s/data/keys.db", f->dir);
+    *state = f;
+    return 0;
+}
+
+static int
+remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+static int
+teardown(void **state)
+{
+    struct fixture *f = *state;
+
+    kg_store_close(f->st);
+    nftw(f->dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+    free(f);
+    return 0;
+}
+
+/* Opens f->path into f->st, failing the test with the store's words. */
+static void
+open_store(struct fixture *f)
+{
+    struct kg_err err = {{0}};
+    enum kg_status rc = kg_store_open(f->path, &f->st, &err);
+
+    if (rc != KG_OK)
+        fail_msg("opening %s should succeed: %s", f->path, err.msg);
+}
+
+/* Fills rec as keys/create would: digest of the fake key, display prefix
+ * (first 8 characters) and last 4, never the key itself. */
+static void
+make_rec(struct kg_key_rec *rec, const char *id, const char *key, int64_t created_at)
+{
+    size_t len = strlen(key);
+
+    memset(rec, 0, sizeof(*rec));
+    snprintf(rec->id, sizeof(rec->id), "%s", id);
+    snprintf(rec->name, sizeof(rec->name), "key for %s", id);
+    snprintf(rec->prefix, sizeof(rec->prefix), "%.8s", key);
+    snprintf(rec->last4, sizeof(rec->last4), "%s", key + len - 4);
+    crypto_generichash(rec->digest, sizeof(rec->digest), (const unsigned char *)key, len,
+                       test_pepper, sizeof(test_pepper));
+    snprintf(rec->scopes, sizeof(rec->scopes), "read:a,write:b");
+    snprintf(rec->tenant, sizeof(rec->tenant), "default");
+    rec->created_at = created_at;
+    rec->quota_limit = -1;
+    snprintf(rec->metadata, sizeof(rec->metadata), "{}");
+}
+
+/* A distinct fake key per id, long like a real one. */
+static void
+fake_key(char *out, size_t cap, const char *id)
+{
+    snprintf(out, cap, "kg_live_%s_Q7zR2mXw9LpT4vKc8NdYb3Hs", id);
+}
+
+static void
+insert_key(struct fixture *f, const char *id, int64_t created_at)
+{
+    struct kg_key_rec rec;
+    struct kg_err err = {{0}};
+    char key[96];
+
+    fake_key(key, sizeof(key), id);
+    make_rec(&rec, id, key, created_at);
+    if (kg_store_key_insert(f->st, &rec, &err) != KG_OK)
+        fail_msg("inserting %s should succeed: %s", id, err.msg);
+}
+
+static void
+get_key(struct fixture *f, const char *id, struct kg_key_rec *out)
+{
+    struct kg_err err = {{0}};
+
+    if (kg_store_key_get(f->st, id, out, &err) != KG_OK)
+        fail_msg("getting %s should succeed: %s", id, err.msg);
+}
+
+/* One integer from SQL run on a separate raw connection. */
+static int64_t
+raw_int(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *stmt = NULL;
+    int64_t v = -12345;
+
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &stmt, NULL), SQLITE_OK);
+    if (sqlite3_step(stmt) == SQLITE_ROW)
+        v = sqlite3_column_int64(stmt, 0);
+    sqlite3_finalize(stmt);
+    sqlite3_close(db);
+    return v;
+}
+
+static void
+raw_exec(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+
+    assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL),
+                     SQLITE_OK);
+    if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK)
+        fail_msg("raw SQL should run: %s", sqlite3_errmsg(db));
+    sqlite3_close(db);
+}
+
+static void
+test_opening_creates_a_private_directory_and_file_and_migrates(void **state)
+{
+    struct fixture *f = *state;
+    char dir[160];
+    struct stat sb;
+
+    open_store(f);
+    snprintf(dir, sizeof(dir), "%s/data", f->dir);
+    assert_int_equal(stat(dir, &sb), 0);
+    assert_int_equal(sb.st_mode & 07777, 0700);
+    assert_int_equal(stat(f->path, &sb), 0);
+    assert_int_equal(sb.st_mode & 07777, 0600);
+    assert_int_equal(raw_int(f->path, "PRAGMA user_version"), (int64_t)kg_migrations_count);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM sqlite_master WHERE name = 'keys'"), 1);
+    /* WAL mode: the log file is there while the handle is open, as private. */
+    snprintf(dir, sizeof(dir), "%s-wal", f->path);
+    assert_int_equal(stat(dir, &sb), 0);
+    assert_int_equal(sb.st_mode & 07777, 0600);
+}
+
+static void
+test_reopening_an_existing_store_is_idempotent(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_key_rec rec;
+
+    open_store(f);
+    insert_key(f, "key_one", NOW);
+    kg_store_close(f->st);
+    f->st = NULL;
+    open_store(f);
+    kg_store_close(f->st);
+    f->st = NULL;
+    open_store(f);
+    get_key(f, "key_one", &rec);
+    assert_string_equal(rec.id, "key_one");
+    assert_int_equal(raw_int(f->path, "PRAGMA user_version"), (int64_t)kg_migrations_count);
+}
+
+static void
+test_a_sqlite_prefix_selects_the_sqlite_backend(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_err err = {{0}};
+    char location[160];
+
+    snprintf(location, sizeof(location), "sqlite:%s", f->path);
+    assert_int_equal(kg_store_open(location, &f->st, &err), KG_OK);
+    assert_int_equal(access(f->path, F_OK), 0);
+}
+
+static void
+test_a_postgres_url_is_unsupported_and_its_password_not_echoed(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_err err = {{0}};
+
+    assert_int_equal(kg_store_open("postgres://kg:hunter2@db.example/keygate", &f->st, &err),
+                     KG_EINVAL);
+    assert_null(f->st);
+    assert_non_null(strstr(err.msg, "unsupported database URL"));
+    assert_null(strstr(err.msg, "hunter2"));
+}
+
+static void
+test_insert_then_get_round_trips_every_field(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_key_rec in;
+    struct kg_key_rec out;
+    struct kg_err err = {{0}};
+
+    open_store(f);
+    make_rec(&in, "key_full", "kg_live_Full1234567890abcdefghijWXYZ", NOW);
+    memset(in.tenant, 0, sizeof(in.tenant)); /* so the whole-struct compare holds */
+    snprintf(in.tenant, sizeof(in.tenant), "acme");
+    snprintf(in.name, sizeof(in.name), "billing job \xc3\xa9t\xc3\xa9");
+    in.expires_at = NOW + 86400;
+    in.revoked_at = NOW + 3600;
+    in.last_used_at = NOW - 5;
+    snprintf(in.rotated_to, sizeof(in.rotated_to), "key_next");
+    snprintf(in.rate, sizeof(in.rate), "100/min");
+    in.rate_burst = 20;
+    in.quota_limit = 5000;
+    snprintf(in.quota_period, sizeof(in.quota_period), "month");
+    in.quota_used = 42;
+    snprintf(in.metadata, sizeof(in.metadata), "{\"team\":\"billing\"}");
+    assert_int_equal(kg_store_key_insert(f->st, &in, &err), KG_OK);
+
+    get_key(f, "key_full", &out);
+    assert_string_equal(out.id, in.id);
+    assert_string_equal(out.name, in.name);
+    assert_string_equal(out.prefix, "kg_live_");
+    assert_string_equal(out.last4, "WXYZ");
+    assert_memory_equal(out.digest, in.digest, KG_DIGEST_BYTES);
+    assert_string_equal(out.scopes, in.scopes);
+    assert_string_equal(out.tenant, "acme");
+    assert_int_equal(out.created_at, NOW);
+    assert_int_equal(out.expires_at, NOW + 86400);
+    assert_int_equal(out.revoked_at, NOW + 3600);
+    assert_int_equal(out.last_used_at, NOW - 5);
+    assert_string_equal(out.rotated_to, "key_next");
+    assert_string_equal(out.rate, "100/min");
+    assert_int_equal(out.rate_burst, 20);
+    assert_int_equal(out.quota_limit, 5000);
+    assert_string_equal(out.quota_period, "month");
+    assert_int_equal(out.quota_used, 42);
+    assert_string_equal(out.metadata, in.metadata);
+    assert_memory_equal(&out, &in, sizeof(in)); /* and nothing else differs */
+}
+
+static void
+test_unset_fields_are_stored_as_null_and_read_back_as_zero(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_key_rec out;
+
+    open_store(f);
+    insert_key(f, "key_bare", NOW);
+    get_key(f, "key_bare", &out);
+    assert_int_equal(out.expires_at, 0);
+    assert_int_equal(out.revoked_at, 0);
+    assert_int_equal(out.last_used_at, 0);
+    assert_int_equal(out.rate_burst, 0);
+    assert_int_equal(out.quota_limit, -1);
+    assert_int_equal(out.quota_used, 0);
+    assert_string_equal(out.rotated_to, "");
+    assert_string_equal(out.rate, "");
+    assert_string_equal(out.quota_period, "");
+    assert_int_equal(raw_int(f->path, "SELECT expires_at IS NULL AND revoked_at IS NULL"
+                                      " AND last_used_at IS NULL AND rotated_to IS NULL"
+                                      " AND rate IS NULL AND rate_burst IS NULL"
+                                      " AND quota_limit IS NULL AND quota_period IS NULL"
+                                      " FROM keys WHERE id = 'key_bare'"),
+                     1);
+}
+
+static void
+test_empty_tenant_and_metadata_get_the_column_defaults(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_key_rec in;
+    struct kg_key_rec out;
+    struct kg_err err = {{0}};
+
+    open_store(f);
+    make_rec(&in, "key_defaults", "kg_live_Defaults0123456789abcdefABCD", NOW);
+    in.tenant[0] = '\0';
+    in.metadata[0] = '\0';
+    assert_int_equal(kg_store_key_insert(f->st, &in, &err), KG_OK);
+    get_key(f, "key_defaults", &out);
+    assert_string_equal(out.tenant, "default");
+    assert_string_equal(out.metadata, "{}");
+}
+
+static void
+test_inserting_a_duplicate_id_is_a_conflict(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_key_rec rec;
+    struct kg_err err = {{0}};
+
+    open_store(f);
+    insert_key(f, "key_dup", NOW);
+    make_rec(&rec, "key_dup", "kg_live_SomeOtherKey0123456789abcdef", NOW);
+    assert_int_equal(kg_store_key_insert(f->st, &rec, &err), KG_ECONFLICT);
+    assert_string_equal(err.msg, "key key_dup already exists");
+}
+
+static void
+test_inserting_a_duplicate_digest_is_a_conflict_without_showing_it(void **state)
+{
+    struct fixture *f = *state;
+    const char *key = "kg_live_SameSecretTwice0123456789abcd";
+    struct kg_key_rec rec;
+    struct kg_err err = {{0}};
+    char hex[2 * KG_DIGEST_BYTES + 1];
+
+    open_store(f);
+    make_rec(&rec, "key_first", key, NOW);
+    assert_int_equal(kg_store_key_insert(f->st, &rec, &err), KG_OK);
+    make_rec(&rec, "key_second", key, NOW);
+    assert_int_equal(kg_store_key_insert(f->st, &rec, &err), KG_ECONFLICT);
+    assert_non_null(strstr(err.msg, "same digest"));
+    sodium_bin2hex(hex, sizeof(hex), rec.digest, sizeof(rec.digest));
+    assert_null(strstr(err.msg, hex));
+    assert_null(strstr(err.msg, key));
+    assert_int_equal(kg_store_key_get(f->st, "key_second", &rec, &err), KG_ENOTFOUND);
+}
+
+static void
+test_getting_an_unknown_key_is_not_found(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_key_rec rec;
+    struct kg_err err = {{0}};
+
+    open_store(f);
+    assert_int_equal(kg_store_key_get(f->st, "key_missing", &rec, &err), KG_ENOTFOUND);
+    assert_string_equal(err.msg, "key key_missing not found");
+}
+
+static void
+test_invalid_records_are_rejected_before_storage(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_key_rec rec;
+    struct kg_err err = {{0}};
+    const char *key = "kg_live_Invalid0123456789abcdefghijk";
+
+    open_store(f);
+    make_rec(&rec, "key_bad", key, 0);
+    assert_int_equal(kg_store_key_insert(f->st, &rec, &err), KG_EINVAL);
+    make_rec(&rec, "key_bad", key, NOW);
+    rec.quota_limit = -2;
+    assert_int_equal(kg_store_key_insert(f->st, &rec, &err), KG_EINVAL);
+    make_rec(&rec, "key_bad", key, NOW);
+    memset(rec.name, 'x', sizeof(rec.name));
+    assert_int_equal(kg_store_key_insert(f->st, &rec, &err), KG_EINVAL);
+    make_rec(&rec, "key_bad\nforged log line", key, NOW);
+    assert_int_equal(kg_store_key_insert(f->st, &rec, &err), KG_EINVAL);
+    assert_null(strchr(err.msg, '\n'));
+    /* A whole key pasted where an id belongs is refused, not echoed. */
+    assert_int_equal(
+        kg_store_key_get(f->st, "kg_live_AVeryLongPastedSecretKey0123456789", &rec, &err),
+        KG_EINVAL);
+    assert_null(strstr(err.msg, "AVeryLong"));
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM keys"), 0);
+}
+
+struct walk {
+    char ids[8][KG_ID_MAX];
+    size_t n;
+    size_t stop_after; /* 0 = never stop */
+};
+
+static bool
+collect(const struct kg_key_rec *rec, void *ctx)
+{
+    struct walk *w = ctx;
+
+    if (w->n < 8)
+        snprintf(w->ids[w->n], sizeof(w->ids[w->n]), "%s", rec->id);
+    w->n++;
+    return w->stop_after == 0 || w->n < w->stop_after;
+}
+
+static void
+test_each_walks_keys_oldest_first_then_by_id(void **state)
+{
+    struct fixture *f = *state;
+    struct walk w = {.n = 0};
+    struct kg_err err = {{0}};
+
+    open_store(f);
+    insert_key(f, "key_c", NOW + 300);
+    insert_key(f, "key_b", NOW + 100);
+    insert_key(f, "key_z", NOW + 200);
+    insert_key(f, "key_a", NOW + 200);
+    assert_int_equal(kg_store_key_each(f->st, collect, &w, &err), KG_OK);
+    assert_int_equal(w.n, 4);
+    assert_string_equal(w.ids[0], "key_b");
+    assert_string_equal(w.ids[1], "key_a");
+    assert_string_equal(w.ids[2], "key_z");
+    assert_string_equal(w.ids[3], "key_c");
+}
+
+static void
+test_each_stops_when_the_callback_says_so(void **state)
+{
+    struct fixture *f = *state;
+    struct walk w = {.n = 0, .stop_after = 2};
+    struct kg_err err = {{0}};
+
+    open_store(f);
+    insert_key(f, "key_1", NOW + 1);
+    insert_key(f, "key_2", NOW + 2);
+    insert_key(f, "key_3", NOW + 3);
+    assert_int_equal(kg_store_key_each(f->st, collect, &w, &err), KG_OK);
+    assert_int_equal(w.n, 2);
+    assert_string_equal(w.ids[1], "key_2");
+}
+
+static void
+test_each_on_an_empty_store_calls_nothing(void **state)
+{
+    struct fixture *f = *state;
+    struct walk w = {.n = 0};
+    struct kg_err err = {{0}};
+
+    open_store(f);
+    assert_int_equal(kg_store_key_each(f->st, collect, &w, &err), KG_OK);
+    assert_int_equal(w.n, 0);
+}
+
+static void
+test_revoking_twice_is_a_conflict(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_key_rec rec;
+    struct kg_err err = {{0}};
+
+    open_store(f);
+    insert_key(f, "key_rev", NOW);
+    assert_int_equal(kg_store_key_revoke(f->st, "key_rev", NOW + 10, &err), KG_OK);
+    get_key(f, "key_rev", &rec);
+    assert_int_equal(rec.revoked_at, NOW + 10);
+    assert_int_equal(kg_key_state_of(&rec, NOW + 10), KG_KEY_REVOKED);
+    assert_int_equal(kg_store_key_revoke(f->st, "key_rev", NOW + 20, &err), KG_ECONFLICT);
+    assert_string_equal(err.msg, "key key_rev is already revoked");
+    get_key(f, "key_rev", &rec);
+    assert_int_equal(rec.revoked_at, NOW + 10);
+}
+
+static void
+test_revoking_an_unknown_key_is_not_found(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_err err = {{0}};
+
+    open_store(f);
+    assert_int_equal(kg_store_key_revoke(f->st, "key_ghost", NOW, &err), KG_ENOTFOUND);
+    assert_string_equal(err.msg, "key key_ghost not found");
+}
+
+static void
+test_revoking_a_key_in_rotation_grace_revokes_it_now(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_key_rec fresh;
+    struct kg_key_rec old;
+    struct kg_err err = {{0}};
+
+    open_store(f);
+    insert_key(f, "key_old", NOW);
+    make_rec(&fresh, "key_new", "kg_live_FreshKey0123456789abcdefghijk", NOW + 5);
+    assert_int_equal(kg_store_key_rotate(f->st, "key_old", &fresh, NOW + 86400, NOW + 5, &err),
+                     KG_OK);
+    assert_int_equal(kg_store_key_revoke(f->st, "key_old", NOW + 60, &err), KG_OK);
+    get_key(f, "key_old", &old);
+    assert_int_equal(old.revoked_at, NOW + 60);
+    assert_string_equal(old.rotated_to, "key_new");
+}
+
+static void
+test_a_key_expires_by_time(void **state)
+{
+    struct kg_key_rec rec;
+
+    (void)state;
+    make_rec(&rec, "key_exp", "kg_live_Expiring0123456789abcdefghijk", NOW);
+    rec.expires_at = NOW + 100;
+    assert_int_equal(kg_key_state_of(&rec, NOW), KG_KEY_ACTIVE);
+    assert_int_equal(kg_key_state_of(&rec, NOW + 99), KG_KEY_ACTIVE);
+    assert_int_equal(kg_key_state_of(&rec, NOW + 100), KG_KEY_EXPIRED);
+    assert_int_equal(kg_key_state_of(&rec, NOW + 1000000), KG_KEY_EXPIRED);
+}
+
+static void
+test_revocation_wins_over_expiry(void **state)
+{
+    struct kg_key_rec rec;
+
+    (void)state;
+    make_rec(&rec, "key_both", "kg_live_Both0123456789abcdefghijklmno", NOW);
+    rec.expires_at = NOW + 100;
+    rec.revoked_at = NOW + 200;
+    assert_int_equal(kg_key_state_of(&rec, NOW + 150), KG_KEY_EXPIRED);
+    assert_int_equal(kg_key_state_of(&rec, NOW + 250), KG_KEY_REVOKED);
+}
+
+static void
+test_a_revocation_scheduled_in_the_future_leaves_the_key_active(void **state)
+{
+    struct kg_key_rec rec;
+
+    (void)state;
+    make_rec(&rec, "key_grace", "kg_live_Grace0123456789abcdefghijklmn", NOW);
+    rec.revoked_at = NOW + 3600;
+    assert_int_equal(kg_key_state_of(&rec, NOW), KG_KEY_ACTIVE);
+    assert_int_equal(kg_key_state_of(&rec, NOW + 3599), KG_KEY_ACTIVE);
+    assert_int_equal(kg_key_state_of(&rec, NOW + 3600), KG_KEY_REVOKED);
+}
+
+static void
+test_key_states_parse_back_from_their_names(void **state)
+{
+    static const enum kg_key_state states[] = {KG_KEY_ACTIVE, KG_KEY_EXPIRED, KG_KEY_REVOKED};
+    enum kg_key_state parsed = KG_KEY_ACTIVE;
+    struct kg_err err = {{0}};
+    bool all = true;
+    size_t i;
+
+    (void)state;
+    for (i = 0; i < sizeof(states) / sizeof(states[0]); i++) {
+        assert_int_equal(kg_key_state_parse(kg_key_state_str(states[i]), &parsed, &all, &err),
+                         KG_OK);
+        assert_int_equal(parsed, states[i]);
+        assert_false(all);
+    }
+    assert_int_equal(kg_key_state_parse("all", &parsed, &all, &err), KG_OK);
+    assert_true(all);
+    assert_int_equal(kg_key_state_parse("Active", &parsed, &all, &err), KG_EINVAL);
+    assert_int_equal(kg_key_state_parse("", &parsed, &all, &err), KG_EINVAL);
+    assert_non_null(strstr(err.msg, "unknown key state"));
+}
+
+static void
+test_rotating_without_grace_revokes_the_old_key_now(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_key_rec fresh;
+    struct kg_key_rec old;
+    struct kg_key_rec got;
+    struct kg_err err = {{0}};
+
+    open_store(f);
+    insert_key(f, "key_old", NOW);
+    make_rec(&fresh, "key_new", "kg_live_FreshKey0123456789abcdefghijk", NOW + 50);
+    assert_int_equal(kg_store_key_rotate(f->st, "key_old", &fresh, NOW + 50, NOW + 50, &err),
+                     KG_OK);
+    get_key(f, "key_old", &old);
+    assert_int_equal(old.revoked_at, NOW + 50);
+    assert_string_equal(old.rotated_to, "key_new");
+    assert_int_equal(kg_key_state_of(&old, NOW + 50), KG_KEY_REVOKED);
+    get_key(f, "key_new", &got);
+    assert_memory_equal(&got, &fresh, sizeof(fresh));
+    assert_int_equal(kg_key_state_of(&got, NOW + 50), KG_KEY_ACTIVE);
+}
+
+static void
+test_rotating_with_grace_schedules_the_old_key_revocation(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_key_rec fresh;
+    struct kg_key_rec old;
+    struct kg_err err = {{0}};
+
+    open_store(f);
+    insert_key(f, "key_old", NOW);
+    make_rec(&fresh, "key_new", "kg_live_FreshKey0123456789abcdefghijk", NOW + 50);
+    assert_int_equal(kg_store_key_rotate(f->st, "key_old", &fresh, NOW + 50 + 3600, NOW + 50, &err),
+                     KG_OK);
+    get_key(f, "key_old", &old);
+    assert_int_equal(old.revoked_at, NOW + 50 + 3600);
+    assert_string_equal(old.rotated_to, "key_new");
+    assert_int_equal(kg_key_state_of(&old, NOW + 60), KG_KEY_ACTIVE);
+    assert_int_equal(kg_key_state_of(&old, NOW + 50 + 3600), KG_KEY_REVOKED);
+}
+
+static void
+test_rotating_twice_is_a_conflict(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_key_rec fresh;
+    struct kg_err err = {{0}};
+
+    open_store(f);
+    insert_key(f, "key_old", NOW);
+    make_rec(&fresh, "key_new", "kg_live_FreshKey0123456789abcdefghijk", NOW);
+    assert_int_equal(kg_store_key_rotate(f->st, "key_old", &fresh, NOW + 3600, NOW, &err), KG_OK);
+    make_rec(&fresh, "key_newer", "kg_live_Fresher0123456789abcdefghijkl", NOW + 1);
+    assert_int_equal(kg_store_key_rotate(f->st, "key_old", &fresh, NOW + 3600, NOW + 1, &err),
+                     KG_ECONFLICT);
+    assert_string_equal(err.msg, "key key_old was already rotated to key_new");
+    assert_int_equal(kg_store_key_get(f->st, "key_newer", &fresh, &err), KG_ENOTFOUND);
+}
+
+static void
+test_rotating_a_revoked_key_is_a_conflict(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_key_rec fresh;
+    struct kg_err err = {{0}};
+
+    open_store(f);
+    insert_key(f, "key_old", NOW);
+    assert_int_equal(kg_store_key_revoke(f->st, "key_old", NOW, &err), KG_OK);
+    make_rec(&fresh, "key_new", "kg_live_FreshKey0123456789abcdefghijk", NOW + 1);
+    assert_int_equal(kg_store_key_rotate(f->st, "key_old", &fresh, NOW + 1, NOW + 1, &err),
+                     KG_ECONFLICT);
+    assert_string_equal(err.msg, "key key_old is already revoked");
+    assert_int_equal(kg_store_key_get(f->st, "key_new", &fresh, &err), KG_ENOTFOUND);
+}
+
+static void
+test_rotating_an_unknown_key_is_not_found(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_key_rec fresh;
+    struct kg_err err = {{0}};
+
+    open_store(f);
+    make_rec(&fresh, "key_new", "kg_live_FreshKey0123456789abcdefghijk", NOW);
+    assert_int_equal(kg_store_key_rotate(f->st, "key_ghost", &fresh, NOW, NOW, &err), KG_ENOTFOUND);
+    assert_int_equal(kg_store_key_get(f->st, "key_new", &fresh, &err), KG_ENOTFOUND);
+}
+
+static void
+test_rotating_keeps_an_earlier_scheduled_revocation(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_key_rec rec;
+    struct kg_err err = {{0}};
+
+    open_store(f);
+    make_rec(&rec, "key_old", "kg_live_Scheduled0123456789abcdefghij", NOW);
+    rec.revoked_at = NOW + 600;
+    assert_int_equal(kg_store_key_insert(f->st, &rec, &err), KG_OK);
+    make_rec(&rec, "key_new", "kg_live_FreshKey0123456789abcdefghijk", NOW);
+    assert_int_equal(kg_store_key_rotate(f->st, "key_old", &rec, NOW + 86400, NOW, &err), KG_OK);
+    get_key(f, "key_old", &rec);
+    assert_int_equal(rec.revoked_at, NOW + 600);
+    assert_string_equal(rec.rotated_to, "key_new");
+}
+
+static void
+test_a_failed_rotation_writes_nothing(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_key_rec fresh;
+    struct kg_key_rec old;
+    struct kg_err err = {{0}};
+    char key[96];
+
+    open_store(f);
+    insert_key(f, "key_old", NOW);
+    insert_key(f, "key_other", NOW);
+    /* The fresh key's digest clashes with key_other's: the insert half fails
+     * after the old key has been checked, and nothing may stay behind. */
+    fake_key(key, sizeof(key), "key_other");
+    make_rec(&fresh, "key_new", key, NOW + 1);
+    assert_int_equal(kg_store_key_rotate(f->st, "key_old", &fresh, NOW + 1, NOW + 1, &err),
+                     KG_ECONFLICT);
+    get_key(f, "key_old", &old);
+    assert_int_equal(old.revoked_at, 0);
+    assert_string_equal(old.rotated_to, "");
+    assert_int_equal(kg_store_key_get(f->st, "key_new", &fresh, &err), KG_ENOTFOUND);
+    /* And the handle is still usable: no transaction was left open. */
+    assert_int_equal(kg_store_key_revoke(f->st, "key_old", NOW + 2, &err), KG_OK);
+}
+
+static void
+test_touch_keeps_the_latest_time(void **state)
+{
+    struct fixture *f = *state;
+    const char *ids[] = {"key_t", "key_unknown", "key_t", "key_u"};
+    const int64_t times[] = {NOW + 100, NOW + 500, NOW + 50, 0};
+    const char *later_ids[] = {"key_t"};
+    const int64_t later[] = {NOW + 200};
+    struct kg_key_rec rec;
+    struct kg_err err = {{0}};
+
+    open_store(f);
+    insert_key(f, "key_t", NOW);
+    insert_key(f, "key_u", NOW);
+    assert_int_equal(kg_store_key_touch(f->st, ids, times, 4, &err), KG_OK);
+    get_key(f, "key_t", &rec);
+    assert_int_equal(rec.last_used_at, NOW + 100);
+    get_key(f, "key_u", &rec);
+    assert_int_equal(rec.last_used_at, 0);
+    assert_int_equal(kg_store_key_touch(f->st, ids, times, 1, &err), KG_OK);
+    assert_int_equal(kg_store_key_touch(f->st, later_ids, later, 1, &err), KG_OK);
+    get_key(f, "key_t", &rec);
+    assert_int_equal(rec.last_used_at, NOW + 200);
+    assert_int_equal(kg_store_key_touch(f->st, ids, times, 1, &err), KG_OK);
+    get_key(f, "key_t", &rec);
+    assert_int_equal(rec.last_used_at, NOW + 200);
+    assert_int_equal(kg_store_key_touch(f->st, NULL, NULL, 0, &err), KG_OK);
+}
+
+static void
+test_data_version_changes_after_another_handle_writes_but_not_after_its_own(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_store *other = NULL;
+    struct kg_err err = {{0}};
+    int64_t v0 = 0;
+    int64_t v1 = 0;
+    int64_t v2 = 0;
+    struct kg_key_rec rec;
+    char key[96];
+
+    open_store(f);
+    assert_int_equal(kg_store_open(f->path, &other, &err), KG_OK);
+    assert_int_equal(kg_store_data_version(f->st, &v0, &err), KG_OK);
+    insert_key(f, "key_mine", NOW);
+    assert_int_equal(kg_store_data_version(f->st, &v1, &err), KG_OK);
+    assert_int_equal(v1, v0);
+
+    fake_key(key, sizeof(key), "key_theirs");
+    make_rec(&rec, "key_theirs", key, NOW);
+    assert_int_equal(kg_store_key_insert(other, &rec, &err), KG_OK);
+    assert_int_equal(kg_store_data_version(f->st, &v2, &err), KG_OK);
+    assert_int_not_equal(v2, v1);
+    kg_store_close(other);
+}
+
+static void
+test_durability_can_be_switched_both_ways(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_err err = {{0}};
+
+    open_store(f);
+    assert_int_equal(kg_store_set_durable(f->st, false, &err), KG_OK);
+    insert_key(f, "key_fast", NOW);
+    assert_int_equal(kg_store_set_durable(f->st, true, &err), KG_OK);
+    insert_key(f, "key_safe", NOW);
+}
+
+static void
+test_opening_below_a_missing_grandparent_is_an_io_error(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_err err = {{0}};
+    char path[160];
+
+    /* Only one missing level is created; deeper trees are the operator's. */
+    snprintf(path, sizeof(path), "%s/no/such/keys.db", f->dir);
+    assert_int_equal(kg_store_open(path, &f->st, &err), KG_EIO);
+    assert_null(f->st);
+    assert_non_null(strstr(err.msg, "cannot create directory"));
+}
+
+static void
+test_a_file_that_is_not_a_database_is_corrupt(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_err err = {{0}};
+    char dir[128];
+    char junk[4096];
+    FILE *fp;
+
+    snprintf(dir, sizeof(dir), "%s/data", f->dir);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    fp = fopen(f->path, "wb");
+    assert_non_null(fp);
+    memset(junk, 'k', sizeof(junk));
+    assert_int_equal(fwrite(junk, 1, sizeof(junk), fp), sizeof(junk));
+    fclose(fp);
+    assert_int_equal(kg_store_open(f->path, &f->st, &err), KG_ECORRUPT);
+    assert_null(f->st);
+    assert_non_null(strstr(err.msg, f->path));
+    assert_non_null(strstr(err.msg, "not a database"));
+}
+
+static void
+test_a_database_from_a_newer_keygate_is_corrupt(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_err err = {{0}};
+    char sql[64];
+    char want[64];
+
+    open_store(f);
+    kg_store_close(f->st);
+    f->st = NULL;
+    snprintf(sql, sizeof(sql), "PRAGMA user_version = %zu", kg_migrations_count + 6);
+    raw_exec(f->path, sql);
+    assert_int_equal(kg_store_open(f->path, &f->st, &err), KG_ECORRUPT);
+    assert_null(f->st);
+    snprintf(want, sizeof(want), "schema version %zu is newer than this keygate (%zu)",
+             kg_migrations_count + 6, kg_migrations_count);
+    assert_non_null(strstr(err.msg, want));
+    assert_non_null(strstr(err.msg, f->path));
+}
+
+static void
+test_another_programs_sqlite_database_is_corrupt_and_left_alone(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_err err = {{0}};
+    char dir[128];
+
+    snprintf(dir, sizeof(dir), "%s/data", f->dir);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    raw_exec(f->path, "CREATE TABLE songs (title TEXT)");
+    assert_int_equal(kg_store_open(f->path, &f->st, &err), KG_ECORRUPT);
+    assert_non_null(strstr(err.msg, "not a keygate database"));
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM sqlite_master WHERE name = 'keys'"), 0);
+    assert_int_equal(raw_int(f->path, "PRAGMA user_version"), 0);
+}
+
+/* Searches the main file and any WAL or journal left next to it. */
+static bool
+store_files_contain(const char *path, const void *needle, size_t len)
+{
+    static const char *const suffixes[] = {"", "-wal", "-journal", "-shm"};
+    bool found = false;
+    size_t i;
+
+    for (i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]) && !found; i++) {
+        char name[160];
+        unsigned char *buf;
+        struct stat sb;
+        FILE *fp;
+
+        snprintf(name, sizeof(name), "%s%s", path, suffixes[i]);
+        if (stat(name, &sb) != 0)
+            continue;
+        buf = malloc((size_t)sb.st_size + 1);
+        assert_non_null(buf);
+        fp = fopen(name, "rb");
+        assert_non_null(fp);
+        assert_int_equal(fread(buf, 1, (size_t)sb.st_size, fp), (size_t)sb.st_size);
+        fclose(fp);
+        found = memmem(buf, (size_t)sb.st_size, needle, len) != NULL;
+        free(buf);
+    }
+    return found;
+}
+
+static void
+test_the_database_files_never_contain_the_plaintext_key(void **state)
+{
+    struct fixture *f = *state;
+    const char *key = "kg_live_7Tq2XbN9vLmR4sWc8KpYd3Hf6JzGa";
+    const char *fresh_key = "kg_live_Fz3Wq8LmR2vNc7TbY9KpXd4Hs6JgA";
+    const char *ids[] = {"key_secret"};
+    const int64_t times[] = {NOW + 10};
+    struct kg_key_rec rec;
+    struct kg_key_rec fresh;
+    struct kg_err err = {{0}};
+
+    open_store(f);
+    make_rec(&rec, "key_secret", key, NOW);
+    assert_int_equal(kg_store_key_insert(f->st, &rec, &err), KG_OK);
+    make_rec(&fresh, "key_fresh", fresh_key, NOW + 1);
+    assert_int_equal(kg_store_key_rotate(f->st, "key_secret", &fresh, NOW + 60, NOW + 1, &err),
+                     KG_OK);
+    assert_int_equal(kg_store_key_touch(f->st, ids, times, 1, &err), KG_OK);
+
+    /* While open, the writes sit in the WAL; after close, in the main file. */
+    assert_false(store_files_contain(f->path, key, strlen(key)));
+    assert_false(store_files_contain(f->path, fresh_key, strlen(fresh_key)));
+    kg_store_close(f->st);
+    f->st = NULL;
+    assert_false(store_files_contain(f->path, key, strlen(key)));
+    assert_false(store_files_contain(f->path, fresh_key, strlen(fresh_key)));
+    /* Nor the secret part between the display prefix and the last four. */
+    assert_false(store_files_contain(f->path, key + 8, strlen(key) - 12));
+    /* The search itself works: the digest is there. */
+    assert_true(store_files_contain(f->path, rec.digest, sizeof(rec.digest)));
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+        T(test_opening_creates_a_private_directory_and_file_and_migrates),
+        T(test_reopening_an_existing_store_is_idempotent),
+        T(test_a_sqlite_prefix_selects_the_sqlite_backend),
+        T(test_a_postgres_url_is_unsupported_and_its_password_not_echoed),
+        T(test_insert_then_get_round_trips_every_field),
+        T(test_unset_fields_are_stored_as_null_and_read_back_as_zero),
+        T(test_empty_tenant_and_metadata_get_the_column_defaults),
+        T(test_inserting_a_duplicate_id_is_a_conflict),
+        T(test_inserting_a_duplicate_digest_is_a_conflict_without_showing_it),
+        T(test_getting_an_unknown_key_is_not_found),
+        T(test_invalid_records_are_rejected_before_storage),
+        T(test_each_walks_keys_oldest_first_then_by_id),
+        T(test_each_stops_when_the_callback_says_so),
+        T(test_each_on_an_empty_store_calls_nothing),
+        T(test_revoking_twice_is_a_conflict),
+        T(test_revoking_an_unknown_key_is_not_found),
+        T(test_revoking_a_key_in_rotation_grace_revokes_it_now),
+        T(test_a_key_expires_by_time),
+        T(test_revocation_wins_over_expiry),
+        T(test_a_revocation_scheduled_in_the_future_leaves_the_key_active),
+        T(test_key_states_parse_back_from_their_names),
+        T(test_rotating_without_grace_revokes_the_old_key_now),
+        T(test_rotating_with_grace_schedules_the_old_key_revocation),
+        T(test_rotating_twice_is_a_conflict),
+        T(test_rotating_a_revoked_key_is_a_conflict),
+        T(test_rotating_an_unknown_key_is_not_found),
+        T(test_rotating_keeps_an_earlier_scheduled_revocation),
+        T(test_a_failed_rotation_writes_nothing),
+        T(test_touch_keeps_the_latest_time),
+        T(test_data_version_changes_after_another_handle_writes_but_not_after_its_own),
+        T(test_durability_can_be_switched_both_ways),
+        T(test_opening_below_a_missing_grandparent_is_an_io_error),
+        T(test_a_file_that_is_not_a_database_is_corrupt),
+        T(test_a_database_from_a_newer_keygate_is_corrupt),
+        T(test_another_programs_sqlite_database_is_corrupt_and_left_alone),
+        T(test_the_database_files_never_contain_the_plaintext_key),
+#undef T
+    };
+
+    return cmocka_run_group_tests(tests, group_setup, NULL);
+}
