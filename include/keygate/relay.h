@@ -66,6 +66,11 @@ void kg_relay_each_header(const struct kg_exchange *x,
  * -1 at the end of the body, -2 when the upstream failed mid-body. */
 ssize_t kg_relay_pull_body(struct kg_exchange *x, char *buf, size_t max);
 
+/* When the whole answer has already arrived: moves the body into *out
+ * (malloc'd, caller frees; *len bytes) and returns true. Lets a small
+ * answer go out in one buffer instead of through the streaming reader. */
+bool kg_relay_take_body(struct kg_exchange *x, char **out, size_t *len);
+
 /* Suspends the client connection until the relay makes progress. Only from
  * the MHD access handler or content reader of this request. */
 void kg_relay_suspend(struct kg_exchange *x);

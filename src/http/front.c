@@ -358,10 +358,14 @@ send_upstream_answer(struct kg_req *req, struct MHD_Connection *conn, const char
     int64_t cl = kg_relay_content_length(req->x);
     struct MHD_Response *resp;
     enum MHD_Result ret;
+    char *body;
+    size_t blen;
 
     req->phase = REQ_ANSWERED;
     if (status == 204 || status == 304 || (strcmp(method, "HEAD") == 0 && cl < 0))
         resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    else if (strcmp(method, "HEAD") != 0 && kg_relay_take_body(req->x, &body, &blen))
+        resp = MHD_create_response_from_buffer(blen, body, MHD_RESPMEM_MUST_FREE);
     else
         resp = MHD_create_response_from_callback(cl >= 0 ? (uint64_t)cl : MHD_SIZE_UNKNOWN,
                                                  KG_RESPONSE_BLOCK, read_body, req, NULL);
@@ -522,14 +526,16 @@ kg_front_new_daemon(struct kg_loop *loop, const struct sockaddr_storage *addr,
         port = ntohs(((const struct sockaddr_in *)(const void *)addr)->sin_port);
     }
     /* The memory pool bounds request line + headers; past it the library
-     * answers 431 itself (docs/security.md lists what it still answers). */
+     * answers 431 itself (docs/security.md lists what it still answers).
+     * libmicrohttpd zeroes the pool between keep-alive requests, so it is
+     * kept just above what headers need rather than generous. */
     *out = MHD_start_daemon(
         flags, port, NULL, NULL, access_handler, loop, MHD_OPTION_SOCK_ADDR, addr,
         MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int)1, MHD_OPTION_URI_LOG_CALLBACK,
         uri_logger, loop, MHD_OPTION_NOTIFY_COMPLETED, request_completed, loop,
         MHD_OPTION_NOTIFY_CONNECTION, connection_notify, loop, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned int)((cfg->client_timeout_ms + 999) / 1000), MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)(cfg->max_header_bytes + 64 * 1024), MHD_OPTION_CONNECTION_LIMIT,
+        (size_t)(cfg->max_header_bytes + 16 * 1024), MHD_OPTION_CONNECTION_LIMIT,
         (unsigned int)10000, MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)1024,
         MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL, MHD_OPTION_END);
     if (*out == NULL)

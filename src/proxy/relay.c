@@ -11,10 +11,14 @@
 #include "keygate/log.h"
 #include "keygate/relay.h"
 
+/* A ring that starts small and doubles up to max: most API answers fit in
+ * the first allocation, a large body grows it to the ceiling and no further. */
 struct ring {
     char *buf;
-    size_t cap, head, len;
+    size_t cap, head, len, max;
 };
+
+#define RING_START (16 * 1024)
 
 struct kg_exchange {
     struct kg_loop *loop;
@@ -41,18 +45,47 @@ struct kg_exchange {
 };
 
 static bool
-ring_init(struct ring *r, size_t cap)
+ring_init(struct ring *r, size_t max)
 {
-    r->buf = malloc(cap);
-    r->cap = r->buf != NULL ? cap : 0;
+    r->buf = malloc(RING_START);
+    r->cap = r->buf != NULL ? RING_START : 0;
+    r->max = max;
     r->head = r->len = 0;
     return r->buf != NULL;
+}
+
+/* Room for n more bytes, growing (by doubling, up to max) if needed. */
+static size_t
+ring_room(struct ring *r, size_t n)
+{
+    while (r->cap - r->len < n && r->cap < r->max) {
+        size_t ncap = r->cap * 2 > r->max ? r->max : r->cap * 2;
+        char *nb = malloc(ncap);
+        size_t len = r->len;
+
+        if (nb == NULL)
+            break;
+        /* Unwrap into the new buffer so head starts at 0. */
+        if (r->head + len <= r->cap) {
+            memcpy(nb, r->buf + r->head, len);
+        } else {
+            size_t first = r->cap - r->head;
+
+            memcpy(nb, r->buf + r->head, first);
+            memcpy(nb + first, r->buf, len - first);
+        }
+        free(r->buf);
+        r->buf = nb;
+        r->cap = ncap;
+        r->head = 0;
+    }
+    return r->cap - r->len;
 }
 
 static size_t
 ring_put(struct ring *r, const char *p, size_t n)
 {
-    size_t room = r->cap - r->len, done = 0;
+    size_t room = ring_room(r, n), done = 0;
 
     if (n > room)
         n = room;
@@ -135,7 +168,7 @@ on_write(char *p, size_t size, size_t nmemb, void *ud)
 
     if (x->down.buf == NULL && !ring_init(&x->down, KG_RELAY_BUF_BYTES))
         return 0; /* out of memory: abort the transfer */
-    if (x->down.cap - x->down.len < n) {
+    if (ring_room(&x->down, n) < n) {
         x->write_paused = true;
         return CURL_WRITEFUNC_PAUSE;
     }
@@ -233,7 +266,7 @@ kg_relay_start(struct kg_loop *loop, struct kg_relay_req *rq, struct kg_exchange
     rq->headers = NULL;
     x->has_body = rq->has_body;
     x->content_length = -1;
-    x->easy = e = curl_easy_init();
+    x->easy = e = kg_loop_easy_get(loop);
     if (e == NULL || (x->has_body && !ring_init(&x->up, KG_RELAY_BUF_BYTES))) {
         rc = kg_err_set(err, KG_ENOMEM, "out of memory");
         goto cleanup;
@@ -395,7 +428,7 @@ kg_relay_pull_body(struct kg_exchange *x, char *buf, size_t max)
     if (x->down.len > 0) {
         size_t n = ring_get(&x->down, buf, max);
 
-        if (x->write_paused && x->down.cap - x->down.len >= x->down.cap / 2) {
+        if (x->write_paused && x->down.cap - x->down.len >= x->down.max / 2) {
             x->write_paused = false;
             update_pause(x);
         }
@@ -404,6 +437,19 @@ kg_relay_pull_body(struct kg_exchange *x, char *buf, size_t max)
     if (x->transfer_done)
         return x->result == CURLE_OK ? -1 : -2;
     return 0;
+}
+
+bool
+kg_relay_take_body(struct kg_exchange *x, char **out, size_t *len)
+{
+    if (!x->transfer_done || x->result != CURLE_OK)
+        return false;
+    *len = x->down.len;
+    *out = malloc(x->down.len > 0 ? x->down.len : 1);
+    if (*out == NULL)
+        return false;
+    ring_get(&x->down, *out, x->down.len);
+    return true;
 }
 
 void
@@ -462,8 +508,7 @@ kg_relay_free(struct kg_exchange *x)
     if (x->in_multi)
         curl_multi_remove_handle(kg_loop_multi(x->loop), x->easy);
     list_unlink(x);
-    if (x->easy != NULL)
-        curl_easy_cleanup(x->easy);
+    kg_loop_easy_put(x->loop, x->easy);
     curl_slist_free_all(x->req_headers);
     free(x->up.buf);
     free(x->down.buf);

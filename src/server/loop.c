@@ -16,6 +16,7 @@
 #include "keygate/timeutil.h"
 
 #define MAX_DAEMONS 4
+#define EASY_POOL_MAX 256
 #define TAG_WAKE ((void *)1)
 
 struct kg_loop {
@@ -35,6 +36,8 @@ struct kg_loop {
     pthread_t thread;
     bool started;
     struct kg_exchange *relays;
+    CURL *easy_pool[EASY_POOL_MAX];
+    size_t neasy;
 };
 
 /* Distinguishes a curl socket from a daemon fd in epoll data. */
@@ -291,6 +294,8 @@ kg_loop_free(struct kg_loop *loop)
     kg_loop_stop(loop);
     for (size_t i = 0; i < loop->ndaemons; i++)
         MHD_stop_daemon(loop->daemons[i]);
+    for (size_t i = 0; i < loop->neasy; i++)
+        curl_easy_cleanup(loop->easy_pool[i]);
     if (loop->multi != NULL)
         curl_multi_cleanup(loop->multi);
     if (loop->wakefd >= 0)
@@ -322,4 +327,25 @@ struct kg_exchange **
 kg_loop_relay_list(struct kg_loop *loop)
 {
     return &loop->relays;
+}
+
+CURL *
+kg_loop_easy_get(struct kg_loop *loop)
+{
+    if (loop->neasy > 0)
+        return loop->easy_pool[--loop->neasy];
+    return curl_easy_init();
+}
+
+void
+kg_loop_easy_put(struct kg_loop *loop, CURL *easy)
+{
+    if (easy == NULL)
+        return;
+    if (loop->neasy == EASY_POOL_MAX) {
+        curl_easy_cleanup(easy);
+        return;
+    }
+    curl_easy_reset(easy);
+    loop->easy_pool[loop->neasy++] = easy;
 }
