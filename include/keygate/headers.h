@@ -2,7 +2,7 @@
  *
  * Request: hop-by-hop headers and every header named in Connection (RFC
  * 9110 7.6.1) are removed, as are Host, Content-Length, Transfer-Encoding,
- * Expect, the credential headers (unless forward_credentials on), every
+ * Expect, Forwarded, the credential headers (unless forward_credentials on), every
  * client-supplied X-Keygate-* and the X-Forwarded-* keygate sets itself.
  * Response: hop-by-hop, Connection-named, framing and Date headers are
  * removed (libmicrohttpd writes its own). Pure; any thread.

@@ -53,7 +53,7 @@ kg_headers_drop_request(const struct kg_config *cfg, const char *name, const cha
 {
     static const char *const replaced[] = {
         "Host",      "Content-Length",    "Expect",           "X-Forwarded-Proto",
-        "X-Forwarded-Host", "X-Forwarded-For", "X-Request-Id", "Proxy-Authorization", NULL,
+        "X-Forwarded-Host", "X-Forwarded-For", "Forwarded", "X-Request-Id", "Proxy-Authorization", NULL,
     };
 
     if (kg_headers_hop_by_hop(name, conn_tokens))

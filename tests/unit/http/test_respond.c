@@ -1,0 +1,515 @@
+/* tests/unit/http/test_respond.c - src/http/respond.c through
+ * keygate/respond.h. The bodies clients see are a contract (issue 3, the
+ * Avala and Aivene seeds), so they are compared byte for byte; where a body
+ * carries variable words (the missing scope) it is parsed with jansson and
+ * its fields checked. Configs come from files: the defaults (detail style)
+ * and "error_style error". */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "keygate/config.h"
+#include "keygate/decide.h"
+#include "keygate/respond.h"
+
+static const char *const env_names[] = {
+    "KEYGATE_CONFIG",    "KEYGATE_LISTEN",     "KEYGATE_ADMIN_LISTEN", "KEYGATE_UPSTREAM",
+    "KEYGATE_DATABASE",  "KEYGATE_KEY_PREFIX", "KEYGATE_SECRET_FILE",  "KEYGATE_ERROR_STYLE",
+    "KEYGATE_LOG_LEVEL", "KEYGATE_WORKERS",
+};
+
+struct fixture {
+    struct kg_config *detail;
+    struct kg_config *error;
+};
+
+static void
+report(void *ctx, const char *line)
+{
+    (void)ctx;
+    print_error("config: %s\n", line);
+}
+
+static int
+load_config(const char *text, struct kg_config **out)
+{
+    char path[] = "/tmp/kg-respond-conf-XXXXXX";
+    int fd = mkstemp(path);
+    size_t len = strlen(text);
+    enum kg_status rc;
+
+    if (fd < 0)
+        return -1;
+    if (write(fd, text, len) != (ssize_t)len) {
+        close(fd);
+        unlink(path);
+        return -1;
+    }
+    close(fd);
+    rc = kg_config_load(path, report, NULL, out);
+    unlink(path);
+    return rc == KG_OK ? 0 : -1;
+}
+
+static int
+group_setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof(*f));
+
+    for (size_t i = 0; i < sizeof(env_names) / sizeof(env_names[0]); i++)
+        unsetenv(env_names[i]);
+    *state = f;
+    if (f == NULL || load_config("# defaults: detail style\n", &f->detail) != 0 ||
+        load_config("error_style error\n", &f->error) != 0)
+        return -1;
+    return 0;
+}
+
+static int
+group_teardown(void **state)
+{
+    struct fixture *f = *state;
+
+    if (f != NULL) {
+        kg_config_free(f->detail);
+        kg_config_free(f->error);
+        free(f);
+    }
+    return 0;
+}
+
+static void
+verdict(const struct kg_config *cfg, enum kg_verdict v, const char *missing, struct kg_answer *out)
+{
+    struct kg_decision d;
+
+    memset(&d, 0, sizeof(d));
+    d.verdict = v;
+    d.missing_scope = missing;
+    memset(out, 0x5A, sizeof(*out)); /* every field must be set, not left over */
+    kg_respond_verdict(cfg, &d, out);
+}
+
+/* Status, exact body, body_len, and no junk after the NUL that matters. */
+static void
+assert_answer(const struct kg_answer *a, unsigned status, const char *body)
+{
+    assert_int_equal(a->status, status);
+    if (strcmp(a->body, body) != 0)
+        fail_msg("body should be\n  %s\ngot\n  %s", body, a->body);
+    assert_int_equal(a->body_len, strlen(body));
+}
+
+/* Parses the body; the caller json_decref()s it. */
+static json_t *
+parse(const struct kg_answer *a)
+{
+    json_error_t jerr;
+    json_t *o = json_loadb(a->body, a->body_len, 0, &jerr);
+
+    if (o == NULL)
+        fail_msg("body should be JSON: %s (%s)", jerr.text, a->body);
+    assert_true(json_is_object(o));
+    return o;
+}
+
+static const char *
+field(json_t *o, const char *outer, const char *inner)
+{
+    json_t *v = json_object_get(o, outer);
+
+    if (inner != NULL)
+        v = json_object_get(v, inner);
+    assert_non_null(v);
+    assert_true(json_is_string(v));
+    return json_string_value(v);
+}
+
+static void
+assert_401_challenge(const struct kg_answer *a)
+{
+    assert_non_null(a->www_authenticate);
+    assert_memory_equal(a->www_authenticate, "Bearer ", 7);
+    assert_false(a->close);
+}
+
+static void
+test_detail_no_credential_body_is_exact(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_answer a;
+
+    verdict(f->detail, KG_DENY_NO_CREDENTIAL, NULL, &a);
+    assert_answer(&a, 401, "{\"detail\": \"Authentication credentials were not provided.\"}");
+    assert_401_challenge(&a);
+    assert_int_equal(a.retry_after_s, 0);
+}
+
+static void
+test_detail_invalid_key_body_is_exact(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_answer a;
+
+    verdict(f->detail, KG_DENY_INVALID, NULL, &a);
+    assert_answer(&a, 401, "{\"detail\": \"Invalid API key.\"}");
+    assert_401_challenge(&a);
+    assert_non_null(strstr(a.www_authenticate, "invalid_token"));
+}
+
+static void
+test_detail_expired_key_body_is_exact(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_answer a;
+
+    verdict(f->detail, KG_DENY_EXPIRED, NULL, &a);
+    assert_answer(&a, 401, "{\"detail\": \"API key has expired.\"}");
+    assert_401_challenge(&a);
+    assert_non_null(strstr(a.www_authenticate, "invalid_token"));
+}
+
+static void
+test_detail_missing_scope_is_403_naming_the_scope(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_answer a;
+    json_t *o;
+
+    verdict(f->detail, KG_DENY_SCOPE, "write:items", &a);
+    assert_int_equal(a.status, 403);
+    assert_null(a.www_authenticate);
+    assert_int_equal(a.body_len, strlen(a.body));
+    o = parse(&a);
+    assert_int_equal(json_object_size(o), 1);
+    assert_non_null(strstr(field(o, "detail", NULL), "write:items"));
+    /* A sentence, like the other detail bodies. */
+    assert_int_equal(a.body[a.body_len - 3], '.');
+    json_decref(o);
+}
+
+static void
+test_detail_other_403s_are_json_without_a_challenge(void **state)
+{
+    struct fixture *f = *state;
+    static const enum kg_verdict vs[] = {KG_DENY_NO_SCOPES, KG_DENY_NO_ROUTE};
+    struct kg_answer a;
+
+    for (size_t i = 0; i < 2; i++) {
+        json_t *o;
+
+        verdict(f->detail, vs[i], NULL, &a);
+        assert_int_equal(a.status, 403);
+        assert_null(a.www_authenticate);
+        o = parse(&a);
+        assert_true(strlen(field(o, "detail", NULL)) > 0);
+        json_decref(o);
+    }
+}
+
+static void
+test_detail_429s_are_json(void **state)
+{
+    struct fixture *f = *state;
+    static const enum kg_verdict vs[] = {KG_DENY_RATE, KG_DENY_QUOTA, KG_DENY_THROTTLED};
+    struct kg_answer a;
+
+    for (size_t i = 0; i < 3; i++) {
+        json_t *o;
+
+        verdict(f->detail, vs[i], NULL, &a);
+        assert_int_equal(a.status, 429);
+        assert_null(a.www_authenticate);
+        o = parse(&a);
+        assert_true(strlen(field(o, "detail", NULL)) > 0);
+        json_decref(o);
+    }
+}
+
+static void
+test_error_style_invalid_key_body_is_exact(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_answer a;
+
+    verdict(f->error, KG_DENY_INVALID, NULL, &a);
+    assert_answer(&a, 401,
+                  "{\"error\": {\"type\": \"authentication_error\", \"message\": \"Invalid API "
+                  "key\"}}");
+    assert_401_challenge(&a);
+}
+
+static void
+test_error_style_other_401s_are_authentication_errors(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_answer a;
+
+    verdict(f->error, KG_DENY_NO_CREDENTIAL, NULL, &a);
+    assert_answer(&a, 401,
+                  "{\"error\": {\"type\": \"authentication_error\", \"message\": "
+                  "\"Authentication credentials were not provided\"}}");
+    assert_401_challenge(&a);
+    verdict(f->error, KG_DENY_EXPIRED, NULL, &a);
+    assert_answer(&a, 401,
+                  "{\"error\": {\"type\": \"authentication_error\", \"message\": \"API key has "
+                  "expired\"}}");
+    assert_401_challenge(&a);
+}
+
+static void
+test_error_style_403_is_a_permission_error_naming_the_scope(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_answer a;
+    json_t *o;
+
+    verdict(f->error, KG_DENY_SCOPE, "admin:all", &a);
+    assert_int_equal(a.status, 403);
+    assert_null(a.www_authenticate);
+    o = parse(&a);
+    assert_int_equal(json_object_size(o), 1);
+    assert_string_equal(field(o, "error", "type"), "permission_error");
+    assert_non_null(strstr(field(o, "error", "message"), "admin:all"));
+    json_decref(o);
+
+    verdict(f->error, KG_DENY_NO_SCOPES, NULL, &a);
+    o = parse(&a);
+    assert_int_equal(a.status, 403);
+    assert_string_equal(field(o, "error", "type"), "permission_error");
+    json_decref(o);
+
+    verdict(f->error, KG_DENY_NO_ROUTE, NULL, &a);
+    o = parse(&a);
+    assert_int_equal(a.status, 403);
+    assert_string_equal(field(o, "error", "type"), "permission_error");
+    json_decref(o);
+}
+
+static void
+test_error_style_429_is_a_rate_limit_error(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_answer a;
+    json_t *o;
+
+    verdict(f->error, KG_DENY_RATE, NULL, &a);
+    assert_int_equal(a.status, 429);
+    o = parse(&a);
+    assert_string_equal(field(o, "error", "type"), "rate_limit_error");
+    json_decref(o);
+
+    verdict(f->error, KG_DENY_THROTTLED, NULL, &a);
+    assert_int_equal(a.status, 429);
+    o = parse(&a);
+    assert_string_equal(field(o, "error", "type"), "rate_limit_error");
+    json_decref(o);
+}
+
+static void
+test_error_style_quota_is_typed_quota_exceeded(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_answer a;
+    json_t *o;
+
+    verdict(f->error, KG_DENY_QUOTA, NULL, &a);
+    assert_int_equal(a.status, 429);
+    o = parse(&a);
+    assert_string_equal(field(o, "error", "type"), "quota_exceeded");
+    json_decref(o);
+}
+
+static void
+test_error_style_bodies_have_type_first_then_message(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_answer a;
+
+    verdict(f->error, KG_DENY_RATE, NULL, &a);
+    assert_memory_equal(a.body, "{\"error\": {\"type\": \"rate_limit_error\", \"message\": \"",
+                        strlen("{\"error\": {\"type\": \"rate_limit_error\", \"message\": \""));
+}
+
+static void
+test_upstream_errors_in_error_style_are_upstream_errors(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_answer a;
+
+    memset(&a, 0x5A, sizeof(a));
+    kg_respond_error(f->error, 502, "Upstream unreachable", &a);
+    assert_answer(&a, 502,
+                  "{\"error\": {\"type\": \"upstream_error\", \"message\": \"Upstream "
+                  "unreachable\"}}");
+    assert_false(a.close);
+    assert_null(a.www_authenticate);
+
+    memset(&a, 0x5A, sizeof(a));
+    kg_respond_error(f->error, 504, "Upstream timed out", &a);
+    assert_answer(&a, 504,
+                  "{\"error\": {\"type\": \"upstream_error\", \"message\": \"Upstream timed "
+                  "out\"}}");
+    assert_false(a.close);
+}
+
+static void
+test_upstream_errors_in_detail_style_end_with_a_period(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_answer a;
+
+    kg_respond_error(f->detail, 502, "Upstream unreachable", &a);
+    assert_answer(&a, 502, "{\"detail\": \"Upstream unreachable.\"}");
+    kg_respond_error(f->detail, 504, "Upstream timed out", &a);
+    assert_answer(&a, 504, "{\"detail\": \"Upstream timed out.\"}");
+    assert_null(a.www_authenticate);
+}
+
+static void
+test_gateway_error_types_follow_the_status(void **state)
+{
+    static const struct {
+        unsigned status;
+        const char *type;
+    } cases[] = {
+        {400, "invalid_request_error"}, {404, "not_found_error"}, {413, "invalid_request_error"},
+        {431, "invalid_request_error"}, {500, "api_error"},       {503, "api_error"},
+    };
+    struct fixture *f = *state;
+    struct kg_answer a;
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        json_t *o;
+
+        kg_respond_error(f->error, cases[i].status, "Something", &a);
+        assert_int_equal(a.status, cases[i].status);
+        o = parse(&a);
+        if (strcmp(field(o, "error", "type"), cases[i].type) != 0)
+            fail_msg("status %u should have type %s, got %s", cases[i].status, cases[i].type,
+                     field(o, "error", "type"));
+        assert_string_equal(field(o, "error", "message"), "Something");
+        json_decref(o);
+    }
+}
+
+static void
+test_a_400_closes_the_connection(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_answer a;
+
+    memset(&a, 0, sizeof(a));
+    kg_respond_error(f->detail, 400, "Both Content-Length and Transfer-Encoding", &a);
+    assert_answer(&a, 400, "{\"detail\": \"Both Content-Length and Transfer-Encoding.\"}");
+    assert_true(a.close);
+    kg_respond_error(f->error, 400, "Malformed header name", &a);
+    assert_true(a.close);
+    kg_respond_error(f->detail, 413, "Request body too large", &a);
+    assert_true(a.close);
+    kg_respond_error(f->detail, 431, "Request headers too large", &a);
+    assert_true(a.close);
+}
+
+static void
+test_other_errors_keep_the_connection(void **state)
+{
+    static const unsigned statuses[] = {404, 500, 502, 503, 504};
+    struct fixture *f = *state;
+    struct kg_answer a;
+
+    for (size_t i = 0; i < sizeof(statuses) / sizeof(statuses[0]); i++) {
+        memset(&a, 0x5A, sizeof(a));
+        kg_respond_error(f->detail, statuses[i], "X", &a);
+        if (a.close)
+            fail_msg("a %u should keep the connection open", statuses[i]);
+    }
+}
+
+static void
+test_messages_are_escaped_as_json(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_answer a;
+    json_t *o;
+
+    kg_respond_error(f->detail, 400, "A \"quoted\" \\ word", &a);
+    o = parse(&a);
+    assert_string_equal(field(o, "detail", NULL), "A \"quoted\" \\ word.");
+    json_decref(o);
+    kg_respond_error(f->error, 400, "A \"quoted\" \\ word", &a);
+    o = parse(&a);
+    assert_string_equal(field(o, "error", "message"), "A \"quoted\" \\ word");
+    json_decref(o);
+}
+
+static void
+test_an_overlong_message_still_gives_a_json_body(void **state)
+{
+    struct fixture *f = *state;
+    char msg[1000];
+    struct kg_answer a;
+    json_t *o;
+
+    memset(msg, 'm', sizeof(msg) - 1);
+    msg[sizeof(msg) - 1] = '\0';
+    kg_respond_error(f->detail, 500, msg, &a);
+    assert_int_equal(a.status, 500);
+    assert_true(a.body_len < KG_ANSWER_BODY_MAX);
+    assert_int_equal(a.body_len, strlen(a.body));
+    o = parse(&a);
+    json_decref(o);
+}
+
+static void
+test_health_body_is_exact(void **state)
+{
+    struct kg_answer a;
+
+    (void)state;
+    memset(&a, 0x5A, sizeof(a));
+    kg_respond_health(&a);
+    assert_answer(&a, 200, "{\"status\":\"ok\"}");
+    assert_null(a.www_authenticate);
+    assert_false(a.close);
+    assert_int_equal(a.retry_after_s, 0);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_detail_no_credential_body_is_exact),
+        cmocka_unit_test(test_detail_invalid_key_body_is_exact),
+        cmocka_unit_test(test_detail_expired_key_body_is_exact),
+        cmocka_unit_test(test_detail_missing_scope_is_403_naming_the_scope),
+        cmocka_unit_test(test_detail_other_403s_are_json_without_a_challenge),
+        cmocka_unit_test(test_detail_429s_are_json),
+        cmocka_unit_test(test_error_style_invalid_key_body_is_exact),
+        cmocka_unit_test(test_error_style_other_401s_are_authentication_errors),
+        cmocka_unit_test(test_error_style_403_is_a_permission_error_naming_the_scope),
+        cmocka_unit_test(test_error_style_429_is_a_rate_limit_error),
+        cmocka_unit_test(test_error_style_quota_is_typed_quota_exceeded),
+        cmocka_unit_test(test_error_style_bodies_have_type_first_then_message),
+        cmocka_unit_test(test_upstream_errors_in_error_style_are_upstream_errors),
+        cmocka_unit_test(test_upstream_errors_in_detail_style_end_with_a_period),
+        cmocka_unit_test(test_gateway_error_types_follow_the_status),
+        cmocka_unit_test(test_a_400_closes_the_connection),
+        cmocka_unit_test(test_other_errors_keep_the_connection),
+        cmocka_unit_test(test_messages_are_escaped_as_json),
+        cmocka_unit_test(test_an_overlong_message_still_gives_a_json_body),
+        cmocka_unit_test(test_health_body_is_exact),
+    };
+
+    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+}
