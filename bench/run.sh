@@ -1,0 +1,630 @@
+#!/usr/bin/env bash
+# API-key gateway benchmark harness (loopback only, every load run bounded in time).
+#
+#   bench/run.sh [scenario ...]        scenarios: direct nginx-key haproxy-key keygate gateway
+#                                      (default: direct nginx-key haproxy-key keygate, plus
+#                                       gateway when GW_URL is set)
+#   bench/run.sh --summary A/results.tsv B/results.tsv ...
+#                                      one table (medians) over earlier runs' rows
+#
+# It starts, on 127.0.0.1 only:
+#   upstream     nginx :18080, returns 200 {"ok":true} for any path (access_log off)
+#   nginx-key    nginx :18081, X-Api-Key / Authorization: Bearer checked against a
+#                map of NKEYS random keys, 401 JSON if unknown, else proxy_pass over
+#                keepalive upstream connections
+#   haproxy-key  haproxy :18082, same contract with a map file + ACL, http-reuse always
+#   keygate      build/keygate :18083 (admin :18084) with `workers WORKERS`, proxying to
+#                the upstream, its store seeded with NKEYS keygate-format keys by
+#                build/kg_bench_seed (config, store, secret and keys in run/). Nothing
+#                is built here: build first (cmake + ninja, see README.md).
+#   gateway      not started unless GW_CMD is given: any gateway under test, reached
+#                at GW_URL, that proxies to the upstream on 127.0.0.1:18080
+# then, for each scenario, runs wrk (fixed duration/connections/threads, --latency)
+# with a valid key and with an invalid key (401 path), plus a low-concurrency
+# latency run, REPS times interleaved, and prints medians and ratios vs direct.
+# Servers are stopped by PID on exit (also on Ctrl-C / error).
+#
+# Knobs (environment):
+#   DURATION=10   seconds per measured wrk run     WARMUP=2   seconds of warm-up (discarded)
+#   CONNS=64      connections of the load runs     THREADS=1  wrk threads
+#   WORKERS=1     nginx worker_processes / haproxy nbthread / keygate workers, every server
+#   LAT_CONNS=1   connections of the latency run (0 = skip)   LAT_DURATION=5
+#   REPS=1        repetitions (interleaved: rep1 all scenarios, rep2 ...); medians shown
+#   INVALID=1     also run the invalid-key (401) load run (0 = skip)
+#   ROTATE=0      1 = valid-key load runs cycle through ROTATE_N (1000) different keys
+#                 (lua/rotate.lua; costs wrk CPU, compare only with other ROTATE=1 runs)
+#   PIN=0         1 = taskset: wrk on CPU 1, all servers on CPU 0 (default: no pinning)
+#   NKEYS=10000   keys in the generated maps (run/keys.txt, regenerated if count differs)
+#                 and in keygate's store (re-seeded on every run)
+#   OUT=results/<timestamp>   where raw wrk output, results.tsv and summary.txt go
+# keygate:
+#   KEYGATE_BIN=build/keygate        KEYGATE_SEED_BIN=<dir of KEYGATE_BIN>/kg_bench_seed
+#                 (relative paths: from the caller's directory, else from the repo root)
+#   KG_HEADER_FMT='X-Api-Key: %s'   how keygate runs send the key (the config adds
+#                 `credential_header X-Api-Key`, so it is the same header nginx gets;
+#                 'Authorization: Bearer %s' works too)
+# Any other gateway under test:
+#   GW_URL=http://127.0.0.1:8080/   GW_KEY=<valid key>   GW_BAD_KEY=<invalid key>
+#   GW_HEADER_FMT='X-Api-Key: %s'   (e.g. 'Authorization: Bearer %s')
+#   GW_CMD='...'  optional command that starts the gateway in the foreground (run from
+#                 the caller's directory); run.sh starts it, waits for GW_URL's port,
+#                 measures its CPU, stops it by PID
+#   GW_PID=<pid>  optional: measure CPU of an already running gateway
+#   GW_KEYS_FILE  optional: file of valid keys for ROTATE=1 against the gateway
+set -uo pipefail
+
+ORIG_PWD=$PWD
+BENCH_DIR=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
+cd "$BENCH_DIR" || exit 1
+
+DURATION=${DURATION:-10}
+WARMUP=${WARMUP:-2}
+CONNS=${CONNS:-64}
+THREADS=${THREADS:-1}
+WORKERS=${WORKERS:-1}
+LAT_CONNS=${LAT_CONNS:-1}
+LAT_DURATION=${LAT_DURATION:-5}
+REPS=${REPS:-1}
+INVALID=${INVALID:-1}
+ROTATE=${ROTATE:-0}
+ROTATE_N=${ROTATE_N:-1000}
+PIN=${PIN:-0}
+NKEYS=${NKEYS:-10000}
+OUT=${OUT:-results/$(date +%Y%m%d-%H%M%S)}   # relative to bench/ by default
+[ -n "${OUT%%/*}" ] && [ "${OUT#results/}" = "$OUT" ] && OUT="$ORIG_PWD/$OUT"  # user paths: caller's cwd
+GW_URL=${GW_URL:-}
+GW_KEY=${GW_KEY:-}
+GW_BAD_KEY=${GW_BAD_KEY:-}
+GW_HEADER_FMT=${GW_HEADER_FMT:-X-Api-Key: %s}
+GW_CMD=${GW_CMD:-}
+GW_PID=${GW_PID:-}
+GW_KEYS_FILE=${GW_KEYS_FILE:-}
+case "$GW_KEYS_FILE" in "" | /*) ;; *) GW_KEYS_FILE="$ORIG_PWD/$GW_KEYS_FILE" ;; esac
+REPO_DIR=$(cd "$BENCH_DIR/.." && pwd)
+abs_bin() { # path -> absolute: as given from the caller's cwd if it exists there, else repo root
+    case "$1" in
+        /*) echo "$1" ;;
+        *) if [ -e "$ORIG_PWD/$1" ]; then echo "$ORIG_PWD/$1"; else echo "$REPO_DIR/$1"; fi ;;
+    esac
+}
+KEYGATE_BIN=$(abs_bin "${KEYGATE_BIN:-build/keygate}")
+KEYGATE_SEED_BIN=$(abs_bin "${KEYGATE_SEED_BIN:-$(dirname "$KEYGATE_BIN")/kg_bench_seed}")
+KG_HEADER_FMT=${KG_HEADER_FMT:-X-Api-Key: %s}
+
+RUN="$BENCH_DIR/run"
+UP_PORT=18080 NK_PORT=18081 HK_PORT=18082 KG_PORT=18083 KG_ADMIN_PORT=18084
+CLK_TCK=$(getconf CLK_TCK)
+
+die() { echo "run.sh: $*" >&2; exit 1; }
+log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
+
+for t in wrk nginx haproxy curl ss awk taskset; do
+    command -v "$t" >/dev/null 2>&1 ||
+        die "missing '$t' (apt-get install -y nginx-light haproxy wrk curl iproute2 util-linux)"
+done
+
+# ---- scenarios -----------------------------------------------------------
+SUMMARY_FILES=()
+if [ "${1:-}" = --summary ]; then
+    shift
+    [ $# -gt 0 ] || die "usage: run.sh --summary results/A/results.tsv [results/B/results.tsv ...]"
+    for f in "$@"; do
+        case "$f" in /*) SUMMARY_FILES+=("$f") ;; *) SUMMARY_FILES+=("$ORIG_PWD/$f") ;; esac
+    done
+    SUMMARY_ONLY=1 SUMMARY_TMP=$(mktemp)
+    set --
+fi
+if [ $# -gt 0 ]; then
+    SCENARIOS=("$@")
+else
+    SCENARIOS=(direct nginx-key haproxy-key keygate)
+    [ -n "$GW_URL" ] && SCENARIOS+=(gateway)
+fi
+need_nk=0 need_hk=0 need_kg=0
+for s in "${SCENARIOS[@]}"; do
+    case "$s" in
+        direct) ;;
+        nginx-key) need_nk=1 ;;
+        haproxy-key) need_hk=1 ;;
+        keygate)
+            need_kg=1
+            [ "${SUMMARY_ONLY:-0}" = 1 ] && continue
+            [ -x "$KEYGATE_BIN" ] ||
+                die "no keygate binary at $KEYGATE_BIN (build it: cmake -S . -B build -G Ninja && ninja -C build; or set KEYGATE_BIN)"
+            [ -x "$KEYGATE_SEED_BIN" ] ||
+                die "no seeding tool at $KEYGATE_SEED_BIN (ninja -C build kg_bench_seed, with -DKEYGATE_BENCH=ON; or set KEYGATE_SEED_BIN)" ;;
+        gateway)
+            [ -n "$GW_URL" ] || die "scenario gateway needs GW_URL (and GW_KEY)"
+            [ -n "$GW_KEY" ] || die "scenario gateway needs GW_KEY"
+            [[ "$GW_URL" =~ ^https?://(127\.[0-9.]+|localhost|\[::1\])(:[0-9]+)?(/|$) ]] ||
+                die "GW_URL must point at loopback (127.0.0.0/8, localhost, [::1])" ;;
+        *) die "unknown scenario '$s' (direct nginx-key haproxy-key keygate gateway)" ;;
+    esac
+done
+
+# ---- CPU placement ---------------------------------------------------------
+SRV_PREFIX=() WRK_PREFIX=()
+if [ "$PIN" = 1 ]; then
+    SRV_PREFIX=(taskset -c 0)
+    WRK_PREFIX=(taskset -c 1)
+fi
+
+# ---- process bookkeeping ---------------------------------------------------
+declare -A PID_OF=()
+STARTED=()
+
+stop_all() {
+    local name pid i
+    for name in "${STARTED[@]}"; do
+        pid=${PID_OF[$name]}
+        if kill -0 "$pid" 2>/dev/null; then
+            kill -TERM "$pid" 2>/dev/null
+            for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
+            kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
+            wait "$pid" 2>/dev/null
+            log "stopped $name (pid $pid)"
+        fi
+    done
+    STARTED=()
+}
+trap 'stop_all' EXIT
+trap 'exit 130' INT TERM
+
+port_busy() { [ -n "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]; }
+
+wait_port() { # name port -> waits up to 10 s for an HTTP answer
+    local name=$1 port=$2 i
+    for i in $(seq 100); do
+        kill -0 "${PID_OF[$name]}" 2>/dev/null || die "$name exited at start (see $RUN/$name.log)"
+        curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$port/" && return 0
+        sleep 0.1
+    done
+    die "$name did not answer on 127.0.0.1:$port within 10 s"
+}
+
+start_bg() { # name logfile cmd... -> starts in background, records PID
+    local name=$1 logf=$2; shift 2
+    "$@" >"$logf" 2>&1 &
+    PID_OF[$name]=$!
+    STARTED+=("$name")
+}
+
+# utime+stime ticks of a process, its threads and all its descendants
+tree_ticks() {
+    local pid=$1 total=0 p t kids
+    [ -n "$pid" ] || { echo 0; return; }
+    local queue=("$pid")
+    while [ ${#queue[@]} -gt 0 ]; do
+        p=${queue[0]}; queue=("${queue[@]:1}")
+        t=$(awk '{ s = $0; sub(/^.*\) /, "", s); split(s, f, " "); print f[12] + f[13] }' \
+            "/proc/$p/stat" 2>/dev/null) || t=0
+        total=$((total + ${t:-0}))
+        kids=$(ps -o pid= --ppid "$p" 2>/dev/null) || kids=""
+        for k in $kids; do queue+=("$k"); done
+    done
+    echo "$total"
+}
+
+# CPU ticks the whole machine spent busy (every core), and ticks of this shell's
+# reaped children (wrk runs as one): with the servers' ticks they give how much
+# CPU something outside the benchmark took during a run (the other% column).
+# Loopback packets are sometimes processed in ksoftirqd rather than in the sender:
+# that is the benchmark's own network work, so it is not counted as "other".
+sys_busy_ticks() {
+    local t k p
+    t=$(awk '/^cpu / { print $2 + $3 + $4 + $7 + $8 + $9; exit }' /proc/stat)
+    k=0
+    for p in $(pgrep -x 'ksoftirqd/[0-9]+'); do
+        k=$((k + $(awk '{ s = $0; sub(/^.*\) /, "", s); split(s, f, " "); print f[12] + f[13] }' \
+            "/proc/$p/stat" 2>/dev/null || echo 0)))
+    done
+    echo $((t - k))
+}
+child_ticks() {
+    awk '{ s = $0; sub(/^.*\) /, "", s); split(s, f, " "); print f[14] + f[15] }' "/proc/$$/stat"
+}
+
+# ---- keys ------------------------------------------------------------------
+gen_keys() {
+    mkdir -p "$RUN/tmp"
+    if [ -f "$RUN/keys.txt" ] && [ "$(wc -l <"$RUN/keys.txt")" -eq "$NKEYS" ]; then
+        return
+    fi
+    log "generating $NKEYS random keys into $RUN/keys.txt"
+    # awk (not sed) so the last line gets its newline too: wc -l must equal NKEYS
+    od -An -tx1 -v -N $((16 * NKEYS)) /dev/urandom | tr -d ' \n' | fold -w 32 |
+        awk '{ print "kg_" $0 }' >"$RUN/keys.txt"
+    [ "$(sort -u "$RUN/keys.txt" | wc -l)" -eq "$NKEYS" ] || die "key generation produced duplicates"
+    awk '{ printf "\"%s\" 1;\n", $1 }' "$RUN/keys.txt" >"$RUN/keys.nginx.map"
+    awk '{ printf "%s 1\n", $1 }' "$RUN/keys.txt" >"$RUN/keys.haproxy.map"
+}
+
+# ---- servers ---------------------------------------------------------------
+start_upstream() {
+    port_busy $UP_PORT && die "127.0.0.1:$UP_PORT already in use (another run? stop it first)"
+    nginx -q -t -p "$BENCH_DIR/" -c conf/upstream.conf -g "worker_processes $WORKERS;" ||
+        die "conf/upstream.conf does not validate"
+    start_bg upstream "$RUN/upstream.log" "${SRV_PREFIX[@]}" \
+        nginx -p "$BENCH_DIR/" -c conf/upstream.conf -g "worker_processes $WORKERS;"
+    wait_port upstream $UP_PORT
+}
+
+start_nginx_key() {
+    port_busy $NK_PORT && die "127.0.0.1:$NK_PORT already in use"
+    nginx -q -t -p "$BENCH_DIR/" -c conf/nginx-key.conf -g "worker_processes $WORKERS;" ||
+        die "conf/nginx-key.conf does not validate"
+    start_bg nginx-key "$RUN/nginx-key.log" "${SRV_PREFIX[@]}" \
+        nginx -p "$BENCH_DIR/" -c conf/nginx-key.conf -g "worker_processes $WORKERS;"
+    wait_port nginx-key $NK_PORT
+}
+
+start_haproxy_key() {
+    port_busy $HK_PORT && die "127.0.0.1:$HK_PORT already in use"
+    export BENCH_RUN="$RUN" HAPROXY_THREADS="$WORKERS"
+    haproxy -q -c -f conf/haproxy-key.cfg || die "conf/haproxy-key.cfg does not validate"
+    start_bg haproxy-key "$RUN/haproxy-key.log" "${SRV_PREFIX[@]}" \
+        haproxy -db -f conf/haproxy-key.cfg
+    wait_port haproxy-key $HK_PORT
+}
+
+# keygate: a config of its own in run/, a freshly seeded store, then the daemon.
+write_keygate_conf() {
+    cat >"$RUN/keygate.conf" <<EOF
+# Written by bench/run.sh on every run; edits are lost.
+listen            127.0.0.1:$KG_PORT
+admin_listen      127.0.0.1:$KG_ADMIN_PORT
+upstream          http://127.0.0.1:$UP_PORT
+database          "$RUN/keygate.db"
+secret_file       "$RUN/keygate.secret"
+key_prefix        kg_
+credential_header X-Api-Key
+workers           $WORKERS
+log_level         info
+EOF
+}
+
+seed_keygate() {
+    # A fresh store each run: no last_used_at or rotation left over from an earlier one.
+    rm -f "$RUN/keygate.db" "$RUN/keygate.db-wal" "$RUN/keygate.db-shm" "$RUN/keygate.secret" \
+        "$RUN/keygate-keys.txt" "$RUN/keygate-unknown-key.txt"
+    log "seeding $NKEYS keys into $RUN/keygate.db"
+    "$KEYGATE_SEED_BIN" -c "$RUN/keygate.conf" -n "$NKEYS" -o "$RUN/keygate-keys.txt" \
+        -u "$RUN/keygate-unknown-key.txt" >"$RUN/keygate-seed.log" 2>&1 ||
+        die "seeding failed: $(tail -3 "$RUN/keygate-seed.log")"
+    [ "$(wc -l <"$RUN/keygate-keys.txt")" -eq "$NKEYS" ] || die "seeding wrote the wrong number of keys"
+    KG_VALID_KEY=$(sed -n "$(( (NKEYS + 1) / 2 ))p" "$RUN/keygate-keys.txt")
+    KG_BAD_KEY=$(head -1 "$RUN/keygate-unknown-key.txt")
+    # Same shape, last checksum character changed: refused before any lookup.
+    local last=${KG_VALID_KEY: -1} swap=0
+    [ "$last" = 0 ] && swap=1
+    KG_BADSUM_KEY=${KG_VALID_KEY%?}$swap
+}
+
+start_keygate() {
+    port_busy $KG_PORT && die "127.0.0.1:$KG_PORT already in use"
+    port_busy $KG_ADMIN_PORT && die "127.0.0.1:$KG_ADMIN_PORT already in use"
+    write_keygate_conf
+    "$KEYGATE_BIN" serve -t -c "$RUN/keygate.conf" >"$RUN/keygate-check.log" 2>&1 ||
+        die "run/keygate.conf does not validate: $(cat "$RUN/keygate-check.log")"
+    seed_keygate
+    start_bg keygate "$RUN/keygate.log" "${SRV_PREFIX[@]}" \
+        "$KEYGATE_BIN" serve -c "$RUN/keygate.conf"
+    local i
+    for i in $(seq 300); do
+        kill -0 "${PID_OF[keygate]}" 2>/dev/null || die "keygate exited at start (see $RUN/keygate.log)"
+        port_busy $KG_PORT && break
+        sleep 0.1
+    done
+    port_busy $KG_PORT || die "keygate did not listen on port $KG_PORT within 30 s"
+}
+
+gw_port() { # port of GW_URL
+    local hp=${GW_URL#*://}; hp=${hp%%/*}
+    case "$hp" in *:*) echo "${hp##*:}" ;; *) case "$GW_URL" in https*) echo 443 ;; *) echo 80 ;; esac ;; esac
+}
+
+start_gateway() {
+    if [ -n "$GW_CMD" ]; then
+        port_busy "$(gw_port)" && die "gateway port $(gw_port) already in use"
+        # GW_CMD runs from the caller's working directory, not bench/
+        # shellcheck disable=SC2016  # $1/$2 are expanded by the child bash, on purpose
+        start_bg gateway "$RUN/gateway.log" "${SRV_PREFIX[@]}" \
+            bash -c 'cd "$1" && exec bash -c "exec $2"' _ "$ORIG_PWD" "$GW_CMD"
+        local i
+        for i in $(seq 300); do
+            kill -0 "${PID_OF[gateway]}" 2>/dev/null || die "gateway exited at start (see $RUN/gateway.log)"
+            port_busy "$(gw_port)" && break
+            sleep 0.1
+        done
+        port_busy "$(gw_port)" || die "gateway did not listen on port $(gw_port) within 30 s"
+    elif [ -n "$GW_PID" ]; then
+        PID_OF[gateway]=$GW_PID   # not in STARTED: not ours to stop
+    fi
+}
+
+# ---- per-scenario facts ----------------------------------------------------
+url_of() {
+    case "$1" in
+        direct) echo "http://127.0.0.1:$UP_PORT/v1/items" ;;
+        nginx-key) echo "http://127.0.0.1:$NK_PORT/v1/items" ;;
+        haproxy-key) echo "http://127.0.0.1:$HK_PORT/v1/items" ;;
+        keygate) echo "http://127.0.0.1:$KG_PORT/v1/items" ;;
+        gateway) echo "$GW_URL" ;;
+    esac
+}
+key_hdr() { # scenario key -> header line
+    local fmt='X-Api-Key: %s' pat='%s'
+    [ "$1" = gateway ] && fmt=$GW_HEADER_FMT
+    [ "$1" = keygate ] && fmt=$KG_HEADER_FMT
+    echo "${fmt//"$pat"/$2}"
+}
+gw_pid_of() { # scenario -> pid whose tree is "the gateway" in the CPU columns
+    case "$1" in
+        direct) echo "" ;;
+        *) echo "${PID_OF[$1]:-}" ;;
+    esac
+}
+
+# ---- smoke checks: the scenarios must behave before they are measured ------
+check_status() { # desc expected url [header]
+    local desc=$1 want=$2 url=$3 got
+    shift 3
+    got=$(curl -s -o "$RUN/smoke.body" -w '%{http_code}' --max-time 5 "$@" "$url") || got="curl-failed"
+    if [ "$got" != "$want" ]; then
+        echo "SMOKE FAIL: $desc: want $want, got $got ($(head -c 200 "$RUN/smoke.body" 2>/dev/null))" >&2
+        return 1
+    fi
+    echo "  ok  $desc -> $got $(head -c 80 "$RUN/smoke.body")" >&2
+}
+
+smoke() {
+    local s=$1 url fail=0
+    url=$(url_of "$s")
+    log "smoke checks: $s"
+    case "$s" in
+        direct)
+            check_status "direct GET" 200 "$url" || fail=1 ;;
+        nginx-key | haproxy-key)
+            check_status "$s valid X-Api-Key" 200 "$url" -H "X-Api-Key: $VALID_KEY" || fail=1
+            check_status "$s valid Bearer" 200 "$url" -H "Authorization: Bearer $VALID_KEY" || fail=1
+            check_status "$s valid key, POST" 200 "$url" -X POST -H "X-Api-Key: $VALID_KEY" -d '{"a":1}' || fail=1
+            check_status "$s invalid key" 401 "$url" -H "X-Api-Key: $BAD_KEY" || fail=1
+            check_status "$s invalid Bearer" 401 "$url" -H "Authorization: Bearer $BAD_KEY" || fail=1
+            check_status "$s Basic auth is not a key" 401 "$url" -H "Authorization: Basic $VALID_KEY" || fail=1
+            check_status "$s no key" 401 "$url" || fail=1 ;;
+        keygate)
+            check_status "keygate valid key ($KG_HEADER_FMT)" 200 "$url" -H "$(key_hdr keygate "$KG_VALID_KEY")" || fail=1
+            check_status "keygate valid Bearer" 200 "$url" -H "Authorization: Bearer $KG_VALID_KEY" || fail=1
+            check_status "keygate valid key, POST" 200 "$url" -X POST -H "$(key_hdr keygate "$KG_VALID_KEY")" -d '{"a":1}' || fail=1
+            check_status "keygate first seeded key" 200 "$url" -H "$(key_hdr keygate "$(head -1 "$RUN/keygate-keys.txt")")" || fail=1
+            check_status "keygate unknown well-formed key" 401 "$url" -H "$(key_hdr keygate "$KG_BAD_KEY")" || fail=1
+            check_status "keygate bad checksum" 401 "$url" -H "$(key_hdr keygate "$KG_BADSUM_KEY")" || fail=1
+            check_status "keygate Basic auth is not a key" 401 "$url" -H "Authorization: Basic $KG_VALID_KEY" || fail=1
+            check_status "keygate no key" 401 "$url" || fail=1
+            check_status "keygate admin /livez" 200 "http://127.0.0.1:$KG_ADMIN_PORT/livez" || fail=1 ;;
+        gateway)
+            check_status "gateway valid key" 200 "$url" -H "$(key_hdr gateway "$GW_KEY")" || fail=1
+            check_status "gateway invalid key" 401 "$url" -H "$(key_hdr gateway "$GW_BAD_KEY")" || fail=1
+            check_status "gateway no key" 401 "$url" || fail=1 ;;
+    esac
+    [ $fail = 0 ] || die "scenario $s does not behave as expected; not measuring it"
+}
+
+# ---- one measured wrk run --------------------------------------------------
+# appends one row to $OUT/results.tsv
+measure() { # rep scenario keycase conns duration
+    local rep=$1 s=$2 kc=$3 c=$4 d=$5
+    local url key hdr script raw gpid t0g t0u t1g t1u t0s t1s t0w t1w line
+    url=$(url_of "$s")
+    case "$kc" in
+        valid) key=$VALID_KEY; [ "$s" = gateway ] && key=$GW_KEY; [ "$s" = keygate ] && key=$KG_VALID_KEY ;;
+        invalid) key=$BAD_KEY; [ "$s" = gateway ] && key=$GW_BAD_KEY; [ "$s" = keygate ] && key=$KG_BAD_KEY ;;
+    esac
+    hdr=$(key_hdr "$s" "$key")
+    script=lua/report.lua
+    local -a envs=()
+    if [ "$ROTATE" = 1 ] && [ "$kc" = valid ] && [ "$c" = "$CONNS" ] && [ "$s" != direct ]; then
+        script=lua/rotate.lua
+        local kf="$RUN/keys.txt" fmt='X-Api-Key: %s'
+        [ "$s" = gateway ] && { kf=${GW_KEYS_FILE:-}; fmt=$GW_HEADER_FMT; }
+        [ "$s" = keygate ] && { kf="$RUN/keygate-keys.txt"; fmt=$KG_HEADER_FMT; }
+        if [ -n "$kf" ]; then
+            envs=(KEYS_FILE="$kf" ROTATE_N="$ROTATE_N" KEY_HEADER_FMT="$fmt")
+        else
+            script=lua/report.lua   # gateway without GW_KEYS_FILE: single key
+        fi
+    fi
+    local th=$THREADS
+    [ "$c" -lt "$th" ] && th=$c
+    local -a wrk_cmd=("${WRK_PREFIX[@]}" timeout $((d + WARMUP + 30)) env "${envs[@]}" wrk
+        -t "$th" -c "$c" --latency --timeout 5s -s "$script")
+    [ "$script" = lua/report.lua ] && wrk_cmd+=(-H "$hdr")
+
+    raw="$OUT/raw/rep${rep}-${s}-${kc}-c${c}.txt"
+    if [ "$WARMUP" -gt 0 ]; then
+        "${wrk_cmd[@]}" -d "${WARMUP}s" "$url" >/dev/null 2>&1
+    fi
+    gpid=$(gw_pid_of "$s")
+    t0g=$(tree_ticks "$gpid"); t0u=$(tree_ticks "${PID_OF[upstream]}")
+    t0s=$(sys_busy_ticks); t0w=$(child_ticks)
+    "${wrk_cmd[@]}" -d "${d}s" "$url" >"$raw" 2>&1
+    t1w=$(child_ticks); t1s=$(sys_busy_ticks)
+    t1g=$(tree_ticks "$gpid"); t1u=$(tree_ticks "${PID_OF[upstream]}")
+    line=$(grep '^WRKRESULT ' "$raw" | tail -1)
+    if [ -z "$line" ]; then
+        log "wrk produced no result for $s/$kc/c$c (see $raw)"
+        return
+    fi
+    # key=value -> tsv row
+    echo "$line" | awk -v rep="$rep" -v s="$s" -v kc="$kc" -v c="$c" \
+        -v gt="$((t1g - t0g))" -v ut="$((t1u - t0u))" -v hz="$CLK_TCK" -v hasg="${gpid:+1}" \
+        -v st="$((t1s - t0s))" -v wt="$((t1w - t0w))" '
+        { for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
+        END {
+            req = v["requests"]; dur = v["duration_us"] / 1e6
+            errs = v["err_connect"] + v["err_read"] + v["err_write"] + v["err_timeout"]
+            if (kc == "valid") ok = (v["non2xx"] == 0 && errs == 0) ? "ok" : "BAD"
+            else ok = (v["non2xx"] == req && errs == 0) ? "ok" : "BAD"
+            gus = (hasg && req > 0) ? sprintf("%.1f", gt * 1e6 / hz / req) : "-"
+            gpc = (hasg && dur > 0) ? sprintf("%.0f", gt * 100 / hz / dur) : "-"
+            uus = (req > 0) ? sprintf("%.1f", ut * 1e6 / hz / req) : "-"
+            upc = (dur > 0) ? sprintf("%.0f", ut * 100 / hz / dur) : "-"
+            # other: busy CPU not spent by wrk, the gateway or the upstream (100 = one core)
+            oth = st - wt - ut - (hasg ? gt : 0); if (oth < 0) oth = 0
+            wpc = (dur > 0) ? sprintf("%.0f", wt * 100 / hz / dur) : "-"
+            opc = (dur > 0) ? sprintf("%.0f", oth * 100 / hz / dur) : "-"
+            printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
+                rep, s, kc, c, v["rps"], v["p50_us"], v["p90_us"], v["p99_us"],
+                req, v["non2xx"], errs, gus, gpc, uus, ok, wpc, opc
+        }' >>"$OUT/results.tsv"
+    log "$(tail -1 "$OUT/results.tsv" | awk -F'\t' '{ printf "rep %s %-11s %-7s c=%-3s rps=%-9s p50=%.2fms p99=%.2fms non2xx=%s err=%s gw_us/req=%s other=%s%% %s", $1, $2, $3, $4, $5, $6/1000, $8/1000, $10, $11, $12, $17, $15 }')"
+}
+
+# ---- summary ---------------------------------------------------------------
+summarize() { summarize_file "$OUT/results.tsv"; }
+summarize_file() {
+    awk -F'\t' '
+    function med(str,   a, n, i, j, t) {
+        n = split(str, a, " ")
+        if (n == 0 || a[1] == "-") return "-"
+        for (i = 2; i <= n; i++) { t = a[i] + 0; for (j = i - 1; j >= 1 && a[j] + 0 > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
+        return (n % 2) ? a[(n + 1) / 2] + 0 : (a[n / 2] + a[n / 2 + 1]) / 2
+    }
+    function mn(str,   a, n, i, m) { n = split(str, a, " "); m = a[1] + 0; for (i = 2; i <= n; i++) if (a[i] + 0 < m) m = a[i] + 0; return m }
+    function mx(str,   a, n, i, m) { n = split(str, a, " "); m = a[1] + 0; for (i = 2; i <= n; i++) if (a[i] + 0 > m) m = a[i] + 0; return m }
+    {
+        g = $2 SUBSEP $3 SUBSEP $4
+        if (!(g in seen)) { seen[g] = 1; order[++ng] = g; S[g] = $2; K[g] = $3; C[g] = $4 }
+        rps[g] = rps[g] " " $5; p50[g] = p50[g] " " $6; p99[g] = p99[g] " " $8
+        gus[g] = gus[g] " " $12; gpc[g] = gpc[g] " " $13; uus[g] = uus[g] " " $14
+        # columns 16-17 (wrk and other CPU) are absent from rows of older harness versions
+        oth[g] = oth[g] " " (NF >= 17 ? $17 : "-")
+        n[g]++; if ($15 != "ok") bad[g]++
+        R[$1 SUBSEP $2 SUBSEP $3 SUBSEP $4] = $5; P[$1 SUBSEP $2 SUBSEP $3 SUBSEP $4] = $6
+        G[$1 SUBSEP $2 SUBSEP $3 SUBSEP $4] = $12
+        if ($2 == "keygate" && $3 == "valid") {
+            if (cmax == "" || $4 + 0 > cmax + 0) cmax = $4
+            if (cmin == "" || $4 + 0 < cmin + 0) cmin = $4
+        }
+        if (!($1 in repseen)) { repseen[$1] = 1; replist = replist " " $1 }
+        reps[g] = reps[g] " " $1
+    }
+    END {
+        printf "%-12s %-7s %4s %4s %10s %17s %8s %8s %8s %6s %8s %7s %9s %6s %s\n",
+            "scenario", "key", "conn", "runs", "rps(med)", "rps min..max", "p50_ms", "p99_ms",
+            "gw_us/rq", "gw_cpu", "up_us/rq", "x_direct", "+p50_ms", "other", "check"
+        for (i = 1; i <= ng; i++) {
+            g = order[i]
+            r = med(rps[g]); l50 = med(p50[g]) / 1000; l99 = med(p99[g]) / 1000
+            # ratios are taken within each rep (same minute, same noise), then the median
+            ratio = "-"; add = "-"; rl = ""; al = ""
+            nr = split(reps[g], rr, " ")
+            for (j = 1; j <= nr; j++) {
+                kd = rr[j] SUBSEP "direct" SUBSEP "valid" SUBSEP C[g]
+                ks = rr[j] SUBSEP S[g] SUBSEP K[g] SUBSEP C[g]
+                if ((kd in R) && R[kd] > 0) { rl = rl " " R[ks] / R[kd]; al = al " " (P[ks] - P[kd]) / 1000 }
+            }
+            if (rl != "") { ratio = sprintf("%.2f", med(rl)); add = sprintf("%+.3f", med(al)) }
+            gc = med(gpc[g]); gcs = (gc == "-") ? "-" : gc "%"
+            oc = mx(oth[g]); ocs = (oth[g] ~ /-/) ? "-" : oc "%"
+            printf "%-12s %-7s %4s %4d %10.0f %8.0f..%-8.0f %8.3f %8.3f %8s %6s %8s %7s %9s %6s %s\n",
+                S[g], K[g], C[g], n[g], r, mn(rps[g]), mx(rps[g]), l50, l99,
+                med(gus[g]), gcs, med(uus[g]), ratio, add, ocs, (bad[g] ? "BAD(" bad[g] ")" : "ok")
+        }
+        print ""
+        print "rps/p50/p99/CPU are medians over the runs; x_direct = rps / direct rps and +p50_ms ="
+        print "p50 - direct p50, each taken within the same rep at the same connection count, then"
+        print "the median over reps. gw_us/rq = CPU microseconds per request of the proxy/gateway"
+        print "process tree (- for direct); gw_cpu = its CPU% (100% = one core); up_us/rq = CPU per"
+        print "request of the upstream nginx. check: valid runs must see no non-2xx and no socket"
+        print "errors, invalid runs only 401s. other = the highest, over the runs, CPU% taken by"
+        print "processes outside the benchmark (busy CPU minus wrk, gateway and upstream; 100% = one"
+        print "core; softirq work not charged to a process lands here too): a few % is normal, tens"
+        print "of % mean something else was running and the row is not trustworthy."
+        # keygate against nginx-key, the three targets of issue 3, each ratio taken
+        # within a rep and then the median over reps
+        if (cmax != "") {
+            nr = split(replist, rr, " "); t1 = t2 = t3 = ""
+            for (j = 1; j <= nr; j++) {
+                r = rr[j]
+                a = r SUBSEP "keygate" SUBSEP "valid" SUBSEP cmax; b = r SUBSEP "nginx-key" SUBSEP "valid" SUBSEP cmax
+                if ((a in R) && (b in R) && R[b] > 0) t1 = t1 " " R[a] / R[b]
+                a = r SUBSEP "keygate" SUBSEP "invalid" SUBSEP cmax; b = r SUBSEP "nginx-key" SUBSEP "invalid" SUBSEP cmax
+                if ((a in G) && (b in G) && G[a] != "-" && G[b] + 0 > 0) t2 = t2 " " G[a] / G[b]
+                a = r SUBSEP "keygate" SUBSEP "valid" SUBSEP cmin; b = r SUBSEP "nginx-key" SUBSEP "valid" SUBSEP cmin
+                d = r SUBSEP "direct" SUBSEP "valid" SUBSEP cmin
+                if (cmin != cmax && (a in P) && (b in P) && (d in P) && P[b] - P[d] > 0)
+                    t3 = t3 " " (P[a] - P[d]) / (P[b] - P[d])
+            }
+            print ""
+            print "issue 3 targets, keygate vs nginx-key (per-rep ratios, median):"
+            if (t1 != "") printf "  valid-key req/s at c=%s:     %.2fx nginx-key (target >= 0.70x)  %s\n", cmax, med(t1), (med(t1) >= 0.7 ? "met" : "NOT met")
+            if (t2 != "") printf "  401 CPU us/request at c=%s:  %.2fx nginx-key (target <= 1.50x)  %s\n", cmax, med(t2), (med(t2) <= 1.5 ? "met" : "NOT met")
+            if (t3 != "") printf "  added p50 at c=%s:            %.2fx nginx-key (target <= 2.00x)  %s\n", cmin, med(t3), (med(t3) <= 2.0 ? "met" : "NOT met")
+        }
+    }' "$1"
+}
+
+# ---- main ------------------------------------------------------------------
+if [ "${SUMMARY_ONLY:-0}" = 1 ]; then
+    # re-summarise earlier runs together: results.tsv files given as arguments
+    i=0
+    for f in "${SUMMARY_FILES[@]}"; do
+        i=$((i + 1))
+        [ -r "$f" ] || die "cannot read $f"
+        # make rep ids unique across files: rep 2 of file 3 -> 3.2
+        awk -F'\t' -v i="$i" 'BEGIN { OFS = "\t" } { $1 = i "." $1; print }' "$f"
+    done >"$SUMMARY_TMP"
+    summarize_file "$SUMMARY_TMP"
+    rm -f "$SUMMARY_TMP"
+    exit 0
+fi
+mkdir -p "$RUN/tmp" "$OUT/raw" || die "cannot create $RUN or $OUT"
+: >"$OUT/results.tsv"
+gen_keys
+VALID_KEY=$(sed -n "$(( (NKEYS + 1) / 2 ))p" "$RUN/keys.txt")
+while :; do
+    BAD_KEY=kg_$(od -An -tx1 -N 16 /dev/urandom | tr -d ' \n')
+    grep -qxF "$BAD_KEY" "$RUN/keys.txt" || break
+done
+[ -n "$GW_BAD_KEY" ] || GW_BAD_KEY=$BAD_KEY
+
+{
+    echo "# bench run $(date -Is)"
+    echo "host: $(nproc) cores ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), kernel $(uname -r)"
+    echo "tools: $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v 2>&1 | head -1 | awk '{ print "haproxy " $3 }'), $(wrk -v 2>&1 | head -1 | awk '{ print $1, $2 }')"
+    echo "params: DURATION=${DURATION}s WARMUP=${WARMUP}s CONNS=$CONNS THREADS=$THREADS WORKERS=$WORKERS LAT_CONNS=$LAT_CONNS LAT_DURATION=${LAT_DURATION}s REPS=$REPS ROTATE=$ROTATE PIN=$PIN NKEYS=$NKEYS"
+    echo "scenarios: ${SCENARIOS[*]}"
+    echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
+    if [ $need_kg = 1 ]; then
+        echo "keygate: $("$KEYGATE_BIN" --version 2>&1 | head -1) ($KEYGATE_BIN), workers $WORKERS, key header '$KG_HEADER_FMT', invalid key = well-formed but not in the store"
+    fi
+} | tee "$OUT/env.txt" >&2
+
+start_upstream
+[ $need_nk = 1 ] && start_nginx_key
+[ $need_hk = 1 ] && start_haproxy_key
+[ $need_kg = 1 ] && start_keygate
+for s in "${SCENARIOS[@]}"; do [ "$s" = gateway ] && start_gateway; done
+for s in "${SCENARIOS[@]}"; do smoke "$s"; done
+
+for rep in $(seq "$REPS"); do
+    for s in "${SCENARIOS[@]}"; do
+        measure "$rep" "$s" valid "$CONNS" "$DURATION"
+        if [ "$INVALID" = 1 ] && [ "$s" != direct ]; then
+            measure "$rep" "$s" invalid "$CONNS" "$DURATION"
+        fi
+        if [ "$LAT_CONNS" -gt 0 ]; then
+            measure "$rep" "$s" valid "$LAT_CONNS" "$LAT_DURATION"
+        fi
+    done
+done
+
+stop_all
+echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/env.txt"
+{
+    cat "$OUT/env.txt"
+    echo
+    summarize
+} | tee "$OUT/summary.txt"
+echo "raw wrk output: $OUT/raw/, rows: $OUT/results.tsv" >&2
