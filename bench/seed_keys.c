@@ -1,8 +1,8 @@
 /* bench/seed_keys.c - fills a keygate store with N keys for the benchmark.
  *
- * `keygate keys create` is one process and one durable transaction per key,
- * which makes 10,000 keys take minutes; this opens the store and secret the
- * way the daemon does (kg_instance_open with the same config file), turns
+ * `keygate keys create` costs a process start and a durable (fsynced)
+ * transaction per key, far too slow for 10,000 keys; this opens the store and
+ * secret the way the daemon does (kg_instance_open with the same config file), turns
  * durability off and inserts N keys in one process. The plaintext keys are
  * written one per line to KEYS_FILE so wrk can send them: that is the whole
  * point of a benchmark key and the reason this tool must never touch a real
@@ -16,7 +16,6 @@
  */
 #include <errno.h>
 #include <fcntl.h>
-#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,7 +27,6 @@
 #include "keygate/digest.h"
 #include "keygate/instance.h"
 #include "keygate/keyfmt.h"
-#include "keygate/keys.h"
 #include "keygate/store.h"
 
 #define SEED_MAX_KEYS 10000000L

@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include "keygate/instance.h"
+#include "keygate/keys.h"
 #include "keygate/status.h"
 
 #define KG_CLI_EXIT_OK 0
@@ -24,8 +25,39 @@
 /* Runs `keygate argv[1] …` and returns the process exit status. */
 int kg_cli_main(int argc, char **argv);
 
-/* The `keys` verb (cmd_keys.c); argv[0] is "keys". */
-int kg_cli_keys(int argc, char **argv);
+/* The verbs; argv[0] is the verb. */
+int kg_cli_keys(int argc, char **argv);    /* cmd_keys.c */
+int kg_cli_tenants(int argc, char **argv); /* cmd_accounts.c */
+int kg_cli_users(int argc, char **argv);   /* cmd_accounts.c */
+int kg_cli_audit(int argc, char **argv);   /* cmd_audit.c: `audit` and `audit verify` */
+int kg_cli_init(int argc, char **argv);    /* cmd_audit.c: bootstrap the platform admin key */
+
+/* A sub-verb of a verb with several (keys, tenants, users). */
+struct kg_cli_subverb {
+    const char *name;
+    int (*run)(int argc, char **argv, const char *config); /* argv[0] is the sub-verb */
+    const char *summary;
+};
+
+/* Parses the verb's own options (-c, --help) up to the sub-verb and runs
+ * it with the -c seen so far; --help or no sub-verb prints the table. */
+int kg_cli_dispatch(const char *verb, const struct kg_cli_subverb *subs, size_t nsubs, int argc,
+                    char **argv);
+
+/* The manage/ context of an open instance, acting as "cli:<os user>"
+ * (kg_audit_cli_actor() into actor, which must outlive the context). */
+struct kg_keys_ctx kg_cli_ctx(const struct kg_instance *inst, char actor[KG_AUDIT_ACTOR_MAX]);
+
+/* Parses --limit and similar: a decimal count 1..max, else a usage error
+ * naming opt. */
+int kg_cli_count(const char *cmd, const char *opt, const char *value, size_t max, size_t *out);
+
+/* Prints a key that was just made, the only time it is ever printed: the
+ * fields, then the key alone on the last line (or one JSON object with
+ * json), and the "save this key now" warning on stderr. old is the key it
+ * replaces (rotate) or NULL. Returns the exit status. (cmd_keys.c) */
+int kg_cli_print_new_key(const struct kg_key_rec *rec, const char *key,
+                         const struct kg_key_rec *old, bool json);
 
 /* One option of a command. Options with a metavar take a value ("--name
  * NAME" or "--name=NAME") stored in *value, borrowed from argv; the others

@@ -51,6 +51,11 @@ struct kg_config {
     int workers;                /* 0 = one per core */
     int log_level;              /* enum kg_log_level */
     int64_t max_header_bytes;   /* per request: request line + headers */
+    bool signup;                /* POST signup_path creates an account and its first key */
+    char *signup_path;          /* normalised path, "/api/v1/signup/" */
+    char *signup_tenant;        /* tenant name new accounts join */
+    char *signup_role;          /* role (scope list) of new accounts, "*" */
+    char *signup_tier;          /* tier of new accounts, "default" */
 };
 
 /* Receives one "file:line: message" (or "KEYGATE_X: message") per problem. */

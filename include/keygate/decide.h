@@ -8,6 +8,7 @@
 #ifndef KEYGATE_DECIDE_H
 #define KEYGATE_DECIDE_H
 
+#include <stdbool.h>
 #include <stdint.h>
 #include "keygate/config.h"
 #include "keygate/credential.h"
@@ -29,9 +30,9 @@ enum kg_verdict {
 
 struct kg_decision {
     enum kg_verdict verdict;
-    const struct kg_keyent *key;   /* set when the key was found (allowed or not) */
-    const struct kg_route *route;  /* the matching route, or NULL */
-    const char *missing_scope;     /* KG_DENY_SCOPE: the first scope missing */
+    const struct kg_keyent *key;  /* set when the key was found (allowed or not) */
+    const struct kg_route *route; /* the matching route, or NULL */
+    const char *missing_scope;    /* KG_DENY_SCOPE: the first scope missing */
 };
 
 /* Decides one request. path is the normalised path; snap and ent borrow
@@ -39,6 +40,12 @@ struct kg_decision {
 void kg_decide(const struct kg_config *cfg, const struct kg_keysnap *snap,
                const struct kg_secret *secret, const struct kg_cred *cred, const char *method,
                const char *path, int64_t now, struct kg_decision *out);
+
+/* True when ent may use scope: granted by one of the key's scopes (or the
+ * key has none) and by its owner's role. What the admin API checks its
+ * admin scopes (keys:read, keys:write, users:admin, tenants:admin) with, so
+ * both listeners apply the same rule. Pure; no allocation. */
+bool kg_decide_grants(const struct kg_keyent *ent, const char *scope);
 
 /* Short lower-case name of a verdict for logs: "allowed", "invalid", … */
 const char *kg_verdict_str(enum kg_verdict v);

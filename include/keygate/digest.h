@@ -38,7 +38,15 @@ enum kg_status kg_digest_secret_from_bytes(const unsigned char bytes[KG_SECRET_B
 void kg_digest_compute(const struct kg_secret *s, const char *key, size_t len,
                        unsigned char out[KG_DIGEST_BYTES]);
 
+/* The key that chains the audit trail: BLAKE2b-256 keyed with the secret
+ * over "keygate audit chain v1". Derived, so the secret file stays the one
+ * thing to keep, and separate from key digests, so an audit hash says
+ * nothing about any key. Give it to kg_store_set_audit_key(); wipe it
+ * (sodium_memzero) after. Pure; any thread. */
+void kg_digest_audit_key(const struct kg_secret *s, unsigned char out[KG_AUDIT_KEY_BYTES]);
+
 /* Constant-time comparison of two digests. */
-bool kg_digest_equal(const unsigned char a[KG_DIGEST_BYTES], const unsigned char b[KG_DIGEST_BYTES]);
+bool kg_digest_equal(const unsigned char a[KG_DIGEST_BYTES],
+                     const unsigned char b[KG_DIGEST_BYTES]);
 
 #endif

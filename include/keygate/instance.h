@@ -22,8 +22,9 @@ struct kg_instance {
 };
 
 /* Loads the config from config_path (NULL: kg_config_default_path()),
- * reporting each config problem through report; then opens the store and
- * loads (or, on an empty store, creates) the secret.
+ * reporting each config problem through report; then opens the store,
+ * loads (or, on an empty store, creates) the secret and gives the store
+ * its audit key (kg_digest_audit_key()).
  * KG_EINVAL: config errors (already reported; exit 2). Other statuses carry
  * one line in err. Caller owns *out: kg_instance_close(). */
 enum kg_status kg_instance_open(const char *config_path, kg_config_report_fn report, void *ctx,

@@ -26,7 +26,9 @@ struct kg_keystat {
     _Atomic int64_t last_flushed; /* last_used value already written to the store */
 };
 
-/* One key in a snapshot. Read-only; valid until the snapshot is released. */
+/* One key in a snapshot. Read-only; valid until the snapshot is released.
+ * A key's power at request time is its own scopes (none = no limit of its
+ * own) intersected with its owner's role; decide.c applies both. */
 struct kg_keyent {
     unsigned char digest[KG_DIGEST_BYTES];
     const char *id;
@@ -38,6 +40,13 @@ struct kg_keyent {
     int64_t expires_at; /* 0 = never */
     int64_t revoked_at; /* 0 = not scheduled; may be in the future (rotation grace) */
     struct kg_keystat *stat;
+    const char *user_id;     /* the owner, "usr_…" */
+    const char *tier;        /* the owner's tier */
+    const char *role_str;    /* the owner's role as stored; "*" = every scope */
+    const char *const *role; /* role_str split; meaningless when role_all */
+    size_t nrole;
+    bool role_all;       /* the role grants every scope (it holds "*") */
+    bool platform_admin; /* the owner is a platform admin */
 };
 
 struct kg_keycache;
@@ -50,8 +59,10 @@ enum kg_status kg_keycache_new(struct kg_keycache **out);
  * have been released first. NULL is a no-op. */
 void kg_keycache_free(struct kg_keycache *kc);
 
-/* Builds a snapshot of every key in st not revoked as of now and publishes
- * it; on error the old snapshot stays. */
+/* Builds a snapshot of every key in st not revoked as of now whose owner
+ * and owner's tenant are enabled, with the owner's role, and publishes it;
+ * on error the old snapshot stays. A disabled user or tenant therefore
+ * stops its keys at the next reload, like a revocation. */
 enum kg_status kg_keycache_reload(struct kg_keycache *kc, struct kg_store *st, int64_t now,
                                   struct kg_err *err);
 

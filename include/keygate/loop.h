@@ -51,6 +51,10 @@ void kg_loop_conn_delta(struct kg_loop *loop, int delta);
 CURL *kg_loop_easy_get(struct kg_loop *loop);
 /* Returns a handle (not in the multi) to the pool, or frees it when the pool is full. */
 void kg_loop_easy_put(struct kg_loop *loop, CURL *easy);
+/* Tells the loop a connection of its daemons was resumed: run them this round. */
+void kg_loop_note_resume(struct kg_loop *loop);
+/* The same, from any other thread (the worker): also wakes the loop. */
+void kg_loop_kick(struct kg_loop *loop);
 /* Head of the loop's list of live exchanges (owned by proxy/relay.c). */
 struct kg_exchange **kg_loop_relay_list(struct kg_loop *loop);
 

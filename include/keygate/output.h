@@ -1,7 +1,8 @@
-/* keygate/output.h - how key records look to people and to scripts.
+/* keygate/output.h - how keys, users, tenants and audit entries look to
+ * people and to scripts.
  *
- * One place decides the JSON shape of a key (so the CLI's --json and the
- * admin API agree), the aligned "field: value" lines and tables the CLI
+ * One place decides the JSON shape of each record (so the CLI's --json and
+ * the admin API agree), the aligned "field: value" lines and tables the CLI
  * prints, and the single path by which a full key reaches an output: it is
  * written straight to the file descriptor, never copied into stdio or
  * jansson buffers that nobody wipes. Nothing here ever formats a digest.
@@ -32,15 +33,30 @@ json_t *kg_output_time_json(int64_t t);
 json_t *kg_output_scopes_json(const char *scopes);
 
 /* A key as lists show it: name, id, key (masked), prefix, last4, scopes,
- * tenant, created_at, last_used_at, expires_at, revoked_at, state,
+ * tenant, user_id, created_at, last_used_at, expires_at, revoked_at, state,
  * rotated_to. With detail, also rate, rate_burst, quota_limit, quota_period,
  * quota_used and metadata. New reference or NULL. */
 json_t *kg_output_key_json(const struct kg_key_rec *rec, enum kg_key_state state, bool detail);
 
 /* The fields shown when a key is made: id, key (as "" for
- * kg_output_json_secret() to fill), name, prefix, scopes, tenant,
+ * kg_output_json_secret() to fill), name, prefix, scopes, tenant, user_id,
  * created_at, expires_at. New reference or NULL. */
 json_t *kg_output_new_key_json(const struct kg_key_rec *rec);
+
+/* A tenant: name, display_name, created_at, disabled_at, state ("active" or
+ * "disabled"). New reference or NULL. */
+json_t *kg_output_tenant_json(const struct kg_tenant_rec *rec);
+
+/* A user: id, tenant, username, email (null when none), first_name,
+ * last_name, role (array of scopes), tier, platform_admin, has_password,
+ * created_at, disabled_at, state ("active" or "disabled"). Never the
+ * password hash. New reference or NULL. */
+json_t *kg_output_user_json(const struct kg_user_rec *rec);
+
+/* An audit entry: seq, time, actor, tenant (null when none), action,
+ * object, details (the JSON object; a string if it does not parse),
+ * prev_hash, hash. New reference or NULL. */
+json_t *kg_output_audit_json(const struct kg_audit_entry *e);
 
 /* Writes v as indented JSON and a newline. KG_ENOMEM, KG_EIO. */
 enum kg_status kg_output_json(FILE *f, const json_t *v, struct kg_err *err);

@@ -12,10 +12,15 @@
 #include "keygate/digest.h"
 #include "keygate/keycache.h"
 
+struct kg_worker;
+struct kg_throttle;
+
 struct kg_runtime {
     const struct kg_config *cfg;
     const struct kg_secret *secret;
     struct kg_keycache *keys;
+    struct kg_worker *worker;         /* blocking jobs (signup), or NULL when signup is off */
+    struct kg_throttle *signup_limit; /* signup attempts per client IP, or NULL */
     _Atomic bool ready;    /* store open and keys loaded */
     _Atomic bool draining; /* SIGTERM seen: finish what is in flight, accept nothing new */
     _Atomic long connections;

@@ -1,10 +1,16 @@
-/* keygate/store.h - durable truth for API keys.
+/* keygate/store.h - durable truth for keys, users, tenants and the audit trail.
  *
  * The request path never calls this module: it reads auth/keycache, which is
  * loaded from here. Every write is one BEGIN IMMEDIATE transaction, so a
- * change is all there or not at all. The full key is never passed here, only
- * its digest. Backends plug in behind these functions (store.c selects one;
- * store_sqlite.c is the only one today).
+ * change is all there or not at all, and every mutating function takes an
+ * optional audit entry that is appended to the hash-chained audit trail
+ * inside that same transaction (see struct kg_audit_entry). The full key is
+ * never passed here, only its digest. Backends plug in behind these
+ * functions (store.c selects one; store_sqlite.c is the only one today).
+ *
+ * This module checks shapes (NUL-terminated fields, id syntax, positive
+ * times), not rules: what a valid user name, role or e-mail is belongs to
+ * manage/. Listings page by an opaque cursor (see struct kg_page).
  *
  * A handle is not thread-safe: one handle per thread.
  */
@@ -16,35 +22,114 @@
 #include <stdint.h>
 #include "keygate/status.h"
 
-#define KG_ID_MAX 40       /* "key_" + 22 base62 + NUL, with room */
+#define KG_ID_MAX 40       /* "key_" / "usr_" + 22 base62 + NUL, with room */
 #define KG_NAME_MAX 129    /* names: 1..128 bytes */
 #define KG_DPREFIX_MAX 48  /* display prefix: key_prefix + 4 body chars */
-#define KG_SCOPES_MAX 1024 /* comma-separated scope list */
+#define KG_SCOPES_MAX 1024 /* comma-separated scope list (key scopes, user roles) */
 #define KG_RATE_MAX 32     /* "100/min" */
 #define KG_META_MAX 4096   /* metadata JSON text */
 #define KG_DIGEST_BYTES 32
 
+#define KG_TENANT_MAX 64 /* tenant names made from now on: 1..64 of [A-Za-z0-9_.-] */
+#define KG_TENANT_DEFAULT "default"
+#define KG_USER_DEFAULT "default" /* username of a tenant's default user */
+#define KG_EMAIL_MAX 255          /* e-mail: 3..254 bytes + NUL */
+#define KG_PWHASH_MAX 128         /* crypto_pwhash_STRBYTES */
+#define KG_TIER_MAX 65            /* tier names: 1..64 of [A-Za-z0-9_.-] */
+#define KG_TIER_DEFAULT "default"
+#define KG_CURSOR_MAX 288 /* a listing cursor with its NUL (room for a 128-byte name in hex) */
+
+#define KG_AUDIT_ACTOR_MAX 96     /* "cli:alice", a key id, "signup" */
+#define KG_AUDIT_ACTION_MAX 32    /* "key.create", ... */
+#define KG_AUDIT_OBJECT_MAX 129   /* a key or user id, a tenant name, a display prefix */
+#define KG_AUDIT_DETAILS_MAX 4096 /* compact JSON object text */
+#define KG_AUDIT_HASH_HEX 65      /* 64 lower-case hex characters + NUL */
+#define KG_AUDIT_KEY_BYTES 32
+
 /* One key as stored. Plain data, caller-owned; times are Unix seconds and 0
  * means "not set" (no expiry, not revoked, never used). */
 struct kg_key_rec {
-    char id[KG_ID_MAX];             /* public id "key_…", used everywhere a key is named */
+    char id[KG_ID_MAX]; /* public id "key_…", used everywhere a key is named */
     char name[KG_NAME_MAX];
-    char prefix[KG_DPREFIX_MAX];    /* display prefix: first characters of the key */
-    char last4[5];                  /* last 4 characters of the key */
+    char prefix[KG_DPREFIX_MAX];           /* display prefix: first characters of the key */
+    char last4[5];                         /* last 4 characters of the key */
     unsigned char digest[KG_DIGEST_BYTES]; /* keyed BLAKE2b of the full key */
-    char scopes[KG_SCOPES_MAX];     /* "read:a,write:b"; "" = no scopes */
-    char tenant[KG_NAME_MAX];
+    char scopes[KG_SCOPES_MAX];            /* "read:a,write:b"; "" = no scopes */
+    char tenant[KG_NAME_MAX];              /* always the owner's tenant (kept here for listings) */
     int64_t created_at;
     int64_t expires_at;
-    int64_t revoked_at;             /* may lie in the future: rotation grace */
+    int64_t revoked_at; /* may lie in the future: rotation grace */
     int64_t last_used_at;
-    char rotated_to[KG_ID_MAX];     /* id of the key that replaced this one, or "" */
-    char rate[KG_RATE_MAX];         /* per-key rate limit "100/min", "" = default */
-    int64_t rate_burst;             /* 0 = default */
-    int64_t quota_limit;            /* credits, -1 = unlimited */
-    char quota_period[16];          /* "", "day", "month" */
+    char rotated_to[KG_ID_MAX]; /* id of the key that replaced this one, or "" */
+    char rate[KG_RATE_MAX];     /* per-key rate limit "100/min", "" = default */
+    int64_t rate_burst;         /* 0 = default */
+    int64_t quota_limit;        /* credits, -1 = unlimited */
+    char quota_period[16];      /* "", "day", "month" */
     int64_t quota_used;
-    char metadata[KG_META_MAX];     /* JSON object text, "{}" when empty */
+    char metadata[KG_META_MAX]; /* JSON object text, "{}" when empty */
+    char user_id[KG_ID_MAX];    /* owner "usr_…"; "" on insert: see kg_store_key_insert() */
+};
+
+/* A tenant. Its name is its identity and never changes. */
+struct kg_tenant_rec {
+    char name[KG_NAME_MAX];
+    char display_name[KG_NAME_MAX]; /* "" = none */
+    int64_t created_at;
+    int64_t disabled_at; /* 0 = enabled; else every key of the tenant is dead */
+};
+
+/* A user. Never deleted: disabling is the end of a user. */
+struct kg_user_rec {
+    char id[KG_ID_MAX];         /* "usr_…" */
+    char tenant[KG_NAME_MAX];   /* fixed at creation */
+    char username[KG_NAME_MAX]; /* unique within the tenant */
+    char email[KG_EMAIL_MAX];   /* lower-case, unique across tenants; "" = none */
+    char first_name[KG_NAME_MAX];
+    char last_name[KG_NAME_MAX];
+    char password_hash[KG_PWHASH_MAX]; /* crypto_pwhash_str() text; "" = no password */
+    char role[KG_SCOPES_MAX];          /* scope list the user's keys may carry; "*" = all */
+    char tier[KG_TIER_MAX];
+    bool platform_admin; /* admin keys of this user see every tenant */
+    int64_t created_at;
+    int64_t disabled_at; /* 0 = enabled; else every key of the user is dead */
+};
+
+/* One audit trail entry.
+ *
+ * To append, the caller fills time, actor, tenant, action, object and
+ * details and passes the entry to a mutating function (or to
+ * kg_store_audit_append()); the store assigns seq, prev_hash and hash under
+ * its write lock, and ignores whatever those fields hold. No text field may
+ * contain a newline (KG_EINVAL), details must be JSON object text, and the
+ * handle needs an audit key (kg_store_set_audit_key(); KG_EINVAL without).
+ * next chains further entries appended in the same transaction, in order.
+ *
+ * Reads fill every field; next is NULL. malformed is set when the row did
+ * not fit this struct (a NULL, a value of the wrong type or too long): its
+ * hash cannot match then, and kg_audit_verify() reports the entry. */
+struct kg_audit_entry {
+    int64_t seq;
+    int64_t time;
+    char actor[KG_AUDIT_ACTOR_MAX];
+    char tenant[KG_NAME_MAX]; /* "" = not about one tenant */
+    char action[KG_AUDIT_ACTION_MAX];
+    char object[KG_AUDIT_OBJECT_MAX];
+    char details[KG_AUDIT_DETAILS_MAX];
+    char prev_hash[KG_AUDIT_HASH_HEX];
+    char hash[KG_AUDIT_HASH_HEX];
+    bool malformed;
+    const struct kg_audit_entry *next;
+};
+
+/* One page of a listing. A listing walks rows in a fixed order (keys and
+ * users by (created_at, id), tenants by (created_at, name), audit entries by
+ * seq) and hands back a cursor for the row after the last one it returned.
+ * Cursors are opaque text of at most KG_CURSOR_MAX - 1 bytes made of
+ * [A-Za-z0-9_.~-] (RFC 3986 unreserved characters): safe in a URL as they
+ * are. A malformed cursor is KG_EINVAL ("cursor is malformed"). */
+struct kg_page {
+    const char *cursor; /* NULL or "" = from the first row; else a next cursor */
+    size_t limit;       /* at most this many rows; 0 = no limit */
 };
 
 enum kg_key_state { KG_KEY_ACTIVE = 0, KG_KEY_EXPIRED, KG_KEY_REVOKED };
@@ -66,10 +151,33 @@ struct kg_store;
  * kg_store_close() it. */
 enum kg_status kg_store_open(const char *path, struct kg_store **out, struct kg_err *err);
 
-/* Closes the handle; NULL is a no-op. */
+/* Closes the handle and wipes its audit key; NULL is a no-op. */
 void kg_store_close(struct kg_store *st);
 
-/* Inserts a new key. KG_ECONFLICT when the id or digest already exists. */
+/* Gives the handle the key that chains audit entries (kg_digest_audit_key()).
+ * Copied; needed before any call that appends an entry. */
+void kg_store_set_audit_key(struct kg_store *st, const unsigned char key[KG_AUDIT_KEY_BYTES]);
+
+/* ---- keys ----
+ *
+ * Two key writes keep their issue-2 forms without an audit entry
+ * (kg_store_key_insert(), kg_store_key_revoke()) beside the audited ones,
+ * because seeding tools and tests call them; every other write takes the
+ * audit chain directly. */
+
+/* Inserts a new key with its audit entries (audit may be NULL).
+ * KG_ECONFLICT when the id or digest already exists. A non-empty user_id
+ * must name an existing user (KG_ENOTFOUND otherwise) and rec->tenant is
+ * set to that user's tenant whatever it held. An empty user_id means the
+ * default user of rec->tenant ("" = "default"): the tenant and its user
+ * `default` (role "*") are created first if missing, in the same
+ * transaction and without audit entries, which is what seeding tools and
+ * tests rely on; manage/ creates them itself so that they are audited. */
+enum kg_status kg_store_key_insert_audited(struct kg_store *st, const struct kg_key_rec *rec,
+                                           const struct kg_audit_entry *audit, struct kg_err *err);
+
+/* kg_store_key_insert_audited() without an audit entry: the issue-2 form,
+ * for seeding tools and tests. Lifecycle code (manage/) never uses it. */
 enum kg_status kg_store_key_insert(struct kg_store *st, const struct kg_key_rec *rec,
                                    struct kg_err *err);
 
@@ -78,30 +186,166 @@ enum kg_status kg_store_key_get(struct kg_store *st, const char *id, struct kg_k
                                 struct kg_err *err);
 
 /* Calls cb for every key, oldest first (created_at, then id). rec is borrowed
- * for the duration of the call. cb returning false stops the walk (KG_OK). */
+ * for the duration of the call. cb returning false stops the walk (KG_OK).
+ * The callback must not use the handle. */
 typedef bool (*kg_store_key_cb)(const struct kg_key_rec *rec, void *ctx);
 enum kg_status kg_store_key_each(struct kg_store *st, kg_store_key_cb cb, void *ctx,
                                  struct kg_err *err);
 
-/* Revokes id for good at time now. KG_ENOTFOUND: no such key. KG_ECONFLICT:
- * already revoked (revoked_at set and <= now). A key whose revocation is
- * scheduled (rotation grace) is revoked now. */
+/* Which keys kg_store_key_list() returns; NULL strings match anything. */
+struct kg_key_query {
+    const char *tenant;
+    const char *user_id;
+    const char *name; /* exact match */
+    bool all_states;  /* false: only keys in state as of now */
+    enum kg_key_state state;
+    int64_t now;
+    struct kg_page page;
+};
+
+/* Calls cb for each key matching q, oldest first, at most q->page.limit of
+ * them. next (KG_CURSOR_MAX bytes, may be NULL) receives the cursor of the
+ * next page, or "" when this page reached the end. */
+enum kg_status kg_store_key_list(struct kg_store *st, const struct kg_key_query *q,
+                                 kg_store_key_cb cb, void *ctx, char *next, struct kg_err *err);
+
+/* What the key cache needs to know about a key's owner. Borrowed for the
+ * callback. disabled: the user or its tenant is disabled, or the key has no
+ * owner at all (a key is never live without one). */
+struct kg_key_owner {
+    const char *role; /* the user's role, "*" = every scope */
+    const char *tier;
+    bool platform_admin;
+    bool disabled;
+};
+typedef bool (*kg_store_key_owner_cb)(const struct kg_key_rec *rec,
+                                      const struct kg_key_owner *owner, void *ctx);
+
+/* kg_store_key_each() with each key's owner, read in one statement so the
+ * pairs are consistent. */
+enum kg_status kg_store_key_each_owner(struct kg_store *st, kg_store_key_owner_cb cb, void *ctx,
+                                       struct kg_err *err);
+
+/* Writes the changeable fields of rec to the key rec->id: name, scopes,
+ * expires_at, rate, rate_burst, quota_limit, quota_period and metadata.
+ * Everything else (owner, digest, revocation, usage) stays as stored.
+ * KG_ENOTFOUND: no such key. */
+enum kg_status kg_store_key_update(struct kg_store *st, const struct kg_key_rec *rec,
+                                   const struct kg_audit_entry *audit, struct kg_err *err);
+
+/* Revokes id for good at time now, with its audit entries. KG_ENOTFOUND: no
+ * such key. KG_ECONFLICT: already revoked (revoked_at set and <= now). A key
+ * whose revocation is scheduled (rotation grace) is revoked now. */
+enum kg_status kg_store_key_revoke_audited(struct kg_store *st, const char *id, int64_t now,
+                                           const struct kg_audit_entry *audit, struct kg_err *err);
+
+/* kg_store_key_revoke_audited() without an audit entry (tools and tests). */
 enum kg_status kg_store_key_revoke(struct kg_store *st, const char *id, int64_t now,
                                    struct kg_err *err);
 
 /* Rotation in one transaction: inserts fresh (which carries the old key's
- * name, scopes, tenant and limits, set by the caller), and schedules the old
+ * name, scopes, owner and limits, set by the caller), and schedules the old
  * key's revocation at revoke_at (now for no grace), recording fresh->id in
  * its rotated_to. KG_ENOTFOUND / KG_ECONFLICT (old already revoked or
  * already rotated) as for revoke. */
 enum kg_status kg_store_key_rotate(struct kg_store *st, const char *old_id,
                                    const struct kg_key_rec *fresh, int64_t revoke_at, int64_t now,
-                                   struct kg_err *err);
+                                   const struct kg_audit_entry *audit, struct kg_err *err);
 
 /* Records last-used times: for each i, last_used_at = max(stored, times[i]).
- * One transaction for the whole batch. Unknown ids are ignored. */
-enum kg_status kg_store_key_touch(struct kg_store *st, const char *const *ids,
-                                  const int64_t *times, size_t n, struct kg_err *err);
+ * One transaction for the whole batch. Unknown ids are ignored. Not audited:
+ * usage is not a lifecycle event. */
+enum kg_status kg_store_key_touch(struct kg_store *st, const char *const *ids, const int64_t *times,
+                                  size_t n, struct kg_err *err);
+
+/* ---- tenants ---- */
+
+/* KG_ECONFLICT: a tenant of that name exists. */
+enum kg_status kg_store_tenant_insert(struct kg_store *st, const struct kg_tenant_rec *rec,
+                                      const struct kg_audit_entry *audit, struct kg_err *err);
+
+/* KG_ENOTFOUND: no such tenant. */
+enum kg_status kg_store_tenant_get(struct kg_store *st, const char *name, struct kg_tenant_rec *out,
+                                   struct kg_err *err);
+
+/* Writes display_name and disabled_at of the tenant rec->name.
+ * KG_ENOTFOUND: no such tenant. */
+enum kg_status kg_store_tenant_update(struct kg_store *st, const struct kg_tenant_rec *rec,
+                                      const struct kg_audit_entry *audit, struct kg_err *err);
+
+/* Tenants oldest first (created_at, name), one page; next as for keys.
+ * only (may be NULL) restricts the listing to that one tenant. */
+typedef bool (*kg_store_tenant_cb)(const struct kg_tenant_rec *rec, void *ctx);
+enum kg_status kg_store_tenant_list(struct kg_store *st, const char *only,
+                                    const struct kg_page *page, kg_store_tenant_cb cb, void *ctx,
+                                    char *next, struct kg_err *err);
+
+/* ---- users ---- */
+
+/* Inserts rec and, when first_key is not NULL, that key for it (its user_id
+ * and tenant are taken from rec), with the audit entries, in one
+ * transaction. KG_ENOTFOUND: no tenant rec->tenant. KG_ECONFLICT: the id,
+ * the username within the tenant, the e-mail, or the key's id or digest
+ * exists; err says which. */
+enum kg_status kg_store_user_insert(struct kg_store *st, const struct kg_user_rec *rec,
+                                    const struct kg_key_rec *first_key,
+                                    const struct kg_audit_entry *audit, struct kg_err *err);
+
+/* By id; by tenant and username; by e-mail (compared as stored: lower-case).
+ * KG_ENOTFOUND when there is none. */
+enum kg_status kg_store_user_get(struct kg_store *st, const char *id, struct kg_user_rec *out,
+                                 struct kg_err *err);
+enum kg_status kg_store_user_find(struct kg_store *st, const char *tenant, const char *username,
+                                  struct kg_user_rec *out, struct kg_err *err);
+enum kg_status kg_store_user_by_email(struct kg_store *st, const char *email,
+                                      struct kg_user_rec *out, struct kg_err *err);
+
+/* Writes every field of the user rec->id except id, tenant and created_at.
+ * KG_ENOTFOUND: no such user. KG_ECONFLICT: the new username or e-mail is
+ * taken. */
+enum kg_status kg_store_user_update(struct kg_store *st, const struct kg_user_rec *rec,
+                                    const struct kg_audit_entry *audit, struct kg_err *err);
+
+/* Users oldest first (created_at, id), one page; tenant NULL = every tenant. */
+typedef bool (*kg_store_user_cb)(const struct kg_user_rec *rec, void *ctx);
+enum kg_status kg_store_user_list(struct kg_store *st, const char *tenant,
+                                  const struct kg_page *page, kg_store_user_cb cb, void *ctx,
+                                  char *next, struct kg_err *err);
+
+/* ---- audit trail ---- */
+
+/* Appends entries on their own, one transaction (failed authentications). */
+enum kg_status kg_store_audit_append(struct kg_store *st, const struct kg_audit_entry *audit,
+                                     struct kg_err *err);
+
+/* Which entries kg_store_audit_list() returns. */
+struct kg_audit_query {
+    const char *tenant; /* NULL = every entry; else only entries about this tenant */
+    bool newest_first;  /* walk by descending seq (the cursor follows the direction) */
+    struct kg_page page;
+};
+typedef bool (*kg_store_audit_cb)(const struct kg_audit_entry *e, void *ctx);
+enum kg_status kg_store_audit_list(struct kg_store *st, const struct kg_audit_query *q,
+                                   kg_store_audit_cb cb, void *ctx, char *next, struct kg_err *err);
+
+/* Every entry in seq order, rows that do not fit included (malformed), for
+ * verification. */
+enum kg_status kg_store_audit_each(struct kg_store *st, kg_store_audit_cb cb, void *ctx,
+                                   struct kg_err *err);
+
+/* The chain head: seq and hash of the last entry appended (0 and 64 zeros
+ * before the first). KG_ECORRUPT when the head row is missing or mangled. */
+enum kg_status kg_store_audit_head(struct kg_store *st, int64_t *seq, char hash[KG_AUDIT_HASH_HEX],
+                                   struct kg_err *err);
+
+/* The chain hash of e over prev_hash (64 hex characters): hex of BLAKE2b-256
+ * keyed with key over prev_hash "\n" seq "\n" time "\n" actor "\n" tenant
+ * "\n" action "\n" object "\n" details, numbers in decimal. Pure. */
+void kg_store_audit_hash(const unsigned char key[KG_AUDIT_KEY_BYTES],
+                         const struct kg_audit_entry *e, const char *prev_hash,
+                         char out[KG_AUDIT_HASH_HEX]);
+
+/* ---- housekeeping ---- */
 
 /* A number that changes whenever another connection committed a change
  * (PRAGMA data_version): the daemon polls it to see CLI changes. */

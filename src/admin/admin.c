@@ -1,25 +1,597 @@
-/* admin/admin.c - the admin listener: liveness and readiness today; the
- * key-lifecycle API is added here over manage/. Owns nothing but its
- * MHD daemon's handler; answers are JSON like the public side's. */
+/* admin/admin.c - the admin listener: its own libmicrohttpd daemon with one
+ * internal thread (admin calls block on SQLite), the request state, the
+ * route table, authentication with the public side's credential and
+ * decision code, authorisation by admin scope, and the answers.
+ *
+ * Owns no rule about keys, users or tenants: routes_*.c hand each call to
+ * the manage/ core. /livez and /readyz are answered without a key.
+ */
 #include <arpa/inet.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
+#include <sodium.h>
+
+#include "admin/admin_int.h"
+#include "keygate/accounts.h"
 #include "keygate/admin.h"
+#include "keygate/credential.h"
+#include "keygate/decide.h"
+#include "keygate/hygiene.h"
+#include "keygate/keys.h"
+#include "keygate/log.h"
 #include "keygate/respond.h"
+#include "keygate/scope.h"
+#include "keygate/timeutil.h"
+
+#define ADMIN_CONNECTIONS_MAX 256
+#define ADMIN_TIMEOUT_S 30
+#define ADMIN_POOL_BYTES (64 * 1024)
+
+/* Scopes; "tenants:admin" also needs a platform admin. */
+#define S_READ "keys:read"
+#define S_WRITE "keys:write"
+#define S_USERS "users:admin"
+#define S_TENANTS "tenants:admin"
+
+struct route {
+    const char *method;
+    const char *pattern; /* segments; "{}" matches one non-empty segment */
+    const char *scope;
+    bool platform_only;
+    admin_handler_fn fn;
+};
+
+static const struct route routes[] = {
+    {"POST", "/v1/keys", S_WRITE, false, admin_keys_create},
+    {"GET", "/v1/keys", S_READ, false, admin_keys_list},
+    {"GET", "/v1/keys/{}", S_READ, false, admin_keys_get},
+    {"PATCH", "/v1/keys/{}", S_WRITE, false, admin_keys_update},
+    {"POST", "/v1/keys/{}/revoke", S_WRITE, false, admin_keys_revoke},
+    {"POST", "/v1/keys/{}/rotate", S_WRITE, false, admin_keys_rotate},
+    {"GET", "/v1/keys/{}/usage", S_READ, false, admin_keys_usage},
+    {"POST", "/v1/users", S_USERS, false, admin_users_create},
+    {"GET", "/v1/users", S_USERS, false, admin_users_list},
+    {"GET", "/v1/users/{}", S_USERS, false, admin_users_get},
+    {"PATCH", "/v1/users/{}", S_USERS, false, admin_users_update},
+    {"POST", "/v1/users/{}/disable", S_USERS, false, admin_users_disable},
+    {"POST", "/v1/tenants", S_TENANTS, true, admin_tenants_create},
+    {"GET", "/v1/tenants", S_TENANTS, true, admin_tenants_list},
+    {"GET", "/v1/tenants/{}", S_TENANTS, true, admin_tenants_get},
+    {"PATCH", "/v1/tenants/{}", S_TENANTS, true, admin_tenants_update},
+    {"GET", "/v1/audit", S_READ, false, admin_audit_list},
+};
+
+#define NROUTES (sizeof(routes) / sizeof(routes[0]))
+
+/* Per-request state: allocated on the first call, freed when MHD reports
+ * the request complete. */
+struct areq {
+    struct kg_hygiene hy;
+    struct kg_jbody body;
+    bool answered;
+};
+
+/* ---- answers ---- */
 
 static enum MHD_Result
-answer(struct MHD_Connection *conn, unsigned status, const char *body)
+queue(struct MHD_Connection *conn, unsigned status, struct MHD_Response *resp, bool close,
+      const char *allow, int retry_after_s, const char *www_auth)
 {
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_PERSISTENT);
     enum MHD_Result ret;
+    char retry[24];
 
     if (resp == NULL)
         return MHD_NO;
     MHD_add_response_header(resp, "Content-Type", "application/json");
     MHD_add_response_header(resp, "Cache-Control", "no-store");
+    if (close)
+        MHD_add_response_header(resp, "Connection", "close");
+    if (allow != NULL)
+        MHD_add_response_header(resp, "Allow", allow);
+    if (www_auth != NULL)
+        MHD_add_response_header(resp, "WWW-Authenticate", www_auth);
+    if (retry_after_s > 0) {
+        snprintf(retry, sizeof(retry), "%d", retry_after_s);
+        MHD_add_response_header(resp, "Retry-After", retry);
+    }
     ret = MHD_queue_response(conn, status, resp);
     MHD_destroy_response(resp);
+    return ret;
+}
+
+static enum MHD_Result
+send_static(struct MHD_Connection *conn, unsigned status, const char *body)
+{
+    return queue(
+        conn, status,
+        MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_PERSISTENT), false,
+        NULL, 0, NULL);
+}
+
+static enum MHD_Result
+send_answer(struct MHD_Connection *conn, const struct kg_answer *ans, const char *allow)
+{
+    return queue(
+        conn, ans->status,
+        MHD_create_response_from_buffer(ans->body_len, (void *)ans->body, MHD_RESPMEM_MUST_COPY),
+        ans->close, allow, ans->retry_after_s, ans->www_authenticate);
+}
+
+static enum MHD_Result
+send_error(struct kg_admin *adm, struct MHD_Connection *conn, unsigned status, const char *msg,
+           const char *allow)
+{
+    struct kg_answer ans;
+
+    kg_respond_error(adm->rt->cfg, status, msg, &ans);
+    return send_answer(conn, &ans, allow);
+}
+
+void
+admin_reply(struct admin_call *c, unsigned status, json_t *doc)
+{
+    json_decref(c->json);
+    c->json = doc;
+    c->status = doc != NULL ? status : 500;
+    if (doc == NULL)
+        snprintf(c->message, sizeof(c->message), "Internal error");
+}
+
+void
+admin_reply_secret(struct admin_call *c, unsigned status, json_t *doc, const char *field,
+                   const char *secret)
+{
+    char *body = doc != NULL ? kg_json_io_dump_secret(doc, field, secret, &c->secret_len) : NULL;
+
+    json_decref(doc);
+    if (body == NULL) {
+        admin_fail(c, 500, "Internal error");
+        return;
+    }
+    kg_json_io_secret_free(c->secret_body);
+    c->secret_body = body;
+    c->status = status;
+}
+
+void
+admin_fail(struct admin_call *c, unsigned status, const char *fmt, ...)
+{
+    va_list ap;
+
+    json_decref(c->json);
+    c->json = NULL;
+    c->status = status;
+    va_start(ap, fmt);
+    vsnprintf(c->message, sizeof(c->message), fmt, ap);
+    va_end(ap);
+}
+
+void
+admin_fail_status(struct admin_call *c, enum kg_status rc, const struct kg_err *err)
+{
+    const char *words = err != NULL && err->msg[0] != '\0' ? err->msg : kg_status_str(rc);
+
+    switch (rc) {
+    case KG_EINVAL:
+        admin_fail(c, 400, "%s", words);
+        return;
+    case KG_ENOTFOUND:
+        /* One answer for "missing" and "another tenant's": no existence oracle. */
+        admin_fail(c, 404, "Not found");
+        return;
+    case KG_ECONFLICT:
+        admin_fail(c, 409, "%s", words);
+        return;
+    case KG_ELIMIT:
+        admin_fail(c, 413, "%s", words);
+        return;
+    default:
+        kg_log_warnx("admin %s: %s", c->method, words);
+        admin_fail(c, 500, "Internal error");
+        return;
+    }
+}
+
+/* ---- input ---- */
+
+bool
+admin_decode(struct admin_call *c, const struct kg_jfield *fields, size_t n, json_t **root)
+{
+    struct kg_err err = {{0}};
+
+    if (root != NULL)
+        *root = NULL;
+    if (c->body_len > 0 && !kg_json_io_content_type_ok(c->content_type)) {
+        admin_fail(c, 415, "Content-Type must be application/json");
+        return false;
+    }
+    if (kg_json_io_decode(c->body, c->body_len, fields, n, root, &err) != KG_OK) {
+        admin_fail(c, 400, "%s", err.msg);
+        return false;
+    }
+    return true;
+}
+
+struct query_scan {
+    const char *const *allowed;
+    const char *bad;
+};
+
+static enum MHD_Result
+scan_query(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    struct query_scan *qs = cls;
+
+    (void)kind;
+    (void)value;
+    for (size_t i = 0; qs->allowed[i] != NULL; i++) {
+        if (strcmp(qs->allowed[i], key) == 0)
+            return MHD_YES;
+    }
+    qs->bad = key;
+    return MHD_NO;
+}
+
+static bool
+printable(const char *s)
+{
+    size_t n = strlen(s);
+
+    if (n == 0 || n > 64)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if (s[i] < 0x21 || s[i] > 0x7e)
+            return false;
+    }
+    return true;
+}
+
+bool
+admin_query_check(struct admin_call *c, const char *const *allowed)
+{
+    struct query_scan qs = {.allowed = allowed};
+
+    MHD_get_connection_values(c->conn, MHD_GET_ARGUMENT_KIND, scan_query, &qs);
+    if (qs.bad == NULL)
+        return true;
+    if (printable(qs.bad))
+        admin_fail(c, 400, "unknown query parameter: %s", qs.bad);
+    else
+        admin_fail(c, 400, "unknown query parameter");
+    return false;
+}
+
+const char *
+admin_query(struct admin_call *c, const char *name)
+{
+    return MHD_lookup_connection_value(c->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+bool
+admin_page(struct admin_call *c, struct kg_page *page)
+{
+    const char *limit = admin_query(c, "limit");
+    const char *cursor = admin_query(c, "cursor");
+
+    page->limit = ADMIN_LIMIT_DEFAULT;
+    page->cursor = cursor != NULL && cursor[0] != '\0' ? cursor : NULL;
+    if (limit != NULL) {
+        long v = 0;
+        size_t i = 0;
+
+        for (; limit[i] >= '0' && limit[i] <= '9' && i < 4; i++)
+            v = v * 10 + (limit[i] - '0');
+        if (i == 0 || limit[i] != '\0' || v < 1 || v > ADMIN_LIMIT_MAX) {
+            admin_fail(c, 400, "limit must be a whole number from 1 to %d", ADMIN_LIMIT_MAX);
+            return false;
+        }
+        page->limit = (size_t)v;
+    }
+    return true;
+}
+
+void
+admin_reply_list(struct admin_call *c, json_t *data, const char *next)
+{
+    json_t *doc = NULL;
+
+    if (data != NULL)
+        doc = json_pack("{s:o, s:o}", "data", data, "next_cursor", kg_json_io_str_or_null(next));
+    admin_reply(c, 200, doc);
+}
+
+void
+admin_reload_keys(struct admin_call *c)
+{
+    struct kg_err err = {{0}};
+
+    if (kg_keycache_reload(c->adm->rt->keys, c->adm->store, kg_time_now(), &err) != KG_OK)
+        kg_log_warnx("admin: reloading keys: %s", err.msg);
+}
+
+/* ---- routing ---- */
+
+/* Whether path matches pattern; the "{}" segment goes to *id (written into
+ * idbuf, a copy, since path is the library's). */
+static bool
+match(const char *pattern, const char *path, char *idbuf, size_t idlen, const char **id)
+{
+    const char *p = pattern, *u = path;
+
+    *id = NULL;
+    while (*p != '\0' && *u != '\0') {
+        if (strncmp(p, "{}", 2) == 0) {
+            size_t n = strcspn(u, "/");
+
+            if (n == 0 || n >= idlen)
+                return false;
+            memcpy(idbuf, u, n);
+            idbuf[n] = '\0';
+            *id = idbuf;
+            u += n;
+            p += 2;
+            continue;
+        }
+        if (*p != *u)
+            return false;
+        p++;
+        u++;
+    }
+    return *p == '\0' && *u == '\0';
+}
+
+/* The route for method and path; NULL with allow filled ("GET, POST") when
+ * the path exists for other methods, NULL with allow "" when it does not. */
+static const struct route *
+find_route(const char *method, const char *path, char *idbuf, size_t idlen, const char **id,
+           char *allow, size_t allowlen)
+{
+    allow[0] = '\0';
+    /* HEAD is GET without the body; libmicrohttpd drops the body itself. */
+    if (strcmp(method, "HEAD") == 0)
+        method = "GET";
+    for (size_t i = 0; i < NROUTES; i++) {
+        if (!match(routes[i].pattern, path, idbuf, idlen, id))
+            continue;
+        if (strcmp(routes[i].method, method) == 0)
+            return &routes[i];
+        if (strstr(allow, routes[i].method) == NULL) {
+            size_t used = strlen(allow);
+
+            snprintf(allow + used, allowlen - used, "%s%s", used > 0 ? ", " : "", routes[i].method);
+        }
+    }
+    return NULL;
+}
+
+/* ---- authentication and authorisation ---- */
+
+struct cred_scan {
+    const struct kg_config *cfg;
+    struct kg_cred cred;
+    const char *content_type;
+};
+
+static enum MHD_Result
+scan_cred(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_size, const char *value,
+          size_t value_size)
+{
+    struct cred_scan *cs = cls;
+
+    (void)kind;
+    (void)key_size;
+    kg_credential_feed(&cs->cred, cs->cfg, key, value, value != NULL ? value_size : 0);
+    if (value != NULL && strcasecmp(key, "Content-Type") == 0)
+        cs->content_type = value;
+    return MHD_YES;
+}
+
+/* Records a refused admin authentication: the core keeps the key's display
+ * prefix when it has the shape of a key, never the key itself. */
+static void
+audit_auth_failure(struct kg_admin *adm, const struct kg_cred *cred, enum kg_verdict verdict)
+{
+    bool one = kg_credential_result(cred) == KG_CRED_ONE;
+
+    admin_audit_auth_failed(adm, one ? cred->key : NULL, one ? cred->len : 0,
+                            kg_verdict_str(verdict));
+}
+
+/* Fills who from the store: the key's owner and whether it is a platform
+ * admin are read fresh, not from the cache, since they decide the fence. */
+static bool
+load_caller(struct kg_admin *adm, const char *key_id, struct admin_caller *who)
+{
+    struct kg_keys_ctx kc = {
+        .store = adm->store, .secret = adm->rt->secret, .cfg = adm->rt->cfg, .actor = key_id};
+    struct kg_key_rec *rec = calloc(1, sizeof(*rec));
+    struct kg_user_rec user;
+    struct kg_err err = {{0}};
+    bool ok = false;
+
+    if (rec == NULL)
+        return false;
+    if (kg_keys_get(&kc, NULL, key_id, rec, &err) != KG_OK ||
+        kg_accounts_user_get(&kc, NULL, rec->user_id, &user, &err) != KG_OK) {
+        kg_log_warnx("admin: key %s: %s", key_id, err.msg);
+        goto cleanup;
+    }
+    snprintf(who->key_id, sizeof(who->key_id), "%s", rec->id);
+    snprintf(who->actor, sizeof(who->actor), "%s", rec->id);
+    snprintf(who->user_id, sizeof(who->user_id), "%s", user.id);
+    snprintf(who->tenant, sizeof(who->tenant), "%s", user.tenant);
+    who->platform_admin = user.platform_admin;
+    ok = true;
+
+cleanup:
+    free(rec);
+    return ok;
+}
+
+/* Admin scopes are never implied: a scope-less key (full access on the public
+ * side) and "*" do not reach the admin API; the key must list the scope
+ * itself, or its resource wildcard ("keys:*"). Otherwise any key of a user
+ * whose role is "*" (every signup user by default) could manage keys. */
+static bool
+explicit_grant(const struct kg_keyent *ent, const char *scope)
+{
+    const char *colon = strchr(scope, ':');
+    size_t res = colon != NULL ? (size_t)(colon - scope) + 1 : 0;
+
+    for (size_t i = 0; i < ent->nscopes; i++) {
+        const char *have = ent->scopes[i];
+
+        if (strcmp(have, scope) == 0)
+            return true;
+        if (res > 0 && strncmp(have, scope, res) == 0 && strcmp(have + res, "*") == 0)
+            return true;
+    }
+    return false;
+}
+
+/* Decides the caller with the public side's code: the admin scope is a route
+ * rule matching every path, so key scopes, the user's role, require_scopes,
+ * revocation and expiry are judged exactly as for a proxied request. On
+ * KG_ALLOW *key_id gets the key's id. */
+static enum kg_verdict
+authenticate(struct kg_admin *adm, const struct kg_cred *cred, const char *method, const char *path,
+             const struct route *r, char key_id[KG_ID_MAX], struct kg_decision *d_out)
+{
+    char empty[] = "", scope[KG_SCOPE_MAX + 1];
+    char *scopes[1] = {scope};
+    struct kg_route rule = {
+        .method = "*", .pattern = empty, .is_prefix = true, .scopes = scopes, .nscopes = 1};
+    struct kg_config cfg = *adm->rt->cfg;
+    const struct kg_keysnap *snap;
+    enum kg_verdict v;
+
+    snprintf(scope, sizeof(scope), "%s", r->scope);
+    cfg.routes = &rule;
+    cfg.nroutes = 1;
+    snap = kg_keycache_acquire(adm->rt->keys);
+    kg_decide(&cfg, snap, adm->rt->secret, cred, method, path, kg_time_now(), d_out);
+    v = d_out->verdict;
+    if (v == KG_ALLOW && !explicit_grant(d_out->key, r->scope))
+        v = d_out->verdict = KG_DENY_SCOPE;
+    if (v == KG_ALLOW)
+        snprintf(key_id, KG_ID_MAX, "%s", d_out->key->id);
+    /* The decision's pointers borrow from the snapshot and this frame: keep
+     * only what outlives them. */
+    if (v == KG_DENY_SCOPE)
+        d_out->missing_scope = r->scope;
+    d_out->key = NULL;
+    d_out->route = NULL;
+    kg_keycache_release(snap);
+    return v;
+}
+
+/* ---- the access handler ---- */
+
+static enum MHD_Result
+scan_hygiene(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_size,
+             const char *value, size_t value_size)
+{
+    (void)kind;
+    kg_hygiene_feed(cls, key, key_size, value != NULL ? value : "", value_size);
+    return MHD_YES;
+}
+
+static enum MHD_Result
+health(struct kg_admin *adm, struct MHD_Connection *conn, const char *url)
+{
+    struct kg_runtime *rt = adm->rt;
+
+    if (strcmp(url, "/livez") == 0)
+        return send_static(conn, 200, "{\"status\":\"ok\"}");
+    if (atomic_load(&rt->ready) && !atomic_load(&rt->draining))
+        return send_static(conn, 200, "{\"status\":\"ready\"}");
+    return send_static(conn, 503,
+                       atomic_load(&rt->draining) ? "{\"status\":\"draining\"}"
+                                                  : "{\"status\":\"starting\"}");
+}
+
+static enum MHD_Result
+send_call(struct kg_admin *adm, struct admin_call *c)
+{
+    struct MHD_Response *resp;
+    char *text;
+
+    if (c->secret_body != NULL) {
+        resp = MHD_create_response_from_buffer_with_free_callback(c->secret_len, c->secret_body,
+                                                                  kg_json_io_secret_free);
+        if (resp == NULL)
+            kg_json_io_secret_free(c->secret_body);
+        c->secret_body = NULL;
+        return queue(c->conn, c->status, resp, false, NULL, 0, NULL);
+    }
+    if (c->json == NULL || c->status >= 400)
+        return send_error(adm, c->conn, c->status != 0 ? c->status : 500,
+                          c->message[0] != '\0' ? c->message : "Internal error", NULL);
+    text = kg_json_io_dump(c->json);
+    if (text == NULL)
+        return send_error(adm, c->conn, 500, "Internal error", NULL);
+    return queue(c->conn, c->status,
+                 MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE), false,
+                 NULL, 0, NULL);
+}
+
+static enum MHD_Result
+dispatch(struct kg_admin *adm, struct MHD_Connection *conn, const char *url, const char *method,
+         struct areq *rq)
+{
+    const struct kg_config *cfg = adm->rt->cfg;
+    struct cred_scan cs = {.cfg = cfg};
+    struct admin_call c = {.adm = adm, .conn = conn, .method = method};
+    char idbuf[KG_NAME_MAX], allow[64], key_id[KG_ID_MAX];
+    const struct route *r;
+    struct kg_decision d;
+    struct kg_answer ans;
+    enum kg_verdict v;
+    enum MHD_Result ret;
+
+    if ((strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0) &&
+        (strcmp(url, "/livez") == 0 || strcmp(url, "/readyz") == 0))
+        return health(adm, conn, url);
+    r = find_route(method, url, idbuf, sizeof(idbuf), &c.id, allow, sizeof(allow));
+    if (r == NULL && allow[0] != '\0')
+        return send_error(adm, conn, 405, "Method not allowed", allow);
+    if (r == NULL)
+        return send_error(adm, conn, 404, "Not found", NULL);
+    if (rq->body.too_big)
+        return send_error(adm, conn, 413, "Request body is larger than 64 KiB", NULL);
+    if (rq->body.failed)
+        return send_error(adm, conn, 500, "Internal error", NULL);
+
+    kg_credential_init(&cs.cred);
+    MHD_get_connection_values_n(conn, MHD_HEADER_KIND, scan_cred, &cs);
+    v = authenticate(adm, &cs.cred, method, url, r, key_id, &d);
+    if (v == KG_DENY_NO_CREDENTIAL || v == KG_DENY_INVALID || v == KG_DENY_EXPIRED)
+        audit_auth_failure(adm, &cs.cred, v);
+    if (v != KG_ALLOW) {
+        kg_respond_verdict(cfg, &d, &ans);
+        return send_answer(conn, &ans, NULL);
+    }
+    if (!load_caller(adm, key_id, &c.caller))
+        return send_error(adm, conn, 500, "Internal error", NULL);
+    if (r->platform_only && !c.caller.platform_admin)
+        return send_error(adm, conn, 403,
+                          "API key is missing the required scope " S_TENANTS
+                          " (it needs a platform admin)",
+                          NULL);
+
+    c.fence = c.caller.platform_admin ? NULL : c.caller.tenant;
+    c.body = rq->body.data;
+    c.body_len = rq->body.len;
+    c.content_type = cs.content_type;
+    c.now = kg_time_now();
+    r->fn(&c);
+    ret = send_call(adm, &c);
+    json_decref(c.json);
+    kg_json_io_secret_free(c.secret_body);
     return ret;
 }
 
@@ -28,51 +600,129 @@ admin_handler(void *cls, struct MHD_Connection *conn, const char *url, const cha
               const char *version, const char *upload_data, size_t *upload_data_size,
               void **req_cls)
 {
-    struct kg_runtime *rt = kg_loop_runtime(cls);
-    static int first_marker;
+    struct kg_admin *adm = cls;
+    struct areq *rq = *req_cls;
+    const char *why;
 
     (void)version;
-    (void)upload_data;
-    if (*req_cls == NULL) {
-        *req_cls = &first_marker;
+    if (rq == NULL) {
+        rq = calloc(1, sizeof(*rq));
+        if (rq == NULL)
+            return MHD_NO;
+        kg_hygiene_init(&rq->hy);
+        kg_jbody_init(&rq->body);
+        *req_cls = rq;
+        MHD_get_connection_values_n(conn, MHD_HEADER_KIND, scan_hygiene, &rq->hy);
+        why = kg_hygiene_verdict(&rq->hy);
+        if (why != NULL) {
+            rq->answered = true;
+            return send_error(adm, conn, 400, why, NULL);
+        }
+        /* Refused before a byte of it is read; the connection closes. */
+        if (rq->hy.content_length > KG_JSON_BODY_MAX) {
+            rq->answered = true;
+            return send_error(adm, conn, 413, "Request body is larger than 64 KiB", NULL);
+        }
         return MHD_YES;
     }
     if (*upload_data_size > 0) {
-        *upload_data_size = 0; /* no admin endpoint takes a body yet */
+        /* A chunked body past the cap is read and dropped (kg_jbody keeps
+         * nothing past 64 KiB), then answered 413. */
+        if (!rq->answered)
+            kg_jbody_feed(&rq->body, upload_data, *upload_data_size);
+        *upload_data_size = 0;
         return MHD_YES;
     }
-    if (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0) {
-        if (strcmp(url, "/livez") == 0)
-            return answer(conn, 200, "{\"status\":\"ok\"}");
-        if (strcmp(url, "/readyz") == 0) {
-            if (atomic_load(&rt->ready) && !atomic_load(&rt->draining))
-                return answer(conn, 200, "{\"status\":\"ready\"}");
-            return answer(conn, 503,
-                          atomic_load(&rt->draining) ? "{\"status\":\"draining\"}"
-                                                     : "{\"status\":\"starting\"}");
-        }
-    }
-    return answer(conn, 404, "{\"detail\": \"Not found.\"}");
+    if (rq->answered)
+        return MHD_YES;
+    rq->answered = true;
+    return dispatch(adm, conn, url, method, rq);
 }
 
-enum kg_status
-kg_admin_new_daemon(struct kg_loop *loop, const struct sockaddr_storage *addr,
-                    struct MHD_Daemon **out, struct kg_err *err)
+static void
+request_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
+                  enum MHD_RequestTerminationCode toe)
 {
-    unsigned int flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME;
+    struct areq *rq = *req_cls;
+
+    (void)cls;
+    (void)conn;
+    (void)toe;
+    if (rq == NULL)
+        return;
+    kg_jbody_cleanup(&rq->body);
+    free(rq);
+    *req_cls = NULL;
+}
+
+static void
+mhd_logger(void *cls, const char *fmt, va_list ap)
+{
+    char msg[512];
+    size_t n;
+
+    (void)cls;
+    vsnprintf(msg, sizeof(msg), fmt, ap);
+    n = strlen(msg);
+    while (n > 0 && msg[n - 1] == '\n')
+        msg[--n] = '\0';
+    kg_log_debug("admin libmicrohttpd: %s", msg);
+}
+
+/* ---- lifetime ---- */
+
+enum kg_status
+kg_admin_start(struct kg_runtime *rt, const struct sockaddr_storage *addr, struct kg_admin **out,
+               struct kg_err *err)
+{
+    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+    struct kg_admin *adm = calloc(1, sizeof(*adm));
+    unsigned char audit_key[KG_AUDIT_KEY_BYTES];
+    enum kg_status rc;
     uint16_t port;
 
+    *out = NULL;
+    if (adm == NULL)
+        return kg_err_set(err, KG_ENOMEM, "out of memory");
+    adm->rt = rt;
+    rc = kg_store_open(rt->cfg->database, &adm->store, err);
+    if (rc != KG_OK)
+        goto cleanup;
+    kg_digest_audit_key(rt->secret, audit_key);
+    kg_store_set_audit_key(adm->store, audit_key);
+    sodium_memzero(audit_key, sizeof(audit_key));
     if (addr->ss_family == AF_INET6) {
         flags |= MHD_USE_IPv6;
         port = ntohs(((const struct sockaddr_in6 *)(const void *)addr)->sin6_port);
     } else {
         port = ntohs(((const struct sockaddr_in *)(const void *)addr)->sin_port);
     }
-    *out = MHD_start_daemon(flags, port, NULL, NULL, admin_handler, loop, MHD_OPTION_SOCK_ADDR,
-                            addr, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)30,
-                            MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(64 * 1024), MHD_OPTION_END);
-    if (*out == NULL)
-        return kg_err_set(err, KG_EIO, "cannot listen on admin address %s",
-                          kg_loop_runtime(loop)->cfg->admin_listen);
-    return KG_OK;
+    /* The logger first: the library warns about options that precede it. */
+    adm->daemon = MHD_start_daemon(
+        flags, port, NULL, NULL, admin_handler, adm, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL,
+        MHD_OPTION_SOCK_ADDR, addr, MHD_OPTION_NOTIFY_COMPLETED, request_completed, adm,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)ADMIN_TIMEOUT_S,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)ADMIN_POOL_BYTES, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned int)ADMIN_CONNECTIONS_MAX, MHD_OPTION_END);
+    if (adm->daemon == NULL) {
+        rc = kg_err_set(err, KG_EIO, "cannot listen on admin address %s", rt->cfg->admin_listen);
+        goto cleanup;
+    }
+    *out = adm;
+    adm = NULL;
+
+cleanup:
+    kg_admin_stop(adm);
+    return rc;
+}
+
+void
+kg_admin_stop(struct kg_admin *adm)
+{
+    if (adm == NULL)
+        return;
+    if (adm->daemon != NULL)
+        MHD_stop_daemon(adm->daemon);
+    kg_store_close(adm->store);
+    free(adm);
 }

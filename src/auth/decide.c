@@ -1,7 +1,10 @@
 /* auth/decide.c - WHERE THE KEY IS DECIDED.
  * Order matters and is fixed: credential shape, checksum (refuses forged
- * keys before any lookup), digest lookup, revocation, expiry, then scopes.
- * Rate limits and quotas are applied after this by limit/ when allowed. */
+ * keys before any lookup), digest lookup, revocation, expiry, then scopes:
+ * a required scope must be granted by the key's own scopes (a key without
+ * scopes sets no limit of its own) AND by its owner's role. Keys of disabled
+ * users and tenants are not in the cache at all. Rate limits and quotas are
+ * applied after this by limit/ when allowed. */
 #include <string.h>
 
 #include "keygate/decide.h"
@@ -17,11 +20,25 @@ check_scopes(const struct kg_config *cfg, const struct kg_keyent *ent, const cha
         return KG_DENY_NO_SCOPES;
     if (out->route == NULL)
         return cfg->require_scopes ? KG_DENY_NO_ROUTE : KG_ALLOW;
-    /* Avala: a key with no scopes has full access (only without require_scopes). */
-    if (ent->nscopes == 0)
-        return KG_ALLOW;
-    out->missing_scope = kg_scope_missing(ent->scopes, ent->nscopes, out->route);
+    /* Avala: a key with no scopes has full access (only without
+     * require_scopes), within what its owner's role allows. */
+    if (ent->nscopes > 0)
+        out->missing_scope = kg_scope_missing(ent->scopes, ent->nscopes, out->route);
+    if (out->missing_scope == NULL && !ent->role_all)
+        out->missing_scope = kg_scope_missing(ent->role, ent->nrole, out->route);
     return out->missing_scope != NULL ? KG_DENY_SCOPE : KG_ALLOW;
+}
+
+bool
+kg_decide_grants(const struct kg_keyent *ent, const char *scope)
+{
+    bool by_key = ent->nscopes == 0, by_role = ent->role_all;
+
+    for (size_t i = 0; i < ent->nscopes && !by_key; i++)
+        by_key = kg_scope_grants(ent->scopes[i], scope);
+    for (size_t i = 0; i < ent->nrole && !by_role; i++)
+        by_role = kg_scope_grants(ent->role[i], scope);
+    return by_key && by_role;
 }
 
 void

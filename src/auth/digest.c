@@ -60,8 +60,7 @@ make_parent_dir(const char *path, struct kg_err *err)
     if (copy == NULL)
         return kg_err_set(err, KG_ENOMEM, "out of memory");
     dir = dirname(copy);
-    if (strcmp(dir, ".") != 0 && strcmp(dir, "/") != 0 && mkdir(dir, 0700) != 0 &&
-        errno != EEXIST)
+    if (strcmp(dir, ".") != 0 && strcmp(dir, "/") != 0 && mkdir(dir, 0700) != 0 && errno != EEXIST)
         rc = kg_err_set(err, KG_EIO, "%s: cannot create directory: %s", dir, strerror(errno));
     free(copy);
     return rc;
@@ -166,6 +165,15 @@ kg_digest_compute(const struct kg_secret *s, const char *key, size_t len,
 {
     crypto_generichash(out, KG_DIGEST_BYTES, (const unsigned char *)key, len, s->bytes,
                        KG_SECRET_BYTES);
+}
+
+void
+kg_digest_audit_key(const struct kg_secret *s, unsigned char out[KG_AUDIT_KEY_BYTES])
+{
+    static const char label[] = "keygate audit chain v1";
+
+    crypto_generichash(out, KG_AUDIT_KEY_BYTES, (const unsigned char *)label, sizeof(label) - 1,
+                       s->bytes, KG_SECRET_BYTES);
 }
 
 bool

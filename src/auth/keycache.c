@@ -1,8 +1,9 @@
 /* auth/keycache.c - in-memory digest -> key index with atomic snapshots.
  * Owns snapshots and per-key stat records; does not decide anything (that
  * is auth/decide.c) and does not know the key format. A reload reads the
- * whole key table, which for 10,000 keys takes milliseconds and keeps the
- * swap trivially correct. */
+ * whole key table with each key's owner (role, tier, enabled or not), which
+ * for 10,000 keys takes milliseconds and keeps the swap trivially correct;
+ * keys of disabled users or tenants are left out like revoked ones. */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -184,9 +185,9 @@ kg_keycache_touch(const struct kg_keyent *ent, int64_t now)
     int64_t prev = atomic_load_explicit(&ent->stat->last_used, memory_order_relaxed);
 
     /* At most one store per key per second: most requests only read. */
-    while (prev < now && !atomic_compare_exchange_weak_explicit(
-                             &ent->stat->last_used, &prev, now, memory_order_relaxed,
-                             memory_order_relaxed)) {
+    while (prev < now &&
+           !atomic_compare_exchange_weak_explicit(&ent->stat->last_used, &prev, now,
+                                                  memory_order_relaxed, memory_order_relaxed)) {
     }
 }
 
@@ -241,24 +242,54 @@ struct load_ctx {
     enum kg_status rc;
 };
 
-/* Copies rec's strings into one block and splits its scopes. */
+/* Number of entries of a comma-separated list ("" has none). */
+static size_t
+list_count(const char *list)
+{
+    size_t n = list[0] != '\0' ? 1 : 0;
+
+    for (const char *c = list; *c != '\0'; c++)
+        n += *c == ',';
+    return n;
+}
+
+/* Copies list (len bytes with its NUL) to p and splits the copy into vec
+ * (n entries + NULL). */
+static void
+split_into(char *p, const char *list, size_t len, const char **vec, size_t n)
+{
+    char *sc = memcpy(p, list, len);
+
+    for (size_t i = 0; i < n; i++) {
+        vec[i] = sc;
+        sc = strchr(sc, ',');
+        if (sc != NULL)
+            *sc++ = '\0';
+    }
+    vec[n] = NULL;
+}
+
+/* Copies rec's and its owner's strings into one block and splits the key's
+ * scopes and the owner's role, so that deciding never allocates. */
 static bool
-add_entry(struct load_ctx *lc, const struct kg_key_rec *rec)
+add_entry(struct load_ctx *lc, const struct kg_key_rec *rec, const struct kg_key_owner *owner)
 {
     size_t lid = strlen(rec->id) + 1, lname = strlen(rec->name) + 1;
     size_t lten = strlen(rec->tenant) + 1, lsc = strlen(rec->scopes) + 1;
-    size_t nscopes = rec->scopes[0] != '\0' ? 1 : 0;
+    size_t luser = strlen(rec->user_id) + 1, ltier = strlen(owner->tier) + 1;
+    size_t lrole = strlen(owner->role) + 1;
+    size_t nscopes = list_count(rec->scopes), nrole = list_count(owner->role);
     struct kg_keyent *ent;
-    char *block, *p, *sc;
-    const char **vec;
+    char *block, *p;
+    const char **vec, **rvec;
 
-    for (const char *c = rec->scopes; *c != '\0'; c++)
-        nscopes += *c == ',';
-    block = malloc((nscopes + 1) * sizeof(char *) + lid + lname + lten + 2 * lsc);
+    block = malloc((nscopes + 1 + nrole + 1) * sizeof(char *) + lid + lname + lten + 2 * lsc +
+                   luser + ltier + 2 * lrole);
     if (block == NULL)
         return false;
     vec = (const char **)(void *)block;
-    p = block + (nscopes + 1) * sizeof(char *);
+    rvec = vec + nscopes + 1;
+    p = block + (nscopes + 1 + nrole + 1) * sizeof(char *);
     ent = &lc->snap->ents[lc->snap->n];
     lc->snap->blocks[lc->snap->n] = block;
     memcpy(ent->digest, rec->digest, KG_DIGEST_BYTES);
@@ -270,16 +301,23 @@ add_entry(struct load_ctx *lc, const struct kg_key_rec *rec)
     p += lten;
     ent->scopes_str = memcpy(p, rec->scopes, lsc);
     p += lsc;
-    sc = memcpy(p, rec->scopes, lsc);
-    for (size_t i = 0; i < nscopes; i++) {
-        vec[i] = sc;
-        sc = strchr(sc, ',');
-        if (sc != NULL)
-            *sc++ = '\0';
-    }
-    vec[nscopes] = NULL;
+    split_into(p, rec->scopes, lsc, vec, nscopes);
+    p += lsc;
     ent->scopes = vec;
     ent->nscopes = nscopes;
+    ent->user_id = memcpy(p, rec->user_id, luser);
+    p += luser;
+    ent->tier = memcpy(p, owner->tier, ltier);
+    p += ltier;
+    ent->role_str = memcpy(p, owner->role, lrole);
+    p += lrole;
+    split_into(p, owner->role, lrole, rvec, nrole);
+    ent->role = rvec;
+    ent->nrole = nrole;
+    ent->role_all = false;
+    for (size_t i = 0; i < nrole; i++)
+        ent->role_all = ent->role_all || strcmp(rvec[i], "*") == 0;
+    ent->platform_admin = owner->platform_admin;
     ent->expires_at = rec->expires_at;
     ent->revoked_at = rec->revoked_at;
     ent->stat = stat_for(lc->kc, rec->id, rec->last_used_at);
@@ -290,18 +328,21 @@ add_entry(struct load_ctx *lc, const struct kg_key_rec *rec)
 }
 
 static bool
-load_one(const struct kg_key_rec *rec, void *vctx)
+load_one(const struct kg_key_rec *rec, const struct kg_key_owner *owner, void *vctx)
 {
     struct load_ctx *lc = vctx;
 
     if (rec->revoked_at != 0 && rec->revoked_at <= lc->now)
+        return true;
+    /* A disabled owner or tenant is a revocation of every key it holds. */
+    if (owner->disabled)
         return true;
     if (lc->snap->n == lc->cap) {
         /* Grow by rebuilding later; count first. */
         lc->rc = KG_ELIMIT;
         return false;
     }
-    if (!add_entry(lc, rec)) {
+    if (!add_entry(lc, rec, owner)) {
         lc->rc = KG_ENOMEM;
         return false;
     }
@@ -309,9 +350,10 @@ load_one(const struct kg_key_rec *rec, void *vctx)
 }
 
 static bool
-count_one(const struct kg_key_rec *rec, void *vctx)
+count_one(const struct kg_key_rec *rec, const struct kg_key_owner *owner, void *vctx)
 {
     (void)rec;
+    (void)owner;
     (*(size_t *)vctx)++;
     return true;
 }
@@ -343,7 +385,7 @@ kg_keycache_reload(struct kg_keycache *kc, struct kg_store *st, int64_t now, str
      * picked up by the next reload (ELIMIT below retries once). */
     for (int attempt = 0; attempt < 3; attempt++) {
         total = 0;
-        rc = kg_store_key_each(st, count_one, &total, err);
+        rc = kg_store_key_each_owner(st, count_one, &total, err);
         if (rc != KG_OK)
             goto cleanup;
         lc.cap = total + 16;
@@ -353,7 +395,7 @@ kg_keycache_reload(struct kg_keycache *kc, struct kg_store *st, int64_t now, str
             goto cleanup;
         }
         lc.rc = KG_OK;
-        rc = kg_store_key_each(st, load_one, &lc, err);
+        rc = kg_store_key_each_owner(st, load_one, &lc, err);
         if (rc == KG_OK && lc.rc == KG_OK)
             break;
         snap_free(lc.snap);
@@ -382,8 +424,7 @@ cleanup:
 }
 
 enum kg_status
-kg_keycache_flush(struct kg_keycache *kc, struct kg_store *st, size_t *flushed,
-                  struct kg_err *err)
+kg_keycache_flush(struct kg_keycache *kc, struct kg_store *st, size_t *flushed, struct kg_err *err)
 {
     const char **ids = NULL;
     int64_t *times = NULL;

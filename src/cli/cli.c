@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "keygate/audit.h"
 #include "keygate/cli.h"
 #include "keygate/serve.h"
 
@@ -22,7 +23,11 @@ struct verb {
 
 static const struct verb verbs[] = {
     {"serve", kg_serve_main, "run the gateway daemon"},
-    {"keys", kg_cli_keys, "create, list, show, revoke and rotate API keys"},
+    {"init", kg_cli_init, "on an empty database, create and print a platform admin key"},
+    {"keys", kg_cli_keys, "create, list, show, update, revoke and rotate API keys"},
+    {"tenants", kg_cli_tenants, "create, list, show and update tenants"},
+    {"users", kg_cli_users, "create, list, show, update and disable users"},
+    {"audit", kg_cli_audit, "read the audit trail, or verify its hash chain"},
 };
 
 #define NVERBS (sizeof(verbs) / sizeof(verbs[0]))
@@ -273,4 +278,54 @@ kg_cli_open(const char *config_path, struct kg_instance **out)
     if (reported.lines > 0)
         return KG_CLI_EXIT_USAGE;
     return kg_cli_fail(rc, &err);
+}
+
+int
+kg_cli_dispatch(const char *verb, const struct kg_cli_subverb *subs, size_t nsubs, int argc,
+                char **argv)
+{
+    struct kg_cli_args a = {0};
+    int ex;
+
+    /* Options before the sub-verb: -c FILE is passed on, --help is ours. */
+    ex = kg_cli_parse(verb, argc, argv, 1, NULL, 0, true, &a);
+    if (ex != KG_CLI_EXIT_OK)
+        return ex;
+    if (a.help) {
+        printf("usage: keygate %s <command> [-c FILE] [options]\n\ncommands:\n", verb);
+        for (size_t i = 0; i < nsubs; i++)
+            printf("  %-8s %s\n", subs[i].name, subs[i].summary);
+        printf("\n`keygate %s <command> --help` describes a command.\n", verb);
+        return KG_CLI_EXIT_OK;
+    }
+    if (a.next >= argc)
+        return kg_cli_usage_error(verb, "missing command (see keygate %s --help)", verb);
+    for (size_t i = 0; i < nsubs; i++) {
+        if (strcmp(subs[i].name, argv[a.next]) == 0)
+            return subs[i].run(argc - a.next, argv + a.next, a.config);
+    }
+    return kg_cli_usage_error(verb, "unknown command \"%.40s\" (see keygate %s --help)",
+                              argv[a.next], verb);
+}
+
+struct kg_keys_ctx
+kg_cli_ctx(const struct kg_instance *inst, char actor[KG_AUDIT_ACTOR_MAX])
+{
+    kg_audit_cli_actor(actor);
+    return (struct kg_keys_ctx){
+        .store = inst->store, .secret = inst->secret, .cfg = inst->cfg, .actor = actor};
+}
+
+int
+kg_cli_count(const char *cmd, const char *opt, const char *value, size_t max, size_t *out)
+{
+    size_t n = 0;
+    const char *p = value;
+
+    for (; *p >= '0' && *p <= '9' && n <= max; p++)
+        n = n * 10 + (size_t)(*p - '0');
+    if (p == value || *p != '\0' || n == 0 || n > max)
+        return kg_cli_usage_error(cmd, "%s wants a number from 1 to %zu", opt, max);
+    *out = n;
+    return KG_CLI_EXIT_OK;
 }

@@ -1,4 +1,4 @@
-/* cli/cmd_keys.c - `keygate keys create|list|show|revoke|rotate`.
+/* cli/cmd_keys.c - `keygate keys create|list|show|update|revoke|rotate`.
  *
  * Each sub-verb parses its options, checks what it can before opening
  * anything (so a typo never creates a database or a secret), opens the
@@ -11,28 +11,27 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "keygate/accounts.h"
 #include "keygate/cli.h"
 #include "keygate/keyfmt.h"
 #include "keygate/keys.h"
 #include "keygate/output.h"
 #include "keygate/timeutil.h"
 
-struct subverb {
-    const char *name;
-    int (*run)(int argc, char **argv, const char *config); /* argv[0] is the sub-verb */
-    const char *summary;
-};
-
 static const char create_usage[] =
-    "usage: keygate keys create --name NAME [--scopes S1,S2] [--tenant TENANT]\n"
+    "usage: keygate keys create --name NAME [--scopes S1,S2] [--user USER] [--tenant TENANT]\n"
     "                           [--expires 30d|90d|365d|TIME] [--json] [-c FILE]\n"
     "\n"
     "Makes a key and prints it once, on the last line (\"key\" with --json). Only a\n"
     "digest is stored: the key cannot be shown again.\n"
     "\n"
     "  --name NAME         what the key is for: 1-128 bytes, no control characters\n"
-    "  --scopes LIST       comma-separated scopes, e.g. read:items,write:items\n"
-    "  --tenant TENANT     1-64 of A-Z a-z 0-9 _ . - (default: default)\n"
+    "  --scopes LIST       comma-separated scopes, e.g. read:items,write:items; they\n"
+    "                      must fit the user's role\n"
+    "  --user USER         the owner: a user id, or a username in the tenant\n"
+    "                      (default: the tenant's user \"default\", made if missing)\n"
+    "  --tenant TENANT     1-64 of A-Z a-z 0-9 _ . - (default: default, or the\n"
+    "                      user's tenant)\n"
     "  --expires WHEN      a duration from now (30d, 90d, 365d; units s m h d w)\n"
     "                      or an RFC 3339 time such as 2026-12-31T23:59:59Z\n"
     "                      (default: never)\n"
@@ -40,12 +39,16 @@ static const char create_usage[] =
     "  -c, --config FILE   config file\n";
 
 static const char list_usage[] =
-    "usage: keygate keys list [--state active|expired|revoked|all] [--json] [-c FILE]\n"
+    "usage: keygate keys list [--state active|expired|revoked|all] [--tenant TENANT]\n"
+    "                         [--user USER] [--json] [-c FILE]\n"
     "\n"
     "Lists keys, oldest first, masked (prefix...last4). Without --state, keys in\n"
     "every state are listed.\n"
     "\n"
     "  --state STATE       only keys in this state (default: all)\n"
+    "  --tenant TENANT     only keys of this tenant\n"
+    "  --user USER         only keys of this user (an id, or a username in --tenant\n"
+    "                      or the default tenant)\n"
     "  --json              print a JSON array\n"
     "  -c, --config FILE   config file\n";
 
@@ -56,6 +59,23 @@ static const char show_usage[] =
     "grace period, also when the key stops working.\n"
     "\n"
     "  --json              print one JSON object\n"
+    "  -c, --config FILE   config file\n";
+
+static const char update_usage[] =
+    "usage: keygate keys update ID [--name NAME] [--scopes S1,S2] [--expires WHEN|never]\n"
+    "                           [--rate N/s|N/min|N/h|default] [--burst N] [--json]\n"
+    "                           [-c FILE]\n"
+    "\n"
+    "Changes a key that is not revoked. Scopes can only narrow: every new scope\n"
+    "must be granted by the key's current scopes (a key without scopes may take\n"
+    "any), and fit its user's role.\n"
+    "\n"
+    "  --name NAME         a new name\n"
+    "  --scopes LIST       the new, narrower scopes\n"
+    "  --expires WHEN      a duration from now, an RFC 3339 time, or never\n"
+    "  --rate RATE         the key's own rate limit, or default\n"
+    "  --burst N           its burst, 0 for the default\n"
+    "  --json              print the key as one JSON object\n"
     "  -c, --config FILE   config file\n";
 
 static const char revoke_usage[] =
@@ -88,11 +108,9 @@ one_id(const char *cmd, const struct kg_cli_args *a, const char **id)
     return KG_CLI_EXIT_OK;
 }
 
-/* Prints a key that was just made, the only time it is ever printed; old
- * is the key it replaces (rotate) or NULL (create). */
-static int
-print_new_key(const struct kg_key_rec *rec, const char *key, const struct kg_key_rec *old,
-              bool json)
+int
+kg_cli_print_new_key(const struct kg_key_rec *rec, const char *key, const struct kg_key_rec *old,
+                     bool json)
 {
     struct kg_err err = {{0}};
     enum kg_status rc;
@@ -119,6 +137,7 @@ print_new_key(const struct kg_key_rec *rec, const char *key, const struct kg_key
             {"prefix", rec->prefix},
             {"scopes", rec->scopes[0] != '\0' ? rec->scopes : "-"},
             {"tenant", rec->tenant},
+            {"user", rec->user_id},
             {"created", kg_output_time(rec->created_at, "-", created)},
             {"expires", kg_output_time(rec->expires_at, "never", expires)},
         };
@@ -150,12 +169,15 @@ keys_create(int argc, char **argv, const char *config)
         {.name = "name", .metavar = "NAME", .value = &req.name},
         {.name = "scopes", .metavar = "LIST", .value = &req.scopes},
         {.name = "tenant", .metavar = "TENANT", .value = &req.tenant},
+        {.name = "user", .metavar = "USER", .value = &req.user},
         {.name = "expires", .metavar = "WHEN", .value = &req.expires},
         {.name = "json", .flag = &json},
         {0},
     };
     struct kg_cli_args a = {.config = config};
+    char actor[KG_AUDIT_ACTOR_MAX];
     struct kg_instance *inst = NULL;
+    struct kg_keys_ctx kc;
     struct kg_key_rec rec;
     struct kg_err err = {{0}};
     char *key = NULL;
@@ -179,13 +201,13 @@ keys_create(int argc, char **argv, const char *config)
     ex = kg_cli_open(a.config, &inst);
     if (ex != KG_CLI_EXIT_OK)
         return ex;
-    rc = kg_keys_create(&(struct kg_keys_ctx){inst->store, inst->secret, inst->cfg}, &req, now,
-                        &rec, &key, &err);
+    kc = kg_cli_ctx(inst, actor);
+    rc = kg_keys_create(&kc, NULL, &req, now, &rec, &key, &err);
     if (rc != KG_OK) {
         ex = kg_cli_fail(rc, &err);
         goto cleanup;
     }
-    ex = print_new_key(&rec, key, NULL, json);
+    ex = kg_cli_print_new_key(&rec, key, NULL, json);
 cleanup:
     kg_keys_key_free(key);
     kg_instance_close(inst);
@@ -214,6 +236,7 @@ list_row(const struct kg_key_rec *rec, enum kg_key_state state, void *ctx)
             masked,
             rec->scopes[0] != '\0' ? rec->scopes : "-",
             rec->tenant,
+            rec->user_id,
             kg_output_time(rec->created_at, "-", created),
             kg_output_time(rec->last_used_at, "never", used),
             kg_output_time(rec->expires_at, "never", expires),
@@ -229,19 +252,24 @@ list_row(const struct kg_key_rec *rec, enum kg_key_state state, void *ctx)
 static int
 keys_list(int argc, char **argv, const char *config)
 {
-    static const char *const headers[] = {"NAME",    "ID",        "KEY",     "SCOPES", "TENANT",
-                                          "CREATED", "LAST USED", "EXPIRES", "STATE"};
+    static const char *const headers[] = {"NAME", "ID",      "KEY",       "SCOPES",  "TENANT",
+                                          "USER", "CREATED", "LAST USED", "EXPIRES", "STATE"};
     const char *cmd = "keys list";
-    const char *state = NULL;
+    const char *state = NULL, *user = NULL;
     bool json = false;
+    struct kg_keys_filter filter = {.all_states = true};
     const struct kg_cli_opt opts[] = {
         {.name = "state", .metavar = "STATE", .value = &state},
+        {.name = "tenant", .metavar = "TENANT", .value = &filter.tenant},
+        {.name = "user", .metavar = "USER", .value = &user},
         {.name = "json", .flag = &json},
         {0},
     };
     struct kg_cli_args a = {.config = config};
-    struct kg_keys_filter filter = {.all_states = true};
+    char actor[KG_AUDIT_ACTOR_MAX];
+    struct kg_user_rec owner;
     struct kg_instance *inst = NULL;
+    struct kg_keys_ctx kc;
     struct list_ctx lc = {0};
     struct kg_err err = {{0}};
     enum kg_status rc;
@@ -269,8 +297,16 @@ keys_list(int argc, char **argv, const char *config)
         ex = kg_cli_fail(KG_ENOMEM, NULL);
         goto cleanup;
     }
-    rc = kg_keys_list(&(struct kg_keys_ctx){inst->store, inst->secret, inst->cfg}, &filter,
-                      kg_time_now(), list_row, &lc, &err);
+    kc = kg_cli_ctx(inst, actor);
+    if (user != NULL) {
+        rc = kg_accounts_user_resolve(&kc, NULL, filter.tenant, user, &owner, &err);
+        if (rc != KG_OK) {
+            ex = kg_cli_fail(rc, &err);
+            goto cleanup;
+        }
+        filter.user = owner.id;
+    }
+    rc = kg_keys_list(&kc, NULL, &filter, NULL, kg_time_now(), list_row, &lc, NULL, &err);
     if (rc == KG_OK && lc.failed)
         rc = kg_err_set(&err, KG_ENOMEM, "out of memory listing keys");
     if (rc != KG_OK) {
@@ -299,7 +335,7 @@ print_key_fields(const struct kg_key_rec *rec, enum kg_key_state state, int64_t 
     char created[KG_RFC3339_MAX], used[KG_RFC3339_MAX], expires[KG_RFC3339_MAX];
     char revoked[KG_RFC3339_MAX], stops[KG_RFC3339_MAX + 64];
     bool grace = rec->revoked_at > now;
-    struct kg_output_field fields[16];
+    struct kg_output_field fields[17];
     size_t n = 0;
 
     kg_keyfmt_mask(rec->prefix, rec->last4, masked, sizeof(masked));
@@ -320,6 +356,7 @@ print_key_fields(const struct kg_key_rec *rec, enum kg_key_state state, int64_t 
     fields[n++] = (struct kg_output_field){"key", masked};
     fields[n++] = (struct kg_output_field){"scopes", rec->scopes[0] != '\0' ? rec->scopes : "-"};
     fields[n++] = (struct kg_output_field){"tenant", rec->tenant};
+    fields[n++] = (struct kg_output_field){"user", rec->user_id[0] != '\0' ? rec->user_id : "-"};
     fields[n++] = (struct kg_output_field){"state", kg_key_state_str(state)};
     fields[n++] =
         (struct kg_output_field){"created", kg_output_time(rec->created_at, "-", created)};
@@ -354,7 +391,9 @@ keys_show(int argc, char **argv, const char *config)
         {0},
     };
     struct kg_cli_args a = {.config = config};
+    char actor[KG_AUDIT_ACTOR_MAX];
     struct kg_instance *inst = NULL;
+    struct kg_keys_ctx kc;
     struct kg_key_rec rec;
     struct kg_err err = {{0}};
     const char *id = NULL;
@@ -374,7 +413,8 @@ keys_show(int argc, char **argv, const char *config)
     ex = kg_cli_open(a.config, &inst);
     if (ex != KG_CLI_EXIT_OK)
         return ex;
-    rc = kg_keys_get(&(struct kg_keys_ctx){inst->store, inst->secret, inst->cfg}, id, &rec, &err);
+    kc = kg_cli_ctx(inst, actor);
+    rc = kg_keys_get(&kc, NULL, id, &rec, &err);
     if (rc != KG_OK) {
         ex = kg_cli_fail(rc, &err);
         goto cleanup;
@@ -400,7 +440,9 @@ keys_revoke(int argc, char **argv, const char *config)
 {
     const char *cmd = "keys revoke";
     struct kg_cli_args a = {.config = config};
+    char actor[KG_AUDIT_ACTOR_MAX];
     struct kg_instance *inst = NULL;
+    struct kg_keys_ctx kc;
     struct kg_err err = {{0}};
     const char *id = NULL;
     enum kg_status rc;
@@ -418,8 +460,8 @@ keys_revoke(int argc, char **argv, const char *config)
     ex = kg_cli_open(a.config, &inst);
     if (ex != KG_CLI_EXIT_OK)
         return ex;
-    rc = kg_keys_revoke(&(struct kg_keys_ctx){inst->store, inst->secret, inst->cfg}, id,
-                        kg_time_now(), NULL, &err);
+    kc = kg_cli_ctx(inst, actor);
+    rc = kg_keys_revoke(&kc, NULL, id, kg_time_now(), NULL, &err);
     if (rc != KG_OK)
         ex = kg_cli_fail(rc, &err);
     else
@@ -440,7 +482,9 @@ keys_rotate(int argc, char **argv, const char *config)
         {0},
     };
     struct kg_cli_args a = {.config = config};
+    char actor[KG_AUDIT_ACTOR_MAX];
     struct kg_instance *inst = NULL;
+    struct kg_keys_ctx kc;
     struct kg_key_rec fresh, old;
     struct kg_err err = {{0}};
     int64_t grace_s = 0;
@@ -463,58 +507,106 @@ keys_rotate(int argc, char **argv, const char *config)
     ex = kg_cli_open(a.config, &inst);
     if (ex != KG_CLI_EXIT_OK)
         return ex;
-    rc = kg_keys_rotate(&(struct kg_keys_ctx){inst->store, inst->secret, inst->cfg}, id, grace_s,
-                        kg_time_now(), &fresh, &old, &key, &err);
+    kc = kg_cli_ctx(inst, actor);
+    rc = kg_keys_rotate(&kc, NULL, id, grace_s, kg_time_now(), &fresh, &old, &key, &err);
     if (rc != KG_OK) {
         ex = kg_cli_fail(rc, &err);
         goto cleanup;
     }
-    ex = print_new_key(&fresh, key, &old, json);
+    ex = kg_cli_print_new_key(&fresh, key, &old, json);
 cleanup:
     kg_keys_key_free(key);
     kg_instance_close(inst);
     return ex;
 }
 
-static const struct subverb subverbs[] = {
+static int
+keys_update(int argc, char **argv, const char *config)
+{
+    const char *cmd = "keys update";
+    const char *burst = NULL;
+    struct kg_key_change chg = {0};
+    bool json = false;
+    const struct kg_cli_opt opts[] = {
+        {.name = "name", .metavar = "NAME", .value = &chg.name},
+        {.name = "scopes", .metavar = "LIST", .value = &chg.scopes},
+        {.name = "expires", .metavar = "WHEN", .value = &chg.expires},
+        {.name = "rate", .metavar = "RATE", .value = &chg.rate},
+        {.name = "burst", .metavar = "N", .value = &burst},
+        {.name = "json", .flag = &json},
+        {0},
+    };
+    struct kg_cli_args a = {.config = config};
+    char actor[KG_AUDIT_ACTOR_MAX];
+    struct kg_instance *inst = NULL;
+    struct kg_keys_ctx kc;
+    struct kg_key_rec rec;
+    struct kg_err err = {{0}};
+    const char *id = NULL;
+    enum kg_status rc;
+    size_t n = 0;
+    int64_t now;
+    int ex;
+
+    ex = kg_cli_parse(cmd, argc, argv, 1, opts, 1, false, &a);
+    if (ex != KG_CLI_EXIT_OK || a.help) {
+        if (a.help)
+            fputs(update_usage, stdout);
+        return ex;
+    }
+    ex = one_id(cmd, &a, &id);
+    if (ex != KG_CLI_EXIT_OK)
+        return ex;
+    if (chg.rate != NULL && strcmp(chg.rate, "default") == 0)
+        chg.rate = "";
+    if (burst != NULL) {
+        if (strcmp(burst, "0") != 0) {
+            ex = kg_cli_count(cmd, "--burst", burst, 1000000000, &n);
+            if (ex != KG_CLI_EXIT_OK)
+                return ex;
+        }
+        chg.set_rate_burst = true;
+        chg.rate_burst = (int64_t)n;
+    }
+    if (chg.name == NULL && chg.scopes == NULL && chg.expires == NULL && chg.rate == NULL &&
+        burst == NULL)
+        return kg_cli_usage_error(cmd, "nothing to change (see keygate %s --help)", cmd);
+    ex = kg_cli_open(a.config, &inst);
+    if (ex != KG_CLI_EXIT_OK)
+        return ex;
+    kc = kg_cli_ctx(inst, actor);
+    now = kg_time_now();
+    rc = kg_keys_update(&kc, NULL, id, &chg, now, &rec, &err);
+    if (rc != KG_OK) {
+        ex = kg_cli_fail(rc, &err);
+        goto cleanup;
+    }
+    if (json) {
+        json_t *obj = kg_output_key_json(&rec, kg_key_state_of(&rec, now), true);
+
+        rc = obj != NULL ? kg_output_json(stdout, obj, &err) : KG_ENOMEM;
+        json_decref(obj);
+        if (rc != KG_OK)
+            ex = kg_cli_fail(rc, &err);
+    } else {
+        print_key_fields(&rec, kg_key_state_of(&rec, now), now);
+    }
+cleanup:
+    kg_instance_close(inst);
+    return ex;
+}
+
+static const struct kg_cli_subverb subverbs[] = {
     {"create", keys_create, "make a key and print it, once"},
     {"list", keys_list, "list keys, masked"},
     {"show", keys_show, "show one key, masked"},
+    {"update", keys_update, "rename a key, narrow its scopes, change its expiry or rate"},
     {"revoke", keys_revoke, "revoke a key at once and for good"},
     {"rotate", keys_rotate, "replace a key, optionally after a grace period"},
 };
 
-#define NSUBVERBS (sizeof(subverbs) / sizeof(subverbs[0]))
-
-static void
-keys_usage(FILE *f)
-{
-    fprintf(f, "usage: keygate keys <command> [-c FILE] [options]\n\ncommands:\n");
-    for (size_t i = 0; i < NSUBVERBS; i++)
-        fprintf(f, "  %-8s %s\n", subverbs[i].name, subverbs[i].summary);
-    fprintf(f, "\n`keygate keys <command> --help` describes a command.\n");
-}
-
 int
 kg_cli_keys(int argc, char **argv)
 {
-    struct kg_cli_args a = {0};
-    int ex;
-
-    /* Options before the sub-verb: -c FILE is passed on, --help is ours. */
-    ex = kg_cli_parse("keys", argc, argv, 1, NULL, 0, true, &a);
-    if (ex != KG_CLI_EXIT_OK)
-        return ex;
-    if (a.help) {
-        keys_usage(stdout);
-        return KG_CLI_EXIT_OK;
-    }
-    if (a.next >= argc)
-        return kg_cli_usage_error("keys", "missing command (see keygate keys --help)");
-    for (size_t i = 0; i < NSUBVERBS; i++) {
-        if (strcmp(subverbs[i].name, argv[a.next]) == 0)
-            return subverbs[i].run(argc - a.next, argv + a.next, a.config);
-    }
-    return kg_cli_usage_error("keys", "unknown command \"%.40s\" (see keygate keys --help)",
-                              argv[a.next]);
+    return kg_cli_dispatch("keys", subverbs, sizeof(subverbs) / sizeof(subverbs[0]), argc, argv);
 }

@@ -1,6 +1,7 @@
-/* cli/output.c - key records as JSON, aligned field lines and tables.
+/* cli/output.c - records as JSON, aligned field lines and tables.
  *
- * Owns the JSON shape of a key and the one way a full key is written out
+ * Owns the JSON shape of keys, users, tenants and audit entries (the admin
+ * API uses the same functions) and the one way a full key is written out
  * (straight to the descriptor, see kg_output_secret_line()). It decides
  * nothing about keys: state and validity come from manage/ and store/.
  * A digest is never formatted here, and a full key never enters a stdio or
@@ -102,6 +103,7 @@ kg_output_key_json(const struct kg_key_rec *rec, enum kg_key_state state, bool d
          put(o, "last4", json_string(rec->last4)) &&
          put(o, "scopes", kg_output_scopes_json(rec->scopes)) &&
          put(o, "tenant", json_string(rec->tenant)) &&
+         put(o, "user_id", str_or_null(rec->user_id)) &&
          put(o, "created_at", kg_output_time_json(rec->created_at)) &&
          put(o, "last_used_at", kg_output_time_json(rec->last_used_at)) &&
          put(o, "expires_at", kg_output_time_json(rec->expires_at)) &&
@@ -129,8 +131,98 @@ kg_output_new_key_json(const struct kg_key_rec *rec)
          put(o, "name", json_string(rec->name)) && put(o, "prefix", json_string(rec->prefix)) &&
          put(o, "scopes", kg_output_scopes_json(rec->scopes)) &&
          put(o, "tenant", json_string(rec->tenant)) &&
+         put(o, "user_id", str_or_null(rec->user_id)) &&
          put(o, "created_at", kg_output_time_json(rec->created_at)) &&
          put(o, "expires_at", kg_output_time_json(rec->expires_at));
+    if (!ok) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+json_t *
+kg_output_tenant_json(const struct kg_tenant_rec *rec)
+{
+    json_t *o = json_object();
+    bool ok;
+
+    if (o == NULL)
+        return NULL;
+    ok = put(o, "name", json_string(rec->name)) &&
+         put(o, "display_name", json_string(rec->display_name)) &&
+         put(o, "created_at", kg_output_time_json(rec->created_at)) &&
+         put(o, "disabled_at", kg_output_time_json(rec->disabled_at)) &&
+         put(o, "state", json_string(rec->disabled_at != 0 ? "disabled" : "active"));
+    if (!ok) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+json_t *
+kg_output_user_json(const struct kg_user_rec *rec)
+{
+    json_t *o = json_object();
+    bool ok;
+
+    if (o == NULL)
+        return NULL;
+    ok = put(o, "id", json_string(rec->id)) && put(o, "tenant", json_string(rec->tenant)) &&
+         put(o, "username", json_string(rec->username)) &&
+         put(o, "email", str_or_null(rec->email)) &&
+         put(o, "first_name", json_string(rec->first_name)) &&
+         put(o, "last_name", json_string(rec->last_name)) &&
+         put(o, "role", kg_output_scopes_json(rec->role)) &&
+         put(o, "tier", json_string(rec->tier)) &&
+         put(o, "platform_admin", json_boolean(rec->platform_admin)) &&
+         put(o, "has_password", json_boolean(rec->password_hash[0] != '\0')) &&
+         put(o, "created_at", kg_output_time_json(rec->created_at)) &&
+         put(o, "disabled_at", kg_output_time_json(rec->disabled_at)) &&
+         put(o, "state", json_string(rec->disabled_at != 0 ? "disabled" : "active"));
+    if (!ok) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+/* Audit rows may have been edited by hand into anything, bytes that are
+ * not UTF-8 included, which jansson refuses: those are shown as a marker
+ * rather than failing the whole listing. */
+static json_t *
+hand_edited_string(const char *s)
+{
+    json_t *v = json_string(s);
+
+    return v != NULL ? v : json_string("(not UTF-8)");
+}
+
+json_t *
+kg_output_audit_json(const struct kg_audit_entry *e)
+{
+    json_t *details = json_loads(e->details, JSON_REJECT_DUPLICATES, NULL);
+    json_t *o = json_object();
+    bool ok;
+
+    /* An entry edited by hand may hold anything: show it, do not lose it. */
+    if (details == NULL)
+        details = hand_edited_string(e->details);
+    if (o == NULL || details == NULL) {
+        json_decref(details);
+        json_decref(o);
+        return NULL;
+    }
+    ok = put(o, "seq", json_integer(e->seq)) && put(o, "time", kg_output_time_json(e->time)) &&
+         put(o, "actor", hand_edited_string(e->actor)) &&
+         put(o, "tenant", e->tenant[0] != '\0' ? hand_edited_string(e->tenant) : json_null()) &&
+         put(o, "action", hand_edited_string(e->action)) &&
+         put(o, "object", hand_edited_string(e->object)) &&
+         json_object_set(o, "details", details) == 0 &&
+         put(o, "prev_hash", hand_edited_string(e->prev_hash)) &&
+         put(o, "hash", hand_edited_string(e->hash));
+    json_decref(details);
     if (!ok) {
         json_decref(o);
         return NULL;

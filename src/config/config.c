@@ -62,6 +62,9 @@ static bool check_listen(const char *v);
 static bool check_admin_listen(const char *v);
 static bool check_upstream(const char *v);
 static bool check_path(const char *v);
+static bool check_url_path(const char *v);
+static bool check_slug(const char *v);
+static bool check_scope_list(const char *v);
 static bool choose_error_style(const char *v, int *out);
 static bool choose_log_level(const char *v, int *out);
 static enum kg_status parse_cred_header(struct loader *ld, const struct directive *d,
@@ -109,6 +112,15 @@ static const struct directive directives[] = {
      .env = "KEYGATE_LOG_LEVEL", .choose = choose_log_level, .want = "error, warn, info or debug"},
     {.name = "max_header_bytes", .kind = K_BYTES, .def = "16k", .off = OFF(max_header_bytes),
      .min = 1024, .max = 1048576},
+    {.name = "signup", .kind = K_BOOL, .def = "off", .off = OFF(signup)},
+    {.name = "signup_path", .kind = K_STRING, .def = "/api/v1/signup/", .off = OFF(signup_path),
+     .check = check_url_path, .want = "a normalised absolute path such as /api/v1/signup/"},
+    {.name = "signup_tenant", .kind = K_STRING, .def = "signup", .off = OFF(signup_tenant),
+     .check = check_slug, .want = "a tenant name: 1 to 64 characters of A-Z a-z 0-9 _ . -"},
+    {.name = "signup_role", .kind = K_STRING, .def = "*", .off = OFF(signup_role),
+     .check = check_scope_list, .want = "a comma-separated scope list such as read:*,write:items"},
+    {.name = "signup_tier", .kind = K_STRING, .def = "default", .off = OFF(signup_tier),
+     .check = check_slug, .want = "a tier name: 1 to 64 characters of A-Z a-z 0-9 _ . -"},
 };
 /* clang-format on */
 
@@ -357,6 +369,71 @@ static bool
 check_path(const char *v)
 {
     return v[0] != '\0';
+}
+
+static bool pattern_normal(const char *s, size_t len, bool is_prefix);
+
+/* A path keygate answers itself: compared with the normalised request
+ * path, so it must be normalised too or it could never match. */
+static bool
+check_url_path(const char *v)
+{
+    size_t n = strlen(v);
+
+    if (v[0] != '/' || n > 256)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)v[i];
+
+        if (c <= 0x20 || c >= 0x7f || strchr("?#%*", c) != NULL)
+            return false;
+    }
+    return pattern_normal(v, n, false);
+}
+
+/* Tenant and tier names: 1..64 of [A-Za-z0-9_.-]. */
+static bool
+check_slug(const char *v)
+{
+    size_t n = strlen(v);
+
+    if (n < 1 || n > 64)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        if (!isalnum((unsigned char)v[i]) && strchr("_.-", v[i]) == NULL)
+            return false;
+    }
+    return true;
+}
+
+static bool scope_ok(const char *s);
+
+/* "a,b,c": one or more scopes, blanks around commas allowed. */
+static bool
+check_scope_list(const char *v)
+{
+    char item[SCOPE_MAX + 1];
+    const char *p = v;
+
+    for (;;) {
+        size_t n;
+
+        while (*p == ' ' || *p == '\t')
+            p++;
+        n = strcspn(p, ",");
+        while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+            n--;
+        if (n == 0 || n > SCOPE_MAX)
+            return false;
+        memcpy(item, p, n);
+        item[n] = '\0';
+        if (!scope_ok(item))
+            return false;
+        p += strcspn(p, ",");
+        if (*p == '\0')
+            return true;
+        p++;
+    }
 }
 
 bool
@@ -994,6 +1071,10 @@ kg_config_free(struct kg_config *cfg)
     free(cfg->database);
     free(cfg->secret_file);
     free(cfg->key_prefix);
+    free(cfg->signup_path);
+    free(cfg->signup_tenant);
+    free(cfg->signup_role);
+    free(cfg->signup_tier);
     for (size_t i = 0; i < cfg->ncred_headers; i++)
         free(cfg->cred_headers[i]);
     for (size_t i = 0; i < cfg->nroutes; i++)

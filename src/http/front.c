@@ -2,29 +2,59 @@
  * libmicrohttpd reports the request line, freed when it reports the request
  * complete) and the access handler: hygiene, credential, path, decision,
  * then keygate's own answer or the relay. It neither decides (auth/) nor
- * talks to the upstream (proxy/). */
+ * talks to the upstream (proxy/). With `signup on`, POST signup_path is
+ * the one request taken before the key decision: its body is collected
+ * here and the signup itself (manage/signup.c) runs on the worker thread. */
 #include <arpa/inet.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+
+#include <sodium.h>
 
 #include "keygate/credential.h"
 #include "keygate/decide.h"
 #include "keygate/front.h"
 #include "keygate/headers.h"
 #include "keygate/hygiene.h"
+#include "keygate/json_io.h"
 #include "keygate/log.h"
 #include "keygate/pathnorm.h"
 #include "keygate/relay.h"
 #include "keygate/respond.h"
+#include "keygate/signup.h"
+#include "keygate/throttle.h"
 #include "keygate/timeutil.h"
+#include "keygate/worker.h"
 
 #define KG_RESPONSE_BLOCK (64 * 1024)
 #define KG_CONN_TOKENS_MAX 1024
 #define KG_XFF_MAX 2048
 
-enum req_phase { REQ_NEW = 0, REQ_DEFERRED, REQ_PROXYING, REQ_ANSWERED };
+enum req_phase {
+    REQ_NEW = 0,
+    REQ_DEFERRED,
+    REQ_PROXYING,
+    REQ_ANSWERED,
+    REQ_SIGNUP_BODY, /* reading a signup body */
+    REQ_SIGNUP_WAIT, /* suspended while the worker runs the signup */
+};
+
+/* A signup in flight: the body, then the worker's answer. Owned by its
+ * kg_req; the worker touches it only between submit and resume. */
+struct signup_job {
+    struct kg_job job; /* first member: the worker hands this pointer back */
+    struct kg_runtime *rt;
+    struct kg_loop *loop;
+    struct MHD_Connection *conn;
+    struct kg_jbody body;
+    _Atomic bool done;
+    struct kg_answer err; /* the answer when secret is NULL */
+    char *secret;         /* 201 body holding the key (json_io dump_secret) */
+    size_t secret_len;
+};
 
 struct kg_req {
     struct kg_loop *loop;
@@ -34,6 +64,7 @@ struct kg_req {
     const char *query; /* into uri, after '?', or NULL */
     struct kg_exchange *x;
     struct kg_answer *deferred; /* our answer, sent once the request is read */
+    struct signup_job *signup;
     bool has_body;
     bool body_done;
     char request_id[KG_REQUEST_ID_MAX];
@@ -225,6 +256,7 @@ start_proxy(struct kg_req *req, struct MHD_Connection *conn, const char *method,
     add_header(&b, "X-Request-Id", req->request_id);
     add_header(&b, "X-Keygate-Key-Id", key->id);
     add_header(&b, "X-Keygate-Tenant", key->tenant);
+    add_header(&b, "X-Keygate-User-Id", key->user_id);
     add_header(&b, "X-Keygate-Scopes", key->scopes_str);
     /* "Name:" with nothing after it stops curl adding a header the client did not send. */
     if (!sc->has_accept)
@@ -259,10 +291,233 @@ start_proxy(struct kg_req *req, struct MHD_Connection *conn, const char *method,
     return MHD_YES;
 }
 
+/* ---- signup: POST signup_path with `signup on`, the one request without a key ---- */
+
+static void
+signup_job_free(struct signup_job *j)
+{
+    if (j == NULL)
+        return;
+    if (j->body.data != NULL)
+        sodium_memzero(j->body.data, j->body.len); /* it held a password */
+    kg_jbody_cleanup(&j->body);
+    kg_json_io_secret_free(j->secret);
+    free(j);
+}
+
+/* Hands the answer back to the loop. After the resume the loop may complete
+ * and free the request at any moment, so j is not touched again. */
+static void
+signup_finish(struct signup_job *j)
+{
+    struct MHD_Connection *conn = j->conn;
+    struct kg_loop *loop = j->loop;
+
+    /* After the resume the loop thread may free j: read it all first. */
+    atomic_store(&j->done, true);
+    MHD_resume_connection(conn);
+    kg_loop_kick(loop);
+}
+
+/* jansson frees strings without wiping them; the password is wiped in place. */
+static void
+wipe_member(json_t *root, const char *name)
+{
+    json_t *v = json_object_get(root, name);
+
+    if (json_is_string(v))
+        sodium_memzero((char *)json_string_value(v), json_string_length(v));
+}
+
+static void
+signup_answer_created(struct signup_job *j, const struct kg_user_rec *user, const char *key)
+{
+    json_t *doc = json_pack("{s:{s:s, s:s, s:s, s:s, s:s}, s:s}", "user", "uid", user->id,
+                            "username", user->username, "email", user->email, "first_name",
+                            user->first_name, "last_name", user->last_name, "api_key", "");
+
+    j->secret = doc != NULL ? kg_json_io_dump_secret(doc, "api_key", key, &j->secret_len) : NULL;
+    json_decref(doc);
+    if (j->secret == NULL)
+        kg_respond_error(j->rt->cfg, 500, "Internal error", &j->err);
+}
+
+/* On the worker thread: decode, create the account (Argon2id and one store
+ * transaction), load the new key into the cache so it works at once. */
+static void
+signup_run(struct kg_job *job, void *thread_ctx)
+{
+    struct signup_job *j = (struct signup_job *)job;
+    const struct kg_config *cfg = j->rt->cfg;
+    struct kg_keys_ctx kc = {.store = thread_ctx, .secret = j->rt->secret, .cfg = cfg};
+    struct kg_signup_req rq = {0};
+    const struct kg_jfield fields[] = {
+        {.name = "email", .type = KG_JSTRING, .required = true, .out = &rq.email},
+        {.name = "password", .type = KG_JSTRING, .required = true, .out = &rq.password},
+        {.name = "first_name", .type = KG_JSTRING, .nullable = true, .out = &rq.first_name},
+        {.name = "last_name", .type = KG_JSTRING, .nullable = true, .out = &rq.last_name},
+    };
+    struct kg_user_rec *user = calloc(1, sizeof(*user));
+    struct kg_key_rec *rec = calloc(1, sizeof(*rec));
+    struct kg_err err = {{0}};
+    json_t *root = NULL;
+    char *key = NULL;
+    enum kg_status rc = KG_ENOMEM;
+    int64_t now = kg_time_now();
+
+    if (user != NULL && rec != NULL)
+        rc = kg_json_io_decode(j->body.data, j->body.len, fields,
+                               sizeof(fields) / sizeof(fields[0]), &root, &err);
+    if (rc == KG_OK)
+        rc = kg_signup_create(&kc, &rq, now, user, rec, &key, &err);
+    if (root != NULL)
+        wipe_member(root, "password");
+    json_decref(root);
+    switch (rc) {
+    case KG_OK:
+        if (kg_keycache_reload(j->rt->keys, thread_ctx, now, &err) != KG_OK)
+            kg_log_warnx("signup: reloading keys: %s", err.msg);
+        signup_answer_created(j, user, key);
+        break;
+    case KG_EINVAL:
+        kg_respond_error(cfg, 400, err.msg, &j->err);
+        break;
+    case KG_ECONFLICT:
+        kg_respond_error(cfg, 409, err.msg, &j->err);
+        break;
+    case KG_ENOTFOUND:
+        kg_log_warnx("signup: %s (check signup_tenant)", err.msg);
+        kg_respond_error(cfg, 503, "Signup is not available", &j->err);
+        break;
+    default:
+        kg_log_warnx("signup: %s", err.msg[0] != '\0' ? err.msg : kg_status_str(rc));
+        kg_respond_error(cfg, 500, "Internal error", &j->err);
+        break;
+    }
+    kg_keys_key_free(key);
+    free(user);
+    free(rec);
+    signup_finish(j);
+}
+
+static void
+signup_cancel(struct kg_job *job)
+{
+    struct signup_job *j = (struct signup_job *)job;
+
+    kg_respond_error(j->rt->cfg, 503, "Service is shutting down", &j->err);
+    signup_finish(j);
+}
+
+/* First call of a signup request: the per-IP limit, then the framing of the
+ * body; the body itself is collected by the next calls. */
+static enum MHD_Result
+signup_start(struct kg_req *req, struct MHD_Connection *conn, const struct scan *sc)
+{
+    struct kg_runtime *rt = kg_loop_runtime(req->loop);
+    struct kg_answer ans;
+    char peer[INET6_ADDRSTRLEN];
+    const char *ct;
+    int64_t retry_ms = 0;
+
+    /* Every attempt counts, good or bad: the limit is what stops password
+     * and e-mail guessing through this endpoint. */
+    if (rt->signup_limit != NULL &&
+        !kg_throttle_take(rt->signup_limit, peer_address(conn, peer, sizeof(peer)),
+                          kg_time_mono_ms(), &retry_ms)) {
+        kg_respond_error(rt->cfg, 429, "Too many signup requests", &ans);
+        ans.retry_after_s = kg_throttle_retry_after_s(retry_ms);
+        return send_answer(req, conn, &ans);
+    }
+    ct = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "Content-Type");
+    if (!kg_json_io_content_type_ok(ct))
+        return send_error(req, conn, 415, "Content-Type must be application/json");
+    if (sc->hy.content_length > KG_JSON_BODY_MAX)
+        return send_error(req, conn, 413, "Request body is larger than 64 KiB");
+    req->signup = calloc(1, sizeof(*req->signup));
+    if (req->signup == NULL)
+        return send_error(req, conn, 500, "Internal error");
+    req->signup->job.run = signup_run;
+    req->signup->job.cancel = signup_cancel;
+    req->signup->rt = rt;
+    req->signup->conn = conn;
+    req->signup->loop = req->loop;
+    kg_jbody_init(&req->signup->body);
+    req->phase = REQ_SIGNUP_BODY;
+    return MHD_YES;
+}
+
+/* Later calls: collect the body; at its end, queue the job and suspend. */
+static enum MHD_Result
+signup_continue(struct kg_req *req, struct MHD_Connection *conn, const char *upload_data,
+                size_t *upload_data_size)
+{
+    struct signup_job *j = req->signup;
+    struct kg_runtime *rt = kg_loop_runtime(req->loop);
+
+    if (req->phase == REQ_SIGNUP_BODY) {
+        if (*upload_data_size > 0) {
+            kg_jbody_feed(&j->body, upload_data, *upload_data_size);
+            *upload_data_size = 0;
+            return MHD_YES;
+        }
+        if (j->body.too_big)
+            return send_error(req, conn, 413, "Request body is larger than 64 KiB");
+        if (j->body.failed)
+            return send_error(req, conn, 500, "Internal error");
+        req->phase = REQ_SIGNUP_WAIT;
+        /* Suspended before the job is queued, so the worker's resume can
+         * never come first. */
+        MHD_suspend_connection(conn);
+        if (rt->worker == NULL || kg_worker_submit(rt->worker, &j->job) != KG_OK) {
+            kg_respond_error(rt->cfg, 503, "Signup is busy, try again later", &j->err);
+            signup_finish(j);
+        }
+        return MHD_YES;
+    }
+    *upload_data_size = 0;
+    if (!atomic_load(&j->done))
+        return MHD_YES;
+    req->phase = REQ_ANSWERED;
+    if (j->secret != NULL) {
+        struct MHD_Response *resp = MHD_create_response_from_buffer_with_free_callback(
+            j->secret_len, j->secret, kg_json_io_secret_free);
+        enum MHD_Result ret;
+
+        if (resp == NULL)
+            return MHD_NO;
+        j->secret = NULL; /* the response owns it now */
+        MHD_add_response_header(resp, "Content-Type", "application/json");
+        MHD_add_response_header(resp, "Cache-Control", "no-store");
+        MHD_add_response_header(resp, "X-Request-Id", req->request_id);
+        ret = MHD_queue_response(conn, 201, resp);
+        MHD_destroy_response(resp);
+        return ret;
+    }
+    return send_answer(req, conn, &j->err);
+}
+
 static bool
 is_scope_verdict(enum kg_verdict v)
 {
     return v == KG_ALLOW || v == KG_DENY_SCOPE || v == KG_DENY_NO_SCOPES || v == KG_DENY_NO_ROUTE;
+}
+
+/* libmicrohttpd 0.9.75 passes any bytes up to the first space as the method;
+ * one that is not an HTTP token (RFC 9110 5.6.2) must not reach the upstream. */
+static bool
+method_ok(const char *m)
+{
+    if (m == NULL || m[0] == '\0' || strlen(m) > 32)
+        return false;
+    for (const char *p = m; *p != '\0'; p++) {
+        unsigned char c = (unsigned char)*p;
+
+        if (!((c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
+              strchr("!#$%&'*+-.^_`|~", c) != NULL))
+            return false;
+    }
+    return true;
 }
 
 static enum MHD_Result
@@ -289,8 +544,12 @@ first_call(struct kg_req *req, struct MHD_Connection *conn, const char *method)
         kg_headers_new_request_id(req->request_id);
 
     why = kg_hygiene_verdict(&sc.hy);
-    if (why != NULL)
+    if (why == NULL && !method_ok(method))
+        why = "Malformed request method";
+    if (why != NULL) {
+        req->has_body = true; /* answer now and close: the framing is not to be trusted */
         return send_error(req, conn, 400, why);
+    }
     if (req->uri == NULL)
         return send_error(req, conn, 400, "Malformed request target");
     if (sc.header_bytes + strlen(req->uri) > (size_t)cfg->max_header_bytes)
@@ -303,6 +562,8 @@ first_call(struct kg_req *req, struct MHD_Connection *conn, const char *method)
         return send_error(req, conn, 500, "Internal error");
     if (kg_pathnorm(req->uri, plen, req->path, plen + 1, NULL) != KG_OK)
         return send_error(req, conn, 400, "Malformed request path");
+    if (cfg->signup && strcmp(method, "POST") == 0 && strcmp(req->path, cfg->signup_path) == 0)
+        return signup_start(req, conn, &sc);
 
     now = kg_time_now();
     snap = kg_keycache_acquire(rt->keys);
@@ -392,6 +653,8 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url, const ch
         return MHD_NO;
     if (req->phase == REQ_NEW)
         return first_call(req, conn, method);
+    if (req->phase == REQ_SIGNUP_BODY || req->phase == REQ_SIGNUP_WAIT)
+        return signup_continue(req, conn, upload_data, upload_data_size);
     if (req->phase == REQ_DEFERRED) {
         *upload_data_size = 0;
         req->phase = REQ_ANSWERED;
@@ -453,6 +716,7 @@ request_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
         return;
     atomic_fetch_sub(&kg_loop_runtime(req->loop)->inflight, 1);
     kg_relay_free(req->x);
+    signup_job_free(req->signup);
     free(req->deferred);
     free(req->uri);
     free(req->path);
@@ -529,15 +793,17 @@ kg_front_new_daemon(struct kg_loop *loop, const struct sockaddr_storage *addr,
      * answers 431 itself (docs/security.md lists what it still answers).
      * libmicrohttpd zeroes the pool between keep-alive requests, so it is
      * kept just above what headers need rather than generous. */
+    /* STRICT_FOR_CLIENT 1: HTTP/1.1 without Host and spaces in the target are
+     * refused by the library (400) instead of passed on. */
     *out = MHD_start_daemon(
-        flags, port, NULL, NULL, access_handler, loop, MHD_OPTION_SOCK_ADDR, addr,
+        flags, port, NULL, NULL, access_handler, loop, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger,
+        NULL, MHD_OPTION_STRICT_FOR_CLIENT, (int)1, MHD_OPTION_SOCK_ADDR, addr,
         MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int)1, MHD_OPTION_URI_LOG_CALLBACK,
         uri_logger, loop, MHD_OPTION_NOTIFY_COMPLETED, request_completed, loop,
         MHD_OPTION_NOTIFY_CONNECTION, connection_notify, loop, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned int)((cfg->client_timeout_ms + 999) / 1000), MHD_OPTION_CONNECTION_MEMORY_LIMIT,
         (size_t)(cfg->max_header_bytes + 16 * 1024), MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned int)10000, MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)1024,
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL, MHD_OPTION_END);
+        (unsigned int)10000, MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)1024, MHD_OPTION_END);
     if (*out == NULL)
         return kg_err_set(err, KG_EIO, "cannot listen on %s", cfg->listen);
     return KG_OK;

@@ -2,6 +2,7 @@
  * Owns the wording of every message a client can see from keygate; builds
  * JSON with jansson (its default separators give the seeds' exact bytes:
  * {"detail": "Invalid API key."}). Knows nothing about sockets. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,8 +69,62 @@ set_body(const struct kg_config *cfg, struct kg_answer *out, const char *message
 static void
 answer_init(struct kg_answer *out, unsigned status)
 {
-    memset(out, 0, sizeof(*out));
     out->status = status;
+    out->body_len = 0;
+    out->www_authenticate = NULL;
+    out->retry_after_s = 0;
+    out->close = false;
+}
+
+/* The fixed denials, rendered once per style: a 401 flood should not run
+ * jansson for every request. */
+enum fixed { F_NO_CRED, F_INVALID, F_EXPIRED, F_NO_SCOPES, F_NO_ROUTE, F_RATE, F_QUOTA,
+             F_THROTTLED, F_COUNT };
+static const struct {
+    unsigned status;
+    const char *message;
+    const char *type;
+} fixed_rows[F_COUNT] = {
+    [F_NO_CRED] = {401, "Authentication credentials were not provided", NULL},
+    [F_INVALID] = {401, "Invalid API key", NULL},
+    [F_EXPIRED] = {401, "API key has expired", NULL},
+    [F_NO_SCOPES] = {403, "API key has no scopes and scopes are required", NULL},
+    [F_NO_ROUTE] = {403, "No route permits this request", NULL},
+    [F_RATE] = {429, "Rate limit exceeded", NULL},
+    [F_QUOTA] = {429, "Quota exceeded", "quota_exceeded"},
+    [F_THROTTLED] = {429, "Too many failed authentication attempts", NULL},
+};
+static struct kg_answer fixed_answers[2][F_COUNT];
+static pthread_once_t fixed_once = PTHREAD_ONCE_INIT;
+
+static void set_body(const struct kg_config *cfg, struct kg_answer *out, const char *message,
+                     const char *type);
+
+static void
+fixed_init(void)
+{
+    for (int style = 0; style < 2; style++) {
+        struct kg_config cfg = {.error_style = (enum kg_error_style)style};
+
+        for (int f = 0; f < F_COUNT; f++) {
+            struct kg_answer *a = &fixed_answers[style][f];
+
+            answer_init(a, fixed_rows[f].status);
+            set_body(&cfg, a, fixed_rows[f].message, fixed_rows[f].type);
+        }
+    }
+}
+
+static void
+fixed_answer(const struct kg_config *cfg, enum fixed f, struct kg_answer *out)
+{
+    const struct kg_answer *a;
+
+    pthread_once(&fixed_once, fixed_init);
+    a = &fixed_answers[cfg->error_style == KG_STYLE_ERROR ? 1 : 0][f];
+    answer_init(out, a->status);
+    memcpy(out->body, a->body, a->body_len + 1);
+    out->body_len = a->body_len;
 }
 
 void
@@ -80,14 +135,12 @@ kg_respond_verdict(const struct kg_config *cfg, const struct kg_decision *d,
 
     switch (d->verdict) {
     case KG_DENY_NO_CREDENTIAL:
-        answer_init(out, 401);
+        fixed_answer(cfg, F_NO_CRED, out);
         out->www_authenticate = challenge;
-        set_body(cfg, out, "Authentication credentials were not provided", NULL);
         return;
     case KG_DENY_EXPIRED:
-        answer_init(out, 401);
+        fixed_answer(cfg, F_EXPIRED, out);
         out->www_authenticate = challenge_invalid;
-        set_body(cfg, out, "API key has expired", NULL);
         return;
     case KG_DENY_SCOPE:
         answer_init(out, 403);
@@ -96,32 +149,26 @@ kg_respond_verdict(const struct kg_config *cfg, const struct kg_decision *d,
         set_body(cfg, out, msg, NULL);
         return;
     case KG_DENY_NO_SCOPES:
-        answer_init(out, 403);
-        set_body(cfg, out, "API key has no scopes and scopes are required", NULL);
+        fixed_answer(cfg, F_NO_SCOPES, out);
         return;
     case KG_DENY_NO_ROUTE:
-        answer_init(out, 403);
-        set_body(cfg, out, "No route permits this request", NULL);
+        fixed_answer(cfg, F_NO_ROUTE, out);
         return;
     case KG_DENY_RATE:
-        answer_init(out, 429);
-        set_body(cfg, out, "Rate limit exceeded", NULL);
+        fixed_answer(cfg, F_RATE, out);
         return;
     case KG_DENY_QUOTA:
-        answer_init(out, 429);
-        set_body(cfg, out, "Quota exceeded", "quota_exceeded");
+        fixed_answer(cfg, F_QUOTA, out);
         return;
     case KG_DENY_THROTTLED:
-        answer_init(out, 429);
-        set_body(cfg, out, "Too many failed authentication attempts", NULL);
+        fixed_answer(cfg, F_THROTTLED, out);
         return;
     case KG_DENY_INVALID:
     case KG_ALLOW:
         break;
     }
-    answer_init(out, 401);
+    fixed_answer(cfg, F_INVALID, out);
     out->www_authenticate = challenge_invalid;
-    set_body(cfg, out, "Invalid API key", NULL);
 }
 
 void

@@ -1,7 +1,9 @@
 /* manage/instance.c - opens config, store and secret in the one order every
  * command uses. Owns the rule for when a secret may be created (empty store
- * only); does not keep anything global. */
+ * only) and hands the store its audit key; does not keep anything global. */
 #include <stdlib.h>
+
+#include <sodium.h>
 
 #include "keygate/instance.h"
 #include "keygate/log.h"
@@ -46,6 +48,14 @@ kg_instance_open(const char *config_path, kg_config_report_fn report, void *ctx,
                                &inst->secret_created, err);
     if (rc != KG_OK)
         goto cleanup;
+    {
+        unsigned char audit_key[KG_AUDIT_KEY_BYTES];
+
+        /* Every change this instance makes is audited with this key. */
+        kg_digest_audit_key(inst->secret, audit_key);
+        kg_store_set_audit_key(inst->store, audit_key);
+        sodium_memzero(audit_key, sizeof(audit_key));
+    }
     *out = inst;
     inst = NULL;
 cleanup:

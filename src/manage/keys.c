@@ -1,29 +1,38 @@
 /* manage/keys.c - the key lifecycle core: create (the key shown once), get,
- * list, revoke (permanent) and rotate with a grace period.
+ * list, update, revoke (permanent) and rotate with a grace period.
  *
- * Owns the rules every edge shares: what a valid name and tenant are, what a
- * rotation carries over and when a change conflicts with a key's state. It
- * does not format anything for people (cli/, admin/ do) and does not store
- * anything itself (store/ does, in one transaction per change). The full key
- * lives only in sodium_malloc'd memory between its generation and the
- * caller's kg_keys_key_free().
+ * Owns the rules every edge shares: what a valid name and tenant are, which
+ * user owns a key and what its role allows, what an update may change, what
+ * a rotation carries over and when a change conflicts with a key's state;
+ * plus the field checks and audit plumbing the other manage/ files share
+ * (manage_int.h). It does not format anything for people (cli/, admin/ do)
+ * and does not store anything itself (store/ does, one transaction per
+ * change with its audit entry). The full key lives only in sodium_malloc'd
+ * memory between its generation and the caller's kg_keys_key_free().
  */
+#include <inttypes.h>
 #include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include <sodium.h>
 
+#include "keygate/accounts.h"
+#include "keygate/audit.h"
 #include "keygate/keyfmt.h"
 #include "keygate/keys.h"
 #include "keygate/scope.h"
 #include "keygate/timeutil.h"
+#include "manage/manage_int.h"
 
-/* Returns NULL when s[0..n) is UTF-8 without control characters, otherwise
- * what is wrong with it. Names end up in tables, JSON and log lines, so a
- * newline or an escape sequence in one could forge output, and jansson
- * refuses strings that are not UTF-8. */
-static const char *
-text_problem(const unsigned char *s, size_t n)
+/* ---- helpers shared through manage_int.h ---- */
+
+/* Names end up in tables, JSON and log lines, so a newline or an escape
+ * sequence in one could forge output, and jansson refuses strings that are
+ * not UTF-8. */
+const char *
+kg_manage_text_problem(const unsigned char *s, size_t n)
 {
     static const uint32_t min_for_len[5] = {0, 0, 0x80, 0x800, 0x10000};
     size_t i = 0;
@@ -65,91 +74,228 @@ text_problem(const unsigned char *s, size_t n)
     return NULL;
 }
 
-static enum kg_status
-check_name(const char *name, char out[KG_NAME_MAX], struct kg_err *err)
+enum kg_status
+kg_manage_check_text(const char *field, const char *s, size_t min, size_t max, char *out,
+                     struct kg_err *err)
 {
-    size_t n;
     const char *why;
+    size_t n;
 
-    if (name == NULL)
-        return kg_err_set(err, KG_EINVAL, "name is required");
-    n = strnlen(name, KG_NAME_MAX);
-    if (n == 0 || n >= KG_NAME_MAX)
-        return kg_err_set(err, KG_EINVAL, "name must be 1 to %d bytes", KG_NAME_MAX - 1);
-    why = text_problem((const unsigned char *)name, n);
+    if (s == NULL)
+        return kg_err_set(err, KG_EINVAL, "%s is required", field);
+    n = strnlen(s, max + 1);
+    if (n < min || n > max) {
+        if (min == 0)
+            return kg_err_set(err, KG_EINVAL, "%s must be at most %zu bytes", field, max);
+        return kg_err_set(err, KG_EINVAL, "%s must be %zu to %zu bytes", field, min, max);
+    }
+    why = kg_manage_text_problem((const unsigned char *)s, n);
     if (why != NULL)
-        return kg_err_set(err, KG_EINVAL, "name %s", why);
-    memcpy(out, name, n + 1);
+        return kg_err_set(err, KG_EINVAL, "%s %s", field, why);
+    memcpy(out, s, n + 1);
     return KG_OK;
 }
 
 static bool
-tenant_char_ok(char c)
+slug_char_ok(char c)
 {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
            c == '.' || c == '-';
 }
 
-static enum kg_status
-check_tenant(const char *tenant, char out[KG_NAME_MAX], struct kg_err *err)
+enum kg_status
+kg_manage_check_slug(const char *field, const char *s, size_t max, char *out, struct kg_err *err)
 {
     size_t n;
 
-    if (tenant == NULL)
-        tenant = KG_TENANT_DEFAULT;
-    n = strnlen(tenant, KG_TENANT_MAX + 1);
-    if (n == 0 || n > KG_TENANT_MAX)
-        return kg_err_set(err, KG_EINVAL, "tenant must be 1 to %d characters", KG_TENANT_MAX);
+    if (s == NULL)
+        return kg_err_set(err, KG_EINVAL, "%s is required", field);
+    n = strnlen(s, max + 1);
+    if (n == 0 || n > max)
+        return kg_err_set(err, KG_EINVAL, "%s must be 1 to %zu characters", field, max);
     for (size_t i = 0; i < n; i++) {
-        if (!tenant_char_ok(tenant[i]))
-            return kg_err_set(err, KG_EINVAL, "tenant may hold only A-Z, a-z, 0-9, _, . and -");
+        if (!slug_char_ok(s[i]))
+            return kg_err_set(err, KG_EINVAL, "%s may hold only A-Z, a-z, 0-9, _, . and -", field);
     }
-    memcpy(out, tenant, n + 1);
+    memcpy(out, s, n + 1);
     return KG_OK;
 }
 
-/* Validates req into the matching fields of rec. The scope and time
- * modules own those rules; their words already name the field. */
+enum kg_status
+kg_manage_check_ctx(const struct kg_keys_ctx *kc, bool minting, bool changing, struct kg_err *err)
+{
+    if (kc == NULL || kc->store == NULL || (minting && (kc->secret == NULL || kc->cfg == NULL)))
+        return kg_err_set(err, KG_EINVAL, "keys: missing store, secret or config");
+    if (changing && (kc->actor == NULL || kc->actor[0] == '\0'))
+        return kg_err_set(err, KG_EINVAL, "keys: missing actor for the audit trail");
+    return KG_OK;
+}
+
+enum kg_status
+kg_manage_audit(struct kg_audit_entry *e, const struct kg_keys_ctx *kc, int64_t now,
+                const char *tenant, const char *action, const char *object, json_t *details,
+                struct kg_err *err)
+{
+    enum kg_status rc;
+
+    /* NULL details from a failed allocation must not pass as "{}". */
+    if (details == NULL)
+        return kg_err_set(err, KG_ENOMEM, "out of memory building the audit entry");
+    rc = kg_audit_entry_init(e, now, kc->actor, tenant, action, object, details, err);
+    json_decref(details);
+    return rc;
+}
+
+json_t *
+kg_manage_scopes_json(const char *scopes)
+{
+    json_t *arr = json_array();
+    const char *p = scopes;
+
+    while (arr != NULL && *p != '\0') {
+        const char *end = strchr(p, ',');
+        size_t n = end != NULL ? (size_t)(end - p) : strlen(p);
+
+        if (json_array_append_new(arr, json_stringn(p, n)) != 0) {
+            json_decref(arr);
+            return NULL;
+        }
+        if (end == NULL)
+            break;
+        p = end + 1;
+    }
+    return arr;
+}
+
+json_t *
+kg_manage_time_json(int64_t t)
+{
+    char buf[KG_RFC3339_MAX];
+
+    return t == 0 ? json_null() : json_string(kg_time_format(t, buf));
+}
+
+/* ---- scope sets ---- */
+
+/* Copies the next scope of list at *p into one (KG_SCOPE_MAX + 1 bytes)
+ * and advances *p; false at the end. Lists are normalised: no blanks. */
+static bool
+next_scope(const char **p, char *one)
+{
+    const char *s = *p;
+    const char *end;
+    size_t n;
+
+    if (*s == '\0')
+        return false;
+    end = strchr(s, ',');
+    n = end != NULL ? (size_t)(end - s) : strlen(s);
+    if (n > KG_SCOPE_MAX)
+        n = KG_SCOPE_MAX;
+    memcpy(one, s, n);
+    one[n] = '\0';
+    *p = end != NULL ? end + 1 : s + strlen(s);
+    return true;
+}
+
+static bool
+granted_by(const char *granting, const char *scope)
+{
+    char have[KG_SCOPE_MAX + 1];
+    const char *p = granting;
+
+    while (next_scope(&p, have)) {
+        if (kg_scope_grants(have, scope))
+            return true;
+    }
+    return false;
+}
+
+bool
+kg_keys_scopes_within(const char *granting, const char *scopes, char *bad, size_t badlen)
+{
+    char want[KG_SCOPE_MAX + 1];
+    const char *p = scopes;
+
+    while (next_scope(&p, want)) {
+        if (!granted_by(granting, want)) {
+            if (bad != NULL && badlen > 0)
+                snprintf(bad, badlen, "%s", want);
+            return false;
+        }
+    }
+    return true;
+}
+
+static enum kg_status
+check_role_fit(const char *role, const char *scopes, struct kg_err *err)
+{
+    char bad[KG_SCOPE_MAX + 1];
+
+    if (kg_keys_scopes_within(role, scopes, bad, sizeof(bad)))
+        return KG_OK;
+    return kg_err_set(err, KG_EINVAL, "scopes exceed the user's role: %s", bad);
+}
+
+/* ---- validation ---- */
+
+static enum kg_status
+parse_expiry(const char *expires, int64_t now, int64_t *out, struct kg_err *err)
+{
+    struct kg_err why = {{0}};
+    enum kg_status rc;
+
+    rc = kg_time_parse_expiry(expires, now, out, &why);
+    if (rc == KG_OK)
+        return KG_OK;
+    /* A malformed duration's words do not say what it was for. */
+    if (strstr(why.msg, "expiry") != NULL)
+        return kg_err_set(err, rc, "%s", why.msg);
+    return kg_err_set(err, rc, "expiry: %s", why.msg);
+}
+
+/* Validates req's own fields (not tenant or user) into rec. The scope and
+ * time modules own those rules; their words already name the field. */
 static enum kg_status
 fill_new(const struct kg_key_new *req, int64_t now, struct kg_key_rec *rec, struct kg_err *err)
 {
     enum kg_status rc;
 
-    rc = check_name(req->name, rec->name, err);
+    rc = kg_manage_check_text("name", req->name, 1, KG_NAME_MAX - 1, rec->name, err);
     if (rc != KG_OK)
         return rc;
     rc = kg_scope_list_normalise(req->scopes != NULL ? req->scopes : "", rec->scopes,
                                  sizeof(rec->scopes), err);
     if (rc != KG_OK)
         return rc;
-    rc = check_tenant(req->tenant, rec->tenant, err);
-    if (rc != KG_OK)
-        return rc;
     rec->expires_at = 0;
-    if (req->expires != NULL) {
-        struct kg_err why = {{0}};
-
-        rc = kg_time_parse_expiry(req->expires, now, &rec->expires_at, &why);
-        if (rc == KG_OK)
-            return KG_OK;
-        /* A malformed duration's words do not say what it was for. */
-        if (strstr(why.msg, "expiry") != NULL)
-            return kg_err_set(err, rc, "%s", why.msg);
-        return kg_err_set(err, rc, "expiry: %s", why.msg);
-    }
+    if (req->expires != NULL)
+        return parse_expiry(req->expires, now, &rec->expires_at, err);
     return KG_OK;
 }
 
 enum kg_status
 kg_keys_check_new(const struct kg_key_new *req, int64_t now, struct kg_err *err)
 {
-    struct kg_key_rec scratch;
+    struct kg_key_rec *scratch;
+    char tenant[KG_TENANT_MAX + 1];
+    enum kg_status rc;
 
     if (req == NULL)
         return kg_err_set(err, KG_EINVAL, "key request: missing argument");
-    memset(&scratch, 0, sizeof(scratch));
-    return fill_new(req, now, &scratch, err);
+    scratch = calloc(1, sizeof(*scratch));
+    if (scratch == NULL)
+        return kg_err_set(err, KG_ENOMEM, "out of memory");
+    rc = fill_new(req, now, scratch, err);
+    if (rc == KG_OK && req->tenant != NULL)
+        rc = kg_manage_check_slug("tenant", req->tenant, KG_TENANT_MAX, tenant, err);
+    if (rc == KG_OK && req->user != NULL && req->user[0] == '\0')
+        rc = kg_err_set(err, KG_EINVAL, "user must not be empty");
+    free(scratch);
+    return rc;
 }
+
+/* ---- minting ---- */
 
 /* Generates a key for rec: a new id, display parts and digest. On KG_OK
  * *key_out is the full key in read-only sodium memory. */
@@ -183,42 +329,116 @@ mint(const struct kg_keys_ctx *kc, struct kg_key_rec *rec, char **key_out, struc
 }
 
 static enum kg_status
-check_ctx(const struct kg_keys_ctx *kc, bool minting, struct kg_err *err)
+check_owner_usable(const struct kg_user_rec *u, struct kg_err *err)
 {
-    if (kc == NULL || kc->store == NULL || (minting && (kc->secret == NULL || kc->cfg == NULL)))
-        return kg_err_set(err, KG_EINVAL, "keys: missing store, secret or config");
+    if (u->disabled_at != 0)
+        return kg_err_set(err, KG_ECONFLICT, "user %s is disabled", u->id);
     return KG_OK;
 }
 
 enum kg_status
-kg_keys_create(const struct kg_keys_ctx *kc, const struct kg_key_new *req, int64_t now,
-               struct kg_key_rec *rec_out, char **key_out, struct kg_err *err)
+kg_manage_key_prepare(const struct kg_keys_ctx *kc, const struct kg_key_new *req,
+                      const struct kg_user_rec *owner, int64_t now, struct kg_key_rec *rec,
+                      char **key_out, struct kg_err *err)
 {
+    enum kg_status rc;
+
+    *key_out = NULL;
+    memset(rec, 0, sizeof(*rec));
+    rc = fill_new(req, now, rec, err);
+    if (rc != KG_OK)
+        return rc;
+    rc = check_role_fit(owner->role, rec->scopes, err);
+    if (rc != KG_OK)
+        return rc;
+    memcpy(rec->user_id, owner->id, sizeof(rec->user_id));
+    memcpy(rec->tenant, owner->tenant, sizeof(rec->tenant));
+    rec->created_at = now;
+    rec->quota_limit = -1;
+    memcpy(rec->metadata, "{}", 3);
+    return mint(kc, rec, key_out, err);
+}
+
+json_t *
+kg_manage_key_details(const struct kg_key_rec *rec)
+{
+    return json_pack("{s:s, s:o, s:s, s:o}", "name", rec->name, "scopes",
+                     kg_manage_scopes_json(rec->scopes), "user_id", rec->user_id, "expires_at",
+                     kg_manage_time_json(rec->expires_at));
+}
+
+/* Finds the owner a new key asks for (see struct kg_key_new). */
+static enum kg_status
+resolve_owner(const struct kg_keys_ctx *kc, const char *fence, const struct kg_key_new *req,
+              int64_t now, struct kg_user_rec *owner, struct kg_err *err)
+{
+    const char *tenant = req->tenant != NULL ? req->tenant : fence;
+    struct kg_tenant_rec t;
+    enum kg_status rc;
+
+    if (req->user == NULL) {
+        rc = kg_accounts_default_user(kc, fence, tenant != NULL ? tenant : KG_TENANT_DEFAULT, now,
+                                      owner, err);
+        /* The default tenant's default user is the platform admin: a fenced
+         * caller must name a user of its own instead. */
+        if (rc == KG_OK && fence != NULL && owner->platform_admin)
+            rc = kg_err_set(err, KG_ENOTFOUND, "no user default in tenant %.64s", owner->tenant);
+        return rc;
+    }
+    rc = kg_accounts_user_resolve(kc, fence, tenant, req->user, owner, err);
+    if (rc != KG_OK)
+        return rc;
+    /* A user named by id decides the tenant; one named by --tenant too must agree. */
+    if (req->tenant != NULL && strcmp(req->tenant, owner->tenant) != 0)
+        return kg_err_set(err, KG_ENOTFOUND, "no user %.128s in tenant %.64s", req->user,
+                          req->tenant);
+    rc = kg_store_tenant_get(kc->store, owner->tenant, &t, err);
+    if (rc == KG_OK && t.disabled_at != 0)
+        rc = kg_err_set(err, KG_ECONFLICT, "tenant %s is disabled", t.name);
+    return rc;
+}
+
+enum kg_status
+kg_keys_create(const struct kg_keys_ctx *kc, const char *fence, const struct kg_key_new *req,
+               int64_t now, struct kg_key_rec *rec_out, char **key_out, struct kg_err *err)
+{
+    struct kg_audit_entry *audit = NULL;
+    struct kg_user_rec owner;
     enum kg_status rc;
     char *key = NULL;
 
     *key_out = NULL;
-    rc = check_ctx(kc, true, err);
+    rc = kg_manage_check_ctx(kc, true, true, err);
     if (rc != KG_OK)
         return rc;
     if (req == NULL)
         return kg_err_set(err, KG_EINVAL, "key request: missing argument");
-    memset(rec_out, 0, sizeof(*rec_out));
-    rc = fill_new(req, now, rec_out, err);
+    /* Input first, so a typo never creates a default owner. */
+    rc = kg_keys_check_new(req, now, err);
+    if (rc != KG_OK)
+        return rc;
+    rc = resolve_owner(kc, fence, req, now, &owner, err);
+    if (rc == KG_OK)
+        rc = check_owner_usable(&owner, err);
+    if (rc == KG_OK)
+        rc = kg_manage_key_prepare(kc, req, &owner, now, rec_out, &key, err);
     if (rc != KG_OK)
         goto cleanup;
-    rec_out->created_at = now;
-    rec_out->quota_limit = -1;
-    memcpy(rec_out->metadata, "{}", 3);
-    rc = mint(kc, rec_out, &key, err);
-    if (rc != KG_OK)
+    audit = malloc(sizeof(*audit));
+    if (audit == NULL) {
+        rc = kg_err_set(err, KG_ENOMEM, "out of memory");
         goto cleanup;
-    rc = kg_store_key_insert(kc->store, rec_out, err);
+    }
+    rc = kg_manage_audit(audit, kc, now, rec_out->tenant, "key.create", rec_out->id,
+                         kg_manage_key_details(rec_out), err);
+    if (rc == KG_OK)
+        rc = kg_store_key_insert_audited(kc->store, rec_out, audit, err);
     if (rc != KG_OK)
         goto cleanup;
     *key_out = key;
     key = NULL;
 cleanup:
+    free(audit);
     kg_keys_key_free(key);
     return rc;
 }
@@ -232,22 +452,33 @@ kg_keys_key_free(char *key)
 }
 
 enum kg_status
-kg_keys_get(const struct kg_keys_ctx *kc, const char *id, struct kg_key_rec *out,
+kg_keys_get(const struct kg_keys_ctx *kc, const char *fence, const char *id, struct kg_key_rec *out,
             struct kg_err *err)
 {
-    enum kg_status rc = check_ctx(kc, false, err);
+    enum kg_status rc = kg_manage_check_ctx(kc, false, false, err);
 
     if (rc != KG_OK)
         return rc;
     rc = kg_store_key_get(kc->store, id, out, err);
-    /* The store's words vary by backend; a missing key reads the same everywhere. */
-    if (rc == KG_ENOTFOUND)
+    /* The store's words vary by backend; a missing key reads the same
+     * everywhere, and so does one behind the fence or one of a platform
+     * admin seen by a fenced caller. */
+    if (rc == KG_OK && fence != NULL && !kg_manage_fenced_out(fence, out->tenant) &&
+        out->user_id[0] != '\0') {
+        struct kg_user_rec owner;
+
+        if (kg_store_user_get(kc->store, out->user_id, &owner, NULL) == KG_OK &&
+            owner.platform_admin)
+            rc = KG_ENOTFOUND;
+    }
+    if (rc == KG_ENOTFOUND || (rc == KG_OK && kg_manage_fenced_out(fence, out->tenant))) {
+        memset(out, 0, sizeof(*out));
         return kg_err_set(err, KG_ENOTFOUND, "no key %s", id);
+    }
     return rc;
 }
 
 struct list_walk {
-    const struct kg_keys_filter *filter;
     int64_t now;
     kg_keys_list_cb cb;
     void *ctx;
@@ -257,57 +488,252 @@ static bool
 list_one(const struct kg_key_rec *rec, void *ctx)
 {
     const struct list_walk *w = ctx;
-    enum kg_key_state st = kg_key_state_of(rec, w->now);
 
-    if (w->filter != NULL) {
-        if (!w->filter->all_states && st != w->filter->state)
-            return true;
-        if (w->filter->tenant != NULL && strcmp(w->filter->tenant, rec->tenant) != 0)
-            return true;
-    }
-    return w->cb(rec, st, w->ctx);
+    return w->cb(rec, kg_key_state_of(rec, w->now), w->ctx);
 }
 
 enum kg_status
-kg_keys_list(const struct kg_keys_ctx *kc, const struct kg_keys_filter *filter, int64_t now,
-             kg_keys_list_cb cb, void *ctx, struct kg_err *err)
+kg_keys_list(const struct kg_keys_ctx *kc, const char *fence, const struct kg_keys_filter *filter,
+             const struct kg_page *page, int64_t now, kg_keys_list_cb cb, void *ctx, char *next,
+             struct kg_err *err)
 {
-    struct list_walk w = {.filter = filter, .now = now, .cb = cb, .ctx = ctx};
-    enum kg_status rc = check_ctx(kc, false, err);
+    struct list_walk w = {.now = now, .cb = cb, .ctx = ctx};
+    struct kg_key_query q = {.all_states = true, .now = now};
+    enum kg_status rc = kg_manage_check_ctx(kc, false, false, err);
 
+    if (next != NULL)
+        next[0] = '\0';
     if (rc != KG_OK)
         return rc;
     if (cb == NULL)
         return kg_err_set(err, KG_EINVAL, "keys list: missing callback");
-    return kg_store_key_each(kc->store, list_one, &w, err);
+    if (filter != NULL) {
+        q.all_states = filter->all_states;
+        q.state = filter->state;
+        q.tenant = filter->tenant;
+        q.user_id = filter->user;
+        q.name = filter->name;
+    }
+    if (page != NULL)
+        q.page = *page;
+    if (fence != NULL) {
+        /* Another tenant's keys are not there for this caller: an empty
+         * page, exactly as for a tenant without keys. */
+        if (q.tenant != NULL && strcmp(q.tenant, fence) != 0)
+            return KG_OK;
+        q.tenant = fence;
+    }
+    return kg_store_key_list(kc->store, &q, list_one, &w, next, err);
+}
+
+/* ---- update ---- */
+
+/* "N/s", "N/min" or "N/h", N 1..1e9; the limits module gives it meaning. */
+static enum kg_status
+check_rate(const char *rate, char out[KG_RATE_MAX], struct kg_err *err)
+{
+    static const char *const units[] = {"s", "min", "h"};
+    const char *p = rate;
+    int64_t n = 0;
+
+    if (rate[0] == '\0') {
+        out[0] = '\0';
+        return KG_OK;
+    }
+    for (; *p >= '0' && *p <= '9'; p++) {
+        n = n * 10 + (*p - '0');
+        if (n > 1000000000)
+            break;
+    }
+    if (p != rate && rate[0] != '0' && n >= 1 && n <= 1000000000 && *p == '/') {
+        for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+            if (strcmp(p + 1, units[i]) == 0) {
+                snprintf(out, KG_RATE_MAX, "%s", rate);
+                return KG_OK;
+            }
+        }
+    }
+    return kg_err_set(err, KG_EINVAL,
+                      "rate wants N/s, N/min or N/h (N 1 to 1000000000), got "
+                      "\"%.32s\"",
+                      rate);
+}
+
+/* Applies chg to rec, recording each new value in details. */
+static enum kg_status
+apply_change(const struct kg_key_change *chg, const struct kg_user_rec *owner, int64_t now,
+             struct kg_key_rec *rec, json_t *details, struct kg_err *err)
+{
+    char bad[KG_SCOPE_MAX + 1];
+    enum kg_status rc;
+    bool ok = true;
+
+    if (chg->name != NULL) {
+        rc = kg_manage_check_text("name", chg->name, 1, KG_NAME_MAX - 1, rec->name, err);
+        if (rc != KG_OK)
+            return rc;
+        ok = ok && json_object_set_new(details, "name", json_string(rec->name)) == 0;
+    }
+    if (chg->scopes != NULL) {
+        char scopes[KG_SCOPES_MAX];
+
+        rc = kg_scope_list_normalise(chg->scopes, scopes, sizeof(scopes), err);
+        if (rc != KG_OK)
+            return rc;
+        /* A key without scopes has all of its role's power, so any list
+         * narrows it; an empty list widens any other key. */
+        if (rec->scopes[0] != '\0' &&
+            (scopes[0] == '\0' || !kg_keys_scopes_within(rec->scopes, scopes, bad, sizeof(bad))))
+            return kg_err_set(err, KG_EINVAL, "scopes must narrow the key's scopes: %s",
+                              scopes[0] == '\0' ? "(none means every scope)" : bad);
+        rc = check_role_fit(owner->role, scopes, err);
+        if (rc != KG_OK)
+            return rc;
+        memcpy(rec->scopes, scopes, sizeof(scopes));
+        ok = ok && json_object_set_new(details, "scopes", kg_manage_scopes_json(rec->scopes)) == 0;
+    }
+    if (chg->expires != NULL) {
+        if (strcmp(chg->expires, "never") == 0)
+            rec->expires_at = 0;
+        else if ((rc = parse_expiry(chg->expires, now, &rec->expires_at, err)) != KG_OK)
+            return rc;
+        ok = ok &&
+             json_object_set_new(details, "expires_at", kg_manage_time_json(rec->expires_at)) == 0;
+    }
+    if (chg->rate != NULL) {
+        rc = check_rate(chg->rate, rec->rate, err);
+        if (rc != KG_OK)
+            return rc;
+        ok = ok &&
+             json_object_set_new(details, "rate",
+                                 rec->rate[0] != '\0' ? json_string(rec->rate) : json_null()) == 0;
+    }
+    if (chg->set_rate_burst) {
+        if (chg->rate_burst < 0 || chg->rate_burst > 1000000000)
+            return kg_err_set(err, KG_EINVAL, "rate_burst must be 0 (the default) to 1000000000");
+        rec->rate_burst = chg->rate_burst;
+        ok = ok && json_object_set_new(details, "rate_burst", json_integer(rec->rate_burst)) == 0;
+    }
+    if (chg->set_quota_limit) {
+        if (chg->quota_limit < -1)
+            return kg_err_set(err, KG_EINVAL, "quota_limit must be -1 (unlimited) or more");
+        rec->quota_limit = chg->quota_limit;
+        ok = ok && json_object_set_new(details, "quota_limit", json_integer(rec->quota_limit)) == 0;
+    }
+    if (chg->quota_period != NULL) {
+        if (strcmp(chg->quota_period, "") != 0 && strcmp(chg->quota_period, "day") != 0 &&
+            strcmp(chg->quota_period, "month") != 0)
+            return kg_err_set(err, KG_EINVAL, "quota_period wants day, month or nothing");
+        snprintf(rec->quota_period, sizeof(rec->quota_period), "%s", chg->quota_period);
+        ok =
+            ok && json_object_set_new(details, "quota_period", json_string(rec->quota_period)) == 0;
+    }
+    if (!ok)
+        return kg_err_set(err, KG_ENOMEM, "out of memory");
+    return KG_OK;
+}
+
+static bool
+change_is_empty(const struct kg_key_change *chg)
+{
+    return chg->name == NULL && chg->scopes == NULL && chg->expires == NULL && chg->rate == NULL &&
+           !chg->set_rate_burst && !chg->set_quota_limit && chg->quota_period == NULL;
 }
 
 enum kg_status
-kg_keys_revoke(const struct kg_keys_ctx *kc, const char *id, int64_t now,
-               struct kg_key_rec *rec_out, struct kg_err *err)
+kg_keys_update(const struct kg_keys_ctx *kc, const char *fence, const char *id,
+               const struct kg_key_change *chg, int64_t now, struct kg_key_rec *rec_out,
+               struct kg_err *err)
 {
-    struct kg_key_rec rec;
+    struct kg_audit_entry *audit = NULL;
+    struct kg_key_rec *rec = NULL;
+    struct kg_user_rec owner;
+    json_t *details = NULL;
     enum kg_status rc;
 
+    rc = kg_manage_check_ctx(kc, false, true, err);
+    if (rc != KG_OK)
+        return rc;
+    if (chg == NULL || change_is_empty(chg))
+        return kg_err_set(err, KG_EINVAL, "nothing to change");
+    rec = malloc(sizeof(*rec));
+    audit = malloc(sizeof(*audit));
+    details = json_object();
+    if (rec == NULL || audit == NULL || details == NULL) {
+        rc = kg_err_set(err, KG_ENOMEM, "out of memory");
+        goto cleanup;
+    }
+    rc = kg_keys_get(kc, fence, id, rec, err);
+    if (rc != KG_OK)
+        goto cleanup;
+    if (kg_key_state_of(rec, now) == KG_KEY_REVOKED) {
+        rc = kg_err_set(err, KG_ECONFLICT, "key %s is revoked", id);
+        goto cleanup;
+    }
+    rc = kg_store_user_get(kc->store, rec->user_id, &owner, err);
+    if (rc == KG_OK)
+        rc = apply_change(chg, &owner, now, rec, details, err);
+    if (rc != KG_OK)
+        goto cleanup;
+    rc = kg_manage_audit(audit, kc, now, rec->tenant, "key.update", rec->id, details, err);
+    details = NULL;
+    if (rc == KG_OK)
+        rc = kg_store_key_update(kc->store, rec, audit, err);
+    if (rc == KG_ENOTFOUND)
+        rc = kg_err_set(err, KG_ENOTFOUND, "no key %s", id);
+    if (rc == KG_OK && rec_out != NULL)
+        *rec_out = *rec;
+cleanup:
+    json_decref(details);
+    free(audit);
+    free(rec);
+    return rc;
+}
+
+/* ---- revoke and rotate ---- */
+
+enum kg_status
+kg_keys_revoke(const struct kg_keys_ctx *kc, const char *fence, const char *id, int64_t now,
+               struct kg_key_rec *rec_out, struct kg_err *err)
+{
+    struct kg_audit_entry *audit = NULL;
+    struct kg_key_rec *rec = NULL;
+    enum kg_status rc;
+
+    rc = kg_manage_check_ctx(kc, false, true, err);
+    if (rc != KG_OK)
+        return rc;
+    rec = malloc(sizeof(*rec));
+    audit = malloc(sizeof(*audit));
+    if (rec == NULL || audit == NULL) {
+        rc = kg_err_set(err, KG_ENOMEM, "out of memory");
+        goto cleanup;
+    }
     /* Reading first gives a clear "no key" and lets rec_out be filled
      * without a second read that could fail after the change committed. */
-    rc = kg_keys_get(kc, id, &rec, err);
+    rc = kg_keys_get(kc, fence, id, rec, err);
     if (rc != KG_OK)
-        return rc;
-    if (kg_key_state_of(&rec, now) == KG_KEY_REVOKED)
-        return kg_err_set(err, KG_ECONFLICT, "key %s is already revoked", id);
-    rc = kg_store_key_revoke(kc->store, id, now, err);
+        goto cleanup;
+    if (kg_key_state_of(rec, now) == KG_KEY_REVOKED) {
+        rc = kg_err_set(err, KG_ECONFLICT, "key %s is already revoked", id);
+        goto cleanup;
+    }
+    rc = kg_manage_audit(audit, kc, now, rec->tenant, "key.revoke", rec->id,
+                         json_pack("{s:o}", "revoked_at", kg_manage_time_json(now)), err);
+    if (rc == KG_OK)
+        rc = kg_store_key_revoke_audited(kc->store, id, now, audit, err);
     if (rc == KG_ECONFLICT)
-        return kg_err_set(err, KG_ECONFLICT, "key %s is already revoked", id);
-    if (rc == KG_ENOTFOUND)
-        return kg_err_set(err, KG_ENOTFOUND, "no key %s", id);
-    if (rc != KG_OK)
-        return rc;
-    if (rec_out != NULL) {
-        *rec_out = rec;
+        rc = kg_err_set(err, KG_ECONFLICT, "key %s is already revoked", id);
+    else if (rc == KG_ENOTFOUND)
+        rc = kg_err_set(err, KG_ENOTFOUND, "no key %s", id);
+    if (rc == KG_OK && rec_out != NULL) {
+        *rec_out = *rec;
         rec_out->revoked_at = now;
     }
-    return KG_OK;
+cleanup:
+    free(audit);
+    free(rec);
+    return rc;
 }
 
 /* Checks that old may be rotated at now. */
@@ -331,17 +757,19 @@ check_rotatable(const struct kg_key_rec *old, int64_t now, struct kg_err *err)
 }
 
 enum kg_status
-kg_keys_rotate(const struct kg_keys_ctx *kc, const char *old_id, int64_t grace_s, int64_t now,
-               struct kg_key_rec *fresh_out, struct kg_key_rec *old_out, char **key_out,
-               struct kg_err *err)
+kg_keys_rotate(const struct kg_keys_ctx *kc, const char *fence, const char *old_id, int64_t grace_s,
+               int64_t now, struct kg_key_rec *fresh_out, struct kg_key_rec *old_out,
+               char **key_out, struct kg_err *err)
 {
-    struct kg_key_rec old;
+    struct kg_audit_entry *audit = NULL;
+    struct kg_key_rec *old = NULL;
+    struct kg_user_rec owner;
     enum kg_status rc;
     char *key = NULL;
     int64_t revoke_at;
 
     *key_out = NULL;
-    rc = check_ctx(kc, true, err);
+    rc = kg_manage_check_ctx(kc, true, true, err);
     if (rc != KG_OK)
         return rc;
     if (grace_s < 0)
@@ -349,17 +777,27 @@ kg_keys_rotate(const struct kg_keys_ctx *kc, const char *old_id, int64_t grace_s
     if (grace_s > INT64_MAX - now)
         return kg_err_set(err, KG_EINVAL, "grace is too long");
     revoke_at = now + grace_s;
-    rc = kg_keys_get(kc, old_id, &old, err);
+    old = malloc(sizeof(*old));
+    audit = malloc(sizeof(*audit));
+    if (old == NULL || audit == NULL) {
+        rc = kg_err_set(err, KG_ENOMEM, "out of memory");
+        goto cleanup;
+    }
+    rc = kg_keys_get(kc, fence, old_id, old, err);
+    if (rc == KG_OK)
+        rc = check_rotatable(old, now, err);
+    /* A disabled owner's keys are dead; a fresh one would be born dead. */
+    if (rc == KG_OK)
+        rc = kg_store_user_get(kc->store, old->user_id, &owner, err);
+    if (rc == KG_OK)
+        rc = check_owner_usable(&owner, err);
     if (rc != KG_OK)
-        return rc;
-    rc = check_rotatable(&old, now, err);
-    if (rc != KG_OK)
-        return rc;
+        goto cleanup;
 
     /* Everything the old key was allowed to do carries over, usage included,
      * so a rotation is never a way around a quota. Only identity, key
      * material and history start afresh. */
-    *fresh_out = old;
+    *fresh_out = *old;
     fresh_out->created_at = now;
     fresh_out->revoked_at = 0;
     fresh_out->last_used_at = 0;
@@ -367,13 +805,19 @@ kg_keys_rotate(const struct kg_keys_ctx *kc, const char *old_id, int64_t grace_s
     rc = mint(kc, fresh_out, &key, err);
     if (rc != KG_OK)
         goto cleanup;
-    rc = kg_store_key_rotate(kc->store, old_id, fresh_out, revoke_at, now, err);
+    rc = kg_manage_audit(audit, kc, now, old->tenant, "key.rotate", old->id,
+                         json_pack("{s:s, s:I, s:o}", "new_key_id", fresh_out->id, "grace_s",
+                                   (json_int_t)grace_s, "old_key_revoked_at",
+                                   kg_manage_time_json(revoke_at)),
+                         err);
+    if (rc == KG_OK)
+        rc = kg_store_key_rotate(kc->store, old_id, fresh_out, revoke_at, now, audit, err);
     if (rc == KG_ENOTFOUND)
         rc = kg_err_set(err, KG_ENOTFOUND, "no key %s", old_id);
     if (rc != KG_OK)
         goto cleanup;
     if (old_out != NULL) {
-        *old_out = old;
+        *old_out = *old;
         old_out->revoked_at = revoke_at;
         memcpy(old_out->rotated_to, fresh_out->id, sizeof(old_out->rotated_to));
     }
@@ -381,5 +825,7 @@ kg_keys_rotate(const struct kg_keys_ctx *kc, const char *old_id, int64_t grace_s
     key = NULL;
 cleanup:
     kg_keys_key_free(key);
+    free(audit);
+    free(old);
     return rc;
 }

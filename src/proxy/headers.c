@@ -93,11 +93,20 @@ kg_headers_request_id_ok(const char *v)
     return true;
 }
 
+/* Request ids need to be unique and unguessable, not secret: drawing them
+ * from a per-thread pool refilled 256 ids at a time saves a getrandom(2)
+ * per request. */
+#define ID_POOL_BYTES 4096
+static _Thread_local unsigned char id_pool[ID_POOL_BYTES];
+static _Thread_local size_t id_pool_used = ID_POOL_BYTES;
+
 void
 kg_headers_new_request_id(char out[KG_REQUEST_ID_MAX])
 {
-    unsigned char raw[16];
-
-    randombytes_buf(raw, sizeof(raw));
-    sodium_bin2hex(out, KG_REQUEST_ID_MAX, raw, sizeof(raw));
+    if (id_pool_used + 16 > ID_POOL_BYTES) {
+        randombytes_buf(id_pool, sizeof(id_pool));
+        id_pool_used = 0;
+    }
+    sodium_bin2hex(out, KG_REQUEST_ID_MAX, id_pool + id_pool_used, 16);
+    id_pool_used += 16;
 }

@@ -131,6 +131,7 @@ wake(struct kg_exchange *x)
     if (x->suspended) {
         x->suspended = false;
         MHD_resume_connection(x->conn);
+        kg_loop_note_resume(x->loop);
     }
 }
 
@@ -290,6 +291,9 @@ kg_relay_start(struct kg_loop *loop, struct kg_relay_req *rq, struct kg_exchange
     curl_easy_setopt(e, CURLOPT_HTTP_CONTENT_DECODING, 0L);
     curl_easy_setopt(e, CURLOPT_HTTP_TRANSFER_DECODING, 1L);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    /* "" disables proxies outright: an http_proxy in the daemon's environment
+     * must not reroute upstream traffic (and curl skips the lookup). */
+    curl_easy_setopt(e, CURLOPT_PROXY, "");
     if (strcmp(rq->method, "HEAD") == 0) {
         curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
     } else if (strcmp(rq->method, "GET") != 0 || x->has_body) {

@@ -17,7 +17,7 @@
 
 #define MAX_DAEMONS 4
 #define EASY_POOL_MAX 256
-#define TAG_WAKE ((void *)1)
+#define TAG_WAKE 1u
 
 struct kg_loop {
     int index;
@@ -36,45 +36,71 @@ struct kg_loop {
     pthread_t thread;
     bool started;
     struct kg_exchange *relays;
+    unsigned char *sock_state; /* per fd: SOCK_* */
+    size_t nsock_state;
     CURL *easy_pool[EASY_POOL_MAX];
     size_t neasy;
+    int64_t mhd_deadline_ms[MAX_DAEMONS]; /* monotonic; -1: no timer */
+    bool mhd_due[MAX_DAEMONS];            /* its epoll fd reported events */
+    bool resumed;                         /* a connection was resumed this round */
+    _Atomic bool kicked;                  /* resumed from another thread */
 };
 
-/* Distinguishes a curl socket from a daemon fd in epoll data. */
-struct sockref {
-    curl_socket_t fd;
-};
+/* epoll data: TAG_WAKE, a daemon tag (TAG_DAEMON + i), or TAG_CURL | fd. */
+#define TAG_DAEMON 2u
+#define TAG_CURL (1ull << 63)
+
+/* An upstream socket stays in the epoll set between transfers (with no
+ * events) instead of being removed and added back for every request: two
+ * epoll_ctl calls fewer per proxied request on a reused connection. The
+ * kernel drops it from the set when curl closes it. */
+enum { SOCK_NONE = 0, SOCK_IDLE, SOCK_WATCHED };
+
+static bool
+sock_state_grow(struct kg_loop *loop, curl_socket_t s)
+{
+    size_t n = loop->nsock_state;
+
+    if ((size_t)s < n)
+        return true;
+    while (n <= (size_t)s)
+        n = n == 0 ? 1024 : n * 2;
+    {
+        unsigned char *ns = realloc(loop->sock_state, n);
+
+        if (ns == NULL)
+            return false;
+        memset(ns + loop->nsock_state, 0, n - loop->nsock_state);
+        loop->sock_state = ns;
+        loop->nsock_state = n;
+    }
+    return true;
+}
 
 static int
 curl_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 {
     struct kg_loop *loop = userp;
-    struct epoll_event ev = {0};
-    struct sockref *ref = socketp;
+    struct epoll_event ev = {.data.u64 = TAG_CURL | (uint64_t)s};
 
     (void)easy;
-    if (what == CURL_POLL_REMOVE) {
-        epoll_ctl(loop->epfd, EPOLL_CTL_DEL, s, NULL);
-        free(ref);
-        curl_multi_assign(loop->multi, s, NULL);
-        return 0;
-    }
-    if (ref == NULL) {
-        ref = calloc(1, sizeof(*ref));
-        if (ref == NULL)
-            return -1;
-        ref->fd = s;
-        curl_multi_assign(loop->multi, s, ref);
-        ev.events = 0;
-        ev.data.ptr = ref;
-        if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, s, &ev) != 0 && errno != EEXIST) {
+    (void)socketp;
+    if (s < 0 || !sock_state_grow(loop, s))
+        return -1;
+    ev.events = what == CURL_POLL_REMOVE
+                    ? 0
+                    : (what & CURL_POLL_IN ? EPOLLIN : 0) | (what & CURL_POLL_OUT ? EPOLLOUT : 0);
+    if (epoll_ctl(loop->epfd, EPOLL_CTL_MOD, s, &ev) != 0) {
+        if (what == CURL_POLL_REMOVE) {
+            loop->sock_state[s] = SOCK_NONE;
+            return 0;
+        }
+        if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, s, &ev) != 0) {
             kg_log_warn("epoll add upstream socket");
             return -1;
         }
     }
-    ev.data.ptr = ref;
-    ev.events = (what & CURL_POLL_IN ? EPOLLIN : 0) | (what & CURL_POLL_OUT ? EPOLLOUT : 0);
-    epoll_ctl(loop->epfd, EPOLL_CTL_MOD, s, &ev);
+    loop->sock_state[s] = what == CURL_POLL_REMOVE ? SOCK_IDLE : SOCK_WATCHED;
     return 0;
 }
 
@@ -92,7 +118,7 @@ enum kg_status
 kg_loop_new(int index, struct kg_runtime *rt, struct kg_loop **out, struct kg_err *err)
 {
     struct kg_loop *loop = calloc(1, sizeof(*loop));
-    struct epoll_event ev = {.events = EPOLLIN, .data.ptr = TAG_WAKE};
+    struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_WAKE};
 
     *out = NULL;
     if (loop == NULL)
@@ -126,19 +152,12 @@ kg_loop_add_daemon(struct kg_loop *loop, struct MHD_Daemon *d, struct kg_err *er
 
     if (loop->ndaemons == MAX_DAEMONS || info == NULL)
         return kg_err_set(err, KG_EINVAL, "cannot drive this daemon");
-    /* Daemon i is tagged as the address of its slot, never a sockref. */
-    ev.data.ptr = &loop->daemons[loop->ndaemons];
+    ev.data.u64 = TAG_DAEMON + loop->ndaemons;
     if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, info->epoll_fd, &ev) != 0)
         return kg_err_set(err, KG_EIO, "epoll add daemon: %s", strerror(errno));
     loop->daemon_fds[loop->ndaemons] = info->epoll_fd;
     loop->daemons[loop->ndaemons++] = d;
     return KG_OK;
-}
-
-static bool
-is_daemon_tag(struct kg_loop *loop, void *p)
-{
-    return p >= (void *)&loop->daemons[0] && p < (void *)&loop->daemons[MAX_DAEMONS];
 }
 
 static void
@@ -159,11 +178,18 @@ compute_timeout(struct kg_loop *loop)
     int64_t now = kg_time_mono_ms();
     int64_t t = 1000; /* wake at least once a second to notice stop and drain */
 
+    if (loop->resumed)
+        return 0;
+
     for (size_t i = 0; i < loop->ndaemons; i++) {
         MHD_UNSIGNED_LONG_LONG mt;
 
-        if (MHD_get_timeout(loop->daemons[i], &mt) == MHD_YES && (int64_t)mt < t)
-            t = (int64_t)mt;
+        loop->mhd_deadline_ms[i] = -1;
+        if (MHD_get_timeout(loop->daemons[i], &mt) == MHD_YES) {
+            loop->mhd_deadline_ms[i] = now + (int64_t)mt;
+            if ((int64_t)mt < t)
+                t = (int64_t)mt;
+        }
     }
     if (loop->curl_deadline_ms >= 0) {
         int64_t ct = loop->curl_deadline_ms - now;
@@ -189,21 +215,30 @@ loop_main(void *arg)
             break;
         }
         for (int i = 0; i < n; i++) {
-            void *p = evs[i].data.ptr;
+            uint64_t tag = evs[i].data.u64;
 
-            if (p == TAG_WAKE) {
+            if (tag >= TAG_DAEMON && tag < TAG_DAEMON + MAX_DAEMONS) {
+                loop->mhd_due[tag - TAG_DAEMON] = true;
+            } else if (tag == TAG_WAKE) {
                 uint64_t v;
 
                 if (read(loop->wakefd, &v, sizeof(v)) < 0) {
                     /* Nothing to do: the wake-up itself was the message. */
                 }
-            } else if (!is_daemon_tag(loop, p)) {
-                struct sockref *ref = p;
+            } else if ((tag & TAG_CURL) != 0) {
+                curl_socket_t fd = (curl_socket_t)(tag & ~TAG_CURL);
                 int flags = (evs[i].events & EPOLLIN ? CURL_CSELECT_IN : 0) |
                             (evs[i].events & EPOLLOUT ? CURL_CSELECT_OUT : 0) |
                             (evs[i].events & (EPOLLERR | EPOLLHUP) ? CURL_CSELECT_ERR : 0);
 
-                curl_multi_socket_action(loop->multi, ref->fd, flags, &running);
+                /* An idle socket still reports HUP/ERR (level-triggered, even
+                 * with no events asked): drop it, curl notices on reuse. */
+                if ((size_t)fd < loop->nsock_state && loop->sock_state[fd] == SOCK_IDLE) {
+                    epoll_ctl(loop->epfd, EPOLL_CTL_DEL, fd, NULL);
+                    loop->sock_state[fd] = SOCK_NONE;
+                    continue;
+                }
+                curl_multi_socket_action(loop->multi, fd, flags, &running);
             }
         }
         if (loop->curl_deadline_ms >= 0 && kg_time_mono_ms() >= loop->curl_deadline_ms) {
@@ -220,9 +255,22 @@ loop_main(void *arg)
             }
             loop->quiesced = true;
         }
-        /* Always run MHD: it also picks up connections the relay resumed. */
-        for (size_t i = 0; i < loop->ndaemons; i++)
-            MHD_run(loop->daemons[i]);
+        /* Run a daemon only when it has work: events on its epoll fd, a
+         * timer due (0 also means "data already buffered"), or a connection
+         * the relay resumed. Each MHD_run costs an epoll_wait of its own. */
+        {
+            int64_t now = kg_time_mono_ms();
+            bool resumed = loop->resumed || atomic_exchange(&loop->kicked, false);
+
+            loop->resumed = false;
+            for (size_t i = 0; i < loop->ndaemons; i++) {
+                if (loop->mhd_due[i] || resumed || loop->quiesced ||
+                    (loop->mhd_deadline_ms[i] >= 0 && now >= loop->mhd_deadline_ms[i])) {
+                    loop->mhd_due[i] = false;
+                    MHD_run(loop->daemons[i]);
+                }
+            }
+        }
         drain_curl_messages(loop);
     }
     /* MHD must not be stopped with suspended connections: wake them all and
@@ -298,6 +346,7 @@ kg_loop_free(struct kg_loop *loop)
         curl_easy_cleanup(loop->easy_pool[i]);
     if (loop->multi != NULL)
         curl_multi_cleanup(loop->multi);
+    free(loop->sock_state);
     if (loop->wakefd >= 0)
         close(loop->wakefd);
     if (loop->epfd >= 0)
@@ -348,4 +397,19 @@ kg_loop_easy_put(struct kg_loop *loop, CURL *easy)
     }
     curl_easy_reset(easy);
     loop->easy_pool[loop->neasy++] = easy;
+}
+
+void
+kg_loop_note_resume(struct kg_loop *loop)
+{
+    loop->resumed = true;
+}
+
+void
+kg_loop_kick(struct kg_loop *loop)
+{
+    /* In external-poll mode libmicrohttpd has no channel of its own to
+     * notice a resume from another thread: flag it and wake the loop. */
+    atomic_store(&loop->kicked, true);
+    wake(loop);
 }

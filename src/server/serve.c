@@ -1,8 +1,8 @@
 /* server/serve.c - the daemon's life: startup order (config -> store ->
- * secret -> key cache -> listeners -> loops), the main thread's duties
- * (signals, noticing key changes made by other processes, writing
- * last-used times once a second) and the drain on SIGTERM. Requests are
- * never handled on this thread. */
+ * secret -> key cache -> worker -> listeners -> loops -> admin listener),
+ * the main thread's duties (signals, noticing key changes made by other
+ * processes, writing last-used times once a second) and the drain on
+ * SIGTERM. Requests are never handled on this thread. */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -13,6 +13,7 @@
 #include <unistd.h>
 
 #include <curl/curl.h>
+#include <sodium.h>
 
 #include "keygate/admin.h"
 #include "keygate/front.h"
@@ -20,12 +21,20 @@
 #include "keygate/log.h"
 #include "keygate/loop.h"
 #include "keygate/serve.h"
+#include "keygate/throttle.h"
 #include "keygate/timeutil.h"
+#include "keygate/worker.h"
 
 #define KG_MAX_WORKERS 64
 #define POLL_MS 200
 #define FLUSH_MS 1000
 #define SHUTDOWN_TIMEOUT_MS 10000
+/* Signup: 5 attempts per minute per client IP, remembered for this many
+ * clients at once; jobs waiting for the worker beyond the queue get a 503. */
+#define SIGNUP_LIMIT 5
+#define SIGNUP_PERIOD_MS 60000
+#define SIGNUP_CLIENTS 4096
+#define WORKER_QUEUE_MAX 64
 
 static void
 report_stderr(void *ctx, const char *line)
@@ -58,7 +67,49 @@ struct daemon_state {
     struct kg_runtime rt;
     struct kg_loop *loops[KG_MAX_WORKERS];
     int nloops;
+    struct kg_admin *admin;
 };
+
+/* The worker thread's context is its own store handle: SQLite handles are
+ * one per thread, and a signup writes a user and its key. */
+static enum kg_status
+worker_open_store(void *arg, void **ctx, struct kg_err *err)
+{
+    struct kg_runtime *rt = arg;
+    unsigned char audit_key[KG_AUDIT_KEY_BYTES];
+    struct kg_store *st = NULL;
+    enum kg_status rc;
+
+    rc = kg_store_open(rt->cfg->database, &st, err);
+    if (rc != KG_OK)
+        return rc;
+    kg_digest_audit_key(rt->secret, audit_key);
+    kg_store_set_audit_key(st, audit_key);
+    sodium_memzero(audit_key, sizeof(audit_key));
+    *ctx = st;
+    return KG_OK;
+}
+
+static void
+worker_close_store(void *ctx)
+{
+    kg_store_close(ctx);
+}
+
+/* The signup endpoint's worker and per-IP limit, only when signup is on. */
+static enum kg_status
+start_signup(struct daemon_state *ds, struct kg_err *err)
+{
+    enum kg_status rc;
+
+    if (!ds->inst->cfg->signup)
+        return KG_OK;
+    rc = kg_throttle_new(SIGNUP_LIMIT, SIGNUP_PERIOD_MS, SIGNUP_CLIENTS, &ds->rt.signup_limit, err);
+    if (rc != KG_OK)
+        return rc;
+    return kg_worker_new(WORKER_QUEUE_MAX, worker_open_store, worker_close_store, &ds->rt,
+                         &ds->rt.worker, err);
+}
 
 static enum kg_status
 start_loops(struct daemon_state *ds, struct kg_err *err)
@@ -91,21 +142,14 @@ start_loops(struct daemon_state *ds, struct kg_err *err)
             return rc;
         }
     }
-    if (strcmp(cfg->admin_listen, "off") != 0) {
-        rc = kg_admin_new_daemon(ds->loops[0], &adm, &d, err);
-        if (rc != KG_OK)
-            return rc;
-        rc = kg_loop_add_daemon(ds->loops[0], d, err);
-        if (rc != KG_OK) {
-            MHD_stop_daemon(d);
-            return rc;
-        }
-    }
     for (int i = 0; i < ds->nloops; i++) {
         rc = kg_loop_start(ds->loops[i], err);
         if (rc != KG_OK)
             return rc;
     }
+    /* The admin listener runs on its own thread: its calls block on the store. */
+    if (strcmp(cfg->admin_listen, "off") != 0)
+        return kg_admin_start(&ds->rt, &adm, &ds->admin, err);
     return KG_OK;
 }
 
@@ -284,7 +328,7 @@ kg_serve_main(int argc, char **argv)
         kg_log_error("loading keys: %s", err.msg[0] != '\0' ? err.msg : "out of memory");
         goto cleanup;
     }
-    if (start_loops(&ds, &err) != KG_OK) {
+    if (start_signup(&ds, &err) != KG_OK || start_loops(&ds, &err) != KG_OK) {
         kg_log_error("%s", err.msg);
         goto cleanup;
     }
@@ -299,10 +343,18 @@ kg_serve_main(int argc, char **argv)
     }
     status = run(&ds);
 cleanup:
+    /* The worker first: every signup it still holds is answered (a
+     * queued one with 503) and its connection resumed while the loops
+     * still run, since libmicrohttpd must not stop with a connection
+     * suspended. Loops that meet the stopped worker answer 503 at once. */
+    kg_worker_stop(ds.rt.worker);
     for (int i = 0; i < ds.nloops; i++)
         kg_loop_stop(ds.loops[i]);
     for (int i = 0; i < ds.nloops; i++)
         kg_loop_free(ds.loops[i]);
+    kg_admin_stop(ds.admin);
+    kg_worker_free(ds.rt.worker);
+    kg_throttle_free(ds.rt.signup_limit);
     if (ds.rt.keys != NULL && ds.inst != NULL)
         flush_usage(&ds);
     kg_keycache_free(ds.rt.keys);

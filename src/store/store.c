@@ -1,13 +1,18 @@
 /* store/store.c - the store interface: picks a backend from the database
  * location, checks every argument once, and dispatches through the backend's
- * function table (store_int.h). Also the pure key-state helpers.
+ * function table (store_int.h). Also the pure helpers every backend shares:
+ * key states, listing cursors and the audit chain hash.
  *
  * It owns no storage itself; store_sqlite.c is the only backend today. The
  * checks live here so that a second backend cannot forget them and so that
  * bad input is reported the same way whatever the backend.
  */
+#include <inttypes.h>
+#include <stdio.h>
 #include <string.h>
 #include <strings.h>
+
+#include <sodium.h>
 
 #include "keygate/store.h"
 #include "store/store_int.h"
@@ -120,6 +125,7 @@ check_rec(const struct kg_key_rec *rec, struct kg_err *err)
         {"rate", rec->rate, sizeof(rec->rate)},
         {"quota_period", rec->quota_period, sizeof(rec->quota_period)},
         {"metadata", rec->metadata, sizeof(rec->metadata)},
+        {"user_id", rec->user_id, sizeof(rec->user_id)},
     };
     const struct {
         const char *name;
@@ -139,6 +145,11 @@ check_rec(const struct kg_key_rec *rec, struct kg_err *err)
     rc = check_id("key record", rec->id, err);
     if (rc != KG_OK)
         return rc;
+    if (rec->user_id[0] != '\0') {
+        rc = check_id("key record user_id", rec->user_id, err);
+        if (rc != KG_OK)
+            return rc;
+    }
     if (rec->rotated_to[0] != '\0') {
         rc = check_id("key record rotated_to", rec->rotated_to, err);
         if (rc != KG_OK)
@@ -212,6 +223,221 @@ kg_key_state_parse(const char *s, enum kg_key_state *out, bool *all, struct kg_e
                       all != NULL ? "revoked or all" : "or revoked");
 }
 
+/* ---- checks of the new record types ---- */
+
+static bool
+has_newline(const char *s)
+{
+    return strchr(s, '\n') != NULL || strchr(s, '\r') != NULL;
+}
+
+static enum kg_status
+check_tenant_rec(const char *what, const struct kg_tenant_rec *rec, struct kg_err *err)
+{
+    if (!terminated(rec->name, sizeof(rec->name)) ||
+        !terminated(rec->display_name, sizeof(rec->display_name)))
+        return kg_err_set(err, KG_EINVAL, "%s: tenant record is not NUL-terminated", what);
+    if (rec->name[0] == '\0')
+        return kg_err_set(err, KG_EINVAL, "%s: empty tenant name", what);
+    if (rec->created_at <= 0)
+        return kg_err_set(err, KG_EINVAL, "%s: tenant %s: created_at must be set", what, rec->name);
+    if (rec->disabled_at < 0)
+        return kg_err_set(err, KG_EINVAL, "%s: tenant %s: disabled_at is negative", what,
+                          rec->name);
+    return KG_OK;
+}
+
+static enum kg_status
+check_user_rec(const char *what, const struct kg_user_rec *rec, struct kg_err *err)
+{
+    const struct {
+        const char *name;
+        const char *buf;
+        size_t size;
+    } strs[] = {
+        {"id", rec->id, sizeof(rec->id)},
+        {"tenant", rec->tenant, sizeof(rec->tenant)},
+        {"username", rec->username, sizeof(rec->username)},
+        {"email", rec->email, sizeof(rec->email)},
+        {"first_name", rec->first_name, sizeof(rec->first_name)},
+        {"last_name", rec->last_name, sizeof(rec->last_name)},
+        {"password_hash", rec->password_hash, sizeof(rec->password_hash)},
+        {"role", rec->role, sizeof(rec->role)},
+        {"tier", rec->tier, sizeof(rec->tier)},
+    };
+    enum kg_status rc;
+
+    for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
+        if (!terminated(strs[i].buf, strs[i].size))
+            return kg_err_set(err, KG_EINVAL, "%s: user record: %s is not NUL-terminated", what,
+                              strs[i].name);
+    }
+    rc = check_id(what, rec->id, err);
+    if (rc != KG_OK)
+        return rc;
+    if (rec->tenant[0] == '\0' || rec->username[0] == '\0' || rec->tier[0] == '\0')
+        return kg_err_set(err, KG_EINVAL, "%s: user %s: tenant, username and tier must be set",
+                          what, rec->id);
+    if (rec->created_at <= 0)
+        return kg_err_set(err, KG_EINVAL, "%s: user %s: created_at must be set", what, rec->id);
+    if (rec->disabled_at < 0)
+        return kg_err_set(err, KG_EINVAL, "%s: user %s: disabled_at is negative", what, rec->id);
+    return KG_OK;
+}
+
+/* Entries are checked whole before a transaction starts, so a bad entry
+ * never leaves a change committed without its record. */
+static enum kg_status
+check_audit(const struct kg_store *st, const struct kg_audit_entry *audit, struct kg_err *err)
+{
+    for (const struct kg_audit_entry *e = audit; e != NULL; e = e->next) {
+        const char *strs[] = {e->actor, e->tenant, e->action, e->object, e->details};
+        const size_t sizes[] = {sizeof(e->actor), sizeof(e->tenant), sizeof(e->action),
+                                sizeof(e->object), sizeof(e->details)};
+        size_t n;
+
+        if (!st->has_audit_key)
+            return kg_err_set(err, KG_EINVAL, "audit: the store has no audit key");
+        for (size_t i = 0; i < sizeof(strs) / sizeof(strs[0]); i++) {
+            if (!terminated(strs[i], sizes[i]))
+                return kg_err_set(err, KG_EINVAL, "audit entry: a field is not NUL-terminated");
+            /* The hash joins fields with newlines: one inside a field could
+             * move text between fields without changing the hash. */
+            if (has_newline(strs[i]))
+                return kg_err_set(err, KG_EINVAL, "audit entry: a field contains a newline");
+        }
+        if (e->time <= 0 || e->actor[0] == '\0' || e->action[0] == '\0')
+            return kg_err_set(err, KG_EINVAL, "audit entry: time, actor and action must be set");
+        n = strlen(e->details);
+        if (n < 2 || e->details[0] != '{' || e->details[n - 1] != '}')
+            return kg_err_set(err, KG_EINVAL, "audit entry: details must be a JSON object");
+    }
+    return KG_OK;
+}
+
+/* ---- cursors ---- */
+
+static bool
+cursor_char_ok(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '-' || c == '.';
+}
+
+void
+kg_store_cursor_format(int64_t num, const char *key, char out[KG_CURSOR_MAX])
+{
+    static const char hex[] = "0123456789abcdef";
+    bool plain = true;
+    size_t n;
+
+    if (key == NULL) {
+        snprintf(out, KG_CURSOR_MAX, "%" PRId64, num);
+        return;
+    }
+    for (const char *p = key; *p != '\0'; p++)
+        plain = plain && cursor_char_ok(*p);
+    if (plain) {
+        snprintf(out, KG_CURSOR_MAX, "%" PRId64 ".%s", num, key);
+        return;
+    }
+    /* Tenants named before names were restricted may hold anything: their
+     * bytes go in hex after a '~' so the cursor stays URL-safe. */
+    n = (size_t)snprintf(out, KG_CURSOR_MAX, "%" PRId64 "~", num);
+    for (const unsigned char *p = (const unsigned char *)key; *p != '\0' && n + 3 < KG_CURSOR_MAX;
+         p++) {
+        out[n++] = hex[*p >> 4];
+        out[n++] = hex[*p & 15];
+    }
+    out[n] = '\0';
+}
+
+static int
+hex_val(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    return -1;
+}
+
+/* with_key: "N.KEY" or "N~HEX"; otherwise "N". */
+static enum kg_status
+cursor_parse(const struct kg_page *page, bool with_key, struct kg_cursor *out, struct kg_err *err)
+{
+    const char *s = page != NULL ? page->cursor : NULL;
+    const char *p;
+    int64_t num = 0;
+    size_t n = 0;
+
+    memset(out, 0, sizeof(*out));
+    if (s == NULL || s[0] == '\0')
+        return KG_OK;
+    for (p = s; *p >= '0' && *p <= '9'; p++) {
+        if (num > (INT64_MAX - (*p - '0')) / 10)
+            goto bad;
+        num = num * 10 + (*p - '0');
+    }
+    if (p == s || strnlen(s, KG_CURSOR_MAX) == KG_CURSOR_MAX)
+        goto bad;
+    if (!with_key) {
+        if (*p != '\0')
+            goto bad;
+    } else if (*p == '.') {
+        for (p++; *p != '\0'; p++) {
+            if (!cursor_char_ok(*p) || n + 1 >= sizeof(out->key))
+                goto bad;
+            out->key[n++] = *p;
+        }
+    } else if (*p == '~') {
+        for (p++; *p != '\0'; p += 2) {
+            int hi = hex_val(p[0]), lo = hi >= 0 ? hex_val(p[1]) : -1;
+
+            if (lo < 0 || (hi == 0 && lo == 0) || n + 1 >= sizeof(out->key))
+                goto bad;
+            out->key[n++] = (char)(hi * 16 + lo);
+        }
+    } else {
+        goto bad;
+    }
+    if (with_key && n == 0)
+        goto bad;
+    out->key[n] = '\0';
+    out->num = num;
+    out->set = true;
+    return KG_OK;
+bad:
+    memset(out, 0, sizeof(*out));
+    return kg_err_set(err, KG_EINVAL, "cursor is malformed");
+}
+
+/* ---- the audit chain hash ---- */
+
+void
+kg_store_audit_hash(const unsigned char key[KG_AUDIT_KEY_BYTES], const struct kg_audit_entry *e,
+                    const char *prev_hash, char out[KG_AUDIT_HASH_HEX])
+{
+    crypto_generichash_state h;
+    unsigned char digest[32];
+    char nums[2][24];
+    const char *parts[] = {prev_hash, nums[0],   nums[1],   e->actor,
+                           e->tenant, e->action, e->object, e->details};
+
+    snprintf(nums[0], sizeof(nums[0]), "%" PRId64, e->seq);
+    snprintf(nums[1], sizeof(nums[1]), "%" PRId64, e->time);
+    crypto_generichash_init(&h, key, KG_AUDIT_KEY_BYTES, sizeof(digest));
+    for (size_t i = 0; i < sizeof(parts) / sizeof(parts[0]); i++) {
+        if (i > 0)
+            crypto_generichash_update(&h, (const unsigned char *)"\n", 1);
+        crypto_generichash_update(&h, (const unsigned char *)parts[i], strlen(parts[i]));
+    }
+    crypto_generichash_final(&h, digest, sizeof(digest));
+    sodium_bin2hex(out, KG_AUDIT_HASH_HEX, digest, sizeof(digest));
+}
+
+/* ---- dispatch ---- */
+
 enum kg_status
 kg_store_open(const char *path, struct kg_store **out, struct kg_err *err)
 {
@@ -224,6 +450,8 @@ kg_store_open(const char *path, struct kg_store **out, struct kg_err *err)
     *out = NULL;
     if (path == NULL || path[0] == '\0')
         return kg_err_set(err, KG_EINVAL, "store open: empty database path");
+    if (sodium_init() < 0)
+        return kg_err_set(err, KG_ENOMEM, "libsodium failed to initialise");
     rc = pick_backend(path, &ops, &rest, err);
     if (rc != KG_OK)
         return rc;
@@ -235,20 +463,39 @@ kg_store_close(struct kg_store *st)
 {
     if (st == NULL)
         return;
+    sodium_memzero(st->audit_key, sizeof(st->audit_key));
     st->ops->close(st);
 }
 
+void
+kg_store_set_audit_key(struct kg_store *st, const unsigned char key[KG_AUDIT_KEY_BYTES])
+{
+    if (st == NULL || key == NULL)
+        return;
+    memcpy(st->audit_key, key, KG_AUDIT_KEY_BYTES);
+    st->has_audit_key = true;
+}
+
 enum kg_status
-kg_store_key_insert(struct kg_store *st, const struct kg_key_rec *rec, struct kg_err *err)
+kg_store_key_insert_audited(struct kg_store *st, const struct kg_key_rec *rec,
+                            const struct kg_audit_entry *audit, struct kg_err *err)
 {
     enum kg_status rc;
 
     if (st == NULL || rec == NULL)
         return kg_err_set(err, KG_EINVAL, "key insert: missing argument");
     rc = check_rec(rec, err);
+    if (rc == KG_OK)
+        rc = check_audit(st, audit, err);
     if (rc != KG_OK)
         return rc;
-    return st->ops->key_insert(st, rec, err);
+    return st->ops->key_add(st, rec, audit, err);
+}
+
+enum kg_status
+kg_store_key_insert(struct kg_store *st, const struct kg_key_rec *rec, struct kg_err *err)
+{
+    return kg_store_key_insert_audited(st, rec, NULL, err);
 }
 
 enum kg_status
@@ -272,8 +519,62 @@ kg_store_key_each(struct kg_store *st, kg_store_key_cb cb, void *ctx, struct kg_
     return st->ops->key_each(st, cb, ctx, err);
 }
 
+static void
+clear_next(char *next)
+{
+    if (next != NULL)
+        next[0] = '\0';
+}
+
 enum kg_status
-kg_store_key_revoke(struct kg_store *st, const char *id, int64_t now, struct kg_err *err)
+kg_store_key_list(struct kg_store *st, const struct kg_key_query *q, kg_store_key_cb cb, void *ctx,
+                  char *next, struct kg_err *err)
+{
+    struct kg_cursor after;
+    enum kg_status rc;
+
+    clear_next(next);
+    if (st == NULL || q == NULL || cb == NULL)
+        return kg_err_set(err, KG_EINVAL, "key list: missing argument");
+    if (q->user_id != NULL) {
+        rc = check_id("key list", q->user_id, err);
+        if (rc != KG_OK)
+            return rc;
+    }
+    rc = cursor_parse(&q->page, true, &after, err);
+    if (rc != KG_OK)
+        return rc;
+    return st->ops->key_list(st, q, &after, cb, ctx, next, err);
+}
+
+enum kg_status
+kg_store_key_each_owner(struct kg_store *st, kg_store_key_owner_cb cb, void *ctx,
+                        struct kg_err *err)
+{
+    if (st == NULL || cb == NULL)
+        return kg_err_set(err, KG_EINVAL, "key walk: missing argument");
+    return st->ops->key_each_owner(st, cb, ctx, err);
+}
+
+enum kg_status
+kg_store_key_update(struct kg_store *st, const struct kg_key_rec *rec,
+                    const struct kg_audit_entry *audit, struct kg_err *err)
+{
+    enum kg_status rc;
+
+    if (st == NULL || rec == NULL)
+        return kg_err_set(err, KG_EINVAL, "key update: missing argument");
+    rc = check_rec(rec, err);
+    if (rc == KG_OK)
+        rc = check_audit(st, audit, err);
+    if (rc != KG_OK)
+        return rc;
+    return st->ops->key_update(st, rec, audit, err);
+}
+
+enum kg_status
+kg_store_key_revoke_audited(struct kg_store *st, const char *id, int64_t now,
+                            const struct kg_audit_entry *audit, struct kg_err *err)
 {
     enum kg_status rc;
 
@@ -285,12 +586,22 @@ kg_store_key_revoke(struct kg_store *st, const char *id, int64_t now, struct kg_
     /* 0 means "not revoked" in the record, so it cannot be a revocation time. */
     if (now <= 0)
         return kg_err_set(err, KG_EINVAL, "key revoke %s: time must be positive", id);
-    return st->ops->key_revoke(st, id, now, err);
+    rc = check_audit(st, audit, err);
+    if (rc != KG_OK)
+        return rc;
+    return st->ops->key_revoke(st, id, now, audit, err);
+}
+
+enum kg_status
+kg_store_key_revoke(struct kg_store *st, const char *id, int64_t now, struct kg_err *err)
+{
+    return kg_store_key_revoke_audited(st, id, now, NULL, err);
 }
 
 enum kg_status
 kg_store_key_rotate(struct kg_store *st, const char *old_id, const struct kg_key_rec *fresh,
-                    int64_t revoke_at, int64_t now, struct kg_err *err)
+                    int64_t revoke_at, int64_t now, const struct kg_audit_entry *audit,
+                    struct kg_err *err)
 {
     enum kg_status rc;
 
@@ -309,7 +620,10 @@ kg_store_key_rotate(struct kg_store *st, const char *old_id, const struct kg_key
     /* A revocation before now would rewrite history, not schedule anything. */
     if (revoke_at < now)
         return kg_err_set(err, KG_EINVAL, "key rotate %s: revocation time is in the past", old_id);
-    return st->ops->key_rotate(st, old_id, fresh, revoke_at, now, err);
+    rc = check_audit(st, audit, err);
+    if (rc != KG_OK)
+        return rc;
+    return st->ops->key_rotate(st, old_id, fresh, revoke_at, now, audit, err);
 }
 
 enum kg_status
@@ -321,6 +635,220 @@ kg_store_key_touch(struct kg_store *st, const char *const *ids, const int64_t *t
     if (n == 0)
         return KG_OK;
     return st->ops->key_touch(st, ids, times, n, err);
+}
+
+enum kg_status
+kg_store_tenant_insert(struct kg_store *st, const struct kg_tenant_rec *rec,
+                       const struct kg_audit_entry *audit, struct kg_err *err)
+{
+    enum kg_status rc;
+
+    if (st == NULL || rec == NULL)
+        return kg_err_set(err, KG_EINVAL, "tenant insert: missing argument");
+    rc = check_tenant_rec("tenant insert", rec, err);
+    if (rc == KG_OK)
+        rc = check_audit(st, audit, err);
+    if (rc != KG_OK)
+        return rc;
+    return st->ops->tenant_insert(st, rec, audit, err);
+}
+
+static enum kg_status
+check_text_arg(const char *what, const char *s, size_t cap, struct kg_err *err)
+{
+    if (s == NULL || s[0] == '\0')
+        return kg_err_set(err, KG_EINVAL, "%s: missing argument", what);
+    if (strnlen(s, cap) == cap)
+        return kg_err_set(err, KG_EINVAL, "%s: argument is longer than %zu bytes", what, cap - 1);
+    return KG_OK;
+}
+
+enum kg_status
+kg_store_tenant_get(struct kg_store *st, const char *name, struct kg_tenant_rec *out,
+                    struct kg_err *err)
+{
+    enum kg_status rc;
+
+    if (st == NULL || out == NULL)
+        return kg_err_set(err, KG_EINVAL, "tenant get: missing argument");
+    rc = check_text_arg("tenant get", name, KG_NAME_MAX, err);
+    if (rc != KG_OK)
+        return rc;
+    return st->ops->tenant_get(st, name, out, err);
+}
+
+enum kg_status
+kg_store_tenant_update(struct kg_store *st, const struct kg_tenant_rec *rec,
+                       const struct kg_audit_entry *audit, struct kg_err *err)
+{
+    enum kg_status rc;
+
+    if (st == NULL || rec == NULL)
+        return kg_err_set(err, KG_EINVAL, "tenant update: missing argument");
+    rc = check_tenant_rec("tenant update", rec, err);
+    if (rc == KG_OK)
+        rc = check_audit(st, audit, err);
+    if (rc != KG_OK)
+        return rc;
+    return st->ops->tenant_update(st, rec, audit, err);
+}
+
+enum kg_status
+kg_store_tenant_list(struct kg_store *st, const char *only, const struct kg_page *page,
+                     kg_store_tenant_cb cb, void *ctx, char *next, struct kg_err *err)
+{
+    struct kg_cursor after;
+    enum kg_status rc;
+
+    clear_next(next);
+    if (st == NULL || cb == NULL)
+        return kg_err_set(err, KG_EINVAL, "tenant list: missing argument");
+    rc = cursor_parse(page, true, &after, err);
+    if (rc != KG_OK)
+        return rc;
+    return st->ops->tenant_list(st, only, &after, page != NULL ? page->limit : 0, cb, ctx, next,
+                                err);
+}
+
+enum kg_status
+kg_store_user_insert(struct kg_store *st, const struct kg_user_rec *rec,
+                     const struct kg_key_rec *first_key, const struct kg_audit_entry *audit,
+                     struct kg_err *err)
+{
+    enum kg_status rc;
+
+    if (st == NULL || rec == NULL)
+        return kg_err_set(err, KG_EINVAL, "user insert: missing argument");
+    rc = check_user_rec("user insert", rec, err);
+    if (rc == KG_OK && first_key != NULL)
+        rc = check_rec(first_key, err);
+    if (rc == KG_OK)
+        rc = check_audit(st, audit, err);
+    if (rc != KG_OK)
+        return rc;
+    return st->ops->user_insert(st, rec, first_key, audit, err);
+}
+
+enum kg_status
+kg_store_user_get(struct kg_store *st, const char *id, struct kg_user_rec *out, struct kg_err *err)
+{
+    enum kg_status rc;
+
+    if (st == NULL || out == NULL)
+        return kg_err_set(err, KG_EINVAL, "user get: missing argument");
+    rc = check_id("user get", id, err);
+    if (rc != KG_OK)
+        return rc;
+    return st->ops->user_lookup(st, "id", NULL, id, out, err);
+}
+
+enum kg_status
+kg_store_user_find(struct kg_store *st, const char *tenant, const char *username,
+                   struct kg_user_rec *out, struct kg_err *err)
+{
+    enum kg_status rc;
+
+    if (st == NULL || out == NULL)
+        return kg_err_set(err, KG_EINVAL, "user find: missing argument");
+    rc = check_text_arg("user find", tenant, KG_NAME_MAX, err);
+    if (rc == KG_OK)
+        rc = check_text_arg("user find", username, KG_NAME_MAX, err);
+    if (rc != KG_OK)
+        return rc;
+    return st->ops->user_lookup(st, "username", tenant, username, out, err);
+}
+
+enum kg_status
+kg_store_user_by_email(struct kg_store *st, const char *email, struct kg_user_rec *out,
+                       struct kg_err *err)
+{
+    enum kg_status rc;
+
+    if (st == NULL || out == NULL)
+        return kg_err_set(err, KG_EINVAL, "user by e-mail: missing argument");
+    rc = check_text_arg("user by e-mail", email, KG_EMAIL_MAX, err);
+    if (rc != KG_OK)
+        return rc;
+    return st->ops->user_lookup(st, "email", NULL, email, out, err);
+}
+
+enum kg_status
+kg_store_user_update(struct kg_store *st, const struct kg_user_rec *rec,
+                     const struct kg_audit_entry *audit, struct kg_err *err)
+{
+    enum kg_status rc;
+
+    if (st == NULL || rec == NULL)
+        return kg_err_set(err, KG_EINVAL, "user update: missing argument");
+    rc = check_user_rec("user update", rec, err);
+    if (rc == KG_OK)
+        rc = check_audit(st, audit, err);
+    if (rc != KG_OK)
+        return rc;
+    return st->ops->user_update(st, rec, audit, err);
+}
+
+enum kg_status
+kg_store_user_list(struct kg_store *st, const char *tenant, const struct kg_page *page,
+                   kg_store_user_cb cb, void *ctx, char *next, struct kg_err *err)
+{
+    struct kg_cursor after;
+    enum kg_status rc;
+
+    clear_next(next);
+    if (st == NULL || cb == NULL)
+        return kg_err_set(err, KG_EINVAL, "user list: missing argument");
+    rc = cursor_parse(page, true, &after, err);
+    if (rc != KG_OK)
+        return rc;
+    return st->ops->user_list(st, tenant, &after, page != NULL ? page->limit : 0, cb, ctx, next,
+                              err);
+}
+
+enum kg_status
+kg_store_audit_append(struct kg_store *st, const struct kg_audit_entry *audit, struct kg_err *err)
+{
+    enum kg_status rc;
+
+    if (st == NULL || audit == NULL)
+        return kg_err_set(err, KG_EINVAL, "audit append: missing argument");
+    rc = check_audit(st, audit, err);
+    if (rc != KG_OK)
+        return rc;
+    return st->ops->audit_append(st, audit, err);
+}
+
+enum kg_status
+kg_store_audit_list(struct kg_store *st, const struct kg_audit_query *q, kg_store_audit_cb cb,
+                    void *ctx, char *next, struct kg_err *err)
+{
+    struct kg_cursor after;
+    enum kg_status rc;
+
+    clear_next(next);
+    if (st == NULL || q == NULL || cb == NULL)
+        return kg_err_set(err, KG_EINVAL, "audit list: missing argument");
+    rc = cursor_parse(&q->page, false, &after, err);
+    if (rc != KG_OK)
+        return rc;
+    return st->ops->audit_list(st, q, &after, cb, ctx, next, err);
+}
+
+enum kg_status
+kg_store_audit_each(struct kg_store *st, kg_store_audit_cb cb, void *ctx, struct kg_err *err)
+{
+    if (st == NULL || cb == NULL)
+        return kg_err_set(err, KG_EINVAL, "audit walk: missing argument");
+    return st->ops->audit_each(st, cb, ctx, err);
+}
+
+enum kg_status
+kg_store_audit_head(struct kg_store *st, int64_t *seq, char hash[KG_AUDIT_HASH_HEX],
+                    struct kg_err *err)
+{
+    if (st == NULL || seq == NULL || hash == NULL)
+        return kg_err_set(err, KG_EINVAL, "audit head: missing argument");
+    return st->ops->audit_head(st, seq, hash, err);
 }
 
 enum kg_status

@@ -5,7 +5,9 @@
  * type embeds struct kg_store as its first member, so store.c sees only the
  * common part and the backend converts back with a cast. store.c has already
  * checked the arguments (non-NULL, NUL-terminated, ids well formed, times
- * positive) before any of these is called, so backends only do storage.
+ * positive, cursors parsed, audit entries well formed and an audit key set
+ * when entries are given) before any of these is called, so backends only do
+ * storage.
  */
 #ifndef KEYGATE_STORE_INT_H
 #define KEYGATE_STORE_INT_H
@@ -17,7 +19,21 @@ struct kg_store_ops;
 /* The common head of every backend's handle. */
 struct kg_store {
     const struct kg_store_ops *ops;
+    bool has_audit_key;
+    unsigned char audit_key[KG_AUDIT_KEY_BYTES]; /* wiped by kg_store_close() */
 };
+
+/* A parsed listing cursor: the sort key of the last row of the previous
+ * page. For keys and users num is created_at and key the id; for tenants
+ * num is created_at and key the name; for audit entries num is seq. */
+struct kg_cursor {
+    bool set; /* false: start from the first row */
+    int64_t num;
+    char key[KG_NAME_MAX];
+};
+
+/* Formats the cursor that follows a row (key NULL for audit cursors). */
+void kg_store_cursor_format(int64_t num, const char *key, char out[KG_CURSOR_MAX]);
 
 struct kg_store_ops {
     const char *name; /* "sqlite", as in the "sqlite:PATH" location form */
@@ -27,19 +43,59 @@ struct kg_store_ops {
     enum kg_status (*open)(const char *location, struct kg_store **out, struct kg_err *err);
     void (*close)(struct kg_store *st);
 
-    enum kg_status (*key_insert)(struct kg_store *st, const struct kg_key_rec *rec,
-                                 struct kg_err *err);
+    enum kg_status (*key_add)(struct kg_store *st, const struct kg_key_rec *rec,
+                              const struct kg_audit_entry *audit, struct kg_err *err);
     enum kg_status (*key_get)(struct kg_store *st, const char *id, struct kg_key_rec *out,
                               struct kg_err *err);
     enum kg_status (*key_each)(struct kg_store *st, kg_store_key_cb cb, void *ctx,
                                struct kg_err *err);
+    enum kg_status (*key_list)(struct kg_store *st, const struct kg_key_query *q,
+                               const struct kg_cursor *after, kg_store_key_cb cb, void *ctx,
+                               char *next, struct kg_err *err);
+    enum kg_status (*key_each_owner)(struct kg_store *st, kg_store_key_owner_cb cb, void *ctx,
+                                     struct kg_err *err);
+    enum kg_status (*key_update)(struct kg_store *st, const struct kg_key_rec *rec,
+                                 const struct kg_audit_entry *audit, struct kg_err *err);
     enum kg_status (*key_revoke)(struct kg_store *st, const char *id, int64_t now,
-                                 struct kg_err *err);
+                                 const struct kg_audit_entry *audit, struct kg_err *err);
     enum kg_status (*key_rotate)(struct kg_store *st, const char *old_id,
                                  const struct kg_key_rec *fresh, int64_t revoke_at, int64_t now,
-                                 struct kg_err *err);
+                                 const struct kg_audit_entry *audit, struct kg_err *err);
     enum kg_status (*key_touch)(struct kg_store *st, const char *const *ids, const int64_t *times,
                                 size_t n, struct kg_err *err);
+
+    enum kg_status (*tenant_insert)(struct kg_store *st, const struct kg_tenant_rec *rec,
+                                    const struct kg_audit_entry *audit, struct kg_err *err);
+    enum kg_status (*tenant_get)(struct kg_store *st, const char *name, struct kg_tenant_rec *out,
+                                 struct kg_err *err);
+    enum kg_status (*tenant_update)(struct kg_store *st, const struct kg_tenant_rec *rec,
+                                    const struct kg_audit_entry *audit, struct kg_err *err);
+    enum kg_status (*tenant_list)(struct kg_store *st, const char *only,
+                                  const struct kg_cursor *after, size_t limit,
+                                  kg_store_tenant_cb cb, void *ctx, char *next, struct kg_err *err);
+
+    enum kg_status (*user_insert)(struct kg_store *st, const struct kg_user_rec *rec,
+                                  const struct kg_key_rec *first_key,
+                                  const struct kg_audit_entry *audit, struct kg_err *err);
+    /* by: "id", "username" (tenant + value) or "email". */
+    enum kg_status (*user_lookup)(struct kg_store *st, const char *by, const char *tenant,
+                                  const char *value, struct kg_user_rec *out, struct kg_err *err);
+    enum kg_status (*user_update)(struct kg_store *st, const struct kg_user_rec *rec,
+                                  const struct kg_audit_entry *audit, struct kg_err *err);
+    enum kg_status (*user_list)(struct kg_store *st, const char *tenant,
+                                const struct kg_cursor *after, size_t limit, kg_store_user_cb cb,
+                                void *ctx, char *next, struct kg_err *err);
+
+    enum kg_status (*audit_append)(struct kg_store *st, const struct kg_audit_entry *audit,
+                                   struct kg_err *err);
+    enum kg_status (*audit_list)(struct kg_store *st, const struct kg_audit_query *q,
+                                 const struct kg_cursor *after, kg_store_audit_cb cb, void *ctx,
+                                 char *next, struct kg_err *err);
+    enum kg_status (*audit_each)(struct kg_store *st, kg_store_audit_cb cb, void *ctx,
+                                 struct kg_err *err);
+    enum kg_status (*audit_head)(struct kg_store *st, int64_t *seq, char hash[KG_AUDIT_HASH_HEX],
+                                 struct kg_err *err);
+
     enum kg_status (*data_version)(struct kg_store *st, int64_t *out, struct kg_err *err);
     enum kg_status (*set_durable)(struct kg_store *st, bool durable, struct kg_err *err);
 };

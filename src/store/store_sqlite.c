@@ -1,11 +1,14 @@
-/* store/store_sqlite.c - the SQLite backend of the store (see store_int.h).
+/* store/store_sqlite.c - the SQLite backend of the store (see store_int.h):
+ * opening the file and the keys table.
  *
- * Owns the database file: creating it private (0600, parent 0700), telling a
- * keygate database from anything else, applying the embedded sql/ migrations
- * by PRAGMA user_version, and every read and write of the keys table. Every
- * write is one BEGIN IMMEDIATE transaction that is rolled back on any
- * failure, and all user data reaches SQL through bound parameters only.
- * Arguments were checked by store.c; this file does not check them again.
+ * Owns the database file: creating it private (0600, parent 0700), the
+ * connection settings, the helpers every file of the backend shares
+ * (sqlite_int.h) and every read and write of the keys table. Tenants and
+ * users live in sqlite_accounts.c, the audit trail in sqlite_audit.c, schema
+ * versions in migrate.c. Every write is one BEGIN IMMEDIATE transaction that
+ * is rolled back on any failure, and all user data reaches SQL through bound
+ * parameters only. Arguments were checked by store.c; this file does not
+ * check them again.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -16,25 +19,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-#include <sqlite3.h>
-
-#include "keygate/migrate.h"
 #include "keygate/store.h"
-#include "store/store_int.h"
-
-/* PRAGMA application_id of a keygate database: 0x4B474154, "KGAT" in the
- * file header. Set with the first migration, so that another program's
- * SQLite file is not mistaken for ours. Decimal, because it is pasted into
- * the PRAGMA text as well. */
-#define KG_APPLICATION_ID 1262977364
-#define STRINGIFY_(x) #x
-#define STRINGIFY(x) STRINGIFY_(x)
-
-struct sqlite_store {
-    struct kg_store base; /* first, so store.c's pointer converts back */
-    sqlite3 *db;
-    char *path; /* as given, for error messages */
-};
+#include "store/sqlite_int.h"
 
 /* Column order of KEY_COLUMNS, for reading a row and binding an insert. */
 enum key_col {
@@ -56,24 +42,25 @@ enum key_col {
     COL_QUOTA_PERIOD,
     COL_QUOTA_USED,
     COL_METADATA,
+    COL_USER_ID,
+    KEY_NCOLS,
 };
 
 #define KEY_COLUMNS                                                                                \
     "id, name, prefix, last4, digest, scopes, tenant, created_at, expires_at, revoked_at, "        \
     "last_used_at, rotated_to, rate, rate_burst, quota_limit, quota_period, quota_used, "          \
-    "metadata"
+    "metadata, user_id"
 
-static struct sqlite_store *
-from_base(struct kg_store *st)
-{
-    return (struct sqlite_store *)st;
-}
+/* The same columns of a table aliased k, for joins. */
+#define KEY_COLUMNS_K                                                                              \
+    "k.id, k.name, k.prefix, k.last4, k.digest, k.scopes, k.tenant, k.created_at, "                \
+    "k.expires_at, k.revoked_at, k.last_used_at, k.rotated_to, k.rate, k.rate_burst, "             \
+    "k.quota_limit, k.quota_period, k.quota_used, k.metadata, k.user_id"
 
-/* Turns the connection's last error into a status and words. what may be
- * NULL. SQLite's messages name columns and constraints, never bound values,
- * so no digest can end up in them. */
-static enum kg_status
-db_fail(struct sqlite_store *s, const char *what, struct kg_err *err)
+/* SQLite's messages name columns and constraints, never bound values, so
+ * no digest can end up in them. */
+enum kg_status
+kg_sq_fail(struct sqlite_store *s, const char *what, struct kg_err *err)
 {
     int code = sqlite3_extended_errcode(s->db);
     enum kg_status st;
@@ -103,59 +90,71 @@ db_fail(struct sqlite_store *s, const char *what, struct kg_err *err)
     return kg_err_set(err, st, "%s: %s: %s", s->path, what, sqlite3_errmsg(s->db));
 }
 
-/* Runs SQL without parameters: transaction control, pragmas, migrations. */
-static enum kg_status
-exec_sql(struct sqlite_store *s, const char *sql, const char *what, struct kg_err *err)
+enum kg_status
+kg_sq_exec(struct sqlite_store *s, const char *sql, const char *what, struct kg_err *err)
 {
     if (sqlite3_exec(s->db, sql, NULL, NULL, NULL) != SQLITE_OK)
-        return db_fail(s, what, err);
+        return kg_sq_fail(s, what, err);
     return KG_OK;
 }
 
-static enum kg_status
-prepare(struct sqlite_store *s, const char *sql, sqlite3_stmt **out, const char *what,
-        struct kg_err *err)
+enum kg_status
+kg_sq_prepare(struct sqlite_store *s, const char *sql, sqlite3_stmt **out, const char *what,
+              struct kg_err *err)
 {
     if (sqlite3_prepare_v2(s->db, sql, -1, out, NULL) != SQLITE_OK)
-        return db_fail(s, what, err);
+        return kg_sq_fail(s, what, err);
     return KG_OK;
 }
 
 /* IMMEDIATE takes the write lock up front, so a transaction that has read
  * the state it checks cannot lose the lock to another writer before it
  * writes (and busy_timeout waits for the lock instead of failing). */
-static enum kg_status
-tx_begin(struct sqlite_store *s, struct kg_err *err)
+enum kg_status
+kg_sq_begin(struct sqlite_store *s, struct kg_err *err)
 {
-    return exec_sql(s, "BEGIN IMMEDIATE", "begin transaction", err);
+    return kg_sq_exec(s, "BEGIN IMMEDIATE", "begin transaction", err);
 }
 
-static enum kg_status
-tx_commit(struct sqlite_store *s, struct kg_err *err)
+enum kg_status
+kg_sq_commit(struct sqlite_store *s, struct kg_err *err)
 {
-    return exec_sql(s, "COMMIT", "commit", err);
+    return kg_sq_exec(s, "COMMIT", "commit", err);
 }
 
 /* Safe to call whatever happened: SQLite may already have rolled back. */
-static void
-tx_rollback(struct sqlite_store *s)
+void
+kg_sq_rollback(struct sqlite_store *s)
 {
     if (!sqlite3_get_autocommit(s->db))
         sqlite3_exec(s->db, "ROLLBACK", NULL, NULL, NULL);
 }
 
-static enum kg_status
-read_int(struct sqlite_store *s, const char *sql, int64_t *out, const char *what,
-         struct kg_err *err)
+enum kg_status
+kg_sq_finish(struct sqlite_store *s, enum kg_status rc, const struct kg_audit_entry *audit,
+             struct kg_err *err)
+{
+    if (rc == KG_OK)
+        rc = kg_sq_audit_append_locked(s, audit, err);
+    if (rc == KG_OK)
+        rc = kg_sq_commit(s, err);
+    if (rc != KG_OK)
+        kg_sq_rollback(s);
+    return rc;
+}
+
+enum kg_status
+kg_sq_read_int(struct sqlite_store *s, const char *sql, int64_t *out, const char *what,
+               struct kg_err *err)
 {
     sqlite3_stmt *stmt = NULL;
     enum kg_status rc;
 
-    rc = prepare(s, sql, &stmt, what, err);
+    rc = kg_sq_prepare(s, sql, &stmt, what, err);
     if (rc != KG_OK)
         goto cleanup;
     if (sqlite3_step(stmt) != SQLITE_ROW) {
-        rc = db_fail(s, what, err);
+        rc = kg_sq_fail(s, what, err);
         goto cleanup;
     }
     *out = sqlite3_column_int64(stmt, 0);
@@ -165,9 +164,8 @@ cleanup:
     return rc;
 }
 
-/* Copies a TEXT column; NULL reads as "". false when it does not fit. */
-static bool
-col_text(sqlite3_stmt *stmt, int col, char *dst, size_t cap)
+bool
+kg_sq_col_text(sqlite3_stmt *stmt, int col, char *dst, size_t cap)
 {
     const unsigned char *text = sqlite3_column_text(stmt, col);
     size_t len = (size_t)sqlite3_column_bytes(stmt, col);
@@ -182,12 +180,57 @@ col_text(sqlite3_stmt *stmt, int col, char *dst, size_t cap)
     return true;
 }
 
-static int64_t
-col_int_or(sqlite3_stmt *stmt, int col, int64_t if_null)
+int64_t
+kg_sq_col_int_or(sqlite3_stmt *stmt, int col, int64_t if_null)
 {
     if (sqlite3_column_type(stmt, col) == SQLITE_NULL)
         return if_null;
     return sqlite3_column_int64(stmt, col);
+}
+
+int
+kg_sq_bind_text_or_null(sqlite3_stmt *stmt, int idx, const char *text)
+{
+    if (text[0] == '\0')
+        return sqlite3_bind_null(stmt, idx);
+    return sqlite3_bind_text(stmt, idx, text, -1, SQLITE_STATIC);
+}
+
+int
+kg_sq_bind_int_or_null(sqlite3_stmt *stmt, int idx, int64_t v, int64_t null_value)
+{
+    if (v == null_value)
+        return sqlite3_bind_null(stmt, idx);
+    return sqlite3_bind_int64(stmt, idx, v);
+}
+
+int
+kg_sq_bind_opt_text(sqlite3_stmt *stmt, int idx, const char *text)
+{
+    if (text == NULL)
+        return sqlite3_bind_null(stmt, idx);
+    return sqlite3_bind_text(stmt, idx, text, -1, SQLITE_STATIC);
+}
+
+int
+kg_sq_bind_limit(sqlite3_stmt *stmt, int idx, size_t limit)
+{
+    if (limit == 0 || limit >= (size_t)INT64_MAX)
+        return sqlite3_bind_int64(stmt, idx, -1);
+    return sqlite3_bind_int64(stmt, idx, (int64_t)limit + 1);
+}
+
+int
+kg_sq_bind_cursor(sqlite3_stmt *stmt, int idx, const struct kg_cursor *after)
+{
+    int rc;
+
+    if (!after->set) {
+        rc = sqlite3_bind_null(stmt, idx);
+        return rc != SQLITE_OK ? rc : sqlite3_bind_null(stmt, idx + 1);
+    }
+    rc = sqlite3_bind_int64(stmt, idx, after->num);
+    return rc != SQLITE_OK ? rc : sqlite3_bind_text(stmt, idx + 1, after->key, -1, SQLITE_STATIC);
 }
 
 /* Reads the current row of a SELECT KEY_COLUMNS into rec. */
@@ -209,14 +252,15 @@ row_to_rec(struct sqlite_store *s, sqlite3_stmt *stmt, struct kg_key_rec *rec, s
         {COL_RATE, rec->rate, sizeof(rec->rate), "rate"},
         {COL_QUOTA_PERIOD, rec->quota_period, sizeof(rec->quota_period), "quota_period"},
         {COL_METADATA, rec->metadata, sizeof(rec->metadata), "metadata"},
+        {COL_USER_ID, rec->user_id, sizeof(rec->user_id), "user_id"},
     };
     size_t i;
 
     memset(rec, 0, sizeof(*rec));
-    if (!col_text(stmt, COL_ID, rec->id, sizeof(rec->id)))
+    if (!kg_sq_col_text(stmt, COL_ID, rec->id, sizeof(rec->id)))
         return kg_err_set(err, KG_ECORRUPT, "%s: a key id is longer than keygate allows", s->path);
     for (i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
-        if (!col_text(stmt, (int)texts[i].col, texts[i].dst, texts[i].cap))
+        if (!kg_sq_col_text(stmt, (int)texts[i].col, texts[i].dst, texts[i].cap))
             return kg_err_set(err, KG_ECORRUPT, "%s: key %s: %s is longer than keygate allows",
                               s->path, rec->id, texts[i].name);
     }
@@ -225,40 +269,22 @@ row_to_rec(struct sqlite_store *s, sqlite3_stmt *stmt, struct kg_key_rec *rec, s
         return kg_err_set(err, KG_ECORRUPT, "%s: key %s: digest is not %d bytes", s->path, rec->id,
                           KG_DIGEST_BYTES);
     memcpy(rec->digest, sqlite3_column_blob(stmt, COL_DIGEST), KG_DIGEST_BYTES);
-    rec->created_at = col_int_or(stmt, COL_CREATED_AT, 0);
-    rec->expires_at = col_int_or(stmt, COL_EXPIRES_AT, 0);
-    rec->revoked_at = col_int_or(stmt, COL_REVOKED_AT, 0);
-    rec->last_used_at = col_int_or(stmt, COL_LAST_USED_AT, 0);
-    rec->rate_burst = col_int_or(stmt, COL_RATE_BURST, 0);
-    rec->quota_limit = col_int_or(stmt, COL_QUOTA_LIMIT, -1);
-    rec->quota_used = col_int_or(stmt, COL_QUOTA_USED, 0);
+    rec->created_at = kg_sq_col_int_or(stmt, COL_CREATED_AT, 0);
+    rec->expires_at = kg_sq_col_int_or(stmt, COL_EXPIRES_AT, 0);
+    rec->revoked_at = kg_sq_col_int_or(stmt, COL_REVOKED_AT, 0);
+    rec->last_used_at = kg_sq_col_int_or(stmt, COL_LAST_USED_AT, 0);
+    rec->rate_burst = kg_sq_col_int_or(stmt, COL_RATE_BURST, 0);
+    rec->quota_limit = kg_sq_col_int_or(stmt, COL_QUOTA_LIMIT, -1);
+    rec->quota_used = kg_sq_col_int_or(stmt, COL_QUOTA_USED, 0);
     return KG_OK;
 }
 
-/* "" and "not set" numbers go in as NULL, the schema's word for "none" or
- * "the default"; see sql/001_init.sql. */
-static int
-bind_text_or_null(sqlite3_stmt *stmt, int idx, const char *text)
-{
-    if (text[0] == '\0')
-        return sqlite3_bind_null(stmt, idx);
-    return sqlite3_bind_text(stmt, idx, text, -1, SQLITE_STATIC);
-}
-
-static int
-bind_int_or_null(sqlite3_stmt *stmt, int idx, int64_t v, int64_t null_value)
-{
-    if (v == null_value)
-        return sqlite3_bind_null(stmt, idx);
-    return sqlite3_bind_int64(stmt, idx, v);
-}
-
-/* Binds rec to an INSERT whose parameters ?1.. follow KEY_COLUMNS. */
+/* Binds rec to an INSERT whose parameters ?1.. follow KEY_COLUMNS, with
+ * the owner decided by the caller. */
 static bool
-bind_rec(sqlite3_stmt *stmt, const struct kg_key_rec *rec)
+bind_rec(sqlite3_stmt *stmt, const struct kg_key_rec *rec, const char *user_id, const char *tenant)
 {
-    /* Empty tenant and metadata mean what the column defaults say. */
-    const char *tenant = rec->tenant[0] != '\0' ? rec->tenant : "default";
+    /* Empty metadata means what the column default says. */
     const char *metadata = rec->metadata[0] != '\0' ? rec->metadata : "{}";
     int rcs[] = {
         sqlite3_bind_text(stmt, COL_ID + 1, rec->id, -1, SQLITE_STATIC),
@@ -269,16 +295,17 @@ bind_rec(sqlite3_stmt *stmt, const struct kg_key_rec *rec)
         sqlite3_bind_text(stmt, COL_SCOPES + 1, rec->scopes, -1, SQLITE_STATIC),
         sqlite3_bind_text(stmt, COL_TENANT + 1, tenant, -1, SQLITE_STATIC),
         sqlite3_bind_int64(stmt, COL_CREATED_AT + 1, rec->created_at),
-        bind_int_or_null(stmt, COL_EXPIRES_AT + 1, rec->expires_at, 0),
-        bind_int_or_null(stmt, COL_REVOKED_AT + 1, rec->revoked_at, 0),
-        bind_int_or_null(stmt, COL_LAST_USED_AT + 1, rec->last_used_at, 0),
-        bind_text_or_null(stmt, COL_ROTATED_TO + 1, rec->rotated_to),
-        bind_text_or_null(stmt, COL_RATE + 1, rec->rate),
-        bind_int_or_null(stmt, COL_RATE_BURST + 1, rec->rate_burst, 0),
-        bind_int_or_null(stmt, COL_QUOTA_LIMIT + 1, rec->quota_limit, -1),
-        bind_text_or_null(stmt, COL_QUOTA_PERIOD + 1, rec->quota_period),
+        kg_sq_bind_int_or_null(stmt, COL_EXPIRES_AT + 1, rec->expires_at, 0),
+        kg_sq_bind_int_or_null(stmt, COL_REVOKED_AT + 1, rec->revoked_at, 0),
+        kg_sq_bind_int_or_null(stmt, COL_LAST_USED_AT + 1, rec->last_used_at, 0),
+        kg_sq_bind_text_or_null(stmt, COL_ROTATED_TO + 1, rec->rotated_to),
+        kg_sq_bind_text_or_null(stmt, COL_RATE + 1, rec->rate),
+        kg_sq_bind_int_or_null(stmt, COL_RATE_BURST + 1, rec->rate_burst, 0),
+        kg_sq_bind_int_or_null(stmt, COL_QUOTA_LIMIT + 1, rec->quota_limit, -1),
+        kg_sq_bind_text_or_null(stmt, COL_QUOTA_PERIOD + 1, rec->quota_period),
         sqlite3_bind_int64(stmt, COL_QUOTA_USED + 1, rec->quota_used),
         sqlite3_bind_text(stmt, COL_METADATA + 1, metadata, -1, SQLITE_STATIC),
+        sqlite3_bind_text(stmt, COL_USER_ID + 1, user_id, -1, SQLITE_STATIC),
     };
     size_t i;
 
@@ -289,24 +316,69 @@ bind_rec(sqlite3_stmt *stmt, const struct kg_key_rec *rec)
     return true;
 }
 
-/* Inserts rec inside the caller's transaction. */
+/* The tenant of user id, inside the caller's transaction. */
 static enum kg_status
-insert_locked(struct sqlite_store *s, const struct kg_key_rec *rec, struct kg_err *err)
+owner_tenant(struct sqlite_store *s, const char *id, char tenant[KG_NAME_MAX], struct kg_err *err)
 {
+    sqlite3_stmt *stmt = NULL;
+    enum kg_status rc;
+    int step;
+
+    rc = kg_sq_prepare(s, "SELECT tenant FROM users WHERE id = ?1", &stmt, "read user", err);
+    if (rc != KG_OK)
+        goto cleanup;
+    if (sqlite3_bind_text(stmt, 1, id, -1, SQLITE_STATIC) != SQLITE_OK) {
+        rc = kg_sq_fail(s, "read user", err);
+        goto cleanup;
+    }
+    step = sqlite3_step(stmt);
+    if (step == SQLITE_DONE)
+        rc = kg_err_set(err, KG_ENOTFOUND, "no user %s", id);
+    else if (step != SQLITE_ROW)
+        rc = kg_sq_fail(s, "read user", err);
+    else if (!kg_sq_col_text(stmt, 0, tenant, KG_NAME_MAX))
+        rc = kg_err_set(err, KG_ECORRUPT, "%s: user %s: tenant is longer than keygate allows",
+                        s->path, id);
+
+cleanup:
+    sqlite3_finalize(stmt);
+    return rc;
+}
+
+enum kg_status
+kg_sq_key_insert_locked(struct sqlite_store *s, const struct kg_key_rec *rec, const char *user_id,
+                        const char *tenant, struct kg_err *err)
+{
+    char owner_id[KG_ID_MAX];
+    char owner_tenant_buf[KG_NAME_MAX];
     sqlite3_stmt *stmt = NULL;
     enum kg_status rc;
     char what[80];
     int step;
 
     snprintf(what, sizeof(what), "insert key %s", rec->id);
+    if (user_id == NULL && rec->user_id[0] != '\0') {
+        rc = owner_tenant(s, rec->user_id, owner_tenant_buf, err);
+        if (rc != KG_OK)
+            return rc;
+        user_id = rec->user_id;
+        tenant = owner_tenant_buf;
+    } else if (user_id == NULL) {
+        tenant = rec->tenant[0] != '\0' ? rec->tenant : KG_TENANT_DEFAULT;
+        rc = kg_sq_default_owner_locked(s, tenant, rec->created_at, owner_id, err);
+        if (rc != KG_OK)
+            return rc;
+        user_id = owner_id;
+    }
     /* Looked up first so the answer can say which of id and digest clashed;
      * the UNIQUE constraints stay the last word. */
-    rc = prepare(s, "SELECT id FROM keys WHERE id = ?1 OR digest = ?2 LIMIT 1", &stmt, what, err);
+    rc = kg_sq_prepare(s, "SELECT id FROM keys WHERE id = ?1 OR digest = ?2 LIMIT 1", &stmt, what,
+                       err);
     if (rc != KG_OK)
         goto cleanup;
     if (sqlite3_bind_text(stmt, 1, rec->id, -1, SQLITE_STATIC) != SQLITE_OK ||
         sqlite3_bind_blob(stmt, 2, rec->digest, KG_DIGEST_BYTES, SQLITE_STATIC) != SQLITE_OK) {
-        rc = db_fail(s, what, err);
+        rc = kg_sq_fail(s, what, err);
         goto cleanup;
     }
     step = sqlite3_step(stmt);
@@ -321,20 +393,20 @@ insert_locked(struct sqlite_store *s, const struct kg_key_rec *rec, struct kg_er
         goto cleanup;
     }
     if (step != SQLITE_DONE) {
-        rc = db_fail(s, what, err);
+        rc = kg_sq_fail(s, what, err);
         goto cleanup;
     }
     sqlite3_finalize(stmt);
     stmt = NULL;
 
-    rc = prepare(s,
-                 "INSERT INTO keys (" KEY_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9,"
-                 " ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
-                 &stmt, what, err);
+    rc = kg_sq_prepare(s,
+                       "INSERT INTO keys (" KEY_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8,"
+                       " ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+                       &stmt, what, err);
     if (rc != KG_OK)
         goto cleanup;
-    if (!bind_rec(stmt, rec) || sqlite3_step(stmt) != SQLITE_DONE) {
-        rc = db_fail(s, what, err);
+    if (!bind_rec(stmt, rec, user_id, tenant) || sqlite3_step(stmt) != SQLITE_DONE) {
+        rc = kg_sq_fail(s, what, err);
         goto cleanup;
     }
 
@@ -344,35 +416,32 @@ cleanup:
 }
 
 static enum kg_status
-sqlite_key_insert(struct kg_store *st, const struct kg_key_rec *rec, struct kg_err *err)
+sqlite_key_add(struct kg_store *st, const struct kg_key_rec *rec,
+               const struct kg_audit_entry *audit, struct kg_err *err)
 {
-    struct sqlite_store *s = from_base(st);
+    struct sqlite_store *s = kg_sq_from(st);
     enum kg_status rc;
 
-    rc = tx_begin(s, err);
+    rc = kg_sq_begin(s, err);
     if (rc != KG_OK)
         return rc;
-    rc = insert_locked(s, rec, err);
-    if (rc == KG_OK)
-        rc = tx_commit(s, err);
-    if (rc != KG_OK)
-        tx_rollback(s);
-    return rc;
+    rc = kg_sq_key_insert_locked(s, rec, NULL, NULL, err);
+    return kg_sq_finish(s, rc, audit, err);
 }
 
 static enum kg_status
 sqlite_key_get(struct kg_store *st, const char *id, struct kg_key_rec *out, struct kg_err *err)
 {
-    struct sqlite_store *s = from_base(st);
+    struct sqlite_store *s = kg_sq_from(st);
     sqlite3_stmt *stmt = NULL;
     enum kg_status rc;
     int step;
 
-    rc = prepare(s, "SELECT " KEY_COLUMNS " FROM keys WHERE id = ?1", &stmt, "get key", err);
+    rc = kg_sq_prepare(s, "SELECT " KEY_COLUMNS " FROM keys WHERE id = ?1", &stmt, "get key", err);
     if (rc != KG_OK)
         goto cleanup;
     if (sqlite3_bind_text(stmt, 1, id, -1, SQLITE_STATIC) != SQLITE_OK) {
-        rc = db_fail(s, "get key", err);
+        rc = kg_sq_fail(s, "get key", err);
         goto cleanup;
     }
     step = sqlite3_step(stmt);
@@ -381,46 +450,200 @@ sqlite_key_get(struct kg_store *st, const char *id, struct kg_key_rec *out, stru
     else if (step == SQLITE_DONE)
         rc = kg_err_set(err, KG_ENOTFOUND, "key %s not found", id);
     else
-        rc = db_fail(s, "get key", err);
+        rc = kg_sq_fail(s, "get key", err);
 
 cleanup:
     sqlite3_finalize(stmt);
     return rc;
 }
 
-/* The callback must not use this handle: the walk's statement is still
- * open, and a write from inside it would not see a consistent table. */
+/* Runs a prepared SELECT KEY_COLUMNS [+ owner columns] and calls cb (or
+ * owner_cb) per row. With limit > 0 the statement was bound for limit + 1
+ * rows; the extra row only tells that a next page exists. The callback must
+ * not use this handle: the walk's statement is still open. */
+struct key_walk {
+    kg_store_key_cb cb;
+    kg_store_key_owner_cb owner_cb;
+    void *ctx;
+    size_t limit;
+    char *next;
+};
+
 static enum kg_status
-sqlite_key_each(struct kg_store *st, kg_store_key_cb cb, void *ctx, struct kg_err *err)
+walk_keys(struct sqlite_store *s, sqlite3_stmt *stmt, const struct key_walk *w, const char *what,
+          struct kg_err *err)
 {
-    struct sqlite_store *s = from_base(st);
-    sqlite3_stmt *stmt = NULL;
     struct kg_key_rec *rec = NULL;
-    enum kg_status rc;
+    enum kg_status rc = KG_OK;
+    size_t n = 0;
     int step;
 
     /* About 6 KiB: kept off the stack of whichever thread walks. */
     rec = malloc(sizeof(*rec));
     if (rec == NULL)
-        return kg_err_set(err, KG_ENOMEM, "%s: walk keys: out of memory", s->path);
-    rc = prepare(s, "SELECT " KEY_COLUMNS " FROM keys ORDER BY created_at, id", &stmt, "walk keys",
-                 err);
-    if (rc != KG_OK)
-        goto cleanup;
+        return kg_err_set(err, KG_ENOMEM, "%s: %s: out of memory", s->path, what);
     while ((step = sqlite3_step(stmt)) == SQLITE_ROW) {
+        bool go_on;
+
+        if (w->limit > 0 && n == w->limit) {
+            if (w->next != NULL)
+                kg_store_cursor_format(rec->created_at, rec->id, w->next);
+            goto cleanup;
+        }
         rc = row_to_rec(s, stmt, rec, err);
         if (rc != KG_OK)
             goto cleanup;
-        if (!cb(rec, ctx))
+        n++;
+        if (w->owner_cb != NULL) {
+            struct kg_key_owner owner = {
+                .role = (const char *)sqlite3_column_text(stmt, KEY_NCOLS),
+                .tier = (const char *)sqlite3_column_text(stmt, KEY_NCOLS + 1),
+                .platform_admin = sqlite3_column_int(stmt, KEY_NCOLS + 2) != 0,
+                .disabled = sqlite3_column_int(stmt, KEY_NCOLS + 3) != 0,
+            };
+
+            /* A key whose owner row is missing has no role: fail closed. */
+            if (owner.role == NULL || owner.tier == NULL) {
+                owner.role = "";
+                owner.tier = "";
+                owner.disabled = true;
+            }
+            go_on = w->owner_cb(rec, &owner, w->ctx);
+        } else {
+            go_on = w->cb(rec, w->ctx);
+        }
+        if (!go_on) {
+            if (w->next != NULL && w->limit > 0)
+                kg_store_cursor_format(rec->created_at, rec->id, w->next);
             goto cleanup;
+        }
     }
     if (step != SQLITE_DONE)
-        rc = db_fail(s, "walk keys", err);
+        rc = kg_sq_fail(s, what, err);
+
+cleanup:
+    free(rec);
+    return rc;
+}
+
+static enum kg_status
+sqlite_key_each(struct kg_store *st, kg_store_key_cb cb, void *ctx, struct kg_err *err)
+{
+    struct sqlite_store *s = kg_sq_from(st);
+    struct key_walk w = {.cb = cb, .ctx = ctx};
+    sqlite3_stmt *stmt = NULL;
+    enum kg_status rc;
+
+    rc = kg_sq_prepare(s, "SELECT " KEY_COLUMNS " FROM keys ORDER BY created_at, id", &stmt,
+                       "walk keys", err);
+    if (rc == KG_OK)
+        rc = walk_keys(s, stmt, &w, "walk keys", err);
+    sqlite3_finalize(stmt);
+    return rc;
+}
+
+static enum kg_status
+sqlite_key_list(struct kg_store *st, const struct kg_key_query *q, const struct kg_cursor *after,
+                kg_store_key_cb cb, void *ctx, char *next, struct kg_err *err)
+{
+    struct sqlite_store *s = kg_sq_from(st);
+    struct key_walk w = {.cb = cb, .ctx = ctx, .limit = q->page.limit, .next = next};
+    sqlite3_stmt *stmt = NULL;
+    enum kg_status rc;
+
+    /* The state test mirrors kg_key_state_of(): revoked wins over expired. */
+    rc = kg_sq_prepare(s,
+                       "SELECT " KEY_COLUMNS " FROM keys"
+                       " WHERE (?1 IS NULL OR tenant = ?1) AND (?2 IS NULL OR user_id = ?2)"
+                       " AND (?3 IS NULL OR name = ?3)"
+                       " AND (?4 < 0"
+                       "  OR (?4 = 2 AND revoked_at IS NOT NULL AND revoked_at <= ?5)"
+                       "  OR (?4 = 1 AND (revoked_at IS NULL OR revoked_at > ?5)"
+                       "      AND expires_at IS NOT NULL AND expires_at <= ?5)"
+                       "  OR (?4 = 0 AND (revoked_at IS NULL OR revoked_at > ?5)"
+                       "      AND (expires_at IS NULL OR expires_at > ?5)))"
+                       " AND (?6 IS NULL OR created_at > ?6 OR (created_at = ?6 AND id > ?7))"
+                       " ORDER BY created_at, id LIMIT ?8",
+                       &stmt, "list keys", err);
+    if (rc != KG_OK)
+        goto cleanup;
+    if (kg_sq_bind_opt_text(stmt, 1, q->tenant) != SQLITE_OK ||
+        kg_sq_bind_opt_text(stmt, 2, q->user_id) != SQLITE_OK ||
+        kg_sq_bind_opt_text(stmt, 3, q->name) != SQLITE_OK ||
+        sqlite3_bind_int(stmt, 4, q->all_states ? -1 : (int)q->state) != SQLITE_OK ||
+        sqlite3_bind_int64(stmt, 5, q->now) != SQLITE_OK ||
+        kg_sq_bind_cursor(stmt, 6, after) != SQLITE_OK ||
+        kg_sq_bind_limit(stmt, 8, q->page.limit) != SQLITE_OK) {
+        rc = kg_sq_fail(s, "list keys", err);
+        goto cleanup;
+    }
+    rc = walk_keys(s, stmt, &w, "list keys", err);
 
 cleanup:
     sqlite3_finalize(stmt);
-    free(rec);
     return rc;
+}
+
+static enum kg_status
+sqlite_key_each_owner(struct kg_store *st, kg_store_key_owner_cb cb, void *ctx, struct kg_err *err)
+{
+    struct sqlite_store *s = kg_sq_from(st);
+    struct key_walk w = {.owner_cb = cb, .ctx = ctx};
+    sqlite3_stmt *stmt = NULL;
+    enum kg_status rc;
+
+    rc = kg_sq_prepare(s,
+                       "SELECT " KEY_COLUMNS_K ", u.role, u.tier, u.platform_admin,"
+                       " (u.id IS NULL OR u.disabled_at IS NOT NULL OR t.name IS NULL"
+                       "  OR t.disabled_at IS NOT NULL)"
+                       " FROM keys AS k LEFT JOIN users AS u ON u.id = k.user_id"
+                       " LEFT JOIN tenants AS t ON t.name = u.tenant"
+                       " ORDER BY k.created_at, k.id",
+                       &stmt, "walk keys", err);
+    if (rc == KG_OK)
+        rc = walk_keys(s, stmt, &w, "walk keys", err);
+    sqlite3_finalize(stmt);
+    return rc;
+}
+
+static enum kg_status
+sqlite_key_update(struct kg_store *st, const struct kg_key_rec *rec,
+                  const struct kg_audit_entry *audit, struct kg_err *err)
+{
+    struct sqlite_store *s = kg_sq_from(st);
+    const char *metadata = rec->metadata[0] != '\0' ? rec->metadata : "{}";
+    sqlite3_stmt *stmt = NULL;
+    enum kg_status rc;
+
+    rc = kg_sq_begin(s, err);
+    if (rc != KG_OK)
+        return rc;
+    rc = kg_sq_prepare(s,
+                       "UPDATE keys SET name = ?2, scopes = ?3, expires_at = ?4, rate = ?5,"
+                       " rate_burst = ?6, quota_limit = ?7, quota_period = ?8, metadata = ?9"
+                       " WHERE id = ?1",
+                       &stmt, "update key", err);
+    if (rc != KG_OK)
+        goto cleanup;
+    if (sqlite3_bind_text(stmt, 1, rec->id, -1, SQLITE_STATIC) != SQLITE_OK ||
+        sqlite3_bind_text(stmt, 2, rec->name, -1, SQLITE_STATIC) != SQLITE_OK ||
+        sqlite3_bind_text(stmt, 3, rec->scopes, -1, SQLITE_STATIC) != SQLITE_OK ||
+        kg_sq_bind_int_or_null(stmt, 4, rec->expires_at, 0) != SQLITE_OK ||
+        kg_sq_bind_text_or_null(stmt, 5, rec->rate) != SQLITE_OK ||
+        kg_sq_bind_int_or_null(stmt, 6, rec->rate_burst, 0) != SQLITE_OK ||
+        kg_sq_bind_int_or_null(stmt, 7, rec->quota_limit, -1) != SQLITE_OK ||
+        kg_sq_bind_text_or_null(stmt, 8, rec->quota_period) != SQLITE_OK ||
+        sqlite3_bind_text(stmt, 9, metadata, -1, SQLITE_STATIC) != SQLITE_OK ||
+        sqlite3_step(stmt) != SQLITE_DONE) {
+        rc = kg_sq_fail(s, "update key", err);
+        goto cleanup;
+    }
+    if (sqlite3_changes(s->db) == 0)
+        rc = kg_err_set(err, KG_ENOTFOUND, "key %s not found", rec->id);
+
+cleanup:
+    sqlite3_finalize(stmt);
+    return kg_sq_finish(s, rc, audit, err);
 }
 
 /* Reads what kg_store_key_revoke() and _rotate() decide on: whether id
@@ -433,12 +656,12 @@ read_revocation(struct sqlite_store *s, const char *id, int64_t *revoked_at, cha
     enum kg_status rc;
     int step;
 
-    rc =
-        prepare(s, "SELECT revoked_at, rotated_to FROM keys WHERE id = ?1", &stmt, "read key", err);
+    rc = kg_sq_prepare(s, "SELECT revoked_at, rotated_to FROM keys WHERE id = ?1", &stmt,
+                       "read key", err);
     if (rc != KG_OK)
         goto cleanup;
     if (sqlite3_bind_text(stmt, 1, id, -1, SQLITE_STATIC) != SQLITE_OK) {
-        rc = db_fail(s, "read key", err);
+        rc = kg_sq_fail(s, "read key", err);
         goto cleanup;
     }
     step = sqlite3_step(stmt);
@@ -447,11 +670,11 @@ read_revocation(struct sqlite_store *s, const char *id, int64_t *revoked_at, cha
         goto cleanup;
     }
     if (step != SQLITE_ROW) {
-        rc = db_fail(s, "read key", err);
+        rc = kg_sq_fail(s, "read key", err);
         goto cleanup;
     }
-    *revoked_at = col_int_or(stmt, 0, 0);
-    if (!col_text(stmt, 1, rotated_to, rotated_cap))
+    *revoked_at = kg_sq_col_int_or(stmt, 0, 0);
+    if (!kg_sq_col_text(stmt, 1, rotated_to, rotated_cap))
         rc = kg_err_set(err, KG_ECORRUPT, "%s: key %s: rotated_to is longer than keygate allows",
                         s->path, id);
 
@@ -461,15 +684,16 @@ cleanup:
 }
 
 static enum kg_status
-sqlite_key_revoke(struct kg_store *st, const char *id, int64_t now, struct kg_err *err)
+sqlite_key_revoke(struct kg_store *st, const char *id, int64_t now,
+                  const struct kg_audit_entry *audit, struct kg_err *err)
 {
-    struct sqlite_store *s = from_base(st);
+    struct sqlite_store *s = kg_sq_from(st);
     sqlite3_stmt *stmt = NULL;
     char rotated_to[KG_ID_MAX];
     int64_t revoked_at = 0;
     enum kg_status rc;
 
-    rc = tx_begin(s, err);
+    rc = kg_sq_begin(s, err);
     if (rc != KG_OK)
         return rc;
     rc = read_revocation(s, id, &revoked_at, rotated_to, sizeof(rotated_to), err);
@@ -480,35 +704,32 @@ sqlite_key_revoke(struct kg_store *st, const char *id, int64_t now, struct kg_er
         goto cleanup;
     }
     /* Unset, or scheduled by a rotation grace that is cut short now. */
-    rc = prepare(s, "UPDATE keys SET revoked_at = ?1 WHERE id = ?2", &stmt, "revoke key", err);
+    rc =
+        kg_sq_prepare(s, "UPDATE keys SET revoked_at = ?1 WHERE id = ?2", &stmt, "revoke key", err);
     if (rc != KG_OK)
         goto cleanup;
     if (sqlite3_bind_int64(stmt, 1, now) != SQLITE_OK ||
         sqlite3_bind_text(stmt, 2, id, -1, SQLITE_STATIC) != SQLITE_OK ||
-        sqlite3_step(stmt) != SQLITE_DONE) {
-        rc = db_fail(s, "revoke key", err);
-        goto cleanup;
-    }
-    rc = tx_commit(s, err);
+        sqlite3_step(stmt) != SQLITE_DONE)
+        rc = kg_sq_fail(s, "revoke key", err);
 
 cleanup:
     sqlite3_finalize(stmt);
-    if (rc != KG_OK)
-        tx_rollback(s);
-    return rc;
+    return kg_sq_finish(s, rc, audit, err);
 }
 
 static enum kg_status
 sqlite_key_rotate(struct kg_store *st, const char *old_id, const struct kg_key_rec *fresh,
-                  int64_t revoke_at, int64_t now, struct kg_err *err)
+                  int64_t revoke_at, int64_t now, const struct kg_audit_entry *audit,
+                  struct kg_err *err)
 {
-    struct sqlite_store *s = from_base(st);
+    struct sqlite_store *s = kg_sq_from(st);
     sqlite3_stmt *stmt = NULL;
     char rotated_to[KG_ID_MAX];
     int64_t revoked_at = 0;
     enum kg_status rc;
 
-    rc = tx_begin(s, err);
+    rc = kg_sq_begin(s, err);
     if (rc != KG_OK)
         return rc;
     rc = read_revocation(s, old_id, &revoked_at, rotated_to, sizeof(rotated_to), err);
@@ -522,51 +743,46 @@ sqlite_key_rotate(struct kg_store *st, const char *old_id, const struct kg_key_r
         rc = kg_err_set(err, KG_ECONFLICT, "key %s was already rotated to %s", old_id, rotated_to);
         goto cleanup;
     }
-    rc = insert_locked(s, fresh, err);
+    rc = kg_sq_key_insert_locked(s, fresh, NULL, NULL, err);
     if (rc != KG_OK)
         goto cleanup;
     /* min() keeps an earlier revocation already scheduled on the old key:
      * rotating must never extend a key's life. */
-    rc = prepare(s,
-                 "UPDATE keys SET revoked_at = min(coalesce(revoked_at, ?1), ?1),"
-                 " rotated_to = ?2 WHERE id = ?3",
-                 &stmt, "rotate key", err);
+    rc = kg_sq_prepare(s,
+                       "UPDATE keys SET revoked_at = min(coalesce(revoked_at, ?1), ?1),"
+                       " rotated_to = ?2 WHERE id = ?3",
+                       &stmt, "rotate key", err);
     if (rc != KG_OK)
         goto cleanup;
     if (sqlite3_bind_int64(stmt, 1, revoke_at) != SQLITE_OK ||
         sqlite3_bind_text(stmt, 2, fresh->id, -1, SQLITE_STATIC) != SQLITE_OK ||
         sqlite3_bind_text(stmt, 3, old_id, -1, SQLITE_STATIC) != SQLITE_OK ||
-        sqlite3_step(stmt) != SQLITE_DONE) {
-        rc = db_fail(s, "rotate key", err);
-        goto cleanup;
-    }
-    rc = tx_commit(s, err);
+        sqlite3_step(stmt) != SQLITE_DONE)
+        rc = kg_sq_fail(s, "rotate key", err);
 
 cleanup:
     sqlite3_finalize(stmt);
-    if (rc != KG_OK)
-        tx_rollback(s);
-    return rc;
+    return kg_sq_finish(s, rc, audit, err);
 }
 
 static enum kg_status
 sqlite_key_touch(struct kg_store *st, const char *const *ids, const int64_t *times, size_t n,
                  struct kg_err *err)
 {
-    struct sqlite_store *s = from_base(st);
+    struct sqlite_store *s = kg_sq_from(st);
     sqlite3_stmt *stmt = NULL;
     enum kg_status rc;
     size_t i;
 
-    rc = tx_begin(s, err);
+    rc = kg_sq_begin(s, err);
     if (rc != KG_OK)
         return rc;
     /* The WHERE keeps the latest time: batches from several processes may
      * arrive out of order. */
-    rc = prepare(s,
-                 "UPDATE keys SET last_used_at = ?1"
-                 " WHERE id = ?2 AND (last_used_at IS NULL OR last_used_at < ?1)",
-                 &stmt, "touch keys", err);
+    rc = kg_sq_prepare(s,
+                       "UPDATE keys SET last_used_at = ?1"
+                       " WHERE id = ?2 AND (last_used_at IS NULL OR last_used_at < ?1)",
+                       &stmt, "touch keys", err);
     if (rc != KG_OK)
         goto cleanup;
     for (i = 0; i < n; i++) {
@@ -576,24 +792,21 @@ sqlite_key_touch(struct kg_store *st, const char *const *ids, const int64_t *tim
         if (sqlite3_bind_int64(stmt, 1, times[i]) != SQLITE_OK ||
             sqlite3_bind_text(stmt, 2, ids[i], -1, SQLITE_STATIC) != SQLITE_OK ||
             sqlite3_step(stmt) != SQLITE_DONE) {
-            rc = db_fail(s, "touch keys", err);
+            rc = kg_sq_fail(s, "touch keys", err);
             goto cleanup;
         }
         sqlite3_reset(stmt);
     }
-    rc = tx_commit(s, err);
 
 cleanup:
     sqlite3_finalize(stmt);
-    if (rc != KG_OK)
-        tx_rollback(s);
-    return rc;
+    return kg_sq_finish(s, rc, NULL, err);
 }
 
 static enum kg_status
 sqlite_data_version(struct kg_store *st, int64_t *out, struct kg_err *err)
 {
-    return read_int(from_base(st), "PRAGMA data_version", out, "data version", err);
+    return kg_sq_read_int(kg_sq_from(st), "PRAGMA data_version", out, "data version", err);
 }
 
 static enum kg_status
@@ -601,9 +814,9 @@ sqlite_set_durable(struct kg_store *st, bool durable, struct kg_err *err)
 {
     /* In WAL mode NORMAL can lose the last commits on power loss but never
      * corrupts the file: fine for counters, not for key changes. */
-    return exec_sql(from_base(st),
-                    durable ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL",
-                    "set synchronous", err);
+    return kg_sq_exec(kg_sq_from(st),
+                      durable ? "PRAGMA synchronous = FULL" : "PRAGMA synchronous = NORMAL",
+                      "set synchronous", err);
 }
 
 /* One level is enough for the usual "data/keygate.db"; deeper trees are the
@@ -628,120 +841,24 @@ make_parent_dir(const char *path, struct kg_err *err)
 }
 
 /* Creates the file ourselves so it starts life 0600 whatever SQLite's
- * default; SQLite then gives the -wal and -shm files the same mode. */
+ * default; SQLite then gives the -wal and -shm files the same mode.
+ * O_EXCL: an existing file is never opened here, because closing any
+ * descriptor of a database drops every POSIX lock this process holds on
+ * it, the shared lock of its other connections included (the daemon opens
+ * one per thread). Without that lock another process closing its last
+ * connection believes it is the last one anywhere and deletes the WAL,
+ * after which this process no longer sees new commits. */
 static enum kg_status
 create_file(const char *path, struct kg_err *err)
 {
-    int fd = open(path, O_RDWR | O_CREAT | O_CLOEXEC, 0600);
+    int fd = open(path, O_RDWR | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
 
+    if (fd < 0 && errno == EEXIST)
+        return KG_OK;
     if (fd < 0)
         return kg_err_set(err, KG_EIO, "%s: cannot open: %s", path, strerror(errno));
     close(fd);
     return KG_OK;
-}
-
-/* Decides whether the open file is a keygate database this build can use:
- * an empty file (new), or one with our application_id and a schema version
- * no newer than ours. Reading the header is also where a file that is not
- * SQLite at all shows itself (SQLITE_NOTADB). */
-static enum kg_status
-check_identity(struct sqlite_store *s, struct kg_err *err)
-{
-    int64_t version = 0;
-    int64_t app_id = 0;
-    int64_t objects = 0;
-    enum kg_status rc;
-
-    rc = read_int(s, "PRAGMA user_version", &version, NULL, err);
-    if (rc != KG_OK)
-        return rc;
-    rc = read_int(s, "PRAGMA application_id", &app_id, NULL, err);
-    if (rc != KG_OK)
-        return rc;
-    if (app_id != KG_APPLICATION_ID && (app_id != 0 || version != 0))
-        return kg_err_set(err, KG_ECORRUPT,
-                          "%s: not a keygate database (application_id %#" PRIx64
-                          ", schema version %" PRId64 ")",
-                          s->path, (uint64_t)app_id, version);
-    if (version > (int64_t)kg_migrations_count)
-        return kg_err_set(err, KG_ECORRUPT,
-                          "%s: schema version %" PRId64 " is newer than this keygate (%zu)",
-                          s->path, version, kg_migrations_count);
-    if (app_id != 0)
-        return KG_OK;
-    rc = read_int(s, "SELECT count(*) FROM sqlite_master", &objects, NULL, err);
-    if (rc != KG_OK)
-        return rc;
-    if (objects > 0)
-        return kg_err_set(err, KG_ECORRUPT,
-                          "%s: not a keygate database (a SQLite file with other tables)", s->path);
-    return KG_OK;
-}
-
-/* Applies the next pending migration in its own transaction, the version
- * bump inside it, so a crash leaves the schema at one version or the next.
- * The version is read again under the write lock because another process
- * may have migrated since we looked. *done is set when none is pending. */
-static enum kg_status
-migrate_one(struct sqlite_store *s, bool *done, struct kg_err *err)
-{
-    const struct kg_migration *m;
-    char what[96];
-    char bump[64];
-    int64_t version = 0;
-    enum kg_status rc;
-
-    *done = false;
-    rc = tx_begin(s, err);
-    if (rc != KG_OK)
-        return rc;
-    rc = read_int(s, "PRAGMA user_version", &version, "read schema version", err);
-    if (rc != KG_OK)
-        goto cleanup;
-    if (version > (int64_t)kg_migrations_count) {
-        rc = kg_err_set(err, KG_ECORRUPT,
-                        "%s: schema version %" PRId64 " is newer than this keygate (%zu)", s->path,
-                        version, kg_migrations_count);
-        goto cleanup;
-    }
-    if (version == (int64_t)kg_migrations_count) {
-        *done = true;
-        rc = tx_commit(s, err);
-        goto cleanup;
-    }
-    m = &kg_migrations[version];
-    snprintf(what, sizeof(what), "migration %s", m->name);
-    rc = exec_sql(s, m->sql, what, err);
-    if (rc != KG_OK)
-        goto cleanup;
-    if (version == 0) {
-        rc = exec_sql(s, "PRAGMA application_id = " STRINGIFY(KG_APPLICATION_ID), what, err);
-        if (rc != KG_OK)
-            goto cleanup;
-    }
-    /* PRAGMA takes no parameters; the number is ours, not user data. */
-    snprintf(bump, sizeof(bump), "PRAGMA user_version = %" PRId64, version + 1);
-    rc = exec_sql(s, bump, what, err);
-    if (rc != KG_OK)
-        goto cleanup;
-    rc = tx_commit(s, err);
-
-cleanup:
-    if (rc != KG_OK)
-        tx_rollback(s);
-    return rc;
-}
-
-static enum kg_status
-migrate(struct sqlite_store *s, struct kg_err *err)
-{
-    bool done = false;
-    enum kg_status rc;
-
-    do {
-        rc = migrate_one(s, &done, err);
-    } while (rc == KG_OK && !done);
-    return rc;
 }
 
 /* Connection settings, after check_identity() so another program's file is
@@ -753,11 +870,11 @@ configure(struct sqlite_store *s, struct kg_err *err)
     const char *mode;
     enum kg_status rc;
 
-    rc = prepare(s, "PRAGMA journal_mode = WAL", &stmt, "set WAL journal", err);
+    rc = kg_sq_prepare(s, "PRAGMA journal_mode = WAL", &stmt, "set WAL journal", err);
     if (rc != KG_OK)
         goto cleanup;
     if (sqlite3_step(stmt) != SQLITE_ROW) {
-        rc = db_fail(s, "set WAL journal", err);
+        rc = kg_sq_fail(s, "set WAL journal", err);
         goto cleanup;
     }
     /* The pragma answers with the mode in force, which is not WAL where the
@@ -768,7 +885,7 @@ configure(struct sqlite_store *s, struct kg_err *err)
                         mode != NULL ? mode : "unknown");
         goto cleanup;
     }
-    rc = exec_sql(s, "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON", "set pragmas", err);
+    rc = kg_sq_exec(s, "PRAGMA synchronous = FULL; PRAGMA foreign_keys = ON", "set pragmas", err);
 
 cleanup:
     sqlite3_finalize(stmt);
@@ -778,7 +895,7 @@ cleanup:
 static void
 sqlite_close(struct kg_store *st)
 {
-    struct sqlite_store *s = from_base(st);
+    struct sqlite_store *s = kg_sq_from(st);
 
     if (s == NULL)
         return;
@@ -816,7 +933,7 @@ sqlite_open(const char *location, struct kg_store **out, struct kg_err *err)
         if (s->db == NULL)
             rc = kg_err_set(err, KG_ENOMEM, "%s: out of memory", location);
         else
-            rc = db_fail(s, "open", err);
+            rc = kg_sq_fail(s, "open", err);
         goto cleanup;
     }
     sqlite3_extended_result_codes(s->db, 1);
@@ -825,13 +942,13 @@ sqlite_open(const char *location, struct kg_store **out, struct kg_err *err)
     /* Refuses writable_schema and other ways to corrupt the file by SQL. */
     sqlite3_db_config(s->db, SQLITE_DBCONFIG_DEFENSIVE, 1, (int *)NULL);
 #endif
-    rc = check_identity(s, err);
+    rc = kg_sq_check_identity(s, err);
     if (rc != KG_OK)
         goto cleanup;
     rc = configure(s, err);
     if (rc != KG_OK)
         goto cleanup;
-    rc = migrate(s, err);
+    rc = kg_sq_migrate(s, err);
     if (rc != KG_OK)
         goto cleanup;
     *out = &s->base;
@@ -847,12 +964,27 @@ const struct kg_store_ops kg_store_sqlite_ops = {
     .name = "sqlite",
     .open = sqlite_open,
     .close = sqlite_close,
-    .key_insert = sqlite_key_insert,
+    .key_add = sqlite_key_add,
     .key_get = sqlite_key_get,
     .key_each = sqlite_key_each,
+    .key_list = sqlite_key_list,
+    .key_each_owner = sqlite_key_each_owner,
+    .key_update = sqlite_key_update,
     .key_revoke = sqlite_key_revoke,
     .key_rotate = sqlite_key_rotate,
     .key_touch = sqlite_key_touch,
+    .tenant_insert = kg_sq_tenant_insert,
+    .tenant_get = kg_sq_tenant_get,
+    .tenant_update = kg_sq_tenant_update,
+    .tenant_list = kg_sq_tenant_list,
+    .user_insert = kg_sq_user_insert,
+    .user_lookup = kg_sq_user_lookup,
+    .user_update = kg_sq_user_update,
+    .user_list = kg_sq_user_list,
+    .audit_append = kg_sq_audit_append,
+    .audit_list = kg_sq_audit_list,
+    .audit_each = kg_sq_audit_each,
+    .audit_head = kg_sq_audit_head,
     .data_version = sqlite_data_version,
     .set_durable = sqlite_set_durable,
 };

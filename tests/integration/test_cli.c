@@ -355,8 +355,8 @@ test_create_prints_fields_then_the_key_alone_on_the_last_line_and_warns_on_stder
 static void
 test_create_json_has_exactly_the_documented_fields(void **state)
 {
-    static const char *const want[] = {"id",     "key",    "name",       "prefix",
-                                       "scopes", "tenant", "created_at", "expires_at"};
+    static const char *const want[] = {"id",     "key",     "name",       "prefix",    "scopes",
+                                       "tenant", "user_id", "created_at", "expires_at"};
     json_t *obj = create_json(
         "json key", (const char *const[]){"--scopes", "read:a", "--tenant", "acme", NULL});
     const char *key = json_string_value(json_object_get(obj, "key"));
@@ -378,6 +378,8 @@ test_create_json_has_exactly_the_documented_fields(void **state)
     assert_int_equal(json_array_size(scopes), 1);
     assert_string_equal(json_string_value(json_array_get(scopes, 0)), "read:a");
     assert_string_equal(json_string_value(json_object_get(obj, "tenant")), "acme");
+    /* Without --user, the key goes to the tenant's default user. */
+    assert_int_equal(strncmp(json_string_value(json_object_get(obj, "user_id")), "usr_", 4), 0);
     assert_int_equal(strlen(json_string_value(json_object_get(obj, "created_at"))), 20);
     assert_true(json_is_null(json_object_get(obj, "expires_at")));
     json_decref(obj);
@@ -386,8 +388,8 @@ test_create_json_has_exactly_the_documented_fields(void **state)
 static void
 test_list_table_has_every_column_and_never_a_key(void **state)
 {
-    static const char *const cols[] = {"NAME",    "ID",        "KEY",     "SCOPES", "TENANT",
-                                       "CREATED", "LAST USED", "EXPIRES", "STATE"};
+    static const char *const cols[] = {"NAME", "ID",      "KEY",       "SCOPES",  "TENANT",
+                                       "USER", "CREATED", "LAST USED", "EXPIRES", "STATE"};
     struct run r = KG("keys", "list");
     char masked[64];
 
@@ -411,9 +413,10 @@ test_list_table_has_every_column_and_never_a_key(void **state)
 static void
 test_list_json_masks_every_key_and_never_holds_a_key_or_digest(void **state)
 {
-    static const char *const want[] = {
-        "name",       "id",           "key",        "prefix",     "last4", "scopes",    "tenant",
-        "created_at", "last_used_at", "expires_at", "revoked_at", "state", "rotated_to"};
+    static const char *const want[] = {"name",       "id",           "key",        "prefix",
+                                       "last4",      "scopes",       "tenant",     "user_id",
+                                       "created_at", "last_used_at", "expires_at", "revoked_at",
+                                       "state",      "rotated_to"};
     struct run r = KG("keys", "list", "--json");
     json_t *arr = json_loads(r.out, 0, NULL);
     size_t i;
@@ -598,6 +601,52 @@ test_rotate_json_adds_replaces_and_old_key_revoked_at(void **state)
 }
 
 static void
+test_update_renames_narrows_scopes_and_refuses_to_widen_them(void **state)
+{
+    json_t *obj = create_json("to update", (const char *const[]){"--scopes", "read:*", NULL});
+    char *id = strdup(json_string_value(json_object_get(obj, "id")));
+    json_t *shown;
+    struct run r;
+
+    (void)state;
+    json_decref(obj);
+    assert_non_null(id);
+    r = KG("keys", "update", id, "--name", "updated", "--scopes", "read:items", "--expires", "30d",
+           "--rate", "10/s", "--burst", "5", "--json");
+    if (r.status != 0)
+        fail_msg("update should exit 0, got %d: %s", r.status, r.err);
+    shown = json_loads(r.out, 0, NULL);
+    assert_non_null(shown);
+    assert_string_equal(json_string_value(json_object_get(shown, "name")), "updated");
+    assert_string_equal(json_string_value(json_array_get(json_object_get(shown, "scopes"), 0)),
+                        "read:items");
+    assert_string_equal(json_string_value(json_object_get(shown, "rate")), "10/s");
+    assert_int_equal(json_integer_value(json_object_get(shown, "rate_burst")), 5);
+    assert_false(json_is_null(json_object_get(shown, "expires_at")));
+    assert_no_key_in("keys update", r.out, strlen(r.out));
+    json_decref(shown);
+    run_free(&r);
+
+    r = KG("keys", "update", id, "--scopes", "read:*");
+    assert_int_equal(r.status, 2);
+    assert_one_error_line(&r, "scopes must narrow the key's scopes: read:*");
+    run_free(&r);
+    r = KG("keys", "update", id, "--expires", "never", "--rate", "default");
+    assert_int_equal(r.status, 0);
+    assert_non_null(strstr(r.out, "expires:"));
+    assert_non_null(strstr(strstr(r.out, "expires:"), " never\n"));
+    assert_non_null(strstr(strstr(r.out, "rate:"), " default\n"));
+    run_free(&r);
+    r = KG("keys", "revoke", id);
+    run_free(&r);
+    r = KG("keys", "update", id, "--name", "late");
+    assert_int_equal(r.status, 1);
+    assert_one_error_line(&r, "is revoked");
+    run_free(&r);
+    free(id);
+}
+
+static void
 test_help_and_version_print_to_stdout_and_exit_zero(void **state)
 {
     static const char *const helps[][4] = {
@@ -696,6 +745,10 @@ test_usage_errors_exit_2_with_one_line_and_change_nothing(void **state)
         {{"keys", "revoke"}, "missing key id"},
         {{"keys", "rotate", "key_x", "--grace", "forever"}, "--grace"},
         {{"keys", "rotate", "key_x", "--grace"}, "--grace needs a value"},
+        {{"keys", "update"}, "missing key id"},
+        {{"keys", "update", "key_x"}, "nothing to change"},
+        {{"keys", "update", "key_x", "--burst", "lots"}, "--burst"},
+        {{"keys", "create", "--name", "x", "--user", ""}, "user"},
     };
     char *before = snapshot();
 
@@ -723,13 +776,15 @@ static void
 test_failures_exit_1_with_one_line_and_change_nothing(void **state)
 {
     static const struct {
-        const char *args[6];
+        const char *args[8];
         const char *want;
     } cases[] = {
         {{"keys", "show", "key_doesnotexist"}, "no key key_doesnotexist"},
         {{"keys", "revoke", "key_doesnotexist"}, "no key key_doesnotexist"},
         {{"keys", "rotate", "key_doesnotexist"}, "no key key_doesnotexist"},
         {{"keys", "rotate", "key_doesnotexist", "--grace", "1h"}, "no key"},
+        {{"keys", "update", "key_doesnotexist", "--name", "x"}, "no key key_doesnotexist"},
+        {{"keys", "create", "--name", "x", "--user", "nobody"}, "no user nobody"},
     };
     char *before = snapshot();
 
@@ -911,6 +966,7 @@ main(void)
         cmocka_unit_test(test_revoke_prints_the_id_and_revoking_twice_fails_with_one_line),
         cmocka_unit_test(test_rotate_with_grace_prints_the_new_key_and_when_the_old_one_stops),
         cmocka_unit_test(test_rotate_json_adds_replaces_and_old_key_revoked_at),
+        cmocka_unit_test(test_update_renames_narrows_scopes_and_refuses_to_widen_them),
         cmocka_unit_test(test_help_and_version_print_to_stdout_and_exit_zero),
         cmocka_unit_test(test_config_flag_works_after_the_verb_and_after_the_sub_verb),
         cmocka_unit_test(test_usage_errors_exit_2_with_one_line_and_change_nothing),

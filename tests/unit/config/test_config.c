@@ -168,6 +168,11 @@ assert_defaults(const struct kg_config *cfg)
     assert_int_equal(cfg->workers, 0);
     assert_int_equal(cfg->log_level, KG_LOG_INFO);
     assert_int_equal(cfg->max_header_bytes, 16384);
+    assert_false(cfg->signup);
+    assert_string_equal(cfg->signup_path, "/api/v1/signup/");
+    assert_string_equal(cfg->signup_tenant, "signup");
+    assert_string_equal(cfg->signup_role, "*");
+    assert_string_equal(cfg->signup_tier, "default");
 }
 
 static void
@@ -458,6 +463,68 @@ test_each_bad_value_is_reported_with_what_would_be_right(void **state)
 
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
         load_fails_with(fx, cases[i].text, cases[i].msg);
+}
+
+static void
+test_signup_directives_take_a_switch_a_path_a_tenant_a_role_and_a_tier(void **state)
+{
+    struct fixture *fx = *state;
+
+    load_ok(fx, "signup on\n"
+                "signup_path /v2/accounts/signup\n"
+                "signup_tenant free-tier.users_1\n"
+                "signup_role \"read:*, write:items\"\n"
+                "signup_tier trial\n");
+    assert_true(fx->cfg->signup);
+    assert_string_equal(fx->cfg->signup_path, "/v2/accounts/signup");
+    assert_string_equal(fx->cfg->signup_tenant, "free-tier.users_1");
+    assert_string_equal(fx->cfg->signup_role, "read:*, write:items");
+    assert_string_equal(fx->cfg->signup_tier, "trial");
+    load_ok(fx, "signup off\nsignup_path /\nsignup_role *\n");
+    assert_false(fx->cfg->signup);
+}
+
+static void
+test_signup_directives_name_what_a_good_value_is(void **state)
+{
+    struct fixture *fx = *state;
+    static const char path_want[] =
+        "signup_path wants a normalised absolute path such as /api/v1/signup/, got ";
+    static const char tenant_want[] =
+        "signup_tenant wants a tenant name: 1 to 64 characters of A-Z a-z 0-9 _ . -, got ";
+    static const char role_want[] =
+        "signup_role wants a comma-separated scope list such as read:*,write:items, got ";
+    static const char tier_want[] =
+        "signup_tier wants a tier name: 1 to 64 characters of A-Z a-z 0-9 _ . -, got ";
+    static const struct {
+        const char *text;
+        const char *want;
+        const char *value;
+    } cases[] = {
+        {"signup maybe", "signup wants on or off, got ", "\"maybe\""},
+        {"signup_path api/signup", path_want, "\"api/signup\""},
+        {"signup_path /api//signup", path_want, "\"/api//signup\""},
+        {"signup_path /api/../signup", path_want, "\"/api/../signup\""},
+        {"signup_path /api/signup?x=1", path_want, "\"/api/signup?x=1\""},
+        {"signup_path /api/%73ignup", path_want, "\"/api/%73ignup\""},
+        {"signup_path /api/*", path_want, "\"/api/*\""},
+        {"signup_tenant \"\"", tenant_want, "\"\""},
+        {"signup_tenant acme/corp", tenant_want, "\"acme/corp\""},
+        {"signup_tenant "
+         "a2345678901234567890123456789012345678901234567890123456789012345",
+         tenant_want, "\"a2345678901234567890123456789012345678901234567890123456789012345\""},
+        {"signup_role \"\"", role_want, "\"\""},
+        {"signup_role read,,write", role_want, "\"read,,write\""},
+        {"signup_role \"read write\"", role_want, "\"read write\""},
+        {"signup_role read/items", role_want, "\"read/items\""},
+        {"signup_tier \"gold plan\"", tier_want, "\"gold plan\""},
+    };
+    char msg[512];
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        snprintf(msg, sizeof(msg), "1: %s%s", cases[i].want, cases[i].value);
+        load_fails_with(fx, cases[i].text, msg);
+    }
 }
 
 static void
@@ -932,6 +999,8 @@ main(void)
         T(test_workers_and_log_level_take_their_whole_range),
         T(test_unknown_directive_is_reported_with_file_and_line),
         T(test_each_bad_value_is_reported_with_what_would_be_right),
+        T(test_signup_directives_take_a_switch_a_path_a_tenant_a_role_and_a_tier),
+        T(test_signup_directives_name_what_a_good_value_is),
         T(test_single_valued_directive_with_the_wrong_number_of_values_is_rejected),
         T(test_repeated_directive_is_reported_with_its_first_line),
         T(test_multi_directives_may_repeat),

@@ -12,6 +12,8 @@
 
 #include <cmocka.h>
 
+#include "keygate/accounts.h"
+#include "keygate/audit.h"
 #include "keygate/config.h"
 #include "keygate/digest.h"
 #include "keygate/keyfmt.h"
@@ -45,7 +47,14 @@ setup(void **state)
         fail_msg("store should open in a fresh directory: %s", err.msg);
     assert_int_equal(kg_digest_secret_from_bytes(bytes, &fx->secret), KG_OK);
     assert_int_equal(kg_config_defaults(&fx->cfg), KG_OK);
-    fx->kc = (struct kg_keys_ctx){fx->store, fx->secret, fx->cfg};
+    fx->kc = (struct kg_keys_ctx){
+        .store = fx->store, .secret = fx->secret, .cfg = fx->cfg, .actor = "cli:tester"};
+    {
+        unsigned char audit_key[KG_AUDIT_KEY_BYTES];
+
+        kg_digest_audit_key(fx->secret, audit_key);
+        kg_store_set_audit_key(fx->store, audit_key);
+    }
     *state = fx;
     return 0;
 }
@@ -76,7 +85,7 @@ make(struct fixture *fx, const struct kg_key_new *req, int64_t now, struct kg_ke
     struct kg_err err = {{0}};
     char *key = NULL;
 
-    if (kg_keys_create(&fx->kc, req, now, rec, &key, &err) != KG_OK)
+    if (kg_keys_create(&fx->kc, NULL, req, now, rec, &key, &err) != KG_OK)
         fail_msg("create should succeed: %s", err.msg);
     assert_non_null(key);
     return key;
@@ -101,7 +110,7 @@ refuse(struct fixture *fx, const struct kg_key_new *req, enum kg_status st, cons
     struct kg_err err = {{0}};
     char *key = (char *)"untouched";
 
-    assert_int_equal(kg_keys_create(&fx->kc, req, NOW, &rec, &key, &err), st);
+    assert_int_equal(kg_keys_create(&fx->kc, NULL, req, NOW, &rec, &key, &err), st);
     assert_null(key);
     if (strstr(err.msg, want) == NULL)
         fail_msg("error should mention \"%s\", got \"%s\"", want, err.msg);
@@ -160,7 +169,7 @@ test_created_key_is_well_formed_and_its_digest_finds_the_record(void **state)
     assert_int_equal(hunt.matches, 1);
     assert_string_equal(hunt.id, rec.id);
 
-    assert_int_equal(kg_keys_get(&fx->kc, rec.id, &got, NULL), KG_OK);
+    assert_int_equal(kg_keys_get(&fx->kc, NULL, rec.id, &got, NULL), KG_OK);
     assert_memory_equal(got.digest, hunt.digest, KG_DIGEST_BYTES);
     /* The display parts are the key's own first and last characters. */
     assert_int_equal(strncmp(key, got.prefix, strlen(got.prefix)), 0);
@@ -176,7 +185,7 @@ test_created_record_has_the_documented_defaults(void **state)
     char *key = make(fx, &(struct kg_key_new){.name = "defaults"}, NOW, &rec);
 
     kg_keys_key_free(key);
-    assert_int_equal(kg_keys_get(&fx->kc, rec.id, &got, NULL), KG_OK);
+    assert_int_equal(kg_keys_get(&fx->kc, NULL, rec.id, &got, NULL), KG_OK);
     assert_int_equal(strncmp(got.id, "key_", 4), 0);
     assert_string_equal(got.name, "defaults");
     assert_string_equal(got.tenant, "default");
@@ -332,7 +341,7 @@ list_state(struct fixture *fx, const char *state, int64_t now)
 
     if (state != NULL)
         assert_int_equal(kg_key_state_parse(state, &f.state, &f.all_states, NULL), KG_OK);
-    assert_int_equal(kg_keys_list(&fx->kc, &f, now, seen_cb, &s, NULL), KG_OK);
+    assert_int_equal(kg_keys_list(&fx->kc, NULL, &f, NULL, now, seen_cb, &s, NULL, NULL), KG_OK);
     return s;
 }
 
@@ -346,7 +355,7 @@ test_list_filters_by_state_at_the_time_it_is_given(void **state)
     make_id(fx, "active", NOW, NULL, active);
     make_id(fx, "expiring", NOW + 1, "1d", expiring);
     make_id(fx, "revoked", NOW + 2, NULL, revoked);
-    assert_int_equal(kg_keys_revoke(&fx->kc, revoked, NOW + 3, NULL, NULL), KG_OK);
+    assert_int_equal(kg_keys_revoke(&fx->kc, NULL, revoked, NOW + 3, NULL, NULL), KG_OK);
 
     s = list_state(fx, NULL, NOW + 10);
     assert_int_equal(s.n, 3);
@@ -384,7 +393,7 @@ test_list_filters_by_tenant(void **state)
 
     kg_keys_key_free(make(fx, &(struct kg_key_new){.name = "a", .tenant = "acme"}, NOW, &rec));
     kg_keys_key_free(make(fx, &(struct kg_key_new){.name = "b"}, NOW, &rec));
-    assert_int_equal(kg_keys_list(&fx->kc, &f, NOW, seen_cb, &s, NULL), KG_OK);
+    assert_int_equal(kg_keys_list(&fx->kc, NULL, &f, NULL, NOW, seen_cb, &s, NULL, NULL), KG_OK);
     assert_int_equal(s.n, 1);
 }
 
@@ -397,12 +406,12 @@ test_revoking_twice_is_a_conflict_that_names_the_key(void **state)
     char id[KG_ID_MAX], want[96];
 
     make_id(fx, "r", NOW, NULL, id);
-    assert_int_equal(kg_keys_revoke(&fx->kc, id, NOW + 5, &rec, &err), KG_OK);
+    assert_int_equal(kg_keys_revoke(&fx->kc, NULL, id, NOW + 5, &rec, &err), KG_OK);
     assert_int_equal(rec.revoked_at, NOW + 5);
-    assert_int_equal(kg_keys_revoke(&fx->kc, id, NOW + 6, NULL, &err), KG_ECONFLICT);
+    assert_int_equal(kg_keys_revoke(&fx->kc, NULL, id, NOW + 6, NULL, &err), KG_ECONFLICT);
     snprintf(want, sizeof(want), "key %s is already revoked", id);
     assert_string_equal(err.msg, want);
-    assert_int_equal(kg_keys_get(&fx->kc, id, &rec, NULL), KG_OK);
+    assert_int_equal(kg_keys_get(&fx->kc, NULL, id, &rec, NULL), KG_OK);
     assert_int_equal(rec.revoked_at, NOW + 5);
 }
 
@@ -413,10 +422,10 @@ test_revoking_or_getting_an_unknown_id_is_not_found(void **state)
     struct kg_key_rec rec;
     struct kg_err err = {{0}};
 
-    assert_int_equal(kg_keys_revoke(&fx->kc, "key_nope", NOW, NULL, &err), KG_ENOTFOUND);
+    assert_int_equal(kg_keys_revoke(&fx->kc, NULL, "key_nope", NOW, NULL, &err), KG_ENOTFOUND);
     assert_string_equal(err.msg, "no key key_nope");
-    assert_int_equal(kg_keys_get(&fx->kc, "key_nope", &rec, &err), KG_ENOTFOUND);
-    assert_int_equal(kg_keys_get(&fx->kc, "bad id\n", &rec, &err), KG_EINVAL);
+    assert_int_equal(kg_keys_get(&fx->kc, NULL, "key_nope", &rec, &err), KG_ENOTFOUND);
+    assert_int_equal(kg_keys_get(&fx->kc, NULL, "bad id\n", &rec, &err), KG_EINVAL);
 }
 
 static void
@@ -429,7 +438,7 @@ test_rotating_without_grace_revokes_the_old_key_now(void **state)
     char *key = NULL;
 
     make_id(fx, "rot", NOW, NULL, id);
-    if (kg_keys_rotate(&fx->kc, id, 0, NOW + 100, &fresh, &old, &key, &err) != KG_OK)
+    if (kg_keys_rotate(&fx->kc, NULL, id, 0, NOW + 100, &fresh, &old, &key, &err) != KG_OK)
         fail_msg("rotate should succeed: %s", err.msg);
     assert_true(kg_keyfmt_check(key, strlen(key)));
     kg_keys_key_free(key);
@@ -438,11 +447,11 @@ test_rotating_without_grace_revokes_the_old_key_now(void **state)
     assert_int_equal(old.revoked_at, NOW + 100);
     assert_string_equal(old.rotated_to, fresh.id);
 
-    assert_int_equal(kg_keys_get(&fx->kc, id, &got, NULL), KG_OK);
+    assert_int_equal(kg_keys_get(&fx->kc, NULL, id, &got, NULL), KG_OK);
     assert_int_equal(got.revoked_at, NOW + 100);
     assert_string_equal(got.rotated_to, fresh.id);
     assert_int_equal(kg_key_state_of(&got, NOW + 100), KG_KEY_REVOKED);
-    assert_int_equal(kg_keys_get(&fx->kc, fresh.id, &got, NULL), KG_OK);
+    assert_int_equal(kg_keys_get(&fx->kc, NULL, fresh.id, &got, NULL), KG_OK);
     assert_int_equal(kg_key_state_of(&got, NOW + 100), KG_KEY_ACTIVE);
 }
 
@@ -456,27 +465,27 @@ test_rotating_with_grace_keeps_the_old_key_working_until_the_grace_ends(void **s
     char *key = NULL;
 
     make_id(fx, "grace", NOW, NULL, id);
-    if (kg_keys_rotate(&fx->kc, id, 3600, NOW, &fresh, &old, &key, &err) != KG_OK)
+    if (kg_keys_rotate(&fx->kc, NULL, id, 3600, NOW, &fresh, &old, &key, &err) != KG_OK)
         fail_msg("rotate should succeed: %s", err.msg);
     kg_keys_key_free(key);
     assert_int_equal(old.revoked_at, NOW + 3600);
-    assert_int_equal(kg_keys_get(&fx->kc, id, &got, NULL), KG_OK);
+    assert_int_equal(kg_keys_get(&fx->kc, NULL, id, &got, NULL), KG_OK);
     assert_int_equal(got.revoked_at, NOW + 3600);
     assert_int_equal(kg_key_state_of(&got, NOW + 3599), KG_KEY_ACTIVE);
     assert_int_equal(kg_key_state_of(&got, NOW + 3600), KG_KEY_REVOKED);
 
     /* Rotating the same key again is refused: it already has a successor. */
     key = (char *)"untouched";
-    assert_int_equal(kg_keys_rotate(&fx->kc, id, 0, NOW + 1, &fresh, NULL, &key, &err),
+    assert_int_equal(kg_keys_rotate(&fx->kc, NULL, id, 0, NOW + 1, &fresh, NULL, &key, &err),
                      KG_ECONFLICT);
     assert_null(key);
     assert_non_null(strstr(err.msg, "already rotated"));
 
     /* Revoking during the grace period ends it at once. */
-    assert_int_equal(kg_keys_revoke(&fx->kc, id, NOW + 10, NULL, &err), KG_OK);
-    assert_int_equal(kg_keys_get(&fx->kc, id, &got, NULL), KG_OK);
+    assert_int_equal(kg_keys_revoke(&fx->kc, NULL, id, NOW + 10, NULL, &err), KG_OK);
+    assert_int_equal(kg_keys_get(&fx->kc, NULL, id, &got, NULL), KG_OK);
     assert_int_equal(got.revoked_at, NOW + 10);
-    assert_int_equal(kg_keys_revoke(&fx->kc, id, NOW + 11, NULL, &err), KG_ECONFLICT);
+    assert_int_equal(kg_keys_revoke(&fx->kc, NULL, id, NOW + 11, NULL, &err), KG_ECONFLICT);
 }
 
 static void
@@ -507,10 +516,10 @@ test_rotation_carries_name_scopes_tenant_limits_metadata_and_expiry(void **state
     snprintf(rec.metadata, sizeof(rec.metadata), "{\"team\":\"finance\"}");
     assert_int_equal(kg_store_key_insert(fx->store, &rec, NULL), KG_OK);
 
-    if (kg_keys_rotate(&fx->kc, rec.id, 0, NOW, &fresh, NULL, &key, &err) != KG_OK)
+    if (kg_keys_rotate(&fx->kc, NULL, rec.id, 0, NOW, &fresh, NULL, &key, &err) != KG_OK)
         fail_msg("rotate should succeed: %s", err.msg);
     kg_keys_key_free(key);
-    assert_int_equal(kg_keys_get(&fx->kc, fresh.id, &got, NULL), KG_OK);
+    assert_int_equal(kg_keys_get(&fx->kc, NULL, fresh.id, &got, NULL), KG_OK);
     assert_string_equal(got.name, "billing");
     assert_string_equal(got.scopes, "read:invoices,write:invoices");
     assert_string_equal(got.tenant, "acme");
@@ -541,22 +550,448 @@ test_rotation_refuses_revoked_expired_unknown_keys_and_negative_grace(void **sta
     make_id(fx, "revoked", NOW, NULL, revoked);
     make_id(fx, "expired", NOW, "1h", expired);
     make_id(fx, "fine", NOW, NULL, fine);
-    assert_int_equal(kg_keys_revoke(&fx->kc, revoked, NOW, NULL, NULL), KG_OK);
+    assert_int_equal(kg_keys_revoke(&fx->kc, NULL, revoked, NOW, NULL, NULL), KG_OK);
 
-    assert_int_equal(kg_keys_rotate(&fx->kc, revoked, 0, NOW + 1, &fresh, NULL, &key, &err),
+    assert_int_equal(kg_keys_rotate(&fx->kc, NULL, revoked, 0, NOW + 1, &fresh, NULL, &key, &err),
                      KG_ECONFLICT);
     assert_non_null(strstr(err.msg, "already revoked"));
-    assert_int_equal(kg_keys_rotate(&fx->kc, expired, 0, NOW + 7200, &fresh, NULL, &key, &err),
-                     KG_ECONFLICT);
+    assert_int_equal(
+        kg_keys_rotate(&fx->kc, NULL, expired, 0, NOW + 7200, &fresh, NULL, &key, &err),
+        KG_ECONFLICT);
     assert_non_null(strstr(err.msg, "expired"));
-    assert_int_equal(kg_keys_rotate(&fx->kc, "key_nope", 0, NOW, &fresh, NULL, &key, &err),
+    assert_int_equal(kg_keys_rotate(&fx->kc, NULL, "key_nope", 0, NOW, &fresh, NULL, &key, &err),
                      KG_ENOTFOUND);
-    assert_int_equal(kg_keys_rotate(&fx->kc, fine, -1, NOW, &fresh, NULL, &key, &err), KG_EINVAL);
+    assert_int_equal(kg_keys_rotate(&fx->kc, NULL, fine, -1, NOW, &fresh, NULL, &key, &err),
+                     KG_EINVAL);
     assert_non_null(strstr(err.msg, "grace"));
-    assert_int_equal(kg_keys_rotate(&fx->kc, fine, INT64_MAX, NOW, &fresh, NULL, &key, &err),
+    assert_int_equal(kg_keys_rotate(&fx->kc, NULL, fine, INT64_MAX, NOW, &fresh, NULL, &key, &err),
                      KG_EINVAL);
     assert_null(key);
     assert_int_equal(stored_keys(fx), 3);
+}
+
+/* ---- owners, roles, fences, updates, pages and the audit trail ---- */
+
+/* Makes a tenant and a user in it with role; fills u. */
+static void
+make_user(struct fixture *fx, const char *tenant, const char *username, const char *role,
+          struct kg_user_rec *u)
+{
+    struct kg_tenant_rec t;
+    struct kg_err err = {{0}};
+    enum kg_status rc;
+
+    rc = kg_accounts_tenant_create(&fx->kc, NULL, &(struct kg_tenant_new){.name = tenant}, NOW, &t,
+                                   &err);
+    if (rc != KG_OK && rc != KG_ECONFLICT)
+        fail_msg("tenant %s should exist: %s", tenant, err.msg);
+    if (kg_accounts_user_create(
+            &fx->kc, NULL,
+            &(struct kg_user_new){.tenant = tenant, .username = username, .role = role}, NULL, NOW,
+            u, NULL, NULL, &err) != KG_OK)
+        fail_msg("user %s should be created: %s", username, err.msg);
+}
+
+struct actions {
+    char v[32][KG_AUDIT_ACTION_MAX];
+    char actor[32][KG_AUDIT_ACTOR_MAX];
+    int n;
+};
+
+static bool
+action_cb(const struct kg_audit_entry *e, void *ctx)
+{
+    struct actions *a = ctx;
+
+    assert_true(a->n < 32);
+    memcpy(a->v[a->n], e->action, sizeof(e->action));
+    memcpy(a->actor[a->n], e->actor, sizeof(e->actor));
+    a->n++;
+    return true;
+}
+
+static struct actions
+audit_actions(struct fixture *fx)
+{
+    struct actions a = {.n = 0};
+
+    assert_int_equal(kg_audit_list(&fx->kc, NULL, NULL, NULL, action_cb, &a, NULL, NULL), KG_OK);
+    return a;
+}
+
+static void
+test_create_for_a_user_takes_its_tenant_and_id(void **state)
+{
+    struct fixture *fx = *state;
+    struct kg_user_rec u;
+    struct kg_key_rec rec;
+
+    make_user(fx, "acme", "bob", "*", &u);
+    kg_keys_key_free(make(fx, &(struct kg_key_new){.name = "k", .user = u.id}, NOW, &rec));
+    assert_string_equal(rec.user_id, u.id);
+    assert_string_equal(rec.tenant, "acme");
+    /* By username within the tenant too. */
+    kg_keys_key_free(
+        make(fx, &(struct kg_key_new){.name = "k", .user = "bob", .tenant = "acme"}, NOW, &rec));
+    assert_string_equal(rec.user_id, u.id);
+}
+
+static void
+test_create_without_a_user_goes_to_the_tenant_default_user_made_on_demand(void **state)
+{
+    struct fixture *fx = *state;
+    struct kg_key_rec rec, second;
+    struct kg_user_rec u;
+    struct actions a;
+
+    kg_keys_key_free(make(fx, &(struct kg_key_new){.name = "k", .tenant = "fresh"}, NOW, &rec));
+    assert_int_equal(kg_accounts_user_get(&fx->kc, NULL, rec.user_id, &u, NULL), KG_OK);
+    assert_string_equal(u.username, "default");
+    assert_string_equal(u.tenant, "fresh");
+    assert_string_equal(u.role, "*");
+    kg_keys_key_free(make(fx, &(struct kg_key_new){.name = "k", .tenant = "fresh"}, NOW, &second));
+    assert_string_equal(second.user_id, rec.user_id);
+    /* Each piece made on demand is audited, in order. */
+    a = audit_actions(fx);
+    assert_int_equal(a.n, 4);
+    assert_string_equal(a.v[0], "tenant.create");
+    assert_string_equal(a.v[1], "user.create");
+    assert_string_equal(a.v[2], "key.create");
+    assert_string_equal(a.v[3], "key.create");
+    assert_string_equal(a.actor[0], "cli:tester");
+}
+
+static void
+test_scopes_beyond_the_role_are_refused_and_a_scopeless_key_is_allowed(void **state)
+{
+    struct fixture *fx = *state;
+    struct kg_user_rec u;
+    struct kg_key_rec rec;
+    struct kg_err err = {{0}};
+    char *key = NULL;
+
+    make_user(fx, "acme", "reader", "read:*,billing:view", &u);
+    assert_int_equal(
+        kg_keys_create(
+            &fx->kc, NULL,
+            &(struct kg_key_new){.name = "k", .user = u.id, .scopes = "read:items,write:items"},
+            NOW, &rec, &key, &err),
+        KG_EINVAL);
+    assert_null(key);
+    assert_string_equal(err.msg, "scopes exceed the user's role: write:items");
+    assert_int_equal(kg_keys_create(&fx->kc, NULL,
+                                    &(struct kg_key_new){.name = "k", .user = u.id, .scopes = "*"},
+                                    NOW, &rec, &key, &err),
+                     KG_EINVAL);
+    assert_int_equal(stored_keys(fx), 0);
+    kg_keys_key_free(make(
+        fx, &(struct kg_key_new){.name = "k", .user = u.id, .scopes = "read:x,read:*,billing:view"},
+        NOW, &rec));
+    kg_keys_key_free(make(fx, &(struct kg_key_new){.name = "k", .user = u.id}, NOW, &rec));
+    assert_string_equal(rec.scopes, "");
+}
+
+static void
+test_create_refuses_unknown_foreign_and_disabled_owners(void **state)
+{
+    struct fixture *fx = *state;
+    struct kg_user_rec u, other;
+    struct kg_key_rec rec;
+    struct kg_err err = {{0}};
+    char *key = NULL;
+
+    make_user(fx, "acme", "bob", "*", &u);
+    make_user(fx, "globex", "eve", "*", &other);
+    assert_int_equal(kg_keys_create(&fx->kc, NULL,
+                                    &(struct kg_key_new){.name = "k", .user = "nobody"}, NOW, &rec,
+                                    &key, &err),
+                     KG_ENOTFOUND);
+    assert_string_equal(err.msg, "no user nobody");
+    /* A user id with another tenant named is refused, not moved. */
+    assert_int_equal(
+        kg_keys_create(&fx->kc, NULL,
+                       &(struct kg_key_new){.name = "k", .user = u.id, .tenant = "globex"}, NOW,
+                       &rec, &key, &err),
+        KG_ENOTFOUND);
+    /* With a fence, another tenant's user does not exist. */
+    assert_int_equal(kg_keys_create(&fx->kc, "acme",
+                                    &(struct kg_key_new){.name = "k", .user = other.id}, NOW, &rec,
+                                    &key, &err),
+                     KG_ENOTFOUND);
+    assert_int_equal(kg_keys_create(&fx->kc, "acme",
+                                    &(struct kg_key_new){.name = "k", .tenant = "globex"}, NOW,
+                                    &rec, &key, &err),
+                     KG_ENOTFOUND);
+    assert_int_equal(kg_accounts_user_disable(&fx->kc, NULL, u.id, NOW, NULL, &err), KG_OK);
+    assert_int_equal(kg_keys_create(&fx->kc, NULL, &(struct kg_key_new){.name = "k", .user = u.id},
+                                    NOW, &rec, &key, &err),
+                     KG_ECONFLICT);
+    assert_non_null(strstr(err.msg, "disabled"));
+    assert_null(key);
+    assert_int_equal(stored_keys(fx), 0);
+}
+
+static void
+test_the_fence_makes_another_tenants_key_look_missing(void **state)
+{
+    struct fixture *fx = *state;
+    struct kg_key_rec rec, got, fresh;
+    struct kg_user_rec u;
+    struct kg_err err = {{0}}, missing = {{0}};
+    char *key = NULL;
+
+    make_user(fx, "acme", "bob", "*", &u);
+    kg_keys_key_free(make(fx, &(struct kg_key_new){.name = "k", .user = u.id}, NOW, &rec));
+    assert_int_equal(kg_keys_get(&fx->kc, "globex", "key_nope", &got, &missing), KG_ENOTFOUND);
+
+    assert_string_equal(missing.msg, "no key key_nope");
+    assert_int_equal(kg_keys_get(&fx->kc, "globex", rec.id, &got, &err), KG_ENOTFOUND);
+    snprintf(missing.msg, sizeof(missing.msg), "no key %s", rec.id);
+    assert_string_equal(err.msg, missing.msg); /* the same words as for a missing key */
+    assert_int_equal(kg_keys_revoke(&fx->kc, "globex", rec.id, NOW, NULL, &err), KG_ENOTFOUND);
+    assert_int_equal(kg_keys_rotate(&fx->kc, "globex", rec.id, 0, NOW, &fresh, NULL, &key, &err),
+                     KG_ENOTFOUND);
+    assert_int_equal(kg_keys_update(&fx->kc, "globex", rec.id, &(struct kg_key_change){.name = "x"},
+                                    NOW, NULL, &err),
+                     KG_ENOTFOUND);
+    assert_null(key);
+    /* Nothing changed, and the owner's own fence works. */
+    assert_int_equal(kg_keys_get(&fx->kc, "acme", rec.id, &got, &err), KG_OK);
+    assert_string_equal(got.name, "k");
+    assert_int_equal(got.revoked_at, 0);
+}
+
+static void
+test_a_fenced_listing_walks_only_its_own_tenant(void **state)
+{
+    struct fixture *fx = *state;
+    struct kg_keys_filter all = {.all_states = true};
+    struct kg_keys_filter other = {.all_states = true, .tenant = "globex"};
+    struct kg_user_rec u, v;
+    struct kg_key_rec rec;
+    struct seen s = {.n = 0};
+
+    make_user(fx, "acme", "bob", "*", &u);
+    make_user(fx, "globex", "eve", "*", &v);
+    kg_keys_key_free(make(fx, &(struct kg_key_new){.name = "a", .user = u.id}, NOW, &rec));
+    kg_keys_key_free(make(fx, &(struct kg_key_new){.name = "g", .user = v.id}, NOW, &rec));
+    assert_int_equal(kg_keys_list(&fx->kc, "acme", &all, NULL, NOW, seen_cb, &s, NULL, NULL),
+                     KG_OK);
+    assert_int_equal(s.n, 1);
+    s.n = 0;
+    assert_int_equal(kg_keys_list(&fx->kc, "acme", &other, NULL, NOW, seen_cb, &s, NULL, NULL),
+                     KG_OK);
+    assert_int_equal(s.n, 0);
+    s.n = 0;
+    assert_int_equal(kg_keys_list(&fx->kc, NULL, &other, NULL, NOW, seen_cb, &s, NULL, NULL),
+                     KG_OK);
+    assert_int_equal(s.n, 1);
+    s.n = 0;
+    all.user = u.id;
+    assert_int_equal(kg_keys_list(&fx->kc, NULL, &all, NULL, NOW, seen_cb, &s, NULL, NULL), KG_OK);
+    assert_int_equal(s.n, 1);
+}
+
+static void
+test_listing_pages_through_every_key_once_in_order(void **state)
+{
+    struct fixture *fx = *state;
+    struct kg_keys_filter f = {.all_states = true};
+    char ids[7][KG_ID_MAX], cursor[KG_CURSOR_MAX] = "";
+    struct seen s;
+    int total = 0;
+
+    /* Two keys share each second, so the cursor must break ties by id. */
+    for (int i = 0; i < 7; i++)
+        make_id(fx, "p", NOW + i / 2, NULL, ids[i]);
+    do {
+        struct kg_page page = {.cursor = cursor, .limit = 3};
+        char next[KG_CURSOR_MAX];
+
+        s.n = 0;
+        assert_int_equal(kg_keys_list(&fx->kc, NULL, &f, &page, NOW, seen_cb, &s, next, NULL),
+                         KG_OK);
+        assert_true(s.n <= 3);
+        total += s.n;
+        memcpy(cursor, next, sizeof(cursor));
+        if (cursor[0] != '\0')
+            assert_int_equal(s.n, 3);
+    } while (cursor[0] != '\0');
+    assert_int_equal(total, 7);
+}
+
+static void
+test_a_malformed_cursor_is_refused(void **state)
+{
+    struct fixture *fx = *state;
+    static const char *const bad[] = {"x", "12", "12.", "12.a b", "-1.key_a", "12~zz", "12;drop"};
+    struct kg_err err = {{0}};
+    struct seen s = {.n = 0};
+
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct kg_page page = {.cursor = bad[i], .limit = 2};
+
+        assert_int_equal(kg_keys_list(&fx->kc, NULL, NULL, &page, NOW, seen_cb, &s, NULL, &err),
+                         KG_EINVAL);
+        assert_string_equal(err.msg, "cursor is malformed");
+    }
+}
+
+static void
+test_update_renames_changes_expiry_and_rate_and_is_audited(void **state)
+{
+    struct fixture *fx = *state;
+    struct kg_key_rec rec, got;
+    struct kg_err err = {{0}};
+    struct actions a;
+    char id[KG_ID_MAX];
+
+    make_id(fx, "old name", NOW, "1d", id);
+    if (kg_keys_update(&fx->kc, NULL, id,
+                       &(struct kg_key_change){.name = "new name",
+                                               .expires = "never",
+                                               .rate = "100/min",
+                                               .set_rate_burst = true,
+                                               .rate_burst = 20},
+                       NOW, &rec, &err) != KG_OK)
+        fail_msg("update should succeed: %s", err.msg);
+    assert_int_equal(kg_keys_get(&fx->kc, NULL, id, &got, NULL), KG_OK);
+    assert_string_equal(got.name, "new name");
+    assert_int_equal(got.expires_at, 0);
+    assert_string_equal(got.rate, "100/min");
+    assert_int_equal(got.rate_burst, 20);
+    assert_memory_equal(&got, &rec, sizeof(rec));
+    a = audit_actions(fx);
+    assert_string_equal(a.v[a.n - 1], "key.update");
+
+    assert_int_equal(kg_keys_update(&fx->kc, NULL, id, &(struct kg_key_change){.expires = "30d"},
+                                    NOW, &rec, NULL),
+                     KG_OK);
+    assert_int_equal(rec.expires_at, NOW + 30 * DAY);
+    assert_int_equal(
+        kg_keys_update(&fx->kc, NULL, id, &(struct kg_key_change){.rate = ""}, NOW, &rec, NULL),
+        KG_OK);
+    assert_string_equal(rec.rate, "");
+}
+
+static void
+test_update_refuses_bad_fields_empty_changes_and_revoked_keys(void **state)
+{
+    struct fixture *fx = *state;
+    static const char *const rates[] = {"100", "0/min",    "100/day",
+                                        "x/s", "100/min/", "10000000000/s"};
+    struct kg_err err = {{0}};
+    char id[KG_ID_MAX];
+
+    make_id(fx, "k", NOW, NULL, id);
+    assert_int_equal(kg_keys_update(&fx->kc, NULL, id, &(struct kg_key_change){0}, NOW, NULL, &err),
+                     KG_EINVAL);
+    assert_string_equal(err.msg, "nothing to change");
+    for (size_t i = 0; i < sizeof(rates) / sizeof(rates[0]); i++)
+        assert_int_equal(kg_keys_update(&fx->kc, NULL, id,
+                                        &(struct kg_key_change){.rate = rates[i]}, NOW, NULL, &err),
+                         KG_EINVAL);
+    assert_int_equal(
+        kg_keys_update(&fx->kc, NULL, id, &(struct kg_key_change){.name = "a\nb"}, NOW, NULL, &err),
+        KG_EINVAL);
+    assert_int_equal(kg_keys_update(&fx->kc, NULL, id,
+                                    &(struct kg_key_change){.expires = "2020-01-01"}, NOW, NULL,
+                                    &err),
+                     KG_EINVAL);
+    assert_int_equal(
+        kg_keys_update(&fx->kc, NULL, id,
+                       &(struct kg_key_change){.set_rate_burst = true, .rate_burst = -1}, NOW, NULL,
+                       &err),
+        KG_EINVAL);
+    assert_int_equal(kg_keys_update(&fx->kc, NULL, "key_nope", &(struct kg_key_change){.name = "x"},
+                                    NOW, NULL, &err),
+                     KG_ENOTFOUND);
+    assert_int_equal(kg_keys_revoke(&fx->kc, NULL, id, NOW, NULL, NULL), KG_OK);
+    assert_int_equal(kg_keys_update(&fx->kc, NULL, id, &(struct kg_key_change){.name = "x"},
+                                    NOW + 1, NULL, &err),
+                     KG_ECONFLICT);
+    assert_non_null(strstr(err.msg, "revoked"));
+}
+
+static void
+test_update_only_narrows_scopes_and_keeps_them_within_the_role(void **state)
+{
+    struct fixture *fx = *state;
+    struct kg_user_rec u;
+    struct kg_key_rec rec, scopeless;
+    struct kg_err err = {{0}};
+
+    make_user(fx, "acme", "bob", "read:*,write:items", &u);
+    kg_keys_key_free(
+        make(fx, &(struct kg_key_new){.name = "k", .user = u.id, .scopes = "read:*,write:items"},
+             NOW, &rec));
+    assert_int_equal(kg_keys_update(&fx->kc, NULL, rec.id,
+                                    &(struct kg_key_change){.scopes = "read:items,read:orders"},
+                                    NOW, &rec, &err),
+                     KG_OK);
+    assert_string_equal(rec.scopes, "read:items,read:orders");
+    /* Back to the wider set is widening. */
+    assert_int_equal(kg_keys_update(&fx->kc, NULL, rec.id,
+                                    &(struct kg_key_change){.scopes = "read:*"}, NOW, NULL, &err),
+                     KG_EINVAL);
+    assert_string_equal(err.msg, "scopes must narrow the key's scopes: read:*");
+    assert_int_equal(kg_keys_update(&fx->kc, NULL, rec.id,
+                                    &(struct kg_key_change){.scopes = "read:items,write:items"},
+                                    NOW, NULL, &err),
+                     KG_EINVAL);
+    /* No scopes means every scope: never a narrowing of a scoped key. */
+    assert_int_equal(kg_keys_update(&fx->kc, NULL, rec.id, &(struct kg_key_change){.scopes = ""},
+                                    NOW, NULL, &err),
+                     KG_EINVAL);
+    /* A scope-less key may take any list the role allows, and no more. */
+    kg_keys_key_free(make(fx, &(struct kg_key_new){.name = "all", .user = u.id}, NOW, &scopeless));
+    assert_int_equal(kg_keys_update(&fx->kc, NULL, scopeless.id,
+                                    &(struct kg_key_change){.scopes = "admin:all"}, NOW, NULL,
+                                    &err),
+                     KG_EINVAL);
+    assert_string_equal(err.msg, "scopes exceed the user's role: admin:all");
+    assert_int_equal(kg_keys_update(&fx->kc, NULL, scopeless.id,
+                                    &(struct kg_key_change){.scopes = "write:items"}, NOW,
+                                    &scopeless, &err),
+                     KG_OK);
+    assert_string_equal(scopeless.scopes, "write:items");
+}
+
+static void
+test_every_change_is_audited_with_its_actor_and_a_missing_actor_is_refused(void **state)
+{
+    struct fixture *fx = *state;
+    struct kg_keys_ctx anon = fx->kc;
+    struct kg_key_rec rec, fresh;
+    struct kg_err err = {{0}};
+    struct actions a;
+    char *key = NULL;
+
+    kg_keys_key_free(make(fx, &(struct kg_key_new){.name = "k"}, NOW, &rec));
+    assert_int_equal(kg_keys_update(&fx->kc, NULL, rec.id, &(struct kg_key_change){.name = "k2"},
+                                    NOW, NULL, NULL),
+                     KG_OK);
+    assert_int_equal(kg_keys_rotate(&fx->kc, NULL, rec.id, 60, NOW, &fresh, NULL, &key, NULL),
+                     KG_OK);
+    kg_keys_key_free(key);
+    assert_string_equal(fresh.user_id, rec.user_id);
+    assert_int_equal(kg_keys_revoke(&fx->kc, NULL, fresh.id, NOW, NULL, NULL), KG_OK);
+    a = audit_actions(fx);
+    assert_int_equal(a.n, 4);
+    assert_string_equal(a.v[0], "key.create");
+    assert_string_equal(a.v[1], "key.update");
+    assert_string_equal(a.v[2], "key.rotate");
+    assert_string_equal(a.v[3], "key.revoke");
+    for (int i = 0; i < a.n; i++)
+        assert_string_equal(a.actor[i], "cli:tester");
+
+    anon.actor = NULL;
+    key = NULL;
+    assert_int_equal(
+        kg_keys_create(&anon, NULL, &(struct kg_key_new){.name = "k"}, NOW, &rec, &key, &err),
+        KG_EINVAL);
+    assert_non_null(strstr(err.msg, "actor"));
+    assert_int_equal(audit_actions(fx).n, 4);
 }
 
 int
@@ -580,6 +1015,18 @@ main(void)
         T(test_rotating_with_grace_keeps_the_old_key_working_until_the_grace_ends),
         T(test_rotation_carries_name_scopes_tenant_limits_metadata_and_expiry),
         T(test_rotation_refuses_revoked_expired_unknown_keys_and_negative_grace),
+        T(test_create_for_a_user_takes_its_tenant_and_id),
+        T(test_create_without_a_user_goes_to_the_tenant_default_user_made_on_demand),
+        T(test_scopes_beyond_the_role_are_refused_and_a_scopeless_key_is_allowed),
+        T(test_create_refuses_unknown_foreign_and_disabled_owners),
+        T(test_the_fence_makes_another_tenants_key_look_missing),
+        T(test_a_fenced_listing_walks_only_its_own_tenant),
+        T(test_listing_pages_through_every_key_once_in_order),
+        T(test_a_malformed_cursor_is_refused),
+        T(test_update_renames_changes_expiry_and_rate_and_is_audited),
+        T(test_update_refuses_bad_fields_empty_changes_and_revoked_keys),
+        T(test_update_only_narrows_scopes_and_keeps_them_within_the_role),
+        T(test_every_change_is_audited_with_its_actor_and_a_missing_actor_is_refused),
     };
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);

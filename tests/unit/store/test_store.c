@@ -9,11 +9,13 @@
 
 #include <cmocka.h>
 
+#include <fcntl.h>
 #include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <unistd.h>
 
 #include <sodium.h>
@@ -276,6 +278,9 @@ test_insert_then_get_round_trips_every_field(void **state)
     assert_string_equal(out.quota_period, "month");
     assert_int_equal(out.quota_used, 42);
     assert_string_equal(out.metadata, in.metadata);
+    /* No owner given: the tenant's default user, made on demand. */
+    assert_int_equal(strncmp(out.user_id, "usr_", 4), 0);
+    memcpy(in.user_id, out.user_id, sizeof(in.user_id));
     assert_memory_equal(&out, &in, sizeof(in)); /* and nothing else differs */
 }
 
@@ -504,8 +509,8 @@ test_revoking_a_key_in_rotation_grace_revokes_it_now(void **state)
     open_store(f);
     insert_key(f, "key_old", NOW);
     make_rec(&fresh, "key_new", "kg_live_FreshKey0123456789abcdefghijk", NOW + 5);
-    assert_int_equal(kg_store_key_rotate(f->st, "key_old", &fresh, NOW + 86400, NOW + 5, &err),
-                     KG_OK);
+    assert_int_equal(
+        kg_store_key_rotate(f->st, "key_old", &fresh, NOW + 86400, NOW + 5, NULL, &err), KG_OK);
     assert_int_equal(kg_store_key_revoke(f->st, "key_old", NOW + 60, &err), KG_OK);
     get_key(f, "key_old", &old);
     assert_int_equal(old.revoked_at, NOW + 60);
@@ -587,13 +592,15 @@ test_rotating_without_grace_revokes_the_old_key_now(void **state)
     open_store(f);
     insert_key(f, "key_old", NOW);
     make_rec(&fresh, "key_new", "kg_live_FreshKey0123456789abcdefghijk", NOW + 50);
-    assert_int_equal(kg_store_key_rotate(f->st, "key_old", &fresh, NOW + 50, NOW + 50, &err),
+    assert_int_equal(kg_store_key_rotate(f->st, "key_old", &fresh, NOW + 50, NOW + 50, NULL, &err),
                      KG_OK);
     get_key(f, "key_old", &old);
     assert_int_equal(old.revoked_at, NOW + 50);
     assert_string_equal(old.rotated_to, "key_new");
     assert_int_equal(kg_key_state_of(&old, NOW + 50), KG_KEY_REVOKED);
     get_key(f, "key_new", &got);
+    assert_string_equal(got.user_id, old.user_id); /* same tenant, same default owner */
+    memcpy(fresh.user_id, got.user_id, sizeof(fresh.user_id));
     assert_memory_equal(&got, &fresh, sizeof(fresh));
     assert_int_equal(kg_key_state_of(&got, NOW + 50), KG_KEY_ACTIVE);
 }
@@ -609,8 +616,9 @@ test_rotating_with_grace_schedules_the_old_key_revocation(void **state)
     open_store(f);
     insert_key(f, "key_old", NOW);
     make_rec(&fresh, "key_new", "kg_live_FreshKey0123456789abcdefghijk", NOW + 50);
-    assert_int_equal(kg_store_key_rotate(f->st, "key_old", &fresh, NOW + 50 + 3600, NOW + 50, &err),
-                     KG_OK);
+    assert_int_equal(
+        kg_store_key_rotate(f->st, "key_old", &fresh, NOW + 50 + 3600, NOW + 50, NULL, &err),
+        KG_OK);
     get_key(f, "key_old", &old);
     assert_int_equal(old.revoked_at, NOW + 50 + 3600);
     assert_string_equal(old.rotated_to, "key_new");
@@ -628,9 +636,10 @@ test_rotating_twice_is_a_conflict(void **state)
     open_store(f);
     insert_key(f, "key_old", NOW);
     make_rec(&fresh, "key_new", "kg_live_FreshKey0123456789abcdefghijk", NOW);
-    assert_int_equal(kg_store_key_rotate(f->st, "key_old", &fresh, NOW + 3600, NOW, &err), KG_OK);
+    assert_int_equal(kg_store_key_rotate(f->st, "key_old", &fresh, NOW + 3600, NOW, NULL, &err),
+                     KG_OK);
     make_rec(&fresh, "key_newer", "kg_live_Fresher0123456789abcdefghijkl", NOW + 1);
-    assert_int_equal(kg_store_key_rotate(f->st, "key_old", &fresh, NOW + 3600, NOW + 1, &err),
+    assert_int_equal(kg_store_key_rotate(f->st, "key_old", &fresh, NOW + 3600, NOW + 1, NULL, &err),
                      KG_ECONFLICT);
     assert_string_equal(err.msg, "key key_old was already rotated to key_new");
     assert_int_equal(kg_store_key_get(f->st, "key_newer", &fresh, &err), KG_ENOTFOUND);
@@ -647,7 +656,7 @@ test_rotating_a_revoked_key_is_a_conflict(void **state)
     insert_key(f, "key_old", NOW);
     assert_int_equal(kg_store_key_revoke(f->st, "key_old", NOW, &err), KG_OK);
     make_rec(&fresh, "key_new", "kg_live_FreshKey0123456789abcdefghijk", NOW + 1);
-    assert_int_equal(kg_store_key_rotate(f->st, "key_old", &fresh, NOW + 1, NOW + 1, &err),
+    assert_int_equal(kg_store_key_rotate(f->st, "key_old", &fresh, NOW + 1, NOW + 1, NULL, &err),
                      KG_ECONFLICT);
     assert_string_equal(err.msg, "key key_old is already revoked");
     assert_int_equal(kg_store_key_get(f->st, "key_new", &fresh, &err), KG_ENOTFOUND);
@@ -662,7 +671,8 @@ test_rotating_an_unknown_key_is_not_found(void **state)
 
     open_store(f);
     make_rec(&fresh, "key_new", "kg_live_FreshKey0123456789abcdefghijk", NOW);
-    assert_int_equal(kg_store_key_rotate(f->st, "key_ghost", &fresh, NOW, NOW, &err), KG_ENOTFOUND);
+    assert_int_equal(kg_store_key_rotate(f->st, "key_ghost", &fresh, NOW, NOW, NULL, &err),
+                     KG_ENOTFOUND);
     assert_int_equal(kg_store_key_get(f->st, "key_new", &fresh, &err), KG_ENOTFOUND);
 }
 
@@ -678,7 +688,8 @@ test_rotating_keeps_an_earlier_scheduled_revocation(void **state)
     rec.revoked_at = NOW + 600;
     assert_int_equal(kg_store_key_insert(f->st, &rec, &err), KG_OK);
     make_rec(&rec, "key_new", "kg_live_FreshKey0123456789abcdefghijk", NOW);
-    assert_int_equal(kg_store_key_rotate(f->st, "key_old", &rec, NOW + 86400, NOW, &err), KG_OK);
+    assert_int_equal(kg_store_key_rotate(f->st, "key_old", &rec, NOW + 86400, NOW, NULL, &err),
+                     KG_OK);
     get_key(f, "key_old", &rec);
     assert_int_equal(rec.revoked_at, NOW + 600);
     assert_string_equal(rec.rotated_to, "key_new");
@@ -700,7 +711,7 @@ test_a_failed_rotation_writes_nothing(void **state)
      * after the old key has been checked, and nothing may stay behind. */
     fake_key(key, sizeof(key), "key_other");
     make_rec(&fresh, "key_new", key, NOW + 1);
-    assert_int_equal(kg_store_key_rotate(f->st, "key_old", &fresh, NOW + 1, NOW + 1, &err),
+    assert_int_equal(kg_store_key_rotate(f->st, "key_old", &fresh, NOW + 1, NOW + 1, NULL, &err),
                      KG_ECONFLICT);
     get_key(f, "key_old", &old);
     assert_int_equal(old.revoked_at, 0);
@@ -897,8 +908,8 @@ test_the_database_files_never_contain_the_plaintext_key(void **state)
     make_rec(&rec, "key_secret", key, NOW);
     assert_int_equal(kg_store_key_insert(f->st, &rec, &err), KG_OK);
     make_rec(&fresh, "key_fresh", fresh_key, NOW + 1);
-    assert_int_equal(kg_store_key_rotate(f->st, "key_secret", &fresh, NOW + 60, NOW + 1, &err),
-                     KG_OK);
+    assert_int_equal(
+        kg_store_key_rotate(f->st, "key_secret", &fresh, NOW + 60, NOW + 1, NULL, &err), KG_OK);
     assert_int_equal(kg_store_key_touch(f->st, ids, times, 1, &err), KG_OK);
 
     /* While open, the writes sit in the WAL; after close, in the main file. */
@@ -912,6 +923,371 @@ test_the_database_files_never_contain_the_plaintext_key(void **state)
     assert_false(store_files_contain(f->path, key + 8, strlen(key) - 12));
     /* The search itself works: the digest is there. */
     assert_true(store_files_contain(f->path, rec.digest, sizeof(rec.digest)));
+}
+
+/* ---- issue 4: owners, listings and the issue-2 migration ---- */
+
+static void
+test_an_issue_2_database_migrates_its_keys_to_default_users(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_key_rec a, b;
+    struct kg_user_rec ua, ub;
+    struct kg_tenant_rec t;
+    char dir[128];
+    sqlite3 *db = NULL;
+
+    /* A database as issue 2 left it: migration 001 only, keys by raw SQL. */
+    snprintf(dir, sizeof(dir), "%s/data", f->dir);
+    assert_int_equal(mkdir(dir, 0700), 0);
+    assert_int_equal(
+        sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db, kg_migrations[0].sql, NULL, NULL, NULL), SQLITE_OK);
+    assert_int_equal(sqlite3_exec(db,
+                                  "PRAGMA application_id = 1262977364; PRAGMA user_version = 1;"
+                                  "INSERT INTO keys (id, name, digest, scopes, tenant, created_at)"
+                                  " VALUES ('key_old_a', 'a', randomblob(32), 'read:a', 'default',"
+                                  " 1700000000),"
+                                  " ('key_old_b', 'b', randomblob(32), '', 'acme', 1700000100),"
+                                  " ('key_old_c', 'c', randomblob(32), '', 'acme', 1700000200);",
+                                  NULL, NULL, NULL),
+                     SQLITE_OK);
+    sqlite3_close(db);
+
+    open_store(f);
+    assert_int_equal(raw_int(f->path, "PRAGMA user_version"), (int64_t)kg_migrations_count);
+    get_key(f, "key_old_a", &a);
+    get_key(f, "key_old_b", &b);
+    assert_int_equal(kg_store_user_get(f->st, a.user_id, &ua, NULL), KG_OK);
+    assert_int_equal(kg_store_user_get(f->st, b.user_id, &ub, NULL), KG_OK);
+    assert_string_equal(ua.tenant, "default");
+    assert_string_equal(ua.username, "default");
+    assert_string_equal(ua.role, "*");
+    assert_true(ua.platform_admin); /* the operator's own keys keep full power */
+    assert_string_equal(ub.tenant, "acme");
+    assert_string_equal(ub.username, "default");
+    assert_false(ub.platform_admin);
+    assert_int_equal(strncmp(ub.id, "usr_", 4), 0);
+    assert_int_equal(raw_int(f->path, "SELECT count(DISTINCT user_id) FROM keys"), 2);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM keys WHERE user_id IS NULL"), 0);
+    assert_int_equal(kg_store_tenant_get(f->st, "acme", &t, NULL), KG_OK);
+    assert_int_equal(t.created_at, 1700000100); /* its oldest key */
+    assert_int_equal(kg_store_tenant_get(f->st, "default", &t, NULL), KG_OK);
+    /* The migrated data is live: the key cache walk sees enabled owners. */
+    assert_string_equal(a.scopes, "read:a");
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM audit"), 0);
+}
+
+static void
+test_a_key_with_an_owner_takes_the_owners_tenant(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_tenant_rec t = {.name = "globex", .created_at = NOW};
+    struct kg_user_rec u = {.id = "usr_eve",
+                            .tenant = "globex",
+                            .username = "eve",
+                            .role = "*",
+                            .tier = "default",
+                            .created_at = NOW};
+    struct kg_key_rec rec, got;
+    struct kg_err err = {{0}};
+
+    open_store(f);
+    assert_int_equal(kg_store_tenant_insert(f->st, &t, NULL, &err), KG_OK);
+    assert_int_equal(kg_store_user_insert(f->st, &u, NULL, NULL, &err), KG_OK);
+    make_rec(&rec, "key_owned", "kg_live_Owned0123456789abcdefghijklmn", NOW);
+    snprintf(rec.user_id, sizeof(rec.user_id), "usr_eve");
+    snprintf(rec.tenant, sizeof(rec.tenant), "ignored");
+    assert_int_equal(kg_store_key_insert(f->st, &rec, &err), KG_OK);
+    get_key(f, "key_owned", &got);
+    assert_string_equal(got.tenant, "globex");
+    assert_string_equal(got.user_id, "usr_eve");
+
+    make_rec(&rec, "key_orphan", "kg_live_Orphan0123456789abcdefghijklm", NOW);
+    snprintf(rec.user_id, sizeof(rec.user_id), "usr_ghost");
+    assert_int_equal(kg_store_key_insert(f->st, &rec, &err), KG_ENOTFOUND);
+    assert_int_equal(kg_store_key_get(f->st, "key_orphan", &got, NULL), KG_ENOTFOUND);
+}
+
+struct owner_seen {
+    char ids[8][KG_ID_MAX];
+    char roles[8][KG_SCOPES_MAX];
+    bool disabled[8];
+    bool admin[8];
+    int n;
+};
+
+static bool
+owner_cb(const struct kg_key_rec *rec, const struct kg_key_owner *owner, void *ctx)
+{
+    struct owner_seen *s = ctx;
+
+    assert_true(s->n < 8);
+    snprintf(s->ids[s->n], KG_ID_MAX, "%s", rec->id);
+    snprintf(s->roles[s->n], KG_SCOPES_MAX, "%s", owner->role);
+    s->disabled[s->n] = owner->disabled;
+    s->admin[s->n] = owner->platform_admin;
+    s->n++;
+    return true;
+}
+
+static void
+test_each_owner_reports_roles_and_disabled_users_and_tenants(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_tenant_rec t = {.name = "globex", .created_at = NOW};
+    struct kg_user_rec u = {.id = "usr_eve",
+                            .tenant = "globex",
+                            .username = "eve",
+                            .role = "read:*",
+                            .tier = "gold",
+                            .created_at = NOW};
+    struct kg_key_rec rec;
+    struct owner_seen s = {.n = 0};
+
+    open_store(f);
+    insert_key(f, "key_a", NOW); /* default user of default: role "*", platform admin */
+    assert_int_equal(kg_store_tenant_insert(f->st, &t, NULL, NULL), KG_OK);
+    assert_int_equal(kg_store_user_insert(f->st, &u, NULL, NULL, NULL), KG_OK);
+    make_rec(&rec, "key_b", "kg_live_KeyB0123456789abcdefghijklmnop", NOW + 1);
+    snprintf(rec.user_id, sizeof(rec.user_id), "usr_eve");
+    assert_int_equal(kg_store_key_insert(f->st, &rec, NULL), KG_OK);
+
+    assert_int_equal(kg_store_key_each_owner(f->st, owner_cb, &s, NULL), KG_OK);
+    assert_int_equal(s.n, 2);
+    assert_string_equal(s.roles[0], "*");
+    assert_true(s.admin[0]);
+    assert_string_equal(s.roles[1], "read:*");
+    assert_false(s.disabled[1]);
+
+    u.disabled_at = NOW + 2;
+    assert_int_equal(kg_store_user_update(f->st, &u, NULL, NULL), KG_OK);
+    s.n = 0;
+    assert_int_equal(kg_store_key_each_owner(f->st, owner_cb, &s, NULL), KG_OK);
+    assert_true(s.disabled[1]);
+    assert_false(s.disabled[0]);
+
+    u.disabled_at = 0;
+    t.disabled_at = NOW + 3;
+    assert_int_equal(kg_store_user_update(f->st, &u, NULL, NULL), KG_OK);
+    assert_int_equal(kg_store_tenant_update(f->st, &t, NULL, NULL), KG_OK);
+    s.n = 0;
+    assert_int_equal(kg_store_key_each_owner(f->st, owner_cb, &s, NULL), KG_OK);
+    assert_true(s.disabled[1]);
+
+    /* A key whose owner row vanished (hand-edited database) fails closed. */
+    raw_exec(f->path, "UPDATE keys SET user_id = NULL WHERE id = 'key_a'");
+    s.n = 0;
+    assert_int_equal(kg_store_key_each_owner(f->st, owner_cb, &s, NULL), KG_OK);
+    assert_true(s.disabled[0]);
+    assert_string_equal(s.roles[0], "");
+}
+
+struct id_seen {
+    char ids[16][KG_ID_MAX];
+    int n;
+};
+
+static bool
+id_cb(const struct kg_key_rec *rec, void *ctx)
+{
+    struct id_seen *s = ctx;
+
+    assert_true(s->n < 16);
+    snprintf(s->ids[s->n++], KG_ID_MAX, "%s", rec->id);
+    return true;
+}
+
+static int
+list_count(struct fixture *f, const struct kg_key_query *q)
+{
+    struct id_seen s = {.n = 0};
+
+    assert_int_equal(kg_store_key_list(f->st, q, id_cb, &s, NULL, NULL), KG_OK);
+    return s.n;
+}
+
+static void
+test_key_list_filters_by_state_tenant_user_and_name(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_key_rec rec;
+    struct kg_key_query q = {.all_states = true, .now = NOW + 100};
+
+    open_store(f);
+    insert_key(f, "key_active", NOW);
+    insert_key(f, "key_revoked", NOW + 1);
+    insert_key(f, "key_graced", NOW + 2);
+    make_rec(&rec, "key_expired", "kg_live_Expired0123456789abcdefghijkl", NOW + 3);
+    rec.expires_at = NOW + 50;
+    assert_int_equal(kg_store_key_insert(f->st, &rec, NULL), KG_OK);
+    make_rec(&rec, "key_acme", "kg_live_Acme0123456789abcdefghijklmnop", NOW + 4);
+    snprintf(rec.tenant, sizeof(rec.tenant), "acme");
+    snprintf(rec.name, sizeof(rec.name), "special");
+    assert_int_equal(kg_store_key_insert(f->st, &rec, NULL), KG_OK);
+    assert_int_equal(kg_store_key_revoke(f->st, "key_revoked", NOW + 10, NULL), KG_OK);
+    raw_exec(f->path, "UPDATE keys SET revoked_at = 1800001000 WHERE id = 'key_graced'");
+
+    assert_int_equal(list_count(f, &q), 5);
+    q.all_states = false;
+    q.state = KG_KEY_ACTIVE;
+    assert_int_equal(list_count(f, &q), 3); /* active, graced (until later), acme */
+    q.state = KG_KEY_REVOKED;
+    assert_int_equal(list_count(f, &q), 1);
+    q.state = KG_KEY_EXPIRED;
+    assert_int_equal(list_count(f, &q), 1);
+    q.all_states = true;
+    q.tenant = "acme";
+    assert_int_equal(list_count(f, &q), 1);
+    get_key(f, "key_acme", &rec);
+    q.tenant = NULL;
+    q.user_id = rec.user_id;
+    assert_int_equal(list_count(f, &q), 1);
+    q.user_id = NULL;
+    q.name = "special";
+    assert_int_equal(list_count(f, &q), 1);
+    q.name = "nothing";
+    assert_int_equal(list_count(f, &q), 0);
+}
+
+static void
+test_key_pages_end_with_an_empty_cursor_and_never_repeat(void **state)
+{
+    struct fixture *f = *state;
+    char cursor[KG_CURSOR_MAX] = "";
+    struct id_seen all = {.n = 0};
+    char id[16];
+
+    open_store(f);
+    for (int i = 0; i < 5; i++) {
+        snprintf(id, sizeof(id), "key_p%d", i);
+        insert_key(f, id, NOW + i / 3);
+    }
+    do {
+        struct kg_key_query q = {
+            .all_states = true, .now = NOW, .page = {.cursor = cursor, .limit = 2}};
+        char next[KG_CURSOR_MAX];
+        struct id_seen s = {.n = 0};
+
+        assert_int_equal(kg_store_key_list(f->st, &q, id_cb, &s, next, NULL), KG_OK);
+        for (int i = 0; i < s.n; i++)
+            memcpy(all.ids[all.n++], s.ids[i], KG_ID_MAX);
+        memcpy(cursor, next, sizeof(cursor));
+    } while (cursor[0] != '\0');
+    assert_int_equal(all.n, 5);
+    for (int i = 0; i < 5; i++) {
+        snprintf(id, sizeof(id), "key_p%d", i);
+        assert_string_equal(all.ids[i], id);
+    }
+}
+
+static void
+test_key_update_writes_only_the_changeable_fields(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_key_rec before, rec, after;
+    struct kg_err err = {{0}};
+
+    open_store(f);
+    insert_key(f, "key_upd", NOW);
+    get_key(f, "key_upd", &before);
+    rec = before;
+    snprintf(rec.name, sizeof(rec.name), "renamed");
+    snprintf(rec.scopes, sizeof(rec.scopes), "read:a");
+    rec.expires_at = NOW + 99;
+    snprintf(rec.rate, sizeof(rec.rate), "5/s");
+    rec.rate_burst = 7;
+    /* Not changeable here: they must stay as stored. */
+    rec.revoked_at = NOW + 1;
+    rec.last_used_at = NOW + 2;
+    memset(rec.digest, 0x11, sizeof(rec.digest));
+    assert_int_equal(kg_store_key_update(f->st, &rec, NULL, &err), KG_OK);
+    get_key(f, "key_upd", &after);
+    assert_string_equal(after.name, "renamed");
+    assert_string_equal(after.scopes, "read:a");
+    assert_int_equal(after.expires_at, NOW + 99);
+    assert_string_equal(after.rate, "5/s");
+    assert_int_equal(after.rate_burst, 7);
+    assert_int_equal(after.revoked_at, 0);
+    assert_int_equal(after.last_used_at, 0);
+    assert_memory_equal(after.digest, before.digest, KG_DIGEST_BYTES);
+    snprintf(rec.id, sizeof(rec.id), "key_none");
+    assert_int_equal(kg_store_key_update(f->st, &rec, NULL, &err), KG_ENOTFOUND);
+}
+
+/* Another process inserts one key and exits, closing its connection. */
+static void
+insert_from_another_process(struct fixture *f, const char *id)
+{
+    pid_t pid = fork();
+    int status = -1;
+
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct kg_store *st = NULL;
+        struct kg_key_rec rec;
+        char key[96];
+        int ok;
+
+        fake_key(key, sizeof(key), id);
+        make_rec(&rec, id, key, NOW);
+        ok = kg_store_open(f->path, &st, NULL) == KG_OK &&
+             kg_store_key_insert(st, &rec, NULL) == KG_OK;
+        kg_store_close(st);
+        _exit(ok ? 0 : 1);
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
+}
+
+/* Whether some process holds SQLite's shared lock on the database file, as
+ * another process sees it: F_GETLK for a write lock over the shared range
+ * (PENDING_BYTE 0x40000000 + 2, 510 bytes) reports the conflicting lock. */
+static bool
+shared_lock_seen_from_another_process(const char *path)
+{
+    pid_t pid = fork();
+    int status = -1;
+
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        struct flock fl = {
+            .l_type = F_WRLCK, .l_whence = SEEK_SET, .l_start = 0x40000000 + 2, .l_len = 510};
+        int fd = open(path, O_RDWR);
+
+        if (fd < 0 || fcntl(fd, F_GETLK, &fl) != 0)
+            _exit(2);
+        _exit(fl.l_type == F_UNLCK ? 1 : 0);
+    }
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    assert_true(WIFEXITED(status) && WEXITSTATUS(status) != 2);
+    return WEXITSTATUS(status) == 0;
+}
+
+static void
+test_a_second_handle_in_the_process_keeps_the_first_ones_lock(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_store *second = NULL;
+    int64_t v0 = 0, v1 = 0;
+
+    open_store(f);
+    insert_key(f, "key_first", NOW);
+    /* In WAL mode a handle holds a shared lock on the file for as long as
+     * it is open; that is what keeps another process that closes its last
+     * connection from deleting the WAL under this one's feet. */
+    assert_true(shared_lock_seen_from_another_process(f->path));
+    /* The daemon opens one handle per thread. Opening one must not close a
+     * descriptor of the file, which would drop every lock of the process. */
+    assert_int_equal(kg_store_open(f->path, &second, NULL), KG_OK);
+    assert_true(shared_lock_seen_from_another_process(f->path));
+    kg_store_close(second);
+    assert_true(shared_lock_seen_from_another_process(f->path));
+    /* And the first handle still sees commits from elsewhere. */
+    assert_int_equal(kg_store_data_version(f->st, &v0, NULL), KG_OK);
+    insert_from_another_process(f, "key_child");
+    assert_int_equal(kg_store_data_version(f->st, &v1, NULL), KG_OK);
+    assert_true(v1 != v0);
 }
 
 int
@@ -955,6 +1331,13 @@ main(void)
         T(test_a_database_from_a_newer_keygate_is_corrupt),
         T(test_another_programs_sqlite_database_is_corrupt_and_left_alone),
         T(test_the_database_files_never_contain_the_plaintext_key),
+        T(test_an_issue_2_database_migrates_its_keys_to_default_users),
+        T(test_a_key_with_an_owner_takes_the_owners_tenant),
+        T(test_each_owner_reports_roles_and_disabled_users_and_tenants),
+        T(test_key_list_filters_by_state_tenant_user_and_name),
+        T(test_key_pages_end_with_an_empty_cursor_and_never_repeat),
+        T(test_key_update_writes_only_the_changeable_fields),
+        T(test_a_second_handle_in_the_process_keeps_the_first_ones_lock),
 #undef T
     };
 

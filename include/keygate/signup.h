@@ -1,0 +1,51 @@
+/* keygate/signup.h - self-service accounts (the Avala v2 signup call).
+ *
+ * The one way to get a key without holding one: an e-mail address and a
+ * password become a user of the signup tenant (config signup_tenant) with
+ * the signup role and tier, and its first key, written in one store
+ * transaction with its audit entry (actor "signup"). The password is hashed
+ * with Argon2id (crypto_pwhash_str, OPSLIMIT/MEMLIMIT_INTERACTIVE: about
+ * 64 MiB and tens of milliseconds), so kg_signup_create() must run off the
+ * event loops. Neither the password nor the key is ever logged or put in an
+ * error message.
+ *
+ * Errors: KG_EINVAL with words that start with the field ("email …",
+ * "password …", "first_name …"); KG_ECONFLICT "email is already
+ * registered"; KG_ENOTFOUND when the signup tenant does not exist (a
+ * configuration problem, not the client's); store errors pass through.
+ */
+#ifndef KEYGATE_SIGNUP_H
+#define KEYGATE_SIGNUP_H
+
+#include <stdint.h>
+#include "keygate/keys.h"
+#include "keygate/status.h"
+#include "keygate/store.h"
+
+#define KG_PASSWORD_MIN 10   /* characters (bytes of UTF-8) */
+#define KG_PASSWORD_MAX 1024 /* bounds the hashing work a request can ask for */
+
+/* What a client sent; strings borrowed. */
+struct kg_signup_req {
+    const char *email;      /* required */
+    const char *password;   /* required */
+    const char *first_name; /* NULL = "" */
+    const char *last_name;  /* NULL = "" */
+};
+
+/* Checks the request without a store: e-mail shape (the accounts core's
+ * rule), password strength (at least KG_PASSWORD_MIN characters with a
+ * letter and a digit), names. Cheap: an edge may call it before queueing. */
+enum kg_status kg_signup_check(const struct kg_signup_req *req, struct kg_err *err);
+
+/* Creates the account: checks req, hashes the password, makes the user
+ * (username = the e-mail, lower-cased) in kc->cfg->signup_tenant with
+ * signup_role and signup_tier, and its first key named "signup" with no
+ * scopes (so it has exactly the role's power), in one transaction. On KG_OK
+ * *user_out and *key_out hold the stored records and *secret_out the full
+ * key (sodium_malloc'd; kg_keys_key_free() it). */
+enum kg_status kg_signup_create(const struct kg_keys_ctx *kc, const struct kg_signup_req *req,
+                                int64_t now, struct kg_user_rec *user_out,
+                                struct kg_key_rec *key_out, char **secret_out, struct kg_err *err);
+
+#endif

@@ -1,0 +1,366 @@
+/* admin/routes_keys.c - /v1/keys: create, list, show, update, revoke,
+ * rotate, usage. Each handler turns JSON and query parameters into a
+ * manage/keys.h call with the caller's fence and actor, and the result into
+ * JSON (cli/output.c's key shape, so the API and `keygate keys --json`
+ * agree). Revocation, rotation and every other change reload the key cache
+ * before the answer is sent.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "admin/admin_int.h"
+#include "keygate/keycache.h"
+#include "keygate/keys.h"
+#include "keygate/output.h"
+#include "keygate/timeutil.h"
+
+static struct kg_keys_ctx
+keys_ctx(const struct admin_call *c)
+{
+    return (struct kg_keys_ctx){.store = c->adm->store,
+                                .secret = c->adm->rt->secret,
+                                .cfg = c->adm->rt->cfg,
+                                .actor = c->caller.actor};
+}
+
+/* A key as `keygate keys show --json` prints it (cli/output.c owns the shape). */
+static json_t *
+key_json(const struct kg_key_rec *rec, int64_t now, bool detail)
+{
+    return kg_output_key_json(rec, kg_key_state_of(rec, now), detail);
+}
+
+/* A key document whose "key" member is a placeholder for the full key. */
+static void
+reply_with_key(struct admin_call *c, unsigned status, json_t *doc, const char *key)
+{
+    if (doc != NULL && json_object_set_new(doc, "key", json_string("")) != 0) {
+        json_decref(doc);
+        doc = NULL;
+    }
+    admin_reply_secret(c, status, doc, "key", key);
+}
+
+void
+admin_keys_create(struct admin_call *c)
+{
+    struct kg_keys_ctx kc = keys_ctx(c);
+    struct kg_key_new req = {0};
+    char scopes[KG_SCOPES_MAX] = "";
+    bool has_scopes = false;
+    const struct kg_jfield fields[] = {
+        {.name = "name", .type = KG_JSTRING, .required = true, .out = &req.name},
+        {.name = "scopes", .type = KG_JSCOPES, .out = scopes, .present = &has_scopes},
+        {.name = "user", .type = KG_JSTRING, .out = &req.user},
+        {.name = "tenant", .type = KG_JSTRING, .out = &req.tenant},
+        {.name = "expires", .type = KG_JSTRING, .nullable = true, .out = &req.expires},
+    };
+    struct kg_key_rec *rec = calloc(1, sizeof(*rec));
+    struct kg_err err = {{0}};
+    json_t *root = NULL;
+    char *key = NULL;
+    enum kg_status rc;
+
+    if (rec == NULL) {
+        admin_fail(c, 500, "Internal error");
+        return;
+    }
+    if (!admin_query_check(c, (const char *const[]){NULL}) ||
+        !admin_decode(c, fields, sizeof(fields) / sizeof(fields[0]), &root))
+        goto cleanup;
+    req.scopes = has_scopes ? scopes : NULL;
+    rc = kg_keys_create(&kc, c->fence, &req, c->now, rec, &key, &err);
+    if (rc != KG_OK) {
+        admin_fail_status(c, rc, &err);
+        goto cleanup;
+    }
+    admin_reload_keys(c);
+    reply_with_key(c, 201, key_json(rec, c->now, true), key);
+
+cleanup:
+    kg_keys_key_free(key);
+    json_decref(root);
+    free(rec);
+}
+
+struct list_ctx {
+    json_t *data;
+    int64_t now;
+    bool failed;
+};
+
+static bool
+list_one(const struct kg_key_rec *rec, enum kg_key_state state, void *p)
+{
+    struct list_ctx *lc = p;
+    json_t *o = key_json(rec, lc->now, false);
+
+    (void)state;
+    if (o == NULL || json_array_append_new(lc->data, o) != 0) {
+        lc->failed = true;
+        return false;
+    }
+    return true;
+}
+
+void
+admin_keys_list(struct admin_call *c)
+{
+    static const char *const allowed[] = {"limit",  "cursor", "state", "user",
+                                          "tenant", "name",   NULL};
+    struct kg_keys_ctx kc = keys_ctx(c);
+    struct kg_keys_filter filter = {.all_states = true};
+    struct list_ctx lc = {.data = json_array(), .now = c->now};
+    struct kg_page page;
+    struct kg_err err = {{0}};
+    char next[KG_CURSOR_MAX] = "";
+    const char *state;
+    enum kg_status rc;
+
+    if (lc.data == NULL) {
+        admin_fail(c, 500, "Internal error");
+        return;
+    }
+    if (!admin_query_check(c, allowed) || !admin_page(c, &page))
+        goto cleanup;
+    state = admin_query(c, "state");
+    if (state != NULL &&
+        kg_key_state_parse(state, &filter.state, &filter.all_states, &err) != KG_OK) {
+        admin_fail(c, 400, "state: %s", err.msg);
+        goto cleanup;
+    }
+    filter.tenant = admin_query(c, "tenant");
+    filter.user = admin_query(c, "user");
+    filter.name = admin_query(c, "name");
+    rc = kg_keys_list(&kc, c->fence, &filter, &page, c->now, list_one, &lc, next, &err);
+    if (rc != KG_OK) {
+        admin_fail_status(c, rc, &err);
+        goto cleanup;
+    }
+    if (lc.failed) {
+        admin_fail(c, 500, "Internal error");
+        goto cleanup;
+    }
+    admin_reply_list(c, lc.data, next);
+    lc.data = NULL;
+
+cleanup:
+    json_decref(lc.data);
+}
+
+/* Reads c->id into *rec within the fence; answers and returns false when it
+ * cannot. */
+static bool
+get_key(struct admin_call *c, struct kg_key_rec *rec)
+{
+    struct kg_keys_ctx kc = keys_ctx(c);
+    struct kg_err err = {{0}};
+    enum kg_status rc = kg_keys_get(&kc, c->fence, c->id, rec, &err);
+
+    if (rc != KG_OK) {
+        admin_fail_status(c, rc, &err);
+        return false;
+    }
+    return true;
+}
+
+void
+admin_keys_get(struct admin_call *c)
+{
+    struct kg_key_rec *rec = calloc(1, sizeof(*rec));
+
+    if (rec == NULL) {
+        admin_fail(c, 500, "Internal error");
+        return;
+    }
+    if (admin_query_check(c, (const char *const[]){NULL}) && get_key(c, rec))
+        admin_reply(c, 200, key_json(rec, c->now, true));
+    free(rec);
+}
+
+void
+admin_keys_update(struct admin_call *c)
+{
+    struct kg_keys_ctx kc = keys_ctx(c);
+    struct kg_key_change chg = {0};
+    char scopes[KG_SCOPES_MAX] = "";
+    bool has_scopes = false, null_expires = false, null_rate = false, null_period = false;
+    bool null_burst = false, null_quota = false;
+    const struct kg_jfield fields[] = {
+        {.name = "name", .type = KG_JSTRING, .out = &chg.name},
+        {.name = "scopes", .type = KG_JSCOPES, .out = scopes, .present = &has_scopes},
+        {.name = "expires",
+         .type = KG_JSTRING,
+         .nullable = true,
+         .out = &chg.expires,
+         .is_null = &null_expires},
+        {.name = "rate",
+         .type = KG_JSTRING,
+         .nullable = true,
+         .out = &chg.rate,
+         .is_null = &null_rate},
+        {.name = "rate_burst",
+         .type = KG_JINT,
+         .nullable = true,
+         .out = &chg.rate_burst,
+         .present = &chg.set_rate_burst,
+         .is_null = &null_burst},
+        {.name = "quota_limit",
+         .type = KG_JINT,
+         .nullable = true,
+         .out = &chg.quota_limit,
+         .present = &chg.set_quota_limit,
+         .is_null = &null_quota},
+        {.name = "quota_period",
+         .type = KG_JSTRING,
+         .nullable = true,
+         .out = &chg.quota_period,
+         .is_null = &null_period},
+    };
+    struct kg_key_rec *rec = calloc(1, sizeof(*rec));
+    struct kg_err err = {{0}};
+    json_t *root = NULL;
+    enum kg_status rc;
+
+    if (rec == NULL) {
+        admin_fail(c, 500, "Internal error");
+        return;
+    }
+    if (!admin_query_check(c, (const char *const[]){NULL}) ||
+        !admin_decode(c, fields, sizeof(fields) / sizeof(fields[0]), &root))
+        goto cleanup;
+    /* null means "back to the default": no expiry, default limits, no quota. */
+    if (has_scopes)
+        chg.scopes = scopes;
+    if (null_expires)
+        chg.expires = "never";
+    if (null_rate)
+        chg.rate = "";
+    if (null_burst)
+        chg.rate_burst = 0;
+    if (null_quota)
+        chg.quota_limit = -1;
+    if (null_period)
+        chg.quota_period = "";
+    rc = kg_keys_update(&kc, c->fence, c->id, &chg, c->now, rec, &err);
+    if (rc != KG_OK) {
+        admin_fail_status(c, rc, &err);
+        goto cleanup;
+    }
+    admin_reload_keys(c);
+    admin_reply(c, 200, key_json(rec, c->now, true));
+
+cleanup:
+    json_decref(root);
+    free(rec);
+}
+
+void
+admin_keys_revoke(struct admin_call *c)
+{
+    struct kg_keys_ctx kc = keys_ctx(c);
+    struct kg_key_rec *rec = calloc(1, sizeof(*rec));
+    struct kg_err err = {{0}};
+    enum kg_status rc;
+
+    if (rec == NULL) {
+        admin_fail(c, 500, "Internal error");
+        return;
+    }
+    /* No body fields; an empty object or no body at all. */
+    if (!admin_query_check(c, (const char *const[]){NULL}) || !admin_decode(c, NULL, 0, NULL))
+        goto cleanup;
+    rc = kg_keys_revoke(&kc, c->fence, c->id, c->now, rec, &err);
+    if (rc != KG_OK) {
+        admin_fail_status(c, rc, &err);
+        goto cleanup;
+    }
+    /* Enforced by this daemon before the client hears it is done. */
+    admin_reload_keys(c);
+    admin_reply(c, 200, key_json(rec, c->now, true));
+
+cleanup:
+    free(rec);
+}
+
+void
+admin_keys_rotate(struct admin_call *c)
+{
+    struct kg_keys_ctx kc = keys_ctx(c);
+    const char *grace = NULL;
+    const struct kg_jfield fields[] = {
+        {.name = "grace", .type = KG_JSTRING, .nullable = true, .out = &grace},
+    };
+    struct kg_key_rec *fresh = calloc(1, sizeof(*fresh)), *old = calloc(1, sizeof(*old));
+    struct kg_err err = {{0}};
+    json_t *root = NULL, *doc = NULL, *prev;
+    char *key = NULL;
+    int64_t grace_s = 0;
+    enum kg_status rc;
+
+    if (fresh == NULL || old == NULL) {
+        admin_fail(c, 500, "Internal error");
+        goto cleanup;
+    }
+    if (!admin_query_check(c, (const char *const[]){NULL}) ||
+        !admin_decode(c, fields, sizeof(fields) / sizeof(fields[0]), &root))
+        goto cleanup;
+    if (grace != NULL && kg_time_parse_duration(grace, &grace_s, &err) != KG_OK) {
+        admin_fail(c, 400, "grace: %s", err.msg);
+        goto cleanup;
+    }
+    rc = kg_keys_rotate(&kc, c->fence, c->id, grace_s, c->now, fresh, old, &key, &err);
+    if (rc != KG_OK) {
+        admin_fail_status(c, rc, &err);
+        goto cleanup;
+    }
+    admin_reload_keys(c);
+    doc = key_json(fresh, c->now, true);
+    prev = key_json(old, c->now, false);
+    if (doc != NULL && (prev == NULL || json_object_set_new(doc, "previous", prev) != 0)) {
+        json_decref(doc);
+        doc = NULL;
+    }
+    reply_with_key(c, 201, doc, key);
+
+cleanup:
+    kg_keys_key_free(key);
+    json_decref(root);
+    free(fresh);
+    free(old);
+}
+
+void
+admin_keys_usage(struct admin_call *c)
+{
+    struct kg_key_rec *rec = calloc(1, sizeof(*rec));
+    const struct kg_keysnap *snap;
+    const struct kg_keyent *ent;
+    int64_t last_used;
+
+    if (rec == NULL) {
+        admin_fail(c, 500, "Internal error");
+        return;
+    }
+    if (!admin_query_check(c, (const char *const[]){NULL}) || !get_key(c, rec))
+        goto cleanup;
+    /* The store's last_used_at is written once a second; the key cache has
+     * the exact second, so the later of the two is the truth. */
+    last_used = rec->last_used_at;
+    snap = kg_keycache_acquire(c->adm->rt->keys);
+    ent = kg_keysnap_find(snap, rec->digest);
+    if (ent != NULL && ent->stat != NULL) {
+        int64_t mem = atomic_load(&ent->stat->last_used);
+
+        if (mem > last_used)
+            last_used = mem;
+    }
+    kg_keycache_release(snap);
+    admin_reply(c, 200,
+                json_pack("{s:s, s:s, s:o, s:I}", "id", rec->id, "state",
+                          kg_key_state_str(kg_key_state_of(rec, c->now)), "last_used_at",
+                          kg_json_io_time(last_used), "quota_used", (json_int_t)rec->quota_used));
+
+cleanup:
+    free(rec);
+}

@@ -1,0 +1,695 @@
+/* cli/cmd_accounts.c - `keygate tenants create|list|show|update` and
+ * `keygate users create|list|show|update|disable`.
+ *
+ * Each sub-verb parses its options, checks what it can before opening
+ * anything, opens the instance, makes one call into manage/accounts.c as
+ * "cli:<os user>" (the audit trail's actor) and prints the result through
+ * output.c. No rule about tenants or users is decided here. The CLI is a
+ * platform admin: it passes no tenant fence.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "keygate/accounts.h"
+#include "keygate/cli.h"
+#include "keygate/output.h"
+#include "keygate/timeutil.h"
+
+static const char tenants_create_usage[] =
+    "usage: keygate tenants create NAME [--display-name TEXT] [--json] [-c FILE]\n"
+    "\n"
+    "Makes a tenant. Its name (1-64 of A-Z a-z 0-9 _ . -) is what X-Keygate-Tenant\n"
+    "carries and never changes.\n"
+    "\n"
+    "  --display-name TEXT a name for people: up to 128 bytes, no control characters\n"
+    "  --json              print one JSON object\n"
+    "  -c, --config FILE   config file\n";
+
+static const char tenants_list_usage[] = "usage: keygate tenants list [--json] [-c FILE]\n"
+                                         "\n"
+                                         "Lists tenants, oldest first.\n"
+                                         "\n"
+                                         "  --json              print a JSON array\n"
+                                         "  -c, --config FILE   config file\n";
+
+static const char tenants_show_usage[] = "usage: keygate tenants show NAME [--json] [-c FILE]\n"
+                                         "\n"
+                                         "Shows one tenant.\n"
+                                         "\n"
+                                         "  --json              print one JSON object\n"
+                                         "  -c, --config FILE   config file\n";
+
+static const char tenants_update_usage[] =
+    "usage: keygate tenants update NAME [--display-name TEXT] [--disable | --enable]\n"
+    "                              [--json] [-c FILE]\n"
+    "\n"
+    "Changes a tenant. Disabling it stops every key of every user in it at once\n"
+    "(the daemon sees the change within a second); enabling brings them back.\n"
+    "\n"
+    "  --display-name TEXT a new name for people\n"
+    "  --disable           disable the tenant\n"
+    "  --enable            enable it again\n"
+    "  --json              print one JSON object\n"
+    "  -c, --config FILE   config file\n";
+
+static const char users_create_usage[] =
+    "usage: keygate users create --username NAME [--tenant TENANT] [--email ADDRESS]\n"
+    "                            [--first-name TEXT] [--last-name TEXT] [--role SCOPES]\n"
+    "                            [--tier TIER] [--platform-admin] [--json] [-c FILE]\n"
+    "\n"
+    "Makes a user. Its role is the set of scopes its keys may carry.\n"
+    "\n"
+    "  --username NAME     1-128 bytes, unique in the tenant (default: the e-mail)\n"
+    "  --tenant TENANT     an existing tenant (default: default)\n"
+    "  --email ADDRESS     unique across tenants; stored lower-case\n"
+    "  --first-name TEXT   up to 128 bytes\n"
+    "  --last-name TEXT    up to 128 bytes\n"
+    "  --role SCOPES       comma-separated scopes, * for all (default: *)\n"
+    "  --tier TIER         1-64 of A-Z a-z 0-9 _ . - (default: default)\n"
+    "  --platform-admin    the user's admin keys see every tenant\n"
+    "  --json              print one JSON object\n"
+    "  -c, --config FILE   config file\n";
+
+static const char users_list_usage[] =
+    "usage: keygate users list [--tenant TENANT] [--json] [-c FILE]\n"
+    "\n"
+    "Lists users, oldest first.\n"
+    "\n"
+    "  --tenant TENANT     only users of this tenant\n"
+    "  --json              print a JSON array\n"
+    "  -c, --config FILE   config file\n";
+
+static const char users_show_usage[] =
+    "usage: keygate users show USER [--tenant TENANT] [--json] [-c FILE]\n"
+    "\n"
+    "Shows one user: USER is a user id, or a username in --tenant (default:\n"
+    "default).\n"
+    "\n"
+    "  --tenant TENANT     the tenant a username is looked up in\n"
+    "  --json              print one JSON object\n"
+    "  -c, --config FILE   config file\n";
+
+static const char users_update_usage[] =
+    "usage: keygate users update USER [--tenant TENANT] [--username NAME]\n"
+    "                            [--email ADDRESS|\"\"] [--first-name TEXT]\n"
+    "                            [--last-name TEXT] [--role SCOPES] [--tier TIER]\n"
+    "                            [--platform-admin yes|no] [--enable] [--json] [-c FILE]\n"
+    "\n"
+    "Changes a user. A narrower role narrows what every key of the user can do at\n"
+    "once; no key needs editing.\n"
+    "\n"
+    "  --tenant TENANT     the tenant a username is looked up in\n"
+    "  --username NAME     a new username\n"
+    "  --email ADDRESS     a new e-mail address; \"\" removes it\n"
+    "  --first-name TEXT   a new first name\n"
+    "  --last-name TEXT    a new last name\n"
+    "  --role SCOPES       the new role\n"
+    "  --tier TIER         the new tier\n"
+    "  --platform-admin V  yes or no\n"
+    "  --enable            enable a disabled user again\n"
+    "  --json              print one JSON object\n"
+    "  -c, --config FILE   config file\n";
+
+static const char users_disable_usage[] =
+    "usage: keygate users disable USER [--tenant TENANT] [-c FILE]\n"
+    "\n"
+    "Disables a user: every key of the user stops working at once (the daemon\n"
+    "sees the change within a second). Users are never deleted.\n"
+    "\n"
+    "  --tenant TENANT     the tenant a username is looked up in\n"
+    "  -c, --config FILE   config file\n";
+
+/* The parse every sub-verb starts with: usage on --help. Returns -1 to go
+ * on, or the exit status. */
+static int
+parse(const char *cmd, const char *usage, int argc, char **argv, const struct kg_cli_opt *opts,
+      size_t max_pos, struct kg_cli_args *a)
+{
+    int ex = kg_cli_parse(cmd, argc, argv, 1, opts, max_pos, false, a);
+
+    if (ex != KG_CLI_EXIT_OK)
+        return ex;
+    if (a->help) {
+        fputs(usage, stdout);
+        return KG_CLI_EXIT_OK;
+    }
+    return -1;
+}
+
+static int
+one_arg(const char *cmd, const char *what, const struct kg_cli_args *a, const char **out)
+{
+    if (a->npos == 0)
+        return kg_cli_usage_error(cmd, "missing %s (see keygate %s --help)", what, cmd);
+    *out = a->pos[0];
+    return KG_CLI_EXIT_OK;
+}
+
+static int
+print_json(json_t *obj)
+{
+    struct kg_err err = {{0}};
+    enum kg_status rc = obj != NULL ? kg_output_json(stdout, obj, &err) : KG_ENOMEM;
+
+    json_decref(obj);
+    return rc != KG_OK ? kg_cli_fail(rc, &err) : KG_CLI_EXIT_OK;
+}
+
+/* ---- tenants ---- */
+
+static int
+print_tenant(const struct kg_tenant_rec *t, bool json)
+{
+    char created[KG_RFC3339_MAX], disabled[KG_RFC3339_MAX];
+
+    if (json)
+        return print_json(kg_output_tenant_json(t));
+    kg_output_fields(stdout,
+                     (const struct kg_output_field[]){
+                         {"name", t->name},
+                         {"display name", t->display_name[0] != '\0' ? t->display_name : "-"},
+                         {"state", t->disabled_at != 0 ? "disabled" : "active"},
+                         {"created", kg_output_time(t->created_at, "-", created)},
+                         {"disabled", kg_output_time(t->disabled_at, "-", disabled)},
+                     },
+                     5);
+    return KG_CLI_EXIT_OK;
+}
+
+static int
+tenants_create(int argc, char **argv, const char *config)
+{
+    const char *cmd = "tenants create";
+    struct kg_tenant_new req = {0};
+    bool json = false;
+    const struct kg_cli_opt opts[] = {
+        {.name = "display-name", .metavar = "TEXT", .value = &req.display_name},
+        {.name = "json", .flag = &json},
+        {0},
+    };
+    struct kg_cli_args a = {.config = config};
+    char actor[KG_AUDIT_ACTOR_MAX];
+    struct kg_instance *inst = NULL;
+    struct kg_err err = {{0}};
+    struct kg_tenant_rec t;
+    struct kg_keys_ctx kc;
+    enum kg_status rc;
+    int ex;
+
+    ex = parse(cmd, tenants_create_usage, argc, argv, opts, 1, &a);
+    if (ex >= 0)
+        return ex;
+    ex = one_arg(cmd, "tenant name", &a, &req.name);
+    if (ex != KG_CLI_EXIT_OK)
+        return ex;
+    rc = kg_accounts_check_tenant(req.name, &err);
+    if (rc != KG_OK)
+        return kg_cli_fail(rc, &err);
+    ex = kg_cli_open(a.config, &inst);
+    if (ex != KG_CLI_EXIT_OK)
+        return ex;
+    kc = kg_cli_ctx(inst, actor);
+    rc = kg_accounts_tenant_create(&kc, NULL, &req, kg_time_now(), &t, &err);
+    ex = rc != KG_OK ? kg_cli_fail(rc, &err) : print_tenant(&t, json);
+    kg_instance_close(inst);
+    return ex;
+}
+
+struct table_ctx {
+    struct kg_output_table *table;
+    json_t *arr;
+    bool failed;
+};
+
+static bool
+tenant_row(const struct kg_tenant_rec *t, void *ctx)
+{
+    struct table_ctx *tc = ctx;
+    char created[KG_RFC3339_MAX];
+
+    if (tc->arr != NULL) {
+        tc->failed = json_array_append_new(tc->arr, kg_output_tenant_json(t)) != 0;
+    } else {
+        const char *cells[] = {t->name, t->display_name[0] != '\0' ? t->display_name : "-",
+                               kg_output_time(t->created_at, "-", created),
+                               t->disabled_at != 0 ? "disabled" : "active"};
+
+        tc->failed = kg_output_table_add(tc->table, cells) != KG_OK;
+    }
+    return !tc->failed;
+}
+
+/* Starts a listing's output: a JSON array or a table with headers. */
+static int
+table_open(struct table_ctx *tc, bool json, const char *const *headers, size_t ncols)
+{
+    if (json)
+        tc->arr = json_array();
+    else
+        kg_output_table_new(headers, ncols, &tc->table);
+    return tc->arr == NULL && tc->table == NULL ? kg_cli_fail(KG_ENOMEM, NULL) : KG_CLI_EXIT_OK;
+}
+
+/* Ends a listing: prints what was gathered or reports why not. */
+static int
+table_close(struct table_ctx *tc, enum kg_status rc, struct kg_err *err)
+{
+    int ex = KG_CLI_EXIT_OK;
+
+    if (rc == KG_OK && tc->failed)
+        rc = kg_err_set(err, KG_ENOMEM, "out of memory listing");
+    if (rc != KG_OK) {
+        ex = kg_cli_fail(rc, err);
+    } else if (tc->arr != NULL) {
+        rc = kg_output_json(stdout, tc->arr, err);
+        if (rc != KG_OK)
+            ex = kg_cli_fail(rc, err);
+    } else {
+        kg_output_table_print(tc->table, stdout);
+    }
+    json_decref(tc->arr);
+    kg_output_table_free(tc->table);
+    return ex;
+}
+
+static int
+tenants_list(int argc, char **argv, const char *config)
+{
+    static const char *const headers[] = {"NAME", "DISPLAY NAME", "CREATED", "STATE"};
+    const char *cmd = "tenants list";
+    bool json = false;
+    const struct kg_cli_opt opts[] = {
+        {.name = "json", .flag = &json},
+        {0},
+    };
+    struct kg_cli_args a = {.config = config};
+    char actor[KG_AUDIT_ACTOR_MAX];
+    struct kg_instance *inst = NULL;
+    struct table_ctx tc = {0};
+    struct kg_err err = {{0}};
+    struct kg_keys_ctx kc;
+    enum kg_status rc;
+    int ex;
+
+    ex = parse(cmd, tenants_list_usage, argc, argv, opts, 0, &a);
+    if (ex >= 0)
+        return ex;
+    ex = kg_cli_open(a.config, &inst);
+    if (ex != KG_CLI_EXIT_OK)
+        return ex;
+    ex = table_open(&tc, json, headers, sizeof(headers) / sizeof(headers[0]));
+    if (ex == KG_CLI_EXIT_OK) {
+        kc = kg_cli_ctx(inst, actor);
+        rc = kg_accounts_tenant_list(&kc, NULL, NULL, tenant_row, &tc, NULL, &err);
+        ex = table_close(&tc, rc, &err);
+    }
+    kg_instance_close(inst);
+    return ex;
+}
+
+static int
+tenants_show(int argc, char **argv, const char *config)
+{
+    const char *cmd = "tenants show";
+    bool json = false;
+    const struct kg_cli_opt opts[] = {
+        {.name = "json", .flag = &json},
+        {0},
+    };
+    struct kg_cli_args a = {.config = config};
+    char actor[KG_AUDIT_ACTOR_MAX];
+    struct kg_instance *inst = NULL;
+    struct kg_err err = {{0}};
+    struct kg_tenant_rec t;
+    struct kg_keys_ctx kc;
+    const char *name = NULL;
+    enum kg_status rc;
+    int ex;
+
+    ex = parse(cmd, tenants_show_usage, argc, argv, opts, 1, &a);
+    if (ex >= 0)
+        return ex;
+    ex = one_arg(cmd, "tenant name", &a, &name);
+    if (ex != KG_CLI_EXIT_OK)
+        return ex;
+    ex = kg_cli_open(a.config, &inst);
+    if (ex != KG_CLI_EXIT_OK)
+        return ex;
+    kc = kg_cli_ctx(inst, actor);
+    rc = kg_accounts_tenant_get(&kc, NULL, name, &t, &err);
+    ex = rc != KG_OK ? kg_cli_fail(rc, &err) : print_tenant(&t, json);
+    kg_instance_close(inst);
+    return ex;
+}
+
+static int
+tenants_update(int argc, char **argv, const char *config)
+{
+    const char *cmd = "tenants update";
+    struct kg_tenant_change chg = {0};
+    bool json = false, disable = false, enable = false;
+    const struct kg_cli_opt opts[] = {
+        {.name = "display-name", .metavar = "TEXT", .value = &chg.display_name},
+        {.name = "disable", .flag = &disable},
+        {.name = "enable", .flag = &enable},
+        {.name = "json", .flag = &json},
+        {0},
+    };
+    struct kg_cli_args a = {.config = config};
+    char actor[KG_AUDIT_ACTOR_MAX];
+    struct kg_instance *inst = NULL;
+    struct kg_err err = {{0}};
+    struct kg_tenant_rec t;
+    struct kg_keys_ctx kc;
+    const char *name = NULL;
+    enum kg_status rc;
+    int ex;
+
+    ex = parse(cmd, tenants_update_usage, argc, argv, opts, 1, &a);
+    if (ex >= 0)
+        return ex;
+    ex = one_arg(cmd, "tenant name", &a, &name);
+    if (ex != KG_CLI_EXIT_OK)
+        return ex;
+    if (disable && enable)
+        return kg_cli_usage_error(cmd, "--disable and --enable contradict each other");
+    if (!disable && !enable && chg.display_name == NULL)
+        return kg_cli_usage_error(cmd, "nothing to change (see keygate %s --help)", cmd);
+    chg.set_disabled = disable || enable;
+    chg.disabled = disable;
+    ex = kg_cli_open(a.config, &inst);
+    if (ex != KG_CLI_EXIT_OK)
+        return ex;
+    kc = kg_cli_ctx(inst, actor);
+    rc = kg_accounts_tenant_update(&kc, NULL, name, &chg, kg_time_now(), &t, &err);
+    ex = rc != KG_OK ? kg_cli_fail(rc, &err) : print_tenant(&t, json);
+    kg_instance_close(inst);
+    return ex;
+}
+
+/* ---- users ---- */
+
+static int
+print_user(const struct kg_user_rec *u, bool json)
+{
+    char created[KG_RFC3339_MAX], disabled[KG_RFC3339_MAX];
+
+    if (json)
+        return print_json(kg_output_user_json(u));
+    kg_output_fields(stdout,
+                     (const struct kg_output_field[]){
+                         {"id", u->id},
+                         {"username", u->username},
+                         {"tenant", u->tenant},
+                         {"email", u->email[0] != '\0' ? u->email : "-"},
+                         {"first name", u->first_name[0] != '\0' ? u->first_name : "-"},
+                         {"last name", u->last_name[0] != '\0' ? u->last_name : "-"},
+                         {"role", u->role[0] != '\0' ? u->role : "(no scopes)"},
+                         {"tier", u->tier},
+                         {"platform admin", u->platform_admin ? "yes" : "no"},
+                         {"password", u->password_hash[0] != '\0' ? "set" : "none"},
+                         {"state", u->disabled_at != 0 ? "disabled" : "active"},
+                         {"created", kg_output_time(u->created_at, "-", created)},
+                         {"disabled", kg_output_time(u->disabled_at, "-", disabled)},
+                     },
+                     13);
+    return KG_CLI_EXIT_OK;
+}
+
+static int
+users_create(int argc, char **argv, const char *config)
+{
+    const char *cmd = "users create";
+    struct kg_user_new req = {0};
+    bool json = false;
+    const struct kg_cli_opt opts[] = {
+        {.name = "username", .metavar = "NAME", .value = &req.username},
+        {.name = "tenant", .metavar = "TENANT", .value = &req.tenant},
+        {.name = "email", .metavar = "ADDRESS", .value = &req.email},
+        {.name = "first-name", .metavar = "TEXT", .value = &req.first_name},
+        {.name = "last-name", .metavar = "TEXT", .value = &req.last_name},
+        {.name = "role", .metavar = "SCOPES", .value = &req.role},
+        {.name = "tier", .metavar = "TIER", .value = &req.tier},
+        {.name = "platform-admin", .flag = &req.platform_admin},
+        {.name = "json", .flag = &json},
+        {0},
+    };
+    struct kg_cli_args a = {.config = config};
+    char actor[KG_AUDIT_ACTOR_MAX];
+    struct kg_instance *inst = NULL;
+    struct kg_err err = {{0}};
+    struct kg_user_rec u;
+    struct kg_keys_ctx kc;
+    enum kg_status rc;
+    int ex;
+
+    ex = parse(cmd, users_create_usage, argc, argv, opts, 0, &a);
+    if (ex >= 0)
+        return ex;
+    if (req.username == NULL && req.email == NULL)
+        return kg_cli_usage_error(cmd, "--username is required (see keygate %s --help)", cmd);
+    rc = kg_accounts_user_check_new(&req, &err);
+    if (rc != KG_OK)
+        return kg_cli_fail(rc, &err);
+    ex = kg_cli_open(a.config, &inst);
+    if (ex != KG_CLI_EXIT_OK)
+        return ex;
+    kc = kg_cli_ctx(inst, actor);
+    rc = kg_accounts_user_create(&kc, NULL, &req, NULL, kg_time_now(), &u, NULL, NULL, &err);
+    ex = rc != KG_OK ? kg_cli_fail(rc, &err) : print_user(&u, json);
+    kg_instance_close(inst);
+    return ex;
+}
+
+static bool
+user_row(const struct kg_user_rec *u, void *ctx)
+{
+    struct table_ctx *tc = ctx;
+    char created[KG_RFC3339_MAX];
+
+    if (tc->arr != NULL) {
+        tc->failed = json_array_append_new(tc->arr, kg_output_user_json(u)) != 0;
+    } else {
+        const char *cells[] = {u->id,
+                               u->username,
+                               u->tenant,
+                               u->email[0] != '\0' ? u->email : "-",
+                               u->role[0] != '\0' ? u->role : "-",
+                               u->tier,
+                               u->platform_admin ? "yes" : "no",
+                               kg_output_time(u->created_at, "-", created),
+                               u->disabled_at != 0 ? "disabled" : "active"};
+
+        tc->failed = kg_output_table_add(tc->table, cells) != KG_OK;
+    }
+    return !tc->failed;
+}
+
+static int
+users_list(int argc, char **argv, const char *config)
+{
+    static const char *const headers[] = {"ID",   "USERNAME",       "TENANT",  "EMAIL", "ROLE",
+                                          "TIER", "PLATFORM ADMIN", "CREATED", "STATE"};
+    const char *cmd = "users list";
+    const char *tenant = NULL;
+    bool json = false;
+    const struct kg_cli_opt opts[] = {
+        {.name = "tenant", .metavar = "TENANT", .value = &tenant},
+        {.name = "json", .flag = &json},
+        {0},
+    };
+    struct kg_cli_args a = {.config = config};
+    char actor[KG_AUDIT_ACTOR_MAX];
+    struct kg_instance *inst = NULL;
+    struct table_ctx tc = {0};
+    struct kg_err err = {{0}};
+    struct kg_keys_ctx kc;
+    enum kg_status rc;
+    int ex;
+
+    ex = parse(cmd, users_list_usage, argc, argv, opts, 0, &a);
+    if (ex >= 0)
+        return ex;
+    ex = kg_cli_open(a.config, &inst);
+    if (ex != KG_CLI_EXIT_OK)
+        return ex;
+    ex = table_open(&tc, json, headers, sizeof(headers) / sizeof(headers[0]));
+    if (ex == KG_CLI_EXIT_OK) {
+        kc = kg_cli_ctx(inst, actor);
+        rc = kg_accounts_user_list(&kc, NULL, tenant, NULL, user_row, &tc, NULL, &err);
+        ex = table_close(&tc, rc, &err);
+    }
+    kg_instance_close(inst);
+    return ex;
+}
+
+/* Opens the instance and finds the user the first argument names. On
+ * KG_CLI_EXIT_OK the caller closes *inst. */
+static int
+open_user(const char *cmd, const struct kg_cli_args *a, const char *tenant,
+          struct kg_instance **inst, struct kg_keys_ctx *kc, char actor[KG_AUDIT_ACTOR_MAX],
+          struct kg_user_rec *u)
+{
+    struct kg_err err = {{0}};
+    const char *ref = NULL;
+    enum kg_status rc;
+    int ex;
+
+    ex = one_arg(cmd, "user", a, &ref);
+    if (ex != KG_CLI_EXIT_OK)
+        return ex;
+    ex = kg_cli_open(a->config, inst);
+    if (ex != KG_CLI_EXIT_OK)
+        return ex;
+    *kc = kg_cli_ctx(*inst, actor);
+    rc = kg_accounts_user_resolve(kc, NULL, tenant, ref, u, &err);
+    if (rc != KG_OK) {
+        kg_instance_close(*inst);
+        *inst = NULL;
+        return kg_cli_fail(rc, &err);
+    }
+    return KG_CLI_EXIT_OK;
+}
+
+static int
+users_show(int argc, char **argv, const char *config)
+{
+    const char *cmd = "users show";
+    const char *tenant = NULL;
+    bool json = false;
+    const struct kg_cli_opt opts[] = {
+        {.name = "tenant", .metavar = "TENANT", .value = &tenant},
+        {.name = "json", .flag = &json},
+        {0},
+    };
+    struct kg_cli_args a = {.config = config};
+    char actor[KG_AUDIT_ACTOR_MAX];
+    struct kg_instance *inst = NULL;
+    struct kg_user_rec u;
+    struct kg_keys_ctx kc;
+    int ex;
+
+    ex = parse(cmd, users_show_usage, argc, argv, opts, 1, &a);
+    if (ex >= 0)
+        return ex;
+    ex = open_user(cmd, &a, tenant, &inst, &kc, actor, &u);
+    if (ex != KG_CLI_EXIT_OK)
+        return ex;
+    ex = print_user(&u, json);
+    kg_instance_close(inst);
+    return ex;
+}
+
+static int
+users_update(int argc, char **argv, const char *config)
+{
+    const char *cmd = "users update";
+    const char *tenant = NULL, *admin = NULL;
+    struct kg_user_change chg = {0};
+    bool json = false, enable = false;
+    const struct kg_cli_opt opts[] = {
+        {.name = "tenant", .metavar = "TENANT", .value = &tenant},
+        {.name = "username", .metavar = "NAME", .value = &chg.username},
+        {.name = "email", .metavar = "ADDRESS", .value = &chg.email},
+        {.name = "first-name", .metavar = "TEXT", .value = &chg.first_name},
+        {.name = "last-name", .metavar = "TEXT", .value = &chg.last_name},
+        {.name = "role", .metavar = "SCOPES", .value = &chg.role},
+        {.name = "tier", .metavar = "TIER", .value = &chg.tier},
+        {.name = "platform-admin", .metavar = "yes|no", .value = &admin},
+        {.name = "enable", .flag = &enable},
+        {.name = "json", .flag = &json},
+        {0},
+    };
+    struct kg_cli_args a = {.config = config};
+    char actor[KG_AUDIT_ACTOR_MAX];
+    struct kg_instance *inst = NULL;
+    struct kg_err err = {{0}};
+    struct kg_user_rec u;
+    struct kg_keys_ctx kc;
+    enum kg_status rc;
+    int ex;
+
+    ex = parse(cmd, users_update_usage, argc, argv, opts, 1, &a);
+    if (ex >= 0)
+        return ex;
+    if (admin != NULL) {
+        if (strcmp(admin, "yes") != 0 && strcmp(admin, "no") != 0)
+            return kg_cli_usage_error(cmd, "--platform-admin wants yes or no");
+        chg.set_platform_admin = true;
+        chg.platform_admin = strcmp(admin, "yes") == 0;
+    }
+    chg.set_disabled = enable;
+    chg.disabled = false;
+    if (chg.username == NULL && chg.email == NULL && chg.first_name == NULL &&
+        chg.last_name == NULL && chg.role == NULL && chg.tier == NULL && admin == NULL && !enable)
+        return kg_cli_usage_error(cmd, "nothing to change (see keygate %s --help)", cmd);
+    ex = open_user(cmd, &a, tenant, &inst, &kc, actor, &u);
+    if (ex != KG_CLI_EXIT_OK)
+        return ex;
+    rc = kg_accounts_user_update(&kc, NULL, u.id, &chg, kg_time_now(), &u, &err);
+    ex = rc != KG_OK ? kg_cli_fail(rc, &err) : print_user(&u, json);
+    kg_instance_close(inst);
+    return ex;
+}
+
+static int
+users_disable(int argc, char **argv, const char *config)
+{
+    const char *cmd = "users disable";
+    const char *tenant = NULL;
+    const struct kg_cli_opt opts[] = {
+        {.name = "tenant", .metavar = "TENANT", .value = &tenant},
+        {0},
+    };
+    struct kg_cli_args a = {.config = config};
+    char actor[KG_AUDIT_ACTOR_MAX];
+    struct kg_instance *inst = NULL;
+    struct kg_err err = {{0}};
+    struct kg_user_rec u;
+    struct kg_keys_ctx kc;
+    enum kg_status rc;
+    int ex;
+
+    ex = parse(cmd, users_disable_usage, argc, argv, opts, 1, &a);
+    if (ex >= 0)
+        return ex;
+    ex = open_user(cmd, &a, tenant, &inst, &kc, actor, &u);
+    if (ex != KG_CLI_EXIT_OK)
+        return ex;
+    rc = kg_accounts_user_disable(&kc, NULL, u.id, kg_time_now(), &u, &err);
+    if (rc != KG_OK)
+        ex = kg_cli_fail(rc, &err);
+    else
+        printf("disabled %s\n", u.id);
+    kg_instance_close(inst);
+    return ex;
+}
+
+static const struct kg_cli_subverb tenant_verbs[] = {
+    {"create", tenants_create, "make a tenant"},
+    {"list", tenants_list, "list tenants"},
+    {"show", tenants_show, "show one tenant"},
+    {"update", tenants_update, "rename a tenant for people, disable or enable it"},
+};
+
+static const struct kg_cli_subverb user_verbs[] = {
+    {"create", users_create, "make a user"},
+    {"list", users_list, "list users"},
+    {"show", users_show, "show one user"},
+    {"update", users_update, "change a user's role, tier, names, e-mail or admin flag"},
+    {"disable", users_disable, "disable a user and stop all of its keys"},
+};
+
+int
+kg_cli_tenants(int argc, char **argv)
+{
+    return kg_cli_dispatch("tenants", tenant_verbs, sizeof(tenant_verbs) / sizeof(tenant_verbs[0]),
+                           argc, argv);
+}
+
+int
+kg_cli_users(int argc, char **argv)
+{
+    return kg_cli_dispatch("users", user_verbs, sizeof(user_verbs) / sizeof(user_verbs[0]), argc,
+                           argv);
+}

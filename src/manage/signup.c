@@ -1,0 +1,120 @@
+/* manage/signup.c - self-service accounts: check the request, hash the
+ * password with Argon2id, and create the user with its first key through
+ * manage/accounts.c in one store transaction (one "signup" audit entry).
+ *
+ * Owns the password rule and what a signup account is made of (tenant,
+ * role and tier from the config, username = e-mail, a first key without
+ * scopes); every other rule (e-mail shape, names, uniqueness, disabled
+ * tenants) is the accounts core's. Knows nothing about HTTP.
+ */
+#include <ctype.h>
+#include <stdbool.h>
+#include <string.h>
+
+#include <sodium.h>
+
+#include "keygate/accounts.h"
+#include "keygate/audit.h"
+#include "keygate/signup.h"
+
+#define FIRST_KEY_NAME "signup"
+
+/* At least KG_PASSWORD_MIN characters (code points), at most
+ * KG_PASSWORD_MAX bytes, with a letter and a digit. A letter is an ASCII
+ * letter or any non-ASCII character, so passphrases in any script count. */
+static enum kg_status
+check_password(const char *pw, struct kg_err *err)
+{
+    size_t n, chars = 0;
+    bool letter = false, digit = false;
+
+    if (pw == NULL)
+        return kg_err_set(err, KG_EINVAL, "password is required");
+    n = strnlen(pw, KG_PASSWORD_MAX + 1);
+    if (n > KG_PASSWORD_MAX)
+        return kg_err_set(err, KG_EINVAL, "password must be at most %d bytes", KG_PASSWORD_MAX);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)pw[i];
+
+        if ((c & 0xC0) != 0x80)
+            chars++;
+        if (isalpha(c) || c >= 0x80)
+            letter = true;
+        else if (isdigit(c))
+            digit = true;
+    }
+    if (chars < KG_PASSWORD_MIN || !letter || !digit)
+        return kg_err_set(err, KG_EINVAL,
+                          "password must be at least %d characters with a letter and a digit",
+                          KG_PASSWORD_MIN);
+    return KG_OK;
+}
+
+enum kg_status
+kg_signup_check(const struct kg_signup_req *req, struct kg_err *err)
+{
+    struct kg_user_new user = {.email = req->email,
+                               .first_name = req->first_name,
+                               .last_name = req->last_name,
+                               .is_signup = true};
+    char email[KG_EMAIL_MAX];
+    enum kg_status rc;
+
+    if (req->email == NULL)
+        return kg_err_set(err, KG_EINVAL, "email is required");
+    rc = kg_accounts_normalise_email(req->email, email, err);
+    if (rc != KG_OK)
+        return rc;
+    rc = check_password(req->password, err);
+    if (rc != KG_OK)
+        return rc;
+    user.email = email;
+    return kg_accounts_user_check_new(&user, err);
+}
+
+enum kg_status
+kg_signup_create(const struct kg_keys_ctx *kc, const struct kg_signup_req *req, int64_t now,
+                 struct kg_user_rec *user_out, struct kg_key_rec *key_out, char **secret_out,
+                 struct kg_err *err)
+{
+    struct kg_keys_ctx sc = *kc;
+    struct kg_key_new first = {.name = FIRST_KEY_NAME};
+    struct kg_user_new user = {0};
+    char email[KG_EMAIL_MAX], hash[crypto_pwhash_STRBYTES];
+    struct kg_user_rec existing;
+    enum kg_status rc;
+
+    *secret_out = NULL;
+    rc = kg_signup_check(req, err);
+    if (rc != KG_OK)
+        return rc;
+    rc = kg_accounts_normalise_email(req->email, email, err);
+    if (rc != KG_OK)
+        return rc;
+    /* Hashing costs 64 MiB and tens of milliseconds: skip it for an address
+     * that is taken. The insert below still decides a race. */
+    rc = kg_store_user_by_email(kc->store, email, &existing, err);
+    if (rc == KG_OK)
+        return kg_err_set(err, KG_ECONFLICT, "email is already in use");
+    if (rc != KG_ENOTFOUND)
+        return rc;
+    if (sodium_init() < 0)
+        return kg_err_set(err, KG_EIO, "libsodium failed to initialise");
+    if (crypto_pwhash_str(hash, req->password, strlen(req->password),
+                          crypto_pwhash_OPSLIMIT_INTERACTIVE,
+                          crypto_pwhash_MEMLIMIT_INTERACTIVE) != 0)
+        return kg_err_set(err, KG_ENOMEM, "out of memory hashing the password");
+
+    sc.actor = KG_ACTOR_SIGNUP;
+    user.tenant = kc->cfg->signup_tenant;
+    user.email = email;
+    user.first_name = req->first_name;
+    user.last_name = req->last_name;
+    user.password_hash = hash;
+    user.role = kc->cfg->signup_role;
+    user.tier = kc->cfg->signup_tier;
+    user.is_signup = true;
+    rc = kg_accounts_user_create(&sc, NULL, &user, &first, now, user_out, key_out, secret_out, err);
+    sodium_memzero(hash, sizeof(hash));
+    return rc;
+}

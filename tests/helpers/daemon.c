@@ -1,0 +1,615 @@
+/* helpers/daemon.c - starts, watches and stops the real keygate daemon, and
+ * runs its CLI, for the integration tests. See daemon.h. */
+#include <errno.h>
+#include <fcntl.h>
+#include <ftw.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+#include <jansson.h>
+
+#include "helpers/daemon.h"
+#include "helpers/http.h"
+
+extern char **environ;
+
+#define READY_DEADLINE_MS 20000L
+#define STOP_DEADLINE_MS 20000L
+#define CLI_DEADLINE_MS 30000L
+#define START_ATTEMPTS 3
+#define MAX_ARGS 32
+
+struct kt_daemon {
+    char dir[256];
+    char config_path[300];
+    char log_path[300];
+    char *config_text;
+    pid_t pid;
+    int port, admin_port;
+    int cli_runs;
+    char url[512];
+};
+
+int
+kt_daemon_free_port(void)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    socklen_t len = sizeof(sa);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), port = 0;
+
+    if (fd < 0)
+        return 0;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) == 0 &&
+        getsockname(fd, (struct sockaddr *)&sa, &len) == 0)
+        port = ntohs(sa.sin_port);
+    close(fd);
+    return port;
+}
+
+static char *
+read_file(const char *path)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    size_t len = 0, cap = 0, n;
+
+    if (f == NULL)
+        return strdup("");
+    for (;;) {
+        if (len + 4096 + 1 > cap) {
+            char *p = realloc(buf, cap = cap * 2 + 8192);
+
+            if (p == NULL)
+                break;
+            buf = p;
+        }
+        n = fread(buf + len, 1, cap - len - 1, f);
+        len += n;
+        if (n == 0)
+            break;
+    }
+    fclose(f);
+    if (buf == NULL)
+        return strdup("");
+    buf[len] = '\0';
+    return buf;
+}
+
+/* True when text has a line starting with the directive name. */
+static bool
+has_directive(const char *text, const char *name)
+{
+    size_t n = strlen(name);
+
+    for (const char *p = text; p != NULL && *p != '\0';) {
+        while (*p == ' ' || *p == '\t')
+            p++;
+        if (strncmp(p, name, n) == 0 && (p[n] == ' ' || p[n] == '\t'))
+            return true;
+        p = strchr(p, '\n');
+        if (p != NULL)
+            p++;
+    }
+    return false;
+}
+
+static bool
+write_config(struct kt_daemon *d)
+{
+    FILE *f;
+
+    d->port = kt_daemon_free_port();
+    d->admin_port = kt_daemon_free_port();
+    if (d->port == 0 || d->admin_port == 0 || d->port == d->admin_port) {
+        fprintf(stderr, "daemon: no free port\n");
+        return false;
+    }
+    f = fopen(d->config_path, "w");
+    if (f == NULL) {
+        fprintf(stderr, "daemon: %s: %s\n", d->config_path, strerror(errno));
+        return false;
+    }
+    fprintf(f,
+            "# written by tests/helpers/daemon.c\n"
+            "listen 127.0.0.1:%d\n"
+            "admin_listen 127.0.0.1:%d\n"
+            "database \"%s/keygate.db\"\n"
+            "secret_file \"%s/secret\"\n",
+            d->port, d->admin_port, d->dir, d->dir);
+    if (!has_directive(d->config_text, "workers"))
+        fprintf(f, "workers 2\n");
+    fprintf(f, "%s\n", d->config_text);
+    return fclose(f) == 0;
+}
+
+struct kt_daemon *
+kt_daemon_new(const char *config_text)
+{
+    struct kt_daemon *d = calloc(1, sizeof(*d));
+    const char *tmp = getenv("TMPDIR");
+
+    if (d == NULL)
+        return NULL;
+    d->pid = -1;
+    d->config_text = strdup(config_text != NULL ? config_text : "");
+    snprintf(d->dir, sizeof(d->dir), "%s/keygate-it-XXXXXX",
+             tmp != NULL && tmp[0] != '\0' ? tmp : "/tmp");
+    if (d->config_text == NULL || mkdtemp(d->dir) == NULL) {
+        fprintf(stderr, "daemon: mkdtemp %s: %s\n", d->dir, strerror(errno));
+        free(d->config_text);
+        free(d);
+        return NULL;
+    }
+    snprintf(d->config_path, sizeof(d->config_path), "%s/keygate.conf", d->dir);
+    snprintf(d->log_path, sizeof(d->log_path), "%s/daemon.log", d->dir);
+    if (!write_config(d)) {
+        kt_daemon_free(d);
+        return NULL;
+    }
+    return d;
+}
+
+static const char *
+keygate_bin(void)
+{
+    const char *bin = getenv("KEYGATE_BIN");
+
+    if (bin == NULL || bin[0] == '\0') {
+        fprintf(stderr, "daemon: KEYGATE_BIN is not set (run the tests through ctest)\n");
+        return NULL;
+    }
+    return bin;
+}
+
+/* The environment without KEYGATE_* variables, which would override the
+ * test's config file. The array is malloc'd; the strings are environ's. */
+static char **
+clean_env(void)
+{
+    size_t n = 0, k = 0;
+    char **env;
+
+    while (environ[n] != NULL)
+        n++;
+    env = calloc(n + 1, sizeof(*env));
+    if (env == NULL)
+        return NULL;
+    for (size_t i = 0; i < n; i++)
+        if (strncmp(environ[i], "KEYGATE_", 8) != 0)
+            env[k++] = environ[i];
+    return env;
+}
+
+/* fork + execve with only system calls in between (the tests run threads,
+ * so nothing else is safe in the child). The child asks for SIGKILL when
+ * the thread that started it dies, so a test binary killed by a timeout
+ * leaves no daemon behind. */
+static pid_t
+spawn(char *const argv[], const char *out_path, const char *err_path, bool append)
+{
+    int oflags = O_WRONLY | O_CREAT | (append ? O_APPEND : O_TRUNC);
+    bool same = strcmp(out_path, err_path) == 0;
+    char **env = clean_env();
+    pid_t parent = getpid(), pid;
+
+    if (env == NULL)
+        return -1;
+    pid = fork();
+    if (pid == 0) {
+        int fd;
+
+        if (prctl(PR_SET_PDEATHSIG, SIGKILL) != 0 || getppid() != parent)
+            _exit(127);
+        fd = open("/dev/null", O_RDONLY);
+        if (fd < 0 || dup2(fd, 0) < 0)
+            _exit(127);
+        fd = open(out_path, oflags, 0600);
+        if (fd < 0 || dup2(fd, 1) < 0)
+            _exit(127);
+        fd = same ? 1 : open(err_path, oflags, 0600);
+        if (fd < 0 || dup2(fd, 2) < 0)
+            _exit(127);
+        execve(argv[0], argv, env);
+        _exit(127);
+    }
+    free(env);
+    if (pid < 0)
+        fprintf(stderr, "daemon: cannot run %s: %s\n", argv[0], strerror(errno));
+    return pid;
+}
+
+static int
+exit_code(int status)
+{
+    if (WIFEXITED(status))
+        return WEXITSTATUS(status);
+    if (WIFSIGNALED(status))
+        return 128 + WTERMSIG(status);
+    return -1;
+}
+
+/* Waits up to ms for pid; returns its exit code, or -2 when still running. */
+static int
+wait_for(pid_t pid, long ms)
+{
+    int64_t deadline = kt_mono_ms() + ms;
+    int status;
+
+    for (;;) {
+        pid_t r = waitpid(pid, &status, WNOHANG);
+
+        if (r == pid)
+            return exit_code(status);
+        if (r < 0 && errno != EINTR)
+            return -1;
+        if (kt_mono_ms() >= deadline)
+            return -2;
+        kt_sleep_ms(5);
+    }
+}
+
+static bool
+ready(struct kt_daemon *d)
+{
+    struct kt_http_req req = {.url = kt_daemon_admin_url(d, "/readyz"), .timeout_ms = 1000};
+    struct kt_http_resp resp;
+    bool ok = kt_http_do(&req, &resp) && resp.status == 200;
+
+    kt_http_resp_cleanup(&resp);
+    return ok;
+}
+
+static void
+dump_log(const struct kt_daemon *d)
+{
+    char *log = kt_daemon_log(d);
+
+    fprintf(stderr, "---- keygate log (%s) ----\n%s---- end of log ----\n", d->log_path, log);
+    free(log);
+}
+
+/* One attempt: 1 ready, 0 failed, -1 died because a port was taken. */
+static int
+start_once(struct kt_daemon *d)
+{
+    const char *bin = keygate_bin();
+    char *argv[] = {(char *)bin, "serve", "-c", d->config_path, NULL};
+    int64_t deadline = kt_mono_ms() + READY_DEADLINE_MS;
+
+    if (bin == NULL)
+        return 0;
+    d->pid = spawn(argv, d->log_path, d->log_path, true);
+    if (d->pid < 0)
+        return 0;
+    while (kt_mono_ms() < deadline) {
+        int code = wait_for(d->pid, 0);
+
+        if (code != -2) {
+            char *log = kt_daemon_log(d);
+            bool port_taken = strstr(log, "cannot listen") != NULL;
+
+            free(log);
+            d->pid = -1;
+            if (port_taken)
+                return -1;
+            fprintf(stderr, "daemon: keygate serve exited with %d before it was ready\n", code);
+            return 0;
+        }
+        if (ready(d))
+            return 1;
+        kt_sleep_ms(20);
+    }
+    fprintf(stderr, "daemon: not ready after %ld ms\n", READY_DEADLINE_MS);
+    kt_daemon_kill(d);
+    return 0;
+}
+
+bool
+kt_daemon_start(struct kt_daemon *d)
+{
+    if (d->pid > 0)
+        return true;
+    for (int attempt = 0; attempt < START_ATTEMPTS; attempt++) {
+        int r = start_once(d);
+
+        if (r == 1)
+            return true;
+        if (r == 0 || !write_config(d))
+            break;
+        fprintf(stderr, "daemon: a port was taken; retrying on new ports\n");
+    }
+    dump_log(d);
+    return false;
+}
+
+int
+kt_daemon_stop(struct kt_daemon *d)
+{
+    int code;
+
+    if (d->pid <= 0)
+        return -1;
+    kill(d->pid, SIGTERM);
+    code = wait_for(d->pid, STOP_DEADLINE_MS);
+    if (code == -2) {
+        fprintf(stderr, "daemon: no exit %ld ms after SIGTERM; killing it\n", STOP_DEADLINE_MS);
+        kill(d->pid, SIGKILL);
+        code = wait_for(d->pid, STOP_DEADLINE_MS);
+        if (code >= 0)
+            code = 128 + SIGKILL;
+    }
+    d->pid = -1;
+    return code;
+}
+
+void
+kt_daemon_kill(struct kt_daemon *d)
+{
+    if (d->pid <= 0)
+        return;
+    kill(d->pid, SIGKILL);
+    wait_for(d->pid, STOP_DEADLINE_MS);
+    d->pid = -1;
+}
+
+static int
+remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    remove(path);
+    return 0;
+}
+
+void
+kt_daemon_free(struct kt_daemon *d)
+{
+    const char *keep = getenv("KEYGATE_TEST_KEEP");
+
+    if (d == NULL)
+        return;
+    if (d->pid > 0)
+        kt_daemon_stop(d);
+    if (keep != NULL && strcmp(keep, "1") == 0)
+        fprintf(stderr, "daemon: kept %s\n", d->dir);
+    else
+        nftw(d->dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+    free(d->config_text);
+    free(d);
+}
+
+bool
+kt_daemon_running(struct kt_daemon *d)
+{
+    if (d->pid <= 0)
+        return false;
+    if (wait_for(d->pid, 0) != -2) {
+        d->pid = -1;
+        return false;
+    }
+    return true;
+}
+
+pid_t
+kt_daemon_pid(const struct kt_daemon *d)
+{
+    return d->pid;
+}
+
+int
+kt_daemon_port(const struct kt_daemon *d)
+{
+    return d->port;
+}
+
+int
+kt_daemon_admin_port(const struct kt_daemon *d)
+{
+    return d->admin_port;
+}
+
+const char *
+kt_daemon_dir(const struct kt_daemon *d)
+{
+    return d->dir;
+}
+
+const char *
+kt_daemon_config_path(const struct kt_daemon *d)
+{
+    return d->config_path;
+}
+
+const char *
+kt_daemon_url(struct kt_daemon *d, const char *path)
+{
+    snprintf(d->url, sizeof(d->url), "http://127.0.0.1:%d%s", d->port, path);
+    return d->url;
+}
+
+const char *
+kt_daemon_admin_url(struct kt_daemon *d, const char *path)
+{
+    snprintf(d->url, sizeof(d->url), "http://127.0.0.1:%d%s", d->admin_port, path);
+    return d->url;
+}
+
+char *
+kt_daemon_log(const struct kt_daemon *d)
+{
+    return read_file(d->log_path);
+}
+
+long
+kt_daemon_peak_rss_kib(const struct kt_daemon *d)
+{
+    char path[64], line[256];
+    long kib = -1;
+    FILE *f;
+
+    if (d->pid <= 0)
+        return -1;
+    snprintf(path, sizeof(path), "/proc/%d/status", (int)d->pid);
+    f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    while (fgets(line, sizeof(line), f) != NULL)
+        if (strncmp(line, "VmHWM:", 6) == 0)
+            kib = strtol(line + 6, NULL, 10);
+    fclose(f);
+    return kib;
+}
+
+/* ---- the command line ---- */
+
+bool
+kt_daemon_cli(struct kt_daemon *d, struct kt_cli_result *out, const char *const *args)
+{
+    const char *bin = keygate_bin();
+    char *argv[MAX_ARGS + 4];
+    char out_path[320], err_path[320];
+    size_t n = 0;
+    pid_t pid;
+
+    memset(out, 0, sizeof(*out));
+    out->exit_code = -1;
+    if (bin == NULL)
+        return false;
+    argv[n++] = (char *)bin;
+    for (size_t i = 0; args[i] != NULL && n < MAX_ARGS; i++)
+        argv[n++] = (char *)args[i];
+    argv[n++] = "-c";
+    argv[n++] = d->config_path;
+    argv[n] = NULL;
+    d->cli_runs++;
+    snprintf(out_path, sizeof(out_path), "%s/cli-%d.out", d->dir, d->cli_runs);
+    snprintf(err_path, sizeof(err_path), "%s/cli-%d.err", d->dir, d->cli_runs);
+    pid = spawn(argv, out_path, err_path, false);
+    if (pid < 0)
+        return false;
+    out->exit_code = wait_for(pid, CLI_DEADLINE_MS);
+    if (out->exit_code == -2) {
+        fprintf(stderr, "daemon: the CLI did not finish in %ld ms\n", CLI_DEADLINE_MS);
+        kill(pid, SIGKILL);
+        wait_for(pid, CLI_DEADLINE_MS);
+        out->exit_code = 128 + SIGKILL;
+    }
+    out->out = read_file(out_path);
+    out->err = read_file(err_path);
+    /* The key is in this file: do not leave it behind longer than needed. */
+    unlink(out_path);
+    unlink(err_path);
+    return true;
+}
+
+void
+kt_cli_result_cleanup(struct kt_cli_result *r)
+{
+    free(r->out);
+    free(r->err);
+    memset(r, 0, sizeof(*r));
+}
+
+bool
+kt_daemon_key_cli(struct kt_daemon *d, const char *const *args, struct kt_key *out)
+{
+    struct kt_cli_result r;
+    json_error_t jerr;
+    json_t *o = NULL;
+    const char *id, *key;
+    bool ok = false;
+
+    memset(out, 0, sizeof(*out));
+    if (!kt_daemon_cli(d, &r, args))
+        goto cleanup;
+    if (r.exit_code != 0) {
+        fprintf(stderr, "daemon: keygate %s %s exited %d: %s", args[0], args[1], r.exit_code,
+                r.err);
+        goto cleanup;
+    }
+    o = json_loads(r.out, 0, &jerr);
+    id = json_string_value(json_object_get(o, "id"));
+    key = json_string_value(json_object_get(o, "key"));
+    if (id == NULL || key == NULL) {
+        fprintf(stderr, "daemon: keygate %s %s printed no id and key: %s\n", args[0], args[1],
+                r.out);
+        goto cleanup;
+    }
+    out->id = strdup(id);
+    out->key = strdup(key);
+    ok = out->id != NULL && out->key != NULL;
+
+cleanup:
+    json_decref(o);
+    kt_cli_result_cleanup(&r);
+    if (!ok)
+        kt_key_cleanup(out);
+    return ok;
+}
+
+bool
+kt_daemon_create_key(struct kt_daemon *d, const char *name, const char *scopes, const char *expires,
+                     struct kt_key *out)
+{
+    const char *args[12] = {"keys", "create", "--name", name, "--json"};
+    size_t n = 5;
+
+    if (scopes != NULL) {
+        args[n++] = "--scopes";
+        args[n++] = scopes;
+    }
+    if (expires != NULL) {
+        args[n++] = "--expires";
+        args[n++] = expires;
+    }
+    args[n] = NULL;
+    return kt_daemon_key_cli(d, args, out);
+}
+
+bool
+kt_daemon_rotate_key(struct kt_daemon *d, const char *id, const char *grace, struct kt_key *out)
+{
+    const char *args[8] = {"keys", "rotate", id, "--json"};
+    size_t n = 4;
+
+    if (grace != NULL) {
+        args[n++] = "--grace";
+        args[n++] = grace;
+    }
+    args[n] = NULL;
+    return kt_daemon_key_cli(d, args, out);
+}
+
+bool
+kt_daemon_revoke_key(struct kt_daemon *d, const char *id)
+{
+    const char *args[] = {"keys", "revoke", id, NULL};
+    struct kt_cli_result r;
+    bool ok = kt_daemon_cli(d, &r, args) && r.exit_code == 0;
+
+    if (!ok)
+        fprintf(stderr, "daemon: keygate keys revoke %s exited %d: %s", id, r.exit_code,
+                r.err != NULL ? r.err : "");
+    kt_cli_result_cleanup(&r);
+    return ok;
+}
+
+void
+kt_key_cleanup(struct kt_key *k)
+{
+    free(k->id);
+    free(k->key);
+    k->id = NULL;
+    k->key = NULL;
+}

@@ -1,0 +1,108 @@
+/* helpers/daemon.h - the real keygate daemon and CLI, run by the integration tests.
+ *
+ * kt_daemon_new() makes a temporary directory (database, secret, config,
+ * logs) and writes a config file: listen and admin_listen on free loopback
+ * ports, database and secret_file in the directory, "workers 2" unless the
+ * test's text sets workers, then the test's own config text. Keys are made
+ * with the CLI against the same file, before or after the start.
+ * kt_daemon_start() runs `$KEYGATE_BIN serve -c FILE` with its stderr in a
+ * log file and waits, with a deadline, until GET /readyz on the admin port
+ * answers 200. Everything is loopback only; every wait is bounded; the
+ * directory is removed by kt_daemon_free() (kept when KEYGATE_TEST_KEEP=1).
+ * One kt_daemon per thread. Every process started here is SIGKILLed by the
+ * kernel if the thread that started it ends first, so a test binary killed
+ * by a timeout leaves nothing running: start daemons from a thread that
+ * outlives them (the main thread).
+ */
+#ifndef KT_DAEMON_H
+#define KT_DAEMON_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <sys/types.h>
+
+struct kt_daemon;
+
+/* A port on 127.0.0.1 that was free a moment ago (bound to port 0, then
+ * closed); 0 on failure. */
+int kt_daemon_free_port(void);
+
+/* Temporary directory and config (see above); config_text may be NULL.
+ * NULL on failure (reason on stderr). Nothing runs yet. */
+struct kt_daemon *kt_daemon_new(const char *config_text);
+
+/* Starts the daemon and waits until /readyz answers 200 (deadline 20 s).
+ * If it dies because a port was taken in the meantime, retries on new
+ * ports. On failure prints the log to stderr and returns false. */
+bool kt_daemon_start(struct kt_daemon *d);
+
+/* SIGTERM, then waits (deadline 20 s; SIGKILL after it). Returns the exit
+ * status (0 is a clean stop), 128+N when killed by signal N, -1 when the
+ * daemon was not running. */
+int kt_daemon_stop(struct kt_daemon *d);
+
+/* SIGKILL and reap; no-op when not running. */
+void kt_daemon_kill(struct kt_daemon *d);
+
+/* Stops (SIGTERM) if running, removes the directory, frees. NULL ok. */
+void kt_daemon_free(struct kt_daemon *d);
+
+bool kt_daemon_running(struct kt_daemon *d);
+pid_t kt_daemon_pid(const struct kt_daemon *d);
+int kt_daemon_port(const struct kt_daemon *d);
+int kt_daemon_admin_port(const struct kt_daemon *d);
+const char *kt_daemon_dir(const struct kt_daemon *d);
+const char *kt_daemon_config_path(const struct kt_daemon *d);
+
+/* "http://127.0.0.1:PORT" + path on the public / admin listener, written
+ * into a buffer of the daemon that the next call reuses. */
+const char *kt_daemon_url(struct kt_daemon *d, const char *path);
+const char *kt_daemon_admin_url(struct kt_daemon *d, const char *path);
+
+/* Everything the daemon wrote to stderr (and stdout) so far, malloc'd. */
+char *kt_daemon_log(const struct kt_daemon *d);
+
+/* Peak resident set (VmHWM) of the running daemon in KiB; -1 when unknown. */
+long kt_daemon_peak_rss_kib(const struct kt_daemon *d);
+
+/* ---- the command line ---- */
+
+struct kt_cli_result {
+    int exit_code; /* exit status; 128+N when killed by signal N; -1 when it could not run */
+    char *out;     /* stdout, NUL-terminated */
+    char *err;     /* stderr, NUL-terminated */
+};
+
+/* Runs `$KEYGATE_BIN ARGS... -c CONFIG` (args NULL-terminated) with a 30 s
+ * deadline. Returns true when it ran; out must be cleaned up. */
+bool kt_daemon_cli(struct kt_daemon *d, struct kt_cli_result *out, const char *const *args);
+
+void kt_cli_result_cleanup(struct kt_cli_result *r);
+
+/* A key made with `keys create --json`: both strings malloc'd. */
+struct kt_key {
+    char *id;
+    char *key;
+};
+
+/* `keys create --name NAME [--scopes SCOPES] [--expires EXPIRES] --json`;
+ * scopes and expires may be NULL. Returns false (and says why on stderr)
+ * when the CLI failed or printed no key. */
+bool kt_daemon_create_key(struct kt_daemon *d, const char *name, const char *scopes,
+                          const char *expires, struct kt_key *out);
+
+/* Runs any command that prints a key with --json (args must include
+ * "--json"), e.g. {"keys", "create", "--name", "x", "--tenant", "acme",
+ * "--json", NULL}; expects exit 0 and an object with "id" and "key". */
+bool kt_daemon_key_cli(struct kt_daemon *d, const char *const *args, struct kt_key *out);
+
+/* `keys rotate ID [--grace GRACE] --json`; grace may be NULL. */
+bool kt_daemon_rotate_key(struct kt_daemon *d, const char *id, const char *grace,
+                          struct kt_key *out);
+
+/* `keys revoke ID`; true when the CLI exited 0. */
+bool kt_daemon_revoke_key(struct kt_daemon *d, const char *id);
+
+void kt_key_cleanup(struct kt_key *k);
+
+#endif
