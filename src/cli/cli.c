@@ -11,8 +11,10 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cli_int.h"
 #include "keygate/audit.h"
 #include "keygate/cli.h"
+#include "keygate/output.h"
 #include "keygate/serve.h"
 
 struct verb {
@@ -328,4 +330,95 @@ kg_cli_count(const char *cmd, const char *opt, const char *value, size_t max, si
         return kg_cli_usage_error(cmd, "%s wants a number from 1 to %zu", opt, max);
     *out = n;
     return KG_CLI_EXIT_OK;
+}
+
+int
+kg_cli_parse_or_help(const char *cmd, const char *usage, int argc, char **argv,
+                     const struct kg_cli_opt *opts, size_t max_pos, struct kg_cli_args *a)
+{
+    int ex = kg_cli_parse(cmd, argc, argv, 1, opts, max_pos, false, a);
+
+    if (ex != KG_CLI_EXIT_OK)
+        return ex;
+    if (a->help) {
+        fputs(usage, stdout);
+        return KG_CLI_EXIT_OK;
+    }
+    return -1;
+}
+
+int
+kg_cli_one_arg(const char *cmd, const char *what, const struct kg_cli_args *a, const char **out)
+{
+    if (a->npos == 0)
+        return kg_cli_usage_error(cmd, "missing %s (see keygate %s --help)", what, cmd);
+    *out = a->pos[0];
+    return KG_CLI_EXIT_OK;
+}
+
+int
+kg_cli_parse_one(const char *cmd, const char *usage, int argc, char **argv,
+                 const struct kg_cli_opt *opts, const char *what, struct kg_cli_args *a,
+                 const char **out)
+{
+    int ex = kg_cli_parse_or_help(cmd, usage, argc, argv, opts, 1, a);
+
+    if (ex >= 0)
+        return ex;
+    ex = kg_cli_one_arg(cmd, what, a, out);
+    return ex != KG_CLI_EXIT_OK ? ex : -1;
+}
+
+int
+kg_cli_open_ctx(const char *config_path, struct kg_instance **inst, char actor[KG_AUDIT_ACTOR_MAX],
+                struct kg_keys_ctx *kc)
+{
+    int ex = kg_cli_open(config_path, inst);
+
+    if (ex == KG_CLI_EXIT_OK)
+        *kc = kg_cli_ctx(*inst, actor);
+    return ex;
+}
+
+int
+kg_cli_print_json(json_t *obj)
+{
+    struct kg_err err = {{0}};
+    enum kg_status rc = obj != NULL ? kg_output_json(stdout, obj, &err) : KG_ENOMEM;
+
+    json_decref(obj);
+    return rc != KG_OK ? kg_cli_fail(rc, &err) : KG_CLI_EXIT_OK;
+}
+
+int
+kg_cli_list_open(struct kg_cli_list *l, bool json, const char *const *headers, size_t ncols)
+{
+    if (json)
+        l->arr = json_array();
+    else
+        kg_output_table_new(headers, ncols, &l->table);
+    return l->arr == NULL && l->table == NULL ? kg_cli_fail(KG_ENOMEM, NULL) : KG_CLI_EXIT_OK;
+}
+
+int
+kg_cli_list_close(struct kg_cli_list *l, enum kg_status rc, const char *oom_msg, struct kg_err *err)
+{
+    int ex = KG_CLI_EXIT_OK;
+
+    if (rc == KG_OK && l->failed)
+        rc = kg_err_set(err, KG_ENOMEM, "%s", oom_msg);
+    if (rc != KG_OK) {
+        ex = kg_cli_fail(rc, err);
+    } else if (l->arr != NULL) {
+        rc = kg_output_json(stdout, l->arr, err);
+        if (rc != KG_OK)
+            ex = kg_cli_fail(rc, err);
+    } else {
+        kg_output_table_print(l->table, stdout);
+    }
+    json_decref(l->arr);
+    kg_output_table_free(l->table);
+    l->arr = NULL;
+    l->table = NULL;
+    return ex;
 }

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cli_int.h"
 #include "keygate/accounts.h"
 #include "keygate/cli.h"
 #include "keygate/output.h"
@@ -119,42 +120,6 @@ static const char users_disable_usage[] =
     "  --tenant TENANT     the tenant a username is looked up in\n"
     "  -c, --config FILE   config file\n";
 
-/* The parse every sub-verb starts with: usage on --help. Returns -1 to go
- * on, or the exit status. */
-static int
-parse(const char *cmd, const char *usage, int argc, char **argv, const struct kg_cli_opt *opts,
-      size_t max_pos, struct kg_cli_args *a)
-{
-    int ex = kg_cli_parse(cmd, argc, argv, 1, opts, max_pos, false, a);
-
-    if (ex != KG_CLI_EXIT_OK)
-        return ex;
-    if (a->help) {
-        fputs(usage, stdout);
-        return KG_CLI_EXIT_OK;
-    }
-    return -1;
-}
-
-static int
-one_arg(const char *cmd, const char *what, const struct kg_cli_args *a, const char **out)
-{
-    if (a->npos == 0)
-        return kg_cli_usage_error(cmd, "missing %s (see keygate %s --help)", what, cmd);
-    *out = a->pos[0];
-    return KG_CLI_EXIT_OK;
-}
-
-static int
-print_json(json_t *obj)
-{
-    struct kg_err err = {{0}};
-    enum kg_status rc = obj != NULL ? kg_output_json(stdout, obj, &err) : KG_ENOMEM;
-
-    json_decref(obj);
-    return rc != KG_OK ? kg_cli_fail(rc, &err) : KG_CLI_EXIT_OK;
-}
-
 /* ---- tenants ---- */
 
 static int
@@ -163,7 +128,7 @@ print_tenant(const struct kg_tenant_rec *t, bool json)
     char created[KG_RFC3339_MAX], disabled[KG_RFC3339_MAX];
 
     if (json)
-        return print_json(kg_output_tenant_json(t));
+        return kg_cli_print_json(kg_output_tenant_json(t));
     kg_output_fields(stdout,
                      (const struct kg_output_field[]){
                          {"name", t->name},
@@ -196,35 +161,26 @@ tenants_create(int argc, char **argv, const char *config)
     enum kg_status rc;
     int ex;
 
-    ex = parse(cmd, tenants_create_usage, argc, argv, opts, 1, &a);
+    ex =
+        kg_cli_parse_one(cmd, tenants_create_usage, argc, argv, opts, "tenant name", &a, &req.name);
     if (ex >= 0)
-        return ex;
-    ex = one_arg(cmd, "tenant name", &a, &req.name);
-    if (ex != KG_CLI_EXIT_OK)
         return ex;
     rc = kg_accounts_check_tenant(req.name, &err);
     if (rc != KG_OK)
         return kg_cli_fail(rc, &err);
-    ex = kg_cli_open(a.config, &inst);
+    ex = kg_cli_open_ctx(a.config, &inst, actor, &kc);
     if (ex != KG_CLI_EXIT_OK)
         return ex;
-    kc = kg_cli_ctx(inst, actor);
     rc = kg_accounts_tenant_create(&kc, NULL, &req, kg_time_now(), &t, &err);
     ex = rc != KG_OK ? kg_cli_fail(rc, &err) : print_tenant(&t, json);
     kg_instance_close(inst);
     return ex;
 }
 
-struct table_ctx {
-    struct kg_output_table *table;
-    json_t *arr;
-    bool failed;
-};
-
 static bool
 tenant_row(const struct kg_tenant_rec *t, void *ctx)
 {
-    struct table_ctx *tc = ctx;
+    struct kg_cli_list *tc = ctx;
     char created[KG_RFC3339_MAX];
 
     if (tc->arr != NULL) {
@@ -237,39 +193,6 @@ tenant_row(const struct kg_tenant_rec *t, void *ctx)
         tc->failed = kg_output_table_add(tc->table, cells) != KG_OK;
     }
     return !tc->failed;
-}
-
-/* Starts a listing's output: a JSON array or a table with headers. */
-static int
-table_open(struct table_ctx *tc, bool json, const char *const *headers, size_t ncols)
-{
-    if (json)
-        tc->arr = json_array();
-    else
-        kg_output_table_new(headers, ncols, &tc->table);
-    return tc->arr == NULL && tc->table == NULL ? kg_cli_fail(KG_ENOMEM, NULL) : KG_CLI_EXIT_OK;
-}
-
-/* Ends a listing: prints what was gathered or reports why not. */
-static int
-table_close(struct table_ctx *tc, enum kg_status rc, struct kg_err *err)
-{
-    int ex = KG_CLI_EXIT_OK;
-
-    if (rc == KG_OK && tc->failed)
-        rc = kg_err_set(err, KG_ENOMEM, "out of memory listing");
-    if (rc != KG_OK) {
-        ex = kg_cli_fail(rc, err);
-    } else if (tc->arr != NULL) {
-        rc = kg_output_json(stdout, tc->arr, err);
-        if (rc != KG_OK)
-            ex = kg_cli_fail(rc, err);
-    } else {
-        kg_output_table_print(tc->table, stdout);
-    }
-    json_decref(tc->arr);
-    kg_output_table_free(tc->table);
-    return ex;
 }
 
 static int
@@ -285,23 +208,22 @@ tenants_list(int argc, char **argv, const char *config)
     struct kg_cli_args a = {.config = config};
     char actor[KG_AUDIT_ACTOR_MAX];
     struct kg_instance *inst = NULL;
-    struct table_ctx tc = {0};
+    struct kg_cli_list tc = {0};
     struct kg_err err = {{0}};
     struct kg_keys_ctx kc;
     enum kg_status rc;
     int ex;
 
-    ex = parse(cmd, tenants_list_usage, argc, argv, opts, 0, &a);
+    ex = kg_cli_parse_or_help(cmd, tenants_list_usage, argc, argv, opts, 0, &a);
     if (ex >= 0)
         return ex;
-    ex = kg_cli_open(a.config, &inst);
+    ex = kg_cli_open_ctx(a.config, &inst, actor, &kc);
     if (ex != KG_CLI_EXIT_OK)
         return ex;
-    ex = table_open(&tc, json, headers, sizeof(headers) / sizeof(headers[0]));
+    ex = kg_cli_list_open(&tc, json, headers, sizeof(headers) / sizeof(headers[0]));
     if (ex == KG_CLI_EXIT_OK) {
-        kc = kg_cli_ctx(inst, actor);
         rc = kg_accounts_tenant_list(&kc, NULL, NULL, tenant_row, &tc, NULL, &err);
-        ex = table_close(&tc, rc, &err);
+        ex = kg_cli_list_close(&tc, rc, "out of memory listing", &err);
     }
     kg_instance_close(inst);
     return ex;
@@ -326,16 +248,12 @@ tenants_show(int argc, char **argv, const char *config)
     enum kg_status rc;
     int ex;
 
-    ex = parse(cmd, tenants_show_usage, argc, argv, opts, 1, &a);
+    ex = kg_cli_parse_one(cmd, tenants_show_usage, argc, argv, opts, "tenant name", &a, &name);
     if (ex >= 0)
         return ex;
-    ex = one_arg(cmd, "tenant name", &a, &name);
+    ex = kg_cli_open_ctx(a.config, &inst, actor, &kc);
     if (ex != KG_CLI_EXIT_OK)
         return ex;
-    ex = kg_cli_open(a.config, &inst);
-    if (ex != KG_CLI_EXIT_OK)
-        return ex;
-    kc = kg_cli_ctx(inst, actor);
     rc = kg_accounts_tenant_get(&kc, NULL, name, &t, &err);
     ex = rc != KG_OK ? kg_cli_fail(rc, &err) : print_tenant(&t, json);
     kg_instance_close(inst);
@@ -365,11 +283,8 @@ tenants_update(int argc, char **argv, const char *config)
     enum kg_status rc;
     int ex;
 
-    ex = parse(cmd, tenants_update_usage, argc, argv, opts, 1, &a);
+    ex = kg_cli_parse_one(cmd, tenants_update_usage, argc, argv, opts, "tenant name", &a, &name);
     if (ex >= 0)
-        return ex;
-    ex = one_arg(cmd, "tenant name", &a, &name);
-    if (ex != KG_CLI_EXIT_OK)
         return ex;
     if (disable && enable)
         return kg_cli_usage_error(cmd, "--disable and --enable contradict each other");
@@ -377,10 +292,9 @@ tenants_update(int argc, char **argv, const char *config)
         return kg_cli_usage_error(cmd, "nothing to change (see keygate %s --help)", cmd);
     chg.set_disabled = disable || enable;
     chg.disabled = disable;
-    ex = kg_cli_open(a.config, &inst);
+    ex = kg_cli_open_ctx(a.config, &inst, actor, &kc);
     if (ex != KG_CLI_EXIT_OK)
         return ex;
-    kc = kg_cli_ctx(inst, actor);
     rc = kg_accounts_tenant_update(&kc, NULL, name, &chg, kg_time_now(), &t, &err);
     ex = rc != KG_OK ? kg_cli_fail(rc, &err) : print_tenant(&t, json);
     kg_instance_close(inst);
@@ -395,7 +309,7 @@ print_user(const struct kg_user_rec *u, bool json)
     char created[KG_RFC3339_MAX], disabled[KG_RFC3339_MAX];
 
     if (json)
-        return print_json(kg_output_user_json(u));
+        return kg_cli_print_json(kg_output_user_json(u));
     kg_output_fields(stdout,
                      (const struct kg_output_field[]){
                          {"id", u->id},
@@ -443,7 +357,7 @@ users_create(int argc, char **argv, const char *config)
     enum kg_status rc;
     int ex;
 
-    ex = parse(cmd, users_create_usage, argc, argv, opts, 0, &a);
+    ex = kg_cli_parse_or_help(cmd, users_create_usage, argc, argv, opts, 0, &a);
     if (ex >= 0)
         return ex;
     if (req.username == NULL && req.email == NULL)
@@ -451,10 +365,9 @@ users_create(int argc, char **argv, const char *config)
     rc = kg_accounts_user_check_new(&req, &err);
     if (rc != KG_OK)
         return kg_cli_fail(rc, &err);
-    ex = kg_cli_open(a.config, &inst);
+    ex = kg_cli_open_ctx(a.config, &inst, actor, &kc);
     if (ex != KG_CLI_EXIT_OK)
         return ex;
-    kc = kg_cli_ctx(inst, actor);
     rc = kg_accounts_user_create(&kc, NULL, &req, NULL, kg_time_now(), &u, NULL, NULL, &err);
     ex = rc != KG_OK ? kg_cli_fail(rc, &err) : print_user(&u, json);
     kg_instance_close(inst);
@@ -464,7 +377,7 @@ users_create(int argc, char **argv, const char *config)
 static bool
 user_row(const struct kg_user_rec *u, void *ctx)
 {
-    struct table_ctx *tc = ctx;
+    struct kg_cli_list *tc = ctx;
     char created[KG_RFC3339_MAX];
 
     if (tc->arr != NULL) {
@@ -501,23 +414,22 @@ users_list(int argc, char **argv, const char *config)
     struct kg_cli_args a = {.config = config};
     char actor[KG_AUDIT_ACTOR_MAX];
     struct kg_instance *inst = NULL;
-    struct table_ctx tc = {0};
+    struct kg_cli_list tc = {0};
     struct kg_err err = {{0}};
     struct kg_keys_ctx kc;
     enum kg_status rc;
     int ex;
 
-    ex = parse(cmd, users_list_usage, argc, argv, opts, 0, &a);
+    ex = kg_cli_parse_or_help(cmd, users_list_usage, argc, argv, opts, 0, &a);
     if (ex >= 0)
         return ex;
-    ex = kg_cli_open(a.config, &inst);
+    ex = kg_cli_open_ctx(a.config, &inst, actor, &kc);
     if (ex != KG_CLI_EXIT_OK)
         return ex;
-    ex = table_open(&tc, json, headers, sizeof(headers) / sizeof(headers[0]));
+    ex = kg_cli_list_open(&tc, json, headers, sizeof(headers) / sizeof(headers[0]));
     if (ex == KG_CLI_EXIT_OK) {
-        kc = kg_cli_ctx(inst, actor);
         rc = kg_accounts_user_list(&kc, NULL, tenant, NULL, user_row, &tc, NULL, &err);
-        ex = table_close(&tc, rc, &err);
+        ex = kg_cli_list_close(&tc, rc, "out of memory listing", &err);
     }
     kg_instance_close(inst);
     return ex;
@@ -535,13 +447,12 @@ open_user(const char *cmd, const struct kg_cli_args *a, const char *tenant,
     enum kg_status rc;
     int ex;
 
-    ex = one_arg(cmd, "user", a, &ref);
+    ex = kg_cli_one_arg(cmd, "user", a, &ref);
     if (ex != KG_CLI_EXIT_OK)
         return ex;
-    ex = kg_cli_open(a->config, inst);
+    ex = kg_cli_open_ctx(a->config, inst, actor, kc);
     if (ex != KG_CLI_EXIT_OK)
         return ex;
-    *kc = kg_cli_ctx(*inst, actor);
     rc = kg_accounts_user_resolve(kc, NULL, tenant, ref, u, &err);
     if (rc != KG_OK) {
         kg_instance_close(*inst);
@@ -569,7 +480,7 @@ users_show(int argc, char **argv, const char *config)
     struct kg_keys_ctx kc;
     int ex;
 
-    ex = parse(cmd, users_show_usage, argc, argv, opts, 1, &a);
+    ex = kg_cli_parse_or_help(cmd, users_show_usage, argc, argv, opts, 1, &a);
     if (ex >= 0)
         return ex;
     ex = open_user(cmd, &a, tenant, &inst, &kc, actor, &u);
@@ -609,7 +520,7 @@ users_update(int argc, char **argv, const char *config)
     enum kg_status rc;
     int ex;
 
-    ex = parse(cmd, users_update_usage, argc, argv, opts, 1, &a);
+    ex = kg_cli_parse_or_help(cmd, users_update_usage, argc, argv, opts, 1, &a);
     if (ex >= 0)
         return ex;
     if (admin != NULL) {
@@ -650,7 +561,7 @@ users_disable(int argc, char **argv, const char *config)
     enum kg_status rc;
     int ex;
 
-    ex = parse(cmd, users_disable_usage, argc, argv, opts, 1, &a);
+    ex = kg_cli_parse_or_help(cmd, users_disable_usage, argc, argv, opts, 1, &a);
     if (ex >= 0)
         return ex;
     ex = open_user(cmd, &a, tenant, &inst, &kc, actor, &u);

@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "cli_int.h"
 #include "keygate/accounts.h"
 #include "keygate/audit.h"
 #include "keygate/cli.h"
@@ -97,7 +98,6 @@ print_entries(const struct audit_rows *r, bool json)
     static const char *const headers[] = {"SEQ",    "TIME",   "ACTOR",  "TENANT",
                                           "ACTION", "OBJECT", "DETAILS"};
     struct kg_output_table *t = NULL;
-    struct kg_err err = {{0}};
     enum kg_status rc = KG_OK;
     json_t *arr = NULL;
 
@@ -109,9 +109,7 @@ print_entries(const struct audit_rows *r, bool json)
                 arr = NULL;
             }
         }
-        rc = arr != NULL ? kg_output_json(stdout, arr, &err) : KG_ENOMEM;
-        json_decref(arr);
-        return rc != KG_OK ? kg_cli_fail(rc, &err) : KG_CLI_EXIT_OK;
+        return kg_cli_print_json(arr);
     }
     rc = kg_output_table_new(headers, sizeof(headers) / sizeof(headers[0]), &t);
     for (size_t i = r->n; rc == KG_OK && i-- > 0;)
@@ -140,10 +138,9 @@ audit_list(const struct kg_cli_args *a, const char *tenant, const char *limit, b
         if (ex != KG_CLI_EXIT_OK)
             return ex;
     }
-    ex = kg_cli_open(a->config, &inst);
+    ex = kg_cli_open_ctx(a->config, &inst, actor, &kc);
     if (ex != KG_CLI_EXIT_OK)
         return ex;
-    kc = kg_cli_ctx(inst, actor);
     rc = kg_audit_list(&kc, NULL, &filter, &page, keep_entry, &rows, NULL, &err);
     if (rc == KG_OK && rows.failed)
         rc = kg_err_set(&err, KG_ENOMEM, "out of memory reading the audit trail");
@@ -170,15 +167,12 @@ audit_verify(const struct kg_cli_args *a, bool json)
     if (rc != KG_OK)
         return kg_cli_fail(rc, &err);
     if (json) {
-        json_t *obj =
-            json_pack("{s:b, s:I, s:o, s:o}", "ok", rep.ok, "entries", (json_int_t)rep.entries,
-                      "broken_at", rep.ok ? json_null() : json_integer(rep.broken_seq), "reason",
-                      rep.ok ? json_null() : json_string(rep.why));
-
-        rc = obj != NULL ? kg_output_json(stdout, obj, &err) : KG_ENOMEM;
-        json_decref(obj);
-        if (rc != KG_OK)
-            return kg_cli_fail(rc, &err);
+        ex = kg_cli_print_json(json_pack("{s:b, s:I, s:o, s:o}", "ok", rep.ok, "entries",
+                                         (json_int_t)rep.entries, "broken_at",
+                                         rep.ok ? json_null() : json_integer(rep.broken_seq),
+                                         "reason", rep.ok ? json_null() : json_string(rep.why)));
+        if (ex != KG_CLI_EXIT_OK)
+            return ex;
     } else if (rep.ok) {
         printf("audit chain OK (%" PRId64 " entries)\n", rep.entries);
     } else {
@@ -202,12 +196,9 @@ kg_cli_audit(int argc, char **argv)
     struct kg_cli_args a = {0};
     int ex;
 
-    ex = kg_cli_parse(cmd, argc, argv, 1, opts, 1, false, &a);
-    if (ex != KG_CLI_EXIT_OK || a.help) {
-        if (a.help)
-            fputs(audit_usage, stdout);
+    ex = kg_cli_parse_or_help(cmd, audit_usage, argc, argv, opts, 1, &a);
+    if (ex >= 0)
         return ex;
-    }
     if (a.npos == 0)
         return audit_list(&a, tenant, limit, json);
     if (strcmp(a.pos[0], "verify") != 0)
@@ -282,13 +273,10 @@ kg_cli_init(int argc, char **argv)
     enum kg_status rc;
     int ex;
 
-    ex = kg_cli_parse(cmd, argc, argv, 1, opts, 0, false, &a);
-    if (ex != KG_CLI_EXIT_OK || a.help) {
-        if (a.help)
-            fputs(init_usage, stdout);
+    ex = kg_cli_parse_or_help(cmd, init_usage, argc, argv, opts, 0, &a);
+    if (ex >= 0)
         return ex;
-    }
-    ex = kg_cli_open(a.config, &inst);
+    ex = kg_cli_open_ctx(a.config, &inst, actor, &kc);
     if (ex != KG_CLI_EXIT_OK)
         return ex;
     rc = kg_store_key_each(inst->store, any_key, &has_keys, &err);
@@ -301,7 +289,6 @@ kg_cli_init(int argc, char **argv)
         fprintf(stderr, "keygate: already initialised; nothing to do\n");
         goto cleanup;
     }
-    kc = kg_cli_ctx(inst, actor);
     rc = bootstrap(&kc, kg_time_now(), &rec, &key, &err);
     if (rc != KG_OK) {
         ex = kg_cli_fail(rc, &err);

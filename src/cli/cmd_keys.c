@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "cli_int.h"
 #include "keygate/accounts.h"
 #include "keygate/cli.h"
 #include "keygate/keyfmt.h"
@@ -98,16 +99,6 @@ static const char rotate_usage[] =
 
 static const char shown_once[] = "warning: save this key now; it will not be shown again";
 
-/* The one id a command works on: exactly one positional argument. */
-static int
-one_id(const char *cmd, const struct kg_cli_args *a, const char **id)
-{
-    if (a->npos == 0)
-        return kg_cli_usage_error(cmd, "missing key id (see keygate %s --help)", cmd);
-    *id = a->pos[0];
-    return KG_CLI_EXIT_OK;
-}
-
 int
 kg_cli_print_new_key(const struct kg_key_rec *rec, const char *key, const struct kg_key_rec *old,
                      bool json)
@@ -185,12 +176,9 @@ keys_create(int argc, char **argv, const char *config)
     int64_t now;
     int ex;
 
-    ex = kg_cli_parse(cmd, argc, argv, 1, opts, 0, false, &a);
-    if (ex != KG_CLI_EXIT_OK || a.help) {
-        if (a.help)
-            fputs(create_usage, stdout);
+    ex = kg_cli_parse_or_help(cmd, create_usage, argc, argv, opts, 0, &a);
+    if (ex >= 0)
         return ex;
-    }
     if (req.name == NULL)
         return kg_cli_usage_error(cmd, "--name is required (see keygate %s --help)", cmd);
     now = kg_time_now();
@@ -198,10 +186,9 @@ keys_create(int argc, char **argv, const char *config)
     if (rc != KG_OK)
         return kg_cli_fail(rc, &err);
 
-    ex = kg_cli_open(a.config, &inst);
+    ex = kg_cli_open_ctx(a.config, &inst, actor, &kc);
     if (ex != KG_CLI_EXIT_OK)
         return ex;
-    kc = kg_cli_ctx(inst, actor);
     rc = kg_keys_create(&kc, NULL, &req, now, &rec, &key, &err);
     if (rc != KG_OK) {
         ex = kg_cli_fail(rc, &err);
@@ -214,16 +201,10 @@ cleanup:
     return ex;
 }
 
-struct list_ctx {
-    struct kg_output_table *table; /* people */
-    json_t *arr;                   /* --json */
-    bool failed;                   /* out of memory */
-};
-
 static bool
 list_row(const struct kg_key_rec *rec, enum kg_key_state state, void *ctx)
 {
-    struct list_ctx *lc = ctx;
+    struct kg_cli_list *lc = ctx;
 
     if (lc->arr != NULL) {
         lc->failed = json_array_append_new(lc->arr, kg_output_key_json(rec, state, false)) != 0;
@@ -270,59 +251,34 @@ keys_list(int argc, char **argv, const char *config)
     struct kg_user_rec owner;
     struct kg_instance *inst = NULL;
     struct kg_keys_ctx kc;
-    struct list_ctx lc = {0};
+    struct kg_cli_list lc = {0};
     struct kg_err err = {{0}};
     enum kg_status rc;
     int ex;
 
-    ex = kg_cli_parse(cmd, argc, argv, 1, opts, 0, false, &a);
-    if (ex != KG_CLI_EXIT_OK || a.help) {
-        if (a.help)
-            fputs(list_usage, stdout);
+    ex = kg_cli_parse_or_help(cmd, list_usage, argc, argv, opts, 0, &a);
+    if (ex >= 0)
         return ex;
-    }
     if (state != NULL) {
         rc = kg_key_state_parse(state, &filter.state, &filter.all_states, &err);
         if (rc != KG_OK)
             return kg_cli_usage_error(cmd, "--state: %s", err.msg);
     }
-    ex = kg_cli_open(a.config, &inst);
+    ex = kg_cli_open_ctx(a.config, &inst, actor, &kc);
     if (ex != KG_CLI_EXIT_OK)
         return ex;
-    if (json)
-        lc.arr = json_array();
-    else
-        kg_output_table_new(headers, sizeof(headers) / sizeof(headers[0]), &lc.table);
-    if (lc.arr == NULL && lc.table == NULL) {
-        ex = kg_cli_fail(KG_ENOMEM, NULL);
+    ex = kg_cli_list_open(&lc, json, headers, sizeof(headers) / sizeof(headers[0]));
+    if (ex != KG_CLI_EXIT_OK)
         goto cleanup;
-    }
-    kc = kg_cli_ctx(inst, actor);
+    rc = KG_OK;
     if (user != NULL) {
         rc = kg_accounts_user_resolve(&kc, NULL, filter.tenant, user, &owner, &err);
-        if (rc != KG_OK) {
-            ex = kg_cli_fail(rc, &err);
-            goto cleanup;
-        }
         filter.user = owner.id;
     }
-    rc = kg_keys_list(&kc, NULL, &filter, NULL, kg_time_now(), list_row, &lc, NULL, &err);
-    if (rc == KG_OK && lc.failed)
-        rc = kg_err_set(&err, KG_ENOMEM, "out of memory listing keys");
-    if (rc != KG_OK) {
-        ex = kg_cli_fail(rc, &err);
-        goto cleanup;
-    }
-    if (lc.arr != NULL) {
-        rc = kg_output_json(stdout, lc.arr, &err);
-        if (rc != KG_OK)
-            ex = kg_cli_fail(rc, &err);
-    } else {
-        kg_output_table_print(lc.table, stdout);
-    }
+    if (rc == KG_OK)
+        rc = kg_keys_list(&kc, NULL, &filter, NULL, kg_time_now(), list_row, &lc, NULL, &err);
+    ex = kg_cli_list_close(&lc, rc, "out of memory listing keys", &err);
 cleanup:
-    json_decref(lc.arr);
-    kg_output_table_free(lc.table);
     kg_instance_close(inst);
     return ex;
 }
@@ -381,6 +337,18 @@ print_key_fields(const struct kg_key_rec *rec, enum kg_key_state state, int64_t 
     kg_output_fields(stdout, fields, n);
 }
 
+/* One key as `keys show` and `keys update` print it. */
+static int
+print_key(const struct kg_key_rec *rec, int64_t now, bool json)
+{
+    enum kg_key_state state = kg_key_state_of(rec, now);
+
+    if (json)
+        return kg_cli_print_json(kg_output_key_json(rec, state, true));
+    print_key_fields(rec, state, now);
+    return KG_CLI_EXIT_OK;
+}
+
 static int
 keys_show(int argc, char **argv, const char *config)
 {
@@ -401,35 +369,19 @@ keys_show(int argc, char **argv, const char *config)
     int64_t now;
     int ex;
 
-    ex = kg_cli_parse(cmd, argc, argv, 1, opts, 1, false, &a);
-    if (ex != KG_CLI_EXIT_OK || a.help) {
-        if (a.help)
-            fputs(show_usage, stdout);
+    ex = kg_cli_parse_one(cmd, show_usage, argc, argv, opts, "key id", &a, &id);
+    if (ex >= 0)
         return ex;
-    }
-    ex = one_id(cmd, &a, &id);
+    ex = kg_cli_open_ctx(a.config, &inst, actor, &kc);
     if (ex != KG_CLI_EXIT_OK)
         return ex;
-    ex = kg_cli_open(a.config, &inst);
-    if (ex != KG_CLI_EXIT_OK)
-        return ex;
-    kc = kg_cli_ctx(inst, actor);
     rc = kg_keys_get(&kc, NULL, id, &rec, &err);
     if (rc != KG_OK) {
         ex = kg_cli_fail(rc, &err);
         goto cleanup;
     }
     now = kg_time_now();
-    if (json) {
-        json_t *obj = kg_output_key_json(&rec, kg_key_state_of(&rec, now), true);
-
-        rc = obj != NULL ? kg_output_json(stdout, obj, &err) : KG_ENOMEM;
-        json_decref(obj);
-        if (rc != KG_OK)
-            ex = kg_cli_fail(rc, &err);
-    } else {
-        print_key_fields(&rec, kg_key_state_of(&rec, now), now);
-    }
+    ex = print_key(&rec, now, json);
 cleanup:
     kg_instance_close(inst);
     return ex;
@@ -448,19 +400,12 @@ keys_revoke(int argc, char **argv, const char *config)
     enum kg_status rc;
     int ex;
 
-    ex = kg_cli_parse(cmd, argc, argv, 1, NULL, 1, false, &a);
-    if (ex != KG_CLI_EXIT_OK || a.help) {
-        if (a.help)
-            fputs(revoke_usage, stdout);
+    ex = kg_cli_parse_one(cmd, revoke_usage, argc, argv, NULL, "key id", &a, &id);
+    if (ex >= 0)
         return ex;
-    }
-    ex = one_id(cmd, &a, &id);
+    ex = kg_cli_open_ctx(a.config, &inst, actor, &kc);
     if (ex != KG_CLI_EXIT_OK)
         return ex;
-    ex = kg_cli_open(a.config, &inst);
-    if (ex != KG_CLI_EXIT_OK)
-        return ex;
-    kc = kg_cli_ctx(inst, actor);
     rc = kg_keys_revoke(&kc, NULL, id, kg_time_now(), NULL, &err);
     if (rc != KG_OK)
         ex = kg_cli_fail(rc, &err);
@@ -493,21 +438,14 @@ keys_rotate(int argc, char **argv, const char *config)
     enum kg_status rc;
     int ex;
 
-    ex = kg_cli_parse(cmd, argc, argv, 1, opts, 1, false, &a);
-    if (ex != KG_CLI_EXIT_OK || a.help) {
-        if (a.help)
-            fputs(rotate_usage, stdout);
-        return ex;
-    }
-    ex = one_id(cmd, &a, &id);
-    if (ex != KG_CLI_EXIT_OK)
+    ex = kg_cli_parse_one(cmd, rotate_usage, argc, argv, opts, "key id", &a, &id);
+    if (ex >= 0)
         return ex;
     if (grace != NULL && kg_time_parse_duration(grace, &grace_s, &err) != KG_OK)
         return kg_cli_usage_error(cmd, "--grace: %s", err.msg);
-    ex = kg_cli_open(a.config, &inst);
+    ex = kg_cli_open_ctx(a.config, &inst, actor, &kc);
     if (ex != KG_CLI_EXIT_OK)
         return ex;
-    kc = kg_cli_ctx(inst, actor);
     rc = kg_keys_rotate(&kc, NULL, id, grace_s, kg_time_now(), &fresh, &old, &key, &err);
     if (rc != KG_OK) {
         ex = kg_cli_fail(rc, &err);
@@ -548,14 +486,8 @@ keys_update(int argc, char **argv, const char *config)
     int64_t now;
     int ex;
 
-    ex = kg_cli_parse(cmd, argc, argv, 1, opts, 1, false, &a);
-    if (ex != KG_CLI_EXIT_OK || a.help) {
-        if (a.help)
-            fputs(update_usage, stdout);
-        return ex;
-    }
-    ex = one_id(cmd, &a, &id);
-    if (ex != KG_CLI_EXIT_OK)
+    ex = kg_cli_parse_one(cmd, update_usage, argc, argv, opts, "key id", &a, &id);
+    if (ex >= 0)
         return ex;
     if (chg.rate != NULL && strcmp(chg.rate, "default") == 0)
         chg.rate = "";
@@ -571,26 +503,16 @@ keys_update(int argc, char **argv, const char *config)
     if (chg.name == NULL && chg.scopes == NULL && chg.expires == NULL && chg.rate == NULL &&
         burst == NULL)
         return kg_cli_usage_error(cmd, "nothing to change (see keygate %s --help)", cmd);
-    ex = kg_cli_open(a.config, &inst);
+    ex = kg_cli_open_ctx(a.config, &inst, actor, &kc);
     if (ex != KG_CLI_EXIT_OK)
         return ex;
-    kc = kg_cli_ctx(inst, actor);
     now = kg_time_now();
     rc = kg_keys_update(&kc, NULL, id, &chg, now, &rec, &err);
     if (rc != KG_OK) {
         ex = kg_cli_fail(rc, &err);
         goto cleanup;
     }
-    if (json) {
-        json_t *obj = kg_output_key_json(&rec, kg_key_state_of(&rec, now), true);
-
-        rc = obj != NULL ? kg_output_json(stdout, obj, &err) : KG_ENOMEM;
-        json_decref(obj);
-        if (rc != KG_OK)
-            ex = kg_cli_fail(rc, &err);
-    } else {
-        print_key_fields(&rec, kg_key_state_of(&rec, now), now);
-    }
+    ex = print_key(&rec, now, json);
 cleanup:
     kg_instance_close(inst);
     return ex;

@@ -64,6 +64,18 @@ put(json_t *obj, const char *k, json_t *v)
     return json_object_set_new(obj, k, v) == 0;
 }
 
+/* The end of every record builder: o, or NULL (o freed) when a member
+ * could not be added. */
+static json_t *
+built(json_t *o, bool ok)
+{
+    if (!ok) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
 static json_t *
 str_or_null(const char *s)
 {
@@ -112,11 +124,7 @@ kg_output_key_json(const struct kg_key_rec *rec, enum kg_key_state state, bool d
          put(o, "rotated_to", str_or_null(rec->rotated_to));
     if (ok && detail)
         ok = put_detail(o, rec);
-    if (!ok) {
-        json_decref(o);
-        return NULL;
-    }
-    return o;
+    return built(o, ok);
 }
 
 json_t *
@@ -134,11 +142,7 @@ kg_output_new_key_json(const struct kg_key_rec *rec)
          put(o, "user_id", str_or_null(rec->user_id)) &&
          put(o, "created_at", kg_output_time_json(rec->created_at)) &&
          put(o, "expires_at", kg_output_time_json(rec->expires_at));
-    if (!ok) {
-        json_decref(o);
-        return NULL;
-    }
-    return o;
+    return built(o, ok);
 }
 
 json_t *
@@ -154,11 +158,7 @@ kg_output_tenant_json(const struct kg_tenant_rec *rec)
          put(o, "created_at", kg_output_time_json(rec->created_at)) &&
          put(o, "disabled_at", kg_output_time_json(rec->disabled_at)) &&
          put(o, "state", json_string(rec->disabled_at != 0 ? "disabled" : "active"));
-    if (!ok) {
-        json_decref(o);
-        return NULL;
-    }
-    return o;
+    return built(o, ok);
 }
 
 json_t *
@@ -181,11 +181,7 @@ kg_output_user_json(const struct kg_user_rec *rec)
          put(o, "created_at", kg_output_time_json(rec->created_at)) &&
          put(o, "disabled_at", kg_output_time_json(rec->disabled_at)) &&
          put(o, "state", json_string(rec->disabled_at != 0 ? "disabled" : "active"));
-    if (!ok) {
-        json_decref(o);
-        return NULL;
-    }
-    return o;
+    return built(o, ok);
 }
 
 /* Audit rows may have been edited by hand into anything, bytes that are
@@ -223,11 +219,7 @@ kg_output_audit_json(const struct kg_audit_entry *e)
          put(o, "prev_hash", hand_edited_string(e->prev_hash)) &&
          put(o, "hash", hand_edited_string(e->hash));
     json_decref(details);
-    if (!ok) {
-        json_decref(o);
-        return NULL;
-    }
-    return o;
+    return built(o, ok);
 }
 
 static enum kg_status

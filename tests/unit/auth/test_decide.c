@@ -12,11 +12,9 @@
 
 #include <cmocka.h>
 
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <sodium.h>
@@ -28,14 +26,10 @@
 #include "keygate/keycache.h"
 #include "keygate/keyfmt.h"
 #include "keygate/store.h"
+#include "unit/fixture.h"
+#include "unit/fixture.h"
 
 #define NOW 1800000000 /* 2027-01-15, a fixed clock */
-
-static const char *const env_names[] = {
-    "KEYGATE_CONFIG",    "KEYGATE_LISTEN",     "KEYGATE_ADMIN_LISTEN", "KEYGATE_UPSTREAM",
-    "KEYGATE_DATABASE",  "KEYGATE_KEY_PREFIX", "KEYGATE_SECRET_FILE",  "KEYGATE_ERROR_STYLE",
-    "KEYGATE_LOG_LEVEL", "KEYGATE_WORKERS",
-};
 
 static const unsigned char test_secret[KG_SECRET_BYTES] = "keygate decide unit test secret!";
 
@@ -57,41 +51,12 @@ struct fixture {
     char keys[NKEYS][KG_KEY_MAX];
 };
 
-static void
-report(void *ctx, const char *line)
-{
-    (void)ctx;
-    print_error("config: %s\n", line);
-}
-
 static int
 group_setup(void **state)
 {
     (void)state;
-    for (size_t i = 0; i < sizeof(env_names) / sizeof(env_names[0]); i++)
-        unsetenv(env_names[i]);
+    kg_fx_clear_env();
     return sodium_init() < 0 ? -1 : 0;
-}
-
-static int
-load_config(const char *text, struct kg_config **out)
-{
-    char path[] = "/tmp/kg-decide-conf-XXXXXX";
-    int fd = mkstemp(path);
-    size_t len = strlen(text);
-    enum kg_status rc;
-
-    if (fd < 0)
-        return -1;
-    if (write(fd, text, len) != (ssize_t)len) {
-        close(fd);
-        unlink(path);
-        return -1;
-    }
-    close(fd);
-    rc = kg_config_load(path, report, NULL, out);
-    unlink(path);
-    return rc == KG_OK ? 0 : -1;
 }
 
 /* Generates fixture key i and stores its record (unless it is K_UNKNOWN). */
@@ -136,15 +101,14 @@ setup(void **state)
     if (f == NULL)
         return -1;
     *state = f;
-    snprintf(f->dir, sizeof(f->dir), "/tmp/kg-decide-test-XXXXXX");
-    if (mkdtemp(f->dir) == NULL)
+    if (kg_fx_mkdtemp(f->dir, "decide") != 0)
         return -1;
     snprintf(f->dbpath, sizeof(f->dbpath), "%s/keys.db", f->dir);
     snprintf(strict_text, sizeof(strict_text), "require_scopes on\n%s", routes);
     if (kg_store_open(f->dbpath, &f->st, &err) != KG_OK ||
         kg_digest_secret_from_bytes(test_secret, &f->secret) != KG_OK ||
-        kg_keycache_new(&f->kc) != KG_OK || load_config(routes, &f->cfg) != 0 ||
-        load_config(strict_text, &f->strict) != 0)
+        kg_keycache_new(&f->kc) != KG_OK || kg_fx_load_config(routes, &f->cfg) != 0 ||
+        kg_fx_load_config(strict_text, &f->strict) != 0)
         return -1;
     if (add_key(f, K_READER, "key_reader", "read:items", 0, 0) != 0 ||
         add_key(f, K_WRITER, "key_writer", "read:items,write:items", 0, 0) != 0 ||
@@ -164,15 +128,6 @@ setup(void **state)
 }
 
 static int
-remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static int
 teardown(void **state)
 {
     struct fixture *f = *state;
@@ -186,8 +141,7 @@ teardown(void **state)
     kg_config_free(f->cfg);
     kg_config_free(f->strict);
     sodium_memzero(f->keys, sizeof(f->keys));
-    if (f->dir[0] != '\0')
-        nftw(f->dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+    kg_fx_rmtree(f->dir);
     free(f);
     return 0;
 }

@@ -13,7 +13,6 @@
 #include <cmocka.h>
 
 #include <fcntl.h>
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -23,6 +22,7 @@
 #include <sodium.h>
 
 #include "keygate/digest.h"
+#include "unit/fixture.h"
 
 /* 32 bytes of secret, written as text so the raw-file test can reuse it. */
 static const unsigned char test_secret[KG_SECRET_BYTES] = "keygate digest unit test secret!";
@@ -53,8 +53,7 @@ setup(void **state)
 
     if (f == NULL)
         return -1;
-    snprintf(f->dir, sizeof(f->dir), "/tmp/kg-digest-test-XXXXXX");
-    if (mkdtemp(f->dir) == NULL) {
+    if (kg_fx_mkdtemp(f->dir, "digest") != 0) {
         free(f);
         return -1;
     }
@@ -64,20 +63,11 @@ setup(void **state)
 }
 
 static int
-remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static int
 teardown(void **state)
 {
     struct fixture *f = *state;
 
-    nftw(f->dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+    kg_fx_rmtree(f->dir);
     free(f);
     return 0;
 }

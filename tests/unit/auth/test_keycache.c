@@ -12,17 +12,16 @@
 
 #include <cmocka.h>
 
-#include <ftw.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include <sodium.h>
 
 #include "keygate/keycache.h"
 #include "keygate/store.h"
+#include "unit/fixture.h"
 
 #define NOW 1800000000 /* 2027-01-15, a fixed clock */
 
@@ -48,8 +47,7 @@ setup(void **state)
 
     if (f == NULL)
         return -1;
-    snprintf(f->dir, sizeof(f->dir), "/tmp/kg-keycache-test-XXXXXX");
-    if (mkdtemp(f->dir) == NULL) {
+    if (kg_fx_mkdtemp(f->dir, "keycache") != 0) {
         free(f);
         return -1;
     }
@@ -63,22 +61,13 @@ setup(void **state)
 }
 
 static int
-remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
-{
-    (void)sb;
-    (void)flag;
-    (void)ftw;
-    return remove(path);
-}
-
-static int
 teardown(void **state)
 {
     struct fixture *f = *state;
 
     kg_keycache_free(f->kc);
     kg_store_close(f->st);
-    nftw(f->dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+    kg_fx_rmtree(f->dir);
     free(f);
     return 0;
 }

@@ -29,6 +29,7 @@
 #include "keygate/keyfmt.h"
 #include "keygate/keys.h"
 #include "keygate/store.h"
+#include "unit/fixture.h"
 
 #define NOW INT64_C(1800000000)
 
@@ -82,8 +83,7 @@ setup(void **state)
         return -1;
     unsetenv("KEYGATE_CONFIG");
     unsetenv("KEYGATE_KEY_PREFIX");
-    snprintf(f->dir, sizeof(f->dir), "/tmp/kg-roles-test-XXXXXX");
-    if (mkdtemp(f->dir) == NULL)
+    if (kg_fx_mkdtemp(f->dir, "roles") != 0)
         return -1;
     snprintf(f->db, sizeof(f->db), "%s/keys.db", f->dir);
     if (kg_store_open(f->db, &f->st, &err) != KG_OK ||
@@ -103,18 +103,12 @@ static int
 teardown(void **state)
 {
     struct fixture *f = *state;
-    char p[160];
 
     kg_keycache_free(f->cache);
     kg_config_free(f->cfg);
     kg_digest_secret_free(f->secret);
     kg_store_close(f->st);
-    for (const char *const *sfx = (const char *const[]){"", "-wal", "-shm", NULL}; *sfx != NULL;
-         sfx++) {
-        snprintf(p, sizeof(p), "%s%s", f->db, *sfx);
-        unlink(p);
-    }
-    rmdir(f->dir);
+    kg_fx_rmtree(f->dir);
     free(f);
     return 0;
 }

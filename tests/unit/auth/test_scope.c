@@ -19,30 +19,17 @@
 #include "keygate/config.h"
 #include "keygate/scope.h"
 #include "keygate/store.h"
-
-static const char *const env_names[] = {
-    "KEYGATE_CONFIG",    "KEYGATE_LISTEN",     "KEYGATE_ADMIN_LISTEN", "KEYGATE_UPSTREAM",
-    "KEYGATE_DATABASE",  "KEYGATE_KEY_PREFIX", "KEYGATE_SECRET_FILE",  "KEYGATE_ERROR_STYLE",
-    "KEYGATE_LOG_LEVEL", "KEYGATE_WORKERS",
-};
+#include "unit/fixture.h"
 
 struct fixture {
     struct kg_config *cfg;
 };
 
-static void
-report(void *ctx, const char *line)
-{
-    (void)ctx;
-    print_error("config: %s\n", line);
-}
-
 static int
 group_setup(void **state)
 {
     (void)state;
-    for (size_t i = 0; i < sizeof(env_names) / sizeof(env_names[0]); i++)
-        unsetenv(env_names[i]);
+    kg_fx_clear_env();
     return 0;
 }
 
@@ -69,18 +56,8 @@ teardown(void **state)
 static void
 load_config(struct fixture *f, const char *text)
 {
-    char path[] = "/tmp/kg-scope-test-XXXXXX";
-    int fd = mkstemp(path);
-    size_t len = strlen(text);
-    enum kg_status rc;
-
-    assert_true(fd >= 0);
-    assert_int_equal(write(fd, text, len), (ssize_t)len);
-    close(fd);
-    rc = kg_config_load(path, report, NULL, &f->cfg);
-    unlink(path);
-    if (rc != KG_OK)
-        fail_msg("the test config should load, got %s", kg_status_str(rc));
+    if (kg_fx_load_config(text, &f->cfg) != 0)
+        fail_msg("the test config should load");
 }
 
 /* The config line a lookup landed on, or 0 for none. */

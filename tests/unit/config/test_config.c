@@ -19,14 +19,9 @@
 
 #include "keygate/config.h"
 #include "keygate/log.h"
+#include "unit/fixture.h"
 
 #define MAX_REPORTS 64
-
-static const char *const env_names[] = {
-    "KEYGATE_CONFIG",    "KEYGATE_LISTEN",     "KEYGATE_ADMIN_LISTEN", "KEYGATE_UPSTREAM",
-    "KEYGATE_DATABASE",  "KEYGATE_KEY_PREFIX", "KEYGATE_SECRET_FILE",  "KEYGATE_ERROR_STYLE",
-    "KEYGATE_LOG_LEVEL", "KEYGATE_WORKERS",
-};
 
 struct fixture {
     char path[64];
@@ -48,8 +43,7 @@ collect(void *ctx, const char *line)
 static void
 clear_env(void)
 {
-    for (size_t i = 0; i < sizeof(env_names) / sizeof(env_names[0]); i++)
-        unsetenv(env_names[i]);
+    kg_fx_clear_env();
 }
 
 static int

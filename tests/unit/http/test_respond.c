@@ -21,56 +21,22 @@
 #include "keygate/config.h"
 #include "keygate/decide.h"
 #include "keygate/respond.h"
-
-static const char *const env_names[] = {
-    "KEYGATE_CONFIG",    "KEYGATE_LISTEN",     "KEYGATE_ADMIN_LISTEN", "KEYGATE_UPSTREAM",
-    "KEYGATE_DATABASE",  "KEYGATE_KEY_PREFIX", "KEYGATE_SECRET_FILE",  "KEYGATE_ERROR_STYLE",
-    "KEYGATE_LOG_LEVEL", "KEYGATE_WORKERS",
-};
+#include "unit/fixture.h"
 
 struct fixture {
     struct kg_config *detail;
     struct kg_config *error;
 };
 
-static void
-report(void *ctx, const char *line)
-{
-    (void)ctx;
-    print_error("config: %s\n", line);
-}
-
-static int
-load_config(const char *text, struct kg_config **out)
-{
-    char path[] = "/tmp/kg-respond-conf-XXXXXX";
-    int fd = mkstemp(path);
-    size_t len = strlen(text);
-    enum kg_status rc;
-
-    if (fd < 0)
-        return -1;
-    if (write(fd, text, len) != (ssize_t)len) {
-        close(fd);
-        unlink(path);
-        return -1;
-    }
-    close(fd);
-    rc = kg_config_load(path, report, NULL, out);
-    unlink(path);
-    return rc == KG_OK ? 0 : -1;
-}
-
 static int
 group_setup(void **state)
 {
     struct fixture *f = calloc(1, sizeof(*f));
 
-    for (size_t i = 0; i < sizeof(env_names) / sizeof(env_names[0]); i++)
-        unsetenv(env_names[i]);
+    kg_fx_clear_env();
     *state = f;
-    if (f == NULL || load_config("# defaults: detail style\n", &f->detail) != 0 ||
-        load_config("error_style error\n", &f->error) != 0)
+    if (f == NULL || kg_fx_load_config("# defaults: detail style\n", &f->detail) != 0 ||
+        kg_fx_load_config("error_style error\n", &f->error) != 0)
         return -1;
     return 0;
 }

@@ -20,63 +20,28 @@
 #include "keygate/digest.h"
 #include "keygate/keys.h"
 #include "keygate/store.h"
+#include "unit/fixture.h"
 
 #define NOW INT64_C(1800000000)
-
-struct fixture {
-    char dir[64];
-    char db[128];
-    struct kg_store *store;
-    struct kg_secret *secret;
-    struct kg_config *cfg;
-    struct kg_keys_ctx kc;
-};
 
 static int
 setup(void **state)
 {
     static const unsigned char bytes[KG_SECRET_BYTES] = {9, 8, 7, 6, 5, 4, 3, 2, 1};
-    unsigned char audit_key[KG_AUDIT_KEY_BYTES];
-    struct fixture *fx = calloc(1, sizeof(*fx));
-    struct kg_err err = {{0}};
 
-    assert_non_null(fx);
-    snprintf(fx->dir, sizeof(fx->dir), "/tmp/kg_test_accounts_XXXXXX");
-    assert_non_null(mkdtemp(fx->dir));
-    snprintf(fx->db, sizeof(fx->db), "%s/keys.db", fx->dir);
-    if (kg_store_open(fx->db, &fx->store, &err) != KG_OK)
-        fail_msg("store should open: %s", err.msg);
-    assert_int_equal(kg_digest_secret_from_bytes(bytes, &fx->secret), KG_OK);
-    assert_int_equal(kg_config_defaults(&fx->cfg), KG_OK);
-    kg_digest_audit_key(fx->secret, audit_key);
-    kg_store_set_audit_key(fx->store, audit_key);
-    fx->kc = (struct kg_keys_ctx){
-        .store = fx->store, .secret = fx->secret, .cfg = fx->cfg, .actor = "key_admin1"};
-    *state = fx;
+    *state = kg_fx_store_new("accounts", bytes, "key_admin1");
     return 0;
 }
 
 static int
 teardown(void **state)
 {
-    struct fixture *fx = *state;
-    char path[160];
-
-    kg_store_close(fx->store);
-    kg_digest_secret_free(fx->secret);
-    kg_config_free(fx->cfg);
-    for (const char *const *sfx = (const char *const[]){"", "-wal", "-shm", NULL}; *sfx != NULL;
-         sfx++) {
-        snprintf(path, sizeof(path), "%s%s", fx->db, *sfx);
-        unlink(path);
-    }
-    rmdir(fx->dir);
-    free(fx);
+    kg_fx_store_free(*state);
     return 0;
 }
 
 static void
-make_tenant(struct fixture *fx, const char *name)
+make_tenant(struct kg_fx_store *fx, const char *name)
 {
     struct kg_tenant_rec t;
     struct kg_err err = {{0}};
@@ -87,7 +52,7 @@ make_tenant(struct fixture *fx, const char *name)
 }
 
 static void
-make_user(struct fixture *fx, const struct kg_user_new *req, struct kg_user_rec *u)
+make_user(struct kg_fx_store *fx, const struct kg_user_new *req, struct kg_user_rec *u)
 {
     struct kg_err err = {{0}};
 
@@ -104,7 +69,7 @@ last_cb(const struct kg_audit_entry *e, void *ctx)
 }
 
 static struct kg_audit_entry
-last_entry(struct fixture *fx)
+last_entry(struct kg_fx_store *fx)
 {
     struct kg_audit_entry e;
 
@@ -114,7 +79,7 @@ last_entry(struct fixture *fx)
 }
 
 static int
-entries(struct fixture *fx)
+entries(struct kg_fx_store *fx)
 {
     int64_t seq = 0;
     char hash[KG_AUDIT_HASH_HEX];
@@ -128,7 +93,7 @@ entries(struct fixture *fx)
 static void
 test_a_tenant_is_created_once_with_a_valid_name_and_audited(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     static const char *const bad[] = {
         "", "acme corp", "acme/x", "t\xc3\xa9",
         ("0123456789012345678901234567890123456789012345678901234567890"
@@ -168,7 +133,7 @@ test_a_tenant_is_created_once_with_a_valid_name_and_audited(void **state)
 static void
 test_a_fenced_caller_sees_and_makes_only_its_own_tenant(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     struct kg_tenant_rec t;
     struct kg_err err = {{0}}, missing = {{0}};
 
@@ -200,7 +165,7 @@ count_tenant(const struct kg_tenant_rec *t, void *ctx)
 static void
 test_a_fenced_tenant_listing_holds_one_tenant(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     int n = 0;
 
     make_tenant(fx, "acme");
@@ -217,7 +182,7 @@ test_a_fenced_tenant_listing_holds_one_tenant(void **state)
 static void
 test_disabling_a_tenant_twice_conflicts_and_enabling_brings_it_back(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     struct kg_tenant_change off = {.set_disabled = true, .disabled = true};
     struct kg_tenant_change on = {.set_disabled = true, .disabled = false};
     struct kg_tenant_rec t;
@@ -289,7 +254,7 @@ test_email_addresses_are_checked_and_lower_cased(void **state)
 static void
 test_a_user_gets_the_documented_defaults_and_an_audit_entry_without_secrets(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     struct kg_user_rec u;
     struct kg_audit_entry e;
     const char *hash = "$argon2id$v=19$m=65536,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo";
@@ -314,7 +279,7 @@ test_a_user_gets_the_documented_defaults_and_an_audit_entry_without_secrets(void
 static void
 test_user_fields_are_validated_and_name_the_field(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     static const struct {
         struct kg_user_new req;
         const char *want;
@@ -346,7 +311,7 @@ test_user_fields_are_validated_and_name_the_field(void **state)
 static void
 test_creating_users_conflicts_on_username_and_email_and_needs_a_tenant(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     struct kg_user_rec u;
     struct kg_err err = {{0}};
 
@@ -374,7 +339,7 @@ test_creating_users_conflicts_on_username_and_email_and_needs_a_tenant(void **st
 static void
 test_only_platform_admins_grant_platform_admin(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     struct kg_user_rec u;
     struct kg_err err = {{0}};
 
@@ -406,7 +371,7 @@ test_only_platform_admins_grant_platform_admin(void **state)
 static void
 test_users_resolve_by_id_or_username_and_hide_behind_the_fence(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     struct kg_user_rec bob, eve, got;
     struct kg_err err = {{0}};
 
@@ -448,7 +413,7 @@ count_user(const struct kg_user_rec *u, void *ctx)
 static void
 test_a_fenced_user_listing_holds_only_its_tenant(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     struct kg_user_rec u;
     int n = 0;
 
@@ -472,7 +437,7 @@ test_a_fenced_user_listing_holds_only_its_tenant(void **state)
 static void
 test_an_update_changes_what_it_names_and_records_the_new_values(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     struct kg_user_rec u;
     struct kg_audit_entry e;
     struct kg_err err = {{0}};
@@ -506,7 +471,7 @@ test_an_update_changes_what_it_names_and_records_the_new_values(void **state)
 static void
 test_disabling_a_user_is_recorded_and_twice_is_a_conflict(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     struct kg_user_rec u;
     struct kg_audit_entry e;
     struct kg_err err = {{0}};
@@ -529,7 +494,7 @@ test_disabling_a_user_is_recorded_and_twice_is_a_conflict(void **state)
 static void
 test_a_user_with_a_first_key_is_made_in_one_step_within_its_role(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     struct kg_user_rec u;
     struct kg_key_rec key;
     struct kg_err err = {{0}};
@@ -563,7 +528,7 @@ test_a_user_with_a_first_key_is_made_in_one_step_within_its_role(void **state)
 static void
 test_a_signup_is_one_audit_entry_naming_the_key(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     struct kg_keys_ctx kc = fx->kc;
     struct kg_user_rec u;
     struct kg_key_rec key;
@@ -587,7 +552,7 @@ test_a_signup_is_one_audit_entry_naming_the_key(void **state)
 static void
 test_narrowing_a_role_never_edits_a_key(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     struct kg_user_rec u;
     struct kg_key_rec rec, got;
     struct kg_err err = {{0}};
@@ -612,7 +577,7 @@ test_narrowing_a_role_never_edits_a_key(void **state)
 static void
 test_the_default_user_is_made_once_and_never_behind_a_fence(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     struct kg_tenant_rec t;
     struct kg_user_rec a, b;
     struct kg_err err = {{0}};

@@ -25,66 +25,30 @@
 #include "keygate/keyfmt.h"
 #include "keygate/keys.h"
 #include "keygate/store.h"
+#include "unit/fixture.h"
 
 #define NOW INT64_C(1800000000)
-
-struct fixture {
-    char dir[64];
-    char db[128];
-    struct kg_store *store;
-    struct kg_secret *secret;
-    struct kg_config *cfg;
-    struct kg_keys_ctx kc;
-};
 
 static const unsigned char secret_bytes[KG_SECRET_BYTES] = "audit test secret, 32 bytes long";
 
 static int
 setup(void **state)
 {
-    unsigned char audit_key[KG_AUDIT_KEY_BYTES];
-    struct fixture *fx = calloc(1, sizeof(*fx));
-    struct kg_err err = {{0}};
-
-    assert_non_null(fx);
-    snprintf(fx->dir, sizeof(fx->dir), "/tmp/kg_test_audit_XXXXXX");
-    assert_non_null(mkdtemp(fx->dir));
-    snprintf(fx->db, sizeof(fx->db), "%s/keys.db", fx->dir);
-    if (kg_store_open(fx->db, &fx->store, &err) != KG_OK)
-        fail_msg("store should open: %s", err.msg);
-    assert_int_equal(kg_digest_secret_from_bytes(secret_bytes, &fx->secret), KG_OK);
-    assert_int_equal(kg_config_defaults(&fx->cfg), KG_OK);
-    kg_digest_audit_key(fx->secret, audit_key);
-    kg_store_set_audit_key(fx->store, audit_key);
-    fx->kc = (struct kg_keys_ctx){
-        .store = fx->store, .secret = fx->secret, .cfg = fx->cfg, .actor = "cli:auditor"};
-    *state = fx;
+    *state = kg_fx_store_new("audit", secret_bytes, "cli:auditor");
     return 0;
 }
 
 static int
 teardown(void **state)
 {
-    struct fixture *fx = *state;
-    char path[160];
-
-    kg_store_close(fx->store);
-    kg_digest_secret_free(fx->secret);
-    kg_config_free(fx->cfg);
-    for (const char *const *sfx = (const char *const[]){"", "-wal", "-shm", NULL}; *sfx != NULL;
-         sfx++) {
-        snprintf(path, sizeof(path), "%s%s", fx->db, *sfx);
-        unlink(path);
-    }
-    rmdir(fx->dir);
-    free(fx);
+    kg_fx_store_free(*state);
     return 0;
 }
 
 /* ---- raw SQL, as an operator with the sqlite3 shell would do it ---- */
 
 static sqlite3 *
-raw_open(struct fixture *fx)
+raw_open(struct kg_fx_store *fx)
 {
     sqlite3 *db = NULL;
 
@@ -94,7 +58,7 @@ raw_open(struct fixture *fx)
 }
 
 static void
-raw_exec(struct fixture *fx, const char *sql)
+raw_exec(struct kg_fx_store *fx, const char *sql)
 {
     sqlite3 *db = raw_open(fx);
 
@@ -105,7 +69,7 @@ raw_exec(struct fixture *fx, const char *sql)
 
 /* The value of col in row seq as text (NULL-safe), into out. */
 static void
-raw_get(struct fixture *fx, const char *col, int64_t seq, char *out, size_t cap)
+raw_get(struct kg_fx_store *fx, const char *col, int64_t seq, char *out, size_t cap)
 {
     sqlite3 *db = raw_open(fx);
     sqlite3_stmt *stmt = NULL;
@@ -122,7 +86,7 @@ raw_get(struct fixture *fx, const char *col, int64_t seq, char *out, size_t cap)
 
 /* Sets col of row seq to value, as an integer when as_int. */
 static void
-raw_set(struct fixture *fx, const char *col, int64_t seq, const char *value, bool as_int)
+raw_set(struct kg_fx_store *fx, const char *col, int64_t seq, const char *value, bool as_int)
 {
     sqlite3 *db = raw_open(fx);
     sqlite3_stmt *stmt = NULL;
@@ -145,7 +109,7 @@ raw_set(struct fixture *fx, const char *col, int64_t seq, const char *value, boo
 
 /* Five lifecycle changes: five entries in three tenants' worth of events. */
 static void
-make_history(struct fixture *fx)
+make_history(struct kg_fx_store *fx)
 {
     struct kg_user_rec u;
     struct kg_key_rec rec;
@@ -173,7 +137,7 @@ make_history(struct fixture *fx)
 }
 
 static struct kg_audit_report
-verify(struct fixture *fx)
+verify(struct kg_fx_store *fx)
 {
     struct kg_audit_report rep;
     struct kg_err err = {{0}};
@@ -184,7 +148,7 @@ verify(struct fixture *fx)
 }
 
 static void
-expect_broken_at(struct fixture *fx, int64_t seq, const char *what)
+expect_broken_at(struct kg_fx_store *fx, int64_t seq, const char *what)
 {
     struct kg_audit_report rep = verify(fx);
 
@@ -196,7 +160,7 @@ expect_broken_at(struct fixture *fx, int64_t seq, const char *what)
 }
 
 static void
-expect_ok(struct fixture *fx, int64_t n)
+expect_ok(struct kg_fx_store *fx, int64_t n)
 {
     struct kg_audit_report rep = verify(fx);
 
@@ -216,7 +180,7 @@ test_an_empty_trail_verifies(void **state)
 static void
 test_a_history_of_changes_verifies_and_each_entry_links_to_the_last(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     char prev[96], link[96];
 
     make_history(fx);
@@ -233,7 +197,7 @@ test_a_history_of_changes_verifies_and_each_entry_links_to_the_last(void **state
 static void
 test_the_hash_is_the_documented_keyed_blake2b(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     unsigned char key[KG_AUDIT_KEY_BYTES], digest[32];
     char text[8192], want[KG_AUDIT_HASH_HEX], stored[96];
     char f[8][4200];
@@ -258,7 +222,7 @@ test_the_hash_is_the_documented_keyed_blake2b(void **state)
 static void
 test_editing_any_column_of_any_row_is_caught_at_that_entry(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     static const struct {
         const char *col;
         bool is_int;
@@ -302,7 +266,7 @@ test_editing_any_column_of_any_row_is_caught_at_that_entry(void **state)
 static void
 test_deleting_a_row_is_caught_first_middle_or_last(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     struct kg_audit_report rep;
 
     make_history(fx);
@@ -333,7 +297,7 @@ test_deleting_a_row_is_caught_first_middle_or_last(void **state)
 static void
 test_a_forged_row_or_a_wrong_secret_is_caught(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     static const unsigned char other[KG_SECRET_BYTES] = "some other secret of 32 bytes!!";
     struct kg_secret *wrong = NULL;
     struct kg_audit_report rep;
@@ -356,7 +320,7 @@ test_a_forged_row_or_a_wrong_secret_is_caught(void **state)
 static void
 test_appending_after_verification_continues_the_chain(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     char prev[96], link[96];
 
     make_history(fx);
@@ -389,7 +353,7 @@ test_appending_after_verification_continues_the_chain(void **state)
 static void
 test_a_failed_admin_authentication_records_only_a_display_prefix(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     char key[KG_KEY_MAX], object[96], actor[96], dprefix[KG_DPREFIX_MAX], last4[5];
     struct kg_err err = {{0}};
 
@@ -417,7 +381,7 @@ test_a_failed_admin_authentication_records_only_a_display_prefix(void **state)
 static void
 test_entries_refuse_newlines_and_oversized_details(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     struct kg_audit_entry e;
     char big[KG_AUDIT_DETAILS_MAX + 16];
     json_t *details;
@@ -476,7 +440,7 @@ seq_cb(const struct kg_audit_entry *e, void *ctx)
 static void
 test_listings_page_both_ways_and_the_fence_keeps_other_tenants_out(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     struct kg_audit_filter newest = {.newest_first = true};
     struct kg_audit_filter other = {.tenant = "default"};
     char cursor[KG_CURSOR_MAX] = "";

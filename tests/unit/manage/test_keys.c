@@ -19,68 +19,30 @@
 #include "keygate/keyfmt.h"
 #include "keygate/keys.h"
 #include "keygate/store.h"
+#include "unit/fixture.h"
 
 #define NOW INT64_C(1800000000) /* 2027-01-15T08:00:00Z */
 #define DAY INT64_C(86400)
-
-struct fixture {
-    char dir[64];
-    char db[128];
-    struct kg_store *store;
-    struct kg_secret *secret;
-    struct kg_config *cfg;
-    struct kg_keys_ctx kc;
-};
 
 static int
 setup(void **state)
 {
     static const unsigned char bytes[KG_SECRET_BYTES] = {1, 2, 3, 4, 5, 6, 7, 8, 9, 10};
-    struct fixture *fx = calloc(1, sizeof(*fx));
-    struct kg_err err = {{0}};
 
-    assert_non_null(fx);
-    snprintf(fx->dir, sizeof(fx->dir), "/tmp/kg_test_keys_XXXXXX");
-    assert_non_null(mkdtemp(fx->dir));
-    snprintf(fx->db, sizeof(fx->db), "%s/keys.db", fx->dir);
-    if (kg_store_open(fx->db, &fx->store, &err) != KG_OK)
-        fail_msg("store should open in a fresh directory: %s", err.msg);
-    assert_int_equal(kg_digest_secret_from_bytes(bytes, &fx->secret), KG_OK);
-    assert_int_equal(kg_config_defaults(&fx->cfg), KG_OK);
-    fx->kc = (struct kg_keys_ctx){
-        .store = fx->store, .secret = fx->secret, .cfg = fx->cfg, .actor = "cli:tester"};
-    {
-        unsigned char audit_key[KG_AUDIT_KEY_BYTES];
-
-        kg_digest_audit_key(fx->secret, audit_key);
-        kg_store_set_audit_key(fx->store, audit_key);
-    }
-    *state = fx;
+    *state = kg_fx_store_new("keys", bytes, "cli:tester");
     return 0;
 }
 
 static int
 teardown(void **state)
 {
-    struct fixture *fx = *state;
-    char path[160];
-
-    kg_store_close(fx->store);
-    kg_digest_secret_free(fx->secret);
-    kg_config_free(fx->cfg);
-    for (const char *const *sfx = (const char *const[]){"", "-wal", "-shm", "-journal", NULL};
-         *sfx != NULL; sfx++) {
-        snprintf(path, sizeof(path), "%s%s", fx->db, *sfx);
-        unlink(path);
-    }
-    rmdir(fx->dir);
-    free(fx);
+    kg_fx_store_free(*state);
     return 0;
 }
 
 /* Creates a key that must succeed; returns it (caller frees) and fills rec. */
 static char *
-make(struct fixture *fx, const struct kg_key_new *req, int64_t now, struct kg_key_rec *rec)
+make(struct kg_fx_store *fx, const struct kg_key_new *req, int64_t now, struct kg_key_rec *rec)
 {
     struct kg_err err = {{0}};
     char *key = NULL;
@@ -93,7 +55,8 @@ make(struct fixture *fx, const struct kg_key_new *req, int64_t now, struct kg_ke
 
 /* Creates, and drops the full key at once. */
 static void
-make_id(struct fixture *fx, const char *name, int64_t now, const char *expires, char id[KG_ID_MAX])
+make_id(struct kg_fx_store *fx, const char *name, int64_t now, const char *expires,
+        char id[KG_ID_MAX])
 {
     struct kg_key_rec rec;
     char *key = make(fx, &(struct kg_key_new){.name = name, .expires = expires}, now, &rec);
@@ -104,7 +67,7 @@ make_id(struct fixture *fx, const char *name, int64_t now, const char *expires, 
 
 /* Expects create to fail with st and err words containing want; nothing stored. */
 static void
-refuse(struct fixture *fx, const struct kg_key_new *req, enum kg_status st, const char *want)
+refuse(struct kg_fx_store *fx, const struct kg_key_new *req, enum kg_status st, const char *want)
 {
     struct kg_key_rec rec;
     struct kg_err err = {{0}};
@@ -127,7 +90,7 @@ count_cb(const struct kg_key_rec *rec, void *ctx)
 }
 
 static int
-stored_keys(struct fixture *fx)
+stored_keys(struct kg_fx_store *fx)
 {
     int n = 0;
 
@@ -156,7 +119,7 @@ digest_cb(const struct kg_key_rec *rec, void *ctx)
 static void
 test_created_key_is_well_formed_and_its_digest_finds_the_record(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     struct kg_key_rec rec, got;
     struct digest_hunt hunt = {.matches = 0};
     char *key = make(fx, &(struct kg_key_new){.name = "ci deploy"}, NOW, &rec);
@@ -180,7 +143,7 @@ test_created_key_is_well_formed_and_its_digest_finds_the_record(void **state)
 static void
 test_created_record_has_the_documented_defaults(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     struct kg_key_rec rec, got;
     char *key = make(fx, &(struct kg_key_new){.name = "defaults"}, NOW, &rec);
 
@@ -202,7 +165,7 @@ test_created_record_has_the_documented_defaults(void **state)
 static void
 test_two_creates_give_different_keys_and_ids(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     struct kg_key_rec a, b;
     char *ka = make(fx, &(struct kg_key_new){.name = "same"}, NOW, &a);
     char *kb = make(fx, &(struct kg_key_new){.name = "same"}, NOW, &b);
@@ -216,7 +179,7 @@ test_two_creates_give_different_keys_and_ids(void **state)
 static void
 test_create_refuses_a_missing_empty_or_overlong_name(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     char name[KG_NAME_MAX + 1];
     struct kg_key_rec rec;
     char *key;
@@ -237,7 +200,7 @@ test_create_refuses_a_missing_empty_or_overlong_name(void **state)
 static void
 test_create_refuses_control_characters_and_broken_utf8_in_the_name(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     static const char *const bad[] = {
         "line\nbreak", "tab\there", "bell\a", "esc\x1b[31m",  "del\x7f",
         "c1\xc2\x85",  "cut\xc3",   "\xff",   "over\xc0\xaf", "surrogate\xed\xa0\x80",
@@ -256,7 +219,7 @@ test_create_refuses_control_characters_and_broken_utf8_in_the_name(void **state)
 static void
 test_create_normalises_scopes_and_refuses_a_malformed_one(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     struct kg_key_rec rec;
     char *key;
 
@@ -273,7 +236,7 @@ test_create_normalises_scopes_and_refuses_a_malformed_one(void **state)
 static void
 test_create_refuses_a_bad_tenant_and_defaults_to_default(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     char tenant[KG_TENANT_MAX + 2];
     struct kg_key_rec rec;
     char *key;
@@ -297,7 +260,7 @@ test_create_refuses_a_bad_tenant_and_defaults_to_default(void **state)
 static void
 test_create_takes_durations_and_times_and_refuses_a_past_expiry(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     struct kg_key_rec rec;
     char *key;
 
@@ -334,7 +297,7 @@ seen_cb(const struct kg_key_rec *rec, enum kg_key_state st, void *ctx)
 }
 
 static struct seen
-list_state(struct fixture *fx, const char *state, int64_t now)
+list_state(struct kg_fx_store *fx, const char *state, int64_t now)
 {
     struct kg_keys_filter f = {.all_states = true};
     struct seen s = {.n = 0};
@@ -348,7 +311,7 @@ list_state(struct fixture *fx, const char *state, int64_t now)
 static void
 test_list_filters_by_state_at_the_time_it_is_given(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     char active[KG_ID_MAX], expiring[KG_ID_MAX], revoked[KG_ID_MAX];
     struct seen s;
 
@@ -386,7 +349,7 @@ test_list_filters_by_state_at_the_time_it_is_given(void **state)
 static void
 test_list_filters_by_tenant(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     struct kg_keys_filter f = {.all_states = true, .tenant = "acme"};
     struct kg_key_rec rec;
     struct seen s = {.n = 0};
@@ -400,7 +363,7 @@ test_list_filters_by_tenant(void **state)
 static void
 test_revoking_twice_is_a_conflict_that_names_the_key(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     struct kg_key_rec rec;
     struct kg_err err = {{0}};
     char id[KG_ID_MAX], want[96];
@@ -418,7 +381,7 @@ test_revoking_twice_is_a_conflict_that_names_the_key(void **state)
 static void
 test_revoking_or_getting_an_unknown_id_is_not_found(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     struct kg_key_rec rec;
     struct kg_err err = {{0}};
 
@@ -431,7 +394,7 @@ test_revoking_or_getting_an_unknown_id_is_not_found(void **state)
 static void
 test_rotating_without_grace_revokes_the_old_key_now(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     struct kg_key_rec fresh, old, got;
     struct kg_err err = {{0}};
     char id[KG_ID_MAX];
@@ -458,7 +421,7 @@ test_rotating_without_grace_revokes_the_old_key_now(void **state)
 static void
 test_rotating_with_grace_keeps_the_old_key_working_until_the_grace_ends(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     struct kg_key_rec fresh, old, got;
     struct kg_err err = {{0}};
     char id[KG_ID_MAX];
@@ -491,7 +454,7 @@ test_rotating_with_grace_keeps_the_old_key_working_until_the_grace_ends(void **s
 static void
 test_rotation_carries_name_scopes_tenant_limits_metadata_and_expiry(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     struct kg_key_rec rec, fresh, got;
     struct kg_err err = {{0}};
     char *key;
@@ -541,7 +504,7 @@ test_rotation_carries_name_scopes_tenant_limits_metadata_and_expiry(void **state
 static void
 test_rotation_refuses_revoked_expired_unknown_keys_and_negative_grace(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     struct kg_key_rec fresh;
     struct kg_err err = {{0}};
     char revoked[KG_ID_MAX], expired[KG_ID_MAX], fine[KG_ID_MAX];
@@ -574,7 +537,7 @@ test_rotation_refuses_revoked_expired_unknown_keys_and_negative_grace(void **sta
 
 /* Makes a tenant and a user in it with role; fills u. */
 static void
-make_user(struct fixture *fx, const char *tenant, const char *username, const char *role,
+make_user(struct kg_fx_store *fx, const char *tenant, const char *username, const char *role,
           struct kg_user_rec *u)
 {
     struct kg_tenant_rec t;
@@ -611,7 +574,7 @@ action_cb(const struct kg_audit_entry *e, void *ctx)
 }
 
 static struct actions
-audit_actions(struct fixture *fx)
+audit_actions(struct kg_fx_store *fx)
 {
     struct actions a = {.n = 0};
 
@@ -622,7 +585,7 @@ audit_actions(struct fixture *fx)
 static void
 test_create_for_a_user_takes_its_tenant_and_id(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     struct kg_user_rec u;
     struct kg_key_rec rec;
 
@@ -639,7 +602,7 @@ test_create_for_a_user_takes_its_tenant_and_id(void **state)
 static void
 test_create_without_a_user_goes_to_the_tenant_default_user_made_on_demand(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     struct kg_key_rec rec, second;
     struct kg_user_rec u;
     struct actions a;
@@ -664,7 +627,7 @@ test_create_without_a_user_goes_to_the_tenant_default_user_made_on_demand(void *
 static void
 test_scopes_beyond_the_role_are_refused_and_a_scopeless_key_is_allowed(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     struct kg_user_rec u;
     struct kg_key_rec rec;
     struct kg_err err = {{0}};
@@ -694,7 +657,7 @@ test_scopes_beyond_the_role_are_refused_and_a_scopeless_key_is_allowed(void **st
 static void
 test_create_refuses_unknown_foreign_and_disabled_owners(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     struct kg_user_rec u, other;
     struct kg_key_rec rec;
     struct kg_err err = {{0}};
@@ -734,7 +697,7 @@ test_create_refuses_unknown_foreign_and_disabled_owners(void **state)
 static void
 test_the_fence_makes_another_tenants_key_look_missing(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     struct kg_key_rec rec, got, fresh;
     struct kg_user_rec u;
     struct kg_err err = {{0}}, missing = {{0}};
@@ -764,7 +727,7 @@ test_the_fence_makes_another_tenants_key_look_missing(void **state)
 static void
 test_a_fenced_listing_walks_only_its_own_tenant(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     struct kg_keys_filter all = {.all_states = true};
     struct kg_keys_filter other = {.all_states = true, .tenant = "globex"};
     struct kg_user_rec u, v;
@@ -795,7 +758,7 @@ test_a_fenced_listing_walks_only_its_own_tenant(void **state)
 static void
 test_listing_pages_through_every_key_once_in_order(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     struct kg_keys_filter f = {.all_states = true};
     char ids[7][KG_ID_MAX], cursor[KG_CURSOR_MAX] = "";
     struct seen s;
@@ -823,7 +786,7 @@ test_listing_pages_through_every_key_once_in_order(void **state)
 static void
 test_a_malformed_cursor_is_refused(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     static const char *const bad[] = {"x", "12", "12.", "12.a b", "-1.key_a", "12~zz", "12;drop"};
     struct kg_err err = {{0}};
     struct seen s = {.n = 0};
@@ -840,7 +803,7 @@ test_a_malformed_cursor_is_refused(void **state)
 static void
 test_update_renames_changes_expiry_and_rate_and_is_audited(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     struct kg_key_rec rec, got;
     struct kg_err err = {{0}};
     struct actions a;
@@ -877,7 +840,7 @@ test_update_renames_changes_expiry_and_rate_and_is_audited(void **state)
 static void
 test_update_refuses_bad_fields_empty_changes_and_revoked_keys(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     static const char *const rates[] = {"100", "0/min",    "100/day",
                                         "x/s", "100/min/", "10000000000/s"};
     struct kg_err err = {{0}};
@@ -916,7 +879,7 @@ test_update_refuses_bad_fields_empty_changes_and_revoked_keys(void **state)
 static void
 test_update_only_narrows_scopes_and_keeps_them_within_the_role(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     struct kg_user_rec u;
     struct kg_key_rec rec, scopeless;
     struct kg_err err = {{0}};
@@ -960,7 +923,7 @@ test_update_only_narrows_scopes_and_keeps_them_within_the_role(void **state)
 static void
 test_every_change_is_audited_with_its_actor_and_a_missing_actor_is_refused(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     struct kg_keys_ctx anon = fx->kc;
     struct kg_key_rec rec, fresh;
     struct kg_err err = {{0}};

@@ -22,59 +22,24 @@
 #include "keygate/keys.h"
 #include "keygate/signup.h"
 #include "keygate/store.h"
+#include "unit/fixture.h"
 
 #define NOW INT64_C(1800000000)
-
-struct fixture {
-    char dir[64];
-    char db[128];
-    struct kg_store *store;
-    struct kg_secret *secret;
-    struct kg_config *cfg;
-    struct kg_keys_ctx kc;
-};
 
 static int
 setup(void **state)
 {
     static const unsigned char bytes[KG_SECRET_BYTES] = {9, 8, 7, 6, 5, 4, 3, 2, 1};
-    unsigned char audit_key[KG_AUDIT_KEY_BYTES];
-    struct fixture *fx = calloc(1, sizeof(*fx));
-    struct kg_err err = {{0}};
 
-    assert_non_null(fx);
-    snprintf(fx->dir, sizeof(fx->dir), "/tmp/kg_test_signup_XXXXXX");
-    assert_non_null(mkdtemp(fx->dir));
-    snprintf(fx->db, sizeof(fx->db), "%s/keys.db", fx->dir);
-    if (kg_store_open(fx->db, &fx->store, &err) != KG_OK)
-        fail_msg("store should open in a fresh directory: %s", err.msg);
-    assert_int_equal(kg_digest_secret_from_bytes(bytes, &fx->secret), KG_OK);
-    assert_int_equal(kg_config_defaults(&fx->cfg), KG_OK);
-    kg_digest_audit_key(fx->secret, audit_key);
-    kg_store_set_audit_key(fx->store, audit_key);
     /* Signup sets its own actor; the caller's must not leak into the audit. */
-    fx->kc = (struct kg_keys_ctx){
-        .store = fx->store, .secret = fx->secret, .cfg = fx->cfg, .actor = "somebody-else"};
-    *state = fx;
+    *state = kg_fx_store_new("signup", bytes, "somebody-else");
     return 0;
 }
 
 static int
 teardown(void **state)
 {
-    struct fixture *fx = *state;
-    char path[160];
-
-    kg_store_close(fx->store);
-    kg_digest_secret_free(fx->secret);
-    kg_config_free(fx->cfg);
-    for (const char *const *sfx = (const char *const[]){"", "-wal", "-shm", "-journal", NULL};
-         *sfx != NULL; sfx++) {
-        snprintf(path, sizeof(path), "%s%s", fx->db, *sfx);
-        unlink(path);
-    }
-    rmdir(fx->dir);
-    free(fx);
+    kg_fx_store_free(*state);
     return 0;
 }
 
@@ -147,7 +112,7 @@ find_signup_entry(const struct kg_audit_entry *e, void *ctx)
 static void
 test_a_signup_makes_a_user_and_a_key_with_the_configured_tenant_role_and_tier(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     struct kg_signup_req req = {
         .email = "Dev@Acme.COM", .password = "SecurePass123!", .first_name = "Dev"};
     struct kg_user_rec user, stored;
@@ -193,7 +158,7 @@ test_a_signup_makes_a_user_and_a_key_with_the_configured_tenant_role_and_tier(vo
 static void
 test_the_config_chooses_where_accounts_go(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     struct kg_signup_req req = {.email = "eve@acme.com", .password = "SecurePass123!"};
     struct kg_user_rec user;
     struct kg_key_rec rec;
@@ -223,7 +188,7 @@ test_the_config_chooses_where_accounts_go(void **state)
 static void
 test_an_address_already_registered_is_a_conflict(void **state)
 {
-    struct fixture *fx = *state;
+    struct kg_fx_store *fx = *state;
     struct kg_user_rec user;
     struct kg_key_rec rec;
     struct kg_err err = {{0}};

@@ -16,12 +16,7 @@
 
 #include "keygate/config.h"
 #include "keygate/headers.h"
-
-static const char *const env_names[] = {
-    "KEYGATE_CONFIG",    "KEYGATE_LISTEN",     "KEYGATE_ADMIN_LISTEN", "KEYGATE_UPSTREAM",
-    "KEYGATE_DATABASE",  "KEYGATE_KEY_PREFIX", "KEYGATE_SECRET_FILE",  "KEYGATE_ERROR_STYLE",
-    "KEYGATE_LOG_LEVEL", "KEYGATE_WORKERS",
-};
+#include "unit/fixture.h"
 
 static const char *const hop_by_hop[] = {
     "Connection", "Keep-Alive",        "Proxy-Connection",   "TE",
@@ -34,45 +29,17 @@ struct fixture {
     struct kg_config *forward; /* the same, with forward_credentials on */
 };
 
-static void
-report(void *ctx, const char *line)
-{
-    (void)ctx;
-    print_error("config: %s\n", line);
-}
-
-static int
-load_config(const char *text, struct kg_config **out)
-{
-    char path[] = "/tmp/kg-headers-conf-XXXXXX";
-    int fd = mkstemp(path);
-    size_t len = strlen(text);
-    enum kg_status rc;
-
-    if (fd < 0)
-        return -1;
-    if (write(fd, text, len) != (ssize_t)len) {
-        close(fd);
-        unlink(path);
-        return -1;
-    }
-    close(fd);
-    rc = kg_config_load(path, report, NULL, out);
-    unlink(path);
-    return rc == KG_OK ? 0 : -1;
-}
-
 static int
 group_setup(void **state)
 {
     struct fixture *f = calloc(1, sizeof(*f));
 
-    for (size_t i = 0; i < sizeof(env_names) / sizeof(env_names[0]); i++)
-        unsetenv(env_names[i]);
+    kg_fx_clear_env();
     *state = f;
-    if (f == NULL || load_config("# defaults\n", &f->plain) != 0 ||
-        load_config("credential_header X-Api-Key\n", &f->extra) != 0 ||
-        load_config("credential_header X-Api-Key\nforward_credentials on\n", &f->forward) != 0)
+    if (f == NULL || kg_fx_load_config("# defaults\n", &f->plain) != 0 ||
+        kg_fx_load_config("credential_header X-Api-Key\n", &f->extra) != 0 ||
+        kg_fx_load_config("credential_header X-Api-Key\nforward_credentials on\n", &f->forward) !=
+            0)
         return -1;
     return 0;
 }

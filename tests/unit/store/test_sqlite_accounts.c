@@ -20,6 +20,7 @@
 #include <sqlite3.h>
 
 #include "keygate/store.h"
+#include "unit/fixture.h"
 
 #define NOW INT64_C(1800000000)
 
@@ -39,8 +40,7 @@ setup(void **state)
 
     if (f == NULL || sodium_init() < 0)
         return -1;
-    snprintf(f->dir, sizeof(f->dir), "/tmp/kg-accounts-test-XXXXXX");
-    if (mkdtemp(f->dir) == NULL)
+    if (kg_fx_mkdtemp(f->dir, "accounts") != 0)
         return -1;
     snprintf(f->path, sizeof(f->path), "%s/keys.db", f->dir);
     if (kg_store_open(f->path, &f->st, &err) != KG_OK) {
@@ -56,15 +56,8 @@ static int
 teardown(void **state)
 {
     struct fixture *f = *state;
-    char p[192];
-
     kg_store_close(f->st);
-    for (const char *const *sfx = (const char *const[]){"", "-wal", "-shm", NULL}; *sfx != NULL;
-         sfx++) {
-        snprintf(p, sizeof(p), "%s%s", f->path, *sfx);
-        unlink(p);
-    }
-    rmdir(f->dir);
+    kg_fx_rmtree(f->dir);
     free(f);
     return 0;
 }

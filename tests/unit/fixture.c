@@ -1,0 +1,117 @@
+/* tests/unit/fixture.c - see fixture.h. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <ftw.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "unit/fixture.h"
+
+static const char *const env_names[] = {
+    "KEYGATE_CONFIG",    "KEYGATE_LISTEN",     "KEYGATE_ADMIN_LISTEN", "KEYGATE_UPSTREAM",
+    "KEYGATE_DATABASE",  "KEYGATE_KEY_PREFIX", "KEYGATE_SECRET_FILE",  "KEYGATE_ERROR_STYLE",
+    "KEYGATE_LOG_LEVEL", "KEYGATE_WORKERS",
+};
+
+int
+kg_fx_mkdtemp(char dir[KG_FX_DIR_MAX], const char *tag)
+{
+    snprintf(dir, KG_FX_DIR_MAX, "/tmp/kg-%s-test-XXXXXX", tag);
+    if (mkdtemp(dir) == NULL) {
+        dir[0] = '\0';
+        return -1;
+    }
+    return 0;
+}
+
+static int
+remove_entry(const char *path, const struct stat *sb, int flag, struct FTW *ftw)
+{
+    (void)sb;
+    (void)flag;
+    (void)ftw;
+    return remove(path);
+}
+
+void
+kg_fx_rmtree(const char *dir)
+{
+    if (dir[0] != '\0')
+        nftw(dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+}
+
+void
+kg_fx_clear_env(void)
+{
+    for (size_t i = 0; i < sizeof(env_names) / sizeof(env_names[0]); i++)
+        unsetenv(env_names[i]);
+}
+
+static void
+report(void *ctx, const char *line)
+{
+    (void)ctx;
+    print_error("config: %s\n", line);
+}
+
+int
+kg_fx_load_config(const char *text, struct kg_config **out)
+{
+    char path[] = "/tmp/kg-unit-conf-XXXXXX";
+    int fd = mkstemp(path);
+    size_t len = strlen(text);
+    enum kg_status rc;
+
+    if (fd < 0)
+        return -1;
+    if (write(fd, text, len) != (ssize_t)len) {
+        close(fd);
+        unlink(path);
+        return -1;
+    }
+    close(fd);
+    rc = kg_config_load(path, report, NULL, out);
+    unlink(path);
+    return rc == KG_OK ? 0 : -1;
+}
+
+struct kg_fx_store *
+kg_fx_store_new(const char *tag, const unsigned char secret[KG_SECRET_BYTES], const char *actor)
+{
+    unsigned char audit_key[KG_AUDIT_KEY_BYTES];
+    struct kg_fx_store *fx = calloc(1, sizeof(*fx));
+    struct kg_err err = {{0}};
+
+    assert_non_null(fx);
+    assert_int_equal(kg_fx_mkdtemp(fx->dir, tag), 0);
+    snprintf(fx->db, sizeof(fx->db), "%s/keys.db", fx->dir);
+    if (kg_store_open(fx->db, &fx->store, &err) != KG_OK)
+        fail_msg("store should open in a fresh directory: %s", err.msg);
+    assert_int_equal(kg_digest_secret_from_bytes(secret, &fx->secret), KG_OK);
+    assert_int_equal(kg_config_defaults(&fx->cfg), KG_OK);
+    kg_digest_audit_key(fx->secret, audit_key);
+    kg_store_set_audit_key(fx->store, audit_key);
+    fx->kc = (struct kg_keys_ctx){
+        .store = fx->store, .secret = fx->secret, .cfg = fx->cfg, .actor = actor};
+    return fx;
+}
+
+void
+kg_fx_store_free(struct kg_fx_store *fx)
+{
+    if (fx == NULL)
+        return;
+    kg_store_close(fx->store);
+    kg_digest_secret_free(fx->secret);
+    kg_config_free(fx->cfg);
+    kg_fx_rmtree(fx->dir);
+    free(fx);
+}
