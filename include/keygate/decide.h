@@ -23,6 +23,7 @@ enum kg_verdict {
     KG_DENY_SCOPE,         /* 403: a scope the route requires is missing */
     KG_DENY_NO_SCOPES,     /* 403: require_scopes on and the key has none */
     KG_DENY_NO_ROUTE,      /* 403: require_scopes on and no route matches */
+    KG_DENY_ROLE,          /* 403: the owner's role grants none of the key's scopes */
     KG_DENY_RATE,          /* 429 */
     KG_DENY_QUOTA,         /* 429 */
     KG_DENY_THROTTLED,     /* 429 */

@@ -46,6 +46,11 @@ struct kg_keyent {
     const char *const *role; /* role_str split; meaningless when role_all */
     size_t nrole;
     bool role_all;       /* the role grants every scope (it holds "*") */
+    /* Key scopes within the role, as sent upstream in X-Keygate-Scopes: the
+     * key's own when the role is "*", the role when the key has none ("" =
+     * everything), else each scope both grant. */
+    const char *effective_str;
+    bool effective_empty; /* the key has scopes and the role grants none of them */
     bool platform_admin; /* the owner is a platform admin */
 };
 

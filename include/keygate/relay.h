@@ -84,5 +84,7 @@ void kg_relay_free(struct kg_exchange *x);
 /* For the loop at shutdown: aborts every transfer of this loop and resumes
  * its suspended connections, so MHD can finish them (with a 503). */
 void kg_relay_resume_all(struct kg_loop *loop);
+/* True while any exchange of this loop has its client connection suspended. */
+bool kg_relay_any_suspended(struct kg_loop *loop);
 
 #endif

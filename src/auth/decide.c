@@ -18,6 +18,9 @@ check_scopes(const struct kg_config *cfg, const struct kg_keyent *ent, const cha
     out->route = kg_scope_route(cfg, method, path);
     if (cfg->require_scopes && ent->nscopes == 0)
         return KG_DENY_NO_SCOPES;
+    /* A role narrowed below every scope of the key leaves it nothing. */
+    if (ent->effective_empty)
+        return KG_DENY_ROLE;
     if (out->route == NULL)
         return cfg->require_scopes ? KG_DENY_NO_ROUTE : KG_ALLOW;
     /* Avala: a key with no scopes has full access (only without
@@ -95,6 +98,7 @@ kg_verdict_str(enum kg_verdict v)
     case KG_DENY_NO_SCOPES:
         return "forbidden";
     case KG_DENY_NO_ROUTE:
+    case KG_DENY_ROLE:
         return "forbidden";
     case KG_DENY_RATE:
         return "rate_limited";

@@ -5,12 +5,14 @@
  * for 10,000 keys takes milliseconds and keeps the swap trivially correct;
  * keys of disabled users or tenants are left out like revoked ones. */
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <sodium.h>
 
 #include "keygate/keycache.h"
+#include "keygate/scope.h"
 #include "keygate/timeutil.h"
 
 struct kg_keysnap {
@@ -269,6 +271,48 @@ split_into(char *p, const char *list, size_t len, const char **vec, size_t n)
     vec[n] = NULL;
 }
 
+/* Appends s to the comma list out (cap bytes) unless it is there already. */
+static void
+list_add(char *out, size_t cap, const char *s)
+{
+    size_t n = strlen(s), used = strlen(out);
+    const char *p = out;
+
+    while (*p != '\0') {
+        const char *e = strchr(p, ',');
+        size_t len = e != NULL ? (size_t)(e - p) : strlen(p);
+
+        if (len == n && memcmp(p, s, n) == 0)
+            return;
+        p = e != NULL ? e + 1 : p + len;
+    }
+    if (used + n + 2 > cap)
+        return;
+    if (used > 0)
+        out[used++] = ',';
+    memcpy(out + used, s, n + 1);
+}
+
+/* The scopes a key may really use: see effective_str in keycache.h. For two
+ * wildcards the narrower one is kept ("read:*" within "read:x" is "read:x"). */
+static void
+effective_scopes(const struct kg_keyent *ent, char *out, size_t cap)
+{
+    out[0] = '\0';
+    if (ent->role_all || ent->nscopes == 0) {
+        snprintf(out, cap, "%s", ent->role_all ? ent->scopes_str : ent->role_str);
+        return;
+    }
+    for (size_t i = 0; i < ent->nscopes; i++) {
+        for (size_t j = 0; j < ent->nrole; j++) {
+            if (kg_scope_grants(ent->role[j], ent->scopes[i]))
+                list_add(out, cap, ent->scopes[i]);
+            else if (kg_scope_grants(ent->scopes[i], ent->role[j]))
+                list_add(out, cap, ent->role[j]);
+        }
+    }
+}
+
 /* Copies rec's and its owner's strings into one block and splits the key's
  * scopes and the owner's role, so that deciding never allocates. */
 static bool
@@ -284,7 +328,7 @@ add_entry(struct load_ctx *lc, const struct kg_key_rec *rec, const struct kg_key
     const char **vec, **rvec;
 
     block = malloc((nscopes + 1 + nrole + 1) * sizeof(char *) + lid + lname + lten + 2 * lsc +
-                   luser + ltier + 2 * lrole);
+                   luser + ltier + 2 * lrole + lsc + lrole);
     if (block == NULL)
         return false;
     vec = (const char **)(void *)block;
@@ -317,6 +361,10 @@ add_entry(struct load_ctx *lc, const struct kg_key_rec *rec, const struct kg_key
     ent->role_all = false;
     for (size_t i = 0; i < nrole; i++)
         ent->role_all = ent->role_all || strcmp(rvec[i], "*") == 0;
+    p += lrole;
+    effective_scopes(ent, p, lsc + lrole);
+    ent->effective_str = p;
+    ent->effective_empty = nscopes > 0 && !ent->role_all && p[0] == '\0';
     ent->platform_admin = owner->platform_admin;
     ent->expires_at = rec->expires_at;
     ent->revoked_at = rec->revoked_at;

@@ -216,7 +216,7 @@ send_answer(struct kg_req *req, struct MHD_Connection *conn, const struct kg_ans
         snprintf(retry, sizeof(retry), "%d", ans->retry_after_s);
         MHD_add_response_header(resp, "Retry-After", retry);
     }
-    if (ans->close)
+    if (ans->close || atomic_load(&kg_loop_runtime(req->loop)->draining))
         MHD_add_response_header(resp, "Connection", "close");
     ret = MHD_queue_response(conn, ans->status, resp);
     MHD_destroy_response(resp);
@@ -257,7 +257,8 @@ start_proxy(struct kg_req *req, struct MHD_Connection *conn, const char *method,
     add_header(&b, "X-Keygate-Key-Id", key->id);
     add_header(&b, "X-Keygate-Tenant", key->tenant);
     add_header(&b, "X-Keygate-User-Id", key->user_id);
-    add_header(&b, "X-Keygate-Scopes", key->scopes_str);
+    /* What the key may really do: its scopes within its owner's role now. */
+    add_header(&b, "X-Keygate-Scopes", key->effective_str);
     /* "Name:" with nothing after it stops curl adding a header the client did not send. */
     if (!sc->has_accept)
         add_raw(&b, "Accept:");
@@ -500,7 +501,8 @@ signup_continue(struct kg_req *req, struct MHD_Connection *conn, const char *upl
 static bool
 is_scope_verdict(enum kg_verdict v)
 {
-    return v == KG_ALLOW || v == KG_DENY_SCOPE || v == KG_DENY_NO_SCOPES || v == KG_DENY_NO_ROUTE;
+    return v == KG_ALLOW || v == KG_DENY_SCOPE || v == KG_DENY_NO_SCOPES ||
+           v == KG_DENY_NO_ROUTE || v == KG_DENY_ROLE;
 }
 
 /* libmicrohttpd 0.9.75 passes any bytes up to the first space as the method;
@@ -537,6 +539,13 @@ first_call(struct kg_req *req, struct MHD_Connection *conn, const char *method)
     kg_hygiene_init(&sc.hy);
     kg_credential_init(&sc.cred);
     MHD_get_connection_values_n(conn, MHD_HEADER_KIND, scan_header, &sc);
+    if (atomic_load(&rt->draining)) {
+        /* Keep-alive clients keep sending during a drain: nothing new starts,
+         * and the answer closes the connection so they go elsewhere. */
+        kg_headers_new_request_id(req->request_id);
+        req->has_body = true;
+        return send_error(req, conn, 503, "Service is shutting down");
+    }
     req->has_body = kg_hygiene_has_body(&sc.hy) || kg_hygiene_verdict(&sc.hy) != NULL;
     if (sc.request_id != NULL && kg_headers_request_id_ok(sc.request_id))
         snprintf(req->request_id, sizeof(req->request_id), "%s", sc.request_id);
@@ -634,6 +643,8 @@ send_upstream_answer(struct kg_req *req, struct MHD_Connection *conn, const char
         return MHD_NO;
     kg_relay_each_header(req->x, add_upstream_header, resp);
     MHD_add_response_header(resp, "X-Request-Id", req->request_id);
+    if (atomic_load(&kg_loop_runtime(req->loop)->draining))
+        MHD_add_response_header(resp, "Connection", "close");
     ret = MHD_queue_response(conn, status, resp);
     MHD_destroy_response(resp);
     return ret;

@@ -78,7 +78,7 @@ answer_init(struct kg_answer *out, unsigned status)
 
 /* The fixed denials, rendered once per style: a 401 flood should not run
  * jansson for every request. */
-enum fixed { F_NO_CRED, F_INVALID, F_EXPIRED, F_NO_SCOPES, F_NO_ROUTE, F_RATE, F_QUOTA,
+enum fixed { F_NO_CRED, F_INVALID, F_EXPIRED, F_NO_SCOPES, F_NO_ROUTE, F_ROLE, F_RATE, F_QUOTA,
              F_THROTTLED, F_COUNT };
 static const struct {
     unsigned status;
@@ -90,6 +90,7 @@ static const struct {
     [F_EXPIRED] = {401, "API key has expired", NULL},
     [F_NO_SCOPES] = {403, "API key has no scopes and scopes are required", NULL},
     [F_NO_ROUTE] = {403, "No route permits this request", NULL},
+    [F_ROLE] = {403, "API key's scopes are all outside its user's role", NULL},
     [F_RATE] = {429, "Rate limit exceeded", NULL},
     [F_QUOTA] = {429, "Quota exceeded", "quota_exceeded"},
     [F_THROTTLED] = {429, "Too many failed authentication attempts", NULL},
@@ -153,6 +154,9 @@ kg_respond_verdict(const struct kg_config *cfg, const struct kg_decision *d,
         return;
     case KG_DENY_NO_ROUTE:
         fixed_answer(cfg, F_NO_ROUTE, out);
+        return;
+    case KG_DENY_ROLE:
+        fixed_answer(cfg, F_ROLE, out);
         return;
     case KG_DENY_RATE:
         fixed_answer(cfg, F_RATE, out);

@@ -519,3 +519,12 @@ kg_relay_free(struct kg_exchange *x)
     free(x->hdrs);
     free(x);
 }
+
+bool
+kg_relay_any_suspended(struct kg_loop *loop)
+{
+    for (struct kg_exchange *x = *kg_loop_relay_list(loop); x != NULL; x = x->next)
+        if (x->suspended)
+            return true;
+    return false;
+}

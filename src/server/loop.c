@@ -275,10 +275,13 @@ loop_main(void *arg)
     }
     /* MHD must not be stopped with suspended connections: wake them all and
      * let MHD finish them (the relay answers 503 to anything still waiting). */
-    kg_relay_resume_all(loop);
-    for (int round = 0; round < 4; round++)
+    for (int round = 0; round < 100; round++) {
+        kg_relay_resume_all(loop);
         for (size_t i = 0; i < loop->ndaemons; i++)
             MHD_run(loop->daemons[i]);
+        if (!kg_relay_any_suspended(loop))
+            break;
+    }
     return NULL;
 }
 

@@ -68,6 +68,7 @@ struct daemon_state {
     struct kg_loop *loops[KG_MAX_WORKERS];
     int nloops;
     struct kg_admin *admin;
+    int64_t version; /* data_version the current key snapshot was loaded at */
 };
 
 /* The worker thread's context is its own store handle: SQLite handles are
@@ -207,8 +208,7 @@ static int
 run(struct daemon_state *ds)
 {
     struct timespec ts = {0, POLL_MS * 1000000L};
-    int64_t version = 0, next_flush = kg_time_mono_ms() + FLUSH_MS;
-    struct kg_err err = {{0}};
+    int64_t version, next_flush = kg_time_mono_ms() + FLUSH_MS;
     sigset_t set;
 
     sigemptyset(&set);
@@ -216,7 +216,9 @@ run(struct daemon_state *ds)
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
     sigaddset(&set, SIGUSR1);
-    kg_store_data_version(ds->inst->store, &version, &err);
+    /* Read before the first load (kg_serve_main): a change committed while
+     * the listeners were starting is still seen by the first poll. */
+    version = ds->version;
     for (;;) {
         int sig = sigtimedwait(&set, NULL, &ts);
 
@@ -323,6 +325,10 @@ kg_serve_main(int argc, char **argv)
                     ds.inst->cfg->secret_file);
     ds.rt.cfg = ds.inst->cfg;
     ds.rt.secret = ds.inst->secret;
+    if (kg_store_data_version(ds.inst->store, &ds.version, &err) != KG_OK) {
+        kg_log_error("store: %s", err.msg);
+        goto cleanup;
+    }
     if (kg_keycache_new(&ds.rt.keys) != KG_OK ||
         kg_keycache_reload(ds.rt.keys, ds.inst->store, kg_time_now(), &err) != KG_OK) {
         kg_log_error("loading keys: %s", err.msg[0] != '\0' ? err.msg : "out of memory");
@@ -343,6 +349,7 @@ kg_serve_main(int argc, char **argv)
     }
     status = run(&ds);
 cleanup:
+    atomic_store(&ds.rt.draining, true);
     /* The worker first: every signup it still holds is answered (a
      * queued one with 503) and its connection resumed while the loops
      * still run, since libmicrohttpd must not stop with a connection

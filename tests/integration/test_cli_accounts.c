@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <unistd.h>
 
 #include <cmocka.h>
@@ -407,6 +408,35 @@ wait_for_status(const char *key, long want)
     }
 }
 
+/* GET path with key; the status, and (scopes_out, 256 bytes, may be NULL)
+ * the X-Keygate-Scopes value the upstream received. */
+static long
+get_status(const char *key, const char *path, char *scopes_out)
+{
+    char auth[160];
+    const char *headers[] = {auth, NULL};
+    json_t *doc, *hdrs;
+    size_t i;
+    json_t *pair;
+
+    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", key);
+    kt_http_resp_cleanup(&H);
+    assert_true(kt_http_get(kt_daemon_url(W.d, path), headers, &H));
+    if (scopes_out == NULL || H.status != 200)
+        return H.status;
+    scopes_out[0] = '\0';
+    doc = json_loads(H.body, 0, NULL);
+    assert_non_null(doc);
+    hdrs = json_object_get(doc, "headers");
+    json_array_foreach(hdrs, i, pair)
+    {
+        if (strcasecmp(json_string_value(json_array_get(pair, 0)), "X-Keygate-Scopes") == 0)
+            snprintf(scopes_out, 256, "%s", json_string_value(json_array_get(pair, 1)));
+    }
+    json_decref(doc);
+    return H.status;
+}
+
 static void
 test_disabling_the_user_or_tenant_stops_its_key_in_the_running_daemon(void **state)
 {
@@ -435,6 +465,30 @@ test_disabling_the_user_or_tenant_stops_its_key_in_the_running_daemon(void **sta
     RUN("users", "update", W.bob_id, "--role", "read:*");
     expect_exit(0);
     assert_int_equal(wait_for_status(W.bob_key, 403), 403);
+    /* Nothing of the key is left inside the role: no path is open to it. */
+    assert_int_equal(get_status(W.bob_key, "/v1/elsewhere", NULL), 403);
+    assert_non_null(strstr(H.body, "outside its user's role"));
+
+    /* The upstream learns what the key may really do: its scopes within the role. */
+    RUN("users", "update", W.bob_id, "--role", "*");
+    expect_exit(0);
+    assert_int_equal(wait_for_status(W.bob_key, 200), 200);
+    {
+        struct kt_key wide = {0};
+        char scopes[256];
+
+        assert_true(kt_daemon_key_cli(W.d,
+                                      (const char *const[]){"keys", "create", "--name", "bob wide",
+                                                            "--user", W.bob_id, "--scopes",
+                                                            "write:*,read:x", "--json", NULL},
+                                      &wide));
+        RUN("users", "update", W.bob_id, "--role", "write:items,read:*");
+        expect_exit(0);
+        assert_int_equal(wait_for_status(wide.key, 200), 200);
+        assert_int_equal(get_status(wide.key, "/v1/elsewhere", scopes), 200);
+        assert_string_equal(scopes, "write:items,read:x");
+        kt_key_cleanup(&wide);
+    }
     assert_int_equal(kt_daemon_stop(W.d), 0);
 }
 
