@@ -309,8 +309,13 @@ admin_reload_keys(struct admin_call *c)
 {
     struct kg_err err = {{0}};
 
-    if (kg_keycache_reload(c->adm->rt->keys, c->adm->store, kg_time_now(), &err) != KG_OK)
+    /* The change is committed; the answer must not go out before this daemon
+     * enforces it, so a failed reload (out of memory) is retried. */
+    for (int attempt = 0; attempt < 5; attempt++) {
+        if (kg_keycache_reload(c->adm->rt->keys, c->adm->store, kg_time_now(), &err) == KG_OK)
+            return;
         kg_log_warnx("admin: reloading keys: %s", err.msg);
+    }
 }
 
 /* ---- routing ---- */
@@ -396,7 +401,18 @@ static void
 audit_auth_failure(struct kg_admin *adm, const struct kg_cred *cred, enum kg_verdict verdict)
 {
     bool one = kg_credential_result(cred) == KG_CRED_ONE;
+    int64_t now_ms = kg_time_mono_ms();
 
+    /* The admin listener has one thread: these counters need no lock. */
+    if (now_ms - adm->auth_audit_window_ms >= 60000) {
+        if (adm->auth_audit_rows > ADMIN_AUTH_AUDIT_PER_MIN)
+            kg_log_warnx("admin: %d refused authentications in a minute; %d recorded in the audit",
+                         adm->auth_audit_rows, ADMIN_AUTH_AUDIT_PER_MIN);
+        adm->auth_audit_window_ms = now_ms;
+        adm->auth_audit_rows = 0;
+    }
+    if (adm->auth_audit_rows++ >= ADMIN_AUTH_AUDIT_PER_MIN)
+        return;
     admin_audit_auth_failed(adm, one ? cred->key : NULL, one ? cred->len : 0,
                             kg_verdict_str(verdict));
 }

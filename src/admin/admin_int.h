@@ -31,7 +31,13 @@ struct kg_admin {
     struct kg_runtime *rt;
     struct MHD_Daemon *daemon;
     struct kg_store *store; /* this thread's own handle */
+    /* Refused authentications recorded in the audit trail in the current
+     * minute: capped, so a flood cannot grow the trail or fsync without end. */
+    int64_t auth_audit_window_ms;
+    int auth_audit_rows;
 };
+
+#define ADMIN_AUTH_AUDIT_PER_MIN 60
 
 /* Who is calling, copied out of the key cache entry that authenticated it. */
 struct admin_caller {
