@@ -304,6 +304,45 @@ admin_reply_list(struct admin_call *c, json_t *data, const char *next)
     admin_reply(c, 200, doc);
 }
 
+/* Admin power comes only from scopes under these resources (explicit_grant). */
+static bool
+is_admin_scope(const char *s, size_t n)
+{
+    static const char *const res[] = {"keys:", "users:", "tenants:"};
+
+    for (size_t i = 0; i < sizeof(res) / sizeof(res[0]); i++)
+        if (n >= strlen(res[i]) && strncmp(s, res[i], strlen(res[i])) == 0)
+            return true;
+    return false;
+}
+
+bool
+admin_within_caller(struct admin_call *c, const char *scopes)
+{
+    char one[KG_SCOPE_MAX + 1];
+    const char *p = scopes;
+
+    if (c->caller.platform_admin || scopes == NULL)
+        return true;
+    /* Public scopes are capped by the owner's role; admin scopes by the caller. */
+    while (*p != '\0') {
+        const char *e = strchr(p, ',');
+        size_t n = e != NULL ? (size_t)(e - p) : strlen(p);
+
+        if (n <= KG_SCOPE_MAX && is_admin_scope(p, n)) {
+            memcpy(one, p, n);
+            one[n] = '\0';
+            if (!kg_keys_scopes_within(c->caller.scopes, one, NULL, 0)) {
+                admin_fail(c, 403, "API key cannot grant the scope %s, which it does not hold",
+                           one);
+                return false;
+            }
+        }
+        p = e != NULL ? e + 1 : p + n;
+    }
+    return true;
+}
+
 void
 admin_reload_keys(struct admin_call *c)
 {
@@ -440,6 +479,7 @@ load_caller(struct kg_admin *adm, const char *key_id, struct admin_caller *who)
     snprintf(who->actor, sizeof(who->actor), "%s", rec->id);
     snprintf(who->user_id, sizeof(who->user_id), "%s", user.id);
     snprintf(who->tenant, sizeof(who->tenant), "%s", user.tenant);
+    snprintf(who->scopes, sizeof(who->scopes), "%s", rec->scopes);
     who->platform_admin = user.platform_admin;
     ok = true;
 

@@ -45,8 +45,10 @@ struct admin_caller {
     char user_id[KG_ID_MAX];
     char tenant[KG_NAME_MAX];
     char actor[KG_AUDIT_ACTOR_MAX]; /* what audit entries name: the key id */
+    char scopes[KG_SCOPES_MAX];     /* the calling key's own scopes */
     bool platform_admin;
 };
+
 
 /* One admin request, from dispatch to answer. */
 struct admin_call {
@@ -111,6 +113,13 @@ void admin_reply_list(struct admin_call *c, json_t *data, const char *next);
  * change made here is enforced before the answer leaves. Logs a failure
  * (the change is stored; the main thread's data_version poll retries). */
 void admin_reload_keys(struct admin_call *c);
+
+/* For a fenced caller: true when every admin scope (keys:, users:,
+ * tenants:) in the list scopes is one the calling key holds itself, so a
+ * tenant admin cannot hand out (or rotate into its hands) admin power it
+ * lacks; public scopes are capped by the owner's role instead. Otherwise
+ * answers 403 naming the scope and returns false. Platform admins pass. */
+bool admin_within_caller(struct admin_call *c, const char *scopes);
 
 /* Records a refused authentication (admin.auth_failed). presented is the
  * credential as sent, or NULL; only its display prefix is stored. */

@@ -69,6 +69,9 @@ admin_keys_create(struct admin_call *c)
         !admin_decode(c, fields, sizeof(fields) / sizeof(fields[0]), &root))
         goto cleanup;
     req.scopes = has_scopes ? scopes : NULL;
+    /* A tenant admin hands out no more than it holds. */
+    if (!admin_within_caller(c, req.scopes))
+        goto cleanup;
     rc = kg_keys_create(&kc, c->fence, &req, c->now, rec, &key, &err);
     if (rc != KG_OK) {
         admin_fail_status(c, rc, &err);
@@ -309,6 +312,14 @@ admin_keys_rotate(struct admin_call *c)
         admin_fail(c, 400, "grace: %s", err.msg);
         goto cleanup;
     }
+    /* Rotating hands the caller a working copy of the key: the same cap as creating one. */
+    rc = kg_keys_get(&kc, c->fence, c->id, old, &err);
+    if (rc != KG_OK) {
+        admin_fail_status(c, rc, &err);
+        goto cleanup;
+    }
+    if (!admin_within_caller(c, old->scopes))
+        goto cleanup;
     rc = kg_keys_rotate(&kc, c->fence, c->id, grace_s, c->now, fresh, old, &key, &err);
     if (rc != KG_OK) {
         admin_fail_status(c, rc, &err);

@@ -438,11 +438,12 @@ test_scopeless_and_wildcard_keys_never_reach_the_admin_api(void **state)
     call("POST", "/v1/keys", star, "{\"name\": \"minted\"}", &r);
     expect_detail(&r, 403, "keys:write");
     reply_cleanup(&r);
-    /* A resource wildcard is an explicit grant. */
+    /* A resource wildcard is an explicit grant (made by the platform admin:
+     * keys:* is more than globex_admin's keys:read,keys:write). */
     snprintf(body, sizeof(body),
              "{\"name\": \"keys-any\", \"user\": \"%s\", \"scopes\": [\"keys:*\"]}",
              W.globex_user);
-    keys_any = make_key(W.globex_admin, body, NULL);
+    keys_any = make_key(W.root, body, NULL);
     call("GET", "/v1/keys", keys_any, NULL, &r);
     expect(&r, 200);
     reply_cleanup(&r);
@@ -498,6 +499,37 @@ test_a_tenant_admin_cannot_touch_the_platform_admin_or_its_keys(void **state)
     free(admin);
     free(root_id);
     free(root_user);
+}
+
+static void
+test_a_tenant_admin_hands_out_no_admin_scope_it_lacks(void **state)
+{
+    char body[512], path[160], *writer;
+    struct reply r;
+
+    (void)state;
+    snprintf(body, sizeof(body),
+             "{\"name\": \"acme-writer\", \"user\": \"%s\", \"scopes\": [\"keys:read\", "
+             "\"keys:write\"]}",
+             W.acme_admin_user);
+    writer = make_key(W.root, body, NULL);
+    snprintf(body, sizeof(body),
+             "{\"name\": \"grab\", \"user\": \"%s\", \"scopes\": [\"users:admin\"]}",
+             W.acme_admin_user);
+    call("POST", "/v1/keys", writer, body, &r);
+    expect_detail(&r, 403, "users:admin");
+    reply_cleanup(&r);
+    /* Rotating would hand it a working copy of a key with users:admin. */
+    snprintf(path, sizeof(path), "/v1/keys/%s/rotate", W.acme_admin_id);
+    call("POST", path, writer, "{}", &r);
+    expect_detail(&r, 403, "users:admin");
+    reply_cleanup(&r);
+    /* What it holds it may hand out, and public scopes follow the user's role. */
+    snprintf(body, sizeof(body),
+             "{\"name\": \"ok\", \"user\": \"%s\", \"scopes\": [\"keys:read\", \"read:items\"]}",
+             W.acme_admin_user);
+    free(make_key(writer, body, NULL));
+    free(writer);
 }
 
 /* ---- keys ---- */
@@ -1371,6 +1403,7 @@ main(void)
         cmocka_unit_test(test_a_tenant_admin_cannot_touch_tenants_whatever_its_scopes),
         cmocka_unit_test(test_scopeless_and_wildcard_keys_never_reach_the_admin_api),
         cmocka_unit_test(test_a_tenant_admin_cannot_touch_the_platform_admin_or_its_keys),
+        cmocka_unit_test(test_a_tenant_admin_hands_out_no_admin_scope_it_lacks),
         cmocka_unit_test(test_a_key_made_through_the_api_works_on_the_public_listener_at_once),
         cmocka_unit_test(test_patch_renames_narrows_and_refuses_widening),
         cmocka_unit_test(test_a_revoke_is_enforced_by_the_same_daemon_before_the_answer),
