@@ -141,14 +141,30 @@ add_raw(struct build *b, const char *line)
 static void
 add_header(struct build *b, const char *name, const char *value)
 {
-    char line[8448];
+    char line[2048], *big;
+    size_t n;
 
     /* curl sends "Name;" as an empty header; "Name:" would remove it. */
     if (value[0] == '\0')
-        snprintf(line, sizeof(line), "%s;", name);
-    else if ((size_t)snprintf(line, sizeof(line), "%s: %s", name, value) >= sizeof(line))
-        return; /* longer than any header we accept from the client anyway */
-    add_raw(b, line);
+        n = (size_t)snprintf(line, sizeof(line), "%s;", name);
+    else
+        n = (size_t)snprintf(line, sizeof(line), "%s: %s", name, value);
+    if (n < sizeof(line)) {
+        add_raw(b, line);
+        return;
+    }
+    /* A long header (a JWT, a big cookie) is forwarded whole, never cut or dropped. */
+    big = malloc(n + 1);
+    if (big == NULL) {
+        b->failed = true;
+        return;
+    }
+    if (value[0] == '\0')
+        snprintf(big, n + 1, "%s;", name);
+    else
+        snprintf(big, n + 1, "%s: %s", name, value);
+    add_raw(b, big);
+    free(big);
 }
 
 static enum MHD_Result

@@ -416,10 +416,18 @@ kg_relay_each_header(const struct kg_exchange *x,
             }
             while (vlen > 0 && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
                 vlen--;
-            if (vlen < sizeof(value) && !kg_headers_drop_response(name, conn)) {
-                memcpy(value, v, vlen);
-                value[vlen] = '\0';
-                cb(ctx, name, value);
+            if (!kg_headers_drop_response(name, conn)) {
+                /* Values longer than the stack buffer (bounded by
+                 * KG_RELAY_MAX_RESP_HEADERS in total) are passed on whole. */
+                char *vb = vlen < sizeof(value) ? value : malloc(vlen + 1);
+
+                if (vb != NULL) {
+                    memcpy(vb, v, vlen);
+                    vb[vlen] = '\0';
+                    cb(ctx, name, vb);
+                    if (vb != value)
+                        free(vb);
+                }
             }
         }
         p = eol != NULL ? eol + 2 : NULL;

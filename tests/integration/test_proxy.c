@@ -605,6 +605,31 @@ test_forwarding_headers_are_added(void **state)
     kt_http_resp_cleanup(&R);
 }
 
+static void
+test_a_long_header_is_forwarded_whole(void **state)
+{
+    char *big = malloc(10001), *line = malloc(10100), auth[200];
+    const char *list[] = {line, auth, NULL};
+    struct kt_http_req req = {.method = "GET"};
+
+    (void)state;
+    memset(big, 'j', 10000);
+    big[10000] = '\0';
+    snprintf(line, 10100, "X-Long-Token: %s", big);
+    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", W.full.key);
+    req.url = kt_daemon_url(W.gw, "/v1/long-header");
+    req.headers = list;
+    kt_http_resp_cleanup(&R);
+    assert_true(kt_http_do(&req, &R));
+    expect_echo(&R, &E);
+    assert_int_equal(kt_echo_header_count(&E, "X-Long-Token"), 1);
+    assert_string_equal(kt_echo_header(&E, "X-Long-Token"), big);
+    kt_echo_cleanup(&E);
+    kt_http_resp_cleanup(&R);
+    free(big);
+    free(line);
+}
+
 static bool
 is_hex32(const char *s)
 {
@@ -927,6 +952,7 @@ main(void)
         cmocka_unit_test_teardown(test_forged_identity_headers_never_arrive_and_the_real_ones_do,
                                   free_slots),
         cmocka_unit_test_teardown(test_forwarding_headers_are_added, free_slots),
+        cmocka_unit_test_teardown(test_a_long_header_is_forwarded_whole, free_slots),
         cmocka_unit_test_teardown(test_a_sane_request_id_is_kept_and_returned, free_slots),
         cmocka_unit_test_teardown(test_a_missing_or_insane_request_id_is_generated_and_returned,
                                   free_slots),
