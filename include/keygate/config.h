@@ -13,9 +13,25 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include "keygate/gcra.h"
 #include "keygate/status.h"
 
 enum kg_error_style { KG_STYLE_DETAIL = 0, KG_STYLE_ERROR };
+
+/* ratelimit_headers: the draft's RateLimit-Policy/RateLimit only, or also
+ * X-RateLimit-Limit/-Remaining/-Reset for older clients. */
+enum kg_rl_headers { KG_RLH_STANDARD = 0, KG_RLH_LEGACY };
+
+enum kg_quota_period { KG_QUOTA_NONE = 0, KG_QUOTA_DAY, KG_QUOTA_MONTH };
+
+/* tier NAME rate RATE [burst N] [quota N/day|N/month] */
+struct kg_tier {
+    char *name;
+    struct kg_gcra rate; /* shared by every key of every user in the tier, per user */
+    int64_t quota;       /* requests per quota_period; 0 with KG_QUOTA_NONE */
+    enum kg_quota_period quota_period;
+    int line;
+};
 
 /* route METHOD PATH-PATTERN SCOPE… */
 struct kg_route {
@@ -56,6 +72,11 @@ struct kg_config {
     char *signup_tenant;        /* tenant name new accounts join */
     char *signup_role;          /* role (scope list) of new accounts, "*" */
     char *signup_tier;          /* tier of new accounts, "default" */
+    bool has_default_rate;      /* rate_limit_default: keys without a rate of their own */
+    struct kg_gcra default_rate;
+    struct kg_tier *tiers;
+    size_t ntiers;
+    enum kg_rl_headers ratelimit_headers;
 };
 
 /* Receives one "file:line: message" (or "KEYGATE_X: message") per problem. */
@@ -80,6 +101,9 @@ const char *kg_config_default_path(void);
 
 /* NULL-safe. */
 void kg_config_free(struct kg_config *cfg);
+
+/* The tier called name, or NULL when the config has none (no tier limit). */
+const struct kg_tier *kg_config_tier(const struct kg_config *cfg, const char *name);
 
 /* Checks a key_prefix: 1..32 characters of [A-Za-z0-9_]. */
 bool kg_config_prefix_ok(const char *prefix);

@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include "keygate/gcra.h"
 #include "keygate/status.h"
 #include "keygate/store.h"
 
@@ -52,10 +53,13 @@ struct kg_keyent {
     const char *effective_str;
     bool effective_empty; /* the key has scopes and the role grants none of them */
     bool platform_admin; /* the owner is a platform admin */
+    bool has_rate;       /* the key has a rate of its own (else the config default) */
+    struct kg_gcra rate; /* its rate and burst, when has_rate */
 };
 
 struct kg_keycache;
 struct kg_keysnap;
+struct kg_limiter;
 
 /* An empty cache (its first snapshot holds no keys). Caller owns it. */
 enum kg_status kg_keycache_new(struct kg_keycache **out);
@@ -81,6 +85,11 @@ const struct kg_keyent *kg_keysnap_find(const struct kg_keysnap *snap,
 size_t kg_keysnap_count(const struct kg_keysnap *snap);
 /* Monotonic time (ms) the snapshot was built. */
 int64_t kg_keysnap_built_ms(const struct kg_keysnap *snap);
+
+/* The rate-limit buckets of every key and user (keygate/limiter.h), owned
+ * by the cache because, like the usage records, they must survive reloads:
+ * buckets are named by key id and user id, never by snapshot entry. */
+struct kg_limiter *kg_keycache_limiter(struct kg_keycache *kc);
 
 /* Records a use of ent at now (kept exact to the second, written later). */
 void kg_keycache_touch(const struct kg_keyent *ent, int64_t now);

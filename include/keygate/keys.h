@@ -54,6 +54,8 @@ struct kg_key_new {
     const char *user;    /* owner: a user id, or a username within tenant; NULL = the
                           * tenant's default user "default" (created with role "*", and the
                           * tenant too, when missing and there is no fence) */
+    const char *rate;    /* NULL or "" = the config default; else as for kg_key_change */
+    int64_t rate_burst;  /* 0 = the default (the rate's count) */
 };
 
 /* Which keys a listing walks. NULL strings match anything. */

@@ -12,6 +12,7 @@
 #include <sodium.h>
 
 #include "keygate/keycache.h"
+#include "keygate/limiter.h"
 #include "keygate/scope.h"
 #include "keygate/timeutil.h"
 
@@ -36,7 +37,13 @@ struct kg_keycache {
     struct kg_keysnap *cur;
     struct stat_slot *stats; /* open addressing by id */
     size_t nstats, stats_cap;
+    /* Rate-limit buckets by key id and user id: like the stat records they
+     * outlive snapshots, so a reload resets no limit. */
+    struct kg_limiter *limiter;
 };
+
+/* Busy buckets the in-process limiter holds (16 bytes each: 1 MiB). */
+#define LIMITER_BUCKETS ((size_t)1 << 16)
 
 static uint64_t
 digest_hash(const unsigned char *d)
@@ -105,7 +112,8 @@ kg_keycache_new(struct kg_keycache **out)
     kc->cur = snap_new(0);
     kc->stats_cap = 64;
     kc->stats = calloc(kc->stats_cap, sizeof(*kc->stats));
-    if (kc->cur == NULL || kc->stats == NULL) {
+    if (kc->cur == NULL || kc->stats == NULL ||
+        kg_limiter_new_local(LIMITER_BUCKETS, &kc->limiter, NULL) != KG_OK) {
         snap_free(kc->cur);
         free(kc->stats);
         free(kc);
@@ -128,6 +136,7 @@ kg_keycache_free(struct kg_keycache *kc)
         free(kc->stats[i].stat);
     }
     free(kc->stats);
+    kg_limiter_free(kc->limiter);
     pthread_mutex_destroy(&kc->swap_mu);
     pthread_mutex_destroy(&kc->load_mu);
     free(kc);
@@ -313,6 +322,19 @@ effective_scopes(const struct kg_keyent *ent, char *out, size_t cap)
     }
 }
 
+/* The key's own limit from its stored rate and burst. A rate the store
+ * holds but this build cannot read (never written by manage/keys.c) falls
+ * back to the default rather than refusing to load the key. */
+static bool
+key_rate(const struct kg_key_rec *rec, struct kg_gcra *out)
+{
+    int64_t count, period;
+
+    if (rec->rate[0] == '\0' || !kg_gcra_parse_rate(rec->rate, &count, &period))
+        return false;
+    return kg_gcra_init(out, count, period, rec->rate_burst, NULL) == KG_OK;
+}
+
 /* Copies rec's and its owner's strings into one block and splits the key's
  * scopes and the owner's role, so that deciding never allocates. */
 static bool
@@ -368,6 +390,7 @@ add_entry(struct load_ctx *lc, const struct kg_key_rec *rec, const struct kg_key
     ent->platform_admin = owner->platform_admin;
     ent->expires_at = rec->expires_at;
     ent->revoked_at = rec->revoked_at;
+    ent->has_rate = key_rate(rec, &ent->rate);
     ent->stat = stat_for(lc->kc, rec->id, rec->last_used_at);
     if (ent->stat == NULL)
         return false;
@@ -519,4 +542,10 @@ cleanup:
     free(times);
     free(stats);
     return rc;
+}
+
+struct kg_limiter *
+kg_keycache_limiter(struct kg_keycache *kc)
+{
+    return kc->limiter;
 }

@@ -21,7 +21,8 @@
 
 static const char create_usage[] =
     "usage: keygate keys create --name NAME [--scopes S1,S2] [--user USER] [--tenant TENANT]\n"
-    "                           [--expires 30d|90d|365d|TIME] [--json] [-c FILE]\n"
+    "                           [--expires 30d|90d|365d|TIME] [--rate N/s|N/min|N/h]\n"
+    "                           [--burst N] [--json] [-c FILE]\n"
     "\n"
     "Makes a key and prints it once, on the last line (\"key\" with --json). Only a\n"
     "digest is stored: the key cannot be shown again.\n"
@@ -36,6 +37,8 @@ static const char create_usage[] =
     "  --expires WHEN      a duration from now (30d, 90d, 365d; units s m h d w)\n"
     "                      or an RFC 3339 time such as 2026-12-31T23:59:59Z\n"
     "                      (default: never)\n"
+    "  --rate RATE         the key's own rate limit (default: rate_limit_default)\n"
+    "  --burst N           requests it may make at once (default: the rate's N)\n"
     "  --json              print one JSON object\n"
     "  -c, --config FILE   config file\n";
 
@@ -155,6 +158,7 @@ keys_create(int argc, char **argv, const char *config)
 {
     const char *cmd = "keys create";
     struct kg_key_new req = {0};
+    const char *burst = NULL;
     bool json = false;
     const struct kg_cli_opt opts[] = {
         {.name = "name", .metavar = "NAME", .value = &req.name},
@@ -162,6 +166,8 @@ keys_create(int argc, char **argv, const char *config)
         {.name = "tenant", .metavar = "TENANT", .value = &req.tenant},
         {.name = "user", .metavar = "USER", .value = &req.user},
         {.name = "expires", .metavar = "WHEN", .value = &req.expires},
+        {.name = "rate", .metavar = "RATE", .value = &req.rate},
+        {.name = "burst", .metavar = "N", .value = &burst},
         {.name = "json", .flag = &json},
         {0},
     };
@@ -173,6 +179,7 @@ keys_create(int argc, char **argv, const char *config)
     struct kg_err err = {{0}};
     char *key = NULL;
     enum kg_status rc;
+    size_t n = 0;
     int64_t now;
     int ex;
 
@@ -181,6 +188,14 @@ keys_create(int argc, char **argv, const char *config)
         return ex;
     if (req.name == NULL)
         return kg_cli_usage_error(cmd, "--name is required (see keygate %s --help)", cmd);
+    if (req.rate != NULL && strcmp(req.rate, "default") == 0)
+        req.rate = NULL;
+    if (burst != NULL && strcmp(burst, "0") != 0) {
+        ex = kg_cli_count(cmd, "--burst", burst, 1000000000, &n);
+        if (ex != KG_CLI_EXIT_OK)
+            return ex;
+        req.rate_burst = (int64_t)n;
+    }
     now = kg_time_now();
     rc = kg_keys_check_new(&req, now, &err);
     if (rc != KG_OK)

@@ -71,6 +71,11 @@ static enum kg_status parse_cred_header(struct loader *ld, const struct directiv
                                         const char *const *argv, size_t argc);
 static enum kg_status parse_route(struct loader *ld, const struct directive *d,
                                   const char *const *argv, size_t argc);
+static enum kg_status parse_default_rate(struct loader *ld, const struct directive *d,
+                                         const char *const *argv, size_t argc);
+static enum kg_status parse_tier(struct loader *ld, const struct directive *d,
+                                 const char *const *argv, size_t argc);
+static bool choose_rl_headers(const char *v, int *out);
 
 #define OFF(field) offsetof(struct kg_config, field)
 
@@ -121,6 +126,11 @@ static const struct directive directives[] = {
      .check = check_scope_list, .want = "a comma-separated scope list such as read:*,write:items"},
     {.name = "signup_tier", .kind = K_STRING, .def = "default", .off = OFF(signup_tier),
      .check = check_slug, .want = "a tier name: 1 to 64 characters of A-Z a-z 0-9 _ . -"},
+    {.name = "rate_limit_default", .kind = K_CUSTOM, .def = "off", .parse = parse_default_rate,
+     .want = "N/s, N/min or N/h, optionally followed by burst N, or off"},
+    {.name = "tier", .kind = K_CUSTOM, .parse = parse_tier, .multi = true},
+    {.name = "ratelimit_headers", .kind = K_CHOICE, .def = "standard",
+     .off = OFF(ratelimit_headers), .choose = choose_rl_headers, .want = "standard or legacy"},
 };
 /* clang-format on */
 
@@ -128,6 +138,7 @@ static const struct directive directives[] = {
 
 /* K_CHOICE stores an int through the field's bytes; both targets must be int-sized. */
 _Static_assert(sizeof(enum kg_error_style) == sizeof(int), "error_style is not int-sized");
+_Static_assert(sizeof(enum kg_rl_headers) == sizeof(int), "ratelimit_headers is not int-sized");
 
 /* State of one kg_config_load(): where we are, for messages, and what we found. */
 struct loader {
@@ -777,6 +788,164 @@ cleanup:
     return rc;
 }
 
+static bool
+choose_rl_headers(const char *v, int *out)
+{
+    if (strcmp(v, "standard") == 0)
+        *out = KG_RLH_STANDARD;
+    else if (strcmp(v, "legacy") == 0)
+        *out = KG_RLH_LEGACY;
+    else
+        return false;
+    return true;
+}
+
+/* A whole number 1..KG_GCRA_COUNT_MAX without sign or leading zero. */
+static bool
+parse_count(const char *v, int64_t *out)
+{
+    int64_t n = 0;
+
+    if (v[0] < '1' || v[0] > '9')
+        return false;
+    for (const char *p = v; *p != '\0'; p++) {
+        if (*p < '0' || *p > '9')
+            return false;
+        n = n * 10 + (*p - '0');
+        if (n > KG_GCRA_COUNT_MAX)
+            return false;
+    }
+    *out = n;
+    return true;
+}
+
+/* "RATE [burst N]" from argv into g; complains (as what) and returns false when bad. */
+static bool
+parse_rate_burst(struct loader *ld, const char *what, const char *const *argv, size_t argc,
+                 struct kg_gcra *g)
+{
+    int64_t count, period, burst = 0;
+    struct kg_err err = {{0}};
+
+    if (!kg_gcra_parse_rate(argv[0], &count, &period)) {
+        complain(ld, "%s rate wants N/s, N/min or N/h (N 1 to 1000000000), got \"" SHOWN "\"", what,
+                 argv[0]);
+        return false;
+    }
+    if (argc >= 2) {
+        if (strcmp(argv[1], "burst") != 0 || argc < 3 || !parse_count(argv[2], &burst)) {
+            complain(ld, "%s wants RATE [burst N] with N 1 to 1000000000", what);
+            return false;
+        }
+    }
+    if (kg_gcra_init(g, count, period, burst, &err) != KG_OK) {
+        complain(ld, "%s: %s", what, err.msg);
+        return false;
+    }
+    return true;
+}
+
+/* rate_limit_default off | RATE [burst N] */
+static enum kg_status
+parse_default_rate(struct loader *ld, const struct directive *d, const char *const *argv,
+                   size_t argc)
+{
+    struct kg_gcra g;
+
+    if (argc == 1 && strcmp(argv[0], "off") == 0) {
+        ld->cfg->has_default_rate = false;
+        return KG_OK;
+    }
+    if (argc != 1 && argc != 3) {
+        complain_want(ld, d, argv[0]);
+        return KG_EINVAL;
+    }
+    if (!parse_rate_burst(ld, d->name, argv, argc, &g))
+        return KG_EINVAL;
+    ld->cfg->has_default_rate = true;
+    ld->cfg->default_rate = g;
+    return KG_OK;
+}
+
+/* tier NAME rate RATE [burst N] [quota N/day|N/month] */
+static enum kg_status
+parse_tier(struct loader *ld, const struct directive *d, const char *const *argv, size_t argc)
+{
+    struct kg_config *cfg = ld->cfg;
+    struct kg_tier t = {.line = ld->line}, *grown;
+    size_t i = 4;
+    bool ok = true;
+
+    (void)d;
+    if (argc < 3 || strcmp(argv[1], "rate") != 0) {
+        complain(ld, "tier wants NAME rate RATE [burst N] [quota N/day|N/month]");
+        return KG_EINVAL;
+    }
+    if (!check_slug(argv[0])) {
+        complain(ld, "tier name wants 1 to 64 characters of A-Z a-z 0-9 _ . -, got \"" SHOWN "\"",
+                 argv[0]);
+        ok = false;
+    }
+    for (size_t j = 0; ok && j < cfg->ntiers; j++) {
+        if (strcmp(cfg->tiers[j].name, argv[0]) == 0) {
+            complain(ld, "tier %s is already defined on line %d", argv[0], cfg->tiers[j].line);
+            ok = false;
+        }
+    }
+    if (argc >= 4 && strcmp(argv[3], "burst") == 0) {
+        ok = parse_rate_burst(ld, "tier", argv + 2, 3 <= argc - 2 ? 3 : argc - 2, &t.rate) && ok;
+        i = 5;
+    } else {
+        ok = parse_rate_burst(ld, "tier", argv + 2, 1, &t.rate) && ok;
+        i = 3;
+    }
+    if (i < argc) {
+        const char *q = i + 1 < argc ? argv[i + 1] : "";
+        const char *slash = strchr(q, '/');
+        char num[16];
+
+        if (strcmp(argv[i], "quota") != 0 || i + 2 != argc || slash == NULL ||
+            (size_t)(slash - q) >= sizeof(num)) {
+            complain(ld, "tier wants NAME rate RATE [burst N] [quota N/day|N/month]");
+            return KG_EINVAL;
+        }
+        memcpy(num, q, (size_t)(slash - q));
+        num[slash - q] = '\0';
+        if (strcmp(slash + 1, "day") == 0)
+            t.quota_period = KG_QUOTA_DAY;
+        else if (strcmp(slash + 1, "month") == 0)
+            t.quota_period = KG_QUOTA_MONTH;
+        if (t.quota_period == KG_QUOTA_NONE || !parse_count(num, &t.quota)) {
+            complain(ld, "tier quota wants N/day or N/month (N 1 to 1000000000), got \"" SHOWN "\"",
+                     q);
+            return KG_EINVAL;
+        }
+    }
+    if (!ok)
+        return KG_EINVAL;
+    grown = realloc(cfg->tiers, (cfg->ntiers + 1) * sizeof(*cfg->tiers));
+    if (grown == NULL)
+        return KG_ENOMEM;
+    cfg->tiers = grown;
+    t.name = strdup(argv[0]);
+    if (t.name == NULL)
+        return KG_ENOMEM;
+    cfg->tiers[cfg->ntiers++] = t;
+    return KG_OK;
+}
+
+const struct kg_tier *
+kg_config_tier(const struct kg_config *cfg, const char *name)
+{
+    if (name == NULL)
+        return NULL;
+    for (size_t i = 0; i < cfg->ntiers; i++) {
+        if (strcmp(cfg->tiers[i].name, name) == 0)
+            return &cfg->tiers[i];
+    }
+    return NULL;
+}
+
 static const struct directive *
 find_directive(const char *name)
 {
@@ -1080,5 +1249,8 @@ kg_config_free(struct kg_config *cfg)
     for (size_t i = 0; i < cfg->nroutes; i++)
         route_cleanup(&cfg->routes[i]);
     free(cfg->routes);
+    for (size_t i = 0; i < cfg->ntiers; i++)
+        free(cfg->tiers[i].name);
+    free(cfg->tiers);
     free(cfg);
 }

@@ -20,6 +20,8 @@
 #include "keygate/headers.h"
 #include "keygate/hygiene.h"
 #include "keygate/json_io.h"
+#include "keygate/keycache.h"
+#include "keygate/limiter.h"
 #include "keygate/log.h"
 #include "keygate/pathnorm.h"
 #include "keygate/relay.h"
@@ -68,6 +70,7 @@ struct kg_req {
     bool has_body;
     bool body_done;
     char request_id[KG_REQUEST_ID_MAX];
+    struct kg_rl_fields rl; /* rate-limit headers for whatever answer goes out */
 };
 
 /* Facts gathered in one pass over the request headers. */
@@ -200,6 +203,13 @@ peer_address(struct MHD_Connection *conn, char *buf, size_t len)
     return buf;
 }
 
+static void
+add_rl_headers(const struct kg_req *req, struct MHD_Response *resp)
+{
+    for (size_t i = 0; i < req->rl.n; i++)
+        MHD_add_response_header(resp, req->rl.name[i], req->rl.value[i]);
+}
+
 static enum MHD_Result
 send_answer(struct kg_req *req, struct MHD_Connection *conn, const struct kg_answer *ans)
 {
@@ -226,6 +236,7 @@ send_answer(struct kg_req *req, struct MHD_Connection *conn, const struct kg_ans
         return MHD_NO;
     MHD_add_response_header(resp, "Content-Type", "application/json");
     MHD_add_response_header(resp, "X-Request-Id", req->request_id);
+    add_rl_headers(req, resp);
     if (ans->www_authenticate != NULL)
         MHD_add_response_header(resp, "WWW-Authenticate", ans->www_authenticate);
     if (ans->retry_after_s > 0) {
@@ -538,6 +549,29 @@ method_ok(const char *m)
     return true;
 }
 
+/* Checks the key's and its owner's tier limits for a request whose key is
+ * valid (count: spend one, else only read, for answers such as a 403) and
+ * keeps the headers every such answer carries. A key without a rate of its
+ * own has the config default; a tier the config does not name has no limit. */
+static void
+rate_check(struct kg_req *req, const struct kg_runtime *rt, const struct kg_keyent *key, bool count,
+           struct kg_limit_verdict *v)
+{
+    const struct kg_config *cfg = rt->cfg;
+    const struct kg_tier *tier = kg_config_tier(cfg, key->tier);
+    struct kg_limit_req lr = {
+        .key_id = key->id,
+        .key_rate = key->has_rate           ? &key->rate
+                    : cfg->has_default_rate ? &cfg->default_rate
+                                            : NULL,
+        .user_id = key->user_id,
+        .tier_rate = tier != NULL ? &tier->rate : NULL,
+    };
+
+    kg_limiter_check(kg_keycache_limiter(rt->keys), &lr, kg_time_mono_us(), count, v);
+    kg_respond_ratelimit_headers(cfg, v, key->has_rate ? "key" : "default", key->tier, &req->rl);
+}
+
 static enum MHD_Result
 first_call(struct kg_req *req, struct MHD_Connection *conn, const char *method)
 {
@@ -546,7 +580,9 @@ first_call(struct kg_req *req, struct MHD_Connection *conn, const char *method)
     struct scan sc = {.cfg = cfg};
     const struct kg_keysnap *snap;
     struct kg_decision d;
+    struct kg_limit_verdict lv = {.allowed = true};
     struct kg_answer ans;
+    bool health;
     const char *why, *q;
     enum MHD_Result ret;
     size_t plen;
@@ -590,14 +626,19 @@ first_call(struct kg_req *req, struct MHD_Connection *conn, const char *method)
     if (cfg->signup && strcmp(method, "POST") == 0 && strcmp(req->path, cfg->signup_path) == 0)
         return signup_start(req, conn, &sc);
 
+    health = strcmp(req->path, "/health") == 0 &&
+             (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0);
     now = kg_time_now();
     snap = kg_keycache_acquire(rt->keys);
     kg_decide(cfg, snap, rt->secret, &sc.cred, method, req->path, now, &d);
-    if (d.key != NULL && is_scope_verdict(d.verdict))
+    if (d.key != NULL && is_scope_verdict(d.verdict)) {
         kg_keycache_touch(d.key, now);
+        /* Only a request that would be proxied spends; every other answer
+         * to a valid key shows where it stands. */
+        rate_check(req, rt, d.key, d.verdict == KG_ALLOW && !health, &lv);
+    }
 
-    if (strcmp(req->path, "/health") == 0 &&
-        (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0)) {
+    if (health) {
         /* /health tells whether the key is valid, whatever the routes say. */
         if (is_scope_verdict(d.verdict))
             kg_respond_health(&ans);
@@ -606,6 +647,9 @@ first_call(struct kg_req *req, struct MHD_Connection *conn, const char *method)
         ret = send_answer(req, conn, &ans);
     } else if (d.verdict != KG_ALLOW) {
         kg_respond_verdict(cfg, &d, &ans);
+        ret = send_answer(req, conn, &ans);
+    } else if (!lv.allowed) {
+        kg_respond_rate_limited(cfg, &lv, &ans);
         ret = send_answer(req, conn, &ans);
     } else {
         ret = start_proxy(req, conn, method, &sc, d.key);
@@ -659,6 +703,7 @@ send_upstream_answer(struct kg_req *req, struct MHD_Connection *conn, const char
         return MHD_NO;
     kg_relay_each_header(req->x, add_upstream_header, resp);
     MHD_add_response_header(resp, "X-Request-Id", req->request_id);
+    add_rl_headers(req, resp);
     if (atomic_load(&kg_loop_runtime(req->loop)->draining))
         MHD_add_response_header(resp, "Connection", "close");
     ret = MHD_queue_response(conn, status, resp);

@@ -192,3 +192,72 @@ kg_respond_health(struct kg_answer *out)
     answer_init(out, 200);
     out->body_len = (size_t)snprintf(out->body, sizeof(out->body), "{\"status\":\"ok\"}");
 }
+
+/* One structured-field list member per limit: `"name";q=N;w=S` or `"name";r=N;t=S`. */
+static void
+list_member(char *dst, size_t cap, const char *name, const char *k1, int64_t v1, const char *k2,
+            int64_t v2)
+{
+    size_t used = strlen(dst);
+
+    if (used < cap)
+        snprintf(dst + used, cap - used, "%s\"%s\";%s=%lld;%s=%lld", used > 0 ? ", " : "", name, k1,
+                 (long long)v1, k2, (long long)v2);
+}
+
+static void
+add_header(struct kg_rl_fields *out, const char *name, const char *value)
+{
+    if (out->n == KG_RL_HEADERS_MAX)
+        return;
+    out->name[out->n] = name;
+    snprintf(out->value[out->n], KG_RL_VALUE_MAX, "%s", value);
+    out->n++;
+}
+
+void
+kg_respond_ratelimit_headers(const struct kg_config *cfg, const struct kg_limit_verdict *v,
+                             const char *key_policy, const char *tier, struct kg_rl_fields *out)
+{
+    char policy[KG_RL_VALUE_MAX] = "", state[KG_RL_VALUE_MAX] = "", tier_name[80], num[24];
+    const struct kg_gcra_result *b;
+
+    out->n = 0;
+    if (!v->has_key && !v->has_tier)
+        return;
+    snprintf(tier_name, sizeof(tier_name), "tier-%s", tier != NULL ? tier : "");
+    if (v->has_key) {
+        list_member(policy, sizeof(policy), key_policy, "q", v->key_rate.count, "w",
+                    v->key_rate.period_s);
+        list_member(state, sizeof(state), key_policy, "r", v->key.remaining, "t",
+                    kg_gcra_seconds_up(v->key.reset_us));
+    }
+    if (v->has_tier) {
+        list_member(policy, sizeof(policy), tier_name, "q", v->tier_rate.count, "w",
+                    v->tier_rate.period_s);
+        list_member(state, sizeof(state), tier_name, "r", v->tier.remaining, "t",
+                    kg_gcra_seconds_up(v->tier.reset_us));
+    }
+    add_header(out, "RateLimit-Policy", policy);
+    add_header(out, "RateLimit", state);
+    if (cfg->ratelimit_headers != KG_RLH_LEGACY)
+        return;
+    b = v->binding == KG_LIMIT_USER ? &v->tier : &v->key;
+    snprintf(num, sizeof(num), "%lld",
+             (long long)(v->binding == KG_LIMIT_USER ? v->tier_rate.count : v->key_rate.count));
+    add_header(out, "X-RateLimit-Limit", num);
+    snprintf(num, sizeof(num), "%lld", (long long)b->remaining);
+    add_header(out, "X-RateLimit-Remaining", num);
+    snprintf(num, sizeof(num), "%lld", (long long)kg_gcra_seconds_up(b->reset_us));
+    add_header(out, "X-RateLimit-Reset", num);
+}
+
+void
+kg_respond_rate_limited(const struct kg_config *cfg, const struct kg_limit_verdict *v,
+                        struct kg_answer *out)
+{
+    int64_t s = kg_gcra_seconds_up(v->retry_after_us);
+
+    fixed_answer(cfg, F_RATE, out);
+    out->retry_after_s = s < 1 ? 1 : s > 86400 * 31 ? 86400 * 31 : (int)s;
+}

@@ -254,6 +254,8 @@ parse_expiry(const char *expires, int64_t now, int64_t *out, struct kg_err *err)
     return kg_err_set(err, rc, "expiry: %s", why.msg);
 }
 
+static enum kg_status check_rate(const char *rate, char out[KG_RATE_MAX], struct kg_err *err);
+
 /* Validates req's own fields (not tenant or user) into rec. The scope and
  * time modules own those rules; their words already name the field. */
 static enum kg_status
@@ -268,6 +270,12 @@ fill_new(const struct kg_key_new *req, int64_t now, struct kg_key_rec *rec, stru
                                  sizeof(rec->scopes), err);
     if (rc != KG_OK)
         return rc;
+    rc = check_rate(req->rate != NULL ? req->rate : "", rec->rate, err);
+    if (rc != KG_OK)
+        return rc;
+    if (req->rate_burst < 0 || req->rate_burst > 1000000000)
+        return kg_err_set(err, KG_EINVAL, "rate_burst must be 0 (the default) to 1000000000");
+    rec->rate_burst = req->rate_burst;
     rec->expires_at = 0;
     if (req->expires != NULL)
         return parse_expiry(req->expires, now, &rec->expires_at, err);

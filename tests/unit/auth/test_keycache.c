@@ -20,6 +20,7 @@
 #include <sodium.h>
 
 #include "keygate/keycache.h"
+#include "keygate/limiter.h"
 #include "keygate/store.h"
 #include "unit/fixture.h"
 
@@ -406,6 +407,59 @@ test_usage_stats_survive_a_reload(void **state)
 }
 
 static void
+test_entries_carry_the_keys_own_rate_and_burst(void **state)
+{
+    struct fixture *f = *state;
+    const struct kg_keysnap *snap;
+    const struct kg_keyent *ent;
+    struct kg_key_rec rec;
+
+    make_rec(&rec, "key_r", "");
+    snprintf(rec.rate, sizeof(rec.rate), "100/min");
+    rec.rate_burst = 7;
+    insert(f, &rec);
+    make_rec(&rec, "key_nb", "");
+    snprintf(rec.rate, sizeof(rec.rate), "5/s");
+    insert(f, &rec);
+    insert_simple(f, "key_none", "");
+    reload(f, NOW);
+    snap = kg_keycache_acquire(f->kc);
+    ent = find(snap, "key_r");
+    assert_true(ent->has_rate);
+    assert_int_equal(ent->rate.count, 100);
+    assert_int_equal(ent->rate.period_s, 60);
+    assert_int_equal(ent->rate.burst, 7);
+    ent = find(snap, "key_nb");
+    assert_true(ent->has_rate);
+    assert_int_equal(ent->rate.burst, 5); /* no burst: the count */
+    assert_false(find(snap, "key_none")->has_rate);
+    kg_keycache_release(snap);
+}
+
+static void
+test_rate_limit_state_survives_a_reload(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_limiter *lim = kg_keycache_limiter(f->kc);
+    struct kg_gcra g;
+    struct kg_limit_req rq = {.key_id = "key_a", .key_rate = &g};
+    struct kg_limit_verdict v;
+
+    assert_non_null(lim);
+    assert_int_equal(kg_gcra_init(&g, 1, 60, 1, NULL), KG_OK);
+    insert_simple(f, "key_a", "");
+    reload(f, NOW);
+    kg_limiter_check(lim, &rq, 1000000, true, &v);
+    assert_true(v.allowed);
+    insert_simple(f, "key_b", "");
+    reload(f, NOW + 1);
+    /* The same buckets, by key id: the spent request is still spent. */
+    assert_ptr_equal(kg_keycache_limiter(f->kc), lim);
+    kg_limiter_check(lim, &rq, 2000000, true, &v);
+    assert_false(v.allowed);
+}
+
+static void
 test_last_used_from_the_store_is_loaded_and_not_written_back(void **state)
 {
     struct fixture *f = *state;
@@ -529,6 +583,8 @@ main(void)
         T(test_touch_and_flush_write_last_used_at_exactly),
         T(test_touch_keeps_the_latest_time),
         T(test_usage_stats_survive_a_reload),
+        T(test_entries_carry_the_keys_own_rate_and_burst),
+        T(test_rate_limit_state_survives_a_reload),
         T(test_last_used_from_the_store_is_loaded_and_not_written_back),
         T(test_scopes_are_split_on_commas),
         T(test_many_keys_are_all_found_and_flushed),

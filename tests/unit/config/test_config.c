@@ -167,6 +167,9 @@ assert_defaults(const struct kg_config *cfg)
     assert_string_equal(cfg->signup_tenant, "signup");
     assert_string_equal(cfg->signup_role, "*");
     assert_string_equal(cfg->signup_tier, "default");
+    assert_false(cfg->has_default_rate);
+    assert_int_equal(cfg->ntiers, 0);
+    assert_int_equal(cfg->ratelimit_headers, KG_RLH_STANDARD);
 }
 
 static void
@@ -937,6 +940,103 @@ test_free_accepts_null(void **state)
     kg_config_free(NULL);
 }
 
+static void
+test_rate_limit_default_takes_a_rate_and_an_optional_burst(void **state)
+{
+    struct fixture *fx = *state;
+
+    load_ok(fx, "rate_limit_default 100/min\n");
+    assert_true(fx->cfg->has_default_rate);
+    assert_int_equal(fx->cfg->default_rate.count, 100);
+    assert_int_equal(fx->cfg->default_rate.period_s, 60);
+    assert_int_equal(fx->cfg->default_rate.burst, 100); /* no burst: the count */
+    load_ok(fx, "rate_limit_default 5/s burst 20\n");
+    assert_int_equal(fx->cfg->default_rate.period_s, 1);
+    assert_int_equal(fx->cfg->default_rate.burst, 20);
+    load_ok(fx, "rate_limit_default 2/h\n");
+    assert_int_equal(fx->cfg->default_rate.period_s, 3600);
+    load_ok(fx, "rate_limit_default off\n");
+    assert_false(fx->cfg->has_default_rate);
+}
+
+static void
+test_rate_limit_default_refuses_a_bad_rate_or_burst(void **state)
+{
+    struct fixture *fx = *state;
+
+    load_fails_with(fx, "rate_limit_default 5/d\n",
+                    "1: rate_limit_default rate wants N/s, N/min or N/h (N 1 to 1000000000), got "
+                    "\"5/d\"");
+    load_fails_with(fx, "rate_limit_default 0/s\n",
+                    "1: rate_limit_default rate wants N/s, N/min or N/h (N 1 to 1000000000), got "
+                    "\"0/s\"");
+    load_fails_with(fx, "rate_limit_default 5/s burst 0\n",
+                    "1: rate_limit_default wants RATE [burst N] with N 1 to 1000000000");
+    load_fails_with(fx, "rate_limit_default 5/s bust 3\n",
+                    "1: rate_limit_default wants RATE [burst N] with N 1 to 1000000000");
+    assert_int_equal(load_text(fx, "rate_limit_default 5/s burst\n"), KG_EINVAL);
+}
+
+static void
+test_tiers_take_a_rate_a_burst_and_a_quota(void **state)
+{
+    struct fixture *fx = *state;
+    const struct kg_tier *t;
+
+    load_ok(fx, "tier free rate 60/min burst 10 quota 10000/month\n"
+                "tier pro rate 100/s\n"
+                "tier team rate 10/s quota 5000/day\n");
+    assert_int_equal(fx->cfg->ntiers, 3);
+    t = kg_config_tier(fx->cfg, "free");
+    assert_non_null(t);
+    assert_int_equal(t->rate.count, 60);
+    assert_int_equal(t->rate.period_s, 60);
+    assert_int_equal(t->rate.burst, 10);
+    assert_int_equal(t->quota, 10000);
+    assert_int_equal(t->quota_period, KG_QUOTA_MONTH);
+    t = kg_config_tier(fx->cfg, "pro");
+    assert_non_null(t);
+    assert_int_equal(t->rate.burst, 100);
+    assert_int_equal(t->quota_period, KG_QUOTA_NONE);
+    t = kg_config_tier(fx->cfg, "team");
+    assert_int_equal(t->quota, 5000);
+    assert_int_equal(t->quota_period, KG_QUOTA_DAY);
+    assert_null(kg_config_tier(fx->cfg, "default"));
+    assert_null(kg_config_tier(fx->cfg, NULL));
+}
+
+static void
+test_a_bad_tier_line_says_what_is_wrong(void **state)
+{
+    struct fixture *fx = *state;
+
+    load_fails_with(fx, "tier free 60/min\n",
+                    "1: tier wants NAME rate RATE [burst N] [quota N/day|N/month]");
+    load_fails_with(fx, "tier free rate 60/min quota 10/week\n",
+                    "1: tier quota wants N/day or N/month (N 1 to 1000000000), got \"10/week\"");
+    load_fails_with(fx, "tier free rate 60/min burst x\n",
+                    "1: tier wants RATE [burst N] with N 1 to 1000000000");
+    load_fails_with(fx, "tier fr/ee rate 60/min\n",
+                    "1: tier name wants 1 to 64 characters of A-Z a-z 0-9 _ . -, got \"fr/ee\"");
+    load_fails_with(fx, "tier free rate 60/min\ntier free rate 1/s\n",
+                    "2: tier free is already defined on line 1");
+    load_fails_with(fx, "tier free rate 60/min extra\n",
+                    "1: tier wants NAME rate RATE [burst N] [quota N/day|N/month]");
+}
+
+static void
+test_ratelimit_headers_is_standard_or_legacy(void **state)
+{
+    struct fixture *fx = *state;
+
+    load_ok(fx, "ratelimit_headers legacy\n");
+    assert_int_equal(fx->cfg->ratelimit_headers, KG_RLH_LEGACY);
+    load_ok(fx, "ratelimit_headers standard\n");
+    assert_int_equal(fx->cfg->ratelimit_headers, KG_RLH_STANDARD);
+    load_fails_with(fx, "ratelimit_headers draft\n",
+                    "1: ratelimit_headers wants standard or legacy, got \"draft\"");
+}
+
 /* Under ASan's leak checker: a file that fills every owned field and then
  * fails must free all of it. */
 static void
@@ -949,10 +1049,11 @@ test_a_failed_load_after_many_allocations_leaks_nothing(void **state)
                                    "upstream http://a\ndatabase d\nsecret_file s\n"
                                    "key_prefix p\ncredential_header A\ncredential_header B\n"
                                    "route GET /a* x y z\nroute * /b q\n"
+                                   "tier a rate 1/s\ntier b rate 2/s\n"
                                    "bogus\n"),
                      KG_EINVAL);
     assert_null(fx->cfg);
-    assert_reported(fx, "11: unknown directive \"bogus\"");
+    assert_reported(fx, "13: unknown directive \"bogus\"");
 }
 
 /* The shipped conf/keygate.conf must load cleanly and say only the defaults. */
@@ -980,6 +1081,11 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         T(test_defaults_are_the_documented_values),
+        T(test_rate_limit_default_takes_a_rate_and_an_optional_burst),
+        T(test_rate_limit_default_refuses_a_bad_rate_or_burst),
+        T(test_tiers_take_a_rate_a_burst_and_a_quota),
+        T(test_a_bad_tier_line_says_what_is_wrong),
+        T(test_ratelimit_headers_is_standard_or_legacy),
         T(test_loading_no_file_gives_the_defaults),
         T(test_an_empty_file_gives_the_defaults_and_remembers_its_path),
         T(test_every_directive_accepts_a_good_value),

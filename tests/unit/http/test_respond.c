@@ -451,11 +451,116 @@ test_health_body_is_exact(void **state)
     assert_int_equal(a.retry_after_s, 0);
 }
 
+/* A verdict of a key limit (and a tier limit when tier_count > 0) after
+ * `taken` requests at one instant. */
+static void
+limited(struct kg_limit_verdict *v, int64_t count, int64_t period, int64_t burst, int taken,
+        int64_t tier_count, int64_t tier_period)
+{
+    struct kg_limiter *lim = NULL;
+    struct kg_gcra key, tier;
+    struct kg_limit_req rq = {.key_id = "key_a", .key_rate = &key, .user_id = "usr_a"};
+
+    assert_int_equal(kg_limiter_new_local(16, &lim, NULL), KG_OK);
+    assert_int_equal(kg_gcra_init(&key, count, period, burst, NULL), KG_OK);
+    if (tier_count > 0) {
+        assert_int_equal(kg_gcra_init(&tier, tier_count, tier_period, 0, NULL), KG_OK);
+        rq.tier_rate = &tier;
+    }
+    for (int i = 0; i < taken; i++)
+        kg_limiter_check(lim, &rq, 1000000, true, v);
+    kg_limiter_free(lim);
+}
+
+static const char *
+rl_value(const struct kg_rl_fields *h, const char *name)
+{
+    for (size_t i = 0; i < h->n; i++) {
+        if (strcmp(h->name[i], name) == 0)
+            return h->value[i];
+    }
+    return NULL;
+}
+
+static void
+test_ratelimit_headers_follow_the_draft_structured_fields(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_limit_verdict v;
+    struct kg_rl_fields h;
+
+    limited(&v, 5, 1, 5, 1, 0, 0);
+    kg_respond_ratelimit_headers(f->detail, &v, "key", "free", &h);
+    assert_int_equal(h.n, 2);
+    assert_string_equal(rl_value(&h, "RateLimit-Policy"), "\"key\";q=5;w=1");
+    assert_string_equal(rl_value(&h, "RateLimit"), "\"key\";r=4;t=1");
+    assert_null(rl_value(&h, "X-RateLimit-Limit"));
+}
+
+static void
+test_ratelimit_headers_list_the_tier_and_legacy_adds_the_binding_limit(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_config *legacy = NULL;
+    struct kg_limit_verdict v;
+    struct kg_rl_fields h;
+
+    (void)f;
+    assert_int_equal(kg_fx_load_config("ratelimit_headers legacy\n", &legacy), 0);
+    limited(&v, 100, 60, 0, 3, 4, 60);
+    kg_respond_ratelimit_headers(legacy, &v, "default", "pro", &h);
+    assert_int_equal(h.n, 5);
+    assert_string_equal(rl_value(&h, "RateLimit-Policy"),
+                        "\"default\";q=100;w=60, \"tier-pro\";q=4;w=60");
+    assert_string_equal(rl_value(&h, "RateLimit"), "\"default\";r=97;t=2, \"tier-pro\";r=1;t=45");
+    assert_string_equal(rl_value(&h, "X-RateLimit-Limit"), "4");
+    assert_string_equal(rl_value(&h, "X-RateLimit-Remaining"), "1");
+    assert_string_equal(rl_value(&h, "X-RateLimit-Reset"), "45");
+    kg_config_free(legacy);
+}
+
+static void
+test_no_limit_means_no_ratelimit_headers(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_limit_verdict v = {.allowed = true};
+    struct kg_rl_fields h;
+
+    kg_respond_ratelimit_headers(f->detail, &v, "key", NULL, &h);
+    assert_int_equal(h.n, 0);
+}
+
+static void
+test_a_refused_request_is_429_with_retry_after_rounded_up(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_limit_verdict v;
+    struct kg_answer a;
+
+    limited(&v, 5, 1, 5, 6, 0, 0);
+    assert_false(v.allowed);
+    memset(&a, 0x5A, sizeof(a));
+    kg_respond_rate_limited(f->detail, &v, &a);
+    assert_answer(&a, 429, "{\"detail\": \"Rate limit exceeded.\"}");
+    assert_int_equal(a.retry_after_s, 1); /* 200 ms, rounded up */
+    limited(&v, 5, 60, 5, 6, 0, 0);
+    kg_respond_rate_limited(f->error, &v, &a);
+    assert_answer(&a, 429,
+                  "{\"error\": {\"type\": \"rate_limit_error\", \"message\": \"Rate limit "
+                  "exceeded\"}}");
+    assert_int_equal(a.retry_after_s, 12);
+    assert_null(a.www_authenticate);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_detail_no_credential_body_is_exact),
+        cmocka_unit_test(test_ratelimit_headers_follow_the_draft_structured_fields),
+        cmocka_unit_test(test_ratelimit_headers_list_the_tier_and_legacy_adds_the_binding_limit),
+        cmocka_unit_test(test_no_limit_means_no_ratelimit_headers),
+        cmocka_unit_test(test_a_refused_request_is_429_with_retry_after_rounded_up),
         cmocka_unit_test(test_detail_invalid_key_body_is_exact),
         cmocka_unit_test(test_detail_expired_key_body_is_exact),
         cmocka_unit_test(test_detail_missing_scope_is_403_naming_the_scope),

@@ -234,6 +234,29 @@ test_create_normalises_scopes_and_refuses_a_malformed_one(void **state)
 }
 
 static void
+test_create_stores_a_rate_and_burst_and_refuses_bad_ones(void **state)
+{
+    struct kg_fx_store *fx = *state;
+    struct kg_key_rec rec, got;
+    char *key;
+
+    refuse(fx, &(struct kg_key_new){.name = "r", .rate = "5/d"}, KG_EINVAL, "rate");
+    refuse(fx, &(struct kg_key_new){.name = "r", .rate = "0/s"}, KG_EINVAL, "rate");
+    refuse(fx, &(struct kg_key_new){.name = "r", .rate = "5/s", .rate_burst = -1}, KG_EINVAL,
+           "rate_burst");
+    assert_int_equal(stored_keys(fx), 0);
+    key = make(fx, &(struct kg_key_new){.name = "r", .rate = "5/s", .rate_burst = 5}, NOW, &rec);
+    kg_keys_key_free(key);
+    assert_int_equal(kg_keys_get(&fx->kc, NULL, rec.id, &got, NULL), KG_OK);
+    assert_string_equal(got.rate, "5/s");
+    assert_int_equal(got.rate_burst, 5);
+    key = make(fx, &(struct kg_key_new){.name = "d"}, NOW, &rec);
+    kg_keys_key_free(key);
+    assert_string_equal(rec.rate, "");
+    assert_int_equal(rec.rate_burst, 0);
+}
+
+static void
 test_create_refuses_a_bad_tenant_and_defaults_to_default(void **state)
 {
     struct kg_fx_store *fx = *state;
@@ -968,6 +991,7 @@ main(void)
         T(test_create_refuses_a_missing_empty_or_overlong_name),
         T(test_create_refuses_control_characters_and_broken_utf8_in_the_name),
         T(test_create_normalises_scopes_and_refuses_a_malformed_one),
+        T(test_create_stores_a_rate_and_burst_and_refuses_bad_ones),
         T(test_create_refuses_a_bad_tenant_and_defaults_to_default),
         T(test_create_takes_durations_and_times_and_refuses_a_past_expiry),
         T(test_list_filters_by_state_at_the_time_it_is_given),
