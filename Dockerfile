@@ -73,5 +73,9 @@ LABEL org.opencontainers.image.title="keygate" \
 VOLUME /var/lib/keygate
 WORKDIR /var/lib/keygate
 EXPOSE 8080
+# Asks GET /readyz on the admin listener, which listens on 127.0.0.1:8081 inside the container
+# (conf/keygate.conf): no curl in the image, and nothing to publish for it.
+HEALTHCHECK --interval=30s --timeout=5s --start-period=10s --retries=3 \
+    CMD ["keygate", "healthcheck"]
 USER keygate:keygate
 ENTRYPOINT ["keygate", "serve"]

@@ -7,6 +7,7 @@ pkgs=(
   gcc clang libclang-rt-14-dev cmake ninja-build pkg-config make
   libmicrohttpd-dev libsodium-dev libsqlite3-dev libjansson-dev libcmocka-dev libcurl4-openssl-dev
   curl ca-certificates
+  systemd man-db
 )
 missing=()
 for p in "${pkgs[@]}"; do

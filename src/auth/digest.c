@@ -134,7 +134,10 @@ kg_digest_secret_load(const char *path, bool may_create, struct kg_secret **out,
     }
     if (fd < 0)
         return kg_err_set(err, KG_EIO, "%s: cannot open secret file: %s", path, strerror(errno));
-    if (fstat(fd, &sb) == 0 && (sb.st_mode & 0077) != 0)
+    /* Only a file we own is ours to tighten: a secret mounted by a container
+     * engine (compose secrets are read-only bind mounts owned by someone else)
+     * often has to be readable by others for uid 10001 to read it at all. */
+    if (fstat(fd, &sb) == 0 && (sb.st_mode & 0077) != 0 && sb.st_uid == geteuid())
         kg_log_warnx("%s: secret file is readable by group or others; chmod 600 it", path);
     n = read(fd, buf, sizeof(buf) - 1);
     close(fd);

@@ -30,6 +30,7 @@ static const struct verb verbs[] = {
     {"tenants", kg_cli_tenants, "create, list, show and update tenants"},
     {"users", kg_cli_users, "create, list, show, update and disable users"},
     {"audit", kg_cli_audit, "read the audit trail, or verify its hash chain"},
+    {"healthcheck", kg_cli_healthcheck, "ask the daemon's /readyz: exit 0 when ready, else 1"},
 };
 
 #define NVERBS (sizeof(verbs) / sizeof(verbs[0]))
@@ -42,7 +43,7 @@ usage(FILE *f)
                "\n"
                "commands:\n");
     for (size_t i = 0; i < NVERBS; i++)
-        fprintf(f, "  %-8s %s\n", verbs[i].name, verbs[i].summary);
+        fprintf(f, "  %-11s %s\n", verbs[i].name, verbs[i].summary);
     fprintf(f, "\n"
                "Every command takes -c FILE (--config FILE) to name the config file;\n"
                "without it KEYGATE_CONFIG, conf/keygate.conf and /etc/keygate/keygate.conf\n"
