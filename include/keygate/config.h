@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include "keygate/clientip.h"
 #include "keygate/gcra.h"
 #include "keygate/status.h"
 
@@ -77,6 +78,14 @@ struct kg_config {
     struct kg_tier *tiers;
     size_t ntiers;
     enum kg_rl_headers ratelimit_headers;
+    /* auth_throttle N/WINDOW COOLDOWN: after auth_throttle_count invalid or
+     * missing keys within auth_throttle_window_ms, a client IP is refused for
+     * auth_throttle_cooldown_ms. Off: auth_throttle_count is 0. */
+    int64_t auth_throttle_count;
+    int64_t auth_throttle_window_ms;
+    int64_t auth_throttle_cooldown_ms;
+    struct kg_cidr *trusted_proxies; /* peers whose X-Forwarded-For is believed */
+    size_t ntrusted_proxies;
 };
 
 /* Receives one "file:line: message" (or "KEYGATE_X: message") per problem. */

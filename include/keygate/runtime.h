@@ -21,6 +21,11 @@ struct kg_runtime {
     struct kg_keycache *keys;
     struct kg_worker *worker;         /* blocking jobs (signup), or NULL when signup is off */
     struct kg_throttle *signup_limit; /* signup attempts per client IP, or NULL */
+    /* The brute-force throttle (auth_throttle), both NULL when it is off:
+     * failed authentications per client IP, and the cool-down of an IP
+     * that ran out of them (1 per cool-down: taken when it trips). */
+    struct kg_throttle *auth_failures;
+    struct kg_throttle *auth_cooldown;
     _Atomic bool ready;    /* store open and keys loaded */
     _Atomic bool draining; /* SIGTERM seen: finish what is in flight, accept nothing new */
     _Atomic long connections;

@@ -76,6 +76,10 @@ static enum kg_status parse_default_rate(struct loader *ld, const struct directi
 static enum kg_status parse_tier(struct loader *ld, const struct directive *d,
                                  const char *const *argv, size_t argc);
 static bool choose_rl_headers(const char *v, int *out);
+static enum kg_status parse_auth_throttle(struct loader *ld, const struct directive *d,
+                                          const char *const *argv, size_t argc);
+static enum kg_status parse_trusted_proxies(struct loader *ld, const struct directive *d,
+                                            const char *const *argv, size_t argc);
 
 #define OFF(field) offsetof(struct kg_config, field)
 
@@ -131,6 +135,10 @@ static const struct directive directives[] = {
     {.name = "tier", .kind = K_CUSTOM, .parse = parse_tier, .multi = true},
     {.name = "ratelimit_headers", .kind = K_CHOICE, .def = "standard",
      .off = OFF(ratelimit_headers), .choose = choose_rl_headers, .want = "standard or legacy"},
+    {.name = "auth_throttle", .kind = K_CUSTOM, .def = "20/min 60s", .parse = parse_auth_throttle,
+     .want = "N/s, N/min or N/h and a cool-down such as 60s, or off"},
+    {.name = "trusted_proxies", .kind = K_CUSTOM, .parse = parse_trusted_proxies, .multi = true,
+     .want = "IPv4 or IPv6 addresses or CIDR blocks such as 10.0.0.0/8 fd00::/8, or none"},
 };
 /* clang-format on */
 
@@ -867,6 +875,92 @@ parse_default_rate(struct loader *ld, const struct directive *d, const char *con
     return KG_OK;
 }
 
+/* auth_throttle off | N/WINDOW COOLDOWN. The built-in default arrives as
+ * one word ("20/min 60s"), so a single value holding a blank is split. */
+static enum kg_status
+parse_auth_throttle(struct loader *ld, const struct directive *d, const char *const *argv,
+                    size_t argc)
+{
+    char rate[64], cool[64];
+    int64_t count, period_s, cooldown_ms;
+    const char *sp;
+
+    if (argc == 1 && strcmp(argv[0], "off") == 0) {
+        ld->cfg->auth_throttle_count = 0;
+        return KG_OK;
+    }
+    sp = argc == 1 ? strchr(argv[0], ' ') : NULL;
+    if (sp != NULL && (size_t)(sp - argv[0]) < sizeof(rate)) {
+        snprintf(rate, sizeof(rate), "%.*s", (int)(sp - argv[0]), argv[0]);
+        snprintf(cool, sizeof(cool), "%s", sp + 1);
+    } else if (argc == 2) {
+        snprintf(rate, sizeof(rate), "%s", argv[0]);
+        snprintf(cool, sizeof(cool), "%s", argv[1]);
+    } else {
+        complain(ld, "%s wants N/WINDOW COOLDOWN such as 20/min 60s, or off", d->name);
+        return KG_EINVAL;
+    }
+    if (!kg_gcra_parse_rate(rate, &count, &period_s)) {
+        complain(ld, "%s wants N/s, N/min or N/h (N 1 to 1000000000), got \"" SHOWN "\"", d->name,
+                 rate);
+        return KG_EINVAL;
+    }
+    /* limit/throttle.c's bound: more failures than this are no throttle anyway. */
+    if (count > 1000000) {
+        complain(ld, "%s allows 1 to 1000000 failures per window, got %lld", d->name,
+                 (long long)count);
+        return KG_EINVAL;
+    }
+    if (!parse_duration_ms(cool, &cooldown_ms)) {
+        complain(ld,
+                 "%s cool-down wants a duration such as 500ms, 30s, 5m or 1h (at most 24h), "
+                 "got \"" SHOWN "\"",
+                 d->name, cool);
+        return KG_EINVAL;
+    }
+    ld->cfg->auth_throttle_count = count;
+    ld->cfg->auth_throttle_window_ms = period_s * 1000;
+    ld->cfg->auth_throttle_cooldown_ms = cooldown_ms;
+    return KG_OK;
+}
+
+/* trusted_proxies none | CIDR... (several lines add up) */
+static enum kg_status
+parse_trusted_proxies(struct loader *ld, const struct directive *d, const char *const *argv,
+                      size_t argc)
+{
+    struct kg_config *cfg = ld->cfg;
+    struct kg_cidr *grown;
+    bool ok = true;
+
+    if (argc == 0) {
+        complain(ld, "%s wants %s", d->name, d->want);
+        return KG_EINVAL;
+    }
+    if (argc == 1 && strcmp(argv[0], "none") == 0) {
+        cfg->ntrusted_proxies = 0;
+        return KG_OK;
+    }
+    for (size_t i = 0; i < argc; i++) {
+        struct kg_cidr c;
+
+        if (!kg_clientip_cidr_parse(argv[i], &c)) {
+            complain(ld,
+                     "%s wants an IPv4 or IPv6 address or CIDR block (host bits zero, "
+                     "e.g. 10.0.0.0/8), got \"" SHOWN "\"",
+                     d->name, argv[i]);
+            ok = false;
+            continue;
+        }
+        grown = realloc(cfg->trusted_proxies, (cfg->ntrusted_proxies + 1) * sizeof(*grown));
+        if (grown == NULL)
+            return KG_ENOMEM;
+        cfg->trusted_proxies = grown;
+        cfg->trusted_proxies[cfg->ntrusted_proxies++] = c;
+    }
+    return ok ? KG_OK : KG_EINVAL;
+}
+
 /* tier NAME rate RATE [burst N] [quota N/day|N/month] */
 static enum kg_status
 parse_tier(struct loader *ld, const struct directive *d, const char *const *argv, size_t argc)
@@ -1252,5 +1346,6 @@ kg_config_free(struct kg_config *cfg)
     for (size_t i = 0; i < cfg->ntiers; i++)
         free(cfg->tiers[i].name);
     free(cfg->tiers);
+    free(cfg->trusted_proxies);
     free(cfg);
 }

@@ -14,6 +14,7 @@
 
 #include <sodium.h>
 
+#include "keygate/clientip.h"
 #include "keygate/credential.h"
 #include "keygate/decide.h"
 #include "keygate/front.h"
@@ -200,6 +201,24 @@ peer_address(struct MHD_Connection *conn, char *buf, size_t len)
     else if (sa->sa_family == AF_INET6)
         inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, buf,
                   (socklen_t)len);
+    return buf;
+}
+
+/* The client a request counts against: the peer, or the right-most
+ * untrusted X-Forwarded-For hop when the peer is a trusted proxy. */
+static const char *
+client_ip(struct MHD_Connection *conn, const struct kg_config *cfg, const struct scan *sc,
+          char *buf, size_t len)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    struct kg_ipaddr peer;
+
+    if (ci == NULL || !kg_clientip_from_sockaddr(ci->client_addr, &peer)) {
+        buf[0] = '\0';
+        return buf;
+    }
+    kg_clientip_resolve(cfg->trusted_proxies, cfg->ntrusted_proxies, &peer, sc->xff, buf, len);
     return buf;
 }
 
@@ -444,14 +463,14 @@ signup_start(struct kg_req *req, struct MHD_Connection *conn, const struct scan 
 {
     struct kg_runtime *rt = kg_loop_runtime(req->loop);
     struct kg_answer ans;
-    char peer[INET6_ADDRSTRLEN];
+    char ip[KG_CLIENTIP_MAX];
     const char *ct;
     int64_t retry_ms = 0;
 
     /* Every attempt counts, good or bad: the limit is what stops password
      * and e-mail guessing through this endpoint. */
     if (rt->signup_limit != NULL &&
-        !kg_throttle_take(rt->signup_limit, peer_address(conn, peer, sizeof(peer)),
+        !kg_throttle_take(rt->signup_limit, client_ip(conn, rt->cfg, sc, ip, sizeof(ip)),
                           kg_time_mono_ms(), &retry_ms)) {
         kg_respond_error(rt->cfg, 429, "Too many signup requests", &ans);
         ans.retry_after_s = kg_throttle_retry_after_s(retry_ms);
@@ -572,6 +591,35 @@ rate_check(struct kg_req *req, const struct kg_runtime *rt, const struct kg_keye
     kg_respond_ratelimit_headers(cfg, v, key->has_rate ? "key" : "default", key->tier, &req->rl);
 }
 
+/* The brute-force throttle, before any key lookup: an IP in its cool-down
+ * is refused whatever key it sends, so guessing costs no digest. */
+static bool
+throttle_refuses(const struct kg_runtime *rt, const char *ip, int64_t now_ms, struct kg_answer *ans)
+{
+    struct kg_decision d = {.verdict = KG_DENY_THROTTLED};
+    int64_t retry_ms = 0;
+
+    if (rt->auth_cooldown == NULL || kg_throttle_peek(rt->auth_cooldown, ip, now_ms, &retry_ms))
+        return false;
+    kg_respond_verdict(rt->cfg, &d, ans);
+    ans->retry_after_s = kg_throttle_retry_after_s(retry_ms);
+    return true;
+}
+
+/* Counts a missing, unknown or expired key against ip; when that uses up
+ * its allowance the cool-down starts. A failure refused by the failure
+ * table (its allowance was already gone) starts one too. */
+static void
+throttle_count(const struct kg_runtime *rt, enum kg_verdict v, const char *ip, int64_t now_ms)
+{
+    if (rt->auth_failures == NULL ||
+        (v != KG_DENY_NO_CREDENTIAL && v != KG_DENY_INVALID && v != KG_DENY_EXPIRED))
+        return;
+    if (!kg_throttle_take(rt->auth_failures, ip, now_ms, NULL) ||
+        !kg_throttle_peek(rt->auth_failures, ip, now_ms, NULL))
+        kg_throttle_take(rt->auth_cooldown, ip, now_ms, NULL);
+}
+
 static enum MHD_Result
 first_call(struct kg_req *req, struct MHD_Connection *conn, const char *method)
 {
@@ -586,7 +634,8 @@ first_call(struct kg_req *req, struct MHD_Connection *conn, const char *method)
     const char *why, *q;
     enum MHD_Result ret;
     size_t plen;
-    int64_t now;
+    int64_t now, now_ms;
+    char ip[KG_CLIENTIP_MAX];
 
     kg_hygiene_init(&sc.hy);
     kg_credential_init(&sc.cred);
@@ -628,9 +677,14 @@ first_call(struct kg_req *req, struct MHD_Connection *conn, const char *method)
 
     health = strcmp(req->path, "/health") == 0 &&
              (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0);
+    client_ip(conn, cfg, &sc, ip, sizeof(ip));
+    now_ms = kg_time_mono_ms();
+    if (throttle_refuses(rt, ip, now_ms, &ans))
+        return send_answer(req, conn, &ans);
     now = kg_time_now();
     snap = kg_keycache_acquire(rt->keys);
     kg_decide(cfg, snap, rt->secret, &sc.cred, method, req->path, now, &d);
+    throttle_count(rt, d.verdict, ip, now_ms);
     if (d.key != NULL && is_scope_verdict(d.verdict)) {
         kg_keycache_touch(d.key, now);
         /* Only a request that would be proxied spends; every other answer

@@ -34,6 +34,7 @@
 #define SIGNUP_LIMIT 5
 #define SIGNUP_PERIOD_MS 60000
 #define SIGNUP_CLIENTS 4096
+#define AUTH_THROTTLE_CLIENTS 65536 /* about 2 MiB for both tables */
 #define WORKER_QUEUE_MAX 64
 
 static void
@@ -95,6 +96,23 @@ static void
 worker_close_store(void *ctx)
 {
     kg_store_close(ctx);
+}
+
+/* The brute-force throttle's two per-IP tables, unless auth_throttle is off. */
+static enum kg_status
+start_auth_throttle(struct daemon_state *ds, struct kg_err *err)
+{
+    const struct kg_config *cfg = ds->inst->cfg;
+    enum kg_status rc;
+
+    if (cfg->auth_throttle_count == 0)
+        return KG_OK;
+    rc = kg_throttle_new(cfg->auth_throttle_count, cfg->auth_throttle_window_ms,
+                         AUTH_THROTTLE_CLIENTS, &ds->rt.auth_failures, err);
+    if (rc != KG_OK)
+        return rc;
+    return kg_throttle_new(1, cfg->auth_throttle_cooldown_ms, AUTH_THROTTLE_CLIENTS,
+                           &ds->rt.auth_cooldown, err);
 }
 
 /* The signup endpoint's worker and per-IP limit, only when signup is on. */
@@ -334,7 +352,8 @@ kg_serve_main(int argc, char **argv)
         kg_log_error("loading keys: %s", err.msg[0] != '\0' ? err.msg : "out of memory");
         goto cleanup;
     }
-    if (start_signup(&ds, &err) != KG_OK || start_loops(&ds, &err) != KG_OK) {
+    if (start_auth_throttle(&ds, &err) != KG_OK || start_signup(&ds, &err) != KG_OK ||
+        start_loops(&ds, &err) != KG_OK) {
         kg_log_error("%s", err.msg);
         goto cleanup;
     }
@@ -362,6 +381,8 @@ cleanup:
     kg_admin_stop(ds.admin);
     kg_worker_free(ds.rt.worker);
     kg_throttle_free(ds.rt.signup_limit);
+    kg_throttle_free(ds.rt.auth_failures);
+    kg_throttle_free(ds.rt.auth_cooldown);
     if (ds.rt.keys != NULL && ds.inst != NULL)
         flush_usage(&ds);
     kg_keycache_free(ds.rt.keys);

@@ -170,6 +170,10 @@ assert_defaults(const struct kg_config *cfg)
     assert_false(cfg->has_default_rate);
     assert_int_equal(cfg->ntiers, 0);
     assert_int_equal(cfg->ratelimit_headers, KG_RLH_STANDARD);
+    assert_int_equal(cfg->auth_throttle_count, 20);
+    assert_int_equal(cfg->auth_throttle_window_ms, 60000);
+    assert_int_equal(cfg->auth_throttle_cooldown_ms, 60000);
+    assert_int_equal(cfg->ntrusted_proxies, 0);
 }
 
 static void
@@ -978,6 +982,80 @@ test_rate_limit_default_refuses_a_bad_rate_or_burst(void **state)
 }
 
 static void
+test_auth_throttle_is_on_by_default_and_takes_a_rate_and_a_cool_down(void **state)
+{
+    struct fixture *fx = *state;
+
+    load_ok(fx, "");
+    assert_int_equal(fx->cfg->auth_throttle_count, 20);
+    assert_int_equal(fx->cfg->auth_throttle_window_ms, 60000);
+    assert_int_equal(fx->cfg->auth_throttle_cooldown_ms, 60000);
+    load_ok(fx, "auth_throttle 5/min 2s\n");
+    assert_int_equal(fx->cfg->auth_throttle_count, 5);
+    assert_int_equal(fx->cfg->auth_throttle_window_ms, 60000);
+    assert_int_equal(fx->cfg->auth_throttle_cooldown_ms, 2000);
+    load_ok(fx, "auth_throttle 100/h 15m\n");
+    assert_int_equal(fx->cfg->auth_throttle_window_ms, 3600000);
+    assert_int_equal(fx->cfg->auth_throttle_cooldown_ms, 900000);
+    load_ok(fx, "auth_throttle off\n");
+    assert_int_equal(fx->cfg->auth_throttle_count, 0);
+}
+
+static void
+test_a_bad_auth_throttle_says_what_is_wrong(void **state)
+{
+    struct fixture *fx = *state;
+
+    load_fails_with(fx, "auth_throttle 5/d 60s\n",
+                    "1: auth_throttle wants N/s, N/min or N/h (N 1 to 1000000000), got \"5/d\"");
+    load_fails_with(fx, "auth_throttle 5/min 60\n",
+                    "1: auth_throttle cool-down wants a duration such as 500ms, 30s, 5m or 1h "
+                    "(at most 24h), got \"60\"");
+    load_fails_with(fx, "auth_throttle 5/min\n",
+                    "1: auth_throttle wants N/WINDOW COOLDOWN such as 20/min 60s, or off");
+    load_fails_with(fx, "auth_throttle on\n",
+                    "1: auth_throttle wants N/WINDOW COOLDOWN such as 20/min 60s, or off");
+    load_fails_with(fx, "auth_throttle 1000001/min 60s\n",
+                    "1: auth_throttle allows 1 to 1000000 failures per window, got 1000001");
+    assert_int_equal(load_text(fx, "auth_throttle 5/min 1s 2s\n"), KG_EINVAL);
+}
+
+static void
+test_trusted_proxies_take_ipv4_and_ipv6_blocks_on_several_lines(void **state)
+{
+    struct fixture *fx = *state;
+    struct kg_ipaddr a;
+
+    load_ok(fx, "");
+    assert_int_equal(fx->cfg->ntrusted_proxies, 0);
+    load_ok(fx, "trusted_proxies 10.0.0.0/8 192.0.2.1\n"
+                "trusted_proxies fd00::/8\n");
+    assert_int_equal(fx->cfg->ntrusted_proxies, 3);
+    assert_true(kg_clientip_parse("10.20.30.40", &a));
+    assert_true(kg_clientip_trusted(fx->cfg->trusted_proxies, 3, &a));
+    assert_true(kg_clientip_parse("fd12::1", &a));
+    assert_true(kg_clientip_trusted(fx->cfg->trusted_proxies, 3, &a));
+    assert_true(kg_clientip_parse("192.0.2.2", &a));
+    assert_false(kg_clientip_trusted(fx->cfg->trusted_proxies, 3, &a));
+    load_ok(fx, "trusted_proxies none\n");
+    assert_int_equal(fx->cfg->ntrusted_proxies, 0);
+}
+
+static void
+test_a_bad_trusted_proxy_says_what_a_block_looks_like(void **state)
+{
+    struct fixture *fx = *state;
+
+    load_fails_with(fx, "trusted_proxies 10.0.0.1/8\n",
+                    "1: trusted_proxies wants an IPv4 or IPv6 address or CIDR block (host bits "
+                    "zero, e.g. 10.0.0.0/8), got \"10.0.0.1/8\"");
+    load_fails_with(fx, "trusted_proxies 10.0.0.0/8 proxy.internal\n",
+                    "1: trusted_proxies wants an IPv4 or IPv6 address or CIDR block (host bits "
+                    "zero, e.g. 10.0.0.0/8), got \"proxy.internal\"");
+    assert_int_equal(load_text(fx, "trusted_proxies\n"), KG_EINVAL);
+}
+
+static void
 test_tiers_take_a_rate_a_burst_and_a_quota(void **state)
 {
     struct fixture *fx = *state;
@@ -1083,6 +1161,10 @@ main(void)
         T(test_defaults_are_the_documented_values),
         T(test_rate_limit_default_takes_a_rate_and_an_optional_burst),
         T(test_rate_limit_default_refuses_a_bad_rate_or_burst),
+        T(test_auth_throttle_is_on_by_default_and_takes_a_rate_and_a_cool_down),
+        T(test_a_bad_auth_throttle_says_what_is_wrong),
+        T(test_trusted_proxies_take_ipv4_and_ipv6_blocks_on_several_lines),
+        T(test_a_bad_trusted_proxy_says_what_a_block_looks_like),
         T(test_tiers_take_a_rate_a_burst_and_a_quota),
         T(test_a_bad_tier_line_says_what_is_wrong),
         T(test_ratelimit_headers_is_standard_or_legacy),

@@ -1,0 +1,270 @@
+/* tests/integration/test_throttle.c - the brute-force throttle on a running
+ * daemon in front of a stub upstream.
+ *
+ * Two daemons with `auth_throttle 5/min 2s`: gw trusts 127.0.0.1 as a proxy,
+ * so each test plays its own clients through X-Forwarded-For values (the
+ * throttle is per client IP, so tests cannot disturb each other); gwu trusts
+ * nobody, so every request it gets is from 127.0.0.1 whatever X-Forwarded-For
+ * says. gw also has `signup on`: its per-IP limit (5/min) counts the same
+ * client IPs. Five failures per minute refill in 12 s each, far longer than any
+ * test runs, so a slow machine cannot let an extra failure through.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "helpers/daemon.h"
+#include "helpers/http.h"
+#include "helpers/upstream.h"
+
+#define DETAIL_THROTTLED "{\"detail\": \"Too many failed authentication attempts.\"}"
+#define ERROR_THROTTLED                                                                            \
+    "{\"error\": {\"type\": \"rate_limit_error\", \"message\": \"Too many failed "                 \
+    "authentication attempts\"}}"
+#define BAD_KEY "kg_0000000000000000000000000000000000000000"
+#define COOLDOWN_DEADLINE_MS 3000
+
+struct world {
+    struct kt_upstream *up;
+    struct kt_daemon *gw;  /* trusted_proxies 127.0.0.1/32, detail style */
+    struct kt_daemon *gwu; /* no trusted proxies, error style */
+    struct kt_key key;     /* gw */
+    struct kt_key ukey;    /* gwu */
+};
+
+static struct world W;
+static struct kt_http_resp R;
+
+static int
+free_slots(void **state)
+{
+    (void)state;
+    kt_http_resp_cleanup(&R);
+    return 0;
+}
+
+/* GET /v1/items on d as client (an X-Forwarded-For value, or NULL) with key
+ * (NULL: no credential) into R; fails the test when no answer came. */
+static long
+get(struct kt_daemon *d, const char *client, const char *key)
+{
+    char auth[256], xff[128];
+    const char *headers[3] = {NULL, NULL, NULL};
+    size_t n = 0;
+
+    if (key != NULL) {
+        snprintf(auth, sizeof(auth), "Authorization: Bearer %s", key);
+        headers[n++] = auth;
+    }
+    if (client != NULL) {
+        snprintf(xff, sizeof(xff), "X-Forwarded-For: %s", client);
+        headers[n++] = xff;
+    }
+    kt_http_resp_cleanup(&R);
+    if (!kt_http_get(kt_daemon_url(d, "/v1/items"), headers, &R))
+        fail_msg("GET /v1/items as %s got no answer", client != NULL ? client : "the peer");
+    return R.status;
+}
+
+/* Five failures from client: three wrong keys and two without any, each 401. */
+static void
+fail_five_times(struct kt_daemon *d, const char *client)
+{
+    for (int i = 0; i < 5; i++) {
+        long st = get(d, client, i % 2 == 0 ? BAD_KEY : NULL);
+
+        if (st != 401)
+            fail_msg("failure %d of client %s should be 401, got %ld", i + 1,
+                     client != NULL ? client : "the peer", st);
+    }
+}
+
+static int
+retry_after(void)
+{
+    char buf[32];
+    const char *v = kt_http_header_buf(&R, "Retry-After", buf, sizeof(buf));
+
+    if (v == NULL)
+        fail_msg("a throttled answer should carry Retry-After");
+    return (int)strtol(v, NULL, 10);
+}
+
+static int teardown(void **state);
+
+static int
+setup(void **state)
+{
+    char cfg[1024];
+
+    (void)state;
+    kt_http_global_init();
+    W.up = kt_upstream_start();
+    if (W.up == NULL)
+        goto fail;
+    snprintf(cfg, sizeof(cfg),
+             "upstream %s\nauth_throttle 5/min 2s\ntrusted_proxies 127.0.0.1/32\nsignup on\n",
+             kt_upstream_url(W.up));
+    W.gw = kt_daemon_new(cfg);
+    snprintf(cfg, sizeof(cfg), "upstream %s\nauth_throttle 5/min 2s\nerror_style error\n",
+             kt_upstream_url(W.up));
+    W.gwu = kt_daemon_new(cfg);
+    if (W.gw == NULL || W.gwu == NULL)
+        goto fail;
+    if (!kt_daemon_create_key(W.gw, "good", NULL, NULL, &W.key) ||
+        !kt_daemon_create_key(W.gwu, "good", NULL, NULL, &W.ukey))
+        goto fail;
+    if (!kt_daemon_start(W.gw) || !kt_daemon_start(W.gwu))
+        goto fail;
+    return 0;
+
+fail:
+    teardown(state);
+    return -1;
+}
+
+static int
+teardown(void **state)
+{
+    (void)state;
+    kt_http_resp_cleanup(&R);
+    kt_daemon_free(W.gw);
+    kt_daemon_free(W.gwu);
+    kt_upstream_stop(W.up);
+    kt_key_cleanup(&W.key);
+    kt_key_cleanup(&W.ukey);
+    kt_http_global_cleanup();
+    memset(&W, 0, sizeof(W));
+    return 0;
+}
+
+static void
+test_five_bad_keys_then_even_a_valid_key_gets_429_with_retry_after(void **state)
+{
+    size_t seen;
+    int ra;
+
+    (void)state;
+    fail_five_times(W.gw, "198.51.100.1");
+    seen = kt_upstream_count(W.up);
+    assert_int_equal(get(W.gw, "198.51.100.1", W.key.key), 429);
+    assert_string_equal(R.body, DETAIL_THROTTLED);
+    ra = retry_after();
+    if (ra < 1 || ra > 2)
+        fail_msg("Retry-After should be the 2 s cool-down rounded up (1 or 2), got %d", ra);
+    assert_int_equal(get(W.gw, "198.51.100.1", BAD_KEY), 429);
+    assert_int_equal(get(W.gw, "198.51.100.1", NULL), 429);
+    assert_int_equal(kt_upstream_count(W.up), seen);
+}
+
+static void
+test_a_valid_key_from_another_client_is_untouched(void **state)
+{
+    (void)state;
+    fail_five_times(W.gw, "198.51.100.2");
+    assert_int_equal(get(W.gw, "198.51.100.2", W.key.key), 429);
+    assert_int_equal(get(W.gw, "198.51.100.3", W.key.key), 200);
+    /* The trusted proxy itself, with nothing forwarded, is one more client. */
+    assert_int_equal(get(W.gw, NULL, W.key.key), 200);
+    /* The right-most untrusted hop decides; what the client wrote left of it does not. */
+    assert_int_equal(get(W.gw, "198.51.100.2, 198.51.100.3", W.key.key), 200);
+    assert_int_equal(get(W.gw, "198.51.100.3, 198.51.100.2", W.key.key), 429);
+}
+
+static void
+test_after_the_cool_down_the_valid_key_passes_again(void **state)
+{
+    int64_t start, waited;
+
+    (void)state;
+    fail_five_times(W.gw, "198.51.100.4");
+    start = kt_mono_ms();
+    assert_int_equal(get(W.gw, "198.51.100.4", W.key.key), 429);
+    for (;;) {
+        waited = kt_mono_ms() - start;
+        if (get(W.gw, "198.51.100.4", W.key.key) == 200)
+            break;
+        assert_int_equal(R.status, 429);
+        if (waited > COOLDOWN_DEADLINE_MS)
+            fail_msg("the valid key should pass again within %d ms of the 2 s cool-down",
+                     COOLDOWN_DEADLINE_MS);
+        kt_sleep_ms(100);
+    }
+    if (waited < 1000)
+        fail_msg("the cool-down is 2 s, but the valid key passed after %lld ms", (long long)waited);
+}
+
+static void
+test_an_untrusted_peers_forwarded_for_does_not_escape_the_throttle(void **state)
+{
+    char client[32];
+
+    (void)state;
+    for (int i = 0; i < 5; i++) {
+        snprintf(client, sizeof(client), "203.0.113.%d", i + 1);
+        if (get(W.gwu, client, BAD_KEY) != 401)
+            fail_msg("failure %d should be 401, got %ld", i + 1, R.status);
+    }
+    assert_int_equal(get(W.gwu, "203.0.113.99", W.ukey.key), 429);
+    assert_string_equal(R.body, ERROR_THROTTLED);
+    assert_true(retry_after() >= 1);
+    assert_int_equal(get(W.gwu, NULL, W.ukey.key), 429);
+}
+
+/* POST a body that is not JSON to the signup path as client: every attempt
+ * counts against the signup limit, good or bad, and no password is hashed. */
+static long
+signup(const char *client)
+{
+    char xff[128];
+    const char *headers[] = {"Content-Type: application/json", xff, NULL};
+    struct kt_http_req rq = {
+        .method = "POST",
+        .url = kt_daemon_url(W.gw, "/api/v1/signup/"),
+        .headers = headers,
+        .body = "not json",
+        .body_len = 8,
+    };
+
+    snprintf(xff, sizeof(xff), "X-Forwarded-For: %s", client);
+    kt_http_resp_cleanup(&R);
+    if (!kt_http_do(&rq, &R))
+        fail_msg("POST signup as %s got no answer", client);
+    return R.status;
+}
+
+static void
+test_the_signup_limit_counts_the_same_forwarded_client(void **state)
+{
+    (void)state;
+    for (int i = 0; i < 5; i++)
+        if (signup("192.0.2.10") != 400)
+            fail_msg("signup attempt %d should be 400 (bad JSON), got %ld", i + 1, R.status);
+    assert_int_equal(signup("192.0.2.10"), 429);
+    assert_true(retry_after() >= 1);
+    assert_int_equal(signup("192.0.2.11"), 400);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(
+            test_five_bad_keys_then_even_a_valid_key_gets_429_with_retry_after, free_slots),
+        cmocka_unit_test_teardown(test_a_valid_key_from_another_client_is_untouched, free_slots),
+        cmocka_unit_test_teardown(test_after_the_cool_down_the_valid_key_passes_again, free_slots),
+        cmocka_unit_test_teardown(
+            test_an_untrusted_peers_forwarded_for_does_not_escape_the_throttle, free_slots),
+        cmocka_unit_test_teardown(test_the_signup_limit_counts_the_same_forwarded_client,
+                                  free_slots),
+    };
+
+    return cmocka_run_group_tests_name("integration_test_throttle", tests, setup, teardown);
+}
