@@ -25,6 +25,25 @@
 struct kg_keystat {
     _Atomic int64_t last_used;    /* Unix seconds, 0 = never */
     _Atomic int64_t last_flushed; /* last_used value already written to the store */
+    /* Counters since the process started, bumped with relaxed atomics on the
+     * request path; the *_flushed twins hold how much of each the store has
+     * (only kg_keycache_flush writes them, after its transaction commits). */
+    _Atomic int64_t requests;         /* allowed and let through (not /health) */
+    _Atomic int64_t denied_expired;   /* 401: the key has expired */
+    _Atomic int64_t denied_forbidden; /* 403: scope, role, no scopes or no route */
+    _Atomic int64_t denied_rate;      /* 429: over the key's or its tier's rate */
+    _Atomic int64_t requests_flushed;
+    _Atomic int64_t denied_expired_flushed;
+    _Atomic int64_t denied_forbidden_flushed;
+    _Atomic int64_t denied_rate_flushed;
+};
+
+/* What kg_keycache_count() records. */
+enum kg_usage_kind {
+    KG_USAGE_REQUEST,
+    KG_USAGE_DENIED_EXPIRED,
+    KG_USAGE_DENIED_FORBIDDEN,
+    KG_USAGE_DENIED_RATE,
 };
 
 /* One key in a snapshot. Read-only; valid until the snapshot is released.
@@ -94,10 +113,22 @@ struct kg_limiter *kg_keycache_limiter(struct kg_keycache *kc);
 /* Records a use of ent at now (kept exact to the second, written later). */
 void kg_keycache_touch(const struct kg_keyent *ent, int64_t now);
 
-/* Writes the last-used time of every key used since the previous flush to
- * st in one transaction (kg_store_key_touch). On failure nothing is marked
- * flushed, so the next call retries. *flushed (may be NULL) gets the count. */
+/* Counts one request of ent as kind. Lock-free (one relaxed add). */
+void kg_keycache_count(const struct kg_keyent *ent, enum kg_usage_kind kind);
+
+/* Writes the last-used time and the counter deltas of every key used or
+ * counted since the previous flush to st in one transaction
+ * (kg_store_key_usage_add). Deltas are marked flushed only after the commit:
+ * on failure nothing is marked, so the next call retries and no count is
+ * lost or written twice. *flushed (may be NULL) gets the number of keys. */
 enum kg_status kg_keycache_flush(struct kg_keycache *kc, struct kg_store *st, size_t *flushed,
                                  struct kg_err *err);
+
+/* The usage of key id as the store has it (kg_store_key_usage_get through
+ * st) plus what this process counted and has not flushed yet, read under
+ * the flush lock so a flush in between can neither hide nor double a count.
+ * KG_ENOTFOUND: no such key in st. */
+enum kg_status kg_keycache_usage(struct kg_keycache *kc, struct kg_store *st, const char *id,
+                                 struct kg_key_usage *out, struct kg_err *err);
 
 #endif

@@ -258,6 +258,30 @@ enum kg_status kg_store_key_rotate(struct kg_store *st, const char *old_id,
 enum kg_status kg_store_key_touch(struct kg_store *st, const char *const *ids, const int64_t *times,
                                   size_t n, struct kg_err *err);
 
+/* Usage counters of one key, as stored (totals over every process that
+ * ever served it) or as a delta to add to them. */
+struct kg_key_usage {
+    int64_t requests;
+    int64_t denied_expired;
+    int64_t denied_forbidden;
+    int64_t denied_rate;
+    int64_t last_used_at; /* Unix seconds, 0 = never */
+    int64_t updated_at;   /* when the totals were last written, 0 = never */
+};
+
+/* Adds deltas[i] to the stored totals of ids[i] and sets its last_used_at
+ * to max(stored, deltas[i].last_used_at), all in ONE transaction: either the
+ * whole batch is counted or none of it. Unknown ids are ignored. now stamps
+ * updated_at. Not audited: usage is not a lifecycle event. */
+enum kg_status kg_store_key_usage_add(struct kg_store *st, const char *const *ids,
+                                      const struct kg_key_usage *deltas, size_t n, int64_t now,
+                                      struct kg_err *err);
+
+/* The stored usage of key id (all zero when it was never counted, including
+ * last_used_at). KG_ENOTFOUND: no such key. */
+enum kg_status kg_store_key_usage_get(struct kg_store *st, const char *id, struct kg_key_usage *out,
+                                      struct kg_err *err);
+
 /* ---- tenants ---- */
 
 /* KG_ECONFLICT: a tenant of that name exists. */

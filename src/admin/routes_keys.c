@@ -345,9 +345,9 @@ void
 admin_keys_usage(struct admin_call *c)
 {
     struct kg_key_rec *rec = calloc(1, sizeof(*rec));
-    const struct kg_keysnap *snap;
-    const struct kg_keyent *ent;
-    int64_t last_used;
+    struct kg_key_usage u;
+    struct kg_err err = {{0}};
+    enum kg_status rc;
 
     if (rec == NULL) {
         admin_fail(c, 500, "Internal error");
@@ -355,22 +355,23 @@ admin_keys_usage(struct admin_call *c)
     }
     if (!admin_query_check(c, (const char *const[]){NULL}) || !get_key(c, rec))
         goto cleanup;
-    /* The store's last_used_at is written once a second; the key cache has
-     * the exact second, so the later of the two is the truth. */
-    last_used = rec->last_used_at;
-    snap = kg_keycache_acquire(c->adm->rt->keys);
-    ent = kg_keysnap_find(snap, rec->digest);
-    if (ent != NULL && ent->stat != NULL) {
-        int64_t mem = atomic_load(&ent->stat->last_used);
-
-        if (mem > last_used)
-            last_used = mem;
+    /* The store has the totals up to the last flush (once a second); the key
+     * cache adds what this process counted since, so the answer is exact. */
+    rc = kg_keycache_usage(c->adm->rt->keys, c->adm->store, rec->id, &u, &err);
+    if (rc != KG_OK) {
+        admin_fail_status(c, rc, &err);
+        goto cleanup;
     }
-    kg_keycache_release(snap);
+    if (rec->last_used_at > u.last_used_at)
+        u.last_used_at = rec->last_used_at;
     admin_reply(c, 200,
-                json_pack("{s:s, s:s, s:o, s:I}", "id", rec->id, "state",
+                json_pack("{s:s, s:s, s:o, s:I, s:I, s:{s:I, s:I, s:I}}", "id", rec->id, "state",
                           kg_key_state_str(kg_key_state_of(rec, c->now)), "last_used_at",
-                          kg_json_io_time(last_used), "quota_used", (json_int_t)rec->quota_used));
+                          kg_json_io_time(u.last_used_at), "quota_used",
+                          (json_int_t)rec->quota_used, "requests", (json_int_t)u.requests, "denied",
+                          "expired", (json_int_t)u.denied_expired, "forbidden",
+                          (json_int_t)u.denied_forbidden, "rate_limited",
+                          (json_int_t)u.denied_rate));
 
 cleanup:
     free(rec);

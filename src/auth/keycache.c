@@ -202,6 +202,30 @@ kg_keycache_touch(const struct kg_keyent *ent, int64_t now)
     }
 }
 
+void
+kg_keycache_count(const struct kg_keyent *ent, enum kg_usage_kind kind)
+{
+    _Atomic int64_t *c;
+
+    switch (kind) {
+    case KG_USAGE_REQUEST:
+        c = &ent->stat->requests;
+        break;
+    case KG_USAGE_DENIED_EXPIRED:
+        c = &ent->stat->denied_expired;
+        break;
+    case KG_USAGE_DENIED_FORBIDDEN:
+        c = &ent->stat->denied_forbidden;
+        break;
+    case KG_USAGE_DENIED_RATE:
+        c = &ent->stat->denied_rate;
+        break;
+    default:
+        return;
+    }
+    atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
+}
+
 /* The stat record for id, created on first sight. Caller holds load_mu. */
 static struct kg_keystat *
 stat_for(struct kg_keycache *kc, const char *id, int64_t stored_last_used)
@@ -494,12 +518,18 @@ cleanup:
     return rc;
 }
 
+/* What one flush read from one stat record; marked flushed after the commit. */
+struct flush_item {
+    struct kg_keystat *stat;
+    int64_t last_used, requests, denied_expired, denied_forbidden, denied_rate;
+};
+
 enum kg_status
 kg_keycache_flush(struct kg_keycache *kc, struct kg_store *st, size_t *flushed, struct kg_err *err)
 {
     const char **ids = NULL;
-    int64_t *times = NULL;
-    struct kg_keystat **stats = NULL;
+    struct kg_key_usage *deltas = NULL;
+    struct flush_item *items = NULL;
     enum kg_status rc = KG_OK;
     size_t n = 0;
 
@@ -507,40 +537,109 @@ kg_keycache_flush(struct kg_keycache *kc, struct kg_store *st, size_t *flushed, 
         *flushed = 0;
     pthread_mutex_lock(&kc->load_mu);
     ids = malloc((kc->nstats + 1) * sizeof(*ids));
-    times = malloc((kc->nstats + 1) * sizeof(*times));
-    stats = malloc((kc->nstats + 1) * sizeof(*stats));
-    if (ids == NULL || times == NULL || stats == NULL) {
+    deltas = calloc(kc->nstats + 1, sizeof(*deltas));
+    items = malloc((kc->nstats + 1) * sizeof(*items));
+    if (ids == NULL || deltas == NULL || items == NULL) {
         rc = kg_err_set(err, KG_ENOMEM, "out of memory flushing usage");
         goto cleanup;
     }
     for (size_t i = 0; i < kc->stats_cap; i++) {
         struct kg_keystat *s = kc->stats[i].stat;
-        int64_t used;
+        struct flush_item it;
+        int64_t prev_used;
 
         if (s == NULL)
             continue;
-        used = atomic_load(&s->last_used);
-        if (used > atomic_load(&s->last_flushed)) {
-            ids[n] = kc->stats[i].id;
-            times[n] = used;
-            stats[n] = s;
-            n++;
-        }
+        /* Each counter is read once: what the request path adds after this
+         * read belongs to the next flush, since only the value read here is
+         * marked flushed. */
+        it.stat = s;
+        it.last_used = atomic_load(&s->last_used);
+        it.requests = atomic_load(&s->requests);
+        it.denied_expired = atomic_load(&s->denied_expired);
+        it.denied_forbidden = atomic_load(&s->denied_forbidden);
+        it.denied_rate = atomic_load(&s->denied_rate);
+        prev_used = atomic_load(&s->last_flushed);
+        deltas[n].requests = it.requests - atomic_load(&s->requests_flushed);
+        deltas[n].denied_expired = it.denied_expired - atomic_load(&s->denied_expired_flushed);
+        deltas[n].denied_forbidden =
+            it.denied_forbidden - atomic_load(&s->denied_forbidden_flushed);
+        deltas[n].denied_rate = it.denied_rate - atomic_load(&s->denied_rate_flushed);
+        deltas[n].last_used_at = it.last_used > prev_used ? it.last_used : 0;
+        if (deltas[n].last_used_at == 0 && deltas[n].requests == 0 &&
+            deltas[n].denied_expired == 0 && deltas[n].denied_forbidden == 0 &&
+            deltas[n].denied_rate == 0)
+            continue;
+        ids[n] = kc->stats[i].id;
+        items[n] = it;
+        n++;
     }
     if (n == 0)
         goto cleanup;
-    rc = kg_store_key_touch(st, ids, times, n, err);
+    rc = kg_store_key_usage_add(st, ids, deltas, n, kg_time_now(), err);
     if (rc != KG_OK)
         goto cleanup;
-    for (size_t i = 0; i < n; i++)
-        atomic_store(&stats[i]->last_flushed, times[i]);
+    for (size_t i = 0; i < n; i++) {
+        struct kg_keystat *s = items[i].stat;
+
+        if (items[i].last_used > atomic_load(&s->last_flushed))
+            atomic_store(&s->last_flushed, items[i].last_used);
+        atomic_store(&s->requests_flushed, items[i].requests);
+        atomic_store(&s->denied_expired_flushed, items[i].denied_expired);
+        atomic_store(&s->denied_forbidden_flushed, items[i].denied_forbidden);
+        atomic_store(&s->denied_rate_flushed, items[i].denied_rate);
+    }
     if (flushed != NULL)
         *flushed = n;
 cleanup:
     pthread_mutex_unlock(&kc->load_mu);
     free(ids);
-    free(times);
-    free(stats);
+    free(deltas);
+    free(items);
+    return rc;
+}
+
+/* The stat record for id, or NULL when this process never loaded the key.
+ * Caller holds load_mu. */
+static struct kg_keystat *
+stat_find(const struct kg_keycache *kc, const char *id)
+{
+    size_t mask = kc->stats_cap - 1;
+
+    if (kc->stats_cap == 0)
+        return NULL;
+    for (size_t i = str_hash(id) & mask; kc->stats[i].id != NULL; i = (i + 1) & mask)
+        if (strcmp(kc->stats[i].id, id) == 0)
+            return kc->stats[i].stat;
+    return NULL;
+}
+
+enum kg_status
+kg_keycache_usage(struct kg_keycache *kc, struct kg_store *st, const char *id,
+                  struct kg_key_usage *out, struct kg_err *err)
+{
+    struct kg_keystat *s;
+    enum kg_status rc;
+
+    pthread_mutex_lock(&kc->load_mu);
+    rc = kg_store_key_usage_get(st, id, out, err);
+    if (rc != KG_OK)
+        goto cleanup;
+    s = stat_find(kc, id);
+    if (s != NULL) {
+        int64_t used = atomic_load(&s->last_used);
+
+        out->requests += atomic_load(&s->requests) - atomic_load(&s->requests_flushed);
+        out->denied_expired +=
+            atomic_load(&s->denied_expired) - atomic_load(&s->denied_expired_flushed);
+        out->denied_forbidden +=
+            atomic_load(&s->denied_forbidden) - atomic_load(&s->denied_forbidden_flushed);
+        out->denied_rate += atomic_load(&s->denied_rate) - atomic_load(&s->denied_rate_flushed);
+        if (used > out->last_used_at)
+            out->last_used_at = used;
+    }
+cleanup:
+    pthread_mutex_unlock(&kc->load_mu);
     return rc;
 }
 

@@ -216,6 +216,42 @@ cleanup:
     return ex;
 }
 
+/* The "usage" object of `keys show --json` and `keys list --json`: the
+ * totals the daemon has flushed (at most a second behind). */
+static json_t *
+usage_json(const struct kg_key_usage *u)
+{
+    return json_pack("{s:I, s:{s:I, s:I, s:I}, s:o}", "requests", (json_int_t)u->requests, "denied",
+                     "expired", (json_int_t)u->denied_expired, "forbidden",
+                     (json_int_t)u->denied_forbidden, "rate_limited", (json_int_t)u->denied_rate,
+                     "last_used_at", kg_output_time_json(u->last_used_at));
+}
+
+/* Adds its "usage" to every key of a --json listing. After the walk, not in
+ * list_row: the walk's callback must not call into the store. */
+static enum kg_status
+add_list_usage(struct kg_store *st, json_t *arr, struct kg_err *err)
+{
+    size_t i;
+    json_t *el;
+
+    json_array_foreach(arr, i, el)
+    {
+        const char *id = json_string_value(json_object_get(el, "id"));
+        struct kg_key_usage u;
+        enum kg_status rc;
+
+        if (id == NULL)
+            continue;
+        rc = kg_store_key_usage_get(st, id, &u, err);
+        if (rc != KG_OK)
+            return rc;
+        if (json_object_set_new(el, "usage", usage_json(&u)) != 0)
+            return kg_err_set(err, KG_ENOMEM, "out of memory listing keys");
+    }
+    return KG_OK;
+}
+
 static bool
 list_row(const struct kg_key_rec *rec, enum kg_key_state state, void *ctx)
 {
@@ -292,6 +328,8 @@ keys_list(int argc, char **argv, const char *config)
     }
     if (rc == KG_OK)
         rc = kg_keys_list(&kc, NULL, &filter, NULL, kg_time_now(), list_row, &lc, NULL, &err);
+    if (rc == KG_OK && lc.arr != NULL && !lc.failed)
+        rc = add_list_usage(kc.store, lc.arr, &err);
     ex = kg_cli_list_close(&lc, rc, "out of memory listing keys", &err);
 cleanup:
     kg_instance_close(inst);
@@ -300,13 +338,15 @@ cleanup:
 
 /* The plain form of `keys show`. */
 static void
-print_key_fields(const struct kg_key_rec *rec, enum kg_key_state state, int64_t now)
+print_key_fields(const struct kg_key_rec *rec, enum kg_key_state state, int64_t now,
+                 const struct kg_key_usage *u, const char *in_use)
 {
     char masked[KG_DPREFIX_MAX + 8], rate[64], quota[96];
     char created[KG_RFC3339_MAX], used[KG_RFC3339_MAX], expires[KG_RFC3339_MAX];
     char revoked[KG_RFC3339_MAX], stops[KG_RFC3339_MAX + 64];
+    char requests[32], denied[128];
     bool grace = rec->revoked_at > now;
-    struct kg_output_field fields[17];
+    struct kg_output_field fields[20];
     size_t n = 0;
 
     kg_keyfmt_mask(rec->prefix, rec->last4, masked, sizeof(masked));
@@ -348,20 +388,61 @@ print_key_fields(const struct kg_key_rec *rec, enum kg_key_state state, int64_t 
         (struct kg_output_field){"rotated to", rec->rotated_to[0] != '\0' ? rec->rotated_to : "-"};
     fields[n++] = (struct kg_output_field){"rate", rate};
     fields[n++] = (struct kg_output_field){"quota", quota};
+    if (u != NULL) {
+        snprintf(requests, sizeof(requests), "%" PRId64, u->requests);
+        snprintf(denied, sizeof(denied),
+                 "expired %" PRId64 ", forbidden %" PRId64 ", rate limited %" PRId64,
+                 u->denied_expired, u->denied_forbidden, u->denied_rate);
+        fields[n++] = (struct kg_output_field){"requests", requests};
+        fields[n++] = (struct kg_output_field){"denied", denied};
+    }
+    if (in_use != NULL)
+        fields[n++] = (struct kg_output_field){"still in use", in_use};
     fields[n++] = (struct kg_output_field){"metadata", rec->metadata};
     kg_output_fields(stdout, fields, n);
 }
 
-/* One key as `keys show` and `keys update` print it. */
+/* One key as `keys show` and `keys update` print it; u (may be NULL) adds
+ * its usage, in_use (may be NULL) the rotation line. */
 static int
-print_key(const struct kg_key_rec *rec, int64_t now, bool json)
+print_key(const struct kg_key_rec *rec, int64_t now, bool json, const struct kg_key_usage *u,
+          const char *in_use)
 {
     enum kg_key_state state = kg_key_state_of(rec, now);
+    json_t *o;
 
-    if (json)
-        return kg_cli_print_json(kg_output_key_json(rec, state, true));
-    print_key_fields(rec, state, now);
-    return KG_CLI_EXIT_OK;
+    if (!json) {
+        print_key_fields(rec, state, now, u, in_use);
+        return KG_CLI_EXIT_OK;
+    }
+    o = kg_output_key_json(rec, state, true);
+    if (o != NULL && u != NULL && json_object_set_new(o, "usage", usage_json(u)) != 0) {
+        json_decref(o);
+        o = NULL;
+    }
+    return kg_cli_print_json(o);
+}
+
+/* During a rotation's grace period (rotated_to set, not revoked yet): was
+ * the old key used since the rotation, i.e. since its successor was made? */
+static void
+rotation_in_use(const struct kg_keys_ctx *kc, const struct kg_key_rec *rec, char *buf, size_t len)
+{
+    struct kg_key_rec *fresh = calloc(1, sizeof(*fresh));
+    struct kg_err err = {{0}};
+    char seen[KG_RFC3339_MAX];
+
+    if (fresh == NULL || kg_keys_get(kc, NULL, rec->rotated_to, fresh, &err) != KG_OK) {
+        /* Without the successor the rotation time is unknown: say what is known. */
+        snprintf(buf, len, "unknown, last seen %s",
+                 kg_output_time(rec->last_used_at, "never", seen));
+    } else if (rec->last_used_at >= fresh->created_at && rec->last_used_at > 0) {
+        snprintf(buf, len, "yes, last seen %s", kg_time_format(rec->last_used_at, seen));
+    } else {
+        snprintf(buf, len, "no, not seen since the rotation (last seen %s)",
+                 kg_output_time(rec->last_used_at, "never", seen));
+    }
+    free(fresh);
 }
 
 static int
@@ -378,7 +459,9 @@ keys_show(int argc, char **argv, const char *config)
     struct kg_instance *inst = NULL;
     struct kg_keys_ctx kc;
     struct kg_key_rec rec;
+    struct kg_key_usage usage;
     struct kg_err err = {{0}};
+    char in_use[KG_RFC3339_MAX + 64] = "";
     const char *id = NULL;
     enum kg_status rc;
     int64_t now;
@@ -395,8 +478,15 @@ keys_show(int argc, char **argv, const char *config)
         ex = kg_cli_fail(rc, &err);
         goto cleanup;
     }
+    rc = kg_store_key_usage_get(kc.store, id, &usage, &err);
+    if (rc != KG_OK) {
+        ex = kg_cli_fail(rc, &err);
+        goto cleanup;
+    }
     now = kg_time_now();
-    ex = print_key(&rec, now, json);
+    if (rec.rotated_to[0] != '\0' && rec.revoked_at > now)
+        rotation_in_use(&kc, &rec, in_use, sizeof(in_use));
+    ex = print_key(&rec, now, json, &usage, in_use[0] != '\0' ? in_use : NULL);
 cleanup:
     kg_instance_close(inst);
     return ex;
@@ -527,7 +617,7 @@ keys_update(int argc, char **argv, const char *config)
         ex = kg_cli_fail(rc, &err);
         goto cleanup;
     }
-    ex = print_key(&rec, now, json);
+    ex = print_key(&rec, now, json, NULL, NULL);
 cleanup:
     kg_instance_close(inst);
     return ex;

@@ -620,6 +620,32 @@ throttle_count(const struct kg_runtime *rt, enum kg_verdict v, const char *ip, i
         kg_throttle_take(rt->auth_cooldown, ip, now_ms, NULL);
 }
 
+/* Counts the answer to a key that was found (an invalid key names none):
+ * after the decision and the rate step, before anything can fail. A health
+ * check is not a use of the API and counts nothing. */
+static void
+count_usage(const struct kg_decision *d, const struct kg_limit_verdict *lv, bool health)
+{
+    if (d->key == NULL || health)
+        return;
+    switch (d->verdict) {
+    case KG_ALLOW:
+        kg_keycache_count(d->key, lv->allowed ? KG_USAGE_REQUEST : KG_USAGE_DENIED_RATE);
+        break;
+    case KG_DENY_EXPIRED:
+        kg_keycache_count(d->key, KG_USAGE_DENIED_EXPIRED);
+        break;
+    case KG_DENY_SCOPE:
+    case KG_DENY_NO_SCOPES:
+    case KG_DENY_NO_ROUTE:
+    case KG_DENY_ROLE:
+        kg_keycache_count(d->key, KG_USAGE_DENIED_FORBIDDEN);
+        break;
+    default:
+        break;
+    }
+}
+
 static enum MHD_Result
 first_call(struct kg_req *req, struct MHD_Connection *conn, const char *method)
 {
@@ -691,6 +717,7 @@ first_call(struct kg_req *req, struct MHD_Connection *conn, const char *method)
          * to a valid key shows where it stands. */
         rate_check(req, rt, d.key, d.verdict == KG_ALLOW && !health, &lv);
     }
+    count_usage(&d, &lv, health);
 
     if (health) {
         /* /health tells whether the key is valid, whatever the routes say. */

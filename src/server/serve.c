@@ -199,7 +199,7 @@ flush_usage(struct daemon_state *ds)
     struct kg_err err = {{0}};
 
     if (kg_keycache_flush(ds->rt.keys, ds->inst->store, NULL, &err) != KG_OK)
-        kg_log_warnx("writing last-used times: %s", err.msg);
+        kg_log_warnx("writing last-used times and usage counts: %s", err.msg);
 }
 
 static void

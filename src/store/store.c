@@ -638,6 +638,32 @@ kg_store_key_touch(struct kg_store *st, const char *const *ids, const int64_t *t
 }
 
 enum kg_status
+kg_store_key_usage_add(struct kg_store *st, const char *const *ids,
+                       const struct kg_key_usage *deltas, size_t n, int64_t now, struct kg_err *err)
+{
+    if (st == NULL || (n > 0 && (ids == NULL || deltas == NULL)))
+        return kg_err_set(err, KG_EINVAL, "key usage: missing argument");
+    /* A negative delta would make a total shrink: only a bug produces one. */
+    for (size_t i = 0; i < n; i++)
+        if (deltas[i].requests < 0 || deltas[i].denied_expired < 0 ||
+            deltas[i].denied_forbidden < 0 || deltas[i].denied_rate < 0)
+            return kg_err_set(err, KG_EINVAL, "key usage: negative delta");
+    if (n == 0)
+        return KG_OK;
+    return st->ops->key_usage_add(st, ids, deltas, n, now, err);
+}
+
+enum kg_status
+kg_store_key_usage_get(struct kg_store *st, const char *id, struct kg_key_usage *out,
+                       struct kg_err *err)
+{
+    if (st == NULL || id == NULL || out == NULL)
+        return kg_err_set(err, KG_EINVAL, "key usage: missing argument");
+    memset(out, 0, sizeof(*out));
+    return st->ops->key_usage_get(st, id, out, err);
+}
+
+enum kg_status
 kg_store_tenant_insert(struct kg_store *st, const struct kg_tenant_rec *rec,
                        const struct kg_audit_entry *audit, struct kg_err *err)
 {

@@ -63,6 +63,11 @@ struct kg_store_ops {
                                  const struct kg_audit_entry *audit, struct kg_err *err);
     enum kg_status (*key_touch)(struct kg_store *st, const char *const *ids, const int64_t *times,
                                 size_t n, struct kg_err *err);
+    enum kg_status (*key_usage_add)(struct kg_store *st, const char *const *ids,
+                                    const struct kg_key_usage *deltas, size_t n, int64_t now,
+                                    struct kg_err *err);
+    enum kg_status (*key_usage_get)(struct kg_store *st, const char *id, struct kg_key_usage *out,
+                                    struct kg_err *err);
 
     enum kg_status (*tenant_insert)(struct kg_store *st, const struct kg_tenant_rec *rec,
                                     const struct kg_audit_entry *audit, struct kg_err *err);

@@ -804,6 +804,116 @@ cleanup:
 }
 
 static enum kg_status
+sqlite_key_usage_add(struct kg_store *st, const char *const *ids, const struct kg_key_usage *deltas,
+                     size_t n, int64_t now, struct kg_err *err)
+{
+    struct sqlite_store *s = kg_sq_from(st);
+    sqlite3_stmt *touch = NULL, *add = NULL;
+    enum kg_status rc;
+
+    rc = kg_sq_begin(s, err);
+    if (rc != KG_OK)
+        return rc;
+    /* The WHERE keeps the latest time: batches from several processes may
+     * arrive out of order. */
+    rc = kg_sq_prepare(s,
+                       "UPDATE keys SET last_used_at = ?1"
+                       " WHERE id = ?2 AND (last_used_at IS NULL OR last_used_at < ?1)",
+                       &touch, "record key usage", err);
+    if (rc != KG_OK)
+        goto cleanup;
+    /* Deltas add to the totals: the row is made on a key's first count, and
+     * the SELECT skips ids that name no key. */
+    rc = kg_sq_prepare(s,
+                       "INSERT INTO key_usage (key_id, requests, denied_expired,"
+                       " denied_forbidden, denied_rate, updated_at)"
+                       " SELECT id, ?2, ?3, ?4, ?5, ?6 FROM keys WHERE id = ?1"
+                       " ON CONFLICT (key_id) DO UPDATE SET"
+                       " requests = requests + excluded.requests,"
+                       " denied_expired = denied_expired + excluded.denied_expired,"
+                       " denied_forbidden = denied_forbidden + excluded.denied_forbidden,"
+                       " denied_rate = denied_rate + excluded.denied_rate,"
+                       " updated_at = excluded.updated_at",
+                       &add, "record key usage", err);
+    if (rc != KG_OK)
+        goto cleanup;
+    for (size_t i = 0; i < n; i++) {
+        const struct kg_key_usage *d = &deltas[i];
+
+        if (ids[i] == NULL)
+            continue;
+        /* 0 means "not used since the last flush" and moves no time. */
+        if (d->last_used_at > 0) {
+            if (sqlite3_bind_int64(touch, 1, d->last_used_at) != SQLITE_OK ||
+                sqlite3_bind_text(touch, 2, ids[i], -1, SQLITE_STATIC) != SQLITE_OK ||
+                sqlite3_step(touch) != SQLITE_DONE) {
+                rc = kg_sq_fail(s, "record key usage", err);
+                goto cleanup;
+            }
+            sqlite3_reset(touch);
+        }
+        if (d->requests == 0 && d->denied_expired == 0 && d->denied_forbidden == 0 &&
+            d->denied_rate == 0)
+            continue;
+        if (sqlite3_bind_text(add, 1, ids[i], -1, SQLITE_STATIC) != SQLITE_OK ||
+            sqlite3_bind_int64(add, 2, d->requests) != SQLITE_OK ||
+            sqlite3_bind_int64(add, 3, d->denied_expired) != SQLITE_OK ||
+            sqlite3_bind_int64(add, 4, d->denied_forbidden) != SQLITE_OK ||
+            sqlite3_bind_int64(add, 5, d->denied_rate) != SQLITE_OK ||
+            sqlite3_bind_int64(add, 6, now) != SQLITE_OK || sqlite3_step(add) != SQLITE_DONE) {
+            rc = kg_sq_fail(s, "record key usage", err);
+            goto cleanup;
+        }
+        sqlite3_reset(add);
+    }
+
+cleanup:
+    sqlite3_finalize(touch);
+    sqlite3_finalize(add);
+    return kg_sq_finish(s, rc, NULL, err);
+}
+
+static enum kg_status
+sqlite_key_usage_get(struct kg_store *st, const char *id, struct kg_key_usage *out,
+                     struct kg_err *err)
+{
+    struct sqlite_store *s = kg_sq_from(st);
+    sqlite3_stmt *stmt = NULL;
+    enum kg_status rc;
+    int step;
+
+    rc = kg_sq_prepare(s,
+                       "SELECT k.last_used_at, u.requests, u.denied_expired, u.denied_forbidden,"
+                       " u.denied_rate, u.updated_at"
+                       " FROM keys k LEFT JOIN key_usage u ON u.key_id = k.id WHERE k.id = ?1",
+                       &stmt, "get key usage", err);
+    if (rc != KG_OK)
+        goto cleanup;
+    if (sqlite3_bind_text(stmt, 1, id, -1, SQLITE_STATIC) != SQLITE_OK) {
+        rc = kg_sq_fail(s, "get key usage", err);
+        goto cleanup;
+    }
+    step = sqlite3_step(stmt);
+    if (step == SQLITE_ROW) {
+        /* NULL columns (never used, never counted) read as 0. */
+        out->last_used_at = sqlite3_column_int64(stmt, 0);
+        out->requests = sqlite3_column_int64(stmt, 1);
+        out->denied_expired = sqlite3_column_int64(stmt, 2);
+        out->denied_forbidden = sqlite3_column_int64(stmt, 3);
+        out->denied_rate = sqlite3_column_int64(stmt, 4);
+        out->updated_at = sqlite3_column_int64(stmt, 5);
+    } else if (step == SQLITE_DONE) {
+        rc = kg_err_set(err, KG_ENOTFOUND, "key %s not found", id);
+    } else {
+        rc = kg_sq_fail(s, "get key usage", err);
+    }
+
+cleanup:
+    sqlite3_finalize(stmt);
+    return rc;
+}
+
+static enum kg_status
 sqlite_data_version(struct kg_store *st, int64_t *out, struct kg_err *err)
 {
     return kg_sq_read_int(kg_sq_from(st), "PRAGMA data_version", out, "data version", err);
@@ -973,6 +1083,8 @@ const struct kg_store_ops kg_store_sqlite_ops = {
     .key_revoke = sqlite_key_revoke,
     .key_rotate = sqlite_key_rotate,
     .key_touch = sqlite_key_touch,
+    .key_usage_add = sqlite_key_usage_add,
+    .key_usage_get = sqlite_key_usage_get,
     .tenant_insert = kg_sq_tenant_insert,
     .tenant_get = kg_sq_tenant_get,
     .tenant_update = kg_sq_tenant_update,
