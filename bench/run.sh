@@ -39,6 +39,7 @@
 #   OUT=results/<timestamp>   where raw wrk output, results.tsv and summary.txt go
 # keygate:
 #   KEYGATE_BIN=build/keygate        KEYGATE_SEED_BIN=<dir of KEYGATE_BIN>/kg_bench_seed
+#   KEYGATE_EXTRA_CONF=LINES         appended to run/keygate.conf (e.g. rate_limit_default 1000000/s)
 #                 (relative paths: from the caller's directory, else from the repo root)
 #   KG_HEADER_FMT='X-Api-Key: %s'   how keygate runs send the key (the config adds
 #                 `credential_header X-Api-Key`, so it is the same header nginx gets;
@@ -280,7 +281,13 @@ key_prefix        kg_
 credential_header X-Api-Key
 workers           $WORKERS
 log_level         info
+# The invalid-key runs measure the 401 path: the brute-force throttle would
+# turn them into 429s after 20 attempts.
+auth_throttle     off
 EOF
+    # e.g. KEYGATE_EXTRA_CONF='rate_limit_default 1000000/s' for the limits-on run.
+    [ -n "${KEYGATE_EXTRA_CONF:-}" ] && printf '%s\n' "$KEYGATE_EXTRA_CONF" >>"$RUN/keygate.conf"
+    return 0
 }
 
 seed_keygate() {
