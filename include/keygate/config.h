@@ -44,6 +44,18 @@ struct kg_route {
     int line;          /* config line, for messages */
 };
 
+/* cost METHOD PATH-PATTERN UNITS: the credits a request matching the rule is
+ * charged when the upstream answers 2xx. First match wins, like route;
+ * a request no rule matches costs 1. Integer units: money never goes
+ * through floating point. */
+struct kg_cost {
+    char method[16]; /* upper-case method, or "*" */
+    char *pattern;   /* normalised path; when is_prefix, without the trailing '*' */
+    bool is_prefix;
+    int64_t units;   /* 0 to 1000000000 */
+    int line;
+};
+
 #define KG_MAX_CRED_HEADERS 8
 
 /* Fields are read-only after kg_config_load(). Strings are owned by the config. */
@@ -62,6 +74,8 @@ struct kg_config {
     size_t ncred_headers;
     struct kg_route *routes;
     size_t nroutes;
+    struct kg_cost *costs;
+    size_t ncosts;
     int64_t upstream_connect_timeout_ms;
     int64_t upstream_timeout_ms;
     int64_t client_timeout_ms;  /* idle client connection */

@@ -17,6 +17,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include "keygate/config.h"
 #include "keygate/gcra.h"
 #include "keygate/status.h"
 #include "keygate/store.h"
@@ -36,6 +37,18 @@ struct kg_keystat {
     _Atomic int64_t denied_expired_flushed;
     _Atomic int64_t denied_forbidden_flushed;
     _Atomic int64_t denied_rate_flushed;
+    /* Credits (issue 5, item 4). credits counts what this process charged
+     * since it started; credits_flushed how much of it the store has. The
+     * store's quota_used and quota_period_start as this process last knew
+     * them (set by a reload, moved by each flush after its commit) are
+     * credits_stored and credits_stored_start. The credits used now are
+     * credits_stored (if it counts the current refill period) plus
+     * credits - credits_flushed. */
+    _Atomic int64_t credits;
+    _Atomic int64_t credits_flushed;
+    _Atomic int64_t credits_stored;
+    _Atomic int64_t credits_stored_start;
+    _Atomic int credits_period; /* enum kg_quota_period, set by a reload */
 };
 
 /* What kg_keycache_count() records. */
@@ -72,6 +85,8 @@ struct kg_keyent {
     const char *effective_str;
     bool effective_empty; /* the key has scopes and the role grants none of them */
     bool platform_admin; /* the owner is a platform admin */
+    int64_t quota_limit; /* credits it may use, -1 = unlimited */
+    enum kg_quota_period quota_period; /* when the credits come back */
     bool has_rate;       /* the key has a rate of its own (else the config default) */
     struct kg_gcra rate; /* its rate and burst, when has_rate */
 };
@@ -116,9 +131,29 @@ void kg_keycache_touch(const struct kg_keyent *ent, int64_t now);
 /* Counts one request of ent as kind. Lock-free (one relaxed add). */
 void kg_keycache_count(const struct kg_keyent *ent, enum kg_usage_kind kind);
 
+/* The start (Unix seconds) of the UTC day or month holding now; 0 for
+ * KG_QUOTA_NONE. */
+int64_t kg_keycache_period_start(enum kg_quota_period period, int64_t now);
+
+/* The credits stat has used in the refill period holding now: what the
+ * store had when this process last read or wrote it (0 when that was an
+ * earlier period) plus what this process charged and has not flushed. */
+int64_t kg_keycache_credits_used(struct kg_keystat *stat, enum kg_quota_period period, int64_t now);
+
+/* Whether ent may spend cost more credits at now (always, without a
+ * limit). Checks, does not charge: the charge comes with the upstream's 2xx
+ * (kg_keycache_charge), so concurrent requests that all pass this check can
+ * overspend by at most the cost of the requests in flight at once. */
+bool kg_keycache_credits_allow(const struct kg_keyent *ent, int64_t cost, int64_t now);
+
+/* Charges units credits to stat (a stat record outlives snapshots, so a
+ * request may keep it past releasing its snapshot). Lock-free. */
+void kg_keycache_charge(struct kg_keystat *stat, int64_t units);
+
 /* Writes the last-used time and the counter deltas of every key used or
  * counted since the previous flush to st in one transaction
- * (kg_store_key_usage_add). Deltas are marked flushed only after the commit:
+ * (kg_store_key_usage_add), credits charged included (added to quota_used,
+ * or starting it again in a new refill period). Deltas are marked flushed only after the commit:
  * on failure nothing is marked, so the next call retries and no count is
  * lost or written twice. *flushed (may be NULL) gets the number of keys. */
 enum kg_status kg_keycache_flush(struct kg_keycache *kc, struct kg_store *st, size_t *flushed,

@@ -56,6 +56,9 @@ struct kg_key_new {
                           * tenant too, when missing and there is no fence) */
     const char *rate;    /* NULL or "" = the config default; else as for kg_key_change */
     int64_t rate_burst;  /* 0 = the default (the rate's count) */
+    bool has_credits;    /* false = unlimited credits */
+    int64_t credits;     /* with has_credits: 0..1000000000 */
+    const char *refill;  /* NULL or "" = never, "day" or "month" (needs has_credits) */
 };
 
 /* Which keys a listing walks. NULL strings match anything. */
@@ -89,7 +92,7 @@ enum kg_status kg_keys_check_new(const struct kg_key_new *req, int64_t now, stru
 
 /* Creates a key for its owner (see struct kg_key_new): generates the key
  * with cfg->key_prefix and stores its digest and display parts with
- * created_at = now, no quota and metadata "{}", audited as key.create
+ * created_at = now, req's credits (unlimited without) and metadata "{}", audited as key.create
  * (with tenant.create / user.create before it when a default owner had to
  * be made). KG_EINVAL "scopes exceed the user's role: X" when the owner's
  * role does not grant scope X; KG_ENOTFOUND: no such user or tenant (or

@@ -32,6 +32,10 @@ bool kg_scope_grants(const char *have, const char *need);
 const struct kg_route *kg_scope_route(const struct kg_config *cfg, const char *method,
                                       const char *path);
 
+/* The credits a request costs: the units of the first cost rule matching
+ * method and the normalised path, or 1 when none does. */
+int64_t kg_scope_cost(const struct kg_config *cfg, const char *method, const char *path);
+
 /* The first scope of route r not granted by any of the key's scopes, or
  * NULL when the key has them all. */
 const char *kg_scope_missing(const char *const *have, size_t nhave, const struct kg_route *r);

@@ -65,7 +65,8 @@ struct kg_key_rec {
     int64_t rate_burst;         /* 0 = default */
     int64_t quota_limit;        /* credits, -1 = unlimited */
     char quota_period[16];      /* "", "day", "month" */
-    int64_t quota_used;
+    int64_t quota_used;         /* credits used in the period starting at quota_period_start */
+    int64_t quota_period_start; /* Unix seconds, UTC day/month start; 0 = none yet */
     char metadata[KG_META_MAX]; /* JSON object text, "{}" when empty */
     char user_id[KG_ID_MAX];    /* owner "usr_…"; "" on insert: see kg_store_key_insert() */
 };
@@ -267,10 +268,18 @@ struct kg_key_usage {
     int64_t denied_rate;
     int64_t last_used_at; /* Unix seconds, 0 = never */
     int64_t updated_at;   /* when the totals were last written, 0 = never */
+    /* Deltas only (kg_store_key_usage_get leaves them 0; the total is the
+     * key's quota_used): credits charged, and the start of the refill
+     * period they were charged in (0 = the key has no refill). */
+    int64_t credits;
+    int64_t credits_period_start;
 };
 
 /* Adds deltas[i] to the stored totals of ids[i] and sets its last_used_at
- * to max(stored, deltas[i].last_used_at), all in ONE transaction: either the
+ * to max(stored, deltas[i].last_used_at), and adds deltas[i].credits to
+ * its quota_used (starting it again from the delta when
+ * credits_period_start is later than the stored period start: the
+ * refill), all in ONE transaction: either the
  * whole batch is counted or none of it. Unknown ids are ignored. now stamps
  * updated_at. Not audited: usage is not a lifecycle event. */
 enum kg_status kg_store_key_usage_add(struct kg_store *st, const char *const *ids,

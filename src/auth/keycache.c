@@ -226,6 +226,70 @@ kg_keycache_count(const struct kg_keyent *ent, enum kg_usage_kind kind)
     atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
 }
 
+int64_t
+kg_keycache_period_start(enum kg_quota_period period, int64_t now)
+{
+    int64_t days, y, m, doe, yoe, era, mp;
+
+    if (period == KG_QUOTA_NONE || now < 0)
+        return 0;
+    days = now / 86400;
+    if (period == KG_QUOTA_DAY)
+        return days * 86400;
+    /* Civil date of days since 1970-01-01 (H. Hinnant's algorithm), then
+     * back to the first of that month; no time zone, no libc state. */
+    days += 719468;
+    era = days / 146097;
+    doe = days - era * 146097;
+    yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
+    y = yoe + era * 400;
+    mp = (5 * (doe - (365 * yoe + yoe / 4 - yoe / 100)) + 2) / 153;
+    m = mp < 10 ? mp + 3 : mp - 9;
+    /* days_from_civil(y, m, 1): y is still the year counted from March,
+     * which is what that half of the algorithm wants. */
+    era = y / 400;
+    yoe = y - era * 400;
+    mp = m > 2 ? m - 3 : m + 9;
+    doe = yoe * 365 + yoe / 4 - yoe / 100 + (153 * mp + 2) / 5;
+    return (era * 146097 + doe - 719468) * 86400;
+}
+
+int64_t
+kg_keycache_credits_used(struct kg_keystat *stat, enum kg_quota_period period, int64_t now)
+{
+    int64_t start = kg_keycache_period_start(period, now);
+    /* A flush moves credits_stored first and credits_flushed last, so
+     * reading them the other way round (flushed, stored, credits) lets a
+     * flush in between only count a delta twice (refuse early), never miss
+     * it (overspend). */
+    int64_t flushed = atomic_load(&stat->credits_flushed);
+    int64_t stored = atomic_load(&stat->credits_stored);
+    int64_t stored_start = atomic_load(&stat->credits_stored_start);
+    int64_t pending = atomic_load(&stat->credits) - flushed;
+
+    /* Stored credits of an earlier refill period are spent history; a
+     * stored start of 0 (no refill yet, or credits used before the refill
+     * was set) counts in the current period. */
+    if (stored_start != 0 && stored_start < start)
+        stored = 0;
+    return stored + pending;
+}
+
+bool
+kg_keycache_credits_allow(const struct kg_keyent *ent, int64_t cost, int64_t now)
+{
+    if (ent->quota_limit < 0)
+        return true;
+    return kg_keycache_credits_used(ent->stat, ent->quota_period, now) + cost <= ent->quota_limit;
+}
+
+void
+kg_keycache_charge(struct kg_keystat *stat, int64_t units)
+{
+    if (units > 0)
+        atomic_fetch_add_explicit(&stat->credits, units, memory_order_relaxed);
+}
+
 /* The stat record for id, created on first sight. Caller holds load_mu. */
 static struct kg_keystat *
 stat_for(struct kg_keycache *kc, const char *id, int64_t stored_last_used)
@@ -415,9 +479,18 @@ add_entry(struct load_ctx *lc, const struct kg_key_rec *rec, const struct kg_key
     ent->expires_at = rec->expires_at;
     ent->revoked_at = rec->revoked_at;
     ent->has_rate = key_rate(rec, &ent->rate);
+    ent->quota_limit = rec->quota_limit;
+    ent->quota_period = strcmp(rec->quota_period, "day") == 0     ? KG_QUOTA_DAY
+                        : strcmp(rec->quota_period, "month") == 0 ? KG_QUOTA_MONTH
+                                                                  : KG_QUOTA_NONE;
     ent->stat = stat_for(lc->kc, rec->id, rec->last_used_at);
     if (ent->stat == NULL)
         return false;
+    /* Under load_mu, so no flush moves the store between the read and this:
+     * the stored total already holds every flushed credit. */
+    atomic_store(&ent->stat->credits_stored, rec->quota_used);
+    atomic_store(&ent->stat->credits_stored_start, rec->quota_period_start);
+    atomic_store(&ent->stat->credits_period, (int)ent->quota_period);
     lc->snap->n++;
     return true;
 }
@@ -521,7 +594,7 @@ cleanup:
 /* What one flush read from one stat record; marked flushed after the commit. */
 struct flush_item {
     struct kg_keystat *stat;
-    int64_t last_used, requests, denied_expired, denied_forbidden, denied_rate;
+    int64_t last_used, requests, denied_expired, denied_forbidden, denied_rate, credits;
 };
 
 enum kg_status
@@ -532,6 +605,7 @@ kg_keycache_flush(struct kg_keycache *kc, struct kg_store *st, size_t *flushed, 
     struct flush_item *items = NULL;
     enum kg_status rc = KG_OK;
     size_t n = 0;
+    int64_t now = kg_time_now();
 
     if (flushed != NULL)
         *flushed = 0;
@@ -559,16 +633,23 @@ kg_keycache_flush(struct kg_keycache *kc, struct kg_store *st, size_t *flushed, 
         it.denied_expired = atomic_load(&s->denied_expired);
         it.denied_forbidden = atomic_load(&s->denied_forbidden);
         it.denied_rate = atomic_load(&s->denied_rate);
+        it.credits = atomic_load(&s->credits);
         prev_used = atomic_load(&s->last_flushed);
         deltas[n].requests = it.requests - atomic_load(&s->requests_flushed);
         deltas[n].denied_expired = it.denied_expired - atomic_load(&s->denied_expired_flushed);
         deltas[n].denied_forbidden =
             it.denied_forbidden - atomic_load(&s->denied_forbidden_flushed);
         deltas[n].denied_rate = it.denied_rate - atomic_load(&s->denied_rate_flushed);
+        deltas[n].credits = it.credits - atomic_load(&s->credits_flushed);
+        /* Charges made since the last flush count in the period holding
+         * now: across a day or month boundary, at most one flush interval
+         * of them lands in the new period. */
+        deltas[n].credits_period_start =
+            kg_keycache_period_start((enum kg_quota_period)atomic_load(&s->credits_period), now);
         deltas[n].last_used_at = it.last_used > prev_used ? it.last_used : 0;
         if (deltas[n].last_used_at == 0 && deltas[n].requests == 0 &&
             deltas[n].denied_expired == 0 && deltas[n].denied_forbidden == 0 &&
-            deltas[n].denied_rate == 0)
+            deltas[n].denied_rate == 0 && deltas[n].credits == 0)
             continue;
         ids[n] = kc->stats[i].id;
         items[n] = it;
@@ -576,12 +657,26 @@ kg_keycache_flush(struct kg_keycache *kc, struct kg_store *st, size_t *flushed, 
     }
     if (n == 0)
         goto cleanup;
-    rc = kg_store_key_usage_add(st, ids, deltas, n, kg_time_now(), err);
+    rc = kg_store_key_usage_add(st, ids, deltas, n, now, err);
     if (rc != KG_OK)
         goto cleanup;
     for (size_t i = 0; i < n; i++) {
         struct kg_keystat *s = items[i].stat;
 
+        /* The mirror of what the store just did to quota_used, moved before
+         * credits_flushed: a reader in between counts the delta twice
+         * (refuses early), never not at all (overspends). */
+        if (deltas[i].credits != 0) {
+            int64_t start = atomic_load(&s->credits_stored_start);
+
+            if (start != 0 && start < deltas[i].credits_period_start)
+                atomic_store(&s->credits_stored, deltas[i].credits);
+            else
+                atomic_fetch_add(&s->credits_stored, deltas[i].credits);
+            if (start < deltas[i].credits_period_start)
+                atomic_store(&s->credits_stored_start, deltas[i].credits_period_start);
+            atomic_store(&s->credits_flushed, items[i].credits);
+        }
         if (items[i].last_used > atomic_load(&s->last_flushed))
             atomic_store(&s->last_flushed, items[i].last_used);
         atomic_store(&s->requests_flushed, items[i].requests);

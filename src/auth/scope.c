@@ -122,6 +122,21 @@ kg_scope_route(const struct kg_config *cfg, const char *method, const char *path
     return NULL;
 }
 
+int64_t
+kg_scope_cost(const struct kg_config *cfg, const char *method, const char *path)
+{
+    for (size_t i = 0; i < cfg->ncosts; i++) {
+        const struct kg_cost *c = &cfg->costs[i];
+
+        if (!method_matches(c->method, method))
+            continue;
+        if (c->is_prefix ? strncmp(path, c->pattern, strlen(c->pattern)) == 0
+                         : strcmp(path, c->pattern) == 0)
+            return c->units;
+    }
+    return 1;
+}
+
 const char *
 kg_scope_missing(const char *const *have, size_t nhave, const struct kg_route *r)
 {

@@ -22,7 +22,8 @@
 static const char create_usage[] =
     "usage: keygate keys create --name NAME [--scopes S1,S2] [--user USER] [--tenant TENANT]\n"
     "                           [--expires 30d|90d|365d|TIME] [--rate N/s|N/min|N/h]\n"
-    "                           [--burst N] [--json] [-c FILE]\n"
+    "                           [--burst N] [--credits N [--refill day|month]] [--json]\n"
+    "                           [-c FILE]\n"
     "\n"
     "Makes a key and prints it once, on the last line (\"key\" with --json). Only a\n"
     "digest is stored: the key cannot be shown again.\n"
@@ -39,6 +40,10 @@ static const char create_usage[] =
     "                      (default: never)\n"
     "  --rate RATE         the key's own rate limit (default: rate_limit_default)\n"
     "  --burst N           requests it may make at once (default: the rate's N)\n"
+    "  --credits N         credits it may spend, 0-1000000000 (default: unlimited);\n"
+    "                      a request costs its `cost` rule's units, charged on 2xx\n"
+    "  --refill PERIOD     day or month: the credits come back at the start of\n"
+    "                      each UTC day or month (default: never)\n"
     "  --json              print one JSON object\n"
     "  -c, --config FILE   config file\n";
 
@@ -67,8 +72,9 @@ static const char show_usage[] =
 
 static const char update_usage[] =
     "usage: keygate keys update ID [--name NAME] [--scopes S1,S2] [--expires WHEN|never]\n"
-    "                           [--rate N/s|N/min|N/h|default] [--burst N] [--json]\n"
-    "                           [-c FILE]\n"
+    "                           [--rate N/s|N/min|N/h|default] [--burst N]\n"
+    "                           [--credits N|unlimited] [--refill day|month|never]\n"
+    "                           [--json] [-c FILE]\n"
     "\n"
     "Changes a key that is not revoked. Scopes can only narrow: every new scope\n"
     "must be granted by the key's current scopes (a key without scopes may take\n"
@@ -79,6 +85,9 @@ static const char update_usage[] =
     "  --expires WHEN      a duration from now, an RFC 3339 time, or never\n"
     "  --rate RATE         the key's own rate limit, or default\n"
     "  --burst N           its burst, 0 for the default\n"
+    "  --credits N         credits it may spend (0-1000000000), or unlimited;\n"
+    "                      what it has used so far stays\n"
+    "  --refill PERIOD     day, month or never\n"
     "  --json              print the key as one JSON object\n"
     "  -c, --config FILE   config file\n";
 
@@ -153,12 +162,32 @@ kg_cli_print_new_key(const struct kg_key_rec *rec, const char *key, const struct
     return KG_CLI_EXIT_OK;
 }
 
+/* --credits: 0 to 1000000000, or "unlimited" (-1) where allowed. */
+static int
+parse_credits(const char *cmd, const char *value, bool unlimited_ok, int64_t *out)
+{
+    size_t n = 0;
+    int ex;
+
+    if (unlimited_ok && strcmp(value, "unlimited") == 0) {
+        *out = -1;
+        return KG_CLI_EXIT_OK;
+    }
+    if (strcmp(value, "0") != 0) {
+        ex = kg_cli_count(cmd, "--credits", value, 1000000000, &n);
+        if (ex != KG_CLI_EXIT_OK)
+            return ex;
+    }
+    *out = (int64_t)n;
+    return KG_CLI_EXIT_OK;
+}
+
 static int
 keys_create(int argc, char **argv, const char *config)
 {
     const char *cmd = "keys create";
     struct kg_key_new req = {0};
-    const char *burst = NULL;
+    const char *burst = NULL, *credits = NULL;
     bool json = false;
     const struct kg_cli_opt opts[] = {
         {.name = "name", .metavar = "NAME", .value = &req.name},
@@ -168,6 +197,8 @@ keys_create(int argc, char **argv, const char *config)
         {.name = "expires", .metavar = "WHEN", .value = &req.expires},
         {.name = "rate", .metavar = "RATE", .value = &req.rate},
         {.name = "burst", .metavar = "N", .value = &burst},
+        {.name = "credits", .metavar = "N", .value = &credits},
+        {.name = "refill", .metavar = "PERIOD", .value = &req.refill},
         {.name = "json", .flag = &json},
         {0},
     };
@@ -195,6 +226,12 @@ keys_create(int argc, char **argv, const char *config)
         if (ex != KG_CLI_EXIT_OK)
             return ex;
         req.rate_burst = (int64_t)n;
+    }
+    if (credits != NULL) {
+        ex = parse_credits(cmd, credits, false, &req.credits);
+        if (ex != KG_CLI_EXIT_OK)
+            return ex;
+        req.has_credits = true;
     }
     now = kg_time_now();
     rc = kg_keys_check_new(&req, now, &err);
@@ -567,7 +604,7 @@ static int
 keys_update(int argc, char **argv, const char *config)
 {
     const char *cmd = "keys update";
-    const char *burst = NULL;
+    const char *burst = NULL, *credits = NULL;
     struct kg_key_change chg = {0};
     bool json = false;
     const struct kg_cli_opt opts[] = {
@@ -576,6 +613,8 @@ keys_update(int argc, char **argv, const char *config)
         {.name = "expires", .metavar = "WHEN", .value = &chg.expires},
         {.name = "rate", .metavar = "RATE", .value = &chg.rate},
         {.name = "burst", .metavar = "N", .value = &burst},
+        {.name = "credits", .metavar = "N", .value = &credits},
+        {.name = "refill", .metavar = "PERIOD", .value = &chg.quota_period},
         {.name = "json", .flag = &json},
         {0},
     };
@@ -605,8 +644,16 @@ keys_update(int argc, char **argv, const char *config)
         chg.set_rate_burst = true;
         chg.rate_burst = (int64_t)n;
     }
+    if (credits != NULL) {
+        ex = parse_credits(cmd, credits, true, &chg.quota_limit);
+        if (ex != KG_CLI_EXIT_OK)
+            return ex;
+        chg.set_quota_limit = true;
+    }
+    if (chg.quota_period != NULL && strcmp(chg.quota_period, "never") == 0)
+        chg.quota_period = "";
     if (chg.name == NULL && chg.scopes == NULL && chg.expires == NULL && chg.rate == NULL &&
-        burst == NULL)
+        burst == NULL && credits == NULL && chg.quota_period == NULL)
         return kg_cli_usage_error(cmd, "nothing to change (see keygate %s --help)", cmd);
     ex = kg_cli_open_ctx(a.config, &inst, actor, &kc);
     if (ex != KG_CLI_EXIT_OK)

@@ -71,6 +71,8 @@ static enum kg_status parse_cred_header(struct loader *ld, const struct directiv
                                         const char *const *argv, size_t argc);
 static enum kg_status parse_route(struct loader *ld, const struct directive *d,
                                   const char *const *argv, size_t argc);
+static enum kg_status parse_cost(struct loader *ld, const struct directive *d,
+                                 const char *const *argv, size_t argc);
 static enum kg_status parse_default_rate(struct loader *ld, const struct directive *d,
                                          const char *const *argv, size_t argc);
 static enum kg_status parse_tier(struct loader *ld, const struct directive *d,
@@ -110,6 +112,7 @@ static const struct directive directives[] = {
     {.name = "credential_header", .kind = K_CUSTOM, .parse = parse_cred_header, .multi = true,
      .want = "an HTTP header name such as X-Api-Key"},
     {.name = "route", .kind = K_CUSTOM, .parse = parse_route, .multi = true},
+    {.name = "cost", .kind = K_CUSTOM, .parse = parse_cost, .multi = true},
     {.name = "upstream_connect_timeout", .kind = K_DURATION, .def = "5s",
      .off = OFF(upstream_connect_timeout_ms)},
     {.name = "upstream_timeout", .kind = K_DURATION, .def = "60s",
@@ -796,6 +799,64 @@ cleanup:
     return rc;
 }
 
+/* cost METHOD PATH-PATTERN UNITS: the pattern follows route's rules. */
+static enum kg_status
+parse_cost(struct loader *ld, const struct directive *d, const char *const *argv, size_t argc)
+{
+    struct kg_config *cfg = ld->cfg;
+    struct kg_cost c = {.line = ld->line}, *grown;
+    const char *method, *pattern, *units;
+    bool ok = true;
+    size_t plen, ulen;
+
+    (void)d;
+    if (argc != 3) {
+        complain(ld, "cost wants METHOD PATH UNITS");
+        return KG_EINVAL;
+    }
+    method = argv[0];
+    pattern = argv[1];
+    units = argv[2];
+    if (strcmp(method, "*") != 0 && (!is_token(method) || strlen(method) >= sizeof(c.method))) {
+        complain(ld, "cost wants an HTTP method such as GET, or *, got \"" SHOWN "\"", method);
+        ok = false;
+    }
+    if (!pattern_ok(ld, pattern))
+        ok = false;
+    /* Digits only, at most 10 of them: no sign, no fraction, no overflow. */
+    ulen = strlen(units);
+    c.units = 0;
+    if (ulen == 0 || ulen > 10)
+        c.units = -1;
+    for (size_t i = 0; i < ulen && c.units >= 0; i++) {
+        if (units[i] < '0' || units[i] > '9')
+            c.units = -1;
+        else
+            c.units = c.units * 10 + (units[i] - '0');
+    }
+    if (c.units < 0 || c.units > 1000000000) {
+        complain(ld, "cost units want a whole number 0 to 1000000000, got \"" SHOWN "\"", units);
+        ok = false;
+    }
+    if (!ok)
+        return KG_EINVAL;
+    for (size_t i = 0; method[i] != '\0'; i++)
+        c.method[i] = (char)toupper((unsigned char)method[i]);
+    plen = strlen(pattern);
+    c.is_prefix = pattern[plen - 1] == '*';
+    c.pattern = strndup(pattern, c.is_prefix ? plen - 1 : plen);
+    if (c.pattern == NULL)
+        return KG_ENOMEM;
+    grown = realloc(cfg->costs, (cfg->ncosts + 1) * sizeof(*cfg->costs));
+    if (grown == NULL) {
+        free(c.pattern);
+        return KG_ENOMEM;
+    }
+    cfg->costs = grown;
+    cfg->costs[cfg->ncosts++] = c;
+    return KG_OK;
+}
+
 static bool
 choose_rl_headers(const char *v, int *out)
 {
@@ -1343,6 +1404,9 @@ kg_config_free(struct kg_config *cfg)
     for (size_t i = 0; i < cfg->nroutes; i++)
         route_cleanup(&cfg->routes[i]);
     free(cfg->routes);
+    for (size_t i = 0; i < cfg->ncosts; i++)
+        free(cfg->costs[i].pattern);
+    free(cfg->costs);
     for (size_t i = 0; i < cfg->ntiers; i++)
         free(cfg->tiers[i].name);
     free(cfg->tiers);

@@ -27,6 +27,7 @@
 #include "keygate/pathnorm.h"
 #include "keygate/relay.h"
 #include "keygate/respond.h"
+#include "keygate/scope.h"
 #include "keygate/signup.h"
 #include "keygate/throttle.h"
 #include "keygate/timeutil.h"
@@ -72,6 +73,10 @@ struct kg_req {
     bool body_done;
     char request_id[KG_REQUEST_ID_MAX];
     struct kg_rl_fields rl; /* rate-limit headers for whatever answer goes out */
+    /* Credits to charge when the upstream's answer arrives with a 2xx: the
+     * key's stat record (it outlives the snapshot released in first_call). */
+    struct kg_keystat *charge_to;
+    int64_t cost;
 };
 
 /* Facts gathered in one pass over the request headers. */
@@ -656,7 +661,7 @@ first_call(struct kg_req *req, struct MHD_Connection *conn, const char *method)
     struct kg_decision d;
     struct kg_limit_verdict lv = {.allowed = true};
     struct kg_answer ans;
-    bool health;
+    bool health, over_quota = false;
     const char *why, *q;
     enum MHD_Result ret;
     size_t plen;
@@ -717,7 +722,13 @@ first_call(struct kg_req *req, struct MHD_Connection *conn, const char *method)
          * to a valid key shows where it stands. */
         rate_check(req, rt, d.key, d.verdict == KG_ALLOW && !health, &lv);
     }
-    count_usage(&d, &lv, health);
+    if (d.verdict == KG_ALLOW && !health && lv.allowed) {
+        req->cost = kg_scope_cost(cfg, method, req->path);
+        over_quota = !kg_keycache_credits_allow(d.key, req->cost, now);
+    }
+    /* A request refused for its credits is not let through: not counted. */
+    if (!over_quota)
+        count_usage(&d, &lv, health);
 
     if (health) {
         /* /health tells whether the key is valid, whatever the routes say. */
@@ -732,7 +743,14 @@ first_call(struct kg_req *req, struct MHD_Connection *conn, const char *method)
     } else if (!lv.allowed) {
         kg_respond_rate_limited(cfg, &lv, &ans);
         ret = send_answer(req, conn, &ans);
+    } else if (over_quota) {
+        d.verdict = KG_DENY_QUOTA;
+        kg_respond_verdict(cfg, &d, &ans);
+        ret = send_answer(req, conn, &ans);
     } else {
+        /* Every key is charged, with a limit or not, so its credits used
+         * are known when it gets one. */
+        req->charge_to = d.key->stat;
         ret = start_proxy(req, conn, method, &sc, d.key);
     }
     kg_keycache_release(snap);
@@ -773,6 +791,12 @@ send_upstream_answer(struct kg_req *req, struct MHD_Connection *conn, const char
     size_t blen;
 
     req->phase = REQ_ANSWERED;
+    /* Charged when the upstream's status line and headers arrive with a
+     * 2xx, before the body streams: a 2xx is the upstream's word that it
+     * did the work. Anything else (its 4xx/5xx, our 502/504) costs nothing. */
+    if (req->charge_to != NULL && status >= 200 && status <= 299)
+        kg_keycache_charge(req->charge_to, req->cost);
+    req->charge_to = NULL;
     if (status == 204 || status == 304 || (strcmp(method, "HEAD") == 0 && cl < 0))
         resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
     else if (strcmp(method, "HEAD") != 0 && kg_relay_take_body(req->x, &body, &blen))

@@ -276,6 +276,19 @@ fill_new(const struct kg_key_new *req, int64_t now, struct kg_key_rec *rec, stru
     if (req->rate_burst < 0 || req->rate_burst > 1000000000)
         return kg_err_set(err, KG_EINVAL, "rate_burst must be 0 (the default) to 1000000000");
     rec->rate_burst = req->rate_burst;
+    rec->quota_limit = -1;
+    if (req->has_credits) {
+        if (req->credits < 0 || req->credits > 1000000000)
+            return kg_err_set(err, KG_EINVAL, "credits must be 0 to 1000000000");
+        rec->quota_limit = req->credits;
+    }
+    if (req->refill != NULL && req->refill[0] != '\0') {
+        if (strcmp(req->refill, "day") != 0 && strcmp(req->refill, "month") != 0)
+            return kg_err_set(err, KG_EINVAL, "refill wants day or month");
+        if (!req->has_credits)
+            return kg_err_set(err, KG_EINVAL, "a refill needs credits");
+        snprintf(rec->quota_period, sizeof(rec->quota_period), "%s", req->refill);
+    }
     rec->expires_at = 0;
     if (req->expires != NULL)
         return parse_expiry(req->expires, now, &rec->expires_at, err);
@@ -362,7 +375,6 @@ kg_manage_key_prepare(const struct kg_keys_ctx *kc, const struct kg_key_new *req
     memcpy(rec->user_id, owner->id, sizeof(rec->user_id));
     memcpy(rec->tenant, owner->tenant, sizeof(rec->tenant));
     rec->created_at = now;
-    rec->quota_limit = -1;
     memcpy(rec->metadata, "{}", 3);
     return mint(kc, rec, key_out, err);
 }

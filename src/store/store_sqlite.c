@@ -43,19 +43,20 @@ enum key_col {
     COL_QUOTA_USED,
     COL_METADATA,
     COL_USER_ID,
+    COL_QUOTA_PERIOD_START,
     KEY_NCOLS,
 };
 
 #define KEY_COLUMNS                                                                                \
     "id, name, prefix, last4, digest, scopes, tenant, created_at, expires_at, revoked_at, "        \
     "last_used_at, rotated_to, rate, rate_burst, quota_limit, quota_period, quota_used, "          \
-    "metadata, user_id"
+    "metadata, user_id, quota_period_start"
 
 /* The same columns of a table aliased k, for joins. */
 #define KEY_COLUMNS_K                                                                              \
     "k.id, k.name, k.prefix, k.last4, k.digest, k.scopes, k.tenant, k.created_at, "                \
     "k.expires_at, k.revoked_at, k.last_used_at, k.rotated_to, k.rate, k.rate_burst, "             \
-    "k.quota_limit, k.quota_period, k.quota_used, k.metadata, k.user_id"
+    "k.quota_limit, k.quota_period, k.quota_used, k.metadata, k.user_id, k.quota_period_start"
 
 /* SQLite's messages name columns and constraints, never bound values, so
  * no digest can end up in them. */
@@ -276,6 +277,7 @@ row_to_rec(struct sqlite_store *s, sqlite3_stmt *stmt, struct kg_key_rec *rec, s
     rec->rate_burst = kg_sq_col_int_or(stmt, COL_RATE_BURST, 0);
     rec->quota_limit = kg_sq_col_int_or(stmt, COL_QUOTA_LIMIT, -1);
     rec->quota_used = kg_sq_col_int_or(stmt, COL_QUOTA_USED, 0);
+    rec->quota_period_start = kg_sq_col_int_or(stmt, COL_QUOTA_PERIOD_START, 0);
     return KG_OK;
 }
 
@@ -306,6 +308,7 @@ bind_rec(sqlite3_stmt *stmt, const struct kg_key_rec *rec, const char *user_id, 
         sqlite3_bind_int64(stmt, COL_QUOTA_USED + 1, rec->quota_used),
         sqlite3_bind_text(stmt, COL_METADATA + 1, metadata, -1, SQLITE_STATIC),
         sqlite3_bind_text(stmt, COL_USER_ID + 1, user_id, -1, SQLITE_STATIC),
+        sqlite3_bind_int64(stmt, COL_QUOTA_PERIOD_START + 1, rec->quota_period_start),
     };
     size_t i;
 
@@ -401,7 +404,7 @@ kg_sq_key_insert_locked(struct sqlite_store *s, const struct kg_key_rec *rec, co
 
     rc = kg_sq_prepare(s,
                        "INSERT INTO keys (" KEY_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8,"
-                       " ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
+                       " ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
                        &stmt, what, err);
     if (rc != KG_OK)
         goto cleanup;
@@ -808,7 +811,7 @@ sqlite_key_usage_add(struct kg_store *st, const char *const *ids, const struct k
                      size_t n, int64_t now, struct kg_err *err)
 {
     struct sqlite_store *s = kg_sq_from(st);
-    sqlite3_stmt *touch = NULL, *add = NULL;
+    sqlite3_stmt *touch = NULL, *add = NULL, *charge = NULL;
     enum kg_status rc;
 
     rc = kg_sq_begin(s, err);
@@ -837,6 +840,18 @@ sqlite_key_usage_add(struct kg_store *st, const char *const *ids, const struct k
                        &add, "record key usage", err);
     if (rc != KG_OK)
         goto cleanup;
+    /* Credits: a delta charged in a later refill period than the stored one
+     * starts the count again (the refill); otherwise it adds up. A stored
+     * start of 0 is no period yet: what was used before a refill was set
+     * counts in the first period. */
+    rc = kg_sq_prepare(s,
+                       "UPDATE keys SET quota_used = CASE WHEN quota_period_start <> 0"
+                       " AND quota_period_start < ?3"
+                       " THEN ?2 ELSE quota_used + ?2 END,"
+                       " quota_period_start = MAX(quota_period_start, ?3) WHERE id = ?1",
+                       &charge, "record key credits", err);
+    if (rc != KG_OK)
+        goto cleanup;
     for (size_t i = 0; i < n; i++) {
         const struct kg_key_usage *d = &deltas[i];
 
@@ -851,6 +866,16 @@ sqlite_key_usage_add(struct kg_store *st, const char *const *ids, const struct k
                 goto cleanup;
             }
             sqlite3_reset(touch);
+        }
+        if (d->credits != 0) {
+            if (sqlite3_bind_text(charge, 1, ids[i], -1, SQLITE_STATIC) != SQLITE_OK ||
+                sqlite3_bind_int64(charge, 2, d->credits) != SQLITE_OK ||
+                sqlite3_bind_int64(charge, 3, d->credits_period_start) != SQLITE_OK ||
+                sqlite3_step(charge) != SQLITE_DONE) {
+                rc = kg_sq_fail(s, "record key credits", err);
+                goto cleanup;
+            }
+            sqlite3_reset(charge);
         }
         if (d->requests == 0 && d->denied_expired == 0 && d->denied_forbidden == 0 &&
             d->denied_rate == 0)
@@ -870,6 +895,7 @@ sqlite_key_usage_add(struct kg_store *st, const char *const *ids, const struct k
 cleanup:
     sqlite3_finalize(touch);
     sqlite3_finalize(add);
+    sqlite3_finalize(charge);
     return kg_sq_finish(s, rc, NULL, err);
 }
 

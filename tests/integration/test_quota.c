@@ -1,0 +1,274 @@
+/* tests/integration/test_quota.c - per-key credits and per-route costs on
+ * running daemons in front of a stub upstream.
+ *
+ * A key made with --credits N may spend N credits; a request costs the
+ * units of the first `cost` rule that matches it (1 without one) and is
+ * charged only when the upstream answers 2xx. Past the credits the answer
+ * is 429 quota_exceeded in the active error style. Credits are charged in
+ * memory and written once a second as deltas: a clean restart and a
+ * SIGKILL after a flush continue from the stored total without charging
+ * anything twice.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <jansson.h>
+
+#include "helpers/daemon.h"
+#include "helpers/http.h"
+#include "helpers/upstream.h"
+
+#define DETAIL_QUOTA "{\"detail\": \"Quota exceeded.\"}"
+#define ERROR_QUOTA "{\"error\": {\"type\": \"quota_exceeded\", \"message\": \"Quota exceeded\"}}"
+
+/* The flush runs once a second: ten seconds leaves room on a loaded,
+ * sanitised build. */
+#define FLUSH_WAIT_MS 10000
+
+struct world {
+    struct kt_upstream *up;
+    struct kt_daemon *gw;  /* detail style, cost POST /v1/expensive* 2 */
+    struct kt_daemon *gwe; /* error style */
+    struct kt_daemon *gwx; /* upstream on a refused port: every answer 502 */
+    struct kt_key three;   /* gw: --credits 3 */
+    struct kt_key pricey;  /* gw: --credits 5 */
+    struct kt_key lasting; /* gw: --credits 5, for restarts */
+    struct kt_key three_e; /* gwe: --credits 3 */
+    struct kt_key one_x;   /* gwx: --credits 1 */
+};
+
+static struct world W;
+
+static bool
+credit_key(struct kt_daemon *d, const char *name, const char *credits, struct kt_key *out)
+{
+    return kt_daemon_key_cli(d,
+                             (const char *const[]){"keys", "create", "--name", name, "--credits",
+                                                   credits, "--json", NULL},
+                             out);
+}
+
+static int
+setup(void **state)
+{
+    char cfg[512];
+
+    (void)state;
+    kt_http_global_init();
+    W.up = kt_upstream_start();
+    if (W.up == NULL)
+        return -1;
+    snprintf(cfg, sizeof(cfg), "upstream %s\ncost POST /v1/expensive* 2\n", kt_upstream_url(W.up));
+    W.gw = kt_daemon_new(cfg);
+    snprintf(cfg, sizeof(cfg), "upstream %s\nerror_style error\n", kt_upstream_url(W.up));
+    W.gwe = kt_daemon_new(cfg);
+    snprintf(cfg, sizeof(cfg), "upstream http://127.0.0.1:%d\nupstream_connect_timeout 2s\n",
+             kt_daemon_free_port());
+    W.gwx = kt_daemon_new(cfg);
+    if (W.gw == NULL || W.gwe == NULL || W.gwx == NULL)
+        return -1;
+    if (!credit_key(W.gw, "three", "3", &W.three) || !credit_key(W.gw, "pricey", "5", &W.pricey) ||
+        !credit_key(W.gw, "lasting", "5", &W.lasting) ||
+        !credit_key(W.gwe, "three", "3", &W.three_e) || !credit_key(W.gwx, "one", "1", &W.one_x))
+        return -1;
+    return kt_daemon_start(W.gw) && kt_daemon_start(W.gwe) && kt_daemon_start(W.gwx) ? 0 : -1;
+}
+
+static int
+teardown(void **state)
+{
+    (void)state;
+    kt_daemon_free(W.gw);
+    kt_daemon_free(W.gwe);
+    kt_daemon_free(W.gwx);
+    kt_upstream_stop(W.up);
+    kt_key_cleanup(&W.three);
+    kt_key_cleanup(&W.pricey);
+    kt_key_cleanup(&W.lasting);
+    kt_key_cleanup(&W.three_e);
+    kt_key_cleanup(&W.one_x);
+    kt_http_global_cleanup();
+    return 0;
+}
+
+/* One request with key; fails unless it is answered status (and, when
+ * body is not NULL, exactly that body). */
+static void
+one(struct kt_daemon *d, const char *method, const char *path, const char *key, long status,
+    const char *body)
+{
+    char auth[256];
+    const char *hdrs[] = {auth, NULL};
+    struct kt_http_req rq = {.method = method, .url = kt_daemon_url(d, path), .headers = hdrs};
+    struct kt_http_resp r;
+
+    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", key);
+    if (!kt_http_do(&rq, &r))
+        fail_msg("%s %s should get an answer", method, path);
+    if (r.status != status)
+        fail_msg("%s %s should answer %ld, got %ld: %s", method, path, status, r.status,
+                 r.body != NULL ? r.body : "");
+    if (body != NULL && strcmp(r.body, body) != 0)
+        fail_msg("%s %s should answer %s, got %s", method, path, body, r.body);
+    kt_http_resp_cleanup(&r);
+}
+
+/* quota_used of key id as `keys show --json` has it. */
+static long long
+stored_used(struct kt_daemon *d, const char *id)
+{
+    struct kt_cli_result r;
+    json_error_t jerr;
+    json_t *o;
+    long long used;
+
+    if (!kt_daemon_cli(d, &r, (const char *const[]){"keys", "show", id, "--json", NULL}) ||
+        r.exit_code != 0)
+        fail_msg("keys show should exit 0: %s", r.err != NULL ? r.err : "");
+    o = json_loads(r.out, 0, &jerr);
+    kt_cli_result_cleanup(&r);
+    if (o == NULL)
+        fail_msg("keys show should print JSON: %s", jerr.text);
+    used = json_integer_value(json_object_get(o, "quota_used"));
+    json_decref(o);
+    return used;
+}
+
+/* Waits (bounded) until the store holds want credits used for id. */
+static void
+wait_stored_used(struct kt_daemon *d, const char *id, long long want)
+{
+    int64_t deadline = kt_mono_ms() + FLUSH_WAIT_MS;
+    long long used = stored_used(d, id);
+
+    while (used != want && kt_mono_ms() < deadline) {
+        kt_sleep_ms(100);
+        used = stored_used(d, id);
+    }
+    if (used != want)
+        fail_msg("quota_used of %s should reach %lld, is %lld", id, want, used);
+}
+
+static void
+test_three_credits_give_three_answers_then_quota_exceeded(void **state)
+{
+    (void)state;
+    for (int i = 0; i < 3; i++)
+        one(W.gw, "GET", "/v1/items", W.three.key, 200, NULL);
+    one(W.gw, "GET", "/v1/items", W.three.key, 429, DETAIL_QUOTA);
+    one(W.gw, "GET", "/v1/items", W.three.key, 429, DETAIL_QUOTA);
+    /* The refusals were not charged: the store ends at exactly 3. */
+    wait_stored_used(W.gw, W.three.id, 3);
+}
+
+static void
+test_more_credits_from_keys_update_let_the_key_through_again(void **state)
+{
+    struct kt_cli_result r;
+    int64_t deadline = kt_mono_ms() + FLUSH_WAIT_MS;
+    char auth[256];
+    const char *hdrs[] = {auth, NULL};
+    long status = 0;
+
+    (void)state;
+    /* The previous test used the three credits up. */
+    if (!kt_daemon_cli(W.gw, &r,
+                       (const char *const[]){"keys", "update", W.three.id, "--credits", "4",
+                                             "--refill", "month", NULL}) ||
+        r.exit_code != 0)
+        fail_msg("keys update --credits should exit 0: %s", r.err != NULL ? r.err : "");
+    kt_cli_result_cleanup(&r);
+    /* The daemon sees the change at its next reload (data_version poll). */
+    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", W.three.key);
+    while (status != 200 && kt_mono_ms() < deadline) {
+        struct kt_http_resp hr;
+
+        if (kt_http_get(kt_daemon_url(W.gw, "/v1/items"), hdrs, &hr))
+            status = hr.status;
+        kt_http_resp_cleanup(&hr);
+        if (status != 200)
+            kt_sleep_ms(50);
+    }
+    assert_int_equal(status, 200);
+    one(W.gw, "GET", "/v1/items", W.three.key, 429, DETAIL_QUOTA);
+    wait_stored_used(W.gw, W.three.id, 4);
+}
+
+static void
+test_the_error_style_answers_quota_exceeded_as_an_error_object(void **state)
+{
+    (void)state;
+    for (int i = 0; i < 3; i++)
+        one(W.gwe, "GET", "/v1/items", W.three_e.key, 200, NULL);
+    one(W.gwe, "GET", "/v1/items", W.three_e.key, 429, ERROR_QUOTA);
+}
+
+static void
+test_a_cost_rule_charges_its_units_and_other_routes_one(void **state)
+{
+    (void)state;
+    one(W.gw, "POST", "/v1/expensive/run", W.pricey.key, 200, NULL); /* 2 */
+    one(W.gw, "POST", "/v1/expensive/run", W.pricey.key, 200, NULL); /* 4 */
+    /* 4 + 2 would pass 5; a request costing 1 still fits. */
+    one(W.gw, "POST", "/v1/expensive/run", W.pricey.key, 429, DETAIL_QUOTA);
+    one(W.gw, "GET", "/v1/expensive/run", W.pricey.key, 200, NULL); /* 5: GET has no rule */
+    one(W.gw, "GET", "/v1/items", W.pricey.key, 429, DETAIL_QUOTA);
+    wait_stored_used(W.gw, W.pricey.id, 5);
+}
+
+static void
+test_an_upstream_failure_charges_nothing(void **state)
+{
+    (void)state;
+    /* One credit: a single charged 502 would turn the next one into 429. */
+    for (int i = 0; i < 3; i++)
+        one(W.gwx, "GET", "/v1/items", W.one_x.key, 502, NULL);
+    assert_int_equal(stored_used(W.gwx, W.one_x.id), 0);
+}
+
+static void
+test_credits_survive_a_restart_and_a_kill_without_charging_twice(void **state)
+{
+    (void)state;
+    one(W.gw, "GET", "/v1/items", W.lasting.key, 200, NULL);
+    one(W.gw, "GET", "/v1/items", W.lasting.key, 200, NULL);
+    wait_stored_used(W.gw, W.lasting.id, 2);
+    assert_int_equal(kt_daemon_stop(W.gw), 0);
+    assert_true(kt_daemon_start(W.gw));
+    assert_int_equal(stored_used(W.gw, W.lasting.id), 2);
+
+    one(W.gw, "GET", "/v1/items", W.lasting.key, 200, NULL);
+    wait_stored_used(W.gw, W.lasting.id, 3);
+    /* Everything is flushed: a SIGKILL now must lose nothing and the
+     * restart must not write any delta again. */
+    kt_daemon_kill(W.gw);
+    assert_true(kt_daemon_start(W.gw));
+    assert_int_equal(stored_used(W.gw, W.lasting.id), 3);
+    one(W.gw, "GET", "/v1/items", W.lasting.key, 200, NULL);
+    one(W.gw, "GET", "/v1/items", W.lasting.key, 200, NULL);
+    one(W.gw, "GET", "/v1/items", W.lasting.key, 429, DETAIL_QUOTA);
+    wait_stored_used(W.gw, W.lasting.id, 5);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_three_credits_give_three_answers_then_quota_exceeded),
+        cmocka_unit_test(test_more_credits_from_keys_update_let_the_key_through_again),
+        cmocka_unit_test(test_the_error_style_answers_quota_exceeded_as_an_error_object),
+        cmocka_unit_test(test_a_cost_rule_charges_its_units_and_other_routes_one),
+        cmocka_unit_test(test_an_upstream_failure_charges_nothing),
+        cmocka_unit_test(test_credits_survive_a_restart_and_a_kill_without_charging_twice),
+    };
+
+    return cmocka_run_group_tests_name("integration_test_quota", tests, setup, teardown);
+}

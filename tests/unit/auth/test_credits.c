@@ -1,0 +1,348 @@
+/* tests/unit/auth/test_credits.c - per-key credits (issue 5, item 4): the
+ * `cost` rules (kg_scope_cost over a loaded config), the refill period
+ * arithmetic (kg_keycache_period_start), and the charge / check / flush
+ * arithmetic of src/auth/keycache.c over the SQLite store in a fresh
+ * temporary directory per test: charges are deltas added to quota_used
+ * once, after the commit, and a later refill period starts them again. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <sodium.h>
+#include <sqlite3.h>
+
+#include "keygate/config.h"
+#include "keygate/keycache.h"
+#include "keygate/scope.h"
+#include "keygate/store.h"
+#include "keygate/timeutil.h"
+#include "unit/fixture.h"
+
+struct fixture {
+    char dir[64];
+    char path[128];
+    struct kg_store *st;
+    struct kg_keycache *kc;
+};
+
+static int
+group_setup(void **state)
+{
+    (void)state;
+    kg_fx_clear_env();
+    return sodium_init() < 0 ? -1 : 0;
+}
+
+static int
+setup(void **state)
+{
+    struct fixture *f = calloc(1, sizeof(*f));
+    struct kg_err err = {{0}};
+
+    if (f == NULL)
+        return -1;
+    if (kg_fx_mkdtemp(f->dir, "credits") != 0) {
+        free(f);
+        return -1;
+    }
+    snprintf(f->path, sizeof(f->path), "%s/keys.db", f->dir);
+    *state = f;
+    if (kg_store_open(f->path, &f->st, &err) != KG_OK) {
+        fprintf(stderr, "kg_store_open: %s\n", err.msg);
+        return -1;
+    }
+    return kg_keycache_new(&f->kc) == KG_OK ? 0 : -1;
+}
+
+static int
+teardown(void **state)
+{
+    struct fixture *f = *state;
+
+    kg_keycache_free(f->kc);
+    kg_store_close(f->st);
+    kg_fx_rmtree(f->dir);
+    free(f);
+    return 0;
+}
+
+static void
+insert_key(struct fixture *f, const char *id, int64_t limit, const char *period)
+{
+    struct kg_key_rec rec;
+    struct kg_err err = {{0}};
+
+    memset(&rec, 0, sizeof(rec));
+    snprintf(rec.id, sizeof(rec.id), "%s", id);
+    snprintf(rec.name, sizeof(rec.name), "name of %s", id);
+    snprintf(rec.prefix, sizeof(rec.prefix), "kg_AbCd");
+    snprintf(rec.last4, sizeof(rec.last4), "wxyz");
+    crypto_generichash(rec.digest, KG_DIGEST_BYTES, (const unsigned char *)id, strlen(id), NULL, 0);
+    snprintf(rec.tenant, sizeof(rec.tenant), "tenant-%s", id);
+    rec.created_at = kg_time_now() - 1000;
+    rec.quota_limit = limit;
+    snprintf(rec.quota_period, sizeof(rec.quota_period), "%s", period);
+    snprintf(rec.metadata, sizeof(rec.metadata), "{}");
+    if (kg_store_key_insert(f->st, &rec, &err) != KG_OK)
+        fail_msg("inserting %s should succeed: %s", id, err.msg);
+}
+
+static void
+reload(struct fixture *f)
+{
+    struct kg_err err = {{0}};
+
+    if (kg_keycache_reload(f->kc, f->st, kg_time_now(), &err) != KG_OK)
+        fail_msg("reload should succeed: %s", err.msg);
+}
+
+static void
+flush_ok(struct fixture *f)
+{
+    struct kg_err err = {{0}};
+
+    if (kg_keycache_flush(f->kc, f->st, NULL, &err) != KG_OK)
+        fail_msg("flush should succeed: %s", err.msg);
+}
+
+static int64_t
+stored_used(struct fixture *f, const char *id)
+{
+    struct kg_key_rec rec;
+    struct kg_err err = {{0}};
+
+    if (kg_store_key_get(f->st, id, &rec, &err) != KG_OK)
+        fail_msg("reading %s should succeed: %s", id, err.msg);
+    return rec.quota_used;
+}
+
+/* The entry of id in the current snapshot; release the snapshot after. */
+static const struct kg_keyent *
+find(struct fixture *f, const char *id, const struct kg_keysnap **snap)
+{
+    unsigned char digest[KG_DIGEST_BYTES];
+    const struct kg_keyent *ent;
+
+    *snap = kg_keycache_acquire(f->kc);
+    crypto_generichash(digest, KG_DIGEST_BYTES, (const unsigned char *)id, strlen(id), NULL, 0);
+    ent = kg_keysnap_find(*snap, digest);
+    if (ent == NULL)
+        fail_msg("%s should be in the snapshot", id);
+    return ent;
+}
+
+static void
+raw_exec(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    char *msg = NULL;
+
+    if (sqlite3_open(path, &db) != SQLITE_OK ||
+        sqlite3_exec(db, sql, NULL, NULL, &msg) != SQLITE_OK)
+        fail_msg("%s should succeed: %s", sql, msg != NULL ? msg : sqlite3_errmsg(db));
+    sqlite3_close(db);
+}
+
+static void
+test_the_first_matching_cost_rule_wins_and_no_rule_costs_one(void **state)
+{
+    struct kg_config *cfg = NULL;
+
+    (void)state;
+    if (kg_fx_load_config("cost POST /v1/expensive* 2\n"
+                          "cost * /v1/expensive/free 7\n"
+                          "cost get /v1/free 0\n"
+                          "cost * /v1/* 3\n",
+                          &cfg) != 0)
+        fail_msg("the cost rules should load");
+    assert_int_equal(cfg->ncosts, 4);
+    assert_int_equal(kg_scope_cost(cfg, "POST", "/v1/expensive/run"), 2);
+    assert_int_equal(kg_scope_cost(cfg, "POST", "/v1/expensive/free"), 2);
+    assert_int_equal(kg_scope_cost(cfg, "GET", "/v1/expensive/free"), 7);
+    assert_int_equal(kg_scope_cost(cfg, "GET", "/v1/free"), 0);
+    assert_int_equal(kg_scope_cost(cfg, "GET", "/v1/other"), 3);
+    assert_int_equal(kg_scope_cost(cfg, "GET", "/v2/other"), 1);
+    kg_config_free(cfg);
+}
+
+static void
+test_bad_cost_lines_are_refused(void **state)
+{
+    const char *bad[] = {
+        "cost GET /x 2.5\n", "cost GET /x -1\n",  "cost GET /x 1000000001\n",
+        "cost GET x 1\n",    "cost GET /x\n",     "cost GET /x 1 2\n",
+        "cost G(T /x 1\n",   "cost GET /a*b 1\n", "cost GET /x 99999999999999999999\n",
+    };
+    struct kg_config *cfg = NULL;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        if (kg_fx_load_config(bad[i], &cfg) == 0) {
+            kg_config_free(cfg);
+            fail_msg("\"%s\" should be refused", bad[i]);
+        }
+    }
+}
+
+static void
+test_refill_periods_start_at_the_utc_day_and_month(void **state)
+{
+    (void)state;
+    /* 2027-01-15T08:00:00Z */
+    assert_int_equal(kg_keycache_period_start(KG_QUOTA_NONE, 1800000000), 0);
+    assert_int_equal(kg_keycache_period_start(KG_QUOTA_DAY, 1800000000), 1799971200);
+    assert_int_equal(kg_keycache_period_start(KG_QUOTA_MONTH, 1800000000), 1798761600);
+    /* 2024-02-29T23:59:59Z: a leap day, then the first second of March. */
+    assert_int_equal(kg_keycache_period_start(KG_QUOTA_MONTH, 1709251199), 1706745600);
+    assert_int_equal(kg_keycache_period_start(KG_QUOTA_MONTH, 1709251200), 1709251200);
+    /* 2026-12-31T12:00:00Z and the epoch. */
+    assert_int_equal(kg_keycache_period_start(KG_QUOTA_MONTH, 1798718400), 1796083200);
+    assert_int_equal(kg_keycache_period_start(KG_QUOTA_MONTH, 0), 0);
+    assert_int_equal(kg_keycache_period_start(KG_QUOTA_DAY, 86399), 0);
+}
+
+static void
+test_charges_are_checked_then_flushed_once(void **state)
+{
+    struct fixture *f = *state;
+    const struct kg_keysnap *snap;
+    const struct kg_keyent *ent;
+    int64_t now = kg_time_now();
+
+    insert_key(f, "key_a", 5, "");
+    reload(f);
+    ent = find(f, "key_a", &snap);
+    assert_true(kg_keycache_credits_allow(ent, 5, now));
+    assert_false(kg_keycache_credits_allow(ent, 6, now));
+    kg_keycache_charge(ent->stat, 3);
+    assert_int_equal(kg_keycache_credits_used(ent->stat, ent->quota_period, now), 3);
+    assert_true(kg_keycache_credits_allow(ent, 2, now));
+    assert_false(kg_keycache_credits_allow(ent, 3, now));
+    kg_keycache_release(snap);
+
+    flush_ok(f);
+    assert_int_equal(stored_used(f, "key_a"), 3);
+    flush_ok(f); /* nothing new: nothing written again */
+    assert_int_equal(stored_used(f, "key_a"), 3);
+
+    /* A reload with a charge not flushed yet neither loses nor doubles it. */
+    ent = find(f, "key_a", &snap);
+    kg_keycache_charge(ent->stat, 1);
+    kg_keycache_release(snap);
+    reload(f);
+    ent = find(f, "key_a", &snap);
+    assert_int_equal(kg_keycache_credits_used(ent->stat, ent->quota_period, now), 4);
+    kg_keycache_release(snap);
+    flush_ok(f);
+    assert_int_equal(stored_used(f, "key_a"), 4);
+    reload(f);
+    ent = find(f, "key_a", &snap);
+    assert_int_equal(kg_keycache_credits_used(ent->stat, ent->quota_period, now), 4);
+    assert_true(kg_keycache_credits_allow(ent, 1, now));
+    assert_false(kg_keycache_credits_allow(ent, 2, now));
+    kg_keycache_release(snap);
+}
+
+static void
+test_a_failed_flush_charges_nothing_and_the_next_charges_once(void **state)
+{
+    struct fixture *f = *state;
+    const struct kg_keysnap *snap;
+    const struct kg_keyent *ent;
+    struct kg_err err = {{0}};
+
+    insert_key(f, "key_a", -1, "");
+    reload(f);
+    ent = find(f, "key_a", &snap);
+    kg_keycache_charge(ent->stat, 2);
+    kg_keycache_release(snap);
+    raw_exec(f->path, "CREATE TRIGGER no_credits BEFORE UPDATE OF quota_used ON keys"
+                      " BEGIN SELECT RAISE(ABORT, 'no'); END");
+    assert_int_not_equal(kg_keycache_flush(f->kc, f->st, NULL, &err), KG_OK);
+    assert_int_equal(stored_used(f, "key_a"), 0);
+    raw_exec(f->path, "DROP TRIGGER no_credits");
+    flush_ok(f);
+    assert_int_equal(stored_used(f, "key_a"), 2);
+    flush_ok(f);
+    assert_int_equal(stored_used(f, "key_a"), 2);
+}
+
+static void
+test_a_new_refill_period_starts_the_credits_again(void **state)
+{
+    struct fixture *f = *state;
+    const struct kg_keysnap *snap;
+    const struct kg_keyent *ent;
+    int64_t now = kg_time_now();
+
+    insert_key(f, "key_d", 10, "day");
+    /* Used up on an earlier day: that count is history. */
+    raw_exec(f->path, "UPDATE keys SET quota_used = 10, quota_period_start = 86400");
+    reload(f);
+    ent = find(f, "key_d", &snap);
+    assert_int_equal(kg_keycache_credits_used(ent->stat, ent->quota_period, now), 0);
+    assert_true(kg_keycache_credits_allow(ent, 10, now));
+    kg_keycache_charge(ent->stat, 4);
+    kg_keycache_release(snap);
+    flush_ok(f);
+    assert_int_equal(stored_used(f, "key_d"), 4);
+
+    ent = find(f, "key_d", &snap);
+    assert_int_equal(kg_keycache_credits_used(ent->stat, ent->quota_period, now), 4);
+    /* Two days on, what was stored today no longer counts. */
+    assert_int_equal(kg_keycache_credits_used(ent->stat, ent->quota_period, now + 2 * 86400), 0);
+    kg_keycache_release(snap);
+}
+
+static void
+test_credits_used_before_a_refill_was_set_count_in_the_first_period(void **state)
+{
+    struct fixture *f = *state;
+    const struct kg_keysnap *snap;
+    const struct kg_keyent *ent;
+    int64_t now = kg_time_now();
+    struct kg_key_rec rec;
+    struct kg_err err = {{0}};
+
+    insert_key(f, "key_m", 10, "");
+    raw_exec(f->path, "UPDATE keys SET quota_used = 3, quota_period = 'month'");
+    reload(f);
+    ent = find(f, "key_m", &snap);
+    assert_int_equal(kg_keycache_credits_used(ent->stat, ent->quota_period, now), 3);
+    kg_keycache_charge(ent->stat, 1);
+    kg_keycache_release(snap);
+    flush_ok(f);
+    if (kg_store_key_get(f->st, "key_m", &rec, &err) != KG_OK)
+        fail_msg("reading key_m should succeed: %s", err.msg);
+    assert_int_equal(rec.quota_used, 4);
+    /* flush_ok's clock may have passed a month boundary since now: either start. */
+    assert_true(rec.quota_period_start == kg_keycache_period_start(KG_QUOTA_MONTH, now) ||
+                rec.quota_period_start == kg_keycache_period_start(KG_QUOTA_MONTH, kg_time_now()));
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_the_first_matching_cost_rule_wins_and_no_rule_costs_one),
+        cmocka_unit_test(test_bad_cost_lines_are_refused),
+        cmocka_unit_test(test_refill_periods_start_at_the_utc_day_and_month),
+        cmocka_unit_test_setup_teardown(test_charges_are_checked_then_flushed_once, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_failed_flush_charges_nothing_and_the_next_charges_once, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_new_refill_period_starts_the_credits_again, setup,
+                                        teardown),
+        cmocka_unit_test_setup_teardown(
+            test_credits_used_before_a_refill_was_set_count_in_the_first_period, setup, teardown),
+    };
+
+    return cmocka_run_group_tests(tests, group_setup, NULL);
+}
