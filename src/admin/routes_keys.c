@@ -54,6 +54,11 @@ admin_keys_create(struct admin_call *c)
         {.name = "user", .type = KG_JSTRING, .out = &req.user},
         {.name = "tenant", .type = KG_JSTRING, .out = &req.tenant},
         {.name = "expires", .type = KG_JSTRING, .nullable = true, .out = &req.expires},
+        /* The same names as PATCH, so a key document round-trips. */
+        {.name = "rate", .type = KG_JSTRING, .nullable = true, .out = &req.rate},
+        {.name = "rate_burst", .type = KG_JINT, .out = &req.rate_burst},
+        {.name = "quota_limit", .type = KG_JINT, .out = &req.credits, .present = &req.has_credits},
+        {.name = "quota_period", .type = KG_JSTRING, .nullable = true, .out = &req.refill},
     };
     struct kg_key_rec *rec = calloc(1, sizeof(*rec));
     struct kg_err err = {{0}};
@@ -69,6 +74,8 @@ admin_keys_create(struct admin_call *c)
         !admin_decode(c, fields, sizeof(fields) / sizeof(fields[0]), &root))
         goto cleanup;
     req.scopes = has_scopes ? scopes : NULL;
+    if (req.has_credits && req.credits == -1)
+        req.has_credits = false; /* -1 is "unlimited", as in PATCH and the key document */
     /* A tenant admin hands out no more than it holds. */
     if (!admin_within_caller(c, req.scopes))
         goto cleanup;

@@ -532,6 +532,30 @@ test_a_tenant_admin_hands_out_no_admin_scope_it_lacks(void **state)
     free(writer);
 }
 
+static void
+test_post_takes_the_same_limit_fields_as_patch(void **state)
+{
+    char body[512];
+    struct reply r;
+
+    (void)state;
+    snprintf(body, sizeof(body),
+             "{\"name\": \"limited\", \"user\": \"%s\", \"rate\": \"5/s\", "
+             "\"rate_burst\": 7, \"quota_limit\": 3, \"quota_period\": \"day\"}",
+             W.globex_user);
+    call("POST", "/v1/keys", W.root, body, &r);
+    expect(&r, 201);
+    remember(str(&r, "key"));
+    assert_string_equal(str(&r, "rate"), "5/s");
+    assert_int_equal(json_integer_value(json_object_get(r.json, "rate_burst")), 7);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "quota_limit")), 3);
+    assert_string_equal(str(&r, "quota_period"), "day");
+    reply_cleanup(&r);
+    call("POST", "/v1/keys", W.root, "{\"name\": \"bad\", \"rate\": \"fast\"}", &r);
+    expect(&r, 400);
+    reply_cleanup(&r);
+}
+
 /* ---- keys ---- */
 
 static void
@@ -1404,6 +1428,7 @@ main(void)
         cmocka_unit_test(test_scopeless_and_wildcard_keys_never_reach_the_admin_api),
         cmocka_unit_test(test_a_tenant_admin_cannot_touch_the_platform_admin_or_its_keys),
         cmocka_unit_test(test_a_tenant_admin_hands_out_no_admin_scope_it_lacks),
+        cmocka_unit_test(test_post_takes_the_same_limit_fields_as_patch),
         cmocka_unit_test(test_a_key_made_through_the_api_works_on_the_public_listener_at_once),
         cmocka_unit_test(test_patch_renames_narrows_and_refuses_widening),
         cmocka_unit_test(test_a_revoke_is_enforced_by_the_same_daemon_before_the_answer),
