@@ -4,7 +4,7 @@
  * decision code, authorisation by admin scope, and the answers.
  *
  * Owns no rule about keys, users or tenants: routes_*.c hand each call to
- * the manage/ core. /livez and /readyz are answered without a key.
+ * the manage/ core. /livez, /readyz and /metrics are answered without a key.
  */
 #include <arpa/inet.h>
 #include <stdarg.h>
@@ -23,6 +23,7 @@
 #include "keygate/hygiene.h"
 #include "keygate/keys.h"
 #include "keygate/log.h"
+#include "keygate/metrics.h"
 #include "keygate/respond.h"
 #include "keygate/scope.h"
 #include "keygate/timeutil.h"
@@ -570,6 +571,66 @@ health(struct kg_admin *adm, struct MHD_Connection *conn, const char *url)
                                                   : "{\"status\":\"starting\"}");
 }
 
+struct key_census {
+    int64_t now;
+    struct kg_metrics_gauges *g;
+};
+
+static bool
+census_key(const struct kg_key_rec *rec, void *ctx)
+{
+    struct key_census *kc = ctx;
+
+    if (rec->revoked_at != 0 && rec->revoked_at <= kc->now)
+        kc->g->keys_revoked++;
+    else if (rec->expires_at != 0 && rec->expires_at <= kc->now)
+        kc->g->keys_expired++;
+    else
+        kc->g->keys_active++;
+    return true;
+}
+
+/* GET /metrics. Key states are counted from the store here, on the admin
+ * thread, because revoked keys are not in the snapshot the requests use. */
+static enum MHD_Result
+metrics(struct kg_admin *adm, struct MHD_Connection *conn)
+{
+    struct kg_runtime *rt = adm->rt;
+    struct kg_metrics_gauges g = {.reload_age_s = -1};
+    struct key_census kc = {.now = kg_time_now(), .g = &g};
+    struct kg_err err = {{0}};
+    const struct kg_keysnap *snap;
+    struct MHD_Response *resp;
+    enum MHD_Result ret;
+    char *text;
+    size_t len;
+
+    g.keys_known = kg_store_key_each(adm->store, census_key, &kc, &err) == KG_OK;
+    if (!g.keys_known) {
+        kg_log_warnx("metrics: %s", err.msg);
+        g.keys_active = g.keys_expired = g.keys_revoked = 0;
+    }
+    snap = kg_keycache_acquire(rt->keys);
+    g.reload_age_s = (double)(kg_time_mono_ms() - kg_keysnap_built_ms(snap)) / 1000.0;
+    kg_keycache_release(snap);
+    if (g.reload_age_s < 0)
+        g.reload_age_s = 0;
+    g.connections = atomic_load(&rt->connections);
+    text = kg_metrics_render(&g, &len);
+    if (text == NULL)
+        return send_error(adm, conn, 500, "Internal error", NULL);
+    resp = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);
+    if (resp == NULL) {
+        free(text);
+        return MHD_NO;
+    }
+    MHD_add_response_header(resp, "Content-Type", KG_METRICS_CONTENT_TYPE);
+    MHD_add_response_header(resp, "Cache-Control", "no-store");
+    ret = MHD_queue_response(conn, 200, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
 static enum MHD_Result
 send_call(struct kg_admin *adm, struct admin_call *c)
 {
@@ -612,6 +673,8 @@ dispatch(struct kg_admin *adm, struct MHD_Connection *conn, const char *url, con
     if ((strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0) &&
         (strcmp(url, "/livez") == 0 || strcmp(url, "/readyz") == 0))
         return health(adm, conn, url);
+    if ((strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0) && strcmp(url, "/metrics") == 0)
+        return metrics(adm, conn);
     r = find_route(method, url, idbuf, sizeof(idbuf), &c.id, allow, sizeof(allow));
     if (r == NULL && allow[0] != '\0')
         return send_error(adm, conn, 405, "Method not allowed", allow);

@@ -24,6 +24,7 @@
 #include "keygate/keycache.h"
 #include "keygate/limiter.h"
 #include "keygate/log.h"
+#include "keygate/metrics.h"
 #include "keygate/pathnorm.h"
 #include "keygate/relay.h"
 #include "keygate/respond.h"
@@ -77,6 +78,9 @@ struct kg_req {
      * key's stat record (it outlives the snapshot released in first_call). */
     struct kg_keystat *charge_to;
     int64_t cost;
+    /* keygate_requests_total: what this request counts as, not yet counted
+     * (a proxied request counts when the upstream answers or fails). */
+    enum kg_outcome outcome;
 };
 
 /* Facts gathered in one pass over the request headers. */
@@ -652,7 +656,7 @@ count_usage(const struct kg_decision *d, const struct kg_limit_verdict *lv, bool
 }
 
 static enum MHD_Result
-first_call(struct kg_req *req, struct MHD_Connection *conn, const char *method)
+decide_first(struct kg_req *req, struct MHD_Connection *conn, const char *method)
 {
     struct kg_runtime *rt = kg_loop_runtime(req->loop);
     const struct kg_config *cfg = rt->cfg;
@@ -689,20 +693,25 @@ first_call(struct kg_req *req, struct MHD_Connection *conn, const char *method)
         why = "Malformed request method";
     if (why != NULL) {
         req->has_body = true; /* answer now and close: the framing is not to be trusted */
+        req->outcome = KG_OUTCOME_BAD_REQUEST;
         return send_error(req, conn, 400, why);
     }
+    req->outcome = KG_OUTCOME_BAD_REQUEST;
     if (req->uri == NULL)
         return send_error(req, conn, 400, "Malformed request target");
     if (sc.header_bytes + strlen(req->uri) > (size_t)cfg->max_header_bytes)
         return send_error(req, conn, 431, "Request header fields too large");
+    req->outcome = KG_OUTCOME_NONE;
     q = strchr(req->uri, '?');
     plen = q != NULL ? (size_t)(q - req->uri) : strlen(req->uri);
     req->query = q != NULL ? q + 1 : NULL;
     req->path = malloc(plen + 1);
     if (req->path == NULL)
         return send_error(req, conn, 500, "Internal error");
-    if (kg_pathnorm(req->uri, plen, req->path, plen + 1, NULL) != KG_OK)
+    if (kg_pathnorm(req->uri, plen, req->path, plen + 1, NULL) != KG_OK) {
+        req->outcome = KG_OUTCOME_BAD_REQUEST;
         return send_error(req, conn, 400, "Malformed request path");
+    }
     if (cfg->signup && strcmp(method, "POST") == 0 && strcmp(req->path, cfg->signup_path) == 0)
         return signup_start(req, conn, &sc);
 
@@ -710,8 +719,10 @@ first_call(struct kg_req *req, struct MHD_Connection *conn, const char *method)
              (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0);
     client_ip(conn, cfg, &sc, ip, sizeof(ip));
     now_ms = kg_time_mono_ms();
-    if (throttle_refuses(rt, ip, now_ms, &ans))
+    if (throttle_refuses(rt, ip, now_ms, &ans)) {
+        req->outcome = KG_OUTCOME_RATE_LIMITED;
         return send_answer(req, conn, &ans);
+    }
     now = kg_time_now();
     snap = kg_keycache_acquire(rt->keys);
     kg_decide(cfg, snap, rt->secret, &sc.cred, method, req->path, now, &d);
@@ -738,13 +749,16 @@ first_call(struct kg_req *req, struct MHD_Connection *conn, const char *method)
             kg_respond_verdict(cfg, &d, &ans);
         ret = send_answer(req, conn, &ans);
     } else if (d.verdict != KG_ALLOW) {
+        req->outcome = kg_metrics_outcome_of(d.verdict);
         kg_respond_verdict(cfg, &d, &ans);
         ret = send_answer(req, conn, &ans);
     } else if (!lv.allowed) {
+        req->outcome = KG_OUTCOME_RATE_LIMITED;
         kg_respond_rate_limited(cfg, &lv, &ans);
         ret = send_answer(req, conn, &ans);
     } else if (over_quota) {
         d.verdict = KG_DENY_QUOTA;
+        req->outcome = KG_OUTCOME_QUOTA_EXCEEDED;
         kg_respond_verdict(cfg, &d, &ans);
         ret = send_answer(req, conn, &ans);
     } else {
@@ -752,8 +766,29 @@ first_call(struct kg_req *req, struct MHD_Connection *conn, const char *method)
          * are known when it gets one. */
         req->charge_to = d.key->stat;
         ret = start_proxy(req, conn, method, &sc, d.key);
+        if (req->phase == REQ_PROXYING)
+            req->outcome = KG_OUTCOME_ALLOWED;
     }
     kg_keycache_release(snap);
+    return ret;
+}
+
+/* Times keygate's own part of a request: from here to our answer, or to
+ * handing the request to the relay. Our own answers count their outcome
+ * now, before the client can see them; a proxied one waits for the upstream. */
+static enum MHD_Result
+first_call(struct kg_req *req, struct MHD_Connection *conn, const char *method)
+{
+    int64_t t0 = kg_time_mono_us();
+    enum MHD_Result ret;
+
+    req->outcome = KG_OUTCOME_NONE;
+    ret = decide_first(req, conn, method);
+    kg_metrics_request_time(kg_time_mono_us() - t0);
+    if (req->phase != REQ_PROXYING) {
+        kg_metrics_count(req->outcome);
+        req->outcome = KG_OUTCOME_NONE;
+    }
     return ret;
 }
 
@@ -791,6 +826,8 @@ send_upstream_answer(struct kg_req *req, struct MHD_Connection *conn, const char
     size_t blen;
 
     req->phase = REQ_ANSWERED;
+    kg_metrics_count(req->outcome);
+    req->outcome = KG_OUTCOME_NONE;
     /* Charged when the upstream's status line and headers arrive with a
      * 2xx, before the body streams: a 2xx is the upstream's word that it
      * did the work. Anything else (its 4xx/5xx, our 502/504) costs nothing. */
@@ -856,6 +893,9 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url, const ch
         kg_relay_suspend(req->x);
         return MHD_YES;
     case KG_RELAY_FAILED:
+        if (kg_relay_fail_status(req->x) == 502 || kg_relay_fail_status(req->x) == 504)
+            kg_metrics_count(KG_OUTCOME_UPSTREAM_ERROR);
+        req->outcome = KG_OUTCOME_NONE;
         return send_error(req, conn, kg_relay_fail_status(req->x),
                           kg_relay_fail_status(req->x) == 504   ? "Upstream timed out"
                           : kg_relay_fail_status(req->x) == 503 ? "Service is shutting down"
@@ -875,6 +915,7 @@ uri_logger(void *cls, const char *uri, struct MHD_Connection *conn)
     if (req == NULL)
         return NULL;
     req->loop = cls;
+    req->outcome = KG_OUTCOME_NONE;
     req->uri = strdup(uri != NULL ? uri : "");
     atomic_fetch_add(&kg_loop_runtime(req->loop)->inflight, 1);
     return req;
@@ -892,6 +933,7 @@ request_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     if (req == NULL)
         return;
     atomic_fetch_sub(&kg_loop_runtime(req->loop)->inflight, 1);
+    kg_metrics_count(req->outcome); /* a client gone before its upstream answered */
     kg_relay_free(req->x);
     signup_job_free(req->signup);
     free(req->deferred);

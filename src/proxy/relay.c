@@ -9,7 +9,9 @@
 
 #include "keygate/headers.h"
 #include "keygate/log.h"
+#include "keygate/metrics.h"
 #include "keygate/relay.h"
+#include "keygate/timeutil.h"
 
 /* A ring that starts small and doubles up to max: most API answers fit in
  * the first allocation, a large body grows it to the ceiling and no further. */
@@ -42,6 +44,7 @@ struct kg_exchange {
     size_t hdrs_len, hdrs_cap;
     bool transfer_done;
     CURLcode result;
+    int64_t started_us; /* kg_relay_start, for keygate_upstream_duration_seconds */
 };
 
 static bool
@@ -192,6 +195,7 @@ on_header(char *p, size_t size, size_t nitems, void *ud)
             return n;
         }
         x->status = (unsigned)code;
+        kg_metrics_upstream(x->status, kg_time_mono_us() - x->started_us);
         {
             curl_off_t cl = -1;
 
@@ -262,6 +266,7 @@ kg_relay_start(struct kg_loop *loop, struct kg_relay_req *rq, struct kg_exchange
         return kg_err_set(err, KG_ENOMEM, "out of memory");
     }
     x->loop = loop;
+    x->started_us = kg_time_mono_us();
     x->conn = rq->conn;
     x->req_headers = rq->headers;
     rq->headers = NULL;

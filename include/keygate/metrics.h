@@ -1,0 +1,61 @@
+/* keygate/metrics.h - process-wide counters and histograms for GET /metrics.
+ *
+ * The request path only adds to relaxed _Atomic uint64_t cells: no lock, no
+ * allocation. The text (Prometheus exposition format 0.0.4) is built on
+ * demand by the admin thread. Labels are fixed sets (outcome, code class,
+ * key state, bucket bound): never a key id or a path, whose number has no
+ * bound. Per-key figures belong to the usage API.
+ *
+ * Threads: every function may be called from any thread.
+ */
+#ifndef KEYGATE_METRICS_H
+#define KEYGATE_METRICS_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "keygate/decide.h"
+
+#define KG_METRICS_CONTENT_TYPE "text/plain; version=0.0.4; charset=utf-8"
+
+/* The one outcome each request counts as (keygate_requests_total). */
+enum kg_outcome {
+    KG_OUTCOME_ALLOWED = 0,     /* let through and answered by the upstream */
+    KG_OUTCOME_UNAUTHENTICATED, /* 401: no key, invalid, expired */
+    KG_OUTCOME_FORBIDDEN,       /* 403: scope, role, no route, no scopes */
+    KG_OUTCOME_RATE_LIMITED,    /* 429: rate limit or brute-force throttle */
+    KG_OUTCOME_QUOTA_EXCEEDED,  /* 429: out of credits */
+    KG_OUTCOME_UPSTREAM_ERROR,  /* 502/504: the upstream failed or timed out */
+    KG_OUTCOME_BAD_REQUEST,     /* 400/431: refused by request hygiene */
+    KG_OUTCOME_COUNT,
+    KG_OUTCOME_NONE = -1, /* not counted (signup, drain, internal error) */
+};
+
+/* What a decision verdict counts as; KG_OUTCOME_ALLOWED for KG_ALLOW. */
+enum kg_outcome kg_metrics_outcome_of(enum kg_verdict v);
+
+/* Counts one request as o; KG_OUTCOME_NONE is a no-op. Lock-free. */
+void kg_metrics_count(enum kg_outcome o);
+
+/* Time inside keygate for one request, in microseconds. Lock-free. */
+void kg_metrics_request_time(int64_t us);
+
+/* An upstream's final status and the time from relay start to its headers. */
+void kg_metrics_upstream(unsigned status, int64_t us);
+
+/* What the scraper knows at scrape time and the counters do not hold. */
+struct kg_metrics_gauges {
+    bool keys_known; /* false: keygate_keys is left out */
+    uint64_t keys_active, keys_expired, keys_revoked;
+    double reload_age_s; /* < 0: keygate_key_reload_age_seconds left out */
+    long connections;
+};
+
+/* The whole exposition text, NUL-terminated (*len without the NUL); NULL
+ * when out of memory. Caller frees. */
+char *kg_metrics_render(const struct kg_metrics_gauges *g, size_t *len);
+
+/* Sets every counter to zero, for tests. */
+void kg_metrics_reset(void);
+
+#endif
