@@ -13,6 +13,8 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <sodium.h>
+
 #include "unit/fixture.h"
 
 static const char *const env_names[] = {
@@ -114,4 +116,53 @@ kg_fx_store_free(struct kg_fx_store *fx)
     kg_config_free(fx->cfg);
     kg_fx_rmtree(fx->dir);
     free(fx);
+}
+
+int
+kg_fx_cache_setup(void **state)
+{
+    struct kg_fx_cache *f = calloc(1, sizeof(*f));
+    struct kg_err err = {{0}};
+
+    if (f == NULL)
+        return -1;
+    if (kg_fx_mkdtemp(f->dir, "keycache") != 0) {
+        free(f);
+        return -1;
+    }
+    snprintf(f->path, sizeof(f->path), "%s/keys.db", f->dir);
+    *state = f;
+    if (kg_store_open(f->path, &f->st, &err) != KG_OK) {
+        fprintf(stderr, "kg_store_open: %s\n", err.msg);
+        return -1;
+    }
+    return kg_keycache_new(&f->kc) == KG_OK ? 0 : -1;
+}
+
+int
+kg_fx_cache_teardown(void **state)
+{
+    struct kg_fx_cache *f = *state;
+
+    kg_keycache_free(f->kc);
+    kg_store_close(f->st);
+    kg_fx_rmtree(f->dir);
+    free(f);
+    return 0;
+}
+
+void
+kg_fx_key_rec(struct kg_key_rec *rec, const char *id, int64_t created_at)
+{
+    memset(rec, 0, sizeof(*rec));
+    snprintf(rec->id, sizeof(rec->id), "%s", id);
+    snprintf(rec->name, sizeof(rec->name), "name of %s", id);
+    snprintf(rec->prefix, sizeof(rec->prefix), "kg_AbCd");
+    snprintf(rec->last4, sizeof(rec->last4), "wxyz");
+    crypto_generichash(rec->digest, KG_DIGEST_BYTES, (const unsigned char *)id, strlen(id), NULL,
+                       0);
+    snprintf(rec->tenant, sizeof(rec->tenant), "tenant-%s", id);
+    rec->created_at = created_at;
+    rec->quota_limit = -1;
+    snprintf(rec->metadata, sizeof(rec->metadata), "{}");
 }

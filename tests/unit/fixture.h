@@ -14,6 +14,7 @@
 
 #include "keygate/config.h"
 #include "keygate/digest.h"
+#include "keygate/keycache.h"
 #include "keygate/keys.h"
 #include "keygate/store.h"
 
@@ -52,5 +53,23 @@ struct kg_fx_store *kg_fx_store_new(const char *tag, const unsigned char secret[
 
 /* Closes everything and removes the directory; NULL is a no-op. */
 void kg_fx_store_free(struct kg_fx_store *fx);
+
+/* A store in a temporary directory (dir/keys.db) and an empty key cache:
+ * what the key-cache, usage and credit tests share. */
+struct kg_fx_cache {
+    char dir[KG_FX_DIR_MAX];
+    char path[128];
+    struct kg_store *st;
+    struct kg_keycache *kc;
+};
+
+/* cmocka setup/teardown for a struct kg_fx_cache in *state. */
+int kg_fx_cache_setup(void **state);
+int kg_fx_cache_teardown(void **state);
+
+/* Fills rec with a plain active key of this id: display parts, a digest of
+ * the id (the cache never sees a key, any 32 distinct bytes do), tenant
+ * "tenant-<id>", created at created_at, no quota, metadata "{}". */
+void kg_fx_key_rec(struct kg_key_rec *rec, const char *id, int64_t created_at);
 
 #endif

@@ -25,13 +25,6 @@
 #include "keygate/timeutil.h"
 #include "unit/fixture.h"
 
-struct fixture {
-    char dir[64];
-    char path[128];
-    struct kg_store *st;
-    struct kg_keycache *kc;
-};
-
 static int
 group_setup(void **state)
 {
@@ -40,62 +33,21 @@ group_setup(void **state)
     return sodium_init() < 0 ? -1 : 0;
 }
 
-static int
-setup(void **state)
-{
-    struct fixture *f = calloc(1, sizeof(*f));
-    struct kg_err err = {{0}};
-
-    if (f == NULL)
-        return -1;
-    if (kg_fx_mkdtemp(f->dir, "credits") != 0) {
-        free(f);
-        return -1;
-    }
-    snprintf(f->path, sizeof(f->path), "%s/keys.db", f->dir);
-    *state = f;
-    if (kg_store_open(f->path, &f->st, &err) != KG_OK) {
-        fprintf(stderr, "kg_store_open: %s\n", err.msg);
-        return -1;
-    }
-    return kg_keycache_new(&f->kc) == KG_OK ? 0 : -1;
-}
-
-static int
-teardown(void **state)
-{
-    struct fixture *f = *state;
-
-    kg_keycache_free(f->kc);
-    kg_store_close(f->st);
-    kg_fx_rmtree(f->dir);
-    free(f);
-    return 0;
-}
-
 static void
-insert_key(struct fixture *f, const char *id, int64_t limit, const char *period)
+insert_key(struct kg_fx_cache *f, const char *id, int64_t limit, const char *period)
 {
     struct kg_key_rec rec;
     struct kg_err err = {{0}};
 
-    memset(&rec, 0, sizeof(rec));
-    snprintf(rec.id, sizeof(rec.id), "%s", id);
-    snprintf(rec.name, sizeof(rec.name), "name of %s", id);
-    snprintf(rec.prefix, sizeof(rec.prefix), "kg_AbCd");
-    snprintf(rec.last4, sizeof(rec.last4), "wxyz");
-    crypto_generichash(rec.digest, KG_DIGEST_BYTES, (const unsigned char *)id, strlen(id), NULL, 0);
-    snprintf(rec.tenant, sizeof(rec.tenant), "tenant-%s", id);
-    rec.created_at = kg_time_now() - 1000;
+    kg_fx_key_rec(&rec, id, kg_time_now() - 1000);
     rec.quota_limit = limit;
     snprintf(rec.quota_period, sizeof(rec.quota_period), "%s", period);
-    snprintf(rec.metadata, sizeof(rec.metadata), "{}");
     if (kg_store_key_insert(f->st, &rec, &err) != KG_OK)
         fail_msg("inserting %s should succeed: %s", id, err.msg);
 }
 
 static void
-reload(struct fixture *f)
+reload(struct kg_fx_cache *f)
 {
     struct kg_err err = {{0}};
 
@@ -104,7 +56,7 @@ reload(struct fixture *f)
 }
 
 static void
-flush_ok(struct fixture *f)
+flush_ok(struct kg_fx_cache *f)
 {
     struct kg_err err = {{0}};
 
@@ -113,7 +65,7 @@ flush_ok(struct fixture *f)
 }
 
 static int64_t
-stored_used(struct fixture *f, const char *id)
+stored_used(struct kg_fx_cache *f, const char *id)
 {
     struct kg_key_rec rec;
     struct kg_err err = {{0}};
@@ -125,7 +77,7 @@ stored_used(struct fixture *f, const char *id)
 
 /* The entry of id in the current snapshot; release the snapshot after. */
 static const struct kg_keyent *
-find(struct fixture *f, const char *id, const struct kg_keysnap **snap)
+find(struct kg_fx_cache *f, const char *id, const struct kg_keysnap **snap)
 {
     unsigned char digest[KG_DIGEST_BYTES];
     const struct kg_keyent *ent;
@@ -211,7 +163,7 @@ test_refill_periods_start_at_the_utc_day_and_month(void **state)
 static void
 test_charges_are_checked_then_flushed_once(void **state)
 {
-    struct fixture *f = *state;
+    struct kg_fx_cache *f = *state;
     const struct kg_keysnap *snap;
     const struct kg_keyent *ent;
     int64_t now = kg_time_now();
@@ -253,7 +205,7 @@ test_charges_are_checked_then_flushed_once(void **state)
 static void
 test_a_failed_flush_charges_nothing_and_the_next_charges_once(void **state)
 {
-    struct fixture *f = *state;
+    struct kg_fx_cache *f = *state;
     const struct kg_keysnap *snap;
     const struct kg_keyent *ent;
     struct kg_err err = {{0}};
@@ -277,7 +229,7 @@ test_a_failed_flush_charges_nothing_and_the_next_charges_once(void **state)
 static void
 test_a_new_refill_period_starts_the_credits_again(void **state)
 {
-    struct fixture *f = *state;
+    struct kg_fx_cache *f = *state;
     const struct kg_keysnap *snap;
     const struct kg_keyent *ent;
     int64_t now = kg_time_now();
@@ -304,7 +256,7 @@ test_a_new_refill_period_starts_the_credits_again(void **state)
 static void
 test_credits_used_before_a_refill_was_set_count_in_the_first_period(void **state)
 {
-    struct fixture *f = *state;
+    struct kg_fx_cache *f = *state;
     const struct kg_keysnap *snap;
     const struct kg_keyent *ent;
     int64_t now = kg_time_now();
@@ -334,14 +286,16 @@ main(void)
         cmocka_unit_test(test_the_first_matching_cost_rule_wins_and_no_rule_costs_one),
         cmocka_unit_test(test_bad_cost_lines_are_refused),
         cmocka_unit_test(test_refill_periods_start_at_the_utc_day_and_month),
-        cmocka_unit_test_setup_teardown(test_charges_are_checked_then_flushed_once, setup,
-                                        teardown),
+        cmocka_unit_test_setup_teardown(test_charges_are_checked_then_flushed_once,
+                                        kg_fx_cache_setup, kg_fx_cache_teardown),
         cmocka_unit_test_setup_teardown(
-            test_a_failed_flush_charges_nothing_and_the_next_charges_once, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_a_new_refill_period_starts_the_credits_again, setup,
-                                        teardown),
+            test_a_failed_flush_charges_nothing_and_the_next_charges_once, kg_fx_cache_setup,
+            kg_fx_cache_teardown),
+        cmocka_unit_test_setup_teardown(test_a_new_refill_period_starts_the_credits_again,
+                                        kg_fx_cache_setup, kg_fx_cache_teardown),
         cmocka_unit_test_setup_teardown(
-            test_credits_used_before_a_refill_was_set_count_in_the_first_period, setup, teardown),
+            test_credits_used_before_a_refill_was_set_count_in_the_first_period, kg_fx_cache_setup,
+            kg_fx_cache_teardown),
     };
 
     return cmocka_run_group_tests(tests, group_setup, NULL);

@@ -26,51 +26,11 @@
 
 #define NOW 1800000000 /* 2027-01-15, a fixed clock */
 
-struct fixture {
-    char dir[64];
-    char path[128];
-    struct kg_store *st;
-    struct kg_keycache *kc;
-};
-
 static int
 group_setup(void **state)
 {
     (void)state;
     return sodium_init() < 0 ? -1 : 0;
-}
-
-static int
-setup(void **state)
-{
-    struct fixture *f = calloc(1, sizeof(*f));
-    struct kg_err err = {{0}};
-
-    if (f == NULL)
-        return -1;
-    if (kg_fx_mkdtemp(f->dir, "keycache") != 0) {
-        free(f);
-        return -1;
-    }
-    snprintf(f->path, sizeof(f->path), "%s/keys.db", f->dir);
-    *state = f;
-    if (kg_store_open(f->path, &f->st, &err) != KG_OK) {
-        fprintf(stderr, "kg_store_open: %s\n", err.msg);
-        return -1;
-    }
-    return kg_keycache_new(&f->kc) == KG_OK ? 0 : -1;
-}
-
-static int
-teardown(void **state)
-{
-    struct fixture *f = *state;
-
-    kg_keycache_free(f->kc);
-    kg_store_close(f->st);
-    kg_fx_rmtree(f->dir);
-    free(f);
-    return 0;
 }
 
 /* The digest a record of this id gets: any 32 distinct bytes will do. */
@@ -97,7 +57,7 @@ make_rec(struct kg_key_rec *rec, const char *id, const char *scopes)
 }
 
 static void
-insert(struct fixture *f, const struct kg_key_rec *rec)
+insert(struct kg_fx_cache *f, const struct kg_key_rec *rec)
 {
     struct kg_err err = {{0}};
 
@@ -106,7 +66,7 @@ insert(struct fixture *f, const struct kg_key_rec *rec)
 }
 
 static void
-insert_simple(struct fixture *f, const char *id, const char *scopes)
+insert_simple(struct kg_fx_cache *f, const char *id, const char *scopes)
 {
     struct kg_key_rec rec;
 
@@ -115,7 +75,7 @@ insert_simple(struct fixture *f, const char *id, const char *scopes)
 }
 
 static void
-reload(struct fixture *f, int64_t now)
+reload(struct kg_fx_cache *f, int64_t now)
 {
     struct kg_err err = {{0}};
 
@@ -124,7 +84,7 @@ reload(struct fixture *f, int64_t now)
 }
 
 static size_t
-flush(struct fixture *f)
+flush(struct kg_fx_cache *f)
 {
     struct kg_err err = {{0}};
     size_t n = 12345;
@@ -144,7 +104,7 @@ find(const struct kg_keysnap *snap, const char *id)
 }
 
 static int64_t
-stored_last_used(struct fixture *f, const char *id)
+stored_last_used(struct kg_fx_cache *f, const char *id)
 {
     struct kg_err err = {{0}};
     struct kg_key_rec rec;
@@ -157,7 +117,7 @@ stored_last_used(struct fixture *f, const char *id)
 static void
 test_a_new_cache_holds_no_keys(void **state)
 {
-    struct fixture *f = *state;
+    struct kg_fx_cache *f = *state;
     const struct kg_keysnap *snap = kg_keycache_acquire(f->kc);
 
     assert_non_null(snap);
@@ -170,7 +130,7 @@ test_a_new_cache_holds_no_keys(void **state)
 static void
 test_reload_finds_keys_by_digest(void **state)
 {
-    struct fixture *f = *state;
+    struct kg_fx_cache *f = *state;
     const struct kg_keysnap *snap;
     const struct kg_keyent *ent;
     struct kg_key_rec rec;
@@ -203,7 +163,7 @@ test_reload_finds_keys_by_digest(void **state)
 static void
 test_revoked_keys_are_absent_and_scheduled_revocations_present(void **state)
 {
-    struct fixture *f = *state;
+    struct kg_fx_cache *f = *state;
     const struct kg_keysnap *snap;
     struct kg_key_rec rec;
 
@@ -241,7 +201,7 @@ test_revoked_keys_are_absent_and_scheduled_revocations_present(void **state)
 static void
 test_a_revocation_in_the_store_is_seen_on_the_next_reload(void **state)
 {
-    struct fixture *f = *state;
+    struct kg_fx_cache *f = *state;
     const struct kg_keysnap *snap;
     struct kg_err err = {{0}};
 
@@ -257,7 +217,7 @@ test_a_revocation_in_the_store_is_seen_on_the_next_reload(void **state)
 static void
 test_a_snapshot_acquired_before_a_reload_keeps_working_after_it(void **state)
 {
-    struct fixture *f = *state;
+    struct kg_fx_cache *f = *state;
     const struct kg_keysnap *old, *again, *fresh;
     const struct kg_keyent *ent;
     struct kg_err err = {{0}};
@@ -305,7 +265,7 @@ test_a_snapshot_acquired_before_a_reload_keeps_working_after_it(void **state)
 static void
 test_several_reloads_with_a_held_snapshot_free_the_ones_in_between(void **state)
 {
-    struct fixture *f = *state;
+    struct kg_fx_cache *f = *state;
     const struct kg_keysnap *held;
     char id[32];
 
@@ -325,7 +285,7 @@ test_several_reloads_with_a_held_snapshot_free_the_ones_in_between(void **state)
 static void
 test_touch_and_flush_write_last_used_at_exactly(void **state)
 {
-    struct fixture *f = *state;
+    struct kg_fx_cache *f = *state;
     const struct kg_keysnap *snap;
 
     insert_simple(f, "key_a", "");
@@ -353,7 +313,7 @@ test_touch_and_flush_write_last_used_at_exactly(void **state)
 static void
 test_touch_keeps_the_latest_time(void **state)
 {
-    struct fixture *f = *state;
+    struct kg_fx_cache *f = *state;
     const struct kg_keysnap *snap;
     const struct kg_keyent *ent;
 
@@ -379,7 +339,7 @@ test_touch_keeps_the_latest_time(void **state)
 static void
 test_usage_stats_survive_a_reload(void **state)
 {
-    struct fixture *f = *state;
+    struct kg_fx_cache *f = *state;
     const struct kg_keysnap *snap;
     const struct kg_keyent *ent;
     struct kg_keystat *stat;
@@ -409,7 +369,7 @@ test_usage_stats_survive_a_reload(void **state)
 static void
 test_entries_carry_the_keys_own_rate_and_burst(void **state)
 {
-    struct fixture *f = *state;
+    struct kg_fx_cache *f = *state;
     const struct kg_keysnap *snap;
     const struct kg_keyent *ent;
     struct kg_key_rec rec;
@@ -439,7 +399,7 @@ test_entries_carry_the_keys_own_rate_and_burst(void **state)
 static void
 test_rate_limit_state_survives_a_reload(void **state)
 {
-    struct fixture *f = *state;
+    struct kg_fx_cache *f = *state;
     struct kg_limiter *lim = kg_keycache_limiter(f->kc);
     struct kg_gcra g;
     struct kg_limit_req rq = {.key_id = "key_a", .key_rate = &g};
@@ -462,7 +422,7 @@ test_rate_limit_state_survives_a_reload(void **state)
 static void
 test_last_used_from_the_store_is_loaded_and_not_written_back(void **state)
 {
-    struct fixture *f = *state;
+    struct kg_fx_cache *f = *state;
     const struct kg_keysnap *snap;
     struct kg_key_rec rec;
 
@@ -480,7 +440,7 @@ test_last_used_from_the_store_is_loaded_and_not_written_back(void **state)
 static void
 test_scopes_are_split_on_commas(void **state)
 {
-    struct fixture *f = *state;
+    struct kg_fx_cache *f = *state;
     const struct kg_keysnap *snap;
     const struct kg_keyent *ent;
 
@@ -514,7 +474,7 @@ static void
 test_many_keys_are_all_found_and_flushed(void **state)
 {
     enum { N = 300 };
-    struct fixture *f = *state;
+    struct kg_fx_cache *f = *state;
     const struct kg_keysnap *snap;
     char id[32];
 
@@ -548,7 +508,7 @@ test_many_keys_are_all_found_and_flushed(void **state)
 static void
 test_flush_accepts_a_null_count(void **state)
 {
-    struct fixture *f = *state;
+    struct kg_fx_cache *f = *state;
     const struct kg_keysnap *snap;
     struct kg_err err = {{0}};
 
@@ -572,7 +532,7 @@ test_free_accepts_null(void **state)
 int
 main(void)
 {
-#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+#define T(fn) cmocka_unit_test_setup_teardown(fn, kg_fx_cache_setup, kg_fx_cache_teardown)
     const struct CMUnitTest tests[] = {
         T(test_a_new_cache_holds_no_keys),
         T(test_reload_finds_keys_by_digest),

@@ -24,13 +24,6 @@
 
 #define NOW 1800000000 /* 2027-01-15, a fixed clock */
 
-struct fixture {
-    char dir[64];
-    char path[128];
-    struct kg_store *st;
-    struct kg_keycache *kc;
-};
-
 static int
 group_setup(void **state)
 {
@@ -38,62 +31,19 @@ group_setup(void **state)
     return sodium_init() < 0 ? -1 : 0;
 }
 
-static int
-setup(void **state)
-{
-    struct fixture *f = calloc(1, sizeof(*f));
-    struct kg_err err = {{0}};
-
-    if (f == NULL)
-        return -1;
-    if (kg_fx_mkdtemp(f->dir, "keyusage") != 0) {
-        free(f);
-        return -1;
-    }
-    snprintf(f->path, sizeof(f->path), "%s/keys.db", f->dir);
-    *state = f;
-    if (kg_store_open(f->path, &f->st, &err) != KG_OK) {
-        fprintf(stderr, "kg_store_open: %s\n", err.msg);
-        return -1;
-    }
-    return kg_keycache_new(&f->kc) == KG_OK ? 0 : -1;
-}
-
-static int
-teardown(void **state)
-{
-    struct fixture *f = *state;
-
-    kg_keycache_free(f->kc);
-    kg_store_close(f->st);
-    kg_fx_rmtree(f->dir);
-    free(f);
-    return 0;
-}
-
 static void
-insert_key(struct fixture *f, const char *id)
+insert_key(struct kg_fx_cache *f, const char *id)
 {
     struct kg_key_rec rec;
     struct kg_err err = {{0}};
 
-    memset(&rec, 0, sizeof(rec));
-    snprintf(rec.id, sizeof(rec.id), "%s", id);
-    snprintf(rec.name, sizeof(rec.name), "name of %s", id);
-    snprintf(rec.prefix, sizeof(rec.prefix), "kg_AbCd");
-    snprintf(rec.last4, sizeof(rec.last4), "wxyz");
-    /* Any distinct 32 bytes will do: the cache never sees a key. */
-    crypto_generichash(rec.digest, KG_DIGEST_BYTES, (const unsigned char *)id, strlen(id), NULL, 0);
-    snprintf(rec.tenant, sizeof(rec.tenant), "tenant-%s", id);
-    rec.created_at = NOW - 1000;
-    rec.quota_limit = -1;
-    snprintf(rec.metadata, sizeof(rec.metadata), "{}");
+    kg_fx_key_rec(&rec, id, NOW - 1000);
     if (kg_store_key_insert(f->st, &rec, &err) != KG_OK)
         fail_msg("inserting %s should succeed: %s", id, err.msg);
 }
 
 static void
-reload(struct fixture *f)
+reload(struct kg_fx_cache *f)
 {
     struct kg_err err = {{0}};
 
@@ -115,7 +65,7 @@ raw_exec(const char *path, const char *sql)
 }
 
 static struct kg_key_usage
-stored(struct fixture *f, const char *id)
+stored(struct kg_fx_cache *f, const char *id)
 {
     struct kg_key_usage u;
     struct kg_err err = {{0}};
@@ -127,7 +77,7 @@ stored(struct fixture *f, const char *id)
 
 /* Counts n of kind on key id, through the current snapshot. */
 static void
-count(struct fixture *f, const char *id, enum kg_usage_kind kind, int n)
+count(struct kg_fx_cache *f, const char *id, enum kg_usage_kind kind, int n)
 {
     const struct kg_keysnap *snap = kg_keycache_acquire(f->kc);
     unsigned char digest[KG_DIGEST_BYTES];
@@ -144,7 +94,7 @@ count(struct fixture *f, const char *id, enum kg_usage_kind kind, int n)
 }
 
 static size_t
-flush_ok(struct fixture *f)
+flush_ok(struct kg_fx_cache *f)
 {
     struct kg_err err = {{0}};
     size_t n = 12345;
@@ -157,7 +107,7 @@ flush_ok(struct fixture *f)
 static void
 test_a_key_never_counted_reads_as_zero(void **state)
 {
-    struct fixture *f = *state;
+    struct kg_fx_cache *f = *state;
     struct kg_key_usage u;
     struct kg_err err = {{0}};
 
@@ -172,7 +122,7 @@ test_a_key_never_counted_reads_as_zero(void **state)
 static void
 test_flushed_deltas_add_up_to_the_counts(void **state)
 {
-    struct fixture *f = *state;
+    struct kg_fx_cache *f = *state;
     struct kg_key_usage u;
 
     insert_key(f, "key_a");
@@ -204,7 +154,7 @@ test_flushed_deltas_add_up_to_the_counts(void **state)
 static void
 test_counts_survive_a_reload_of_the_cache(void **state)
 {
-    struct fixture *f = *state;
+    struct kg_fx_cache *f = *state;
 
     insert_key(f, "key_a");
     reload(f);
@@ -218,7 +168,7 @@ test_counts_survive_a_reload_of_the_cache(void **state)
 static void
 test_a_failed_flush_marks_nothing_and_the_next_writes_it_once(void **state)
 {
-    struct fixture *f = *state;
+    struct kg_fx_cache *f = *state;
     struct kg_err err = {{0}};
     struct kg_key_usage u;
     size_t n = 12345;
@@ -246,7 +196,7 @@ test_a_failed_flush_marks_nothing_and_the_next_writes_it_once(void **state)
 static void
 test_a_batch_is_one_transaction(void **state)
 {
-    struct fixture *f = *state;
+    struct kg_fx_cache *f = *state;
     struct kg_err err = {{0}};
     const char *ids[] = {"key_a", "key_b"};
     struct kg_key_usage d[2] = {
@@ -275,7 +225,7 @@ test_a_batch_is_one_transaction(void **state)
 static void
 test_unknown_ids_are_ignored_and_negative_deltas_refused(void **state)
 {
-    struct fixture *f = *state;
+    struct kg_fx_cache *f = *state;
     struct kg_err err = {{0}};
     const char *ids[] = {"key_gone", "key_a"};
     struct kg_key_usage d[2] = {{.requests = 1}, {.requests = 1}};
@@ -291,7 +241,7 @@ test_unknown_ids_are_ignored_and_negative_deltas_refused(void **state)
 static void
 test_usage_adds_what_is_not_flushed_yet(void **state)
 {
-    struct fixture *f = *state;
+    struct kg_fx_cache *f = *state;
     struct kg_err err = {{0}};
     struct kg_key_usage u;
 
@@ -312,7 +262,7 @@ test_usage_adds_what_is_not_flushed_yet(void **state)
 int
 main(void)
 {
-#define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
+#define T(fn) cmocka_unit_test_setup_teardown(fn, kg_fx_cache_setup, kg_fx_cache_teardown)
     const struct CMUnitTest tests[] = {
         T(test_a_key_never_counted_reads_as_zero),
         T(test_flushed_deltas_add_up_to_the_counts),
