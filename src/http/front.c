@@ -682,13 +682,13 @@ decide_first(struct kg_req *req, struct MHD_Connection *conn, const char *method
         req->has_body = true;
         return send_error(req, conn, 503, "Service is shutting down");
     }
-    req->has_body = kg_hygiene_has_body(&sc.hy) || kg_hygiene_verdict(&sc.hy) != NULL;
+    why = kg_hygiene_verdict(&sc.hy);
+    req->has_body = kg_hygiene_has_body(&sc.hy) || why != NULL;
     if (sc.request_id != NULL && kg_headers_request_id_ok(sc.request_id))
         snprintf(req->request_id, sizeof(req->request_id), "%s", sc.request_id);
     else
         kg_headers_new_request_id(req->request_id);
 
-    why = kg_hygiene_verdict(&sc.hy);
     if (why == NULL && !method_ok(method))
         why = "Malformed request method";
     if (why != NULL) {
