@@ -58,7 +58,8 @@ struct kg_cost {
 
 #define KG_MAX_CRED_HEADERS 8
 
-/* Fields are read-only after kg_config_load(). Strings are owned by the config. */
+/* Fields are read-only after kg_config_load(). Strings are owned by the config.
+ * It holds no pointer into itself, so a struct copy moves it (cfgswap.c). */
 struct kg_config {
     char *path;                 /* file it came from, or "(built-in)" */
     char *listen;               /* "host:port" as written: see kg_config_addr_parse() */
@@ -81,6 +82,8 @@ struct kg_config {
     int64_t client_timeout_ms;  /* idle client connection */
     int workers;                /* 0 = one per core */
     int log_level;              /* enum kg_log_level */
+    int log_format;             /* enum kg_log_format: the daemon's own lines, text or JSON */
+    int64_t shutdown_timeout_ms; /* SIGTERM: how long requests in flight may take */
     int64_t max_header_bytes;   /* per request: request line + headers */
     bool signup;                /* POST signup_path creates an account and its first key */
     char *signup_path;          /* normalised path, "/api/v1/signup/" */

@@ -1,19 +1,24 @@
 /* keygate/log.h - the daemon's own messages (not the access log).
  *
  * Lines go to stderr with time and level, or as JSON lines when
- * kg_log_set_format(KG_LOG_JSON). The level is checked before the arguments
- * are formatted. Never pass an API key, a password or the secret.
- * Thread-safe: each line is one write(2).
+ * kg_log_set_format(KG_LOG_JSON): one object per line,
+ * {"time":"2026-01-02T03:04:05.678Z","level":"info","message":"..."},
+ * always valid JSON (a message that is not UTF-8 has its non-ASCII bytes
+ * shown as '?'). The level is
+ * checked before the arguments are formatted. Never pass an API key, a
+ * password or the secret. Thread-safe: each line is one write(2); level
+ * and format may be changed (SIGHUP) while other threads log.
  */
 #ifndef KEYGATE_LOG_H
 #define KEYGATE_LOG_H
 
+#include <stdatomic.h>
 #include <stdbool.h>
 
 enum kg_log_level { KG_LOG_ERROR = 0, KG_LOG_WARN, KG_LOG_INFO, KG_LOG_DEBUG };
 enum kg_log_format { KG_LOG_TEXT = 0, KG_LOG_JSON };
 
-extern int kg_log_level_current;
+extern _Atomic int kg_log_level_current;
 
 void kg_log_set_level(enum kg_log_level level);
 void kg_log_set_format(enum kg_log_format fmt);
@@ -25,7 +30,7 @@ void kg_log_write(enum kg_log_level level, const char *func, int with_errno, con
 
 #define kg_log_at(lvl, errno_, ...)                                                                \
     do {                                                                                           \
-        if ((int)(lvl) <= kg_log_level_current)                                                    \
+        if ((int)(lvl) <= atomic_load_explicit(&kg_log_level_current, memory_order_relaxed))       \
             kg_log_write((lvl), __func__, (errno_), __VA_ARGS__);                                  \
     } while (0)
 

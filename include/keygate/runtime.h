@@ -1,13 +1,16 @@
 /* keygate/runtime.h - what every event loop of a running daemon shares.
  *
- * Built once by server/serve.c. The config and secret are read-only; the
- * key cache publishes snapshots; counters are atomic. Any thread may read.
+ * Built once by server/serve.c. The config is swapped whole on reload
+ * (keygate/cfgswap.h): acquire it, never keep a pointer past the request
+ * or call that acquired it. The secret is read-only; the key cache
+ * publishes snapshots; counters are atomic. Any thread may read.
  */
 #ifndef KEYGATE_RUNTIME_H
 #define KEYGATE_RUNTIME_H
 
 #include <stdatomic.h>
 #include <stdbool.h>
+#include "keygate/cfgswap.h"
 #include "keygate/config.h"
 #include "keygate/digest.h"
 #include "keygate/keycache.h"
@@ -16,7 +19,7 @@ struct kg_worker;
 struct kg_throttle;
 
 struct kg_runtime {
-    const struct kg_config *cfg;
+    struct kg_cfgswap *config; /* the current config: kg_cfgswap_acquire() it */
     const struct kg_secret *secret;
     struct kg_keycache *keys;
     struct kg_worker *worker;         /* blocking jobs (signup), or NULL when signup is off */

@@ -71,6 +71,7 @@ static const struct route routes[] = {
 /* Per-request state: allocated on the first call, freed when MHD reports
  * the request complete. */
 struct areq {
+    const struct kg_config *cfg; /* held from the first call to completion */
     struct kg_hygiene hy;
     struct kg_jbody body;
     bool answered;
@@ -128,7 +129,7 @@ send_error(struct kg_admin *adm, struct MHD_Connection *conn, unsigned status, c
 {
     struct kg_answer ans;
 
-    kg_respond_error(adm->rt->cfg, status, msg, &ans);
+    kg_respond_error(adm->cfg, status, msg, &ans);
     return send_answer(conn, &ans, allow);
 }
 
@@ -463,7 +464,7 @@ static bool
 load_caller(struct kg_admin *adm, const char *key_id, struct admin_caller *who)
 {
     struct kg_keys_ctx kc = {
-        .store = adm->store, .secret = adm->rt->secret, .cfg = adm->rt->cfg, .actor = key_id};
+        .store = adm->store, .secret = adm->rt->secret, .cfg = adm->cfg, .actor = key_id};
     struct kg_key_rec *rec = calloc(1, sizeof(*rec));
     struct kg_user_rec user;
     struct kg_err err = {{0}};
@@ -522,7 +523,7 @@ authenticate(struct kg_admin *adm, const struct kg_cred *cred, const char *metho
     char *scopes[1] = {scope};
     struct kg_route rule = {
         .method = "*", .pattern = empty, .is_prefix = true, .scopes = scopes, .nscopes = 1};
-    struct kg_config cfg = *adm->rt->cfg;
+    struct kg_config cfg = *adm->cfg;
     const struct kg_keysnap *snap;
     enum kg_verdict v;
 
@@ -660,7 +661,7 @@ static enum MHD_Result
 dispatch(struct kg_admin *adm, struct MHD_Connection *conn, const char *url, const char *method,
          struct areq *rq)
 {
-    const struct kg_config *cfg = adm->rt->cfg;
+    const struct kg_config *cfg = adm->cfg;
     struct cred_scan cs = {.cfg = cfg};
     struct admin_call c = {.adm = adm, .conn = conn, .method = method};
     char idbuf[KG_NAME_MAX], allow[64], key_id[KG_ID_MAX];
@@ -728,6 +729,8 @@ admin_handler(void *cls, struct MHD_Connection *conn, const char *url, const cha
         rq = calloc(1, sizeof(*rq));
         if (rq == NULL)
             return MHD_NO;
+        rq->cfg = kg_cfgswap_acquire(adm->rt->config);
+        adm->cfg = rq->cfg;
         kg_hygiene_init(&rq->hy);
         kg_jbody_init(&rq->body);
         *req_cls = rq;
@@ -744,6 +747,7 @@ admin_handler(void *cls, struct MHD_Connection *conn, const char *url, const cha
         }
         return MHD_YES;
     }
+    adm->cfg = rq->cfg;
     if (*upload_data_size > 0) {
         /* A chunked body past the cap is read and dropped (kg_jbody keeps
          * nothing past 64 KiB), then answered 413. */
@@ -770,6 +774,7 @@ request_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     if (rq == NULL)
         return;
     kg_jbody_cleanup(&rq->body);
+    kg_cfgswap_release(rq->cfg);
     free(rq);
     *req_cls = NULL;
 }
@@ -797,6 +802,7 @@ kg_admin_start(struct kg_runtime *rt, const struct sockaddr_storage *addr, struc
     unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
     struct kg_admin *adm = calloc(1, sizeof(*adm));
     unsigned char audit_key[KG_AUDIT_KEY_BYTES];
+    const struct kg_config *cfg = NULL;
     enum kg_status rc;
     uint16_t port;
 
@@ -804,7 +810,8 @@ kg_admin_start(struct kg_runtime *rt, const struct sockaddr_storage *addr, struc
     if (adm == NULL)
         return kg_err_set(err, KG_ENOMEM, "out of memory");
     adm->rt = rt;
-    rc = kg_store_open(rt->cfg->database, &adm->store, err);
+    cfg = kg_cfgswap_acquire(rt->config);
+    rc = kg_store_open(cfg->database, &adm->store, err);
     if (rc != KG_OK)
         goto cleanup;
     kg_digest_audit_key(rt->secret, audit_key);
@@ -824,13 +831,14 @@ kg_admin_start(struct kg_runtime *rt, const struct sockaddr_storage *addr, struc
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)ADMIN_POOL_BYTES, MHD_OPTION_CONNECTION_LIMIT,
         (unsigned int)ADMIN_CONNECTIONS_MAX, MHD_OPTION_END);
     if (adm->daemon == NULL) {
-        rc = kg_err_set(err, KG_EIO, "cannot listen on admin address %s", rt->cfg->admin_listen);
+        rc = kg_err_set(err, KG_EIO, "cannot listen on admin address %s", cfg->admin_listen);
         goto cleanup;
     }
     *out = adm;
     adm = NULL;
 
 cleanup:
+    kg_cfgswap_release(cfg); /* the address and database need a restart to change */
     kg_admin_stop(adm);
     return rc;
 }

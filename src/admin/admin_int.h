@@ -31,6 +31,10 @@ struct kg_admin {
     struct kg_runtime *rt;
     struct MHD_Daemon *daemon;
     struct kg_store *store; /* this thread's own handle */
+    /* The config of the request being handled: the one its struct areq
+     * acquired (the admin daemon has one thread, so one request at a time
+     * runs; another connection's request may hold an older config). */
+    const struct kg_config *cfg;
     /* Refused authentications recorded in the audit trail in the current
      * minute: capped, so a flood cannot grow the trail or fsync without end. */
     int64_t auth_audit_window_ms;

@@ -19,7 +19,7 @@ accounts_ctx(const struct admin_call *c)
 {
     return (struct kg_keys_ctx){.store = c->adm->store,
                                 .secret = c->adm->rt->secret,
-                                .cfg = c->adm->rt->cfg,
+                                .cfg = c->adm->cfg,
                                 .actor = c->caller.actor};
 }
 

@@ -34,7 +34,7 @@ admin_audit_list(struct admin_call *c)
     static const char *const allowed[] = {"limit", "cursor", "tenant", "order", NULL};
     struct kg_keys_ctx kc = {.store = c->adm->store,
                              .secret = c->adm->rt->secret,
-                             .cfg = c->adm->rt->cfg,
+                             .cfg = c->adm->cfg,
                              .actor = c->caller.actor};
     struct kg_audit_filter filter = {0};
     struct list_ctx lc = {.data = json_array()};

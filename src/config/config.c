@@ -67,6 +67,7 @@ static bool check_slug(const char *v);
 static bool check_scope_list(const char *v);
 static bool choose_error_style(const char *v, int *out);
 static bool choose_log_level(const char *v, int *out);
+static bool choose_log_format(const char *v, int *out);
 static enum kg_status parse_cred_header(struct loader *ld, const struct directive *d,
                                         const char *const *argv, size_t argc);
 static enum kg_status parse_route(struct loader *ld, const struct directive *d,
@@ -118,10 +119,14 @@ static const struct directive directives[] = {
     {.name = "upstream_timeout", .kind = K_DURATION, .def = "60s",
      .off = OFF(upstream_timeout_ms)},
     {.name = "client_timeout", .kind = K_DURATION, .def = "60s", .off = OFF(client_timeout_ms)},
+    {.name = "shutdown_timeout", .kind = K_DURATION, .def = "10s", .off = OFF(shutdown_timeout_ms),
+     .env = "KEYGATE_SHUTDOWN_TIMEOUT"},
     {.name = "workers", .kind = K_INT, .def = "0", .off = OFF(workers), .env = "KEYGATE_WORKERS",
      .min = 0, .max = 64},
     {.name = "log_level", .kind = K_CHOICE, .def = "info", .off = OFF(log_level),
      .env = "KEYGATE_LOG_LEVEL", .choose = choose_log_level, .want = "error, warn, info or debug"},
+    {.name = "log_format", .kind = K_CHOICE, .def = "text", .off = OFF(log_format),
+     .env = "KEYGATE_LOG_FORMAT", .choose = choose_log_format, .want = "text or json"},
     {.name = "max_header_bytes", .kind = K_BYTES, .def = "16k", .off = OFF(max_header_bytes),
      .min = 1024, .max = 1048576},
     {.name = "signup", .kind = K_BOOL, .def = "off", .off = OFF(signup)},
@@ -495,6 +500,18 @@ choose_log_level(const char *v, int *out)
     if (!kg_log_level_parse(v, &level))
         return false;
     *out = (int)level;
+    return true;
+}
+
+static bool
+choose_log_format(const char *v, int *out)
+{
+    if (strcasecmp(v, "text") == 0)
+        *out = KG_LOG_TEXT;
+    else if (strcasecmp(v, "json") == 0)
+        *out = KG_LOG_JSON;
+    else
+        return false;
     return true;
 }
 

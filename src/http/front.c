@@ -52,6 +52,7 @@ enum req_phase {
 struct signup_job {
     struct kg_job job; /* first member: the worker hands this pointer back */
     struct kg_runtime *rt;
+    const struct kg_config *cfg; /* the request's, borrowed: the job ends before the request */
     struct kg_loop *loop;
     struct MHD_Connection *conn;
     struct kg_jbody body;
@@ -63,6 +64,9 @@ struct signup_job {
 
 struct kg_req {
     struct kg_loop *loop;
+    /* The config this request runs under, from its request line to its
+     * completion, whatever a reload publishes meanwhile (kg_cfgswap). */
+    const struct kg_config *cfg;
     enum req_phase phase;
     char *uri;  /* raw request target as received */
     char *path; /* normalised path */
@@ -283,7 +287,7 @@ send_error(struct kg_req *req, struct MHD_Connection *conn, unsigned status, con
 {
     struct kg_answer ans;
 
-    kg_respond_error(kg_loop_runtime(req->loop)->cfg, status, msg, &ans);
+    kg_respond_error(req->cfg, status, msg, &ans);
     return send_answer(req, conn, &ans);
 }
 
@@ -292,9 +296,9 @@ static enum MHD_Result
 start_proxy(struct kg_req *req, struct MHD_Connection *conn, const char *method,
             const struct scan *sc, const struct kg_keyent *key)
 {
-    const struct kg_config *cfg = kg_loop_runtime(req->loop)->cfg;
+    const struct kg_config *cfg = req->cfg;
     struct build b = {.cfg = cfg, .sc = sc};
-    struct kg_relay_req rq = {.method = method, .conn = conn};
+    struct kg_relay_req rq = {.method = method, .conn = conn, .cfg = cfg};
     struct kg_err err = {{0}};
     char peer[INET6_ADDRSTRLEN], xff[KG_XFF_MAX + INET6_ADDRSTRLEN + 4];
     size_t ulen = strlen(cfg->upstream);
@@ -395,7 +399,7 @@ signup_answer_created(struct signup_job *j, const struct kg_user_rec *user, cons
     j->secret = doc != NULL ? kg_json_io_dump_secret(doc, "api_key", key, &j->secret_len) : NULL;
     json_decref(doc);
     if (j->secret == NULL)
-        kg_respond_error(j->rt->cfg, 500, "Internal error", &j->err);
+        kg_respond_error(j->cfg, 500, "Internal error", &j->err);
 }
 
 /* On the worker thread: decode, create the account (Argon2id and one store
@@ -404,7 +408,7 @@ static void
 signup_run(struct kg_job *job, void *thread_ctx)
 {
     struct signup_job *j = (struct signup_job *)job;
-    const struct kg_config *cfg = j->rt->cfg;
+    const struct kg_config *cfg = j->cfg;
     struct kg_keys_ctx kc = {.store = thread_ctx, .secret = j->rt->secret, .cfg = cfg};
     struct kg_signup_req rq = {0};
     const struct kg_jfield fields[] = {
@@ -461,7 +465,7 @@ signup_cancel(struct kg_job *job)
 {
     struct signup_job *j = (struct signup_job *)job;
 
-    kg_respond_error(j->rt->cfg, 503, "Service is shutting down", &j->err);
+    kg_respond_error(j->cfg, 503, "Service is shutting down", &j->err);
     signup_finish(j);
 }
 
@@ -479,9 +483,9 @@ signup_start(struct kg_req *req, struct MHD_Connection *conn, const struct scan 
     /* Every attempt counts, good or bad: the limit is what stops password
      * and e-mail guessing through this endpoint. */
     if (rt->signup_limit != NULL &&
-        !kg_throttle_take(rt->signup_limit, client_ip(conn, rt->cfg, sc, ip, sizeof(ip)),
+        !kg_throttle_take(rt->signup_limit, client_ip(conn, req->cfg, sc, ip, sizeof(ip)),
                           kg_time_mono_ms(), &retry_ms)) {
-        kg_respond_error(rt->cfg, 429, "Too many signup requests", &ans);
+        kg_respond_error(req->cfg, 429, "Too many signup requests", &ans);
         ans.retry_after_s = kg_throttle_retry_after_s(retry_ms);
         return send_answer(req, conn, &ans);
     }
@@ -496,6 +500,7 @@ signup_start(struct kg_req *req, struct MHD_Connection *conn, const struct scan 
     req->signup->job.run = signup_run;
     req->signup->job.cancel = signup_cancel;
     req->signup->rt = rt;
+    req->signup->cfg = req->cfg;
     req->signup->conn = conn;
     req->signup->loop = req->loop;
     kg_jbody_init(&req->signup->body);
@@ -526,7 +531,7 @@ signup_continue(struct kg_req *req, struct MHD_Connection *conn, const char *upl
          * never come first. */
         MHD_suspend_connection(conn);
         if (rt->worker == NULL || kg_worker_submit(rt->worker, &j->job) != KG_OK) {
-            kg_respond_error(rt->cfg, 503, "Signup is busy, try again later", &j->err);
+            kg_respond_error(req->cfg, 503, "Signup is busy, try again later", &j->err);
             signup_finish(j);
         }
         return MHD_YES;
@@ -585,7 +590,7 @@ static void
 rate_check(struct kg_req *req, const struct kg_runtime *rt, const struct kg_keyent *key, bool count,
            struct kg_limit_verdict *v)
 {
-    const struct kg_config *cfg = rt->cfg;
+    const struct kg_config *cfg = req->cfg;
     const struct kg_tier *tier = kg_config_tier(cfg, key->tier);
     struct kg_limit_req lr = {
         .key_id = key->id,
@@ -603,14 +608,15 @@ rate_check(struct kg_req *req, const struct kg_runtime *rt, const struct kg_keye
 /* The brute-force throttle, before any key lookup: an IP in its cool-down
  * is refused whatever key it sends, so guessing costs no digest. */
 static bool
-throttle_refuses(const struct kg_runtime *rt, const char *ip, int64_t now_ms, struct kg_answer *ans)
+throttle_refuses(const struct kg_runtime *rt, const struct kg_config *cfg, const char *ip,
+                 int64_t now_ms, struct kg_answer *ans)
 {
     struct kg_decision d = {.verdict = KG_DENY_THROTTLED};
     int64_t retry_ms = 0;
 
     if (rt->auth_cooldown == NULL || kg_throttle_peek(rt->auth_cooldown, ip, now_ms, &retry_ms))
         return false;
-    kg_respond_verdict(rt->cfg, &d, ans);
+    kg_respond_verdict(cfg, &d, ans);
     ans->retry_after_s = kg_throttle_retry_after_s(retry_ms);
     return true;
 }
@@ -659,7 +665,7 @@ static enum MHD_Result
 decide_first(struct kg_req *req, struct MHD_Connection *conn, const char *method)
 {
     struct kg_runtime *rt = kg_loop_runtime(req->loop);
-    const struct kg_config *cfg = rt->cfg;
+    const struct kg_config *cfg = req->cfg;
     struct scan sc = {.cfg = cfg};
     const struct kg_keysnap *snap;
     struct kg_decision d;
@@ -719,7 +725,7 @@ decide_first(struct kg_req *req, struct MHD_Connection *conn, const char *method
              (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0);
     client_ip(conn, cfg, &sc, ip, sizeof(ip));
     now_ms = kg_time_mono_ms();
-    if (throttle_refuses(rt, ip, now_ms, &ans)) {
+    if (throttle_refuses(rt, cfg, ip, now_ms, &ans)) {
         req->outcome = KG_OUTCOME_RATE_LIMITED;
         return send_answer(req, conn, &ans);
     }
@@ -915,6 +921,7 @@ uri_logger(void *cls, const char *uri, struct MHD_Connection *conn)
     if (req == NULL)
         return NULL;
     req->loop = cls;
+    req->cfg = kg_cfgswap_acquire(kg_loop_runtime(req->loop)->config);
     req->outcome = KG_OUTCOME_NONE;
     req->uri = strdup(uri != NULL ? uri : "");
     atomic_fetch_add(&kg_loop_runtime(req->loop)->inflight, 1);
@@ -939,6 +946,7 @@ request_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     free(req->deferred);
     free(req->uri);
     free(req->path);
+    kg_cfgswap_release(req->cfg); /* last: everything above ran under it */
     free(req);
     *req_cls = NULL;
 }
@@ -998,8 +1006,9 @@ enum kg_status
 kg_front_new_daemon(struct kg_loop *loop, const struct sockaddr_storage *addr,
                     struct MHD_Daemon **out, struct kg_err *err)
 {
-    const struct kg_config *cfg = kg_loop_runtime(loop)->cfg;
+    const struct kg_config *cfg = kg_cfgswap_acquire(kg_loop_runtime(loop)->config);
     unsigned int flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    enum kg_status rc = KG_OK;
     uint16_t port;
 
     if (addr->ss_family == AF_INET6) {
@@ -1024,6 +1033,8 @@ kg_front_new_daemon(struct kg_loop *loop, const struct sockaddr_storage *addr,
         (size_t)(cfg->max_header_bytes + 16 * 1024), MHD_OPTION_CONNECTION_LIMIT,
         (unsigned int)10000, MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)1024, MHD_OPTION_END);
     if (*out == NULL)
-        return kg_err_set(err, KG_EIO, "cannot listen on %s", cfg->listen);
-    return KG_OK;
+        rc = kg_err_set(err, KG_EIO, "cannot listen on %s", cfg->listen);
+    /* Sized from the config once: these directives need a restart. */
+    kg_cfgswap_release(cfg);
+    return rc;
 }

@@ -16,21 +16,22 @@
 
 #include "keygate/log.h"
 
-int kg_log_level_current = KG_LOG_INFO;
-static enum kg_log_format log_format = KG_LOG_TEXT;
+/* Atomic: a SIGHUP changes them on the main thread while the loops log. */
+_Atomic int kg_log_level_current = KG_LOG_INFO;
+static _Atomic int log_format = KG_LOG_TEXT;
 
 static const char *const level_names[] = {"error", "warn", "info", "debug"};
 
 void
 kg_log_set_level(enum kg_log_level level)
 {
-    kg_log_level_current = (int)level;
+    atomic_store_explicit(&kg_log_level_current, (int)level, memory_order_relaxed);
 }
 
 void
 kg_log_set_format(enum kg_log_format fmt)
 {
-    log_format = fmt;
+    atomic_store_explicit(&log_format, (int)fmt, memory_order_relaxed);
 }
 
 bool
@@ -43,6 +44,44 @@ kg_log_level_parse(const char *s, enum kg_log_level *out)
         }
     }
     return false;
+}
+
+/* One JSON object and a newline in one write(2). jansson refuses a string
+ * that is not UTF-8 (a file name, a peer's bytes quoted in a message): then
+ * every non-ASCII byte is shown as '?' rather than losing the message. */
+static void
+write_json(const char *ts, enum kg_log_level level, char *msg)
+{
+    json_t *m = json_string(msg), *o;
+    char *text, *line = NULL;
+    size_t len;
+
+    if (m == NULL) {
+        for (char *p = msg; *p != '\0'; p++) {
+            if ((unsigned char)*p >= 0x80)
+                *p = '?';
+        }
+        m = json_string(msg);
+    }
+    /* "o" takes m, also when packing fails. */
+    o = m != NULL ? json_pack("{s:s, s:s, s:o}", "time", ts, "level", level_names[level],
+                              "message", m)
+                  : NULL;
+    text = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
+    json_decref(o);
+    if (text == NULL)
+        return;
+    len = strlen(text);
+    line = malloc(len + 2);
+    if (line != NULL) {
+        memcpy(line, text, len);
+        line[len] = '\n';
+        if (write(STDERR_FILENO, line, len + 1) < 0) {
+            /* Nowhere left to report it. */
+        }
+    }
+    free(line);
+    free(text);
 }
 
 static void
@@ -63,20 +102,20 @@ vlog(enum kg_log_level level, const char *func, int errnum, const char *fmt, va_
     n = (int)strftime(ts, sizeof(ts), "%Y-%m-%dT%H:%M:%S", &tm);
     snprintf(ts + n, sizeof(ts) - (size_t)n, ".%03ldZ", (long)(tv.tv_usec / 1000));
 
-    if (log_format == KG_LOG_JSON) {
-        json_t *o = json_pack("{s:s, s:s, s:s}", "time", ts, "level", level_names[level], "msg",
-                              msg);
-        char *s = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
-        n = snprintf(line, sizeof(line), "%s\n", s != NULL ? s : "{}");
-        free(s);
-        json_decref(o);
-    } else if (level == KG_LOG_DEBUG && func != NULL) {
+    if (atomic_load_explicit(&log_format, memory_order_relaxed) == KG_LOG_JSON) {
+        write_json(ts, level, msg);
+        return;
+    }
+    if (level == KG_LOG_DEBUG && func != NULL) {
         n = snprintf(line, sizeof(line), "%s %s %s: %s\n", ts, level_names[level], func, msg);
     } else {
         n = snprintf(line, sizeof(line), "%s %s %s\n", ts, level_names[level], msg);
     }
-    if (n > (int)sizeof(line) - 1)
+    if (n > (int)sizeof(line) - 1) {
+        /* Cut, but still one line: the next one must not run into it. */
         n = (int)sizeof(line) - 1;
+        line[n - 1] = '\n';
+    }
     if (write(STDERR_FILENO, line, (size_t)n) < 0) {
         /* Nowhere left to report it. */
     }

@@ -255,7 +255,7 @@ enum kg_status
 kg_relay_start(struct kg_loop *loop, struct kg_relay_req *rq, struct kg_exchange **out,
                struct kg_err *err)
 {
-    const struct kg_config *cfg = kg_loop_runtime(loop)->cfg;
+    const struct kg_config *cfg = rq->cfg;
     struct kg_exchange *x = calloc(1, sizeof(*x));
     enum kg_status rc = KG_OK;
     CURL *e;

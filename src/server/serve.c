@@ -1,8 +1,9 @@
 /* server/serve.c - the daemon's life: startup order (config -> store ->
  * secret -> key cache -> worker -> listeners -> loops -> admin listener),
- * the main thread's duties (signals, noticing key changes made by other
- * processes, writing last-used times once a second) and the drain on
- * SIGTERM. Requests are never handled on this thread. */
+ * the main thread's duties (signals, reloading the config on SIGHUP,
+ * noticing key changes made by other processes, writing last-used times
+ * once a second) and the drain on SIGTERM. Requests are never handled on
+ * this thread. */
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
@@ -16,10 +17,12 @@
 #include <sodium.h>
 
 #include "keygate/admin.h"
+#include "keygate/cfgswap.h"
 #include "keygate/front.h"
 #include "keygate/instance.h"
 #include "keygate/log.h"
 #include "keygate/loop.h"
+#include "keygate/reload.h"
 #include "keygate/serve.h"
 #include "keygate/throttle.h"
 #include "keygate/timeutil.h"
@@ -28,7 +31,6 @@
 #define KG_MAX_WORKERS 64
 #define POLL_MS 200
 #define FLUSH_MS 1000
-#define SHUTDOWN_TIMEOUT_MS 10000
 /* Signup: 5 attempts per minute per client IP, remembered for this many
  * clients at once; jobs waiting for the worker beyond the queue get a 503. */
 #define SIGNUP_LIMIT 5
@@ -64,6 +66,10 @@ workers_for(const struct kg_config *cfg)
 }
 
 struct daemon_state {
+    const char *config_path; /* what SIGHUP reads again; NULL: defaults and environment */
+    /* inst->cfg is the startup config, held (kg_cfgswap) until exit: the
+     * startup code reads it, and the directives only startup acts on never
+     * change in a running daemon. Requests read rt.config's current one. */
     struct kg_instance *inst;
     struct kg_runtime rt;
     struct kg_loop *loops[KG_MAX_WORKERS];
@@ -79,10 +85,12 @@ worker_open_store(void *arg, void **ctx, struct kg_err *err)
 {
     struct kg_runtime *rt = arg;
     unsigned char audit_key[KG_AUDIT_KEY_BYTES];
+    const struct kg_config *cfg = kg_cfgswap_acquire(rt->config);
     struct kg_store *st = NULL;
     enum kg_status rc;
 
-    rc = kg_store_open(rt->cfg->database, &st, err);
+    rc = kg_store_open(cfg->database, &st, err);
+    kg_cfgswap_release(cfg); /* database needs a restart: every config has the same */
     if (rc != KG_OK)
         return rc;
     kg_digest_audit_key(rt->secret, audit_key);
@@ -203,9 +211,74 @@ flush_usage(struct daemon_state *ds)
 }
 
 static void
+report_error(void *ctx, const char *line)
+{
+    (void)ctx;
+    kg_log_error("%s", line);
+}
+
+static void
+report_restart(void *ctx, const char *line)
+{
+    (void)ctx;
+    kg_log_warnx("%s", line);
+}
+
+/* SIGHUP: reads the config file again. A file with any problem is refused
+ * whole; a good one replaces the running config for new requests, except
+ * for the directives only startup acts on, which keep their running values
+ * (kg_reload_keep_startup_values). Requests in flight keep the config they
+ * started with. */
+static void
+reload_config(struct daemon_state *ds)
+{
+    const char *file = ds->config_path != NULL ? ds->config_path : "(built-in)";
+    const struct kg_config *running;
+    struct kg_config *next = NULL;
+    enum kg_status rc;
+    size_t kept = 0;
+
+    rc = kg_config_load(ds->config_path, report_error, NULL, &next);
+    if (rc != KG_OK) {
+        kg_log_error("SIGHUP: configuration reload refused (%s has errors); keeping the running "
+                     "configuration",
+                     file);
+        return;
+    }
+    running = kg_cfgswap_acquire(ds->rt.config);
+    rc = kg_reload_keep_startup_values(running, next, report_restart, NULL, &kept);
+    kg_cfgswap_release(running);
+    if (rc != KG_OK) {
+        kg_config_free(next);
+        kg_log_error("SIGHUP: configuration reload refused (out of memory); keeping the running "
+                     "configuration");
+        return;
+    }
+    kg_log_set_level((enum kg_log_level)next->log_level);
+    kg_log_set_format((enum kg_log_format)next->log_format);
+    /* ---- Other subsystems learn about the new config here ----
+     * next is complete and checked but not published yet: a subsystem that
+     * holds state built from the config (TLS certificates, the access log)
+     * reconfigures itself from next now, and may refuse the reload by
+     * logging why, freeing next and returning before the publish below. */
+    if (kg_cfgswap_publish(ds->rt.config, next) != KG_OK) {
+        kg_log_error("SIGHUP: configuration reload refused (out of memory); keeping the running "
+                     "configuration");
+        return;
+    }
+    if (kept > 0)
+        kg_log_info("SIGHUP: configuration reloaded from %s for new requests; %zu change(s) "
+                    "need a restart and were not applied",
+                    file, kept);
+    else
+        kg_log_info("SIGHUP: configuration reloaded from %s for new requests", file);
+}
+
+static void
 drain(struct daemon_state *ds, const sigset_t *set)
 {
-    int64_t deadline = kg_time_mono_ms() + SHUTDOWN_TIMEOUT_MS;
+    const struct kg_config *cfg = kg_cfgswap_acquire(ds->rt.config);
+    int64_t deadline = kg_time_mono_ms() + cfg->shutdown_timeout_ms;
     struct timespec ts = {0, 50 * 1000000L};
 
     atomic_store(&ds->rt.draining, true);
@@ -217,9 +290,13 @@ drain(struct daemon_state *ds, const sigset_t *set)
 
         if (sig == SIGTERM || sig == SIGINT) {
             kg_log_warnx("second signal: stopping now");
-            return;
+            break;
         }
     }
+    if (atomic_load(&ds->rt.inflight) > 0)
+        kg_log_warnx("%ld request(s) still in flight after shutdown_timeout; stopping",
+                     atomic_load(&ds->rt.inflight));
+    kg_cfgswap_release(cfg);
 }
 
 static int
@@ -245,10 +322,10 @@ run(struct daemon_state *ds)
             drain(ds, &set);
             break;
         }
-        if (sig == SIGHUP)
-            kg_log_info("SIGHUP: keys reloaded; configuration reload needs a restart");
-        if (sig == SIGHUP)
-            version = -1;
+        if (sig == SIGHUP) {
+            reload_config(ds);
+            version = -1; /* and the keys, as before */
+        }
         poll_store(ds, &version);
         if (kg_time_mono_ms() >= next_flush) {
             flush_usage(ds);
@@ -341,7 +418,19 @@ kg_serve_main(int argc, char **argv)
     if (ds.inst->secret_created)
         kg_log_info("created a new server secret in %s: back it up, every key depends on it",
                     ds.inst->cfg->secret_file);
-    ds.rt.cfg = ds.inst->cfg;
+    /* The swap owns the config from here; inst->cfg holds it for startup. */
+    {
+        struct kg_config *boot = ds.inst->cfg;
+
+        ds.inst->cfg = NULL;
+        if (kg_cfgswap_new(boot, &ds.rt.config) != KG_OK) {
+            kg_log_error("out of memory");
+            goto cleanup;
+        }
+        ds.inst->cfg = (struct kg_config *)kg_cfgswap_acquire(ds.rt.config);
+    }
+    ds.config_path = config;
+    kg_log_set_format((enum kg_log_format)ds.inst->cfg->log_format);
     ds.rt.secret = ds.inst->secret;
     if (kg_store_data_version(ds.inst->store, &ds.version, &err) != KG_OK) {
         kg_log_error("store: %s", err.msg);
@@ -386,6 +475,11 @@ cleanup:
     if (ds.rt.keys != NULL && ds.inst != NULL)
         flush_usage(&ds);
     kg_keycache_free(ds.rt.keys);
+    if (ds.inst != NULL) {
+        kg_cfgswap_release(ds.inst->cfg); /* not the instance's to free any more */
+        ds.inst->cfg = NULL;
+    }
+    kg_cfgswap_free(ds.rt.config);
     kg_instance_close(ds.inst);
     curl_global_cleanup();
     if (status == 0)

@@ -161,6 +161,8 @@ assert_defaults(const struct kg_config *cfg)
     assert_int_equal(cfg->client_timeout_ms, 60000);
     assert_int_equal(cfg->workers, 0);
     assert_int_equal(cfg->log_level, KG_LOG_INFO);
+    assert_int_equal(cfg->log_format, KG_LOG_TEXT);
+    assert_int_equal(cfg->shutdown_timeout_ms, 10000);
     assert_int_equal(cfg->max_header_bytes, 16384);
     assert_false(cfg->signup);
     assert_string_equal(cfg->signup_path, "/api/v1/signup/");
@@ -771,6 +773,55 @@ test_too_many_credential_headers_are_rejected(void **state)
 }
 
 static void
+test_log_format_is_text_or_json_from_the_file_or_the_environment(void **state)
+{
+    struct fixture *fx = *state;
+
+    load_ok(fx, "log_format json\n");
+    assert_int_equal(fx->cfg->log_format, KG_LOG_JSON);
+    load_ok(fx, "log_format TEXT\n");
+    assert_int_equal(fx->cfg->log_format, KG_LOG_TEXT);
+    load_fails_with(fx, "# the daemon's lines\nlog_format yaml\n",
+                    "2: log_format wants text or json, got \"yaml\"");
+    setenv("KEYGATE_LOG_FORMAT", "json", 1);
+    load_ok(fx, "log_format text\n");
+    assert_int_equal(fx->cfg->log_format, KG_LOG_JSON);
+    setenv("KEYGATE_LOG_FORMAT", "xml", 1);
+    assert_int_equal(load_text(fx, ""), KG_EINVAL);
+    assert_int_equal(fx->nlines, 1);
+    assert_string_equal(fx->lines[0],
+                        "KEYGATE_LOG_FORMAT: log_format wants text or json, got \"xml\"");
+}
+
+static void
+test_shutdown_timeout_is_a_duration_from_the_file_or_the_environment(void **state)
+{
+    struct fixture *fx = *state;
+
+    load_ok(fx, "shutdown_timeout 1s\n");
+    assert_int_equal(fx->cfg->shutdown_timeout_ms, 1000);
+    load_ok(fx, "shutdown_timeout 2m\n");
+    assert_int_equal(fx->cfg->shutdown_timeout_ms, 120000);
+    load_ok(fx, "shutdown_timeout 250ms\n");
+    assert_int_equal(fx->cfg->shutdown_timeout_ms, 250);
+    load_fails_with(fx, "workers 2\nshutdown_timeout 10\n",
+                    "2: shutdown_timeout wants a duration such as 500ms, 30s, 5m or 1h (at most "
+                    "24h), got \"10\"");
+    load_fails_with(fx, "shutdown_timeout 0s\n",
+                    "1: shutdown_timeout wants a duration such as 500ms, 30s, 5m or 1h (at most "
+                    "24h), got \"0s\"");
+    load_fails_with(fx, "shutdown_timeout 10s 20s\n", "1: shutdown_timeout takes one value, got 2");
+    setenv("KEYGATE_SHUTDOWN_TIMEOUT", "3s", 1);
+    load_ok(fx, "shutdown_timeout 30s\n");
+    assert_int_equal(fx->cfg->shutdown_timeout_ms, 3000);
+    setenv("KEYGATE_SHUTDOWN_TIMEOUT", "soon", 1);
+    assert_int_equal(load_text(fx, ""), KG_EINVAL);
+    assert_int_equal(fx->nlines, 1);
+    assert_string_equal(fx->lines[0], "KEYGATE_SHUTDOWN_TIMEOUT: shutdown_timeout wants a duration "
+                                      "such as 500ms, 30s, 5m or 1h (at most 24h), got \"soon\"");
+}
+
+static void
 test_environment_overrides_win_over_the_file(void **state)
 {
     struct fixture *fx = *state;
@@ -1179,6 +1230,8 @@ main(void)
         T(test_durations_take_ms_s_m_and_h),
         T(test_max_header_bytes_takes_a_k_suffix_and_its_bounds),
         T(test_workers_and_log_level_take_their_whole_range),
+        T(test_log_format_is_text_or_json_from_the_file_or_the_environment),
+        T(test_shutdown_timeout_is_a_duration_from_the_file_or_the_environment),
         T(test_unknown_directive_is_reported_with_file_and_line),
         T(test_each_bad_value_is_reported_with_what_would_be_right),
         T(test_signup_directives_take_a_switch_a_path_a_tenant_a_role_and_a_tier),
