@@ -356,6 +356,19 @@ kt_daemon_stop(struct kt_daemon *d)
     return code;
 }
 
+int
+kt_daemon_wait(struct kt_daemon *d, long ms)
+{
+    int code;
+
+    if (d->pid <= 0)
+        return -1;
+    code = wait_for(d->pid, ms);
+    if (code != -2)
+        d->pid = -1;
+    return code;
+}
+
 void
 kt_daemon_kill(struct kt_daemon *d)
 {

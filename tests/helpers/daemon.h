@@ -41,6 +41,12 @@ bool kt_daemon_start(struct kt_daemon *d);
  * daemon was not running. */
 int kt_daemon_stop(struct kt_daemon *d);
 
+/* Waits up to ms for the daemon to exit by itself (after a signal the test
+ * sent with kill(kt_daemon_pid(d), ...)), sending nothing. Returns the exit
+ * status as kt_daemon_stop() does, or -2 when it still runs at the
+ * deadline (it is left running). */
+int kt_daemon_wait(struct kt_daemon *d, long ms);
+
 /* SIGKILL and reap; no-op when not running. */
 void kt_daemon_kill(struct kt_daemon *d);
 

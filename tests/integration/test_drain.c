@@ -1,7 +1,9 @@
-/* tests/integration/test_drain.c - stopping under load (CTest
- * integration_test_drain): SIGTERM while keep-alive clients keep sending
- * must end in a clean exit 0, never an abort, and every answer given during
- * the drain is either the upstream's or keygate's 503 JSON. */
+/* tests/integration/test_drain.c - stopping (CTest integration_test_drain):
+ * SIGTERM while keep-alive clients keep sending must end in a clean exit 0,
+ * never an abort, and every answer given during the drain is either the
+ * upstream's or keygate's 503 JSON; a slow request in flight at SIGTERM
+ * still gets its 200 while /readyz says 503; shutdown_timeout bounds the
+ * wait; a second signal stops at once. */
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -129,11 +131,185 @@ test_sigterm_under_keepalive_load_exits_cleanly(void **state)
     kt_upstream_stop(up);
 }
 
+/* ---- one slow request in flight at SIGTERM ---- */
+
+struct slow_get {
+    char url[256];
+    const char *key;
+    long status;
+    double seconds;
+};
+
+static void *
+slow_main(void *arg)
+{
+    struct slow_get *s = arg;
+    char auth[256];
+    const char *hdrs[] = {auth, NULL};
+    struct kt_http_req req = {.url = s->url, .headers = hdrs, .timeout_ms = 20000};
+    struct kt_http_resp resp;
+
+    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", s->key);
+    kt_http_do(&req, &resp);
+    s->status = resp.status;
+    s->seconds = resp.seconds;
+    kt_http_resp_cleanup(&resp);
+    return NULL;
+}
+
+/* A daemon (extra config text, may be NULL) with one request the upstream
+ * holds for hold_ms in flight: returns once the upstream holds it. */
+static struct kt_daemon *
+start_with_slow_request(struct kt_upstream *up, const char *extra, long hold_ms,
+                        struct kt_key *key, struct slow_get *slow, pthread_t *th)
+{
+    struct kt_daemon *d;
+    char cfg[512];
+    int64_t deadline;
+
+    kt_upstream_set_slow_ms(up, hold_ms);
+    snprintf(cfg, sizeof(cfg), "upstream %s\n%s", kt_upstream_url(up), extra != NULL ? extra : "");
+    d = kt_daemon_new(cfg);
+    assert_non_null(d);
+    assert_true(kt_daemon_create_key(d, "slow", NULL, NULL, key));
+    assert_true(kt_daemon_start(d));
+    snprintf(slow->url, sizeof(slow->url), "%s", kt_daemon_url(d, "/slow/in-flight"));
+    slow->key = key->key;
+    assert_int_equal(pthread_create(th, NULL, slow_main, slow), 0);
+    deadline = kt_mono_ms() + 10000;
+    while (kt_upstream_held_slow(up) < 1 && kt_mono_ms() < deadline)
+        kt_sleep_ms(10);
+    assert_int_equal(kt_upstream_held_slow(up), 1);
+    return d;
+}
+
+static long
+readyz_status(struct kt_daemon *d)
+{
+    struct kt_http_req req = {.url = kt_daemon_admin_url(d, "/readyz"), .timeout_ms = 2000};
+    struct kt_http_resp resp;
+    long status;
+
+    kt_http_do(&req, &resp);
+    status = resp.status;
+    kt_http_resp_cleanup(&resp);
+    return status;
+}
+
+static void
+test_a_slow_request_started_before_sigterm_completes_with_200(void **state)
+{
+    struct kt_upstream *up = kt_upstream_start();
+    struct kt_key key = {0};
+    struct slow_get slow = {0};
+    struct kt_daemon *d;
+    pthread_t th;
+    long ready = 0;
+    int64_t deadline;
+    int status;
+
+    (void)state;
+    assert_non_null(up);
+    d = start_with_slow_request(up, NULL, 2000, &key, &slow, &th);
+    assert_int_equal(kill(kt_daemon_pid(d), SIGTERM), 0);
+    /* Draining: /readyz says so while the request is still held. */
+    deadline = kt_mono_ms() + 5000;
+    while ((ready = readyz_status(d)) != 503 && kt_mono_ms() < deadline)
+        kt_sleep_ms(20);
+    assert_int_equal(ready, 503);
+    pthread_join(th, NULL);
+    assert_int_equal(slow.status, 200);
+    assert_true(slow.seconds >= 1.9);
+    status = kt_daemon_wait(d, 20000);
+    if (status != 0)
+        fail_msg("keygate should exit 0 once the slow request is answered, got %d; log:\n%s",
+                 status, kt_daemon_log(d));
+    kt_key_cleanup(&key);
+    kt_daemon_free(d);
+    kt_upstream_stop(up);
+}
+
+static void
+test_shutdown_timeout_bounds_the_wait_for_a_request_the_upstream_holds(void **state)
+{
+    struct kt_upstream *up = kt_upstream_start();
+    struct kt_key key = {0};
+    struct slow_get slow = {0};
+    struct kt_daemon *d;
+    pthread_t th;
+    int64_t t0, took;
+    int status;
+
+    (void)state;
+    assert_non_null(up);
+    d = start_with_slow_request(up, "shutdown_timeout 1s\n", 10000, &key, &slow, &th);
+    t0 = kt_mono_ms();
+    assert_int_equal(kill(kt_daemon_pid(d), SIGTERM), 0);
+    status = kt_daemon_wait(d, 15000);
+    took = kt_mono_ms() - t0;
+    if (status != 0)
+        fail_msg("keygate should exit 0 after shutdown_timeout, got %d; log:\n%s", status,
+                 kt_daemon_log(d));
+    if (took > 5000)
+        fail_msg("shutdown_timeout 1s: keygate took %lld ms to exit", (long long)took);
+    pthread_join(th, NULL); /* answered (a 503) or cut, but not left hanging */
+    assert_true(slow.seconds < 9.0);
+    kt_key_cleanup(&key);
+    kt_daemon_free(d);
+    kt_upstream_stop(up);
+}
+
+static void
+test_a_second_signal_during_the_drain_exits_at_once(void **state)
+{
+    struct kt_upstream *up = kt_upstream_start();
+    struct kt_key key = {0};
+    struct slow_get slow = {0};
+    struct kt_daemon *d;
+    pthread_t th;
+    int64_t t0, took, deadline;
+    char *log = NULL;
+    int status;
+
+    (void)state;
+    assert_non_null(up);
+    /* The default shutdown_timeout (10 s) would outlast the upstream's hold. */
+    d = start_with_slow_request(up, NULL, 10000, &key, &slow, &th);
+    assert_int_equal(kill(kt_daemon_pid(d), SIGTERM), 0);
+    deadline = kt_mono_ms() + 5000;
+    do {
+        free(log);
+        kt_sleep_ms(20);
+        log = kt_daemon_log(d);
+    } while (strstr(log, "draining") == NULL && kt_mono_ms() < deadline);
+    assert_non_null(strstr(log, "draining"));
+    free(log);
+    t0 = kt_mono_ms();
+    assert_int_equal(kill(kt_daemon_pid(d), SIGINT), 0);
+    status = kt_daemon_wait(d, 15000);
+    took = kt_mono_ms() - t0;
+    if (status != 0)
+        fail_msg("keygate should exit 0 after a second signal, got %d; log:\n%s", status,
+                 kt_daemon_log(d));
+    if (took > 3000)
+        fail_msg("a second signal should stop keygate at once, it took %lld ms", (long long)took);
+    log = kt_daemon_log(d);
+    assert_non_null(strstr(log, "second signal"));
+    free(log);
+    pthread_join(th, NULL);
+    kt_key_cleanup(&key);
+    kt_daemon_free(d);
+    kt_upstream_stop(up);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_sigterm_under_keepalive_load_exits_cleanly),
+        cmocka_unit_test(test_a_slow_request_started_before_sigterm_completes_with_200),
+        cmocka_unit_test(test_shutdown_timeout_bounds_the_wait_for_a_request_the_upstream_holds),
+        cmocka_unit_test(test_a_second_signal_during_the_drain_exits_at_once),
     };
 
     kt_http_global_init();
