@@ -32,7 +32,7 @@ struct kg_relay_req {
     bool has_body;
     int64_t body_size;            /* -1: unknown (chunked) */
     struct MHD_Connection *conn;
-    const struct kg_config *cfg;  /* the request's config (timeouts); borrowed */
+    const struct kg_config *cfg; /* the request's config (timeouts); borrowed */
 };
 
 enum kg_relay_phase {

@@ -38,6 +38,7 @@ kg_instance_open(const char *config_path, kg_config_report_fn report, void *ctx,
         goto cleanup;
     }
     kg_log_set_level((enum kg_log_level)inst->cfg->log_level);
+    kg_log_set_format((enum kg_log_format)inst->cfg->log_format);
     rc = kg_store_open(inst->cfg->database, &inst->store, err);
     if (rc != KG_OK)
         goto cleanup;

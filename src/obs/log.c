@@ -64,9 +64,9 @@ write_json(const char *ts, enum kg_log_level level, char *msg)
         m = json_string(msg);
     }
     /* "o" takes m, also when packing fails. */
-    o = m != NULL ? json_pack("{s:s, s:s, s:o}", "time", ts, "level", level_names[level],
-                              "message", m)
-                  : NULL;
+    o = m != NULL
+            ? json_pack("{s:s, s:s, s:o}", "time", ts, "level", level_names[level], "message", m)
+            : NULL;
     text = o != NULL ? json_dumps(o, JSON_COMPACT) : NULL;
     json_decref(o);
     if (text == NULL)

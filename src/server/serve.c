@@ -430,7 +430,6 @@ kg_serve_main(int argc, char **argv)
         ds.inst->cfg = (struct kg_config *)kg_cfgswap_acquire(ds.rt.config);
     }
     ds.config_path = config;
-    kg_log_set_format((enum kg_log_format)ds.inst->cfg->log_format);
     ds.rt.secret = ds.inst->secret;
     if (kg_store_data_version(ds.inst->store, &ds.version, &err) != KG_OK) {
         kg_log_error("store: %s", err.msg);

@@ -160,8 +160,8 @@ slow_main(void *arg)
 /* A daemon (extra config text, may be NULL) with one request the upstream
  * holds for hold_ms in flight: returns once the upstream holds it. */
 static struct kt_daemon *
-start_with_slow_request(struct kt_upstream *up, const char *extra, long hold_ms,
-                        struct kt_key *key, struct slow_get *slow, pthread_t *th)
+start_with_slow_request(struct kt_upstream *up, const char *extra, long hold_ms, struct kt_key *key,
+                        struct slow_get *slow, pthread_t *th)
 {
     struct kt_daemon *d;
     char cfg[512];

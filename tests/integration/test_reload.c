@@ -209,8 +209,8 @@ test_a_route_change_under_keepalive_load_fails_no_request(void **state)
     assert_true(kt_daemon_create_key(d, "reader", "items:read", NULL, &key));
     assert_true(kt_daemon_start(d));
     for (int i = 0; i < CLIENTS; i++) {
-        clients[i] = (struct client){
-            .url = kt_daemon_url(d, "/v1/items"), .key = key.key, .stop = &stop};
+        clients[i] =
+            (struct client){.url = kt_daemon_url(d, "/v1/items"), .key = key.key, .stop = &stop};
         /* kt_daemon_url reuses its buffer: give each client its own copy. */
         clients[i].url = strdup(clients[i].url);
         assert_int_equal(pthread_create(&th[i], NULL, client_main, &clients[i]), 0);
@@ -375,8 +375,7 @@ test_an_invalid_config_is_refused_with_file_and_line_and_the_old_one_serves(void
     assert_int_equal(get_status(d, "/v1/items", key.key, NULL), 200);
 
     /* A good route change, but an unknown directive on line 3: nothing applies. */
-    snprintf(text, sizeof(text), "upstream %s\nroute GET /v1/* items:write\n",
-             kt_upstream_url(up));
+    snprintf(text, sizeof(text), "upstream %s\nroute GET /v1/* items:write\n", kt_upstream_url(up));
     write_conf(d, kt_daemon_port(d), "no_such_directive on", text);
     assert_int_equal(kill(kt_daemon_pid(d), SIGHUP), 0);
     snprintf(want, sizeof(want), "%s:3: unknown directive \"no_such_directive\"",
@@ -422,11 +421,11 @@ test_a_changed_listen_is_reported_and_not_applied(void **state)
         other_port = kt_daemon_free_port();
 
     /* listen moves (not applied) and the route changes (applied) in one reload. */
-    snprintf(text, sizeof(text), "upstream %s\nroute GET /v1/* items:write\n",
-             kt_upstream_url(up));
+    snprintf(text, sizeof(text), "upstream %s\nroute GET /v1/* items:write\n", kt_upstream_url(up));
     write_conf(d, other_port, NULL, text);
     assert_int_equal(kill(kt_daemon_pid(d), SIGHUP), 0);
-    snprintf(want, sizeof(want), "listen: changed to 127.0.0.1:%d; needs a restart, keeping "
+    snprintf(want, sizeof(want),
+             "listen: changed to 127.0.0.1:%d; needs a restart, keeping "
              "127.0.0.1:%d",
              other_port, kt_daemon_port(d));
     must_see_log(d, want, 1);
@@ -455,7 +454,8 @@ check_json_lines(struct kt_daemon *d, size_t *debug_lines)
     size_t n = 0;
 
     *debug_lines = 0;
-    for (char *line = strtok_r(log, "\n", &save); line != NULL; line = strtok_r(NULL, "\n", &save)) {
+    for (char *line = strtok_r(log, "\n", &save); line != NULL;
+         line = strtok_r(NULL, "\n", &save)) {
         json_error_t jerr;
         json_t *o;
 
@@ -520,9 +520,11 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_a_route_change_under_keepalive_load_fails_no_request),
-        cmocka_unit_test(test_a_new_upstream_takes_new_requests_while_a_slow_one_finishes_on_the_old),
+        cmocka_unit_test(
+            test_a_new_upstream_takes_new_requests_while_a_slow_one_finishes_on_the_old),
         cmocka_unit_test(test_a_reload_switches_the_error_style_of_the_401),
-        cmocka_unit_test(test_an_invalid_config_is_refused_with_file_and_line_and_the_old_one_serves),
+        cmocka_unit_test(
+            test_an_invalid_config_is_refused_with_file_and_line_and_the_old_one_serves),
         cmocka_unit_test(test_a_changed_listen_is_reported_and_not_applied),
         cmocka_unit_test(test_log_level_and_log_format_change_on_reload),
     };

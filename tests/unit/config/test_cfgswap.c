@@ -117,7 +117,7 @@ struct reader {
     struct kg_cfgswap *sw;
     _Atomic int *stop;
     long reads;
-    int highest;   /* highest config number seen */
+    int highest;    /* highest config number seen */
     bool backwards; /* saw an older config after a newer one */
 };
 

@@ -109,7 +109,8 @@ test_each_changed_startup_directive_is_named_and_keeps_its_running_value(void **
                               "127.0.0.1:8080"));
     assert_true(said_line(&s, "admin_listen: changed to off; needs a restart, keeping "
                               "127.0.0.1:8081"));
-    assert_true(said_line(&s, "database: changed to /tmp/b.db; needs a restart, keeping /tmp/a.db"));
+    assert_true(
+        said_line(&s, "database: changed to /tmp/b.db; needs a restart, keeping /tmp/a.db"));
     assert_true(said_line(&s, "workers: changed to 4; needs a restart, keeping 2"));
     assert_true(said_line(&s, "client_timeout: changed to 90s; needs a restart, keeping 1m"));
     assert_true(said_line(&s, "signup: changed to on; needs a restart, keeping off"));
