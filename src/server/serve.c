@@ -285,17 +285,20 @@ drain(struct daemon_state *ds, const sigset_t *set)
     for (int i = 0; i < ds->nloops; i++)
         kg_loop_quiesce(ds->loops[i]);
     kg_log_info("draining %ld request(s)", atomic_load(&ds->rt.inflight));
-    while (atomic_load(&ds->rt.inflight) > 0 && kg_time_mono_ms() < deadline) {
-        int sig = sigtimedwait(set, NULL, &ts);
+    while (atomic_load(&ds->rt.inflight) > 0) {
+        int sig;
 
+        if (kg_time_mono_ms() >= deadline) {
+            kg_log_warnx("shutdown_timeout reached with %ld request(s) in flight: stopping now",
+                         atomic_load(&ds->rt.inflight));
+            break;
+        }
+        sig = sigtimedwait(set, NULL, &ts);
         if (sig == SIGTERM || sig == SIGINT) {
             kg_log_warnx("second signal: stopping now");
             break;
         }
     }
-    if (atomic_load(&ds->rt.inflight) > 0)
-        kg_log_warnx("%ld request(s) still in flight after shutdown_timeout; stopping",
-                     atomic_load(&ds->rt.inflight));
     kg_cfgswap_release(cfg);
 }
 

@@ -252,6 +252,13 @@ test_shutdown_timeout_bounds_the_wait_for_a_request_the_upstream_holds(void **st
                  kt_daemon_log(d));
     if (took > 5000)
         fail_msg("shutdown_timeout 1s: keygate took %lld ms to exit", (long long)took);
+    {
+        char *log = kt_daemon_log(d);
+        bool said = strstr(log, "shutdown_timeout reached with 1 request(s) in flight") != NULL;
+
+        free(log);
+        assert_true(said);
+    }
     pthread_join(th, NULL); /* answered (a 503) or cut, but not left hanging */
     assert_true(slow.seconds < 9.0);
     kt_key_cleanup(&key);
