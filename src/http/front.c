@@ -323,7 +323,10 @@ send_allow(struct kg_req *req, struct MHD_Connection *conn, const struct kg_keye
     MHD_add_response_header(resp, "X-Keygate-Key-Id", key->id);
     MHD_add_response_header(resp, "X-Keygate-Tenant", key->tenant);
     MHD_add_response_header(resp, "X-Keygate-User-Id", key->user_id);
-    MHD_add_response_header(resp, "X-Keygate-Scopes", key->effective_str);
+    /* "" (every scope) must still arrive as a header; libmicrohttpd refuses
+     * an empty value, and a blank is what a parser strips to "". */
+    MHD_add_response_header(resp, "X-Keygate-Scopes",
+                            key->effective_str[0] != '\0' ? key->effective_str : " ");
     MHD_add_response_header(resp, "X-Request-Id", req->request_id);
     add_rl_headers(req, resp);
     if (req->phase == REQ_NEW && !req->has_body) {
