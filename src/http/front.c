@@ -69,7 +69,8 @@ struct kg_req {
     const char *query; /* into uri, after '?', or NULL */
     struct kg_exchange *x;
     struct kg_answer *deferred; /* our answer, sent once the request is read */
-    struct MHD_Response *allow; /* mode forward_auth: the 200 to send once the request is read */
+    /* mode forward_auth: the 200 to send once the request is read */
+    struct MHD_Response *allow;
     struct signup_job *signup;
     bool has_body;
     bool body_done;
@@ -106,11 +107,11 @@ struct scan {
 static void
 fa_capture(struct scan *sc, const char *key, const char *value)
 {
-    const char **slot = strcasecmp(key, "X-Original-Method") == 0   ? &sc->orig_method
-                        : strcasecmp(key, "X-Original-URI") == 0    ? &sc->orig_uri
+    const char **slot = strcasecmp(key, "X-Original-Method") == 0    ? &sc->orig_method
+                        : strcasecmp(key, "X-Original-URI") == 0     ? &sc->orig_uri
                         : strcasecmp(key, "X-Forwarded-Method") == 0 ? &sc->fwd_method
-                        : strcasecmp(key, "X-Forwarded-Uri") == 0   ? &sc->fwd_uri
-                                                                    : NULL;
+                        : strcasecmp(key, "X-Forwarded-Uri") == 0    ? &sc->fwd_uri
+                                                                     : NULL;
 
     if (strcasecmp(key, "X-Keygate-Deny-Body") == 0 && strcasecmp(value, "header") == 0)
         sc->deny_body_header = true;

@@ -66,8 +66,8 @@ make_keys(struct kt_daemon *d, struct kt_key *keys)
         [K_WRITER] = {"keys", "create", "--name", "writer", "--scopes", "write:items", "--json"},
         [K_RATED] = {"keys", "create", "--name", "rated", "--scopes", "read:items", "--rate",
                      "2/min", "--burst", "2", "--json"},
-        [K_CREDITS] = {"keys", "create", "--name", "credits", "--scopes", "read:items",
-                       "--credits", "2", "--json"},
+        [K_CREDITS] = {"keys", "create", "--name", "credits", "--scopes", "read:items", "--credits",
+                       "2", "--json"},
         [K_CHARGED] = {"keys", "create", "--name", "charged", "--credits", "5", "--json"},
     };
 
@@ -91,8 +91,9 @@ setup(void **state)
     if (W.up == NULL)
         goto fail;
     /* upstream names a port nobody answers: forward_auth never calls it. */
-    snprintf(cfg, sizeof(cfg), "mode forward_auth\nforward_auth_prefix /authz\n"
-                               "upstream http://127.0.0.1:9\n" ROUTES);
+    snprintf(cfg, sizeof(cfg),
+             "mode forward_auth\nforward_auth_prefix /authz\n"
+             "upstream http://127.0.0.1:9\n" ROUTES);
     W.fa = kt_daemon_new(cfg);
     snprintf(cfg, sizeof(cfg), "upstream %s\n" ROUTES, kt_upstream_url(W.up));
     W.px = kt_daemon_new(cfg);
@@ -383,12 +384,9 @@ test_denials_are_byte_for_byte_what_proxy_mode_sends(void **state)
         const char *target;
         int key; /* enum kind, or -1: none, -2: an invalid key */
     } cases[] = {
-        {"GET", "/v1/items/1", -1},
-        {"GET", "/v1/items/1", -2},
-        {"POST", "/v1/items", K_READER},
-        {"GET", "/v1/admin/users", K_READER},
-        {"DELETE", "/v1/items/7", K_READER},
-        {"GET", "/v1/a%2Fb", K_READER},
+        {"GET", "/v1/items/1", -1},          {"GET", "/v1/items/1", -2},
+        {"POST", "/v1/items", K_READER},     {"GET", "/v1/admin/users", K_READER},
+        {"DELETE", "/v1/items/7", K_READER}, {"GET", "/v1/a%2Fb", K_READER},
         {"GET", "/v1/items/%00", K_READER},
     };
     static const enum contract contracts[] = {NGINX, TRAEFIK, ENVOY};
@@ -496,9 +494,9 @@ test_a_denial_spends_no_credits(void **state)
 static void
 test_forged_identity_headers_are_never_echoed_as_the_identity(void **state)
 {
-    static const char *const forged[] = {
-        "X-Keygate-Key-Id: key_forged", "X-Keygate-Tenant: evil", "X-Keygate-Scopes: *",
-        "X-Keygate-User-Id: usr_forged", NULL};
+    static const char *const forged[] = {"X-Keygate-Key-Id: key_forged", "X-Keygate-Tenant: evil",
+                                         "X-Keygate-Scopes: *", "X-Keygate-User-Id: usr_forged",
+                                         NULL};
 
     (void)state;
     ask(NGINX, "GET", "/v1/items/1", fa_key(K_READER), forged, &R);
@@ -578,9 +576,8 @@ test_headers_that_disagree_or_come_alone_are_400(void **state)
     /* Under the prefix (Envoy), a header naming another request is forged. */
     {
         const char *h[] = {bearer, "X-Original-Method: GET", "X-Original-URI: /v1/items/1", NULL};
-        struct kt_http_req req = {.method = "DELETE",
-                                  .url = kt_daemon_url(W.fa, "/authz/v1/admin/x"),
-                                  .headers = h};
+        struct kt_http_req req = {
+            .method = "DELETE", .url = kt_daemon_url(W.fa, "/authz/v1/admin/x"), .headers = h};
 
         kt_http_resp_cleanup(&R);
         assert_true(kt_http_do(&req, &R));
@@ -588,8 +585,12 @@ test_headers_that_disagree_or_come_alone_are_400(void **state)
     }
     /* Both contracts naming the same request are fine. */
     {
-        const char *h[] = {bearer, "X-Original-Method: GET", "X-Original-URI: /v1/items/1",
-                           "X-Forwarded-Method: GET", "X-Forwarded-Uri: /v1/items/1", NULL};
+        const char *h[] = {bearer,
+                           "X-Original-Method: GET",
+                           "X-Original-URI: /v1/items/1",
+                           "X-Forwarded-Method: GET",
+                           "X-Forwarded-Uri: /v1/items/1",
+                           NULL};
         struct kt_http_req req = {.url = kt_daemon_url(W.fa, "/"), .headers = h};
 
         kt_http_resp_cleanup(&R);
@@ -683,8 +684,7 @@ main(void)
         cmocka_unit_test_teardown(test_envoy_asks_with_its_own_method_and_path_under_the_prefix,
                                   free_slots),
         cmocka_unit_test_teardown(test_an_allow_carries_the_ratelimit_headers, free_slots),
-        cmocka_unit_test_teardown(test_denials_are_byte_for_byte_what_proxy_mode_sends,
-                                  free_slots),
+        cmocka_unit_test_teardown(test_denials_are_byte_for_byte_what_proxy_mode_sends, free_slots),
         cmocka_unit_test_teardown(test_over_the_rate_limit_is_429_with_retry_after_as_in_proxy_mode,
                                   free_slots),
         cmocka_unit_test_teardown(test_credits_are_charged_when_the_question_is_allowed,
@@ -694,8 +694,7 @@ main(void)
                                   free_slots),
         cmocka_unit_test_teardown(test_path_tricks_in_the_original_uri_meet_the_rules, free_slots),
         cmocka_unit_test_teardown(test_headers_that_disagree_or_come_alone_are_400, free_slots),
-        cmocka_unit_test_teardown(test_health_is_keygates_own_only_when_asked_directly,
-                                  free_slots),
+        cmocka_unit_test_teardown(test_health_is_keygates_own_only_when_asked_directly, free_slots),
         cmocka_unit_test_teardown(test_the_deny_body_is_repeated_in_a_header_only_when_asked,
                                   free_slots),
         cmocka_unit_test_teardown(

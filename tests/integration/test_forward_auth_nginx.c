@@ -605,8 +605,9 @@ test_over_the_limit_is_keygates_429_with_retry_after_and_json_at_the_client(void
 static void
 test_path_tricks_are_decided_on_the_normalised_path(void **state)
 {
-    static const char *const targets[] = {"/v1/items/../admin/users", "/v1/items/%2e%2e/admin/users",
-                                          "/v1//admin/users", "/v1/%61dmin/users"};
+    static const char *const targets[] = {"/v1/items/../admin/users",
+                                          "/v1/items/%2e%2e/admin/users", "/v1//admin/users",
+                                          "/v1/%61dmin/users"};
     struct kt_raw_resp rr;
     char req[1024];
 
@@ -682,8 +683,8 @@ main(void)
     W.recipe = read_recipe();
     if (W.recipe == NULL)
         return 1;
-    failed = cmocka_run_group_tests_name("integration_test_forward_auth_nginx", tests, setup,
-                                         teardown);
+    failed =
+        cmocka_run_group_tests_name("integration_test_forward_auth_nginx", tests, setup, teardown);
     free(W.recipe);
     /* A failure count of 77 must not read as a skip. */
     return failed == SKIP_CODE ? 1 : failed;

@@ -836,7 +836,8 @@ test_mode_is_proxy_or_forward_auth_with_an_optional_prefix(void **state)
     load_ok(fx, "mode proxy\nforward_auth_prefix \"\"\n");
     assert_int_equal(fx->cfg->mode, KG_MODE_PROXY);
     assert_string_equal(fx->cfg->forward_auth_prefix, "");
-    load_fails_with(fx, "mode forward-auth", "1: mode wants proxy or forward_auth, got \"forward-auth\"");
+    load_fails_with(fx, "mode forward-auth",
+                    "1: mode wants proxy or forward_auth, got \"forward-auth\"");
     load_fails_with(fx, "forward_auth_prefix /",
                     "1: forward_auth_prefix wants a normalised absolute path such as /authz, "
                     "or \"\" for none, got \"/\"");
