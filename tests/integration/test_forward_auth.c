@@ -7,7 +7,8 @@
  * Two daemons with the same routes and the same kinds of keys: one in
  * forward_auth mode, one in proxy mode in front of the stub upstream, so a
  * denial can be compared byte for byte with what proxy mode sends for the
- * same request. The brute-force throttle is off: many 401s are asked here.
+ * same request. The brute-force throttle is off in both (many 401s are
+ * asked here); one test starts a daemon of its own with it on.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -25,12 +26,12 @@
 #include "helpers/http.h"
 #include "helpers/upstream.h"
 
-#define ROUTES                                                                                     \
-    "auth_throttle off\n"                                                                          \
+#define ROUTE_LINES                                                                                \
     "route GET /v1/items* read:items\n"                                                            \
     "route POST /v1/items* write:items\n"                                                          \
     "route DELETE /v1/items* write:items\n"                                                        \
     "route * /v1/admin* admin:all\n"
+#define ROUTES "auth_throttle off\n" ROUTE_LINES
 
 /* The kinds of keys each daemon has. */
 enum kind { K_READER, K_WRITER, K_RATED, K_CREDITS, K_CHARGED, K_NKINDS };
@@ -41,6 +42,8 @@ struct world {
     struct kt_daemon *px; /* mode proxy */
     struct kt_key fa_keys[K_NKINDS];
     struct kt_key px_keys[K_NKINDS];
+    struct kt_daemon *scratch; /* one test's own daemon, freed by free_slots */
+    struct kt_key scratch_key;
 };
 
 static struct world W;
@@ -55,6 +58,9 @@ free_slots(void **state)
     (void)state;
     kt_http_resp_cleanup(&R);
     kt_http_resp_cleanup(&P);
+    kt_daemon_free(W.scratch);
+    W.scratch = NULL;
+    kt_key_cleanup(&W.scratch_key);
     return 0;
 }
 
@@ -663,6 +669,55 @@ test_forward_auth_never_calls_the_upstream_and_counts_its_outcomes(void **state)
     assert_non_null(strstr(R.body, "keygate_requests_total{outcome=\"upstream_error\"} 0\n"));
 }
 
+/* Behind a proxy listed in trusted_proxies, failures count against the
+ * client in X-Forwarded-For, as in proxy mode, and its cool-down is proxy
+ * mode's 429 with Retry-After. */
+static void
+test_the_brute_force_throttle_counts_the_client_behind_the_proxy(void **state)
+{
+    char ra[64];
+
+    (void)state;
+    W.scratch = kt_daemon_new("mode forward_auth\nauth_throttle 3/min 60s\n"
+                              "trusted_proxies 127.0.0.1\n" ROUTE_LINES);
+    assert_non_null(W.scratch);
+    assert_true(kt_daemon_create_key(W.scratch, "good", NULL, NULL, &W.scratch_key));
+    assert_true(kt_daemon_start(W.scratch));
+    for (int i = 0; i < 4; i++) {
+        struct hdrs h = {.n = 0};
+        struct kt_http_req req = {.url = kt_daemon_url(W.scratch, "/")};
+
+        hdrs_add(&h, "Authorization", "Bearer kg_guess");
+        hdrs_add(&h, "X-Original-Method", "GET");
+        hdrs_add(&h, "X-Original-URI", "/v1/items/1");
+        hdrs_add(&h, "X-Forwarded-For", "203.0.113.7");
+        for (size_t j = 0; j < h.n; j++)
+            h.list[j] = h.lines[j];
+        h.list[h.n] = NULL;
+        req.headers = h.list;
+        kt_http_resp_cleanup(&R);
+        assert_true(kt_http_do(&req, &R));
+        assert_int_equal(R.status, i < 3 ? 401 : 429);
+    }
+    assert_string_equal(R.body, "{\"detail\": \"Too many failed authentication attempts.\"}");
+    assert_non_null(kt_http_header_buf(&R, "Retry-After", ra, sizeof(ra)));
+    assert_true(atoi(ra) >= 1 && atoi(ra) <= 60);
+    /* Another client behind the same proxy is untouched. */
+    {
+        char bearer[256];
+        const char *h[] = {bearer, "X-Original-Method: GET", "X-Original-URI: /v1/items/1",
+                           "X-Forwarded-For: 203.0.113.8", NULL};
+        struct kt_http_req req = {.url = kt_daemon_url(W.scratch, "/"), .headers = h};
+
+        snprintf(bearer, sizeof(bearer), "Authorization: Bearer %s", W.scratch_key.key);
+        kt_http_resp_cleanup(&R);
+        assert_true(kt_http_do(&req, &R));
+        assert_int_equal(R.status, 200);
+        assert_non_null(kt_http_header_buf(&R, "X-Keygate-Key-Id", ra, sizeof(ra)));
+        assert_string_equal(ra, W.scratch_key.id);
+    }
+}
+
 static void
 test_both_daemons_stop_cleanly(void **state)
 {
@@ -699,6 +754,8 @@ main(void)
                                   free_slots),
         cmocka_unit_test_teardown(
             test_forward_auth_never_calls_the_upstream_and_counts_its_outcomes, free_slots),
+        cmocka_unit_test_teardown(test_the_brute_force_throttle_counts_the_client_behind_the_proxy,
+                                  free_slots),
         cmocka_unit_test_teardown(test_both_daemons_stop_cleanly, free_slots),
     };
 
