@@ -25,6 +25,10 @@ enum kg_rl_headers { KG_RLH_STANDARD = 0, KG_RLH_LEGACY };
 
 enum kg_quota_period { KG_QUOTA_NONE = 0, KG_QUOTA_DAY, KG_QUOTA_MONTH };
 
+/* mode: proxy to the upstream, or only answer a front proxy's "may this
+ * request through?" (nginx auth_request, Traefik ForwardAuth, Envoy ext_authz). */
+enum kg_mode { KG_MODE_PROXY = 0, KG_MODE_FORWARD_AUTH };
+
 /* tier NAME rate RATE [burst N] [quota N/day|N/month] */
 struct kg_tier {
     char *name;
@@ -68,6 +72,10 @@ struct kg_config {
     char *database;
     char *secret_file;
     char *key_prefix;
+    enum kg_mode mode;
+    /* forward_auth: removed from the request's own path when no header names
+     * the original request (Envoy ext_authz path_prefix); "" = none. */
+    char *forward_auth_prefix;
     enum kg_error_style error_style;
     bool require_scopes;
     bool forward_credentials;

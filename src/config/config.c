@@ -64,6 +64,8 @@ static bool check_upstream(const char *v);
 static bool check_path(const char *v);
 static bool check_url_path(const char *v);
 static bool check_slug(const char *v);
+static bool check_fa_prefix(const char *v);
+static bool choose_mode(const char *v, int *out);
 static bool check_scope_list(const char *v);
 static bool choose_error_style(const char *v, int *out);
 static bool choose_log_level(const char *v, int *out);
@@ -105,6 +107,11 @@ static const struct directive directives[] = {
     {.name = "key_prefix", .kind = K_STRING, .def = "kg_", .off = OFF(key_prefix),
      .env = "KEYGATE_KEY_PREFIX", .check = kg_config_prefix_ok,
      .want = "1 to 32 characters of A-Z a-z 0-9 _"},
+    {.name = "mode", .kind = K_CHOICE, .def = "proxy", .off = OFF(mode), .env = "KEYGATE_MODE",
+     .choose = choose_mode, .want = "proxy or forward_auth"},
+    {.name = "forward_auth_prefix", .kind = K_STRING, .def = "", .off = OFF(forward_auth_prefix),
+     .env = "KEYGATE_FORWARD_AUTH_PREFIX", .check = check_fa_prefix,
+     .want = "a normalised absolute path such as /authz, or \"\" for none"},
     {.name = "error_style", .kind = K_CHOICE, .def = "detail", .off = OFF(error_style),
      .env = "KEYGATE_ERROR_STYLE", .choose = choose_error_style, .want = "detail or error"},
     {.name = "require_scopes", .kind = K_BOOL, .def = "off", .off = OFF(require_scopes)},
@@ -155,6 +162,7 @@ static const struct directive directives[] = {
 /* K_CHOICE stores an int through the field's bytes; both targets must be int-sized. */
 _Static_assert(sizeof(enum kg_error_style) == sizeof(int), "error_style is not int-sized");
 _Static_assert(sizeof(enum kg_rl_headers) == sizeof(int), "ratelimit_headers is not int-sized");
+_Static_assert(sizeof(enum kg_mode) == sizeof(int), "mode is not int-sized");
 
 /* State of one kg_config_load(): where we are, for messages, and what we found. */
 struct loader {
@@ -418,6 +426,14 @@ check_url_path(const char *v)
     return pattern_normal(v, n, false);
 }
 
+/* forward_auth_prefix: a path like signup_path, not "/" (it would remove
+ * nothing), or "" for none. */
+static bool
+check_fa_prefix(const char *v)
+{
+    return v[0] == '\0' || (strcmp(v, "/") != 0 && check_url_path(v));
+}
+
 /* Tenant and tier names: 1..64 of [A-Za-z0-9_.-]. */
 static bool
 check_slug(const char *v)
@@ -487,6 +503,18 @@ choose_error_style(const char *v, int *out)
         *out = KG_STYLE_DETAIL;
     else if (strcasecmp(v, "error") == 0)
         *out = KG_STYLE_ERROR;
+    else
+        return false;
+    return true;
+}
+
+static bool
+choose_mode(const char *v, int *out)
+{
+    if (strcmp(v, "proxy") == 0)
+        *out = KG_MODE_PROXY;
+    else if (strcmp(v, "forward_auth") == 0)
+        *out = KG_MODE_FORWARD_AUTH;
     else
         return false;
     return true;
@@ -1413,6 +1441,7 @@ kg_config_free(struct kg_config *cfg)
     free(cfg->secret_file);
     free(cfg->key_prefix);
     free(cfg->signup_path);
+    free(cfg->forward_auth_prefix);
     free(cfg->signup_tenant);
     free(cfg->signup_role);
     free(cfg->signup_tier);

@@ -73,9 +73,12 @@ struct kg_req {
     const char *query; /* into uri, after '?', or NULL */
     struct kg_exchange *x;
     struct kg_answer *deferred; /* our answer, sent once the request is read */
+    /* mode forward_auth: the 200 to send once the request is read */
+    struct MHD_Response *allow;
     struct signup_job *signup;
     bool has_body;
     bool body_done;
+    bool deny_body_header; /* forward_auth: repeat our answer's body in X-Keygate-Deny-Body */
     char request_id[KG_REQUEST_ID_MAX];
     struct kg_rl_fields rl; /* rate-limit headers for whatever answer goes out */
     /* Credits to charge when the upstream's answer arrives with a 2xx: the
@@ -98,7 +101,30 @@ struct scan {
     const char *request_id;
     bool has_accept;
     size_t header_bytes;
+    /* mode forward_auth: the original request, as the front proxy names it */
+    const char *orig_method, *orig_uri; /* X-Original-Method, X-Original-URI (nginx) */
+    const char *fwd_method, *fwd_uri;   /* X-Forwarded-Method, X-Forwarded-Uri (Traefik) */
+    bool fa_repeated;                   /* one of them more than once */
+    bool deny_body_header;              /* X-Keygate-Deny-Body: header (see send_answer) */
 };
+
+static void
+fa_capture(struct scan *sc, const char *key, const char *value)
+{
+    const char **slot = strcasecmp(key, "X-Original-Method") == 0    ? &sc->orig_method
+                        : strcasecmp(key, "X-Original-URI") == 0     ? &sc->orig_uri
+                        : strcasecmp(key, "X-Forwarded-Method") == 0 ? &sc->fwd_method
+                        : strcasecmp(key, "X-Forwarded-Uri") == 0    ? &sc->fwd_uri
+                                                                     : NULL;
+
+    if (strcasecmp(key, "X-Keygate-Deny-Body") == 0 && strcasecmp(value, "header") == 0)
+        sc->deny_body_header = true;
+    if (slot == NULL)
+        return;
+    if (*slot != NULL)
+        sc->fa_repeated = true;
+    *slot = value;
+}
 
 static void
 append_list(char *dst, size_t cap, const char *v)
@@ -131,6 +157,8 @@ scan_header(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_size
         sc->request_id = value;
     else if (strcasecmp(key, "Accept") == 0)
         sc->has_accept = true;
+    else if (sc->cfg->mode == KG_MODE_FORWARD_AUTH)
+        fa_capture(sc, key, value);
     return MHD_YES;
 }
 
@@ -275,10 +303,61 @@ send_answer(struct kg_req *req, struct MHD_Connection *conn, const struct kg_ans
         snprintf(retry, sizeof(retry), "%d", ans->retry_after_s);
         MHD_add_response_header(resp, "Retry-After", retry);
     }
+    /* nginx's auth_request drops a subrequest's body; its recipe asks for the
+     * body as a header (one line of JSON) to answer the client with it. */
+    if (req->deny_body_header)
+        MHD_add_response_header(resp, "X-Keygate-Deny-Body", ans->body);
     if (ans->close || atomic_load(&kg_loop_runtime(req->loop)->draining))
         MHD_add_response_header(resp, "Connection", "close");
     ret = MHD_queue_response(conn, ans->status, resp);
     MHD_destroy_response(resp);
+    return ret;
+}
+
+/* mode forward_auth, allowed: 200 with an empty body and who is asking, for
+ * the front proxy to copy upstream. Deferred like send_answer(). */
+static enum MHD_Result
+send_allow(struct kg_req *req, struct MHD_Connection *conn, const struct kg_keyent *key)
+{
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
+    enum MHD_Result ret;
+
+    if (resp == NULL)
+        return MHD_NO;
+    MHD_add_response_header(resp, "X-Keygate-Key-Id", key->id);
+    MHD_add_response_header(resp, "X-Keygate-Tenant", key->tenant);
+    MHD_add_response_header(resp, "X-Keygate-User-Id", key->user_id);
+    /* "" (every scope) must still arrive as a header; libmicrohttpd refuses
+     * an empty value, and a blank is what a parser strips to "". */
+    MHD_add_response_header(resp, "X-Keygate-Scopes",
+                            key->effective_str[0] != '\0' ? key->effective_str : " ");
+    MHD_add_response_header(resp, "X-Request-Id", req->request_id);
+    add_rl_headers(req, resp);
+    if (req->phase == REQ_NEW && !req->has_body) {
+        req->allow = resp;
+        req->phase = REQ_DEFERRED;
+        return MHD_YES;
+    }
+    req->phase = REQ_ANSWERED;
+    ret = MHD_queue_response(conn, 200, resp);
+    MHD_destroy_response(resp);
+    return ret;
+}
+
+static enum MHD_Result
+send_deferred(struct kg_req *req, struct MHD_Connection *conn)
+{
+    enum MHD_Result ret;
+
+    req->phase = REQ_ANSWERED;
+    if (req->allow == NULL)
+        return send_answer(req, conn, req->deferred);
+    if (atomic_load(&kg_loop_runtime(req->loop)->draining))
+        MHD_add_response_header(req->allow, "Connection", "close");
+    ret = MHD_queue_response(conn, 200, req->allow);
+    MHD_destroy_response(req->allow);
+    req->allow = NULL;
     return ret;
 }
 
@@ -661,6 +740,59 @@ count_usage(const struct kg_decision *d, const struct kg_limit_verdict *lv, bool
     }
 }
 
+/* mode forward_auth: the original request's target as the front proxy
+ * names it: X-Original-URI (nginx), X-Forwarded-Uri (Traefik), or the own
+ * target with forward_auth_prefix removed (Envoy). *own: none of these, the
+ * request is addressed to keygate itself. Every source present must agree,
+ * so a client cannot slip a header of one contract past a proxy of another.
+ * Returns NULL with *target malloc'd (NULL: out of memory), or why it is a 400. */
+static const char *
+fa_original(const struct kg_config *cfg, const struct scan *sc, const char **method,
+            const char *own_target, char **target, bool *own)
+{
+    const char *m = sc->orig_method, *u = sc->orig_uri, *pfx = cfg->forward_auth_prefix;
+    const char *rest = NULL;
+    size_t plen = strlen(pfx);
+
+    *own = false;
+    *target = NULL;
+    if (sc->fa_repeated || (sc->orig_method == NULL) != (sc->orig_uri == NULL) ||
+        (sc->fwd_method == NULL) != (sc->fwd_uri == NULL))
+        return "Malformed forward-auth request";
+    if (u != NULL && sc->fwd_uri != NULL &&
+        (strcmp(u, sc->fwd_uri) != 0 || strcmp(m, sc->fwd_method) != 0))
+        return "Conflicting forward-auth headers";
+    if (u == NULL) {
+        m = sc->fwd_method;
+        u = sc->fwd_uri;
+    }
+    while (plen > 0 && pfx[plen - 1] == '/')
+        plen--;
+    if (plen > 0 && strncmp(own_target, pfx, plen) == 0 &&
+        (own_target[plen] == '\0' || own_target[plen] == '/' || own_target[plen] == '?'))
+        rest = own_target + plen;
+    if (rest != NULL) {
+        size_t n = strlen(rest) + 2;
+
+        *target = malloc(n);
+        if (*target == NULL)
+            return NULL;
+        snprintf(*target, n, "%s%s", rest[0] == '/' ? "" : "/", rest);
+        if (u != NULL && (strcmp(*target, u) != 0 || strcmp(*method, m) != 0)) {
+            free(*target);
+            *target = NULL;
+            return "Conflicting forward-auth headers";
+        }
+        return NULL;
+    }
+    if (u != NULL)
+        *method = m;
+    else
+        *own = true;
+    *target = strdup(u != NULL ? u : own_target);
+    return NULL;
+}
+
 static enum MHD_Result
 decide_first(struct kg_req *req, struct MHD_Connection *conn, const char *method)
 {
@@ -671,7 +803,7 @@ decide_first(struct kg_req *req, struct MHD_Connection *conn, const char *method
     struct kg_decision d;
     struct kg_limit_verdict lv = {.allowed = true};
     struct kg_answer ans;
-    bool health, over_quota = false;
+    bool health, over_quota = false, own = true;
     const char *why, *q;
     enum MHD_Result ret;
     size_t plen;
@@ -681,6 +813,7 @@ decide_first(struct kg_req *req, struct MHD_Connection *conn, const char *method
     kg_hygiene_init(&sc.hy);
     kg_credential_init(&sc.cred);
     MHD_get_connection_values_n(conn, MHD_HEADER_KIND, scan_header, &sc);
+    req->deny_body_header = sc.deny_body_header;
     if (atomic_load(&rt->draining)) {
         /* Keep-alive clients keep sending during a drain: nothing new starts,
          * and the answer closes the connection so they go elsewhere. */
@@ -707,6 +840,22 @@ decide_first(struct kg_req *req, struct MHD_Connection *conn, const char *method
         return send_error(req, conn, 400, "Malformed request target");
     if (sc.header_bytes + strlen(req->uri) > (size_t)cfg->max_header_bytes)
         return send_error(req, conn, 431, "Request header fields too large");
+    if (cfg->mode == KG_MODE_FORWARD_AUTH) {
+        char *target;
+
+        why = fa_original(cfg, &sc, &method, req->uri, &target, &own);
+        if (why == NULL && target == NULL)
+            return send_error(req, conn, 500, "Internal error");
+        if (why == NULL && !method_ok(method))
+            why = "Malformed request method";
+        if (why != NULL) {
+            free(target);
+            return send_error(req, conn, 400, why);
+        }
+        /* From here on the request is the one asked about. */
+        free(req->uri);
+        req->uri = target;
+    }
     req->outcome = KG_OUTCOME_NONE;
     q = strchr(req->uri, '?');
     plen = q != NULL ? (size_t)(q - req->uri) : strlen(req->uri);
@@ -718,10 +867,13 @@ decide_first(struct kg_req *req, struct MHD_Connection *conn, const char *method
         req->outcome = KG_OUTCOME_BAD_REQUEST;
         return send_error(req, conn, 400, "Malformed request path");
     }
-    if (cfg->signup && strcmp(method, "POST") == 0 && strcmp(req->path, cfg->signup_path) == 0)
+    /* keygate's own endpoints answer only requests addressed to it, never
+     * a question about an upstream path of the same name. */
+    if (own && cfg->signup && strcmp(method, "POST") == 0 &&
+        strcmp(req->path, cfg->signup_path) == 0)
         return signup_start(req, conn, &sc);
 
-    health = strcmp(req->path, "/health") == 0 &&
+    health = own && strcmp(req->path, "/health") == 0 &&
              (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0);
     client_ip(conn, cfg, &sc, ip, sizeof(ip));
     now_ms = kg_time_mono_ms();
@@ -767,6 +919,11 @@ decide_first(struct kg_req *req, struct MHD_Connection *conn, const char *method
         req->outcome = KG_OUTCOME_QUOTA_EXCEEDED;
         kg_respond_verdict(cfg, &d, &ans);
         ret = send_answer(req, conn, &ans);
+    } else if (cfg->mode == KG_MODE_FORWARD_AUTH) {
+        /* No upstream status ever comes back here: the allow is the charge. */
+        kg_keycache_charge(d.key->stat, req->cost);
+        req->outcome = KG_OUTCOME_ALLOWED;
+        ret = send_allow(req, conn, d.key);
     } else {
         /* Every key is charged, with a limit or not, so its credits used
          * are known when it gets one. */
@@ -877,8 +1034,7 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url, const ch
         return signup_continue(req, conn, upload_data, upload_data_size);
     if (req->phase == REQ_DEFERRED) {
         *upload_data_size = 0;
-        req->phase = REQ_ANSWERED;
-        return send_answer(req, conn, req->deferred);
+        return send_deferred(req, conn);
     }
     if (req->phase == REQ_ANSWERED) {
         *upload_data_size = 0; /* a body after our own answer is read and dropped */
@@ -944,6 +1100,8 @@ request_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     kg_relay_free(req->x);
     signup_job_free(req->signup);
     free(req->deferred);
+    if (req->allow != NULL)
+        MHD_destroy_response(req->allow);
     free(req->uri);
     free(req->path);
     kg_cfgswap_release(req->cfg); /* last: everything above ran under it */

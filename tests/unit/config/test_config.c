@@ -176,6 +176,8 @@ assert_defaults(const struct kg_config *cfg)
     assert_int_equal(cfg->auth_throttle_window_ms, 60000);
     assert_int_equal(cfg->auth_throttle_cooldown_ms, 60000);
     assert_int_equal(cfg->ntrusted_proxies, 0);
+    assert_int_equal(cfg->mode, KG_MODE_PROXY);
+    assert_string_equal(cfg->forward_auth_prefix, "");
 }
 
 static void
@@ -875,6 +877,42 @@ test_bad_environment_values_name_the_variable(void **state)
 }
 
 static void
+test_mode_is_proxy_or_forward_auth_with_an_optional_prefix(void **state)
+{
+    struct fixture *fx = *state;
+
+    load_ok(fx, "mode forward_auth\nforward_auth_prefix /ext/authz\n");
+    assert_int_equal(fx->cfg->mode, KG_MODE_FORWARD_AUTH);
+    assert_string_equal(fx->cfg->forward_auth_prefix, "/ext/authz");
+    load_ok(fx, "mode proxy\nforward_auth_prefix \"\"\n");
+    assert_int_equal(fx->cfg->mode, KG_MODE_PROXY);
+    assert_string_equal(fx->cfg->forward_auth_prefix, "");
+    load_fails_with(fx, "mode forward-auth",
+                    "1: mode wants proxy or forward_auth, got \"forward-auth\"");
+    load_fails_with(fx, "forward_auth_prefix /",
+                    "1: forward_auth_prefix wants a normalised absolute path such as /authz, "
+                    "or \"\" for none, got \"/\"");
+    load_fails_with(fx, "forward_auth_prefix authz",
+                    "1: forward_auth_prefix wants a normalised absolute path such as /authz, "
+                    "or \"\" for none, got \"authz\"");
+    load_fails_with(fx, "forward_auth_prefix /a/../b",
+                    "1: forward_auth_prefix wants a normalised absolute path such as /authz, "
+                    "or \"\" for none, got \"/a/../b\"");
+}
+
+static void
+test_mode_and_prefix_come_from_the_environment_too(void **state)
+{
+    struct fixture *fx = *state;
+
+    setenv("KEYGATE_MODE", "forward_auth", 1);
+    setenv("KEYGATE_FORWARD_AUTH_PREFIX", "/authz", 1);
+    load_ok(fx, "mode proxy\n");
+    assert_int_equal(fx->cfg->mode, KG_MODE_FORWARD_AUTH);
+    assert_string_equal(fx->cfg->forward_auth_prefix, "/authz");
+}
+
+static void
 test_an_empty_environment_variable_counts_as_unset(void **state)
 {
     struct fixture *fx = *state;
@@ -1256,6 +1294,8 @@ main(void)
         T(test_environment_overrides_win_over_the_file),
         T(test_environment_applies_without_a_file),
         T(test_bad_environment_values_name_the_variable),
+        T(test_mode_is_proxy_or_forward_auth_with_an_optional_prefix),
+        T(test_mode_and_prefix_come_from_the_environment_too),
         T(test_an_empty_environment_variable_counts_as_unset),
         T(test_missing_file_is_an_io_error_with_the_reason),
         T(test_a_directory_is_an_io_error),
