@@ -16,7 +16,8 @@
  * into out (outcap bytes; the result is never longer than the input, so
  * len + 1 is enough), NUL-terminated. KG_EINVAL (answer 400) when the path
  * does not start with "/", holds an encoded "/" (%2F), an encoded or raw NUL,
- * a malformed escape, or a control character, space or non-ASCII byte. */
+ * a malformed escape, a raw '#' or backslash, or a control character, space or
+ * non-ASCII byte. */
 enum kg_status kg_pathnorm(const char *path, size_t len, char *out, size_t outcap,
                            struct kg_err *err);
 

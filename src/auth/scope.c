@@ -2,6 +2,7 @@
  * Owns no state: routes belong to the config, scopes to the key cache. */
 #include <stdio.h>
 #include <string.h>
+#include <strings.h>
 
 #include "keygate/scope.h"
 
@@ -101,10 +102,14 @@ kg_scope_grants(const char *have, const char *need)
     return strcmp(have, need) == 0;
 }
 
+/* Methods are case-sensitive (RFC 9110), but some frameworks upper-case
+ * what they receive, so "post" must not slip past a POST rule; and servers
+ * answer HEAD with their GET handler, so a GET rule covers HEAD too. */
 static bool
 method_matches(const char *rule, const char *method)
 {
-    return strcmp(rule, "*") == 0 || strcmp(rule, method) == 0;
+    return strcmp(rule, "*") == 0 || strcasecmp(rule, method) == 0 ||
+           (strcmp(rule, "GET") == 0 && strcasecmp(method, "HEAD") == 0);
 }
 
 const struct kg_route *

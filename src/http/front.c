@@ -867,6 +867,15 @@ decide_first(struct kg_req *req, struct MHD_Connection *conn, const char *method
         req->outcome = KG_OUTCOME_BAD_REQUEST;
         return send_error(req, conn, 400, "Malformed request path");
     }
+    /* In forward_auth the API gets the client's raw path, not ours: decide
+     * only a path that normalising leaves as it is (up to the case of an
+     * escape's hex digits), or "/v1/admin/x/../../items" would be judged as
+     * "/v1/items" and served as whatever the API makes of it. */
+    if (cfg->mode == KG_MODE_FORWARD_AUTH &&
+        (strlen(req->path) != plen || strncasecmp(req->path, req->uri, plen) != 0)) {
+        req->outcome = KG_OUTCOME_BAD_REQUEST;
+        return send_error(req, conn, 400, "Request path is not in normal form");
+    }
     /* keygate's own endpoints answer only requests addressed to it, never
      * a question about an upstream path of the same name. */
     if (own && cfg->signup && strcmp(method, "POST") == 0 &&

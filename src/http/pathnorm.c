@@ -75,6 +75,10 @@ kg_pathnorm(const char *path, size_t len, char *out, size_t outcap, struct kg_er
         }
         if (c <= 0x20 || c >= 0x7f)
             return kg_err_set(err, KG_EINVAL, "control character, space or non-ASCII byte in path");
+        /* Never valid raw in a request target (RFC 3986): an upstream that
+         * cuts at '#' or reads a backslash as '/' would see another path than the rules. */
+        if (c == '#' || c == '\\')
+            return kg_err_set(err, KG_EINVAL, "'#' or '\\' in path");
         out[n++] = (char)c;
     }
     out[n] = '\0';

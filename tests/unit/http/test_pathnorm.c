@@ -180,6 +180,18 @@ test_nul_is_refused_encoded_or_raw(void **state)
 }
 
 static void
+test_a_raw_fragment_mark_or_backslash_is_refused(void **state)
+{
+    (void)state;
+    /* "/v1/admin#/../../items" would pass a rule as "/items" while an
+     * upstream that cuts at '#' serves "/v1/admin". */
+    assert_refused("/v1/admin#/../../items");
+    assert_refused("/a#");
+    assert_refused("/v1/items\\..\\admin");
+    assert_norm("/a%23b%5Cc", "/a%23b%5Cc");
+}
+
+static void
 test_malformed_escapes_are_refused(void **state)
 {
     (void)state;
@@ -280,6 +292,7 @@ main(void)
         cmocka_unit_test(test_raw_reserved_characters_pass_through),
         cmocka_unit_test(test_an_encoded_slash_is_refused),
         cmocka_unit_test(test_nul_is_refused_encoded_or_raw),
+        cmocka_unit_test(test_a_raw_fragment_mark_or_backslash_is_refused),
         cmocka_unit_test(test_malformed_escapes_are_refused),
         cmocka_unit_test(test_an_escape_cut_by_len_is_refused),
         cmocka_unit_test(test_raw_space_control_and_non_ascii_bytes_are_refused),
