@@ -209,11 +209,4 @@ enum kg_status kg_keycache_flush(struct kg_keycache *kc, struct kg_store *st, si
 enum kg_status kg_keycache_usage(struct kg_keycache *kc, struct kg_store *st, const char *id,
                                  struct kg_key_usage *out, struct kg_err *err);
 
-/* What user id used of its credits and its tier quota: the store's totals
- * (kg_store_user_usage_get) plus what this process charged and has not
- * flushed, under the flush lock. A count of an earlier period than now's
- * reads 0. KG_ENOTFOUND: no such user in st. */
-enum kg_status kg_keycache_user_usage(struct kg_keycache *kc, struct kg_store *st, const char *id,
-                                      int64_t now, struct kg_user_usage *out, struct kg_err *err);
-
 #endif

@@ -935,41 +935,6 @@ cleanup:
     return rc;
 }
 
-enum kg_status
-kg_keycache_user_usage(struct kg_keycache *kc, struct kg_store *st, const char *id, int64_t now,
-                       struct kg_user_usage *out, struct kg_err *err)
-{
-    struct kg_userstat *u = NULL;
-    size_t mask = kc->ustats_cap - 1;
-    enum kg_status rc;
-
-    pthread_mutex_lock(&kc->load_mu);
-    rc = kg_store_user_usage_get(st, id, out, err);
-    if (rc != KG_OK)
-        goto cleanup;
-    for (size_t i = str_hash(id) & mask; kc->ustats[i].id != NULL; i = (i + 1) & mask) {
-        if (strcmp(kc->ustats[i].id, id) == 0) {
-            u = kc->ustats[i].stat;
-            break;
-        }
-    }
-    if (u == NULL)
-        goto cleanup;
-    /* Stored counts as the store has them, with this process's unflushed
-     * charges, in the periods this process counts in. */
-    atomic_store(&u->credits.stored, out->credits);
-    atomic_store(&u->credits.stored_start, out->credits_period_start);
-    atomic_store(&u->tier.stored, out->tier);
-    atomic_store(&u->tier.stored_start, out->tier_period_start);
-    out->credits = kg_keycache_meter_used(
-        &u->credits, (enum kg_quota_period)atomic_load(&u->credits.period), now);
-    out->tier =
-        kg_keycache_meter_used(&u->tier, (enum kg_quota_period)atomic_load(&u->tier.period), now);
-cleanup:
-    pthread_mutex_unlock(&kc->load_mu);
-    return rc;
-}
-
 struct kg_limiter *
 kg_keycache_limiter(struct kg_keycache *kc)
 {
