@@ -92,6 +92,11 @@ struct kg_user_new {
     bool platform_admin;       /* KG_EINVAL with a fence: only platform admins grant it */
     bool is_signup;            /* audit as one "signup" entry instead of user.create (+
                                 * key.create) */
+    /* Credits every key of the user draws from together, besides each
+     * key's own and the tier quota; charged on the upstream's 2xx. */
+    bool has_credits;   /* false = unlimited */
+    int64_t credits;    /* with has_credits: 0..1000000000 */
+    const char *refill; /* NULL or "" = never, "day" or "month" (needs has_credits) */
 };
 
 /* NULL / false = unchanged; at least one member must be set. Rules as for
@@ -108,6 +113,9 @@ struct kg_user_change {
     bool platform_admin;
     bool set_disabled;
     bool disabled;
+    bool set_quota_limit;
+    int64_t quota_limit;      /* credits 0..1000000000; -1 = unlimited */
+    const char *quota_period; /* "day", "month" or "" (never) */
 };
 
 /* Checks every field of req without a store. */
@@ -151,6 +159,15 @@ enum kg_status kg_accounts_user_list(const struct kg_keys_ctx *kc, const char *f
 enum kg_status kg_accounts_user_update(const struct kg_keys_ctx *kc, const char *fence,
                                        const char *id, const struct kg_user_change *chg,
                                        int64_t now, struct kg_user_rec *out, struct kg_err *err);
+
+/* What user id used, as the store has it (every daemon flushes at least
+ * once a second): its own credits in its refill period and its tier's
+ * quota (kc->cfg's tier of the user; NULL config or no quota: the count as
+ * stored) in the tier's period, each 0 when the stored count belongs to an
+ * earlier period than now's. KG_ENOTFOUND as for kg_accounts_user_get(). */
+enum kg_status kg_accounts_user_usage(const struct kg_keys_ctx *kc, const char *fence,
+                                      const struct kg_user_rec *u, int64_t now,
+                                      struct kg_user_usage *out, struct kg_err *err);
 
 /* Disables id now (user.disable): every key of the user stops, within the
  * same bound as a revocation. KG_ECONFLICT "user ID is already disabled". */

@@ -22,6 +22,28 @@
 #include "keygate/status.h"
 #include "keygate/store.h"
 
+/* One running count against a limit that comes back each period: a user's
+ * own credits, or what the user used of its tier's quota. The same
+ * protocol as a key's credits below: charged counts what this process
+ * charged since it started, flushed how much of it the store has, stored
+ * and stored_start the store's total and its period start as this process
+ * last knew them (set by a reload, moved by each flush after its commit). */
+struct kg_meter {
+    _Atomic int64_t charged;
+    _Atomic int64_t flushed;
+    _Atomic int64_t stored;
+    _Atomic int64_t stored_start;
+    _Atomic int period; /* enum kg_quota_period */
+};
+
+/* What a user spent, shared by every key of the user and every snapshot. */
+struct kg_userstat {
+    struct kg_meter credits; /* its own credits; period set by a reload */
+    /* Its tier's quota, counted only while the tier has one: the period
+     * comes from the config, set by each kg_keycache_spend_allow(). */
+    struct kg_meter tier;
+};
+
 /* Usage of one key, shared by every snapshot that holds the key. */
 struct kg_keystat {
     _Atomic int64_t last_used;    /* Unix seconds, 0 = never */
@@ -49,6 +71,9 @@ struct kg_keystat {
     _Atomic int64_t credits_stored;
     _Atomic int64_t credits_stored_start;
     _Atomic int credits_period; /* enum kg_quota_period, set by a reload */
+    /* The owner's record (a key never changes owner), set by a reload:
+     * kg_keycache_charge() charges it too. */
+    struct kg_userstat *_Atomic user;
 };
 
 /* What kg_keycache_count() records. */
@@ -87,6 +112,10 @@ struct kg_keyent {
     bool platform_admin; /* the owner is a platform admin */
     int64_t quota_limit; /* credits it may use, -1 = unlimited */
     enum kg_quota_period quota_period; /* when the credits come back */
+    struct kg_userstat *ustat;   /* the owner's credits and tier quota */
+    bool user_has_quota;         /* the owner has credits of its own */
+    int64_t user_quota_limit;    /* ... this many */
+    enum kg_quota_period user_quota_period;
     bool has_rate;       /* the key has a rate of its own (else the config default) */
     struct kg_gcra rate; /* its rate and burst, when has_rate */
 };
@@ -146,8 +175,22 @@ int64_t kg_keycache_credits_used(struct kg_keystat *stat, enum kg_quota_period p
  * overspend by at most the cost of the requests in flight at once. */
 bool kg_keycache_credits_allow(const struct kg_keyent *ent, int64_t cost, int64_t now);
 
-/* Charges units credits to stat (a stat record outlives snapshots, so a
- * request may keep it past releasing its snapshot). Lock-free. */
+/* What meter m counts in the period holding now (see struct kg_meter),
+ * the same way as kg_keycache_credits_used(). */
+int64_t kg_keycache_meter_used(struct kg_meter *m, enum kg_quota_period period, int64_t now);
+
+/* Whether a request of ent costing cost fits at now in all of: the key's
+ * credits, its owner's credits, and the owner's tier quota (tier may be
+ * NULL: no tier limit; a tier without quota has none). Checks, does not
+ * charge, like kg_keycache_credits_allow(); the stricter limit decides and
+ * a refusal charges none of them. Also tells the owner's record which
+ * period the tier quota counts in. */
+bool kg_keycache_spend_allow(const struct kg_keyent *ent, const struct kg_tier *tier, int64_t cost,
+                             int64_t now);
+
+/* Charges units credits to stat, and to its owner's credits and tier quota
+ * (a stat record outlives snapshots, so a request may keep it past
+ * releasing its snapshot). Lock-free. */
 void kg_keycache_charge(struct kg_keystat *stat, int64_t units);
 
 /* Writes the last-used time and the counter deltas of every key used or

@@ -49,9 +49,15 @@ json_t *kg_output_tenant_json(const struct kg_tenant_rec *rec);
 
 /* A user: id, tenant, username, email (null when none), first_name,
  * last_name, role (array of scopes), tier, platform_admin, has_password,
- * created_at, disabled_at, state ("active" or "disabled"). Never the
- * password hash. New reference or NULL. */
+ * created_at, disabled_at, state ("active" or "disabled"), quota_limit
+ * (its own credits, null = unlimited), quota_period ("day", "month" or
+ * null). Never the password hash. New reference or NULL. */
 json_t *kg_output_user_json(const struct kg_user_rec *rec);
+
+/* Adds what a user used to o (a user object): quota_used (its own credits)
+ * and tier_quota_used (units of its tier's quota) in the current periods.
+ * false on failure (out of memory). */
+bool kg_output_user_usage(json_t *o, const struct kg_user_usage *used);
 
 /* An audit entry: seq, time, actor, tenant (null when none), action,
  * object, details (the JSON object; a string if it does not parse),

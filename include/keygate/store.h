@@ -93,6 +93,11 @@ struct kg_user_rec {
     bool platform_admin; /* admin keys of this user see every tenant */
     int64_t created_at;
     int64_t disabled_at; /* 0 = enabled; else every key of the user is dead */
+    /* Credits every key of the user draws from together. A flag rather
+     * than -1 for "unlimited", so that a zeroed record is unlimited. */
+    bool has_quota;
+    int64_t quota_limit;   /* when has_quota: 0 to 1000000000; else 0 */
+    char quota_period[16]; /* "", "day", "month": when they come back */
 };
 
 /* One audit trail entry.
@@ -213,11 +218,16 @@ enum kg_status kg_store_key_list(struct kg_store *st, const struct kg_key_query 
 /* What the key cache needs to know about a key's owner. Borrowed for the
  * callback. disabled: the user or its tenant is disabled, or the key has no
  * owner at all (a key is never live without one). */
+struct kg_user_usage;
 struct kg_key_owner {
     const char *role; /* the user's role, "*" = every scope */
     const char *tier;
     bool platform_admin;
     bool disabled;
+    bool has_quota;              /* the user's own credits (struct kg_user_rec) */
+    int64_t quota_limit;
+    const char *quota_period;    /* "", "day", "month" */
+    const struct kg_user_usage *usage; /* what the user used, as stored */
 };
 typedef bool (*kg_store_key_owner_cb)(const struct kg_key_rec *rec,
                                       const struct kg_key_owner *owner, void *ctx);
@@ -290,6 +300,32 @@ enum kg_status kg_store_key_usage_add(struct kg_store *st, const char *const *id
  * last_used_at). KG_ENOTFOUND: no such key. */
 enum kg_status kg_store_key_usage_get(struct kg_store *st, const char *id, struct kg_key_usage *out,
                                       struct kg_err *err);
+
+/* What a user used of its own credits and of its tier's quota: stored
+ * totals (each in the period starting at its *_period_start, 0 = none yet)
+ * or deltas to add to them (charged in the period starting there; a start
+ * later than the stored one starts the count again: the refill). */
+struct kg_user_usage {
+    int64_t credits;
+    int64_t credits_period_start;
+    int64_t tier;
+    int64_t tier_period_start;
+    int64_t updated_at; /* stored only: when last written, 0 = never */
+};
+
+/* kg_store_key_usage_add() and, in the SAME transaction, the user deltas
+ * udeltas[i] added to the totals of user uids[i] (unknown ids ignored): a
+ * flush either counts a request for its key, its user and its tier or for
+ * none of them. */
+enum kg_status kg_store_usage_add(struct kg_store *st, const char *const *ids,
+                                  const struct kg_key_usage *deltas, size_t n,
+                                  const char *const *uids, const struct kg_user_usage *udeltas,
+                                  size_t nu, int64_t now, struct kg_err *err);
+
+/* The stored usage of user id (all zero when nothing was charged).
+ * KG_ENOTFOUND: no such user. */
+enum kg_status kg_store_user_usage_get(struct kg_store *st, const char *id,
+                                       struct kg_user_usage *out, struct kg_err *err);
 
 /* ---- tenants ---- */
 

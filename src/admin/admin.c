@@ -18,6 +18,7 @@
 #include "admin/admin_int.h"
 #include "keygate/accounts.h"
 #include "keygate/admin.h"
+#include "keygate/clientip.h"
 #include "keygate/credential.h"
 #include "keygate/decide.h"
 #include "keygate/hygiene.h"
@@ -31,6 +32,10 @@
 #define ADMIN_CONNECTIONS_MAX 256
 #define ADMIN_TIMEOUT_S 30
 #define ADMIN_POOL_BYTES (64 * 1024)
+/* Client IPs the admin throttle tracks at once (two tables of them): the
+ * admin listener has few callers; a full table forgets the least
+ * restrictive record first, as on the public side. */
+#define ADMIN_THROTTLE_CLIENTS 4096
 
 /* Scopes; "tenants:admin" also needs a platform admin. */
 #define S_READ "keys:read"
@@ -547,6 +552,52 @@ authenticate(struct kg_admin *adm, const struct kg_cred *cred, const char *metho
     return v;
 }
 
+/* ---- the brute-force throttle ---- */
+
+/* The client IP of an admin call: the socket peer, or behind a trusted
+ * proxy the right-most untrusted X-Forwarded-For hop. */
+static void
+admin_client_ip(struct kg_admin *adm, struct MHD_Connection *conn, char *buf, size_t len)
+{
+    const struct kg_config *cfg = adm->cfg;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    const char *xff = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Forwarded-For");
+    struct kg_ipaddr peer;
+
+    buf[0] = '\0';
+    if (ci != NULL && kg_clientip_from_sockaddr(ci->client_addr, &peer))
+        kg_clientip_resolve(cfg->trusted_proxies, cfg->ntrusted_proxies, &peer, xff, buf, len);
+}
+
+/* An IP in its cool-down is refused before any key lookup, as on the
+ * public side: 429 with Retry-After and the active error style's body. */
+static bool
+admin_throttled(struct kg_admin *adm, const char *ip, int64_t now_ms, struct kg_answer *ans)
+{
+    struct kg_decision d = {.verdict = KG_DENY_THROTTLED};
+    int64_t retry_ms = 0;
+
+    if (adm->auth_cooldown == NULL || kg_throttle_peek(adm->auth_cooldown, ip, now_ms, &retry_ms))
+        return false;
+    kg_respond_verdict(adm->cfg, &d, ans);
+    ans->retry_after_s = kg_throttle_retry_after_s(retry_ms);
+    return true;
+}
+
+/* Counts a missing, unknown or expired admin key against ip; the failure
+ * that uses up its allowance starts the cool-down. */
+static void
+admin_throttle_count(struct kg_admin *adm, enum kg_verdict v, const char *ip, int64_t now_ms)
+{
+    if (adm->auth_failures == NULL ||
+        (v != KG_DENY_NO_CREDENTIAL && v != KG_DENY_INVALID && v != KG_DENY_EXPIRED))
+        return;
+    if (!kg_throttle_take(adm->auth_failures, ip, now_ms, NULL) ||
+        !kg_throttle_peek(adm->auth_failures, ip, now_ms, NULL))
+        kg_throttle_take(adm->auth_cooldown, ip, now_ms, NULL);
+}
+
 /* ---- the access handler ---- */
 
 static enum MHD_Result
@@ -664,12 +715,13 @@ dispatch(struct kg_admin *adm, struct MHD_Connection *conn, const char *url, con
     const struct kg_config *cfg = adm->cfg;
     struct cred_scan cs = {.cfg = cfg};
     struct admin_call c = {.adm = adm, .conn = conn, .method = method};
-    char idbuf[KG_NAME_MAX], allow[64], key_id[KG_ID_MAX];
+    char idbuf[KG_NAME_MAX], allow[64], key_id[KG_ID_MAX], ip[KG_CLIENTIP_MAX];
     const struct route *r;
     struct kg_decision d;
     struct kg_answer ans;
     enum kg_verdict v;
     enum MHD_Result ret;
+    int64_t now_ms;
 
     if ((strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0) &&
         (strcmp(url, "/livez") == 0 || strcmp(url, "/readyz") == 0))
@@ -686,9 +738,14 @@ dispatch(struct kg_admin *adm, struct MHD_Connection *conn, const char *url, con
     if (rq->body.failed)
         return send_error(adm, conn, 500, "Internal error", NULL);
 
+    admin_client_ip(adm, conn, ip, sizeof(ip));
+    now_ms = kg_time_mono_ms();
+    if (admin_throttled(adm, ip, now_ms, &ans))
+        return send_answer(conn, &ans, NULL);
     kg_credential_init(&cs.cred);
     MHD_get_connection_values_n(conn, MHD_HEADER_KIND, scan_cred, &cs);
     v = authenticate(adm, &cs.cred, method, url, r, key_id, &d);
+    admin_throttle_count(adm, v, ip, now_ms);
     if (v == KG_DENY_NO_CREDENTIAL || v == KG_DENY_INVALID || v == KG_DENY_EXPIRED)
         audit_auth_failure(adm, &cs.cred, v);
     if (v != KG_ALLOW) {
@@ -817,6 +874,17 @@ kg_admin_start(struct kg_runtime *rt, const struct sockaddr_storage *addr, struc
     kg_digest_audit_key(rt->secret, audit_key);
     kg_store_set_audit_key(adm->store, audit_key);
     sodium_memzero(audit_key, sizeof(audit_key));
+    /* The same settings as the public side's throttle (which needs a
+     * restart to change, like here), tables of its own. */
+    if (cfg->auth_throttle_count > 0) {
+        rc = kg_throttle_new(cfg->auth_throttle_count, cfg->auth_throttle_window_ms,
+                             ADMIN_THROTTLE_CLIENTS, &adm->auth_failures, err);
+        if (rc == KG_OK)
+            rc = kg_throttle_new(1, cfg->auth_throttle_cooldown_ms, ADMIN_THROTTLE_CLIENTS,
+                                 &adm->auth_cooldown, err);
+        if (rc != KG_OK)
+            goto cleanup;
+    }
     if (addr->ss_family == AF_INET6) {
         flags |= MHD_USE_IPv6;
         port = ntohs(((const struct sockaddr_in6 *)(const void *)addr)->sin6_port);
@@ -851,5 +919,7 @@ kg_admin_stop(struct kg_admin *adm)
     if (adm->daemon != NULL)
         MHD_stop_daemon(adm->daemon);
     kg_store_close(adm->store);
+    kg_throttle_free(adm->auth_failures);
+    kg_throttle_free(adm->auth_cooldown);
     free(adm);
 }

@@ -23,6 +23,7 @@
 #include "keygate/runtime.h"
 #include "keygate/status.h"
 #include "keygate/store.h"
+#include "keygate/throttle.h"
 
 #define ADMIN_LIMIT_DEFAULT 50
 #define ADMIN_LIMIT_MAX 200
@@ -39,6 +40,11 @@ struct kg_admin {
      * minute: capped, so a flood cannot grow the trail or fsync without end. */
     int64_t auth_audit_window_ms;
     int auth_audit_rows;
+    /* The brute-force throttle (auth_throttle) of this listener: its own
+     * pair of per-IP tables, so guesses on the public side never lock an
+     * operator out of the admin API and the other way round. NULL: off. */
+    struct kg_throttle *auth_failures;
+    struct kg_throttle *auth_cooldown;
 };
 
 #define ADMIN_AUTH_AUDIT_PER_MIN 60

@@ -89,7 +89,7 @@ admin_users_create(struct admin_call *c)
     struct kg_keys_ctx kc = accounts_ctx(c);
     struct kg_user_new req = {0};
     char role[KG_SCOPES_MAX] = "";
-    bool has_role = false;
+    bool has_role = false, null_quota = false;
     const struct kg_jfield fields[] = {
         {.name = "username", .type = KG_JSTRING, .out = &req.username},
         {.name = "email", .type = KG_JSTRING, .nullable = true, .out = &req.email},
@@ -99,6 +99,14 @@ admin_users_create(struct admin_call *c)
         {.name = "role", .type = KG_JSCOPES, .out = role, .present = &has_role},
         {.name = "tier", .type = KG_JSTRING, .out = &req.tier},
         {.name = "platform_admin", .type = KG_JBOOL, .out = &req.platform_admin},
+        /* The key document's names: null or -1 is unlimited. */
+        {.name = "quota_limit",
+         .type = KG_JINT,
+         .nullable = true,
+         .out = &req.credits,
+         .present = &req.has_credits,
+         .is_null = &null_quota},
+        {.name = "quota_period", .type = KG_JSTRING, .nullable = true, .out = &req.refill},
     };
     struct kg_user_rec u;
     struct kg_err err = {{0}};
@@ -109,6 +117,8 @@ admin_users_create(struct admin_call *c)
         !admin_decode(c, fields, sizeof(fields) / sizeof(fields[0]), &root))
         return;
     req.role = has_role ? role : NULL;
+    if (null_quota || (req.has_credits && req.credits == -1))
+        req.has_credits = false;
     rc = kg_accounts_user_create(&kc, c->fence, &req, NULL, c->now, &u, NULL, NULL, &err);
     if (rc != KG_OK)
         admin_fail_status(c, rc, &err);
@@ -148,14 +158,25 @@ admin_users_get(struct admin_call *c)
     struct kg_user_rec u;
     struct kg_err err = {{0}};
     enum kg_status rc;
+    struct kg_user_usage used;
+    json_t *doc;
 
     if (!admin_query_check(c, (const char *const[]){NULL}))
         return;
     rc = kg_accounts_user_get(&kc, c->fence, c->id, &u, &err);
-    if (rc != KG_OK)
+    if (rc == KG_OK)
+        rc = kg_accounts_user_usage(&kc, c->fence, &u, c->now, &used, &err);
+    if (rc != KG_OK) {
         admin_fail_status(c, rc, &err);
-    else
-        admin_reply(c, 200, user_json(&u));
+        return;
+    }
+    /* What was used, as flushed (at most a second old). */
+    doc = user_json(&u);
+    if (doc != NULL && !kg_output_user_usage(doc, &used)) {
+        json_decref(doc);
+        doc = NULL;
+    }
+    admin_reply(c, 200, doc);
 }
 
 void
@@ -164,7 +185,7 @@ admin_users_update(struct admin_call *c)
     struct kg_keys_ctx kc = accounts_ctx(c);
     struct kg_user_change chg = {0};
     char role[KG_SCOPES_MAX] = "";
-    bool has_role = false, null_email = false;
+    bool has_role = false, null_email = false, null_quota = false, null_period = false;
     const struct kg_jfield fields[] = {
         {.name = "username", .type = KG_JSTRING, .out = &chg.username},
         {.name = "email",
@@ -181,6 +202,17 @@ admin_users_update(struct admin_call *c)
          .out = &chg.platform_admin,
          .present = &chg.set_platform_admin},
         {.name = "disabled", .type = KG_JBOOL, .out = &chg.disabled, .present = &chg.set_disabled},
+        {.name = "quota_limit",
+         .type = KG_JINT,
+         .nullable = true,
+         .out = &chg.quota_limit,
+         .present = &chg.set_quota_limit,
+         .is_null = &null_quota},
+        {.name = "quota_period",
+         .type = KG_JSTRING,
+         .nullable = true,
+         .out = &chg.quota_period,
+         .is_null = &null_period},
     };
     struct kg_user_rec u;
     struct kg_err err = {{0}};
@@ -194,6 +226,10 @@ admin_users_update(struct admin_call *c)
         chg.role = role;
     if (null_email)
         chg.email = ""; /* null removes the address */
+    if (null_quota)
+        chg.quota_limit = -1; /* null: unlimited, as for a key */
+    if (null_period)
+        chg.quota_period = "";
     rc = kg_accounts_user_update(&kc, c->fence, c->id, &chg, c->now, &u, &err);
     if (rc != KG_OK) {
         admin_fail_status(c, rc, &err);

@@ -31,12 +31,19 @@ struct stat_slot {
     struct kg_keystat *stat;
 };
 
+struct user_slot {
+    char *id;
+    struct kg_userstat *stat;
+};
+
 struct kg_keycache {
     pthread_mutex_t swap_mu; /* held only for the pointer read + ref increment */
-    pthread_mutex_t load_mu; /* serialises reloads, flushes and the stat map */
+    pthread_mutex_t load_mu; /* serialises reloads, flushes and the stat maps */
     struct kg_keysnap *cur;
     struct stat_slot *stats; /* open addressing by id */
     size_t nstats, stats_cap;
+    struct user_slot *ustats; /* the same, by user id */
+    size_t nustats, ustats_cap;
     /* Rate-limit buckets by key id and user id: like the stat records they
      * outlive snapshots, so a reload resets no limit. */
     struct kg_limiter *limiter;
@@ -112,10 +119,13 @@ kg_keycache_new(struct kg_keycache **out)
     kc->cur = snap_new(0);
     kc->stats_cap = 64;
     kc->stats = calloc(kc->stats_cap, sizeof(*kc->stats));
-    if (kc->cur == NULL || kc->stats == NULL ||
+    kc->ustats_cap = 64;
+    kc->ustats = calloc(kc->ustats_cap, sizeof(*kc->ustats));
+    if (kc->cur == NULL || kc->stats == NULL || kc->ustats == NULL ||
         kg_limiter_new_local(LIMITER_BUCKETS, &kc->limiter, NULL) != KG_OK) {
         snap_free(kc->cur);
         free(kc->stats);
+        free(kc->ustats);
         free(kc);
         return KG_ENOMEM;
     }
@@ -136,6 +146,11 @@ kg_keycache_free(struct kg_keycache *kc)
         free(kc->stats[i].stat);
     }
     free(kc->stats);
+    for (size_t i = 0; i < kc->ustats_cap; i++) {
+        free(kc->ustats[i].id);
+        free(kc->ustats[i].stat);
+    }
+    free(kc->ustats);
     kg_limiter_free(kc->limiter);
     pthread_mutex_destroy(&kc->swap_mu);
     pthread_mutex_destroy(&kc->load_mu);
@@ -254,18 +269,20 @@ kg_keycache_period_start(enum kg_quota_period period, int64_t now)
     return (era * 146097 + doe - 719468) * 86400;
 }
 
-int64_t
-kg_keycache_credits_used(struct kg_keystat *stat, enum kg_quota_period period, int64_t now)
+/* Credits used of a count in the period holding now; see
+ * kg_keycache_credits_used() for the order of the reads. */
+static int64_t
+used_of(_Atomic int64_t *charged, _Atomic int64_t *flushed_p, _Atomic int64_t *stored_p,
+        _Atomic int64_t *start_p, enum kg_quota_period period, int64_t now)
 {
     int64_t start = kg_keycache_period_start(period, now);
-    /* A flush moves credits_stored first and credits_flushed last, so
-     * reading them the other way round (flushed, stored, credits) lets a
-     * flush in between only count a delta twice (refuse early), never miss
-     * it (overspend). */
-    int64_t flushed = atomic_load(&stat->credits_flushed);
-    int64_t stored = atomic_load(&stat->credits_stored);
-    int64_t stored_start = atomic_load(&stat->credits_stored_start);
-    int64_t pending = atomic_load(&stat->credits) - flushed;
+    /* A flush moves stored first and flushed last, so reading them the
+     * other way round (flushed, stored, charged) lets a flush in between
+     * only count a delta twice (refuse early), never miss it (overspend). */
+    int64_t flushed = atomic_load(flushed_p);
+    int64_t stored = atomic_load(stored_p);
+    int64_t stored_start = atomic_load(start_p);
+    int64_t pending = atomic_load(charged) - flushed;
 
     /* Stored credits of an earlier refill period are spent history; a
      * stored start of 0 (no refill yet, or credits used before the refill
@@ -273,6 +290,19 @@ kg_keycache_credits_used(struct kg_keystat *stat, enum kg_quota_period period, i
     if (stored_start != 0 && stored_start < start)
         stored = 0;
     return stored + pending;
+}
+
+int64_t
+kg_keycache_credits_used(struct kg_keystat *stat, enum kg_quota_period period, int64_t now)
+{
+    return used_of(&stat->credits, &stat->credits_flushed, &stat->credits_stored,
+                   &stat->credits_stored_start, period, now);
+}
+
+int64_t
+kg_keycache_meter_used(struct kg_meter *m, enum kg_quota_period period, int64_t now)
+{
+    return used_of(&m->charged, &m->flushed, &m->stored, &m->stored_start, period, now);
 }
 
 bool
@@ -283,11 +313,85 @@ kg_keycache_credits_allow(const struct kg_keyent *ent, int64_t cost, int64_t now
     return kg_keycache_credits_used(ent->stat, ent->quota_period, now) + cost <= ent->quota_limit;
 }
 
+bool
+kg_keycache_spend_allow(const struct kg_keyent *ent, const struct kg_tier *tier, int64_t cost,
+                        int64_t now)
+{
+    struct kg_userstat *us = ent->ustat;
+    enum kg_quota_period tp = KG_QUOTA_NONE;
+
+    if (tier != NULL && tier->quota_period != KG_QUOTA_NONE)
+        tp = tier->quota_period;
+    if (us != NULL && atomic_load_explicit(&us->tier.period, memory_order_relaxed) != (int)tp)
+        atomic_store_explicit(&us->tier.period, (int)tp, memory_order_relaxed);
+    if (!kg_keycache_credits_allow(ent, cost, now))
+        return false;
+    if (us == NULL)
+        return true;
+    if (ent->user_has_quota &&
+        kg_keycache_meter_used(&us->credits, ent->user_quota_period, now) + cost >
+            ent->user_quota_limit)
+        return false;
+    return tp == KG_QUOTA_NONE || kg_keycache_meter_used(&us->tier, tp, now) + cost <= tier->quota;
+}
+
 void
 kg_keycache_charge(struct kg_keystat *stat, int64_t units)
 {
-    if (units > 0)
-        atomic_fetch_add_explicit(&stat->credits, units, memory_order_relaxed);
+    struct kg_userstat *us;
+
+    if (units <= 0)
+        return;
+    atomic_fetch_add_explicit(&stat->credits, units, memory_order_relaxed);
+    us = atomic_load_explicit(&stat->user, memory_order_relaxed);
+    if (us == NULL)
+        return;
+    atomic_fetch_add_explicit(&us->credits.charged, units, memory_order_relaxed);
+    /* A tier without a quota counts nothing: a quota configured later
+     * starts from what is used after it, not from the user's history. */
+    if (atomic_load_explicit(&us->tier.period, memory_order_relaxed) != KG_QUOTA_NONE)
+        atomic_fetch_add_explicit(&us->tier.charged, units, memory_order_relaxed);
+}
+
+/* The user record for id, created on first sight. Caller holds load_mu. */
+static struct kg_userstat *
+user_stat_for(struct kg_keycache *kc, const char *id)
+{
+    size_t mask, i;
+
+    if ((kc->nustats + 1) * 2 > kc->ustats_cap) {
+        size_t ncap = kc->ustats_cap * 2;
+        struct user_slot *ns = calloc(ncap, sizeof(*ns));
+
+        if (ns == NULL)
+            return NULL;
+        for (size_t j = 0; j < kc->ustats_cap; j++) {
+            if (kc->ustats[j].id == NULL)
+                continue;
+            for (i = str_hash(kc->ustats[j].id) & (ncap - 1); ns[i].id != NULL;
+                 i = (i + 1) & (ncap - 1)) {
+            }
+            ns[i] = kc->ustats[j];
+        }
+        free(kc->ustats);
+        kc->ustats = ns;
+        kc->ustats_cap = ncap;
+    }
+    mask = kc->ustats_cap - 1;
+    for (i = str_hash(id) & mask; kc->ustats[i].id != NULL; i = (i + 1) & mask)
+        if (strcmp(kc->ustats[i].id, id) == 0)
+            return kc->ustats[i].stat;
+    kc->ustats[i].id = strdup(id);
+    kc->ustats[i].stat = calloc(1, sizeof(struct kg_userstat));
+    if (kc->ustats[i].id == NULL || kc->ustats[i].stat == NULL) {
+        free(kc->ustats[i].id);
+        free(kc->ustats[i].stat);
+        kc->ustats[i].id = NULL;
+        kc->ustats[i].stat = NULL;
+        return NULL;
+    }
+    kc->nustats++;
+    return kc->ustats[i].stat;
 }
 
 /* The stat record for id, created on first sight. Caller holds load_mu. */
@@ -423,6 +527,13 @@ key_rate(const struct kg_key_rec *rec, struct kg_gcra *out)
     return kg_gcra_init(out, count, period, rec->rate_burst, NULL) == KG_OK;
 }
 
+static enum kg_quota_period
+period_of(const char *s)
+{
+    return strcmp(s, "day") == 0 ? KG_QUOTA_DAY : strcmp(s, "month") == 0 ? KG_QUOTA_MONTH
+                                                                          : KG_QUOTA_NONE;
+}
+
 /* Copies rec's and its owner's strings into one block and splits the key's
  * scopes and the owner's role, so that deciding never allocates. */
 static bool
@@ -480,12 +591,30 @@ add_entry(struct load_ctx *lc, const struct kg_key_rec *rec, const struct kg_key
     ent->revoked_at = rec->revoked_at;
     ent->has_rate = key_rate(rec, &ent->rate);
     ent->quota_limit = rec->quota_limit;
-    ent->quota_period = strcmp(rec->quota_period, "day") == 0     ? KG_QUOTA_DAY
-                        : strcmp(rec->quota_period, "month") == 0 ? KG_QUOTA_MONTH
-                                                                  : KG_QUOTA_NONE;
+    ent->quota_period = period_of(rec->quota_period);
     ent->stat = stat_for(lc->kc, rec->id, rec->last_used_at);
     if (ent->stat == NULL)
         return false;
+    ent->user_has_quota = owner->has_quota;
+    ent->user_quota_limit = owner->quota_limit;
+    ent->user_quota_period = period_of(owner->quota_period);
+    ent->ustat = NULL;
+    if (rec->user_id[0] != '\0') {
+        struct kg_userstat *us = user_stat_for(lc->kc, rec->user_id);
+
+        if (us == NULL)
+            return false;
+        ent->ustat = us;
+        /* Under load_mu, like the key's credits below: every key of the
+         * user writes the same stored totals. */
+        atomic_store(&us->credits.stored, owner->usage->credits);
+        atomic_store(&us->credits.stored_start, owner->usage->credits_period_start);
+        atomic_store(&us->credits.period, (int)ent->user_quota_period);
+        atomic_store(&us->tier.stored, owner->usage->tier);
+        atomic_store(&us->tier.stored_start, owner->usage->tier_period_start);
+        if (atomic_load(&ent->stat->user) != us)
+            atomic_store(&ent->stat->user, us);
+    }
     /* Under load_mu, so no flush moves the store between the read and this:
      * the stored total already holds every flushed credit. */
     atomic_store(&ent->stat->credits_stored, rec->quota_used);
@@ -597,14 +726,76 @@ struct flush_item {
     int64_t last_used, requests, denied_expired, denied_forbidden, denied_rate, credits;
 };
 
+/* The mirror of what the store just did to a stored total (see the usage
+ * SQL): moved before the flushed mark, so a reader in between counts the
+ * delta twice (refuses early), never not at all (overspends). */
+static void
+mirror_commit(_Atomic int64_t *stored, _Atomic int64_t *stored_start, _Atomic int64_t *flushed,
+              int64_t delta, int64_t delta_start, int64_t charged_read)
+{
+    int64_t start;
+
+    if (delta == 0)
+        return;
+    start = atomic_load(stored_start);
+    if (start != 0 && start < delta_start)
+        atomic_store(stored, delta);
+    else
+        atomic_fetch_add(stored, delta);
+    if (start < delta_start)
+        atomic_store(stored_start, delta_start);
+    atomic_store(flushed, charged_read);
+}
+
+/* What one flush read from one user record. */
+struct user_item {
+    struct kg_userstat *stat;
+    int64_t credits, tier;
+};
+
+/* Reads the user deltas into uids/ud/uitems; returns how many. Caller
+ * holds load_mu. */
+static size_t
+user_deltas(struct kg_keycache *kc, int64_t now, const char **uids, struct kg_user_usage *ud,
+            struct user_item *items)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i < kc->ustats_cap; i++) {
+        struct kg_userstat *u = kc->ustats[i].stat;
+        struct user_item it;
+
+        if (u == NULL)
+            continue;
+        it.stat = u;
+        it.credits = atomic_load(&u->credits.charged);
+        it.tier = atomic_load(&u->tier.charged);
+        memset(&ud[n], 0, sizeof(ud[n]));
+        ud[n].credits = it.credits - atomic_load(&u->credits.flushed);
+        ud[n].tier = it.tier - atomic_load(&u->tier.flushed);
+        if (ud[n].credits == 0 && ud[n].tier == 0)
+            continue;
+        ud[n].credits_period_start = kg_keycache_period_start(
+            (enum kg_quota_period)atomic_load(&u->credits.period), now);
+        ud[n].tier_period_start =
+            kg_keycache_period_start((enum kg_quota_period)atomic_load(&u->tier.period), now);
+        uids[n] = kc->ustats[i].id;
+        items[n] = it;
+        n++;
+    }
+    return n;
+}
+
 enum kg_status
 kg_keycache_flush(struct kg_keycache *kc, struct kg_store *st, size_t *flushed, struct kg_err *err)
 {
-    const char **ids = NULL;
+    const char **ids = NULL, **uids = NULL;
     struct kg_key_usage *deltas = NULL;
+    struct kg_user_usage *udeltas = NULL;
     struct flush_item *items = NULL;
+    struct user_item *uitems = NULL;
     enum kg_status rc = KG_OK;
-    size_t n = 0;
+    size_t n = 0, nu = 0;
     int64_t now = kg_time_now();
 
     if (flushed != NULL)
@@ -613,7 +804,11 @@ kg_keycache_flush(struct kg_keycache *kc, struct kg_store *st, size_t *flushed, 
     ids = malloc((kc->nstats + 1) * sizeof(*ids));
     deltas = calloc(kc->nstats + 1, sizeof(*deltas));
     items = malloc((kc->nstats + 1) * sizeof(*items));
-    if (ids == NULL || deltas == NULL || items == NULL) {
+    uids = malloc((kc->nustats + 1) * sizeof(*uids));
+    udeltas = calloc(kc->nustats + 1, sizeof(*udeltas));
+    uitems = malloc((kc->nustats + 1) * sizeof(*uitems));
+    if (ids == NULL || deltas == NULL || items == NULL || uids == NULL || udeltas == NULL ||
+        uitems == NULL) {
         rc = kg_err_set(err, KG_ENOMEM, "out of memory flushing usage");
         goto cleanup;
     }
@@ -655,28 +850,27 @@ kg_keycache_flush(struct kg_keycache *kc, struct kg_store *st, size_t *flushed, 
         items[n] = it;
         n++;
     }
-    if (n == 0)
+    nu = user_deltas(kc, now, uids, udeltas, uitems);
+    if (n == 0 && nu == 0)
         goto cleanup;
-    rc = kg_store_key_usage_add(st, ids, deltas, n, now, err);
+    /* Keys and users in one transaction: a charge is in the store for the
+     * key, its user and its tier, or for none of them. */
+    rc = kg_store_usage_add(st, ids, deltas, n, uids, udeltas, nu, now, err);
     if (rc != KG_OK)
         goto cleanup;
+    for (size_t i = 0; i < nu; i++) {
+        struct kg_userstat *u = uitems[i].stat;
+
+        mirror_commit(&u->credits.stored, &u->credits.stored_start, &u->credits.flushed,
+                      udeltas[i].credits, udeltas[i].credits_period_start, uitems[i].credits);
+        mirror_commit(&u->tier.stored, &u->tier.stored_start, &u->tier.flushed, udeltas[i].tier,
+                      udeltas[i].tier_period_start, uitems[i].tier);
+    }
     for (size_t i = 0; i < n; i++) {
         struct kg_keystat *s = items[i].stat;
 
-        /* The mirror of what the store just did to quota_used, moved before
-         * credits_flushed: a reader in between counts the delta twice
-         * (refuses early), never not at all (overspends). */
-        if (deltas[i].credits != 0) {
-            int64_t start = atomic_load(&s->credits_stored_start);
-
-            if (start != 0 && start < deltas[i].credits_period_start)
-                atomic_store(&s->credits_stored, deltas[i].credits);
-            else
-                atomic_fetch_add(&s->credits_stored, deltas[i].credits);
-            if (start < deltas[i].credits_period_start)
-                atomic_store(&s->credits_stored_start, deltas[i].credits_period_start);
-            atomic_store(&s->credits_flushed, items[i].credits);
-        }
+        mirror_commit(&s->credits_stored, &s->credits_stored_start, &s->credits_flushed,
+                      deltas[i].credits, deltas[i].credits_period_start, items[i].credits);
         if (items[i].last_used > atomic_load(&s->last_flushed))
             atomic_store(&s->last_flushed, items[i].last_used);
         atomic_store(&s->requests_flushed, items[i].requests);
@@ -691,6 +885,9 @@ cleanup:
     free(ids);
     free(deltas);
     free(items);
+    free(uids);
+    free(udeltas);
+    free(uitems);
     return rc;
 }
 

@@ -7,6 +7,7 @@
  * output.c. No rule about tenants or users is decided here. The CLI is a
  * platform admin: it passes no tenant fence.
  */
+#include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -56,7 +57,8 @@ static const char tenants_update_usage[] =
 static const char users_create_usage[] =
     "usage: keygate users create --username NAME [--tenant TENANT] [--email ADDRESS]\n"
     "                            [--first-name TEXT] [--last-name TEXT] [--role SCOPES]\n"
-    "                            [--tier TIER] [--platform-admin] [--json] [-c FILE]\n"
+    "                            [--tier TIER] [--platform-admin]\n"
+    "                            [--credits N [--refill day|month]] [--json] [-c FILE]\n"
     "\n"
     "Makes a user. Its role is the set of scopes its keys may carry.\n"
     "\n"
@@ -68,6 +70,11 @@ static const char users_create_usage[] =
     "  --role SCOPES       comma-separated scopes, * for all (default: *)\n"
     "  --tier TIER         1-64 of A-Z a-z 0-9 _ . - (default: default)\n"
     "  --platform-admin    the user's admin keys see every tenant\n"
+    "  --credits N         credits all its keys may spend together, 0-1000000000\n"
+    "                      (default: unlimited); each key's own credits and the\n"
+    "                      tier's quota apply as well\n"
+    "  --refill PERIOD     day or month: the credits come back at the start of\n"
+    "                      each UTC day or month (default: never)\n"
     "  --json              print one JSON object\n"
     "  -c, --config FILE   config file\n";
 
@@ -84,7 +91,8 @@ static const char users_show_usage[] =
     "usage: keygate users show USER [--tenant TENANT] [--json] [-c FILE]\n"
     "\n"
     "Shows one user: USER is a user id, or a username in --tenant (default:\n"
-    "default).\n"
+    "default), with the credits it used and what it used of its tier's quota\n"
+    "(as the daemon last wrote them: at most a second old).\n"
     "\n"
     "  --tenant TENANT     the tenant a username is looked up in\n"
     "  --json              print one JSON object\n"
@@ -94,7 +102,9 @@ static const char users_update_usage[] =
     "usage: keygate users update USER [--tenant TENANT] [--username NAME]\n"
     "                            [--email ADDRESS|\"\"] [--first-name TEXT]\n"
     "                            [--last-name TEXT] [--role SCOPES] [--tier TIER]\n"
-    "                            [--platform-admin yes|no] [--enable] [--json] [-c FILE]\n"
+    "                            [--platform-admin yes|no] [--enable]\n"
+    "                            [--credits N|unlimited] [--refill day|month|never]\n"
+    "                            [--json] [-c FILE]\n"
     "\n"
     "Changes a user. A narrower role narrows what every key of the user can do at\n"
     "once; no key needs editing.\n"
@@ -108,6 +118,9 @@ static const char users_update_usage[] =
     "  --tier TIER         the new tier\n"
     "  --platform-admin V  yes or no\n"
     "  --enable            enable a disabled user again\n"
+    "  --credits N         credits all its keys may spend together (0-1000000000),\n"
+    "                      or unlimited; what was used stays counted\n"
+    "  --refill PERIOD     day, month or never\n"
     "  --json              print one JSON object\n"
     "  -c, --config FILE   config file\n";
 
@@ -303,13 +316,58 @@ tenants_update(int argc, char **argv, const char *config)
 
 /* ---- users ---- */
 
+/* --credits: 0 to 1000000000, or "unlimited" (-1) where allowed. */
 static int
-print_user(const struct kg_user_rec *u, bool json)
+parse_credits(const char *cmd, const char *value, bool unlimited_ok, int64_t *out)
 {
-    char created[KG_RFC3339_MAX], disabled[KG_RFC3339_MAX];
+    size_t n = 0;
+    int ex;
 
-    if (json)
-        return kg_cli_print_json(kg_output_user_json(u));
+    if (unlimited_ok && strcmp(value, "unlimited") == 0) {
+        *out = -1;
+        return KG_CLI_EXIT_OK;
+    }
+    if (strcmp(value, "0") != 0) {
+        ex = kg_cli_count(cmd, "--credits", value, 1000000000, &n);
+        if (ex != KG_CLI_EXIT_OK)
+            return ex;
+    }
+    *out = (int64_t)n;
+    return KG_CLI_EXIT_OK;
+}
+
+/* Prints u; with used (users show), what it used of its credits and of its
+ * tier's quota (tier NULL: the config names no such tier). */
+static int
+print_user_usage(const struct kg_user_rec *u, const struct kg_user_usage *used,
+                 const struct kg_tier *tier, bool json)
+{
+    char created[KG_RFC3339_MAX], disabled[KG_RFC3339_MAX], credits[96], tq[96] = "";
+
+    if (json) {
+        json_t *o = kg_output_user_json(u);
+
+        if (o != NULL && used != NULL && !kg_output_user_usage(o, used)) {
+            json_decref(o);
+            o = NULL;
+        }
+        return kg_cli_print_json(o);
+    }
+    if (!u->has_quota)
+        snprintf(credits, sizeof(credits), "unlimited");
+    else
+        snprintf(credits, sizeof(credits), "%" PRId64 "%s%s", u->quota_limit,
+                 u->quota_period[0] != '\0' ? " per " : "", u->quota_period);
+    if (used != NULL) {
+        size_t n = strlen(credits);
+
+        snprintf(credits + n, sizeof(credits) - n, " (used %" PRId64 ")", used->credits);
+        if (tier == NULL || tier->quota_period == KG_QUOTA_NONE)
+            snprintf(tq, sizeof(tq), "none");
+        else
+            snprintf(tq, sizeof(tq), "%" PRId64 " per %s (used %" PRId64 ")", tier->quota,
+                     tier->quota_period == KG_QUOTA_DAY ? "day" : "month", used->tier);
+    }
     kg_output_fields(stdout,
                      (const struct kg_output_field[]){
                          {"id", u->id},
@@ -325,9 +383,17 @@ print_user(const struct kg_user_rec *u, bool json)
                          {"state", u->disabled_at != 0 ? "disabled" : "active"},
                          {"created", kg_output_time(u->created_at, "-", created)},
                          {"disabled", kg_output_time(u->disabled_at, "-", disabled)},
+                         {"credits", credits},
+                         {"tier quota", tq},
                      },
-                     13);
+                     used != NULL ? 15 : 14);
     return KG_CLI_EXIT_OK;
+}
+
+static int
+print_user(const struct kg_user_rec *u, bool json)
+{
+    return print_user_usage(u, NULL, NULL, json);
 }
 
 static int
@@ -335,6 +401,7 @@ users_create(int argc, char **argv, const char *config)
 {
     const char *cmd = "users create";
     struct kg_user_new req = {0};
+    const char *credits = NULL;
     bool json = false;
     const struct kg_cli_opt opts[] = {
         {.name = "username", .metavar = "NAME", .value = &req.username},
@@ -345,6 +412,8 @@ users_create(int argc, char **argv, const char *config)
         {.name = "role", .metavar = "SCOPES", .value = &req.role},
         {.name = "tier", .metavar = "TIER", .value = &req.tier},
         {.name = "platform-admin", .flag = &req.platform_admin},
+        {.name = "credits", .metavar = "N", .value = &credits},
+        {.name = "refill", .metavar = "PERIOD", .value = &req.refill},
         {.name = "json", .flag = &json},
         {0},
     };
@@ -360,6 +429,12 @@ users_create(int argc, char **argv, const char *config)
     ex = kg_cli_parse_or_help(cmd, users_create_usage, argc, argv, opts, 0, &a);
     if (ex >= 0)
         return ex;
+    if (credits != NULL) {
+        ex = parse_credits(cmd, credits, false, &req.credits);
+        if (ex != KG_CLI_EXIT_OK)
+            return ex;
+        req.has_credits = true;
+    }
     if (req.username == NULL && req.email == NULL)
         return kg_cli_usage_error(cmd, "--username is required (see keygate %s --help)", cmd);
     rc = kg_accounts_user_check_new(&req, &err);
@@ -476,8 +551,11 @@ users_show(int argc, char **argv, const char *config)
     struct kg_cli_args a = {.config = config};
     char actor[KG_AUDIT_ACTOR_MAX];
     struct kg_instance *inst = NULL;
+    struct kg_user_usage used;
+    struct kg_err err = {{0}};
     struct kg_user_rec u;
     struct kg_keys_ctx kc;
+    enum kg_status rc;
     int ex;
 
     ex = kg_cli_parse_or_help(cmd, users_show_usage, argc, argv, opts, 1, &a);
@@ -486,7 +564,9 @@ users_show(int argc, char **argv, const char *config)
     ex = open_user(cmd, &a, tenant, &inst, &kc, actor, &u);
     if (ex != KG_CLI_EXIT_OK)
         return ex;
-    ex = print_user(&u, json);
+    rc = kg_accounts_user_usage(&kc, NULL, &u, kg_time_now(), &used, &err);
+    ex = rc != KG_OK ? kg_cli_fail(rc, &err)
+                     : print_user_usage(&u, &used, kg_config_tier(kc.cfg, u.tier), json);
     kg_instance_close(inst);
     return ex;
 }
@@ -495,7 +575,7 @@ static int
 users_update(int argc, char **argv, const char *config)
 {
     const char *cmd = "users update";
-    const char *tenant = NULL, *admin = NULL;
+    const char *tenant = NULL, *admin = NULL, *credits = NULL;
     struct kg_user_change chg = {0};
     bool json = false, enable = false;
     const struct kg_cli_opt opts[] = {
@@ -508,6 +588,8 @@ users_update(int argc, char **argv, const char *config)
         {.name = "tier", .metavar = "TIER", .value = &chg.tier},
         {.name = "platform-admin", .metavar = "yes|no", .value = &admin},
         {.name = "enable", .flag = &enable},
+        {.name = "credits", .metavar = "N", .value = &credits},
+        {.name = "refill", .metavar = "PERIOD", .value = &chg.quota_period},
         {.name = "json", .flag = &json},
         {0},
     };
@@ -531,8 +613,17 @@ users_update(int argc, char **argv, const char *config)
     }
     chg.set_disabled = enable;
     chg.disabled = false;
+    if (credits != NULL) {
+        ex = parse_credits(cmd, credits, true, &chg.quota_limit);
+        if (ex != KG_CLI_EXIT_OK)
+            return ex;
+        chg.set_quota_limit = true;
+    }
+    if (chg.quota_period != NULL && strcmp(chg.quota_period, "never") == 0)
+        chg.quota_period = "";
     if (chg.username == NULL && chg.email == NULL && chg.first_name == NULL &&
-        chg.last_name == NULL && chg.role == NULL && chg.tier == NULL && admin == NULL && !enable)
+        chg.last_name == NULL && chg.role == NULL && chg.tier == NULL && admin == NULL &&
+        !enable && credits == NULL && chg.quota_period == NULL)
         return kg_cli_usage_error(cmd, "nothing to change (see keygate %s --help)", cmd);
     ex = open_user(cmd, &a, tenant, &inst, &kc, actor, &u);
     if (ex != KG_CLI_EXIT_OK)

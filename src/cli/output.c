@@ -180,8 +180,17 @@ kg_output_user_json(const struct kg_user_rec *rec)
          put(o, "has_password", json_boolean(rec->password_hash[0] != '\0')) &&
          put(o, "created_at", kg_output_time_json(rec->created_at)) &&
          put(o, "disabled_at", kg_output_time_json(rec->disabled_at)) &&
-         put(o, "state", json_string(rec->disabled_at != 0 ? "disabled" : "active"));
+         put(o, "state", json_string(rec->disabled_at != 0 ? "disabled" : "active")) &&
+         put(o, "quota_limit", rec->has_quota ? json_integer(rec->quota_limit) : json_null()) &&
+         put(o, "quota_period", str_or_null(rec->quota_period));
     return built(o, ok);
+}
+
+bool
+kg_output_user_usage(json_t *o, const struct kg_user_usage *used)
+{
+    return put(o, "quota_used", json_integer(used->credits)) &&
+           put(o, "tier_quota_used", json_integer(used->tier));
 }
 
 /* Audit rows may have been edited by hand into anything, bytes that are

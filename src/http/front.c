@@ -902,7 +902,9 @@ decide_first(struct kg_req *req, struct MHD_Connection *conn, const char *method
     }
     if (d.verdict == KG_ALLOW && !health && lv.allowed) {
         req->cost = kg_scope_cost(cfg, method, req->path);
-        over_quota = !kg_keycache_credits_allow(d.key, req->cost, now);
+        /* The key's credits, its owner's and the owner's tier quota. */
+        over_quota =
+            !kg_keycache_spend_allow(d.key, kg_config_tier(cfg, d.key->tier), req->cost, now);
     }
     /* A request refused for its credits is not let through: not counted. */
     if (!over_quota)

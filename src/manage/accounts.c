@@ -10,14 +10,20 @@
  * nothing here ever edits a key.
  */
 #include <ctype.h>
+#include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "keygate/accounts.h"
 #include "keygate/audit.h"
+#include "keygate/keycache.h"
 #include "keygate/keyfmt.h"
 #include "keygate/scope.h"
 #include "manage/manage_int.h"
+
+/* The most credits a user may be given, as for a key. */
+#define KG_CREDITS_MAX INT64_C(1000000000)
 
 /* ---- validation ---- */
 
@@ -148,6 +154,19 @@ fill_user(const struct kg_user_new *req, const char *fence, struct kg_user_rec *
     if (req->platform_admin && fence != NULL)
         return kg_err_set(err, KG_EINVAL, "platform_admin: only a platform admin may grant it");
     u->platform_admin = req->platform_admin;
+    if (req->has_credits) {
+        if (req->credits < 0 || req->credits > KG_CREDITS_MAX)
+            return kg_err_set(err, KG_EINVAL, "credits must be 0 to 1000000000");
+        u->has_quota = true;
+        u->quota_limit = req->credits;
+    }
+    if (req->refill != NULL && req->refill[0] != '\0') {
+        if (strcmp(req->refill, "day") != 0 && strcmp(req->refill, "month") != 0)
+            return kg_err_set(err, KG_EINVAL, "refill wants day or month");
+        if (!req->has_credits)
+            return kg_err_set(err, KG_EINVAL, "a refill needs credits");
+        snprintf(u->quota_period, sizeof(u->quota_period), "%s", req->refill);
+    }
     return KG_OK;
 }
 
@@ -171,11 +190,20 @@ kg_accounts_user_check_new(const struct kg_user_new *req, struct kg_err *err)
 static json_t *
 user_details(const struct kg_user_rec *u)
 {
-    return json_pack("{s:s, s:o, s:s, s:s, s:o, s:s, s:b, s:b}", "username", u->username, "email",
-                     u->email[0] != '\0' ? json_string(u->email) : json_null(), "first_name",
-                     u->first_name, "last_name", u->last_name, "role",
-                     kg_manage_scopes_json(u->role), "tier", u->tier, "platform_admin",
-                     u->platform_admin, "password", u->password_hash[0] != '\0');
+    json_t *d = json_pack("{s:s, s:o, s:s, s:s, s:o, s:s, s:b, s:b}", "username", u->username,
+                          "email", u->email[0] != '\0' ? json_string(u->email) : json_null(),
+                          "first_name", u->first_name, "last_name", u->last_name, "role",
+                          kg_manage_scopes_json(u->role), "tier", u->tier, "platform_admin",
+                          u->platform_admin, "password", u->password_hash[0] != '\0');
+
+    /* Credits only when set, as the key entries name only what a key has. */
+    if (d != NULL && u->has_quota) {
+        json_object_set_new(d, "quota_limit", json_integer(u->quota_limit));
+        json_object_set_new(d, "quota_period", u->quota_period[0] != '\0'
+                                                   ? json_string(u->quota_period)
+                                                   : json_null());
+    }
+    return d;
 }
 
 /* ---- tenants ---- */
@@ -482,6 +510,42 @@ cleanup:
     return rc;
 }
 
+/* The start of the period holding now, as the key cache counts them. */
+static int64_t
+period_start_of(const char *period, int64_t now)
+{
+    enum kg_quota_period p = strcmp(period, "day") == 0     ? KG_QUOTA_DAY
+                             : strcmp(period, "month") == 0 ? KG_QUOTA_MONTH
+                                                            : KG_QUOTA_NONE;
+
+    return kg_keycache_period_start(p, now);
+}
+
+enum kg_status
+kg_accounts_user_usage(const struct kg_keys_ctx *kc, const char *fence, const struct kg_user_rec *u,
+                       int64_t now, struct kg_user_usage *out, struct kg_err *err)
+{
+    const struct kg_tier *tier;
+    enum kg_status rc = kg_manage_check_ctx(kc, false, false, err);
+
+    if (rc != KG_OK)
+        return rc;
+    if (kg_manage_fenced_out(fence, u->tenant))
+        return kg_err_set(err, KG_ENOTFOUND, "no user %s", u->id);
+    rc = kg_store_user_usage_get(kc->store, u->id, out, err);
+    if (rc != KG_OK)
+        return rc;
+    /* A count of an earlier period is history (the same rule as the cache). */
+    if (out->credits_period_start != 0 &&
+        out->credits_period_start < period_start_of(u->quota_period, now))
+        out->credits = 0;
+    tier = kc->cfg != NULL ? kg_config_tier(kc->cfg, u->tier) : NULL;
+    if (tier != NULL && out->tier_period_start != 0 &&
+        out->tier_period_start < kg_keycache_period_start(tier->quota_period, now))
+        out->tier = 0;
+    return KG_OK;
+}
+
 /* Applies chg to u, recording each new value in details. */
 static enum kg_status
 apply_user_change(const struct kg_user_change *chg, const char *fence, int64_t now,
@@ -524,6 +588,20 @@ apply_user_change(const struct kg_user_change *chg, const char *fence, int64_t n
         u->platform_admin = chg->platform_admin;
         json_object_set_new(details, "platform_admin", json_boolean(u->platform_admin));
     }
+    if (rc == KG_OK && chg->set_quota_limit) {
+        if (chg->quota_limit < -1 || chg->quota_limit > KG_CREDITS_MAX)
+            return kg_err_set(err, KG_EINVAL, "quota_limit must be -1 (unlimited) to 1000000000");
+        u->has_quota = chg->quota_limit >= 0;
+        u->quota_limit = u->has_quota ? chg->quota_limit : 0;
+        json_object_set_new(details, "quota_limit", json_integer(chg->quota_limit));
+    }
+    if (rc == KG_OK && chg->quota_period != NULL) {
+        if (strcmp(chg->quota_period, "") != 0 && strcmp(chg->quota_period, "day") != 0 &&
+            strcmp(chg->quota_period, "month") != 0)
+            return kg_err_set(err, KG_EINVAL, "quota_period wants day, month or nothing");
+        snprintf(u->quota_period, sizeof(u->quota_period), "%s", chg->quota_period);
+        json_object_set_new(details, "quota_period", json_string(u->quota_period));
+    }
     if (rc == KG_OK && chg->set_disabled) {
         if (chg->disabled == (u->disabled_at != 0))
             return kg_err_set(err, KG_ECONFLICT, "user %s is already %s", u->id,
@@ -539,7 +617,8 @@ user_change_empty(const struct kg_user_change *chg)
 {
     return chg->username == NULL && chg->email == NULL && chg->first_name == NULL &&
            chg->last_name == NULL && chg->password_hash == NULL && chg->role == NULL &&
-           chg->tier == NULL && !chg->set_platform_admin && !chg->set_disabled;
+           chg->tier == NULL && !chg->set_platform_admin && !chg->set_disabled &&
+           !chg->set_quota_limit && chg->quota_period == NULL;
 }
 
 /* Reads id, applies chg and stores it with one entry of action. */

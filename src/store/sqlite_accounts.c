@@ -17,7 +17,7 @@
 #define TENANT_COLUMNS "name, display_name, created_at, disabled_at"
 #define USER_COLUMNS                                                                               \
     "id, tenant, username, email, first_name, last_name, password_hash, role, tier, "              \
-    "platform_admin, created_at, disabled_at"
+    "platform_admin, created_at, disabled_at, quota_limit, quota_period"
 
 enum user_col {
     UCOL_ID,
@@ -32,6 +32,8 @@ enum user_col {
     UCOL_PLATFORM_ADMIN,
     UCOL_CREATED_AT,
     UCOL_DISABLED_AT,
+    UCOL_QUOTA_LIMIT,
+    UCOL_QUOTA_PERIOD,
 };
 
 /* ---- small helpers ---- */
@@ -258,6 +260,7 @@ row_to_user(struct sqlite_store *s, sqlite3_stmt *stmt, struct kg_user_rec *out,
         {UCOL_PASSWORD_HASH, out->password_hash, sizeof(out->password_hash)},
         {UCOL_ROLE, out->role, sizeof(out->role)},
         {UCOL_TIER, out->tier, sizeof(out->tier)},
+        {UCOL_QUOTA_PERIOD, out->quota_period, sizeof(out->quota_period)},
     };
 
     memset(out, 0, sizeof(*out));
@@ -270,6 +273,8 @@ row_to_user(struct sqlite_store *s, sqlite3_stmt *stmt, struct kg_user_rec *out,
     out->platform_admin = sqlite3_column_int(stmt, UCOL_PLATFORM_ADMIN) != 0;
     out->created_at = kg_sq_col_int_or(stmt, UCOL_CREATED_AT, 0);
     out->disabled_at = kg_sq_col_int_or(stmt, UCOL_DISABLED_AT, 0);
+    out->has_quota = sqlite3_column_type(stmt, UCOL_QUOTA_LIMIT) == SQLITE_INTEGER;
+    out->quota_limit = out->has_quota ? sqlite3_column_int64(stmt, UCOL_QUOTA_LIMIT) : 0;
     return KG_OK;
 }
 
@@ -300,7 +305,7 @@ check_unique(struct sqlite_store *s, const struct kg_user_rec *rec, struct kg_er
     return KG_OK;
 }
 
-/* Binds rec to ?1..?12 in USER_COLUMNS order. */
+/* Binds rec to ?1..?14 in USER_COLUMNS order. */
 static bool
 bind_user(sqlite3_stmt *stmt, const struct kg_user_rec *rec)
 {
@@ -317,6 +322,9 @@ bind_user(sqlite3_stmt *stmt, const struct kg_user_rec *rec)
         sqlite3_bind_int(stmt, UCOL_PLATFORM_ADMIN + 1, rec->platform_admin ? 1 : 0),
         sqlite3_bind_int64(stmt, UCOL_CREATED_AT + 1, rec->created_at),
         kg_sq_bind_int_or_null(stmt, UCOL_DISABLED_AT + 1, rec->disabled_at, 0),
+        rec->has_quota ? sqlite3_bind_int64(stmt, UCOL_QUOTA_LIMIT + 1, rec->quota_limit)
+                       : sqlite3_bind_null(stmt, UCOL_QUOTA_LIMIT + 1),
+        sqlite3_bind_text(stmt, UCOL_QUOTA_PERIOD + 1, rec->quota_period, -1, SQLITE_STATIC),
     };
 
     for (size_t i = 0; i < sizeof(rcs) / sizeof(rcs[0]); i++) {
@@ -350,7 +358,7 @@ user_insert_locked(struct sqlite_store *s, const struct kg_user_rec *rec, struct
         return rc;
     rc = kg_sq_prepare(s,
                        "INSERT INTO users (" USER_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7,"
-                       " ?8, ?9, ?10, ?11, ?12)",
+                       " ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
                        &stmt, "insert user", err);
     if (rc == KG_OK && (!bind_user(stmt, rec) || sqlite3_step(stmt) != SQLITE_DONE))
         rc = kg_sq_fail(s, "insert user", err);
@@ -455,7 +463,8 @@ kg_sq_user_update(struct kg_store *st, const struct kg_user_rec *rec,
     rc = kg_sq_prepare(s,
                        "UPDATE users SET username = ?3, email = ?4, first_name = ?5,"
                        " last_name = ?6, password_hash = ?7, role = ?8, tier = ?9,"
-                       " platform_admin = ?10, disabled_at = ?12 WHERE id = ?1",
+                       " platform_admin = ?10, disabled_at = ?12, quota_limit = ?13,"
+                       " quota_period = ?14 WHERE id = ?1",
                        &stmt, "update user", err);
     if (rc != KG_OK)
         goto cleanup;

@@ -264,6 +264,7 @@ check_user_rec(const char *what, const struct kg_user_rec *rec, struct kg_err *e
         {"password_hash", rec->password_hash, sizeof(rec->password_hash)},
         {"role", rec->role, sizeof(rec->role)},
         {"tier", rec->tier, sizeof(rec->tier)},
+        {"quota_period", rec->quota_period, sizeof(rec->quota_period)},
     };
     enum kg_status rc;
 
@@ -278,6 +279,10 @@ check_user_rec(const char *what, const struct kg_user_rec *rec, struct kg_err *e
     if (rec->tenant[0] == '\0' || rec->username[0] == '\0' || rec->tier[0] == '\0')
         return kg_err_set(err, KG_EINVAL, "%s: user %s: tenant, username and tier must be set",
                           what, rec->id);
+    if ((rec->has_quota && rec->quota_limit < 0) ||
+        (rec->quota_period[0] != '\0' && strcmp(rec->quota_period, "day") != 0 &&
+         strcmp(rec->quota_period, "month") != 0))
+        return kg_err_set(err, KG_EINVAL, "%s: user %s: malformed credits", what, rec->id);
     if (rec->created_at <= 0)
         return kg_err_set(err, KG_EINVAL, "%s: user %s: created_at must be set", what, rec->id);
     if (rec->disabled_at < 0)
@@ -638,19 +643,41 @@ kg_store_key_touch(struct kg_store *st, const char *const *ids, const int64_t *t
 }
 
 enum kg_status
-kg_store_key_usage_add(struct kg_store *st, const char *const *ids,
-                       const struct kg_key_usage *deltas, size_t n, int64_t now, struct kg_err *err)
+kg_store_usage_add(struct kg_store *st, const char *const *ids, const struct kg_key_usage *deltas,
+                   size_t n, const char *const *uids, const struct kg_user_usage *udeltas,
+                   size_t nu, int64_t now, struct kg_err *err)
 {
-    if (st == NULL || (n > 0 && (ids == NULL || deltas == NULL)))
+    if (st == NULL || (n > 0 && (ids == NULL || deltas == NULL)) ||
+        (nu > 0 && (uids == NULL || udeltas == NULL)))
         return kg_err_set(err, KG_EINVAL, "key usage: missing argument");
     /* A negative delta would make a total shrink: only a bug produces one. */
     for (size_t i = 0; i < n; i++)
         if (deltas[i].requests < 0 || deltas[i].denied_expired < 0 ||
             deltas[i].denied_forbidden < 0 || deltas[i].denied_rate < 0)
             return kg_err_set(err, KG_EINVAL, "key usage: negative delta");
-    if (n == 0)
+    for (size_t i = 0; i < nu; i++)
+        if (udeltas[i].credits < 0 || udeltas[i].tier < 0)
+            return kg_err_set(err, KG_EINVAL, "user usage: negative delta");
+    if (n == 0 && nu == 0)
         return KG_OK;
-    return st->ops->key_usage_add(st, ids, deltas, n, now, err);
+    return st->ops->key_usage_add(st, ids, deltas, n, uids, udeltas, nu, now, err);
+}
+
+enum kg_status
+kg_store_key_usage_add(struct kg_store *st, const char *const *ids,
+                       const struct kg_key_usage *deltas, size_t n, int64_t now, struct kg_err *err)
+{
+    return kg_store_usage_add(st, ids, deltas, n, NULL, NULL, 0, now, err);
+}
+
+enum kg_status
+kg_store_user_usage_get(struct kg_store *st, const char *id, struct kg_user_usage *out,
+                        struct kg_err *err)
+{
+    if (st == NULL || id == NULL || out == NULL)
+        return kg_err_set(err, KG_EINVAL, "user usage: missing argument");
+    memset(out, 0, sizeof(*out));
+    return st->ops->user_usage_get(st, id, out, err);
 }
 
 enum kg_status

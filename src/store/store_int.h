@@ -64,8 +64,11 @@ struct kg_store_ops {
     enum kg_status (*key_touch)(struct kg_store *st, const char *const *ids, const int64_t *times,
                                 size_t n, struct kg_err *err);
     enum kg_status (*key_usage_add)(struct kg_store *st, const char *const *ids,
-                                    const struct kg_key_usage *deltas, size_t n, int64_t now,
-                                    struct kg_err *err);
+                                    const struct kg_key_usage *deltas, size_t n,
+                                    const char *const *uids, const struct kg_user_usage *udeltas,
+                                    size_t nu, int64_t now, struct kg_err *err);
+    enum kg_status (*user_usage_get)(struct kg_store *st, const char *id,
+                                     struct kg_user_usage *out, struct kg_err *err);
     enum kg_status (*key_usage_get)(struct kg_store *st, const char *id, struct kg_key_usage *out,
                                     struct kg_err *err);
 

@@ -498,11 +498,23 @@ walk_keys(struct sqlite_store *s, sqlite3_stmt *stmt, const struct key_walk *w, 
             goto cleanup;
         n++;
         if (w->owner_cb != NULL) {
+            /* NULL usage columns (the user never charged) read as 0. */
+            struct kg_user_usage used = {
+                .credits = sqlite3_column_int64(stmt, KEY_NCOLS + 6),
+                .credits_period_start = sqlite3_column_int64(stmt, KEY_NCOLS + 7),
+                .tier = sqlite3_column_int64(stmt, KEY_NCOLS + 8),
+                .tier_period_start = sqlite3_column_int64(stmt, KEY_NCOLS + 9),
+            };
+            const char *qperiod = (const char *)sqlite3_column_text(stmt, KEY_NCOLS + 5);
             struct kg_key_owner owner = {
                 .role = (const char *)sqlite3_column_text(stmt, KEY_NCOLS),
                 .tier = (const char *)sqlite3_column_text(stmt, KEY_NCOLS + 1),
                 .platform_admin = sqlite3_column_int(stmt, KEY_NCOLS + 2) != 0,
                 .disabled = sqlite3_column_int(stmt, KEY_NCOLS + 3) != 0,
+                .has_quota = sqlite3_column_type(stmt, KEY_NCOLS + 4) == SQLITE_INTEGER,
+                .quota_limit = sqlite3_column_int64(stmt, KEY_NCOLS + 4),
+                .quota_period = qperiod != NULL ? qperiod : "",
+                .usage = &used,
             };
 
             /* A key whose owner row is missing has no role: fail closed. */
@@ -598,9 +610,12 @@ sqlite_key_each_owner(struct kg_store *st, kg_store_key_owner_cb cb, void *ctx, 
     rc = kg_sq_prepare(s,
                        "SELECT " KEY_COLUMNS_K ", u.role, u.tier, u.platform_admin,"
                        " (u.id IS NULL OR u.disabled_at IS NOT NULL OR t.name IS NULL"
-                       "  OR t.disabled_at IS NOT NULL)"
+                       "  OR t.disabled_at IS NOT NULL),"
+                       " u.quota_limit, u.quota_period, uu.credits_used, uu.credits_period_start,"
+                       " uu.tier_used, uu.tier_period_start"
                        " FROM keys AS k LEFT JOIN users AS u ON u.id = k.user_id"
                        " LEFT JOIN tenants AS t ON t.name = u.tenant"
+                       " LEFT JOIN user_usage AS uu ON uu.user_id = k.user_id"
                        " ORDER BY k.created_at, k.id",
                        &stmt, "walk keys", err);
     if (rc == KG_OK)
@@ -806,9 +821,61 @@ cleanup:
     return kg_sq_finish(s, rc, NULL, err);
 }
 
+/* Adds the user deltas of a flush, inside its transaction. A count in a
+ * later period than the stored one starts again from the delta (the
+ * refill); a delta of 0 comes with a start of 0, which changes nothing. */
+static enum kg_status
+user_usage_add_locked(struct sqlite_store *s, const char *const *uids,
+                      const struct kg_user_usage *ud, size_t nu, int64_t now, struct kg_err *err)
+{
+    sqlite3_stmt *stmt = NULL;
+    enum kg_status rc;
+
+    if (nu == 0)
+        return KG_OK;
+    rc = kg_sq_prepare(s,
+                       "INSERT INTO user_usage (user_id, credits_used, credits_period_start,"
+                       " tier_used, tier_period_start, updated_at)"
+                       " SELECT id, ?2, ?3, ?4, ?5, ?6 FROM users WHERE id = ?1"
+                       " ON CONFLICT (user_id) DO UPDATE SET"
+                       " credits_used = CASE WHEN credits_period_start <> 0"
+                       "  AND credits_period_start < excluded.credits_period_start"
+                       "  THEN excluded.credits_used ELSE credits_used + excluded.credits_used END,"
+                       " credits_period_start ="
+                       "  MAX(credits_period_start, excluded.credits_period_start),"
+                       " tier_used = CASE WHEN tier_period_start <> 0"
+                       "  AND tier_period_start < excluded.tier_period_start"
+                       "  THEN excluded.tier_used ELSE tier_used + excluded.tier_used END,"
+                       " tier_period_start = MAX(tier_period_start, excluded.tier_period_start),"
+                       " updated_at = excluded.updated_at",
+                       &stmt, "record user usage", err);
+    if (rc != KG_OK)
+        return rc;
+    for (size_t i = 0; i < nu; i++) {
+        const struct kg_user_usage *d = &ud[i];
+
+        if (uids[i] == NULL || (d->credits == 0 && d->tier == 0))
+            continue;
+        if (sqlite3_bind_text(stmt, 1, uids[i], -1, SQLITE_STATIC) != SQLITE_OK ||
+            sqlite3_bind_int64(stmt, 2, d->credits) != SQLITE_OK ||
+            sqlite3_bind_int64(stmt, 3, d->credits != 0 ? d->credits_period_start : 0) !=
+                SQLITE_OK ||
+            sqlite3_bind_int64(stmt, 4, d->tier) != SQLITE_OK ||
+            sqlite3_bind_int64(stmt, 5, d->tier != 0 ? d->tier_period_start : 0) != SQLITE_OK ||
+            sqlite3_bind_int64(stmt, 6, now) != SQLITE_OK || sqlite3_step(stmt) != SQLITE_DONE) {
+            rc = kg_sq_fail(s, "record user usage", err);
+            break;
+        }
+        sqlite3_reset(stmt);
+    }
+    sqlite3_finalize(stmt);
+    return rc;
+}
+
 static enum kg_status
 sqlite_key_usage_add(struct kg_store *st, const char *const *ids, const struct kg_key_usage *deltas,
-                     size_t n, int64_t now, struct kg_err *err)
+                     size_t n, const char *const *uids, const struct kg_user_usage *udeltas,
+                     size_t nu, int64_t now, struct kg_err *err)
 {
     struct sqlite_store *s = kg_sq_from(st);
     sqlite3_stmt *touch = NULL, *add = NULL, *charge = NULL;
@@ -891,6 +958,7 @@ sqlite_key_usage_add(struct kg_store *st, const char *const *ids, const struct k
         }
         sqlite3_reset(add);
     }
+    rc = user_usage_add_locked(s, uids, udeltas, nu, now, err);
 
 cleanup:
     sqlite3_finalize(touch);
@@ -932,6 +1000,45 @@ sqlite_key_usage_get(struct kg_store *st, const char *id, struct kg_key_usage *o
         rc = kg_err_set(err, KG_ENOTFOUND, "key %s not found", id);
     } else {
         rc = kg_sq_fail(s, "get key usage", err);
+    }
+
+cleanup:
+    sqlite3_finalize(stmt);
+    return rc;
+}
+
+static enum kg_status
+sqlite_user_usage_get(struct kg_store *st, const char *id, struct kg_user_usage *out,
+                      struct kg_err *err)
+{
+    struct sqlite_store *s = kg_sq_from(st);
+    sqlite3_stmt *stmt = NULL;
+    enum kg_status rc;
+    int step;
+
+    rc = kg_sq_prepare(s,
+                       "SELECT uu.credits_used, uu.credits_period_start, uu.tier_used,"
+                       " uu.tier_period_start, uu.updated_at"
+                       " FROM users u LEFT JOIN user_usage uu ON uu.user_id = u.id"
+                       " WHERE u.id = ?1",
+                       &stmt, "get user usage", err);
+    if (rc != KG_OK)
+        goto cleanup;
+    if (sqlite3_bind_text(stmt, 1, id, -1, SQLITE_STATIC) != SQLITE_OK) {
+        rc = kg_sq_fail(s, "get user usage", err);
+        goto cleanup;
+    }
+    step = sqlite3_step(stmt);
+    if (step == SQLITE_ROW) {
+        out->credits = sqlite3_column_int64(stmt, 0);
+        out->credits_period_start = sqlite3_column_int64(stmt, 1);
+        out->tier = sqlite3_column_int64(stmt, 2);
+        out->tier_period_start = sqlite3_column_int64(stmt, 3);
+        out->updated_at = sqlite3_column_int64(stmt, 4);
+    } else if (step == SQLITE_DONE) {
+        rc = kg_err_set(err, KG_ENOTFOUND, "no user %s", id);
+    } else {
+        rc = kg_sq_fail(s, "get user usage", err);
     }
 
 cleanup:
@@ -1111,6 +1218,7 @@ const struct kg_store_ops kg_store_sqlite_ops = {
     .key_touch = sqlite_key_touch,
     .key_usage_add = sqlite_key_usage_add,
     .key_usage_get = sqlite_key_usage_get,
+    .user_usage_get = sqlite_user_usage_get,
     .tenant_insert = kg_sq_tenant_insert,
     .tenant_get = kg_sq_tenant_get,
     .tenant_update = kg_sq_tenant_update,

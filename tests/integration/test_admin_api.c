@@ -1082,6 +1082,49 @@ test_users_are_made_read_changed_and_disabled(void **state)
 }
 
 static void
+test_user_credits_are_set_shown_shared_by_its_keys_and_lifted(void **state)
+{
+    struct reply r;
+    char *user, *key, body[256], path[160];
+
+    (void)state;
+    call("POST", "/v1/users", W.acme_admin,
+         "{\"username\": \"dora\", \"quota_limit\": 2, \"quota_period\": \"month\"}", &r);
+    expect(&r, 201);
+    user = strdup(str(&r, "id"));
+    assert_int_equal(json_integer_value(json_object_get(r.json, "quota_limit")), 2);
+    assert_string_equal(str(&r, "quota_period"), "month");
+    reply_cleanup(&r);
+    call("POST", "/v1/users", W.acme_admin, "{\"username\": \"eve\", \"quota_period\": \"day\"}",
+         &r);
+    expect_detail(&r, 400, "refill");
+    reply_cleanup(&r);
+
+    snprintf(body, sizeof(body), "{\"name\": \"doras\", \"user\": \"%s\"}", user);
+    key = make_key(W.acme_admin, body, NULL);
+    assert_int_equal(public_status("GET", "/v1/items", key), 200);
+    assert_int_equal(public_status("GET", "/v1/items", key), 200);
+    assert_int_equal(public_status("GET", "/v1/items", key), 429); /* her 2 are spent */
+
+    snprintf(path, sizeof(path), "/v1/users/%s", user);
+    call("GET", path, W.acme_admin, NULL, &r);
+    expect(&r, 200);
+    assert_true(json_is_integer(json_object_get(r.json, "quota_used")));
+    assert_true(json_is_integer(json_object_get(r.json, "tier_quota_used")));
+    reply_cleanup(&r);
+
+    /* null lifts the limit before the answer. */
+    call("PATCH", path, W.acme_admin, "{\"quota_limit\": null, \"quota_period\": null}", &r);
+    expect(&r, 200);
+    assert_true(json_is_null(json_object_get(r.json, "quota_limit")));
+    assert_true(json_is_null(json_object_get(r.json, "quota_period")));
+    reply_cleanup(&r);
+    assert_int_equal(public_status("GET", "/v1/items", key), 200);
+    free(user);
+    free(key);
+}
+
+static void
 test_duplicate_names_are_conflicts(void **state)
 {
     struct reply r;
@@ -1443,6 +1486,7 @@ main(void)
         cmocka_unit_test(test_another_tenants_user_is_404_exactly_like_a_missing_one),
         cmocka_unit_test(test_a_platform_admin_reaches_every_tenant),
         cmocka_unit_test(test_users_are_made_read_changed_and_disabled),
+        cmocka_unit_test(test_user_credits_are_set_shown_shared_by_its_keys_and_lifted),
         cmocka_unit_test(test_duplicate_names_are_conflicts),
         cmocka_unit_test(test_tenants_are_made_read_changed_and_disabled),
         cmocka_unit_test(test_bad_bodies_get_400s_naming_the_field),

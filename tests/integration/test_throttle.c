@@ -7,7 +7,9 @@
  * nobody, so every request it gets is from 127.0.0.1 whatever X-Forwarded-For
  * says. gw also has `signup on`: its per-IP limit (5/min) counts the same
  * client IPs. Five failures per minute refill in 12 s each, far longer than any
- * test runs, so a slow machine cannot let an extra failure through.
+ * test runs, so a slow machine cannot let an extra failure through. The
+ * admin listener throttles its own authentication with the same settings
+ * and tables of its own.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -37,6 +39,7 @@ struct world {
     struct kt_daemon *gwu; /* no trusted proxies, error style */
     struct kt_key key;     /* gw */
     struct kt_key ukey;    /* gwu */
+    struct kt_key admin;   /* gw: keys:read, for the admin API */
 };
 
 static struct world W;
@@ -119,7 +122,8 @@ setup(void **state)
     if (W.gw == NULL || W.gwu == NULL)
         goto fail;
     if (!kt_daemon_create_key(W.gw, "good", NULL, NULL, &W.key) ||
-        !kt_daemon_create_key(W.gwu, "good", NULL, NULL, &W.ukey))
+        !kt_daemon_create_key(W.gwu, "good", NULL, NULL, &W.ukey) ||
+        !kt_daemon_create_key(W.gw, "admin reader", "keys:read", NULL, &W.admin))
         goto fail;
     if (!kt_daemon_start(W.gw) || !kt_daemon_start(W.gwu))
         goto fail;
@@ -140,6 +144,7 @@ teardown(void **state)
     kt_upstream_stop(W.up);
     kt_key_cleanup(&W.key);
     kt_key_cleanup(&W.ukey);
+    kt_key_cleanup(&W.admin);
     kt_http_global_cleanup();
     memset(&W, 0, sizeof(W));
     return 0;
@@ -252,6 +257,55 @@ test_the_signup_limit_counts_the_same_forwarded_client(void **state)
     assert_int_equal(signup("192.0.2.11"), 400);
 }
 
+/* GET path on gw's admin listener as client (X-Forwarded-For) with key
+ * (NULL: none) into R. */
+static long
+admin_get(const char *path, const char *client, const char *key)
+{
+    char auth[256], xff[128];
+    const char *headers[] = {xff, key != NULL ? auth : NULL, NULL};
+
+    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", key != NULL ? key : "");
+    snprintf(xff, sizeof(xff), "X-Forwarded-For: %s", client);
+    kt_http_resp_cleanup(&R);
+    if (!kt_http_get(kt_daemon_admin_url(W.gw, path), headers, &R))
+        fail_msg("GET admin %s as %s got no answer", path, client);
+    return R.status;
+}
+
+static void
+test_guessing_admin_keys_is_throttled_per_client_on_its_own_tables(void **state)
+{
+    int64_t start;
+    int ra;
+
+    (void)state;
+    for (int i = 0; i < 5; i++)
+        if (admin_get("/v1/keys", "198.51.100.20", i % 2 == 0 ? BAD_KEY : NULL) != 401)
+            fail_msg("admin failure %d should be 401, got %ld", i + 1, R.status);
+    start = kt_mono_ms();
+    /* Even the right key is refused during the cool-down, before any lookup. */
+    assert_int_equal(admin_get("/v1/keys", "198.51.100.20", W.admin.key), 429);
+    assert_string_equal(R.body, DETAIL_THROTTLED);
+    ra = retry_after();
+    if (ra < 1 || ra > 2)
+        fail_msg("Retry-After should be the 2 s cool-down rounded up (1 or 2), got %d", ra);
+    assert_int_equal(admin_get("/v1/keys", "198.51.100.20", BAD_KEY), 429);
+    /* Another client is untouched; so are the unauthenticated probes. */
+    assert_int_equal(admin_get("/v1/keys", "198.51.100.21", W.admin.key), 200);
+    assert_int_equal(admin_get("/livez", "198.51.100.20", NULL), 200);
+    /* The proxy side keeps its own count for the same client. */
+    assert_int_equal(get(W.gw, "198.51.100.20", W.key.key), 200);
+    /* After the cool-down the right key passes again. */
+    while (admin_get("/v1/keys", "198.51.100.20", W.admin.key) != 200) {
+        assert_int_equal(R.status, 429);
+        if (kt_mono_ms() - start > COOLDOWN_DEADLINE_MS)
+            fail_msg("the admin key should pass again within %d ms of the 2 s cool-down",
+                     COOLDOWN_DEADLINE_MS);
+        kt_sleep_ms(100);
+    }
+}
+
 int
 main(void)
 {
@@ -264,6 +318,8 @@ main(void)
             test_an_untrusted_peers_forwarded_for_does_not_escape_the_throttle, free_slots),
         cmocka_unit_test_teardown(test_the_signup_limit_counts_the_same_forwarded_client,
                                   free_slots),
+        cmocka_unit_test_teardown(
+            test_guessing_admin_keys_is_throttled_per_client_on_its_own_tables, free_slots),
     };
 
     return cmocka_run_group_tests_name("integration_test_throttle", tests, setup, teardown);

@@ -279,6 +279,196 @@ test_credits_used_before_a_refill_was_set_count_in_the_first_period(void **state
                 rec.quota_period_start == kg_keycache_period_start(KG_QUOTA_MONTH, kg_time_now()));
 }
 
+/* Two keys of one user: insert_key() gives each key the default user of
+ * its tenant, so the same tenant means the same owner. */
+static void
+insert_shared_key(struct kg_fx_cache *f, const char *id, int64_t limit)
+{
+    struct kg_key_rec rec;
+    struct kg_err err = {{0}};
+
+    kg_fx_key_rec(&rec, id, kg_time_now() - 1000);
+    snprintf(rec.tenant, sizeof(rec.tenant), "shared");
+    rec.quota_limit = limit;
+    if (kg_store_key_insert(f->st, &rec, &err) != KG_OK)
+        fail_msg("inserting %s should succeed: %s", id, err.msg);
+}
+
+static struct kg_user_usage
+user_used(struct kg_fx_cache *f, const char *key_id)
+{
+    struct kg_key_rec rec;
+    struct kg_user_usage u = {0};
+    struct kg_err err = {{0}};
+
+    if (kg_store_key_get(f->st, key_id, &rec, &err) != KG_OK ||
+        kg_store_user_usage_get(f->st, rec.user_id, &u, &err) != KG_OK)
+        fail_msg("reading the owner of %s should succeed: %s", key_id, err.msg);
+    return u;
+}
+
+static void
+test_a_users_credits_are_shared_by_its_keys_and_the_stricter_limit_decides(void **state)
+{
+    struct kg_fx_cache *f = *state;
+    const struct kg_keysnap *snap;
+    const struct kg_keyent *k1, *k2;
+    int64_t now = kg_time_now();
+
+    insert_shared_key(f, "key_1", 4);
+    insert_shared_key(f, "key_2", -1);
+    raw_exec(f->path, "UPDATE users SET quota_limit = 6 WHERE tenant = 'shared'");
+    reload(f);
+    k1 = find(f, "key_1", &snap);
+    kg_keycache_release(snap); /* the snapshot is current: k1 stays valid under k2's */
+    k2 = find(f, "key_2", &snap);
+    assert_true(k2->user_has_quota);
+    assert_ptr_equal(k1->ustat, k2->ustat);
+    /* key_1 is held by its own 4, key_2 by the user's 6. */
+    assert_true(kg_keycache_spend_allow(k1, NULL, 4, now));
+    assert_false(kg_keycache_spend_allow(k1, NULL, 5, now));
+    assert_true(kg_keycache_spend_allow(k2, NULL, 6, now));
+    assert_false(kg_keycache_spend_allow(k2, NULL, 7, now));
+    kg_keycache_charge(k1->stat, 3);
+    assert_true(kg_keycache_spend_allow(k2, NULL, 3, now));
+    assert_false(kg_keycache_spend_allow(k2, NULL, 4, now));
+    assert_false(kg_keycache_spend_allow(k1, NULL, 2, now));
+    kg_keycache_charge(k2->stat, 3);
+    /* The user is out: key_1's own credit left does not help it. */
+    assert_false(kg_keycache_spend_allow(k1, NULL, 1, now));
+    assert_true(kg_keycache_spend_allow(k1, NULL, 0, now));
+    kg_keycache_release(snap);
+
+    flush_ok(f);
+    assert_int_equal(user_used(f, "key_1").credits, 6);
+    assert_int_equal(stored_used(f, "key_1"), 3);
+    assert_int_equal(stored_used(f, "key_2"), 3);
+    flush_ok(f); /* nothing new: nothing written again */
+    assert_int_equal(user_used(f, "key_2").credits, 6);
+    reload(f);
+    k1 = find(f, "key_1", &snap);
+    assert_int_equal(kg_keycache_meter_used(&k1->ustat->credits, KG_QUOTA_NONE, now), 6);
+    assert_false(kg_keycache_spend_allow(k1, NULL, 1, now));
+    kg_keycache_release(snap);
+}
+
+static void
+test_the_tier_quota_counts_per_user_and_a_refusal_charges_nothing(void **state)
+{
+    struct kg_fx_cache *f = *state;
+    const struct kg_keysnap *snap;
+    const struct kg_keyent *k1, *k2;
+    struct kg_config *cfg = NULL;
+    const struct kg_tier *tier;
+    struct kg_keycache *again = NULL;
+    struct kg_err err = {{0}};
+    int64_t now = kg_time_now();
+
+    if (kg_fx_load_config("tier gold rate 100/s quota 5/day\n", &cfg) != 0)
+        fail_msg("the tier should load");
+    tier = kg_config_tier(cfg, "gold");
+    assert_non_null(tier);
+    insert_shared_key(f, "key_1", 100);
+    insert_shared_key(f, "key_2", -1);
+    insert_key(f, "key_other", -1, "");
+    reload(f);
+    k1 = find(f, "key_1", &snap);
+    kg_keycache_release(snap);
+    k2 = find(f, "key_2", &snap);
+    assert_true(kg_keycache_spend_allow(k1, tier, 3, now));
+    kg_keycache_charge(k1->stat, 3);
+    assert_true(kg_keycache_spend_allow(k2, tier, 2, now));
+    assert_false(kg_keycache_spend_allow(k2, tier, 3, now)); /* 3 + 3 > 5 */
+    kg_keycache_charge(k2->stat, 2);
+    assert_false(kg_keycache_spend_allow(k1, tier, 1, now));
+    assert_int_equal(kg_keycache_meter_used(&k1->ustat->tier, KG_QUOTA_DAY, now), 5);
+    kg_keycache_release(snap);
+    /* Another user of the tier has a quota of its own. */
+    k1 = find(f, "key_other", &snap);
+    assert_true(kg_keycache_spend_allow(k1, tier, 5, now));
+    kg_keycache_release(snap);
+
+    flush_ok(f);
+    assert_int_equal(user_used(f, "key_1").tier, 5);
+    assert_true(user_used(f, "key_1").tier_period_start >=
+                kg_keycache_period_start(KG_QUOTA_DAY, now));
+    /* A new process (a restart) reads the count back: still used up. */
+    assert_int_equal(kg_keycache_new(&again), KG_OK);
+    assert_int_equal(kg_keycache_reload(again, f->st, now, &err), KG_OK);
+    {
+        unsigned char digest[KG_DIGEST_BYTES];
+        const struct kg_keysnap *s2 = kg_keycache_acquire(again);
+        const struct kg_keyent *e;
+
+        crypto_generichash(digest, KG_DIGEST_BYTES, (const unsigned char *)"key_2", 5, NULL, 0);
+        e = kg_keysnap_find(s2, digest);
+        assert_non_null(e);
+        assert_false(kg_keycache_spend_allow(e, tier, 1, now));
+        assert_true(kg_keycache_spend_allow(e, tier, 0, now));
+        /* The next UTC day the quota is whole again. */
+        assert_true(kg_keycache_spend_allow(e, tier, 5, now + 86400));
+        /* Without the tier (or with a tier without quota) nothing limits it. */
+        assert_true(kg_keycache_spend_allow(e, NULL, 1000, now));
+        kg_keycache_release(s2);
+    }
+    kg_keycache_free(again);
+    kg_config_free(cfg);
+}
+
+static void
+test_a_tier_without_quota_counts_nothing(void **state)
+{
+    struct kg_fx_cache *f = *state;
+    const struct kg_keysnap *snap;
+    const struct kg_keyent *k;
+    struct kg_config *cfg = NULL;
+
+    if (kg_fx_load_config("tier free rate 100/s\n", &cfg) != 0)
+        fail_msg("the tier should load");
+    insert_key(f, "key_f", -1, "");
+    reload(f);
+    k = find(f, "key_f", &snap);
+    assert_true(kg_keycache_spend_allow(k, kg_config_tier(cfg, "free"), 7, kg_time_now()));
+    kg_keycache_charge(k->stat, 7);
+    kg_keycache_release(snap);
+    flush_ok(f);
+    assert_int_equal(user_used(f, "key_f").tier, 0);
+    assert_int_equal(user_used(f, "key_f").credits, 7); /* the user's own count goes on */
+    kg_config_free(cfg);
+}
+
+static void
+test_a_failed_flush_charges_no_user_and_the_next_charges_once(void **state)
+{
+    struct kg_fx_cache *f = *state;
+    const struct kg_keysnap *snap;
+    const struct kg_keyent *k;
+    struct kg_config *cfg = NULL;
+    struct kg_err err = {{0}};
+
+    if (kg_fx_load_config("tier gold rate 100/s quota 50/month\n", &cfg) != 0)
+        fail_msg("the tier should load");
+    insert_key(f, "key_a", -1, "");
+    reload(f);
+    k = find(f, "key_a", &snap);
+    assert_true(kg_keycache_spend_allow(k, kg_config_tier(cfg, "gold"), 2, kg_time_now()));
+    kg_keycache_charge(k->stat, 2);
+    kg_keycache_release(snap);
+    /* The user write fails after the key's: the whole batch rolls back. */
+    raw_exec(f->path, "CREATE TRIGGER no_users BEFORE INSERT ON user_usage"
+                      " BEGIN SELECT RAISE(ABORT, 'no'); END");
+    assert_int_not_equal(kg_keycache_flush(f->kc, f->st, NULL, &err), KG_OK);
+    assert_int_equal(stored_used(f, "key_a"), 0);
+    assert_int_equal(user_used(f, "key_a").tier, 0);
+    raw_exec(f->path, "DROP TRIGGER no_users");
+    flush_ok(f);
+    flush_ok(f);
+    assert_int_equal(stored_used(f, "key_a"), 2);
+    assert_int_equal(user_used(f, "key_a").tier, 2);
+    assert_int_equal(user_used(f, "key_a").credits, 2);
+    kg_config_free(cfg);
+}
+
 int
 main(void)
 {
@@ -295,6 +485,17 @@ main(void)
                                         kg_fx_cache_setup, kg_fx_cache_teardown),
         cmocka_unit_test_setup_teardown(
             test_credits_used_before_a_refill_was_set_count_in_the_first_period, kg_fx_cache_setup,
+            kg_fx_cache_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_users_credits_are_shared_by_its_keys_and_the_stricter_limit_decides,
+            kg_fx_cache_setup, kg_fx_cache_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_the_tier_quota_counts_per_user_and_a_refusal_charges_nothing, kg_fx_cache_setup,
+            kg_fx_cache_teardown),
+        cmocka_unit_test_setup_teardown(test_a_tier_without_quota_counts_nothing,
+                                        kg_fx_cache_setup, kg_fx_cache_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_failed_flush_charges_no_user_and_the_next_charges_once, kg_fx_cache_setup,
             kg_fx_cache_teardown),
     };
 

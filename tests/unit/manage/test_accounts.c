@@ -592,11 +592,60 @@ test_the_default_user_is_made_once_and_never_behind_a_fence(void **state)
     assert_int_equal(kg_accounts_tenant_get(&fx->kc, NULL, "other", &t, &err), KG_ENOTFOUND);
 }
 
+static void
+test_user_credits_are_set_changed_made_unlimited_and_audited(void **state)
+{
+    struct kg_fx_store *fx = *state;
+    struct kg_user_new req = {.username = "payer", .has_credits = true, .credits = 100,
+                              .refill = "month"};
+    struct kg_user_change chg = {.set_quota_limit = true, .quota_limit = -1};
+    struct kg_user_usage used;
+    struct kg_audit_entry e;
+    struct kg_user_rec u;
+    struct kg_err err = {{0}};
+
+    assert_int_equal(kg_accounts_user_create(&fx->kc, NULL, &req, NULL, NOW, &u, NULL, NULL, &err),
+                     KG_OK);
+    assert_true(u.has_quota);
+    assert_int_equal(u.quota_limit, 100);
+    assert_string_equal(u.quota_period, "month");
+    e = last_entry(fx);
+    assert_non_null(strstr(e.details, "\"quota_limit\":100"));
+    assert_non_null(strstr(e.details, "\"quota_period\":\"month\""));
+    assert_int_equal(kg_accounts_user_usage(&fx->kc, NULL, &u, NOW, &used, &err), KG_OK);
+    assert_int_equal(used.credits + used.tier, 0);
+    /* Fenced off: as if it did not exist. */
+    assert_int_equal(kg_accounts_user_usage(&fx->kc, "elsewhere", &u, NOW, &used, &err),
+                     KG_ENOTFOUND);
+
+    assert_int_equal(kg_accounts_user_update(&fx->kc, NULL, u.id, &chg, NOW + 1, &u, &err), KG_OK);
+    assert_false(u.has_quota);
+    e = last_entry(fx);
+    assert_string_equal(e.action, "user.update");
+    assert_string_equal(e.details, "{\"quota_limit\":-1}");
+    chg = (struct kg_user_change){.set_quota_limit = true, .quota_limit = 0, .quota_period = ""};
+    assert_int_equal(kg_accounts_user_update(&fx->kc, NULL, u.id, &chg, NOW + 2, &u, &err), KG_OK);
+    assert_true(u.has_quota);
+    assert_int_equal(u.quota_limit, 0);
+    assert_string_equal(u.quota_period, "");
+
+    chg = (struct kg_user_change){.set_quota_limit = true, .quota_limit = -2};
+    assert_int_equal(kg_accounts_user_update(&fx->kc, NULL, u.id, &chg, NOW, &u, &err), KG_EINVAL);
+    chg = (struct kg_user_change){.quota_period = "week"};
+    assert_int_equal(kg_accounts_user_update(&fx->kc, NULL, u.id, &chg, NOW, &u, &err), KG_EINVAL);
+    req = (struct kg_user_new){.username = "x", .refill = "day"};
+    assert_int_equal(kg_accounts_user_check_new(&req, &err), KG_EINVAL);
+    assert_string_equal(err.msg, "a refill needs credits");
+    req = (struct kg_user_new){.username = "x", .has_credits = true, .credits = 1000000001};
+    assert_int_equal(kg_accounts_user_check_new(&req, &err), KG_EINVAL);
+}
+
 int
 main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
     const struct CMUnitTest tests[] = {
+        T(test_user_credits_are_set_changed_made_unlimited_and_audited),
         T(test_a_tenant_is_created_once_with_a_valid_name_and_audited),
         T(test_a_fenced_caller_sees_and_makes_only_its_own_tenant),
         T(test_a_fenced_tenant_listing_holds_one_tenant),

@@ -252,6 +252,9 @@ test_a_user_round_trips_every_field(void **state)
     memset(u.tier, 0, sizeof(u.tier)); /* so the whole-struct compare holds */
     snprintf(u.tier, sizeof(u.tier), "gold");
     u.platform_admin = true;
+    u.has_quota = true;
+    u.quota_limit = 250;
+    snprintf(u.quota_period, sizeof(u.quota_period), "month");
     assert_int_equal(kg_store_user_insert(f->st, &u, NULL, NULL, &err), KG_OK);
     assert_int_equal(kg_store_user_get(f->st, "usr_bob", &got, &err), KG_OK);
     assert_memory_equal(&got, &u, sizeof(u));
@@ -430,6 +433,74 @@ test_an_audited_change_without_an_audit_key_is_refused(void **state)
     kg_store_close(bare);
 }
 
+static void
+test_user_credits_are_unlimited_unless_set_and_a_negative_limit_is_refused(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_user_rec u = user("usr_cat", "acme", "cat", ""), got;
+    struct kg_err err = {{0}};
+
+    add_tenant(f, "acme", NOW);
+    assert_int_equal(kg_store_user_insert(f->st, &u, NULL, NULL, &err), KG_OK);
+    assert_int_equal(kg_store_user_get(f->st, "usr_cat", &got, &err), KG_OK);
+    assert_false(got.has_quota);
+    assert_string_equal(got.quota_period, "");
+    assert_int_equal(raw_int(f->path, "SELECT quota_limit IS NULL FROM users WHERE id = 'usr_cat'"),
+                     1);
+    got.has_quota = true;
+    got.quota_limit = -1;
+    assert_int_equal(kg_store_user_update(f->st, &got, NULL, &err), KG_EINVAL);
+    got.quota_limit = 0; /* no credits at all is a limit too */
+    assert_int_equal(kg_store_user_update(f->st, &got, NULL, &err), KG_OK);
+    assert_int_equal(kg_store_user_get(f->st, "usr_cat", &got, &err), KG_OK);
+    assert_true(got.has_quota);
+    assert_int_equal(got.quota_limit, 0);
+}
+
+static void
+test_user_usage_adds_up_in_one_batch_and_a_later_period_starts_again(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_user_rec u = user("usr_dan", "acme", "dan", "");
+    const char *uids[] = {"usr_dan", "usr_nobody"};
+    struct kg_user_usage d[2] = {
+        {.credits = 3, .credits_period_start = 86400, .tier = 5, .tier_period_start = 0},
+        {.credits = 9, .credits_period_start = 86400},
+    };
+    struct kg_user_usage got;
+    struct kg_err err = {{0}};
+
+    add_tenant(f, "acme", NOW);
+    assert_int_equal(kg_store_user_insert(f->st, &u, NULL, NULL, &err), KG_OK);
+    assert_int_equal(kg_store_user_usage_get(f->st, "usr_dan", &got, &err), KG_OK);
+    assert_int_equal(got.credits + got.tier + got.updated_at, 0);
+    /* The unknown user is skipped, the known one counted. */
+    assert_int_equal(kg_store_usage_add(f->st, NULL, NULL, 0, uids, d, 2, NOW, &err), KG_OK);
+    assert_int_equal(kg_store_usage_add(f->st, NULL, NULL, 0, uids, d, 1, NOW + 1, &err), KG_OK);
+    assert_int_equal(kg_store_user_usage_get(f->st, "usr_dan", &got, &err), KG_OK);
+    assert_int_equal(got.credits, 6);
+    assert_int_equal(got.credits_period_start, 86400);
+    assert_int_equal(got.tier, 10);
+    assert_int_equal(got.updated_at, NOW + 1);
+    /* The next day: credits start again from the delta, the tier count
+     * (which has its own period) keeps adding up while its start is 0. */
+    d[0] = (struct kg_user_usage){.credits = 2, .credits_period_start = 2 * 86400, .tier = 1};
+    assert_int_equal(kg_store_usage_add(f->st, NULL, NULL, 0, uids, d, 1, NOW + 2, &err), KG_OK);
+    assert_int_equal(kg_store_user_usage_get(f->st, "usr_dan", &got, &err), KG_OK);
+    assert_int_equal(got.credits, 2);
+    assert_int_equal(got.credits_period_start, 2 * 86400);
+    assert_int_equal(got.tier, 11);
+    /* A stale batch (an earlier period) adds to the current count. */
+    d[0] = (struct kg_user_usage){.credits = 1, .credits_period_start = 86400};
+    assert_int_equal(kg_store_usage_add(f->st, NULL, NULL, 0, uids, d, 1, NOW + 3, &err), KG_OK);
+    assert_int_equal(kg_store_user_usage_get(f->st, "usr_dan", &got, &err), KG_OK);
+    assert_int_equal(got.credits, 3);
+    assert_int_equal(got.credits_period_start, 2 * 86400);
+    d[0] = (struct kg_user_usage){.tier = -1};
+    assert_int_equal(kg_store_usage_add(f->st, NULL, NULL, 0, uids, d, 1, NOW, &err), KG_EINVAL);
+    assert_int_equal(kg_store_user_usage_get(f->st, "usr_nobody", &got, &err), KG_ENOTFOUND);
+}
+
 int
 main(void)
 {
@@ -439,6 +510,8 @@ main(void)
         T(test_a_tenant_update_writes_display_name_and_disabled_at),
         T(test_tenant_pages_walk_oldest_first_even_for_old_odd_names),
         T(test_a_user_round_trips_every_field),
+        T(test_user_credits_are_unlimited_unless_set_and_a_negative_limit_is_refused),
+        T(test_user_usage_adds_up_in_one_batch_and_a_later_period_starts_again),
         T(test_usernames_are_unique_per_tenant_and_emails_everywhere),
         T(test_a_user_update_keeps_id_tenant_and_creation_and_checks_uniqueness),
         T(test_a_user_and_its_first_key_are_stored_together_or_not_at_all),
