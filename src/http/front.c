@@ -894,17 +894,18 @@ decide_first(struct kg_req *req, struct MHD_Connection *conn, const char *method
     snap = kg_keycache_acquire(rt->keys);
     kg_decide(cfg, snap, rt->secret, &sc.cred, method, req->path, now, &d);
     throttle_count(rt, d.verdict, ip, now_ms);
+    if (d.verdict == KG_ALLOW && !health) {
+        req->cost = kg_scope_cost(cfg, method, req->path);
+        /* The key's credits, its owner's and the owner's tier quota, asked
+         * first: a request refused for them must not spend a rate token. */
+        over_quota =
+            !kg_keycache_spend_allow(d.key, kg_config_tier(cfg, d.key->tier), req->cost, now);
+    }
     if (d.key != NULL && is_scope_verdict(d.verdict)) {
         kg_keycache_touch(d.key, now);
         /* Only a request that would be proxied spends; every other answer
          * to a valid key shows where it stands. */
-        rate_check(req, rt, d.key, d.verdict == KG_ALLOW && !health, &lv);
-    }
-    if (d.verdict == KG_ALLOW && !health && lv.allowed) {
-        req->cost = kg_scope_cost(cfg, method, req->path);
-        /* The key's credits, its owner's and the owner's tier quota. */
-        over_quota =
-            !kg_keycache_spend_allow(d.key, kg_config_tier(cfg, d.key->tier), req->cost, now);
+        rate_check(req, rt, d.key, d.verdict == KG_ALLOW && !health && !over_quota, &lv);
     }
     /* A request refused for its credits is not let through: not counted. */
     if (!over_quota)
@@ -921,14 +922,14 @@ decide_first(struct kg_req *req, struct MHD_Connection *conn, const char *method
         req->outcome = kg_metrics_outcome_of(d.verdict);
         kg_respond_verdict(cfg, &d, &ans);
         ret = send_answer(req, conn, &ans);
-    } else if (!lv.allowed) {
-        req->outcome = KG_OUTCOME_RATE_LIMITED;
-        kg_respond_rate_limited(cfg, &lv, &ans);
-        ret = send_answer(req, conn, &ans);
     } else if (over_quota) {
         d.verdict = KG_DENY_QUOTA;
         req->outcome = KG_OUTCOME_QUOTA_EXCEEDED;
         kg_respond_verdict(cfg, &d, &ans);
+        ret = send_answer(req, conn, &ans);
+    } else if (!lv.allowed) {
+        req->outcome = KG_OUTCOME_RATE_LIMITED;
+        kg_respond_rate_limited(cfg, &lv, &ans);
         ret = send_answer(req, conn, &ans);
     } else if (cfg->mode == KG_MODE_FORWARD_AUTH) {
         /* No upstream status ever comes back here: the allow is the charge. */

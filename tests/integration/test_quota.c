@@ -43,6 +43,7 @@ struct world {
     struct kt_key lasting; /* gw: --credits 5, for restarts */
     struct kt_key three_e; /* gwe: --credits 3 */
     struct kt_key one_x;   /* gwx: --credits 1 */
+    struct kt_key rated;   /* gw: --credits 1 --rate 10/min --burst 10 */
 };
 
 static struct world W;
@@ -77,7 +78,12 @@ setup(void **state)
         return -1;
     if (!credit_key(W.gw, "three", "3", &W.three) || !credit_key(W.gw, "pricey", "5", &W.pricey) ||
         !credit_key(W.gw, "lasting", "5", &W.lasting) ||
-        !credit_key(W.gwe, "three", "3", &W.three_e) || !credit_key(W.gwx, "one", "1", &W.one_x))
+        !credit_key(W.gwe, "three", "3", &W.three_e) || !credit_key(W.gwx, "one", "1", &W.one_x) ||
+        !kt_daemon_key_cli(W.gw,
+                           (const char *const[]){"keys", "create", "--name", "rated", "--credits",
+                                                 "1", "--rate", "10/min", "--burst", "10",
+                                                 "--json", NULL},
+                           &W.rated))
         return -1;
     return kt_daemon_start(W.gw) && kt_daemon_start(W.gwe) && kt_daemon_start(W.gwx) ? 0 : -1;
 }
@@ -95,6 +101,7 @@ teardown(void **state)
     kt_key_cleanup(&W.lasting);
     kt_key_cleanup(&W.three_e);
     kt_key_cleanup(&W.one_x);
+    kt_key_cleanup(&W.rated);
     kt_http_global_cleanup();
     return 0;
 }
@@ -167,6 +174,42 @@ test_three_credits_give_three_answers_then_quota_exceeded(void **state)
     one(W.gw, "GET", "/v1/items", W.three.key, 429, DETAIL_QUOTA);
     /* The refusals were not charged: the store ends at exactly 3. */
     wait_stored_used(W.gw, W.three.id, 3);
+}
+
+/* The RateLimit header of one GET with key, after checking its status. */
+static void
+ratelimit_of(const char *key, long status, char *rl, size_t rlcap)
+{
+    char auth[256];
+    const char *hdrs[] = {auth, NULL};
+    struct kt_http_req rq = {.method = "GET", .url = kt_daemon_url(W.gw, "/v1/items"),
+                             .headers = hdrs};
+    struct kt_http_resp r;
+
+    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", key);
+    if (!kt_http_do(&rq, &r))
+        fail_msg("GET /v1/items should get an answer");
+    assert_int_equal(r.status, status);
+    assert_non_null(kt_http_header_buf(&r, "RateLimit", rl, rlcap));
+    kt_http_resp_cleanup(&r);
+}
+
+static void
+test_a_quota_refusal_spends_no_rate_limit_token(void **state)
+{
+    char first[128], rl[128];
+
+    (void)state;
+    ratelimit_of(W.rated.key, 200, first, sizeof(first));
+    assert_non_null(strstr(first, "r=9"));
+    /* Out of credits: refused, and the bucket stays where the 200 left it
+     * (a key retrying on an empty quota must not drain its own or its
+     * tier's rate). */
+    for (int i = 0; i < 4; i++) {
+        ratelimit_of(W.rated.key, 429, rl, sizeof(rl));
+        if (strstr(rl, "r=9") == NULL)
+            fail_msg("refusal %d should leave the bucket at r=9, RateLimit: %s", i + 1, rl);
+    }
 }
 
 static void
@@ -267,6 +310,7 @@ main(void)
         cmocka_unit_test(test_the_error_style_answers_quota_exceeded_as_an_error_object),
         cmocka_unit_test(test_a_cost_rule_charges_its_units_and_other_routes_one),
         cmocka_unit_test(test_an_upstream_failure_charges_nothing),
+        cmocka_unit_test(test_a_quota_refusal_spends_no_rate_limit_token),
         cmocka_unit_test(test_credits_survive_a_restart_and_a_kill_without_charging_twice),
     };
 
