@@ -114,7 +114,18 @@ published() {
         --filter "label=com.docker.compose.service=$1" --format '{{.Ports}}'
 }
 
+# Running containers of a service.
+running() {
+    "$engine" ps -q --filter "label=com.docker.compose.project=$project" \
+        --filter "label=com.docker.compose.service=$1"
+}
+
 dc up -d --build >"$tmp/up.log" 2>&1 || { cat "$tmp/up.log" >&2; fail "$engine compose up -d"; }
+# podman-compose 1.0.3 exits 0 even when an image failed to build: look for the containers.
+if [[ -z $(running keygate) || -z $(running api) ]]; then
+    tail -n 40 "$tmp/up.log" >&2
+    fail "${compose[*]} up -d started no keygate or no api container (its output above)"
+fi
 step "${compose[*]} up -d"
 
 expect 401 /hello "" '"detail"'
