@@ -11,7 +11,8 @@
 #   KEYGATE_SMOKE_KEEP_IMAGE=1          keep the built image (for inspection)
 #
 # Exit status: 0 all checks passed, 1 a check failed, 77 no working container engine (printed as
-# "SKIPPED: no container engine"; never reported as a pass).
+# "SKIPPED: container_smoke: ..."; never reported as a pass). With KEYGATE_REQUIRE_CONTAINERS=1
+# (set by .ci/run) that last case is a failure (1), not a skip.
 set -euo pipefail
 
 repo=$(cd "$(dirname "$0")/../.." && pwd)
@@ -31,7 +32,16 @@ for e in ${KEYGATE_ENGINE:-podman docker}; do
     fi
 done
 if [[ -z $engine ]]; then
-    echo "SKIPPED: no container engine"
+    if [[ ${KEYGATE_REQUIRE_CONTAINERS:-} == 1 ]]; then
+        # CI sets this: there a missing engine is a broken setup, not a reason to skip.
+        echo "FAIL: container_smoke: no working container engine (podman or docker)," \
+            "and KEYGATE_REQUIRE_CONTAINERS=1" >&2
+        for e in ${KEYGATE_ENGINE:-podman docker}; do
+            command -v "$e" >/dev/null 2>&1 && { "$e" info 2>&1 | tail -n 5 >&2 || true; }
+        done
+        exit 1
+    fi
+    echo "SKIPPED: container_smoke: no container engine (podman or docker) works here"
     exit 77
 fi
 if ! command -v curl >/dev/null 2>&1; then

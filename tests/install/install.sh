@@ -9,7 +9,8 @@
 # that the binary runs, that the man pages format without warnings and that the systemd unit
 # names the installed binary and config. Then `systemd-analyze verify` on the unit, and
 # `systemd-analyze security` for its exposure score; without systemd-analyze (Debian package
-# systemd) the test reports itself skipped (exit 77), never passed.
+# systemd) the test reports itself skipped (exit 77), never passed, or fails when
+# KEYGATE_REQUIRE_SYSTEMD_ANALYZE=1 (set by .ci/run).
 set -euo pipefail
 
 if [ $# -ne 8 ]; then
@@ -99,11 +100,16 @@ install_and_check "$d2" /opt/keygate-test --prefix /opt/keygate-test
 
 # ---- systemd ----
 if ! command -v systemd-analyze >/dev/null; then
+    if [ "${KEYGATE_REQUIRE_SYSTEMD_ANALYZE:-}" = 1 ]; then
+        # CI sets this: there a missing systemd-analyze is a broken setup, not a reason to skip.
+        fail "systemd-analyze not installed (Debian package systemd)," \
+            "and KEYGATE_REQUIRE_SYSTEMD_ANALYZE=1"
+    fi
     if [ "$failures" -ne 0 ]; then
         echo "install: $failures failure(s)" >&2
         exit 1
     fi
-    echo "SKIPPED: systemd-analyze not installed (Debian package systemd);" \
+    echo "SKIPPED: install_layout: systemd-analyze not installed (Debian package systemd);" \
         "files checked, unit not verified"
     exit 77
 fi
