@@ -30,7 +30,7 @@ struct kg_runtime {
      * that ran out of them (1 per cool-down: taken when it trips). */
     struct kg_throttle *auth_failures;
     struct kg_throttle *auth_cooldown;
-    struct kg_tls *tls; /* both listeners' certificate (server/tls.c), or NULL without TLS */
+    struct kg_tls *tls;    /* both listeners' certificate (server/tls.c), or NULL without TLS */
     _Atomic bool ready;    /* store open and keys loaded */
     _Atomic bool draining; /* SIGTERM seen: finish what is in flight, accept nothing new */
     _Atomic long connections;

@@ -41,8 +41,7 @@ enum kg_status kg_tls_check_priorities(const char *prio, struct kg_err *err);
  * key_file (unencrypted) and checks that the key belongs to the first
  * certificate. KG_EIO when a file cannot be read, KG_EINVAL when it holds
  * no certificate or key or they do not match; err names the file. */
-enum kg_status kg_tls_check_pair(const char *cert_file, const char *key_file,
-                                 struct kg_err *err);
+enum kg_status kg_tls_check_pair(const char *cert_file, const char *key_file, struct kg_err *err);
 
 /* Whether file holds at least one PEM certificate (an upstream_ca bundle).
  * KG_EIO unreadable, KG_EINVAL no certificate. */
@@ -59,8 +58,7 @@ void kg_tls_free(struct kg_tls *tls);
 /* Re-reads the certificate and key files named by cfg (the config now in
  * force, which may be a reloaded one) and makes the new pair current for new
  * handshakes. On failure nothing changes. Main thread. */
-enum kg_status kg_tls_reload(struct kg_tls *tls, const struct kg_config *cfg,
-                             struct kg_err *err);
+enum kg_status kg_tls_reload(struct kg_tls *tls, const struct kg_config *cfg, struct kg_err *err);
 
 /* What SIGHUP does for TLS: kg_tls_reload(), then one log line saying which
  * certificate now serves or why the old one still does. NULL-safe (TLS off). */

@@ -157,8 +157,7 @@ pair_load(const char *cert_file, const char *key_file, struct pair **out, struct
     g = gnutls_pcert_list_import_x509_raw(p->certs, &p->ncerts, &cert, GNUTLS_X509_FMT_PEM, 0);
     if (g < 0 || p->ncerts == 0) {
         p->ncerts = 0;
-        rc = kg_err_set(err, KG_EINVAL, "tls_certificate: %s holds no PEM certificate chain (%s)",
-                        cert_file, gnutls_strerror(g));
+        rc = kg_err_set(err, KG_EINVAL, "tls_certificate: %s holds no PEM certificate", cert_file);
         goto cleanup;
     }
     if (gnutls_privkey_init(&p->key) != 0) {
@@ -167,14 +166,14 @@ pair_load(const char *cert_file, const char *key_file, struct pair **out, struct
     }
     g = gnutls_privkey_import_x509_raw(p->key, &key, GNUTLS_X509_FMT_PEM, NULL, 0);
     if (g < 0) {
-        rc = kg_err_set(err, KG_EINVAL, "tls_key: %s holds no unencrypted PEM private key (%s)",
-                        key_file, gnutls_strerror(g));
+        rc = kg_err_set(err, KG_EINVAL, "tls_key: %s holds no unencrypted PEM private key",
+                        key_file);
         goto cleanup;
     }
     if (gnutls_pubkey_init(&pub) != 0 || gnutls_pubkey_import_privkey(pub, p->key, 0, 0) != 0 ||
         !spki(pub, &a) || !spki(p->certs[0].pubkey, &b)) {
-        rc = kg_err_set(err, KG_EINVAL, "tls_key: cannot compare %s with the certificate",
-                        key_file);
+        rc =
+            kg_err_set(err, KG_EINVAL, "tls_key: cannot compare %s with the certificate", key_file);
         goto cleanup;
     }
     if (a.size != b.size || memcmp(a.data, b.data, a.size) != 0) {
@@ -236,8 +235,7 @@ kg_tls_check_ca(const char *file, struct kg_err *err)
         return rc;
     g = gnutls_x509_crt_list_import2(&list, &n, &d, GNUTLS_X509_FMT_PEM, 0);
     if (g < 0 || n == 0)
-        rc = kg_err_set(err, KG_EINVAL, "upstream_ca: %s holds no PEM certificate (%s)", file,
-                        gnutls_strerror(g));
+        rc = kg_err_set(err, KG_EINVAL, "upstream_ca: %s holds no PEM certificate", file);
     for (unsigned int i = 0; i < n; i++)
         gnutls_x509_crt_deinit(list[i]);
     gnutls_free(list);
@@ -248,8 +246,8 @@ kg_tls_check_ca(const char *file, struct kg_err *err)
 /* Called by GnuTLS in every handshake of both listeners, on their threads. */
 static int
 retrieve_pair(gnutls_session_t session, const gnutls_datum_t *req_ca_rdn, int nreqs,
-              const gnutls_pk_algorithm_t *pk_algos, int pk_algos_length,
-              gnutls_pcert_st **pcert, unsigned int *pcert_length, gnutls_privkey_t *pkey)
+              const gnutls_pk_algorithm_t *pk_algos, int pk_algos_length, gnutls_pcert_st **pcert,
+              unsigned int *pcert_length, gnutls_privkey_t *pkey)
 {
     struct pair *p = atomic_load_explicit(&current_pair, memory_order_acquire);
 
@@ -389,8 +387,7 @@ kg_tls_pin(const char *cert_file, char *out, size_t cap, struct kg_err *err)
     g = gnutls_pcert_list_import_x509_raw(chain, &n, &cert, GNUTLS_X509_FMT_PEM, 0);
     if (g < 0 || n == 0) {
         n = 0;
-        rc = kg_err_set(err, KG_EINVAL, "tls_certificate: %s holds no PEM certificate (%s)",
-                        cert_file, gnutls_strerror(g));
+        rc = kg_err_set(err, KG_EINVAL, "tls_certificate: %s holds no PEM certificate", cert_file);
         goto cleanup;
     }
     /* The first certificate of the chain is the server's own. */
