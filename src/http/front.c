@@ -389,7 +389,7 @@ start_proxy(struct kg_req *req, struct MHD_Connection *conn, const char *method,
     peer_address(conn, peer, sizeof(peer));
     snprintf(xff, sizeof(xff), "%s%s%s", sc->xff, sc->xff[0] != '\0' ? ", " : "", peer);
     add_header(&b, "X-Forwarded-For", xff);
-    add_header(&b, "X-Forwarded-Proto", "http");
+    add_header(&b, "X-Forwarded-Proto", kg_loop_runtime(req->loop)->tls != NULL ? "https" : "http");
     if (sc->host != NULL)
         add_header(&b, "X-Forwarded-Host", sc->host);
     add_header(&b, "X-Request-Id", req->request_id);

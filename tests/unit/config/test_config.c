@@ -17,8 +17,6 @@
 #include <sys/stat.h>
 
 #include <cmocka.h>
-#include <gnutls/gnutls.h>
-#include <gnutls/x509.h>
 
 #include "keygate/config.h"
 #include "keygate/log.h"
@@ -1247,50 +1245,6 @@ test_the_shipped_config_loads_cleanly(void **state)
 
 /* ---- TLS: the files are made here, at run time (no key material in the tree) ---- */
 
-/* Writes a fresh self-signed P-256 certificate to DIR/NAME.crt and its key
- * to DIR/NAME.key. */
-static void
-make_pair(const char *dir, const char *name)
-{
-    gnutls_x509_privkey_t key;
-    gnutls_x509_crt_t crt;
-    gnutls_datum_t pem;
-    char path[256];
-    unsigned char serial = 1;
-    FILE *f;
-
-    assert_int_equal(gnutls_x509_privkey_init(&key), 0);
-    assert_int_equal(gnutls_x509_privkey_generate(
-                         key, GNUTLS_PK_ECDSA, GNUTLS_CURVE_TO_BITS(GNUTLS_ECC_CURVE_SECP256R1), 0),
-                     0);
-    assert_int_equal(gnutls_x509_crt_init(&crt), 0);
-    assert_int_equal(gnutls_x509_crt_set_version(crt, 3), 0);
-    assert_int_equal(gnutls_x509_crt_set_serial(crt, &serial, 1), 0);
-    assert_int_equal(gnutls_x509_crt_set_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 0, name,
-                                                   (unsigned)strlen(name)),
-                     0);
-    assert_int_equal(gnutls_x509_crt_set_activation_time(crt, time(NULL) - 60), 0);
-    assert_int_equal(gnutls_x509_crt_set_expiration_time(crt, time(NULL) + 3600), 0);
-    assert_int_equal(gnutls_x509_crt_set_key(crt, key), 0);
-    assert_int_equal(gnutls_x509_crt_sign2(crt, crt, key, GNUTLS_DIG_SHA256, 0), 0);
-    assert_int_equal(gnutls_x509_crt_export2(crt, GNUTLS_X509_FMT_PEM, &pem), 0);
-    snprintf(path, sizeof(path), "%s/%s.crt", dir, name);
-    f = fopen(path, "w");
-    assert_non_null(f);
-    assert_int_equal(fwrite(pem.data, 1, pem.size, f), pem.size);
-    assert_int_equal(fclose(f), 0);
-    gnutls_free(pem.data);
-    assert_int_equal(gnutls_x509_privkey_export2(key, GNUTLS_X509_FMT_PEM, &pem), 0);
-    snprintf(path, sizeof(path), "%s/%s.key", dir, name);
-    f = fopen(path, "w");
-    assert_non_null(f);
-    assert_int_equal(fwrite(pem.data, 1, pem.size, f), pem.size);
-    assert_int_equal(fclose(f), 0);
-    gnutls_free(pem.data);
-    gnutls_x509_crt_deinit(crt);
-    gnutls_x509_privkey_deinit(key);
-}
-
 /* A directory holding pairs "a" and "b" and a file "junk.pem" with no PEM. */
 struct tls_dir {
     char dir[KG_FX_DIR_MAX];
@@ -1303,8 +1257,8 @@ tls_dir_make(struct tls_dir *t)
     FILE *f;
 
     assert_int_equal(kg_fx_mkdtemp(t->dir, "tls"), 0);
-    make_pair(t->dir, "a");
-    make_pair(t->dir, "b");
+    kg_fx_tls_pair(t->dir, "a", 1);
+    kg_fx_tls_pair(t->dir, "b", 1);
     snprintf(path, sizeof(path), "%s/junk.pem", t->dir);
     f = fopen(path, "w");
     assert_non_null(f);
