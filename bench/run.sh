@@ -34,6 +34,10 @@
 #   ROTATE=0      1 = valid-key load runs cycle through ROTATE_N (1000) different keys
 #                 (lua/rotate.lua; costs wrk CPU, compare only with other ROTATE=1 runs)
 #   PIN=0         1 = taskset: wrk on CPU 1, all servers on CPU 0 (default: no pinning)
+#   TLS=0         1 = nginx-key and keygate listen with TLS (HTTPS, TLS 1.2/1.3) on the
+#                 same P-256 certificate, made with openssl in run/tls/ on first use;
+#                 wrk keeps its connections (keep-alive), so this measures TLS record
+#                 cost, not handshakes. direct and the upstream stay plain HTTP.
 #   NKEYS=10000   keys in the generated maps (run/keys.txt, regenerated if count differs)
 #                 and in keygate's store (re-seeded on every run)
 #   OUT=results/<timestamp>   where raw wrk output, results.tsv and summary.txt go
@@ -70,6 +74,7 @@ INVALID=${INVALID:-1}
 ROTATE=${ROTATE:-0}
 ROTATE_N=${ROTATE_N:-1000}
 PIN=${PIN:-0}
+TLS=${TLS:-0}
 NKEYS=${NKEYS:-10000}
 OUT=${OUT:-results/$(date +%Y%m%d-%H%M%S)}   # relative to bench/ by default
 [ -n "${OUT%%/*}" ] && [ "${OUT#results/}" = "$OUT" ] && OUT="$ORIG_PWD/$OUT"  # user paths: caller's cwd
@@ -93,6 +98,11 @@ KEYGATE_SEED_BIN=$(abs_bin "${KEYGATE_SEED_BIN:-$(dirname "$KEYGATE_BIN")/kg_ben
 KG_HEADER_FMT=${KG_HEADER_FMT:-X-Api-Key: %s}
 
 RUN="$BENCH_DIR/run"
+TLS_DIR="$RUN/tls"
+SCHEME=http CURL_TLS=()
+if [ "$TLS" = 1 ]; then
+    SCHEME=https CURL_TLS=(--cacert "$TLS_DIR/ca.crt")
+fi
 UP_PORT=18080 NK_PORT=18081 HK_PORT=18082 KG_PORT=18083 KG_ADMIN_PORT=18084
 CLK_TCK=$(getconf CLK_TCK)
 
@@ -173,11 +183,11 @@ trap 'exit 130' INT TERM
 
 port_busy() { [ -n "$(ss -Hltn "sport = :$1" 2>/dev/null)" ]; }
 
-wait_port() { # name port -> waits up to 10 s for an HTTP answer
-    local name=$1 port=$2 i
+wait_port() { # name port [scheme] -> waits up to 10 s for an HTTP answer
+    local name=$1 port=$2 scheme=${3:-http} i
     for i in $(seq 100); do
         kill -0 "${PID_OF[$name]}" 2>/dev/null || die "$name exited at start (see $RUN/$name.log)"
-        curl -s -o /dev/null --max-time 1 "http://127.0.0.1:$port/" && return 0
+        curl -s -o /dev/null --max-time 1 "${CURL_TLS[@]}" "$scheme://127.0.0.1:$port/" && return 0
         sleep 0.1
     done
     die "$name did not answer on 127.0.0.1:$port within 10 s"
@@ -240,6 +250,37 @@ gen_keys() {
     awk '{ printf "%s 1\n", $1 }' "$RUN/keys.txt" >"$RUN/keys.haproxy.map"
 }
 
+# ---- TLS (TLS=1): one CA and one server certificate for 127.0.0.1 -------------
+gen_tls() {
+    [ -s "$TLS_DIR/server.crt" ] && [ -s "$TLS_DIR/server.key" ] && return
+    command -v openssl >/dev/null 2>&1 || die "TLS=1 needs the openssl command (apt-get install -y openssl)"
+    log "making a test CA and a server certificate in $TLS_DIR"
+    mkdir -p "$TLS_DIR"
+    printf 'subjectAltName=IP:127.0.0.1,DNS:localhost\n' >"$TLS_DIR/ext"
+    openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
+        -keyout "$TLS_DIR/ca.key" -out "$TLS_DIR/ca.crt" -subj "/CN=keygate bench CA" \
+        -addext basicConstraints=critical,CA:TRUE -addext keyUsage=critical,keyCertSign \
+        >"$TLS_DIR/openssl.log" 2>&1 &&
+        openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj /CN=127.0.0.1 \
+            -keyout "$TLS_DIR/server.key" -out "$TLS_DIR/server.csr" >>"$TLS_DIR/openssl.log" 2>&1 &&
+        openssl x509 -req -in "$TLS_DIR/server.csr" -CA "$TLS_DIR/ca.crt" -CAkey "$TLS_DIR/ca.key" \
+            -set_serial 1 -days 30 -extfile "$TLS_DIR/ext" -out "$TLS_DIR/server.crt" \
+            >>"$TLS_DIR/openssl.log" 2>&1 || die "openssl failed (see $TLS_DIR/openssl.log)"
+}
+
+# nginx-key with TLS=1: conf/nginx-key.conf with an ssl listener on the same port.
+nginx_key_conf() {
+    if [ "$TLS" != 1 ]; then
+        echo conf/nginx-key.conf
+        return
+    fi
+    sed -e "s|listen 127.0.0.1:$NK_PORT backlog=4096;|listen 127.0.0.1:$NK_PORT ssl backlog=4096; ssl_certificate $TLS_DIR/server.crt; ssl_certificate_key $TLS_DIR/server.key; ssl_protocols TLSv1.2 TLSv1.3;|" \
+        -e "s|include ../run/keys.nginx.map;|include $RUN/keys.nginx.map;|" \
+        conf/nginx-key.conf >"$RUN/nginx-key-tls.conf"
+    grep -q "ssl_certificate" "$RUN/nginx-key-tls.conf" || die "could not add TLS to conf/nginx-key.conf"
+    echo "$RUN/nginx-key-tls.conf"
+}
+
 # ---- servers ---------------------------------------------------------------
 start_upstream() {
     port_busy $UP_PORT && die "127.0.0.1:$UP_PORT already in use (another run? stop it first)"
@@ -252,11 +293,13 @@ start_upstream() {
 
 start_nginx_key() {
     port_busy $NK_PORT && die "127.0.0.1:$NK_PORT already in use"
-    nginx -q -t -p "$BENCH_DIR/" -c conf/nginx-key.conf -g "worker_processes $WORKERS;" ||
-        die "conf/nginx-key.conf does not validate"
+    local conf
+    conf=$(nginx_key_conf) || exit 1
+    nginx -q -t -p "$BENCH_DIR/" -c "$conf" -g "worker_processes $WORKERS;" ||
+        die "$conf does not validate"
     start_bg nginx-key "$RUN/nginx-key.log" "${SRV_PREFIX[@]}" \
-        nginx -p "$BENCH_DIR/" -c conf/nginx-key.conf -g "worker_processes $WORKERS;"
-    wait_port nginx-key $NK_PORT
+        nginx -p "$BENCH_DIR/" -c "$conf" -g "worker_processes $WORKERS;"
+    wait_port nginx-key $NK_PORT $SCHEME
 }
 
 start_haproxy_key() {
@@ -285,6 +328,10 @@ log_level         info
 # turn them into 429s after 20 attempts.
 auth_throttle     off
 EOF
+    if [ "$TLS" = 1 ]; then
+        printf 'tls_certificate   "%s"\ntls_key           "%s"\n' "$TLS_DIR/server.crt" \
+            "$TLS_DIR/server.key" >>"$RUN/keygate.conf"
+    fi
     # e.g. KEYGATE_EXTRA_CONF='rate_limit_default 1000000/s' for the limits-on run.
     [ -n "${KEYGATE_EXTRA_CONF:-}" ] && printf '%s\n' "$KEYGATE_EXTRA_CONF" >>"$RUN/keygate.conf"
     return 0
@@ -353,9 +400,9 @@ start_gateway() {
 url_of() {
     case "$1" in
         direct) echo "http://127.0.0.1:$UP_PORT/v1/items" ;;
-        nginx-key) echo "http://127.0.0.1:$NK_PORT/v1/items" ;;
+        nginx-key) echo "$SCHEME://127.0.0.1:$NK_PORT/v1/items" ;;
         haproxy-key) echo "http://127.0.0.1:$HK_PORT/v1/items" ;;
-        keygate) echo "http://127.0.0.1:$KG_PORT/v1/items" ;;
+        keygate) echo "$SCHEME://127.0.0.1:$KG_PORT/v1/items" ;;
         gateway) echo "$GW_URL" ;;
     esac
 }
@@ -376,7 +423,8 @@ gw_pid_of() { # scenario -> pid whose tree is "the gateway" in the CPU columns
 check_status() { # desc expected url [header]
     local desc=$1 want=$2 url=$3 got
     shift 3
-    got=$(curl -s -o "$RUN/smoke.body" -w '%{http_code}' --max-time 5 "$@" "$url") || got="curl-failed"
+    got=$(curl -s -o "$RUN/smoke.body" -w '%{http_code}' --max-time 5 "${CURL_TLS[@]}" "$@" "$url") ||
+        got="curl-failed"
     if [ "$got" != "$want" ]; then
         echo "SMOKE FAIL: $desc: want $want, got $got ($(head -c 200 "$RUN/smoke.body" 2>/dev/null))" >&2
         return 1
@@ -408,7 +456,7 @@ smoke() {
             check_status "keygate bad checksum" 401 "$url" -H "$(key_hdr keygate "$KG_BADSUM_KEY")" || fail=1
             check_status "keygate Basic auth is not a key" 401 "$url" -H "Authorization: Basic $KG_VALID_KEY" || fail=1
             check_status "keygate no key" 401 "$url" || fail=1
-            check_status "keygate admin /livez" 200 "http://127.0.0.1:$KG_ADMIN_PORT/livez" || fail=1 ;;
+            check_status "keygate admin /livez" 200 "$SCHEME://127.0.0.1:$KG_ADMIN_PORT/livez" || fail=1 ;;
         gateway)
             check_status "gateway valid key" 200 "$url" -H "$(key_hdr gateway "$GW_KEY")" || fail=1
             check_status "gateway invalid key" 401 "$url" -H "$(key_hdr gateway "$GW_BAD_KEY")" || fail=1
@@ -490,7 +538,7 @@ measure() { # rep scenario keycase conns duration
 # ---- summary ---------------------------------------------------------------
 summarize() { summarize_file "$OUT/results.tsv"; }
 summarize_file() {
-    awk -F'\t' '
+    awk -F'\t' -v tls="$TLS" '
     function med(str,   a, n, i, j, t) {
         n = split(str, a, " ")
         if (n == 0 || a[1] == "-") return "-"
@@ -564,6 +612,8 @@ summarize_file() {
                     t3 = t3 " " (P[a] - P[d]) / (P[b] - P[d])
             }
             print ""
+            if (tls == 1) print "TLS=1: keygate and nginx-key both over TLS (same certificate, keep-alive); the"
+            if (tls == 1) print "issue 7 target is the valid-key req/s line (>= 0.70x nginx-key)."
             print "issue 3 targets, keygate vs nginx-key (per-rep ratios, median):"
             if (t1 != "") printf "  valid-key req/s at c=%s:     %.2fx nginx-key (target >= 0.70x)  %s\n", cmax, med(t1), (med(t1) >= 0.7 ? "met" : "NOT met")
             if (t2 != "") printf "  401 CPU us/request at c=%s:  %.2fx nginx-key (target <= 1.50x)  %s\n", cmax, med(t2), (med(t2) <= 1.5 ? "met" : "NOT met")
@@ -589,6 +639,7 @@ fi
 mkdir -p "$RUN/tmp" "$OUT/raw" || die "cannot create $RUN or $OUT"
 : >"$OUT/results.tsv"
 gen_keys
+[ "$TLS" = 1 ] && gen_tls
 VALID_KEY=$(sed -n "$(( (NKEYS + 1) / 2 ))p" "$RUN/keys.txt")
 while :; do
     BAD_KEY=kg_$(od -An -tx1 -N 16 /dev/urandom | tr -d ' \n')
@@ -600,7 +651,7 @@ done
     echo "# bench run $(date -Is)"
     echo "host: $(nproc) cores ($(awk -F': ' '/model name/ { print $2; exit }' /proc/cpuinfo)), $(awk '/MemTotal/ { printf "%.0f GiB", $2 / 1048576 }' /proc/meminfo), kernel $(uname -r)"
     echo "tools: $(nginx -v 2>&1 | sed 's/.*: //'), $(haproxy -v 2>&1 | head -1 | awk '{ print "haproxy " $3 }'), $(wrk -v 2>&1 | head -1 | awk '{ print $1, $2 }')"
-    echo "params: DURATION=${DURATION}s WARMUP=${WARMUP}s CONNS=$CONNS THREADS=$THREADS WORKERS=$WORKERS LAT_CONNS=$LAT_CONNS LAT_DURATION=${LAT_DURATION}s REPS=$REPS ROTATE=$ROTATE PIN=$PIN NKEYS=$NKEYS"
+    echo "params: DURATION=${DURATION}s WARMUP=${WARMUP}s CONNS=$CONNS THREADS=$THREADS WORKERS=$WORKERS LAT_CONNS=$LAT_CONNS LAT_DURATION=${LAT_DURATION}s REPS=$REPS ROTATE=$ROTATE PIN=$PIN NKEYS=$NKEYS TLS=$TLS"
     echo "scenarios: ${SCENARIOS[*]}"
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
     if [ $need_kg = 1 ]; then

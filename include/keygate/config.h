@@ -111,6 +111,12 @@ struct kg_config {
     int64_t auth_throttle_cooldown_ms;
     struct kg_cidr *trusted_proxies; /* peers whose X-Forwarded-For is believed */
     size_t ntrusted_proxies;
+    /* TLS on listen and admin_listen when both are set (server/tls.c); the
+     * loader has checked that the files load and the key matches. */
+    char *tls_certificate; /* PEM chain file, or NULL */
+    char *tls_key;         /* PEM private key file, or NULL */
+    char *tls_priorities;  /* GnuTLS priority string */
+    char *upstream_ca;     /* PEM bundle an https upstream is verified with; NULL: system CAs */
 };
 
 /* Receives one "file:line: message" (or "KEYGATE_X: message") per problem. */

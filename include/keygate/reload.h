@@ -16,7 +16,8 @@
 
 /* For each startup-only directive (listen, admin_listen, database,
  * secret_file, workers, client_timeout, max_header_bytes, signup and the
- * signup_* settings, auth_throttle) whose value in next differs from
+ * signup_* settings, auth_throttle, TLS on or off, tls_priorities) whose
+ * value in next differs from
  * running: reports "NAME: changed to NEW; needs a restart, keeping OLD"
  * through report (may be NULL) and copies running's value into next.
  * next is the caller's, not yet published. *kept (may be NULL) gets how

@@ -17,6 +17,7 @@
 
 struct kg_worker;
 struct kg_throttle;
+struct kg_tls;
 
 struct kg_runtime {
     struct kg_cfgswap *config; /* the current config: kg_cfgswap_acquire() it */
@@ -29,6 +30,7 @@ struct kg_runtime {
      * that ran out of them (1 per cool-down: taken when it trips). */
     struct kg_throttle *auth_failures;
     struct kg_throttle *auth_cooldown;
+    struct kg_tls *tls;    /* both listeners' certificate (server/tls.c), or NULL without TLS */
     _Atomic bool ready;    /* store open and keys loaded */
     _Atomic bool draining; /* SIGTERM seen: finish what is in flight, accept nothing new */
     _Atomic long connections;

@@ -28,6 +28,7 @@
 #include "keygate/respond.h"
 #include "keygate/scope.h"
 #include "keygate/timeutil.h"
+#include "keygate/tls.h"
 
 #define ADMIN_CONNECTIONS_MAX 256
 #define ADMIN_TIMEOUT_S 30
@@ -860,6 +861,7 @@ kg_admin_start(struct kg_runtime *rt, const struct sockaddr_storage *addr, struc
     struct kg_admin *adm = calloc(1, sizeof(*adm));
     unsigned char audit_key[KG_AUDIT_KEY_BYTES];
     const struct kg_config *cfg = NULL;
+    struct MHD_OptionItem tls_opts[KG_TLS_MHD_OPTIONS];
     enum kg_status rc;
     uint16_t port;
 
@@ -893,11 +895,12 @@ kg_admin_start(struct kg_runtime *rt, const struct sockaddr_storage *addr, struc
     }
     /* The logger first: the library warns about options that precede it. */
     adm->daemon = MHD_start_daemon(
-        flags, port, NULL, NULL, admin_handler, adm, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL,
-        MHD_OPTION_SOCK_ADDR, addr, MHD_OPTION_NOTIFY_COMPLETED, request_completed, adm,
-        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)ADMIN_TIMEOUT_S,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)ADMIN_POOL_BYTES, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned int)ADMIN_CONNECTIONS_MAX, MHD_OPTION_END);
+        flags | kg_tls_mhd_flags(rt->tls), port, NULL, NULL, admin_handler, adm,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL, MHD_OPTION_SOCK_ADDR, addr,
+        MHD_OPTION_NOTIFY_COMPLETED, request_completed, adm, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned int)ADMIN_TIMEOUT_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)ADMIN_POOL_BYTES,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)ADMIN_CONNECTIONS_MAX, MHD_OPTION_ARRAY,
+        kg_tls_mhd_options(rt->tls, tls_opts), MHD_OPTION_END);
     if (adm->daemon == NULL) {
         rc = kg_err_set(err, KG_EIO, "cannot listen on admin address %s", cfg->admin_listen);
         goto cleanup;

@@ -20,6 +20,7 @@
 
 #include "keygate/config.h"
 #include "keygate/log.h"
+#include "keygate/tls.h"
 
 /* Longest duration any timeout may have; longer would only hide a hung peer. */
 #define DURATION_MAX_MS (24LL * 3600 * 1000)
@@ -85,6 +86,8 @@ static enum kg_status parse_auth_throttle(struct loader *ld, const struct direct
                                           const char *const *argv, size_t argc);
 static enum kg_status parse_trusted_proxies(struct loader *ld, const struct directive *d,
                                             const char *const *argv, size_t argc);
+static enum kg_status parse_tls_priorities(struct loader *ld, const struct directive *d,
+                                           const char *const *argv, size_t argc);
 
 #define OFF(field) offsetof(struct kg_config, field)
 
@@ -154,6 +157,15 @@ static const struct directive directives[] = {
      .want = "N/s, N/min or N/h and a cool-down such as 60s, or off"},
     {.name = "trusted_proxies", .kind = K_CUSTOM, .parse = parse_trusted_proxies, .multi = true,
      .want = "IPv4 or IPv6 addresses or CIDR blocks such as 10.0.0.0/8 fd00::/8, or none"},
+    {.name = "tls_certificate", .kind = K_STRING, .off = OFF(tls_certificate),
+     .env = "KEYGATE_TLS_CERTIFICATE", .check = check_path, .want = "a PEM file path"},
+    {.name = "tls_key", .kind = K_STRING, .off = OFF(tls_key), .env = "KEYGATE_TLS_KEY",
+     .check = check_path, .want = "a PEM file path"},
+    {.name = "tls_priorities", .kind = K_CUSTOM, .def = KG_TLS_DEFAULT_PRIORITIES,
+     .env = "KEYGATE_TLS_PRIORITIES", .parse = parse_tls_priorities,
+     .want = "a GnuTLS priority string such as " KG_TLS_DEFAULT_PRIORITIES},
+    {.name = "upstream_ca", .kind = K_STRING, .off = OFF(upstream_ca), .env = "KEYGATE_UPSTREAM_CA",
+     .check = check_path, .want = "a PEM file path"},
 };
 /* clang-format on */
 
@@ -1134,6 +1146,31 @@ parse_tier(struct loader *ld, const struct directive *d, const char *const *argv
     return KG_OK;
 }
 
+/* tls_priorities STRING: GnuTLS parses it here, so a typo is reported at
+ * its line instead of failing the listener at startup. */
+static enum kg_status
+parse_tls_priorities(struct loader *ld, const struct directive *d, const char *const *argv,
+                     size_t argc)
+{
+    struct kg_err err = {{0}};
+    char *copy;
+
+    if (argc != 1) {
+        complain_count(ld, d, argc);
+        return KG_EINVAL;
+    }
+    if (kg_tls_check_priorities(argv[0], &err) != KG_OK) {
+        complain(ld, "tls_priorities: %s", err.msg);
+        return KG_EINVAL;
+    }
+    copy = strdup(argv[0]);
+    if (copy == NULL)
+        return KG_ENOMEM;
+    free(ld->cfg->tls_priorities);
+    ld->cfg->tls_priorities = copy;
+    return KG_OK;
+}
+
 const struct kg_tier *
 kg_config_tier(const struct kg_config *cfg, const char *name)
 {
@@ -1335,6 +1372,49 @@ apply_env(struct loader *ld)
     return KG_OK;
 }
 
+/* Points complaints at where directive name was set: its environment
+ * variable when that overrode the file, else its line (0: not in the file). */
+static void
+locate(struct loader *ld, const char *name)
+{
+    const struct directive *d = find_directive(name);
+    const char *v = d->env != NULL ? getenv(d->env) : NULL;
+
+    ld->env = v != NULL && v[0] != '\0' ? d->env : NULL;
+    ld->line = ld->first_line[d - directives];
+}
+
+/* What needs two directives or the files themselves: the TLS pair is
+ * complete, loads and matches; upstream_ca holds a certificate. Reading
+ * them here makes `keygate serve -t` and a reload refuse a broken pair. */
+static void
+check_tls_files(struct loader *ld)
+{
+    const struct kg_config *cfg = ld->cfg;
+    struct kg_err err = {{0}};
+
+    if ((cfg->tls_certificate == NULL) != (cfg->tls_key == NULL)) {
+        if (cfg->tls_certificate != NULL) {
+            locate(ld, "tls_certificate");
+            complain(ld, "tls_certificate is set but tls_key is not: TLS needs both");
+        } else {
+            locate(ld, "tls_key");
+            complain(ld, "tls_key is set but tls_certificate is not: TLS needs both");
+        }
+    } else if (cfg->tls_certificate != NULL &&
+               kg_tls_check_pair(cfg->tls_certificate, cfg->tls_key, &err) != KG_OK) {
+        /* The message starts with the directive it is about. */
+        locate(ld, strncmp(err.msg, "tls_key", 7) == 0 ? "tls_key" : "tls_certificate");
+        complain(ld, "%s", err.msg);
+    }
+    if (cfg->upstream_ca != NULL && kg_tls_check_ca(cfg->upstream_ca, &err) != KG_OK) {
+        locate(ld, "upstream_ca");
+        complain(ld, "%s", err.msg);
+    }
+    ld->env = NULL;
+    ld->line = 0;
+}
+
 enum kg_status
 kg_config_defaults(struct kg_config **out)
 {
@@ -1397,6 +1477,8 @@ kg_config_load(const char *path, kg_config_report_fn report, void *ctx, struct k
     }
     ld.line = 0;
     rc = apply_env(&ld);
+    if (rc == KG_OK)
+        check_tls_files(&ld);
     if (rc == KG_OK && ld.nerrors > 0)
         rc = KG_EINVAL;
 
@@ -1457,5 +1539,9 @@ kg_config_free(struct kg_config *cfg)
         free(cfg->tiers[i].name);
     free(cfg->tiers);
     free(cfg->trusted_proxies);
+    free(cfg->tls_certificate);
+    free(cfg->tls_key);
+    free(cfg->tls_priorities);
+    free(cfg->upstream_ca);
     free(cfg);
 }

@@ -32,6 +32,7 @@
 #include "keygate/signup.h"
 #include "keygate/throttle.h"
 #include "keygate/timeutil.h"
+#include "keygate/tls.h"
 #include "keygate/worker.h"
 
 #define KG_RESPONSE_BLOCK (64 * 1024)
@@ -388,7 +389,7 @@ start_proxy(struct kg_req *req, struct MHD_Connection *conn, const char *method,
     peer_address(conn, peer, sizeof(peer));
     snprintf(xff, sizeof(xff), "%s%s%s", sc->xff, sc->xff[0] != '\0' ? ", " : "", peer);
     add_header(&b, "X-Forwarded-For", xff);
-    add_header(&b, "X-Forwarded-Proto", "http");
+    add_header(&b, "X-Forwarded-Proto", kg_loop_runtime(req->loop)->tls != NULL ? "https" : "http");
     if (sc->host != NULL)
         add_header(&b, "X-Forwarded-Host", sc->host);
     add_header(&b, "X-Request-Id", req->request_id);
@@ -1176,8 +1177,10 @@ enum kg_status
 kg_front_new_daemon(struct kg_loop *loop, const struct sockaddr_storage *addr,
                     struct MHD_Daemon **out, struct kg_err *err)
 {
-    const struct kg_config *cfg = kg_cfgswap_acquire(kg_loop_runtime(loop)->config);
+    const struct kg_runtime *rt = kg_loop_runtime(loop);
+    const struct kg_config *cfg = kg_cfgswap_acquire(rt->config);
     unsigned int flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    struct MHD_OptionItem tls_opts[KG_TLS_MHD_OPTIONS];
     enum kg_status rc = KG_OK;
     uint16_t port;
 
@@ -1194,14 +1197,16 @@ kg_front_new_daemon(struct kg_loop *loop, const struct sockaddr_storage *addr,
     /* STRICT_FOR_CLIENT 1: HTTP/1.1 without Host and spaces in the target are
      * refused by the library (400) instead of passed on. */
     *out = MHD_start_daemon(
-        flags, port, NULL, NULL, access_handler, loop, MHD_OPTION_EXTERNAL_LOGGER, mhd_logger,
-        NULL, MHD_OPTION_STRICT_FOR_CLIENT, (int)1, MHD_OPTION_SOCK_ADDR, addr,
-        MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int)1, MHD_OPTION_URI_LOG_CALLBACK,
-        uri_logger, loop, MHD_OPTION_NOTIFY_COMPLETED, request_completed, loop,
-        MHD_OPTION_NOTIFY_CONNECTION, connection_notify, loop, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned int)((cfg->client_timeout_ms + 999) / 1000), MHD_OPTION_CONNECTION_MEMORY_LIMIT,
-        (size_t)(cfg->max_header_bytes + 16 * 1024), MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned int)10000, MHD_OPTION_LISTEN_BACKLOG_SIZE, (unsigned int)1024, MHD_OPTION_END);
+        flags | kg_tls_mhd_flags(rt->tls), port, NULL, NULL, access_handler, loop,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL, MHD_OPTION_STRICT_FOR_CLIENT, (int)1,
+        MHD_OPTION_SOCK_ADDR, addr, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int)1,
+        MHD_OPTION_URI_LOG_CALLBACK, uri_logger, loop, MHD_OPTION_NOTIFY_COMPLETED,
+        request_completed, loop, MHD_OPTION_NOTIFY_CONNECTION, connection_notify, loop,
+        MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)((cfg->client_timeout_ms + 999) / 1000),
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(cfg->max_header_bytes + 16 * 1024),
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)10000, MHD_OPTION_LISTEN_BACKLOG_SIZE,
+        (unsigned int)1024, MHD_OPTION_ARRAY, kg_tls_mhd_options(rt->tls, tls_opts),
+        MHD_OPTION_END);
     if (*out == NULL)
         rc = kg_err_set(err, KG_EIO, "cannot listen on %s", cfg->listen);
     /* Sized from the config once: these directives need a restart. */

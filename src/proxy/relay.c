@@ -285,6 +285,12 @@ kg_relay_start(struct kg_loop *loop, struct kg_relay_req *rq, struct kg_exchange
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->upstream_connect_timeout_ms);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)cfg->upstream_timeout_ms);
+    /* An https upstream is always verified, name included; upstream_ca
+     * replaces the system CAs. A failed check is a 502 like any other. */
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+    if (cfg->upstream_ca != NULL)
+        curl_easy_setopt(e, CURLOPT_CAINFO, cfg->upstream_ca);
     curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 65536L);
     curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);

@@ -9,7 +9,7 @@
 
 #include "keygate/reload.h"
 
-enum kind { R_STRING, R_INT, R_BOOL, R_DURATION, R_BYTES, R_THROTTLE };
+enum kind { R_STRING, R_INT, R_BOOL, R_DURATION, R_BYTES, R_THROTTLE, R_TLS };
 
 struct startup_only {
     const char *name;
@@ -22,7 +22,8 @@ struct startup_only {
 /* Directives acted on once, at startup: listeners bound (listen,
  * admin_listen and what libmicrohttpd sizes with them), files opened,
  * threads started (workers, signup's worker), tables sized (auth_throttle).
- * A future TLS on/off switch belongs here; a renewed certificate does not. */
+ * TLS on or off and its priorities are fixed in the listeners; a renewed
+ * certificate (new files or the same names) is not, and is reloaded. */
 static const struct startup_only startup_only[] = {
     {"listen", R_STRING, OFF(listen)},
     {"admin_listen", R_STRING, OFF(admin_listen)},
@@ -37,6 +38,8 @@ static const struct startup_only startup_only[] = {
     {"signup_role", R_STRING, OFF(signup_role)},
     {"signup_tier", R_STRING, OFF(signup_tier)},
     {"auth_throttle", R_THROTTLE, 0},
+    {"TLS (tls_certificate, tls_key)", R_TLS, 0},
+    {"tls_priorities", R_STRING, OFF(tls_priorities)},
 };
 
 #define NSTARTUP_ONLY (sizeof(startup_only) / sizeof(startup_only[0]))
@@ -87,6 +90,9 @@ show(const struct startup_only *d, const struct kg_config *cfg, char *buf, size_
         snprintf(buf, len, "%" PRId64 " per %s, cool-down %s", cfg->auth_throttle_count, window,
                  cooldown);
         break;
+    case R_TLS:
+        snprintf(buf, len, "%s", cfg->tls_certificate != NULL ? "on" : "off");
+        break;
     }
 }
 
@@ -109,8 +115,33 @@ same(const struct startup_only *d, const struct kg_config *a, const struct kg_co
         return a->auth_throttle_count == b->auth_throttle_count &&
                a->auth_throttle_window_ms == b->auth_throttle_window_ms &&
                a->auth_throttle_cooldown_ms == b->auth_throttle_cooldown_ms;
+    case R_TLS:
+        return (a->tls_certificate != NULL) == (b->tls_certificate != NULL);
     }
     return true;
+}
+
+/* TLS stays as it runs: off stays off; on keeps running's files (a config
+ * that names none cannot renew anything). */
+static enum kg_status
+keep_tls(const struct kg_config *running, struct kg_config *next)
+{
+    char *crt = NULL, *key = NULL;
+
+    if (running->tls_certificate != NULL) {
+        crt = strdup(running->tls_certificate);
+        key = strdup(running->tls_key);
+        if (crt == NULL || key == NULL) {
+            free(crt);
+            free(key);
+            return KG_ENOMEM;
+        }
+    }
+    free(next->tls_certificate);
+    free(next->tls_key);
+    next->tls_certificate = crt;
+    next->tls_key = key;
+    return KG_OK;
 }
 
 /* Copies running's value of d into next. */
@@ -144,6 +175,8 @@ keep(const struct startup_only *d, const struct kg_config *running, struct kg_co
         next->auth_throttle_window_ms = running->auth_throttle_window_ms;
         next->auth_throttle_cooldown_ms = running->auth_throttle_cooldown_ms;
         return KG_OK;
+    case R_TLS:
+        return keep_tls(running, next);
     }
     return KG_OK;
 }

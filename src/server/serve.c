@@ -26,6 +26,7 @@
 #include "keygate/serve.h"
 #include "keygate/throttle.h"
 #include "keygate/timeutil.h"
+#include "keygate/tls.h"
 #include "keygate/worker.h"
 
 #define KG_MAX_WORKERS 64
@@ -261,6 +262,9 @@ reload_config(struct daemon_state *ds)
      * holds state built from the config (TLS certificates, the access log)
      * reconfigures itself from next now, and may refuse the reload by
      * logging why, freeing next and returning before the publish below. */
+    /* TLS: next's pair was loaded and checked by kg_config_load(); this
+     * makes it the one new handshakes get (a failure here only logs). */
+    kg_tls_reload_on_signal(ds->rt.tls, next);
     if (kg_cfgswap_publish(ds->rt.config, next) != KG_OK) {
         kg_log_error("SIGHUP: configuration reload refused (out of memory); keeping the running "
                      "configuration");
@@ -443,7 +447,8 @@ kg_serve_main(int argc, char **argv)
         kg_log_error("loading keys: %s", err.msg[0] != '\0' ? err.msg : "out of memory");
         goto cleanup;
     }
-    if (start_auth_throttle(&ds, &err) != KG_OK || start_signup(&ds, &err) != KG_OK ||
+    if (kg_tls_new(ds.inst->cfg, &ds.rt.tls, &err) != KG_OK ||
+        start_auth_throttle(&ds, &err) != KG_OK || start_signup(&ds, &err) != KG_OK ||
         start_loops(&ds, &err) != KG_OK) {
         kg_log_error("%s", err.msg);
         goto cleanup;
@@ -470,6 +475,7 @@ cleanup:
     for (int i = 0; i < ds.nloops; i++)
         kg_loop_free(ds.loops[i]);
     kg_admin_stop(ds.admin);
+    kg_tls_free(ds.rt.tls);
     kg_worker_free(ds.rt.worker);
     kg_throttle_free(ds.rt.signup_limit);
     kg_throttle_free(ds.rt.auth_failures);

@@ -37,6 +37,7 @@ struct kt_daemon {
     int port, admin_port;
     int cli_runs;
     char url[512];
+    char ca_file[300]; /* "" without TLS */
 };
 
 int
@@ -265,7 +266,9 @@ wait_for(pid_t pid, long ms)
 static bool
 ready(struct kt_daemon *d)
 {
-    struct kt_http_req req = {.url = kt_daemon_admin_url(d, "/readyz"), .timeout_ms = 1000};
+    struct kt_http_req req = {.url = kt_daemon_admin_url(d, "/readyz"),
+                              .timeout_ms = 1000,
+                              .ca_file = d->ca_file[0] != '\0' ? d->ca_file : NULL};
     struct kt_http_resp resp;
     bool ok = kt_http_do(&req, &resp) && resp.status == 200;
 
@@ -448,17 +451,25 @@ kt_daemon_config_path(const struct kt_daemon *d)
     return d->config_path;
 }
 
+void
+kt_daemon_set_tls_ca(struct kt_daemon *d, const char *ca_file)
+{
+    snprintf(d->ca_file, sizeof(d->ca_file), "%s", ca_file);
+}
+
 const char *
 kt_daemon_url(struct kt_daemon *d, const char *path)
 {
-    snprintf(d->url, sizeof(d->url), "http://127.0.0.1:%d%s", d->port, path);
+    snprintf(d->url, sizeof(d->url), "%s://127.0.0.1:%d%s",
+             d->ca_file[0] != '\0' ? "https" : "http", d->port, path);
     return d->url;
 }
 
 const char *
 kt_daemon_admin_url(struct kt_daemon *d, const char *path)
 {
-    snprintf(d->url, sizeof(d->url), "http://127.0.0.1:%d%s", d->admin_port, path);
+    snprintf(d->url, sizeof(d->url), "%s://127.0.0.1:%d%s",
+             d->ca_file[0] != '\0' ? "https" : "http", d->admin_port, path);
     return d->url;
 }
 

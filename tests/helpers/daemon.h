@@ -60,8 +60,12 @@ int kt_daemon_admin_port(const struct kt_daemon *d);
 const char *kt_daemon_dir(const struct kt_daemon *d);
 const char *kt_daemon_config_path(const struct kt_daemon *d);
 
-/* "http://127.0.0.1:PORT" + path on the public / admin listener, written
- * into a buffer of the daemon that the next call reuses. */
+/* For a daemon whose config turns TLS on: its URLs become https and the
+ * readiness probe of kt_daemon_start() verifies the server with ca_file
+ * (copied). Call before kt_daemon_start(). */
+void kt_daemon_set_tls_ca(struct kt_daemon *d, const char *ca_file);
+/* "http://127.0.0.1:PORT" (https after kt_daemon_set_tls_ca()) + path on the public / admin
+ * listener, written into a buffer of the daemon that the next call reuses. */
 const char *kt_daemon_url(struct kt_daemon *d, const char *path);
 const char *kt_daemon_admin_url(struct kt_daemon *d, const char *path);
 

@@ -223,6 +223,8 @@ xfer_setup(struct xfer *x, const struct kt_http_req *req, struct kt_http_resp *r
     curl_easy_setopt(x->easy, CURLOPT_WRITEFUNCTION, on_write);
     curl_easy_setopt(x->easy, CURLOPT_WRITEDATA, x);
     curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, x->hdrs);
+    if (req->ca_file != NULL)
+        curl_easy_setopt(x->easy, CURLOPT_CAINFO, req->ca_file);
     /* Every request on a connection of its own: a test never depends on
      * what an earlier one left behind. */
     curl_easy_setopt(x->easy, CURLOPT_FORBID_REUSE, 1L);

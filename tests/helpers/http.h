@@ -42,9 +42,10 @@ struct kt_http_req {
     size_t body_len;
     bool generate; /* stream gen_len bytes of kt_http_pattern() as the body */
     uint64_t gen_len;
-    bool chunked;      /* send the body chunked instead of with Content-Length */
-    bool discard_body; /* keep only the response body's length and hash */
-    long timeout_ms;   /* whole transfer; 0: 30 s */
+    bool chunked;        /* send the body chunked instead of with Content-Length */
+    bool discard_body;   /* keep only the response body's length and hash */
+    long timeout_ms;     /* whole transfer; 0: 30 s */
+    const char *ca_file; /* https: PEM CA file to verify the server with; NULL: system CAs */
 };
 
 struct kt_http_resp {

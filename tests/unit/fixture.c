@@ -11,17 +11,34 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
+#include <gnutls/gnutls.h>
+#include <gnutls/x509.h>
 #include <sodium.h>
 
 #include "unit/fixture.h"
 
 static const char *const env_names[] = {
-    "KEYGATE_CONFIG",    "KEYGATE_LISTEN",     "KEYGATE_ADMIN_LISTEN", "KEYGATE_UPSTREAM",
-    "KEYGATE_DATABASE",  "KEYGATE_KEY_PREFIX", "KEYGATE_SECRET_FILE",  "KEYGATE_ERROR_STYLE",
-    "KEYGATE_LOG_LEVEL", "KEYGATE_WORKERS",    "KEYGATE_LOG_FORMAT",   "KEYGATE_SHUTDOWN_TIMEOUT",
-    "KEYGATE_MODE",      "KEYGATE_FORWARD_AUTH_PREFIX",
+    "KEYGATE_CONFIG",
+    "KEYGATE_LISTEN",
+    "KEYGATE_ADMIN_LISTEN",
+    "KEYGATE_UPSTREAM",
+    "KEYGATE_DATABASE",
+    "KEYGATE_KEY_PREFIX",
+    "KEYGATE_SECRET_FILE",
+    "KEYGATE_ERROR_STYLE",
+    "KEYGATE_LOG_LEVEL",
+    "KEYGATE_WORKERS",
+    "KEYGATE_LOG_FORMAT",
+    "KEYGATE_SHUTDOWN_TIMEOUT",
+    "KEYGATE_MODE",
+    "KEYGATE_FORWARD_AUTH_PREFIX",
+    "KEYGATE_TLS_CERTIFICATE",
+    "KEYGATE_TLS_KEY",
+    "KEYGATE_TLS_PRIORITIES",
+    "KEYGATE_UPSTREAM_CA",
 };
 
 int
@@ -166,4 +183,45 @@ kg_fx_key_rec(struct kg_key_rec *rec, const char *id, int64_t created_at)
     rec->created_at = created_at;
     rec->quota_limit = -1;
     snprintf(rec->metadata, sizeof(rec->metadata), "{}");
+}
+
+void
+kg_fx_tls_pair(const char *dir, const char *name, unsigned char serial)
+{
+    gnutls_x509_privkey_t key;
+    gnutls_x509_crt_t crt;
+    gnutls_datum_t pem;
+    char path[256];
+    FILE *f;
+
+    assert_int_equal(gnutls_x509_privkey_init(&key), 0);
+    assert_int_equal(gnutls_x509_privkey_generate(
+                         key, GNUTLS_PK_ECDSA, GNUTLS_CURVE_TO_BITS(GNUTLS_ECC_CURVE_SECP256R1), 0),
+                     0);
+    assert_int_equal(gnutls_x509_crt_init(&crt), 0);
+    assert_int_equal(gnutls_x509_crt_set_version(crt, 3), 0);
+    assert_int_equal(gnutls_x509_crt_set_serial(crt, &serial, 1), 0);
+    assert_int_equal(gnutls_x509_crt_set_dn_by_oid(crt, GNUTLS_OID_X520_COMMON_NAME, 0, name,
+                                                   (unsigned)strlen(name)),
+                     0);
+    assert_int_equal(gnutls_x509_crt_set_activation_time(crt, time(NULL) - 60), 0);
+    assert_int_equal(gnutls_x509_crt_set_expiration_time(crt, time(NULL) + 3600), 0);
+    assert_int_equal(gnutls_x509_crt_set_key(crt, key), 0);
+    assert_int_equal(gnutls_x509_crt_sign2(crt, crt, key, GNUTLS_DIG_SHA256, 0), 0);
+    assert_int_equal(gnutls_x509_crt_export2(crt, GNUTLS_X509_FMT_PEM, &pem), 0);
+    snprintf(path, sizeof(path), "%s/%s.crt", dir, name);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    assert_int_equal(fwrite(pem.data, 1, pem.size, f), pem.size);
+    assert_int_equal(fclose(f), 0);
+    gnutls_free(pem.data);
+    assert_int_equal(gnutls_x509_privkey_export2(key, GNUTLS_X509_FMT_PEM, &pem), 0);
+    snprintf(path, sizeof(path), "%s/%s.key", dir, name);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    assert_int_equal(fwrite(pem.data, 1, pem.size, f), pem.size);
+    assert_int_equal(fclose(f), 0);
+    gnutls_free(pem.data);
+    gnutls_x509_crt_deinit(crt);
+    gnutls_x509_privkey_deinit(key);
 }

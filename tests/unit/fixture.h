@@ -27,6 +27,11 @@ int kg_fx_mkdtemp(char dir[KG_FX_DIR_MAX], const char *tag);
 /* Removes dir and everything below it; "" is a no-op. */
 void kg_fx_rmtree(const char *dir);
 
+/* Writes a fresh self-signed P-256 certificate (subject CN=name, the given
+ * serial, valid for an hour) to dir/name.crt and its key to dir/name.key,
+ * made at run time: no key material in the tree. Fails the test on error. */
+void kg_fx_tls_pair(const char *dir, const char *name, unsigned char serial);
+
 /* Unsets every KEYGATE_* variable the config module reads, so that the
  * caller's environment cannot change what a test sees. */
 void kg_fx_clear_env(void);

@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 #include <sys/stat.h>
 
@@ -19,6 +20,7 @@
 
 #include "keygate/config.h"
 #include "keygate/log.h"
+#include "keygate/tls.h"
 #include "unit/fixture.h"
 
 #define MAX_REPORTS 64
@@ -1241,6 +1243,206 @@ test_the_shipped_config_loads_cleanly(void **state)
     assert_defaults(fx->cfg);
 }
 
+/* ---- TLS: the files are made here, at run time (no key material in the tree) ---- */
+
+/* A directory holding pairs "a" and "b" and a file "junk.pem" with no PEM. */
+struct tls_dir {
+    char dir[KG_FX_DIR_MAX];
+};
+
+static void
+tls_dir_make(struct tls_dir *t)
+{
+    char path[256];
+    FILE *f;
+
+    assert_int_equal(kg_fx_mkdtemp(t->dir, "tls"), 0);
+    kg_fx_tls_pair(t->dir, "a", 1);
+    kg_fx_tls_pair(t->dir, "b", 1);
+    snprintf(path, sizeof(path), "%s/junk.pem", t->dir);
+    f = fopen(path, "w");
+    assert_non_null(f);
+    fputs("not a certificate\n", f);
+    assert_int_equal(fclose(f), 0);
+}
+
+/* Loads text with every "@" replaced by the pair directory. */
+static enum kg_status
+load_tls_text(struct fixture *fx, const struct tls_dir *t, const char *text)
+{
+    char buf[2048];
+    size_t n = 0;
+
+    for (const char *p = text; *p != '\0' && n + sizeof(t->dir) < sizeof(buf); p++) {
+        if (*p == '@') {
+            memcpy(buf + n, t->dir, strlen(t->dir));
+            n += strlen(t->dir);
+        } else {
+            buf[n++] = *p;
+        }
+    }
+    buf[n] = '\0';
+    return load_text(fx, buf);
+}
+
+/* Like load_fails_with(), for text holding "@"; want too may hold "@". */
+static void
+tls_fails_with(struct fixture *fx, const struct tls_dir *t, const char *text, const char *want)
+{
+    char line[512];
+    size_t n = 0;
+
+    for (const char *p = want; *p != '\0' && n + sizeof(t->dir) < sizeof(line); p++) {
+        if (*p == '@') {
+            memcpy(line + n, t->dir, strlen(t->dir));
+            n += strlen(t->dir);
+        } else {
+            line[n++] = *p;
+        }
+    }
+    line[n] = '\0';
+    if (load_tls_text(fx, t, text) != KG_EINVAL)
+        fail_msg("expected KG_EINVAL for \"%s\"", text);
+    assert_null(fx->cfg);
+    assert_reported(fx, line);
+    assert_int_equal(fx->nlines, 1);
+}
+
+static void
+test_tls_is_off_by_default_and_allows_only_tls_1_2_and_1_3(void **state)
+{
+    struct fixture *fx = *state;
+
+    load_ok(fx, "");
+    assert_null(fx->cfg->tls_certificate);
+    assert_null(fx->cfg->tls_key);
+    assert_null(fx->cfg->upstream_ca);
+    assert_string_equal(fx->cfg->tls_priorities, "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2");
+}
+
+static void
+test_a_matching_certificate_and_key_load(void **state)
+{
+    struct fixture *fx = *state;
+    struct tls_dir t;
+    char want[256];
+
+    tls_dir_make(&t);
+    assert_int_equal(load_tls_text(fx, &t,
+                                   "tls_certificate @/a.crt\ntls_key @/a.key\n"
+                                   "tls_priorities NORMAL:-VERS-ALL:+VERS-TLS1.3\n"
+                                   "upstream_ca @/b.crt\n"),
+                     KG_OK);
+    assert_int_equal(fx->nlines, 0);
+    snprintf(want, sizeof(want), "%s/a.crt", t.dir);
+    assert_string_equal(fx->cfg->tls_certificate, want);
+    snprintf(want, sizeof(want), "%s/b.crt", t.dir);
+    assert_string_equal(fx->cfg->upstream_ca, want);
+    assert_string_equal(fx->cfg->tls_priorities, "NORMAL:-VERS-ALL:+VERS-TLS1.3");
+    kg_fx_rmtree(t.dir);
+}
+
+static void
+test_tls_needs_both_a_certificate_and_a_key(void **state)
+{
+    struct fixture *fx = *state;
+    struct tls_dir t;
+
+    tls_dir_make(&t);
+    tls_fails_with(fx, &t, "workers 1\ntls_certificate @/a.crt\n",
+                   "2: tls_certificate is set but tls_key is not: TLS needs both");
+    tls_fails_with(fx, &t, "tls_key @/a.key\n",
+                   "1: tls_key is set but tls_certificate is not: TLS needs both");
+    kg_fx_rmtree(t.dir);
+}
+
+static void
+test_an_unreadable_tls_file_is_reported_at_its_line(void **state)
+{
+    struct fixture *fx = *state;
+    struct tls_dir t;
+
+    tls_dir_make(&t);
+    tls_fails_with(fx, &t, "tls_certificate @/missing.crt\ntls_key @/a.key\n",
+                   "1: tls_certificate: cannot read @/missing.crt: No such file or directory");
+    tls_fails_with(fx, &t, "tls_certificate @/a.crt\n\ntls_key @/missing.key\n",
+                   "3: tls_key: cannot read @/missing.key: No such file or directory");
+    tls_fails_with(fx, &t, "tls_certificate @/junk.pem\ntls_key @/a.key\n",
+                   "1: tls_certificate: @/junk.pem holds no PEM certificate");
+    tls_fails_with(fx, &t, "tls_certificate @/a.crt\ntls_key @/a.crt\n",
+                   "2: tls_key: @/a.crt holds no unencrypted PEM private key");
+    kg_fx_rmtree(t.dir);
+}
+
+static void
+test_a_key_that_does_not_match_the_certificate_is_reported(void **state)
+{
+    struct fixture *fx = *state;
+    struct tls_dir t;
+
+    tls_dir_make(&t);
+    tls_fails_with(fx, &t, "tls_key @/b.key\ntls_certificate @/a.crt\n",
+                   "1: tls_key: @/b.key does not match the certificate in @/a.crt");
+    kg_fx_rmtree(t.dir);
+}
+
+static void
+test_a_bad_priority_string_is_reported_at_its_line(void **state)
+{
+    struct fixture *fx = *state;
+
+    load_fails_with(fx, "workers 1\ntls_priorities NORMAL:+VERS-TLS9.9\n",
+                    "2: tls_priorities: GnuTLS does not understand \"+VERS-TLS9.9\"");
+}
+
+static void
+test_upstream_ca_must_hold_a_certificate(void **state)
+{
+    struct fixture *fx = *state;
+    struct tls_dir t;
+
+    tls_dir_make(&t);
+    tls_fails_with(fx, &t, "upstream_ca @/nope.pem\n",
+                   "1: upstream_ca: cannot read @/nope.pem: No such file or directory");
+    tls_fails_with(fx, &t, "upstream_ca @/junk.pem\n",
+                   "1: upstream_ca: @/junk.pem holds no PEM certificate");
+    kg_fx_rmtree(t.dir);
+}
+
+static void
+test_tls_environment_variables_override_and_are_named_in_errors(void **state)
+{
+    struct fixture *fx = *state;
+    struct tls_dir t;
+    char path[256], want[512];
+
+    tls_dir_make(&t);
+    snprintf(path, sizeof(path), "%s/a.crt", t.dir);
+    setenv("KEYGATE_TLS_CERTIFICATE", path, 1);
+    snprintf(path, sizeof(path), "%s/a.key", t.dir);
+    setenv("KEYGATE_TLS_KEY", path, 1);
+    setenv("KEYGATE_TLS_PRIORITIES", "NORMAL", 1);
+    load_ok(fx, "");
+    assert_string_equal(fx->cfg->tls_key, path);
+    assert_string_equal(fx->cfg->tls_priorities, "NORMAL");
+
+    /* The file names a matching pair; the environment swaps in another key. */
+    snprintf(path, sizeof(path), "%s/b.key", t.dir);
+    setenv("KEYGATE_TLS_KEY", path, 1);
+    setenv("KEYGATE_TLS_PRIORITIES", "BOGUS", 1);
+    assert_int_equal(load_tls_text(fx, &t, "tls_certificate @/a.crt\ntls_key @/a.key\n"),
+                     KG_EINVAL);
+    assert_int_equal(fx->nlines, 2);
+    assert_string_equal(fx->lines[0],
+                        "KEYGATE_TLS_PRIORITIES: tls_priorities: GnuTLS does not understand "
+                        "\"BOGUS\"");
+    snprintf(want, sizeof(want),
+             "KEYGATE_TLS_KEY: tls_key: %s/b.key does not match the certificate in %s/a.crt", t.dir,
+             t.dir);
+    assert_string_equal(fx->lines[1], want);
+    kg_fx_rmtree(t.dir);
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int
@@ -1306,6 +1508,14 @@ main(void)
         T(test_free_accepts_null),
         T(test_a_failed_load_after_many_allocations_leaks_nothing),
         T(test_the_shipped_config_loads_cleanly),
+        T(test_tls_is_off_by_default_and_allows_only_tls_1_2_and_1_3),
+        T(test_a_matching_certificate_and_key_load),
+        T(test_tls_needs_both_a_certificate_and_a_key),
+        T(test_an_unreadable_tls_file_is_reported_at_its_line),
+        T(test_a_key_that_does_not_match_the_certificate_is_reported),
+        T(test_a_bad_priority_string_is_reported_at_its_line),
+        T(test_upstream_ca_must_hold_a_certificate),
+        T(test_tls_environment_variables_override_and_are_named_in_errors),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

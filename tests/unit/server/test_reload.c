@@ -153,6 +153,57 @@ test_no_report_callback_still_keeps_the_running_values(void **state)
     kg_config_free(next);
 }
 
+static void
+test_tls_on_or_off_and_its_priorities_need_a_restart_but_new_files_do_not(void **state)
+{
+    struct kg_config *running = NULL, *next = NULL;
+    char dir[KG_FX_DIR_MAX], text[512];
+    struct said s = {0};
+    size_t kept = 0;
+
+    (void)state;
+    assert_int_equal(kg_fx_mkdtemp(dir, "reload-tls"), 0);
+    kg_fx_tls_pair(dir, "a", 1);
+    kg_fx_tls_pair(dir, "b", 2);
+
+    /* Off -> on: stays off. */
+    snprintf(text, sizeof(text), "tls_certificate %s/a.crt\ntls_key %s/a.key\n", dir, dir);
+    assert_int_equal(kg_fx_load_config("", &running), 0);
+    assert_int_equal(kg_fx_load_config(text, &next), 0);
+    assert_int_equal(kg_reload_keep_startup_values(running, next, collect, &s, &kept), KG_OK);
+    assert_int_equal(kept, 1);
+    assert_true(said_line(&s, "TLS (tls_certificate, tls_key): changed to on; needs a restart, "
+                              "keeping off"));
+    assert_null(next->tls_certificate);
+    assert_null(next->tls_key);
+    said_cleanup(&s);
+    kg_config_free(next);
+
+    /* On -> other files: applied (a renewal); on -> off and new priorities: kept. */
+    kg_config_free(running);
+    assert_int_equal(kg_fx_load_config(text, &running), 0);
+    snprintf(text, sizeof(text), "tls_certificate %s/b.crt\ntls_key %s/b.key\n", dir, dir);
+    assert_int_equal(kg_fx_load_config(text, &next), 0);
+    assert_int_equal(kg_reload_keep_startup_values(running, next, collect, &s, &kept), KG_OK);
+    assert_int_equal(kept, 0);
+    assert_non_null(strstr(next->tls_certificate, "/b.crt"));
+    kg_config_free(next);
+    assert_int_equal(kg_fx_load_config("tls_priorities NORMAL\n", &next), 0);
+    assert_int_equal(kg_reload_keep_startup_values(running, next, collect, &s, &kept), KG_OK);
+    assert_int_equal(kept, 2);
+    assert_true(said_line(&s, "TLS (tls_certificate, tls_key): changed to off; needs a restart, "
+                              "keeping on"));
+    assert_true(said_line(&s, "tls_priorities: changed to NORMAL; needs a restart, keeping "
+                              "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2"));
+    assert_non_null(strstr(next->tls_certificate, "/a.crt"));
+    assert_non_null(strstr(next->tls_key, "/a.key"));
+    assert_string_equal(next->tls_priorities, "NORMAL:-VERS-ALL:+VERS-TLS1.3:+VERS-TLS1.2");
+    said_cleanup(&s);
+    kg_config_free(next);
+    kg_config_free(running);
+    kg_fx_rmtree(dir);
+}
+
 int
 main(void)
 {
@@ -160,6 +211,7 @@ main(void)
         cmocka_unit_test(test_per_request_directives_pass_through_untouched),
         cmocka_unit_test(test_each_changed_startup_directive_is_named_and_keeps_its_running_value),
         cmocka_unit_test(test_no_report_callback_still_keeps_the_running_values),
+        cmocka_unit_test(test_tls_on_or_off_and_its_priorities_need_a_restart_but_new_files_do_not),
     };
 
     kg_fx_clear_env();
