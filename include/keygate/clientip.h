@@ -53,6 +53,13 @@ bool kg_clientip_trusted(const struct kg_cidr *list, size_t n, const struct kg_i
  * or NULL. */
 bool kg_clientip_from_sockaddr(const struct sockaddr *sa, struct kg_ipaddr *out);
 
+/* Appends one X-Forwarded-For header value to the list in dst (cap bytes,
+ * NUL-terminated, "" to start), joined by ", ". When the list would not
+ * fit, the LEFT-most entries are dropped: the right-most hops are the ones
+ * trusted proxies added, so a client that pads its own header cannot push
+ * them out and choose its address. */
+void kg_clientip_xff_append(char *dst, size_t cap, const char *v);
+
 /* The client of a request from peer with the X-Forwarded-For value xff (all
  * such headers joined by ", "; NULL or "" for none), as text into out
  * (outlen >= KG_CLIENTIP_MAX). The walk goes right to left while the

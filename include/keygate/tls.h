@@ -57,8 +57,15 @@ void kg_tls_free(struct kg_tls *tls);
 
 /* Re-reads the certificate and key files named by cfg (the config now in
  * force, which may be a reloaded one) and makes the new pair current for new
- * handshakes. On failure nothing changes. Main thread. */
-enum kg_status kg_tls_reload(struct kg_tls *tls, const struct kg_config *cfg, struct kg_err *err);
+ * handshakes; when the files hold the same bytes as the current pair's, the
+ * current pair stays and *changed (may be NULL) is false. On failure nothing
+ * changes. Main thread. */
+enum kg_status kg_tls_reload(struct kg_tls *tls, const struct kg_config *cfg, bool *changed,
+                             struct kg_err *err);
+
+/* How many pairs tls holds: the current one and every one it replaced
+ * (they live until kg_tls_free). */
+size_t kg_tls_pairs_held(const struct kg_tls *tls);
 
 /* What SIGHUP does for TLS: kg_tls_reload(), then one log line saying which
  * certificate now serves or why the old one still does. NULL-safe (TLS off). */

@@ -555,17 +555,30 @@ authenticate(struct kg_admin *adm, const struct kg_cred *cred, const char *metho
 
 /* ---- the brute-force throttle ---- */
 
+#define ADMIN_XFF_MAX 2048
+
+static enum MHD_Result
+collect_xff(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
+{
+    (void)kind;
+    if (value != NULL && strcasecmp(key, "X-Forwarded-For") == 0)
+        kg_clientip_xff_append(cls, ADMIN_XFF_MAX, value);
+    return MHD_YES;
+}
+
 /* The client IP of an admin call: the socket peer, or behind a trusted
- * proxy the right-most untrusted X-Forwarded-For hop. */
+ * proxy the right-most untrusted X-Forwarded-For hop, over EVERY
+ * X-Forwarded-For line (the last one is the proxy's own). */
 static void
 admin_client_ip(struct kg_admin *adm, struct MHD_Connection *conn, char *buf, size_t len)
 {
     const struct kg_config *cfg = adm->cfg;
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-    const char *xff = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Forwarded-For");
+    char xff[ADMIN_XFF_MAX] = "";
     struct kg_ipaddr peer;
 
+    MHD_get_connection_values(conn, MHD_HEADER_KIND, collect_xff, xff);
     buf[0] = '\0';
     if (ci != NULL && kg_clientip_from_sockaddr(ci->client_addr, &peer))
         kg_clientip_resolve(cfg->trusted_proxies, cfg->ntrusted_proxies, &peer, xff, buf, len);

@@ -203,3 +203,41 @@ kg_clientip_resolve(const struct kg_cidr *trusted, size_t ntrusted, const struct
     }
     kg_clientip_format(&client, out, outlen);
 }
+
+void
+kg_clientip_xff_append(char *dst, size_t cap, const char *v)
+{
+    size_t used = strlen(dst), vlen = strlen(v), sep = used > 0 ? 2 : 0;
+
+    if (cap == 0)
+        return;
+    if (vlen + 1 > cap) {
+        /* v alone is too long: keep its tail from an entry boundary. */
+        const char *t = v + (vlen - (cap - 1));
+        const char *c = strchr(t, ',');
+
+        t = c != NULL ? c + 1 : v + vlen;
+        while (*t == ' ')
+            t++;
+        snprintf(dst, cap, "%s", t);
+        return;
+    }
+    while (used > 0 && used + sep + vlen + 1 > cap) {
+        /* Drop the left-most entry of dst (or all of it). */
+        char *c = strchr(dst, ',');
+
+        if (c == NULL) {
+            dst[0] = '\0';
+            used = 0;
+            sep = 0;
+            break;
+        }
+        c++;
+        while (*c == ' ')
+            c++;
+        memmove(dst, c, strlen(c) + 1);
+        used = strlen(dst);
+        sep = used > 0 ? 2 : 0;
+    }
+    snprintf(dst + used, cap - used, "%s%s", sep > 0 ? ", " : "", v);
+}

@@ -151,7 +151,7 @@ scan_header(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_size
     if (strcasecmp(key, "Connection") == 0)
         append_list(sc->conn_tokens, sizeof(sc->conn_tokens), value);
     else if (strcasecmp(key, "X-Forwarded-For") == 0)
-        append_list(sc->xff, sizeof(sc->xff), value);
+        kg_clientip_xff_append(sc->xff, sizeof(sc->xff), value);
     else if (strcasecmp(key, "Host") == 0)
         sc->host = value;
     else if (strcasecmp(key, "X-Request-Id") == 0)

@@ -289,8 +289,12 @@ kg_relay_start(struct kg_loop *loop, struct kg_relay_req *rq, struct kg_exchange
      * replaces the system CAs. A failed check is a 502 like any other. */
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
-    if (cfg->upstream_ca != NULL)
+    if (cfg->upstream_ca != NULL) {
         curl_easy_setopt(e, CURLOPT_CAINFO, cfg->upstream_ca);
+        /* Debian's libcurl also trusts /etc/ssl/certs by default: "instead
+         * of the system CAs" means clearing that directory as well. */
+        curl_easy_setopt(e, CURLOPT_CAPATH, NULL);
+    }
     curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 65536L);
     curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);

@@ -31,6 +31,10 @@ struct pair {
     gnutls_privkey_t key;
     char subject[160]; /* of the first certificate, for log lines */
     char serial[66];   /* hex */
+    /* BLAKE2b of the two files as read: a reload that finds the same bytes
+     * keeps the pair instead of piling up one per SIGHUP (replaced pairs
+     * live until exit, since GnuTLS gives no word when a handshake is done). */
+    unsigned char files_hash[crypto_generichash_BYTES];
     struct pair *older;
 };
 
@@ -133,6 +137,19 @@ pair_free(struct pair *p)
     free(p);
 }
 
+static void
+files_hash(const gnutls_datum_t *cert, const gnutls_datum_t *key,
+           unsigned char out[crypto_generichash_BYTES])
+{
+    crypto_generichash_state st;
+
+    crypto_generichash_init(&st, NULL, 0, crypto_generichash_BYTES);
+    crypto_generichash_update(&st, cert->data, cert->size);
+    crypto_generichash_update(&st, key->data, key->size);
+    crypto_generichash_final(&st, out, crypto_generichash_BYTES);
+    sodium_memzero(&st, sizeof(st));
+}
+
 /* Loads and checks a pair; *out is NULL on failure. */
 static enum kg_status
 pair_load(const char *cert_file, const char *key_file, struct pair **out, struct kg_err *err)
@@ -182,6 +199,7 @@ pair_load(const char *cert_file, const char *key_file, struct pair **out, struct
         goto cleanup;
     }
     describe(p);
+    files_hash(&cert, &key, p->files_hash);
     *out = p;
     p = NULL;
 cleanup:
@@ -318,36 +336,60 @@ kg_tls_free(struct kg_tls *tls)
 }
 
 enum kg_status
-kg_tls_reload(struct kg_tls *tls, const struct kg_config *cfg, struct kg_err *err)
+kg_tls_reload(struct kg_tls *tls, const struct kg_config *cfg, bool *changed,
+              struct kg_err *err)
 {
     struct pair *p = NULL;
     enum kg_status rc;
 
+    if (changed != NULL)
+        *changed = false;
     if (cfg->tls_certificate == NULL || cfg->tls_key == NULL)
         return kg_err_set(err, KG_EINVAL, "turning TLS off needs a restart");
     rc = pair_load(cfg->tls_certificate, cfg->tls_key, &p, err);
     if (rc != KG_OK)
         return rc;
+    if (tls->pairs != NULL &&
+        sodium_memcmp(p->files_hash, tls->pairs->files_hash, sizeof(p->files_hash)) == 0) {
+        pair_free(p); /* the same files: keep serving the current pair */
+        return KG_OK;
+    }
     p->older = tls->pairs;
     tls->pairs = p;
     atomic_store_explicit(&current_pair, p, memory_order_release);
+    if (changed != NULL)
+        *changed = true;
     return KG_OK;
+}
+
+size_t
+kg_tls_pairs_held(const struct kg_tls *tls)
+{
+    size_t n = 0;
+
+    for (const struct pair *p = tls != NULL ? tls->pairs : NULL; p != NULL; p = p->older)
+        n++;
+    return n;
 }
 
 void
 kg_tls_reload_on_signal(struct kg_tls *tls, const struct kg_config *cfg)
 {
     struct kg_err err = {{0}};
+    bool changed = false;
 
     if (tls == NULL)
         return;
-    if (kg_tls_reload(tls, cfg, &err) != KG_OK) {
+    if (kg_tls_reload(tls, cfg, &changed, &err) != KG_OK) {
         kg_log_warnx("SIGHUP: %s; still serving certificate %s (serial %s)", err.msg,
                      tls->pairs->subject, tls->pairs->serial);
         return;
     }
-    kg_log_info("SIGHUP: TLS certificate reloaded: %s (serial %s)", tls->pairs->subject,
-                tls->pairs->serial);
+    if (changed)
+        kg_log_info("SIGHUP: TLS certificate reloaded: %s (serial %s)", tls->pairs->subject,
+                    tls->pairs->serial);
+    else
+        kg_log_debug("SIGHUP: TLS certificate and key files unchanged");
 }
 
 unsigned int

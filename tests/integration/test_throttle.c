@@ -20,6 +20,7 @@
 
 #include <stdio.h>
 #include <stdlib.h>
+#include <stdbool.h>
 #include <string.h>
 
 #include "helpers/daemon.h"
@@ -306,6 +307,78 @@ test_guessing_admin_keys_is_throttled_per_client_on_its_own_tables(void **state)
     }
 }
 
+/* GET path on gw (admin listener or not) with two X-Forwarded-For lines,
+ * the client's own and then the one a trusted proxy appends. */
+static long
+get_two_lines(bool admin, const char *path, const char *first, const char *proxy_line,
+              const char *key)
+{
+    char auth[256], *x1, x2[128];
+    const char *headers[] = {NULL, x2, key != NULL ? auth : NULL, NULL};
+    size_t n = strlen(first) + 32;
+
+    x1 = malloc(n);
+    assert_non_null(x1);
+    snprintf(x1, n, "X-Forwarded-For: %s", first);
+    headers[0] = x1;
+    snprintf(x2, sizeof(x2), "X-Forwarded-For: %s", proxy_line);
+    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", key != NULL ? key : "");
+    kt_http_resp_cleanup(&R);
+    if (!kt_http_get(admin ? kt_daemon_admin_url(W.gw, path) : kt_daemon_url(W.gw, path), headers,
+                     &R))
+        fail_msg("GET %s with two X-Forwarded-For lines got no answer", path);
+    free(x1);
+    return R.status;
+}
+
+static void
+test_a_forged_first_forwarded_for_line_does_not_escape_the_admin_throttle(void **state)
+{
+    char first[64];
+    int refused = 0;
+
+    (void)state;
+    /* The client varies its own line; the proxy's line names it each time. */
+    for (int i = 0; i < 8; i++) {
+        snprintf(first, sizeof(first), "203.0.113.%d", i + 1);
+        if (get_two_lines(true, "/v1/keys", first, "198.51.100.40", BAD_KEY) == 429)
+            refused++;
+        else
+            assert_int_equal(R.status, 401);
+    }
+    assert_int_equal(refused, 3);
+}
+
+static void
+test_padding_forwarded_for_cannot_push_out_the_proxys_hop(void **state)
+{
+    char pad[2100];
+    int refused = 0;
+
+    (void)state;
+    /* "1.1.1.1, ... , 203.0.113.N": nearly all keygate keeps of the header,
+     * so the proxy's line no longer fits after it. The left-most entries are
+     * the ones to go, never the proxy's right-most hop, or the client would
+     * choose its address (the N it varies). */
+    for (int i = 0; i < 8; i++) {
+        size_t n = 0;
+
+        /* 221 * 9 + 4 * 10 + 11 = 2040 bytes: fits keygate's 2048 alone,
+         * not with ", 198.51.100.41" after it. */
+        for (int k = 0; k < 221; k++)
+            n += (size_t)snprintf(pad + n, sizeof(pad) - n, "1.1.1.1, ");
+        for (int k = 0; k < 4; k++)
+            n += (size_t)snprintf(pad + n, sizeof(pad) - n, "1.1.1.11, ");
+        snprintf(pad + n, sizeof(pad) - n, "203.0.113.%d", i + 1);
+        assert_int_equal(strlen(pad), 2040);
+        if (get_two_lines(false, "/v1/items", pad, "198.51.100.41", BAD_KEY) == 429)
+            refused++;
+        else
+            assert_int_equal(R.status, 401);
+    }
+    assert_int_equal(refused, 3);
+}
+
 int
 main(void)
 {
@@ -320,6 +393,10 @@ main(void)
                                   free_slots),
         cmocka_unit_test_teardown(
             test_guessing_admin_keys_is_throttled_per_client_on_its_own_tables, free_slots),
+        cmocka_unit_test_teardown(
+            test_a_forged_first_forwarded_for_line_does_not_escape_the_admin_throttle, free_slots),
+        cmocka_unit_test_teardown(test_padding_forwarded_for_cannot_push_out_the_proxys_hop,
+                                  free_slots),
     };
 
     return cmocka_run_group_tests_name("integration_test_throttle", tests, setup, teardown);

@@ -240,6 +240,35 @@ test_ports_and_brackets_on_forwarded_entries_are_ignored(void **state)
     assert_client(trusted, 1, "10.0.0.1", "[2001:db8::1]", "2001:db8::1");
 }
 
+static void
+test_forwarded_for_lines_are_joined_in_order(void **state)
+{
+    char buf[64] = "";
+
+    (void)state;
+    kg_clientip_xff_append(buf, sizeof(buf), "203.0.113.1");
+    kg_clientip_xff_append(buf, sizeof(buf), "198.51.100.2, 10.0.0.1");
+    assert_string_equal(buf, "203.0.113.1, 198.51.100.2, 10.0.0.1");
+}
+
+static void
+test_a_full_forwarded_for_list_drops_its_left_most_entries(void **state)
+{
+    char buf[32] = "";
+
+    (void)state;
+    kg_clientip_xff_append(buf, sizeof(buf), "1.1.1.1, 2.2.2.2, 3.3.3.3");
+    kg_clientip_xff_append(buf, sizeof(buf), "198.51.100.41");
+    /* The proxy's hop stays; what the client padded goes first. */
+    assert_string_equal(buf, "2.2.2.2, 3.3.3.3, 198.51.100.41");
+    /* One value longer than the buffer keeps its right-most entries. */
+    kg_clientip_xff_append(buf, sizeof(buf), "9.9.9.9, 8.8.8.8, 7.7.7.7, 6.6.6.6, 5.5.5.5");
+    assert_string_equal(buf, "7.7.7.7, 6.6.6.6, 5.5.5.5");
+    buf[0] = '\0';
+    kg_clientip_xff_append(buf, sizeof(buf), "an-entry-without-any-comma-longer-than-the-buffer");
+    assert_string_equal(buf, "");
+}
+
 int
 main(void)
 {
@@ -255,6 +284,8 @@ main(void)
         cmocka_unit_test(test_no_or_empty_forwarded_for_leaves_the_trusted_peer_as_the_client),
         cmocka_unit_test(test_garbage_in_forwarded_for_stops_at_the_last_trusted_hop),
         cmocka_unit_test(test_ports_and_brackets_on_forwarded_entries_are_ignored),
+        cmocka_unit_test(test_forwarded_for_lines_are_joined_in_order),
+        cmocka_unit_test(test_a_full_forwarded_for_list_drops_its_left_most_entries),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

@@ -125,24 +125,34 @@ test_a_reload_that_fails_changes_nothing_and_a_good_one_takes_over(void **state)
     struct fixture *fx = *state;
     struct kg_tls *tls = NULL;
     struct kg_err err = {{0}};
+    bool changed = true;
     char want[512];
 
     use_pair(fx, fx->a_crt, fx->a_key);
     assert_int_equal(kg_tls_new(fx->cfg, &tls, NULL), KG_OK);
 
     use_pair(fx, fx->a_crt, fx->b_key);
-    assert_int_equal(kg_tls_reload(tls, fx->cfg, &err), KG_EINVAL);
+    assert_int_equal(kg_tls_reload(tls, fx->cfg, NULL, &err), KG_EINVAL);
     snprintf(want, sizeof(want), "tls_key: %s does not match the certificate in %s", fx->b_key,
              fx->a_crt);
     assert_string_equal(err.msg, want);
 
     use_pair(fx, fx->b_crt, NULL);
-    assert_int_equal(kg_tls_reload(tls, fx->cfg, &err), KG_EINVAL);
+    assert_int_equal(kg_tls_reload(tls, fx->cfg, NULL, &err), KG_EINVAL);
     assert_string_equal(err.msg, "turning TLS off needs a restart");
 
     use_pair(fx, fx->b_crt, fx->b_key);
-    assert_int_equal(kg_tls_reload(tls, fx->cfg, &err), KG_OK);
-    kg_tls_reload_on_signal(tls, fx->cfg); /* logs; the same pair again */
+    assert_int_equal(kg_tls_pairs_held(tls), 1);
+    assert_int_equal(kg_tls_reload(tls, fx->cfg, &changed, &err), KG_OK);
+    assert_true(changed);
+    assert_int_equal(kg_tls_pairs_held(tls), 2);
+    /* The same files again (every SIGHUP re-reads them): nothing piles up. */
+    for (int i = 0; i < 5; i++) {
+        assert_int_equal(kg_tls_reload(tls, fx->cfg, &changed, &err), KG_OK);
+        assert_false(changed);
+        kg_tls_reload_on_signal(tls, fx->cfg);
+    }
+    assert_int_equal(kg_tls_pairs_held(tls), 2);
     kg_tls_free(tls);
 }
 
