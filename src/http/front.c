@@ -99,6 +99,7 @@ struct scan {
     char conn_tokens[KG_CONN_TOKENS_MAX];
     char xff[KG_XFF_MAX];
     const char *host;
+    const char *fwd_proto, *fwd_host; /* X-Forwarded-Proto/-Host: believed from a trusted peer */
     const char *request_id;
     bool has_accept;
     size_t header_bytes;
@@ -156,6 +157,10 @@ scan_header(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_size
         sc->host = value;
     else if (strcasecmp(key, "X-Request-Id") == 0)
         sc->request_id = value;
+    else if (strcasecmp(key, "X-Forwarded-Proto") == 0 && sc->fwd_proto == NULL)
+        sc->fwd_proto = value;
+    else if (strcasecmp(key, "X-Forwarded-Host") == 0 && sc->fwd_host == NULL)
+        sc->fwd_host = value;
     else if (strcasecmp(key, "Accept") == 0)
         sc->has_accept = true;
     else if (sc->cfg->mode == KG_MODE_FORWARD_AUTH)
@@ -244,6 +249,19 @@ peer_address(struct MHD_Connection *conn, char *buf, size_t len)
         inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)(const void *)sa)->sin6_addr, buf,
                   (socklen_t)len);
     return buf;
+}
+
+/* Whether the socket peer is in trusted_proxies. */
+static bool
+peer_trusted(struct MHD_Connection *conn, const struct kg_config *cfg)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    struct kg_ipaddr peer;
+
+    return cfg->ntrusted_proxies > 0 && ci != NULL &&
+           kg_clientip_from_sockaddr(ci->client_addr, &peer) &&
+           kg_clientip_trusted(cfg->trusted_proxies, cfg->ntrusted_proxies, &peer);
 }
 
 /* The client a request counts against: the peer, or the right-most
@@ -381,6 +399,7 @@ start_proxy(struct kg_req *req, struct MHD_Connection *conn, const char *method,
     struct kg_relay_req rq = {.method = method, .conn = conn, .cfg = cfg};
     struct kg_err err = {{0}};
     char peer[INET6_ADDRSTRLEN], xff[KG_XFF_MAX + INET6_ADDRSTRLEN + 4];
+    const char *proto, *host;
     size_t ulen = strlen(cfg->upstream);
     char *url;
     int n;
@@ -389,9 +408,21 @@ start_proxy(struct kg_req *req, struct MHD_Connection *conn, const char *method,
     peer_address(conn, peer, sizeof(peer));
     snprintf(xff, sizeof(xff), "%s%s%s", sc->xff, sc->xff[0] != '\0' ? ", " : "", peer);
     add_header(&b, "X-Forwarded-For", xff);
-    add_header(&b, "X-Forwarded-Proto", kg_loop_runtime(req->loop)->tls != NULL ? "https" : "http");
-    if (sc->host != NULL)
-        add_header(&b, "X-Forwarded-Host", sc->host);
+    proto = kg_loop_runtime(req->loop)->tls != NULL ? "https" : "http";
+    host = sc->host;
+    /* Behind a trusted proxy (a load balancer that ended TLS) the scheme and
+     * host the client used are the proxy's to tell; anyone else's are ours. */
+    if ((sc->fwd_proto != NULL || sc->fwd_host != NULL) && peer_trusted(conn, cfg)) {
+        if (sc->fwd_proto != NULL && strcasecmp(sc->fwd_proto, "https") == 0)
+            proto = "https";
+        else if (sc->fwd_proto != NULL && strcasecmp(sc->fwd_proto, "http") == 0)
+            proto = "http";
+        if (sc->fwd_host != NULL && sc->fwd_host[0] != '\0')
+            host = sc->fwd_host;
+    }
+    add_header(&b, "X-Forwarded-Proto", proto);
+    if (host != NULL)
+        add_header(&b, "X-Forwarded-Host", host);
     add_header(&b, "X-Request-Id", req->request_id);
     add_header(&b, "X-Keygate-Key-Id", key->id);
     add_header(&b, "X-Keygate-Tenant", key->tenant);

@@ -99,7 +99,8 @@ setup(void **state)
     snprintf(cfg, sizeof(cfg), "upstream %s\ncredential_header X-Api-Key\nforward_credentials on\n",
              kt_upstream_url(W.up));
     W.gw_fwd = kt_daemon_new(cfg);
-    snprintf(cfg, sizeof(cfg), "upstream %s\n", kt_upstream_url(W.up));
+    /* gw_big also stands behind a trusted proxy (the tests' own loopback). */
+    snprintf(cfg, sizeof(cfg), "upstream %s\ntrusted_proxies 127.0.0.1/32\n", kt_upstream_url(W.up));
     W.gw_big = kt_daemon_new(cfg);
     if (W.gw == NULL || W.gw_req == NULL || W.gw_fwd == NULL || W.gw_big == NULL)
         goto fail;
@@ -606,6 +607,33 @@ test_forwarding_headers_are_added(void **state)
 }
 
 static void
+test_a_trusted_proxy_tells_the_scheme_and_host_the_client_used(void **state)
+{
+    struct hdrs h = {.n = 0};
+
+    (void)state;
+    /* A load balancer that ended TLS for api.example.com. */
+    hdrs_add(&h, "X-Forwarded-Proto: %s", "https");
+    hdrs_add(&h, "X-Forwarded-Host: %s", "api.example.com");
+    request(W.gw_big, "GET", "/v1/behind-lb", W.big_full.key, &h, &R);
+    expect_echo(&R, &E);
+    assert_int_equal(kt_echo_header_count(&E, "X-Forwarded-Proto"), 1);
+    assert_string_equal(kt_echo_header(&E, "X-Forwarded-Proto"), "https");
+    assert_int_equal(kt_echo_header_count(&E, "X-Forwarded-Host"), 1);
+    assert_string_equal(kt_echo_header(&E, "X-Forwarded-Host"), "api.example.com");
+    kt_echo_cleanup(&E);
+    kt_http_resp_cleanup(&R);
+    /* Only "http" or "https" is believed. */
+    h.n = 0;
+    hdrs_add(&h, "X-Forwarded-Proto: %s", "gopher");
+    request(W.gw_big, "GET", "/v1/behind-lb-2", W.big_full.key, &h, &R);
+    expect_echo(&R, &E);
+    assert_string_equal(kt_echo_header(&E, "X-Forwarded-Proto"), "http");
+    kt_echo_cleanup(&E);
+    kt_http_resp_cleanup(&R);
+}
+
+static void
 test_a_long_header_is_forwarded_whole(void **state)
 {
     char *big = malloc(10001), *line = malloc(10100), auth[200];
@@ -952,6 +980,8 @@ main(void)
         cmocka_unit_test_teardown(test_forged_identity_headers_never_arrive_and_the_real_ones_do,
                                   free_slots),
         cmocka_unit_test_teardown(test_forwarding_headers_are_added, free_slots),
+        cmocka_unit_test_teardown(test_a_trusted_proxy_tells_the_scheme_and_host_the_client_used,
+                                  free_slots),
         cmocka_unit_test_teardown(test_a_long_header_is_forwarded_whole, free_slots),
         cmocka_unit_test_teardown(test_a_sane_request_id_is_kept_and_returned, free_slots),
         cmocka_unit_test_teardown(test_a_missing_or_insane_request_id_is_generated_and_returned,
