@@ -81,6 +81,7 @@ struct kg_config {
     int64_t client_timeout_ms;  /* idle client connection */
     int workers;                /* 0 = one per core */
     int log_level;              /* enum kg_log_level */
+    char *access_log;           /* "off", "stdout", "stderr" or a file path */
     int64_t max_header_bytes;   /* per request: request line + headers */
     bool signup;                /* POST signup_path creates an account and its first key */
     char *signup_path;          /* normalised path, "/api/v1/signup/" */

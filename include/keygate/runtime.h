@@ -12,6 +12,7 @@
 #include "keygate/digest.h"
 #include "keygate/keycache.h"
 
+struct kg_accesslog;
 struct kg_worker;
 struct kg_throttle;
 
@@ -26,6 +27,7 @@ struct kg_runtime {
      * that ran out of them (1 per cool-down: taken when it trips). */
     struct kg_throttle *auth_failures;
     struct kg_throttle *auth_cooldown;
+    struct kg_accesslog *accesslog; /* never NULL while the loops run; may be off */
     _Atomic bool ready;    /* store open and keys loaded */
     _Atomic bool draining; /* SIGTERM seen: finish what is in flight, accept nothing new */
     _Atomic long connections;

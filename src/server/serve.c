@@ -15,6 +15,7 @@
 #include <curl/curl.h>
 #include <sodium.h>
 
+#include "keygate/accesslog.h"
 #include "keygate/admin.h"
 #include "keygate/front.h"
 #include "keygate/instance.h"
@@ -245,6 +246,8 @@ run(struct daemon_state *ds)
             drain(ds, &set);
             break;
         }
+        if (sig == SIGUSR1)
+            kg_accesslog_reopen(ds->rt.accesslog); /* logrotate renamed the file */
         if (sig == SIGHUP)
             kg_log_info("SIGHUP: keys reloaded; configuration reload needs a restart");
         if (sig == SIGHUP)
@@ -352,6 +355,10 @@ kg_serve_main(int argc, char **argv)
         kg_log_error("loading keys: %s", err.msg[0] != '\0' ? err.msg : "out of memory");
         goto cleanup;
     }
+    if (kg_accesslog_new(ds.inst->cfg->access_log, 0, &ds.rt.accesslog, &err) != KG_OK) {
+        kg_log_error("%s", err.msg);
+        goto cleanup;
+    }
     if (start_auth_throttle(&ds, &err) != KG_OK || start_signup(&ds, &err) != KG_OK ||
         start_loops(&ds, &err) != KG_OK) {
         kg_log_error("%s", err.msg);
@@ -379,6 +386,8 @@ cleanup:
     for (int i = 0; i < ds.nloops; i++)
         kg_loop_free(ds.loops[i]);
     kg_admin_stop(ds.admin);
+    /* After the loops: every request they completed is written. */
+    kg_accesslog_free(ds.rt.accesslog);
     kg_worker_free(ds.rt.worker);
     kg_throttle_free(ds.rt.signup_limit);
     kg_throttle_free(ds.rt.auth_failures);

@@ -1,0 +1,95 @@
+/* keygate/accesslog.h - the access log: one JSON object per line per request.
+ *
+ * The event loops never format or write: a loop reserves a slot in a
+ * bounded lock-free ring (multi-producer, one consumer), fills the fixed
+ * record in place (no allocation) and commits it. A writer thread turns
+ * records into JSON lines (jansson), collects them in a buffer and writes
+ * it at least every 200 ms, and before it stops. When the ring is full the
+ * record is dropped and counted (kg_accesslog_dropped() and
+ * keygate_access_log_dropped_total), never waited for.
+ *
+ * Destinations: "off", "stdout", "stderr" or a file path (opened with
+ * O_APPEND, created 0640). kg_accesslog_reopen() (SIGUSR1, logrotate) and
+ * kg_accesslog_set_dest() (a new config) switch files on the writer thread.
+ *
+ * Threads: reserve/commit/enabled from any thread; the rest from one
+ * controlling thread (the main thread).
+ */
+#ifndef KEYGATE_ACCESSLOG_H
+#define KEYGATE_ACCESSLOG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include "keygate/clientip.h"
+#include "keygate/headers.h"
+#include "keygate/status.h"
+#include "keygate/store.h"
+
+#define KG_ACCESSLOG_METHOD_MAX 33  /* method_ok() allows 32 characters */
+#define KG_ACCESSLOG_TENANT_MAX 65  /* a tenant name is at most 64 characters */
+#define KG_ACCESSLOG_PATH_MAX 1024  /* longer paths are cut */
+#define KG_ACCESSLOG_RING_DEFAULT 4096
+
+/* One request. Empty strings, status 0, upstream_status 0, bytes_sent < 0
+ * and outcome KG_OUTCOME_NONE are written as null. */
+struct kg_accesslog_rec {
+    int64_t time_ms;     /* wall clock when the request completed, ms since the epoch */
+    int64_t duration_us; /* request line received → request complete */
+    int64_t bytes_sent;  /* response body bytes handed to the connection */
+    unsigned status;
+    unsigned upstream_status;
+    int outcome; /* enum kg_outcome */
+    char request_id[KG_REQUEST_ID_MAX];
+    char remote[KG_CLIENTIP_MAX];
+    char method[KG_ACCESSLOG_METHOD_MAX];
+    char key_id[KG_ID_MAX];
+    char tenant[KG_ACCESSLOG_TENANT_MAX];
+    char path[KG_ACCESSLOG_PATH_MAX]; /* without the query string; any bytes */
+};
+
+struct kg_accesslog;
+
+/* Opens dest and starts the writer thread; capacity is the ring's size in
+ * records (rounded up to a power of two; 0: KG_ACCESSLOG_RING_DEFAULT).
+ * KG_EINVAL for an empty dest, KG_EIO when the file cannot be opened. */
+enum kg_status kg_accesslog_new(const char *dest, size_t capacity, struct kg_accesslog **out,
+                                struct kg_err *err);
+
+/* True when requests should be logged: al is not NULL and not "off". */
+bool kg_accesslog_enabled(const struct kg_accesslog *al);
+
+/* A slot to fill, or NULL (dropped and counted) when the ring is full or
+ * the log is off. Every reserved slot must be committed, at once. */
+struct kg_accesslog_rec *kg_accesslog_reserve(struct kg_accesslog *al);
+void kg_accesslog_commit(struct kg_accesslog *al, struct kg_accesslog_rec *rec);
+
+/* Asks the writer to reopen the file (after logrotate renamed it). Returns
+ * at once; a no-op for stdout, stderr and off. */
+void kg_accesslog_reopen(struct kg_accesslog *al);
+
+/* Switches to a new destination (a reloaded config): a file is opened
+ * here, so a bad path is an error for the caller and nothing changes.
+ * Records already in the ring go to the old destination. */
+enum kg_status kg_accesslog_set_dest(struct kg_accesslog *al, const char *dest,
+                                     struct kg_err *err);
+
+/* Waits (at most timeout_ms) until every record committed before the call
+ * is written; false on timeout. */
+bool kg_accesslog_sync(struct kg_accesslog *al, int64_t timeout_ms);
+
+/* Lines dropped because the ring was full, since kg_accesslog_new(). */
+uint64_t kg_accesslog_dropped(const struct kg_accesslog *al);
+
+/* Writes everything committed, stops the writer, closes the file. NULL ok. */
+void kg_accesslog_free(struct kg_accesslog *al);
+
+/* One record as a JSON object and '\n', NUL-terminated (*len without the
+ * NUL); NULL when out of memory. Bytes that are not UTF-8 become U+FFFD.
+ * Caller frees. */
+char *kg_accesslog_format(const struct kg_accesslog_rec *rec, size_t *len);
+
+/* rec->time_ms as "2026-11-23T17:01:02.345Z" (out: 25 bytes). */
+void kg_accesslog_time(int64_t time_ms, char out[25]);
+
+#endif
