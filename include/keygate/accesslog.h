@@ -70,7 +70,8 @@ void kg_accesslog_reopen(struct kg_accesslog *al);
 
 /* Switches to a new destination (a reloaded config): a file is opened
  * here, so a bad path is an error for the caller and nothing changes.
- * Records already in the ring go to the old destination. */
+ * Returns once the writer has switched: lines committed before go to the
+ * old destination, lines committed after to the new one. */
 enum kg_status kg_accesslog_set_dest(struct kg_accesslog *al, const char *dest,
                                      struct kg_err *err);
 

@@ -107,6 +107,16 @@ struct scan {
     size_t header_bytes;
 };
 
+/* src into dst[cap], cut to cap - 1 bytes (the access log's fixed fields). */
+static void
+copy_cut(char *dst, size_t cap, const char *src)
+{
+    size_t n = strnlen(src, cap - 1);
+
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
+
 static void
 append_list(char *dst, size_t cap, const char *v)
 {
@@ -744,8 +754,8 @@ decide_first(struct kg_req *req, struct MHD_Connection *conn, const char *method
     kg_decide(cfg, snap, rt->secret, &sc.cred, method, req->path, now, &d);
     throttle_count(rt, d.verdict, ip, now_ms);
     if (d.key != NULL) {
-        snprintf(req->key_id, sizeof(req->key_id), "%s", d.key->id);
-        snprintf(req->tenant, sizeof(req->tenant), "%s", d.key->tenant);
+        copy_cut(req->key_id, sizeof(req->key_id), d.key->id);
+        copy_cut(req->tenant, sizeof(req->tenant), d.key->tenant);
     }
     if (d.key != NULL && is_scope_verdict(d.verdict)) {
         kg_keycache_touch(d.key, now);
@@ -803,7 +813,7 @@ first_call(struct kg_req *req, struct MHD_Connection *conn, const char *method)
     enum MHD_Result ret;
 
     req->outcome = KG_OUTCOME_NONE;
-    snprintf(req->method, sizeof(req->method), "%.32s", method != NULL ? method : "");
+    copy_cut(req->method, sizeof(req->method), method != NULL ? method : "");
     ret = decide_first(req, conn, method);
     req->log_outcome = req->outcome;
     kg_metrics_request_time(kg_time_mono_us() - t0);

@@ -40,6 +40,39 @@ struct dest {
     char *path; /* for reopen; NULL unless own */
 };
 
+enum field {
+    F_TIME,
+    F_REQUEST_ID,
+    F_REMOTE,
+    F_METHOD,
+    F_PATH,
+    F_STATUS,
+    F_OUTCOME,
+    F_KEY_ID,
+    F_TENANT,
+    F_UPSTREAM_STATUS,
+    F_DURATION_US,
+    F_BYTES_SENT,
+    NFIELDS,
+};
+
+static const char *const field_name[NFIELDS] = {
+    "time",   "request_id", "remote", "method",          "path",        "status",
+    "outcome", "key_id",    "tenant", "upstream_status", "duration_us", "bytes_sent",
+};
+
+/* One jansson object reused for every line: its members are made once, in
+ * the order above, and their values changed in place, so a line costs no
+ * hash-table insert and no allocation for a number (profiled: building a
+ * fresh object per line was most of the writer's time). */
+struct line {
+    json_t *obj;
+    json_t *val[NFIELDS];                     /* borrowed from obj */
+    char scratch[3 * KG_ACCESSLOG_PATH_MAX + 1]; /* a field with bytes replaced */
+    char when[25];                            /* the last time written, and its second */
+    int64_t when_s;
+};
+
 struct kg_accesslog {
     struct cell *cells;
     size_t mask;
@@ -60,6 +93,7 @@ struct kg_accesslog {
     size_t len, cap;
     int64_t last_write_ms;
     bool warned;
+    struct line line; /* the writer's reused object */
 };
 
 /* ---- formatting ---- */
@@ -119,79 +153,118 @@ utf8_seq(const unsigned char *s, size_t n)
     return len;
 }
 
-/* A JSON string of s (bounded by max bytes), each byte that is not part of
- * valid UTF-8 replaced by U+FFFD; null for an empty string. jansson
- * escapes quotes, backslashes and control characters. */
-static json_t *
-str_or_null(const char *s, size_t max)
+static bool
+line_init(struct line *l)
 {
-    size_t n = strnlen(s, max), o = 0;
-    char stackbuf[3 * 256 + 1], *out = stackbuf;
-    json_t *j;
+    l->obj = json_object();
+    if (l->obj == NULL)
+        return false;
+    for (int i = 0; i < NFIELDS; i++) {
+        l->val[i] = json_null();
+        if (json_object_set_new(l->obj, field_name[i], l->val[i]) != 0)
+            return false;
+    }
+    return true;
+}
+
+static void
+line_cleanup(struct line *l)
+{
+    json_decref(l->obj);
+    l->obj = NULL;
+}
+
+/* Member i becomes v (a new reference, or NULL: out of memory). */
+static bool
+set_new(struct line *l, int i, json_t *v)
+{
+    if (v == NULL || json_object_set_new(l->obj, field_name[i], v) != 0)
+        return false;
+    l->val[i] = v;
+    return true;
+}
+
+static bool
+set_null(struct line *l, int i)
+{
+    return json_is_null(l->val[i]) || set_new(l, i, json_null());
+}
+
+/* Member i becomes the string s (at most max bytes), each byte that is not
+ * part of valid UTF-8 replaced by U+FFFD; null when s is empty. jansson
+ * escapes quotes, backslashes and control characters when it dumps. */
+static bool
+set_str(struct line *l, int i, const char *s, size_t max)
+{
+    size_t n = strnlen(s, max), o = 0, k;
+    const char *v = s;
+    size_t i_byte;
 
     if (n == 0)
-        return json_null();
-    if (3 * n + 1 > sizeof(stackbuf)) {
-        out = malloc(3 * n + 1);
-        if (out == NULL)
-            return NULL;
+        return set_null(l, i);
+    for (i_byte = 0; i_byte < n; i_byte += k) {
+        k = utf8_seq((const unsigned char *)s + i_byte, n - i_byte);
+        if (k == 0)
+            break;
     }
-    for (size_t i = 0; i < n;) {
-        size_t k = utf8_seq((const unsigned char *)s + i, n - i);
-
-        if (k == 0) {
-            memcpy(out + o, "\xEF\xBF\xBD", 3);
-            o += 3;
-            i++;
-        } else {
-            memcpy(out + o, s + i, k);
-            o += k;
-            i += k;
+    if (i_byte < n) {
+        /* Rare: copy with replacements (n <= KG_ACCESSLOG_PATH_MAX for every field). */
+        for (size_t j = 0; j < n; j += k) {
+            k = utf8_seq((const unsigned char *)s + j, n - j);
+            if (k == 0) {
+                memcpy(l->scratch + o, "\xEF\xBF\xBD", 3);
+                o += 3;
+                k = 1;
+            } else {
+                memcpy(l->scratch + o, s + j, k);
+                o += k;
+            }
         }
+        v = l->scratch;
+        n = o;
     }
-    j = json_stringn(out, o);
-    if (out != stackbuf)
-        free(out);
-    return j;
+    if (json_is_string(l->val[i]))
+        return json_string_setn_nocheck(l->val[i], v, n) == 0;
+    return set_new(l, i, json_stringn_nocheck(v, n));
 }
 
-static json_t *
-uint_or_null(unsigned v)
+static bool
+set_int(struct line *l, int i, int64_t v, bool is_null)
 {
-    return v == 0 ? json_null() : json_integer((json_int_t)v);
+    if (is_null)
+        return set_null(l, i);
+    if (json_is_integer(l->val[i]))
+        return json_integer_set(l->val[i], (json_int_t)v) == 0;
+    return set_new(l, i, json_integer((json_int_t)v));
 }
 
-static json_t *
-build(const struct kg_accesslog_rec *r)
+/* The line's object now holds rec; false when out of memory. */
+static bool
+line_fill(struct line *l, const struct kg_accesslog_rec *r)
 {
-    char when[25];
     const char *outcome = kg_metrics_outcome_name((enum kg_outcome)r->outcome);
-    json_t *o = json_object();
+    int ms = (int)(r->time_ms % 1000);
 
-    if (o == NULL)
-        return NULL;
-    kg_accesslog_time(r->time_ms, when);
-    /* json_object_set_new takes NULL values as a failure and frees nothing;
-     * a failure anywhere makes the whole line fail below. */
-    if (json_object_set_new(o, "time", json_string(when)) != 0 ||
-        json_object_set_new(o, "request_id", str_or_null(r->request_id, sizeof(r->request_id))) ||
-        json_object_set_new(o, "remote", str_or_null(r->remote, sizeof(r->remote))) ||
-        json_object_set_new(o, "method", str_or_null(r->method, sizeof(r->method))) ||
-        json_object_set_new(o, "path", str_or_null(r->path, sizeof(r->path))) ||
-        json_object_set_new(o, "status", uint_or_null(r->status)) ||
-        json_object_set_new(o, "outcome", outcome != NULL ? json_string(outcome) : json_null()) ||
-        json_object_set_new(o, "key_id", str_or_null(r->key_id, sizeof(r->key_id))) ||
-        json_object_set_new(o, "tenant", str_or_null(r->tenant, sizeof(r->tenant))) ||
-        json_object_set_new(o, "upstream_status", uint_or_null(r->upstream_status)) ||
-        json_object_set_new(o, "duration_us",
-                            json_integer((json_int_t)(r->duration_us > 0 ? r->duration_us : 0))) ||
-        json_object_set_new(o, "bytes_sent", r->bytes_sent >= 0
-                                                 ? json_integer((json_int_t)r->bytes_sent)
-                                                 : json_null())) {
-        json_decref(o);
-        return NULL;
+    /* The date and time change once a second; the milliseconds every line. */
+    if (r->time_ms / 1000 != l->when_s || l->when[0] == '\0') {
+        kg_accesslog_time(r->time_ms, l->when);
+        l->when_s = r->time_ms / 1000;
     }
-    return o;
+    l->when[20] = (char)('0' + ms / 100);
+    l->when[21] = (char)('0' + ms / 10 % 10);
+    l->when[22] = (char)('0' + ms % 10);
+    return set_str(l, F_TIME, l->when, sizeof(l->when)) &&
+           set_str(l, F_REQUEST_ID, r->request_id, sizeof(r->request_id)) &&
+           set_str(l, F_REMOTE, r->remote, sizeof(r->remote)) &&
+           set_str(l, F_METHOD, r->method, sizeof(r->method)) &&
+           set_str(l, F_PATH, r->path, sizeof(r->path)) &&
+           set_int(l, F_STATUS, r->status, r->status == 0) &&
+           set_str(l, F_OUTCOME, outcome != NULL ? outcome : "", 32) &&
+           set_str(l, F_KEY_ID, r->key_id, sizeof(r->key_id)) &&
+           set_str(l, F_TENANT, r->tenant, sizeof(r->tenant)) &&
+           set_int(l, F_UPSTREAM_STATUS, r->upstream_status, r->upstream_status == 0) &&
+           set_int(l, F_DURATION_US, r->duration_us > 0 ? r->duration_us : 0, false) &&
+           set_int(l, F_BYTES_SENT, r->bytes_sent, r->bytes_sent < 0);
 }
 
 #define DUMP_FLAGS (JSON_COMPACT | JSON_PRESERVE_ORDER)
@@ -199,29 +272,31 @@ build(const struct kg_accesslog_rec *r)
 char *
 kg_accesslog_format(const struct kg_accesslog_rec *rec, size_t *len)
 {
-    json_t *o = build(rec);
-    char *text = NULL, *line = NULL;
+    struct line *l = calloc(1, sizeof(*l));
+    char *text = NULL, *out = NULL;
     size_t n;
 
-    if (o == NULL)
+    if (l == NULL || !line_init(l) || !line_fill(l, rec))
         goto cleanup;
-    text = json_dumps(o, DUMP_FLAGS);
+    text = json_dumps(l->obj, DUMP_FLAGS);
     if (text == NULL)
         goto cleanup;
     n = strlen(text);
-    line = malloc(n + 2);
-    if (line == NULL)
+    out = malloc(n + 2);
+    if (out == NULL)
         goto cleanup;
-    memcpy(line, text, n);
-    line[n] = '\n';
-    line[n + 1] = '\0';
+    memcpy(out, text, n);
+    out[n] = '\n';
+    out[n + 1] = '\0';
     if (len != NULL)
         *len = n + 1;
 
 cleanup:
     free(text);
-    json_decref(o);
-    return line;
+    if (l != NULL)
+        line_cleanup(l);
+    free(l);
+    return out;
 }
 
 /* ---- destinations ---- */
@@ -316,24 +391,20 @@ buf_reserve(struct kg_accesslog *al, size_t need)
 static void
 append(struct kg_accesslog *al, const struct kg_accesslog_rec *rec)
 {
-    json_t *o = build(rec);
     size_t n;
 
-    if (o == NULL || !buf_reserve(al, 4096))
-        goto cleanup;
-    n = json_dumpb(o, al->buf + al->len, al->cap - al->len - 1, DUMP_FLAGS);
+    if (!line_fill(&al->line, rec) || !buf_reserve(al, 4096))
+        return;
+    n = json_dumpb(al->line.obj, al->buf + al->len, al->cap - al->len - 1, DUMP_FLAGS);
     if (n + 1 > al->cap - al->len) {
         if (n == 0 || !buf_reserve(al, n + 1))
-            goto cleanup;
-        n = json_dumpb(o, al->buf + al->len, al->cap - al->len - 1, DUMP_FLAGS);
+            return;
+        n = json_dumpb(al->line.obj, al->buf + al->len, al->cap - al->len - 1, DUMP_FLAGS);
     }
     if (n > 0) {
         al->len += n;
         al->buf[al->len++] = '\n';
     }
-
-cleanup:
-    json_decref(o);
 }
 
 /* Takes every committed record; returns how many. */
@@ -469,11 +540,18 @@ kg_accesslog_new(const char *dest, size_t capacity, struct kg_accesslog **out,
         free(al);
         return kg_err_set(err, KG_ENOMEM, "out of memory");
     }
+    if (!line_init(&al->line)) {
+        line_cleanup(&al->line);
+        free(al->cells);
+        free(al);
+        return kg_err_set(err, KG_ENOMEM, "out of memory");
+    }
     al->mask = cap - 1;
     for (size_t i = 0; i < cap; i++)
         atomic_init(&al->cells[i].seq, i);
     rc = dest_open(dest, &al->cur, err);
     if (rc != KG_OK) {
+        line_cleanup(&al->line);
         free(al->cells);
         free(al);
         return rc;
@@ -561,14 +639,15 @@ kg_accesslog_set_dest(struct kg_accesslog *al, const char *dest, struct kg_err *
     if (rc != KG_OK)
         return rc;
     pthread_mutex_lock(&al->mu);
-    /* One switch at a time, so lines logged meanwhile go where they were meant to. */
-    while (al->has_pending)
-        pthread_cond_wait(&al->done, &al->mu);
     al->pending = d;
     al->has_pending = true;
     /* Off at once: nothing new is taken; what is in the ring still goes out. */
     atomic_store(&al->on, d.fd >= 0);
     pthread_cond_signal(&al->wake);
+    /* Returns once the writer switched: a line logged after this call goes
+     * to the new destination. */
+    while (al->has_pending)
+        pthread_cond_wait(&al->done, &al->mu);
     pthread_mutex_unlock(&al->mu);
     return KG_OK;
 }
@@ -624,6 +703,7 @@ kg_accesslog_free(struct kg_accesslog *al)
     pthread_cond_destroy(&al->wake);
     pthread_cond_destroy(&al->done);
     pthread_mutex_destroy(&al->mu);
+    line_cleanup(&al->line);
     free(al->buf);
     free(al->cells);
     free(al);

@@ -409,6 +409,37 @@ test_set_dest_moves_lines_and_off_stops_taking_them(void **state)
 }
 
 static void
+test_the_writer_writes_each_lines_own_time(void **state)
+{
+    static const int64_t t[] = {1795453262345LL, 1795453262346LL, 1795453263001LL,
+                                1795453262999LL};
+    static const char *const want[] = {"2026-11-23T17:01:02.345Z", "2026-11-23T17:01:02.346Z",
+                                       "2026-11-23T17:01:03.001Z", "2026-11-23T17:01:02.999Z"};
+    char path[128], id[8], needle[64];
+    struct kg_accesslog *al;
+    struct kg_err err = {{0}};
+
+    (void)state;
+    snprintf(path, sizeof(path), "%s/time.log", dir);
+    assert_int_equal(kg_accesslog_new(path, 0, &al, &err), KG_OK);
+    for (int i = 0; i < 4; i++) {
+        struct kg_accesslog_rec *r = kg_accesslog_reserve(al);
+
+        assert_non_null(r);
+        snprintf(id, sizeof(id), "t%d", i);
+        fill(r, id);
+        r->time_ms = t[i];
+        kg_accesslog_commit(al, r);
+    }
+    kg_accesslog_free(al);
+    for (int i = 0; i < 4; i++) {
+        snprintf(needle, sizeof(needle), "{\"time\":\"%s\",\"request_id\":\"t%d\"", want[i], i);
+        if (count_lines(path, needle) != 1)
+            fail_msg("no line starting %s", needle);
+    }
+}
+
+static void
 test_a_file_that_cannot_be_opened_is_an_error(void **state)
 {
     struct kg_accesslog *al = NULL;
@@ -438,6 +469,7 @@ main(void)
         cmocka_unit_test(test_lines_are_written_soon_without_a_sync_or_a_free),
         cmocka_unit_test(test_reopen_after_a_rename_starts_a_new_file_and_keeps_the_old_one),
         cmocka_unit_test(test_set_dest_moves_lines_and_off_stops_taking_them),
+        cmocka_unit_test(test_the_writer_writes_each_lines_own_time),
         cmocka_unit_test(test_a_file_that_cannot_be_opened_is_an_error),
     };
 
