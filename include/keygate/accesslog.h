@@ -35,6 +35,8 @@
  * and outcome KG_OUTCOME_NONE are written as null. */
 struct kg_accesslog_rec {
     int64_t time_ms;     /* wall clock when the request completed, ms since the epoch */
+    int64_t end_mono_us; /* when time_ms is 0: kg_time_mono_us() then, which the writer
+                          * turns into wall time (one clock read per request, not two) */
     int64_t duration_us; /* request line received → request complete */
     int64_t bytes_sent;  /* response body bytes handed to the connection */
     unsigned status;

@@ -11,7 +11,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <time.h>
 
 #include <sodium.h>
 
@@ -971,14 +970,13 @@ request_logged(const struct kg_req *req, struct MHD_Connection *conn)
 {
     struct kg_accesslog *al = kg_loop_runtime(req->loop)->accesslog;
     struct kg_accesslog_rec *r;
-    struct timespec now;
     size_t plen;
 
     if (!kg_accesslog_enabled(al) || (r = kg_accesslog_reserve(al)) == NULL)
         return;
-    clock_gettime(CLOCK_REALTIME, &now);
-    r->time_ms = (int64_t)now.tv_sec * 1000 + now.tv_nsec / 1000000;
-    r->duration_us = kg_time_mono_us() - req->t0_us;
+    r->time_ms = 0; /* the writer makes it from end_mono_us */
+    r->end_mono_us = kg_time_mono_us();
+    r->duration_us = r->end_mono_us - req->t0_us;
     r->status = req->status;
     r->upstream_status = req->upstream_status;
     r->bytes_sent = req->status != 0 ? req->bytes_sent : -1;

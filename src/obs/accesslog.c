@@ -239,16 +239,28 @@ set_int(struct line *l, int i, int64_t v, bool is_null)
 }
 
 /* The line's object now holds rec; false when out of memory. */
+/* Wall clock minus monotonic clock, in microseconds, now. */
+static int64_t
+wall_offset_us(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000 - kg_time_mono_us();
+}
+
+/* wall_off_us: wall_offset_us() of about now, for records with end_mono_us. */
 static bool
-line_fill(struct line *l, const struct kg_accesslog_rec *r)
+line_fill(struct line *l, const struct kg_accesslog_rec *r, int64_t wall_off_us)
 {
     const char *outcome = kg_metrics_outcome_name((enum kg_outcome)r->outcome);
-    int ms = (int)(r->time_ms % 1000);
+    int64_t time_ms = r->time_ms != 0 ? r->time_ms : (r->end_mono_us + wall_off_us) / 1000;
+    int ms = (int)(time_ms % 1000);
 
     /* The date and time change once a second; the milliseconds every line. */
-    if (r->time_ms / 1000 != l->when_s || l->when[0] == '\0') {
-        kg_accesslog_time(r->time_ms, l->when);
-        l->when_s = r->time_ms / 1000;
+    if (time_ms / 1000 != l->when_s || l->when[0] == '\0') {
+        kg_accesslog_time(time_ms, l->when);
+        l->when_s = time_ms / 1000;
     }
     l->when[20] = (char)('0' + ms / 100);
     l->when[21] = (char)('0' + ms / 10 % 10);
@@ -276,7 +288,7 @@ kg_accesslog_format(const struct kg_accesslog_rec *rec, size_t *len)
     char *text = NULL, *out = NULL;
     size_t n;
 
-    if (l == NULL || !line_init(l) || !line_fill(l, rec))
+    if (l == NULL || !line_init(l) || !line_fill(l, rec, wall_offset_us()))
         goto cleanup;
     text = json_dumps(l->obj, DUMP_FLAGS);
     if (text == NULL)
@@ -389,11 +401,11 @@ buf_reserve(struct kg_accesslog *al, size_t need)
 
 /* One record into the buffer as a line; a line that cannot be made is lost. */
 static void
-append(struct kg_accesslog *al, const struct kg_accesslog_rec *rec)
+append(struct kg_accesslog *al, const struct kg_accesslog_rec *rec, int64_t wall_off_us)
 {
     size_t n;
 
-    if (!line_fill(&al->line, rec) || !buf_reserve(al, 4096))
+    if (!line_fill(&al->line, rec, wall_off_us) || !buf_reserve(al, 4096))
         return;
     n = json_dumpb(al->line.obj, al->buf + al->len, al->cap - al->len - 1, DUMP_FLAGS);
     if (n + 1 > al->cap - al->len) {
@@ -412,6 +424,8 @@ static size_t
 drain(struct kg_accesslog *al)
 {
     size_t taken = 0;
+    /* Read once per batch: a clock step shows from the next batch on. */
+    int64_t wall_off_us = wall_offset_us();
 
     for (;;) {
         struct cell *c = &al->cells[al->tail & al->mask];
@@ -420,7 +434,7 @@ drain(struct kg_accesslog *al)
         if (seq != al->tail + 1)
             break; /* empty, or the next one is still being filled */
         if (al->cur.fd >= 0)
-            append(al, &c->rec);
+            append(al, &c->rec, wall_off_us);
         atomic_store_explicit(&c->seq, al->tail + al->mask + 1, memory_order_release);
         al->tail++;
         taken++;
@@ -483,6 +497,7 @@ writer_main(void *arg)
 {
     struct kg_accesslog *al = arg;
 
+    pthread_setname_np(pthread_self(), "kg-accesslog"); /* for top -H and perf */
     pthread_mutex_lock(&al->mu);
     for (;;) {
         bool stopping, syncing;
