@@ -31,8 +31,25 @@
 #define KG_ACCESSLOG_PATH_MAX 1024  /* longer paths are cut */
 #define KG_ACCESSLOG_RING_DEFAULT 4096
 
+/* The record's strings, packed back to back in this order. */
+enum kg_accesslog_str {
+    KG_AL_REQUEST_ID,
+    KG_AL_REMOTE,
+    KG_AL_METHOD,
+    KG_AL_KEY_ID,
+    KG_AL_TENANT,
+    KG_AL_PATH,
+    KG_AL_NSTR,
+};
+
+#define KG_ACCESSLOG_TEXT_MAX                                                                      \
+    (KG_REQUEST_ID_MAX + KG_CLIENTIP_MAX + KG_ACCESSLOG_METHOD_MAX + KG_ID_MAX +                  \
+     KG_ACCESSLOG_TENANT_MAX + KG_ACCESSLOG_PATH_MAX)
+
 /* One request. Empty strings, status 0, upstream_status 0, bytes_sent < 0
- * and outcome KG_OUTCOME_NONE are written as null. */
+ * and outcome KG_OUTCOME_NONE are written as null. The strings are packed
+ * (kg_accesslog_rec_strings), so a loop writes the few cache lines a line
+ * needs, not every field's maximum. */
 struct kg_accesslog_rec {
     int64_t time_ms;     /* wall clock when the request completed, ms since the epoch */
     int64_t end_mono_us; /* when time_ms is 0: kg_time_mono_us() then, which the writer
@@ -42,13 +59,16 @@ struct kg_accesslog_rec {
     unsigned status;
     unsigned upstream_status;
     int outcome; /* enum kg_outcome */
-    char request_id[KG_REQUEST_ID_MAX];
-    char remote[KG_CLIENTIP_MAX];
-    char method[KG_ACCESSLOG_METHOD_MAX];
-    char key_id[KG_ID_MAX];
-    char tenant[KG_ACCESSLOG_TENANT_MAX];
-    char path[KG_ACCESSLOG_PATH_MAX]; /* without the query string; any bytes */
+    uint16_t len[KG_AL_NSTR]; /* each string's length in text */
+    char text[KG_ACCESSLOG_TEXT_MAX];
 };
+
+/* Packs the strings into rec (NULL or "" is null; each cut to its field's
+ * maximum less one: a path to 1023 bytes). path is path_len bytes, any
+ * bytes (without the query string); the others are NUL-terminated. */
+void kg_accesslog_rec_strings(struct kg_accesslog_rec *rec, const char *request_id,
+                              const char *remote, const char *method, const char *key_id,
+                              const char *tenant, const char *path, size_t path_len);
 
 struct kg_accesslog;
 

@@ -970,10 +970,19 @@ request_logged(const struct kg_req *req, struct MHD_Connection *conn)
 {
     struct kg_accesslog *al = kg_loop_runtime(req->loop)->accesslog;
     struct kg_accesslog_rec *r;
+    char remote[KG_CLIENTIP_MAX];
     size_t plen;
 
-    if (!kg_accesslog_enabled(al) || (r = kg_accesslog_reserve(al)) == NULL)
+    if (!kg_accesslog_enabled(al))
         return;
+    /* Refused before the headers were read: the peer is all there is. */
+    if (req->remote[0] == '\0')
+        peer_address(conn, remote, sizeof(remote));
+    /* The query string is left out: it may hold anything, credentials included. */
+    plen = req->uri != NULL ? strcspn(req->uri, "?") : 0;
+    r = kg_accesslog_reserve(al);
+    if (r == NULL)
+        return; /* the ring is full: dropped and counted */
     r->time_ms = 0; /* the writer makes it from end_mono_us */
     r->end_mono_us = kg_time_mono_us();
     r->duration_us = r->end_mono_us - req->t0_us;
@@ -981,20 +990,8 @@ request_logged(const struct kg_req *req, struct MHD_Connection *conn)
     r->upstream_status = req->upstream_status;
     r->bytes_sent = req->status != 0 ? req->bytes_sent : -1;
     r->outcome = req->log_outcome;
-    memcpy(r->request_id, req->request_id, sizeof(r->request_id));
-    memcpy(r->method, req->method, sizeof(r->method));
-    memcpy(r->key_id, req->key_id, sizeof(r->key_id));
-    memcpy(r->tenant, req->tenant, sizeof(r->tenant));
-    if (req->remote[0] != '\0')
-        memcpy(r->remote, req->remote, sizeof(r->remote));
-    else
-        peer_address(conn, r->remote, sizeof(r->remote)); /* refused before the headers */
-    /* The query string is left out: it may hold anything, credentials included. */
-    plen = req->uri != NULL ? strcspn(req->uri, "?") : 0;
-    if (plen >= sizeof(r->path))
-        plen = sizeof(r->path) - 1;
-    memcpy(r->path, req->uri != NULL ? req->uri : "", plen);
-    r->path[plen] = '\0';
+    kg_accesslog_rec_strings(r, req->request_id, req->remote[0] != '\0' ? req->remote : remote,
+                             req->method, req->key_id, req->tenant, req->uri, plen);
     kg_accesslog_commit(al, r);
 }
 

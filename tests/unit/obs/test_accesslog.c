@@ -52,12 +52,19 @@ fill(struct kg_accesslog_rec *r, const char *id)
     r->status = 200;
     r->upstream_status = 200;
     r->outcome = KG_OUTCOME_ALLOWED;
-    snprintf(r->request_id, sizeof(r->request_id), "%s", id);
-    snprintf(r->remote, sizeof(r->remote), "192.0.2.7");
-    snprintf(r->method, sizeof(r->method), "GET");
-    snprintf(r->key_id, sizeof(r->key_id), "key_abc");
-    snprintf(r->tenant, sizeof(r->tenant), "acme");
-    snprintf(r->path, sizeof(r->path), "/v1/items");
+    kg_accesslog_rec_strings(r, id, "192.0.2.7", "GET", "key_abc", "acme", "/v1/items", 9);
+}
+
+/* The field-by-field view of a record's packed strings, for changing one. */
+struct strs {
+    const char *id, *remote, *method, *key_id, *tenant, *path;
+};
+
+static void
+set_strs(struct kg_accesslog_rec *r, const struct strs *s)
+{
+    kg_accesslog_rec_strings(r, s->id, s->remote, s->method, s->key_id, s->tenant, s->path,
+                             s->path != NULL ? strlen(s->path) : 0);
 }
 
 static json_t *
@@ -106,7 +113,8 @@ test_fields_that_do_not_apply_are_null_not_empty(void **state)
 
     (void)state;
     fill(&r, "");
-    r.key_id[0] = r.tenant[0] = '\0';
+    set_strs(&r, &(struct strs){.id = "", .remote = "192.0.2.7", .method = "GET",
+                                .key_id = NULL, .tenant = "", .path = "/v1/items"});
     r.upstream_status = 0;
     r.outcome = KG_OUTCOME_NONE;
     r.bytes_sent = -1;
@@ -159,8 +167,9 @@ test_quotes_backslashes_and_control_characters_are_escaped(void **state)
 
     (void)state;
     fill(&r, "x");
-    snprintf(r.path, sizeof(r.path), "/a\"b\\c\nd\te\x01\x1f\x7f/\"}{,");
-    snprintf(r.method, sizeof(r.method), "G\"ET\r");
+    set_strs(&r, &(struct strs){.id = "x", .remote = "192.0.2.7", .method = "G\"ET\r",
+                                .key_id = "key_abc", .tenant = "acme",
+                                .path = "/a\"b\\c\nd\te\x01\x1f\x7f/\"}{,"});
     line = kg_accesslog_format(&r, &len);
     o = parse_line(line, len);
     assert_string_equal(json_string_value(json_object_get(o, "path")),
@@ -194,7 +203,7 @@ test_bytes_that_are_not_utf8_become_replacement_characters(void **state)
         json_t *o;
 
         fill(&r, "x");
-        snprintf(r.path, sizeof(r.path), "%s", cases[i].in);
+        set_strs(&r, &(struct strs){.id = "x", .method = "GET", .path = cases[i].in});
         line = kg_accesslog_format(&r, &len);
         assert_non_null(line);
         o = parse_line(line, len);
@@ -205,7 +214,7 @@ test_bytes_that_are_not_utf8_become_replacement_characters(void **state)
 }
 
 static void
-test_a_path_of_the_longest_length_is_written_whole(void **state)
+test_strings_longer_than_their_field_are_cut_to_it(void **state)
 {
     struct kg_accesslog_rec r;
     size_t len;
@@ -214,11 +223,23 @@ test_a_path_of_the_longest_length_is_written_whole(void **state)
 
     (void)state;
     fill(&r, "x");
-    memset(r.path, '\xff', sizeof(r.path) - 1);
-    r.path[sizeof(r.path) - 1] = '\0';
+    {
+        char path[KG_ACCESSLOG_PATH_MAX + 100];
+        char id[KG_REQUEST_ID_MAX + 10];
+
+        memset(path, '\xff', sizeof(path));
+        memset(id, 'a', sizeof(id) - 1);
+        id[sizeof(id) - 1] = '\0';
+        /* Longer than the fields: cut to their maximum, not past the record. */
+        kg_accesslog_rec_strings(&r, id, "192.0.2.7", "GET", "key_abc", "acme", path,
+                                 sizeof(path));
+    }
     line = kg_accesslog_format(&r, &len);
     o = parse_line(line, len);
-    assert_int_equal(json_string_length(json_object_get(o, "path")), 3 * (sizeof(r.path) - 1));
+    assert_int_equal(json_string_length(json_object_get(o, "path")),
+                     3 * (KG_ACCESSLOG_PATH_MAX - 1));
+    assert_int_equal(json_string_length(json_object_get(o, "request_id")), KG_REQUEST_ID_MAX - 1);
+    assert_string_equal(json_string_value(json_object_get(o, "tenant")), "acme");
     json_decref(o);
     free(line);
 }
@@ -462,7 +483,7 @@ main(void)
         cmocka_unit_test(test_every_outcome_has_the_metrics_name),
         cmocka_unit_test(test_quotes_backslashes_and_control_characters_are_escaped),
         cmocka_unit_test(test_bytes_that_are_not_utf8_become_replacement_characters),
-        cmocka_unit_test(test_a_path_of_the_longest_length_is_written_whole),
+        cmocka_unit_test(test_strings_longer_than_their_field_are_cut_to_it),
         cmocka_unit_test(test_time_is_rfc3339_utc_with_milliseconds),
         cmocka_unit_test(test_a_full_ring_drops_and_counts_instead_of_waiting),
         cmocka_unit_test(test_free_writes_every_committed_line),
