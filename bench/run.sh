@@ -720,7 +720,14 @@ for rep in $(seq "$REPS"); do
     done
 done
 
+if [ $need_ko = 1 ]; then
+    {
+        echo "keygate-obs: $(curl -s --max-time 5 "http://127.0.0.1:$KO_ADMIN_PORT/metrics" |
+            grep '^keygate_access_log_dropped_total') (access log lines dropped: ring full)"
+    } >>"$OUT/env.txt"
+fi
 stop_all
+[ $need_ko = 1 ] && echo "keygate-obs: $(wc -l <"$RUN/access.log") access log lines in $RUN/access.log" >>"$OUT/env.txt"
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/env.txt"
 {
     cat "$OUT/env.txt"

@@ -6,7 +6,8 @@
  * records into JSON lines (jansson), collects them in a buffer and writes
  * it at least every 200 ms, and before it stops. When the ring is full the
  * record is dropped and counted (kg_accesslog_dropped() and
- * keygate_access_log_dropped_total), never waited for.
+ * keygate_access_log_dropped_total), never waited for. The ring is
+ * allocated the first time the log is on: "off" costs no memory.
  *
  * Destinations: "off", "stdout", "stderr" or a file path (opened with
  * O_APPEND, created 0640). kg_accesslog_reopen() (SIGUSR1, logrotate) and

@@ -875,10 +875,10 @@ send_upstream_answer(struct kg_req *req, struct MHD_Connection *conn, const char
     else if (strcmp(method, "HEAD") != 0 && kg_relay_take_body(req->x, &body, &blen)) {
         req->bytes_sent = (int64_t)blen;
         resp = MHD_create_response_from_buffer(blen, body, MHD_RESPMEM_MUST_FREE);
-    }
-    else
+    } else {
         resp = MHD_create_response_from_callback(cl >= 0 ? (uint64_t)cl : MHD_SIZE_UNKNOWN,
                                                  KG_RESPONSE_BLOCK, read_body, req, NULL);
+    }
     if (resp == NULL)
         return MHD_NO;
     kg_relay_each_header(req->x, add_upstream_header, resp);
@@ -957,7 +957,8 @@ uri_logger(void *cls, const char *uri, struct MHD_Connection *conn)
     req->loop = cls;
     req->outcome = KG_OUTCOME_NONE;
     req->log_outcome = KG_OUTCOME_NONE;
-    req->t0_us = kg_time_mono_us();
+    if (kg_accesslog_enabled(kg_loop_runtime(req->loop)->accesslog))
+        req->t0_us = kg_time_mono_us();
     req->uri = strdup(uri != NULL ? uri : "");
     atomic_fetch_add(&kg_loop_runtime(req->loop)->inflight, 1);
     return req;
@@ -985,7 +986,8 @@ request_logged(const struct kg_req *req, struct MHD_Connection *conn)
         return; /* the ring is full: dropped and counted */
     r->time_ms = 0; /* the writer makes it from end_mono_us */
     r->end_mono_us = kg_time_mono_us();
-    r->duration_us = r->end_mono_us - req->t0_us;
+    /* t0_us is 0 when the log was off as the request began (a reload turned it on). */
+    r->duration_us = req->t0_us != 0 ? r->end_mono_us - req->t0_us : 0;
     r->status = req->status;
     r->upstream_status = req->upstream_status;
     r->bytes_sent = req->status != 0 ? req->bytes_sent : -1;

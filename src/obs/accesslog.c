@@ -76,7 +76,8 @@ struct line {
 };
 
 struct kg_accesslog {
-    struct cell *cells;
+    /* NULL until the log is first turned on: an idle log costs no memory. */
+    struct cell *_Atomic cells;
     size_t mask;
     _Alignas(64) _Atomic size_t head; /* next position a producer claims */
     _Alignas(64) size_t tail;         /* next position the writer takes; writer only */
@@ -469,8 +470,10 @@ drain(struct kg_accesslog *al)
     /* Read once per batch: a clock step shows from the next batch on. */
     int64_t wall_off_us = wall_offset_us();
 
-    for (;;) {
-        struct cell *c = &al->cells[al->tail & al->mask];
+    struct cell *cells = atomic_load_explicit(&al->cells, memory_order_acquire);
+
+    for (; cells != NULL;) {
+        struct cell *c = &cells[al->tail & al->mask];
         size_t seq = atomic_load_explicit(&c->seq, memory_order_acquire);
 
         if (seq != al->tail + 1)
@@ -563,7 +566,9 @@ writer_main(void *arg)
         if (stopping && got == 0 && al->len == 0 &&
             atomic_load(&al->head) == al->tail)
             break;
-        if (!al->stop && !al->sync_req && !al->reopen && !al->has_pending)
+        /* Behind (an eighth of the ring in one pass): no pause until caught up. */
+        if (!al->stop && !al->sync_req && !al->reopen && !al->has_pending &&
+            got <= (al->mask + 1) / 8)
             wait_ms(al, got == 0 ? IDLE_WAIT_MS : BUSY_WAIT_MS);
     }
     pthread_mutex_unlock(&al->mu);
@@ -571,6 +576,23 @@ writer_main(void *arg)
 }
 
 /* ---- the controlling thread's side ---- */
+
+/* The ring, made the first time the log is on (then kept until free). */
+static bool
+ring_alloc(struct kg_accesslog *al)
+{
+    struct cell *cells;
+
+    if (atomic_load_explicit(&al->cells, memory_order_acquire) != NULL)
+        return true;
+    cells = calloc(al->mask + 1, sizeof(*cells));
+    if (cells == NULL)
+        return false;
+    for (size_t i = 0; i <= al->mask; i++)
+        atomic_init(&cells[i].seq, i);
+    atomic_store_explicit(&al->cells, cells, memory_order_release);
+    return true;
+}
 
 enum kg_status
 kg_accesslog_new(const char *dest, size_t capacity, struct kg_accesslog **out,
@@ -591,25 +613,20 @@ kg_accesslog_new(const char *dest, size_t capacity, struct kg_accesslog **out,
         return kg_err_set(err, KG_ENOMEM, "out of memory");
     al->cur.fd = -1;
     al->pending.fd = -1;
-    /* calloc: cells stay unbacked until used, so an idle log costs no memory. */
-    al->cells = calloc(cap, sizeof(*al->cells));
-    if (al->cells == NULL) {
-        free(al);
-        return kg_err_set(err, KG_ENOMEM, "out of memory");
-    }
+    al->mask = cap - 1;
+    atomic_init(&al->cells, NULL);
     if (!line_init(&al->line)) {
         line_cleanup(&al->line);
-        free(al->cells);
         free(al);
         return kg_err_set(err, KG_ENOMEM, "out of memory");
     }
-    al->mask = cap - 1;
-    for (size_t i = 0; i < cap; i++)
-        atomic_init(&al->cells[i].seq, i);
     rc = dest_open(dest, &al->cur, err);
+    if (rc == KG_OK && al->cur.fd >= 0 && !ring_alloc(al)) {
+        dest_close(&al->cur);
+        rc = kg_err_set(err, KG_ENOMEM, "out of memory");
+    }
     if (rc != KG_OK) {
         line_cleanup(&al->line);
-        free(al->cells);
         free(al);
         return rc;
     }
@@ -633,19 +650,23 @@ kg_accesslog_new(const char *dest, size_t capacity, struct kg_accesslog **out,
 bool
 kg_accesslog_enabled(const struct kg_accesslog *al)
 {
-    return al != NULL && atomic_load_explicit(&al->on, memory_order_relaxed);
+    return al != NULL && atomic_load_explicit(&al->on, memory_order_acquire);
 }
 
 struct kg_accesslog_rec *
 kg_accesslog_reserve(struct kg_accesslog *al)
 {
+    struct cell *cells;
     size_t pos;
 
     if (!kg_accesslog_enabled(al))
         return NULL;
+    cells = atomic_load_explicit(&al->cells, memory_order_acquire);
+    if (cells == NULL)
+        return NULL; /* not reached: the ring exists before the log is on */
     pos = atomic_load_explicit(&al->head, memory_order_relaxed);
     for (;;) {
-        struct cell *c = &al->cells[pos & al->mask];
+        struct cell *c = &cells[pos & al->mask];
         size_t seq = atomic_load_explicit(&c->seq, memory_order_acquire);
         ptrdiff_t dif = (ptrdiff_t)(seq - pos);
 
@@ -695,6 +716,10 @@ kg_accesslog_set_dest(struct kg_accesslog *al, const char *dest, struct kg_err *
 
     if (rc != KG_OK)
         return rc;
+    if (d.fd >= 0 && !ring_alloc(al)) {
+        dest_close(&d);
+        return kg_err_set(err, KG_ENOMEM, "out of memory");
+    }
     pthread_mutex_lock(&al->mu);
     al->pending = d;
     al->has_pending = true;
@@ -762,6 +787,6 @@ kg_accesslog_free(struct kg_accesslog *al)
     pthread_mutex_destroy(&al->mu);
     line_cleanup(&al->line);
     free(al->buf);
-    free(al->cells);
+    free(atomic_load(&al->cells));
     free(al);
 }
