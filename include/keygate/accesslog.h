@@ -29,8 +29,12 @@
 
 #define KG_ACCESSLOG_METHOD_MAX 33  /* method_ok() allows 32 characters */
 #define KG_ACCESSLOG_TENANT_MAX 65  /* a tenant name is at most 64 characters */
-#define KG_ACCESSLOG_PATH_MAX 1024  /* longer paths are cut */
-#define KG_ACCESSLOG_RING_DEFAULT 4096
+#define KG_ACCESSLOG_PATH_MAX 512   /* longer paths are cut (to 511 bytes) */
+/* 170 ms of lines at 100,000 requests a second: a writer thread scheduled
+ * late on a busy machine catches up instead of dropping (measured: 4096
+ * dropped 7 % at 95,000 401s a second on 2 shared cores, 16384 none). About
+ * 14 MiB, allocated only when the log is on. */
+#define KG_ACCESSLOG_RING_DEFAULT 16384
 
 /* The record's strings, packed back to back in this order. */
 enum kg_accesslog_str {
