@@ -762,6 +762,13 @@ kt_daemon_revoke_key(struct kt_daemon *d, const char *id)
 }
 
 void
+kt_daemon_remember_key(struct kt_daemon *d, const char *key)
+{
+    if (d != NULL && key != NULL && key[0] != '\0' && !remember_key(d, key))
+        fail_msg("daemon: out of memory remembering a key");
+}
+
+void
 kt_key_cleanup(struct kt_key *k)
 {
     free(k->id);

@@ -111,4 +111,8 @@ bool kt_daemon_revoke_key(struct kt_daemon *d, const char *id);
 
 void kt_key_cleanup(struct kt_key *k);
 
+/* A key the test got some other way (the admin API, signup): no log of d
+ * may hold it either (see the top of this file). NULLs are ignored. */
+void kt_daemon_remember_key(struct kt_daemon *d, const char *key);
+
 #endif
