@@ -19,6 +19,7 @@
 #include <jansson.h>
 
 #include "keygate/accesslog.h"
+#include "keygate/keyfmt.h"
 #include "keygate/log.h"
 #include "keygate/metrics.h"
 #include "keygate/timeutil.h"
@@ -70,6 +71,8 @@ struct line {
     json_t *obj;
     json_t *val[NFIELDS];                     /* borrowed from obj */
     char scratch[3 * KG_ACCESSLOG_PATH_MAX + 1]; /* a field with bytes replaced */
+    char masked[KG_ACCESSLOG_PATH_MAX];       /* the path with a key masked */
+    char masked_id[KG_REQUEST_ID_MAX];        /* the request id with a key masked */
     char when[25];                            /* the last time written, and its second */
     int64_t when_s;
 };
@@ -282,6 +285,47 @@ kg_accesslog_rec_strings(struct kg_accesslog_rec *rec, const char *request_id, c
     }
 }
 
+static bool
+key_char(char c)
+{
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
+}
+
+/* keygate never reads a key from the URL or X-Request-Id, but a client may
+ * still put one there, and no log may hold a key: a run of key characters
+ * that checks out as a key (shape and checksum, kg_keyfmt_check) keeps its
+ * display prefix and the rest becomes '*'. Returns s, or out (n bytes)
+ * when something was masked. Only runs of 52 or more such characters are
+ * checked, so an ordinary path costs one pass. */
+static const char *
+mask_keys(const char *s, size_t n, char *out)
+{
+    const char *v = s;
+
+    for (size_t i = 0; i < n;) {
+        size_t j = i;
+
+        while (j < n && key_char(s[j]))
+            j++;
+        /* A key ends where the run ends; its prefix may be glued to what precedes. */
+        for (size_t st = j - i > KG_KEY_MAX - 1 ? j - (KG_KEY_MAX - 1) : i;
+             j - st > KG_KEY_TAIL_LEN; st++) {
+            if (kg_keyfmt_check(s + st, j - st)) {
+                size_t shown = j - st - KG_KEY_TAIL_LEN + KG_KEY_SHOWN_BODY;
+
+                if (v == s) {
+                    memcpy(out, s, n);
+                    v = out;
+                }
+                memset(out + st + shown, '*', j - st - shown);
+                break;
+            }
+        }
+        i = j < n ? j + 1 : j;
+    }
+    return v;
+}
+
 /* wall_off_us: wall_offset_us() of about now, for records with end_mono_us. */
 static bool
 line_fill(struct line *l, const struct kg_accesslog_rec *r, int64_t wall_off_us)
@@ -297,6 +341,9 @@ line_fill(struct line *l, const struct kg_accesslog_rec *r, int64_t wall_off_us)
         str[i] = r->text + off;
         off += len[i];
     }
+    /* What the client chose freely: the path and its request id. */
+    str[KG_AL_PATH] = mask_keys(str[KG_AL_PATH], len[KG_AL_PATH], l->masked);
+    str[KG_AL_REQUEST_ID] = mask_keys(str[KG_AL_REQUEST_ID], len[KG_AL_REQUEST_ID], l->masked_id);
 
     /* The date and time change once a second; the milliseconds every line. */
     if (time_ms / 1000 != l->when_s || l->when[0] == '\0') {

@@ -20,6 +20,7 @@
 #include <jansson.h>
 
 #include "keygate/accesslog.h"
+#include "keygate/keyfmt.h"
 #include "keygate/metrics.h"
 
 static char dir[64];
@@ -240,6 +241,45 @@ test_strings_longer_than_their_field_are_cut_to_it(void **state)
                      3 * (KG_ACCESSLOG_PATH_MAX - 1));
     assert_int_equal(json_string_length(json_object_get(o, "request_id")), KG_REQUEST_ID_MAX - 1);
     assert_string_equal(json_string_value(json_object_get(o, "tenant")), "acme");
+    json_decref(o);
+    free(line);
+}
+
+static void
+test_a_key_in_the_path_or_request_id_keeps_only_its_display_prefix(void **state)
+{
+    char key[KG_KEY_MAX], path[256], want[256], shown[64];
+    struct kg_err err = {{0}};
+    struct kg_accesslog_rec r;
+    const char *not_a_key = "/files/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    size_t len, klen, keep;
+    char *line;
+    json_t *o;
+
+    (void)state;
+    assert_int_equal(kg_keyfmt_generate("kg_live_", key, &err), KG_OK);
+    klen = strlen(key);
+    keep = klen - KG_KEY_TAIL_LEN + KG_KEY_SHOWN_BODY;
+    snprintf(path, sizeof(path), "/v1/x_%s/y?%s", key, key); /* glued to "x_" on the left */
+    snprintf(shown, sizeof(shown), "%.*s", (int)keep, key);
+    snprintf(want, sizeof(want), "/v1/x_%s%.*s/y", shown, (int)(klen - keep),
+             "****************************************************************");
+    fill(&r, "x");
+    kg_accesslog_rec_strings(&r, key, "192.0.2.7", "GET", NULL, NULL, path, strcspn(path, "?"));
+    line = kg_accesslog_format(&r, &len);
+    o = parse_line(line, len);
+    assert_string_equal(json_string_value(json_object_get(o, "path")), want);
+    assert_int_equal(strncmp(json_string_value(json_object_get(o, "request_id")), shown, keep), 0);
+    assert_null(strstr(line, key + keep));
+    assert_null(strstr(line, key + klen - 12));
+    json_decref(o);
+    free(line);
+
+    /* A long run that is not a key is left alone. */
+    kg_accesslog_rec_strings(&r, "x", "192.0.2.7", "GET", NULL, NULL, not_a_key, strlen(not_a_key));
+    line = kg_accesslog_format(&r, &len);
+    o = parse_line(line, len);
+    assert_string_equal(json_string_value(json_object_get(o, "path")), not_a_key);
     json_decref(o);
     free(line);
 }
@@ -484,6 +524,7 @@ main(void)
         cmocka_unit_test(test_quotes_backslashes_and_control_characters_are_escaped),
         cmocka_unit_test(test_bytes_that_are_not_utf8_become_replacement_characters),
         cmocka_unit_test(test_strings_longer_than_their_field_are_cut_to_it),
+        cmocka_unit_test(test_a_key_in_the_path_or_request_id_keeps_only_its_display_prefix),
         cmocka_unit_test(test_time_is_rfc3339_utc_with_milliseconds),
         cmocka_unit_test(test_a_full_ring_drops_and_counts_instead_of_waiting),
         cmocka_unit_test(test_free_writes_every_committed_line),
