@@ -27,9 +27,9 @@
 #include "keygate/status.h"
 #include "keygate/store.h"
 
-#define KG_ACCESSLOG_METHOD_MAX 33  /* method_ok() allows 32 characters */
-#define KG_ACCESSLOG_TENANT_MAX 65  /* a tenant name is at most 64 characters */
-#define KG_ACCESSLOG_PATH_MAX 512   /* longer paths are cut (to 511 bytes) */
+#define KG_ACCESSLOG_METHOD_MAX 33 /* method_ok() allows 32 characters */
+#define KG_ACCESSLOG_TENANT_MAX 65 /* a tenant name is at most 64 characters */
+#define KG_ACCESSLOG_PATH_MAX 512  /* longer paths are cut (to 511 bytes) */
 /* 170 ms of lines at 100,000 requests a second: a writer thread scheduled
  * late on a busy machine catches up instead of dropping (measured: 4096
  * dropped 7 % at 95,000 401s a second on 2 shared cores, 16384 none). About
@@ -48,7 +48,7 @@ enum kg_accesslog_str {
 };
 
 #define KG_ACCESSLOG_TEXT_MAX                                                                      \
-    (KG_REQUEST_ID_MAX + KG_CLIENTIP_MAX + KG_ACCESSLOG_METHOD_MAX + KG_ID_MAX +                  \
+    (KG_REQUEST_ID_MAX + KG_CLIENTIP_MAX + KG_ACCESSLOG_METHOD_MAX + KG_ID_MAX +                   \
      KG_ACCESSLOG_TENANT_MAX + KG_ACCESSLOG_PATH_MAX)
 
 /* One request. Empty strings, status 0, upstream_status 0, bytes_sent < 0
@@ -63,7 +63,7 @@ struct kg_accesslog_rec {
     int64_t bytes_sent;  /* response body bytes handed to the connection */
     unsigned status;
     unsigned upstream_status;
-    int outcome; /* enum kg_outcome */
+    int outcome;              /* enum kg_outcome */
     uint16_t len[KG_AL_NSTR]; /* each string's length in text */
     char text[KG_ACCESSLOG_TEXT_MAX];
 };
@@ -99,8 +99,7 @@ void kg_accesslog_reopen(struct kg_accesslog *al);
  * here, so a bad path is an error for the caller and nothing changes.
  * Returns once the writer has switched: lines committed before go to the
  * old destination, lines committed after to the new one. */
-enum kg_status kg_accesslog_set_dest(struct kg_accesslog *al, const char *dest,
-                                     struct kg_err *err);
+enum kg_status kg_accesslog_set_dest(struct kg_accesslog *al, const char *dest, struct kg_err *err);
 
 /* Waits (at most timeout_ms) until every record committed before the call
  * is written; false on timeout. */

@@ -24,9 +24,9 @@
 #include "keygate/metrics.h"
 #include "keygate/timeutil.h"
 
-#define WRITE_EVERY_MS 200     /* lines reach the file at most this late */
-#define IDLE_WAIT_MS 50        /* the writer looks at an empty ring this often */
-#define BUSY_WAIT_MS 10        /* and lets a busy one fill this long: batches, not a spin */
+#define WRITE_EVERY_MS 200 /* lines reach the file at most this late */
+#define IDLE_WAIT_MS 50    /* the writer looks at an empty ring this often */
+#define BUSY_WAIT_MS 10    /* and lets a busy one fill this long: batches, not a spin */
 #define BUF_WRITE_AT (64 * 1024)
 
 struct cell {
@@ -59,8 +59,8 @@ enum field {
 };
 
 static const char *const field_name[NFIELDS] = {
-    "time",   "request_id", "remote", "method",          "path",        "status",
-    "outcome", "key_id",    "tenant", "upstream_status", "duration_us", "bytes_sent",
+    "time",    "request_id", "remote", "method",          "path",        "status",
+    "outcome", "key_id",     "tenant", "upstream_status", "duration_us", "bytes_sent",
 };
 
 /* One jansson object reused for every line: its members are made once, in
@@ -69,11 +69,11 @@ static const char *const field_name[NFIELDS] = {
  * fresh object per line was most of the writer's time). */
 struct line {
     json_t *obj;
-    json_t *val[NFIELDS];                     /* borrowed from obj */
+    json_t *val[NFIELDS];                        /* borrowed from obj */
     char scratch[3 * KG_ACCESSLOG_PATH_MAX + 1]; /* a field with bytes replaced */
-    char masked[KG_ACCESSLOG_PATH_MAX];       /* the path with a key masked */
-    char masked_id[KG_REQUEST_ID_MAX];        /* the request id with a key masked */
-    char when[25];                            /* the last time written, and its second */
+    char masked[KG_ACCESSLOG_PATH_MAX];          /* the path with a key masked */
+    char masked_id[KG_REQUEST_ID_MAX];           /* the request id with a key masked */
+    char when[25];                               /* the last time written, and its second */
     int64_t when_s;
 };
 
@@ -261,8 +261,7 @@ static const size_t str_max[KG_AL_NSTR] = {
 
 _Static_assert(KG_ACCESSLOG_TEXT_MAX >= KG_REQUEST_ID_MAX - 1 + KG_CLIENTIP_MAX - 1 +
                                             KG_ACCESSLOG_METHOD_MAX - 1 + KG_ID_MAX - 1 +
-                                            KG_ACCESSLOG_TENANT_MAX - 1 +
-                                            KG_ACCESSLOG_PATH_MAX - 1,
+                                            KG_ACCESSLOG_TENANT_MAX - 1 + KG_ACCESSLOG_PATH_MAX - 1,
                "every string fits in text");
 
 void
@@ -609,8 +608,7 @@ writer_main(void *arg)
 
         pthread_mutex_lock(&al->mu);
         pthread_cond_broadcast(&al->done);
-        if (stopping && got == 0 && al->len == 0 &&
-            atomic_load(&al->head) == al->tail)
+        if (stopping && got == 0 && al->len == 0 && atomic_load(&al->head) == al->tail)
             break;
         /* Behind (an eighth of the ring in one pass): no pause until caught up. */
         if (!al->stop && !al->sync_req && !al->reopen && !al->has_pending &&
@@ -641,8 +639,7 @@ ring_alloc(struct kg_accesslog *al)
 }
 
 enum kg_status
-kg_accesslog_new(const char *dest, size_t capacity, struct kg_accesslog **out,
-                 struct kg_err *err)
+kg_accesslog_new(const char *dest, size_t capacity, struct kg_accesslog **out, struct kg_err *err)
 {
     struct kg_accesslog *al = NULL;
     pthread_condattr_t ca;
@@ -718,8 +715,7 @@ kg_accesslog_reserve(struct kg_accesslog *al)
 
         if (dif == 0) {
             if (atomic_compare_exchange_weak_explicit(&al->head, &pos, pos + 1,
-                                                      memory_order_relaxed,
-                                                      memory_order_relaxed)) {
+                                                      memory_order_relaxed, memory_order_relaxed)) {
                 c->pos = pos;
                 return &c->rec;
             }

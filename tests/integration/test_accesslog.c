@@ -88,15 +88,16 @@ static int
 setup_world(void **state)
 {
     char cfg[1024];
-    const char *lim_args[] = {"keys",  "create", "--name",  "lim", "--scopes", "read:items",
-                              "--rate", "1/min", "--burst", "1",   "--json",   NULL};
+    const char *lim_args[] = {"keys",   "create", "--name",  "lim", "--scopes", "read:items",
+                              "--rate", "1/min",  "--burst", "1",   "--json",   NULL};
 
     (void)state;
     kt_http_global_init();
     W.up = kt_upstream_start();
     if (W.up == NULL)
         return -1;
-    snprintf(cfg, sizeof(cfg), "upstream %s\nroute * /v1/items* read:items\n"
+    snprintf(cfg, sizeof(cfg),
+             "upstream %s\nroute * /v1/items* read:items\n"
              "route * /v1/orders* read:orders\n",
              kt_upstream_url(W.up));
     W.gw = daemon_with_log(cfg, W.log_path, sizeof(W.log_path));
@@ -261,13 +262,16 @@ assert_time_ok(json_t *o)
     char z = 0, tail = 0;
 
     assert_int_equal(strlen(t), 24);
-    assert_int_equal(sscanf(t, "%4d-%2d-%2dT%2d:%2d:%2d.%3d%c%c", &y, &mo, &da, &h, &mi, &s, &ms,
-                            &z, &tail),
-                     8);
+    assert_int_equal(
+        sscanf(t, "%4d-%2d-%2dT%2d:%2d:%2d.%3d%c%c", &y, &mo, &da, &h, &mi, &s, &ms, &z, &tail), 8);
     assert_int_equal(z, 'Z');
     {
-        struct tm tm = {.tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = da,
-                        .tm_hour = h, .tm_min = mi, .tm_sec = s};
+        struct tm tm = {.tm_year = y - 1900,
+                        .tm_mon = mo - 1,
+                        .tm_mday = da,
+                        .tm_hour = h,
+                        .tm_min = mi,
+                        .tm_sec = s};
         long long skew = (long long)timegm(&tm) - (long long)time(NULL);
 
         /* The wall clock of the request's end, not of some other moment. */
@@ -280,8 +284,8 @@ assert_time_ok(json_t *o)
 static void
 assert_shape(json_t *o)
 {
-    static const char *const names[] = {"time",   "request_id", "remote",          "method",
-                                        "path",   "status",     "outcome",         "key_id",
+    static const char *const names[] = {"time",   "request_id",      "remote",      "method",
+                                        "path",   "status",          "outcome",     "key_id",
                                         "tenant", "upstream_status", "duration_us", "bytes_sent"};
 
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
@@ -618,7 +622,8 @@ test_sigusr1_after_a_rename_starts_a_new_file(void **state)
     /* The old file is whole: what it had stays, in one piece each. */
     assert_true(file_has_id(old, "it-before-rotate"));
     assert_true(file_has_id(old, "it-allowed-1"));
-    assert_true(file_has_id(old, "it-during-rotate") != file_has_id(W.log_path, "it-during-rotate"));
+    assert_true(file_has_id(old, "it-during-rotate") !=
+                file_has_id(W.log_path, "it-during-rotate"));
     assert_false(file_has_id(W.log_path, "it-before-rotate"));
     assert_true(kt_daemon_running(W.gw));
 }

@@ -94,12 +94,11 @@ test_a_record_is_one_json_line_with_every_field_in_order(void **state)
     fill(&r, "req-1");
     line = kg_accesslog_format(&r, &len);
     assert_non_null(line);
-    assert_string_equal(line,
-                        "{\"time\":\"2026-11-23T17:01:02.345Z\",\"request_id\":\"req-1\","
-                        "\"remote\":\"192.0.2.7\",\"method\":\"GET\",\"path\":\"/v1/items\","
-                        "\"status\":200,\"outcome\":\"allowed\",\"key_id\":\"key_abc\","
-                        "\"tenant\":\"acme\",\"upstream_status\":200,\"duration_us\":1234,"
-                        "\"bytes_sent\":17}\n");
+    assert_string_equal(line, "{\"time\":\"2026-11-23T17:01:02.345Z\",\"request_id\":\"req-1\","
+                              "\"remote\":\"192.0.2.7\",\"method\":\"GET\",\"path\":\"/v1/items\","
+                              "\"status\":200,\"outcome\":\"allowed\",\"key_id\":\"key_abc\","
+                              "\"tenant\":\"acme\",\"upstream_status\":200,\"duration_us\":1234,"
+                              "\"bytes_sent\":17}\n");
     assert_int_equal(len, strlen(line));
     free(line);
 }
@@ -114,8 +113,12 @@ test_fields_that_do_not_apply_are_null_not_empty(void **state)
 
     (void)state;
     fill(&r, "");
-    set_strs(&r, &(struct strs){.id = "", .remote = "192.0.2.7", .method = "GET",
-                                .key_id = NULL, .tenant = "", .path = "/v1/items"});
+    set_strs(&r, &(struct strs){.id = "",
+                                .remote = "192.0.2.7",
+                                .method = "GET",
+                                .key_id = NULL,
+                                .tenant = "",
+                                .path = "/v1/items"});
     r.upstream_status = 0;
     r.outcome = KG_OUTCOME_NONE;
     r.bytes_sent = -1;
@@ -168,8 +171,11 @@ test_quotes_backslashes_and_control_characters_are_escaped(void **state)
 
     (void)state;
     fill(&r, "x");
-    set_strs(&r, &(struct strs){.id = "x", .remote = "192.0.2.7", .method = "G\"ET\r",
-                                .key_id = "key_abc", .tenant = "acme",
+    set_strs(&r, &(struct strs){.id = "x",
+                                .remote = "192.0.2.7",
+                                .method = "G\"ET\r",
+                                .key_id = "key_abc",
+                                .tenant = "acme",
                                 .path = "/a\"b\\c\nd\te\x01\x1f\x7f/\"}{,"});
     line = kg_accesslog_format(&r, &len);
     o = parse_line(line, len);
@@ -188,11 +194,11 @@ test_bytes_that_are_not_utf8_become_replacement_characters(void **state)
         const char *in, *out;
     } cases[] = {
         {"/\xff", "/\xEF\xBF\xBD"},
-        {"/caf\xC3\xA9", "/caf\xC3\xA9"},                           /* valid: kept */
+        {"/caf\xC3\xA9", "/caf\xC3\xA9"},                                   /* valid: kept */
         {"/\xE2\x82\xAC\xF0\x9F\x98\x80", "/\xE2\x82\xAC\xF0\x9F\x98\x80"}, /* € and an emoji */
-        {"/\xC0\xAF", "/\xEF\xBF\xBD\xEF\xBF\xBD"},                 /* overlong '/' */
-        {"/\xED\xA0\x80", "/\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD"}, /* a surrogate */
-        {"/\xE2\x82", "/\xEF\xBF\xBD\xEF\xBF\xBD"},                 /* cut short */
+        {"/\xC0\xAF", "/\xEF\xBF\xBD\xEF\xBF\xBD"},                         /* overlong '/' */
+        {"/\xED\xA0\x80", "/\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD"},         /* a surrogate */
+        {"/\xE2\x82", "/\xEF\xBF\xBD\xEF\xBF\xBD"},                         /* cut short */
         {"/\xF4\x90\x80\x80", "/\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD"}, /* > U+10FFFF */
     };
     struct kg_accesslog_rec r;
@@ -232,8 +238,7 @@ test_strings_longer_than_their_field_are_cut_to_it(void **state)
         memset(id, 'a', sizeof(id) - 1);
         id[sizeof(id) - 1] = '\0';
         /* Longer than the fields: cut to their maximum, not past the record. */
-        kg_accesslog_rec_strings(&r, id, "192.0.2.7", "GET", "key_abc", "acme", path,
-                                 sizeof(path));
+        kg_accesslog_rec_strings(&r, id, "192.0.2.7", "GET", "key_abc", "acme", path, sizeof(path));
     }
     line = kg_accesslog_format(&r, &len);
     o = parse_line(line, len);
@@ -251,7 +256,8 @@ test_a_key_in_the_path_or_request_id_keeps_only_its_display_prefix(void **state)
     char key[KG_KEY_MAX], path[256], want[256], shown[64];
     struct kg_err err = {{0}};
     struct kg_accesslog_rec r;
-    const char *not_a_key = "/files/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    const char *not_a_key =
+        "/files/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
     size_t len, klen, keep;
     char *line;
     json_t *o;
@@ -472,8 +478,7 @@ test_set_dest_moves_lines_and_off_stops_taking_them(void **state)
 static void
 test_the_writer_writes_each_lines_own_time(void **state)
 {
-    static const int64_t t[] = {1795453262345LL, 1795453262346LL, 1795453263001LL,
-                                1795453262999LL};
+    static const int64_t t[] = {1795453262345LL, 1795453262346LL, 1795453263001LL, 1795453262999LL};
     static const char *const want[] = {"2026-11-23T17:01:02.345Z", "2026-11-23T17:01:02.346Z",
                                        "2026-11-23T17:01:03.001Z", "2026-11-23T17:01:02.999Z"};
     char path[128], id[8], needle[64];
