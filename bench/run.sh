@@ -17,6 +17,10 @@
 #                the upstream, its store seeded with NKEYS keygate-format keys by
 #                build/kg_bench_seed (config, store, secret and keys in run/). Nothing
 #                is built here: build first (cmake + ninja, see README.md).
+#   keygate-obs  only when named: a second keygate :18085 (admin :18086) on the same store
+#                with `access_log run/access.log`, and /metrics scraped once a second while
+#                it runs; the summary gives its req/s against keygate's (issue 7's
+#                "access log + metrics cost <= 3%")
 #   gateway      not started unless GW_CMD is given: any gateway under test, reached
 #                at GW_URL, that proxies to the upstream on 127.0.0.1:18080
 # then, for each scenario, runs wrk (fixed duration/connections/threads, --latency)
@@ -41,6 +45,7 @@
 #   NKEYS=10000   keys in the generated maps (run/keys.txt, regenerated if count differs)
 #                 and in keygate's store (re-seeded on every run)
 #   OUT=results/<timestamp>   where raw wrk output, results.tsv and summary.txt go
+#   PORT_OFFSET=0 added to every port (the nginx/HAProxy configs are then rewritten into run/)
 # keygate:
 #   KEYGATE_BIN=build/keygate        KEYGATE_SEED_BIN=<dir of KEYGATE_BIN>/kg_bench_seed
 #   KEYGATE_EXTRA_CONF=LINES         appended to run/keygate.conf (e.g. rate_limit_default 1000000/s)
@@ -103,7 +108,11 @@ SCHEME=http CURL_TLS=()
 if [ "$TLS" = 1 ]; then
     SCHEME=https CURL_TLS=(--cacert "$TLS_DIR/ca.crt")
 fi
-UP_PORT=18080 NK_PORT=18081 HK_PORT=18082 KG_PORT=18083 KG_ADMIN_PORT=18084
+# PORT_OFFSET moves every port (e.g. 100: 18180...), for a second run beside another one.
+PORT_OFFSET=${PORT_OFFSET:-0}
+UP_PORT=$((18080 + PORT_OFFSET)) NK_PORT=$((18081 + PORT_OFFSET)) HK_PORT=$((18082 + PORT_OFFSET))
+KG_PORT=$((18083 + PORT_OFFSET)) KG_ADMIN_PORT=$((18084 + PORT_OFFSET))
+KO_PORT=$((18085 + PORT_OFFSET)) KO_ADMIN_PORT=$((18086 + PORT_OFFSET))
 CLK_TCK=$(getconf CLK_TCK)
 
 die() { echo "run.sh: $*" >&2; exit 1; }
@@ -131,10 +140,15 @@ else
     SCENARIOS=(direct nginx-key haproxy-key keygate)
     [ -n "$GW_URL" ] && SCENARIOS+=(gateway)
 fi
-need_nk=0 need_hk=0 need_kg=0
+need_nk=0 need_hk=0 need_kg=0 need_ko=0
 for s in "${SCENARIOS[@]}"; do
     case "$s" in
         direct) ;;
+        keygate-obs)
+            need_ko=1
+            [ "${SUMMARY_ONLY:-0}" = 1 ] && continue
+            [ -x "$KEYGATE_BIN" ] || die "no keygate binary at $KEYGATE_BIN"
+            [ -x "$KEYGATE_SEED_BIN" ] || die "no seeding tool at $KEYGATE_SEED_BIN" ;;
         nginx-key) need_nk=1 ;;
         haproxy-key) need_hk=1 ;;
         keygate)
@@ -149,7 +163,7 @@ for s in "${SCENARIOS[@]}"; do
             [ -n "$GW_KEY" ] || die "scenario gateway needs GW_KEY"
             [[ "$GW_URL" =~ ^https?://(127\.[0-9.]+|localhost|\[::1\])(:[0-9]+)?(/|$) ]] ||
                 die "GW_URL must point at loopback (127.0.0.0/8, localhost, [::1])" ;;
-        *) die "unknown scenario '$s' (direct nginx-key haproxy-key keygate gateway)" ;;
+        *) die "unknown scenario '$s' (direct nginx-key haproxy-key keygate keygate-obs gateway)" ;;
     esac
 done
 
@@ -270,24 +284,37 @@ gen_tls() {
 
 # nginx-key with TLS=1: conf/nginx-key.conf with an ssl listener on the same port.
 nginx_key_conf() {
+    local base
+    base=$(conf_of nginx-key.conf)
     if [ "$TLS" != 1 ]; then
-        echo conf/nginx-key.conf
+        echo "$base"
         return
     fi
     sed -e "s|listen 127.0.0.1:$NK_PORT backlog=4096;|listen 127.0.0.1:$NK_PORT ssl backlog=4096; ssl_certificate $TLS_DIR/server.crt; ssl_certificate_key $TLS_DIR/server.key; ssl_protocols TLSv1.2 TLSv1.3;|" \
         -e "s|include ../run/keys.nginx.map;|include $RUN/keys.nginx.map;|" \
-        conf/nginx-key.conf >"$RUN/nginx-key-tls.conf"
+        "$base" >"$RUN/nginx-key-tls.conf"
     grep -q "ssl_certificate" "$RUN/nginx-key-tls.conf" || die "could not add TLS to conf/nginx-key.conf"
     echo "$RUN/nginx-key-tls.conf"
 }
 
 # ---- servers ---------------------------------------------------------------
+# conf/NAME as given, or with PORT_OFFSET its copy in run/ with the ports moved
+# (same directory depth, so the configs' relative paths still hold).
+conf_of() {
+    [ "$PORT_OFFSET" = 0 ] && { echo "conf/$1"; return; }
+    sed -e "s/127\.0\.0\.1:18080/127.0.0.1:$UP_PORT/g" -e "s/127\.0\.0\.1:18081/127.0.0.1:$NK_PORT/g" \
+        -e "s/127\.0\.0\.1:18082/127.0.0.1:$HK_PORT/g" "conf/$1" >"$RUN/$1"
+    echo "run/$1"
+}
+
 start_upstream() {
     port_busy $UP_PORT && die "127.0.0.1:$UP_PORT already in use (another run? stop it first)"
-    nginx -q -t -p "$BENCH_DIR/" -c conf/upstream.conf -g "worker_processes $WORKERS;" ||
-        die "conf/upstream.conf does not validate"
+    local conf
+    conf=$(conf_of upstream.conf)
+    nginx -q -t -p "$BENCH_DIR/" -c "$conf" -g "worker_processes $WORKERS;" ||
+        die "$conf does not validate"
     start_bg upstream "$RUN/upstream.log" "${SRV_PREFIX[@]}" \
-        nginx -p "$BENCH_DIR/" -c conf/upstream.conf -g "worker_processes $WORKERS;"
+        nginx -p "$BENCH_DIR/" -c "$conf" -g "worker_processes $WORKERS;"
     wait_port upstream $UP_PORT
 }
 
@@ -305,18 +332,21 @@ start_nginx_key() {
 start_haproxy_key() {
     port_busy $HK_PORT && die "127.0.0.1:$HK_PORT already in use"
     export BENCH_RUN="$RUN" HAPROXY_THREADS="$WORKERS"
-    haproxy -q -c -f conf/haproxy-key.cfg || die "conf/haproxy-key.cfg does not validate"
+    local conf
+    conf=$(conf_of haproxy-key.cfg)
+    haproxy -q -c -f "$conf" || die "$conf does not validate"
     start_bg haproxy-key "$RUN/haproxy-key.log" "${SRV_PREFIX[@]}" \
-        haproxy -db -f conf/haproxy-key.cfg
+        haproxy -db -f "$conf"
     wait_port haproxy-key $HK_PORT
 }
 
 # keygate: a config of its own in run/, a freshly seeded store, then the daemon.
-write_keygate_conf() {
-    cat >"$RUN/keygate.conf" <<EOF
+write_keygate_conf() { # [file port admin_port]
+    local conf=${1:-$RUN/keygate.conf} port=${2:-$KG_PORT} admin=${3:-$KG_ADMIN_PORT}
+    cat >"$conf" <<EOF
 # Written by bench/run.sh on every run; edits are lost.
-listen            127.0.0.1:$KG_PORT
-admin_listen      127.0.0.1:$KG_ADMIN_PORT
+listen            127.0.0.1:$port
+admin_listen      127.0.0.1:$admin
 upstream          http://127.0.0.1:$UP_PORT
 database          "$RUN/keygate.db"
 secret_file       "$RUN/keygate.secret"
@@ -330,10 +360,10 @@ auth_throttle     off
 EOF
     if [ "$TLS" = 1 ]; then
         printf 'tls_certificate   "%s"\ntls_key           "%s"\n' "$TLS_DIR/server.crt" \
-            "$TLS_DIR/server.key" >>"$RUN/keygate.conf"
+            "$TLS_DIR/server.key" >>"$conf"
     fi
     # e.g. KEYGATE_EXTRA_CONF='rate_limit_default 1000000/s' for the limits-on run.
-    [ -n "${KEYGATE_EXTRA_CONF:-}" ] && printf '%s\n' "$KEYGATE_EXTRA_CONF" >>"$RUN/keygate.conf"
+    [ -n "${KEYGATE_EXTRA_CONF:-}" ] && printf '%s\n' "$KEYGATE_EXTRA_CONF" >>"$conf"
     return 0
 }
 
@@ -372,6 +402,34 @@ start_keygate() {
     port_busy $KG_PORT || die "keygate did not listen on port $KG_PORT within 30 s"
 }
 
+# keygate-obs: the same store (seeded by start_keygate, or here when keygate is not
+# in the run) with the access log on, and a scraper reading /metrics every second.
+start_keygate_obs() {
+    port_busy $KO_PORT && die "127.0.0.1:$KO_PORT already in use"
+    port_busy $KO_ADMIN_PORT && die "127.0.0.1:$KO_ADMIN_PORT already in use"
+    if [ $need_kg = 0 ]; then
+        write_keygate_conf
+        seed_keygate
+    fi
+    write_keygate_conf "$RUN/keygate-obs.conf" $KO_PORT $KO_ADMIN_PORT
+    rm -f "$RUN/access.log"
+    printf 'access_log        "%s"\n' "$RUN/access.log" >>"$RUN/keygate-obs.conf"
+    "$KEYGATE_BIN" serve -t -c "$RUN/keygate-obs.conf" >"$RUN/keygate-obs-check.log" 2>&1 ||
+        die "run/keygate-obs.conf does not validate: $(cat "$RUN/keygate-obs-check.log")"
+    start_bg keygate-obs "$RUN/keygate-obs.log" "${SRV_PREFIX[@]}" \
+        "$KEYGATE_BIN" serve -c "$RUN/keygate-obs.conf"
+    local i
+    for i in $(seq 300); do
+        kill -0 "${PID_OF[keygate-obs]}" 2>/dev/null || die "keygate-obs exited at start (see $RUN/keygate-obs.log)"
+        port_busy $KO_PORT && break
+        sleep 0.1
+    done
+    port_busy $KO_PORT || die "keygate-obs did not listen on port $KO_PORT within 30 s"
+    # Prometheus scrapes every 15 s by default; once a second is the harsher case.
+    start_bg metrics-scraper "$RUN/metrics-scraper.log" bash -c \
+        "while :; do curl -s -o /dev/null --max-time 2 http://127.0.0.1:$KO_ADMIN_PORT/metrics; sleep 1; done"
+}
+
 gw_port() { # port of GW_URL
     local hp=${GW_URL#*://}; hp=${hp%%/*}
     case "$hp" in *:*) echo "${hp##*:}" ;; *) case "$GW_URL" in https*) echo 443 ;; *) echo 80 ;; esac ;; esac
@@ -403,6 +461,7 @@ url_of() {
         nginx-key) echo "$SCHEME://127.0.0.1:$NK_PORT/v1/items" ;;
         haproxy-key) echo "http://127.0.0.1:$HK_PORT/v1/items" ;;
         keygate) echo "$SCHEME://127.0.0.1:$KG_PORT/v1/items" ;;
+        keygate-obs) echo "$SCHEME://127.0.0.1:$KO_PORT/v1/items" ;;
         gateway) echo "$GW_URL" ;;
     esac
 }
@@ -410,6 +469,7 @@ key_hdr() { # scenario key -> header line
     local fmt='X-Api-Key: %s' pat='%s'
     [ "$1" = gateway ] && fmt=$GW_HEADER_FMT
     [ "$1" = keygate ] && fmt=$KG_HEADER_FMT
+    [ "$1" = keygate-obs ] && fmt=$KG_HEADER_FMT
     echo "${fmt//"$pat"/$2}"
 }
 gw_pid_of() { # scenario -> pid whose tree is "the gateway" in the CPU columns
@@ -457,6 +517,17 @@ smoke() {
             check_status "keygate Basic auth is not a key" 401 "$url" -H "Authorization: Basic $KG_VALID_KEY" || fail=1
             check_status "keygate no key" 401 "$url" || fail=1
             check_status "keygate admin /livez" 200 "$SCHEME://127.0.0.1:$KG_ADMIN_PORT/livez" || fail=1 ;;
+        keygate-obs)
+            check_status "keygate-obs valid key" 200 "$url" -H "$(key_hdr keygate-obs "$KG_VALID_KEY")" || fail=1
+            check_status "keygate-obs unknown well-formed key" 401 "$url" -H "$(key_hdr keygate-obs "$KG_BAD_KEY")" || fail=1
+            check_status "keygate-obs /metrics" 200 "$SCHEME://127.0.0.1:$KO_ADMIN_PORT/metrics" || fail=1
+            local i
+            for i in $(seq 50); do grep -q '"status":401' "$RUN/access.log" 2>/dev/null && break; sleep 0.1; done
+            if grep -q '"status":200' "$RUN/access.log" && grep -q '"status":401' "$RUN/access.log"; then
+                echo "  ok  keygate-obs access log: $(wc -l <"$RUN/access.log") line(s)" >&2
+            else
+                echo "SMOKE FAIL: keygate-obs wrote no access log lines to $RUN/access.log" >&2; fail=1
+            fi ;;
         gateway)
             check_status "gateway valid key" 200 "$url" -H "$(key_hdr gateway "$GW_KEY")" || fail=1
             check_status "gateway invalid key" 401 "$url" -H "$(key_hdr gateway "$GW_BAD_KEY")" || fail=1
@@ -472,8 +543,8 @@ measure() { # rep scenario keycase conns duration
     local url key hdr script raw gpid t0g t0u t1g t1u t0s t1s t0w t1w line
     url=$(url_of "$s")
     case "$kc" in
-        valid) key=$VALID_KEY; [ "$s" = gateway ] && key=$GW_KEY; [ "$s" = keygate ] && key=$KG_VALID_KEY ;;
-        invalid) key=$BAD_KEY; [ "$s" = gateway ] && key=$GW_BAD_KEY; [ "$s" = keygate ] && key=$KG_BAD_KEY ;;
+        valid) key=$VALID_KEY; [ "$s" = gateway ] && key=$GW_KEY; [ "${s%-obs}" = keygate ] && key=$KG_VALID_KEY ;;
+        invalid) key=$BAD_KEY; [ "$s" = gateway ] && key=$GW_BAD_KEY; [ "${s%-obs}" = keygate ] && key=$KG_BAD_KEY ;;
     esac
     hdr=$(key_hdr "$s" "$key")
     script=lua/report.lua
@@ -482,7 +553,7 @@ measure() { # rep scenario keycase conns duration
         script=lua/rotate.lua
         local kf="$RUN/keys.txt" fmt='X-Api-Key: %s'
         [ "$s" = gateway ] && { kf=${GW_KEYS_FILE:-}; fmt=$GW_HEADER_FMT; }
-        [ "$s" = keygate ] && { kf="$RUN/keygate-keys.txt"; fmt=$KG_HEADER_FMT; }
+        [ "${s%-obs}" = keygate ] && { kf="$RUN/keygate-keys.txt"; fmt=$KG_HEADER_FMT; }
         if [ -n "$kf" ]; then
             envs=(KEYS_FILE="$kf" ROTATE_N="$ROTATE_N" KEY_HEADER_FMT="$fmt")
         else
@@ -619,6 +690,27 @@ summarize_file() {
             if (t2 != "") printf "  401 CPU us/request at c=%s:  %.2fx nginx-key (target <= 1.50x)  %s\n", cmax, med(t2), (med(t2) <= 1.5 ? "met" : "NOT met")
             if (t3 != "") printf "  added p50 at c=%s:            %.2fx nginx-key (target <= 2.00x)  %s\n", cmin, med(t3), (med(t3) <= 2.0 ? "met" : "NOT met")
         }
+        # keygate-obs (access log to a file + /metrics scraped) against keygate (both off)
+        nr = split(replist, rr, " "); shown = 0
+        for (kk = 1; kk <= 2; kk++) {
+            kc = (kk == 1) ? "valid" : "invalid"; t4 = ""; t5 = ""; cc = ""
+            for (j = 1; j <= nr; j++) {
+                for (g in seen) {
+                    split(g, gp, SUBSEP)
+                    if (gp[1] != "keygate-obs" || gp[2] != kc) continue
+                    a = rr[j] SUBSEP "keygate-obs" SUBSEP kc SUBSEP gp[3]; b = rr[j] SUBSEP "keygate" SUBSEP kc SUBSEP gp[3]
+                    if (gp[3] + 0 > 1 && (a in R) && (b in R) && R[b] > 0) {
+                        t4 = t4 " " R[a] / R[b]; cc = gp[3]
+                        if (G[a] != "-" && G[b] + 0 > 0) t5 = t5 " " G[a] / G[b]
+                    }
+                }
+            }
+            if (t4 == "") continue
+            if (!shown++) print "\nissue 7 target, access log + metrics on (keygate-obs) vs both off (keygate):"
+            printf "  %-7s req/s at c=%s: %.3fx (cost %.1f%%; target <= 3%%)  %s", kc, cc, med(t4), (1 - med(t4)) * 100, (med(t4) >= 0.97 ? "met" : "NOT met")
+            if (t5 != "") printf "; CPU us/request %.3fx", med(t5)
+            printf "\n"
+        }
     }' "$1"
 }
 
@@ -654,7 +746,7 @@ done
     echo "params: DURATION=${DURATION}s WARMUP=${WARMUP}s CONNS=$CONNS THREADS=$THREADS WORKERS=$WORKERS LAT_CONNS=$LAT_CONNS LAT_DURATION=${LAT_DURATION}s REPS=$REPS ROTATE=$ROTATE PIN=$PIN NKEYS=$NKEYS TLS=$TLS"
     echo "scenarios: ${SCENARIOS[*]}"
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-    if [ $need_kg = 1 ]; then
+    if [ $need_kg = 1 ] || [ $need_ko = 1 ]; then
         echo "keygate: $("$KEYGATE_BIN" --version 2>&1 | head -1) ($KEYGATE_BIN), workers $WORKERS, key header '$KG_HEADER_FMT', invalid key = well-formed but not in the store"
     fi
 } | tee "$OUT/env.txt" >&2
@@ -663,6 +755,7 @@ start_upstream
 [ $need_nk = 1 ] && start_nginx_key
 [ $need_hk = 1 ] && start_haproxy_key
 [ $need_kg = 1 ] && start_keygate
+[ $need_ko = 1 ] && start_keygate_obs
 for s in "${SCENARIOS[@]}"; do [ "$s" = gateway ] && start_gateway; done
 for s in "${SCENARIOS[@]}"; do smoke "$s"; done
 
@@ -678,7 +771,14 @@ for rep in $(seq "$REPS"); do
     done
 done
 
+if [ $need_ko = 1 ]; then
+    {
+        echo "keygate-obs: $(curl -s --max-time 5 "http://127.0.0.1:$KO_ADMIN_PORT/metrics" |
+            grep '^keygate_access_log_dropped_total') (access log lines dropped: ring full)"
+    } >>"$OUT/env.txt"
+fi
 stop_all
+[ $need_ko = 1 ] && echo "keygate-obs: $(wc -l <"$RUN/access.log") access log lines in $RUN/access.log" >>"$OUT/env.txt"
 echo "load average at end: $(cut -d' ' -f1-3 /proc/loadavg)" >>"$OUT/env.txt"
 {
     cat "$OUT/env.txt"

@@ -92,6 +92,7 @@ struct kg_config {
     int log_level;              /* enum kg_log_level */
     int log_format;             /* enum kg_log_format: the daemon's own lines, text or JSON */
     int64_t shutdown_timeout_ms; /* SIGTERM: how long requests in flight may take */
+    char *access_log;           /* "off", "stdout", "stderr" or a file path */
     int64_t max_header_bytes;   /* per request: request line + headers */
     bool signup;                /* POST signup_path creates an account and its first key */
     char *signup_path;          /* normalised path, "/api/v1/signup/" */

@@ -34,6 +34,13 @@ enum kg_outcome {
 /* What a decision verdict counts as; KG_OUTCOME_ALLOWED for KG_ALLOW. */
 enum kg_outcome kg_metrics_outcome_of(enum kg_verdict v);
 
+/* "allowed", "unauthenticated", ...: the label value of o; NULL for
+ * KG_OUTCOME_NONE (the access log writes null). */
+const char *kg_metrics_outcome_name(enum kg_outcome o);
+
+/* One access log line dropped because the log's buffer was full. Lock-free. */
+void kg_metrics_access_log_dropped(void);
+
 /* Counts one request as o; KG_OUTCOME_NONE is a no-op. Lock-free. */
 void kg_metrics_count(enum kg_outcome o);
 

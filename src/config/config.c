@@ -137,6 +137,8 @@ static const struct directive directives[] = {
      .env = "KEYGATE_LOG_LEVEL", .choose = choose_log_level, .want = "error, warn, info or debug"},
     {.name = "log_format", .kind = K_CHOICE, .def = "text", .off = OFF(log_format),
      .env = "KEYGATE_LOG_FORMAT", .choose = choose_log_format, .want = "text or json"},
+    {.name = "access_log", .kind = K_STRING, .def = "off", .off = OFF(access_log),
+     .env = "KEYGATE_ACCESS_LOG", .check = check_path, .want = "off, stdout, stderr or a file path"},
     {.name = "max_header_bytes", .kind = K_BYTES, .def = "16k", .off = OFF(max_header_bytes),
      .min = 1024, .max = 1048576},
     {.name = "signup", .kind = K_BOOL, .def = "off", .off = OFF(signup)},
@@ -1524,6 +1526,7 @@ kg_config_free(struct kg_config *cfg)
     free(cfg->key_prefix);
     free(cfg->signup_path);
     free(cfg->forward_auth_prefix);
+    free(cfg->access_log);
     free(cfg->signup_tenant);
     free(cfg->signup_role);
     free(cfg->signup_tier);

@@ -14,6 +14,7 @@
 
 #include <sodium.h>
 
+#include "keygate/accesslog.h"
 #include "keygate/clientip.h"
 #include "keygate/credential.h"
 #include "keygate/decide.h"
@@ -89,6 +90,15 @@ struct kg_req {
     /* keygate_requests_total: what this request counts as, not yet counted
      * (a proxied request counts when the upstream answers or fails). */
     enum kg_outcome outcome;
+    /* The access log line, gathered as the request goes (request_logged). */
+    int64_t t0_us;
+    unsigned status, upstream_status; /* 0 until an answer is queued */
+    int64_t bytes_sent;
+    enum kg_outcome log_outcome;
+    char method[KG_ACCESSLOG_METHOD_MAX];
+    char remote[KG_CLIENTIP_MAX];
+    char key_id[KG_ID_MAX];
+    char tenant[KG_ACCESSLOG_TENANT_MAX];
 };
 
 /* Facts gathered in one pass over the request headers. */
@@ -109,6 +119,16 @@ struct scan {
     bool fa_repeated;                   /* one of them more than once */
     bool deny_body_header;              /* X-Keygate-Deny-Body: header (see send_answer) */
 };
+
+/* src into dst[cap], cut to cap - 1 bytes (the access log's fixed fields). */
+static void
+copy_cut(char *dst, size_t cap, const char *src)
+{
+    size_t n = strnlen(src, cap - 1);
+
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+}
 
 static void
 fa_capture(struct scan *sc, const char *key, const char *value)
@@ -309,6 +329,8 @@ send_answer(struct kg_req *req, struct MHD_Connection *conn, const struct kg_ans
         }
     }
     req->phase = REQ_ANSWERED;
+    req->status = ans->status;
+    req->bytes_sent = (int64_t)ans->body_len;
     resp = MHD_create_response_from_buffer(ans->body_len, (void *)ans->body,
                                            MHD_RESPMEM_MUST_COPY);
     if (resp == NULL)
@@ -659,6 +681,8 @@ signup_continue(struct kg_req *req, struct MHD_Connection *conn, const char *upl
         if (resp == NULL)
             return MHD_NO;
         j->secret = NULL; /* the response owns it now */
+        req->status = 201;
+        req->bytes_sent = (int64_t)j->secret_len;
         MHD_add_response_header(resp, "Content-Type", "application/json");
         MHD_add_response_header(resp, "Cache-Control", "no-store");
         MHD_add_response_header(resp, "X-Request-Id", req->request_id);
@@ -846,6 +870,7 @@ decide_first(struct kg_req *req, struct MHD_Connection *conn, const char *method
     kg_credential_init(&sc.cred);
     MHD_get_connection_values_n(conn, MHD_HEADER_KIND, scan_header, &sc);
     req->deny_body_header = sc.deny_body_header;
+    client_ip(conn, cfg, &sc, req->remote, sizeof(req->remote));
     if (atomic_load(&rt->draining)) {
         /* Keep-alive clients keep sending during a drain: nothing new starts,
          * and the answer closes the connection so they go elsewhere. */
@@ -916,7 +941,7 @@ decide_first(struct kg_req *req, struct MHD_Connection *conn, const char *method
 
     health = own && strcmp(req->path, "/health") == 0 &&
              (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0);
-    client_ip(conn, cfg, &sc, ip, sizeof(ip));
+    memcpy(ip, req->remote, sizeof(ip));
     now_ms = kg_time_mono_ms();
     if (throttle_refuses(rt, cfg, ip, now_ms, &ans)) {
         req->outcome = KG_OUTCOME_RATE_LIMITED;
@@ -926,6 +951,10 @@ decide_first(struct kg_req *req, struct MHD_Connection *conn, const char *method
     snap = kg_keycache_acquire(rt->keys);
     kg_decide(cfg, snap, rt->secret, &sc.cred, method, req->path, now, &d);
     throttle_count(rt, d.verdict, ip, now_ms);
+    if (d.key != NULL) {
+        copy_cut(req->key_id, sizeof(req->key_id), d.key->id);
+        copy_cut(req->tenant, sizeof(req->tenant), d.key->tenant);
+    }
     if (d.verdict == KG_ALLOW && !health) {
         req->cost = kg_scope_cost(cfg, method, req->path);
         /* The key's credits, its owner's and the owner's tier quota, asked
@@ -990,7 +1019,9 @@ first_call(struct kg_req *req, struct MHD_Connection *conn, const char *method)
     enum MHD_Result ret;
 
     req->outcome = KG_OUTCOME_NONE;
+    copy_cut(req->method, sizeof(req->method), method != NULL ? method : "");
     ret = decide_first(req, conn, method);
+    req->log_outcome = req->outcome;
     kg_metrics_request_time(kg_time_mono_us() - t0);
     if (req->phase != REQ_PROXYING) {
         kg_metrics_count(req->outcome);
@@ -1006,8 +1037,10 @@ read_body(void *cls, uint64_t pos, char *buf, size_t max)
     ssize_t n = kg_relay_pull_body(req->x, buf, max);
 
     (void)pos;
-    if (n > 0)
+    if (n > 0) {
+        req->bytes_sent += n;
         return n;
+    }
     if (n == -1)
         return MHD_CONTENT_READER_END_OF_STREAM;
     if (n == -2)
@@ -1033,6 +1066,9 @@ send_upstream_answer(struct kg_req *req, struct MHD_Connection *conn, const char
     size_t blen;
 
     req->phase = REQ_ANSWERED;
+    req->status = status;
+    req->upstream_status = status;
+    req->bytes_sent = 0; /* the body's bytes are added as they go */
     kg_metrics_count(req->outcome);
     req->outcome = KG_OUTCOME_NONE;
     /* Charged when the upstream's status line and headers arrive with a
@@ -1043,11 +1079,13 @@ send_upstream_answer(struct kg_req *req, struct MHD_Connection *conn, const char
     req->charge_to = NULL;
     if (status == 204 || status == 304 || (strcmp(method, "HEAD") == 0 && cl < 0))
         resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
-    else if (strcmp(method, "HEAD") != 0 && kg_relay_take_body(req->x, &body, &blen))
+    else if (strcmp(method, "HEAD") != 0 && kg_relay_take_body(req->x, &body, &blen)) {
+        req->bytes_sent = (int64_t)blen;
         resp = MHD_create_response_from_buffer(blen, body, MHD_RESPMEM_MUST_FREE);
-    else
+    } else {
         resp = MHD_create_response_from_callback(cl >= 0 ? (uint64_t)cl : MHD_SIZE_UNKNOWN,
                                                  KG_RESPONSE_BLOCK, read_body, req, NULL);
+    }
     if (resp == NULL)
         return MHD_NO;
     kg_relay_each_header(req->x, add_upstream_header, resp);
@@ -1102,6 +1140,8 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url, const ch
         if (kg_relay_fail_status(req->x) == 502 || kg_relay_fail_status(req->x) == 504)
             kg_metrics_count(KG_OUTCOME_UPSTREAM_ERROR);
         req->outcome = KG_OUTCOME_NONE;
+        req->log_outcome = kg_relay_fail_status(req->x) == 503 ? KG_OUTCOME_NONE
+                                                                : KG_OUTCOME_UPSTREAM_ERROR;
         return send_error(req, conn, kg_relay_fail_status(req->x),
                           kg_relay_fail_status(req->x) == 504   ? "Upstream timed out"
                           : kg_relay_fail_status(req->x) == 503 ? "Service is shutting down"
@@ -1123,9 +1163,45 @@ uri_logger(void *cls, const char *uri, struct MHD_Connection *conn)
     req->loop = cls;
     req->cfg = kg_cfgswap_acquire(kg_loop_runtime(req->loop)->config);
     req->outcome = KG_OUTCOME_NONE;
+    req->log_outcome = KG_OUTCOME_NONE;
+    if (kg_accesslog_enabled(kg_loop_runtime(req->loop)->accesslog))
+        req->t0_us = kg_time_mono_us();
     req->uri = strdup(uri != NULL ? uri : "");
     atomic_fetch_add(&kg_loop_runtime(req->loop)->inflight, 1);
     return req;
+}
+
+/* One access log line: a copy into the log's ring, nothing formatted or
+ * written here (obs/accesslog.c). A full ring drops the line. */
+static void
+request_logged(const struct kg_req *req, struct MHD_Connection *conn)
+{
+    struct kg_accesslog *al = kg_loop_runtime(req->loop)->accesslog;
+    struct kg_accesslog_rec *r;
+    char remote[KG_CLIENTIP_MAX];
+    size_t plen;
+
+    if (!kg_accesslog_enabled(al))
+        return;
+    /* Refused before the headers were read: the peer is all there is. */
+    if (req->remote[0] == '\0')
+        peer_address(conn, remote, sizeof(remote));
+    /* The query string is left out: it may hold anything, credentials included. */
+    plen = req->uri != NULL ? strcspn(req->uri, "?") : 0;
+    r = kg_accesslog_reserve(al);
+    if (r == NULL)
+        return; /* the ring is full: dropped and counted */
+    r->time_ms = 0; /* the writer makes it from end_mono_us */
+    r->end_mono_us = kg_time_mono_us();
+    /* t0_us is 0 when the log was off as the request began (a reload turned it on). */
+    r->duration_us = req->t0_us != 0 ? r->end_mono_us - req->t0_us : 0;
+    r->status = req->status;
+    r->upstream_status = req->upstream_status;
+    r->bytes_sent = req->status != 0 ? req->bytes_sent : -1;
+    r->outcome = req->log_outcome;
+    kg_accesslog_rec_strings(r, req->request_id, req->remote[0] != '\0' ? req->remote : remote,
+                             req->method, req->key_id, req->tenant, req->uri, plen);
+    kg_accesslog_commit(al, r);
 }
 
 static void
@@ -1135,12 +1211,12 @@ request_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     struct kg_req *req = *req_cls;
 
     (void)cls;
-    (void)conn;
     (void)toe;
     if (req == NULL)
         return;
     atomic_fetch_sub(&kg_loop_runtime(req->loop)->inflight, 1);
     kg_metrics_count(req->outcome); /* a client gone before its upstream answered */
+    request_logged(req, conn);
     kg_relay_free(req->x);
     signup_job_free(req->signup);
     free(req->deferred);

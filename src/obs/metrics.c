@@ -44,6 +44,7 @@ static _Atomic uint64_t requests[KG_OUTCOME_COUNT];
 static _Atomic uint64_t upstream_class[4];
 static struct histogram request_hist;
 static struct histogram upstream_hist;
+static _Atomic uint64_t access_log_dropped;
 
 enum kg_outcome
 kg_metrics_outcome_of(enum kg_verdict v)
@@ -67,6 +68,20 @@ kg_metrics_outcome_of(enum kg_verdict v)
         return KG_OUTCOME_QUOTA_EXCEEDED;
     }
     return KG_OUTCOME_NONE;
+}
+
+const char *
+kg_metrics_outcome_name(enum kg_outcome o)
+{
+    if (o < 0 || o >= KG_OUTCOME_COUNT)
+        return NULL;
+    return outcome_name[o];
+}
+
+void
+kg_metrics_access_log_dropped(void)
+{
+    atomic_fetch_add_explicit(&access_log_dropped, 1, memory_order_relaxed);
 }
 
 void
@@ -117,6 +132,7 @@ kg_metrics_reset(void)
         atomic_store(&request_hist.bucket[i], 0);
         atomic_store(&upstream_hist.bucket[i], 0);
     }
+    atomic_store(&access_log_dropped, 0);
     atomic_store(&request_hist.sum_us, 0);
     atomic_store(&upstream_hist.sum_us, 0);
 }
@@ -232,6 +248,10 @@ kg_metrics_render(const struct kg_metrics_gauges *g, size_t *len)
                "Seconds since the key snapshot in use was built.");
         put(&o, "keygate_key_reload_age_seconds %.3f\n", g->reload_age_s);
     }
+    header(&o, "keygate_access_log_dropped_total", "counter",
+           "Access log lines dropped because the log's buffer was full.");
+    put(&o, "keygate_access_log_dropped_total %llu\n",
+        (unsigned long long)atomic_load_explicit(&access_log_dropped, memory_order_relaxed));
     header(&o, "keygate_connections", "gauge", "Open client connections on the main listener.");
     put(&o, "keygate_connections %ld\n", g->connections);
 

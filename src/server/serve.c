@@ -16,6 +16,7 @@
 #include <curl/curl.h>
 #include <sodium.h>
 
+#include "keygate/accesslog.h"
 #include "keygate/admin.h"
 #include "keygate/cfgswap.h"
 #include "keygate/front.h"
@@ -248,6 +249,19 @@ reload_config(struct daemon_state *ds)
     }
     running = kg_cfgswap_acquire(ds->rt.config);
     rc = kg_reload_keep_startup_values(running, next, report_restart, NULL, &kept);
+    if (rc == KG_OK && strcmp(running->access_log, next->access_log) != 0) {
+        struct kg_err err = {{0}};
+
+        /* Opened here: a path that cannot be opened refuses the reload. */
+        if (kg_accesslog_set_dest(ds->rt.accesslog, next->access_log, &err) != KG_OK) {
+            kg_cfgswap_release(running);
+            kg_config_free(next);
+            kg_log_error("SIGHUP: access_log: %s; configuration reload refused, keeping the "
+                         "running configuration",
+                         err.msg);
+            return;
+        }
+    }
     kg_cfgswap_release(running);
     if (rc != KG_OK) {
         kg_config_free(next);
@@ -329,6 +343,8 @@ run(struct daemon_state *ds)
             drain(ds, &set);
             break;
         }
+        if (sig == SIGUSR1)
+            kg_accesslog_reopen(ds->rt.accesslog); /* logrotate renamed the file */
         if (sig == SIGHUP) {
             reload_config(ds);
             version = -1; /* and the keys, as before */
@@ -447,6 +463,10 @@ kg_serve_main(int argc, char **argv)
         kg_log_error("loading keys: %s", err.msg[0] != '\0' ? err.msg : "out of memory");
         goto cleanup;
     }
+    if (kg_accesslog_new(ds.inst->cfg->access_log, 0, &ds.rt.accesslog, &err) != KG_OK) {
+        kg_log_error("%s", err.msg);
+        goto cleanup;
+    }
     if (kg_tls_new(ds.inst->cfg, &ds.rt.tls, &err) != KG_OK ||
         start_auth_throttle(&ds, &err) != KG_OK || start_signup(&ds, &err) != KG_OK ||
         start_loops(&ds, &err) != KG_OK) {
@@ -476,6 +496,8 @@ cleanup:
         kg_loop_free(ds.loops[i]);
     kg_admin_stop(ds.admin);
     kg_tls_free(ds.rt.tls);
+    /* After the loops: every request they completed is written. */
+    kg_accesslog_free(ds.rt.accesslog);
     kg_worker_free(ds.rt.worker);
     kg_throttle_free(ds.rt.signup_limit);
     kg_throttle_free(ds.rt.auth_failures);

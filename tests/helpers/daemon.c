@@ -1,7 +1,12 @@
 /* helpers/daemon.c - starts, watches and stops the real keygate daemon, and
  * runs its CLI, for the integration tests. See daemon.h. */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
 #include <ftw.h>
 #include <netinet/in.h>
 #include <signal.h>
@@ -15,6 +20,7 @@
 #include <unistd.h>
 
 #include <arpa/inet.h>
+#include <cmocka.h>
 #include <jansson.h>
 
 #include "helpers/daemon.h"
@@ -38,7 +44,17 @@ struct kt_daemon {
     int cli_runs;
     char url[512];
     char ca_file[300]; /* "" without TLS */
+    char **keys; /* every key the CLI printed: no log may contain one */
+    size_t nkeys;
 };
+
+/* A key's tail: 43 body characters, then 8 of checksum; the display prefix
+ * keeps the first 4 body characters and the list form the last 4. */
+#define KEY_TAIL 51
+#define KEY_SHOWN_BODY 4
+#define KEY_SHOWN_LAST 4
+/* Any run this long of a key's hidden characters in a log is a leak. */
+#define LEAK_WINDOW 10
 
 int
 kt_daemon_free_port(void)
@@ -136,6 +152,8 @@ write_config(struct kt_daemon *d)
     fprintf(f, "%s\n", d->config_text);
     return fclose(f) == 0;
 }
+
+static int stop_process(struct kt_daemon *d);
 
 struct kt_daemon *
 kt_daemon_new(const char *config_text)
@@ -339,8 +357,116 @@ kt_daemon_start(struct kt_daemon *d)
     return false;
 }
 
+/* Where key k (or LEAK_WINDOW of its hidden characters) is in text, or NULL. */
+static const char *
+find_key(const char *text, size_t len, const char *k)
+{
+    size_t klen = strlen(k), hidden_len;
+    const char *hidden;
+
+    if (klen < KEY_TAIL)
+        return memmem(text, len, k, klen);
+    hidden = k + klen - KEY_TAIL + KEY_SHOWN_BODY;
+    hidden_len = KEY_TAIL - KEY_SHOWN_BODY - KEY_SHOWN_LAST;
+    for (size_t i = 0; i + LEAK_WINDOW <= hidden_len; i++) {
+        const char *hit = memmem(text, len, hidden + i, LEAK_WINDOW);
+
+        if (hit != NULL)
+            return hit;
+    }
+    return NULL;
+}
+
+/* Reads a whole file; NULL when it cannot. */
+static char *
+slurp(const char *path, size_t *len)
+{
+    FILE *f = fopen(path, "rb");
+    char *buf = NULL;
+    size_t cap = 0;
+
+    *len = 0;
+    if (f == NULL)
+        return NULL;
+    for (;;) {
+        size_t n;
+
+        if (*len + 4096 > cap) {
+            char *p = realloc(buf, cap = cap * 2 + 8192);
+
+            if (p == NULL)
+                break;
+            buf = p;
+        }
+        n = fread(buf + *len, 1, cap - *len, f);
+        *len += n;
+        if (n == 0)
+            break;
+    }
+    fclose(f);
+    return buf;
+}
+
+/* "the suite greps every log it produced for the keys it created": every
+ * file in the daemon's directory whose name has "log" in it (the daemon's
+ * stderr and stdout, access logs, rotated ones). Writes what leaked where
+ * into why and returns true on a leak. */
+static bool
+keys_leaked(const struct kt_daemon *d, char *why, size_t cap)
+{
+    DIR *dir;
+    struct dirent *e;
+    bool leaked = false;
+
+    if (d->nkeys == 0 || (dir = opendir(d->dir)) == NULL)
+        return false;
+    while (!leaked && (e = readdir(dir)) != NULL) {
+        char path[600];
+        size_t len;
+        char *text;
+
+        if (strstr(e->d_name, "log") == NULL)
+            continue;
+        snprintf(path, sizeof(path), "%s/%s", d->dir, e->d_name);
+        text = slurp(path, &len);
+        for (size_t i = 0; text != NULL && i < d->nkeys && !leaked; i++) {
+            const char *hit = find_key(text, len, d->keys[i]);
+
+            if (hit != NULL) {
+                size_t off = (size_t)(hit - text), from = off > 60 ? off - 60 : 0;
+
+                /* The excerpt shows where; the key itself is cut out of the message. */
+                snprintf(why, cap, "key #%zu (created by the test) found in %s at byte %zu: ...%.*s",
+                         i + 1, e->d_name, off, (int)(off - from), text + from);
+                leaked = true;
+            }
+        }
+        free(text);
+    }
+    closedir(dir);
+    return leaked;
+}
+
+static void
+fail_on_leak(const char *why)
+{
+    fprintf(stderr, "daemon: A KEY LEAKED INTO A LOG: %s\n", why);
+    fail_msg("a key leaked into a log: %s", why);
+}
+
 int
 kt_daemon_stop(struct kt_daemon *d)
+{
+    int code = stop_process(d);
+    char why[512];
+
+    if (code != -1 && keys_leaked(d, why, sizeof(why)))
+        fail_on_leak(why);
+    return code;
+}
+
+static int
+stop_process(struct kt_daemon *d)
 {
     int code;
 
@@ -397,16 +523,27 @@ kt_daemon_free(struct kt_daemon *d)
 {
     const char *keep = getenv("KEYGATE_TEST_KEEP");
 
+    char why[512];
+    bool leaked;
+
     if (d == NULL)
         return;
     if (d->pid > 0)
-        kt_daemon_stop(d);
+        stop_process(d);
+    leaked = keys_leaked(d, why, sizeof(why));
     if (keep != NULL && strcmp(keep, "1") == 0)
         fprintf(stderr, "daemon: kept %s\n", d->dir);
     else
         nftw(d->dir, remove_entry, 8, FTW_DEPTH | FTW_PHYS);
+    for (size_t i = 0; i < d->nkeys; i++) {
+        explicit_bzero(d->keys[i], strlen(d->keys[i]));
+        free(d->keys[i]);
+    }
+    free(d->keys);
     free(d->config_text);
     free(d);
+    if (leaked)
+        fail_on_leak(why);
 }
 
 bool
@@ -549,6 +686,21 @@ kt_cli_result_cleanup(struct kt_cli_result *r)
     memset(r, 0, sizeof(*r));
 }
 
+static bool
+remember_key(struct kt_daemon *d, const char *key)
+{
+    char **grown = realloc(d->keys, (d->nkeys + 1) * sizeof(*grown));
+
+    if (grown == NULL)
+        return false;
+    d->keys = grown;
+    d->keys[d->nkeys] = strdup(key);
+    if (d->keys[d->nkeys] == NULL)
+        return false;
+    d->nkeys++;
+    return true;
+}
+
 bool
 kt_daemon_key_cli(struct kt_daemon *d, const char *const *args, struct kt_key *out)
 {
@@ -576,7 +728,7 @@ kt_daemon_key_cli(struct kt_daemon *d, const char *const *args, struct kt_key *o
     }
     out->id = strdup(id);
     out->key = strdup(key);
-    ok = out->id != NULL && out->key != NULL;
+    ok = out->id != NULL && out->key != NULL && remember_key(d, key);
 
 cleanup:
     json_decref(o);
@@ -631,6 +783,13 @@ kt_daemon_revoke_key(struct kt_daemon *d, const char *id)
                 r.err != NULL ? r.err : "");
     kt_cli_result_cleanup(&r);
     return ok;
+}
+
+void
+kt_daemon_remember_key(struct kt_daemon *d, const char *key)
+{
+    if (d != NULL && key != NULL && key[0] != '\0' && !remember_key(d, key))
+        fail_msg("daemon: out of memory remembering a key");
 }
 
 void

@@ -13,6 +13,12 @@
  * kernel if the thread that started it ends first, so a test binary killed
  * by a timeout leaves nothing running: start daemons from a thread that
  * outlives them (the main thread).
+ *
+ * No log may hold a key: every key a kt_daemon_*key* call got from the CLI
+ * is remembered, and kt_daemon_stop() and kt_daemon_free() fail the test
+ * (cmocka fail_msg) when any file in the directory with "log" in its name
+ * (the daemon's stderr/stdout, access logs) holds one of them, or 10
+ * characters in a row of its part hidden from the display forms.
  */
 #ifndef KT_DAEMON_H
 #define KT_DAEMON_H
@@ -114,5 +120,9 @@ bool kt_daemon_rotate_key(struct kt_daemon *d, const char *id, const char *grace
 bool kt_daemon_revoke_key(struct kt_daemon *d, const char *id);
 
 void kt_key_cleanup(struct kt_key *k);
+
+/* A key the test got some other way (the admin API, signup): no log of d
+ * may hold it either (see the top of this file). NULLs are ignored. */
+void kt_daemon_remember_key(struct kt_daemon *d, const char *key);
 
 #endif

@@ -162,6 +162,7 @@ remember(const char *key)
 {
     if (W.nseen < MAX_KEYS)
         W.seen[W.nseen++] = strdup(key);
+    kt_daemon_remember_key(W.d, key); /* and the helpers grep the logs for it */
 }
 
 /* POST /v1/keys with body as caller; returns the full key (malloc'd) and

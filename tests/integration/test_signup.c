@@ -296,6 +296,7 @@ test_a_signup_answers_201_with_the_user_and_a_key_that_works_at_once(void **stat
     assert_non_null(key);
     assert_int_equal(strlen(key), KEY_LEN);
     secret(key);
+    kt_daemon_remember_key(W.on, key);
     /* No sleep: the key is in the daemon's cache before the answer. */
     assert_int_equal(public_get(W.on, key), 200);
     answer_cleanup(&a);
@@ -310,6 +311,7 @@ test_a_signup_answers_201_with_the_user_and_a_key_that_works_at_once(void **stat
     assert_string_equal(json_string_value(json_object_get(user, "first_name")), "Ada");
     assert_string_equal(json_string_value(json_object_get(user, "last_name")), "Lovelace");
     secret(json_string_value(json_object_get(a.json, "api_key")));
+    kt_daemon_remember_key(W.on, json_string_value(json_object_get(a.json, "api_key")));
     answer_cleanup(&a);
 }
 
@@ -358,6 +360,7 @@ test_an_address_already_registered_is_a_409(void **state)
                 &a);
     expect_status(&a, 201);
     secret(json_string_value(json_object_get(a.json, "api_key")));
+    kt_daemon_remember_key(W.on, json_string_value(json_object_get(a.json, "api_key")));
     answer_cleanup(&a);
     signup_from("127.0.3.2", "{\"email\": \"TWICE@acme.com\", \"password\": \"Another1Secret\"}",
                 &a);

@@ -1443,6 +1443,37 @@ test_tls_environment_variables_override_and_are_named_in_errors(void **state)
     kg_fx_rmtree(t.dir);
 }
 
+static void
+test_access_log_is_off_by_default_and_takes_stdout_stderr_a_path_or_its_variable(void **state)
+{
+    struct fixture *fx = *state;
+    enum kg_status rc;
+
+    load_ok(fx, "");
+    assert_string_equal(fx->cfg->access_log, "off");
+    kg_config_free(fx->cfg);
+    fx->cfg = NULL;
+    load_ok(fx, "access_log stdout\n");
+    assert_string_equal(fx->cfg->access_log, "stdout");
+    kg_config_free(fx->cfg);
+    fx->cfg = NULL;
+    load_ok(fx, "access_log \"/var/log/keygate/access log.json\"\n");
+    assert_string_equal(fx->cfg->access_log, "/var/log/keygate/access log.json");
+    kg_config_free(fx->cfg);
+    fx->cfg = NULL;
+    setenv("KEYGATE_ACCESS_LOG", "stderr", 1);
+    load_ok(fx, "access_log /var/log/keygate/access.log\n");
+    assert_string_equal(fx->cfg->access_log, "stderr");
+    unsetenv("KEYGATE_ACCESS_LOG");
+    kg_config_free(fx->cfg);
+    fx->cfg = NULL;
+    rc = load_text(fx, "access_log \"\"\n");
+    assert_int_equal(rc, KG_EINVAL);
+    assert_int_equal(fx->nlines, 1);
+    assert_non_null(strstr(fx->lines[0], ":1:"));
+    assert_non_null(strstr(fx->lines[0], "off, stdout, stderr or a file path"));
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 int
@@ -1450,6 +1481,7 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         T(test_defaults_are_the_documented_values),
+        T(test_access_log_is_off_by_default_and_takes_stdout_stderr_a_path_or_its_variable),
         T(test_rate_limit_default_takes_a_rate_and_an_optional_burst),
         T(test_rate_limit_default_refuses_a_bad_rate_or_burst),
         T(test_auth_throttle_is_on_by_default_and_takes_a_rate_and_a_cool_down),

@@ -1,0 +1,544 @@
+/* tests/unit/obs/test_accesslog.c - src/obs/accesslog.c through
+ * keygate/accesslog.h: a record as one JSON line (order, nulls, escaping,
+ * bytes that are not UTF-8), the ring (full: dropped and counted, never
+ * waited for), reopen after a rename, switching destinations, and nothing
+ * committed lost at free. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <jansson.h>
+
+#include "keygate/accesslog.h"
+#include "keygate/keyfmt.h"
+#include "keygate/metrics.h"
+
+static char dir[64];
+
+static int
+make_dir(void **state)
+{
+    (void)state;
+    snprintf(dir, sizeof(dir), "/tmp/kg-accesslog-XXXXXX");
+    return mkdtemp(dir) != NULL ? 0 : -1;
+}
+
+static int
+remove_dir(void **state)
+{
+    char cmd[128];
+
+    (void)state;
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", dir);
+    return system(cmd) == 0 ? 0 : -1;
+}
+
+static void
+fill(struct kg_accesslog_rec *r, const char *id)
+{
+    memset(r, 0, sizeof(*r));
+    r->time_ms = 1795453262345LL; /* 2026-11-23T17:01:02.345Z */
+    r->duration_us = 1234;
+    r->bytes_sent = 17;
+    r->status = 200;
+    r->upstream_status = 200;
+    r->outcome = KG_OUTCOME_ALLOWED;
+    kg_accesslog_rec_strings(r, id, "192.0.2.7", "GET", "key_abc", "acme", "/v1/items", 9);
+}
+
+/* The field-by-field view of a record's packed strings, for changing one. */
+struct strs {
+    const char *id, *remote, *method, *key_id, *tenant, *path;
+};
+
+static void
+set_strs(struct kg_accesslog_rec *r, const struct strs *s)
+{
+    kg_accesslog_rec_strings(r, s->id, s->remote, s->method, s->key_id, s->tenant, s->path,
+                             s->path != NULL ? strlen(s->path) : 0);
+}
+
+static json_t *
+parse_line(const char *line, size_t len)
+{
+    json_error_t jerr;
+    json_t *o;
+
+    assert_true(len > 1);
+    assert_int_equal(line[len - 1], '\n');
+    assert_null(memchr(line, '\n', len - 1)); /* one line */
+    o = json_loadb(line, len - 1, 0, &jerr);
+    if (o == NULL)
+        fail_msg("not JSON: %s (%s)", line, jerr.text);
+    return o;
+}
+
+static void
+test_a_record_is_one_json_line_with_every_field_in_order(void **state)
+{
+    struct kg_accesslog_rec r;
+    size_t len;
+    char *line;
+
+    (void)state;
+    fill(&r, "req-1");
+    line = kg_accesslog_format(&r, &len);
+    assert_non_null(line);
+    assert_string_equal(line, "{\"time\":\"2026-11-23T17:01:02.345Z\",\"request_id\":\"req-1\","
+                              "\"remote\":\"192.0.2.7\",\"method\":\"GET\",\"path\":\"/v1/items\","
+                              "\"status\":200,\"outcome\":\"allowed\",\"key_id\":\"key_abc\","
+                              "\"tenant\":\"acme\",\"upstream_status\":200,\"duration_us\":1234,"
+                              "\"bytes_sent\":17}\n");
+    assert_int_equal(len, strlen(line));
+    free(line);
+}
+
+static void
+test_fields_that_do_not_apply_are_null_not_empty(void **state)
+{
+    struct kg_accesslog_rec r;
+    size_t len;
+    char *line;
+    json_t *o;
+
+    (void)state;
+    fill(&r, "");
+    set_strs(&r, &(struct strs){.id = "",
+                                .remote = "192.0.2.7",
+                                .method = "GET",
+                                .key_id = NULL,
+                                .tenant = "",
+                                .path = "/v1/items"});
+    r.upstream_status = 0;
+    r.outcome = KG_OUTCOME_NONE;
+    r.bytes_sent = -1;
+    r.status = 0;
+    line = kg_accesslog_format(&r, &len);
+    o = parse_line(line, len);
+    assert_true(json_is_null(json_object_get(o, "request_id")));
+    assert_true(json_is_null(json_object_get(o, "key_id")));
+    assert_true(json_is_null(json_object_get(o, "tenant")));
+    assert_true(json_is_null(json_object_get(o, "upstream_status")));
+    assert_true(json_is_null(json_object_get(o, "outcome")));
+    assert_true(json_is_null(json_object_get(o, "bytes_sent")));
+    assert_true(json_is_null(json_object_get(o, "status")));
+    assert_null(strstr(line, "\"\""));
+    json_decref(o);
+    free(line);
+}
+
+static void
+test_every_outcome_has_the_metrics_name(void **state)
+{
+    static const char *const want[] = {"allowed",      "unauthenticated", "forbidden",
+                                       "rate_limited", "quota_exceeded",  "upstream_error",
+                                       "bad_request"};
+    struct kg_accesslog_rec r;
+
+    (void)state;
+    for (int i = 0; i < KG_OUTCOME_COUNT; i++) {
+        size_t len;
+        char *line;
+        json_t *o;
+
+        fill(&r, "x");
+        r.outcome = i;
+        line = kg_accesslog_format(&r, &len);
+        o = parse_line(line, len);
+        assert_string_equal(json_string_value(json_object_get(o, "outcome")), want[i]);
+        json_decref(o);
+        free(line);
+    }
+}
+
+static void
+test_quotes_backslashes_and_control_characters_are_escaped(void **state)
+{
+    struct kg_accesslog_rec r;
+    size_t len;
+    char *line;
+    json_t *o;
+
+    (void)state;
+    fill(&r, "x");
+    set_strs(&r, &(struct strs){.id = "x",
+                                .remote = "192.0.2.7",
+                                .method = "G\"ET\r",
+                                .key_id = "key_abc",
+                                .tenant = "acme",
+                                .path = "/a\"b\\c\nd\te\x01\x1f\x7f/\"}{,"});
+    line = kg_accesslog_format(&r, &len);
+    o = parse_line(line, len);
+    assert_string_equal(json_string_value(json_object_get(o, "path")),
+                        "/a\"b\\c\nd\te\x01\x1f\x7f/\"}{,");
+    assert_string_equal(json_string_value(json_object_get(o, "method")), "G\"ET\r");
+    assert_non_null(strstr(line, "\\u0001"));
+    json_decref(o);
+    free(line);
+}
+
+static void
+test_bytes_that_are_not_utf8_become_replacement_characters(void **state)
+{
+    static const struct {
+        const char *in, *out;
+    } cases[] = {
+        {"/\xff", "/\xEF\xBF\xBD"},
+        {"/caf\xC3\xA9", "/caf\xC3\xA9"},                                   /* valid: kept */
+        {"/\xE2\x82\xAC\xF0\x9F\x98\x80", "/\xE2\x82\xAC\xF0\x9F\x98\x80"}, /* € and an emoji */
+        {"/\xC0\xAF", "/\xEF\xBF\xBD\xEF\xBF\xBD"},                         /* overlong '/' */
+        {"/\xED\xA0\x80", "/\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD"},         /* a surrogate */
+        {"/\xE2\x82", "/\xEF\xBF\xBD\xEF\xBF\xBD"},                         /* cut short */
+        {"/\xF4\x90\x80\x80", "/\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD"}, /* > U+10FFFF */
+    };
+    struct kg_accesslog_rec r;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        size_t len;
+        char *line;
+        json_t *o;
+
+        fill(&r, "x");
+        set_strs(&r, &(struct strs){.id = "x", .method = "GET", .path = cases[i].in});
+        line = kg_accesslog_format(&r, &len);
+        assert_non_null(line);
+        o = parse_line(line, len);
+        assert_string_equal(json_string_value(json_object_get(o, "path")), cases[i].out);
+        json_decref(o);
+        free(line);
+    }
+}
+
+static void
+test_strings_longer_than_their_field_are_cut_to_it(void **state)
+{
+    struct kg_accesslog_rec r;
+    size_t len;
+    char *line;
+    json_t *o;
+
+    (void)state;
+    fill(&r, "x");
+    {
+        char path[KG_ACCESSLOG_PATH_MAX + 100];
+        char id[KG_REQUEST_ID_MAX + 10];
+
+        memset(path, '\xff', sizeof(path));
+        memset(id, 'a', sizeof(id) - 1);
+        id[sizeof(id) - 1] = '\0';
+        /* Longer than the fields: cut to their maximum, not past the record. */
+        kg_accesslog_rec_strings(&r, id, "192.0.2.7", "GET", "key_abc", "acme", path, sizeof(path));
+    }
+    line = kg_accesslog_format(&r, &len);
+    o = parse_line(line, len);
+    assert_int_equal(json_string_length(json_object_get(o, "path")),
+                     3 * (KG_ACCESSLOG_PATH_MAX - 1));
+    assert_int_equal(json_string_length(json_object_get(o, "request_id")), KG_REQUEST_ID_MAX - 1);
+    assert_string_equal(json_string_value(json_object_get(o, "tenant")), "acme");
+    json_decref(o);
+    free(line);
+}
+
+static void
+test_a_key_in_the_path_or_request_id_keeps_only_its_display_prefix(void **state)
+{
+    char key[KG_KEY_MAX], path[256], want[256], shown[64];
+    struct kg_err err = {{0}};
+    struct kg_accesslog_rec r;
+    const char *not_a_key =
+        "/files/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+    size_t len, klen, keep;
+    char *line;
+    json_t *o;
+
+    (void)state;
+    assert_int_equal(kg_keyfmt_generate("kg_live_", key, &err), KG_OK);
+    klen = strlen(key);
+    keep = klen - KG_KEY_TAIL_LEN + KG_KEY_SHOWN_BODY;
+    snprintf(path, sizeof(path), "/v1/x_%s/y?%s", key, key); /* glued to "x_" on the left */
+    snprintf(shown, sizeof(shown), "%.*s", (int)keep, key);
+    snprintf(want, sizeof(want), "/v1/x_%s%.*s/y", shown, (int)(klen - keep),
+             "****************************************************************");
+    fill(&r, "x");
+    kg_accesslog_rec_strings(&r, key, "192.0.2.7", "GET", NULL, NULL, path, strcspn(path, "?"));
+    line = kg_accesslog_format(&r, &len);
+    o = parse_line(line, len);
+    assert_string_equal(json_string_value(json_object_get(o, "path")), want);
+    assert_int_equal(strncmp(json_string_value(json_object_get(o, "request_id")), shown, keep), 0);
+    assert_null(strstr(line, key + keep));
+    assert_null(strstr(line, key + klen - 12));
+    json_decref(o);
+    free(line);
+
+    /* A long run that is not a key is left alone. */
+    kg_accesslog_rec_strings(&r, "x", "192.0.2.7", "GET", NULL, NULL, not_a_key, strlen(not_a_key));
+    line = kg_accesslog_format(&r, &len);
+    o = parse_line(line, len);
+    assert_string_equal(json_string_value(json_object_get(o, "path")), not_a_key);
+    json_decref(o);
+    free(line);
+}
+
+static void
+test_time_is_rfc3339_utc_with_milliseconds(void **state)
+{
+    char out[25];
+
+    (void)state;
+    kg_accesslog_time(0, out);
+    assert_string_equal(out, "1970-01-01T00:00:00.000Z");
+    kg_accesslog_time(1795453262005LL, out);
+    assert_string_equal(out, "2026-11-23T17:01:02.005Z");
+}
+
+/* ---- the ring and the writer ---- */
+
+static size_t
+count_lines(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "r");
+    char line[4096];
+    size_t n = 0;
+
+    if (f == NULL)
+        return 0;
+    while (fgets(line, sizeof(line), f) != NULL)
+        if (needle == NULL || strstr(line, needle) != NULL)
+            n++;
+    fclose(f);
+    return n;
+}
+
+static void
+submit(struct kg_accesslog *al, const char *id)
+{
+    struct kg_accesslog_rec *r = kg_accesslog_reserve(al);
+
+    assert_non_null(r);
+    fill(r, id);
+    kg_accesslog_commit(al, r);
+}
+
+static void
+test_a_full_ring_drops_and_counts_instead_of_waiting(void **state)
+{
+    char path[128];
+    struct kg_accesslog *al;
+    struct kg_accesslog_rec *held, *r;
+    struct kg_err err = {{0}};
+    char *text;
+
+    (void)state;
+    kg_metrics_reset();
+    snprintf(path, sizeof(path), "%s/full.log", dir);
+    assert_int_equal(kg_accesslog_new(path, 4, &al, &err), KG_OK);
+    /* A slot reserved and not yet committed holds the writer back, as a
+     * loop in the middle of filling one would. */
+    held = kg_accesslog_reserve(al);
+    assert_non_null(held);
+    fill(held, "held");
+    for (int i = 0; i < 3; i++)
+        submit(al, "queued");
+    r = kg_accesslog_reserve(al);
+    assert_null(r);
+    assert_null(kg_accesslog_reserve(al));
+    assert_int_equal(kg_accesslog_dropped(al), 2);
+    text = kg_metrics_render(&(struct kg_metrics_gauges){.reload_age_s = -1}, NULL);
+    assert_non_null(strstr(text, "\nkeygate_access_log_dropped_total 2\n"));
+    free(text);
+    kg_accesslog_commit(al, held);
+    assert_true(kg_accesslog_sync(al, 10000));
+    assert_int_equal(count_lines(path, "\"held\""), 1);
+    assert_int_equal(count_lines(path, "\"queued\""), 3);
+    /* Room again once the writer took them. */
+    submit(al, "after");
+    kg_accesslog_free(al);
+    assert_int_equal(count_lines(path, NULL), 5);
+}
+
+static void
+test_free_writes_every_committed_line(void **state)
+{
+    char path[128], id[32];
+    struct kg_accesslog *al;
+    struct kg_err err = {{0}};
+
+    (void)state;
+    snprintf(path, sizeof(path), "%s/all.log", dir);
+    assert_int_equal(kg_accesslog_new(path, 4096, &al, &err), KG_OK);
+    for (int i = 0; i < 3000; i++) {
+        snprintf(id, sizeof(id), "n%d", i);
+        submit(al, id);
+    }
+    kg_accesslog_free(al);
+    assert_int_equal(count_lines(path, NULL), 3000);
+    assert_int_equal(count_lines(path, "\"n2999\""), 1);
+}
+
+static void
+test_lines_are_written_soon_without_a_sync_or_a_free(void **state)
+{
+    char path[128];
+    struct kg_accesslog *al;
+    struct kg_err err = {{0}};
+    struct timespec ts = {0, 20 * 1000000L};
+    int waited = 0;
+
+    (void)state;
+    snprintf(path, sizeof(path), "%s/timely.log", dir);
+    assert_int_equal(kg_accesslog_new(path, 0, &al, &err), KG_OK);
+    submit(al, "soon");
+    /* 200 ms by design; 5 s is the bound, for a loaded machine. */
+    while (count_lines(path, "\"soon\"") == 0 && waited < 250) {
+        nanosleep(&ts, NULL);
+        waited++;
+    }
+    assert_int_equal(count_lines(path, "\"soon\""), 1);
+    kg_accesslog_free(al);
+}
+
+static void
+test_reopen_after_a_rename_starts_a_new_file_and_keeps_the_old_one(void **state)
+{
+    char path[128], old[140];
+    struct kg_accesslog *al;
+    struct kg_err err = {{0}};
+    struct timespec ts = {0, 10 * 1000000L};
+    struct stat st;
+    int waited = 0;
+
+    (void)state;
+    snprintf(path, sizeof(path), "%s/rot.log", dir);
+    snprintf(old, sizeof(old), "%s/rot.log.1", dir);
+    assert_int_equal(kg_accesslog_new(path, 0, &al, &err), KG_OK);
+    submit(al, "first");
+    assert_true(kg_accesslog_sync(al, 10000));
+    assert_int_equal(rename(path, old), 0);
+    submit(al, "renamed");
+    assert_true(kg_accesslog_sync(al, 10000));
+    kg_accesslog_reopen(al);
+    while (stat(path, &st) != 0 && waited < 1000) {
+        nanosleep(&ts, NULL);
+        waited++;
+    }
+    assert_int_equal(stat(path, &st), 0);
+    submit(al, "second");
+    kg_accesslog_free(al);
+    assert_int_equal(count_lines(old, NULL), 2);
+    assert_int_equal(count_lines(old, "\"first\""), 1);
+    assert_int_equal(count_lines(old, "\"renamed\""), 1);
+    assert_int_equal(count_lines(path, NULL), 1);
+    assert_int_equal(count_lines(path, "\"second\""), 1);
+}
+
+static void
+test_set_dest_moves_lines_and_off_stops_taking_them(void **state)
+{
+    char a[128], b[128];
+    struct kg_accesslog *al;
+    struct kg_err err = {{0}};
+
+    (void)state;
+    snprintf(a, sizeof(a), "%s/a.log", dir);
+    snprintf(b, sizeof(b), "%s/b.log", dir);
+    assert_int_equal(kg_accesslog_new("off", 0, &al, &err), KG_OK);
+    assert_false(kg_accesslog_enabled(al));
+    assert_null(kg_accesslog_reserve(al));
+    assert_int_equal(kg_accesslog_dropped(al), 0); /* off is not a drop */
+    assert_int_equal(kg_accesslog_set_dest(al, a, &err), KG_OK);
+    assert_true(kg_accesslog_enabled(al));
+    submit(al, "to-a");
+    assert_int_equal(kg_accesslog_set_dest(al, b, &err), KG_OK);
+    submit(al, "to-b");
+    assert_true(kg_accesslog_sync(al, 10000));
+    assert_int_equal(kg_accesslog_set_dest(al, "/nonexistent-dir/x.log", &err), KG_EIO);
+    assert_non_null(strstr(err.msg, "/nonexistent-dir/x.log"));
+    assert_true(kg_accesslog_enabled(al)); /* a bad path changes nothing */
+    assert_int_equal(kg_accesslog_set_dest(al, "off", &err), KG_OK);
+    assert_false(kg_accesslog_enabled(al));
+    assert_null(kg_accesslog_reserve(al));
+    kg_accesslog_free(al);
+    assert_int_equal(count_lines(a, NULL), 1);
+    assert_int_equal(count_lines(a, "\"to-a\""), 1);
+    assert_int_equal(count_lines(b, NULL), 1);
+    assert_int_equal(count_lines(b, "\"to-b\""), 1);
+}
+
+static void
+test_the_writer_writes_each_lines_own_time(void **state)
+{
+    static const int64_t t[] = {1795453262345LL, 1795453262346LL, 1795453263001LL, 1795453262999LL};
+    static const char *const want[] = {"2026-11-23T17:01:02.345Z", "2026-11-23T17:01:02.346Z",
+                                       "2026-11-23T17:01:03.001Z", "2026-11-23T17:01:02.999Z"};
+    char path[128], id[8], needle[64];
+    struct kg_accesslog *al;
+    struct kg_err err = {{0}};
+
+    (void)state;
+    snprintf(path, sizeof(path), "%s/time.log", dir);
+    assert_int_equal(kg_accesslog_new(path, 0, &al, &err), KG_OK);
+    for (int i = 0; i < 4; i++) {
+        struct kg_accesslog_rec *r = kg_accesslog_reserve(al);
+
+        assert_non_null(r);
+        snprintf(id, sizeof(id), "t%d", i);
+        fill(r, id);
+        r->time_ms = t[i];
+        kg_accesslog_commit(al, r);
+    }
+    kg_accesslog_free(al);
+    for (int i = 0; i < 4; i++) {
+        snprintf(needle, sizeof(needle), "{\"time\":\"%s\",\"request_id\":\"t%d\"", want[i], i);
+        if (count_lines(path, needle) != 1)
+            fail_msg("no line starting %s", needle);
+    }
+}
+
+static void
+test_a_file_that_cannot_be_opened_is_an_error(void **state)
+{
+    struct kg_accesslog *al = NULL;
+    struct kg_err err = {{0}};
+
+    (void)state;
+    assert_int_equal(kg_accesslog_new("/nonexistent-dir/access.log", 0, &al, &err), KG_EIO);
+    assert_null(al);
+    assert_int_equal(kg_accesslog_new("", 0, &al, &err), KG_EINVAL);
+    assert_null(al);
+    kg_accesslog_free(NULL);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_a_record_is_one_json_line_with_every_field_in_order),
+        cmocka_unit_test(test_fields_that_do_not_apply_are_null_not_empty),
+        cmocka_unit_test(test_every_outcome_has_the_metrics_name),
+        cmocka_unit_test(test_quotes_backslashes_and_control_characters_are_escaped),
+        cmocka_unit_test(test_bytes_that_are_not_utf8_become_replacement_characters),
+        cmocka_unit_test(test_strings_longer_than_their_field_are_cut_to_it),
+        cmocka_unit_test(test_a_key_in_the_path_or_request_id_keeps_only_its_display_prefix),
+        cmocka_unit_test(test_time_is_rfc3339_utc_with_milliseconds),
+        cmocka_unit_test(test_a_full_ring_drops_and_counts_instead_of_waiting),
+        cmocka_unit_test(test_free_writes_every_committed_line),
+        cmocka_unit_test(test_lines_are_written_soon_without_a_sync_or_a_free),
+        cmocka_unit_test(test_reopen_after_a_rename_starts_a_new_file_and_keeps_the_old_one),
+        cmocka_unit_test(test_set_dest_moves_lines_and_off_stops_taking_them),
+        cmocka_unit_test(test_the_writer_writes_each_lines_own_time),
+        cmocka_unit_test(test_a_file_that_cannot_be_opened_is_an_error),
+    };
+
+    return cmocka_run_group_tests(tests, make_dir, remove_dir);
+}
