@@ -515,6 +515,73 @@ test_log_level_and_log_format_change_on_reload(void **state)
     kt_upstream_stop(up);
 }
 
+/* Lines of path holding needle; 0 when the file is missing. */
+static size_t
+file_count(const char *path, const char *needle)
+{
+    FILE *f = fopen(path, "r");
+    char line[4096];
+    size_t n = 0;
+
+    if (f == NULL)
+        return 0;
+    while (fgets(line, sizeof(line), f) != NULL)
+        n += strstr(line, needle) != NULL;
+    fclose(f);
+    return n;
+}
+
+static void
+test_access_log_moves_to_a_new_file_on_reload_and_a_bad_path_is_refused(void **state)
+{
+    struct kt_upstream *up = kt_upstream_start();
+    struct kt_daemon *d;
+    char text[1024], a[512], b[512];
+    int64_t deadline;
+
+    (void)state;
+    assert_non_null(up);
+    snprintf(text, sizeof(text), "upstream %s\naccess_log off\n", kt_upstream_url(up));
+    d = kt_daemon_new(text);
+    assert_non_null(d);
+    assert_true(kt_daemon_start(d));
+    assert_int_equal(get_status(d, "/v1/zero", NULL, NULL), 401);
+    /* off -> a -> b */
+    snprintf(a, sizeof(a), "%s/access-a.log", kt_daemon_dir(d));
+    snprintf(b, sizeof(b), "%s/access-b.log", kt_daemon_dir(d));
+    snprintf(text, sizeof(text), "upstream %s\naccess_log \"%s\"\n", kt_upstream_url(up), a);
+    reload_with(d, text);
+    assert_int_equal(get_status(d, "/v1/one", NULL, NULL), 401);
+
+    snprintf(text, sizeof(text), "upstream %s\naccess_log \"%s\"\n", kt_upstream_url(up), b);
+    reload_with(d, text);
+    assert_int_equal(get_status(d, "/v1/two", NULL, NULL), 401);
+    deadline = kt_mono_ms() + 5000;
+    while ((file_count(a, "/v1/one") != 1 || file_count(b, "/v1/two") != 1) &&
+           kt_mono_ms() < deadline)
+        kt_sleep_ms(50);
+    /* Before the reload to the old file, after it to the new one only. */
+    assert_int_equal(file_count(a, "/v1/one"), 1);
+    assert_int_equal(file_count(a, "/v1/zero"), 0);
+    assert_int_equal(file_count(a, "/v1/two"), 0);
+    assert_int_equal(file_count(b, "/v1/two"), 1);
+
+    /* A file that cannot be opened refuses the whole reload. */
+    snprintf(text, sizeof(text), "upstream %s\naccess_log \"%s/no/such/dir/x.log\"\n",
+             kt_upstream_url(up), kt_daemon_dir(d));
+    write_conf(d, kt_daemon_port(d), NULL, text);
+    assert_int_equal(kill(kt_daemon_pid(d), SIGHUP), 0);
+    must_see_log(d, "SIGHUP: access_log: ", 1);
+    assert_int_equal(get_status(d, "/v1/three", NULL, NULL), 401);
+    deadline = kt_mono_ms() + 5000;
+    while (file_count(b, "/v1/three") != 1 && kt_mono_ms() < deadline)
+        kt_sleep_ms(50);
+    assert_int_equal(file_count(b, "/v1/three"), 1);
+    assert_int_equal(kt_daemon_stop(d), 0);
+    kt_daemon_free(d);
+    kt_upstream_stop(up);
+}
+
 int
 main(void)
 {
@@ -527,6 +594,8 @@ main(void)
             test_an_invalid_config_is_refused_with_file_and_line_and_the_old_one_serves),
         cmocka_unit_test(test_a_changed_listen_is_reported_and_not_applied),
         cmocka_unit_test(test_log_level_and_log_format_change_on_reload),
+        cmocka_unit_test(
+            test_access_log_moves_to_a_new_file_on_reload_and_a_bad_path_is_refused),
     };
 
     kt_http_global_init();
