@@ -477,9 +477,14 @@ kg_serve_main(int argc, char **argv)
     {
         const struct kg_keysnap *snap = kg_keycache_acquire(ds.rt.keys);
 
-        kg_log_info("keygate %s listening on %s (admin %s), upstream %s, %d worker(s), %zu key(s)",
-                    KEYGATE_VERSION, ds.inst->cfg->listen, ds.inst->cfg->admin_listen,
-                    ds.inst->cfg->upstream, ds.nloops, kg_keysnap_count(snap));
+        const struct kg_config *c = ds.inst->cfg;
+
+        kg_log_info("keygate %s listening on %s%s (admin %s), %s%s, %d worker(s), %zu key(s)",
+                    KEYGATE_VERSION, c->listen, ds.rt.tls != NULL ? " with TLS" : "",
+                    c->admin_listen,
+                    c->mode == KG_MODE_FORWARD_AUTH ? "forward_auth mode" : "upstream ",
+                    c->mode == KG_MODE_FORWARD_AUTH ? "" : c->upstream, ds.nloops,
+                    kg_keysnap_count(snap));
         kg_keycache_release(snap);
     }
     status = run(&ds);
