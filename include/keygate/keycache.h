@@ -169,10 +169,11 @@ int64_t kg_keycache_period_start(enum kg_quota_period period, int64_t now);
  * earlier period) plus what this process charged and has not flushed. */
 int64_t kg_keycache_credits_used(struct kg_keystat *stat, enum kg_quota_period period, int64_t now);
 
-/* Whether ent may spend cost more credits at now (always, without a
- * limit). Checks, does not charge: the charge comes with the upstream's 2xx
- * (kg_keycache_charge), so concurrent requests that all pass this check can
- * overspend by at most the cost of the requests in flight at once. */
+/* Whether ent may spend cost more credits at now (always without a limit,
+ * and always for a cost of 0, even past the limit). Checks, does not
+ * charge: the charge comes with the upstream's 2xx (kg_keycache_charge), so
+ * concurrent requests that all pass this check can overspend by at most the
+ * cost of the requests in flight at once. */
 bool kg_keycache_credits_allow(const struct kg_keyent *ent, int64_t cost, int64_t now);
 
 /* What meter m counts in the period holding now (see struct kg_meter),
@@ -181,10 +182,10 @@ int64_t kg_keycache_meter_used(struct kg_meter *m, enum kg_quota_period period, 
 
 /* Whether a request of ent costing cost fits at now in all of: the key's
  * credits, its owner's credits, and the owner's tier quota (tier may be
- * NULL: no tier limit; a tier without quota has none). Checks, does not
- * charge, like kg_keycache_credits_allow(); the stricter limit decides and
- * a refusal charges none of them. Also tells the owner's record which
- * period the tier quota counts in. */
+ * NULL: no tier limit; a tier without quota has none); a cost of 0 always
+ * does. Checks, does not charge, like kg_keycache_credits_allow(); the
+ * stricter limit decides and a refusal charges none of them. Also tells the
+ * owner's record which period the tier quota counts in. */
 bool kg_keycache_spend_allow(const struct kg_keyent *ent, const struct kg_tier *tier, int64_t cost,
                              int64_t now);
 

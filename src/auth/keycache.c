@@ -284,10 +284,13 @@ used_of(_Atomic int64_t *charged, _Atomic int64_t *flushed_p, _Atomic int64_t *s
     int64_t stored_start = atomic_load(start_p);
     int64_t pending = atomic_load(charged) - flushed;
 
-    /* Stored credits of an earlier refill period are spent history; a
-     * stored start of 0 (no refill yet, or credits used before the refill
-     * was set) counts in the current period. */
-    if (stored_start != 0 && stored_start < start)
+    /* Stored credits of an earlier refill period are spent history. A
+     * stored start of 0 is a count without a refill: it counts while there
+     * is none, and under a refill only a store left by a keygate that did
+     * not move the start when the refill was set has it (see the key and
+     * user update SQL), which is then history too rather than used for
+     * ever. */
+    if (stored_start < start)
         stored = 0;
     return stored + pending;
 }
@@ -308,7 +311,8 @@ kg_keycache_meter_used(struct kg_meter *m, enum kg_quota_period period, int64_t 
 bool
 kg_keycache_credits_allow(const struct kg_keyent *ent, int64_t cost, int64_t now)
 {
-    if (ent->quota_limit < 0)
+    /* What costs nothing spends nothing, even past a lowered limit. */
+    if (ent->quota_limit < 0 || cost <= 0)
         return true;
     return kg_keycache_credits_used(ent->stat, ent->quota_period, now) + cost <= ent->quota_limit;
 }
@@ -324,6 +328,8 @@ kg_keycache_spend_allow(const struct kg_keyent *ent, const struct kg_tier *tier,
         tp = tier->quota_period;
     if (us != NULL && atomic_load_explicit(&us->tier.period, memory_order_relaxed) != (int)tp)
         atomic_store_explicit(&us->tier.period, (int)tp, memory_order_relaxed);
+    if (cost <= 0)
+        return true;
     if (!kg_keycache_credits_allow(ent, cost, now))
         return false;
     if (us == NULL)
@@ -738,7 +744,7 @@ mirror_commit(_Atomic int64_t *stored, _Atomic int64_t *stored_start, _Atomic in
     if (delta == 0)
         return;
     start = atomic_load(stored_start);
-    if (start != 0 && start < delta_start)
+    if (start < delta_start)
         atomic_store(stored, delta);
     else
         atomic_fetch_add(stored, delta);
@@ -853,8 +859,14 @@ kg_keycache_flush(struct kg_keycache *kc, struct kg_store *st, size_t *flushed, 
     nu = user_deltas(kc, now, uids, udeltas, uitems);
     if (n == 0 && nu == 0)
         goto cleanup;
-    /* Keys and users in one transaction: a charge is in the store for the
-     * key, its user and its tier, or for none of them. */
+    /* Keys and users in one transaction, each count read once above and
+     * marked flushed only after the commit: every charge reaches each row
+     * exactly once. Not always in the same transaction, though: the keys
+     * are read before the users while the request path keeps charging (key
+     * first, then user and tier), so a charge made between the two reads
+     * is in this transaction for the user and tier and in the next one for
+     * the key. A crash in between leaves the key behind its user by the
+     * charges of that moment; neither is ever charged twice. */
     rc = kg_store_usage_add(st, ids, deltas, n, uids, udeltas, nu, now, err);
     if (rc != KG_OK)
         goto cleanup;

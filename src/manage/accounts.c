@@ -164,7 +164,7 @@ fill_user(const struct kg_user_new *req, const char *fence, struct kg_user_rec *
         if (strcmp(req->refill, "day") != 0 && strcmp(req->refill, "month") != 0)
             return kg_err_set(err, KG_EINVAL, "refill wants day or month");
         if (!req->has_credits)
-            return kg_err_set(err, KG_EINVAL, "a refill needs credits");
+            return kg_err_set(err, KG_EINVAL, KG_REFILL_NEEDS_CREDITS);
         snprintf(u->quota_period, sizeof(u->quota_period), "%s", req->refill);
     }
     return KG_OK;
@@ -536,13 +536,16 @@ kg_accounts_user_usage(const struct kg_keys_ctx *kc, const char *fence, const st
     if (rc != KG_OK)
         return rc;
     /* A count of an earlier period is history (the same rule as the cache). */
-    if (out->credits_period_start != 0 &&
-        out->credits_period_start < period_start_of(u->quota_period, now))
+    if (out->credits_period_start < period_start_of(u->quota_period, now))
         out->credits = 0;
     tier = kc->cfg != NULL ? kg_config_tier(kc->cfg, u->tier) : NULL;
-    if (tier != NULL && out->tier_period_start != 0 &&
-        out->tier_period_start < kg_keycache_period_start(tier->quota_period, now))
+    /* Without a tier quota nothing counts (a quota removed from the config
+     * leaves its last count in the store): 0, as for a user never charged. */
+    if (tier == NULL || tier->quota_period == KG_QUOTA_NONE ||
+        out->tier_period_start < kg_keycache_period_start(tier->quota_period, now)) {
         out->tier = 0;
+        out->tier_period_start = 0;
+    }
     return KG_OK;
 }
 
@@ -594,11 +597,18 @@ apply_user_change(const struct kg_user_change *chg, const char *fence, int64_t n
         u->has_quota = chg->quota_limit >= 0;
         u->quota_limit = u->has_quota ? chg->quota_limit : 0;
         json_object_set_new(details, "quota_limit", json_integer(chg->quota_limit));
+        /* Unlimited credits have nothing to refill. */
+        if (!u->has_quota && u->quota_period[0] != '\0' && chg->quota_period == NULL) {
+            u->quota_period[0] = '\0';
+            json_object_set_new(details, "quota_period", json_string(""));
+        }
     }
     if (rc == KG_OK && chg->quota_period != NULL) {
         if (strcmp(chg->quota_period, "") != 0 && strcmp(chg->quota_period, "day") != 0 &&
             strcmp(chg->quota_period, "month") != 0)
             return kg_err_set(err, KG_EINVAL, "quota_period wants day, month or nothing");
+        if (chg->quota_period[0] != '\0' && !u->has_quota)
+            return kg_err_set(err, KG_EINVAL, KG_REFILL_NEEDS_CREDITS);
         snprintf(u->quota_period, sizeof(u->quota_period), "%s", chg->quota_period);
         json_object_set_new(details, "quota_period", json_string(u->quota_period));
     }

@@ -286,7 +286,7 @@ fill_new(const struct kg_key_new *req, int64_t now, struct kg_key_rec *rec, stru
         if (strcmp(req->refill, "day") != 0 && strcmp(req->refill, "month") != 0)
             return kg_err_set(err, KG_EINVAL, "refill wants day or month");
         if (!req->has_credits)
-            return kg_err_set(err, KG_EINVAL, "a refill needs credits");
+            return kg_err_set(err, KG_EINVAL, KG_REFILL_NEEDS_CREDITS);
         snprintf(rec->quota_period, sizeof(rec->quota_period), "%s", req->refill);
     }
     rec->expires_at = 0;
@@ -639,11 +639,18 @@ apply_change(const struct kg_key_change *chg, const struct kg_user_rec *owner, i
             return kg_err_set(err, KG_EINVAL, "quota_limit must be -1 (unlimited) or more");
         rec->quota_limit = chg->quota_limit;
         ok = ok && json_object_set_new(details, "quota_limit", json_integer(rec->quota_limit)) == 0;
+        /* Unlimited credits have nothing to refill. */
+        if (rec->quota_limit < 0 && rec->quota_period[0] != '\0' && chg->quota_period == NULL) {
+            rec->quota_period[0] = '\0';
+            ok = ok && json_object_set_new(details, "quota_period", json_string("")) == 0;
+        }
     }
     if (chg->quota_period != NULL) {
         if (strcmp(chg->quota_period, "") != 0 && strcmp(chg->quota_period, "day") != 0 &&
             strcmp(chg->quota_period, "month") != 0)
             return kg_err_set(err, KG_EINVAL, "quota_period wants day, month or nothing");
+        if (chg->quota_period[0] != '\0' && rec->quota_limit < 0)
+            return kg_err_set(err, KG_EINVAL, KG_REFILL_NEEDS_CREDITS);
         snprintf(rec->quota_period, sizeof(rec->quota_period), "%s", chg->quota_period);
         ok =
             ok && json_object_set_new(details, "quota_period", json_string(rec->quota_period)) == 0;

@@ -23,6 +23,10 @@
  * wrong with it ("is not valid UTF-8", "must not contain control characters"). */
 const char *kg_manage_text_problem(const unsigned char *s, size_t n);
 
+/* Create and update refuse a refill on unlimited credits with these
+ * words, which name the option of the CLI and the member of the API. */
+#define KG_REFILL_NEEDS_CREDITS "a refill needs credits (quota_period needs a quota_limit)"
+
 /* Checks text of min..max bytes (UTF-8, no control characters) and copies
  * it into out (max + 1 bytes). NULL is KG_EINVAL "FIELD is required". */
 enum kg_status kg_manage_check_text(const char *field, const char *s, size_t min, size_t max,

@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "keygate/store.h"
+#include "keygate/timeutil.h"
 #include "store/sqlite_int.h"
 
 #define TENANT_COLUMNS "name, display_name, created_at, disabled_at"
@@ -424,6 +425,45 @@ cleanup:
     return rc;
 }
 
+#define USER_OLD_START KG_SQ_PERIOD_START("?2", "?4")
+#define USER_NEW_START KG_SQ_PERIOD_START("?3", "?4")
+
+/* The user's refill period moves from old to rec's (or a start of 0 under
+ * a refill is moved), inside the update's transaction; the same rule as a
+ * key's (see sqlite_key_update in store_sqlite.c): what the old period
+ * counts now stays used in the current period of the new one, the rest is
+ * history, and the start is the later of the two current starts. A user
+ * without a row gets one, so that a flush of charges made before the
+ * daemon reloads adds to it from the new start. */
+static enum kg_status
+move_credits_period(struct sqlite_store *s, const char *old, const struct kg_user_rec *rec,
+                    const struct kg_audit_entry *audit, struct kg_err *err)
+{
+    sqlite3_stmt *stmt = NULL;
+    enum kg_status rc;
+
+    rc = kg_sq_prepare(s,
+                       "INSERT INTO user_usage (user_id, credits_used, credits_period_start,"
+                       " tier_used, tier_period_start, updated_at)"
+                       " VALUES (?1, 0, MAX(" USER_OLD_START ", " USER_NEW_START "), 0, 0, ?4)"
+                       " ON CONFLICT (user_id) DO UPDATE SET"
+                       " credits_used = CASE WHEN credits_period_start < " USER_OLD_START
+                       "  THEN 0 ELSE credits_used END,"
+                       " credits_period_start = MAX(" USER_OLD_START ", " USER_NEW_START ")"
+                       " WHERE ?2 <> ?3 OR (credits_period_start = 0 AND ?3 <> '')",
+                       &stmt, "update user", err);
+    if (rc != KG_OK)
+        return rc;
+    if (sqlite3_bind_text(stmt, 1, rec->id, -1, SQLITE_STATIC) != SQLITE_OK ||
+        sqlite3_bind_text(stmt, 2, old, -1, SQLITE_STATIC) != SQLITE_OK ||
+        sqlite3_bind_text(stmt, 3, rec->quota_period, -1, SQLITE_STATIC) != SQLITE_OK ||
+        sqlite3_bind_int64(stmt, 4, audit != NULL ? audit->time : kg_time_now()) != SQLITE_OK ||
+        sqlite3_step(stmt) != SQLITE_DONE)
+        rc = kg_sq_fail(s, "update user", err);
+    sqlite3_finalize(stmt);
+    return rc;
+}
+
 enum kg_status
 kg_sq_user_update(struct kg_store *st, const struct kg_user_rec *rec,
                   const struct kg_audit_entry *audit, struct kg_err *err)
@@ -472,6 +512,12 @@ kg_sq_user_update(struct kg_store *st, const struct kg_user_rec *rec,
      * insert and update keeps the column order in one place. */
     if (!bind_user(stmt, rec) || sqlite3_step(stmt) != SQLITE_DONE)
         rc = kg_sq_fail(s, "update user", err);
+    if (rc == KG_OK &&
+        (strcmp(cur.quota_period, rec->quota_period) != 0 || rec->quota_period[0] != '\0')) {
+        sqlite3_finalize(stmt);
+        stmt = NULL;
+        rc = move_credits_period(s, cur.quota_period, rec, audit, err);
+    }
 
 cleanup:
     sqlite3_finalize(stmt);

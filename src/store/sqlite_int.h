@@ -46,6 +46,15 @@ enum kg_status kg_sq_read_int(struct sqlite_store *s, const char *sql, int64_t *
 /* Copies a TEXT column; NULL reads as "". false when it does not fit. */
 bool kg_sq_col_text(sqlite3_stmt *stmt, int col, char *dst, size_t cap);
 int64_t kg_sq_col_int_or(sqlite3_stmt *stmt, int col, int64_t if_null);
+
+/* SQL for the start (Unix seconds) of the UTC day or month holding the
+ * integer parameter now when the text p is 'day' or 'month', else 0: the
+ * arithmetic of kg_keycache_period_start() for the update statements. */
+#define KG_SQ_PERIOD_START(p, now)                                                                 \
+    "(CASE " p " WHEN 'day' THEN " now " - " now " % 86400"                                        \
+    " WHEN 'month' THEN CAST(strftime('%s', " now ", 'unixepoch', 'start of month') AS INTEGER)"   \
+    " ELSE 0 END)"
+
 /* "" and "not set" numbers are bound as NULL, the schema's word for "none". */
 int kg_sq_bind_text_or_null(sqlite3_stmt *stmt, int idx, const char *text);
 int kg_sq_bind_int_or_null(sqlite3_stmt *stmt, int idx, int64_t v, int64_t null_value);

@@ -20,6 +20,7 @@
 #include <unistd.h>
 
 #include "keygate/store.h"
+#include "keygate/timeutil.h"
 #include "store/sqlite_int.h"
 
 /* Column order of KEY_COLUMNS, for reading a row and binding an insert. */
@@ -624,6 +625,31 @@ sqlite_key_each_owner(struct kg_store *st, kg_store_key_owner_cb cb, void *ctx, 
     return rc;
 }
 
+/* Whether an update moves the key's refill period: ?8 is the new period,
+ * NULL for none; a start of 0 under a refill is moved even if the period
+ * stays. */
+#define KEY_PERIOD_MOVES                                                                           \
+    "(COALESCE(quota_period, '') <> COALESCE(?8, '')"                                              \
+    " OR (quota_period_start = 0 AND ?8 IS NOT NULL))"
+#define KEY_OLD_START KG_SQ_PERIOD_START("quota_period", "?10")
+#define KEY_NEW_START KG_SQ_PERIOD_START("?8", "?10")
+
+/* A refill set, changed or removed starts the count's period now (?10):
+ * what the old period counts now stays used in the current period of the
+ * new one (credits used up stay used up until its next start), what it
+ * counts no more (an earlier period, or a start of 0 under a refill) is
+ * history. The start is the later of the two periods' current starts, so
+ * that a flush from a daemon that has not reloaded yet adds to the count
+ * instead of starting it again. SET reads the row as it was. */
+static const char key_update_sql[] =
+    "UPDATE keys SET name = ?2, scopes = ?3, expires_at = ?4, rate = ?5,"
+    " rate_burst = ?6, quota_limit = ?7, quota_period = ?8, metadata = ?9,"
+    " quota_used = CASE WHEN " KEY_PERIOD_MOVES " AND quota_period_start < " KEY_OLD_START
+    " THEN 0 ELSE quota_used END,"
+    " quota_period_start = CASE WHEN " KEY_PERIOD_MOVES " THEN MAX(" KEY_OLD_START
+    ", " KEY_NEW_START ") ELSE quota_period_start END"
+    " WHERE id = ?1";
+
 static enum kg_status
 sqlite_key_update(struct kg_store *st, const struct kg_key_rec *rec,
                   const struct kg_audit_entry *audit, struct kg_err *err)
@@ -636,11 +662,7 @@ sqlite_key_update(struct kg_store *st, const struct kg_key_rec *rec,
     rc = kg_sq_begin(s, err);
     if (rc != KG_OK)
         return rc;
-    rc = kg_sq_prepare(s,
-                       "UPDATE keys SET name = ?2, scopes = ?3, expires_at = ?4, rate = ?5,"
-                       " rate_burst = ?6, quota_limit = ?7, quota_period = ?8, metadata = ?9"
-                       " WHERE id = ?1",
-                       &stmt, "update key", err);
+    rc = kg_sq_prepare(s, key_update_sql, &stmt, "update key", err);
     if (rc != KG_OK)
         goto cleanup;
     if (sqlite3_bind_text(stmt, 1, rec->id, -1, SQLITE_STATIC) != SQLITE_OK ||
@@ -652,6 +674,7 @@ sqlite_key_update(struct kg_store *st, const struct kg_key_rec *rec,
         kg_sq_bind_int_or_null(stmt, 7, rec->quota_limit, -1) != SQLITE_OK ||
         kg_sq_bind_text_or_null(stmt, 8, rec->quota_period) != SQLITE_OK ||
         sqlite3_bind_text(stmt, 9, metadata, -1, SQLITE_STATIC) != SQLITE_OK ||
+        sqlite3_bind_int64(stmt, 10, audit != NULL ? audit->time : kg_time_now()) != SQLITE_OK ||
         sqlite3_step(stmt) != SQLITE_DONE) {
         rc = kg_sq_fail(s, "update key", err);
         goto cleanup;
@@ -838,13 +861,12 @@ user_usage_add_locked(struct sqlite_store *s, const char *const *uids,
                        " tier_used, tier_period_start, updated_at)"
                        " SELECT id, ?2, ?3, ?4, ?5, ?6 FROM users WHERE id = ?1"
                        " ON CONFLICT (user_id) DO UPDATE SET"
-                       " credits_used = CASE WHEN credits_period_start <> 0"
-                       "  AND credits_period_start < excluded.credits_period_start"
+                       " credits_used = CASE"
+                       "  WHEN credits_period_start < excluded.credits_period_start"
                        "  THEN excluded.credits_used ELSE credits_used + excluded.credits_used END,"
                        " credits_period_start ="
                        "  MAX(credits_period_start, excluded.credits_period_start),"
-                       " tier_used = CASE WHEN tier_period_start <> 0"
-                       "  AND tier_period_start < excluded.tier_period_start"
+                       " tier_used = CASE WHEN tier_period_start < excluded.tier_period_start"
                        "  THEN excluded.tier_used ELSE tier_used + excluded.tier_used END,"
                        " tier_period_start = MAX(tier_period_start, excluded.tier_period_start),"
                        " updated_at = excluded.updated_at",
@@ -908,12 +930,12 @@ sqlite_key_usage_add(struct kg_store *st, const char *const *ids, const struct k
     if (rc != KG_OK)
         goto cleanup;
     /* Credits: a delta charged in a later refill period than the stored one
-     * starts the count again (the refill); otherwise it adds up. A stored
-     * start of 0 is no period yet: what was used before a refill was set
-     * counts in the first period. */
+     * starts the count again (the refill); otherwise it adds up. A delta
+     * without a refill has a start of 0, which adds up; a stored start of 0
+     * under a refill is history, since setting a refill moves the start
+     * (key_update_sql). */
     rc = kg_sq_prepare(s,
-                       "UPDATE keys SET quota_used = CASE WHEN quota_period_start <> 0"
-                       " AND quota_period_start < ?3"
+                       "UPDATE keys SET quota_used = CASE WHEN quota_period_start < ?3"
                        " THEN ?2 ELSE quota_used + ?2 END,"
                        " quota_period_start = MAX(quota_period_start, ?3) WHERE id = ?1",
                        &charge, "record key credits", err);

@@ -1121,6 +1121,22 @@ test_user_credits_are_set_shown_shared_by_its_keys_and_lifted(void **state)
     assert_true(json_is_null(json_object_get(r.json, "quota_period")));
     reply_cleanup(&r);
     assert_int_equal(public_status("GET", "/v1/items", key), 200);
+
+    /* A refill on unlimited credits is refused as on POST, naming the member. */
+    call("PATCH", path, W.acme_admin, "{\"quota_period\": \"day\"}", &r);
+    expect_detail(&r, 400, "quota_period");
+    reply_cleanup(&r);
+    /* She spent 3 in all: credits of 1 a day from now leave today used up. */
+    call("PATCH", path, W.acme_admin, "{\"quota_limit\": 1, \"quota_period\": \"day\"}", &r);
+    expect(&r, 200);
+    reply_cleanup(&r);
+    assert_int_equal(public_status("GET", "/v1/items", key), 429);
+    /* Unlimited again drops the refill with the limit. */
+    call("PATCH", path, W.acme_admin, "{\"quota_limit\": null}", &r);
+    expect(&r, 200);
+    assert_true(json_is_null(json_object_get(r.json, "quota_period")));
+    reply_cleanup(&r);
+    assert_int_equal(public_status("GET", "/v1/items", key), 200);
     free(user);
     free(key);
 }

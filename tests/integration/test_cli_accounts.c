@@ -349,6 +349,13 @@ test_user_mistakes_are_one_line_with_the_right_exit_code(void **state)
          2,
          "yes or no"},
         {{"users", "disable", "nobody"}, 1, "no user nobody"},
+        {{"users", "update", "bob", "--tenant", "acme", "--refill", "day"},
+         2,
+         "a refill needs credits"},
+        {{"users", "update", "bob", "--tenant", "acme", "--credits", "unlimited", "--refill",
+          "month"},
+         2,
+         "a refill needs credits"},
     };
 
     (void)state;

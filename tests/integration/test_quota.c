@@ -245,6 +245,50 @@ test_more_credits_from_keys_update_let_the_key_through_again(void **state)
     wait_stored_used(W.gw, W.three.id, 4);
 }
 
+/* `keys update ARGS...` of id with --json into r; fails unless it exits code. */
+static void
+key_update(const char *id, const char *const *args, int code, struct kt_cli_result *r)
+{
+    const char *argv[12] = {"keys", "update", id};
+    size_t n = 3;
+
+    while (*args != NULL && n < sizeof(argv) / sizeof(argv[0]) - 2)
+        argv[n++] = *args++;
+    argv[n++] = "--json";
+    argv[n] = NULL;
+    if (!kt_daemon_cli(W.gw, r, argv) || r->exit_code != code)
+        fail_msg("keys update should exit %d, got %d: %s", code, r->exit_code,
+                 r->err != NULL ? r->err : "");
+}
+
+static void
+test_a_refill_needs_credits_and_unlimited_credits_drop_the_refill(void **state)
+{
+    struct kt_cli_result r = {0};
+    struct kt_key k = {0};
+    json_t *o;
+
+    (void)state;
+    if (!kt_daemon_key_cli(
+            W.gw, (const char *const[]){"keys", "create", "--name", "free", "--json", NULL}, &k))
+        fail_msg("keys create should succeed");
+    key_update(k.id, (const char *const[]){"--refill", "day", NULL}, 2, &r);
+    assert_non_null(strstr(r.err, "keygate: a refill needs credits"));
+    assert_non_null(strchr(r.err, '\n'));
+    assert_null(strchr(strchr(r.err, '\n') + 1, '\n')); /* one line */
+    kt_cli_result_cleanup(&r);
+    key_update(k.id, (const char *const[]){"--credits", "2", "--refill", "day", NULL}, 0, &r);
+    kt_cli_result_cleanup(&r);
+    key_update(k.id, (const char *const[]){"--credits", "unlimited", NULL}, 0, &r);
+    o = json_loads(r.out, 0, NULL);
+    kt_cli_result_cleanup(&r);
+    assert_non_null(o);
+    assert_true(json_is_null(json_object_get(o, "quota_limit")));
+    assert_true(json_is_null(json_object_get(o, "quota_period")));
+    json_decref(o);
+    kt_key_cleanup(&k);
+}
+
 static void
 test_the_error_style_answers_quota_exceeded_as_an_error_object(void **state)
 {
@@ -307,6 +351,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_three_credits_give_three_answers_then_quota_exceeded),
         cmocka_unit_test(test_more_credits_from_keys_update_let_the_key_through_again),
+        cmocka_unit_test(test_a_refill_needs_credits_and_unlimited_credits_drop_the_refill),
         cmocka_unit_test(test_the_error_style_answers_quota_exceeded_as_an_error_object),
         cmocka_unit_test(test_a_cost_rule_charges_its_units_and_other_routes_one),
         cmocka_unit_test(test_an_upstream_failure_charges_nothing),

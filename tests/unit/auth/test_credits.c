@@ -254,7 +254,7 @@ test_a_new_refill_period_starts_the_credits_again(void **state)
 }
 
 static void
-test_credits_used_before_a_refill_was_set_count_in_the_first_period(void **state)
+test_a_count_without_a_start_under_a_refill_is_history(void **state)
 {
     struct kg_fx_cache *f = *state;
     const struct kg_keysnap *snap;
@@ -263,20 +263,137 @@ test_credits_used_before_a_refill_was_set_count_in_the_first_period(void **state
     struct kg_key_rec rec;
     struct kg_err err = {{0}};
 
+    /* What an older keygate left: a refill set without moving the start. */
     insert_key(f, "key_m", 10, "");
-    raw_exec(f->path, "UPDATE keys SET quota_used = 3, quota_period = 'month'");
+    raw_exec(f->path, "UPDATE keys SET quota_used = 10, quota_period = 'month'");
     reload(f);
     ent = find(f, "key_m", &snap);
-    assert_int_equal(kg_keycache_credits_used(ent->stat, ent->quota_period, now), 3);
+    assert_int_equal(kg_keycache_credits_used(ent->stat, ent->quota_period, now), 0);
+    assert_true(kg_keycache_credits_allow(ent, 10, now));
     kg_keycache_charge(ent->stat, 1);
     kg_keycache_release(snap);
     flush_ok(f);
     if (kg_store_key_get(f->st, "key_m", &rec, &err) != KG_OK)
         fail_msg("reading key_m should succeed: %s", err.msg);
-    assert_int_equal(rec.quota_used, 4);
+    assert_int_equal(rec.quota_used, 1);
     /* flush_ok's clock may have passed a month boundary since now: either start. */
     assert_true(rec.quota_period_start == kg_keycache_period_start(KG_QUOTA_MONTH, now) ||
                 rec.quota_period_start == kg_keycache_period_start(KG_QUOTA_MONTH, kg_time_now()));
+}
+
+/* An audit entry at the given time: the store moves refill periods by it.
+ * Gives the store the audit key it then needs (any fixed bytes do). */
+static struct kg_audit_entry
+entry_at(struct kg_fx_cache *f, const char *action, const char *object, int64_t at)
+{
+    unsigned char audit_key[KG_AUDIT_KEY_BYTES];
+    struct kg_audit_entry e;
+
+    memset(audit_key, 7, sizeof(audit_key));
+    kg_store_set_audit_key(f->st, audit_key);
+    memset(&e, 0, sizeof(e));
+    e.time = at;
+    snprintf(e.actor, sizeof(e.actor), "test");
+    snprintf(e.action, sizeof(e.action), "%s", action);
+    snprintf(e.object, sizeof(e.object), "%s", object);
+    snprintf(e.details, sizeof(e.details), "{}");
+    return e;
+}
+
+/* What `keys update ID --credits limit --refill period` stores, at at. */
+static void
+update_key_at(struct kg_fx_cache *f, const char *id, int64_t limit, const char *period, int64_t at)
+{
+    struct kg_audit_entry e = entry_at(f, "key.update", id, at);
+    struct kg_key_rec rec;
+    struct kg_err err = {{0}};
+
+    if (kg_store_key_get(f->st, id, &rec, &err) != KG_OK)
+        fail_msg("reading %s should succeed: %s", id, err.msg);
+    rec.quota_limit = limit;
+    snprintf(rec.quota_period, sizeof(rec.quota_period), "%s", period);
+    if (kg_store_key_update(f->st, &rec, &e, &err) != KG_OK)
+        fail_msg("updating %s should succeed: %s", id, err.msg);
+}
+
+static void
+test_credits_used_up_before_a_refill_was_set_come_back_at_the_next_period(void **state)
+{
+    struct kg_fx_cache *f = *state;
+    const struct kg_keysnap *snap;
+    const struct kg_keyent *ent;
+    int64_t day = kg_keycache_period_start(KG_QUOTA_DAY, kg_time_now());
+    int64_t at = day + 3600;
+
+    insert_key(f, "key_b", 10, "");
+    reload(f);
+    ent = find(f, "key_b", &snap);
+    kg_keycache_charge(ent->stat, 10);
+    kg_keycache_release(snap);
+    flush_ok(f);
+    update_key_at(f, "key_b", 10, "day", at);
+    reload(f);
+    ent = find(f, "key_b", &snap);
+    /* Used up stays used up for the rest of the day the refill was set... */
+    assert_int_equal(kg_keycache_credits_used(ent->stat, ent->quota_period, at), 10);
+    assert_false(kg_keycache_credits_allow(ent, 1, at));
+    assert_false(kg_keycache_credits_allow(ent, 1, day + 86399));
+    /* ...and the next UTC day the credits are whole again. */
+    assert_true(kg_keycache_credits_allow(ent, 10, day + 86400));
+    assert_false(kg_keycache_credits_allow(ent, 11, day + 86400));
+    kg_keycache_release(snap);
+    assert_int_equal(stored_used(f, "key_b"), 10);
+}
+
+static void
+test_a_changed_refill_keeps_what_the_current_period_used(void **state)
+{
+    struct kg_fx_cache *f = *state;
+    const struct kg_keysnap *snap;
+    const struct kg_keyent *ent;
+    int64_t day = kg_keycache_period_start(KG_QUOTA_DAY, kg_time_now());
+    int64_t at = day + 3600;
+    int64_t next_month = kg_keycache_period_start(
+        KG_QUOTA_MONTH, kg_keycache_period_start(KG_QUOTA_MONTH, at) + 32 * 86400);
+    char sql[160];
+
+    /* Used up today under a daily refill, then made monthly: still used up
+     * this month, whole again the next. */
+    insert_key(f, "key_c", 10, "day");
+    snprintf(sql, sizeof(sql), "UPDATE keys SET quota_used = 10, quota_period_start = %lld",
+             (long long)day);
+    raw_exec(f->path, sql);
+    update_key_at(f, "key_c", 10, "month", at);
+    reload(f);
+    ent = find(f, "key_c", &snap);
+    assert_false(kg_keycache_credits_allow(ent, 1, at));
+    assert_false(kg_keycache_credits_allow(ent, 1, next_month - 1));
+    assert_true(kg_keycache_credits_allow(ent, 10, next_month));
+    kg_keycache_release(snap);
+
+    /* Used up yesterday: history, whatever the new refill. */
+    snprintf(sql, sizeof(sql),
+             "UPDATE keys SET quota_used = 10, quota_period = 'day', quota_period_start = %lld",
+             (long long)(day - 86400));
+    raw_exec(f->path, sql);
+    update_key_at(f, "key_c", 10, "month", at);
+    reload(f);
+    ent = find(f, "key_c", &snap);
+    assert_true(kg_keycache_credits_allow(ent, 10, at));
+    kg_keycache_release(snap);
+    assert_int_equal(stored_used(f, "key_c"), 0);
+
+    /* A refill removed keeps what today used, for good. */
+    snprintf(sql, sizeof(sql),
+             "UPDATE keys SET quota_used = 10, quota_period = 'day', quota_period_start = %lld",
+             (long long)day);
+    raw_exec(f->path, sql);
+    update_key_at(f, "key_c", 10, "", at);
+    reload(f);
+    ent = find(f, "key_c", &snap);
+    assert_false(kg_keycache_credits_allow(ent, 1, at));
+    assert_false(kg_keycache_credits_allow(ent, 1, day + 40 * 86400));
+    kg_keycache_release(snap);
 }
 
 /* Two keys of one user: insert_key() gives each key the default user of
@@ -469,6 +586,79 @@ test_a_failed_flush_charges_no_user_and_the_next_charges_once(void **state)
     kg_config_free(cfg);
 }
 
+static void
+test_a_user_who_spent_while_unlimited_gets_its_credits_at_the_next_period(void **state)
+{
+    struct kg_fx_cache *f = *state;
+    const struct kg_keysnap *snap;
+    const struct kg_keyent *k;
+    int64_t day = kg_keycache_period_start(KG_QUOTA_DAY, kg_time_now());
+    int64_t at = day + 3600;
+    struct kg_audit_entry e;
+    struct kg_key_rec rec;
+    struct kg_user_rec u;
+    struct kg_err err = {{0}};
+
+    insert_shared_key(f, "key_1", -1);
+    reload(f);
+    k = find(f, "key_1", &snap);
+    kg_keycache_charge(k->stat, 10);
+    kg_keycache_release(snap);
+    flush_ok(f);
+    /* users update U --credits 5 --refill day: 5 < the 10 used. */
+    if (kg_store_key_get(f->st, "key_1", &rec, &err) != KG_OK ||
+        kg_store_user_get(f->st, rec.user_id, &u, &err) != KG_OK)
+        fail_msg("reading the owner of key_1 should succeed: %s", err.msg);
+    u.has_quota = true;
+    u.quota_limit = 5;
+    snprintf(u.quota_period, sizeof(u.quota_period), "day");
+    e = entry_at(f, "user.update", u.id, at);
+    if (kg_store_user_update(f->st, &u, &e, &err) != KG_OK)
+        fail_msg("updating the user should succeed: %s", err.msg);
+    assert_int_equal(user_used(f, "key_1").credits_period_start, day);
+    reload(f);
+    k = find(f, "key_1", &snap);
+    assert_false(kg_keycache_spend_allow(k, NULL, 1, at));
+    assert_false(kg_keycache_spend_allow(k, NULL, 1, day + 86399));
+    assert_true(kg_keycache_spend_allow(k, NULL, 5, day + 86400));
+    assert_false(kg_keycache_spend_allow(k, NULL, 6, day + 86400));
+    kg_keycache_release(snap);
+}
+
+static void
+test_a_request_that_costs_nothing_passes_every_limit_even_past_it(void **state)
+{
+    struct kg_fx_cache *f = *state;
+    const struct kg_keysnap *snap;
+    const struct kg_keyent *k;
+    struct kg_config *cfg = NULL;
+    const struct kg_tier *tier;
+    int64_t now = kg_time_now();
+
+    if (kg_fx_load_config("tier gold rate 100/s quota 4/day\n", &cfg) != 0)
+        fail_msg("the tier should load");
+    tier = kg_config_tier(cfg, "gold");
+    assert_non_null(tier);
+    insert_shared_key(f, "key_1", 5);
+    reload(f);
+    k = find(f, "key_1", &snap);
+    (void)kg_keycache_spend_allow(k, tier, 5, now); /* sets the period the tier counts in */
+    kg_keycache_charge(k->stat, 5);
+    kg_keycache_release(snap);
+    /* Limits lowered below what was used: the key, its user and the tier
+     * (4 a day) are all past theirs. */
+    raw_exec(f->path, "UPDATE keys SET quota_limit = 2");
+    raw_exec(f->path, "UPDATE users SET quota_limit = 3 WHERE tenant = 'shared'");
+    reload(f);
+    k = find(f, "key_1", &snap);
+    assert_false(kg_keycache_credits_allow(k, 1, now));
+    assert_false(kg_keycache_spend_allow(k, tier, 1, now));
+    assert_true(kg_keycache_credits_allow(k, 0, now));
+    assert_true(kg_keycache_spend_allow(k, tier, 0, now));
+    kg_keycache_release(snap);
+    kg_config_free(cfg);
+}
+
 int
 main(void)
 {
@@ -483,8 +673,18 @@ main(void)
             kg_fx_cache_teardown),
         cmocka_unit_test_setup_teardown(test_a_new_refill_period_starts_the_credits_again,
                                         kg_fx_cache_setup, kg_fx_cache_teardown),
+        cmocka_unit_test_setup_teardown(test_a_count_without_a_start_under_a_refill_is_history,
+                                        kg_fx_cache_setup, kg_fx_cache_teardown),
         cmocka_unit_test_setup_teardown(
-            test_credits_used_before_a_refill_was_set_count_in_the_first_period, kg_fx_cache_setup,
+            test_credits_used_up_before_a_refill_was_set_come_back_at_the_next_period,
+            kg_fx_cache_setup, kg_fx_cache_teardown),
+        cmocka_unit_test_setup_teardown(test_a_changed_refill_keeps_what_the_current_period_used,
+                                        kg_fx_cache_setup, kg_fx_cache_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_user_who_spent_while_unlimited_gets_its_credits_at_the_next_period,
+            kg_fx_cache_setup, kg_fx_cache_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_request_that_costs_nothing_passes_every_limit_even_past_it, kg_fx_cache_setup,
             kg_fx_cache_teardown),
         cmocka_unit_test_setup_teardown(
             test_a_users_credits_are_shared_by_its_keys_and_the_stricter_limit_decides,
@@ -492,8 +692,8 @@ main(void)
         cmocka_unit_test_setup_teardown(
             test_the_tier_quota_counts_per_user_and_a_refusal_charges_nothing, kg_fx_cache_setup,
             kg_fx_cache_teardown),
-        cmocka_unit_test_setup_teardown(test_a_tier_without_quota_counts_nothing,
-                                        kg_fx_cache_setup, kg_fx_cache_teardown),
+        cmocka_unit_test_setup_teardown(test_a_tier_without_quota_counts_nothing, kg_fx_cache_setup,
+                                        kg_fx_cache_teardown),
         cmocka_unit_test_setup_teardown(
             test_a_failed_flush_charges_no_user_and_the_next_charges_once, kg_fx_cache_setup,
             kg_fx_cache_teardown),

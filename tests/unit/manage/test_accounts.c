@@ -620,9 +620,10 @@ test_user_credits_are_set_changed_made_unlimited_and_audited(void **state)
 
     assert_int_equal(kg_accounts_user_update(&fx->kc, NULL, u.id, &chg, NOW + 1, &u, &err), KG_OK);
     assert_false(u.has_quota);
+    assert_string_equal(u.quota_period, ""); /* unlimited credits have nothing to refill */
     e = last_entry(fx);
     assert_string_equal(e.action, "user.update");
-    assert_string_equal(e.details, "{\"quota_limit\":-1}");
+    assert_string_equal(e.details, "{\"quota_limit\":-1,\"quota_period\":\"\"}");
     chg = (struct kg_user_change){.set_quota_limit = true, .quota_limit = 0, .quota_period = ""};
     assert_int_equal(kg_accounts_user_update(&fx->kc, NULL, u.id, &chg, NOW + 2, &u, &err), KG_OK);
     assert_true(u.has_quota);
@@ -635,9 +636,63 @@ test_user_credits_are_set_changed_made_unlimited_and_audited(void **state)
     assert_int_equal(kg_accounts_user_update(&fx->kc, NULL, u.id, &chg, NOW, &u, &err), KG_EINVAL);
     req = (struct kg_user_new){.username = "x", .refill = "day"};
     assert_int_equal(kg_accounts_user_check_new(&req, &err), KG_EINVAL);
-    assert_string_equal(err.msg, "a refill needs credits");
+    assert_string_equal(err.msg, "a refill needs credits (quota_period needs a quota_limit)");
     req = (struct kg_user_new){.username = "x", .has_credits = true, .credits = 1000000001};
     assert_int_equal(kg_accounts_user_check_new(&req, &err), KG_EINVAL);
+}
+
+static void
+test_a_refill_on_unlimited_credits_is_refused_by_update_as_by_create(void **state)
+{
+    struct kg_fx_store *fx = *state;
+    struct kg_user_new req = {.username = "free"};
+    struct kg_user_change chg = {.quota_period = "day"};
+    struct kg_user_rec u, got;
+    struct kg_err err = {{0}};
+
+    assert_int_equal(kg_accounts_user_create(&fx->kc, NULL, &req, NULL, NOW, &u, NULL, NULL, &err),
+                     KG_OK);
+    assert_int_equal(kg_accounts_user_update(&fx->kc, NULL, u.id, &chg, NOW, &got, &err),
+                     KG_EINVAL);
+    assert_string_equal(err.msg, "a refill needs credits (quota_period needs a quota_limit)");
+    /* Unlimited and a refill in one change: the same. */
+    chg =
+        (struct kg_user_change){.set_quota_limit = true, .quota_limit = -1, .quota_period = "day"};
+    assert_int_equal(kg_accounts_user_update(&fx->kc, NULL, u.id, &chg, NOW, &got, &err),
+                     KG_EINVAL);
+    assert_int_equal(kg_accounts_user_get(&fx->kc, NULL, u.id, &got, &err), KG_OK);
+    assert_string_equal(got.quota_period, "");
+    /* Credits and a refill together, then "never", are fine. */
+    chg = (struct kg_user_change){.set_quota_limit = true, .quota_limit = 5, .quota_period = "day"};
+    assert_int_equal(kg_accounts_user_update(&fx->kc, NULL, u.id, &chg, NOW, &got, &err), KG_OK);
+    assert_string_equal(got.quota_period, "day");
+    chg = (struct kg_user_change){.quota_period = ""};
+    assert_int_equal(kg_accounts_user_update(&fx->kc, NULL, u.id, &chg, NOW, &got, &err), KG_OK);
+    assert_string_equal(got.quota_period, "");
+}
+
+static void
+test_a_tier_without_quota_shows_no_tier_usage(void **state)
+{
+    struct kg_fx_store *fx = *state;
+    struct kg_user_new req = {.username = "old", .tier = "gone"};
+    struct kg_user_usage used;
+    struct kg_user_rec u;
+    struct kg_err err = {{0}};
+    const char *uids[1];
+    struct kg_user_usage delta = {.tier = 7};
+
+    assert_int_equal(kg_accounts_user_create(&fx->kc, NULL, &req, NULL, NOW, &u, NULL, NULL, &err),
+                     KG_OK);
+    /* Counted today while its tier had a quota, which the config no longer has. */
+    uids[0] = u.id;
+    delta.tier_period_start = NOW - NOW % 86400;
+    assert_int_equal(kg_store_usage_add(fx->store, NULL, NULL, 0, uids, &delta, 1, NOW, &err),
+                     KG_OK);
+    assert_null(kg_config_tier(fx->cfg, "gone"));
+    assert_int_equal(kg_accounts_user_usage(&fx->kc, NULL, &u, NOW, &used, &err), KG_OK);
+    assert_int_equal(used.tier, 0);
+    assert_int_equal(used.tier_period_start, 0);
 }
 
 int
@@ -646,6 +701,8 @@ main(void)
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
     const struct CMUnitTest tests[] = {
         T(test_user_credits_are_set_changed_made_unlimited_and_audited),
+        T(test_a_refill_on_unlimited_credits_is_refused_by_update_as_by_create),
+        T(test_a_tier_without_quota_shows_no_tier_usage),
         T(test_a_tenant_is_created_once_with_a_valid_name_and_audited),
         T(test_a_fenced_caller_sees_and_makes_only_its_own_tenant),
         T(test_a_fenced_tenant_listing_holds_one_tenant),

@@ -980,12 +980,43 @@ test_every_change_is_audited_with_its_actor_and_a_missing_actor_is_refused(void 
     assert_int_equal(audit_actions(fx).n, 4);
 }
 
+static void
+test_making_a_keys_credits_unlimited_drops_its_refill_and_a_refill_needs_credits(void **state)
+{
+    struct kg_fx_store *fx = *state;
+    struct kg_key_change chg = {.set_quota_limit = true, .quota_limit = -1};
+    struct kg_key_rec rec, got;
+    struct kg_err err = {{0}};
+
+    kg_keys_key_free(
+        make(fx,
+             &(struct kg_key_new){
+                 .name = "metered", .has_credits = true, .credits = 10, .refill = "day"},
+             NOW, &rec));
+    assert_string_equal(rec.quota_period, "day");
+    assert_int_equal(kg_keys_update(&fx->kc, NULL, rec.id, &chg, NOW, &got, &err), KG_OK);
+    assert_int_equal(got.quota_limit, -1);
+    assert_string_equal(got.quota_period, "");
+    assert_int_equal(kg_keys_get(&fx->kc, NULL, rec.id, &got, &err), KG_OK);
+    assert_string_equal(got.quota_period, "");
+    /* Now unlimited: a refill alone is refused, with create's words. */
+    chg = (struct kg_key_change){.quota_period = "month"};
+    assert_int_equal(kg_keys_update(&fx->kc, NULL, rec.id, &chg, NOW, &got, &err), KG_EINVAL);
+    assert_string_equal(err.msg, "a refill needs credits (quota_period needs a quota_limit)");
+    chg =
+        (struct kg_key_change){.set_quota_limit = true, .quota_limit = 3, .quota_period = "month"};
+    assert_int_equal(kg_keys_update(&fx->kc, NULL, rec.id, &chg, NOW, &got, &err), KG_OK);
+    assert_int_equal(got.quota_limit, 3);
+    assert_string_equal(got.quota_period, "month");
+}
+
 int
 main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
     const struct CMUnitTest tests[] = {
         T(test_created_key_is_well_formed_and_its_digest_finds_the_record),
+        T(test_making_a_keys_credits_unlimited_drops_its_refill_and_a_refill_needs_credits),
         T(test_created_record_has_the_documented_defaults),
         T(test_two_creates_give_different_keys_and_ids),
         T(test_create_refuses_a_missing_empty_or_overlong_name),
