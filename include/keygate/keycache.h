@@ -164,6 +164,12 @@ void kg_keycache_count(const struct kg_keyent *ent, enum kg_usage_kind kind);
  * KG_QUOTA_NONE. */
 int64_t kg_keycache_period_start(enum kg_quota_period period, int64_t now);
 
+/* What a stored count (quota_used with its quota_period "", "day" or
+ * "month" and quota_period_start) means at now: the count of an ended
+ * refill period is 0, the same rule the daemon charges by. For showing a
+ * stored record; pure. */
+int64_t kg_keycache_stored_used(const char *period, int64_t used, int64_t start, int64_t now);
+
 /* The credits stat has used in the refill period holding now: what the
  * store had when this process last read or wrote it (0 when that was an
  * earlier period) plus what this process charged and has not flushed. */

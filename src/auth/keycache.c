@@ -540,6 +540,14 @@ period_of(const char *s)
                                                                           : KG_QUOTA_NONE;
 }
 
+int64_t
+kg_keycache_stored_used(const char *period, int64_t used, int64_t start, int64_t now)
+{
+    enum kg_quota_period p = period != NULL ? period_of(period) : KG_QUOTA_NONE;
+
+    return p != KG_QUOTA_NONE && start < kg_keycache_period_start(p, now) ? 0 : used;
+}
+
 /* Copies rec's and its owner's strings into one block and splits the key's
  * scopes and the owner's role, so that deciding never allocates. */
 static bool

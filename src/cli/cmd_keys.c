@@ -14,6 +14,7 @@
 #include "cli_int.h"
 #include "keygate/accounts.h"
 #include "keygate/cli.h"
+#include "keygate/keycache.h"
 #include "keygate/keyfmt.h"
 #include "keygate/keys.h"
 #include "keygate/output.h"
@@ -434,6 +435,7 @@ print_key_fields(const struct kg_key_rec *rec, enum kg_key_state state, int64_t 
     char revoked[KG_RFC3339_MAX], stops[KG_RFC3339_MAX + 64];
     char requests[32], denied[128];
     bool grace = rec->revoked_at > now;
+    int64_t credits;
     struct kg_output_field fields[20];
     size_t n = 0;
 
@@ -444,11 +446,13 @@ print_key_fields(const struct kg_key_rec *rec, enum kg_key_state state, int64_t 
         snprintf(rate, sizeof(rate), "%s (burst %" PRId64 ")", rec->rate, rec->rate_burst);
     else
         snprintf(rate, sizeof(rate), "%s", rec->rate);
+    credits =
+        kg_keycache_stored_used(rec->quota_period, rec->quota_used, rec->quota_period_start, now);
     if (rec->quota_limit < 0)
-        snprintf(quota, sizeof(quota), "unlimited (used %" PRId64 ")", rec->quota_used);
+        snprintf(quota, sizeof(quota), "unlimited (used %" PRId64 ")", credits);
     else
         snprintf(quota, sizeof(quota), "%" PRId64 "%s%s (used %" PRId64 ")", rec->quota_limit,
-                 rec->quota_period[0] != '\0' ? " per " : "", rec->quota_period, rec->quota_used);
+                 rec->quota_period[0] != '\0' ? " per " : "", rec->quota_period, credits);
 
     fields[n++] = (struct kg_output_field){"id", rec->id};
     fields[n++] = (struct kg_output_field){"name", rec->name};

@@ -12,8 +12,10 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "keygate/keycache.h"
 #include "keygate/keyfmt.h"
 #include "keygate/output.h"
+#include "keygate/timeutil.h"
 
 const char *
 kg_output_time(int64_t t, const char *unset, char buf[KG_RFC3339_MAX])
@@ -97,7 +99,10 @@ put_detail(json_t *o, const struct kg_key_rec *rec)
            put(o, "quota_limit",
                rec->quota_limit >= 0 ? json_integer(rec->quota_limit) : json_null()) &&
            put(o, "quota_period", str_or_null(rec->quota_period)) &&
-           put(o, "quota_used", json_integer(rec->quota_used)) && put(o, "metadata", meta);
+           put(o, "quota_used",
+               json_integer(kg_keycache_stored_used(rec->quota_period, rec->quota_used,
+                                                    rec->quota_period_start, kg_time_now()))) &&
+           put(o, "metadata", meta);
 }
 
 json_t *

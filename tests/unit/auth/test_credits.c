@@ -659,6 +659,26 @@ test_a_request_that_costs_nothing_passes_every_limit_even_past_it(void **state)
     kg_config_free(cfg);
 }
 
+static void
+test_a_stored_count_of_an_ended_refill_period_shows_as_nothing_used(void **state)
+{
+    /* 2026-11-23T12:00:00Z; the day began at 1795392000, the month at 1793491200. */
+    const int64_t now = 1795435200, day = 1795392000, month = 1793491200;
+
+    (void)state;
+    assert_int_equal(kg_keycache_period_start(KG_QUOTA_DAY, now), day);
+    assert_int_equal(kg_keycache_period_start(KG_QUOTA_MONTH, now), month);
+    /* No refill: the count is the count, whatever its start. */
+    assert_int_equal(kg_keycache_stored_used("", 7, 0, now), 7);
+    /* This period's count stands; an earlier period's is history. */
+    assert_int_equal(kg_keycache_stored_used("day", 7, day, now), 7);
+    assert_int_equal(kg_keycache_stored_used("day", 7, day - 86400, now), 0);
+    assert_int_equal(kg_keycache_stored_used("month", 7, month, now), 7);
+    assert_int_equal(kg_keycache_stored_used("month", 7, day, now), 7);
+    assert_int_equal(kg_keycache_stored_used("month", 7, month - 1, now), 0);
+    assert_int_equal(kg_keycache_stored_used(NULL, 3, 0, now), 3);
+}
+
 int
 main(void)
 {
@@ -666,6 +686,7 @@ main(void)
         cmocka_unit_test(test_the_first_matching_cost_rule_wins_and_no_rule_costs_one),
         cmocka_unit_test(test_bad_cost_lines_are_refused),
         cmocka_unit_test(test_refill_periods_start_at_the_utc_day_and_month),
+        cmocka_unit_test(test_a_stored_count_of_an_ended_refill_period_shows_as_nothing_used),
         cmocka_unit_test_setup_teardown(test_charges_are_checked_then_flushed_once,
                                         kg_fx_cache_setup, kg_fx_cache_teardown),
         cmocka_unit_test_setup_teardown(
