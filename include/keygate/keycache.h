@@ -195,6 +195,13 @@ int64_t kg_keycache_meter_used(struct kg_meter *m, enum kg_quota_period period, 
 bool kg_keycache_spend_allow(const struct kg_keyent *ent, const struct kg_tier *tier, int64_t cost,
                              int64_t now);
 
+/* After kg_keycache_spend_allow() refused: the seconds until every limit
+ * that refused starts a new refill period (the Retry-After of the 429), or
+ * 0 when one of them never refills by itself (credits without a refill, or
+ * a cost above the limit). */
+int64_t kg_keycache_spend_retry_after(const struct kg_keyent *ent, const struct kg_tier *tier,
+                                      int64_t cost, int64_t now);
+
 /* Charges units credits to stat, and to its owner's credits and tier quota
  * (a stat record outlives snapshots, so a request may keep it past
  * releasing its snapshot). Lock-free. */

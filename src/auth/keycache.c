@@ -341,6 +341,53 @@ kg_keycache_spend_allow(const struct kg_keyent *ent, const struct kg_tier *tier,
     return tp == KG_QUOTA_NONE || kg_keycache_meter_used(&us->tier, tp, now) + cost <= tier->quota;
 }
 
+/* Seconds from now to the start of the period after the one holding now. */
+static int64_t
+to_next_period(enum kg_quota_period p, int64_t now)
+{
+    int64_t start = kg_keycache_period_start(p, now);
+    int64_t next = p == KG_QUOTA_DAY ? start + 86400
+                                     : kg_keycache_period_start(p, start + 32 * 86400);
+
+    return next - now;
+}
+
+/* Folds one limit into the wait: *wait stays the longest, -1 for never. */
+static void
+fold_wait(int64_t used, int64_t limit, enum kg_quota_period p, int64_t cost, int64_t now,
+          int64_t *wait)
+{
+    if (*wait < 0 || used + cost <= limit)
+        return;
+    if (p == KG_QUOTA_NONE || cost > limit) {
+        *wait = -1;
+        return;
+    }
+    if (to_next_period(p, now) > *wait)
+        *wait = to_next_period(p, now);
+}
+
+int64_t
+kg_keycache_spend_retry_after(const struct kg_keyent *ent, const struct kg_tier *tier,
+                              int64_t cost, int64_t now)
+{
+    struct kg_userstat *us = ent->ustat;
+    int64_t wait = 0;
+
+    if (cost <= 0)
+        return 0;
+    if (ent->quota_limit >= 0)
+        fold_wait(kg_keycache_credits_used(ent->stat, ent->quota_period, now), ent->quota_limit,
+                  ent->quota_period, cost, now, &wait);
+    if (us != NULL && ent->user_has_quota)
+        fold_wait(kg_keycache_meter_used(&us->credits, ent->user_quota_period, now),
+                  ent->user_quota_limit, ent->user_quota_period, cost, now, &wait);
+    if (us != NULL && tier != NULL && tier->quota_period != KG_QUOTA_NONE)
+        fold_wait(kg_keycache_meter_used(&us->tier, tier->quota_period, now), tier->quota,
+                  tier->quota_period, cost, now, &wait);
+    return wait > 0 ? wait : 0;
+}
+
 void
 kg_keycache_charge(struct kg_keystat *stat, int64_t units)
 {

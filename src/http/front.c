@@ -984,9 +984,15 @@ decide_first(struct kg_req *req, struct MHD_Connection *conn, const char *method
         kg_respond_verdict(cfg, &d, &ans);
         ret = send_answer(req, conn, &ans);
     } else if (over_quota) {
+        int64_t wait = kg_keycache_spend_retry_after(d.key, kg_config_tier(cfg, d.key->tier),
+                                                     req->cost, now);
+
         d.verdict = KG_DENY_QUOTA;
         req->outcome = KG_OUTCOME_QUOTA_EXCEEDED;
         kg_respond_verdict(cfg, &d, &ans);
+        /* Credits that refill: when the last refusing limit starts again. */
+        if (wait > 0)
+            ans.retry_after_s = wait > 86400 * 31 ? 86400 * 31 : (int)wait;
         ret = send_answer(req, conn, &ans);
     } else if (!lv.allowed) {
         req->outcome = KG_OUTCOME_RATE_LIMITED;

@@ -254,6 +254,35 @@ test_a_new_refill_period_starts_the_credits_again(void **state)
 }
 
 static void
+test_retry_after_of_a_quota_refusal_is_the_next_refill_or_none(void **state)
+{
+    struct kg_fx_cache *f = *state;
+    const struct kg_keysnap *snap, *snap2;
+    const struct kg_keyent *daily, *once;
+    /* 2026-11-23T12:00:00Z: 12 h to the next UTC day. */
+    const int64_t now = 1795435200;
+
+    insert_key(f, "key_day", 2, "day");
+    insert_key(f, "key_once", 2, "");
+    reload(f);
+    daily = find(f, "key_day", &snap);
+    once = find(f, "key_once", &snap2);
+    kg_keycache_charge(daily->stat, 2);
+    kg_keycache_charge(once->stat, 2);
+    assert_false(kg_keycache_spend_allow(daily, NULL, 1, now));
+    assert_int_equal(kg_keycache_spend_retry_after(daily, NULL, 1, now), 12 * 3600);
+    /* Credits without a refill never come back by themselves: no Retry-After. */
+    assert_false(kg_keycache_spend_allow(once, NULL, 1, now));
+    assert_int_equal(kg_keycache_spend_retry_after(once, NULL, 1, now), 0);
+    /* A cost above the limit never fits either. */
+    assert_int_equal(kg_keycache_spend_retry_after(daily, NULL, 3, now), 0);
+    /* Nothing refused: nothing to wait for. */
+    assert_int_equal(kg_keycache_spend_retry_after(daily, NULL, 0, now), 0);
+    kg_keycache_release(snap2);
+    kg_keycache_release(snap);
+}
+
+static void
 test_a_count_without_a_start_under_a_refill_is_history(void **state)
 {
     struct kg_fx_cache *f = *state;
@@ -696,6 +725,9 @@ main(void)
                                         kg_fx_cache_setup, kg_fx_cache_teardown),
         cmocka_unit_test_setup_teardown(test_a_count_without_a_start_under_a_refill_is_history,
                                         kg_fx_cache_setup, kg_fx_cache_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_retry_after_of_a_quota_refusal_is_the_next_refill_or_none, kg_fx_cache_setup,
+            kg_fx_cache_teardown),
         cmocka_unit_test_setup_teardown(
             test_credits_used_up_before_a_refill_was_set_come_back_at_the_next_period,
             kg_fx_cache_setup, kg_fx_cache_teardown),
