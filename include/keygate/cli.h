@@ -53,6 +53,10 @@ struct kg_keys_ctx kg_cli_ctx(const struct kg_instance *inst, char actor[KG_AUDI
  * naming opt. */
 int kg_cli_count(const char *cmd, const char *opt, const char *value, size_t max, size_t *out);
 
+/* --credits VALUE of keys and users: 0 to 1000000000 into *out, or, when
+ * unlimited_ok, "unlimited" as -1. A usage error (exit 2) otherwise. */
+int kg_cli_credits(const char *cmd, const char *value, bool unlimited_ok, int64_t *out);
+
 /* Prints a key that was just made, the only time it is ever printed: the
  * fields, then the key alone on the last line (or one JSON object with
  * json), and the "save this key now" warning on stderr. old is the key it

@@ -334,6 +334,25 @@ kg_cli_count(const char *cmd, const char *opt, const char *value, size_t max, si
 }
 
 int
+kg_cli_credits(const char *cmd, const char *value, bool unlimited_ok, int64_t *out)
+{
+    size_t n = 0;
+    int ex;
+
+    if (unlimited_ok && strcmp(value, "unlimited") == 0) {
+        *out = -1;
+        return KG_CLI_EXIT_OK;
+    }
+    if (strcmp(value, "0") != 0) {
+        ex = kg_cli_count(cmd, "--credits", value, 1000000000, &n);
+        if (ex != KG_CLI_EXIT_OK)
+            return ex;
+    }
+    *out = (int64_t)n;
+    return KG_CLI_EXIT_OK;
+}
+
+int
 kg_cli_parse_or_help(const char *cmd, const char *usage, int argc, char **argv,
                      const struct kg_cli_opt *opts, size_t max_pos, struct kg_cli_args *a)
 {

@@ -316,26 +316,6 @@ tenants_update(int argc, char **argv, const char *config)
 
 /* ---- users ---- */
 
-/* --credits: 0 to 1000000000, or "unlimited" (-1) where allowed. */
-static int
-parse_credits(const char *cmd, const char *value, bool unlimited_ok, int64_t *out)
-{
-    size_t n = 0;
-    int ex;
-
-    if (unlimited_ok && strcmp(value, "unlimited") == 0) {
-        *out = -1;
-        return KG_CLI_EXIT_OK;
-    }
-    if (strcmp(value, "0") != 0) {
-        ex = kg_cli_count(cmd, "--credits", value, 1000000000, &n);
-        if (ex != KG_CLI_EXIT_OK)
-            return ex;
-    }
-    *out = (int64_t)n;
-    return KG_CLI_EXIT_OK;
-}
-
 /* Prints u; with used (users show), what it used of its credits and of its
  * tier's quota (tier NULL: the config names no such tier). */
 static int
@@ -430,7 +410,7 @@ users_create(int argc, char **argv, const char *config)
     if (ex >= 0)
         return ex;
     if (credits != NULL) {
-        ex = parse_credits(cmd, credits, false, &req.credits);
+        ex = kg_cli_credits(cmd, credits, false, &req.credits);
         if (ex != KG_CLI_EXIT_OK)
             return ex;
         req.has_credits = true;
@@ -614,7 +594,7 @@ users_update(int argc, char **argv, const char *config)
     chg.set_disabled = enable;
     chg.disabled = false;
     if (credits != NULL) {
-        ex = parse_credits(cmd, credits, true, &chg.quota_limit);
+        ex = kg_cli_credits(cmd, credits, true, &chg.quota_limit);
         if (ex != KG_CLI_EXIT_OK)
             return ex;
         chg.set_quota_limit = true;

@@ -164,26 +164,6 @@ kg_cli_print_new_key(const struct kg_key_rec *rec, const char *key, const struct
     return KG_CLI_EXIT_OK;
 }
 
-/* --credits: 0 to 1000000000, or "unlimited" (-1) where allowed. */
-static int
-parse_credits(const char *cmd, const char *value, bool unlimited_ok, int64_t *out)
-{
-    size_t n = 0;
-    int ex;
-
-    if (unlimited_ok && strcmp(value, "unlimited") == 0) {
-        *out = -1;
-        return KG_CLI_EXIT_OK;
-    }
-    if (strcmp(value, "0") != 0) {
-        ex = kg_cli_count(cmd, "--credits", value, 1000000000, &n);
-        if (ex != KG_CLI_EXIT_OK)
-            return ex;
-    }
-    *out = (int64_t)n;
-    return KG_CLI_EXIT_OK;
-}
-
 static int
 keys_create(int argc, char **argv, const char *config)
 {
@@ -230,7 +210,7 @@ keys_create(int argc, char **argv, const char *config)
         req.rate_burst = (int64_t)n;
     }
     if (credits != NULL) {
-        ex = parse_credits(cmd, credits, false, &req.credits);
+        ex = kg_cli_credits(cmd, credits, false, &req.credits);
         if (ex != KG_CLI_EXIT_OK)
             return ex;
         req.has_credits = true;
@@ -700,7 +680,7 @@ keys_update(int argc, char **argv, const char *config)
         chg.rate_burst = (int64_t)n;
     }
     if (credits != NULL) {
-        ex = parse_credits(cmd, credits, true, &chg.quota_limit);
+        ex = kg_cli_credits(cmd, credits, true, &chg.quota_limit);
         if (ex != KG_CLI_EXIT_OK)
             return ex;
         chg.set_quota_limit = true;
