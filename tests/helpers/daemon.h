@@ -78,6 +78,13 @@ const char *kt_daemon_admin_url(struct kt_daemon *d, const char *path);
 /* Everything the daemon wrote to stderr (and stdout) so far, malloc'd. */
 char *kt_daemon_log(const struct kt_daemon *d);
 
+/* How many times needle occurs in that log so far. */
+size_t kt_daemon_log_count(const struct kt_daemon *d, const char *needle);
+
+/* Waits until needle occurs at least n times in the log, at most ms
+ * (polling); true when it did. */
+bool kt_daemon_wait_log(const struct kt_daemon *d, const char *needle, size_t n, long ms);
+
 /* Peak resident set (VmHWM) of the running daemon in KiB; -1 when unknown. */
 long kt_daemon_peak_rss_kib(const struct kt_daemon *d);
 

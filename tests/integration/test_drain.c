@@ -144,13 +144,10 @@ static void *
 slow_main(void *arg)
 {
     struct slow_get *s = arg;
-    char auth[256];
-    const char *hdrs[] = {auth, NULL};
-    struct kt_http_req req = {.url = s->url, .headers = hdrs, .timeout_ms = 20000};
+    struct kt_http_req req = {.url = s->url, .timeout_ms = 20000};
     struct kt_http_resp resp;
 
-    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", s->key);
-    kt_http_do(&req, &resp);
+    kt_http_do_key(&req, s->key, &resp);
     s->status = resp.status;
     s->seconds = resp.seconds;
     kt_http_resp_cleanup(&resp);
@@ -274,7 +271,7 @@ test_a_second_signal_during_the_drain_exits_at_once(void **state)
     struct slow_get slow = {0};
     struct kt_daemon *d;
     pthread_t th;
-    int64_t t0, took, deadline;
+    int64_t t0, took;
     char *log = NULL;
     int status;
 
@@ -283,14 +280,7 @@ test_a_second_signal_during_the_drain_exits_at_once(void **state)
     /* The default shutdown_timeout (10 s) would outlast the upstream's hold. */
     d = start_with_slow_request(up, NULL, 10000, &key, &slow, &th);
     assert_int_equal(kill(kt_daemon_pid(d), SIGTERM), 0);
-    deadline = kt_mono_ms() + 5000;
-    do {
-        free(log);
-        kt_sleep_ms(20);
-        log = kt_daemon_log(d);
-    } while (strstr(log, "draining") == NULL && kt_mono_ms() < deadline);
-    assert_non_null(strstr(log, "draining"));
-    free(log);
+    assert_true(kt_daemon_wait_log(d, "draining", 1, 5000));
     t0 = kt_mono_ms();
     assert_int_equal(kill(kt_daemon_pid(d), SIGINT), 0);
     status = kt_daemon_wait(d, 15000);
