@@ -249,13 +249,7 @@ test_shutdown_timeout_bounds_the_wait_for_a_request_the_upstream_holds(void **st
                  kt_daemon_log(d));
     if (took > 5000)
         fail_msg("shutdown_timeout 1s: keygate took %lld ms to exit", (long long)took);
-    {
-        char *log = kt_daemon_log(d);
-        bool said = strstr(log, "shutdown_timeout reached with 1 request(s) in flight") != NULL;
-
-        free(log);
-        assert_true(said);
-    }
+    assert_true(kt_daemon_log_count(d, "shutdown_timeout reached with 1 request(s) in flight") > 0);
     pthread_join(th, NULL); /* answered (a 503) or cut, but not left hanging */
     assert_true(slow.seconds < 9.0);
     kt_key_cleanup(&key);
@@ -272,7 +266,6 @@ test_a_second_signal_during_the_drain_exits_at_once(void **state)
     struct kt_daemon *d;
     pthread_t th;
     int64_t t0, took;
-    char *log = NULL;
     int status;
 
     (void)state;
@@ -290,9 +283,7 @@ test_a_second_signal_during_the_drain_exits_at_once(void **state)
                  kt_daemon_log(d));
     if (took > 3000)
         fail_msg("a second signal should stop keygate at once, it took %lld ms", (long long)took);
-    log = kt_daemon_log(d);
-    assert_non_null(strstr(log, "second signal"));
-    free(log);
+    assert_true(kt_daemon_log_count(d, "second signal") > 0);
     pthread_join(th, NULL);
     kt_key_cleanup(&key);
     kt_daemon_free(d);

@@ -492,6 +492,21 @@ slurp(const char *path)
     return buf;
 }
 
+/* GET /x with a key through a daemon started with text (then stopped) into resp. */
+static void
+get_x_through(const char *text, struct kt_http_resp *resp)
+{
+    struct kt_daemon *d = kt_daemon_new(text);
+    struct kt_key key;
+
+    assert_non_null(d);
+    assert_true(kt_daemon_create_key(d, "up", NULL, NULL, &key));
+    assert_true(kt_daemon_start(d));
+    assert_true(kt_http_get_key(kt_daemon_url(d, "/x"), key.key, NULL, resp));
+    kt_key_cleanup(&key);
+    kt_daemon_free(d);
+}
+
 static void
 test_an_https_upstream_is_verified_with_upstream_ca(void **state)
 {
@@ -499,8 +514,6 @@ test_an_https_upstream_is_verified_with_upstream_ca(void **state)
     const union MHD_DaemonInfo *info;
     struct kt_http_resp resp;
     struct MHD_Daemon *up;
-    struct kt_daemon *d;
-    struct kt_key key;
 
     (void)state;
     need_pki();
@@ -518,30 +531,18 @@ test_an_https_upstream_is_verified_with_upstream_ca(void **state)
 
     /* Verified against upstream_ca: the upstream's answer. */
     snprintf(text, sizeof(text), "upstream %s\nupstream_ca %s\n", upstream, pki.ca);
-    d = kt_daemon_new(text);
-    assert_non_null(d);
-    assert_true(kt_daemon_create_key(d, "up", NULL, NULL, &key));
-    assert_true(kt_daemon_start(d));
-    assert_true(kt_http_get_key(kt_daemon_url(d, "/x"), key.key, NULL, &resp));
+    get_x_through(text, &resp);
     assert_int_equal(resp.status, 200);
     assert_non_null(strstr(resp.body, "tls upstream"));
     kt_http_resp_cleanup(&resp);
-    kt_key_cleanup(&key);
-    kt_daemon_free(d);
 
     /* The system CAs do not know the test CA: 502 with keygate's JSON. */
     snprintf(text, sizeof(text), "upstream %s\n", upstream);
-    d = kt_daemon_new(text);
-    assert_non_null(d);
-    assert_true(kt_daemon_create_key(d, "up", NULL, NULL, &key));
-    assert_true(kt_daemon_start(d));
-    assert_true(kt_http_get_key(kt_daemon_url(d, "/x"), key.key, NULL, &resp));
+    get_x_through(text, &resp);
     assert_int_equal(resp.status, 502);
     assert_null(strstr(resp.body, "tls upstream"));
     assert_true(resp.body[0] == '{');
     kt_http_resp_cleanup(&resp);
-    kt_key_cleanup(&key);
-    kt_daemon_free(d);
 
     MHD_stop_daemon(up);
     free(cert);
