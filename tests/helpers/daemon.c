@@ -711,6 +711,22 @@ kt_cli_result_cleanup(struct kt_cli_result *r)
     memset(r, 0, sizeof(*r));
 }
 
+json_t *
+kt_daemon_cli_json(struct kt_daemon *d, const char *const *args)
+{
+    struct kt_cli_result r;
+    json_error_t jerr;
+    json_t *o;
+
+    if (!kt_daemon_cli(d, &r, args) || r.exit_code != 0)
+        fail_msg("keygate %s %s should exit 0: %s", args[0], args[1], r.err != NULL ? r.err : "");
+    o = json_loads(r.out, 0, &jerr);
+    kt_cli_result_cleanup(&r);
+    if (o == NULL)
+        fail_msg("keygate %s %s should print JSON: %s", args[0], args[1], jerr.text);
+    return o;
+}
+
 static bool
 remember_key(struct kt_daemon *d, const char *key)
 {

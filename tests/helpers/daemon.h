@@ -26,6 +26,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
+#include <jansson.h>
 
 struct kt_daemon;
 
@@ -101,6 +102,11 @@ struct kt_cli_result {
 bool kt_daemon_cli(struct kt_daemon *d, struct kt_cli_result *out, const char *const *args);
 
 void kt_cli_result_cleanup(struct kt_cli_result *r);
+
+/* Runs the CLI (args as kt_daemon_cli(), at least two) and returns what it
+ * printed on stdout, parsed; fails the test (cmocka fail_msg) unless it
+ * exited 0 with JSON. json_decref() the result. */
+json_t *kt_daemon_cli_json(struct kt_daemon *d, const char *const *args);
 
 /* A key made with `keys create --json`: both strings malloc'd. */
 struct kt_key {

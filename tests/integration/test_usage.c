@@ -120,23 +120,6 @@ wait_until_allowed(const char *key)
     assert_int_equal(status, 200);
 }
 
-/* Parsed stdout of a CLI command that must exit 0. */
-static json_t *
-cli_json(const char *const *args)
-{
-    struct kt_cli_result r;
-    json_error_t jerr;
-    json_t *o;
-
-    if (!kt_daemon_cli(W.d, &r, args) || r.exit_code != 0)
-        fail_msg("%s %s should exit 0: %s", args[0], args[1], r.err != NULL ? r.err : "");
-    o = json_loads(r.out, 0, &jerr);
-    kt_cli_result_cleanup(&r);
-    if (o == NULL)
-        fail_msg("%s %s should print JSON: %s", args[0], args[1], jerr.text);
-    return o;
-}
-
 static char *
 cli_text(const char *const *args)
 {
@@ -191,7 +174,8 @@ wait_show_usage(const char *id, json_int_t requests_want, json_int_t forbidden_w
     int64_t deadline = kt_mono_ms() + FLUSH_WAIT_MS;
 
     for (;;) {
-        json_t *o = cli_json((const char *const[]){"keys", "show", id, "--json", NULL});
+        json_t *o =
+            kt_daemon_cli_json(W.d, (const char *const[]){"keys", "show", id, "--json", NULL});
         json_t *u = json_object_get(o, "usage");
 
         if (u == NULL)
@@ -267,7 +251,7 @@ test_allowed_and_denied_requests_are_counted_exactly(void **state)
     assert_true(json_is_string(json_object_get(u, "last_used_at")));
     json_decref(u);
 
-    list = cli_json((const char *const[]){"keys", "list", "--json", NULL});
+    list = kt_daemon_cli_json(W.d, (const char *const[]){"keys", "list", "--json", NULL});
     json_array_foreach(list, i, el)
     {
         if (strcmp(json_string_value(json_object_get(el, "id")), W.user.id) != 0)
