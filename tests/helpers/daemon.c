@@ -616,6 +616,31 @@ kt_daemon_log(const struct kt_daemon *d)
     return read_file(d->log_path);
 }
 
+size_t
+kt_daemon_log_count(const struct kt_daemon *d, const char *needle)
+{
+    char *log = kt_daemon_log(d);
+    size_t n = 0;
+
+    for (const char *p = log; p != NULL && (p = strstr(p, needle)) != NULL; p += strlen(needle))
+        n++;
+    free(log);
+    return n;
+}
+
+bool
+kt_daemon_wait_log(const struct kt_daemon *d, const char *needle, size_t n, long ms)
+{
+    int64_t deadline = kt_mono_ms() + ms;
+
+    while (kt_daemon_log_count(d, needle) < n) {
+        if (kt_mono_ms() >= deadline)
+            return false;
+        kt_sleep_ms(20);
+    }
+    return true;
+}
+
 long
 kt_daemon_peak_rss_kib(const struct kt_daemon *d)
 {
@@ -684,6 +709,22 @@ kt_cli_result_cleanup(struct kt_cli_result *r)
     free(r->out);
     free(r->err);
     memset(r, 0, sizeof(*r));
+}
+
+json_t *
+kt_daemon_cli_json(struct kt_daemon *d, const char *const *args)
+{
+    struct kt_cli_result r;
+    json_error_t jerr;
+    json_t *o;
+
+    if (!kt_daemon_cli(d, &r, args) || r.exit_code != 0)
+        fail_msg("keygate %s %s should exit 0: %s", args[0], args[1], r.err != NULL ? r.err : "");
+    o = json_loads(r.out, 0, &jerr);
+    kt_cli_result_cleanup(&r);
+    if (o == NULL)
+        fail_msg("keygate %s %s should print JSON: %s", args[0], args[1], jerr.text);
+    return o;
 }
 
 static bool

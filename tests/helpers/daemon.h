@@ -26,6 +26,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
+#include <jansson.h>
 
 struct kt_daemon;
 
@@ -78,6 +79,13 @@ const char *kt_daemon_admin_url(struct kt_daemon *d, const char *path);
 /* Everything the daemon wrote to stderr (and stdout) so far, malloc'd. */
 char *kt_daemon_log(const struct kt_daemon *d);
 
+/* How many times needle occurs in that log so far. */
+size_t kt_daemon_log_count(const struct kt_daemon *d, const char *needle);
+
+/* Waits until needle occurs at least n times in the log, at most ms
+ * (polling); true when it did. */
+bool kt_daemon_wait_log(const struct kt_daemon *d, const char *needle, size_t n, long ms);
+
 /* Peak resident set (VmHWM) of the running daemon in KiB; -1 when unknown. */
 long kt_daemon_peak_rss_kib(const struct kt_daemon *d);
 
@@ -94,6 +102,11 @@ struct kt_cli_result {
 bool kt_daemon_cli(struct kt_daemon *d, struct kt_cli_result *out, const char *const *args);
 
 void kt_cli_result_cleanup(struct kt_cli_result *r);
+
+/* Runs the CLI (args as kt_daemon_cli(), at least two) and returns what it
+ * printed on stdout, parsed; fails the test (cmocka fail_msg) unless it
+ * exited 0 with JSON. json_decref() the result. */
+json_t *kt_daemon_cli_json(struct kt_daemon *d, const char *const *args);
 
 /* A key made with `keys create --json`: both strings malloc'd. */
 struct kt_key {

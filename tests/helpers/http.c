@@ -340,6 +340,40 @@ kt_http_get(const char *url, const char *const *headers, struct kt_http_resp *ou
     return kt_http_do(&req, out);
 }
 
+bool
+kt_http_do_key(const struct kt_http_req *req, const char *key, struct kt_http_resp *out)
+{
+    char auth[512];
+    const char *h[16];
+    struct kt_http_req with = *req;
+    size_t n = 0;
+
+    if (key == NULL)
+        return kt_http_do(req, out);
+    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", key);
+    h[n++] = auth;
+    for (size_t i = 0; req->headers != NULL && req->headers[i] != NULL; i++) {
+        if (n + 1 >= sizeof(h) / sizeof(h[0])) {
+            fprintf(stderr, "kt_http_do_key: more than %zu headers\n",
+                    sizeof(h) / sizeof(h[0]) - 2);
+            abort();
+        }
+        h[n++] = req->headers[i];
+    }
+    h[n] = NULL;
+    with.headers = h;
+    return kt_http_do(&with, out);
+}
+
+bool
+kt_http_get_key(const char *url, const char *key, const char *const *headers,
+                struct kt_http_resp *out)
+{
+    struct kt_http_req req = {.url = url, .headers = headers};
+
+    return kt_http_do_key(&req, key, out);
+}
+
 /* Finds the next "Name: value" line at or after *from whose name matches;
  * returns its value (length in *vlen) and moves *from past the line. */
 static const char *

@@ -4,7 +4,8 @@
  * arbitrary request headers, returning status, the final response's header
  * block and the body; bodies can be generated on the fly so a 64 MiB upload
  * never sits in memory, and a response body can be reduced to its length
- * and hash for the same reason. kt_raw_*: exact bytes over a TCP socket to
+ * and hash for the same reason; kt_http_*_key() add an API key as
+ * "Authorization: Bearer KEY". kt_raw_*: exact bytes over a TCP socket to
  * 127.0.0.1, for requests no well-behaved client would send.
  *
  * Both only ever talk to loopback, ignore proxy settings from the
@@ -68,6 +69,16 @@ bool kt_http_do_many(const struct kt_http_req *reqs, struct kt_http_resp *outs, 
 
 /* GET url with the given headers (NULL-terminated, may be NULL). */
 bool kt_http_get(const char *url, const char *const *headers, struct kt_http_resp *out);
+
+/* kt_http_do() with "Authorization: Bearer KEY" sent before req's own
+ * headers; key NULL: no Authorization line, req as it is. At most 14 of
+ * req's headers (more aborts). */
+bool kt_http_do_key(const struct kt_http_req *req, const char *key, struct kt_http_resp *out);
+
+/* GET url with the key (NULL: none) and then the extra headers
+ * (NULL-terminated, may be NULL), as kt_http_do_key(). */
+bool kt_http_get_key(const char *url, const char *key, const char *const *headers,
+                     struct kt_http_resp *out);
 
 /* First value of header name in the response (case-insensitive name,
  * value without surrounding blanks), malloc'd; NULL when absent. */

@@ -214,15 +214,11 @@ file_has_id(const char *path, const char *id)
 static void
 get(const char *url, const char *key, const char *rid, struct kt_http_resp *r)
 {
-    char auth[256], rh[256];
-    const char *hdrs[3] = {rh, NULL, NULL};
+    char rh[256];
+    const char *hdrs[] = {rh, NULL};
 
     snprintf(rh, sizeof(rh), "X-Request-Id: %s", rid);
-    if (key != NULL) {
-        snprintf(auth, sizeof(auth), "Authorization: Bearer %s", key);
-        hdrs[1] = auth;
-    }
-    assert_true(kt_http_get(url, hdrs, r));
+    assert_true(kt_http_get_key(url, key, hdrs, r));
 }
 
 static const char *

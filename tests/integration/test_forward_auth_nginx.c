@@ -446,25 +446,16 @@ static void
 send_req(bool to_nginx, const char *method, const char *path, const char *key, const char *extra,
          struct kt_http_resp *out)
 {
-    char bearer[256];
-    const char *h[3] = {NULL};
-    size_t n = 0;
-    struct kt_http_req req = {.method = method};
+    const char *h[] = {extra, NULL};
+    struct kt_http_req req = {.method = method, .headers = h};
 
-    if (key != NULL) {
-        snprintf(bearer, sizeof(bearer), "Authorization: Bearer %s", key);
-        h[n++] = bearer;
-    }
-    if (extra != NULL)
-        h[n++] = extra;
-    req.headers = h;
     req.url = to_nginx ? nginx_url(path) : kt_daemon_url(W.px, path);
     if (strcmp(method, "POST") == 0) {
         req.body = "{}";
         req.body_len = 2;
     }
     kt_http_resp_cleanup(out);
-    assert_true(kt_http_do(&req, out));
+    assert_true(kt_http_do_key(&req, key, out));
 }
 
 static void

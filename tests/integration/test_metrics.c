@@ -73,12 +73,9 @@ teardown(void **state)
 static void
 expect(const char *path, const char *key, long status)
 {
-    char auth[256];
-    const char *hdrs[] = {auth, NULL};
     struct kt_http_resp r;
 
-    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", key != NULL ? key : "");
-    if (!kt_http_get(kt_daemon_url(W.gw, path), key != NULL ? hdrs : NULL, &r))
+    if (!kt_http_get_key(kt_daemon_url(W.gw, path), key, NULL, &r))
         fail_msg("GET %s should get an answer", path);
     if (r.status != status)
         fail_msg("GET %s should answer %ld, got %ld: %s", path, status, r.status,

@@ -57,36 +57,10 @@ write_conf(struct kt_daemon *d, int listen_port, const char *line3, const char *
     assert_int_equal(rename(tmp, kt_daemon_config_path(d)), 0);
 }
 
-static size_t
-log_count(struct kt_daemon *d, const char *needle)
-{
-    char *log = kt_daemon_log(d);
-    size_t n = 0;
-
-    for (const char *p = log; (p = strstr(p, needle)) != NULL; p += strlen(needle))
-        n++;
-    free(log);
-    return n;
-}
-
-/* Waits until needle appears in the log at least n times. */
-static bool
-wait_log(struct kt_daemon *d, const char *needle, size_t n)
-{
-    int64_t deadline = kt_mono_ms() + WAIT_MS;
-
-    while (log_count(d, needle) < n) {
-        if (kt_mono_ms() >= deadline)
-            return false;
-        kt_sleep_ms(20);
-    }
-    return true;
-}
-
 static void
 must_see_log(struct kt_daemon *d, const char *needle, size_t n)
 {
-    if (!wait_log(d, needle, n)) {
+    if (!kt_daemon_wait_log(d, needle, n, WAIT_MS)) {
         char *log = kt_daemon_log(d);
 
         fail_msg("expected \"%s\" %zu time(s) in the daemon's log; log:\n%s", needle, n, log);
@@ -101,7 +75,7 @@ must_see_log(struct kt_daemon *d, const char *needle, size_t n)
 static void
 reload_with(struct kt_daemon *d, const char *text)
 {
-    size_t before = log_count(d, RELOADED);
+    size_t before = kt_daemon_log_count(d, RELOADED);
 
     write_conf(d, kt_daemon_port(d), NULL, text);
     assert_int_equal(kill(kt_daemon_pid(d), SIGHUP), 0);
@@ -112,13 +86,10 @@ reload_with(struct kt_daemon *d, const char *text)
 static long
 get_status(struct kt_daemon *d, const char *path, const char *key, char **body)
 {
-    char auth[256];
-    const char *hdrs[] = {auth, NULL};
     struct kt_http_resp resp;
     long status;
 
-    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", key != NULL ? key : "");
-    kt_http_get(kt_daemon_url(d, path), key != NULL ? hdrs : NULL, &resp);
+    kt_http_get_key(kt_daemon_url(d, path), key, NULL, &resp);
     status = resp.status;
     if (body != NULL)
         *body = resp.body != NULL ? strdup(resp.body) : NULL;
@@ -259,14 +230,11 @@ static void *
 slow_main(void *arg)
 {
     struct slow_get *s = arg;
-    char auth[256];
-    const char *hdrs[] = {auth, NULL};
-    struct kt_http_req req = {.url = s->url, .headers = hdrs, .timeout_ms = 15000};
+    struct kt_http_req req = {.url = s->url, .timeout_ms = 15000};
     struct kt_http_resp resp;
     struct kt_echo echo;
 
-    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", s->key);
-    kt_http_do(&req, &resp);
+    kt_http_do_key(&req, s->key, &resp);
     s->status = resp.status;
     if (resp.body != NULL && kt_echo_parse(resp.body, resp.body_len, &echo))
         snprintf(s->target, sizeof(s->target), "%s",
@@ -382,7 +350,7 @@ test_an_invalid_config_is_refused_with_file_and_line_and_the_old_one_serves(void
              kt_daemon_config_path(d));
     must_see_log(d, want, 1);
     must_see_log(d, "configuration reload refused", 1);
-    assert_int_equal(log_count(d, RELOADED), 0);
+    assert_int_equal(kt_daemon_log_count(d, RELOADED), 0);
     /* The old rule still decides, and the daemon still serves. */
     assert_int_equal(get_status(d, "/v1/items", key.key, NULL), 200);
     assert_true(kt_daemon_running(d));
@@ -502,14 +470,14 @@ test_log_level_and_log_format_change_on_reload(void **state)
     assert_true(debug_lines >= 1);
     must_see_log(d, "\"level\":\"info\",\"message\":\"SIGHUP: configuration reloaded", 1);
 
-    text_reloads = log_count(d, " info SIGHUP: configuration reloaded");
+    text_reloads = kt_daemon_log_count(d, " info SIGHUP: configuration reloaded");
     snprintf(text, sizeof(text), "upstream %s\nlog_level info\nlog_format text\n",
              kt_upstream_url(up));
     reload_with(d, text);
     must_see_log(d, " info SIGHUP: configuration reloaded", text_reloads + 1);
     /* Back at info: the SIGHUP's key reload wrote no debug line in text. */
     kt_sleep_ms(300);
-    assert_int_equal(log_count(d, " debug "), 0);
+    assert_int_equal(kt_daemon_log_count(d, " debug "), 0);
     assert_int_equal(kt_daemon_stop(d), 0);
     kt_daemon_free(d);
     kt_upstream_stop(up);

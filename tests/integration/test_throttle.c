@@ -59,20 +59,13 @@ free_slots(void **state)
 static long
 get(struct kt_daemon *d, const char *client, const char *key)
 {
-    char auth[256], xff[128];
-    const char *headers[3] = {NULL, NULL, NULL};
-    size_t n = 0;
+    char xff[128];
+    const char *headers[] = {client != NULL ? xff : NULL, NULL};
 
-    if (key != NULL) {
-        snprintf(auth, sizeof(auth), "Authorization: Bearer %s", key);
-        headers[n++] = auth;
-    }
-    if (client != NULL) {
+    if (client != NULL)
         snprintf(xff, sizeof(xff), "X-Forwarded-For: %s", client);
-        headers[n++] = xff;
-    }
     kt_http_resp_cleanup(&R);
-    if (!kt_http_get(kt_daemon_url(d, "/v1/items"), headers, &R))
+    if (!kt_http_get_key(kt_daemon_url(d, "/v1/items"), key, headers, &R))
         fail_msg("GET /v1/items as %s got no answer", client != NULL ? client : "the peer");
     return R.status;
 }
@@ -263,13 +256,12 @@ test_the_signup_limit_counts_the_same_forwarded_client(void **state)
 static long
 admin_get(const char *path, const char *client, const char *key)
 {
-    char auth[256], xff[128];
-    const char *headers[] = {xff, key != NULL ? auth : NULL, NULL};
+    char xff[128];
+    const char *headers[] = {xff, NULL};
 
-    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", key != NULL ? key : "");
     snprintf(xff, sizeof(xff), "X-Forwarded-For: %s", client);
     kt_http_resp_cleanup(&R);
-    if (!kt_http_get(kt_daemon_admin_url(W.gw, path), headers, &R))
+    if (!kt_http_get_key(kt_daemon_admin_url(W.gw, path), key, headers, &R))
         fail_msg("GET admin %s as %s got no answer", path, client);
     return R.status;
 }
@@ -313,8 +305,8 @@ static long
 get_two_lines(bool admin, const char *path, const char *first, const char *proxy_line,
               const char *key)
 {
-    char auth[256], *x1, x2[128];
-    const char *headers[] = {NULL, x2, key != NULL ? auth : NULL, NULL};
+    char *x1, x2[128];
+    const char *headers[] = {NULL, x2, NULL};
     size_t n = strlen(first) + 32;
 
     x1 = malloc(n);
@@ -322,10 +314,9 @@ get_two_lines(bool admin, const char *path, const char *first, const char *proxy
     snprintf(x1, n, "X-Forwarded-For: %s", first);
     headers[0] = x1;
     snprintf(x2, sizeof(x2), "X-Forwarded-For: %s", proxy_line);
-    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", key != NULL ? key : "");
     kt_http_resp_cleanup(&R);
-    if (!kt_http_get(admin ? kt_daemon_admin_url(W.gw, path) : kt_daemon_url(W.gw, path), headers,
-                     &R))
+    if (!kt_http_get_key(admin ? kt_daemon_admin_url(W.gw, path) : kt_daemon_url(W.gw, path), key,
+                         headers, &R))
         fail_msg("GET %s with two X-Forwarded-For lines got no answer", path);
     free(x1);
     return R.status;

@@ -144,16 +144,11 @@ tls_daemon(const char *name, const char *upstream, const char *extra)
 static long
 get_status(const char *url, const char *key)
 {
-    char auth[256];
-    const char *headers[] = {auth, NULL};
     struct kt_http_req req = {.url = url, .ca_file = pki.ca, .timeout_ms = 10000};
     struct kt_http_resp resp;
     long status;
 
-    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", key != NULL ? key : "");
-    if (key != NULL)
-        req.headers = headers;
-    kt_http_do(&req, &resp);
+    kt_http_do_key(&req, key, &resp);
     status = resp.status;
     kt_http_resp_cleanup(&resp);
     return status;
@@ -176,14 +171,10 @@ test_curl_with_the_ca_gets_200_from_the_public_and_admin_listeners(void **state)
     assert_true(kt_daemon_start(d));
     assert_int_equal(get_status(kt_daemon_url(d, "/health"), key.key), 200);
     {
-        char auth[256];
-        const char *headers[] = {auth, NULL};
-        struct kt_http_req proxied = {
-            .url = kt_daemon_url(d, "/items/1"), .headers = headers, .ca_file = pki.ca};
+        struct kt_http_req proxied = {.url = kt_daemon_url(d, "/items/1"), .ca_file = pki.ca};
         struct kt_echo echo;
 
-        snprintf(auth, sizeof(auth), "Authorization: Bearer %s", key.key);
-        assert_true(kt_http_do(&proxied, &resp));
+        assert_true(kt_http_do_key(&proxied, key.key, &resp));
         assert_int_equal(resp.status, 200);
         assert_true(kt_echo_parse(resp.body, resp.body_len, &echo));
         /* The upstream learns the client spoke https to keygate. */
@@ -398,24 +389,6 @@ config_line(struct kt_daemon *d, const char *directive)
     return found;
 }
 
-/* Waits until the daemon's log holds needle. */
-static bool
-log_holds(struct kt_daemon *d, const char *needle)
-{
-    int64_t deadline = kt_mono_ms() + WAIT_MS;
-
-    while (kt_mono_ms() < deadline) {
-        char *log = kt_daemon_log(d);
-        bool found = log != NULL && strstr(log, needle) != NULL;
-
-        free(log);
-        if (found)
-            return true;
-        kt_sleep_ms(50);
-    }
-    return false;
-}
-
 static void
 test_a_renewed_certificate_is_served_after_sighup_while_an_open_connection_goes_on(void **state)
 {
@@ -448,7 +421,8 @@ test_a_renewed_certificate_is_served_after_sighup_while_an_open_connection_goes_
 
     install_pair(dir, "two");
     assert_int_equal(kill(kt_daemon_pid(d), SIGHUP), 0);
-    assert_true(log_holds(d, "TLS certificate reloaded: CN=keygate-two (serial 02)"));
+    assert_true(
+        kt_daemon_wait_log(d, "TLS certificate reloaded: CN=keygate-two (serial 02)", 1, WAIT_MS));
     fresh_subject(url, key.key, subject, sizeof(subject));
     if (strstr(subject, "keygate-two") == NULL)
         fail_msg("a handshake after SIGHUP should show keygate-two, got \"%s\"", subject);
@@ -464,12 +438,12 @@ test_a_renewed_certificate_is_served_after_sighup_while_an_open_connection_goes_
      * reload is refused and the current pair keeps serving. */
     assert_true(sh("echo broken > %s/cur.key", dir));
     assert_int_equal(kill(kt_daemon_pid(d), SIGHUP), 0);
-    assert_true(log_holds(d, "configuration reload refused"));
+    assert_true(kt_daemon_wait_log(d, "configuration reload refused", 1, WAIT_MS));
     snprintf(text, sizeof(text),
              "keygate.conf:%d: tls_key: %s/cur.key holds no unencrypted PEM "
              "private key",
              config_line(d, "tls_key"), dir);
-    assert_true(log_holds(d, text));
+    assert_true(kt_daemon_wait_log(d, text, 1, WAIT_MS));
     fresh_subject(url, key.key, subject, sizeof(subject));
     if (strstr(subject, "keygate-two") == NULL)
         fail_msg("after a failed renewal keygate-two should still serve, got \"%s\"", subject);
@@ -518,6 +492,21 @@ slurp(const char *path)
     return buf;
 }
 
+/* GET /x with a key through a daemon started with text (then stopped) into resp. */
+static void
+get_x_through(const char *text, struct kt_http_resp *resp)
+{
+    struct kt_daemon *d = kt_daemon_new(text);
+    struct kt_key key;
+
+    assert_non_null(d);
+    assert_true(kt_daemon_create_key(d, "up", NULL, NULL, &key));
+    assert_true(kt_daemon_start(d));
+    assert_true(kt_http_get_key(kt_daemon_url(d, "/x"), key.key, NULL, resp));
+    kt_key_cleanup(&key);
+    kt_daemon_free(d);
+}
+
 static void
 test_an_https_upstream_is_verified_with_upstream_ca(void **state)
 {
@@ -525,10 +514,6 @@ test_an_https_upstream_is_verified_with_upstream_ca(void **state)
     const union MHD_DaemonInfo *info;
     struct kt_http_resp resp;
     struct MHD_Daemon *up;
-    struct kt_daemon *d;
-    struct kt_key key;
-    char auth[256];
-    const char *headers[] = {auth, NULL};
 
     (void)state;
     need_pki();
@@ -546,32 +531,18 @@ test_an_https_upstream_is_verified_with_upstream_ca(void **state)
 
     /* Verified against upstream_ca: the upstream's answer. */
     snprintf(text, sizeof(text), "upstream %s\nupstream_ca %s\n", upstream, pki.ca);
-    d = kt_daemon_new(text);
-    assert_non_null(d);
-    assert_true(kt_daemon_create_key(d, "up", NULL, NULL, &key));
-    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", key.key);
-    assert_true(kt_daemon_start(d));
-    assert_true(kt_http_get(kt_daemon_url(d, "/x"), headers, &resp));
+    get_x_through(text, &resp);
     assert_int_equal(resp.status, 200);
     assert_non_null(strstr(resp.body, "tls upstream"));
     kt_http_resp_cleanup(&resp);
-    kt_key_cleanup(&key);
-    kt_daemon_free(d);
 
     /* The system CAs do not know the test CA: 502 with keygate's JSON. */
     snprintf(text, sizeof(text), "upstream %s\n", upstream);
-    d = kt_daemon_new(text);
-    assert_non_null(d);
-    assert_true(kt_daemon_create_key(d, "up", NULL, NULL, &key));
-    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", key.key);
-    assert_true(kt_daemon_start(d));
-    assert_true(kt_http_get(kt_daemon_url(d, "/x"), headers, &resp));
+    get_x_through(text, &resp);
     assert_int_equal(resp.status, 502);
     assert_null(strstr(resp.body, "tls upstream"));
     assert_true(resp.body[0] == '{');
     kt_http_resp_cleanup(&resp);
-    kt_key_cleanup(&key);
-    kt_daemon_free(d);
 
     MHD_stop_daemon(up);
     free(cert);

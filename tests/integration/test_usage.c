@@ -81,14 +81,10 @@ teardown(void **state)
 static void
 requests(const char *key, const char *path, int n, long status)
 {
-    char auth[256];
-    const char *hdrs[] = {auth, NULL};
-
-    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", key);
     for (int i = 0; i < n; i++) {
         struct kt_http_resp r;
 
-        if (!kt_http_get(kt_daemon_url(W.d, path), hdrs, &r))
+        if (!kt_http_get_key(kt_daemon_url(W.d, path), key, NULL, &r))
             fail_msg("GET %s should get an answer", path);
         if (r.status != status)
             fail_msg("GET %s #%d should answer %ld, got %ld", path, i, status, r.status);
@@ -103,38 +99,18 @@ static void
 wait_until_allowed(const char *key)
 {
     int64_t deadline = kt_mono_ms() + 10000;
-    char auth[256];
-    const char *hdrs[] = {auth, NULL};
     long status = 0;
 
-    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", key);
     while (status != 200 && kt_mono_ms() < deadline) {
         struct kt_http_resp r;
 
-        if (kt_http_get(kt_daemon_url(W.d, "/v1/items"), hdrs, &r))
+        if (kt_http_get_key(kt_daemon_url(W.d, "/v1/items"), key, NULL, &r))
             status = r.status;
         kt_http_resp_cleanup(&r);
         if (status != 200)
             kt_sleep_ms(50);
     }
     assert_int_equal(status, 200);
-}
-
-/* Parsed stdout of a CLI command that must exit 0. */
-static json_t *
-cli_json(const char *const *args)
-{
-    struct kt_cli_result r;
-    json_error_t jerr;
-    json_t *o;
-
-    if (!kt_daemon_cli(W.d, &r, args) || r.exit_code != 0)
-        fail_msg("%s %s should exit 0: %s", args[0], args[1], r.err != NULL ? r.err : "");
-    o = json_loads(r.out, 0, &jerr);
-    kt_cli_result_cleanup(&r);
-    if (o == NULL)
-        fail_msg("%s %s should print JSON: %s", args[0], args[1], jerr.text);
-    return o;
 }
 
 static char *
@@ -191,7 +167,8 @@ wait_show_usage(const char *id, json_int_t requests_want, json_int_t forbidden_w
     int64_t deadline = kt_mono_ms() + FLUSH_WAIT_MS;
 
     for (;;) {
-        json_t *o = cli_json((const char *const[]){"keys", "show", id, "--json", NULL});
+        json_t *o =
+            kt_daemon_cli_json(W.d, (const char *const[]){"keys", "show", id, "--json", NULL});
         json_t *u = json_object_get(o, "usage");
 
         if (u == NULL)
@@ -212,15 +189,13 @@ wait_show_usage(const char *id, json_int_t requests_want, json_int_t forbidden_w
 static json_t *
 admin_usage(const char *id)
 {
-    char auth[256], path[160];
-    const char *hdrs[] = {auth, NULL};
+    char path[160];
     struct kt_http_resp r;
     json_error_t jerr;
     json_t *o;
 
-    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", W.admin.key);
     snprintf(path, sizeof(path), "/v1/keys/%s/usage", id);
-    if (!kt_http_get(kt_daemon_admin_url(W.d, path), hdrs, &r) || r.status != 200)
+    if (!kt_http_get_key(kt_daemon_admin_url(W.d, path), W.admin.key, NULL, &r) || r.status != 200)
         fail_msg("GET %s should answer 200, got %ld: %s", path, r.status,
                  r.body != NULL ? r.body : "");
     o = json_loads(r.body, 0, &jerr);
@@ -267,7 +242,7 @@ test_allowed_and_denied_requests_are_counted_exactly(void **state)
     assert_true(json_is_string(json_object_get(u, "last_used_at")));
     json_decref(u);
 
-    list = cli_json((const char *const[]){"keys", "list", "--json", NULL});
+    list = kt_daemon_cli_json(W.d, (const char *const[]){"keys", "list", "--json", NULL});
     json_array_foreach(list, i, el)
     {
         if (strcmp(json_string_value(json_object_get(el, "id")), W.user.id) != 0)
@@ -371,19 +346,16 @@ static void
 test_expired_requests_are_counted_apart(void **state)
 {
     int64_t deadline = kt_mono_ms() + 10000;
-    char auth[256];
-    const char *hdrs[] = {auth, NULL};
     json_int_t allowed = 0, expired = 0;
     json_t *u;
 
     (void)state;
     /* Until the clock passes the expiry each request is allowed; every
      * answer is counted here as the daemon should count it. */
-    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", W.short_lived.key);
     while (expired == 0 && kt_mono_ms() < deadline) {
         struct kt_http_resp r;
 
-        if (!kt_http_get(kt_daemon_url(W.d, "/v1/items"), hdrs, &r))
+        if (!kt_http_get_key(kt_daemon_url(W.d, "/v1/items"), W.short_lived.key, NULL, &r))
             fail_msg("GET /v1/items should get an answer");
         if (r.status == 200)
             allowed++;
