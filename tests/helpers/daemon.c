@@ -155,6 +155,20 @@ write_config(struct kt_daemon *d)
 
 static int stop_process(struct kt_daemon *d);
 
+bool
+kt_daemon_add_config(struct kt_daemon *d, const char *text)
+{
+    size_t n = strlen(d->config_text) + strlen(text) + 2;
+    char *t = malloc(n);
+
+    if (t == NULL)
+        return false;
+    snprintf(t, n, "%s\n%s", d->config_text, text);
+    free(d->config_text);
+    d->config_text = t;
+    return write_config(d);
+}
+
 struct kt_daemon *
 kt_daemon_new(const char *config_text)
 {

@@ -57,6 +57,11 @@ int kt_daemon_wait(struct kt_daemon *d, long ms);
 /* SIGKILL and reap; no-op when not running. */
 void kt_daemon_kill(struct kt_daemon *d);
 
+/* Adds text to the test's config (for lines that name the daemon's
+ * directory, known only after kt_daemon_new) and rewrites the file; a
+ * retry on new ports keeps it. Before kt_daemon_start(). */
+bool kt_daemon_add_config(struct kt_daemon *d, const char *text);
+
 /* Stops (SIGTERM) if running, removes the directory, frees. NULL ok. */
 void kt_daemon_free(struct kt_daemon *d);
 

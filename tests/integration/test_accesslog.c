@@ -68,19 +68,16 @@ daemon_with_log(const char *extra, char *log_path, size_t cap)
 {
     struct kt_daemon *d = kt_daemon_new(NULL);
     char cfg[2048];
-    FILE *f;
 
     if (d == NULL)
         return NULL;
     snprintf(log_path, cap, "%s/access.log", kt_daemon_dir(d));
     snprintf(cfg, sizeof(cfg), "access_log \"%s\"\n%s\n", log_path, extra);
-    f = fopen(kt_daemon_config_path(d), "a");
-    if (f == NULL) {
+    /* Kept by the helper, so a retry on new ports keeps the access log. */
+    if (!kt_daemon_add_config(d, cfg)) {
         kt_daemon_free(d);
         return NULL;
     }
-    fputs(cfg, f);
-    fclose(f);
     return d;
 }
 
