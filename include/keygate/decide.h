@@ -34,6 +34,11 @@ struct kg_decision {
     const struct kg_keyent *key;  /* set when the key was found (allowed or not) */
     const struct kg_route *route; /* the matching route, or NULL */
     const char *missing_scope;    /* KG_DENY_SCOPE: the first scope missing */
+    /* KG_DENY_INVALID for a well-formed key the snapshot does not hold: its
+     * digest, so the caller can ask the store whether the snapshot is behind
+     * (a key the CLI made a moment ago). */
+    bool unknown;
+    unsigned char digest[KG_DIGEST_BYTES];
 };
 
 /* Decides one request. path is the normalised path; snap and ent borrow

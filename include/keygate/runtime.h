@@ -16,6 +16,7 @@
 #include "keygate/keycache.h"
 
 struct kg_accesslog;
+struct kg_keywatch;
 struct kg_worker;
 struct kg_throttle;
 struct kg_tls;
@@ -33,6 +34,7 @@ struct kg_runtime {
     struct kg_throttle *auth_cooldown;
     struct kg_tls *tls;    /* both listeners' certificate (server/tls.c), or NULL without TLS */
     struct kg_accesslog *accesslog; /* never NULL while the loops run; may be off */
+    struct kg_keywatch *keywatch;   /* asks the store about an unknown key, or NULL */
     _Atomic bool ready;    /* store open and keys loaded */
     _Atomic bool draining; /* SIGTERM seen: finish what is in flight, accept nothing new */
     _Atomic long connections;

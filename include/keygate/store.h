@@ -420,6 +420,12 @@ void kg_store_audit_hash(const unsigned char key[KG_AUDIT_KEY_BYTES],
  * (PRAGMA data_version): the daemon polls it to see CLI changes. */
 enum kg_status kg_store_data_version(struct kg_store *st, int64_t *out, struct kg_err *err);
 
+/* Whether a key with this digest is stored and not revoked at now (*out).
+ * One indexed read; what the daemon asks when a well-formed key is not in
+ * its cache (auth/keywatch.c). */
+enum kg_status kg_store_key_known(struct kg_store *st, const unsigned char digest[KG_DIGEST_BYTES],
+                                  int64_t now, bool *out, struct kg_err *err);
+
 /* Durable (synchronous=FULL, the default) for key changes; the daemon's
  * usage writer turns it off (NORMAL) for its batched counters. */
 enum kg_status kg_store_set_durable(struct kg_store *st, bool durable, struct kg_err *err);

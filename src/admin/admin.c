@@ -23,6 +23,7 @@
 #include "keygate/decide.h"
 #include "keygate/hygiene.h"
 #include "keygate/keys.h"
+#include "keygate/keywatch.h"
 #include "keygate/log.h"
 #include "keygate/metrics.h"
 #include "keygate/respond.h"
@@ -538,6 +539,13 @@ authenticate(struct kg_admin *adm, const struct kg_cred *cred, const char *metho
     cfg.nroutes = 1;
     snap = kg_keycache_acquire(adm->rt->keys);
     kg_decide(&cfg, snap, adm->rt->secret, cred, method, path, kg_time_now(), d_out);
+    /* A key the CLI made a moment ago: the store is asked before a 401. */
+    if (d_out->unknown && kg_keywatch_recheck(adm->rt->keywatch, d_out->digest,
+                                              kg_time_mono_ms(), kg_time_now())) {
+        kg_keycache_release(snap);
+        snap = kg_keycache_acquire(adm->rt->keys);
+        kg_decide(&cfg, snap, adm->rt->secret, cred, method, path, kg_time_now(), d_out);
+    }
     v = d_out->verdict;
     if (v == KG_ALLOW && !explicit_grant(d_out->key, r->scope))
         v = d_out->verdict = KG_DENY_SCOPE;

@@ -69,7 +69,13 @@ kg_decide(const struct kg_config *cfg, const struct kg_keysnap *snap,
     }
     kg_digest_compute(secret, cred->key, cred->len, digest);
     ent = kg_keysnap_find(snap, digest);
-    if (ent == NULL || (ent->revoked_at != 0 && ent->revoked_at <= now)) {
+    if (ent == NULL) {
+        out->verdict = KG_DENY_INVALID;
+        out->unknown = true;
+        memcpy(out->digest, digest, sizeof(digest));
+        return;
+    }
+    if (ent->revoked_at != 0 && ent->revoked_at <= now) {
         out->verdict = KG_DENY_INVALID;
         return;
     }

@@ -23,6 +23,7 @@
 #include "keygate/hygiene.h"
 #include "keygate/json_io.h"
 #include "keygate/keycache.h"
+#include "keygate/keywatch.h"
 #include "keygate/limiter.h"
 #include "keygate/log.h"
 #include "keygate/metrics.h"
@@ -950,6 +951,13 @@ decide_first(struct kg_req *req, struct MHD_Connection *conn, const char *method
     now = kg_time_now();
     snap = kg_keycache_acquire(rt->keys);
     kg_decide(cfg, snap, rt->secret, &sc.cred, method, req->path, now, &d);
+    /* A key the CLI made a moment ago is in the store before the next poll:
+     * asked (rate-limited, never waited for) before it gets a 401. */
+    if (d.unknown && kg_keywatch_recheck(rt->keywatch, d.digest, now_ms, now)) {
+        kg_keycache_release(snap);
+        snap = kg_keycache_acquire(rt->keys);
+        kg_decide(cfg, snap, rt->secret, &sc.cred, method, req->path, now, &d);
+    }
     throttle_count(rt, d.verdict, ip, now_ms);
     if (d.key != NULL) {
         copy_cut(req->key_id, sizeof(req->key_id), d.key->id);

@@ -21,6 +21,7 @@
 #include "keygate/cfgswap.h"
 #include "keygate/front.h"
 #include "keygate/instance.h"
+#include "keygate/keywatch.h"
 #include "keygate/log.h"
 #include "keygate/loop.h"
 #include "keygate/reload.h"
@@ -33,6 +34,8 @@
 #define KG_MAX_WORKERS 64
 #define POLL_MS 200
 #define FLUSH_MS 1000
+/* A key unknown to the cache: at most one store lookup this often (keywatch.h). */
+#define KEYWATCH_MS 10
 /* Signup: 5 attempts per minute per client IP, remembered for this many
  * clients at once; jobs waiting for the worker beyond the queue get a 503. */
 #define SIGNUP_LIMIT 5
@@ -463,6 +466,11 @@ kg_serve_main(int argc, char **argv)
         kg_log_error("loading keys: %s", err.msg[0] != '\0' ? err.msg : "out of memory");
         goto cleanup;
     }
+    if (kg_keywatch_new(ds.inst->cfg->database, ds.rt.keys, KEYWATCH_MS, &ds.rt.keywatch, &err) !=
+        KG_OK) {
+        kg_log_error("store: %s", err.msg);
+        goto cleanup;
+    }
     if (kg_accesslog_new(ds.inst->cfg->access_log, 0, &ds.rt.accesslog, &err) != KG_OK) {
         kg_log_error("%s", err.msg);
         goto cleanup;
@@ -501,6 +509,7 @@ cleanup:
         kg_loop_free(ds.loops[i]);
     kg_admin_stop(ds.admin);
     kg_tls_free(ds.rt.tls);
+    kg_keywatch_free(ds.rt.keywatch);
     /* After the loops: every request they completed is written. */
     kg_accesslog_free(ds.rt.accesslog);
     kg_worker_free(ds.rt.worker);

@@ -913,6 +913,15 @@ kg_store_data_version(struct kg_store *st, int64_t *out, struct kg_err *err)
 }
 
 enum kg_status
+kg_store_key_known(struct kg_store *st, const unsigned char digest[KG_DIGEST_BYTES], int64_t now,
+                   bool *out, struct kg_err *err)
+{
+    if (st == NULL || digest == NULL || out == NULL)
+        return kg_err_set(err, KG_EINVAL, "key known: missing argument");
+    return st->ops->key_known(st, digest, now, out, err);
+}
+
+enum kg_status
 kg_store_set_durable(struct kg_store *st, bool durable, struct kg_err *err)
 {
     if (st == NULL)

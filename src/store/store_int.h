@@ -105,6 +105,8 @@ struct kg_store_ops {
                                  struct kg_err *err);
 
     enum kg_status (*data_version)(struct kg_store *st, int64_t *out, struct kg_err *err);
+    enum kg_status (*key_known)(struct kg_store *st, const unsigned char digest[KG_DIGEST_BYTES],
+                                int64_t now, bool *out, struct kg_err *err);
     enum kg_status (*set_durable)(struct kg_store *st, bool durable, struct kg_err *err);
 };
 

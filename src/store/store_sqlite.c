@@ -1069,6 +1069,37 @@ cleanup:
 }
 
 static enum kg_status
+sqlite_key_known(struct kg_store *st, const unsigned char digest[KG_DIGEST_BYTES], int64_t now,
+                 bool *out, struct kg_err *err)
+{
+    struct sqlite_store *s = kg_sq_from(st);
+    sqlite3_stmt *stmt = NULL;
+    enum kg_status rc;
+    int step;
+
+    rc = kg_sq_prepare(s,
+                       "SELECT 1 FROM keys WHERE digest = ?1"
+                       " AND (revoked_at IS NULL OR revoked_at > ?2)",
+                       &stmt, "look up a key", err);
+    if (rc != KG_OK)
+        goto cleanup;
+    if (sqlite3_bind_blob(stmt, 1, digest, KG_DIGEST_BYTES, SQLITE_STATIC) != SQLITE_OK ||
+        sqlite3_bind_int64(stmt, 2, now) != SQLITE_OK) {
+        rc = kg_sq_fail(s, "look up a key", err);
+        goto cleanup;
+    }
+    step = sqlite3_step(stmt);
+    if (step == SQLITE_ROW || step == SQLITE_DONE)
+        *out = step == SQLITE_ROW;
+    else
+        rc = kg_sq_fail(s, "look up a key", err);
+
+cleanup:
+    sqlite3_finalize(stmt);
+    return rc;
+}
+
+static enum kg_status
 sqlite_data_version(struct kg_store *st, int64_t *out, struct kg_err *err)
 {
     return kg_sq_read_int(kg_sq_from(st), "PRAGMA data_version", out, "data version", err);
@@ -1254,5 +1285,6 @@ const struct kg_store_ops kg_store_sqlite_ops = {
     .audit_each = kg_sq_audit_each,
     .audit_head = kg_sq_audit_head,
     .data_version = sqlite_data_version,
+    .key_known = sqlite_key_known,
     .set_durable = sqlite_set_durable,
 };

@@ -33,7 +33,7 @@
 /* A change by the CLI must be enforced this soon after the CLI exits. */
 #define CLI_CHANGE_DEADLINE_MS 1000
 
-#define MAX_KEYS 16
+#define MAX_KEYS 32
 
 struct world {
     struct kt_upstream *up;
@@ -349,6 +349,27 @@ test_an_unknown_key_is_401_invalid(void **state)
 }
 
 static void
+test_a_key_the_cli_just_made_works_on_its_first_request(void **state)
+{
+    /* The daemon polls the store every 200 ms; a miss on a well-formed key
+     * asks the store first, so "create, then call at once" never sees 401. */
+    (void)state;
+    for (int i = 0; i < 5; i++) {
+        struct kt_key k;
+        char name[32];
+
+        snprintf(name, sizeof(name), "fresh-%d", i);
+        assert_true(make_key(W.gw, name, NULL, NULL, &k));
+        assert_true(kt_http_get_key(kt_daemon_url(W.gw, "/health"), k.key, NULL, &R));
+        if (R.status != 200)
+            fail_msg("a key made by the CLI should pass at once (try %d): %ld %s", i + 1, R.status,
+                     R.body != NULL ? R.body : "");
+        kt_http_resp_cleanup(&R);
+        kt_key_cleanup(&k);
+    }
+}
+
+static void
 test_garbage_in_a_credential_header_is_401_invalid(void **state)
 {
     const char *const cases[][2] = {
@@ -598,6 +619,8 @@ main(void)
         cmocka_unit_test_teardown(test_another_authorization_scheme_is_no_credential, free_slot),
         cmocka_unit_test_teardown(test_a_bad_checksum_is_401_invalid, free_slot),
         cmocka_unit_test_teardown(test_an_unknown_key_is_401_invalid, free_slot),
+        cmocka_unit_test_teardown(test_a_key_the_cli_just_made_works_on_its_first_request,
+                                  free_slot),
         cmocka_unit_test_teardown(test_garbage_in_a_credential_header_is_401_invalid, free_slot),
         cmocka_unit_test_teardown(test_a_revoked_key_is_401_invalid, free_slot),
         cmocka_unit_test_teardown(test_two_different_keys_are_401_invalid, free_slot),
