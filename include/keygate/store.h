@@ -420,7 +420,8 @@ void kg_store_audit_hash(const unsigned char key[KG_AUDIT_KEY_BYTES],
  * (PRAGMA data_version): the daemon polls it to see CLI changes. */
 enum kg_status kg_store_data_version(struct kg_store *st, int64_t *out, struct kg_err *err);
 
-/* Whether a key with this digest is stored and not revoked at now (*out).
+/* Whether a key with this digest is stored, not revoked at now, and its
+ * user and tenant not disabled: one the key cache would hold (*out).
  * One indexed read; what the daemon asks when a well-formed key is not in
  * its cache (auth/keywatch.c). */
 enum kg_status kg_store_key_known(struct kg_store *st, const unsigned char digest[KG_DIGEST_BYTES],

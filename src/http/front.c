@@ -178,9 +178,9 @@ scan_header(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_size
         sc->host = value;
     else if (strcasecmp(key, "X-Request-Id") == 0)
         sc->request_id = value;
-    else if (strcasecmp(key, "X-Forwarded-Proto") == 0 && sc->fwd_proto == NULL)
-        sc->fwd_proto = value;
-    else if (strcasecmp(key, "X-Forwarded-Host") == 0 && sc->fwd_host == NULL)
+    else if (strcasecmp(key, "X-Forwarded-Proto") == 0)
+        sc->fwd_proto = value; /* the last line: the one a trusted proxy added */
+    else if (strcasecmp(key, "X-Forwarded-Host") == 0)
         sc->fwd_host = value;
     else if (strcasecmp(key, "Accept") == 0)
         sc->has_accept = true;

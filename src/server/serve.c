@@ -510,14 +510,16 @@ cleanup:
     kg_admin_stop(ds.admin);
     kg_tls_free(ds.rt.tls);
     kg_keywatch_free(ds.rt.keywatch);
+    /* Counters first: nothing after this (a log reader that stalls the
+     * access log's last write) may cost the last second of usage. */
+    if (ds.rt.keys != NULL && ds.inst != NULL)
+        flush_usage(&ds);
     /* After the loops: every request they completed is written. */
     kg_accesslog_free(ds.rt.accesslog);
     kg_worker_free(ds.rt.worker);
     kg_throttle_free(ds.rt.signup_limit);
     kg_throttle_free(ds.rt.auth_failures);
     kg_throttle_free(ds.rt.auth_cooldown);
-    if (ds.rt.keys != NULL && ds.inst != NULL)
-        flush_usage(&ds);
     kg_keycache_free(ds.rt.keys);
     if (ds.inst != NULL) {
         kg_cfgswap_release(ds.inst->cfg); /* not the instance's to free any more */

@@ -1078,8 +1078,12 @@ sqlite_key_known(struct kg_store *st, const unsigned char digest[KG_DIGEST_BYTES
     int step;
 
     rc = kg_sq_prepare(s,
-                       "SELECT 1 FROM keys WHERE digest = ?1"
-                       " AND (revoked_at IS NULL OR revoked_at > ?2)",
+                       "SELECT 1 FROM keys k"
+                       " LEFT JOIN users u ON u.id = k.user_id"
+                       " LEFT JOIN tenants t ON t.name = k.tenant"
+                       " WHERE k.digest = ?1 AND (k.revoked_at IS NULL OR k.revoked_at > ?2)"
+                       " AND (u.disabled_at IS NULL OR u.disabled_at > ?2)"
+                       " AND (t.disabled_at IS NULL OR t.disabled_at > ?2)",
                        &stmt, "look up a key", err);
     if (rc != KG_OK)
         goto cleanup;

@@ -623,6 +623,15 @@ test_a_trusted_proxy_tells_the_scheme_and_host_the_client_used(void **state)
     assert_string_equal(kt_echo_header(&E, "X-Forwarded-Host"), "api.example.com");
     kt_echo_cleanup(&E);
     kt_http_resp_cleanup(&R);
+    /* A proxy that appends its line: the client's own first line loses. */
+    h.n = 0;
+    hdrs_add(&h, "X-Forwarded-Host: %s", "evil.example");
+    hdrs_add(&h, "X-Forwarded-Host: %s", "api.example.com");
+    request(W.gw_big, "GET", "/v1/behind-lb-1", W.big_full.key, &h, &R);
+    expect_echo(&R, &E);
+    assert_string_equal(kt_echo_header(&E, "X-Forwarded-Host"), "api.example.com");
+    kt_echo_cleanup(&E);
+    kt_http_resp_cleanup(&R);
     /* Only "http" or "https" is believed. */
     h.n = 0;
     hdrs_add(&h, "X-Forwarded-Proto: %s", "gopher");
