@@ -9,6 +9,11 @@
  * keygate_access_log_dropped_total), never waited for. The ring is
  * allocated the first time the log is on: "off" costs no memory.
  *
+ * A destination that stops taking lines (a pipe nobody reads) never blocks
+ * the controlling thread: a pipe is written only when poll() says it has
+ * room, and once a switch or the exit waits for it and it has taken nothing
+ * for a second, its lines are dropped and counted.
+ *
  * Destinations: "off", "stdout", "stderr" or a file path (opened with
  * O_APPEND, created 0640). kg_accesslog_reopen() (SIGUSR1, logrotate) and
  * kg_accesslog_set_dest() (a new config) switch files on the writer thread.
@@ -97,18 +102,23 @@ void kg_accesslog_reopen(struct kg_accesslog *al);
 
 /* Switches to a new destination (a reloaded config): a file is opened
  * here, so a bad path is an error for the caller and nothing changes.
- * Returns once the writer has switched: lines committed before go to the
- * old destination, lines committed after to the new one. */
+ * Returns once the writer has switched (lines committed before go to the
+ * old destination, lines committed after to the new one), or after 2.5 s
+ * when the old destination is stuck (the switch then happens when the
+ * writer is free; a warning is logged). */
 enum kg_status kg_accesslog_set_dest(struct kg_accesslog *al, const char *dest, struct kg_err *err);
 
 /* Waits (at most timeout_ms) until every record committed before the call
  * is written; false on timeout. */
 bool kg_accesslog_sync(struct kg_accesslog *al, int64_t timeout_ms);
 
-/* Lines dropped because the ring was full, since kg_accesslog_new(). */
+/* Lines dropped because the ring was full or the destination was given
+ * up, since kg_accesslog_new(). */
 uint64_t kg_accesslog_dropped(const struct kg_accesslog *al);
 
-/* Writes everything committed, stops the writer, closes the file. NULL ok. */
+/* Writes everything committed, stops the writer, closes the file. NULL ok.
+ * Bounded: a stuck destination is given up after a second, and a writer
+ * stuck in write() is cancelled after 3 s (its lines counted as dropped). */
 void kg_accesslog_free(struct kg_accesslog *al);
 
 /* One record as a JSON object and '\n', NUL-terminated (*len without the

@@ -10,6 +10,7 @@
 
 #include <cmocka.h>
 
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -475,6 +476,82 @@ test_set_dest_moves_lines_and_off_stops_taking_them(void **state)
     assert_int_equal(count_lines(b, "\"to-b\""), 1);
 }
 
+static int64_t
+now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A log on a pipe nobody reads, with that pipe full: the writer is stuck. */
+static struct kg_accesslog *
+stalled_log(int p[2])
+{
+    char spec[32];
+    struct kg_accesslog *al;
+    struct kg_err err = {{0}};
+
+    assert_int_equal(pipe(p), 0);
+    fcntl(p[1], F_SETPIPE_SZ, 4096); /* fills sooner; the default is fine too */
+    snprintf(spec, sizeof(spec), "/dev/fd/%d", p[1]);
+    assert_int_equal(kg_accesslog_new(spec, 64, &al, &err), KG_OK);
+    for (int i = 0; i < 400; i++) {
+        struct kg_accesslog_rec *r = kg_accesslog_reserve(al);
+
+        if (r != NULL) {
+            fill(r, "stalled");
+            kg_accesslog_commit(al, r);
+        }
+    }
+    assert_false(kg_accesslog_sync(al, 300));
+    return al;
+}
+
+static void
+test_a_destination_nobody_reads_does_not_hold_up_set_dest(void **state)
+{
+    char other[128];
+    struct kg_accesslog *al;
+    struct kg_err err = {{0}};
+    int p[2];
+    int64_t t0;
+
+    (void)state;
+    snprintf(other, sizeof(other), "%s/after-stall.log", dir);
+    al = stalled_log(p);
+    t0 = now_ms();
+    assert_int_equal(kg_accesslog_set_dest(al, other, &err), KG_OK);
+    assert_true(now_ms() - t0 < 5000);
+    submit(al, "after");
+    assert_true(kg_accesslog_sync(al, 10000));
+    assert_int_equal(count_lines(other, NULL), 1);
+    assert_int_equal(count_lines(other, "\"after\""), 1);
+    assert_true(kg_accesslog_dropped(al) > 0); /* what the stuck pipe never took */
+    t0 = now_ms();
+    kg_accesslog_free(al);
+    assert_true(now_ms() - t0 < 5000);
+    close(p[0]);
+    close(p[1]);
+}
+
+static void
+test_free_gives_up_on_a_destination_nobody_reads(void **state)
+{
+    struct kg_accesslog *al;
+    int p[2];
+    int64_t t0;
+
+    (void)state;
+    al = stalled_log(p);
+    t0 = now_ms();
+    kg_accesslog_free(al);
+    assert_true(now_ms() - t0 < 5000);
+    close(p[0]);
+    close(p[1]);
+}
+
 static void
 test_the_writer_writes_each_lines_own_time(void **state)
 {
@@ -537,6 +614,8 @@ main(void)
         cmocka_unit_test(test_reopen_after_a_rename_starts_a_new_file_and_keeps_the_old_one),
         cmocka_unit_test(test_set_dest_moves_lines_and_off_stops_taking_them),
         cmocka_unit_test(test_the_writer_writes_each_lines_own_time),
+        cmocka_unit_test(test_a_destination_nobody_reads_does_not_hold_up_set_dest),
+        cmocka_unit_test(test_free_gives_up_on_a_destination_nobody_reads),
         cmocka_unit_test(test_a_file_that_cannot_be_opened_is_an_error),
     };
 
