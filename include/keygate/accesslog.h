@@ -74,8 +74,10 @@ struct kg_accesslog_rec {
 };
 
 /* Packs the strings into rec (NULL or "" is null; each cut to its field's
- * maximum less one: a path to 1023 bytes). path is path_len bytes, any
- * bytes (without the query string); the others are NUL-terminated. */
+ * maximum less one: a path to 511 bytes; a key-like run across the cut is
+ * masked here, since the writer cannot see it whole). path is path_len
+ * bytes, any bytes (without the query string); the others are
+ * NUL-terminated. */
 void kg_accesslog_rec_strings(struct kg_accesslog_rec *rec, const char *request_id,
                               const char *remote, const char *method, const char *key_id,
                               const char *tenant, const char *path, size_t path_len);
@@ -120,6 +122,17 @@ uint64_t kg_accesslog_dropped(const struct kg_accesslog *al);
  * Bounded: a stuck destination is given up after a second, and a writer
  * stuck in write() is cancelled after 3 s (its lines counted as dropped). */
 void kg_accesslog_free(struct kg_accesslog *al);
+
+/* Letters and digits in a row (or %XX for one) taken for a key: a key's
+ * body and checksum are 51. */
+#define KG_ACCESSLOG_MASK_RUN 40
+
+/* Masks, in place, every run of KG_ACCESSLOG_MASK_RUN or more letters and
+ * digits (%XX decoding to one counts as one) down to its first 4
+ * characters, the rest of the run's bytes '*': what the access log does to
+ * the path and request id, for any text a client chose that goes to a log.
+ * Length unchanged; true when something was masked. Any thread. */
+bool kg_accesslog_mask_keys(char *s, size_t n);
 
 /* One record as a JSON object and '\n', NUL-terminated (*len without the
  * NUL); NULL when out of memory. Bytes that are not UTF-8 become U+FFFD.

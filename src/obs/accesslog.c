@@ -283,6 +283,27 @@ _Static_assert(KG_ACCESSLOG_TEXT_MAX >= KG_REQUEST_ID_MAX - 1 + KG_CLIENTIP_MAX 
                                             KG_ACCESSLOG_TENANT_MAX - 1 + KG_ACCESSLOG_PATH_MAX - 1,
                "every string fits in text");
 
+static bool alnum(unsigned char c);
+
+/* A string cut at n (of full) in the middle of a run of letters, digits
+ * and '%' hides how long the run was from the writer's masking: a run of
+ * KG_ACCESSLOG_MASK_RUN bytes or more across the cut keeps its first 4
+ * bytes in kept, the rest '*'. Only for strings cut, so the event loops
+ * pay nothing for ordinary ones. */
+static void
+mask_cut(char *kept, size_t n, const char *s, size_t full)
+{
+    size_t a = n, b = n;
+
+    while (a > 0 && (alnum((unsigned char)s[a - 1]) || s[a - 1] == '%'))
+        a--;
+    while (b < full && b - a < KG_ACCESSLOG_MASK_RUN &&
+           (alnum((unsigned char)s[b]) || s[b] == '%'))
+        b++;
+    if (b - a >= KG_ACCESSLOG_MASK_RUN && n > a + KG_KEY_SHOWN_BODY && b > n)
+        memset(kept + a + KG_KEY_SHOWN_BODY, '*', n - a - KG_KEY_SHOWN_BODY);
+}
+
 void
 kg_accesslog_rec_strings(struct kg_accesslog_rec *rec, const char *request_id, const char *remote,
                          const char *method, const char *key_id, const char *tenant,
@@ -294,54 +315,102 @@ kg_accesslog_rec_strings(struct kg_accesslog_rec *rec, const char *request_id, c
     for (int i = 0; i < KG_AL_NSTR; i++) {
         size_t n = s[i] == NULL ? 0 : i == KG_AL_PATH ? path_len : strnlen(s[i], str_max[i]);
 
-        if (n > str_max[i])
+        bool cut = n > str_max[i];
+
+        if (cut)
             n = str_max[i];
         if (n > 0)
             memcpy(rec->text + off, s[i], n);
+        if (cut)
+            mask_cut(rec->text + off, n, s[i], i == KG_AL_PATH ? path_len : strlen(s[i]));
         rec->len[i] = (uint16_t)n;
         off += n;
     }
 }
 
 static bool
-key_char(char c)
+alnum(unsigned char c)
 {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+}
+
+static int
+hexval(unsigned char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Bytes of one key-body character at s (n > 0 left): a letter or a digit,
+ * or %XX that decodes to one (a client may encode a key); 0 otherwise. */
+static size_t
+body_char(const char *s, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)s;
+
+    if (alnum(u[0]))
+        return 1;
+    if (u[0] == '%' && n >= 3 && hexval(u[1]) >= 0 && hexval(u[2]) >= 0 &&
+        alnum((unsigned char)(hexval(u[1]) * 16 + hexval(u[2]))))
+        return 3;
+    return 0;
 }
 
 /* keygate never reads a key from the URL or X-Request-Id, but a client may
- * still put one there, and no log may hold a key: a run of key characters
- * that checks out as a key (shape and checksum, kg_keyfmt_check) keeps its
- * display prefix and the rest becomes '*'. Returns s, or out (n bytes)
- * when something was masked. Only runs of 52 or more such characters are
- * checked, so an ordinary path costs one pass. */
+ * still put one there, and no log may hold a key or a fragment of one. A
+ * key's body and checksum are 51 letters and digits in a row; any run of
+ * KG_ACCESSLOG_MASK_RUN or more (wherever it starts or ends, whatever
+ * precedes or follows it) keeps its first 4 characters and the rest of its
+ * bytes become '*'. No checksum is tried: one pass, whatever the input,
+ * and a long run that is not a key is masked too (the safe side). With
+ * out NULL, only tells whether there is something to mask. */
+static bool
+mask_scan(const char *s, size_t n, char *out)
+{
+    bool any = false;
+
+    for (size_t i = 0; i < n;) {
+        size_t k = body_char(s + i, n - i), count = 0, keep = i;
+
+        if (k == 0) {
+            i++;
+            continue;
+        }
+        while (i < n && (k = body_char(s + i, n - i)) > 0) {
+            i += k;
+            if (++count == KG_KEY_SHOWN_BODY)
+                keep = i;
+        }
+        if (count >= KG_ACCESSLOG_MASK_RUN) {
+            if (out == NULL)
+                return true;
+            memset(out + keep, '*', i - keep);
+            any = true;
+        }
+    }
+    return any;
+}
+
+bool
+kg_accesslog_mask_keys(char *s, size_t n)
+{
+    return mask_scan(s, n, s);
+}
+
+/* s, or out (n bytes) holding s masked when it has a run to mask. */
 static const char *
 mask_keys(const char *s, size_t n, char *out)
 {
-    const char *v = s;
-
-    for (size_t i = 0; i < n;) {
-        size_t j = i;
-
-        while (j < n && key_char(s[j]))
-            j++;
-        /* A key ends where the run ends; its prefix may be glued to what precedes. */
-        for (size_t st = j - i > KG_KEY_MAX - 1 ? j - (KG_KEY_MAX - 1) : i;
-             j - st > KG_KEY_TAIL_LEN; st++) {
-            if (kg_keyfmt_check(s + st, j - st)) {
-                size_t shown = j - st - KG_KEY_TAIL_LEN + KG_KEY_SHOWN_BODY;
-
-                if (v == s) {
-                    memcpy(out, s, n);
-                    v = out;
-                }
-                memset(out + st + shown, '*', j - st - shown);
-                break;
-            }
-        }
-        i = j < n ? j + 1 : j;
-    }
-    return v;
+    if (!mask_scan(s, n, NULL))
+        return s;
+    memcpy(out, s, n);
+    mask_scan(out, n, out);
+    return out;
 }
 
 /* wall_off_us: wall_offset_us() of about now, for records with end_mono_us. */
