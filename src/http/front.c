@@ -98,6 +98,7 @@ struct kg_req {
     int64_t bytes_sent;
     enum kg_outcome log_outcome;
     char method[KG_ACCESSLOG_METHOD_MAX];
+    bool head; /* the request on this connection is a HEAD (forward_auth: the question) */
     char remote[KG_CLIENTIP_MAX];
     char key_id[KG_ID_MAX];
     char tenant[KG_ACCESSLOG_TENANT_MAX];
@@ -332,7 +333,7 @@ send_answer(struct kg_req *req, struct MHD_Connection *conn, const struct kg_ans
     }
     req->phase = REQ_ANSWERED;
     req->status = ans->status;
-    req->bytes_sent = (int64_t)ans->body_len;
+    req->bytes_sent = req->head ? 0 : (int64_t)ans->body_len; /* HEAD: no body goes out */
     resp = MHD_create_response_from_buffer(ans->body_len, (void *)ans->body,
                                            MHD_RESPMEM_MUST_COPY);
     if (resp == NULL)
@@ -383,6 +384,8 @@ send_allow(struct kg_req *req, struct MHD_Connection *conn, const struct kg_keye
         return MHD_YES;
     }
     req->phase = REQ_ANSWERED;
+    req->status = 200;
+    req->bytes_sent = 0;
     ret = MHD_queue_response(conn, 200, resp);
     MHD_destroy_response(resp);
     return ret;
@@ -398,6 +401,8 @@ send_deferred(struct kg_req *req, struct MHD_Connection *conn)
         return send_answer(req, conn, req->deferred);
     if (atomic_load(&kg_loop_runtime(req->loop)->draining))
         MHD_add_response_header(req->allow, "Connection", "close");
+    req->status = 200;
+    req->bytes_sent = 0;
     ret = MHD_queue_response(conn, 200, req->allow);
     MHD_destroy_response(req->allow);
     req->allow = NULL;
@@ -1037,6 +1042,7 @@ first_call(struct kg_req *req, struct MHD_Connection *conn, const char *method)
     req->outcome = KG_OUTCOME_NONE;
     /* A method that is not a token is logged as null: it may be anything, a key included. */
     copy_cut(req->method, sizeof(req->method), method_ok(method) ? method : "");
+    req->head = method != NULL && strcmp(method, "HEAD") == 0;
     ret = decide_first(req, conn, method);
     req->log_outcome = req->outcome;
     kg_metrics_request_time(kg_time_mono_us() - t0);

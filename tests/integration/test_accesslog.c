@@ -593,6 +593,26 @@ test_a_key_as_method_or_with_more_glued_to_it_is_masked_in_the_log(void **state)
     assert_no_key_fragment(W.log_path, W.items.key);
 }
 
+static void
+test_a_head_answered_by_keygate_logs_no_body_bytes(void **state)
+{
+    static const char req[] = "HEAD /v1/items HTTP/1.1\r\nHost: x\r\nX-Request-Id: it-head\r\n"
+                              "Connection: close\r\n\r\n";
+    struct kt_raw_result rr;
+    json_t *o;
+
+    (void)state;
+    assert_true(kt_raw_exchange(kt_daemon_port(W.gw), req, sizeof(req) - 1, 0, 0, 3000, &rr));
+    assert_non_null(strstr(rr.data, " 401 "));
+    kt_raw_result_cleanup(&rr);
+    o = wait_line(W.log_path, NULL, "it-head", LINE_DEADLINE_MS);
+    assert_non_null(o);
+    assert_string_equal(sfield(o, "method"), "HEAD");
+    assert_int_equal(ifield(o, "status"), 401);
+    assert_int_equal(ifield(o, "bytes_sent"), 0);
+    json_decref(o);
+}
+
 struct pacer {
     struct kt_daemon *d;
     _Atomic bool stop;
@@ -737,6 +757,7 @@ main(void)
         cmocka_unit_test(test_an_odd_path_is_one_valid_json_line),
         cmocka_unit_test(test_a_key_sent_in_the_url_or_as_request_id_is_masked_in_the_log),
         cmocka_unit_test(test_a_key_as_method_or_with_more_glued_to_it_is_masked_in_the_log),
+        cmocka_unit_test(test_a_head_answered_by_keygate_logs_no_body_bytes),
         cmocka_unit_test(test_lines_reach_the_file_within_2_s_while_traffic_goes_on),
         cmocka_unit_test(test_sigusr1_after_a_rename_starts_a_new_file),
         cmocka_unit_test(test_sigterm_writes_every_line_before_exit),
