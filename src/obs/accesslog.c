@@ -111,6 +111,8 @@ struct kg_accesslog {
 
     /* Writer only; the writer never writes while holding mu. */
     struct dest cur;
+    struct dest taking; /* pending, taken over, until cur is done with (kept here for
+                         * kg_accesslog_free should the writer be cancelled meanwhile) */
     int64_t stalled_ms; /* when cur last refused to take anything; 0: it takes lines */
 
     char *buf; /* formatted lines not yet written; writer only */
@@ -297,8 +299,7 @@ mask_cut(char *kept, size_t n, const char *s, size_t full)
 
     while (a > 0 && (alnum((unsigned char)s[a - 1]) || s[a - 1] == '%'))
         a--;
-    while (b < full && b - a < KG_ACCESSLOG_MASK_RUN &&
-           (alnum((unsigned char)s[b]) || s[b] == '%'))
+    while (b < full && b - a < KG_ACCESSLOG_MASK_RUN && (alnum((unsigned char)s[b]) || s[b] == '%'))
         b++;
     if (b - a >= KG_ACCESSLOG_MASK_RUN && n > a + KG_KEY_SHOWN_BODY && b > n)
         memset(kept + a + KG_KEY_SHOWN_BODY, '*', n - a - KG_KEY_SHOWN_BODY);
@@ -719,15 +720,15 @@ drain(struct kg_accesslog *al)
 /* Writer, without mu: what the old destination is owed, then next. From
  * off, the ring's records are the new one's. */
 static void
-switch_to(struct kg_accesslog *al, struct dest *next)
+switch_to(struct kg_accesslog *al)
 {
     if (al->cur.fd >= 0) {
         drain(al);
         write_out(al);
     }
     dest_close(&al->cur);
-    al->cur = *next;
-    *next = (struct dest){.fd = -1};
+    al->cur = al->taking;
+    al->taking = (struct dest){.fd = -1};
     al->warned = false;
     al->stalled_ms = 0;
 }
@@ -777,10 +778,11 @@ writer_main(void *arg)
     pthread_mutex_lock(&al->mu);
     for (;;) {
         bool stopping, syncing, reopening, switching = al->has_pending;
-        struct dest next = al->pending;
         uint64_t ticket = al->switch_req;
         size_t got;
 
+        if (switching)
+            al->taking = al->pending;
         al->pending = (struct dest){.fd = -1};
         al->has_pending = false;
         reopening = al->reopen;
@@ -793,7 +795,7 @@ writer_main(void *arg)
         /* Nothing is written under mu: a stalled destination must never
          * hold up the controlling thread. */
         if (switching)
-            switch_to(al, &next);
+            switch_to(al);
         if (reopening)
             reopen_file(al);
         got = drain(al);
@@ -858,6 +860,7 @@ kg_accesslog_new(const char *dest, size_t capacity, struct kg_accesslog **out, s
         return kg_err_set(err, KG_ENOMEM, "out of memory");
     al->cur.fd = -1;
     al->pending.fd = -1;
+    al->taking.fd = -1;
     al->mask = cap - 1;
     atomic_init(&al->cells, NULL);
     if (!line_init(&al->line)) {
@@ -1075,6 +1078,7 @@ kg_accesslog_free(struct kg_accesslog *al)
         return; /* the writer could not be stopped: al stays, leaked, for it */
     dest_close(&al->cur);
     dest_close(&al->pending);
+    dest_close(&al->taking);
     pthread_cond_destroy(&al->wake);
     pthread_cond_destroy(&al->done);
     pthread_mutex_destroy(&al->mu);
