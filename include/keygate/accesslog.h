@@ -9,6 +9,11 @@
  * keygate_access_log_dropped_total), never waited for. The ring is
  * allocated the first time the log is on: "off" costs no memory.
  *
+ * A destination that stops taking lines (a pipe nobody reads) never blocks
+ * the controlling thread: a pipe is written only when poll() says it has
+ * room, and once a switch or the exit waits for it and it has taken nothing
+ * for a second, its lines are dropped and counted.
+ *
  * Destinations: "off", "stdout", "stderr" or a file path (opened with
  * O_APPEND, created 0640). kg_accesslog_reopen() (SIGUSR1, logrotate) and
  * kg_accesslog_set_dest() (a new config) switch files on the writer thread.
@@ -69,8 +74,10 @@ struct kg_accesslog_rec {
 };
 
 /* Packs the strings into rec (NULL or "" is null; each cut to its field's
- * maximum less one: a path to 1023 bytes). path is path_len bytes, any
- * bytes (without the query string); the others are NUL-terminated. */
+ * maximum less one: a path to 511 bytes; a key-like run across the cut is
+ * masked here, since the writer cannot see it whole). path is path_len
+ * bytes, any bytes (without the query string); the others are
+ * NUL-terminated. */
 void kg_accesslog_rec_strings(struct kg_accesslog_rec *rec, const char *request_id,
                               const char *remote, const char *method, const char *key_id,
                               const char *tenant, const char *path, size_t path_len);
@@ -97,19 +104,35 @@ void kg_accesslog_reopen(struct kg_accesslog *al);
 
 /* Switches to a new destination (a reloaded config): a file is opened
  * here, so a bad path is an error for the caller and nothing changes.
- * Returns once the writer has switched: lines committed before go to the
- * old destination, lines committed after to the new one. */
+ * Returns once the writer has switched (lines committed before go to the
+ * old destination, lines committed after to the new one), or after 2.5 s
+ * when the old destination is stuck (the switch then happens when the
+ * writer is free; a warning is logged). */
 enum kg_status kg_accesslog_set_dest(struct kg_accesslog *al, const char *dest, struct kg_err *err);
 
 /* Waits (at most timeout_ms) until every record committed before the call
  * is written; false on timeout. */
 bool kg_accesslog_sync(struct kg_accesslog *al, int64_t timeout_ms);
 
-/* Lines dropped because the ring was full, since kg_accesslog_new(). */
+/* Lines dropped because the ring was full or the destination was given
+ * up, since kg_accesslog_new(). */
 uint64_t kg_accesslog_dropped(const struct kg_accesslog *al);
 
-/* Writes everything committed, stops the writer, closes the file. NULL ok. */
+/* Writes everything committed, stops the writer, closes the file. NULL ok.
+ * Bounded: a stuck destination is given up after a second, and a writer
+ * stuck in write() is cancelled after 3 s (its lines counted as dropped). */
 void kg_accesslog_free(struct kg_accesslog *al);
+
+/* Letters and digits in a row (or %XX for one) taken for a key: a key's
+ * body and checksum are 51. */
+#define KG_ACCESSLOG_MASK_RUN 40
+
+/* Masks, in place, every run of KG_ACCESSLOG_MASK_RUN or more letters and
+ * digits (%XX decoding to one counts as one) down to its first 4
+ * characters, the rest of the run's bytes '*': what the access log does to
+ * the path and request id, for any text a client chose that goes to a log.
+ * Length unchanged; true when something was masked. Any thread. */
+bool kg_accesslog_mask_keys(char *s, size_t n);
 
 /* One record as a JSON object and '\n', NUL-terminated (*len without the
  * NUL); NULL when out of memory. Bytes that are not UTF-8 become U+FFFD.

@@ -6,6 +6,7 @@
  * the one request taken before the key decision: its body is collected
  * here and the signup itself (manage/signup.c) runs on the worker thread. */
 #include <arpa/inet.h>
+#include <ctype.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -97,6 +98,7 @@ struct kg_req {
     int64_t bytes_sent;
     enum kg_outcome log_outcome;
     char method[KG_ACCESSLOG_METHOD_MAX];
+    bool head; /* the request on this connection is a HEAD (forward_auth: the question) */
     char remote[KG_CLIENTIP_MAX];
     char key_id[KG_ID_MAX];
     char tenant[KG_ACCESSLOG_TENANT_MAX];
@@ -331,7 +333,7 @@ send_answer(struct kg_req *req, struct MHD_Connection *conn, const struct kg_ans
     }
     req->phase = REQ_ANSWERED;
     req->status = ans->status;
-    req->bytes_sent = (int64_t)ans->body_len;
+    req->bytes_sent = req->head ? 0 : (int64_t)ans->body_len; /* HEAD: no body goes out */
     resp = MHD_create_response_from_buffer(ans->body_len, (void *)ans->body,
                                            MHD_RESPMEM_MUST_COPY);
     if (resp == NULL)
@@ -382,6 +384,8 @@ send_allow(struct kg_req *req, struct MHD_Connection *conn, const struct kg_keye
         return MHD_YES;
     }
     req->phase = REQ_ANSWERED;
+    req->status = 200;
+    req->bytes_sent = 0;
     ret = MHD_queue_response(conn, 200, resp);
     MHD_destroy_response(resp);
     return ret;
@@ -397,6 +401,8 @@ send_deferred(struct kg_req *req, struct MHD_Connection *conn)
         return send_answer(req, conn, req->deferred);
     if (atomic_load(&kg_loop_runtime(req->loop)->draining))
         MHD_add_response_header(req->allow, "Connection", "close");
+    req->status = 200;
+    req->bytes_sent = 0;
     ret = MHD_queue_response(conn, 200, req->allow);
     MHD_destroy_response(req->allow);
     req->allow = NULL;
@@ -910,9 +916,10 @@ decide_first(struct kg_req *req, struct MHD_Connection *conn, const char *method
             free(target);
             return send_error(req, conn, 400, why);
         }
-        /* From here on the request is the one asked about. */
+        /* From here on the request is the one asked about, in the log too. */
         free(req->uri);
         req->uri = target;
+        copy_cut(req->method, sizeof(req->method), method);
     }
     req->outcome = KG_OUTCOME_NONE;
     q = strchr(req->uri, '?');
@@ -1033,7 +1040,9 @@ first_call(struct kg_req *req, struct MHD_Connection *conn, const char *method)
     enum MHD_Result ret;
 
     req->outcome = KG_OUTCOME_NONE;
-    copy_cut(req->method, sizeof(req->method), method != NULL ? method : "");
+    /* A method that is not a token is logged as null: it may be anything, a key included. */
+    copy_cut(req->method, sizeof(req->method), method_ok(method) ? method : "");
+    req->head = method != NULL && strcmp(method, "HEAD") == 0;
     ret = decide_first(req, conn, method);
     req->log_outcome = req->outcome;
     kg_metrics_request_time(kg_time_mono_us() - t0);
@@ -1257,10 +1266,22 @@ mhd_logger(void *cls, const char *fmt, va_list ap)
 {
     char msg[512];
     size_t n;
+    int full;
 
     (void)cls;
-    vsnprintf(msg, sizeof(msg), fmt, ap);
+    full = vsnprintf(msg, sizeof(msg), fmt, ap);
     n = strlen(msg);
+    /* Its messages quote the request line: a key there is masked as in the
+     * access log, and a run cut short at the end keeps only 4 characters. */
+    if (full >= (int)sizeof(msg)) {
+        size_t a = n;
+
+        while (a > 0 && (isalnum((unsigned char)msg[a - 1]) || msg[a - 1] == '%'))
+            a--;
+        if (n > a + 4)
+            memset(msg + a + 4, '*', n - a - 4);
+    }
+    kg_accesslog_mask_keys(msg, n);
     while (n > 0 && msg[n - 1] == '\n')
         msg[--n] = '\0';
     kg_log_debug("libmicrohttpd: %s", msg);

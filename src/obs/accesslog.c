@@ -8,11 +8,14 @@
  * sequence lags its position: the record is dropped, never waited for. */
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -28,6 +31,15 @@
 #define IDLE_WAIT_MS 50    /* the writer looks at an empty ring this often */
 #define BUSY_WAIT_MS 10    /* and lets a busy one fill this long: batches, not a spin */
 #define BUF_WRITE_AT (64 * 1024)
+/* A destination that takes nothing (a pipe nobody reads) is waited for in
+ * POLL_MS steps; once the controller waits for the writer (a switch, the
+ * exit) and it has taken nothing for STALL_GIVE_UP_MS, its lines are
+ * dropped and counted. kg_accesslog_free() cancels a writer still stuck
+ * after FREE_WAIT_S (a write() to a file that never returns). */
+#define POLL_MS 100
+#define STALL_GIVE_UP_MS 1000
+#define SET_DEST_WAIT_MS 2500
+#define FREE_WAIT_S 3
 
 struct cell {
     _Atomic size_t seq;
@@ -39,6 +51,7 @@ struct cell {
 struct dest {
     int fd;
     bool own;   /* a file we opened (and may reopen) */
+    bool pipe;  /* not a regular file: polled, written PIPE_BUF at a time */
     char *path; /* for reopen; NULL unless own */
 };
 
@@ -87,12 +100,20 @@ struct kg_accesslog {
     _Atomic bool on;
     _Atomic uint64_t dropped;
 
+    _Atomic bool hurry; /* the controller waits for a switch or the exit */
+
     pthread_mutex_t mu; /* the fields below, between the controller and the writer */
     pthread_cond_t wake, done;
     pthread_t thread;
     bool started, stop, reopen, sync_req, has_pending;
-    struct dest cur;     /* the writer's, swapped under mu */
-    struct dest pending; /* set_dest()'s, until the writer takes it */
+    struct dest pending;              /* set_dest()'s, until the writer takes it */
+    uint64_t switch_req, switch_done; /* set_dest() tickets asked for and served */
+
+    /* Writer only; the writer never writes while holding mu. */
+    struct dest cur;
+    struct dest taking; /* pending, taken over, until cur is done with (kept here for
+                         * kg_accesslog_free should the writer be cancelled meanwhile) */
+    int64_t stalled_ms; /* when cur last refused to take anything; 0: it takes lines */
 
     char *buf; /* formatted lines not yet written; writer only */
     size_t len, cap;
@@ -264,6 +285,26 @@ _Static_assert(KG_ACCESSLOG_TEXT_MAX >= KG_REQUEST_ID_MAX - 1 + KG_CLIENTIP_MAX 
                                             KG_ACCESSLOG_TENANT_MAX - 1 + KG_ACCESSLOG_PATH_MAX - 1,
                "every string fits in text");
 
+static bool alnum(unsigned char c);
+
+/* A string cut at n (of full) in the middle of a run of letters, digits
+ * and '%' hides how long the run was from the writer's masking: a run of
+ * KG_ACCESSLOG_MASK_RUN bytes or more across the cut keeps its first 4
+ * bytes in kept, the rest '*'. Only for strings cut, so the event loops
+ * pay nothing for ordinary ones. */
+static void
+mask_cut(char *kept, size_t n, const char *s, size_t full)
+{
+    size_t a = n, b = n;
+
+    while (a > 0 && (alnum((unsigned char)s[a - 1]) || s[a - 1] == '%'))
+        a--;
+    while (b < full && b - a < KG_ACCESSLOG_MASK_RUN && (alnum((unsigned char)s[b]) || s[b] == '%'))
+        b++;
+    if (b - a >= KG_ACCESSLOG_MASK_RUN && n > a + KG_KEY_SHOWN_BODY && b > n)
+        memset(kept + a + KG_KEY_SHOWN_BODY, '*', n - a - KG_KEY_SHOWN_BODY);
+}
+
 void
 kg_accesslog_rec_strings(struct kg_accesslog_rec *rec, const char *request_id, const char *remote,
                          const char *method, const char *key_id, const char *tenant,
@@ -275,54 +316,102 @@ kg_accesslog_rec_strings(struct kg_accesslog_rec *rec, const char *request_id, c
     for (int i = 0; i < KG_AL_NSTR; i++) {
         size_t n = s[i] == NULL ? 0 : i == KG_AL_PATH ? path_len : strnlen(s[i], str_max[i]);
 
-        if (n > str_max[i])
+        bool cut = n > str_max[i];
+
+        if (cut)
             n = str_max[i];
         if (n > 0)
             memcpy(rec->text + off, s[i], n);
+        if (cut)
+            mask_cut(rec->text + off, n, s[i], i == KG_AL_PATH ? path_len : strlen(s[i]));
         rec->len[i] = (uint16_t)n;
         off += n;
     }
 }
 
 static bool
-key_char(char c)
+alnum(unsigned char c)
 {
-    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_';
+    return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+}
+
+static int
+hexval(unsigned char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Bytes of one key-body character at s (n > 0 left): a letter or a digit,
+ * or %XX that decodes to one (a client may encode a key); 0 otherwise. */
+static size_t
+body_char(const char *s, size_t n)
+{
+    const unsigned char *u = (const unsigned char *)s;
+
+    if (alnum(u[0]))
+        return 1;
+    if (u[0] == '%' && n >= 3 && hexval(u[1]) >= 0 && hexval(u[2]) >= 0 &&
+        alnum((unsigned char)(hexval(u[1]) * 16 + hexval(u[2]))))
+        return 3;
+    return 0;
 }
 
 /* keygate never reads a key from the URL or X-Request-Id, but a client may
- * still put one there, and no log may hold a key: a run of key characters
- * that checks out as a key (shape and checksum, kg_keyfmt_check) keeps its
- * display prefix and the rest becomes '*'. Returns s, or out (n bytes)
- * when something was masked. Only runs of 52 or more such characters are
- * checked, so an ordinary path costs one pass. */
+ * still put one there, and no log may hold a key or a fragment of one. A
+ * key's body and checksum are 51 letters and digits in a row; any run of
+ * KG_ACCESSLOG_MASK_RUN or more (wherever it starts or ends, whatever
+ * precedes or follows it) keeps its first 4 characters and the rest of its
+ * bytes become '*'. No checksum is tried: one pass, whatever the input,
+ * and a long run that is not a key is masked too (the safe side). With
+ * out NULL, only tells whether there is something to mask. */
+static bool
+mask_scan(const char *s, size_t n, char *out)
+{
+    bool any = false;
+
+    for (size_t i = 0; i < n;) {
+        size_t k = body_char(s + i, n - i), count = 0, keep = i;
+
+        if (k == 0) {
+            i++;
+            continue;
+        }
+        while (i < n && (k = body_char(s + i, n - i)) > 0) {
+            i += k;
+            if (++count == KG_KEY_SHOWN_BODY)
+                keep = i;
+        }
+        if (count >= KG_ACCESSLOG_MASK_RUN) {
+            if (out == NULL)
+                return true;
+            memset(out + keep, '*', i - keep);
+            any = true;
+        }
+    }
+    return any;
+}
+
+bool
+kg_accesslog_mask_keys(char *s, size_t n)
+{
+    return mask_scan(s, n, s);
+}
+
+/* s, or out (n bytes) holding s masked when it has a run to mask. */
 static const char *
 mask_keys(const char *s, size_t n, char *out)
 {
-    const char *v = s;
-
-    for (size_t i = 0; i < n;) {
-        size_t j = i;
-
-        while (j < n && key_char(s[j]))
-            j++;
-        /* A key ends where the run ends; its prefix may be glued to what precedes. */
-        for (size_t st = j - i > KG_KEY_MAX - 1 ? j - (KG_KEY_MAX - 1) : i;
-             j - st > KG_KEY_TAIL_LEN; st++) {
-            if (kg_keyfmt_check(s + st, j - st)) {
-                size_t shown = j - st - KG_KEY_TAIL_LEN + KG_KEY_SHOWN_BODY;
-
-                if (v == s) {
-                    memcpy(out, s, n);
-                    v = out;
-                }
-                memset(out + st + shown, '*', j - st - shown);
-                break;
-            }
-        }
-        i = j < n ? j + 1 : j;
-    }
-    return v;
+    if (!mask_scan(s, n, NULL))
+        return s;
+    memcpy(out, s, n);
+    mask_scan(out, n, out);
+    return out;
 }
 
 /* wall_off_us: wall_offset_us() of about now, for records with end_mono_us. */
@@ -412,11 +501,20 @@ dest_close(struct dest *d)
     d->path = NULL;
 }
 
+static bool
+is_pipe_like(int fd)
+{
+    struct stat st;
+
+    return fstat(fd, &st) != 0 || !S_ISREG(st.st_mode);
+}
+
 static enum kg_status
 dest_open(const char *spec, struct dest *d, struct kg_err *err)
 {
     d->fd = -1;
     d->own = false;
+    d->pipe = false;
     d->path = NULL;
     if (spec == NULL || spec[0] == '\0')
         return kg_err_set(err, KG_EINVAL, "access_log wants off, stdout, stderr or a file path");
@@ -424,10 +522,12 @@ dest_open(const char *spec, struct dest *d, struct kg_err *err)
         return KG_OK;
     if (strcmp(spec, "stdout") == 0) {
         d->fd = STDOUT_FILENO;
+        d->pipe = is_pipe_like(d->fd);
         return KG_OK;
     }
     if (strcmp(spec, "stderr") == 0) {
         d->fd = STDERR_FILENO;
+        d->pipe = is_pipe_like(d->fd);
         return KG_OK;
     }
     d->path = strdup(spec);
@@ -442,21 +542,96 @@ dest_open(const char *spec, struct dest *d, struct kg_err *err)
         return kg_err_set(err, KG_EIO, "access_log %s: %s", spec, strerror(e));
     }
     d->own = true;
+    d->pipe = is_pipe_like(d->fd);
     return KG_OK;
 }
 
 /* ---- the writer ---- */
 
+/* The lines in buf[off..len) are lost: counted as dropped. */
+static void
+abandon(struct kg_accesslog *al, size_t off)
+{
+    const char *p = al->buf + off, *end = al->buf + al->len;
+
+    while (p < end && (p = memchr(p, '\n', (size_t)(end - p))) != NULL) {
+        atomic_fetch_add_explicit(&al->dropped, 1, memory_order_relaxed);
+        kg_metrics_access_log_dropped();
+        p++;
+    }
+}
+
+/* True when cur has taken nothing for long enough, and it matters. */
+static bool
+given_up(const struct kg_accesslog *al)
+{
+    return al->stalled_ms != 0 && atomic_load(&al->hurry) &&
+           kg_time_mono_ms() - al->stalled_ms >= STALL_GIVE_UP_MS;
+}
+
+/* cur took nothing just now: true when it is time to give up on it. */
+static bool
+give_up(struct kg_accesslog *al)
+{
+    if (al->stalled_ms == 0)
+        al->stalled_ms = kg_time_mono_ms();
+    return given_up(al);
+}
+
+/* Cancellation (kg_accesslog_free's last resort) only here, where mu is
+ * never held. */
+static int
+poll_out(int fd, int timeout_ms)
+{
+    struct pollfd p = {.fd = fd, .events = POLLOUT};
+    int r;
+
+    pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
+    r = poll(&p, 1, timeout_ms);
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+    return r;
+}
+
+static ssize_t
+write_some(int fd, const char *b, size_t n)
+{
+    ssize_t r;
+
+    pthread_setcancelstate(PTHREAD_CANCEL_ENABLE, NULL);
+    r = write(fd, b, n);
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
+    return r;
+}
+
+/* A pipe is written only when poll() says it has room, PIPE_BUF at a time,
+ * so a reader that stalls never blocks the writer in write(). */
 static void
 write_out(struct kg_accesslog *al)
 {
     size_t off = 0;
 
     while (off < al->len && al->cur.fd >= 0) {
-        ssize_t n = write(al->cur.fd, al->buf + off, al->len - off);
+        size_t want = al->len - off;
+        ssize_t n;
 
-        if (n < 0 && errno == EINTR)
+        if (al->cur.pipe) {
+            /* Given up already: one look, no wait, for each batch. */
+            int r = poll_out(al->cur.fd, given_up(al) ? 0 : POLL_MS);
+
+            if (r == 0 || (r < 0 && errno == EINTR)) {
+                if (give_up(al))
+                    break;
+                continue;
+            }
+            if (want > PIPE_BUF)
+                want = PIPE_BUF;
+        }
+        n = write_some(al->cur.fd, al->buf + off, want);
+        if (n < 0 && (errno == EINTR || errno == EAGAIN)) {
+            if (give_up(al))
+                break;
             continue;
+        }
         if (n <= 0) {
             if (!al->warned)
                 kg_log_warn("access log: write failed; lines are lost until it works again");
@@ -464,7 +639,15 @@ write_out(struct kg_accesslog *al)
             break;
         }
         al->warned = false;
+        al->stalled_ms = 0;
         off += (size_t)n;
+    }
+    if (off < al->len && al->stalled_ms != 0) {
+        if (!al->warned)
+            kg_log_warn("access log: the destination took nothing for %d ms; lines are dropped",
+                        STALL_GIVE_UP_MS);
+        al->warned = true;
+        abandon(al, off);
     }
     al->len = 0;
     al->last_write_ms = kg_time_mono_ms();
@@ -534,40 +717,42 @@ drain(struct kg_accesslog *al)
     return taken;
 }
 
-/* Under mu: a new destination or a reopen, after what the old one is owed. */
+/* Writer, without mu: what the old destination is owed, then next. From
+ * off, the ring's records are the new one's. */
 static void
-switch_dest(struct kg_accesslog *al)
+switch_to(struct kg_accesslog *al)
 {
-    if (al->has_pending) {
-        /* What the old destination is owed; from off, the ring's records
-         * are the new one's. */
-        if (al->cur.fd >= 0) {
-            drain(al);
-            write_out(al);
-        }
-        dest_close(&al->cur);
-        al->cur = al->pending;
-        al->pending = (struct dest){.fd = -1};
-        al->has_pending = false;
-        al->warned = false;
+    if (al->cur.fd >= 0) {
+        drain(al);
+        write_out(al);
     }
-    if (al->reopen) {
-        al->reopen = false;
-        if (al->cur.own) {
-            int fd = open(al->cur.path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    dest_close(&al->cur);
+    al->cur = al->taking;
+    al->taking = (struct dest){.fd = -1};
+    al->warned = false;
+    al->stalled_ms = 0;
+}
 
-            drain(al);
-            write_out(al);
-            if (fd < 0) {
-                kg_log_warn("access log: reopening %s; still writing to the old file",
-                            al->cur.path);
-            } else {
-                close(al->cur.fd);
-                al->cur.fd = fd;
-                al->warned = false;
-            }
-        }
+/* Writer, without mu: the same path again (logrotate renamed the file). */
+static void
+reopen_file(struct kg_accesslog *al)
+{
+    int fd;
+
+    if (!al->cur.own)
+        return;
+    fd = open(al->cur.path, O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0640);
+    drain(al);
+    write_out(al);
+    if (fd < 0) {
+        kg_log_warn("access log: reopening %s; still writing to the old file", al->cur.path);
+        return;
     }
+    close(al->cur.fd);
+    al->cur.fd = fd;
+    al->cur.pipe = is_pipe_like(fd);
+    al->warned = false;
+    al->stalled_ms = 0;
 }
 
 static void
@@ -587,18 +772,32 @@ writer_main(void *arg)
 {
     struct kg_accesslog *al = arg;
 
+    /* Cancelled only inside write() and poll() (see write_out). */
+    pthread_setcancelstate(PTHREAD_CANCEL_DISABLE, NULL);
     pthread_setname_np(pthread_self(), "kg-accesslog"); /* for top -H and perf */
     pthread_mutex_lock(&al->mu);
     for (;;) {
-        bool stopping, syncing;
+        bool stopping, syncing, reopening, switching = al->has_pending;
+        uint64_t ticket = al->switch_req;
         size_t got;
 
-        switch_dest(al);
+        if (switching)
+            al->taking = al->pending;
+        al->pending = (struct dest){.fd = -1};
+        al->has_pending = false;
+        reopening = al->reopen;
+        al->reopen = false;
         stopping = al->stop;
         syncing = al->sync_req;
         al->sync_req = false;
         pthread_mutex_unlock(&al->mu);
 
+        /* Nothing is written under mu: a stalled destination must never
+         * hold up the controlling thread. */
+        if (switching)
+            switch_to(al);
+        if (reopening)
+            reopen_file(al);
         got = drain(al);
         if (al->len > 0 &&
             (stopping || syncing || kg_time_mono_ms() - al->last_write_ms >= WRITE_EVERY_MS))
@@ -607,6 +806,11 @@ writer_main(void *arg)
             atomic_store_explicit(&al->written, al->tail, memory_order_release);
 
         pthread_mutex_lock(&al->mu);
+        if (switching) {
+            al->switch_done = ticket;
+            if (!al->stop && !al->has_pending)
+                atomic_store(&al->hurry, false);
+        }
         pthread_cond_broadcast(&al->done);
         if (stopping && got == 0 && al->len == 0 && atomic_load(&al->head) == al->tail)
             break;
@@ -656,6 +860,7 @@ kg_accesslog_new(const char *dest, size_t capacity, struct kg_accesslog **out, s
         return kg_err_set(err, KG_ENOMEM, "out of memory");
     al->cur.fd = -1;
     al->pending.fd = -1;
+    al->taking.fd = -1;
     al->mask = cap - 1;
     atomic_init(&al->cells, NULL);
     if (!line_init(&al->line)) {
@@ -750,11 +955,27 @@ kg_accesslog_reopen(struct kg_accesslog *al)
     pthread_mutex_unlock(&al->mu);
 }
 
+/* Under mu: waits on done at most ms. */
+static void
+timed_wait_done(struct kg_accesslog *al, long ms)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_nsec += ms * 1000000L;
+    ts.tv_sec += ts.tv_nsec / 1000000000L;
+    ts.tv_nsec %= 1000000000L;
+    pthread_cond_timedwait(&al->done, &al->mu, &ts);
+}
+
 enum kg_status
 kg_accesslog_set_dest(struct kg_accesslog *al, const char *dest, struct kg_err *err)
 {
     struct dest d;
     enum kg_status rc = dest_open(dest, &d, err);
+    int64_t deadline = kg_time_mono_ms() + SET_DEST_WAIT_MS;
+    uint64_t ticket;
+    bool switched;
 
     if (rc != KG_OK)
         return rc;
@@ -763,16 +984,24 @@ kg_accesslog_set_dest(struct kg_accesslog *al, const char *dest, struct kg_err *
         return kg_err_set(err, KG_ENOMEM, "out of memory");
     }
     pthread_mutex_lock(&al->mu);
+    if (al->has_pending)
+        dest_close(&al->pending); /* an earlier switch the writer has not taken yet */
     al->pending = d;
     al->has_pending = true;
+    ticket = ++al->switch_req;
+    atomic_store(&al->hurry, true);
     /* Off at once: nothing new is taken; what is in the ring still goes out. */
     atomic_store(&al->on, d.fd >= 0);
     pthread_cond_signal(&al->wake);
-    /* Returns once the writer switched: a line logged after this call goes
-     * to the new destination. */
-    while (al->has_pending)
-        pthread_cond_wait(&al->done, &al->mu);
+    /* Usually returns once the writer switched, so a line logged after this
+     * call goes to the new destination; but never waits on a stalled one
+     * for long (the writer gives up on it after STALL_GIVE_UP_MS). */
+    while (al->switch_done < ticket && kg_time_mono_ms() < deadline)
+        timed_wait_done(al, 50);
+    switched = al->switch_done >= ticket;
     pthread_mutex_unlock(&al->mu);
+    if (!switched)
+        kg_log_warn("access log: the old destination is stuck; switching once the writer is free");
     return KG_OK;
 }
 
@@ -789,15 +1018,9 @@ kg_accesslog_sync(struct kg_accesslog *al, int64_t timeout_ms)
     pthread_mutex_lock(&al->mu);
     while (atomic_load_explicit(&al->written, memory_order_acquire) < target &&
            kg_time_mono_ms() < deadline) {
-        struct timespec ts;
-
         al->sync_req = true;
         pthread_cond_signal(&al->wake);
-        clock_gettime(CLOCK_REALTIME, &ts);
-        ts.tv_nsec += 20 * 1000000L;
-        ts.tv_sec += ts.tv_nsec / 1000000000L;
-        ts.tv_nsec %= 1000000000L;
-        pthread_cond_timedwait(&al->done, &al->mu, &ts);
+        timed_wait_done(al, 20);
     }
     ok = atomic_load(&al->written) >= target;
     pthread_mutex_unlock(&al->mu);
@@ -810,20 +1033,52 @@ kg_accesslog_dropped(const struct kg_accesslog *al)
     return al != NULL ? atomic_load(&al->dropped) : 0;
 }
 
+/* Stops the writer within about FREE_WAIT_S: a writer still stuck then (in
+ * a write() that never returns) is cancelled, and what it had not written
+ * is counted as dropped. False when even that failed. */
+static bool
+stop_writer(struct kg_accesslog *al)
+{
+    struct timespec ts;
+    size_t lost;
+
+    pthread_mutex_lock(&al->mu);
+    al->stop = true;
+    atomic_store(&al->hurry, true);
+    pthread_cond_signal(&al->wake);
+    pthread_mutex_unlock(&al->mu);
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += FREE_WAIT_S;
+    if (pthread_timedjoin_np(al->thread, NULL, &ts) == 0)
+        return true;
+    pthread_cancel(al->thread);
+    clock_gettime(CLOCK_REALTIME, &ts);
+    ts.tv_sec += FREE_WAIT_S;
+    if (pthread_timedjoin_np(al->thread, NULL, &ts) != 0) {
+        kg_log_warn("access log: the writer is stuck and could not be stopped");
+        return false;
+    }
+    /* The thread is gone; cancelled only in write() or poll(), so mu is free. */
+    lost = atomic_load(&al->head) - al->tail;
+    atomic_fetch_add(&al->dropped, lost);
+    for (size_t i = 0; i < lost; i++)
+        kg_metrics_access_log_dropped();
+    abandon(al, 0);
+    al->len = 0;
+    kg_log_warn("access log: the destination is stuck; lines not written are dropped");
+    return true;
+}
+
 void
 kg_accesslog_free(struct kg_accesslog *al)
 {
     if (al == NULL)
         return;
-    if (al->started) {
-        pthread_mutex_lock(&al->mu);
-        al->stop = true;
-        pthread_cond_signal(&al->wake);
-        pthread_mutex_unlock(&al->mu);
-        pthread_join(al->thread, NULL);
-    }
+    if (al->started && !stop_writer(al))
+        return; /* the writer could not be stopped: al stays, leaked, for it */
     dest_close(&al->cur);
     dest_close(&al->pending);
+    dest_close(&al->taking);
     pthread_cond_destroy(&al->wake);
     pthread_cond_destroy(&al->done);
     pthread_mutex_destroy(&al->mu);

@@ -539,6 +539,80 @@ test_a_key_sent_in_the_url_or_as_request_id_is_masked_in_the_log(void **state)
     }
 }
 
+/* No 12 characters in a row of key past its display prefix in the file. */
+static void
+assert_no_key_fragment(const char *path, const char *key)
+{
+    char *text = read_all(path);
+    size_t klen = strlen(key), keep = klen - 51 + 4; /* prefix, 4 body characters */
+    char w[13];
+
+    assert_non_null(text);
+    for (size_t j = keep; j + 12 <= klen; j++) {
+        memcpy(w, key + j, 12);
+        w[12] = '\0';
+        if (strstr(text, w) != NULL)
+            fail_msg("key fragment %s in %s", w, path);
+    }
+    free(text);
+}
+
+static void
+test_a_key_as_method_or_with_more_glued_to_it_is_masked_in_the_log(void **state)
+{
+    char req[1024], path[256], id[160];
+    struct kt_raw_result rr;
+    struct kt_http_resp r;
+    int n;
+    json_t *o;
+
+    (void)state;
+    /* A "method" that is a key: a 400, logged with method null. */
+    n = snprintf(req, sizeof(req),
+                 "%s /v1/items HTTP/1.1\r\nHost: x\r\nX-Request-Id: it-key-method\r\n\r\n",
+                 W.items.key);
+    assert_true(kt_raw_exchange(kt_daemon_port(W.gw), req, (size_t)n, 1, 200, 10000, &rr));
+    assert_non_null(strstr(rr.data, " 400 "));
+    kt_raw_result_cleanup(&rr);
+    o = wait_line(W.log_path, NULL, "it-key-method", LINE_DEADLINE_MS);
+    assert_non_null(o);
+    assert_null_field(o, "method");
+    json_decref(o);
+
+    /* Glued to more characters, in the path and in X-Request-Id. */
+    snprintf(path, sizeof(path), "/v1/items/%s_old", W.items.key);
+    snprintf(id, sizeof(id), "%s0", W.items.key);
+    get(kt_daemon_url(W.gw, path), W.items.key, id, &r);
+    assert_int_equal(r.status, 200);
+    kt_http_resp_cleanup(&r);
+    get(kt_daemon_url(W.gw, "/v1/items/after-glued"), W.items.key, "it-after-glued", &r);
+    kt_http_resp_cleanup(&r);
+    o = wait_line(W.log_path, NULL, "it-after-glued", LINE_DEADLINE_MS);
+    assert_non_null(o);
+    json_decref(o);
+    assert_no_key_fragment(W.log_path, W.items.key);
+}
+
+static void
+test_a_head_answered_by_keygate_logs_no_body_bytes(void **state)
+{
+    static const char req[] = "HEAD /v1/items HTTP/1.1\r\nHost: x\r\nX-Request-Id: it-head\r\n"
+                              "Connection: close\r\n\r\n";
+    struct kt_raw_result rr;
+    json_t *o;
+
+    (void)state;
+    assert_true(kt_raw_exchange(kt_daemon_port(W.gw), req, sizeof(req) - 1, 0, 0, 3000, &rr));
+    assert_non_null(strstr(rr.data, " 401 "));
+    kt_raw_result_cleanup(&rr);
+    o = wait_line(W.log_path, NULL, "it-head", LINE_DEADLINE_MS);
+    assert_non_null(o);
+    assert_string_equal(sfield(o, "method"), "HEAD");
+    assert_int_equal(ifield(o, "status"), 401);
+    assert_int_equal(ifield(o, "bytes_sent"), 0);
+    json_decref(o);
+}
+
 struct pacer {
     struct kt_daemon *d;
     _Atomic bool stop;
@@ -682,6 +756,8 @@ main(void)
         cmocka_unit_test(test_a_bad_request_id_is_replaced_by_one_id_everywhere),
         cmocka_unit_test(test_an_odd_path_is_one_valid_json_line),
         cmocka_unit_test(test_a_key_sent_in_the_url_or_as_request_id_is_masked_in_the_log),
+        cmocka_unit_test(test_a_key_as_method_or_with_more_glued_to_it_is_masked_in_the_log),
+        cmocka_unit_test(test_a_head_answered_by_keygate_logs_no_body_bytes),
         cmocka_unit_test(test_lines_reach_the_file_within_2_s_while_traffic_goes_on),
         cmocka_unit_test(test_sigusr1_after_a_rename_starts_a_new_file),
         cmocka_unit_test(test_sigterm_writes_every_line_before_exit),

@@ -22,6 +22,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include <jansson.h>
+
 #include "helpers/daemon.h"
 #include "helpers/http.h"
 #include "helpers/upstream.h"
@@ -98,7 +100,7 @@ setup(void **state)
         goto fail;
     /* upstream names a port nobody answers: forward_auth never calls it. */
     snprintf(cfg, sizeof(cfg),
-             "mode forward_auth\nforward_auth_prefix /authz\n"
+             "mode forward_auth\nforward_auth_prefix /authz\naccess_log stdout\n"
              "upstream http://127.0.0.1:9\n" ROUTES);
     W.fa = kt_daemon_new(cfg);
     snprintf(cfg, sizeof(cfg), "upstream %s\n" ROUTES, kt_upstream_url(W.up));
@@ -319,6 +321,53 @@ test_nginx_headers_name_the_original_request_and_an_allow_carries_the_identity(v
     expect_no_identity(&R);
     ask(NGINX, "POST", "/v1/items", fa_key(K_WRITER), NULL, &R);
     expect_allowed(&R, K_WRITER, "write:items");
+}
+
+/* The access log line (access_log stdout) of request id, or NULL by the deadline. */
+static json_t *
+fa_log_line(const char *id)
+{
+    char needle[128];
+    int64_t deadline = kt_mono_ms() + 10000;
+
+    snprintf(needle, sizeof(needle), "\"request_id\":\"%s\"", id);
+    for (;;) {
+        char *text = kt_daemon_log(W.fa);
+        char *at = text != NULL ? strstr(text, needle) : NULL;
+        json_t *o = NULL;
+
+        if (at != NULL) {
+            char *start = at, *end = strchr(at, '\n');
+
+            while (start > text && start[-1] != '\n')
+                start--;
+            o = json_loadb(start, end != NULL ? (size_t)(end - start) : strlen(start), 0, NULL);
+        }
+        free(text);
+        if (o != NULL || kt_mono_ms() >= deadline)
+            return o;
+        kt_sleep_ms(20);
+    }
+}
+
+static void
+test_an_allow_is_logged_with_200_and_the_original_method_and_path(void **state)
+{
+    const char *extra[] = {"X-Request-Id: fa-log-allow", NULL};
+    json_t *o;
+
+    (void)state;
+    ask(NGINX, "POST", "/v1/items?x=1", fa_key(K_WRITER), extra, &R);
+    expect_allowed(&R, K_WRITER, "write:items");
+    o = fa_log_line("fa-log-allow");
+    assert_non_null(o);
+    assert_string_equal(json_string_value(json_object_get(o, "method")), "POST");
+    assert_string_equal(json_string_value(json_object_get(o, "path")), "/v1/items");
+    assert_int_equal(json_integer_value(json_object_get(o, "status")), 200);
+    assert_true(json_is_integer(json_object_get(o, "bytes_sent")));
+    assert_int_equal(json_integer_value(json_object_get(o, "bytes_sent")), 0);
+    assert_string_equal(json_string_value(json_object_get(o, "outcome")), "allowed");
+    json_decref(o);
 }
 
 static void
@@ -731,6 +780,8 @@ main(void)
         cmocka_unit_test_teardown(test_envoy_asks_with_its_own_method_and_path_under_the_prefix,
                                   free_slots),
         cmocka_unit_test_teardown(test_an_allow_carries_the_ratelimit_headers, free_slots),
+        cmocka_unit_test_teardown(test_an_allow_is_logged_with_200_and_the_original_method_and_path,
+                                  free_slots),
         cmocka_unit_test_teardown(test_denials_are_byte_for_byte_what_proxy_mode_sends, free_slots),
         cmocka_unit_test_teardown(test_over_the_rate_limit_is_429_with_retry_after_as_in_proxy_mode,
                                   free_slots),

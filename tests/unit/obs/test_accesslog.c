@@ -10,6 +10,7 @@
 
 #include <cmocka.h>
 
+#include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -257,7 +258,7 @@ test_a_key_in_the_path_or_request_id_keeps_only_its_display_prefix(void **state)
     struct kg_err err = {{0}};
     struct kg_accesslog_rec r;
     const char *not_a_key =
-        "/files/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+        "/files/aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa/sha/0123456789abcdef0123456789abcde";
     size_t len, klen, keep;
     char *line;
     json_t *o;
@@ -281,13 +282,145 @@ test_a_key_in_the_path_or_request_id_keeps_only_its_display_prefix(void **state)
     json_decref(o);
     free(line);
 
-    /* A long run that is not a key is left alone. */
+    /* A run shorter than a key's tail is left alone. */
     kg_accesslog_rec_strings(&r, "x", "192.0.2.7", "GET", NULL, NULL, not_a_key, strlen(not_a_key));
     line = kg_accesslog_format(&r, &len);
     o = parse_line(line, len);
     assert_string_equal(json_string_value(json_object_get(o, "path")), not_a_key);
     json_decref(o);
     free(line);
+}
+
+/* No 8 characters in a row of key past its display prefix (keep) in line. */
+static void
+assert_no_fragment(const char *line, const char *key, size_t keep)
+{
+    size_t klen = strlen(key);
+    char w[9];
+
+    for (size_t j = keep; j + 8 <= klen; j++) {
+        memcpy(w, key + j, 8);
+        w[8] = '\0';
+        if (strstr(line, w) != NULL)
+            fail_msg("key fragment %s (at %zu) in %s", w, j, line);
+    }
+}
+
+/* The path (n bytes) and request id id as a line; caller frees. */
+static char *
+line_for(const char *id, const char *path, size_t n)
+{
+    struct kg_accesslog_rec r;
+    size_t len;
+    char *line;
+
+    fill(&r, "x");
+    kg_accesslog_rec_strings(&r, id, "192.0.2.7", "GET", NULL, NULL, path, n);
+    line = kg_accesslog_format(&r, &len);
+    assert_non_null(line);
+    json_decref(parse_line(line, len));
+    return line;
+}
+
+static void
+test_a_key_with_anything_glued_after_it_is_masked_too(void **state)
+{
+    char key[KG_KEY_MAX], path[256], id[KG_REQUEST_ID_MAX];
+    const char *after[] = {"_old", "X", "0", ".json", "-1"};
+    struct kg_err err = {{0}};
+    size_t keep;
+    char *line;
+
+    (void)state;
+    assert_int_equal(kg_keyfmt_generate("kg_live_", key, &err), KG_OK);
+    keep = strlen("kg_live_") + KG_KEY_SHOWN_BODY;
+    for (size_t i = 0; i < sizeof(after) / sizeof(after[0]); i++) {
+        snprintf(path, sizeof(path), "/v1/keys/%s%s", key, after[i]);
+        snprintf(id, sizeof(id), "%s%s", key, after[i]);
+        line = line_for(id, path, strlen(path));
+        assert_non_null(strstr(line, "/v1/keys/kg_live_"));
+        assert_no_fragment(line, key, keep);
+        free(line);
+    }
+}
+
+static void
+test_a_key_across_the_cut_at_511_bytes_is_masked(void **state)
+{
+    char key[KG_KEY_MAX], path[1024];
+    struct kg_err err = {{0}};
+    size_t klen, keep = strlen("kg_live_") + KG_KEY_SHOWN_BODY;
+    char *line;
+
+    (void)state;
+    assert_int_equal(kg_keyfmt_generate("kg_live_", key, &err), KG_OK);
+    klen = strlen(key);
+    /* The key starts at every offset from well before the cut to just before it. */
+    for (size_t at = KG_ACCESSLOG_PATH_MAX - 1 - klen - 2; at < KG_ACCESSLOG_PATH_MAX - 1; at++) {
+        memset(path, 'a', sizeof(path));
+        for (size_t j = 0; j < at; j += 8)
+            path[j] = '/'; /* short segments: nothing to mask but the key */
+        memcpy(path + at, key, klen);
+        path[at + klen] = '/';
+        line = line_for("x", path, at + klen + 20);
+        assert_no_fragment(line, key, keep);
+        free(line);
+    }
+}
+
+static void
+test_a_percent_encoded_key_is_masked(void **state)
+{
+    char key[KG_KEY_MAX], path[512];
+    struct kg_err err = {{0}};
+    size_t klen, keep = strlen("kg_live_") + KG_KEY_SHOWN_BODY, o = 0;
+    char *line;
+
+    (void)state;
+    assert_int_equal(kg_keyfmt_generate("kg_live_", key, &err), KG_OK);
+    klen = strlen(key);
+    /* %6B is 'k'; every fourth body character encoded too. */
+    o += (size_t)snprintf(path, sizeof(path), "/v1/%%6B%s", "g_live_");
+    for (size_t j = strlen("kg_live_"); j < klen; j++)
+        o += (size_t)(j % 4 == 0 ? snprintf(path + o, sizeof(path) - o, "%%%02X", key[j])
+                                 : snprintf(path + o, sizeof(path) - o, "%c", key[j]));
+    line = line_for("x", path, o);
+    /* Kept: the prefix and 4 body characters ("%XX" and 3 plain), then '*'. */
+    {
+        size_t head = strlen("/v1/%6Bg_live_") + 3 + 3;
+        json_error_t jerr;
+        json_t *obj = json_loads(line, 0, &jerr);
+
+        memset(path + head, '*', o - head);
+        path[o] = '\0';
+        assert_non_null(obj);
+        assert_string_equal(json_string_value(json_object_get(obj, "path")), path);
+        json_decref(obj);
+    }
+    assert_no_fragment(line, key, keep);
+    free(line);
+}
+
+static void
+test_masking_in_place_keeps_the_length_and_the_display_prefix(void **state)
+{
+    char key[KG_KEY_MAX], msg[256], want[256];
+    struct kg_err err = {{0}};
+    size_t klen, n;
+
+    (void)state;
+    assert_int_equal(kg_keyfmt_generate("kg_", key, &err), KG_OK);
+    klen = strlen(key);
+    n = (size_t)snprintf(msg, sizeof(msg), "Not found: /v1/%s?x=1", key);
+    snprintf(want, sizeof(want), "Not found: /v1/%.*s%.*s?x=1", (int)(3 + KG_KEY_SHOWN_BODY), key,
+             (int)(klen - 3 - KG_KEY_SHOWN_BODY),
+             "*******************************************************************");
+    assert_true(kg_accesslog_mask_keys(msg, n));
+    assert_string_equal(msg, want);
+    assert_false(kg_accesslog_mask_keys(msg, n)); /* nothing left to mask */
+    n = (size_t)snprintf(msg, sizeof(msg), "GET /v1/items/42 HTTP/1.1");
+    assert_false(kg_accesslog_mask_keys(msg, n));
+    assert_string_equal(msg, "GET /v1/items/42 HTTP/1.1");
 }
 
 static void
@@ -475,6 +608,82 @@ test_set_dest_moves_lines_and_off_stops_taking_them(void **state)
     assert_int_equal(count_lines(b, "\"to-b\""), 1);
 }
 
+static int64_t
+now_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* A log on a pipe nobody reads, with that pipe full: the writer is stuck. */
+static struct kg_accesslog *
+stalled_log(int p[2])
+{
+    char spec[32];
+    struct kg_accesslog *al;
+    struct kg_err err = {{0}};
+
+    assert_int_equal(pipe(p), 0);
+    fcntl(p[1], F_SETPIPE_SZ, 4096); /* fills sooner; the default is fine too */
+    snprintf(spec, sizeof(spec), "/dev/fd/%d", p[1]);
+    assert_int_equal(kg_accesslog_new(spec, 64, &al, &err), KG_OK);
+    for (int i = 0; i < 400; i++) {
+        struct kg_accesslog_rec *r = kg_accesslog_reserve(al);
+
+        if (r != NULL) {
+            fill(r, "stalled");
+            kg_accesslog_commit(al, r);
+        }
+    }
+    assert_false(kg_accesslog_sync(al, 300));
+    return al;
+}
+
+static void
+test_a_destination_nobody_reads_does_not_hold_up_set_dest(void **state)
+{
+    char other[128];
+    struct kg_accesslog *al;
+    struct kg_err err = {{0}};
+    int p[2];
+    int64_t t0;
+
+    (void)state;
+    snprintf(other, sizeof(other), "%s/after-stall.log", dir);
+    al = stalled_log(p);
+    t0 = now_ms();
+    assert_int_equal(kg_accesslog_set_dest(al, other, &err), KG_OK);
+    assert_true(now_ms() - t0 < 5000);
+    submit(al, "after");
+    assert_true(kg_accesslog_sync(al, 10000));
+    assert_int_equal(count_lines(other, NULL), 1);
+    assert_int_equal(count_lines(other, "\"after\""), 1);
+    assert_true(kg_accesslog_dropped(al) > 0); /* what the stuck pipe never took */
+    t0 = now_ms();
+    kg_accesslog_free(al);
+    assert_true(now_ms() - t0 < 5000);
+    close(p[0]);
+    close(p[1]);
+}
+
+static void
+test_free_gives_up_on_a_destination_nobody_reads(void **state)
+{
+    struct kg_accesslog *al;
+    int p[2];
+    int64_t t0;
+
+    (void)state;
+    al = stalled_log(p);
+    t0 = now_ms();
+    kg_accesslog_free(al);
+    assert_true(now_ms() - t0 < 5000);
+    close(p[0]);
+    close(p[1]);
+}
+
 static void
 test_the_writer_writes_each_lines_own_time(void **state)
 {
@@ -530,6 +739,10 @@ main(void)
         cmocka_unit_test(test_bytes_that_are_not_utf8_become_replacement_characters),
         cmocka_unit_test(test_strings_longer_than_their_field_are_cut_to_it),
         cmocka_unit_test(test_a_key_in_the_path_or_request_id_keeps_only_its_display_prefix),
+        cmocka_unit_test(test_a_key_with_anything_glued_after_it_is_masked_too),
+        cmocka_unit_test(test_a_key_across_the_cut_at_511_bytes_is_masked),
+        cmocka_unit_test(test_a_percent_encoded_key_is_masked),
+        cmocka_unit_test(test_masking_in_place_keeps_the_length_and_the_display_prefix),
         cmocka_unit_test(test_time_is_rfc3339_utc_with_milliseconds),
         cmocka_unit_test(test_a_full_ring_drops_and_counts_instead_of_waiting),
         cmocka_unit_test(test_free_writes_every_committed_line),
@@ -537,6 +750,8 @@ main(void)
         cmocka_unit_test(test_reopen_after_a_rename_starts_a_new_file_and_keeps_the_old_one),
         cmocka_unit_test(test_set_dest_moves_lines_and_off_stops_taking_them),
         cmocka_unit_test(test_the_writer_writes_each_lines_own_time),
+        cmocka_unit_test(test_a_destination_nobody_reads_does_not_hold_up_set_dest),
+        cmocka_unit_test(test_free_gives_up_on_a_destination_nobody_reads),
         cmocka_unit_test(test_a_file_that_cannot_be_opened_is_an_error),
     };
 
