@@ -9,8 +9,11 @@
  * It costs the request path nothing in steady state: at most one lookup
  * per interval across all threads (a flood of unknown keys gets one
  * indexed read per interval, never a query per request), and a thread
- * never waits for another's check (try-lock). A reload that still does not
- * know the key (its user or tenant is disabled) backs off for a second.
+ * never waits for another's check (try-lock). The lookup only says yes for
+ * a key the cache would hold (not revoked, user and tenant enabled), so a
+ * reload happens once per key created elsewhere; it runs on the asking
+ * thread and may wait for a usage flush in progress (milliseconds). A
+ * reload that still does not know the key backs off for a second.
  */
 #ifndef KEYGATE_KEYWATCH_H
 #define KEYGATE_KEYWATCH_H
