@@ -138,6 +138,11 @@ void kg_keycache_free(struct kg_keycache *kc);
 enum kg_status kg_keycache_reload(struct kg_keycache *kc, struct kg_store *st, int64_t now,
                                   struct kg_err *err);
 
+/* The same, but never waits: KG_ECONFLICT at once when a reload or a
+ * usage flush holds the cache (what a request loop may call). */
+enum kg_status kg_keycache_try_reload(struct kg_keycache *kc, struct kg_store *st, int64_t now,
+                                      struct kg_err *err);
+
 /* The current snapshot, held until kg_keycache_release(). Never NULL. */
 const struct kg_keysnap *kg_keycache_acquire(struct kg_keycache *kc);
 void kg_keycache_release(const struct kg_keysnap *snap);

@@ -11,9 +11,12 @@
  * indexed read per interval, never a query per request), and a thread
  * never waits for another's check (try-lock). The lookup only says yes for
  * a key the cache would hold (not revoked, user and tenant enabled), so a
- * reload happens once per key created elsewhere; it runs on the asking
- * thread and may wait for a usage flush in progress (milliseconds). A
- * reload that still does not know the key backs off for a second.
+ * reload happens once per key created elsewhere. It runs on the asking
+ * thread but never waits: when a flush or another reload holds the cache
+ * it is skipped (the key then answers 401 until the main thread's 200 ms
+ * poll loads it). Its cost is one cache rebuild on that loop, proportional
+ * to the number of keys (docs/architecture.md). A reload that fails or
+ * still does not know the key backs off for a second.
  */
 #ifndef KEYGATE_KEYWATCH_H
 #define KEYGATE_KEYWATCH_H

@@ -730,15 +730,34 @@ index_build(struct kg_keysnap *snap)
     }
 }
 
+static enum kg_status reload_locked(struct kg_keycache *kc, struct kg_store *st, int64_t now,
+                                    struct kg_err *err);
+
 enum kg_status
 kg_keycache_reload(struct kg_keycache *kc, struct kg_store *st, int64_t now, struct kg_err *err)
+{
+    pthread_mutex_lock(&kc->load_mu);
+    return reload_locked(kc, st, now, err);
+}
+
+enum kg_status
+kg_keycache_try_reload(struct kg_keycache *kc, struct kg_store *st, int64_t now,
+                       struct kg_err *err)
+{
+    if (pthread_mutex_trylock(&kc->load_mu) != 0)
+        return kg_err_set(err, KG_ECONFLICT, "a reload or flush is in progress");
+    return reload_locked(kc, st, now, err);
+}
+
+/* Caller holds load_mu; releases it. */
+static enum kg_status
+reload_locked(struct kg_keycache *kc, struct kg_store *st, int64_t now, struct kg_err *err)
 {
     struct load_ctx lc = {.kc = kc, .now = now, .rc = KG_OK};
     struct kg_keysnap *old;
     enum kg_status rc;
     size_t total = 0;
 
-    pthread_mutex_lock(&kc->load_mu);
     /* Two passes keep the entry array exact; a key added between them is
      * picked up by the next reload (ELIMIT below retries once). */
     for (int attempt = 0; attempt < 3; attempt++) {

@@ -55,6 +55,7 @@ kg_keywatch_recheck(struct kg_keywatch *w, const unsigned char digest[KG_DIGEST_
 {
     struct kg_err err = {{0}};
     const struct kg_keysnap *snap;
+    enum kg_status rc;
     bool known = false, reloaded = false;
 
     if (w == NULL || now_ms < atomic_load_explicit(&w->next_ms, memory_order_relaxed))
@@ -70,8 +71,14 @@ kg_keywatch_recheck(struct kg_keywatch *w, const unsigned char digest[KG_DIGEST_
     }
     if (!known)
         goto cleanup;
-    if (kg_keycache_reload(w->kc, w->st, now, &err) != KG_OK) {
-        kg_log_warnx("reloading keys for a key created elsewhere: %s", err.msg);
+    /* Never wait on a loop: a flush or reload in progress means the main
+     * thread's poll (200 ms) picks the key up instead. */
+    rc = kg_keycache_try_reload(w->kc, w->st, now, &err);
+    if (rc != KG_OK) {
+        /* Busy: the next interval may try again; failed: back off. */
+        if (rc != KG_ECONFLICT)
+            atomic_store_explicit(&w->next_ms, now_ms + BACKOFF_MS, memory_order_relaxed);
+        kg_log_debug("not reloading keys for a key created elsewhere: %s", err.msg);
         goto cleanup;
     }
     snap = kg_keycache_acquire(w->kc);

@@ -1078,12 +1078,13 @@ sqlite_key_known(struct kg_store *st, const unsigned char digest[KG_DIGEST_BYTES
     int step;
 
     rc = kg_sq_prepare(s,
-                       "SELECT 1 FROM keys k"
-                       " LEFT JOIN users u ON u.id = k.user_id"
-                       " LEFT JOIN tenants t ON t.name = k.tenant"
+                       /* The key cache's own rule (key_each_owner + load_one): an
+                        * owner or tenant that is missing or disabled leaves it out. */
+                       "SELECT 1 FROM keys AS k"
+                       " JOIN users AS u ON u.id = k.user_id"
+                       " JOIN tenants AS t ON t.name = u.tenant"
                        " WHERE k.digest = ?1 AND (k.revoked_at IS NULL OR k.revoked_at > ?2)"
-                       " AND (u.disabled_at IS NULL OR u.disabled_at > ?2)"
-                       " AND (t.disabled_at IS NULL OR t.disabled_at > ?2)",
+                       " AND u.disabled_at IS NULL AND t.disabled_at IS NULL",
                        &stmt, "look up a key", err);
     if (rc != KG_OK)
         goto cleanup;
