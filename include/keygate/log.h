@@ -7,7 +7,9 @@
  * shown as '?'). The level is
  * checked before the arguments are formatted. Never pass an API key, a
  * password or the secret. Thread-safe: each line is one write(2); level
- * and format may be changed (SIGHUP) while other threads log.
+ * and format may be changed (SIGHUP) while other threads log. A line that
+ * stderr (a pipe or socket whose reader stalled) has not taken within
+ * 200 ms is dropped, so logging never freezes a thread.
  */
 #ifndef KEYGATE_LOG_H
 #define KEYGATE_LOG_H

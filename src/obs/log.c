@@ -3,6 +3,7 @@
  * is formatted into a stack buffer and written with one write(2), so
  * threads never interleave within a line. */
 #include <errno.h>
+#include <poll.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -46,6 +47,25 @@ kg_log_level_parse(const char *s, enum kg_log_level *out)
     return false;
 }
 
+/* Writes one whole line to stderr, unless stderr is a pipe or socket that
+ * has not taken anything for LOG_STALL_MS: then the line is dropped. A
+ * collector that stops reading must not freeze the thread that logs (the
+ * main thread's reload and shutdown, a request loop). Regular files and
+ * terminals are always writable to poll(). */
+#define LOG_STALL_MS 200
+
+static void
+write_line(const char *line, size_t len)
+{
+    struct pollfd p = {.fd = STDERR_FILENO, .events = POLLOUT};
+
+    if (poll(&p, 1, LOG_STALL_MS) != 1 || (p.revents & POLLOUT) == 0)
+        return;
+    if (write(STDERR_FILENO, line, len) < 0) {
+        /* Nowhere left to report it. */
+    }
+}
+
 /* One JSON object and a newline in one write(2). jansson refuses a string
  * that is not UTF-8 (a file name, a peer's bytes quoted in a message): then
  * every non-ASCII byte is shown as '?' rather than losing the message. */
@@ -76,9 +96,7 @@ write_json(const char *ts, enum kg_log_level level, char *msg)
     if (line != NULL) {
         memcpy(line, text, len);
         line[len] = '\n';
-        if (write(STDERR_FILENO, line, len + 1) < 0) {
-            /* Nowhere left to report it. */
-        }
+        write_line(line, len + 1);
     }
     free(line);
     free(text);
@@ -116,9 +134,7 @@ vlog(enum kg_log_level level, const char *func, int errnum, const char *fmt, va_
         n = (int)sizeof(line) - 1;
         line[n - 1] = '\n';
     }
-    if (write(STDERR_FILENO, line, (size_t)n) < 0) {
-        /* Nowhere left to report it. */
-    }
+    write_line(line, (size_t)n);
 }
 
 void

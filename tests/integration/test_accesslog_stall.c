@@ -36,7 +36,7 @@ extern char **environ;
  * stderr appended to err_path; KEYGATE_* variables left out, as the
  * helpers do. Killed with the thread that started it. */
 static pid_t
-spawn_serve(const char *config, int out_fd, const char *err_path)
+spawn_serve_fds(const char *config, int out_fd, const char *err_path, int err_fd)
 {
     const char *bin = getenv("KEYGATE_BIN");
     char *argv[] = {(char *)bin, "serve", "-c", (char *)config, NULL};
@@ -59,13 +59,19 @@ spawn_serve(const char *config, int out_fd, const char *err_path)
         fd = open("/dev/null", O_RDONLY);
         if (fd < 0 || dup2(fd, 0) < 0 || dup2(out_fd, 1) < 0)
             _exit(127);
-        fd = open(err_path, O_WRONLY | O_CREAT | O_APPEND, 0600);
+        fd = err_fd >= 0 ? err_fd : open(err_path, O_WRONLY | O_CREAT | O_APPEND, 0600);
         if (fd < 0 || dup2(fd, 2) < 0)
             _exit(127);
         execve(argv[0], argv, env);
         _exit(127);
     }
     return pid;
+}
+
+static pid_t
+spawn_serve(const char *config, int out_fd, const char *err_path)
+{
+    return spawn_serve_fds(config, out_fd, err_path, -1);
 }
 
 /* Exit code, 128+N when killed by signal N, -2 when still running at ms. */
@@ -201,11 +207,76 @@ test_a_stdout_nobody_reads_holds_up_neither_sighup_nor_sigterm(void **state)
     kt_http_global_cleanup();
 }
 
+/* The daemon's own log and the access log both on a stderr nobody reads:
+ * neither the main thread's lines nor the writer may hold up SIGTERM. */
+static void
+test_a_stderr_nobody_reads_does_not_hold_up_sigterm(void **state)
+{
+    struct kt_daemon *d;
+    char unused[512], rid[64];
+    int p[2], devnull;
+    pid_t pid;
+    int64_t deadline, t0;
+    bool ready = false;
+
+    (void)state;
+    kt_http_global_init();
+    d = kt_daemon_new("upstream http://127.0.0.1:9\naccess_log stderr\nlog_level debug\n");
+    assert_non_null(d);
+    snprintf(unused, sizeof(unused), "%s/unused.log", kt_daemon_dir(d));
+    assert_int_equal(pipe(p), 0);
+    /* Full to the last byte before the daemon starts, and never read: any
+     * blocking write(2) to it would hang for ever. */
+    {
+        int fl = fcntl(p[1], F_GETFL);
+        char junk[4096];
+
+        memset(junk, 'x', sizeof(junk));
+        assert_int_equal(fcntl(p[1], F_SETFL, fl | O_NONBLOCK), 0);
+        while (write(p[1], junk, sizeof(junk)) > 0 || errno == EINTR)
+            ;
+        while (write(p[1], junk, 1) > 0)
+            ;
+        assert_int_equal(errno, EAGAIN);
+        assert_int_equal(fcntl(p[1], F_SETFL, fl), 0);
+    }
+    devnull = open("/dev/null", O_WRONLY);
+    assert_true(devnull >= 0);
+    pid = spawn_serve_fds(kt_daemon_config_path(d), devnull, unused, p[1]);
+    assert_true(pid > 0);
+    close(p[1]);
+    close(devnull);
+    for (deadline = kt_mono_ms() + DEADLINE_MS; !ready && kt_mono_ms() < deadline;) {
+        struct kt_http_req req = {.url = kt_daemon_admin_url(d, "/readyz"), .timeout_ms = 1000};
+        struct kt_http_resp resp;
+
+        ready = kt_http_do(&req, &resp) && resp.status == 200;
+        kt_http_resp_cleanup(&resp);
+        if (!ready)
+            kt_sleep_ms(50);
+    }
+    assert_true(ready);
+    for (int i = 0; i < 200; i++) {
+        snprintf(rid, sizeof(rid), "stall-%d", i);
+        assert_int_equal(get_status(kt_daemon_url(d, "/v1/items"), rid), 401);
+    }
+    t0 = kt_mono_ms();
+    assert_int_equal(kill(pid, SIGTERM), 0);
+    assert_int_equal(wait_exit(pid, DEADLINE_MS), 0);
+    print_message("SIGTERM with stderr stalled exited after %lld ms\n",
+                  (long long)(kt_mono_ms() - t0));
+    assert_true(kt_mono_ms() - t0 < 10000);
+    close(p[0]);
+    kt_daemon_free(d);
+    kt_http_global_cleanup();
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_a_stdout_nobody_reads_holds_up_neither_sighup_nor_sigterm),
+        cmocka_unit_test(test_a_stderr_nobody_reads_does_not_hold_up_sigterm),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
