@@ -18,7 +18,7 @@
 struct kg_loop;
 
 /* A loop with an epoll set and a curl multi handle; no thread yet. */
-enum kg_status kg_loop_new(int index, struct kg_runtime *rt, struct kg_loop **out,
+enum kg_status kg_loop_new(struct kg_runtime *rt, struct kg_loop **out,
                            struct kg_err *err);
 
 /* Adds an MHD daemon (created with MHD_USE_EPOLL, no internal thread) for
@@ -32,9 +32,6 @@ enum kg_status kg_loop_start(struct kg_loop *loop, struct kg_err *err);
 /* Stops accepting new connections (drain); in-flight requests go on. Any thread. */
 void kg_loop_quiesce(struct kg_loop *loop);
 
-/* Connections still open on this loop's daemons. Any thread. */
-long kg_loop_connections(const struct kg_loop *loop);
-
 /* Asks the thread to stop and joins it. Any other thread. */
 void kg_loop_stop(struct kg_loop *loop);
 
@@ -44,7 +41,6 @@ void kg_loop_free(struct kg_loop *loop);
 /* For the loop's own thread: */
 CURLM *kg_loop_multi(struct kg_loop *loop);
 struct kg_runtime *kg_loop_runtime(struct kg_loop *loop);
-int kg_loop_index(const struct kg_loop *loop);
 void kg_loop_conn_delta(struct kg_loop *loop, int delta);
 /* A curl easy handle from the loop's pool (reset to defaults), or a new one;
  * NULL when out of memory. Reusing handles keeps their buffers allocated. */

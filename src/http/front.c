@@ -616,15 +616,13 @@ signup_start(struct kg_req *req, struct MHD_Connection *conn, const struct scan 
 {
     struct kg_runtime *rt = kg_loop_runtime(req->loop);
     struct kg_answer ans;
-    char ip[KG_CLIENTIP_MAX];
     const char *ct;
     int64_t retry_ms = 0;
 
     /* Every attempt counts, good or bad: the limit is what stops password
      * and e-mail guessing through this endpoint. */
     if (rt->signup_limit != NULL &&
-        !kg_throttle_take(rt->signup_limit, client_ip(conn, req->cfg, sc, ip, sizeof(ip)),
-                          kg_time_mono_ms(), &retry_ms)) {
+        !kg_throttle_take(rt->signup_limit, req->remote, kg_time_mono_ms(), &retry_ms)) {
         kg_respond_error(req->cfg, 429, "Too many signup requests", &ans);
         ans.retry_after_s = kg_throttle_retry_after_s(retry_ms);
         return send_answer(req, conn, &ans);
@@ -729,11 +727,10 @@ method_ok(const char *m)
  * keeps the headers every such answer carries. A key without a rate of its
  * own has the config default; a tier the config does not name has no limit. */
 static void
-rate_check(struct kg_req *req, const struct kg_runtime *rt, const struct kg_keyent *key, bool count,
-           struct kg_limit_verdict *v)
+rate_check(struct kg_req *req, const struct kg_runtime *rt, const struct kg_keyent *key,
+           const struct kg_tier *tier, bool count, struct kg_limit_verdict *v)
 {
     const struct kg_config *cfg = req->cfg;
-    const struct kg_tier *tier = kg_config_tier(cfg, key->tier);
     struct kg_limit_req lr = {
         .key_id = key->id,
         .key_rate = key->has_rate           ? &key->rate
@@ -865,13 +862,13 @@ decide_first(struct kg_req *req, struct MHD_Connection *conn, const char *method
     const struct kg_keysnap *snap;
     struct kg_decision d;
     struct kg_limit_verdict lv = {.allowed = true};
+    const struct kg_tier *tier;
     struct kg_answer ans;
     bool health, over_quota = false, own = true;
     const char *why, *q;
     enum MHD_Result ret;
     size_t plen;
     int64_t now, now_ms;
-    char ip[KG_CLIENTIP_MAX];
 
     kg_hygiene_init(&sc.hy);
     kg_credential_init(&sc.cred);
@@ -892,7 +889,7 @@ decide_first(struct kg_req *req, struct MHD_Connection *conn, const char *method
     else
         kg_headers_new_request_id(req->request_id);
 
-    if (why == NULL && !method_ok(method))
+    if (why == NULL && req->method[0] == '\0') /* first_call found it no token */
         why = "Malformed request method";
     if (why != NULL) {
         req->has_body = true; /* answer now and close: the framing is not to be trusted */
@@ -949,9 +946,8 @@ decide_first(struct kg_req *req, struct MHD_Connection *conn, const char *method
 
     health = own && strcmp(req->path, "/health") == 0 &&
              (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0);
-    memcpy(ip, req->remote, sizeof(ip));
     now_ms = kg_time_mono_ms();
-    if (throttle_refuses(rt, cfg, ip, now_ms, &ans)) {
+    if (throttle_refuses(rt, cfg, req->remote, now_ms, &ans)) {
         req->outcome = KG_OUTCOME_RATE_LIMITED;
         return send_answer(req, conn, &ans);
     }
@@ -965,23 +961,24 @@ decide_first(struct kg_req *req, struct MHD_Connection *conn, const char *method
         snap = kg_keycache_acquire(rt->keys);
         kg_decide(cfg, snap, rt->secret, &sc.cred, method, req->path, now, &d);
     }
-    throttle_count(rt, d.verdict, ip, now_ms);
+    throttle_count(rt, d.verdict, req->remote, now_ms);
     if (d.key != NULL) {
         copy_cut(req->key_id, sizeof(req->key_id), d.key->id);
         copy_cut(req->tenant, sizeof(req->tenant), d.key->tenant);
     }
+    /* The owner's tier, looked up once for the limits below. */
+    tier = d.key != NULL ? kg_config_tier(cfg, d.key->tier) : NULL;
     if (d.verdict == KG_ALLOW && !health) {
         req->cost = kg_scope_cost(cfg, method, req->path);
         /* The key's credits, its owner's and the owner's tier quota, asked
          * first: a request refused for them must not spend a rate token. */
-        over_quota =
-            !kg_keycache_spend_allow(d.key, kg_config_tier(cfg, d.key->tier), req->cost, now);
+        over_quota = !kg_keycache_spend_allow(d.key, tier, req->cost, now);
     }
     if (d.key != NULL && is_scope_verdict(d.verdict)) {
         kg_keycache_touch(d.key, now);
         /* Only a request that would be proxied spends; every other answer
          * to a valid key shows where it stands. */
-        rate_check(req, rt, d.key, d.verdict == KG_ALLOW && !health && !over_quota, &lv);
+        rate_check(req, rt, d.key, tier, d.verdict == KG_ALLOW && !health && !over_quota, &lv);
     }
     /* A request refused for its credits is not let through: not counted. */
     if (!over_quota)
@@ -999,8 +996,7 @@ decide_first(struct kg_req *req, struct MHD_Connection *conn, const char *method
         kg_respond_verdict(cfg, &d, &ans);
         ret = send_answer(req, conn, &ans);
     } else if (over_quota) {
-        int64_t wait = kg_keycache_spend_retry_after(d.key, kg_config_tier(cfg, d.key->tier),
-                                                     req->cost, now);
+        int64_t wait = kg_keycache_spend_retry_after(d.key, tier, req->cost, now);
 
         d.verdict = KG_DENY_QUOTA;
         req->outcome = KG_OUTCOME_QUOTA_EXCEEDED;
@@ -1079,7 +1075,7 @@ add_upstream_header(void *ctx, const char *name, const char *value)
 }
 
 static enum MHD_Result
-send_upstream_answer(struct kg_req *req, struct MHD_Connection *conn, const char *method)
+send_upstream_answer(struct kg_req *req, struct MHD_Connection *conn)
 {
     unsigned status = kg_relay_status(req->x);
     int64_t cl = kg_relay_content_length(req->x);
@@ -1100,9 +1096,9 @@ send_upstream_answer(struct kg_req *req, struct MHD_Connection *conn, const char
     if (req->charge_to != NULL && status >= 200 && status <= 299)
         kg_keycache_charge(req->charge_to, req->cost);
     req->charge_to = NULL;
-    if (status == 204 || status == 304 || (strcmp(method, "HEAD") == 0 && cl < 0))
+    if (status == 204 || status == 304 || (req->head && cl < 0))
         resp = MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
-    else if (strcmp(method, "HEAD") != 0 && kg_relay_take_body(req->x, &body, &blen)) {
+    else if (!req->head && kg_relay_take_body(req->x, &body, &blen)) {
         req->bytes_sent = (int64_t)blen;
         resp = MHD_create_response_from_buffer(blen, body, MHD_RESPMEM_MUST_FREE);
     } else {
@@ -1172,7 +1168,7 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url, const ch
     case KG_RELAY_HEADERS:
         break;
     }
-    return send_upstream_answer(req, conn, method);
+    return send_upstream_answer(req, conn);
 }
 
 static void *

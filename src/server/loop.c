@@ -20,7 +20,6 @@
 #define TAG_WAKE 1u
 
 struct kg_loop {
-    int index;
     struct kg_runtime *rt;
     int epfd;
     int wakefd;
@@ -31,7 +30,6 @@ struct kg_loop {
     size_t ndaemons;
     _Atomic bool stop;
     _Atomic bool quiesce;
-    _Atomic long conns;
     bool quiesced;
     pthread_t thread;
     bool started;
@@ -115,7 +113,7 @@ curl_timer_cb(CURLM *multi, long timeout_ms, void *userp)
 }
 
 enum kg_status
-kg_loop_new(int index, struct kg_runtime *rt, struct kg_loop **out, struct kg_err *err)
+kg_loop_new(struct kg_runtime *rt, struct kg_loop **out, struct kg_err *err)
 {
     struct kg_loop *loop = calloc(1, sizeof(*loop));
     struct epoll_event ev = {.events = EPOLLIN, .data.u64 = TAG_WAKE};
@@ -123,7 +121,6 @@ kg_loop_new(int index, struct kg_runtime *rt, struct kg_loop **out, struct kg_er
     *out = NULL;
     if (loop == NULL)
         return kg_err_set(err, KG_ENOMEM, "out of memory");
-    loop->index = index;
     loop->rt = rt;
     loop->curl_deadline_ms = -1;
     loop->epfd = epoll_create1(EPOLL_CLOEXEC);
@@ -313,16 +310,9 @@ kg_loop_quiesce(struct kg_loop *loop)
     wake(loop);
 }
 
-long
-kg_loop_connections(const struct kg_loop *loop)
-{
-    return atomic_load(&((struct kg_loop *)loop)->conns);
-}
-
 void
 kg_loop_conn_delta(struct kg_loop *loop, int delta)
 {
-    atomic_fetch_add(&loop->conns, delta);
     atomic_fetch_add(&loop->rt->connections, delta);
 }
 
@@ -367,12 +357,6 @@ struct kg_runtime *
 kg_loop_runtime(struct kg_loop *loop)
 {
     return loop->rt;
-}
-
-int
-kg_loop_index(const struct kg_loop *loop)
-{
-    return loop->index;
 }
 
 struct kg_exchange **

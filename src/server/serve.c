@@ -161,7 +161,7 @@ start_loops(struct daemon_state *ds, struct kg_err *err)
             return rc;
     }
     for (int i = 0; i < n; i++) {
-        rc = kg_loop_new(i, &ds->rt, &ds->loops[i], err);
+        rc = kg_loop_new(&ds->rt, &ds->loops[i], err);
         if (rc != KG_OK)
             return rc;
         ds->nloops++;
