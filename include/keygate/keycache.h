@@ -138,10 +138,12 @@ void kg_keycache_free(struct kg_keycache *kc);
 enum kg_status kg_keycache_reload(struct kg_keycache *kc, struct kg_store *st, int64_t now,
                                   struct kg_err *err);
 
-/* The same, but never waits: KG_ECONFLICT at once when a reload or a
- * usage flush holds the cache (what a request loop may call). */
+/* The same, but waits at most wait_ms for a reload or usage flush that
+ * holds the cache (a flush takes milliseconds; a writer holding SQLite's
+ * lock could make it seconds): then KG_ECONFLICT. What a request loop may
+ * call. */
 enum kg_status kg_keycache_try_reload(struct kg_keycache *kc, struct kg_store *st, int64_t now,
-                                      struct kg_err *err);
+                                      int64_t wait_ms, struct kg_err *err);
 
 /* The current snapshot, held until kg_keycache_release(). Never NULL. */
 const struct kg_keysnap *kg_keycache_acquire(struct kg_keycache *kc);

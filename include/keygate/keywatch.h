@@ -12,9 +12,9 @@
  * never waits for another's check (try-lock). The lookup only says yes for
  * a key the cache would hold (not revoked, user and tenant enabled), so a
  * reload happens once per key created elsewhere. It runs on the asking
- * thread but never waits: when a flush or another reload holds the cache
- * it is skipped (the key then answers 401 until the main thread's 200 ms
- * poll loads it). Its cost is one cache rebuild on that loop, proportional
+ * thread and waits at most 50 ms for a usage flush or another reload that
+ * holds the cache; past that it is skipped (the key then answers 401 until
+ * the main thread's 200 ms poll loads it). Its cost is one cache rebuild on that loop, proportional
  * to the number of keys (docs/architecture.md). A reload that fails or
  * still does not know the key backs off for a second.
  */

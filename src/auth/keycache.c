@@ -8,6 +8,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include <sodium.h>
 
@@ -741,10 +742,19 @@ kg_keycache_reload(struct kg_keycache *kc, struct kg_store *st, int64_t now, str
 }
 
 enum kg_status
-kg_keycache_try_reload(struct kg_keycache *kc, struct kg_store *st, int64_t now,
+kg_keycache_try_reload(struct kg_keycache *kc, struct kg_store *st, int64_t now, int64_t wait_ms,
                        struct kg_err *err)
 {
-    if (pthread_mutex_trylock(&kc->load_mu) != 0)
+    struct timespec until;
+
+    clock_gettime(CLOCK_REALTIME, &until); /* pthread_mutex_timedlock's clock */
+    until.tv_sec += wait_ms / 1000;
+    until.tv_nsec += (wait_ms % 1000) * 1000000L;
+    if (until.tv_nsec >= 1000000000L) {
+        until.tv_sec++;
+        until.tv_nsec -= 1000000000L;
+    }
+    if (pthread_mutex_timedlock(&kc->load_mu, &until) != 0)
         return kg_err_set(err, KG_ECONFLICT, "a reload or flush is in progress");
     return reload_locked(kc, st, now, err);
 }

@@ -8,6 +8,8 @@
 #include "keygate/store.h"
 
 #define BACKOFF_MS 1000
+/* How long a loop may wait for a usage flush holding the cache. */
+#define LOCK_WAIT_MS 50
 
 struct kg_keywatch {
     pthread_mutex_t mu; /* one lookup at a time; the store handle is not shared */
@@ -71,9 +73,9 @@ kg_keywatch_recheck(struct kg_keywatch *w, const unsigned char digest[KG_DIGEST_
     }
     if (!known)
         goto cleanup;
-    /* Never wait on a loop: a flush or reload in progress means the main
-     * thread's poll (200 ms) picks the key up instead. */
-    rc = kg_keycache_try_reload(w->kc, w->st, now, &err);
+    /* A loop waits at most LOCK_WAIT_MS for a flush (milliseconds); longer,
+     * and the main thread's poll (200 ms) picks the key up instead. */
+    rc = kg_keycache_try_reload(w->kc, w->st, now, LOCK_WAIT_MS, &err);
     if (rc != KG_OK) {
         /* Busy: the next interval may try again; failed: back off. */
         if (rc != KG_ECONFLICT)

@@ -144,6 +144,8 @@ stored_used(struct kt_daemon *d, const char *id)
     kt_cli_result_cleanup(&r);
     if (o == NULL)
         fail_msg("keys show should print JSON: %s", jerr.text);
+    if (!json_is_integer(json_object_get(o, "quota_used")))
+        fail_msg("keys show --json should carry an integer quota_used");
     used = json_integer_value(json_object_get(o, "quota_used"));
     json_decref(o);
     return used;
@@ -318,7 +320,18 @@ test_an_upstream_failure_charges_nothing(void **state)
     /* One credit: a single charged 502 would turn the next one into 429. */
     for (int i = 0; i < 3; i++)
         one(W.gwx, "GET", "/v1/items", W.one_x.key, 502, NULL);
+    /* SIGTERM flushes every counter: what the store then holds is final
+     * (the key's three requests, none of them charged). */
+    assert_int_equal(kt_daemon_stop(W.gwx), 0);
     assert_int_equal(stored_used(W.gwx, W.one_x.id), 0);
+    {
+        json_t *o = kt_daemon_cli_json(
+            W.gwx, (const char *const[]){"keys", "show", W.one_x.id, "--json", NULL});
+
+        assert_int_equal(json_integer_value(json_object_get(json_object_get(o, "usage"), "requests")),
+                         3);
+        json_decref(o);
+    }
 }
 
 static void
