@@ -492,6 +492,15 @@ print_key(const struct kg_key_rec *rec, int64_t now, bool json, const struct kg_
         json_decref(o);
         o = NULL;
     }
+    /* The rotation line for scripts: true, false, or null when unknown. */
+    if (o != NULL && in_use != NULL &&
+        json_object_set_new(o, "still_in_use",
+                            strncmp(in_use, "yes", 3) == 0  ? json_true()
+                            : strncmp(in_use, "no", 2) == 0 ? json_false()
+                                                            : json_null()) != 0) {
+        json_decref(o);
+        o = NULL;
+    }
     return kg_cli_print_json(o);
 }
 

@@ -23,7 +23,6 @@
 #include "manage/manage_int.h"
 
 /* The most credits a user may be given, as for a key. */
-#define KG_CREDITS_MAX INT64_C(1000000000)
 
 /* ---- validation ---- */
 
@@ -510,17 +509,6 @@ cleanup:
     return rc;
 }
 
-/* The start of the period holding now, as the key cache counts them. */
-static int64_t
-period_start_of(const char *period, int64_t now)
-{
-    enum kg_quota_period p = strcmp(period, "day") == 0     ? KG_QUOTA_DAY
-                             : strcmp(period, "month") == 0 ? KG_QUOTA_MONTH
-                                                            : KG_QUOTA_NONE;
-
-    return kg_keycache_period_start(p, now);
-}
-
 enum kg_status
 kg_accounts_user_usage(const struct kg_keys_ctx *kc, const char *fence, const struct kg_user_rec *u,
                        int64_t now, struct kg_user_usage *out, struct kg_err *err)
@@ -536,8 +524,8 @@ kg_accounts_user_usage(const struct kg_keys_ctx *kc, const char *fence, const st
     if (rc != KG_OK)
         return rc;
     /* A count of an earlier period is history (the same rule as the cache). */
-    if (out->credits_period_start < period_start_of(u->quota_period, now))
-        out->credits = 0;
+    out->credits = kg_keycache_stored_used(u->quota_period, out->credits,
+                                           out->credits_period_start, now);
     tier = kc->cfg != NULL ? kg_config_tier(kc->cfg, u->tier) : NULL;
     /* Without a tier quota nothing counts (a quota removed from the config
      * leaves its last count in the store): 0, as for a user never charged. */

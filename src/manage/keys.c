@@ -20,6 +20,7 @@
 
 #include "keygate/accounts.h"
 #include "keygate/audit.h"
+#include "keygate/gcra.h"
 #include "keygate/keyfmt.h"
 #include "keygate/keys.h"
 #include "keygate/scope.h"
@@ -278,7 +279,7 @@ fill_new(const struct kg_key_new *req, int64_t now, struct kg_key_rec *rec, stru
     rec->rate_burst = req->rate_burst;
     rec->quota_limit = -1;
     if (req->has_credits) {
-        if (req->credits < 0 || req->credits > 1000000000)
+        if (req->credits < 0 || req->credits > KG_CREDITS_MAX)
             return kg_err_set(err, KG_EINVAL, "credits must be 0 to 1000000000");
         rec->quota_limit = req->credits;
     }
@@ -548,30 +549,16 @@ kg_keys_list(const struct kg_keys_ctx *kc, const char *fence, const struct kg_ke
 
 /* ---- update ---- */
 
-/* "N/s", "N/min" or "N/h", N 1..1e9; the limits module gives it meaning. */
+/* "N/s", "N/min" or "N/h", N 1..1e9: checked by the limiter's own parser,
+ * so a stored rate is always one the key cache can enforce. */
 static enum kg_status
 check_rate(const char *rate, char out[KG_RATE_MAX], struct kg_err *err)
 {
-    static const char *const units[] = {"s", "min", "h"};
-    const char *p = rate;
-    int64_t n = 0;
+    int64_t count, period_s;
 
-    if (rate[0] == '\0') {
-        out[0] = '\0';
+    if (rate[0] == '\0' || kg_gcra_parse_rate(rate, &count, &period_s)) {
+        snprintf(out, KG_RATE_MAX, "%s", rate);
         return KG_OK;
-    }
-    for (; *p >= '0' && *p <= '9'; p++) {
-        n = n * 10 + (*p - '0');
-        if (n > 1000000000)
-            break;
-    }
-    if (p != rate && rate[0] != '0' && n >= 1 && n <= 1000000000 && *p == '/') {
-        for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
-            if (strcmp(p + 1, units[i]) == 0) {
-                snprintf(out, KG_RATE_MAX, "%s", rate);
-                return KG_OK;
-            }
-        }
     }
     return kg_err_set(err, KG_EINVAL,
                       "rate wants N/s, N/min or N/h (N 1 to 1000000000), got "
@@ -635,8 +622,8 @@ apply_change(const struct kg_key_change *chg, const struct kg_user_rec *owner, i
         ok = ok && json_object_set_new(details, "rate_burst", json_integer(rec->rate_burst)) == 0;
     }
     if (chg->set_quota_limit) {
-        if (chg->quota_limit < -1)
-            return kg_err_set(err, KG_EINVAL, "quota_limit must be -1 (unlimited) or more");
+        if (chg->quota_limit < -1 || chg->quota_limit > KG_CREDITS_MAX)
+            return kg_err_set(err, KG_EINVAL, "quota_limit must be -1 (unlimited) to 1000000000");
         rec->quota_limit = chg->quota_limit;
         ok = ok && json_object_set_new(details, "quota_limit", json_integer(rec->quota_limit)) == 0;
         /* Unlimited credits have nothing to refill. */

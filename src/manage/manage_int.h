@@ -11,6 +11,7 @@
 
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 #include <string.h>
 
 #include <jansson.h>
@@ -26,6 +27,8 @@ const char *kg_manage_text_problem(const unsigned char *s, size_t n);
 /* Create and update refuse a refill on unlimited credits with these
  * words, which name the option of the CLI and the member of the API. */
 #define KG_REFILL_NEEDS_CREDITS "a refill needs credits (quota_period needs a quota_limit)"
+/* The most credits a key or a user may have (CLI, admin API, store). */
+#define KG_CREDITS_MAX INT64_C(1000000000)
 
 /* Checks text of min..max bytes (UTF-8, no control characters) and copies
  * it into out (max + 1 bytes). NULL is KG_EINVAL "FIELD is required". */

@@ -300,6 +300,9 @@ test_show_tells_whether_a_rotated_key_is_still_in_use(void **state)
     if (!starts(field(text, "still in use:"), "no, not seen since the rotation (last seen never)"))
         fail_msg("keys show of the old key should say it is not in use:\n%s", text);
     free(text);
+    u = kt_daemon_cli_json(W.d, (const char *const[]){"keys", "show", old.id, "--json", NULL});
+    assert_true(json_is_false(json_object_get(u, "still_in_use")));
+    json_decref(u);
 
     /* During the grace period the old key keeps working. */
     wait_until_allowed(old.key);
@@ -310,10 +313,16 @@ test_show_tells_whether_a_rotated_key_is_still_in_use(void **state)
     if (!starts(field(text, "still in use:"), "yes, last seen 20"))
         fail_msg("keys show of the old key should say it is in use:\n%s", text);
     free(text);
+    u = kt_daemon_cli_json(W.d, (const char *const[]){"keys", "show", old.id, "--json", NULL});
+    assert_true(json_is_true(json_object_get(u, "still_in_use")));
+    json_decref(u);
     /* The successor is not in a grace period: no such line. */
     text = cli_text((const char *const[]){"keys", "show", fresh.id, NULL});
     assert_null(strstr(text, "still in use"));
     free(text);
+    u = kt_daemon_cli_json(W.d, (const char *const[]){"keys", "show", fresh.id, "--json", NULL});
+    assert_null(json_object_get(u, "still_in_use"));
+    json_decref(u);
     kt_key_cleanup(&old);
     kt_key_cleanup(&fresh);
 }

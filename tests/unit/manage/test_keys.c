@@ -1008,6 +1008,10 @@ test_making_a_keys_credits_unlimited_drops_its_refill_and_a_refill_needs_credits
     assert_int_equal(kg_keys_update(&fx->kc, NULL, rec.id, &chg, NOW, &got, &err), KG_OK);
     assert_int_equal(got.quota_limit, 3);
     assert_string_equal(got.quota_period, "month");
+    /* The same ceiling as create and as a user's credits. */
+    chg = (struct kg_key_change){.set_quota_limit = true, .quota_limit = 1000000001};
+    assert_int_equal(kg_keys_update(&fx->kc, NULL, rec.id, &chg, NOW, &got, &err), KG_EINVAL);
+    assert_string_equal(err.msg, "quota_limit must be -1 (unlimited) to 1000000000");
 }
 
 int
