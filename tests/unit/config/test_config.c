@@ -1231,13 +1231,9 @@ test_the_shipped_config_loads_cleanly(void **state)
 {
     struct fixture *fx = *state;
     char path[4096];
-    const char *file = __FILE__, *suffix = "tests/unit/config/test_config.c";
-    size_t flen = strlen(file), slen = strlen(suffix);
 
-    /* CMake compiles with absolute paths, which lead back to the source tree. */
-    if (file[0] != '/' || flen < slen || strcmp(file + flen - slen, suffix) != 0)
-        skip();
-    snprintf(path, sizeof(path), "%.*sconf/keygate.conf", (int)(flen - slen), file);
+    /* The source tree, from the build: never a skip that CTest counts as a pass. */
+    snprintf(path, sizeof(path), "%s/conf/keygate.conf", KG_SOURCE_DIR);
     assert_int_equal(kg_config_load(path, collect, fx, &fx->cfg), KG_OK);
     assert_int_equal(fx->nlines, 0);
     assert_defaults(fx->cfg);
