@@ -158,11 +158,17 @@ if [[ $engine == podman ]]; then
 fi
 step "keygate healthcheck exits 0 inside the container"
 
+old_ctr=$(running keygate)
 dc down >"$tmp/down.log" 2>&1 || { cat "$tmp/down.log" >&2; fail "compose down"; }
 expect 000 /hello ""
+# Removed, not just stopped: only the named volume may carry the key across.
+left=$("$engine" ps -aq --filter "label=com.docker.compose.project=$project")
+[[ -z $left ]] || fail "compose down left containers: $left"
 dc up -d >"$tmp/up.log" 2>&1 || { cat "$tmp/up.log" >&2; fail "compose up -d after down"; }
+[[ -n $(running keygate) && $(running keygate) != "$old_ctr" ]] ||
+    fail "up -d after down should run a new keygate container"
 expect 200 /hello "$key" "\"key_id\": \"$id\""
-step "the key still works after down and up -d"
+step "the key still works after down and up -d (new containers, same volume)"
 
 dc down -v >"$tmp/down.log" 2>&1 || { cat "$tmp/down.log" >&2; fail "compose down -v"; }
 if "$engine" volume inspect "${project}_keygate-data" >/dev/null 2>&1; then
