@@ -53,6 +53,10 @@ void kg_decide(const struct kg_config *cfg, const struct kg_keysnap *snap,
  * both listeners apply the same rule. Pure; no allocation. */
 bool kg_decide_grants(const struct kg_keyent *ent, const char *scope);
 
+/* A failed authentication (no, an invalid or an expired key): what the
+ * brute-force throttle counts on both listeners. */
+bool kg_verdict_is_auth_failure(enum kg_verdict v);
+
 /* Short lower-case name of a verdict for logs: "allowed", "invalid", … */
 const char *kg_verdict_str(enum kg_verdict v);
 

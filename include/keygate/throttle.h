@@ -50,6 +50,20 @@ bool kg_throttle_take(struct kg_throttle *t, const char *client, int64_t now_ms,
 bool kg_throttle_peek(struct kg_throttle *t, const char *client, int64_t now_ms,
                       int64_t *retry_after_ms);
 
+/* The brute-force throttle of a listener is two tables: failures (the
+ * allowance of failed authentications per client) and cooldown (1 per
+ * cool-down, taken when the allowance runs out). Both NULL when off.
+ *
+ * Counts one failed authentication of client: the failure that uses up the
+ * allowance, or one after it, starts the client's cool-down. */
+void kg_throttle_fail(struct kg_throttle *failures, struct kg_throttle *cooldown,
+                      const char *client, int64_t now_ms);
+
+/* Whether client is in its cool-down (*retry_after_ms: until it ends), so
+ * refused before any key lookup. False when cooldown is NULL. */
+bool kg_throttle_cooling(struct kg_throttle *cooldown, const char *client, int64_t now_ms,
+                         int64_t *retry_after_ms);
+
 /* Retry-After header value for a wait of ms: whole seconds, rounded up, >= 1. */
 int kg_throttle_retry_after_s(int64_t ms);
 

@@ -600,24 +600,11 @@ admin_throttled(struct kg_admin *adm, const char *ip, int64_t now_ms, struct kg_
     struct kg_decision d = {.verdict = KG_DENY_THROTTLED};
     int64_t retry_ms = 0;
 
-    if (adm->auth_cooldown == NULL || kg_throttle_peek(adm->auth_cooldown, ip, now_ms, &retry_ms))
+    if (!kg_throttle_cooling(adm->auth_cooldown, ip, now_ms, &retry_ms))
         return false;
     kg_respond_verdict(adm->cfg, &d, ans);
     ans->retry_after_s = kg_throttle_retry_after_s(retry_ms);
     return true;
-}
-
-/* Counts a missing, unknown or expired admin key against ip; the failure
- * that uses up its allowance starts the cool-down. */
-static void
-admin_throttle_count(struct kg_admin *adm, enum kg_verdict v, const char *ip, int64_t now_ms)
-{
-    if (adm->auth_failures == NULL ||
-        (v != KG_DENY_NO_CREDENTIAL && v != KG_DENY_INVALID && v != KG_DENY_EXPIRED))
-        return;
-    if (!kg_throttle_take(adm->auth_failures, ip, now_ms, NULL) ||
-        !kg_throttle_peek(adm->auth_failures, ip, now_ms, NULL))
-        kg_throttle_take(adm->auth_cooldown, ip, now_ms, NULL);
 }
 
 /* ---- the access handler ---- */
@@ -767,9 +754,10 @@ dispatch(struct kg_admin *adm, struct MHD_Connection *conn, const char *url, con
     kg_credential_init(&cs.cred);
     MHD_get_connection_values_n(conn, MHD_HEADER_KIND, scan_cred, &cs);
     v = authenticate(adm, &cs.cred, method, url, r, key_id, &d);
-    admin_throttle_count(adm, v, ip, now_ms);
-    if (v == KG_DENY_NO_CREDENTIAL || v == KG_DENY_INVALID || v == KG_DENY_EXPIRED)
+    if (kg_verdict_is_auth_failure(v)) {
+        kg_throttle_fail(adm->auth_failures, adm->auth_cooldown, ip, now_ms);
         audit_auth_failure(adm, &cs.cred, v);
+    }
     if (v != KG_ALLOW) {
         kg_respond_verdict(cfg, &d, &ans);
         return send_answer(conn, &ans, NULL);

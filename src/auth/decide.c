@@ -87,6 +87,12 @@ kg_decide(const struct kg_config *cfg, const struct kg_keysnap *snap,
     out->verdict = check_scopes(cfg, ent, method, path, out);
 }
 
+bool
+kg_verdict_is_auth_failure(enum kg_verdict v)
+{
+    return v == KG_DENY_NO_CREDENTIAL || v == KG_DENY_INVALID || v == KG_DENY_EXPIRED;
+}
+
 const char *
 kg_verdict_str(enum kg_verdict v)
 {

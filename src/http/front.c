@@ -753,25 +753,11 @@ throttle_refuses(const struct kg_runtime *rt, const struct kg_config *cfg, const
     struct kg_decision d = {.verdict = KG_DENY_THROTTLED};
     int64_t retry_ms = 0;
 
-    if (rt->auth_cooldown == NULL || kg_throttle_peek(rt->auth_cooldown, ip, now_ms, &retry_ms))
+    if (!kg_throttle_cooling(rt->auth_cooldown, ip, now_ms, &retry_ms))
         return false;
     kg_respond_verdict(cfg, &d, ans);
     ans->retry_after_s = kg_throttle_retry_after_s(retry_ms);
     return true;
-}
-
-/* Counts a missing, unknown or expired key against ip; when that uses up
- * its allowance the cool-down starts. A failure refused by the failure
- * table (its allowance was already gone) starts one too. */
-static void
-throttle_count(const struct kg_runtime *rt, enum kg_verdict v, const char *ip, int64_t now_ms)
-{
-    if (rt->auth_failures == NULL ||
-        (v != KG_DENY_NO_CREDENTIAL && v != KG_DENY_INVALID && v != KG_DENY_EXPIRED))
-        return;
-    if (!kg_throttle_take(rt->auth_failures, ip, now_ms, NULL) ||
-        !kg_throttle_peek(rt->auth_failures, ip, now_ms, NULL))
-        kg_throttle_take(rt->auth_cooldown, ip, now_ms, NULL);
 }
 
 /* Counts the answer to a key that was found (an invalid key names none):
@@ -961,7 +947,8 @@ decide_first(struct kg_req *req, struct MHD_Connection *conn, const char *method
         snap = kg_keycache_acquire(rt->keys);
         kg_decide(cfg, snap, rt->secret, &sc.cred, method, req->path, now, &d);
     }
-    throttle_count(rt, d.verdict, req->remote, now_ms);
+    if (kg_verdict_is_auth_failure(d.verdict))
+        kg_throttle_fail(rt->auth_failures, rt->auth_cooldown, req->remote, now_ms);
     if (d.key != NULL) {
         copy_cut(req->key_id, sizeof(req->key_id), d.key->id);
         copy_cut(req->tenant, sizeof(req->tenant), d.key->tenant);

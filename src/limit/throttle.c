@@ -160,6 +160,24 @@ kg_throttle_peek(struct kg_throttle *t, const char *client, int64_t now_ms, int6
     return decide(t, client, now_ms, false, retry_after_ms);
 }
 
+void
+kg_throttle_fail(struct kg_throttle *failures, struct kg_throttle *cooldown, const char *client,
+                 int64_t now_ms)
+{
+    if (failures == NULL || cooldown == NULL)
+        return;
+    if (!kg_throttle_take(failures, client, now_ms, NULL) ||
+        !kg_throttle_peek(failures, client, now_ms, NULL))
+        kg_throttle_take(cooldown, client, now_ms, NULL);
+}
+
+bool
+kg_throttle_cooling(struct kg_throttle *cooldown, const char *client, int64_t now_ms,
+                    int64_t *retry_after_ms)
+{
+    return cooldown != NULL && !kg_throttle_peek(cooldown, client, now_ms, retry_after_ms);
+}
+
 int
 kg_throttle_retry_after_s(int64_t ms)
 {

@@ -253,6 +253,29 @@ test_threads_sharing_a_client_never_get_more_than_the_limit(void **state)
     kg_throttle_free(t);
 }
 
+static void
+test_the_failure_that_uses_up_the_allowance_starts_the_cool_down(void **state)
+{
+    struct kg_throttle *fails = new_throttle(3, 60000, 64), *cool = new_throttle(1, 2000, 64);
+    int64_t retry = 0;
+
+    (void)state;
+    kg_throttle_fail(fails, cool, "192.0.2.1", 1000);
+    kg_throttle_fail(fails, cool, "192.0.2.1", 1000);
+    assert_false(kg_throttle_cooling(cool, "192.0.2.1", 1000, &retry));
+    kg_throttle_fail(fails, cool, "192.0.2.1", 1000); /* the third of three */
+    assert_true(kg_throttle_cooling(cool, "192.0.2.1", 1000, &retry));
+    assert_int_equal(retry, 2000);
+    /* Another client is untouched; the cool-down ends on time. */
+    assert_false(kg_throttle_cooling(cool, "192.0.2.2", 1000, &retry));
+    assert_false(kg_throttle_cooling(cool, "192.0.2.1", 3000, &retry));
+    /* Off: nothing counts, nobody cools down. */
+    kg_throttle_fail(NULL, NULL, "192.0.2.1", 1000);
+    assert_false(kg_throttle_cooling(NULL, "192.0.2.1", 1000, &retry));
+    kg_throttle_free(fails);
+    kg_throttle_free(cool);
+}
+
 int
 main(void)
 {
@@ -270,6 +293,7 @@ main(void)
         cmocka_unit_test(test_bad_parameters_are_refused),
         cmocka_unit_test(test_retry_after_is_whole_seconds_rounded_up),
         cmocka_unit_test(test_threads_sharing_a_client_never_get_more_than_the_limit),
+        cmocka_unit_test(test_the_failure_that_uses_up_the_allowance_starts_the_cool_down),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
