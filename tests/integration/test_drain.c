@@ -7,6 +7,7 @@
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -30,6 +31,9 @@ struct client {
     const char *key;
     long ok, unavailable, other, failed;
 };
+
+/* 200s seen by all clients so far: the drain starts only under real load. */
+static _Atomic long seen_ok;
 
 static size_t
 discard(char *p, size_t size, size_t n, void *ud)
@@ -66,9 +70,10 @@ client_main(void *arg)
             continue;
         }
         curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
-        if (status == 200)
+        if (status == 200) {
             c->ok++;
-        else if (status == 503)
+            atomic_fetch_add(&seen_ok, 1);
+        } else if (status == 503)
             c->unavailable++;
         else
             c->other++;
@@ -103,6 +108,10 @@ test_sigterm_under_keepalive_load_exits_cleanly(void **state)
         assert_int_equal(pthread_create(&th[i], NULL, client_main, &clients[i]), 0);
     }
     kt_sleep_ms(800);
+    for (int64_t deadline = kt_mono_ms() + 10000;
+         atomic_load(&seen_ok) == 0 && kt_mono_ms() < deadline;)
+        kt_sleep_ms(20);
+    assert_true(atomic_load(&seen_ok) > 0);
     t0 = kt_mono_ms();
     status = kt_daemon_stop(d);
     /* Clients kept sending through the whole drain; a drain that waits for

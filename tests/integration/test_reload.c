@@ -99,6 +99,21 @@ get_status(struct kt_daemon *d, const char *path, const char *key, char **body)
 
 /* ---- (a) routes change under load, no request fails ---- */
 
+/* Answers seen by all clients so far, for bounded waits. */
+static _Atomic long seen_ok, seen_forbidden;
+
+/* Waits (at most 10 s) until *counter is above 0. */
+static void
+wait_seen(_Atomic long *counter, const char *what)
+{
+    int64_t deadline = kt_mono_ms() + 10000;
+
+    while (atomic_load(counter) == 0 && kt_mono_ms() < deadline)
+        kt_sleep_ms(20);
+    if (atomic_load(counter) == 0)
+        fail_msg("no %s answer within 10 s", what);
+}
+
 struct client {
     const char *url;
     const char *key;
@@ -144,10 +159,12 @@ client_main(void *arg)
         curl_easy_getinfo(e, CURLINFO_RESPONSE_CODE, &status);
         if (status == 200) {
             c->ok++;
+            atomic_fetch_add(&seen_ok, 1);
             if (c->forbidden > 0)
                 c->back_to_old = true;
         } else if (status == 403) {
             c->forbidden++;
+            atomic_fetch_add(&seen_forbidden, 1);
         } else {
             c->other++;
         }
@@ -187,9 +204,11 @@ test_a_route_change_under_keepalive_load_fails_no_request(void **state)
         assert_int_equal(pthread_create(&th[i], NULL, client_main, &clients[i]), 0);
     }
     kt_sleep_ms(400);
+    wait_seen(&seen_ok, "200 under the old rule");
     reload_with(d, after);
     /* Load goes on under the new rule for a while. */
     kt_sleep_ms(400);
+    wait_seen(&seen_forbidden, "403 under the new rule");
     atomic_store(&stop, 1);
     for (int i = 0; i < CLIENTS; i++) {
         pthread_join(th[i], NULL);
