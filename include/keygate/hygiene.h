@@ -18,8 +18,8 @@
 struct kg_hygiene {
     int n_cl, n_te, n_host;
     bool bad_cl, bad_te, bad_name, bad_value, bad_host, folded;
-    bool http10;     /* the request line said HTTP/1.0 */
-    bool needs_host; /* HTTP/1.1 (or a later 1.x): Host is required */
+    bool http10;            /* the request line said HTTP/1.0 */
+    bool needs_host;        /* HTTP/1.1 (or a later 1.x): Host is required */
     int64_t content_length; /* -1 when absent */
 };
 

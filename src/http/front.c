@@ -1055,8 +1055,7 @@ decide_first(struct kg_req *req, struct MHD_Connection *conn, const char *method
  * handing the request to the relay. Our own answers count their outcome
  * now, before the client can see them; a proxied one waits for the upstream. */
 static enum MHD_Result
-first_call(struct kg_req *req, struct MHD_Connection *conn, const char *method,
-           const char *version)
+first_call(struct kg_req *req, struct MHD_Connection *conn, const char *method, const char *version)
 {
     int64_t t0 = kg_time_mono_us();
     enum MHD_Result ret;

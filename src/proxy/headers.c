@@ -47,24 +47,37 @@ kg_headers_hop_by_hop(const char *name, const char *conn_tokens)
     return conn_tokens != NULL && in_token_list(name, conn_tokens);
 }
 
-/* What keygate sets, replaces or strips itself, whatever the config says. */
+/* Headers keygate replaces with its own, or never forwards. */
+static const char *const replaced[] = {
+    "Host",
+    "Content-Length",
+    "Expect",
+    "X-Forwarded-Proto",
+    "X-Forwarded-Host",
+    "X-Forwarded-For",
+    "Forwarded",
+    "X-Request-Id",
+    "Proxy-Authorization",
+    NULL,
+};
+
+static bool
+is_replaced(const char *name)
+{
+    for (size_t i = 0; replaced[i] != NULL; i++)
+        if (strcasecmp(name, replaced[i]) == 0)
+            return true;
+    return false;
+}
+
+/* Whether name is a header keygate sets, replaces or strips in some
+ * configuration: the names an underscore spelling must never stand for. */
 static bool
 keygate_owned(const struct kg_config *cfg, const char *name, const char *value,
               const char *conn_tokens)
 {
-    static const char *const replaced[] = {
-        "Host",         "Content-Length", "Expect",    "X-Forwarded-Proto",   "X-Forwarded-Host",
-        "X-Forwarded-For", "Forwarded",   "X-Request-Id", "Proxy-Authorization", "X-Real-IP",
-        NULL,
-    };
-
-    if (kg_headers_hop_by_hop(name, conn_tokens))
-        return true;
-    for (size_t i = 0; replaced[i] != NULL; i++)
-        if (strcasecmp(name, replaced[i]) == 0)
-            return true;
-    /* Identity headers come only from keygate: a forged one never arrives. */
-    return strncasecmp(name, "X-Keygate-", 10) == 0 ||
+    return kg_headers_hop_by_hop(name, conn_tokens) || is_replaced(name) ||
+           strcasecmp(name, "X-Real-IP") == 0 || strncasecmp(name, "X-Keygate-", 10) == 0 ||
            strncasecmp(name, "X-Forwarded-", 12) == 0 ||
            kg_credential_is_cred_header(cfg, name, value);
 }
@@ -91,18 +104,10 @@ bool
 kg_headers_drop_request(const struct kg_config *cfg, const char *name, const char *value,
                         const char *conn_tokens, bool trusted_peer)
 {
-    static const char *const replaced[] = {
-        "Host",      "Content-Length",    "Expect",           "X-Forwarded-Proto",
-        "X-Forwarded-Host", "X-Forwarded-For", "Forwarded", "X-Request-Id", "Proxy-Authorization", NULL,
-    };
-
     if (strchr(name, '_') != NULL && drop_underscored(cfg, name, value, conn_tokens))
         return true;
-    if (kg_headers_hop_by_hop(name, conn_tokens))
+    if (kg_headers_hop_by_hop(name, conn_tokens) || is_replaced(name))
         return true;
-    for (size_t i = 0; replaced[i] != NULL; i++)
-        if (strcasecmp(name, replaced[i]) == 0)
-            return true;
     /* The client address a proxy in trusted_proxies tells; anyone else's is forged. */
     if (!trusted_peer && strcasecmp(name, "X-Real-IP") == 0)
         return true;

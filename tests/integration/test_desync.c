@@ -249,8 +249,7 @@ setup(void **state)
              W.up->port);
     W.gw = kt_daemon_new(cfg);
     if (W.gw == NULL || !kt_daemon_create_key(W.gw, "reader", "write:items", NULL, &W.reader) ||
-        !kt_daemon_create_key(W.gw, "admin", "admin:all", NULL, &W.admin) ||
-        !kt_daemon_start(W.gw))
+        !kt_daemon_create_key(W.gw, "admin", "admin:all", NULL, &W.admin) || !kt_daemon_start(W.gw))
         goto fail;
     return 0;
 
@@ -323,8 +322,7 @@ check_desync_refused(const char *te)
     while (kt_mono_ms() < until && !recorder_saw(W.up, W.admin.key))
         kt_sleep_ms(50);
     if (recorder_saw(W.up, W.admin.key) || recorder_saw(W.up, "/admin/secret"))
-        fail_msg("Transfer-Encoding \"%s\": the upstream received the second request's key",
-                 te);
+        fail_msg("Transfer-Encoding \"%s\": the upstream received the second request's key", te);
     assert_int_equal(recorder_requests(W.up), before);
     assert_int_equal(kt_raw_parse(CR.data, CR.len, CR.closed, resp, 3), 1);
     assert_int_equal(resp[0].status, 400);

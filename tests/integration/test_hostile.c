@@ -332,10 +332,9 @@ run_case(void **state)
     before = kt_upstream_count(W.up);
     if (c->admin)
         keys_before = count_keys();
-    assert_true(kt_raw_exchange(c->admin ? kt_daemon_admin_port(W.gw) : kt_daemon_port(W.gw), CB,
-                                len, (int)CW.nstatuses,
-                                CW.closed ? LINGER_CLOSE_MS : LINGER_OPEN_MS, CASE_DEADLINE_MS,
-                                &CR));
+    assert_true(kt_raw_exchange(
+        c->admin ? kt_daemon_admin_port(W.gw) : kt_daemon_port(W.gw), CB, len, (int)CW.nstatuses,
+        CW.closed ? LINGER_CLOSE_MS : LINGER_OPEN_MS, CASE_DEADLINE_MS, &CR));
     nresp = kt_raw_parse(CR.data, CR.len, CR.closed, resps, MAX_STATUSES + 1);
 
     if (nresp != CW.nstatuses) {

@@ -131,7 +131,7 @@ test_chunked_with_anything_around_it_is_refused(void **state)
 {
     static const char *const bad[] = {
         "chunked ", "chunked\t", "Chunked ", "CHUNKED\t", "chunked  ", "chunked \t",
-        " chunked", "\tchunked", "chunked,", "chunked;", "chunk ed", "chunked\xa0",
+        " chunked", "\tchunked", "chunked,", "chunked;",  "chunk ed",  "chunked\xa0",
     };
     struct kg_hygiene h;
 
@@ -187,14 +187,44 @@ static void
 test_host_follows_rfc9110_uri_host_and_port(void **state)
 {
     static const char *const good[] = {
-        "a",           "api.example.com", "api.example.com:8080", "127.0.0.1",  "127.0.0.1:1",
-        "[::1]",       "[::1]:8080",      "[v1.fe80::a+en1]",     "a-b_c~d",    "%41pi.example",
-        "x!$&'()*+,;=", "a:",             "",                     "example.com ",
+        "a",
+        "api.example.com",
+        "api.example.com:8080",
+        "127.0.0.1",
+        "127.0.0.1:1",
+        "[::1]",
+        "[::1]:8080",
+        "[v1.fe80::a+en1]",
+        "a-b_c~d",
+        "%41pi.example",
+        "x!$&'()*+,;=",
+        "a:",
+        "",
+        "example.com ",
     };
     static const char *const bad[] = {
-        "a b",       "a\tb",   "a/b",  "a@b",   "a?b",      "a#b", "a:b",  "a:80:90", "[::1",
-        "[]",        "::1",    "a%4",  "a%zz",  "[::1]x",   "a\\b", "a\"b", "<a>",     "a b:80",
-        " a",        "a:8 0",  "\x80" "a",
+        "a b",
+        "a\tb",
+        "a/b",
+        "a@b",
+        "a?b",
+        "a#b",
+        "a:b",
+        "a:80:90",
+        "[::1",
+        "[]",
+        "::1",
+        "a%4",
+        "a%zz",
+        "[::1]x",
+        "a\\b",
+        "a\"b",
+        "<a>",
+        "a b:80",
+        " a",
+        "a:8 0",
+        "\x80"
+        "a",
     };
     struct kg_hygiene h;
 
