@@ -30,6 +30,11 @@ extern char **environ;
 #define PREFIX "kgcli_"
 #define MAX_KEYS 64
 #define MAX_ARGS 24
+#define BURST_WANT "keygate: keys create: --burst wants a number from 1 to 1000000000\n"
+#define BURST0_WANT                                                                                \
+    "keygate: keys update: --burst wants 0 (the default) or a number from 1 to 1000000000\n"
+#define CREDITS_WANT "--credits wants a number from 0 to 1000000000\n"
+#define CREDITS_OR_UNLIMITED "--credits wants a number from 0 to 1000000000 or unlimited\n"
 
 static char dir[64];
 static char db_path[128];
@@ -749,6 +754,29 @@ test_usage_errors_exit_2_with_one_line_and_change_nothing(void **state)
         {{"keys", "update"}, "missing key id"},
         {{"keys", "update", "key_x"}, "nothing to change"},
         {{"keys", "update", "key_x", "--burst", "lots"}, "--burst"},
+        /* Every number against its documented range: one past each edge,
+         * signs, fractions, exponents, words. */
+        {{"keys", "create", "--name", "x", "--burst", "0"}, BURST_WANT},
+        {{"keys", "create", "--name", "x", "--burst", "1000000001"}, BURST_WANT},
+        {{"keys", "create", "--name", "x", "--burst=-1"}, BURST_WANT},
+        {{"keys", "create", "--name", "x", "--burst", "-1"}, "--burst needs a value"},
+        {{"keys", "create", "--name", "x", "--burst", "1.5"}, BURST_WANT},
+        {{"keys", "create", "--name", "x", "--burst", "1e9"}, BURST_WANT},
+        {{"keys", "create", "--name", "x", "--burst", "+5"}, BURST_WANT},
+        {{"keys", "create", "--name", "x", "--credits=-1"}, CREDITS_WANT},
+        {{"keys", "create", "--name", "x", "--credits", "1000000001"}, CREDITS_WANT},
+        {{"keys", "create", "--name", "x", "--credits", "2.5"}, CREDITS_WANT},
+        {{"keys", "create", "--name", "x", "--credits", "unlimited"}, CREDITS_WANT},
+        {{"keys", "update", "key_x", "--burst=-1"}, BURST0_WANT},
+        {{"keys", "update", "key_x", "--burst", "1000000001"}, BURST0_WANT},
+        {{"keys", "update", "key_x", "--burst", "1e3"}, BURST0_WANT},
+        {{"keys", "update", "key_x", "--credits=-1"}, CREDITS_OR_UNLIMITED},
+        {{"keys", "update", "key_x", "--credits", "99999999999999999999"}, CREDITS_OR_UNLIMITED},
+        {{"users", "create", "--username", "x", "--credits=-5"}, CREDITS_WANT},
+        {{"users", "create", "--username", "x", "--credits", "1000000001"}, CREDITS_WANT},
+        {{"users", "update", "usr_x", "--credits", "0.5"}, CREDITS_OR_UNLIMITED},
+        {{"audit", "--limit", "0"}, "--limit wants a number from 1 to"},
+        {{"audit", "--limit=-3"}, "--limit wants a number from 1 to"},
         {{"keys", "create", "--name", "x", "--user", ""}, "user"},
     };
     char *before = snapshot();
