@@ -162,8 +162,9 @@ take_value(const struct kg_jfield *f, json_t *v, struct kg_err *err)
             ((f->min != 0 || f->max != 0) &&
              (json_integer_value(v) < f->min || json_integer_value(v) > f->max))) {
             if (f->min != 0 || f->max != 0)
-                return kg_err_set(err, KG_EINVAL, "%s must be an integer from %" PRId64 " to %" PRId64,
-                                  f->name, f->min, f->max);
+                return kg_err_set(err, KG_EINVAL,
+                                  "%s must be an integer from %" PRId64 " to %" PRId64, f->name,
+                                  f->min, f->max);
             return kg_err_set(err, KG_EINVAL, "%s must be an integer", f->name);
         }
         *(int64_t *)f->out = (int64_t)json_integer_value(v);

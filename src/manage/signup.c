@@ -5,8 +5,9 @@
  * Owns the password rule and what a signup account is made of (tenant,
  * role and tier from the config, username = e-mail, a first key without
  * scopes, so it can do what the role grants and nothing more: with the
- * default signup_role none, no route that requires a scope); every other rule (e-mail shape, names, uniqueness, disabled
- * tenants) is the accounts core's. Knows nothing about HTTP.
+ * default signup_role none, no route that requires a scope); every other
+ * rule (e-mail shape, names, uniqueness, disabled tenants) is the accounts
+ * core's. Knows nothing about HTTP.
  */
 #include <ctype.h>
 #include <stdbool.h>

@@ -1240,11 +1240,11 @@ test_bad_bodies_get_400s_naming_the_field(void **state)
 static void
 test_every_number_in_an_admin_body_is_checked_against_its_range(void **state)
 {
-    static const char *const burst_bad[] = {"0", "-1", "1000000001", "1.5", "\"5\"", "1e9",
-                                            "true", "9223372036854775807"};
+    static const char *const burst_bad[] = {"0",     "-1",  "1000000001", "1.5",
+                                            "\"5\"", "1e9", "true",       "9223372036854775807"};
     static const char *const burst_good[] = {"1", "1000000000"};
-    static const char *const quota_bad[] = {"-2", "1000000001", "0.5", "\"5\"", "1e9",
-                                            "-9223372036854775807"};
+    static const char *const quota_bad[] = {"-2",    "1000000001", "0.5",
+                                            "\"5\"", "1e9",        "-9223372036854775807"};
     static const char *const quota_good[] = {"-1", "0", "1", "1000000000"};
     static const char burst_err[] =
         "{\"detail\": \"rate_burst must be an integer from 1 to 1000000000.\"}";
@@ -1264,8 +1264,10 @@ test_every_number_in_an_admin_body_is_checked_against_its_range(void **state)
          quota_good, 6, 4},
         {"PATCH", "", "{\"rate_burst\": %s}", burst_err, burst_bad, burst_good, 8, 2},
         {"PATCH", "", "{\"quota_limit\": %s}", quota_err, quota_bad, quota_good, 6, 4},
-        {"POST", "/v1/users", "{\"tenant\": \"acme\", \"username\": \"ranged-%%d\", "
-         "\"quota_limit\": %s}", quota_err, quota_bad, quota_good, 6, 4},
+        {"POST", "/v1/users",
+         "{\"tenant\": \"acme\", \"username\": \"ranged-%%d\", "
+         "\"quota_limit\": %s}",
+         quota_err, quota_bad, quota_good, 6, 4},
         {"PATCH", "", "{\"quota_limit\": %s}", quota_err, quota_bad, quota_good, 6, 4},
     };
     char *key_id = NULL, *user_id, body[256], fmt[256];

@@ -86,10 +86,9 @@ setup(void **state)
     if (W.gw == NULL || W.gwe == NULL || W.gwx == NULL || W.gwc == NULL)
         return -1;
     {
-        json_t *u = kt_daemon_cli_json(W.gwc, (const char *const[]){"users", "create", "--username",
-                                                                    "payer", "--tier", "metered",
-                                                                    "--credits", "100", "--json",
-                                                                    NULL});
+        json_t *u = kt_daemon_cli_json(
+            W.gwc, (const char *const[]){"users", "create", "--username", "payer", "--tier",
+                                         "metered", "--credits", "100", "--json", NULL});
         const char *id = json_string_value(json_object_get(u, "id"));
 
         if (id == NULL) {
@@ -403,11 +402,11 @@ test_only_an_upstream_2xx_is_charged_and_exactly_the_routes_cost(void **state)
         const char *path;
         long status;
     } calls[] = {
-        {"/v1/priced/status/404", 404}, {"/v1/priced/status/500", 500},
+        {"/v1/priced/status/404", 404},   {"/v1/priced/status/500", 500},
         {"/v1/priced/status/404/x", 404}, {"/v1/priced/status/503", 503},
         {"/v1/priced/status/200", 200}, /* 3: the cost rule */
         {"/v1/other/status/201", 201},  /* 1: no cost rule */
-        {"/v1/priced/status/499", 499}, {"/v1/priced/status/302", 302},
+        {"/v1/priced/status/499", 499},   {"/v1/priced/status/302", 302},
     };
 
     (void)state;

@@ -38,7 +38,7 @@
 #define MISSING_ADMIN "{\"detail\": \"API key is missing the required scope admin:all.\"}"
 #define MISSING_READ "{\"detail\": \"API key is missing the required scope read:items.\"}"
 #define WIDE_WARNING                                                                               \
-    "signup is on and signup_role holds \"*\": every anonymous signup gets keys that pass "       \
+    "signup is on and signup_role holds \"*\": every anonymous signup gets keys that pass "        \
     "every route rule (set signup_role to none or to the scopes a new account needs)"
 #define KEY_LEN 54
 #define MAX_SECRETS 32
@@ -348,8 +348,8 @@ test_a_signup_key_gets_403_on_every_route_that_requires_a_scope(void **state)
 
     (void)state;
     secret("Limited1password");
-    signup_from("127.0.1.3", "{\"email\": \"anon@example.org\", \"password\": \"Limited1password\"}",
-                &a);
+    signup_from("127.0.1.3",
+                "{\"email\": \"anon@example.org\", \"password\": \"Limited1password\"}", &a);
     expect_status(&a, 201);
     key = strdup(json_string_value(json_object_get(a.json, "api_key")));
     answer_cleanup(&a);

@@ -529,7 +529,8 @@ test_route_case_is_insensitive_or_sensitive(void **state)
     assert_int_equal(fx->cfg->route_case, KG_ROUTE_CASE_INSENSITIVE);
     load_fails_with(fx, "route_case Sensitive",
                     "1: route_case wants insensitive or sensitive, got \"Sensitive\"");
-    load_fails_with(fx, "route_case on", "1: route_case wants insensitive or sensitive, got \"on\"");
+    load_fails_with(fx, "route_case on",
+                    "1: route_case wants insensitive or sensitive, got \"on\"");
 }
 
 static void
