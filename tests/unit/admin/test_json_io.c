@@ -175,8 +175,8 @@ test_a_wrongly_typed_field_is_named(void **state)
 static void
 test_a_ranged_integer_names_its_range(void **state)
 {
-    static const char *const bad[] = {"0",   "-1",  "1000000001", "1.5", "1e9",
-                                      "1E3", "\"5\"", "true",       "-9223372036854775807"};
+    static const char *const bad[] = {"0",     "-1",   "1000000001",          "1.5", "1e9", "1E3",
+                                      "\"5\"", "true", "-9223372036854775807"};
     static const char *const good[] = {"1", "1000000000"};
     static const int64_t good_value[] = {1, 1000000000};
     char body[128];
