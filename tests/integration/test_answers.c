@@ -6,7 +6,7 @@
  * `error_style error`. The 401s (with their WWW-Authenticate), the 403s
  * (with the scope named), the 429s of rate, credits and the brute-force
  * throttle (with Retry-After), the 400s of request hygiene and paths, the
- * admin API's 400/401/403/404/405/415, signup's 400/409/415/429, and the
+ * admin API's 400/401/403/404/405/413/415, signup's 400/409/413/415/429, and the
  * bodies of /health, /livez and /readyz. 502 and 504 are pinned the same
  * way in test_proxy.c. Each case comes from its own X-Forwarded-For
  * address (trusted_proxies 127.0.0.1), so the throttle and the signup limit
@@ -541,6 +541,24 @@ test_signup_errors_are_exact_in_both_styles(void **state)
 }
 
 static void
+test_bodies_over_64_kib_are_an_exact_413(void **state)
+{
+    static char big[70 * 1024];
+    char body[256];
+
+    (void)state;
+    memset(big, ' ', sizeof(big) - 1);
+    for (int s = 0; s < NSTYLES; s++) {
+        body_for(s, "invalid_request_error", "Request body is larger than 64 KiB", body,
+                 sizeof(body));
+        send_as(W.gw[s], true, "POST", "/v1/keys", K_ADMIN, s, NULL, "application/json", big);
+        expect_answer("70 KiB to the admin API", 413, body);
+        send_as(W.gw[s], false, "POST", SIGNUP, K_NOKEY, s, NULL, "application/json", big);
+        expect_answer("70 KiB to signup", 413, body);
+    }
+}
+
+static void
 test_the_daemons_stop_cleanly(void **state)
 {
     (void)state;
@@ -559,6 +577,7 @@ main(void)
         cmocka_unit_test_teardown(test_a_header_block_over_the_limit_is_an_exact_431, free_slot),
         cmocka_unit_test_teardown(test_admin_errors_are_exact_in_both_styles, free_slot),
         cmocka_unit_test_teardown(test_signup_errors_are_exact_in_both_styles, free_slot),
+        cmocka_unit_test_teardown(test_bodies_over_64_kib_are_an_exact_413, free_slot),
         cmocka_unit_test_teardown(test_an_expired_key_is_exact_after_it_worked, free_slot),
         cmocka_unit_test_teardown(test_the_daemons_stop_cleanly, free_slot),
     };
