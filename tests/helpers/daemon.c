@@ -45,7 +45,7 @@ struct kt_daemon {
     int cli_runs;
     char url[512];
     char ca_file[300]; /* "" without TLS */
-    char **keys; /* every key the CLI printed: no log may contain one */
+    char **keys;       /* every key the CLI printed: no log may contain one */
     size_t nkeys;
     int expected_exit; /* the one non-zero exit the test asked for (kt_daemon_expect_exit), or 0 */
     char unclean[256]; /* the first exit nobody asked for; "" while every exit was clean */

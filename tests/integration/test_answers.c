@@ -29,7 +29,17 @@
 #define NSTYLES 2
 #define EXPIRY_WAIT_MS 15000L
 
-enum kind { K_READER, K_WRITER, K_NONE, K_EXPIRING, K_RATED, K_CREDITS, K_ADMIN, K_NKINDS, K_NOKEY };
+enum kind {
+    K_READER,
+    K_WRITER,
+    K_NONE,
+    K_EXPIRING,
+    K_RATED,
+    K_CREDITS,
+    K_ADMIN,
+    K_NKINDS,
+    K_NOKEY
+};
 
 struct world {
     struct kt_upstream *up;
@@ -145,10 +155,10 @@ make_keys(struct kt_daemon *d, struct kt_key *keys)
         [K_READER] = {"keys", "create", "--name", "reader", "--scopes", "read:items", "--json"},
         [K_WRITER] = {"keys", "create", "--name", "writer", "--scopes", "write:items", "--json"},
         [K_NONE] = {"keys", "create", "--name", "scopeless", "--json"},
-        [K_RATED] = {"keys", "create", "--name", "rated", "--scopes", "read:items", "--rate",
-                     "1/h", "--burst", "1", "--json"},
-        [K_CREDITS] = {"keys", "create", "--name", "credits", "--scopes", "read:items",
-                       "--credits", "1", "--json"},
+        [K_RATED] = {"keys", "create", "--name", "rated", "--scopes", "read:items", "--rate", "1/h",
+                     "--burst", "1", "--json"},
+        [K_CREDITS] = {"keys", "create", "--name", "credits", "--scopes", "read:items", "--credits",
+                       "1", "--json"},
         [K_ADMIN] = {"keys", "create", "--name", "admin", "--scopes", "keys:read,keys:write",
                      "--json"},
     };
@@ -390,8 +400,8 @@ test_hygiene_and_path_400s_are_exact(void **state)
             size_t n;
 
             kt_raw_result_cleanup(&RAW);
-            assert_true(kt_raw_exchange(kt_daemon_port(W.gw[s]), c->request, strlen(c->request),
-                                        1, 200, 5000, &RAW));
+            assert_true(kt_raw_exchange(kt_daemon_port(W.gw[s]), c->request, strlen(c->request), 1,
+                                        200, 5000, &RAW));
             n = kt_raw_parse(RAW.data, RAW.len, RAW.closed, r, 2);
             body_for(s, "invalid_request_error", c->message, body, sizeof(body));
             if (n != 1 || r[0].status != c->status || r[0].body_len != strlen(body) ||
@@ -418,8 +428,7 @@ test_a_header_block_over_the_limit_is_an_exact_431(void **state)
     for (int s = 0; s < NSTYLES; s++) {
         kt_http_resp_cleanup(&R);
         assert_true(kt_http_get(kt_daemon_url(W.gw[s], "/v1/items"), hdrs, &R));
-        body_for(s, "invalid_request_error", "Request header fields too large", body,
-                 sizeof(body));
+        body_for(s, "invalid_request_error", "Request header fields too large", body, sizeof(body));
         expect_answer("16 KiB of headers", 431, body);
     }
 }

@@ -31,8 +31,8 @@ struct client {
     const char *url;
     const char *key;
     long ok, unavailable, other;
-    long refused; /* no connection: the listener is closed, expected at the end */
-    long broken;  /* an exchange that started and got no whole answer */
+    long refused;     /* no connection: the listener is closed, expected at the end */
+    long broken;      /* an exchange that started and got no whole answer */
     int first_broken; /* its CURLcode */
 };
 
@@ -155,8 +155,9 @@ test_sigterm_under_keepalive_load_exits_cleanly(void **state)
     if (other != 0)
         fail_msg("every answer should be 200 or 503 during the drain, %ld were not", other);
     if (broken != 0)
-        fail_msg("no exchange may fail during the drain; %ld did (the first with curl error %d: %s)",
-                 broken, first_broken, curl_easy_strerror((CURLcode)first_broken));
+        fail_msg(
+            "no exchange may fail during the drain; %ld did (the first with curl error %d: %s)",
+            broken, first_broken, curl_easy_strerror((CURLcode)first_broken));
     kt_key_cleanup(&key);
     kt_daemon_free(d);
     kt_upstream_stop(up);

@@ -521,8 +521,7 @@ static const struct {
      "{\"error\": {\"type\": \"permission_error\", \"message\": \"No route permits this "
      "request\"}}",
      NULL},
-    {KG_DENY_ROLE, NULL, 403,
-     "{\"detail\": \"API key's scopes are all outside its user's role.\"}",
+    {KG_DENY_ROLE, NULL, 403, "{\"detail\": \"API key's scopes are all outside its user's role.\"}",
      "{\"error\": {\"type\": \"permission_error\", \"message\": \"API key's scopes are all "
      "outside its user's role\"}}",
      NULL},
@@ -613,8 +612,7 @@ test_every_gateway_error_is_exact_in_both_styles(void **state)
             if (style == 0)
                 snprintf(want, sizeof(want), "{\"detail\": \"%s.\"}", error_rows[i].message);
             else
-                snprintf(want, sizeof(want),
-                         "{\"error\": {\"type\": \"%s\", \"message\": \"%s\"}}",
+                snprintf(want, sizeof(want), "{\"error\": {\"type\": \"%s\", \"message\": \"%s\"}}",
                          error_rows[i].type, error_rows[i].message);
             memset(&a, 0x5A, sizeof(a));
             kg_respond_error(style == 0 ? f->detail : f->error, error_rows[i].status,
