@@ -361,8 +361,7 @@ test_expired_requests_are_counted_apart(void **state)
     /* Made now: a key the CLI just made works on its first request. Until
      * the clock passes the expiry each request is allowed; every answer is
      * counted here as the daemon should count it. */
-    assert_true(
-        kt_daemon_create_key(W.d, "short-lived", "read:items", "3s", &W.short_lived));
+    assert_true(kt_daemon_create_key(W.d, "short-lived", "read:items", "3s", &W.short_lived));
     while (expired == 0 && kt_mono_ms() < deadline) {
         struct kt_http_resp r;
 
