@@ -6,7 +6,7 @@
  * `error_style error`. The 401s (with their WWW-Authenticate), the 403s
  * (with the scope named), the 429s of rate, credits and the brute-force
  * throttle (with Retry-After), the 400s of request hygiene and paths, the
- * admin API's 400/401/403/404/405/413/415, signup's 400/409/413/415/429, and the
+ * admin API's 400/401/403/404/405/409/413/415, signup's 400/409/413/415/429, and the
  * bodies of /health, /livez and /readyz. 502 and 504 are pinned the same
  * way in test_proxy.c. Each case comes from its own X-Forwarded-For
  * address (trusted_proxies 127.0.0.1), so the throttle and the signup limit
@@ -21,6 +21,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <jansson.h>
 
 #include "helpers/daemon.h"
 #include "helpers/http.h"
@@ -496,6 +497,27 @@ test_admin_errors_are_exact_in_both_styles(void **state)
     }
 }
 
+static void
+test_an_admin_conflict_is_an_exact_409(void **state)
+{
+    struct kt_key victim = {0};
+    char path[128], msg[128], body[512];
+
+    (void)state;
+    for (int s = 0; s < NSTYLES; s++) {
+        assert_true(kt_daemon_create_key(W.gw[s], "victim", NULL, NULL, &victim));
+        snprintf(path, sizeof(path), "/v1/keys/%s/revoke", victim.id);
+        send_as(W.gw[s], true, "POST", path, K_ADMIN, s, NULL, NULL, NULL);
+        if (R.status != 200)
+            fail_msg("a first revocation should be 200, got %ld %s", R.status, R.body);
+        send_as(W.gw[s], true, "POST", path, K_ADMIN, s, NULL, NULL, NULL);
+        snprintf(msg, sizeof(msg), "key %s is already revoked", victim.id);
+        body_for(s, "invalid_request_error", msg, body, sizeof(body));
+        kt_key_cleanup(&victim);
+        expect_answer("a second revocation", 409, body);
+    }
+}
+
 /* ---- signup ---- */
 
 #define SIGNUP "/api/v1/signup/"
@@ -523,15 +545,16 @@ test_signup_errors_are_exact_in_both_styles(void **state)
         if (R.status != 201)
             fail_msg("a first signup should be 201, got %ld %s", R.status, R.body);
         {
-            const char *k = strstr(R.body, "\"key\": \"");
+            json_t *o = json_loads(R.body, 0, NULL);
+            const char *key = json_string_value(json_object_get(o, "api_key"));
 
             /* Its key must never reach a log either. */
-            if (k != NULL) {
-                char key[128];
-
-                snprintf(key, sizeof(key), "%.*s", (int)strcspn(k + 8, "\""), k + 8);
-                kt_daemon_remember_key(W.gw[s], key);
+            if (key == NULL) {
+                json_decref(o);
+                fail_msg("a signup should answer with api_key: %s", R.body);
             }
+            kt_daemon_remember_key(W.gw[s], key);
+            json_decref(o);
         }
         send_as(W.gw[s], false, "POST", SIGNUP, K_NOKEY, s, NULL, "application/json", ok);
         body_for(s, "invalid_request_error", "email is already in use", body, sizeof(body));
@@ -585,6 +608,7 @@ main(void)
         cmocka_unit_test_teardown(test_hygiene_and_path_400s_are_exact, free_slot),
         cmocka_unit_test_teardown(test_a_header_block_over_the_limit_is_an_exact_431, free_slot),
         cmocka_unit_test_teardown(test_admin_errors_are_exact_in_both_styles, free_slot),
+        cmocka_unit_test_teardown(test_an_admin_conflict_is_an_exact_409, free_slot),
         cmocka_unit_test_teardown(test_signup_errors_are_exact_in_both_styles, free_slot),
         cmocka_unit_test_teardown(test_bodies_over_64_kib_are_an_exact_413, free_slot),
         cmocka_unit_test_teardown(test_an_expired_key_is_exact_after_it_worked, free_slot),
