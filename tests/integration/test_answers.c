@@ -159,7 +159,7 @@ make_keys(struct kt_daemon *d, struct kt_key *keys)
         [K_RATED] = {"keys", "create", "--name", "rated", "--scopes", "read:items", "--rate", "1/h",
                      "--burst", "1", "--json"},
         [K_CREDITS] = {"keys", "create", "--name", "credits", "--scopes", "read:items", "--credits",
-                       "1", "--json"},
+                       "1", "--refill", "day", "--json"},
         [K_ADMIN] = {"keys", "create", "--name", "admin", "--scopes", "keys:read,keys:write",
                      "--json"},
     };
@@ -332,12 +332,13 @@ test_429s_are_exact_with_retry_after(void **state)
         expect_answer("rate limited", 429, body);
         expect_retry_after("rate limited", 1, 3600);
 
-        /* --credits 1 without a refill: the first 2xx spends it. */
+        /* --credits 1 --refill day: the first 2xx spends it until the next day. */
         send_as(W.gw[s], false, "GET", "/v1/items", K_CREDITS, s, NULL, NULL, NULL);
         assert_int_equal(R.status, 200);
         send_as(W.gw[s], false, "GET", "/v1/items", K_CREDITS, s, NULL, NULL, NULL);
         body_for(s, "quota_exceeded", "Quota exceeded", body, sizeof(body));
         expect_answer("out of credits", 429, body);
+        expect_retry_after("out of credits", 1, 86400);
 
         /* auth_throttle 3/min 60s: three failures, then the address cools down. */
         snprintf(ip, sizeof(ip), "10.8.%d.1", s);
