@@ -1,10 +1,10 @@
 /* tests/integration/test_drain.c - stopping (CTest integration_test_drain):
  * SIGTERM while keep-alive clients keep sending must end in a clean exit 0,
- * never an abort, no exchange may fail (a connection refused once the
- * listener is closed is no exchange), and every answer given during the
- * drain is either the upstream's or keygate's 503 JSON; a slow request in flight at SIGTERM
- * still gets its 200 while /readyz says 503; shutdown_timeout bounds the
- * wait; a second signal stops at once. */
+ * never an abort, no exchange may fail (a request that never went out, the
+ * connection refused or reset once the listener closed, is no exchange), and every answer given
+ * during the drain is either the upstream's or keygate's 503 JSON; a slow request in flight at
+ * SIGTERM still gets its 200 while /readyz says 503; shutdown_timeout bounds the wait; a second
+ * signal stops at once. */
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -31,8 +31,8 @@ struct client {
     const char *url;
     const char *key;
     long ok, unavailable, other;
-    long refused;     /* no connection: the listener is closed, expected at the end */
-    long broken;      /* an exchange that started and got no whole answer */
+    long refused;     /* the request never went out: the listener is closed, expected at the end */
+    long broken;      /* a request went out and got no whole answer */
     int first_broken; /* its CURLcode */
 };
 
@@ -71,8 +71,14 @@ client_main(void *arg)
 
         CURLcode rc = curl_easy_perform(e);
 
-        if (rc == CURLE_COULDNT_CONNECT) {
-            c->refused++; /* once the listener is gone: expected */
+        long sent = 0;
+
+        curl_easy_getinfo(e, CURLINFO_REQUEST_SIZE, &sent);
+        /* Once the listener is gone: refused, or (in the instant it closes)
+         * reset before a byte of the request went out. Either way keygate
+         * never got the request; expected. */
+        if (rc == CURLE_COULDNT_CONNECT || (rc != CURLE_OK && sent == 0)) {
+            c->refused++;
             kt_sleep_ms(5);
             continue;
         }
