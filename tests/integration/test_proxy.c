@@ -962,14 +962,16 @@ test_trace_is_405_json_in_both_styles_and_never_proxied(void **state)
     (void)state;
     for (size_t i = 0; i < 3; i++) {
         request(W.gw, methods[i], "/v1/items/trace", W.full.key, NULL, &R);
-        expect_detail(&R, 405, "Method not allowed");
+        expect_body(&R, 405, "{\"detail\": \"Method not allowed.\"}");
         assert_non_null(kt_http_header_buf(&R, "Allow", allow, sizeof(allow)));
         assert_null(strstr(allow, "TRACE"));
         kt_http_resp_cleanup(&R);
     }
     start_scratch(kt_upstream_url(W.up), "error_style error\n");
     request(W.scratch, "TRACE", "/v1/items/trace", W.scratch_key.key, NULL, &R);
-    expect_error_style(&R, 405, "invalid_request_error");
+    expect_body(&R, 405,
+                "{\"error\": {\"type\": \"invalid_request_error\", \"message\": \"Method not "
+                "allowed\"}}");
     assert_int_equal(kt_upstream_count(W.up), before);
 }
 
