@@ -1116,8 +1116,10 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url, const ch
     (void)version;
     if (req == NULL)
         return MHD_NO;
-    if (req->phase == REQ_NEW)
+    if (req->phase == REQ_NEW) {
+        kg_loop_conn_headers_done(req->loop, conn);
         return first_call(req, conn, method);
+    }
     if (req->phase == REQ_SIGNUP_BODY || req->phase == REQ_SIGNUP_WAIT)
         return signup_continue(req, conn, upload_data, upload_data_size);
     if (req->phase == REQ_DEFERRED) {
@@ -1216,8 +1218,8 @@ request_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
 {
     struct kg_req *req = *req_cls;
 
-    (void)cls;
-    (void)toe;
+    if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
+        kg_loop_conn_request_done(cls, conn); /* the next header block's deadline */
     if (req == NULL)
         return;
     atomic_fetch_sub(&kg_loop_runtime(req->loop)->inflight, 1);
@@ -1239,8 +1241,10 @@ static void
 connection_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
                   enum MHD_ConnectionNotificationCode toe)
 {
-    (void)conn;
-    (void)socket_context;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED)
+        *socket_context = kg_loop_conn_open(cls, conn);
+    else
+        kg_loop_conn_close(cls, *socket_context);
     kg_loop_conn_delta(cls, toe == MHD_CONNECTION_NOTIFY_STARTED ? 1 : -1);
 }
 
@@ -1299,22 +1303,16 @@ kg_front_parse_addr(const char *hostport, struct sockaddr_storage *out, struct k
 }
 
 enum kg_status
-kg_front_new_daemon(struct kg_loop *loop, const struct sockaddr_storage *addr,
-                    struct MHD_Daemon **out, struct kg_err *err)
+kg_front_new_daemon(struct kg_loop *loop, struct MHD_Daemon **out, struct kg_err *err)
 {
     const struct kg_runtime *rt = kg_loop_runtime(loop);
     const struct kg_config *cfg = kg_cfgswap_acquire(rt->config);
-    unsigned int flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    /* No listen socket: the loop accepts (server/accept.c says why). */
+    unsigned int flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
+                         MHD_USE_NO_LISTEN_SOCKET;
     struct MHD_OptionItem tls_opts[KG_TLS_MHD_OPTIONS];
     enum kg_status rc = KG_OK;
-    uint16_t port;
 
-    if (addr->ss_family == AF_INET6) {
-        flags |= MHD_USE_IPv6;
-        port = ntohs(((const struct sockaddr_in6 *)(const void *)addr)->sin6_port);
-    } else {
-        port = ntohs(((const struct sockaddr_in *)(const void *)addr)->sin_port);
-    }
     /* The memory pool bounds request line + headers; past it the library
      * answers 431 itself (docs/security.md lists what it still answers).
      * libmicrohttpd zeroes the pool between keep-alive requests, so it is
@@ -1322,18 +1320,16 @@ kg_front_new_daemon(struct kg_loop *loop, const struct sockaddr_storage *addr,
     /* STRICT_FOR_CLIENT 1: HTTP/1.1 without Host and spaces in the target are
      * refused by the library (400) instead of passed on. */
     *out = MHD_start_daemon(
-        flags | kg_tls_mhd_flags(rt->tls), port, NULL, NULL, access_handler, loop,
+        flags | kg_tls_mhd_flags(rt->tls), 0, NULL, NULL, access_handler, loop,
         MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL, MHD_OPTION_STRICT_FOR_CLIENT, (int)1,
-        MHD_OPTION_SOCK_ADDR, addr, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int)1,
         MHD_OPTION_URI_LOG_CALLBACK, uri_logger, loop, MHD_OPTION_NOTIFY_COMPLETED,
         request_completed, loop, MHD_OPTION_NOTIFY_CONNECTION, connection_notify, loop,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)((cfg->client_timeout_ms + 999) / 1000),
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(cfg->max_header_bytes + 16 * 1024),
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)10000, MHD_OPTION_LISTEN_BACKLOG_SIZE,
-        (unsigned int)1024, MHD_OPTION_ARRAY, kg_tls_mhd_options(rt->tls, tls_opts),
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)10000, MHD_OPTION_ARRAY, kg_tls_mhd_options(rt->tls, tls_opts),
         MHD_OPTION_END);
     if (*out == NULL)
-        rc = kg_err_set(err, KG_EIO, "cannot listen on %s", cfg->listen);
+        rc = kg_err_set(err, KG_EIO, "cannot start the HTTP server for %s", cfg->listen);
     /* Sized from the config once: these directives need a restart. */
     kg_cfgswap_release(cfg);
     return rc;
