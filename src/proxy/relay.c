@@ -285,6 +285,9 @@ kg_relay_start(struct kg_loop *loop, struct kg_relay_req *rq, struct kg_exchange
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->upstream_connect_timeout_ms);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)cfg->upstream_timeout_ms);
+    /* An idle upstream connection older than this is not reused (closed instead):
+     * the upstream's own keep-alive timeout may already have closed it. */
+    curl_easy_setopt(e, CURLOPT_MAXAGE_CONN, (long)((cfg->upstream_keepalive_timeout_ms + 999) / 1000));
     /* An https upstream is always verified, name included; upstream_ca
      * replaces the system CAs. A failed check is a 502 like any other. */
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
