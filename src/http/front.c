@@ -12,7 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 
+#include <gnutls/gnutls.h>
 #include <sodium.h>
 
 #include "keygate/accesslog.h"
@@ -47,6 +49,7 @@ enum req_phase {
     REQ_DEFERRED,
     REQ_PROXYING,
     REQ_ANSWERED,
+    REQ_ANSWERED_MID_BODY, /* answered on the socket itself: read the rest, then close */
     REQ_SIGNUP_BODY, /* reading a signup body */
     REQ_SIGNUP_WAIT, /* suspended while the worker runs the signup */
 };
@@ -418,6 +421,152 @@ send_error(struct kg_req *req, struct MHD_Connection *conn, unsigned status, con
     return send_answer(req, conn, &ans);
 }
 
+/* ---- an answer while the request body is still arriving ---- */
+
+struct raw_answer {
+    char *buf;
+    size_t len, cap;
+    bool failed;
+};
+
+static void
+raw_put(struct raw_answer *r, const char *p, size_t n)
+{
+    if (r->failed)
+        return;
+    if (r->len + n > r->cap) {
+        size_t ncap = r->cap == 0 ? 4096 : r->cap;
+        char *nb;
+
+        while (ncap < r->len + n)
+            ncap *= 2;
+        nb = realloc(r->buf, ncap);
+        if (nb == NULL) {
+            r->failed = true;
+            return;
+        }
+        r->buf = nb;
+        r->cap = ncap;
+    }
+    memcpy(r->buf + r->len, p, n);
+    r->len += n;
+}
+
+static void
+raw_header(struct raw_answer *r, const char *name, const char *value)
+{
+    raw_put(r, name, strlen(name));
+    raw_put(r, ": ", 2);
+    raw_put(r, value, strlen(value));
+    raw_put(r, "\r\n", 2);
+}
+
+static void
+raw_upstream_header(void *ctx, const char *name, const char *value)
+{
+    /* Framing is keygate's: the body goes out whole with its own length. */
+    if (strcasecmp(name, "Content-Length") != 0 && strcasecmp(name, "Transfer-Encoding") != 0)
+        raw_header(ctx, name, value);
+}
+
+/* Writes all of r to the client; false when the socket would not take it. */
+static bool
+raw_send(struct MHD_Connection *conn, const struct raw_answer *r)
+{
+    const union MHD_ConnectionInfo *fd = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    const union MHD_ConnectionInfo *tls = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+    size_t done = 0;
+
+    if (fd == NULL)
+        return false;
+    while (done < r->len) {
+        ssize_t n;
+
+        if (tls != NULL && tls->tls_session != NULL)
+            n = gnutls_record_send(tls->tls_session, r->buf + done, r->len - done);
+        else
+            n = send(fd->connect_fd, r->buf + done, r->len - done, MSG_NOSIGNAL);
+        if (n <= 0)
+            return false; /* an answer bigger than the socket buffer to a stalled client */
+        done += (size_t)n;
+    }
+    shutdown(fd->connect_fd, SHUT_WR);
+    return true;
+}
+
+/* The upstream exchange ended (its answer in full, a failure or a timeout)
+ * while the client's body is still arriving. libmicrohttpd 0.9.75 queues an
+ * answer only before the body or after all of it, and calls us only when
+ * bytes arrive, so a client that stalled mid-upload would hear nothing: the
+ * answer is written on the socket here, with Connection: close and the
+ * write side shut. The rest of the body is read and dropped, and a client
+ * that sends nothing more is closed a second later (its idle timeout). */
+static void
+answer_mid_body(void *ctx)
+{
+    struct kg_req *req = ctx;
+    struct MHD_Connection *conn = kg_relay_connection(req->x);
+    struct raw_answer r = {0};
+    struct kg_answer ans;
+    char line[64], len[32];
+    const char *body;
+    size_t blen;
+    char *ubody = NULL;
+    unsigned status;
+    bool upstream = kg_relay_phase(req->x) == KG_RELAY_HEADERS;
+
+    if (req->phase != REQ_PROXYING)
+        return;
+    if (upstream && !kg_relay_take_body(req->x, &ubody, &blen))
+        upstream = false; /* failed mid-answer: 502 */
+    if (upstream) {
+        status = kg_relay_status(req->x);
+        body = ubody;
+        kg_metrics_count(req->outcome);
+        if (req->charge_to != NULL && status >= 200 && status <= 299)
+            kg_keycache_charge(req->charge_to, req->cost);
+        req->upstream_status = status;
+    } else {
+        status = kg_relay_phase(req->x) == KG_RELAY_FAILED ? kg_relay_fail_status(req->x) : 502;
+        kg_respond_error(req->cfg, status,
+                         status == 504   ? "Upstream timed out"
+                         : status == 503 ? "Service is shutting down"
+                                         : "Upstream is unavailable",
+                         &ans);
+        body = ans.body;
+        blen = ans.body_len;
+        if (status != 503)
+            kg_metrics_count(KG_OUTCOME_UPSTREAM_ERROR);
+        req->log_outcome = status == 503 ? KG_OUTCOME_NONE : KG_OUTCOME_UPSTREAM_ERROR;
+    }
+    req->charge_to = NULL;
+    req->outcome = KG_OUTCOME_NONE;
+    snprintf(line, sizeof(line), "HTTP/1.1 %u %s\r\n", status, MHD_get_reason_phrase_for(status));
+    raw_put(&r, line, strlen(line));
+    if (upstream) {
+        kg_relay_each_header(req->x, raw_upstream_header, &r);
+    } else {
+        raw_header(&r, "Content-Type", "application/json");
+    }
+    snprintf(len, sizeof(len), "%zu", req->head ? (size_t)0 : blen);
+    raw_header(&r, "Content-Length", len);
+    raw_header(&r, "X-Request-Id", req->request_id);
+    raw_header(&r, "Connection", "close");
+    raw_put(&r, "\r\n", 2);
+    if (!req->head)
+        raw_put(&r, body, blen);
+    req->phase = REQ_ANSWERED_MID_BODY;
+    req->status = status;
+    req->bytes_sent = req->head ? 0 : (int64_t)blen;
+    if (r.failed || !raw_send(conn, &r)) {
+        req->status = 0;
+        req->bytes_sent = -1;
+    }
+    MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT, (unsigned int)1);
+    free(r.buf);
+    free(ubody);
+}
+
 /* Builds the upstream request and starts the relay for an allowed request. */
 static enum MHD_Result
 start_proxy(struct kg_req *req, struct MHD_Connection *conn, const char *method,
@@ -487,6 +636,7 @@ start_proxy(struct kg_req *req, struct MHD_Connection *conn, const char *method,
         return send_error(req, conn, 500, "Internal error");
     }
     free(url);
+    kg_relay_on_mid_body_end(req->x, answer_mid_body, req);
     req->phase = REQ_PROXYING;
     return MHD_YES;
 }
@@ -1128,6 +1278,12 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url, const ch
     }
     if (req->phase == REQ_ANSWERED) {
         *upload_data_size = 0; /* a body after our own answer is read and dropped */
+        return MHD_YES;
+    }
+    if (req->phase == REQ_ANSWERED_MID_BODY) {
+        if (*upload_data_size == 0)
+            return MHD_NO; /* all of it read: close now, a FIN rather than a reset */
+        *upload_data_size = 0;
         return MHD_YES;
     }
     if (*upload_data_size > 0) {

@@ -45,6 +45,8 @@ struct kg_exchange {
     bool transfer_done;
     CURLcode result;
     int64_t started_us; /* kg_relay_start, for keygate_upstream_duration_seconds */
+    void (*mid_body_end)(void *ctx); /* the exchange ended before the client's body did */
+    void *mid_body_ctx;
 };
 
 static bool
@@ -505,6 +507,22 @@ finish(struct kg_exchange *x, CURLcode result, unsigned fail_status)
         x->fail_status = fail_status;
     }
     wake(x);
+    /* A client that stopped mid-body would never be called back to hear it. */
+    if (x->has_body && !x->up_done && x->mid_body_end != NULL)
+        x->mid_body_end(x->mid_body_ctx);
+}
+
+struct MHD_Connection *
+kg_relay_connection(const struct kg_exchange *x)
+{
+    return x->conn;
+}
+
+void
+kg_relay_on_mid_body_end(struct kg_exchange *x, void (*cb)(void *ctx), void *ctx)
+{
+    x->mid_body_end = cb;
+    x->mid_body_ctx = ctx;
 }
 
 void

@@ -5,7 +5,9 @@
  * client_header_timeout cuts a client that trickles its header block; and
  * after a burst, the idle upstream connections a loop keeps and the
  * upstream connections it opens at once stay within upstream_keepalive and
- * upstream_max_connections. Raw sockets against the real daemon; loopback
+ * upstream_max_connections. Defect 4: a client that stalls mid-upload gets
+ * the 504 at upstream_timeout, or the upstream's early answer, and then the
+ * connection is closed. Raw sockets against the real daemon; loopback
  * only (127.0.0.2 is a second client address); every wait is bounded.
  */
 #include <arpa/inet.h>
@@ -324,6 +326,158 @@ test_upstream_connections_are_capped_per_loop(void **state)
     kt_upstream_stop(up);
 }
 
+/* Sends head (headers and the first bytes of a longer body) and then
+ * nothing: returns what came back and whether the server closed, within
+ * deadline_ms. *answer_ms: when the first byte came, from the send. */
+static char *
+stall_upload(int port, const char *head, long deadline_ms, bool *closed, long *answer_ms)
+{
+    int fd = connect_from("127.0.0.1", port);
+    size_t len = 0, cap = 16384;
+    char *buf = calloc(1, cap);
+    int64_t t0 = kt_mono_ms(), end = t0 + deadline_ms;
+
+    *closed = false;
+    *answer_ms = -1;
+    assert_true(fd >= 0);
+    assert_non_null(buf);
+    assert_int_equal(send(fd, head, strlen(head), MSG_NOSIGNAL), (ssize_t)strlen(head));
+    while (kt_mono_ms() < end && len + 1 < cap) {
+        struct pollfd p = {.fd = fd, .events = POLLIN};
+        ssize_t r;
+
+        if (poll(&p, 1, 20) <= 0)
+            continue;
+        r = recv(fd, buf + len, cap - 1 - len, 0);
+        if (r <= 0) {
+            *closed = true;
+            break;
+        }
+        if (*answer_ms < 0)
+            *answer_ms = (long)(kt_mono_ms() - t0);
+        len += (size_t)r;
+    }
+    close(fd);
+    return buf;
+}
+
+static const char stalled_post[] =
+    "POST /hang HTTP/1.1\r\nHost: t\r\nAuthorization: Bearer %s\r\n"
+    "Content-Type: application/octet-stream\r\nContent-Length: 100000\r\n\r\n0123456789";
+
+static void
+test_a_stalled_upload_gets_the_upstream_timeout(void **state)
+{
+    struct kt_upstream *up = kt_upstream_start();
+    struct kt_daemon *d;
+    struct kt_key key = {0};
+    char cfg[256], head[512];
+    bool closed;
+    long at;
+    char *got;
+
+    (void)state;
+    assert_non_null(up);
+    snprintf(cfg, sizeof(cfg), "upstream %s\nupstream_timeout 2s\n", kt_upstream_url(up));
+    d = kt_daemon_new(cfg);
+    assert_non_null(d);
+    assert_true(kt_daemon_create_key(d, "stall", NULL, NULL, &key));
+    assert_true(kt_daemon_start(d));
+    snprintf(head, sizeof(head), stalled_post, key.key);
+    got = stall_upload(kt_daemon_port(d), head, 6000, &closed, &at);
+    if (strncmp(got, "HTTP/1.1 504 ", 13) != 0 || strstr(got, "application/json") == NULL ||
+        strstr(got, "Upstream timed out") == NULL)
+        fail_msg("a client stalled mid-upload got, after %ld ms: [%s]", at, got);
+    if (at < 1800 || at > 4000)
+        fail_msg("504 after %ld ms, want about 2000 (upstream_timeout 2s)", at);
+    if (!closed)
+        fail_msg("the connection stayed open after the 504");
+    free(got);
+    assert_int_equal(kt_daemon_stop(d), 0);
+    kt_key_cleanup(&key);
+    kt_daemon_free(d);
+    kt_upstream_stop(up);
+}
+
+/* An upstream that answers 413 as soon as it has the headers and closes. */
+struct early {
+    int lfd, port;
+};
+
+static void *
+early_upstream(void *arg)
+{
+    struct early *e = arg;
+    static const char answer[] = "HTTP/1.1 413 Payload Too Large\r\nContent-Type: "
+                                 "application/json\r\nContent-Length: 19\r\nConnection: "
+                                 "close\r\n\r\n{\"error\":\"too big\"}";
+    int fd = accept(e->lfd, NULL, NULL);
+    char buf[4096];
+    size_t len = 0;
+
+    if (fd < 0)
+        return NULL;
+    while (len + 1 < sizeof(buf)) {
+        ssize_t r = recv(fd, buf + len, sizeof(buf) - 1 - len, 0);
+
+        if (r <= 0)
+            break;
+        len += (size_t)r;
+        buf[len] = '\0';
+        if (strstr(buf, "\r\n\r\n") != NULL)
+            break;
+    }
+    if (send(fd, answer, sizeof(answer) - 1, MSG_NOSIGNAL) < 0) {
+        /* The test fails on what keygate answers. */
+    }
+    close(fd);
+    return NULL;
+}
+
+static void
+test_an_early_upstream_answer_reaches_a_stalled_upload(void **state)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET};
+    socklen_t slen = sizeof(sa);
+    struct early e;
+    struct kt_daemon *d;
+    struct kt_key key = {0};
+    char cfg[256], head[512];
+    pthread_t th;
+    bool closed;
+    long at;
+    char *got;
+
+    (void)state;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    e.lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    assert_true(e.lfd >= 0);
+    assert_int_equal(bind(e.lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(e.lfd, 4), 0);
+    assert_int_equal(getsockname(e.lfd, (struct sockaddr *)&sa, &slen), 0);
+    e.port = ntohs(sa.sin_port);
+    assert_int_equal(pthread_create(&th, NULL, early_upstream, &e), 0);
+    snprintf(cfg, sizeof(cfg), "upstream http://127.0.0.1:%d\nupstream_timeout 20s\n", e.port);
+    d = kt_daemon_new(cfg);
+    assert_non_null(d);
+    assert_true(kt_daemon_create_key(d, "early", NULL, NULL, &key));
+    assert_true(kt_daemon_start(d));
+    snprintf(head, sizeof(head), stalled_post, key.key);
+    got = stall_upload(kt_daemon_port(d), head, 5000, &closed, &at);
+    pthread_join(th, NULL);
+    close(e.lfd);
+    if (strncmp(got, "HTTP/1.1 413 ", 13) != 0 || strstr(got, "{\"error\":\"too big\"}") == NULL)
+        fail_msg("a client stalled mid-upload got, after %ld ms: [%s]", at, got);
+    if (at > 2000)
+        fail_msg("the upstream's 413 took %ld ms to arrive", at);
+    if (!closed)
+        fail_msg("the connection stayed open after the early answer");
+    free(got);
+    assert_int_equal(kt_daemon_stop(d), 0);
+    kt_key_cleanup(&key);
+    kt_daemon_free(d);
+}
+
 int
 main(void)
 {
@@ -331,6 +485,8 @@ main(void)
         cmocka_unit_test(test_one_ip_is_capped_on_every_loop_and_others_are_served),
         cmocka_unit_test(test_a_trickled_header_block_is_cut_at_client_header_timeout),
         cmocka_unit_test(test_upstream_connections_are_capped_per_loop),
+        cmocka_unit_test(test_a_stalled_upload_gets_the_upstream_timeout),
+        cmocka_unit_test(test_an_early_upstream_answer_reaches_a_stalled_upload),
     };
 
     kt_http_global_init();
