@@ -64,6 +64,11 @@ void *kg_loop_conn_open(struct kg_loop *loop, struct MHD_Connection *conn);
 void kg_loop_conn_headers_done(struct kg_loop *loop, struct MHD_Connection *conn);
 void kg_loop_conn_request_done(struct kg_loop *loop, struct MHD_Connection *conn);
 void kg_loop_conn_close(struct kg_loop *loop, void *ctx);
+/* CURLOPT_OPENSOCKETFUNCTION (clientp: the loop): socket(), falling back
+ * on one of the loop's reserved descriptors when the process is out of
+ * them, so requests in flight still reach the upstream. */
+curl_socket_t kg_loop_open_upstream_socket(void *clientp, curlsocktype purpose,
+                                           struct curl_sockaddr *a);
 /* Head of the loop's list of live exchanges (owned by proxy/relay.c). */
 struct kg_exchange **kg_loop_relay_list(struct kg_loop *loop);
 

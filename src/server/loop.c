@@ -3,6 +3,7 @@
  * Owns the thread, the epoll set and the curl multi handle; what a request
  * does is http/front.c and proxy/relay.c, always on this thread. */
 #include <errno.h>
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -24,6 +25,8 @@
 #define MAX_DAEMONS 4
 #define EASY_POOL_MAX 256
 #define ACCEPT_BATCH 64 /* per round and listener: the loop's other work goes on */
+#define REAP_EVERY_MS 1000
+#define SPARE_FDS 4     /* kept so requests in flight reach the upstream when accept took the rest */
 #define TAG_WAKE 1u
 
 /* One client connection (its libmicrohttpd socket_context). While armed it
@@ -60,6 +63,9 @@ struct kg_loop {
     int64_t accept_retry_ms[MAX_DAEMONS];       /* monotonic: a stalled acceptor's next try */
     bool conn_closed;                           /* a connection closed: retry stalled accepts */
     struct kg_conn *hdr_head, *hdr_tail;        /* connections still reading a header block */
+    int spare[SPARE_FDS]; /* /dev/null descriptors kept for upstream sockets */
+    size_t nspare;
+    int64_t reaped_ms; /* monotonic: the last reap_dead_headers() on the timer */
     int64_t mhd_deadline_ms[MAX_DAEMONS]; /* monotonic; -1: no timer */
     bool mhd_due[MAX_DAEMONS];            /* its epoll fd reported events */
     bool resumed;                         /* a connection was resumed this round */
@@ -136,6 +142,8 @@ curl_timer_cb(CURLM *multi, long timeout_ms, void *userp)
     return 0;
 }
 
+static void refill_spares(struct kg_loop *loop);
+
 enum kg_status
 kg_loop_new(struct kg_runtime *rt, struct kg_loop **out, struct kg_err *err)
 {
@@ -150,6 +158,7 @@ kg_loop_new(struct kg_runtime *rt, struct kg_loop **out, struct kg_err *err)
     loop->epfd = epoll_create1(EPOLL_CLOEXEC);
     loop->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     loop->multi = curl_multi_init();
+    refill_spares(loop);
     if (loop->epfd < 0 || loop->wakefd < 0 || loop->multi == NULL ||
         epoll_ctl(loop->epfd, EPOLL_CTL_ADD, loop->wakefd, &ev) != 0) {
         kg_loop_free(loop);
@@ -246,6 +255,36 @@ close_listeners(struct kg_loop *loop)
         kg_acceptor_free(loop->acceptors[i]);
         loop->acceptors[i] = NULL;
     }
+}
+
+/* Keeps SPARE_FDS descriptors in reserve; refilled before any accept, so
+ * when descriptors come back the requests already in flight get theirs. */
+static void
+refill_spares(struct kg_loop *loop)
+{
+    while (loop->nspare < SPARE_FDS) {
+        int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+
+        if (fd < 0)
+            break;
+        loop->spare[loop->nspare++] = fd;
+    }
+}
+
+curl_socket_t
+kg_loop_open_upstream_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    struct kg_loop *loop = clientp;
+    int s;
+
+    (void)purpose;
+    s = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+    /* Out of descriptors (a flood of clients took them): give up a spare. */
+    if (s < 0 && (errno == EMFILE || errno == ENFILE) && loop->nspare > 0) {
+        close(loop->spare[--loop->nspare]);
+        s = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+    }
+    return s < 0 ? CURL_SOCKET_BAD : s;
 }
 
 /* ---- client connections: the header deadline and the per-IP count ---- */
@@ -525,12 +564,20 @@ loop_main(void *arg)
             /* A stalled listener is tried again on its timer or as soon as a
              * connection of this loop closed (a descriptor came free). */
             loop->conn_closed = false;
+            if (loop->nspare < SPARE_FDS)
+                refill_spares(loop);
             for (size_t i = 0; i < loop->ndaemons; i++) {
                 if (loop->acceptors[i] != NULL && kg_acceptor_stalled(loop->acceptors[i]) &&
                     (closed || now >= loop->accept_retry_ms[i]))
                     accept_on(loop, i, now);
             }
             expire_headers(loop, now);
+            /* Once a second too: a hung-up client's descriptor comes back
+             * within a second instead of at its header deadline. */
+            if (loop->hdr_head != NULL && now - loop->reaped_ms >= REAP_EVERY_MS) {
+                loop->reaped_ms = now;
+                reap_dead_headers(loop);
+            }
         }
         if (atomic_load(&loop->quiesce) && !loop->quiesced) {
             close_listeners(loop);
@@ -625,6 +672,8 @@ kg_loop_free(struct kg_loop *loop)
     if (loop->multi != NULL)
         curl_multi_cleanup(loop->multi);
     free(loop->sock_state);
+    while (loop->nspare > 0)
+        close(loop->spare[--loop->nspare]);
     if (loop->wakefd >= 0)
         close(loop->wakefd);
     if (loop->epfd >= 0)
