@@ -47,7 +47,33 @@ struct kg_exchange {
     int64_t started_us; /* kg_relay_start, for keygate_upstream_duration_seconds */
     void (*mid_body_end)(void *ctx); /* the exchange ended before the client's body did */
     void *mid_body_ctx;
+    bool mid_body_fired;
+    int64_t down_total; /* response body bytes received */
 };
+
+static void
+fire_mid_body_end(struct kg_exchange *x)
+{
+    if (x->has_body && !x->up_done && x->mid_body_end != NULL && !x->mid_body_fired) {
+        x->mid_body_fired = true;
+        x->mid_body_end(x->mid_body_ctx);
+    }
+}
+
+/* An upstream that answered in full (by its Content-Length) before the
+ * client's body was all sent: curl, its upload paused, would wait for the
+ * rest of the body until upstream_timeout, so the answer is final now. The
+ * transfer is taken out of the multi when the request ends. */
+static void
+early_answer_check(struct kg_exchange *x)
+{
+    if (x->phase != KG_RELAY_HEADERS || !x->has_body || x->up_done || x->content_length < 0 ||
+        x->down_total < x->content_length || x->mid_body_end == NULL)
+        return;
+    x->transfer_done = true;
+    x->result = CURLE_OK;
+    fire_mid_body_end(x);
+}
 
 static bool
 ring_init(struct ring *r, size_t max)
@@ -179,7 +205,9 @@ on_write(char *p, size_t size, size_t nmemb, void *ud)
         return CURL_WRITEFUNC_PAUSE;
     }
     ring_put(&x->down, p, n);
+    x->down_total += (int64_t)n;
     wake(x);
+    early_answer_check(x);
     return n;
 }
 
@@ -206,6 +234,7 @@ on_header(char *p, size_t size, size_t nitems, void *ud)
         }
         x->phase = KG_RELAY_HEADERS;
         wake(x);
+        early_answer_check(x); /* Content-Length: 0 */
         return n;
     }
     if (x->hdrs_len + n + 1 > KG_RELAY_MAX_RESP_HEADERS)
@@ -510,8 +539,7 @@ finish(struct kg_exchange *x, CURLcode result, unsigned fail_status)
     }
     wake(x);
     /* A client that stopped mid-body would never be called back to hear it. */
-    if (x->has_body && !x->up_done && x->mid_body_end != NULL)
-        x->mid_body_end(x->mid_body_ctx);
+    fire_mid_body_end(x);
 }
 
 struct MHD_Connection *

@@ -424,7 +424,9 @@ early_upstream(void *arg)
             break;
         len += (size_t)r;
         buf[len] = '\0';
-        if (strstr(buf, "\r\n\r\n") != NULL)
+        /* The 10 bytes of body the client sent too: then the upstream's close
+         * is a clean one and only its answer can end the exchange. */
+        if (strstr(buf, "\r\n\r\n") != NULL && strstr(buf, "\r\n\r\n") + 14 <= buf + len)
             break;
     }
     if (send(fd, answer, sizeof(answer) - 1, MSG_NOSIGNAL) < 0) {
