@@ -99,6 +99,12 @@ struct kg_config {
     int64_t upstream_connect_timeout_ms;
     int64_t upstream_timeout_ms;
     int64_t client_timeout_ms;  /* idle client connection */
+    int64_t client_header_timeout_ms; /* the whole header block, from accept or the last answer */
+    int64_t client_body_timeout_ms;   /* a request body making no progress */
+    int max_connections_per_ip;       /* open client connections per IP, all loops; 0 = no cap */
+    int upstream_keepalive;           /* idle upstream connections kept per loop */
+    int upstream_max_connections;     /* concurrent upstream connections per loop */
+    int64_t upstream_keepalive_timeout_ms; /* an idle upstream connection older than this is not reused */
     int workers;                /* 0 = one per core */
     int log_level;              /* enum kg_log_level */
     int log_format;             /* enum kg_log_format: the daemon's own lines, text or JSON */

@@ -12,10 +12,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include <sodium.h>
 
 #include "admin/admin_int.h"
+#include "keygate/accept.h"
 #include "keygate/accounts.h"
 #include "keygate/admin.h"
 #include "keygate/clientip.h"
@@ -641,6 +643,17 @@ health(struct kg_admin *adm, struct MHD_Connection *conn, const char *url)
 
     if (strcmp(url, "/livez") == 0)
         return send_static(conn, 200, "{\"status\":\"ok\"}");
+    /* A listener out of descriptors: new clients wait in its queue. */
+    if (atomic_load(&rt->accept_stalled) > 0 && !atomic_load(&rt->draining)) {
+        char body[256];
+
+        snprintf(body, sizeof(body),
+                 "{\"status\":\"unavailable\",\"reason\":\"cannot accept connections: %s\"}",
+                 strerror(atomic_load(&rt->accept_errno)));
+        return queue(conn, 503,
+                     MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_COPY),
+                     false, NULL, 0, NULL);
+    }
     if (atomic_load(&rt->ready) && !atomic_load(&rt->draining))
         return send_static(conn, 200, "{\"status\":\"ready\"}");
     return send_static(conn, 503,
@@ -884,13 +897,17 @@ enum kg_status
 kg_admin_start(struct kg_runtime *rt, const struct sockaddr_storage *addr, struct kg_admin **out,
                struct kg_err *err)
 {
-    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+    /* No listen socket: an accept thread of keygate's hands connections
+     * over (MHD_USE_ITC wakes the daemon for them; server/accept.c says why). */
+    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
+                         MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC;
+    struct kg_acceptor *acc = NULL;
+    int lfd;
     struct kg_admin *adm = calloc(1, sizeof(*adm));
     unsigned char audit_key[KG_AUDIT_KEY_BYTES];
     const struct kg_config *cfg = NULL;
     struct MHD_OptionItem tls_opts[KG_TLS_MHD_OPTIONS];
     enum kg_status rc;
-    uint16_t port;
 
     *out = NULL;
     if (adm == NULL)
@@ -914,24 +931,35 @@ kg_admin_start(struct kg_runtime *rt, const struct sockaddr_storage *addr, struc
         if (rc != KG_OK)
             goto cleanup;
     }
-    if (addr->ss_family == AF_INET6) {
-        flags |= MHD_USE_IPv6;
-        port = ntohs(((const struct sockaddr_in6 *)(const void *)addr)->sin6_port);
-    } else {
-        port = ntohs(((const struct sockaddr_in *)(const void *)addr)->sin_port);
-    }
     /* The logger first: the library warns about options that precede it. */
     adm->daemon = MHD_start_daemon(
-        flags | kg_tls_mhd_flags(rt->tls), port, NULL, NULL, admin_handler, adm,
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL, MHD_OPTION_SOCK_ADDR, addr,
-        MHD_OPTION_NOTIFY_COMPLETED, request_completed, adm, MHD_OPTION_CONNECTION_TIMEOUT,
+        flags | kg_tls_mhd_flags(rt->tls), 0, NULL, NULL, admin_handler, adm,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL, MHD_OPTION_NOTIFY_COMPLETED, request_completed, adm, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned int)ADMIN_TIMEOUT_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)ADMIN_POOL_BYTES,
         MHD_OPTION_CONNECTION_LIMIT, (unsigned int)ADMIN_CONNECTIONS_MAX, MHD_OPTION_ARRAY,
         kg_tls_mhd_options(rt->tls, tls_opts), MHD_OPTION_END);
     if (adm->daemon == NULL) {
-        rc = kg_err_set(err, KG_EIO, "cannot listen on admin address %s", cfg->admin_listen);
+        rc = kg_err_set(err, KG_EIO, "cannot start the HTTP server for admin address %s",
+                        cfg->admin_listen);
         goto cleanup;
     }
+    lfd = kg_accept_listen(addr, false, 128, err);
+    if (lfd < 0) {
+        char why[KG_ERR_MAX];
+
+        snprintf(why, sizeof(why), "%s", err->msg);
+        rc = kg_err_set(err, KG_EIO, "cannot listen on admin address %s: %s", cfg->admin_listen,
+                        why);
+        goto cleanup;
+    }
+    rc = kg_acceptor_new(rt, lfd, adm->daemon, "admin", false, &acc, err);
+    if (rc != KG_OK) {
+        close(lfd);
+        goto cleanup;
+    }
+    rc = kg_accept_thread_start(acc, &adm->acceptor, err); /* takes acc */
+    if (rc != KG_OK)
+        goto cleanup;
     *out = adm;
     adm = NULL;
 
@@ -946,6 +974,7 @@ kg_admin_stop(struct kg_admin *adm)
 {
     if (adm == NULL)
         return;
+    kg_accept_thread_stop(adm->acceptor); /* first: it adds to the daemon */
     if (adm->daemon != NULL)
         MHD_stop_daemon(adm->daemon);
     kg_store_close(adm->store);

@@ -28,9 +28,12 @@
 #define ADMIN_LIMIT_DEFAULT 50
 #define ADMIN_LIMIT_MAX 200
 
+struct kg_accept_thread;
+
 struct kg_admin {
     struct kg_runtime *rt;
     struct MHD_Daemon *daemon;
+    struct kg_accept_thread *acceptor; /* accepts for daemon (server/accept.c) */
     struct kg_store *store; /* this thread's own handle */
     /* The config of the request being handled: the one its struct areq
      * acquired (the admin daemon has one thread, so one request at a time

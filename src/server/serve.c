@@ -18,7 +18,9 @@
 
 #include "keygate/accesslog.h"
 #include "keygate/admin.h"
+#include "keygate/accept.h"
 #include "keygate/cfgswap.h"
+#include "keygate/connlimit.h"
 #include "keygate/front.h"
 #include "keygate/instance.h"
 #include "keygate/keywatch.h"
@@ -165,10 +167,21 @@ start_loops(struct daemon_state *ds, struct kg_err *err)
         if (rc != KG_OK)
             return rc;
         ds->nloops++;
-        rc = kg_front_new_daemon(ds->loops[i], &pub, &d, err);
+        int lfd;
+
+        rc = kg_front_new_daemon(ds->loops[i], &d, err);
         if (rc != KG_OK)
             return rc;
-        rc = kg_loop_add_daemon(ds->loops[i], d, err);
+        /* One listen socket per loop (SO_REUSEPORT): the kernel spreads connections. */
+        lfd = kg_accept_listen(&pub, true, 1024, err);
+        if (lfd < 0) {
+            char why[KG_ERR_MAX];
+
+            MHD_stop_daemon(d);
+            snprintf(why, sizeof(why), "%s", err->msg);
+            return kg_err_set(err, KG_EIO, "cannot listen on %s: %s", cfg->listen, why);
+        }
+        rc = kg_loop_add_daemon(ds->loops[i], d, lfd, err);
         if (rc != KG_OK) {
             MHD_stop_daemon(d);
             return rc;
@@ -486,7 +499,7 @@ kg_serve_main(int argc, char **argv)
     }
     if (kg_tls_new(ds.inst->cfg, &ds.rt.tls, &err) != KG_OK ||
         start_auth_throttle(&ds, &err) != KG_OK || start_signup(&ds, &err) != KG_OK ||
-        start_loops(&ds, &err) != KG_OK) {
+        kg_connlimit_new(&ds.rt.per_ip, &err) != KG_OK || start_loops(&ds, &err) != KG_OK) {
         kg_log_error("%s", err.msg);
         goto cleanup;
     }
@@ -517,6 +530,7 @@ cleanup:
     for (int i = 0; i < ds.nloops; i++)
         kg_loop_free(ds.loops[i]);
     kg_admin_stop(ds.admin);
+    kg_connlimit_free(ds.rt.per_ip); /* after the loops: their connections gave theirs back */
     kg_tls_free(ds.rt.tls);
     kg_keywatch_free(ds.rt.keywatch);
     /* Counters first: nothing after this (a log reader that stalls the
