@@ -1,9 +1,13 @@
-/* auth/keycache.c - in-memory digest -> key index with atomic snapshots.
- * Owns snapshots and per-key stat records; does not decide anything (that
- * is auth/decide.c) and does not know the key format. A reload reads the
- * whole key table with each key's owner (role, tier, enabled or not), which
- * for 10,000 keys takes milliseconds and keeps the swap trivially correct;
- * keys of disabled users or tenants are left out like revoked ones. */
+/* auth/keycache.c - in-memory digest -> key cache, kept current by deltas.
+ * Owns the entries (built from store records with their owner's role,
+ * tier and credits) and the per-key and per-user stat records; the index
+ * they live in, its lock-free reads and deferred freeing are
+ * auth/keyindex.c. Does not decide anything (that is auth/decide.c) and
+ * does not know the key format. A full load streams every key once (at
+ * start, or when the change log was trimmed past this cache's position);
+ * after that, kg_keycache_sync() applies the change log rows since the last
+ * one applied, each by reading its key, user or tenant's keys again. Keys
+ * revoked, or of disabled users or tenants, are left out. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,19 +17,11 @@
 #include <sodium.h>
 
 #include "keygate/keycache.h"
+#include "keygate/keyindex.h"
+#include "keygate/log.h"
 #include "keygate/limiter.h"
 #include "keygate/scope.h"
 #include "keygate/timeutil.h"
-
-struct kg_keysnap {
-    _Atomic long refs;
-    size_t n;
-    size_t cap; /* index slots, a power of two, at least 2n */
-    struct kg_keyent *ents;
-    char **blocks;   /* blocks[i]: one allocation holding ents[i]'s strings */
-    uint32_t *index; /* 0 = empty slot, else entry index + 1 */
-    int64_t built_ms;
-};
 
 struct stat_slot {
     char *id;
@@ -38,30 +34,28 @@ struct user_slot {
 };
 
 struct kg_keycache {
-    pthread_mutex_t swap_mu; /* held only for the pointer read + ref increment */
-    pthread_mutex_t load_mu; /* serialises reloads, flushes and the stat maps */
-    struct kg_keysnap *cur;
+    struct kg_keyindex *ix;
+    pthread_mutex_t load_mu; /* serialises loads, syncs, flushes and the stat maps */
+    int64_t seq;             /* the last change log row applied; -1 = never loaded */
+    uint32_t epoch;          /* stamped on entries by a full load, to sweep the rest */
     struct stat_slot *stats; /* open addressing by id */
     size_t nstats, stats_cap;
     struct user_slot *ustats; /* the same, by user id */
     size_t nustats, ustats_cap;
     /* Rate-limit buckets by key id and user id: like the stat records they
-     * outlive snapshots, so a reload resets no limit. */
+     * outlive entries, so a change resets no limit. */
     struct kg_limiter *limiter;
+};
+
+/* What the index holds: the entry first (the index frees the block with
+ * free()), then the load that made it, then its strings. */
+struct ent_block {
+    struct kg_keyent ent;
+    uint32_t epoch;
 };
 
 /* Busy buckets the in-process limiter holds (16 bytes each: 1 MiB). */
 #define LIMITER_BUCKETS ((size_t)1 << 16)
-
-static uint64_t
-digest_hash(const unsigned char *d)
-{
-    uint64_t h;
-
-    /* The digest is already a keyed hash: its first bytes are uniform. */
-    memcpy(&h, d, sizeof(h));
-    return h;
-}
 
 static uint64_t
 str_hash(const char *s)
@@ -73,42 +67,6 @@ str_hash(const char *s)
     return h;
 }
 
-static void
-snap_free(struct kg_keysnap *snap)
-{
-    if (snap == NULL)
-        return;
-    for (size_t i = 0; i < snap->n; i++)
-        free(snap->blocks[i]);
-    free(snap->blocks);
-    free(snap->ents);
-    free(snap->index);
-    free(snap);
-}
-
-static struct kg_keysnap *
-snap_new(size_t nkeys)
-{
-    struct kg_keysnap *snap = calloc(1, sizeof(*snap));
-    size_t cap = 16;
-
-    if (snap == NULL)
-        return NULL;
-    while (cap < nkeys * 2)
-        cap *= 2;
-    snap->cap = cap;
-    snap->refs = 1;
-    snap->built_ms = kg_time_mono_ms();
-    snap->index = calloc(cap, sizeof(*snap->index));
-    snap->ents = calloc(nkeys > 0 ? nkeys : 1, sizeof(*snap->ents));
-    snap->blocks = calloc(nkeys > 0 ? nkeys : 1, sizeof(*snap->blocks));
-    if (snap->index == NULL || snap->ents == NULL || snap->blocks == NULL) {
-        snap_free(snap);
-        return NULL;
-    }
-    return snap;
-}
-
 enum kg_status
 kg_keycache_new(struct kg_keycache **out)
 {
@@ -117,20 +75,19 @@ kg_keycache_new(struct kg_keycache **out)
     *out = NULL;
     if (kc == NULL)
         return KG_ENOMEM;
-    kc->cur = snap_new(0);
+    kc->seq = -1;
     kc->stats_cap = 64;
     kc->stats = calloc(kc->stats_cap, sizeof(*kc->stats));
     kc->ustats_cap = 64;
     kc->ustats = calloc(kc->ustats_cap, sizeof(*kc->ustats));
-    if (kc->cur == NULL || kc->stats == NULL || kc->ustats == NULL ||
+    if (kc->stats == NULL || kc->ustats == NULL || kg_keyindex_new(&kc->ix) != KG_OK ||
         kg_limiter_new_local(LIMITER_BUCKETS, &kc->limiter, NULL) != KG_OK) {
-        snap_free(kc->cur);
+        kg_keyindex_free(kc->ix);
         free(kc->stats);
         free(kc->ustats);
         free(kc);
         return KG_ENOMEM;
     }
-    pthread_mutex_init(&kc->swap_mu, NULL);
     pthread_mutex_init(&kc->load_mu, NULL);
     *out = kc;
     return KG_OK;
@@ -141,7 +98,7 @@ kg_keycache_free(struct kg_keycache *kc)
 {
     if (kc == NULL)
         return;
-    kg_keycache_release(kc->cur);
+    kg_keyindex_free(kc->ix);
     for (size_t i = 0; i < kc->stats_cap; i++) {
         free(kc->stats[i].id);
         free(kc->stats[i].stat);
@@ -153,7 +110,6 @@ kg_keycache_free(struct kg_keycache *kc)
     }
     free(kc->ustats);
     kg_limiter_free(kc->limiter);
-    pthread_mutex_destroy(&kc->swap_mu);
     pthread_mutex_destroy(&kc->load_mu);
     free(kc);
 }
@@ -161,49 +117,13 @@ kg_keycache_free(struct kg_keycache *kc)
 const struct kg_keysnap *
 kg_keycache_acquire(struct kg_keycache *kc)
 {
-    struct kg_keysnap *snap;
-
-    pthread_mutex_lock(&kc->swap_mu);
-    snap = kc->cur;
-    atomic_fetch_add_explicit(&snap->refs, 1, memory_order_relaxed);
-    pthread_mutex_unlock(&kc->swap_mu);
-    return snap;
+    return kg_keyindex_acquire(kc->ix);
 }
 
 void
-kg_keycache_release(const struct kg_keysnap *csnap)
+kg_keycache_release(const struct kg_keysnap *snap)
 {
-    struct kg_keysnap *snap = (struct kg_keysnap *)csnap;
-
-    if (snap != NULL && atomic_fetch_sub_explicit(&snap->refs, 1, memory_order_acq_rel) == 1)
-        snap_free(snap);
-}
-
-const struct kg_keyent *
-kg_keysnap_find(const struct kg_keysnap *snap, const unsigned char digest[KG_DIGEST_BYTES])
-{
-    size_t mask = snap->cap - 1;
-
-    for (size_t i = digest_hash(digest) & mask;; i = (i + 1) & mask) {
-        uint32_t slot = snap->index[i];
-
-        if (slot == 0)
-            return NULL;
-        if (sodium_memcmp(snap->ents[slot - 1].digest, digest, KG_DIGEST_BYTES) == 0)
-            return &snap->ents[slot - 1];
-    }
-}
-
-size_t
-kg_keysnap_count(const struct kg_keysnap *snap)
-{
-    return snap->n;
-}
-
-int64_t
-kg_keysnap_built_ms(const struct kg_keysnap *snap)
-{
-    return snap->built_ms;
+    kg_keyindex_release(snap);
 }
 
 void
@@ -491,12 +411,12 @@ stat_for(struct kg_keycache *kc, const char *id, int64_t stored_last_used)
     return kc->stats[i].stat;
 }
 
+/* One pass over store rows: a full load or one change log row. */
 struct load_ctx {
     struct kg_keycache *kc;
-    struct kg_keysnap *snap;
-    size_t cap;
     int64_t now;
     enum kg_status rc;
+    size_t rows; /* rows seen */
 };
 
 /* Number of entries of a comma-separated list ("" has none). */
@@ -606,19 +526,23 @@ add_entry(struct load_ctx *lc, const struct kg_key_rec *rec, const struct kg_key
     size_t luser = strlen(rec->user_id) + 1, ltier = strlen(owner->tier) + 1;
     size_t lrole = strlen(owner->role) + 1;
     size_t nscopes = list_count(rec->scopes), nrole = list_count(owner->role);
+    struct ent_block *eb;
     struct kg_keyent *ent;
     char *block, *p;
     const char **vec, **rvec;
 
-    block = malloc((nscopes + 1 + nrole + 1) * sizeof(char *) + lid + lname + lten + 2 * lsc +
-                   luser + ltier + 2 * lrole + lsc + lrole);
+    /* One block: the entry, the vectors, the strings. */
+    block = malloc(sizeof(*eb) + (nscopes + 1 + nrole + 1) * sizeof(char *) + lid + lname + lten +
+                   2 * lsc + luser + ltier + 2 * lrole + lsc + lrole);
     if (block == NULL)
         return false;
-    vec = (const char **)(void *)block;
+    eb = (struct ent_block *)(void *)block;
+    memset(eb, 0, sizeof(*eb));
+    eb->epoch = lc->kc->epoch;
+    ent = &eb->ent;
+    vec = (const char **)(void *)(block + sizeof(*eb));
     rvec = vec + nscopes + 1;
-    p = block + (nscopes + 1 + nrole + 1) * sizeof(char *);
-    ent = &lc->snap->ents[lc->snap->n];
-    lc->snap->blocks[lc->snap->n] = block;
+    p = (char *)(rvec + nrole + 1);
     memcpy(ent->digest, rec->digest, KG_DIGEST_BYTES);
     ent->id = memcpy(p, rec->id, lid);
     p += lid;
@@ -655,8 +579,10 @@ add_entry(struct load_ctx *lc, const struct kg_key_rec *rec, const struct kg_key
     ent->quota_limit = rec->quota_limit;
     ent->quota_period = period_of(rec->quota_period);
     ent->stat = stat_for(lc->kc, rec->id, rec->last_used_at);
-    if (ent->stat == NULL)
+    if (ent->stat == NULL) {
+        free(block);
         return false;
+    }
     ent->user_has_quota = owner->has_quota;
     ent->user_quota_limit = owner->quota_limit;
     ent->user_quota_period = period_of(owner->quota_period);
@@ -664,8 +590,10 @@ add_entry(struct load_ctx *lc, const struct kg_key_rec *rec, const struct kg_key
     if (rec->user_id[0] != '\0') {
         struct kg_userstat *us = user_stat_for(lc->kc, rec->user_id);
 
-        if (us == NULL)
+        if (us == NULL) {
+            free(block);
             return false;
+        }
         ent->ustat = us;
         /* Under load_mu, like the key's credits below: every key of the
          * user writes the same stored totals. */
@@ -682,8 +610,7 @@ add_entry(struct load_ctx *lc, const struct kg_key_rec *rec, const struct kg_key
     atomic_store(&ent->stat->credits_stored, rec->quota_used);
     atomic_store(&ent->stat->credits_stored_start, rec->quota_period_start);
     atomic_store(&ent->stat->credits_period, (int)ent->quota_period);
-    lc->snap->n++;
-    return true;
+    return kg_keyindex_put(lc->kc->ix, ent) == KG_OK;
 }
 
 static bool
@@ -691,15 +618,12 @@ load_one(const struct kg_key_rec *rec, const struct kg_key_owner *owner, void *v
 {
     struct load_ctx *lc = vctx;
 
-    if (rec->revoked_at != 0 && rec->revoked_at <= lc->now)
+    lc->rows++;
+    /* Revoked, or a disabled owner or tenant (a revocation of every key it
+     * holds): not in the cache. */
+    if ((rec->revoked_at != 0 && rec->revoked_at <= lc->now) || owner->disabled) {
+        kg_keyindex_remove(lc->kc->ix, rec->digest);
         return true;
-    /* A disabled owner or tenant is a revocation of every key it holds. */
-    if (owner->disabled)
-        return true;
-    if (lc->snap->n == lc->cap) {
-        /* Grow by rebuilding later; count first. */
-        lc->rc = KG_ELIMIT;
-        return false;
     }
     if (!add_entry(lc, rec, owner)) {
         lc->rc = KG_ENOMEM;
@@ -708,106 +632,182 @@ load_one(const struct kg_key_rec *rec, const struct kg_key_owner *owner, void *v
     return true;
 }
 
+/* A full load leaves out what it did not see this time. */
 static bool
-count_one(const struct kg_key_rec *rec, const struct kg_key_owner *owner, void *vctx)
+seen_this_load(const struct kg_keyent *ent, void *vkc)
 {
-    (void)rec;
-    (void)owner;
-    (*(size_t *)vctx)++;
-    return true;
+    const struct kg_keycache *kc = vkc;
+
+    return ((const struct ent_block *)(const void *)ent)->epoch == kc->epoch;
 }
 
-static void
-index_build(struct kg_keysnap *snap)
+/* Caller holds load_mu. Every key, streamed once; entries are replaced in
+ * place, so readers keep answering and memory never doubles. */
+static enum kg_status
+load_all_locked(struct kg_keycache *kc, struct kg_store *st, int64_t now, struct kg_err *err)
 {
-    size_t mask = snap->cap - 1;
+    struct load_ctx lc = {.kc = kc, .now = now, .rc = KG_OK};
+    int64_t last, trimmed;
+    enum kg_status rc;
 
-    for (size_t e = 0; e < snap->n; e++) {
-        size_t i = digest_hash(snap->ents[e].digest) & mask;
-
-        while (snap->index[i] != 0)
-            i = (i + 1) & mask;
-        snap->index[i] = (uint32_t)(e + 1);
+    /* The position first: a change committed during the walk is applied
+     * again by the next sync, which does no harm. */
+    rc = kg_store_change_head(st, &last, &trimmed, err);
+    if (rc != KG_OK)
+        return rc;
+    kc->epoch++;
+    rc = kg_store_key_each_owner(st, load_one, &lc, err);
+    if (rc == KG_OK && lc.rc != KG_OK)
+        rc = kg_err_set(err, lc.rc, "out of memory loading keys");
+    if (rc == KG_OK) {
+        kg_keyindex_sweep(kc->ix, seen_this_load, kc);
+        kc->seq = last;
     }
+    /* On failure the position stays, so the next sync loads again. */
+    kg_keyindex_publish(kc->ix, rc == KG_OK ? kg_time_mono_ms() : 0);
+    return rc;
 }
-
-static enum kg_status reload_locked(struct kg_keycache *kc, struct kg_store *st, int64_t now,
-                                    struct kg_err *err);
 
 enum kg_status
 kg_keycache_reload(struct kg_keycache *kc, struct kg_store *st, int64_t now, struct kg_err *err)
 {
+    enum kg_status rc;
+
     pthread_mutex_lock(&kc->load_mu);
-    return reload_locked(kc, st, now, err);
+    rc = load_all_locked(kc, st, now, err);
+    pthread_mutex_unlock(&kc->load_mu);
+    return rc;
+}
+
+/* Change log rows read in one go. */
+#define SYNC_BATCH 512
+
+struct batch {
+    struct kg_change *c;
+    size_t n;
+};
+
+static bool
+collect(const struct kg_change *c, void *vb)
+{
+    struct batch *b = vb;
+
+    b->c[b->n++] = *c;
+    return b->n < SYNC_BATCH;
+}
+
+/* Whether row i is repeated later in the batch: the later one reads the
+ * same object again, so this one can be skipped (a user or tenant may name
+ * many keys). */
+static bool
+repeated_later(const struct batch *b, size_t i)
+{
+    if (b->c[i].object == KG_CHANGE_KEY)
+        return false;
+    for (size_t j = i + 1; j < b->n; j++)
+        if (b->c[j].object == b->c[i].object && strcmp(b->c[j].id, b->c[i].id) == 0)
+            return true;
+    return false;
+}
+
+/* Applies one batch of rows. *gone: a key row names a key the store no
+ * longer has (deleted by hand), which only a full load removes. */
+static enum kg_status
+apply_batch(struct kg_keycache *kc, struct kg_store *st, const struct batch *b, int64_t now,
+            bool *gone, struct kg_err *err)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        struct load_ctx lc = {.kc = kc, .now = now, .rc = KG_OK};
+        enum kg_status rc;
+
+        if (repeated_later(b, i))
+            continue;
+        rc = kg_store_key_each_owner_of(st, b->c[i].object, b->c[i].id, load_one, &lc, err);
+        if (rc == KG_OK && lc.rc != KG_OK)
+            rc = kg_err_set(err, lc.rc, "out of memory loading keys");
+        if (rc != KG_OK)
+            return rc;
+        if (b->c[i].object == KG_CHANGE_KEY && lc.rows == 0)
+            *gone = true;
+    }
+    return KG_OK;
+}
+
+/* Caller holds load_mu. */
+static enum kg_status
+sync_locked(struct kg_keycache *kc, struct kg_store *st, int64_t now, bool *full,
+            struct kg_err *err)
+{
+    struct batch b = {0};
+    enum kg_status rc = KG_OK;
+    int64_t last, trimmed;
+    bool gone = false;
+
+    if (kc->seq < 0)
+        goto load_all;
+    b.c = malloc(SYNC_BATCH * sizeof(*b.c));
+    if (b.c == NULL)
+        return kg_err_set(err, KG_ENOMEM, "out of memory reading changes");
+    for (;;) {
+        b.n = 0;
+        rc = kg_store_change_each(st, kc->seq, SYNC_BATCH, collect, &b, err);
+        if (rc != KG_OK)
+            goto cleanup;
+        /* Read after the rows: a trim past our position before or during
+         * that read may have taken rows we never saw. */
+        rc = kg_store_change_head(st, &last, &trimmed, err);
+        if (rc != KG_OK)
+            goto cleanup;
+        if (trimmed > kc->seq)
+            goto load_all;
+        if (b.n == 0)
+            break;
+        rc = apply_batch(kc, st, &b, now, &gone, err);
+        if (rc != KG_OK)
+            goto cleanup; /* the position stays: the next sync applies the batch again */
+        kc->seq = b.c[b.n - 1].seq;
+        if (gone)
+            goto load_all;
+        if (b.n < SYNC_BATCH)
+            break;
+    }
+    kg_keyindex_publish(kc->ix, kg_time_mono_ms());
+    goto cleanup;
+load_all:
+    if (full != NULL)
+        *full = true;
+    rc = load_all_locked(kc, st, now, err);
+cleanup:
+    /* Whatever was applied before a failure is published too. */
+    if (rc != KG_OK)
+        kg_keyindex_publish(kc->ix, 0);
+    free(b.c);
+    return rc;
 }
 
 enum kg_status
-kg_keycache_try_reload(struct kg_keycache *kc, struct kg_store *st, int64_t now, int64_t wait_ms,
-                       struct kg_err *err)
+kg_keycache_sync(struct kg_keycache *kc, struct kg_store *st, int64_t now, bool *full,
+                 struct kg_err *err)
 {
-    struct timespec until;
-
-    clock_gettime(CLOCK_REALTIME, &until); /* pthread_mutex_timedlock's clock */
-    until.tv_sec += wait_ms / 1000;
-    until.tv_nsec += (wait_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
-    if (pthread_mutex_timedlock(&kc->load_mu, &until) != 0)
-        return kg_err_set(err, KG_ECONFLICT, "a reload or flush is in progress");
-    return reload_locked(kc, st, now, err);
-}
-
-/* Caller holds load_mu; releases it. */
-static enum kg_status
-reload_locked(struct kg_keycache *kc, struct kg_store *st, int64_t now, struct kg_err *err)
-{
-    struct load_ctx lc = {.kc = kc, .now = now, .rc = KG_OK};
-    struct kg_keysnap *old;
     enum kg_status rc;
-    size_t total = 0;
 
-    /* Two passes keep the entry array exact; a key added between them is
-     * picked up by the next reload (ELIMIT below retries once). */
-    for (int attempt = 0; attempt < 3; attempt++) {
-        total = 0;
-        rc = kg_store_key_each_owner(st, count_one, &total, err);
-        if (rc != KG_OK)
-            goto cleanup;
-        lc.cap = total + 16;
-        lc.snap = snap_new(lc.cap);
-        if (lc.snap == NULL) {
-            rc = kg_err_set(err, KG_ENOMEM, "out of memory loading keys");
-            goto cleanup;
-        }
-        lc.rc = KG_OK;
-        rc = kg_store_key_each_owner(st, load_one, &lc, err);
-        if (rc == KG_OK && lc.rc == KG_OK)
-            break;
-        snap_free(lc.snap);
-        lc.snap = NULL;
-        if (rc != KG_OK)
-            goto cleanup;
-        if (lc.rc != KG_ELIMIT) {
-            rc = kg_err_set(err, lc.rc, "out of memory loading keys");
-            goto cleanup;
-        }
-    }
-    if (lc.snap == NULL) {
-        rc = kg_err_set(err, KG_EIO, "keys kept changing while loading; try again");
-        goto cleanup;
-    }
-    index_build(lc.snap);
-    pthread_mutex_lock(&kc->swap_mu);
-    old = kc->cur;
-    kc->cur = lc.snap;
-    pthread_mutex_unlock(&kc->swap_mu);
-    kg_keycache_release(old);
-    rc = KG_OK;
-cleanup:
+    if (full != NULL)
+        *full = false;
+    pthread_mutex_lock(&kc->load_mu);
+    rc = sync_locked(kc, st, now, full, err);
     pthread_mutex_unlock(&kc->load_mu);
     return rc;
+}
+
+int64_t
+kg_keycache_position(struct kg_keycache *kc)
+{
+    int64_t seq;
+
+    pthread_mutex_lock(&kc->load_mu);
+    seq = kc->seq;
+    pthread_mutex_unlock(&kc->load_mu);
+    return seq;
 }
 
 /* What one flush read from one stat record; marked flushed after the commit. */
