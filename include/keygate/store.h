@@ -187,6 +187,11 @@ enum kg_status kg_store_key_insert_audited(struct kg_store *st, const struct kg_
 enum kg_status kg_store_key_insert(struct kg_store *st, const struct kg_key_rec *rec,
                                    struct kg_err *err);
 
+/* n keys as kg_store_key_insert() inserts them, all in ONE transaction:
+ * all of them or none (the first failure's status). For seeding tools. */
+enum kg_status kg_store_key_insert_batch(struct kg_store *st, const struct kg_key_rec *recs,
+                                         size_t n, struct kg_err *err);
+
 /* Reads one key by id into *out. KG_ENOTFOUND when there is none. */
 enum kg_status kg_store_key_get(struct kg_store *st, const char *id, struct kg_key_rec *out,
                                 struct kg_err *err);

@@ -24,8 +24,9 @@
 #include "keygate/timeutil.h"
 
 struct stat_slot {
-    char *id;
-    struct kg_keystat *stat;
+    const char *id; /* the node's own copy; NULL = empty slot */
+    struct kg_keystat *stat; /* first member of a struct stat_node */
+    uint64_t hash;
 };
 
 struct user_slot {
@@ -99,10 +100,8 @@ kg_keycache_free(struct kg_keycache *kc)
     if (kc == NULL)
         return;
     kg_keyindex_free(kc->ix);
-    for (size_t i = 0; i < kc->stats_cap; i++) {
-        free(kc->stats[i].id);
-        free(kc->stats[i].stat);
-    }
+    for (size_t i = 0; i < kc->stats_cap; i++)
+        free(kc->stats[i].stat); /* the node, id and all */
     free(kc->stats);
     for (size_t i = 0; i < kc->ustats_cap; i++) {
         free(kc->ustats[i].id);
@@ -327,9 +326,10 @@ kg_keycache_charge(struct kg_keystat *stat, int64_t units)
         atomic_fetch_add_explicit(&us->tier.charged, units, memory_order_relaxed);
 }
 
-/* The user record for id, created on first sight. Caller holds load_mu. */
+/* The user record for id, created on first sight; *idp gets the map's
+ * copy of the id. Caller holds load_mu. */
 static struct kg_userstat *
-user_stat_for(struct kg_keycache *kc, const char *id)
+user_stat_for(struct kg_keycache *kc, const char *id, const char **idp)
 {
     size_t mask, i;
 
@@ -353,8 +353,10 @@ user_stat_for(struct kg_keycache *kc, const char *id)
     }
     mask = kc->ustats_cap - 1;
     for (i = str_hash(id) & mask; kc->ustats[i].id != NULL; i = (i + 1) & mask)
-        if (strcmp(kc->ustats[i].id, id) == 0)
+        if (strcmp(kc->ustats[i].id, id) == 0) {
+            *idp = kc->ustats[i].id;
             return kc->ustats[i].stat;
+        }
     kc->ustats[i].id = strdup(id);
     kc->ustats[i].stat = calloc(1, sizeof(struct kg_userstat));
     if (kc->ustats[i].id == NULL || kc->ustats[i].stat == NULL) {
@@ -365,14 +367,27 @@ user_stat_for(struct kg_keycache *kc, const char *id)
         return NULL;
     }
     kc->nustats++;
+    *idp = kc->ustats[i].id;
     return kc->ustats[i].stat;
 }
 
-/* The stat record for id, created on first sight. Caller holds load_mu. */
+/* A stat record and its key id, in one allocation that lives as long as
+ * the cache (entries borrow the id from here). */
+struct stat_node {
+    struct kg_keystat stat;
+    char id[];
+};
+
+/* The stat record for id, created on first sight; *idp gets the record's
+ * copy of the id. Caller holds load_mu. The slots keep the hash, so growing
+ * the map never reads an id again (at 1,000,000 keys that is a cache miss
+ * each). */
 static struct kg_keystat *
-stat_for(struct kg_keycache *kc, const char *id, int64_t stored_last_used)
+stat_for(struct kg_keycache *kc, const char *id, int64_t stored_last_used, const char **idp)
 {
-    size_t mask, i;
+    uint64_t h = str_hash(id);
+    size_t mask, i, len;
+    struct stat_node *node;
 
     if ((kc->nstats + 1) * 2 > kc->stats_cap) {
         size_t ncap = kc->stats_cap * 2;
@@ -383,8 +398,7 @@ stat_for(struct kg_keycache *kc, const char *id, int64_t stored_last_used)
         for (size_t j = 0; j < kc->stats_cap; j++) {
             if (kc->stats[j].id == NULL)
                 continue;
-            for (i = str_hash(kc->stats[j].id) & (ncap - 1); ns[i].id != NULL;
-                 i = (i + 1) & (ncap - 1)) {
+            for (i = kc->stats[j].hash & (ncap - 1); ns[i].id != NULL; i = (i + 1) & (ncap - 1)) {
             }
             ns[i] = kc->stats[j];
         }
@@ -393,22 +407,25 @@ stat_for(struct kg_keycache *kc, const char *id, int64_t stored_last_used)
         kc->stats_cap = ncap;
     }
     mask = kc->stats_cap - 1;
-    for (i = str_hash(id) & mask; kc->stats[i].id != NULL; i = (i + 1) & mask)
-        if (strcmp(kc->stats[i].id, id) == 0)
+    for (i = h & mask; kc->stats[i].id != NULL; i = (i + 1) & mask) {
+        if (kc->stats[i].hash == h && strcmp(kc->stats[i].id, id) == 0) {
+            *idp = kc->stats[i].id;
             return kc->stats[i].stat;
-    kc->stats[i].id = strdup(id);
-    kc->stats[i].stat = calloc(1, sizeof(struct kg_keystat));
-    if (kc->stats[i].id == NULL || kc->stats[i].stat == NULL) {
-        free(kc->stats[i].id);
-        free(kc->stats[i].stat);
-        kc->stats[i].id = NULL;
-        kc->stats[i].stat = NULL;
-        return NULL;
+        }
     }
-    atomic_store(&kc->stats[i].stat->last_used, stored_last_used);
-    atomic_store(&kc->stats[i].stat->last_flushed, stored_last_used);
+    len = strlen(id) + 1;
+    node = calloc(1, sizeof(*node) + len);
+    if (node == NULL)
+        return NULL;
+    memcpy(node->id, id, len);
+    kc->stats[i].id = node->id;
+    kc->stats[i].stat = &node->stat;
+    kc->stats[i].hash = h;
+    atomic_store(&node->stat.last_used, stored_last_used);
+    atomic_store(&node->stat.last_flushed, stored_last_used);
     kc->nstats++;
-    return kc->stats[i].stat;
+    *idp = node->id;
+    return &node->stat;
 }
 
 /* One pass over store rows: a full load or one change log row. */
@@ -521,19 +538,32 @@ kg_keycache_stored_used(const char *period, int64_t used, int64_t start, int64_t
 static bool
 add_entry(struct load_ctx *lc, const struct kg_key_rec *rec, const struct kg_key_owner *owner)
 {
-    size_t lid = strlen(rec->id) + 1, lname = strlen(rec->name) + 1;
+    size_t lname = strlen(rec->name) + 1;
     size_t lten = strlen(rec->tenant) + 1, lsc = strlen(rec->scopes) + 1;
-    size_t luser = strlen(rec->user_id) + 1, ltier = strlen(owner->tier) + 1;
+    size_t ltier = strlen(owner->tier) + 1;
     size_t lrole = strlen(owner->role) + 1;
     size_t nscopes = list_count(rec->scopes), nrole = list_count(owner->role);
+    struct kg_userstat *us = NULL;
+    struct kg_keystat *stat;
+    const char *id, *user_id = "";
     struct ent_block *eb;
     struct kg_keyent *ent;
     char *block, *p;
     const char **vec, **rvec;
 
+    /* The id and the owner's id are borrowed from the stat records, which
+     * live as long as the cache. */
+    stat = stat_for(lc->kc, rec->id, rec->last_used_at, &id);
+    if (stat == NULL)
+        return false;
+    if (rec->user_id[0] != '\0') {
+        us = user_stat_for(lc->kc, rec->user_id, &user_id);
+        if (us == NULL)
+            return false;
+    }
     /* One block: the entry, the vectors, the strings. */
-    block = malloc(sizeof(*eb) + (nscopes + 1 + nrole + 1) * sizeof(char *) + lid + lname + lten +
-                   2 * lsc + luser + ltier + 2 * lrole + lsc + lrole);
+    block = malloc(sizeof(*eb) + (nscopes + 1 + nrole + 1) * sizeof(char *) + lname + lten +
+                   2 * lsc + ltier + 2 * lrole + lsc + lrole);
     if (block == NULL)
         return false;
     eb = (struct ent_block *)(void *)block;
@@ -544,8 +574,7 @@ add_entry(struct load_ctx *lc, const struct kg_key_rec *rec, const struct kg_key
     rvec = vec + nscopes + 1;
     p = (char *)(rvec + nrole + 1);
     memcpy(ent->digest, rec->digest, KG_DIGEST_BYTES);
-    ent->id = memcpy(p, rec->id, lid);
-    p += lid;
+    ent->id = id;
     ent->name = memcpy(p, rec->name, lname);
     p += lname;
     ent->tenant = memcpy(p, rec->tenant, lten);
@@ -556,8 +585,7 @@ add_entry(struct load_ctx *lc, const struct kg_key_rec *rec, const struct kg_key
     p += lsc;
     ent->scopes = vec;
     ent->nscopes = nscopes;
-    ent->user_id = memcpy(p, rec->user_id, luser);
-    p += luser;
+    ent->user_id = user_id;
     ent->tier = memcpy(p, owner->tier, ltier);
     p += ltier;
     ent->role_str = memcpy(p, owner->role, lrole);
@@ -578,23 +606,12 @@ add_entry(struct load_ctx *lc, const struct kg_key_rec *rec, const struct kg_key
     ent->has_rate = key_rate(rec, &ent->rate);
     ent->quota_limit = rec->quota_limit;
     ent->quota_period = period_of(rec->quota_period);
-    ent->stat = stat_for(lc->kc, rec->id, rec->last_used_at);
-    if (ent->stat == NULL) {
-        free(block);
-        return false;
-    }
+    ent->stat = stat;
     ent->user_has_quota = owner->has_quota;
     ent->user_quota_limit = owner->quota_limit;
     ent->user_quota_period = period_of(owner->quota_period);
-    ent->ustat = NULL;
-    if (rec->user_id[0] != '\0') {
-        struct kg_userstat *us = user_stat_for(lc->kc, rec->user_id);
-
-        if (us == NULL) {
-            free(block);
-            return false;
-        }
-        ent->ustat = us;
+    ent->ustat = us;
+    if (us != NULL) {
         /* Under load_mu, like the key's credits below: every key of the
          * user writes the same stored totals. */
         atomic_store(&us->credits.stored, owner->usage->credits);

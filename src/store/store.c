@@ -504,6 +504,22 @@ kg_store_key_insert(struct kg_store *st, const struct kg_key_rec *rec, struct kg
 }
 
 enum kg_status
+kg_store_key_insert_batch(struct kg_store *st, const struct kg_key_rec *recs, size_t n,
+                          struct kg_err *err)
+{
+    enum kg_status rc;
+
+    if (st == NULL || (recs == NULL && n > 0))
+        return kg_err_set(err, KG_EINVAL, "key insert: missing argument");
+    for (size_t i = 0; i < n; i++) {
+        rc = check_rec(&recs[i], err);
+        if (rc != KG_OK)
+            return rc;
+    }
+    return n == 0 ? KG_OK : st->ops->key_add_batch(st, recs, n, err);
+}
+
+enum kg_status
 kg_store_key_get(struct kg_store *st, const char *id, struct kg_key_rec *out, struct kg_err *err)
 {
     enum kg_status rc;

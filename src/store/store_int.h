@@ -45,6 +45,8 @@ struct kg_store_ops {
 
     enum kg_status (*key_add)(struct kg_store *st, const struct kg_key_rec *rec,
                               const struct kg_audit_entry *audit, struct kg_err *err);
+    enum kg_status (*key_add_batch)(struct kg_store *st, const struct kg_key_rec *recs, size_t n,
+                                    struct kg_err *err);
     enum kg_status (*key_get)(struct kg_store *st, const char *id, struct kg_key_rec *out,
                               struct kg_err *err);
     enum kg_status (*key_each)(struct kg_store *st, kg_store_key_cb cb, void *ctx,

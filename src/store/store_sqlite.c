@@ -434,6 +434,19 @@ sqlite_key_add(struct kg_store *st, const struct kg_key_rec *rec,
 }
 
 static enum kg_status
+sqlite_key_add_batch(struct kg_store *st, const struct kg_key_rec *recs, size_t n,
+                     struct kg_err *err)
+{
+    struct sqlite_store *s = kg_sq_from(st);
+    enum kg_status rc;
+
+    rc = kg_sq_begin(s, err);
+    for (size_t i = 0; rc == KG_OK && i < n; i++)
+        rc = kg_sq_key_insert_locked(s, &recs[i], NULL, NULL, err);
+    return kg_sq_finish(s, rc, NULL, err);
+}
+
+static enum kg_status
 sqlite_key_get(struct kg_store *st, const char *id, struct kg_key_rec *out, struct kg_err *err)
 {
     struct sqlite_store *s = kg_sq_from(st);
@@ -1282,6 +1295,7 @@ const struct kg_store_ops kg_store_sqlite_ops = {
     .open = sqlite_open,
     .close = sqlite_close,
     .key_add = sqlite_key_add,
+    .key_add_batch = sqlite_key_add_batch,
     .key_get = sqlite_key_get,
     .key_each = sqlite_key_each,
     .key_list = sqlite_key_list,
