@@ -433,16 +433,49 @@ sqlite_key_add(struct kg_store *st, const struct kg_key_rec *rec,
     return kg_sq_finish(s, rc, audit, err);
 }
 
+/* The seeding path: one transaction, the INSERT prepared once, each
+ * owner resolved once for a run of records with the same one, and
+ * duplicates left to the UNIQUE constraints (KG_ECONFLICT) instead of a
+ * lookup per key. */
 static enum kg_status
 sqlite_key_add_batch(struct kg_store *st, const struct kg_key_rec *recs, size_t n,
                      struct kg_err *err)
 {
     struct sqlite_store *s = kg_sq_from(st);
+    char user_id[KG_ID_MAX] = "", tenant[KG_NAME_MAX] = "";
+    const struct kg_key_rec *prev = NULL;
+    sqlite3_stmt *stmt = NULL;
     enum kg_status rc;
 
     rc = kg_sq_begin(s, err);
-    for (size_t i = 0; rc == KG_OK && i < n; i++)
-        rc = kg_sq_key_insert_locked(s, &recs[i], NULL, NULL, err);
+    if (rc == KG_OK)
+        rc = kg_sq_prepare(s,
+                           "INSERT INTO keys (" KEY_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7,"
+                           " ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+                           &stmt, "insert keys", err);
+    for (size_t i = 0; rc == KG_OK && i < n; i++) {
+        const struct kg_key_rec *rec = &recs[i];
+
+        if (prev == NULL || strcmp(prev->user_id, rec->user_id) != 0 ||
+            (rec->user_id[0] == '\0' && strcmp(prev->tenant, rec->tenant) != 0)) {
+            if (rec->user_id[0] != '\0') {
+                rc = owner_tenant(s, rec->user_id, tenant, err);
+                snprintf(user_id, sizeof(user_id), "%s", rec->user_id);
+            } else {
+                snprintf(tenant, sizeof(tenant), "%s",
+                         rec->tenant[0] != '\0' ? rec->tenant : KG_TENANT_DEFAULT);
+                rc = kg_sq_default_owner_locked(s, tenant, rec->created_at, user_id, err);
+            }
+            if (rc != KG_OK)
+                break;
+            prev = rec;
+        }
+        if (!bind_rec(stmt, rec, user_id, tenant) || sqlite3_step(stmt) != SQLITE_DONE)
+            rc = kg_sq_fail(s, "insert keys", err);
+        sqlite3_reset(stmt);
+        sqlite3_clear_bindings(stmt);
+    }
+    sqlite3_finalize(stmt);
     return kg_sq_finish(s, rc, NULL, err);
 }
 
