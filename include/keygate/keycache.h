@@ -78,6 +78,13 @@ struct kg_keystat {
     /* The owner's record (a key never changes owner), set by a reload:
      * kg_keycache_charge() charges it too. */
     struct kg_userstat *_Atomic user;
+    /* The cache's list of records used since the last flush, so that a
+     * flush visits those and not every key: set once the record is on it,
+     * cleared by the flush before it reads the counters. dirty_head is the
+     * cache's list (NULL: a record made outside a cache, never listed). */
+    _Atomic bool dirty;
+    struct kg_keystat *dirty_next;
+    struct kg_keystat *_Atomic *dirty_head;
 };
 
 /* What kg_keycache_count() records. */

@@ -42,6 +42,7 @@ struct kg_keycache {
     struct stat_slot *stats; /* open addressing by id */
     size_t nstats, stats_cap;
     struct user_slot *ustats; /* the same, by user id */
+    struct kg_keystat *_Atomic dirty; /* records used since the last flush (a stack) */
     size_t nustats, ustats_cap;
     /* Rate-limit buckets by key id and user id: like the stat records they
      * outlive entries, so a change resets no limit. */
@@ -125,6 +126,28 @@ kg_keycache_release(const struct kg_keysnap *snap)
     kg_keyindex_release(snap);
 }
 
+/* Puts s on its cache's list of records to flush, once. After the counter
+ * it follows: the fence orders the counter's update before the flag's read,
+ * which the flush clears before it reads the counters, so an update is
+ * either seen by the flush that clears the flag or listed again. */
+static void
+mark_dirty(struct kg_keystat *s)
+{
+    struct kg_keystat *head;
+
+    if (s->dirty_head == NULL)
+        return;
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&s->dirty, memory_order_relaxed) ||
+        atomic_exchange_explicit(&s->dirty, true, memory_order_acq_rel))
+        return;
+    head = atomic_load_explicit(s->dirty_head, memory_order_relaxed);
+    do {
+        s->dirty_next = head;
+    } while (!atomic_compare_exchange_weak_explicit(s->dirty_head, &head, s, memory_order_release,
+                                                    memory_order_relaxed));
+}
+
 void
 kg_keycache_touch(const struct kg_keyent *ent, int64_t now)
 {
@@ -135,6 +158,8 @@ kg_keycache_touch(const struct kg_keyent *ent, int64_t now)
            !atomic_compare_exchange_weak_explicit(&ent->stat->last_used, &prev, now,
                                                   memory_order_relaxed, memory_order_relaxed)) {
     }
+    if (prev < now)
+        mark_dirty(ent->stat);
 }
 
 void
@@ -159,6 +184,7 @@ kg_keycache_count(const struct kg_keyent *ent, enum kg_usage_kind kind)
         return;
     }
     atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
+    mark_dirty(ent->stat);
 }
 
 int64_t
@@ -316,6 +342,7 @@ kg_keycache_charge(struct kg_keystat *stat, int64_t units)
     if (units <= 0)
         return;
     atomic_fetch_add_explicit(&stat->credits, units, memory_order_relaxed);
+    mark_dirty(stat);
     us = atomic_load_explicit(&stat->user, memory_order_relaxed);
     if (us == NULL)
         return;
@@ -421,6 +448,7 @@ stat_for(struct kg_keycache *kc, const char *id, int64_t stored_last_used, const
     kc->stats[i].id = node->id;
     kc->stats[i].stat = &node->stat;
     kc->stats[i].hash = h;
+    node->stat.dirty_head = &kc->dirty;
     atomic_store(&node->stat.last_used, stored_last_used);
     atomic_store(&node->stat.last_flushed, stored_last_used);
     kc->nstats++;
@@ -893,6 +921,22 @@ user_deltas(struct kg_keycache *kc, int64_t now, const char **uids, struct kg_us
     return n;
 }
 
+/* Puts a list taken by a flush back whole (its records still flagged). */
+static void
+relist(struct kg_keycache *kc, struct kg_keystat *list)
+{
+    while (list != NULL) {
+        struct kg_keystat *next = list->dirty_next;
+        struct kg_keystat *head = atomic_load_explicit(&kc->dirty, memory_order_relaxed);
+
+        do {
+            list->dirty_next = head;
+        } while (!atomic_compare_exchange_weak_explicit(&kc->dirty, &head, list,
+                                                        memory_order_release, memory_order_relaxed));
+        list = next;
+    }
+}
+
 enum kg_status
 kg_keycache_flush(struct kg_keycache *kc, struct kg_store *st, size_t *flushed, struct kg_err *err)
 {
@@ -901,31 +945,37 @@ kg_keycache_flush(struct kg_keycache *kc, struct kg_store *st, size_t *flushed, 
     struct kg_user_usage *udeltas = NULL;
     struct flush_item *items = NULL;
     struct user_item *uitems = NULL;
+    struct kg_keystat *list;
     enum kg_status rc = KG_OK;
-    size_t n = 0, nu = 0;
+    size_t n = 0, nu = 0, nlist = 0;
     int64_t now = kg_time_now();
 
     if (flushed != NULL)
         *flushed = 0;
     pthread_mutex_lock(&kc->load_mu);
-    ids = malloc((kc->nstats + 1) * sizeof(*ids));
-    deltas = calloc(kc->nstats + 1, sizeof(*deltas));
-    items = malloc((kc->nstats + 1) * sizeof(*items));
+    /* Only the records used since the last flush: with a million keys a
+     * pass over all of them each second would cost more than the flush. */
+    list = atomic_exchange_explicit(&kc->dirty, NULL, memory_order_acquire);
+    for (struct kg_keystat *s = list; s != NULL; s = s->dirty_next)
+        nlist++;
+    ids = malloc((nlist + 1) * sizeof(*ids));
+    deltas = calloc(nlist + 1, sizeof(*deltas));
+    items = malloc((nlist + 1) * sizeof(*items));
     uids = malloc((kc->nustats + 1) * sizeof(*uids));
     udeltas = calloc(kc->nustats + 1, sizeof(*udeltas));
     uitems = malloc((kc->nustats + 1) * sizeof(*uitems));
     if (ids == NULL || deltas == NULL || items == NULL || uids == NULL || udeltas == NULL ||
         uitems == NULL) {
+        relist(kc, list);
         rc = kg_err_set(err, KG_ENOMEM, "out of memory flushing usage");
         goto cleanup;
     }
-    for (size_t i = 0; i < kc->stats_cap; i++) {
-        struct kg_keystat *s = kc->stats[i].stat;
+    for (struct kg_keystat *s = list; s != NULL; s = s->dirty_next) {
         struct flush_item it;
         int64_t prev_used;
 
-        if (s == NULL)
-            continue;
+        /* Off the list before the counters are read (see mark_dirty). */
+        atomic_store(&s->dirty, false);
         /* Each counter is read once: what the request path adds after this
          * read belongs to the next flush, since only the value read here is
          * marked flushed. */
@@ -953,7 +1003,7 @@ kg_keycache_flush(struct kg_keycache *kc, struct kg_store *st, size_t *flushed, 
             deltas[n].denied_expired == 0 && deltas[n].denied_forbidden == 0 &&
             deltas[n].denied_rate == 0 && deltas[n].credits == 0)
             continue;
-        ids[n] = kc->stats[i].id;
+        ids[n] = ((struct stat_node *)(void *)s)->id;
         items[n] = it;
         n++;
     }
@@ -969,8 +1019,12 @@ kg_keycache_flush(struct kg_keycache *kc, struct kg_store *st, size_t *flushed, 
      * the key. A crash in between leaves the key behind its user by the
      * charges of that moment; neither is ever charged twice. */
     rc = kg_store_usage_add(st, ids, deltas, n, uids, udeltas, nu, now, err);
-    if (rc != KG_OK)
+    if (rc != KG_OK) {
+        /* Listed again: the next flush retries them. */
+        for (size_t i = 0; i < n; i++)
+            mark_dirty(items[i].stat);
         goto cleanup;
+    }
     for (size_t i = 0; i < nu; i++) {
         struct kg_userstat *u = uitems[i].stat;
 
