@@ -34,6 +34,13 @@ struct user_slot {
     struct kg_userstat *stat;
 };
 
+/* A chunk of stat records (see struct kg_keycache). */
+#define ARENA_CHUNK ((size_t)1 << 20)
+struct arena_chunk {
+    struct arena_chunk *next;
+    _Alignas(max_align_t) unsigned char mem[ARENA_CHUNK];
+};
+
 struct kg_keycache {
     struct kg_keyindex *ix;
     pthread_mutex_t load_mu; /* serialises loads, syncs, flushes and the stat maps */
@@ -43,6 +50,10 @@ struct kg_keycache {
     size_t nstats, stats_cap;
     struct user_slot *ustats; /* the same, by user id */
     struct kg_keystat *_Atomic dirty; /* records used since the last flush (a stack) */
+    /* Stat records are never freed before the cache: they are carved from
+     * chunks, with no allocator header or call per key. */
+    struct arena_chunk *chunks;
+    size_t chunk_used;
     size_t nustats, ustats_cap;
     /* Rate-limit buckets by key id and user id: like the stat records they
      * outlive entries, so a change resets no limit. */
@@ -101,8 +112,12 @@ kg_keycache_free(struct kg_keycache *kc)
     if (kc == NULL)
         return;
     kg_keyindex_free(kc->ix);
-    for (size_t i = 0; i < kc->stats_cap; i++)
-        free(kc->stats[i].stat); /* the node, id and all */
+    while (kc->chunks != NULL) {
+        struct arena_chunk *c = kc->chunks;
+
+        kc->chunks = c->next;
+        free(c);
+    }
     free(kc->stats);
     for (size_t i = 0; i < kc->ustats_cap; i++) {
         free(kc->ustats[i].id);
@@ -398,6 +413,30 @@ user_stat_for(struct kg_keycache *kc, const char *id, const char **idp)
     return kc->ustats[i].stat;
 }
 
+/* len zeroed bytes, aligned for any record, living as long as the cache.
+ * Caller holds load_mu. */
+static void *
+arena_alloc(struct kg_keycache *kc, size_t len)
+{
+    void *p;
+
+    len = (len + _Alignof(max_align_t) - 1) & ~(_Alignof(max_align_t) - 1);
+    if (len > ARENA_CHUNK)
+        return NULL;
+    if (kc->chunks == NULL || kc->chunk_used + len > ARENA_CHUNK) {
+        struct arena_chunk *c = calloc(1, sizeof(*c));
+
+        if (c == NULL)
+            return NULL;
+        c->next = kc->chunks;
+        kc->chunks = c;
+        kc->chunk_used = 0;
+    }
+    p = kc->chunks->mem + kc->chunk_used;
+    kc->chunk_used += len;
+    return p;
+}
+
 /* A stat record and its key id, in one allocation that lives as long as
  * the cache (entries borrow the id from here). */
 struct stat_node {
@@ -441,7 +480,7 @@ stat_for(struct kg_keycache *kc, const char *id, int64_t stored_last_used, const
         }
     }
     len = strlen(id) + 1;
-    node = calloc(1, sizeof(*node) + len);
+    node = arena_alloc(kc, sizeof(*node) + len);
     if (node == NULL)
         return NULL;
     memcpy(node->id, id, len);
