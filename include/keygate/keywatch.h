@@ -35,8 +35,15 @@ struct kg_keywatch;
 enum kg_status kg_keywatch_new(const char *database, struct kg_keycache *kc, int64_t interval_ms,
                                struct kg_keywatch **out, struct kg_err *err);
 
-/* Stops the thread (questions still queued get done(arg, false) on the
- * calling thread) and frees. NULL-safe. */
+/* Stops the thread: the question being answered finishes, those still
+ * queued get done(arg, false) on the calling thread, and kg_keywatch_ask()
+ * takes none from now on. Call it while the request loops still run, so
+ * every suspended request is resumed before they stop. Idempotent;
+ * NULL-safe. */
+void kg_keywatch_stop(struct kg_keywatch *w);
+
+/* kg_keywatch_stop(), then frees. No other thread may still use w.
+ * NULL-safe. */
 void kg_keywatch_free(struct kg_keywatch *w);
 
 /* Whether a question asked at now_ms (monotonic) could be taken: a cheap

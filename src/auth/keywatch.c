@@ -73,6 +73,13 @@ kg_keywatch_new(const char *database, struct kg_keycache *kc, int64_t interval_m
 }
 
 void
+kg_keywatch_stop(struct kg_keywatch *w)
+{
+    if (w != NULL)
+        kg_worker_stop(w->thread);
+}
+
+void
 kg_keywatch_free(struct kg_keywatch *w)
 {
     if (w == NULL)

@@ -531,6 +531,7 @@ cleanup:
      * still run, since libmicrohttpd must not stop with a connection
      * suspended. Loops that meet the stopped worker answer 503 at once. */
     kg_worker_stop(ds.rt.worker);
+    kg_keywatch_stop(ds.rt.keywatch); /* the same for requests waiting on the key watch */
     for (int i = 0; i < ds.nloops; i++)
         kg_loop_stop(ds.loops[i]);
     for (int i = 0; i < ds.nloops; i++)

@@ -167,6 +167,10 @@ test_a_question_is_answered_on_the_watch_thread_and_the_key_cached(void **state)
     assert_true(cached(f, d));
     assert_true(kg_keywatch_ask(w, nope, 1010, on_done, &b));
     assert_false(wait_answer(&b));
+    /* Stopped (what the daemon does before its loops stop): no question
+     * is taken any more, so no request is left suspended. */
+    kg_keywatch_stop(w);
+    assert_false(kg_keywatch_ask(w, nope, 5000, on_done, &b));
     kg_keywatch_free(w);
     assert_int_equal(a.calls, 1);
     assert_int_equal(b.calls, 1);
@@ -180,6 +184,7 @@ test_null_is_harmless(void **state)
     (void)state;
     assert_false(kg_keywatch_recheck(NULL, NULL, d, 0, 0));
     assert_false(kg_keywatch_due(NULL, 0));
+    kg_keywatch_stop(NULL);
     assert_false(kg_keywatch_ask(NULL, d, 0, on_done, NULL));
     kg_keywatch_free(NULL);
 }
