@@ -18,7 +18,6 @@
 
 #include "keygate/keycache.h"
 #include "keygate/keyindex.h"
-#include "keygate/log.h"
 #include "keygate/limiter.h"
 #include "keygate/scope.h"
 #include "keygate/timeutil.h"

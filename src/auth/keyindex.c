@@ -328,8 +328,7 @@ kg_keyindex_remove(struct kg_keyindex *ix, const unsigned char digest[KG_DIGEST_
 }
 
 void
-kg_keyindex_sweep(struct kg_keyindex *ix, bool (*keep)(const struct kg_keyent *, void *),
-                  void *ctx)
+kg_keyindex_sweep(struct kg_keyindex *ix, bool (*keep)(const struct kg_keyent *, void *), void *ctx)
 {
     struct slots *s = atomic_load_explicit(&ix->slots, memory_order_relaxed);
 
@@ -352,7 +351,7 @@ kg_keyindex_publish(struct kg_keyindex *ix, int64_t synced_ms)
         return;
     g = gen_new(ix);
     if (g == NULL)
-        return; /* kept pending: the next publish hands them over */
+        return;  /* kept pending: the next publish hands them over */
     g->refs = 2; /* the index's, and the previous generation's hold */
     pthread_mutex_lock(&ix->swap_mu);
     old = ix->cur;

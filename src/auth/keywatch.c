@@ -142,8 +142,8 @@ static void
 ask_run(struct kg_job *job, void *thread_ctx)
 {
     struct ask *a = (struct ask *)job;
-    bool known = thread_ctx != NULL &&
-                 answer(a->w, thread_ctx, a->digest, kg_time_mono_ms(), kg_time_now());
+    bool known =
+        thread_ctx != NULL && answer(a->w, thread_ctx, a->digest, kg_time_mono_ms(), kg_time_now());
 
     a->done(a->arg, known);
     free(a);
@@ -159,8 +159,8 @@ ask_cancel(struct kg_job *job)
 }
 
 bool
-kg_keywatch_ask(struct kg_keywatch *w, const unsigned char digest[KG_DIGEST_BYTES],
-                int64_t now_ms, kg_keywatch_done_fn done, void *arg)
+kg_keywatch_ask(struct kg_keywatch *w, const unsigned char digest[KG_DIGEST_BYTES], int64_t now_ms,
+                kg_keywatch_done_fn done, void *arg)
 {
     struct ask *a;
 

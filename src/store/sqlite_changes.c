@@ -53,8 +53,7 @@ kg_sq_change_each(struct kg_store *st, int64_t after, size_t limit, kg_store_cha
     if (rc != KG_OK)
         goto cleanup;
     if (sqlite3_bind_int64(stmt, 1, after) != SQLITE_OK ||
-        sqlite3_bind_int64(stmt, 2, limit > INT64_MAX ? INT64_MAX : (int64_t)limit) !=
-            SQLITE_OK) {
+        sqlite3_bind_int64(stmt, 2, limit > INT64_MAX ? INT64_MAX : (int64_t)limit) != SQLITE_OK) {
         rc = kg_sq_fail(s, "read the change log", err);
         goto cleanup;
     }
