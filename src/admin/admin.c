@@ -360,11 +360,13 @@ admin_reload_keys(struct admin_call *c)
     struct kg_err err = {{0}};
 
     /* The change is committed; the answer must not go out before this daemon
-     * enforces it, so a failed reload (out of memory) is retried. */
+     * enforces it: the change log rows since the last poll (this one among
+     * them) are applied, and a failure is retried. */
     for (int attempt = 0; attempt < 5; attempt++) {
-        if (kg_keycache_reload(c->adm->rt->keys, c->adm->store, kg_time_now(), &err) == KG_OK)
+        if (kg_keycache_sync(c->adm->rt->keys, c->adm->store, kg_time_now(), NULL, &err) ==
+            KG_OK)
             return;
-        kg_log_warnx("admin: reloading keys: %s", err.msg);
+        kg_log_warnx("admin: applying key changes: %s", err.msg);
     }
 }
 
@@ -543,7 +545,7 @@ authenticate(struct kg_admin *adm, const struct kg_cred *cred, const char *metho
     snap = kg_keycache_acquire(adm->rt->keys);
     kg_decide(&cfg, snap, adm->rt->secret, cred, method, path, kg_time_now(), d_out);
     /* A key the CLI made a moment ago: the store is asked before a 401. */
-    if (d_out->unknown && kg_keywatch_recheck(adm->rt->keywatch, d_out->digest,
+    if (d_out->unknown && kg_keywatch_recheck(adm->rt->keywatch, adm->store, d_out->digest,
                                               kg_time_mono_ms(), kg_time_now())) {
         kg_keycache_release(snap);
         snap = kg_keycache_acquire(adm->rt->keys);

@@ -122,9 +122,10 @@ bool admin_page(struct admin_call *c, struct kg_page *page);
 /* {"data": data, "next_cursor": next or null}; takes data. */
 void admin_reply_list(struct admin_call *c, json_t *data, const char *next);
 
-/* Rebuilds the daemon's key cache from this thread's store handle, so a
- * change made here is enforced before the answer leaves. Logs a failure
- * (the change is stored; the main thread's data_version poll retries). */
+/* Applies the store's change log to the daemon's key cache from this
+ * thread's store handle (kg_keycache_sync), so a change made here is
+ * enforced before the answer leaves. Logs a failure (the change is stored;
+ * the main thread's poll of the log retries). */
 void admin_reload_keys(struct admin_call *c);
 
 /* For a fenced caller: true when every admin scope (keys:, users:,

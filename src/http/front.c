@@ -52,6 +52,7 @@ enum req_phase {
     REQ_ANSWERED_MID_BODY, /* answered on the socket itself: read the rest, then close */
     REQ_SIGNUP_BODY, /* reading a signup body */
     REQ_SIGNUP_WAIT, /* suspended while the worker runs the signup */
+    REQ_KEYWATCH,    /* suspended while the key watch asks the store (keywatch.h) */
 };
 
 /* A signup in flight: the body, then the worker's answer. Owned by its
@@ -76,6 +77,9 @@ struct kg_req {
     const struct kg_config *cfg;
     enum req_phase phase;
     char *uri;  /* raw request target as received */
+    char *uri_raw; /* forward_auth: uri as received while uri holds the original target */
+    struct MHD_Connection *watch_conn; /* REQ_KEYWATCH: what keywatch_done resumes */
+    bool rechecked;                    /* the key watch was asked already */
     char *path; /* normalised path */
     const char *query; /* into uri, after '?', or NULL */
     struct kg_exchange *x;
@@ -733,8 +737,8 @@ signup_run(struct kg_job *job, void *thread_ctx)
     json_decref(root);
     switch (rc) {
     case KG_OK:
-        if (kg_keycache_reload(j->rt->keys, thread_ctx, now, &err) != KG_OK)
-            kg_log_warnx("signup: reloading keys: %s", err.msg);
+        if (kg_keycache_sync(j->rt->keys, thread_ctx, now, NULL, &err) != KG_OK)
+            kg_log_warnx("signup: applying key changes: %s", err.msg);
         signup_answer_created(j, user, key);
         break;
     case KG_EINVAL:
@@ -1018,6 +1022,20 @@ fa_original(const struct kg_config *cfg, const struct scan *sc, const char **met
     return NULL;
 }
 
+/* The key watch's answer, on its thread: the request is decided again
+ * whatever it says. After the resume the loop may free req at any moment. */
+static void
+keywatch_done(void *arg, bool known)
+{
+    struct kg_req *req = arg;
+    struct MHD_Connection *conn = req->watch_conn;
+    struct kg_loop *loop = req->loop;
+
+    (void)known;
+    MHD_resume_connection(conn);
+    kg_loop_kick(loop);
+}
+
 static enum MHD_Result
 decide_first(struct kg_req *req, struct MHD_Connection *conn, const char *method,
              const char *version)
@@ -1083,7 +1101,8 @@ decide_first(struct kg_req *req, struct MHD_Connection *conn, const char *method
             return send_error(req, conn, 400, why);
         }
         /* From here on the request is the one asked about, in the log too. */
-        free(req->uri);
+        free(req->uri_raw);
+        req->uri_raw = req->uri;
         req->uri = target;
         copy_cut(req->method, sizeof(req->method), method);
     }
@@ -1128,12 +1147,19 @@ decide_first(struct kg_req *req, struct MHD_Connection *conn, const char *method
     now = kg_time_now();
     snap = kg_keycache_acquire(rt->keys);
     kg_decide(cfg, snap, rt->secret, &sc.cred, method, req->path, now, &d);
-    /* A key the CLI made a moment ago is in the store before the next poll:
-     * asked (rate-limited, never waited for) before it gets a 401. */
-    if (d.unknown && kg_keywatch_recheck(rt->keywatch, d.digest, now_ms, now)) {
+    /* A key the CLI made a moment ago may be in the store before the next
+     * poll: the key watch's thread asks (rate-limited) while this request
+     * alone is suspended, then it is decided again from the top. */
+    if (d.unknown && !req->rechecked && kg_keywatch_due(rt->keywatch, now_ms)) {
         kg_keycache_release(snap);
-        snap = kg_keycache_acquire(rt->keys);
-        kg_decide(cfg, snap, rt->secret, &sc.cred, method, req->path, now, &d);
+        req->rechecked = true;
+        req->phase = REQ_KEYWATCH;
+        req->watch_conn = conn;
+        /* Suspended before asking, so the answer's resume never comes first. */
+        MHD_suspend_connection(conn);
+        if (!kg_keywatch_ask(rt->keywatch, d.digest, now_ms, keywatch_done, req))
+            keywatch_done(req, false);
+        return MHD_YES;
     }
     if (kg_verdict_is_auth_failure(d.verdict))
         kg_throttle_fail(rt->auth_failures, rt->auth_cooldown, req->remote, now_ms);
@@ -1215,6 +1241,8 @@ first_call(struct kg_req *req, struct MHD_Connection *conn, const char *method, 
     copy_cut(req->method, sizeof(req->method), method_ok(method) ? method : "");
     req->head = method != NULL && strcmp(method, "HEAD") == 0;
     ret = decide_first(req, conn, method, version);
+    if (req->phase == REQ_KEYWATCH)
+        return ret; /* timed and counted when decided again */
     req->log_outcome = req->outcome;
     kg_metrics_request_time(kg_time_mono_us() - t0);
     if (req->phase != REQ_PROXYING) {
@@ -1305,6 +1333,18 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url, const ch
         return MHD_NO;
     if (req->phase == REQ_NEW) {
         kg_loop_conn_headers_done(req->loop, conn);
+        return first_call(req, conn, method, version);
+    }
+    if (req->phase == REQ_KEYWATCH) {
+        /* Resumed: decided again from the request as received. */
+        req->phase = REQ_NEW;
+        free(req->path);
+        req->path = NULL;
+        if (req->uri_raw != NULL) {
+            free(req->uri);
+            req->uri = req->uri_raw;
+            req->uri_raw = NULL;
+        }
         return first_call(req, conn, method, version);
     }
     if (req->phase == REQ_SIGNUP_BODY || req->phase == REQ_SIGNUP_WAIT)
@@ -1424,6 +1464,7 @@ request_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     if (req->allow != NULL)
         MHD_destroy_response(req->allow);
     free(req->uri);
+    free(req->uri_raw);
     free(req->path);
     kg_cfgswap_release(req->cfg); /* last: everything above ran under it */
     free(req);
