@@ -36,7 +36,11 @@ build() {
         cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang \
             -DKEYGATE_FUZZ=ON -DKEYGATE_TESTS=OFF -DKEYGATE_BENCH=OFF >/dev/null
     fi
-    cmake --build "$build" -j "$(nproc)" >/dev/null
+    cmake --build "$build" -j "$(nproc)" >"$build/build.log" 2>&1 || {
+        cat "$build/build.log" >&2
+        echo "fuzz.sh: the fuzz build failed" >&2
+        exit 1
+    }
 }
 
 # The same sanitizer settings as the test suite (scripts/test.sh); the

@@ -53,13 +53,12 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     rec->status = (unsigned)(data[0] | data[1] << 8) % 1000;
     rec->upstream_status = (unsigned)(data[2] | data[3] << 8) % 1000;
     rec->outcome = (int)(data[4] % (KG_OUTCOME_COUNT + 2)) - 1; /* NONE, each, one past */
-    rec->duration_us = (int64_t)(int32_t)(data[5] | data[6] << 8 | data[7] << 16 |
-                                          (uint32_t)data[8] << 24);
-    rec->bytes_sent = (int64_t)(int32_t)(data[9] | data[10] << 8 | data[11] << 16 |
-                                         (uint32_t)data[12] << 24);
+    rec->duration_us =
+        (int64_t)(int32_t)(data[5] | data[6] << 8 | data[7] << 16 | (uint32_t)data[8] << 24);
+    rec->bytes_sent =
+        (int64_t)(int32_t)(data[9] | data[10] << 8 | data[11] << 16 | (uint32_t)data[12] << 24);
     /* A wall clock between 2001 and 2318: what a request's completion can read. */
-    rec->time_ms = 1000000000000 + (int64_t)(data[13] | data[14] << 8 | data[15] << 16) *
-                                       600000;
+    rec->time_ms = 1000000000000 + (int64_t)(data[13] | data[14] << 8 | data[15] << 16) * 600000;
     p = text = fz_strndup(data + HEAD, size - HEAD);
     for (int i = 0; i < 5; i++) {
         f[i] = strsep(&p, "\n");

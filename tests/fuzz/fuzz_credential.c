@@ -19,8 +19,7 @@ feed(void *ctx, const char *name, size_t nlen, const char *value, size_t vlen)
     (void)nlen;
     (void)kg_credential_is_cred_header(cfg, name, value);
     (void)kg_credential_feed(c, cfg, name, value, vlen);
-    if (c->key != NULL && c->key != before &&
-        (c->key < value || c->key + c->len > value + vlen))
+    if (c->key != NULL && c->key != before && (c->key < value || c->key + c->len > value + vlen))
         __builtin_trap();
 }
 
