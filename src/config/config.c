@@ -1089,7 +1089,8 @@ parse_default_rate(struct loader *ld, const struct directive *d, const char *con
         return KG_OK;
     }
     if (argc != 1 && argc != 3) {
-        complain_want(ld, d, argv[0]);
+        /* With no value there is no argv[0] to quote (found by fuzz_config). */
+        complain_want(ld, d, argc > 0 ? argv[0] : "");
         return KG_EINVAL;
     }
     if (!parse_rate_burst(ld, d->name, argv, argc, &g))

@@ -713,12 +713,8 @@ signup_run(struct kg_job *job, void *thread_ctx)
     const struct kg_config *cfg = j->cfg;
     struct kg_keys_ctx kc = {.store = thread_ctx, .secret = j->rt->secret, .cfg = cfg};
     struct kg_signup_req rq = {0};
-    const struct kg_jfield fields[] = {
-        {.name = "email", .type = KG_JSTRING, .required = true, .out = &rq.email},
-        {.name = "password", .type = KG_JSTRING, .required = true, .out = &rq.password},
-        {.name = "first_name", .type = KG_JSTRING, .nullable = true, .out = &rq.first_name},
-        {.name = "last_name", .type = KG_JSTRING, .nullable = true, .out = &rq.last_name},
-    };
+    struct kg_jfield fields[KG_SIGNUP_FIELDS];
+    size_t nfields = kg_signup_fields(&rq, fields);
     struct kg_user_rec *user = calloc(1, sizeof(*user));
     struct kg_key_rec *rec = calloc(1, sizeof(*rec));
     struct kg_err err = {{0}};
@@ -728,8 +724,7 @@ signup_run(struct kg_job *job, void *thread_ctx)
     int64_t now = kg_time_now();
 
     if (user != NULL && rec != NULL)
-        rc = kg_json_io_decode(j->body.data, j->body.len, fields,
-                               sizeof(fields) / sizeof(fields[0]), &root, &err);
+        rc = kg_json_io_decode(j->body.data, j->body.len, fields, nfields, &root, &err);
     if (rc == KG_OK)
         rc = kg_signup_create(&kc, &rq, now, user, rec, &key, &err);
     if (root != NULL)
