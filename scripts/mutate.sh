@@ -22,7 +22,6 @@
 # docs/testing.md lists the mutations and the test that kills each.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-root=$PWD
 build=${KEYGATE_MUTATE_BUILD:-build-mutate}
 
 ids=() files=() olds=() news=() tests=()
