@@ -79,6 +79,9 @@ struct kg_config {
     enum kg_error_style error_style;
     bool require_scopes;
     bool forward_credentials;
+    /* Forward client header names holding "_" (those spelling a header
+     * keygate sets or strips are dropped regardless); off = drop them all. */
+    bool underscores_in_headers;
     char *cred_headers[KG_MAX_CRED_HEADERS]; /* extra credential header names */
     size_t ncred_headers;
     struct kg_route *routes;

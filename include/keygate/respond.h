@@ -23,6 +23,7 @@ struct kg_answer {
     const char *www_authenticate;  /* static string or NULL */
     int retry_after_s;             /* > 0: send Retry-After */
     bool close;                    /* close the connection after answering */
+    const char *allow;             /* 405: the Allow header (static string) or NULL */
 };
 
 /* The answer for a denial (verdict != KG_ALLOW). */

@@ -614,8 +614,23 @@ scan_hygiene(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_siz
              const char *value, size_t value_size)
 {
     (void)kind;
-    kg_hygiene_feed(cls, key, key_size, value != NULL ? value : "", value_size);
+    if (value != NULL)
+        kg_hygiene_feed_mhd(cls, key, key_size, value, value_size);
+    else
+        kg_hygiene_feed(cls, key, key_size, "", 0);
     return MHD_YES;
+}
+
+/* The library keeps blanks inside the target (its version is looked for
+ * from the end); the path it reports is unescaped, and no admin path holds
+ * a blank or a control character either way. */
+static bool
+admin_target_ok(const char *url)
+{
+    for (const char *p = url; p != NULL && *p != '\0'; p++)
+        if ((unsigned char)*p <= 0x20 || (unsigned char)*p == 0x7f)
+            return false;
+    return url != NULL;
 }
 
 static enum MHD_Result
@@ -791,7 +806,6 @@ admin_handler(void *cls, struct MHD_Connection *conn, const char *url, const cha
     struct areq *rq = *req_cls;
     const char *why;
 
-    (void)version;
     if (rq == NULL) {
         rq = calloc(1, sizeof(*rq));
         if (rq == NULL)
@@ -801,8 +815,11 @@ admin_handler(void *cls, struct MHD_Connection *conn, const char *url, const cha
         kg_hygiene_init(&rq->hy);
         kg_jbody_init(&rq->body);
         *req_cls = rq;
+        kg_hygiene_version(&rq->hy, version);
         MHD_get_connection_values_n(conn, MHD_HEADER_KIND, scan_hygiene, &rq->hy);
         why = kg_hygiene_verdict(&rq->hy);
+        if (why == NULL && !admin_target_ok(url))
+            why = "Malformed request target";
         if (why != NULL) {
             rq->answered = true;
             return send_error(adm, conn, 400, why, NULL);

@@ -120,6 +120,8 @@ static const struct directive directives[] = {
     {.name = "require_scopes", .kind = K_BOOL, .def = "off", .off = OFF(require_scopes)},
     {.name = "forward_credentials", .kind = K_BOOL, .def = "off",
      .off = OFF(forward_credentials)},
+    {.name = "underscores_in_headers", .kind = K_BOOL, .def = "off",
+     .off = OFF(underscores_in_headers)},
     {.name = "credential_header", .kind = K_CUSTOM, .parse = parse_cred_header, .multi = true,
      .want = "an HTTP header name such as X-Api-Key"},
     {.name = "route", .kind = K_CUSTOM, .parse = parse_route, .multi = true},

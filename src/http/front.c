@@ -168,7 +168,10 @@ scan_header(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_size
 
     (void)kind;
     sc->header_bytes += key_size + value_size + 4;
-    kg_hygiene_feed(&sc->hy, key, key_size, value != NULL ? value : "", value_size);
+    if (value != NULL)
+        kg_hygiene_feed_mhd(&sc->hy, key, key_size, value, value_size);
+    else
+        kg_hygiene_feed(&sc->hy, key, key_size, "", 0);
     kg_credential_feed(&sc->cred, sc->cfg, key, value, value != NULL ? value_size : 0);
     if (value == NULL)
         return MHD_YES;
@@ -195,6 +198,7 @@ struct build {
     const struct kg_config *cfg;
     const struct scan *sc;
     struct curl_slist *list;
+    bool trusted; /* the peer is in trusted_proxies */
     bool failed;
 };
 
@@ -250,7 +254,8 @@ copy_header(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_size
     (void)kind;
     (void)key_size;
     (void)value_size;
-    if (value != NULL && !kg_headers_drop_request(b->cfg, key, value, b->sc->conn_tokens))
+    if (value != NULL &&
+        !kg_headers_drop_request(b->cfg, key, value, b->sc->conn_tokens, b->trusted))
         add_header(b, key, value);
     return MHD_YES;
 }
@@ -347,6 +352,8 @@ send_answer(struct kg_req *req, struct MHD_Connection *conn, const struct kg_ans
         snprintf(retry, sizeof(retry), "%d", ans->retry_after_s);
         MHD_add_response_header(resp, "Retry-After", retry);
     }
+    if (ans->allow != NULL)
+        MHD_add_response_header(resp, "Allow", ans->allow);
     /* nginx's auth_request drops a subrequest's body; its recipe asks for the
      * body as a header (one line of JSON) to answer the client with it. */
     if (req->deny_body_header)
@@ -433,6 +440,7 @@ start_proxy(struct kg_req *req, struct MHD_Connection *conn, const char *method,
     char *url;
     int n;
 
+    b.trusted = peer_trusted(conn, cfg);
     MHD_get_connection_values_n(conn, MHD_HEADER_KIND, copy_header, &b);
     peer_address(conn, peer, sizeof(peer));
     snprintf(xff, sizeof(xff), "%s%s%s", sc->xff, sc->xff[0] != '\0' ? ", " : "", peer);
@@ -441,7 +449,7 @@ start_proxy(struct kg_req *req, struct MHD_Connection *conn, const char *method,
     host = sc->host;
     /* Behind a trusted proxy (a load balancer that ended TLS) the scheme and
      * host the client used are the proxy's to tell; anyone else's are ours. */
-    if ((sc->fwd_proto != NULL || sc->fwd_host != NULL) && peer_trusted(conn, cfg)) {
+    if ((sc->fwd_proto != NULL || sc->fwd_host != NULL) && b.trusted) {
         if (sc->fwd_proto != NULL && strcasecmp(sc->fwd_proto, "https") == 0)
             proto = "https";
         else if (sc->fwd_proto != NULL && strcasecmp(sc->fwd_proto, "http") == 0)
@@ -705,6 +713,27 @@ is_scope_verdict(enum kg_verdict v)
            v == KG_DENY_NO_ROUTE || v == KG_DENY_ROLE;
 }
 
+/* The raw request target: with STRICT_FOR_CLIENT 0 libmicrohttpd 0.9.75
+ * keeps blanks inside it (it looks for the version from the end), so a
+ * space, a tab or another control character arrives here and is refused. */
+static bool
+target_ok(const char *t)
+{
+    for (const char *p = t; *p != '\0'; p++)
+        if ((unsigned char)*p <= 0x20 || (unsigned char)*p == 0x7f)
+            return false;
+    return true;
+}
+
+/* TRACE echoes the request, credentials and cookies included, back to
+ * whoever can read the answer (cross-site tracing); TRACK is IIS's name for
+ * it. Refused in any letter case, as some upstreams match methods so. */
+static bool
+method_refused(const char *m)
+{
+    return strcasecmp(m, "TRACE") == 0 || strcasecmp(m, "TRACK") == 0;
+}
+
 /* libmicrohttpd 0.9.75 passes any bytes up to the first space as the method;
  * one that is not an HTTP token (RFC 9110 5.6.2) must not reach the upstream. */
 static bool
@@ -840,7 +869,8 @@ fa_original(const struct kg_config *cfg, const struct scan *sc, const char **met
 }
 
 static enum MHD_Result
-decide_first(struct kg_req *req, struct MHD_Connection *conn, const char *method)
+decide_first(struct kg_req *req, struct MHD_Connection *conn, const char *method,
+             const char *version)
 {
     struct kg_runtime *rt = kg_loop_runtime(req->loop);
     const struct kg_config *cfg = req->cfg;
@@ -858,6 +888,7 @@ decide_first(struct kg_req *req, struct MHD_Connection *conn, const char *method
 
     kg_hygiene_init(&sc.hy);
     kg_credential_init(&sc.cred);
+    kg_hygiene_version(&sc.hy, version);
     MHD_get_connection_values_n(conn, MHD_HEADER_KIND, scan_header, &sc);
     req->deny_body_header = sc.deny_body_header;
     client_ip(conn, cfg, &sc, req->remote, sizeof(req->remote));
@@ -877,6 +908,8 @@ decide_first(struct kg_req *req, struct MHD_Connection *conn, const char *method
 
     if (why == NULL && req->method[0] == '\0') /* first_call found it no token */
         why = "Malformed request method";
+    if (why == NULL && req->uri != NULL && !target_ok(req->uri))
+        why = "Malformed request target";
     if (why != NULL) {
         req->has_body = true; /* answer now and close: the framing is not to be trusted */
         req->outcome = KG_OUTCOME_BAD_REQUEST;
@@ -903,6 +936,11 @@ decide_first(struct kg_req *req, struct MHD_Connection *conn, const char *method
         free(req->uri);
         req->uri = target;
         copy_cut(req->method, sizeof(req->method), method);
+    }
+    if (method_refused(method)) {
+        kg_respond_error(cfg, 405, "Method not allowed", &ans);
+        ans.allow = "GET, HEAD, POST, PUT, PATCH, DELETE, OPTIONS";
+        return send_answer(req, conn, &ans);
     }
     req->outcome = KG_OUTCOME_NONE;
     q = strchr(req->uri, '?');
@@ -1017,7 +1055,7 @@ decide_first(struct kg_req *req, struct MHD_Connection *conn, const char *method
  * handing the request to the relay. Our own answers count their outcome
  * now, before the client can see them; a proxied one waits for the upstream. */
 static enum MHD_Result
-first_call(struct kg_req *req, struct MHD_Connection *conn, const char *method)
+first_call(struct kg_req *req, struct MHD_Connection *conn, const char *method, const char *version)
 {
     int64_t t0 = kg_time_mono_us();
     enum MHD_Result ret;
@@ -1026,7 +1064,7 @@ first_call(struct kg_req *req, struct MHD_Connection *conn, const char *method)
     /* A method that is not a token is logged as null: it may be anything, a key included. */
     copy_cut(req->method, sizeof(req->method), method_ok(method) ? method : "");
     req->head = method != NULL && strcmp(method, "HEAD") == 0;
-    ret = decide_first(req, conn, method);
+    ret = decide_first(req, conn, method, version);
     req->log_outcome = req->outcome;
     kg_metrics_request_time(kg_time_mono_us() - t0);
     if (req->phase != REQ_PROXYING) {
@@ -1113,11 +1151,10 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url, const ch
 
     (void)cls;
     (void)url; /* already unescaped by the library; we use the raw target */
-    (void)version;
     if (req == NULL)
         return MHD_NO;
     if (req->phase == REQ_NEW)
-        return first_call(req, conn, method);
+        return first_call(req, conn, method, version);
     if (req->phase == REQ_SIGNUP_BODY || req->phase == REQ_SIGNUP_WAIT)
         return signup_continue(req, conn, upload_data, upload_data_size);
     if (req->phase == REQ_DEFERRED) {
@@ -1319,11 +1356,14 @@ kg_front_new_daemon(struct kg_loop *loop, const struct sockaddr_storage *addr,
      * answers 431 itself (docs/security.md lists what it still answers).
      * libmicrohttpd zeroes the pool between keep-alive requests, so it is
      * kept just above what headers need rather than generous. */
-    /* STRICT_FOR_CLIENT 1: HTTP/1.1 without Host and spaces in the target are
-     * refused by the library (400) instead of passed on. */
+    /* STRICT_FOR_CLIENT 0: in 0.9.75, 1 makes the library close the
+     * connection without an answer on a space in the target and answer an
+     * HTTP/1.1 request without Host with its status line and headers sent
+     * twice (parse_connection_headers' error path). keygate makes both
+     * checks itself (target_ok, kg_hygiene) and answers JSON. */
     *out = MHD_start_daemon(
         flags | kg_tls_mhd_flags(rt->tls), port, NULL, NULL, access_handler, loop,
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL, MHD_OPTION_STRICT_FOR_CLIENT, (int)1,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL, MHD_OPTION_STRICT_FOR_CLIENT, (int)0,
         MHD_OPTION_SOCK_ADDR, addr, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int)1,
         MHD_OPTION_URI_LOG_CALLBACK, uri_logger, loop, MHD_OPTION_NOTIFY_COMPLETED,
         request_completed, loop, MHD_OPTION_NOTIFY_CONNECTION, connection_notify, loop,

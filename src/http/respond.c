@@ -74,6 +74,7 @@ answer_init(struct kg_answer *out, unsigned status)
     out->www_authenticate = NULL;
     out->retry_after_s = 0;
     out->close = false;
+    out->allow = NULL;
 }
 
 /* The fixed denials, rendered once per style: a 401 flood should not run

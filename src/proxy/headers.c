@@ -1,5 +1,5 @@
-/* proxy/headers.c - hop-by-hop and Connection-named removal, credential and
- * identity-header stripping. Decides per header; building the lists is the
+/* proxy/headers.c - hop-by-hop and Connection-named removal, credential,
+ * identity-header and underscore-name stripping. Decides per header; building the lists is the
  * caller's (http/front.c for requests, proxy/relay.c for responses). */
 #include <string.h>
 #include <strings.h>
@@ -47,20 +47,70 @@ kg_headers_hop_by_hop(const char *name, const char *conn_tokens)
     return conn_tokens != NULL && in_token_list(name, conn_tokens);
 }
 
-bool
-kg_headers_drop_request(const struct kg_config *cfg, const char *name, const char *value,
-                        const char *conn_tokens)
-{
-    static const char *const replaced[] = {
-        "Host",      "Content-Length",    "Expect",           "X-Forwarded-Proto",
-        "X-Forwarded-Host", "X-Forwarded-For", "Forwarded", "X-Request-Id", "Proxy-Authorization", NULL,
-    };
+/* Headers keygate replaces with its own, or never forwards. */
+static const char *const replaced[] = {
+    "Host",
+    "Content-Length",
+    "Expect",
+    "X-Forwarded-Proto",
+    "X-Forwarded-Host",
+    "X-Forwarded-For",
+    "Forwarded",
+    "X-Request-Id",
+    "Proxy-Authorization",
+    NULL,
+};
 
-    if (kg_headers_hop_by_hop(name, conn_tokens))
-        return true;
+static bool
+is_replaced(const char *name)
+{
     for (size_t i = 0; replaced[i] != NULL; i++)
         if (strcasecmp(name, replaced[i]) == 0)
             return true;
+    return false;
+}
+
+/* Whether name is a header keygate sets, replaces or strips in some
+ * configuration: the names an underscore spelling must never stand for. */
+static bool
+keygate_owned(const struct kg_config *cfg, const char *name, const char *value,
+              const char *conn_tokens)
+{
+    return kg_headers_hop_by_hop(name, conn_tokens) || is_replaced(name) ||
+           strcasecmp(name, "X-Real-IP") == 0 || strncasecmp(name, "X-Keygate-", 10) == 0 ||
+           strncasecmp(name, "X-Forwarded-", 12) == 0 ||
+           kg_credential_is_cred_header(cfg, name, value);
+}
+
+/* A name with "_": CGI, WSGI and Rack turn "-" and "_" into the same "_",
+ * so X_Keygate_Tenant would reach the application as X-Keygate-Tenant.
+ * Dropped unless underscores_in_headers on, and then still dropped when its
+ * "-" spelling is a header keygate sets or strips. */
+static bool
+drop_underscored(const struct kg_config *cfg, const char *name, const char *value,
+                 const char *conn_tokens)
+{
+    char dashed[256];
+    size_t n = strlen(name);
+
+    if (!cfg->underscores_in_headers || n >= sizeof(dashed))
+        return true;
+    for (size_t i = 0; i <= n; i++)
+        dashed[i] = name[i] == '_' ? '-' : name[i];
+    return keygate_owned(cfg, dashed, value, conn_tokens);
+}
+
+bool
+kg_headers_drop_request(const struct kg_config *cfg, const char *name, const char *value,
+                        const char *conn_tokens, bool trusted_peer)
+{
+    if (strchr(name, '_') != NULL && drop_underscored(cfg, name, value, conn_tokens))
+        return true;
+    if (kg_headers_hop_by_hop(name, conn_tokens) || is_replaced(name))
+        return true;
+    /* The client address a proxy in trusted_proxies tells; anyone else's is forged. */
+    if (!trusted_peer && strcasecmp(name, "X-Real-IP") == 0)
+        return true;
     /* Identity headers come only from keygate: a forged one never arrives. */
     if (strncasecmp(name, "X-Keygate-", 10) == 0)
         return true;

@@ -25,6 +25,12 @@
  *
  * Every case is one cmocka test named after its file; adding a case is
  * adding a file. After all of them the daemon must still answer /health.
+ *
+ * Cases in tests/cases/admin/ (same two files, same directives except
+ * "received" and "upstream") are sent to the admin listener instead, with ${KEY} the
+ * platform admin key `keygate init` printed; there, the number of keys in
+ * the store must not change unless an answer is 2xx (the admin API's
+ * counterpart of "upstream 0": a request that slipped through would make one).
  */
 #include <dirent.h>
 #include <setjmp.h>
@@ -83,6 +89,7 @@ struct want {
 };
 
 struct hcase {
+    bool admin; /* tests/cases/admin/: sent to the admin listener */
     char name[128];
     char req_path[1024];
     char want_path[1024];
@@ -93,6 +100,7 @@ struct world {
     struct kt_daemon *gw;
     struct kt_key key;
     char user_id[64]; /* the key's owner, for ${USER_ID} */
+    char *admin_key;  /* printed by `keygate init` */
 };
 
 static struct world W;
@@ -104,6 +112,39 @@ static struct kt_raw_result CR;
 static char *CB;
 
 static int teardown(void **state);
+
+#define KEY_LEN 54 /* "kg_" + 43 body + 8 checksum */
+
+/* The key `keygate init` printed: the first run of key characters that
+ * starts with the prefix and has a key's length. */
+static char *
+key_in(const char *text)
+{
+    for (const char *p = strstr(text, "kg_"); p != NULL; p = strstr(p + 1, "kg_")) {
+        size_t n = 3;
+
+        while ((p[n] >= 'A' && p[n] <= 'Z') || (p[n] >= 'a' && p[n] <= 'z') ||
+               (p[n] >= '0' && p[n] <= '9'))
+            n++;
+        if (n == KEY_LEN)
+            return strndup(p, n);
+    }
+    return NULL;
+}
+
+static bool
+make_admin_key(void)
+{
+    struct kt_cli_result res;
+
+    if (!kt_daemon_cli(W.gw, &res, (const char *const[]){"init", NULL}))
+        return false;
+    if (res.exit_code == 0)
+        W.admin_key = key_in(res.out);
+    kt_cli_result_cleanup(&res);
+    kt_daemon_remember_key(W.gw, W.admin_key);
+    return W.admin_key != NULL;
+}
 
 static int
 setup(void **state)
@@ -121,8 +162,8 @@ setup(void **state)
     }
     snprintf(cfg, sizeof(cfg), "upstream %s\n", kt_upstream_url(W.up));
     W.gw = kt_daemon_new(cfg);
-    if (W.gw == NULL || !kt_daemon_create_key(W.gw, "hostile", NULL, NULL, &W.key) ||
-        !kt_daemon_start(W.gw)) {
+    if (W.gw == NULL || !make_admin_key() ||
+        !kt_daemon_create_key(W.gw, "hostile", NULL, NULL, &W.key) || !kt_daemon_start(W.gw)) {
         teardown(state);
         return -1;
     }
@@ -146,6 +187,7 @@ teardown(void **state)
     kt_daemon_free(W.gw);
     kt_upstream_stop(W.up);
     kt_key_cleanup(&W.key);
+    free(W.admin_key);
     kt_http_global_cleanup();
     memset(&W, 0, sizeof(W));
     return 0;
@@ -179,17 +221,17 @@ slurp(const char *path, size_t *len)
 
 /* Replaces every ${KEY} in the request bytes with the valid key. */
 static char *
-substitute_key(const char *raw, size_t len, size_t *out_len)
+substitute_key(const char *raw, size_t len, const char *key, size_t *out_len)
 {
     static const char token[] = "${KEY}";
-    size_t tlen = sizeof(token) - 1, klen = strlen(W.key.key), n = 0;
+    size_t tlen = sizeof(token) - 1, klen = strlen(key), n = 0;
     char *out = malloc(len + 1 + (len / tlen + 1) * klen);
 
     if (out == NULL)
         return NULL;
     for (size_t i = 0; i < len;) {
         if (i + tlen <= len && memcmp(raw + i, token, tlen) == 0) {
-            memcpy(out + n, W.key.key, klen);
+            memcpy(out + n, key, klen);
             n += klen;
             i += tlen;
         } else {
@@ -250,10 +292,13 @@ blob_add(struct blob *b, const char *p, size_t n)
 }
 
 /* Appends one line of a block, the driver's placeholders filled in; an
- * unknown ${...} fails the case, so a typo cannot pass silently. */
+ * unknown ${...} fails the case, so a typo cannot pass silently. In an admin
+ * case ${KEY} is the admin key, and the hostile key's placeholders do not
+ * apply. */
 static void
-blob_line(struct blob *b, const char *path, const char *line, size_t n)
+blob_line(struct blob *b, const char *path, bool admin, const char *line, size_t n)
 {
+    const char *key = admin ? W.admin_key : W.key.key;
     char upstream[64];
 
     snprintf(upstream, sizeof(upstream), "127.0.0.1:%d", kt_upstream_port(W.up));
@@ -263,8 +308,10 @@ blob_line(struct blob *b, const char *path, const char *line, size_t n)
 
 #define PH(name) (rest >= sizeof(name) - 1 && memcmp(at, name, sizeof(name) - 1) == 0)
         if (PH(PH_KEY)) {
-            blob_add(b, W.key.key, strlen(W.key.key));
+            blob_add(b, key, strlen(key));
             i += sizeof(PH_KEY) - 1;
+        } else if (admin && (PH(PH_KEY_ID) || PH(PH_USER_ID) || PH(PH_UPSTREAM))) {
+            fail_msg("%s: no such placeholder in an admin case: \"%.*s\"", path, (int)n, line);
         } else if (PH(PH_KEY_ID)) {
             blob_add(b, W.key.id, strlen(W.key.id));
             i += sizeof(PH_KEY_ID) - 1;
@@ -294,7 +341,8 @@ blob_line(struct blob *b, const char *path, const char *line, size_t n)
  * body lines joined by LF (an empty last line gives a final LF).
  * *pos moves past "end". */
 static void
-parse_block(const char *path, const char *text, size_t len, size_t *pos, struct blob *b)
+parse_block(const char *path, bool admin, const char *text, size_t len, size_t *pos,
+            struct blob *b)
 {
     bool in_body = false, first_body = true;
 
@@ -317,10 +365,10 @@ parse_block(const char *path, const char *text, size_t len, size_t *pos, struct 
             if (!first_body)
                 blob_add(b, "\n", 1);
             first_body = false;
-            blob_line(b, path, line, n);
+            blob_line(b, path, admin, line, n);
         } else {
             in_body = n == 0;
-            blob_line(b, path, line, n);
+            blob_line(b, path, admin, line, n);
             blob_add(b, "\r\n", 2);
         }
     }
@@ -329,7 +377,7 @@ parse_block(const char *path, const char *text, size_t len, size_t *pos, struct 
 
 /* Parses a .want file; fails the test on anything it does not understand. */
 static void
-parse_want(const char *path, struct want *w)
+parse_want(const char *path, bool admin, struct want *w)
 {
     size_t len, pos = 0;
     char *text = slurp(path, &len);
@@ -362,7 +410,10 @@ parse_want(const char *path, struct want *w)
 
             if (*count == MAX_STATUSES)
                 fail_msg("%s: more than %d %s blocks", path, MAX_STATUSES, line);
-            parse_block(path, text, len, &pos, answer ? &w->answers[*count] : &w->received[*count]);
+            if (!answer && admin)
+                fail_msg("%s: the admin listener has no upstream: no received blocks", path);
+            parse_block(path, admin, text, len, &pos,
+                        answer ? &w->answers[*count] : &w->received[*count]);
             (*count)++;
             if (answer) {
                 if (w->answers[*count - 1].len < 12 ||
@@ -385,7 +436,7 @@ parse_want(const char *path, struct want *w)
                    (strcmp(arg, "yes") == 0 || strcmp(arg, "no") == 0)) {
             w->closed = strcmp(arg, "yes") == 0;
             w->closed_set = true;
-        } else if (strcmp(line, "upstream") == 0 && arg != NULL) {
+        } else if (strcmp(line, "upstream") == 0 && arg != NULL && !admin) {
             old = true;
             w->upstream = atol(arg);
         } else {
@@ -402,10 +453,11 @@ parse_want(const char *path, struct want *w)
         fail_msg("%s: not in the full form (answer/received blocks): see README.md", path);
     if (!w->status_set || !w->closed_set)
         fail_msg("%s: needs an answer (or status) and a closed line", path);
-    if (w->full) {
+    if (w->full && !admin) {
         w->upstream = (long)w->nreceived;
         return;
     }
+    /* In an admin case, 0 means the key count must not change. */
     if (w->upstream < 0) {
         w->upstream = 0;
         for (size_t i = 0; i < w->nstatuses; i++)
@@ -520,28 +572,42 @@ memcontains(const char *hay, size_t hlen, const char *needle)
     return false;
 }
 
+/* Keys in the store, revoked ones included. */
+static size_t
+count_keys(void)
+{
+    json_t *list = kt_daemon_cli_json(
+        W.gw, (const char *const[]){"keys", "list", "--state", "all", "--json", NULL});
+    size_t n = json_array_size(list);
+
+    json_decref(list);
+    return n;
+}
+
 static void
 run_case(void **state)
 {
     const struct hcase *c = *state;
     struct kt_raw_resp resps[MAX_STATUSES + 1];
-    size_t raw_len, len = 0, nresp, before, before_req, used = 0;
+    size_t raw_len, len = 0, nresp, before, before_req, used = 0, keys_before = 0;
     char why[160];
     char *raw;
     bool ok = true;
 
-    parse_want(c->want_path, &CW);
+    parse_want(c->want_path, c->admin, &CW);
     raw = slurp(c->req_path, &raw_len);
     assert_non_null(raw);
-    CB = substitute_key(raw, raw_len, &len);
+    CB = substitute_key(raw, raw_len, c->admin ? W.admin_key : W.key.key, &len);
     free(raw);
     assert_non_null(CB);
 
     before = kt_upstream_count(W.up);
     before_req = kt_upstream_request_count(W.up);
-    assert_true(kt_raw_exchange(kt_daemon_port(W.gw), CB, len, (int)CW.nstatuses,
-                                CW.closed ? LINGER_CLOSE_MS : LINGER_OPEN_MS, CASE_DEADLINE_MS,
-                                &CR));
+    if (c->admin)
+        keys_before = count_keys();
+    assert_true(kt_raw_exchange(
+        c->admin ? kt_daemon_admin_port(W.gw) : kt_daemon_port(W.gw), CB, len, (int)CW.nstatuses,
+        CW.closed ? LINGER_CLOSE_MS : LINGER_OPEN_MS, CASE_DEADLINE_MS, &CR));
     nresp = kt_raw_parse(CR.data, CR.len, CR.closed, resps, MAX_STATUSES + 1);
 
     if (nresp != CW.nstatuses) {
@@ -596,7 +662,7 @@ run_case(void **state)
         }
         free(got);
     }
-    if (CW.full && kt_upstream_request_count(W.up) - before_req != CW.nreceived) {
+    if (!c->admin && CW.full && kt_upstream_request_count(W.up) - before_req != CW.nreceived) {
         print_error("%s: the upstream received %zu whole request(s), wanted %zu\n", c->name,
                     kt_upstream_request_count(W.up) - before_req, CW.nreceived);
         ok = false;
@@ -612,7 +678,11 @@ run_case(void **state)
                     CW.closed ? "closed" : "open");
         ok = false;
     }
-    if (CW.upstream >= 0 && kt_upstream_count(W.up) - before != (size_t)CW.upstream) {
+    if (c->admin && CW.upstream == 0 && count_keys() != keys_before) {
+        print_error("%s: the store's key count changed from %zu\n", c->name, keys_before);
+        ok = false;
+    }
+    if (!c->admin && CW.upstream >= 0 && kt_upstream_count(W.up) - before != (size_t)CW.upstream) {
         char *seen = kt_upstream_targets(W.up);
 
         print_error("%s: the upstream saw %zu request(s), wanted %ld; all it saw:\n%s", c->name,
@@ -663,44 +733,70 @@ is_req(const struct dirent *e)
     return n > 4 && strcmp(e->d_name + n - 4, ".req") == 0;
 }
 
+/* Adds one test per .req in src/tests/cases/sub; the number added, or -1. */
+static int
+add_cases(const char *src, const char *sub, bool admin, struct hcase *cases,
+          struct CMUnitTest *tests, int room)
+{
+    struct dirent **names = NULL;
+    char dir[400];
+    int n;
+
+    snprintf(dir, sizeof(dir), "%s/tests/cases/%s", src, sub);
+    n = scandir(dir, &names, is_req, alphasort);
+    if (n <= 0 || n > room) {
+        fprintf(stderr, "%s: no .req cases, or more than %d\n", dir, room);
+        for (int i = 0; i < n; i++)
+            free(names[i]);
+        free(names);
+        return -1;
+    }
+    for (int i = 0; i < n; i++) {
+        struct hcase *c = &cases[i];
+        size_t len = strlen(names[i]->d_name) - 4;
+
+        c->admin = admin;
+        snprintf(c->name, sizeof(c->name), "%s%.*s", admin ? "admin/" : "", (int)len,
+                 names[i]->d_name);
+        snprintf(c->req_path, sizeof(c->req_path), "%s/%s", dir, names[i]->d_name);
+        snprintf(c->want_path, sizeof(c->want_path), "%s/%.*s.want", dir, (int)len,
+                 names[i]->d_name);
+        tests[i] = (struct CMUnitTest){.name = c->name,
+                                       .test_func = run_case,
+                                       .teardown_func = free_slots,
+                                       .initial_state = c};
+        free(names[i]);
+    }
+    free(names);
+    return n;
+}
+
+#define MAX_CASES 512
+
 int
 main(void)
 {
     const char *src = getenv("KEYGATE_SOURCE_DIR");
-    struct dirent **names = NULL;
     struct CMUnitTest *tests;
     struct hcase *cases;
-    char dir[400];
     int n, ntests = 0, rc;
 
     if (src == NULL || src[0] == '\0') {
         fprintf(stderr, "KEYGATE_SOURCE_DIR is not set (run the tests through ctest)\n");
         return 1;
     }
-    snprintf(dir, sizeof(dir), "%s/tests/cases/http", src);
-    n = scandir(dir, &names, is_req, alphasort);
-    if (n <= 0) {
-        fprintf(stderr, "%s: no .req cases\n", dir);
-        return 1;
-    }
-    cases = calloc((size_t)n, sizeof(*cases));
-    tests = calloc((size_t)n + 2, sizeof(*tests));
+    cases = calloc(MAX_CASES, sizeof(*cases));
+    tests = calloc(MAX_CASES + 2, sizeof(*tests));
     if (cases == NULL || tests == NULL)
         return 1;
-    for (int i = 0; i < n; i++) {
-        struct hcase *c = &cases[i];
-        size_t len = strlen(names[i]->d_name) - 4;
-
-        snprintf(c->name, sizeof(c->name), "%.*s", (int)len, names[i]->d_name);
-        snprintf(c->req_path, sizeof(c->req_path), "%s/%s", dir, names[i]->d_name);
-        snprintf(c->want_path, sizeof(c->want_path), "%s/%s.want", dir, c->name);
-        tests[ntests++] = (struct CMUnitTest){.name = c->name,
-                                              .test_func = run_case,
-                                              .teardown_func = free_slots,
-                                              .initial_state = c};
-        free(names[i]);
-    }
-    free(names);
+    n = add_cases(src, "http", false, cases, tests, MAX_CASES);
+    if (n < 0)
+        return 1;
+    ntests = n;
+    n = add_cases(src, "admin", true, cases + ntests, tests + ntests, MAX_CASES - ntests);
+    if (n < 0)
+        return 1;
+    ntests += n;
     tests[ntests++] =
         (struct CMUnitTest)cmocka_unit_test(test_the_daemon_still_answers_health_after_every_case);
     tests[ntests++] = (struct CMUnitTest)cmocka_unit_test(test_the_daemon_stops_cleanly);

@@ -872,6 +872,108 @@ test_a_hanging_upstream_is_504_json_in_both_styles(void **state)
     check_failure(kt_upstream_url(W.up), "/hang", 504);
 }
 
+/* ---- names and forwarding headers a client must not set (issue 11) ---- */
+
+static const char *const underscored_ours[] = {
+    "X_Keygate_Tenant", "X_Keygate_Key_Id", "X_Keygate_Scopes", "X_Forwarded_For",
+    "X_Forwarded_Host", "X_Request_Id",     "X_Real_Ip",        "X_Avala_Api_Key",
+};
+
+/* Sends underscored_ours[from..from+5] and X_Custom_Thing (the helper
+ * holds 8 header lines, the key being one); checks that none of ours
+ * arrived and returns whether X_Custom_Thing did. */
+static bool
+send_underscored(struct kt_daemon *d, const char *key, const char *path, size_t from)
+{
+    size_t n = sizeof(underscored_ours) / sizeof(underscored_ours[0]);
+    struct hdrs h = {.n = 0};
+    bool custom;
+
+    for (size_t i = from; i < n && i < from + 6; i++) {
+        char fmt[64];
+
+        snprintf(fmt, sizeof(fmt), "%s: %%s", underscored_ours[i]);
+        hdrs_add(&h, fmt, "evil");
+    }
+    hdrs_add(&h, "X_Custom_Thing: %s", "fine");
+    request(d, "GET", path, key, &h, &R);
+    expect_echo(&R, &E);
+    for (size_t i = from; i < n && i < from + 6; i++)
+        if (kt_echo_header(&E, underscored_ours[i]) != NULL)
+            fail_msg("%s reached the upstream", underscored_ours[i]);
+    /* The real identity header is still the one keygate set, once. */
+    assert_int_equal(kt_echo_header_count(&E, "X-Keygate-Tenant"), 1);
+    assert_string_equal(kt_echo_header(&E, "X-Keygate-Tenant"), "default");
+    custom = kt_echo_header(&E, "X_Custom_Thing") != NULL;
+    kt_echo_cleanup(&E);
+    kt_http_resp_cleanup(&R);
+    return custom;
+}
+
+static void
+test_underscore_header_names_never_arrive_by_default(void **state)
+{
+    (void)state;
+    assert_false(send_underscored(W.gw, W.full.key, "/v1/underscores", 0));
+    assert_false(send_underscored(W.gw, W.full.key, "/v1/underscores", 6));
+}
+
+static void
+test_underscores_in_headers_on_keeps_only_names_that_are_not_keygates(void **state)
+{
+    (void)state;
+    start_scratch(kt_upstream_url(W.up), "underscores_in_headers on\n");
+    assert_true(send_underscored(W.scratch, W.scratch_key.key, "/v1/underscores-on", 0));
+    assert_true(send_underscored(W.scratch, W.scratch_key.key, "/v1/underscores-on", 6));
+}
+
+static void
+test_x_real_ip_and_forwarded_from_an_untrusted_client_never_arrive(void **state)
+{
+    struct hdrs h = {.n = 0};
+
+    (void)state;
+    hdrs_add(&h, "X-Real-IP: %s", "203.0.113.9");
+    hdrs_add(&h, "Forwarded: %s", "for=203.0.113.9;proto=https");
+    hdrs_add(&h, "x-real-ip: %s", "203.0.113.10");
+    request(W.gw, "GET", "/v1/real-ip", W.full.key, &h, &R);
+    expect_echo(&R, &E);
+    assert_null(kt_echo_header(&E, "X-Real-IP"));
+    assert_null(kt_echo_header(&E, "Forwarded"));
+    kt_echo_cleanup(&E);
+    /* From a peer in trusted_proxies X-Real-IP is the proxy's word and
+     * passes; Forwarded never does (keygate sends X-Forwarded-* instead). */
+    h.n = 0;
+    hdrs_add(&h, "X-Real-IP: %s", "203.0.113.9");
+    hdrs_add(&h, "Forwarded: %s", "for=203.0.113.9");
+    request(W.gw_big, "GET", "/v1/real-ip-trusted", W.big_full.key, &h, &R);
+    expect_echo(&R, &E);
+    assert_non_null(kt_echo_header(&E, "X-Real-IP"));
+    assert_string_equal(kt_echo_header(&E, "X-Real-IP"), "203.0.113.9");
+    assert_null(kt_echo_header(&E, "Forwarded"));
+}
+
+static void
+test_trace_is_405_json_in_both_styles_and_never_proxied(void **state)
+{
+    static const char *const methods[] = {"TRACE", "TRACK", "trace"};
+    size_t before = kt_upstream_count(W.up);
+    char allow[128] = "";
+
+    (void)state;
+    for (size_t i = 0; i < 3; i++) {
+        request(W.gw, methods[i], "/v1/items/trace", W.full.key, NULL, &R);
+        expect_detail(&R, 405, "Method not allowed");
+        assert_non_null(kt_http_header_buf(&R, "Allow", allow, sizeof(allow)));
+        assert_null(strstr(allow, "TRACE"));
+        kt_http_resp_cleanup(&R);
+    }
+    start_scratch(kt_upstream_url(W.up), "error_style error\n");
+    request(W.scratch, "TRACE", "/v1/items/trace", W.scratch_key.key, NULL, &R);
+    expect_error_style(&R, 405, "invalid_request_error");
+    assert_int_equal(kt_upstream_count(W.up), before);
+}
+
 /* ---- concurrency ---- */
 
 struct slow_batch {
@@ -984,6 +1086,13 @@ main(void)
                                   free_slots),
         cmocka_unit_test_teardown(test_the_client_host_is_not_forwarded, free_slots),
         cmocka_unit_test_teardown(test_credential_headers_are_stripped, free_slots),
+        cmocka_unit_test_teardown(test_underscore_header_names_never_arrive_by_default, free_slots),
+        cmocka_unit_test_teardown(
+            test_underscores_in_headers_on_keeps_only_names_that_are_not_keygates, free_slots),
+        cmocka_unit_test_teardown(
+            test_x_real_ip_and_forwarded_from_an_untrusted_client_never_arrive, free_slots),
+        cmocka_unit_test_teardown(test_trace_is_405_json_in_both_styles_and_never_proxied,
+                                  free_slots),
         cmocka_unit_test_teardown(test_credential_headers_are_kept_with_forward_credentials_on,
                                   free_slots),
         cmocka_unit_test_teardown(test_forged_identity_headers_never_arrive_and_the_real_ones_do,

@@ -156,6 +156,7 @@ assert_defaults(const struct kg_config *cfg)
     assert_int_equal(cfg->error_style, KG_STYLE_DETAIL);
     assert_false(cfg->require_scopes);
     assert_false(cfg->forward_credentials);
+    assert_false(cfg->underscores_in_headers);
     assert_int_equal(cfg->ncred_headers, 0);
     assert_int_equal(cfg->nroutes, 0);
     assert_int_equal(cfg->upstream_connect_timeout_ms, 5000);
@@ -228,6 +229,7 @@ test_every_directive_accepts_a_good_value(void **state)
                 "error_style error\n"
                 "require_scopes on\n"
                 "forward_credentials yes\n"
+                "underscores_in_headers on\n"
                 "credential_header X-Api-Key\n"
                 "route GET /v1/items* read:items\n"
                 "upstream_connect_timeout 250ms\n"
@@ -246,6 +248,7 @@ test_every_directive_accepts_a_good_value(void **state)
     assert_int_equal(c->error_style, KG_STYLE_ERROR);
     assert_true(c->require_scopes);
     assert_true(c->forward_credentials);
+    assert_true(c->underscores_in_headers);
     assert_int_equal(c->ncred_headers, 1);
     assert_string_equal(c->cred_headers[0], "X-Api-Key");
     assert_int_equal(c->nroutes, 1);

@@ -110,14 +110,176 @@ test_transfer_encoding_other_than_chunked_is_refused(void **state)
 }
 
 static void
-test_chunked_in_any_case_with_blanks_passes(void **state)
+test_chunked_in_any_letter_case_passes(void **state)
 {
     struct kg_hygiene h;
 
     (void)state;
     assert_ok(RUN(&h, {"Transfer-Encoding", "Chunked", 0}));
     assert_ok(RUN(&h, {"Transfer-Encoding", "CHUNKED", 0}));
-    assert_ok(RUN(&h, {"Transfer-Encoding", "  chunked \t", 0}));
+    assert_ok(RUN(&h, {"Transfer-Encoding", "cHuNkEd", 0}));
+}
+
+/* libmicrohttpd 0.9.75 compares the value (after its leading blanks) with
+ * "chunked" and nothing else: with a blank after it, it reads the body
+ * until close and a second request on the connection becomes body (issue
+ * 11, defect 1). Every such value is refused, in any letter case (other
+ * control characters are refused as such:
+ * test_control_characters_in_values_are_refused). */
+static void
+test_chunked_with_anything_around_it_is_refused(void **state)
+{
+    static const char *const bad[] = {
+        "chunked ", "chunked\t", "Chunked ", "CHUNKED\t", "chunked  ", "chunked \t",
+        " chunked", "\tchunked", "chunked,", "chunked;",  "chunk ed",  "chunked\xa0",
+    };
+    struct kg_hygiene h;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        const char *v = RUN(&h, {"Transfer-Encoding", bad[i], 0});
+
+        if (v == NULL || strcmp(v, "Unsupported Transfer-Encoding") != 0)
+            fail_msg("Transfer-Encoding \"%s\" should be refused as unsupported, got \"%s\"",
+                     bad[i], v != NULL ? v : "(passed)");
+    }
+}
+
+static void
+test_chunked_in_an_http10_request_is_refused(void **state)
+{
+    struct kg_hygiene h;
+
+    (void)state;
+    kg_hygiene_init(&h);
+    kg_hygiene_version(&h, "HTTP/1.0");
+    kg_hygiene_feed(&h, "Transfer-Encoding", 17, "chunked", 7);
+    assert_refused(kg_hygiene_verdict(&h), "Transfer-Encoding in an HTTP/1.0 request");
+    kg_hygiene_init(&h);
+    kg_hygiene_version(&h, "HTTP/1.1");
+    kg_hygiene_feed(&h, "Host", 4, "a", 1);
+    kg_hygiene_feed(&h, "Transfer-Encoding", 17, "chunked", 7);
+    assert_ok(kg_hygiene_verdict(&h));
+    /* HTTP/1.0 with Content-Length is fine. */
+    kg_hygiene_init(&h);
+    kg_hygiene_version(&h, "HTTP/1.0");
+    kg_hygiene_feed(&h, "Content-Length", 14, "5", 1);
+    assert_ok(kg_hygiene_verdict(&h));
+}
+
+static void
+test_http11_without_host_is_refused_http10_is_not(void **state)
+{
+    struct kg_hygiene h;
+
+    (void)state;
+    kg_hygiene_init(&h);
+    kg_hygiene_version(&h, "HTTP/1.1");
+    kg_hygiene_feed(&h, "Accept", 6, "*/*", 3);
+    assert_refused(kg_hygiene_verdict(&h), "Missing Host header");
+    kg_hygiene_init(&h);
+    kg_hygiene_version(&h, "HTTP/1.0");
+    kg_hygiene_feed(&h, "Accept", 6, "*/*", 3);
+    assert_ok(kg_hygiene_verdict(&h));
+}
+
+static void
+test_host_follows_rfc9110_uri_host_and_port(void **state)
+{
+    static const char *const good[] = {
+        "a",
+        "api.example.com",
+        "api.example.com:8080",
+        "127.0.0.1",
+        "127.0.0.1:1",
+        "[::1]",
+        "[::1]:8080",
+        "[v1.fe80::a+en1]",
+        "a-b_c~d",
+        "%41pi.example",
+        "x!$&'()*+,;=",
+        "a:",
+        "",
+        "example.com ",
+    };
+    static const char *const bad[] = {
+        "a b",
+        "a\tb",
+        "a/b",
+        "a@b",
+        "a?b",
+        "a#b",
+        "a:b",
+        "a:80:90",
+        "[::1",
+        "[]",
+        "::1",
+        "a%4",
+        "a%zz",
+        "[::1]x",
+        "a\\b",
+        "a\"b",
+        "<a>",
+        "a b:80",
+        " a",
+        "a:8 0",
+        "\x80\x61",
+    };
+    struct kg_hygiene h;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+        if (!kg_hygiene_host_ok(good[i], strlen(good[i])))
+            fail_msg("Host \"%s\" should be accepted", good[i]);
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        const char *v = RUN(&h, {"Host", bad[i], 0});
+
+        if (v == NULL || strcmp(v, "Malformed Host header") != 0)
+            fail_msg("Host \"%s\" should be refused as malformed, got \"%s\"", bad[i],
+                     v != NULL ? v : "(passed)");
+    }
+}
+
+/* What libmicrohttpd 0.9.75 leaves in its read buffer for a clean line
+ * "Name: value": the colon made a NUL, the blanks after it, the value. */
+static void
+test_a_line_parsed_in_place_is_not_folded(void **state)
+{
+    char line[] = "X-Note\0 \t value";
+    struct kg_hygiene h;
+
+    (void)state;
+    kg_hygiene_init(&h);
+    kg_hygiene_feed_mhd(&h, line, 6, line + 9, 5);
+    assert_ok(kg_hygiene_verdict(&h));
+    kg_hygiene_init(&h);
+    kg_hygiene_feed_mhd(&h, line, 6, line + 7, 7); /* no blank after the colon */
+    assert_ok(kg_hygiene_verdict(&h));
+}
+
+/* An obs-fold line is glued onto the name, which the library moves to a
+ * block of its own after the line: "Content-Lengt: 10\r\n h" gives the
+ * name "Content-Length" away from its value "10" (issue 11, defect 3). */
+static void
+test_a_name_away_from_its_value_is_a_folded_line(void **state)
+{
+    char buf[] = "\0\0\0\0\0\0\0\0\0\0\0\0\0\0 10\0\0 h\0\0Content-Length";
+    char *value = buf + 15, *name = buf + 23;
+    char odd[] = "X-Note\0x value";
+    struct kg_hygiene h;
+
+    (void)state;
+    kg_hygiene_init(&h);
+    kg_hygiene_feed_mhd(&h, name, 14, value, 2);
+    assert_refused(kg_hygiene_verdict(&h), "Folded header line");
+    /* Something other than blanks between the name and the value. */
+    kg_hygiene_init(&h);
+    kg_hygiene_feed_mhd(&h, odd, 6, odd + 9, 5);
+    assert_refused(kg_hygiene_verdict(&h), "Folded header line");
+    /* The value right at the name's end (no NUL for a colon). */
+    kg_hygiene_init(&h);
+    kg_hygiene_feed_mhd(&h, odd, 4, odd + 4, 2);
+    assert_refused(kg_hygiene_verdict(&h), "Folded header line");
 }
 
 static void
@@ -355,7 +517,13 @@ main(void)
         cmocka_unit_test(test_no_headers_at_all_pass),
         cmocka_unit_test(test_content_length_with_transfer_encoding_is_refused),
         cmocka_unit_test(test_transfer_encoding_other_than_chunked_is_refused),
-        cmocka_unit_test(test_chunked_in_any_case_with_blanks_passes),
+        cmocka_unit_test(test_chunked_in_any_letter_case_passes),
+        cmocka_unit_test(test_chunked_with_anything_around_it_is_refused),
+        cmocka_unit_test(test_chunked_in_an_http10_request_is_refused),
+        cmocka_unit_test(test_http11_without_host_is_refused_http10_is_not),
+        cmocka_unit_test(test_host_follows_rfc9110_uri_host_and_port),
+        cmocka_unit_test(test_a_line_parsed_in_place_is_not_folded),
+        cmocka_unit_test(test_a_name_away_from_its_value_is_a_folded_line),
         cmocka_unit_test(test_two_transfer_encoding_headers_are_refused),
         cmocka_unit_test(test_two_content_lengths_are_refused_equal_or_not),
         cmocka_unit_test(test_an_empty_content_length_is_refused),

@@ -351,6 +351,7 @@ test_gateway_error_types_follow_the_status(void **state)
     } cases[] = {
         {400, "invalid_request_error"}, {404, "not_found_error"}, {413, "invalid_request_error"},
         {431, "invalid_request_error"}, {500, "api_error"},       {503, "api_error"},
+        {405, "invalid_request_error"},
     };
     struct fixture *f = *state;
     struct kg_answer a;
@@ -390,7 +391,7 @@ test_a_400_closes_the_connection(void **state)
 static void
 test_other_errors_keep_the_connection(void **state)
 {
-    static const unsigned statuses[] = {404, 500, 502, 503, 504};
+    static const unsigned statuses[] = {404, 405, 500, 502, 503, 504};
     struct fixture *f = *state;
     struct kg_answer a;
 
@@ -399,6 +400,8 @@ test_other_errors_keep_the_connection(void **state)
         kg_respond_error(f->detail, statuses[i], "X", &a);
         if (a.close)
             fail_msg("a %u should keep the connection open", statuses[i]);
+        /* Allow is the caller's to set, for a 405 only. */
+        assert_null(a.allow);
     }
 }
 

@@ -27,6 +27,7 @@ struct fixture {
     struct kg_config *plain;   /* defaults */
     struct kg_config *extra;   /* credential_header X-Api-Key */
     struct kg_config *forward; /* the same, with forward_credentials on */
+    struct kg_config *underscores; /* the same, with underscores_in_headers on */
 };
 
 static int
@@ -39,7 +40,10 @@ group_setup(void **state)
     if (f == NULL || kg_fx_load_config("# defaults\n", &f->plain) != 0 ||
         kg_fx_load_config("credential_header X-Api-Key\n", &f->extra) != 0 ||
         kg_fx_load_config("credential_header X-Api-Key\nforward_credentials on\n", &f->forward) !=
-            0)
+            0 ||
+        kg_fx_load_config("credential_header X-Api-Key\nforward_credentials on\n"
+                          "underscores_in_headers on\n",
+                          &f->underscores) != 0)
         return -1;
     return 0;
 }
@@ -53,6 +57,7 @@ group_teardown(void **state)
         kg_config_free(f->plain);
         kg_config_free(f->extra);
         kg_config_free(f->forward);
+        kg_config_free(f->underscores);
         free(f);
     }
     return 0;
@@ -78,6 +83,7 @@ struct req_ctx {
     const struct kg_config *cfg;
     const char *value;
     const char *conn;
+    bool trusted;
 };
 
 static bool
@@ -85,7 +91,7 @@ drops_request(const char *name, void *vctx)
 {
     struct req_ctx *c = vctx;
 
-    return kg_headers_drop_request(c->cfg, name, c->value, c->conn);
+    return kg_headers_drop_request(c->cfg, name, c->value, c->conn, c->trusted);
 }
 
 static bool
@@ -177,7 +183,7 @@ test_client_x_keygate_headers_are_dropped_in_any_case(void **state)
 
     for (size_t i = 0; i < sizeof(forged) / sizeof(forged[0]); i++)
         for_each_case(forged[i], drops_request, &c, true);
-    assert_true(kg_headers_drop_request(f->plain, "x-KeYgAtE-tenant", "acme", NULL));
+    assert_true(kg_headers_drop_request(f->plain, "x-KeYgAtE-tenant", "acme", NULL, false));
     /* Only the X-Keygate- family. */
     for_each_case("X-Keygate", drops_request, &c, false);
     for_each_case("X-Keygatex-Tenant", drops_request, &c, false);
@@ -189,18 +195,18 @@ test_credential_headers_are_dropped_unless_forwarded(void **state)
 {
     struct fixture *f = *state;
 
-    assert_true(kg_headers_drop_request(f->plain, "Authorization", "Bearer kg_x", NULL));
-    assert_true(kg_headers_drop_request(f->plain, "authorization", "apikey kg_x", NULL));
-    assert_true(kg_headers_drop_request(f->plain, "X-Avala-Api-Key", "kg_x", NULL));
-    assert_true(kg_headers_drop_request(f->plain, "x-avala-api-key", "kg_x", NULL));
-    assert_true(kg_headers_drop_request(f->extra, "X-Api-Key", "kg_x", NULL));
-    assert_true(kg_headers_drop_request(f->extra, "x-api-key", "kg_x", NULL));
+    assert_true(kg_headers_drop_request(f->plain, "Authorization", "Bearer kg_x", NULL, false));
+    assert_true(kg_headers_drop_request(f->plain, "authorization", "apikey kg_x", NULL, false));
+    assert_true(kg_headers_drop_request(f->plain, "X-Avala-Api-Key", "kg_x", NULL, false));
+    assert_true(kg_headers_drop_request(f->plain, "x-avala-api-key", "kg_x", NULL, false));
+    assert_true(kg_headers_drop_request(f->extra, "X-Api-Key", "kg_x", NULL, false));
+    assert_true(kg_headers_drop_request(f->extra, "x-api-key", "kg_x", NULL, false));
     /* Without the directive X-Api-Key is just a header. */
-    assert_false(kg_headers_drop_request(f->plain, "X-Api-Key", "kg_x", NULL));
+    assert_false(kg_headers_drop_request(f->plain, "X-Api-Key", "kg_x", NULL, false));
 
-    assert_false(kg_headers_drop_request(f->forward, "Authorization", "Bearer kg_x", NULL));
-    assert_false(kg_headers_drop_request(f->forward, "X-Avala-Api-Key", "kg_x", NULL));
-    assert_false(kg_headers_drop_request(f->forward, "X-Api-Key", "kg_x", NULL));
+    assert_false(kg_headers_drop_request(f->forward, "Authorization", "Bearer kg_x", NULL, false));
+    assert_false(kg_headers_drop_request(f->forward, "X-Avala-Api-Key", "kg_x", NULL, false));
+    assert_false(kg_headers_drop_request(f->forward, "X-Api-Key", "kg_x", NULL, false));
 }
 
 static void
@@ -208,9 +214,12 @@ test_authorization_basic_is_kept(void **state)
 {
     struct fixture *f = *state;
 
-    assert_false(kg_headers_drop_request(f->plain, "Authorization", "Basic dXNlcjpwYXNz", NULL));
-    assert_false(kg_headers_drop_request(f->extra, "authorization", "Digest username=\"u\"", NULL));
-    assert_false(kg_headers_drop_request(f->forward, "Authorization", "Basic dXNlcjpwYXNz", NULL));
+    assert_false(
+        kg_headers_drop_request(f->plain, "Authorization", "Basic dXNlcjpwYXNz", NULL, false));
+    assert_false(
+        kg_headers_drop_request(f->extra, "authorization", "Digest username=\"u\"", NULL, false));
+    assert_false(
+        kg_headers_drop_request(f->forward, "Authorization", "Basic dXNlcjpwYXNz", NULL, false));
 }
 
 static void
@@ -218,11 +227,12 @@ test_forwarding_credentials_still_drops_everything_else(void **state)
 {
     struct fixture *f = *state;
 
-    assert_true(kg_headers_drop_request(f->forward, "Host", "x", NULL));
-    assert_true(kg_headers_drop_request(f->forward, "X-Keygate-Tenant", "x", NULL));
-    assert_true(kg_headers_drop_request(f->forward, "Connection", "close", "close"));
+    assert_true(kg_headers_drop_request(f->forward, "Host", "x", NULL, false));
+    assert_true(kg_headers_drop_request(f->forward, "X-Keygate-Tenant", "x", NULL, false));
+    assert_true(kg_headers_drop_request(f->forward, "Connection", "close", "close", false));
     /* A credential header named in Connection is hop-by-hop all the same. */
-    assert_true(kg_headers_drop_request(f->forward, "X-Avala-Api-Key", "kg_x", "X-Avala-Api-Key"));
+    assert_true(
+        kg_headers_drop_request(f->forward, "X-Avala-Api-Key", "kg_x", "X-Avala-Api-Key", false));
 }
 
 static void
@@ -237,6 +247,69 @@ test_end_to_end_request_headers_are_kept(void **state)
 
     for (size_t i = 0; i < sizeof(kept) / sizeof(kept[0]); i++)
         for_each_case(kept[i], drops_request, &c, false);
+}
+
+static void
+test_underscore_names_are_dropped_by_default(void **state)
+{
+    static const char *const names[] = {
+        "X_Keygate_Tenant", "X_Forwarded_For", "X_Request_Id", "X_Real_Ip", "X_Custom", "_", "a_b",
+        "X-Mixed_Name",
+    };
+    struct fixture *f = *state;
+    struct req_ctx c = {.cfg = f->forward, .value = "v", .conn = NULL};
+
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++) {
+        c.cfg = f->plain;
+        for_each_case(names[i], drops_request, &c, true);
+        c.cfg = f->forward;
+        for_each_case(names[i], drops_request, &c, true);
+    }
+}
+
+static void
+test_underscores_on_keeps_names_that_collide_with_nothing_of_ours(void **state)
+{
+    static const char *const kept[] = {"X_Custom", "a_b", "X_Trace_Token", "Forwarded_Foo"};
+    struct fixture *f = *state;
+    struct req_ctx c = {.cfg = f->underscores, .value = "v", .conn = NULL};
+
+    for (size_t i = 0; i < sizeof(kept) / sizeof(kept[0]); i++)
+        for_each_case(kept[i], drops_request, &c, false);
+}
+
+static void
+test_underscores_on_still_drops_names_spelling_a_header_of_ours(void **state)
+{
+    static const char *const ours[] = {
+        "X_Keygate_Tenant",    "X_Keygate_Key_Id", "X_Keygate_Scopes",  "X_Keygate_User_Id",
+        "X_Forwarded_For",     "X_Forwarded_Host", "X_Forwarded_Proto", "X_Forwarded_Port",
+        "X_Request_Id",        "X_Real_Ip",        "Content_Length",    "Transfer_Encoding",
+        "Proxy_Connection",    "Keep_Alive",       "X_Avala_Api_Key",   "X_Api_Key",
+        "Proxy_Authorization", "X-Keygate_Tenant", "X_Keygate-Tenant",
+    };
+    struct fixture *f = *state;
+    struct req_ctx c = {.cfg = f->underscores, .value = "v", .conn = NULL};
+
+    for (size_t i = 0; i < sizeof(ours) / sizeof(ours[0]); i++)
+        for_each_case(ours[i], drops_request, &c, true);
+    /* Named in Connection: hop-by-hop in either spelling. */
+    assert_true(kg_headers_drop_request(f->underscores, "X_Hop", "v", "X-Hop", false));
+}
+
+static void
+test_x_real_ip_is_kept_only_from_a_trusted_peer(void **state)
+{
+    struct fixture *f = *state;
+    struct req_ctx c = {.cfg = f->plain, .value = "203.0.113.9", .conn = NULL};
+
+    for_each_case("X-Real-IP", drops_request, &c, true);
+    c.trusted = true;
+    for_each_case("X-Real-IP", drops_request, &c, false);
+    /* Forwarded is always ours to drop: keygate sends X-Forwarded-* instead. */
+    for_each_case("Forwarded", drops_request, &c, true);
+    c.trusted = false;
+    for_each_case("Forwarded", drops_request, &c, true);
 }
 
 static void
@@ -340,6 +413,10 @@ main(void)
         cmocka_unit_test(test_authorization_basic_is_kept),
         cmocka_unit_test(test_forwarding_credentials_still_drops_everything_else),
         cmocka_unit_test(test_end_to_end_request_headers_are_kept),
+        cmocka_unit_test(test_underscore_names_are_dropped_by_default),
+        cmocka_unit_test(test_underscores_on_keeps_names_that_collide_with_nothing_of_ours),
+        cmocka_unit_test(test_underscores_on_still_drops_names_spelling_a_header_of_ours),
+        cmocka_unit_test(test_x_real_ip_is_kept_only_from_a_trusted_peer),
         cmocka_unit_test(test_response_side_drops_hop_by_hop_framing_and_date),
         cmocka_unit_test(test_response_side_keeps_end_to_end_headers),
         cmocka_unit_test(test_request_id_sanity),
