@@ -50,7 +50,7 @@
 
 /* 1: every case must be in the full form, and an old-form case fails when
  * the bytes do not split into exactly its answers (an answer sent twice).
- * Flip to 1 once 0007, 0008, 0009, 0021, 0026 and 0030 are converted
+ * Flip to 1 once 0007, 0008, 0009, 0015, 0021 and 0030 are converted
  * (issue 19: their libmicrohttpd-level answers are being fixed). */
 #ifndef KT_HOSTILE_STRICT
 #define KT_HOSTILE_STRICT 0
