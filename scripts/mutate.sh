@@ -121,12 +121,12 @@ mutation forged-identity src/proxy/headers.c \
     'if (strncmp(name, "X-Keygate-", 10) == 0)' \
     'unit_proxy_test_headers integration_test_proxy'
 mutation forwarded-for-replaced src/proxy/headers.c \
-    '"X-Forwarded-Host", "X-Forwarded-For", "Forwarded",' \
-    '"X-Forwarded-Host", "Forwarded",' \
+    '"X-Forwarded-For",' \
+    '/* "X-Forwarded-For", */' \
     'unit_proxy_test_headers integration_test_proxy'
 mutation proxy-authorization src/proxy/headers.c \
-    '"X-Request-Id", "Proxy-Authorization", NULL,' \
-    '"X-Request-Id", NULL,' \
+    '"Proxy-Authorization",' \
+    '/* "Proxy-Authorization", */' \
     'unit_proxy_test_headers integration_test_proxy integration_test_credentials'
 mutation response-hop-by-hop src/proxy/headers.c \
     'return kg_headers_hop_by_hop(name, conn_tokens) || strcasecmp(name, "Content-Length") == 0 ||' \
@@ -141,6 +141,47 @@ mutation cl-and-te src/http/hygiene.c \
     'if (h->n_cl > 0 && h->n_te > 0)' \
     'if (h->n_cl > 0 && h->n_te > 1)' \
     'unit_http_test_hygiene integration_test_hostile'
+# ---- the wire checks of issue 11 ----
+mutation te-exact-chunked src/http/hygiene.c \
+    'if (vlen != 7 || strncasecmp(value, "chunked", 7) != 0)' \
+    'if (vlen < 7 || strncasecmp(value, "chunked", 7) != 0)' \
+    'unit_http_test_hygiene integration_test_hostile integration_test_desync'
+mutation te-http10 src/http/hygiene.c \
+    'if (h->n_te > 0 && h->http10)' \
+    'if (h->n_te > 0 && h->http10 && false)' \
+    'unit_http_test_hygiene integration_test_hostile'
+mutation obs-fold src/http/hygiene.c \
+    'if (h->folded)' \
+    'if (h->folded && false)' \
+    'unit_http_test_hygiene integration_test_hostile'
+mutation host-grammar src/http/hygiene.c \
+    'if (!kg_hygiene_host_ok(value, vlen))' \
+    'if (!kg_hygiene_host_ok(value, vlen) && false)' \
+    'unit_http_test_hygiene integration_test_hostile'
+mutation host-missing src/http/hygiene.c \
+    'if (h->n_host == 0 && h->needs_host)' \
+    'if (h->n_host == 0 && h->needs_host && false)' \
+    'unit_http_test_hygiene integration_test_hostile'
+mutation target-blank src/http/front.c \
+    '(unsigned char)*p <= 0x20 ||' \
+    '(unsigned char)*p < 0x20 ||' \
+    'integration_test_hostile'
+mutation trace-any-case src/http/front.c \
+    'return strcasecmp(m, "TRACE") == 0 ||' \
+    'return strcmp(m, "TRACE") == 0 ||' \
+    'integration_test_hostile integration_test_proxy'
+mutation underscore-drop src/proxy/headers.c \
+    "if (strchr(name, '_') != NULL && drop_underscored(cfg, name, value, conn_tokens))" \
+    "if (strchr(name, '_') != NULL && drop_underscored(cfg, name, value, conn_tokens) && false)" \
+    'unit_proxy_test_headers integration_test_proxy'
+mutation underscore-owned src/proxy/headers.c \
+    'return keygate_owned(cfg, dashed, value, conn_tokens);' \
+    'return false && keygate_owned(cfg, dashed, value, conn_tokens);' \
+    'unit_proxy_test_headers integration_test_proxy'
+mutation real-ip-untrusted src/proxy/headers.c \
+    'if (!trusted_peer && strcasecmp(name, "X-Real-IP") == 0)' \
+    'if (trusted_peer && strcasecmp(name, "X-Real-IP") == 0)' \
+    'unit_proxy_test_headers integration_test_proxy'
 # ---- limits and billing ----
 mutation gcra-compare src/limit/gcra.c \
     'bool allowed = next - now <= g->tau_ns;' \
