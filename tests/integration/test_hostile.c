@@ -341,8 +341,7 @@ blob_line(struct blob *b, const char *path, bool admin, const char *line, size_t
  * body lines joined by LF (an empty last line gives a final LF).
  * *pos moves past "end". */
 static void
-parse_block(const char *path, bool admin, const char *text, size_t len, size_t *pos,
-            struct blob *b)
+parse_block(const char *path, bool admin, const char *text, size_t len, size_t *pos, struct blob *b)
 {
     bool in_body = false, first_body = true;
 
