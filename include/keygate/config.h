@@ -29,6 +29,13 @@ enum kg_quota_period { KG_QUOTA_NONE = 0, KG_QUOTA_DAY, KG_QUOTA_MONTH };
  * request through?" (nginx auth_request, Traefik ForwardAuth, Envoy ext_authz). */
 enum kg_mode { KG_MODE_PROXY = 0, KG_MODE_FORWARD_AUTH };
 
+/* route_case: whether route and cost patterns match the path's letters in
+ * any case (the default: many upstreams route /ADMIN like /admin) or exactly. */
+enum kg_route_case { KG_ROUTE_CASE_INSENSITIVE = 0, KG_ROUTE_CASE_SENSITIVE };
+
+/* signup_role's value for "no scope at all" (the default). */
+#define KG_SIGNUP_ROLE_NONE "none"
+
 /* tier NAME rate RATE [burst N] [quota N/day|N/month] */
 struct kg_tier {
     char *name;
@@ -86,6 +93,7 @@ struct kg_config {
     size_t ncred_headers;
     struct kg_route *routes;
     size_t nroutes;
+    enum kg_route_case route_case; /* for routes and costs */
     struct kg_cost *costs;
     size_t ncosts;
     int64_t upstream_connect_timeout_ms;
@@ -100,7 +108,7 @@ struct kg_config {
     bool signup;                /* POST signup_path creates an account and its first key */
     char *signup_path;          /* normalised path, "/api/v1/signup/" */
     char *signup_tenant;        /* tenant name new accounts join */
-    char *signup_role;          /* role (scope list) of new accounts, "*" */
+    char *signup_role;          /* role (scope list) of new accounts, or "none" (the default) */
     char *signup_tier;          /* tier of new accounts, "default" */
     bool has_default_rate;      /* rate_limit_default: keys without a rate of their own */
     struct kg_gcra default_rate;
@@ -145,6 +153,15 @@ const char *kg_config_default_path(void);
 
 /* NULL-safe. */
 void kg_config_free(struct kg_config *cfg);
+
+/* The role a new signup account gets: signup_role as a scope list, "" for
+ * "none" (no scope). Borrowed from cfg. */
+const char *kg_config_signup_role(const struct kg_config *cfg);
+
+/* When signup is on and signup_role holds a wildcard ("*", "admin:*"),
+ * writes a one-line warning into buf and returns true: anonymous accounts
+ * would get every scope the wildcard covers, today's and tomorrow's. */
+bool kg_config_signup_warning(const struct kg_config *cfg, char *buf, size_t cap);
 
 /* The tier called name, or NULL when the config has none (no tier limit). */
 const struct kg_tier *kg_config_tier(const struct kg_config *cfg, const char *name);

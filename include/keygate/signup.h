@@ -40,8 +40,9 @@ enum kg_status kg_signup_check(const struct kg_signup_req *req, struct kg_err *e
 
 /* Creates the account: checks req, hashes the password, makes the user
  * (username = the e-mail, lower-cased) in kc->cfg->signup_tenant with
- * signup_role and signup_tier, and its first key named "signup" with no
- * scopes (so it has exactly the role's power), in one transaction. On KG_OK
+ * signup_role (none: a role without any scope) and signup_tier, and its
+ * first key named "signup" with no scopes (so it has exactly the role's
+ * power), in one transaction. On KG_OK
  * *user_out and *key_out hold the stored records and *secret_out the full
  * key (sodium_malloc'd; kg_keys_key_free() it). */
 enum kg_status kg_signup_create(const struct kg_keys_ctx *kc, const struct kg_signup_req *req,

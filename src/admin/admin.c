@@ -500,7 +500,8 @@ cleanup:
 /* Admin scopes are never implied: a scope-less key (full access on the public
  * side) and "*" do not reach the admin API; the key must list the scope
  * itself, or its resource wildcard ("keys:*"). Otherwise any key of a user
- * whose role is "*" (every signup user by default) could manage keys. */
+ * whose role is "*" (a default user; signup users with signup_role *) could
+ * manage keys. */
 static bool
 explicit_grant(const struct kg_keyent *ent, const char *scope)
 {

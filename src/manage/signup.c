@@ -4,8 +4,10 @@
  *
  * Owns the password rule and what a signup account is made of (tenant,
  * role and tier from the config, username = e-mail, a first key without
- * scopes); every other rule (e-mail shape, names, uniqueness, disabled
- * tenants) is the accounts core's. Knows nothing about HTTP.
+ * scopes, so it can do what the role grants and nothing more: with the
+ * default signup_role none, no route that requires a scope); every other
+ * rule (e-mail shape, names, uniqueness, disabled tenants) is the accounts
+ * core's. Knows nothing about HTTP.
  */
 #include <ctype.h>
 #include <stdbool.h>
@@ -111,7 +113,7 @@ kg_signup_create(const struct kg_keys_ctx *kc, const struct kg_signup_req *req, 
     user.first_name = req->first_name;
     user.last_name = req->last_name;
     user.password_hash = hash;
-    user.role = kc->cfg->signup_role;
+    user.role = kg_config_signup_role(kc->cfg);
     user.tier = kc->cfg->signup_tier;
     user.is_signup = true;
     rc = kg_accounts_user_create(&sc, NULL, &user, &first, now, user_out, key_out, secret_out, err);

@@ -3,10 +3,12 @@
  * Owns the thread, the epoll set and the curl multi handle; what a request
  * does is http/front.c and proxy/relay.c, always on this thread. */
 #include <errno.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
+#include <sys/socket.h>
 #include <sys/eventfd.h>
 #include <unistd.h>
 
@@ -53,6 +55,8 @@ struct kg_loop {
  * epoll_ctl calls fewer per proxied request on a reused connection. The
  * kernel drops it from the set when curl closes it. */
 enum { SOCK_NONE = 0, SOCK_IDLE, SOCK_WATCHED };
+
+static void adopt_pending(struct MHD_Daemon *d, MHD_socket fd);
 
 static bool
 sock_state_grow(struct kg_loop *loop, curl_socket_t s)
@@ -247,8 +251,10 @@ loop_main(void *arg)
             for (size_t i = 0; i < loop->ndaemons; i++) {
                 MHD_socket fd = MHD_quiesce_daemon(loop->daemons[i]);
 
-                if (fd != MHD_INVALID_SOCKET)
+                if (fd != MHD_INVALID_SOCKET) {
+                    adopt_pending(loop->daemons[i], fd);
                     close(fd);
+                }
             }
             loop->quiesced = true;
         }
@@ -300,6 +306,25 @@ wake(struct kg_loop *loop)
 
     if (write(loop->wakefd, &one, sizeof(one)) < 0) {
         /* The counter is already non-zero: the loop will wake anyway. */
+    }
+}
+
+/* Connections the kernel completed but nobody accepted yet would be reset
+ * when the listening socket closes: each is a client whose request the
+ * drain would drop. They are taken in and answered like the rest. */
+static void
+adopt_pending(struct MHD_Daemon *d, MHD_socket fd)
+{
+    fcntl(fd, F_SETFL, fcntl(fd, F_GETFL) | O_NONBLOCK);
+    for (;;) {
+        struct sockaddr_storage ss;
+        socklen_t len = sizeof(ss);
+        int c = accept4(fd, (struct sockaddr *)&ss, &len, SOCK_NONBLOCK | SOCK_CLOEXEC);
+
+        if (c < 0)
+            return;
+        /* On failure the library has closed the socket itself. */
+        (void)MHD_add_connection(d, c, (struct sockaddr *)&ss, len);
     }
 }
 

@@ -392,7 +392,10 @@ check_config(const char *path)
 {
     struct kg_config *cfg = NULL;
     enum kg_status rc = kg_config_load(path, report_stderr, NULL, &cfg);
+    char warning[512];
 
+    if (rc == KG_OK && kg_config_signup_warning(cfg, warning, sizeof(warning)))
+        fprintf(stderr, "keygate: warning: %s: %s\n", path != NULL ? path : "(built-in)", warning);
     kg_config_free(cfg);
     if (rc != KG_OK)
         return 2;
@@ -440,6 +443,12 @@ kg_serve_main(int argc, char **argv)
     default:
         kg_log_error("%s", err.msg);
         goto cleanup;
+    }
+    {
+        char warning[512];
+
+        if (kg_config_signup_warning(ds.inst->cfg, warning, sizeof(warning)))
+            kg_log_warnx("%s", warning);
     }
     if (ds.inst->secret_created)
         kg_log_info("created a new server secret in %s: back it up, every key depends on it",
