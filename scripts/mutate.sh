@@ -35,7 +35,7 @@ mutation() {
 mutation scope-403-message src/http/respond.c \
     '"API key is missing the required scope %s"' \
     '"Scope %s is required"' \
-    'unit_http_test_respond integration_test_proxy integration_test_forward_auth'
+    'unit_http_test_respond integration_test_answers integration_test_proxy integration_test_forward_auth'
 mutation charge-any-status src/http/front.c \
     'status >= 200 && status <= 299)' \
     'status >= 200 && status <= 599)' \
