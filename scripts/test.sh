@@ -3,10 +3,11 @@
 # unit and integration test twice, with gcc (-Werror) and with clang under
 # AddressSanitizer + UndefinedBehaviorSanitizer (leak checking on). The
 # container tests run once, in the first pass, and report themselves skipped
-# where no container engine works. Then every fuzz corpus is replayed and each
-# fuzz target runs for a short while (scripts/fuzz.sh), and the unit tests
-# and a subset of the integration tests run under Valgrind memcheck
-# (scripts/valgrind.sh). docs/testing.md has the details.
+# where no container engine works. Between the two, scripts/mutate.sh checks
+# that the tests notice deliberate breakage. Then every fuzz corpus is
+# replayed and each fuzz target runs for a short while (scripts/fuzz.sh), and
+# the unit tests and a subset of the integration tests run under Valgrind
+# memcheck (scripts/valgrind.sh). docs/testing.md has the details.
 #
 #   KEYGATE_CONTAINER_SETUP=0   leave podman alone (no scripts/container-setup.sh)
 #   KEYGATE_REQUIRE_CONTAINERS=1, KEYGATE_REQUIRE_PROMTOOL=1,
@@ -30,6 +31,11 @@ echo "== gcc build + tests"
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=gcc >/dev/null
 cmake --build build -j "$jobs"
 ctest --test-dir build --output-on-failure -j "$jobs"
+
+# Break critical lines on purpose, one at a time: each must fail a test. Its own
+# build dir (build-mutate); the gcc pass above has just shown the tests green.
+echo "== mutation check"
+KEYGATE_MUTATE_BASELINE=0 scripts/mutate.sh
 
 echo "== clang ASan+UBSan build + tests"
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang \
