@@ -52,19 +52,19 @@
  * the same. */
 enum kg_rawguard_reason {
     KG_RAWGUARD_OK = 0,
-    KG_RAWGUARD_LINE,          /* 400 Malformed request line */
-    KG_RAWGUARD_METHOD,        /* 400 Malformed request method */
-    KG_RAWGUARD_TARGET,        /* 400 Malformed request target */
-    KG_RAWGUARD_LINE_END,      /* 400 Malformed line ending (bare LF, bare CR) */
-    KG_RAWGUARD_FOLD,          /* 400 Folded header line */
-    KG_RAWGUARD_NAME,          /* 400 Malformed header name */
-    KG_RAWGUARD_VALUE,         /* 400 Control character in header value */
-    KG_RAWGUARD_CL_AND_TE,     /* 400 Both Content-Length and Transfer-Encoding */
-    KG_RAWGUARD_TE,            /* 400 Unsupported Transfer-Encoding */
-    KG_RAWGUARD_TE_HTTP10,     /* 400 Transfer-Encoding in an HTTP/1.0 request */
-    KG_RAWGUARD_SEVERAL_CL,    /* 400 Several Content-Length headers */
-    KG_RAWGUARD_CL,            /* 400 Malformed Content-Length */
-    KG_RAWGUARD_CL_TOO_LARGE,  /* 413 Content-Length is too large (over 18 digits) */
+    KG_RAWGUARD_LINE,         /* 400 Malformed request line */
+    KG_RAWGUARD_METHOD,       /* 400 Malformed request method */
+    KG_RAWGUARD_TARGET,       /* 400 Malformed request target */
+    KG_RAWGUARD_LINE_END,     /* 400 Malformed line ending (bare LF, bare CR) */
+    KG_RAWGUARD_FOLD,         /* 400 Folded header line */
+    KG_RAWGUARD_NAME,         /* 400 Malformed header name */
+    KG_RAWGUARD_VALUE,        /* 400 Control character in header value */
+    KG_RAWGUARD_CL_AND_TE,    /* 400 Both Content-Length and Transfer-Encoding */
+    KG_RAWGUARD_TE,           /* 400 Unsupported Transfer-Encoding */
+    KG_RAWGUARD_TE_HTTP10,    /* 400 Transfer-Encoding in an HTTP/1.0 request */
+    KG_RAWGUARD_SEVERAL_CL,   /* 400 Several Content-Length headers */
+    KG_RAWGUARD_CL,           /* 400 Malformed Content-Length */
+    KG_RAWGUARD_CL_TOO_LARGE, /* 413 Content-Length is too large (over 18 digits) */
     KG_RAWGUARD_NREASONS,
 };
 

@@ -945,9 +945,9 @@ kg_admin_start(struct kg_runtime *rt, const struct sockaddr_storage *addr, struc
         flags | kg_tls_mhd_flags(rt->tls), port, NULL, NULL, admin_handler, adm,
         MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL, MHD_OPTION_SOCK_ADDR, addr,
         MHD_OPTION_NOTIFY_COMPLETED, request_completed, adm, MHD_OPTION_NOTIFY_CONNECTION,
-        connection_notify, adm, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned int)ADMIN_TIMEOUT_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)ADMIN_POOL_BYTES,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)ADMIN_CONNECTIONS_MAX, MHD_OPTION_ARRAY,
+        connection_notify, adm, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)ADMIN_TIMEOUT_S,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)ADMIN_POOL_BYTES, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned int)ADMIN_CONNECTIONS_MAX, MHD_OPTION_ARRAY,
         kg_tls_mhd_options(rt->tls, tls_opts), MHD_OPTION_END);
     if (adm->daemon == NULL) {
         rc = kg_err_set(err, KG_EIO, "cannot listen on admin address %s", cfg->admin_listen);

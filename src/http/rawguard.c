@@ -25,25 +25,25 @@
 /* ---- scanner ---- */
 
 enum {
-    ST_IDLE,            /* between requests */
-    ST_IDLE_CR,         /* CR between requests: an empty line if LF follows */
+    ST_IDLE,    /* between requests */
+    ST_IDLE_CR, /* CR between requests: an empty line if LF follows */
     ST_METHOD,
-    ST_RL_REST,         /* request line after the method's SP */
+    ST_RL_REST, /* request line after the method's SP */
     ST_RL_CR,
-    ST_LINE_START,      /* start of a header line, or the empty line */
-    ST_END_CR,          /* CR at a line start: the head ends with LF */
-    ST_BARE_LF,         /* LF without CR after a value: a fold if SP/HT follows */
+    ST_LINE_START, /* start of a header line, or the empty line */
+    ST_END_CR,     /* CR at a line start: the head ends with LF */
+    ST_BARE_LF,    /* LF without CR after a value: a fold if SP/HT follows */
     ST_NAME,
     ST_VALUE,
     ST_VALUE_CR,
-    ST_BODY,            /* Content-Length bytes */
+    ST_BODY, /* Content-Length bytes */
     ST_CHUNK_SIZE,
     ST_CHUNK_SIZE_CR,
-    ST_CHUNK_EXT,       /* after ';' up to LF: the library takes any byte */
+    ST_CHUNK_EXT, /* after ';' up to LF: the library takes any byte */
     ST_CHUNK_DATA,
-    ST_CHUNK_DATA_END,  /* CRLF or LF after a chunk's data */
+    ST_CHUNK_DATA_END, /* CRLF or LF after a chunk's data */
     ST_CHUNK_DATA_END_CR,
-    ST_TRAILER_START,   /* trailer lines after the last chunk, to the empty line */
+    ST_TRAILER_START, /* trailer lines after the last chunk, to the empty line */
     ST_TRAILER_START_CR,
     ST_TRAILER_LINE,
     ST_REJECTED,
@@ -356,9 +356,11 @@ step(struct kg_rawscan *s, unsigned char c)
         } else {
             unsigned char l = (unsigned char)(c | 0x20);
 
-            if ((s->match & 1) && (s->len >= sizeof(CL_NAME) - 1 || (unsigned char)CL_NAME[s->len] != l))
+            if ((s->match & 1) &&
+                (s->len >= sizeof(CL_NAME) - 1 || (unsigned char)CL_NAME[s->len] != l))
                 s->match &= (uint8_t)~1u;
-            if ((s->match & 2) && (s->len >= sizeof(TE_NAME) - 1 || (unsigned char)TE_NAME[s->len] != l))
+            if ((s->match & 2) &&
+                (s->len >= sizeof(TE_NAME) - 1 || (unsigned char)TE_NAME[s->len] != l))
                 s->match &= (uint8_t)~2u;
             s->len++;
         }
@@ -550,17 +552,17 @@ kg_rawguard_status(enum kg_rawguard_reason r)
 
 /* ---- the guard ---- */
 
-#define KG_RAWGUARD_FDS_MAX (1u << 20) /* the kernel's default nr_open */
+#define KG_RAWGUARD_FDS_MAX (1u << 20)     /* the kernel's default nr_open */
 #define KG_RAWGUARD_DRAIN_MAX (256 * 1024) /* per call, after a refusal */
 
 struct guard {
     struct kg_rawscan scan;
-    void *tls;              /* the connection's gnutls session; NULL for plain TCP */
-    unsigned char *hold;    /* read from the socket, not yet given to the library */
+    void *tls;           /* the connection's gnutls session; NULL for plain TCP */
+    unsigned char *hold; /* read from the socket, not yet given to the library */
     size_t hold_len, hold_cap, hold_max;
-    size_t release;         /* leading bytes of hold that are checked */
-    uint64_t base;          /* stream offset of hold[0] */
-    bool passthrough;       /* lost sync, or a head larger than hold_max */
+    size_t release;   /* leading bytes of hold that are checked */
+    uint64_t base;    /* stream offset of hold[0] */
+    bool passthrough; /* lost sync, or a head larger than hold_max */
     bool rejected;
     enum kg_rawguard_reason reason;
     char synth[192];
@@ -616,8 +618,10 @@ lookup(int fd)
 static int
 conn_fd(struct MHD_Connection *conn, void **tls)
 {
-    const union MHD_ConnectionInfo *ci = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-    const union MHD_ConnectionInfo *ti = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    const union MHD_ConnectionInfo *ti =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
 
     if (tls != NULL)
         *tls = ti != NULL ? ti->tls_session : NULL;
