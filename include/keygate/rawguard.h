@@ -23,7 +23,8 @@
  * are framed exactly as the library frames them and pass at once. When a
  * head is refused, the library gets the bytes before that request, then a
  * synthetic request, "KGREJECT /<reason> HTTP/1.1" carrying a per-process
- * random token in X-Keygate-Reject, then EAGAIN for ever (what the client
+ * random token in X-Keygate-Reject (and the refused head's X-Request-Id
+ * when it has a well-formed one), then EAGAIN for ever (what the client
  * sends after that is read and dropped). So the library answers earlier
  * pipelined requests first, in order, and then keygate's handler answers
  * the synthetic one (kg_rawguard_rejected()) with its own JSON 400/413 and

@@ -896,7 +896,11 @@ decide_first(struct kg_req *req, struct MHD_Connection *conn, const char *method
         req->head = false;
         free(req->uri);
         req->uri = NULL;
-        kg_headers_new_request_id(req->request_id);
+        q = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
+        if (q != NULL && kg_headers_request_id_ok(q)) /* the refused head's own */
+            snprintf(req->request_id, sizeof(req->request_id), "%s", q);
+        else
+            kg_headers_new_request_id(req->request_id);
         req->has_body = true; /* answered now, and closed */
         req->outcome = KG_OUTCOME_BAD_REQUEST;
         return send_error(req, conn, kg_rawguard_status(raw), kg_rawguard_message(raw));

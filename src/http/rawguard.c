@@ -12,6 +12,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/syscall.h>
@@ -20,6 +21,7 @@
 #include <gnutls/gnutls.h>
 #include <sodium.h>
 
+#include "keygate/headers.h"
 #include "keygate/rawguard.h"
 
 /* ---- scanner ---- */
@@ -565,7 +567,7 @@ struct guard {
     bool passthrough; /* lost sync, or a head larger than hold_max */
     bool rejected;
     enum kg_rawguard_reason reason;
-    char synth[192];
+    char synth[384];
     size_t synth_len, synth_off;
 };
 
@@ -740,17 +742,53 @@ synth_copy(struct guard *g, unsigned char *buf, size_t len)
     return n;
 }
 
-static void
-reject(struct guard *g, enum kg_rawguard_reason why)
+/* The refused head's own X-Request-Id, when it has a clean one, so keygate's
+ * answer and its access log line carry it. p is what was read of the head
+ * (past the refused byte too, up to the empty line): best effort. */
+static bool
+find_request_id(const unsigned char *p, size_t n, char out[KG_REQUEST_ID_MAX])
 {
-    int n;
+    static const char name[] = "\r\nx-request-id:";
+    const size_t nlen = sizeof(name) - 1;
+
+    for (size_t i = 0; i + nlen <= n; i++) {
+        size_t j = i + nlen, k = 0;
+
+        if (i + 4 <= n && memcmp(p + i, "\r\n\r\n", 4) == 0)
+            return false;
+        if (strncasecmp((const char *)p + i, name, nlen) != 0)
+            continue;
+        while (j < n && (p[j] == ' ' || p[j] == '\t'))
+            j++;
+        while (j < n && p[j] != '\r' && p[j] != '\n' && k + 1 < KG_REQUEST_ID_MAX)
+            out[k++] = (char)p[j++];
+        if (j == n || (p[j] != '\r' && p[j] != '\n'))
+            return false; /* cut short or too long */
+        while (k > 0 && (out[k - 1] == ' ' || out[k - 1] == '\t'))
+            k--;
+        out[k] = '\0';
+        return kg_headers_request_id_ok(out);
+    }
+    return false;
+}
+
+/* p, n: the refused head as far as it was read. */
+static void
+reject(struct guard *g, enum kg_rawguard_reason why, const unsigned char *p, size_t n)
+{
+    char rid[KG_REQUEST_ID_MAX];
+    int len;
 
     g->rejected = true;
     g->reason = why;
-    n = snprintf(g->synth, sizeof(g->synth),
-                 "KGREJECT /%s HTTP/1.1\r\nHost: keygate.invalid\r\nX-Keygate-Reject: %s\r\n\r\n",
-                 reasons[why].code, token_hex);
-    g->synth_len = n > 0 && (size_t)n < sizeof(g->synth) ? (size_t)n : 0;
+    if (!find_request_id(p, n, rid))
+        rid[0] = '\0';
+    len = snprintf(g->synth, sizeof(g->synth),
+                   "KGREJECT /%s HTTP/1.1\r\nHost: keygate.invalid\r\nX-Keygate-Reject: %s\r\n"
+                   "%s%s%s\r\n",
+                   reasons[why].code, token_hex, rid[0] != '\0' ? "X-Request-Id: " : "", rid,
+                   rid[0] != '\0' ? "\r\n" : "");
+    g->synth_len = len > 0 && (size_t)len < sizeof(g->synth) ? (size_t)len : 0;
     g->synth_off = 0;
 }
 
@@ -856,7 +894,7 @@ guard_read(struct guard *g, const struct reader *rd, unsigned char *buf, size_t 
         if (res == KG_RAWSCAN_REJECT) {
             safe = (size_t)(kg_rawscan_head_start(&g->scan) - g->base);
             g->base += safe;
-            reject(g, why);
+            reject(g, why, buf + safe, (size_t)n - safe);
             return (ssize_t)(safe + synth_copy(g, buf + safe, len - safe));
         }
         safe = (size_t)(kg_rawscan_safe_end(&g->scan) - g->base);
@@ -898,8 +936,8 @@ guard_read(struct guard *g, const struct reader *rd, unsigned char *buf, size_t 
         }
         if (res == KG_RAWSCAN_REJECT) {
             g->release = (size_t)(kg_rawscan_head_start(&g->scan) - g->base);
+            reject(g, why, g->hold + g->release, g->hold_len - g->release);
             g->hold_len = g->release; /* the refused head and what follows are dropped */
-            reject(g, why);
             if (g->release > 0)
                 return deliver(g, buf, len);
             return (ssize_t)synth_copy(g, buf, len);
