@@ -130,6 +130,11 @@ void kg_rawguard_watch(struct MHD_Connection *conn, size_t hold_max);
 /* MHD_CONNECTION_NOTIFY_CLOSED (before the library closes the socket). */
 void kg_rawguard_forget(struct MHD_Connection *conn);
 
+/* The same by descriptor (tls: the connection's gnutls session, or NULL),
+ * for a caller that accepts connections itself, and for tests. */
+void kg_rawguard_watch_fd(int fd, void *tls, size_t hold_max);
+void kg_rawguard_forget_fd(int fd);
+
 /* For the access handler's first call: the reason when this request is the
  * guard's synthetic one on a connection it refused (method KGREJECT and the
  * right token, compared in constant time), else KG_RAWGUARD_OK. */

@@ -631,15 +631,14 @@ conn_fd(struct MHD_Connection *conn, void **tls)
 }
 
 void
-kg_rawguard_watch(struct MHD_Connection *conn, size_t hold_max)
+kg_rawguard_watch_fd(int fd, void *tls, size_t hold_max)
 {
-    void *tls;
-    int fd = conn_fd(conn, &tls);
     struct guard *g;
 
     kg_rawguard_init();
     if (fd < 0 || (unsigned)fd >= atomic_load(&table_n))
-        return; /* cannot happen: the table covers RLIMIT_NOFILE's hard limit */
+        return;                /* the table covers RLIMIT_NOFILE's hard limit (up to 2^20) */
+    kg_rawguard_forget_fd(fd); /* nothing there unless a close went unreported */
     g = calloc(1, sizeof(*g));
     if (g == NULL) {
         atomic_store_explicit(&table[fd], &dead_guard, memory_order_release);
@@ -652,9 +651,8 @@ kg_rawguard_watch(struct MHD_Connection *conn, size_t hold_max)
 }
 
 void
-kg_rawguard_forget(struct MHD_Connection *conn)
+kg_rawguard_forget_fd(int fd)
 {
-    int fd = conn_fd(conn, NULL);
     struct guard *g = lookup(fd);
 
     if (g == NULL)
@@ -664,6 +662,21 @@ kg_rawguard_forget(struct MHD_Connection *conn)
         free(g->hold);
         free(g);
     }
+}
+
+void
+kg_rawguard_watch(struct MHD_Connection *conn, size_t hold_max)
+{
+    void *tls;
+    int fd = conn_fd(conn, &tls);
+
+    kg_rawguard_watch_fd(fd, tls, hold_max);
+}
+
+void
+kg_rawguard_forget(struct MHD_Connection *conn)
+{
+    kg_rawguard_forget_fd(conn_fd(conn, NULL));
 }
 
 enum kg_rawguard_reason

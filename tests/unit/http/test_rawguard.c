@@ -2,7 +2,9 @@
  * src/http/rawguard.c through keygate/rawguard.h. Every case is fed whole,
  * one byte at a time and in pseudo-random pieces (fixed seeds): the verdict
  * and the offset of the refused head must not depend on how the stream was
- * cut, and the "safe" offset never passes the start of an unfinished head. */
+ * cut, and the "safe" offset never passes the start of an unfinished head.
+ * The guard itself is driven through this binary's own recv() (the
+ * definition in rawguard.c) on a socketpair, as libmicrohttpd drives it. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,8 +12,13 @@
 
 #include <cmocka.h>
 
+#include <errno.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <sodium.h>
 
 #include "keygate/rawguard.h"
 
@@ -357,6 +364,185 @@ test_every_prefix_of_a_clean_stream_is_undecided(void **state)
     assert_int_equal(last, sizeof(s) - 1);
 }
 
+/* ---- the guard, through recv() on a socketpair ---- */
+
+struct pair {
+    int lib; /* the library's end: watched */
+    int client;
+};
+
+static void
+pair_open(struct pair *p, bool watch)
+{
+    int sv[2];
+
+    assert_int_equal(socketpair(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0, sv), 0);
+    p->lib = sv[0];
+    p->client = sv[1];
+    if (watch)
+        kg_rawguard_watch_fd(p->lib, NULL, 65536);
+}
+
+static void
+pair_close(struct pair *p)
+{
+    kg_rawguard_forget_fd(p->lib);
+    close(p->lib);
+    if (p->client >= 0)
+        close(p->client);
+}
+
+static void
+send_all(int fd, const void *p, size_t n)
+{
+    assert_int_equal(write(fd, p, n), (ssize_t)n);
+}
+
+/* Reads as the library would, in pieces of at most piece bytes, until
+ * EAGAIN; appends to out. Returns the last recv() result (-1 with EAGAIN
+ * expected). */
+static ssize_t
+read_until_again(int fd, size_t piece, char *out, size_t cap, size_t *len)
+{
+    for (;;) {
+        ssize_t n = recv(fd, out + *len, piece < cap - *len ? piece : cap - *len, 0);
+
+        if (n <= 0)
+            return n;
+        *len += (size_t)n;
+    }
+}
+
+/* GOOD_GET, then a refused head, then more bytes: the library gets
+ * GOOD_GET, the synthetic request, then EAGAIN, also once more bytes come
+ * and after the client closes (never end-of-file). */
+static void
+test_the_guard_gives_the_library_the_good_request_then_the_synthetic_one(void **state)
+{
+    static const char bad[] = "POST /v1/x HTTP/1.1\r\nHost: a\r\nX-Request-Id: rid-1\r\n"
+                              "Content-Length: +5\r\n\r\nabcde";
+    static const size_t pieces[] = {1, 3, 7, 64, 4096};
+    char want[512], got[1024];
+
+    (void)state;
+    for (size_t k = 0; k < sizeof(pieces) / sizeof(pieces[0]); k++) {
+        struct pair p;
+        size_t len = 0;
+        const char *tok;
+
+        pair_open(&p, true);
+        send_all(p.client, GOOD_GET, strlen(GOOD_GET));
+        send_all(p.client, bad, sizeof(bad) - 1);
+        assert_int_equal(read_until_again(p.lib, pieces[k], got, sizeof(got), &len), -1);
+        assert_int_equal(errno, EAGAIN);
+        got[len] = '\0';
+        tok = strstr(got, "X-Keygate-Reject: ");
+        assert_non_null(tok);
+        tok += 18;
+        snprintf(want, sizeof(want),
+                 "%sKGREJECT /content-length HTTP/1.1\r\nHost: keygate.invalid\r\n"
+                 "X-Keygate-Reject: %.64s\r\nX-Request-Id: rid-1\r\n\r\n",
+                 GOOD_GET, tok);
+        assert_string_equal(got, want);
+        for (size_t i = 0; i < 64; i++)
+            assert_non_null(strchr("0123456789abcdef", tok[i]));
+
+        send_all(p.client, GOOD_GET, strlen(GOOD_GET));
+        assert_int_equal(recv(p.lib, got, sizeof(got), 0), -1);
+        assert_int_equal(errno, EAGAIN);
+        close(p.client);
+        p.client = -1;
+        assert_int_equal(recv(p.lib, got, sizeof(got), 0), -1);
+        assert_int_equal(errno, EAGAIN);
+        pair_close(&p);
+    }
+}
+
+/* An unfinished head is held back (EAGAIN) until its empty line arrives,
+ * then given whole; a body passes at once. */
+static void
+test_the_guard_holds_a_head_until_it_is_complete(void **state)
+{
+    static const char req[] = "POST /v1/x HTTP/1.1\r\nHost: a\r\nContent-Length: 10\r\n\r\n"
+                              "0123456789" GOOD_GET;
+    const size_t head = sizeof(req) - 1 - 10 - strlen(GOOD_GET);
+    char got[1024];
+    size_t len = 0;
+    struct pair p;
+
+    (void)state;
+    pair_open(&p, true);
+    for (size_t i = 0; i < sizeof(req) - 1; i++) {
+        size_t before = len;
+
+        send_all(p.client, req + i, 1);
+        assert_int_equal(read_until_again(p.lib, 4096, got, sizeof(got), &len), -1);
+        assert_int_equal(errno, EAGAIN);
+        if (i + 1 < head) /* nothing of the first head before its end */
+            assert_int_equal(len, 0);
+        else if (i + 1 == head)
+            assert_int_equal(len, head);
+        else if (i + 1 <= head + 10) /* body bytes: one by one */
+            assert_int_equal(len, before + 1);
+    }
+    assert_int_equal(len, sizeof(req) - 1);
+    assert_memory_equal(got, req, len);
+    pair_close(&p);
+}
+
+/* A descriptor nobody watches, or one forgotten, reads exactly what was sent. */
+static void
+test_unwatched_descriptors_pass_straight_through(void **state)
+{
+    static const char bad[] = "G\0T / HTTP/1.1\r\nContent-Length: +5\r\n\r\n";
+    char got[128];
+    struct pair p;
+
+    (void)state;
+    pair_open(&p, false);
+    send_all(p.client, bad, sizeof(bad) - 1);
+    assert_int_equal(recv(p.lib, got, sizeof(got), 0), (ssize_t)(sizeof(bad) - 1));
+    assert_memory_equal(got, bad, sizeof(bad) - 1);
+    assert_int_equal(recv(p.lib, got, sizeof(got), 0), -1);
+    assert_int_equal(errno, EAGAIN);
+    pair_close(&p);
+
+    pair_open(&p, true);
+    kg_rawguard_forget_fd(p.lib);
+    send_all(p.client, bad, sizeof(bad) - 1);
+    assert_int_equal(recv(p.lib, got, sizeof(got), 0), (ssize_t)(sizeof(bad) - 1));
+    pair_close(&p);
+}
+
+/* A head the library refuses by size is passed through, not held for ever. */
+static void
+test_a_head_larger_than_the_pool_is_passed_through(void **state)
+{
+    static char big[12000];
+    char got[16384];
+    size_t len = 0;
+    struct pair p;
+    int n;
+
+    (void)state;
+    pair_open(&p, true); /* hold_max 65536 in pair_open: use a smaller one */
+    kg_rawguard_watch_fd(p.lib, NULL, 4096);
+    n = snprintf(big, sizeof(big), "GET / HTTP/1.1\r\nX-Big: ");
+    memset(big + n, 'a', sizeof(big) - (size_t)n);
+    send_all(p.client, big, sizeof(big));
+    read_until_again(p.lib, 1024, got, sizeof(got), &len);
+    assert_int_equal(len, sizeof(big));
+    assert_memory_equal(got, big, len);
+    pair_close(&p);
+}
+
+static int
+guard_setup(void **state)
+{
+    (void)state;
+    return sodium_init() < 0 ? -1 : 0;
+}
+
 int
 main(void)
 {
@@ -374,7 +560,11 @@ main(void)
         cmocka_unit_test(test_syntax_comes_before_framing),
         cmocka_unit_test(test_every_reason_has_a_status_and_message),
         cmocka_unit_test(test_every_prefix_of_a_clean_stream_is_undecided),
+        cmocka_unit_test(test_the_guard_gives_the_library_the_good_request_then_the_synthetic_one),
+        cmocka_unit_test(test_the_guard_holds_a_head_until_it_is_complete),
+        cmocka_unit_test(test_unwatched_descriptors_pass_straight_through),
+        cmocka_unit_test(test_a_head_larger_than_the_pool_is_passed_through),
     };
 
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    return cmocka_run_group_tests(tests, guard_setup, NULL);
 }
