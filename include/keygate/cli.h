@@ -49,6 +49,10 @@ int kg_cli_dispatch(const char *verb, const struct kg_cli_subverb *subs, size_t 
  * (kg_audit_cli_actor() into actor, which must outlive the context). */
 struct kg_keys_ctx kg_cli_ctx(const struct kg_instance *inst, char actor[KG_AUDIT_ACTOR_MAX]);
 
+/* A decimal count 0..max: digits only (no sign, blank, fraction or
+ * exponent). False, writing nothing, otherwise. */
+bool kg_cli_decimal(const char *value, size_t max, size_t *out);
+
 /* Parses --limit and similar: a decimal count 1..max, else a usage error
  * naming opt. */
 int kg_cli_count(const char *cmd, const char *opt, const char *value, size_t max, size_t *out);

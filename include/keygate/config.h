@@ -29,6 +29,13 @@ enum kg_quota_period { KG_QUOTA_NONE = 0, KG_QUOTA_DAY, KG_QUOTA_MONTH };
  * request through?" (nginx auth_request, Traefik ForwardAuth, Envoy ext_authz). */
 enum kg_mode { KG_MODE_PROXY = 0, KG_MODE_FORWARD_AUTH };
 
+/* route_case: whether route and cost patterns match the path's letters in
+ * any case (the default: many upstreams route /ADMIN like /admin) or exactly. */
+enum kg_route_case { KG_ROUTE_CASE_INSENSITIVE = 0, KG_ROUTE_CASE_SENSITIVE };
+
+/* signup_role's value for "no scope at all" (the default). */
+#define KG_SIGNUP_ROLE_NONE "none"
+
 /* tier NAME rate RATE [burst N] [quota N/day|N/month] */
 struct kg_tier {
     char *name;
@@ -86,11 +93,18 @@ struct kg_config {
     size_t ncred_headers;
     struct kg_route *routes;
     size_t nroutes;
+    enum kg_route_case route_case; /* for routes and costs */
     struct kg_cost *costs;
     size_t ncosts;
     int64_t upstream_connect_timeout_ms;
     int64_t upstream_timeout_ms;
     int64_t client_timeout_ms;  /* idle client connection */
+    int64_t client_header_timeout_ms; /* the whole header block, from accept or the last answer */
+    int64_t client_body_timeout_ms;   /* a request body making no progress */
+    int max_connections_per_ip;       /* open client connections per IP, all loops; 0 = no cap */
+    int upstream_keepalive;           /* idle upstream connections kept per loop */
+    int upstream_max_connections;     /* concurrent upstream connections per loop */
+    int64_t upstream_keepalive_timeout_ms; /* an idle upstream connection older than this is not reused */
     int workers;                /* 0 = one per core */
     int log_level;              /* enum kg_log_level */
     int log_format;             /* enum kg_log_format: the daemon's own lines, text or JSON */
@@ -100,7 +114,7 @@ struct kg_config {
     bool signup;                /* POST signup_path creates an account and its first key */
     char *signup_path;          /* normalised path, "/api/v1/signup/" */
     char *signup_tenant;        /* tenant name new accounts join */
-    char *signup_role;          /* role (scope list) of new accounts, "*" */
+    char *signup_role;          /* role (scope list) of new accounts, or "none" (the default) */
     char *signup_tier;          /* tier of new accounts, "default" */
     bool has_default_rate;      /* rate_limit_default: keys without a rate of their own */
     struct kg_gcra default_rate;
@@ -145,6 +159,15 @@ const char *kg_config_default_path(void);
 
 /* NULL-safe. */
 void kg_config_free(struct kg_config *cfg);
+
+/* The role a new signup account gets: signup_role as a scope list, "" for
+ * "none" (no scope). Borrowed from cfg. */
+const char *kg_config_signup_role(const struct kg_config *cfg);
+
+/* When signup is on and signup_role holds a wildcard ("*", "admin:*"),
+ * writes a one-line warning into buf and returns true: anonymous accounts
+ * would get every scope the wildcard covers, today's and tomorrow's. */
+bool kg_config_signup_warning(const struct kg_config *cfg, char *buf, size_t cap);
 
 /* The tier called name, or NULL when the config has none (no tier limit). */
 const struct kg_tier *kg_config_tier(const struct kg_config *cfg, const char *name);

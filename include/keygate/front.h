@@ -17,9 +17,9 @@
 enum kg_status kg_front_parse_addr(const char *hostport, struct sockaddr_storage *out,
                                    struct kg_err *err);
 
-/* Creates the public daemon for loop, listening on addr (SO_REUSEPORT, so
- * every loop can bind the same address). The caller adds it to the loop. */
-enum kg_status kg_front_new_daemon(struct kg_loop *loop, const struct sockaddr_storage *addr,
-                                   struct MHD_Daemon **out, struct kg_err *err);
+/* Creates the public daemon for loop, with no listen socket of its own:
+ * the loop accepts on a socket of keygate's (kg_loop_add_daemon). */
+enum kg_status kg_front_new_daemon(struct kg_loop *loop, struct MHD_Daemon **out,
+                                   struct kg_err *err);
 
 #endif

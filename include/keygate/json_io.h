@@ -26,6 +26,9 @@
 #define KG_JSON_BODY_MAX (64 * 1024)
 #define KG_JSON_MALFORMED "Malformed JSON body"
 
+/* The largest count an admin body may carry: credits, a burst. */
+#define KG_JSON_COUNT_MAX INT64_C(1000000000)
+
 /* ---- collecting a request body ---- */
 
 /* A body being received; fields are private, use the functions. */
@@ -65,6 +68,9 @@ struct kg_jfield {
     void *out;
     bool *present; /* may be NULL: set when the member is in the body */
     bool *is_null; /* may be NULL: set when the member is null (nullable only) */
+    /* KG_JINT: the documented range, both ends included; outside it the
+     * answer is "NAME must be an integer from MIN to MAX". Both 0: any. */
+    int64_t min, max;
 };
 
 /* Parses body[0..len) and fills every field found. KG_EINVAL with the words

@@ -1,14 +1,18 @@
 /* keygate/keycache.h - every live key in memory, indexed by digest.
  *
- * The request path decides from here and never touches SQLite. The cache
- * publishes immutable snapshots: a reload builds a complete new index from
- * the store and swaps it in with one pointer exchange; readers hold a
- * snapshot (refcounted) for as long as a request needs its entries. Per-key
- * usage (last used, counters) lives in stat records that outlive snapshots,
- * so a reload never loses a count.
+ * The request path decides from here and never touches the store. The
+ * index (auth/keyindex.c) is updated in place, one entry at a time, and
+ * read without locks: a "snapshot" is a read guard, held for as long as a
+ * request needs the entries it found; every lookup sees the cache as it is
+ * now, and an entry replaced or removed meanwhile is freed only after every
+ * guard that could have seen it is released. The cache is loaded whole at
+ * start and then kept current by the store's change log
+ * (kg_keycache_sync). Per-key usage (last used, counters) lives in stat
+ * records that outlive entries, so a change never loses a count.
  *
- * Threads: acquire/release/find/touch from any thread; reload and
- * flush from any thread (they serialise on an internal mutex).
+ * Threads: acquire/release/find/touch from any thread; reload, sync and
+ * flush from any thread but a request loop (they block on the store and
+ * serialise on an internal mutex).
  */
 #ifndef KEYGATE_KEYCACHE_H
 #define KEYGATE_KEYCACHE_H
@@ -74,6 +78,13 @@ struct kg_keystat {
     /* The owner's record (a key never changes owner), set by a reload:
      * kg_keycache_charge() charges it too. */
     struct kg_userstat *_Atomic user;
+    /* The cache's list of records used since the last flush, so that a
+     * flush visits those and not every key: set once the record is on it,
+     * cleared by the flush before it reads the counters. dirty_head is the
+     * cache's list (NULL: a record made outside a cache, never listed). */
+    _Atomic bool dirty;
+    struct kg_keystat *dirty_next;
+    struct kg_keystat *_Atomic *dirty_head;
 };
 
 /* What kg_keycache_count() records. */
@@ -131,21 +142,33 @@ enum kg_status kg_keycache_new(struct kg_keycache **out);
  * have been released first. NULL is a no-op. */
 void kg_keycache_free(struct kg_keycache *kc);
 
-/* Builds a snapshot of every key in st not revoked as of now whose owner
- * and owner's tenant are enabled, with the owner's role, and publishes it;
- * on error the old snapshot stays. A disabled user or tenant therefore
- * stops its keys at the next reload, like a revocation. */
+/* Full load: streams every key in st (one query) and makes the cache hold
+ * exactly those not revoked as of now whose owner and owner's tenant are
+ * enabled, with the owner's role; entries are replaced in place (readers
+ * keep answering, memory does not double) and the cache's change log
+ * position becomes the log's head as read before the walk. What the daemon
+ * does at start. On error what was read is kept and the position stays, so
+ * the next kg_keycache_sync() loads everything again. */
 enum kg_status kg_keycache_reload(struct kg_keycache *kc, struct kg_store *st, int64_t now,
                                   struct kg_err *err);
 
-/* The same, but waits at most wait_ms for a reload or usage flush that
- * holds the cache (a flush takes milliseconds; a writer holding SQLite's
- * lock could make it seconds): then KG_ECONFLICT. What a request loop may
- * call. */
-enum kg_status kg_keycache_try_reload(struct kg_keycache *kc, struct kg_store *st, int64_t now,
-                                      int64_t wait_ms, struct kg_err *err);
+/* Brings the cache up to the store's change log: reads the rows after the
+ * last one applied and applies each by reading its key, or the keys of its
+ * user or tenant, again (a disabled user or tenant stops its keys like a
+ * revocation). A full load instead when the cache was never loaded, when
+ * the log was trimmed past its position, or when a row names a key the
+ * store no longer has; *full (may be NULL) says whether that happened.
+ * Blocks on the store: never on a request loop. Any other thread; it
+ * serialises with loads and flushes. */
+enum kg_status kg_keycache_sync(struct kg_keycache *kc, struct kg_store *st, int64_t now,
+                                bool *full, struct kg_err *err);
 
-/* The current snapshot, held until kg_keycache_release(). Never NULL. */
+/* The last change log seq applied (-1 before the first load). */
+int64_t kg_keycache_position(struct kg_keycache *kc);
+
+/* A read guard on the cache, held until kg_keycache_release(); entries
+ * found through it stay valid until then. Never NULL. Never waits for a
+ * load or sync. */
 const struct kg_keysnap *kg_keycache_acquire(struct kg_keycache *kc);
 void kg_keycache_release(const struct kg_keysnap *snap);
 
@@ -153,7 +176,8 @@ void kg_keycache_release(const struct kg_keysnap *snap);
 const struct kg_keyent *kg_keysnap_find(const struct kg_keysnap *snap,
                                         const unsigned char digest[KG_DIGEST_BYTES]);
 size_t kg_keysnap_count(const struct kg_keysnap *snap);
-/* Monotonic time (ms) the snapshot was built. */
+/* Monotonic time (ms) the cache was last known current with the store
+ * (the last successful load or sync). */
 int64_t kg_keysnap_built_ms(const struct kg_keysnap *snap);
 
 /* The rate-limit buckets of every key and user (keygate/limiter.h), owned

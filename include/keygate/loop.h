@@ -21,9 +21,11 @@ struct kg_loop;
 enum kg_status kg_loop_new(struct kg_runtime *rt, struct kg_loop **out,
                            struct kg_err *err);
 
-/* Adds an MHD daemon (created with MHD_USE_EPOLL, no internal thread) for
- * the loop to drive. The loop stops and frees it in kg_loop_free(). */
-enum kg_status kg_loop_add_daemon(struct kg_loop *loop, struct MHD_Daemon *d,
+/* Adds an MHD daemon (created with MHD_USE_EPOLL | MHD_USE_NO_LISTEN_SOCKET,
+ * no internal thread) for the loop to drive, and its listen socket lfd,
+ * which the loop accepts from (keygate/accept.h). The loop stops and frees
+ * both in kg_loop_free(); lfd is closed even on failure. */
+enum kg_status kg_loop_add_daemon(struct kg_loop *loop, struct MHD_Daemon *d, int lfd,
                                   struct kg_err *err);
 
 /* Starts the thread. */
@@ -51,6 +53,22 @@ void kg_loop_easy_put(struct kg_loop *loop, CURL *easy);
 void kg_loop_note_resume(struct kg_loop *loop);
 /* The same, from any other thread (the worker): also wakes the loop. */
 void kg_loop_kick(struct kg_loop *loop);
+/* Client connection bookkeeping, called by the daemon's callbacks on the
+ * loop's thread. kg_loop_conn_open (MHD_CONNECTION_NOTIFY_STARTED) returns
+ * the connection's context (its socket_context), or NULL when out of
+ * memory; it starts the client_header_timeout deadline. headers_done (the
+ * first call of a request) stops it and gives the body client_body_timeout
+ * of inactivity; request_done (a request answered in full) starts it again
+ * for the next request; close (MHD_CONNECTION_NOTIFY_CLOSED) frees it. */
+void *kg_loop_conn_open(struct kg_loop *loop, struct MHD_Connection *conn);
+void kg_loop_conn_headers_done(struct kg_loop *loop, struct MHD_Connection *conn);
+void kg_loop_conn_request_done(struct kg_loop *loop, struct MHD_Connection *conn);
+void kg_loop_conn_close(struct kg_loop *loop, void *ctx);
+/* CURLOPT_OPENSOCKETFUNCTION (clientp: the loop): socket(), falling back
+ * on one of the loop's reserved descriptors when the process is out of
+ * them, so requests in flight still reach the upstream. */
+curl_socket_t kg_loop_open_upstream_socket(void *clientp, curlsocktype purpose,
+                                           struct curl_sockaddr *a);
 /* Head of the loop's list of live exchanges (owned by proxy/relay.c). */
 struct kg_exchange **kg_loop_relay_list(struct kg_loop *loop);
 

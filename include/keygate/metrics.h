@@ -41,6 +41,26 @@ const char *kg_metrics_outcome_name(enum kg_outcome o);
 /* One access log line dropped because the log's buffer was full. Lock-free. */
 void kg_metrics_access_log_dropped(void);
 
+/* Why accept() failed on a listener (keygate_accept_errors_total{reason}). */
+enum kg_accept_reason {
+    KG_ACCEPT_EMFILE = 0, /* the process's descriptor limit */
+    KG_ACCEPT_ENFILE,     /* the system's descriptor limit */
+    KG_ACCEPT_ENOMEM,     /* ENOBUFS or ENOMEM */
+    KG_ACCEPT_OTHER,
+    KG_ACCEPT_REASON_COUNT,
+};
+
+/* One failed accept() of reason r. Lock-free. */
+void kg_metrics_accept_error(enum kg_accept_reason r);
+
+/* One connection closed at once because its IP already had
+ * max_connections_per_ip open (keygate_connections_refused_total). */
+void kg_metrics_connection_refused(void);
+
+/* One connection closed because its header block took longer than
+ * client_header_timeout (keygate_header_timeouts_total). */
+void kg_metrics_header_timeout(void);
+
 /* Counts one request as o; KG_OUTCOME_NONE is a no-op. Lock-free. */
 void kg_metrics_count(enum kg_outcome o);
 

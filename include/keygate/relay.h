@@ -76,6 +76,15 @@ bool kg_relay_take_body(struct kg_exchange *x, char **out, size_t *len);
  * the MHD access handler or content reader of this request. */
 void kg_relay_suspend(struct kg_exchange *x);
 
+/* cb(ctx) is called when the upstream exchange ends (an answer in full,
+ * a failure, a timeout) while the client's body has not all arrived:
+ * libmicrohttpd cannot queue an answer then, so the caller answers out of
+ * band. Not called once kg_relay_body_done() was. */
+void kg_relay_on_mid_body_end(struct kg_exchange *x, void (*cb)(void *ctx), void *ctx);
+
+/* The client connection the exchange belongs to. */
+struct MHD_Connection *kg_relay_connection(const struct kg_exchange *x);
+
 /* For the loop: the transfer of easy finished with result. */
 void kg_relay_on_done(CURL *easy, CURLcode result);
 

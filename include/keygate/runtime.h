@@ -20,6 +20,7 @@ struct kg_keywatch;
 struct kg_worker;
 struct kg_throttle;
 struct kg_tls;
+struct kg_connlimit;
 
 struct kg_runtime {
     struct kg_cfgswap *config; /* the current config: kg_cfgswap_acquire() it */
@@ -39,6 +40,12 @@ struct kg_runtime {
     _Atomic bool draining; /* SIGTERM seen: finish what is in flight, accept nothing new */
     _Atomic long connections;
     _Atomic long inflight; /* requests received and not yet completed */
+    /* Listeners whose accept() is failing for want of descriptors or
+     * memory (server/accept.c), and the errno of the latest failure:
+     * /readyz answers 503 while accept_stalled > 0. */
+    _Atomic int accept_stalled;
+    _Atomic int accept_errno;
+    struct kg_connlimit *per_ip; /* open client connections per IP, all loops */
 };
 
 #endif

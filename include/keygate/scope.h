@@ -28,7 +28,9 @@ enum kg_status kg_scope_list_normalise(const char *list, char *out, size_t outle
 /* True when the key scope have grants the required scope need. */
 bool kg_scope_grants(const char *have, const char *need);
 
-/* The first route matching method and the normalised path, or NULL. */
+/* The first route matching method and the normalised path, or NULL. The
+ * path's letters meet the pattern's in any case unless cfg->route_case is
+ * KG_ROUTE_CASE_SENSITIVE; kg_scope_cost() matches the same way. */
 const struct kg_route *kg_scope_route(const struct kg_config *cfg, const char *method,
                                       const char *path);
 

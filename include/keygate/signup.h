@@ -18,6 +18,7 @@
 #define KEYGATE_SIGNUP_H
 
 #include <stdint.h>
+#include "keygate/json_io.h"
 #include "keygate/keys.h"
 #include "keygate/status.h"
 #include "keygate/store.h"
@@ -33,6 +34,13 @@ struct kg_signup_req {
     const char *last_name;  /* NULL = "" */
 };
 
+/* The members a signup body may hold ("email", "password" required;
+ * "first_name", "last_name" optional, null allowed), as a kg_json_io_decode()
+ * table filling req: writes KG_SIGNUP_FIELDS entries into out and returns
+ * how many. One table for the front end and the fuzz target. */
+#define KG_SIGNUP_FIELDS 4
+size_t kg_signup_fields(struct kg_signup_req *req, struct kg_jfield out[KG_SIGNUP_FIELDS]);
+
 /* Checks the request without a store: e-mail shape (the accounts core's
  * rule), password strength (at least KG_PASSWORD_MIN characters with a
  * letter and a digit), names. Cheap: an edge may call it before queueing. */
@@ -40,8 +48,9 @@ enum kg_status kg_signup_check(const struct kg_signup_req *req, struct kg_err *e
 
 /* Creates the account: checks req, hashes the password, makes the user
  * (username = the e-mail, lower-cased) in kc->cfg->signup_tenant with
- * signup_role and signup_tier, and its first key named "signup" with no
- * scopes (so it has exactly the role's power), in one transaction. On KG_OK
+ * signup_role (none: a role without any scope) and signup_tier, and its
+ * first key named "signup" with no scopes (so it has exactly the role's
+ * power), in one transaction. On KG_OK
  * *user_out and *key_out hold the stored records and *secret_out the full
  * key (sodium_malloc'd; kg_keys_key_free() it). */
 enum kg_status kg_signup_create(const struct kg_keys_ctx *kc, const struct kg_signup_req *req,

@@ -187,6 +187,11 @@ enum kg_status kg_store_key_insert_audited(struct kg_store *st, const struct kg_
 enum kg_status kg_store_key_insert(struct kg_store *st, const struct kg_key_rec *rec,
                                    struct kg_err *err);
 
+/* n keys as kg_store_key_insert() inserts them, all in ONE transaction:
+ * all of them or none (the first failure's status). For seeding tools. */
+enum kg_status kg_store_key_insert_batch(struct kg_store *st, const struct kg_key_rec *recs,
+                                         size_t n, struct kg_err *err);
+
 /* Reads one key by id into *out. KG_ENOTFOUND when there is none. */
 enum kg_status kg_store_key_get(struct kg_store *st, const char *id, struct kg_key_rec *out,
                                 struct kg_err *err);
@@ -236,6 +241,16 @@ typedef bool (*kg_store_key_owner_cb)(const struct kg_key_rec *rec,
  * pairs are consistent. */
 enum kg_status kg_store_key_each_owner(struct kg_store *st, kg_store_key_owner_cb cb, void *ctx,
                                        struct kg_err *err);
+
+/* What one change log row names (sql/008_change_log.sql). */
+enum kg_change_object { KG_CHANGE_KEY = 0, KG_CHANGE_USER, KG_CHANGE_TENANT };
+
+/* kg_store_key_each_owner() restricted to the keys of one object: the key
+ * with id id, the keys of user id, or the keys of every user of tenant id.
+ * What the key cache reads to apply one change log row. */
+enum kg_status kg_store_key_each_owner_of(struct kg_store *st, enum kg_change_object of,
+                                          const char *id, kg_store_key_owner_cb cb, void *ctx,
+                                          struct kg_err *err);
 
 /* Writes the changeable fields of rec to the key rec->id: name, scopes,
  * expires_at, rate, rate_burst, quota_limit, quota_period and metadata.
@@ -426,6 +441,40 @@ enum kg_status kg_store_data_version(struct kg_store *st, int64_t *out, struct k
  * its cache (auth/keywatch.c). */
 enum kg_status kg_store_key_known(struct kg_store *st, const unsigned char digest[KG_DIGEST_BYTES],
                                   int64_t now, bool *out, struct kg_err *err);
+
+/* ---- change log ----
+ *
+ * Every change to a key, user or tenant appends a row (seq, object, id) in
+ * the transaction of the change itself (triggers); the usage flush appends
+ * none. The key cache applies the rows after the last seq it applied, each
+ * by reading its object again, so a row applied twice does no harm. Rows
+ * are trimmed by age; trimmed_through is the highest seq trimmed so far: a
+ * reader whose position is below it may have missed rows and must reload
+ * everything. */
+struct kg_change {
+    int64_t seq;
+    enum kg_change_object object;
+    char id[KG_NAME_MAX]; /* key id, user id or tenant name */
+};
+
+/* The last seq written (0 = none yet) and trimmed_through (0 = nothing
+ * trimmed). */
+enum kg_status kg_store_change_head(struct kg_store *st, int64_t *last, int64_t *trimmed,
+                                    struct kg_err *err);
+
+/* Calls cb for the rows with seq > after, in seq order, at most limit of
+ * them (limit > 0); c is borrowed for the call, which must not use the
+ * handle. cb returning false stops the walk (KG_OK). */
+typedef bool (*kg_store_change_cb)(const struct kg_change *c, void *ctx);
+enum kg_status kg_store_change_each(struct kg_store *st, int64_t after, size_t limit,
+                                    kg_store_change_cb cb, void *ctx, struct kg_err *err);
+
+/* Deletes the rows written before the Unix time before, in one transaction
+ * that also moves trimmed_through up to the highest seq deleted; *trimmed
+ * (may be NULL) gets the number of rows. The newest row is always kept,
+ * so the head never goes back. */
+enum kg_status kg_store_change_trim(struct kg_store *st, int64_t before, size_t *trimmed,
+                                    struct kg_err *err);
 
 /* Durable (synchronous=FULL, the default) for key changes; the daemon's
  * usage writer turns it off (NORMAL) for its batched counters. */

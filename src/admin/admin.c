@@ -12,10 +12,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <unistd.h>
 
 #include <sodium.h>
 
 #include "admin/admin_int.h"
+#include "keygate/accept.h"
 #include "keygate/accounts.h"
 #include "keygate/admin.h"
 #include "keygate/clientip.h"
@@ -359,11 +361,13 @@ admin_reload_keys(struct admin_call *c)
     struct kg_err err = {{0}};
 
     /* The change is committed; the answer must not go out before this daemon
-     * enforces it, so a failed reload (out of memory) is retried. */
+     * enforces it: the change log rows since the last poll (this one among
+     * them) are applied, and a failure is retried. */
     for (int attempt = 0; attempt < 5; attempt++) {
-        if (kg_keycache_reload(c->adm->rt->keys, c->adm->store, kg_time_now(), &err) == KG_OK)
+        if (kg_keycache_sync(c->adm->rt->keys, c->adm->store, kg_time_now(), NULL, &err) ==
+            KG_OK)
             return;
-        kg_log_warnx("admin: reloading keys: %s", err.msg);
+        kg_log_warnx("admin: applying key changes: %s", err.msg);
     }
 }
 
@@ -501,7 +505,8 @@ cleanup:
 /* Admin scopes are never implied: a scope-less key (full access on the public
  * side) and "*" do not reach the admin API; the key must list the scope
  * itself, or its resource wildcard ("keys:*"). Otherwise any key of a user
- * whose role is "*" (every signup user by default) could manage keys. */
+ * whose role is "*" (a default user; signup users with signup_role *) could
+ * manage keys. */
 static bool
 explicit_grant(const struct kg_keyent *ent, const char *scope)
 {
@@ -541,7 +546,7 @@ authenticate(struct kg_admin *adm, const struct kg_cred *cred, const char *metho
     snap = kg_keycache_acquire(adm->rt->keys);
     kg_decide(&cfg, snap, adm->rt->secret, cred, method, path, kg_time_now(), d_out);
     /* A key the CLI made a moment ago: the store is asked before a 401. */
-    if (d_out->unknown && kg_keywatch_recheck(adm->rt->keywatch, d_out->digest,
+    if (d_out->unknown && kg_keywatch_recheck(adm->rt->keywatch, adm->store, d_out->digest,
                                               kg_time_mono_ms(), kg_time_now())) {
         kg_keycache_release(snap);
         snap = kg_keycache_acquire(adm->rt->keys);
@@ -641,6 +646,17 @@ health(struct kg_admin *adm, struct MHD_Connection *conn, const char *url)
 
     if (strcmp(url, "/livez") == 0)
         return send_static(conn, 200, "{\"status\":\"ok\"}");
+    /* A listener out of descriptors: new clients wait in its queue. */
+    if (atomic_load(&rt->accept_stalled) > 0 && !atomic_load(&rt->draining)) {
+        char body[256];
+
+        snprintf(body, sizeof(body),
+                 "{\"status\":\"unavailable\",\"reason\":\"cannot accept connections: %s\"}",
+                 strerror(atomic_load(&rt->accept_errno)));
+        return queue(conn, 503,
+                     MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_COPY),
+                     false, NULL, 0, NULL);
+    }
     if (atomic_load(&rt->ready) && !atomic_load(&rt->draining))
         return send_static(conn, 200, "{\"status\":\"ready\"}");
     return send_static(conn, 503,
@@ -903,13 +919,17 @@ enum kg_status
 kg_admin_start(struct kg_runtime *rt, const struct sockaddr_storage *addr, struct kg_admin **out,
                struct kg_err *err)
 {
-    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG;
+    /* No listen socket: an accept thread of keygate's hands connections
+     * over (MHD_USE_ITC wakes the daemon for them; server/accept.c says why). */
+    unsigned int flags = MHD_USE_INTERNAL_POLLING_THREAD | MHD_USE_EPOLL | MHD_USE_ERROR_LOG |
+                         MHD_USE_NO_LISTEN_SOCKET | MHD_USE_ITC;
+    struct kg_acceptor *acc = NULL;
+    int lfd;
     struct kg_admin *adm = calloc(1, sizeof(*adm));
     unsigned char audit_key[KG_AUDIT_KEY_BYTES];
     const struct kg_config *cfg = NULL;
     struct MHD_OptionItem tls_opts[KG_TLS_MHD_OPTIONS];
     enum kg_status rc;
-    uint16_t port;
 
     *out = NULL;
     if (adm == NULL)
@@ -933,26 +953,37 @@ kg_admin_start(struct kg_runtime *rt, const struct sockaddr_storage *addr, struc
         if (rc != KG_OK)
             goto cleanup;
     }
-    if (addr->ss_family == AF_INET6) {
-        flags |= MHD_USE_IPv6;
-        port = ntohs(((const struct sockaddr_in6 *)(const void *)addr)->sin6_port);
-    } else {
-        port = ntohs(((const struct sockaddr_in *)(const void *)addr)->sin_port);
-    }
     kg_rawguard_init();
     /* The logger first: the library warns about options that precede it. */
     adm->daemon = MHD_start_daemon(
-        flags | kg_tls_mhd_flags(rt->tls), port, NULL, NULL, admin_handler, adm,
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL, MHD_OPTION_SOCK_ADDR, addr,
-        MHD_OPTION_NOTIFY_COMPLETED, request_completed, adm, MHD_OPTION_NOTIFY_CONNECTION,
-        connection_notify, adm, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)ADMIN_TIMEOUT_S,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)ADMIN_POOL_BYTES, MHD_OPTION_CONNECTION_LIMIT,
-        (unsigned int)ADMIN_CONNECTIONS_MAX, MHD_OPTION_ARRAY,
+        flags | kg_tls_mhd_flags(rt->tls), 0, NULL, NULL, admin_handler, adm,
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL, MHD_OPTION_NOTIFY_COMPLETED, request_completed, adm, MHD_OPTION_CONNECTION_TIMEOUT,
+        (unsigned int)ADMIN_TIMEOUT_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)ADMIN_POOL_BYTES,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)ADMIN_CONNECTIONS_MAX,
+        MHD_OPTION_NOTIFY_CONNECTION, connection_notify, adm, MHD_OPTION_ARRAY,
         kg_tls_mhd_options(rt->tls, tls_opts), MHD_OPTION_END);
     if (adm->daemon == NULL) {
-        rc = kg_err_set(err, KG_EIO, "cannot listen on admin address %s", cfg->admin_listen);
+        rc = kg_err_set(err, KG_EIO, "cannot start the HTTP server for admin address %s",
+                        cfg->admin_listen);
         goto cleanup;
     }
+    lfd = kg_accept_listen(addr, false, 128, err);
+    if (lfd < 0) {
+        char why[KG_ERR_MAX];
+
+        snprintf(why, sizeof(why), "%s", err->msg);
+        rc = kg_err_set(err, KG_EIO, "cannot listen on admin address %s: %s", cfg->admin_listen,
+                        why);
+        goto cleanup;
+    }
+    rc = kg_acceptor_new(rt, lfd, adm->daemon, "admin", false, &acc, err);
+    if (rc != KG_OK) {
+        close(lfd);
+        goto cleanup;
+    }
+    rc = kg_accept_thread_start(acc, &adm->acceptor, err); /* takes acc */
+    if (rc != KG_OK)
+        goto cleanup;
     *out = adm;
     adm = NULL;
 
@@ -967,6 +998,7 @@ kg_admin_stop(struct kg_admin *adm)
 {
     if (adm == NULL)
         return;
+    kg_accept_thread_stop(adm->acceptor); /* first: it adds to the daemon */
     if (adm->daemon != NULL)
         MHD_stop_daemon(adm->daemon);
     kg_store_close(adm->store);

@@ -28,9 +28,12 @@
 #define ADMIN_LIMIT_DEFAULT 50
 #define ADMIN_LIMIT_MAX 200
 
+struct kg_accept_thread;
+
 struct kg_admin {
     struct kg_runtime *rt;
     struct MHD_Daemon *daemon;
+    struct kg_accept_thread *acceptor; /* accepts for daemon (server/accept.c) */
     struct kg_store *store; /* this thread's own handle */
     /* The config of the request being handled: the one its struct areq
      * acquired (the admin daemon has one thread, so one request at a time
@@ -119,9 +122,10 @@ bool admin_page(struct admin_call *c, struct kg_page *page);
 /* {"data": data, "next_cursor": next or null}; takes data. */
 void admin_reply_list(struct admin_call *c, json_t *data, const char *next);
 
-/* Rebuilds the daemon's key cache from this thread's store handle, so a
- * change made here is enforced before the answer leaves. Logs a failure
- * (the change is stored; the main thread's data_version poll retries). */
+/* Applies the store's change log to the daemon's key cache from this
+ * thread's store handle (kg_keycache_sync), so a change made here is
+ * enforced before the answer leaves. Logs a failure (the change is stored;
+ * the main thread's poll of the log retries). */
 void admin_reload_keys(struct admin_call *c);
 
 /* For a fenced caller: true when every admin scope (keys:, users:,

@@ -1,6 +1,7 @@
 /* admin/json_io.c - bounded body collection, strict field-table decoding and
  * small encoders (jansson). Owns the words of every "your JSON is wrong"
  * answer; does not know what any endpoint means by its fields. */
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -157,8 +158,15 @@ take_value(const struct kg_jfield *f, json_t *v, struct kg_err *err)
         *(bool *)f->out = json_is_true(v);
         return KG_OK;
     case KG_JINT:
-        if (!json_is_integer(v))
+        if (!json_is_integer(v) ||
+            ((f->min != 0 || f->max != 0) &&
+             (json_integer_value(v) < f->min || json_integer_value(v) > f->max))) {
+            if (f->min != 0 || f->max != 0)
+                return kg_err_set(err, KG_EINVAL,
+                                  "%s must be an integer from %" PRId64 " to %" PRId64, f->name,
+                                  f->min, f->max);
             return kg_err_set(err, KG_EINVAL, "%s must be an integer", f->name);
+        }
         *(int64_t *)f->out = (int64_t)json_integer_value(v);
         return KG_OK;
     case KG_JSCOPES:

@@ -105,7 +105,9 @@ admin_users_create(struct admin_call *c)
          .nullable = true,
          .out = &req.credits,
          .present = &req.has_credits,
-         .is_null = &null_quota},
+         .is_null = &null_quota,
+         .min = -1,
+         .max = KG_JSON_COUNT_MAX},
         {.name = "quota_period", .type = KG_JSTRING, .nullable = true, .out = &req.refill},
     };
     struct kg_user_rec u;
@@ -207,7 +209,9 @@ admin_users_update(struct admin_call *c)
          .nullable = true,
          .out = &chg.quota_limit,
          .present = &chg.set_quota_limit,
-         .is_null = &null_quota},
+         .is_null = &null_quota,
+         .min = -1,
+         .max = KG_JSON_COUNT_MAX},
         {.name = "quota_period",
          .type = KG_JSTRING,
          .nullable = true,

@@ -1,9 +1,13 @@
-/* auth/keycache.c - in-memory digest -> key index with atomic snapshots.
- * Owns snapshots and per-key stat records; does not decide anything (that
- * is auth/decide.c) and does not know the key format. A reload reads the
- * whole key table with each key's owner (role, tier, enabled or not), which
- * for 10,000 keys takes milliseconds and keeps the swap trivially correct;
- * keys of disabled users or tenants are left out like revoked ones. */
+/* auth/keycache.c - in-memory digest -> key cache, kept current by deltas.
+ * Owns the entries (built from store records with their owner's role,
+ * tier and credits) and the per-key and per-user stat records; the index
+ * they live in, its lock-free reads and deferred freeing are
+ * auth/keyindex.c. Does not decide anything (that is auth/decide.c) and
+ * does not know the key format. A full load streams every key once (at
+ * start, or when the change log was trimmed past this cache's position);
+ * after that, kg_keycache_sync() applies the change log rows since the last
+ * one applied, each by reading its key, user or tenant's keys again. Keys
+ * revoked, or of disabled users or tenants, are left out. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -13,23 +17,15 @@
 #include <sodium.h>
 
 #include "keygate/keycache.h"
+#include "keygate/keyindex.h"
 #include "keygate/limiter.h"
 #include "keygate/scope.h"
 #include "keygate/timeutil.h"
 
-struct kg_keysnap {
-    _Atomic long refs;
-    size_t n;
-    size_t cap; /* index slots, a power of two, at least 2n */
-    struct kg_keyent *ents;
-    char **blocks;   /* blocks[i]: one allocation holding ents[i]'s strings */
-    uint32_t *index; /* 0 = empty slot, else entry index + 1 */
-    int64_t built_ms;
-};
-
 struct stat_slot {
-    char *id;
-    struct kg_keystat *stat;
+    const char *id; /* the node's own copy; NULL = empty slot */
+    struct kg_keystat *stat; /* first member of a struct stat_node */
+    uint64_t hash;
 };
 
 struct user_slot {
@@ -37,31 +33,41 @@ struct user_slot {
     struct kg_userstat *stat;
 };
 
+/* A chunk of stat records (see struct kg_keycache). */
+#define ARENA_CHUNK ((size_t)1 << 20)
+struct arena_chunk {
+    struct arena_chunk *next;
+    _Alignas(max_align_t) unsigned char mem[ARENA_CHUNK];
+};
+
 struct kg_keycache {
-    pthread_mutex_t swap_mu; /* held only for the pointer read + ref increment */
-    pthread_mutex_t load_mu; /* serialises reloads, flushes and the stat maps */
-    struct kg_keysnap *cur;
+    struct kg_keyindex *ix;
+    pthread_mutex_t load_mu; /* serialises loads, syncs, flushes and the stat maps */
+    int64_t seq;             /* the last change log row applied; -1 = never loaded */
+    uint32_t epoch;          /* stamped on entries by a full load, to sweep the rest */
     struct stat_slot *stats; /* open addressing by id */
     size_t nstats, stats_cap;
     struct user_slot *ustats; /* the same, by user id */
+    struct kg_keystat *_Atomic dirty; /* records used since the last flush (a stack) */
+    /* Stat records are never freed before the cache: they are carved from
+     * chunks, with no allocator header or call per key. */
+    struct arena_chunk *chunks;
+    size_t chunk_used;
     size_t nustats, ustats_cap;
     /* Rate-limit buckets by key id and user id: like the stat records they
-     * outlive snapshots, so a reload resets no limit. */
+     * outlive entries, so a change resets no limit. */
     struct kg_limiter *limiter;
+};
+
+/* What the index holds: the entry first (the index frees the block with
+ * free()), then the load that made it, then its strings. */
+struct ent_block {
+    struct kg_keyent ent;
+    uint32_t epoch;
 };
 
 /* Busy buckets the in-process limiter holds (16 bytes each: 1 MiB). */
 #define LIMITER_BUCKETS ((size_t)1 << 16)
-
-static uint64_t
-digest_hash(const unsigned char *d)
-{
-    uint64_t h;
-
-    /* The digest is already a keyed hash: its first bytes are uniform. */
-    memcpy(&h, d, sizeof(h));
-    return h;
-}
 
 static uint64_t
 str_hash(const char *s)
@@ -73,42 +79,6 @@ str_hash(const char *s)
     return h;
 }
 
-static void
-snap_free(struct kg_keysnap *snap)
-{
-    if (snap == NULL)
-        return;
-    for (size_t i = 0; i < snap->n; i++)
-        free(snap->blocks[i]);
-    free(snap->blocks);
-    free(snap->ents);
-    free(snap->index);
-    free(snap);
-}
-
-static struct kg_keysnap *
-snap_new(size_t nkeys)
-{
-    struct kg_keysnap *snap = calloc(1, sizeof(*snap));
-    size_t cap = 16;
-
-    if (snap == NULL)
-        return NULL;
-    while (cap < nkeys * 2)
-        cap *= 2;
-    snap->cap = cap;
-    snap->refs = 1;
-    snap->built_ms = kg_time_mono_ms();
-    snap->index = calloc(cap, sizeof(*snap->index));
-    snap->ents = calloc(nkeys > 0 ? nkeys : 1, sizeof(*snap->ents));
-    snap->blocks = calloc(nkeys > 0 ? nkeys : 1, sizeof(*snap->blocks));
-    if (snap->index == NULL || snap->ents == NULL || snap->blocks == NULL) {
-        snap_free(snap);
-        return NULL;
-    }
-    return snap;
-}
-
 enum kg_status
 kg_keycache_new(struct kg_keycache **out)
 {
@@ -117,20 +87,19 @@ kg_keycache_new(struct kg_keycache **out)
     *out = NULL;
     if (kc == NULL)
         return KG_ENOMEM;
-    kc->cur = snap_new(0);
+    kc->seq = -1;
     kc->stats_cap = 64;
     kc->stats = calloc(kc->stats_cap, sizeof(*kc->stats));
     kc->ustats_cap = 64;
     kc->ustats = calloc(kc->ustats_cap, sizeof(*kc->ustats));
-    if (kc->cur == NULL || kc->stats == NULL || kc->ustats == NULL ||
+    if (kc->stats == NULL || kc->ustats == NULL || kg_keyindex_new(&kc->ix) != KG_OK ||
         kg_limiter_new_local(LIMITER_BUCKETS, &kc->limiter, NULL) != KG_OK) {
-        snap_free(kc->cur);
+        kg_keyindex_free(kc->ix);
         free(kc->stats);
         free(kc->ustats);
         free(kc);
         return KG_ENOMEM;
     }
-    pthread_mutex_init(&kc->swap_mu, NULL);
     pthread_mutex_init(&kc->load_mu, NULL);
     *out = kc;
     return KG_OK;
@@ -141,10 +110,12 @@ kg_keycache_free(struct kg_keycache *kc)
 {
     if (kc == NULL)
         return;
-    kg_keycache_release(kc->cur);
-    for (size_t i = 0; i < kc->stats_cap; i++) {
-        free(kc->stats[i].id);
-        free(kc->stats[i].stat);
+    kg_keyindex_free(kc->ix);
+    while (kc->chunks != NULL) {
+        struct arena_chunk *c = kc->chunks;
+
+        kc->chunks = c->next;
+        free(c);
     }
     free(kc->stats);
     for (size_t i = 0; i < kc->ustats_cap; i++) {
@@ -153,7 +124,6 @@ kg_keycache_free(struct kg_keycache *kc)
     }
     free(kc->ustats);
     kg_limiter_free(kc->limiter);
-    pthread_mutex_destroy(&kc->swap_mu);
     pthread_mutex_destroy(&kc->load_mu);
     free(kc);
 }
@@ -161,49 +131,35 @@ kg_keycache_free(struct kg_keycache *kc)
 const struct kg_keysnap *
 kg_keycache_acquire(struct kg_keycache *kc)
 {
-    struct kg_keysnap *snap;
-
-    pthread_mutex_lock(&kc->swap_mu);
-    snap = kc->cur;
-    atomic_fetch_add_explicit(&snap->refs, 1, memory_order_relaxed);
-    pthread_mutex_unlock(&kc->swap_mu);
-    return snap;
+    return kg_keyindex_acquire(kc->ix);
 }
 
 void
-kg_keycache_release(const struct kg_keysnap *csnap)
+kg_keycache_release(const struct kg_keysnap *snap)
 {
-    struct kg_keysnap *snap = (struct kg_keysnap *)csnap;
-
-    if (snap != NULL && atomic_fetch_sub_explicit(&snap->refs, 1, memory_order_acq_rel) == 1)
-        snap_free(snap);
+    kg_keyindex_release(snap);
 }
 
-const struct kg_keyent *
-kg_keysnap_find(const struct kg_keysnap *snap, const unsigned char digest[KG_DIGEST_BYTES])
+/* Puts s on its cache's list of records to flush, once. After the counter
+ * it follows: the fence orders the counter's update before the flag's read,
+ * which the flush clears before it reads the counters, so an update is
+ * either seen by the flush that clears the flag or listed again. */
+static void
+mark_dirty(struct kg_keystat *s)
 {
-    size_t mask = snap->cap - 1;
+    struct kg_keystat *head;
 
-    for (size_t i = digest_hash(digest) & mask;; i = (i + 1) & mask) {
-        uint32_t slot = snap->index[i];
-
-        if (slot == 0)
-            return NULL;
-        if (sodium_memcmp(snap->ents[slot - 1].digest, digest, KG_DIGEST_BYTES) == 0)
-            return &snap->ents[slot - 1];
-    }
-}
-
-size_t
-kg_keysnap_count(const struct kg_keysnap *snap)
-{
-    return snap->n;
-}
-
-int64_t
-kg_keysnap_built_ms(const struct kg_keysnap *snap)
-{
-    return snap->built_ms;
+    if (s->dirty_head == NULL)
+        return;
+    atomic_thread_fence(memory_order_seq_cst);
+    if (atomic_load_explicit(&s->dirty, memory_order_relaxed) ||
+        atomic_exchange_explicit(&s->dirty, true, memory_order_acq_rel))
+        return;
+    head = atomic_load_explicit(s->dirty_head, memory_order_relaxed);
+    do {
+        s->dirty_next = head;
+    } while (!atomic_compare_exchange_weak_explicit(s->dirty_head, &head, s, memory_order_release,
+                                                    memory_order_relaxed));
 }
 
 void
@@ -216,6 +172,8 @@ kg_keycache_touch(const struct kg_keyent *ent, int64_t now)
            !atomic_compare_exchange_weak_explicit(&ent->stat->last_used, &prev, now,
                                                   memory_order_relaxed, memory_order_relaxed)) {
     }
+    if (prev < now)
+        mark_dirty(ent->stat);
 }
 
 void
@@ -240,6 +198,7 @@ kg_keycache_count(const struct kg_keyent *ent, enum kg_usage_kind kind)
         return;
     }
     atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
+    mark_dirty(ent->stat);
 }
 
 int64_t
@@ -397,6 +356,7 @@ kg_keycache_charge(struct kg_keystat *stat, int64_t units)
     if (units <= 0)
         return;
     atomic_fetch_add_explicit(&stat->credits, units, memory_order_relaxed);
+    mark_dirty(stat);
     us = atomic_load_explicit(&stat->user, memory_order_relaxed);
     if (us == NULL)
         return;
@@ -407,9 +367,10 @@ kg_keycache_charge(struct kg_keystat *stat, int64_t units)
         atomic_fetch_add_explicit(&us->tier.charged, units, memory_order_relaxed);
 }
 
-/* The user record for id, created on first sight. Caller holds load_mu. */
+/* The user record for id, created on first sight; *idp gets the map's
+ * copy of the id. Caller holds load_mu. */
 static struct kg_userstat *
-user_stat_for(struct kg_keycache *kc, const char *id)
+user_stat_for(struct kg_keycache *kc, const char *id, const char **idp)
 {
     size_t mask, i;
 
@@ -433,8 +394,10 @@ user_stat_for(struct kg_keycache *kc, const char *id)
     }
     mask = kc->ustats_cap - 1;
     for (i = str_hash(id) & mask; kc->ustats[i].id != NULL; i = (i + 1) & mask)
-        if (strcmp(kc->ustats[i].id, id) == 0)
+        if (strcmp(kc->ustats[i].id, id) == 0) {
+            *idp = kc->ustats[i].id;
             return kc->ustats[i].stat;
+        }
     kc->ustats[i].id = strdup(id);
     kc->ustats[i].stat = calloc(1, sizeof(struct kg_userstat));
     if (kc->ustats[i].id == NULL || kc->ustats[i].stat == NULL) {
@@ -445,14 +408,51 @@ user_stat_for(struct kg_keycache *kc, const char *id)
         return NULL;
     }
     kc->nustats++;
+    *idp = kc->ustats[i].id;
     return kc->ustats[i].stat;
 }
 
-/* The stat record for id, created on first sight. Caller holds load_mu. */
-static struct kg_keystat *
-stat_for(struct kg_keycache *kc, const char *id, int64_t stored_last_used)
+/* len zeroed bytes, aligned for any record, living as long as the cache.
+ * Caller holds load_mu. */
+static void *
+arena_alloc(struct kg_keycache *kc, size_t len)
 {
-    size_t mask, i;
+    void *p;
+
+    len = (len + _Alignof(max_align_t) - 1) & ~(_Alignof(max_align_t) - 1);
+    if (len > ARENA_CHUNK)
+        return NULL;
+    if (kc->chunks == NULL || kc->chunk_used + len > ARENA_CHUNK) {
+        struct arena_chunk *c = calloc(1, sizeof(*c));
+
+        if (c == NULL)
+            return NULL;
+        c->next = kc->chunks;
+        kc->chunks = c;
+        kc->chunk_used = 0;
+    }
+    p = kc->chunks->mem + kc->chunk_used;
+    kc->chunk_used += len;
+    return p;
+}
+
+/* A stat record and its key id, in one allocation that lives as long as
+ * the cache (entries borrow the id from here). */
+struct stat_node {
+    struct kg_keystat stat;
+    char id[];
+};
+
+/* The stat record for id, created on first sight; *idp gets the record's
+ * copy of the id. Caller holds load_mu. The slots keep the hash, so growing
+ * the map never reads an id again (at 1,000,000 keys that is a cache miss
+ * each). */
+static struct kg_keystat *
+stat_for(struct kg_keycache *kc, const char *id, int64_t stored_last_used, const char **idp)
+{
+    uint64_t h = str_hash(id);
+    size_t mask, i, len;
+    struct stat_node *node;
 
     if ((kc->nstats + 1) * 2 > kc->stats_cap) {
         size_t ncap = kc->stats_cap * 2;
@@ -463,8 +463,7 @@ stat_for(struct kg_keycache *kc, const char *id, int64_t stored_last_used)
         for (size_t j = 0; j < kc->stats_cap; j++) {
             if (kc->stats[j].id == NULL)
                 continue;
-            for (i = str_hash(kc->stats[j].id) & (ncap - 1); ns[i].id != NULL;
-                 i = (i + 1) & (ncap - 1)) {
+            for (i = kc->stats[j].hash & (ncap - 1); ns[i].id != NULL; i = (i + 1) & (ncap - 1)) {
             }
             ns[i] = kc->stats[j];
         }
@@ -473,30 +472,34 @@ stat_for(struct kg_keycache *kc, const char *id, int64_t stored_last_used)
         kc->stats_cap = ncap;
     }
     mask = kc->stats_cap - 1;
-    for (i = str_hash(id) & mask; kc->stats[i].id != NULL; i = (i + 1) & mask)
-        if (strcmp(kc->stats[i].id, id) == 0)
+    for (i = h & mask; kc->stats[i].id != NULL; i = (i + 1) & mask) {
+        if (kc->stats[i].hash == h && strcmp(kc->stats[i].id, id) == 0) {
+            *idp = kc->stats[i].id;
             return kc->stats[i].stat;
-    kc->stats[i].id = strdup(id);
-    kc->stats[i].stat = calloc(1, sizeof(struct kg_keystat));
-    if (kc->stats[i].id == NULL || kc->stats[i].stat == NULL) {
-        free(kc->stats[i].id);
-        free(kc->stats[i].stat);
-        kc->stats[i].id = NULL;
-        kc->stats[i].stat = NULL;
-        return NULL;
+        }
     }
-    atomic_store(&kc->stats[i].stat->last_used, stored_last_used);
-    atomic_store(&kc->stats[i].stat->last_flushed, stored_last_used);
+    len = strlen(id) + 1;
+    node = arena_alloc(kc, sizeof(*node) + len);
+    if (node == NULL)
+        return NULL;
+    memcpy(node->id, id, len);
+    kc->stats[i].id = node->id;
+    kc->stats[i].stat = &node->stat;
+    kc->stats[i].hash = h;
+    node->stat.dirty_head = &kc->dirty;
+    atomic_store(&node->stat.last_used, stored_last_used);
+    atomic_store(&node->stat.last_flushed, stored_last_used);
     kc->nstats++;
-    return kc->stats[i].stat;
+    *idp = node->id;
+    return &node->stat;
 }
 
+/* One pass over store rows: a full load or one change log row. */
 struct load_ctx {
     struct kg_keycache *kc;
-    struct kg_keysnap *snap;
-    size_t cap;
     int64_t now;
     enum kg_status rc;
+    size_t rows; /* rows seen */
 };
 
 /* Number of entries of a comma-separated list ("" has none). */
@@ -601,27 +604,43 @@ kg_keycache_stored_used(const char *period, int64_t used, int64_t start, int64_t
 static bool
 add_entry(struct load_ctx *lc, const struct kg_key_rec *rec, const struct kg_key_owner *owner)
 {
-    size_t lid = strlen(rec->id) + 1, lname = strlen(rec->name) + 1;
+    size_t lname = strlen(rec->name) + 1;
     size_t lten = strlen(rec->tenant) + 1, lsc = strlen(rec->scopes) + 1;
-    size_t luser = strlen(rec->user_id) + 1, ltier = strlen(owner->tier) + 1;
+    size_t ltier = strlen(owner->tier) + 1;
     size_t lrole = strlen(owner->role) + 1;
     size_t nscopes = list_count(rec->scopes), nrole = list_count(owner->role);
+    struct kg_userstat *us = NULL;
+    struct kg_keystat *stat;
+    const char *id, *user_id = "";
+    struct ent_block *eb;
     struct kg_keyent *ent;
     char *block, *p;
     const char **vec, **rvec;
 
-    block = malloc((nscopes + 1 + nrole + 1) * sizeof(char *) + lid + lname + lten + 2 * lsc +
-                   luser + ltier + 2 * lrole + lsc + lrole);
+    /* The id and the owner's id are borrowed from the stat records, which
+     * live as long as the cache. */
+    stat = stat_for(lc->kc, rec->id, rec->last_used_at, &id);
+    if (stat == NULL)
+        return false;
+    if (rec->user_id[0] != '\0') {
+        us = user_stat_for(lc->kc, rec->user_id, &user_id);
+        if (us == NULL)
+            return false;
+    }
+    /* One block: the entry, the vectors, the strings. */
+    block = malloc(sizeof(*eb) + (nscopes + 1 + nrole + 1) * sizeof(char *) + lname + lten +
+                   2 * lsc + ltier + 2 * lrole + lsc + lrole);
     if (block == NULL)
         return false;
-    vec = (const char **)(void *)block;
+    eb = (struct ent_block *)(void *)block;
+    memset(eb, 0, sizeof(*eb));
+    eb->epoch = lc->kc->epoch;
+    ent = &eb->ent;
+    vec = (const char **)(void *)(block + sizeof(*eb));
     rvec = vec + nscopes + 1;
-    p = block + (nscopes + 1 + nrole + 1) * sizeof(char *);
-    ent = &lc->snap->ents[lc->snap->n];
-    lc->snap->blocks[lc->snap->n] = block;
+    p = (char *)(rvec + nrole + 1);
     memcpy(ent->digest, rec->digest, KG_DIGEST_BYTES);
-    ent->id = memcpy(p, rec->id, lid);
-    p += lid;
+    ent->id = id;
     ent->name = memcpy(p, rec->name, lname);
     p += lname;
     ent->tenant = memcpy(p, rec->tenant, lten);
@@ -632,8 +651,7 @@ add_entry(struct load_ctx *lc, const struct kg_key_rec *rec, const struct kg_key
     p += lsc;
     ent->scopes = vec;
     ent->nscopes = nscopes;
-    ent->user_id = memcpy(p, rec->user_id, luser);
-    p += luser;
+    ent->user_id = user_id;
     ent->tier = memcpy(p, owner->tier, ltier);
     p += ltier;
     ent->role_str = memcpy(p, owner->role, lrole);
@@ -654,19 +672,12 @@ add_entry(struct load_ctx *lc, const struct kg_key_rec *rec, const struct kg_key
     ent->has_rate = key_rate(rec, &ent->rate);
     ent->quota_limit = rec->quota_limit;
     ent->quota_period = period_of(rec->quota_period);
-    ent->stat = stat_for(lc->kc, rec->id, rec->last_used_at);
-    if (ent->stat == NULL)
-        return false;
+    ent->stat = stat;
     ent->user_has_quota = owner->has_quota;
     ent->user_quota_limit = owner->quota_limit;
     ent->user_quota_period = period_of(owner->quota_period);
-    ent->ustat = NULL;
-    if (rec->user_id[0] != '\0') {
-        struct kg_userstat *us = user_stat_for(lc->kc, rec->user_id);
-
-        if (us == NULL)
-            return false;
-        ent->ustat = us;
+    ent->ustat = us;
+    if (us != NULL) {
         /* Under load_mu, like the key's credits below: every key of the
          * user writes the same stored totals. */
         atomic_store(&us->credits.stored, owner->usage->credits);
@@ -682,8 +693,7 @@ add_entry(struct load_ctx *lc, const struct kg_key_rec *rec, const struct kg_key
     atomic_store(&ent->stat->credits_stored, rec->quota_used);
     atomic_store(&ent->stat->credits_stored_start, rec->quota_period_start);
     atomic_store(&ent->stat->credits_period, (int)ent->quota_period);
-    lc->snap->n++;
-    return true;
+    return kg_keyindex_put(lc->kc->ix, ent) == KG_OK;
 }
 
 static bool
@@ -691,15 +701,12 @@ load_one(const struct kg_key_rec *rec, const struct kg_key_owner *owner, void *v
 {
     struct load_ctx *lc = vctx;
 
-    if (rec->revoked_at != 0 && rec->revoked_at <= lc->now)
+    lc->rows++;
+    /* Revoked, or a disabled owner or tenant (a revocation of every key it
+     * holds): not in the cache. */
+    if ((rec->revoked_at != 0 && rec->revoked_at <= lc->now) || owner->disabled) {
+        kg_keyindex_remove(lc->kc->ix, rec->digest);
         return true;
-    /* A disabled owner or tenant is a revocation of every key it holds. */
-    if (owner->disabled)
-        return true;
-    if (lc->snap->n == lc->cap) {
-        /* Grow by rebuilding later; count first. */
-        lc->rc = KG_ELIMIT;
-        return false;
     }
     if (!add_entry(lc, rec, owner)) {
         lc->rc = KG_ENOMEM;
@@ -708,106 +715,182 @@ load_one(const struct kg_key_rec *rec, const struct kg_key_owner *owner, void *v
     return true;
 }
 
+/* A full load leaves out what it did not see this time. */
 static bool
-count_one(const struct kg_key_rec *rec, const struct kg_key_owner *owner, void *vctx)
+seen_this_load(const struct kg_keyent *ent, void *vkc)
 {
-    (void)rec;
-    (void)owner;
-    (*(size_t *)vctx)++;
-    return true;
+    const struct kg_keycache *kc = vkc;
+
+    return ((const struct ent_block *)(const void *)ent)->epoch == kc->epoch;
 }
 
-static void
-index_build(struct kg_keysnap *snap)
+/* Caller holds load_mu. Every key, streamed once; entries are replaced in
+ * place, so readers keep answering and memory never doubles. */
+static enum kg_status
+load_all_locked(struct kg_keycache *kc, struct kg_store *st, int64_t now, struct kg_err *err)
 {
-    size_t mask = snap->cap - 1;
+    struct load_ctx lc = {.kc = kc, .now = now, .rc = KG_OK};
+    int64_t last, trimmed;
+    enum kg_status rc;
 
-    for (size_t e = 0; e < snap->n; e++) {
-        size_t i = digest_hash(snap->ents[e].digest) & mask;
-
-        while (snap->index[i] != 0)
-            i = (i + 1) & mask;
-        snap->index[i] = (uint32_t)(e + 1);
+    /* The position first: a change committed during the walk is applied
+     * again by the next sync, which does no harm. */
+    rc = kg_store_change_head(st, &last, &trimmed, err);
+    if (rc != KG_OK)
+        return rc;
+    kc->epoch++;
+    rc = kg_store_key_each_owner(st, load_one, &lc, err);
+    if (rc == KG_OK && lc.rc != KG_OK)
+        rc = kg_err_set(err, lc.rc, "out of memory loading keys");
+    if (rc == KG_OK) {
+        kg_keyindex_sweep(kc->ix, seen_this_load, kc);
+        kc->seq = last;
     }
+    /* On failure the position stays, so the next sync loads again. */
+    kg_keyindex_publish(kc->ix, rc == KG_OK ? kg_time_mono_ms() : 0);
+    return rc;
 }
-
-static enum kg_status reload_locked(struct kg_keycache *kc, struct kg_store *st, int64_t now,
-                                    struct kg_err *err);
 
 enum kg_status
 kg_keycache_reload(struct kg_keycache *kc, struct kg_store *st, int64_t now, struct kg_err *err)
 {
+    enum kg_status rc;
+
     pthread_mutex_lock(&kc->load_mu);
-    return reload_locked(kc, st, now, err);
+    rc = load_all_locked(kc, st, now, err);
+    pthread_mutex_unlock(&kc->load_mu);
+    return rc;
+}
+
+/* Change log rows read in one go. */
+#define SYNC_BATCH 512
+
+struct batch {
+    struct kg_change *c;
+    size_t n;
+};
+
+static bool
+collect(const struct kg_change *c, void *vb)
+{
+    struct batch *b = vb;
+
+    b->c[b->n++] = *c;
+    return b->n < SYNC_BATCH;
+}
+
+/* Whether row i is repeated later in the batch: the later one reads the
+ * same object again, so this one can be skipped (a user or tenant may name
+ * many keys). */
+static bool
+repeated_later(const struct batch *b, size_t i)
+{
+    if (b->c[i].object == KG_CHANGE_KEY)
+        return false;
+    for (size_t j = i + 1; j < b->n; j++)
+        if (b->c[j].object == b->c[i].object && strcmp(b->c[j].id, b->c[i].id) == 0)
+            return true;
+    return false;
+}
+
+/* Applies one batch of rows. *gone: a key row names a key the store no
+ * longer has (deleted by hand), which only a full load removes. */
+static enum kg_status
+apply_batch(struct kg_keycache *kc, struct kg_store *st, const struct batch *b, int64_t now,
+            bool *gone, struct kg_err *err)
+{
+    for (size_t i = 0; i < b->n; i++) {
+        struct load_ctx lc = {.kc = kc, .now = now, .rc = KG_OK};
+        enum kg_status rc;
+
+        if (repeated_later(b, i))
+            continue;
+        rc = kg_store_key_each_owner_of(st, b->c[i].object, b->c[i].id, load_one, &lc, err);
+        if (rc == KG_OK && lc.rc != KG_OK)
+            rc = kg_err_set(err, lc.rc, "out of memory loading keys");
+        if (rc != KG_OK)
+            return rc;
+        if (b->c[i].object == KG_CHANGE_KEY && lc.rows == 0)
+            *gone = true;
+    }
+    return KG_OK;
+}
+
+/* Caller holds load_mu. */
+static enum kg_status
+sync_locked(struct kg_keycache *kc, struct kg_store *st, int64_t now, bool *full,
+            struct kg_err *err)
+{
+    struct batch b = {0};
+    enum kg_status rc = KG_OK;
+    int64_t last, trimmed;
+    bool gone = false;
+
+    if (kc->seq < 0)
+        goto load_all;
+    b.c = malloc(SYNC_BATCH * sizeof(*b.c));
+    if (b.c == NULL)
+        return kg_err_set(err, KG_ENOMEM, "out of memory reading changes");
+    for (;;) {
+        b.n = 0;
+        rc = kg_store_change_each(st, kc->seq, SYNC_BATCH, collect, &b, err);
+        if (rc != KG_OK)
+            goto cleanup;
+        /* Read after the rows: a trim past our position before or during
+         * that read may have taken rows we never saw. */
+        rc = kg_store_change_head(st, &last, &trimmed, err);
+        if (rc != KG_OK)
+            goto cleanup;
+        if (trimmed > kc->seq)
+            goto load_all;
+        if (b.n == 0)
+            break;
+        rc = apply_batch(kc, st, &b, now, &gone, err);
+        if (rc != KG_OK)
+            goto cleanup; /* the position stays: the next sync applies the batch again */
+        kc->seq = b.c[b.n - 1].seq;
+        if (gone)
+            goto load_all;
+        if (b.n < SYNC_BATCH)
+            break;
+    }
+    kg_keyindex_publish(kc->ix, kg_time_mono_ms());
+    goto cleanup;
+load_all:
+    if (full != NULL)
+        *full = true;
+    rc = load_all_locked(kc, st, now, err);
+cleanup:
+    /* Whatever was applied before a failure is published too. */
+    if (rc != KG_OK)
+        kg_keyindex_publish(kc->ix, 0);
+    free(b.c);
+    return rc;
 }
 
 enum kg_status
-kg_keycache_try_reload(struct kg_keycache *kc, struct kg_store *st, int64_t now, int64_t wait_ms,
-                       struct kg_err *err)
+kg_keycache_sync(struct kg_keycache *kc, struct kg_store *st, int64_t now, bool *full,
+                 struct kg_err *err)
 {
-    struct timespec until;
-
-    clock_gettime(CLOCK_REALTIME, &until); /* pthread_mutex_timedlock's clock */
-    until.tv_sec += wait_ms / 1000;
-    until.tv_nsec += (wait_ms % 1000) * 1000000L;
-    if (until.tv_nsec >= 1000000000L) {
-        until.tv_sec++;
-        until.tv_nsec -= 1000000000L;
-    }
-    if (pthread_mutex_timedlock(&kc->load_mu, &until) != 0)
-        return kg_err_set(err, KG_ECONFLICT, "a reload or flush is in progress");
-    return reload_locked(kc, st, now, err);
-}
-
-/* Caller holds load_mu; releases it. */
-static enum kg_status
-reload_locked(struct kg_keycache *kc, struct kg_store *st, int64_t now, struct kg_err *err)
-{
-    struct load_ctx lc = {.kc = kc, .now = now, .rc = KG_OK};
-    struct kg_keysnap *old;
     enum kg_status rc;
-    size_t total = 0;
 
-    /* Two passes keep the entry array exact; a key added between them is
-     * picked up by the next reload (ELIMIT below retries once). */
-    for (int attempt = 0; attempt < 3; attempt++) {
-        total = 0;
-        rc = kg_store_key_each_owner(st, count_one, &total, err);
-        if (rc != KG_OK)
-            goto cleanup;
-        lc.cap = total + 16;
-        lc.snap = snap_new(lc.cap);
-        if (lc.snap == NULL) {
-            rc = kg_err_set(err, KG_ENOMEM, "out of memory loading keys");
-            goto cleanup;
-        }
-        lc.rc = KG_OK;
-        rc = kg_store_key_each_owner(st, load_one, &lc, err);
-        if (rc == KG_OK && lc.rc == KG_OK)
-            break;
-        snap_free(lc.snap);
-        lc.snap = NULL;
-        if (rc != KG_OK)
-            goto cleanup;
-        if (lc.rc != KG_ELIMIT) {
-            rc = kg_err_set(err, lc.rc, "out of memory loading keys");
-            goto cleanup;
-        }
-    }
-    if (lc.snap == NULL) {
-        rc = kg_err_set(err, KG_EIO, "keys kept changing while loading; try again");
-        goto cleanup;
-    }
-    index_build(lc.snap);
-    pthread_mutex_lock(&kc->swap_mu);
-    old = kc->cur;
-    kc->cur = lc.snap;
-    pthread_mutex_unlock(&kc->swap_mu);
-    kg_keycache_release(old);
-    rc = KG_OK;
-cleanup:
+    if (full != NULL)
+        *full = false;
+    pthread_mutex_lock(&kc->load_mu);
+    rc = sync_locked(kc, st, now, full, err);
     pthread_mutex_unlock(&kc->load_mu);
     return rc;
+}
+
+int64_t
+kg_keycache_position(struct kg_keycache *kc)
+{
+    int64_t seq;
+
+    pthread_mutex_lock(&kc->load_mu);
+    seq = kc->seq;
+    pthread_mutex_unlock(&kc->load_mu);
+    return seq;
 }
 
 /* What one flush read from one stat record; marked flushed after the commit. */
@@ -876,6 +959,22 @@ user_deltas(struct kg_keycache *kc, int64_t now, const char **uids, struct kg_us
     return n;
 }
 
+/* Puts a list taken by a flush back whole (its records still flagged). */
+static void
+relist(struct kg_keycache *kc, struct kg_keystat *list)
+{
+    while (list != NULL) {
+        struct kg_keystat *next = list->dirty_next;
+        struct kg_keystat *head = atomic_load_explicit(&kc->dirty, memory_order_relaxed);
+
+        do {
+            list->dirty_next = head;
+        } while (!atomic_compare_exchange_weak_explicit(&kc->dirty, &head, list,
+                                                        memory_order_release, memory_order_relaxed));
+        list = next;
+    }
+}
+
 enum kg_status
 kg_keycache_flush(struct kg_keycache *kc, struct kg_store *st, size_t *flushed, struct kg_err *err)
 {
@@ -884,31 +983,37 @@ kg_keycache_flush(struct kg_keycache *kc, struct kg_store *st, size_t *flushed, 
     struct kg_user_usage *udeltas = NULL;
     struct flush_item *items = NULL;
     struct user_item *uitems = NULL;
+    struct kg_keystat *list;
     enum kg_status rc = KG_OK;
-    size_t n = 0, nu = 0;
+    size_t n = 0, nu = 0, nlist = 0;
     int64_t now = kg_time_now();
 
     if (flushed != NULL)
         *flushed = 0;
     pthread_mutex_lock(&kc->load_mu);
-    ids = malloc((kc->nstats + 1) * sizeof(*ids));
-    deltas = calloc(kc->nstats + 1, sizeof(*deltas));
-    items = malloc((kc->nstats + 1) * sizeof(*items));
+    /* Only the records used since the last flush: with a million keys a
+     * pass over all of them each second would cost more than the flush. */
+    list = atomic_exchange_explicit(&kc->dirty, NULL, memory_order_acquire);
+    for (struct kg_keystat *s = list; s != NULL; s = s->dirty_next)
+        nlist++;
+    ids = malloc((nlist + 1) * sizeof(*ids));
+    deltas = calloc(nlist + 1, sizeof(*deltas));
+    items = malloc((nlist + 1) * sizeof(*items));
     uids = malloc((kc->nustats + 1) * sizeof(*uids));
     udeltas = calloc(kc->nustats + 1, sizeof(*udeltas));
     uitems = malloc((kc->nustats + 1) * sizeof(*uitems));
     if (ids == NULL || deltas == NULL || items == NULL || uids == NULL || udeltas == NULL ||
         uitems == NULL) {
+        relist(kc, list);
         rc = kg_err_set(err, KG_ENOMEM, "out of memory flushing usage");
         goto cleanup;
     }
-    for (size_t i = 0; i < kc->stats_cap; i++) {
-        struct kg_keystat *s = kc->stats[i].stat;
+    for (struct kg_keystat *s = list; s != NULL; s = s->dirty_next) {
         struct flush_item it;
         int64_t prev_used;
 
-        if (s == NULL)
-            continue;
+        /* Off the list before the counters are read (see mark_dirty). */
+        atomic_store(&s->dirty, false);
         /* Each counter is read once: what the request path adds after this
          * read belongs to the next flush, since only the value read here is
          * marked flushed. */
@@ -936,7 +1041,7 @@ kg_keycache_flush(struct kg_keycache *kc, struct kg_store *st, size_t *flushed, 
             deltas[n].denied_expired == 0 && deltas[n].denied_forbidden == 0 &&
             deltas[n].denied_rate == 0 && deltas[n].credits == 0)
             continue;
-        ids[n] = kc->stats[i].id;
+        ids[n] = ((struct stat_node *)(void *)s)->id;
         items[n] = it;
         n++;
     }
@@ -952,8 +1057,12 @@ kg_keycache_flush(struct kg_keycache *kc, struct kg_store *st, size_t *flushed, 
      * the key. A crash in between leaves the key behind its user by the
      * charges of that moment; neither is ever charged twice. */
     rc = kg_store_usage_add(st, ids, deltas, n, uids, udeltas, nu, now, err);
-    if (rc != KG_OK)
+    if (rc != KG_OK) {
+        /* Listed again: the next flush retries them. */
+        for (size_t i = 0; i < n; i++)
+            mark_dirty(items[i].stat);
         goto cleanup;
+    }
     for (size_t i = 0; i < nu; i++) {
         struct kg_userstat *u = uitems[i].stat;
 

@@ -112,6 +112,19 @@ method_matches(const char *rule, const char *method)
            (strcmp(rule, "GET") == 0 && strcasecmp(method, "HEAD") == 0);
 }
 
+/* Whether path meets pattern (a prefix when is_prefix). Letters match in
+ * any case unless route_case sensitive: an upstream that routes /ADMIN/x
+ * like /admin/x must not see it pass as a path no rule covers. */
+static bool
+pattern_matches(const struct kg_config *cfg, const char *pattern, bool is_prefix, const char *path)
+{
+    if (cfg->route_case == KG_ROUTE_CASE_SENSITIVE)
+        return is_prefix ? strncmp(path, pattern, strlen(pattern)) == 0
+                         : strcmp(path, pattern) == 0;
+    return is_prefix ? strncasecmp(path, pattern, strlen(pattern)) == 0
+                     : strcasecmp(path, pattern) == 0;
+}
+
 const struct kg_route *
 kg_scope_route(const struct kg_config *cfg, const char *method, const char *path)
 {
@@ -120,8 +133,7 @@ kg_scope_route(const struct kg_config *cfg, const char *method, const char *path
 
         if (!method_matches(r->method, method))
             continue;
-        if (r->is_prefix ? strncmp(path, r->pattern, strlen(r->pattern)) == 0
-                         : strcmp(path, r->pattern) == 0)
+        if (pattern_matches(cfg, r->pattern, r->is_prefix, path))
             return r;
     }
     return NULL;
@@ -135,8 +147,7 @@ kg_scope_cost(const struct kg_config *cfg, const char *method, const char *path)
 
         if (!method_matches(c->method, method))
             continue;
-        if (c->is_prefix ? strncmp(path, c->pattern, strlen(c->pattern)) == 0
-                         : strcmp(path, c->pattern) == 0)
+        if (pattern_matches(cfg, c->pattern, c->is_prefix, path))
             return c->units;
     }
     return 1;

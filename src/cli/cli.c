@@ -319,15 +319,26 @@ kg_cli_ctx(const struct kg_instance *inst, char actor[KG_AUDIT_ACTOR_MAX])
         .store = inst->store, .secret = inst->secret, .cfg = inst->cfg, .actor = actor};
 }
 
-int
-kg_cli_count(const char *cmd, const char *opt, const char *value, size_t max, size_t *out)
+bool
+kg_cli_decimal(const char *value, size_t max, size_t *out)
 {
     size_t n = 0;
     const char *p = value;
 
     for (; *p >= '0' && *p <= '9' && n <= max; p++)
         n = n * 10 + (size_t)(*p - '0');
-    if (p == value || *p != '\0' || n == 0 || n > max)
+    if (p == value || *p != '\0' || n > max)
+        return false;
+    *out = n;
+    return true;
+}
+
+int
+kg_cli_count(const char *cmd, const char *opt, const char *value, size_t max, size_t *out)
+{
+    size_t n;
+
+    if (!kg_cli_decimal(value, max, &n) || n == 0)
         return kg_cli_usage_error(cmd, "%s wants a number from 1 to %zu", opt, max);
     *out = n;
     return KG_CLI_EXIT_OK;
@@ -337,17 +348,14 @@ int
 kg_cli_credits(const char *cmd, const char *value, bool unlimited_ok, int64_t *out)
 {
     size_t n = 0;
-    int ex;
 
     if (unlimited_ok && strcmp(value, "unlimited") == 0) {
         *out = -1;
         return KG_CLI_EXIT_OK;
     }
-    if (strcmp(value, "0") != 0) {
-        ex = kg_cli_count(cmd, "--credits", value, 1000000000, &n);
-        if (ex != KG_CLI_EXIT_OK)
-            return ex;
-    }
+    if (!kg_cli_decimal(value, 1000000000, &n))
+        return kg_cli_usage_error(cmd, "--credits wants a number from 0 to 1000000000%s",
+                                  unlimited_ok ? " or unlimited" : "");
     *out = (int64_t)n;
     return KG_CLI_EXIT_OK;
 }

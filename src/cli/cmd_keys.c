@@ -40,7 +40,8 @@ static const char create_usage[] =
     "                      or an RFC 3339 time such as 2026-12-31T23:59:59Z\n"
     "                      (default: never)\n"
     "  --rate RATE         the key's own rate limit (default: rate_limit_default)\n"
-    "  --burst N           requests it may make at once (default: the rate's N)\n"
+    "  --burst N           requests it may make at once, 1-1000000000\n"
+    "                      (default: the rate's N)\n"
     "  --credits N         credits it may spend, 0-1000000000 (default: unlimited);\n"
     "                      a request costs its `cost` rule's units, charged on 2xx\n"
     "  --refill PERIOD     day or month: the credits come back at the start of\n"
@@ -86,7 +87,7 @@ static const char update_usage[] =
     "  --scopes LIST       the new, narrower scopes\n"
     "  --expires WHEN      a duration from now, an RFC 3339 time, or never\n"
     "  --rate RATE         the key's own rate limit, or default\n"
-    "  --burst N           its burst, 0 for the default\n"
+    "  --burst N           its burst, 1-1000000000, or 0 for the default\n"
     "  --credits N         credits it may spend (0-1000000000), or unlimited;\n"
     "                      what it has used so far stays\n"
     "  --refill PERIOD     day, month or never\n"
@@ -203,7 +204,7 @@ keys_create(int argc, char **argv, const char *config)
         return kg_cli_usage_error(cmd, "--name is required (see keygate %s --help)", cmd);
     if (req.rate != NULL && strcmp(req.rate, "default") == 0)
         req.rate = NULL;
-    if (burst != NULL && strcmp(burst, "0") != 0) {
+    if (burst != NULL) {
         ex = kg_cli_count(cmd, "--burst", burst, 1000000000, &n);
         if (ex != KG_CLI_EXIT_OK)
             return ex;
@@ -680,11 +681,10 @@ keys_update(int argc, char **argv, const char *config)
     if (chg.rate != NULL && strcmp(chg.rate, "default") == 0)
         chg.rate = "";
     if (burst != NULL) {
-        if (strcmp(burst, "0") != 0) {
-            ex = kg_cli_count(cmd, "--burst", burst, 1000000000, &n);
-            if (ex != KG_CLI_EXIT_OK)
-                return ex;
-        }
+        /* 0 is documented as "back to the default" (PATCH's null). */
+        if (!kg_cli_decimal(burst, 1000000000, &n))
+            return kg_cli_usage_error(cmd, "--burst wants 0 (the default) or a number from 1 to "
+                                           "1000000000");
         chg.set_rate_burst = true;
         chg.rate_burst = (int64_t)n;
     }

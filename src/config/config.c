@@ -68,6 +68,8 @@ static bool check_slug(const char *v);
 static bool check_fa_prefix(const char *v);
 static bool choose_mode(const char *v, int *out);
 static bool check_scope_list(const char *v);
+static bool check_signup_role(const char *v);
+static bool choose_route_case(const char *v, int *out);
 static bool choose_error_style(const char *v, int *out);
 static bool choose_log_level(const char *v, int *out);
 static bool choose_log_format(const char *v, int *out);
@@ -131,6 +133,19 @@ static const struct directive directives[] = {
     {.name = "upstream_timeout", .kind = K_DURATION, .def = "60s",
      .off = OFF(upstream_timeout_ms)},
     {.name = "client_timeout", .kind = K_DURATION, .def = "60s", .off = OFF(client_timeout_ms)},
+    {.name = "client_header_timeout", .kind = K_DURATION, .def = "10s",
+     .off = OFF(client_header_timeout_ms), .env = "KEYGATE_CLIENT_HEADER_TIMEOUT"},
+    {.name = "client_body_timeout", .kind = K_DURATION, .def = "60s",
+     .off = OFF(client_body_timeout_ms)},
+    {.name = "max_connections_per_ip", .kind = K_INT, .def = "256",
+     .off = OFF(max_connections_per_ip), .env = "KEYGATE_MAX_CONNECTIONS_PER_IP", .min = 0,
+     .max = 1000000},
+    {.name = "upstream_keepalive", .kind = K_INT, .def = "64", .off = OFF(upstream_keepalive),
+     .min = 0, .max = 100000},
+    {.name = "upstream_max_connections", .kind = K_INT, .def = "256",
+     .off = OFF(upstream_max_connections), .min = 1, .max = 100000},
+    {.name = "upstream_keepalive_timeout", .kind = K_DURATION, .def = "4s",
+     .off = OFF(upstream_keepalive_timeout_ms)},
     {.name = "shutdown_timeout", .kind = K_DURATION, .def = "10s", .off = OFF(shutdown_timeout_ms),
      .env = "KEYGATE_SHUTDOWN_TIMEOUT"},
     {.name = "workers", .kind = K_INT, .def = "0", .off = OFF(workers), .env = "KEYGATE_WORKERS",
@@ -148,13 +163,16 @@ static const struct directive directives[] = {
      .check = check_url_path, .want = "a normalised absolute path such as /api/v1/signup/"},
     {.name = "signup_tenant", .kind = K_STRING, .def = "signup", .off = OFF(signup_tenant),
      .check = check_slug, .want = "a tenant name: 1 to 64 characters of A-Z a-z 0-9 _ . -"},
-    {.name = "signup_role", .kind = K_STRING, .def = "*", .off = OFF(signup_role),
-     .check = check_scope_list, .want = "a comma-separated scope list such as read:*,write:items"},
+    {.name = "signup_role", .kind = K_STRING, .def = KG_SIGNUP_ROLE_NONE, .off = OFF(signup_role),
+     .check = check_signup_role,
+     .want = "none or a comma-separated scope list such as read:*,write:items"},
     {.name = "signup_tier", .kind = K_STRING, .def = "default", .off = OFF(signup_tier),
      .check = check_slug, .want = "a tier name: 1 to 64 characters of A-Z a-z 0-9 _ . -"},
     {.name = "rate_limit_default", .kind = K_CUSTOM, .def = "off", .parse = parse_default_rate,
      .want = "N/s, N/min or N/h, optionally followed by burst N, or off"},
     {.name = "tier", .kind = K_CUSTOM, .parse = parse_tier, .multi = true},
+    {.name = "route_case", .kind = K_CHOICE, .def = "insensitive", .off = OFF(route_case),
+     .choose = choose_route_case, .want = "insensitive or sensitive"},
     {.name = "ratelimit_headers", .kind = K_CHOICE, .def = "standard",
      .off = OFF(ratelimit_headers), .choose = choose_rl_headers, .want = "standard or legacy"},
     {.name = "auth_throttle", .kind = K_CUSTOM, .def = "20/min 60s", .parse = parse_auth_throttle,
@@ -493,6 +511,78 @@ check_scope_list(const char *v)
             return true;
         p++;
     }
+}
+
+/* signup_role: "none" (no scope), or a scope list that does not mention
+ * "none" (which would read as "nothing" but grant a scope of that name). */
+static bool
+check_signup_role(const char *v)
+{
+    const char *p = v;
+
+    if (strcmp(v, KG_SIGNUP_ROLE_NONE) == 0)
+        return true;
+    if (!check_scope_list(v))
+        return false;
+    for (;;) {
+        size_t n;
+
+        while (*p == ' ' || *p == '\t')
+            p++;
+        n = strcspn(p, ",");
+        while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+            n--;
+        if (n == strlen(KG_SIGNUP_ROLE_NONE) && strncmp(p, KG_SIGNUP_ROLE_NONE, n) == 0)
+            return false;
+        p += strcspn(p, ",");
+        if (*p == '\0')
+            return true;
+        p++;
+    }
+}
+
+const char *
+kg_config_signup_role(const struct kg_config *cfg)
+{
+    return strcmp(cfg->signup_role, KG_SIGNUP_ROLE_NONE) == 0 ? "" : cfg->signup_role;
+}
+
+bool
+kg_config_signup_warning(const struct kg_config *cfg, char *buf, size_t cap)
+{
+    const char *p = kg_config_signup_role(cfg);
+
+    if (!cfg->signup)
+        return false;
+    while (*p != '\0') {
+        size_t n = strcspn(p, ",");
+        const char *s = p;
+
+        while (n > 0 && (*s == ' ' || *s == '\t')) {
+            s++;
+            n--;
+        }
+        while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t'))
+            n--;
+        if (n > 0 && s[n - 1] == '*') {
+            if (n == 1)
+                snprintf(buf, cap,
+                         "signup is on and signup_role holds \"*\": every anonymous signup gets "
+                         "keys that pass every route rule (set signup_role to none or to the "
+                         "scopes a new account needs)");
+            else
+                snprintf(buf, cap,
+                         "signup is on and signup_role holds \"%.*s\": every anonymous signup "
+                         "gets every scope starting with %.*s (set signup_role to none or to the "
+                         "scopes a new account needs)",
+                         (int)n, s, (int)(n - 1), s);
+            return true;
+        }
+        p += strcspn(p, ",");
+        if (*p == ',')
+            p++;
+    }
+    return false;
 }
 
 bool
@@ -919,6 +1009,18 @@ parse_cost(struct loader *ld, const struct directive *d, const char *const *argv
 }
 
 static bool
+choose_route_case(const char *v, int *out)
+{
+    if (strcmp(v, "insensitive") == 0)
+        *out = KG_ROUTE_CASE_INSENSITIVE;
+    else if (strcmp(v, "sensitive") == 0)
+        *out = KG_ROUTE_CASE_SENSITIVE;
+    else
+        return false;
+    return true;
+}
+
+static bool
 choose_rl_headers(const char *v, int *out)
 {
     if (strcmp(v, "standard") == 0)
@@ -987,7 +1089,8 @@ parse_default_rate(struct loader *ld, const struct directive *d, const char *con
         return KG_OK;
     }
     if (argc != 1 && argc != 3) {
-        complain_want(ld, d, argv[0]);
+        /* With no value there is no argv[0] to quote (found by fuzz_config). */
+        complain_want(ld, d, argc > 0 ? argv[0] : "");
         return KG_EINVAL;
     }
     if (!parse_rate_burst(ld, d->name, argv, argc, &g))

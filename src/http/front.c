@@ -12,7 +12,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/socket.h>
 
+#include <gnutls/gnutls.h>
 #include <sodium.h>
 
 #include "keygate/accesslog.h"
@@ -48,8 +50,10 @@ enum req_phase {
     REQ_DEFERRED,
     REQ_PROXYING,
     REQ_ANSWERED,
+    REQ_ANSWERED_MID_BODY, /* answered on the socket itself: read the rest, then close */
     REQ_SIGNUP_BODY, /* reading a signup body */
     REQ_SIGNUP_WAIT, /* suspended while the worker runs the signup */
+    REQ_KEYWATCH,    /* suspended while the key watch asks the store (keywatch.h) */
 };
 
 /* A signup in flight: the body, then the worker's answer. Owned by its
@@ -74,6 +78,9 @@ struct kg_req {
     const struct kg_config *cfg;
     enum req_phase phase;
     char *uri;  /* raw request target as received */
+    char *uri_raw; /* forward_auth: uri as received while uri holds the original target */
+    struct MHD_Connection *watch_conn; /* REQ_KEYWATCH: what keywatch_done resumes */
+    bool rechecked;                    /* the key watch was asked already */
     char *path; /* normalised path */
     const char *query; /* into uri, after '?', or NULL */
     struct kg_exchange *x;
@@ -426,6 +433,152 @@ send_error(struct kg_req *req, struct MHD_Connection *conn, unsigned status, con
     return send_answer(req, conn, &ans);
 }
 
+/* ---- an answer while the request body is still arriving ---- */
+
+struct raw_answer {
+    char *buf;
+    size_t len, cap;
+    bool failed;
+};
+
+static void
+raw_put(struct raw_answer *r, const char *p, size_t n)
+{
+    if (r->failed)
+        return;
+    if (r->len + n > r->cap) {
+        size_t ncap = r->cap == 0 ? 4096 : r->cap;
+        char *nb;
+
+        while (ncap < r->len + n)
+            ncap *= 2;
+        nb = realloc(r->buf, ncap);
+        if (nb == NULL) {
+            r->failed = true;
+            return;
+        }
+        r->buf = nb;
+        r->cap = ncap;
+    }
+    memcpy(r->buf + r->len, p, n);
+    r->len += n;
+}
+
+static void
+raw_header(struct raw_answer *r, const char *name, const char *value)
+{
+    raw_put(r, name, strlen(name));
+    raw_put(r, ": ", 2);
+    raw_put(r, value, strlen(value));
+    raw_put(r, "\r\n", 2);
+}
+
+static void
+raw_upstream_header(void *ctx, const char *name, const char *value)
+{
+    /* Framing is keygate's: the body goes out whole with its own length. */
+    if (strcasecmp(name, "Content-Length") != 0 && strcasecmp(name, "Transfer-Encoding") != 0)
+        raw_header(ctx, name, value);
+}
+
+/* Writes all of r to the client; false when the socket would not take it. */
+static bool
+raw_send(struct MHD_Connection *conn, const struct raw_answer *r)
+{
+    const union MHD_ConnectionInfo *fd = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    const union MHD_ConnectionInfo *tls = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+    size_t done = 0;
+
+    if (fd == NULL)
+        return false;
+    while (done < r->len) {
+        ssize_t n;
+
+        if (tls != NULL && tls->tls_session != NULL)
+            n = gnutls_record_send(tls->tls_session, r->buf + done, r->len - done);
+        else
+            n = send(fd->connect_fd, r->buf + done, r->len - done, MSG_NOSIGNAL);
+        if (n <= 0)
+            return false; /* an answer bigger than the socket buffer to a stalled client */
+        done += (size_t)n;
+    }
+    shutdown(fd->connect_fd, SHUT_WR);
+    return true;
+}
+
+/* The upstream exchange ended (its answer in full, a failure or a timeout)
+ * while the client's body is still arriving. libmicrohttpd 0.9.75 queues an
+ * answer only before the body or after all of it, and calls us only when
+ * bytes arrive, so a client that stalled mid-upload would hear nothing: the
+ * answer is written on the socket here, with Connection: close and the
+ * write side shut. The rest of the body is read and dropped, and a client
+ * that sends nothing more is closed a second later (its idle timeout). */
+static void
+answer_mid_body(void *ctx)
+{
+    struct kg_req *req = ctx;
+    struct MHD_Connection *conn = kg_relay_connection(req->x);
+    struct raw_answer r = {0};
+    struct kg_answer ans;
+    char line[64], len[32];
+    const char *body;
+    size_t blen;
+    char *ubody = NULL;
+    unsigned status;
+    bool upstream = kg_relay_phase(req->x) == KG_RELAY_HEADERS;
+
+    if (req->phase != REQ_PROXYING)
+        return;
+    if (upstream && !kg_relay_take_body(req->x, &ubody, &blen))
+        upstream = false; /* failed mid-answer: 502 */
+    if (upstream) {
+        status = kg_relay_status(req->x);
+        body = ubody;
+        kg_metrics_count(req->outcome);
+        if (req->charge_to != NULL && status >= 200 && status <= 299)
+            kg_keycache_charge(req->charge_to, req->cost);
+        req->upstream_status = status;
+    } else {
+        status = kg_relay_phase(req->x) == KG_RELAY_FAILED ? kg_relay_fail_status(req->x) : 502;
+        kg_respond_error(req->cfg, status,
+                         status == 504   ? "Upstream timed out"
+                         : status == 503 ? "Service is shutting down"
+                                         : "Upstream is unavailable",
+                         &ans);
+        body = ans.body;
+        blen = ans.body_len;
+        if (status != 503)
+            kg_metrics_count(KG_OUTCOME_UPSTREAM_ERROR);
+        req->log_outcome = status == 503 ? KG_OUTCOME_NONE : KG_OUTCOME_UPSTREAM_ERROR;
+    }
+    req->charge_to = NULL;
+    req->outcome = KG_OUTCOME_NONE;
+    snprintf(line, sizeof(line), "HTTP/1.1 %u %s\r\n", status, MHD_get_reason_phrase_for(status));
+    raw_put(&r, line, strlen(line));
+    if (upstream) {
+        kg_relay_each_header(req->x, raw_upstream_header, &r);
+    } else {
+        raw_header(&r, "Content-Type", "application/json");
+    }
+    snprintf(len, sizeof(len), "%zu", req->head ? (size_t)0 : blen);
+    raw_header(&r, "Content-Length", len);
+    raw_header(&r, "X-Request-Id", req->request_id);
+    raw_header(&r, "Connection", "close");
+    raw_put(&r, "\r\n", 2);
+    if (!req->head)
+        raw_put(&r, body, blen);
+    req->phase = REQ_ANSWERED_MID_BODY;
+    req->status = status;
+    req->bytes_sent = req->head ? 0 : (int64_t)blen;
+    if (r.failed || !raw_send(conn, &r)) {
+        req->status = 0;
+        req->bytes_sent = -1;
+    }
+    MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT, (unsigned int)1);
+    free(r.buf);
+    free(ubody);
+}
+
 /* Builds the upstream request and starts the relay for an allowed request. */
 static enum MHD_Result
 start_proxy(struct kg_req *req, struct MHD_Connection *conn, const char *method,
@@ -496,6 +649,7 @@ start_proxy(struct kg_req *req, struct MHD_Connection *conn, const char *method,
         return send_error(req, conn, 500, "Internal error");
     }
     free(url);
+    kg_relay_on_mid_body_end(req->x, answer_mid_body, req);
     req->phase = REQ_PROXYING;
     return MHD_YES;
 }
@@ -560,12 +714,8 @@ signup_run(struct kg_job *job, void *thread_ctx)
     const struct kg_config *cfg = j->cfg;
     struct kg_keys_ctx kc = {.store = thread_ctx, .secret = j->rt->secret, .cfg = cfg};
     struct kg_signup_req rq = {0};
-    const struct kg_jfield fields[] = {
-        {.name = "email", .type = KG_JSTRING, .required = true, .out = &rq.email},
-        {.name = "password", .type = KG_JSTRING, .required = true, .out = &rq.password},
-        {.name = "first_name", .type = KG_JSTRING, .nullable = true, .out = &rq.first_name},
-        {.name = "last_name", .type = KG_JSTRING, .nullable = true, .out = &rq.last_name},
-    };
+    struct kg_jfield fields[KG_SIGNUP_FIELDS];
+    size_t nfields = kg_signup_fields(&rq, fields);
     struct kg_user_rec *user = calloc(1, sizeof(*user));
     struct kg_key_rec *rec = calloc(1, sizeof(*rec));
     struct kg_err err = {{0}};
@@ -575,8 +725,7 @@ signup_run(struct kg_job *job, void *thread_ctx)
     int64_t now = kg_time_now();
 
     if (user != NULL && rec != NULL)
-        rc = kg_json_io_decode(j->body.data, j->body.len, fields,
-                               sizeof(fields) / sizeof(fields[0]), &root, &err);
+        rc = kg_json_io_decode(j->body.data, j->body.len, fields, nfields, &root, &err);
     if (rc == KG_OK)
         rc = kg_signup_create(&kc, &rq, now, user, rec, &key, &err);
     if (root != NULL)
@@ -584,8 +733,8 @@ signup_run(struct kg_job *job, void *thread_ctx)
     json_decref(root);
     switch (rc) {
     case KG_OK:
-        if (kg_keycache_reload(j->rt->keys, thread_ctx, now, &err) != KG_OK)
-            kg_log_warnx("signup: reloading keys: %s", err.msg);
+        if (kg_keycache_sync(j->rt->keys, thread_ctx, now, NULL, &err) != KG_OK)
+            kg_log_warnx("signup: applying key changes: %s", err.msg);
         signup_answer_created(j, user, key);
         break;
     case KG_EINVAL:
@@ -869,6 +1018,20 @@ fa_original(const struct kg_config *cfg, const struct scan *sc, const char **met
     return NULL;
 }
 
+/* The key watch's answer, on its thread: the request is decided again
+ * whatever it says. After the resume the loop may free req at any moment. */
+static void
+keywatch_done(void *arg, bool known)
+{
+    struct kg_req *req = arg;
+    struct MHD_Connection *conn = req->watch_conn;
+    struct kg_loop *loop = req->loop;
+
+    (void)known;
+    MHD_resume_connection(conn);
+    kg_loop_kick(loop);
+}
+
 static enum MHD_Result
 decide_first(struct kg_req *req, struct MHD_Connection *conn, const char *method,
              const char *version)
@@ -952,7 +1115,8 @@ decide_first(struct kg_req *req, struct MHD_Connection *conn, const char *method
             return send_error(req, conn, 400, why);
         }
         /* From here on the request is the one asked about, in the log too. */
-        free(req->uri);
+        free(req->uri_raw);
+        req->uri_raw = req->uri;
         req->uri = target;
         copy_cut(req->method, sizeof(req->method), method);
     }
@@ -997,12 +1161,19 @@ decide_first(struct kg_req *req, struct MHD_Connection *conn, const char *method
     now = kg_time_now();
     snap = kg_keycache_acquire(rt->keys);
     kg_decide(cfg, snap, rt->secret, &sc.cred, method, req->path, now, &d);
-    /* A key the CLI made a moment ago is in the store before the next poll:
-     * asked (rate-limited, never waited for) before it gets a 401. */
-    if (d.unknown && kg_keywatch_recheck(rt->keywatch, d.digest, now_ms, now)) {
+    /* A key the CLI made a moment ago may be in the store before the next
+     * poll: the key watch's thread asks (rate-limited) while this request
+     * alone is suspended, then it is decided again from the top. */
+    if (d.unknown && !req->rechecked && kg_keywatch_due(rt->keywatch, now_ms)) {
         kg_keycache_release(snap);
-        snap = kg_keycache_acquire(rt->keys);
-        kg_decide(cfg, snap, rt->secret, &sc.cred, method, req->path, now, &d);
+        req->rechecked = true;
+        req->phase = REQ_KEYWATCH;
+        req->watch_conn = conn;
+        /* Suspended before asking, so the answer's resume never comes first. */
+        MHD_suspend_connection(conn);
+        if (!kg_keywatch_ask(rt->keywatch, d.digest, now_ms, keywatch_done, req))
+            keywatch_done(req, false);
+        return MHD_YES;
     }
     if (kg_verdict_is_auth_failure(d.verdict))
         kg_throttle_fail(rt->auth_failures, rt->auth_cooldown, req->remote, now_ms);
@@ -1084,6 +1255,8 @@ first_call(struct kg_req *req, struct MHD_Connection *conn, const char *method, 
     copy_cut(req->method, sizeof(req->method), method_ok(method) ? method : "");
     req->head = method != NULL && strcmp(method, "HEAD") == 0;
     ret = decide_first(req, conn, method, version);
+    if (req->phase == REQ_KEYWATCH)
+        return ret; /* timed and counted when decided again */
     req->log_outcome = req->outcome;
     kg_metrics_request_time(kg_time_mono_us() - t0);
     if (req->phase != REQ_PROXYING) {
@@ -1172,8 +1345,22 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url, const ch
     (void)url; /* already unescaped by the library; we use the raw target */
     if (req == NULL)
         return MHD_NO;
-    if (req->phase == REQ_NEW)
+    if (req->phase == REQ_NEW) {
+        kg_loop_conn_headers_done(req->loop, conn);
         return first_call(req, conn, method, version);
+    }
+    if (req->phase == REQ_KEYWATCH) {
+        /* Resumed: decided again from the request as received. */
+        req->phase = REQ_NEW;
+        free(req->path);
+        req->path = NULL;
+        if (req->uri_raw != NULL) {
+            free(req->uri);
+            req->uri = req->uri_raw;
+            req->uri_raw = NULL;
+        }
+        return first_call(req, conn, method, version);
+    }
     if (req->phase == REQ_SIGNUP_BODY || req->phase == REQ_SIGNUP_WAIT)
         return signup_continue(req, conn, upload_data, upload_data_size);
     if (req->phase == REQ_DEFERRED) {
@@ -1182,6 +1369,12 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url, const ch
     }
     if (req->phase == REQ_ANSWERED) {
         *upload_data_size = 0; /* a body after our own answer is read and dropped */
+        return MHD_YES;
+    }
+    if (req->phase == REQ_ANSWERED_MID_BODY) {
+        if (*upload_data_size == 0)
+            return MHD_NO; /* all of it read: close now, a FIN rather than a reset */
+        *upload_data_size = 0;
         return MHD_YES;
     }
     if (*upload_data_size > 0) {
@@ -1272,8 +1465,8 @@ request_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
 {
     struct kg_req *req = *req_cls;
 
-    (void)cls;
-    (void)toe;
+    if (toe == MHD_REQUEST_TERMINATED_COMPLETED_OK)
+        kg_loop_conn_request_done(cls, conn); /* the next header block's deadline */
     if (req == NULL)
         return;
     atomic_fetch_sub(&kg_loop_runtime(req->loop)->inflight, 1);
@@ -1285,6 +1478,7 @@ request_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     if (req->allow != NULL)
         MHD_destroy_response(req->allow);
     free(req->uri);
+    free(req->uri_raw);
     free(req->path);
     kg_cfgswap_release(req->cfg); /* last: everything above ran under it */
     free(req);
@@ -1299,11 +1493,13 @@ static void
 connection_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
                   enum MHD_ConnectionNotificationCode toe)
 {
-    (void)socket_context;
-    if (toe == MHD_CONNECTION_NOTIFY_STARTED)
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
         kg_rawguard_watch(conn, atomic_load(&front_pool_bytes));
-    else
+        *socket_context = kg_loop_conn_open(cls, conn);
+    } else {
+        kg_loop_conn_close(cls, *socket_context);
         kg_rawguard_forget(conn);
+    }
     kg_loop_conn_delta(cls, toe == MHD_CONNECTION_NOTIFY_STARTED ? 1 : -1);
 }
 
@@ -1362,22 +1558,16 @@ kg_front_parse_addr(const char *hostport, struct sockaddr_storage *out, struct k
 }
 
 enum kg_status
-kg_front_new_daemon(struct kg_loop *loop, const struct sockaddr_storage *addr,
-                    struct MHD_Daemon **out, struct kg_err *err)
+kg_front_new_daemon(struct kg_loop *loop, struct MHD_Daemon **out, struct kg_err *err)
 {
     const struct kg_runtime *rt = kg_loop_runtime(loop);
     const struct kg_config *cfg = kg_cfgswap_acquire(rt->config);
-    unsigned int flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG;
+    /* No listen socket: the loop accepts (server/accept.c says why). */
+    unsigned int flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
+                         MHD_USE_NO_LISTEN_SOCKET;
     struct MHD_OptionItem tls_opts[KG_TLS_MHD_OPTIONS];
     enum kg_status rc = KG_OK;
-    uint16_t port;
 
-    if (addr->ss_family == AF_INET6) {
-        flags |= MHD_USE_IPv6;
-        port = ntohs(((const struct sockaddr_in6 *)(const void *)addr)->sin6_port);
-    } else {
-        port = ntohs(((const struct sockaddr_in *)(const void *)addr)->sin_port);
-    }
     /* The memory pool bounds request line + headers; past it the library
      * answers 431 itself (docs/security.md lists what it still answers).
      * libmicrohttpd zeroes the pool between keep-alive requests, so it is
@@ -1390,18 +1580,16 @@ kg_front_new_daemon(struct kg_loop *loop, const struct sockaddr_storage *addr,
     kg_rawguard_init();
     atomic_store(&front_pool_bytes, (size_t)(cfg->max_header_bytes + 16 * 1024));
     *out = MHD_start_daemon(
-        flags | kg_tls_mhd_flags(rt->tls), port, NULL, NULL, access_handler, loop,
+        flags | kg_tls_mhd_flags(rt->tls), 0, NULL, NULL, access_handler, loop,
         MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL, MHD_OPTION_STRICT_FOR_CLIENT, (int)0,
-        MHD_OPTION_SOCK_ADDR, addr, MHD_OPTION_LISTENING_ADDRESS_REUSE, (unsigned int)1,
         MHD_OPTION_URI_LOG_CALLBACK, uri_logger, loop, MHD_OPTION_NOTIFY_COMPLETED,
         request_completed, loop, MHD_OPTION_NOTIFY_CONNECTION, connection_notify, loop,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)((cfg->client_timeout_ms + 999) / 1000),
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(cfg->max_header_bytes + 16 * 1024),
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)10000, MHD_OPTION_LISTEN_BACKLOG_SIZE,
-        (unsigned int)1024, MHD_OPTION_ARRAY, kg_tls_mhd_options(rt->tls, tls_opts),
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)10000, MHD_OPTION_ARRAY, kg_tls_mhd_options(rt->tls, tls_opts),
         MHD_OPTION_END);
     if (*out == NULL)
-        rc = kg_err_set(err, KG_EIO, "cannot listen on %s", cfg->listen);
+        rc = kg_err_set(err, KG_EIO, "cannot start the HTTP server for %s", cfg->listen);
     /* Sized from the config once: these directives need a restart. */
     kg_cfgswap_release(cfg);
     return rc;

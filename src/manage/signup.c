@@ -4,8 +4,10 @@
  *
  * Owns the password rule and what a signup account is made of (tenant,
  * role and tier from the config, username = e-mail, a first key without
- * scopes); every other rule (e-mail shape, names, uniqueness, disabled
- * tenants) is the accounts core's. Knows nothing about HTTP.
+ * scopes, so it can do what the role grants and nothing more: with the
+ * default signup_role none, no route that requires a scope); every other
+ * rule (e-mail shape, names, uniqueness, disabled tenants) is the accounts
+ * core's. Knows nothing about HTTP.
  */
 #include <ctype.h>
 #include <stdbool.h>
@@ -48,6 +50,20 @@ check_password(const char *pw, struct kg_err *err)
                           "password must be at least %d characters with a letter and a digit",
                           KG_PASSWORD_MIN);
     return KG_OK;
+}
+
+size_t
+kg_signup_fields(struct kg_signup_req *req, struct kg_jfield out[KG_SIGNUP_FIELDS])
+{
+    out[0] = (struct kg_jfield){
+        .name = "email", .type = KG_JSTRING, .required = true, .out = &req->email};
+    out[1] = (struct kg_jfield){
+        .name = "password", .type = KG_JSTRING, .required = true, .out = &req->password};
+    out[2] = (struct kg_jfield){
+        .name = "first_name", .type = KG_JSTRING, .nullable = true, .out = &req->first_name};
+    out[3] = (struct kg_jfield){
+        .name = "last_name", .type = KG_JSTRING, .nullable = true, .out = &req->last_name};
+    return KG_SIGNUP_FIELDS;
 }
 
 enum kg_status
@@ -111,7 +127,7 @@ kg_signup_create(const struct kg_keys_ctx *kc, const struct kg_signup_req *req, 
     user.first_name = req->first_name;
     user.last_name = req->last_name;
     user.password_hash = hash;
-    user.role = kc->cfg->signup_role;
+    user.role = kg_config_signup_role(kc->cfg);
     user.tier = kc->cfg->signup_tier;
     user.is_signup = true;
     rc = kg_accounts_user_create(&sc, NULL, &user, &first, now, user_out, key_out, secret_out, err);

@@ -45,6 +45,11 @@ static _Atomic uint64_t upstream_class[4];
 static struct histogram request_hist;
 static struct histogram upstream_hist;
 static _Atomic uint64_t access_log_dropped;
+static _Atomic uint64_t accept_errors[KG_ACCEPT_REASON_COUNT];
+static const char *const accept_reason_name[KG_ACCEPT_REASON_COUNT] = {"emfile", "enfile", "enomem",
+                                                                       "other"};
+static _Atomic uint64_t connections_refused;
+static _Atomic uint64_t header_timeouts;
 
 enum kg_outcome
 kg_metrics_outcome_of(enum kg_verdict v)
@@ -76,6 +81,25 @@ kg_metrics_outcome_name(enum kg_outcome o)
     if (o < 0 || o >= KG_OUTCOME_COUNT)
         return NULL;
     return outcome_name[o];
+}
+
+void
+kg_metrics_accept_error(enum kg_accept_reason r)
+{
+    if ((unsigned)r < KG_ACCEPT_REASON_COUNT)
+        atomic_fetch_add_explicit(&accept_errors[r], 1, memory_order_relaxed);
+}
+
+void
+kg_metrics_connection_refused(void)
+{
+    atomic_fetch_add_explicit(&connections_refused, 1, memory_order_relaxed);
+}
+
+void
+kg_metrics_header_timeout(void)
+{
+    atomic_fetch_add_explicit(&header_timeouts, 1, memory_order_relaxed);
 }
 
 void
@@ -133,6 +157,10 @@ kg_metrics_reset(void)
         atomic_store(&upstream_hist.bucket[i], 0);
     }
     atomic_store(&access_log_dropped, 0);
+    for (i = 0; i < KG_ACCEPT_REASON_COUNT; i++)
+        atomic_store(&accept_errors[i], 0);
+    atomic_store(&connections_refused, 0);
+    atomic_store(&header_timeouts, 0);
     atomic_store(&request_hist.sum_us, 0);
     atomic_store(&upstream_hist.sum_us, 0);
 }
@@ -252,6 +280,19 @@ kg_metrics_render(const struct kg_metrics_gauges *g, size_t *len)
            "Access log lines dropped because the log's buffer was full.");
     put(&o, "keygate_access_log_dropped_total %llu\n",
         (unsigned long long)atomic_load_explicit(&access_log_dropped, memory_order_relaxed));
+    header(&o, "keygate_accept_errors_total", "counter",
+           "Failed accept() calls on either listener by reason; accepting resumes by itself.");
+    for (i = 0; i < KG_ACCEPT_REASON_COUNT; i++)
+        put(&o, "keygate_accept_errors_total{reason=\"%s\"} %llu\n", accept_reason_name[i],
+            (unsigned long long)atomic_load_explicit(&accept_errors[i], memory_order_relaxed));
+    header(&o, "keygate_connections_refused_total", "counter",
+           "Connections closed at accept: their IP had max_connections_per_ip open.");
+    put(&o, "keygate_connections_refused_total %llu\n",
+        (unsigned long long)atomic_load_explicit(&connections_refused, memory_order_relaxed));
+    header(&o, "keygate_header_timeouts_total", "counter",
+           "Connections closed: no complete header block within client_header_timeout.");
+    put(&o, "keygate_header_timeouts_total %llu\n",
+        (unsigned long long)atomic_load_explicit(&header_timeouts, memory_order_relaxed));
     header(&o, "keygate_connections", "gauge", "Open client connections on the main listener.");
     put(&o, "keygate_connections %ld\n", g->connections);
 

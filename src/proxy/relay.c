@@ -45,7 +45,35 @@ struct kg_exchange {
     bool transfer_done;
     CURLcode result;
     int64_t started_us; /* kg_relay_start, for keygate_upstream_duration_seconds */
+    void (*mid_body_end)(void *ctx); /* the exchange ended before the client's body did */
+    void *mid_body_ctx;
+    bool mid_body_fired;
+    int64_t down_total; /* response body bytes received */
 };
+
+static void
+fire_mid_body_end(struct kg_exchange *x)
+{
+    if (x->has_body && !x->up_done && x->mid_body_end != NULL && !x->mid_body_fired) {
+        x->mid_body_fired = true;
+        x->mid_body_end(x->mid_body_ctx);
+    }
+}
+
+/* An upstream that answered in full (by its Content-Length) before the
+ * client's body was all sent: curl, its upload paused, would wait for the
+ * rest of the body until upstream_timeout, so the answer is final now. The
+ * transfer is taken out of the multi when the request ends. */
+static void
+early_answer_check(struct kg_exchange *x)
+{
+    if (x->phase != KG_RELAY_HEADERS || !x->has_body || x->up_done || x->content_length < 0 ||
+        x->down_total < x->content_length || x->mid_body_end == NULL)
+        return;
+    x->transfer_done = true;
+    x->result = CURLE_OK;
+    fire_mid_body_end(x);
+}
 
 static bool
 ring_init(struct ring *r, size_t max)
@@ -177,7 +205,9 @@ on_write(char *p, size_t size, size_t nmemb, void *ud)
         return CURL_WRITEFUNC_PAUSE;
     }
     ring_put(&x->down, p, n);
+    x->down_total += (int64_t)n;
     wake(x);
+    early_answer_check(x);
     return n;
 }
 
@@ -204,6 +234,7 @@ on_header(char *p, size_t size, size_t nitems, void *ud)
         }
         x->phase = KG_RELAY_HEADERS;
         wake(x);
+        early_answer_check(x); /* Content-Length: 0 */
         return n;
     }
     if (x->hdrs_len + n + 1 > KG_RELAY_MAX_RESP_HEADERS)
@@ -285,6 +316,9 @@ kg_relay_start(struct kg_loop *loop, struct kg_relay_req *rq, struct kg_exchange
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->upstream_connect_timeout_ms);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)cfg->upstream_timeout_ms);
+    /* An idle upstream connection older than this is not reused (closed instead):
+     * the upstream's own keep-alive timeout may already have closed it. */
+    curl_easy_setopt(e, CURLOPT_MAXAGE_CONN, (long)((cfg->upstream_keepalive_timeout_ms + 999) / 1000));
     /* An https upstream is always verified, name included; upstream_ca
      * replaces the system CAs. A failed check is a 502 like any other. */
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
@@ -297,6 +331,8 @@ kg_relay_start(struct kg_loop *loop, struct kg_relay_req *rq, struct kg_exchange
     }
     curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 65536L);
     curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, kg_loop_open_upstream_socket);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, loop);
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
@@ -502,6 +538,21 @@ finish(struct kg_exchange *x, CURLcode result, unsigned fail_status)
         x->fail_status = fail_status;
     }
     wake(x);
+    /* A client that stopped mid-body would never be called back to hear it. */
+    fire_mid_body_end(x);
+}
+
+struct MHD_Connection *
+kg_relay_connection(const struct kg_exchange *x)
+{
+    return x->conn;
+}
+
+void
+kg_relay_on_mid_body_end(struct kg_exchange *x, void (*cb)(void *ctx), void *ctx)
+{
+    x->mid_body_end = cb;
+    x->mid_body_ctx = ctx;
 }
 
 void

@@ -3,21 +3,42 @@
  * Owns the thread, the epoll set and the curl multi handle; what a request
  * does is http/front.c and proxy/relay.c, always on this thread. */
 #include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
+#include <sys/socket.h>
 #include <unistd.h>
 
+#include "keygate/accept.h"
+#include "keygate/connlimit.h"
 #include "keygate/log.h"
 #include "keygate/loop.h"
+#include "keygate/metrics.h"
 #include "keygate/relay.h"
 #include "keygate/timeutil.h"
 
 #define MAX_DAEMONS 4
 #define EASY_POOL_MAX 256
+#define ACCEPT_BATCH 64 /* per round and listener: the loop's other work goes on */
+#define REAP_EVERY_MS 1000
+#define SPARE_FDS 4     /* kept so requests in flight reach the upstream when accept took the rest */
 #define TAG_WAKE 1u
+
+/* One client connection (its libmicrohttpd socket_context). While armed it
+ * sits on the loop's header list, oldest deadline first. */
+struct kg_conn {
+    struct kg_conn *prev, *next;
+    MHD_socket fd;
+    int64_t deadline_ms; /* monotonic: the header block must be complete by then */
+    bool armed;
+    bool counted; /* against its IP in rt->per_ip */
+    struct sockaddr_storage peer;
+};
 
 struct kg_loop {
     struct kg_runtime *rt;
@@ -38,14 +59,23 @@ struct kg_loop {
     size_t nsock_state;
     CURL *easy_pool[EASY_POOL_MAX];
     size_t neasy;
+    struct kg_acceptor *acceptors[MAX_DAEMONS]; /* NULL once quiesced */
+    int64_t accept_retry_ms[MAX_DAEMONS];       /* monotonic: a stalled acceptor's next try */
+    bool conn_closed;                           /* a connection closed: retry stalled accepts */
+    struct kg_conn *hdr_head, *hdr_tail;        /* connections still reading a header block */
+    int spare[SPARE_FDS]; /* /dev/null descriptors kept for upstream sockets */
+    size_t nspare;
+    int64_t reaped_ms; /* monotonic: the last reap_dead_headers() on the timer */
     int64_t mhd_deadline_ms[MAX_DAEMONS]; /* monotonic; -1: no timer */
     bool mhd_due[MAX_DAEMONS];            /* its epoll fd reported events */
     bool resumed;                         /* a connection was resumed this round */
     _Atomic bool kicked;                  /* resumed from another thread */
 };
 
-/* epoll data: TAG_WAKE, a daemon tag (TAG_DAEMON + i), or TAG_CURL | fd. */
+/* epoll data: TAG_WAKE, a daemon tag (TAG_DAEMON + i), a listen socket
+ * (TAG_LISTEN + i), or TAG_CURL | fd. */
 #define TAG_DAEMON 2u
+#define TAG_LISTEN (TAG_DAEMON + MAX_DAEMONS)
 #define TAG_CURL (1ull << 63)
 
 /* An upstream socket stays in the epoll set between transfers (with no
@@ -112,6 +142,8 @@ curl_timer_cb(CURLM *multi, long timeout_ms, void *userp)
     return 0;
 }
 
+static void refill_spares(struct kg_loop *loop);
+
 enum kg_status
 kg_loop_new(struct kg_runtime *rt, struct kg_loop **out, struct kg_err *err)
 {
@@ -126,6 +158,7 @@ kg_loop_new(struct kg_runtime *rt, struct kg_loop **out, struct kg_err *err)
     loop->epfd = epoll_create1(EPOLL_CLOEXEC);
     loop->wakefd = eventfd(0, EFD_NONBLOCK | EFD_CLOEXEC);
     loop->multi = curl_multi_init();
+    refill_spares(loop);
     if (loop->epfd < 0 || loop->wakefd < 0 || loop->multi == NULL ||
         epoll_ctl(loop->epfd, EPOLL_CTL_ADD, loop->wakefd, &ev) != 0) {
         kg_loop_free(loop);
@@ -135,26 +168,299 @@ kg_loop_new(struct kg_runtime *rt, struct kg_loop **out, struct kg_err *err)
     curl_multi_setopt(loop->multi, CURLMOPT_SOCKETDATA, loop);
     curl_multi_setopt(loop->multi, CURLMOPT_TIMERFUNCTION, curl_timer_cb);
     curl_multi_setopt(loop->multi, CURLMOPT_TIMERDATA, loop);
-    /* Keep enough idle upstream connections for every concurrent exchange to reuse one. */
-    curl_multi_setopt(loop->multi, CURLMOPT_MAXCONNECTS, 512L);
+    {
+        const struct kg_config *cfg = kg_cfgswap_acquire(rt->config);
+
+        /* Idle upstream connections kept (curl closes the oldest past it) and
+         * connections open at once; transfers beyond wait in curl's queue.
+         * Both set once: restart-only (server/reload.c). */
+        curl_multi_setopt(loop->multi, CURLMOPT_MAXCONNECTS, (long)cfg->upstream_keepalive);
+        curl_multi_setopt(loop->multi, CURLMOPT_MAX_TOTAL_CONNECTIONS,
+                          (long)cfg->upstream_max_connections);
+        kg_cfgswap_release(cfg);
+    }
     *out = loop;
     return KG_OK;
 }
 
 enum kg_status
-kg_loop_add_daemon(struct kg_loop *loop, struct MHD_Daemon *d, struct kg_err *err)
+kg_loop_add_daemon(struct kg_loop *loop, struct MHD_Daemon *d, int lfd, struct kg_err *err)
 {
     const union MHD_DaemonInfo *info = MHD_get_daemon_info(d, MHD_DAEMON_INFO_EPOLL_FD);
     struct epoll_event ev = {.events = EPOLLIN};
+    struct kg_acceptor *acc = NULL;
+    size_t i = loop->ndaemons;
+    enum kg_status rc;
 
-    if (loop->ndaemons == MAX_DAEMONS || info == NULL)
+    if (i == MAX_DAEMONS || info == NULL) {
+        close(lfd);
         return kg_err_set(err, KG_EINVAL, "cannot drive this daemon");
-    ev.data.u64 = TAG_DAEMON + loop->ndaemons;
-    if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, info->epoll_fd, &ev) != 0)
+    }
+    rc = kg_acceptor_new(loop->rt, lfd, d, "public", true, &acc, err);
+    if (rc != KG_OK) {
+        close(lfd);
+        return rc;
+    }
+    ev.data.u64 = TAG_DAEMON + i;
+    if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, info->epoll_fd, &ev) != 0) {
+        kg_acceptor_free(acc);
         return kg_err_set(err, KG_EIO, "epoll add daemon: %s", strerror(errno));
-    loop->daemon_fds[loop->ndaemons] = info->epoll_fd;
-    loop->daemons[loop->ndaemons++] = d;
+    }
+    ev.data.u64 = TAG_LISTEN + i;
+    if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, lfd, &ev) != 0) {
+        epoll_ctl(loop->epfd, EPOLL_CTL_DEL, info->epoll_fd, NULL);
+        kg_acceptor_free(acc);
+        return kg_err_set(err, KG_EIO, "epoll add listen socket: %s", strerror(errno));
+    }
+    loop->acceptors[i] = acc;
+    loop->daemon_fds[i] = info->epoll_fd;
+    loop->daemons[i] = d;
+    loop->ndaemons++;
     return KG_OK;
+}
+
+static void reap_dead_headers(struct kg_loop *loop);
+
+/* Accepts on listener i; on a stall, stops polling it until the retry. */
+static void
+accept_on(struct kg_loop *loop, size_t i, int64_t now)
+{
+    struct kg_acceptor *acc = loop->acceptors[i];
+    bool was = kg_acceptor_stalled(acc), added;
+    enum kg_accept_state st = kg_acceptor_run(acc, ACCEPT_BATCH, &added);
+    struct epoll_event ev = {.data.u64 = TAG_LISTEN + i};
+
+    if (added)
+        loop->mhd_due[i] = true;
+    if (st == KG_ACCEPT_STALLED) {
+        loop->accept_retry_ms[i] = now + KG_ACCEPT_RETRY_MS;
+        reap_dead_headers(loop);
+        if (!was) {
+            ev.events = 0; /* level-triggered: polled, it would spin */
+            epoll_ctl(loop->epfd, EPOLL_CTL_MOD, kg_acceptor_fd(acc), &ev);
+        }
+    } else if (was) {
+        ev.events = EPOLLIN;
+        epoll_ctl(loop->epfd, EPOLL_CTL_MOD, kg_acceptor_fd(acc), &ev);
+    }
+}
+
+/* Connections the kernel completed but nobody accepted yet would be reset
+ * when the listening socket closes: each is a client whose request the
+ * drain would drop. They are taken in and answered like the rest first. */
+static void
+close_listeners(struct kg_loop *loop)
+{
+    for (size_t i = 0; i < loop->ndaemons; i++) {
+        bool added = false;
+
+        if (loop->acceptors[i] == NULL)
+            continue;
+        while (kg_acceptor_run(loop->acceptors[i], ACCEPT_BATCH, &added) == KG_ACCEPT_MORE)
+            ;
+        if (added)
+            loop->mhd_due[i] = true;
+        epoll_ctl(loop->epfd, EPOLL_CTL_DEL, kg_acceptor_fd(loop->acceptors[i]), NULL);
+        kg_acceptor_free(loop->acceptors[i]);
+        loop->acceptors[i] = NULL;
+    }
+}
+
+/* Keeps SPARE_FDS descriptors in reserve; refilled before any accept, so
+ * when descriptors come back the requests already in flight get theirs. */
+static void
+refill_spares(struct kg_loop *loop)
+{
+    while (loop->nspare < SPARE_FDS) {
+        int fd = open("/dev/null", O_RDONLY | O_CLOEXEC);
+
+        if (fd < 0)
+            break;
+        loop->spare[loop->nspare++] = fd;
+    }
+}
+
+curl_socket_t
+kg_loop_open_upstream_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    struct kg_loop *loop = clientp;
+    int s;
+
+    (void)purpose;
+    s = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+    /* Out of descriptors (a flood of clients took them): give up a spare. */
+    if (s < 0 && (errno == EMFILE || errno == ENFILE) && loop->nspare > 0) {
+        close(loop->spare[--loop->nspare]);
+        s = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+    }
+    return s < 0 ? CURL_SOCKET_BAD : s;
+}
+
+/* ---- client connections: the header deadline and the per-IP count ---- */
+
+static struct kg_conn *
+conn_ctx(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+
+    return ci != NULL ? ci->socket_context : NULL;
+}
+
+static void
+hdr_unlink(struct kg_loop *loop, struct kg_conn *c)
+{
+    if (!c->armed)
+        return;
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else
+        loop->hdr_head = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    else
+        loop->hdr_tail = c->prev;
+    c->prev = c->next = NULL;
+    c->armed = false;
+}
+
+/* Appends: every deadline is now + the same timeout, so the list stays in
+ * order (a reload that changes the timeout bends it for one round of
+ * connections at most). */
+static void
+hdr_arm(struct kg_loop *loop, struct kg_conn *c)
+{
+    const struct kg_config *cfg = kg_cfgswap_acquire(loop->rt->config);
+
+    hdr_unlink(loop, c);
+    c->deadline_ms = kg_time_mono_ms() + cfg->client_header_timeout_ms;
+    kg_cfgswap_release(cfg);
+    c->prev = loop->hdr_tail;
+    if (loop->hdr_tail != NULL)
+        loop->hdr_tail->next = c;
+    else
+        loop->hdr_head = c;
+    loop->hdr_tail = c;
+    c->armed = true;
+}
+
+void *
+kg_loop_conn_open(struct kg_loop *loop, struct MHD_Connection *conn)
+{
+    struct kg_conn *c = calloc(1, sizeof(*c));
+    const union MHD_ConnectionInfo *fd = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    const union MHD_ConnectionInfo *ad = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+
+    /* Taken from the acceptor even when c cannot be made: given back below. */
+    bool counted = kg_accept_claim_slot();
+
+    if (c == NULL || fd == NULL || ad == NULL || ad->client_addr == NULL) {
+        if (counted && ad != NULL && ad->client_addr != NULL)
+            kg_connlimit_release(loop->rt->per_ip, ad->client_addr);
+        free(c);
+        return NULL;
+    }
+    c->fd = fd->connect_fd;
+    c->counted = counted;
+    memcpy(&c->peer, ad->client_addr,
+           ad->client_addr->sa_family == AF_INET6 ? sizeof(struct sockaddr_in6)
+                                                  : sizeof(struct sockaddr_in));
+    hdr_arm(loop, c);
+    return c;
+}
+
+void
+kg_loop_conn_headers_done(struct kg_loop *loop, struct MHD_Connection *conn)
+{
+    struct kg_conn *c = conn_ctx(conn);
+    const struct kg_config *cfg;
+
+    if (c == NULL || !c->armed)
+        return;
+    hdr_unlink(loop, c);
+    /* From here libmicrohttpd's idle timeout is the body's progress deadline. */
+    cfg = kg_cfgswap_acquire(loop->rt->config);
+    MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT,
+                              (unsigned int)((cfg->client_body_timeout_ms + 999) / 1000));
+    kg_cfgswap_release(cfg);
+}
+
+void
+kg_loop_conn_request_done(struct kg_loop *loop, struct MHD_Connection *conn)
+{
+    struct kg_conn *c = conn_ctx(conn);
+    const struct kg_config *cfg;
+
+    if (c == NULL)
+        return;
+    cfg = kg_cfgswap_acquire(loop->rt->config);
+    MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT,
+                              (unsigned int)((cfg->client_timeout_ms + 999) / 1000));
+    kg_cfgswap_release(cfg);
+    hdr_arm(loop, c);
+}
+
+void
+kg_loop_conn_close(struct kg_loop *loop, void *ctx)
+{
+    struct kg_conn *c = ctx;
+
+    loop->conn_closed = true;
+    if (c == NULL)
+        return;
+    hdr_unlink(loop, c);
+    if (c->counted)
+        kg_connlimit_release(loop->rt->per_ip, (const struct sockaddr *)&c->peer);
+    free(c);
+}
+
+/* Out of descriptors: frees those held by connections whose client hung up
+ * before its header block was complete. libmicrohttpd (edge-triggered)
+ * misses an end of stream that arrived together with the first bytes, as
+ * it does for every connection that waited in the accept queue while its
+ * client gave up: such a connection would keep its descriptor until the
+ * header deadline. shutdown() gives the library a fresh event to close on. */
+static void
+reap_dead_headers(struct kg_loop *loop)
+{
+    struct pollfd p[128];
+    struct kg_conn *c = loop->hdr_head;
+
+    while (c != NULL) {
+        struct kg_conn *batch[128];
+        nfds_t n = 0;
+
+        for (; c != NULL && n < 128; c = c->next, n++) {
+            p[n] = (struct pollfd){.fd = c->fd, .events = POLLRDHUP};
+            batch[n] = c;
+        }
+        if (poll(p, n, 0) <= 0)
+            continue;
+        for (nfds_t k = 0; k < n; k++) {
+            if ((p[k].revents & (POLLRDHUP | POLLHUP | POLLERR)) == 0)
+                continue;
+            hdr_unlink(loop, batch[k]);
+            shutdown(batch[k]->fd, SHUT_RDWR);
+            for (size_t i = 0; i < loop->ndaemons; i++)
+                loop->mhd_due[i] = true;
+        }
+    }
+}
+
+/* Cuts every connection whose header block is overdue: shutdown() makes
+ * libmicrohttpd read EOF and close it on its next run. */
+static void
+expire_headers(struct kg_loop *loop, int64_t now)
+{
+    while (loop->hdr_head != NULL && loop->hdr_head->deadline_ms <= now) {
+        struct kg_conn *c = loop->hdr_head;
+
+        hdr_unlink(loop, c);
+        shutdown(c->fd, SHUT_RDWR);
+        kg_metrics_header_timeout();
+        for (size_t i = 0; i < loop->ndaemons; i++)
+            loop->mhd_due[i] = true;
+    }
 }
 
 static void
@@ -194,6 +500,20 @@ compute_timeout(struct kg_loop *loop)
         if (ct < t)
             t = ct < 0 ? 0 : ct;
     }
+    if (loop->hdr_head != NULL) {
+        int64_t ht = loop->hdr_head->deadline_ms - now;
+
+        if (ht < t)
+            t = ht < 0 ? 0 : ht;
+    }
+    for (size_t i = 0; i < loop->ndaemons; i++) {
+        if (loop->acceptors[i] != NULL && kg_acceptor_stalled(loop->acceptors[i])) {
+            int64_t at = loop->conn_closed ? 0 : loop->accept_retry_ms[i] - now;
+
+            if (at < t)
+                t = at < 0 ? 0 : at;
+        }
+    }
     return (int)t;
 }
 
@@ -216,6 +536,9 @@ loop_main(void *arg)
 
             if (tag >= TAG_DAEMON && tag < TAG_DAEMON + MAX_DAEMONS) {
                 loop->mhd_due[tag - TAG_DAEMON] = true;
+            } else if (tag >= TAG_LISTEN && tag < TAG_LISTEN + MAX_DAEMONS) {
+                if (loop->acceptors[tag - TAG_LISTEN] != NULL)
+                    accept_on(loop, tag - TAG_LISTEN, kg_time_mono_ms());
             } else if (tag == TAG_WAKE) {
                 uint64_t v;
 
@@ -243,13 +566,30 @@ loop_main(void *arg)
             curl_multi_socket_action(loop->multi, CURL_SOCKET_TIMEOUT, 0, &running);
         }
         drain_curl_messages(loop);
-        if (atomic_load(&loop->quiesce) && !loop->quiesced) {
-            for (size_t i = 0; i < loop->ndaemons; i++) {
-                MHD_socket fd = MHD_quiesce_daemon(loop->daemons[i]);
+        {
+            int64_t now = kg_time_mono_ms();
+            bool closed = loop->conn_closed;
 
-                if (fd != MHD_INVALID_SOCKET)
-                    close(fd);
+            /* A stalled listener is tried again on its timer or as soon as a
+             * connection of this loop closed (a descriptor came free). */
+            loop->conn_closed = false;
+            if (loop->nspare < SPARE_FDS)
+                refill_spares(loop);
+            for (size_t i = 0; i < loop->ndaemons; i++) {
+                if (loop->acceptors[i] != NULL && kg_acceptor_stalled(loop->acceptors[i]) &&
+                    (closed || now >= loop->accept_retry_ms[i]))
+                    accept_on(loop, i, now);
             }
+            expire_headers(loop, now);
+            /* Once a second too: a hung-up client's descriptor comes back
+             * within a second instead of at its header deadline. */
+            if (loop->hdr_head != NULL && now - loop->reaped_ms >= REAP_EVERY_MS) {
+                loop->reaped_ms = now;
+                reap_dead_headers(loop);
+            }
+        }
+        if (atomic_load(&loop->quiesce) && !loop->quiesced) {
+            close_listeners(loop);
             loop->quiesced = true;
         }
         /* Run a daemon only when it has work: events on its epoll fd, a
@@ -333,6 +673,7 @@ kg_loop_free(struct kg_loop *loop)
     if (loop == NULL)
         return;
     kg_loop_stop(loop);
+    close_listeners(loop);
     for (size_t i = 0; i < loop->ndaemons; i++)
         MHD_stop_daemon(loop->daemons[i]);
     for (size_t i = 0; i < loop->neasy; i++)
@@ -340,6 +681,8 @@ kg_loop_free(struct kg_loop *loop)
     if (loop->multi != NULL)
         curl_multi_cleanup(loop->multi);
     free(loop->sock_state);
+    while (loop->nspare > 0)
+        close(loop->spare[--loop->nspare]);
     if (loop->wakefd >= 0)
         close(loop->wakefd);
     if (loop->epfd >= 0)

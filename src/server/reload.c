@@ -32,6 +32,8 @@ static const struct startup_only startup_only[] = {
     {"workers", R_INT, OFF(workers)},
     {"client_timeout", R_DURATION, OFF(client_timeout_ms)},
     {"max_header_bytes", R_BYTES, OFF(max_header_bytes)},
+    {"upstream_keepalive", R_INT, OFF(upstream_keepalive)},
+    {"upstream_max_connections", R_INT, OFF(upstream_max_connections)},
     {"signup", R_BOOL, OFF(signup)},
     {"signup_path", R_STRING, OFF(signup_path)},
     {"signup_tenant", R_STRING, OFF(signup_tenant)},

@@ -18,7 +18,9 @@
 
 #include "keygate/accesslog.h"
 #include "keygate/admin.h"
+#include "keygate/accept.h"
 #include "keygate/cfgswap.h"
+#include "keygate/connlimit.h"
 #include "keygate/front.h"
 #include "keygate/instance.h"
 #include "keygate/keywatch.h"
@@ -34,6 +36,9 @@
 #define KG_MAX_WORKERS 64
 #define POLL_MS 200
 #define FLUSH_MS 1000
+/* Change log rows are kept this long (seconds), trimmed every TRIM_MS. */
+#define CHANGE_KEEP_S 3600
+#define TRIM_MS 60000
 /* A key unknown to the cache: at most one store lookup this often (keywatch.h). */
 #define KEYWATCH_MS 10
 /* Signup: 5 attempts per minute per client IP, remembered for this many
@@ -165,10 +170,21 @@ start_loops(struct daemon_state *ds, struct kg_err *err)
         if (rc != KG_OK)
             return rc;
         ds->nloops++;
-        rc = kg_front_new_daemon(ds->loops[i], &pub, &d, err);
+        int lfd;
+
+        rc = kg_front_new_daemon(ds->loops[i], &d, err);
         if (rc != KG_OK)
             return rc;
-        rc = kg_loop_add_daemon(ds->loops[i], d, err);
+        /* One listen socket per loop (SO_REUSEPORT): the kernel spreads connections. */
+        lfd = kg_accept_listen(&pub, true, 1024, err);
+        if (lfd < 0) {
+            char why[KG_ERR_MAX];
+
+            MHD_stop_daemon(d);
+            snprintf(why, sizeof(why), "%s", err->msg);
+            return kg_err_set(err, KG_EIO, "cannot listen on %s: %s", cfg->listen, why);
+        }
+        rc = kg_loop_add_daemon(ds->loops[i], d, lfd, err);
         if (rc != KG_OK) {
             MHD_stop_daemon(d);
             return rc;
@@ -185,11 +201,14 @@ start_loops(struct daemon_state *ds, struct kg_err *err)
     return KG_OK;
 }
 
-/* Reloads the key cache when another process (the CLI) changed the store. */
+/* Applies the changes another process (the CLI) made to the key cache:
+ * the change log rows since the last one applied, read only when some
+ * other connection committed since the last poll (data_version). */
 static void
 poll_store(struct daemon_state *ds, int64_t *version)
 {
     struct kg_err err = {{0}};
+    bool full = false;
     int64_t v;
 
     if (kg_store_data_version(ds->inst->store, &v, &err) != KG_OK) {
@@ -198,12 +217,29 @@ poll_store(struct daemon_state *ds, int64_t *version)
     }
     if (v == *version)
         return;
-    if (kg_keycache_reload(ds->rt.keys, ds->inst->store, kg_time_now(), &err) != KG_OK) {
-        kg_log_warnx("reloading keys: %s", err.msg);
+    if (kg_keycache_sync(ds->rt.keys, ds->inst->store, kg_time_now(), &full, &err) != KG_OK) {
+        kg_log_warnx("applying key changes: %s", err.msg);
         return;
     }
     *version = v;
-    kg_log_debug("keys reloaded after a change by another process");
+    if (full)
+        kg_log_info("keys loaded again: the change log was trimmed past this daemon's position");
+    kg_log_debug("key changes applied up to change log row %lld",
+                 (long long)kg_keycache_position(ds->rt.keys));
+}
+
+/* Drops change log rows older than CHANGE_KEEP_S: every daemon polls far
+ * more often, and one that fell further behind loads everything again. */
+static void
+trim_changes(struct daemon_state *ds)
+{
+    struct kg_err err = {{0}};
+    size_t n = 0;
+
+    if (kg_store_change_trim(ds->inst->store, kg_time_now() - CHANGE_KEEP_S, &n, &err) != KG_OK)
+        kg_log_warnx("trimming the change log: %s", err.msg);
+    else if (n > 0)
+        kg_log_debug("trimmed %zu change log rows", n);
 }
 
 static void
@@ -328,6 +364,7 @@ run(struct daemon_state *ds)
 {
     struct timespec ts = {0, POLL_MS * 1000000L};
     int64_t version, next_flush = kg_time_mono_ms() + FLUSH_MS;
+    int64_t next_trim = kg_time_mono_ms() + TRIM_MS;
     sigset_t set;
 
     sigemptyset(&set);
@@ -350,12 +387,16 @@ run(struct daemon_state *ds)
             kg_accesslog_reopen(ds->rt.accesslog); /* logrotate renamed the file */
         if (sig == SIGHUP) {
             reload_config(ds);
-            version = -1; /* and the keys, as before */
+            version = -1; /* and the key changes, as before */
         }
         poll_store(ds, &version);
         if (kg_time_mono_ms() >= next_flush) {
             flush_usage(ds);
             next_flush = kg_time_mono_ms() + FLUSH_MS;
+        }
+        if (kg_time_mono_ms() >= next_trim) {
+            trim_changes(ds);
+            next_trim = kg_time_mono_ms() + TRIM_MS;
         }
     }
     return 0;
@@ -392,7 +433,10 @@ check_config(const char *path)
 {
     struct kg_config *cfg = NULL;
     enum kg_status rc = kg_config_load(path, report_stderr, NULL, &cfg);
+    char warning[512];
 
+    if (rc == KG_OK && kg_config_signup_warning(cfg, warning, sizeof(warning)))
+        fprintf(stderr, "keygate: warning: %s: %s\n", path != NULL ? path : "(built-in)", warning);
     kg_config_free(cfg);
     if (rc != KG_OK)
         return 2;
@@ -441,6 +485,12 @@ kg_serve_main(int argc, char **argv)
         kg_log_error("%s", err.msg);
         goto cleanup;
     }
+    {
+        char warning[512];
+
+        if (kg_config_signup_warning(ds.inst->cfg, warning, sizeof(warning)))
+            kg_log_warnx("%s", warning);
+    }
     if (ds.inst->secret_created)
         kg_log_info("created a new server secret in %s: back it up, every key depends on it",
                     ds.inst->cfg->secret_file);
@@ -477,7 +527,7 @@ kg_serve_main(int argc, char **argv)
     }
     if (kg_tls_new(ds.inst->cfg, &ds.rt.tls, &err) != KG_OK ||
         start_auth_throttle(&ds, &err) != KG_OK || start_signup(&ds, &err) != KG_OK ||
-        start_loops(&ds, &err) != KG_OK) {
+        kg_connlimit_new(&ds.rt.per_ip, &err) != KG_OK || start_loops(&ds, &err) != KG_OK) {
         kg_log_error("%s", err.msg);
         goto cleanup;
     }
@@ -503,11 +553,13 @@ cleanup:
      * still run, since libmicrohttpd must not stop with a connection
      * suspended. Loops that meet the stopped worker answer 503 at once. */
     kg_worker_stop(ds.rt.worker);
+    kg_keywatch_stop(ds.rt.keywatch); /* the same for requests waiting on the key watch */
     for (int i = 0; i < ds.nloops; i++)
         kg_loop_stop(ds.loops[i]);
     for (int i = 0; i < ds.nloops; i++)
         kg_loop_free(ds.loops[i]);
     kg_admin_stop(ds.admin);
+    kg_connlimit_free(ds.rt.per_ip); /* after the loops: their connections gave theirs back */
     kg_tls_free(ds.rt.tls);
     kg_keywatch_free(ds.rt.keywatch);
     /* Counters first: nothing after this (a log reader that stalls the

@@ -43,6 +43,14 @@ void kg_sq_rollback(struct sqlite_store *s);
 enum kg_status kg_sq_read_int(struct sqlite_store *s, const char *sql, int64_t *out,
                               const char *what, struct kg_err *err);
 
+/* sqlite_changes.c: the change log (sql/008_change_log.sql). */
+enum kg_status kg_sq_change_head(struct kg_store *st, int64_t *last, int64_t *trimmed,
+                                 struct kg_err *err);
+enum kg_status kg_sq_change_each(struct kg_store *st, int64_t after, size_t limit,
+                                 kg_store_change_cb cb, void *ctx, struct kg_err *err);
+enum kg_status kg_sq_change_trim(struct kg_store *st, int64_t before, size_t *trimmed,
+                                 struct kg_err *err);
+
 /* Copies a TEXT column; NULL reads as "". false when it does not fit. */
 bool kg_sq_col_text(sqlite3_stmt *stmt, int col, char *dst, size_t cap);
 int64_t kg_sq_col_int_or(sqlite3_stmt *stmt, int col, int64_t if_null);

@@ -504,6 +504,22 @@ kg_store_key_insert(struct kg_store *st, const struct kg_key_rec *rec, struct kg
 }
 
 enum kg_status
+kg_store_key_insert_batch(struct kg_store *st, const struct kg_key_rec *recs, size_t n,
+                          struct kg_err *err)
+{
+    enum kg_status rc;
+
+    if (st == NULL || (recs == NULL && n > 0))
+        return kg_err_set(err, KG_EINVAL, "key insert: missing argument");
+    for (size_t i = 0; i < n; i++) {
+        rc = check_rec(&recs[i], err);
+        if (rc != KG_OK)
+            return rc;
+    }
+    return n == 0 ? KG_OK : st->ops->key_add_batch(st, recs, n, err);
+}
+
+enum kg_status
 kg_store_key_get(struct kg_store *st, const char *id, struct kg_key_rec *out, struct kg_err *err)
 {
     enum kg_status rc;
@@ -558,7 +574,45 @@ kg_store_key_each_owner(struct kg_store *st, kg_store_key_owner_cb cb, void *ctx
 {
     if (st == NULL || cb == NULL)
         return kg_err_set(err, KG_EINVAL, "key walk: missing argument");
-    return st->ops->key_each_owner(st, cb, ctx, err);
+    return st->ops->key_each_owner(st, -1, NULL, cb, ctx, err);
+}
+
+enum kg_status
+kg_store_key_each_owner_of(struct kg_store *st, enum kg_change_object of, const char *id,
+                           kg_store_key_owner_cb cb, void *ctx, struct kg_err *err)
+{
+    if (st == NULL || cb == NULL || id == NULL)
+        return kg_err_set(err, KG_EINVAL, "key walk: missing argument");
+    if (of != KG_CHANGE_KEY && of != KG_CHANGE_USER && of != KG_CHANGE_TENANT)
+        return kg_err_set(err, KG_EINVAL, "key walk: unknown object");
+    return st->ops->key_each_owner(st, (int)of, id, cb, ctx, err);
+}
+
+enum kg_status
+kg_store_change_head(struct kg_store *st, int64_t *last, int64_t *trimmed, struct kg_err *err)
+{
+    if (st == NULL || last == NULL || trimmed == NULL)
+        return kg_err_set(err, KG_EINVAL, "change log: missing argument");
+    return st->ops->change_head(st, last, trimmed, err);
+}
+
+enum kg_status
+kg_store_change_each(struct kg_store *st, int64_t after, size_t limit, kg_store_change_cb cb,
+                     void *ctx, struct kg_err *err)
+{
+    if (st == NULL || cb == NULL || limit == 0)
+        return kg_err_set(err, KG_EINVAL, "change log: missing argument");
+    return st->ops->change_each(st, after, limit, cb, ctx, err);
+}
+
+enum kg_status
+kg_store_change_trim(struct kg_store *st, int64_t before, size_t *trimmed, struct kg_err *err)
+{
+    if (trimmed != NULL)
+        *trimmed = 0;
+    if (st == NULL)
+        return kg_err_set(err, KG_EINVAL, "change log: missing argument");
+    return st->ops->change_trim(st, before, trimmed, err);
 }
 
 enum kg_status

@@ -45,6 +45,8 @@ struct kg_store_ops {
 
     enum kg_status (*key_add)(struct kg_store *st, const struct kg_key_rec *rec,
                               const struct kg_audit_entry *audit, struct kg_err *err);
+    enum kg_status (*key_add_batch)(struct kg_store *st, const struct kg_key_rec *recs, size_t n,
+                                    struct kg_err *err);
     enum kg_status (*key_get)(struct kg_store *st, const char *id, struct kg_key_rec *out,
                               struct kg_err *err);
     enum kg_status (*key_each)(struct kg_store *st, kg_store_key_cb cb, void *ctx,
@@ -52,8 +54,9 @@ struct kg_store_ops {
     enum kg_status (*key_list)(struct kg_store *st, const struct kg_key_query *q,
                                const struct kg_cursor *after, kg_store_key_cb cb, void *ctx,
                                char *next, struct kg_err *err);
-    enum kg_status (*key_each_owner)(struct kg_store *st, kg_store_key_owner_cb cb, void *ctx,
-                                     struct kg_err *err);
+    /* of: -1 = every key, else an enum kg_change_object naming id. */
+    enum kg_status (*key_each_owner)(struct kg_store *st, int of, const char *id,
+                                     kg_store_key_owner_cb cb, void *ctx, struct kg_err *err);
     enum kg_status (*key_update)(struct kg_store *st, const struct kg_key_rec *rec,
                                  const struct kg_audit_entry *audit, struct kg_err *err);
     enum kg_status (*key_revoke)(struct kg_store *st, const char *id, int64_t now,
@@ -107,6 +110,12 @@ struct kg_store_ops {
     enum kg_status (*data_version)(struct kg_store *st, int64_t *out, struct kg_err *err);
     enum kg_status (*key_known)(struct kg_store *st, const unsigned char digest[KG_DIGEST_BYTES],
                                 int64_t now, bool *out, struct kg_err *err);
+    enum kg_status (*change_head)(struct kg_store *st, int64_t *last, int64_t *trimmed,
+                                  struct kg_err *err);
+    enum kg_status (*change_each)(struct kg_store *st, int64_t after, size_t limit,
+                                  kg_store_change_cb cb, void *ctx, struct kg_err *err);
+    enum kg_status (*change_trim)(struct kg_store *st, int64_t before, size_t *trimmed,
+                                  struct kg_err *err);
     enum kg_status (*set_durable)(struct kg_store *st, bool durable, struct kg_err *err);
 };
 

@@ -433,6 +433,52 @@ sqlite_key_add(struct kg_store *st, const struct kg_key_rec *rec,
     return kg_sq_finish(s, rc, audit, err);
 }
 
+/* The seeding path: one transaction, the INSERT prepared once, each
+ * owner resolved once for a run of records with the same one, and
+ * duplicates left to the UNIQUE constraints (KG_ECONFLICT) instead of a
+ * lookup per key. */
+static enum kg_status
+sqlite_key_add_batch(struct kg_store *st, const struct kg_key_rec *recs, size_t n,
+                     struct kg_err *err)
+{
+    struct sqlite_store *s = kg_sq_from(st);
+    char user_id[KG_ID_MAX] = "", tenant[KG_NAME_MAX] = "";
+    const struct kg_key_rec *prev = NULL;
+    sqlite3_stmt *stmt = NULL;
+    enum kg_status rc;
+
+    rc = kg_sq_begin(s, err);
+    if (rc == KG_OK)
+        rc = kg_sq_prepare(s,
+                           "INSERT INTO keys (" KEY_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7,"
+                           " ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+                           &stmt, "insert keys", err);
+    for (size_t i = 0; rc == KG_OK && i < n; i++) {
+        const struct kg_key_rec *rec = &recs[i];
+
+        if (prev == NULL || strcmp(prev->user_id, rec->user_id) != 0 ||
+            (rec->user_id[0] == '\0' && strcmp(prev->tenant, rec->tenant) != 0)) {
+            if (rec->user_id[0] != '\0') {
+                rc = owner_tenant(s, rec->user_id, tenant, err);
+                snprintf(user_id, sizeof(user_id), "%s", rec->user_id);
+            } else {
+                snprintf(tenant, sizeof(tenant), "%s",
+                         rec->tenant[0] != '\0' ? rec->tenant : KG_TENANT_DEFAULT);
+                rc = kg_sq_default_owner_locked(s, tenant, rec->created_at, user_id, err);
+            }
+            if (rc != KG_OK)
+                break;
+            prev = rec;
+        }
+        if (!bind_rec(stmt, rec, user_id, tenant) || sqlite3_step(stmt) != SQLITE_DONE)
+            rc = kg_sq_fail(s, "insert keys", err);
+        sqlite3_reset(stmt);
+        sqlite3_clear_bindings(stmt);
+    }
+    sqlite3_finalize(stmt);
+    return kg_sq_finish(s, rc, NULL, err);
+}
+
 static enum kg_status
 sqlite_key_get(struct kg_store *st, const char *id, struct kg_key_rec *out, struct kg_err *err)
 {
@@ -600,25 +646,41 @@ cleanup:
     return rc;
 }
 
+/* The owner query: metadata is read as "{}" (the cache never needs it, and
+ * it is the largest column); no ORDER BY, so a full load streams the table
+ * in storage order without sorting it. */
+#define KEY_OWNER_SELECT                                                                           \
+    "SELECT k.id, k.name, k.prefix, k.last4, k.digest, k.scopes, k.tenant, k.created_at,"          \
+    " k.expires_at, k.revoked_at, k.last_used_at, k.rotated_to, k.rate, k.rate_burst,"             \
+    " k.quota_limit, k.quota_period, k.quota_used, '{}', k.user_id, k.quota_period_start,"         \
+    " u.role, u.tier, u.platform_admin,"                                                           \
+    " (u.id IS NULL OR u.disabled_at IS NOT NULL OR t.name IS NULL"                                \
+    "  OR t.disabled_at IS NOT NULL),"                                                             \
+    " u.quota_limit, u.quota_period, uu.credits_used, uu.credits_period_start,"                    \
+    " uu.tier_used, uu.tier_period_start"                                                          \
+    " FROM keys AS k LEFT JOIN users AS u ON u.id = k.user_id"                                     \
+    " LEFT JOIN tenants AS t ON t.name = u.tenant"                                                 \
+    " LEFT JOIN user_usage AS uu ON uu.user_id = k.user_id"
+
 static enum kg_status
-sqlite_key_each_owner(struct kg_store *st, kg_store_key_owner_cb cb, void *ctx, struct kg_err *err)
+sqlite_key_each_owner(struct kg_store *st, int of, const char *id, kg_store_key_owner_cb cb,
+                      void *ctx, struct kg_err *err)
 {
+    static const char *const where[] = {
+        [KG_CHANGE_KEY] = " WHERE k.id = ?1",
+        [KG_CHANGE_USER] = " WHERE k.user_id = ?1",
+        [KG_CHANGE_TENANT] = " WHERE k.user_id IN (SELECT id FROM users WHERE tenant = ?1)",
+    };
     struct sqlite_store *s = kg_sq_from(st);
     struct key_walk w = {.owner_cb = cb, .ctx = ctx};
     sqlite3_stmt *stmt = NULL;
+    char sql[sizeof(KEY_OWNER_SELECT) + 96];
     enum kg_status rc;
 
-    rc = kg_sq_prepare(s,
-                       "SELECT " KEY_COLUMNS_K ", u.role, u.tier, u.platform_admin,"
-                       " (u.id IS NULL OR u.disabled_at IS NOT NULL OR t.name IS NULL"
-                       "  OR t.disabled_at IS NOT NULL),"
-                       " u.quota_limit, u.quota_period, uu.credits_used, uu.credits_period_start,"
-                       " uu.tier_used, uu.tier_period_start"
-                       " FROM keys AS k LEFT JOIN users AS u ON u.id = k.user_id"
-                       " LEFT JOIN tenants AS t ON t.name = u.tenant"
-                       " LEFT JOIN user_usage AS uu ON uu.user_id = k.user_id"
-                       " ORDER BY k.created_at, k.id",
-                       &stmt, "walk keys", err);
+    snprintf(sql, sizeof(sql), "%s%s", KEY_OWNER_SELECT, of < 0 ? "" : where[of]);
+    rc = kg_sq_prepare(s, sql, &stmt, "walk keys", err);
+    if (rc == KG_OK && of >= 0 && sqlite3_bind_text(stmt, 1, id, -1, SQLITE_STATIC) != SQLITE_OK)
+        rc = kg_sq_fail(s, "walk keys", err);
     if (rc == KG_OK)
         rc = walk_keys(s, stmt, &w, "walk keys", err);
     sqlite3_finalize(stmt);
@@ -1266,6 +1328,7 @@ const struct kg_store_ops kg_store_sqlite_ops = {
     .open = sqlite_open,
     .close = sqlite_close,
     .key_add = sqlite_key_add,
+    .key_add_batch = sqlite_key_add_batch,
     .key_get = sqlite_key_get,
     .key_each = sqlite_key_each,
     .key_list = sqlite_key_list,
@@ -1291,5 +1354,8 @@ const struct kg_store_ops kg_store_sqlite_ops = {
     .audit_head = kg_sq_audit_head,
     .data_version = sqlite_data_version,
     .key_known = sqlite_key_known,
+    .change_head = kg_sq_change_head,
+    .change_each = kg_sq_change_each,
+    .change_trim = kg_sq_change_trim,
     .set_durable = sqlite_set_durable,
 };

@@ -45,8 +45,10 @@ struct kt_daemon {
     int cli_runs;
     char url[512];
     char ca_file[300]; /* "" without TLS */
-    char **keys; /* every key the CLI printed: no log may contain one */
+    char **keys;       /* every key the CLI printed: no log may contain one */
     size_t nkeys;
+    int expected_exit; /* the one non-zero exit the test asked for (kt_daemon_expect_exit), or 0 */
+    char unclean[256]; /* the first exit nobody asked for; "" while every exit was clean */
 };
 
 /* A key's tail: 43 body characters, then 8 of checksum; the display prefix
@@ -239,7 +241,22 @@ spawn(char *const argv[], const char *out_path, const char *err_path, bool appen
     bool same = strcmp(out_path, err_path) == 0;
     char **env = clean_env();
     pid_t parent = getpid(), pid;
+    /* KEYGATE_TEST_WRAPPER: a program the daemon and the CLI run under
+     * (scripts/valgrind.sh: valgrind); argv[0] becomes its first argument. */
+    const char *wrapper = getenv("KEYGATE_TEST_WRAPPER");
+    char *wargv[MAX_ARGS + 8];
 
+    if (wrapper != NULL && wrapper[0] != '\0') {
+        size_t n = 0;
+
+        wargv[n++] = (char *)wrapper;
+        while (argv[n - 1] != NULL && n < sizeof(wargv) / sizeof(wargv[0]) - 1) {
+            wargv[n] = argv[n - 1];
+            n++;
+        }
+        wargv[n] = NULL;
+        argv = wargv;
+    }
     if (env == NULL)
         return -1;
     pid = fork();
@@ -296,6 +313,23 @@ wait_for(pid_t pid, long ms)
     }
 }
 
+/* Every reap of a daemon that was started goes through here: an exit the
+ * test did not ask for (anything but 0, or the kt_daemon_expect_exit()
+ * code) is remembered, and kt_daemon_free() fails the test on it. */
+static void
+note_exit(struct kt_daemon *d, int code, const char *when)
+{
+    bool asked = code == 0 || (d->expected_exit != 0 && code == d->expected_exit);
+
+    d->expected_exit = 0;
+    if (asked || d->unclean[0] != '\0')
+        return;
+    if (code > 128)
+        snprintf(d->unclean, sizeof(d->unclean), "killed by signal %d %s", code - 128, when);
+    else
+        snprintf(d->unclean, sizeof(d->unclean), "exit status %d %s", code, when);
+}
+
 static bool
 ready(struct kt_daemon *d)
 {
@@ -343,6 +377,10 @@ start_once(struct kt_daemon *d)
             if (port_taken)
                 return -1;
             fprintf(stderr, "daemon: keygate serve exited with %d before it was ready\n", code);
+            /* A refused config exits 1 or 2, which the test sees as a failed
+             * start; a crash is never what a test asked for. */
+            if (code < 0 || code > 128)
+                note_exit(d, code, "before it was ready");
             return 0;
         }
         if (ready(d))
@@ -351,6 +389,7 @@ start_once(struct kt_daemon *d)
     }
     fprintf(stderr, "daemon: not ready after %ld ms\n", READY_DEADLINE_MS);
     kt_daemon_kill(d);
+    snprintf(d->unclean, sizeof(d->unclean), "not ready after %ld ms", READY_DEADLINE_MS);
     return 0;
 }
 
@@ -372,6 +411,22 @@ kt_daemon_start(struct kt_daemon *d)
     return false;
 }
 
+/* Whether a window of a key is worth looking for: a run like "0000000000"
+ * (a made-up invalid key) is in any database by chance. */
+static bool
+varied(const char *w, size_t n)
+{
+    bool seen[256] = {false};
+    int distinct = 0;
+
+    for (size_t i = 0; i < n; i++) {
+        if (!seen[(unsigned char)w[i]])
+            distinct++;
+        seen[(unsigned char)w[i]] = true;
+    }
+    return distinct >= 6;
+}
+
 /* Where key k (or LEAK_WINDOW of its hidden characters) is in text, or NULL. */
 static const char *
 find_key(const char *text, size_t len, const char *k)
@@ -384,7 +439,8 @@ find_key(const char *text, size_t len, const char *k)
     hidden = k + klen - KEY_TAIL + KEY_SHOWN_BODY;
     hidden_len = KEY_TAIL - KEY_SHOWN_BODY - KEY_SHOWN_LAST;
     for (size_t i = 0; i + LEAK_WINDOW <= hidden_len; i++) {
-        const char *hit = memmem(text, len, hidden + i, LEAK_WINDOW);
+        const char *hit =
+            varied(hidden + i, LEAK_WINDOW) ? memmem(text, len, hidden + i, LEAK_WINDOW) : NULL;
 
         if (hit != NULL)
             return hit;
@@ -422,44 +478,131 @@ slurp(const char *path, size_t *len)
     return buf;
 }
 
-/* "the suite greps every log it produced for the keys it created": every
- * file in the daemon's directory whose name has "log" in it (the daemon's
- * stderr and stdout, access logs, rotated ones). Writes what leaked where
- * into why and returns true on a leak. */
+/* What the leak check reads: every regular file in the daemon's directory
+ * whose name has "log" in it (the daemon's stderr and stdout, access logs,
+ * rotated ones), and the store, where the audit trail lives (keygate.db and
+ * its write-ahead log; no key is ever stored, so no window of one may be
+ * there either). */
+static bool
+scanned_file(const struct kt_daemon *d, const char *name, char *path, size_t cap, bool *is_log)
+{
+    struct stat st;
+
+    *is_log = strstr(name, "log") != NULL;
+    if (!*is_log && strncmp(name, "keygate.db", 10) != 0)
+        return false;
+    snprintf(path, cap, "%s/%s", d->dir, name);
+    /* A FIFO (a test's stalled pipe) would block the read. */
+    return lstat(path, &st) == 0 && S_ISREG(st.st_mode);
+}
+
+struct leak_scan {
+    const char *text, *file;
+    size_t len;
+    char *why;
+    size_t cap;
+    bool leaked;
+};
+
+static void
+leak_report(struct leak_scan *ls, const char *hit, const char *what, size_t n)
+{
+    size_t off = (size_t)(hit - ls->text), from = off > 60 ? off - 60 : 0;
+
+    /* The excerpt shows where; the key itself is cut out of the message. */
+    snprintf(ls->why, ls->cap, "%s #%zu found in %s at byte %zu: ...%.*s", what, n, ls->file, off,
+             (int)(off - from), ls->text + from);
+    ls->leaked = true;
+}
+
+/* kt_http_sent_each() callback: a credential some client of this process sent. */
+static bool
+scan_sent(const char *cred, size_t n, void *ctx)
+{
+    struct leak_scan *ls = ctx;
+    const char *hit = find_key(ls->text, ls->len, cred);
+
+    if (hit != NULL)
+        leak_report(ls, hit, "credential (sent by the test)", n + 1);
+    return hit == NULL;
+}
+
+/* "the suite greps every log it produced for the keys it created", and for
+ * every credential the test presented, valid or not: the keys the CLI
+ * printed for d, and whatever kt_http_* and kt_raw_* sent to anyone in this
+ * process (helpers/http.h). Writes what leaked where into why and returns
+ * true on a leak. */
 static bool
 keys_leaked(const struct kt_daemon *d, char *why, size_t cap)
 {
-    DIR *dir;
+    struct leak_scan ls = {.why = why, .cap = cap};
+    DIR *dir = opendir(d->dir);
     struct dirent *e;
-    bool leaked = false;
 
-    if (d->nkeys == 0 || (dir = opendir(d->dir)) == NULL)
+    if (dir == NULL)
         return false;
-    while (!leaked && (e = readdir(dir)) != NULL) {
-        char path[600];
-        size_t len;
-        char *text;
+    while (!ls.leaked && (e = readdir(dir)) != NULL) {
+        char path[600], *text;
+        bool is_log;
 
-        if (strstr(e->d_name, "log") == NULL)
+        if (!scanned_file(d, e->d_name, path, sizeof(path), &is_log))
             continue;
-        snprintf(path, sizeof(path), "%s/%s", d->dir, e->d_name);
+        text = slurp(path, &ls.len);
+        ls.text = text;
+        ls.file = e->d_name;
+        for (size_t i = 0; text != NULL && i < d->nkeys && !ls.leaked; i++) {
+            const char *hit = find_key(text, ls.len, d->keys[i]);
+
+            if (hit != NULL)
+                leak_report(&ls, hit, "key (created by the test)", i + 1);
+        }
+        if (text != NULL && !ls.leaked)
+            kt_http_sent_each(scan_sent, &ls);
+        free(text);
+    }
+    closedir(dir);
+    return ls.leaked;
+}
+
+/* A sanitizer's report in any log of the directory: the daemon (or a
+ * process a test started there) hit undefined behaviour, a memory error
+ * or a leak, whatever its exit status said. */
+static bool
+sanitizer_report(const struct kt_daemon *d, char *why, size_t cap)
+{
+    static const char *const marks[] = {"ERROR: AddressSanitizer", "ERROR: LeakSanitizer",
+                                        "runtime error:", "UndefinedBehaviorSanitizer",
+                                        "WARNING: ThreadSanitizer"};
+    DIR *dir = opendir(d->dir);
+    struct dirent *e;
+    bool found = false;
+
+    if (dir == NULL)
+        return false;
+    while (!found && (e = readdir(dir)) != NULL) {
+        char path[600], *text;
+        bool is_log;
+        size_t len;
+
+        if (!scanned_file(d, e->d_name, path, sizeof(path), &is_log) || !is_log)
+            continue;
         text = slurp(path, &len);
-        for (size_t i = 0; text != NULL && i < d->nkeys && !leaked; i++) {
-            const char *hit = find_key(text, len, d->keys[i]);
+        for (size_t i = 0; text != NULL && i < sizeof(marks) / sizeof(marks[0]); i++) {
+            const char *hit = memmem(text, len, marks[i], strlen(marks[i]));
 
             if (hit != NULL) {
-                size_t off = (size_t)(hit - text), from = off > 60 ? off - 60 : 0;
+                size_t off = (size_t)(hit - text);
 
-                /* The excerpt shows where; the key itself is cut out of the message. */
-                snprintf(why, cap, "key #%zu (created by the test) found in %s at byte %zu: ...%.*s",
-                         i + 1, e->d_name, off, (int)(off - from), text + from);
-                leaked = true;
+                snprintf(why, cap, "%s at byte %zu:\n%.*s", e->d_name, off,
+                         (int)(len - off > 1500 ? 1500 : len - off), hit);
+                found = true;
+                break;
             }
         }
         free(text);
     }
     closedir(dir);
-    return leaked;
+    return found;
 }
 
 static void
@@ -470,6 +613,18 @@ fail_on_leak(const char *why)
     fprintf(stderr, "daemon: A KEY LEAKED INTO A LOG: %s\n", why);
     fflush(stderr);
     abort();
+}
+
+/* The last bytes of the daemon's log, for a failure message. */
+static void
+dump_log_tail(const struct kt_daemon *d)
+{
+    char *log = kt_daemon_log(d);
+    size_t len = strlen(log);
+
+    fprintf(stderr, "---- end of keygate log (%s) ----\n%s\n---- end ----\n", d->log_path,
+            len > 4000 ? log + len - 4000 : log);
+    free(log);
 }
 
 int
@@ -498,6 +653,10 @@ stop_process(struct kt_daemon *d)
         code = wait_for(d->pid, STOP_DEADLINE_MS);
         if (code >= 0)
             code = 128 + SIGKILL;
+        d->expected_exit = 0;
+        note_exit(d, code, "(it ignored SIGTERM for 20 s)");
+    } else {
+        note_exit(d, code, "after SIGTERM");
     }
     d->pid = -1;
     return code;
@@ -511,19 +670,38 @@ kt_daemon_wait(struct kt_daemon *d, long ms)
     if (d->pid <= 0)
         return -1;
     code = wait_for(d->pid, ms);
-    if (code != -2)
+    if (code != -2) {
+        note_exit(d, code, "(kt_daemon_wait)");
         d->pid = -1;
+    }
     return code;
 }
 
 void
 kt_daemon_kill(struct kt_daemon *d)
 {
+    int code;
+
     if (d->pid <= 0)
         return;
+    /* Dead already: that exit was not the test's SIGKILL. */
+    code = wait_for(d->pid, 0);
+    if (code != -2) {
+        note_exit(d, code, "before kt_daemon_kill");
+        d->pid = -1;
+        return;
+    }
     kill(d->pid, SIGKILL);
-    wait_for(d->pid, STOP_DEADLINE_MS);
+    code = wait_for(d->pid, STOP_DEADLINE_MS);
+    d->expected_exit = 128 + SIGKILL;
+    note_exit(d, code, "(kt_daemon_kill)");
     d->pid = -1;
+}
+
+void
+kt_daemon_expect_exit(struct kt_daemon *d, int code)
+{
+    d->expected_exit = code;
 }
 
 static int
@@ -540,15 +718,18 @@ void
 kt_daemon_free(struct kt_daemon *d)
 {
     const char *keep = getenv("KEYGATE_TEST_KEEP");
-
-    char why[512];
-    bool leaked;
+    char why[2048], unclean[256];
+    bool leaked, sanitized;
 
     if (d == NULL)
         return;
     if (d->pid > 0)
         stop_process(d);
     leaked = keys_leaked(d, why, sizeof(why));
+    sanitized = !leaked && sanitizer_report(d, why, sizeof(why));
+    snprintf(unclean, sizeof(unclean), "%s", d->unclean);
+    if (unclean[0] != '\0' || sanitized)
+        dump_log_tail(d);
     if (keep != NULL && strcmp(keep, "1") == 0)
         fprintf(stderr, "daemon: kept %s\n", d->dir);
     else
@@ -562,14 +743,29 @@ kt_daemon_free(struct kt_daemon *d)
     free(d);
     if (leaked)
         fail_on_leak(why);
+    /* abort for the reason fail_on_leak() gives. */
+    if (sanitized) {
+        fprintf(stderr, "daemon: A SANITIZER REPORT IN A LOG: %s\n", why);
+        fflush(stderr);
+        abort();
+    }
+    if (unclean[0] != '\0') {
+        fprintf(stderr, "daemon: THE DAEMON DID NOT EXIT CLEANLY: %s\n", unclean);
+        fflush(stderr);
+        abort();
+    }
 }
 
 bool
 kt_daemon_running(struct kt_daemon *d)
 {
+    int code;
+
     if (d->pid <= 0)
         return false;
-    if (wait_for(d->pid, 0) != -2) {
+    code = wait_for(d->pid, 0);
+    if (code != -2) {
+        note_exit(d, code, "by itself");
         d->pid = -1;
         return false;
     }

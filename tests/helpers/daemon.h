@@ -15,10 +15,13 @@
  * outlives them (the main thread).
  *
  * No log may hold a key: every key a kt_daemon_*key* call got from the CLI
- * is remembered, and kt_daemon_stop() and kt_daemon_free() fail the test
- * (cmocka fail_msg) when any file in the directory with "log" in its name
- * (the daemon's stderr/stdout, access logs) holds one of them, or 10
- * characters in a row of its part hidden from the display forms.
+ * is remembered, as is every credential the http helpers sent (valid,
+ * invalid or refused: helpers/http.h), and kt_daemon_stop() and
+ * kt_daemon_free() fail the test (abort) when any file in the directory
+ * with "log" in its name (the daemon's stderr/stdout, access logs) or the
+ * store (keygate.db*, which holds the audit trail) holds one of them, or,
+ * for one a key's length or longer, 10 characters in a row of its part
+ * hidden from the display forms.
  */
 #ifndef KT_DAEMON_H
 #define KT_DAEMON_H
@@ -54,15 +57,26 @@ int kt_daemon_stop(struct kt_daemon *d);
  * deadline (it is left running). */
 int kt_daemon_wait(struct kt_daemon *d, long ms);
 
-/* SIGKILL and reap; no-op when not running. */
+/* SIGKILL and reap; no-op when not running. The SIGKILL is what the test
+ * asked for, so that exit is not unclean (see kt_daemon_free); a daemon
+ * already dead when it is called is. */
 void kt_daemon_kill(struct kt_daemon *d);
+
+/* The next exit of d is code (e.g. 128 + SIGSEGV for a test that kills it
+ * with that signal itself) and not a failure. Any other non-zero exit still is. */
+void kt_daemon_expect_exit(struct kt_daemon *d, int code);
 
 /* Adds text to the test's config (for lines that name the daemon's
  * directory, known only after kt_daemon_new) and rewrites the file; a
  * retry on new ports keeps it. Before kt_daemon_start(). */
 bool kt_daemon_add_config(struct kt_daemon *d, const char *text);
 
-/* Stops (SIGTERM) if running, removes the directory, frees. NULL ok. */
+/* Stops (SIGTERM) if running, removes the directory, frees. NULL ok.
+ * Fails the test (abort: it may run in a group teardown, where cmocka
+ * would not fail the binary) when any run of the daemon ended in anything
+ * but exit 0 (or the exit kt_daemon_kill / kt_daemon_expect_exit asked
+ * for), died before it was ready, or when a log in its directory holds a
+ * sanitizer report (ASan, LSan, UBSan); the end of the log is printed. */
 void kt_daemon_free(struct kt_daemon *d);
 
 bool kt_daemon_running(struct kt_daemon *d);

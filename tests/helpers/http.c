@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -195,9 +196,13 @@ xfer_setup(struct xfer *x, const struct kt_http_req *req, struct kt_http_resp *r
     x->easy = curl_easy_init();
     if (x->easy == NULL)
         return false;
+    kt_http_note_sent(req->url, strlen(req->url));
+    if (req->body != NULL)
+        kt_http_note_sent(req->body, req->body_len);
     for (size_t i = 0; req->headers != NULL && req->headers[i] != NULL; i++) {
         struct curl_slist *n = curl_slist_append(x->hdrs, req->headers[i]);
 
+        kt_http_note_sent(req->headers[i], strlen(req->headers[i]));
         if (n == NULL)
             return false;
         x->hdrs = n;
@@ -547,6 +552,7 @@ kt_raw_exchange(int port, const void *bytes, size_t len, int want_responses, lon
     int fd;
 
     memset(out, 0, sizeof(*out));
+    kt_http_note_sent(bytes, len);
     fd = raw_connect(port);
     if (fd < 0)
         return false;
@@ -608,4 +614,141 @@ kt_raw_result_cleanup(struct kt_raw_result *r)
 {
     free(r->data);
     memset(r, 0, sizeof(*r));
+}
+
+/* ---- credentials sent ---- */
+
+/* Every credential any client above sent in this process, for the leak
+ * check of helpers/daemon.c. Guarded by a lock: requests run on threads. */
+static pthread_mutex_t sent_lock = PTHREAD_MUTEX_INITIALIZER;
+static char **sent;
+static size_t nsent;
+
+#define SENT_MIN 12  /* shorter strings are words a log may hold by chance */
+#define SENT_MAX 200 /* a longer value is a header-size test, not a key */
+
+static void
+sent_add(const char *s, size_t n)
+{
+    char **grown;
+
+    while (n > 0 && (*s == ' ' || *s == '\t' || *s == '"')) {
+        s++;
+        n--;
+    }
+    while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t' || s[n - 1] == '"'))
+        n--;
+    if (n < SENT_MIN || n > SENT_MAX)
+        return;
+    pthread_mutex_lock(&sent_lock);
+    for (size_t i = 0; i < nsent; i++) {
+        if (strlen(sent[i]) == n && memcmp(sent[i], s, n) == 0) {
+            pthread_mutex_unlock(&sent_lock);
+            return;
+        }
+    }
+    grown = realloc(sent, (nsent + 1) * sizeof(*sent));
+    if (grown == NULL || (grown[nsent] = strndup(s, n)) == NULL) {
+        fprintf(stderr, "http: out of memory recording a credential\n");
+        abort();
+    }
+    sent = grown;
+    nsent++;
+    pthread_mutex_unlock(&sent_lock);
+}
+
+static bool
+is_key_char(char c)
+{
+    return isalnum((unsigned char)c) || c == '_';
+}
+
+/* Key-shaped anywhere (a target, a body, a header of any name): a run of
+ * [A-Za-z0-9_] at least a key's tail long whose last 8 characters are
+ * lower-case hex, the shape of keygate's checksum, right or wrong. */
+static void
+note_key_shaped(const char *p, size_t len)
+{
+    for (size_t i = 0; i < len;) {
+        size_t n = 0;
+        bool hex = true;
+
+        while (i + n < len && is_key_char(p[i + n]))
+            n++;
+        if (n >= 51) {
+            for (size_t k = n - 8; k < n; k++)
+                hex = hex &&
+                      (isdigit((unsigned char)p[i + k]) || (p[i + k] >= 'a' && p[i + k] <= 'f'));
+            if (hex)
+                sent_add(p + i, n);
+        }
+        i += n > 0 ? n : 1;
+    }
+}
+
+/* One "Name: value" line: the value of a header that carries a credential
+ * (Authorization and the like, or a name with "key" or "token" in it, which
+ * covers X-Avala-Api-Key and configured credential headers) is recorded
+ * whatever it holds, without its scheme word. */
+static void
+note_header_line(const char *line, size_t len)
+{
+    const char *colon = memchr(line, ':', len), *v, *sp;
+    char name[128];
+    size_t nlen, vlen;
+
+    note_key_shaped(line, len);
+    if (colon == NULL || (nlen = (size_t)(colon - line)) == 0 || nlen >= sizeof(name))
+        return;
+    for (size_t i = 0; i < nlen; i++)
+        name[i] = (char)tolower((unsigned char)line[i]);
+    name[nlen] = '\0';
+    /* X-Keygate-Key-Id carries an id, which logs hold by design. */
+    if (strncmp(name, "x-keygate-", 10) == 0 ||
+        (strstr(name, "authorization") == NULL && strstr(name, "key") == NULL &&
+         strstr(name, "token") == NULL))
+        return;
+    v = colon + 1;
+    vlen = len - nlen - 1;
+    while (vlen > 0 && (*v == ' ' || *v == '\t')) {
+        v++;
+        vlen--;
+    }
+    /* "Bearer KEY", "ApiKey KEY": the credential is what follows the scheme. */
+    sp = memchr(v, ' ', vlen);
+    if (strstr(name, "authorization") != NULL && sp != NULL) {
+        vlen -= (size_t)(sp - v) + 1;
+        v = sp + 1;
+    }
+    sent_add(v, vlen);
+}
+
+void
+kt_http_note_sent(const void *bytes, size_t len)
+{
+    const char *p = bytes;
+
+    /* Line by line, so a raw request's header lines are read as headers. */
+    while (len > 0) {
+        const char *nl = memchr(p, '\n', len);
+        size_t n = nl != NULL ? (size_t)(nl - p) : len;
+
+        note_header_line(p, n > 0 && p[n - 1] == '\r' ? n - 1 : n);
+        if (nl == NULL)
+            break;
+        len -= n + 1;
+        p = nl + 1;
+    }
+}
+
+bool
+kt_http_sent_each(bool (*fn)(const char *cred, size_t i, void *ctx), void *ctx)
+{
+    bool go_on = true;
+
+    pthread_mutex_lock(&sent_lock);
+    for (size_t i = 0; go_on && i < nsent; i++)
+        go_on = fn(sent[i], i, ctx);
+    pthread_mutex_unlock(&sent_lock);
+    return go_on;
 }

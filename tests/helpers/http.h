@@ -126,6 +126,23 @@ size_t kt_raw_parse(const char *data, size_t len, bool closed, struct kt_raw_res
 
 void kt_raw_result_cleanup(struct kt_raw_result *r);
 
+/* ---- credentials sent ----
+ *
+ * Every request above is read for credentials before it goes out: the
+ * value of a header named like a credential (Authorization without its
+ * scheme word, any name with "key" or "token" in it), 12 to 200 characters,
+ * and anything key-shaped (51+ of [A-Za-z0-9_] ending in 8 lower-case hex)
+ * in the target, a header or a body. They are kept for the whole process;
+ * helpers/daemon.c fails a test when any log or the store of a daemon holds
+ * one. Thread-safe. */
+
+/* Records the credentials in bytes (request text: lines of "Name: value"). */
+void kt_http_note_sent(const void *bytes, size_t len);
+
+/* Calls fn for each credential recorded so far (i counts from 0) while it
+ * returns true; false when fn stopped the walk. fn must not send anything. */
+bool kt_http_sent_each(bool (*fn)(const char *cred, size_t i, void *ctx), void *ctx);
+
 /* Milliseconds on the monotonic clock. */
 int64_t kt_mono_ms(void);
 

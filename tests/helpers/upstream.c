@@ -195,9 +195,35 @@ add_header_pair(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_
     return MHD_YES;
 }
 
+/* The status a request asks for: a path segment pair /status/NNN (anywhere
+ * in the path, so it fits under any route or cost rule) or an
+ * X-Test-Status: NNN header; 200 without either. NNN is 200 to 599. */
+static unsigned
+wanted_status(struct MHD_Connection *conn, const char *target)
+{
+    const char *h = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Test-Status");
+    size_t path_len = strcspn(target, "?");
+    const char *p = target;
+
+    if (h != NULL && strlen(h) == 3 && h[0] >= '2' && h[0] <= '5' && h[1] >= '0' && h[1] <= '9' &&
+        h[2] >= '0' && h[2] <= '9')
+        return (unsigned)strtoul(h, NULL, 10);
+    while ((p = strstr(p, "/status/")) != NULL && (size_t)(p - target) < path_len) {
+        const char *d = p + 8;
+
+        if ((size_t)(d + 3 - target) <= path_len && d[0] >= '2' && d[0] <= '5' && d[1] >= '0' &&
+            d[1] <= '9' && d[2] >= '0' && d[2] <= '9' &&
+            ((size_t)(d + 3 - target) == path_len || d[3] == '/'))
+            return (unsigned)((d[0] - '0') * 100 + (d[1] - '0') * 10 + (d[2] - '0'));
+        p++;
+    }
+    return 200;
+}
+
 static enum MHD_Result
 answer_echo(struct MHD_Connection *conn, const char *method, const struct treq *r)
 {
+    unsigned status = wanted_status(conn, r->target);
     json_t *o = json_object(), *headers = json_array();
     struct MHD_Response *resp;
     char hash[17];
@@ -210,7 +236,7 @@ answer_echo(struct MHD_Connection *conn, const char *method, const struct treq *
     json_object_set_new(o, "headers", headers);
     json_object_set_new(o, "body_len", json_integer((json_int_t)r->body_len));
     json_object_set_new(o, "body_hash", json_string(hash));
-    body = json_dumps(o, JSON_COMPACT);
+    body = status == 204 || status == 304 ? strdup("") : json_dumps(o, JSON_COMPACT);
     json_decref(o);
     if (body == NULL)
         return MHD_NO;
@@ -220,7 +246,7 @@ answer_echo(struct MHD_Connection *conn, const char *method, const struct treq *
         return MHD_NO;
     }
     MHD_add_response_header(resp, "Content-Type", "application/json");
-    return queue(conn, 200, resp);
+    return queue(conn, status, resp);
 }
 
 static enum MHD_Result

@@ -11,6 +11,9 @@
  *                 {"method": "GET", "target": "/raw/path?query",
  *                  "headers": [["Name", "value"], ...],   (in arrival order)
  *                  "body_len": N, "body_hash": "16 hex digits"}  (kt_http_hash)
+ *                 with status NNN (200..599) instead of 200 when the path holds
+ *                 the segments /status/NNN anywhere (/v1/x/status/404/y) or the
+ *                 request carries X-Test-Status: NNN; 204 and 304 with no body.
  *
  * Every request target it receives is recorded (as received, before any
  * decoding) the moment its request line is read, so a test can assert the

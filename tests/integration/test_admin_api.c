@@ -1233,6 +1233,97 @@ test_bad_bodies_get_400s_naming_the_field(void **state)
     reply_cleanup(&r);
 }
 
+/* Every number an admin body carries is held to its documented range
+ * (docs/admin-api.md, docs/configuration.md): the edges pass, one past them,
+ * negatives, fractions, exponents and strings are 400 naming the member, and
+ * a refused change leaves the object as it was. */
+static void
+test_every_number_in_an_admin_body_is_checked_against_its_range(void **state)
+{
+    static const char *const burst_bad[] = {"0",     "-1",  "1000000001", "1.5",
+                                            "\"5\"", "1e9", "true",       "9223372036854775807"};
+    static const char *const burst_good[] = {"1", "1000000000"};
+    static const char *const quota_bad[] = {"-2",    "1000000001", "0.5",
+                                            "\"5\"", "1e9",        "-9223372036854775807"};
+    static const char *const quota_good[] = {"-1", "0", "1", "1000000000"};
+    static const char burst_err[] =
+        "{\"detail\": \"rate_burst must be an integer from 1 to 1000000000.\"}";
+    static const char quota_err[] =
+        "{\"detail\": \"quota_limit must be an integer from -1 to 1000000000.\"}";
+    struct {
+        const char *method;
+        char path[96];
+        const char *fmt; /* the body, %s: the value */
+        const char *err;
+        const char *const *bad, *const *good;
+        size_t nbad, ngood;
+    } cases[] = {
+        {"POST", "/v1/keys", "{\"name\": \"ranged\", \"rate\": \"10/s\", \"rate_burst\": %s}",
+         burst_err, burst_bad, burst_good, 8, 2},
+        {"POST", "/v1/keys", "{\"name\": \"ranged\", \"quota_limit\": %s}", quota_err, quota_bad,
+         quota_good, 6, 4},
+        {"PATCH", "", "{\"rate_burst\": %s}", burst_err, burst_bad, burst_good, 8, 2},
+        {"PATCH", "", "{\"quota_limit\": %s}", quota_err, quota_bad, quota_good, 6, 4},
+        {"POST", "/v1/users",
+         "{\"tenant\": \"acme\", \"username\": \"ranged-%%d\", "
+         "\"quota_limit\": %s}",
+         quota_err, quota_bad, quota_good, 6, 4},
+        {"PATCH", "", "{\"quota_limit\": %s}", quota_err, quota_bad, quota_good, 6, 4},
+    };
+    char *key_id = NULL, *user_id, body[256], fmt[256];
+    struct reply r;
+    int n = 0;
+
+    (void)state;
+    free(make_key(W.acme_admin, "{\"name\": \"ranges\", \"rate\": \"10/s\"}", &key_id));
+    user_id = make("/v1/users", "{\"tenant\": \"acme\", \"username\": \"ranges\"}", "id");
+    snprintf(cases[2].path, sizeof(cases[2].path), "/v1/keys/%s", key_id);
+    snprintf(cases[3].path, sizeof(cases[3].path), "/v1/keys/%s", key_id);
+    snprintf(cases[5].path, sizeof(cases[5].path), "/v1/users/%s", user_id);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        /* The user name needs a number of its own per POST. */
+        for (size_t j = 0; j < cases[i].ngood + cases[i].nbad; j++) {
+            bool good = j < cases[i].ngood;
+            const char *v = good ? cases[i].good[j] : cases[i].bad[j - cases[i].ngood];
+
+            snprintf(fmt, sizeof(fmt), cases[i].fmt, v);
+            snprintf(body, sizeof(body), fmt, ++n);
+            call(cases[i].method, cases[i].path, W.root, body, &r);
+            if (good) {
+                if (r.status != (strcmp(cases[i].method, "POST") == 0 ? 201 : 200))
+                    fail_msg("%s %s %s should pass, got %ld %s", cases[i].method, cases[i].path,
+                             body, r.status, r.body);
+                if (json_string_value(json_object_get(r.json, "key")) != NULL)
+                    remember(json_string_value(json_object_get(r.json, "key")));
+            } else if (r.status != 400 || strcmp(r.body, cases[i].err) != 0) {
+                fail_msg("%s %s %s should be 400 %s, got %ld %s", cases[i].method, cases[i].path,
+                         body, cases[i].err, r.status, r.body);
+            }
+            reply_cleanup(&r);
+        }
+    }
+    /* The refusals changed nothing: the last good values stand. */
+    snprintf(fmt, sizeof(fmt), "/v1/keys/%s", key_id);
+    call("GET", fmt, W.root, NULL, &r);
+    expect(&r, 200);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "rate_burst")), 1000000000);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "quota_limit")), 1000000000);
+    reply_cleanup(&r);
+    snprintf(fmt, sizeof(fmt), "/v1/users/%s", user_id);
+    call("GET", fmt, W.root, NULL, &r);
+    expect(&r, 200);
+    assert_int_equal(json_integer_value(json_object_get(r.json, "quota_limit")), 1000000000);
+    reply_cleanup(&r);
+    /* null is how rate_burst goes back to the default. */
+    snprintf(fmt, sizeof(fmt), "/v1/keys/%s", key_id);
+    call("PATCH", fmt, W.root, "{\"rate_burst\": null}", &r);
+    expect(&r, 200);
+    assert_true(json_is_null(json_object_get(r.json, "rate_burst")));
+    reply_cleanup(&r);
+    free(key_id);
+    free(user_id);
+}
+
 static void
 test_hostile_json_never_hurts_the_daemon(void **state)
 {
@@ -1507,6 +1598,7 @@ main(void)
         cmocka_unit_test(test_duplicate_names_are_conflicts),
         cmocka_unit_test(test_tenants_are_made_read_changed_and_disabled),
         cmocka_unit_test(test_bad_bodies_get_400s_naming_the_field),
+        cmocka_unit_test(test_every_number_in_an_admin_body_is_checked_against_its_range),
         cmocka_unit_test(test_hostile_json_never_hurts_the_daemon),
         cmocka_unit_test(test_a_body_over_64_kib_is_413_and_a_non_json_one_415),
         cmocka_unit_test(test_wrong_methods_are_405_with_allow_and_unknown_paths_404),

@@ -30,6 +30,11 @@ extern char **environ;
 #define PREFIX "kgcli_"
 #define MAX_KEYS 64
 #define MAX_ARGS 24
+#define BURST_WANT "keygate: keys create: --burst wants a number from 1 to 1000000000\n"
+#define BURST0_WANT                                                                                \
+    "keygate: keys update: --burst wants 0 (the default) or a number from 1 to 1000000000\n"
+#define CREDITS_WANT "--credits wants a number from 0 to 1000000000\n"
+#define CREDITS_OR_UNLIMITED "--credits wants a number from 0 to 1000000000 or unlimited\n"
 
 static char dir[64];
 static char db_path[128];
@@ -601,6 +606,55 @@ test_rotate_json_adds_replaces_and_old_key_revoked_at(void **state)
     free(id);
 }
 
+/* The edges of every number's documented range pass (the usage-error
+ * table holds one past them): --burst 1 and 1000000000, --credits 0 and
+ * 1000000000; on update --burst 0 is the default. */
+/* `keys show ID --json` of the key created as obj. */
+static json_t *
+shown_json(const json_t *obj)
+{
+    struct run r = KG("keys", "show", json_string_value(json_object_get(obj, "id")), "--json");
+    json_t *o;
+
+    assert_int_equal(r.status, 0);
+    o = json_loads(r.out, 0, NULL);
+    assert_non_null(o);
+    run_free(&r);
+    return o;
+}
+
+static void
+test_numbers_at_the_edges_of_their_ranges_are_accepted(void **state)
+{
+    json_t *lo_made = create_json("edges low", (const char *const[]){"--rate", "10/s", "--burst",
+                                                                     "1", "--credits", "0", NULL});
+    json_t *hi_made = create_json("edges high",
+                                  (const char *const[]){"--rate", "10/s", "--burst", "1000000000",
+                                                        "--credits", "1000000000", NULL});
+    json_t *lo = shown_json(lo_made), *hi = shown_json(hi_made);
+    struct run r;
+    json_t *o;
+
+    (void)state;
+    json_decref(lo_made);
+    json_decref(hi_made);
+    assert_int_equal(json_integer_value(json_object_get(lo, "rate_burst")), 1);
+    assert_int_equal(json_integer_value(json_object_get(lo, "quota_limit")), 0);
+    assert_int_equal(json_integer_value(json_object_get(hi, "rate_burst")), 1000000000);
+    assert_int_equal(json_integer_value(json_object_get(hi, "quota_limit")), 1000000000);
+    r = KG("keys", "update", json_string_value(json_object_get(hi, "id")), "--burst", "0",
+           "--credits", "unlimited", "--json");
+    assert_int_equal(r.status, 0);
+    o = json_loads(r.out, 0, NULL);
+    assert_non_null(o);
+    assert_true(json_is_null(json_object_get(o, "rate_burst")));
+    assert_true(json_is_null(json_object_get(o, "quota_limit")));
+    json_decref(o);
+    run_free(&r);
+    json_decref(lo);
+    json_decref(hi);
+}
+
 static void
 test_update_renames_narrows_scopes_and_refuses_to_widen_them(void **state)
 {
@@ -749,6 +803,29 @@ test_usage_errors_exit_2_with_one_line_and_change_nothing(void **state)
         {{"keys", "update"}, "missing key id"},
         {{"keys", "update", "key_x"}, "nothing to change"},
         {{"keys", "update", "key_x", "--burst", "lots"}, "--burst"},
+        /* Every number against its documented range: one past each edge,
+         * signs, fractions, exponents, words. */
+        {{"keys", "create", "--name", "x", "--burst", "0"}, BURST_WANT},
+        {{"keys", "create", "--name", "x", "--burst", "1000000001"}, BURST_WANT},
+        {{"keys", "create", "--name", "x", "--burst=-1"}, BURST_WANT},
+        {{"keys", "create", "--name", "x", "--burst", "-1"}, "--burst needs a value"},
+        {{"keys", "create", "--name", "x", "--burst", "1.5"}, BURST_WANT},
+        {{"keys", "create", "--name", "x", "--burst", "1e9"}, BURST_WANT},
+        {{"keys", "create", "--name", "x", "--burst", "+5"}, BURST_WANT},
+        {{"keys", "create", "--name", "x", "--credits=-1"}, CREDITS_WANT},
+        {{"keys", "create", "--name", "x", "--credits", "1000000001"}, CREDITS_WANT},
+        {{"keys", "create", "--name", "x", "--credits", "2.5"}, CREDITS_WANT},
+        {{"keys", "create", "--name", "x", "--credits", "unlimited"}, CREDITS_WANT},
+        {{"keys", "update", "key_x", "--burst=-1"}, BURST0_WANT},
+        {{"keys", "update", "key_x", "--burst", "1000000001"}, BURST0_WANT},
+        {{"keys", "update", "key_x", "--burst", "1e3"}, BURST0_WANT},
+        {{"keys", "update", "key_x", "--credits=-1"}, CREDITS_OR_UNLIMITED},
+        {{"keys", "update", "key_x", "--credits", "99999999999999999999"}, CREDITS_OR_UNLIMITED},
+        {{"users", "create", "--username", "x", "--credits=-5"}, CREDITS_WANT},
+        {{"users", "create", "--username", "x", "--credits", "1000000001"}, CREDITS_WANT},
+        {{"users", "update", "usr_x", "--credits", "0.5"}, CREDITS_OR_UNLIMITED},
+        {{"audit", "--limit", "0"}, "--limit wants a number from 1 to"},
+        {{"audit", "--limit=-3"}, "--limit wants a number from 1 to"},
         {{"keys", "create", "--name", "x", "--user", ""}, "user"},
     };
     char *before = snapshot();
@@ -968,6 +1045,7 @@ main(void)
         cmocka_unit_test(test_rotate_with_grace_prints_the_new_key_and_when_the_old_one_stops),
         cmocka_unit_test(test_rotate_json_adds_replaces_and_old_key_revoked_at),
         cmocka_unit_test(test_update_renames_narrows_scopes_and_refuses_to_widen_them),
+        cmocka_unit_test(test_numbers_at_the_edges_of_their_ranges_are_accepted),
         cmocka_unit_test(test_help_and_version_print_to_stdout_and_exit_zero),
         cmocka_unit_test(test_config_flag_works_after_the_verb_and_after_the_sub_verb),
         cmocka_unit_test(test_usage_errors_exit_2_with_one_line_and_change_nothing),

@@ -42,7 +42,7 @@ struct world {
     struct kt_key full;        /* no scopes: full access */
     struct kt_key other;       /* a second valid key of gw */
     struct kt_key revoked;     /* revoked before the start */
-    struct kt_key expiring;    /* expires 2 s after the setup */
+    struct kt_key expiring;    /* made by the expiry test, expires 3 s later */
     struct kt_key to_revoke;   /* revoked by a test while gw runs */
     struct kt_key rot_now;     /* rotated without grace */
     struct kt_key rot_grace;   /* rotated with --grace 1h */
@@ -114,12 +114,10 @@ setup(void **state)
     if (!make_key(W.gw, "full", NULL, NULL, &W.full) ||
         !make_key(W.gw, "other", NULL, NULL, &W.other) ||
         !make_key(W.gw, "revoked", NULL, NULL, &W.revoked) ||
-        !make_key(W.gw, "expiring", NULL, "2s", &W.expiring) ||
         !make_key(W.gw, "to-revoke", NULL, NULL, &W.to_revoke) ||
         !make_key(W.gw, "rot-now", "read:items", NULL, &W.rot_now) ||
         !make_key(W.gw, "rot-grace", "read:items", NULL, &W.rot_grace) ||
-        !make_key(W.gw_err, "full", NULL, NULL, &W.err_full) ||
-        !make_key(W.gw_err, "expiring", NULL, "2s", &W.err_expiring))
+        !make_key(W.gw_err, "full", NULL, NULL, &W.err_full))
         goto fail;
     if (!kt_daemon_revoke_key(W.gw, W.revoked.id))
         goto fail;
@@ -560,9 +558,20 @@ test_a_rotation_with_grace_keeps_both_keys_working(void **state)
 static void
 test_an_expired_key_is_401_expired_in_both_styles(void **state)
 {
-
     (void)state;
-    /* Made with --expires 2s during the setup; bounded wait for the clock. */
+    /* Made now with --expires 3s: it works at once (a key the CLI just made
+     * passes on its first request), then the clock passes its expiry
+     * (bounded wait) and it is refused as expired, not as invalid. */
+    assert_true(make_key(W.gw, "expiring", NULL, "3s", &W.expiring));
+    assert_true(make_key(W.gw_err, "expiring", NULL, "3s", &W.err_expiring));
+    poll_health(W.gw, W.expiring.key, 200, 0, &R);
+    if (R.status != 200)
+        fail_msg("a key expiring in 3 s should work before it expires: %ld %s", R.status, R.body);
+    kt_http_resp_cleanup(&R);
+    poll_health(W.gw_err, W.err_expiring.key, 200, 0, &R);
+    if (R.status != 200)
+        fail_msg("a key expiring in 3 s should work before it expires: %ld %s", R.status, R.body);
+    kt_http_resp_cleanup(&R);
     poll_health(W.gw, W.expiring.key, 401, 10000, &R);
     expect_answer(&R, 401, EXPIRED);
     kt_http_resp_cleanup(&R);

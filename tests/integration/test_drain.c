@@ -1,9 +1,10 @@
 /* tests/integration/test_drain.c - stopping (CTest integration_test_drain):
  * SIGTERM while keep-alive clients keep sending must end in a clean exit 0,
- * never an abort, and every answer given during the drain is either the
- * upstream's or keygate's 503 JSON; a slow request in flight at SIGTERM
- * still gets its 200 while /readyz says 503; shutdown_timeout bounds the
- * wait; a second signal stops at once. */
+ * never an abort, no exchange may fail (a request that never went out, the
+ * connection refused or reset once the listener closed, is no exchange), and every answer given
+ * during the drain is either the upstream's or keygate's 503 JSON; a slow request in flight at
+ * SIGTERM still gets its 200 while /readyz says 503; shutdown_timeout bounds the wait; a second
+ * signal stops at once. */
 #include <pthread.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -29,7 +30,10 @@ static _Atomic int stop_clients;
 struct client {
     const char *url;
     const char *key;
-    long ok, unavailable, other, failed;
+    long ok, unavailable, other;
+    long refused;     /* the request never went out: the listener is closed, expected at the end */
+    long broken;      /* a request went out and got no whole answer */
+    int first_broken; /* its CURLcode */
 };
 
 /* 200s seen by all clients so far: the drain starts only under real load. */
@@ -55,6 +59,7 @@ client_main(void *arg)
     int64_t end = kt_mono_ms() + CAP_MS;
 
     snprintf(auth, sizeof(auth), "Authorization: Bearer %s", c->key);
+    kt_http_note_sent(auth, strlen(auth)); /* for the leak check (helpers/http.h) */
     h = curl_slist_append(h, auth);
     curl_easy_setopt(e, CURLOPT_URL, c->url);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, h);
@@ -64,8 +69,24 @@ client_main(void *arg)
     while (!stop_clients && kt_mono_ms() < end) {
         long status = 0;
 
-        if (curl_easy_perform(e) != CURLE_OK) {
-            c->failed++; /* refused once the listener is gone: expected */
+        CURLcode rc = curl_easy_perform(e);
+
+        long sent = 0;
+
+        curl_easy_getinfo(e, CURLINFO_REQUEST_SIZE, &sent);
+        /* Once the listener is gone: refused, or (in the instant it closes)
+         * reset before a byte of the request went out. Either way keygate
+         * never got the request; expected. */
+        if (rc == CURLE_COULDNT_CONNECT || (rc != CURLE_OK && sent == 0)) {
+            c->refused++;
+            kt_sleep_ms(5);
+            continue;
+        }
+        if (rc != CURLE_OK) {
+            /* Reset, cut or empty: a drain must answer what it accepted. */
+            if (c->broken++ == 0)
+                c->first_broken = (int)rc;
+
             kt_sleep_ms(5);
             continue;
         }
@@ -92,7 +113,8 @@ test_sigterm_under_keepalive_load_exits_cleanly(void **state)
     struct kt_daemon *d;
     struct kt_key key = {0};
     char cfg[256];
-    long ok = 0, other = 0;
+    long ok = 0, other = 0, broken = 0;
+    int first_broken = 0;
     int64_t t0;
     int status;
 
@@ -128,6 +150,9 @@ test_sigterm_under_keepalive_load_exits_cleanly(void **state)
         pthread_join(th[i], NULL);
         ok += clients[i].ok;
         other += clients[i].other;
+        if (broken == 0)
+            first_broken = clients[i].first_broken;
+        broken += clients[i].broken;
     }
     if (status != 0)
         fail_msg("keygate should exit 0 after SIGTERM under load, got %d; log:\n%s", status,
@@ -135,6 +160,10 @@ test_sigterm_under_keepalive_load_exits_cleanly(void **state)
     assert_true(ok > 0);
     if (other != 0)
         fail_msg("every answer should be 200 or 503 during the drain, %ld were not", other);
+    if (broken != 0)
+        fail_msg(
+            "no exchange may fail during the drain; %ld did (the first with curl error %d: %s)",
+            broken, first_broken, curl_easy_strerror((CURLcode)first_broken));
     kt_key_cleanup(&key);
     kt_daemon_free(d);
     kt_upstream_stop(up);

@@ -7,7 +7,9 @@
  * is 429 quota_exceeded in the active error style. Credits are charged in
  * memory and written once a second as deltas: a clean restart and a
  * SIGKILL after a flush continue from the stored total without charging
- * anything twice.
+ * anything twice. What the store holds is read after a stopping flush
+ * (SIGTERM writes every counter before the exit), never by polling until a
+ * growing counter happens to equal the number wanted.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -38,12 +40,15 @@ struct world {
     struct kt_daemon *gw;  /* detail style, cost POST /v1/expensive* 2 */
     struct kt_daemon *gwe; /* error style */
     struct kt_daemon *gwx; /* upstream on a refused port: every answer 502 */
+    struct kt_daemon *gwc; /* cost GET /v1/priced* 3, tier metered with a quota */
     struct kt_key three;   /* gw: --credits 3 */
     struct kt_key pricey;  /* gw: --credits 5 */
     struct kt_key lasting; /* gw: --credits 5, for restarts */
     struct kt_key three_e; /* gwe: --credits 3 */
     struct kt_key one_x;   /* gwx: --credits 1 */
     struct kt_key rated;   /* gw: --credits 1 --rate 10/min --burst 10 */
+    struct kt_key payer;   /* gwc: --credits 100, of user payer (--credits 100, tier metered) */
+    char payer_user[64];   /* gwc: the user id of payer */
 };
 
 static struct world W;
@@ -74,7 +79,29 @@ setup(void **state)
     snprintf(cfg, sizeof(cfg), "upstream http://127.0.0.1:%d\nupstream_connect_timeout 2s\n",
              kt_daemon_free_port());
     W.gwx = kt_daemon_new(cfg);
-    if (W.gw == NULL || W.gwe == NULL || W.gwx == NULL)
+    snprintf(cfg, sizeof(cfg),
+             "upstream %s\ncost GET /v1/priced* 3\ntier metered rate 1000/min quota 1000/month\n",
+             kt_upstream_url(W.up));
+    W.gwc = kt_daemon_new(cfg);
+    if (W.gw == NULL || W.gwe == NULL || W.gwx == NULL || W.gwc == NULL)
+        return -1;
+    {
+        json_t *u = kt_daemon_cli_json(
+            W.gwc, (const char *const[]){"users", "create", "--username", "payer", "--tier",
+                                         "metered", "--credits", "100", "--json", NULL});
+        const char *id = json_string_value(json_object_get(u, "id"));
+
+        if (id == NULL) {
+            json_decref(u);
+            return -1;
+        }
+        snprintf(W.payer_user, sizeof(W.payer_user), "%s", id);
+        json_decref(u);
+    }
+    if (!kt_daemon_key_cli(W.gwc,
+                           (const char *const[]){"keys", "create", "--name", "payer", "--user",
+                                                 "payer", "--credits", "100", "--json", NULL},
+                           &W.payer))
         return -1;
     if (!credit_key(W.gw, "three", "3", &W.three) || !credit_key(W.gw, "pricey", "5", &W.pricey) ||
         !credit_key(W.gw, "lasting", "5", &W.lasting) ||
@@ -85,7 +112,10 @@ setup(void **state)
                                                  "--json", NULL},
                            &W.rated))
         return -1;
-    return kt_daemon_start(W.gw) && kt_daemon_start(W.gwe) && kt_daemon_start(W.gwx) ? 0 : -1;
+    return kt_daemon_start(W.gw) && kt_daemon_start(W.gwe) && kt_daemon_start(W.gwx) &&
+                   kt_daemon_start(W.gwc)
+               ? 0
+               : -1;
 }
 
 static int
@@ -95,6 +125,7 @@ teardown(void **state)
     kt_daemon_free(W.gw);
     kt_daemon_free(W.gwe);
     kt_daemon_free(W.gwx);
+    kt_daemon_free(W.gwc);
     kt_upstream_stop(W.up);
     kt_key_cleanup(&W.three);
     kt_key_cleanup(&W.pricey);
@@ -102,6 +133,7 @@ teardown(void **state)
     kt_key_cleanup(&W.three_e);
     kt_key_cleanup(&W.one_x);
     kt_key_cleanup(&W.rated);
+    kt_key_cleanup(&W.payer);
     kt_http_global_cleanup();
     return 0;
 }
@@ -151,19 +183,22 @@ stored_used(struct kt_daemon *d, const char *id)
     return used;
 }
 
-/* Waits (bounded) until the store holds want credits used for id. */
+/* Stops d (SIGTERM flushes every counter before a clean exit), checks that
+ * the store then holds exactly want credits used for id, and starts d
+ * again. What is read is final: no later flush can still add to it. */
 static void
-wait_stored_used(struct kt_daemon *d, const char *id, long long want)
+expect_stored_used(struct kt_daemon *d, const char *id, long long want)
 {
-    int64_t deadline = kt_mono_ms() + FLUSH_WAIT_MS;
-    long long used = stored_used(d, id);
+    long long used;
 
-    while (used != want && kt_mono_ms() < deadline) {
-        kt_sleep_ms(100);
-        used = stored_used(d, id);
-    }
+    if (kt_daemon_stop(d) != 0)
+        fail_msg("the daemon should stop cleanly (exit 0)");
+    used = stored_used(d, id);
     if (used != want)
-        fail_msg("quota_used of %s should reach %lld, is %lld", id, want, used);
+        fail_msg("quota_used of %s should be %lld after the stopping flush, is %lld", id, want,
+                 used);
+    if (!kt_daemon_start(d))
+        fail_msg("the daemon should start again");
 }
 
 static void
@@ -175,7 +210,7 @@ test_three_credits_give_three_answers_then_quota_exceeded(void **state)
     one(W.gw, "GET", "/v1/items", W.three.key, 429, DETAIL_QUOTA);
     one(W.gw, "GET", "/v1/items", W.three.key, 429, DETAIL_QUOTA);
     /* The refusals were not charged: the store ends at exactly 3. */
-    wait_stored_used(W.gw, W.three.id, 3);
+    expect_stored_used(W.gw, W.three.id, 3);
 }
 
 /* The RateLimit header of one GET with key, after checking its status. */
@@ -244,7 +279,7 @@ test_more_credits_from_keys_update_let_the_key_through_again(void **state)
     }
     assert_int_equal(status, 200);
     one(W.gw, "GET", "/v1/items", W.three.key, 429, DETAIL_QUOTA);
-    wait_stored_used(W.gw, W.three.id, 4);
+    expect_stored_used(W.gw, W.three.id, 4);
 }
 
 /* `keys update ARGS...` of id with --json into r; fails unless it exits code. */
@@ -310,7 +345,7 @@ test_a_cost_rule_charges_its_units_and_other_routes_one(void **state)
     one(W.gw, "POST", "/v1/expensive/run", W.pricey.key, 429, DETAIL_QUOTA);
     one(W.gw, "GET", "/v1/expensive/run", W.pricey.key, 200, NULL); /* 5: GET has no rule */
     one(W.gw, "GET", "/v1/items", W.pricey.key, 429, DETAIL_QUOTA);
-    wait_stored_used(W.gw, W.pricey.id, 5);
+    expect_stored_used(W.gw, W.pricey.id, 5);
 }
 
 static void
@@ -334,28 +369,86 @@ test_an_upstream_failure_charges_nothing(void **state)
     }
 }
 
+/* An integer member of `show --json` output (users or keys) of id on gwc,
+ * through a path of up to two names. */
+static long long
+shown_int(const char *what, const char *id, const char *member, const char *sub)
+{
+    json_t *o = kt_daemon_cli_json(W.gwc, (const char *const[]){what, "show", id, "--json", NULL});
+    json_t *v;
+    long long n;
+
+    if (o == NULL)
+        fail_msg("%s show %s should print JSON", what, id);
+    v = json_object_get(o, member);
+    if (sub != NULL)
+        v = json_object_get(v, sub);
+    if (!json_is_integer(v))
+        fail_msg("%s show --json should carry an integer %s%s%s", what, member,
+                 sub != NULL ? "." : "", sub != NULL ? sub : "");
+    n = json_integer_value(v);
+    json_decref(o);
+    return n;
+}
+
+/* Only a 2xx from the upstream is charged, and exactly the route's cost, to
+ * the key's credits, its user's credits and its user's tier quota alike:
+ * the upstream's own 404s and 500s pass through to the client and cost
+ * nothing. */
+static void
+test_only_an_upstream_2xx_is_charged_and_exactly_the_routes_cost(void **state)
+{
+    static const struct {
+        const char *path;
+        long status;
+    } calls[] = {
+        {"/v1/priced/status/404", 404},   {"/v1/priced/status/500", 500},
+        {"/v1/priced/status/404/x", 404}, {"/v1/priced/status/503", 503},
+        {"/v1/priced/status/200", 200}, /* 3: the cost rule */
+        {"/v1/other/status/201", 201},  /* 1: no cost rule */
+        {"/v1/priced/status/499", 499},   {"/v1/priced/status/302", 302},
+    };
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(calls) / sizeof(calls[0]); i++)
+        one(W.gwc, "GET", calls[i].path, W.payer.key, calls[i].status, NULL);
+    /* SIGTERM flushes every counter: what the store then holds is final. */
+    assert_int_equal(kt_daemon_stop(W.gwc), 0);
+    assert_int_equal(shown_int("keys", W.payer.id, "quota_used", NULL), 4);
+    assert_int_equal(shown_int("keys", W.payer.id, "usage", "requests"), 8);
+    assert_int_equal(shown_int("users", W.payer_user, "quota_used", NULL), 4);
+    assert_int_equal(shown_int("users", W.payer_user, "tier_quota_used", NULL), 4);
+    assert_true(kt_daemon_start(W.gwc));
+}
+
 static void
 test_credits_survive_a_restart_and_a_kill_without_charging_twice(void **state)
 {
     (void)state;
     one(W.gw, "GET", "/v1/items", W.lasting.key, 200, NULL);
     one(W.gw, "GET", "/v1/items", W.lasting.key, 200, NULL);
-    wait_stored_used(W.gw, W.lasting.id, 2);
-    assert_int_equal(kt_daemon_stop(W.gw), 0);
-    assert_true(kt_daemon_start(W.gw));
+    /* Stopped, read, started: the restart continues from the stored 2. */
+    expect_stored_used(W.gw, W.lasting.id, 2);
     assert_int_equal(stored_used(W.gw, W.lasting.id), 2);
 
     one(W.gw, "GET", "/v1/items", W.lasting.key, 200, NULL);
-    wait_stored_used(W.gw, W.lasting.id, 3);
-    /* Everything is flushed: a SIGKILL now must lose nothing and the
-     * restart must not write any delta again. */
+    /* The running daemon's own once-a-second flush: wait (bounded) for the
+     * event, then kill. The exact count is checked once nothing can write
+     * any more: a SIGKILL must lose nothing and the restart must not write
+     * any delta again. */
+    {
+        int64_t deadline = kt_mono_ms() + FLUSH_WAIT_MS;
+
+        while (stored_used(W.gw, W.lasting.id) < 3 && kt_mono_ms() < deadline)
+            kt_sleep_ms(100);
+    }
     kt_daemon_kill(W.gw);
     assert_true(kt_daemon_start(W.gw));
     assert_int_equal(stored_used(W.gw, W.lasting.id), 3);
     one(W.gw, "GET", "/v1/items", W.lasting.key, 200, NULL);
     one(W.gw, "GET", "/v1/items", W.lasting.key, 200, NULL);
     one(W.gw, "GET", "/v1/items", W.lasting.key, 429, DETAIL_QUOTA);
-    wait_stored_used(W.gw, W.lasting.id, 5);
+    expect_stored_used(W.gw, W.lasting.id, 5);
 }
 
 int
@@ -368,6 +461,7 @@ main(void)
         cmocka_unit_test(test_the_error_style_answers_quota_exceeded_as_an_error_object),
         cmocka_unit_test(test_a_cost_rule_charges_its_units_and_other_routes_one),
         cmocka_unit_test(test_an_upstream_failure_charges_nothing),
+        cmocka_unit_test(test_only_an_upstream_2xx_is_charged_and_exactly_the_routes_cost),
         cmocka_unit_test(test_a_quota_refusal_spends_no_rate_limit_token),
         cmocka_unit_test(test_credits_survive_a_restart_and_a_kill_without_charging_twice),
     };

@@ -35,13 +35,19 @@
 
 #define SIGNUP_PATH "/api/v1/signup/"
 #define NO_CREDENTIAL "{\"detail\": \"Authentication credentials were not provided.\"}"
+#define MISSING_ADMIN "{\"detail\": \"API key is missing the required scope admin:all.\"}"
+#define MISSING_READ "{\"detail\": \"API key is missing the required scope read:items.\"}"
+#define WIDE_WARNING                                                                               \
+    "signup is on and signup_role holds \"*\": every anonymous signup gets keys that pass "        \
+    "every route rule (set signup_role to none or to the scopes a new account needs)"
 #define KEY_LEN 54
 #define MAX_SECRETS 32
 
 struct world {
     struct kt_upstream *up;
     struct kt_daemon *off;      /* no signup directive: off */
-    struct kt_daemon *on;       /* signup on, log_level debug */
+    struct kt_daemon *on;       /* signup on, log_level debug, routes needing scopes */
+    struct kt_daemon *wide;     /* signup on with signup_role *: warned about */
     struct kt_key off_key;      /* a key of `off`, made before it starts */
     char *secrets[MAX_SECRETS]; /* passwords and keys that must never be logged */
     size_t nsecrets;
@@ -178,9 +184,10 @@ header(const struct answer *a, const char *name)
     return kt_http_header(&fake, name);
 }
 
-/* Status of GET /anything on daemon d with key. */
+/* Status of GET path on daemon d with key; its body into body (cap bytes)
+ * when body is not NULL. */
 static long
-public_get(struct kt_daemon *d, const char *key)
+public_get_path(struct kt_daemon *d, const char *path, const char *key, char *body, size_t cap)
 {
     char auth[160];
     const char *hdrs[2] = {auth, NULL};
@@ -188,10 +195,19 @@ public_get(struct kt_daemon *d, const char *key)
     long status;
 
     snprintf(auth, sizeof(auth), "X-Avala-Api-Key: %s", key);
-    assert_true(kt_http_get(kt_daemon_url(d, "/v1/agents"), hdrs, &resp));
+    assert_true(kt_http_get(kt_daemon_url(d, path), hdrs, &resp));
     status = resp.status;
+    if (body != NULL)
+        snprintf(body, cap, "%s", resp.body != NULL ? resp.body : "");
     kt_http_resp_cleanup(&resp);
     return status;
+}
+
+/* Status of GET /anything on daemon d with key. */
+static long
+public_get(struct kt_daemon *d, const char *key)
+{
+    return public_get_path(d, "/v1/agents", key, NULL, 0);
 }
 
 /* ---- setup ---- */
@@ -208,9 +224,14 @@ setup(void **state)
         return -1;
     snprintf(cfg, sizeof(cfg), "upstream %s\n", kt_upstream_url(W.up));
     W.off = kt_daemon_new(cfg);
-    snprintf(cfg, sizeof(cfg), "upstream %s\nsignup on\nlog_level debug\n", kt_upstream_url(W.up));
+    snprintf(cfg, sizeof(cfg),
+             "upstream %s\nsignup on\nlog_level debug\nroute * /admin/* admin:all\n"
+             "route GET /v1/items read:items\n",
+             kt_upstream_url(W.up));
     W.on = kt_daemon_new(cfg);
-    if (W.off == NULL || W.on == NULL)
+    snprintf(cfg, sizeof(cfg), "upstream %s\nsignup on\nsignup_role *\n", kt_upstream_url(W.up));
+    W.wide = kt_daemon_new(cfg);
+    if (W.off == NULL || W.on == NULL || W.wide == NULL)
         return -1;
     if (!kt_daemon_create_key(W.off, "app", NULL, NULL, &W.off_key))
         return -1;
@@ -225,6 +246,7 @@ teardown(void **state)
     (void)state;
     kt_daemon_free(W.off);
     kt_daemon_free(W.on);
+    kt_daemon_free(W.wide);
     kt_upstream_stop(W.up);
     kt_key_cleanup(&W.off_key);
     for (size_t i = 0; i < W.nsecrets; i++)
@@ -313,6 +335,67 @@ test_a_signup_answers_201_with_the_user_and_a_key_that_works_at_once(void **stat
     secret(json_string_value(json_object_get(a.json, "api_key")));
     kt_daemon_remember_key(W.on, json_string_value(json_object_get(a.json, "api_key")));
     answer_cleanup(&a);
+}
+
+/* signup_role defaults to none: the signup key passes no route that
+ * requires a scope, in any letter case, and reaches only unruled paths. */
+static void
+test_a_signup_key_gets_403_on_every_route_that_requires_a_scope(void **state)
+{
+    static const char *const admin_paths[] = {"/admin/secret", "/ADMIN/secret", "/Admin/x/y"};
+    struct answer a;
+    char body[256], *key;
+
+    (void)state;
+    secret("Limited1password");
+    signup_from("127.0.1.3",
+                "{\"email\": \"anon@example.org\", \"password\": \"Limited1password\"}", &a);
+    expect_status(&a, 201);
+    key = strdup(json_string_value(json_object_get(a.json, "api_key")));
+    answer_cleanup(&a);
+    assert_non_null(key);
+    secret(key);
+    kt_daemon_remember_key(W.on, key);
+    kt_upstream_reset(W.up);
+    for (size_t i = 0; i < sizeof(admin_paths) / sizeof(admin_paths[0]); i++) {
+        long st = public_get_path(W.on, admin_paths[i], key, body, sizeof(body));
+
+        if (st != 403 || strcmp(body, MISSING_ADMIN) != 0)
+            fail_msg("GET %s with a signup key should be 403 %s, got %ld %s", admin_paths[i],
+                     MISSING_ADMIN, st, body);
+    }
+    assert_int_equal(public_get_path(W.on, "/v1/items", key, body, sizeof(body)), 403);
+    assert_string_equal(body, MISSING_READ);
+    assert_int_equal(kt_upstream_count(W.up), 0);
+    /* No rule, no scope needed: the key itself is good. */
+    assert_int_equal(public_get(W.on, key), 200);
+    assert_int_equal(kt_upstream_count(W.up), 1);
+    free(key);
+}
+
+/* serve -t and the daemon's start warn when signup is on with a wildcard
+ * role; the safe default says nothing. */
+static void
+test_signup_with_a_wildcard_role_is_warned_about(void **state)
+{
+    struct kt_cli_result r;
+
+    (void)state;
+    assert_true(kt_daemon_cli(W.wide, &r, (const char *const[]){"serve", "-t", NULL}));
+    assert_int_equal(r.exit_code, 0);
+    assert_string_equal(r.out, "configuration OK\n");
+    if (r.err == NULL || strstr(r.err, "keygate: warning: ") != r.err ||
+        strstr(r.err, WIDE_WARNING "\n") == NULL || strchr(r.err, '\n')[1] != '\0')
+        fail_msg("serve -t should print one warning line, got: %s", r.err != NULL ? r.err : "");
+    kt_cli_result_cleanup(&r);
+    assert_true(kt_daemon_cli(W.on, &r, (const char *const[]){"serve", "-t", NULL}));
+    assert_int_equal(r.exit_code, 0);
+    assert_string_equal(r.err != NULL ? r.err : "", "");
+    kt_cli_result_cleanup(&r);
+    assert_true(kt_daemon_start(W.wide));
+    assert_true(kt_daemon_wait_log(W.wide, WIDE_WARNING, 1, 10000));
+    assert_int_equal(kt_daemon_stop(W.wide), 0);
+    assert_int_equal(kt_daemon_log_count(W.on, "signup_role holds"), 0);
 }
 
 static void
@@ -488,6 +571,8 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_signup_is_off_by_default_and_its_path_is_an_ordinary_one),
         cmocka_unit_test(test_a_signup_answers_201_with_the_user_and_a_key_that_works_at_once),
+        cmocka_unit_test(test_a_signup_key_gets_403_on_every_route_that_requires_a_scope),
+        cmocka_unit_test(test_signup_with_a_wildcard_role_is_warned_about),
         cmocka_unit_test(test_bad_input_is_a_400_naming_the_field),
         cmocka_unit_test(test_an_address_already_registered_is_a_409),
         cmocka_unit_test(test_a_non_json_body_is_415_and_a_huge_one_413),

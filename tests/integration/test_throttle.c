@@ -9,7 +9,9 @@
  * client IPs. Five failures per minute refill in 12 s each, far longer than any
  * test runs, so a slow machine cannot let an extra failure through. The
  * admin listener throttles its own authentication with the same settings
- * and tables of its own.
+ * and tables of its own. What counts is what docs/configuration.md says:
+ * missing, invalid and expired keys are failures; 403s and 429s (a scope
+ * missing, a rate limit, no credits left) are not.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -33,6 +35,10 @@
     "authentication attempts\"}}"
 #define BAD_KEY "kg_0000000000000000000000000000000000000000"
 #define COOLDOWN_DEADLINE_MS 3000
+#define DETAIL_EXPIRED "{\"detail\": \"API key has expired.\"}"
+#define DETAIL_NO_ADMIN "{\"detail\": \"API key is missing the required scope admin:all.\"}"
+#define DETAIL_QUOTA "{\"detail\": \"Quota exceeded.\"}"
+#define EXPIRY_DEADLINE_MS 15000
 
 struct world {
     struct kt_upstream *up;
@@ -41,6 +47,9 @@ struct world {
     struct kt_key key;     /* gw */
     struct kt_key ukey;    /* gwu */
     struct kt_key admin;   /* gw: keys:read, for the admin API */
+    struct kt_key scoped;  /* gw: read:items only: 403 on /v1/forbidden */
+    struct kt_key limited; /* gw: --rate 1/min --burst 1: 429 after one */
+    struct kt_key broke;   /* gw: --credits 0: every request 429 quota_exceeded */
 };
 
 static struct world W;
@@ -54,10 +63,10 @@ free_slots(void **state)
     return 0;
 }
 
-/* GET /v1/items on d as client (an X-Forwarded-For value, or NULL) with key
+/* GET path on d as client (an X-Forwarded-For value, or NULL) with key
  * (NULL: no credential) into R; fails the test when no answer came. */
 static long
-get(struct kt_daemon *d, const char *client, const char *key)
+get_path(struct kt_daemon *d, const char *path, const char *client, const char *key)
 {
     char xff[128];
     const char *headers[] = {client != NULL ? xff : NULL, NULL};
@@ -65,9 +74,16 @@ get(struct kt_daemon *d, const char *client, const char *key)
     if (client != NULL)
         snprintf(xff, sizeof(xff), "X-Forwarded-For: %s", client);
     kt_http_resp_cleanup(&R);
-    if (!kt_http_get_key(kt_daemon_url(d, "/v1/items"), key, headers, &R))
-        fail_msg("GET /v1/items as %s got no answer", client != NULL ? client : "the peer");
+    if (!kt_http_get_key(kt_daemon_url(d, path), key, headers, &R))
+        fail_msg("GET %s as %s got no answer", path, client != NULL ? client : "the peer");
     return R.status;
+}
+
+/* GET /v1/items: see get_path(). */
+static long
+get(struct kt_daemon *d, const char *client, const char *key)
+{
+    return get_path(d, "/v1/items", client, key);
 }
 
 /* Five failures from client: three wrong keys and two without any, each 401. */
@@ -107,7 +123,8 @@ setup(void **state)
     if (W.up == NULL)
         goto fail;
     snprintf(cfg, sizeof(cfg),
-             "upstream %s\nauth_throttle 5/min 2s\ntrusted_proxies 127.0.0.1/32\nsignup on\n",
+             "upstream %s\nauth_throttle 5/min 2s\ntrusted_proxies 127.0.0.1/32\nsignup on\n"
+             "route GET /v1/forbidden* admin:all\n",
              kt_upstream_url(W.up));
     W.gw = kt_daemon_new(cfg);
     snprintf(cfg, sizeof(cfg), "upstream %s\nauth_throttle 5/min 2s\nerror_style error\n",
@@ -117,7 +134,16 @@ setup(void **state)
         goto fail;
     if (!kt_daemon_create_key(W.gw, "good", NULL, NULL, &W.key) ||
         !kt_daemon_create_key(W.gwu, "good", NULL, NULL, &W.ukey) ||
-        !kt_daemon_create_key(W.gw, "admin reader", "keys:read", NULL, &W.admin))
+        !kt_daemon_create_key(W.gw, "admin reader", "keys:read", NULL, &W.admin) ||
+        !kt_daemon_create_key(W.gw, "scoped", "read:items", NULL, &W.scoped) ||
+        !kt_daemon_key_cli(W.gw,
+                           (const char *const[]){"keys", "create", "--name", "limited", "--rate",
+                                                 "1/min", "--burst", "1", "--json", NULL},
+                           &W.limited) ||
+        !kt_daemon_key_cli(W.gw,
+                           (const char *const[]){"keys", "create", "--name", "broke", "--credits",
+                                                 "0", "--json", NULL},
+                           &W.broke))
         goto fail;
     if (!kt_daemon_start(W.gw) || !kt_daemon_start(W.gwu))
         goto fail;
@@ -139,6 +165,9 @@ teardown(void **state)
     kt_key_cleanup(&W.key);
     kt_key_cleanup(&W.ukey);
     kt_key_cleanup(&W.admin);
+    kt_key_cleanup(&W.scoped);
+    kt_key_cleanup(&W.limited);
+    kt_key_cleanup(&W.broke);
     kt_http_global_cleanup();
     memset(&W, 0, sizeof(W));
     return 0;
@@ -161,6 +190,75 @@ test_five_bad_keys_then_even_a_valid_key_gets_429_with_retry_after(void **state)
     assert_int_equal(get(W.gw, "198.51.100.1", BAD_KEY), 429);
     assert_int_equal(get(W.gw, "198.51.100.1", NULL), 429);
     assert_int_equal(kt_upstream_count(W.up), seen);
+}
+
+/* Each kind of failure reaches the threshold on its own: five requests
+ * without a key, five with an invalid key, five with an expired key, each
+ * from a client of its own, and that client's valid key is throttled. */
+static void
+test_missing_invalid_and_expired_keys_each_count_as_failures(void **state)
+{
+    struct kt_key expiring = {0};
+    int64_t deadline;
+
+    (void)state;
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(get(W.gw, "198.51.100.21", NULL), 401);
+    assert_int_equal(get(W.gw, "198.51.100.21", W.key.key), 429);
+    assert_string_equal(R.body, DETAIL_THROTTLED);
+    for (int i = 0; i < 5; i++)
+        assert_int_equal(get(W.gw, "198.51.100.22", BAD_KEY), 401);
+    assert_int_equal(get(W.gw, "198.51.100.22", W.key.key), 429);
+    assert_string_equal(R.body, DETAIL_THROTTLED);
+
+    /* A key that worked, then expired; its expiry is watched from another
+     * client, so the expired client's count is exactly what it sends. */
+    if (!kt_daemon_create_key(W.gw, "expiring", NULL, "4s", &expiring))
+        fail_msg("keys create --expires 4s should succeed");
+    assert_int_equal(get(W.gw, "198.51.100.23", expiring.key), 200);
+    deadline = kt_mono_ms() + EXPIRY_DEADLINE_MS;
+    while (get(W.gw, "198.51.100.24", expiring.key) == 200 && kt_mono_ms() < deadline)
+        kt_sleep_ms(100);
+    assert_int_equal(R.status, 401);
+    assert_string_equal(R.body, DETAIL_EXPIRED);
+    for (int i = 0; i < 4; i++) {
+        assert_int_equal(get(W.gw, "198.51.100.23", expiring.key), 401);
+        assert_string_equal(R.body, DETAIL_EXPIRED);
+    }
+    /* Four expired: one short of the threshold, the valid key still passes
+     * (and a 200 is no failure); the fifth expired one closes it. */
+    assert_int_equal(get(W.gw, "198.51.100.23", W.key.key), 200);
+    assert_int_equal(get(W.gw, "198.51.100.23", expiring.key), 401);
+    assert_int_equal(get(W.gw, "198.51.100.23", W.key.key), 429);
+    assert_string_equal(R.body, DETAIL_THROTTLED);
+    kt_key_cleanup(&expiring);
+}
+
+/* Refusals of a good key are no guesses: many 403s (scope missing) and
+ * 429s (rate limit, no credits) from one client never throttle it. */
+static void
+test_403s_and_429s_never_count_as_failures(void **state)
+{
+    (void)state;
+    for (int i = 0; i < 12; i++) {
+        assert_int_equal(get_path(W.gw, "/v1/forbidden/x", "198.51.100.31", W.scoped.key), 403);
+        assert_string_equal(R.body, DETAIL_NO_ADMIN);
+    }
+    assert_int_equal(get(W.gw, "198.51.100.31", W.limited.key), 200);
+    for (int i = 0; i < 12; i++) {
+        assert_int_equal(get(W.gw, "198.51.100.31", W.limited.key), 429);
+        assert_null(strstr(R.body, "authentication attempts"));
+    }
+    for (int i = 0; i < 12; i++) {
+        assert_int_equal(get(W.gw, "198.51.100.31", W.broke.key), 429);
+        assert_string_equal(R.body, DETAIL_QUOTA);
+    }
+    /* 36 refusals later the client's good key still passes, and one failure
+     * short of the threshold is still not throttled. */
+    assert_int_equal(get(W.gw, "198.51.100.31", W.key.key), 200);
+    for (int i = 0; i < 4; i++)
+        assert_int_equal(get(W.gw, "198.51.100.31", BAD_KEY), 401);
+    assert_int_equal(get(W.gw, "198.51.100.31", W.scoped.key), 200);
 }
 
 static void
@@ -376,6 +474,9 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(
             test_five_bad_keys_then_even_a_valid_key_gets_429_with_retry_after, free_slots),
+        cmocka_unit_test_teardown(test_missing_invalid_and_expired_keys_each_count_as_failures,
+                                  free_slots),
+        cmocka_unit_test_teardown(test_403s_and_429s_never_count_as_failures, free_slots),
         cmocka_unit_test_teardown(test_a_valid_key_from_another_client_is_untouched, free_slots),
         cmocka_unit_test_teardown(test_after_the_cool_down_the_valid_key_passes_again, free_slots),
         cmocka_unit_test_teardown(

@@ -9,6 +9,7 @@
 
 #include <cmocka.h>
 
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -22,6 +23,7 @@ struct form {
     bool active;
     bool has_active;
     int64_t count;
+    int64_t burst; /* ranged: 1 to 1000000000 */
     char scopes[KG_SCOPES_MAX];
     bool has_scopes;
     const char *expires;
@@ -40,6 +42,7 @@ decode(const char *body, struct form *f, struct kg_err *err, json_t **root)
          .present = &f->has_name},
         {.name = "active", .type = KG_JBOOL, .out = &f->active, .present = &f->has_active},
         {.name = "count", .type = KG_JINT, .out = &f->count},
+        {.name = "burst", .type = KG_JINT, .out = &f->burst, .min = 1, .max = KG_JSON_COUNT_MAX},
         {.name = "scopes", .type = KG_JSCOPES, .out = f->scopes, .present = &f->has_scopes},
         {.name = "expires",
          .type = KG_JSTRING,
@@ -167,6 +170,34 @@ test_a_wrongly_typed_field_is_named(void **state)
     expect_error("{\"name\": \"x\", \"active\": null}", "active must not be null");
 }
 
+/* A ranged integer: both edges pass, one past either, a fraction, an
+ * exponent, a string and a huge number are refused with the range. */
+static void
+test_a_ranged_integer_names_its_range(void **state)
+{
+    static const char *const bad[] = {"0",     "-1",   "1000000001",          "1.5", "1e9", "1E3",
+                                      "\"5\"", "true", "-9223372036854775807"};
+    static const char *const good[] = {"1", "1000000000"};
+    static const int64_t good_value[] = {1, 1000000000};
+    char body[128];
+    struct form f;
+    struct kg_err err = {{0}};
+    json_t *root = NULL;
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        snprintf(body, sizeof(body), "{\"name\": \"x\", \"burst\": %s}", bad[i]);
+        expect_error(body, "burst must be an integer from 1 to 1000000000");
+    }
+    for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++) {
+        snprintf(body, sizeof(body), "{\"name\": \"x\", \"burst\": %s}", good[i]);
+        assert_int_equal(decode(body, &f, &err, &root), KG_OK);
+        assert_int_equal(f.burst, good_value[i]);
+        json_decref(root);
+        root = NULL;
+    }
+}
+
 static void
 test_a_missing_required_field_is_named(void **state)
 {
@@ -277,6 +308,7 @@ main(void)
         cmocka_unit_test(test_the_body_must_be_an_object),
         cmocka_unit_test(test_an_unknown_field_is_named),
         cmocka_unit_test(test_a_wrongly_typed_field_is_named),
+        cmocka_unit_test(test_a_ranged_integer_names_its_range),
         cmocka_unit_test(test_a_missing_required_field_is_named),
         cmocka_unit_test(test_an_empty_body_is_an_empty_object),
         cmocka_unit_test(test_a_body_past_64_kib_is_dropped_and_flagged),

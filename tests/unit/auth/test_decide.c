@@ -37,7 +37,19 @@ static const char routes[] = "route GET /v1/items read:items\n"
                              "route POST /v1/items write:items\n"
                              "route * /admin* admin:all read:items\n";
 
-enum { K_READER, K_WRITER, K_NOSCOPE, K_STAR, K_EXPIRING, K_GRACE, K_REVOKED, K_UNKNOWN, NKEYS };
+enum {
+    K_READER,
+    K_WRITER,
+    K_NOSCOPE,
+    K_STAR,
+    K_EXPIRING,
+    K_GRACE,
+    K_REVOKED,
+    K_UNKNOWN,
+    K_NOROLE,   /* no scopes; its user's role grants no scope (signup_role none) */
+    K_READROLE, /* no scopes; its user's role is read:* */
+    NKEYS
+};
 
 struct fixture {
     char dir[64];
@@ -48,6 +60,7 @@ struct fixture {
     const struct kg_keysnap *snap;
     struct kg_config *cfg;    /* require_scopes off */
     struct kg_config *strict; /* require_scopes on */
+    struct kg_config *exact;  /* route_case sensitive */
     char keys[NKEYS][KG_KEY_MAX];
 };
 
@@ -91,12 +104,46 @@ add_key(struct fixture *f, int i, const char *id, const char *scopes, int64_t ex
     return 0;
 }
 
+/* Generates fixture key i (no scopes) and stores it as the first key of a
+ * new user of tenant acme whose role is role. */
+static int
+add_owned_key(struct fixture *f, int i, const char *id, const char *user_id, const char *role)
+{
+    struct kg_key_rec rec;
+    struct kg_user_rec u;
+    struct kg_err err = {{0}};
+    size_t len;
+
+    if (kg_keyfmt_generate("kg_", f->keys[i], &err) != KG_OK)
+        return -1;
+    len = strlen(f->keys[i]);
+    memset(&rec, 0, sizeof(rec));
+    memset(&u, 0, sizeof(u));
+    snprintf(u.id, sizeof(u.id), "%s", user_id);
+    snprintf(u.tenant, sizeof(u.tenant), "acme");
+    snprintf(u.username, sizeof(u.username), "%s", user_id);
+    snprintf(u.role, sizeof(u.role), "%s", role);
+    snprintf(u.tier, sizeof(u.tier), "default");
+    u.created_at = NOW - 86400;
+    snprintf(rec.id, sizeof(rec.id), "%s", id);
+    snprintf(rec.name, sizeof(rec.name), "%s", id);
+    kg_keyfmt_display(f->keys[i], len, rec.prefix, rec.last4);
+    kg_digest_compute(f->secret, f->keys[i], len, rec.digest);
+    rec.created_at = NOW - 86400;
+    rec.quota_limit = -1;
+    if (kg_store_user_insert(f->st, &u, &rec, NULL, &err) != KG_OK) {
+        fprintf(stderr, "insert %s: %s\n", id, err.msg);
+        return -1;
+    }
+    return 0;
+}
+
 static int
 setup(void **state)
 {
     struct fixture *f = calloc(1, sizeof(*f));
     struct kg_err err = {{0}};
-    char strict_text[512];
+    char strict_text[512], exact_text[512];
 
     if (f == NULL)
         return -1;
@@ -105,10 +152,12 @@ setup(void **state)
         return -1;
     snprintf(f->dbpath, sizeof(f->dbpath), "%s/keys.db", f->dir);
     snprintf(strict_text, sizeof(strict_text), "require_scopes on\n%s", routes);
+    snprintf(exact_text, sizeof(exact_text), "route_case sensitive\n%s", routes);
     if (kg_store_open(f->dbpath, &f->st, &err) != KG_OK ||
         kg_digest_secret_from_bytes(test_secret, &f->secret) != KG_OK ||
         kg_keycache_new(&f->kc) != KG_OK || kg_fx_load_config(routes, &f->cfg) != 0 ||
-        kg_fx_load_config(strict_text, &f->strict) != 0)
+        kg_fx_load_config(strict_text, &f->strict) != 0 ||
+        kg_fx_load_config(exact_text, &f->exact) != 0)
         return -1;
     if (add_key(f, K_READER, "key_reader", "read:items", 0, 0) != 0 ||
         add_key(f, K_WRITER, "key_writer", "read:items,write:items", 0, 0) != 0 ||
@@ -117,7 +166,9 @@ setup(void **state)
         add_key(f, K_EXPIRING, "key_expiring", "read:items", NOW + 100, 0) != 0 ||
         add_key(f, K_GRACE, "key_grace", "read:items", 0, NOW + 60) != 0 ||
         add_key(f, K_REVOKED, "key_revoked", "read:items", 0, NOW - 1) != 0 ||
-        add_key(f, K_UNKNOWN, "", "", 0, 0) != 0)
+        add_key(f, K_UNKNOWN, "", "", 0, 0) != 0 ||
+        add_owned_key(f, K_NOROLE, "key_norole", "usr_norole", "") != 0 ||
+        add_owned_key(f, K_READROLE, "key_readrole", "usr_readrole", "read:*") != 0)
         return -1;
     if (kg_keycache_reload(f->kc, f->st, NOW, &err) != KG_OK) {
         fprintf(stderr, "reload: %s\n", err.msg);
@@ -140,6 +191,7 @@ teardown(void **state)
     kg_digest_secret_free(f->secret);
     kg_config_free(f->cfg);
     kg_config_free(f->strict);
+    kg_config_free(f->exact);
     sodium_memzero(f->keys, sizeof(f->keys));
     kg_fx_rmtree(f->dir);
     free(f);
@@ -471,6 +523,83 @@ test_a_key_without_scopes_has_full_access(void **state)
     assert_verdict(&d, KG_ALLOW);
 }
 
+/* The exact rule: a key without scopes sets no limit of its own, so it can
+ * do what its user's role grants: everything under role "*" (the test
+ * above: those keys belong to a tenant's default user), nothing a route
+ * requires a scope for under an empty role (signup_role none). */
+static void
+test_a_key_without_scopes_is_capped_by_its_users_role(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_decision d;
+
+    decide_key(f, f->cfg, f->keys[K_NOROLE], "GET", "/v1/items", NOW, &d);
+    assert_verdict(&d, KG_DENY_SCOPE);
+    assert_string_equal(d.missing_scope, "read:items");
+    decide_key(f, f->cfg, f->keys[K_NOROLE], "DELETE", "/admin/everything", NOW, &d);
+    assert_verdict(&d, KG_DENY_SCOPE);
+    assert_string_equal(d.missing_scope, "admin:all");
+    /* No rule, no scope needed: any authenticated key passes. */
+    decide_key(f, f->cfg, f->keys[K_NOROLE], "GET", "/v2/other", NOW, &d);
+    assert_verdict(&d, KG_ALLOW);
+    assert_false(kg_decide_grants(d.key, "read:items"));
+    assert_false(kg_decide_grants(d.key, "keys:read"));
+
+    decide_key(f, f->cfg, f->keys[K_READROLE], "GET", "/v1/items", NOW, &d);
+    assert_verdict(&d, KG_ALLOW);
+    assert_true(kg_decide_grants(d.key, "read:anything"));
+    assert_false(kg_decide_grants(d.key, "write:items"));
+    decide_key(f, f->cfg, f->keys[K_READROLE], "POST", "/v1/items", NOW, &d);
+    assert_verdict(&d, KG_DENY_SCOPE);
+    assert_string_equal(d.missing_scope, "write:items");
+    decide_key(f, f->cfg, f->keys[K_READROLE], "GET", "/admin/x", NOW, &d);
+    assert_verdict(&d, KG_DENY_SCOPE);
+    assert_string_equal(d.missing_scope, "admin:all");
+
+    /* A role-"*" key without scopes keeps full access. */
+    decide_key(f, f->cfg, f->keys[K_NOSCOPE], "GET", "/admin/x", NOW, &d);
+    assert_verdict(&d, KG_ALLOW);
+    assert_true(kg_decide_grants(d.key, "admin:all"));
+}
+
+static void
+test_routes_match_the_paths_letters_in_any_case_by_default(void **state)
+{
+    struct fixture *f = *state;
+    static const char *const paths[] = {"/ADMIN/x", "/Admin", "/aDmIn/users", "/adMIN"};
+    struct kg_decision d;
+
+    for (size_t i = 0; i < sizeof(paths) / sizeof(paths[0]); i++) {
+        decide_key(f, f->cfg, f->keys[K_READER], "GET", paths[i], NOW, &d);
+        if (d.verdict != KG_DENY_SCOPE || d.route == NULL || d.route->line != 3)
+            fail_msg("GET %s should meet the /admin* rule (line 3) and be %s, got %s", paths[i],
+                     kg_verdict_str(KG_DENY_SCOPE), kg_verdict_str(d.verdict));
+        assert_string_equal(d.missing_scope, "admin:all");
+    }
+    /* Exact patterns too: /V1/Items is /v1/items. */
+    decide_key(f, f->cfg, f->keys[K_READER], "POST", "/V1/Items", NOW, &d);
+    assert_verdict(&d, KG_DENY_SCOPE);
+    assert_string_equal(d.missing_scope, "write:items");
+    /* Letters only: a different path is still different. */
+    decide_key(f, f->cfg, f->keys[K_READER], "POST", "/v1/itemz", NOW, &d);
+    assert_verdict(&d, KG_ALLOW);
+    assert_null(d.route);
+}
+
+static void
+test_route_case_sensitive_matches_letters_exactly(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_decision d;
+
+    decide_key(f, f->exact, f->keys[K_READER], "GET", "/ADMIN/x", NOW, &d);
+    assert_verdict(&d, KG_ALLOW);
+    assert_null(d.route);
+    decide_key(f, f->exact, f->keys[K_READER], "GET", "/admin/x", NOW, &d);
+    assert_verdict(&d, KG_DENY_SCOPE);
+    assert_string_equal(d.missing_scope, "admin:all");
+}
+
 static void
 test_an_unmatched_route_is_allowed_without_require_scopes(void **state)
 {
@@ -577,6 +706,9 @@ main(void)
         T(test_a_missing_scope_is_forbidden_and_named),
         T(test_a_wildcard_key_passes_every_route),
         T(test_a_key_without_scopes_has_full_access),
+        T(test_a_key_without_scopes_is_capped_by_its_users_role),
+        T(test_routes_match_the_paths_letters_in_any_case_by_default),
+        T(test_route_case_sensitive_matches_letters_exactly),
         T(test_an_unmatched_route_is_allowed_without_require_scopes),
         T(test_require_scopes_denies_keys_without_scopes),
         T(test_require_scopes_denies_unmatched_routes),

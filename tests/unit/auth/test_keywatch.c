@@ -1,12 +1,15 @@
 /* tests/unit/auth/test_keywatch.c - src/auth/keywatch.c through
  * keygate/keywatch.h: a key the cache does not know yet is looked up in the
- * store (rate-limited) and the cache reloaded when it is there. */
+ * store (rate-limited) and the cache brought up to date when it is there,
+ * on the caller's thread (recheck) or on the watch's own (ask). */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
 
 #include <cmocka.h>
+
+#include <pthread.h>
 
 #include <sodium.h>
 #include <stdbool.h>
@@ -68,7 +71,7 @@ test_a_key_stored_after_the_load_is_found_and_the_cache_reloaded(void **state)
     digest_of("key_new", d);
     insert(f, "key_new", 0); /* as the CLI would, after the daemon loaded */
     assert_false(cached(f, d));
-    assert_true(kg_keywatch_recheck(w, d, 1000, kg_time_now()));
+    assert_true(kg_keywatch_recheck(w, f->st, d, 1000, kg_time_now()));
     assert_true(cached(f, d));
     kg_keywatch_free(w);
 }
@@ -83,8 +86,8 @@ test_an_unknown_or_revoked_key_reloads_nothing(void **state)
     digest_of("key_nope", nope);
     digest_of("key_gone", gone);
     insert(f, "key_gone", kg_time_now() - 10);
-    assert_false(kg_keywatch_recheck(w, nope, 1000, kg_time_now()));
-    assert_false(kg_keywatch_recheck(w, gone, 2000, kg_time_now()));
+    assert_false(kg_keywatch_recheck(w, f->st, nope, 1000, kg_time_now()));
+    assert_false(kg_keywatch_recheck(w, f->st, gone, 2000, kg_time_now()));
     assert_false(cached(f, gone));
     kg_keywatch_free(w);
 }
@@ -98,15 +101,79 @@ test_lookups_are_at_most_one_per_interval(void **state)
 
     digest_of("key_nope", nope);
     digest_of("key_late", late);
-    assert_false(kg_keywatch_recheck(w, nope, 1000, kg_time_now()));
+    assert_false(kg_keywatch_recheck(w, f->st, nope, 1000, kg_time_now()));
     insert(f, "key_late", 0);
     /* 5 ms after a lookup: not asked, even though the store has it now. */
-    assert_false(kg_keywatch_recheck(w, late, 1005, kg_time_now()));
+    assert_false(kg_keywatch_recheck(w, f->st, late, 1005, kg_time_now()));
     assert_false(cached(f, late));
     /* After the 10 ms interval it is. */
-    assert_true(kg_keywatch_recheck(w, late, 1010, kg_time_now()));
+    assert_true(kg_keywatch_recheck(w, f->st, late, 1010, kg_time_now()));
     assert_true(cached(f, late));
     kg_keywatch_free(w);
+}
+
+/* What a suspended request waits for: the done callback, once. */
+struct answer {
+    pthread_mutex_t mu;
+    pthread_cond_t cv;
+    int calls;
+    bool known;
+};
+
+static void
+on_done(void *arg, bool known)
+{
+    struct answer *a = arg;
+
+    pthread_mutex_lock(&a->mu);
+    a->calls++;
+    a->known = known;
+    pthread_cond_signal(&a->cv);
+    pthread_mutex_unlock(&a->mu);
+}
+
+static bool
+wait_answer(struct answer *a)
+{
+    bool known;
+
+    pthread_mutex_lock(&a->mu);
+    while (a->calls == 0)
+        pthread_cond_wait(&a->cv, &a->mu);
+    known = a->known;
+    pthread_mutex_unlock(&a->mu);
+    return known;
+}
+
+static void
+test_a_question_is_answered_on_the_watch_thread_and_the_key_cached(void **state)
+{
+    struct kg_fx_cache *f = *state;
+    struct kg_keywatch *w = watch(f);
+    struct answer a = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    struct answer b = {.mu = PTHREAD_MUTEX_INITIALIZER, .cv = PTHREAD_COND_INITIALIZER};
+    unsigned char d[KG_DIGEST_BYTES], nope[KG_DIGEST_BYTES];
+
+    digest_of("key_async", d);
+    digest_of("key_nope", nope);
+    insert(f, "key_async", 0);
+    assert_true(kg_keywatch_due(w, 1000));
+    assert_true(kg_keywatch_ask(w, d, 1000, on_done, &a));
+    /* The interval's one question is taken: a second is refused at once
+     * and its done function never called. */
+    assert_false(kg_keywatch_due(w, 1005));
+    assert_false(kg_keywatch_ask(w, nope, 1005, on_done, &b));
+    assert_true(wait_answer(&a));
+    assert_true(cached(f, d));
+    assert_true(kg_keywatch_ask(w, nope, 1010, on_done, &b));
+    assert_false(wait_answer(&b));
+    /* Stopped (what the daemon does before its loops stop): no question
+     * is taken any more, so no request is left suspended. */
+    kg_keywatch_stop(w);
+    assert_false(kg_keywatch_ask(w, nope, 5000, on_done, &b));
+    kg_keywatch_free(w);
+    assert_int_equal(a.calls, 1);
+    assert_int_equal(b.calls, 1);
 }
 
 static void
@@ -115,7 +182,10 @@ test_null_is_harmless(void **state)
     unsigned char d[KG_DIGEST_BYTES] = {0};
 
     (void)state;
-    assert_false(kg_keywatch_recheck(NULL, d, 0, 0));
+    assert_false(kg_keywatch_recheck(NULL, NULL, d, 0, 0));
+    assert_false(kg_keywatch_due(NULL, 0));
+    kg_keywatch_stop(NULL);
+    assert_false(kg_keywatch_ask(NULL, d, 0, on_done, NULL));
     kg_keywatch_free(NULL);
 }
 
@@ -130,6 +200,9 @@ main(void)
                                         kg_fx_cache_setup, kg_fx_cache_teardown),
         cmocka_unit_test_setup_teardown(test_lookups_are_at_most_one_per_interval,
                                         kg_fx_cache_setup, kg_fx_cache_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_question_is_answered_on_the_watch_thread_and_the_key_cached, kg_fx_cache_setup,
+            kg_fx_cache_teardown),
         cmocka_unit_test(test_null_is_harmless),
     };
 

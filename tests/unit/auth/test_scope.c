@@ -70,6 +70,32 @@ route_line(const struct kg_config *cfg, const char *method, const char *path)
 }
 
 static void
+test_route_and_cost_patterns_match_letters_in_any_case_unless_sensitive(void **state)
+{
+    struct fixture *f = *state;
+
+    load_config(f, "route * /admin/* admin:all\n"
+                   "route GET /v1/report read:reports\n"
+                   "cost POST /v1/Expensive* 5\n");
+    assert_int_equal(route_line(f->cfg, "GET", "/ADMIN/x"), 1);
+    assert_int_equal(route_line(f->cfg, "GET", "/Admin/users/7"), 1);
+    assert_int_equal(route_line(f->cfg, "GET", "/V1/REPORT"), 2);
+    assert_int_equal(route_line(f->cfg, "GET", "/v1/reports"), 0);
+    assert_int_equal(kg_scope_cost(f->cfg, "POST", "/v1/expensive/run"), 5);
+    assert_int_equal(kg_scope_cost(f->cfg, "POST", "/V1/EXPENSIVE"), 5);
+    assert_int_equal(kg_scope_cost(f->cfg, "POST", "/v1/cheap"), 1);
+    kg_config_free(f->cfg);
+    f->cfg = NULL;
+    load_config(f, "route_case sensitive\n"
+                   "route * /admin/* admin:all\n"
+                   "cost POST /v1/Expensive* 5\n");
+    assert_int_equal(route_line(f->cfg, "GET", "/ADMIN/x"), 0);
+    assert_int_equal(route_line(f->cfg, "GET", "/admin/x"), 2);
+    assert_int_equal(kg_scope_cost(f->cfg, "POST", "/v1/expensive/run"), 1);
+    assert_int_equal(kg_scope_cost(f->cfg, "POST", "/v1/Expensive/run"), 5);
+}
+
+static void
 test_scope_valid_accepts_the_documented_alphabet(void **state)
 {
     static const char *const good[] = {
@@ -423,6 +449,7 @@ main(void)
         T(test_route_method_star_matches_every_method),
         T(test_route_methods_are_stored_upper_case_and_matched_in_any_case),
         T(test_route_with_no_rules_matches_nothing),
+        T(test_route_and_cost_patterns_match_letters_in_any_case_unless_sensitive),
         T(test_route_star_on_the_root_matches_every_path),
         T(test_missing_names_the_first_scope_not_granted),
         T(test_missing_honours_prefix_wildcards),

@@ -170,8 +170,10 @@ assert_defaults(const struct kg_config *cfg)
     assert_false(cfg->signup);
     assert_string_equal(cfg->signup_path, "/api/v1/signup/");
     assert_string_equal(cfg->signup_tenant, "signup");
-    assert_string_equal(cfg->signup_role, "*");
+    assert_string_equal(cfg->signup_role, "none");
+    assert_string_equal(kg_config_signup_role(cfg), "");
     assert_string_equal(cfg->signup_tier, "default");
+    assert_int_equal(cfg->route_case, KG_ROUTE_CASE_INSENSITIVE);
     assert_false(cfg->has_default_rate);
     assert_int_equal(cfg->ntiers, 0);
     assert_int_equal(cfg->ratelimit_headers, KG_RLH_STANDARD);
@@ -490,8 +492,48 @@ test_signup_directives_take_a_switch_a_path_a_tenant_a_role_and_a_tier(void **st
     assert_string_equal(fx->cfg->signup_tenant, "free-tier.users_1");
     assert_string_equal(fx->cfg->signup_role, "read:*, write:items");
     assert_string_equal(fx->cfg->signup_tier, "trial");
+    assert_string_equal(kg_config_signup_role(fx->cfg), "read:*, write:items");
     load_ok(fx, "signup off\nsignup_path /\nsignup_role *\n");
     assert_false(fx->cfg->signup);
+}
+
+static void
+test_signup_warns_of_a_wildcard_role_only_when_on(void **state)
+{
+    struct fixture *fx = *state;
+    char w[512];
+
+    load_ok(fx, "signup on\n");
+    assert_false(kg_config_signup_warning(fx->cfg, w, sizeof(w)));
+    load_ok(fx, "signup on\nsignup_role read:items,write:items\n");
+    assert_false(kg_config_signup_warning(fx->cfg, w, sizeof(w)));
+    load_ok(fx, "signup off\nsignup_role *\n");
+    assert_false(kg_config_signup_warning(fx->cfg, w, sizeof(w)));
+    load_ok(fx, "signup on\nsignup_role *\n");
+    assert_true(kg_config_signup_warning(fx->cfg, w, sizeof(w)));
+    assert_string_equal(w, "signup is on and signup_role holds \"*\": every anonymous signup gets "
+                           "keys that pass every route rule (set signup_role to none or to the "
+                           "scopes a new account needs)");
+    load_ok(fx, "signup on\nsignup_role \"read:items, admin:*\"\n");
+    assert_true(kg_config_signup_warning(fx->cfg, w, sizeof(w)));
+    assert_string_equal(w, "signup is on and signup_role holds \"admin:*\": every anonymous "
+                           "signup gets every scope starting with admin: (set signup_role to "
+                           "none or to the scopes a new account needs)");
+}
+
+static void
+test_route_case_is_insensitive_or_sensitive(void **state)
+{
+    struct fixture *fx = *state;
+
+    load_ok(fx, "route_case sensitive\n");
+    assert_int_equal(fx->cfg->route_case, KG_ROUTE_CASE_SENSITIVE);
+    load_ok(fx, "route_case insensitive\n");
+    assert_int_equal(fx->cfg->route_case, KG_ROUTE_CASE_INSENSITIVE);
+    load_fails_with(fx, "route_case Sensitive",
+                    "1: route_case wants insensitive or sensitive, got \"Sensitive\"");
+    load_fails_with(fx, "route_case on",
+                    "1: route_case wants insensitive or sensitive, got \"on\"");
 }
 
 static void
@@ -503,7 +545,7 @@ test_signup_directives_name_what_a_good_value_is(void **state)
     static const char tenant_want[] =
         "signup_tenant wants a tenant name: 1 to 64 characters of A-Z a-z 0-9 _ . -, got ";
     static const char role_want[] =
-        "signup_role wants a comma-separated scope list such as read:*,write:items, got ";
+        "signup_role wants none or a comma-separated scope list such as read:*,write:items, got ";
     static const char tier_want[] =
         "signup_tier wants a tier name: 1 to 64 characters of A-Z a-z 0-9 _ . -, got ";
     static const struct {
@@ -527,6 +569,7 @@ test_signup_directives_name_what_a_good_value_is(void **state)
         {"signup_role read,,write", role_want, "\"read,,write\""},
         {"signup_role \"read write\"", role_want, "\"read write\""},
         {"signup_role read/items", role_want, "\"read/items\""},
+        {"signup_role none,read", role_want, "\"none,read\""},
         {"signup_tier \"gold plan\"", tier_want, "\"gold plan\""},
     };
     char msg[512];
@@ -1073,6 +1116,11 @@ test_rate_limit_default_refuses_a_bad_rate_or_burst(void **state)
     load_fails_with(fx, "rate_limit_default 5/s bust 3\n",
                     "1: rate_limit_default wants RATE [burst N] with N 1 to 1000000000");
     assert_int_equal(load_text(fx, "rate_limit_default 5/s burst\n"), KG_EINVAL);
+    /* Found by fuzzing (tests/fuzz/corpus/config/regress-rate-limit-default-alone):
+     * with no value the message quoted argv[0], which does not exist. */
+    load_fails_with(fx, "rate_limit_default\n",
+                    "1: rate_limit_default wants N/s, N/min or N/h, optionally followed by "
+                    "burst N, or off, got \"\"");
 }
 
 static void
@@ -1506,6 +1554,8 @@ main(void)
         T(test_unknown_directive_is_reported_with_file_and_line),
         T(test_each_bad_value_is_reported_with_what_would_be_right),
         T(test_signup_directives_take_a_switch_a_path_a_tenant_a_role_and_a_tier),
+        T(test_signup_warns_of_a_wildcard_role_only_when_on),
+        T(test_route_case_is_insensitive_or_sensitive),
         T(test_signup_directives_name_what_a_good_value_is),
         T(test_single_valued_directive_with_the_wrong_number_of_values_is_rejected),
         T(test_repeated_directive_is_reported_with_its_first_line),

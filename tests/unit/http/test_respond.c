@@ -485,6 +485,155 @@ rl_value(const struct kg_rl_fields *h, const char *name)
     return NULL;
 }
 
+/* Every denial kg_respond_verdict() writes, in both styles, byte for byte:
+ * the wording is the contract (README "Answers", the seeds). */
+static const struct {
+    enum kg_verdict verdict;
+    const char *missing; /* KG_DENY_SCOPE's scope */
+    unsigned status;
+    const char *detail, *error;
+    const char *challenge; /* WWW-Authenticate, NULL: none */
+} verdict_rows[] = {
+    {KG_DENY_NO_CREDENTIAL, NULL, 401,
+     "{\"detail\": \"Authentication credentials were not provided.\"}",
+     "{\"error\": {\"type\": \"authentication_error\", \"message\": \"Authentication "
+     "credentials were not provided\"}}",
+     "Bearer realm=\"keygate\""},
+    {KG_DENY_INVALID, NULL, 401, "{\"detail\": \"Invalid API key.\"}",
+     "{\"error\": {\"type\": \"authentication_error\", \"message\": \"Invalid API key\"}}",
+     "Bearer realm=\"keygate\", error=\"invalid_token\""},
+    {KG_DENY_EXPIRED, NULL, 401, "{\"detail\": \"API key has expired.\"}",
+     "{\"error\": {\"type\": \"authentication_error\", \"message\": \"API key has expired\"}}",
+     "Bearer realm=\"keygate\", error=\"invalid_token\""},
+    {KG_DENY_SCOPE, "read:items", 403,
+     "{\"detail\": \"API key is missing the required scope read:items.\"}",
+     "{\"error\": {\"type\": \"permission_error\", \"message\": \"API key is missing the "
+     "required scope read:items\"}}",
+     NULL},
+    {KG_DENY_SCOPE, "admin:all", 403,
+     "{\"detail\": \"API key is missing the required scope admin:all.\"}",
+     "{\"error\": {\"type\": \"permission_error\", \"message\": \"API key is missing the "
+     "required scope admin:all\"}}",
+     NULL},
+    {KG_DENY_NO_SCOPES, NULL, 403,
+     "{\"detail\": \"API key has no scopes and scopes are required.\"}",
+     "{\"error\": {\"type\": \"permission_error\", \"message\": \"API key has no scopes and "
+     "scopes are required\"}}",
+     NULL},
+    {KG_DENY_NO_ROUTE, NULL, 403, "{\"detail\": \"No route permits this request.\"}",
+     "{\"error\": {\"type\": \"permission_error\", \"message\": \"No route permits this "
+     "request\"}}",
+     NULL},
+    {KG_DENY_ROLE, NULL, 403, "{\"detail\": \"API key's scopes are all outside its user's role.\"}",
+     "{\"error\": {\"type\": \"permission_error\", \"message\": \"API key's scopes are all "
+     "outside its user's role\"}}",
+     NULL},
+    {KG_DENY_RATE, NULL, 429, "{\"detail\": \"Rate limit exceeded.\"}",
+     "{\"error\": {\"type\": \"rate_limit_error\", \"message\": \"Rate limit exceeded\"}}", NULL},
+    {KG_DENY_QUOTA, NULL, 429, "{\"detail\": \"Quota exceeded.\"}",
+     "{\"error\": {\"type\": \"quota_exceeded\", \"message\": \"Quota exceeded\"}}", NULL},
+    {KG_DENY_THROTTLED, NULL, 429, "{\"detail\": \"Too many failed authentication attempts.\"}",
+     "{\"error\": {\"type\": \"rate_limit_error\", \"message\": \"Too many failed "
+     "authentication attempts\"}}",
+     NULL},
+};
+
+static void
+test_every_denial_is_exact_in_both_styles(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_answer a;
+
+    for (size_t i = 0; i < sizeof(verdict_rows) / sizeof(verdict_rows[0]); i++) {
+        for (int style = 0; style < 2; style++) {
+            const char *want = style == 0 ? verdict_rows[i].detail : verdict_rows[i].error;
+
+            verdict(style == 0 ? f->detail : f->error, verdict_rows[i].verdict,
+                    verdict_rows[i].missing, &a);
+            if (a.status != verdict_rows[i].status || strcmp(a.body, want) != 0)
+                fail_msg("row %zu, %s style: wanted %u %s\ngot %u %s", i,
+                         style == 0 ? "detail" : "error", verdict_rows[i].status, want, a.status,
+                         a.body);
+            assert_int_equal(a.body_len, strlen(want));
+            if (verdict_rows[i].challenge == NULL)
+                assert_null(a.www_authenticate);
+            else
+                assert_string_equal(a.www_authenticate, verdict_rows[i].challenge);
+            /* Retry-After is the caller's to set; a connection is never closed for a denial. */
+            assert_int_equal(a.retry_after_s, 0);
+            assert_false(a.close);
+        }
+    }
+}
+
+/* Every gateway-side error front.c and admin.c write through
+ * kg_respond_error(), with the exact words they pass, in both styles. */
+static const struct {
+    unsigned status;
+    const char *message, *type;
+    bool close;
+} error_rows[] = {
+    {400, "Malformed header name", "invalid_request_error", true},
+    {400, "Control character in header value", "invalid_request_error", true},
+    {400, "Both Content-Length and Transfer-Encoding", "invalid_request_error", true},
+    {400, "Unsupported Transfer-Encoding", "invalid_request_error", true},
+    {400, "Several Content-Length headers", "invalid_request_error", true},
+    {400, "Malformed Content-Length", "invalid_request_error", true},
+    {400, "Several Host headers", "invalid_request_error", true},
+    {400, "Malformed request method", "invalid_request_error", true},
+    {400, "Malformed request target", "invalid_request_error", true},
+    {400, "Malformed request path", "invalid_request_error", true},
+    {400, "Request path is not in normal form", "invalid_request_error", true},
+    {400, "Malformed forward-auth request", "invalid_request_error", true},
+    {400, "Conflicting forward-auth headers", "invalid_request_error", true},
+    {400, "name is required", "invalid_request_error", true},
+    {403, "API key is missing the required scope tenants:admin (it needs a platform admin)",
+     "permission_error", false},
+    {404, "Not found", "not_found_error", false},
+    {405, "Method not allowed", "invalid_request_error", false},
+    {409, "email is already in use", "invalid_request_error", false},
+    {413, "Request body is larger than 64 KiB", "invalid_request_error", true},
+    {415, "Content-Type must be application/json", "invalid_request_error", false},
+    {429, "Too many signup requests", "rate_limit_error", false},
+    {431, "Request header fields too large", "invalid_request_error", true},
+    {500, "Internal error", "api_error", false},
+    {502, "Upstream is unavailable", "upstream_error", false},
+    {503, "Service is shutting down", "api_error", false},
+    {503, "Signup is not available", "api_error", false},
+    {504, "Upstream timed out", "upstream_error", false},
+};
+
+static void
+test_every_gateway_error_is_exact_in_both_styles(void **state)
+{
+    struct fixture *f = *state;
+    char want[KG_ANSWER_BODY_MAX];
+    struct kg_answer a;
+
+    for (size_t i = 0; i < sizeof(error_rows) / sizeof(error_rows[0]); i++) {
+        for (int style = 0; style < 2; style++) {
+            if (style == 0)
+                snprintf(want, sizeof(want), "{\"detail\": \"%s.\"}", error_rows[i].message);
+            else
+                snprintf(want, sizeof(want), "{\"error\": {\"type\": \"%s\", \"message\": \"%s\"}}",
+                         error_rows[i].type, error_rows[i].message);
+            memset(&a, 0x5A, sizeof(a));
+            kg_respond_error(style == 0 ? f->detail : f->error, error_rows[i].status,
+                             error_rows[i].message, &a);
+            if (a.status != error_rows[i].status || strcmp(a.body, want) != 0)
+                fail_msg("row %zu, %s style: wanted %u %s\ngot %u %s", i,
+                         style == 0 ? "detail" : "error", error_rows[i].status, want, a.status,
+                         a.body);
+            assert_int_equal(a.body_len, strlen(want));
+            assert_null(a.www_authenticate);
+            assert_int_equal(a.retry_after_s, 0);
+            if (a.close != error_rows[i].close)
+                fail_msg("row %zu: a %u should %s the connection", i, error_rows[i].status,
+                         error_rows[i].close ? "close" : "keep");
+        }
+    }
+}
+
 static void
 test_ratelimit_headers_follow_the_draft_structured_fields(void **state)
 {
@@ -560,6 +709,8 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_detail_no_credential_body_is_exact),
+        cmocka_unit_test(test_every_denial_is_exact_in_both_styles),
+        cmocka_unit_test(test_every_gateway_error_is_exact_in_both_styles),
         cmocka_unit_test(test_ratelimit_headers_follow_the_draft_structured_fields),
         cmocka_unit_test(test_ratelimit_headers_list_the_tier_and_legacy_adds_the_binding_limit),
         cmocka_unit_test(test_no_limit_means_no_ratelimit_headers),

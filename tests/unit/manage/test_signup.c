@@ -129,7 +129,8 @@ test_a_signup_makes_a_user_and_a_key_with_the_configured_tenant_role_and_tier(vo
     assert_string_equal(user.first_name, "Dev");
     assert_string_equal(user.last_name, "");
     assert_string_equal(user.tenant, "signup");
-    assert_string_equal(user.role, "*");
+    /* The default signup_role none: a role without any scope. */
+    assert_string_equal(user.role, "");
     assert_string_equal(user.tier, "default");
     assert_false(user.platform_admin);
     /* Argon2id, and it verifies the password given. */
