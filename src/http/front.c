@@ -22,6 +22,7 @@
 #include "keygate/credential.h"
 #include "keygate/decide.h"
 #include "keygate/front.h"
+#include "keygate/gate.h"
 #include "keygate/headers.h"
 #include "keygate/hygiene.h"
 #include "keygate/json_io.h"
@@ -860,13 +861,6 @@ signup_continue(struct kg_req *req, struct MHD_Connection *conn, const char *upl
     return send_answer(req, conn, &j->err);
 }
 
-static bool
-is_scope_verdict(enum kg_verdict v)
-{
-    return v == KG_ALLOW || v == KG_DENY_SCOPE || v == KG_DENY_NO_SCOPES ||
-           v == KG_DENY_NO_ROUTE || v == KG_DENY_ROLE;
-}
-
 /* The raw request target: with STRICT_FOR_CLIENT 0 libmicrohttpd 0.9.75
  * keeps blanks inside it (it looks for the version from the end), so a
  * space, a tab or another control character arrives here and is refused. */
@@ -903,70 +897,6 @@ method_ok(const char *m)
             return false;
     }
     return true;
-}
-
-/* Checks the key's and its owner's tier limits for a request whose key is
- * valid (count: spend one, else only read, for answers such as a 403) and
- * keeps the headers every such answer carries. A key without a rate of its
- * own has the config default; a tier the config does not name has no limit. */
-static void
-rate_check(struct kg_req *req, const struct kg_runtime *rt, const struct kg_keyent *key,
-           const struct kg_tier *tier, bool count, struct kg_limit_verdict *v)
-{
-    const struct kg_config *cfg = req->cfg;
-    struct kg_limit_req lr = {
-        .key_id = key->id,
-        .key_rate = key->has_rate           ? &key->rate
-                    : cfg->has_default_rate ? &cfg->default_rate
-                                            : NULL,
-        .user_id = key->user_id,
-        .tier_rate = tier != NULL ? &tier->rate : NULL,
-    };
-
-    kg_limiter_check(kg_keycache_limiter(rt->keys), &lr, kg_time_mono_us(), count, v);
-    kg_respond_ratelimit_headers(cfg, v, key->has_rate ? "key" : "default", key->tier, &req->rl);
-}
-
-/* The brute-force throttle, before any key lookup: an IP in its cool-down
- * is refused whatever key it sends, so guessing costs no digest. */
-static bool
-throttle_refuses(const struct kg_runtime *rt, const struct kg_config *cfg, const char *ip,
-                 int64_t now_ms, struct kg_answer *ans)
-{
-    struct kg_decision d = {.verdict = KG_DENY_THROTTLED};
-    int64_t retry_ms = 0;
-
-    if (!kg_throttle_cooling(rt->auth_cooldown, ip, now_ms, &retry_ms))
-        return false;
-    kg_respond_verdict(cfg, &d, ans);
-    ans->retry_after_s = kg_throttle_retry_after_s(retry_ms);
-    return true;
-}
-
-/* Counts the answer to a key that was found (an invalid key names none):
- * after the decision and the rate step, before anything can fail. A health
- * check is not a use of the API and counts nothing. */
-static void
-count_usage(const struct kg_decision *d, const struct kg_limit_verdict *lv, bool health)
-{
-    if (d->key == NULL || health)
-        return;
-    switch (d->verdict) {
-    case KG_ALLOW:
-        kg_keycache_count(d->key, lv->allowed ? KG_USAGE_REQUEST : KG_USAGE_DENIED_RATE);
-        break;
-    case KG_DENY_EXPIRED:
-        kg_keycache_count(d->key, KG_USAGE_DENIED_EXPIRED);
-        break;
-    case KG_DENY_SCOPE:
-    case KG_DENY_NO_SCOPES:
-    case KG_DENY_NO_ROUTE:
-    case KG_DENY_ROLE:
-        kg_keycache_count(d->key, KG_USAGE_DENIED_FORBIDDEN);
-        break;
-    default:
-        break;
-    }
 }
 
 /* mode forward_auth: the original request's target as the front proxy
@@ -1036,6 +966,82 @@ keywatch_done(void *arg, bool known)
     kg_loop_kick(loop);
 }
 
+/* The answer to a refusal (or to /health) that kg_gate_admit() gave. */
+static void
+gate_answer(const struct kg_config *cfg, const struct kg_admission *adm, struct kg_answer *ans)
+{
+    if (adm->action == KG_GATE_HEALTH)
+        kg_respond_health(ans);
+    else if (adm->d.verdict == KG_DENY_RATE)
+        kg_respond_rate_limited(cfg, &adm->lv, ans);
+    else
+        kg_respond_verdict(cfg, &adm->d, ans);
+    if (adm->retry_after_s > 0)
+        ans->retry_after_s = adm->retry_after_s;
+}
+
+/* Admission (auth/gate.c), then what its verdict asks of the connection. */
+static enum MHD_Result
+admit(struct kg_req *req, struct MHD_Connection *conn, const char *method, const struct scan *sc,
+      bool own)
+{
+    struct kg_runtime *rt = kg_loop_runtime(req->loop);
+    const struct kg_gate_env env = {.secret = rt->secret, .keys = rt->keys,
+                                    .limiter = kg_keycache_limiter(rt->keys),
+                                    .auth_failures = rt->auth_failures,
+                                    .auth_cooldown = rt->auth_cooldown,
+                                    .keywatch = rt->keywatch};
+    struct kg_gate_in in = {.env = &env, .cfg = req->cfg, .cred = &sc->cred, .method = method,
+                            .path = req->path, .client_ip = req->remote,
+                            .rechecked = req->rechecked};
+    struct kg_admission adm;
+    struct kg_answer ans;
+    enum MHD_Result ret;
+
+    in.health = own && strcmp(req->path, "/health") == 0 &&
+                (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0);
+    in.now_ms = kg_time_mono_ms();
+    in.now_us = kg_time_mono_us();
+    in.now = kg_time_now();
+    kg_gate_admit(&in, &adm);
+    if (adm.action == KG_GATE_RECHECK) {
+        req->rechecked = true;
+        req->phase = REQ_KEYWATCH;
+        req->watch_conn = conn;
+        /* Suspended before asking, so the answer's resume never comes first. */
+        MHD_suspend_connection(conn);
+        if (!kg_keywatch_ask(rt->keywatch, adm.d.digest, in.now_ms, keywatch_done, req))
+            keywatch_done(req, false);
+        return MHD_YES;
+    }
+    if (adm.d.key != NULL) {
+        copy_cut(req->key_id, sizeof(req->key_id), adm.d.key->id);
+        copy_cut(req->tenant, sizeof(req->tenant), adm.d.key->tenant);
+    }
+    if (adm.rated)
+        kg_respond_ratelimit_headers(req->cfg, &adm.lv, adm.key_policy, adm.tier, &req->rl);
+    req->cost = adm.cost;
+    switch (adm.action) {
+    case KG_GATE_ALLOW:
+        req->outcome = adm.outcome;
+        ret = send_allow(req, conn, adm.d.key);
+        break;
+    case KG_GATE_PROXY:
+        req->charge_to = adm.charge_to;
+        ret = start_proxy(req, conn, method, sc, adm.d.key);
+        if (req->phase == REQ_PROXYING)
+            req->outcome = adm.outcome;
+        break;
+    default:
+        req->outcome = adm.outcome;
+        gate_answer(req->cfg, &adm, &ans);
+        ret = send_answer(req, conn, &ans);
+        break;
+    }
+    kg_gate_release(&adm);
+    return ret;
+}
+
 static enum MHD_Result
 decide_first(struct kg_req *req, struct MHD_Connection *conn, const char *method,
              const char *version)
@@ -1043,16 +1049,10 @@ decide_first(struct kg_req *req, struct MHD_Connection *conn, const char *method
     struct kg_runtime *rt = kg_loop_runtime(req->loop);
     const struct kg_config *cfg = req->cfg;
     struct scan sc = {.cfg = cfg};
-    const struct kg_keysnap *snap;
-    struct kg_decision d;
-    struct kg_limit_verdict lv = {.allowed = true};
-    const struct kg_tier *tier;
     struct kg_answer ans;
-    bool health, over_quota = false, own = true;
+    bool own = true;
     const char *why, *q;
-    enum MHD_Result ret;
     size_t plen;
-    int64_t now, now_ms;
 
     kg_hygiene_init(&sc.hy);
     kg_credential_init(&sc.cred);
@@ -1137,94 +1137,7 @@ decide_first(struct kg_req *req, struct MHD_Connection *conn, const char *method
         strcmp(req->path, cfg->signup_path) == 0)
         return signup_start(req, conn, &sc);
 
-    health = own && strcmp(req->path, "/health") == 0 &&
-             (strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0);
-    now_ms = kg_time_mono_ms();
-    if (throttle_refuses(rt, cfg, req->remote, now_ms, &ans)) {
-        req->outcome = KG_OUTCOME_RATE_LIMITED;
-        return send_answer(req, conn, &ans);
-    }
-    now = kg_time_now();
-    snap = kg_keycache_acquire(rt->keys);
-    kg_decide(cfg, snap, rt->secret, &sc.cred, method, req->path, now, &d);
-    /* A key the CLI made a moment ago may be in the store before the next
-     * poll: the key watch's thread asks (rate-limited) while this request
-     * alone is suspended, then it is decided again from the top. */
-    if (d.unknown && !req->rechecked && kg_keywatch_due(rt->keywatch, now_ms)) {
-        kg_keycache_release(snap);
-        req->rechecked = true;
-        req->phase = REQ_KEYWATCH;
-        req->watch_conn = conn;
-        /* Suspended before asking, so the answer's resume never comes first. */
-        MHD_suspend_connection(conn);
-        if (!kg_keywatch_ask(rt->keywatch, d.digest, now_ms, keywatch_done, req))
-            keywatch_done(req, false);
-        return MHD_YES;
-    }
-    if (kg_verdict_is_auth_failure(d.verdict))
-        kg_throttle_fail(rt->auth_failures, rt->auth_cooldown, req->remote, now_ms);
-    if (d.key != NULL) {
-        copy_cut(req->key_id, sizeof(req->key_id), d.key->id);
-        copy_cut(req->tenant, sizeof(req->tenant), d.key->tenant);
-    }
-    /* The owner's tier, looked up once for the limits below. */
-    tier = d.key != NULL ? kg_config_tier(cfg, d.key->tier) : NULL;
-    if (d.verdict == KG_ALLOW && !health) {
-        req->cost = kg_scope_cost(cfg, method, req->path);
-        /* The key's credits, its owner's and the owner's tier quota, asked
-         * first: a request refused for them must not spend a rate token. */
-        over_quota = !kg_keycache_spend_allow(d.key, tier, req->cost, now);
-    }
-    if (d.key != NULL && is_scope_verdict(d.verdict)) {
-        kg_keycache_touch(d.key, now);
-        /* Only a request that would be proxied spends; every other answer
-         * to a valid key shows where it stands. */
-        rate_check(req, rt, d.key, tier, d.verdict == KG_ALLOW && !health && !over_quota, &lv);
-    }
-    /* A request refused for its credits is not let through: not counted. */
-    if (!over_quota)
-        count_usage(&d, &lv, health);
-
-    if (health) {
-        /* /health tells whether the key is valid, whatever the routes say. */
-        if (is_scope_verdict(d.verdict))
-            kg_respond_health(&ans);
-        else
-            kg_respond_verdict(cfg, &d, &ans);
-        ret = send_answer(req, conn, &ans);
-    } else if (d.verdict != KG_ALLOW) {
-        req->outcome = kg_metrics_outcome_of(d.verdict);
-        kg_respond_verdict(cfg, &d, &ans);
-        ret = send_answer(req, conn, &ans);
-    } else if (over_quota) {
-        int64_t wait = kg_keycache_spend_retry_after(d.key, tier, req->cost, now);
-
-        d.verdict = KG_DENY_QUOTA;
-        req->outcome = KG_OUTCOME_QUOTA_EXCEEDED;
-        kg_respond_verdict(cfg, &d, &ans);
-        /* Credits that refill: when the last refusing limit starts again. */
-        if (wait > 0)
-            ans.retry_after_s = wait > 86400 * 31 ? 86400 * 31 : (int)wait;
-        ret = send_answer(req, conn, &ans);
-    } else if (!lv.allowed) {
-        req->outcome = KG_OUTCOME_RATE_LIMITED;
-        kg_respond_rate_limited(cfg, &lv, &ans);
-        ret = send_answer(req, conn, &ans);
-    } else if (cfg->mode == KG_MODE_FORWARD_AUTH) {
-        /* No upstream status ever comes back here: the allow is the charge. */
-        kg_keycache_charge(d.key->stat, req->cost);
-        req->outcome = KG_OUTCOME_ALLOWED;
-        ret = send_allow(req, conn, d.key);
-    } else {
-        /* Every key is charged, with a limit or not, so its credits used
-         * are known when it gets one. */
-        req->charge_to = d.key->stat;
-        ret = start_proxy(req, conn, method, &sc, d.key);
-        if (req->phase == REQ_PROXYING)
-            req->outcome = KG_OUTCOME_ALLOWED;
-    }
-    kg_keycache_release(snap);
-    return ret;
+    return admit(req, conn, method, &sc, own);
 }
 
 /* Times keygate's own part of a request: from here to our answer, or to
