@@ -85,16 +85,8 @@ void kg_relay_on_mid_body_end(struct kg_exchange *x, void (*cb)(void *ctx), void
 /* The client connection the exchange belongs to. */
 struct MHD_Connection *kg_relay_connection(const struct kg_exchange *x);
 
-/* For the loop: the transfer of easy finished with result. */
-void kg_relay_on_done(CURL *easy, CURLcode result);
-
 /* Aborts a running transfer, resumes a suspended connection and frees. NULL ok. */
 void kg_relay_free(struct kg_exchange *x);
 
-/* For the loop at shutdown: aborts every transfer of this loop and resumes
- * its suspended connections, so MHD can finish them (with a 503). */
-void kg_relay_resume_all(struct kg_loop *loop);
-/* True while any exchange of this loop has its client connection suspended. */
-bool kg_relay_any_suspended(struct kg_loop *loop);
 
 #endif
