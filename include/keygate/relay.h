@@ -18,6 +18,7 @@
 #include <curl/curl.h>
 #include <microhttpd.h>
 #include "keygate/loop.h"
+#include "keygate/outbound.h"
 #include "keygate/status.h"
 
 #define KG_RELAY_BUF_BYTES (256 * 1024)
@@ -27,8 +28,10 @@ struct kg_exchange;
 
 struct kg_relay_req {
     const char *method;
-    const char *url;              /* full upstream URL */
-    struct curl_slist *headers;   /* ownership passes to the relay */
+    /* URL and headers (proxy/outbound.c): the relay takes the header list
+     * (out->headers is NULL after kg_relay_start, whatever it returns);
+     * the URL stays the caller's. */
+    struct kg_outbound *out;
     bool has_body;
     int64_t body_size;            /* -1: unknown (chunked) */
     struct MHD_Connection *conn;

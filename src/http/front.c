@@ -31,6 +31,7 @@
 #include "keygate/limiter.h"
 #include "keygate/log.h"
 #include "keygate/metrics.h"
+#include "keygate/outbound.h"
 #include "keygate/pathnorm.h"
 #include "keygate/relay.h"
 #include "keygate/respond.h"
@@ -202,69 +203,22 @@ scan_header(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_size
     return MHD_YES;
 }
 
-struct build {
-    const struct kg_config *cfg;
-    const struct scan *sc;
-    struct curl_slist *list;
-    bool trusted; /* the peer is in trusted_proxies */
-    bool failed;
+/* libmicrohttpd's header walk, feeding the upstream request. */
+struct outbound_walk {
+    struct kg_outbound *ob;
+    const struct kg_outbound_in *in;
 };
-
-static void
-add_raw(struct build *b, const char *line)
-{
-    struct curl_slist *n;
-
-    if (b->failed)
-        return;
-    n = curl_slist_append(b->list, line);
-    if (n == NULL)
-        b->failed = true;
-    else
-        b->list = n;
-}
-
-static void
-add_header(struct build *b, const char *name, const char *value)
-{
-    char line[2048], *big;
-    size_t n;
-
-    /* curl sends "Name;" as an empty header; "Name:" would remove it. */
-    if (value[0] == '\0')
-        n = (size_t)snprintf(line, sizeof(line), "%s;", name);
-    else
-        n = (size_t)snprintf(line, sizeof(line), "%s: %s", name, value);
-    if (n < sizeof(line)) {
-        add_raw(b, line);
-        return;
-    }
-    /* A long header (a JWT, a big cookie) is forwarded whole, never cut or dropped. */
-    big = malloc(n + 1);
-    if (big == NULL) {
-        b->failed = true;
-        return;
-    }
-    if (value[0] == '\0')
-        snprintf(big, n + 1, "%s;", name);
-    else
-        snprintf(big, n + 1, "%s: %s", name, value);
-    add_raw(b, big);
-    free(big);
-}
 
 static enum MHD_Result
 copy_header(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_size,
             const char *value, size_t value_size)
 {
-    struct build *b = cls;
+    const struct outbound_walk *w = cls;
 
     (void)kind;
     (void)key_size;
     (void)value_size;
-    if (value != NULL &&
-        !kg_headers_drop_request(b->cfg, key, value, b->sc->conn_tokens, b->trusted))
-        add_header(b, key, value);
+    kg_outbound_client_header(w->ob, w->in, key, value);
     return MHD_YES;
 }
 
@@ -579,76 +533,40 @@ answer_mid_body(void *ctx)
     free(ubody);
 }
 
-/* Builds the upstream request and starts the relay for an allowed request. */
+/* Starts the relay for an admitted request with what proxy/outbound.c
+ * builds from the request and the key. */
 static enum MHD_Result
 start_proxy(struct kg_req *req, struct MHD_Connection *conn, const char *method,
             const struct scan *sc, const struct kg_keyent *key)
 {
     const struct kg_config *cfg = req->cfg;
-    struct build b = {.cfg = cfg, .sc = sc};
-    struct kg_relay_req rq = {.method = method, .conn = conn, .cfg = cfg};
+    char peer[INET6_ADDRSTRLEN];
+    const struct kg_outbound_in in = {
+        .cfg = cfg, .path = req->path, .query = req->query, .request_id = req->request_id,
+        .key = key, .conn_tokens = sc->conn_tokens, .xff = sc->xff,
+        .peer = peer_address(conn, peer, sizeof(peer)), .trusted_peer = peer_trusted(conn, cfg),
+        .tls = kg_loop_runtime(req->loop)->tls != NULL, .host = sc->host,
+        .fwd_proto = sc->fwd_proto, .fwd_host = sc->fwd_host, .has_accept = sc->has_accept};
+    struct kg_outbound ob;
+    struct outbound_walk w = {.ob = &ob, .in = &in};
+    struct kg_relay_req rq = {.method = method, .out = &ob, .conn = conn, .cfg = cfg};
     struct kg_err err = {{0}};
-    char peer[INET6_ADDRSTRLEN], xff[KG_XFF_MAX + INET6_ADDRSTRLEN + 4];
-    const char *proto, *host;
-    size_t ulen = strlen(cfg->upstream);
-    char *url;
-    int n;
+    enum kg_status rc;
 
-    b.trusted = peer_trusted(conn, cfg);
-    MHD_get_connection_values_n(conn, MHD_HEADER_KIND, copy_header, &b);
-    peer_address(conn, peer, sizeof(peer));
-    snprintf(xff, sizeof(xff), "%s%s%s", sc->xff, sc->xff[0] != '\0' ? ", " : "", peer);
-    add_header(&b, "X-Forwarded-For", xff);
-    proto = kg_loop_runtime(req->loop)->tls != NULL ? "https" : "http";
-    host = sc->host;
-    /* Behind a trusted proxy (a load balancer that ended TLS) the scheme and
-     * host the client used are the proxy's to tell; anyone else's are ours. */
-    if ((sc->fwd_proto != NULL || sc->fwd_host != NULL) && b.trusted) {
-        if (sc->fwd_proto != NULL && strcasecmp(sc->fwd_proto, "https") == 0)
-            proto = "https";
-        else if (sc->fwd_proto != NULL && strcasecmp(sc->fwd_proto, "http") == 0)
-            proto = "http";
-        if (sc->fwd_host != NULL && sc->fwd_host[0] != '\0')
-            host = sc->fwd_host;
-    }
-    add_header(&b, "X-Forwarded-Proto", proto);
-    if (host != NULL)
-        add_header(&b, "X-Forwarded-Host", host);
-    add_header(&b, "X-Request-Id", req->request_id);
-    add_header(&b, "X-Keygate-Key-Id", key->id);
-    add_header(&b, "X-Keygate-Tenant", key->tenant);
-    add_header(&b, "X-Keygate-User-Id", key->user_id);
-    /* What the key may really do: its scopes within its owner's role now. */
-    add_header(&b, "X-Keygate-Scopes", key->effective_str);
-    /* "Name:" with nothing after it stops curl adding a header the client did not send. */
-    if (!sc->has_accept)
-        add_raw(&b, "Accept:");
-    add_raw(&b, "Expect:");
-    if (b.failed) {
-        curl_slist_free_all(b.list);
+    kg_outbound_init(&ob);
+    MHD_get_connection_values_n(conn, MHD_HEADER_KIND, copy_header, &w);
+    if (kg_outbound_finish(&ob, &in) != KG_OK) {
+        kg_outbound_cleanup(&ob);
         return send_error(req, conn, 500, "Internal error");
     }
-    while (ulen > 0 && cfg->upstream[ulen - 1] == '/')
-        ulen--;
-    n = snprintf(NULL, 0, "%.*s%s%s%s", (int)ulen, cfg->upstream, req->path,
-                 req->query != NULL ? "?" : "", req->query != NULL ? req->query : "");
-    url = malloc((size_t)n + 1);
-    if (url == NULL) {
-        curl_slist_free_all(b.list);
-        return send_error(req, conn, 500, "Internal error");
-    }
-    snprintf(url, (size_t)n + 1, "%.*s%s%s%s", (int)ulen, cfg->upstream, req->path,
-             req->query != NULL ? "?" : "", req->query != NULL ? req->query : "");
-    rq.url = url;
-    rq.headers = b.list;
     rq.has_body = kg_hygiene_has_body(&sc->hy);
     rq.body_size = sc->hy.n_te > 0 ? -1 : sc->hy.content_length;
-    if (kg_relay_start(req->loop, &rq, &req->x, &err) != KG_OK) {
-        free(url);
+    rc = kg_relay_start(req->loop, &rq, &req->x, &err);
+    kg_outbound_cleanup(&ob);
+    if (rc != KG_OK) {
         kg_log_warnx("proxy: %s", err.msg);
         return send_error(req, conn, 500, "Internal error");
     }
-    free(url);
     kg_relay_on_mid_body_end(req->x, answer_mid_body, req);
     req->phase = REQ_PROXYING;
     return MHD_YES;

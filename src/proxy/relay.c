@@ -2,7 +2,7 @@
  * streamed both ways through two bounded ring buffers. Owns the curl easy
  * handle, the buffers and the suspend/resume handshake with the client
  * connection; does not decide anything and does not build the request
- * headers (http/front.c does). Everything runs on the owning loop's thread. */
+ * (proxy/outbound.c does). Everything runs on the owning loop's thread. */
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -271,7 +271,8 @@ kg_relay_start(struct kg_loop *loop, struct kg_relay_req *rq, struct kg_exchange
 
     *out = NULL;
     if (x == NULL) {
-        curl_slist_free_all(rq->headers);
+        curl_slist_free_all(rq->out->headers);
+        rq->out->headers = NULL;
         return kg_err_set(err, KG_ENOMEM, "out of memory");
     }
     x->loop = loop;
@@ -279,8 +280,8 @@ kg_relay_start(struct kg_loop *loop, struct kg_relay_req *rq, struct kg_exchange
     x->t.abort = transfer_abort;
     x->started_us = kg_time_mono_us();
     x->conn = rq->conn;
-    x->req_headers = rq->headers;
-    rq->headers = NULL;
+    x->req_headers = rq->out->headers;
+    rq->out->headers = NULL;
     x->has_body = rq->has_body;
     x->content_length = -1;
     x->easy = e = kg_loop_easy_get(loop);
@@ -288,7 +289,7 @@ kg_relay_start(struct kg_loop *loop, struct kg_relay_req *rq, struct kg_exchange
         rc = kg_err_set(err, KG_ENOMEM, "out of memory");
         goto cleanup;
     }
-    curl_easy_setopt(e, CURLOPT_URL, rq->url);
+    curl_easy_setopt(e, CURLOPT_URL, rq->out->url);
     curl_easy_setopt(e, CURLOPT_PRIVATE, &x->t);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->req_headers);
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
