@@ -26,7 +26,8 @@ bool kg_credential_feed(struct kg_cred *c, const struct kg_config *cfg, const ch
 enum kg_cred_result kg_credential_result(const struct kg_cred *c);
 
 /* True when name is a credential header (Authorization is one only when its
- * scheme is Bearer or ApiKey: pass the value). */
+ * scheme is Bearer or ApiKey: pass the value). kg_credhdr_is_credential()
+ * (keygate/credhdr.h), which the upstream filter asks. */
 bool kg_credential_is_cred_header(const struct kg_config *cfg, const char *name,
                                   const char *value);
 

@@ -1,6 +1,6 @@
 /* proxy/headers.c - hop-by-hop and Connection-named removal, credential,
  * identity-header and underscore-name stripping. Decides per header; building the lists is the
- * caller's (http/front.c for requests, proxy/relay.c for responses). */
+ * caller's (proxy/outbound.c for requests, proxy/relay.c for responses). */
 #include <string.h>
 #include <strings.h>
 
