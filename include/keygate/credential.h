@@ -14,19 +14,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include "keygate/config.h"
-
-enum kg_cred_result {
-    KG_CRED_NONE = 0, /* no credential header at all */
-    KG_CRED_ONE,      /* exactly one key (possibly repeated across different headers) */
-    KG_CRED_BAD,      /* malformed value, two different keys, or a header twice */
-};
-
-struct kg_cred {
-    const char *key; /* borrowed; not NUL-terminated at len */
-    size_t len;
-    unsigned seen;   /* bit per credential header name already seen */
-    bool bad;
-};
+#include "keygate/decide.h" /* struct kg_cred: what this module fills in */
 
 void kg_credential_init(struct kg_cred *c);
 
@@ -38,7 +26,8 @@ bool kg_credential_feed(struct kg_cred *c, const struct kg_config *cfg, const ch
 enum kg_cred_result kg_credential_result(const struct kg_cred *c);
 
 /* True when name is a credential header (Authorization is one only when its
- * scheme is Bearer or ApiKey: pass the value). */
+ * scheme is Bearer or ApiKey: pass the value). kg_credhdr_is_credential()
+ * (keygate/credhdr.h), which the upstream filter asks. */
 bool kg_credential_is_cred_header(const struct kg_config *cfg, const char *name,
                                   const char *value);
 

@@ -11,9 +11,23 @@
 #include <stdbool.h>
 #include <stdint.h>
 #include "keygate/config.h"
-#include "keygate/credential.h"
 #include "keygate/digest.h"
 #include "keygate/keycache.h"
+
+/* The credential a request presents, as the front end parsed it
+ * (http/credential.c fills it in; the decision only reads it). */
+enum kg_cred_result {
+    KG_CRED_NONE = 0, /* no credential header at all */
+    KG_CRED_ONE,      /* exactly one key (possibly repeated across different headers) */
+    KG_CRED_BAD,      /* malformed value, two different keys, or a header twice */
+};
+
+struct kg_cred {
+    const char *key; /* borrowed; not NUL-terminated at len */
+    size_t len;
+    unsigned seen;   /* bit per credential header name already seen */
+    bool bad;
+};
 
 enum kg_verdict {
     KG_ALLOW = 0,

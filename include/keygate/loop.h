@@ -10,6 +10,8 @@
 #ifndef KEYGATE_LOOP_H
 #define KEYGATE_LOOP_H
 
+#include <stdbool.h>
+
 #include <curl/curl.h>
 #include <microhttpd.h>
 #include "keygate/runtime.h"
@@ -69,7 +71,23 @@ void kg_loop_conn_close(struct kg_loop *loop, void *ctx);
  * them, so requests in flight still reach the upstream. */
 curl_socket_t kg_loop_open_upstream_socket(void *clientp, curlsocktype purpose,
                                            struct curl_sockaddr *a);
-/* Head of the loop's list of live exchanges (owned by proxy/relay.c). */
-struct kg_exchange **kg_loop_relay_list(struct kg_loop *loop);
+/* A transfer on the loop's curl multi handle, as the loop knows it: its
+ * owner (proxy/relay.c) embeds one, sets its address as the easy handle's
+ * CURLOPT_PRIVATE and links it with kg_loop_transfer_add() while it lives.
+ * The loop calls done when curl reports the transfer finished; at shutdown
+ * it calls abort on each (end it, resume its client connection) until no
+ * transfer is suspended. The loop knows nothing else of a transfer. */
+struct kg_loop_transfer;
+typedef void (*kg_loop_transfer_done_fn)(struct kg_loop_transfer *t, CURLcode result);
+typedef void (*kg_loop_transfer_abort_fn)(struct kg_loop_transfer *t);
+struct kg_loop_transfer {
+    kg_loop_transfer_done_fn done;
+    kg_loop_transfer_abort_fn abort;
+    bool suspended; /* its client connection waits on it */
+    struct kg_loop_transfer *next, *prev; /* the loop's list */
+};
+void kg_loop_transfer_add(struct kg_loop *loop, struct kg_loop_transfer *t);
+/* Unlinks t; a transfer never added is left alone. */
+void kg_loop_transfer_remove(struct kg_loop *loop, struct kg_loop_transfer *t);
 
 #endif

@@ -18,6 +18,7 @@
 #include <curl/curl.h>
 #include <microhttpd.h>
 #include "keygate/loop.h"
+#include "keygate/outbound.h"
 #include "keygate/status.h"
 
 #define KG_RELAY_BUF_BYTES (256 * 1024)
@@ -27,8 +28,10 @@ struct kg_exchange;
 
 struct kg_relay_req {
     const char *method;
-    const char *url;              /* full upstream URL */
-    struct curl_slist *headers;   /* ownership passes to the relay */
+    /* URL and headers (proxy/outbound.c): the relay takes the header list
+     * (out->headers is NULL after kg_relay_start, whatever it returns);
+     * the URL stays the caller's. */
+    struct kg_outbound *out;
     bool has_body;
     int64_t body_size;            /* -1: unknown (chunked) */
     struct MHD_Connection *conn;
@@ -85,16 +88,8 @@ void kg_relay_on_mid_body_end(struct kg_exchange *x, void (*cb)(void *ctx), void
 /* The client connection the exchange belongs to. */
 struct MHD_Connection *kg_relay_connection(const struct kg_exchange *x);
 
-/* For the loop: the transfer of easy finished with result. */
-void kg_relay_on_done(CURL *easy, CURLcode result);
-
 /* Aborts a running transfer, resumes a suspended connection and frees. NULL ok. */
 void kg_relay_free(struct kg_exchange *x);
 
-/* For the loop at shutdown: aborts every transfer of this loop and resumes
- * its suspended connections, so MHD can finish them (with a 503). */
-void kg_relay_resume_all(struct kg_loop *loop);
-/* True while any exchange of this loop has its client connection suspended. */
-bool kg_relay_any_suspended(struct kg_loop *loop);
 
 #endif

@@ -1,6 +1,6 @@
 /* keygate/runtime.h - what every event loop of a running daemon shares.
  *
- * Built once by server/serve.c. The config is swapped whole on reload
+ * Built once by daemon/serve.c. The config is swapped whole on reload
  * (keygate/cfgswap.h): acquire it, never keep a pointer past the request
  * or call that acquired it. The secret is read-only; the key cache
  * publishes snapshots; counters are atomic. Any thread may read.

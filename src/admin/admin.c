@@ -29,6 +29,7 @@
 #include "keygate/keywatch.h"
 #include "keygate/log.h"
 #include "keygate/metrics.h"
+#include "keygate/reply.h"
 #include "keygate/respond.h"
 #include "keygate/scope.h"
 #include "keygate/timeutil.h"
@@ -89,30 +90,15 @@ struct areq {
 
 /* ---- answers ---- */
 
+/* Every admin answer is JSON (keygate/reply.h) and never cached. */
 static enum MHD_Result
 queue(struct MHD_Connection *conn, unsigned status, struct MHD_Response *resp, bool close,
       const char *allow, int retry_after_s, const char *www_auth)
 {
-    enum MHD_Result ret;
-    char retry[24];
+    const struct kg_reply_hdrs h = {.no_store = true, .close = close, .allow = allow,
+                                    .retry_after_s = retry_after_s, .www_authenticate = www_auth};
 
-    if (resp == NULL)
-        return MHD_NO;
-    MHD_add_response_header(resp, "Content-Type", "application/json");
-    MHD_add_response_header(resp, "Cache-Control", "no-store");
-    if (close)
-        MHD_add_response_header(resp, "Connection", "close");
-    if (allow != NULL)
-        MHD_add_response_header(resp, "Allow", allow);
-    if (www_auth != NULL)
-        MHD_add_response_header(resp, "WWW-Authenticate", www_auth);
-    if (retry_after_s > 0) {
-        snprintf(retry, sizeof(retry), "%d", retry_after_s);
-        MHD_add_response_header(resp, "Retry-After", retry);
-    }
-    ret = MHD_queue_response(conn, status, resp);
-    MHD_destroy_response(resp);
-    return ret;
+    return kg_reply_json(conn, status, resp, &h);
 }
 
 static enum MHD_Result
@@ -127,10 +113,9 @@ send_static(struct MHD_Connection *conn, unsigned status, const char *body)
 static enum MHD_Result
 send_answer(struct MHD_Connection *conn, const struct kg_answer *ans, const char *allow)
 {
-    return queue(
-        conn, ans->status,
-        MHD_create_response_from_buffer(ans->body_len, (void *)ans->body, MHD_RESPMEM_MUST_COPY),
-        ans->close, allow, ans->retry_after_s, ans->www_authenticate);
+    const struct kg_reply_hdrs h = {.no_store = true, .allow = allow};
+
+    return kg_reply_answer(conn, ans, &h);
 }
 
 static enum MHD_Result

@@ -53,15 +53,14 @@ kg_decide(const struct kg_config *cfg, const struct kg_keysnap *snap,
     const struct kg_keyent *ent;
 
     memset(out, 0, sizeof(*out));
-    switch (kg_credential_result(cred)) {
-    case KG_CRED_NONE:
-        out->verdict = KG_DENY_NO_CREDENTIAL;
-        return;
-    case KG_CRED_BAD:
+    /* The credential arrives parsed: two keys or a malformed one is bad. */
+    if (cred->bad) {
         out->verdict = KG_DENY_INVALID;
         return;
-    case KG_CRED_ONE:
-        break;
+    }
+    if (cred->key == NULL) {
+        out->verdict = KG_DENY_NO_CREDENTIAL;
+        return;
     }
     if (!kg_keyfmt_check(cred->key, cred->len)) {
         out->verdict = KG_DENY_INVALID;

@@ -1,12 +1,12 @@
 /* proxy/headers.c - hop-by-hop and Connection-named removal, credential,
  * identity-header and underscore-name stripping. Decides per header; building the lists is the
- * caller's (http/front.c for requests, proxy/relay.c for responses). */
+ * caller's (proxy/outbound.c for requests, proxy/relay.c for responses). */
 #include <string.h>
 #include <strings.h>
 
 #include <sodium.h>
 
-#include "keygate/credential.h"
+#include "keygate/credhdr.h"
 #include "keygate/headers.h"
 
 static const char *const hop_by_hop[] = {
@@ -79,7 +79,7 @@ keygate_owned(const struct kg_config *cfg, const char *name, const char *value,
     return kg_headers_hop_by_hop(name, conn_tokens) || is_replaced(name) ||
            strcasecmp(name, "X-Real-IP") == 0 || strncasecmp(name, "X-Keygate-", 10) == 0 ||
            strncasecmp(name, "X-Forwarded-", 12) == 0 ||
-           kg_credential_is_cred_header(cfg, name, value);
+           kg_credhdr_is_credential(cfg, name, value);
 }
 
 /* A name with "_": CGI, WSGI and Rack turn "-" and "_" into the same "_",
@@ -114,7 +114,7 @@ kg_headers_drop_request(const struct kg_config *cfg, const char *name, const cha
     /* Identity headers come only from keygate: a forged one never arrives. */
     if (strncasecmp(name, "X-Keygate-", 10) == 0)
         return true;
-    if (!cfg->forward_credentials && kg_credential_is_cred_header(cfg, name, value))
+    if (!cfg->forward_credentials && kg_credhdr_is_credential(cfg, name, value))
         return true;
     return false;
 }

@@ -2,7 +2,8 @@
  * streamed both ways through two bounded ring buffers. Owns the curl easy
  * handle, the buffers and the suspend/resume handshake with the client
  * connection; does not decide anything and does not build the request
- * headers (http/front.c does). Everything runs on the owning loop's thread. */
+ * (proxy/outbound.c does). Everything runs on the owning loop's thread. */
+#include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
@@ -23,13 +24,12 @@ struct ring {
 #define RING_START (16 * 1024)
 
 struct kg_exchange {
+    struct kg_loop_transfer t; /* what the loop knows of it; CURLOPT_PRIVATE */
     struct kg_loop *loop;
-    struct kg_exchange *next, *prev;
     CURL *easy;
     bool in_multi;
     struct curl_slist *req_headers;
     struct MHD_Connection *conn;
-    bool suspended;
 
     struct ring up;
     bool has_body, up_done, read_paused;
@@ -159,8 +159,8 @@ ring_get(struct ring *r, char *p, size_t n)
 static void
 wake(struct kg_exchange *x)
 {
-    if (x->suspended) {
-        x->suspended = false;
+    if (x->t.suspended) {
+        x->t.suspended = false;
         MHD_resume_connection(x->conn);
         kg_loop_note_resume(x->loop);
     }
@@ -257,30 +257,8 @@ on_header(char *p, size_t size, size_t nitems, void *ud)
     return n;
 }
 
-static void
-list_link(struct kg_exchange *x)
-{
-    struct kg_exchange **head = kg_loop_relay_list(x->loop);
-
-    x->next = *head;
-    if (*head != NULL)
-        (*head)->prev = x;
-    *head = x;
-}
-
-static void
-list_unlink(struct kg_exchange *x)
-{
-    struct kg_exchange **head = kg_loop_relay_list(x->loop);
-
-    if (x->prev != NULL)
-        x->prev->next = x->next;
-    else if (*head == x)
-        *head = x->next;
-    if (x->next != NULL)
-        x->next->prev = x->prev;
-    x->next = x->prev = NULL;
-}
+static void transfer_done(struct kg_loop_transfer *t, CURLcode result);
+static void transfer_abort(struct kg_loop_transfer *t);
 
 enum kg_status
 kg_relay_start(struct kg_loop *loop, struct kg_relay_req *rq, struct kg_exchange **out,
@@ -293,14 +271,17 @@ kg_relay_start(struct kg_loop *loop, struct kg_relay_req *rq, struct kg_exchange
 
     *out = NULL;
     if (x == NULL) {
-        curl_slist_free_all(rq->headers);
+        curl_slist_free_all(rq->out->headers);
+        rq->out->headers = NULL;
         return kg_err_set(err, KG_ENOMEM, "out of memory");
     }
     x->loop = loop;
+    x->t.done = transfer_done;
+    x->t.abort = transfer_abort;
     x->started_us = kg_time_mono_us();
     x->conn = rq->conn;
-    x->req_headers = rq->headers;
-    rq->headers = NULL;
+    x->req_headers = rq->out->headers;
+    rq->out->headers = NULL;
     x->has_body = rq->has_body;
     x->content_length = -1;
     x->easy = e = kg_loop_easy_get(loop);
@@ -308,8 +289,8 @@ kg_relay_start(struct kg_loop *loop, struct kg_relay_req *rq, struct kg_exchange
         rc = kg_err_set(err, KG_ENOMEM, "out of memory");
         goto cleanup;
     }
-    curl_easy_setopt(e, CURLOPT_URL, rq->url);
-    curl_easy_setopt(e, CURLOPT_PRIVATE, x);
+    curl_easy_setopt(e, CURLOPT_URL, rq->out->url);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, &x->t);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->req_headers);
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
     curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
@@ -363,7 +344,7 @@ kg_relay_start(struct kg_loop *loop, struct kg_relay_req *rq, struct kg_exchange
         goto cleanup;
     }
     x->in_multi = true;
-    list_link(x);
+    kg_loop_transfer_add(loop, &x->t);
     *out = x;
     x = NULL;
 cleanup:
@@ -518,8 +499,8 @@ kg_relay_take_body(struct kg_exchange *x, char **out, size_t *len)
 void
 kg_relay_suspend(struct kg_exchange *x)
 {
-    if (!x->suspended) {
-        x->suspended = true;
+    if (!x->t.suspended) {
+        x->t.suspended = true;
         MHD_suspend_connection(x->conn);
     }
 }
@@ -555,27 +536,34 @@ kg_relay_on_mid_body_end(struct kg_exchange *x, void (*cb)(void *ctx), void *ctx
     x->mid_body_ctx = ctx;
 }
 
-void
-kg_relay_on_done(CURL *easy, CURLcode result)
+static struct kg_exchange *
+exchange_of(struct kg_loop_transfer *t)
 {
-    struct kg_exchange *x = NULL;
+    return (struct kg_exchange *)(void *)((char *)t - offsetof(struct kg_exchange, t));
+}
 
-    curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&x);
-    if (x == NULL)
-        return;
+/* The loop's call: curl finished the transfer with result. */
+static void
+transfer_done(struct kg_loop_transfer *t, CURLcode result)
+{
+    struct kg_exchange *x = exchange_of(t);
+
     if (result != CURLE_OK)
         kg_log_debug("upstream exchange failed: %s", curl_easy_strerror(result));
     finish(x, result, result == CURLE_OPERATION_TIMEDOUT ? 504 : 502);
 }
 
-void
-kg_relay_resume_all(struct kg_loop *loop)
+/* The loop's call at shutdown: a transfer still running ends with a 503,
+ * and a suspended client connection is resumed so MHD can finish it. */
+static void
+transfer_abort(struct kg_loop_transfer *t)
 {
-    for (struct kg_exchange *x = *kg_loop_relay_list(loop); x != NULL; x = x->next)
-        if (!x->transfer_done)
-            finish(x, CURLE_ABORTED_BY_CALLBACK, 503);
-        else
-            wake(x);
+    struct kg_exchange *x = exchange_of(t);
+
+    if (!x->transfer_done)
+        finish(x, CURLE_ABORTED_BY_CALLBACK, 503);
+    else
+        wake(x);
 }
 
 void
@@ -585,20 +573,11 @@ kg_relay_free(struct kg_exchange *x)
         return;
     if (x->in_multi)
         curl_multi_remove_handle(kg_loop_multi(x->loop), x->easy);
-    list_unlink(x);
+    kg_loop_transfer_remove(x->loop, &x->t);
     kg_loop_easy_put(x->loop, x->easy);
     curl_slist_free_all(x->req_headers);
     free(x->up.buf);
     free(x->down.buf);
     free(x->hdrs);
     free(x);
-}
-
-bool
-kg_relay_any_suspended(struct kg_loop *loop)
-{
-    for (struct kg_exchange *x = *kg_loop_relay_list(loop); x != NULL; x = x->next)
-        if (x->suspended)
-            return true;
-    return false;
 }

@@ -19,7 +19,6 @@
 #include "keygate/log.h"
 #include "keygate/loop.h"
 #include "keygate/metrics.h"
-#include "keygate/relay.h"
 #include "keygate/timeutil.h"
 
 #define MAX_DAEMONS 4
@@ -54,7 +53,7 @@ struct kg_loop {
     bool quiesced;
     pthread_t thread;
     bool started;
-    struct kg_exchange *relays;
+    struct kg_loop_transfer *transfers; /* live upstream transfers (proxy/relay.c) */
     unsigned char *sock_state; /* per fd: SOCK_* */
     size_t nsock_state;
     CURL *easy_pool[EASY_POOL_MAX];
@@ -470,8 +469,13 @@ drain_curl_messages(struct kg_loop *loop)
     int left;
 
     while ((msg = curl_multi_info_read(loop->multi, &left)) != NULL) {
-        if (msg->msg == CURLMSG_DONE)
-            kg_relay_on_done(msg->easy_handle, msg->data.result);
+        struct kg_loop_transfer *t = NULL;
+
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        curl_easy_getinfo(msg->easy_handle, CURLINFO_PRIVATE, (char **)&t);
+        if (t != NULL)
+            t->done(t, msg->data.result);
     }
 }
 
@@ -613,10 +617,15 @@ loop_main(void *arg)
     /* MHD must not be stopped with suspended connections: wake them all and
      * let MHD finish them (the relay answers 503 to anything still waiting). */
     for (int round = 0; round < 100; round++) {
-        kg_relay_resume_all(loop);
+        bool suspended = false;
+
+        for (struct kg_loop_transfer *t = loop->transfers; t != NULL; t = t->next)
+            t->abort(t);
         for (size_t i = 0; i < loop->ndaemons; i++)
             MHD_run(loop->daemons[i]);
-        if (!kg_relay_any_suspended(loop))
+        for (struct kg_loop_transfer *t = loop->transfers; t != NULL && !suspended; t = t->next)
+            suspended = t->suspended;
+        if (!suspended)
             break;
     }
     return NULL;
@@ -702,10 +711,26 @@ kg_loop_runtime(struct kg_loop *loop)
     return loop->rt;
 }
 
-struct kg_exchange **
-kg_loop_relay_list(struct kg_loop *loop)
+void
+kg_loop_transfer_add(struct kg_loop *loop, struct kg_loop_transfer *t)
 {
-    return &loop->relays;
+    t->prev = NULL;
+    t->next = loop->transfers;
+    if (loop->transfers != NULL)
+        loop->transfers->prev = t;
+    loop->transfers = t;
+}
+
+void
+kg_loop_transfer_remove(struct kg_loop *loop, struct kg_loop_transfer *t)
+{
+    if (t->prev != NULL)
+        t->prev->next = t->next;
+    else if (loop->transfers == t)
+        loop->transfers = t->next;
+    if (t->next != NULL)
+        t->next->prev = t->prev;
+    t->next = t->prev = NULL;
 }
 
 CURL *

@@ -1,6 +1,6 @@
 /* server/reload.c - the directives a reload must not change in a running
  * daemon, one table row each, and how to say so. The rest of the reload
- * (loading, logging, publishing) is serve.c's. */
+ * (loading, logging, publishing) is daemon/serve.c's. */
 #include <inttypes.h>
 #include <stdbool.h>
 #include <stdio.h>

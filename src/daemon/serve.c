@@ -1,4 +1,6 @@
-/* server/serve.c - the daemon's life: startup order (config -> store ->
+/* daemon/serve.c - the daemon's life, and the one place that wires every
+ * module together (which is why it sits above server/, http/, auth/ and
+ * proxy/ rather than in one of them): startup order (config -> store ->
  * secret -> key cache -> worker -> listeners -> loops -> admin listener),
  * the main thread's duties (signals, reloading the config on SIGHUP,
  * noticing key changes made by other processes, writing last-used times
