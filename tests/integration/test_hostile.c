@@ -6,7 +6,7 @@
  * valid key, so only the check under test can stop the request), and
  * NNNN-name.want what must come back (see tests/cases/http/README.md).
  *
- * The full form pins everything:
+ * Each answer is pinned whole:
  *
  *   answer ... end        one block per answer, in order: its exact bytes
  *                         (status line, headers, blank line, body), with
@@ -16,21 +16,15 @@
  *                         order: method, target, version, headers, body
  *   closed yes|no         whether the server must close the connection
  *
- * The old form only samples (kept until every case is converted):
- *
- *   status 400            the status of each answer, in order; "none": no answer
- *   contains TEXT         TEXT appears in the raw answer bytes (repeatable)
- *   upstream N            requests the upstream must have seen (default 0
- *                         when no answer is 2xx)
- *
  * Every case is one cmocka test named after its file; adding a case is
  * adding a file. After all of them the daemon must still answer /health.
  *
  * Cases in tests/cases/admin/ (same two files, same directives except
- * "received" and "upstream") are sent to the admin listener instead, with ${KEY} the
+ * "received") are sent to the admin listener instead, with ${KEY} the
  * platform admin key `keygate init` printed; there, the number of keys in
  * the store must not change unless an answer is 2xx (the admin API's
- * counterpart of "upstream 0": a request that slipped through would make one).
+ * counterpart of "the upstream received nothing": a request that slipped
+ * through would make one).
  */
 #include <dirent.h>
 #include <setjmp.h>
@@ -48,16 +42,7 @@
 #include "helpers/http.h"
 #include "helpers/upstream.h"
 
-/* 1: every case must be in the full form, and an old-form case fails when
- * the bytes do not split into exactly its answers (an answer sent twice).
- * Flip to 1 once 0007, 0008, 0009, 0015, 0021 and 0030 are converted
- * (issue 19: their libmicrohttpd-level answers are being fixed). */
-#ifndef KT_HOSTILE_STRICT
-#define KT_HOSTILE_STRICT 0
-#endif
-
 #define MAX_STATUSES 8
-#define MAX_CONTAINS 8
 #define CASE_DEADLINE_MS 5000L
 /* How long to watch for a close after the last expected answer: a server
  * closes right after its answer, so "closed yes" waits generously, and
@@ -73,15 +58,11 @@ struct blob {
 
 struct want {
     int statuses[MAX_STATUSES];
-    size_t nstatuses; /* 0 with "status none" */
+    size_t nstatuses; /* 0 with "answer none" */
     bool status_set;
-    char *contains[MAX_CONTAINS];
-    size_t ncontains;
     bool closed;
     bool closed_set;
-    long upstream; /* -1: default */
-    /* the full form */
-    bool full;
+    long upstream; /* requests the upstream must see; admin: 0, or -1 after a 2xx */
     struct blob answers[MAX_STATUSES];
     size_t nanswers;
     struct blob received[MAX_STATUSES];
@@ -246,8 +227,6 @@ substitute_key(const char *raw, size_t len, const char *key, size_t *out_len)
 static void
 want_cleanup(struct want *w)
 {
-    for (size_t i = 0; i < w->ncontains; i++)
-        free(w->contains[i]);
     for (size_t i = 0; i < w->nanswers; i++)
         free(w->answers[i].p);
     for (size_t i = 0; i < w->nreceived; i++)
@@ -266,7 +245,7 @@ free_slots(void **state)
     return 0;
 }
 
-/* ---- the full form: blocks with placeholders ---- */
+/* ---- blocks with placeholders ---- */
 
 /* Placeholders the driver fills in before comparing... */
 #define PH_KEY "${KEY}"
@@ -380,10 +359,8 @@ parse_want(const char *path, bool admin, struct want *w)
 {
     size_t len, pos = 0;
     char *text = slurp(path, &len);
-    bool old = false;
 
     memset(w, 0, sizeof(*w));
-    w->upstream = -1;
     if (text == NULL)
         fail_msg("%s: cannot read", path);
     CB = text; /* freed by free_slots should a check below fail */
@@ -402,7 +379,7 @@ parse_want(const char *path, bool admin, struct want *w)
         if (arg != NULL)
             *arg++ = '\0';
         if (strcmp(line, "answer") == 0 && arg != NULL && strcmp(arg, "none") == 0) {
-            w->full = w->status_set = true;
+            w->status_set = true;
         } else if ((strcmp(line, "answer") == 0 || strcmp(line, "received") == 0) && arg == NULL) {
             bool answer = line[0] == 'a';
             size_t *count = answer ? &w->nanswers : &w->nreceived;
@@ -418,51 +395,29 @@ parse_want(const char *path, bool admin, struct want *w)
                 if (w->answers[*count - 1].len < 12 ||
                     memcmp(w->answers[*count - 1].p, "HTTP/1.1 ", 9) != 0)
                     fail_msg("%s: an answer block starts with its status line", path);
-                w->full = w->status_set = true;
+                w->status_set = true;
                 w->statuses[w->nstatuses++] = atoi(w->answers[*count - 1].p + 9);
             }
-        } else if (strcmp(line, "status") == 0 && arg != NULL) {
-            old = w->status_set = true;
-            if (strcmp(arg, "none") == 0)
-                continue;
-            for (char *s = strtok(arg, " "); s != NULL; s = strtok(NULL, " "))
-                if (w->nstatuses < MAX_STATUSES)
-                    w->statuses[w->nstatuses++] = atoi(s);
-        } else if (strcmp(line, "contains") == 0 && arg != NULL && w->ncontains < MAX_CONTAINS) {
-            old = true;
-            w->contains[w->ncontains++] = strdup(arg);
         } else if (strcmp(line, "closed") == 0 && arg != NULL &&
                    (strcmp(arg, "yes") == 0 || strcmp(arg, "no") == 0)) {
             w->closed = strcmp(arg, "yes") == 0;
             w->closed_set = true;
-        } else if (strcmp(line, "upstream") == 0 && arg != NULL && !admin) {
-            old = true;
-            w->upstream = atol(arg);
         } else {
             fail_msg("%s: cannot understand \"%s %s\"", path, line, arg != NULL ? arg : "");
         }
     }
     CB = NULL;
     free(text);
-    if (w->full && old)
-        fail_msg("%s: answer/received blocks and status/contains/upstream lines do not mix", path);
-    if (w->nreceived > 0 && !w->full)
-        fail_msg("%s: received blocks need answer blocks", path);
-    if (!w->full && KT_HOSTILE_STRICT)
-        fail_msg("%s: not in the full form (answer/received blocks): see README.md", path);
     if (!w->status_set || !w->closed_set)
-        fail_msg("%s: needs an answer (or status) and a closed line", path);
-    if (w->full && !admin) {
+        fail_msg("%s: needs answer blocks (or \"answer none\") and a closed line", path);
+    if (!admin) {
         w->upstream = (long)w->nreceived;
         return;
     }
     /* In an admin case, 0 means the key count must not change. */
-    if (w->upstream < 0) {
-        w->upstream = 0;
-        for (size_t i = 0; i < w->nstatuses; i++)
-            if (w->statuses[i] >= 200 && w->statuses[i] < 300)
-                w->upstream = -1; /* a success may or may not be proxied: not checked */
-    }
+    for (size_t i = 0; i < w->nstatuses; i++)
+        if (w->statuses[i] >= 200 && w->statuses[i] < 300)
+            w->upstream = -1; /* a success may make a key: not checked */
 }
 
 /* Compares what came (act) with a block (exp), placeholders matched.
@@ -560,17 +515,6 @@ print_answer(const struct kt_raw_result *r)
     print_bytes(r->closed ? "answer (then closed)" : "answer (left open)", r->data, r->len);
 }
 
-static bool
-memcontains(const char *hay, size_t hlen, const char *needle)
-{
-    size_t nlen = strlen(needle);
-
-    for (size_t i = 0; i + nlen <= hlen; i++)
-        if (memcmp(hay + i, needle, nlen) == 0)
-            return true;
-    return false;
-}
-
 /* Keys in the store, revoked ones included. */
 static size_t
 count_keys(void)
@@ -623,9 +567,9 @@ run_case(void **state)
     if (nresp > 0)
         used = resps[nresp - 1].body_off + resps[nresp - 1].body_len;
     /* An answer sent twice: a second status line inside the first answer's
-     * body, or bytes after the last answer. The full form's exact bytes
-     * catch both; the old form's check waits for KT_HOSTILE_STRICT. */
-    if ((CW.full || KT_HOSTILE_STRICT) && nresp == CW.nstatuses) {
+     * body, or bytes after the last answer. The exact bytes below catch
+     * both too; this says which it is. */
+    if (nresp == CW.nstatuses) {
         for (size_t i = 0; i < nresp; i++) {
             if (resps[i].body_len >= 7 && memcmp(CR.data + resps[i].body_off, "HTTP/1.", 7) == 0) {
                 print_error("%s: answer %zu holds a second status line\n", c->name, i + 1);
@@ -661,16 +605,10 @@ run_case(void **state)
         }
         free(got);
     }
-    if (!c->admin && CW.full && kt_upstream_request_count(W.up) - before_req != CW.nreceived) {
+    if (!c->admin && kt_upstream_request_count(W.up) - before_req != CW.nreceived) {
         print_error("%s: the upstream received %zu whole request(s), wanted %zu\n", c->name,
                     kt_upstream_request_count(W.up) - before_req, CW.nreceived);
         ok = false;
-    }
-    for (size_t i = 0; i < CW.ncontains; i++) {
-        if (!memcontains(CR.data, CR.len, CW.contains[i])) {
-            print_error("%s: answer lacks \"%s\"\n", c->name, CW.contains[i]);
-            ok = false;
-        }
     }
     if (CR.closed != CW.closed) {
         print_error("%s: connection %s, wanted %s\n", c->name, CR.closed ? "closed" : "open",
