@@ -1,7 +1,7 @@
 /* admin/routes_keys.c - /v1/keys: create, list, show, update, revoke,
  * rotate, usage. Each handler turns JSON and query parameters into a
  * manage/keys.h call with the caller's fence and actor, and the result into
- * JSON (cli/output.c's key shape, so the API and `keygate keys --json`
+ * JSON (manage/render.c's key shape, so the API and `keygate keys --json`
  * agree). Revocation, rotation and every other change reload the key cache
  * before the answer is sent.
  */
@@ -11,7 +11,7 @@
 #include "admin/admin_int.h"
 #include "keygate/keycache.h"
 #include "keygate/keys.h"
-#include "keygate/output.h"
+#include "keygate/render.h"
 #include "keygate/timeutil.h"
 
 static struct kg_keys_ctx
@@ -23,11 +23,11 @@ keys_ctx(const struct admin_call *c)
                                 .actor = c->caller.actor};
 }
 
-/* A key as `keygate keys show --json` prints it (cli/output.c owns the shape). */
+/* A key as `keygate keys show --json` prints it (manage/render.c owns the shape). */
 static json_t *
 key_json(const struct kg_key_rec *rec, int64_t now, bool detail)
 {
-    return kg_output_key_json(rec, kg_key_state_of(rec, now), detail);
+    return kg_render_key_json(rec, kg_key_state_of(rec, now), detail);
 }
 
 /* A key document whose "key" member is a placeholder for the full key. */

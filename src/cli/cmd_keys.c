@@ -122,11 +122,11 @@ kg_cli_print_new_key(const struct kg_key_rec *rec, const char *key, const struct
     enum kg_status rc;
 
     if (json) {
-        json_t *obj = kg_output_new_key_json(rec);
+        json_t *obj = kg_render_new_key_json(rec);
 
         if (obj != NULL && old != NULL &&
             (json_object_set_new(obj, "replaces", json_string(old->id)) != 0 ||
-             json_object_set_new(obj, "old_key_revoked_at", kg_output_time_json(old->revoked_at)) !=
+             json_object_set_new(obj, "old_key_revoked_at", kg_json_io_time(old->revoked_at)) !=
                  0)) {
             json_decref(obj);
             obj = NULL;
@@ -244,7 +244,7 @@ usage_json(const struct kg_key_usage *u)
     return json_pack("{s:I, s:{s:I, s:I, s:I}, s:o}", "requests", (json_int_t)u->requests, "denied",
                      "expired", (json_int_t)u->denied_expired, "forbidden",
                      (json_int_t)u->denied_forbidden, "rate_limited", (json_int_t)u->denied_rate,
-                     "last_used_at", kg_output_time_json(u->last_used_at));
+                     "last_used_at", kg_json_io_time(u->last_used_at));
 }
 
 /* Adds its "usage" to every key of a --json listing. After the walk, not in
@@ -285,7 +285,7 @@ list_row(const struct kg_key_rec *rec, enum kg_key_state state, void *ctx)
     struct list_walk *w = ctx;
     json_t *dst = w->lc->arr != NULL ? w->lc->arr : w->rows;
 
-    w->lc->failed = json_array_append_new(dst, kg_output_key_json(rec, state, false)) != 0;
+    w->lc->failed = json_array_append_new(dst, kg_render_key_json(rec, state, false)) != 0;
     return !w->lc->failed;
 }
 
@@ -488,7 +488,7 @@ print_key(const struct kg_key_rec *rec, int64_t now, bool json, const struct kg_
         print_key_fields(rec, state, now, u, in_use);
         return KG_CLI_EXIT_OK;
     }
-    o = kg_output_key_json(rec, state, true);
+    o = kg_render_key_json(rec, state, true);
     if (o != NULL && u != NULL && json_object_set_new(o, "usage", usage_json(u)) != 0) {
         json_decref(o);
         o = NULL;
