@@ -11,6 +11,7 @@
 
 #include <jansson.h>
 
+#include "keygate/keys.h"
 #include "keygate/store.h"
 
 /* A key as lists show it: name, id, key (masked), prefix, last4, scopes,
@@ -44,5 +45,15 @@ bool kg_render_user_usage(json_t *o, const struct kg_user_usage *used);
  * object, details (the JSON object; a string if it does not parse),
  * prev_hash, hash. New reference or NULL. */
 json_t *kg_render_audit_json(const struct kg_audit_entry *e);
+
+/* A key's "usage" member: requests, denied {expired, forbidden,
+ * rate_limited}, last_used_at. New reference or NULL. */
+json_t *kg_render_key_usage_json(const struct kg_key_usage *u);
+
+/* Adds to o (a key object) its "usage" (when u is not NULL) and, during a
+ * rotation's grace period (in_use not NONE), "still_in_use": true, false,
+ * or null when unknown. `keys list/show --json` and GET /v1/keys(/{id})
+ * both end with this. false when out of memory. */
+bool kg_render_key_extras(json_t *o, const struct kg_key_usage *u, enum kg_key_in_use in_use);
 
 #endif

@@ -695,3 +695,24 @@ cleanup:
     free(old);
     return rc;
 }
+
+enum kg_key_in_use
+kg_keys_rotation_in_use(const struct kg_keys_ctx *kc, const char *fence,
+                        const struct kg_key_rec *rec, int64_t now)
+{
+    struct kg_key_rec *fresh;
+    struct kg_err err = {{0}};
+    enum kg_key_in_use v;
+
+    if (rec->rotated_to[0] == '\0' || rec->revoked_at <= now)
+        return KG_KEY_IN_USE_NONE;
+    fresh = calloc(1, sizeof(*fresh));
+    if (fresh == NULL || kg_keys_get(kc, fence, rec->rotated_to, fresh, &err) != KG_OK)
+        v = KG_KEY_IN_USE_UNKNOWN;
+    else if (rec->last_used_at >= fresh->created_at && rec->last_used_at > 0)
+        v = KG_KEY_IN_USE_YES;
+    else
+        v = KG_KEY_IN_USE_NO;
+    free(fresh);
+    return v;
+}

@@ -187,3 +187,26 @@ kg_render_audit_json(const struct kg_audit_entry *e)
     return built(o, ok);
 }
 
+json_t *
+kg_render_key_usage_json(const struct kg_key_usage *u)
+{
+    return json_pack("{s:I, s:{s:I, s:I, s:I}, s:o}", "requests", (json_int_t)u->requests, "denied",
+                     "expired", (json_int_t)u->denied_expired, "forbidden",
+                     (json_int_t)u->denied_forbidden, "rate_limited", (json_int_t)u->denied_rate,
+                     "last_used_at", kg_json_io_time(u->last_used_at));
+}
+
+bool
+kg_render_key_extras(json_t *o, const struct kg_key_usage *u, enum kg_key_in_use in_use)
+{
+    json_t *v;
+
+    if (u != NULL && !put(o, "usage", kg_render_key_usage_json(u)))
+        return false;
+    if (in_use == KG_KEY_IN_USE_NONE)
+        return true;
+    v = in_use == KG_KEY_IN_USE_YES  ? json_true()
+        : in_use == KG_KEY_IN_USE_NO ? json_false()
+                                     : json_null();
+    return put(o, "still_in_use", v);
+}
