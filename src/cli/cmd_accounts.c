@@ -4,7 +4,7 @@
  * Each sub-verb parses its options, checks what it can before opening
  * anything, opens the instance, makes one call into manage/accounts.c as
  * "cli:<os user>" (the audit trail's actor) and prints the result through
- * output.c. No rule about tenants or users is decided here. The CLI is a
+ * output.c and manage/render.c. No rule about tenants or users is decided here. The CLI is a
  * platform admin: it passes no tenant fence.
  */
 #include <inttypes.h>

@@ -3,7 +3,7 @@
  * Each sub-verb parses its options, checks what it can before opening
  * anything (so a typo never creates a database or a secret), opens the
  * instance, makes one call into manage/keys.c and prints the result through
- * output.c. No rule about keys is decided here. A full key is printed only
+ * output.c and manage/render.c. No rule about keys is decided here. A full key is printed only
  * by create and rotate, once, through kg_output_secret_line() or
  * kg_output_json_secret(), and wiped right after.
  */
