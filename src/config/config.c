@@ -5,7 +5,7 @@
  * validators as user input), the field it fills and the environment variable
  * that overrides it. The rest is a line tokenizer and a loop over lines;
  * the rule directives (route, cost, tier, default_rate) are parsed in
- * rules.c.
+ * rules.c, and what a good single value looks like is values.c's.
  * Problems go to the caller's callback as "file:line: message", all of them;
  * this module never prints or logs. It only checks the form of addresses and
  * paths: binding sockets and opening the database are other modules' work.
@@ -27,22 +27,9 @@
 
 /* Longest duration any timeout may have; longer would only hide a hung peer. */
 #define DURATION_MAX_MS (24LL * 3600 * 1000)
-#define SCOPE_MAX 64
-static bool check_listen(const char *v);
-static bool check_admin_listen(const char *v);
-static bool check_upstream(const char *v);
-static bool check_path(const char *v);
-static bool check_url_path(const char *v);
-static bool check_fa_prefix(const char *v);
-static bool choose_mode(const char *v, int *out);
-static bool check_scope_list(const char *v);
-static bool check_signup_role(const char *v);
-static bool choose_error_style(const char *v, int *out);
-static bool choose_log_level(const char *v, int *out);
-static bool choose_log_format(const char *v, int *out);
+
 static enum kg_status parse_cred_header(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d,
                                         const char *const *argv, size_t argc);
-static bool choose_rl_headers(const char *v, int *out);
 static enum kg_status parse_auth_throttle(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d,
                                           const char *const *argv, size_t argc);
 static enum kg_status parse_trusted_proxies(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d,
@@ -58,26 +45,26 @@ static enum kg_status parse_tls_priorities(struct kg_cfg_loader *ld, const struc
 /* clang-format off */
 static const struct kg_cfg_directive directives[] = {
     {.name = "listen", .kind = K_STRING, .def = "0.0.0.0:8080", .off = OFF(listen),
-     .env = "KEYGATE_LISTEN", .check = check_listen, .want = "host:port"},
+     .env = "KEYGATE_LISTEN", .check = kg_cfg_check_listen, .want = "host:port"},
     {.name = "admin_listen", .kind = K_STRING, .def = "127.0.0.1:8081", .off = OFF(admin_listen),
-     .env = "KEYGATE_ADMIN_LISTEN", .check = check_admin_listen, .want = "host:port or off"},
+     .env = "KEYGATE_ADMIN_LISTEN", .check = kg_cfg_check_admin_listen, .want = "host:port or off"},
     {.name = "upstream", .kind = K_STRING, .def = "http://127.0.0.1:3000", .off = OFF(upstream),
-     .env = "KEYGATE_UPSTREAM", .check = check_upstream,
+     .env = "KEYGATE_UPSTREAM", .check = kg_cfg_check_upstream,
      .want = "an http:// or https:// URL such as http://127.0.0.1:3000/base"},
     {.name = "database", .kind = K_STRING, .def = "data/keygate.db", .off = OFF(database),
-     .env = "KEYGATE_DATABASE", .check = check_path, .want = "a file path"},
+     .env = "KEYGATE_DATABASE", .check = kg_cfg_check_path, .want = "a file path"},
     {.name = "secret_file", .kind = K_STRING, .def = "data/secret", .off = OFF(secret_file),
-     .env = "KEYGATE_SECRET_FILE", .check = check_path, .want = "a file path"},
+     .env = "KEYGATE_SECRET_FILE", .check = kg_cfg_check_path, .want = "a file path"},
     {.name = "key_prefix", .kind = K_STRING, .def = "kg_", .off = OFF(key_prefix),
      .env = "KEYGATE_KEY_PREFIX", .check = kg_config_prefix_ok,
      .want = "1 to 32 characters of A-Z a-z 0-9 _"},
     {.name = "mode", .kind = K_CHOICE, .def = "proxy", .off = OFF(mode), .env = "KEYGATE_MODE",
-     .choose = choose_mode, .want = "proxy or forward_auth"},
+     .choose = kg_cfg_choose_mode, .want = "proxy or forward_auth"},
     {.name = "forward_auth_prefix", .kind = K_STRING, .def = "", .off = OFF(forward_auth_prefix),
-     .env = "KEYGATE_FORWARD_AUTH_PREFIX", .check = check_fa_prefix,
+     .env = "KEYGATE_FORWARD_AUTH_PREFIX", .check = kg_cfg_check_fa_prefix,
      .want = "a normalised absolute path such as /authz, or \"\" for none"},
     {.name = "error_style", .kind = K_CHOICE, .def = "detail", .off = OFF(error_style),
-     .env = "KEYGATE_ERROR_STYLE", .choose = choose_error_style, .want = "detail or error"},
+     .env = "KEYGATE_ERROR_STYLE", .choose = kg_cfg_choose_error_style, .want = "detail or error"},
     {.name = "require_scopes", .kind = K_BOOL, .def = "off", .off = OFF(require_scopes)},
     {.name = "forward_credentials", .kind = K_BOOL, .def = "off",
      .off = OFF(forward_credentials)},
@@ -110,20 +97,20 @@ static const struct kg_cfg_directive directives[] = {
     {.name = "workers", .kind = K_INT, .def = "0", .off = OFF(workers), .env = "KEYGATE_WORKERS",
      .min = 0, .max = 64},
     {.name = "log_level", .kind = K_CHOICE, .def = "info", .off = OFF(log_level),
-     .env = "KEYGATE_LOG_LEVEL", .choose = choose_log_level, .want = "error, warn, info or debug"},
+     .env = "KEYGATE_LOG_LEVEL", .choose = kg_cfg_choose_log_level, .want = "error, warn, info or debug"},
     {.name = "log_format", .kind = K_CHOICE, .def = "text", .off = OFF(log_format),
-     .env = "KEYGATE_LOG_FORMAT", .choose = choose_log_format, .want = "text or json"},
+     .env = "KEYGATE_LOG_FORMAT", .choose = kg_cfg_choose_log_format, .want = "text or json"},
     {.name = "access_log", .kind = K_STRING, .def = "off", .off = OFF(access_log),
-     .env = "KEYGATE_ACCESS_LOG", .check = check_path, .want = "off, stdout, stderr or a file path"},
+     .env = "KEYGATE_ACCESS_LOG", .check = kg_cfg_check_path, .want = "off, stdout, stderr or a file path"},
     {.name = "max_header_bytes", .kind = K_BYTES, .def = "16k", .off = OFF(max_header_bytes),
      .min = 1024, .max = 1048576},
     {.name = "signup", .kind = K_BOOL, .def = "off", .off = OFF(signup)},
     {.name = "signup_path", .kind = K_STRING, .def = "/api/v1/signup/", .off = OFF(signup_path),
-     .check = check_url_path, .want = "a normalised absolute path such as /api/v1/signup/"},
+     .check = kg_cfg_check_url_path, .want = "a normalised absolute path such as /api/v1/signup/"},
     {.name = "signup_tenant", .kind = K_STRING, .def = "signup", .off = OFF(signup_tenant),
      .check = kg_cfg_check_slug, .want = "a tenant name: 1 to 64 characters of A-Z a-z 0-9 _ . -"},
     {.name = "signup_role", .kind = K_STRING, .def = KG_SIGNUP_ROLE_NONE, .off = OFF(signup_role),
-     .check = check_signup_role,
+     .check = kg_cfg_check_signup_role,
      .want = "none or a comma-separated scope list such as read:*,write:items"},
     {.name = "signup_tier", .kind = K_STRING, .def = "default", .off = OFF(signup_tier),
      .check = kg_cfg_check_slug, .want = "a tier name: 1 to 64 characters of A-Z a-z 0-9 _ . -"},
@@ -133,20 +120,20 @@ static const struct kg_cfg_directive directives[] = {
     {.name = "route_case", .kind = K_CHOICE, .def = "insensitive", .off = OFF(route_case),
      .choose = kg_cfg_choose_route_case, .want = "insensitive or sensitive"},
     {.name = "ratelimit_headers", .kind = K_CHOICE, .def = "standard",
-     .off = OFF(ratelimit_headers), .choose = choose_rl_headers, .want = "standard or legacy"},
+     .off = OFF(ratelimit_headers), .choose = kg_cfg_choose_rl_headers, .want = "standard or legacy"},
     {.name = "auth_throttle", .kind = K_CUSTOM, .def = "20/min 60s", .parse = parse_auth_throttle,
      .want = "N/s, N/min or N/h and a cool-down such as 60s, or off"},
     {.name = "trusted_proxies", .kind = K_CUSTOM, .parse = parse_trusted_proxies, .multi = true,
      .want = "IPv4 or IPv6 addresses or CIDR blocks such as 10.0.0.0/8 fd00::/8, or none"},
     {.name = "tls_certificate", .kind = K_STRING, .off = OFF(tls_certificate),
-     .env = "KEYGATE_TLS_CERTIFICATE", .check = check_path, .want = "a PEM file path"},
+     .env = "KEYGATE_TLS_CERTIFICATE", .check = kg_cfg_check_path, .want = "a PEM file path"},
     {.name = "tls_key", .kind = K_STRING, .off = OFF(tls_key), .env = "KEYGATE_TLS_KEY",
-     .check = check_path, .want = "a PEM file path"},
+     .check = kg_cfg_check_path, .want = "a PEM file path"},
     {.name = "tls_priorities", .kind = K_CUSTOM, .def = KG_TLS_DEFAULT_PRIORITIES,
      .env = "KEYGATE_TLS_PRIORITIES", .parse = parse_tls_priorities,
      .want = "a GnuTLS priority string such as " KG_TLS_DEFAULT_PRIORITIES},
     {.name = "upstream_ca", .kind = K_STRING, .off = OFF(upstream_ca), .env = "KEYGATE_UPSTREAM_CA",
-     .check = check_path, .want = "a PEM file path"},
+     .check = kg_cfg_check_path, .want = "a PEM file path"},
 };
 /* clang-format on */
 
@@ -221,374 +208,6 @@ kg_cfg_complain_count(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d
         kg_cfg_complain(ld, "%s takes one value, got none", d->name);
     else
         kg_cfg_complain(ld, "%s takes one value, got %zu", d->name, argc);
-}
-
-/* RFC 9110 tchar: what a method or a header name may be made of. */
-static bool
-is_tchar(int c)
-{
-    return c != '\0' && (isalnum(c) || strchr("!#$%&'*+-.^_`|~", c) != NULL);
-}
-
-bool
-kg_cfg_is_token(const char *s)
-{
-    if (s[0] == '\0')
-        return false;
-    for (; *s != '\0'; s++) {
-        if (!is_tchar((unsigned char)*s))
-            return false;
-    }
-    return true;
-}
-
-/* Reads a port of exactly len characters, all digits, 1..65535. */
-static bool
-parse_port(const char *s, size_t len, int *out)
-{
-    int port = 0;
-
-    if (len == 0 || len > 5)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        if (!isdigit((unsigned char)s[i]))
-            return false;
-        port = port * 10 + (s[i] - '0');
-    }
-    if (port < 1 || port > 65535)
-        return false;
-    *out = port;
-    return true;
-}
-
-bool
-kg_config_addr_parse(const char *addr, char *host, size_t hostlen, int *port)
-{
-    char buf[KG_ADDR_HOST_MAX], bin[16];
-    const char *h, *portstr, *numeric = buf;
-    size_t hl;
-    bool v6 = false;
-    int p;
-
-    if (addr == NULL)
-        return false;
-    if (addr[0] == '[') {
-        const char *closing = strchr(addr, ']');
-
-        if (closing == NULL || closing[1] != ':')
-            return false;
-        h = addr + 1;
-        hl = (size_t)(closing - h);
-        portstr = closing + 2;
-        v6 = true;
-    } else {
-        const char *colon = strrchr(addr, ':');
-
-        if (colon == NULL)
-            return false;
-        h = addr;
-        hl = (size_t)(colon - addr);
-        portstr = colon + 1;
-        /* An unbracketed IPv6 literal cannot be told from its port. */
-        if (memchr(h, ':', hl) != NULL)
-            return false;
-    }
-    if (hl == 0 || hl >= sizeof(buf) || !parse_port(portstr, strlen(portstr), &p))
-        return false;
-    memcpy(buf, h, hl);
-    buf[hl] = '\0';
-    if (v6) {
-        if (inet_pton(AF_INET6, buf, bin) != 1)
-            return false;
-    } else if (strcmp(buf, "*") == 0) {
-        numeric = "0.0.0.0";
-    } else if (strcmp(buf, "localhost") == 0) {
-        /* Pinned to IPv4 so "localhost" never depends on /etc/hosts order. */
-        numeric = "127.0.0.1";
-    } else if (inet_pton(AF_INET, buf, bin) != 1) {
-        return false;
-    }
-    if (host != NULL) {
-        if (strlen(numeric) >= hostlen)
-            return false;
-        memcpy(host, numeric, strlen(numeric) + 1);
-    }
-    if (port != NULL)
-        *port = p;
-    return true;
-}
-
-static bool
-check_listen(const char *v)
-{
-    return kg_config_addr_parse(v, NULL, 0, NULL);
-}
-
-static bool
-check_admin_listen(const char *v)
-{
-    return strcmp(v, "off") == 0 || check_listen(v);
-}
-
-/* http(s)://HOST[:PORT][/PATH]: a host name, IPv4 or [IPv6], no user:password
- * (it would end up in logs), no query or fragment (the request's own are appended). */
-static bool
-check_upstream(const char *v)
-{
-    const char *p, *end, *after;
-    int port;
-
-    if (strncasecmp(v, "http://", 7) == 0)
-        p = v + 7;
-    else if (strncasecmp(v, "https://", 8) == 0)
-        p = v + 8;
-    else
-        return false;
-    for (const char *q = v; *q != '\0'; q++) {
-        if ((unsigned char)*q <= 0x20 || *q == 0x7f || *q == '?' || *q == '#')
-            return false;
-    }
-    end = p + strcspn(p, "/");
-    if (memchr(p, '@', (size_t)(end - p)) != NULL)
-        return false;
-    if (*p == '[') {
-        char buf[KG_ADDR_HOST_MAX], bin[16];
-        const char *closing = memchr(p, ']', (size_t)(end - p));
-        size_t hl;
-
-        if (closing == NULL)
-            return false;
-        hl = (size_t)(closing - p - 1);
-        if (hl == 0 || hl >= sizeof(buf))
-            return false;
-        memcpy(buf, p + 1, hl);
-        buf[hl] = '\0';
-        if (inet_pton(AF_INET6, buf, bin) != 1)
-            return false;
-        after = closing + 1;
-    } else {
-        after = p;
-        while (after < end && (isalnum((unsigned char)*after) || strchr(".-_", *after) != NULL))
-            after++;
-        if (after == p)
-            return false;
-    }
-    if (after == end)
-        return true;
-    if (*after != ':')
-        return false;
-    return parse_port(after + 1, (size_t)(end - after - 1), &port);
-}
-
-static bool
-check_path(const char *v)
-{
-    return v[0] != '\0';
-}
-
-/* A path keygate answers itself: compared with the normalised request
- * path, so it must be normalised too or it could never match. */
-static bool
-check_url_path(const char *v)
-{
-    size_t n = strlen(v);
-
-    if (v[0] != '/' || n > 256)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)v[i];
-
-        if (c <= 0x20 || c >= 0x7f || strchr("?#%*", c) != NULL)
-            return false;
-    }
-    return kg_cfg_pattern_normal(v, n, false);
-}
-
-/* forward_auth_prefix: a path like signup_path, not "/" (it would remove
- * nothing), or "" for none. */
-static bool
-check_fa_prefix(const char *v)
-{
-    return v[0] == '\0' || (strcmp(v, "/") != 0 && check_url_path(v));
-}
-
-/* Tenant and tier names: 1..64 of [A-Za-z0-9_.-]. */
-bool
-kg_cfg_check_slug(const char *v)
-{
-    size_t n = strlen(v);
-
-    if (n < 1 || n > 64)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        if (!isalnum((unsigned char)v[i]) && strchr("_.-", v[i]) == NULL)
-            return false;
-    }
-    return true;
-}
-
-/* "a,b,c": one or more scopes, blanks around commas allowed. */
-static bool
-check_scope_list(const char *v)
-{
-    char item[SCOPE_MAX + 1];
-    const char *p = v;
-
-    for (;;) {
-        size_t n;
-
-        while (*p == ' ' || *p == '\t')
-            p++;
-        n = strcspn(p, ",");
-        while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
-            n--;
-        if (n == 0 || n > SCOPE_MAX)
-            return false;
-        memcpy(item, p, n);
-        item[n] = '\0';
-        if (!kg_cfg_scope_ok(item))
-            return false;
-        p += strcspn(p, ",");
-        if (*p == '\0')
-            return true;
-        p++;
-    }
-}
-
-/* signup_role: "none" (no scope), or a scope list that does not mention
- * "none" (which would read as "nothing" but grant a scope of that name). */
-static bool
-check_signup_role(const char *v)
-{
-    const char *p = v;
-
-    if (strcmp(v, KG_SIGNUP_ROLE_NONE) == 0)
-        return true;
-    if (!check_scope_list(v))
-        return false;
-    for (;;) {
-        size_t n;
-
-        while (*p == ' ' || *p == '\t')
-            p++;
-        n = strcspn(p, ",");
-        while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
-            n--;
-        if (n == strlen(KG_SIGNUP_ROLE_NONE) && strncmp(p, KG_SIGNUP_ROLE_NONE, n) == 0)
-            return false;
-        p += strcspn(p, ",");
-        if (*p == '\0')
-            return true;
-        p++;
-    }
-}
-
-const char *
-kg_config_signup_role(const struct kg_config *cfg)
-{
-    return strcmp(cfg->signup_role, KG_SIGNUP_ROLE_NONE) == 0 ? "" : cfg->signup_role;
-}
-
-bool
-kg_config_signup_warning(const struct kg_config *cfg, char *buf, size_t cap)
-{
-    const char *p = kg_config_signup_role(cfg);
-
-    if (!cfg->signup)
-        return false;
-    while (*p != '\0') {
-        size_t n = strcspn(p, ",");
-        const char *s = p;
-
-        while (n > 0 && (*s == ' ' || *s == '\t')) {
-            s++;
-            n--;
-        }
-        while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t'))
-            n--;
-        if (n > 0 && s[n - 1] == '*') {
-            if (n == 1)
-                snprintf(buf, cap,
-                         "signup is on and signup_role holds \"*\": every anonymous signup gets "
-                         "keys that pass every route rule (set signup_role to none or to the "
-                         "scopes a new account needs)");
-            else
-                snprintf(buf, cap,
-                         "signup is on and signup_role holds \"%.*s\": every anonymous signup "
-                         "gets every scope starting with %.*s (set signup_role to none or to the "
-                         "scopes a new account needs)",
-                         (int)n, s, (int)(n - 1), s);
-            return true;
-        }
-        p += strcspn(p, ",");
-        if (*p == ',')
-            p++;
-    }
-    return false;
-}
-
-bool
-kg_config_prefix_ok(const char *prefix)
-{
-    size_t n;
-
-    if (prefix == NULL)
-        return false;
-    n = strlen(prefix);
-    if (n < 1 || n > 32)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        if (!isalnum((unsigned char)prefix[i]) && prefix[i] != '_')
-            return false;
-    }
-    return true;
-}
-
-static bool
-choose_error_style(const char *v, int *out)
-{
-    if (strcasecmp(v, "detail") == 0)
-        *out = KG_STYLE_DETAIL;
-    else if (strcasecmp(v, "error") == 0)
-        *out = KG_STYLE_ERROR;
-    else
-        return false;
-    return true;
-}
-
-static bool
-choose_mode(const char *v, int *out)
-{
-    if (strcmp(v, "proxy") == 0)
-        *out = KG_MODE_PROXY;
-    else if (strcmp(v, "forward_auth") == 0)
-        *out = KG_MODE_FORWARD_AUTH;
-    else
-        return false;
-    return true;
-}
-
-static bool
-choose_log_level(const char *v, int *out)
-{
-    enum kg_log_level level;
-
-    if (!kg_log_level_parse(v, &level))
-        return false;
-    *out = (int)level;
-    return true;
-}
-
-static bool
-choose_log_format(const char *v, int *out)
-{
-    if (strcasecmp(v, "text") == 0)
-        *out = KG_LOG_TEXT;
-    else if (strcasecmp(v, "json") == 0)
-        *out = KG_LOG_JSON;
-    else
-        return false;
-    return true;
 }
 
 static bool
@@ -747,18 +366,6 @@ parse_cred_header(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d, co
         return KG_ENOMEM;
     cfg->cred_headers[cfg->ncred_headers++] = copy;
     return KG_OK;
-}
-
-static bool
-choose_rl_headers(const char *v, int *out)
-{
-    if (strcmp(v, "standard") == 0)
-        *out = KG_RLH_STANDARD;
-    else if (strcmp(v, "legacy") == 0)
-        *out = KG_RLH_LEGACY;
-    else
-        return false;
-    return true;
 }
 
 /* auth_throttle off | N/WINDOW COOLDOWN. The built-in default arrives as

@@ -14,6 +14,9 @@
 
 #include "keygate/config.h"
 
+/* The longest scope word a rule or a role may hold. */
+#define KG_CFG_SCOPE_MAX 64
+
 /* More than the directive table holds (config.c asserts it). */
 #define KG_CFG_DIRECTIVES_MAX 160
 
@@ -69,6 +72,22 @@ void kg_cfg_complain(struct kg_cfg_loader *ld, const char *fmt, ...)
 void kg_cfg_complain_want(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d,
                           const char *value);
 void kg_cfg_complain_count(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d, size_t argc);
+
+/* ---- values.c: checks of one value, named by the directive table ---- */
+
+bool kg_cfg_check_listen(const char *v);
+bool kg_cfg_check_admin_listen(const char *v);
+bool kg_cfg_check_upstream(const char *v);
+bool kg_cfg_check_path(const char *v);
+bool kg_cfg_check_url_path(const char *v);
+bool kg_cfg_check_fa_prefix(const char *v);
+bool kg_cfg_check_scope_list(const char *v);
+bool kg_cfg_check_signup_role(const char *v);
+bool kg_cfg_choose_error_style(const char *v, int *out);
+bool kg_cfg_choose_mode(const char *v, int *out);
+bool kg_cfg_choose_log_level(const char *v, int *out);
+bool kg_cfg_choose_log_format(const char *v, int *out);
+bool kg_cfg_choose_rl_headers(const char *v, int *out);
 
 /* An HTTP token (RFC 9110 tchar+), such as a method or a header name. */
 bool kg_cfg_is_token(const char *s);

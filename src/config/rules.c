@@ -14,14 +14,12 @@
 #include "keygate/config.h"
 #include "keygate/gcra.h"
 
-#define SCOPE_MAX 64
-
 bool
 kg_cfg_scope_ok(const char *s)
 {
     size_t n = strlen(s);
 
-    if (n < 1 || n > SCOPE_MAX)
+    if (n < 1 || n > KG_CFG_SCOPE_MAX)
         return false;
     for (size_t i = 0; i < n; i++) {
         if (!isalnum((unsigned char)s[i]) && strchr("_.:*-", s[i]) == NULL)
