@@ -25,6 +25,10 @@ if [[ ${1:-} == --test ]]; then
     # slirp4netns and fuse-overlayfs rootless podman (when the tests run as a user with sudo).
     podman podman-compose runc conmon netavark aardvark-dns iptables catatonit
     uidmap slirp4netns fuse-overlayfs debootstrap
+    # tests/fuzz: libFuzzer targets built with clang-14 (scripts/fuzz.sh)
+    clang-14 libfuzzer-14-dev
+    # scripts/valgrind.sh: the unit and integration suites under memcheck
+    valgrind
   )
 elif [[ $# -ne 0 ]]; then
   echo "usage: $0 [--test]" >&2

@@ -3,11 +3,16 @@
 # unit and integration test twice, with gcc (-Werror) and with clang under
 # AddressSanitizer + UndefinedBehaviorSanitizer (leak checking on). The
 # container tests run once, in the first pass, and report themselves skipped
-# where no container engine works. docs/testing.md has the details.
+# where no container engine works. Between the two, scripts/mutate.sh checks
+# that the tests notice deliberate breakage. Then every fuzz corpus is
+# replayed and each fuzz target runs for a short while (scripts/fuzz.sh), and
+# the unit tests and a subset of the integration tests run under Valgrind
+# memcheck (scripts/valgrind.sh). docs/testing.md has the details.
 #
 #   KEYGATE_CONTAINER_SETUP=0   leave podman alone (no scripts/container-setup.sh)
 #   KEYGATE_REQUIRE_CONTAINERS=1, KEYGATE_REQUIRE_PROMTOOL=1,
 #   KEYGATE_REQUIRE_SYSTEMD_ANALYZE=1   what would be a skip is a failure (.ci/run)
+#   KEYGATE_FUZZ_SECONDS=N      seconds per fuzz target (default 30; 0 replays the corpora only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh --test
@@ -27,6 +32,11 @@ cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILE
 cmake --build build -j "$jobs"
 ctest --test-dir build --output-on-failure -j "$jobs"
 
+# Break critical lines on purpose, one at a time: each must fail a test. Its own
+# build dir (build-mutate); the gcc pass above has just shown the tests green.
+echo "== mutation check"
+KEYGATE_MUTATE_BASELINE=0 scripts/mutate.sh
+
 echo "== clang ASan+UBSan build + tests"
 cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang \
   -DKEYGATE_SANITIZE=ON >/dev/null
@@ -35,3 +45,12 @@ ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 \
 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 LSAN_OPTIONS=suppressions=$PWD/tests/lsan.supp \
   ctest --test-dir build-asan --output-on-failure -j "$jobs" -LE container
+
+echo "== fuzz: corpus replay, then ${KEYGATE_FUZZ_SECONDS:-30} s per target (clang libFuzzer, ASan+UBSan)"
+scripts/fuzz.sh replay all
+if [[ ${KEYGATE_FUZZ_SECONDS:-30} != 0 ]]; then
+    KEYGATE_FUZZ_JOBS=$jobs scripts/fuzz.sh all "${KEYGATE_FUZZ_SECONDS:-30}"
+fi
+
+echo "== valgrind memcheck: unit tests + integration subset (gcc build)"
+scripts/valgrind.sh

@@ -18,6 +18,7 @@
 #define KEYGATE_SIGNUP_H
 
 #include <stdint.h>
+#include "keygate/json_io.h"
 #include "keygate/keys.h"
 #include "keygate/status.h"
 #include "keygate/store.h"
@@ -32,6 +33,13 @@ struct kg_signup_req {
     const char *first_name; /* NULL = "" */
     const char *last_name;  /* NULL = "" */
 };
+
+/* The members a signup body may hold ("email", "password" required;
+ * "first_name", "last_name" optional, null allowed), as a kg_json_io_decode()
+ * table filling req: writes KG_SIGNUP_FIELDS entries into out and returns
+ * how many. One table for the front end and the fuzz target. */
+#define KG_SIGNUP_FIELDS 4
+size_t kg_signup_fields(struct kg_signup_req *req, struct kg_jfield out[KG_SIGNUP_FIELDS]);
 
 /* Checks the request without a store: e-mail shape (the accounts core's
  * rule), password strength (at least KG_PASSWORD_MIN characters with a

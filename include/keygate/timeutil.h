@@ -18,6 +18,7 @@ int64_t kg_time_mono_ms(void);
 int64_t kg_time_mono_us(void);
 
 #define KG_RFC3339_MAX 32
+#define KG_TIME_MAX 253402300799 /* 9999-12-31T23:59:59Z: the last time four digits write */
 
 /* Writes t as "2026-11-23T14:00:00Z" into out (KG_RFC3339_MAX bytes).
  * t == 0 writes "" so callers can print "never". Returns out. */
@@ -25,7 +26,8 @@ char *kg_time_format(int64_t t, char out[KG_RFC3339_MAX]);
 
 /* Parses an RFC 3339 date-time ("2026-12-01T00:00:00Z", "...+02:00",
  * fractional seconds ignored) or a plain date "2026-12-01" (midnight UTC).
- * KG_EINVAL with words in err when malformed. */
+ * KG_EINVAL with words in err when malformed, or past KG_TIME_MAX (a leap
+ * second or an offset on 9999-12-31). */
 enum kg_status kg_time_parse_rfc3339(const char *s, int64_t *out, struct kg_err *err);
 
 /* Parses a duration: a positive integer followed by s, m, h, d or w

@@ -25,6 +25,7 @@
 #include "keygate/credential.h"
 #include "keygate/decide.h"
 #include "keygate/hygiene.h"
+#include "keygate/rawguard.h"
 #include "keygate/keys.h"
 #include "keygate/keywatch.h"
 #include "keygate/log.h"
@@ -761,6 +762,7 @@ admin_handler(void *cls, struct MHD_Connection *conn, const char *url, const cha
 {
     struct kg_admin *adm = cls;
     struct areq *rq = *req_cls;
+    enum kg_rawguard_reason raw;
     const char *why;
 
     if (rq == NULL) {
@@ -772,6 +774,11 @@ admin_handler(void *cls, struct MHD_Connection *conn, const char *url, const cha
         kg_hygiene_init(&rq->hy);
         kg_jbody_init(&rq->body);
         *req_cls = rq;
+        raw = kg_rawguard_rejected(conn, method);
+        if (raw != KG_RAWGUARD_OK) { /* a head the raw-bytes guard refused */
+            rq->answered = true;
+            return send_error(adm, conn, kg_rawguard_status(raw), kg_rawguard_message(raw), NULL);
+        }
         kg_hygiene_version(&rq->hy, version);
         MHD_get_connection_values_n(conn, MHD_HEADER_KIND, scan_hygiene, &rq->hy);
         why = kg_hygiene_verdict(&rq->hy);
@@ -818,6 +825,19 @@ request_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     kg_cfgswap_release(rq->cfg);
     free(rq);
     *req_cls = NULL;
+}
+
+/* Every admin connection's bytes pass the raw-bytes guard first. */
+static void
+connection_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
+                  enum MHD_ConnectionNotificationCode toe)
+{
+    (void)cls;
+    (void)socket_context;
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED)
+        kg_rawguard_watch(conn, ADMIN_POOL_BYTES);
+    else
+        kg_rawguard_forget(conn);
 }
 
 static void
@@ -874,12 +894,14 @@ kg_admin_start(struct kg_runtime *rt, const struct sockaddr_storage *addr, struc
         if (rc != KG_OK)
             goto cleanup;
     }
+    kg_rawguard_init();
     /* The logger first: the library warns about options that precede it. */
     adm->daemon = MHD_start_daemon(
         flags | kg_tls_mhd_flags(rt->tls), 0, NULL, NULL, admin_handler, adm,
         MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL, MHD_OPTION_NOTIFY_COMPLETED, request_completed, adm, MHD_OPTION_CONNECTION_TIMEOUT,
         (unsigned int)ADMIN_TIMEOUT_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)ADMIN_POOL_BYTES,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)ADMIN_CONNECTIONS_MAX, MHD_OPTION_ARRAY,
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)ADMIN_CONNECTIONS_MAX,
+        MHD_OPTION_NOTIFY_CONNECTION, connection_notify, adm, MHD_OPTION_ARRAY,
         kg_tls_mhd_options(rt->tls, tls_opts), MHD_OPTION_END);
     if (adm->daemon == NULL) {
         rc = kg_err_set(err, KG_EIO, "cannot start the HTTP server for admin address %s",

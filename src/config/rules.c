@@ -284,7 +284,8 @@ kg_cfg_parse_default_rate(struct kg_cfg_loader *ld, const struct kg_cfg_directiv
         return KG_OK;
     }
     if (argc != 1 && argc != 3) {
-        kg_cfg_complain_want(ld, d, argv[0]);
+        /* With no value there is no argv[0] to quote (found by fuzz_config). */
+        kg_cfg_complain_want(ld, d, argc > 0 ? argv[0] : "");
         return KG_EINVAL;
     }
     if (!parse_rate_burst(ld, d->name, argv, argc, &g))

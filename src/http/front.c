@@ -31,6 +31,7 @@
 #include "keygate/log.h"
 #include "keygate/metrics.h"
 #include "keygate/pathnorm.h"
+#include "keygate/rawguard.h"
 #include "keygate/relay.h"
 #include "keygate/respond.h"
 #include "keygate/scope.h"
@@ -713,12 +714,8 @@ signup_run(struct kg_job *job, void *thread_ctx)
     const struct kg_config *cfg = j->cfg;
     struct kg_keys_ctx kc = {.store = thread_ctx, .secret = j->rt->secret, .cfg = cfg};
     struct kg_signup_req rq = {0};
-    const struct kg_jfield fields[] = {
-        {.name = "email", .type = KG_JSTRING, .required = true, .out = &rq.email},
-        {.name = "password", .type = KG_JSTRING, .required = true, .out = &rq.password},
-        {.name = "first_name", .type = KG_JSTRING, .nullable = true, .out = &rq.first_name},
-        {.name = "last_name", .type = KG_JSTRING, .nullable = true, .out = &rq.last_name},
-    };
+    struct kg_jfield fields[KG_SIGNUP_FIELDS];
+    size_t nfields = kg_signup_fields(&rq, fields);
     struct kg_user_rec *user = calloc(1, sizeof(*user));
     struct kg_key_rec *rec = calloc(1, sizeof(*rec));
     struct kg_err err = {{0}};
@@ -728,8 +725,7 @@ signup_run(struct kg_job *job, void *thread_ctx)
     int64_t now = kg_time_now();
 
     if (user != NULL && rec != NULL)
-        rc = kg_json_io_decode(j->body.data, j->body.len, fields,
-                               sizeof(fields) / sizeof(fields[0]), &root, &err);
+        rc = kg_json_io_decode(j->body.data, j->body.len, fields, nfields, &root, &err);
     if (rc == KG_OK)
         rc = kg_signup_create(&kc, &rq, now, user, rec, &key, &err);
     if (root != NULL)
@@ -1049,11 +1045,29 @@ decide_first(struct kg_req *req, struct MHD_Connection *conn, const char *method
     const struct kg_tier *tier;
     struct kg_answer ans;
     bool health, over_quota = false, own = true;
+    enum kg_rawguard_reason raw;
     const char *why, *q;
     enum MHD_Result ret;
     size_t plen;
     int64_t now, now_ms;
 
+    raw = kg_rawguard_rejected(conn, method);
+    if (raw != KG_RAWGUARD_OK) {
+        /* The raw-bytes guard's stand-in for a head it refused: that head
+         * never reached the library, so no method or path is logged. */
+        req->method[0] = '\0';
+        req->head = false;
+        free(req->uri);
+        req->uri = NULL;
+        q = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
+        if (q != NULL && kg_headers_request_id_ok(q)) /* the refused head's own */
+            snprintf(req->request_id, sizeof(req->request_id), "%s", q);
+        else
+            kg_headers_new_request_id(req->request_id);
+        req->has_body = true; /* answered now, and closed */
+        req->outcome = KG_OUTCOME_BAD_REQUEST;
+        return send_error(req, conn, kg_rawguard_status(raw), kg_rawguard_message(raw));
+    }
     kg_hygiene_init(&sc.hy);
     kg_credential_init(&sc.cred);
     kg_hygiene_version(&sc.hy, version);
@@ -1471,14 +1485,21 @@ request_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     *req_cls = NULL;
 }
 
+/* The connections' memory pool, the most a request head can take: the
+ * raw-bytes guard holds no more of a head than that. */
+static _Atomic size_t front_pool_bytes;
+
 static void
 connection_notify(void *cls, struct MHD_Connection *conn, void **socket_context,
                   enum MHD_ConnectionNotificationCode toe)
 {
-    if (toe == MHD_CONNECTION_NOTIFY_STARTED)
+    if (toe == MHD_CONNECTION_NOTIFY_STARTED) {
+        kg_rawguard_watch(conn, atomic_load(&front_pool_bytes));
         *socket_context = kg_loop_conn_open(cls, conn);
-    else
+    } else {
         kg_loop_conn_close(cls, *socket_context);
+        kg_rawguard_forget(conn);
+    }
     kg_loop_conn_delta(cls, toe == MHD_CONNECTION_NOTIFY_STARTED ? 1 : -1);
 }
 
@@ -1556,6 +1577,8 @@ kg_front_new_daemon(struct kg_loop *loop, struct MHD_Daemon **out, struct kg_err
      * HTTP/1.1 request without Host with its status line and headers sent
      * twice (parse_connection_headers' error path). keygate makes both
      * checks itself (target_ok, kg_hygiene) and answers JSON. */
+    kg_rawguard_init();
+    atomic_store(&front_pool_bytes, (size_t)(cfg->max_header_bytes + 16 * 1024));
     *out = MHD_start_daemon(
         flags | kg_tls_mhd_flags(rt->tls), 0, NULL, NULL, access_handler, loop,
         MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL, MHD_OPTION_STRICT_FOR_CLIENT, (int)0,

@@ -52,6 +52,20 @@ check_password(const char *pw, struct kg_err *err)
     return KG_OK;
 }
 
+size_t
+kg_signup_fields(struct kg_signup_req *req, struct kg_jfield out[KG_SIGNUP_FIELDS])
+{
+    out[0] = (struct kg_jfield){
+        .name = "email", .type = KG_JSTRING, .required = true, .out = &req->email};
+    out[1] = (struct kg_jfield){
+        .name = "password", .type = KG_JSTRING, .required = true, .out = &req->password};
+    out[2] = (struct kg_jfield){
+        .name = "first_name", .type = KG_JSTRING, .nullable = true, .out = &req->first_name};
+    out[3] = (struct kg_jfield){
+        .name = "last_name", .type = KG_JSTRING, .nullable = true, .out = &req->last_name};
+    return KG_SIGNUP_FIELDS;
+}
+
 enum kg_status
 kg_signup_check(const struct kg_signup_req *req, struct kg_err *err)
 {

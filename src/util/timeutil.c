@@ -81,6 +81,7 @@ kg_time_parse_rfc3339(const char *s, int64_t *out, struct kg_err *err)
     const char *p = s;
     int y, mo, d, h = 0, mi = 0, sec = 0, oh = 0, om = 0, sign = 0;
     struct tm tm;
+    int64_t t;
 
     if (digits(&p, 4, &y) || *p++ != '-' || digits(&p, 2, &mo) || *p++ != '-' ||
         digits(&p, 2, &d))
@@ -124,7 +125,13 @@ done:
     tm.tm_hour = h;
     tm.tm_min = mi;
     tm.tm_sec = sec;
-    *out = (int64_t)timegm(&tm) - sign * ((int64_t)oh * 3600 + om * 60);
+    t = (int64_t)timegm(&tm) - sign * ((int64_t)oh * 3600 + om * 60);
+    /* A leap second or an offset can carry 9999-12-31 into year 10000, which
+     * kg_time_format() writes with five digits and this parser refuses: an
+     * expiry accepted here must read back from the key document. */
+    if (t > KG_TIME_MAX)
+        goto bad;
+    *out = t;
     return KG_OK;
 bad:
     return kg_err_set(err, KG_EINVAL,

@@ -241,7 +241,22 @@ spawn(char *const argv[], const char *out_path, const char *err_path, bool appen
     bool same = strcmp(out_path, err_path) == 0;
     char **env = clean_env();
     pid_t parent = getpid(), pid;
+    /* KEYGATE_TEST_WRAPPER: a program the daemon and the CLI run under
+     * (scripts/valgrind.sh: valgrind); argv[0] becomes its first argument. */
+    const char *wrapper = getenv("KEYGATE_TEST_WRAPPER");
+    char *wargv[MAX_ARGS + 8];
 
+    if (wrapper != NULL && wrapper[0] != '\0') {
+        size_t n = 0;
+
+        wargv[n++] = (char *)wrapper;
+        while (argv[n - 1] != NULL && n < sizeof(wargv) / sizeof(wargv[0]) - 1) {
+            wargv[n] = argv[n - 1];
+            n++;
+        }
+        wargv[n] = NULL;
+        argv = wargv;
+    }
     if (env == NULL)
         return -1;
     pid = fork();

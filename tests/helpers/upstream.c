@@ -19,6 +19,8 @@
 
 #define BIG_BLOCK (64 * 1024)
 #define HANG_MAX_MS 60000L
+/* Request bodies kept for kt_upstream_request(); the length counts them all. */
+#define SEEN_BODY_MAX (64 * 1024)
 
 struct kt_upstream {
     struct MHD_Daemon *d;
@@ -31,6 +33,8 @@ struct kt_upstream {
     size_t held_slow, held_hang;
     char **targets;
     size_t ntargets, cap;
+    char **seen; /* kt_upstream_request(): whole requests, in the order completed */
+    size_t nseen, seen_cap;
 };
 
 /* One request, from its request line to its completion. */
@@ -40,27 +44,79 @@ struct treq {
     bool started;
     uint64_t body_len;
     uint64_t body_hash;
+    char *body; /* the first SEEN_BODY_MAX bytes */
 };
+
+/* Appends s (taken over; NULL is dropped) to a list guarded by up->mu. */
+static void
+append(struct kt_upstream *up, char ***list, size_t *n, size_t *cap, char *s)
+{
+    pthread_mutex_lock(&up->mu);
+    if (*n == *cap) {
+        size_t c = *cap > 0 ? *cap * 2 : 64;
+        char **t = realloc(*list, c * sizeof(*t));
+
+        if (t != NULL) {
+            *list = t;
+            *cap = c;
+        }
+    }
+    if (s != NULL && *n < *cap)
+        (*list)[(*n)++] = s;
+    else
+        free(s);
+    pthread_mutex_unlock(&up->mu);
+}
 
 static void
 record(struct kt_upstream *up, const char *target)
 {
-    pthread_mutex_lock(&up->mu);
-    if (up->ntargets == up->cap) {
-        size_t cap = up->cap > 0 ? up->cap * 2 : 64;
-        char **t = realloc(up->targets, cap * sizeof(*t));
+    append(up, &up->targets, &up->ntargets, &up->cap, strdup(target));
+}
 
-        if (t != NULL) {
-            up->targets = t;
-            up->cap = cap;
-        }
+struct seen_text {
+    char *p;
+    size_t len;
+    FILE *f;
+};
+
+static enum MHD_Result
+seen_header(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_size, const char *value,
+            size_t value_size)
+{
+    FILE *f = cls;
+
+    (void)kind;
+    fwrite(key, 1, key_size, f);
+    fputs(": ", f);
+    if (value != NULL)
+        fwrite(value, 1, value_size, f);
+    fputs("\r\n", f);
+    return MHD_YES;
+}
+
+/* The whole request as this stub received it, for kt_upstream_request(). */
+static void
+record_request(struct kt_upstream *up, struct MHD_Connection *conn, const char *method,
+               const char *version, const struct treq *r)
+{
+    struct seen_text t = {0};
+
+    t.f = open_memstream(&t.p, &t.len);
+    if (t.f == NULL)
+        return;
+    fprintf(t.f, "%s %s %s\r\n", method, r->target, version);
+    MHD_get_connection_values_n(conn, MHD_HEADER_KIND, seen_header, t.f);
+    fputs("\r\n", t.f);
+    if (r->body != NULL)
+        fwrite(r->body, 1, r->body_len < SEEN_BODY_MAX ? (size_t)r->body_len : SEEN_BODY_MAX, t.f);
+    if (r->body_len > SEEN_BODY_MAX)
+        fprintf(t.f, "[... %" PRIu64 " bytes in all]", r->body_len);
+    if (fclose(t.f) != 0) {
+        free(t.p);
+        return;
     }
-    if (up->ntargets < up->cap) {
-        up->targets[up->ntargets] = strdup(target);
-        if (up->targets[up->ntargets] != NULL)
-            up->ntargets++;
-    }
-    pthread_mutex_unlock(&up->mu);
+    append(up, &up->seen, &up->nseen, &up->seen_cap, t.p);
 }
 
 static void *
@@ -91,6 +147,7 @@ on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     if (r == NULL)
         return;
     free(r->target);
+    free(r->body);
     free(r);
     *req_cls = NULL;
 }
@@ -258,7 +315,6 @@ handler(void *cls, struct MHD_Connection *conn, const char *url, const char *met
     long slow_ms;
 
     (void)url; /* decoded by the library; the raw target is what the tests check */
-    (void)version;
     if (r == NULL || r->target == NULL)
         return MHD_NO;
     if (!r->started) {
@@ -266,11 +322,21 @@ handler(void *cls, struct MHD_Connection *conn, const char *url, const char *met
         return MHD_YES;
     }
     if (*upload_data_size > 0) {
+        if (r->body_len < SEEN_BODY_MAX) {
+            size_t n = SEEN_BODY_MAX - (size_t)r->body_len;
+
+            if (r->body == NULL)
+                r->body = malloc(SEEN_BODY_MAX);
+            if (r->body != NULL)
+                memcpy(r->body + r->body_len, upload_data,
+                       n < *upload_data_size ? n : *upload_data_size);
+        }
         r->body_len += *upload_data_size;
         r->body_hash = kt_http_hash(r->body_hash, upload_data, *upload_data_size);
         *upload_data_size = 0;
         return MHD_YES;
     }
+    record_request(up, conn, method, version, r);
     if (starts_with(r->target, "/hang")) {
         hold(up, HANG_MAX_MS, &up->held_hang);
         return MHD_NO;
@@ -334,6 +400,7 @@ kt_upstream_stop(struct kt_upstream *up)
         MHD_stop_daemon(up->d);
     kt_upstream_reset(up);
     free(up->targets);
+    free(up->seen);
     pthread_cond_destroy(&up->cv);
     pthread_mutex_destroy(&up->mu);
     free(up);
@@ -444,7 +511,33 @@ kt_upstream_reset(struct kt_upstream *up)
     for (size_t i = 0; i < up->ntargets; i++)
         free(up->targets[i]);
     up->ntargets = 0;
+    for (size_t i = 0; i < up->nseen; i++)
+        free(up->seen[i]);
+    up->nseen = 0;
     pthread_mutex_unlock(&up->mu);
+}
+
+size_t
+kt_upstream_request_count(struct kt_upstream *up)
+{
+    size_t n;
+
+    pthread_mutex_lock(&up->mu);
+    n = up->nseen;
+    pthread_mutex_unlock(&up->mu);
+    return n;
+}
+
+char *
+kt_upstream_request(struct kt_upstream *up, size_t i)
+{
+    char *s = NULL;
+
+    pthread_mutex_lock(&up->mu);
+    if (i < up->nseen)
+        s = strdup(up->seen[i]);
+    pthread_mutex_unlock(&up->mu);
+    return s;
 }
 
 /* ---- reading an echo answer ---- */

@@ -56,10 +56,20 @@ bool kt_upstream_saw(struct kt_upstream *up, const char *needle);
 size_t kt_upstream_held_slow(struct kt_upstream *up);
 size_t kt_upstream_held_hang(struct kt_upstream *up);
 
+/* Whole requests seen (their body complete), in the order they completed,
+ * since the start or the last reset: how many, and the i-th (from 0) as
+ * received, malloc'd, NULL when there is none:
+ *   "METHOD TARGET VERSION\r\n" "Name: value\r\n"... (arrival order) "\r\n" body
+ * (the body's first 64 KiB, then "[... N bytes in all]" when longer).
+ * Recorded before the stub answers, so once an answer came back through
+ * keygate, its request is here. */
+size_t kt_upstream_request_count(struct kt_upstream *up);
+char *kt_upstream_request(struct kt_upstream *up, size_t i);
+
 /* Every target seen, one per line, malloc'd: for failure messages. */
 char *kt_upstream_targets(struct kt_upstream *up);
 
-/* Forgets the targets seen so far. */
+/* Forgets the targets and requests seen so far. */
 void kt_upstream_reset(struct kt_upstream *up);
 
 /* ---- reading an echo answer (as it came back through keygate) ---- */

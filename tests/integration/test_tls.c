@@ -12,7 +12,10 @@
  * 1.1); after SIGHUP new handshakes get the renewed certificate while a
  * connection opened before goes on, and a broken renewal is refused with
  * file:line and leaves the old one serving; an https upstream is verified with upstream_ca (200)
- * and fails without it (502); `keygate healthcheck` passes over TLS.
+ * and fails without it (502); `keygate healthcheck` passes over TLS; a
+ * malformed Content-Length sent over TLS gets keygate's JSON 400 exactly
+ * once on both listeners (the raw-bytes guard reads through
+ * gnutls_record_recv).
  */
 #include <setjmp.h>
 #include <signal.h>
@@ -25,8 +28,14 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+
 #include <cmocka.h>
 #include <curl/curl.h>
+#include <gnutls/gnutls.h>
 #include <microhttpd.h>
 
 #include "helpers/daemon.h"
@@ -550,6 +559,107 @@ test_an_https_upstream_is_verified_with_upstream_ca(void **state)
     free(keypem);
 }
 
+/* ---- the raw-bytes guard over TLS ---- */
+
+/* Sends req over a TLS connection to port (a GnuTLS client: the CA is not
+ * checked, the bytes are what matters) and reads until the server closes or
+ * 10 s pass. Returns the bytes received (NUL-terminated, caller frees) and
+ * *closed whether the server ended the connection. */
+static char *
+tls_raw_exchange(int port, const char *req, size_t len, size_t *got, bool *closed)
+{
+    struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    struct timeval tv = {.tv_sec = 10};
+    gnutls_certificate_credentials_t cred = NULL;
+    gnutls_session_t s = NULL;
+    size_t cap = 65536;
+    char *out = calloc(1, cap + 1);
+    int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0), ret;
+
+    *got = 0;
+    *closed = false;
+    assert_non_null(out);
+    assert_true(fd >= 0);
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(connect(fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+    assert_int_equal(gnutls_certificate_allocate_credentials(&cred), 0);
+    assert_int_equal(gnutls_init(&s, GNUTLS_CLIENT), 0);
+    assert_int_equal(gnutls_set_default_priority(s), 0);
+    assert_int_equal(gnutls_credentials_set(s, GNUTLS_CRD_CERTIFICATE, cred), 0);
+    gnutls_transport_set_int(s, fd);
+    gnutls_handshake_set_timeout(s, 10000);
+    do
+        ret = gnutls_handshake(s);
+    while (ret < 0 && !gnutls_error_is_fatal(ret));
+    assert_int_equal(ret, 0);
+    assert_int_equal(gnutls_record_send(s, req, len), (ssize_t)len);
+    for (;;) {
+        ssize_t n = gnutls_record_recv(s, out + *got, cap - *got);
+
+        if (n > 0) {
+            *got += (size_t)n;
+            if (*got == cap)
+                break;
+            continue;
+        }
+        if (n == GNUTLS_E_INTERRUPTED)
+            continue;
+        /* 0: close_notify; a premature end is a close without one. EAGAIN is
+         * SO_RCVTIMEO: the server kept the connection open. */
+        *closed = n == 0 || n == GNUTLS_E_PREMATURE_TERMINATION;
+        break;
+    }
+    out[*got] = '\0';
+    gnutls_deinit(s);
+    gnutls_certificate_free_credentials(cred);
+    close(fd);
+    return out;
+}
+
+static size_t
+count_status_lines(const char *s, size_t len)
+{
+    size_t n = 0;
+
+    for (size_t i = 0; i + 9 <= len; i++)
+        if (memcmp(s + i, "HTTP/1.1 ", 9) == 0)
+            n++;
+    return n;
+}
+
+/* libmicrohttpd 0.9.75 answered a Content-Length of "+5" itself, its status
+ * line and headers twice; over TLS too, since it reads through
+ * gnutls_record_recv(), which the raw-bytes guard defines. */
+static void
+test_a_malformed_content_length_over_tls_gets_one_json_400(void **state)
+{
+    static const char req[] = "POST /v1/items HTTP/1.1\r\nHost: 127.0.0.1\r\n"
+                              "Content-Length: +5\r\n\r\nabcde";
+    struct kt_daemon *d;
+
+    (void)state;
+    need_pki();
+    d = tls_daemon("one", "http://127.0.0.1:9", NULL);
+    assert_true(kt_daemon_start(d));
+    for (int admin = 0; admin < 2; admin++) {
+        size_t len;
+        bool closed;
+        char *got = tls_raw_exchange(admin ? kt_daemon_admin_port(d) : kt_daemon_port(d), req,
+                                     sizeof(req) - 1, &len, &closed);
+
+        if (count_status_lines(got, len) != 1 || strncmp(got, "HTTP/1.1 400 ", 13) != 0 ||
+            strstr(got, "Content-Type: application/json\r\n") == NULL ||
+            strstr(got, "{\"detail\": \"Malformed Content-Length.\"}") == NULL || !closed)
+            fail_msg("%s listener over TLS answered (%s):\n%s", admin ? "admin" : "public",
+                     closed ? "closed" : "open", got);
+        free(got);
+    }
+    /* Still serving TLS afterwards. */
+    assert_int_equal(get_status(kt_daemon_admin_url(d, "/livez"), NULL), 200);
+    kt_daemon_free(d);
+}
+
 static void
 test_healthcheck_passes_over_tls(void **state)
 {
@@ -579,6 +689,7 @@ main(void)
             test_a_renewed_certificate_is_served_after_sighup_while_an_open_connection_goes_on),
         cmocka_unit_test(test_an_https_upstream_is_verified_with_upstream_ca),
         cmocka_unit_test(test_healthcheck_passes_over_tls),
+        cmocka_unit_test(test_a_malformed_content_length_over_tls_gets_one_json_400),
     };
 
     if (system("openssl version >/dev/null 2>&1") != 0) {

@@ -160,6 +160,32 @@ test_reload_finds_keys_by_digest(void **state)
     kg_keycache_release(snap);
 }
 
+/* The lookup compares every byte of the digest: one that differs from a
+ * stored key's in any single byte (past the first 8, it even probes the
+ * same slot) finds nothing. */
+static void
+test_a_digest_differing_in_any_byte_finds_no_key(void **state)
+{
+    struct kg_fx_cache *f = *state;
+    const struct kg_keysnap *snap;
+    unsigned char d[KG_DIGEST_BYTES];
+
+    insert_simple(f, "key_a", "read:a");
+    reload(f, NOW);
+    snap = kg_keycache_acquire(f->kc);
+    digest_for("key_a", d);
+    assert_non_null(kg_keysnap_find(snap, d));
+    for (size_t i = 0; i < KG_DIGEST_BYTES; i++) {
+        d[i] ^= 0x01;
+        if (kg_keysnap_find(snap, d) != NULL) {
+            kg_keycache_release(snap);
+            fail_msg("a digest differing in byte %zu found key_a", i);
+        }
+        d[i] ^= 0x01;
+    }
+    kg_keycache_release(snap);
+}
+
 static void
 test_revoked_keys_are_absent_and_scheduled_revocations_present(void **state)
 {
@@ -544,6 +570,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         T(test_a_new_cache_holds_no_keys),
         T(test_reload_finds_keys_by_digest),
+        T(test_a_digest_differing_in_any_byte_finds_no_key),
         T(test_revoked_keys_are_absent_and_scheduled_revocations_present),
         T(test_a_revocation_in_the_store_is_seen_on_the_next_reload),
         T(test_an_entry_found_before_a_reload_stays_valid_after_it),

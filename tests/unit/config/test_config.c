@@ -1116,6 +1116,11 @@ test_rate_limit_default_refuses_a_bad_rate_or_burst(void **state)
     load_fails_with(fx, "rate_limit_default 5/s bust 3\n",
                     "1: rate_limit_default wants RATE [burst N] with N 1 to 1000000000");
     assert_int_equal(load_text(fx, "rate_limit_default 5/s burst\n"), KG_EINVAL);
+    /* Found by fuzzing (tests/fuzz/corpus/config/regress-rate-limit-default-alone):
+     * with no value the message quoted argv[0], which does not exist. */
+    load_fails_with(fx, "rate_limit_default\n",
+                    "1: rate_limit_default wants N/s, N/min or N/h, optionally followed by "
+                    "burst N, or off, got \"\"");
 }
 
 static void

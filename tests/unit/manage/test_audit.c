@@ -263,6 +263,35 @@ test_editing_any_column_of_any_row_is_caught_at_that_entry(void **state)
     expect_broken_at(fx, 2, "time stored as text");
 }
 
+/* Each hash is compared in full: changing any one of its 64 hex digits, in
+ * the first entry or the last, breaks the chain right there. */
+static void
+test_changing_any_hex_digit_of_a_hash_is_caught(void **state)
+{
+    struct kg_fx_store *fx = *state;
+    static const char *const cols[] = {"hash", "prev_hash"};
+    static const int64_t seqs[] = {1, 5};
+    char orig[80], edited[80], what[96];
+
+    make_history(fx);
+    for (size_t s = 0; s < sizeof(seqs) / sizeof(seqs[0]); s++) {
+        for (size_t c = 0; c < sizeof(cols) / sizeof(cols[0]); c++) {
+            raw_get(fx, cols[c], seqs[s], orig, sizeof(orig));
+            assert_int_equal(strlen(orig), 64);
+            for (size_t pos = 0; pos < 64; pos++) {
+                snprintf(edited, sizeof(edited), "%s", orig);
+                edited[pos] = edited[pos] == '0' ? '1' : '0';
+                raw_set(fx, cols[c], seqs[s], edited, false);
+                snprintf(what, sizeof(what), "hex digit %zu of the %s of entry %lld", pos, cols[c],
+                         (long long)seqs[s]);
+                expect_broken_at(fx, seqs[s], what);
+                raw_set(fx, cols[c], seqs[s], orig, false);
+            }
+        }
+    }
+    expect_ok(fx, 5);
+}
+
 static void
 test_deleting_a_row_is_caught_first_middle_or_last(void **state)
 {
@@ -488,6 +517,7 @@ main(void)
         T(test_a_history_of_changes_verifies_and_each_entry_links_to_the_last),
         T(test_the_hash_is_the_documented_keyed_blake2b),
         T(test_editing_any_column_of_any_row_is_caught_at_that_entry),
+        T(test_changing_any_hex_digit_of_a_hash_is_caught),
         T(test_deleting_a_row_is_caught_first_middle_or_last),
         T(test_a_forged_row_or_a_wrong_secret_is_caught),
         T(test_appending_after_verification_continues_the_chain),

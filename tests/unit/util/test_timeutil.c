@@ -227,6 +227,26 @@ test_format_and_parse_round_trip(void **state)
     }
 }
 
+/* Found by fuzzing (tests/fuzz/corpus/time/regress-year-10000): a leap
+ * second or an offset carried 9999-12-31 into year 10000, which
+ * kg_time_format() writes as "10000-01-01T00:00:00Z" and the parser then
+ * refuses, so an expiry the API accepted did not read back. */
+static void
+test_times_past_year_9999_are_refused(void **state)
+{
+    struct kg_err err = {{0}};
+    char buf[KG_RFC3339_MAX];
+    int64_t t = 0;
+
+    (void)state;
+    assert_time("9999-12-31T23:59:59Z", KG_TIME_MAX);
+    assert_string_equal(kg_time_format(KG_TIME_MAX, buf), "9999-12-31T23:59:59Z");
+    assert_int_equal(kg_time_parse_rfc3339("9999-12-31T23:59:60Z", &t, &err), KG_EINVAL);
+    assert_int_equal(kg_time_parse_rfc3339("9999-12-31T23:59:59-00:01", &t, &err), KG_EINVAL);
+    assert_int_equal(kg_time_parse_expiry("9999-12-31T23:30:00-01:00", NOW, &t, &err), KG_EINVAL);
+    assert_int_equal(t, 0);
+}
+
 static void
 test_durations_in_every_unit(void **state)
 {
@@ -371,6 +391,7 @@ main(void)
         cmocka_unit_test(test_format_writes_rfc3339_utc),
         cmocka_unit_test(test_format_of_zero_is_empty),
         cmocka_unit_test(test_format_and_parse_round_trip),
+        cmocka_unit_test(test_times_past_year_9999_are_refused),
         cmocka_unit_test(test_durations_in_every_unit),
         cmocka_unit_test(test_zero_negative_and_garbage_durations_are_refused),
         cmocka_unit_test(test_overflowing_durations_are_refused),
