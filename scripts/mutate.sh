@@ -214,14 +214,14 @@ mutation tier-quota-boundary src/auth/keycache.c \
     '+ cost < tier->quota;' \
     'unit_auth_test_credits integration_test_tier_quota'
 # ---- logs and audit ----
-mutation accesslog-mask-path src/obs/accesslog.c \
+mutation accesslog-mask-path src/obs/accessfmt.c \
     'str[KG_AL_PATH] = mask_keys(str[KG_AL_PATH], len[KG_AL_PATH], l->masked);' \
     '(void)l->masked;' \
-    'unit_obs_test_accesslog integration_test_accesslog'
-mutation accesslog-mask-request-id src/obs/accesslog.c \
+    'unit_obs_test_accessfmt integration_test_accesslog'
+mutation accesslog-mask-request-id src/obs/accessfmt.c \
     'str[KG_AL_REQUEST_ID] = mask_keys(str[KG_AL_REQUEST_ID], len[KG_AL_REQUEST_ID], l->masked_id);' \
     '(void)l->masked_id;' \
-    'unit_obs_test_accesslog integration_test_accesslog'
+    'unit_obs_test_accessfmt integration_test_accesslog'
 # (KG_AUDIT_HASH_HEX counts the NUL: "- 2" leaves the last hex digit unchecked.)
 mutation audit-entry-hash src/manage/audit.c \
     'if (sodium_memcmp(want, e->hash, KG_AUDIT_HASH_HEX) != 0)' \

@@ -5,7 +5,7 @@
  * command uses and the one rule for turning an error into output: one line
  * "keygate: …" on stderr, exit 2 for usage errors (KG_EINVAL) and 1 for
  * everything else. The cmd_<verb>.c files hold the verbs; they call manage/
- * for every rule and output.h for every shape. Single-threaded.
+ * for every rule and render.h for every shape. Single-threaded.
  */
 #ifndef KEYGATE_CLI_H
 #define KEYGATE_CLI_H

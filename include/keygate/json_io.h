@@ -1,4 +1,5 @@
-/* keygate/json_io.h - strict JSON in, JSON out, for the admin API and signup.
+/* keygate/json_io.h - strict JSON in, JSON out, for both listeners (the admin
+ * API, signup), manage/ and the CLI's --json.
  *
  * Requests: a body is collected under a hard cap (64 KiB; past it the edge
  * answers 413), must be declared application/json (else 415), must parse
@@ -90,7 +91,9 @@ json_t *kg_json_io_time(int64_t t);
 /* A JSON string, or null when s is NULL or empty. */
 json_t *kg_json_io_str_or_null(const char *s);
 
-/* A JSON array of the comma-separated items of list ("" -> []). */
+/* A JSON array of the comma-separated items of list, e.g. scopes or a role
+ * ("a,b" -> ["a","b"]; "" or NULL -> []; empty items are skipped). NULL
+ * when out of memory. */
 json_t *kg_json_io_list(const char *list);
 
 /* json_dumps() in the separators the seeds use ({"a": 1, "b": 2}); malloc'd

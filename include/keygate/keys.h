@@ -157,4 +157,18 @@ enum kg_status kg_keys_rotate(const struct kg_keys_ctx *kc, const char *fence, c
  * bytes, may be NULL) receives the first scope that is not. Pure. */
 bool kg_keys_scopes_within(const char *granting, const char *scopes, char *bad, size_t badlen);
 
+/* Whether a rotated key is still in use during its grace period: NONE when
+ * rec is not in a grace period at now (rotated_to unset, or revoked_at
+ * reached), YES when it was used since its successor was made, NO when not,
+ * UNKNOWN when the successor cannot be read (the rotation time is then
+ * unknown). What `keys show` and the admin API call still_in_use. */
+enum kg_key_in_use {
+    KG_KEY_IN_USE_NONE,
+    KG_KEY_IN_USE_YES,
+    KG_KEY_IN_USE_NO,
+    KG_KEY_IN_USE_UNKNOWN,
+};
+enum kg_key_in_use kg_keys_rotation_in_use(const struct kg_keys_ctx *kc, const char *fence,
+                                           const struct kg_key_rec *rec, int64_t now);
+
 #endif

@@ -4,7 +4,8 @@
  * decision code, authorisation by admin scope, and the answers.
  *
  * Owns no rule about keys, users or tenants: routes_*.c hand each call to
- * the manage/ core. /livez, /readyz and /metrics are answered without a key.
+ * the manage/ core. /livez, /readyz and /metrics are answered without a key
+ * (what they say is routes_health.c's).
  */
 #include <arpa/inet.h>
 #include <stdarg.h>
@@ -99,15 +100,6 @@ queue(struct MHD_Connection *conn, unsigned status, struct MHD_Response *resp, b
                                     .retry_after_s = retry_after_s, .www_authenticate = www_auth};
 
     return kg_reply_json(conn, status, resp, &h);
-}
-
-static enum MHD_Result
-send_static(struct MHD_Connection *conn, unsigned status, const char *body)
-{
-    return queue(
-        conn, status,
-        MHD_create_response_from_buffer(strlen(body), (void *)body, MHD_RESPMEM_PERSISTENT), false,
-        NULL, 0, NULL);
 }
 
 static enum MHD_Result
@@ -627,74 +619,23 @@ admin_target_ok(const char *url)
 static enum MHD_Result
 health(struct kg_admin *adm, struct MHD_Connection *conn, const char *url)
 {
-    struct kg_runtime *rt = adm->rt;
+    char body[256];
+    unsigned status = admin_health(adm, url, body, sizeof(body));
 
-    if (strcmp(url, "/livez") == 0)
-        return send_static(conn, 200, "{\"status\":\"ok\"}");
-    /* A listener out of descriptors: new clients wait in its queue. */
-    if (atomic_load(&rt->accept_stalled) > 0 && !atomic_load(&rt->draining)) {
-        char body[256];
-
-        snprintf(body, sizeof(body),
-                 "{\"status\":\"unavailable\",\"reason\":\"cannot accept connections: %s\"}",
-                 strerror(atomic_load(&rt->accept_errno)));
-        return queue(conn, 503,
-                     MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_COPY),
-                     false, NULL, 0, NULL);
-    }
-    if (atomic_load(&rt->ready) && !atomic_load(&rt->draining))
-        return send_static(conn, 200, "{\"status\":\"ready\"}");
-    return send_static(conn, 503,
-                       atomic_load(&rt->draining) ? "{\"status\":\"draining\"}"
-                                                  : "{\"status\":\"starting\"}");
+    return queue(conn, status,
+                 MHD_create_response_from_buffer(strlen(body), body, MHD_RESPMEM_MUST_COPY), false,
+                 NULL, 0, NULL);
 }
 
-struct key_census {
-    int64_t now;
-    struct kg_metrics_gauges *g;
-};
-
-static bool
-census_key(const struct kg_key_rec *rec, void *ctx)
-{
-    struct key_census *kc = ctx;
-
-    if (rec->revoked_at != 0 && rec->revoked_at <= kc->now)
-        kc->g->keys_revoked++;
-    else if (rec->expires_at != 0 && rec->expires_at <= kc->now)
-        kc->g->keys_expired++;
-    else
-        kc->g->keys_active++;
-    return true;
-}
-
-/* GET /metrics. Key states are counted from the store here, on the admin
- * thread, because revoked keys are not in the snapshot the requests use. */
+/* GET /metrics: routes_health.c renders it; the answer is text, not JSON. */
 static enum MHD_Result
 metrics(struct kg_admin *adm, struct MHD_Connection *conn)
 {
-    struct kg_runtime *rt = adm->rt;
-    struct kg_metrics_gauges g = {.reload_age_s = -1};
-    struct key_census kc = {.now = kg_time_now(), .g = &g};
-    struct kg_err err = {{0}};
-    const struct kg_keysnap *snap;
     struct MHD_Response *resp;
     enum MHD_Result ret;
-    char *text;
     size_t len;
+    char *text = admin_metrics_text(adm, &len);
 
-    g.keys_known = kg_store_key_each(adm->store, census_key, &kc, &err) == KG_OK;
-    if (!g.keys_known) {
-        kg_log_warnx("metrics: %s", err.msg);
-        g.keys_active = g.keys_expired = g.keys_revoked = 0;
-    }
-    snap = kg_keycache_acquire(rt->keys);
-    g.reload_age_s = (double)(kg_time_mono_ms() - kg_keysnap_built_ms(snap)) / 1000.0;
-    kg_keycache_release(snap);
-    if (g.reload_age_s < 0)
-        g.reload_age_s = 0;
-    g.connections = atomic_load(&rt->connections);
-    text = kg_metrics_render(&g, &len);
     if (text == NULL)
         return send_error(adm, conn, 500, "Internal error", NULL);
     resp = MHD_create_response_from_buffer(len, text, MHD_RESPMEM_MUST_FREE);

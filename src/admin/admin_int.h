@@ -160,4 +160,11 @@ void admin_tenants_get(struct admin_call *c);
 void admin_tenants_update(struct admin_call *c);
 void admin_audit_list(struct admin_call *c);
 
+/* routes_health.c: the body of /livez or /readyz (url) into body, and its
+ * status (200 or 503). */
+unsigned admin_health(const struct kg_admin *adm, const char *url, char *body, size_t cap);
+/* routes_health.c: GET /metrics as Prometheus text (malloc'd, *len set);
+ * NULL when out of memory. */
+char *admin_metrics_text(struct kg_admin *adm, size_t *len);
+
 #endif

@@ -12,7 +12,7 @@
 #include "admin/admin_int.h"
 #include "keygate/accounts.h"
 #include "keygate/keys.h"
-#include "keygate/output.h"
+#include "keygate/render.h"
 
 static struct kg_keys_ctx
 accounts_ctx(const struct admin_call *c)
@@ -24,17 +24,17 @@ accounts_ctx(const struct admin_call *c)
 }
 
 /* Users and tenants as `keygate users|tenants show --json` print them
- * (cli/output.c owns the shapes; never a password hash). */
+ * (manage/render.c owns the shapes; never a password hash). */
 static json_t *
 user_json(const struct kg_user_rec *u)
 {
-    return kg_output_user_json(u);
+    return kg_render_user_json(u);
 }
 
 static json_t *
 tenant_json(const struct kg_tenant_rec *t)
 {
-    return kg_output_tenant_json(t);
+    return kg_render_tenant_json(t);
 }
 
 struct list_ctx {
@@ -174,7 +174,7 @@ admin_users_get(struct admin_call *c)
     }
     /* What was used, as flushed (at most a second old). */
     doc = user_json(&u);
-    if (doc != NULL && !kg_output_user_usage(doc, &used)) {
+    if (doc != NULL && !kg_render_user_usage(doc, &used)) {
         json_decref(doc);
         doc = NULL;
     }

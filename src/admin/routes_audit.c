@@ -7,7 +7,7 @@
 #include "keygate/audit.h"
 #include "keygate/keys.h"
 #include "keygate/log.h"
-#include "keygate/output.h"
+#include "keygate/render.h"
 #include "keygate/timeutil.h"
 
 struct list_ctx {
@@ -19,7 +19,7 @@ static bool
 list_entry(const struct kg_audit_entry *e, void *p)
 {
     struct list_ctx *lc = p;
-    json_t *o = kg_output_audit_json(e); /* the CLI's shape, hand-edited rows included */
+    json_t *o = kg_render_audit_json(e); /* the CLI's shape, hand-edited rows included */
 
     if (o == NULL || json_array_append_new(lc->data, o) != 0) {
         lc->failed = true;

@@ -1,7 +1,7 @@
 /* admin/routes_keys.c - /v1/keys: create, list, show, update, revoke,
  * rotate, usage. Each handler turns JSON and query parameters into a
  * manage/keys.h call with the caller's fence and actor, and the result into
- * JSON (cli/output.c's key shape, so the API and `keygate keys --json`
+ * JSON (manage/render.c's key shape, so the API and `keygate keys --json`
  * agree). Revocation, rotation and every other change reload the key cache
  * before the answer is sent.
  */
@@ -11,7 +11,7 @@
 #include "admin/admin_int.h"
 #include "keygate/keycache.h"
 #include "keygate/keys.h"
-#include "keygate/output.h"
+#include "keygate/render.h"
 #include "keygate/timeutil.h"
 
 static struct kg_keys_ctx
@@ -23,11 +23,40 @@ keys_ctx(const struct admin_call *c)
                                 .actor = c->caller.actor};
 }
 
-/* A key as `keygate keys show --json` prints it (cli/output.c owns the shape). */
+/* A key as `keygate keys show --json` prints it (manage/render.c owns the shape). */
 static json_t *
 key_json(const struct kg_key_rec *rec, int64_t now, bool detail)
 {
-    return kg_output_key_json(rec, kg_key_state_of(rec, now), detail);
+    return kg_render_key_json(rec, kg_key_state_of(rec, now), detail);
+}
+
+/* Adds "usage" (exact: the store's totals plus what this process counted
+ * since) and, in a rotation's grace period, "still_in_use" to o, the key
+ * id; rec (may be NULL when the key was not rotated) is the key's row.
+ * Answers and returns false when it cannot. */
+static bool
+add_key_extras(struct admin_call *c, json_t *o, const char *id, const struct kg_key_rec *rec)
+{
+    struct kg_keys_ctx kc = keys_ctx(c);
+    enum kg_key_in_use in_use = KG_KEY_IN_USE_NONE;
+    struct kg_key_usage u;
+    struct kg_err err = {{0}};
+    enum kg_status rc = kg_keycache_usage(c->adm->rt->keys, c->adm->store, id, &u, &err);
+
+    if (rc != KG_OK) {
+        admin_fail_status(c, rc, &err);
+        return false;
+    }
+    if (rec != NULL) {
+        if (rec->last_used_at > u.last_used_at)
+            u.last_used_at = rec->last_used_at;
+        in_use = kg_keys_rotation_in_use(&kc, c->fence, rec, c->now);
+    }
+    if (!kg_render_key_extras(o, &u, in_use)) {
+        admin_fail(c, 500, "Internal error");
+        return false;
+    }
+    return true;
 }
 
 /* A key document whose "key" member is a placeholder for the full key. */
@@ -122,6 +151,37 @@ list_one(const struct kg_key_rec *rec, enum kg_key_state state, void *p)
     return true;
 }
 
+/* Every key of a listing gets the members `keygate keys list --json` has:
+ * "usage", and "still_in_use" when rotated and in its grace period (only a
+ * rotated key is read again, for its successor). */
+static bool
+list_extras(struct admin_call *c, const struct kg_keys_ctx *kc, json_t *data)
+{
+    struct kg_key_rec *rec = calloc(1, sizeof(*rec));
+    bool ok = rec != NULL;
+    size_t i;
+    json_t *el;
+
+    if (!ok)
+        admin_fail(c, 500, "Internal error");
+    json_array_foreach(data, i, el)
+    {
+        const char *id = json_string_value(json_object_get(el, "id"));
+        struct kg_err err = {{0}};
+        bool rotated;
+
+        if (!ok)
+            break;
+        if (id == NULL)
+            continue;
+        rotated = json_is_string(json_object_get(el, "rotated_to")) &&
+                  kg_keys_get(kc, c->fence, id, rec, &err) == KG_OK;
+        ok = add_key_extras(c, el, id, rotated ? rec : NULL);
+    }
+    free(rec);
+    return ok;
+}
+
 void
 admin_keys_list(struct admin_call *c)
 {
@@ -160,6 +220,9 @@ admin_keys_list(struct admin_call *c)
         admin_fail(c, 500, "Internal error");
         goto cleanup;
     }
+    /* After the walk: its callback must not call into the store. */
+    if (!list_extras(c, &kc, lc.data))
+        goto cleanup;
     admin_reply_list(c, lc.data, next);
     lc.data = NULL;
 
@@ -192,8 +255,17 @@ admin_keys_get(struct admin_call *c)
         admin_fail(c, 500, "Internal error");
         return;
     }
-    if (admin_query_check(c, (const char *const[]){NULL}) && get_key(c, rec))
-        admin_reply(c, 200, key_json(rec, c->now, true));
+    if (admin_query_check(c, (const char *const[]){NULL}) && get_key(c, rec)) {
+        json_t *o = key_json(rec, c->now, true);
+
+        /* `keygate keys show --json`'s members: usage and still_in_use too. */
+        if (o == NULL)
+            admin_fail(c, 500, "Internal error");
+        else if (add_key_extras(c, o, rec->id, rec))
+            admin_reply(c, 200, o); /* takes o */
+        else
+            json_decref(o);
+    }
     free(rec);
 }
 

@@ -15,7 +15,9 @@
 #include <jansson.h>
 
 #include "keygate/cli.h"
+#include "keygate/json_io.h"
 #include "keygate/output.h"
+#include "keygate/render.h"
 
 /* kg_cli_parse() of argv[1..argc) without stopping at positionals; on
  * --help prints usage on stdout. Returns -1 to go on, or the exit status. */

@@ -4,7 +4,7 @@
  * Each sub-verb parses its options, checks what it can before opening
  * anything, opens the instance, makes one call into manage/accounts.c as
  * "cli:<os user>" (the audit trail's actor) and prints the result through
- * output.c. No rule about tenants or users is decided here. The CLI is a
+ * output.c and manage/render.c. No rule about tenants or users is decided here. The CLI is a
  * platform admin: it passes no tenant fence.
  */
 #include <inttypes.h>
@@ -141,7 +141,7 @@ print_tenant(const struct kg_tenant_rec *t, bool json)
     char created[KG_RFC3339_MAX], disabled[KG_RFC3339_MAX];
 
     if (json)
-        return kg_cli_print_json(kg_output_tenant_json(t));
+        return kg_cli_print_json(kg_render_tenant_json(t));
     kg_output_fields(stdout,
                      (const struct kg_output_field[]){
                          {"name", t->name},
@@ -197,7 +197,7 @@ tenant_row(const struct kg_tenant_rec *t, void *ctx)
     char created[KG_RFC3339_MAX];
 
     if (tc->arr != NULL) {
-        tc->failed = json_array_append_new(tc->arr, kg_output_tenant_json(t)) != 0;
+        tc->failed = json_array_append_new(tc->arr, kg_render_tenant_json(t)) != 0;
     } else {
         const char *cells[] = {t->name, t->display_name[0] != '\0' ? t->display_name : "-",
                                kg_output_time(t->created_at, "-", created),
@@ -325,9 +325,9 @@ print_user_usage(const struct kg_user_rec *u, const struct kg_user_usage *used,
     char created[KG_RFC3339_MAX], disabled[KG_RFC3339_MAX], credits[96], tq[96] = "";
 
     if (json) {
-        json_t *o = kg_output_user_json(u);
+        json_t *o = kg_render_user_json(u);
 
-        if (o != NULL && used != NULL && !kg_output_user_usage(o, used)) {
+        if (o != NULL && used != NULL && !kg_render_user_usage(o, used)) {
             json_decref(o);
             o = NULL;
         }
@@ -436,7 +436,7 @@ user_row(const struct kg_user_rec *u, void *ctx)
     char created[KG_RFC3339_MAX];
 
     if (tc->arr != NULL) {
-        tc->failed = json_array_append_new(tc->arr, kg_output_user_json(u)) != 0;
+        tc->failed = json_array_append_new(tc->arr, kg_render_user_json(u)) != 0;
     } else {
         const char *cells[] = {u->id,
                                u->username,

@@ -104,7 +104,7 @@ print_entries(const struct audit_rows *r, bool json)
     if (json) {
         arr = json_array();
         for (size_t i = r->n; arr != NULL && i-- > 0;) {
-            if (json_array_append_new(arr, kg_output_audit_json(&r->v[i])) != 0) {
+            if (json_array_append_new(arr, kg_render_audit_json(&r->v[i])) != 0) {
                 json_decref(arr);
                 arr = NULL;
             }

@@ -3,7 +3,7 @@
  * Each sub-verb parses its options, checks what it can before opening
  * anything (so a typo never creates a database or a secret), opens the
  * instance, makes one call into manage/keys.c and prints the result through
- * output.c. No rule about keys is decided here. A full key is printed only
+ * output.c and manage/render.c. No rule about keys is decided here. A full key is printed only
  * by create and rotate, once, through kg_output_secret_line() or
  * kg_output_json_secret(), and wiped right after.
  */
@@ -122,11 +122,11 @@ kg_cli_print_new_key(const struct kg_key_rec *rec, const char *key, const struct
     enum kg_status rc;
 
     if (json) {
-        json_t *obj = kg_output_new_key_json(rec);
+        json_t *obj = kg_render_new_key_json(rec);
 
         if (obj != NULL && old != NULL &&
             (json_object_set_new(obj, "replaces", json_string(old->id)) != 0 ||
-             json_object_set_new(obj, "old_key_revoked_at", kg_output_time_json(old->revoked_at)) !=
+             json_object_set_new(obj, "old_key_revoked_at", kg_json_io_time(old->revoked_at)) !=
                  0)) {
             json_decref(obj);
             obj = NULL;
@@ -236,40 +236,43 @@ cleanup:
     return ex;
 }
 
-/* The "usage" object of `keys show --json` and `keys list --json`: the
- * totals the daemon has flushed (at most a second behind). */
-static json_t *
-usage_json(const struct kg_key_usage *u)
-{
-    return json_pack("{s:I, s:{s:I, s:I, s:I}, s:o}", "requests", (json_int_t)u->requests, "denied",
-                     "expired", (json_int_t)u->denied_expired, "forbidden",
-                     (json_int_t)u->denied_forbidden, "rate_limited", (json_int_t)u->denied_rate,
-                     "last_used_at", kg_output_time_json(u->last_used_at));
-}
-
-/* Adds its "usage" to every key of a --json listing. After the walk, not in
- * list_row: the walk's callback must not call into the store. */
+/* Adds its "usage" (the totals the daemon has flushed, at most a second
+ * behind) and, in a rotation's grace period, "still_in_use" to every key of
+ * a --json listing, as GET /v1/keys does. After the walk, not in list_row:
+ * the walk's callback must not call into the store. */
 static enum kg_status
-add_list_usage(struct kg_store *st, json_t *arr, struct kg_err *err)
+add_list_usage(const struct kg_keys_ctx *kc, json_t *arr, int64_t now, struct kg_err *err)
 {
+    struct kg_key_rec *rec = calloc(1, sizeof(*rec));
+    enum kg_status rc = KG_OK;
     size_t i;
     json_t *el;
 
+    if (rec == NULL)
+        return kg_err_set(err, KG_ENOMEM, "out of memory listing keys");
     json_array_foreach(arr, i, el)
     {
         const char *id = json_string_value(json_object_get(el, "id"));
+        enum kg_key_in_use in_use = KG_KEY_IN_USE_NONE;
+        struct kg_err gerr = {{0}};
         struct kg_key_usage u;
-        enum kg_status rc;
 
         if (id == NULL)
             continue;
-        rc = kg_store_key_usage_get(st, id, &u, err);
+        rc = kg_store_key_usage_get(kc->store, id, &u, err);
         if (rc != KG_OK)
-            return rc;
-        if (json_object_set_new(el, "usage", usage_json(&u)) != 0)
-            return kg_err_set(err, KG_ENOMEM, "out of memory listing keys");
+            break;
+        /* Only a rotated key can be in a grace period: read it whole. */
+        if (json_is_string(json_object_get(el, "rotated_to")) &&
+            kg_keys_get(kc, NULL, id, rec, &gerr) == KG_OK)
+            in_use = kg_keys_rotation_in_use(kc, NULL, rec, now);
+        if (!kg_render_key_extras(el, &u, in_use)) {
+            rc = kg_err_set(err, KG_ENOMEM, "out of memory listing keys");
+            break;
+        }
     }
-    return KG_OK;
+    free(rec);
+    return rc;
 }
 
 /* A listing walk: --json objects go straight to lc->arr; for the table
@@ -285,7 +288,7 @@ list_row(const struct kg_key_rec *rec, enum kg_key_state state, void *ctx)
     struct list_walk *w = ctx;
     json_t *dst = w->lc->arr != NULL ? w->lc->arr : w->rows;
 
-    w->lc->failed = json_array_append_new(dst, kg_output_key_json(rec, state, false)) != 0;
+    w->lc->failed = json_array_append_new(dst, kg_render_key_json(rec, state, false)) != 0;
     return !w->lc->failed;
 }
 
@@ -370,6 +373,7 @@ keys_list(int argc, char **argv, const char *config)
     struct kg_cli_list lc = {0};
     struct list_walk w = {.lc = &lc};
     struct kg_err err = {{0}};
+    int64_t now = kg_time_now();
     enum kg_status rc;
     int ex;
 
@@ -394,9 +398,9 @@ keys_list(int argc, char **argv, const char *config)
         filter.user = owner.id;
     }
     if (rc == KG_OK)
-        rc = kg_keys_list(&kc, NULL, &filter, NULL, kg_time_now(), list_row, &w, NULL, &err);
+        rc = kg_keys_list(&kc, NULL, &filter, NULL, now, list_row, &w, NULL, &err);
     if (rc == KG_OK && !lc.failed)
-        rc = add_list_usage(kc.store, lc.arr != NULL ? lc.arr : w.rows, &err);
+        rc = add_list_usage(&kc, lc.arr != NULL ? lc.arr : w.rows, now, &err);
     if (rc == KG_OK && !lc.failed && lc.arr == NULL)
         table_rows(&lc, w.rows);
     ex = kg_cli_list_close(&lc, rc, "out of memory listing keys", &err);
@@ -476,10 +480,11 @@ print_key_fields(const struct kg_key_rec *rec, enum kg_key_state state, int64_t 
 }
 
 /* One key as `keys show` and `keys update` print it; u (may be NULL) adds
- * its usage, in_use (may be NULL) the rotation line. */
+ * its usage, in_use (may be NULL) the rotation line, in_use_v the same for
+ * scripts. */
 static int
 print_key(const struct kg_key_rec *rec, int64_t now, bool json, const struct kg_key_usage *u,
-          const char *in_use)
+          const char *in_use, enum kg_key_in_use in_use_v)
 {
     enum kg_key_state state = kg_key_state_of(rec, now);
     json_t *o;
@@ -488,17 +493,8 @@ print_key(const struct kg_key_rec *rec, int64_t now, bool json, const struct kg_
         print_key_fields(rec, state, now, u, in_use);
         return KG_CLI_EXIT_OK;
     }
-    o = kg_output_key_json(rec, state, true);
-    if (o != NULL && u != NULL && json_object_set_new(o, "usage", usage_json(u)) != 0) {
-        json_decref(o);
-        o = NULL;
-    }
-    /* The rotation line for scripts: true, false, or null when unknown. */
-    if (o != NULL && in_use != NULL &&
-        json_object_set_new(o, "still_in_use",
-                            strncmp(in_use, "yes", 3) == 0  ? json_true()
-                            : strncmp(in_use, "no", 2) == 0 ? json_false()
-                                                            : json_null()) != 0) {
+    o = kg_render_key_json(rec, state, true);
+    if (o != NULL && !kg_render_key_extras(o, u, in_use_v)) {
         json_decref(o);
         o = NULL;
     }
@@ -506,25 +502,26 @@ print_key(const struct kg_key_rec *rec, int64_t now, bool json, const struct kg_
 }
 
 /* During a rotation's grace period (rotated_to set, not revoked yet): was
- * the old key used since the rotation, i.e. since its successor was made? */
-static void
-rotation_in_use(const struct kg_keys_ctx *kc, const struct kg_key_rec *rec, char *buf, size_t len)
+ * the old key used since the rotation, i.e. since its successor was made?
+ * The line for people goes to buf. */
+static enum kg_key_in_use
+rotation_in_use(const struct kg_keys_ctx *kc, const struct kg_key_rec *rec, int64_t now, char *buf,
+                size_t len)
 {
-    struct kg_key_rec *fresh = calloc(1, sizeof(*fresh));
-    struct kg_err err = {{0}};
+    enum kg_key_in_use v = kg_keys_rotation_in_use(kc, NULL, rec, now);
     char seen[KG_RFC3339_MAX];
 
-    if (fresh == NULL || kg_keys_get(kc, NULL, rec->rotated_to, fresh, &err) != KG_OK) {
+    if (v == KG_KEY_IN_USE_UNKNOWN) {
         /* Without the successor the rotation time is unknown: say what is known. */
         snprintf(buf, len, "unknown, last seen %s",
                  kg_output_time(rec->last_used_at, "never", seen));
-    } else if (rec->last_used_at >= fresh->created_at && rec->last_used_at > 0) {
+    } else if (v == KG_KEY_IN_USE_YES) {
         snprintf(buf, len, "yes, last seen %s", kg_time_format(rec->last_used_at, seen));
-    } else {
+    } else if (v == KG_KEY_IN_USE_NO) {
         snprintf(buf, len, "no, not seen since the rotation (last seen %s)",
                  kg_output_time(rec->last_used_at, "never", seen));
     }
-    free(fresh);
+    return v;
 }
 
 static int
@@ -544,6 +541,7 @@ keys_show(int argc, char **argv, const char *config)
     struct kg_key_usage usage;
     struct kg_err err = {{0}};
     char in_use[KG_RFC3339_MAX + 64] = "";
+    enum kg_key_in_use in_use_v;
     const char *id = NULL;
     enum kg_status rc;
     int64_t now;
@@ -566,9 +564,8 @@ keys_show(int argc, char **argv, const char *config)
         goto cleanup;
     }
     now = kg_time_now();
-    if (rec.rotated_to[0] != '\0' && rec.revoked_at > now)
-        rotation_in_use(&kc, &rec, in_use, sizeof(in_use));
-    ex = print_key(&rec, now, json, &usage, in_use[0] != '\0' ? in_use : NULL);
+    in_use_v = rotation_in_use(&kc, &rec, now, in_use, sizeof(in_use));
+    ex = print_key(&rec, now, json, &usage, in_use[0] != '\0' ? in_use : NULL, in_use_v);
 cleanup:
     kg_instance_close(inst);
     return ex;
@@ -708,7 +705,7 @@ keys_update(int argc, char **argv, const char *config)
         ex = kg_cli_fail(rc, &err);
         goto cleanup;
     }
-    ex = print_key(&rec, now, json, NULL, NULL);
+    ex = print_key(&rec, now, json, NULL, NULL, KG_KEY_IN_USE_NONE);
 cleanup:
     kg_instance_close(inst);
     return ex;

@@ -3,7 +3,9 @@
  * One table, directives[], describes every directive: its kind, its built-in
  * default (written as it would be in a file, so defaults pass through the same
  * validators as user input), the field it fills and the environment variable
- * that overrides it. The rest is a line tokenizer and a loop over lines.
+ * that overrides it. The rest is a line tokenizer and a loop over lines;
+ * the rule directives (route, cost, tier, default_rate) are parsed in
+ * rules.c, and what a good single value looks like is values.c's.
  * Problems go to the caller's callback as "file:line: message", all of them;
  * this module never prints or logs. It only checks the form of addresses and
  * paths: binding sockets and opening the database are other modules' work.
@@ -21,74 +23,18 @@
 #include "keygate/config.h"
 #include "keygate/log.h"
 #include "keygate/tls.h"
+#include "config/config_int.h"
 
 /* Longest duration any timeout may have; longer would only hide a hung peer. */
 #define DURATION_MAX_MS (24LL * 3600 * 1000)
-#define SCOPE_MAX 64
-/* Values quoted back in messages are cut here so one silly line cannot
- * drown the rest of the report. */
-#define SHOWN "%.80s"
 
-enum kind {
-    K_STRING,   /* one value, checked by .check, copied into a char * */
-    K_BOOL,     /* one value: on/off, yes/no, true/false */
-    K_CHOICE,   /* one value, turned by .choose into an int-sized enum */
-    K_DURATION, /* one value: N followed by ms, s, m or h; stored as int64_t ms */
-    K_INT,      /* one value: a whole number from .min to .max; stored as int */
-    K_BYTES,    /* one value: a whole number, k = 1024, from .min to .max; int64_t */
-    K_CUSTOM,   /* all values go to .parse */
-};
-
-struct loader;
-struct directive;
-
-typedef enum kg_status (*parse_fn)(struct loader *ld, const struct directive *d,
-                                   const char *const *argv, size_t argc);
-
-struct directive {
-    const char *name;
-    enum kind kind;
-    const char *def;  /* built-in default as written in a file; NULL: none */
-    size_t off;       /* field in struct kg_config; unused by K_CUSTOM */
-    const char *env;  /* KEYGATE_* variable that overrides it, or NULL */
-    const char *want; /* what a good value looks like (K_STRING, K_CHOICE, K_CUSTOM) */
-    bool (*check)(const char *value);
-    bool (*choose)(const char *value, int *out);
-    parse_fn parse;
-    int64_t min, max;
-    bool multi; /* may appear on several lines */
-};
-
-static bool check_listen(const char *v);
-static bool check_admin_listen(const char *v);
-static bool check_upstream(const char *v);
-static bool check_path(const char *v);
-static bool check_url_path(const char *v);
-static bool check_slug(const char *v);
-static bool check_fa_prefix(const char *v);
-static bool choose_mode(const char *v, int *out);
-static bool check_scope_list(const char *v);
-static bool check_signup_role(const char *v);
-static bool choose_route_case(const char *v, int *out);
-static bool choose_error_style(const char *v, int *out);
-static bool choose_log_level(const char *v, int *out);
-static bool choose_log_format(const char *v, int *out);
-static enum kg_status parse_cred_header(struct loader *ld, const struct directive *d,
+static enum kg_status parse_cred_header(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d,
                                         const char *const *argv, size_t argc);
-static enum kg_status parse_route(struct loader *ld, const struct directive *d,
-                                  const char *const *argv, size_t argc);
-static enum kg_status parse_cost(struct loader *ld, const struct directive *d,
-                                 const char *const *argv, size_t argc);
-static enum kg_status parse_default_rate(struct loader *ld, const struct directive *d,
-                                         const char *const *argv, size_t argc);
-static enum kg_status parse_tier(struct loader *ld, const struct directive *d,
-                                 const char *const *argv, size_t argc);
-static bool choose_rl_headers(const char *v, int *out);
-static enum kg_status parse_auth_throttle(struct loader *ld, const struct directive *d,
+static enum kg_status parse_auth_throttle(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d,
                                           const char *const *argv, size_t argc);
-static enum kg_status parse_trusted_proxies(struct loader *ld, const struct directive *d,
+static enum kg_status parse_trusted_proxies(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d,
                                             const char *const *argv, size_t argc);
-static enum kg_status parse_tls_priorities(struct loader *ld, const struct directive *d,
+static enum kg_status parse_tls_priorities(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d,
                                            const char *const *argv, size_t argc);
 
 #define OFF(field) offsetof(struct kg_config, field)
@@ -97,28 +43,28 @@ static enum kg_status parse_tls_priorities(struct loader *ld, const struct direc
  * one commented entry in conf/keygate.conf, one test. clang-format would
  * put every field on a line of its own; kept as rows, it reads as a table. */
 /* clang-format off */
-static const struct directive directives[] = {
+static const struct kg_cfg_directive directives[] = {
     {.name = "listen", .kind = K_STRING, .def = "0.0.0.0:8080", .off = OFF(listen),
-     .env = "KEYGATE_LISTEN", .check = check_listen, .want = "host:port"},
+     .env = "KEYGATE_LISTEN", .check = kg_cfg_check_listen, .want = "host:port"},
     {.name = "admin_listen", .kind = K_STRING, .def = "127.0.0.1:8081", .off = OFF(admin_listen),
-     .env = "KEYGATE_ADMIN_LISTEN", .check = check_admin_listen, .want = "host:port or off"},
+     .env = "KEYGATE_ADMIN_LISTEN", .check = kg_cfg_check_admin_listen, .want = "host:port or off"},
     {.name = "upstream", .kind = K_STRING, .def = "http://127.0.0.1:3000", .off = OFF(upstream),
-     .env = "KEYGATE_UPSTREAM", .check = check_upstream,
+     .env = "KEYGATE_UPSTREAM", .check = kg_cfg_check_upstream,
      .want = "an http:// or https:// URL such as http://127.0.0.1:3000/base"},
     {.name = "database", .kind = K_STRING, .def = "data/keygate.db", .off = OFF(database),
-     .env = "KEYGATE_DATABASE", .check = check_path, .want = "a file path"},
+     .env = "KEYGATE_DATABASE", .check = kg_cfg_check_path, .want = "a file path"},
     {.name = "secret_file", .kind = K_STRING, .def = "data/secret", .off = OFF(secret_file),
-     .env = "KEYGATE_SECRET_FILE", .check = check_path, .want = "a file path"},
+     .env = "KEYGATE_SECRET_FILE", .check = kg_cfg_check_path, .want = "a file path"},
     {.name = "key_prefix", .kind = K_STRING, .def = "kg_", .off = OFF(key_prefix),
      .env = "KEYGATE_KEY_PREFIX", .check = kg_config_prefix_ok,
      .want = "1 to 32 characters of A-Z a-z 0-9 _"},
     {.name = "mode", .kind = K_CHOICE, .def = "proxy", .off = OFF(mode), .env = "KEYGATE_MODE",
-     .choose = choose_mode, .want = "proxy or forward_auth"},
+     .choose = kg_cfg_choose_mode, .want = "proxy or forward_auth"},
     {.name = "forward_auth_prefix", .kind = K_STRING, .def = "", .off = OFF(forward_auth_prefix),
-     .env = "KEYGATE_FORWARD_AUTH_PREFIX", .check = check_fa_prefix,
+     .env = "KEYGATE_FORWARD_AUTH_PREFIX", .check = kg_cfg_check_fa_prefix,
      .want = "a normalised absolute path such as /authz, or \"\" for none"},
     {.name = "error_style", .kind = K_CHOICE, .def = "detail", .off = OFF(error_style),
-     .env = "KEYGATE_ERROR_STYLE", .choose = choose_error_style, .want = "detail or error"},
+     .env = "KEYGATE_ERROR_STYLE", .choose = kg_cfg_choose_error_style, .want = "detail or error"},
     {.name = "require_scopes", .kind = K_BOOL, .def = "off", .off = OFF(require_scopes)},
     {.name = "forward_credentials", .kind = K_BOOL, .def = "off",
      .off = OFF(forward_credentials)},
@@ -126,8 +72,8 @@ static const struct directive directives[] = {
      .off = OFF(underscores_in_headers)},
     {.name = "credential_header", .kind = K_CUSTOM, .parse = parse_cred_header, .multi = true,
      .want = "an HTTP header name such as X-Api-Key"},
-    {.name = "route", .kind = K_CUSTOM, .parse = parse_route, .multi = true},
-    {.name = "cost", .kind = K_CUSTOM, .parse = parse_cost, .multi = true},
+    {.name = "route", .kind = K_CUSTOM, .parse = kg_cfg_parse_route, .multi = true},
+    {.name = "cost", .kind = K_CUSTOM, .parse = kg_cfg_parse_cost, .multi = true},
     {.name = "upstream_connect_timeout", .kind = K_DURATION, .def = "5s",
      .off = OFF(upstream_connect_timeout_ms)},
     {.name = "upstream_timeout", .kind = K_DURATION, .def = "60s",
@@ -151,64 +97,53 @@ static const struct directive directives[] = {
     {.name = "workers", .kind = K_INT, .def = "0", .off = OFF(workers), .env = "KEYGATE_WORKERS",
      .min = 0, .max = 64},
     {.name = "log_level", .kind = K_CHOICE, .def = "info", .off = OFF(log_level),
-     .env = "KEYGATE_LOG_LEVEL", .choose = choose_log_level, .want = "error, warn, info or debug"},
+     .env = "KEYGATE_LOG_LEVEL", .choose = kg_cfg_choose_log_level, .want = "error, warn, info or debug"},
     {.name = "log_format", .kind = K_CHOICE, .def = "text", .off = OFF(log_format),
-     .env = "KEYGATE_LOG_FORMAT", .choose = choose_log_format, .want = "text or json"},
+     .env = "KEYGATE_LOG_FORMAT", .choose = kg_cfg_choose_log_format, .want = "text or json"},
     {.name = "access_log", .kind = K_STRING, .def = "off", .off = OFF(access_log),
-     .env = "KEYGATE_ACCESS_LOG", .check = check_path, .want = "off, stdout, stderr or a file path"},
+     .env = "KEYGATE_ACCESS_LOG", .check = kg_cfg_check_path, .want = "off, stdout, stderr or a file path"},
     {.name = "max_header_bytes", .kind = K_BYTES, .def = "16k", .off = OFF(max_header_bytes),
      .min = 1024, .max = 1048576},
     {.name = "signup", .kind = K_BOOL, .def = "off", .off = OFF(signup)},
     {.name = "signup_path", .kind = K_STRING, .def = "/api/v1/signup/", .off = OFF(signup_path),
-     .check = check_url_path, .want = "a normalised absolute path such as /api/v1/signup/"},
+     .check = kg_cfg_check_url_path, .want = "a normalised absolute path such as /api/v1/signup/"},
     {.name = "signup_tenant", .kind = K_STRING, .def = "signup", .off = OFF(signup_tenant),
-     .check = check_slug, .want = "a tenant name: 1 to 64 characters of A-Z a-z 0-9 _ . -"},
+     .check = kg_cfg_check_slug, .want = "a tenant name: 1 to 64 characters of A-Z a-z 0-9 _ . -"},
     {.name = "signup_role", .kind = K_STRING, .def = KG_SIGNUP_ROLE_NONE, .off = OFF(signup_role),
-     .check = check_signup_role,
+     .check = kg_cfg_check_signup_role,
      .want = "none or a comma-separated scope list such as read:*,write:items"},
     {.name = "signup_tier", .kind = K_STRING, .def = "default", .off = OFF(signup_tier),
-     .check = check_slug, .want = "a tier name: 1 to 64 characters of A-Z a-z 0-9 _ . -"},
-    {.name = "rate_limit_default", .kind = K_CUSTOM, .def = "off", .parse = parse_default_rate,
+     .check = kg_cfg_check_slug, .want = "a tier name: 1 to 64 characters of A-Z a-z 0-9 _ . -"},
+    {.name = "rate_limit_default", .kind = K_CUSTOM, .def = "off", .parse = kg_cfg_parse_default_rate,
      .want = "N/s, N/min or N/h, optionally followed by burst N, or off"},
-    {.name = "tier", .kind = K_CUSTOM, .parse = parse_tier, .multi = true},
+    {.name = "tier", .kind = K_CUSTOM, .parse = kg_cfg_parse_tier, .multi = true},
     {.name = "route_case", .kind = K_CHOICE, .def = "insensitive", .off = OFF(route_case),
-     .choose = choose_route_case, .want = "insensitive or sensitive"},
+     .choose = kg_cfg_choose_route_case, .want = "insensitive or sensitive"},
     {.name = "ratelimit_headers", .kind = K_CHOICE, .def = "standard",
-     .off = OFF(ratelimit_headers), .choose = choose_rl_headers, .want = "standard or legacy"},
+     .off = OFF(ratelimit_headers), .choose = kg_cfg_choose_rl_headers, .want = "standard or legacy"},
     {.name = "auth_throttle", .kind = K_CUSTOM, .def = "20/min 60s", .parse = parse_auth_throttle,
      .want = "N/s, N/min or N/h and a cool-down such as 60s, or off"},
     {.name = "trusted_proxies", .kind = K_CUSTOM, .parse = parse_trusted_proxies, .multi = true,
      .want = "IPv4 or IPv6 addresses or CIDR blocks such as 10.0.0.0/8 fd00::/8, or none"},
     {.name = "tls_certificate", .kind = K_STRING, .off = OFF(tls_certificate),
-     .env = "KEYGATE_TLS_CERTIFICATE", .check = check_path, .want = "a PEM file path"},
+     .env = "KEYGATE_TLS_CERTIFICATE", .check = kg_cfg_check_path, .want = "a PEM file path"},
     {.name = "tls_key", .kind = K_STRING, .off = OFF(tls_key), .env = "KEYGATE_TLS_KEY",
-     .check = check_path, .want = "a PEM file path"},
+     .check = kg_cfg_check_path, .want = "a PEM file path"},
     {.name = "tls_priorities", .kind = K_CUSTOM, .def = KG_TLS_DEFAULT_PRIORITIES,
      .env = "KEYGATE_TLS_PRIORITIES", .parse = parse_tls_priorities,
      .want = "a GnuTLS priority string such as " KG_TLS_DEFAULT_PRIORITIES},
     {.name = "upstream_ca", .kind = K_STRING, .off = OFF(upstream_ca), .env = "KEYGATE_UPSTREAM_CA",
-     .check = check_path, .want = "a PEM file path"},
+     .check = kg_cfg_check_path, .want = "a PEM file path"},
 };
 /* clang-format on */
 
 #define NDIRECTIVES (sizeof(directives) / sizeof(directives[0]))
+_Static_assert(NDIRECTIVES <= KG_CFG_DIRECTIVES_MAX, "raise KG_CFG_DIRECTIVES_MAX");
 
 /* K_CHOICE stores an int through the field's bytes; both targets must be int-sized. */
 _Static_assert(sizeof(enum kg_error_style) == sizeof(int), "error_style is not int-sized");
 _Static_assert(sizeof(enum kg_rl_headers) == sizeof(int), "ratelimit_headers is not int-sized");
 _Static_assert(sizeof(enum kg_mode) == sizeof(int), "mode is not int-sized");
-
-/* State of one kg_config_load(): where we are, for messages, and what we found. */
-struct loader {
-    struct kg_config *cfg;
-    const char *file;
-    int line;        /* 0 when not reading a line */
-    const char *env; /* variable being applied, or NULL */
-    kg_config_report_fn report;
-    void *ctx;
-    int nerrors;
-    int first_line[NDIRECTIVES]; /* where each single-valued directive was first seen */
-};
 
 /* The words of one line, split in place; the array is reused line to line. */
 struct words {
@@ -216,10 +151,8 @@ struct words {
     size_t n, cap;
 };
 
-static void complain(struct loader *ld, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-
-static void
-complain(struct loader *ld, const char *fmt, ...)
+void
+kg_cfg_complain(struct kg_cfg_loader *ld, const char *fmt, ...)
 {
     char msg[512], out[1024];
     va_list ap;
@@ -240,413 +173,41 @@ complain(struct loader *ld, const char *fmt, ...)
 }
 
 /* Says what d wants instead of value; numeric kinds state their bounds from the row. */
-static void
-complain_want(struct loader *ld, const struct directive *d, const char *value)
+void
+kg_cfg_complain_want(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d, const char *value)
 {
     switch (d->kind) {
     case K_BOOL:
-        complain(ld, "%s wants on or off, got \"" SHOWN "\"", d->name, value);
+        kg_cfg_complain(ld, "%s wants on or off, got \"" SHOWN "\"", d->name, value);
         break;
     case K_DURATION:
-        complain(ld,
+        kg_cfg_complain(ld,
                  "%s wants a duration such as 500ms, 30s, 5m or 1h (at most 24h), "
                  "got \"" SHOWN "\"",
                  d->name, value);
         break;
     case K_INT:
-        complain(ld, "%s wants a whole number from %lld to %lld, got \"" SHOWN "\"", d->name,
+        kg_cfg_complain(ld, "%s wants a whole number from %lld to %lld, got \"" SHOWN "\"", d->name,
                  (long long)d->min, (long long)d->max, value);
         break;
     case K_BYTES:
-        complain(ld,
+        kg_cfg_complain(ld,
                  "%s wants a size from %lld to %lld bytes (k = 1024, e.g. 16k), got \"" SHOWN "\"",
                  d->name, (long long)d->min, (long long)d->max, value);
         break;
     default:
-        complain(ld, "%s wants %s, got \"" SHOWN "\"", d->name, d->want, value);
+        kg_cfg_complain(ld, "%s wants %s, got \"" SHOWN "\"", d->name, d->want, value);
         break;
     }
 }
 
-static void
-complain_count(struct loader *ld, const struct directive *d, size_t argc)
+void
+kg_cfg_complain_count(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d, size_t argc)
 {
     if (argc == 0)
-        complain(ld, "%s takes one value, got none", d->name);
+        kg_cfg_complain(ld, "%s takes one value, got none", d->name);
     else
-        complain(ld, "%s takes one value, got %zu", d->name, argc);
-}
-
-/* RFC 9110 tchar: what a method or a header name may be made of. */
-static bool
-is_tchar(int c)
-{
-    return c != '\0' && (isalnum(c) || strchr("!#$%&'*+-.^_`|~", c) != NULL);
-}
-
-static bool
-is_token(const char *s)
-{
-    if (s[0] == '\0')
-        return false;
-    for (; *s != '\0'; s++) {
-        if (!is_tchar((unsigned char)*s))
-            return false;
-    }
-    return true;
-}
-
-/* Reads a port of exactly len characters, all digits, 1..65535. */
-static bool
-parse_port(const char *s, size_t len, int *out)
-{
-    int port = 0;
-
-    if (len == 0 || len > 5)
-        return false;
-    for (size_t i = 0; i < len; i++) {
-        if (!isdigit((unsigned char)s[i]))
-            return false;
-        port = port * 10 + (s[i] - '0');
-    }
-    if (port < 1 || port > 65535)
-        return false;
-    *out = port;
-    return true;
-}
-
-bool
-kg_config_addr_parse(const char *addr, char *host, size_t hostlen, int *port)
-{
-    char buf[KG_ADDR_HOST_MAX], bin[16];
-    const char *h, *portstr, *numeric = buf;
-    size_t hl;
-    bool v6 = false;
-    int p;
-
-    if (addr == NULL)
-        return false;
-    if (addr[0] == '[') {
-        const char *closing = strchr(addr, ']');
-
-        if (closing == NULL || closing[1] != ':')
-            return false;
-        h = addr + 1;
-        hl = (size_t)(closing - h);
-        portstr = closing + 2;
-        v6 = true;
-    } else {
-        const char *colon = strrchr(addr, ':');
-
-        if (colon == NULL)
-            return false;
-        h = addr;
-        hl = (size_t)(colon - addr);
-        portstr = colon + 1;
-        /* An unbracketed IPv6 literal cannot be told from its port. */
-        if (memchr(h, ':', hl) != NULL)
-            return false;
-    }
-    if (hl == 0 || hl >= sizeof(buf) || !parse_port(portstr, strlen(portstr), &p))
-        return false;
-    memcpy(buf, h, hl);
-    buf[hl] = '\0';
-    if (v6) {
-        if (inet_pton(AF_INET6, buf, bin) != 1)
-            return false;
-    } else if (strcmp(buf, "*") == 0) {
-        numeric = "0.0.0.0";
-    } else if (strcmp(buf, "localhost") == 0) {
-        /* Pinned to IPv4 so "localhost" never depends on /etc/hosts order. */
-        numeric = "127.0.0.1";
-    } else if (inet_pton(AF_INET, buf, bin) != 1) {
-        return false;
-    }
-    if (host != NULL) {
-        if (strlen(numeric) >= hostlen)
-            return false;
-        memcpy(host, numeric, strlen(numeric) + 1);
-    }
-    if (port != NULL)
-        *port = p;
-    return true;
-}
-
-static bool
-check_listen(const char *v)
-{
-    return kg_config_addr_parse(v, NULL, 0, NULL);
-}
-
-static bool
-check_admin_listen(const char *v)
-{
-    return strcmp(v, "off") == 0 || check_listen(v);
-}
-
-/* http(s)://HOST[:PORT][/PATH]: a host name, IPv4 or [IPv6], no user:password
- * (it would end up in logs), no query or fragment (the request's own are appended). */
-static bool
-check_upstream(const char *v)
-{
-    const char *p, *end, *after;
-    int port;
-
-    if (strncasecmp(v, "http://", 7) == 0)
-        p = v + 7;
-    else if (strncasecmp(v, "https://", 8) == 0)
-        p = v + 8;
-    else
-        return false;
-    for (const char *q = v; *q != '\0'; q++) {
-        if ((unsigned char)*q <= 0x20 || *q == 0x7f || *q == '?' || *q == '#')
-            return false;
-    }
-    end = p + strcspn(p, "/");
-    if (memchr(p, '@', (size_t)(end - p)) != NULL)
-        return false;
-    if (*p == '[') {
-        char buf[KG_ADDR_HOST_MAX], bin[16];
-        const char *closing = memchr(p, ']', (size_t)(end - p));
-        size_t hl;
-
-        if (closing == NULL)
-            return false;
-        hl = (size_t)(closing - p - 1);
-        if (hl == 0 || hl >= sizeof(buf))
-            return false;
-        memcpy(buf, p + 1, hl);
-        buf[hl] = '\0';
-        if (inet_pton(AF_INET6, buf, bin) != 1)
-            return false;
-        after = closing + 1;
-    } else {
-        after = p;
-        while (after < end && (isalnum((unsigned char)*after) || strchr(".-_", *after) != NULL))
-            after++;
-        if (after == p)
-            return false;
-    }
-    if (after == end)
-        return true;
-    if (*after != ':')
-        return false;
-    return parse_port(after + 1, (size_t)(end - after - 1), &port);
-}
-
-static bool
-check_path(const char *v)
-{
-    return v[0] != '\0';
-}
-
-static bool pattern_normal(const char *s, size_t len, bool is_prefix);
-
-/* A path keygate answers itself: compared with the normalised request
- * path, so it must be normalised too or it could never match. */
-static bool
-check_url_path(const char *v)
-{
-    size_t n = strlen(v);
-
-    if (v[0] != '/' || n > 256)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)v[i];
-
-        if (c <= 0x20 || c >= 0x7f || strchr("?#%*", c) != NULL)
-            return false;
-    }
-    return pattern_normal(v, n, false);
-}
-
-/* forward_auth_prefix: a path like signup_path, not "/" (it would remove
- * nothing), or "" for none. */
-static bool
-check_fa_prefix(const char *v)
-{
-    return v[0] == '\0' || (strcmp(v, "/") != 0 && check_url_path(v));
-}
-
-/* Tenant and tier names: 1..64 of [A-Za-z0-9_.-]. */
-static bool
-check_slug(const char *v)
-{
-    size_t n = strlen(v);
-
-    if (n < 1 || n > 64)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        if (!isalnum((unsigned char)v[i]) && strchr("_.-", v[i]) == NULL)
-            return false;
-    }
-    return true;
-}
-
-static bool scope_ok(const char *s);
-
-/* "a,b,c": one or more scopes, blanks around commas allowed. */
-static bool
-check_scope_list(const char *v)
-{
-    char item[SCOPE_MAX + 1];
-    const char *p = v;
-
-    for (;;) {
-        size_t n;
-
-        while (*p == ' ' || *p == '\t')
-            p++;
-        n = strcspn(p, ",");
-        while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
-            n--;
-        if (n == 0 || n > SCOPE_MAX)
-            return false;
-        memcpy(item, p, n);
-        item[n] = '\0';
-        if (!scope_ok(item))
-            return false;
-        p += strcspn(p, ",");
-        if (*p == '\0')
-            return true;
-        p++;
-    }
-}
-
-/* signup_role: "none" (no scope), or a scope list that does not mention
- * "none" (which would read as "nothing" but grant a scope of that name). */
-static bool
-check_signup_role(const char *v)
-{
-    const char *p = v;
-
-    if (strcmp(v, KG_SIGNUP_ROLE_NONE) == 0)
-        return true;
-    if (!check_scope_list(v))
-        return false;
-    for (;;) {
-        size_t n;
-
-        while (*p == ' ' || *p == '\t')
-            p++;
-        n = strcspn(p, ",");
-        while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
-            n--;
-        if (n == strlen(KG_SIGNUP_ROLE_NONE) && strncmp(p, KG_SIGNUP_ROLE_NONE, n) == 0)
-            return false;
-        p += strcspn(p, ",");
-        if (*p == '\0')
-            return true;
-        p++;
-    }
-}
-
-const char *
-kg_config_signup_role(const struct kg_config *cfg)
-{
-    return strcmp(cfg->signup_role, KG_SIGNUP_ROLE_NONE) == 0 ? "" : cfg->signup_role;
-}
-
-bool
-kg_config_signup_warning(const struct kg_config *cfg, char *buf, size_t cap)
-{
-    const char *p = kg_config_signup_role(cfg);
-
-    if (!cfg->signup)
-        return false;
-    while (*p != '\0') {
-        size_t n = strcspn(p, ",");
-        const char *s = p;
-
-        while (n > 0 && (*s == ' ' || *s == '\t')) {
-            s++;
-            n--;
-        }
-        while (n > 0 && (s[n - 1] == ' ' || s[n - 1] == '\t'))
-            n--;
-        if (n > 0 && s[n - 1] == '*') {
-            if (n == 1)
-                snprintf(buf, cap,
-                         "signup is on and signup_role holds \"*\": every anonymous signup gets "
-                         "keys that pass every route rule (set signup_role to none or to the "
-                         "scopes a new account needs)");
-            else
-                snprintf(buf, cap,
-                         "signup is on and signup_role holds \"%.*s\": every anonymous signup "
-                         "gets every scope starting with %.*s (set signup_role to none or to the "
-                         "scopes a new account needs)",
-                         (int)n, s, (int)(n - 1), s);
-            return true;
-        }
-        p += strcspn(p, ",");
-        if (*p == ',')
-            p++;
-    }
-    return false;
-}
-
-bool
-kg_config_prefix_ok(const char *prefix)
-{
-    size_t n;
-
-    if (prefix == NULL)
-        return false;
-    n = strlen(prefix);
-    if (n < 1 || n > 32)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        if (!isalnum((unsigned char)prefix[i]) && prefix[i] != '_')
-            return false;
-    }
-    return true;
-}
-
-static bool
-choose_error_style(const char *v, int *out)
-{
-    if (strcasecmp(v, "detail") == 0)
-        *out = KG_STYLE_DETAIL;
-    else if (strcasecmp(v, "error") == 0)
-        *out = KG_STYLE_ERROR;
-    else
-        return false;
-    return true;
-}
-
-static bool
-choose_mode(const char *v, int *out)
-{
-    if (strcmp(v, "proxy") == 0)
-        *out = KG_MODE_PROXY;
-    else if (strcmp(v, "forward_auth") == 0)
-        *out = KG_MODE_FORWARD_AUTH;
-    else
-        return false;
-    return true;
-}
-
-static bool
-choose_log_level(const char *v, int *out)
-{
-    enum kg_log_level level;
-
-    if (!kg_log_level_parse(v, &level))
-        return false;
-    *out = (int)level;
-    return true;
-}
-
-static bool
-choose_log_format(const char *v, int *out)
-{
-    if (strcasecmp(v, "text") == 0)
-        *out = KG_LOG_TEXT;
-    else if (strcasecmp(v, "json") == 0)
-        *out = KG_LOG_JSON;
-    else
-        return false;
-    return true;
+        kg_cfg_complain(ld, "%s takes one value, got %zu", d->name, argc);
 }
 
 static bool
@@ -704,7 +265,7 @@ parse_duration_ms(const char *s, int64_t *out)
 
 /* Sets one single-valued directive. KG_EINVAL has been reported. */
 static enum kg_status
-set_value(struct loader *ld, const struct directive *d, const char *v)
+set_value(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d, const char *v)
 {
     static const char *const int_units[] = {""};
     static const char *const byte_units[] = {"", "k", "K"};
@@ -754,24 +315,24 @@ set_value(struct loader *ld, const struct directive *d, const char *v)
     case K_CUSTOM:
         return d->parse(ld, d, &v, 1);
     }
-    complain_want(ld, d, v);
+    kg_cfg_complain_want(ld, d, v);
     return KG_EINVAL;
 }
 
 static enum kg_status
-apply(struct loader *ld, const struct directive *d, const char *const *argv, size_t argc)
+apply(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d, const char *const *argv, size_t argc)
 {
     if (d->kind == K_CUSTOM)
         return d->parse(ld, d, argv, argc);
     if (argc != 1) {
-        complain_count(ld, d, argc);
+        kg_cfg_complain_count(ld, d, argc);
         return KG_EINVAL;
     }
     return set_value(ld, d, argv[0]);
 }
 
 static enum kg_status
-parse_cred_header(struct loader *ld, const struct directive *d, const char *const *argv,
+parse_cred_header(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d, const char *const *argv,
                   size_t argc)
 {
     struct kg_config *cfg = ld->cfg;
@@ -779,12 +340,12 @@ parse_cred_header(struct loader *ld, const struct directive *d, const char *cons
     char *copy;
 
     if (argc != 1) {
-        complain_count(ld, d, argc);
+        kg_cfg_complain_count(ld, d, argc);
         return KG_EINVAL;
     }
     name = argv[0];
-    if (!is_token(name)) {
-        complain_want(ld, d, name);
+    if (!kg_cfg_is_token(name)) {
+        kg_cfg_complain_want(ld, d, name);
         return KG_EINVAL;
     }
     /* The built-in headers and repeats change nothing, so they are accepted
@@ -796,7 +357,7 @@ parse_cred_header(struct loader *ld, const struct directive *d, const char *cons
             return KG_OK;
     }
     if (cfg->ncred_headers == KG_MAX_CRED_HEADERS) {
-        complain(ld, "%s allows at most %d header names; \"" SHOWN "\" is one too many", d->name,
+        kg_cfg_complain(ld, "%s allows at most %d header names; \"" SHOWN "\" is one too many", d->name,
                  KG_MAX_CRED_HEADERS, name);
         return KG_EINVAL;
     }
@@ -807,303 +368,10 @@ parse_cred_header(struct loader *ld, const struct directive *d, const char *cons
     return KG_OK;
 }
 
-static bool
-scope_ok(const char *s)
-{
-    size_t n = strlen(s);
-
-    if (n < 1 || n > SCOPE_MAX)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        if (!isalnum((unsigned char)s[i]) && strchr("_.:*-", s[i]) == NULL)
-            return false;
-    }
-    return true;
-}
-
-/* Request paths are normalised before routes are matched (http/pathnorm.c),
- * so a pattern holding "//", "." or ".." segments could never match: the
- * rule would silently protect nothing. s starts with '/'. The last segment
- * of a prefix is only the start of a segment (/v1/.* matches /v1/.env), so
- * its dots are allowed. */
-static bool
-pattern_normal(const char *s, size_t len, bool is_prefix)
-{
-    size_t i = 0;
-
-    while (i < len) {
-        size_t j = i + 1, seg;
-
-        while (j < len && s[j] != '/')
-            j++;
-        seg = j - i - 1;
-        if (seg == 0 && j < len)
-            return false;
-        if (j == len && is_prefix)
-            break;
-        if ((seg == 1 && s[i + 1] == '.') || (seg == 2 && s[i + 1] == '.' && s[i + 2] == '.'))
-            return false;
-        i = j;
-    }
-    return true;
-}
-
-/* Checks the pattern of a route line; complains and returns false when bad. */
-static bool
-pattern_ok(struct loader *ld, const char *p)
-{
-    size_t len = strlen(p);
-    const char *star = strchr(p, '*');
-
-    if (p[0] != '/' || strpbrk(p, "?# \t") != NULL) {
-        complain(ld, "route path wants /PATH or /PREFIX*, got \"" SHOWN "\"", p);
-        return false;
-    }
-    for (size_t i = 0; i < len; i++) {
-        if ((unsigned char)p[i] < 0x20 || p[i] == 0x7f) {
-            complain(ld, "route path wants /PATH or /PREFIX*, got \"" SHOWN "\"", p);
-            return false;
-        }
-    }
-    if (star != NULL && star != p + len - 1) {
-        complain(ld, "route path may have * only at its end, got \"" SHOWN "\"", p);
-        return false;
-    }
-    if (!pattern_normal(p, star != NULL ? len - 1 : len, star != NULL)) {
-        complain(ld, "route path must be normalised (no //, . or .. segments), got \"" SHOWN "\"",
-                 p);
-        return false;
-    }
-    return true;
-}
-
-static void
-route_cleanup(struct kg_route *r)
-{
-    free(r->pattern);
-    for (size_t i = 0; i < r->nscopes; i++)
-        free(r->scopes[i]);
-    free(r->scopes);
-}
-
-/* route METHOD PATH-PATTERN SCOPE…: every problem on the line is reported. */
-static enum kg_status
-parse_route(struct loader *ld, const struct directive *d, const char *const *argv, size_t argc)
-{
-    struct kg_config *cfg = ld->cfg;
-    struct kg_route r = {.line = ld->line}, *grown;
-    const char *method, *pattern;
-    enum kg_status rc = KG_EINVAL;
-    bool ok = true;
-    size_t plen;
-
-    (void)d;
-    if (argc < 3) {
-        complain(ld, "route needs METHOD PATH SCOPE…");
-        return KG_EINVAL;
-    }
-    method = argv[0];
-    pattern = argv[1];
-    if (strcmp(method, "*") != 0 && (!is_token(method) || strlen(method) >= sizeof(r.method))) {
-        complain(ld, "route wants an HTTP method such as GET, or *, got \"" SHOWN "\"", method);
-        ok = false;
-    }
-    if (!pattern_ok(ld, pattern))
-        ok = false;
-    for (size_t i = 2; i < argc; i++) {
-        if (!scope_ok(argv[i])) {
-            complain(ld,
-                     "route scope wants 1 to 64 characters of A-Z a-z 0-9 _ . : * -, got \"" SHOWN
-                     "\"",
-                     argv[i]);
-            ok = false;
-        }
-    }
-    if (!ok)
-        return KG_EINVAL;
-
-    rc = KG_ENOMEM;
-    for (size_t i = 0; method[i] != '\0'; i++)
-        r.method[i] = (char)toupper((unsigned char)method[i]);
-    plen = strlen(pattern);
-    r.is_prefix = pattern[plen - 1] == '*';
-    r.pattern = strndup(pattern, r.is_prefix ? plen - 1 : plen);
-    r.scopes = calloc(argc - 2, sizeof(*r.scopes));
-    if (r.pattern == NULL || r.scopes == NULL)
-        goto cleanup;
-    for (size_t i = 2; i < argc; i++) {
-        r.scopes[r.nscopes] = strdup(argv[i]);
-        if (r.scopes[r.nscopes] == NULL)
-            goto cleanup;
-        r.nscopes++;
-    }
-    grown = realloc(cfg->routes, (cfg->nroutes + 1) * sizeof(*cfg->routes));
-    if (grown == NULL)
-        goto cleanup;
-    cfg->routes = grown;
-    cfg->routes[cfg->nroutes++] = r;
-    memset(&r, 0, sizeof(r)); /* handed over: cleanup must not free it */
-    rc = KG_OK;
-
-cleanup:
-    route_cleanup(&r);
-    return rc;
-}
-
-/* cost METHOD PATH-PATTERN UNITS: the pattern follows route's rules. */
-static enum kg_status
-parse_cost(struct loader *ld, const struct directive *d, const char *const *argv, size_t argc)
-{
-    struct kg_config *cfg = ld->cfg;
-    struct kg_cost c = {.line = ld->line}, *grown;
-    const char *method, *pattern, *units;
-    bool ok = true;
-    size_t plen, ulen;
-
-    (void)d;
-    if (argc != 3) {
-        complain(ld, "cost wants METHOD PATH UNITS");
-        return KG_EINVAL;
-    }
-    method = argv[0];
-    pattern = argv[1];
-    units = argv[2];
-    if (strcmp(method, "*") != 0 && (!is_token(method) || strlen(method) >= sizeof(c.method))) {
-        complain(ld, "cost wants an HTTP method such as GET, or *, got \"" SHOWN "\"", method);
-        ok = false;
-    }
-    if (!pattern_ok(ld, pattern))
-        ok = false;
-    /* Digits only, at most 10 of them: no sign, no fraction, no overflow. */
-    ulen = strlen(units);
-    c.units = 0;
-    if (ulen == 0 || ulen > 10)
-        c.units = -1;
-    for (size_t i = 0; i < ulen && c.units >= 0; i++) {
-        if (units[i] < '0' || units[i] > '9')
-            c.units = -1;
-        else
-            c.units = c.units * 10 + (units[i] - '0');
-    }
-    if (c.units < 0 || c.units > 1000000000) {
-        complain(ld, "cost units want a whole number 0 to 1000000000, got \"" SHOWN "\"", units);
-        ok = false;
-    }
-    if (!ok)
-        return KG_EINVAL;
-    for (size_t i = 0; method[i] != '\0'; i++)
-        c.method[i] = (char)toupper((unsigned char)method[i]);
-    plen = strlen(pattern);
-    c.is_prefix = pattern[plen - 1] == '*';
-    c.pattern = strndup(pattern, c.is_prefix ? plen - 1 : plen);
-    if (c.pattern == NULL)
-        return KG_ENOMEM;
-    grown = realloc(cfg->costs, (cfg->ncosts + 1) * sizeof(*cfg->costs));
-    if (grown == NULL) {
-        free(c.pattern);
-        return KG_ENOMEM;
-    }
-    cfg->costs = grown;
-    cfg->costs[cfg->ncosts++] = c;
-    return KG_OK;
-}
-
-static bool
-choose_route_case(const char *v, int *out)
-{
-    if (strcmp(v, "insensitive") == 0)
-        *out = KG_ROUTE_CASE_INSENSITIVE;
-    else if (strcmp(v, "sensitive") == 0)
-        *out = KG_ROUTE_CASE_SENSITIVE;
-    else
-        return false;
-    return true;
-}
-
-static bool
-choose_rl_headers(const char *v, int *out)
-{
-    if (strcmp(v, "standard") == 0)
-        *out = KG_RLH_STANDARD;
-    else if (strcmp(v, "legacy") == 0)
-        *out = KG_RLH_LEGACY;
-    else
-        return false;
-    return true;
-}
-
-/* A whole number 1..KG_GCRA_COUNT_MAX without sign or leading zero. */
-static bool
-parse_count(const char *v, int64_t *out)
-{
-    int64_t n = 0;
-
-    if (v[0] < '1' || v[0] > '9')
-        return false;
-    for (const char *p = v; *p != '\0'; p++) {
-        if (*p < '0' || *p > '9')
-            return false;
-        n = n * 10 + (*p - '0');
-        if (n > KG_GCRA_COUNT_MAX)
-            return false;
-    }
-    *out = n;
-    return true;
-}
-
-/* "RATE [burst N]" from argv into g; complains (as what) and returns false when bad. */
-static bool
-parse_rate_burst(struct loader *ld, const char *what, const char *const *argv, size_t argc,
-                 struct kg_gcra *g)
-{
-    int64_t count, period, burst = 0;
-    struct kg_err err = {{0}};
-
-    if (!kg_gcra_parse_rate(argv[0], &count, &period)) {
-        complain(ld, "%s rate wants N/s, N/min or N/h (N 1 to 1000000000), got \"" SHOWN "\"", what,
-                 argv[0]);
-        return false;
-    }
-    if (argc >= 2) {
-        if (strcmp(argv[1], "burst") != 0 || argc < 3 || !parse_count(argv[2], &burst)) {
-            complain(ld, "%s wants RATE [burst N] with N 1 to 1000000000", what);
-            return false;
-        }
-    }
-    if (kg_gcra_init(g, count, period, burst, &err) != KG_OK) {
-        complain(ld, "%s: %s", what, err.msg);
-        return false;
-    }
-    return true;
-}
-
-/* rate_limit_default off | RATE [burst N] */
-static enum kg_status
-parse_default_rate(struct loader *ld, const struct directive *d, const char *const *argv,
-                   size_t argc)
-{
-    struct kg_gcra g;
-
-    if (argc == 1 && strcmp(argv[0], "off") == 0) {
-        ld->cfg->has_default_rate = false;
-        return KG_OK;
-    }
-    if (argc != 1 && argc != 3) {
-        /* With no value there is no argv[0] to quote (found by fuzz_config). */
-        complain_want(ld, d, argc > 0 ? argv[0] : "");
-        return KG_EINVAL;
-    }
-    if (!parse_rate_burst(ld, d->name, argv, argc, &g))
-        return KG_EINVAL;
-    ld->cfg->has_default_rate = true;
-    ld->cfg->default_rate = g;
-    return KG_OK;
-}
-
 /* auth_throttle off | N/WINDOW COOLDOWN. The built-in default arrives as
  * one word ("20/min 60s"), so a single value holding a blank is split. */
 static enum kg_status
-parse_auth_throttle(struct loader *ld, const struct directive *d, const char *const *argv,
+parse_auth_throttle(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d, const char *const *argv,
                     size_t argc)
 {
     char rate[64], cool[64];
@@ -1122,22 +390,22 @@ parse_auth_throttle(struct loader *ld, const struct directive *d, const char *co
         snprintf(rate, sizeof(rate), "%s", argv[0]);
         snprintf(cool, sizeof(cool), "%s", argv[1]);
     } else {
-        complain(ld, "%s wants N/WINDOW COOLDOWN such as 20/min 60s, or off", d->name);
+        kg_cfg_complain(ld, "%s wants N/WINDOW COOLDOWN such as 20/min 60s, or off", d->name);
         return KG_EINVAL;
     }
     if (!kg_gcra_parse_rate(rate, &count, &period_s)) {
-        complain(ld, "%s wants N/s, N/min or N/h (N 1 to 1000000000), got \"" SHOWN "\"", d->name,
+        kg_cfg_complain(ld, "%s wants N/s, N/min or N/h (N 1 to 1000000000), got \"" SHOWN "\"", d->name,
                  rate);
         return KG_EINVAL;
     }
     /* limit/throttle.c's bound: more failures than this are no throttle anyway. */
     if (count > 1000000) {
-        complain(ld, "%s allows 1 to 1000000 failures per window, got %lld", d->name,
+        kg_cfg_complain(ld, "%s allows 1 to 1000000 failures per window, got %lld", d->name,
                  (long long)count);
         return KG_EINVAL;
     }
     if (!parse_duration_ms(cool, &cooldown_ms)) {
-        complain(ld,
+        kg_cfg_complain(ld,
                  "%s cool-down wants a duration such as 500ms, 30s, 5m or 1h (at most 24h), "
                  "got \"" SHOWN "\"",
                  d->name, cool);
@@ -1151,7 +419,7 @@ parse_auth_throttle(struct loader *ld, const struct directive *d, const char *co
 
 /* trusted_proxies none | CIDR... (several lines add up) */
 static enum kg_status
-parse_trusted_proxies(struct loader *ld, const struct directive *d, const char *const *argv,
+parse_trusted_proxies(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d, const char *const *argv,
                       size_t argc)
 {
     struct kg_config *cfg = ld->cfg;
@@ -1159,7 +427,7 @@ parse_trusted_proxies(struct loader *ld, const struct directive *d, const char *
     bool ok = true;
 
     if (argc == 0) {
-        complain(ld, "%s wants %s", d->name, d->want);
+        kg_cfg_complain(ld, "%s wants %s", d->name, d->want);
         return KG_EINVAL;
     }
     if (argc == 1 && strcmp(argv[0], "none") == 0) {
@@ -1170,7 +438,7 @@ parse_trusted_proxies(struct loader *ld, const struct directive *d, const char *
         struct kg_cidr c;
 
         if (!kg_clientip_cidr_parse(argv[i], &c)) {
-            complain(ld,
+            kg_cfg_complain(ld,
                      "%s wants an IPv4 or IPv6 address or CIDR block (host bits zero, "
                      "e.g. 10.0.0.0/8), got \"" SHOWN "\"",
                      d->name, argv[i]);
@@ -1186,88 +454,21 @@ parse_trusted_proxies(struct loader *ld, const struct directive *d, const char *
     return ok ? KG_OK : KG_EINVAL;
 }
 
-/* tier NAME rate RATE [burst N] [quota N/day|N/month] */
-static enum kg_status
-parse_tier(struct loader *ld, const struct directive *d, const char *const *argv, size_t argc)
-{
-    struct kg_config *cfg = ld->cfg;
-    struct kg_tier t = {.line = ld->line}, *grown;
-    size_t i = 4;
-    bool ok = true;
-
-    (void)d;
-    if (argc < 3 || strcmp(argv[1], "rate") != 0) {
-        complain(ld, "tier wants NAME rate RATE [burst N] [quota N/day|N/month]");
-        return KG_EINVAL;
-    }
-    if (!check_slug(argv[0])) {
-        complain(ld, "tier name wants 1 to 64 characters of A-Z a-z 0-9 _ . -, got \"" SHOWN "\"",
-                 argv[0]);
-        ok = false;
-    }
-    for (size_t j = 0; ok && j < cfg->ntiers; j++) {
-        if (strcmp(cfg->tiers[j].name, argv[0]) == 0) {
-            complain(ld, "tier %s is already defined on line %d", argv[0], cfg->tiers[j].line);
-            ok = false;
-        }
-    }
-    if (argc >= 4 && strcmp(argv[3], "burst") == 0) {
-        ok = parse_rate_burst(ld, "tier", argv + 2, 3 <= argc - 2 ? 3 : argc - 2, &t.rate) && ok;
-        i = 5;
-    } else {
-        ok = parse_rate_burst(ld, "tier", argv + 2, 1, &t.rate) && ok;
-        i = 3;
-    }
-    if (i < argc) {
-        const char *q = i + 1 < argc ? argv[i + 1] : "";
-        const char *slash = strchr(q, '/');
-        char num[16];
-
-        if (strcmp(argv[i], "quota") != 0 || i + 2 != argc || slash == NULL ||
-            (size_t)(slash - q) >= sizeof(num)) {
-            complain(ld, "tier wants NAME rate RATE [burst N] [quota N/day|N/month]");
-            return KG_EINVAL;
-        }
-        memcpy(num, q, (size_t)(slash - q));
-        num[slash - q] = '\0';
-        if (strcmp(slash + 1, "day") == 0)
-            t.quota_period = KG_QUOTA_DAY;
-        else if (strcmp(slash + 1, "month") == 0)
-            t.quota_period = KG_QUOTA_MONTH;
-        if (t.quota_period == KG_QUOTA_NONE || !parse_count(num, &t.quota)) {
-            complain(ld, "tier quota wants N/day or N/month (N 1 to 1000000000), got \"" SHOWN "\"",
-                     q);
-            return KG_EINVAL;
-        }
-    }
-    if (!ok)
-        return KG_EINVAL;
-    grown = realloc(cfg->tiers, (cfg->ntiers + 1) * sizeof(*cfg->tiers));
-    if (grown == NULL)
-        return KG_ENOMEM;
-    cfg->tiers = grown;
-    t.name = strdup(argv[0]);
-    if (t.name == NULL)
-        return KG_ENOMEM;
-    cfg->tiers[cfg->ntiers++] = t;
-    return KG_OK;
-}
-
 /* tls_priorities STRING: GnuTLS parses it here, so a typo is reported at
  * its line instead of failing the listener at startup. */
 static enum kg_status
-parse_tls_priorities(struct loader *ld, const struct directive *d, const char *const *argv,
+parse_tls_priorities(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d, const char *const *argv,
                      size_t argc)
 {
     struct kg_err err = {{0}};
     char *copy;
 
     if (argc != 1) {
-        complain_count(ld, d, argc);
+        kg_cfg_complain_count(ld, d, argc);
         return KG_EINVAL;
     }
     if (kg_tls_check_priorities(argv[0], &err) != KG_OK) {
-        complain(ld, "tls_priorities: %s", err.msg);
+        kg_cfg_complain(ld, "tls_priorities: %s", err.msg);
         return KG_EINVAL;
     }
     copy = strdup(argv[0]);
@@ -1278,19 +479,7 @@ parse_tls_priorities(struct loader *ld, const struct directive *d, const char *c
     return KG_OK;
 }
 
-const struct kg_tier *
-kg_config_tier(const struct kg_config *cfg, const char *name)
-{
-    if (name == NULL)
-        return NULL;
-    for (size_t i = 0; i < cfg->ntiers; i++) {
-        if (strcmp(cfg->tiers[i].name, name) == 0)
-            return &cfg->tiers[i];
-    }
-    return NULL;
-}
-
-static const struct directive *
+static const struct kg_cfg_directive *
 find_directive(const char *name)
 {
     for (size_t i = 0; i < NDIRECTIVES; i++) {
@@ -1328,7 +517,7 @@ is_blank(char c)
  * and "quoted" parts; inside quotes, \" and \\ are escapes and any other
  * backslash is kept. KG_EINVAL (reported) for an unterminated quote. */
 static enum kg_status
-tokenize(struct loader *ld, char *line, struct words *w)
+tokenize(struct kg_cfg_loader *ld, char *line, struct words *w)
 {
     char *r = line, *out = line, *start;
     enum kg_status rc;
@@ -1347,7 +536,7 @@ tokenize(struct loader *ld, char *line, struct words *w)
 
             if (quoted) {
                 if (c == '\0') {
-                    complain(ld, "unterminated quote (close the \" on the same line)");
+                    kg_cfg_complain(ld, "unterminated quote (close the \" on the same line)");
                     return KG_EINVAL;
                 }
                 if (c == '"') {
@@ -1386,13 +575,13 @@ tokenize(struct loader *ld, char *line, struct words *w)
 /* Handles one line. Only KG_ENOMEM stops the load: every other problem is
  * reported and counted so the next lines are still checked. */
 static enum kg_status
-parse_line(struct loader *ld, char *line, size_t len, struct words *w)
+parse_line(struct kg_cfg_loader *ld, char *line, size_t len, struct words *w)
 {
-    const struct directive *d;
+    const struct kg_cfg_directive *d;
     enum kg_status rc;
 
     if (memchr(line, '\0', len) != NULL) {
-        complain(ld, "line holds a NUL byte; is this a text file?");
+        kg_cfg_complain(ld, "line holds a NUL byte; is this a text file?");
         return KG_OK;
     }
     rc = tokenize(ld, line, w);
@@ -1400,14 +589,14 @@ parse_line(struct loader *ld, char *line, size_t len, struct words *w)
         return rc == KG_ENOMEM ? rc : KG_OK;
     d = find_directive(w->v[0]);
     if (d == NULL) {
-        complain(ld, "unknown directive \"" SHOWN "\"", w->v[0]);
+        kg_cfg_complain(ld, "unknown directive \"" SHOWN "\"", w->v[0]);
         return KG_OK;
     }
     if (!d->multi) {
         size_t i = (size_t)(d - directives);
 
         if (ld->first_line[i] != 0) {
-            complain(ld, "duplicate directive %s (first on line %d)", d->name, ld->first_line[i]);
+            kg_cfg_complain(ld, "duplicate directive %s (first on line %d)", d->name, ld->first_line[i]);
             return KG_OK;
         }
         ld->first_line[i] = ld->line;
@@ -1417,7 +606,7 @@ parse_line(struct loader *ld, char *line, size_t len, struct words *w)
 }
 
 static enum kg_status
-load_file(struct loader *ld, const char *path)
+load_file(struct kg_cfg_loader *ld, const char *path)
 {
     FILE *fp;
     char *buf = NULL;
@@ -1428,7 +617,7 @@ load_file(struct loader *ld, const char *path)
 
     fp = fopen(path, "r");
     if (fp == NULL) {
-        complain(ld, "cannot open: %s", strerror(errno));
+        kg_cfg_complain(ld, "cannot open: %s", strerror(errno));
         return KG_EIO;
     }
     for (;;) {
@@ -1443,7 +632,7 @@ load_file(struct loader *ld, const char *path)
     }
     if (ferror(fp)) {
         ld->line = 0;
-        complain(ld, "cannot read: %s", strerror(errno));
+        kg_cfg_complain(ld, "cannot read: %s", strerror(errno));
         rc = KG_EIO;
     }
 
@@ -1458,10 +647,10 @@ cleanup:
  * and keeps the shipped file. An empty variable counts as unset, so
  * "KEYGATE_LISTEN=" in a compose file changes nothing. */
 static enum kg_status
-apply_env(struct loader *ld)
+apply_env(struct kg_cfg_loader *ld)
 {
     for (size_t i = 0; i < NDIRECTIVES; i++) {
-        const struct directive *d = &directives[i];
+        const struct kg_cfg_directive *d = &directives[i];
         const char *v;
         enum kg_status rc;
 
@@ -1482,9 +671,9 @@ apply_env(struct loader *ld)
 /* Points complaints at where directive name was set: its environment
  * variable when that overrode the file, else its line (0: not in the file). */
 static void
-locate(struct loader *ld, const char *name)
+locate(struct kg_cfg_loader *ld, const char *name)
 {
-    const struct directive *d = find_directive(name);
+    const struct kg_cfg_directive *d = find_directive(name);
     const char *v = d->env != NULL ? getenv(d->env) : NULL;
 
     ld->env = v != NULL && v[0] != '\0' ? d->env : NULL;
@@ -1495,7 +684,7 @@ locate(struct loader *ld, const char *name)
  * complete, loads and matches; upstream_ca holds a certificate. Reading
  * them here makes `keygate serve -t` and a reload refuse a broken pair. */
 static void
-check_tls_files(struct loader *ld)
+check_tls_files(struct kg_cfg_loader *ld)
 {
     const struct kg_config *cfg = ld->cfg;
     struct kg_err err = {{0}};
@@ -1503,20 +692,20 @@ check_tls_files(struct loader *ld)
     if ((cfg->tls_certificate == NULL) != (cfg->tls_key == NULL)) {
         if (cfg->tls_certificate != NULL) {
             locate(ld, "tls_certificate");
-            complain(ld, "tls_certificate is set but tls_key is not: TLS needs both");
+            kg_cfg_complain(ld, "tls_certificate is set but tls_key is not: TLS needs both");
         } else {
             locate(ld, "tls_key");
-            complain(ld, "tls_key is set but tls_certificate is not: TLS needs both");
+            kg_cfg_complain(ld, "tls_key is set but tls_certificate is not: TLS needs both");
         }
     } else if (cfg->tls_certificate != NULL &&
                kg_tls_check_pair(cfg->tls_certificate, cfg->tls_key, &err) != KG_OK) {
         /* The message starts with the directive it is about. */
         locate(ld, strncmp(err.msg, "tls_key", 7) == 0 ? "tls_key" : "tls_certificate");
-        complain(ld, "%s", err.msg);
+        kg_cfg_complain(ld, "%s", err.msg);
     }
     if (cfg->upstream_ca != NULL && kg_tls_check_ca(cfg->upstream_ca, &err) != KG_OK) {
         locate(ld, "upstream_ca");
-        complain(ld, "%s", err.msg);
+        kg_cfg_complain(ld, "%s", err.msg);
     }
     ld->env = NULL;
     ld->line = 0;
@@ -1525,7 +714,7 @@ check_tls_files(struct loader *ld)
 enum kg_status
 kg_config_defaults(struct kg_config **out)
 {
-    struct loader ld = {.file = "(built-in)"};
+    struct kg_cfg_loader ld = {.file = "(built-in)"};
     struct kg_config *cfg;
     enum kg_status rc = KG_OK;
 
@@ -1560,7 +749,7 @@ cleanup:
 enum kg_status
 kg_config_load(const char *path, kg_config_report_fn report, void *ctx, struct kg_config **out)
 {
-    struct loader ld = {.file = path != NULL ? path : "(built-in)", .report = report, .ctx = ctx};
+    struct kg_cfg_loader ld = {.file = path != NULL ? path : "(built-in)", .report = report, .ctx = ctx};
     struct kg_config *cfg = NULL;
     enum kg_status rc;
 
@@ -1592,7 +781,7 @@ kg_config_load(const char *path, kg_config_report_fn report, void *ctx, struct k
 cleanup:
     if (rc == KG_ENOMEM) {
         ld.line = 0;
-        complain(&ld, "out of memory");
+        kg_cfg_complain(&ld, "out of memory");
     }
     if (rc != KG_OK)
         kg_config_free(cfg);
@@ -1638,7 +827,7 @@ kg_config_free(struct kg_config *cfg)
     for (size_t i = 0; i < cfg->ncred_headers; i++)
         free(cfg->cred_headers[i]);
     for (size_t i = 0; i < cfg->nroutes; i++)
-        route_cleanup(&cfg->routes[i]);
+        kg_cfg_route_cleanup(&cfg->routes[i]);
     free(cfg->routes);
     for (size_t i = 0; i < cfg->ncosts; i++)
         free(cfg->costs[i].pattern);

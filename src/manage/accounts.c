@@ -17,6 +17,7 @@
 
 #include "keygate/accounts.h"
 #include "keygate/audit.h"
+#include "keygate/json_io.h"
 #include "keygate/keycache.h"
 #include "keygate/keyfmt.h"
 #include "keygate/scope.h"
@@ -192,7 +193,7 @@ user_details(const struct kg_user_rec *u)
     json_t *d = json_pack("{s:s, s:o, s:s, s:s, s:o, s:s, s:b, s:b}", "username", u->username,
                           "email", u->email[0] != '\0' ? json_string(u->email) : json_null(),
                           "first_name", u->first_name, "last_name", u->last_name, "role",
-                          kg_manage_scopes_json(u->role), "tier", u->tier, "platform_admin",
+                          kg_json_io_list(u->role), "tier", u->tier, "platform_admin",
                           u->platform_admin, "password", u->password_hash[0] != '\0');
 
     /* Credits only when set, as the key entries name only what a key has. */
@@ -568,7 +569,7 @@ apply_user_change(const struct kg_user_change *chg, const char *fence, int64_t n
         (rc = check_password_hash(chg->password_hash, u->password_hash, err)) == KG_OK)
         json_object_set_new(details, "password", json_string("changed"));
     if (rc == KG_OK && chg->role != NULL && (rc = check_role(chg->role, u->role, err)) == KG_OK)
-        json_object_set_new(details, "role", kg_manage_scopes_json(u->role));
+        json_object_set_new(details, "role", kg_json_io_list(u->role));
     if (rc == KG_OK && chg->tier != NULL &&
         (rc = kg_manage_check_slug("tier", chg->tier, KG_TIER_MAX - 1, u->tier, err)) == KG_OK)
         json_object_set_new(details, "tier", json_string(u->tier));

@@ -4,8 +4,8 @@
  * Owns the rules every edge shares: what a valid name and tenant are, which
  * user owns a key and what its role allows, what an update may change, what
  * a rotation carries over and when a change conflicts with a key's state;
- * plus the field checks and audit plumbing the other manage/ files share
- * (manage_int.h). It does not format anything for people (cli/, admin/ do)
+ * the field checks and audit plumbing all manage/ files share are in
+ * common.c. It does not format anything for people (cli/, admin/ do)
  * and does not store anything itself (store/ does, one transaction per
  * change with its audit entry). The full key lives only in sodium_malloc'd
  * memory between its generation and the caller's kg_keys_key_free().
@@ -21,160 +21,12 @@
 #include "keygate/accounts.h"
 #include "keygate/audit.h"
 #include "keygate/gcra.h"
+#include "keygate/json_io.h"
 #include "keygate/keyfmt.h"
 #include "keygate/keys.h"
 #include "keygate/scope.h"
 #include "keygate/timeutil.h"
 #include "manage/manage_int.h"
-
-/* ---- helpers shared through manage_int.h ---- */
-
-/* Names end up in tables, JSON and log lines, so a newline or an escape
- * sequence in one could forge output, and jansson refuses strings that are
- * not UTF-8. */
-const char *
-kg_manage_text_problem(const unsigned char *s, size_t n)
-{
-    static const uint32_t min_for_len[5] = {0, 0, 0x80, 0x800, 0x10000};
-    size_t i = 0;
-
-    while (i < n) {
-        unsigned char c = s[i];
-        uint32_t cp;
-        size_t len;
-
-        if (c < 0x80) {
-            cp = c;
-            len = 1;
-        } else if ((c & 0xE0) == 0xC0) {
-            cp = c & 0x1F;
-            len = 2;
-        } else if ((c & 0xF0) == 0xE0) {
-            cp = c & 0x0F;
-            len = 3;
-        } else if ((c & 0xF8) == 0xF0) {
-            cp = c & 0x07;
-            len = 4;
-        } else {
-            return "is not valid UTF-8";
-        }
-        if (len > n - i)
-            return "is not valid UTF-8";
-        for (size_t k = 1; k < len; k++) {
-            if ((s[i + k] & 0xC0) != 0x80)
-                return "is not valid UTF-8";
-            cp = (cp << 6) | (s[i + k] & 0x3F);
-        }
-        if (cp < min_for_len[len] || cp > 0x10FFFF || (cp >= 0xD800 && cp <= 0xDFFF))
-            return "is not valid UTF-8";
-        /* C0, DEL and C1 (U+0080..U+009F): all of them move cursors or start escapes. */
-        if (cp < 0x20 || (cp >= 0x7F && cp < 0xA0))
-            return "must not contain control characters";
-        i += len;
-    }
-    return NULL;
-}
-
-enum kg_status
-kg_manage_check_text(const char *field, const char *s, size_t min, size_t max, char *out,
-                     struct kg_err *err)
-{
-    const char *why;
-    size_t n;
-
-    if (s == NULL)
-        return kg_err_set(err, KG_EINVAL, "%s is required", field);
-    n = strnlen(s, max + 1);
-    if (n < min || n > max) {
-        if (min == 0)
-            return kg_err_set(err, KG_EINVAL, "%s must be at most %zu bytes", field, max);
-        return kg_err_set(err, KG_EINVAL, "%s must be %zu to %zu bytes", field, min, max);
-    }
-    why = kg_manage_text_problem((const unsigned char *)s, n);
-    if (why != NULL)
-        return kg_err_set(err, KG_EINVAL, "%s %s", field, why);
-    memcpy(out, s, n + 1);
-    return KG_OK;
-}
-
-static bool
-slug_char_ok(char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-           c == '.' || c == '-';
-}
-
-enum kg_status
-kg_manage_check_slug(const char *field, const char *s, size_t max, char *out, struct kg_err *err)
-{
-    size_t n;
-
-    if (s == NULL)
-        return kg_err_set(err, KG_EINVAL, "%s is required", field);
-    n = strnlen(s, max + 1);
-    if (n == 0 || n > max)
-        return kg_err_set(err, KG_EINVAL, "%s must be 1 to %zu characters", field, max);
-    for (size_t i = 0; i < n; i++) {
-        if (!slug_char_ok(s[i]))
-            return kg_err_set(err, KG_EINVAL, "%s may hold only A-Z, a-z, 0-9, _, . and -", field);
-    }
-    memcpy(out, s, n + 1);
-    return KG_OK;
-}
-
-enum kg_status
-kg_manage_check_ctx(const struct kg_keys_ctx *kc, bool minting, bool changing, struct kg_err *err)
-{
-    if (kc == NULL || kc->store == NULL || (minting && (kc->secret == NULL || kc->cfg == NULL)))
-        return kg_err_set(err, KG_EINVAL, "keys: missing store, secret or config");
-    if (changing && (kc->actor == NULL || kc->actor[0] == '\0'))
-        return kg_err_set(err, KG_EINVAL, "keys: missing actor for the audit trail");
-    return KG_OK;
-}
-
-enum kg_status
-kg_manage_audit(struct kg_audit_entry *e, const struct kg_keys_ctx *kc, int64_t now,
-                const char *tenant, const char *action, const char *object, json_t *details,
-                struct kg_err *err)
-{
-    enum kg_status rc;
-
-    /* NULL details from a failed allocation must not pass as "{}". */
-    if (details == NULL)
-        return kg_err_set(err, KG_ENOMEM, "out of memory building the audit entry");
-    rc = kg_audit_entry_init(e, now, kc->actor, tenant, action, object, details, err);
-    json_decref(details);
-    return rc;
-}
-
-json_t *
-kg_manage_scopes_json(const char *scopes)
-{
-    json_t *arr = json_array();
-    const char *p = scopes;
-
-    while (arr != NULL && *p != '\0') {
-        const char *end = strchr(p, ',');
-        size_t n = end != NULL ? (size_t)(end - p) : strlen(p);
-
-        if (json_array_append_new(arr, json_stringn(p, n)) != 0) {
-            json_decref(arr);
-            return NULL;
-        }
-        if (end == NULL)
-            break;
-        p = end + 1;
-    }
-    return arr;
-}
-
-json_t *
-kg_manage_time_json(int64_t t)
-{
-    char buf[KG_RFC3339_MAX];
-
-    return t == 0 ? json_null() : json_string(kg_time_format(t, buf));
-}
 
 /* ---- scope sets ---- */
 
@@ -384,8 +236,8 @@ json_t *
 kg_manage_key_details(const struct kg_key_rec *rec)
 {
     return json_pack("{s:s, s:o, s:s, s:o}", "name", rec->name, "scopes",
-                     kg_manage_scopes_json(rec->scopes), "user_id", rec->user_id, "expires_at",
-                     kg_manage_time_json(rec->expires_at));
+                     kg_json_io_list(rec->scopes), "user_id", rec->user_id, "expires_at",
+                     kg_json_io_time(rec->expires_at));
 }
 
 /* Finds the owner a new key asks for (see struct kg_key_new). */
@@ -597,7 +449,7 @@ apply_change(const struct kg_key_change *chg, const struct kg_user_rec *owner, i
         if (rc != KG_OK)
             return rc;
         memcpy(rec->scopes, scopes, sizeof(scopes));
-        ok = ok && json_object_set_new(details, "scopes", kg_manage_scopes_json(rec->scopes)) == 0;
+        ok = ok && json_object_set_new(details, "scopes", kg_json_io_list(rec->scopes)) == 0;
     }
     if (chg->expires != NULL) {
         if (strcmp(chg->expires, "never") == 0)
@@ -605,7 +457,7 @@ apply_change(const struct kg_key_change *chg, const struct kg_user_rec *owner, i
         else if ((rc = parse_expiry(chg->expires, now, &rec->expires_at, err)) != KG_OK)
             return rc;
         ok = ok &&
-             json_object_set_new(details, "expires_at", kg_manage_time_json(rec->expires_at)) == 0;
+             json_object_set_new(details, "expires_at", kg_json_io_time(rec->expires_at)) == 0;
     }
     if (chg->rate != NULL) {
         rc = check_rate(chg->rate, rec->rate, err);
@@ -733,7 +585,7 @@ kg_keys_revoke(const struct kg_keys_ctx *kc, const char *fence, const char *id, 
         goto cleanup;
     }
     rc = kg_manage_audit(audit, kc, now, rec->tenant, "key.revoke", rec->id,
-                         json_pack("{s:o}", "revoked_at", kg_manage_time_json(now)), err);
+                         json_pack("{s:o}", "revoked_at", kg_json_io_time(now)), err);
     if (rc == KG_OK)
         rc = kg_store_key_revoke_audited(kc->store, id, now, audit, err);
     if (rc == KG_ECONFLICT)
@@ -822,7 +674,7 @@ kg_keys_rotate(const struct kg_keys_ctx *kc, const char *fence, const char *old_
     rc = kg_manage_audit(audit, kc, now, old->tenant, "key.rotate", old->id,
                          json_pack("{s:s, s:I, s:o}", "new_key_id", fresh_out->id, "grace_s",
                                    (json_int_t)grace_s, "old_key_revoked_at",
-                                   kg_manage_time_json(revoke_at)),
+                                   kg_json_io_time(revoke_at)),
                          err);
     if (rc == KG_OK)
         rc = kg_store_key_rotate(kc->store, old_id, fresh_out, revoke_at, now, audit, err);
@@ -842,4 +694,25 @@ cleanup:
     free(audit);
     free(old);
     return rc;
+}
+
+enum kg_key_in_use
+kg_keys_rotation_in_use(const struct kg_keys_ctx *kc, const char *fence,
+                        const struct kg_key_rec *rec, int64_t now)
+{
+    struct kg_key_rec *fresh;
+    struct kg_err err = {{0}};
+    enum kg_key_in_use v;
+
+    if (rec->rotated_to[0] == '\0' || rec->revoked_at <= now)
+        return KG_KEY_IN_USE_NONE;
+    fresh = calloc(1, sizeof(*fresh));
+    if (fresh == NULL || kg_keys_get(kc, fence, rec->rotated_to, fresh, &err) != KG_OK)
+        v = KG_KEY_IN_USE_UNKNOWN;
+    else if (rec->last_used_at >= fresh->created_at && rec->last_used_at > 0)
+        v = KG_KEY_IN_USE_YES;
+    else
+        v = KG_KEY_IN_USE_NO;
+    free(fresh);
+    return v;
 }

@@ -1,5 +1,5 @@
-/* manage/manage_int.h - what keys.c, accounts.c and audit.c share; nothing
- * outside src/manage/ includes this.
+/* manage/manage_int.h - what keys.c, accounts.c and audit.c share (the
+ * helpers are in common.c); nothing outside src/manage/ includes this.
  *
  * Field checks that more than one kind of object uses (names, slugs), the
  * tenant fence test, and the two halves of making a key that both
@@ -55,12 +55,6 @@ enum kg_status kg_manage_check_ctx(const struct kg_keys_ctx *kc, bool minting, b
 enum kg_status kg_manage_audit(struct kg_audit_entry *e, const struct kg_keys_ctx *kc, int64_t now,
                                const char *tenant, const char *action, const char *object,
                                json_t *details, struct kg_err *err);
-
-/* "a,b" -> ["a","b"]; NULL when out of memory. */
-json_t *kg_manage_scopes_json(const char *scopes);
-
-/* RFC 3339 string or null for 0. */
-json_t *kg_manage_time_json(int64_t t);
 
 /* keys.c: validates req (tenant and user ignored) for owner, checks its
  * scopes against the owner's role and mints the key into rec (owner's id

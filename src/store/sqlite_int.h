@@ -119,6 +119,18 @@ enum kg_status kg_sq_user_list(struct kg_store *st, const char *tenant,
 enum kg_status kg_sq_default_owner_locked(struct sqlite_store *s, const char *tenant, int64_t now,
                                           char user_id[KG_ID_MAX], struct kg_err *err);
 
+/* sqlite_usage.c */
+enum kg_status kg_sq_key_touch(struct kg_store *st, const char *const *ids, const int64_t *times,
+                               size_t n, struct kg_err *err);
+enum kg_status kg_sq_key_usage_add(struct kg_store *st, const char *const *ids,
+                                   const struct kg_key_usage *deltas, size_t n,
+                                   const char *const *uids, const struct kg_user_usage *udeltas,
+                                   size_t nu, int64_t now, struct kg_err *err);
+enum kg_status kg_sq_key_usage_get(struct kg_store *st, const char *id, struct kg_key_usage *out,
+                                   struct kg_err *err);
+enum kg_status kg_sq_user_usage_get(struct kg_store *st, const char *id,
+                                    struct kg_user_usage *out, struct kg_err *err);
+
 /* sqlite_audit.c */
 enum kg_status kg_sq_audit_append(struct kg_store *st, const struct kg_audit_entry *audit,
                                   struct kg_err *err);

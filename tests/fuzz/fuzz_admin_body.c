@@ -1,4 +1,4 @@
-/* Fuzz target: the admin API body decoders (admin/json_io.c) and the
+/* Fuzz target: the admin API body decoders (util/json_io.c) and the
  * checks the manage/ core makes on what they decode. Input: one byte per
  * member of the table below (bit 0 required, bit 1 nullable, bit 2 left out
  * of the table) for as many members as there are, then the body.

@@ -1,4 +1,4 @@
-/* Fuzz target: the signup body (http/front.c's field table, admin/json_io.c,
+/* Fuzz target: the signup body (http/front.c's field table, util/json_io.c,
  * manage/signup.c). Input: the POST body. It is decoded with the table
  * signup uses (kg_signup_fields()) and checked with kg_signup_check(), the
  * whole of signup short of hashing the password and the store. */

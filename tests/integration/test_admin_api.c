@@ -745,6 +745,103 @@ test_usage_shows_the_last_use_and_the_state(void **state)
     free(id);
 }
 
+/* Fails unless a and b have the same members (names, not values), and the
+ * same in their "usage" objects. */
+static void
+same_members(const char *what, json_t *a, json_t *b)
+{
+    const char *k;
+    json_t *v;
+
+    assert_non_null(a);
+    assert_non_null(b);
+    json_object_foreach(a, k, v)
+    {
+        if (json_object_get(b, k) == NULL)
+            fail_msg("%s: the CLI has %s, the API does not", what, k);
+    }
+    json_object_foreach(b, k, v)
+    {
+        if (json_object_get(a, k) == NULL)
+            fail_msg("%s: the API has %s, the CLI does not", what, k);
+    }
+    if (json_is_object(json_object_get(a, "usage")))
+        same_members(what, json_object_get(a, "usage"), json_object_get(b, "usage"));
+}
+
+/* The element of a listing with that id, borrowed; NULL when none. */
+static json_t *
+with_id(json_t *list, const char *id)
+{
+    size_t i;
+    json_t *el;
+
+    json_array_foreach(list, i, el)
+    {
+        if (strcmp(json_string_value(json_object_get(el, "id")), id) == 0)
+            return el;
+    }
+    return NULL;
+}
+
+/* docs/admin-api.md: objects have the CLI's --json shape. `keys show` and
+ * `keys list` add usage, and still_in_use during a rotation's grace: so do
+ * GET /v1/keys/{id} and GET /v1/keys, for the same key. */
+static void
+test_keys_have_the_cli_json_members_in_the_api(void **state)
+{
+    struct reply r, one;
+    char *old, *id, *fresh_id, body[256], path[160];
+    json_t *cli_show, *cli_list, *api_el, *cli_el;
+
+    (void)state;
+    snprintf(body, sizeof(body), "{\"name\": \"same-shape\", \"user\": \"%s\"}",
+             W.acme_admin_user);
+    old = make_key(W.acme_admin, body, &id);
+    snprintf(path, sizeof(path), "/v1/keys/%s/rotate", id);
+    call("POST", path, W.acme_admin, "{\"grace\": \"1h\"}", &r);
+    expect(&r, 201);
+    remember(str(&r, "key"));
+    fresh_id = strdup(str(&r, "id"));
+    reply_cleanup(&r);
+
+    /* One key, as the CLI shows it and as the API shows it. */
+    cli_show = kt_daemon_cli_json(W.d, (const char *const[]){"keys", "show", id, "--json", NULL});
+    snprintf(path, sizeof(path), "/v1/keys/%s", id);
+    call("GET", path, W.acme_admin, NULL, &one);
+    expect(&one, 200);
+    same_members("keys show / GET /v1/keys/{id}", cli_show, one.json);
+    assert_true(json_is_object(json_object_get(one.json, "usage")));
+    /* In its grace, never used since the rotation: false on both sides. */
+    assert_true(json_is_false(json_object_get(cli_show, "still_in_use")));
+    assert_true(json_is_false(json_object_get(one.json, "still_in_use")));
+
+    /* The same key in both listings. */
+    cli_list = kt_daemon_cli_json(
+        W.d, (const char *const[]){"keys", "list", "--tenant", "acme", "--json", NULL});
+    call("GET", "/v1/keys?name=same-shape&limit=100", W.acme_admin, NULL, &r);
+    expect(&r, 200);
+    cli_el = with_id(cli_list, id);
+    api_el = with_id(json_object_get(r.json, "data"), id);
+    same_members("keys list / GET /v1/keys", cli_el, api_el);
+    assert_true(json_is_false(json_object_get(api_el, "still_in_use")));
+    assert_true(json_is_object(json_object_get(api_el, "usage")));
+    /* The successor is in no grace period: usage, no still_in_use, on both sides. */
+    cli_el = with_id(cli_list, fresh_id);
+    api_el = with_id(json_object_get(r.json, "data"), fresh_id);
+    same_members("keys list / GET /v1/keys (successor)", cli_el, api_el);
+    assert_null(json_object_get(api_el, "still_in_use"));
+    assert_true(json_is_object(json_object_get(api_el, "usage")));
+
+    reply_cleanup(&r);
+    reply_cleanup(&one);
+    json_decref(cli_show);
+    json_decref(cli_list);
+    free(old);
+    free(id);
+    free(fresh_id);
+}
+
 /* Collects every id of a listing, page by page. Returns the page count. */
 static size_t
 walk(const char *base, const char *key, size_t limit, char **ids, size_t max, size_t *nids)
@@ -1585,6 +1682,7 @@ main(void)
         cmocka_unit_test(test_a_revoke_is_enforced_by_the_same_daemon_before_the_answer),
         cmocka_unit_test(test_rotate_returns_a_new_key_and_honours_the_grace),
         cmocka_unit_test(test_usage_shows_the_last_use_and_the_state),
+        cmocka_unit_test(test_keys_have_the_cli_json_members_in_the_api),
         cmocka_unit_test(test_pagination_walks_every_key_once_until_next_cursor_is_null),
         cmocka_unit_test(test_limit_and_cursor_are_checked),
         cmocka_unit_test(test_key_filters_select_by_state_name_user_and_tenant),

@@ -1,4 +1,4 @@
-/* tests/unit/admin/test_json_io.c - src/admin/json_io.c through keygate/json_io.h.
+/* tests/unit/util/test_json_io.c - src/util/json_io.c through keygate/json_io.h.
  *
  * The body cap, the Content-Type rule and every way a request body can be
  * wrong, each with the exact words a client gets back. */

@@ -1,6 +1,8 @@
-/* admin/json_io.c - bounded body collection, strict field-table decoding and
- * small encoders (jansson). Owns the words of every "your JSON is wrong"
- * answer; does not know what any endpoint means by its fields. */
+/* util/json_io.c - bounded body collection, strict field-table decoding and
+ * small encoders (jansson), for both listeners, manage/ and the CLI. Owns the
+ * words of every "your JSON is wrong" answer and the one way a time, a list
+ * or an optional string becomes JSON; does not know what any endpoint means
+ * by its fields. */
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -277,8 +279,10 @@ kg_json_io_list(const char *list)
     while (*p != '\0') {
         size_t n = strcspn(p, ",");
 
-        if (n > 0)
-            json_array_append_new(a, json_stringn(p, n));
+        if (n > 0 && json_array_append_new(a, json_stringn(p, n)) != 0) {
+            json_decref(a);
+            return NULL;
+        }
         p += n;
         if (*p == ',')
             p++;

@@ -1,0 +1,149 @@
+/* tests/unit/manage/test_render.c - src/manage/render.c through
+ * keygate/render.h: the members of a key as lists and `show` give it (the
+ * CLI's --json and the admin API alike), the usage and still_in_use a
+ * listing adds, a new key's placeholder, and audit rows edited by hand
+ * into bytes jansson refuses. */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+
+#include <cmocka.h>
+#include <jansson.h>
+
+#include "keygate/render.h"
+#include "keygate/store.h"
+
+static void
+sample_key(struct kg_key_rec *rec)
+{
+    memset(rec, 0, sizeof(*rec));
+    snprintf(rec->id, sizeof(rec->id), "key_abc");
+    snprintf(rec->name, sizeof(rec->name), "ci");
+    snprintf(rec->prefix, sizeof(rec->prefix), "kg_AbCd");
+    snprintf(rec->last4, sizeof(rec->last4), "wxyz");
+    snprintf(rec->scopes, sizeof(rec->scopes), "read:items,write:items");
+    snprintf(rec->tenant, sizeof(rec->tenant), "acme");
+    snprintf(rec->metadata, sizeof(rec->metadata), "{}");
+    rec->created_at = 1795453262; /* 2026-11-23T17:01:02Z */
+    rec->quota_limit = -1;
+}
+
+/* Fails unless o has exactly the members names lists (NULL-terminated). */
+static void
+assert_members(const json_t *o, const char *const *names)
+{
+    size_t n = 0;
+
+    for (; names[n] != NULL; n++) {
+        if (json_object_get(o, names[n]) == NULL)
+            fail_msg("missing member %s", names[n]);
+    }
+    assert_int_equal(json_object_size(o), n);
+}
+
+static void
+test_a_listed_key_has_the_documented_members_and_no_secret(void **state)
+{
+    static const char *const list[] = {"name",         "id",         "key",        "prefix",
+                                       "last4",        "scopes",     "tenant",     "user_id",
+                                       "created_at",   "last_used_at", "expires_at", "revoked_at",
+                                       "state",        "rotated_to", NULL};
+    struct kg_key_rec rec;
+    json_t *o;
+
+    (void)state;
+    sample_key(&rec);
+    o = kg_render_key_json(&rec, KG_KEY_ACTIVE, false);
+    assert_non_null(o);
+    assert_members(o, list);
+    assert_string_equal(json_string_value(json_object_get(o, "created_at")),
+                        "2026-11-23T17:01:02Z");
+    assert_true(json_is_null(json_object_get(o, "expires_at")));
+    assert_true(json_is_null(json_object_get(o, "user_id")));
+    assert_int_equal(json_array_size(json_object_get(o, "scopes")), 2);
+    assert_string_equal(json_string_value(json_array_get(json_object_get(o, "scopes"), 1)),
+                        "write:items");
+    /* Masked: the display prefix and the last four, never more. */
+    assert_string_equal(json_string_value(json_object_get(o, "key")), "kg_AbCd\u2026wxyz");
+    json_decref(o);
+}
+
+static void
+test_usage_is_added_and_still_in_use_only_in_a_grace_period(void **state)
+{
+    struct kg_key_usage u = {.requests = 7, .denied_rate = 2, .last_used_at = 1795453262};
+    struct kg_key_rec rec;
+    json_t *o, *usage;
+
+    (void)state;
+    sample_key(&rec);
+    o = kg_render_key_json(&rec, KG_KEY_ACTIVE, true);
+    assert_non_null(o);
+    assert_true(kg_render_key_extras(o, &u, KG_KEY_IN_USE_NONE));
+    usage = json_object_get(o, "usage");
+    assert_int_equal(json_integer_value(json_object_get(usage, "requests")), 7);
+    assert_int_equal(
+        json_integer_value(json_object_get(json_object_get(usage, "denied"), "rate_limited")), 2);
+    assert_string_equal(json_string_value(json_object_get(usage, "last_used_at")),
+                        "2026-11-23T17:01:02Z");
+    assert_null(json_object_get(o, "still_in_use"));
+
+    assert_true(kg_render_key_extras(o, NULL, KG_KEY_IN_USE_YES));
+    assert_true(json_is_true(json_object_get(o, "still_in_use")));
+    assert_true(kg_render_key_extras(o, NULL, KG_KEY_IN_USE_NO));
+    assert_true(json_is_false(json_object_get(o, "still_in_use")));
+    assert_true(kg_render_key_extras(o, NULL, KG_KEY_IN_USE_UNKNOWN));
+    assert_true(json_is_null(json_object_get(o, "still_in_use")));
+    json_decref(o);
+}
+
+static void
+test_a_new_key_has_an_empty_placeholder_for_the_secret(void **state)
+{
+    struct kg_key_rec rec;
+    json_t *o;
+
+    (void)state;
+    sample_key(&rec);
+    o = kg_render_new_key_json(&rec);
+    assert_non_null(o);
+    assert_string_equal(json_string_value(json_object_get(o, "key")), "");
+    json_decref(o);
+}
+
+static void
+test_an_audit_row_edited_into_bad_bytes_is_shown_not_lost(void **state)
+{
+    struct kg_audit_entry e;
+    json_t *o;
+
+    (void)state;
+    memset(&e, 0, sizeof(e));
+    e.seq = 3;
+    snprintf(e.actor, sizeof(e.actor), "cli:\xff\xfe");
+    snprintf(e.action, sizeof(e.action), "key.create");
+    snprintf(e.object, sizeof(e.object), "key_abc");
+    snprintf(e.details, sizeof(e.details), "not json");
+    o = kg_render_audit_json(&e);
+    assert_non_null(o);
+    assert_string_equal(json_string_value(json_object_get(o, "actor")), "(not UTF-8)");
+    assert_string_equal(json_string_value(json_object_get(o, "details")), "not json");
+    assert_true(json_is_null(json_object_get(o, "tenant")));
+    json_decref(o);
+}
+
+int
+main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_a_listed_key_has_the_documented_members_and_no_secret),
+        cmocka_unit_test(test_usage_is_added_and_still_in_use_only_in_a_grace_period),
+        cmocka_unit_test(test_a_new_key_has_an_empty_placeholder_for_the_secret),
+        cmocka_unit_test(test_an_audit_row_edited_into_bad_bytes_is_shown_not_lost),
+    };
+
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
