@@ -638,6 +638,22 @@ admin_target_ok(const char *url)
     return url != NULL;
 }
 
+/* Whether the key cache was ever loaded, without waiting for a load in
+ * progress (it holds the cache's load lock). */
+static bool
+keys_loaded(struct kg_runtime *rt)
+{
+    const struct kg_keysnap *snap;
+    bool loaded;
+
+    if (rt->keys == NULL)
+        return false;
+    snap = kg_keycache_acquire(rt->keys);
+    loaded = kg_keysnap_built_ms(snap) != 0;
+    kg_keycache_release(snap);
+    return loaded;
+}
+
 static enum MHD_Result
 health(struct kg_admin *adm, struct MHD_Connection *conn, const char *url)
 {
@@ -658,9 +674,14 @@ health(struct kg_admin *adm, struct MHD_Connection *conn, const char *url)
     }
     if (atomic_load(&rt->ready) && !atomic_load(&rt->draining))
         return send_static(conn, 200, "{\"status\":\"ready\"}");
-    return send_static(conn, 503,
-                       atomic_load(&rt->draining) ? "{\"status\":\"draining\"}"
-                                                  : "{\"status\":\"starting\"}");
+    if (atomic_load(&rt->draining))
+        return send_static(conn, 503, "{\"status\":\"draining\"}");
+    /* The admin listener starts before the key cache is loaded, the public
+     * one after it: "loading keys" until the load is done, "starting" for
+     * the moment the public listener takes to open after that. */
+    if (!keys_loaded(rt))
+        return send_static(conn, 503, "{\"status\":\"unavailable\",\"reason\":\"loading keys\"}");
+    return send_static(conn, 503, "{\"status\":\"starting\"}");
 }
 
 struct key_census {
@@ -768,6 +789,9 @@ dispatch(struct kg_admin *adm, struct MHD_Connection *conn, const char *url, con
         return health(adm, conn, url);
     if ((strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0) && strcmp(url, "/metrics") == 0)
         return metrics(adm, conn);
+    /* Keys are decided from the cache: none before it is loaded. */
+    if (!atomic_load(&adm->rt->ready) && !atomic_load(&adm->rt->draining))
+        return send_error(adm, conn, 503, "Service unavailable: loading keys", NULL);
     r = find_route(method, url, idbuf, sizeof(idbuf), &c.id, allow, sizeof(allow));
     if (r == NULL && allow[0] != '\0')
         return send_error(adm, conn, 405, "Method not allowed", allow);

@@ -1,5 +1,5 @@
 /* server/serve.c - the daemon's life: startup order (config -> store ->
- * secret -> key cache -> worker -> listeners -> loops -> admin listener),
+ * secret -> admin listener -> key cache load -> worker -> listeners -> loops),
  * the main thread's duties (signals, reloading the config on SIGHUP,
  * noticing key changes made by other processes, writing last-used times
  * once a second) and the drain on SIGTERM. Requests are never handled on
@@ -152,7 +152,7 @@ static enum kg_status
 start_loops(struct daemon_state *ds, struct kg_err *err)
 {
     const struct kg_config *cfg = ds->inst->cfg;
-    struct sockaddr_storage pub, adm;
+    struct sockaddr_storage pub;
     struct MHD_Daemon *d = NULL;
     enum kg_status rc;
     int n = workers_for(cfg);
@@ -160,11 +160,6 @@ start_loops(struct daemon_state *ds, struct kg_err *err)
     rc = kg_front_parse_addr(cfg->listen, &pub, err);
     if (rc != KG_OK)
         return rc;
-    if (strcmp(cfg->admin_listen, "off") != 0) {
-        rc = kg_front_parse_addr(cfg->admin_listen, &adm, err);
-        if (rc != KG_OK)
-            return rc;
-    }
     for (int i = 0; i < n; i++) {
         rc = kg_loop_new(&ds->rt, &ds->loops[i], err);
         if (rc != KG_OK)
@@ -195,10 +190,26 @@ start_loops(struct daemon_state *ds, struct kg_err *err)
         if (rc != KG_OK)
             return rc;
     }
-    /* The admin listener runs on its own thread: its calls block on the store. */
-    if (strcmp(cfg->admin_listen, "off") != 0)
-        return kg_admin_start(&ds->rt, &adm, &ds->admin, err);
     return KG_OK;
+}
+
+/* The admin listener runs on its own thread: its calls block on the store.
+ * Started before the keys are loaded, so that /livez answers and /readyz
+ * says why it is not ready yet (rt->ready is still false: admin.c answers
+ * every other call 503 until then). */
+static enum kg_status
+start_admin(struct daemon_state *ds, struct kg_err *err)
+{
+    const struct kg_config *cfg = ds->inst->cfg;
+    struct sockaddr_storage adm;
+    enum kg_status rc;
+
+    if (strcmp(cfg->admin_listen, "off") == 0)
+        return KG_OK;
+    rc = kg_front_parse_addr(cfg->admin_listen, &adm, err);
+    if (rc != KG_OK)
+        return rc;
+    return kg_admin_start(&ds->rt, &adm, &ds->admin, err);
 }
 
 /* Applies the changes another process (the CLI) made to the key cache:
@@ -511,8 +522,19 @@ kg_serve_main(int argc, char **argv)
         kg_log_error("store: %s", err.msg);
         goto cleanup;
     }
-    if (kg_keycache_new(&ds.rt.keys) != KG_OK ||
-        kg_keycache_reload(ds.rt.keys, ds.inst->store, kg_time_now(), &err) != KG_OK) {
+    if (kg_keycache_new(&ds.rt.keys) != KG_OK) {
+        kg_log_error("out of memory");
+        goto cleanup;
+    }
+    /* The admin listener before the load (its /readyz says "loading keys"),
+     * the public one after it: no request is decided from a partial cache. */
+    if (kg_tls_new(ds.inst->cfg, &ds.rt.tls, &err) != KG_OK ||
+        start_auth_throttle(&ds, &err) != KG_OK || kg_connlimit_new(&ds.rt.per_ip, &err) != KG_OK ||
+        start_admin(&ds, &err) != KG_OK) {
+        kg_log_error("%s", err.msg);
+        goto cleanup;
+    }
+    if (kg_keycache_reload(ds.rt.keys, ds.inst->store, kg_time_now(), &err) != KG_OK) {
         kg_log_error("loading keys: %s", err.msg[0] != '\0' ? err.msg : "out of memory");
         goto cleanup;
     }
@@ -525,9 +547,7 @@ kg_serve_main(int argc, char **argv)
         kg_log_error("%s", err.msg);
         goto cleanup;
     }
-    if (kg_tls_new(ds.inst->cfg, &ds.rt.tls, &err) != KG_OK ||
-        start_auth_throttle(&ds, &err) != KG_OK || start_signup(&ds, &err) != KG_OK ||
-        kg_connlimit_new(&ds.rt.per_ip, &err) != KG_OK || start_loops(&ds, &err) != KG_OK) {
+    if (start_signup(&ds, &err) != KG_OK || start_loops(&ds, &err) != KG_OK) {
         kg_log_error("%s", err.msg);
         goto cleanup;
     }
