@@ -95,38 +95,51 @@ enum kg_usage_kind {
     KG_USAGE_DENIED_RATE,
 };
 
+/* The owner of keys: one record per user, shared by every entry of the
+ * user (its strings, its split role and its credits are not copied into
+ * each key). Read-only; valid while an entry that points to it is. A
+ * change to the user or its tenant makes a new record for the entries
+ * built after it; the old one is freed with the last entry that holds it. */
+struct kg_keyowner {
+    const char *user_id;     /* "usr_…"; "" for a key without an owner */
+    const char *tenant;      /* the user's tenant */
+    const char *tier;        /* the user's tier */
+    const char *role_str;    /* the role as stored; "*" = every scope */
+    const char *const *role; /* role_str split; meaningless when role_all */
+    size_t nrole;
+    bool role_all;       /* the role grants every scope (it holds "*") */
+    bool platform_admin; /* the user is a platform admin */
+    bool has_quota;      /* the user has credits of its own */
+    int64_t quota_limit; /* ... this many */
+    enum kg_quota_period quota_period;
+    struct kg_userstat *ustat; /* the user's credits and tier quota; NULL without an owner */
+};
+
 /* One key in a snapshot. Read-only; valid until the snapshot is released.
  * A key's power at request time is its own scopes (none = no limit of its
- * own) intersected with its owner's role; decide.c applies both. */
+ * own) intersected with its owner's role; decide.c applies both. Scope
+ * lists are interned: every key with the same scopes shares one copy. */
 struct kg_keyent {
     unsigned char digest[KG_DIGEST_BYTES];
     const char *id;
-    const char *name;
+    const struct kg_keyowner *owner;
+    /* The owner's, for the headers sent upstream (owner->...). */
     const char *tenant;
+    const char *user_id;
+    const char *tier;
     const char *scopes_str; /* "a,b" as stored; "" = no scopes */
     const char *const *scopes;
     size_t nscopes;
     int64_t expires_at; /* 0 = never */
     int64_t revoked_at; /* 0 = not scheduled; may be in the future (rotation grace) */
     struct kg_keystat *stat;
-    const char *user_id;     /* the owner, "usr_…" */
-    const char *tier;        /* the owner's tier */
-    const char *role_str;    /* the owner's role as stored; "*" = every scope */
-    const char *const *role; /* role_str split; meaningless when role_all */
-    size_t nrole;
-    bool role_all;       /* the role grants every scope (it holds "*") */
     /* Key scopes within the role, as sent upstream in X-Keygate-Scopes: the
      * key's own when the role is "*", the role when the key has none ("" =
      * everything), else each scope both grant. */
     const char *effective_str;
-    bool effective_empty; /* the key has scopes and the role grants none of them */
-    bool platform_admin; /* the owner is a platform admin */
     int64_t quota_limit; /* credits it may use, -1 = unlimited */
     enum kg_quota_period quota_period; /* when the credits come back */
-    struct kg_userstat *ustat;   /* the owner's credits and tier quota */
-    bool user_has_quota;         /* the owner has credits of its own */
-    int64_t user_quota_limit;    /* ... this many */
-    enum kg_quota_period user_quota_period;
+    bool effective_empty; /* the key has scopes and the role grants none of them */
     bool has_rate;       /* the key has a rate of its own (else the config default) */
     struct kg_gcra rate; /* its rate and burst, when has_rate */
 };

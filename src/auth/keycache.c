@@ -9,6 +9,7 @@
  * one applied, each by reading its key, user or tenant's keys again. Keys
  * revoked, or of disabled users or tenants, are left out. */
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -28,9 +29,33 @@ struct stat_slot {
     uint64_t hash;
 };
 
+/* An owner record and what it is shared by (see struct kg_keyowner): the
+ * user's slot holds one reference to its current record, each entry one.
+ * The last one dropped frees it, on whichever thread that happens. */
+struct owner_block {
+    struct kg_keyowner o;
+    _Atomic long refs;
+    const char *vec[]; /* the split role (nrole + 1), then the strings */
+};
+
 struct user_slot {
     char *id;
     struct kg_userstat *stat;
+    struct owner_block *owner; /* the user's current record, or NULL */
+};
+
+/* An interned comma list (a key's scopes, or scopes within a role): one
+ * copy per distinct list, shared by every entry with that list. Counted by
+ * entries; one no entry holds is freed by the writer (reap_sets), so the
+ * table is only ever changed under load_mu. */
+struct scopeset {
+    _Atomic long refs;
+    struct kg_keycache *kc;
+    struct scopeset *next; /* hash chain */
+    uint64_t hash;
+    const char *text; /* the list as given */
+    size_t n;
+    const char *vec[]; /* n + 1, then the text, then its split copy */
 };
 
 /* A chunk of stat records (see struct kg_keycache). */
@@ -54,17 +79,57 @@ struct kg_keycache {
     struct arena_chunk *chunks;
     size_t chunk_used;
     size_t nustats, ustats_cap;
+    struct scopeset **sets; /* interned lists, chained by hash */
+    size_t nsets, sets_cap;
+    _Atomic size_t sets_dead; /* lists whose last entry went since the last reap */
     /* Rate-limit buckets by key id and user id: like the stat records they
      * outlive entries, so a change resets no limit. */
     struct kg_limiter *limiter;
 };
 
-/* What the index holds: the entry first (the index frees the block with
- * free()), then the load that made it, then its strings. */
+/* What the index holds: the entry first, then the load that made it and
+ * its interned effective scopes (NULL when they are the key's own list or
+ * the owner's role). The id is the stat record's; every string is shared. */
 struct ent_block {
     struct kg_keyent ent;
     uint32_t epoch;
+    struct scopeset *eff;
 };
+
+static void
+owner_unref(const struct kg_keyowner *o)
+{
+    struct owner_block *ob = (struct owner_block *)(void *)o;
+
+    if (atomic_fetch_sub_explicit(&ob->refs, 1, memory_order_acq_rel) == 1)
+        free(ob);
+}
+
+static struct scopeset *
+set_of(const char *const *vec)
+{
+    return (struct scopeset *)(void *)((char *)(void *)vec - offsetof(struct scopeset, vec));
+}
+
+static void
+set_unref(struct scopeset *set)
+{
+    if (atomic_fetch_sub_explicit(&set->refs, 1, memory_order_acq_rel) == 1)
+        atomic_fetch_add_explicit(&set->kc->sets_dead, 1, memory_order_relaxed);
+}
+
+/* The index's drop: any thread, once no reader can hold e. */
+static void
+ent_drop(struct kg_keyent *e)
+{
+    struct ent_block *eb = (struct ent_block *)(void *)e;
+
+    set_unref(set_of(e->scopes));
+    if (eb->eff != NULL)
+        set_unref(eb->eff);
+    owner_unref(e->owner);
+    free(eb);
+}
 
 /* Busy buckets the in-process limiter holds (16 bytes each: 1 MiB). */
 #define LIMITER_BUCKETS ((size_t)1 << 16)
@@ -92,11 +157,15 @@ kg_keycache_new(struct kg_keycache **out)
     kc->stats = calloc(kc->stats_cap, sizeof(*kc->stats));
     kc->ustats_cap = 64;
     kc->ustats = calloc(kc->ustats_cap, sizeof(*kc->ustats));
-    if (kc->stats == NULL || kc->ustats == NULL || kg_keyindex_new(&kc->ix) != KG_OK ||
+    kc->sets_cap = 64;
+    kc->sets = calloc(kc->sets_cap, sizeof(*kc->sets));
+    if (kc->stats == NULL || kc->ustats == NULL || kc->sets == NULL ||
+        kg_keyindex_new(ent_drop, &kc->ix) != KG_OK ||
         kg_limiter_new_local(LIMITER_BUCKETS, &kc->limiter, NULL) != KG_OK) {
         kg_keyindex_free(kc->ix);
         free(kc->stats);
         free(kc->ustats);
+        free(kc->sets);
         free(kc);
         return KG_ENOMEM;
     }
@@ -121,8 +190,20 @@ kg_keycache_free(struct kg_keycache *kc)
     for (size_t i = 0; i < kc->ustats_cap; i++) {
         free(kc->ustats[i].id);
         free(kc->ustats[i].stat);
+        if (kc->ustats[i].owner != NULL)
+            owner_unref(&kc->ustats[i].owner->o);
     }
     free(kc->ustats);
+    /* The entries are gone: every list is unreferenced. */
+    for (size_t i = 0; i < kc->sets_cap; i++) {
+        while (kc->sets[i] != NULL) {
+            struct scopeset *set = kc->sets[i];
+
+            kc->sets[i] = set->next;
+            free(set);
+        }
+    }
+    free(kc->sets);
     kg_limiter_free(kc->limiter);
     pthread_mutex_destroy(&kc->load_mu);
     free(kc);
@@ -281,7 +362,8 @@ bool
 kg_keycache_spend_allow(const struct kg_keyent *ent, const struct kg_tier *tier, int64_t cost,
                         int64_t now)
 {
-    struct kg_userstat *us = ent->ustat;
+    const struct kg_keyowner *o = ent->owner;
+    struct kg_userstat *us = o->ustat;
     enum kg_quota_period tp = KG_QUOTA_NONE;
 
     if (tier != NULL && tier->quota_period != KG_QUOTA_NONE)
@@ -294,9 +376,8 @@ kg_keycache_spend_allow(const struct kg_keyent *ent, const struct kg_tier *tier,
         return false;
     if (us == NULL)
         return true;
-    if (ent->user_has_quota &&
-        kg_keycache_meter_used(&us->credits, ent->user_quota_period, now) + cost >
-            ent->user_quota_limit)
+    if (o->has_quota &&
+        kg_keycache_meter_used(&us->credits, o->quota_period, now) + cost > o->quota_limit)
         return false;
     return tp == KG_QUOTA_NONE || kg_keycache_meter_used(&us->tier, tp, now) + cost <= tier->quota;
 }
@@ -331,7 +412,8 @@ int64_t
 kg_keycache_spend_retry_after(const struct kg_keyent *ent, const struct kg_tier *tier,
                               int64_t cost, int64_t now)
 {
-    struct kg_userstat *us = ent->ustat;
+    const struct kg_keyowner *o = ent->owner;
+    struct kg_userstat *us = o->ustat;
     int64_t wait = 0;
 
     if (cost <= 0)
@@ -339,9 +421,9 @@ kg_keycache_spend_retry_after(const struct kg_keyent *ent, const struct kg_tier 
     if (ent->quota_limit >= 0)
         fold_wait(kg_keycache_credits_used(ent->stat, ent->quota_period, now), ent->quota_limit,
                   ent->quota_period, cost, now, &wait);
-    if (us != NULL && ent->user_has_quota)
-        fold_wait(kg_keycache_meter_used(&us->credits, ent->user_quota_period, now),
-                  ent->user_quota_limit, ent->user_quota_period, cost, now, &wait);
+    if (us != NULL && o->has_quota)
+        fold_wait(kg_keycache_meter_used(&us->credits, o->quota_period, now), o->quota_limit,
+                  o->quota_period, cost, now, &wait);
     if (us != NULL && tier != NULL && tier->quota_period != KG_QUOTA_NONE)
         fold_wait(kg_keycache_meter_used(&us->tier, tier->quota_period, now), tier->quota,
                   tier->quota_period, cost, now, &wait);
@@ -367,10 +449,10 @@ kg_keycache_charge(struct kg_keystat *stat, int64_t units)
         atomic_fetch_add_explicit(&us->tier.charged, units, memory_order_relaxed);
 }
 
-/* The user record for id, created on first sight; *idp gets the map's
- * copy of the id. Caller holds load_mu. */
-static struct kg_userstat *
-user_stat_for(struct kg_keycache *kc, const char *id, const char **idp)
+/* The slot of user id (its usage record, its current owner record),
+ * created on first sight; valid until the next call. Caller holds load_mu. */
+static struct user_slot *
+user_slot_for(struct kg_keycache *kc, const char *id)
 {
     size_t mask, i;
 
@@ -394,10 +476,8 @@ user_stat_for(struct kg_keycache *kc, const char *id, const char **idp)
     }
     mask = kc->ustats_cap - 1;
     for (i = str_hash(id) & mask; kc->ustats[i].id != NULL; i = (i + 1) & mask)
-        if (strcmp(kc->ustats[i].id, id) == 0) {
-            *idp = kc->ustats[i].id;
-            return kc->ustats[i].stat;
-        }
+        if (strcmp(kc->ustats[i].id, id) == 0)
+            return &kc->ustats[i];
     kc->ustats[i].id = strdup(id);
     kc->ustats[i].stat = calloc(1, sizeof(struct kg_userstat));
     if (kc->ustats[i].id == NULL || kc->ustats[i].stat == NULL) {
@@ -408,8 +488,7 @@ user_stat_for(struct kg_keycache *kc, const char *id, const char **idp)
         return NULL;
     }
     kc->nustats++;
-    *idp = kc->ustats[i].id;
-    return kc->ustats[i].stat;
+    return &kc->ustats[i];
 }
 
 /* len zeroed bytes, aligned for any record, living as long as the cache.
@@ -551,24 +630,95 @@ list_add(char *out, size_t cap, const char *s)
     memcpy(out + used, s, n + 1);
 }
 
-/* The scopes a key may really use: see effective_str in keycache.h. For two
- * wildcards the narrower one is kept ("read:*" within "read:x" is "read:x"). */
+/* The scopes a key with these (nscopes > 0) may really use within a role
+ * that is not "*": see effective_str in keycache.h. For two wildcards the
+ * narrower one is kept ("read:*" within "read:x" is "read:x"). */
 static void
-effective_scopes(const struct kg_keyent *ent, char *out, size_t cap)
+effective_scopes(const char *const *scopes, size_t nscopes, const struct kg_keyowner *o, char *out,
+                 size_t cap)
 {
     out[0] = '\0';
-    if (ent->role_all || ent->nscopes == 0) {
-        snprintf(out, cap, "%s", ent->role_all ? ent->scopes_str : ent->role_str);
-        return;
-    }
-    for (size_t i = 0; i < ent->nscopes; i++) {
-        for (size_t j = 0; j < ent->nrole; j++) {
-            if (kg_scope_grants(ent->role[j], ent->scopes[i]))
-                list_add(out, cap, ent->scopes[i]);
-            else if (kg_scope_grants(ent->scopes[i], ent->role[j]))
-                list_add(out, cap, ent->role[j]);
+    for (size_t i = 0; i < nscopes; i++) {
+        for (size_t j = 0; j < o->nrole; j++) {
+            if (kg_scope_grants(o->role[j], scopes[i]))
+                list_add(out, cap, scopes[i]);
+            else if (kg_scope_grants(scopes[i], o->role[j]))
+                list_add(out, cap, o->role[j]);
         }
     }
+}
+
+/* Frees the interned lists no entry holds any more. Caller holds load_mu
+ * (the only place lists are taken or made, so none comes back meanwhile). */
+static void
+reap_sets(struct kg_keycache *kc)
+{
+    if (atomic_exchange_explicit(&kc->sets_dead, 0, memory_order_acq_rel) == 0)
+        return;
+    for (size_t i = 0; i < kc->sets_cap; i++) {
+        struct scopeset **pp = &kc->sets[i];
+
+        while (*pp != NULL) {
+            struct scopeset *set = *pp;
+
+            if (atomic_load_explicit(&set->refs, memory_order_acquire) == 0) {
+                *pp = set->next;
+                free(set);
+                kc->nsets--;
+            } else {
+                pp = &set->next;
+            }
+        }
+    }
+}
+
+/* The interned copy of list, with one more reference (the caller's entry).
+ * Caller holds load_mu. */
+static struct scopeset *
+intern(struct kg_keycache *kc, const char *list)
+{
+    uint64_t h = str_hash(list);
+    size_t len = strlen(list) + 1, n = list_count(list);
+    struct scopeset *set;
+    char *p;
+
+    for (set = kc->sets[h & (kc->sets_cap - 1)]; set != NULL; set = set->next)
+        if (set->hash == h && strcmp(set->text, list) == 0) {
+            atomic_fetch_add_explicit(&set->refs, 1, memory_order_relaxed);
+            return set;
+        }
+    if (kc->nsets >= kc->sets_cap) {
+        size_t ncap = kc->sets_cap * 2;
+        struct scopeset **ns = calloc(ncap, sizeof(*ns));
+
+        if (ns == NULL)
+            return NULL;
+        for (size_t i = 0; i < kc->sets_cap; i++)
+            while (kc->sets[i] != NULL) {
+                struct scopeset *s = kc->sets[i];
+
+                kc->sets[i] = s->next;
+                s->next = ns[s->hash & (ncap - 1)];
+                ns[s->hash & (ncap - 1)] = s;
+            }
+        free(kc->sets);
+        kc->sets = ns;
+        kc->sets_cap = ncap;
+    }
+    set = malloc(sizeof(*set) + (n + 1) * sizeof(char *) + 2 * len);
+    if (set == NULL)
+        return NULL;
+    atomic_init(&set->refs, 1);
+    set->kc = kc;
+    set->hash = h;
+    set->n = n;
+    p = (char *)(set->vec + n + 1);
+    set->text = memcpy(p, list, len);
+    split_into(p + len, list, len, set->vec, n);
+    set->next = kc->sets[h & (kc->sets_cap - 1)];
+    kc->sets[h & (kc->sets_cap - 1)] = set;
+    kc->nsets++;
+    return set;
 }
 
 /* The key's own limit from its stored rate and burst. A rate the store
@@ -599,101 +749,156 @@ kg_keycache_stored_used(const char *period, int64_t used, int64_t start, int64_t
     return p != KG_QUOTA_NONE && start < kg_keycache_period_start(p, now) ? 0 : used;
 }
 
-/* Copies rec's and its owner's strings into one block and splits the key's
- * scopes and the owner's role, so that deciding never allocates. */
+/* Whether ob says what owner (of a key of tenant tenant) says. */
+static bool
+owner_same(const struct owner_block *ob, const char *tenant, const struct kg_key_owner *owner)
+{
+    const struct kg_keyowner *o = &ob->o;
+
+    return strcmp(o->tenant, tenant) == 0 && strcmp(o->tier, owner->tier) == 0 &&
+           strcmp(o->role_str, owner->role) == 0 && o->platform_admin == owner->platform_admin &&
+           o->has_quota == owner->has_quota && o->quota_limit == owner->quota_limit &&
+           o->quota_period == period_of(owner->quota_period);
+}
+
+/* The owner record for a key of rec's user as owner describes it, with one
+ * more reference (the caller's entry): the user's current one while
+ * nothing in it changed, else a new one that becomes current. Also moves
+ * the user's stored totals into its usage record. Caller holds load_mu. */
+static const struct kg_keyowner *
+owner_for(struct kg_keycache *kc, const struct kg_key_rec *rec, const struct kg_key_owner *owner)
+{
+    struct user_slot *slot = user_slot_for(kc, rec->user_id);
+    size_t luid, lten, ltier, lrole, nrole;
+    struct owner_block *ob;
+    struct kg_userstat *us;
+    char *p;
+
+    if (slot == NULL)
+        return NULL;
+    /* A key without an owner charges no user. */
+    us = rec->user_id[0] != '\0' ? slot->stat : NULL;
+    if (us != NULL) {
+        /* Under load_mu, like the key's credits: no flush moves the store
+         * between the read and this. */
+        atomic_store(&us->credits.stored, owner->usage->credits);
+        atomic_store(&us->credits.stored_start, owner->usage->credits_period_start);
+        atomic_store(&us->credits.period, (int)period_of(owner->quota_period));
+        atomic_store(&us->tier.stored, owner->usage->tier);
+        atomic_store(&us->tier.stored_start, owner->usage->tier_period_start);
+    }
+    if (slot->owner != NULL && owner_same(slot->owner, rec->tenant, owner)) {
+        atomic_fetch_add_explicit(&slot->owner->refs, 1, memory_order_relaxed);
+        return &slot->owner->o;
+    }
+    luid = strlen(slot->id) + 1;
+    lten = strlen(rec->tenant) + 1;
+    ltier = strlen(owner->tier) + 1;
+    lrole = strlen(owner->role) + 1;
+    nrole = list_count(owner->role);
+    ob = malloc(sizeof(*ob) + (nrole + 1) * sizeof(char *) + luid + lten + ltier + 2 * lrole);
+    if (ob == NULL)
+        return NULL;
+    p = (char *)(ob->vec + nrole + 1);
+    ob->o.user_id = memcpy(p, slot->id, luid);
+    p += luid;
+    ob->o.tenant = memcpy(p, rec->tenant, lten);
+    p += lten;
+    ob->o.tier = memcpy(p, owner->tier, ltier);
+    p += ltier;
+    ob->o.role_str = memcpy(p, owner->role, lrole);
+    p += lrole;
+    split_into(p, owner->role, lrole, ob->vec, nrole);
+    ob->o.role = ob->vec;
+    ob->o.nrole = nrole;
+    ob->o.role_all = false;
+    for (size_t i = 0; i < nrole; i++)
+        ob->o.role_all = ob->o.role_all || strcmp(ob->vec[i], "*") == 0;
+    ob->o.platform_admin = owner->platform_admin;
+    ob->o.has_quota = owner->has_quota;
+    ob->o.quota_limit = owner->quota_limit;
+    ob->o.quota_period = period_of(owner->quota_period);
+    ob->o.ustat = us;
+    /* The slot's reference and the caller's. Entries built before keep
+     * the old record until they are replaced. */
+    atomic_init(&ob->refs, 2);
+    if (slot->owner != NULL)
+        owner_unref(&slot->owner->o);
+    slot->owner = ob;
+    return &ob->o;
+}
+
+/* Builds the entry for rec from shared parts (the stat record's id, the
+ * owner record, interned scope lists), so that deciding never allocates
+ * and a key costs its entry and little else. */
 static bool
 add_entry(struct load_ctx *lc, const struct kg_key_rec *rec, const struct kg_key_owner *owner)
 {
-    size_t lname = strlen(rec->name) + 1;
-    size_t lten = strlen(rec->tenant) + 1, lsc = strlen(rec->scopes) + 1;
-    size_t ltier = strlen(owner->tier) + 1;
-    size_t lrole = strlen(owner->role) + 1;
-    size_t nscopes = list_count(rec->scopes), nrole = list_count(owner->role);
-    struct kg_userstat *us = NULL;
+    struct kg_keycache *kc = lc->kc;
+    const struct kg_keyowner *o;
     struct kg_keystat *stat;
-    const char *id, *user_id = "";
+    struct scopeset *set;
     struct ent_block *eb;
     struct kg_keyent *ent;
-    char *block, *p;
-    const char **vec, **rvec;
+    const char *id;
 
-    /* The id and the owner's id are borrowed from the stat records, which
-     * live as long as the cache. */
-    stat = stat_for(lc->kc, rec->id, rec->last_used_at, &id);
+    /* The id is borrowed from the stat record, which lives as long as the
+     * cache. */
+    stat = stat_for(kc, rec->id, rec->last_used_at, &id);
     if (stat == NULL)
         return false;
-    if (rec->user_id[0] != '\0') {
-        us = user_stat_for(lc->kc, rec->user_id, &user_id);
-        if (us == NULL)
-            return false;
-    }
-    /* One block: the entry, the vectors, the strings. */
-    block = malloc(sizeof(*eb) + (nscopes + 1 + nrole + 1) * sizeof(char *) + lname + lten +
-                   2 * lsc + ltier + 2 * lrole + lsc + lrole);
-    if (block == NULL)
+    eb = calloc(1, sizeof(*eb));
+    if (eb == NULL)
         return false;
-    eb = (struct ent_block *)(void *)block;
-    memset(eb, 0, sizeof(*eb));
-    eb->epoch = lc->kc->epoch;
+    set = intern(kc, rec->scopes);
+    o = set != NULL ? owner_for(kc, rec, owner) : NULL;
+    if (o == NULL) {
+        if (set != NULL)
+            set_unref(set);
+        free(eb);
+        return false;
+    }
+    eb->epoch = kc->epoch;
     ent = &eb->ent;
-    vec = (const char **)(void *)(block + sizeof(*eb));
-    rvec = vec + nscopes + 1;
-    p = (char *)(rvec + nrole + 1);
     memcpy(ent->digest, rec->digest, KG_DIGEST_BYTES);
     ent->id = id;
-    ent->name = memcpy(p, rec->name, lname);
-    p += lname;
-    ent->tenant = memcpy(p, rec->tenant, lten);
-    p += lten;
-    ent->scopes_str = memcpy(p, rec->scopes, lsc);
-    p += lsc;
-    split_into(p, rec->scopes, lsc, vec, nscopes);
-    p += lsc;
-    ent->scopes = vec;
-    ent->nscopes = nscopes;
-    ent->user_id = user_id;
-    ent->tier = memcpy(p, owner->tier, ltier);
-    p += ltier;
-    ent->role_str = memcpy(p, owner->role, lrole);
-    p += lrole;
-    split_into(p, owner->role, lrole, rvec, nrole);
-    ent->role = rvec;
-    ent->nrole = nrole;
-    ent->role_all = false;
-    for (size_t i = 0; i < nrole; i++)
-        ent->role_all = ent->role_all || strcmp(rvec[i], "*") == 0;
-    p += lrole;
-    effective_scopes(ent, p, lsc + lrole);
-    ent->effective_str = p;
-    ent->effective_empty = nscopes > 0 && !ent->role_all && p[0] == '\0';
-    ent->platform_admin = owner->platform_admin;
+    ent->owner = o;
+    ent->tenant = o->tenant;
+    ent->user_id = o->user_id;
+    ent->tier = o->tier;
+    ent->scopes_str = set->text;
+    ent->scopes = set->vec;
+    ent->nscopes = set->n;
+    if (o->role_all) {
+        ent->effective_str = set->text;
+    } else if (set->n == 0) {
+        ent->effective_str = o->role_str;
+    } else {
+        char eff[2 * KG_SCOPES_MAX];
+
+        effective_scopes(set->vec, set->n, o, eff, sizeof(eff));
+        eb->eff = intern(kc, eff);
+        if (eb->eff == NULL) {
+            ent_drop(ent);
+            return false;
+        }
+        ent->effective_str = eb->eff->text;
+        ent->effective_empty = eff[0] == '\0';
+    }
     ent->expires_at = rec->expires_at;
     ent->revoked_at = rec->revoked_at;
     ent->has_rate = key_rate(rec, &ent->rate);
     ent->quota_limit = rec->quota_limit;
     ent->quota_period = period_of(rec->quota_period);
     ent->stat = stat;
-    ent->user_has_quota = owner->has_quota;
-    ent->user_quota_limit = owner->quota_limit;
-    ent->user_quota_period = period_of(owner->quota_period);
-    ent->ustat = us;
-    if (us != NULL) {
-        /* Under load_mu, like the key's credits below: every key of the
-         * user writes the same stored totals. */
-        atomic_store(&us->credits.stored, owner->usage->credits);
-        atomic_store(&us->credits.stored_start, owner->usage->credits_period_start);
-        atomic_store(&us->credits.period, (int)ent->user_quota_period);
-        atomic_store(&us->tier.stored, owner->usage->tier);
-        atomic_store(&us->tier.stored_start, owner->usage->tier_period_start);
-        if (atomic_load(&ent->stat->user) != us)
-            atomic_store(&ent->stat->user, us);
-    }
+    if (o->ustat != NULL && atomic_load(&stat->user) != o->ustat)
+        atomic_store(&stat->user, o->ustat);
     /* Under load_mu, so no flush moves the store between the read and this:
      * the stored total already holds every flushed credit. */
-    atomic_store(&ent->stat->credits_stored, rec->quota_used);
-    atomic_store(&ent->stat->credits_stored_start, rec->quota_period_start);
-    atomic_store(&ent->stat->credits_period, (int)ent->quota_period);
-    return kg_keyindex_put(lc->kc->ix, ent) == KG_OK;
+    atomic_store(&stat->credits_stored, rec->quota_used);
+    atomic_store(&stat->credits_stored_start, rec->quota_period_start);
+    atomic_store(&stat->credits_period, (int)ent->quota_period);
+    return kg_keyindex_put(kc->ix, ent) == KG_OK;
 }
 
 static bool
@@ -748,6 +953,7 @@ load_all_locked(struct kg_keycache *kc, struct kg_store *st, int64_t now, struct
     }
     /* On failure the position stays, so the next sync loads again. */
     kg_keyindex_publish(kc->ix, rc == KG_OK ? kg_time_mono_ms() : 0);
+    reap_sets(kc);
     return rc;
 }
 
@@ -864,6 +1070,7 @@ cleanup:
     /* Whatever was applied before a failure is published too. */
     if (rc != KG_OK)
         kg_keyindex_publish(kc->ix, 0);
+    reap_sets(kc);
     free(b.c);
     return rc;
 }

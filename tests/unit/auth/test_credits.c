@@ -468,8 +468,8 @@ test_a_users_credits_are_shared_by_its_keys_and_the_stricter_limit_decides(void 
     k1 = find(f, "key_1", &snap);
     kg_keycache_release(snap); /* the snapshot is current: k1 stays valid under k2's */
     k2 = find(f, "key_2", &snap);
-    assert_true(k2->user_has_quota);
-    assert_ptr_equal(k1->ustat, k2->ustat);
+    assert_true(k2->owner->has_quota);
+    assert_ptr_equal(k1->owner->ustat, k2->owner->ustat);
     /* key_1 is held by its own 4, key_2 by the user's 6. */
     assert_true(kg_keycache_spend_allow(k1, NULL, 4, now));
     assert_false(kg_keycache_spend_allow(k1, NULL, 5, now));
@@ -493,7 +493,7 @@ test_a_users_credits_are_shared_by_its_keys_and_the_stricter_limit_decides(void 
     assert_int_equal(user_used(f, "key_2").credits, 6);
     reload(f);
     k1 = find(f, "key_1", &snap);
-    assert_int_equal(kg_keycache_meter_used(&k1->ustat->credits, KG_QUOTA_NONE, now), 6);
+    assert_int_equal(kg_keycache_meter_used(&k1->owner->ustat->credits, KG_QUOTA_NONE, now), 6);
     assert_false(kg_keycache_spend_allow(k1, NULL, 1, now));
     kg_keycache_release(snap);
 }
@@ -527,7 +527,7 @@ test_the_tier_quota_counts_per_user_and_a_refusal_charges_nothing(void **state)
     assert_false(kg_keycache_spend_allow(k2, tier, 3, now)); /* 3 + 3 > 5 */
     kg_keycache_charge(k2->stat, 2);
     assert_false(kg_keycache_spend_allow(k1, tier, 1, now));
-    assert_int_equal(kg_keycache_meter_used(&k1->ustat->tier, KG_QUOTA_DAY, now), 5);
+    assert_int_equal(kg_keycache_meter_used(&k1->owner->ustat->tier, KG_QUOTA_DAY, now), 5);
     kg_keycache_release(snap);
     /* Another user of the tier has a quota of its own. */
     k1 = find(f, "key_other", &snap);
