@@ -23,11 +23,7 @@
 #include "keygate/scope.h"
 #include "keygate/timeutil.h"
 
-struct stat_slot {
-    const char *id; /* the node's own copy; NULL = empty slot */
-    struct kg_keystat *stat; /* first member of a struct stat_node */
-    uint64_t hash;
-};
+struct stat_node;
 
 /* An owner record and what it is shared by (see struct kg_keyowner): the
  * user's slot holds one reference to its current record, each entry one.
@@ -70,7 +66,7 @@ struct kg_keycache {
     pthread_mutex_t load_mu; /* serialises loads, syncs, flushes and the stat maps */
     int64_t seq;             /* the last change log row applied; -1 = never loaded */
     uint32_t epoch;          /* stamped on entries by a full load, to sweep the rest */
-    struct stat_slot *stats; /* open addressing by id */
+    struct stat_node **stats; /* open addressing by id; NULL = empty slot */
     size_t nstats, stats_cap;
     struct user_slot *ustats; /* the same, by user id */
     struct kg_keystat *_Atomic dirty; /* records used since the last flush (a stack) */
@@ -516,16 +512,45 @@ arena_alloc(struct kg_keycache *kc, size_t len)
 }
 
 /* A stat record and its key id, in one allocation that lives as long as
- * the cache (entries borrow the id from here). */
+ * the cache (entries borrow the id from here). The map's slot is only a
+ * pointer to it; the hash is kept here, so growing the map never reads an
+ * id again (at 1,000,000 keys that is a cache miss each). */
 struct stat_node {
     struct kg_keystat stat;
+    uint64_t hash;
     char id[];
 };
 
+/* Room in the stat map for n records without growing (a full load counts
+ * the keys first). Caller holds load_mu. */
+static bool
+stats_reserve(struct kg_keycache *kc, size_t n)
+{
+    size_t ncap = kc->stats_cap, i;
+    struct stat_node **ns;
+
+    while ((n + 1) * 2 > ncap)
+        ncap *= 2;
+    if (ncap == kc->stats_cap)
+        return true;
+    ns = calloc(ncap, sizeof(*ns));
+    if (ns == NULL)
+        return false;
+    for (size_t j = 0; j < kc->stats_cap; j++) {
+        if (kc->stats[j] == NULL)
+            continue;
+        for (i = kc->stats[j]->hash & (ncap - 1); ns[i] != NULL; i = (i + 1) & (ncap - 1)) {
+        }
+        ns[i] = kc->stats[j];
+    }
+    free(kc->stats);
+    kc->stats = ns;
+    kc->stats_cap = ncap;
+    return true;
+}
+
 /* The stat record for id, created on first sight; *idp gets the record's
- * copy of the id. Caller holds load_mu. The slots keep the hash, so growing
- * the map never reads an id again (at 1,000,000 keys that is a cache miss
- * each). */
+ * copy of the id. Caller holds load_mu. */
 static struct kg_keystat *
 stat_for(struct kg_keycache *kc, const char *id, int64_t stored_last_used, const char **idp)
 {
@@ -533,28 +558,13 @@ stat_for(struct kg_keycache *kc, const char *id, int64_t stored_last_used, const
     size_t mask, i, len;
     struct stat_node *node;
 
-    if ((kc->nstats + 1) * 2 > kc->stats_cap) {
-        size_t ncap = kc->stats_cap * 2;
-        struct stat_slot *ns = calloc(ncap, sizeof(*ns));
-
-        if (ns == NULL)
-            return NULL;
-        for (size_t j = 0; j < kc->stats_cap; j++) {
-            if (kc->stats[j].id == NULL)
-                continue;
-            for (i = kc->stats[j].hash & (ncap - 1); ns[i].id != NULL; i = (i + 1) & (ncap - 1)) {
-            }
-            ns[i] = kc->stats[j];
-        }
-        free(kc->stats);
-        kc->stats = ns;
-        kc->stats_cap = ncap;
-    }
+    if (!stats_reserve(kc, kc->nstats + 1))
+        return NULL;
     mask = kc->stats_cap - 1;
-    for (i = h & mask; kc->stats[i].id != NULL; i = (i + 1) & mask) {
-        if (kc->stats[i].hash == h && strcmp(kc->stats[i].id, id) == 0) {
-            *idp = kc->stats[i].id;
-            return kc->stats[i].stat;
+    for (i = h & mask; kc->stats[i] != NULL; i = (i + 1) & mask) {
+        if (kc->stats[i]->hash == h && strcmp(kc->stats[i]->id, id) == 0) {
+            *idp = kc->stats[i]->id;
+            return &kc->stats[i]->stat;
         }
     }
     len = strlen(id) + 1;
@@ -562,9 +572,8 @@ stat_for(struct kg_keycache *kc, const char *id, int64_t stored_last_used, const
     if (node == NULL)
         return NULL;
     memcpy(node->id, id, len);
-    kc->stats[i].id = node->id;
-    kc->stats[i].stat = &node->stat;
-    kc->stats[i].hash = h;
+    node->hash = h;
+    kc->stats[i] = node;
     node->stat.dirty_head = &kc->dirty;
     atomic_store(&node->stat.last_used, stored_last_used);
     atomic_store(&node->stat.last_flushed, stored_last_used);
@@ -936,13 +945,20 @@ load_all_locked(struct kg_keycache *kc, struct kg_store *st, int64_t now, struct
 {
     struct load_ctx lc = {.kc = kc, .now = now, .rc = KG_OK};
     int64_t last, trimmed;
+    size_t count;
     enum kg_status rc;
 
     /* The position first: a change committed during the walk is applied
      * again by the next sync, which does no harm. */
     rc = kg_store_change_head(st, &last, &trimmed, err);
+    if (rc == KG_OK)
+        rc = kg_store_key_count(st, &count, err);
     if (rc != KG_OK)
         return rc;
+    /* Sized once for every key, revoked ones included (a few slots too
+     * many): no table grows and rehashes during the walk. */
+    if (kg_keyindex_reserve(kc->ix, count) != KG_OK || !stats_reserve(kc, count))
+        return kg_err_set(err, KG_ENOMEM, "out of memory loading keys");
     kc->epoch++;
     rc = kg_store_key_each_owner(st, load_one, &lc, err);
     if (rc == KG_OK && lc.rc != KG_OK)
@@ -1312,9 +1328,9 @@ stat_find(const struct kg_keycache *kc, const char *id)
 
     if (kc->stats_cap == 0)
         return NULL;
-    for (size_t i = str_hash(id) & mask; kc->stats[i].id != NULL; i = (i + 1) & mask)
-        if (strcmp(kc->stats[i].id, id) == 0)
-            return kc->stats[i].stat;
+    for (size_t i = str_hash(id) & mask; kc->stats[i] != NULL; i = (i + 1) & mask)
+        if (strcmp(kc->stats[i]->id, id) == 0)
+            return &kc->stats[i]->stat;
     return NULL;
 }
 

@@ -44,6 +44,7 @@ enum kg_status kg_sq_read_int(struct sqlite_store *s, const char *sql, int64_t *
                               const char *what, struct kg_err *err);
 
 /* sqlite_changes.c: the change log (sql/008_change_log.sql). */
+enum kg_status kg_sq_key_count(struct kg_store *st, size_t *n, struct kg_err *err);
 enum kg_status kg_sq_change_head(struct kg_store *st, int64_t *last, int64_t *trimmed,
                                  struct kg_err *err);
 enum kg_status kg_sq_change_each(struct kg_store *st, int64_t after, size_t limit,
