@@ -31,6 +31,7 @@ struct stat_node;
 struct owner_block {
     struct kg_keyowner o;
     _Atomic long refs;
+    struct kg_keycache *kc; /* where its entries go back to */
     const char *vec[]; /* the split role (nrole + 1), then the strings */
 };
 
@@ -78,6 +79,11 @@ struct kg_keycache {
     struct scopeset **sets; /* interned lists, chained by hash */
     size_t nsets, sets_cap;
     _Atomic size_t sets_dead; /* lists whose last entry went since the last reap */
+    /* Entries are carved from the chunks too (no allocator call or header
+     * per key); a dropped one is pushed on ent_free from any thread, and
+     * the writer takes that stack whole into ent_spare to reuse. */
+    struct ent_free *_Atomic ent_free;
+    struct ent_free *ent_spare;
     /* Rate-limit buckets by key id and user id: like the stat records they
      * outlive entries, so a change resets no limit. */
     struct kg_limiter *limiter;
@@ -91,6 +97,31 @@ struct ent_block {
     uint32_t epoch;
     struct scopeset *eff;
 };
+
+/* A dropped entry's block, waiting to be reused. */
+struct ent_free {
+    struct ent_free *next;
+};
+
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define KG_ASAN 1
+#endif
+#elif defined(__SANITIZE_ADDRESS__)
+#define KG_ASAN 1
+#endif
+#ifdef KG_ASAN
+#include <sanitizer/asan_interface.h>
+/* A dropped entry is poisoned (but its link), so ASan still catches a read
+ * of an entry after the index let it go, as it would with free(). */
+#define ENT_POISON(p) \
+    ASAN_POISON_MEMORY_REGION((char *)(p) + sizeof(struct ent_free), \
+                              sizeof(struct ent_block) - sizeof(struct ent_free))
+#define ENT_UNPOISON(p) ASAN_UNPOISON_MEMORY_REGION((p), sizeof(struct ent_block))
+#else
+#define ENT_POISON(p) ((void)(p))
+#define ENT_UNPOISON(p) ((void)(p))
+#endif
 
 static void
 owner_unref(const struct kg_keyowner *o)
@@ -119,12 +150,19 @@ static void
 ent_drop(struct kg_keyent *e)
 {
     struct ent_block *eb = (struct ent_block *)(void *)e;
+    struct kg_keycache *kc = ((const struct owner_block *)(const void *)e->owner)->kc;
+    struct ent_free *f = (struct ent_free *)(void *)eb, *head;
 
     set_unref(set_of(e->scopes));
     if (eb->eff != NULL)
         set_unref(eb->eff);
     owner_unref(e->owner);
-    free(eb);
+    head = atomic_load_explicit(&kc->ent_free, memory_order_relaxed);
+    do {
+        f->next = head;
+    } while (!atomic_compare_exchange_weak_explicit(&kc->ent_free, &head, f, memory_order_release,
+                                                    memory_order_relaxed));
+    ENT_POISON(f);
 }
 
 /* Busy buckets the in-process limiter holds (16 bytes each: 1 MiB). */
@@ -511,6 +549,23 @@ arena_alloc(struct kg_keycache *kc, size_t len)
     return p;
 }
 
+/* A zeroed entry block: a dropped one again, or a new one carved from the
+ * chunks. Caller holds load_mu (the only taker of ent_free). */
+static struct ent_block *
+ent_alloc(struct kg_keycache *kc)
+{
+    struct ent_free *f = kc->ent_spare;
+
+    if (f == NULL)
+        f = kc->ent_spare = atomic_exchange_explicit(&kc->ent_free, NULL, memory_order_acquire);
+    if (f == NULL)
+        return arena_alloc(kc, sizeof(struct ent_block));
+    kc->ent_spare = f->next;
+    ENT_UNPOISON(f);
+    memset(f, 0, sizeof(struct ent_block));
+    return (struct ent_block *)(void *)f;
+}
+
 /* A stat record and its key id, in one allocation that lives as long as
  * the cache (entries borrow the id from here). The map's slot is only a
  * pointer to it; the hash is kept here, so growing the map never reads an
@@ -831,6 +886,7 @@ owner_for(struct kg_keycache *kc, const struct kg_key_rec *rec, const struct kg_
     /* The slot's reference and the caller's. Entries built before keep
      * the old record until they are replaced. */
     atomic_init(&ob->refs, 2);
+    ob->kc = kc;
     if (slot->owner != NULL)
         owner_unref(&slot->owner->o);
     slot->owner = ob;
@@ -856,15 +912,14 @@ add_entry(struct load_ctx *lc, const struct kg_key_rec *rec, const struct kg_key
     stat = stat_for(kc, rec->id, rec->last_used_at, &id);
     if (stat == NULL)
         return false;
-    eb = calloc(1, sizeof(*eb));
-    if (eb == NULL)
-        return false;
     set = intern(kc, rec->scopes);
     o = set != NULL ? owner_for(kc, rec, owner) : NULL;
-    if (o == NULL) {
+    eb = o != NULL ? ent_alloc(kc) : NULL;
+    if (eb == NULL) {
         if (set != NULL)
             set_unref(set);
-        free(eb);
+        if (o != NULL)
+            owner_unref(o);
         return false;
     }
     eb->epoch = kc->epoch;
