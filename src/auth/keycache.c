@@ -3,7 +3,8 @@
  * tier and credits) and the per-key and per-user stat records; the index
  * they live in, its lock-free reads and deferred freeing are
  * auth/keyindex.c. Does not decide anything (that is auth/decide.c) and
- * does not know the key format. A full load streams every key once (at
+ * does not know the key format; the credit arithmetic is limit/quota.c,
+ * the charge and the checks here only find the meters. A full load streams every key once (at
  * start, or when the change log was trimmed past this cache's position);
  * after that, kg_keycache_sync() applies the change log rows since the last
  * one applied, each by reading its key, user or tenant's keys again. Keys
@@ -19,7 +20,6 @@
 
 #include "keygate/keycache.h"
 #include "keygate/keyindex.h"
-#include "keygate/limiter.h"
 #include "keygate/scope.h"
 #include "keygate/timeutil.h"
 
@@ -84,8 +84,8 @@ struct kg_keycache {
      * the writer takes that stack whole into ent_spare to reuse. */
     struct ent_free *_Atomic ent_free;
     struct ent_free *ent_spare;
-    /* Rate-limit buckets by key id and user id: like the stat records they
-     * outlive entries, so a change resets no limit. */
+    /* Rate-limit buckets by key id and user id, handed in by the daemon
+     * (not owned): named by id, never by entry, they outlive every change. */
     struct kg_limiter *limiter;
 };
 
@@ -165,9 +165,6 @@ ent_drop(struct kg_keyent *e)
     ENT_POISON(f);
 }
 
-/* Busy buckets the in-process limiter holds (16 bytes each: 1 MiB). */
-#define LIMITER_BUCKETS ((size_t)1 << 16)
-
 static uint64_t
 str_hash(const char *s)
 {
@@ -179,7 +176,7 @@ str_hash(const char *s)
 }
 
 enum kg_status
-kg_keycache_new(struct kg_keycache **out)
+kg_keycache_new(struct kg_limiter *limiter, struct kg_keycache **out)
 {
     struct kg_keycache *kc = calloc(1, sizeof(*kc));
 
@@ -194,8 +191,7 @@ kg_keycache_new(struct kg_keycache **out)
     kc->sets_cap = 64;
     kc->sets = calloc(kc->sets_cap, sizeof(*kc->sets));
     if (kc->stats == NULL || kc->ustats == NULL || kc->sets == NULL ||
-        kg_keyindex_new(ent_drop, &kc->ix) != KG_OK ||
-        kg_limiter_new_local(LIMITER_BUCKETS, &kc->limiter, NULL) != KG_OK) {
+        kg_keyindex_new(ent_drop, &kc->ix) != KG_OK) {
         kg_keyindex_free(kc->ix);
         free(kc->stats);
         free(kc->ustats);
@@ -203,6 +199,7 @@ kg_keycache_new(struct kg_keycache **out)
         free(kc);
         return KG_ENOMEM;
     }
+    kc->limiter = limiter;
     pthread_mutex_init(&kc->load_mu, NULL);
     *out = kc;
     return KG_OK;
@@ -238,7 +235,6 @@ kg_keycache_free(struct kg_keycache *kc)
         }
     }
     free(kc->sets);
-    kg_limiter_free(kc->limiter);
     pthread_mutex_destroy(&kc->load_mu);
     free(kc);
 }
@@ -316,80 +312,13 @@ kg_keycache_count(const struct kg_keyent *ent, enum kg_usage_kind kind)
     mark_dirty(ent->stat);
 }
 
-int64_t
-kg_keycache_period_start(enum kg_quota_period period, int64_t now)
-{
-    int64_t days, y, m, doe, yoe, era, mp;
-
-    if (period == KG_QUOTA_NONE || now < 0)
-        return 0;
-    days = now / 86400;
-    if (period == KG_QUOTA_DAY)
-        return days * 86400;
-    /* Civil date of days since 1970-01-01 (H. Hinnant's algorithm), then
-     * back to the first of that month; no time zone, no libc state. */
-    days += 719468;
-    era = days / 146097;
-    doe = days - era * 146097;
-    yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    y = yoe + era * 400;
-    mp = (5 * (doe - (365 * yoe + yoe / 4 - yoe / 100)) + 2) / 153;
-    m = mp < 10 ? mp + 3 : mp - 9;
-    /* days_from_civil(y, m, 1): y is still the year counted from March,
-     * which is what that half of the algorithm wants. */
-    era = y / 400;
-    yoe = y - era * 400;
-    mp = m > 2 ? m - 3 : m + 9;
-    doe = yoe * 365 + yoe / 4 - yoe / 100 + (153 * mp + 2) / 5;
-    return (era * 146097 + doe - 719468) * 86400;
-}
-
-/* Credits used of a count in the period holding now; see
- * kg_keycache_credits_used() for the order of the reads. */
-static int64_t
-used_of(_Atomic int64_t *charged, _Atomic int64_t *flushed_p, _Atomic int64_t *stored_p,
-        _Atomic int64_t *start_p, enum kg_quota_period period, int64_t now)
-{
-    int64_t start = kg_keycache_period_start(period, now);
-    /* A flush moves stored first and flushed last, so reading them the
-     * other way round (flushed, stored, charged) lets a flush in between
-     * only count a delta twice (refuse early), never miss it (overspend). */
-    int64_t flushed = atomic_load(flushed_p);
-    int64_t stored = atomic_load(stored_p);
-    int64_t stored_start = atomic_load(start_p);
-    int64_t pending = atomic_load(charged) - flushed;
-
-    /* Stored credits of an earlier refill period are spent history. A
-     * stored start of 0 is a count without a refill: it counts while there
-     * is none, and under a refill only a store left by a keygate that did
-     * not move the start when the refill was set has it (see the key and
-     * user update SQL), which is then history too rather than used for
-     * ever. */
-    if (stored_start < start)
-        stored = 0;
-    return stored + pending;
-}
-
-int64_t
-kg_keycache_credits_used(struct kg_keystat *stat, enum kg_quota_period period, int64_t now)
-{
-    return used_of(&stat->credits, &stat->credits_flushed, &stat->credits_stored,
-                   &stat->credits_stored_start, period, now);
-}
-
-int64_t
-kg_keycache_meter_used(struct kg_meter *m, enum kg_quota_period period, int64_t now)
-{
-    return used_of(&m->charged, &m->flushed, &m->stored, &m->stored_start, period, now);
-}
-
 bool
 kg_keycache_credits_allow(const struct kg_keyent *ent, int64_t cost, int64_t now)
 {
     /* What costs nothing spends nothing, even past a lowered limit. */
     if (ent->quota_limit < 0 || cost <= 0)
         return true;
-    return kg_keycache_credits_used(ent->stat, ent->quota_period, now) + cost <= ent->quota_limit;
+    return kg_quota_used(&ent->stat->credits, ent->quota_period, now) + cost <= ent->quota_limit;
 }
 
 bool
@@ -411,35 +340,9 @@ kg_keycache_spend_allow(const struct kg_keyent *ent, const struct kg_tier *tier,
     if (us == NULL)
         return true;
     if (o->has_quota &&
-        kg_keycache_meter_used(&us->credits, o->quota_period, now) + cost > o->quota_limit)
+        kg_quota_used(&us->credits, o->quota_period, now) + cost > o->quota_limit)
         return false;
-    return tp == KG_QUOTA_NONE || kg_keycache_meter_used(&us->tier, tp, now) + cost <= tier->quota;
-}
-
-/* Seconds from now to the start of the period after the one holding now. */
-static int64_t
-to_next_period(enum kg_quota_period p, int64_t now)
-{
-    int64_t start = kg_keycache_period_start(p, now);
-    int64_t next = p == KG_QUOTA_DAY ? start + 86400
-                                     : kg_keycache_period_start(p, start + 32 * 86400);
-
-    return next - now;
-}
-
-/* Folds one limit into the wait: *wait stays the longest, -1 for never. */
-static void
-fold_wait(int64_t used, int64_t limit, enum kg_quota_period p, int64_t cost, int64_t now,
-          int64_t *wait)
-{
-    if (*wait < 0 || used + cost <= limit)
-        return;
-    if (p == KG_QUOTA_NONE || cost > limit) {
-        *wait = -1;
-        return;
-    }
-    if (to_next_period(p, now) > *wait)
-        *wait = to_next_period(p, now);
+    return tp == KG_QUOTA_NONE || kg_quota_used(&us->tier, tp, now) + cost <= tier->quota;
 }
 
 int64_t
@@ -453,14 +356,14 @@ kg_keycache_spend_retry_after(const struct kg_keyent *ent, const struct kg_tier 
     if (cost <= 0)
         return 0;
     if (ent->quota_limit >= 0)
-        fold_wait(kg_keycache_credits_used(ent->stat, ent->quota_period, now), ent->quota_limit,
-                  ent->quota_period, cost, now, &wait);
+        kg_quota_fold_wait(kg_quota_used(&ent->stat->credits, ent->quota_period, now),
+                           ent->quota_limit, ent->quota_period, cost, now, &wait);
     if (us != NULL && o->has_quota)
-        fold_wait(kg_keycache_meter_used(&us->credits, o->quota_period, now), o->quota_limit,
-                  o->quota_period, cost, now, &wait);
+        kg_quota_fold_wait(kg_quota_used(&us->credits, o->quota_period, now), o->quota_limit,
+                           o->quota_period, cost, now, &wait);
     if (us != NULL && tier != NULL && tier->quota_period != KG_QUOTA_NONE)
-        fold_wait(kg_keycache_meter_used(&us->tier, tier->quota_period, now), tier->quota,
-                  tier->quota_period, cost, now, &wait);
+        kg_quota_fold_wait(kg_quota_used(&us->tier, tier->quota_period, now), tier->quota,
+                           tier->quota_period, cost, now, &wait);
     return wait > 0 ? wait : 0;
 }
 
@@ -471,7 +374,7 @@ kg_keycache_charge(struct kg_keystat *stat, int64_t units)
 
     if (units <= 0)
         return;
-    atomic_fetch_add_explicit(&stat->credits, units, memory_order_relaxed);
+    atomic_fetch_add_explicit(&stat->credits.charged, units, memory_order_relaxed);
     mark_dirty(stat);
     us = atomic_load_explicit(&stat->user, memory_order_relaxed);
     if (us == NULL)
@@ -798,21 +701,6 @@ key_rate(const struct kg_key_rec *rec, struct kg_gcra *out)
     return kg_gcra_init(out, count, period, rec->rate_burst, NULL) == KG_OK;
 }
 
-static enum kg_quota_period
-period_of(const char *s)
-{
-    return strcmp(s, "day") == 0 ? KG_QUOTA_DAY : strcmp(s, "month") == 0 ? KG_QUOTA_MONTH
-                                                                          : KG_QUOTA_NONE;
-}
-
-int64_t
-kg_keycache_stored_used(const char *period, int64_t used, int64_t start, int64_t now)
-{
-    enum kg_quota_period p = period != NULL ? period_of(period) : KG_QUOTA_NONE;
-
-    return p != KG_QUOTA_NONE && start < kg_keycache_period_start(p, now) ? 0 : used;
-}
-
 /* Whether ob says what owner (of a key of tenant tenant) says. */
 static bool
 owner_same(const struct owner_block *ob, const char *tenant, const struct kg_key_owner *owner)
@@ -822,7 +710,7 @@ owner_same(const struct owner_block *ob, const char *tenant, const struct kg_key
     return strcmp(o->tenant, tenant) == 0 && strcmp(o->tier, owner->tier) == 0 &&
            strcmp(o->role_str, owner->role) == 0 && o->platform_admin == owner->platform_admin &&
            o->has_quota == owner->has_quota && o->quota_limit == owner->quota_limit &&
-           o->quota_period == period_of(owner->quota_period);
+           o->quota_period == kg_quota_period_of(owner->quota_period);
 }
 
 /* The owner record for a key of rec's user as owner describes it, with one
@@ -847,7 +735,7 @@ owner_for(struct kg_keycache *kc, const struct kg_key_rec *rec, const struct kg_
          * between the read and this. */
         atomic_store(&us->credits.stored, owner->usage->credits);
         atomic_store(&us->credits.stored_start, owner->usage->credits_period_start);
-        atomic_store(&us->credits.period, (int)period_of(owner->quota_period));
+        atomic_store(&us->credits.period, (int)kg_quota_period_of(owner->quota_period));
         atomic_store(&us->tier.stored, owner->usage->tier);
         atomic_store(&us->tier.stored_start, owner->usage->tier_period_start);
     }
@@ -881,7 +769,7 @@ owner_for(struct kg_keycache *kc, const struct kg_key_rec *rec, const struct kg_
     ob->o.platform_admin = owner->platform_admin;
     ob->o.has_quota = owner->has_quota;
     ob->o.quota_limit = owner->quota_limit;
-    ob->o.quota_period = period_of(owner->quota_period);
+    ob->o.quota_period = kg_quota_period_of(owner->quota_period);
     ob->o.ustat = us;
     /* The slot's reference and the caller's. Entries built before keep
      * the old record until they are replaced. */
@@ -953,15 +841,15 @@ add_entry(struct load_ctx *lc, const struct kg_key_rec *rec, const struct kg_key
     ent->revoked_at = rec->revoked_at;
     ent->has_rate = key_rate(rec, &ent->rate);
     ent->quota_limit = rec->quota_limit;
-    ent->quota_period = period_of(rec->quota_period);
+    ent->quota_period = kg_quota_period_of(rec->quota_period);
     ent->stat = stat;
     if (o->ustat != NULL && atomic_load(&stat->user) != o->ustat)
         atomic_store(&stat->user, o->ustat);
     /* Under load_mu, so no flush moves the store between the read and this:
      * the stored total already holds every flushed credit. */
-    atomic_store(&stat->credits_stored, rec->quota_used);
-    atomic_store(&stat->credits_stored_start, rec->quota_period_start);
-    atomic_store(&stat->credits_period, (int)ent->quota_period);
+    atomic_store(&stat->credits.stored, rec->quota_used);
+    atomic_store(&stat->credits.stored_start, rec->quota_period_start);
+    atomic_store(&stat->credits.period, (int)ent->quota_period);
     return kg_keyindex_put(kc->ix, ent) == KG_OK;
 }
 
@@ -1177,27 +1065,6 @@ struct flush_item {
     int64_t last_used, requests, denied_expired, denied_forbidden, denied_rate, credits;
 };
 
-/* The mirror of what the store just did to a stored total (see the usage
- * SQL): moved before the flushed mark, so a reader in between counts the
- * delta twice (refuses early), never not at all (overspends). */
-static void
-mirror_commit(_Atomic int64_t *stored, _Atomic int64_t *stored_start, _Atomic int64_t *flushed,
-              int64_t delta, int64_t delta_start, int64_t charged_read)
-{
-    int64_t start;
-
-    if (delta == 0)
-        return;
-    start = atomic_load(stored_start);
-    if (start < delta_start)
-        atomic_store(stored, delta);
-    else
-        atomic_fetch_add(stored, delta);
-    if (start < delta_start)
-        atomic_store(stored_start, delta_start);
-    atomic_store(flushed, charged_read);
-}
-
 /* What one flush read from one user record. */
 struct user_item {
     struct kg_userstat *stat;
@@ -1226,10 +1093,10 @@ user_deltas(struct kg_keycache *kc, int64_t now, const char **uids, struct kg_us
         ud[n].tier = it.tier - atomic_load(&u->tier.flushed);
         if (ud[n].credits == 0 && ud[n].tier == 0)
             continue;
-        ud[n].credits_period_start = kg_keycache_period_start(
+        ud[n].credits_period_start = kg_quota_period_start(
             (enum kg_quota_period)atomic_load(&u->credits.period), now);
         ud[n].tier_period_start =
-            kg_keycache_period_start((enum kg_quota_period)atomic_load(&u->tier.period), now);
+            kg_quota_period_start((enum kg_quota_period)atomic_load(&u->tier.period), now);
         uids[n] = kc->ustats[i].id;
         items[n] = it;
         n++;
@@ -1301,19 +1168,19 @@ kg_keycache_flush(struct kg_keycache *kc, struct kg_store *st, size_t *flushed, 
         it.denied_expired = atomic_load(&s->denied_expired);
         it.denied_forbidden = atomic_load(&s->denied_forbidden);
         it.denied_rate = atomic_load(&s->denied_rate);
-        it.credits = atomic_load(&s->credits);
+        it.credits = atomic_load(&s->credits.charged);
         prev_used = atomic_load(&s->last_flushed);
         deltas[n].requests = it.requests - atomic_load(&s->requests_flushed);
         deltas[n].denied_expired = it.denied_expired - atomic_load(&s->denied_expired_flushed);
         deltas[n].denied_forbidden =
             it.denied_forbidden - atomic_load(&s->denied_forbidden_flushed);
         deltas[n].denied_rate = it.denied_rate - atomic_load(&s->denied_rate_flushed);
-        deltas[n].credits = it.credits - atomic_load(&s->credits_flushed);
+        deltas[n].credits = it.credits - atomic_load(&s->credits.flushed);
         /* Charges made since the last flush count in the period holding
          * now: across a day or month boundary, at most one flush interval
          * of them lands in the new period. */
         deltas[n].credits_period_start =
-            kg_keycache_period_start((enum kg_quota_period)atomic_load(&s->credits_period), now);
+            kg_quota_period_start((enum kg_quota_period)atomic_load(&s->credits.period), now);
         deltas[n].last_used_at = it.last_used > prev_used ? it.last_used : 0;
         if (deltas[n].last_used_at == 0 && deltas[n].requests == 0 &&
             deltas[n].denied_expired == 0 && deltas[n].denied_forbidden == 0 &&
@@ -1344,16 +1211,18 @@ kg_keycache_flush(struct kg_keycache *kc, struct kg_store *st, size_t *flushed, 
     for (size_t i = 0; i < nu; i++) {
         struct kg_userstat *u = uitems[i].stat;
 
-        mirror_commit(&u->credits.stored, &u->credits.stored_start, &u->credits.flushed,
-                      udeltas[i].credits, udeltas[i].credits_period_start, uitems[i].credits);
-        mirror_commit(&u->tier.stored, &u->tier.stored_start, &u->tier.flushed, udeltas[i].tier,
-                      udeltas[i].tier_period_start, uitems[i].tier);
+        /* Each stored total moves before its flushed mark: a reader in
+         * between counts the delta twice (refuses early), never not at all
+         * (overspends). */
+        kg_quota_commit(&u->credits, udeltas[i].credits, udeltas[i].credits_period_start,
+                        uitems[i].credits);
+        kg_quota_commit(&u->tier, udeltas[i].tier, udeltas[i].tier_period_start, uitems[i].tier);
     }
     for (size_t i = 0; i < n; i++) {
         struct kg_keystat *s = items[i].stat;
 
-        mirror_commit(&s->credits_stored, &s->credits_stored_start, &s->credits_flushed,
-                      deltas[i].credits, deltas[i].credits_period_start, items[i].credits);
+        kg_quota_commit(&s->credits, deltas[i].credits, deltas[i].credits_period_start,
+                        items[i].credits);
         if (items[i].last_used > atomic_load(&s->last_flushed))
             atomic_store(&s->last_flushed, items[i].last_used);
         atomic_store(&s->requests_flushed, items[i].requests);

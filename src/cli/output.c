@@ -15,6 +15,7 @@
 #include "keygate/keycache.h"
 #include "keygate/keyfmt.h"
 #include "keygate/output.h"
+#include "keygate/quota.h"
 #include "keygate/timeutil.h"
 
 const char *
@@ -100,7 +101,7 @@ put_detail(json_t *o, const struct kg_key_rec *rec)
                rec->quota_limit >= 0 ? json_integer(rec->quota_limit) : json_null()) &&
            put(o, "quota_period", str_or_null(rec->quota_period)) &&
            put(o, "quota_used",
-               json_integer(kg_keycache_stored_used(rec->quota_period, rec->quota_used,
+               json_integer(kg_quota_stored_used(rec->quota_period, rec->quota_used,
                                                     rec->quota_period_start, kg_time_now()))) &&
            put(o, "metadata", meta);
 }

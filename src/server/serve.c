@@ -24,6 +24,7 @@
 #include "keygate/front.h"
 #include "keygate/instance.h"
 #include "keygate/keywatch.h"
+#include "keygate/limiter.h"
 #include "keygate/log.h"
 #include "keygate/loop.h"
 #include "keygate/reload.h"
@@ -75,6 +76,9 @@ workers_for(const struct kg_config *cfg)
     return n > KG_MAX_WORKERS ? KG_MAX_WORKERS : (int)n;
 }
 
+/* Busy buckets the in-process limiter holds (16 bytes each: 1 MiB). */
+#define LIMITER_BUCKETS ((size_t)1 << 16)
+
 struct daemon_state {
     const char *config_path; /* what SIGHUP reads again; NULL: defaults and environment */
     /* inst->cfg is the startup config, held (kg_cfgswap) until exit: the
@@ -85,6 +89,7 @@ struct daemon_state {
     struct kg_loop *loops[KG_MAX_WORKERS];
     int nloops;
     struct kg_admin *admin;
+    struct kg_limiter *limiter; /* every key's and user's rate buckets, handed to the key cache */
     int64_t version; /* data_version the current key snapshot was loaded at */
 };
 
@@ -522,7 +527,8 @@ kg_serve_main(int argc, char **argv)
         kg_log_error("store: %s", err.msg);
         goto cleanup;
     }
-    if (kg_keycache_new(&ds.rt.keys) != KG_OK) {
+    if (kg_limiter_new_local(LIMITER_BUCKETS, &ds.limiter, NULL) != KG_OK ||
+        kg_keycache_new(ds.limiter, &ds.rt.keys) != KG_OK) {
         kg_log_error("out of memory");
         goto cleanup;
     }
@@ -593,6 +599,7 @@ cleanup:
     kg_throttle_free(ds.rt.auth_failures);
     kg_throttle_free(ds.rt.auth_cooldown);
     kg_keycache_free(ds.rt.keys);
+    kg_limiter_free(ds.limiter);
     if (ds.inst != NULL) {
         kg_cfgswap_release(ds.inst->cfg); /* not the instance's to free any more */
         ds.inst->cfg = NULL;

@@ -58,7 +58,7 @@ int64_t kg_sq_col_int_or(sqlite3_stmt *stmt, int col, int64_t if_null);
 
 /* SQL for the start (Unix seconds) of the UTC day or month holding the
  * integer parameter now when the text p is 'day' or 'month', else 0: the
- * arithmetic of kg_keycache_period_start() for the update statements. */
+ * arithmetic of kg_quota_period_start() for the update statements. */
 #define KG_SQ_PERIOD_START(p, now)                                                                 \
     "(CASE " p " WHEN 'day' THEN " now " - " now " % 86400"                                        \
     " WHEN 'month' THEN CAST(strftime('%s', " now ", 'unixepoch', 'start of month') AS INTEGER)"   \

@@ -412,7 +412,7 @@ test_rate_limit_state_survives_a_reload(void **state)
     struct kg_limit_req rq = {.key_id = "key_a", .key_rate = &g};
     struct kg_limit_verdict v;
 
-    assert_non_null(lim);
+    assert_ptr_equal(lim, f->lim); /* the one it was handed */
     assert_int_equal(kg_gcra_init(&g, 1, 60, 1, NULL), KG_OK);
     insert_simple(f, "key_a", "");
     reload(f, NOW);

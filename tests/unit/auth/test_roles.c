@@ -88,7 +88,7 @@ setup(void **state)
     snprintf(f->db, sizeof(f->db), "%s/keys.db", f->dir);
     if (kg_store_open(f->db, &f->st, &err) != KG_OK ||
         kg_digest_secret_from_bytes(test_secret, &f->secret) != KG_OK ||
-        kg_keycache_new(&f->cache) != KG_OK)
+        kg_keycache_new(NULL, &f->cache) != KG_OK)
         return -1;
     kg_digest_audit_key(f->secret, audit_key);
     kg_store_set_audit_key(f->st, audit_key);
