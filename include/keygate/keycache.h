@@ -117,7 +117,7 @@ struct kg_keyent {
     const char *effective_str;
     int64_t quota_limit; /* credits it may use, -1 = unlimited */
     enum kg_quota_period quota_period; /* when the credits come back */
-    bool effective_empty; /* the key has scopes and the role grants none of them */
+    bool effective_empty;              /* the key has scopes and the role grants none of them */
     bool has_rate;       /* the key has a rate of its own (else the config default) */
     struct kg_gcra rate; /* its rate and burst, when has_rate */
 };
@@ -184,16 +184,12 @@ void kg_keycache_touch(const struct kg_keyent *ent, int64_t now);
 /* Counts one request of ent as kind. Lock-free (one relaxed add). */
 void kg_keycache_count(const struct kg_keyent *ent, enum kg_usage_kind kind);
 
-
-
-
 /* Whether ent may spend cost more credits at now (always without a limit,
  * and always for a cost of 0, even past the limit). Checks, does not
  * charge: the charge comes with the upstream's 2xx (kg_keycache_charge), so
  * concurrent requests that all pass this check can overspend by at most the
  * cost of the requests in flight at once. */
 bool kg_keycache_credits_allow(const struct kg_keyent *ent, int64_t cost, int64_t now);
-
 
 /* Whether a request of ent costing cost fits at now in all of: the key's
  * credits, its owner's credits, and the owner's tier quota (tier may be

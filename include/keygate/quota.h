@@ -59,7 +59,6 @@ void kg_quota_fold_wait(int64_t used, int64_t limit, enum kg_quota_period period
  * counted in the period starting at delta_start: mirrors what the store
  * did to its total (added, or started again in a new period), then marks
  * it flushed, in that order (see kg_quota_used). */
-void kg_quota_commit(struct kg_meter *m, int64_t delta, int64_t delta_start,
-                     int64_t charged_read);
+void kg_quota_commit(struct kg_meter *m, int64_t delta, int64_t delta_start, int64_t charged_read);
 
 #endif

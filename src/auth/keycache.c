@@ -23,7 +23,7 @@
 #include "keygate/scope.h"
 #include "keygate/timeutil.h"
 
-struct stat_node;
+#include "auth/keycache_int.h"
 
 /* An owner record and what it is shared by (see struct kg_keyowner): the
  * user's slot holds one reference to its current record, each entry one.
@@ -32,13 +32,7 @@ struct owner_block {
     struct kg_keyowner o;
     _Atomic long refs;
     struct kg_keycache *kc; /* where its entries go back to */
-    const char *vec[]; /* the split role (nrole + 1), then the strings */
-};
-
-struct user_slot {
-    char *id;
-    struct kg_userstat *stat;
-    struct owner_block *owner; /* the user's current record, or NULL */
+    const char *vec[];      /* the split role (nrole + 1), then the strings */
 };
 
 /* An interned comma list (a key's scopes, or scopes within a role): one
@@ -53,40 +47,6 @@ struct scopeset {
     const char *text; /* the list as given */
     size_t n;
     const char *vec[]; /* n + 1, then the text, then its split copy */
-};
-
-/* A chunk of stat records (see struct kg_keycache). */
-#define ARENA_CHUNK ((size_t)1 << 20)
-struct arena_chunk {
-    struct arena_chunk *next;
-    _Alignas(max_align_t) unsigned char mem[ARENA_CHUNK];
-};
-
-struct kg_keycache {
-    struct kg_keyindex *ix;
-    pthread_mutex_t load_mu; /* serialises loads, syncs, flushes and the stat maps */
-    int64_t seq;             /* the last change log row applied; -1 = never loaded */
-    uint32_t epoch;          /* stamped on entries by a full load, to sweep the rest */
-    struct stat_node **stats; /* open addressing by id; NULL = empty slot */
-    size_t nstats, stats_cap;
-    struct user_slot *ustats; /* the same, by user id */
-    struct kg_keystat *_Atomic dirty; /* records used since the last flush (a stack) */
-    /* Stat records are never freed before the cache: they are carved from
-     * chunks, with no allocator header or call per key. */
-    struct arena_chunk *chunks;
-    size_t chunk_used;
-    size_t nustats, ustats_cap;
-    struct scopeset **sets; /* interned lists, chained by hash */
-    size_t nsets, sets_cap;
-    _Atomic size_t sets_dead; /* lists whose last entry went since the last reap */
-    /* Entries are carved from the chunks too (no allocator call or header
-     * per key); a dropped one is pushed on ent_free from any thread, and
-     * the writer takes that stack whole into ent_spare to reuse. */
-    struct ent_free *_Atomic ent_free;
-    struct ent_free *ent_spare;
-    /* Rate-limit buckets by key id and user id, handed in by the daemon
-     * (not owned): named by id, never by entry, they outlive every change. */
-    struct kg_limiter *limiter;
 };
 
 /* What the index holds: the entry first, then the load that made it and
@@ -114,8 +74,8 @@ struct ent_free {
 #include <sanitizer/asan_interface.h>
 /* A dropped entry is poisoned (but its link), so ASan still catches a read
  * of an entry after the index let it go, as it would with free(). */
-#define ENT_POISON(p) \
-    ASAN_POISON_MEMORY_REGION((char *)(p) + sizeof(struct ent_free), \
+#define ENT_POISON(p)                                                                              \
+    ASAN_POISON_MEMORY_REGION((char *)(p) + sizeof(struct ent_free),                               \
                               sizeof(struct ent_block) - sizeof(struct ent_free))
 #define ENT_UNPOISON(p) ASAN_UNPOISON_MEMORY_REGION((p), sizeof(struct ent_block))
 #else
@@ -255,8 +215,8 @@ kg_keycache_release(const struct kg_keysnap *snap)
  * it follows: the fence orders the counter's update before the flag's read,
  * which the flush clears before it reads the counters, so an update is
  * either seen by the flush that clears the flag or listed again. */
-static void
-mark_dirty(struct kg_keystat *s)
+void
+kg_keycache_mark_dirty(struct kg_keystat *s)
 {
     struct kg_keystat *head;
 
@@ -284,7 +244,7 @@ kg_keycache_touch(const struct kg_keyent *ent, int64_t now)
                                                   memory_order_relaxed, memory_order_relaxed)) {
     }
     if (prev < now)
-        mark_dirty(ent->stat);
+        kg_keycache_mark_dirty(ent->stat);
 }
 
 void
@@ -309,7 +269,7 @@ kg_keycache_count(const struct kg_keyent *ent, enum kg_usage_kind kind)
         return;
     }
     atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
-    mark_dirty(ent->stat);
+    kg_keycache_mark_dirty(ent->stat);
 }
 
 bool
@@ -339,8 +299,7 @@ kg_keycache_spend_allow(const struct kg_keyent *ent, const struct kg_tier *tier,
         return false;
     if (us == NULL)
         return true;
-    if (o->has_quota &&
-        kg_quota_used(&us->credits, o->quota_period, now) + cost > o->quota_limit)
+    if (o->has_quota && kg_quota_used(&us->credits, o->quota_period, now) + cost > o->quota_limit)
         return false;
     return tp == KG_QUOTA_NONE || kg_quota_used(&us->tier, tp, now) + cost <= tier->quota;
 }
@@ -375,7 +334,7 @@ kg_keycache_charge(struct kg_keystat *stat, int64_t units)
     if (units <= 0)
         return;
     atomic_fetch_add_explicit(&stat->credits.charged, units, memory_order_relaxed);
-    mark_dirty(stat);
+    kg_keycache_mark_dirty(stat);
     us = atomic_load_explicit(&stat->user, memory_order_relaxed);
     if (us == NULL)
         return;
@@ -468,16 +427,6 @@ ent_alloc(struct kg_keycache *kc)
     memset(f, 0, sizeof(struct ent_block));
     return (struct ent_block *)(void *)f;
 }
-
-/* A stat record and its key id, in one allocation that lives as long as
- * the cache (entries borrow the id from here). The map's slot is only a
- * pointer to it; the hash is kept here, so growing the map never reads an
- * id again (at 1,000,000 keys that is a cache miss each). */
-struct stat_node {
-    struct kg_keystat stat;
-    uint64_t hash;
-    char id[];
-};
 
 /* Room in the stat map for n records without growing (a full load counts
  * the keys first). Caller holds load_mu. */
@@ -1059,194 +1008,10 @@ kg_keycache_position(struct kg_keycache *kc)
     return seq;
 }
 
-/* What one flush read from one stat record; marked flushed after the commit. */
-struct flush_item {
-    struct kg_keystat *stat;
-    int64_t last_used, requests, denied_expired, denied_forbidden, denied_rate, credits;
-};
-
-/* What one flush read from one user record. */
-struct user_item {
-    struct kg_userstat *stat;
-    int64_t credits, tier;
-};
-
-/* Reads the user deltas into uids/ud/uitems; returns how many. Caller
- * holds load_mu. */
-static size_t
-user_deltas(struct kg_keycache *kc, int64_t now, const char **uids, struct kg_user_usage *ud,
-            struct user_item *items)
-{
-    size_t n = 0;
-
-    for (size_t i = 0; i < kc->ustats_cap; i++) {
-        struct kg_userstat *u = kc->ustats[i].stat;
-        struct user_item it;
-
-        if (u == NULL)
-            continue;
-        it.stat = u;
-        it.credits = atomic_load(&u->credits.charged);
-        it.tier = atomic_load(&u->tier.charged);
-        memset(&ud[n], 0, sizeof(ud[n]));
-        ud[n].credits = it.credits - atomic_load(&u->credits.flushed);
-        ud[n].tier = it.tier - atomic_load(&u->tier.flushed);
-        if (ud[n].credits == 0 && ud[n].tier == 0)
-            continue;
-        ud[n].credits_period_start = kg_quota_period_start(
-            (enum kg_quota_period)atomic_load(&u->credits.period), now);
-        ud[n].tier_period_start =
-            kg_quota_period_start((enum kg_quota_period)atomic_load(&u->tier.period), now);
-        uids[n] = kc->ustats[i].id;
-        items[n] = it;
-        n++;
-    }
-    return n;
-}
-
-/* Puts a list taken by a flush back whole (its records still flagged). */
-static void
-relist(struct kg_keycache *kc, struct kg_keystat *list)
-{
-    while (list != NULL) {
-        struct kg_keystat *next = list->dirty_next;
-        struct kg_keystat *head = atomic_load_explicit(&kc->dirty, memory_order_relaxed);
-
-        do {
-            list->dirty_next = head;
-        } while (!atomic_compare_exchange_weak_explicit(&kc->dirty, &head, list,
-                                                        memory_order_release, memory_order_relaxed));
-        list = next;
-    }
-}
-
-enum kg_status
-kg_keycache_flush(struct kg_keycache *kc, struct kg_store *st, size_t *flushed, struct kg_err *err)
-{
-    const char **ids = NULL, **uids = NULL;
-    struct kg_key_usage *deltas = NULL;
-    struct kg_user_usage *udeltas = NULL;
-    struct flush_item *items = NULL;
-    struct user_item *uitems = NULL;
-    struct kg_keystat *list;
-    enum kg_status rc = KG_OK;
-    size_t n = 0, nu = 0, nlist = 0;
-    int64_t now = kg_time_now();
-
-    if (flushed != NULL)
-        *flushed = 0;
-    pthread_mutex_lock(&kc->load_mu);
-    /* Only the records used since the last flush: with a million keys a
-     * pass over all of them each second would cost more than the flush. */
-    list = atomic_exchange_explicit(&kc->dirty, NULL, memory_order_acquire);
-    for (struct kg_keystat *s = list; s != NULL; s = s->dirty_next)
-        nlist++;
-    ids = malloc((nlist + 1) * sizeof(*ids));
-    deltas = calloc(nlist + 1, sizeof(*deltas));
-    items = malloc((nlist + 1) * sizeof(*items));
-    uids = malloc((kc->nustats + 1) * sizeof(*uids));
-    udeltas = calloc(kc->nustats + 1, sizeof(*udeltas));
-    uitems = malloc((kc->nustats + 1) * sizeof(*uitems));
-    if (ids == NULL || deltas == NULL || items == NULL || uids == NULL || udeltas == NULL ||
-        uitems == NULL) {
-        relist(kc, list);
-        rc = kg_err_set(err, KG_ENOMEM, "out of memory flushing usage");
-        goto cleanup;
-    }
-    for (struct kg_keystat *s = list; s != NULL; s = s->dirty_next) {
-        struct flush_item it;
-        int64_t prev_used;
-
-        /* Off the list before the counters are read (see mark_dirty). */
-        atomic_store(&s->dirty, false);
-        /* Each counter is read once: what the request path adds after this
-         * read belongs to the next flush, since only the value read here is
-         * marked flushed. */
-        it.stat = s;
-        it.last_used = atomic_load(&s->last_used);
-        it.requests = atomic_load(&s->requests);
-        it.denied_expired = atomic_load(&s->denied_expired);
-        it.denied_forbidden = atomic_load(&s->denied_forbidden);
-        it.denied_rate = atomic_load(&s->denied_rate);
-        it.credits = atomic_load(&s->credits.charged);
-        prev_used = atomic_load(&s->last_flushed);
-        deltas[n].requests = it.requests - atomic_load(&s->requests_flushed);
-        deltas[n].denied_expired = it.denied_expired - atomic_load(&s->denied_expired_flushed);
-        deltas[n].denied_forbidden =
-            it.denied_forbidden - atomic_load(&s->denied_forbidden_flushed);
-        deltas[n].denied_rate = it.denied_rate - atomic_load(&s->denied_rate_flushed);
-        deltas[n].credits = it.credits - atomic_load(&s->credits.flushed);
-        /* Charges made since the last flush count in the period holding
-         * now: across a day or month boundary, at most one flush interval
-         * of them lands in the new period. */
-        deltas[n].credits_period_start =
-            kg_quota_period_start((enum kg_quota_period)atomic_load(&s->credits.period), now);
-        deltas[n].last_used_at = it.last_used > prev_used ? it.last_used : 0;
-        if (deltas[n].last_used_at == 0 && deltas[n].requests == 0 &&
-            deltas[n].denied_expired == 0 && deltas[n].denied_forbidden == 0 &&
-            deltas[n].denied_rate == 0 && deltas[n].credits == 0)
-            continue;
-        ids[n] = ((struct stat_node *)(void *)s)->id;
-        items[n] = it;
-        n++;
-    }
-    nu = user_deltas(kc, now, uids, udeltas, uitems);
-    if (n == 0 && nu == 0)
-        goto cleanup;
-    /* Keys and users in one transaction, each count read once above and
-     * marked flushed only after the commit: every charge reaches each row
-     * exactly once. Not always in the same transaction, though: the keys
-     * are read before the users while the request path keeps charging (key
-     * first, then user and tier), so a charge made between the two reads
-     * is in this transaction for the user and tier and in the next one for
-     * the key. A crash in between leaves the key behind its user by the
-     * charges of that moment; neither is ever charged twice. */
-    rc = kg_store_usage_add(st, ids, deltas, n, uids, udeltas, nu, now, err);
-    if (rc != KG_OK) {
-        /* Listed again: the next flush retries them. */
-        for (size_t i = 0; i < n; i++)
-            mark_dirty(items[i].stat);
-        goto cleanup;
-    }
-    for (size_t i = 0; i < nu; i++) {
-        struct kg_userstat *u = uitems[i].stat;
-
-        /* Each stored total moves before its flushed mark: a reader in
-         * between counts the delta twice (refuses early), never not at all
-         * (overspends). */
-        kg_quota_commit(&u->credits, udeltas[i].credits, udeltas[i].credits_period_start,
-                        uitems[i].credits);
-        kg_quota_commit(&u->tier, udeltas[i].tier, udeltas[i].tier_period_start, uitems[i].tier);
-    }
-    for (size_t i = 0; i < n; i++) {
-        struct kg_keystat *s = items[i].stat;
-
-        kg_quota_commit(&s->credits, deltas[i].credits, deltas[i].credits_period_start,
-                        items[i].credits);
-        if (items[i].last_used > atomic_load(&s->last_flushed))
-            atomic_store(&s->last_flushed, items[i].last_used);
-        atomic_store(&s->requests_flushed, items[i].requests);
-        atomic_store(&s->denied_expired_flushed, items[i].denied_expired);
-        atomic_store(&s->denied_forbidden_flushed, items[i].denied_forbidden);
-        atomic_store(&s->denied_rate_flushed, items[i].denied_rate);
-    }
-    if (flushed != NULL)
-        *flushed = n;
-cleanup:
-    pthread_mutex_unlock(&kc->load_mu);
-    free(ids);
-    free(deltas);
-    free(items);
-    free(uids);
-    free(udeltas);
-    free(uitems);
-    return rc;
-}
-
 /* The stat record for id, or NULL when this process never loaded the key.
  * Caller holds load_mu. */
-static struct kg_keystat *
-stat_find(const struct kg_keycache *kc, const char *id)
+struct kg_keystat *
+kg_keycache_stat_find(const struct kg_keycache *kc, const char *id)
 {
     size_t mask = kc->stats_cap - 1;
 
@@ -1256,35 +1021,6 @@ stat_find(const struct kg_keycache *kc, const char *id)
         if (strcmp(kc->stats[i]->id, id) == 0)
             return &kc->stats[i]->stat;
     return NULL;
-}
-
-enum kg_status
-kg_keycache_usage(struct kg_keycache *kc, struct kg_store *st, const char *id,
-                  struct kg_key_usage *out, struct kg_err *err)
-{
-    struct kg_keystat *s;
-    enum kg_status rc;
-
-    pthread_mutex_lock(&kc->load_mu);
-    rc = kg_store_key_usage_get(st, id, out, err);
-    if (rc != KG_OK)
-        goto cleanup;
-    s = stat_find(kc, id);
-    if (s != NULL) {
-        int64_t used = atomic_load(&s->last_used);
-
-        out->requests += atomic_load(&s->requests) - atomic_load(&s->requests_flushed);
-        out->denied_expired +=
-            atomic_load(&s->denied_expired) - atomic_load(&s->denied_expired_flushed);
-        out->denied_forbidden +=
-            atomic_load(&s->denied_forbidden) - atomic_load(&s->denied_forbidden_flushed);
-        out->denied_rate += atomic_load(&s->denied_rate) - atomic_load(&s->denied_rate_flushed);
-        if (used > out->last_used_at)
-            out->last_used_at = used;
-    }
-cleanup:
-    pthread_mutex_unlock(&kc->load_mu);
-    return rc;
 }
 
 struct kg_limiter *

@@ -36,8 +36,9 @@ kg_quota_period_start(enum kg_quota_period period, int64_t now)
 enum kg_quota_period
 kg_quota_period_of(const char *s)
 {
-    return strcmp(s, "day") == 0 ? KG_QUOTA_DAY : strcmp(s, "month") == 0 ? KG_QUOTA_MONTH
-                                                                          : KG_QUOTA_NONE;
+    return strcmp(s, "day") == 0     ? KG_QUOTA_DAY
+           : strcmp(s, "month") == 0 ? KG_QUOTA_MONTH
+                                     : KG_QUOTA_NONE;
 }
 
 int64_t

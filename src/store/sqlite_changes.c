@@ -1,7 +1,7 @@
 /* store/sqlite_changes.c - the change log of the SQLite backend
  * (sql/008_change_log.sql): its head, the rows after a position, and
- * trimming by age; and the key count a full load of the cache sizes by. The rows themselves are written by triggers in the
- * transaction of each change, never here. */
+ * trimming by age; and the key count a full load of the cache sizes by. The rows themselves are
+ * written by triggers in the transaction of each change, never here. */
 #include <stdio.h>
 #include <string.h>
 

@@ -218,8 +218,8 @@ struct watch {
     int port;
     _Atomic bool stop;
     pthread_t thread;
-    bool saw_loading;   /* a 503 that said "loading keys" */
-    bool early_accept;  /* the public port took a connection, then /readyz said "loading keys" */
+    bool saw_loading;  /* a 503 that said "loading keys" */
+    bool early_accept; /* the public port took a connection, then /readyz said "loading keys" */
     long rounds;
 };
 

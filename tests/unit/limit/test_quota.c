@@ -135,7 +135,8 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_refill_periods_start_at_the_utc_day_and_month),
         cmocka_unit_test(test_a_stored_count_of_an_ended_refill_period_shows_as_nothing_used),
-        cmocka_unit_test(test_a_meter_counts_the_stored_total_of_this_period_and_what_is_not_flushed),
+        cmocka_unit_test(
+            test_a_meter_counts_the_stored_total_of_this_period_and_what_is_not_flushed),
         cmocka_unit_test(test_a_commit_adds_to_this_period_or_starts_a_new_one),
         cmocka_unit_test(test_a_refusal_lasts_until_the_last_refusing_limit_refills),
         cmocka_unit_test(test_period_names),
