@@ -41,7 +41,7 @@ main(int argc, char **argv)
         return 2;
     }
     if (sodium_init() < 0 || kg_store_open(argv[1], &st, &err) != KG_OK ||
-        kg_keycache_new(&kc) != KG_OK) {
+        kg_keycache_new(NULL, &kc) != KG_OK) {
         fprintf(stderr, "kg_bench_load: %s\n", err.msg[0] != '\0' ? err.msg : "out of memory");
         goto cleanup;
     }

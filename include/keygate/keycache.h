@@ -23,22 +23,9 @@
 #include <stdint.h>
 #include "keygate/config.h"
 #include "keygate/gcra.h"
+#include "keygate/quota.h"
 #include "keygate/status.h"
 #include "keygate/store.h"
-
-/* One running count against a limit that comes back each period: a user's
- * own credits, or what the user used of its tier's quota. The same
- * protocol as a key's credits below: charged counts what this process
- * charged since it started, flushed how much of it the store has, stored
- * and stored_start the store's total and its period start as this process
- * last knew them (set by a reload, moved by each flush after its commit). */
-struct kg_meter {
-    _Atomic int64_t charged;
-    _Atomic int64_t flushed;
-    _Atomic int64_t stored;
-    _Atomic int64_t stored_start;
-    _Atomic int period; /* enum kg_quota_period */
-};
 
 /* What a user spent, shared by every key of the user and every snapshot. */
 struct kg_userstat {
@@ -63,18 +50,9 @@ struct kg_keystat {
     _Atomic int64_t denied_expired_flushed;
     _Atomic int64_t denied_forbidden_flushed;
     _Atomic int64_t denied_rate_flushed;
-    /* Credits (issue 5, item 4). credits counts what this process charged
-     * since it started; credits_flushed how much of it the store has. The
-     * store's quota_used and quota_period_start as this process last knew
-     * them (set by a reload, moved by each flush after its commit) are
-     * credits_stored and credits_stored_start. The credits used now are
-     * credits_stored (if it counts the current refill period) plus
-     * credits - credits_flushed. */
-    _Atomic int64_t credits;
-    _Atomic int64_t credits_flushed;
-    _Atomic int64_t credits_stored;
-    _Atomic int64_t credits_stored_start;
-    _Atomic int credits_period; /* enum kg_quota_period, set by a reload */
+    /* Credits (issue 5, item 4), a meter (keygate/quota.h): the period is
+     * set by a reload. */
+    struct kg_meter credits;
     /* The owner's record (a key never changes owner), set by a reload:
      * kg_keycache_charge() charges it too. */
     struct kg_userstat *_Atomic user;
@@ -95,38 +73,51 @@ enum kg_usage_kind {
     KG_USAGE_DENIED_RATE,
 };
 
+/* The owner of keys: one record per user, shared by every entry of the
+ * user (its strings, its split role and its credits are not copied into
+ * each key). Read-only; valid while an entry that points to it is. A
+ * change to the user or its tenant makes a new record for the entries
+ * built after it; the old one is freed with the last entry that holds it. */
+struct kg_keyowner {
+    const char *user_id;     /* "usr_…"; "" for a key without an owner */
+    const char *tenant;      /* the user's tenant */
+    const char *tier;        /* the user's tier */
+    const char *role_str;    /* the role as stored; "*" = every scope */
+    const char *const *role; /* role_str split; meaningless when role_all */
+    size_t nrole;
+    bool role_all;       /* the role grants every scope (it holds "*") */
+    bool platform_admin; /* the user is a platform admin */
+    bool has_quota;      /* the user has credits of its own */
+    int64_t quota_limit; /* ... this many */
+    enum kg_quota_period quota_period;
+    struct kg_userstat *ustat; /* the user's credits and tier quota; NULL without an owner */
+};
+
 /* One key in a snapshot. Read-only; valid until the snapshot is released.
  * A key's power at request time is its own scopes (none = no limit of its
- * own) intersected with its owner's role; decide.c applies both. */
+ * own) intersected with its owner's role; decide.c applies both. Scope
+ * lists are interned: every key with the same scopes shares one copy. */
 struct kg_keyent {
     unsigned char digest[KG_DIGEST_BYTES];
     const char *id;
-    const char *name;
+    const struct kg_keyowner *owner;
+    /* The owner's, for the headers sent upstream (owner->...). */
     const char *tenant;
+    const char *user_id;
+    const char *tier;
     const char *scopes_str; /* "a,b" as stored; "" = no scopes */
     const char *const *scopes;
     size_t nscopes;
     int64_t expires_at; /* 0 = never */
     int64_t revoked_at; /* 0 = not scheduled; may be in the future (rotation grace) */
     struct kg_keystat *stat;
-    const char *user_id;     /* the owner, "usr_…" */
-    const char *tier;        /* the owner's tier */
-    const char *role_str;    /* the owner's role as stored; "*" = every scope */
-    const char *const *role; /* role_str split; meaningless when role_all */
-    size_t nrole;
-    bool role_all;       /* the role grants every scope (it holds "*") */
     /* Key scopes within the role, as sent upstream in X-Keygate-Scopes: the
      * key's own when the role is "*", the role when the key has none ("" =
      * everything), else each scope both grant. */
     const char *effective_str;
-    bool effective_empty; /* the key has scopes and the role grants none of them */
-    bool platform_admin; /* the owner is a platform admin */
     int64_t quota_limit; /* credits it may use, -1 = unlimited */
     enum kg_quota_period quota_period; /* when the credits come back */
-    struct kg_userstat *ustat;   /* the owner's credits and tier quota */
-    bool user_has_quota;         /* the owner has credits of its own */
-    int64_t user_quota_limit;    /* ... this many */
-    enum kg_quota_period user_quota_period;
+    bool effective_empty;              /* the key has scopes and the role grants none of them */
     bool has_rate;       /* the key has a rate of its own (else the config default) */
     struct kg_gcra rate; /* its rate and burst, when has_rate */
 };
@@ -135,8 +126,11 @@ struct kg_keycache;
 struct kg_keysnap;
 struct kg_limiter;
 
-/* An empty cache (its first snapshot holds no keys). Caller owns it. */
-enum kg_status kg_keycache_new(struct kg_keycache **out);
+/* An empty cache (its first snapshot holds no keys). Caller owns it.
+ * limiter (may be NULL: none) holds the rate-limit buckets of every key and
+ * user, named by id; the cache only hands it on (kg_keycache_limiter) and
+ * does not free it: the caller frees it after the cache. */
+enum kg_status kg_keycache_new(struct kg_limiter *limiter, struct kg_keycache **out);
 
 /* Frees the cache and its current snapshot. Every acquired snapshot must
  * have been released first. NULL is a no-op. */
@@ -180,9 +174,8 @@ size_t kg_keysnap_count(const struct kg_keysnap *snap);
  * (the last successful load or sync). */
 int64_t kg_keysnap_built_ms(const struct kg_keysnap *snap);
 
-/* The rate-limit buckets of every key and user (keygate/limiter.h), owned
- * by the cache because, like the usage records, they must survive reloads:
- * buckets are named by key id and user id, never by snapshot entry. */
+/* The limiter the cache was made with (keygate/limiter.h): buckets are
+ * named by key id and user id, never by entry, so no change resets them. */
 struct kg_limiter *kg_keycache_limiter(struct kg_keycache *kc);
 
 /* Records a use of ent at now (kept exact to the second, written later). */
@@ -191,31 +184,12 @@ void kg_keycache_touch(const struct kg_keyent *ent, int64_t now);
 /* Counts one request of ent as kind. Lock-free (one relaxed add). */
 void kg_keycache_count(const struct kg_keyent *ent, enum kg_usage_kind kind);
 
-/* The start (Unix seconds) of the UTC day or month holding now; 0 for
- * KG_QUOTA_NONE. */
-int64_t kg_keycache_period_start(enum kg_quota_period period, int64_t now);
-
-/* What a stored count (quota_used with its quota_period "", "day" or
- * "month" and quota_period_start) means at now: the count of an ended
- * refill period is 0, the same rule the daemon charges by. For showing a
- * stored record; pure. */
-int64_t kg_keycache_stored_used(const char *period, int64_t used, int64_t start, int64_t now);
-
-/* The credits stat has used in the refill period holding now: what the
- * store had when this process last read or wrote it (0 when that was an
- * earlier period) plus what this process charged and has not flushed. */
-int64_t kg_keycache_credits_used(struct kg_keystat *stat, enum kg_quota_period period, int64_t now);
-
 /* Whether ent may spend cost more credits at now (always without a limit,
  * and always for a cost of 0, even past the limit). Checks, does not
  * charge: the charge comes with the upstream's 2xx (kg_keycache_charge), so
  * concurrent requests that all pass this check can overspend by at most the
  * cost of the requests in flight at once. */
 bool kg_keycache_credits_allow(const struct kg_keyent *ent, int64_t cost, int64_t now);
-
-/* What meter m counts in the period holding now (see struct kg_meter),
- * the same way as kg_keycache_credits_used(). */
-int64_t kg_keycache_meter_used(struct kg_meter *m, enum kg_quota_period period, int64_t now);
 
 /* Whether a request of ent costing cost fits at now in all of: the key's
  * credits, its owner's credits, and the owner's tier quota (tier may be

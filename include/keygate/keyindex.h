@@ -35,8 +35,11 @@ struct kg_keyent;
 struct kg_keysnap;
 struct kg_keyindex;
 
-/* An empty index. Caller owns it: kg_keyindex_free(). */
-enum kg_status kg_keyindex_new(struct kg_keyindex **out);
+/* An empty index. Caller owns it: kg_keyindex_free(). drop frees an
+ * entry the index owns (when it is replaced or removed and no reader can
+ * hold it any more, or with the index); it may run on any thread that
+ * releases a generation. */
+enum kg_status kg_keyindex_new(void (*drop)(struct kg_keyent *), struct kg_keyindex **out);
 
 /* Frees the index, every entry in it and everything retired. Every
  * generation must have been released. NULL is a no-op. */
@@ -46,10 +49,14 @@ void kg_keyindex_free(struct kg_keyindex *ix);
 const struct kg_keysnap *kg_keyindex_acquire(struct kg_keyindex *ix);
 void kg_keyindex_release(const struct kg_keysnap *snap);
 
-/* Writer only. Publishes ent (a free()-able block that starts with the
- * entry; the index owns it from here), replacing and retiring the entry
+/* Writer only. Room for n entries without growing (a full load knows how
+ * many keys it will put). KG_ENOMEM when the table could not grow. */
+enum kg_status kg_keyindex_reserve(struct kg_keyindex *ix, size_t n);
+
+/* Writer only. Publishes ent (the index owns it from here and frees it
+ * through drop), replacing and retiring the entry
  * with the same digest if there is one. KG_ENOMEM when the table could not
- * grow (ent is then freed and nothing changed). */
+ * grow (ent is then dropped and nothing changed). */
 enum kg_status kg_keyindex_put(struct kg_keyindex *ix, struct kg_keyent *ent);
 
 /* Writer only. Removes and retires the entry with this digest; false when

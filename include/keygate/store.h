@@ -245,6 +245,10 @@ enum kg_status kg_store_key_each_owner(struct kg_store *st, kg_store_key_owner_c
 /* What one change log row names (sql/008_change_log.sql). */
 enum kg_change_object { KG_CHANGE_KEY = 0, KG_CHANGE_USER, KG_CHANGE_TENANT };
 
+/* The number of keys in st, revoked ones included: what a full load of the
+ * key cache sizes its tables by. */
+enum kg_status kg_store_key_count(struct kg_store *st, size_t *n, struct kg_err *err);
+
 /* kg_store_key_each_owner() restricted to the keys of one object: the key
  * with id id, the keys of user id, or the keys of every user of tenant id.
  * What the key cache reads to apply one change log row. */

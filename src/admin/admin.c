@@ -695,6 +695,9 @@ dispatch(struct kg_admin *adm, struct MHD_Connection *conn, const char *url, con
         return health(adm, conn, url);
     if ((strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0) && strcmp(url, "/metrics") == 0)
         return metrics(adm, conn);
+    /* Keys are decided from the cache: none before it is loaded. */
+    if (!atomic_load(&adm->rt->ready) && !atomic_load(&adm->rt->draining))
+        return send_error(adm, conn, 503, "Service unavailable: loading keys", NULL);
     r = find_route(method, url, idbuf, sizeof(idbuf), &c.id, allow, sizeof(allow));
     if (r == NULL && allow[0] != '\0')
         return send_error(adm, conn, 405, "Method not allowed", allow);

@@ -1,5 +1,6 @@
 /* admin/routes_health.c - what /livez, /readyz and /metrics say: liveness,
- * readiness (starting, ready, draining, or a listener out of descriptors)
+ * readiness (loading keys, starting, ready, draining, or a listener out of
+ * descriptors)
  * and the Prometheus text with the key counts, read from the store on the
  * admin thread because revoked keys are not in the snapshot requests use.
  * No key is needed for any of them; admin.c sends the answers.
@@ -14,6 +15,22 @@
 #include "keygate/log.h"
 #include "keygate/metrics.h"
 #include "keygate/timeutil.h"
+
+/* Whether the key cache was ever loaded, without waiting for a load in
+ * progress (it holds the cache's load lock). */
+static bool
+admin_keys_loaded(struct kg_runtime *rt)
+{
+    const struct kg_keysnap *snap;
+    bool loaded;
+
+    if (rt->keys == NULL)
+        return false;
+    snap = kg_keycache_acquire(rt->keys);
+    loaded = kg_keysnap_built_ms(snap) != 0;
+    kg_keycache_release(snap);
+    return loaded;
+}
 
 unsigned
 admin_health(const struct kg_admin *adm, const char *url, char *body, size_t cap)
@@ -35,9 +52,15 @@ admin_health(const struct kg_admin *adm, const char *url, char *body, size_t cap
         snprintf(body, cap, "{\"status\":\"ready\"}");
         return 200;
     }
-    snprintf(body, cap, "%s",
-             atomic_load(&rt->draining) ? "{\"status\":\"draining\"}"
-                                        : "{\"status\":\"starting\"}");
+    /* The admin listener starts before the key cache is loaded, the public
+     * one after it: "loading keys" until the load is done, "starting" for
+     * the moment the public listener takes to open after that. */
+    if (atomic_load(&rt->draining))
+        snprintf(body, cap, "{\"status\":\"draining\"}");
+    else if (!admin_keys_loaded(rt))
+        snprintf(body, cap, "{\"status\":\"unavailable\",\"reason\":\"loading keys\"}");
+    else
+        snprintf(body, cap, "{\"status\":\"starting\"}");
     return 503;
 }
 

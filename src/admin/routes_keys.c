@@ -11,6 +11,7 @@
 #include "admin/admin_int.h"
 #include "keygate/keycache.h"
 #include "keygate/keys.h"
+#include "keygate/quota.h"
 #include "keygate/render.h"
 #include "keygate/timeutil.h"
 
@@ -460,7 +461,7 @@ admin_keys_usage(struct admin_call *c)
                 json_pack("{s:s, s:s, s:o, s:I, s:I, s:{s:I, s:I, s:I}}", "id", rec->id, "state",
                           kg_key_state_str(kg_key_state_of(rec, c->now)), "last_used_at",
                           kg_json_io_time(u.last_used_at), "quota_used",
-                          (json_int_t)kg_keycache_stored_used(rec->quota_period, rec->quota_used,
+                          (json_int_t)kg_quota_stored_used(rec->quota_period, rec->quota_used,
                                                               rec->quota_period_start, c->now),
                           "requests", (json_int_t)u.requests, "denied",
                           "expired", (json_int_t)u.denied_expired, "forbidden",

@@ -27,20 +27,20 @@ check_scopes(const struct kg_config *cfg, const struct kg_keyent *ent, const cha
      * require_scopes), within what its owner's role allows. */
     if (ent->nscopes > 0)
         out->missing_scope = kg_scope_missing(ent->scopes, ent->nscopes, out->route);
-    if (out->missing_scope == NULL && !ent->role_all)
-        out->missing_scope = kg_scope_missing(ent->role, ent->nrole, out->route);
+    if (out->missing_scope == NULL && !ent->owner->role_all)
+        out->missing_scope = kg_scope_missing(ent->owner->role, ent->owner->nrole, out->route);
     return out->missing_scope != NULL ? KG_DENY_SCOPE : KG_ALLOW;
 }
 
 bool
 kg_decide_grants(const struct kg_keyent *ent, const char *scope)
 {
-    bool by_key = ent->nscopes == 0, by_role = ent->role_all;
+    bool by_key = ent->nscopes == 0, by_role = ent->owner->role_all;
 
     for (size_t i = 0; i < ent->nscopes && !by_key; i++)
         by_key = kg_scope_grants(ent->scopes[i], scope);
-    for (size_t i = 0; i < ent->nrole && !by_role; i++)
-        by_role = kg_scope_grants(ent->role[i], scope);
+    for (size_t i = 0; i < ent->owner->nrole && !by_role; i++)
+        by_role = kg_scope_grants(ent->owner->role[i], scope);
     return by_key && by_role;
 }
 

@@ -3,12 +3,14 @@
  * tier and credits) and the per-key and per-user stat records; the index
  * they live in, its lock-free reads and deferred freeing are
  * auth/keyindex.c. Does not decide anything (that is auth/decide.c) and
- * does not know the key format. A full load streams every key once (at
+ * does not know the key format; the credit arithmetic is limit/quota.c,
+ * the charge and the checks here only find the meters. A full load streams every key once (at
  * start, or when the change log was trimmed past this cache's position);
  * after that, kg_keycache_sync() applies the change log rows since the last
  * one applied, each by reading its key, user or tenant's keys again. Keys
  * revoked, or of disabled users or tenants, are left out. */
 #include <pthread.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,56 +20,110 @@
 
 #include "keygate/keycache.h"
 #include "keygate/keyindex.h"
-#include "keygate/limiter.h"
 #include "keygate/scope.h"
 #include "keygate/timeutil.h"
 
-struct stat_slot {
-    const char *id; /* the node's own copy; NULL = empty slot */
-    struct kg_keystat *stat; /* first member of a struct stat_node */
+#include "auth/keycache_int.h"
+
+/* An owner record and what it is shared by (see struct kg_keyowner): the
+ * user's slot holds one reference to its current record, each entry one.
+ * The last one dropped frees it, on whichever thread that happens. */
+struct owner_block {
+    struct kg_keyowner o;
+    _Atomic long refs;
+    struct kg_keycache *kc; /* where its entries go back to */
+    const char *vec[];      /* the split role (nrole + 1), then the strings */
+};
+
+/* An interned comma list (a key's scopes, or scopes within a role): one
+ * copy per distinct list, shared by every entry with that list. Counted by
+ * entries; one no entry holds is freed by the writer (reap_sets), so the
+ * table is only ever changed under load_mu. */
+struct scopeset {
+    _Atomic long refs;
+    struct kg_keycache *kc;
+    struct scopeset *next; /* hash chain */
     uint64_t hash;
+    const char *text; /* the list as given */
+    size_t n;
+    const char *vec[]; /* n + 1, then the text, then its split copy */
 };
 
-struct user_slot {
-    char *id;
-    struct kg_userstat *stat;
-};
-
-/* A chunk of stat records (see struct kg_keycache). */
-#define ARENA_CHUNK ((size_t)1 << 20)
-struct arena_chunk {
-    struct arena_chunk *next;
-    _Alignas(max_align_t) unsigned char mem[ARENA_CHUNK];
-};
-
-struct kg_keycache {
-    struct kg_keyindex *ix;
-    pthread_mutex_t load_mu; /* serialises loads, syncs, flushes and the stat maps */
-    int64_t seq;             /* the last change log row applied; -1 = never loaded */
-    uint32_t epoch;          /* stamped on entries by a full load, to sweep the rest */
-    struct stat_slot *stats; /* open addressing by id */
-    size_t nstats, stats_cap;
-    struct user_slot *ustats; /* the same, by user id */
-    struct kg_keystat *_Atomic dirty; /* records used since the last flush (a stack) */
-    /* Stat records are never freed before the cache: they are carved from
-     * chunks, with no allocator header or call per key. */
-    struct arena_chunk *chunks;
-    size_t chunk_used;
-    size_t nustats, ustats_cap;
-    /* Rate-limit buckets by key id and user id: like the stat records they
-     * outlive entries, so a change resets no limit. */
-    struct kg_limiter *limiter;
-};
-
-/* What the index holds: the entry first (the index frees the block with
- * free()), then the load that made it, then its strings. */
+/* What the index holds: the entry first, then the load that made it and
+ * its interned effective scopes (NULL when they are the key's own list or
+ * the owner's role). The id is the stat record's; every string is shared. */
 struct ent_block {
     struct kg_keyent ent;
     uint32_t epoch;
+    struct scopeset *eff;
 };
 
-/* Busy buckets the in-process limiter holds (16 bytes each: 1 MiB). */
-#define LIMITER_BUCKETS ((size_t)1 << 16)
+/* A dropped entry's block, waiting to be reused. */
+struct ent_free {
+    struct ent_free *next;
+};
+
+#if defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define KG_ASAN 1
+#endif
+#elif defined(__SANITIZE_ADDRESS__)
+#define KG_ASAN 1
+#endif
+#ifdef KG_ASAN
+#include <sanitizer/asan_interface.h>
+/* A dropped entry is poisoned (but its link), so ASan still catches a read
+ * of an entry after the index let it go, as it would with free(). */
+#define ENT_POISON(p)                                                                              \
+    ASAN_POISON_MEMORY_REGION((char *)(p) + sizeof(struct ent_free),                               \
+                              sizeof(struct ent_block) - sizeof(struct ent_free))
+#define ENT_UNPOISON(p) ASAN_UNPOISON_MEMORY_REGION((p), sizeof(struct ent_block))
+#else
+#define ENT_POISON(p) ((void)(p))
+#define ENT_UNPOISON(p) ((void)(p))
+#endif
+
+static void
+owner_unref(const struct kg_keyowner *o)
+{
+    struct owner_block *ob = (struct owner_block *)(void *)o;
+
+    if (atomic_fetch_sub_explicit(&ob->refs, 1, memory_order_acq_rel) == 1)
+        free(ob);
+}
+
+static struct scopeset *
+set_of(const char *const *vec)
+{
+    return (struct scopeset *)(void *)((char *)(void *)vec - offsetof(struct scopeset, vec));
+}
+
+static void
+set_unref(struct scopeset *set)
+{
+    if (atomic_fetch_sub_explicit(&set->refs, 1, memory_order_acq_rel) == 1)
+        atomic_fetch_add_explicit(&set->kc->sets_dead, 1, memory_order_relaxed);
+}
+
+/* The index's drop: any thread, once no reader can hold e. */
+static void
+ent_drop(struct kg_keyent *e)
+{
+    struct ent_block *eb = (struct ent_block *)(void *)e;
+    struct kg_keycache *kc = ((const struct owner_block *)(const void *)e->owner)->kc;
+    struct ent_free *f = (struct ent_free *)(void *)eb, *head;
+
+    set_unref(set_of(e->scopes));
+    if (eb->eff != NULL)
+        set_unref(eb->eff);
+    owner_unref(e->owner);
+    head = atomic_load_explicit(&kc->ent_free, memory_order_relaxed);
+    do {
+        f->next = head;
+    } while (!atomic_compare_exchange_weak_explicit(&kc->ent_free, &head, f, memory_order_release,
+                                                    memory_order_relaxed));
+    ENT_POISON(f);
+}
 
 static uint64_t
 str_hash(const char *s)
@@ -80,7 +136,7 @@ str_hash(const char *s)
 }
 
 enum kg_status
-kg_keycache_new(struct kg_keycache **out)
+kg_keycache_new(struct kg_limiter *limiter, struct kg_keycache **out)
 {
     struct kg_keycache *kc = calloc(1, sizeof(*kc));
 
@@ -92,14 +148,18 @@ kg_keycache_new(struct kg_keycache **out)
     kc->stats = calloc(kc->stats_cap, sizeof(*kc->stats));
     kc->ustats_cap = 64;
     kc->ustats = calloc(kc->ustats_cap, sizeof(*kc->ustats));
-    if (kc->stats == NULL || kc->ustats == NULL || kg_keyindex_new(&kc->ix) != KG_OK ||
-        kg_limiter_new_local(LIMITER_BUCKETS, &kc->limiter, NULL) != KG_OK) {
+    kc->sets_cap = 64;
+    kc->sets = calloc(kc->sets_cap, sizeof(*kc->sets));
+    if (kc->stats == NULL || kc->ustats == NULL || kc->sets == NULL ||
+        kg_keyindex_new(ent_drop, &kc->ix) != KG_OK) {
         kg_keyindex_free(kc->ix);
         free(kc->stats);
         free(kc->ustats);
+        free(kc->sets);
         free(kc);
         return KG_ENOMEM;
     }
+    kc->limiter = limiter;
     pthread_mutex_init(&kc->load_mu, NULL);
     *out = kc;
     return KG_OK;
@@ -121,9 +181,20 @@ kg_keycache_free(struct kg_keycache *kc)
     for (size_t i = 0; i < kc->ustats_cap; i++) {
         free(kc->ustats[i].id);
         free(kc->ustats[i].stat);
+        if (kc->ustats[i].owner != NULL)
+            owner_unref(&kc->ustats[i].owner->o);
     }
     free(kc->ustats);
-    kg_limiter_free(kc->limiter);
+    /* The entries are gone: every list is unreferenced. */
+    for (size_t i = 0; i < kc->sets_cap; i++) {
+        while (kc->sets[i] != NULL) {
+            struct scopeset *set = kc->sets[i];
+
+            kc->sets[i] = set->next;
+            free(set);
+        }
+    }
+    free(kc->sets);
     pthread_mutex_destroy(&kc->load_mu);
     free(kc);
 }
@@ -144,8 +215,8 @@ kg_keycache_release(const struct kg_keysnap *snap)
  * it follows: the fence orders the counter's update before the flag's read,
  * which the flush clears before it reads the counters, so an update is
  * either seen by the flush that clears the flag or listed again. */
-static void
-mark_dirty(struct kg_keystat *s)
+void
+kg_keycache_mark_dirty(struct kg_keystat *s)
 {
     struct kg_keystat *head;
 
@@ -173,7 +244,7 @@ kg_keycache_touch(const struct kg_keyent *ent, int64_t now)
                                                   memory_order_relaxed, memory_order_relaxed)) {
     }
     if (prev < now)
-        mark_dirty(ent->stat);
+        kg_keycache_mark_dirty(ent->stat);
 }
 
 void
@@ -198,74 +269,7 @@ kg_keycache_count(const struct kg_keyent *ent, enum kg_usage_kind kind)
         return;
     }
     atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
-    mark_dirty(ent->stat);
-}
-
-int64_t
-kg_keycache_period_start(enum kg_quota_period period, int64_t now)
-{
-    int64_t days, y, m, doe, yoe, era, mp;
-
-    if (period == KG_QUOTA_NONE || now < 0)
-        return 0;
-    days = now / 86400;
-    if (period == KG_QUOTA_DAY)
-        return days * 86400;
-    /* Civil date of days since 1970-01-01 (H. Hinnant's algorithm), then
-     * back to the first of that month; no time zone, no libc state. */
-    days += 719468;
-    era = days / 146097;
-    doe = days - era * 146097;
-    yoe = (doe - doe / 1460 + doe / 36524 - doe / 146096) / 365;
-    y = yoe + era * 400;
-    mp = (5 * (doe - (365 * yoe + yoe / 4 - yoe / 100)) + 2) / 153;
-    m = mp < 10 ? mp + 3 : mp - 9;
-    /* days_from_civil(y, m, 1): y is still the year counted from March,
-     * which is what that half of the algorithm wants. */
-    era = y / 400;
-    yoe = y - era * 400;
-    mp = m > 2 ? m - 3 : m + 9;
-    doe = yoe * 365 + yoe / 4 - yoe / 100 + (153 * mp + 2) / 5;
-    return (era * 146097 + doe - 719468) * 86400;
-}
-
-/* Credits used of a count in the period holding now; see
- * kg_keycache_credits_used() for the order of the reads. */
-static int64_t
-used_of(_Atomic int64_t *charged, _Atomic int64_t *flushed_p, _Atomic int64_t *stored_p,
-        _Atomic int64_t *start_p, enum kg_quota_period period, int64_t now)
-{
-    int64_t start = kg_keycache_period_start(period, now);
-    /* A flush moves stored first and flushed last, so reading them the
-     * other way round (flushed, stored, charged) lets a flush in between
-     * only count a delta twice (refuse early), never miss it (overspend). */
-    int64_t flushed = atomic_load(flushed_p);
-    int64_t stored = atomic_load(stored_p);
-    int64_t stored_start = atomic_load(start_p);
-    int64_t pending = atomic_load(charged) - flushed;
-
-    /* Stored credits of an earlier refill period are spent history. A
-     * stored start of 0 is a count without a refill: it counts while there
-     * is none, and under a refill only a store left by a keygate that did
-     * not move the start when the refill was set has it (see the key and
-     * user update SQL), which is then history too rather than used for
-     * ever. */
-    if (stored_start < start)
-        stored = 0;
-    return stored + pending;
-}
-
-int64_t
-kg_keycache_credits_used(struct kg_keystat *stat, enum kg_quota_period period, int64_t now)
-{
-    return used_of(&stat->credits, &stat->credits_flushed, &stat->credits_stored,
-                   &stat->credits_stored_start, period, now);
-}
-
-int64_t
-kg_keycache_meter_used(struct kg_meter *m, enum kg_quota_period period, int64_t now)
-{
-    return used_of(&m->charged, &m->flushed, &m->stored, &m->stored_start, period, now);
+    kg_keycache_mark_dirty(ent->stat);
 }
 
 bool
@@ -274,14 +278,15 @@ kg_keycache_credits_allow(const struct kg_keyent *ent, int64_t cost, int64_t now
     /* What costs nothing spends nothing, even past a lowered limit. */
     if (ent->quota_limit < 0 || cost <= 0)
         return true;
-    return kg_keycache_credits_used(ent->stat, ent->quota_period, now) + cost <= ent->quota_limit;
+    return kg_quota_used(&ent->stat->credits, ent->quota_period, now) + cost <= ent->quota_limit;
 }
 
 bool
 kg_keycache_spend_allow(const struct kg_keyent *ent, const struct kg_tier *tier, int64_t cost,
                         int64_t now)
 {
-    struct kg_userstat *us = ent->ustat;
+    const struct kg_keyowner *o = ent->owner;
+    struct kg_userstat *us = o->ustat;
     enum kg_quota_period tp = KG_QUOTA_NONE;
 
     if (tier != NULL && tier->quota_period != KG_QUOTA_NONE)
@@ -294,57 +299,30 @@ kg_keycache_spend_allow(const struct kg_keyent *ent, const struct kg_tier *tier,
         return false;
     if (us == NULL)
         return true;
-    if (ent->user_has_quota &&
-        kg_keycache_meter_used(&us->credits, ent->user_quota_period, now) + cost >
-            ent->user_quota_limit)
+    if (o->has_quota && kg_quota_used(&us->credits, o->quota_period, now) + cost > o->quota_limit)
         return false;
-    return tp == KG_QUOTA_NONE || kg_keycache_meter_used(&us->tier, tp, now) + cost <= tier->quota;
-}
-
-/* Seconds from now to the start of the period after the one holding now. */
-static int64_t
-to_next_period(enum kg_quota_period p, int64_t now)
-{
-    int64_t start = kg_keycache_period_start(p, now);
-    int64_t next = p == KG_QUOTA_DAY ? start + 86400
-                                     : kg_keycache_period_start(p, start + 32 * 86400);
-
-    return next - now;
-}
-
-/* Folds one limit into the wait: *wait stays the longest, -1 for never. */
-static void
-fold_wait(int64_t used, int64_t limit, enum kg_quota_period p, int64_t cost, int64_t now,
-          int64_t *wait)
-{
-    if (*wait < 0 || used + cost <= limit)
-        return;
-    if (p == KG_QUOTA_NONE || cost > limit) {
-        *wait = -1;
-        return;
-    }
-    if (to_next_period(p, now) > *wait)
-        *wait = to_next_period(p, now);
+    return tp == KG_QUOTA_NONE || kg_quota_used(&us->tier, tp, now) + cost <= tier->quota;
 }
 
 int64_t
 kg_keycache_spend_retry_after(const struct kg_keyent *ent, const struct kg_tier *tier,
                               int64_t cost, int64_t now)
 {
-    struct kg_userstat *us = ent->ustat;
+    const struct kg_keyowner *o = ent->owner;
+    struct kg_userstat *us = o->ustat;
     int64_t wait = 0;
 
     if (cost <= 0)
         return 0;
     if (ent->quota_limit >= 0)
-        fold_wait(kg_keycache_credits_used(ent->stat, ent->quota_period, now), ent->quota_limit,
-                  ent->quota_period, cost, now, &wait);
-    if (us != NULL && ent->user_has_quota)
-        fold_wait(kg_keycache_meter_used(&us->credits, ent->user_quota_period, now),
-                  ent->user_quota_limit, ent->user_quota_period, cost, now, &wait);
+        kg_quota_fold_wait(kg_quota_used(&ent->stat->credits, ent->quota_period, now),
+                           ent->quota_limit, ent->quota_period, cost, now, &wait);
+    if (us != NULL && o->has_quota)
+        kg_quota_fold_wait(kg_quota_used(&us->credits, o->quota_period, now), o->quota_limit,
+                           o->quota_period, cost, now, &wait);
     if (us != NULL && tier != NULL && tier->quota_period != KG_QUOTA_NONE)
-        fold_wait(kg_keycache_meter_used(&us->tier, tier->quota_period, now), tier->quota,
-                  tier->quota_period, cost, now, &wait);
+        kg_quota_fold_wait(kg_quota_used(&us->tier, tier->quota_period, now), tier->quota,
+                           tier->quota_period, cost, now, &wait);
     return wait > 0 ? wait : 0;
 }
 
@@ -355,8 +333,8 @@ kg_keycache_charge(struct kg_keystat *stat, int64_t units)
 
     if (units <= 0)
         return;
-    atomic_fetch_add_explicit(&stat->credits, units, memory_order_relaxed);
-    mark_dirty(stat);
+    atomic_fetch_add_explicit(&stat->credits.charged, units, memory_order_relaxed);
+    kg_keycache_mark_dirty(stat);
     us = atomic_load_explicit(&stat->user, memory_order_relaxed);
     if (us == NULL)
         return;
@@ -367,10 +345,10 @@ kg_keycache_charge(struct kg_keystat *stat, int64_t units)
         atomic_fetch_add_explicit(&us->tier.charged, units, memory_order_relaxed);
 }
 
-/* The user record for id, created on first sight; *idp gets the map's
- * copy of the id. Caller holds load_mu. */
-static struct kg_userstat *
-user_stat_for(struct kg_keycache *kc, const char *id, const char **idp)
+/* The slot of user id (its usage record, its current owner record),
+ * created on first sight; valid until the next call. Caller holds load_mu. */
+static struct user_slot *
+user_slot_for(struct kg_keycache *kc, const char *id)
 {
     size_t mask, i;
 
@@ -394,10 +372,8 @@ user_stat_for(struct kg_keycache *kc, const char *id, const char **idp)
     }
     mask = kc->ustats_cap - 1;
     for (i = str_hash(id) & mask; kc->ustats[i].id != NULL; i = (i + 1) & mask)
-        if (strcmp(kc->ustats[i].id, id) == 0) {
-            *idp = kc->ustats[i].id;
-            return kc->ustats[i].stat;
-        }
+        if (strcmp(kc->ustats[i].id, id) == 0)
+            return &kc->ustats[i];
     kc->ustats[i].id = strdup(id);
     kc->ustats[i].stat = calloc(1, sizeof(struct kg_userstat));
     if (kc->ustats[i].id == NULL || kc->ustats[i].stat == NULL) {
@@ -408,8 +384,7 @@ user_stat_for(struct kg_keycache *kc, const char *id, const char **idp)
         return NULL;
     }
     kc->nustats++;
-    *idp = kc->ustats[i].id;
-    return kc->ustats[i].stat;
+    return &kc->ustats[i];
 }
 
 /* len zeroed bytes, aligned for any record, living as long as the cache.
@@ -436,17 +411,53 @@ arena_alloc(struct kg_keycache *kc, size_t len)
     return p;
 }
 
-/* A stat record and its key id, in one allocation that lives as long as
- * the cache (entries borrow the id from here). */
-struct stat_node {
-    struct kg_keystat stat;
-    char id[];
-};
+/* A zeroed entry block: a dropped one again, or a new one carved from the
+ * chunks. Caller holds load_mu (the only taker of ent_free). */
+static struct ent_block *
+ent_alloc(struct kg_keycache *kc)
+{
+    struct ent_free *f = kc->ent_spare;
+
+    if (f == NULL)
+        f = kc->ent_spare = atomic_exchange_explicit(&kc->ent_free, NULL, memory_order_acquire);
+    if (f == NULL)
+        return arena_alloc(kc, sizeof(struct ent_block));
+    kc->ent_spare = f->next;
+    ENT_UNPOISON(f);
+    memset(f, 0, sizeof(struct ent_block));
+    return (struct ent_block *)(void *)f;
+}
+
+/* Room in the stat map for n records without growing (a full load counts
+ * the keys first). Caller holds load_mu. */
+static bool
+stats_reserve(struct kg_keycache *kc, size_t n)
+{
+    size_t ncap = kc->stats_cap, i;
+    struct stat_node **ns;
+
+    while ((n + 1) * 2 > ncap)
+        ncap *= 2;
+    if (ncap == kc->stats_cap)
+        return true;
+    ns = calloc(ncap, sizeof(*ns));
+    if (ns == NULL)
+        return false;
+    for (size_t j = 0; j < kc->stats_cap; j++) {
+        if (kc->stats[j] == NULL)
+            continue;
+        for (i = kc->stats[j]->hash & (ncap - 1); ns[i] != NULL; i = (i + 1) & (ncap - 1)) {
+        }
+        ns[i] = kc->stats[j];
+    }
+    free(kc->stats);
+    kc->stats = ns;
+    kc->stats_cap = ncap;
+    return true;
+}
 
 /* The stat record for id, created on first sight; *idp gets the record's
- * copy of the id. Caller holds load_mu. The slots keep the hash, so growing
- * the map never reads an id again (at 1,000,000 keys that is a cache miss
- * each). */
+ * copy of the id. Caller holds load_mu. */
 static struct kg_keystat *
 stat_for(struct kg_keycache *kc, const char *id, int64_t stored_last_used, const char **idp)
 {
@@ -454,28 +465,13 @@ stat_for(struct kg_keycache *kc, const char *id, int64_t stored_last_used, const
     size_t mask, i, len;
     struct stat_node *node;
 
-    if ((kc->nstats + 1) * 2 > kc->stats_cap) {
-        size_t ncap = kc->stats_cap * 2;
-        struct stat_slot *ns = calloc(ncap, sizeof(*ns));
-
-        if (ns == NULL)
-            return NULL;
-        for (size_t j = 0; j < kc->stats_cap; j++) {
-            if (kc->stats[j].id == NULL)
-                continue;
-            for (i = kc->stats[j].hash & (ncap - 1); ns[i].id != NULL; i = (i + 1) & (ncap - 1)) {
-            }
-            ns[i] = kc->stats[j];
-        }
-        free(kc->stats);
-        kc->stats = ns;
-        kc->stats_cap = ncap;
-    }
+    if (!stats_reserve(kc, kc->nstats + 1))
+        return NULL;
     mask = kc->stats_cap - 1;
-    for (i = h & mask; kc->stats[i].id != NULL; i = (i + 1) & mask) {
-        if (kc->stats[i].hash == h && strcmp(kc->stats[i].id, id) == 0) {
-            *idp = kc->stats[i].id;
-            return kc->stats[i].stat;
+    for (i = h & mask; kc->stats[i] != NULL; i = (i + 1) & mask) {
+        if (kc->stats[i]->hash == h && strcmp(kc->stats[i]->id, id) == 0) {
+            *idp = kc->stats[i]->id;
+            return &kc->stats[i]->stat;
         }
     }
     len = strlen(id) + 1;
@@ -483,9 +479,8 @@ stat_for(struct kg_keycache *kc, const char *id, int64_t stored_last_used, const
     if (node == NULL)
         return NULL;
     memcpy(node->id, id, len);
-    kc->stats[i].id = node->id;
-    kc->stats[i].stat = &node->stat;
-    kc->stats[i].hash = h;
+    node->hash = h;
+    kc->stats[i] = node;
     node->stat.dirty_head = &kc->dirty;
     atomic_store(&node->stat.last_used, stored_last_used);
     atomic_store(&node->stat.last_flushed, stored_last_used);
@@ -551,24 +546,95 @@ list_add(char *out, size_t cap, const char *s)
     memcpy(out + used, s, n + 1);
 }
 
-/* The scopes a key may really use: see effective_str in keycache.h. For two
- * wildcards the narrower one is kept ("read:*" within "read:x" is "read:x"). */
+/* The scopes a key with these (nscopes > 0) may really use within a role
+ * that is not "*": see effective_str in keycache.h. For two wildcards the
+ * narrower one is kept ("read:*" within "read:x" is "read:x"). */
 static void
-effective_scopes(const struct kg_keyent *ent, char *out, size_t cap)
+effective_scopes(const char *const *scopes, size_t nscopes, const struct kg_keyowner *o, char *out,
+                 size_t cap)
 {
     out[0] = '\0';
-    if (ent->role_all || ent->nscopes == 0) {
-        snprintf(out, cap, "%s", ent->role_all ? ent->scopes_str : ent->role_str);
-        return;
-    }
-    for (size_t i = 0; i < ent->nscopes; i++) {
-        for (size_t j = 0; j < ent->nrole; j++) {
-            if (kg_scope_grants(ent->role[j], ent->scopes[i]))
-                list_add(out, cap, ent->scopes[i]);
-            else if (kg_scope_grants(ent->scopes[i], ent->role[j]))
-                list_add(out, cap, ent->role[j]);
+    for (size_t i = 0; i < nscopes; i++) {
+        for (size_t j = 0; j < o->nrole; j++) {
+            if (kg_scope_grants(o->role[j], scopes[i]))
+                list_add(out, cap, scopes[i]);
+            else if (kg_scope_grants(scopes[i], o->role[j]))
+                list_add(out, cap, o->role[j]);
         }
     }
+}
+
+/* Frees the interned lists no entry holds any more. Caller holds load_mu
+ * (the only place lists are taken or made, so none comes back meanwhile). */
+static void
+reap_sets(struct kg_keycache *kc)
+{
+    if (atomic_exchange_explicit(&kc->sets_dead, 0, memory_order_acq_rel) == 0)
+        return;
+    for (size_t i = 0; i < kc->sets_cap; i++) {
+        struct scopeset **pp = &kc->sets[i];
+
+        while (*pp != NULL) {
+            struct scopeset *set = *pp;
+
+            if (atomic_load_explicit(&set->refs, memory_order_acquire) == 0) {
+                *pp = set->next;
+                free(set);
+                kc->nsets--;
+            } else {
+                pp = &set->next;
+            }
+        }
+    }
+}
+
+/* The interned copy of list, with one more reference (the caller's entry).
+ * Caller holds load_mu. */
+static struct scopeset *
+intern(struct kg_keycache *kc, const char *list)
+{
+    uint64_t h = str_hash(list);
+    size_t len = strlen(list) + 1, n = list_count(list);
+    struct scopeset *set;
+    char *p;
+
+    for (set = kc->sets[h & (kc->sets_cap - 1)]; set != NULL; set = set->next)
+        if (set->hash == h && strcmp(set->text, list) == 0) {
+            atomic_fetch_add_explicit(&set->refs, 1, memory_order_relaxed);
+            return set;
+        }
+    if (kc->nsets >= kc->sets_cap) {
+        size_t ncap = kc->sets_cap * 2;
+        struct scopeset **ns = calloc(ncap, sizeof(*ns));
+
+        if (ns == NULL)
+            return NULL;
+        for (size_t i = 0; i < kc->sets_cap; i++)
+            while (kc->sets[i] != NULL) {
+                struct scopeset *s = kc->sets[i];
+
+                kc->sets[i] = s->next;
+                s->next = ns[s->hash & (ncap - 1)];
+                ns[s->hash & (ncap - 1)] = s;
+            }
+        free(kc->sets);
+        kc->sets = ns;
+        kc->sets_cap = ncap;
+    }
+    set = malloc(sizeof(*set) + (n + 1) * sizeof(char *) + 2 * len);
+    if (set == NULL)
+        return NULL;
+    atomic_init(&set->refs, 1);
+    set->kc = kc;
+    set->hash = h;
+    set->n = n;
+    p = (char *)(set->vec + n + 1);
+    set->text = memcpy(p, list, len);
+    split_into(p + len, list, len, set->vec, n);
+    set->next = kc->sets[h & (kc->sets_cap - 1)];
+    kc->sets[h & (kc->sets_cap - 1)] = set;
+    kc->nsets++;
+    return set;
 }
 
 /* The key's own limit from its stored rate and burst. A rate the store
@@ -584,116 +650,156 @@ key_rate(const struct kg_key_rec *rec, struct kg_gcra *out)
     return kg_gcra_init(out, count, period, rec->rate_burst, NULL) == KG_OK;
 }
 
-static enum kg_quota_period
-period_of(const char *s)
+/* Whether ob says what owner (of a key of tenant tenant) says. */
+static bool
+owner_same(const struct owner_block *ob, const char *tenant, const struct kg_key_owner *owner)
 {
-    return strcmp(s, "day") == 0 ? KG_QUOTA_DAY : strcmp(s, "month") == 0 ? KG_QUOTA_MONTH
-                                                                          : KG_QUOTA_NONE;
+    const struct kg_keyowner *o = &ob->o;
+
+    return strcmp(o->tenant, tenant) == 0 && strcmp(o->tier, owner->tier) == 0 &&
+           strcmp(o->role_str, owner->role) == 0 && o->platform_admin == owner->platform_admin &&
+           o->has_quota == owner->has_quota && o->quota_limit == owner->quota_limit &&
+           o->quota_period == kg_quota_period_of(owner->quota_period);
 }
 
-int64_t
-kg_keycache_stored_used(const char *period, int64_t used, int64_t start, int64_t now)
+/* The owner record for a key of rec's user as owner describes it, with one
+ * more reference (the caller's entry): the user's current one while
+ * nothing in it changed, else a new one that becomes current. Also moves
+ * the user's stored totals into its usage record. Caller holds load_mu. */
+static const struct kg_keyowner *
+owner_for(struct kg_keycache *kc, const struct kg_key_rec *rec, const struct kg_key_owner *owner)
 {
-    enum kg_quota_period p = period != NULL ? period_of(period) : KG_QUOTA_NONE;
+    struct user_slot *slot = user_slot_for(kc, rec->user_id);
+    size_t luid, lten, ltier, lrole, nrole;
+    struct owner_block *ob;
+    struct kg_userstat *us;
+    char *p;
 
-    return p != KG_QUOTA_NONE && start < kg_keycache_period_start(p, now) ? 0 : used;
+    if (slot == NULL)
+        return NULL;
+    /* A key without an owner charges no user. */
+    us = rec->user_id[0] != '\0' ? slot->stat : NULL;
+    if (us != NULL) {
+        /* Under load_mu, like the key's credits: no flush moves the store
+         * between the read and this. */
+        atomic_store(&us->credits.stored, owner->usage->credits);
+        atomic_store(&us->credits.stored_start, owner->usage->credits_period_start);
+        atomic_store(&us->credits.period, (int)kg_quota_period_of(owner->quota_period));
+        atomic_store(&us->tier.stored, owner->usage->tier);
+        atomic_store(&us->tier.stored_start, owner->usage->tier_period_start);
+    }
+    if (slot->owner != NULL && owner_same(slot->owner, rec->tenant, owner)) {
+        atomic_fetch_add_explicit(&slot->owner->refs, 1, memory_order_relaxed);
+        return &slot->owner->o;
+    }
+    luid = strlen(slot->id) + 1;
+    lten = strlen(rec->tenant) + 1;
+    ltier = strlen(owner->tier) + 1;
+    lrole = strlen(owner->role) + 1;
+    nrole = list_count(owner->role);
+    ob = malloc(sizeof(*ob) + (nrole + 1) * sizeof(char *) + luid + lten + ltier + 2 * lrole);
+    if (ob == NULL)
+        return NULL;
+    p = (char *)(ob->vec + nrole + 1);
+    ob->o.user_id = memcpy(p, slot->id, luid);
+    p += luid;
+    ob->o.tenant = memcpy(p, rec->tenant, lten);
+    p += lten;
+    ob->o.tier = memcpy(p, owner->tier, ltier);
+    p += ltier;
+    ob->o.role_str = memcpy(p, owner->role, lrole);
+    p += lrole;
+    split_into(p, owner->role, lrole, ob->vec, nrole);
+    ob->o.role = ob->vec;
+    ob->o.nrole = nrole;
+    ob->o.role_all = false;
+    for (size_t i = 0; i < nrole; i++)
+        ob->o.role_all = ob->o.role_all || strcmp(ob->vec[i], "*") == 0;
+    ob->o.platform_admin = owner->platform_admin;
+    ob->o.has_quota = owner->has_quota;
+    ob->o.quota_limit = owner->quota_limit;
+    ob->o.quota_period = kg_quota_period_of(owner->quota_period);
+    ob->o.ustat = us;
+    /* The slot's reference and the caller's. Entries built before keep
+     * the old record until they are replaced. */
+    atomic_init(&ob->refs, 2);
+    ob->kc = kc;
+    if (slot->owner != NULL)
+        owner_unref(&slot->owner->o);
+    slot->owner = ob;
+    return &ob->o;
 }
 
-/* Copies rec's and its owner's strings into one block and splits the key's
- * scopes and the owner's role, so that deciding never allocates. */
+/* Builds the entry for rec from shared parts (the stat record's id, the
+ * owner record, interned scope lists), so that deciding never allocates
+ * and a key costs its entry and little else. */
 static bool
 add_entry(struct load_ctx *lc, const struct kg_key_rec *rec, const struct kg_key_owner *owner)
 {
-    size_t lname = strlen(rec->name) + 1;
-    size_t lten = strlen(rec->tenant) + 1, lsc = strlen(rec->scopes) + 1;
-    size_t ltier = strlen(owner->tier) + 1;
-    size_t lrole = strlen(owner->role) + 1;
-    size_t nscopes = list_count(rec->scopes), nrole = list_count(owner->role);
-    struct kg_userstat *us = NULL;
+    struct kg_keycache *kc = lc->kc;
+    const struct kg_keyowner *o;
     struct kg_keystat *stat;
-    const char *id, *user_id = "";
+    struct scopeset *set;
     struct ent_block *eb;
     struct kg_keyent *ent;
-    char *block, *p;
-    const char **vec, **rvec;
+    const char *id;
 
-    /* The id and the owner's id are borrowed from the stat records, which
-     * live as long as the cache. */
-    stat = stat_for(lc->kc, rec->id, rec->last_used_at, &id);
+    /* The id is borrowed from the stat record, which lives as long as the
+     * cache. */
+    stat = stat_for(kc, rec->id, rec->last_used_at, &id);
     if (stat == NULL)
         return false;
-    if (rec->user_id[0] != '\0') {
-        us = user_stat_for(lc->kc, rec->user_id, &user_id);
-        if (us == NULL)
-            return false;
-    }
-    /* One block: the entry, the vectors, the strings. */
-    block = malloc(sizeof(*eb) + (nscopes + 1 + nrole + 1) * sizeof(char *) + lname + lten +
-                   2 * lsc + ltier + 2 * lrole + lsc + lrole);
-    if (block == NULL)
+    set = intern(kc, rec->scopes);
+    o = set != NULL ? owner_for(kc, rec, owner) : NULL;
+    eb = o != NULL ? ent_alloc(kc) : NULL;
+    if (eb == NULL) {
+        if (set != NULL)
+            set_unref(set);
+        if (o != NULL)
+            owner_unref(o);
         return false;
-    eb = (struct ent_block *)(void *)block;
-    memset(eb, 0, sizeof(*eb));
-    eb->epoch = lc->kc->epoch;
+    }
+    eb->epoch = kc->epoch;
     ent = &eb->ent;
-    vec = (const char **)(void *)(block + sizeof(*eb));
-    rvec = vec + nscopes + 1;
-    p = (char *)(rvec + nrole + 1);
     memcpy(ent->digest, rec->digest, KG_DIGEST_BYTES);
     ent->id = id;
-    ent->name = memcpy(p, rec->name, lname);
-    p += lname;
-    ent->tenant = memcpy(p, rec->tenant, lten);
-    p += lten;
-    ent->scopes_str = memcpy(p, rec->scopes, lsc);
-    p += lsc;
-    split_into(p, rec->scopes, lsc, vec, nscopes);
-    p += lsc;
-    ent->scopes = vec;
-    ent->nscopes = nscopes;
-    ent->user_id = user_id;
-    ent->tier = memcpy(p, owner->tier, ltier);
-    p += ltier;
-    ent->role_str = memcpy(p, owner->role, lrole);
-    p += lrole;
-    split_into(p, owner->role, lrole, rvec, nrole);
-    ent->role = rvec;
-    ent->nrole = nrole;
-    ent->role_all = false;
-    for (size_t i = 0; i < nrole; i++)
-        ent->role_all = ent->role_all || strcmp(rvec[i], "*") == 0;
-    p += lrole;
-    effective_scopes(ent, p, lsc + lrole);
-    ent->effective_str = p;
-    ent->effective_empty = nscopes > 0 && !ent->role_all && p[0] == '\0';
-    ent->platform_admin = owner->platform_admin;
+    ent->owner = o;
+    ent->tenant = o->tenant;
+    ent->user_id = o->user_id;
+    ent->tier = o->tier;
+    ent->scopes_str = set->text;
+    ent->scopes = set->vec;
+    ent->nscopes = set->n;
+    if (o->role_all) {
+        ent->effective_str = set->text;
+    } else if (set->n == 0) {
+        ent->effective_str = o->role_str;
+    } else {
+        char eff[2 * KG_SCOPES_MAX];
+
+        effective_scopes(set->vec, set->n, o, eff, sizeof(eff));
+        eb->eff = intern(kc, eff);
+        if (eb->eff == NULL) {
+            ent_drop(ent);
+            return false;
+        }
+        ent->effective_str = eb->eff->text;
+        ent->effective_empty = eff[0] == '\0';
+    }
     ent->expires_at = rec->expires_at;
     ent->revoked_at = rec->revoked_at;
     ent->has_rate = key_rate(rec, &ent->rate);
     ent->quota_limit = rec->quota_limit;
-    ent->quota_period = period_of(rec->quota_period);
+    ent->quota_period = kg_quota_period_of(rec->quota_period);
     ent->stat = stat;
-    ent->user_has_quota = owner->has_quota;
-    ent->user_quota_limit = owner->quota_limit;
-    ent->user_quota_period = period_of(owner->quota_period);
-    ent->ustat = us;
-    if (us != NULL) {
-        /* Under load_mu, like the key's credits below: every key of the
-         * user writes the same stored totals. */
-        atomic_store(&us->credits.stored, owner->usage->credits);
-        atomic_store(&us->credits.stored_start, owner->usage->credits_period_start);
-        atomic_store(&us->credits.period, (int)ent->user_quota_period);
-        atomic_store(&us->tier.stored, owner->usage->tier);
-        atomic_store(&us->tier.stored_start, owner->usage->tier_period_start);
-        if (atomic_load(&ent->stat->user) != us)
-            atomic_store(&ent->stat->user, us);
-    }
+    if (o->ustat != NULL && atomic_load(&stat->user) != o->ustat)
+        atomic_store(&stat->user, o->ustat);
     /* Under load_mu, so no flush moves the store between the read and this:
      * the stored total already holds every flushed credit. */
-    atomic_store(&ent->stat->credits_stored, rec->quota_used);
-    atomic_store(&ent->stat->credits_stored_start, rec->quota_period_start);
-    atomic_store(&ent->stat->credits_period, (int)ent->quota_period);
-    return kg_keyindex_put(lc->kc->ix, ent) == KG_OK;
+    atomic_store(&stat->credits.stored, rec->quota_used);
+    atomic_store(&stat->credits.stored_start, rec->quota_period_start);
+    atomic_store(&stat->credits.period, (int)ent->quota_period);
+    return kg_keyindex_put(kc->ix, ent) == KG_OK;
 }
 
 static bool
@@ -731,13 +837,20 @@ load_all_locked(struct kg_keycache *kc, struct kg_store *st, int64_t now, struct
 {
     struct load_ctx lc = {.kc = kc, .now = now, .rc = KG_OK};
     int64_t last, trimmed;
+    size_t count;
     enum kg_status rc;
 
     /* The position first: a change committed during the walk is applied
      * again by the next sync, which does no harm. */
     rc = kg_store_change_head(st, &last, &trimmed, err);
+    if (rc == KG_OK)
+        rc = kg_store_key_count(st, &count, err);
     if (rc != KG_OK)
         return rc;
+    /* Sized once for every key, revoked ones included (a few slots too
+     * many): no table grows and rehashes during the walk. */
+    if (kg_keyindex_reserve(kc->ix, count) != KG_OK || !stats_reserve(kc, count))
+        return kg_err_set(err, KG_ENOMEM, "out of memory loading keys");
     kc->epoch++;
     rc = kg_store_key_each_owner(st, load_one, &lc, err);
     if (rc == KG_OK && lc.rc != KG_OK)
@@ -748,6 +861,7 @@ load_all_locked(struct kg_keycache *kc, struct kg_store *st, int64_t now, struct
     }
     /* On failure the position stays, so the next sync loads again. */
     kg_keyindex_publish(kc->ix, rc == KG_OK ? kg_time_mono_ms() : 0);
+    reap_sets(kc);
     return rc;
 }
 
@@ -864,6 +978,7 @@ cleanup:
     /* Whatever was applied before a failure is published too. */
     if (rc != KG_OK)
         kg_keyindex_publish(kc->ix, 0);
+    reap_sets(kc);
     free(b.c);
     return rc;
 }
@@ -893,251 +1008,19 @@ kg_keycache_position(struct kg_keycache *kc)
     return seq;
 }
 
-/* What one flush read from one stat record; marked flushed after the commit. */
-struct flush_item {
-    struct kg_keystat *stat;
-    int64_t last_used, requests, denied_expired, denied_forbidden, denied_rate, credits;
-};
-
-/* The mirror of what the store just did to a stored total (see the usage
- * SQL): moved before the flushed mark, so a reader in between counts the
- * delta twice (refuses early), never not at all (overspends). */
-static void
-mirror_commit(_Atomic int64_t *stored, _Atomic int64_t *stored_start, _Atomic int64_t *flushed,
-              int64_t delta, int64_t delta_start, int64_t charged_read)
-{
-    int64_t start;
-
-    if (delta == 0)
-        return;
-    start = atomic_load(stored_start);
-    if (start < delta_start)
-        atomic_store(stored, delta);
-    else
-        atomic_fetch_add(stored, delta);
-    if (start < delta_start)
-        atomic_store(stored_start, delta_start);
-    atomic_store(flushed, charged_read);
-}
-
-/* What one flush read from one user record. */
-struct user_item {
-    struct kg_userstat *stat;
-    int64_t credits, tier;
-};
-
-/* Reads the user deltas into uids/ud/uitems; returns how many. Caller
- * holds load_mu. */
-static size_t
-user_deltas(struct kg_keycache *kc, int64_t now, const char **uids, struct kg_user_usage *ud,
-            struct user_item *items)
-{
-    size_t n = 0;
-
-    for (size_t i = 0; i < kc->ustats_cap; i++) {
-        struct kg_userstat *u = kc->ustats[i].stat;
-        struct user_item it;
-
-        if (u == NULL)
-            continue;
-        it.stat = u;
-        it.credits = atomic_load(&u->credits.charged);
-        it.tier = atomic_load(&u->tier.charged);
-        memset(&ud[n], 0, sizeof(ud[n]));
-        ud[n].credits = it.credits - atomic_load(&u->credits.flushed);
-        ud[n].tier = it.tier - atomic_load(&u->tier.flushed);
-        if (ud[n].credits == 0 && ud[n].tier == 0)
-            continue;
-        ud[n].credits_period_start = kg_keycache_period_start(
-            (enum kg_quota_period)atomic_load(&u->credits.period), now);
-        ud[n].tier_period_start =
-            kg_keycache_period_start((enum kg_quota_period)atomic_load(&u->tier.period), now);
-        uids[n] = kc->ustats[i].id;
-        items[n] = it;
-        n++;
-    }
-    return n;
-}
-
-/* Puts a list taken by a flush back whole (its records still flagged). */
-static void
-relist(struct kg_keycache *kc, struct kg_keystat *list)
-{
-    while (list != NULL) {
-        struct kg_keystat *next = list->dirty_next;
-        struct kg_keystat *head = atomic_load_explicit(&kc->dirty, memory_order_relaxed);
-
-        do {
-            list->dirty_next = head;
-        } while (!atomic_compare_exchange_weak_explicit(&kc->dirty, &head, list,
-                                                        memory_order_release, memory_order_relaxed));
-        list = next;
-    }
-}
-
-enum kg_status
-kg_keycache_flush(struct kg_keycache *kc, struct kg_store *st, size_t *flushed, struct kg_err *err)
-{
-    const char **ids = NULL, **uids = NULL;
-    struct kg_key_usage *deltas = NULL;
-    struct kg_user_usage *udeltas = NULL;
-    struct flush_item *items = NULL;
-    struct user_item *uitems = NULL;
-    struct kg_keystat *list;
-    enum kg_status rc = KG_OK;
-    size_t n = 0, nu = 0, nlist = 0;
-    int64_t now = kg_time_now();
-
-    if (flushed != NULL)
-        *flushed = 0;
-    pthread_mutex_lock(&kc->load_mu);
-    /* Only the records used since the last flush: with a million keys a
-     * pass over all of them each second would cost more than the flush. */
-    list = atomic_exchange_explicit(&kc->dirty, NULL, memory_order_acquire);
-    for (struct kg_keystat *s = list; s != NULL; s = s->dirty_next)
-        nlist++;
-    ids = malloc((nlist + 1) * sizeof(*ids));
-    deltas = calloc(nlist + 1, sizeof(*deltas));
-    items = malloc((nlist + 1) * sizeof(*items));
-    uids = malloc((kc->nustats + 1) * sizeof(*uids));
-    udeltas = calloc(kc->nustats + 1, sizeof(*udeltas));
-    uitems = malloc((kc->nustats + 1) * sizeof(*uitems));
-    if (ids == NULL || deltas == NULL || items == NULL || uids == NULL || udeltas == NULL ||
-        uitems == NULL) {
-        relist(kc, list);
-        rc = kg_err_set(err, KG_ENOMEM, "out of memory flushing usage");
-        goto cleanup;
-    }
-    for (struct kg_keystat *s = list; s != NULL; s = s->dirty_next) {
-        struct flush_item it;
-        int64_t prev_used;
-
-        /* Off the list before the counters are read (see mark_dirty). */
-        atomic_store(&s->dirty, false);
-        /* Each counter is read once: what the request path adds after this
-         * read belongs to the next flush, since only the value read here is
-         * marked flushed. */
-        it.stat = s;
-        it.last_used = atomic_load(&s->last_used);
-        it.requests = atomic_load(&s->requests);
-        it.denied_expired = atomic_load(&s->denied_expired);
-        it.denied_forbidden = atomic_load(&s->denied_forbidden);
-        it.denied_rate = atomic_load(&s->denied_rate);
-        it.credits = atomic_load(&s->credits);
-        prev_used = atomic_load(&s->last_flushed);
-        deltas[n].requests = it.requests - atomic_load(&s->requests_flushed);
-        deltas[n].denied_expired = it.denied_expired - atomic_load(&s->denied_expired_flushed);
-        deltas[n].denied_forbidden =
-            it.denied_forbidden - atomic_load(&s->denied_forbidden_flushed);
-        deltas[n].denied_rate = it.denied_rate - atomic_load(&s->denied_rate_flushed);
-        deltas[n].credits = it.credits - atomic_load(&s->credits_flushed);
-        /* Charges made since the last flush count in the period holding
-         * now: across a day or month boundary, at most one flush interval
-         * of them lands in the new period. */
-        deltas[n].credits_period_start =
-            kg_keycache_period_start((enum kg_quota_period)atomic_load(&s->credits_period), now);
-        deltas[n].last_used_at = it.last_used > prev_used ? it.last_used : 0;
-        if (deltas[n].last_used_at == 0 && deltas[n].requests == 0 &&
-            deltas[n].denied_expired == 0 && deltas[n].denied_forbidden == 0 &&
-            deltas[n].denied_rate == 0 && deltas[n].credits == 0)
-            continue;
-        ids[n] = ((struct stat_node *)(void *)s)->id;
-        items[n] = it;
-        n++;
-    }
-    nu = user_deltas(kc, now, uids, udeltas, uitems);
-    if (n == 0 && nu == 0)
-        goto cleanup;
-    /* Keys and users in one transaction, each count read once above and
-     * marked flushed only after the commit: every charge reaches each row
-     * exactly once. Not always in the same transaction, though: the keys
-     * are read before the users while the request path keeps charging (key
-     * first, then user and tier), so a charge made between the two reads
-     * is in this transaction for the user and tier and in the next one for
-     * the key. A crash in between leaves the key behind its user by the
-     * charges of that moment; neither is ever charged twice. */
-    rc = kg_store_usage_add(st, ids, deltas, n, uids, udeltas, nu, now, err);
-    if (rc != KG_OK) {
-        /* Listed again: the next flush retries them. */
-        for (size_t i = 0; i < n; i++)
-            mark_dirty(items[i].stat);
-        goto cleanup;
-    }
-    for (size_t i = 0; i < nu; i++) {
-        struct kg_userstat *u = uitems[i].stat;
-
-        mirror_commit(&u->credits.stored, &u->credits.stored_start, &u->credits.flushed,
-                      udeltas[i].credits, udeltas[i].credits_period_start, uitems[i].credits);
-        mirror_commit(&u->tier.stored, &u->tier.stored_start, &u->tier.flushed, udeltas[i].tier,
-                      udeltas[i].tier_period_start, uitems[i].tier);
-    }
-    for (size_t i = 0; i < n; i++) {
-        struct kg_keystat *s = items[i].stat;
-
-        mirror_commit(&s->credits_stored, &s->credits_stored_start, &s->credits_flushed,
-                      deltas[i].credits, deltas[i].credits_period_start, items[i].credits);
-        if (items[i].last_used > atomic_load(&s->last_flushed))
-            atomic_store(&s->last_flushed, items[i].last_used);
-        atomic_store(&s->requests_flushed, items[i].requests);
-        atomic_store(&s->denied_expired_flushed, items[i].denied_expired);
-        atomic_store(&s->denied_forbidden_flushed, items[i].denied_forbidden);
-        atomic_store(&s->denied_rate_flushed, items[i].denied_rate);
-    }
-    if (flushed != NULL)
-        *flushed = n;
-cleanup:
-    pthread_mutex_unlock(&kc->load_mu);
-    free(ids);
-    free(deltas);
-    free(items);
-    free(uids);
-    free(udeltas);
-    free(uitems);
-    return rc;
-}
-
 /* The stat record for id, or NULL when this process never loaded the key.
  * Caller holds load_mu. */
-static struct kg_keystat *
-stat_find(const struct kg_keycache *kc, const char *id)
+struct kg_keystat *
+kg_keycache_stat_find(const struct kg_keycache *kc, const char *id)
 {
     size_t mask = kc->stats_cap - 1;
 
     if (kc->stats_cap == 0)
         return NULL;
-    for (size_t i = str_hash(id) & mask; kc->stats[i].id != NULL; i = (i + 1) & mask)
-        if (strcmp(kc->stats[i].id, id) == 0)
-            return kc->stats[i].stat;
+    for (size_t i = str_hash(id) & mask; kc->stats[i] != NULL; i = (i + 1) & mask)
+        if (strcmp(kc->stats[i]->id, id) == 0)
+            return &kc->stats[i]->stat;
     return NULL;
-}
-
-enum kg_status
-kg_keycache_usage(struct kg_keycache *kc, struct kg_store *st, const char *id,
-                  struct kg_key_usage *out, struct kg_err *err)
-{
-    struct kg_keystat *s;
-    enum kg_status rc;
-
-    pthread_mutex_lock(&kc->load_mu);
-    rc = kg_store_key_usage_get(st, id, out, err);
-    if (rc != KG_OK)
-        goto cleanup;
-    s = stat_find(kc, id);
-    if (s != NULL) {
-        int64_t used = atomic_load(&s->last_used);
-
-        out->requests += atomic_load(&s->requests) - atomic_load(&s->requests_flushed);
-        out->denied_expired +=
-            atomic_load(&s->denied_expired) - atomic_load(&s->denied_expired_flushed);
-        out->denied_forbidden +=
-            atomic_load(&s->denied_forbidden) - atomic_load(&s->denied_forbidden_flushed);
-        out->denied_rate += atomic_load(&s->denied_rate) - atomic_load(&s->denied_rate_flushed);
-        if (used > out->last_used_at)
-            out->last_used_at = used;
-    }
-cleanup:
-    pthread_mutex_unlock(&kc->load_mu);
-    return rc;
 }
 
 struct kg_limiter *

@@ -3,6 +3,7 @@
  * beyond its digest. */
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -31,6 +32,7 @@ struct kg_keyindex {
     _Atomic size_t n;
     size_t tombs;
     _Atomic int64_t synced_ms;
+    void (*drop)(struct kg_keyent *); /* frees an entry */
     /* Retired since the last publish (writer only). */
     void **pending;
     size_t npending, pending_cap;
@@ -73,7 +75,7 @@ gen_new(struct kg_keyindex *ix)
 }
 
 enum kg_status
-kg_keyindex_new(struct kg_keyindex **out)
+kg_keyindex_new(void (*drop)(struct kg_keyent *), struct kg_keyindex **out)
 {
     struct kg_keyindex *ix = calloc(1, sizeof(*ix));
 
@@ -88,16 +90,27 @@ kg_keyindex_new(struct kg_keyindex **out)
         free(ix);
         return KG_ENOMEM;
     }
+    ix->drop = drop;
     pthread_mutex_init(&ix->swap_mu, NULL);
     *out = ix;
     return KG_OK;
 }
 
+/* Retired entries are tagged in the low bit (they are at least 8-byte
+ * aligned), to be freed through ix->drop; slot arrays are not. */
+#define ENT_TAG ((uintptr_t)1)
+
 static void
-free_list(void **list, size_t n)
+free_list(struct kg_keyindex *ix, void **list, size_t n)
 {
-    for (size_t i = 0; i < n; i++)
-        free(list[i]);
+    for (size_t i = 0; i < n; i++) {
+        uintptr_t p = (uintptr_t)list[i];
+
+        if ((p & ENT_TAG) != 0)
+            ix->drop((struct kg_keyent *)(p & ~ENT_TAG));
+        else
+            free(list[i]);
+    }
     free(list);
 }
 
@@ -111,7 +124,7 @@ kg_keyindex_release(const struct kg_keysnap *csnap)
     while (g != NULL && atomic_fetch_sub_explicit(&g->refs, 1, memory_order_acq_rel) == 1) {
         struct kg_keysnap *next = g->next;
 
-        free_list(g->retired, g->nretired);
+        free_list(g->ix, g->retired, g->nretired);
         free(g);
         g = next;
     }
@@ -125,13 +138,13 @@ kg_keyindex_free(struct kg_keyindex *ix)
     if (ix == NULL)
         return;
     kg_keyindex_release(ix->cur);
-    free_list(ix->pending, ix->npending);
+    free_list(ix, ix->pending, ix->npending);
     s = atomic_load(&ix->slots);
     for (size_t i = 0; i < s->cap; i++) {
         struct kg_keyent *e = atomic_load_explicit(&s->s[i], memory_order_relaxed);
 
         if (e != NULL && e != TOMB)
-            free(e);
+            ix->drop(e);
     }
     free(s);
     pthread_mutex_destroy(&ix->swap_mu);
@@ -259,6 +272,17 @@ regrow(struct kg_keyindex *ix, size_t want)
 }
 
 enum kg_status
+kg_keyindex_reserve(struct kg_keyindex *ix, size_t n)
+{
+    struct slots *s = atomic_load_explicit(&ix->slots, memory_order_relaxed);
+
+    if ((n + ix->tombs + 1) * 4 <= s->cap * 3)
+        return KG_OK;
+    /* regrow() keeps the table at most half full: room for n. */
+    return regrow(ix, n);
+}
+
+enum kg_status
 kg_keyindex_put(struct kg_keyindex *ix, struct kg_keyent *ent)
 {
     struct slots *s = atomic_load_explicit(&ix->slots, memory_order_relaxed);
@@ -269,7 +293,7 @@ kg_keyindex_put(struct kg_keyindex *ix, struct kg_keyent *ent)
      * always meets an empty slot. */
     if ((n + ix->tombs + 1) * 4 > s->cap * 3) {
         if (regrow(ix, n + 1) != KG_OK) {
-            free(ent);
+            ix->drop(ent);
             return KG_ENOMEM;
         }
         s = atomic_load_explicit(&ix->slots, memory_order_relaxed);
@@ -285,8 +309,8 @@ kg_keyindex_put(struct kg_keyindex *ix, struct kg_keyent *ent)
             continue;
         }
         if (memcmp(e->digest, ent->digest, KG_DIGEST_BYTES) == 0) {
-            if (!retire(ix, e)) {
-                free(ent);
+            if (!retire(ix, (void *)((uintptr_t)e | ENT_TAG))) {
+                ix->drop(ent);
                 return KG_ENOMEM;
             }
             atomic_store_explicit(&s->s[i], ent, memory_order_release);
@@ -312,7 +336,7 @@ remove_at(struct kg_keyindex *ix, struct slots *s, size_t i)
     atomic_fetch_sub_explicit(&ix->n, 1, memory_order_relaxed);
     /* Out of memory for the list: leak the entry rather than free it
      * under a reader. */
-    (void)retire(ix, e);
+    (void)retire(ix, (void *)((uintptr_t)e | ENT_TAG));
 }
 
 bool

@@ -18,6 +18,7 @@
 #include "keygate/keyfmt.h"
 #include "keygate/keys.h"
 #include "keygate/output.h"
+#include "keygate/quota.h"
 #include "keygate/timeutil.h"
 
 static const char create_usage[] =
@@ -432,7 +433,7 @@ print_key_fields(const struct kg_key_rec *rec, enum kg_key_state state, int64_t 
     else
         snprintf(rate, sizeof(rate), "%s", rec->rate);
     credits =
-        kg_keycache_stored_used(rec->quota_period, rec->quota_used, rec->quota_period_start, now);
+        kg_quota_stored_used(rec->quota_period, rec->quota_used, rec->quota_period_start, now);
     if (rec->quota_limit < 0)
         snprintf(quota, sizeof(quota), "unlimited (used %" PRId64 ")", credits);
     else

@@ -14,6 +14,7 @@
 #include "keygate/keycache.h"
 #include "keygate/keyfmt.h"
 #include "keygate/output.h"
+#include "keygate/quota.h"
 #include "keygate/timeutil.h"
 
 const char *

@@ -1,7 +1,7 @@
 /* daemon/serve.c - the daemon's life, and the one place that wires every
  * module together (which is why it sits above server/, http/, auth/ and
  * proxy/ rather than in one of them): startup order (config -> store ->
- * secret -> key cache -> worker -> listeners -> loops -> admin listener),
+ * secret -> admin listener -> key cache load -> worker -> listeners -> loops),
  * the main thread's duties (signals, reloading the config on SIGHUP,
  * noticing key changes made by other processes, writing last-used times
  * once a second) and the drain on SIGTERM. Requests are never handled on
@@ -26,6 +26,7 @@
 #include "keygate/front.h"
 #include "keygate/instance.h"
 #include "keygate/keywatch.h"
+#include "keygate/limiter.h"
 #include "keygate/log.h"
 #include "keygate/loop.h"
 #include "keygate/reload.h"
@@ -77,6 +78,9 @@ workers_for(const struct kg_config *cfg)
     return n > KG_MAX_WORKERS ? KG_MAX_WORKERS : (int)n;
 }
 
+/* Busy buckets the in-process limiter holds (16 bytes each: 1 MiB). */
+#define LIMITER_BUCKETS ((size_t)1 << 16)
+
 struct daemon_state {
     const char *config_path; /* what SIGHUP reads again; NULL: defaults and environment */
     /* inst->cfg is the startup config, held (kg_cfgswap) until exit: the
@@ -87,6 +91,7 @@ struct daemon_state {
     struct kg_loop *loops[KG_MAX_WORKERS];
     int nloops;
     struct kg_admin *admin;
+    struct kg_limiter *limiter; /* every key's and user's rate buckets, handed to the key cache */
     int64_t version; /* data_version the current key snapshot was loaded at */
 };
 
@@ -154,7 +159,7 @@ static enum kg_status
 start_loops(struct daemon_state *ds, struct kg_err *err)
 {
     const struct kg_config *cfg = ds->inst->cfg;
-    struct sockaddr_storage pub, adm;
+    struct sockaddr_storage pub;
     struct MHD_Daemon *d = NULL;
     enum kg_status rc;
     int n = workers_for(cfg);
@@ -162,11 +167,6 @@ start_loops(struct daemon_state *ds, struct kg_err *err)
     rc = kg_front_parse_addr(cfg->listen, &pub, err);
     if (rc != KG_OK)
         return rc;
-    if (strcmp(cfg->admin_listen, "off") != 0) {
-        rc = kg_front_parse_addr(cfg->admin_listen, &adm, err);
-        if (rc != KG_OK)
-            return rc;
-    }
     for (int i = 0; i < n; i++) {
         rc = kg_loop_new(&ds->rt, &ds->loops[i], err);
         if (rc != KG_OK)
@@ -197,10 +197,26 @@ start_loops(struct daemon_state *ds, struct kg_err *err)
         if (rc != KG_OK)
             return rc;
     }
-    /* The admin listener runs on its own thread: its calls block on the store. */
-    if (strcmp(cfg->admin_listen, "off") != 0)
-        return kg_admin_start(&ds->rt, &adm, &ds->admin, err);
     return KG_OK;
+}
+
+/* The admin listener runs on its own thread: its calls block on the store.
+ * Started before the keys are loaded, so that /livez answers and /readyz
+ * says why it is not ready yet (rt->ready is still false: admin.c answers
+ * every other call 503 until then). */
+static enum kg_status
+start_admin(struct daemon_state *ds, struct kg_err *err)
+{
+    const struct kg_config *cfg = ds->inst->cfg;
+    struct sockaddr_storage adm;
+    enum kg_status rc;
+
+    if (strcmp(cfg->admin_listen, "off") == 0)
+        return KG_OK;
+    rc = kg_front_parse_addr(cfg->admin_listen, &adm, err);
+    if (rc != KG_OK)
+        return rc;
+    return kg_admin_start(&ds->rt, &adm, &ds->admin, err);
 }
 
 /* Applies the changes another process (the CLI) made to the key cache:
@@ -513,8 +529,20 @@ kg_serve_main(int argc, char **argv)
         kg_log_error("store: %s", err.msg);
         goto cleanup;
     }
-    if (kg_keycache_new(&ds.rt.keys) != KG_OK ||
-        kg_keycache_reload(ds.rt.keys, ds.inst->store, kg_time_now(), &err) != KG_OK) {
+    if (kg_limiter_new_local(LIMITER_BUCKETS, &ds.limiter, NULL) != KG_OK ||
+        kg_keycache_new(ds.limiter, &ds.rt.keys) != KG_OK) {
+        kg_log_error("out of memory");
+        goto cleanup;
+    }
+    /* The admin listener before the load (its /readyz says "loading keys"),
+     * the public one after it: no request is decided from a partial cache. */
+    if (kg_tls_new(ds.inst->cfg, &ds.rt.tls, &err) != KG_OK ||
+        start_auth_throttle(&ds, &err) != KG_OK || kg_connlimit_new(&ds.rt.per_ip, &err) != KG_OK ||
+        start_admin(&ds, &err) != KG_OK) {
+        kg_log_error("%s", err.msg);
+        goto cleanup;
+    }
+    if (kg_keycache_reload(ds.rt.keys, ds.inst->store, kg_time_now(), &err) != KG_OK) {
         kg_log_error("loading keys: %s", err.msg[0] != '\0' ? err.msg : "out of memory");
         goto cleanup;
     }
@@ -527,9 +555,7 @@ kg_serve_main(int argc, char **argv)
         kg_log_error("%s", err.msg);
         goto cleanup;
     }
-    if (kg_tls_new(ds.inst->cfg, &ds.rt.tls, &err) != KG_OK ||
-        start_auth_throttle(&ds, &err) != KG_OK || start_signup(&ds, &err) != KG_OK ||
-        kg_connlimit_new(&ds.rt.per_ip, &err) != KG_OK || start_loops(&ds, &err) != KG_OK) {
+    if (start_signup(&ds, &err) != KG_OK || start_loops(&ds, &err) != KG_OK) {
         kg_log_error("%s", err.msg);
         goto cleanup;
     }
@@ -575,6 +601,7 @@ cleanup:
     kg_throttle_free(ds.rt.auth_failures);
     kg_throttle_free(ds.rt.auth_cooldown);
     kg_keycache_free(ds.rt.keys);
+    kg_limiter_free(ds.limiter);
     if (ds.inst != NULL) {
         kg_cfgswap_release(ds.inst->cfg); /* not the instance's to free any more */
         ds.inst->cfg = NULL;

@@ -20,6 +20,7 @@
 #include "keygate/json_io.h"
 #include "keygate/keycache.h"
 #include "keygate/keyfmt.h"
+#include "keygate/quota.h"
 #include "keygate/scope.h"
 #include "manage/manage_int.h"
 
@@ -525,13 +526,13 @@ kg_accounts_user_usage(const struct kg_keys_ctx *kc, const char *fence, const st
     if (rc != KG_OK)
         return rc;
     /* A count of an earlier period is history (the same rule as the cache). */
-    out->credits = kg_keycache_stored_used(u->quota_period, out->credits,
+    out->credits = kg_quota_stored_used(u->quota_period, out->credits,
                                            out->credits_period_start, now);
     tier = kc->cfg != NULL ? kg_config_tier(kc->cfg, u->tier) : NULL;
     /* Without a tier quota nothing counts (a quota removed from the config
      * leaves its last count in the store): 0, as for a user never charged. */
     if (tier == NULL || tier->quota_period == KG_QUOTA_NONE ||
-        out->tier_period_start < kg_keycache_period_start(tier->quota_period, now)) {
+        out->tier_period_start < kg_quota_period_start(tier->quota_period, now)) {
         out->tier = 0;
         out->tier_period_start = 0;
     }

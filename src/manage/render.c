@@ -10,8 +10,8 @@
 #include <string.h>
 
 #include "keygate/json_io.h"
-#include "keygate/keycache.h"
 #include "keygate/keyfmt.h"
+#include "keygate/quota.h"
 #include "keygate/render.h"
 #include "keygate/timeutil.h"
 
@@ -51,8 +51,8 @@ put_detail(json_t *o, const struct kg_key_rec *rec)
                rec->quota_limit >= 0 ? json_integer(rec->quota_limit) : json_null()) &&
            put(o, "quota_period", kg_json_io_str_or_null(rec->quota_period)) &&
            put(o, "quota_used",
-               json_integer(kg_keycache_stored_used(rec->quota_period, rec->quota_used,
-                                                    rec->quota_period_start, kg_time_now()))) &&
+               json_integer(kg_quota_stored_used(rec->quota_period, rec->quota_used,
+                                                 rec->quota_period_start, kg_time_now()))) &&
            put(o, "metadata", meta);
 }
 

@@ -1,11 +1,32 @@
 /* store/sqlite_changes.c - the change log of the SQLite backend
  * (sql/008_change_log.sql): its head, the rows after a position, and
- * trimming by age. The rows themselves are written by triggers in the
- * transaction of each change, never here. */
+ * trimming by age; and the key count a full load of the cache sizes by. The rows themselves are
+ * written by triggers in the transaction of each change, never here. */
 #include <stdio.h>
 #include <string.h>
 
 #include "store/sqlite_int.h"
+
+enum kg_status
+kg_sq_key_count(struct kg_store *st, size_t *n, struct kg_err *err)
+{
+    struct sqlite_store *s = kg_sq_from(st);
+    sqlite3_stmt *stmt = NULL;
+    enum kg_status rc;
+
+    rc = kg_sq_prepare(s, "SELECT COUNT(*) FROM keys", &stmt, "count the keys", err);
+    if (rc != KG_OK)
+        goto cleanup;
+    if (sqlite3_step(stmt) != SQLITE_ROW) {
+        rc = kg_sq_fail(s, "count the keys", err);
+        goto cleanup;
+    }
+    *n = (size_t)sqlite3_column_int64(stmt, 0);
+
+cleanup:
+    sqlite3_finalize(stmt);
+    return rc;
+}
 
 enum kg_status
 kg_sq_change_head(struct kg_store *st, int64_t *last, int64_t *trimmed, struct kg_err *err)

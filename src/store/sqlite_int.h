@@ -44,6 +44,7 @@ enum kg_status kg_sq_read_int(struct sqlite_store *s, const char *sql, int64_t *
                               const char *what, struct kg_err *err);
 
 /* sqlite_changes.c: the change log (sql/008_change_log.sql). */
+enum kg_status kg_sq_key_count(struct kg_store *st, size_t *n, struct kg_err *err);
 enum kg_status kg_sq_change_head(struct kg_store *st, int64_t *last, int64_t *trimmed,
                                  struct kg_err *err);
 enum kg_status kg_sq_change_each(struct kg_store *st, int64_t after, size_t limit,
@@ -57,7 +58,7 @@ int64_t kg_sq_col_int_or(sqlite3_stmt *stmt, int col, int64_t if_null);
 
 /* SQL for the start (Unix seconds) of the UTC day or month holding the
  * integer parameter now when the text p is 'day' or 'month', else 0: the
- * arithmetic of kg_keycache_period_start() for the update statements. */
+ * arithmetic of kg_quota_period_start() for the update statements. */
 #define KG_SQ_PERIOD_START(p, now)                                                                 \
     "(CASE " p " WHEN 'day' THEN " now " - " now " % 86400"                                        \
     " WHEN 'month' THEN CAST(strftime('%s', " now ", 'unixepoch', 'start of month') AS INTEGER)"   \

@@ -589,6 +589,14 @@ kg_store_key_each_owner_of(struct kg_store *st, enum kg_change_object of, const 
 }
 
 enum kg_status
+kg_store_key_count(struct kg_store *st, size_t *n, struct kg_err *err)
+{
+    if (st == NULL || n == NULL)
+        return kg_err_set(err, KG_EINVAL, "key count: missing argument");
+    return st->ops->key_count(st, n, err);
+}
+
+enum kg_status
 kg_store_change_head(struct kg_store *st, int64_t *last, int64_t *trimmed, struct kg_err *err)
 {
     if (st == NULL || last == NULL || trimmed == NULL)

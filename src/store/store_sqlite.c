@@ -919,6 +919,7 @@ const struct kg_store_ops kg_store_sqlite_ops = {
     .data_version = sqlite_data_version,
     .key_known = sqlite_key_known,
     .change_head = kg_sq_change_head,
+    .key_count = kg_sq_key_count,
     .change_each = kg_sq_change_each,
     .change_trim = kg_sq_change_trim,
     .set_durable = sqlite_set_durable,

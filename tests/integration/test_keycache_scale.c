@@ -3,7 +3,8 @@
  * deltas, not rebuilds. A key made with the CLI works on its first
  * request, a revocation made with the CLI is enforced within 1 s, and
  * requests on other keys keep being answered without a stall longer than
- * 50 ms meanwhile.
+ * 50 ms meanwhile. While the 200,000 keys load at start, /readyz says so
+ * (503) and the public port accepts nothing.
  *
  * The 200,000 keys are written straight into the store with one SQL
  * statement (random digests: nobody sends them), which takes a second or
@@ -21,6 +22,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include <curl/curl.h>
 #include <sqlite3.h>
@@ -205,11 +211,92 @@ test_cli_changes_reach_a_200000_key_cache_at_once_without_a_stall(void **state)
     kt_daemon_free(d);
 }
 
+/* What a client sees while the daemon starts: /readyz on the admin port,
+ * then a connect to the public port, over and over. */
+struct watch {
+    char readyz[256];
+    int port;
+    _Atomic bool stop;
+    pthread_t thread;
+    bool saw_loading;  /* a 503 that said "loading keys" */
+    bool early_accept; /* the public port took a connection, then /readyz said "loading keys" */
+    long rounds;
+};
+
+static bool
+public_accepts(int port)
+{
+    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+    int fd = socket(AF_INET, SOCK_STREAM, 0);
+    bool ok;
+
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ok = fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof(a)) == 0;
+    if (fd >= 0)
+        close(fd);
+    return ok;
+}
+
+static void *
+watch_run(void *arg)
+{
+    struct watch *w = arg;
+
+    while (!atomic_load(&w->stop)) {
+        struct kt_http_req req = {.url = w->readyz, .timeout_ms = 1000};
+        struct kt_http_resp r = {0};
+        bool accepted = public_accepts(w->port);
+        bool loading = kt_http_do(&req, &r) && r.status == 503 && r.body != NULL &&
+                       strstr(r.body, "\"reason\":\"loading keys\"") != NULL;
+
+        kt_http_resp_cleanup(&r);
+        w->saw_loading = w->saw_loading || loading;
+        /* The connect came first: a public listener open while the keys
+         * were still loading. */
+        w->early_accept = w->early_accept || (accepted && loading);
+        w->rounds++;
+        kt_sleep_ms(5);
+    }
+    return NULL;
+}
+
+/* The admin listener answers while the keys load (/livez 200, /readyz 503
+ * "loading keys"); the public listener accepts nothing before the load. */
+static void
+test_readyz_says_loading_keys_and_the_public_port_waits_for_the_load(void **state)
+{
+    struct kt_daemon *d;
+    struct kt_key early = {0};
+    struct watch w = {0};
+
+    (void)state;
+    d = kt_daemon_new("upstream http://127.0.0.1:9\nworkers 1\nauth_throttle off\n");
+    assert_non_null(d);
+    assert_true(kt_daemon_create_key(d, "early", NULL, NULL, &early));
+    seed_bulk(d);
+    snprintf(w.readyz, sizeof(w.readyz), "%s", kt_daemon_admin_url(d, "/readyz"));
+    w.port = kt_daemon_port(d);
+    assert_int_equal(pthread_create(&w.thread, NULL, watch_run, &w), 0);
+    assert_true(kt_daemon_start(d));
+    atomic_store(&w.stop, true);
+    pthread_join(w.thread, NULL);
+    fprintf(stderr, "start watched for %ld rounds: loading seen %d, early accept %d\n", w.rounds,
+            (int)w.saw_loading, (int)w.early_accept);
+    assert_true(w.saw_loading);
+    assert_false(w.early_accept);
+    assert_int_equal(health(d, early.key), 200);
+
+    kt_key_cleanup(&early);
+    assert_int_equal(kt_daemon_stop(d), 0);
+    kt_daemon_free(d);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_cli_changes_reach_a_200000_key_cache_at_once_without_a_stall),
+        cmocka_unit_test(test_readyz_says_loading_keys_and_the_public_port_waits_for_the_load),
     };
     int rc;
 

@@ -18,6 +18,7 @@
 #include <gnutls/x509.h>
 #include <sodium.h>
 
+#include "keygate/limiter.h"
 #include "unit/fixture.h"
 
 static const char *const env_names[] = {
@@ -155,7 +156,9 @@ kg_fx_cache_setup(void **state)
         fprintf(stderr, "kg_store_open: %s\n", err.msg);
         return -1;
     }
-    return kg_keycache_new(&f->kc) == KG_OK ? 0 : -1;
+    if (kg_limiter_new_local(1024, &f->lim, &err) != KG_OK)
+        return -1;
+    return kg_keycache_new(f->lim, &f->kc) == KG_OK ? 0 : -1;
 }
 
 int
@@ -164,6 +167,7 @@ kg_fx_cache_teardown(void **state)
     struct kg_fx_cache *f = *state;
 
     kg_keycache_free(f->kc);
+    kg_limiter_free(f->lim);
     kg_store_close(f->st);
     kg_fx_rmtree(f->dir);
     free(f);

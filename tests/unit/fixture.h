@@ -65,6 +65,7 @@ struct kg_fx_cache {
     char dir[KG_FX_DIR_MAX];
     char path[128];
     struct kg_store *st;
+    struct kg_limiter *lim; /* handed to kc */
     struct kg_keycache *kc;
 };
 

@@ -1,7 +1,7 @@
 /* tests/unit/auth/test_credits.c - per-key credits (issue 5, item 4): the
- * `cost` rules (kg_scope_cost over a loaded config), the refill period
- * arithmetic (kg_keycache_period_start), and the charge / check / flush
- * arithmetic of src/auth/keycache.c over the SQLite store in a fresh
+ * `cost` rules (kg_scope_cost over a loaded config) and the charge /
+ * check / flush of src/auth/keycache.c (the arithmetic alone is
+ * tests/unit/limit/test_quota.c) over the SQLite store in a fresh
  * temporary directory per test: charges are deltas added to quota_used
  * once, after the commit, and a later refill period starts them again. */
 #include <setjmp.h>
@@ -144,23 +144,6 @@ test_bad_cost_lines_are_refused(void **state)
 }
 
 static void
-test_refill_periods_start_at_the_utc_day_and_month(void **state)
-{
-    (void)state;
-    /* 2027-01-15T08:00:00Z */
-    assert_int_equal(kg_keycache_period_start(KG_QUOTA_NONE, 1800000000), 0);
-    assert_int_equal(kg_keycache_period_start(KG_QUOTA_DAY, 1800000000), 1799971200);
-    assert_int_equal(kg_keycache_period_start(KG_QUOTA_MONTH, 1800000000), 1798761600);
-    /* 2024-02-29T23:59:59Z: a leap day, then the first second of March. */
-    assert_int_equal(kg_keycache_period_start(KG_QUOTA_MONTH, 1709251199), 1706745600);
-    assert_int_equal(kg_keycache_period_start(KG_QUOTA_MONTH, 1709251200), 1709251200);
-    /* 2026-12-31T12:00:00Z and the epoch. */
-    assert_int_equal(kg_keycache_period_start(KG_QUOTA_MONTH, 1798718400), 1796083200);
-    assert_int_equal(kg_keycache_period_start(KG_QUOTA_MONTH, 0), 0);
-    assert_int_equal(kg_keycache_period_start(KG_QUOTA_DAY, 86399), 0);
-}
-
-static void
 test_charges_are_checked_then_flushed_once(void **state)
 {
     struct kg_fx_cache *f = *state;
@@ -174,7 +157,7 @@ test_charges_are_checked_then_flushed_once(void **state)
     assert_true(kg_keycache_credits_allow(ent, 5, now));
     assert_false(kg_keycache_credits_allow(ent, 6, now));
     kg_keycache_charge(ent->stat, 3);
-    assert_int_equal(kg_keycache_credits_used(ent->stat, ent->quota_period, now), 3);
+    assert_int_equal(kg_quota_used(&ent->stat->credits, ent->quota_period, now), 3);
     assert_true(kg_keycache_credits_allow(ent, 2, now));
     assert_false(kg_keycache_credits_allow(ent, 3, now));
     kg_keycache_release(snap);
@@ -190,13 +173,13 @@ test_charges_are_checked_then_flushed_once(void **state)
     kg_keycache_release(snap);
     reload(f);
     ent = find(f, "key_a", &snap);
-    assert_int_equal(kg_keycache_credits_used(ent->stat, ent->quota_period, now), 4);
+    assert_int_equal(kg_quota_used(&ent->stat->credits, ent->quota_period, now), 4);
     kg_keycache_release(snap);
     flush_ok(f);
     assert_int_equal(stored_used(f, "key_a"), 4);
     reload(f);
     ent = find(f, "key_a", &snap);
-    assert_int_equal(kg_keycache_credits_used(ent->stat, ent->quota_period, now), 4);
+    assert_int_equal(kg_quota_used(&ent->stat->credits, ent->quota_period, now), 4);
     assert_true(kg_keycache_credits_allow(ent, 1, now));
     assert_false(kg_keycache_credits_allow(ent, 2, now));
     kg_keycache_release(snap);
@@ -239,7 +222,7 @@ test_a_new_refill_period_starts_the_credits_again(void **state)
     raw_exec(f->path, "UPDATE keys SET quota_used = 10, quota_period_start = 86400");
     reload(f);
     ent = find(f, "key_d", &snap);
-    assert_int_equal(kg_keycache_credits_used(ent->stat, ent->quota_period, now), 0);
+    assert_int_equal(kg_quota_used(&ent->stat->credits, ent->quota_period, now), 0);
     assert_true(kg_keycache_credits_allow(ent, 10, now));
     kg_keycache_charge(ent->stat, 4);
     kg_keycache_release(snap);
@@ -247,9 +230,9 @@ test_a_new_refill_period_starts_the_credits_again(void **state)
     assert_int_equal(stored_used(f, "key_d"), 4);
 
     ent = find(f, "key_d", &snap);
-    assert_int_equal(kg_keycache_credits_used(ent->stat, ent->quota_period, now), 4);
+    assert_int_equal(kg_quota_used(&ent->stat->credits, ent->quota_period, now), 4);
     /* Two days on, what was stored today no longer counts. */
-    assert_int_equal(kg_keycache_credits_used(ent->stat, ent->quota_period, now + 2 * 86400), 0);
+    assert_int_equal(kg_quota_used(&ent->stat->credits, ent->quota_period, now + 2 * 86400), 0);
     kg_keycache_release(snap);
 }
 
@@ -297,7 +280,7 @@ test_a_count_without_a_start_under_a_refill_is_history(void **state)
     raw_exec(f->path, "UPDATE keys SET quota_used = 10, quota_period = 'month'");
     reload(f);
     ent = find(f, "key_m", &snap);
-    assert_int_equal(kg_keycache_credits_used(ent->stat, ent->quota_period, now), 0);
+    assert_int_equal(kg_quota_used(&ent->stat->credits, ent->quota_period, now), 0);
     assert_true(kg_keycache_credits_allow(ent, 10, now));
     kg_keycache_charge(ent->stat, 1);
     kg_keycache_release(snap);
@@ -306,8 +289,8 @@ test_a_count_without_a_start_under_a_refill_is_history(void **state)
         fail_msg("reading key_m should succeed: %s", err.msg);
     assert_int_equal(rec.quota_used, 1);
     /* flush_ok's clock may have passed a month boundary since now: either start. */
-    assert_true(rec.quota_period_start == kg_keycache_period_start(KG_QUOTA_MONTH, now) ||
-                rec.quota_period_start == kg_keycache_period_start(KG_QUOTA_MONTH, kg_time_now()));
+    assert_true(rec.quota_period_start == kg_quota_period_start(KG_QUOTA_MONTH, now) ||
+                rec.quota_period_start == kg_quota_period_start(KG_QUOTA_MONTH, kg_time_now()));
 }
 
 /* An audit entry at the given time: the store moves refill periods by it.
@@ -351,7 +334,7 @@ test_credits_used_up_before_a_refill_was_set_come_back_at_the_next_period(void *
     struct kg_fx_cache *f = *state;
     const struct kg_keysnap *snap;
     const struct kg_keyent *ent;
-    int64_t day = kg_keycache_period_start(KG_QUOTA_DAY, kg_time_now());
+    int64_t day = kg_quota_period_start(KG_QUOTA_DAY, kg_time_now());
     int64_t at = day + 3600;
 
     insert_key(f, "key_b", 10, "");
@@ -364,7 +347,7 @@ test_credits_used_up_before_a_refill_was_set_come_back_at_the_next_period(void *
     reload(f);
     ent = find(f, "key_b", &snap);
     /* Used up stays used up for the rest of the day the refill was set... */
-    assert_int_equal(kg_keycache_credits_used(ent->stat, ent->quota_period, at), 10);
+    assert_int_equal(kg_quota_used(&ent->stat->credits, ent->quota_period, at), 10);
     assert_false(kg_keycache_credits_allow(ent, 1, at));
     assert_false(kg_keycache_credits_allow(ent, 1, day + 86399));
     /* ...and the next UTC day the credits are whole again. */
@@ -380,10 +363,10 @@ test_a_changed_refill_keeps_what_the_current_period_used(void **state)
     struct kg_fx_cache *f = *state;
     const struct kg_keysnap *snap;
     const struct kg_keyent *ent;
-    int64_t day = kg_keycache_period_start(KG_QUOTA_DAY, kg_time_now());
+    int64_t day = kg_quota_period_start(KG_QUOTA_DAY, kg_time_now());
     int64_t at = day + 3600;
-    int64_t next_month = kg_keycache_period_start(
-        KG_QUOTA_MONTH, kg_keycache_period_start(KG_QUOTA_MONTH, at) + 32 * 86400);
+    int64_t next_month = kg_quota_period_start(
+        KG_QUOTA_MONTH, kg_quota_period_start(KG_QUOTA_MONTH, at) + 32 * 86400);
     char sql[160];
 
     /* Used up today under a daily refill, then made monthly: still used up
@@ -468,8 +451,8 @@ test_a_users_credits_are_shared_by_its_keys_and_the_stricter_limit_decides(void 
     k1 = find(f, "key_1", &snap);
     kg_keycache_release(snap); /* the snapshot is current: k1 stays valid under k2's */
     k2 = find(f, "key_2", &snap);
-    assert_true(k2->user_has_quota);
-    assert_ptr_equal(k1->ustat, k2->ustat);
+    assert_true(k2->owner->has_quota);
+    assert_ptr_equal(k1->owner->ustat, k2->owner->ustat);
     /* key_1 is held by its own 4, key_2 by the user's 6. */
     assert_true(kg_keycache_spend_allow(k1, NULL, 4, now));
     assert_false(kg_keycache_spend_allow(k1, NULL, 5, now));
@@ -493,7 +476,7 @@ test_a_users_credits_are_shared_by_its_keys_and_the_stricter_limit_decides(void 
     assert_int_equal(user_used(f, "key_2").credits, 6);
     reload(f);
     k1 = find(f, "key_1", &snap);
-    assert_int_equal(kg_keycache_meter_used(&k1->ustat->credits, KG_QUOTA_NONE, now), 6);
+    assert_int_equal(kg_quota_used(&k1->owner->ustat->credits, KG_QUOTA_NONE, now), 6);
     assert_false(kg_keycache_spend_allow(k1, NULL, 1, now));
     kg_keycache_release(snap);
 }
@@ -527,7 +510,7 @@ test_the_tier_quota_counts_per_user_and_a_refusal_charges_nothing(void **state)
     assert_false(kg_keycache_spend_allow(k2, tier, 3, now)); /* 3 + 3 > 5 */
     kg_keycache_charge(k2->stat, 2);
     assert_false(kg_keycache_spend_allow(k1, tier, 1, now));
-    assert_int_equal(kg_keycache_meter_used(&k1->ustat->tier, KG_QUOTA_DAY, now), 5);
+    assert_int_equal(kg_quota_used(&k1->owner->ustat->tier, KG_QUOTA_DAY, now), 5);
     kg_keycache_release(snap);
     /* Another user of the tier has a quota of its own. */
     k1 = find(f, "key_other", &snap);
@@ -537,9 +520,9 @@ test_the_tier_quota_counts_per_user_and_a_refusal_charges_nothing(void **state)
     flush_ok(f);
     assert_int_equal(user_used(f, "key_1").tier, 5);
     assert_true(user_used(f, "key_1").tier_period_start >=
-                kg_keycache_period_start(KG_QUOTA_DAY, now));
+                kg_quota_period_start(KG_QUOTA_DAY, now));
     /* A new process (a restart) reads the count back: still used up. */
-    assert_int_equal(kg_keycache_new(&again), KG_OK);
+    assert_int_equal(kg_keycache_new(NULL, &again), KG_OK);
     assert_int_equal(kg_keycache_reload(again, f->st, now, &err), KG_OK);
     {
         unsigned char digest[KG_DIGEST_BYTES];
@@ -621,7 +604,7 @@ test_a_user_who_spent_while_unlimited_gets_its_credits_at_the_next_period(void *
     struct kg_fx_cache *f = *state;
     const struct kg_keysnap *snap;
     const struct kg_keyent *k;
-    int64_t day = kg_keycache_period_start(KG_QUOTA_DAY, kg_time_now());
+    int64_t day = kg_quota_period_start(KG_QUOTA_DAY, kg_time_now());
     int64_t at = day + 3600;
     struct kg_audit_entry e;
     struct kg_key_rec rec;
@@ -688,34 +671,12 @@ test_a_request_that_costs_nothing_passes_every_limit_even_past_it(void **state)
     kg_config_free(cfg);
 }
 
-static void
-test_a_stored_count_of_an_ended_refill_period_shows_as_nothing_used(void **state)
-{
-    /* 2026-11-23T12:00:00Z; the day began at 1795392000, the month at 1793491200. */
-    const int64_t now = 1795435200, day = 1795392000, month = 1793491200;
-
-    (void)state;
-    assert_int_equal(kg_keycache_period_start(KG_QUOTA_DAY, now), day);
-    assert_int_equal(kg_keycache_period_start(KG_QUOTA_MONTH, now), month);
-    /* No refill: the count is the count, whatever its start. */
-    assert_int_equal(kg_keycache_stored_used("", 7, 0, now), 7);
-    /* This period's count stands; an earlier period's is history. */
-    assert_int_equal(kg_keycache_stored_used("day", 7, day, now), 7);
-    assert_int_equal(kg_keycache_stored_used("day", 7, day - 86400, now), 0);
-    assert_int_equal(kg_keycache_stored_used("month", 7, month, now), 7);
-    assert_int_equal(kg_keycache_stored_used("month", 7, day, now), 7);
-    assert_int_equal(kg_keycache_stored_used("month", 7, month - 1, now), 0);
-    assert_int_equal(kg_keycache_stored_used(NULL, 3, 0, now), 3);
-}
-
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_the_first_matching_cost_rule_wins_and_no_rule_costs_one),
         cmocka_unit_test(test_bad_cost_lines_are_refused),
-        cmocka_unit_test(test_refill_periods_start_at_the_utc_day_and_month),
-        cmocka_unit_test(test_a_stored_count_of_an_ended_refill_period_shows_as_nothing_used),
         cmocka_unit_test_setup_teardown(test_charges_are_checked_then_flushed_once,
                                         kg_fx_cache_setup, kg_fx_cache_teardown),
         cmocka_unit_test_setup_teardown(

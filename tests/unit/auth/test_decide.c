@@ -155,7 +155,7 @@ setup(void **state)
     snprintf(exact_text, sizeof(exact_text), "route_case sensitive\n%s", routes);
     if (kg_store_open(f->dbpath, &f->st, &err) != KG_OK ||
         kg_digest_secret_from_bytes(test_secret, &f->secret) != KG_OK ||
-        kg_keycache_new(&f->kc) != KG_OK || kg_fx_load_config(routes, &f->cfg) != 0 ||
+        kg_keycache_new(NULL, &f->kc) != KG_OK || kg_fx_load_config(routes, &f->cfg) != 0 ||
         kg_fx_load_config(strict_text, &f->strict) != 0 ||
         kg_fx_load_config(exact_text, &f->exact) != 0)
         return -1;

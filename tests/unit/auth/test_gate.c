@@ -24,6 +24,7 @@
 #include "keygate/digest.h"
 #include "keygate/gate.h"
 #include "keygate/keycache.h"
+#include "keygate/limiter.h"
 #include "keygate/keyfmt.h"
 #include "keygate/keywatch.h"
 #include "keygate/store.h"
@@ -45,6 +46,7 @@ struct fixture {
     char db[128];
     struct kg_store *st;
     struct kg_secret *secret;
+    struct kg_limiter *lim;
     struct kg_keycache *kc;
     struct kg_config *cfg; /* mode proxy */
     struct kg_config *fa;  /* mode forward_auth */
@@ -101,7 +103,8 @@ setup(void **state)
     snprintf(fa_text, sizeof(fa_text), "mode forward_auth\n%s", routes);
     if (kg_store_open(f->db, &f->st, &err) != KG_OK ||
         kg_digest_secret_from_bytes(test_secret, &f->secret) != KG_OK ||
-        kg_keycache_new(&f->kc) != KG_OK || kg_fx_load_config(routes, &f->cfg) != 0 ||
+        kg_limiter_new_local(1024, &f->lim, &err) != KG_OK ||
+        kg_keycache_new(f->lim, &f->kc) != KG_OK || kg_fx_load_config(routes, &f->cfg) != 0 ||
         kg_fx_load_config(fa_text, &f->fa) != 0)
         return -1;
     /* One failed authentication per minute, then a minute's cool-down. */
@@ -133,6 +136,7 @@ teardown(void **state)
     kg_throttle_free(f->failures);
     kg_throttle_free(f->cooldown);
     kg_keycache_free(f->kc);
+    kg_limiter_free(f->lim);
     kg_store_close(f->st);
     kg_digest_secret_free(f->secret);
     kg_config_free(f->cfg);
@@ -215,7 +219,7 @@ test_a_valid_key_is_proxied_with_its_charge_and_counted(void **state)
     assert_string_equal(adm.key_policy, "default");
     /* Counted as a request, charged only when the upstream answers 2xx. */
     assert_int_equal(atomic_load(&st->requests), 1);
-    assert_int_equal(atomic_load(&st->credits), 0);
+    assert_int_equal(atomic_load(&st->credits.charged), 0);
     assert_int_equal(atomic_load(&st->last_used), NOW);
     kg_gate_release(&adm);
     assert_null(adm.snap);
@@ -360,7 +364,7 @@ test_a_rate_refusal_spends_no_credit(void **state)
     assert_null(adm.charge_to);
     assert_int_equal(atomic_load(&st->requests), 1);
     assert_int_equal(atomic_load(&st->denied_rate), 1);
-    assert_int_equal(atomic_load(&st->credits), 1);
+    assert_int_equal(atomic_load(&st->credits.charged), 1);
     kg_gate_release(&adm);
 }
 
@@ -386,7 +390,7 @@ test_a_quota_refusal_spends_no_rate_token(void **state)
     assert_true(adm.rated);
     assert_int_equal(adm.lv.key.remaining, 1); /* read, not spent */
     assert_int_equal(atomic_load(&st->requests), 1); /* not counted either */
-    assert_int_equal(atomic_load(&st->credits), 1);
+    assert_int_equal(atomic_load(&st->credits.charged), 1);
     kg_gate_release(&adm);
 }
 
@@ -425,14 +429,14 @@ test_forward_auth_allows_and_charges_at_once(void **state)
     assert_int_equal(adm.outcome, KG_OUTCOME_ALLOWED);
     assert_non_null(adm.d.key);
     assert_null(adm.charge_to); /* no upstream status will come back */
-    assert_int_equal(atomic_load(&st->credits), 1);
+    assert_int_equal(atomic_load(&st->credits.charged), 1);
     assert_int_equal(atomic_load(&st->requests), 1);
     kg_gate_release(&adm);
 
     admit(f, f->fa, f->keys[K_READER], "POST", "/v1/items", "192.0.2.1", false, &adm);
     assert_int_equal(adm.action, KG_GATE_REFUSE);
     assert_int_equal(adm.d.verdict, KG_DENY_SCOPE);
-    assert_int_equal(atomic_load(&st->credits), 1);
+    assert_int_equal(atomic_load(&st->credits.charged), 1);
     kg_gate_release(&adm);
 }
 

@@ -93,6 +93,17 @@ head(struct kg_fx_cache *f)
     return last;
 }
 
+/* The owner record of key id's current entry (valid while the entry is:
+ * compared, not read, once the guard is gone). */
+static const struct kg_keyowner *
+entry_owner(struct kg_fx_cache *f, const char *id)
+{
+    struct kg_keyent e;
+
+    assert_true(cached(f, id, &e));
+    return e.owner;
+}
+
 static void
 test_a_key_created_after_the_load_arrives_as_a_delta(void **state)
 {
@@ -154,20 +165,34 @@ test_a_narrowed_role_reaches_every_key_of_the_user(void **state)
     struct kg_keyent e;
     struct kg_err err = {{0}};
 
+    const struct kg_keysnap *held;
+    const struct kg_keyowner *before;
+
     insert(f, "key_a", "acme");
     insert(f, "key_b", "acme");
     load(f);
     assert_true(cached(f, "key_a", &e));
-    assert_string_equal(e.role_str, "*");
+    assert_string_equal(e.owner->role_str, "*");
+    /* A request holding an entry from before the change. */
+    held = kg_keycache_acquire(f->kc);
+    before = kg_keysnap_find(held, e.digest)->owner;
     owner_of(f, "key_a", &u);
     snprintf(u.role, sizeof(u.role), "items:read");
     assert_int_equal(kg_store_user_update(f->st, &u, NULL, &err), KG_OK);
     sync_delta(f, NOW);
     assert_true(cached(f, "key_a", &e));
-    assert_string_equal(e.role_str, "items:read");
-    assert_false(e.role_all);
+    assert_string_equal(e.owner->role_str, "items:read");
+    assert_false(e.owner->role_all);
     assert_true(cached(f, "key_b", &e));
-    assert_string_equal(e.role_str, "items:read");
+    assert_string_equal(e.owner->role_str, "items:read");
+    /* One record for the user, made once and shared by both keys. */
+    assert_ptr_equal(entry_owner(f, "key_a"), entry_owner(f, "key_b"));
+    assert_ptr_not_equal(entry_owner(f, "key_a"), before);
+    /* The old record lives as long as an entry that points to it (ASan
+     * sees a use after free or a leak otherwise). */
+    assert_string_equal(before->role_str, "*");
+    assert_true(before->role_all);
+    kg_keycache_release(held);
 }
 
 static void

@@ -88,7 +88,7 @@ setup(void **state)
     snprintf(f->db, sizeof(f->db), "%s/keys.db", f->dir);
     if (kg_store_open(f->db, &f->st, &err) != KG_OK ||
         kg_digest_secret_from_bytes(test_secret, &f->secret) != KG_OK ||
-        kg_keycache_new(&f->cache) != KG_OK)
+        kg_keycache_new(NULL, &f->cache) != KG_OK)
         return -1;
     kg_digest_audit_key(f->secret, audit_key);
     kg_store_set_audit_key(f->st, audit_key);
@@ -202,13 +202,13 @@ test_an_entry_carries_its_owner_role_tier_and_admin_flag(void **state)
     assert_non_null(ent);
     assert_string_equal(ent->user_id, u.id);
     assert_string_equal(ent->tier, "gold");
-    assert_string_equal(ent->role_str, "read:*,write:items");
-    assert_int_equal(ent->nrole, 2);
-    assert_string_equal(ent->role[0], "read:*");
-    assert_string_equal(ent->role[1], "write:items");
-    assert_null(ent->role[2]);
-    assert_false(ent->role_all);
-    assert_false(ent->platform_admin);
+    assert_string_equal(ent->owner->role_str, "read:*,write:items");
+    assert_int_equal(ent->owner->nrole, 2);
+    assert_string_equal(ent->owner->role[0], "read:*");
+    assert_string_equal(ent->owner->role[1], "write:items");
+    assert_null(ent->owner->role[2]);
+    assert_false(ent->owner->role_all);
+    assert_false(ent->owner->platform_admin);
     kg_keycache_release(snap);
     kg_keys_key_free(key);
 }
@@ -349,7 +349,7 @@ test_grants_applies_the_same_intersection_for_admin_scopes(void **state)
     a = find(f, snap, ka);
     n = find(f, snap, kn);
     bare = find(f, snap, kb);
-    assert_true(a->role_all);
+    assert_true(a->owner->role_all);
     assert_true(kg_decide_grants(a, "keys:write"));
     assert_false(kg_decide_grants(a, "users:admin"));
     assert_true(kg_decide_grants(n, "keys:read"));

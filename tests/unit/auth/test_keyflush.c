@@ -1,5 +1,5 @@
-/* tests/unit/auth/test_keyusage.c - per-key usage counters: kg_keycache_count()
- * and kg_keycache_flush() (src/auth/keycache.c) over kg_store_key_usage_add()
+/* tests/unit/auth/test_keyflush.c - per-key usage counters: kg_keycache_count()
+ * and kg_keycache_flush() (src/auth/keyflush.c) over kg_store_key_usage_add()
  * and kg_store_key_usage_get() of the SQLite store, in a fresh temporary
  * directory per test. A flush or a batch is made to fail half-way with a
  * trigger (or a renamed table) set through a second connection, which is how
