@@ -69,18 +69,16 @@ mutation scope-wildcard src/auth/scope.c \
     'return strncmp(have, need, n - 2) == 0;' \
     'unit_auth_test_scope unit_auth_test_decide'
 mutation role-cap src/auth/decide.c \
-    'if (out->missing_scope == NULL && !ent->role_all)' \
-    'if (out->missing_scope == NULL && ent->role_all)' \
+    'if (out->missing_scope == NULL && !ent->owner->role_all)' \
+    'if (out->missing_scope == NULL && ent->owner->role_all)' \
     'unit_auth_test_decide unit_auth_test_roles integration_test_admin_api'
-mutation keycache-lookup src/auth/keycache.c \
-    'if (sodium_memcmp(snap->ents[slot - 1].digest, digest, KG_DIGEST_BYTES) == 0)' \
-    'if (sodium_memcmp(snap->ents[slot - 1].digest, digest, KG_DIGEST_BYTES / 2) == 0)' \
+mutation keycache-lookup src/auth/keyindex.c \
+    'if (e != TOMB && sodium_memcmp(e->digest, digest, KG_DIGEST_BYTES) == 0) {' \
+    'if (e != TOMB && sodium_memcmp(e->digest, digest, KG_DIGEST_BYTES / 2) == 0) {' \
     'unit_auth_test_keycache unit_auth_test_decide'
 mutation disabled-owner src/auth/keycache.c \
-    'if (owner->disabled)
-        return true;' \
-    'if (owner->disabled && false)
-        return true;' \
+    '|| owner->disabled) {' \
+    '|| (owner->disabled && false)) {' \
     'unit_auth_test_keycache integration_test_admin_api integration_test_cli_accounts'
 # ---- tenant fence and the admin API ----
 mutation tenant-fence-core src/manage/manage_int.h \
@@ -113,8 +111,8 @@ mutation connection-named src/proxy/headers.c \
     'return conn_tokens != NULL && in_token_list(name, conn_tokens) && false;' \
     'unit_proxy_test_headers integration_test_proxy'
 mutation credential-strip src/proxy/headers.c \
-    'if (!cfg->forward_credentials && kg_credential_is_cred_header(cfg, name, value))' \
-    'if (cfg->forward_credentials && kg_credential_is_cred_header(cfg, name, value))' \
+    'if (!cfg->forward_credentials && kg_credhdr_is_credential(cfg, name, value))' \
+    'if (cfg->forward_credentials && kg_credhdr_is_credential(cfg, name, value))' \
     'unit_proxy_test_headers integration_test_proxy integration_test_credentials'
 mutation forged-identity src/proxy/headers.c \
     'if (strncasecmp(name, "X-Keygate-", 10) == 0)' \
@@ -187,27 +185,25 @@ mutation gcra-compare src/limit/gcra.c \
     'bool allowed = next - now <= g->tau_ns;' \
     'bool allowed = next - now < g->tau_ns;' \
     'unit_limit_test_gcra unit_limit_test_limiter integration_test_ratelimit'
-mutation rate-limit-429 src/http/front.c \
-    '} else if (!lv.allowed) {' \
-    '} else if (!lv.allowed && false) {' \
-    'integration_test_ratelimit integration_test_proxy'
+mutation rate-limit-429 src/auth/gate.c \
+    '} else if (!out->lv.allowed) {' \
+    '} else if (!out->lv.allowed && false) {' \
+    'unit_auth_test_gate integration_test_ratelimit integration_test_proxy'
 mutation throttle-threshold src/limit/throttle.c \
     'allowed = over <= 0;' \
     'allowed = over <= t->period_ms;' \
     'unit_limit_test_throttle integration_test_throttle integration_test_signup'
-mutation throttle-cooling src/http/front.c \
-    'if (!kg_throttle_cooling(rt->auth_cooldown, ip, now_ms, &retry_ms))' \
-    'if (!kg_throttle_cooling(rt->auth_cooldown, ip, now_ms, &retry_ms) || true)' \
-    'integration_test_throttle'
+mutation throttle-cooling src/auth/gate.c \
+    'if (kg_throttle_cooling(env->auth_cooldown, in->client_ip, in->now_ms, &retry_ms)) {' \
+    'if (kg_throttle_cooling(env->auth_cooldown, in->client_ip, in->now_ms, &retry_ms) && false) {' \
+    'unit_auth_test_gate integration_test_throttle'
 mutation quota-boundary src/auth/keycache.c \
     '+ cost <= ent->quota_limit;' \
     '+ cost < ent->quota_limit;' \
     'unit_auth_test_credits unit_auth_test_keycache integration_test_quota'
 mutation user-quota-boundary src/auth/keycache.c \
-    '+ cost >
-            ent->user_quota_limit)' \
-    '+ cost >=
-            ent->user_quota_limit)' \
+    '+ cost > o->quota_limit)' \
+    '+ cost >= o->quota_limit)' \
     'unit_auth_test_credits integration_test_quota'
 mutation tier-quota-boundary src/auth/keycache.c \
     '+ cost <= tier->quota;' \
