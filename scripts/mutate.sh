@@ -103,8 +103,8 @@ mutation admin-throttle-cooling src/admin/admin.c \
     'integration_test_throttle integration_test_admin_api'
 # ---- what reaches the upstream ----
 mutation hop-by-hop-te src/proxy/headers.c \
-    '"Proxy-Connection", "TE", "Trailer",' \
-    '"Proxy-Connection", "Trailer",' \
+    '"Proxy-Connection",   "TE", "Trailer",' \
+    '"Proxy-Connection",   "Trailer",' \
     'unit_proxy_test_headers integration_test_proxy'
 mutation connection-named src/proxy/headers.c \
     'return conn_tokens != NULL && in_token_list(name, conn_tokens);' \

@@ -26,11 +26,11 @@
 int kg_cli_main(int argc, char **argv);
 
 /* The verbs; argv[0] is the verb. */
-int kg_cli_keys(int argc, char **argv);    /* cmd_keys.c */
-int kg_cli_tenants(int argc, char **argv); /* cmd_accounts.c */
-int kg_cli_users(int argc, char **argv);   /* cmd_accounts.c */
-int kg_cli_audit(int argc, char **argv);   /* cmd_audit.c: `audit` and `audit verify` */
-int kg_cli_init(int argc, char **argv);    /* cmd_audit.c: bootstrap the platform admin key */
+int kg_cli_keys(int argc, char **argv);        /* cmd_keys.c */
+int kg_cli_tenants(int argc, char **argv);     /* cmd_accounts.c */
+int kg_cli_users(int argc, char **argv);       /* cmd_accounts.c */
+int kg_cli_audit(int argc, char **argv);       /* cmd_audit.c: `audit` and `audit verify` */
+int kg_cli_init(int argc, char **argv);        /* cmd_audit.c: bootstrap the platform admin key */
 int kg_cli_healthcheck(int argc, char **argv); /* cmd_health.c: GET /readyz on admin_listen */
 
 /* A sub-verb of a verb with several (keys, tenants, users). */

@@ -47,12 +47,12 @@ struct kg_tier {
 
 /* route METHOD PATH-PATTERN SCOPE… */
 struct kg_route {
-    char method[16];   /* upper-case method, or "*" */
-    char *pattern;     /* normalised path; when is_prefix, without the trailing '*' */
-    bool is_prefix;    /* pattern ended in '*' */
-    char **scopes;     /* every one of these is required */
+    char method[16]; /* upper-case method, or "*" */
+    char *pattern;   /* normalised path; when is_prefix, without the trailing '*' */
+    bool is_prefix;  /* pattern ended in '*' */
+    char **scopes;   /* every one of these is required */
     size_t nscopes;
-    int line;          /* config line, for messages */
+    int line; /* config line, for messages */
 };
 
 /* cost METHOD PATH-PATTERN UNITS: the credits a request matching the rule is
@@ -63,7 +63,7 @@ struct kg_cost {
     char method[16]; /* upper-case method, or "*" */
     char *pattern;   /* normalised path; when is_prefix, without the trailing '*' */
     bool is_prefix;
-    int64_t units;   /* 0 to 1000000000 */
+    int64_t units; /* 0 to 1000000000 */
     int line;
 };
 
@@ -72,10 +72,10 @@ struct kg_cost {
 /* Fields are read-only after kg_config_load(). Strings are owned by the config.
  * It holds no pointer into itself, so a struct copy moves it (cfgswap.c). */
 struct kg_config {
-    char *path;                 /* file it came from, or "(built-in)" */
-    char *listen;               /* "host:port" as written: see kg_config_addr_parse() */
-    char *admin_listen;         /* "host:port" or "off" */
-    char *upstream;             /* "http://host:port[/base]" */
+    char *path;         /* file it came from, or "(built-in)" */
+    char *listen;       /* "host:port" as written: see kg_config_addr_parse() */
+    char *admin_listen; /* "host:port" or "off" */
+    char *upstream;     /* "http://host:port[/base]" */
     char *database;
     char *secret_file;
     char *key_prefix;
@@ -98,25 +98,26 @@ struct kg_config {
     size_t ncosts;
     int64_t upstream_connect_timeout_ms;
     int64_t upstream_timeout_ms;
-    int64_t client_timeout_ms;  /* idle client connection */
+    int64_t client_timeout_ms;        /* idle client connection */
     int64_t client_header_timeout_ms; /* the whole header block, from accept or the last answer */
     int64_t client_body_timeout_ms;   /* a request body making no progress */
     int max_connections_per_ip;       /* open client connections per IP, all loops; 0 = no cap */
     int upstream_keepalive;           /* idle upstream connections kept per loop */
     int upstream_max_connections;     /* concurrent upstream connections per loop */
-    int64_t upstream_keepalive_timeout_ms; /* an idle upstream connection older than this is not reused */
-    int workers;                /* 0 = one per core */
-    int log_level;              /* enum kg_log_level */
-    int log_format;             /* enum kg_log_format: the daemon's own lines, text or JSON */
+    int64_t upstream_keepalive_timeout_ms; /* an idle upstream connection older than this is not
+                                              reused */
+    int workers;                           /* 0 = one per core */
+    int log_level;                         /* enum kg_log_level */
+    int log_format;              /* enum kg_log_format: the daemon's own lines, text or JSON */
     int64_t shutdown_timeout_ms; /* SIGTERM: how long requests in flight may take */
-    char *access_log;           /* "off", "stdout", "stderr" or a file path */
-    int64_t max_header_bytes;   /* per request: request line + headers */
-    bool signup;                /* POST signup_path creates an account and its first key */
-    char *signup_path;          /* normalised path, "/api/v1/signup/" */
-    char *signup_tenant;        /* tenant name new accounts join */
-    char *signup_role;          /* role (scope list) of new accounts, or "none" (the default) */
-    char *signup_tier;          /* tier of new accounts, "default" */
-    bool has_default_rate;      /* rate_limit_default: keys without a rate of their own */
+    char *access_log;            /* "off", "stdout", "stderr" or a file path */
+    int64_t max_header_bytes;    /* per request: request line + headers */
+    bool signup;                 /* POST signup_path creates an account and its first key */
+    char *signup_path;           /* normalised path, "/api/v1/signup/" */
+    char *signup_tenant;         /* tenant name new accounts join */
+    char *signup_role;           /* role (scope list) of new accounts, or "none" (the default) */
+    char *signup_tier;           /* tier of new accounts, "default" */
+    bool has_default_rate;       /* rate_limit_default: keys without a rate of their own */
     struct kg_gcra default_rate;
     struct kg_tier *tiers;
     size_t ntiers;

@@ -28,7 +28,6 @@ enum kg_cred_result kg_credential_result(const struct kg_cred *c);
 /* True when name is a credential header (Authorization is one only when its
  * scheme is Bearer or ApiKey: pass the value). kg_credhdr_is_credential()
  * (keygate/credhdr.h), which the upstream filter asks. */
-bool kg_credential_is_cred_header(const struct kg_config *cfg, const char *name,
-                                  const char *value);
+bool kg_credential_is_cred_header(const struct kg_config *cfg, const char *name, const char *value);
 
 #endif

@@ -25,7 +25,7 @@ enum kg_cred_result {
 struct kg_cred {
     const char *key; /* borrowed; not NUL-terminated at len */
     size_t len;
-    unsigned seen;   /* bit per credential header name already seen */
+    unsigned seen; /* bit per credential header name already seen */
     bool bad;
 };
 

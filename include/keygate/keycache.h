@@ -115,11 +115,11 @@ struct kg_keyent {
      * key's own when the role is "*", the role when the key has none ("" =
      * everything), else each scope both grant. */
     const char *effective_str;
-    int64_t quota_limit; /* credits it may use, -1 = unlimited */
+    int64_t quota_limit;               /* credits it may use, -1 = unlimited */
     enum kg_quota_period quota_period; /* when the credits come back */
     bool effective_empty;              /* the key has scopes and the role grants none of them */
-    bool has_rate;       /* the key has a rate of its own (else the config default) */
-    struct kg_gcra rate; /* its rate and burst, when has_rate */
+    bool has_rate;                     /* the key has a rate of its own (else the config default) */
+    struct kg_gcra rate;               /* its rate and burst, when has_rate */
 };
 
 struct kg_keycache;

@@ -20,8 +20,7 @@
 struct kg_loop;
 
 /* A loop with an epoll set and a curl multi handle; no thread yet. */
-enum kg_status kg_loop_new(struct kg_runtime *rt, struct kg_loop **out,
-                           struct kg_err *err);
+enum kg_status kg_loop_new(struct kg_runtime *rt, struct kg_loop **out, struct kg_err *err);
 
 /* Adds an MHD daemon (created with MHD_USE_EPOLL | MHD_USE_NO_LISTEN_SOCKET,
  * no internal thread) for the loop to drive, and its listen socket lfd,
@@ -83,7 +82,7 @@ typedef void (*kg_loop_transfer_abort_fn)(struct kg_loop_transfer *t);
 struct kg_loop_transfer {
     kg_loop_transfer_done_fn done;
     kg_loop_transfer_abort_fn abort;
-    bool suspended; /* its client connection waits on it */
+    bool suspended;                       /* its client connection waits on it */
     struct kg_loop_transfer *next, *prev; /* the loop's list */
 };
 void kg_loop_transfer_add(struct kg_loop *loop, struct kg_loop_transfer *t);

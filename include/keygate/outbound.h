@@ -22,24 +22,24 @@
 /* What the upstream request is made from; everything borrowed. */
 struct kg_outbound_in {
     const struct kg_config *cfg;
-    const char *path;        /* normalised */
-    const char *query;       /* after '?', or NULL */
+    const char *path;  /* normalised */
+    const char *query; /* after '?', or NULL */
     const char *request_id;
-    const struct kg_keyent *key; /* the admitted key: who is asking */
-    const char *conn_tokens; /* the values of every Connection header, joined */
-    const char *xff;         /* the X-Forwarded-For hops received, joined ("" none) */
-    const char *peer;        /* the socket peer's address */
-    bool trusted_peer;       /* the peer is in trusted_proxies */
-    bool tls;                /* the client connected over TLS */
-    const char *host;        /* Host, or NULL */
+    const struct kg_keyent *key;      /* the admitted key: who is asking */
+    const char *conn_tokens;          /* the values of every Connection header, joined */
+    const char *xff;                  /* the X-Forwarded-For hops received, joined ("" none) */
+    const char *peer;                 /* the socket peer's address */
+    bool trusted_peer;                /* the peer is in trusted_proxies */
+    bool tls;                         /* the client connected over TLS */
+    const char *host;                 /* Host, or NULL */
     const char *fwd_proto, *fwd_host; /* X-Forwarded-Proto/-Host received, or NULL */
-    bool has_accept;         /* the client sent Accept */
+    bool has_accept;                  /* the client sent Accept */
 };
 
 struct kg_outbound {
-    char *url;                   /* malloc'd */
-    struct curl_slist *headers;  /* what curl sends; the relay takes it */
-    bool failed;                 /* out of memory on the way */
+    char *url;                  /* malloc'd */
+    struct curl_slist *headers; /* what curl sends; the relay takes it */
+    bool failed;                /* out of memory on the way */
 };
 
 /* Starts an empty request. */

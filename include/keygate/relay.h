@@ -33,7 +33,7 @@ struct kg_relay_req {
      * the URL stays the caller's. */
     struct kg_outbound *out;
     bool has_body;
-    int64_t body_size;            /* -1: unknown (chunked) */
+    int64_t body_size; /* -1: unknown (chunked) */
     struct MHD_Connection *conn;
     const struct kg_config *cfg; /* the request's config (timeouts); borrowed */
 };
@@ -90,6 +90,5 @@ struct MHD_Connection *kg_relay_connection(const struct kg_exchange *x);
 
 /* Aborts a running transfer, resumes a suspended connection and frees. NULL ok. */
 void kg_relay_free(struct kg_exchange *x);
-
 
 #endif

@@ -21,8 +21,8 @@
 json_t *kg_render_key_json(const struct kg_key_rec *rec, enum kg_key_state state, bool detail);
 
 /* The fields shown when a key is made: id, key (as "" for
- * kg_output_json_secret() or kg_json_io_dump_secret() to fill), name, prefix, scopes, tenant, user_id,
- * created_at, expires_at. New reference or NULL. */
+ * kg_output_json_secret() or kg_json_io_dump_secret() to fill), name, prefix, scopes, tenant,
+ * user_id, created_at, expires_at. New reference or NULL. */
 json_t *kg_render_new_key_json(const struct kg_key_rec *rec);
 
 /* A tenant: name, display_name, created_at, disabled_at, state ("active" or

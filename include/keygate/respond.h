@@ -20,10 +20,10 @@ struct kg_answer {
     unsigned status;
     char body[KG_ANSWER_BODY_MAX]; /* JSON, NUL-terminated */
     size_t body_len;
-    const char *www_authenticate;  /* static string or NULL */
-    int retry_after_s;             /* > 0: send Retry-After */
-    bool close;                    /* close the connection after answering */
-    const char *allow;             /* 405: the Allow header (static string) or NULL */
+    const char *www_authenticate; /* static string or NULL */
+    int retry_after_s;            /* > 0: send Retry-After */
+    bool close;                   /* close the connection after answering */
+    const char *allow;            /* 405: the Allow header (static string) or NULL */
 };
 
 /* The answer for a denial (verdict != KG_ALLOW). */

@@ -33,11 +33,11 @@ struct kg_runtime {
      * that ran out of them (1 per cool-down: taken when it trips). */
     struct kg_throttle *auth_failures;
     struct kg_throttle *auth_cooldown;
-    struct kg_tls *tls;    /* both listeners' certificate (server/tls.c), or NULL without TLS */
+    struct kg_tls *tls; /* both listeners' certificate (server/tls.c), or NULL without TLS */
     struct kg_accesslog *accesslog; /* never NULL while the loops run; may be off */
     struct kg_keywatch *keywatch;   /* asks the store about an unknown key, or NULL */
-    _Atomic bool ready;    /* store open and keys loaded */
-    _Atomic bool draining; /* SIGTERM seen: finish what is in flight, accept nothing new */
+    _Atomic bool ready;             /* store open and keys loaded */
+    _Atomic bool draining;          /* SIGTERM seen: finish what is in flight, accept nothing new */
     _Atomic long connections;
     _Atomic long inflight; /* requests received and not yet completed */
     /* Listeners whose accept() is failing for want of descriptors or

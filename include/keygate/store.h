@@ -229,9 +229,9 @@ struct kg_key_owner {
     const char *tier;
     bool platform_admin;
     bool disabled;
-    bool has_quota;              /* the user's own credits (struct kg_user_rec) */
+    bool has_quota; /* the user's own credits (struct kg_user_rec) */
     int64_t quota_limit;
-    const char *quota_period;    /* "", "day", "month" */
+    const char *quota_period;          /* "", "day", "month" */
     const struct kg_user_usage *usage; /* what the user used, as stored */
 };
 typedef bool (*kg_store_key_owner_cb)(const struct kg_key_rec *rec,

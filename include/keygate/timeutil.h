@@ -38,7 +38,6 @@ enum kg_status kg_time_parse_duration(const char *s, int64_t *out, struct kg_err
 /* Parses an expiry as the CLI and admin API accept it: a duration counted
  * from now, or an RFC 3339 time. A time not after now is KG_EINVAL
  * ("expiry is in the past"). */
-enum kg_status kg_time_parse_expiry(const char *s, int64_t now, int64_t *out,
-                                    struct kg_err *err);
+enum kg_status kg_time_parse_expiry(const char *s, int64_t now, int64_t *out, struct kg_err *err);
 
 #endif

@@ -96,8 +96,11 @@ static enum MHD_Result
 queue(struct MHD_Connection *conn, unsigned status, struct MHD_Response *resp, bool close,
       const char *allow, int retry_after_s, const char *www_auth)
 {
-    const struct kg_reply_hdrs h = {.no_store = true, .close = close, .allow = allow,
-                                    .retry_after_s = retry_after_s, .www_authenticate = www_auth};
+    const struct kg_reply_hdrs h = {.no_store = true,
+                                    .close = close,
+                                    .allow = allow,
+                                    .retry_after_s = retry_after_s,
+                                    .www_authenticate = www_auth};
 
     return kg_reply_json(conn, status, resp, &h);
 }
@@ -341,8 +344,7 @@ admin_reload_keys(struct admin_call *c)
      * enforces it: the change log rows since the last poll (this one among
      * them) are applied, and a failure is retried. */
     for (int attempt = 0; attempt < 5; attempt++) {
-        if (kg_keycache_sync(c->adm->rt->keys, c->adm->store, kg_time_now(), NULL, &err) ==
-            KG_OK)
+        if (kg_keycache_sync(c->adm->rt->keys, c->adm->store, kg_time_now(), NULL, &err) == KG_OK)
             return;
         kg_log_warnx("admin: applying key changes: %s", err.msg);
     }
@@ -886,11 +888,11 @@ kg_admin_start(struct kg_runtime *rt, const struct sockaddr_storage *addr, struc
     /* The logger first: the library warns about options that precede it. */
     adm->daemon = MHD_start_daemon(
         flags | kg_tls_mhd_flags(rt->tls), 0, NULL, NULL, admin_handler, adm,
-        MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL, MHD_OPTION_NOTIFY_COMPLETED, request_completed, adm, MHD_OPTION_CONNECTION_TIMEOUT,
-        (unsigned int)ADMIN_TIMEOUT_S, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)ADMIN_POOL_BYTES,
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)ADMIN_CONNECTIONS_MAX,
-        MHD_OPTION_NOTIFY_CONNECTION, connection_notify, adm, MHD_OPTION_ARRAY,
-        kg_tls_mhd_options(rt->tls, tls_opts), MHD_OPTION_END);
+        MHD_OPTION_EXTERNAL_LOGGER, mhd_logger, NULL, MHD_OPTION_NOTIFY_COMPLETED,
+        request_completed, adm, MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)ADMIN_TIMEOUT_S,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)ADMIN_POOL_BYTES, MHD_OPTION_CONNECTION_LIMIT,
+        (unsigned int)ADMIN_CONNECTIONS_MAX, MHD_OPTION_NOTIFY_CONNECTION, connection_notify, adm,
+        MHD_OPTION_ARRAY, kg_tls_mhd_options(rt->tls, tls_opts), MHD_OPTION_END);
     if (adm->daemon == NULL) {
         rc = kg_err_set(err, KG_EIO, "cannot start the HTTP server for admin address %s",
                         cfg->admin_listen);

@@ -34,7 +34,7 @@ struct kg_admin {
     struct kg_runtime *rt;
     struct MHD_Daemon *daemon;
     struct kg_accept_thread *acceptor; /* accepts for daemon (server/accept.c) */
-    struct kg_store *store; /* this thread's own handle */
+    struct kg_store *store;            /* this thread's own handle */
     /* The config of the request being handled: the one its struct areq
      * acquired (the admin daemon has one thread, so one request at a time
      * runs; another connection's request may hold an older config). */
@@ -61,7 +61,6 @@ struct admin_caller {
     char scopes[KG_SCOPES_MAX];     /* the calling key's own scopes */
     bool platform_admin;
 };
-
 
 /* One admin request, from dispatch to answer. */
 struct admin_call {

@@ -462,11 +462,10 @@ admin_keys_usage(struct admin_call *c)
                           kg_key_state_str(kg_key_state_of(rec, c->now)), "last_used_at",
                           kg_json_io_time(u.last_used_at), "quota_used",
                           (json_int_t)kg_quota_stored_used(rec->quota_period, rec->quota_used,
-                                                              rec->quota_period_start, c->now),
-                          "requests", (json_int_t)u.requests, "denied",
-                          "expired", (json_int_t)u.denied_expired, "forbidden",
-                          (json_int_t)u.denied_forbidden, "rate_limited",
-                          (json_int_t)u.denied_rate));
+                                                           rec->quota_period_start, c->now),
+                          "requests", (json_int_t)u.requests, "denied", "expired",
+                          (json_int_t)u.denied_expired, "forbidden", (json_int_t)u.denied_forbidden,
+                          "rate_limited", (json_int_t)u.denied_rate));
 
 cleanup:
     free(rec);

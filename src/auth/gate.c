@@ -14,8 +14,8 @@
 static bool
 is_scope_verdict(enum kg_verdict v)
 {
-    return v == KG_ALLOW || v == KG_DENY_SCOPE || v == KG_DENY_NO_SCOPES ||
-           v == KG_DENY_NO_ROUTE || v == KG_DENY_ROLE;
+    return v == KG_ALLOW || v == KG_DENY_SCOPE || v == KG_DENY_NO_SCOPES || v == KG_DENY_NO_ROUTE ||
+           v == KG_DENY_ROLE;
 }
 
 /* Checks the key's and its owner's tier limits for a request whose key is

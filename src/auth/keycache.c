@@ -305,8 +305,8 @@ kg_keycache_spend_allow(const struct kg_keyent *ent, const struct kg_tier *tier,
 }
 
 int64_t
-kg_keycache_spend_retry_after(const struct kg_keyent *ent, const struct kg_tier *tier,
-                              int64_t cost, int64_t now)
+kg_keycache_spend_retry_after(const struct kg_keyent *ent, const struct kg_tier *tier, int64_t cost,
+                              int64_t now)
 {
     const struct kg_keyowner *o = ent->owner;
     struct kg_userstat *us = o->ustat;

@@ -9,8 +9,8 @@
 static bool
 scope_char_ok(char c)
 {
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           c == '_' || c == '.' || c == ':' || c == '*' || c == '-';
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+           c == '.' || c == ':' || c == '*' || c == '-';
 }
 
 bool
@@ -81,7 +81,7 @@ kg_scope_list_normalise(const char *list, char *out, size_t outlen, struct kg_er
             break;
         p = end + 1;
         continue;
-bad:
+    bad:
         return kg_err_set(err, KG_EINVAL,
                           "malformed scope \"%.*s\": want 1-64 of A-Z a-z 0-9 _ . : - with an "
                           "optional trailing *",

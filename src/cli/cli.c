@@ -2,10 +2,10 @@
  * every command shares and the one place errors become output.
  *
  * Adding a verb is one row in verbs[] and one cmd_<verb>.c. Rules about keys
- * and accounts live in manage/, record shapes in manage/render.c, tables in output.c; this file only
- * turns argv into calls and statuses into exit codes: 0 success, 1 failure
- * (not found, conflict, I/O, corrupt data), 2 usage (unknown verb or flag,
- * malformed value, config file errors).
+ * and accounts live in manage/, record shapes in manage/render.c, tables in output.c; this file
+ * only turns argv into calls and statuses into exit codes: 0 success, 1 failure (not found,
+ * conflict, I/O, corrupt data), 2 usage (unknown verb or flag, malformed value, config file
+ * errors).
  */
 #include <stdarg.h>
 #include <stdio.h>

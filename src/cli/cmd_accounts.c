@@ -602,8 +602,8 @@ users_update(int argc, char **argv, const char *config)
     if (chg.quota_period != NULL && strcmp(chg.quota_period, "never") == 0)
         chg.quota_period = "";
     if (chg.username == NULL && chg.email == NULL && chg.first_name == NULL &&
-        chg.last_name == NULL && chg.role == NULL && chg.tier == NULL && admin == NULL &&
-        !enable && credits == NULL && chg.quota_period == NULL)
+        chg.last_name == NULL && chg.role == NULL && chg.tier == NULL && admin == NULL && !enable &&
+        credits == NULL && chg.quota_period == NULL)
         return kg_cli_usage_error(cmd, "nothing to change (see keygate %s --help)", cmd);
     ex = open_user(cmd, &a, tenant, &inst, &kc, actor, &u);
     if (ex != KG_CLI_EXIT_OK)

@@ -352,9 +352,9 @@ table_rows(struct kg_cli_list *lc, json_t *rows)
 static int
 keys_list(int argc, char **argv, const char *config)
 {
-    static const char *const headers[] = {"NAME",    "ID",        "KEY",     "SCOPES",
-                                          "TENANT",  "USER",      "CREATED", "LAST USED",
-                                          "EXPIRES", "STATE",     "REQUESTS"};
+    static const char *const headers[] = {"NAME",    "ID",    "KEY",     "SCOPES",
+                                          "TENANT",  "USER",  "CREATED", "LAST USED",
+                                          "EXPIRES", "STATE", "REQUESTS"};
     const char *cmd = "keys list";
     const char *state = NULL, *user = NULL;
     bool json = false;

@@ -30,11 +30,14 @@
 
 static enum kg_status parse_cred_header(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d,
                                         const char *const *argv, size_t argc);
-static enum kg_status parse_auth_throttle(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d,
-                                          const char *const *argv, size_t argc);
-static enum kg_status parse_trusted_proxies(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d,
+static enum kg_status parse_auth_throttle(struct kg_cfg_loader *ld,
+                                          const struct kg_cfg_directive *d, const char *const *argv,
+                                          size_t argc);
+static enum kg_status parse_trusted_proxies(struct kg_cfg_loader *ld,
+                                            const struct kg_cfg_directive *d,
                                             const char *const *argv, size_t argc);
-static enum kg_status parse_tls_priorities(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d,
+static enum kg_status parse_tls_priorities(struct kg_cfg_loader *ld,
+                                           const struct kg_cfg_directive *d,
                                            const char *const *argv, size_t argc);
 
 #define OFF(field) offsetof(struct kg_config, field)
@@ -182,18 +185,18 @@ kg_cfg_complain_want(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d,
         break;
     case K_DURATION:
         kg_cfg_complain(ld,
-                 "%s wants a duration such as 500ms, 30s, 5m or 1h (at most 24h), "
-                 "got \"" SHOWN "\"",
-                 d->name, value);
+                        "%s wants a duration such as 500ms, 30s, 5m or 1h (at most 24h), "
+                        "got \"" SHOWN "\"",
+                        d->name, value);
         break;
     case K_INT:
         kg_cfg_complain(ld, "%s wants a whole number from %lld to %lld, got \"" SHOWN "\"", d->name,
-                 (long long)d->min, (long long)d->max, value);
+                        (long long)d->min, (long long)d->max, value);
         break;
     case K_BYTES:
-        kg_cfg_complain(ld,
-                 "%s wants a size from %lld to %lld bytes (k = 1024, e.g. 16k), got \"" SHOWN "\"",
-                 d->name, (long long)d->min, (long long)d->max, value);
+        kg_cfg_complain(
+            ld, "%s wants a size from %lld to %lld bytes (k = 1024, e.g. 16k), got \"" SHOWN "\"",
+            d->name, (long long)d->min, (long long)d->max, value);
         break;
     default:
         kg_cfg_complain(ld, "%s wants %s, got \"" SHOWN "\"", d->name, d->want, value);
@@ -320,7 +323,8 @@ set_value(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d, const char
 }
 
 static enum kg_status
-apply(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d, const char *const *argv, size_t argc)
+apply(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d, const char *const *argv,
+      size_t argc)
 {
     if (d->kind == K_CUSTOM)
         return d->parse(ld, d, argv, argc);
@@ -332,8 +336,8 @@ apply(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d, const char *co
 }
 
 static enum kg_status
-parse_cred_header(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d, const char *const *argv,
-                  size_t argc)
+parse_cred_header(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d,
+                  const char *const *argv, size_t argc)
 {
     struct kg_config *cfg = ld->cfg;
     const char *name;
@@ -357,8 +361,8 @@ parse_cred_header(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d, co
             return KG_OK;
     }
     if (cfg->ncred_headers == KG_MAX_CRED_HEADERS) {
-        kg_cfg_complain(ld, "%s allows at most %d header names; \"" SHOWN "\" is one too many", d->name,
-                 KG_MAX_CRED_HEADERS, name);
+        kg_cfg_complain(ld, "%s allows at most %d header names; \"" SHOWN "\" is one too many",
+                        d->name, KG_MAX_CRED_HEADERS, name);
         return KG_EINVAL;
     }
     copy = strdup(name);
@@ -371,8 +375,8 @@ parse_cred_header(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d, co
 /* auth_throttle off | N/WINDOW COOLDOWN. The built-in default arrives as
  * one word ("20/min 60s"), so a single value holding a blank is split. */
 static enum kg_status
-parse_auth_throttle(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d, const char *const *argv,
-                    size_t argc)
+parse_auth_throttle(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d,
+                    const char *const *argv, size_t argc)
 {
     char rate[64], cool[64];
     int64_t count, period_s, cooldown_ms;
@@ -394,21 +398,21 @@ parse_auth_throttle(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d, 
         return KG_EINVAL;
     }
     if (!kg_gcra_parse_rate(rate, &count, &period_s)) {
-        kg_cfg_complain(ld, "%s wants N/s, N/min or N/h (N 1 to 1000000000), got \"" SHOWN "\"", d->name,
-                 rate);
+        kg_cfg_complain(ld, "%s wants N/s, N/min or N/h (N 1 to 1000000000), got \"" SHOWN "\"",
+                        d->name, rate);
         return KG_EINVAL;
     }
     /* limit/throttle.c's bound: more failures than this are no throttle anyway. */
     if (count > 1000000) {
         kg_cfg_complain(ld, "%s allows 1 to 1000000 failures per window, got %lld", d->name,
-                 (long long)count);
+                        (long long)count);
         return KG_EINVAL;
     }
     if (!parse_duration_ms(cool, &cooldown_ms)) {
         kg_cfg_complain(ld,
-                 "%s cool-down wants a duration such as 500ms, 30s, 5m or 1h (at most 24h), "
-                 "got \"" SHOWN "\"",
-                 d->name, cool);
+                        "%s cool-down wants a duration such as 500ms, 30s, 5m or 1h (at most 24h), "
+                        "got \"" SHOWN "\"",
+                        d->name, cool);
         return KG_EINVAL;
     }
     ld->cfg->auth_throttle_count = count;
@@ -419,8 +423,8 @@ parse_auth_throttle(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d, 
 
 /* trusted_proxies none | CIDR... (several lines add up) */
 static enum kg_status
-parse_trusted_proxies(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d, const char *const *argv,
-                      size_t argc)
+parse_trusted_proxies(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d,
+                      const char *const *argv, size_t argc)
 {
     struct kg_config *cfg = ld->cfg;
     struct kg_cidr *grown;
@@ -439,9 +443,9 @@ parse_trusted_proxies(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d
 
         if (!kg_clientip_cidr_parse(argv[i], &c)) {
             kg_cfg_complain(ld,
-                     "%s wants an IPv4 or IPv6 address or CIDR block (host bits zero, "
-                     "e.g. 10.0.0.0/8), got \"" SHOWN "\"",
-                     d->name, argv[i]);
+                            "%s wants an IPv4 or IPv6 address or CIDR block (host bits zero, "
+                            "e.g. 10.0.0.0/8), got \"" SHOWN "\"",
+                            d->name, argv[i]);
             ok = false;
             continue;
         }
@@ -457,8 +461,8 @@ parse_trusted_proxies(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d
 /* tls_priorities STRING: GnuTLS parses it here, so a typo is reported at
  * its line instead of failing the listener at startup. */
 static enum kg_status
-parse_tls_priorities(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d, const char *const *argv,
-                     size_t argc)
+parse_tls_priorities(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d,
+                     const char *const *argv, size_t argc)
 {
     struct kg_err err = {{0}};
     char *copy;
@@ -596,7 +600,8 @@ parse_line(struct kg_cfg_loader *ld, char *line, size_t len, struct words *w)
         size_t i = (size_t)(d - directives);
 
         if (ld->first_line[i] != 0) {
-            kg_cfg_complain(ld, "duplicate directive %s (first on line %d)", d->name, ld->first_line[i]);
+            kg_cfg_complain(ld, "duplicate directive %s (first on line %d)", d->name,
+                            ld->first_line[i]);
             return KG_OK;
         }
         ld->first_line[i] = ld->line;
@@ -749,7 +754,8 @@ cleanup:
 enum kg_status
 kg_config_load(const char *path, kg_config_report_fn report, void *ctx, struct kg_config **out)
 {
-    struct kg_cfg_loader ld = {.file = path != NULL ? path : "(built-in)", .report = report, .ctx = ctx};
+    struct kg_cfg_loader ld = {
+        .file = path != NULL ? path : "(built-in)", .report = report, .ctx = ctx};
     struct kg_config *cfg = NULL;
     enum kg_status rc;
 

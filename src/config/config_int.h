@@ -37,8 +37,9 @@ enum kind {
 struct kg_cfg_loader;
 struct kg_cfg_directive;
 
-typedef enum kg_status (*kg_cfg_parse_fn)(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d,
-                                   const char *const *argv, size_t argc);
+typedef enum kg_status (*kg_cfg_parse_fn)(struct kg_cfg_loader *ld,
+                                          const struct kg_cfg_directive *d, const char *const *argv,
+                                          size_t argc);
 
 struct kg_cfg_directive {
     const char *name;
@@ -107,8 +108,7 @@ enum kg_status kg_cfg_parse_route(struct kg_cfg_loader *ld, const struct kg_cfg_
                                   const char *const *argv, size_t argc);
 enum kg_status kg_cfg_parse_cost(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d,
                                  const char *const *argv, size_t argc);
-enum kg_status kg_cfg_parse_default_rate(struct kg_cfg_loader *ld,
-                                         const struct kg_cfg_directive *d,
+enum kg_status kg_cfg_parse_default_rate(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d,
                                          const char *const *argv, size_t argc);
 enum kg_status kg_cfg_parse_tier(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d,
                                  const char *const *argv, size_t argc);

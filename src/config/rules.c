@@ -77,8 +77,8 @@ pattern_ok(struct kg_cfg_loader *ld, const char *p)
         return false;
     }
     if (!kg_cfg_pattern_normal(p, star != NULL ? len - 1 : len, star != NULL)) {
-        kg_cfg_complain(ld, "route path must be normalised (no //, . or .. segments), got \"" SHOWN "\"",
-                 p);
+        kg_cfg_complain(
+            ld, "route path must be normalised (no //, . or .. segments), got \"" SHOWN "\"", p);
         return false;
     }
     return true;
@@ -95,7 +95,8 @@ kg_cfg_route_cleanup(struct kg_route *r)
 
 /* route METHOD PATH-PATTERN SCOPE…: every problem on the line is reported. */
 enum kg_status
-kg_cfg_parse_route(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d, const char *const *argv, size_t argc)
+kg_cfg_parse_route(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d,
+                   const char *const *argv, size_t argc)
 {
     struct kg_config *cfg = ld->cfg;
     struct kg_route r = {.line = ld->line}, *grown;
@@ -111,18 +112,20 @@ kg_cfg_parse_route(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d, c
     }
     method = argv[0];
     pattern = argv[1];
-    if (strcmp(method, "*") != 0 && (!kg_cfg_is_token(method) || strlen(method) >= sizeof(r.method))) {
-        kg_cfg_complain(ld, "route wants an HTTP method such as GET, or *, got \"" SHOWN "\"", method);
+    if (strcmp(method, "*") != 0 &&
+        (!kg_cfg_is_token(method) || strlen(method) >= sizeof(r.method))) {
+        kg_cfg_complain(ld, "route wants an HTTP method such as GET, or *, got \"" SHOWN "\"",
+                        method);
         ok = false;
     }
     if (!pattern_ok(ld, pattern))
         ok = false;
     for (size_t i = 2; i < argc; i++) {
         if (!kg_cfg_scope_ok(argv[i])) {
-            kg_cfg_complain(ld,
-                     "route scope wants 1 to 64 characters of A-Z a-z 0-9 _ . : * -, got \"" SHOWN
-                     "\"",
-                     argv[i]);
+            kg_cfg_complain(
+                ld,
+                "route scope wants 1 to 64 characters of A-Z a-z 0-9 _ . : * -, got \"" SHOWN "\"",
+                argv[i]);
             ok = false;
         }
     }
@@ -159,7 +162,8 @@ cleanup:
 
 /* cost METHOD PATH-PATTERN UNITS: the pattern follows route's rules. */
 enum kg_status
-kg_cfg_parse_cost(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d, const char *const *argv, size_t argc)
+kg_cfg_parse_cost(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d,
+                  const char *const *argv, size_t argc)
 {
     struct kg_config *cfg = ld->cfg;
     struct kg_cost c = {.line = ld->line}, *grown;
@@ -175,8 +179,10 @@ kg_cfg_parse_cost(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d, co
     method = argv[0];
     pattern = argv[1];
     units = argv[2];
-    if (strcmp(method, "*") != 0 && (!kg_cfg_is_token(method) || strlen(method) >= sizeof(c.method))) {
-        kg_cfg_complain(ld, "cost wants an HTTP method such as GET, or *, got \"" SHOWN "\"", method);
+    if (strcmp(method, "*") != 0 &&
+        (!kg_cfg_is_token(method) || strlen(method) >= sizeof(c.method))) {
+        kg_cfg_complain(ld, "cost wants an HTTP method such as GET, or *, got \"" SHOWN "\"",
+                        method);
         ok = false;
     }
     if (!pattern_ok(ld, pattern))
@@ -193,7 +199,8 @@ kg_cfg_parse_cost(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d, co
             c.units = c.units * 10 + (units[i] - '0');
     }
     if (c.units < 0 || c.units > 1000000000) {
-        kg_cfg_complain(ld, "cost units want a whole number 0 to 1000000000, got \"" SHOWN "\"", units);
+        kg_cfg_complain(ld, "cost units want a whole number 0 to 1000000000, got \"" SHOWN "\"",
+                        units);
         ok = false;
     }
     if (!ok)
@@ -255,8 +262,9 @@ parse_rate_burst(struct kg_cfg_loader *ld, const char *what, const char *const *
     struct kg_err err = {{0}};
 
     if (!kg_gcra_parse_rate(argv[0], &count, &period)) {
-        kg_cfg_complain(ld, "%s rate wants N/s, N/min or N/h (N 1 to 1000000000), got \"" SHOWN "\"", what,
-                 argv[0]);
+        kg_cfg_complain(ld,
+                        "%s rate wants N/s, N/min or N/h (N 1 to 1000000000), got \"" SHOWN "\"",
+                        what, argv[0]);
         return false;
     }
     if (argc >= 2) {
@@ -274,8 +282,8 @@ parse_rate_burst(struct kg_cfg_loader *ld, const char *what, const char *const *
 
 /* rate_limit_default off | RATE [burst N] */
 enum kg_status
-kg_cfg_parse_default_rate(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d, const char *const *argv,
-                   size_t argc)
+kg_cfg_parse_default_rate(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d,
+                          const char *const *argv, size_t argc)
 {
     struct kg_gcra g;
 
@@ -297,7 +305,8 @@ kg_cfg_parse_default_rate(struct kg_cfg_loader *ld, const struct kg_cfg_directiv
 
 /* tier NAME rate RATE [burst N] [quota N/day|N/month] */
 enum kg_status
-kg_cfg_parse_tier(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d, const char *const *argv, size_t argc)
+kg_cfg_parse_tier(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d,
+                  const char *const *argv, size_t argc)
 {
     struct kg_config *cfg = ld->cfg;
     struct kg_tier t = {.line = ld->line}, *grown;
@@ -310,13 +319,15 @@ kg_cfg_parse_tier(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d, co
         return KG_EINVAL;
     }
     if (!kg_cfg_check_slug(argv[0])) {
-        kg_cfg_complain(ld, "tier name wants 1 to 64 characters of A-Z a-z 0-9 _ . -, got \"" SHOWN "\"",
-                 argv[0]);
+        kg_cfg_complain(
+            ld, "tier name wants 1 to 64 characters of A-Z a-z 0-9 _ . -, got \"" SHOWN "\"",
+            argv[0]);
         ok = false;
     }
     for (size_t j = 0; ok && j < cfg->ntiers; j++) {
         if (strcmp(cfg->tiers[j].name, argv[0]) == 0) {
-            kg_cfg_complain(ld, "tier %s is already defined on line %d", argv[0], cfg->tiers[j].line);
+            kg_cfg_complain(ld, "tier %s is already defined on line %d", argv[0],
+                            cfg->tiers[j].line);
             ok = false;
         }
     }
@@ -344,8 +355,8 @@ kg_cfg_parse_tier(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d, co
         else if (strcmp(slash + 1, "month") == 0)
             t.quota_period = KG_QUOTA_MONTH;
         if (t.quota_period == KG_QUOTA_NONE || !parse_count(num, &t.quota)) {
-            kg_cfg_complain(ld, "tier quota wants N/day or N/month (N 1 to 1000000000), got \"" SHOWN "\"",
-                     q);
+            kg_cfg_complain(
+                ld, "tier quota wants N/day or N/month (N 1 to 1000000000), got \"" SHOWN "\"", q);
             return KG_EINVAL;
         }
     }

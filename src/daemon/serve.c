@@ -92,7 +92,7 @@ struct daemon_state {
     int nloops;
     struct kg_admin *admin;
     struct kg_limiter *limiter; /* every key's and user's rate buckets, handed to the key cache */
-    int64_t version; /* data_version the current key snapshot was loaded at */
+    int64_t version;            /* data_version the current key snapshot was loaded at */
 };
 
 /* The worker thread's context is its own store handle: SQLite handles are
@@ -565,12 +565,11 @@ kg_serve_main(int argc, char **argv)
 
         const struct kg_config *c = ds.inst->cfg;
 
-        kg_log_info("keygate %s listening on %s%s (admin %s), %s%s, %d worker(s), %zu key(s)",
-                    KEYGATE_VERSION, c->listen, ds.rt.tls != NULL ? " with TLS" : "",
-                    c->admin_listen,
-                    c->mode == KG_MODE_FORWARD_AUTH ? "forward_auth mode" : "upstream ",
-                    c->mode == KG_MODE_FORWARD_AUTH ? "" : c->upstream, ds.nloops,
-                    kg_keysnap_count(snap));
+        kg_log_info(
+            "keygate %s listening on %s%s (admin %s), %s%s, %d worker(s), %zu key(s)",
+            KEYGATE_VERSION, c->listen, ds.rt.tls != NULL ? " with TLS" : "", c->admin_listen,
+            c->mode == KG_MODE_FORWARD_AUTH ? "forward_auth mode" : "upstream ",
+            c->mode == KG_MODE_FORWARD_AUTH ? "" : c->upstream, ds.nloops, kg_keysnap_count(snap));
         kg_keycache_release(snap);
     }
     status = run(&ds);

@@ -48,8 +48,8 @@ append_list(char *dst, size_t cap, const char *v)
 }
 
 static enum MHD_Result
-scan_header(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_size,
-            const char *value, size_t value_size)
+scan_header(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_size, const char *value,
+            size_t value_size)
 {
     struct scan *sc = cls;
 
@@ -88,8 +88,8 @@ struct outbound_walk {
 };
 
 static enum MHD_Result
-copy_header(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_size,
-            const char *value, size_t value_size)
+copy_header(void *cls, enum MHD_ValueKind kind, const char *key, size_t key_size, const char *value,
+            size_t value_size)
 {
     const struct outbound_walk *w = cls;
 
@@ -265,8 +265,10 @@ raw_upstream_header(void *ctx, const char *name, const char *value)
 static bool
 raw_send(struct MHD_Connection *conn, const struct raw_answer *r)
 {
-    const union MHD_ConnectionInfo *fd = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-    const union MHD_ConnectionInfo *tls = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
+    const union MHD_ConnectionInfo *fd =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    const union MHD_ConnectionInfo *tls =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_GNUTLS_SESSION);
     size_t done = 0;
 
     if (fd == NULL)
@@ -378,12 +380,20 @@ start_proxy(struct kg_req *req, struct MHD_Connection *conn, const char *method,
 {
     const struct kg_config *cfg = req->cfg;
     char peer[INET6_ADDRSTRLEN];
-    const struct kg_outbound_in in = {
-        .cfg = cfg, .path = req->path, .query = req->query, .request_id = req->request_id,
-        .key = key, .conn_tokens = sc->conn_tokens, .xff = sc->xff,
-        .peer = peer_address(conn, peer, sizeof(peer)), .trusted_peer = peer_trusted(conn, cfg),
-        .tls = kg_loop_runtime(req->loop)->tls != NULL, .host = sc->host,
-        .fwd_proto = sc->fwd_proto, .fwd_host = sc->fwd_host, .has_accept = sc->has_accept};
+    const struct kg_outbound_in in = {.cfg = cfg,
+                                      .path = req->path,
+                                      .query = req->query,
+                                      .request_id = req->request_id,
+                                      .key = key,
+                                      .conn_tokens = sc->conn_tokens,
+                                      .xff = sc->xff,
+                                      .peer = peer_address(conn, peer, sizeof(peer)),
+                                      .trusted_peer = peer_trusted(conn, cfg),
+                                      .tls = kg_loop_runtime(req->loop)->tls != NULL,
+                                      .host = sc->host,
+                                      .fwd_proto = sc->fwd_proto,
+                                      .fwd_host = sc->fwd_host,
+                                      .has_accept = sc->has_accept};
     struct kg_outbound ob;
     struct outbound_walk w = {.ob = &ob, .in = &in};
     struct kg_relay_req rq = {.method = method, .out = &ob, .conn = conn, .cfg = cfg};
@@ -481,13 +491,18 @@ admit(struct kg_req *req, struct MHD_Connection *conn, const char *method, const
       bool own)
 {
     struct kg_runtime *rt = kg_loop_runtime(req->loop);
-    const struct kg_gate_env env = {.secret = rt->secret, .keys = rt->keys,
+    const struct kg_gate_env env = {.secret = rt->secret,
+                                    .keys = rt->keys,
                                     .limiter = kg_keycache_limiter(rt->keys),
                                     .auth_failures = rt->auth_failures,
                                     .auth_cooldown = rt->auth_cooldown,
                                     .keywatch = rt->keywatch};
-    struct kg_gate_in in = {.env = &env, .cfg = req->cfg, .cred = &sc->cred, .method = method,
-                            .path = req->path, .client_ip = req->remote,
+    struct kg_gate_in in = {.env = &env,
+                            .cfg = req->cfg,
+                            .cred = &sc->cred,
+                            .method = method,
+                            .path = req->path,
+                            .client_ip = req->remote,
                             .rechecked = req->rechecked};
     struct kg_admission adm;
     struct kg_answer ans;
@@ -824,12 +839,12 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url, const ch
         if (kg_relay_fail_status(req->x) == 502 || kg_relay_fail_status(req->x) == 504)
             kg_metrics_count(KG_OUTCOME_UPSTREAM_ERROR);
         req->outcome = KG_OUTCOME_NONE;
-        req->log_outcome = kg_relay_fail_status(req->x) == 503 ? KG_OUTCOME_NONE
-                                                                : KG_OUTCOME_UPSTREAM_ERROR;
+        req->log_outcome =
+            kg_relay_fail_status(req->x) == 503 ? KG_OUTCOME_NONE : KG_OUTCOME_UPSTREAM_ERROR;
         return front_send_error(req, conn, kg_relay_fail_status(req->x),
-                          kg_relay_fail_status(req->x) == 504   ? "Upstream timed out"
-                          : kg_relay_fail_status(req->x) == 503 ? "Service is shutting down"
-                                                                : "Upstream is unavailable");
+                                kg_relay_fail_status(req->x) == 504   ? "Upstream timed out"
+                                : kg_relay_fail_status(req->x) == 503 ? "Service is shutting down"
+                                                                      : "Upstream is unavailable");
     case KG_RELAY_HEADERS:
         break;
     }
@@ -874,7 +889,7 @@ request_logged(const struct kg_req *req, struct MHD_Connection *conn)
     plen = req->uri != NULL ? strcspn(req->uri, "?") : 0;
     r = kg_accesslog_reserve(al);
     if (r == NULL)
-        return; /* the ring is full: dropped and counted */
+        return;     /* the ring is full: dropped and counted */
     r->time_ms = 0; /* the writer makes it from end_mono_us */
     r->end_mono_us = kg_time_mono_us();
     /* t0_us is 0 when the log was off as the request began (a reload turned it on). */
@@ -992,8 +1007,8 @@ kg_front_new_daemon(struct kg_loop *loop, struct MHD_Daemon **out, struct kg_err
     const struct kg_runtime *rt = kg_loop_runtime(loop);
     const struct kg_config *cfg = kg_cfgswap_acquire(rt->config);
     /* No listen socket: the loop accepts (server/accept.c says why). */
-    unsigned int flags = MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG |
-                         MHD_USE_NO_LISTEN_SOCKET;
+    unsigned int flags =
+        MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | MHD_USE_NO_LISTEN_SOCKET;
     struct MHD_OptionItem tls_opts[KG_TLS_MHD_OPTIONS];
     enum kg_status rc = KG_OK;
 
@@ -1015,8 +1030,8 @@ kg_front_new_daemon(struct kg_loop *loop, struct MHD_Daemon **out, struct kg_err
         request_completed, loop, MHD_OPTION_NOTIFY_CONNECTION, connection_notify, loop,
         MHD_OPTION_CONNECTION_TIMEOUT, (unsigned int)((cfg->client_timeout_ms + 999) / 1000),
         MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)(cfg->max_header_bytes + 16 * 1024),
-        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)10000, MHD_OPTION_ARRAY, kg_tls_mhd_options(rt->tls, tls_opts),
-        MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_LIMIT, (unsigned int)10000, MHD_OPTION_ARRAY,
+        kg_tls_mhd_options(rt->tls, tls_opts), MHD_OPTION_END);
     if (*out == NULL)
         rc = kg_err_set(err, KG_EIO, "cannot start the HTTP server for %s", cfg->listen);
     /* Sized from the config once: these directives need a restart. */

@@ -34,9 +34,9 @@ enum req_phase {
     REQ_PROXYING,
     REQ_ANSWERED,
     REQ_ANSWERED_MID_BODY, /* answered on the socket itself: read the rest, then close */
-    REQ_SIGNUP_BODY, /* reading a signup body */
-    REQ_SIGNUP_WAIT, /* suspended while the worker runs the signup */
-    REQ_KEYWATCH,    /* suspended while the key watch asks the store (keywatch.h) */
+    REQ_SIGNUP_BODY,       /* reading a signup body */
+    REQ_SIGNUP_WAIT,       /* suspended while the worker runs the signup */
+    REQ_KEYWATCH,          /* suspended while the key watch asks the store (keywatch.h) */
 };
 
 /* A signup in flight: the body, then the worker's answer. Owned by its
@@ -60,12 +60,12 @@ struct kg_req {
      * completion, whatever a reload publishes meanwhile (kg_cfgswap). */
     const struct kg_config *cfg;
     enum req_phase phase;
-    char *uri;  /* raw request target as received */
+    char *uri;     /* raw request target as received */
     char *uri_raw; /* forward_auth: uri as received while uri holds the original target */
     struct MHD_Connection *watch_conn; /* REQ_KEYWATCH: what keywatch_done resumes */
     bool rechecked;                    /* the key watch was asked already */
-    char *path; /* normalised path */
-    const char *query; /* into uri, after '?', or NULL */
+    char *path;                        /* normalised path */
+    const char *query;                 /* into uri, after '?', or NULL */
     struct kg_exchange *x;
     struct kg_answer *deferred; /* our answer, sent once the request is read */
     /* mode forward_auth: the 200 to send once the request is read */

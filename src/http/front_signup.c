@@ -168,7 +168,7 @@ front_signup_start(struct kg_req *req, struct MHD_Connection *conn, const struct
 /* Later calls: collect the body; at its end, queue the job and suspend. */
 enum MHD_Result
 front_signup_continue(struct kg_req *req, struct MHD_Connection *conn, const char *upload_data,
-                size_t *upload_data_size)
+                      size_t *upload_data_size)
 {
     struct signup_job *j = req->signup;
     struct kg_runtime *rt = kg_loop_runtime(req->loop);

@@ -81,8 +81,7 @@ kg_hygiene_host_ok(const char *v, size_t len)
 }
 
 void
-kg_hygiene_feed(struct kg_hygiene *h, const char *name, size_t nlen, const char *value,
-                size_t vlen)
+kg_hygiene_feed(struct kg_hygiene *h, const char *name, size_t nlen, const char *value, size_t vlen)
 {
     if (nlen == 0)
         h->bad_name = true;

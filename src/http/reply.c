@@ -50,8 +50,8 @@ kg_reply_answer(struct MHD_Connection *conn, const struct kg_answer *ans,
     if (ans->allow != NULL)
         all.allow = ans->allow;
     all.close = all.close || ans->close;
-    return kg_reply_json(conn, ans->status,
-                         MHD_create_response_from_buffer(ans->body_len, (void *)ans->body,
-                                                         MHD_RESPMEM_MUST_COPY),
-                         &all);
+    return kg_reply_json(
+        conn, ans->status,
+        MHD_create_response_from_buffer(ans->body_len, (void *)ans->body, MHD_RESPMEM_MUST_COPY),
+        &all);
 }

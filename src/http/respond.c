@@ -39,16 +39,15 @@ error_type(unsigned status)
 
 /* Writes the body for message in the configured style. type NULL: by status. */
 static void
-set_body(const struct kg_config *cfg, struct kg_answer *out, const char *message,
-         const char *type)
+set_body(const struct kg_config *cfg, struct kg_answer *out, const char *message, const char *type)
 {
     char sentence[KG_ANSWER_BODY_MAX];
     json_t *o;
     char *s = NULL;
 
     if (cfg->error_style == KG_STYLE_ERROR) {
-        o = json_pack("{s:{s:s, s:s}}", "error", "type", type != NULL ? type : error_type(out->status),
-                      "message", message);
+        o = json_pack("{s:{s:s, s:s}}", "error", "type",
+                      type != NULL ? type : error_type(out->status), "message", message);
     } else {
         snprintf(sentence, sizeof(sentence), "%s.", message);
         o = json_pack("{s:s}", "detail", sentence);
@@ -79,8 +78,18 @@ answer_init(struct kg_answer *out, unsigned status)
 
 /* The fixed denials, rendered once per style: a 401 flood should not run
  * jansson for every request. */
-enum fixed { F_NO_CRED, F_INVALID, F_EXPIRED, F_NO_SCOPES, F_NO_ROUTE, F_ROLE, F_RATE, F_QUOTA,
-             F_THROTTLED, F_COUNT };
+enum fixed {
+    F_NO_CRED,
+    F_INVALID,
+    F_EXPIRED,
+    F_NO_SCOPES,
+    F_NO_ROUTE,
+    F_ROLE,
+    F_RATE,
+    F_QUOTA,
+    F_THROTTLED,
+    F_COUNT
+};
 static const struct {
     unsigned status;
     const char *message;
@@ -130,8 +139,7 @@ fixed_answer(const struct kg_config *cfg, enum fixed f, struct kg_answer *out)
 }
 
 void
-kg_respond_verdict(const struct kg_config *cfg, const struct kg_decision *d,
-                   struct kg_answer *out)
+kg_respond_verdict(const struct kg_config *cfg, const struct kg_decision *d, struct kg_answer *out)
 {
     char msg[256];
 

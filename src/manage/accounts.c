@@ -200,9 +200,9 @@ user_details(const struct kg_user_rec *u)
     /* Credits only when set, as the key entries name only what a key has. */
     if (d != NULL && u->has_quota) {
         json_object_set_new(d, "quota_limit", json_integer(u->quota_limit));
-        json_object_set_new(d, "quota_period", u->quota_period[0] != '\0'
-                                                   ? json_string(u->quota_period)
-                                                   : json_null());
+        json_object_set_new(d, "quota_period",
+                            u->quota_period[0] != '\0' ? json_string(u->quota_period)
+                                                       : json_null());
     }
     return d;
 }
@@ -345,9 +345,8 @@ fenced_user(const char *fence, const char *ref, enum kg_status rc, struct kg_use
     /* A user behind the fence reads exactly like one that is not there, and
      * so does a platform admin to a fenced caller: a tenant admin must not
      * manage (or mint keys for) a user with more power than its tenant. */
-    if (rc == KG_ENOTFOUND ||
-        (rc == KG_OK && (kg_manage_fenced_out(fence, out->tenant) ||
-                         (fence != NULL && out->platform_admin)))) {
+    if (rc == KG_ENOTFOUND || (rc == KG_OK && (kg_manage_fenced_out(fence, out->tenant) ||
+                                               (fence != NULL && out->platform_admin)))) {
         memset(out, 0, sizeof(*out));
         return kg_err_set(err, KG_ENOTFOUND, "no user %.128s", ref);
     }
@@ -526,8 +525,8 @@ kg_accounts_user_usage(const struct kg_keys_ctx *kc, const char *fence, const st
     if (rc != KG_OK)
         return rc;
     /* A count of an earlier period is history (the same rule as the cache). */
-    out->credits = kg_quota_stored_used(u->quota_period, out->credits,
-                                           out->credits_period_start, now);
+    out->credits =
+        kg_quota_stored_used(u->quota_period, out->credits, out->credits_period_start, now);
     tier = kc->cfg != NULL ? kg_config_tier(kc->cfg, u->tier) : NULL;
     /* Without a tier quota nothing counts (a quota removed from the config
      * leaves its last count in the store): 0, as for a user never charged. */

@@ -456,8 +456,8 @@ apply_change(const struct kg_key_change *chg, const struct kg_user_rec *owner, i
             rec->expires_at = 0;
         else if ((rc = parse_expiry(chg->expires, now, &rec->expires_at, err)) != KG_OK)
             return rc;
-        ok = ok &&
-             json_object_set_new(details, "expires_at", kg_json_io_time(rec->expires_at)) == 0;
+        ok =
+            ok && json_object_set_new(details, "expires_at", kg_json_io_time(rec->expires_at)) == 0;
     }
     if (chg->rate != NULL) {
         rc = check_rate(chg->rate, rec->rate, err);

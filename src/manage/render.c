@@ -130,8 +130,7 @@ kg_render_user_json(const struct kg_user_rec *rec)
          put(o, "email", kg_json_io_str_or_null(rec->email)) &&
          put(o, "first_name", json_string(rec->first_name)) &&
          put(o, "last_name", json_string(rec->last_name)) &&
-         put(o, "role", kg_json_io_list(rec->role)) &&
-         put(o, "tier", json_string(rec->tier)) &&
+         put(o, "role", kg_json_io_list(rec->role)) && put(o, "tier", json_string(rec->tier)) &&
          put(o, "platform_admin", json_boolean(rec->platform_admin)) &&
          put(o, "has_password", json_boolean(rec->password_hash[0] != '\0')) &&
          put(o, "created_at", kg_json_io_time(rec->created_at)) &&

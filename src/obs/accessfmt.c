@@ -384,4 +384,3 @@ cleanup:
     free(l);
     return out;
 }
-

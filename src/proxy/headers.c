@@ -10,7 +10,7 @@
 #include "keygate/headers.h"
 
 static const char *const hop_by_hop[] = {
-    "Connection", "Keep-Alive",        "Proxy-Connection", "TE", "Trailer",
+    "Connection", "Keep-Alive",        "Proxy-Connection",   "TE", "Trailer",
     "Upgrade",    "Transfer-Encoding", "Proxy-Authenticate", NULL,
 };
 
@@ -78,8 +78,7 @@ keygate_owned(const struct kg_config *cfg, const char *name, const char *value,
 {
     return kg_headers_hop_by_hop(name, conn_tokens) || is_replaced(name) ||
            strcasecmp(name, "X-Real-IP") == 0 || strncasecmp(name, "X-Keygate-", 10) == 0 ||
-           strncasecmp(name, "X-Forwarded-", 12) == 0 ||
-           kg_credhdr_is_credential(cfg, name, value);
+           strncasecmp(name, "X-Forwarded-", 12) == 0 || kg_credhdr_is_credential(cfg, name, value);
 }
 
 /* A name with "_": CGI, WSGI and Rack turn "-" and "_" into the same "_",

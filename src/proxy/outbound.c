@@ -64,8 +64,8 @@ add_header(struct kg_outbound *ob, const char *name, const char *value)
 }
 
 void
-kg_outbound_client_header(struct kg_outbound *ob, const struct kg_outbound_in *in,
-                          const char *name, const char *value)
+kg_outbound_client_header(struct kg_outbound *ob, const struct kg_outbound_in *in, const char *name,
+                          const char *value)
 {
     if (value != NULL &&
         !kg_headers_drop_request(in->cfg, name, value, in->conn_tokens, in->trusted_peer))

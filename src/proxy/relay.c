@@ -44,7 +44,7 @@ struct kg_exchange {
     size_t hdrs_len, hdrs_cap;
     bool transfer_done;
     CURLcode result;
-    int64_t started_us; /* kg_relay_start, for keygate_upstream_duration_seconds */
+    int64_t started_us;              /* kg_relay_start, for keygate_upstream_duration_seconds */
     void (*mid_body_end)(void *ctx); /* the exchange ended before the client's body did */
     void *mid_body_ctx;
     bool mid_body_fired;
@@ -299,7 +299,8 @@ kg_relay_start(struct kg_loop *loop, struct kg_relay_req *rq, struct kg_exchange
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)cfg->upstream_timeout_ms);
     /* An idle upstream connection older than this is not reused (closed instead):
      * the upstream's own keep-alive timeout may already have closed it. */
-    curl_easy_setopt(e, CURLOPT_MAXAGE_CONN, (long)((cfg->upstream_keepalive_timeout_ms + 999) / 1000));
+    curl_easy_setopt(e, CURLOPT_MAXAGE_CONN,
+                     (long)((cfg->upstream_keepalive_timeout_ms + 999) / 1000));
     /* An https upstream is always verified, name included; upstream_ca
      * replaces the system CAs. A failed check is a 502 like any other. */
     curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);

@@ -40,8 +40,8 @@ kg_accept_listen(const struct sockaddr_storage *addr, bool reuseport, int backlo
 {
     int one = 1;
     int fd = socket(addr->ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    socklen_t len = addr->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6)
-                                                : sizeof(struct sockaddr_in);
+    socklen_t len =
+        addr->ss_family == AF_INET6 ? sizeof(struct sockaddr_in6) : sizeof(struct sockaddr_in);
 
     if (fd < 0) {
         kg_err_set(err, KG_EIO, "socket: %s", strerror(errno));
@@ -60,8 +60,8 @@ kg_accept_listen(const struct sockaddr_storage *addr, bool reuseport, int backlo
 }
 
 enum kg_status
-kg_acceptor_new(struct kg_runtime *rt, int lfd, struct MHD_Daemon *d, const char *name,
-                bool per_ip, struct kg_acceptor **out, struct kg_err *err)
+kg_acceptor_new(struct kg_runtime *rt, int lfd, struct MHD_Daemon *d, const char *name, bool per_ip,
+                struct kg_acceptor **out, struct kg_err *err)
 {
     struct kg_acceptor *acc = calloc(1, sizeof(*acc));
 

@@ -25,7 +25,7 @@
 #define EASY_POOL_MAX 256
 #define ACCEPT_BATCH 64 /* per round and listener: the loop's other work goes on */
 #define REAP_EVERY_MS 1000
-#define SPARE_FDS 4     /* kept so requests in flight reach the upstream when accept took the rest */
+#define SPARE_FDS 4 /* kept so requests in flight reach the upstream when accept took the rest */
 #define TAG_WAKE 1u
 
 /* One client connection (its libmicrohttpd socket_context). While armed it
@@ -54,7 +54,7 @@ struct kg_loop {
     pthread_t thread;
     bool started;
     struct kg_loop_transfer *transfers; /* live upstream transfers (proxy/relay.c) */
-    unsigned char *sock_state; /* per fd: SOCK_* */
+    unsigned char *sock_state;          /* per fd: SOCK_* */
     size_t nsock_state;
     CURL *easy_pool[EASY_POOL_MAX];
     size_t neasy;
@@ -64,7 +64,7 @@ struct kg_loop {
     struct kg_conn *hdr_head, *hdr_tail;        /* connections still reading a header block */
     int spare[SPARE_FDS]; /* /dev/null descriptors kept for upstream sockets */
     size_t nspare;
-    int64_t reaped_ms; /* monotonic: the last reap_dead_headers() on the timer */
+    int64_t reaped_ms;                    /* monotonic: the last reap_dead_headers() on the timer */
     int64_t mhd_deadline_ms[MAX_DAEMONS]; /* monotonic; -1: no timer */
     bool mhd_due[MAX_DAEMONS];            /* its epoll fd reported events */
     bool resumed;                         /* a connection was resumed this round */
@@ -347,8 +347,10 @@ void *
 kg_loop_conn_open(struct kg_loop *loop, struct MHD_Connection *conn)
 {
     struct kg_conn *c = calloc(1, sizeof(*c));
-    const union MHD_ConnectionInfo *fd = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-    const union MHD_ConnectionInfo *ad = MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
+    const union MHD_ConnectionInfo *fd =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+    const union MHD_ConnectionInfo *ad =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
 
     /* Taken from the acceptor even when c cannot be made: given back below. */
     bool counted = kg_accept_claim_slot();

@@ -336,8 +336,7 @@ kg_tls_free(struct kg_tls *tls)
 }
 
 enum kg_status
-kg_tls_reload(struct kg_tls *tls, const struct kg_config *cfg, bool *changed,
-              struct kg_err *err)
+kg_tls_reload(struct kg_tls *tls, const struct kg_config *cfg, bool *changed, struct kg_err *err)
 {
     struct pair *p = NULL;
     enum kg_status rc;

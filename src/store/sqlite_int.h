@@ -129,8 +129,8 @@ enum kg_status kg_sq_key_usage_add(struct kg_store *st, const char *const *ids,
                                    size_t nu, int64_t now, struct kg_err *err);
 enum kg_status kg_sq_key_usage_get(struct kg_store *st, const char *id, struct kg_key_usage *out,
                                    struct kg_err *err);
-enum kg_status kg_sq_user_usage_get(struct kg_store *st, const char *id,
-                                    struct kg_user_usage *out, struct kg_err *err);
+enum kg_status kg_sq_user_usage_get(struct kg_store *st, const char *id, struct kg_user_usage *out,
+                                    struct kg_err *err);
 
 /* sqlite_audit.c */
 enum kg_status kg_sq_audit_append(struct kg_store *st, const struct kg_audit_entry *audit,

@@ -17,7 +17,7 @@
 
 enum kg_status
 kg_sq_key_touch(struct kg_store *st, const char *const *ids, const int64_t *times, size_t n,
-                 struct kg_err *err)
+                struct kg_err *err)
 {
     struct sqlite_store *s = kg_sq_from(st);
     sqlite3_stmt *stmt = NULL;
@@ -105,8 +105,8 @@ user_usage_add_locked(struct sqlite_store *s, const char *const *uids,
 
 enum kg_status
 kg_sq_key_usage_add(struct kg_store *st, const char *const *ids, const struct kg_key_usage *deltas,
-                     size_t n, const char *const *uids, const struct kg_user_usage *udeltas,
-                     size_t nu, int64_t now, struct kg_err *err)
+                    size_t n, const char *const *uids, const struct kg_user_usage *udeltas,
+                    size_t nu, int64_t now, struct kg_err *err)
 {
     struct sqlite_store *s = kg_sq_from(st);
     sqlite3_stmt *touch = NULL, *add = NULL, *charge = NULL;
@@ -200,7 +200,7 @@ cleanup:
 
 enum kg_status
 kg_sq_key_usage_get(struct kg_store *st, const char *id, struct kg_key_usage *out,
-                     struct kg_err *err)
+                    struct kg_err *err)
 {
     struct sqlite_store *s = kg_sq_from(st);
     sqlite3_stmt *stmt = NULL;
@@ -240,7 +240,7 @@ cleanup:
 
 enum kg_status
 kg_sq_user_usage_get(struct kg_store *st, const char *id, struct kg_user_usage *out,
-                      struct kg_err *err)
+                     struct kg_err *err)
 {
     struct sqlite_store *s = kg_sq_from(st);
     sqlite3_stmt *stmt = NULL;

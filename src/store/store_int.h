@@ -70,8 +70,8 @@ struct kg_store_ops {
                                     const struct kg_key_usage *deltas, size_t n,
                                     const char *const *uids, const struct kg_user_usage *udeltas,
                                     size_t nu, int64_t now, struct kg_err *err);
-    enum kg_status (*user_usage_get)(struct kg_store *st, const char *id,
-                                     struct kg_user_usage *out, struct kg_err *err);
+    enum kg_status (*user_usage_get)(struct kg_store *st, const char *id, struct kg_user_usage *out,
+                                     struct kg_err *err);
     enum kg_status (*key_usage_get)(struct kg_store *st, const char *id, struct kg_key_usage *out,
                                     struct kg_err *err);
 

@@ -83,8 +83,7 @@ kg_time_parse_rfc3339(const char *s, int64_t *out, struct kg_err *err)
     struct tm tm;
     int64_t t;
 
-    if (digits(&p, 4, &y) || *p++ != '-' || digits(&p, 2, &mo) || *p++ != '-' ||
-        digits(&p, 2, &d))
+    if (digits(&p, 4, &y) || *p++ != '-' || digits(&p, 2, &mo) || *p++ != '-' || digits(&p, 2, &d))
         goto bad;
     if (mo < 1 || mo > 12 || d < 1 || d > days_in_month(y, mo) || y < 1970)
         goto bad;

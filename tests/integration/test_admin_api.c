@@ -442,8 +442,7 @@ test_scopeless_and_wildcard_keys_never_reach_the_admin_api(void **state)
     /* A resource wildcard is an explicit grant (made by the platform admin:
      * keys:* is more than globex_admin's keys:read,keys:write). */
     snprintf(body, sizeof(body),
-             "{\"name\": \"keys-any\", \"user\": \"%s\", \"scopes\": [\"keys:*\"]}",
-             W.globex_user);
+             "{\"name\": \"keys-any\", \"user\": \"%s\", \"scopes\": [\"keys:*\"]}", W.globex_user);
     keys_any = make_key(W.root, body, NULL);
     call("GET", "/v1/keys", keys_any, NULL, &r);
     expect(&r, 200);
@@ -795,8 +794,7 @@ test_keys_have_the_cli_json_members_in_the_api(void **state)
     json_t *cli_show, *cli_list, *api_el, *cli_el;
 
     (void)state;
-    snprintf(body, sizeof(body), "{\"name\": \"same-shape\", \"user\": \"%s\"}",
-             W.acme_admin_user);
+    snprintf(body, sizeof(body), "{\"name\": \"same-shape\", \"user\": \"%s\"}", W.acme_admin_user);
     old = make_key(W.acme_admin, body, &id);
     snprintf(path, sizeof(path), "/v1/keys/%s/rotate", id);
     call("POST", path, W.acme_admin, "{\"grace\": \"1h\"}", &r);

@@ -393,9 +393,9 @@ test_create_json_has_exactly_the_documented_fields(void **state)
 static void
 test_list_table_has_every_column_and_never_a_key(void **state)
 {
-    static const char *const cols[] = {"NAME",      "ID",      "KEY",   "SCOPES",  "TENANT",
-                                       "USER",      "CREATED", "LAST USED", "EXPIRES", "STATE",
-                                       "REQUESTS"};
+    static const char *const cols[] = {"NAME",    "ID",    "KEY",     "SCOPES",
+                                       "TENANT",  "USER",  "CREATED", "LAST USED",
+                                       "EXPIRES", "STATE", "REQUESTS"};
     struct run r = KG("keys", "list");
     char masked[64];
 
@@ -628,8 +628,8 @@ test_numbers_at_the_edges_of_their_ranges_are_accepted(void **state)
 {
     json_t *lo_made = create_json("edges low", (const char *const[]){"--rate", "10/s", "--burst",
                                                                      "1", "--credits", "0", NULL});
-    json_t *hi_made = create_json("edges high",
-                                  (const char *const[]){"--rate", "10/s", "--burst", "1000000000",
+    json_t *hi_made =
+        create_json("edges high", (const char *const[]){"--rate", "10/s", "--burst", "1000000000",
                                                         "--credits", "1000000000", NULL});
     json_t *lo = shown_json(lo_made), *hi = shown_json(hi_made);
     struct run r;

@@ -310,8 +310,7 @@ test_upstream_connections_are_capped_per_loop(void **state)
     }
     /* Requests past the cap waited in curl's queue. */
     if (s.max_held > 8 || s.max_held < 2)
-        fail_msg("the upstream held %zu requests at once (upstream_max_connections 8)",
-                 s.max_held);
+        fail_msg("the upstream held %zu requests at once (upstream_max_connections 8)", s.max_held);
     {
         int64_t end = kt_mono_ms() + 2000;
 

@@ -31,10 +31,10 @@
 #include "helpers/http.h"
 #include "helpers/upstream.h"
 
-#define HELD 200      /* partial requests per round: far more than the limit allows */
-#define HEADROOM 24   /* descriptors the daemon gets above what it holds at rest */
+#define HELD 200    /* partial requests per round: far more than the limit allows */
+#define HEADROOM 24 /* descriptors the daemon gets above what it holds at rest */
 #define ROUNDS 3
-#define AFTER 24      /* fresh connections after each round: both listen sockets meet some */
+#define AFTER 24 /* fresh connections after each round: both listen sockets meet some */
 
 static int
 count_fds(pid_t pid)

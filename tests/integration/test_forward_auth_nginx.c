@@ -596,10 +596,9 @@ test_over_the_limit_is_keygates_429_with_retry_after_and_json_at_the_client(void
 static void
 test_paths_not_in_normal_form_are_refused_through_nginx(void **state)
 {
-    static const char *const targets[] = {"/v1/items/../admin/users",
-                                          "/v1/items/%2e%2e/admin/users", "/v1//admin/users",
-                                          "/v1/%61dmin/users",
-                                          "/v1/admin/users#/../../../v1/items"};
+    static const char *const targets[] = {
+        "/v1/items/../admin/users", "/v1/items/%2e%2e/admin/users", "/v1//admin/users",
+        "/v1/%61dmin/users", "/v1/admin/users#/../../../v1/items"};
     struct kt_raw_resp rr;
     char req[1024];
 
@@ -663,7 +662,8 @@ main(void)
         cmocka_unit_test_teardown(
             test_over_the_limit_is_keygates_429_with_retry_after_and_json_at_the_client,
             free_slots),
-        cmocka_unit_test_teardown(test_paths_not_in_normal_form_are_refused_through_nginx, free_slots),
+        cmocka_unit_test_teardown(test_paths_not_in_normal_form_are_refused_through_nginx,
+                                  free_slots),
         cmocka_unit_test_teardown(test_health_through_nginx_is_keygates_own, free_slots),
         cmocka_unit_test_teardown(test_nginx_and_keygate_stop_cleanly, free_slots),
     };

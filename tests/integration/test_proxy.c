@@ -101,7 +101,8 @@ setup(void **state)
              kt_upstream_url(W.up));
     W.gw_fwd = kt_daemon_new(cfg);
     /* gw_big also stands behind a trusted proxy (the tests' own loopback). */
-    snprintf(cfg, sizeof(cfg), "upstream %s\ntrusted_proxies 127.0.0.1/32\n", kt_upstream_url(W.up));
+    snprintf(cfg, sizeof(cfg), "upstream %s\ntrusted_proxies 127.0.0.1/32\n",
+             kt_upstream_url(W.up));
     W.gw_big = kt_daemon_new(cfg);
     if (W.gw == NULL || W.gw_req == NULL || W.gw_fwd == NULL || W.gw_big == NULL)
         goto fail;

@@ -108,8 +108,8 @@ setup(void **state)
         !credit_key(W.gwe, "three", "3", &W.three_e) || !credit_key(W.gwx, "one", "1", &W.one_x) ||
         !kt_daemon_key_cli(W.gw,
                            (const char *const[]){"keys", "create", "--name", "rated", "--credits",
-                                                 "1", "--rate", "10/min", "--burst", "10",
-                                                 "--json", NULL},
+                                                 "1", "--rate", "10/min", "--burst", "10", "--json",
+                                                 NULL},
                            &W.rated))
         return -1;
     return kt_daemon_start(W.gw) && kt_daemon_start(W.gwe) && kt_daemon_start(W.gwx) &&
@@ -219,8 +219,8 @@ ratelimit_of(const char *key, long status, char *rl, size_t rlcap)
 {
     char auth[256];
     const char *hdrs[] = {auth, NULL};
-    struct kt_http_req rq = {.method = "GET", .url = kt_daemon_url(W.gw, "/v1/items"),
-                             .headers = hdrs};
+    struct kt_http_req rq = {
+        .method = "GET", .url = kt_daemon_url(W.gw, "/v1/items"), .headers = hdrs};
     struct kt_http_resp r;
 
     snprintf(auth, sizeof(auth), "Authorization: Bearer %s", key);
@@ -363,8 +363,8 @@ test_an_upstream_failure_charges_nothing(void **state)
         json_t *o = kt_daemon_cli_json(
             W.gwx, (const char *const[]){"keys", "show", W.one_x.id, "--json", NULL});
 
-        assert_int_equal(json_integer_value(json_object_get(json_object_get(o, "usage"), "requests")),
-                         3);
+        assert_int_equal(
+            json_integer_value(json_object_get(json_object_get(o, "usage"), "requests")), 3);
         json_decref(o);
     }
 }

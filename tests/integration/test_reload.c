@@ -586,8 +586,7 @@ main(void)
             test_an_invalid_config_is_refused_with_file_and_line_and_the_old_one_serves),
         cmocka_unit_test(test_a_changed_listen_is_reported_and_not_applied),
         cmocka_unit_test(test_log_level_and_log_format_change_on_reload),
-        cmocka_unit_test(
-            test_access_log_moves_to_a_new_file_on_reload_and_a_bad_path_is_refused),
+        cmocka_unit_test(test_access_log_moves_to_a_new_file_on_reload_and_a_bad_path_is_refused),
     };
 
     kt_http_global_init();

@@ -696,8 +696,9 @@ main(void)
         const char *req = getenv("KEYGATE_REQUIRE_OPENSSL");
         bool required = req != NULL && strcmp(req, "1") == 0;
 
-        fprintf(stderr, "integration_test_tls: %s: the openssl command is not installed "
-                        "(Debian package openssl); it makes the test certificates\n",
+        fprintf(stderr,
+                "integration_test_tls: %s: the openssl command is not installed "
+                "(Debian package openssl); it makes the test certificates\n",
                 required ? "FAILED (KEYGATE_REQUIRE_OPENSSL=1)" : "SKIPPED");
         return required ? 1 : 77;
     }

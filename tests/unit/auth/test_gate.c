@@ -114,7 +114,8 @@ setup(void **state)
     if (add_key(f, K_READER, "key_reader", 0, "", -1) != 0 ||
         add_key(f, K_EXPIRED, "key_expired", NOW - 1, "", -1) != 0 ||
         add_key(f, K_RATED, "key_rated", 0, "1/min", -1) != 0 ||
-        add_key(f, K_QUOTA, "key_quota", 0, "2/min", 1) != 0 || add_key(f, K_UNKNOWN, "", 0, "", -1) != 0)
+        add_key(f, K_QUOTA, "key_quota", 0, "2/min", 1) != 0 ||
+        add_key(f, K_UNKNOWN, "", 0, "", -1) != 0)
         return -1;
     if (kg_keycache_reload(f->kc, f->st, NOW, &err) != KG_OK) {
         fprintf(stderr, "reload: %s\n", err.msg);
@@ -154,9 +155,16 @@ admit(struct fixture *f, const struct kg_config *cfg, const char *key, const cha
 {
     char value[KG_KEY_MAX + 16];
     struct kg_cred cred;
-    struct kg_gate_in in = {.env = &f->env, .cfg = cfg, .cred = &cred, .method = method,
-                            .path = path, .client_ip = ip, .health = health, .now = NOW,
-                            .now_ms = MONO_MS, .now_us = (int64_t)MONO_MS * 1000};
+    struct kg_gate_in in = {.env = &f->env,
+                            .cfg = cfg,
+                            .cred = &cred,
+                            .method = method,
+                            .path = path,
+                            .client_ip = ip,
+                            .health = health,
+                            .now = NOW,
+                            .now_ms = MONO_MS,
+                            .now_us = (int64_t)MONO_MS * 1000};
 
     kg_credential_init(&cred);
     if (key != NULL) {
@@ -270,9 +278,15 @@ test_an_unknown_key_asks_the_key_watch_once(void **state)
     struct kg_admission adm;
     char value[KG_KEY_MAX + 16];
     struct kg_cred cred;
-    struct kg_gate_in in = {.env = &f->env, .cfg = f->cfg, .cred = &cred, .method = "GET",
-                            .path = "/v1/items", .client_ip = "192.0.2.9", .now = NOW,
-                            .now_ms = MONO_MS, .now_us = (int64_t)MONO_MS * 1000};
+    struct kg_gate_in in = {.env = &f->env,
+                            .cfg = f->cfg,
+                            .cred = &cred,
+                            .method = "GET",
+                            .path = "/v1/items",
+                            .client_ip = "192.0.2.9",
+                            .now = NOW,
+                            .now_ms = MONO_MS,
+                            .now_us = (int64_t)MONO_MS * 1000};
 
     /* Without a watch: refused at once. */
     admit(f, f->cfg, f->keys[K_UNKNOWN], "GET", "/v1/items", "192.0.2.1", false, &adm);
@@ -388,7 +402,7 @@ test_a_quota_refusal_spends_no_rate_token(void **state)
     assert_int_equal(adm.outcome, KG_OUTCOME_QUOTA_EXCEEDED);
     assert_null(adm.charge_to);
     assert_true(adm.rated);
-    assert_int_equal(adm.lv.key.remaining, 1); /* read, not spent */
+    assert_int_equal(adm.lv.key.remaining, 1);       /* read, not spent */
     assert_int_equal(atomic_load(&st->requests), 1); /* not counted either */
     assert_int_equal(atomic_load(&st->credits.charged), 1);
     kg_gate_release(&adm);
@@ -457,10 +471,9 @@ main(void)
         cmocka_unit_test_setup_teardown(test_a_throttled_ip_is_refused_before_any_lookup, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_a_rate_refusal_spends_no_credit, setup, teardown),
-        cmocka_unit_test_setup_teardown(test_a_quota_refusal_spends_no_rate_token, setup,
-                                        teardown),
-        cmocka_unit_test_setup_teardown(test_health_says_whether_the_key_is_valid_and_counts_nothing,
-                                        setup, teardown),
+        cmocka_unit_test_setup_teardown(test_a_quota_refusal_spends_no_rate_token, setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_health_says_whether_the_key_is_valid_and_counts_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_forward_auth_allows_and_charges_at_once, setup,
                                         teardown),
     };

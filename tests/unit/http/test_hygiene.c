@@ -203,27 +203,9 @@ test_host_follows_rfc9110_uri_host_and_port(void **state)
         "example.com ",
     };
     static const char *const bad[] = {
-        "a b",
-        "a\tb",
-        "a/b",
-        "a@b",
-        "a?b",
-        "a#b",
-        "a:b",
-        "a:80:90",
-        "[::1",
-        "[]",
-        "::1",
-        "a%4",
-        "a%zz",
-        "[::1]x",
-        "a\\b",
-        "a\"b",
-        "<a>",
-        "a b:80",
-        " a",
-        "a:8 0",
-        "\x80\x61",
+        "a b",     "a\tb", "a/b", "a@b",    "a?b", "a#b",   "a:b",
+        "a:80:90", "[::1", "[]",  "::1",    "a%4", "a%zz",  "[::1]x",
+        "a\\b",    "a\"b", "<a>", "a b:80", " a",  "a:8 0", "\x80\x61",
     };
     struct kg_hygiene h;
 

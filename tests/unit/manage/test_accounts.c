@@ -596,8 +596,8 @@ static void
 test_user_credits_are_set_changed_made_unlimited_and_audited(void **state)
 {
     struct kg_fx_store *fx = *state;
-    struct kg_user_new req = {.username = "payer", .has_credits = true, .credits = 100,
-                              .refill = "month"};
+    struct kg_user_new req = {
+        .username = "payer", .has_credits = true, .credits = 100, .refill = "month"};
     struct kg_user_change chg = {.set_quota_limit = true, .quota_limit = -1};
     struct kg_user_usage used;
     struct kg_audit_entry e;

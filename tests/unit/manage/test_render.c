@@ -47,10 +47,10 @@ assert_members(const json_t *o, const char *const *names)
 static void
 test_a_listed_key_has_the_documented_members_and_no_secret(void **state)
 {
-    static const char *const list[] = {"name",         "id",         "key",        "prefix",
-                                       "last4",        "scopes",     "tenant",     "user_id",
-                                       "created_at",   "last_used_at", "expires_at", "revoked_at",
-                                       "state",        "rotated_to", NULL};
+    static const char *const list[] = {"name",       "id",           "key",        "prefix",
+                                       "last4",      "scopes",       "tenant",     "user_id",
+                                       "created_at", "last_used_at", "expires_at", "revoked_at",
+                                       "state",      "rotated_to",   NULL};
     struct kg_key_rec rec;
     json_t *o;
 

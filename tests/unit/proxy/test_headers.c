@@ -24,9 +24,9 @@ static const char *const hop_by_hop[] = {
 };
 
 struct fixture {
-    struct kg_config *plain;   /* defaults */
-    struct kg_config *extra;   /* credential_header X-Api-Key */
-    struct kg_config *forward; /* the same, with forward_credentials on */
+    struct kg_config *plain;       /* defaults */
+    struct kg_config *extra;       /* credential_header X-Api-Key */
+    struct kg_config *forward;     /* the same, with forward_credentials on */
     struct kg_config *underscores; /* the same, with underscores_in_headers on */
 };
 

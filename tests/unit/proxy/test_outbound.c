@@ -59,9 +59,15 @@ teardown(void **state)
 static struct kg_outbound_in
 input(const struct fixture *f)
 {
-    struct kg_outbound_in in = {.cfg = f->cfg, .path = "/v1/items", .query = "a=1&b=2",
-                                .request_id = "req-1", .key = &f->key, .conn_tokens = "",
-                                .xff = "", .peer = "192.0.2.10", .host = "api.example"};
+    struct kg_outbound_in in = {.cfg = f->cfg,
+                                .path = "/v1/items",
+                                .query = "a=1&b=2",
+                                .request_id = "req-1",
+                                .key = &f->key,
+                                .conn_tokens = "",
+                                .xff = "",
+                                .peer = "192.0.2.10",
+                                .host = "api.example"};
 
     return in;
 }
@@ -137,7 +143,8 @@ test_client_headers_are_filtered_in_order(void **state)
     assert_false(has_name(&ob, "X-Secret-Hop"));
     assert_false(has_name(&ob, "X_Custom"));
     assert_false(has_name(&ob, "X-Null"));
-    assert_int_equal(line_at(&ob, "X-Keygate-Tenant: acme"), line_at(&ob, "X-Keygate-Key-Id: key_1") + 1);
+    assert_int_equal(line_at(&ob, "X-Keygate-Tenant: acme"),
+                     line_at(&ob, "X-Keygate-Key-Id: key_1") + 1);
     assert_int_equal(line_at(&ob, "X-Keygate-Tenant: forged"), -1);
     /* The client sent Accept: no "Accept:" line to stop curl adding its own. */
     assert_int_equal(line_at(&ob, "Accept:"), -1);
