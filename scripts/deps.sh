@@ -14,6 +14,8 @@ pkgs=(
 )
 if [[ ${1:-} == --test ]]; then
   pkgs+=(
+    # scripts/test.sh: the tree's format against .clang-format
+    clang-format-14
     # tests/install/install.sh: systemd-analyze verify, man --warnings
     systemd man-db
     # integration tests: promtool check metrics; nginx in front of keygate (forward-auth);
