@@ -160,10 +160,12 @@ mutation host-missing src/http/hygiene.c \
     'if (h->n_host == 0 && h->needs_host)' \
     'if (h->n_host == 0 && h->needs_host && false)' \
     'unit_http_test_hygiene integration_test_hostile'
-mutation target-blank src/http/front.c \
-    '(unsigned char)*p <= 0x20 ||' \
-    '(unsigned char)*p < 0x20 ||' \
-    'integration_test_hostile'
+# The raw-bytes guard refuses a blank in the target before front.c's own
+# check (kept as a second line of defence, which no request can reach).
+mutation target-blank src/http/rawguard.c \
+    'else if (s->tgt_bad || s->rl_sp > 1)' \
+    'else if (s->tgt_bad || s->rl_sp > 2)' \
+    'unit_http_test_rawguard integration_test_hostile'
 mutation trace-any-case src/http/front.c \
     'return strcasecmp(m, "TRACE") == 0 ||' \
     'return strcmp(m, "TRACE") == 0 ||' \
