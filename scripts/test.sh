@@ -12,7 +12,7 @@
 #   KEYGATE_CONTAINER_SETUP=0   leave podman alone (no scripts/container-setup.sh)
 #   KEYGATE_REQUIRE_CONTAINERS=1, KEYGATE_REQUIRE_PROMTOOL=1,
 #   KEYGATE_REQUIRE_SYSTEMD_ANALYZE=1   what would be a skip is a failure (.ci/run)
-#   KEYGATE_FUZZ_SECONDS=N      seconds per fuzz target (default 30; 0 replays the corpora only)
+#   KEYGATE_FUZZ_SECONDS=N      seconds per fuzz target (default 10; 0 replays the corpora only)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh --test
@@ -50,10 +50,10 @@ UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 LSAN_OPTIONS=suppressions=$PWD/tests/lsan.supp \
   ctest --test-dir build-asan --output-on-failure -j "$jobs" -LE container
 
-echo "== fuzz: corpus replay, then ${KEYGATE_FUZZ_SECONDS:-30} s per target (clang libFuzzer, ASan+UBSan)"
+echo "== fuzz: corpus replay, then ${KEYGATE_FUZZ_SECONDS:-10} s per target (clang libFuzzer, ASan+UBSan)"
 scripts/fuzz.sh replay all
-if [[ ${KEYGATE_FUZZ_SECONDS:-30} != 0 ]]; then
-    KEYGATE_FUZZ_JOBS=$jobs scripts/fuzz.sh all "${KEYGATE_FUZZ_SECONDS:-30}"
+if [[ ${KEYGATE_FUZZ_SECONDS:-10} != 0 ]]; then
+    KEYGATE_FUZZ_JOBS=$jobs scripts/fuzz.sh all "${KEYGATE_FUZZ_SECONDS:-10}"
 fi
 
 echo "== valgrind memcheck: unit tests + integration subset (gcc build)"
