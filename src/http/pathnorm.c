@@ -3,19 +3,8 @@
  * "/admin". Owns no state. */
 #include <string.h>
 
+#include "keygate/hex.h"
 #include "keygate/pathnorm.h"
-
-static int
-hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
 
 static int
 is_unreserved(unsigned char c)
@@ -52,8 +41,8 @@ kg_pathnorm(const char *path, size_t len, char *out, size_t outcap, struct kg_er
 
             if (i + 2 >= len)
                 return kg_err_set(err, KG_EINVAL, "malformed percent-escape in path");
-            hi = hexval(path[i + 1]);
-            lo = hexval(path[i + 2]);
+            hi = kg_hexval((unsigned char)path[i + 1]);
+            lo = kg_hexval((unsigned char)path[i + 2]);
             if (hi < 0 || lo < 0)
                 return kg_err_set(err, KG_EINVAL, "malformed percent-escape in path");
             c = (unsigned char)(hi * 16 + lo);

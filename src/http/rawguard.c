@@ -21,6 +21,7 @@
 #include <gnutls/gnutls.h>
 #include <sodium.h>
 
+#include "keygate/hex.h"
 #include "keygate/headers.h"
 #include "keygate/rawguard.h"
 
@@ -63,18 +64,6 @@ tchar(unsigned char c)
 {
     return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
            (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
-}
-
-static int
-hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
 }
 
 void
@@ -389,7 +378,7 @@ step(struct kg_rawscan *s, unsigned char c)
      * hex digits, then ';' and anything up to LF, or CRLF, or LF; data;
      * CRLF or LF; after the 0 chunk, lines up to an empty one. */
     case ST_CHUNK_SIZE: {
-        int h = hexval(c);
+        int h = kg_hexval((unsigned char)c);
 
         if (h >= 0) {
             if (s->num > (UINT64_MAX >> 4))

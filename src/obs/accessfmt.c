@@ -12,6 +12,7 @@
 
 #include <jansson.h>
 
+#include "keygate/hex.h"
 #include "keygate/accesslog.h"
 #include "keygate/keyfmt.h"
 #include "keygate/metrics.h"
@@ -234,18 +235,6 @@ alnum(unsigned char c)
     return (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
 }
 
-static int
-hexval(unsigned char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
 /* Bytes of one key-body character at s (n > 0 left): a letter or a digit,
  * or %XX that decodes to one (a client may encode a key); 0 otherwise. */
 static size_t
@@ -255,8 +244,10 @@ body_char(const char *s, size_t n)
 
     if (alnum(u[0]))
         return 1;
-    if (u[0] == '%' && n >= 3 && hexval(u[1]) >= 0 && hexval(u[2]) >= 0 &&
-        alnum((unsigned char)(hexval(u[1]) * 16 + hexval(u[2]))))
+    if (u[0] == '%' && n >= 3 && kg_hexval((unsigned char)u[1]) >= 0 &&
+        kg_hexval((unsigned char)u[2]) >= 0 &&
+        alnum(
+            (unsigned char)(kg_hexval((unsigned char)u[1]) * 16 + kg_hexval((unsigned char)u[2]))))
         return 3;
     return 0;
 }
