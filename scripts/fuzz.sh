@@ -7,6 +7,12 @@
 #   scripts/fuzz.sh replay [TARGET]  run every input of the checked-in corpora once
 #   scripts/fuzz.sh merge TARGET DIR...  minimise DIR's inputs into the checked-in corpus
 #   scripts/fuzz.sh list             the target names
+#   scripts/fuzz.sh campaign TARGET CPU_SECONDS
+#                                    fuzz TARGET until it has used CPU_SECONDS of CPU time
+#                                    (user + system, in wall-clock chunks of KEYGATE_FUZZ_CHUNK
+#                                    seconds, default 600), so a campaign on a shared machine is
+#                                    measured in what it really got; one line per chunk is added
+#                                    to build-fuzz/campaign.tsv
 #
 # New inputs a run finds go to build-fuzz/corpus/TARGET (the checked-in
 # corpus under tests/fuzz/corpus/TARGET is only read); a crash or leak is
@@ -85,8 +91,44 @@ run() {
     echo "fuzz.sh: $t: ${secs}s, $runs executions, cov $cov, ft $ft, 0 crashes"
 }
 
+# One campaign: chunks of the normal run until the CPU time they used adds
+# up to the goal. Each chunk starts from the scratch corpus the previous one
+# grew, so coverage carries over; executions add up.
+campaign() {
+    local t=$1 goal=$2 chunk=${KEYGATE_FUZZ_CHUNK:-600} cpu=0 runs=0 n=0 log tf u s r cov ft
+    mkdir -p "$build/corpus/$t" "$build/artifacts/$t"
+    log=$build/campaign-$t.log
+    tf=$build/campaign-$t.time
+    while ((cpu < goal)); do
+        n=$((n + 1))
+        # shellcheck disable=SC2086
+        if ! /usr/bin/time -f '%U %S' -o "$tf" "$build/tests/fuzz/fuzz_$t" -max_total_time="$chunk" \
+            -print_final_stats=1 -artifact_prefix="$build/artifacts/$t/" ${KEYGATE_FUZZ_FLAGS:-} \
+            "$build/corpus/$t" "$root/tests/fuzz/corpus/$t" >"$log" 2>&1; then
+            tail -n 60 "$log" >&2
+            echo "fuzz.sh: $t: campaign FAILED in chunk $n, input in $build/artifacts/$t/" >&2
+            return 1
+        fi
+        read -r u s <"$tf"
+        cpu=$((cpu + ${u%.*} + ${s%.*}))
+        r=$(sed -n 's/^stat::number_of_executed_units: *//p' "$log")
+        runs=$((runs + ${r:-0}))
+        cov=$(grep -o 'cov: [0-9]*' "$log" | tail -n 1 | cut -d' ' -f2)
+        ft=$(grep -o 'ft: [0-9]*' "$log" | tail -n 1 | cut -d' ' -f2)
+        printf '%s\t%s\t%d\t%s\t%s\t%s\t%s\n' "$(date -u +%FT%TZ)" "$t" "$n" "$((${u%.*} + ${s%.*}))" \
+            "${r:-0}" "$cov" "$ft" >>"$build/campaign.tsv"
+    done
+    echo "fuzz.sh: $t: campaign: ${cpu}s CPU in $n chunks, $runs executions, cov $cov, ft $ft, 0 crashes"
+}
+
 [[ $# -ge 1 ]] || usage
 case $1 in
+campaign)
+    [[ $# -eq 3 && $3 =~ ^[0-9]+$ ]] || usage
+    check_target "$2"
+    build
+    campaign "$2" "$3"
+    ;;
 list)
     targets
     ;;
