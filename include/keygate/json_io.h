@@ -51,6 +51,11 @@ void kg_jbody_cleanup(struct kg_jbody *b);
  * without parameters ("application/json; charset=utf-8"). NULL is false. */
 bool kg_json_io_content_type_ok(const char *content_type);
 
+/* True when a client's name (a JSON member, a query parameter) can be
+ * quoted back in an error as it is: 1..64 bytes of printable ASCII without
+ * spaces, so the message stays one clean line. */
+bool kg_json_io_quotable(const char *s);
+
 /* ---- decoding ---- */
 
 enum kg_jtype {

@@ -25,6 +25,7 @@
 #include "keygate/credential.h"
 #include "keygate/decide.h"
 #include "keygate/hygiene.h"
+#include "keygate/json_io.h"
 #include "keygate/rawguard.h"
 #include "keygate/keys.h"
 #include "keygate/keywatch.h"
@@ -228,20 +229,6 @@ scan_query(void *cls, enum MHD_ValueKind kind, const char *key, const char *valu
     return MHD_NO;
 }
 
-static bool
-printable(const char *s)
-{
-    size_t n = strlen(s);
-
-    if (n == 0 || n > 64)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        if (s[i] < 0x21 || s[i] > 0x7e)
-            return false;
-    }
-    return true;
-}
-
 bool
 admin_query_check(struct admin_call *c, const char *const *allowed)
 {
@@ -250,7 +237,7 @@ admin_query_check(struct admin_call *c, const char *const *allowed)
     MHD_get_connection_values(c->conn, MHD_GET_ARGUMENT_KIND, scan_query, &qs);
     if (qs.bad == NULL)
         return true;
-    if (printable(qs.bad))
+    if (kg_json_io_quotable(qs.bad))
         admin_fail(c, 400, "unknown query parameter: %s", qs.bad);
     else
         admin_fail(c, 400, "unknown query parameter");

@@ -81,10 +81,8 @@ kg_json_io_content_type_ok(const char *ct)
     return *ct == '\0' || *ct == ';';
 }
 
-/* Whether a client's member name can be quoted back as it is: short
- * printable ASCII only, so the error text stays one clean line. */
-static bool
-printable_name(const char *s)
+bool
+kg_json_io_quotable(const char *s)
 {
     size_t n = strlen(s);
 
@@ -214,8 +212,9 @@ kg_json_io_decode(const char *body, size_t len, const struct kg_jfield *fields, 
         const struct kg_jfield *f = find_field(fields, nfields, name);
 
         if (f == NULL) {
-            rc = printable_name(name) ? kg_err_set(err, KG_EINVAL, "unknown field: %s", name)
-                                      : kg_err_set(err, KG_EINVAL, "unknown field in JSON body");
+            rc = kg_json_io_quotable(name)
+                     ? kg_err_set(err, KG_EINVAL, "unknown field: %s", name)
+                     : kg_err_set(err, KG_EINVAL, "unknown field in JSON body");
             goto cleanup;
         }
         if (json_is_null(v)) {
