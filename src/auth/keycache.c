@@ -262,8 +262,9 @@ kg_keycache_touch(const struct kg_keyent *ent, int64_t now)
         return;
     prev = atomic_load_explicit(&s->last_used, memory_order_relaxed);
     /* At most one store per key per second: most requests only read. */
-    while (prev < now && !atomic_compare_exchange_weak_explicit(
-                             &s->last_used, &prev, now, memory_order_relaxed, memory_order_relaxed)) {
+    while (prev < now &&
+           !atomic_compare_exchange_weak_explicit(&s->last_used, &prev, now, memory_order_relaxed,
+                                                  memory_order_relaxed)) {
     }
     if (prev < now)
         kg_keycache_mark_dirty(s);

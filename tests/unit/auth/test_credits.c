@@ -232,7 +232,8 @@ test_a_new_refill_period_starts_the_credits_again(void **state)
     ent = find(f, "key_d", &snap);
     assert_int_equal(kg_quota_used(&kg_keycache_stat(ent)->credits, ent->quota_period, now), 4);
     /* Two days on, what was stored today no longer counts. */
-    assert_int_equal(kg_quota_used(&kg_keycache_stat(ent)->credits, ent->quota_period, now + 2 * 86400), 0);
+    assert_int_equal(
+        kg_quota_used(&kg_keycache_stat(ent)->credits, ent->quota_period, now + 2 * 86400), 0);
     kg_keycache_release(snap);
 }
 

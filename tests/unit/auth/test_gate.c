@@ -474,8 +474,7 @@ race_admit(void *arg)
 
     pthread_barrier_wait(r->start);
     for (int i = 0; i < RACE_ADMITS; i++) {
-        admit(r->f, r->f->cfg, r->f->keys[K_READER], "GET", "/v1/items", "192.0.2.1", false,
-              &adm);
+        admit(r->f, r->f->cfg, r->f->keys[K_READER], "GET", "/v1/items", "192.0.2.1", false, &adm);
         if (adm.action == KG_GATE_PROXY) {
             r->proxied++;
             if (r->first == NULL)
@@ -558,8 +557,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_forward_auth_allows_and_charges_at_once, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(
-            test_two_loops_admitting_a_fresh_key_make_one_record_and_the_flush_loses_nothing,
-            setup, teardown),
+            test_two_loops_admitting_a_fresh_key_make_one_record_and_the_flush_loses_nothing, setup,
+            teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

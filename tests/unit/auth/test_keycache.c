@@ -506,7 +506,8 @@ test_scopes_are_split_on_commas(void **state)
     assert_string_equal(ent->scopes[1], "b");
     assert_string_equal(ent->scopes[2], "c");
     assert_null(ent->scopes[3]);
-    assert_string_equal(kg_keyent_scopes_str(ent), "a,b,c"); /* the split leaves the original intact */
+    assert_string_equal(kg_keyent_scopes_str(ent),
+                        "a,b,c"); /* the split leaves the original intact */
 
     ent = find(snap, "key_none");
     assert_int_equal(ent->nscopes, 0);
