@@ -76,6 +76,12 @@ mutation keycache-lookup src/auth/keyindex.c \
     'if (e != TOMB && sodium_memcmp(e->digest, digest, KG_DIGEST_BYTES) == 0) {' \
     'if (e != TOMB && sodium_memcmp(e->digest, digest, KG_DIGEST_BYTES / 2) == 0) {' \
     'unit_auth_test_keycache unit_auth_test_decide'
+mutation stat-first-use src/auth/keycache.c \
+    'node = stat_lookup(kc, ent->id, h);
+    if (node == NULL)
+        node = stat_add(kc, ent, h);' \
+    'node = stat_add(kc, ent, h);' \
+    'unit_auth_test_keycache_sync'
 mutation disabled-owner src/auth/keycache.c \
     '|| owner->disabled) {' \
     '|| (owner->disabled && false)) {' \

@@ -8,7 +8,9 @@
  * guard that could have seen it is released. The cache is loaded whole at
  * start and then kept current by the store's change log
  * (kg_keycache_sync). Per-key usage (last used, counters) lives in stat
- * records that outlive entries, so a change never loses a count.
+ * records that outlive entries, so a change never loses a count; a key's
+ * record is made on its first use, not at load, so a key never used costs
+ * its entry only.
  *
  * Threads: acquire/release/find/touch from any thread; reload, sync and
  * flush from any thread but a request loop (they block on the store and
@@ -96,31 +98,38 @@ struct kg_keyowner {
 /* One key in a snapshot. Read-only; valid until the snapshot is released.
  * A key's power at request time is its own scopes (none = no limit of its
  * own) intersected with its owner's role; decide.c applies both. Scope
- * lists are interned: every key with the same scopes shares one copy. */
+ * lists are interned: every key with the same scopes shares one copy.
+ * Only what deciding and admitting need is here (about 200 bytes with the
+ * id, see docs/architecture.md); the key's usage record is made on its
+ * first use (kg_keycache_stat). */
 struct kg_keyent {
     unsigned char digest[KG_DIGEST_BYTES];
-    const char *id;
+    const char *id; /* held in the entry's own block */
     const struct kg_keyowner *owner;
     /* The owner's, for the headers sent upstream (owner->...). */
     const char *tenant;
     const char *user_id;
     const char *tier;
-    const char *scopes_str; /* "a,b" as stored; "" = no scopes */
-    const char *const *scopes;
-    size_t nscopes;
-    int64_t expires_at; /* 0 = never */
-    int64_t revoked_at; /* 0 = not scheduled; may be in the future (rotation grace) */
-    struct kg_keystat *stat;
+    const char *const *scopes; /* interned; kg_keyent_scopes_str() is the list as stored */
     /* Key scopes within the role, as sent upstream in X-Keygate-Scopes: the
      * key's own when the role is "*", the role when the key has none ("" =
      * everything), else each scope both grant. */
     const char *effective_str;
-    int64_t quota_limit;               /* credits it may use, -1 = unlimited */
+    int64_t expires_at; /* 0 = never */
+    int64_t revoked_at; /* 0 = not scheduled; may be in the future (rotation grace) */
+    /* The usage record, once made: read it through kg_keycache_stat(),
+     * which makes it on the key's first use. */
+    struct kg_keystat *_Atomic stat;
+    const struct kg_gcra *rate; /* its own rate and burst, when has_rate (in the entry's block) */
+    int64_t quota_limit;        /* credits it may use, -1 = unlimited */
+    uint32_t nscopes;
     enum kg_quota_period quota_period; /* when the credits come back */
     bool effective_empty;              /* the key has scopes and the role grants none of them */
     bool has_rate;                     /* the key has a rate of its own (else the config default) */
-    struct kg_gcra rate;               /* its rate and burst, when has_rate */
 };
+
+/* The key's scopes as stored, "a,b" ("" = no scopes). */
+const char *kg_keyent_scopes_str(const struct kg_keyent *ent);
 
 struct kg_keycache;
 struct kg_keysnap;
@@ -178,6 +187,16 @@ int64_t kg_keysnap_built_ms(const struct kg_keysnap *snap);
  * named by key id and user id, never by entry, so no change resets them. */
 struct kg_limiter *kg_keycache_limiter(struct kg_keycache *kc);
 
+/* The usage record of ent's key (last used, counters, credits), made on
+ * the key's first use and shared by every entry the key has afterwards; a
+ * key with a credit limit has it from its load. Any thread: the first
+ * call for a key takes a mutex only other first uses and the writer's
+ * entry builds take, for a hash lookup and insert (never a store read or
+ * a load); every later call is one atomic load. NULL only when out of
+ * memory (the use is then not recorded) or for an entry not made by a
+ * cache. */
+struct kg_keystat *kg_keycache_stat(const struct kg_keyent *ent);
+
 /* Records a use of ent at now (kept exact to the second, written later). */
 void kg_keycache_touch(const struct kg_keyent *ent, int64_t now);
 
@@ -207,9 +226,9 @@ bool kg_keycache_spend_allow(const struct kg_keyent *ent, const struct kg_tier *
 int64_t kg_keycache_spend_retry_after(const struct kg_keyent *ent, const struct kg_tier *tier,
                                       int64_t cost, int64_t now);
 
-/* Charges units credits to stat, and to its owner's credits and tier quota
- * (a stat record outlives snapshots, so a request may keep it past
- * releasing its snapshot). Lock-free. */
+/* Charges units credits to stat (kg_keycache_stat; NULL: nothing), and to
+ * its owner's credits and tier quota (a stat record outlives snapshots, so
+ * a request may keep it past releasing its snapshot). Lock-free. */
 void kg_keycache_charge(struct kg_keystat *stat, int64_t units);
 
 /* Writes the last-used time and the counter deltas of every key used or

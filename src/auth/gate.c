@@ -29,7 +29,7 @@ rate_check(const struct kg_gate_in *in, const struct kg_keyent *key, const struc
     const struct kg_config *cfg = in->cfg;
     struct kg_limit_req lr = {
         .key_id = key->id,
-        .key_rate = key->has_rate           ? &key->rate
+        .key_rate = key->has_rate           ? key->rate
                     : cfg->has_default_rate ? &cfg->default_rate
                                             : NULL,
         .user_id = key->user_id,
@@ -143,7 +143,7 @@ kg_gate_admit(const struct kg_gate_in *in, struct kg_admission *out)
         refuse(out, KG_DENY_RATE, KG_OUTCOME_RATE_LIMITED);
     } else if (cfg->mode == KG_MODE_FORWARD_AUTH) {
         /* No upstream status ever comes back: the allow is the charge. */
-        kg_keycache_charge(key->stat, out->cost);
+        kg_keycache_charge(kg_keycache_stat(key), out->cost);
         out->action = KG_GATE_ALLOW;
         out->outcome = KG_OUTCOME_ALLOWED;
     } else {
@@ -151,7 +151,7 @@ kg_gate_admit(const struct kg_gate_in *in, struct kg_admission *out)
          * are known when it gets one. */
         out->action = KG_GATE_PROXY;
         out->outcome = KG_OUTCOME_ALLOWED;
-        out->charge_to = key->stat;
+        out->charge_to = kg_keycache_stat(key);
     }
 }
 

@@ -49,14 +49,23 @@ struct scopeset {
     const char *vec[]; /* n + 1, then the text, then its split copy */
 };
 
-/* What the index holds: the entry first, then the load that made it and
- * its interned effective scopes (NULL when they are the key's own list or
- * the owner's role). The id is the stat record's; every string is shared. */
+/* What the index holds: the entry first, then its interned effective
+ * scopes (NULL when they are the key's own list or the owner's role), its
+ * id and the load that made it; every other string is shared. A key with
+ * a rate of its own has the longer block, with the rate. */
 struct ent_block {
     struct kg_keyent ent;
-    uint32_t epoch;
     struct scopeset *eff;
+    char id[KG_ID_MAX];
+    uint32_t epoch;
 };
+
+struct ent_rated {
+    struct ent_block b;
+    struct kg_gcra rate;
+};
+
+static const size_t ent_size[ENT_KINDS] = {sizeof(struct ent_block), sizeof(struct ent_rated)};
 
 /* A dropped entry's block, waiting to be reused. */
 struct ent_free {
@@ -74,13 +83,13 @@ struct ent_free {
 #include <sanitizer/asan_interface.h>
 /* A dropped entry is poisoned (but its link), so ASan still catches a read
  * of an entry after the index let it go, as it would with free(). */
-#define ENT_POISON(p)                                                                              \
+#define ENT_POISON(p, size)                                                                        \
     ASAN_POISON_MEMORY_REGION((char *)(p) + sizeof(struct ent_free),                               \
-                              sizeof(struct ent_block) - sizeof(struct ent_free))
-#define ENT_UNPOISON(p) ASAN_UNPOISON_MEMORY_REGION((p), sizeof(struct ent_block))
+                              (size) - sizeof(struct ent_free))
+#define ENT_UNPOISON(p, size) ASAN_UNPOISON_MEMORY_REGION((p), (size))
 #else
-#define ENT_POISON(p) ((void)(p))
-#define ENT_UNPOISON(p) ((void)(p))
+#define ENT_POISON(p, size) ((void)(p), (void)(size))
+#define ENT_UNPOISON(p, size) ((void)(p), (void)(size))
 #endif
 
 static void
@@ -112,17 +121,18 @@ ent_drop(struct kg_keyent *e)
     struct ent_block *eb = (struct ent_block *)(void *)e;
     struct kg_keycache *kc = ((const struct owner_block *)(const void *)e->owner)->kc;
     struct ent_free *f = (struct ent_free *)(void *)eb, *head;
+    int kind = e->has_rate ? 1 : 0;
 
     set_unref(set_of(e->scopes));
     if (eb->eff != NULL)
         set_unref(eb->eff);
     owner_unref(e->owner);
-    head = atomic_load_explicit(&kc->ent_free, memory_order_relaxed);
+    head = atomic_load_explicit(&kc->ent_free[kind], memory_order_relaxed);
     do {
         f->next = head;
-    } while (!atomic_compare_exchange_weak_explicit(&kc->ent_free, &head, f, memory_order_release,
-                                                    memory_order_relaxed));
-    ENT_POISON(f);
+    } while (!atomic_compare_exchange_weak_explicit(&kc->ent_free[kind], &head, f,
+                                                    memory_order_release, memory_order_relaxed));
+    ENT_POISON(f, ent_size[kind]);
 }
 
 static uint64_t
@@ -133,6 +143,17 @@ str_hash(const char *s)
     while (*s != '\0')
         h = (h ^ (unsigned char)*s++) * 1099511628211ULL;
     return h;
+}
+
+static void
+arena_free(struct arena *a)
+{
+    while (a->chunks != NULL) {
+        struct arena_chunk *c = a->chunks;
+
+        a->chunks = c->next;
+        free(c);
+    }
 }
 
 enum kg_status
@@ -161,6 +182,7 @@ kg_keycache_new(struct kg_limiter *limiter, struct kg_keycache **out)
     }
     kc->limiter = limiter;
     pthread_mutex_init(&kc->load_mu, NULL);
+    pthread_mutex_init(&kc->stat_mu, NULL);
     *out = kc;
     return KG_OK;
 }
@@ -171,12 +193,8 @@ kg_keycache_free(struct kg_keycache *kc)
     if (kc == NULL)
         return;
     kg_keyindex_free(kc->ix);
-    while (kc->chunks != NULL) {
-        struct arena_chunk *c = kc->chunks;
-
-        kc->chunks = c->next;
-        free(c);
-    }
+    arena_free(&kc->ent_arena);
+    arena_free(&kc->stat_arena);
     free(kc->stats);
     for (size_t i = 0; i < kc->ustats_cap; i++) {
         free(kc->ustats[i].id);
@@ -196,6 +214,7 @@ kg_keycache_free(struct kg_keycache *kc)
     }
     free(kc->sets);
     pthread_mutex_destroy(&kc->load_mu);
+    pthread_mutex_destroy(&kc->stat_mu);
     free(kc);
 }
 
@@ -236,49 +255,63 @@ kg_keycache_mark_dirty(struct kg_keystat *s)
 void
 kg_keycache_touch(const struct kg_keyent *ent, int64_t now)
 {
-    int64_t prev = atomic_load_explicit(&ent->stat->last_used, memory_order_relaxed);
+    struct kg_keystat *s = kg_keycache_stat(ent);
+    int64_t prev;
 
+    if (s == NULL)
+        return;
+    prev = atomic_load_explicit(&s->last_used, memory_order_relaxed);
     /* At most one store per key per second: most requests only read. */
     while (prev < now &&
-           !atomic_compare_exchange_weak_explicit(&ent->stat->last_used, &prev, now,
-                                                  memory_order_relaxed, memory_order_relaxed)) {
+           !atomic_compare_exchange_weak_explicit(&s->last_used, &prev, now, memory_order_relaxed,
+                                                  memory_order_relaxed)) {
     }
     if (prev < now)
-        kg_keycache_mark_dirty(ent->stat);
+        kg_keycache_mark_dirty(s);
 }
 
 void
 kg_keycache_count(const struct kg_keyent *ent, enum kg_usage_kind kind)
 {
+    struct kg_keystat *s = kg_keycache_stat(ent);
     _Atomic int64_t *c;
 
+    if (s == NULL)
+        return;
     switch (kind) {
     case KG_USAGE_REQUEST:
-        c = &ent->stat->requests;
+        c = &s->requests;
         break;
     case KG_USAGE_DENIED_EXPIRED:
-        c = &ent->stat->denied_expired;
+        c = &s->denied_expired;
         break;
     case KG_USAGE_DENIED_FORBIDDEN:
-        c = &ent->stat->denied_forbidden;
+        c = &s->denied_forbidden;
         break;
     case KG_USAGE_DENIED_RATE:
-        c = &ent->stat->denied_rate;
+        c = &s->denied_rate;
         break;
     default:
         return;
     }
     atomic_fetch_add_explicit(c, 1, memory_order_relaxed);
-    kg_keycache_mark_dirty(ent->stat);
+    kg_keycache_mark_dirty(s);
 }
 
 bool
 kg_keycache_credits_allow(const struct kg_keyent *ent, int64_t cost, int64_t now)
 {
+    struct kg_keystat *s;
+
     /* What costs nothing spends nothing, even past a lowered limit. */
     if (ent->quota_limit < 0 || cost <= 0)
         return true;
-    return kg_quota_used(&ent->stat->credits, ent->quota_period, now) + cost <= ent->quota_limit;
+    /* A key with credits has its record from the load; none here is out
+     * of memory, and refusing is the side that spends nothing unknown. */
+    s = kg_keycache_stat(ent);
+    if (s == NULL)
+        return false;
+    return kg_quota_used(&s->credits, ent->quota_period, now) + cost <= ent->quota_limit;
 }
 
 bool
@@ -312,11 +345,13 @@ kg_keycache_spend_retry_after(const struct kg_keyent *ent, const struct kg_tier 
     struct kg_userstat *us = o->ustat;
     int64_t wait = 0;
 
+    struct kg_keystat *s = ent->quota_limit >= 0 ? kg_keycache_stat(ent) : NULL;
+
     if (cost <= 0)
         return 0;
-    if (ent->quota_limit >= 0)
-        kg_quota_fold_wait(kg_quota_used(&ent->stat->credits, ent->quota_period, now),
-                           ent->quota_limit, ent->quota_period, cost, now, &wait);
+    if (s != NULL)
+        kg_quota_fold_wait(kg_quota_used(&s->credits, ent->quota_period, now), ent->quota_limit,
+                           ent->quota_period, cost, now, &wait);
     if (us != NULL && o->has_quota)
         kg_quota_fold_wait(kg_quota_used(&us->credits, o->quota_period, now), o->quota_limit,
                            o->quota_period, cost, now, &wait);
@@ -331,7 +366,7 @@ kg_keycache_charge(struct kg_keystat *stat, int64_t units)
 {
     struct kg_userstat *us;
 
-    if (units <= 0)
+    if (stat == NULL || units <= 0)
         return;
     atomic_fetch_add_explicit(&stat->credits.charged, units, memory_order_relaxed);
     kg_keycache_mark_dirty(stat);
@@ -387,66 +422,64 @@ user_slot_for(struct kg_keycache *kc, const char *id)
     return &kc->ustats[i];
 }
 
-/* len zeroed bytes, aligned for any record, living as long as the cache.
- * Caller holds load_mu. */
+/* len zeroed bytes aligned to align (a power of two, at most that of
+ * max_align_t), living as long as the cache. Caller holds the lock that
+ * guards a. */
 static void *
-arena_alloc(struct kg_keycache *kc, size_t len)
+arena_alloc(struct arena *a, size_t len, size_t align)
 {
     void *p;
+    size_t at = (a->used + align - 1) & ~(align - 1);
 
-    len = (len + _Alignof(max_align_t) - 1) & ~(_Alignof(max_align_t) - 1);
     if (len > ARENA_CHUNK)
         return NULL;
-    if (kc->chunks == NULL || kc->chunk_used + len > ARENA_CHUNK) {
+    if (a->chunks == NULL || at + len > ARENA_CHUNK) {
         struct arena_chunk *c = calloc(1, sizeof(*c));
 
         if (c == NULL)
             return NULL;
-        c->next = kc->chunks;
-        kc->chunks = c;
-        kc->chunk_used = 0;
+        c->next = a->chunks;
+        a->chunks = c;
+        at = 0;
     }
-    p = kc->chunks->mem + kc->chunk_used;
-    kc->chunk_used += len;
+    p = a->chunks->mem + at;
+    a->used = at + len;
     return p;
 }
 
-/* A zeroed entry block: a dropped one again, or a new one carved from the
- * chunks. Caller holds load_mu (the only taker of ent_free). */
+/* A zeroed entry block of kind (1: with a rate of its own): a dropped one
+ * again, or a new one carved from the chunks. Caller holds load_mu (the
+ * only taker of ent_free). */
 static struct ent_block *
-ent_alloc(struct kg_keycache *kc)
+ent_alloc(struct kg_keycache *kc, int kind)
 {
-    struct ent_free *f = kc->ent_spare;
+    struct ent_free *f = kc->ent_spare[kind];
 
     if (f == NULL)
-        f = kc->ent_spare = atomic_exchange_explicit(&kc->ent_free, NULL, memory_order_acquire);
+        f = kc->ent_spare[kind] =
+            atomic_exchange_explicit(&kc->ent_free[kind], NULL, memory_order_acquire);
     if (f == NULL)
-        return arena_alloc(kc, sizeof(struct ent_block));
-    kc->ent_spare = f->next;
-    ENT_UNPOISON(f);
-    memset(f, 0, sizeof(struct ent_block));
+        return arena_alloc(&kc->ent_arena, ent_size[kind], _Alignof(struct ent_rated));
+    kc->ent_spare[kind] = f->next;
+    ENT_UNPOISON(f, ent_size[kind]);
+    memset(f, 0, ent_size[kind]);
     return (struct ent_block *)(void *)f;
 }
 
-/* Room in the stat map for n records without growing (a full load counts
- * the keys first). Caller holds load_mu. */
+/* Doubles the stat map. Only the slot array is read: the hashes are in
+ * it. Caller holds stat_mu. */
 static bool
-stats_reserve(struct kg_keycache *kc, size_t n)
+stats_grow(struct kg_keycache *kc)
 {
-    size_t ncap = kc->stats_cap, i;
-    struct stat_node **ns;
+    size_t ncap = kc->stats_cap * 2, i;
+    struct stat_slot *ns = calloc(ncap, sizeof(*ns));
 
-    while ((n + 1) * 2 > ncap)
-        ncap *= 2;
-    if (ncap == kc->stats_cap)
-        return true;
-    ns = calloc(ncap, sizeof(*ns));
     if (ns == NULL)
         return false;
     for (size_t j = 0; j < kc->stats_cap; j++) {
-        if (kc->stats[j] == NULL)
+        if (kc->stats[j].node == NULL)
             continue;
-        for (i = kc->stats[j]->hash & (ncap - 1); ns[i] != NULL; i = (i + 1) & (ncap - 1)) {
+        for (i = kc->stats[j].hash & (ncap - 1); ns[i].node != NULL; i = (i + 1) & (ncap - 1)) {
         }
         ns[i] = kc->stats[j];
     }
@@ -456,37 +489,103 @@ stats_reserve(struct kg_keycache *kc, size_t n)
     return true;
 }
 
-/* The stat record for id, created on first sight; *idp gets the record's
- * copy of the id. Caller holds load_mu. */
-static struct kg_keystat *
-stat_for(struct kg_keycache *kc, const char *id, int64_t stored_last_used, const char **idp)
+/* The record for id (hash h), or NULL. Caller holds stat_mu. */
+static struct stat_node *
+stat_lookup(const struct kg_keycache *kc, const char *id, uint64_t h)
 {
-    uint64_t h = str_hash(id);
-    size_t mask, i, len;
+    size_t mask = kc->stats_cap - 1;
+
+    for (size_t i = h & mask; kc->stats[i].node != NULL; i = (i + 1) & mask)
+        if (kc->stats[i].hash == h && strcmp(kc->stats[i].node->id, id) == 0)
+            return kc->stats[i].node;
+    return NULL;
+}
+
+/* A new record for the key of ent, which has none: on the cache's flush
+ * list when used, charging its owner. Complete before the caller unlocks,
+ * so whoever finds it next (another first use, the writer, a flush
+ * through the list) sees it whole. Caller holds stat_mu. */
+static struct stat_node *
+stat_add(struct kg_keycache *kc, const struct kg_keyent *ent, uint64_t h)
+{
+    size_t len = strlen(ent->id) + 1, mask, i;
     struct stat_node *node;
 
-    if (!stats_reserve(kc, kc->nstats + 1))
+    if ((kc->nstats + 1) * 2 > kc->stats_cap && !stats_grow(kc))
         return NULL;
-    mask = kc->stats_cap - 1;
-    for (i = h & mask; kc->stats[i] != NULL; i = (i + 1) & mask) {
-        if (kc->stats[i]->hash == h && strcmp(kc->stats[i]->id, id) == 0) {
-            *idp = kc->stats[i]->id;
-            return &kc->stats[i]->stat;
-        }
-    }
-    len = strlen(id) + 1;
-    node = arena_alloc(kc, sizeof(*node) + len);
+    node = arena_alloc(&kc->stat_arena, sizeof(*node) + len, _Alignof(struct stat_node));
     if (node == NULL)
         return NULL;
-    memcpy(node->id, id, len);
-    node->hash = h;
-    kc->stats[i] = node;
+    memcpy(node->id, ent->id, len);
     node->stat.dirty_head = &kc->dirty;
-    atomic_store(&node->stat.last_used, stored_last_used);
-    atomic_store(&node->stat.last_flushed, stored_last_used);
+    atomic_store(&node->stat.user, ent->owner->ustat);
+    atomic_store(&node->stat.credits.period, (int)ent->quota_period);
+    mask = kc->stats_cap - 1;
+    for (i = h & mask; kc->stats[i].node != NULL; i = (i + 1) & mask) {
+    }
+    kc->stats[i].hash = h;
+    kc->stats[i].node = node;
     kc->nstats++;
-    *idp = node->id;
+    return node;
+}
+
+struct kg_keystat *
+kg_keycache_stat(const struct kg_keyent *ent)
+{
+    /* The pointer is a cache of the map's answer, set once per entry. */
+    struct kg_keyent *e = (struct kg_keyent *)(uintptr_t)ent;
+    struct kg_keystat *s = atomic_load_explicit(&e->stat, memory_order_acquire);
+    struct kg_keycache *kc;
+    struct stat_node *node;
+    uint64_t h;
+
+    if (s != NULL || ent->owner == NULL)
+        return s;
+    /* The key's first use through this entry: its record may exist (made
+     * through an earlier entry of the key, or by another thread a moment
+     * ago); the map under stat_mu is what makes it exactly one. */
+    kc = ((const struct owner_block *)(const void *)ent->owner)->kc;
+    h = str_hash(ent->id);
+    pthread_mutex_lock(&kc->stat_mu);
+    node = stat_lookup(kc, ent->id, h);
+    if (node == NULL)
+        node = stat_add(kc, ent, h);
+    pthread_mutex_unlock(&kc->stat_mu);
+    if (node == NULL)
+        return NULL;
+    atomic_store_explicit(&e->stat, &node->stat, memory_order_release);
     return &node->stat;
+}
+
+/* Links ent (not published yet) to its key's record, updated from rec:
+ * the one the key has, or a new one for a key with credits (their count
+ * must be known at its first request), else none until its first use.
+ * false: out of memory. Caller holds load_mu, so no flush moves the store
+ * between rec's read and this: the stored total holds every flushed
+ * credit. */
+static bool
+link_stat(struct kg_keycache *kc, struct kg_keyent *ent, const struct kg_key_rec *rec)
+{
+    bool credits = ent->quota_limit >= 0 || ent->quota_period != KG_QUOTA_NONE;
+    uint64_t h = str_hash(ent->id);
+    struct stat_node *node;
+    struct kg_keystat *s;
+
+    pthread_mutex_lock(&kc->stat_mu);
+    node = stat_lookup(kc, ent->id, h);
+    if (node == NULL && credits)
+        node = stat_add(kc, ent, h);
+    pthread_mutex_unlock(&kc->stat_mu);
+    if (node == NULL)
+        return !credits;
+    s = &node->stat;
+    if (ent->owner->ustat != NULL && atomic_load(&s->user) != ent->owner->ustat)
+        atomic_store(&s->user, ent->owner->ustat);
+    atomic_store(&s->credits.stored, rec->quota_used);
+    atomic_store(&s->credits.stored_start, rec->quota_period_start);
+    atomic_store(&s->credits.period, (int)ent->quota_period);
+    atomic_store_explicit(&ent->stat, s, memory_order_relaxed);
+    return true;
 }
 
 /* One pass over store rows: a full load or one change log row. */
@@ -730,28 +829,23 @@ owner_for(struct kg_keycache *kc, const struct kg_key_rec *rec, const struct kg_
     return &ob->o;
 }
 
-/* Builds the entry for rec from shared parts (the stat record's id, the
- * owner record, interned scope lists), so that deciding never allocates
- * and a key costs its entry and little else. */
+/* Builds the entry for rec from shared parts (the owner record, interned
+ * scope lists), so that deciding never allocates and a key costs its
+ * entry and little else: its usage record comes with its first use. */
 static bool
 add_entry(struct load_ctx *lc, const struct kg_key_rec *rec, const struct kg_key_owner *owner)
 {
     struct kg_keycache *kc = lc->kc;
     const struct kg_keyowner *o;
-    struct kg_keystat *stat;
     struct scopeset *set;
     struct ent_block *eb;
     struct kg_keyent *ent;
-    const char *id;
+    struct kg_gcra rate;
+    bool has_rate = key_rate(rec, &rate);
 
-    /* The id is borrowed from the stat record, which lives as long as the
-     * cache. */
-    stat = stat_for(kc, rec->id, rec->last_used_at, &id);
-    if (stat == NULL)
-        return false;
     set = intern(kc, rec->scopes);
     o = set != NULL ? owner_for(kc, rec, owner) : NULL;
-    eb = o != NULL ? ent_alloc(kc) : NULL;
+    eb = o != NULL ? ent_alloc(kc, has_rate ? 1 : 0) : NULL;
     if (eb == NULL) {
         if (set != NULL)
             set_unref(set);
@@ -761,15 +855,23 @@ add_entry(struct load_ctx *lc, const struct kg_key_rec *rec, const struct kg_key
     }
     eb->epoch = kc->epoch;
     ent = &eb->ent;
-    memcpy(ent->digest, rec->digest, KG_DIGEST_BYTES);
-    ent->id = id;
+    /* Set first: ent_drop() needs both to give the block back. */
     ent->owner = o;
+    ent->has_rate = has_rate;
+    ent->scopes = set->vec;
+    memcpy(ent->digest, rec->digest, KG_DIGEST_BYTES);
+    memcpy(eb->id, rec->id, strnlen(rec->id, sizeof(eb->id) - 1));
+    ent->id = eb->id;
+    if (has_rate) {
+        struct ent_rated *er = (struct ent_rated *)(void *)eb;
+
+        er->rate = rate;
+        ent->rate = &er->rate;
+    }
     ent->tenant = o->tenant;
     ent->user_id = o->user_id;
     ent->tier = o->tier;
-    ent->scopes_str = set->text;
-    ent->scopes = set->vec;
-    ent->nscopes = set->n;
+    ent->nscopes = (uint32_t)set->n;
     if (o->role_all) {
         ent->effective_str = set->text;
     } else if (set->n == 0) {
@@ -788,17 +890,12 @@ add_entry(struct load_ctx *lc, const struct kg_key_rec *rec, const struct kg_key
     }
     ent->expires_at = rec->expires_at;
     ent->revoked_at = rec->revoked_at;
-    ent->has_rate = key_rate(rec, &ent->rate);
     ent->quota_limit = rec->quota_limit;
     ent->quota_period = kg_quota_period_of(rec->quota_period);
-    ent->stat = stat;
-    if (o->ustat != NULL && atomic_load(&stat->user) != o->ustat)
-        atomic_store(&stat->user, o->ustat);
-    /* Under load_mu, so no flush moves the store between the read and this:
-     * the stored total already holds every flushed credit. */
-    atomic_store(&stat->credits.stored, rec->quota_used);
-    atomic_store(&stat->credits.stored_start, rec->quota_period_start);
-    atomic_store(&stat->credits.period, (int)ent->quota_period);
+    if (!link_stat(kc, ent, rec)) {
+        ent_drop(ent);
+        return false;
+    }
     return kg_keyindex_put(kc->ix, ent) == KG_OK;
 }
 
@@ -849,7 +946,7 @@ load_all_locked(struct kg_keycache *kc, struct kg_store *st, int64_t now, struct
         return rc;
     /* Sized once for every key, revoked ones included (a few slots too
      * many): no table grows and rehashes during the walk. */
-    if (kg_keyindex_reserve(kc->ix, count) != KG_OK || !stats_reserve(kc, count))
+    if (kg_keyindex_reserve(kc->ix, count) != KG_OK)
         return kg_err_set(err, KG_ENOMEM, "out of memory loading keys");
     kc->epoch++;
     rc = kg_store_key_each_owner(st, load_one, &lc, err);
@@ -1008,19 +1105,21 @@ kg_keycache_position(struct kg_keycache *kc)
     return seq;
 }
 
-/* The stat record for id, or NULL when this process never loaded the key.
- * Caller holds load_mu. */
 struct kg_keystat *
-kg_keycache_stat_find(const struct kg_keycache *kc, const char *id)
+kg_keycache_stat_find(struct kg_keycache *kc, const char *id)
 {
-    size_t mask = kc->stats_cap - 1;
+    struct stat_node *node;
 
-    if (kc->stats_cap == 0)
-        return NULL;
-    for (size_t i = str_hash(id) & mask; kc->stats[i] != NULL; i = (i + 1) & mask)
-        if (strcmp(kc->stats[i]->id, id) == 0)
-            return &kc->stats[i]->stat;
-    return NULL;
+    pthread_mutex_lock(&kc->stat_mu);
+    node = stat_lookup(kc, id, str_hash(id));
+    pthread_mutex_unlock(&kc->stat_mu);
+    return node != NULL ? &node->stat : NULL;
+}
+
+const char *
+kg_keyent_scopes_str(const struct kg_keyent *ent)
+{
+    return ent->scopes != NULL ? set_of(ent->scopes)->text : "";
 }
 
 struct kg_limiter *

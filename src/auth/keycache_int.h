@@ -22,55 +22,71 @@ struct user_slot {
     struct owner_block *owner; /* the user's current record, or NULL */
 };
 
-/* A chunk of stat records (see struct kg_keycache). */
+/* A chunk of entries or stat records (see struct kg_keycache). */
 #define ARENA_CHUNK ((size_t)1 << 20)
 struct arena_chunk {
     struct arena_chunk *next;
     _Alignas(max_align_t) unsigned char mem[ARENA_CHUNK];
 };
 
+/* Carves records from chunks: no allocator call or header per record. */
+struct arena {
+    struct arena_chunk *chunks;
+    size_t used; /* in the first chunk */
+};
+
+/* A slot of the stat map: the id's hash beside the record, so that growing
+ * the map reads the slot array only, never a record. */
+struct stat_slot {
+    uint64_t hash;
+    struct stat_node *node; /* NULL = empty */
+};
+
+/* Entry blocks come in two sizes: with a rate of the key's own, or not. */
+#define ENT_KINDS 2
+
 struct kg_keycache {
     struct kg_keyindex *ix;
-    pthread_mutex_t load_mu;  /* serialises loads, syncs, flushes and the stat maps */
-    int64_t seq;              /* the last change log row applied; -1 = never loaded */
-    uint32_t epoch;           /* stamped on entries by a full load, to sweep the rest */
-    struct stat_node **stats; /* open addressing by id; NULL = empty slot */
+    pthread_mutex_t load_mu; /* serialises loads, syncs, flushes and the user slots */
+    int64_t seq;             /* the last change log row applied; -1 = never loaded */
+    uint32_t epoch;          /* stamped on entries by a full load, to sweep the rest */
+    /* The stat records, by key id: made on a key's first use by whichever
+     * thread admits it, so guarded by a mutex of their own that nothing
+     * holds for longer than a hash lookup and insert (a map growing: one
+     * pass over its slots). Records are never freed before the cache. */
+    pthread_mutex_t stat_mu;
+    struct stat_slot *stats; /* open addressing by id hash, at most half full */
     size_t nstats, stats_cap;
-    struct user_slot *ustats;         /* the same, by user id */
+    struct arena stat_arena;
+    struct user_slot *ustats;         /* by user id, under load_mu */
     struct kg_keystat *_Atomic dirty; /* records used since the last flush (a stack) */
-    /* Stat records are never freed before the cache: they are carved from
-     * chunks, with no allocator header or call per key. */
-    struct arena_chunk *chunks;
-    size_t chunk_used;
     size_t nustats, ustats_cap;
     struct scopeset **sets; /* interned lists, chained by hash */
     size_t nsets, sets_cap;
     _Atomic size_t sets_dead; /* lists whose last entry went since the last reap */
-    /* Entries are carved from the chunks too (no allocator call or header
-     * per key); a dropped one is pushed on ent_free from any thread, and
-     * the writer takes that stack whole into ent_spare to reuse. */
-    struct ent_free *_Atomic ent_free;
-    struct ent_free *ent_spare;
+    /* Entries are carved from chunks too (under load_mu); a dropped one is
+     * pushed on ent_free from any thread, and the writer takes that stack
+     * whole into ent_spare to reuse. */
+    struct arena ent_arena;
+    struct ent_free *_Atomic ent_free[ENT_KINDS];
+    struct ent_free *ent_spare[ENT_KINDS];
     /* Rate-limit buckets by key id and user id, handed in by the daemon
      * (not owned): named by id, never by entry, they outlive every change. */
     struct kg_limiter *limiter;
 };
 
-/* A stat record and its key id, in one allocation that lives as long as
- * the cache (entries borrow the id from here). The map's slot is only a
- * pointer to it; the hash is kept here, so growing the map never reads an
- * id again (at 1,000,000 keys that is a cache miss each). */
+/* A stat record and its key id, in one block that lives as long as the
+ * cache. */
 struct stat_node {
     struct kg_keystat stat;
-    uint64_t hash;
     char id[];
 };
 
 /* Puts s on its cache's list of records to flush, once (any thread). */
 void kg_keycache_mark_dirty(struct kg_keystat *s);
 
-/* The stat record for id, or NULL when this process never loaded the key.
- * Caller holds load_mu. */
-struct kg_keystat *kg_keycache_stat_find(const struct kg_keycache *kc, const char *id);
+/* The stat record for id, or NULL when no request of this process used
+ * the key (and it has no credit limit). Takes stat_mu. */
+struct kg_keystat *kg_keycache_stat_find(struct kg_keycache *kc, const char *id);
 
 #endif

@@ -156,8 +156,8 @@ test_charges_are_checked_then_flushed_once(void **state)
     ent = find(f, "key_a", &snap);
     assert_true(kg_keycache_credits_allow(ent, 5, now));
     assert_false(kg_keycache_credits_allow(ent, 6, now));
-    kg_keycache_charge(ent->stat, 3);
-    assert_int_equal(kg_quota_used(&ent->stat->credits, ent->quota_period, now), 3);
+    kg_keycache_charge(kg_keycache_stat(ent), 3);
+    assert_int_equal(kg_quota_used(&kg_keycache_stat(ent)->credits, ent->quota_period, now), 3);
     assert_true(kg_keycache_credits_allow(ent, 2, now));
     assert_false(kg_keycache_credits_allow(ent, 3, now));
     kg_keycache_release(snap);
@@ -169,17 +169,17 @@ test_charges_are_checked_then_flushed_once(void **state)
 
     /* A reload with a charge not flushed yet neither loses nor doubles it. */
     ent = find(f, "key_a", &snap);
-    kg_keycache_charge(ent->stat, 1);
+    kg_keycache_charge(kg_keycache_stat(ent), 1);
     kg_keycache_release(snap);
     reload(f);
     ent = find(f, "key_a", &snap);
-    assert_int_equal(kg_quota_used(&ent->stat->credits, ent->quota_period, now), 4);
+    assert_int_equal(kg_quota_used(&kg_keycache_stat(ent)->credits, ent->quota_period, now), 4);
     kg_keycache_release(snap);
     flush_ok(f);
     assert_int_equal(stored_used(f, "key_a"), 4);
     reload(f);
     ent = find(f, "key_a", &snap);
-    assert_int_equal(kg_quota_used(&ent->stat->credits, ent->quota_period, now), 4);
+    assert_int_equal(kg_quota_used(&kg_keycache_stat(ent)->credits, ent->quota_period, now), 4);
     assert_true(kg_keycache_credits_allow(ent, 1, now));
     assert_false(kg_keycache_credits_allow(ent, 2, now));
     kg_keycache_release(snap);
@@ -196,7 +196,7 @@ test_a_failed_flush_charges_nothing_and_the_next_charges_once(void **state)
     insert_key(f, "key_a", -1, "");
     reload(f);
     ent = find(f, "key_a", &snap);
-    kg_keycache_charge(ent->stat, 2);
+    kg_keycache_charge(kg_keycache_stat(ent), 2);
     kg_keycache_release(snap);
     raw_exec(f->path, "CREATE TRIGGER no_credits BEFORE UPDATE OF quota_used ON keys"
                       " BEGIN SELECT RAISE(ABORT, 'no'); END");
@@ -222,17 +222,18 @@ test_a_new_refill_period_starts_the_credits_again(void **state)
     raw_exec(f->path, "UPDATE keys SET quota_used = 10, quota_period_start = 86400");
     reload(f);
     ent = find(f, "key_d", &snap);
-    assert_int_equal(kg_quota_used(&ent->stat->credits, ent->quota_period, now), 0);
+    assert_int_equal(kg_quota_used(&kg_keycache_stat(ent)->credits, ent->quota_period, now), 0);
     assert_true(kg_keycache_credits_allow(ent, 10, now));
-    kg_keycache_charge(ent->stat, 4);
+    kg_keycache_charge(kg_keycache_stat(ent), 4);
     kg_keycache_release(snap);
     flush_ok(f);
     assert_int_equal(stored_used(f, "key_d"), 4);
 
     ent = find(f, "key_d", &snap);
-    assert_int_equal(kg_quota_used(&ent->stat->credits, ent->quota_period, now), 4);
+    assert_int_equal(kg_quota_used(&kg_keycache_stat(ent)->credits, ent->quota_period, now), 4);
     /* Two days on, what was stored today no longer counts. */
-    assert_int_equal(kg_quota_used(&ent->stat->credits, ent->quota_period, now + 2 * 86400), 0);
+    assert_int_equal(
+        kg_quota_used(&kg_keycache_stat(ent)->credits, ent->quota_period, now + 2 * 86400), 0);
     kg_keycache_release(snap);
 }
 
@@ -250,8 +251,8 @@ test_retry_after_of_a_quota_refusal_is_the_next_refill_or_none(void **state)
     reload(f);
     daily = find(f, "key_day", &snap);
     once = find(f, "key_once", &snap2);
-    kg_keycache_charge(daily->stat, 2);
-    kg_keycache_charge(once->stat, 2);
+    kg_keycache_charge(kg_keycache_stat(daily), 2);
+    kg_keycache_charge(kg_keycache_stat(once), 2);
     assert_false(kg_keycache_spend_allow(daily, NULL, 1, now));
     assert_int_equal(kg_keycache_spend_retry_after(daily, NULL, 1, now), 12 * 3600);
     /* Credits without a refill never come back by themselves: no Retry-After. */
@@ -280,9 +281,9 @@ test_a_count_without_a_start_under_a_refill_is_history(void **state)
     raw_exec(f->path, "UPDATE keys SET quota_used = 10, quota_period = 'month'");
     reload(f);
     ent = find(f, "key_m", &snap);
-    assert_int_equal(kg_quota_used(&ent->stat->credits, ent->quota_period, now), 0);
+    assert_int_equal(kg_quota_used(&kg_keycache_stat(ent)->credits, ent->quota_period, now), 0);
     assert_true(kg_keycache_credits_allow(ent, 10, now));
-    kg_keycache_charge(ent->stat, 1);
+    kg_keycache_charge(kg_keycache_stat(ent), 1);
     kg_keycache_release(snap);
     flush_ok(f);
     if (kg_store_key_get(f->st, "key_m", &rec, &err) != KG_OK)
@@ -340,14 +341,14 @@ test_credits_used_up_before_a_refill_was_set_come_back_at_the_next_period(void *
     insert_key(f, "key_b", 10, "");
     reload(f);
     ent = find(f, "key_b", &snap);
-    kg_keycache_charge(ent->stat, 10);
+    kg_keycache_charge(kg_keycache_stat(ent), 10);
     kg_keycache_release(snap);
     flush_ok(f);
     update_key_at(f, "key_b", 10, "day", at);
     reload(f);
     ent = find(f, "key_b", &snap);
     /* Used up stays used up for the rest of the day the refill was set... */
-    assert_int_equal(kg_quota_used(&ent->stat->credits, ent->quota_period, at), 10);
+    assert_int_equal(kg_quota_used(&kg_keycache_stat(ent)->credits, ent->quota_period, at), 10);
     assert_false(kg_keycache_credits_allow(ent, 1, at));
     assert_false(kg_keycache_credits_allow(ent, 1, day + 86399));
     /* ...and the next UTC day the credits are whole again. */
@@ -458,11 +459,11 @@ test_a_users_credits_are_shared_by_its_keys_and_the_stricter_limit_decides(void 
     assert_false(kg_keycache_spend_allow(k1, NULL, 5, now));
     assert_true(kg_keycache_spend_allow(k2, NULL, 6, now));
     assert_false(kg_keycache_spend_allow(k2, NULL, 7, now));
-    kg_keycache_charge(k1->stat, 3);
+    kg_keycache_charge(kg_keycache_stat(k1), 3);
     assert_true(kg_keycache_spend_allow(k2, NULL, 3, now));
     assert_false(kg_keycache_spend_allow(k2, NULL, 4, now));
     assert_false(kg_keycache_spend_allow(k1, NULL, 2, now));
-    kg_keycache_charge(k2->stat, 3);
+    kg_keycache_charge(kg_keycache_stat(k2), 3);
     /* The user is out: key_1's own credit left does not help it. */
     assert_false(kg_keycache_spend_allow(k1, NULL, 1, now));
     assert_true(kg_keycache_spend_allow(k1, NULL, 0, now));
@@ -505,10 +506,10 @@ test_the_tier_quota_counts_per_user_and_a_refusal_charges_nothing(void **state)
     kg_keycache_release(snap);
     k2 = find(f, "key_2", &snap);
     assert_true(kg_keycache_spend_allow(k1, tier, 3, now));
-    kg_keycache_charge(k1->stat, 3);
+    kg_keycache_charge(kg_keycache_stat(k1), 3);
     assert_true(kg_keycache_spend_allow(k2, tier, 2, now));
     assert_false(kg_keycache_spend_allow(k2, tier, 3, now)); /* 3 + 3 > 5 */
-    kg_keycache_charge(k2->stat, 2);
+    kg_keycache_charge(kg_keycache_stat(k2), 2);
     assert_false(kg_keycache_spend_allow(k1, tier, 1, now));
     assert_int_equal(kg_quota_used(&k1->owner->ustat->tier, KG_QUOTA_DAY, now), 5);
     kg_keycache_release(snap);
@@ -558,7 +559,7 @@ test_a_tier_without_quota_counts_nothing(void **state)
     reload(f);
     k = find(f, "key_f", &snap);
     assert_true(kg_keycache_spend_allow(k, kg_config_tier(cfg, "free"), 7, kg_time_now()));
-    kg_keycache_charge(k->stat, 7);
+    kg_keycache_charge(kg_keycache_stat(k), 7);
     kg_keycache_release(snap);
     flush_ok(f);
     assert_int_equal(user_used(f, "key_f").tier, 0);
@@ -581,7 +582,7 @@ test_a_failed_flush_charges_no_user_and_the_next_charges_once(void **state)
     reload(f);
     k = find(f, "key_a", &snap);
     assert_true(kg_keycache_spend_allow(k, kg_config_tier(cfg, "gold"), 2, kg_time_now()));
-    kg_keycache_charge(k->stat, 2);
+    kg_keycache_charge(kg_keycache_stat(k), 2);
     kg_keycache_release(snap);
     /* The user write fails after the key's: the whole batch rolls back. */
     raw_exec(f->path, "CREATE TRIGGER no_users BEFORE INSERT ON user_usage"
@@ -614,7 +615,7 @@ test_a_user_who_spent_while_unlimited_gets_its_credits_at_the_next_period(void *
     insert_shared_key(f, "key_1", -1);
     reload(f);
     k = find(f, "key_1", &snap);
-    kg_keycache_charge(k->stat, 10);
+    kg_keycache_charge(kg_keycache_stat(k), 10);
     kg_keycache_release(snap);
     flush_ok(f);
     /* users update U --credits 5 --refill day: 5 < the 10 used. */
@@ -655,7 +656,7 @@ test_a_request_that_costs_nothing_passes_every_limit_even_past_it(void **state)
     reload(f);
     k = find(f, "key_1", &snap);
     (void)kg_keycache_spend_allow(k, tier, 5, now); /* sets the period the tier counts in */
-    kg_keycache_charge(k->stat, 5);
+    kg_keycache_charge(kg_keycache_stat(k), 5);
     kg_keycache_release(snap);
     /* Limits lowered below what was used: the key, its user and the tier
      * (4 a day) are all past theirs. */

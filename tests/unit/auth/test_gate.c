@@ -6,6 +6,7 @@
  * action, and the order: a throttled IP is refused before any lookup, a
  * refusal spends no rate token and no credit, forward-auth's allow charges
  * at once. */
+#include <pthread.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -187,7 +188,7 @@ stat_of(struct fixture *f, int i)
     kg_digest_compute(f->secret, f->keys[i], strlen(f->keys[i]), digest);
     ent = kg_keysnap_find(snap, digest);
     assert_non_null(ent);
-    st = ent->stat;
+    st = kg_keycache_stat(ent);
     kg_keycache_release(snap);
     return st;
 }
@@ -454,6 +455,85 @@ test_forward_auth_allows_and_charges_at_once(void **state)
     kg_gate_release(&adm);
 }
 
+/* Two loops admitting one fresh key at once, while the main thread flushes. */
+#define RACE_ADMITS 2000
+
+struct racer {
+    struct fixture *f;
+    pthread_barrier_t *start;
+    struct kg_keystat *first; /* the record its first admission charged */
+    int other_records;        /* admissions that charged another record */
+    int proxied;
+};
+
+static void *
+race_admit(void *arg)
+{
+    struct racer *r = arg;
+    struct kg_admission adm;
+
+    pthread_barrier_wait(r->start);
+    for (int i = 0; i < RACE_ADMITS; i++) {
+        admit(r->f, r->f->cfg, r->f->keys[K_READER], "GET", "/v1/items", "192.0.2.1", false, &adm);
+        if (adm.action == KG_GATE_PROXY) {
+            r->proxied++;
+            if (r->first == NULL)
+                r->first = adm.charge_to;
+            else if (adm.charge_to != r->first)
+                r->other_records++;
+            kg_keycache_charge(adm.charge_to, 1); /* the upstream said 2xx */
+        }
+        kg_gate_release(&adm);
+    }
+    return NULL;
+}
+
+static void
+test_two_loops_admitting_a_fresh_key_make_one_record_and_the_flush_loses_nothing(void **state)
+{
+    struct fixture *f = *state;
+    unsigned char digest[KG_DIGEST_BYTES];
+    const struct kg_keysnap *snap = kg_keycache_acquire(f->kc);
+    pthread_barrier_t start;
+    struct racer r[2] = {{.f = f, .start = &start}, {.f = f, .start = &start}};
+    pthread_t t[2];
+    struct kg_key_usage u;
+    struct kg_key_rec rec;
+    struct kg_err err = {{0}};
+    size_t flushed;
+
+    /* Loaded and never used: no record yet. */
+    kg_digest_compute(f->secret, f->keys[K_READER], strlen(f->keys[K_READER]), digest);
+    assert_null(atomic_load(&kg_keysnap_find(snap, digest)->stat));
+    kg_keycache_release(snap);
+    assert_int_equal(pthread_barrier_init(&start, NULL, 3), 0);
+    for (int i = 0; i < 2; i++)
+        assert_int_equal(pthread_create(&t[i], NULL, race_admit, &r[i]), 0);
+    pthread_barrier_wait(&start);
+    /* Flushes while both make, find and count the record. */
+    for (int i = 0; i < 50; i++)
+        assert_int_equal(kg_keycache_flush(f->kc, f->st, NULL, &err), KG_OK);
+    for (int i = 0; i < 2; i++)
+        pthread_join(t[i], NULL);
+    pthread_barrier_destroy(&start);
+    assert_int_equal(kg_keycache_flush(f->kc, f->st, &flushed, &err), KG_OK);
+
+    assert_int_equal(r[0].proxied, RACE_ADMITS);
+    assert_int_equal(r[1].proxied, RACE_ADMITS);
+    assert_non_null(r[0].first);
+    assert_ptr_equal(r[0].first, r[1].first); /* one record for the key, whoever came first */
+    assert_int_equal(r[0].other_records + r[1].other_records, 0);
+    assert_ptr_equal(stat_of(f, K_READER), r[0].first);
+    /* Every request and credit reached the store exactly once. */
+    assert_int_equal(kg_store_key_usage_get(f->st, "key_reader", &u, &err), KG_OK);
+    assert_int_equal(u.requests, 2 * RACE_ADMITS);
+    assert_int_equal(u.last_used_at, NOW);
+    assert_int_equal(kg_store_key_get(f->st, "key_reader", &rec, &err), KG_OK);
+    assert_int_equal(rec.quota_used, 2 * RACE_ADMITS);
+    assert_int_equal(kg_keycache_flush(f->kc, f->st, &flushed, &err), KG_OK);
+    assert_int_equal(flushed, 0);
+}
+
 int
 main(void)
 {
@@ -476,6 +556,9 @@ main(void)
             test_health_says_whether_the_key_is_valid_and_counts_nothing, setup, teardown),
         cmocka_unit_test_setup_teardown(test_forward_auth_allows_and_charges_at_once, setup,
                                         teardown),
+        cmocka_unit_test_setup_teardown(
+            test_two_loops_admitting_a_fresh_key_make_one_record_and_the_flush_loses_nothing, setup,
+            teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

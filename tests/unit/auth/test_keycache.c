@@ -148,13 +148,17 @@ test_reload_finds_keys_by_digest(void **state)
     assert_non_null(ent);
     assert_string_equal(ent->id, "key_b");
     assert_string_equal(ent->tenant, "tenant-key_b");
-    assert_string_equal(ent->scopes_str, "");
+    assert_string_equal(kg_keyent_scopes_str(ent), "");
     assert_int_equal(ent->expires_at, NOW + 3600);
     assert_int_equal(ent->revoked_at, 0);
     assert_memory_equal(ent->digest, rec.digest, KG_DIGEST_BYTES);
-    assert_non_null(ent->stat);
+    /* No usage record until the key's first use: a key never used costs
+     * its entry only. */
+    assert_null(atomic_load(&ent->stat));
+    assert_non_null(kg_keycache_stat(ent));
+    assert_ptr_equal(kg_keycache_stat(ent), atomic_load(&ent->stat));
     assert_string_equal(find(snap, "key_a")->id, "key_a");
-    assert_string_equal(find(snap, "key_c")->scopes_str, "read:a,write:b");
+    assert_string_equal(kg_keyent_scopes_str(find(snap, "key_c")), "read:a,write:b");
     assert_null(find(snap, "key_nope"));
     kg_keycache_release(snap);
 }
@@ -309,9 +313,9 @@ test_several_reloads_with_a_held_guard_keep_its_entry_and_free_the_rest(void **s
         reload(f, NOW);
     }
     assert_string_equal(ent->id, "key_0");
-    assert_string_equal(ent->scopes_str, "");
+    assert_string_equal(kg_keyent_scopes_str(ent), "");
     assert_int_equal(kg_keysnap_count(held), 6);
-    assert_string_equal(find(held, "key_0")->scopes_str, "s:5");
+    assert_string_equal(kg_keyent_scopes_str(find(held, "key_0")), "s:5");
     kg_keycache_release(held);
 }
 
@@ -381,7 +385,7 @@ test_usage_stats_survive_a_reload(void **state)
     reload(f, NOW);
     snap = kg_keycache_acquire(f->kc);
     ent = find(snap, "key_a");
-    stat = ent->stat;
+    stat = kg_keycache_stat(ent);
     kg_keycache_touch(ent, NOW + 9);
     kg_keycache_release(snap);
 
@@ -419,12 +423,12 @@ test_entries_carry_the_keys_own_rate_and_burst(void **state)
     snap = kg_keycache_acquire(f->kc);
     ent = find(snap, "key_r");
     assert_true(ent->has_rate);
-    assert_int_equal(ent->rate.count, 100);
-    assert_int_equal(ent->rate.period_s, 60);
-    assert_int_equal(ent->rate.burst, 7);
+    assert_int_equal(ent->rate->count, 100);
+    assert_int_equal(ent->rate->period_s, 60);
+    assert_int_equal(ent->rate->burst, 7);
     ent = find(snap, "key_nb");
     assert_true(ent->has_rate);
-    assert_int_equal(ent->rate.burst, 5); /* no burst: the count */
+    assert_int_equal(ent->rate->burst, 5); /* no burst: the count */
     assert_false(find(snap, "key_none")->has_rate);
     kg_keycache_release(snap);
 }
@@ -453,7 +457,7 @@ test_rate_limit_state_survives_a_reload(void **state)
 }
 
 static void
-test_last_used_from_the_store_is_loaded_and_not_written_back(void **state)
+test_last_used_from_the_store_is_not_written_back_and_moves_only_forward(void **state)
 {
     struct kg_fx_cache *f = *state;
     const struct kg_keysnap *snap;
@@ -464,10 +468,23 @@ test_last_used_from_the_store_is_loaded_and_not_written_back(void **state)
     insert(f, &rec);
     reload(f, NOW);
     snap = kg_keycache_acquire(f->kc);
-    assert_int_equal(atomic_load(&find(snap, "key_a")->stat->last_used), NOW - 50);
+    /* Loaded, never used: no record, nothing to write. */
+    assert_null(atomic_load(&find(snap, "key_a")->stat));
     kg_keycache_release(snap);
     assert_int_equal(flush(f), 0);
     assert_int_equal(stored_last_used(f, "key_a"), NOW - 50);
+    /* A record starts from "never": a use earlier than the stored time
+     * (another process's clock) is written but does not move it back. */
+    snap = kg_keycache_acquire(f->kc);
+    kg_keycache_touch(find(snap, "key_a"), NOW - 60);
+    kg_keycache_release(snap);
+    assert_int_equal(flush(f), 1);
+    assert_int_equal(stored_last_used(f, "key_a"), NOW - 50);
+    snap = kg_keycache_acquire(f->kc);
+    kg_keycache_touch(find(snap, "key_a"), NOW + 5);
+    kg_keycache_release(snap);
+    assert_int_equal(flush(f), 1);
+    assert_int_equal(stored_last_used(f, "key_a"), NOW + 5);
 }
 
 static void
@@ -489,7 +506,8 @@ test_scopes_are_split_on_commas(void **state)
     assert_string_equal(ent->scopes[1], "b");
     assert_string_equal(ent->scopes[2], "c");
     assert_null(ent->scopes[3]);
-    assert_string_equal(ent->scopes_str, "a,b,c"); /* the split leaves the original intact */
+    assert_string_equal(kg_keyent_scopes_str(ent),
+                        "a,b,c"); /* the split leaves the original intact */
 
     ent = find(snap, "key_none");
     assert_int_equal(ent->nscopes, 0);
@@ -579,7 +597,7 @@ main(void)
         T(test_usage_stats_survive_a_reload),
         T(test_entries_carry_the_keys_own_rate_and_burst),
         T(test_rate_limit_state_survives_a_reload),
-        T(test_last_used_from_the_store_is_loaded_and_not_written_back),
+        T(test_last_used_from_the_store_is_not_written_back_and_moves_only_forward),
         T(test_scopes_are_split_on_commas),
         T(test_many_keys_are_all_found_and_flushed),
         T(test_flush_accepts_a_null_count),

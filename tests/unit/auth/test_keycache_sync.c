@@ -261,7 +261,7 @@ test_a_usage_flush_writes_no_change(void **state)
     assert_non_null(ent);
     kg_keycache_touch(ent, NOW + 5);
     kg_keycache_count(ent, KG_USAGE_REQUEST);
-    kg_keycache_charge(ent->stat, 3);
+    kg_keycache_charge(kg_keycache_stat(ent), 3);
     kg_keycache_release(snap);
     assert_int_equal(kg_keycache_flush(f->kc, f->st, &n, &err), KG_OK);
     assert_int_equal(n, 1);
@@ -315,6 +315,85 @@ test_a_sync_before_any_load_loads_everything(void **state)
     assert_true(cached(f, "key_a", NULL));
 }
 
+/* The entry of key id in snap (NULL: not cached). */
+static const struct kg_keyent *
+entry_in(const struct kg_keysnap *snap, const char *id)
+{
+    unsigned char d[KG_DIGEST_BYTES];
+
+    crypto_generichash(d, KG_DIGEST_BYTES, (const unsigned char *)id, strlen(id), NULL, 0);
+    return kg_keysnap_find(snap, d);
+}
+
+static void
+test_a_key_first_used_through_an_entry_replaced_meanwhile_has_one_record(void **state)
+{
+    struct kg_fx_cache *f = *state;
+    const struct kg_keysnap *held, *now;
+    const struct kg_keyent *old, *cur;
+    struct kg_keystat *s;
+    struct kg_key_usage u;
+    struct kg_err err = {{0}};
+    size_t n = 0;
+
+    insert(f, "key_a", NULL);
+    load(f);
+    /* A request holds the entry; a change replaces it before either is
+     * used, so the new entry is built with no record to link. */
+    held = kg_keycache_acquire(f->kc);
+    old = entry_in(held, "key_a");
+    assert_null(atomic_load(&old->stat));
+    assert_int_equal(kg_store_key_revoke(f->st, "key_a", NOW + 3600, &err), KG_OK);
+    sync_delta(f, NOW);
+    now = kg_keycache_acquire(f->kc);
+    cur = entry_in(now, "key_a");
+    assert_ptr_not_equal(cur, old);
+    assert_null(atomic_load(&cur->stat));
+    /* First used through the old entry, then through the new: one record. */
+    kg_keycache_count(old, KG_USAGE_REQUEST);
+    s = kg_keycache_stat(old);
+    assert_non_null(s);
+    kg_keycache_count(cur, KG_USAGE_REQUEST);
+    assert_ptr_equal(kg_keycache_stat(cur), s);
+    kg_keycache_release(now);
+    kg_keycache_release(held);
+    assert_int_equal(kg_keycache_flush(f->kc, f->st, &n, &err), KG_OK);
+    assert_int_equal(n, 1);
+    assert_int_equal(kg_store_key_usage_get(f->st, "key_a", &u, &err), KG_OK);
+    assert_int_equal(u.requests, 2);
+}
+
+static void
+test_a_key_back_after_its_user_was_disabled_keeps_its_record(void **state)
+{
+    struct kg_fx_cache *f = *state;
+    const struct kg_keysnap *snap;
+    struct kg_user_rec u;
+    struct kg_keystat *s;
+    struct kg_err err = {{0}};
+
+    insert(f, "key_a", "acme");
+    load(f);
+    snap = kg_keycache_acquire(f->kc);
+    kg_keycache_charge(kg_keycache_stat(entry_in(snap, "key_a")), 3);
+    s = kg_keycache_stat(entry_in(snap, "key_a"));
+    kg_keycache_release(snap);
+    owner_of(f, "key_a", &u);
+    u.disabled_at = NOW;
+    assert_int_equal(kg_store_user_update(f->st, &u, NULL, &err), KG_OK);
+    sync_delta(f, NOW);
+    assert_false(cached(f, "key_a", NULL));
+    u.disabled_at = 0;
+    assert_int_equal(kg_store_user_update(f->st, &u, NULL, &err), KG_OK);
+    sync_delta(f, NOW);
+    /* The new entry is linked by the writer to the record its key had:
+     * the 3 credits not flushed yet still count. */
+    snap = kg_keycache_acquire(f->kc);
+    assert_ptr_equal(atomic_load(&entry_in(snap, "key_a")->stat), s);
+    assert_int_equal(atomic_load(&s->credits.charged), 3);
+    kg_keycache_release(snap);
+}
+
 int
 main(void)
 {
@@ -329,6 +408,8 @@ main(void)
         T(test_a_usage_flush_writes_no_change),
         T(test_a_log_trimmed_past_the_position_loads_everything_again),
         T(test_a_sync_before_any_load_loads_everything),
+        T(test_a_key_first_used_through_an_entry_replaced_meanwhile_has_one_record),
+        T(test_a_key_back_after_its_user_was_disabled_keeps_its_record),
     };
 #undef T
 
