@@ -6,12 +6,15 @@
 #                                       gateway when GW_URL is set)
 #   bench/run.sh --summary A/results.tsv B/results.tsv ...
 #                                      one table (medians) over earlier runs' rows
+#   bench/run.sh --targets             issue 13's table: a plain run, a TLS run and
+#                                      bench/syscalls.sh, one after another (targets_run)
 #
 # It starts, on 127.0.0.1 only:
 #   upstream     nginx :18080, returns 200 {"ok":true} for any path (access_log off)
 #   nginx-key    nginx :18081, X-Api-Key / Authorization: Bearer checked against a
 #                map of NKEYS random keys, 401 JSON if unknown, else proxy_pass over
-#                keepalive upstream connections
+#                keepalive upstream connections, adding the headers keygate adds
+#                (key id, user id, tenant, scopes, request id, X-Forwarded-*)
 #   haproxy-key  haproxy :18082, same contract with a map file + ACL, http-reuse always
 #   keygate      build/keygate :18083 (admin :18084) with `workers WORKERS`, proxying to
 #                the upstream, its store seeded with NKEYS keygate-format keys by
@@ -48,7 +51,11 @@
 #   PORT_OFFSET=0 added to every port (the nginx/HAProxy configs are then rewritten into run/)
 # keygate:
 #   KEYGATE_BIN=build/keygate        KEYGATE_SEED_BIN=<dir of KEYGATE_BIN>/kg_bench_seed
-#   KEYGATE_EXTRA_CONF=LINES         appended to run/keygate.conf (e.g. rate_limit_default 1000000/s)
+#   KEYGATE_EXTRA_CONF=LINES         appended to run/keygate.conf (e.g. upstream_client curl)
+#   KG_RATE_LIMIT=1000000000/s       keygate's rate_limit_default: never reached, but the
+#                 limiter is on the measured path (off: no limiter)
+#   SYSCALLS=0    1 = strace -c -f runs instead of load runs (bench/syscalls.sh;
+#                 SYSCALL_DURATION=3 seconds each, SYSCALL_CONNS="64 1")
 #                 (relative paths: from the caller's directory, else from the repo root)
 #   KG_HEADER_FMT='X-Api-Key: %s'   how keygate runs send the key (the config adds
 #                 `credential_header X-Api-Key`, so it is the same header nginx gets;
@@ -81,6 +88,9 @@ ROTATE_N=${ROTATE_N:-1000}
 PIN=${PIN:-0}
 TLS=${TLS:-0}
 NKEYS=${NKEYS:-10000}
+SYSCALLS=${SYSCALLS:-0}
+SYSCALL_DURATION=${SYSCALL_DURATION:-3}
+SYSCALL_CONNS=${SYSCALL_CONNS:-64 1}
 OUT=${OUT:-results/$(date +%Y%m%d-%H%M%S)}   # relative to bench/ by default
 [ -n "${OUT%%/*}" ] && [ "${OUT#results/}" = "$OUT" ] && OUT="$ORIG_PWD/$OUT"  # user paths: caller's cwd
 GW_URL=${GW_URL:-}
@@ -101,6 +111,7 @@ abs_bin() { # path -> absolute: as given from the caller's cwd if it exists ther
 KEYGATE_BIN=$(abs_bin "${KEYGATE_BIN:-build/keygate}")
 KEYGATE_SEED_BIN=$(abs_bin "${KEYGATE_SEED_BIN:-$(dirname "$KEYGATE_BIN")/kg_bench_seed}")
 KG_HEADER_FMT=${KG_HEADER_FMT:-X-Api-Key: %s}
+KG_RATE_LIMIT=${KG_RATE_LIMIT:-1000000000/s}
 
 RUN="$BENCH_DIR/run"
 TLS_DIR="$RUN/tls"
@@ -125,6 +136,13 @@ done
 
 # ---- scenarios -----------------------------------------------------------
 SUMMARY_FILES=()
+TARGETS_MODE=0
+if [ "${1:-}" = --targets ]; then
+    # Every run issue 13's table needs, one after another (see targets_run below).
+    [ $# -eq 1 ] || die "--targets takes no scenarios: it runs its own"
+    TARGETS_MODE=1
+    set -- direct
+fi
 if [ "${1:-}" = --summary ]; then
     shift
     [ $# -gt 0 ] || die "usage: run.sh --summary results/A/results.tsv [results/B/results.tsv ...]"
@@ -252,16 +270,25 @@ child_ticks() {
 # ---- keys ------------------------------------------------------------------
 gen_keys() {
     mkdir -p "$RUN/tmp"
-    if [ -f "$RUN/keys.txt" ] && [ "$(wc -l <"$RUN/keys.txt")" -eq "$NKEYS" ]; then
+    if [ -f "$RUN/keys.txt" ] && [ "$(wc -l <"$RUN/keys.txt")" -eq "$NKEYS" ] &&
+        [ -s "$RUN/keys.nginx.id.map" ] && [ -s "$RUN/keys.haproxy.user.map" ]; then
         return
     fi
-    log "generating $NKEYS random keys into $RUN/keys.txt"
-    # awk (not sed) so the last line gets its newline too: wc -l must equal NKEYS
-    od -An -tx1 -v -N $((16 * NKEYS)) /dev/urandom | tr -d ' \n' | fold -w 32 |
-        awk '{ print "kg_" $0 }' >"$RUN/keys.txt"
-    [ "$(sort -u "$RUN/keys.txt" | wc -l)" -eq "$NKEYS" ] || die "key generation produced duplicates"
+    if ! [ -f "$RUN/keys.txt" ] || [ "$(wc -l <"$RUN/keys.txt")" -ne "$NKEYS" ]; then
+        log "generating $NKEYS random keys into $RUN/keys.txt"
+        # awk (not sed) so the last line gets its newline too: wc -l must equal NKEYS
+        od -An -tx1 -v -N $((16 * NKEYS)) /dev/urandom | tr -d ' \n' | fold -w 32 |
+            awk '{ print "kg_" $0 }' >"$RUN/keys.txt"
+        [ "$(sort -u "$RUN/keys.txt" | wc -l)" -eq "$NKEYS" ] || die "key generation produced duplicates"
+    fi
     awk '{ printf "\"%s\" 1;\n", $1 }' "$RUN/keys.txt" >"$RUN/keys.nginx.map"
     awk '{ printf "%s 1\n", $1 }' "$RUN/keys.txt" >"$RUN/keys.haproxy.map"
+    # Each key's id and user id, as long as keygate's (key_ / usr_ and 22 characters),
+    # for the identity headers nginx-key and haproxy-key add upstream.
+    awk '{ printf "\"%s\" key_%s;\n", $1, substr($1, 4, 22) }' "$RUN/keys.txt" >"$RUN/keys.nginx.id.map"
+    awk '{ printf "\"%s\" usr_%s;\n", $1, substr($1, 14, 22) }' "$RUN/keys.txt" >"$RUN/keys.nginx.user.map"
+    awk '{ printf "%s key_%s\n", $1, substr($1, 4, 22) }' "$RUN/keys.txt" >"$RUN/keys.haproxy.id.map"
+    awk '{ printf "%s usr_%s\n", $1, substr($1, 14, 22) }' "$RUN/keys.txt" >"$RUN/keys.haproxy.user.map"
 }
 
 # ---- TLS (TLS=1): one CA and one server certificate for 127.0.0.1 -------------
@@ -354,6 +381,9 @@ key_prefix        kg_
 credential_header X-Api-Key
 workers           $WORKERS
 log_level         info
+# Every key gets a rate limit it never reaches, so the limiter (a GCRA step and the
+# RateLimit headers) is on the measured path, as a deployment with limits has it.
+rate_limit_default $KG_RATE_LIMIT
 # The invalid-key runs measure the 401 path: the brute-force throttle would
 # turn them into 429s after 20 attempts.
 auth_throttle     off
@@ -492,6 +522,30 @@ check_status() { # desc expected url [header]
     echo "  ok  $desc -> $got $(head -c 80 "$RUN/smoke.body")" >&2
 }
 
+# What the gateway added to the request, as the upstream saw it (conf/upstream.conf's
+# /bench/headers), kept in $OUT/headers-<scenario>.txt: every identity and forwarding
+# header keygate sends must be there, and neither key header.
+check_headers() { # scenario header-line
+    local s=$1 url f line name
+    url=$(url_of "$s")
+    url=${url%/v1/items}/bench/headers
+    f="$OUT/headers-$s.txt"
+    curl -s -o "$f" --max-time 5 "${CURL_TLS[@]}" -H "$2" "$url" || {
+        echo "SMOKE FAIL: $s: no answer from $url" >&2; return 1; }
+    for name in key_id tenant scopes user_id request_id forwarded_for forwarded_proto forwarded_host; do
+        line=$(grep "^$name=" "$f")
+        if [ -z "$line" ] || [ "$line" = "$name=" ]; then
+            echo "SMOKE FAIL: $s does not send the upstream $name (see $f)" >&2; return 1
+        fi
+    done
+    for name in x_api_key authorization; do
+        if [ "$(grep "^$name=" "$f")" != "$name=" ]; then
+            echo "SMOKE FAIL: $s forwards the key ($name; see $f)" >&2; return 1
+        fi
+    done
+    echo "  ok  $s adds upstream: $(grep -v '^x_api_key=\|^authorization=' "$f" | tr '\n' ' ')" >&2
+}
+
 smoke() {
     local s=$1 url fail=0
     url=$(url_of "$s")
@@ -506,7 +560,8 @@ smoke() {
             check_status "$s invalid key" 401 "$url" -H "X-Api-Key: $BAD_KEY" || fail=1
             check_status "$s invalid Bearer" 401 "$url" -H "Authorization: Bearer $BAD_KEY" || fail=1
             check_status "$s Basic auth is not a key" 401 "$url" -H "Authorization: Basic $VALID_KEY" || fail=1
-            check_status "$s no key" 401 "$url" || fail=1 ;;
+            check_status "$s no key" 401 "$url" || fail=1
+            check_headers "$s" "X-Api-Key: $VALID_KEY" || fail=1 ;;
         keygate)
             check_status "keygate valid key ($KG_HEADER_FMT)" 200 "$url" -H "$(key_hdr keygate "$KG_VALID_KEY")" || fail=1
             check_status "keygate valid Bearer" 200 "$url" -H "Authorization: Bearer $KG_VALID_KEY" || fail=1
@@ -516,7 +571,8 @@ smoke() {
             check_status "keygate bad checksum" 401 "$url" -H "$(key_hdr keygate "$KG_BADSUM_KEY")" || fail=1
             check_status "keygate Basic auth is not a key" 401 "$url" -H "Authorization: Basic $KG_VALID_KEY" || fail=1
             check_status "keygate no key" 401 "$url" || fail=1
-            check_status "keygate admin /livez" 200 "$SCHEME://127.0.0.1:$KG_ADMIN_PORT/livez" || fail=1 ;;
+            check_status "keygate admin /livez" 200 "$SCHEME://127.0.0.1:$KG_ADMIN_PORT/livez" || fail=1
+            check_headers keygate "$(key_hdr keygate "$KG_VALID_KEY")" || fail=1 ;;
         keygate-obs)
             check_status "keygate-obs valid key" 200 "$url" -H "$(key_hdr keygate-obs "$KG_VALID_KEY")" || fail=1
             check_status "keygate-obs unknown well-formed key" 401 "$url" -H "$(key_hdr keygate-obs "$KG_BAD_KEY")" || fail=1
@@ -604,6 +660,63 @@ measure() { # rep scenario keycase conns duration
                 req, v["non2xx"], errs, gus, gpc, uus, ok, wpc, opc
         }' >>"$OUT/results.tsv"
     log "$(tail -1 "$OUT/results.tsv" | awk -F'\t' '{ printf "rep %s %-11s %-7s c=%-3s rps=%-9s p50=%.2fms p99=%.2fms non2xx=%s err=%s gw_us/req=%s other=%s%% %s", $1, $2, $3, $4, $5, $6/1000, $8/1000, $10, $11, $12, $17, $15 }')"
+}
+
+# ---- system calls per proxied request (SYSCALLS=1, bench/syscalls.sh) --------
+# The gateway's processes doing the request work: nginx's workers (the master only
+# forks them), HAProxy's and keygate's one process with every thread (strace -f -p
+# attaches to all threads of a process).
+syscall_pids() {
+    local pid=${PID_OF[$1]:-}
+    case "$1" in
+        nginx-key) ps -o pid= --ppid "$pid" | tr -d ' ' ;;
+        *) echo "$pid" ;;
+    esac
+}
+# strace -c -f on the gateway while wrk sends SYSCALL_DURATION seconds of valid-key
+# requests at conns connections; appends "scenario conns requests calls" to
+# $OUT/syscalls.tsv and keeps strace's table in $OUT/strace-<scenario>-c<conns>.txt.
+# Under strace every system call stops the process twice, so the request rate is a
+# fraction of the real one: only the count per request means anything.
+measure_syscalls() { # scenario conns
+    local s=$1 c=$2 url key hdr raw st spid p line req calls
+    local -a pargs=()
+    url=$(url_of "$s")
+    key=$VALID_KEY
+    [ "${s%-obs}" = keygate ] && key=$KG_VALID_KEY
+    [ "$s" = gateway ] && key=$GW_KEY
+    hdr=$(key_hdr "$s" "$key")
+    for p in $(syscall_pids "$s"); do pargs+=(-p "$p"); done
+    [ ${#pargs[@]} -gt 0 ] || die "no process to trace for $s"
+    raw="$OUT/raw/syscalls-${s}-c${c}.txt" st="$OUT/strace-${s}-c${c}.txt"
+    # Warm the connections first, untraced: the count is for requests, not handshakes.
+    timeout $((WARMUP + 30)) wrk -t 1 -c "$c" -d "${WARMUP}s" -H "$hdr" "$url" >/dev/null 2>&1
+    strace -c -f -q -o "$st" "${pargs[@]}" 2>"$OUT/raw/strace-${s}-c${c}.err" &
+    spid=$!
+    sleep 1   # attached to every thread before the first request counts
+    kill -0 $spid 2>/dev/null || die "strace could not attach to $s (see $OUT/raw/strace-${s}-c${c}.err)"
+    timeout $((SYSCALL_DURATION + 30)) wrk -t 1 -c "$c" -d "${SYSCALL_DURATION}s" --latency \
+        --timeout 5s -s lua/report.lua -H "$hdr" "$url" >"$raw" 2>&1
+    kill -INT $spid 2>/dev/null
+    wait $spid 2>/dev/null
+    line=$(grep '^WRKRESULT ' "$raw" | tail -1)
+    req=$(echo "$line" | sed -n 's/.* requests=\([0-9]*\).*/\1/p')
+    calls=$(awk '$NF == "total" { print $4 }' "$st")
+    [ -n "$req" ] && [ "${req:-0}" -gt 0 ] && [ -n "$calls" ] ||
+        { log "syscalls $s c=$c: no result (see $raw, $st)"; return; }
+    printf '%s\t%s\t%s\t%s\n' "$s" "$c" "$req" "$calls" >>"$OUT/syscalls.tsv"
+    log "syscalls $s c=$c: $req requests, $calls system calls, $(awk -v a="$calls" -v b="$req" 'BEGIN { printf "%.2f", a / b }') per request"
+}
+syscalls_table() { # syscalls.tsv -> per scenario: total per request and the calls making it up
+    local f=$1 s c req calls
+    echo "system calls per proxied request (strace -c -f on the gateway, valid key, ${SYSCALL_DURATION}s of wrk):"
+    printf '  %-12s %5s %9s %10s %8s  %s\n' scenario conns requests syscalls per_req "per request, by call"
+    while IFS=$'\t' read -r s c req calls; do
+        printf '  %-12s %5s %9s %10s %8.2f  %s\n' "$s" "$c" "$req" "$calls" \
+            "$(awk -v a="$calls" -v b="$req" 'BEGIN { print a / b }')" \
+            "$(awk -v r="$req" 'f && /^-/ { exit } f && NF >= 5 { printf "%s %.2f  ", $NF, $4 / r } /^-/ { f = 1 }' \
+                "$(dirname "$f")/strace-${s}-c${c}.txt")"
+    done <"$f"
 }
 
 # ---- summary ---------------------------------------------------------------
@@ -714,7 +827,113 @@ summarize_file() {
     }' "$1"
 }
 
+# ---- issue 13's targets (--targets) ---------------------------------------------
+# plain.tsv tls.tsv syscalls.tsv -> one table: each target with keygate's and
+# nginx-key's medians, the ratio (taken within each rep, then the median), the
+# target and whether it is met.
+targets_table() {
+    awk -F'\t' -v conns="$CONNS" -v lc="$LAT_CONNS" '
+    function med(str,   a, n, i, j, t) {
+        n = split(str, a, " ")
+        if (n == 0) return ""
+        for (i = 2; i <= n; i++) { t = a[i] + 0; for (j = i - 1; j >= 1 && a[j] + 0 > t; j--) a[j + 1] = a[j]; a[j + 1] = t }
+        return (n % 2) ? a[(n + 1) / 2] + 0 : (a[n / 2] + a[n / 2 + 1]) / 2
+    }
+    FNR == 1 { file++ }
+    file <= 2 {
+        k = file SUBSEP $1 SUBSEP $2 SUBSEP $3 SUBSEP $4
+        R[k] = $5; P[k] = $6; G[k] = $12
+        if (!((file SUBSEP $1) in seenrep)) { seenrep[file SUBSEP $1] = 1; reps[file] = reps[file] " " $1 }
+        next
+    }
+    { SC[$1 SUBSEP $2] = $4 / $3 }   # syscalls.tsv: scenario conns requests calls
+    # ratio a/b of column X over reps of file f; also the medians of a and b
+    function ratio(f, X, sa, ka, sb, kb, c,   n, r, j, ka_, kb_, va, vb, rl) {
+        n = split(reps[f], r, " "); rl = ""; va = ""; vb = ""
+        for (j = 1; j <= n; j++) {
+            ka_ = f SUBSEP r[j] SUBSEP sa SUBSEP ka SUBSEP c; kb_ = f SUBSEP r[j] SUBSEP sb SUBSEP kb SUBSEP c
+            if (!(ka_ in R) || !(kb_ in R)) continue
+            a = (X == "rps") ? R[ka_] : G[ka_]; b = (X == "rps") ? R[kb_] : G[kb_]
+            if (a == "-" || b == "-" || b + 0 <= 0) continue
+            rl = rl " " a / b; va = va " " a; vb = vb " " b
+        }
+        MA = med(va); MB = med(vb); return med(rl)
+    }
+    function row(name, a, b, r, op, t, unit,   ok, vs) {
+        if (r == "") { printf "  %-44s %12s %12s %8s %9s  %s\n", name, "-", "-", "-", op " " t "x", "not measured"; return }
+        ok = (op == ">=") ? (r + 0 >= t) : (r + 0 <= t)
+        printf "  %-44s %12s %12s %7.2fx %9s  %s\n", name, a, b, r, op " " t "x", ok ? "met" : "NOT met"
+    }
+    END {
+        print "issue 13 targets (keygate vs nginx-key; ratios per rep, then the median):"
+        printf "  %-44s %12s %12s %8s %9s  %s\n", "", "keygate", "nginx-key", "ratio", "target", ""
+        r = ratio(1, "rps", "keygate", "valid", "nginx-key", "valid", conns)
+        row("valid-key req/s at c=" conns, sprintf("%.0f", MA), sprintf("%.0f", MB), r, ">=", 0.8)
+        r = ratio(1, "cpu", "keygate", "valid", "nginx-key", "valid", conns)
+        row("CPU us per proxied request at c=" conns, MA, MB, r, "<=", 1.3)
+        r = ratio(1, "cpu", "keygate", "invalid", "nginx-key", "invalid", conns)
+        row("CPU us per 401 at c=" conns, MA, MB, r, "<=", 1.2)
+        # added p50 at one connection: (gateway p50 - direct p50), per rep
+        n = split(reps[1], rr, " "); rl = ""; va = ""; vb = ""
+        for (j = 1; j <= n; j++) {
+            a = 1 SUBSEP rr[j] SUBSEP "keygate" SUBSEP "valid" SUBSEP lc
+            b = 1 SUBSEP rr[j] SUBSEP "nginx-key" SUBSEP "valid" SUBSEP lc
+            d = 1 SUBSEP rr[j] SUBSEP "direct" SUBSEP "valid" SUBSEP lc
+            if ((a in P) && (b in P) && (d in P) && P[b] - P[d] > 0) {
+                rl = rl " " (P[a] - P[d]) / (P[b] - P[d]); va = va " " (P[a] - P[d]); vb = vb " " (P[b] - P[d])
+            }
+        }
+        row("added p50 (us) at c=" lc, (va == "") ? "-" : med(va), (vb == "") ? "-" : med(vb), med(rl), "<=", 1.2)
+        r = ratio(2, "rps", "keygate", "valid", "nginx-key", "valid", conns)
+        row("TLS keep-alive req/s at c=" conns " (same cert)", sprintf("%.0f", MA), sprintf("%.0f", MB), r, ">=", 0.8)
+        print ""
+        print "  access log + metrics on (keygate-obs) vs off (keygate), cost in req/s (target <= 3%):"
+        for (kk = 1; kk <= 2; kk++) {
+            kc = (kk == 1) ? "valid" : "invalid"
+            r = ratio(1, "rps", "keygate-obs", kc, "keygate", kc, conns)
+            if (r == "") { printf "    %-8s not measured\n", kc; continue }
+            printf "    %-8s on %.0f vs off %.0f req/s: %.3fx, cost %.1f%%  %s\n", (kc == "valid") ? "valid" : "401", MA, MB, r, (1 - r) * 100, (r >= 0.97) ? "met" : "NOT met"
+        }
+        print ""
+        print "  system calls per proxied request (target <= 6):"
+        for (c = 0; c <= 1; c++) {
+            cc = (c == 0) ? conns : 1
+            if (!(("keygate" SUBSEP cc) in SC)) continue
+            printf "    c=%-4s keygate %.2f, nginx-key %s  %s\n", cc, SC["keygate" SUBSEP cc],
+                (("nginx-key" SUBSEP cc) in SC) ? sprintf("%.2f", SC["nginx-key" SUBSEP cc]) : "-",
+                (SC["keygate" SUBSEP cc] <= 6) ? "met" : "NOT met"
+        }
+    }' "$1" "$2" "$3"
+}
+
+# Runs, one after another (ports and knobs as given: REPS, DURATION, WORKERS, NKEYS,
+# PORT_OFFSET, KEYGATE_BIN, KEYGATE_EXTRA_CONF ...), into $OUT/{plain,tls,syscalls}:
+#   plain     direct nginx-key haproxy-key keygate keygate-obs (valid, 401, c=1)
+#   tls       TLS=1 direct nginx-key keygate (valid-key load runs only)
+#   syscalls  bench/syscalls.sh nginx-key keygate
+# then the table above, also in $OUT/targets.txt.
+targets_run() {
+    local base=$OUT rc=0
+    case "$base" in /*) ;; *) base="$BENCH_DIR/$base" ;; esac
+    mkdir -p "$base" || die "cannot create $base"
+    log "--targets: 1/3 plain HTTP into $base/plain"
+    OUT="$base/plain" TLS=0 "$BENCH_DIR/run.sh" direct nginx-key haproxy-key keygate keygate-obs || rc=1
+    log "--targets: 2/3 TLS into $base/tls"
+    OUT="$base/tls" TLS=1 INVALID=0 LAT_CONNS=0 "$BENCH_DIR/run.sh" direct nginx-key keygate || rc=1
+    log "--targets: 3/3 system calls into $base/syscalls"
+    OUT="$base/syscalls" TLS=0 "$BENCH_DIR/syscalls.sh" nginx-key keygate || rc=1
+    {
+        echo "# bench/run.sh --targets, $(date -Is): $base"
+        grep -h '^params:\|^keygate:\|^load average' "$base/plain/env.txt" 2>/dev/null
+        echo
+        targets_table "$base/plain/results.tsv" "$base/tls/results.tsv" "$base/syscalls/syscalls.tsv"
+    } | tee "$base/targets.txt"
+    [ $rc = 0 ] || die "a run failed: the table is incomplete (see $base/*/)"
+    exit 0
+}
+
 # ---- main ------------------------------------------------------------------
+[ "$TARGETS_MODE" = 1 ] && targets_run
 if [ "${SUMMARY_ONLY:-0}" = 1 ]; then
     # re-summarise earlier runs together: results.tsv files given as arguments
     i=0
@@ -758,6 +977,18 @@ start_upstream
 [ $need_ko = 1 ] && start_keygate_obs
 for s in "${SCENARIOS[@]}"; do [ "$s" = gateway ] && start_gateway; done
 for s in "${SCENARIOS[@]}"; do smoke "$s"; done
+
+if [ "$SYSCALLS" = 1 ]; then
+    command -v strace >/dev/null 2>&1 || die "SYSCALLS=1 needs strace (apt-get install -y strace)"
+    : >"$OUT/syscalls.tsv"
+    for s in "${SCENARIOS[@]}"; do
+        [ "$s" = direct ] && continue
+        for c in $SYSCALL_CONNS; do measure_syscalls "$s" "$c"; done
+    done
+    stop_all
+    { cat "$OUT/env.txt"; echo; syscalls_table "$OUT/syscalls.tsv"; } | tee "$OUT/summary.txt"
+    exit 0
+fi
 
 for rep in $(seq "$REPS"); do
     for s in "${SCENARIOS[@]}"; do

@@ -113,6 +113,9 @@ mint_one(struct kg_instance *inst, int64_t now, long i, struct kg_key_rec *rec, 
     kg_keyfmt_display(key, len, rec->prefix, rec->last4);
     kg_digest_compute(inst->secret, key, len, rec->digest);
     memcpy(rec->tenant, "bench", sizeof("bench"));
+    /* Scopes, so X-Keygate-Scopes carries a value upstream, as nginx-key's and
+     * haproxy-key's configs send it (bench/conf). */
+    memcpy(rec->scopes, "read:items,write:items", sizeof("read:items,write:items"));
     rec->created_at = now;
     rec->quota_limit = -1;
     memcpy(rec->metadata, "{}", 3);

@@ -226,6 +226,16 @@ mutation accesslog-mask-request-id src/obs/accessfmt.c \
     'str[KG_AL_REQUEST_ID] = mask_keys(str[KG_AL_REQUEST_ID], len[KG_AL_REQUEST_ID], l->masked_id);' \
     '(void)l->masked_id;' \
     'unit_obs_test_accessfmt integration_test_accesslog'
+# A line feed a client put in its path written raw: one request forges a second log line.
+mutation accesslog-raw-newline src/obs/accessfmt.c \
+    '    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x00 */' \
+    '    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 1, 1, 1, 1, 1, /* 0x00 */' \
+    'unit_obs_test_accessfmt'
+# A quote written raw: a client's path closes the string and adds members of its own.
+mutation accesslog-raw-quote src/obs/accessfmt.c \
+    "    0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x20: '\"' */" \
+    "    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x20: '\"' */" \
+    'unit_obs_test_accessfmt'
 # (KG_AUDIT_HASH_HEX counts the NUL: "- 2" leaves the last hex digit unchecked.)
 mutation audit-entry-hash src/manage/audit.c \
     'if (sodium_memcmp(want, e->hash, KG_AUDIT_HASH_HEX) != 0)' \

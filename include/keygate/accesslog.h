@@ -3,7 +3,7 @@
  * The event loops never format or write: a loop reserves a slot in a
  * bounded lock-free ring (multi-producer, one consumer), fills the fixed
  * record in place (no allocation) and commits it. A writer thread turns
- * records into JSON lines (jansson), collects them in a buffer and writes
+ * records into JSON lines (accessfmt.c, by hand), collects them in a buffer and writes
  * it at least every 200 ms, and before it stops. When the ring is full the
  * record is dropped and counted (kg_accesslog_dropped() and
  * keygate_access_log_dropped_total), never waited for. The ring is

@@ -1,16 +1,20 @@
 /* obs/accessfmt.c - one access-log record -> one JSON line: the members
- * in a fixed order, bytes a terminal or a parser would choke on replaced,
- * and anything shaped like an API key in the path or the request id
- * masked (kg_accesslog_mask_keys()), so the log never holds a full key.
+ * in a fixed order, bytes a terminal or a parser would choke on escaped,
+ * bytes that are not UTF-8 replaced, and anything shaped like an API key
+ * in the path or the request id masked (kg_accesslog_mask_keys()), so the
+ * log never holds a full key. The line is written by hand, not by
+ * jansson: the record is fixed, and jansson's dump (per-codepoint escaping,
+ * a hash table per call for loop detection) was most of the writer
+ * thread's time. What it writes is byte for byte what
+ * json_dumpb(JSON_COMPACT | JSON_PRESERVE_ORDER) writes for the same
+ * members (tests/unit/obs/test_accessfmt.c, the accesslog fuzz target).
  * Pure apart from the clock; the writer thread (accesslog.c) calls it with
- * its one reused line, kg_accesslog_format() with a fresh one.
+ * its one reused state, kg_accesslog_format() with a fresh one.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
-
-#include <jansson.h>
 
 #include "keygate/hex.h"
 #include "keygate/accesslog.h"
@@ -19,7 +23,7 @@
 #include "keygate/timeutil.h"
 #include "obs/accesslog_int.h"
 
-static const char *const field_name[NFIELDS] = {
+const char *const kg_al_field_name[NFIELDS] = {
     "time",    "request_id", "remote", "method",          "path",        "status",
     "outcome", "key_id",     "tenant", "upstream_status", "duration_us", "bytes_sent",
 };
@@ -79,92 +83,6 @@ utf8_seq(const unsigned char *s, size_t n)
     return len;
 }
 
-bool
-kg_al_line_init(struct kg_al_line *l)
-{
-    l->obj = json_object();
-    if (l->obj == NULL)
-        return false;
-    for (int i = 0; i < NFIELDS; i++) {
-        l->val[i] = json_null();
-        if (json_object_set_new(l->obj, field_name[i], l->val[i]) != 0)
-            return false;
-    }
-    return true;
-}
-
-void
-kg_al_line_cleanup(struct kg_al_line *l)
-{
-    json_decref(l->obj);
-    l->obj = NULL;
-}
-
-/* Member i becomes v (a new reference, or NULL: out of memory). */
-static bool
-set_new(struct kg_al_line *l, int i, json_t *v)
-{
-    if (v == NULL || json_object_set_new(l->obj, field_name[i], v) != 0)
-        return false;
-    l->val[i] = v;
-    return true;
-}
-
-static bool
-set_null(struct kg_al_line *l, int i)
-{
-    return json_is_null(l->val[i]) || set_new(l, i, json_null());
-}
-
-/* Member i becomes the string s (at most max bytes), each byte that is not
- * part of valid UTF-8 replaced by U+FFFD; null when s is empty. jansson
- * escapes quotes, backslashes and control characters when it dumps. */
-static bool
-set_str(struct kg_al_line *l, int i, const char *s, size_t n)
-{
-    size_t o = 0, k;
-    const char *v = s;
-    size_t i_byte;
-
-    if (n == 0)
-        return set_null(l, i);
-    for (i_byte = 0; i_byte < n; i_byte += k) {
-        k = utf8_seq((const unsigned char *)s + i_byte, n - i_byte);
-        if (k == 0)
-            break;
-    }
-    if (i_byte < n) {
-        /* Rare: copy with replacements (n <= KG_ACCESSLOG_PATH_MAX for every field). */
-        for (size_t j = 0; j < n; j += k) {
-            k = utf8_seq((const unsigned char *)s + j, n - j);
-            if (k == 0) {
-                memcpy(l->scratch + o, "\xEF\xBF\xBD", 3);
-                o += 3;
-                k = 1;
-            } else {
-                memcpy(l->scratch + o, s + j, k);
-                o += k;
-            }
-        }
-        v = l->scratch;
-        n = o;
-    }
-    if (json_is_string(l->val[i]))
-        return json_string_setn_nocheck(l->val[i], v, n) == 0;
-    return set_new(l, i, json_stringn_nocheck(v, n));
-}
-
-static bool
-set_int(struct kg_al_line *l, int i, int64_t v, bool is_null)
-{
-    if (is_null)
-        return set_null(l, i);
-    if (json_is_integer(l->val[i]))
-        return json_integer_set(l->val[i], (json_int_t)v) == 0;
-    return set_new(l, i, json_integer((json_int_t)v));
-}
-
-/* The line's object now holds rec; false when out of memory. */
 /* Wall clock minus monotonic clock, in microseconds, now. */
 int64_t
 kg_al_wall_offset_us(void)
@@ -304,9 +222,33 @@ mask_keys(const char *s, size_t n, char *out)
     return out;
 }
 
-/* wall_off_us: kg_al_wall_offset_us() of about now, for records with end_mono_us. */
 bool
-kg_al_line_fill(struct kg_al_line *l, const struct kg_accesslog_rec *r, int64_t wall_off_us)
+kg_al_field_is_number(int f)
+{
+    return f == F_STATUS || f == F_UPSTREAM_STATUS || f == F_DURATION_US || f == F_BYTES_SENT;
+}
+
+static void
+str_value(struct kg_al_value *v, const char *s, size_t n)
+{
+    v->s = n > 0 ? s : NULL; /* empty is null, not "" */
+    v->n = n;
+    v->i = 0;
+    v->is_null = n == 0;
+}
+
+static void
+num_value(struct kg_al_value *v, int64_t i, bool is_null)
+{
+    v->s = NULL;
+    v->n = 0;
+    v->i = i;
+    v->is_null = is_null;
+}
+
+void
+kg_al_line_values(struct kg_al_line *l, const struct kg_accesslog_rec *r, int64_t wall_off_us,
+                  struct kg_al_value v[NFIELDS])
 {
     const char *outcome = kg_metrics_outcome_name((enum kg_outcome)r->outcome);
     int64_t time_ms = r->time_ms != 0 ? r->time_ms : (r->end_mono_us + wall_off_us) / 1000;
@@ -331,47 +273,183 @@ kg_al_line_fill(struct kg_al_line *l, const struct kg_accesslog_rec *r, int64_t 
     l->when[20] = (char)('0' + ms / 100);
     l->when[21] = (char)('0' + ms / 10 % 10);
     l->when[22] = (char)('0' + ms % 10);
-    return set_str(l, F_TIME, l->when, 24) &&
-           set_str(l, F_REQUEST_ID, str[KG_AL_REQUEST_ID], len[KG_AL_REQUEST_ID]) &&
-           set_str(l, F_REMOTE, str[KG_AL_REMOTE], len[KG_AL_REMOTE]) &&
-           set_str(l, F_METHOD, str[KG_AL_METHOD], len[KG_AL_METHOD]) &&
-           set_str(l, F_PATH, str[KG_AL_PATH], len[KG_AL_PATH]) &&
-           set_int(l, F_STATUS, r->status, r->status == 0) &&
-           set_str(l, F_OUTCOME, outcome != NULL ? outcome : "",
-                   outcome != NULL ? strlen(outcome) : 0) &&
-           set_str(l, F_KEY_ID, str[KG_AL_KEY_ID], len[KG_AL_KEY_ID]) &&
-           set_str(l, F_TENANT, str[KG_AL_TENANT], len[KG_AL_TENANT]) &&
-           set_int(l, F_UPSTREAM_STATUS, r->upstream_status, r->upstream_status == 0) &&
-           set_int(l, F_DURATION_US, r->duration_us > 0 ? r->duration_us : 0, false) &&
-           set_int(l, F_BYTES_SENT, r->bytes_sent, r->bytes_sent < 0);
+    str_value(&v[F_TIME], l->when, 24);
+    str_value(&v[F_REQUEST_ID], str[KG_AL_REQUEST_ID], len[KG_AL_REQUEST_ID]);
+    str_value(&v[F_REMOTE], str[KG_AL_REMOTE], len[KG_AL_REMOTE]);
+    str_value(&v[F_METHOD], str[KG_AL_METHOD], len[KG_AL_METHOD]);
+    str_value(&v[F_PATH], str[KG_AL_PATH], len[KG_AL_PATH]);
+    num_value(&v[F_STATUS], r->status, r->status == 0);
+    str_value(&v[F_OUTCOME], outcome, outcome != NULL ? strlen(outcome) : 0);
+    str_value(&v[F_KEY_ID], str[KG_AL_KEY_ID], len[KG_AL_KEY_ID]);
+    str_value(&v[F_TENANT], str[KG_AL_TENANT], len[KG_AL_TENANT]);
+    num_value(&v[F_UPSTREAM_STATUS], r->upstream_status, r->upstream_status == 0);
+    num_value(&v[F_DURATION_US], r->duration_us > 0 ? r->duration_us : 0, false);
+    num_value(&v[F_BYTES_SENT], r->bytes_sent, r->bytes_sent < 0);
+}
+
+/* What a byte needs in a JSON string: 0 nothing, 1 an escape (a control
+ * byte, '"', '\\'), 2 a UTF-8 check (0x80 and above). '/' and DEL (0x7F)
+ * pass as they are, as jansson writes them without JSON_ESCAPE_SLASH. */
+static const unsigned char byte_class[256] = {
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x00 */
+    1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, /* 0x10 */
+    0, 0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x20: '"' */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x30 */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x40 */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, 0, 0, 0, /* 0x50: '\\' */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x60 */
+    0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, /* 0x70 */
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, /* 0x80 */
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, /* 0x90 */
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, /* 0xA0 */
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, /* 0xB0 */
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, /* 0xC0 */
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, /* 0xD0 */
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, /* 0xE0 */
+    2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, /* 0xF0 */
+};
+
+/* s (n bytes) as a JSON string at o; returns the end. */
+static char *
+put_str(char *o, const char *s, size_t n)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    const unsigned char *u = (const unsigned char *)s;
+    size_t i = 0;
+
+    *o++ = '"';
+    while (i < n) {
+        size_t start = i, k;
+        unsigned char c;
+
+        while (i < n && byte_class[u[i]] == 0)
+            i++;
+        memcpy(o, s + start, i - start);
+        o += i - start;
+        if (i == n)
+            break;
+        c = u[i];
+        if (c >= 0x80) {
+            /* The rule of the jansson formatter before this one: each byte
+             * that does not start or continue a valid sequence is one U+FFFD. */
+            k = utf8_seq(u + i, n - i);
+            if (k == 0) {
+                memcpy(o, "\xEF\xBF\xBD", 3);
+                o += 3;
+                i++;
+            } else {
+                memcpy(o, s + i, k);
+                o += k;
+                i += k;
+            }
+            continue;
+        }
+        *o++ = '\\';
+        switch (c) {
+        case '"':
+        case '\\':
+            *o++ = (char)c;
+            break;
+        case '\b':
+            *o++ = 'b';
+            break;
+        case '\f':
+            *o++ = 'f';
+            break;
+        case '\n':
+            *o++ = 'n';
+            break;
+        case '\r':
+            *o++ = 'r';
+            break;
+        case '\t':
+            *o++ = 't';
+            break;
+        default:
+            memcpy(o, "u00", 3);
+            o[3] = hex[c >> 4];
+            o[4] = hex[c & 15];
+            o += 5;
+        }
+        i++;
+    }
+    *o++ = '"';
+    return o;
+}
+
+/* v in decimal at o (INT64_MIN too); returns the end. */
+static char *
+put_int(char *o, int64_t v)
+{
+    char digits[20];
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    size_t n = 0;
+
+    do {
+        digits[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    if (v < 0)
+        *o++ = '-';
+    while (n > 0)
+        *o++ = digits[--n];
+    return o;
+}
+
+/* What comes before each member's value: the separator and the quoted name. */
+#define HEAD(s)                                                                                    \
+    {                                                                                              \
+        s, sizeof(s) - 1                                                                           \
+    }
+static const struct {
+    const char *s;
+    size_t n;
+} member_head[NFIELDS] = {
+    HEAD("{\"time\":"),        HEAD(",\"request_id\":"),
+    HEAD(",\"remote\":"),      HEAD(",\"method\":"),
+    HEAD(",\"path\":"),        HEAD(",\"status\":"),
+    HEAD(",\"outcome\":"),     HEAD(",\"key_id\":"),
+    HEAD(",\"tenant\":"),      HEAD(",\"upstream_status\":"),
+    HEAD(",\"duration_us\":"), HEAD(",\"bytes_sent\":"),
+};
+#undef HEAD
+
+size_t
+kg_al_line_write(const struct kg_al_value v[NFIELDS], char *out)
+{
+    char *o = out;
+
+    for (int f = 0; f < NFIELDS; f++) {
+        memcpy(o, member_head[f].s, member_head[f].n);
+        o += member_head[f].n;
+        if (kg_al_field_is_number(f) ? v[f].is_null : v[f].s == NULL) {
+            memcpy(o, "null", 4);
+            o += 4;
+        } else if (kg_al_field_is_number(f)) {
+            o = put_int(o, v[f].i);
+        } else {
+            o = put_str(o, v[f].s, v[f].n);
+        }
+    }
+    *o++ = '}';
+    *o++ = '\n';
+    return (size_t)(o - out);
 }
 
 char *
 kg_accesslog_format(const struct kg_accesslog_rec *rec, size_t *len)
 {
-    struct kg_al_line *l = calloc(1, sizeof(*l));
-    char *text = NULL, *out = NULL;
+    struct kg_al_line l = {.when_s = 0};
+    struct kg_al_value v[NFIELDS];
+    char *out = malloc(KG_AL_LINE_MAX + 1);
     size_t n;
 
-    if (l == NULL || !kg_al_line_init(l) || !kg_al_line_fill(l, rec, kg_al_wall_offset_us()))
-        goto cleanup;
-    text = json_dumps(l->obj, DUMP_FLAGS);
-    if (text == NULL)
-        goto cleanup;
-    n = strlen(text);
-    out = malloc(n + 2);
     if (out == NULL)
-        goto cleanup;
-    memcpy(out, text, n);
-    out[n] = '\n';
-    out[n + 1] = '\0';
+        return NULL;
+    kg_al_line_values(&l, rec, kg_al_wall_offset_us(), v);
+    n = kg_al_line_write(v, out);
+    out[n] = '\0';
     if (len != NULL)
-        *len = n + 1;
-
-cleanup:
-    free(text);
-    if (l != NULL)
-        kg_al_line_cleanup(l);
-    free(l);
+        *len = n;
     return out;
 }

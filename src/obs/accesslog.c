@@ -20,8 +20,6 @@
 #include <time.h>
 #include <unistd.h>
 
-#include <jansson.h>
-
 #include "keygate/accesslog.h"
 #include "obs/accesslog_int.h"
 #include "keygate/keyfmt.h"
@@ -86,7 +84,7 @@ struct kg_accesslog {
     size_t len, cap;
     int64_t last_write_ms;
     bool warned;
-    struct kg_al_line line; /* the writer's reused object */
+    struct kg_al_line line; /* the writer's state between lines */
 };
 
 /* ---- destinations ---- */
@@ -271,24 +269,16 @@ buf_reserve(struct kg_accesslog *al, size_t need)
     return true;
 }
 
-/* One record into the buffer as a line; a line that cannot be made is lost. */
+/* One record into the buffer as a line; a line that finds no memory is lost. */
 static void
 append(struct kg_accesslog *al, const struct kg_accesslog_rec *rec, int64_t wall_off_us)
 {
-    size_t n;
+    struct kg_al_value v[NFIELDS];
 
-    if (!kg_al_line_fill(&al->line, rec, wall_off_us) || !buf_reserve(al, 4096))
+    if (!buf_reserve(al, KG_AL_LINE_MAX))
         return;
-    n = json_dumpb(al->line.obj, al->buf + al->len, al->cap - al->len - 1, DUMP_FLAGS);
-    if (n + 1 > al->cap - al->len) {
-        if (n == 0 || !buf_reserve(al, n + 1))
-            return;
-        n = json_dumpb(al->line.obj, al->buf + al->len, al->cap - al->len - 1, DUMP_FLAGS);
-    }
-    if (n > 0) {
-        al->len += n;
-        al->buf[al->len++] = '\n';
-    }
+    kg_al_line_values(&al->line, rec, wall_off_us, v);
+    al->len += kg_al_line_write(v, al->buf + al->len);
 }
 
 /* Takes every committed record; returns how many. */
@@ -464,18 +454,12 @@ kg_accesslog_new(const char *dest, size_t capacity, struct kg_accesslog **out, s
     al->taking.fd = -1;
     al->mask = cap - 1;
     atomic_init(&al->cells, NULL);
-    if (!kg_al_line_init(&al->line)) {
-        kg_al_line_cleanup(&al->line);
-        free(al);
-        return kg_err_set(err, KG_ENOMEM, "out of memory");
-    }
     rc = dest_open(dest, &al->cur, err);
     if (rc == KG_OK && al->cur.fd >= 0 && !ring_alloc(al)) {
         dest_close(&al->cur);
         rc = kg_err_set(err, KG_ENOMEM, "out of memory");
     }
     if (rc != KG_OK) {
-        kg_al_line_cleanup(&al->line);
         free(al);
         return rc;
     }
@@ -683,7 +667,6 @@ kg_accesslog_free(struct kg_accesslog *al)
     pthread_cond_destroy(&al->wake);
     pthread_cond_destroy(&al->done);
     pthread_mutex_destroy(&al->mu);
-    kg_al_line_cleanup(&al->line);
     free(al->buf);
     free(atomic_load(&al->cells));
     free(al);

@@ -7,9 +7,12 @@
  * any bytes). The line must be one JSON object (jansson reads it back), end
  * in exactly one '\n', and its path and request_id hold no run of
  * KG_ACCESSLOG_MASK_RUN letters and digits, %XX decoding to one counting as
- * one (a key's body). The serializer
- * that replaces jansson here, compared byte for byte with jansson's output,
- * comes with its own target (docs/testing.md). */
+ * one (a key's body). The line, written by hand (obs/accessfmt.c), must be
+ * byte for byte what jansson's json_dumpb() writes for the record's members
+ * (tests/unit/obs/accessfmt_ref.h); and so must the serializer alone fed
+ * members no record could hold: the input's newline-separated pieces, NUL
+ * bytes and all, at any length, in every string member (time and outcome
+ * too), and any int64 or null, from the 16 head bytes, in every number. */
 #include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
@@ -19,6 +22,8 @@
 #include "fuzz.h"
 #include "keygate/accesslog.h"
 #include "keygate/metrics.h"
+#include "obs/accesslog_int.h"
+#include "unit/obs/accessfmt_ref.h"
 
 #define HEAD 16
 
@@ -54,6 +59,67 @@ check_masked(json_t *obj, const char *member)
         if (run >= KG_ACCESSLOG_MASK_RUN)
             __builtin_trap();
     }
+}
+
+/* line (len bytes) is ref_line(v), or the target traps. */
+static void
+check_same_as_jansson(const char *line, size_t len, const struct kg_al_value v[NFIELDS])
+{
+    size_t ref_len = 0;
+    char *ref = ref_line(v, &ref_len);
+
+    if (ref == NULL)
+        abort(); /* only out of memory */
+    if (ref_len != len || memcmp(ref, line, len) != 0)
+        __builtin_trap();
+    free(ref);
+}
+
+/* The serializer alone, on members no record holds (above). */
+static void
+check_raw_members(const uint8_t *data, size_t size)
+{
+    const char *piece[8], *p = (const char *)data + HEAD, *end = (const char *)data + size;
+    size_t plen[8], cap = 512, n;
+    struct kg_al_value v[NFIELDS];
+    int np = 0, sj = 0;
+    char *out;
+
+    while (np < 8) {
+        const char *nl = memchr(p, '\n', (size_t)(end - p));
+
+        piece[np] = p;
+        plen[np] = (size_t)((nl != NULL ? nl : end) - p);
+        np++;
+        if (nl == NULL)
+            break;
+        p = nl + 1;
+    }
+    for (int f = 0; f < NFIELDS; f++) {
+        if (kg_al_field_is_number(f)) {
+            uint64_t u;
+
+            memcpy(&u, data + f % 9, sizeof(u));
+            v[f] = (struct kg_al_value){.i = (int64_t)u, .is_null = (data[15] >> (f % 8) & 1) != 0};
+        } else {
+            int j = sj++ % np;
+
+            /* Bit set: null; else the piece, possibly empty ("" is written ""). */
+            if (data[14] >> (sj % 8) & 1)
+                v[f] = (struct kg_al_value){.s = NULL};
+            else
+                v[f] = (struct kg_al_value){.s = piece[j], .n = plen[j]};
+            cap += 6 * v[f].n;
+        }
+    }
+    out = malloc(cap);
+    if (out == NULL)
+        abort();
+    n = kg_al_line_write(v, out);
+    if (n > cap)
+        __builtin_trap();
+    check_same_as_jansson(out, n, v);
+    free(out);
 }
 
 int
@@ -102,6 +168,14 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     check_masked(obj, "path");
     check_masked(obj, "request_id");
     json_decref(obj);
+    {
+        struct kg_al_line l = {.when_s = 0};
+        struct kg_al_value v[NFIELDS];
+
+        kg_al_line_values(&l, rec, 0, v);
+        check_same_as_jansson(line, len, v);
+    }
+    check_raw_members(data, size);
     free(line);
     free(text);
     free(rec);

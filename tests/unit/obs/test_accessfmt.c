@@ -1,7 +1,12 @@
 /* tests/unit/obs/test_accessfmt.c - src/obs/accessfmt.c through
  * keygate/accesslog.h: a record as one JSON line (order, nulls, escaping,
  * bytes that are not UTF-8, cuts), keys in the path and request id masked
- * however they are glued, cut or encoded, and the time format. */
+ * however they are glued, cut or encoded, and the time format; and through
+ * obs/accesslog_int.h, the hand-written line held byte for byte against
+ * jansson's json_dumpb() of the same members (accessfmt_ref.h): every byte
+ * in every string member, every pair of bytes in the path, invalid UTF-8,
+ * strings at their maximum length, int64 extremes, every combination of
+ * null members, masked keys. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -22,6 +27,8 @@
 #include "keygate/accesslog.h"
 #include "keygate/keyfmt.h"
 #include "keygate/metrics.h"
+#include "obs/accesslog_int.h"
+#include "unit/obs/accessfmt_ref.h"
 
 static void
 fill(struct kg_accesslog_rec *r, const char *id)
@@ -414,6 +421,361 @@ test_time_is_rfc3339_utc_with_milliseconds(void **state)
     assert_string_equal(out, "2026-11-23T17:01:02.005Z");
 }
 
+/* ---- the hand-written line against jansson's ---- */
+
+/* kg_al_line_write(v) is byte for byte ref_line(v). */
+static void
+assert_same_as_jansson(const struct kg_al_value v[NFIELDS])
+{
+    size_t cap = 512, n, ref_len = 0;
+    char *ours, *ref;
+
+    for (int f = 0; f < NFIELDS; f++)
+        cap += 6 * v[f].n;
+    ours = malloc(cap);
+    assert_non_null(ours);
+    n = kg_al_line_write(v, ours);
+    assert_true(n <= cap);
+    ref = ref_line(v, &ref_len);
+    assert_non_null(ref);
+    if (n != ref_len || memcmp(ours, ref, n) != 0)
+        fail_msg("the line differs from jansson's:\n  ours:    %.*s\n  jansson: %s", (int)n, ours,
+                 ref);
+    free(ours);
+    free(ref);
+}
+
+/* The record's members against jansson, and kg_accesslog_format() is the
+ * same line; returns the line's length. */
+static size_t
+assert_record_same_as_jansson(const struct kg_accesslog_rec *r)
+{
+    static char buf[KG_AL_LINE_MAX];
+    struct kg_al_line l;
+    struct kg_al_value v[NFIELDS];
+    size_t n, len;
+    char *line;
+
+    memset(&l, 0, sizeof(l));
+    kg_al_line_values(&l, r, 0, v);
+    assert_same_as_jansson(v);
+    n = kg_al_line_write(v, buf);
+    assert_true(n <= KG_AL_LINE_MAX);
+    line = kg_accesslog_format(r, &len);
+    assert_non_null(line);
+    assert_int_equal(len, n);
+    assert_memory_equal(line, buf, n);
+    free(line);
+    return n;
+}
+
+/* The members of fill()'s record, every one set. */
+static void
+base_values(struct kg_al_line *l, struct kg_accesslog_rec *r, struct kg_al_value v[NFIELDS])
+{
+    memset(l, 0, sizeof(*l));
+    fill(r, "req-1");
+    kg_al_line_values(l, r, 0, v);
+}
+
+static void
+test_the_members_are_named_and_typed_in_the_line_order(void **state)
+{
+    static const char *const want[NFIELDS] = {
+        "time",    "request_id", "remote", "method",          "path",        "status",
+        "outcome", "key_id",     "tenant", "upstream_status", "duration_us", "bytes_sent",
+    };
+
+    (void)state;
+    for (int f = 0; f < NFIELDS; f++) {
+        assert_string_equal(kg_al_field_name[f], want[f]);
+        assert_int_equal(kg_al_field_is_number(f), f == F_STATUS || f == F_UPSTREAM_STATUS ||
+                                                       f == F_DURATION_US || f == F_BYTES_SENT);
+    }
+}
+
+static void
+test_every_byte_in_every_string_member_is_written_as_jansson_writes_it(void **state)
+{
+    struct kg_accesslog_rec r;
+    struct kg_al_line l;
+    struct kg_al_value v[NFIELDS];
+
+    (void)state;
+    base_values(&l, &r, v);
+    for (int f = 0; f < NFIELDS; f++) {
+        if (kg_al_field_is_number(f))
+            continue;
+        for (int b = 0; b < 256; b++) {
+            char alone[1] = {(char)b}, inside[3] = {'a', (char)b, 'z'}, three[3];
+            struct kg_al_value keep = v[f];
+
+            memset(three, b, sizeof(three));
+            v[f] = (struct kg_al_value){.s = alone, .n = 1};
+            assert_same_as_jansson(v);
+            v[f] = (struct kg_al_value){.s = inside, .n = 3};
+            assert_same_as_jansson(v);
+            v[f] = (struct kg_al_value){.s = three, .n = 3};
+            assert_same_as_jansson(v);
+            v[f] = keep;
+        }
+    }
+}
+
+static void
+test_escapes_are_the_short_ones_and_capital_u00xx(void **state)
+{
+    static const struct {
+        char in;
+        const char *out;
+    } cases[] = {
+        {'"', "\\\""},       {'\\', "\\\\"},      {'\b', "\\b"},       {'\f', "\\f"},
+        {'\n', "\\n"},       {'\r', "\\r"},       {'\t', "\\t"},       {'\0', "\\u0000"},
+        {'\x01', "\\u0001"}, {'\x0b', "\\u000B"}, {'\x1f', "\\u001F"}, {'\x7f', "\x7f"},
+        {'/', "/"},          {'\'', "'"},
+    };
+    struct kg_accesslog_rec r;
+    struct kg_al_line l;
+    struct kg_al_value v[NFIELDS];
+    char line[1024], want[64];
+    size_t n;
+
+    (void)state;
+    base_values(&l, &r, v);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        v[F_PATH] = (struct kg_al_value){.s = &cases[i].in, .n = 1};
+        n = kg_al_line_write(v, line);
+        line[n] = '\0';
+        snprintf(want, sizeof(want), ",\"path\":\"%s\",", cases[i].out);
+        if (strstr(line, want) == NULL)
+            fail_msg("byte 0x%02x: want %s in %s", (unsigned char)cases[i].in, want, line);
+    }
+}
+
+static void
+test_every_byte_through_a_record_matches_jansson(void **state)
+{
+    struct kg_accesslog_rec r;
+
+    (void)state;
+    for (int b = 0; b < 256; b++) {
+        char s[4] = {'x', (char)b, 'y', '\0'};
+        const char *f[KG_AL_NSTR];
+
+        for (int i = 0; i < KG_AL_NSTR; i++) {
+            const char *base[KG_AL_NSTR] = {"req-1",   "192.0.2.7", "GET",
+                                            "key_abc", "acme",      "/v1/items"};
+
+            if (b == 0 && i != KG_AL_PATH)
+                continue; /* only the path carries a NUL byte */
+            memcpy(f, base, sizeof(f));
+            f[i] = s;
+            fill(&r, "req-1");
+            kg_accesslog_rec_strings(&r, f[KG_AL_REQUEST_ID], f[KG_AL_REMOTE], f[KG_AL_METHOD],
+                                     f[KG_AL_KEY_ID], f[KG_AL_TENANT], f[KG_AL_PATH],
+                                     i == KG_AL_PATH ? 3 : strlen(f[KG_AL_PATH]));
+            assert_record_same_as_jansson(&r);
+        }
+    }
+}
+
+static void
+test_every_pair_of_bytes_in_the_path_matches_jansson(void **state)
+{
+    struct kg_accesslog_rec r;
+    struct kg_al_line l;
+    struct kg_al_value v[NFIELDS];
+
+    (void)state;
+    base_values(&l, &r, v);
+    for (int a = 0; a < 256; a++) {
+        for (int b = 0; b < 256; b++) {
+            char s[2] = {(char)a, (char)b};
+
+            v[F_PATH] = (struct kg_al_value){.s = s, .n = 2};
+            assert_same_as_jansson(v);
+        }
+    }
+}
+
+static void
+test_invalid_utf8_becomes_one_replacement_per_byte_as_jansson_would_need(void **state)
+{
+    static const struct {
+        const char *in, *out;
+    } cases[] = {
+        {"\x80", "\xEF\xBF\xBD"},                                 /* a lone continuation byte */
+        {"\xBF\xBF", "\xEF\xBF\xBD\xEF\xBF\xBD"},                 /* two */
+        {"\xC0\x80", "\xEF\xBF\xBD\xEF\xBF\xBD"},                 /* overlong NUL */
+        {"\xC1\xBF", "\xEF\xBF\xBD\xEF\xBF\xBD"},                 /* overlong */
+        {"\xC2\x80", "\xC2\x80"},                                 /* U+0080: kept */
+        {"\xDF\xBF", "\xDF\xBF"},                                 /* U+07FF */
+        {"\xE0\x80\x80", "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD"}, /* overlong 3 */
+        {"\xE0\xA0\x80", "\xE0\xA0\x80"},                         /* U+0800 */
+        {"\xED\x9F\xBF", "\xED\x9F\xBF"},                         /* U+D7FF */
+        {"\xED\xA0\x80", "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD"}, /* U+D800, a surrogate */
+        {"\xEF\xBF\xBF", "\xEF\xBF\xBF"},                         /* U+FFFF */
+        {"\xF0\x80\x80\x80", "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD"}, /* overlong 4 */
+        {"\xF0\x90\x80\x80", "\xF0\x90\x80\x80"},                                 /* U+10000 */
+        {"\xF4\x8F\xBF\xBF", "\xF4\x8F\xBF\xBF"},                                 /* U+10FFFF */
+        {"\xF4\x90\x80\x80", "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD"}, /* past it */
+        {"\xF5\x80", "\xEF\xBF\xBD\xEF\xBF\xBD"},
+        {"\xFE\xFF", "\xEF\xBF\xBD\xEF\xBF\xBD"},
+        {"\xF0\x9F\x98", "\xEF\xBF\xBD\xEF\xBF\xBD\xEF\xBF\xBD"}, /* cut short */
+        {"\xE2\x82"
+         "A",
+         "\xEF\xBF\xBD\xEF\xBF\xBD"
+         "A"},                                           /* cut by ASCII */
+        {"\xC3\xA9\xC3", "\xC3\xA9\xEF\xBF\xBD"},        /* good, then a lone lead */
+        {"\xC3\"", "\xEF\xBF\xBD\\\""},                  /* a lead, then a quote */
+        {"\xE2\x0a\x82", "\xEF\xBF\xBD\\n\xEF\xBF\xBD"}, /* a control byte inside */
+    };
+    struct kg_accesslog_rec r;
+    struct kg_al_line l;
+    struct kg_al_value v[NFIELDS];
+    char line[1024], want[64];
+    size_t n;
+
+    (void)state;
+    base_values(&l, &r, v);
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        v[F_PATH] = (struct kg_al_value){.s = cases[i].in, .n = strlen(cases[i].in)};
+        assert_same_as_jansson(v);
+        n = kg_al_line_write(v, line);
+        line[n] = '\0';
+        snprintf(want, sizeof(want), ",\"path\":\"%s\",", cases[i].out);
+        if (strstr(line, want) == NULL)
+            fail_msg("case %zu: want %s in %s", i, want, line);
+    }
+}
+
+static void
+test_strings_at_their_maximum_length_match_jansson_and_fit_the_line(void **state)
+{
+    static const char *const fills[] = {"a",        "\x01",         "\xff", "\"", "\xc3",
+                                        "\xc3\xa9", "\xe2\x82\xac", "%41",  "/"};
+    struct kg_accesslog_rec r;
+    char big[KG_ACCESSLOG_PATH_MAX * 2 + 8];
+
+    (void)state;
+    for (size_t i = 0; i < sizeof(fills) / sizeof(fills[0]); i++) {
+        size_t k = strlen(fills[i]), n;
+
+        for (size_t o = 0; o + k < sizeof(big); o += k)
+            memcpy(big + o, fills[i], k);
+        big[sizeof(big) - 1] = '\0';
+        /* Every field longer than its maximum: each is cut, then written. */
+        fill(&r, "x");
+        kg_accesslog_rec_strings(&r, big, big, big, big, big, big, sizeof(big) - 1);
+        n = assert_record_same_as_jansson(&r);
+        assert_true(n <= KG_AL_LINE_MAX);
+        for (int s = 0; s < KG_AL_NSTR; s++)
+            assert_true(r.len[s] > 0);
+    }
+}
+
+static void
+test_numbers_at_the_int64_extremes_match_jansson(void **state)
+{
+    static const int64_t nums[] = {INT64_MIN,
+                                   INT64_MIN + 1,
+                                   -1000000000000000000LL,
+                                   -10,
+                                   -9,
+                                   -1,
+                                   0,
+                                   1,
+                                   9,
+                                   10,
+                                   99,
+                                   100,
+                                   4294967295LL,
+                                   999999999999999999LL,
+                                   1000000000000000000LL,
+                                   INT64_MAX - 1,
+                                   INT64_MAX};
+    struct kg_accesslog_rec r;
+    struct kg_al_line l;
+    struct kg_al_value v[NFIELDS];
+    char line[1024];
+    size_t n;
+
+    (void)state;
+    base_values(&l, &r, v);
+    for (int f = 0; f < NFIELDS; f++) {
+        if (!kg_al_field_is_number(f))
+            continue;
+        for (size_t i = 0; i < sizeof(nums) / sizeof(nums[0]); i++) {
+            v[f] = (struct kg_al_value){.i = nums[i]};
+            assert_same_as_jansson(v);
+        }
+        v[f] = (struct kg_al_value){.i = INT64_MIN};
+        n = kg_al_line_write(v, line);
+        line[n] = '\0';
+        assert_non_null(strstr(line, "\":-9223372036854775808"));
+        v[f] = (struct kg_al_value){.i = 0};
+    }
+
+    /* Through a record: what each number member makes of its extremes. */
+    fill(&r, "x");
+    r.status = UINT32_MAX;
+    r.upstream_status = UINT32_MAX;
+    r.duration_us = INT64_MAX;
+    r.bytes_sent = INT64_MAX;
+    assert_record_same_as_jansson(&r);
+    r.duration_us = INT64_MIN; /* written 0 */
+    r.bytes_sent = INT64_MIN;  /* written null */
+    assert_record_same_as_jansson(&r);
+}
+
+static void
+test_every_combination_of_null_members_matches_jansson(void **state)
+{
+    struct kg_accesslog_rec r;
+    struct kg_al_line l;
+    struct kg_al_value base[NFIELDS], v[NFIELDS];
+
+    (void)state;
+    base_values(&l, &r, base);
+    for (unsigned mask = 0; mask < 1u << NFIELDS; mask++) {
+        memcpy(v, base, sizeof(v));
+        for (int f = 0; f < NFIELDS; f++) {
+            if ((mask & 1u << f) == 0)
+                continue;
+            if (kg_al_field_is_number(f))
+                v[f].is_null = true;
+            else
+                v[f] = (struct kg_al_value){.s = NULL};
+        }
+        assert_same_as_jansson(v);
+    }
+}
+
+static void
+test_lines_with_masked_keys_match_jansson(void **state)
+{
+    char key[KG_KEY_MAX], path[1024];
+    struct kg_err err = {{0}};
+    struct kg_accesslog_rec r;
+    size_t klen;
+
+    (void)state;
+    assert_int_equal(kg_keyfmt_generate("kg_live_", key, &err), KG_OK);
+    klen = strlen(key);
+    /* In the path and the request id, glued, encoded, and across the cut. */
+    snprintf(path, sizeof(path), "/v1/x_%s/y\xff\"%s", key, key);
+    fill(&r, "x");
+    kg_accesslog_rec_strings(&r, key, "192.0.2.7", "GET", NULL, NULL, path, strlen(path));
+    assert_record_same_as_jansson(&r);
+    memset(path, '/', sizeof(path));
+    memcpy(path + KG_ACCESSLOG_PATH_MAX - 1 - klen / 2, key, klen);
+    kg_accesslog_rec_strings(&r, "\x01key", "192.0.2.7", "GET", NULL, NULL, path, sizeof(path));
+    assert_record_same_as_jansson(&r);
+    snprintf(path, sizeof(path), "/%%6B%%67_%s\n", key + 2);
+    kg_accesslog_rec_strings(&r, path, "192.0.2.7", "GET", NULL, NULL, path, strlen(path));
+    assert_record_same_as_jansson(&r);
+}
+
 int
 main(void)
 {
@@ -430,6 +792,16 @@ main(void)
         cmocka_unit_test(test_a_percent_encoded_key_is_masked),
         cmocka_unit_test(test_masking_in_place_keeps_the_length_and_the_display_prefix),
         cmocka_unit_test(test_time_is_rfc3339_utc_with_milliseconds),
+        cmocka_unit_test(test_the_members_are_named_and_typed_in_the_line_order),
+        cmocka_unit_test(test_every_byte_in_every_string_member_is_written_as_jansson_writes_it),
+        cmocka_unit_test(test_escapes_are_the_short_ones_and_capital_u00xx),
+        cmocka_unit_test(test_every_byte_through_a_record_matches_jansson),
+        cmocka_unit_test(test_every_pair_of_bytes_in_the_path_matches_jansson),
+        cmocka_unit_test(test_invalid_utf8_becomes_one_replacement_per_byte_as_jansson_would_need),
+        cmocka_unit_test(test_strings_at_their_maximum_length_match_jansson_and_fit_the_line),
+        cmocka_unit_test(test_numbers_at_the_int64_extremes_match_jansson),
+        cmocka_unit_test(test_every_combination_of_null_members_matches_jansson),
+        cmocka_unit_test(test_lines_with_masked_keys_match_jansson),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
