@@ -501,11 +501,14 @@ build_head(struct kg_upconn *c, struct kg_upx *ux)
     ok = head_put(c, ux->method, strlen(ux->method)) && head_put(c, " ", 1) &&
          head_put(c, ux->target, strlen(ux->target)) && head_put(c, " HTTP/1.1\r\nHost: ", 17) &&
          head_put(c, c->pool->host, strlen(c->pool->host)) && head_put(c, "\r\n", 2);
-    for (const struct curl_slist *h = ux->x->req_headers; ok && h != NULL; h = h->next)
-        ok = head_put_line(c, h->data);
+    /* Framing where libcurl puts it (the upstream sees the same request
+     * whichever client sent it): Transfer-Encoding after Host,
+     * Content-Length after the rest. */
     if (ok && ux->x->has_body && ux->chunked)
         ok = head_put(c, "Transfer-Encoding: chunked\r\n", 28);
-    else if (ok && (ux->x->has_body || ux->body_size == 0)) {
+    for (const struct curl_slist *h = ux->x->req_headers; ok && h != NULL; h = h->next)
+        ok = head_put_line(c, h->data);
+    if (ok && !ux->chunked && (ux->x->has_body || ux->body_size == 0)) {
         int n = snprintf(len, sizeof(len), "Content-Length: %lld\r\n",
                          (long long)(ux->body_size > 0 ? ux->body_size : 0));
 
