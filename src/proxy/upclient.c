@@ -565,11 +565,17 @@ upx_attach(struct kg_upx *ux, bool fresh_only)
     int64_t now = kg_time_mono_ms();
 
     while (!fresh_only && pool->nidle > 0) {
+        char b;
+
         c = pool->idle[--pool->nidle];
-        if (c->idle_since_ms + pool->idle_timeout_ms > now)
+        /* Too old (the upstream may be closing it right now), or bytes or a
+         * close arrived that the loop has not seen yet: an unrequested
+         * answer must never be read as the next request's. */
+        if (c->idle_since_ms + pool->idle_timeout_ms > now &&
+            recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) < 0 &&
+            (errno == EAGAIN || errno == EWOULDBLOCK))
             break;
-        c->ux = NULL;
-        conn_close(c); /* too old: the upstream may be closing it right now */
+        conn_close(c);
         c = NULL;
     }
     if (c != NULL) {

@@ -22,10 +22,29 @@ struct kg_upresp {
     int64_t content_length;
     bool keep_alive;
     const char *err;
+    bool chunked;
+    /* llhttp 8.1 takes any two bytes after a chunk's data for its CRLF:
+     * checked here. crlf_left of "\r\n" are still to come (0..2). */
+    int crlf_left;
     /* During a feed: */
     const struct kg_upresp_cb *cb;
     void *ctx;
+    const char *feed_end;
 };
+
+/* Checks what is at hand of the CRLF after a chunk's data, from p; false
+ * when a byte is not the one due. */
+static bool
+crlf_check(struct kg_upresp *r, const char *p)
+{
+    while (r->crlf_left > 0 && p < r->feed_end) {
+        if (*p != (r->crlf_left == 2 ? '\r' : '\n'))
+            return false;
+        r->crlf_left--;
+        p++;
+    }
+    return true;
+}
 
 static int
 on_headers_complete(llhttp_t *p)
@@ -44,6 +63,13 @@ on_body(llhttp_t *p, const char *at, size_t len)
     if (!r->cb->body(r->ctx, at, len)) {
         r->err = "no room for the body";
         return -1;
+    }
+    if (r->chunked && p->content_length == 0) {
+        r->crlf_left = 2;
+        if (!crlf_check(r, at + len)) {
+            r->err = "chunk data not followed by CRLF";
+            return -1;
+        }
     }
     return 0;
 }
@@ -101,6 +127,8 @@ kg_upresp_reset(struct kg_upresp *r, bool no_body)
     r->content_length = -1;
     r->keep_alive = false;
     r->err = "";
+    r->chunked = false;
+    r->crlf_left = 0;
 }
 
 static void
@@ -200,6 +228,7 @@ header_line_check(struct kg_upresp *r, const char *p, size_t len, int *n_cl, int
             return "several Transfer-Encoding headers";
         if (vlen != 7 || strncasecmp(v, "chunked", 7) != 0)
             return "a transfer coding other than chunked";
+        r->chunked = true;
     }
     return NULL;
 }
@@ -225,6 +254,7 @@ head_end(struct kg_upresp *r)
         return;
     }
     r->content_length = -1;
+    r->chunked = false;
     for (p = eol + 2; p < end && why == NULL; p = eol + 2) {
         eol = memchr(p, '\r', (size_t)(end - p));
         why = header_line_check(r, p, (size_t)(eol - p), &n_cl, &n_te);
@@ -254,6 +284,7 @@ head_end(struct kg_upresp *r)
     r->state = KG_UPRESP_BODY;
     llhttp_init(&r->parser, HTTP_RESPONSE, &settings);
     r->parser.data = r;
+    r->feed_end = r->hbuf + r->hlen;
     e = llhttp_execute(&r->parser, r->hbuf, r->hlen);
     if (e != HPE_OK && e != HPE_PAUSED)
         bad(r, llhttp_get_error_reason(&r->parser));
@@ -318,6 +349,11 @@ kg_upresp_feed(struct kg_upresp *r, const char *p, size_t len, const struct kg_u
         if (r->state == KG_UPRESP_HEAD) {
             used += feed_head(r, p + used, len - used);
             continue;
+        }
+        r->feed_end = p + len;
+        if (r->crlf_left > 0 && !crlf_check(r, p + used)) {
+            bad(r, "chunk data not followed by CRLF");
+            break;
         }
         switch (llhttp_execute(&r->parser, p + used, len - used)) {
         case HPE_OK:
