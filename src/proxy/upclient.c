@@ -565,17 +565,13 @@ upx_attach(struct kg_upx *ux, bool fresh_only)
     int64_t now = kg_time_mono_ms();
 
     while (!fresh_only && pool->nidle > 0) {
-        char b;
-
         c = pool->idle[--pool->nidle];
-        /* Too old (the upstream may be closing it right now), or bytes or a
-         * close arrived that the loop has not seen yet: an unrequested
-         * answer must never be read as the next request's. */
-        if (c->idle_since_ms + pool->idle_timeout_ms > now &&
-            recv(c->fd, &b, 1, MSG_PEEK | MSG_DONTWAIT) < 0 &&
-            (errno == EAGAIN || errno == EWOULDBLOCK))
+        /* Bytes or a close on an idle connection are seen by the loop (its
+         * EPOLLIN stays registered) before any request of the same round
+         * is started, and close it: no syscall here to look again. */
+        if (c->idle_since_ms + pool->idle_timeout_ms > now)
             break;
-        conn_close(c);
+        conn_close(c); /* too old: the upstream may be closing it right now */
         c = NULL;
     }
     if (c != NULL) {
