@@ -566,9 +566,10 @@ upx_attach(struct kg_upx *ux, bool fresh_only)
 
     while (!fresh_only && pool->nidle > 0) {
         c = pool->idle[--pool->nidle];
-        /* Bytes or a close on an idle connection are seen by the loop (its
-         * EPOLLIN stays registered) before any request of the same round
-         * is started, and close it: no syscall here to look again. */
+        /* Bytes or a close that reached an idle connection before this
+         * round's epoll_wait have closed it already: its EPOLLIN stays
+         * registered and the loop handles those events before it runs the
+         * daemons that start requests. No syscall here to look again. */
         if (c->idle_since_ms + pool->idle_timeout_ms > now)
             break;
         conn_close(c); /* too old: the upstream may be closing it right now */
