@@ -46,8 +46,9 @@ void kg_loop_free(struct kg_loop *loop);
 CURLM *kg_loop_multi(struct kg_loop *loop);
 struct kg_runtime *kg_loop_runtime(struct kg_loop *loop);
 void kg_loop_conn_delta(struct kg_loop *loop, int delta);
-/* A curl easy handle from the loop's pool (reset to defaults), or a new one;
- * NULL when out of memory. Reusing handles keeps their buffers allocated. */
+/* A curl easy handle from the loop's pool (as its last transfer left it:
+ * the caller sets every option that varies), or a new one; NULL when out of
+ * memory. Reusing handles keeps their buffers allocated. */
 CURL *kg_loop_easy_get(struct kg_loop *loop);
 /* Returns a handle (not in the multi) to the pool, or frees it when the pool is full. */
 void kg_loop_easy_put(struct kg_loop *loop, CURL *easy);

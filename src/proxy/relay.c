@@ -3,6 +3,7 @@
  * handle, the buffers and the suspend/resume handshake with the client
  * connection; does not decide anything and does not build the request
  * (proxy/outbound.c does). Everything runs on the owning loop's thread. */
+#include <pthread.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -256,6 +257,53 @@ kg_relay_add_header_line(struct kg_exchange *x, const char *p, size_t n)
     return true;
 }
 
+/* libcurl's built-in CA file and directory, to go back to on a pooled
+ * handle after a reload dropped upstream_ca. */
+static pthread_once_t ca_once = PTHREAD_ONCE_INIT;
+static char *ca_default_file, *ca_default_path;
+
+static void
+ca_defaults(void)
+{
+    CURL *e = curl_easy_init();
+    char *f = NULL, *d = NULL;
+
+    if (e == NULL)
+        return;
+    curl_easy_getinfo(e, CURLINFO_CAINFO, &f);
+    curl_easy_getinfo(e, CURLINFO_CAPATH, &d);
+    ca_default_file = f != NULL ? strdup(f) : NULL;
+    ca_default_path = d != NULL ? strdup(d) : NULL;
+    curl_easy_cleanup(e);
+}
+
+/* What a pooled easy handle keeps from one transfer to the next. */
+static void
+easy_once(CURL *e, struct kg_loop *loop)
+{
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    /* An https upstream is always verified, name included. A failed check
+     * is a 502 like any other. */
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, kg_loop_open_upstream_socket);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, loop);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
+    curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
+    /* Redirects and content decoding belong to the client, not the gateway. */
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(e, CURLOPT_HTTP_CONTENT_DECODING, 0L);
+    curl_easy_setopt(e, CURLOPT_HTTP_TRANSFER_DECODING, 1L);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    /* "" disables proxies outright: an http_proxy in the daemon's environment
+     * must not reroute upstream traffic (and curl skips the lookup). */
+    curl_easy_setopt(e, CURLOPT_PROXY, "");
+}
+
 static void transfer_done(struct kg_loop_transfer *t, CURLcode result);
 static void transfer_abort(struct kg_loop_transfer *t);
 
@@ -301,44 +349,42 @@ kg_relay_start(struct kg_loop *loop, struct kg_relay_req *rq, struct kg_exchange
         rc = kg_err_set(err, KG_ENOMEM, "out of memory");
         goto cleanup;
     }
+    {
+        char *was = NULL;
+
+        /* A handle from the loop's pool keeps what its last transfer set
+         * (no curl_easy_reset per request): what never varies is set once,
+         * on a new handle (no CURLOPT_PRIVATE yet), the rest every time. */
+        curl_easy_getinfo(e, CURLINFO_PRIVATE, &was);
+        if (was == NULL)
+            easy_once(e, loop);
+    }
     curl_easy_setopt(e, CURLOPT_URL, rq->out->url);
     curl_easy_setopt(e, CURLOPT_PRIVATE, &x->t);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->req_headers);
-    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
-    curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->upstream_connect_timeout_ms);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)cfg->upstream_timeout_ms);
     /* An idle upstream connection older than this is not reused (closed instead):
      * the upstream's own keep-alive timeout may already have closed it. */
     curl_easy_setopt(e, CURLOPT_MAXAGE_CONN,
                      (long)((cfg->upstream_keepalive_timeout_ms + 999) / 1000));
-    /* An https upstream is always verified, name included; upstream_ca
-     * replaces the system CAs. A failed check is a 502 like any other. */
-    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
-    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+    /* upstream_ca replaces the system CAs; without it, the defaults. Debian's
+     * libcurl also trusts /etc/ssl/certs by default: "instead of the system
+     * CAs" means clearing that directory as well. */
     if (cfg->upstream_ca != NULL) {
         curl_easy_setopt(e, CURLOPT_CAINFO, cfg->upstream_ca);
-        /* Debian's libcurl also trusts /etc/ssl/certs by default: "instead
-         * of the system CAs" means clearing that directory as well. */
         curl_easy_setopt(e, CURLOPT_CAPATH, NULL);
+    } else {
+        pthread_once(&ca_once, ca_defaults);
+        curl_easy_setopt(e, CURLOPT_CAINFO, ca_default_file);
+        curl_easy_setopt(e, CURLOPT_CAPATH, ca_default_path);
     }
-    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 65536L);
-    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
-    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, kg_loop_open_upstream_socket);
-    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, loop);
-    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
-    /* Redirects and content decoding belong to the client, not the gateway. */
-    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
-    curl_easy_setopt(e, CURLOPT_HTTP_CONTENT_DECODING, 0L);
-    curl_easy_setopt(e, CURLOPT_HTTP_TRANSFER_DECODING, 1L);
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    /* "" disables proxies outright: an http_proxy in the daemon's environment
-     * must not reroute upstream traffic (and curl skips the lookup). */
-    curl_easy_setopt(e, CURLOPT_PROXY, "");
+    curl_easy_setopt(e, CURLOPT_READDATA, x);
+    /* The method from a clean slate: the handle's last request may have set another. */
+    curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, NULL);
     if (strcmp(rq->method, "HEAD") == 0) {
         curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
     } else if (strcmp(rq->method, "GET") != 0 || x->has_body) {
@@ -346,8 +392,6 @@ kg_relay_start(struct kg_loop *loop, struct kg_relay_req *rq, struct kg_exchange
     }
     if (x->has_body || rq->body_size == 0) {
         curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
-        curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
-        curl_easy_setopt(e, CURLOPT_READDATA, x);
         curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)rq->body_size);
         if (rq->body_size == 0)
             x->up_done = true;

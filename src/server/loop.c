@@ -795,7 +795,8 @@ kg_loop_easy_put(struct kg_loop *loop, CURL *easy)
         curl_easy_cleanup(easy);
         return;
     }
-    curl_easy_reset(easy);
+    /* Not reset: the relay sets what varies per transfer, and a reset would
+     * free and rebuild what does not. */
     loop->easy_pool[loop->neasy++] = easy;
 }
 
