@@ -39,10 +39,10 @@ struct kg_upconn {
     struct kg_uppool *pool;
     int fd;
     bool connecting;
-    bool reused;      /* it carried a request before this one */
+    bool reused;       /* it carried a request before this one */
     unsigned requests; /* requests it carried, this one included */
-    uint32_t events;  /* as registered */
-    bool read_paused; /* the down ring is full: EPOLLIN off */
+    uint32_t events;   /* as registered */
+    bool read_paused;  /* the down ring is full: EPOLLIN off */
     int64_t idle_since_ms;
     struct kg_upx *ux; /* the exchange it carries; NULL when idle */
     struct kg_upresp *resp;
@@ -65,21 +65,21 @@ struct kg_upx {
     struct kg_uppool *pool;
     struct kg_upconn *conn;
     char method[32];
-    char *target;   /* malloc'd: the request target (path and query) */
-    bool chunked;   /* body of unknown length */
+    char *target; /* malloc'd: the request target (path and query) */
+    bool chunked; /* body of unknown length */
     int64_t body_size;
     bool no_resp_body; /* HEAD */
     bool idempotent;
     bool retried, body_started, got_bytes;
-    bool req_sent; /* head and body all written */
+    bool req_sent;  /* head and body all written */
     bool announced; /* the relay knows the response head */
     int64_t deadline_ms, connect_deadline_ms;
     int64_t connect_timeout_ms;
     unsigned keepalive_requests;
     bool queued;
-    struct kg_upx *qnext, *qprev;     /* waiting for a connection */
-    struct kg_upx *anext, *aprev;     /* every live exchange (timers) */
-    bool flush;                        /* head waits for the end of the round */
+    struct kg_upx *qnext, *qprev; /* waiting for a connection */
+    struct kg_upx *anext, *aprev; /* every live exchange (timers) */
+    bool flush;                   /* head waits for the end of the round */
     struct kg_upx *fnext;
 };
 
@@ -91,8 +91,8 @@ struct kg_uppool {
     struct sockaddr_storage addr;
     socklen_t addrlen;
     bool resolved;
-    char host[HOST_MAX];  /* Host header */
-    char *base;           /* the upstream URL's path, "" for none */
+    char host[HOST_MAX];     /* Host header */
+    char *base;              /* the upstream URL's path, "" for none */
     struct kg_upconn **idle; /* LIFO: [nidle - 1] is the most recent */
     size_t nidle, idle_cap;
     int64_t idle_timeout_ms;

@@ -182,8 +182,8 @@ static char *
 read_head(struct rconn *c, size_t *len)
 {
     for (;;) {
-        char *end = c->blen > c->boff ? memmem(c->buf + c->boff, c->blen - c->boff, "\r\n\r\n", 4)
-                                      : NULL;
+        char *end =
+            c->blen > c->boff ? memmem(c->buf + c->boff, c->blen - c->boff, "\r\n\r\n", 4) : NULL;
 
         if (end != NULL) {
             size_t n = (size_t)(end + 4 - (c->buf + c->boff));

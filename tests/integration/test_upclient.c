@@ -167,15 +167,19 @@ static const struct bad bads[] = {
     {"control byte in a value", "HTTP/1.1 200 OK\r\nX-A: a\x01z\r\nContent-Length: 2\r\n\r\nok"},
     {"space before a colon", "HTTP/1.1 200 OK\r\nContent-Length : 2\r\n\r\nok"},
     {"Content-Length and Transfer-Encoding",
-     "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"},
-    {"two equal Content-Length", "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok"},
+     "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: "
+     "chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"},
+    {"two equal Content-Length",
+     "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok"},
     {"signed Content-Length", "HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\nok"},
     {"overflowing Content-Length",
      "HTTP/1.1 200 OK\r\nContent-Length: 99999999999999999999999\r\n\r\nok"},
     {"Content-Length list", "HTTP/1.1 200 OK\r\nContent-Length: 2, 2\r\n\r\nok"},
-    {"gzip, chunked", "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"},
+    {"gzip, chunked",
+     "HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"},
     {"identity coding", "HTTP/1.1 200 OK\r\nTransfer-Encoding: identity\r\n\r\nok"},
-    {"bad chunk size", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nok\r\n0\r\n\r\n"},
+    {"bad chunk size",
+     "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nok\r\n0\r\n\r\n"},
     {"negative chunk size",
      "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n-2\r\nok\r\n0\r\n\r\n"},
     {"huge chunk size", "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
@@ -332,7 +336,8 @@ test_an_answer_before_the_body_went_is_final(void **state)
 {
     struct kt_rawup_act act = {
         .how = KT_RAWUP_EARLY,
-        .bytes = "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbig!"};
+        .bytes =
+            "HTTP/1.1 413 Payload Too Large\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbig!"};
     struct kt_http_req req = {.method = "POST", .generate = true, .gen_len = 8 * 1024 * 1024};
     size_t c;
 
@@ -351,8 +356,9 @@ test_an_answer_before_the_body_went_is_final(void **state)
 static void
 test_a_chunked_answer_with_trailers_arrives_whole(void **state)
 {
-    struct kt_rawup_act act = {.bytes = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
-                                        "5\r\nhello\r\n6;x=y\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n"};
+    struct kt_rawup_act act = {.bytes =
+                                   "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                   "5\r\nhello\r\n6;x=y\r\n world\r\n0\r\nX-Trailer: t\r\n\r\n"};
     size_t warm;
 
     (void)state;
@@ -369,8 +375,8 @@ test_a_chunked_answer_with_trailers_arrives_whole(void **state)
 static void
 test_bytes_on_an_idle_connection_close_it(void **state)
 {
-    struct kt_rawup_act act = {
-        .later = "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\ninjected", .later_ms = 100};
+    struct kt_rawup_act act = {.later = "HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\ninjected",
+                               .later_ms = 100};
     size_t first;
 
     (void)state;
@@ -532,7 +538,8 @@ same_request_both_ways(struct kt_http_req *req, const char *path, const char *wa
     while ((p = strstr(S2.head, W.ca.id)) != NULL)
         memcpy(p, W.a.id, strlen(W.a.id));
     {
-        char *u1 = strstr(S.head, "X-Keygate-User-Id: "), *u2 = strstr(S2.head, "X-Keygate-User-Id: ");
+        char *u1 = strstr(S.head, "X-Keygate-User-Id: "),
+             *u2 = strstr(S2.head, "X-Keygate-User-Id: ");
 
         assert_non_null(u1);
         assert_non_null(u2);
@@ -568,8 +575,7 @@ test_the_upstream_sees_what_curl_would_send(void **state)
     assert_true(S.chunked);
     same_request_both_ways(&empty, "/v1/empty", "POST /v1/empty HTTP/1.1\r\n", "", 0);
     assert_non_null(strstr(S.head, "\r\nContent-Length: 0\r\n"));
-    same_request_both_ways(&big, "/v1/big", "PUT /v1/big HTTP/1.1\r\n", NULL,
-                           3 * 1024 * 1024 + 17);
+    same_request_both_ways(&big, "/v1/big", "PUT /v1/big HTTP/1.1\r\n", NULL, 3 * 1024 * 1024 + 17);
     same_request_both_ways(&bigc, "/v1/bigc", "POST /v1/bigc HTTP/1.1\r\n", NULL, 1024 * 1024 + 5);
     assert_true(S.chunked);
 }

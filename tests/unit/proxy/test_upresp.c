@@ -79,7 +79,8 @@ static const char *const bad_answers[] = {
     "HTTP/1.1 200 OK\r\nBad Name: x\r\nContent-Length: 2\r\n\r\nok",
     "HTTP/1.1 200 OK\r\n: x\r\nContent-Length: 2\r\n\r\nok",
     "HTTP/1.1 200 OK\r\nNoColon\r\nContent-Length: 2\r\n\r\nok",
-    "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+    "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: "
+    "chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
     "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok",
     "HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\nok",
     "HTTP/1.1 200 OK\r\nContent-Length: -2\r\n\r\nok",
@@ -172,7 +173,8 @@ struct good {
 static const struct good goods[] = {
     {"HTTP/1.1 200 OK\r\nContent-Length: 5\r\nX-A:  a b \r\n\r\nhello", false, 200, 5,
      "Content-Length: 5\r\nX-A:  a b \r\n", "hello", true, 0},
-    {"HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n5;x=y\r\nhello\r\n6;z=\"q\"\r\n world\r\n"
+    {"HTTP/1.1 200 OK\r\nTransfer-Encoding: Chunked\r\n\r\n5;x=y\r\nhello\r\n6;z=\"q\"\r\n "
+     "world\r\n"
      "0\r\nX-T: t\r\n\r\n",
      false, 200, -1, "Transfer-Encoding: Chunked\r\n", "hello world", true, 0},
     {"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </x>\r\n\r\n"
@@ -265,7 +267,8 @@ static void
 test_a_parser_is_reused_after_reset(void **state)
 {
     static const char a[] = "HTTP/1.1 200 OK\r\nContent-Length: 1\r\n\r\na";
-    static const char b[] = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nb\r\n0\r\n\r\n";
+    static const char b[] =
+        "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nb\r\n0\r\n\r\n";
     struct kg_upresp *r = kg_upresp_new(4096);
     struct sink s = {0};
 
