@@ -79,8 +79,8 @@ static const char *const bad_answers[] = {
     "HTTP/1.1 200 OK\r\nBad Name: x\r\nContent-Length: 2\r\n\r\nok",
     "HTTP/1.1 200 OK\r\n: x\r\nContent-Length: 2\r\n\r\nok",
     "HTTP/1.1 200 OK\r\nNoColon\r\nContent-Length: 2\r\n\r\nok",
-    "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: "
-    "chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n",
+    ("HTTP/1.1 200 OK\r\nContent-Length: 2\r\nTransfer-Encoding: "
+     "chunked\r\n\r\n2\r\nok\r\n0\r\n\r\n"),
     "HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 2\r\n\r\nok",
     "HTTP/1.1 200 OK\r\nContent-Length: +2\r\n\r\nok",
     "HTTP/1.1 200 OK\r\nContent-Length: -2\r\n\r\nok",
