@@ -236,6 +236,7 @@ test_a_head_over_max_header_bytes_is_502(void **state)
     act.bytes = BUF;
     act.len = n;
     kt_rawup_push(W.up, &act);
+    kt_http_resp_cleanup(&R);
     assert_true(kt_http_get_key(kt_daemon_url(W.gw, "/v1/big-head"), W.a.key, NULL, &R));
     assert_int_equal(R.status, 502);
     assert_string_equal(R.body, BAD_GATEWAY);
@@ -306,6 +307,7 @@ test_bytes_after_an_answer_never_reach_anyone(void **state)
     (void)state;
     get_ok("/v1/warm", &W.a);
     kt_rawup_push(W.up, &act);
+    kt_http_resp_cleanup(&R);
     assert_true(kt_http_get_key(kt_daemon_url(W.gw, "/v1/extra"), W.a.key, NULL, &R));
     assert_int_equal(R.status, 200);
     assert_string_equal(R.body, "ok");
@@ -345,6 +347,7 @@ test_an_answer_before_the_body_went_is_final(void **state)
     get_ok("/v1/warm", &W.a);
     req.url = kt_daemon_url(W.gw, "/v1/upload"); /* after get_ok: the daemon's URL buffer */
     kt_rawup_push(W.up, &act);
+    kt_http_resp_cleanup(&R);
     assert_true(kt_http_do_key(&req, W.a.key, &R));
     assert_int_equal(R.status, 413);
     assert_string_equal(R.body, "big!");
@@ -364,6 +367,7 @@ test_a_chunked_answer_with_trailers_arrives_whole(void **state)
     (void)state;
     warm = get_ok("/v1/warm", &W.a);
     kt_rawup_push(W.up, &act);
+    kt_http_resp_cleanup(&R);
     assert_true(kt_http_get_key(kt_daemon_url(W.gw, "/v1/chunked"), W.a.key, NULL, &R));
     assert_int_equal(R.status, 200);
     assert_string_equal(R.body, "hello world");
@@ -418,6 +422,7 @@ test_the_close_race_never_retries_a_post(void **state)
     req.url = kt_daemon_url(W.gw, "/v1/pay");
     n0 = kt_rawup_requests(W.up);
     kt_rawup_push(W.up, &act);
+    kt_http_resp_cleanup(&R);
     assert_true(kt_http_do_key(&req, W.a.key, &R));
     assert_int_equal(R.status, 502);
     assert_string_equal(R.body, BAD_GATEWAY);
@@ -523,6 +528,8 @@ same_request_both_ways(struct kt_http_req *req, const char *path, const char *wa
     kt_http_resp_cleanup(&R2);
     assert_true(kt_http_do_key(req, W.ca.key, &R2));
     assert_int_equal(R2.status, 200);
+    kt_rawup_seen_cleanup(&S);
+    kt_rawup_seen_cleanup(&S2);
     assert_true(kt_rawup_request(W.up, n0, &S));
     assert_true(kt_rawup_request(W.up, n0 + 1, &S2));
     if (!S.strict_ok || !S2.strict_ok)
