@@ -11,6 +11,8 @@ pkgs=(
   gcc clang libclang-rt-14-dev cmake ninja-build pkg-config make
   libmicrohttpd-dev libsodium-dev libsqlite3-dev libjansson-dev libcmocka-dev libcurl4-openssl-dev
   curl ca-certificates
+  # llhttp's C sources, compiled into the build: the native upstream client's parser
+  node-llhttp
 )
 if [[ ${1:-} == --test ]]; then
   pkgs+=(

@@ -33,6 +33,10 @@ enum kg_mode { KG_MODE_PROXY = 0, KG_MODE_FORWARD_AUTH };
  * any case (the default: many upstreams route /ADMIN like /admin) or exactly. */
 enum kg_route_case { KG_ROUTE_CASE_INSENSITIVE = 0, KG_ROUTE_CASE_SENSITIVE };
 
+/* upstream_client: keygate's own HTTP/1.1 client (proxy/upclient.c) or
+ * libcurl for an http:// upstream; an https:// one always goes through libcurl. */
+enum kg_upstream_client { KG_UPSTREAM_NATIVE = 0, KG_UPSTREAM_CURL };
+
 /* signup_role's value for "no scope at all" (the default). */
 #define KG_SIGNUP_ROLE_NONE "none"
 
@@ -106,6 +110,8 @@ struct kg_config {
     int upstream_max_connections;     /* concurrent upstream connections per loop */
     int64_t upstream_keepalive_timeout_ms; /* an idle upstream connection older than this is not
                                               reused */
+    int upstream_keepalive_requests; /* requests one upstream connection carries, then closed */
+    enum kg_upstream_client upstream_client;
     int workers;                           /* 0 = one per core */
     int log_level;                         /* enum kg_log_level */
     int log_format;              /* enum kg_log_format: the daemon's own lines, text or JSON */

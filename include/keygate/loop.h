@@ -11,6 +11,7 @@
 #define KEYGATE_LOOP_H
 
 #include <stdbool.h>
+#include <stdint.h>
 
 #include <curl/curl.h>
 #include <microhttpd.h>
@@ -45,8 +46,9 @@ void kg_loop_free(struct kg_loop *loop);
 CURLM *kg_loop_multi(struct kg_loop *loop);
 struct kg_runtime *kg_loop_runtime(struct kg_loop *loop);
 void kg_loop_conn_delta(struct kg_loop *loop, int delta);
-/* A curl easy handle from the loop's pool (reset to defaults), or a new one;
- * NULL when out of memory. Reusing handles keeps their buffers allocated. */
+/* A curl easy handle from the loop's pool (as its last transfer left it:
+ * the caller sets every option that varies), or a new one; NULL when out of
+ * memory. Reusing handles keeps their buffers allocated. */
 CURL *kg_loop_easy_get(struct kg_loop *loop);
 /* Returns a handle (not in the multi) to the pool, or frees it when the pool is full. */
 void kg_loop_easy_put(struct kg_loop *loop, CURL *easy);
@@ -86,6 +88,30 @@ struct kg_loop_transfer {
     struct kg_loop_transfer *next, *prev; /* the loop's list */
 };
 void kg_loop_transfer_add(struct kg_loop *loop, struct kg_loop_transfer *t);
+/* A descriptor the loop's epoll watches for a module of its own (the native
+ * upstream client's connections): fn runs on the loop's thread with the
+ * epoll events. The struct's address is the epoll tag: it must outlive its
+ * registration. kg_loop_io_ctl() is epoll_ctl(op) on the loop's set. */
+struct kg_loop_io;
+typedef void (*kg_loop_io_fn)(struct kg_loop_io *io, uint32_t events);
+struct kg_loop_io {
+    kg_loop_io_fn fn;
+};
+int kg_loop_io_ctl(struct kg_loop *loop, int op, int fd, uint32_t events, struct kg_loop_io *io);
+/* A per-loop extension with timers (the native upstream client's pool):
+ * the loop asks deadline() (monotonic ms, -1 for none) before it waits,
+ * calls run(now) after each round's events and free() in kg_loop_free().
+ * One per loop; kg_loop_ext() is NULL until kg_loop_set_ext(). */
+struct kg_loop_ext {
+    int64_t (*deadline)(struct kg_loop_ext *e);
+    void (*run)(struct kg_loop_ext *e, int64_t now_ms);
+    void (*free)(struct kg_loop_ext *e);
+};
+struct kg_loop_ext *kg_loop_ext(struct kg_loop *loop);
+void kg_loop_set_ext(struct kg_loop *loop, struct kg_loop_ext *e);
+/* socket() for an upstream connection, with the reserve of
+ * kg_loop_open_upstream_socket(); -1 and errno on failure. */
+int kg_loop_socket(struct kg_loop *loop, int family, int type, int protocol);
 /* Unlinks t; a transfer never added is left alone. */
 void kg_loop_transfer_remove(struct kg_loop *loop, struct kg_loop_transfer *t);
 

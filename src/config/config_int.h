@@ -104,6 +104,7 @@ bool kg_cfg_scope_ok(const char *s);
 bool kg_cfg_pattern_normal(const char *s, size_t len, bool is_prefix);
 void kg_cfg_route_cleanup(struct kg_route *r);
 bool kg_cfg_choose_route_case(const char *v, int *out);
+bool kg_cfg_choose_upstream_client(const char *v, int *out);
 enum kg_status kg_cfg_parse_route(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d,
                                   const char *const *argv, size_t argc);
 enum kg_status kg_cfg_parse_cost(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d,

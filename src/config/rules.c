@@ -234,6 +234,18 @@ kg_cfg_choose_route_case(const char *v, int *out)
     return true;
 }
 
+bool
+kg_cfg_choose_upstream_client(const char *v, int *out)
+{
+    if (strcmp(v, "native") == 0)
+        *out = KG_UPSTREAM_NATIVE;
+    else if (strcmp(v, "curl") == 0)
+        *out = KG_UPSTREAM_CURL;
+    else
+        return false;
+    return true;
+}
+
 /* A whole number 1..KG_GCRA_COUNT_MAX without sign or leading zero. */
 static bool
 parse_count(const char *v, int64_t *out)

@@ -3,6 +3,7 @@
  * handle, the buffers and the suspend/resume handshake with the client
  * connection; does not decide anything and does not build the request
  * (proxy/outbound.c does). Everything runs on the owning loop's thread. */
+#include <pthread.h>
 #include <stddef.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,46 +14,13 @@
 #include "keygate/metrics.h"
 #include "keygate/relay.h"
 #include "keygate/timeutil.h"
-
-/* A ring that starts small and doubles up to max: most API answers fit in
- * the first allocation, a large body grows it to the ceiling and no further. */
-struct ring {
-    char *buf;
-    size_t cap, head, len, max;
-};
+#include "keygate/upclient.h"
+#include "proxy/proxy_int.h"
 
 #define RING_START (16 * 1024)
 
-struct kg_exchange {
-    struct kg_loop_transfer t; /* what the loop knows of it; CURLOPT_PRIVATE */
-    struct kg_loop *loop;
-    CURL *easy;
-    bool in_multi;
-    struct curl_slist *req_headers;
-    struct MHD_Connection *conn;
-
-    struct ring up;
-    bool has_body, up_done, read_paused;
-
-    struct ring down;
-    bool write_paused;
-
-    enum kg_relay_phase phase;
-    unsigned status, fail_status;
-    int64_t content_length;
-    char *hdrs; /* raw response header lines of the final response, "\r\n"-separated */
-    size_t hdrs_len, hdrs_cap;
-    bool transfer_done;
-    CURLcode result;
-    int64_t started_us;              /* kg_relay_start, for keygate_upstream_duration_seconds */
-    void (*mid_body_end)(void *ctx); /* the exchange ended before the client's body did */
-    void *mid_body_ctx;
-    bool mid_body_fired;
-    int64_t down_total; /* response body bytes received */
-};
-
-static void
-fire_mid_body_end(struct kg_exchange *x)
+void
+kg_relay_fire_mid_body_end(struct kg_exchange *x)
 {
     if (x->has_body && !x->up_done && x->mid_body_end != NULL && !x->mid_body_fired) {
         x->mid_body_fired = true;
@@ -72,11 +40,11 @@ early_answer_check(struct kg_exchange *x)
         return;
     x->transfer_done = true;
     x->result = CURLE_OK;
-    fire_mid_body_end(x);
+    kg_relay_fire_mid_body_end(x);
 }
 
-static bool
-ring_init(struct ring *r, size_t max)
+bool
+kg_ring_init(struct kg_ring *r, size_t max)
 {
     r->buf = malloc(RING_START);
     r->cap = r->buf != NULL ? RING_START : 0;
@@ -85,9 +53,8 @@ ring_init(struct ring *r, size_t max)
     return r->buf != NULL;
 }
 
-/* Room for n more bytes, growing (by doubling, up to max) if needed. */
-static size_t
-ring_room(struct ring *r, size_t n)
+size_t
+kg_ring_room(struct kg_ring *r, size_t n)
 {
     while (r->cap - r->len < n && r->cap < r->max) {
         size_t ncap = r->cap * 2 > r->max ? r->max : r->cap * 2;
@@ -113,10 +80,10 @@ ring_room(struct ring *r, size_t n)
     return r->cap - r->len;
 }
 
-static size_t
-ring_put(struct ring *r, const char *p, size_t n)
+size_t
+kg_ring_put(struct kg_ring *r, const char *p, size_t n)
 {
-    size_t room = ring_room(r, n), done = 0;
+    size_t room = kg_ring_room(r, n), done = 0;
 
     if (n > room)
         n = room;
@@ -133,8 +100,8 @@ ring_put(struct ring *r, const char *p, size_t n)
     return n;
 }
 
-static size_t
-ring_get(struct ring *r, char *p, size_t n)
+size_t
+kg_ring_get(struct kg_ring *r, char *p, size_t n)
 {
     size_t done = 0;
 
@@ -155,9 +122,36 @@ ring_get(struct ring *r, char *p, size_t n)
     return n;
 }
 
+void
+kg_ring_spans(const struct kg_ring *r, const char **a, size_t *alen, const char **b, size_t *blen)
+{
+    size_t first = r->cap - r->head;
+
+    *a = r->buf + r->head;
+    *b = r->buf;
+    if (r->len <= first) {
+        *alen = r->len;
+        *blen = 0;
+    } else {
+        *alen = first;
+        *blen = r->len - first;
+    }
+}
+
+void
+kg_ring_consume(struct kg_ring *r, size_t n)
+{
+    if (n > r->len)
+        n = r->len;
+    r->head = (r->head + n) % r->cap;
+    r->len -= n;
+    if (r->len == 0)
+        r->head = 0;
+}
+
 /* Resumes the client connection if we suspended it: there is progress. */
-static void
-wake(struct kg_exchange *x)
+void
+kg_relay_wake(struct kg_exchange *x)
 {
     if (x->t.suspended) {
         x->t.suspended = false;
@@ -187,8 +181,8 @@ on_read(char *p, size_t size, size_t nitems, void *ud)
         x->read_paused = true;
         return CURL_READFUNC_PAUSE;
     }
-    n = ring_get(&x->up, p, size * nitems);
-    wake(x); /* the client side may be waiting for room */
+    n = kg_ring_get(&x->up, p, size * nitems);
+    kg_relay_wake(x); /* the client side may be waiting for room */
     return n;
 }
 
@@ -198,15 +192,15 @@ on_write(char *p, size_t size, size_t nmemb, void *ud)
     struct kg_exchange *x = ud;
     size_t n = size * nmemb;
 
-    if (x->down.buf == NULL && !ring_init(&x->down, KG_RELAY_BUF_BYTES))
+    if (x->down.buf == NULL && !kg_ring_init(&x->down, KG_RELAY_BUF_BYTES))
         return 0; /* out of memory: abort the transfer */
-    if (ring_room(&x->down, n) < n) {
+    if (kg_ring_room(&x->down, n) < n) {
         x->write_paused = true;
         return CURL_WRITEFUNC_PAUSE;
     }
-    ring_put(&x->down, p, n);
+    kg_ring_put(&x->down, p, n);
     x->down_total += (int64_t)n;
-    wake(x);
+    kg_relay_wake(x);
     early_answer_check(x);
     return n;
 }
@@ -233,12 +227,18 @@ on_header(char *p, size_t size, size_t nitems, void *ud)
             x->content_length = cl;
         }
         x->phase = KG_RELAY_HEADERS;
-        wake(x);
+        kg_relay_wake(x);
         early_answer_check(x); /* Content-Length: 0 */
         return n;
     }
+    return kg_relay_add_header_line(x, p, n) ? n : 0;
+}
+
+bool
+kg_relay_add_header_line(struct kg_exchange *x, const char *p, size_t n)
+{
     if (x->hdrs_len + n + 1 > KG_RELAY_MAX_RESP_HEADERS)
-        return 0; /* an upstream flooding headers gets a 502, not our memory */
+        return false; /* an upstream flooding headers gets a 502, not our memory */
     if (x->hdrs_len + n + 1 > x->hdrs_cap) {
         size_t ncap = x->hdrs_cap == 0 ? 4096 : x->hdrs_cap * 2;
         char *nb;
@@ -247,14 +247,61 @@ on_header(char *p, size_t size, size_t nitems, void *ud)
             ncap *= 2;
         nb = realloc(x->hdrs, ncap);
         if (nb == NULL)
-            return 0;
+            return false;
         x->hdrs = nb;
         x->hdrs_cap = ncap;
     }
     memcpy(x->hdrs + x->hdrs_len, p, n);
     x->hdrs_len += n;
     x->hdrs[x->hdrs_len] = '\0';
-    return n;
+    return true;
+}
+
+/* libcurl's built-in CA file and directory, to go back to on a pooled
+ * handle after a reload dropped upstream_ca. */
+static pthread_once_t ca_once = PTHREAD_ONCE_INIT;
+static char *ca_default_file, *ca_default_path;
+
+static void
+ca_defaults(void)
+{
+    CURL *e = curl_easy_init();
+    char *f = NULL, *d = NULL;
+
+    if (e == NULL)
+        return;
+    curl_easy_getinfo(e, CURLINFO_CAINFO, &f);
+    curl_easy_getinfo(e, CURLINFO_CAPATH, &d);
+    ca_default_file = f != NULL ? strdup(f) : NULL;
+    ca_default_path = d != NULL ? strdup(d) : NULL;
+    curl_easy_cleanup(e);
+}
+
+/* What a pooled easy handle keeps from one transfer to the next. */
+static void
+easy_once(CURL *e, struct kg_loop *loop)
+{
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    /* An https upstream is always verified, name included. A failed check
+     * is a 502 like any other. */
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
+    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, kg_loop_open_upstream_socket);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, loop);
+    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
+    curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
+    /* Redirects and content decoding belong to the client, not the gateway. */
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+    curl_easy_setopt(e, CURLOPT_HTTP_CONTENT_DECODING, 0L);
+    curl_easy_setopt(e, CURLOPT_HTTP_TRANSFER_DECODING, 1L);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    /* "" disables proxies outright: an http_proxy in the daemon's environment
+     * must not reroute upstream traffic (and curl skips the lookup). */
+    curl_easy_setopt(e, CURLOPT_PROXY, "");
 }
 
 static void transfer_done(struct kg_loop_transfer *t, CURLcode result);
@@ -284,49 +331,60 @@ kg_relay_start(struct kg_loop *loop, struct kg_relay_req *rq, struct kg_exchange
     rq->out->headers = NULL;
     x->has_body = rq->has_body;
     x->content_length = -1;
+    if (kg_upclient_wanted(cfg)) {
+        x->native = true;
+        if (x->has_body && !kg_ring_init(&x->up, KG_RELAY_BUF_BYTES)) {
+            rc = kg_err_set(err, KG_ENOMEM, "out of memory");
+            goto cleanup;
+        }
+        rc = kg_upclient_start(x, rq, err);
+        if (rc != KG_OK)
+            goto cleanup;
+        kg_loop_transfer_add(loop, &x->t);
+        *out = x;
+        return KG_OK;
+    }
     x->easy = e = kg_loop_easy_get(loop);
-    if (e == NULL || (x->has_body && !ring_init(&x->up, KG_RELAY_BUF_BYTES))) {
+    if (e == NULL || (x->has_body && !kg_ring_init(&x->up, KG_RELAY_BUF_BYTES))) {
         rc = kg_err_set(err, KG_ENOMEM, "out of memory");
         goto cleanup;
+    }
+    {
+        char *was = NULL;
+
+        /* A handle from the loop's pool keeps what its last transfer set
+         * (no curl_easy_reset per request): what never varies is set once,
+         * on a new handle (no CURLOPT_PRIVATE yet), the rest every time. */
+        curl_easy_getinfo(e, CURLINFO_PRIVATE, &was);
+        if (was == NULL)
+            easy_once(e, loop);
     }
     curl_easy_setopt(e, CURLOPT_URL, rq->out->url);
     curl_easy_setopt(e, CURLOPT_PRIVATE, &x->t);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->req_headers);
-    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
-    curl_easy_setopt(e, CURLOPT_PATH_AS_IS, 1L);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->upstream_connect_timeout_ms);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, (long)cfg->upstream_timeout_ms);
     /* An idle upstream connection older than this is not reused (closed instead):
      * the upstream's own keep-alive timeout may already have closed it. */
     curl_easy_setopt(e, CURLOPT_MAXAGE_CONN,
                      (long)((cfg->upstream_keepalive_timeout_ms + 999) / 1000));
-    /* An https upstream is always verified, name included; upstream_ca
-     * replaces the system CAs. A failed check is a 502 like any other. */
-    curl_easy_setopt(e, CURLOPT_SSL_VERIFYPEER, 1L);
-    curl_easy_setopt(e, CURLOPT_SSL_VERIFYHOST, 2L);
+    /* upstream_ca replaces the system CAs; without it, the defaults. Debian's
+     * libcurl also trusts /etc/ssl/certs by default: "instead of the system
+     * CAs" means clearing that directory as well. */
     if (cfg->upstream_ca != NULL) {
         curl_easy_setopt(e, CURLOPT_CAINFO, cfg->upstream_ca);
-        /* Debian's libcurl also trusts /etc/ssl/certs by default: "instead
-         * of the system CAs" means clearing that directory as well. */
         curl_easy_setopt(e, CURLOPT_CAPATH, NULL);
+    } else {
+        pthread_once(&ca_once, ca_defaults);
+        curl_easy_setopt(e, CURLOPT_CAINFO, ca_default_file);
+        curl_easy_setopt(e, CURLOPT_CAPATH, ca_default_path);
     }
-    curl_easy_setopt(e, CURLOPT_BUFFERSIZE, 65536L);
-    curl_easy_setopt(e, CURLOPT_TCP_NODELAY, 1L);
-    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, kg_loop_open_upstream_socket);
-    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, loop);
-    curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, on_write);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
-    /* Redirects and content decoding belong to the client, not the gateway. */
-    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
-    curl_easy_setopt(e, CURLOPT_HTTP_CONTENT_DECODING, 0L);
-    curl_easy_setopt(e, CURLOPT_HTTP_TRANSFER_DECODING, 1L);
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    /* "" disables proxies outright: an http_proxy in the daemon's environment
-     * must not reroute upstream traffic (and curl skips the lookup). */
-    curl_easy_setopt(e, CURLOPT_PROXY, "");
+    curl_easy_setopt(e, CURLOPT_READDATA, x);
+    /* The method from a clean slate: the handle's last request may have set another. */
+    curl_easy_setopt(e, CURLOPT_HTTPGET, 1L);
+    curl_easy_setopt(e, CURLOPT_CUSTOMREQUEST, NULL);
     if (strcmp(rq->method, "HEAD") == 0) {
         curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
     } else if (strcmp(rq->method, "GET") != 0 || x->has_body) {
@@ -334,8 +392,6 @@ kg_relay_start(struct kg_loop *loop, struct kg_relay_req *rq, struct kg_exchange
     }
     if (x->has_body || rq->body_size == 0) {
         curl_easy_setopt(e, CURLOPT_UPLOAD, 1L);
-        curl_easy_setopt(e, CURLOPT_READFUNCTION, on_read);
-        curl_easy_setopt(e, CURLOPT_READDATA, x);
         curl_easy_setopt(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)rq->body_size);
         if (rq->body_size == 0)
             x->up_done = true;
@@ -360,7 +416,12 @@ kg_relay_push_body(struct kg_exchange *x, const char *data, size_t len)
 
     if (x->transfer_done)
         return len; /* the upstream is gone: swallow the rest, the answer is decided */
-    n = ring_put(&x->up, data, len);
+    n = kg_ring_put(&x->up, data, len);
+    if (x->native) {
+        if (n > 0)
+            kg_upclient_send_more(x);
+        return n;
+    }
     if (n > 0 && x->read_paused) {
         x->read_paused = false;
         update_pause(x);
@@ -372,6 +433,10 @@ void
 kg_relay_body_done(struct kg_exchange *x)
 {
     x->up_done = true;
+    if (x->native) {
+        kg_upclient_send_more(x);
+        return;
+    }
     if (x->read_paused) {
         x->read_paused = false;
         update_pause(x);
@@ -471,9 +536,11 @@ ssize_t
 kg_relay_pull_body(struct kg_exchange *x, char *buf, size_t max)
 {
     if (x->down.len > 0) {
-        size_t n = ring_get(&x->down, buf, max);
+        size_t n = kg_ring_get(&x->down, buf, max);
 
-        if (x->write_paused && x->down.cap - x->down.len >= x->down.max / 2) {
+        if (x->native)
+            kg_upclient_recv_more(x);
+        else if (x->write_paused && x->down.cap - x->down.len >= x->down.max / 2) {
             x->write_paused = false;
             update_pause(x);
         }
@@ -493,7 +560,7 @@ kg_relay_take_body(struct kg_exchange *x, char **out, size_t *len)
     *out = malloc(x->down.len > 0 ? x->down.len : 1);
     if (*out == NULL)
         return false;
-    ring_get(&x->down, *out, x->down.len);
+    kg_ring_get(&x->down, *out, x->down.len);
     return true;
 }
 
@@ -506,8 +573,8 @@ kg_relay_suspend(struct kg_exchange *x)
     }
 }
 
-static void
-finish(struct kg_exchange *x, CURLcode result, unsigned fail_status)
+void
+kg_relay_finish(struct kg_exchange *x, CURLcode result, unsigned fail_status)
 {
     if (x->in_multi) {
         curl_multi_remove_handle(kg_loop_multi(x->loop), x->easy);
@@ -519,9 +586,9 @@ finish(struct kg_exchange *x, CURLcode result, unsigned fail_status)
         x->phase = KG_RELAY_FAILED;
         x->fail_status = fail_status;
     }
-    wake(x);
+    kg_relay_wake(x);
     /* A client that stopped mid-body would never be called back to hear it. */
-    fire_mid_body_end(x);
+    kg_relay_fire_mid_body_end(x);
 }
 
 struct MHD_Connection *
@@ -551,7 +618,7 @@ transfer_done(struct kg_loop_transfer *t, CURLcode result)
 
     if (result != CURLE_OK)
         kg_log_debug("upstream exchange failed: %s", curl_easy_strerror(result));
-    finish(x, result, result == CURLE_OPERATION_TIMEDOUT ? 504 : 502);
+    kg_relay_finish(x, result, result == CURLE_OPERATION_TIMEDOUT ? 504 : 502);
 }
 
 /* The loop's call at shutdown: a transfer still running ends with a 503,
@@ -561,10 +628,12 @@ transfer_abort(struct kg_loop_transfer *t)
 {
     struct kg_exchange *x = exchange_of(t);
 
+    if (x->native && !x->transfer_done)
+        kg_upclient_release(x); /* the upstream connection is closed, not pooled */
     if (!x->transfer_done)
-        finish(x, CURLE_ABORTED_BY_CALLBACK, 503);
+        kg_relay_finish(x, CURLE_ABORTED_BY_CALLBACK, 503);
     else
-        wake(x);
+        kg_relay_wake(x);
 }
 
 void
@@ -574,6 +643,8 @@ kg_relay_free(struct kg_exchange *x)
         return;
     if (x->in_multi)
         curl_multi_remove_handle(kg_loop_multi(x->loop), x->easy);
+    if (x->native)
+        kg_upclient_release(x);
     kg_loop_transfer_remove(x->loop, &x->t);
     kg_loop_easy_put(x->loop, x->easy);
     curl_slist_free_all(x->req_headers);

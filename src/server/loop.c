@@ -69,6 +69,7 @@ struct kg_loop {
     bool mhd_due[MAX_DAEMONS];            /* its epoll fd reported events */
     bool resumed;                         /* a connection was resumed this round */
     _Atomic bool kicked;                  /* resumed from another thread */
+    struct kg_loop_ext *ext;              /* the native upstream client's pool, or NULL */
 };
 
 /* epoll data: TAG_WAKE, a daemon tag (TAG_DAEMON + i), a listen socket
@@ -76,6 +77,7 @@ struct kg_loop {
 #define TAG_DAEMON 2u
 #define TAG_LISTEN (TAG_DAEMON + MAX_DAEMONS)
 #define TAG_CURL (1ull << 63)
+#define TAG_IO (1ull << 62) /* | the address of a struct kg_loop_io */
 
 /* An upstream socket stays in the epoll set between transfers (with no
  * events) instead of being removed and added back for every request: two
@@ -279,20 +281,47 @@ refill_spares(struct kg_loop *loop)
     }
 }
 
-curl_socket_t
-kg_loop_open_upstream_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *a)
+int
+kg_loop_socket(struct kg_loop *loop, int family, int type, int protocol)
 {
-    struct kg_loop *loop = clientp;
-    int s;
+    int s = socket(family, type | SOCK_CLOEXEC, protocol);
 
-    (void)purpose;
-    s = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
     /* Out of descriptors (a flood of clients took them): give up a spare. */
     if (s < 0 && (errno == EMFILE || errno == ENFILE) && loop->nspare > 0) {
         close(loop->spare[--loop->nspare]);
-        s = socket(a->family, a->socktype | SOCK_CLOEXEC, a->protocol);
+        s = socket(family, type | SOCK_CLOEXEC, protocol);
     }
+    return s;
+}
+
+curl_socket_t
+kg_loop_open_upstream_socket(void *clientp, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    int s;
+
+    (void)purpose;
+    s = kg_loop_socket(clientp, a->family, a->socktype, a->protocol);
     return s < 0 ? CURL_SOCKET_BAD : s;
+}
+
+int
+kg_loop_io_ctl(struct kg_loop *loop, int op, int fd, uint32_t events, struct kg_loop_io *io)
+{
+    struct epoll_event ev = {.events = events, .data.u64 = TAG_IO | (uint64_t)(uintptr_t)io};
+
+    return epoll_ctl(loop->epfd, op, fd, &ev);
+}
+
+struct kg_loop_ext *
+kg_loop_ext(struct kg_loop *loop)
+{
+    return loop->ext;
+}
+
+void
+kg_loop_set_ext(struct kg_loop *loop, struct kg_loop_ext *e)
+{
+    loop->ext = e;
 }
 
 /* ---- client connections: the header deadline and the per-IP count ---- */
@@ -506,6 +535,12 @@ compute_timeout(struct kg_loop *loop)
         if (ct < t)
             t = ct < 0 ? 0 : ct;
     }
+    if (loop->ext != NULL) {
+        int64_t et = loop->ext->deadline(loop->ext);
+
+        if (et >= 0 && et - now < t)
+            t = et - now < 0 ? 0 : et - now;
+    }
     if (loop->hdr_head != NULL) {
         int64_t ht = loop->hdr_head->deadline_ms - now;
 
@@ -551,6 +586,10 @@ loop_main(void *arg)
                 if (read(loop->wakefd, &v, sizeof(v)) < 0) {
                     /* Nothing to do: the wake-up itself was the message. */
                 }
+            } else if ((tag & TAG_CURL) == 0 && (tag & TAG_IO) != 0) {
+                struct kg_loop_io *io = (struct kg_loop_io *)(uintptr_t)(tag & ~TAG_IO);
+
+                io->fn(io, evs[i].events);
             } else if ((tag & TAG_CURL) != 0) {
                 curl_socket_t fd = (curl_socket_t)(tag & ~TAG_CURL);
                 int flags = (evs[i].events & EPOLLIN ? CURL_CSELECT_IN : 0) |
@@ -572,6 +611,8 @@ loop_main(void *arg)
             curl_multi_socket_action(loop->multi, CURL_SOCKET_TIMEOUT, 0, &running);
         }
         drain_curl_messages(loop);
+        if (loop->ext != NULL)
+            loop->ext->run(loop->ext, kg_time_mono_ms());
         {
             int64_t now = kg_time_mono_ms();
             bool closed = loop->conn_closed;
@@ -687,6 +728,8 @@ kg_loop_free(struct kg_loop *loop)
     close_listeners(loop);
     for (size_t i = 0; i < loop->ndaemons; i++)
         MHD_stop_daemon(loop->daemons[i]);
+    if (loop->ext != NULL)
+        loop->ext->free(loop->ext);
     for (size_t i = 0; i < loop->neasy; i++)
         curl_easy_cleanup(loop->easy_pool[i]);
     if (loop->multi != NULL)
@@ -752,7 +795,8 @@ kg_loop_easy_put(struct kg_loop *loop, CURL *easy)
         curl_easy_cleanup(easy);
         return;
     }
-    curl_easy_reset(easy);
+    /* Not reset: the relay sets what varies per transfer, and a reset would
+     * free and rebuild what does not. */
     loop->easy_pool[loop->neasy++] = easy;
 }
 

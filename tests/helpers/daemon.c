@@ -152,6 +152,11 @@ write_config(struct kt_daemon *d)
      * test of the brute-force throttle itself wants it on. */
     if (!has_directive(d->config_text, "auth_throttle"))
         fprintf(f, "auth_throttle off\n");
+    /* KEYGATE_TEST_UPSTREAM_CLIENT=curl runs a suite against the libcurl
+     * client (ctest's *_curl variants): the parity of the two clients. */
+    if (!has_directive(d->config_text, "upstream_client") &&
+        getenv("KEYGATE_TEST_UPSTREAM_CLIENT") != NULL)
+        fprintf(f, "upstream_client %s\n", getenv("KEYGATE_TEST_UPSTREAM_CLIENT"));
     fprintf(f, "%s\n", d->config_text);
     return fclose(f) == 0;
 }

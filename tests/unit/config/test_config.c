@@ -174,6 +174,8 @@ assert_defaults(const struct kg_config *cfg)
     assert_string_equal(kg_config_signup_role(cfg), "");
     assert_string_equal(cfg->signup_tier, "default");
     assert_int_equal(cfg->route_case, KG_ROUTE_CASE_INSENSITIVE);
+    assert_int_equal(cfg->upstream_client, KG_UPSTREAM_NATIVE);
+    assert_int_equal(cfg->upstream_keepalive_requests, 1000);
     assert_false(cfg->has_default_rate);
     assert_int_equal(cfg->ntiers, 0);
     assert_int_equal(cfg->ratelimit_headers, KG_RLH_STANDARD);
@@ -534,6 +536,23 @@ test_route_case_is_insensitive_or_sensitive(void **state)
                     "1: route_case wants insensitive or sensitive, got \"Sensitive\"");
     load_fails_with(fx, "route_case on",
                     "1: route_case wants insensitive or sensitive, got \"on\"");
+}
+
+static void
+test_upstream_client_is_native_or_curl(void **state)
+{
+    struct fixture *fx = *state;
+
+    load_ok(fx, "upstream_client curl\nupstream_keepalive_requests 1\n");
+    assert_int_equal(fx->cfg->upstream_client, KG_UPSTREAM_CURL);
+    assert_int_equal(fx->cfg->upstream_keepalive_requests, 1);
+    load_ok(fx, "upstream_client native\n");
+    assert_int_equal(fx->cfg->upstream_client, KG_UPSTREAM_NATIVE);
+    load_fails_with(fx, "upstream_client libcurl",
+                    "1: upstream_client wants native or curl, got \"libcurl\"");
+    load_fails_with(fx, "upstream_keepalive_requests 0",
+                    "1: upstream_keepalive_requests wants a whole number from 1 to 100000000, "
+                    "got \"0\"");
 }
 
 static void
@@ -1555,6 +1574,7 @@ main(void)
         T(test_each_bad_value_is_reported_with_what_would_be_right),
         T(test_signup_directives_take_a_switch_a_path_a_tenant_a_role_and_a_tier),
         T(test_signup_warns_of_a_wildcard_role_only_when_on),
+        T(test_upstream_client_is_native_or_curl),
         T(test_route_case_is_insensitive_or_sensitive),
         T(test_signup_directives_name_what_a_good_value_is),
         T(test_single_valued_directive_with_the_wrong_number_of_values_is_rejected),
