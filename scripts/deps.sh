@@ -11,6 +11,8 @@ pkgs=(
   gcc clang libclang-rt-14-dev cmake ninja-build pkg-config make
   libmicrohttpd-dev libsodium-dev libsqlite3-dev libjansson-dev libcmocka-dev libcurl4-openssl-dev
   curl ca-certificates
+  # limits redis://: the Redis protocol (formatting and parsing; keygate owns the socket)
+  libhiredis-dev
 )
 if [[ ${1:-} == --test ]]; then
   pkgs+=(
@@ -31,6 +33,8 @@ if [[ ${1:-} == --test ]]; then
     clang-14 libfuzzer-14-dev
     # scripts/valgrind.sh: the unit and integration suites under memcheck
     valgrind
+    # shared rate limits (limits redis://): the tests start their own redis-server
+    redis-server
   )
 elif [[ $# -ne 0 ]]; then
   echo "usage: $0 [--test]" >&2
