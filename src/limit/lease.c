@@ -284,8 +284,11 @@ kg_lease_wants_refill(const struct kg_lease *l)
         return false;
     if (l->waiters != NULL)
         return true;
-    /* Ahead of need: half the lease spent (nothing held in exact mode). */
-    return l->size > 0 && l->tokens * 2 <= l->size;
+    /* Ahead of need: half the lease spent (nothing held in exact mode),
+     * unless the store said the key is exhausted: then only a request
+     * after the denial asks again, or a flood on it would reach the store
+     * as fast as the answers come back. */
+    return l->size > 0 && l->tokens * 2 <= l->size && l->denied_until_us == 0;
 }
 
 int64_t

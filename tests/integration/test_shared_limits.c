@@ -134,6 +134,23 @@ teardown(void **state)
     return 0;
 }
 
+/* keygate_limiter_redis_calls_total of gateway i. */
+static long
+redis_calls(int i)
+{
+    struct kt_http_resp r = {0};
+    const char *p;
+    long n = -1;
+
+    assert_true(kt_http_get(kt_daemon_admin_url(W.gw[i], "/metrics"), NULL, &r));
+    p = r.body != NULL ? strstr(r.body, "\nkeygate_limiter_redis_calls_total ") : NULL;
+    if (p != NULL)
+        n = strtol(p + strlen("\nkeygate_limiter_redis_calls_total "), NULL, 10);
+    kt_http_resp_cleanup(&r);
+    assert_true(n >= 0);
+    return n;
+}
+
 /* One GET /things through gateway i with key; status and duration. */
 static long
 get(int i, const char *key, double *seconds, char **body)
@@ -158,7 +175,7 @@ test_three_gateways_share_one_limit_within_the_lease_error(void **state)
     const char *hdrs[3][2];
     struct kt_http_req reqs[3];
     struct kt_http_resp resp[3];
-    long ok = 0, limited = 0, other = 0, per_gw[3] = {0};
+    long ok = 0, limited = 0, other = 0, per_gw[3] = {0}, calls = 0;
     int64_t t0, t1;
     double t, bound, upper, lower;
 
@@ -172,6 +189,8 @@ test_three_gateways_share_one_limit_within_the_lease_error(void **state)
         snprintf(url, sizeof(url), "%s", kt_daemon_url(W.gw[i], "/things"));
         reqs[i] = (struct kt_http_req){.url = strdup(url), .headers = hdrs[i]};
     }
+    for (int i = 0; i < 3; i++)
+        calls -= redis_calls(i);
     t0 = kt_mono_ms();
     t1 = t0;
     /* One request through each gateway at once, round after round. */
@@ -193,8 +212,10 @@ test_three_gateways_share_one_limit_within_the_lease_error(void **state)
             kt_http_resp_cleanup(&resp[i]);
         }
     }
-    for (int i = 0; i < 3; i++)
+    for (int i = 0; i < 3; i++) {
         free((void *)reqs[i].url);
+        calls += redis_calls(i);
+    }
     /* GCRA over the run: the burst, one per 100 ms of it, and one for the
      * instant at each end; each gateway may hold one lease (1 token:
      * 10 ms worth of 10/s, rounded up) more. */
@@ -203,11 +224,14 @@ test_three_gateways_share_one_limit_within_the_lease_error(void **state)
     upper = bound + 1 + 3 * 1;
     lower = 0.9 * bound;
     printf("shared 10/s burst 10 over %.2f s through 3 gateways: %ld allowed (%ld, %ld, %ld), "
-           "%ld limited; bound %.1f, allowed at most %.1f, at least %.1f\n",
-           t, ok, per_gw[0], per_gw[1], per_gw[2], limited, bound, upper, lower);
+           "%ld limited; bound %.1f, allowed at most %.1f, at least %.1f; %ld Redis calls\n",
+           t, ok, per_gw[0], per_gw[1], per_gw[2], limited, bound, upper, lower, calls);
     assert_int_equal(other, 0);
     assert_true((double)ok <= upper);
     assert_true((double)ok >= lower);
+    /* The flood on an exhausted key stays here (denied until): about one
+     * call per gateway per token the bucket makes, never one per request. */
+    assert_true(calls <= 3 * 2 * (long)(bound + 1) && calls < (ok + limited) / 10);
     /* Not one gateway's 10/s: every gateway took part. */
     for (int i = 0; i < 3; i++)
         assert_true(per_gw[i] > 0);
