@@ -332,6 +332,45 @@ test_a_script_redis_forgot_is_loaded_again(void **state)
     assert_string_equal(reply, ":1");
 }
 
+static void
+test_a_redis_not_there_at_start_is_logged_and_answered_in_the_error_style(void **state)
+{
+    char cfg[512], url[64];
+    struct kt_daemon *d;
+    struct kt_key limited = {0}, free_key = {0};
+    const char *mk_limited[] = {"keys", "create", "--name", "l", "--rate", "5/s", "--json", NULL};
+    const char *mk_free[] = {"keys", "create", "--name", "f", "--json", NULL};
+    struct kt_http_resp r = {0};
+    int port = kt_daemon_free_port();
+
+    (void)state;
+    snprintf(url, sizeof(url), "redis://127.0.0.1:%d/0", port);
+    snprintf(cfg, sizeof(cfg), "upstream %s\nlimits %s\nerror_style error\n", kt_upstream_url(W.up),
+             url);
+    d = kt_daemon_new(cfg);
+    assert_non_null(d);
+    assert_true(kt_daemon_key_cli(d, mk_limited, &limited));
+    assert_true(kt_daemon_key_cli(d, mk_free, &free_key));
+    assert_true(kt_daemon_start(d)); /* ready without Redis */
+    assert_true(kt_http_get_key(kt_daemon_url(d, "/things"), limited.key, NULL, &r));
+    assert_int_equal(r.status, 503);
+    assert_string_equal(r.body, "{\"error\": {\"type\": \"api_error\", \"message\": \"Rate "
+                                "limiter unavailable\"}}");
+    kt_http_resp_cleanup(&r);
+    assert_true(kt_http_get_key(kt_daemon_url(d, "/things"), free_key.key, NULL, &r));
+    assert_int_equal(r.status, 200);
+    kt_http_resp_cleanup(&r);
+    snprintf(cfg, sizeof(cfg), "limits: redis 127.0.0.1:%d unavailable (connection refused)", port);
+    assert_true(kt_daemon_wait_log(d, cfg, 1, 2000));
+    assert_true(kt_http_get(kt_daemon_admin_url(d, "/metrics"), NULL, &r));
+    assert_non_null(strstr(r.body, "keygate_limiter_redis_up 0\n"));
+    assert_non_null(strstr(r.body, "keygate_limiter_unavailable_total{policy=\"closed\"} 1\n"));
+    kt_http_resp_cleanup(&r);
+    kt_daemon_free(d);
+    kt_key_cleanup(&limited);
+    kt_key_cleanup(&free_key);
+}
+
 int
 main(void)
 {
@@ -340,6 +379,7 @@ main(void)
         cmocka_unit_test(test_a_script_redis_forgot_is_loaded_again),
         cmocka_unit_test(test_redis_stopped_closed_is_503_within_the_timeout_open_lets_through),
         cmocka_unit_test(test_redis_started_again_serves_limits_within_a_second),
+        cmocka_unit_test(test_a_redis_not_there_at_start_is_logged_and_answered_in_the_error_style),
     };
     const char *req = getenv("KEYGATE_REQUIRE_REDIS");
     int failed;
