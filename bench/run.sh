@@ -24,6 +24,12 @@
 #                with `access_log run/access.log`, and /metrics scraped once a second while
 #                it runs; the summary gives its req/s against keygate's (issue 7's
 #                "access log + metrics cost <= 3%")
+#   keygate-redis only when named: a third keygate :18087 (admin :18088) on the same store
+#                with `limits redis://127.0.0.1:18089/0` and a redis-server of its own on
+#                :18089 (persistence off, in run/redis/): rate limits shared in Redis. With
+#                KEYGATE_EXTRA_CONF='rate_limit_default 1000000/s' both keygate and
+#                keygate-redis limit every key, keygate in memory: the summary gives
+#                keygate-redis's req/s against keygate's (issue 15's shared-limit row)
 #   gateway      not started unless GW_CMD is given: any gateway under test, reached
 #                at GW_URL, that proxies to the upstream on 127.0.0.1:18080
 # then, for each scenario, runs wrk (fixed duration/connections/threads, --latency)
@@ -124,6 +130,7 @@ PORT_OFFSET=${PORT_OFFSET:-0}
 UP_PORT=$((18080 + PORT_OFFSET)) NK_PORT=$((18081 + PORT_OFFSET)) HK_PORT=$((18082 + PORT_OFFSET))
 KG_PORT=$((18083 + PORT_OFFSET)) KG_ADMIN_PORT=$((18084 + PORT_OFFSET))
 KO_PORT=$((18085 + PORT_OFFSET)) KO_ADMIN_PORT=$((18086 + PORT_OFFSET))
+KR_PORT=$((18087 + PORT_OFFSET)) KR_ADMIN_PORT=$((18088 + PORT_OFFSET)) RD_PORT=$((18089 + PORT_OFFSET))
 CLK_TCK=$(getconf CLK_TCK)
 
 die() { echo "run.sh: $*" >&2; exit 1; }
@@ -158,7 +165,7 @@ else
     SCENARIOS=(direct nginx-key haproxy-key keygate)
     [ -n "$GW_URL" ] && SCENARIOS+=(gateway)
 fi
-need_nk=0 need_hk=0 need_kg=0 need_ko=0
+need_nk=0 need_hk=0 need_kg=0 need_ko=0 need_kr=0
 for s in "${SCENARIOS[@]}"; do
     case "$s" in
         direct) ;;
@@ -167,6 +174,12 @@ for s in "${SCENARIOS[@]}"; do
             [ "${SUMMARY_ONLY:-0}" = 1 ] && continue
             [ -x "$KEYGATE_BIN" ] || die "no keygate binary at $KEYGATE_BIN"
             [ -x "$KEYGATE_SEED_BIN" ] || die "no seeding tool at $KEYGATE_SEED_BIN" ;;
+        keygate-redis)
+            need_kr=1
+            [ "${SUMMARY_ONLY:-0}" = 1 ] && continue
+            [ -x "$KEYGATE_BIN" ] || die "no keygate binary at $KEYGATE_BIN"
+            [ -x "$KEYGATE_SEED_BIN" ] || die "no seeding tool at $KEYGATE_SEED_BIN"
+            command -v redis-server >/dev/null 2>&1 || die "missing 'redis-server' (apt-get install -y redis-server)" ;;
         nginx-key) need_nk=1 ;;
         haproxy-key) need_hk=1 ;;
         keygate)
@@ -181,7 +194,7 @@ for s in "${SCENARIOS[@]}"; do
             [ -n "$GW_KEY" ] || die "scenario gateway needs GW_KEY"
             [[ "$GW_URL" =~ ^https?://(127\.[0-9.]+|localhost|\[::1\])(:[0-9]+)?(/|$) ]] ||
                 die "GW_URL must point at loopback (127.0.0.0/8, localhost, [::1])" ;;
-        *) die "unknown scenario '$s' (direct nginx-key haproxy-key keygate keygate-obs gateway)" ;;
+        *) die "unknown scenario '$s' (direct nginx-key haproxy-key keygate keygate-obs keygate-redis gateway)" ;;
     esac
 done
 
@@ -460,6 +473,35 @@ start_keygate_obs() {
         "while :; do curl -s -o /dev/null --max-time 2 http://127.0.0.1:$KO_ADMIN_PORT/metrics; sleep 1; done"
 }
 
+# keygate-redis: the same store with its rate limits in a redis-server of its own.
+start_keygate_redis() {
+    port_busy $KR_PORT && die "127.0.0.1:$KR_PORT already in use"
+    port_busy $KR_ADMIN_PORT && die "127.0.0.1:$KR_ADMIN_PORT already in use"
+    port_busy $RD_PORT && die "127.0.0.1:$RD_PORT already in use"
+    if [ $need_kg = 0 ] && [ $need_ko = 0 ]; then
+        write_keygate_conf
+        seed_keygate
+    fi
+    mkdir -p "$RUN/redis"
+    start_bg redis "$RUN/redis.log" "${SRV_PREFIX[@]}" redis-server --port $RD_PORT \
+        --bind 127.0.0.1 --dir "$RUN/redis" --save "" --appendonly no
+    local i
+    for i in $(seq 100); do port_busy $RD_PORT && break; sleep 0.1; done
+    port_busy $RD_PORT || die "redis-server did not listen on port $RD_PORT within 10 s"
+    write_keygate_conf "$RUN/keygate-redis.conf" $KR_PORT $KR_ADMIN_PORT
+    printf 'limits            redis://127.0.0.1:%s/0\n' $RD_PORT >>"$RUN/keygate-redis.conf"
+    "$KEYGATE_BIN" serve -t -c "$RUN/keygate-redis.conf" >"$RUN/keygate-redis-check.log" 2>&1 ||
+        die "run/keygate-redis.conf does not validate: $(cat "$RUN/keygate-redis-check.log")"
+    start_bg keygate-redis "$RUN/keygate-redis.log" "${SRV_PREFIX[@]}" \
+        "$KEYGATE_BIN" serve -c "$RUN/keygate-redis.conf"
+    for i in $(seq 300); do
+        kill -0 "${PID_OF[keygate-redis]}" 2>/dev/null || die "keygate-redis exited at start (see $RUN/keygate-redis.log)"
+        port_busy $KR_PORT && break
+        sleep 0.1
+    done
+    port_busy $KR_PORT || die "keygate-redis did not listen on port $KR_PORT within 30 s"
+}
+
 gw_port() { # port of GW_URL
     local hp=${GW_URL#*://}; hp=${hp%%/*}
     case "$hp" in *:*) echo "${hp##*:}" ;; *) case "$GW_URL" in https*) echo 443 ;; *) echo 80 ;; esac ;; esac
@@ -492,6 +534,7 @@ url_of() {
         haproxy-key) echo "http://127.0.0.1:$HK_PORT/v1/items" ;;
         keygate) echo "$SCHEME://127.0.0.1:$KG_PORT/v1/items" ;;
         keygate-obs) echo "$SCHEME://127.0.0.1:$KO_PORT/v1/items" ;;
+        keygate-redis) echo "$SCHEME://127.0.0.1:$KR_PORT/v1/items" ;;
         gateway) echo "$GW_URL" ;;
     esac
 }
@@ -500,6 +543,7 @@ key_hdr() { # scenario key -> header line
     [ "$1" = gateway ] && fmt=$GW_HEADER_FMT
     [ "$1" = keygate ] && fmt=$KG_HEADER_FMT
     [ "$1" = keygate-obs ] && fmt=$KG_HEADER_FMT
+    [ "$1" = keygate-redis ] && fmt=$KG_HEADER_FMT
     echo "${fmt//"$pat"/$2}"
 }
 gw_pid_of() { # scenario -> pid whose tree is "the gateway" in the CPU columns
@@ -583,6 +627,14 @@ smoke() {
                 echo "  ok  keygate-obs access log: $(wc -l <"$RUN/access.log") line(s)" >&2
             else
                 echo "SMOKE FAIL: keygate-obs wrote no access log lines to $RUN/access.log" >&2; fail=1
+            fi ;;
+        keygate-redis)
+            check_status "keygate-redis valid key" 200 "$url" -H "$(key_hdr keygate-redis "$KG_VALID_KEY")" || fail=1
+            check_status "keygate-redis unknown well-formed key" 401 "$url" -H "$(key_hdr keygate-redis "$KG_BAD_KEY")" || fail=1
+            if curl -s --max-time 5 "http://127.0.0.1:$KR_ADMIN_PORT/metrics" | grep -q '^keygate_limiter_redis_up 1'; then
+                echo "  ok  keygate-redis: Redis answers" >&2
+            else
+                echo "SMOKE FAIL: keygate-redis does not reach its Redis (see $RUN/keygate-redis.log)" >&2; fail=1
             fi ;;
         gateway)
             check_status "gateway valid key" 200 "$url" -H "$(key_hdr gateway "$GW_KEY")" || fail=1
@@ -824,6 +876,27 @@ summarize_file() {
             if (t5 != "") printf "; CPU us/request %.3fx", med(t5)
             printf "\n"
         }
+        # keygate-redis (limits in Redis) against keygate (limits in memory, or none)
+        nr = split(replist, rr, " "); shown = 0
+        for (kk = 1; kk <= 2; kk++) {
+            kc = (kk == 1) ? "valid" : "invalid"; t4 = ""; t5 = ""; cc = ""
+            for (j = 1; j <= nr; j++) {
+                for (g in seen) {
+                    split(g, gp, SUBSEP)
+                    if (gp[1] != "keygate-redis" || gp[2] != kc) continue
+                    a = rr[j] SUBSEP "keygate-redis" SUBSEP kc SUBSEP gp[3]; b = rr[j] SUBSEP "keygate" SUBSEP kc SUBSEP gp[3]
+                    if ((a in R) && (b in R) && R[b] > 0) {
+                        t4 = t4 " " R[a] / R[b]; cc = gp[3]
+                        if (G[a] != "-" && G[b] + 0 > 0) t5 = t5 " " G[a] / G[b]
+                    }
+                }
+            }
+            if (t4 == "") continue
+            if (!shown++) print "\nissue 15, limits shared in Redis (keygate-redis) vs in memory (keygate; see KEYGATE_EXTRA_CONF):"
+            printf "  %-7s req/s at c=%s: %.3fx", kc, cc, med(t4)
+            if (t5 != "") printf "; CPU us/request %.3fx", med(t5)
+            printf "\n"
+        }
     }' "$1"
 }
 
@@ -965,7 +1038,7 @@ done
     echo "params: DURATION=${DURATION}s WARMUP=${WARMUP}s CONNS=$CONNS THREADS=$THREADS WORKERS=$WORKERS LAT_CONNS=$LAT_CONNS LAT_DURATION=${LAT_DURATION}s REPS=$REPS ROTATE=$ROTATE PIN=$PIN NKEYS=$NKEYS TLS=$TLS"
     echo "scenarios: ${SCENARIOS[*]}"
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-    if [ $need_kg = 1 ] || [ $need_ko = 1 ]; then
+    if [ $need_kg = 1 ] || [ $need_ko = 1 ] || [ $need_kr = 1 ]; then
         echo "keygate: $("$KEYGATE_BIN" --version 2>&1 | head -1) ($KEYGATE_BIN), workers $WORKERS, key header '$KG_HEADER_FMT', invalid key = well-formed but not in the store"
     fi
 } | tee "$OUT/env.txt" >&2
@@ -975,6 +1048,7 @@ start_upstream
 [ $need_hk = 1 ] && start_haproxy_key
 [ $need_kg = 1 ] && start_keygate
 [ $need_ko = 1 ] && start_keygate_obs
+[ $need_kr = 1 ] && start_keygate_redis
 for s in "${SCENARIOS[@]}"; do [ "$s" = gateway ] && start_gateway; done
 for s in "${SCENARIOS[@]}"; do smoke "$s"; done
 
@@ -1007,6 +1081,10 @@ if [ $need_ko = 1 ]; then
         echo "keygate-obs: $(curl -s --max-time 5 "http://127.0.0.1:$KO_ADMIN_PORT/metrics" |
             grep '^keygate_access_log_dropped_total') (access log lines dropped: ring full)"
     } >>"$OUT/env.txt"
+fi
+if [ $need_kr = 1 ]; then
+    echo "keygate-redis: $(curl -s --max-time 5 "http://127.0.0.1:$KR_ADMIN_PORT/metrics" |
+        grep -E '^keygate_limiter_redis_(calls|errors)_total' | tr '\n' ' ')" >>"$OUT/env.txt"
 fi
 stop_all
 [ $need_ko = 1 ] && echo "keygate-obs: $(wc -l <"$RUN/access.log") access log lines in $RUN/access.log" >>"$OUT/env.txt"

@@ -13,6 +13,8 @@ pkgs=(
   curl ca-certificates
   # llhttp's C sources, compiled into the build: the native upstream client's parser
   node-llhttp
+  # limits redis://: the Redis protocol (formatting and parsing; keygate owns the socket)
+  libhiredis-dev
 )
 if [[ ${1:-} == --test ]]; then
   pkgs+=(
@@ -33,6 +35,8 @@ if [[ ${1:-} == --test ]]; then
     clang-14 libfuzzer-14-dev
     # scripts/valgrind.sh: the unit and integration suites under memcheck
     valgrind
+    # shared rate limits (limits redis://): the tests start their own redis-server
+    redis-server
   )
 elif [[ $# -ne 0 ]]; then
   echo "usage: $0 [--test]" >&2

@@ -193,6 +193,18 @@ mutation gcra-compare src/limit/gcra.c \
     'bool allowed = next - now <= g->tau_ns;' \
     'bool allowed = next - now < g->tau_ns;' \
     'unit_limit_test_gcra unit_limit_test_limiter integration_test_ratelimit'
+mutation lease-denied-until src/limit/lease.c \
+    'bool denied = l->tokens == 0 && l->denied_until_us > now_us;' \
+    'bool denied = false;' \
+    'unit_limit_test_lease'
+mutation lease-denied-refill src/limit/lease.c \
+    'return l->size > 0 && l->tokens * 2 <= l->size && l->denied_until_us == 0;' \
+    'return l->size > 0 && l->tokens * 2 <= l->size;' \
+    'unit_limit_test_lease integration_test_shared_limits'
+mutation limiter-closed src/auth/gate.c \
+    'limiter_closed = cfg->limits_on_error == KG_LIMITS_CLOSED;' \
+    'limiter_closed = false;' \
+    'unit_auth_test_gate integration_test_shared_limits'
 mutation rate-limit-429 src/auth/gate.c \
     '} else if (!out->lv.allowed) {' \
     '} else if (!out->lv.allowed && false) {' \

@@ -36,6 +36,10 @@ enum kg_route_case { KG_ROUTE_CASE_INSENSITIVE = 0, KG_ROUTE_CASE_SENSITIVE };
 /* upstream_client: keygate's own HTTP/1.1 client (proxy/upclient.c) or
  * libcurl for an http:// upstream; an https:// one always goes through libcurl. */
 enum kg_upstream_client { KG_UPSTREAM_NATIVE = 0, KG_UPSTREAM_CURL };
+/* limits_on_error: with `limits redis://…` and Redis not answering, a
+ * request of a key with a rate limit is refused 503 (closed) or let
+ * through unlimited (open). */
+enum kg_limits_on_error { KG_LIMITS_CLOSED = 0, KG_LIMITS_OPEN };
 
 /* signup_role's value for "no scope at all" (the default). */
 #define KG_SIGNUP_ROLE_NONE "none"
@@ -128,6 +132,12 @@ struct kg_config {
     struct kg_tier *tiers;
     size_t ntiers;
     enum kg_rl_headers ratelimit_headers;
+    /* Where the rate-limit buckets live: "local" (this process) or
+     * "redis://host:port/db", shared by every gateway using it. */
+    char *limits;
+    int64_t limits_lease_ms;   /* leased tokens worth this long of a key's rate; 0 = exact */
+    int64_t limits_timeout_ms; /* the longest a request waits for Redis */
+    enum kg_limits_on_error limits_on_error;
     /* auth_throttle N/WINDOW COOLDOWN: after auth_throttle_count invalid or
      * missing keys within auth_throttle_window_ms, a client IP is refused for
      * auth_throttle_cooldown_ms. Off: auth_throttle_count is 0. */

@@ -41,6 +41,7 @@ enum kg_verdict {
     KG_DENY_RATE,          /* 429 */
     KG_DENY_QUOTA,         /* 429 */
     KG_DENY_THROTTLED,     /* 429 */
+    KG_DENY_LIMITER,       /* 503: shared limits unavailable, limits_on_error closed */
 };
 
 struct kg_decision {

@@ -9,6 +9,10 @@
  * the upstream answers 2xx. Pure apart from the shared state it is handed
  * (key cache, limiter, throttle tables) and the clock it is given: no
  * libmicrohttpd, no store, no allocation; unit-tested without a server.
+ * A shared limiter that has no answer at hand makes the gate say "wait"
+ * (the caller suspends the request and admits it again with the answer);
+ * one that is down is answered as the config's limits_on_error says: 503
+ * (closed) or let through without a limit (open), for keys with a limit.
  */
 #ifndef KEYGATE_GATE_H
 #define KEYGATE_GATE_H
@@ -27,12 +31,15 @@ struct kg_keywatch;
 
 /* What a request is let through or refused with. */
 enum kg_gate_action {
-    KG_GATE_PROXY,   /* admitted: relay it; charge charge_to cost units on a 2xx */
-    KG_GATE_ALLOW,   /* admitted in mode forward_auth: answer 200 now (already charged) */
-    KG_GATE_HEALTH,  /* GET /health with a valid key: 200 {"status":"ok"} */
-    KG_GATE_REFUSE,  /* refused: answer d.verdict (Retry-After retry_after_s when > 0) */
-    KG_GATE_RECHECK, /* an unknown well-formed key: ask the key watch about d.digest
-                        with the request suspended, then admit it again */
+    KG_GATE_PROXY,      /* admitted: relay it; charge charge_to cost units on a 2xx */
+    KG_GATE_ALLOW,      /* admitted in mode forward_auth: answer 200 now (already charged) */
+    KG_GATE_HEALTH,     /* GET /health with a valid key: 200 {"status":"ok"} */
+    KG_GATE_REFUSE,     /* refused: answer d.verdict (Retry-After retry_after_s when > 0) */
+    KG_GATE_RECHECK,    /* an unknown well-formed key: ask the key watch about d.digest
+                           with the request suspended, then admit it again */
+    KG_GATE_LIMIT_WAIT, /* the shared limiter must be asked (limits redis://): in->limit_wait
+                           holds the request; suspend it, kg_limiter_wait(), then admit it
+                           again with limit_waited */
 };
 
 /* The shared state admission reads and updates; borrowed. auth_failures,
@@ -55,6 +62,11 @@ struct kg_gate_in {
     const char *client_ip;       /* what the throttle counts against */
     bool health;    /* GET or HEAD /health addressed to keygate: counts and spends nothing */
     bool rechecked; /* the key watch was asked already for this request */
+    /* The request's record for the shared limiter, or NULL (it is then
+     * never waited for: a limiter that must be asked counts as down). With
+     * limit_waited, it holds this request's answer, used instead of asking. */
+    struct kg_limit_wait *limit_wait;
+    bool limit_waited;
     int64_t now;    /* wall clock, seconds (expiry, quota periods) */
     int64_t now_ms; /* monotonic ms (throttle, key watch) */
     int64_t now_us; /* monotonic us (rate limits) */

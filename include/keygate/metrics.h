@@ -61,6 +61,17 @@ void kg_metrics_connection_refused(void);
  * client_header_timeout (keygate_header_timeouts_total). */
 void kg_metrics_header_timeout(void);
 
+/* Shared rate limits (limits redis://): one script call sent to Redis
+ * (keygate_limiter_redis_calls_total), one failure (a lost or timed-out
+ * connection, an error reply: keygate_limiter_redis_errors_total), whether
+ * Redis answers (1), not (0), or is not used (-1: the gauge is left out),
+ * and one request answered by limits_on_error
+ * (keygate_limiter_unavailable_total{policy="closed"|"open"}). Lock-free. */
+void kg_metrics_limiter_call(void);
+void kg_metrics_limiter_error(void);
+void kg_metrics_limiter_up(int up);
+void kg_metrics_limiter_unavailable(bool open);
+
 /* Counts one request as o; KG_OUTCOME_NONE is a no-op. Lock-free. */
 void kg_metrics_count(enum kg_outcome o);
 

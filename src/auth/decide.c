@@ -117,6 +117,8 @@ kg_verdict_str(enum kg_verdict v)
         return "quota_exceeded";
     case KG_DENY_THROTTLED:
         return "throttled";
+    case KG_DENY_LIMITER:
+        return "limiter_unavailable";
     }
     return "unknown";
 }

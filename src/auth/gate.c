@@ -21,8 +21,10 @@ is_scope_verdict(enum kg_verdict v)
 /* Checks the key's and its owner's tier limits for a request whose key is
  * valid (count: spend one, else only read, for answers such as a 403). A
  * key without a rate of its own has the config default; a tier the config
- * does not name has no limit. */
-static void
+ * does not name has no limit. Returns the limiter's answer: KG_LIMIT_WAIT
+ * with in->limit_wait ready to be asked, KG_LIMIT_DOWN with out->lv
+ * allowing and out->rated false. */
+static enum kg_limit_answer
 rate_check(const struct kg_gate_in *in, const struct kg_keyent *key, const struct kg_tier *tier,
            bool count, struct kg_admission *out)
 {
@@ -35,11 +37,31 @@ rate_check(const struct kg_gate_in *in, const struct kg_keyent *key, const struc
         .user_id = key->user_id,
         .tier_rate = tier != NULL ? &tier->rate : NULL,
     };
+    enum kg_limit_answer a;
 
-    kg_limiter_check(in->env->limiter, &lr, in->now_us, count, &out->lv);
+    if (count && in->limit_waited && in->limit_wait != NULL) {
+        /* Resumed: the shared limiter's answer is this request's. */
+        a = in->limit_wait->answer;
+        if (a == KG_LIMIT_DONE)
+            out->lv = in->limit_wait->verdict;
+    } else {
+        a = kg_limiter_check(in->env->limiter, &lr, in->now_us, count, &out->lv);
+    }
+    if (a == KG_LIMIT_WAIT && (in->limit_wait == NULL || in->limit_waited))
+        a = KG_LIMIT_DOWN;
+    if (a == KG_LIMIT_WAIT) {
+        kg_limiter_wait_init(in->limit_wait, &lr);
+        return a;
+    }
+    if (a == KG_LIMIT_DOWN) {
+        memset(&out->lv, 0, sizeof(out->lv));
+        out->lv.allowed = true;
+        return a;
+    }
     out->rated = true;
     out->key_policy = key->has_rate ? "key" : "default";
     out->tier = key->tier;
+    return a;
 }
 
 /* Counts the answer to a key that was found (an invalid key names none):
@@ -83,7 +105,8 @@ kg_gate_admit(const struct kg_gate_in *in, struct kg_admission *out)
     const struct kg_config *cfg = in->cfg;
     const struct kg_tier *tier;
     const struct kg_keyent *key;
-    bool over_quota = false;
+    enum kg_limit_answer limit = KG_LIMIT_DONE;
+    bool over_quota = false, limiter_closed = false;
     int64_t retry_ms = 0;
 
     memset(out, 0, sizeof(*out));
@@ -121,10 +144,23 @@ kg_gate_admit(const struct kg_gate_in *in, struct kg_admission *out)
         kg_keycache_touch(key, in->now);
         /* Only a request that would be proxied spends; every other answer
          * to a valid key shows where it stands. */
-        rate_check(in, key, tier, out->d.verdict == KG_ALLOW && !in->health && !over_quota, out);
+        limit = rate_check(in, key, tier, out->d.verdict == KG_ALLOW && !in->health && !over_quota,
+                           out);
     }
-    /* A request refused for its credits is not let through: not counted. */
-    if (!over_quota)
+    if (limit == KG_LIMIT_WAIT) {
+        /* Admitted again from the top once the answer is there. */
+        kg_gate_release(out);
+        out->action = KG_GATE_LIMIT_WAIT;
+        return;
+    }
+    if (limit == KG_LIMIT_DOWN) {
+        /* Only a key with a limit gets here; keys without one never ask. */
+        limiter_closed = cfg->limits_on_error == KG_LIMITS_CLOSED;
+        kg_metrics_limiter_unavailable(!limiter_closed);
+    }
+    /* A request refused for its credits, or because its limits cannot be
+     * asked, is not let through: not counted. */
+    if (!over_quota && !limiter_closed)
         count_usage(&out->d, &out->lv, in->health);
 
     if (in->health) {
@@ -139,6 +175,8 @@ kg_gate_admit(const struct kg_gate_in *in, struct kg_admission *out)
         /* Credits that refill: when the last refusing limit starts again. */
         if (wait > 0)
             out->retry_after_s = wait > 86400 * 31 ? 86400 * 31 : (int)wait;
+    } else if (limiter_closed) {
+        refuse(out, KG_DENY_LIMITER, KG_OUTCOME_NONE);
     } else if (!out->lv.allowed) {
         refuse(out, KG_DENY_RATE, KG_OUTCOME_RATE_LIMITED);
     } else if (cfg->mode == KG_MODE_FORWARD_AUTH) {

@@ -36,6 +36,8 @@ static enum kg_status parse_auth_throttle(struct kg_cfg_loader *ld,
 static enum kg_status parse_trusted_proxies(struct kg_cfg_loader *ld,
                                             const struct kg_cfg_directive *d,
                                             const char *const *argv, size_t argc);
+static enum kg_status parse_limits_lease(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d,
+                                         const char *const *argv, size_t argc);
 static enum kg_status parse_tls_priorities(struct kg_cfg_loader *ld,
                                            const struct kg_cfg_directive *d,
                                            const char *const *argv, size_t argc);
@@ -124,6 +126,13 @@ static const struct kg_cfg_directive directives[] = {
     {.name = "rate_limit_default", .kind = K_CUSTOM, .def = "off", .parse = kg_cfg_parse_default_rate,
      .want = "N/s, N/min or N/h, optionally followed by burst N, or off"},
     {.name = "tier", .kind = K_CUSTOM, .parse = kg_cfg_parse_tier, .multi = true},
+    {.name = "limits", .kind = K_STRING, .def = "local", .off = OFF(limits), .env = "KEYGATE_LIMITS",
+     .check = kg_cfg_check_limits, .want = "local or redis://host:port/db"},
+    {.name = "limits_lease", .kind = K_CUSTOM, .def = "10ms", .parse = parse_limits_lease,
+     .want = "0 (exact: one Redis call per request) or a duration up to 1s such as 10ms"},
+    {.name = "limits_timeout", .kind = K_DURATION, .def = "20ms", .off = OFF(limits_timeout_ms)},
+    {.name = "limits_on_error", .kind = K_CHOICE, .def = "closed", .off = OFF(limits_on_error),
+     .choose = kg_cfg_choose_limits_on_error, .want = "closed or open"},
     {.name = "route_case", .kind = K_CHOICE, .def = "insensitive", .off = OFF(route_case),
      .choose = kg_cfg_choose_route_case, .want = "insensitive or sensitive"},
     {.name = "ratelimit_headers", .kind = K_CHOICE, .def = "standard",
@@ -378,6 +387,24 @@ parse_cred_header(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d,
 
 /* auth_throttle off | N/WINDOW COOLDOWN. The built-in default arrives as
  * one word ("20/min 60s"), so a single value holding a blank is split. */
+/* limits_lease: 0, or a duration of at most a second (more would let a
+ * gateway sit on a whole second's worth of every key's rate). */
+static enum kg_status
+parse_limits_lease(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d,
+                   const char *const *argv, size_t argc)
+{
+    int64_t ms = 0;
+
+    if (argc == 1 &&
+        (strcmp(argv[0], "0") == 0 || (parse_duration_ms(argv[0], &ms) && ms <= 1000))) {
+        ld->cfg->limits_lease_ms = ms;
+        return KG_OK;
+    }
+    kg_cfg_complain(ld, "%s wants %s, got \"" SHOWN "\"", d->name, d->want,
+                    argc > 0 ? argv[0] : "");
+    return KG_EINVAL;
+}
+
 static enum kg_status
 parse_auth_throttle(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d,
                     const char *const *argv, size_t argc)
@@ -831,6 +858,7 @@ kg_config_free(struct kg_config *cfg)
     free(cfg->signup_path);
     free(cfg->forward_auth_prefix);
     free(cfg->access_log);
+    free(cfg->limits);
     free(cfg->signup_tenant);
     free(cfg->signup_role);
     free(cfg->signup_tier);

@@ -94,6 +94,8 @@ bool kg_cfg_choose_rl_headers(const char *v, int *out);
 bool kg_cfg_is_token(const char *s);
 /* 1 to 64 of A-Z a-z 0-9 _ . - (tenants, tiers). */
 bool kg_cfg_check_slug(const char *v);
+bool kg_cfg_check_limits(const char *v);
+bool kg_cfg_choose_limits_on_error(const char *v, int *out);
 
 /* ---- rules.c ---- */
 

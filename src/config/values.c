@@ -15,6 +15,7 @@
 #include "config/config_int.h"
 #include "keygate/config.h"
 #include "keygate/log.h"
+#include "keygate/redislimit.h"
 
 /* RFC 9110 tchar: what a method or a header name may be made of. */
 static bool
@@ -344,6 +345,25 @@ kg_cfg_choose_error_style(const char *v, int *out)
         *out = KG_STYLE_DETAIL;
     else if (strcasecmp(v, "error") == 0)
         *out = KG_STYLE_ERROR;
+    else
+        return false;
+    return true;
+}
+
+/* limits: "local", or a Redis URL limit/redislimit.c can use. */
+bool
+kg_cfg_check_limits(const char *v)
+{
+    return strcmp(v, "local") == 0 || kg_redislimit_parse_url(v, NULL, 0, NULL, NULL);
+}
+
+bool
+kg_cfg_choose_limits_on_error(const char *v, int *out)
+{
+    if (strcmp(v, "closed") == 0)
+        *out = KG_LIMITS_CLOSED;
+    else if (strcmp(v, "open") == 0)
+        *out = KG_LIMITS_OPEN;
     else
         return false;
     return true;

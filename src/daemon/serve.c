@@ -29,6 +29,7 @@
 #include "keygate/limiter.h"
 #include "keygate/log.h"
 #include "keygate/loop.h"
+#include "keygate/redislimit.h"
 #include "keygate/reload.h"
 #include "keygate/serve.h"
 #include "keygate/throttle.h"
@@ -80,6 +81,9 @@ workers_for(const struct kg_config *cfg)
 
 /* Busy buckets the in-process limiter holds (16 bytes each: 1 MiB). */
 #define LIMITER_BUCKETS ((size_t)1 << 16)
+/* Keys whose shared-limit leases a gateway holds at once (limits
+ * redis://; about 300 bytes each: 5 MiB, touched only as keys are used). */
+#define LEASE_KEYS ((size_t)1 << 14)
 
 struct daemon_state {
     const char *config_path; /* what SIGHUP reads again; NULL: defaults and environment */
@@ -121,6 +125,25 @@ static void
 worker_close_store(void *ctx)
 {
     kg_store_close(ctx);
+}
+
+/* The rate limits' buckets: in this process, or in Redis for every
+ * gateway that names it (limits redis://). */
+static enum kg_status
+start_limiter(struct daemon_state *ds, struct kg_err *err)
+{
+    const struct kg_config *cfg = ds->inst->cfg;
+    enum kg_status rc;
+
+    if (strcmp(cfg->limits, "local") == 0)
+        return kg_limiter_new_local(LIMITER_BUCKETS, &ds->limiter, err);
+    rc = kg_limiter_new_redis(cfg->limits, cfg->limits_lease_ms * 1000,
+                              cfg->limits_timeout_ms * 1000, LEASE_KEYS, &ds->limiter, err);
+    if (rc == KG_OK)
+        kg_log_info("limits: shared in %s (lease %lldms, timeout %lldms, on error %s)", cfg->limits,
+                    (long long)cfg->limits_lease_ms, (long long)cfg->limits_timeout_ms,
+                    cfg->limits_on_error == KG_LIMITS_OPEN ? "open" : "closed");
+    return rc;
 }
 
 /* The brute-force throttle's two per-IP tables, unless auth_throttle is off. */
@@ -529,8 +552,11 @@ kg_serve_main(int argc, char **argv)
         kg_log_error("store: %s", err.msg);
         goto cleanup;
     }
-    if (kg_limiter_new_local(LIMITER_BUCKETS, &ds.limiter, NULL) != KG_OK ||
-        kg_keycache_new(ds.limiter, &ds.rt.keys) != KG_OK) {
+    if (start_limiter(&ds, &err) != KG_OK) {
+        kg_log_error("%s", err.msg);
+        goto cleanup;
+    }
+    if (kg_keycache_new(ds.limiter, &ds.rt.keys) != KG_OK) {
         kg_log_error("out of memory");
         goto cleanup;
     }
@@ -581,6 +607,7 @@ cleanup:
      * suspended. Loops that meet the stopped worker answer 503 at once. */
     kg_worker_stop(ds.rt.worker);
     kg_keywatch_stop(ds.rt.keywatch); /* the same for requests waiting on the key watch */
+    kg_limiter_stop(ds.limiter);      /* and for those waiting on Redis (limits redis://) */
     for (int i = 0; i < ds.nloops; i++)
         kg_loop_stop(ds.loops[i]);
     for (int i = 0; i < ds.nloops; i++)

@@ -471,6 +471,14 @@ keywatch_done(void *arg, bool known)
     kg_loop_kick(loop);
 }
 
+/* The shared limiter's answer, on its thread (or at once): decided again
+ * with it. After the resume the loop may free req at any moment. */
+static void
+limit_done(void *arg)
+{
+    keywatch_done(arg, true);
+}
+
 /* The answer to a refusal (or to /health) that kg_gate_admit() gave. */
 static void
 gate_answer(const struct kg_config *cfg, const struct kg_admission *adm, struct kg_answer *ans)
@@ -503,7 +511,9 @@ admit(struct kg_req *req, struct MHD_Connection *conn, const char *method, const
                             .method = method,
                             .path = req->path,
                             .client_ip = req->remote,
-                            .rechecked = req->rechecked};
+                            .rechecked = req->rechecked,
+                            .limit_wait = &req->limit_wait,
+                            .limit_waited = req->limit_waited};
     struct kg_admission adm;
     struct kg_answer ans;
     enum MHD_Result ret;
@@ -522,6 +532,15 @@ admit(struct kg_req *req, struct MHD_Connection *conn, const char *method, const
         MHD_suspend_connection(conn);
         if (!kg_keywatch_ask(rt->keywatch, adm.d.digest, in.now_ms, keywatch_done, req))
             keywatch_done(req, false);
+        return MHD_YES;
+    }
+    if (adm.action == KG_GATE_LIMIT_WAIT) {
+        req->limit_waited = true;
+        req->phase = REQ_LIMITWAIT;
+        req->watch_conn = conn;
+        /* Suspended before asking, as for the key watch. */
+        MHD_suspend_connection(conn);
+        kg_limiter_wait(env.limiter, &req->limit_wait, in.now_us, limit_done, req);
         return MHD_YES;
     }
     if (adm.d.key != NULL) {
@@ -704,7 +723,7 @@ first_call(struct kg_req *req, struct MHD_Connection *conn, const char *method, 
     front_copy_cut(req->method, sizeof(req->method), front_method_ok(method) ? method : "");
     req->head = method != NULL && strcmp(method, "HEAD") == 0;
     ret = decide_first(req, conn, method, version);
-    if (req->phase == REQ_KEYWATCH)
+    if (req->phase == REQ_KEYWATCH || req->phase == REQ_LIMITWAIT)
         return ret; /* timed and counted when decided again */
     req->log_outcome = req->outcome;
     kg_metrics_request_time(kg_time_mono_us() - t0);
@@ -793,7 +812,7 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url, const ch
         kg_loop_conn_headers_done(req->loop, conn);
         return first_call(req, conn, method, version);
     }
-    if (req->phase == REQ_KEYWATCH) {
+    if (req->phase == REQ_KEYWATCH || req->phase == REQ_LIMITWAIT) {
         /* Resumed: decided again from the request as received. */
         req->phase = REQ_NEW;
         free(req->path);

@@ -37,6 +37,7 @@ enum req_phase {
     REQ_SIGNUP_BODY,       /* reading a signup body */
     REQ_SIGNUP_WAIT,       /* suspended while the worker runs the signup */
     REQ_KEYWATCH,          /* suspended while the key watch asks the store (keywatch.h) */
+    REQ_LIMITWAIT,         /* suspended while the shared limiter asks Redis (limiter.h) */
 };
 
 /* A signup in flight: the body, then the worker's answer. Owned by its
@@ -62,10 +63,13 @@ struct kg_req {
     enum req_phase phase;
     char *uri;     /* raw request target as received */
     char *uri_raw; /* forward_auth: uri as received while uri holds the original target */
-    struct MHD_Connection *watch_conn; /* REQ_KEYWATCH: what keywatch_done resumes */
+    struct MHD_Connection *watch_conn; /* REQ_KEYWATCH, _LIMITWAIT: what the answer resumes */
     bool rechecked;                    /* the key watch was asked already */
-    char *path;                        /* normalised path */
-    const char *query;                 /* into uri, after '?', or NULL */
+    /* The shared limiter's question and, once limit_waited, its answer. */
+    struct kg_limit_wait limit_wait;
+    bool limit_waited;
+    char *path;        /* normalised path */
+    const char *query; /* into uri, after '?', or NULL */
     struct kg_exchange *x;
     struct kg_answer *deferred; /* our answer, sent once the request is read */
     /* mode forward_auth: the 200 to send once the request is read */

@@ -7,6 +7,7 @@
  * only meet on it when their buckets share a stripe.
  */
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -50,11 +51,34 @@ kg_limiter_free(struct kg_limiter *lim)
 }
 
 void
-kg_limiter_check(struct kg_limiter *lim, const struct kg_limit_req *req, int64_t now_us, bool count,
-                 struct kg_limit_verdict *out)
+kg_limiter_finish(struct kg_limit_verdict *out)
 {
-    memset(out, 0, sizeof(*out));
-    out->allowed = true;
+    if (out->has_key && !out->key.allowed)
+        out->binding = KG_LIMIT_KEY;
+    else if (out->has_tier && !out->tier.allowed)
+        out->binding = KG_LIMIT_USER;
+    else if (out->has_key && out->has_tier)
+        out->binding = out->tier.remaining < out->key.remaining ||
+                               (out->tier.remaining == out->key.remaining &&
+                                out->tier.reset_us > out->key.reset_us)
+                           ? KG_LIMIT_USER
+                           : KG_LIMIT_KEY;
+    else
+        out->binding = out->has_tier ? KG_LIMIT_USER : KG_LIMIT_KEY;
+    out->retry_after_us = 0;
+    if (!out->allowed) {
+        if (out->has_key && !out->key.allowed)
+            out->retry_after_us = out->key.retry_after_us;
+        if (out->has_tier && !out->tier.allowed && out->tier.retry_after_us > out->retry_after_us)
+            out->retry_after_us = out->tier.retry_after_us;
+    }
+}
+
+/* Both limits over a per-bucket backend (take/refund). */
+static void
+compose(struct kg_limiter *lim, const struct kg_limit_req *req, int64_t now_us, bool count,
+        struct kg_limit_verdict *out)
+{
     if (req->key_rate != NULL) {
         out->has_key = true;
         out->key_rate = *req->key_rate;
@@ -79,24 +103,87 @@ kg_limiter_check(struct kg_limiter *lim, const struct kg_limit_req *req, int64_t
             out->allowed = false;
         }
     }
-    if (out->has_key && !out->key.allowed)
-        out->binding = KG_LIMIT_KEY;
-    else if (out->has_tier && !out->tier.allowed)
-        out->binding = KG_LIMIT_USER;
-    else if (out->has_key && out->has_tier)
-        out->binding = out->tier.remaining < out->key.remaining ||
-                               (out->tier.remaining == out->key.remaining &&
-                                out->tier.reset_us > out->key.reset_us)
-                           ? KG_LIMIT_USER
-                           : KG_LIMIT_KEY;
-    else
-        out->binding = out->has_tier ? KG_LIMIT_USER : KG_LIMIT_KEY;
-    if (!out->allowed) {
-        if (out->has_key && !out->key.allowed)
-            out->retry_after_us = out->key.retry_after_us;
-        if (out->has_tier && !out->tier.allowed && out->tier.retry_after_us > out->retry_after_us)
-            out->retry_after_us = out->tier.retry_after_us;
+}
+
+enum kg_limit_answer
+kg_limiter_check(struct kg_limiter *lim, const struct kg_limit_req *req, int64_t now_us, bool count,
+                 struct kg_limit_verdict *out)
+{
+    enum kg_limit_answer a = KG_LIMIT_DONE;
+
+    memset(out, 0, sizeof(*out));
+    out->allowed = true;
+    if (req->key_rate == NULL && req->tier_rate == NULL)
+        return KG_LIMIT_DONE;
+    if (lim->ops->check != NULL) {
+        a = lim->ops->check(lim->impl, req, now_us, count, out);
+        if (a != KG_LIMIT_DONE) {
+            memset(out, 0, sizeof(*out));
+            out->allowed = true;
+            return a;
+        }
+    } else {
+        compose(lim, req, now_us, count, out);
     }
+    kg_limiter_finish(out);
+    return KG_LIMIT_DONE;
+}
+
+static void
+copy_id(char *dst, const char *src)
+{
+    snprintf(dst, KG_LIMIT_ID_MAX, "%s", src != NULL ? src : "");
+}
+
+void
+kg_limiter_wait_init(struct kg_limit_wait *w, const struct kg_limit_req *req)
+{
+    memset(w, 0, sizeof(*w));
+    w->has_key = req->key_rate != NULL;
+    w->has_tier = req->tier_rate != NULL;
+    if (w->has_key) {
+        w->key_rate = *req->key_rate;
+        copy_id(w->key_id, req->key_id);
+    }
+    if (w->has_tier) {
+        w->tier_rate = *req->tier_rate;
+        copy_id(w->user_id, req->user_id);
+    }
+}
+
+void
+kg_limiter_wait(struct kg_limiter *lim, struct kg_limit_wait *w, int64_t now_us,
+                kg_limit_done_fn done, void *arg)
+{
+    struct kg_limit_req rq;
+
+    w->done = done;
+    w->arg = arg;
+    w->next = NULL;
+    if (lim->ops->wait != NULL) {
+        lim->ops->wait(lim->impl, w, now_us);
+        return;
+    }
+    /* A backend that never waits answers now. */
+    kg_limiter_wait_req(w, &rq);
+    w->answer = kg_limiter_check(lim, &rq, now_us, true, &w->verdict);
+    done(arg);
+}
+
+void
+kg_limiter_wait_req(const struct kg_limit_wait *w, struct kg_limit_req *out)
+{
+    out->key_id = w->key_id;
+    out->key_rate = w->has_key ? &w->key_rate : NULL;
+    out->user_id = w->user_id;
+    out->tier_rate = w->has_tier ? &w->tier_rate : NULL;
+}
+
+void
+kg_limiter_stop(struct kg_limiter *lim)
+{
+    if (lim != NULL && lim->ops->stop != NULL)
+        lim->ops->stop(lim->impl);
 }
 
 /* ---- the in-process backend ---- */

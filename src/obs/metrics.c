@@ -50,6 +50,8 @@ static const char *const accept_reason_name[KG_ACCEPT_REASON_COUNT] = {"emfile",
                                                                        "other"};
 static _Atomic uint64_t connections_refused;
 static _Atomic uint64_t header_timeouts;
+static _Atomic uint64_t limiter_calls, limiter_errors, limiter_unavailable[2];
+static _Atomic int limiter_up = -1;
 
 enum kg_outcome
 kg_metrics_outcome_of(enum kg_verdict v)
@@ -71,6 +73,9 @@ kg_metrics_outcome_of(enum kg_verdict v)
         return KG_OUTCOME_RATE_LIMITED;
     case KG_DENY_QUOTA:
         return KG_OUTCOME_QUOTA_EXCEEDED;
+    case KG_DENY_LIMITER:
+        /* Not the key's doing: counted by keygate_limiter_unavailable_total. */
+        return KG_OUTCOME_NONE;
     }
     return KG_OUTCOME_NONE;
 }
@@ -100,6 +105,30 @@ void
 kg_metrics_header_timeout(void)
 {
     atomic_fetch_add_explicit(&header_timeouts, 1, memory_order_relaxed);
+}
+
+void
+kg_metrics_limiter_call(void)
+{
+    atomic_fetch_add_explicit(&limiter_calls, 1, memory_order_relaxed);
+}
+
+void
+kg_metrics_limiter_error(void)
+{
+    atomic_fetch_add_explicit(&limiter_errors, 1, memory_order_relaxed);
+}
+
+void
+kg_metrics_limiter_up(int up)
+{
+    atomic_store_explicit(&limiter_up, up, memory_order_relaxed);
+}
+
+void
+kg_metrics_limiter_unavailable(bool open)
+{
+    atomic_fetch_add_explicit(&limiter_unavailable[open ? 1 : 0], 1, memory_order_relaxed);
 }
 
 void
@@ -161,6 +190,10 @@ kg_metrics_reset(void)
         atomic_store(&accept_errors[i], 0);
     atomic_store(&connections_refused, 0);
     atomic_store(&header_timeouts, 0);
+    atomic_store(&limiter_calls, 0);
+    atomic_store(&limiter_errors, 0);
+    atomic_store(&limiter_unavailable[0], 0);
+    atomic_store(&limiter_unavailable[1], 0);
     atomic_store(&request_hist.sum_us, 0);
     atomic_store(&upstream_hist.sum_us, 0);
 }
@@ -293,6 +326,28 @@ kg_metrics_render(const struct kg_metrics_gauges *g, size_t *len)
            "Connections closed: no complete header block within client_header_timeout.");
     put(&o, "keygate_header_timeouts_total %llu\n",
         (unsigned long long)atomic_load_explicit(&header_timeouts, memory_order_relaxed));
+    if (atomic_load_explicit(&limiter_up, memory_order_relaxed) >= 0) {
+        header(&o, "keygate_limiter_redis_up", "gauge",
+               "1 while the Redis of shared rate limits answers, else 0.");
+        put(&o, "keygate_limiter_redis_up %d\n",
+            atomic_load_explicit(&limiter_up, memory_order_relaxed));
+        header(&o, "keygate_limiter_redis_calls_total", "counter",
+               "Rate-limit script calls sent to Redis (lease refills).");
+        put(&o, "keygate_limiter_redis_calls_total %llu\n",
+            (unsigned long long)atomic_load_explicit(&limiter_calls, memory_order_relaxed));
+        header(&o, "keygate_limiter_redis_errors_total", "counter",
+               "Redis failures: connections lost or timed out, error replies.");
+        put(&o, "keygate_limiter_redis_errors_total %llu\n",
+            (unsigned long long)atomic_load_explicit(&limiter_errors, memory_order_relaxed));
+        header(&o, "keygate_limiter_unavailable_total", "counter",
+               "Requests of rate-limited keys answered by limits_on_error while Redis could not.");
+        put(&o, "keygate_limiter_unavailable_total{policy=\"closed\"} %llu\n",
+            (unsigned long long)atomic_load_explicit(&limiter_unavailable[0],
+                                                     memory_order_relaxed));
+        put(&o, "keygate_limiter_unavailable_total{policy=\"open\"} %llu\n",
+            (unsigned long long)atomic_load_explicit(&limiter_unavailable[1],
+                                                     memory_order_relaxed));
+    }
     header(&o, "keygate_connections", "gauge", "Open client connections on the main listener.");
     put(&o, "keygate_connections %ld\n", g->connections);
 

@@ -21,7 +21,8 @@ struct startup_only {
 
 /* Directives acted on once, at startup: listeners bound (listen,
  * admin_listen and what libmicrohttpd sizes with them), files opened,
- * threads started (workers, signup's worker), tables sized (auth_throttle).
+ * threads started (workers, signup's worker, the Redis limiter's
+ * connection and leases), tables sized (auth_throttle).
  * TLS on or off and its priorities are fixed in the listeners; a renewed
  * certificate (new files or the same names) is not, and is reloaded. */
 static const struct startup_only startup_only[] = {
@@ -42,6 +43,9 @@ static const struct startup_only startup_only[] = {
     {"auth_throttle", R_THROTTLE, 0},
     {"TLS (tls_certificate, tls_key)", R_TLS, 0},
     {"tls_priorities", R_STRING, OFF(tls_priorities)},
+    {"limits", R_STRING, OFF(limits)},
+    {"limits_lease", R_DURATION, OFF(limits_lease_ms)},
+    {"limits_timeout", R_DURATION, OFF(limits_timeout_ms)},
 };
 
 #define NSTARTUP_ONLY (sizeof(startup_only) / sizeof(startup_only[0]))

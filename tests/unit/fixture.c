@@ -41,6 +41,7 @@ static const char *const env_names[] = {
     "KEYGATE_TLS_PRIORITIES",
     "KEYGATE_UPSTREAM_CA",
     "KEYGATE_ACCESS_LOG",
+    "KEYGATE_LIMITS",
 };
 
 int

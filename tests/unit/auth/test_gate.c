@@ -534,6 +534,193 @@ test_two_loops_admitting_a_fresh_key_make_one_record_and_the_flush_loses_nothing
     assert_int_equal(flushed, 0);
 }
 
+/* A shared backend stand-in: answers every check with `answer` and
+ * counts the calls (limiter.h's check/wait ops). */
+struct fake_shared {
+    enum kg_limit_answer answer;
+    int checks;
+};
+
+static enum kg_limit_answer
+fake_check(void *impl, const struct kg_limit_req *req, int64_t now_us, bool count,
+           struct kg_limit_verdict *out)
+{
+    struct fake_shared *fs = impl;
+
+    (void)req;
+    (void)now_us;
+    (void)out;
+    fs->checks++;
+    return count ? fs->answer : KG_LIMIT_DONE;
+}
+
+static void
+fake_wait(void *impl, struct kg_limit_wait *w, int64_t now_us)
+{
+    (void)impl;
+    (void)now_us;
+    w->answer = KG_LIMIT_DOWN;
+    w->done(w->arg);
+}
+
+static void
+fake_take(void *impl, enum kg_limit_scope scope, const char *id, const struct kg_gcra *g,
+          int64_t now_us, bool count, struct kg_gcra_result *res)
+{
+    (void)impl;
+    (void)scope;
+    (void)id;
+    (void)count;
+    kg_gcra_peek(g, 0, now_us, res);
+}
+
+static void
+fake_refund(void *impl, enum kg_limit_scope scope, const char *id, const struct kg_gcra *g,
+            int64_t now_us)
+{
+    (void)impl;
+    (void)scope;
+    (void)id;
+    (void)g;
+    (void)now_us;
+}
+
+static void
+fake_free(void *impl)
+{
+    (void)impl;
+}
+
+static const struct kg_limiter_ops fake_ops = {
+    .take = fake_take,
+    .refund = fake_refund,
+    .free = fake_free,
+    .check = fake_check,
+    .wait = fake_wait,
+};
+
+/* Admits with the request's shared-limiter record (and, waited, its answer). */
+static void
+admit_shared(struct fixture *f, const struct kg_config *cfg, int key, struct kg_limit_wait *w,
+             bool waited, struct kg_admission *adm)
+{
+    char value[KG_KEY_MAX + 16];
+    struct kg_cred cred;
+    struct kg_gate_in in = {.env = &f->env,
+                            .cfg = cfg,
+                            .cred = &cred,
+                            .method = "GET",
+                            .path = "/v1/items",
+                            .client_ip = "192.0.2.9",
+                            .now = NOW,
+                            .now_ms = MONO_MS,
+                            .now_us = (int64_t)MONO_MS * 1000,
+                            .limit_wait = w,
+                            .limit_waited = waited};
+
+    kg_credential_init(&cred);
+    snprintf(value, sizeof(value), "Bearer %s", f->keys[key]);
+    kg_credential_feed(&cred, cfg, "Authorization", value, strlen(value));
+    kg_gate_admit(&in, adm);
+    sodium_memzero(value, sizeof(value));
+}
+
+static void
+test_a_shared_limiter_without_an_answer_makes_the_request_wait_then_uses_its_answer(void **state)
+{
+    struct fixture *f = *state;
+    struct fake_shared fs = {.answer = KG_LIMIT_WAIT};
+    struct kg_limiter *shared = NULL;
+    struct kg_limit_wait w;
+    struct kg_admission adm;
+    struct kg_err err = {{0}};
+
+    assert_int_equal(kg_limiter_new(&fake_ops, &fs, &shared, &err), KG_OK);
+    f->env.limiter = shared;
+    admit_shared(f, f->cfg, K_RATED, &w, false, &adm);
+    assert_int_equal(adm.action, KG_GATE_LIMIT_WAIT);
+    assert_null(adm.snap); /* nothing held while the request waits */
+    assert_string_equal(w.key_id, "key_rated");
+    assert_true(w.has_key);
+    assert_false(w.has_tier);
+    assert_int_equal(w.key_rate.count, 1);
+    kg_gate_release(&adm);
+
+    /* Admitted again with the answer: this request's token. */
+    w.answer = KG_LIMIT_DONE;
+    memset(&w.verdict, 0, sizeof(w.verdict));
+    w.verdict.allowed = true;
+    w.verdict.has_key = true;
+    w.verdict.key_rate = w.key_rate;
+    w.verdict.key.allowed = true;
+    admit_shared(f, f->cfg, K_RATED, &w, true, &adm);
+    assert_int_equal(adm.action, KG_GATE_PROXY);
+    assert_true(adm.rated);
+    assert_int_equal(fs.checks, 1); /* the answer was used, not asked again */
+    kg_gate_release(&adm);
+
+    /* Or its refusal. */
+    w.verdict.allowed = false;
+    w.verdict.key.allowed = false;
+    w.verdict.retry_after_us = 250000;
+    admit_shared(f, f->cfg, K_RATED, &w, true, &adm);
+    assert_int_equal(adm.action, KG_GATE_REFUSE);
+    assert_int_equal(adm.d.verdict, KG_DENY_RATE);
+    kg_gate_release(&adm);
+
+    /* A caller that cannot wait gets what a down limiter gets. */
+    admit_shared(f, f->cfg, K_RATED, NULL, false, &adm);
+    assert_int_equal(adm.action, KG_GATE_REFUSE);
+    assert_int_equal(adm.d.verdict, KG_DENY_LIMITER);
+    kg_gate_release(&adm);
+    f->env.limiter = kg_keycache_limiter(f->kc);
+    kg_limiter_free(shared);
+}
+
+static void
+test_a_down_shared_limiter_is_503_closed_or_unlimited_open_and_spares_keys_without_limits(
+    void **state)
+{
+    struct fixture *f = *state;
+    struct fake_shared fs = {.answer = KG_LIMIT_DOWN};
+    struct kg_limiter *shared = NULL;
+    struct kg_config *open = NULL;
+    struct kg_keystat *st = stat_of(f, K_RATED);
+    struct kg_limit_wait w;
+    struct kg_admission adm;
+    struct kg_err err = {{0}};
+    char text[256];
+
+    snprintf(text, sizeof(text), "limits_on_error open\n%s", routes);
+    assert_int_equal(kg_fx_load_config(text, &open), 0);
+    assert_int_equal(kg_limiter_new(&fake_ops, &fs, &shared, &err), KG_OK);
+    f->env.limiter = shared;
+
+    admit_shared(f, f->cfg, K_RATED, &w, false, &adm);
+    assert_int_equal(adm.action, KG_GATE_REFUSE);
+    assert_int_equal(adm.d.verdict, KG_DENY_LIMITER);
+    assert_int_equal(adm.outcome, KG_OUTCOME_NONE);
+    assert_false(adm.rated);
+    assert_null(adm.charge_to);
+    assert_int_equal(atomic_load(&st->requests), 0); /* not let through: not counted */
+    kg_gate_release(&adm);
+
+    admit_shared(f, open, K_RATED, &w, false, &adm);
+    assert_int_equal(adm.action, KG_GATE_PROXY);
+    assert_false(adm.rated); /* no limit known: no RateLimit headers */
+    kg_gate_release(&adm);
+
+    /* A key without any limit never asks. */
+    fs.checks = 0;
+    admit_shared(f, f->cfg, K_READER, &w, false, &adm);
+    assert_int_equal(adm.action, KG_GATE_PROXY);
+    assert_int_equal(fs.checks, 0);
+    kg_gate_release(&adm);
+    f->env.limiter = kg_keycache_limiter(f->kc);
+    kg_limiter_free(shared);
+    kg_config_free(open);
+}
+
 int
 main(void)
 {
@@ -559,6 +746,12 @@ main(void)
         cmocka_unit_test_setup_teardown(
             test_two_loops_admitting_a_fresh_key_make_one_record_and_the_flush_loses_nothing, setup,
             teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_shared_limiter_without_an_answer_makes_the_request_wait_then_uses_its_answer,
+            setup, teardown),
+        cmocka_unit_test_setup_teardown(
+            test_a_down_shared_limiter_is_503_closed_or_unlimited_open_and_spares_keys_without_limits,
+            setup, teardown),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);

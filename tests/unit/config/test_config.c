@@ -19,6 +19,7 @@
 #include <cmocka.h>
 
 #include "keygate/config.h"
+#include "keygate/redislimit.h"
 #include "keygate/log.h"
 #include "keygate/tls.h"
 #include "unit/fixture.h"
@@ -1542,11 +1543,67 @@ test_access_log_is_off_by_default_and_takes_stdout_stderr_a_path_or_its_variable
 
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
+static void
+test_limits_are_local_by_default_or_a_redis_url_with_lease_timeout_and_error_policy(void **state)
+{
+    struct fixture *fx = *state;
+    char host[256];
+    int port = 0, db = -1;
+
+    load_ok(fx, "");
+    assert_string_equal(fx->cfg->limits, "local");
+    assert_int_equal(fx->cfg->limits_lease_ms, 10);
+    assert_int_equal(fx->cfg->limits_timeout_ms, 20);
+    assert_int_equal(fx->cfg->limits_on_error, KG_LIMITS_CLOSED);
+    load_ok(fx, "limits redis://redis.internal:6380/2\nlimits_lease 0\nlimits_timeout 50ms\n"
+                "limits_on_error open\n");
+    assert_string_equal(fx->cfg->limits, "redis://redis.internal:6380/2");
+    assert_int_equal(fx->cfg->limits_lease_ms, 0);
+    assert_int_equal(fx->cfg->limits_timeout_ms, 50);
+    assert_int_equal(fx->cfg->limits_on_error, KG_LIMITS_OPEN);
+    load_ok(fx, "limits redis://127.0.0.1\nlimits_lease 1s\n");
+    assert_int_equal(fx->cfg->limits_lease_ms, 1000);
+    assert_true(kg_redislimit_parse_url("redis://127.0.0.1", host, sizeof(host), &port, &db));
+    assert_string_equal(host, "127.0.0.1");
+    assert_int_equal(port, 6379);
+    assert_int_equal(db, 0);
+    assert_true(kg_redislimit_parse_url("redis://[::1]:7000/3", host, sizeof(host), &port, &db));
+    assert_string_equal(host, "::1");
+    assert_int_equal(port, 7000);
+    assert_int_equal(db, 3);
+    load_fails_with(fx, "limits redis://h:0/1\n",
+                    "1: limits wants local or redis://host:port/db, got \"redis://h:0/1\"");
+    load_fails_with(fx, "limits memcached://h\n",
+                    "1: limits wants local or redis://host:port/db, got \"memcached://h\"");
+    load_fails_with(fx, "limits redis://user:pw@h/0\n",
+                    "1: limits wants local or redis://host:port/db, got \"redis://user:pw@h/0\"");
+    load_fails_with(fx, "limits redis://h/x\n",
+                    "1: limits wants local or redis://host:port/db, got \"redis://h/x\"");
+    load_fails_with(fx, "limits_lease 2s\n",
+                    "1: limits_lease wants 0 (exact: one Redis call per request) or a duration up "
+                    "to 1s such as 10ms, got \"2s\"");
+    load_fails_with(fx, "limits_lease 10\n",
+                    "1: limits_lease wants 0 (exact: one Redis call per request) or a duration up "
+                    "to 1s such as 10ms, got \"10\"");
+    load_fails_with(fx, "limits_on_error maybe\n",
+                    "1: limits_on_error wants closed or open, got \"maybe\"");
+    setenv("KEYGATE_LIMITS", "redis://10.0.0.5:6379/0", 1);
+    load_ok(fx, "limits local\n");
+    assert_string_equal(fx->cfg->limits, "redis://10.0.0.5:6379/0");
+    setenv("KEYGATE_LIMITS", "redis:/nope", 1);
+    assert_int_equal(load_text(fx, ""), KG_EINVAL);
+    assert_int_equal(fx->nlines, 1);
+    assert_string_equal(fx->lines[0],
+                        "KEYGATE_LIMITS: limits wants local or redis://host:port/db, got "
+                        "\"redis:/nope\"");
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         T(test_defaults_are_the_documented_values),
+        T(test_limits_are_local_by_default_or_a_redis_url_with_lease_timeout_and_error_policy),
         T(test_access_log_is_off_by_default_and_takes_stdout_stderr_a_path_or_its_variable),
         T(test_rate_limit_default_takes_a_rate_and_an_optional_burst),
         T(test_rate_limit_default_refuses_a_bad_rate_or_burst),

@@ -536,6 +536,8 @@ static const struct {
      "{\"error\": {\"type\": \"rate_limit_error\", \"message\": \"Too many failed "
      "authentication attempts\"}}",
      NULL},
+    {KG_DENY_LIMITER, NULL, 503, "{\"detail\": \"Rate limiter unavailable.\"}",
+     "{\"error\": {\"type\": \"api_error\", \"message\": \"Rate limiter unavailable\"}}", NULL},
 };
 
 static void

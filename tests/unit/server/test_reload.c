@@ -204,12 +204,41 @@ test_tls_on_or_off_and_its_priorities_need_a_restart_but_new_files_do_not(void *
     kg_fx_rmtree(dir);
 }
 
+static void
+test_where_limits_live_needs_a_restart_and_their_error_policy_does_not(void **state)
+{
+    struct kg_config *running = NULL, *next = NULL;
+    struct said s = {0};
+    size_t kept = 0;
+
+    (void)state;
+    assert_int_equal(kg_fx_load_config("limits local\n", &running), 0);
+    assert_int_equal(kg_fx_load_config("limits redis://127.0.0.1:6379/0\nlimits_lease 0\n"
+                                       "limits_timeout 50ms\nlimits_on_error open\n",
+                                       &next),
+                     0);
+    assert_int_equal(kg_reload_keep_startup_values(running, next, collect, &s, &kept), KG_OK);
+    assert_int_equal(kept, 3);
+    assert_true(said_line(&s, "limits: changed to redis://127.0.0.1:6379/0; needs a restart, "
+                              "keeping local"));
+    assert_true(said_line(&s, "limits_timeout: changed to 50ms; needs a restart, keeping 20ms"));
+    assert_string_equal(next->limits, "local");
+    assert_int_equal(next->limits_lease_ms, 10);
+    assert_int_equal(next->limits_timeout_ms, 20);
+    /* Read per request: takes effect at once. */
+    assert_int_equal(next->limits_on_error, KG_LIMITS_OPEN);
+    said_cleanup(&s);
+    kg_config_free(running);
+    kg_config_free(next);
+}
+
 int
 main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_per_request_directives_pass_through_untouched),
         cmocka_unit_test(test_each_changed_startup_directive_is_named_and_keeps_its_running_value),
+        cmocka_unit_test(test_where_limits_live_needs_a_restart_and_their_error_policy_does_not),
         cmocka_unit_test(test_no_report_callback_still_keeps_the_running_values),
         cmocka_unit_test(test_tls_on_or_off_and_its_priorities_need_a_restart_but_new_files_do_not),
     };
