@@ -400,6 +400,9 @@ keys_list(int argc, char **argv, const char *config)
     }
     if (rc == KG_OK)
         rc = kg_keys_list(&kc, NULL, &filter, NULL, now, list_row, &w, NULL, &err);
+    /* The walk cannot read owners: a key of a disabled one reads "disabled" after it. */
+    if (rc == KG_OK && !lc.failed)
+        kg_keys_mark_disabled(&kc, lc.arr != NULL ? lc.arr : w.rows);
     if (rc == KG_OK && !lc.failed)
         rc = add_list_usage(&kc, lc.arr != NULL ? lc.arr : w.rows, now, &err);
     if (rc == KG_OK && !lc.failed && lc.arr == NULL)
