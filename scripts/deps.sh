@@ -31,6 +31,8 @@ if [[ ${1:-} == --test ]]; then
     clang-14 libfuzzer-14-dev
     # scripts/valgrind.sh: the unit and integration suites under memcheck
     valgrind
+    # tests/browser/test_console.py: the web console in a real headless Chromium
+    chromium chromium-driver python3-selenium
   )
 elif [[ $# -ne 0 ]]; then
   echo "usage: $0 [--test]" >&2
