@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -586,6 +587,10 @@ kg_serve_main(int argc, char **argv)
             c->mode == KG_MODE_FORWARD_AUTH ? "forward_auth mode" : "upstream ",
             c->mode == KG_MODE_FORWARD_AUTH ? "" : c->upstream, ds.nloops, kg_keysnap_count(snap));
         kg_keycache_release(snap);
+        if (c->console)
+            kg_log_info("console on at %s (sessions %" PRId64 "s, idle %" PRId64 "s)",
+                        c->console_path, c->console_session_ttl_ms / 1000,
+                        c->console_session_idle_ms / 1000);
     }
     status = run(&ds);
 cleanup:
