@@ -33,6 +33,7 @@ static const char *const env_names[] = {
     "KEYGATE_LOG_LEVEL",
     "KEYGATE_WORKERS",
     "KEYGATE_LOG_FORMAT",
+    "KEYGATE_CONSOLE",
     "KEYGATE_SHUTDOWN_TIMEOUT",
     "KEYGATE_MODE",
     "KEYGATE_FORWARD_AUTH_PREFIX",
