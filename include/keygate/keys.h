@@ -99,12 +99,11 @@ enum kg_status kg_keys_check_new(const struct kg_key_new *req, int64_t now, stru
  * (with tenant.create / user.create before it when a default owner had to
  * be made). KG_EINVAL "scopes exceed the user's role: X" when the owner's
  * role does not grant scope X; KG_EINVAL "expires …" when the tenant's
- * key_max_lifetime (config) forbids no expiry or a later one; KG_ENOTFOUND: no such user or tenant (or
- * fenced off); KG_ECONFLICT: the user or tenant is disabled.
- * On KG_OK *rec_out holds the stored record and *key_out the full key
- * (NUL-terminated, sodium_malloc'd): the only time it exists outside the
- * client. The caller owns it and must kg_keys_key_free() it. On error
- * *key_out is NULL and nothing was stored. */
+ * key_max_lifetime (config) forbids no expiry or a later one; KG_ENOTFOUND: no such user or tenant
+ * (or fenced off); KG_ECONFLICT: the user or tenant is disabled. On KG_OK *rec_out holds the stored
+ * record and *key_out the full key (NUL-terminated, sodium_malloc'd): the only time it exists
+ * outside the client. The caller owns it and must kg_keys_key_free() it. On error *key_out is NULL
+ * and nothing was stored. */
 enum kg_status kg_keys_create(const struct kg_keys_ctx *kc, const char *fence,
                               const struct kg_key_new *req, int64_t now, struct kg_key_rec *rec_out,
                               char **key_out, struct kg_err *err);

@@ -24,7 +24,6 @@
 #include "keygate/status.h"
 #include "keygate/store.h"
 
-
 /* What a client sent; strings borrowed. */
 struct kg_signup_req {
     const char *email;      /* required */
@@ -41,7 +40,8 @@ struct kg_signup_req {
 size_t kg_signup_fields(struct kg_signup_req *req, struct kg_jfield out[KG_SIGNUP_FIELDS]);
 
 /* Checks the request without a store: e-mail shape (the accounts core's
- * rule), password (kg_accounts_check_password()), names. Cheap: an edge may call it before queueing. */
+ * rule), password (kg_accounts_check_password()), names. Cheap: an edge may call it before
+ * queueing. */
 enum kg_status kg_signup_check(const struct kg_signup_req *req, struct kg_err *err);
 
 /* Creates the account: checks req, hashes the password, makes the user

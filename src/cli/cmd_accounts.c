@@ -658,8 +658,10 @@ read_password(const char *cmd, char *pw, char *again, size_t cap)
 
     if (!tty) {
         if (!read_line(stdin, pw, cap)) {
-            fprintf(stderr, "keygate %s: no password on standard input (one line, at most %d "
-                            "bytes)\n", cmd, KG_PASSWORD_MAX);
+            fprintf(stderr,
+                    "keygate %s: no password on standard input (one line, at most %d "
+                    "bytes)\n",
+                    cmd, KG_PASSWORD_MAX);
             return KG_CLI_EXIT_FAIL;
         }
         return KG_CLI_EXIT_OK;

@@ -49,8 +49,10 @@ kg_cfg_parse_scope(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d,
         return KG_EINVAL;
     }
     if (!description_ok(argv[1])) {
-        kg_cfg_complain(ld, "scope %s: the description wants 1 to %d characters without control "
-                            "characters", argv[0], DESCRIPTION_MAX);
+        kg_cfg_complain(ld,
+                        "scope %s: the description wants 1 to %d characters without control "
+                        "characters",
+                        argv[0], DESCRIPTION_MAX);
         return KG_EINVAL;
     }
     for (size_t i = 0; i < cfg->nscope_catalog; i++) {
@@ -95,8 +97,9 @@ kg_cfg_parse_tenant(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d,
         return KG_EINVAL;
     }
     if (kg_time_parse_duration(argv[2], &secs, &err) != KG_OK) {
-        kg_cfg_complain(ld, "key_max_lifetime wants a duration such as 30d, 90d or 365d, got \"" SHOWN
-                            "\"", argv[2]);
+        kg_cfg_complain(
+            ld, "key_max_lifetime wants a duration such as 30d, 90d or 365d, got \"" SHOWN "\"",
+            argv[2]);
         return KG_EINVAL;
     }
     for (size_t i = 0; i < cfg->ntenant_policies; i++) {

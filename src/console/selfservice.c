@@ -226,10 +226,10 @@ scopes_doc(const struct kg_config *cfg, const struct kg_user_rec *u)
             {
                 seen = seen || strcmp(json_string_value(json_object_get(el, "name")), name) == 0;
             }
-            if (!seen && json_array_append_new(arr, json_pack("{s:s, s:o}", "name", name,
-                                                              "description",
-                                                              kg_json_io_str_or_null(
-                                                                  desc != NULL ? desc : ""))) != 0) {
+            if (!seen &&
+                json_array_append_new(
+                    arr, json_pack("{s:s, s:o}", "name", name, "description",
+                                   kg_json_io_str_or_null(desc != NULL ? desc : ""))) != 0) {
                 json_decref(arr);
                 return NULL;
             }
@@ -261,9 +261,8 @@ get_session(const struct kg_console_env *env, const struct kg_console_req *rq,
     answer_doc(a, 200,
                json_pack("{s:o, s:s, s:{s:b, s:o, s:o}}", "user", user_doc(&u), "csrf_token", csrf,
                          "policy", "require_scopes", env->cfg->require_scopes,
-                         "key_max_lifetime_days",
-                         max > 0 ? json_integer(max / 86400) : json_null(), "scopes",
-                         scopes_doc(env->cfg, &u)));
+                         "key_max_lifetime_days", max > 0 ? json_integer(max / 86400) : json_null(),
+                         "scopes", scopes_doc(env->cfg, &u)));
     sodium_memzero(token, sizeof(token));
 }
 
@@ -289,9 +288,9 @@ sign_in(const struct kg_console_env *env, const struct kg_console_req *rq,
         json_decref(root);
         return;
     }
-    rc = kg_session_signin(env->store, env->secret, &env->throttles, rq->client_ip, login,
-                           password, rq->now, rq->now_ms, env->cfg->console_session_ttl_ms / 1000,
-                           &u, token, &retry_ms, &err);
+    rc = kg_session_signin(env->store, env->secret, &env->throttles, rq->client_ip, login, password,
+                           rq->now, rq->now_ms, env->cfg->console_session_ttl_ms / 1000, &u, token,
+                           &retry_ms, &err);
     sodium_memzero((char *)password, strlen(password));
     json_decref(root);
     if (rc == KG_ENOTFOUND) {
@@ -588,10 +587,10 @@ usage(const struct kg_console_env *env, const struct kg_console_req *rq,
         answer_status(env, a, rc, &err);
         return;
     }
-    doc = json_pack("{s:{s:o, s:I, s:I}, s:o}", "user", "quota_limit",
-                    u->has_quota ? json_integer(u->quota_limit) : json_null(), "quota_used",
-                    (json_int_t)used.credits, "tier_quota_used", (json_int_t)used.tier, "keys",
-                    keys);
+    doc =
+        json_pack("{s:{s:o, s:I, s:I}, s:o}", "user", "quota_limit",
+                  u->has_quota ? json_integer(u->quota_limit) : json_null(), "quota_used",
+                  (json_int_t)used.credits, "tier_quota_used", (json_int_t)used.tier, "keys", keys);
     answer_doc(a, 200, doc);
 }
 

@@ -182,8 +182,8 @@ enum kg_status
 kg_session_signin(struct kg_store *st, const struct kg_secret *secret,
                   const struct kg_session_throttles *th, const char *client_ip, const char *login,
                   const char *password, int64_t now, int64_t now_ms, int64_t ttl_s,
-                  struct kg_user_rec *user, char token[KG_SESSION_TOKEN_LEN + 1],
-                  int64_t *retry_ms, struct kg_err *err)
+                  struct kg_user_rec *user, char token[KG_SESSION_TOKEN_LEN + 1], int64_t *retry_ms,
+                  struct kg_err *err)
 {
     struct kg_session_rec rec = {.created_at = now, .expires_at = now + ttl_s, .last_seen_at = now};
     struct kg_tenant_rec t;
@@ -206,10 +206,10 @@ kg_session_signin(struct kg_store *st, const struct kg_secret *secret,
     hash = usable ? user->password_hash : dummy_hash;
     /* One verification whatever was found: the same time for every refusal.
      * A password longer than the rule allows is verified too (and fails). */
-    verified = hash[0] != '\0' &&
-               crypto_pwhash_str_verify(hash, password, strnlen(password, KG_PASSWORD_MAX + 1)) ==
-                   0 &&
-               usable;
+    verified =
+        hash[0] != '\0' &&
+        crypto_pwhash_str_verify(hash, password, strnlen(password, KG_PASSWORD_MAX + 1)) == 0 &&
+        usable;
     if (!verified) {
         if (th != NULL) {
             if (client_ip != NULL)

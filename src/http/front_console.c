@@ -224,8 +224,8 @@ front_console_start(struct kg_req *req, struct MHD_Connection *conn, const char 
 
     req->outcome = KG_OUTCOME_NONE;
     if (req->path[strlen(cfg->console_path) - 1] == '\0') {
-        struct MHD_Response *resp = MHD_create_response_from_buffer(0, (void *)"",
-                                                                    MHD_RESPMEM_PERSISTENT);
+        struct MHD_Response *resp =
+            MHD_create_response_from_buffer(0, (void *)"", MHD_RESPMEM_PERSISTENT);
 
         if (resp == NULL)
             return MHD_NO;
@@ -285,8 +285,7 @@ send_api_answer(struct kg_req *req, struct MHD_Connection *conn)
             j->ans.body_secret = false;
         }
     } else {
-        resp = MHD_create_response_from_buffer(j->ans.body_len, j->ans.body,
-                                               MHD_RESPMEM_MUST_COPY);
+        resp = MHD_create_response_from_buffer(j->ans.body_len, j->ans.body, MHD_RESPMEM_MUST_COPY);
     }
     if (resp == NULL)
         return MHD_NO;

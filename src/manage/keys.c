@@ -776,8 +776,8 @@ kg_keys_regenerate(const struct kg_keys_ctx *kc, const char *fence, const char *
     if (rc == KG_OK && kg_key_state_of(old, now) == KG_KEY_REVOKED)
         rc = kg_err_set(err, KG_ECONFLICT, "key %s is revoked", id);
     else if (rc == KG_OK && old->rotated_to[0] != '\0')
-        rc = kg_err_set(err, KG_ECONFLICT, "key %s was already replaced by %s", id,
-                        old->rotated_to);
+        rc =
+            kg_err_set(err, KG_ECONFLICT, "key %s was already replaced by %s", id, old->rotated_to);
     if (rc == KG_OK)
         rc = kg_store_user_get(kc->store, old->user_id, &owner, err);
     if (rc == KG_OK)
@@ -833,9 +833,9 @@ owner_disabled(const struct kg_keys_ctx *kc, const char *user_id)
     bool disabled = false;
 
     if (u != NULL && kg_store_user_get(kc->store, user_id, u, NULL) == KG_OK)
-        disabled = u->disabled_at != 0 ||
-                   (kg_store_tenant_get(kc->store, u->tenant, &t, NULL) == KG_OK &&
-                    t.disabled_at != 0);
+        disabled =
+            u->disabled_at != 0 ||
+            (kg_store_tenant_get(kc->store, u->tenant, &t, NULL) == KG_OK && t.disabled_at != 0);
     free(u);
     return disabled;
 }

@@ -60,8 +60,8 @@ reply_cleanup(struct reply *r)
 /* A console API request; s (may be NULL) adds the cookie and, with csrf,
  * the X-CSRF-Token header; extra (may be NULL) one more header line. */
 static void
-console(const char *method, const char *path, const struct session *s, bool csrf,
-        const char *extra, const char *body, struct reply *out)
+console(const char *method, const char *path, const struct session *s, bool csrf, const char *extra,
+        const char *body, struct reply *out)
 {
     char url_path[256], cookie[160], token[128];
     const char *headers[6];
@@ -131,13 +131,14 @@ admin(const char *method, const char *path, const char *body, json_t **doc)
     struct kt_http_resp resp;
     long status;
 
-    assert_true(kt_http_do_key(&(struct kt_http_req){.method = method,
-                                                     .url = kt_daemon_admin_url(W.d, path),
-                                                     .headers = (const char *const[]){
-                                                         "Content-Type: application/json", NULL},
-                                                     .body = body,
-                                                     .body_len = body != NULL ? strlen(body) : 0},
-                               W.root, &resp));
+    assert_true(kt_http_do_key(
+        &(struct kt_http_req){.method = method,
+                              .url = kt_daemon_admin_url(W.d, path),
+                              .headers =
+                                  (const char *const[]){"Content-Type: application/json", NULL},
+                              .body = body,
+                              .body_len = body != NULL ? strlen(body) : 0},
+        W.root, &resp));
     status = resp.status;
     if (doc != NULL)
         *doc = resp.body != NULL ? json_loads(resp.body, 0, NULL) : NULL;
@@ -325,11 +326,10 @@ test_a_key_made_in_the_console_works_and_revocation_stops_it(void **state)
     assert_true(kt_http_get_key(kt_daemon_url(W.d, "/items/1"), key, NULL, &resp));
     assert_int_equal(resp.status, 200);
     kt_http_resp_cleanup(&resp);
-    assert_true(kt_http_do_key(&(struct kt_http_req){.method = "POST",
-                                                     .url = kt_daemon_url(W.d, "/items/1"),
-                                                     .body = "{}",
-                                                     .body_len = 2},
-                               key, &resp));
+    assert_true(kt_http_do_key(
+        &(struct kt_http_req){
+            .method = "POST", .url = kt_daemon_url(W.d, "/items/1"), .body = "{}", .body_len = 2},
+        key, &resp));
     assert_int_equal(resp.status, 403);
     kt_http_resp_cleanup(&resp);
 

@@ -33,7 +33,6 @@ static const char *const env_names[] = {
     "KEYGATE_LOG_LEVEL",
     "KEYGATE_WORKERS",
     "KEYGATE_LOG_FORMAT",
-    "KEYGATE_CONSOLE",
     "KEYGATE_SHUTDOWN_TIMEOUT",
     "KEYGATE_MODE",
     "KEYGATE_FORWARD_AUTH_PREFIX",
@@ -42,6 +41,7 @@ static const char *const env_names[] = {
     "KEYGATE_TLS_PRIORITIES",
     "KEYGATE_UPSTREAM_CA",
     "KEYGATE_ACCESS_LOG",
+    "KEYGATE_CONSOLE",
 };
 
 int

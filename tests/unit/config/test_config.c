@@ -1559,7 +1559,8 @@ test_scope_lines_make_the_catalogue(void **state)
     load_fails_with(fx, "scope read:* \"All reads\"\n",
                     "1: scope name wants 1 to 64 characters of A-Z a-z 0-9 _ . : - (no *), got "
                     "\"read:*\"");
-    load_fails_with(fx, "scope a \"x\"\nscope a \"y\"\n", "2: scope a is already described on line 1");
+    load_fails_with(fx, "scope a \"x\"\nscope a \"y\"\n",
+                    "2: scope a is already described on line 1");
 }
 
 static void

@@ -39,8 +39,7 @@ make_user(struct world *w, const char *name, const char *email)
     struct kg_err err = {{0}};
 
     assert_int_equal(
-        kg_accounts_user_create(&w->fx->kc, NULL, &u, NULL, w->now, &rec, NULL, NULL, &err),
-        KG_OK);
+        kg_accounts_user_create(&w->fx->kc, NULL, &u, NULL, w->now, &rec, NULL, NULL, &err), KG_OK);
     assert_int_equal(
         kg_accounts_user_set_password(&w->fx->kc, NULL, rec.id, PASSWORD, w->now, &rec, &err),
         KG_OK);
@@ -73,8 +72,8 @@ sign_in(struct world *w, int who, const char *login)
     const char *tok;
 
     snprintf(body, sizeof(body), "{\"login\": \"%s\", \"password\": \"%s\"}", login, PASSWORD);
-    doc = call(w, (struct kg_console_req){.method = "POST", .path = "api/session", .body = body},
-               &a);
+    doc =
+        call(w, (struct kg_console_req){.method = "POST", .path = "api/session", .body = body}, &a);
     assert_int_equal(a.status, 200);
     tok = strstr(a.set_cookie, KG_SESSION_COOKIE "=");
     assert_non_null(tok);
@@ -117,7 +116,8 @@ setup(void **state)
 static int
 setup_strict(void **state)
 {
-    return setup_with(state, "console on\nrequire_scopes on\ntenant default key_max_lifetime 90d\n");
+    return setup_with(state,
+                      "console on\nrequire_scopes on\ntenant default key_max_lifetime 90d\n");
 }
 
 static int
@@ -295,9 +295,9 @@ test_expired_keys_regenerate_and_revoked_ones_stay_revoked(void **state)
     kg_selfservice_answer_cleanup(&a);
     sign_in(w, 0, "alice"); /* the session idled out meanwhile */
     doc = as(w, 0, false, "GET", "api/keys?state=expired", NULL, &a);
-    assert_string_equal(
-        json_string_value(json_object_get(json_array_get(json_object_get(doc, "data"), 0), "state")),
-        "expired");
+    assert_string_equal(json_string_value(json_object_get(
+                            json_array_get(json_object_get(doc, "data"), 0), "state")),
+                        "expired");
     json_decref(doc);
     kg_selfservice_answer_cleanup(&a);
     snprintf(path, sizeof(path), "api/keys/%s/regenerate", id);
@@ -377,8 +377,8 @@ test_require_scopes_and_max_lifetime_refuse_at_creation(void **state)
     kg_selfservice_answer_cleanup(&a);
     create(w, 0, "{\"name\": \"n\", \"expires\": \"90d\", \"scopes\": [\"read:items\"]}");
     doc = as(w, 0, false, "GET", "api/session", NULL, &a);
-    assert_int_equal(json_integer_value(json_object_get(json_object_get(doc, "policy"),
-                                                        "key_max_lifetime_days")),
+    assert_int_equal(json_integer_value(
+                         json_object_get(json_object_get(doc, "policy"), "key_max_lifetime_days")),
                      90);
     json_decref(doc);
     kg_selfservice_answer_cleanup(&a);

@@ -37,8 +37,8 @@ setup(void **state)
     fx = kg_fx_store_new("session", bytes, "cli:test");
     assert_int_equal(kg_accounts_user_create(&fx->kc, NULL, &u, NULL, NOW, &rec, NULL, NULL, &err),
                      KG_OK);
-    assert_int_equal(kg_accounts_user_set_password(&fx->kc, NULL, rec.id, PASSWORD, NOW, &rec, &err),
-                     KG_OK);
+    assert_int_equal(
+        kg_accounts_user_set_password(&fx->kc, NULL, rec.id, PASSWORD, NOW, &rec, &err), KG_OK);
     *state = fx;
     return 0;
 }
@@ -160,8 +160,7 @@ test_every_bad_credential_gets_the_same_answer(void **state)
 
     assert_int_equal(signin(fx, NULL, "alice", "Wrong password 1", NOW, tok, &e1), KG_ENOTFOUND);
     assert_int_equal(signin(fx, NULL, "nobody", "Wrong password 1", NOW, tok, &e2), KG_ENOTFOUND);
-    assert_int_equal(signin(fx, NULL, "x@nowhere.example", PASSWORD, NOW, tok, &e3),
-                     KG_ENOTFOUND);
+    assert_int_equal(signin(fx, NULL, "x@nowhere.example", PASSWORD, NOW, tok, &e3), KG_ENOTFOUND);
     assert_string_equal(e1.msg, KG_SESSION_BAD_LOGIN);
     assert_string_equal(e2.msg, e1.msg);
     assert_string_equal(e3.msg, e1.msg);

@@ -1066,8 +1066,8 @@ test_a_key_of_a_disabled_user_or_tenant_shows_disabled(void **state)
     assert_int_equal(kg_accounts_user_disable(&fx->kc, NULL, u.id, NOW + 1, &u, &err), KG_OK);
     assert_int_equal(kg_keys_state(&fx->kc, &rec, NOW + 2), KG_KEY_DISABLED);
     assert_string_equal(kg_key_state_str(KG_KEY_DISABLED), "disabled");
-    arr = json_pack("[{s:s, s:s}, {s:s, s:s}]", "user_id", u.id, "state", "active", "user_id",
-                    u.id, "state", "revoked");
+    arr = json_pack("[{s:s, s:s}, {s:s, s:s}]", "user_id", u.id, "state", "active", "user_id", u.id,
+                    "state", "revoked");
     kg_keys_mark_disabled(&fx->kc, arr);
     assert_string_equal(json_string_value(json_object_get(json_array_get(arr, 0), "state")),
                         "disabled");
@@ -1094,9 +1094,9 @@ test_the_tenants_key_max_lifetime_refuses_longer_keys(void **state)
 
     /* Only the store knows the owner's tenant: a create-time rule, not a pre-check. */
     key = NULL;
-    assert_int_equal(
-        kg_keys_create(&fx->kc, NULL, &(struct kg_key_new){.name = "forever"}, NOW, &rec, &key, &err),
-        KG_EINVAL);
+    assert_int_equal(kg_keys_create(&fx->kc, NULL, &(struct kg_key_new){.name = "forever"}, NOW,
+                                    &rec, &key, &err),
+                     KG_EINVAL);
     assert_non_null(strstr(err.msg, "expires is required"));
     assert_int_equal(kg_keys_create(&fx->kc, NULL,
                                     &(struct kg_key_new){.name = "long", .expires = "365d"}, NOW,
@@ -1152,4 +1152,3 @@ main(void)
 #undef T
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
-
