@@ -487,10 +487,10 @@ print_key_fields(const struct kg_key_rec *rec, enum kg_key_state state, int64_t 
  * its usage, in_use (may be NULL) the rotation line, in_use_v the same for
  * scripts. */
 static int
-print_key(const struct kg_key_rec *rec, int64_t now, bool json, const struct kg_key_usage *u,
-          const char *in_use, enum kg_key_in_use in_use_v)
+print_key(const struct kg_keys_ctx *kc, const struct kg_key_rec *rec, int64_t now, bool json,
+          const struct kg_key_usage *u, const char *in_use, enum kg_key_in_use in_use_v)
 {
-    enum kg_key_state state = kg_key_state_of(rec, now);
+    enum kg_key_state state = kg_keys_state(kc, rec, now); /* "disabled" with its owner */
     json_t *o;
 
     if (!json) {
@@ -569,7 +569,7 @@ keys_show(int argc, char **argv, const char *config)
     }
     now = kg_time_now();
     in_use_v = rotation_in_use(&kc, &rec, now, in_use, sizeof(in_use));
-    ex = print_key(&rec, now, json, &usage, in_use[0] != '\0' ? in_use : NULL, in_use_v);
+    ex = print_key(&kc, &rec, now, json, &usage, in_use[0] != '\0' ? in_use : NULL, in_use_v);
 cleanup:
     kg_instance_close(inst);
     return ex;
@@ -709,7 +709,7 @@ keys_update(int argc, char **argv, const char *config)
         ex = kg_cli_fail(rc, &err);
         goto cleanup;
     }
-    ex = print_key(&rec, now, json, NULL, NULL, KG_KEY_IN_USE_NONE);
+    ex = print_key(&kc, &rec, now, json, NULL, NULL, KG_KEY_IN_USE_NONE);
 cleanup:
     kg_instance_close(inst);
     return ex;
