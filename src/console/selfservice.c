@@ -606,11 +606,14 @@ kg_selfservice_is_api(const char *path)
 static bool
 key_path(const char *path, char *id, size_t cap, const char **action)
 {
-    const char *p = path + strlen("api/keys/");
-    const char *slash = strchr(p, '/');
+    const char *p, *slash;
 
-    if (strncmp(path, "api/keys/", 9) != 0 || slash == NULL || slash == p ||
-        (size_t)(slash - p) >= cap)
+    /* The prefix first: a shorter path ("api/keys") has nothing past it. */
+    if (strncmp(path, "api/keys/", 9) != 0)
+        return false;
+    p = path + 9;
+    slash = strchr(p, '/');
+    if (slash == NULL || slash == p || (size_t)(slash - p) >= cap)
         return false;
     memcpy(id, p, (size_t)(slash - p));
     id[slash - p] = '\0';
