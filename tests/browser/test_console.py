@@ -187,6 +187,10 @@ def main():
             text = f.read()
         for secret in SECRETS:
             check(secret not in text, "a key or password reached the daemon's log")
+        for report in ("ERROR: AddressSanitizer", "ERROR: LeakSanitizer", "runtime error:"):
+            check(report not in text, "a sanitizer report in the daemon's log")
+        check(daemon is None or daemon.returncode == 0,
+              "the daemon exited with %s" % (daemon.returncode if daemon else None))
         shutil.rmtree(tmp, ignore_errors=True)
     print("browser_console: all checks passed")
 
