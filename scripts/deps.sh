@@ -37,6 +37,8 @@ if [[ ${1:-} == --test ]]; then
     valgrind
     # shared rate limits (limits redis://): the tests start their own redis-server
     redis-server
+    # tests/browser/test_console.py: the web console in a real headless Chromium
+    chromium chromium-driver python3-selenium
   )
 elif [[ $# -ne 0 ]]; then
   echo "usage: $0 [--test]" >&2

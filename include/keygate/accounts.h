@@ -37,6 +37,29 @@ enum kg_status kg_accounts_check_tier(const char *tier, struct kg_err *err);
 enum kg_status kg_accounts_normalise_email(const char *email, char out[KG_EMAIL_MAX],
                                            struct kg_err *err);
 
+/* ---- passwords (signup, `keygate users passwd`, the admin API) ---- */
+
+#define KG_PASSWORD_MIN 12   /* characters (code points of UTF-8) */
+#define KG_PASSWORD_MAX 1024 /* bytes: bounds the hashing work a request can ask for */
+
+/* The one password rule: KG_PASSWORD_MIN to KG_PASSWORD_MAX with a letter
+ * (any non-ASCII character counts) and a digit. KG_EINVAL "password …". */
+enum kg_status kg_accounts_check_password(const char *pw, struct kg_err *err);
+
+/* Checks pw and hashes it with Argon2id (crypto_pwhash_str, interactive
+ * limits: about 64 MiB and tens of milliseconds, so never on an event
+ * loop) into out. KG_ENOMEM when the hash cannot be made. */
+enum kg_status kg_accounts_hash_password(const char *pw, char out[KG_PWHASH_MAX],
+                                         struct kg_err *err);
+
+/* Sets user id's password (checked and hashed here), audited as
+ * user.update {"password": "changed"}. The store ends every console
+ * session of the user in the same transaction. KG_ENOTFOUND as for
+ * kg_accounts_user_get(). */
+enum kg_status kg_accounts_user_set_password(const struct kg_keys_ctx *kc, const char *fence,
+                                             const char *id, const char *password, int64_t now,
+                                             struct kg_user_rec *out, struct kg_err *err);
+
 /* ---- tenants ---- */
 
 struct kg_tenant_new {

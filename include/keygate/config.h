@@ -77,6 +77,21 @@ struct kg_cost {
 
 #define KG_MAX_CRED_HEADERS 8
 
+/* scope NAME "description": the scope catalogue the console's picker shows. */
+struct kg_scope_desc {
+    char *name;
+    char *description;
+    int line;
+};
+
+/* tenant NAME key_max_lifetime DURATION: a tenant's key policy; NAME "*"
+ * is every tenant without a line of its own. */
+struct kg_tenant_policy {
+    char *tenant;
+    int64_t key_max_lifetime_s; /* 0 = no limit */
+    int line;
+};
+
 /* Fields are read-only after kg_config_load(). Strings are owned by the config.
  * It holds no pointer into itself, so a struct copy moves it (cfgswap.c). */
 struct kg_config {
@@ -152,6 +167,17 @@ struct kg_config {
     char *tls_key;         /* PEM private key file, or NULL */
     char *tls_priorities;  /* GnuTLS priority string */
     char *upstream_ca;     /* PEM bundle an https upstream is verified with; NULL: system CAs */
+    /* The web console (src/console/): served under console_path on the
+     * public listener; sessions last console_session_ttl_ms at most and end
+     * after console_session_idle_ms without a request. */
+    bool console;
+    char *console_path; /* normalised path ending in '/', "/console/" */
+    int64_t console_session_ttl_ms;
+    int64_t console_session_idle_ms;
+    struct kg_scope_desc *scope_catalog;
+    size_t nscope_catalog;
+    struct kg_tenant_policy *tenant_policies;
+    size_t ntenant_policies;
 };
 
 /* Receives one "file:line: message" (or "KEYGATE_X: message") per problem. */
@@ -188,6 +214,13 @@ bool kg_config_signup_warning(const struct kg_config *cfg, char *buf, size_t cap
 
 /* The tier called name, or NULL when the config has none (no tier limit). */
 const struct kg_tier *kg_config_tier(const struct kg_config *cfg, const char *name);
+
+/* The longest lifetime tenant's policy allows a new key, in seconds (its
+ * own `tenant` line, else the one of "*"); 0 = no limit. */
+int64_t kg_config_key_max_lifetime(const struct kg_config *cfg, const char *tenant);
+
+/* The description of scope name in the catalogue, or NULL when it has none. */
+const char *kg_config_scope_description(const struct kg_config *cfg, const char *name);
 
 /* Checks a key_prefix: 1..32 characters of [A-Za-z0-9_]. */
 bool kg_config_prefix_ok(const char *prefix);

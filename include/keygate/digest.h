@@ -46,6 +46,11 @@ void kg_digest_compute(const struct kg_secret *s, const char *key, size_t len,
 void kg_digest_audit_key(const struct kg_secret *s, unsigned char out[KG_AUDIT_KEY_BYTES]);
 
 /* Constant-time comparison of two digests. */
+/* A 32-byte key for one purpose, derived from the secret and label (keyed
+ * BLAKE2b), so that keys for different jobs (console session digests, CSRF
+ * tokens) never equal each other or the key digest's. Pure. */
+void kg_digest_subkey(const struct kg_secret *s, const char *label, unsigned char out[32]);
+
 bool kg_digest_equal(const unsigned char a[KG_DIGEST_BYTES],
                      const unsigned char b[KG_DIGEST_BYTES]);
 

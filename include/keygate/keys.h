@@ -30,6 +30,9 @@
 
 #include <stdbool.h>
 #include <stdint.h>
+
+#include <jansson.h>
+
 #include "keygate/config.h"
 #include "keygate/digest.h"
 #include "keygate/status.h"
@@ -95,12 +98,12 @@ enum kg_status kg_keys_check_new(const struct kg_key_new *req, int64_t now, stru
  * created_at = now, req's credits (unlimited without) and metadata "{}", audited as key.create
  * (with tenant.create / user.create before it when a default owner had to
  * be made). KG_EINVAL "scopes exceed the user's role: X" when the owner's
- * role does not grant scope X; KG_ENOTFOUND: no such user or tenant (or
- * fenced off); KG_ECONFLICT: the user or tenant is disabled.
- * On KG_OK *rec_out holds the stored record and *key_out the full key
- * (NUL-terminated, sodium_malloc'd): the only time it exists outside the
- * client. The caller owns it and must kg_keys_key_free() it. On error
- * *key_out is NULL and nothing was stored. */
+ * role does not grant scope X; KG_EINVAL "expires …" when the tenant's
+ * key_max_lifetime (config) forbids no expiry or a later one; KG_ENOTFOUND: no such user or tenant
+ * (or fenced off); KG_ECONFLICT: the user or tenant is disabled. On KG_OK *rec_out holds the stored
+ * record and *key_out the full key (NUL-terminated, sodium_malloc'd): the only time it exists
+ * outside the client. The caller owns it and must kg_keys_key_free() it. On error *key_out is NULL
+ * and nothing was stored. */
 enum kg_status kg_keys_create(const struct kg_keys_ctx *kc, const char *fence,
                               const struct kg_key_new *req, int64_t now, struct kg_key_rec *rec_out,
                               char **key_out, struct kg_err *err);
@@ -151,6 +154,35 @@ enum kg_status kg_keys_revoke(const struct kg_keys_ctx *kc, const char *fence, c
 enum kg_status kg_keys_rotate(const struct kg_keys_ctx *kc, const char *fence, const char *old_id,
                               int64_t grace_s, int64_t now, struct kg_key_rec *fresh_out,
                               struct kg_key_rec *old_out, char **key_out, struct kg_err *err);
+
+/* Replaces id with a new key shown once, as the console's Regenerate does:
+ * allowed for an active key and for an expired one (the Avala v2 page:
+ * regenerate an expired key to restore access); a revoked key stays
+ * revoked (KG_ECONFLICT), and so does one already rotated or regenerated.
+ * The new key carries the old one's name, scopes, owner, limits, usage and
+ * metadata; a key that had an expiry gets the same lifetime again from now
+ * (capped by the tenant's key_max_lifetime), one without stays without.
+ * The old key is revoked at now and records the new id in rotated_to, in
+ * one transaction with the key.regenerate audit entry. Outputs as for
+ * kg_keys_rotate(). */
+enum kg_status kg_keys_regenerate(const struct kg_keys_ctx *kc, const char *fence, const char *id,
+                                  int64_t now, struct kg_key_rec *fresh_out,
+                                  struct kg_key_rec *old_out, char **key_out, struct kg_err *err);
+
+/* The state people are shown for rec at now: its own (kg_key_state_of()),
+ * but KG_KEY_DISABLED for a key that is not revoked while its user or the
+ * user's tenant is disabled (it authenticates nothing until they are
+ * enabled). Reads the owner and its tenant from the store; a store error
+ * leaves the key's own state. */
+enum kg_key_state kg_keys_state(const struct kg_keys_ctx *kc, const struct kg_key_rec *rec,
+                                int64_t now);
+
+/* After a listing walk (whose callback must not use the store): sets the
+ * "state" member of every key object of the array keys (kg_render_key_json()
+ * shape) that is not "revoked" to "disabled" when its "user_id" names a
+ * disabled user or a user of a disabled tenant, as kg_keys_state() would.
+ * Reads each distinct owner once per run of equal user ids. */
+void kg_keys_mark_disabled(const struct kg_keys_ctx *kc, json_t *keys);
 
 /* True when every scope of the list scopes is granted by some scope of the
  * list granting ("" grants nothing, "*" everything). On false, bad (badlen

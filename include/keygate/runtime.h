@@ -26,13 +26,18 @@ struct kg_runtime {
     struct kg_cfgswap *config; /* the current config: kg_cfgswap_acquire() it */
     const struct kg_secret *secret;
     struct kg_keycache *keys;
-    struct kg_worker *worker;         /* blocking jobs (signup), or NULL when signup is off */
+    struct kg_worker *worker; /* blocking jobs (signup, console), or NULL when both are off */
     struct kg_throttle *signup_limit; /* signup attempts per client IP, or NULL */
     /* The brute-force throttle (auth_throttle), both NULL when it is off:
      * failed authentications per client IP, and the cool-down of an IP
      * that ran out of them (1 per cool-down: taken when it trips). */
     struct kg_throttle *auth_failures;
     struct kg_throttle *auth_cooldown;
+    /* The console's failed sign-ins per login, and its cool-down (the
+     * auth_throttle allowance); both NULL when the console or the throttle
+     * is off. Per IP the console uses auth_failures/auth_cooldown. */
+    struct kg_throttle *login_failures;
+    struct kg_throttle *login_cooldown;
     struct kg_tls *tls; /* both listeners' certificate (server/tls.c), or NULL without TLS */
     struct kg_accesslog *accesslog; /* never NULL while the loops run; may be off */
     struct kg_keywatch *keywatch;   /* asks the store about an unknown key, or NULL */

@@ -18,13 +18,11 @@
 #define KEYGATE_SIGNUP_H
 
 #include <stdint.h>
+#include "keygate/accounts.h"
 #include "keygate/json_io.h"
 #include "keygate/keys.h"
 #include "keygate/status.h"
 #include "keygate/store.h"
-
-#define KG_PASSWORD_MIN 10   /* characters (bytes of UTF-8) */
-#define KG_PASSWORD_MAX 1024 /* bounds the hashing work a request can ask for */
 
 /* What a client sent; strings borrowed. */
 struct kg_signup_req {
@@ -42,8 +40,8 @@ struct kg_signup_req {
 size_t kg_signup_fields(struct kg_signup_req *req, struct kg_jfield out[KG_SIGNUP_FIELDS]);
 
 /* Checks the request without a store: e-mail shape (the accounts core's
- * rule), password strength (at least KG_PASSWORD_MIN characters with a
- * letter and a digit), names. Cheap: an edge may call it before queueing. */
+ * rule), password (kg_accounts_check_password()), names. Cheap: an edge may call it before
+ * queueing. */
 enum kg_status kg_signup_check(const struct kg_signup_req *req, struct kg_err *err);
 
 /* Creates the account: checks req, hashes the password, makes the user

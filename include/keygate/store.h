@@ -138,11 +138,14 @@ struct kg_page {
     size_t limit;       /* at most this many rows; 0 = no limit */
 };
 
-enum kg_key_state { KG_KEY_ACTIVE = 0, KG_KEY_EXPIRED, KG_KEY_REVOKED };
+/* KG_KEY_DISABLED is never a key's own state (kg_key_state_of() does not
+ * return it): it is what people are shown for a key that is not revoked
+ * but whose user or tenant is disabled (kg_keys_state() in keys.h). */
+enum kg_key_state { KG_KEY_ACTIVE = 0, KG_KEY_EXPIRED, KG_KEY_REVOKED, KG_KEY_DISABLED };
 
 /* State of rec at time now: revoked wins over expired. */
 enum kg_key_state kg_key_state_of(const struct kg_key_rec *rec, int64_t now);
-/* "active", "expired", "revoked". */
+/* "active", "expired", "revoked", "disabled". */
 const char *kg_key_state_str(enum kg_key_state st);
 /* Parses "active|expired|revoked"; "all" sets *all. KG_EINVAL otherwise. */
 enum kg_status kg_key_state_parse(const char *s, enum kg_key_state *out, bool *all,
@@ -394,11 +397,52 @@ enum kg_status kg_store_user_by_email(struct kg_store *st, const char *email,
 enum kg_status kg_store_user_update(struct kg_store *st, const struct kg_user_rec *rec,
                                     const struct kg_audit_entry *audit, struct kg_err *err);
 
+/* By username across every tenant, for signing in: KG_ENOTFOUND when no
+ * user or more than one (in different tenants) has it, so a sign-in with
+ * an ambiguous username fails like an unknown one. */
+enum kg_status kg_store_user_by_username(struct kg_store *st, const char *username,
+                                         struct kg_user_rec *out, struct kg_err *err);
+
 /* Users oldest first (created_at, id), one page; tenant NULL = every tenant. */
 typedef bool (*kg_store_user_cb)(const struct kg_user_rec *rec, void *ctx);
 enum kg_status kg_store_user_list(struct kg_store *st, const char *tenant,
                                   const struct kg_page *page, kg_store_user_cb cb, void *ctx,
                                   char *next, struct kg_err *err);
+
+/* ---- console sessions (sql/009_console.sql) ----
+ *
+ * Only the keyed digest of a session token is stored. Rows of a user go
+ * when its password changes or it or its tenant is disabled (triggers, in
+ * the transaction of that change). Times are Unix seconds. */
+struct kg_session_rec {
+    unsigned char digest[KG_DIGEST_BYTES];
+    char user_id[KG_ID_MAX];
+    int64_t created_at;
+    int64_t expires_at;   /* absolute end: created_at + console_session_ttl */
+    int64_t last_seen_at; /* the idle timeout counts from here */
+};
+
+/* Inserts rec, and deletes every session whose expires_at is not after
+ * rec->created_at (housekeeping), in one transaction. KG_ENOTFOUND: no
+ * user rec->user_id. KG_ECONFLICT: the digest exists. */
+enum kg_status kg_store_session_insert(struct kg_store *st, const struct kg_session_rec *rec,
+                                       struct kg_err *err);
+
+/* The session with this digest whose user and tenant are enabled.
+ * KG_ENOTFOUND otherwise (whatever the reason, the same words). */
+enum kg_status kg_store_session_get(struct kg_store *st,
+                                    const unsigned char digest[KG_DIGEST_BYTES],
+                                    struct kg_session_rec *out, struct kg_err *err);
+
+/* Sets last_seen_at to now. A missing session is not an error. */
+enum kg_status kg_store_session_touch(struct kg_store *st,
+                                      const unsigned char digest[KG_DIGEST_BYTES], int64_t now,
+                                      struct kg_err *err);
+
+/* Deletes the session with this digest; a missing one is not an error. */
+enum kg_status kg_store_session_delete(struct kg_store *st,
+                                       const unsigned char digest[KG_DIGEST_BYTES],
+                                       struct kg_err *err);
 
 /* ---- audit trail ---- */
 

@@ -72,6 +72,7 @@ static const struct route routes[] = {
     {"GET", "/v1/users/{}", S_USERS, false, admin_users_get},
     {"PATCH", "/v1/users/{}", S_USERS, false, admin_users_update},
     {"POST", "/v1/users/{}/disable", S_USERS, false, admin_users_disable},
+    {"POST", "/v1/users/{}/password", S_USERS, false, admin_users_password},
     {"POST", "/v1/tenants", S_TENANTS, true, admin_tenants_create},
     {"GET", "/v1/tenants", S_TENANTS, true, admin_tenants_list},
     {"GET", "/v1/tenants/{}", S_TENANTS, true, admin_tenants_get},

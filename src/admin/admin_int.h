@@ -153,6 +153,7 @@ void admin_users_list(struct admin_call *c);
 void admin_users_get(struct admin_call *c);
 void admin_users_update(struct admin_call *c);
 void admin_users_disable(struct admin_call *c);
+void admin_users_password(struct admin_call *c);
 void admin_tenants_create(struct admin_call *c);
 void admin_tenants_list(struct admin_call *c);
 void admin_tenants_get(struct admin_call *c);

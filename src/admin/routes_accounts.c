@@ -9,6 +9,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "admin/admin_int.h"
 #include "keygate/accounts.h"
 #include "keygate/keys.h"
@@ -261,6 +263,36 @@ admin_users_disable(struct admin_call *c)
         return;
     }
     admin_reload_keys(c);
+    admin_reply(c, 200, user_json(&u));
+}
+
+/* POST /v1/users/{id}/password {"password": "..."}: Argon2id on this
+ * thread (the admin listener's own, never a request loop); the user's
+ * console sessions end in the same transaction. The body is wiped. */
+void
+admin_users_password(struct admin_call *c)
+{
+    struct kg_keys_ctx kc = accounts_ctx(c);
+    const char *password = NULL;
+    const struct kg_jfield fields[] = {
+        {.name = "password", .type = KG_JSTRING, .required = true, .out = &password},
+    };
+    struct kg_user_rec u;
+    struct kg_err err = {{0}};
+    json_t *root = NULL;
+    enum kg_status rc;
+
+    if (!admin_query_check(c, (const char *const[]){NULL}) ||
+        !admin_decode(c, fields, sizeof(fields) / sizeof(fields[0]), &root))
+        return;
+    rc = kg_accounts_user_set_password(&kc, c->fence, c->id, password, c->now, &u, &err);
+    if (password != NULL)
+        sodium_memzero((char *)password, strlen(password));
+    json_decref(root);
+    if (rc != KG_OK) {
+        admin_fail_status(c, rc, &err);
+        return;
+    }
     admin_reply(c, 200, user_json(&u));
 }
 

@@ -24,11 +24,14 @@ keys_ctx(const struct admin_call *c)
                                 .actor = c->caller.actor};
 }
 
-/* A key as `keygate keys show --json` prints it (manage/render.c owns the shape). */
+/* A key as `keygate keys show --json` prints it (manage/render.c owns the
+ * shape), its state as people see it: "disabled" while its owner is. */
 static json_t *
-key_json(const struct kg_key_rec *rec, int64_t now, bool detail)
+key_json(const struct admin_call *c, const struct kg_key_rec *rec, bool detail)
 {
-    return kg_render_key_json(rec, kg_key_state_of(rec, now), detail);
+    struct kg_keys_ctx kc = keys_ctx(c);
+
+    return kg_render_key_json(rec, kg_keys_state(&kc, rec, c->now), detail);
 }
 
 /* Adds "usage" (exact: the store's totals plus what this process counted
@@ -124,7 +127,7 @@ admin_keys_create(struct admin_call *c)
         goto cleanup;
     }
     admin_reload_keys(c);
-    reply_with_key(c, 201, key_json(rec, c->now, true), key);
+    reply_with_key(c, 201, key_json(c, rec, true), key);
 
 cleanup:
     kg_keys_key_free(key);
@@ -138,13 +141,14 @@ struct list_ctx {
     bool failed;
 };
 
+/* During the walk the store may not be read: the owner's part of the state
+ * is added after it (kg_keys_mark_disabled). */
 static bool
 list_one(const struct kg_key_rec *rec, enum kg_key_state state, void *p)
 {
     struct list_ctx *lc = p;
-    json_t *o = key_json(rec, lc->now, false);
+    json_t *o = kg_render_key_json(rec, state, false);
 
-    (void)state;
     if (o == NULL || json_array_append_new(lc->data, o) != 0) {
         lc->failed = true;
         return false;
@@ -181,6 +185,21 @@ list_extras(struct admin_call *c, const struct kg_keys_ctx *kc, json_t *data)
     }
     free(rec);
     return ok;
+}
+
+static void
+drop_other_states(json_t *data, const char *want)
+{
+    size_t i = 0;
+
+    while (i < json_array_size(data)) {
+        const char *st = json_string_value(json_object_get(json_array_get(data, i), "state"));
+
+        if (st != NULL && strcmp(st, want) != 0)
+            json_array_remove(data, i);
+        else
+            i++;
+    }
 }
 
 void
@@ -221,7 +240,12 @@ admin_keys_list(struct admin_call *c)
         admin_fail(c, 500, "Internal error");
         goto cleanup;
     }
-    /* After the walk: its callback must not call into the store. */
+    /* After the walk: its callback must not call into the store. A key of
+     * a disabled owner reads "disabled", and a listing of one state keeps
+     * only keys in that state as people see it. */
+    kg_keys_mark_disabled(&kc, lc.data);
+    if (!filter.all_states)
+        drop_other_states(lc.data, kg_key_state_str(filter.state));
     if (!list_extras(c, &kc, lc.data))
         goto cleanup;
     admin_reply_list(c, lc.data, next);
@@ -257,7 +281,7 @@ admin_keys_get(struct admin_call *c)
         return;
     }
     if (admin_query_check(c, (const char *const[]){NULL}) && get_key(c, rec)) {
-        json_t *o = key_json(rec, c->now, true);
+        json_t *o = key_json(c, rec, true);
 
         /* `keygate keys show --json`'s members: usage and still_in_use too. */
         if (o == NULL)
@@ -344,7 +368,7 @@ admin_keys_update(struct admin_call *c)
         goto cleanup;
     }
     admin_reload_keys(c);
-    admin_reply(c, 200, key_json(rec, c->now, true));
+    admin_reply(c, 200, key_json(c, rec, true));
 
 cleanup:
     json_decref(root);
@@ -373,7 +397,7 @@ admin_keys_revoke(struct admin_call *c)
     }
     /* Enforced by this daemon before the client hears it is done. */
     admin_reload_keys(c);
-    admin_reply(c, 200, key_json(rec, c->now, true));
+    admin_reply(c, 200, key_json(c, rec, true));
 
 cleanup:
     free(rec);
@@ -419,8 +443,8 @@ admin_keys_rotate(struct admin_call *c)
         goto cleanup;
     }
     admin_reload_keys(c);
-    doc = key_json(fresh, c->now, true);
-    prev = key_json(old, c->now, false);
+    doc = key_json(c, fresh, true);
+    prev = key_json(c, old, false);
     if (doc != NULL && (prev == NULL || json_object_set_new(doc, "previous", prev) != 0)) {
         json_decref(doc);
         doc = NULL;
@@ -437,6 +461,7 @@ cleanup:
 void
 admin_keys_usage(struct admin_call *c)
 {
+    struct kg_keys_ctx kc = keys_ctx(c);
     struct kg_key_rec *rec = calloc(1, sizeof(*rec));
     struct kg_key_usage u;
     struct kg_err err = {{0}};
@@ -459,7 +484,7 @@ admin_keys_usage(struct admin_call *c)
         u.last_used_at = rec->last_used_at;
     admin_reply(c, 200,
                 json_pack("{s:s, s:s, s:o, s:I, s:I, s:{s:I, s:I, s:I}}", "id", rec->id, "state",
-                          kg_key_state_str(kg_key_state_of(rec, c->now)), "last_used_at",
+                          kg_key_state_str(kg_keys_state(&kc, rec, c->now)), "last_used_at",
                           kg_json_io_time(u.last_used_at), "quota_used",
                           (json_int_t)kg_quota_stored_used(rec->quota_period, rec->quota_used,
                                                            rec->quota_period_start, c->now),

@@ -179,6 +179,13 @@ kg_digest_audit_key(const struct kg_secret *s, unsigned char out[KG_AUDIT_KEY_BY
                        s->bytes, KG_SECRET_BYTES);
 }
 
+void
+kg_digest_subkey(const struct kg_secret *s, const char *label, unsigned char out[32])
+{
+    crypto_generichash(out, 32, (const unsigned char *)label, strlen(label), s->bytes,
+                       KG_SECRET_BYTES);
+}
+
 bool
 kg_digest_equal(const unsigned char a[KG_DIGEST_BYTES], const unsigned char b[KG_DIGEST_BYTES])
 {

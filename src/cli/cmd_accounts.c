@@ -10,6 +10,10 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <string.h>
+#include <termios.h>
+#include <unistd.h>
+
+#include <sodium.h>
 
 #include "cli_int.h"
 #include "keygate/accounts.h"
@@ -129,6 +133,18 @@ static const char users_disable_usage[] =
     "\n"
     "Disables a user: every key of the user stops working at once (the daemon\n"
     "sees the change within a second). Users are never deleted.\n"
+    "\n"
+    "  --tenant TENANT     the tenant a username is looked up in\n"
+    "  -c, --config FILE   config file\n";
+
+static const char users_passwd_usage[] =
+    "usage: keygate users passwd USER [--tenant TENANT] [-c FILE]\n"
+    "\n"
+    "Sets the password USER signs in to the web console with. From a terminal\n"
+    "it is asked twice without echo; otherwise the first line of standard input\n"
+    "is the password (never an argument: argv is visible to other users). At\n"
+    "least 12 characters with a letter and a digit, at most 1024 bytes. Every\n"
+    "console session of the user ends.\n"
     "\n"
     "  --tenant TENANT     the tenant a username is looked up in\n"
     "  -c, --config FILE   config file\n";
@@ -614,6 +630,108 @@ users_update(int argc, char **argv, const char *config)
     return ex;
 }
 
+/* Reads one line into buf (cap bytes, sodium memory) without its line end;
+ * false when there is none or it does not fit. */
+static bool
+read_line(FILE *in, char *buf, size_t cap)
+{
+    size_t n;
+
+    if (fgets(buf, (int)cap, in) == NULL)
+        return false;
+    n = strlen(buf);
+    if (n > 0 && buf[n - 1] != '\n' && !feof(in))
+        return false; /* longer than the buffer: refused whole, not cut */
+    while (n > 0 && (buf[n - 1] == '\n' || buf[n - 1] == '\r'))
+        buf[--n] = '\0';
+    return true;
+}
+
+/* The password, asked twice without echo on a terminal, else the first
+ * line of stdin. Returns an exit code; pw holds it on KG_CLI_EXIT_OK. */
+static int
+read_password(const char *cmd, char *pw, char *again, size_t cap)
+{
+    struct termios old, quiet;
+    bool tty = isatty(STDIN_FILENO) && tcgetattr(STDIN_FILENO, &old) == 0;
+    bool ok;
+
+    if (!tty) {
+        if (!read_line(stdin, pw, cap)) {
+            fprintf(stderr,
+                    "keygate %s: no password on standard input (one line, at most %d "
+                    "bytes)\n",
+                    cmd, KG_PASSWORD_MAX);
+            return KG_CLI_EXIT_FAIL;
+        }
+        return KG_CLI_EXIT_OK;
+    }
+    quiet = old;
+    quiet.c_lflag &= ~(tcflag_t)ECHO;
+    fputs("New password: ", stderr);
+    fflush(stderr);
+    tcsetattr(STDIN_FILENO, TCSAFLUSH, &quiet);
+    ok = read_line(stdin, pw, cap);
+    fputs("\nRepeat it: ", stderr);
+    fflush(stderr);
+    ok = read_line(stdin, again, cap) && ok;
+    tcsetattr(STDIN_FILENO, TCSAFLUSH, &old);
+    fputs("\n", stderr);
+    if (!ok || strcmp(pw, again) != 0) {
+        fprintf(stderr, "keygate %s: the two passwords differ\n", cmd);
+        return KG_CLI_EXIT_FAIL;
+    }
+    return KG_CLI_EXIT_OK;
+}
+
+static int
+users_passwd(int argc, char **argv, const char *config)
+{
+    const char *cmd = "users passwd";
+    const char *tenant = NULL;
+    const struct kg_cli_opt opts[] = {
+        {.name = "tenant", .metavar = "TENANT", .value = &tenant},
+        {0},
+    };
+    struct kg_cli_args a = {.config = config};
+    char actor[KG_AUDIT_ACTOR_MAX];
+    struct kg_instance *inst = NULL;
+    struct kg_err err = {{0}};
+    struct kg_user_rec u;
+    struct kg_keys_ctx kc;
+    /* One byte more than the rule allows, so a longer line is told apart. */
+    size_t cap = KG_PASSWORD_MAX + 3;
+    char *pw = NULL, *again = NULL;
+    enum kg_status rc;
+    int ex;
+
+    ex = kg_cli_parse_or_help(cmd, users_passwd_usage, argc, argv, opts, 1, &a);
+    if (ex >= 0)
+        return ex;
+    if (sodium_init() < 0 || (pw = sodium_malloc(cap)) == NULL ||
+        (again = sodium_malloc(cap)) == NULL) {
+        fprintf(stderr, "keygate %s: out of memory\n", cmd);
+        ex = KG_CLI_EXIT_FAIL;
+        goto cleanup;
+    }
+    ex = open_user(cmd, &a, tenant, &inst, &kc, actor, &u);
+    if (ex != KG_CLI_EXIT_OK)
+        goto cleanup;
+    ex = read_password(cmd, pw, again, cap);
+    if (ex != KG_CLI_EXIT_OK)
+        goto cleanup;
+    rc = kg_accounts_user_set_password(&kc, NULL, u.id, pw, kg_time_now(), &u, &err);
+    if (rc != KG_OK)
+        ex = kg_cli_fail(rc, &err);
+    else
+        printf("password set for %s\n", u.id);
+cleanup:
+    sodium_free(pw); /* wipes */
+    sodium_free(again);
+    kg_instance_close(inst);
+    return ex;
+}
+
 static int
 users_disable(int argc, char **argv, const char *config)
 {
@@ -660,6 +778,7 @@ static const struct kg_cli_subverb user_verbs[] = {
     {"show", users_show, "show one user"},
     {"update", users_update, "change a user's role, tier, names, e-mail or admin flag"},
     {"disable", users_disable, "disable a user and stop all of its keys"},
+    {"passwd", users_passwd, "set a user's console password (from a terminal or stdin)"},
 };
 
 int

@@ -400,6 +400,9 @@ keys_list(int argc, char **argv, const char *config)
     }
     if (rc == KG_OK)
         rc = kg_keys_list(&kc, NULL, &filter, NULL, now, list_row, &w, NULL, &err);
+    /* The walk cannot read owners: a key of a disabled one reads "disabled" after it. */
+    if (rc == KG_OK && !lc.failed)
+        kg_keys_mark_disabled(&kc, lc.arr != NULL ? lc.arr : w.rows);
     if (rc == KG_OK && !lc.failed)
         rc = add_list_usage(&kc, lc.arr != NULL ? lc.arr : w.rows, now, &err);
     if (rc == KG_OK && !lc.failed && lc.arr == NULL)
@@ -484,10 +487,10 @@ print_key_fields(const struct kg_key_rec *rec, enum kg_key_state state, int64_t 
  * its usage, in_use (may be NULL) the rotation line, in_use_v the same for
  * scripts. */
 static int
-print_key(const struct kg_key_rec *rec, int64_t now, bool json, const struct kg_key_usage *u,
-          const char *in_use, enum kg_key_in_use in_use_v)
+print_key(const struct kg_keys_ctx *kc, const struct kg_key_rec *rec, int64_t now, bool json,
+          const struct kg_key_usage *u, const char *in_use, enum kg_key_in_use in_use_v)
 {
-    enum kg_key_state state = kg_key_state_of(rec, now);
+    enum kg_key_state state = kg_keys_state(kc, rec, now); /* "disabled" with its owner */
     json_t *o;
 
     if (!json) {
@@ -566,7 +569,7 @@ keys_show(int argc, char **argv, const char *config)
     }
     now = kg_time_now();
     in_use_v = rotation_in_use(&kc, &rec, now, in_use, sizeof(in_use));
-    ex = print_key(&rec, now, json, &usage, in_use[0] != '\0' ? in_use : NULL, in_use_v);
+    ex = print_key(&kc, &rec, now, json, &usage, in_use[0] != '\0' ? in_use : NULL, in_use_v);
 cleanup:
     kg_instance_close(inst);
     return ex;
@@ -706,7 +709,7 @@ keys_update(int argc, char **argv, const char *config)
         ex = kg_cli_fail(rc, &err);
         goto cleanup;
     }
-    ex = print_key(&rec, now, json, NULL, NULL, KG_KEY_IN_USE_NONE);
+    ex = print_key(&kc, &rec, now, json, NULL, NULL, KG_KEY_IN_USE_NONE);
 cleanup:
     kg_instance_close(inst);
     return ex;

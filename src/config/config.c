@@ -150,6 +150,16 @@ static const struct kg_cfg_directive directives[] = {
      .want = "a GnuTLS priority string such as " KG_TLS_DEFAULT_PRIORITIES},
     {.name = "upstream_ca", .kind = K_STRING, .off = OFF(upstream_ca), .env = "KEYGATE_UPSTREAM_CA",
      .check = kg_cfg_check_path, .want = "a PEM file path"},
+    {.name = "console", .kind = K_BOOL, .def = "off", .off = OFF(console), .env = "KEYGATE_CONSOLE"},
+    {.name = "console_path", .kind = K_STRING, .def = "/console/", .off = OFF(console_path),
+     .check = kg_cfg_check_console_path,
+     .want = "a normalised absolute path ending in / such as /console/"},
+    {.name = "console_session_ttl", .kind = K_DURATION, .def = "12h",
+     .off = OFF(console_session_ttl_ms)},
+    {.name = "console_session_idle", .kind = K_DURATION, .def = "1h",
+     .off = OFF(console_session_idle_ms)},
+    {.name = "scope", .kind = K_CUSTOM, .parse = kg_cfg_parse_scope, .multi = true},
+    {.name = "tenant", .kind = K_CUSTOM, .parse = kg_cfg_parse_tenant, .multi = true},
 };
 /* clang-format on */
 
@@ -878,5 +888,14 @@ kg_config_free(struct kg_config *cfg)
     free(cfg->tls_key);
     free(cfg->tls_priorities);
     free(cfg->upstream_ca);
+    free(cfg->console_path);
+    for (size_t i = 0; i < cfg->nscope_catalog; i++) {
+        free(cfg->scope_catalog[i].name);
+        free(cfg->scope_catalog[i].description);
+    }
+    free(cfg->scope_catalog);
+    for (size_t i = 0; i < cfg->ntenant_policies; i++)
+        free(cfg->tenant_policies[i].tenant);
+    free(cfg->tenant_policies);
     free(cfg);
 }

@@ -84,6 +84,7 @@ bool kg_cfg_check_url_path(const char *v);
 bool kg_cfg_check_fa_prefix(const char *v);
 bool kg_cfg_check_scope_list(const char *v);
 bool kg_cfg_check_signup_role(const char *v);
+bool kg_cfg_check_console_path(const char *v);
 bool kg_cfg_choose_error_style(const char *v, int *out);
 bool kg_cfg_choose_mode(const char *v, int *out);
 bool kg_cfg_choose_log_level(const char *v, int *out);
@@ -115,5 +116,12 @@ enum kg_status kg_cfg_parse_default_rate(struct kg_cfg_loader *ld, const struct 
                                          const char *const *argv, size_t argc);
 enum kg_status kg_cfg_parse_tier(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d,
                                  const char *const *argv, size_t argc);
+
+/* ---- catalog.c: the console's scope catalogue and tenant policies ---- */
+
+enum kg_status kg_cfg_parse_scope(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d,
+                                  const char *const *argv, size_t argc);
+enum kg_status kg_cfg_parse_tenant(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d,
+                                   const char *const *argv, size_t argc);
 
 #endif

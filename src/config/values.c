@@ -198,6 +198,16 @@ kg_cfg_check_url_path(const char *v)
     return kg_cfg_pattern_normal(v, n, false);
 }
 
+/* console_path: a path like signup_path that ends in '/', since the
+ * console's page and API live below it. */
+bool
+kg_cfg_check_console_path(const char *v)
+{
+    size_t n = strlen(v);
+
+    return n >= 2 && v[n - 1] == '/' && kg_cfg_check_url_path(v);
+}
+
 /* forward_auth_prefix: a path like signup_path, not "/" (it would remove
  * nothing), or "" for none. */
 bool

@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -163,17 +164,32 @@ start_auth_throttle(struct daemon_state *ds, struct kg_err *err)
                            &ds->rt.auth_cooldown, err);
 }
 
-/* The signup endpoint's worker and per-IP limit, only when signup is on. */
+/* The worker thread (blocking jobs: signup, the console) and what each
+ * needs: signup's per-IP limit, the console's failed sign-ins per account
+ * (the same allowance and cool-down as auth_throttle's per IP). */
 static enum kg_status
 start_signup(struct daemon_state *ds, struct kg_err *err)
 {
+    const struct kg_config *cfg = ds->inst->cfg;
     enum kg_status rc;
 
-    if (!ds->inst->cfg->signup)
+    if (!cfg->signup && !cfg->console)
         return KG_OK;
-    rc = kg_throttle_new(SIGNUP_LIMIT, SIGNUP_PERIOD_MS, SIGNUP_CLIENTS, &ds->rt.signup_limit, err);
-    if (rc != KG_OK)
-        return rc;
+    if (cfg->signup) {
+        rc = kg_throttle_new(SIGNUP_LIMIT, SIGNUP_PERIOD_MS, SIGNUP_CLIENTS, &ds->rt.signup_limit,
+                             err);
+        if (rc != KG_OK)
+            return rc;
+    }
+    if (cfg->console && cfg->auth_throttle_count > 0) {
+        rc = kg_throttle_new(cfg->auth_throttle_count, cfg->auth_throttle_window_ms,
+                             AUTH_THROTTLE_CLIENTS, &ds->rt.login_failures, err);
+        if (rc == KG_OK)
+            rc = kg_throttle_new(1, cfg->auth_throttle_cooldown_ms, AUTH_THROTTLE_CLIENTS,
+                                 &ds->rt.login_cooldown, err);
+        if (rc != KG_OK)
+            return rc;
+    }
     return kg_worker_new(WORKER_QUEUE_MAX, worker_open_store, worker_close_store, &ds->rt,
                          &ds->rt.worker, err);
 }
@@ -597,6 +613,10 @@ kg_serve_main(int argc, char **argv)
             c->mode == KG_MODE_FORWARD_AUTH ? "forward_auth mode" : "upstream ",
             c->mode == KG_MODE_FORWARD_AUTH ? "" : c->upstream, ds.nloops, kg_keysnap_count(snap));
         kg_keycache_release(snap);
+        if (c->console)
+            kg_log_info("console on at %s (sessions %" PRId64 "s, idle %" PRId64 "s)",
+                        c->console_path, c->console_session_ttl_ms / 1000,
+                        c->console_session_idle_ms / 1000);
     }
     status = run(&ds);
 cleanup:
@@ -624,6 +644,8 @@ cleanup:
     kg_accesslog_free(ds.rt.accesslog);
     kg_worker_free(ds.rt.worker);
     kg_throttle_free(ds.rt.signup_limit);
+    kg_throttle_free(ds.rt.login_failures);
+    kg_throttle_free(ds.rt.login_cooldown);
     kg_throttle_free(ds.rt.auth_failures);
     kg_throttle_free(ds.rt.auth_cooldown);
     kg_keycache_free(ds.rt.keys);

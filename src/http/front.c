@@ -706,6 +706,9 @@ decide_first(struct kg_req *req, struct MHD_Connection *conn, const char *method
     if (own && cfg->signup && strcmp(method, "POST") == 0 &&
         strcmp(req->path, cfg->signup_path) == 0)
         return front_signup_start(req, conn, &sc);
+    /* The console's page and API are keygate's own: never proxied. */
+    if (own && front_console_owns(req, method))
+        return front_console_start(req, conn, method, &sc);
     return admit(req, conn, method, &sc, own);
 }
 
@@ -826,6 +829,8 @@ access_handler(void *cls, struct MHD_Connection *conn, const char *url, const ch
     }
     if (req->phase == REQ_SIGNUP_BODY || req->phase == REQ_SIGNUP_WAIT)
         return front_signup_continue(req, conn, upload_data, upload_data_size);
+    if (req->phase == REQ_CONSOLE_BODY || req->phase == REQ_CONSOLE_WAIT)
+        return front_console_continue(req, conn, upload_data, upload_data_size);
     if (req->phase == REQ_DEFERRED) {
         *upload_data_size = 0;
         return send_deferred(req, conn);
@@ -937,6 +942,7 @@ request_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     request_logged(req, conn);
     kg_relay_free(req->x);
     front_signup_free(req->signup);
+    front_console_free(req->console);
     free(req->deferred);
     if (req->allow != NULL)
         MHD_destroy_response(req->allow);

@@ -38,7 +38,11 @@ enum req_phase {
     REQ_SIGNUP_WAIT,       /* suspended while the worker runs the signup */
     REQ_KEYWATCH,          /* suspended while the key watch asks the store (keywatch.h) */
     REQ_LIMITWAIT,         /* suspended while the shared limiter asks Redis (limiter.h) */
+    REQ_CONSOLE_BODY,      /* reading a console API request's body */
+    REQ_CONSOLE_WAIT,      /* suspended while the worker answers a console API request */
 };
+
+struct console_job;
 
 /* A signup in flight: the body, then the worker's answer. Owned by its
  * kg_req; the worker touches it only between submit and resume. */
@@ -75,6 +79,7 @@ struct kg_req {
     /* mode forward_auth: the 200 to send once the request is read */
     struct MHD_Response *allow;
     struct signup_job *signup;
+    struct console_job *console;
     bool has_body;
     bool body_done;
     bool deny_body_header; /* forward_auth: repeat our answer's body in X-Keygate-Deny-Body */
@@ -143,6 +148,14 @@ enum MHD_Result front_signup_start(struct kg_req *req, struct MHD_Connection *co
 enum MHD_Result front_signup_continue(struct kg_req *req, struct MHD_Connection *conn,
                                       const char *upload_data, size_t *upload_data_size);
 void front_signup_free(struct signup_job *j);
+
+/* front_console.c: the web console under console_path with `console on`. */
+bool front_console_owns(const struct kg_req *req, const char *method);
+enum MHD_Result front_console_start(struct kg_req *req, struct MHD_Connection *conn,
+                                    const char *method, const struct scan *sc);
+enum MHD_Result front_console_continue(struct kg_req *req, struct MHD_Connection *conn,
+                                       const char *upload_data, size_t *upload_data_size);
+void front_console_free(struct console_job *j);
 
 /* front_fwdauth.c: mode forward_auth. */
 void front_fa_capture(struct scan *sc, const char *key, const char *value);

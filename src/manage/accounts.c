@@ -15,6 +15,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sodium.h>
+
 #include "keygate/accounts.h"
 #include "keygate/audit.h"
 #include "keygate/json_io.h"
@@ -720,5 +722,73 @@ kg_accounts_default_user(const struct kg_keys_ctx *kc, const char *fence, const 
     rc = kg_accounts_user_create(kc, fence, &req, NULL, now, out, NULL, NULL, err);
     if (rc == KG_ECONFLICT)
         rc = kg_store_user_find(kc->store, tenant, KG_USER_DEFAULT, out, err);
+    return rc;
+}
+
+/* ---- passwords ---- */
+
+/* A letter is an ASCII letter or any non-ASCII character, so passphrases in
+ * any script count. */
+enum kg_status
+kg_accounts_check_password(const char *pw, struct kg_err *err)
+{
+    size_t n, chars = 0;
+    bool letter = false, digit = false;
+
+    if (pw == NULL)
+        return kg_err_set(err, KG_EINVAL, "password is required");
+    n = strnlen(pw, KG_PASSWORD_MAX + 1);
+    if (n > KG_PASSWORD_MAX)
+        return kg_err_set(err, KG_EINVAL, "password must be at most %d bytes", KG_PASSWORD_MAX);
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)pw[i];
+
+        if ((c & 0xC0) != 0x80)
+            chars++;
+        if (isalpha(c) || c >= 0x80)
+            letter = true;
+        else if (isdigit(c))
+            digit = true;
+    }
+    if (chars < KG_PASSWORD_MIN || !letter || !digit)
+        return kg_err_set(err, KG_EINVAL,
+                          "password must be at least %d characters with a letter and a digit",
+                          KG_PASSWORD_MIN);
+    return KG_OK;
+}
+
+enum kg_status
+kg_accounts_hash_password(const char *pw, char out[KG_PWHASH_MAX], struct kg_err *err)
+{
+    enum kg_status rc = kg_accounts_check_password(pw, err);
+
+    if (rc != KG_OK)
+        return rc;
+    _Static_assert(crypto_pwhash_STRBYTES <= KG_PWHASH_MAX, "KG_PWHASH_MAX is too small");
+    if (sodium_init() < 0)
+        return kg_err_set(err, KG_EIO, "libsodium failed to initialise");
+    if (crypto_pwhash_str(out, pw, strlen(pw), crypto_pwhash_OPSLIMIT_INTERACTIVE,
+                          crypto_pwhash_MEMLIMIT_INTERACTIVE) != 0)
+        return kg_err_set(err, KG_ENOMEM, "out of memory hashing the password");
+    return KG_OK;
+}
+
+enum kg_status
+kg_accounts_user_set_password(const struct kg_keys_ctx *kc, const char *fence, const char *id,
+                              const char *password, int64_t now, struct kg_user_rec *out,
+                              struct kg_err *err)
+{
+    char hash[KG_PWHASH_MAX];
+    struct kg_user_change chg = {.password_hash = hash};
+    struct kg_user_rec u;
+    enum kg_status rc;
+
+    /* The user first: an unknown id costs no Argon2id run. */
+    rc = kg_accounts_user_get(kc, fence, id, &u, err);
+    if (rc == KG_OK)
+        rc = kg_accounts_hash_password(password, hash, err);
+    if (rc == KG_OK)
+        rc = kg_accounts_user_update(kc, fence, id, &chg, now, out, err);
+    sodium_memzero(hash, sizeof(hash));
     return rc;
 }

@@ -271,6 +271,32 @@ resolve_owner(const struct kg_keys_ctx *kc, const char *fence, const struct kg_k
     return rc;
 }
 
+/* The tenant's key_max_lifetime (config `tenant NAME key_max_lifetime`):
+ * a key must expire, and no later than that from now. */
+static enum kg_status
+check_lifetime(const struct kg_keys_ctx *kc, const char *tenant, int64_t expires_at, int64_t now,
+               struct kg_err *err)
+{
+    int64_t max = kg_config_key_max_lifetime(kc->cfg, tenant);
+    char shown[32];
+
+    if (max <= 0)
+        return KG_OK;
+    if (max % 86400 == 0)
+        snprintf(shown, sizeof(shown), "%" PRId64 "d", max / 86400);
+    else
+        snprintf(shown, sizeof(shown), "%" PRId64 "s", max);
+    if (expires_at == 0)
+        return kg_err_set(err, KG_EINVAL,
+                          "expires is required: tenant %.64s allows keys of at most %s", tenant,
+                          shown);
+    if (expires_at - now > max)
+        return kg_err_set(err, KG_EINVAL,
+                          "expires is later than tenant %.64s allows (keys of at most %s)", tenant,
+                          shown);
+    return KG_OK;
+}
+
 enum kg_status
 kg_keys_create(const struct kg_keys_ctx *kc, const char *fence, const struct kg_key_new *req,
                int64_t now, struct kg_key_rec *rec_out, char **key_out, struct kg_err *err)
@@ -295,6 +321,8 @@ kg_keys_create(const struct kg_keys_ctx *kc, const char *fence, const struct kg_
         rc = check_owner_usable(&owner, err);
     if (rc == KG_OK)
         rc = kg_manage_key_prepare(kc, req, &owner, now, rec_out, &key, err);
+    if (rc == KG_OK)
+        rc = check_lifetime(kc, owner.tenant, rec_out->expires_at, now, err);
     if (rc != KG_OK)
         goto cleanup;
     audit = malloc(sizeof(*audit));
@@ -539,6 +567,8 @@ kg_keys_update(const struct kg_keys_ctx *kc, const char *fence, const char *id,
     rc = kg_store_user_get(kc->store, rec->user_id, &owner, err);
     if (rc == KG_OK)
         rc = apply_change(chg, &owner, now, rec, details, err);
+    if (rc == KG_OK && chg->expires != NULL)
+        rc = check_lifetime(kc, rec->tenant, rec->expires_at, now, err);
     if (rc != KG_OK)
         goto cleanup;
     rc = kg_manage_audit(audit, kc, now, rec->tenant, "key.update", rec->id, details, err);
@@ -614,6 +644,7 @@ check_rotatable(const struct kg_key_rec *old, int64_t now, struct kg_err *err)
         return kg_err_set(err, KG_ECONFLICT, "key %s has expired; create a new key instead",
                           old->id);
     case KG_KEY_ACTIVE:
+    case KG_KEY_DISABLED:
         break;
     }
     if (old->rotated_to[0] != '\0')
@@ -715,4 +746,133 @@ kg_keys_rotation_in_use(const struct kg_keys_ctx *kc, const char *fence,
         v = KG_KEY_IN_USE_NO;
     free(fresh);
     return v;
+}
+
+/* ---- regenerate (the console) and the state people see ---- */
+
+enum kg_status
+kg_keys_regenerate(const struct kg_keys_ctx *kc, const char *fence, const char *id, int64_t now,
+                   struct kg_key_rec *fresh_out, struct kg_key_rec *old_out, char **key_out,
+                   struct kg_err *err)
+{
+    struct kg_audit_entry *audit = NULL;
+    struct kg_key_rec *old = NULL;
+    struct kg_user_rec owner;
+    enum kg_status rc;
+    char *key = NULL;
+    int64_t lifetime, max;
+
+    *key_out = NULL;
+    rc = kg_manage_check_ctx(kc, true, true, err);
+    if (rc != KG_OK)
+        return rc;
+    old = malloc(sizeof(*old));
+    audit = malloc(sizeof(*audit));
+    if (old == NULL || audit == NULL) {
+        rc = kg_err_set(err, KG_ENOMEM, "out of memory");
+        goto cleanup;
+    }
+    rc = kg_keys_get(kc, fence, id, old, err);
+    if (rc == KG_OK && kg_key_state_of(old, now) == KG_KEY_REVOKED)
+        rc = kg_err_set(err, KG_ECONFLICT, "key %s is revoked", id);
+    else if (rc == KG_OK && old->rotated_to[0] != '\0')
+        rc =
+            kg_err_set(err, KG_ECONFLICT, "key %s was already replaced by %s", id, old->rotated_to);
+    if (rc == KG_OK)
+        rc = kg_store_user_get(kc->store, old->user_id, &owner, err);
+    if (rc == KG_OK)
+        rc = check_owner_usable(&owner, err);
+    if (rc != KG_OK)
+        goto cleanup;
+    *fresh_out = *old;
+    fresh_out->created_at = now;
+    fresh_out->revoked_at = 0;
+    fresh_out->last_used_at = 0;
+    fresh_out->rotated_to[0] = '\0';
+    /* The same lifetime again from now, never more than the policy allows. */
+    lifetime = old->expires_at != 0 ? old->expires_at - old->created_at : 0;
+    if (old->expires_at != 0 && lifetime < 1)
+        lifetime = 1;
+    max = kg_config_key_max_lifetime(kc->cfg, old->tenant);
+    if (max > 0 && (lifetime == 0 || lifetime > max))
+        lifetime = max;
+    fresh_out->expires_at = lifetime > 0 ? now + lifetime : 0;
+    rc = mint(kc, fresh_out, &key, err);
+    if (rc != KG_OK)
+        goto cleanup;
+    rc = kg_manage_audit(audit, kc, now, old->tenant, "key.regenerate", old->id,
+                         json_pack("{s:s, s:o}", "new_key_id", fresh_out->id, "expires_at",
+                                   kg_json_io_time(fresh_out->expires_at)),
+                         err);
+    if (rc == KG_OK)
+        rc = kg_store_key_rotate(kc->store, id, fresh_out, now, now, audit, err);
+    if (rc == KG_ENOTFOUND)
+        rc = kg_err_set(err, KG_ENOTFOUND, "no key %s", id);
+    if (rc != KG_OK)
+        goto cleanup;
+    if (old_out != NULL) {
+        *old_out = *old;
+        old_out->revoked_at = now;
+        memcpy(old_out->rotated_to, fresh_out->id, sizeof(old_out->rotated_to));
+    }
+    *key_out = key;
+    key = NULL;
+cleanup:
+    kg_keys_key_free(key);
+    free(audit);
+    free(old);
+    return rc;
+}
+
+/* Whether user_id or its tenant is disabled; false when it cannot be read. */
+static bool
+owner_disabled(const struct kg_keys_ctx *kc, const char *user_id)
+{
+    struct kg_user_rec *u = malloc(sizeof(*u));
+    struct kg_tenant_rec t;
+    bool disabled = false;
+
+    if (u != NULL && kg_store_user_get(kc->store, user_id, u, NULL) == KG_OK)
+        disabled =
+            u->disabled_at != 0 ||
+            (kg_store_tenant_get(kc->store, u->tenant, &t, NULL) == KG_OK && t.disabled_at != 0);
+    free(u);
+    return disabled;
+}
+
+enum kg_key_state
+kg_keys_state(const struct kg_keys_ctx *kc, const struct kg_key_rec *rec, int64_t now)
+{
+    enum kg_key_state own = kg_key_state_of(rec, now);
+
+    if (own == KG_KEY_REVOKED || kc == NULL || kc->store == NULL || rec->user_id[0] == '\0')
+        return own;
+    return owner_disabled(kc, rec->user_id) ? KG_KEY_DISABLED : own;
+}
+
+void
+kg_keys_mark_disabled(const struct kg_keys_ctx *kc, json_t *keys)
+{
+    char last[KG_ID_MAX] = "";
+    bool last_disabled = false;
+    size_t i;
+    json_t *el;
+
+    if (kc == NULL || kc->store == NULL || !json_is_array(keys))
+        return;
+    json_array_foreach(keys, i, el)
+    {
+        const char *uid = json_string_value(json_object_get(el, "user_id"));
+        const char *state = json_string_value(json_object_get(el, "state"));
+
+        if (uid == NULL || state == NULL || strcmp(state, "revoked") == 0 ||
+            strlen(uid) >= sizeof(last))
+            continue;
+        if (strcmp(uid, last) != 0) {
+            snprintf(last, sizeof(last), "%s", uid);
+            last_disabled = owner_disabled(kc, uid);
+        }
+        if (last_disabled)
+            json_object_set_new(el, "state", json_string(kg_key_state_str(KG_KEY_DISABLED)));
+    }
 }

@@ -9,7 +9,6 @@
  * rule (e-mail shape, names, uniqueness, disabled tenants) is the accounts
  * core's. Knows nothing about HTTP.
  */
-#include <ctype.h>
 #include <stdbool.h>
 #include <string.h>
 
@@ -20,37 +19,6 @@
 #include "keygate/signup.h"
 
 #define FIRST_KEY_NAME "signup"
-
-/* At least KG_PASSWORD_MIN characters (code points), at most
- * KG_PASSWORD_MAX bytes, with a letter and a digit. A letter is an ASCII
- * letter or any non-ASCII character, so passphrases in any script count. */
-static enum kg_status
-check_password(const char *pw, struct kg_err *err)
-{
-    size_t n, chars = 0;
-    bool letter = false, digit = false;
-
-    if (pw == NULL)
-        return kg_err_set(err, KG_EINVAL, "password is required");
-    n = strnlen(pw, KG_PASSWORD_MAX + 1);
-    if (n > KG_PASSWORD_MAX)
-        return kg_err_set(err, KG_EINVAL, "password must be at most %d bytes", KG_PASSWORD_MAX);
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)pw[i];
-
-        if ((c & 0xC0) != 0x80)
-            chars++;
-        if (isalpha(c) || c >= 0x80)
-            letter = true;
-        else if (isdigit(c))
-            digit = true;
-    }
-    if (chars < KG_PASSWORD_MIN || !letter || !digit)
-        return kg_err_set(err, KG_EINVAL,
-                          "password must be at least %d characters with a letter and a digit",
-                          KG_PASSWORD_MIN);
-    return KG_OK;
-}
 
 size_t
 kg_signup_fields(struct kg_signup_req *req, struct kg_jfield out[KG_SIGNUP_FIELDS])
@@ -81,7 +49,7 @@ kg_signup_check(const struct kg_signup_req *req, struct kg_err *err)
     rc = kg_accounts_normalise_email(req->email, email, err);
     if (rc != KG_OK)
         return rc;
-    rc = check_password(req->password, err);
+    rc = kg_accounts_check_password(req->password, err);
     if (rc != KG_OK)
         return rc;
     user.email = email;
@@ -96,7 +64,7 @@ kg_signup_create(const struct kg_keys_ctx *kc, const struct kg_signup_req *req, 
     struct kg_keys_ctx sc = *kc;
     struct kg_key_new first = {.name = FIRST_KEY_NAME};
     struct kg_user_new user = {0};
-    char email[KG_EMAIL_MAX], hash[crypto_pwhash_STRBYTES];
+    char email[KG_EMAIL_MAX], hash[KG_PWHASH_MAX];
     struct kg_user_rec existing;
     enum kg_status rc;
 
@@ -114,12 +82,9 @@ kg_signup_create(const struct kg_keys_ctx *kc, const struct kg_signup_req *req, 
         return kg_err_set(err, KG_ECONFLICT, "email is already in use");
     if (rc != KG_ENOTFOUND)
         return rc;
-    if (sodium_init() < 0)
-        return kg_err_set(err, KG_EIO, "libsodium failed to initialise");
-    if (crypto_pwhash_str(hash, req->password, strlen(req->password),
-                          crypto_pwhash_OPSLIMIT_INTERACTIVE,
-                          crypto_pwhash_MEMLIMIT_INTERACTIVE) != 0)
-        return kg_err_set(err, KG_ENOMEM, "out of memory hashing the password");
+    rc = kg_accounts_hash_password(req->password, hash, err);
+    if (rc != KG_OK)
+        return rc;
 
     sc.actor = KG_ACTOR_SIGNUP;
     user.tenant = kc->cfg->signup_tenant;

@@ -40,6 +40,9 @@ static const struct startup_only startup_only[] = {
     {"signup_tenant", R_STRING, OFF(signup_tenant)},
     {"signup_role", R_STRING, OFF(signup_role)},
     {"signup_tier", R_STRING, OFF(signup_tier)},
+    /* The console needs the worker thread and its throttles, started once. */
+    {"console", R_BOOL, OFF(console)},
+    {"console_path", R_STRING, OFF(console_path)},
     {"auth_throttle", R_THROTTLE, 0},
     {"TLS (tls_certificate, tls_key)", R_TLS, 0},
     {"tls_priorities", R_STRING, OFF(tls_priorities)},

@@ -398,6 +398,9 @@ kg_sq_user_lookup(struct kg_store *st, const char *by, const char *tenant, const
         sql = "SELECT " USER_COLUMNS " FROM users WHERE tenant = ?2 AND username = ?1";
     else if (strcmp(by, "email") == 0)
         sql = "SELECT " USER_COLUMNS " FROM users WHERE email = ?1";
+    else if (strcmp(by, "username_any") == 0)
+        sql = "SELECT " USER_COLUMNS " FROM users WHERE username = ?1"
+              " AND (SELECT count(*) FROM users WHERE username = ?1) = 1";
     else
         sql = "SELECT " USER_COLUMNS " FROM users WHERE id = ?1";
     rc = kg_sq_prepare(s, sql, &stmt, "get user", err);

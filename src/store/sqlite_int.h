@@ -132,6 +132,16 @@ enum kg_status kg_sq_key_usage_get(struct kg_store *st, const char *id, struct k
 enum kg_status kg_sq_user_usage_get(struct kg_store *st, const char *id, struct kg_user_usage *out,
                                     struct kg_err *err);
 
+/* sqlite_sessions.c: console sessions (sql/009_console.sql). */
+enum kg_status kg_sq_session_insert(struct kg_store *st, const struct kg_session_rec *rec,
+                                    struct kg_err *err);
+enum kg_status kg_sq_session_get(struct kg_store *st, const unsigned char *digest,
+                                 struct kg_session_rec *out, struct kg_err *err);
+enum kg_status kg_sq_session_touch(struct kg_store *st, const unsigned char *digest, int64_t now,
+                                   struct kg_err *err);
+enum kg_status kg_sq_session_delete(struct kg_store *st, const unsigned char *digest,
+                                    struct kg_err *err);
+
 /* sqlite_audit.c */
 enum kg_status kg_sq_audit_append(struct kg_store *st, const struct kg_audit_entry *audit,
                                   struct kg_err *err);

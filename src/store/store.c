@@ -195,6 +195,8 @@ kg_key_state_str(enum kg_key_state st)
         return "expired";
     case KG_KEY_REVOKED:
         return "revoked";
+    case KG_KEY_DISABLED:
+        return "disabled";
     }
     return "unknown";
 }
@@ -888,6 +890,20 @@ kg_store_user_by_email(struct kg_store *st, const char *email, struct kg_user_re
 }
 
 enum kg_status
+kg_store_user_by_username(struct kg_store *st, const char *username, struct kg_user_rec *out,
+                          struct kg_err *err)
+{
+    enum kg_status rc;
+
+    if (st == NULL || out == NULL)
+        return kg_err_set(err, KG_EINVAL, "user by username: missing argument");
+    rc = check_text_arg("user by username", username, KG_NAME_MAX, err);
+    if (rc != KG_OK)
+        return rc;
+    return st->ops->user_lookup(st, "username_any", NULL, username, out, err);
+}
+
+enum kg_status
 kg_store_user_update(struct kg_store *st, const struct kg_user_rec *rec,
                      const struct kg_audit_entry *audit, struct kg_err *err)
 {
@@ -989,4 +1005,51 @@ kg_store_set_durable(struct kg_store *st, bool durable, struct kg_err *err)
     if (st == NULL)
         return kg_err_set(err, KG_EINVAL, "set durable: missing argument");
     return st->ops->set_durable(st, durable, err);
+}
+
+/* ---- console sessions ---- */
+
+enum kg_status
+kg_store_session_insert(struct kg_store *st, const struct kg_session_rec *rec, struct kg_err *err)
+{
+    enum kg_status rc;
+
+    if (st == NULL || rec == NULL)
+        return kg_err_set(err, KG_EINVAL, "session insert: missing argument");
+    if (!terminated(rec->user_id, sizeof(rec->user_id)))
+        return kg_err_set(err, KG_EINVAL, "session insert: user_id is not NUL-terminated");
+    rc = check_id("session insert", rec->user_id, err);
+    if (rc != KG_OK)
+        return rc;
+    if (rec->created_at <= 0 || rec->last_seen_at <= 0 || rec->expires_at <= rec->created_at)
+        return kg_err_set(err, KG_EINVAL, "session insert: times must be positive and ordered");
+    return st->ops->session_insert(st, rec, err);
+}
+
+enum kg_status
+kg_store_session_get(struct kg_store *st, const unsigned char digest[KG_DIGEST_BYTES],
+                     struct kg_session_rec *out, struct kg_err *err)
+{
+    if (st == NULL || digest == NULL || out == NULL)
+        return kg_err_set(err, KG_EINVAL, "session get: missing argument");
+    memset(out, 0, sizeof(*out));
+    return st->ops->session_get(st, digest, out, err);
+}
+
+enum kg_status
+kg_store_session_touch(struct kg_store *st, const unsigned char digest[KG_DIGEST_BYTES],
+                       int64_t now, struct kg_err *err)
+{
+    if (st == NULL || digest == NULL || now <= 0)
+        return kg_err_set(err, KG_EINVAL, "session touch: missing argument");
+    return st->ops->session_touch(st, digest, now, err);
+}
+
+enum kg_status
+kg_store_session_delete(struct kg_store *st, const unsigned char digest[KG_DIGEST_BYTES],
+                        struct kg_err *err)
+{
+    if (st == NULL || digest == NULL)
+        return kg_err_set(err, KG_EINVAL, "session delete: missing argument");
+    return st->ops->session_delete(st, digest, err);
 }

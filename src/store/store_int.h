@@ -88,7 +88,9 @@ struct kg_store_ops {
     enum kg_status (*user_insert)(struct kg_store *st, const struct kg_user_rec *rec,
                                   const struct kg_key_rec *first_key,
                                   const struct kg_audit_entry *audit, struct kg_err *err);
-    /* by: "id", "username" (tenant + value) or "email". */
+    /* by: "id", "username" (tenant + value), "email", or "username_any"
+     * (tenant NULL: the one user of any tenant with that username; none
+     * when several tenants have one). */
     enum kg_status (*user_lookup)(struct kg_store *st, const char *by, const char *tenant,
                                   const char *value, struct kg_user_rec *out, struct kg_err *err);
     enum kg_status (*user_update)(struct kg_store *st, const struct kg_user_rec *rec,
@@ -118,6 +120,16 @@ struct kg_store_ops {
     enum kg_status (*change_trim)(struct kg_store *st, int64_t before, size_t *trimmed,
                                   struct kg_err *err);
     enum kg_status (*set_durable)(struct kg_store *st, bool durable, struct kg_err *err);
+
+    /* console sessions (sql/009_console.sql) */
+    enum kg_status (*session_insert)(struct kg_store *st, const struct kg_session_rec *rec,
+                                     struct kg_err *err);
+    enum kg_status (*session_get)(struct kg_store *st, const unsigned char *digest,
+                                  struct kg_session_rec *out, struct kg_err *err);
+    enum kg_status (*session_touch)(struct kg_store *st, const unsigned char *digest, int64_t now,
+                                    struct kg_err *err);
+    enum kg_status (*session_delete)(struct kg_store *st, const unsigned char *digest,
+                                     struct kg_err *err);
 };
 
 /* store_sqlite.c */

@@ -923,4 +923,8 @@ const struct kg_store_ops kg_store_sqlite_ops = {
     .change_each = kg_sq_change_each,
     .change_trim = kg_sq_change_trim,
     .set_durable = sqlite_set_durable,
+    .session_insert = kg_sq_session_insert,
+    .session_get = kg_sq_session_get,
+    .session_touch = kg_sq_session_touch,
+    .session_delete = kg_sq_session_delete,
 };

@@ -42,6 +42,7 @@ static const char *const env_names[] = {
     "KEYGATE_UPSTREAM_CA",
     "KEYGATE_ACCESS_LOG",
     "KEYGATE_LIMITS",
+    "KEYGATE_CONSOLE",
 };
 
 int

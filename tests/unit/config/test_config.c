@@ -1541,6 +1541,64 @@ test_access_log_is_off_by_default_and_takes_stdout_stderr_a_path_or_its_variable
     assert_non_null(strstr(fx->lines[0], "off, stdout, stderr or a file path"));
 }
 
+static void
+test_console_directives_have_their_defaults_and_checks(void **state)
+{
+    struct fixture *fx = *state;
+
+    load_ok(fx, "");
+    assert_false(fx->cfg->console);
+    assert_string_equal(fx->cfg->console_path, "/console/");
+    assert_int_equal(fx->cfg->console_session_ttl_ms, 12 * 3600 * 1000);
+    assert_int_equal(fx->cfg->console_session_idle_ms, 3600 * 1000);
+    load_ok(fx, "console on\nconsole_path /keys/\nconsole_session_ttl 2h\n"
+                "console_session_idle 10m\n");
+    assert_true(fx->cfg->console);
+    assert_string_equal(fx->cfg->console_path, "/keys/");
+    assert_int_equal(fx->cfg->console_session_idle_ms, 600000);
+    load_fails_with(fx, "console_path /keys\n",
+                    "1: console_path wants a normalised absolute path ending in / such as "
+                    "/console/, got \"/keys\"");
+    setenv("KEYGATE_CONSOLE", "on", 1);
+    load_ok(fx, "console off\n");
+    assert_true(fx->cfg->console);
+    unsetenv("KEYGATE_CONSOLE");
+}
+
+static void
+test_scope_lines_make_the_catalogue(void **state)
+{
+    struct fixture *fx = *state;
+
+    load_ok(fx, "scope read:findings \"Read findings\"\nscope write:evidence \"Upload\"\n");
+    assert_int_equal(fx->cfg->nscope_catalog, 2);
+    assert_string_equal(kg_config_scope_description(fx->cfg, "read:findings"), "Read findings");
+    assert_null(kg_config_scope_description(fx->cfg, "admin:sync"));
+    load_fails_with(fx, "scope read:x\n",
+                    "1: scope wants NAME \"description\" (quote a description with blanks)");
+    load_fails_with(fx, "scope read:* \"All reads\"\n",
+                    "1: scope name wants 1 to 64 characters of A-Z a-z 0-9 _ . : - (no *), got "
+                    "\"read:*\"");
+    load_fails_with(fx, "scope a \"x\"\nscope a \"y\"\n",
+                    "2: scope a is already described on line 1");
+}
+
+static void
+test_tenant_lines_set_the_key_max_lifetime(void **state)
+{
+    struct fixture *fx = *state;
+
+    load_ok(fx, "tenant acme key_max_lifetime 90d\ntenant * key_max_lifetime 365d\n");
+    assert_int_equal(kg_config_key_max_lifetime(fx->cfg, "acme"), 90 * 86400);
+    assert_int_equal(kg_config_key_max_lifetime(fx->cfg, "other"), 365 * 86400);
+    load_ok(fx, "");
+    assert_int_equal(kg_config_key_max_lifetime(fx->cfg, "acme"), 0);
+    load_fails_with(fx, "tenant acme key_max_lifetime soon\n",
+                    "1: key_max_lifetime wants a duration such as 30d, 90d or 365d, got \"soon\"");
+    load_fails_with(fx, "tenant acme max 90d\n",
+                    "1: tenant wants NAME key_max_lifetime DURATION (such as 90d)");
+}
+
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 static void
@@ -1604,6 +1662,9 @@ main(void)
     const struct CMUnitTest tests[] = {
         T(test_defaults_are_the_documented_values),
         T(test_limits_are_local_by_default_or_a_redis_url_with_lease_timeout_and_error_policy),
+        T(test_console_directives_have_their_defaults_and_checks),
+        T(test_scope_lines_make_the_catalogue),
+        T(test_tenant_lines_set_the_key_max_lifetime),
         T(test_access_log_is_off_by_default_and_takes_stdout_stderr_a_path_or_its_variable),
         T(test_rate_limit_default_takes_a_rate_and_an_optional_burst),
         T(test_rate_limit_default_refuses_a_bad_rate_or_burst),

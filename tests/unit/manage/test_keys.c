@@ -1014,12 +1014,111 @@ test_making_a_keys_credits_unlimited_drops_its_refill_and_a_refill_needs_credits
     assert_string_equal(err.msg, "quota_limit must be -1 (unlimited) to 1000000000");
 }
 
+/* ---- regenerate, the state people see, the tenant's key policy ---- */
+
+static void
+test_regenerate_restores_an_expired_key_and_a_revoked_one_stays_revoked(void **state)
+{
+    struct kg_fx_store *fx = *state;
+    struct kg_key_rec fresh, old, got;
+    struct kg_err err = {{0}};
+    char id[KG_ID_MAX], *key = NULL;
+
+    make_id(fx, "temp", NOW, "30d", id);
+    /* An expired key: rotation refuses it, regeneration does not. */
+    assert_int_equal(kg_keys_rotate(&fx->kc, NULL, id, 0, NOW + 31 * DAY, &fresh, &old, &key, &err),
+                     KG_ECONFLICT);
+    assert_int_equal(
+        kg_keys_regenerate(&fx->kc, NULL, id, NOW + 31 * DAY, &fresh, &old, &key, &err), KG_OK);
+    assert_non_null(key);
+    kg_keys_key_free(key);
+    key = NULL;
+    assert_string_equal(fresh.name, "temp");
+    /* The same 30-day lifetime, from now. */
+    assert_int_equal(fresh.expires_at, NOW + 31 * DAY + 30 * DAY);
+    assert_int_equal(kg_key_state_of(&fresh, NOW + 31 * DAY), KG_KEY_ACTIVE);
+    assert_int_equal(kg_keys_get(&fx->kc, NULL, id, &got, &err), KG_OK);
+    assert_int_equal(kg_key_state_of(&got, NOW + 31 * DAY), KG_KEY_REVOKED);
+    assert_string_equal(got.rotated_to, fresh.id);
+    /* Replaced, hence revoked: final. */
+    assert_int_equal(
+        kg_keys_regenerate(&fx->kc, NULL, id, NOW + 32 * DAY, &fresh, &old, &key, &err),
+        KG_ECONFLICT);
+    assert_null(key);
+}
+
+static void
+test_a_key_of_a_disabled_user_or_tenant_shows_disabled(void **state)
+{
+    struct kg_fx_store *fx = *state;
+    struct kg_user_new un = {.username = "carol"};
+    struct kg_user_rec u;
+    struct kg_key_rec rec;
+    struct kg_err err = {{0}};
+    char *key;
+    json_t *arr;
+
+    assert_int_equal(kg_accounts_user_create(&fx->kc, NULL, &un, NULL, NOW, &u, NULL, NULL, &err),
+                     KG_OK);
+    key = make(fx, &(struct kg_key_new){.name = "c", .user = u.id}, NOW, &rec);
+    kg_keys_key_free(key);
+    assert_int_equal(kg_keys_state(&fx->kc, &rec, NOW), KG_KEY_ACTIVE);
+    assert_int_equal(kg_accounts_user_disable(&fx->kc, NULL, u.id, NOW + 1, &u, &err), KG_OK);
+    assert_int_equal(kg_keys_state(&fx->kc, &rec, NOW + 2), KG_KEY_DISABLED);
+    assert_string_equal(kg_key_state_str(KG_KEY_DISABLED), "disabled");
+    arr = json_pack("[{s:s, s:s}, {s:s, s:s}]", "user_id", u.id, "state", "active", "user_id", u.id,
+                    "state", "revoked");
+    kg_keys_mark_disabled(&fx->kc, arr);
+    assert_string_equal(json_string_value(json_object_get(json_array_get(arr, 0), "state")),
+                        "disabled");
+    assert_string_equal(json_string_value(json_object_get(json_array_get(arr, 1), "state")),
+                        "revoked");
+    json_decref(arr);
+    /* A revoked key stays revoked whoever owns it. */
+    rec.revoked_at = NOW;
+    assert_int_equal(kg_keys_state(&fx->kc, &rec, NOW + 2), KG_KEY_REVOKED);
+}
+
+static void
+test_the_tenants_key_max_lifetime_refuses_longer_keys(void **state)
+{
+    struct kg_fx_store *fx = *state;
+    struct kg_config *cfg = NULL;
+    const struct kg_config *saved = fx->kc.cfg;
+    struct kg_key_rec rec;
+    char *key;
+
+    assert_int_equal(kg_fx_load_config("tenant default key_max_lifetime 90d\n", &cfg), 0);
+    fx->kc.cfg = cfg;
+    struct kg_err err = {{0}};
+
+    /* Only the store knows the owner's tenant: a create-time rule, not a pre-check. */
+    key = NULL;
+    assert_int_equal(kg_keys_create(&fx->kc, NULL, &(struct kg_key_new){.name = "forever"}, NOW,
+                                    &rec, &key, &err),
+                     KG_EINVAL);
+    assert_non_null(strstr(err.msg, "expires is required"));
+    assert_int_equal(kg_keys_create(&fx->kc, NULL,
+                                    &(struct kg_key_new){.name = "long", .expires = "365d"}, NOW,
+                                    &rec, &key, &err),
+                     KG_EINVAL);
+    assert_non_null(strstr(err.msg, "expires is later than tenant default allows"));
+    assert_null(key);
+    key = make(fx, &(struct kg_key_new){.name = "ok", .expires = "90d"}, NOW, &rec);
+    kg_keys_key_free(key);
+    fx->kc.cfg = saved;
+    kg_config_free(cfg);
+}
+
 int
 main(void)
 {
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
     const struct CMUnitTest tests[] = {
         T(test_created_key_is_well_formed_and_its_digest_finds_the_record),
+        T(test_regenerate_restores_an_expired_key_and_a_revoked_one_stays_revoked),
+        T(test_a_key_of_a_disabled_user_or_tenant_shows_disabled),
+        T(test_the_tenants_key_max_lifetime_refuses_longer_keys),
         T(test_making_a_keys_credits_unlimited_drops_its_refill_and_a_refill_needs_credits),
         T(test_created_record_has_the_documented_defaults),
         T(test_two_creates_give_different_keys_and_ids),
