@@ -36,10 +36,14 @@ struct kg_cursor {
 void kg_store_cursor_format(int64_t num, const char *key, char out[KG_CURSOR_MAX]);
 
 struct kg_store_ops {
-    const char *name; /* "sqlite", as in the "sqlite:PATH" location form */
+    const char *name;  /* "sqlite", as in the "sqlite:PATH" location form */
+    const char *alias; /* another scheme naming the backend, or NULL */
+    /* Whether open() gets the whole location, scheme included (a URL the
+     * backend's library parses), rather than what follows "name:". */
+    bool whole_location;
 
-    /* location has the "name:" prefix already removed. On KG_OK, *out is a
-     * handle whose ops member points back at this table. */
+    /* location has the "name:" prefix already removed (see whole_location).
+     * On KG_OK, *out is a handle whose ops member points back at this table. */
     enum kg_status (*open)(const char *location, struct kg_store **out, struct kg_err *err);
     void (*close)(struct kg_store *st);
 
@@ -122,5 +126,7 @@ struct kg_store_ops {
 
 /* store_sqlite.c */
 extern const struct kg_store_ops kg_store_sqlite_ops;
+/* store_pg.c */
+extern const struct kg_store_ops kg_store_pg_ops;
 
 #endif
