@@ -10,6 +10,8 @@ set -euo pipefail
 pkgs=(
   gcc clang libclang-rt-14-dev cmake ninja-build pkg-config make
   libmicrohttpd-dev libsodium-dev libsqlite3-dev libjansson-dev libcmocka-dev libcurl4-openssl-dev
+  # the PostgreSQL store backend (src/store/pg_*.c)
+  libpq-dev
   curl ca-certificates
 )
 if [[ ${1:-} == --test ]]; then
@@ -31,6 +33,8 @@ if [[ ${1:-} == --test ]]; then
     clang-14 libfuzzer-14-dev
     # scripts/valgrind.sh: the unit and integration suites under memcheck
     valgrind
+    # tests/helpers/pgserver.c: a private PostgreSQL server (initdb, pg_ctl) for the store tests
+    postgresql-15
   )
 elif [[ $# -ne 0 ]]; then
   echo "usage: $0 [--test]" >&2
@@ -71,6 +75,7 @@ if [ -d /run/systemd/system ]; then
     case $p in
     nginx-light) $SUDO systemctl disable -q nginx.service 2>/dev/null || true ;;
     prometheus) $SUDO systemctl disable -q prometheus.service 2>/dev/null || true ;;
+    postgresql-15) $SUDO systemctl disable -q postgresql.service 2>/dev/null || true ;;
     esac
   done
 fi

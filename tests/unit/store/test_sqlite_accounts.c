@@ -1,6 +1,9 @@
 /* tests/unit/store/test_sqlite_accounts.c - tenants and users in the store
  * (src/store/sqlite_accounts.c through include/keygate/store.h), against a
- * real SQLite file in a fresh temporary directory per test. The rules about
+ * real SQLite file in a fresh temporary directory per test; with
+ * KEYGATE_TEST_DATABASE=postgres (ctest: ..._postgres) the same tests run
+ * against src/store/pg_accounts.c, a fresh database per test on a private
+ * PostgreSQL server (tests/helpers/pgserver.c). The rules about
  * what a valid account is live in manage/ and are tested there; here it is
  * storage: round trips, uniqueness, atomicity, pages and audit entries
  * written in the same transaction as the change. */
@@ -19,6 +22,7 @@
 #include <sodium.h>
 #include <sqlite3.h>
 
+#include "helpers/pgserver.h"
 #include "keygate/store.h"
 #include "unit/fixture.h"
 
@@ -29,6 +33,12 @@ struct fixture {
     char path[128];
     struct kg_store *st;
 };
+
+/* Set when the tests run against PostgreSQL, with the running test's
+ * database. */
+static struct kt_pg *pg;
+static char pg_db[32];
+static int pg_dbs;
 
 static const unsigned char audit_key[KG_AUDIT_KEY_BYTES] = "keygate unit test audit key 32b";
 
@@ -43,6 +53,11 @@ setup(void **state)
     if (kg_fx_mkdtemp(f->dir, "accounts") != 0)
         return -1;
     snprintf(f->path, sizeof(f->path), "%s/keys.db", f->dir);
+    if (pg != NULL) {
+        snprintf(pg_db, sizeof(pg_db), "accounts_%d", ++pg_dbs);
+        if (kt_pg_createdb(pg, pg_db, f->path, sizeof(f->path)) != 0)
+            return -1;
+    }
     if (kg_store_open(f->path, &f->st, &err) != KG_OK) {
         fprintf(stderr, "open: %s\n", err.msg);
         return -1;
@@ -69,6 +84,8 @@ raw_int(const char *path, const char *sql)
     sqlite3_stmt *stmt = NULL;
     int64_t v = -12345;
 
+    if (pg != NULL)
+        return kt_pg_int(pg, pg_db, sql);
     assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &stmt, NULL), SQLITE_OK);
     if (sqlite3_step(stmt) == SQLITE_ROW)
@@ -203,14 +220,22 @@ test_tenant_pages_walk_oldest_first_even_for_old_odd_names(void **state)
     add_tenant(f, "a", 100);
     /* Issue 2 allowed any tenant on a key; such a name reaches the table
      * through the migration, so the cursor must carry it safely. */
-    assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db,
-                                  "INSERT INTO tenants (name, created_at) VALUES"
-                                  " ('Old Co/\xc3\xa9', 100), ('c', 200),"
-                                  " (replace(hex(zeroblob(64)), '00', '~ '), 300)",
-                                  NULL, NULL, NULL),
-                     SQLITE_OK);
-    sqlite3_close(db);
+    if (pg != NULL) {
+        assert_int_equal(kt_pg_int(pg, pg_db,
+                                   "INSERT INTO tenants (name, created_at) VALUES"
+                                   " ('Old Co/\xc3\xa9', 100), ('c', 200),"
+                                   " (repeat('~ ', 64), 300)"),
+                         3);
+    } else {
+        assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+        assert_int_equal(sqlite3_exec(db,
+                                      "INSERT INTO tenants (name, created_at) VALUES"
+                                      " ('Old Co/\xc3\xa9', 100), ('c', 200),"
+                                      " (replace(hex(zeroblob(64)), '00', '~ '), 300)",
+                                      NULL, NULL, NULL),
+                         SQLITE_OK);
+        sqlite3_close(db);
+    }
     do {
         struct kg_page page = {.cursor = cursor, .limit = 1};
         char next[KG_CURSOR_MAX];
@@ -520,5 +545,17 @@ main(void)
         T(test_an_audited_change_without_an_audit_key_is_refused),
     };
 #undef T
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    const char *backend = getenv("KEYGATE_TEST_DATABASE");
+    int failed;
+
+    if (backend != NULL && strcmp(backend, "postgres") == 0) {
+        int rc = kt_pg_start(&pg);
+
+        if (rc != 0)
+            return rc == KT_PG_SKIP ? KT_PG_SKIP : 1;
+        failed = cmocka_run_group_tests_name("accounts on PostgreSQL", tests, NULL, NULL);
+        kt_pg_free(pg);
+        return failed;
+    }
+    return cmocka_run_group_tests_name("accounts on SQLite", tests, NULL, NULL);
 }
