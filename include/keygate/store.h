@@ -480,6 +480,15 @@ enum kg_status kg_store_change_each(struct kg_store *st, int64_t after, size_t l
 enum kg_status kg_store_change_trim(struct kg_store *st, int64_t before, size_t *trimmed,
                                     struct kg_err *err);
 
+/* The fingerprint of the server secret the store was made with
+ * (kg_digest_fingerprint(); sql/011_secret_fingerprint.sql, and
+ * sql/postgres/001_init.sql). When fp is not NULL and none is stored yet,
+ * fp is recorded, in one transaction with the read. stored (65 bytes)
+ * receives what the store holds afterwards, "" for none: the caller
+ * compares. Every instance sharing a store must use the same secret. */
+enum kg_status kg_store_fingerprint(struct kg_store *st, const char *fp, char stored[65],
+                                    struct kg_err *err);
+
 /* Durable (synchronous=FULL, the default) for key changes; the daemon's
  * usage writer turns it off (NORMAL) for its batched counters. */
 enum kg_status kg_store_set_durable(struct kg_store *st, bool durable, struct kg_err *err);

@@ -92,6 +92,37 @@ kg_pg_change_each(struct kg_store *st, int64_t after, size_t limit, kg_store_cha
 }
 
 enum kg_status
+kg_pg_fingerprint(struct kg_store *st, const char *fp, char stored[65], struct kg_err *err)
+{
+    struct pg_store *s = kg_pg_from(st);
+    struct kg_pg_args a;
+    PGresult *res = NULL;
+    enum kg_status rc;
+
+    rc = kg_pg_begin(s, err);
+    if (rc == KG_OK && fp != NULL) {
+        kg_pg_args_init(&a);
+        kg_pg_arg_text(&a, fp);
+        rc = kg_pg_query(s,
+                         "INSERT INTO secret_fingerprint (one, fingerprint, created_at)"
+                         " VALUES (1, $1::text, extract(epoch FROM now())::bigint)"
+                         " ON CONFLICT (one) DO NOTHING",
+                         &a, NULL, "record the secret fingerprint", err);
+    }
+    if (rc == KG_OK)
+        rc = kg_pg_query(s, "SELECT fingerprint FROM secret_fingerprint WHERE one = 1", NULL,
+                         &res, "read the secret fingerprint", err);
+    if (rc == KG_OK && PQntuples(res) > 0 && !kg_pg_col_text(res, 0, 0, stored, 65))
+        rc = kg_err_set(err, KG_ECORRUPT, "%s: the secret fingerprint is mangled", s->where);
+    PQclear(res);
+    if (rc == KG_OK)
+        rc = kg_pg_commit(s, err);
+    if (rc != KG_OK)
+        kg_pg_rollback(s);
+    return rc;
+}
+
+enum kg_status
 kg_pg_change_trim(struct kg_store *st, int64_t before, size_t *trimmed, struct kg_err *err)
 {
     struct pg_store *s = kg_pg_from(st);

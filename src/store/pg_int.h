@@ -172,5 +172,7 @@ enum kg_status kg_pg_change_each(struct kg_store *st, int64_t after, size_t limi
 enum kg_status kg_pg_change_trim(struct kg_store *st, int64_t before, size_t *trimmed,
                                  struct kg_err *err);
 enum kg_status kg_pg_data_version(struct kg_store *st, int64_t *out, struct kg_err *err);
+enum kg_status kg_pg_fingerprint(struct kg_store *st, const char *fp, char stored[65],
+                                 struct kg_err *err);
 
 #endif

@@ -998,3 +998,15 @@ kg_store_set_durable(struct kg_store *st, bool durable, struct kg_err *err)
         return kg_err_set(err, KG_EINVAL, "set durable: missing argument");
     return st->ops->set_durable(st, durable, err);
 }
+
+enum kg_status
+kg_store_fingerprint(struct kg_store *st, const char *fp, char stored[65], struct kg_err *err)
+{
+    if (stored != NULL)
+        stored[0] = '\0';
+    if (st == NULL || stored == NULL)
+        return kg_err_set(err, KG_EINVAL, "secret fingerprint: missing argument");
+    if (fp != NULL && strlen(fp) != 64)
+        return kg_err_set(err, KG_EINVAL, "secret fingerprint: not 64 characters");
+    return st->ops->fingerprint(st, fp, stored, err);
+}

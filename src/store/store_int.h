@@ -122,6 +122,8 @@ struct kg_store_ops {
     enum kg_status (*change_trim)(struct kg_store *st, int64_t before, size_t *trimmed,
                                   struct kg_err *err);
     enum kg_status (*set_durable)(struct kg_store *st, bool durable, struct kg_err *err);
+    enum kg_status (*fingerprint)(struct kg_store *st, const char *fp, char stored[65],
+                                  struct kg_err *err);
 };
 
 /* store_sqlite.c */

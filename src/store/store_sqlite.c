@@ -923,4 +923,5 @@ const struct kg_store_ops kg_store_sqlite_ops = {
     .change_each = kg_sq_change_each,
     .change_trim = kg_sq_change_trim,
     .set_durable = sqlite_set_durable,
+    .fingerprint = kg_sq_fingerprint,
 };
