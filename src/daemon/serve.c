@@ -9,6 +9,7 @@
 #include <errno.h>
 #include <pthread.h>
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -29,6 +30,7 @@
 #include "keygate/limiter.h"
 #include "keygate/log.h"
 #include "keygate/loop.h"
+#include "keygate/metrics.h"
 #include "keygate/reload.h"
 #include "keygate/serve.h"
 #include "keygate/throttle.h"
@@ -230,9 +232,14 @@ poll_store(struct daemon_state *ds, int64_t *version)
     int64_t v;
 
     if (kg_store_data_version(ds->inst->store, &v, &err) != KG_OK) {
-        kg_log_warnx("store: %s", err.msg);
+        /* Once per outage in the log; every failed poll in the metric. */
+        if (!atomic_exchange(&ds->rt.store_down, true))
+            kg_log_warnx("store: %s; deciding keys from memory until it is back", err.msg);
+        kg_metrics_store_error();
         return;
     }
+    if (atomic_exchange(&ds->rt.store_down, false))
+        kg_log_info("store: reachable again");
     if (v == *version)
         return;
     if (kg_keycache_sync(ds->rt.keys, ds->inst->store, kg_time_now(), &full, &err) != KG_OK) {
@@ -265,7 +272,10 @@ flush_usage(struct daemon_state *ds)
 {
     struct kg_err err = {{0}};
 
-    if (kg_keycache_flush(ds->rt.keys, ds->inst->store, NULL, &err) != KG_OK)
+    /* Kept in memory and retried each second; while the store is down the
+     * poll has already said so once. */
+    if (kg_keycache_flush(ds->rt.keys, ds->inst->store, NULL, &err) != KG_OK &&
+        !atomic_load(&ds->rt.store_down))
         kg_log_warnx("writing last-used times and usage counts: %s", err.msg);
 }
 
