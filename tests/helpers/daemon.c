@@ -142,10 +142,14 @@ write_config(struct kt_daemon *d)
     fprintf(f,
             "# written by tests/helpers/daemon.c\n"
             "listen 127.0.0.1:%d\n"
-            "admin_listen 127.0.0.1:%d\n"
-            "database \"%s/keygate.db\"\n"
-            "secret_file \"%s/secret\"\n",
-            d->port, d->admin_port, d->dir, d->dir);
+            "admin_listen 127.0.0.1:%d\n",
+            d->port, d->admin_port);
+    /* A test's own database (PostgreSQL, shared by several daemons) and
+     * secret_file (the one they share) replace the directory's. */
+    if (!has_directive(d->config_text, "database"))
+        fprintf(f, "database \"%s/keygate.db\"\n", d->dir);
+    if (!has_directive(d->config_text, "secret_file"))
+        fprintf(f, "secret_file \"%s/secret\"\n", d->dir);
     if (!has_directive(d->config_text, "workers"))
         fprintf(f, "workers 2\n");
     /* Tests send many bad keys from one loopback address on purpose; only a
