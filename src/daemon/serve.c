@@ -95,7 +95,19 @@ struct daemon_state {
     struct kg_admin *admin;
     struct kg_limiter *limiter; /* every key's and user's rate buckets, handed to the key cache */
     int64_t version;            /* data_version the current key snapshot was loaded at */
+    struct kg_keylisten *listen; /* change notifications (PostgreSQL), or NULL */
+    pthread_t main_thread;       /* where a notification's SIGUSR2 goes */
 };
+
+/* On the listener's thread: the main thread's sigtimedwait() returns and
+ * it polls the change log at once instead of at the next 200 ms tick. */
+static void
+wake_main(void *arg)
+{
+    struct daemon_state *ds = arg;
+
+    pthread_kill(ds->main_thread, SIGUSR2);
+}
 
 /* The worker thread's context is its own store handle: SQLite handles are
  * one per thread, and a signup writes a user and its key. */
@@ -400,6 +412,7 @@ run(struct daemon_state *ds)
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
     sigaddset(&set, SIGUSR1);
+    sigaddset(&set, SIGUSR2); /* a change notification (kg_keylisten): poll now */
     /* Read before the first load (kg_serve_main): a change committed while
      * the listeners were starting is still seen by the first poll. */
     version = ds->version;
@@ -496,6 +509,7 @@ kg_serve_main(int argc, char **argv)
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
     sigaddset(&set, SIGUSR1);
+    sigaddset(&set, SIGUSR2); /* a change notification (kg_keylisten): poll now */
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
@@ -556,8 +570,10 @@ kg_serve_main(int argc, char **argv)
         kg_log_error("loading keys: %s", err.msg[0] != '\0' ? err.msg : "out of memory");
         goto cleanup;
     }
+    ds.main_thread = pthread_self();
     if (kg_keywatch_new(ds.inst->cfg->database, ds.rt.keys, KEYWATCH_MS, &ds.rt.keywatch, &err) !=
-        KG_OK) {
+            KG_OK ||
+        kg_keylisten_new(ds.inst->cfg->database, wake_main, &ds, &ds.listen, &err) != KG_OK) {
         kg_log_error("store: %s", err.msg);
         goto cleanup;
     }
@@ -598,6 +614,7 @@ cleanup:
     kg_admin_stop(ds.admin);
     kg_connlimit_free(ds.rt.per_ip); /* after the loops: their connections gave theirs back */
     kg_tls_free(ds.rt.tls);
+    kg_keylisten_free(ds.listen);
     kg_keywatch_free(ds.rt.keywatch);
     /* Counters first: nothing after this (a log reader that stalls the
      * access log's last write) may cost the last second of usage. */

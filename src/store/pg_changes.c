@@ -5,6 +5,8 @@
  * change made by any instance and not with usage flushes. The rows are
  * written by triggers in the transaction of each change, never here.
  */
+#include <errno.h>
+#include <poll.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -89,6 +91,40 @@ kg_pg_change_each(struct kg_store *st, int64_t after, size_t limit, kg_store_cha
     }
     PQclear(res);
     return rc;
+}
+
+enum kg_status
+kg_pg_wait_change(struct kg_store *st, int timeout_ms, bool *woke, struct kg_err *err)
+{
+    struct pg_store *s = kg_pg_from(st);
+    struct pollfd pfd;
+    PGnotify *n;
+    enum kg_status rc;
+
+    if (!s->listening) {
+        /* A new connection: LISTEN again, and wake the caller, which polls
+         * for whatever was committed while nobody listened. */
+        rc = kg_pg_query(s, "LISTEN keygate_changes", NULL, NULL, "listen for changes", err);
+        if (rc != KG_OK)
+            return rc;
+        s->listening = true;
+        *woke = true;
+        return KG_OK;
+    }
+    pfd.fd = PQsocket(s->conn);
+    pfd.events = POLLIN;
+    pfd.revents = 0;
+    if (pfd.fd < 0 || (poll(&pfd, 1, timeout_ms) < 0 && errno != EINTR))
+        return kg_pg_fail(s, NULL, "wait for changes", err);
+    if (pfd.revents != 0 && PQconsumeInput(s->conn) == 0) {
+        s->listening = false;
+        return kg_pg_fail(s, NULL, "wait for changes", err);
+    }
+    while ((n = PQnotifies(s->conn)) != NULL) {
+        *woke = true;
+        PQfreemem(n);
+    }
+    return KG_OK;
 }
 
 enum kg_status

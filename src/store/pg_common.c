@@ -138,6 +138,7 @@ kg_pg_connect(struct pg_store *s, struct kg_err *err)
 
     if (s->conn != NULL && PQstatus(s->conn) == CONNECTION_OK)
         return KG_OK;
+    s->listening = false;
     PQfinish(s->conn);
     s->conn = PQconnectdbParams(keys, vals, 1);
     if (s->conn == NULL)
@@ -188,6 +189,7 @@ kg_pg_query(struct pg_store *s, const char *sql, const struct kg_pg_args *args, 
         /* A server restart since the last statement: one fresh try. Only
          * outside a transaction, whose earlier statements died with it. */
         PQclear(res);
+        s->listening = false;
         PQreset(s->conn);
         if (PQstatus(s->conn) != CONNECTION_OK)
             return kg_pg_fail(s, NULL, what, err);

@@ -29,6 +29,7 @@ struct pg_store {
      * what it carried; "" when none is in doubt. */
     char doubt_token[40];
     struct pg_doubt *doubt;
+    bool listening; /* LISTEN keygate_changes was issued on this connection */
     /* Test hook (tests/unit/store): the next COMMIT of a flush succeeds
      * but is reported as a lost connection, as when the reply is lost. */
     bool test_lose_commit;
@@ -172,6 +173,8 @@ enum kg_status kg_pg_change_each(struct kg_store *st, int64_t after, size_t limi
 enum kg_status kg_pg_change_trim(struct kg_store *st, int64_t before, size_t *trimmed,
                                  struct kg_err *err);
 enum kg_status kg_pg_data_version(struct kg_store *st, int64_t *out, struct kg_err *err);
+enum kg_status kg_pg_wait_change(struct kg_store *st, int timeout_ms, bool *woke,
+                                 struct kg_err *err);
 enum kg_status kg_pg_fingerprint(struct kg_store *st, const char *fp, char stored[65],
                                  struct kg_err *err);
 

@@ -1010,3 +1010,16 @@ kg_store_fingerprint(struct kg_store *st, const char *fp, char stored[65], struc
         return kg_err_set(err, KG_EINVAL, "secret fingerprint: not 64 characters");
     return st->ops->fingerprint(st, fp, stored, err);
 }
+
+enum kg_status
+kg_store_wait_change(struct kg_store *st, int timeout_ms, bool *woke, struct kg_err *err)
+{
+    if (woke != NULL)
+        *woke = false;
+    if (st == NULL || woke == NULL || timeout_ms < 0)
+        return kg_err_set(err, KG_EINVAL, "wait for changes: missing argument");
+    if (st->ops->wait_change == NULL)
+        return kg_err_set(err, KG_EINVAL, "the %s store sends no change notifications",
+                          st->ops->name);
+    return st->ops->wait_change(st, timeout_ms, woke, err);
+}

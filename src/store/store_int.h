@@ -124,6 +124,9 @@ struct kg_store_ops {
     enum kg_status (*set_durable)(struct kg_store *st, bool durable, struct kg_err *err);
     enum kg_status (*fingerprint)(struct kg_store *st, const char *fp, char stored[65],
                                   struct kg_err *err);
+    /* NULL: the backend has no change notification. */
+    enum kg_status (*wait_change)(struct kg_store *st, int timeout_ms, bool *woke,
+                                  struct kg_err *err);
 };
 
 /* store_sqlite.c */

@@ -755,4 +755,5 @@ const struct kg_store_ops kg_store_pg_ops = {
     .change_trim = kg_pg_change_trim,
     .set_durable = pg_set_durable,
     .fingerprint = kg_pg_fingerprint,
+    .wait_change = kg_pg_wait_change,
 };

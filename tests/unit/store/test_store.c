@@ -1557,6 +1557,54 @@ test_pg_a_handle_survives_a_server_restart(void **state)
     get_key(f, "key_after", &rec);
 }
 
+/* LISTEN/NOTIFY: a change committed by another handle wakes a waiting one
+ * (the first wait only starts listening and wakes at once, so the caller
+ * polls for what it may have missed); a usage flush wakes nobody. */
+static void
+test_pg_a_change_by_another_handle_wakes_a_waiting_one(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_store *other = NULL;
+    struct kg_err err = {{0}};
+    struct kg_key_usage d = {.requests = 1};
+    const char *ids[] = {"key_one"};
+    bool woke = false;
+
+    open_store(f);
+    assert_int_equal(kg_store_open(f->path, &other, &err), KG_OK);
+    assert_int_equal(kg_store_wait_change(f->st, 0, &woke, &err), KG_OK);
+    assert_true(woke);
+    assert_int_equal(kg_store_wait_change(f->st, 50, &woke, &err), KG_OK);
+    assert_false(woke);
+    {
+        struct kg_key_rec rec;
+        char key[96];
+
+        fake_key(key, sizeof(key), "key_one");
+        make_rec(&rec, "key_one", key, NOW);
+        assert_int_equal(kg_store_key_insert(other, &rec, &err), KG_OK);
+    }
+    assert_int_equal(kg_store_wait_change(f->st, 5000, &woke, &err), KG_OK);
+    assert_true(woke);
+    assert_int_equal(kg_store_key_usage_add(other, ids, &d, 1, NOW, &err), KG_OK);
+    assert_int_equal(kg_store_wait_change(f->st, 100, &woke, &err), KG_OK);
+    assert_false(woke);
+    kg_store_close(other);
+}
+
+/* SQLite has no notifications: the caller polls. */
+static void
+test_sqlite_sends_no_change_notifications(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_err err = {{0}};
+    bool woke = true;
+
+    open_store(f);
+    assert_int_equal(kg_store_wait_change(f->st, 0, &woke, &err), KG_EINVAL);
+    assert_false(woke);
+}
+
 int
 main(void)
 {
@@ -1610,6 +1658,7 @@ main(void)
         T(test_the_database_files_never_contain_the_plaintext_key),
         T(test_an_issue_2_database_migrates_its_keys_to_default_users),
         T(test_a_second_handle_in_the_process_keeps_the_first_ones_lock),
+        T(test_sqlite_sends_no_change_notifications),
     };
     const struct CMUnitTest pg_only[] = {
         T(test_pg_opening_migrates_once_and_records_the_version),
@@ -1619,6 +1668,7 @@ main(void)
         T(test_pg_concurrent_writers_never_fork_the_audit_chain),
         T(test_pg_a_flush_whose_commit_answer_was_lost_counts_once),
         T(test_pg_a_handle_survives_a_server_restart),
+        T(test_pg_a_change_by_another_handle_wakes_a_waiting_one),
     };
 #undef T
     const char *backend = getenv("KEYGATE_TEST_DATABASE");
