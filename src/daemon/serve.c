@@ -93,8 +93,8 @@ struct daemon_state {
     struct kg_loop *loops[KG_MAX_WORKERS];
     int nloops;
     struct kg_admin *admin;
-    struct kg_limiter *limiter; /* every key's and user's rate buckets, handed to the key cache */
-    int64_t version;            /* data_version the current key snapshot was loaded at */
+    struct kg_limiter *limiter;  /* every key's and user's rate buckets, handed to the key cache */
+    int64_t version;             /* data_version the current key snapshot was loaded at */
     struct kg_keylisten *listen; /* change notifications (PostgreSQL), or NULL */
     pthread_t main_thread;       /* where a notification's SIGUSR2 goes */
 };

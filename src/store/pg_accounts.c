@@ -196,8 +196,7 @@ kg_pg_tenant_list(struct kg_store *st, const char *only, const struct kg_cursor 
 /* ---- users ---- */
 
 static enum kg_status
-row_to_user(struct pg_store *s, PGresult *res, int row, struct kg_user_rec *out,
-            struct kg_err *err)
+row_to_user(struct pg_store *s, PGresult *res, int row, struct kg_user_rec *out, struct kg_err *err)
 {
     const struct {
         enum user_col col;
@@ -292,8 +291,8 @@ user_insert_locked(struct pg_store *s, const struct kg_user_rec *rec, struct kg_
 
     /* FOR SHARE: the tenant cannot vanish (it never does) nor be renamed
      * under the insert. */
-    rc = exists(s, "SELECT 1 FROM tenants WHERE name = $1::text FOR SHARE", rec->tenant, NULL,
-                NULL, &found, "insert user", err);
+    rc = exists(s, "SELECT 1 FROM tenants WHERE name = $1::text FOR SHARE", rec->tenant, NULL, NULL,
+                &found, "insert user", err);
     if (rc != KG_OK)
         return rc;
     if (!found)
@@ -514,8 +513,7 @@ kg_pg_default_owner_locked(struct pg_store *s, const char *tenant, int64_t now,
         return rc;
     kg_pg_args_init(&a);
     kg_pg_arg_text(&a, tenant);
-    rc = kg_pg_query(s,
-                     "SELECT id FROM users WHERE tenant = $1::text AND username = 'default'", &a,
+    rc = kg_pg_query(s, "SELECT id FROM users WHERE tenant = $1::text AND username = 'default'", &a,
                      &res, "find default owner", err);
     if (rc == KG_OK && (PQntuples(res) == 0 || !kg_pg_col_text(res, 0, 0, user_id, KG_ID_MAX)))
         rc = kg_err_set(err, KG_ECORRUPT, "%s: tenant %.64s has no usable default user", s->where,

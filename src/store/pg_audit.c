@@ -168,15 +168,14 @@ kg_pg_audit_list(struct kg_store *st, const struct kg_audit_query *q, const stru
         kg_pg_arg_text(&a, NULL);
     kg_pg_arg_limit(&a, q->page.limit);
     rc = kg_pg_query(s,
-                     q->newest_first
-                         ? "SELECT " AUDIT_COLUMNS " FROM audit"
-                           " WHERE ($1::text IS NULL OR tenant = $1::text)"
-                           " AND ($2::bigint IS NULL OR seq < $2::bigint)"
-                           " ORDER BY seq DESC LIMIT $3::bigint"
-                         : "SELECT " AUDIT_COLUMNS " FROM audit"
-                           " WHERE ($1::text IS NULL OR tenant = $1::text)"
-                           " AND ($2::bigint IS NULL OR seq > $2::bigint)"
-                           " ORDER BY seq LIMIT $3::bigint",
+                     q->newest_first ? "SELECT " AUDIT_COLUMNS " FROM audit"
+                                       " WHERE ($1::text IS NULL OR tenant = $1::text)"
+                                       " AND ($2::bigint IS NULL OR seq < $2::bigint)"
+                                       " ORDER BY seq DESC LIMIT $3::bigint"
+                                     : "SELECT " AUDIT_COLUMNS " FROM audit"
+                                       " WHERE ($1::text IS NULL OR tenant = $1::text)"
+                                       " AND ($2::bigint IS NULL OR seq > $2::bigint)"
+                                       " ORDER BY seq LIMIT $3::bigint",
                      &a, &res, "read audit trail", err);
     if (rc == KG_OK)
         rc = walk_entries(res, q->page.limit, cb, ctx, next);

@@ -146,8 +146,8 @@ kg_pg_fingerprint(struct kg_store *st, const char *fp, char stored[65], struct k
                          &a, NULL, "record the secret fingerprint", err);
     }
     if (rc == KG_OK)
-        rc = kg_pg_query(s, "SELECT fingerprint FROM secret_fingerprint WHERE one = 1", NULL,
-                         &res, "read the secret fingerprint", err);
+        rc = kg_pg_query(s, "SELECT fingerprint FROM secret_fingerprint WHERE one = 1", NULL, &res,
+                         "read the secret fingerprint", err);
     if (rc == KG_OK && PQntuples(res) > 0 && !kg_pg_col_text(res, 0, 0, stored, 65))
         rc = kg_err_set(err, KG_ECORRUPT, "%s: the secret fingerprint is mangled", s->where);
     PQclear(res);

@@ -165,8 +165,7 @@ run(struct pg_store *s, const char *sql, const struct kg_pg_args *args)
 {
     if (args == NULL || args->n == 0)
         return PQexecParams(s->conn, sql, 0, NULL, NULL, NULL, NULL, 0);
-    return PQexecParams(s->conn, sql, args->n, NULL, args->values, args->lengths, args->formats,
-                        0);
+    return PQexecParams(s->conn, sql, args->n, NULL, args->values, args->lengths, args->formats, 0);
 }
 
 enum kg_status

@@ -134,8 +134,7 @@ kg_sq_fingerprint(struct kg_store *st, const char *fp, char stored[65], struct k
         step = sqlite3_step(stmt);
         if (step == SQLITE_ROW) {
             if (!kg_sq_col_text(stmt, 0, stored, 65))
-                rc = kg_err_set(err, KG_ECORRUPT, "%s: the secret fingerprint is mangled",
-                                s->path);
+                rc = kg_err_set(err, KG_ECORRUPT, "%s: the secret fingerprint is mangled", s->path);
         } else if (step != SQLITE_DONE) {
             rc = kg_sq_fail(s, "read the secret fingerprint", err);
         }

@@ -78,16 +78,15 @@ row_to_rec(struct pg_store *s, PGresult *res, int row, struct kg_key_rec *rec, s
 
     memset(rec, 0, sizeof(*rec));
     if (!kg_pg_col_text(res, row, COL_ID, rec->id, sizeof(rec->id)))
-        return kg_err_set(err, KG_ECORRUPT, "%s: a key id is longer than keygate allows",
-                          s->where);
+        return kg_err_set(err, KG_ECORRUPT, "%s: a key id is longer than keygate allows", s->where);
     for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
         if (!kg_pg_col_text(res, row, (int)texts[i].col, texts[i].dst, texts[i].cap))
             return kg_err_set(err, KG_ECORRUPT, "%s: key %s: %s is longer than keygate allows",
                               s->where, rec->id, texts[i].name);
     }
     if (!kg_pg_col_bytes(res, row, COL_DIGEST, rec->digest, KG_DIGEST_BYTES))
-        return kg_err_set(err, KG_ECORRUPT, "%s: key %s: digest is not %d bytes", s->where,
-                          rec->id, KG_DIGEST_BYTES);
+        return kg_err_set(err, KG_ECORRUPT, "%s: key %s: digest is not %d bytes", s->where, rec->id,
+                          KG_DIGEST_BYTES);
     rec->created_at = kg_pg_col_int_or(res, row, COL_CREATED_AT, 0);
     rec->expires_at = kg_pg_col_int_or(res, row, COL_EXPIRES_AT, 0);
     rec->revoked_at = kg_pg_col_int_or(res, row, COL_REVOKED_AT, 0);
@@ -139,8 +138,7 @@ owner_tenant(struct pg_store *s, const char *id, char tenant[KG_NAME_MAX], struc
 
     kg_pg_args_init(&a);
     kg_pg_arg_text(&a, id);
-    rc = kg_pg_query(s, "SELECT tenant FROM users WHERE id = $1::text", &a, &res, "read user",
-                     err);
+    rc = kg_pg_query(s, "SELECT tenant FROM users WHERE id = $1::text", &a, &res, "read user", err);
     if (rc != KG_OK)
         return rc;
     if (PQntuples(res) == 0)
@@ -183,8 +181,8 @@ kg_pg_key_insert_locked(struct pg_store *s, const struct kg_key_rec *rec, const 
     kg_pg_args_init(&a);
     kg_pg_arg_text(&a, rec->id);
     kg_pg_arg_bytes(&a, rec->digest, KG_DIGEST_BYTES);
-    rc = kg_pg_query(s, "SELECT id FROM keys WHERE id = $1::text OR digest = $2::bytea LIMIT 1",
-                     &a, &res, what, err);
+    rc = kg_pg_query(s, "SELECT id FROM keys WHERE id = $1::text OR digest = $2::bytea LIMIT 1", &a,
+                     &res, what, err);
     if (rc != KG_OK)
         return rc;
     if (PQntuples(res) > 0) {
@@ -268,8 +266,8 @@ pg_key_get(struct kg_store *st, const char *id, struct kg_key_rec *out, struct k
 
     kg_pg_args_init(&a);
     kg_pg_arg_text(&a, id);
-    rc = kg_pg_query(s, "SELECT " KEY_COLUMNS " FROM keys WHERE id = $1::text", &a, &res,
-                     "get key", err);
+    rc = kg_pg_query(s, "SELECT " KEY_COLUMNS " FROM keys WHERE id = $1::text", &a, &res, "get key",
+                     err);
     if (rc != KG_OK)
         return rc;
     if (PQntuples(res) == 0)
@@ -322,15 +320,14 @@ walk_keys(struct pg_store *s, PGresult *res, const struct key_walk *w, struct kg
             };
             struct kg_key_owner owner = {
                 .role = PQgetisnull(res, r, KEY_NCOLS) ? NULL : PQgetvalue(res, r, KEY_NCOLS),
-                .tier = PQgetisnull(res, r, KEY_NCOLS + 1) ? NULL
-                                                           : PQgetvalue(res, r, KEY_NCOLS + 1),
+                .tier =
+                    PQgetisnull(res, r, KEY_NCOLS + 1) ? NULL : PQgetvalue(res, r, KEY_NCOLS + 1),
                 .platform_admin = kg_pg_col_bool(res, r, KEY_NCOLS + 2),
                 .disabled = kg_pg_col_bool(res, r, KEY_NCOLS + 3),
                 .has_quota = !kg_pg_col_null(res, r, KEY_NCOLS + 4),
                 .quota_limit = kg_pg_col_int_or(res, r, KEY_NCOLS + 4, 0),
-                .quota_period = PQgetisnull(res, r, KEY_NCOLS + 5)
-                                    ? ""
-                                    : PQgetvalue(res, r, KEY_NCOLS + 5),
+                .quota_period =
+                    PQgetisnull(res, r, KEY_NCOLS + 5) ? "" : PQgetvalue(res, r, KEY_NCOLS + 5),
                 .usage = &used,
             };
 
@@ -390,21 +387,22 @@ pg_key_list(struct kg_store *st, const struct kg_key_query *q, const struct kg_c
     kg_pg_arg_limit(&a, q->page.limit);
     /* The state test mirrors kg_key_state_of(): revoked wins over expired.
      * COLLATE "C": byte order, as SQLite sorts ids. */
-    rc = kg_pg_query(s,
-                     "SELECT " KEY_COLUMNS " FROM keys"
-                     " WHERE ($1::text IS NULL OR tenant = $1::text)"
-                     " AND ($2::text IS NULL OR user_id = $2::text)"
-                     " AND ($3::text IS NULL OR name = $3::text)"
-                     " AND ($4::integer < 0"
-                     "  OR ($4::integer = 2 AND revoked_at IS NOT NULL AND revoked_at <= $5::bigint)"
-                     "  OR ($4::integer = 1 AND (revoked_at IS NULL OR revoked_at > $5::bigint)"
-                     "      AND expires_at IS NOT NULL AND expires_at <= $5::bigint)"
-                     "  OR ($4::integer = 0 AND (revoked_at IS NULL OR revoked_at > $5::bigint)"
-                     "      AND (expires_at IS NULL OR expires_at > $5::bigint)))"
-                     " AND ($6::bigint IS NULL OR created_at > $6::bigint"
-                     "      OR (created_at = $6::bigint AND id COLLATE \"C\" > $7::text))"
-                     " ORDER BY created_at, id COLLATE \"C\" LIMIT $8::bigint",
-                     &a, &res, "list keys", err);
+    rc =
+        kg_pg_query(s,
+                    "SELECT " KEY_COLUMNS " FROM keys"
+                    " WHERE ($1::text IS NULL OR tenant = $1::text)"
+                    " AND ($2::text IS NULL OR user_id = $2::text)"
+                    " AND ($3::text IS NULL OR name = $3::text)"
+                    " AND ($4::integer < 0"
+                    "  OR ($4::integer = 2 AND revoked_at IS NOT NULL AND revoked_at <= $5::bigint)"
+                    "  OR ($4::integer = 1 AND (revoked_at IS NULL OR revoked_at > $5::bigint)"
+                    "      AND expires_at IS NOT NULL AND expires_at <= $5::bigint)"
+                    "  OR ($4::integer = 0 AND (revoked_at IS NULL OR revoked_at > $5::bigint)"
+                    "      AND (expires_at IS NULL OR expires_at > $5::bigint)))"
+                    " AND ($6::bigint IS NULL OR created_at > $6::bigint"
+                    "      OR (created_at = $6::bigint AND id COLLATE \"C\" > $7::text))"
+                    " ORDER BY created_at, id COLLATE \"C\" LIMIT $8::bigint",
+                    &a, &res, "list keys", err);
     if (rc == KG_OK)
         rc = walk_keys(s, res, &w, err);
     PQclear(res);
@@ -549,8 +547,8 @@ pg_key_revoke(struct kg_store *st, const char *id, int64_t now, const struct kg_
         kg_pg_args_init(&a);
         kg_pg_arg_int(&a, now);
         kg_pg_arg_text(&a, id);
-        rc = kg_pg_query(s, "UPDATE keys SET revoked_at = $1::bigint WHERE id = $2::text", &a,
-                         NULL, "revoke key", err);
+        rc = kg_pg_query(s, "UPDATE keys SET revoked_at = $1::bigint WHERE id = $2::text", &a, NULL,
+                         "revoke key", err);
     }
     return kg_pg_finish(s, rc, audit, err);
 }
@@ -573,8 +571,7 @@ pg_key_rotate(struct kg_store *st, const char *old_id, const struct kg_key_rec *
     if (rc == KG_OK && revoked_at != 0 && revoked_at <= now)
         rc = kg_err_set(err, KG_ECONFLICT, "key %s is already revoked", old_id);
     else if (rc == KG_OK && rotated_to[0] != '\0')
-        rc = kg_err_set(err, KG_ECONFLICT, "key %s was already rotated to %s", old_id,
-                        rotated_to);
+        rc = kg_err_set(err, KG_ECONFLICT, "key %s was already rotated to %s", old_id, rotated_to);
     if (rc == KG_OK)
         rc = kg_pg_key_insert_locked(s, fresh, NULL, NULL, err);
     if (rc == KG_OK) {

@@ -82,8 +82,8 @@ run(struct kt_pg *pg, char *const argv[], int timeout_s)
             dup2(fd, 2);
             close(fd);
         }
-        if (pg->uid != 0 && (setgroups(0, NULL) != 0 || setgid(pg->gid) != 0 ||
-                             setuid(pg->uid) != 0))
+        if (pg->uid != 0 &&
+            (setgroups(0, NULL) != 0 || setgid(pg->gid) != 0 || setuid(pg->uid) != 0))
             _exit(126);
         execv(argv[0], argv);
         _exit(127);
@@ -149,8 +149,8 @@ kt_pg_start(struct kt_pg **out)
 {
     struct kt_pg *pg = calloc(1, sizeof(*pg));
     char tool[192], data[96];
-    char *argv[] = {tool, "-D", data, "-U", "keygate", "-A", "trust", "-E", "UTF8",
-                    "--no-sync", "--locale=C", NULL};
+    char *argv[] = {tool,    "-D", data,   "-U",        "keygate",    "-A",
+                    "trust", "-E", "UTF8", "--no-sync", "--locale=C", NULL};
 
     *out = NULL;
     if (pg == NULL)
@@ -170,8 +170,7 @@ kt_pg_start(struct kt_pg **out)
         struct passwd *pw = getpwnam("nobody");
 
         if (pw == NULL || chown(pg->dir, pw->pw_uid, pw->pw_gid) != 0) {
-            fprintf(stderr, "pgserver: running as root and cannot hand %s to nobody\n",
-                    pg->dir);
+            fprintf(stderr, "pgserver: running as root and cannot hand %s to nobody\n", pg->dir);
             kt_pg_free(pg);
             return -1;
         }

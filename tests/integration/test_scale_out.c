@@ -77,8 +77,8 @@ admin(int i, const char *method, const char *path, const char *body, long *statu
 {
     char auth[128], ct[] = "Content-Type: application/json";
     const char *hdrs[3] = {auth, body != NULL ? ct : NULL, NULL};
-    struct kt_http_req req = {.method = method, .url = kt_daemon_admin_url(W.d[i], path),
-                              .headers = hdrs};
+    struct kt_http_req req = {
+        .method = method, .url = kt_daemon_admin_url(W.d[i], path), .headers = hdrs};
     struct kt_http_resp r;
     json_t *doc;
 
@@ -136,8 +136,10 @@ stored_requests(const char *id)
 {
     char sql[160];
 
-    snprintf(sql, sizeof(sql), "SELECT COALESCE((SELECT requests FROM key_usage"
-                               " WHERE key_id = '%s'), 0)", id);
+    snprintf(sql, sizeof(sql),
+             "SELECT COALESCE((SELECT requests FROM key_usage"
+             " WHERE key_id = '%s'), 0)",
+             id);
     return kt_pg_int(W.pg, DB, sql);
 }
 
@@ -344,8 +346,8 @@ test_with_postgres_stopped_auth_goes_on_and_writes_wait(void **state)
     doc = admin(1, "POST", "/v1/keys", "{\"name\": \"during\"}", &st);
     assert_int_equal(st, 503);
     assert_non_null(doc);
-    assert_non_null(strstr(json_string_value(json_object_get(doc, "detail")),
-                           "database cannot be reached"));
+    assert_non_null(
+        strstr(json_string_value(json_object_get(doc, "detail")), "database cannot be reached"));
     json_decref(doc);
     {
         struct kt_http_resp r;
@@ -396,7 +398,8 @@ main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_a_key_made_on_one_instance_works_on_every_instance),
-        cmocka_unit_test(test_a_revocation_through_instance_a_is_enforced_by_b_and_c_within_a_second),
+        cmocka_unit_test(
+            test_a_revocation_through_instance_a_is_enforced_by_b_and_c_within_a_second),
         cmocka_unit_test(test_a_revocation_through_the_cli_reaches_every_instance_within_a_second),
         cmocka_unit_test(test_usage_served_by_all_instances_is_stored_once_per_request),
         cmocka_unit_test(test_an_instance_with_another_secret_refuses_to_start),

@@ -256,8 +256,8 @@ test_an_unreachable_postgres_server_is_an_io_error_without_the_password(void **s
     struct kg_err err = {{0}};
 
     /* Port 1 on loopback: nothing listens there. */
-    assert_int_equal(
-        kg_store_open("postgresql://kg:hunter2@127.0.0.1:1/keygate", &f->st, &err), KG_EIO);
+    assert_int_equal(kg_store_open("postgresql://kg:hunter2@127.0.0.1:1/keygate", &f->st, &err),
+                     KG_EIO);
     assert_null(f->st);
     assert_non_null(strstr(err.msg, "postgresql://127.0.0.1:1/keygate"));
     assert_non_null(strstr(err.msg, "PostgreSQL unavailable"));
@@ -1353,8 +1353,7 @@ test_pg_a_database_from_a_newer_keygate_is_corrupt(void **state)
     open_store(f);
     kg_store_close(f->st);
     f->st = NULL;
-    snprintf(sql, sizeof(sql),
-             "INSERT INTO keygate_schema VALUES (%zu, '999_future.sql', 1)",
+    snprintf(sql, sizeof(sql), "INSERT INTO keygate_schema VALUES (%zu, '999_future.sql', 1)",
              kg_pg_migrations_count + 1);
     raw_exec(f->path, sql);
     assert_int_equal(kg_store_open(f->path, &f->st, &err), KG_ECORRUPT);
@@ -1458,8 +1457,7 @@ chain_check_one(const struct kg_audit_entry *e, void *ctx)
     char want[KG_AUDIT_HASH_HEX];
 
     kg_store_audit_hash(test_audit_key, e, e->prev_hash, want);
-    if (e->seq != c->seq + 1 || strcmp(e->prev_hash, c->hash) != 0 ||
-        strcmp(want, e->hash) != 0)
+    if (e->seq != c->seq + 1 || strcmp(e->prev_hash, c->hash) != 0 || strcmp(want, e->hash) != 0)
         c->broken = true;
     c->seq = e->seq;
     snprintf(c->hash, sizeof(c->hash), "%s", e->hash);
@@ -1680,8 +1678,8 @@ main(void)
         if (rc != 0)
             return rc == KT_PG_SKIP ? KT_PG_SKIP : 1;
         failed = cmocka_run_group_tests_name("store on PostgreSQL", common, group_setup, NULL);
-        failed += cmocka_run_group_tests_name("store on PostgreSQL only", pg_only, group_setup,
-                                              NULL);
+        failed +=
+            cmocka_run_group_tests_name("store on PostgreSQL only", pg_only, group_setup, NULL);
         kt_pg_free(pg);
         return failed;
     }
