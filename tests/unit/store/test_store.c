@@ -1555,6 +1555,34 @@ test_pg_a_handle_survives_a_server_restart(void **state)
     get_key(f, "key_after", &rec);
 }
 
+/* The first fingerprint offered is kept; a later, different one is not
+ * recorded (the caller compares and refuses), and reading changes nothing. */
+static void
+test_the_secret_fingerprint_is_recorded_once_and_kept(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_err err = {{0}};
+    char fp1[65], fp2[65], stored[65];
+
+    memset(fp1, 'a', 64);
+    fp1[64] = '\0';
+    memset(fp2, 'b', 64);
+    fp2[64] = '\0';
+    open_store(f);
+    assert_int_equal(kg_store_fingerprint(f->st, NULL, stored, &err), KG_OK);
+    assert_string_equal(stored, "");
+    assert_int_equal(kg_store_fingerprint(f->st, fp1, stored, &err), KG_OK);
+    assert_string_equal(stored, fp1);
+    assert_int_equal(kg_store_fingerprint(f->st, fp2, stored, &err), KG_OK);
+    assert_string_equal(stored, fp1);
+    kg_store_close(f->st);
+    f->st = NULL;
+    open_store(f);
+    assert_int_equal(kg_store_fingerprint(f->st, NULL, stored, &err), KG_OK);
+    assert_string_equal(stored, fp1);
+    assert_int_equal(kg_store_fingerprint(f->st, "short", stored, &err), KG_EINVAL);
+}
+
 /* LISTEN/NOTIFY: a change committed by another handle wakes a waiting one
  * (the first wait only starts listening and wakes at once, so the caller
  * polls for what it may have missed); a usage flush wakes nobody. */
@@ -1642,6 +1670,7 @@ main(void)
         T(test_key_list_filters_by_state_tenant_user_and_name),
         T(test_key_pages_end_with_an_empty_cursor_and_never_repeat),
         T(test_key_update_writes_only_the_changeable_fields),
+        T(test_the_secret_fingerprint_is_recorded_once_and_kept),
     };
     /* Files, pragmas and SQLite's own locking. */
     const struct CMUnitTest sqlite_only[] = {
