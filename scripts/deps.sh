@@ -10,6 +10,8 @@ set -euo pipefail
 pkgs=(
   gcc clang libclang-rt-14-dev cmake ninja-build pkg-config make
   libmicrohttpd-dev libsodium-dev libsqlite3-dev libjansson-dev libcmocka-dev libcurl4-openssl-dev
+  # the PostgreSQL store backend (src/store/pg_*.c)
+  libpq-dev
   curl ca-certificates
   # llhttp's C sources, compiled into the build: the native upstream client's parser
   node-llhttp
@@ -39,6 +41,8 @@ if [[ ${1:-} == --test ]]; then
     redis-server
     # tests/browser/test_console.py: the web console in a real headless Chromium
     chromium chromium-driver python3-selenium
+    # tests/helpers/pgserver.c: a private PostgreSQL server (initdb, pg_ctl) for the store tests
+    postgresql-15
   )
 elif [[ $# -ne 0 ]]; then
   echo "usage: $0 [--test]" >&2
@@ -79,6 +83,7 @@ if [ -d /run/systemd/system ]; then
     case $p in
     nginx-light) $SUDO systemctl disable -q nginx.service 2>/dev/null || true ;;
     prometheus) $SUDO systemctl disable -q prometheus.service 2>/dev/null || true ;;
+    postgresql-15) $SUDO systemctl disable -q postgresql.service 2>/dev/null || true ;;
     esac
   done
 fi

@@ -45,6 +45,14 @@ void kg_digest_compute(const struct kg_secret *s, const char *key, size_t len,
  * (sodium_memzero) after. Pure; any thread. */
 void kg_digest_audit_key(const struct kg_secret *s, unsigned char out[KG_AUDIT_KEY_BYTES]);
 
+/* The secret's fingerprint, 64 lower-case hex characters: BLAKE2b-256
+ * keyed with the secret over "keygate secret fingerprint v1". The store
+ * keeps it (kg_store_fingerprint()) so that an instance started with
+ * another secret_file is refused; it says nothing about the secret nor
+ * about any key. Pure; any thread. */
+#define KG_FINGERPRINT_HEX 65
+void kg_digest_fingerprint(const struct kg_secret *s, char out[KG_FINGERPRINT_HEX]);
+
 /* Constant-time comparison of two digests. */
 /* A 32-byte key for one purpose, derived from the secret and label (keyed
  * BLAKE2b), so that keys for different jobs (console session digests, CSRF

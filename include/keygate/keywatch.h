@@ -71,4 +71,24 @@ bool kg_keywatch_ask(struct kg_keywatch *w, const unsigned char digest[KG_DIGEST
 bool kg_keywatch_recheck(struct kg_keywatch *w, struct kg_store *st,
                          const unsigned char digest[KG_DIGEST_BYTES], int64_t now_ms, int64_t now);
 
+/* ---- change notifications ----
+ *
+ * The main thread polls the change log every 200 ms, which bounds how long
+ * another instance's change takes to reach this one. With a store that
+ * notifies (PostgreSQL: LISTEN/NOTIFY, sent by the change log trigger) a
+ * listener thread with its own handle calls wake(arg) as soon as another
+ * connection commits a change, and after every reconnect (changes may have
+ * been missed meanwhile); the poll stays the truth and the fallback. */
+struct kg_keylisten;
+typedef void (*kg_keylisten_wake_fn)(void *arg);
+
+/* Starts the listener on its own handle on database. *out is NULL (and
+ * KG_OK) when the store sends no notifications (SQLite). wake is called on
+ * the listener's thread. Caller owns *out. */
+enum kg_status kg_keylisten_new(const char *database, kg_keylisten_wake_fn wake, void *arg,
+                                struct kg_keylisten **out, struct kg_err *err);
+
+/* Stops the thread (within about half a second) and frees. NULL-safe. */
+void kg_keylisten_free(struct kg_keylisten *l);
+
 #endif

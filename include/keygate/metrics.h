@@ -40,6 +40,9 @@ const char *kg_metrics_outcome_name(enum kg_outcome o);
 
 /* One access log line dropped because the log's buffer was full. Lock-free. */
 void kg_metrics_access_log_dropped(void);
+/* A poll of the store that failed (keygate_store_errors_total): the
+ * daemon keeps deciding from its cache meanwhile. */
+void kg_metrics_store_error(void);
 
 /* Why accept() failed on a listener (keygate_accept_errors_total{reason}). */
 enum kg_accept_reason {

@@ -16,4 +16,9 @@ struct kg_migration {
 extern const struct kg_migration kg_migrations[];
 extern const size_t kg_migrations_count;
 
+/* The PostgreSQL backend's own set, sql/postgres/NNN_*.sql: migration i
+ * is recorded as version i+1 in its keygate_schema table. */
+extern const struct kg_migration kg_pg_migrations[];
+extern const size_t kg_pg_migrations_count;
+
 #endif

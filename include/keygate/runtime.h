@@ -50,6 +50,9 @@ struct kg_runtime {
      * /readyz answers 503 while accept_stalled > 0. */
     _Atomic int accept_stalled;
     _Atomic int accept_errno;
+    /* The store did not answer the last poll (a PostgreSQL outage): keys
+     * are still decided from the cache, /readyz says "degraded". */
+    _Atomic bool store_down;
     struct kg_connlimit *per_ip; /* open client connections per IP, all loops */
 };
 

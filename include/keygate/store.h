@@ -524,6 +524,24 @@ enum kg_status kg_store_change_each(struct kg_store *st, int64_t after, size_t l
 enum kg_status kg_store_change_trim(struct kg_store *st, int64_t before, size_t *trimmed,
                                     struct kg_err *err);
 
+/* Waits up to timeout_ms for another connection's change (PostgreSQL:
+ * LISTEN keygate_changes, issued again after every reconnect). *woke is
+ * true when one came, or when the connection was made again (changes may
+ * have been missed meanwhile: the caller polls). KG_EINVAL when the
+ * backend has no such wake-up (SQLite: poll kg_store_data_version()).
+ * Only a wake-up: the change log stays the truth. */
+enum kg_status kg_store_wait_change(struct kg_store *st, int timeout_ms, bool *woke,
+                                    struct kg_err *err);
+
+/* The fingerprint of the server secret the store was made with
+ * (kg_digest_fingerprint(); sql/011_secret_fingerprint.sql, and
+ * sql/postgres/001_init.sql). When fp is not NULL and none is stored yet,
+ * fp is recorded, in one transaction with the read. stored (65 bytes)
+ * receives what the store holds afterwards, "" for none: the caller
+ * compares. Every instance sharing a store must use the same secret. */
+enum kg_status kg_store_fingerprint(struct kg_store *st, const char *fp, char stored[65],
+                                    struct kg_err *err);
+
 /* Durable (synchronous=FULL, the default) for key changes; the daemon's
  * usage writer turns it off (NORMAL) for its batched counters. */
 enum kg_status kg_store_set_durable(struct kg_store *st, bool durable, struct kg_err *err);

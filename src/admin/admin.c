@@ -183,6 +183,12 @@ admin_fail_status(struct admin_call *c, enum kg_status rc, const struct kg_err *
     case KG_ELIMIT:
         admin_fail(c, 413, "%s", words);
         return;
+    case KG_EIO:
+        /* The store cannot be reached (a PostgreSQL outage): nothing was
+         * written, and trying again later is the right thing to do. */
+        kg_log_warnx("admin %s: %s", c->method, words);
+        admin_fail(c, 503, ADMIN_STORE_DOWN);
+        return;
     default:
         kg_log_warnx("admin %s: %s", c->method, words);
         admin_fail(c, 500, "Internal error");
@@ -439,7 +445,7 @@ audit_auth_failure(struct kg_admin *adm, const struct kg_cred *cred, enum kg_ver
 
 /* Fills who from the store: the key's owner and whether it is a platform
  * admin are read fresh, not from the cache, since they decide the fence. */
-static bool
+static enum kg_status
 load_caller(struct kg_admin *adm, const char *key_id, struct admin_caller *who)
 {
     struct kg_keys_ctx kc = {
@@ -447,12 +453,14 @@ load_caller(struct kg_admin *adm, const char *key_id, struct admin_caller *who)
     struct kg_key_rec *rec = calloc(1, sizeof(*rec));
     struct kg_user_rec user;
     struct kg_err err = {{0}};
-    bool ok = false;
+    enum kg_status rc;
 
     if (rec == NULL)
-        return false;
-    if (kg_keys_get(&kc, NULL, key_id, rec, &err) != KG_OK ||
-        kg_accounts_user_get(&kc, NULL, rec->user_id, &user, &err) != KG_OK) {
+        return KG_ENOMEM;
+    rc = kg_keys_get(&kc, NULL, key_id, rec, &err);
+    if (rc == KG_OK)
+        rc = kg_accounts_user_get(&kc, NULL, rec->user_id, &user, &err);
+    if (rc != KG_OK) {
         kg_log_warnx("admin: key %s: %s", key_id, err.msg);
         goto cleanup;
     }
@@ -462,11 +470,10 @@ load_caller(struct kg_admin *adm, const char *key_id, struct admin_caller *who)
     snprintf(who->tenant, sizeof(who->tenant), "%s", user.tenant);
     snprintf(who->scopes, sizeof(who->scopes), "%s", rec->scopes);
     who->platform_admin = user.platform_admin;
-    ok = true;
 
 cleanup:
     free(rec);
-    return ok;
+    return rc;
 }
 
 /* Admin scopes are never implied: a scope-less key (full access on the public
@@ -713,8 +720,14 @@ dispatch(struct kg_admin *adm, struct MHD_Connection *conn, const char *url, con
         kg_respond_verdict(cfg, &d, &ans);
         return send_answer(conn, &ans, NULL);
     }
-    if (!load_caller(adm, key_id, &c.caller))
+    switch (load_caller(adm, key_id, &c.caller)) {
+    case KG_OK:
+        break;
+    case KG_EIO:
+        return send_error(adm, conn, 503, ADMIN_STORE_DOWN, NULL);
+    default:
         return send_error(adm, conn, 500, "Internal error", NULL);
+    }
     if (r->platform_only && !c.caller.platform_admin)
         return send_error(adm, conn, 403,
                           "API key is missing the required scope " S_TENANTS

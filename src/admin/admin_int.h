@@ -27,6 +27,8 @@
 
 #define ADMIN_LIMIT_DEFAULT 50
 #define ADMIN_LIMIT_MAX 200
+/* The 503 answer when the store cannot be reached (a PostgreSQL outage). */
+#define ADMIN_STORE_DOWN "Service unavailable: the database cannot be reached"
 
 struct kg_accept_thread;
 

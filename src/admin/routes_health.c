@@ -48,6 +48,12 @@ admin_health(const struct kg_admin *adm, const char *url, char *body, size_t cap
                  strerror(atomic_load(&rt->accept_errno)));
         return 503;
     }
+    /* Still 200 without the store: keys are decided from memory, so a
+     * load balancer should keep sending traffic; writes answer 503. */
+    if (atomic_load(&rt->ready) && !atomic_load(&rt->draining) && atomic_load(&rt->store_down)) {
+        snprintf(body, cap, "{\"status\":\"degraded\",\"reason\":\"database unreachable\"}");
+        return 200;
+    }
     if (atomic_load(&rt->ready) && !atomic_load(&rt->draining)) {
         snprintf(body, cap, "{\"status\":\"ready\"}");
         return 200;

@@ -186,6 +186,17 @@ kg_digest_subkey(const struct kg_secret *s, const char *label, unsigned char out
                        KG_SECRET_BYTES);
 }
 
+void
+kg_digest_fingerprint(const struct kg_secret *s, char out[KG_FINGERPRINT_HEX])
+{
+    static const char label[] = "keygate secret fingerprint v1";
+    unsigned char fp[32];
+
+    crypto_generichash(fp, sizeof(fp), (const unsigned char *)label, sizeof(label) - 1, s->bytes,
+                       KG_SECRET_BYTES);
+    sodium_bin2hex(out, KG_FINGERPRINT_HEX, fp, sizeof(fp));
+}
+
 bool
 kg_digest_equal(const unsigned char a[KG_DIGEST_BYTES], const unsigned char b[KG_DIGEST_BYTES])
 {

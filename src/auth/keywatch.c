@@ -1,8 +1,11 @@
 /* auth/keywatch.c - see keygate/keywatch.h. The watch thread is a
- * kg_worker whose context is its own store handle. */
+ * kg_worker whose context is its own store handle; the change listener a
+ * thread of its own, blocked in the store's wait for a notification. */
+#include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "keygate/keywatch.h"
 #include "keygate/log.h"
@@ -190,4 +193,89 @@ kg_keywatch_recheck(struct kg_keywatch *w, struct kg_store *st,
     if (w == NULL || st == NULL || !claim(w, now_ms))
         return false;
     return answer(w, st, digest, now_ms, now);
+}
+
+/* ---- change notifications ---- */
+
+/* How long one wait lasts: the longest a stop waits for the thread. */
+#define LISTEN_WAIT_MS 250
+
+struct kg_keylisten {
+    pthread_t thread;
+    struct kg_store *st;
+    kg_keylisten_wake_fn wake;
+    void *arg;
+    _Atomic bool stop;
+};
+
+static void *
+listen_run(void *p)
+{
+    struct kg_keylisten *l = p;
+    bool down = false;
+
+    while (!atomic_load(&l->stop)) {
+        struct kg_err err = {{0}};
+        bool woke = false;
+
+        if (kg_store_wait_change(l->st, LISTEN_WAIT_MS, &woke, &err) != KG_OK) {
+            /* The main thread's poll reports the outage; wait and try
+             * again (the next wait reconnects and listens again). */
+            if (!down)
+                kg_log_debug("change notifications paused: %s", err.msg);
+            down = true;
+            for (int i = 0; i < BACKOFF_MS / 50 && !atomic_load(&l->stop); i++)
+                nanosleep(&(struct timespec){0, 50 * 1000000L}, NULL);
+            continue;
+        }
+        down = false;
+        if (woke)
+            l->wake(l->arg);
+    }
+    return NULL;
+}
+
+enum kg_status
+kg_keylisten_new(const char *database, kg_keylisten_wake_fn wake, void *arg,
+                 struct kg_keylisten **out, struct kg_err *err)
+{
+    struct kg_keylisten *l = calloc(1, sizeof(*l));
+    enum kg_status rc;
+    bool woke = false;
+
+    *out = NULL;
+    if (l == NULL)
+        return kg_err_set(err, KG_ENOMEM, "out of memory");
+    l->wake = wake;
+    l->arg = arg;
+    rc = kg_store_open(database, &l->st, err);
+    /* The first wait only starts listening: it tells whether the store
+     * notifies at all. */
+    if (rc == KG_OK)
+        rc = kg_store_wait_change(l->st, 0, &woke, err);
+    if (rc == KG_EINVAL) {
+        kg_store_close(l->st);
+        free(l);
+        return KG_OK;
+    }
+    if (rc == KG_OK && pthread_create(&l->thread, NULL, listen_run, l) != 0)
+        rc = kg_err_set(err, KG_ENOMEM, "cannot start the change listener thread");
+    if (rc != KG_OK) {
+        kg_store_close(l->st);
+        free(l);
+        return rc;
+    }
+    *out = l;
+    return KG_OK;
+}
+
+void
+kg_keylisten_free(struct kg_keylisten *l)
+{
+    if (l == NULL)
+        return;
+    atomic_store(&l->stop, true);
+    pthread_join(l->thread, NULL);
+    kg_store_close(l->st);
+    free(l);
 }

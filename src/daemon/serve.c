@@ -10,6 +10,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -31,6 +32,7 @@
 #include "keygate/log.h"
 #include "keygate/loop.h"
 #include "keygate/redislimit.h"
+#include "keygate/metrics.h"
 #include "keygate/reload.h"
 #include "keygate/serve.h"
 #include "keygate/throttle.h"
@@ -96,9 +98,21 @@ struct daemon_state {
     struct kg_loop *loops[KG_MAX_WORKERS];
     int nloops;
     struct kg_admin *admin;
-    struct kg_limiter *limiter; /* every key's and user's rate buckets, handed to the key cache */
-    int64_t version;            /* data_version the current key snapshot was loaded at */
+    struct kg_limiter *limiter;  /* every key's and user's rate buckets, handed to the key cache */
+    int64_t version;             /* data_version the current key snapshot was loaded at */
+    struct kg_keylisten *listen; /* change notifications (PostgreSQL), or NULL */
+    pthread_t main_thread;       /* where a notification's SIGUSR2 goes */
 };
+
+/* On the listener's thread: the main thread's sigtimedwait() returns and
+ * it polls the change log at once instead of at the next 200 ms tick. */
+static void
+wake_main(void *arg)
+{
+    struct daemon_state *ds = arg;
+
+    pthread_kill(ds->main_thread, SIGUSR2);
+}
 
 /* The worker thread's context is its own store handle: SQLite handles are
  * one per thread, and a signup writes a user and its key. */
@@ -269,9 +283,14 @@ poll_store(struct daemon_state *ds, int64_t *version)
     int64_t v;
 
     if (kg_store_data_version(ds->inst->store, &v, &err) != KG_OK) {
-        kg_log_warnx("store: %s", err.msg);
+        /* Once per outage in the log; every failed poll in the metric. */
+        if (!atomic_exchange(&ds->rt.store_down, true))
+            kg_log_warnx("store: %s; deciding keys from memory until it is back", err.msg);
+        kg_metrics_store_error();
         return;
     }
+    if (atomic_exchange(&ds->rt.store_down, false))
+        kg_log_info("store: reachable again");
     if (v == *version)
         return;
     if (kg_keycache_sync(ds->rt.keys, ds->inst->store, kg_time_now(), &full, &err) != KG_OK) {
@@ -304,7 +323,10 @@ flush_usage(struct daemon_state *ds)
 {
     struct kg_err err = {{0}};
 
-    if (kg_keycache_flush(ds->rt.keys, ds->inst->store, NULL, &err) != KG_OK)
+    /* Kept in memory and retried each second; while the store is down the
+     * poll has already said so once. */
+    if (kg_keycache_flush(ds->rt.keys, ds->inst->store, NULL, &err) != KG_OK &&
+        !atomic_load(&ds->rt.store_down))
         kg_log_warnx("writing last-used times and usage counts: %s", err.msg);
 }
 
@@ -429,6 +451,7 @@ run(struct daemon_state *ds)
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
     sigaddset(&set, SIGUSR1);
+    sigaddset(&set, SIGUSR2); /* a change notification (kg_keylisten): poll now */
     /* Read before the first load (kg_serve_main): a change committed while
      * the listeners were starting is still seen by the first poll. */
     version = ds->version;
@@ -525,6 +548,7 @@ kg_serve_main(int argc, char **argv)
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGHUP);
     sigaddset(&set, SIGUSR1);
+    sigaddset(&set, SIGUSR2); /* a change notification (kg_keylisten): poll now */
     pthread_sigmask(SIG_BLOCK, &set, NULL);
     signal(SIGPIPE, SIG_IGN);
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
@@ -588,8 +612,10 @@ kg_serve_main(int argc, char **argv)
         kg_log_error("loading keys: %s", err.msg[0] != '\0' ? err.msg : "out of memory");
         goto cleanup;
     }
+    ds.main_thread = pthread_self();
     if (kg_keywatch_new(ds.inst->cfg->database, ds.rt.keys, KEYWATCH_MS, &ds.rt.keywatch, &err) !=
-        KG_OK) {
+            KG_OK ||
+        kg_keylisten_new(ds.inst->cfg->database, wake_main, &ds, &ds.listen, &err) != KG_OK) {
         kg_log_error("store: %s", err.msg);
         goto cleanup;
     }
@@ -635,6 +661,7 @@ cleanup:
     kg_admin_stop(ds.admin);
     kg_connlimit_free(ds.rt.per_ip); /* after the loops: their connections gave theirs back */
     kg_tls_free(ds.rt.tls);
+    kg_keylisten_free(ds.listen);
     kg_keywatch_free(ds.rt.keywatch);
     /* Counters first: nothing after this (a log reader that stalls the
      * access log's last write) may cost the last second of usage. */

@@ -2,6 +2,7 @@
  * command uses. Owns the rule for when a secret may be created (empty store
  * only) and hands the store its audit key; does not keep anything global. */
 #include <stdlib.h>
+#include <string.h>
 
 #include <sodium.h>
 
@@ -21,6 +22,7 @@ kg_instance_open(const char *config_path, kg_config_report_fn report, void *ctx,
                  struct kg_instance **out, struct kg_err *err)
 {
     struct kg_instance *inst = calloc(1, sizeof(*inst));
+    char fp[KG_FINGERPRINT_HEX], stored[65];
     enum kg_status rc;
     bool has_keys = false;
 
@@ -43,12 +45,28 @@ kg_instance_open(const char *config_path, kg_config_report_fn report, void *ctx,
     if (rc != KG_OK)
         goto cleanup;
     rc = kg_store_key_each(inst->store, any_key, &has_keys, err);
+    if (rc == KG_OK)
+        rc = kg_store_fingerprint(inst->store, NULL, stored, err);
     if (rc != KG_OK)
         goto cleanup;
-    rc = kg_digest_secret_load(inst->cfg->secret_file, !has_keys, &inst->secret,
-                               &inst->secret_created, err);
+    /* A new secret only for a store no secret has been used with: against
+     * a shared store it would make every key there invalid. */
+    rc = kg_digest_secret_load(inst->cfg->secret_file, !has_keys && stored[0] == '\0',
+                               &inst->secret, &inst->secret_created, err);
     if (rc != KG_OK)
         goto cleanup;
+    kg_digest_fingerprint(inst->secret, fp);
+    rc = kg_store_fingerprint(inst->store, fp, stored, err);
+    if (rc != KG_OK)
+        goto cleanup;
+    if (strcmp(fp, stored) != 0) {
+        rc = kg_err_set(err, KG_ECONFLICT,
+                        "%s is not the secret this store was made with (its fingerprint "
+                        "differs): every keygate instance sharing a database must use the same "
+                        "secret_file",
+                        inst->cfg->secret_file);
+        goto cleanup;
+    }
     {
         unsigned char audit_key[KG_AUDIT_KEY_BYTES];
 

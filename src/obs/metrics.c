@@ -45,6 +45,7 @@ static _Atomic uint64_t upstream_class[4];
 static struct histogram request_hist;
 static struct histogram upstream_hist;
 static _Atomic uint64_t access_log_dropped;
+static _Atomic uint64_t store_errors;
 static _Atomic uint64_t accept_errors[KG_ACCEPT_REASON_COUNT];
 static const char *const accept_reason_name[KG_ACCEPT_REASON_COUNT] = {"emfile", "enfile", "enomem",
                                                                        "other"};
@@ -132,6 +133,12 @@ kg_metrics_limiter_unavailable(bool open)
 }
 
 void
+kg_metrics_store_error(void)
+{
+    atomic_fetch_add_explicit(&store_errors, 1, memory_order_relaxed);
+}
+
+void
 kg_metrics_access_log_dropped(void)
 {
     atomic_fetch_add_explicit(&access_log_dropped, 1, memory_order_relaxed);
@@ -186,6 +193,7 @@ kg_metrics_reset(void)
         atomic_store(&upstream_hist.bucket[i], 0);
     }
     atomic_store(&access_log_dropped, 0);
+    atomic_store(&store_errors, 0);
     for (i = 0; i < KG_ACCEPT_REASON_COUNT; i++)
         atomic_store(&accept_errors[i], 0);
     atomic_store(&connections_refused, 0);
@@ -313,6 +321,10 @@ kg_metrics_render(const struct kg_metrics_gauges *g, size_t *len)
            "Access log lines dropped because the log's buffer was full.");
     put(&o, "keygate_access_log_dropped_total %llu\n",
         (unsigned long long)atomic_load_explicit(&access_log_dropped, memory_order_relaxed));
+    header(&o, "keygate_store_errors_total", "counter",
+           "Polls of the store that failed; keys are decided from memory meanwhile.");
+    put(&o, "keygate_store_errors_total %llu\n",
+        (unsigned long long)atomic_load_explicit(&store_errors, memory_order_relaxed));
     header(&o, "keygate_accept_errors_total", "counter",
            "Failed accept() calls on either listener by reason; accepting resumes by itself.");
     for (i = 0; i < KG_ACCEPT_REASON_COUNT; i++)

@@ -106,6 +106,48 @@ cleanup:
 }
 
 enum kg_status
+kg_sq_fingerprint(struct kg_store *st, const char *fp, char stored[65], struct kg_err *err)
+{
+    struct sqlite_store *s = kg_sq_from(st);
+    sqlite3_stmt *stmt = NULL;
+    enum kg_status rc;
+    int step;
+
+    rc = kg_sq_begin(s, err);
+    if (rc != KG_OK)
+        return rc;
+    if (fp != NULL) {
+        rc = kg_sq_prepare(s,
+                           "INSERT OR IGNORE INTO secret_fingerprint (one, fingerprint, created_at)"
+                           " VALUES (1, ?1, CAST(strftime('%s', 'now') AS INTEGER))",
+                           &stmt, "record the secret fingerprint", err);
+        if (rc == KG_OK && (sqlite3_bind_text(stmt, 1, fp, -1, SQLITE_STATIC) != SQLITE_OK ||
+                            sqlite3_step(stmt) != SQLITE_DONE))
+            rc = kg_sq_fail(s, "record the secret fingerprint", err);
+        sqlite3_finalize(stmt);
+        stmt = NULL;
+    }
+    if (rc == KG_OK)
+        rc = kg_sq_prepare(s, "SELECT fingerprint FROM secret_fingerprint WHERE one = 1", &stmt,
+                           "read the secret fingerprint", err);
+    if (rc == KG_OK) {
+        step = sqlite3_step(stmt);
+        if (step == SQLITE_ROW) {
+            if (!kg_sq_col_text(stmt, 0, stored, 65))
+                rc = kg_err_set(err, KG_ECORRUPT, "%s: the secret fingerprint is mangled", s->path);
+        } else if (step != SQLITE_DONE) {
+            rc = kg_sq_fail(s, "read the secret fingerprint", err);
+        }
+    }
+    sqlite3_finalize(stmt);
+    if (rc == KG_OK)
+        rc = kg_sq_commit(s, err);
+    if (rc != KG_OK)
+        kg_sq_rollback(s);
+    return rc;
+}
+
+enum kg_status
 kg_sq_change_trim(struct kg_store *st, int64_t before, size_t *trimmed, struct kg_err *err)
 {
     struct sqlite_store *s = kg_sq_from(st);

@@ -51,6 +51,9 @@ enum kg_status kg_sq_change_each(struct kg_store *st, int64_t after, size_t limi
                                  kg_store_change_cb cb, void *ctx, struct kg_err *err);
 enum kg_status kg_sq_change_trim(struct kg_store *st, int64_t before, size_t *trimmed,
                                  struct kg_err *err);
+/* The secret's fingerprint (sql/011_secret_fingerprint.sql). */
+enum kg_status kg_sq_fingerprint(struct kg_store *st, const char *fp, char stored[65],
+                                 struct kg_err *err);
 
 /* Copies a TEXT column; NULL reads as "". false when it does not fit. */
 bool kg_sq_col_text(sqlite3_stmt *stmt, int col, char *dst, size_t cap);

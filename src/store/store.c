@@ -3,7 +3,8 @@
  * function table (store_int.h). Also the pure helpers every backend shares:
  * key states, listing cursors and the audit chain hash.
  *
- * It owns no storage itself; store_sqlite.c is the only backend today. The
+ * It owns no storage itself; the backends are store_sqlite.c (a file path or
+ * sqlite:PATH) and store_pg.c (a postgres:// or postgresql:// URI). The
  * checks live here so that a second backend cannot forget them and so that
  * bad input is reported the same way whatever the backend.
  */
@@ -20,7 +21,14 @@
 /* The first entry is the default, used for a plain file path. */
 static const struct kg_store_ops *const backends[] = {
     &kg_store_sqlite_ops,
+    &kg_store_pg_ops,
 };
+
+static bool
+scheme_is(const char *location, size_t n, const char *name)
+{
+    return name != NULL && strlen(name) == n && strncasecmp(location, name, n) == 0;
+}
 
 /* Length of a URL scheme at the start of s ("postgres" in "postgres://x"),
  * or 0 when s does not start with one followed by ':'. */
@@ -50,10 +58,10 @@ pick_backend(const char *location, const struct kg_store_ops **ops_out, const ch
 
     if (n > 0) {
         for (i = 0; i < sizeof(backends) / sizeof(backends[0]); i++) {
-            if (strlen(backends[i]->name) == n &&
-                strncasecmp(location, backends[i]->name, n) == 0) {
+            if (scheme_is(location, n, backends[i]->name) ||
+                scheme_is(location, n, backends[i]->alias)) {
                 *ops_out = backends[i];
-                *rest_out = location + n + 1;
+                *rest_out = backends[i]->whole_location ? location : location + n + 1;
                 if (**rest_out == '\0')
                     return kg_err_set(err, KG_EINVAL, "database location \"%s\" has no path",
                                       location);
@@ -63,8 +71,8 @@ pick_backend(const char *location, const struct kg_store_ops **ops_out, const ch
         /* Only the scheme is named: the rest of a URL may hold a password. */
         if (strncmp(location + n, "://", 3) == 0)
             return kg_err_set(err, KG_EINVAL,
-                              "unsupported database URL (scheme \"%.*s\"): use a file path "
-                              "or sqlite:PATH",
+                              "unsupported database URL (scheme \"%.*s\"): use a file path, "
+                              "sqlite:PATH or postgres://...",
                               (int)n, location);
     }
     /* Anything else, "keys:v2.db" included, is a file name for the default. */
@@ -1052,4 +1060,29 @@ kg_store_session_delete(struct kg_store *st, const unsigned char digest[KG_DIGES
     if (st == NULL || digest == NULL)
         return kg_err_set(err, KG_EINVAL, "session delete: missing argument");
     return st->ops->session_delete(st, digest, err);
+}
+
+enum kg_status
+kg_store_fingerprint(struct kg_store *st, const char *fp, char stored[65], struct kg_err *err)
+{
+    if (stored != NULL)
+        stored[0] = '\0';
+    if (st == NULL || stored == NULL)
+        return kg_err_set(err, KG_EINVAL, "secret fingerprint: missing argument");
+    if (fp != NULL && strlen(fp) != 64)
+        return kg_err_set(err, KG_EINVAL, "secret fingerprint: not 64 characters");
+    return st->ops->fingerprint(st, fp, stored, err);
+}
+
+enum kg_status
+kg_store_wait_change(struct kg_store *st, int timeout_ms, bool *woke, struct kg_err *err)
+{
+    if (woke != NULL)
+        *woke = false;
+    if (st == NULL || woke == NULL || timeout_ms < 0)
+        return kg_err_set(err, KG_EINVAL, "wait for changes: missing argument");
+    if (st->ops->wait_change == NULL)
+        return kg_err_set(err, KG_EINVAL, "the %s store sends no change notifications",
+                          st->ops->name);
+    return st->ops->wait_change(st, timeout_ms, woke, err);
 }

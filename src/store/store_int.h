@@ -36,10 +36,14 @@ struct kg_cursor {
 void kg_store_cursor_format(int64_t num, const char *key, char out[KG_CURSOR_MAX]);
 
 struct kg_store_ops {
-    const char *name; /* "sqlite", as in the "sqlite:PATH" location form */
+    const char *name;  /* "sqlite", as in the "sqlite:PATH" location form */
+    const char *alias; /* another scheme naming the backend, or NULL */
+    /* Whether open() gets the whole location, scheme included (a URL the
+     * backend's library parses), rather than what follows "name:". */
+    bool whole_location;
 
-    /* location has the "name:" prefix already removed. On KG_OK, *out is a
-     * handle whose ops member points back at this table. */
+    /* location has the "name:" prefix already removed (see whole_location).
+     * On KG_OK, *out is a handle whose ops member points back at this table. */
     enum kg_status (*open)(const char *location, struct kg_store **out, struct kg_err *err);
     void (*close)(struct kg_store *st);
 
@@ -120,6 +124,11 @@ struct kg_store_ops {
     enum kg_status (*change_trim)(struct kg_store *st, int64_t before, size_t *trimmed,
                                   struct kg_err *err);
     enum kg_status (*set_durable)(struct kg_store *st, bool durable, struct kg_err *err);
+    enum kg_status (*fingerprint)(struct kg_store *st, const char *fp, char stored[65],
+                                  struct kg_err *err);
+    /* NULL: the backend has no change notification. */
+    enum kg_status (*wait_change)(struct kg_store *st, int timeout_ms, bool *woke,
+                                  struct kg_err *err);
 
     /* console sessions (sql/009_console.sql) */
     enum kg_status (*session_insert)(struct kg_store *st, const struct kg_session_rec *rec,
@@ -134,5 +143,7 @@ struct kg_store_ops {
 
 /* store_sqlite.c */
 extern const struct kg_store_ops kg_store_sqlite_ops;
+/* store_pg.c */
+extern const struct kg_store_ops kg_store_pg_ops;
 
 #endif

@@ -927,4 +927,5 @@ const struct kg_store_ops kg_store_sqlite_ops = {
     .session_get = kg_sq_session_get,
     .session_touch = kg_sq_session_touch,
     .session_delete = kg_sq_session_delete,
+    .fingerprint = kg_sq_fingerprint,
 };

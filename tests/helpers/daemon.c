@@ -144,7 +144,8 @@ write_config(struct kt_daemon *d)
             "listen 127.0.0.1:%d\n"
             "admin_listen 127.0.0.1:%d\n",
             d->port, d->admin_port);
-    /* Several gateways on one store name another daemon's files. */
+    /* A test's own database (PostgreSQL, shared by several daemons) and
+     * secret_file (the one they share) replace the directory's. */
     if (!has_directive(d->config_text, "database"))
         fprintf(f, "database \"%s/keygate.db\"\n", d->dir);
     if (!has_directive(d->config_text, "secret_file"))

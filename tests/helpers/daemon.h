@@ -2,8 +2,10 @@
  *
  * kt_daemon_new() makes a temporary directory (database, secret, config,
  * logs) and writes a config file: listen and admin_listen on free loopback
- * ports, database and secret_file in the directory, "workers 2" unless the
- * test's text sets workers, then the test's own config text. Keys are made
+ * ports, database and secret_file in the directory unless the test's text
+ * sets them (several daemons sharing a PostgreSQL store and one secret),
+ * "workers 2" unless the test's text sets workers, then the test's own
+ * config text. Keys are made
  * with the CLI against the same file, before or after the start.
  * kt_daemon_start() runs `$KEYGATE_BIN serve -c FILE` with its stderr in a
  * log file and waits, with a deadline, until GET /readyz on the admin port

@@ -1,6 +1,9 @@
 /* tests/unit/store/test_sqlite_accounts.c - tenants and users in the store
  * (src/store/sqlite_accounts.c through include/keygate/store.h), against a
- * real SQLite file in a fresh temporary directory per test. The rules about
+ * real SQLite file in a fresh temporary directory per test; with
+ * KEYGATE_TEST_DATABASE=postgres (ctest: ..._postgres) the same tests run
+ * against src/store/pg_accounts.c, a fresh database per test on a private
+ * PostgreSQL server (tests/helpers/pgserver.c). The rules about
  * what a valid account is live in manage/ and are tested there; here it is
  * storage: round trips, uniqueness, atomicity, pages and audit entries
  * written in the same transaction as the change. */
@@ -19,6 +22,7 @@
 #include <sodium.h>
 #include <sqlite3.h>
 
+#include "helpers/pgserver.h"
 #include "keygate/store.h"
 #include "unit/fixture.h"
 
@@ -29,6 +33,12 @@ struct fixture {
     char path[128];
     struct kg_store *st;
 };
+
+/* Set when the tests run against PostgreSQL, with the running test's
+ * database. */
+static struct kt_pg *pg;
+static char pg_db[32];
+static int pg_dbs;
 
 static const unsigned char audit_key[KG_AUDIT_KEY_BYTES] = "keygate unit test audit key 32b";
 
@@ -43,6 +53,11 @@ setup(void **state)
     if (kg_fx_mkdtemp(f->dir, "accounts") != 0)
         return -1;
     snprintf(f->path, sizeof(f->path), "%s/keys.db", f->dir);
+    if (pg != NULL) {
+        snprintf(pg_db, sizeof(pg_db), "accounts_%d", ++pg_dbs);
+        if (kt_pg_createdb(pg, pg_db, f->path, sizeof(f->path)) != 0)
+            return -1;
+    }
     if (kg_store_open(f->path, &f->st, &err) != KG_OK) {
         fprintf(stderr, "open: %s\n", err.msg);
         return -1;
@@ -69,6 +84,8 @@ raw_int(const char *path, const char *sql)
     sqlite3_stmt *stmt = NULL;
     int64_t v = -12345;
 
+    if (pg != NULL)
+        return kt_pg_int(pg, pg_db, sql);
     assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &stmt, NULL), SQLITE_OK);
     if (sqlite3_step(stmt) == SQLITE_ROW)
@@ -203,14 +220,22 @@ test_tenant_pages_walk_oldest_first_even_for_old_odd_names(void **state)
     add_tenant(f, "a", 100);
     /* Issue 2 allowed any tenant on a key; such a name reaches the table
      * through the migration, so the cursor must carry it safely. */
-    assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
-    assert_int_equal(sqlite3_exec(db,
-                                  "INSERT INTO tenants (name, created_at) VALUES"
-                                  " ('Old Co/\xc3\xa9', 100), ('c', 200),"
-                                  " (replace(hex(zeroblob(64)), '00', '~ '), 300)",
-                                  NULL, NULL, NULL),
-                     SQLITE_OK);
-    sqlite3_close(db);
+    if (pg != NULL) {
+        assert_int_equal(kt_pg_int(pg, pg_db,
+                                   "INSERT INTO tenants (name, created_at) VALUES"
+                                   " ('Old Co/\xc3\xa9', 100), ('c', 200),"
+                                   " (repeat('~ ', 64), 300)"),
+                         3);
+    } else {
+        assert_int_equal(sqlite3_open_v2(f->path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
+        assert_int_equal(sqlite3_exec(db,
+                                      "INSERT INTO tenants (name, created_at) VALUES"
+                                      " ('Old Co/\xc3\xa9', 100), ('c', 200),"
+                                      " (replace(hex(zeroblob(64)), '00', '~ '), 300)",
+                                      NULL, NULL, NULL),
+                         SQLITE_OK);
+        sqlite3_close(db);
+    }
     do {
         struct kg_page page = {.cursor = cursor, .limit = 1};
         char next[KG_CURSOR_MAX];
@@ -501,6 +526,103 @@ test_user_usage_adds_up_in_one_batch_and_a_later_period_starts_again(void **stat
     assert_int_equal(kg_store_user_usage_get(f->st, "usr_nobody", &got, &err), KG_ENOTFOUND);
 }
 
+static struct kg_session_rec
+session(unsigned char fill, const char *user_id, int64_t created_at)
+{
+    struct kg_session_rec r;
+
+    memset(&r, 0, sizeof(r));
+    memset(r.digest, fill, sizeof(r.digest));
+    snprintf(r.user_id, sizeof(r.user_id), "%s", user_id);
+    r.created_at = created_at;
+    r.last_seen_at = created_at;
+    r.expires_at = created_at + 3600;
+    return r;
+}
+
+/* Console sessions (sql/009_console.sql, sql/postgres/002_console.sql): a
+ * round trip, touch, delete, the sweep of expired rows on insert, and the
+ * triggers that end a user's sessions when its password changes or it or
+ * its tenant is disabled, in the same transaction as that change. */
+static void
+test_sessions_round_trip_and_end_with_a_password_change_or_a_disabled_owner(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_user_rec alice = user("usr_alice", "acme", "alice", "alice@example.com");
+    struct kg_user_rec bob = user("usr_bob", "acme", "bob", NULL);
+    struct kg_user_rec carol = user("usr_carol", "other", "bob", NULL);
+    struct kg_session_rec a = session(0xa1, "usr_alice", NOW), got;
+    struct kg_session_rec old = session(0xa0, "usr_alice", NOW - 7200);
+    struct kg_session_rec b = session(0xb1, "usr_bob", NOW);
+    struct kg_session_rec c = session(0xc1, "usr_carol", NOW);
+    struct kg_session_rec ghost = session(0xd1, "usr_nobody", NOW);
+    struct kg_tenant_rec other = tenant("other", NOW);
+    struct kg_err err = {{0}};
+
+    add_tenant(f, "acme", NOW);
+    add_tenant(f, "other", NOW);
+    assert_int_equal(kg_store_user_insert(f->st, &alice, NULL, NULL, &err), KG_OK);
+    assert_int_equal(kg_store_user_insert(f->st, &bob, NULL, NULL, &err), KG_OK);
+    assert_int_equal(kg_store_user_insert(f->st, &carol, NULL, NULL, &err), KG_OK);
+
+    /* An expired session is swept by the next insert. */
+    assert_int_equal(kg_store_session_insert(f->st, &old, &err), KG_OK);
+    assert_int_equal(kg_store_session_insert(f->st, &a, &err), KG_OK);
+    assert_int_equal(kg_store_session_get(f->st, old.digest, &got, &err), KG_ENOTFOUND);
+    assert_int_equal(kg_store_session_insert(f->st, &a, &err), KG_ECONFLICT);
+    assert_int_equal(kg_store_session_insert(f->st, &ghost, &err), KG_ENOTFOUND);
+    assert_int_equal(kg_store_session_get(f->st, a.digest, &got, &err), KG_OK);
+    assert_string_equal(got.user_id, "usr_alice");
+    assert_int_equal(got.created_at, NOW);
+    assert_int_equal(got.expires_at, NOW + 3600);
+    assert_int_equal(got.last_seen_at, NOW);
+    assert_memory_equal(got.digest, a.digest, KG_DIGEST_BYTES);
+
+    /* touch only moves forward; a missing session is not an error */
+    assert_int_equal(kg_store_session_touch(f->st, a.digest, NOW + 60, &err), KG_OK);
+    assert_int_equal(kg_store_session_touch(f->st, a.digest, NOW + 30, &err), KG_OK);
+    assert_int_equal(kg_store_session_touch(f->st, ghost.digest, NOW + 30, &err), KG_OK);
+    assert_int_equal(kg_store_session_get(f->st, a.digest, &got, &err), KG_OK);
+    assert_int_equal(got.last_seen_at, NOW + 60);
+
+    /* a password change ends alice's sessions, not bob's */
+    assert_int_equal(kg_store_session_insert(f->st, &b, &err), KG_OK);
+    snprintf(alice.password_hash, sizeof(alice.password_hash), "$argon2id$v=19$new");
+    assert_int_equal(kg_store_user_update(f->st, &alice, NULL, &err), KG_OK);
+    assert_int_equal(kg_store_session_get(f->st, a.digest, &got, &err), KG_ENOTFOUND);
+    assert_int_equal(kg_store_session_get(f->st, b.digest, &got, &err), KG_OK);
+
+    /* disabling bob ends his */
+    bob.disabled_at = NOW + 1;
+    assert_int_equal(kg_store_user_update(f->st, &bob, NULL, &err), KG_OK);
+    assert_int_equal(kg_store_session_get(f->st, b.digest, &got, &err), KG_ENOTFOUND);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM console_sessions"), 0);
+
+    /* disabling a tenant ends its users' sessions */
+    assert_int_equal(kg_store_session_insert(f->st, &c, &err), KG_OK);
+    other.disabled_at = NOW + 2;
+    assert_int_equal(kg_store_tenant_update(f->st, &other, NULL, &err), KG_OK);
+    assert_int_equal(kg_store_session_get(f->st, c.digest, &got, &err), KG_ENOTFOUND);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM console_sessions"), 0);
+
+    /* sign-out */
+    a = session(0xa2, "usr_alice", NOW + 100);
+    assert_int_equal(kg_store_session_insert(f->st, &a, &err), KG_OK);
+    assert_int_equal(kg_store_session_delete(f->st, a.digest, &err), KG_OK);
+    assert_int_equal(kg_store_session_get(f->st, a.digest, &got, &err), KG_ENOTFOUND);
+    assert_int_equal(kg_store_session_delete(f->st, a.digest, &err), KG_OK);
+
+    /* signing in by a username unique across tenants ("bob" is in two) */
+    {
+        struct kg_user_rec found;
+
+        assert_int_equal(kg_store_user_by_username(f->st, "alice", &found, &err), KG_OK);
+        assert_string_equal(found.id, "usr_alice");
+        assert_int_equal(kg_store_user_by_username(f->st, "bob", &found, &err), KG_ENOTFOUND);
+        assert_int_equal(kg_store_user_by_username(f->st, "nobody", &found, &err), KG_ENOTFOUND);
+    }
+}
+
 int
 main(void)
 {
@@ -518,7 +640,20 @@ main(void)
         T(test_user_pages_filter_by_tenant),
         T(test_a_change_and_its_audit_entries_commit_together),
         T(test_an_audited_change_without_an_audit_key_is_refused),
+        T(test_sessions_round_trip_and_end_with_a_password_change_or_a_disabled_owner),
     };
 #undef T
-    return cmocka_run_group_tests(tests, NULL, NULL);
+    const char *backend = getenv("KEYGATE_TEST_DATABASE");
+    int failed;
+
+    if (backend != NULL && strcmp(backend, "postgres") == 0) {
+        int rc = kt_pg_start(&pg);
+
+        if (rc != 0)
+            return rc == KT_PG_SKIP ? KT_PG_SKIP : 1;
+        failed = cmocka_run_group_tests_name("accounts on PostgreSQL", tests, NULL, NULL);
+        kt_pg_free(pg);
+        return failed;
+    }
+    return cmocka_run_group_tests_name("accounts on SQLite", tests, NULL, NULL);
 }

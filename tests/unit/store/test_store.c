@@ -1,7 +1,11 @@
-/* tests/unit/store/test_store.c - src/store/store.c and store_sqlite.c
- * through include/keygate/store.h, against real SQLite files in a fresh
- * temporary directory per test. Raw sqlite3 connections are used only to
- * look at what was written and to fake foreign or newer databases. */
+/* tests/unit/store/test_store.c - src/store/store.c and its backends
+ * through include/keygate/store.h: against real SQLite files in a fresh
+ * temporary directory per test, and, with KEYGATE_TEST_DATABASE=postgres
+ * (the ctest entry unit_store_test_store_postgres), the same tests that do
+ * not look at files against a fresh database per test on a private
+ * PostgreSQL server (tests/helpers/pgserver.c), plus the PostgreSQL-only
+ * ones. Raw connections are used only to look at what was written and to
+ * fake foreign or newer databases. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -10,6 +14,7 @@
 #include <cmocka.h>
 
 #include <fcntl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,17 +25,25 @@
 #include <sodium.h>
 #include <sqlite3.h>
 
+#include "helpers/pgserver.h"
 #include "keygate/migrate.h"
 #include "keygate/store.h"
+#include "store/pg_int.h"
 #include "unit/fixture.h"
 
 #define NOW 1800000000 /* 2027-01-15, a fixed clock */
 
 struct fixture {
     char dir[64];   /* mkdtemp directory, removed by teardown */
-    char path[128]; /* dir/data/keys.db: the data/ level does not exist yet */
+    char path[128]; /* dir/data/keys.db: the data/ level does not exist yet; or a database URI */
     struct kg_store *st;
 };
+
+/* Set when the tests run against PostgreSQL: the server, and the database
+ * of the running test (raw_int and raw_exec look there). */
+static struct kt_pg *pg;
+static char pg_db[32];
+static int pg_dbs;
 
 /* A pepper of our own: the store never sees it, only the digests. */
 static const unsigned char test_pepper[32] = "keygate unit test pepper 32 byte";
@@ -54,6 +67,11 @@ setup(void **state)
         return -1;
     }
     snprintf(f->path, sizeof(f->path), "%s/data/keys.db", f->dir);
+    if (pg != NULL) {
+        snprintf(pg_db, sizeof(pg_db), "store_%d", ++pg_dbs);
+        if (kt_pg_createdb(pg, pg_db, f->path, sizeof(f->path)) != 0)
+            return -1;
+    }
     *state = f;
     return 0;
 }
@@ -138,6 +156,8 @@ raw_int(const char *path, const char *sql)
     sqlite3_stmt *stmt = NULL;
     int64_t v = -12345;
 
+    if (pg != NULL)
+        return kt_pg_int(pg, pg_db, sql);
     assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
     assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &stmt, NULL), SQLITE_OK);
     if (sqlite3_step(stmt) == SQLITE_ROW)
@@ -152,6 +172,11 @@ raw_exec(const char *path, const char *sql)
 {
     sqlite3 *db = NULL;
 
+    if (pg != NULL) {
+        if (kt_pg_int(pg, pg_db, sql) == -12345)
+            fail_msg("raw SQL should run: %s", sql);
+        return;
+    }
     assert_int_equal(sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE, NULL),
                      SQLITE_OK);
     if (sqlite3_exec(db, sql, NULL, NULL, NULL) != SQLITE_OK)
@@ -212,15 +237,32 @@ test_a_sqlite_prefix_selects_the_sqlite_backend(void **state)
 }
 
 static void
-test_a_postgres_url_is_unsupported_and_its_password_not_echoed(void **state)
+test_an_unknown_url_scheme_is_unsupported_and_its_password_not_echoed(void **state)
 {
     struct fixture *f = *state;
     struct kg_err err = {{0}};
 
-    assert_int_equal(kg_store_open("postgres://kg:hunter2@db.example/keygate", &f->st, &err),
+    assert_int_equal(kg_store_open("mysql://kg:hunter2@db.example/keygate", &f->st, &err),
                      KG_EINVAL);
     assert_null(f->st);
     assert_non_null(strstr(err.msg, "unsupported database URL"));
+    assert_null(strstr(err.msg, "hunter2"));
+}
+
+static void
+test_an_unreachable_postgres_server_is_an_io_error_without_the_password(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_err err = {{0}};
+
+    /* Port 1 on loopback: nothing listens there. */
+    assert_int_equal(kg_store_open("postgresql://kg:hunter2@127.0.0.1:1/keygate", &f->st, &err),
+                     KG_EIO);
+    assert_null(f->st);
+    assert_non_null(strstr(err.msg, "postgresql://127.0.0.1:1/keygate"));
+    assert_non_null(strstr(err.msg, "PostgreSQL unavailable"));
+    assert_null(strstr(err.msg, "hunter2"));
+    assert_int_equal(kg_store_open("postgres://kg:hunter2@[::1", &f->st, &err), KG_EINVAL);
     assert_null(strstr(err.msg, "hunter2"));
 }
 
@@ -1011,12 +1053,14 @@ static bool
 owner_cb(const struct kg_key_rec *rec, const struct kg_key_owner *owner, void *ctx)
 {
     struct owner_seen *s = ctx;
+    /* The walk promises no order: key_a and key_b have their own slots. */
+    int i = strcmp(rec->id, "key_a") == 0 ? 0 : strcmp(rec->id, "key_b") == 0 ? 1 : s->n;
 
-    assert_true(s->n < 8);
-    snprintf(s->ids[s->n], KG_ID_MAX, "%s", rec->id);
-    snprintf(s->roles[s->n], KG_SCOPES_MAX, "%s", owner->role);
-    s->disabled[s->n] = owner->disabled;
-    s->admin[s->n] = owner->platform_admin;
+    assert_true(s->n < 8 && i < 8);
+    snprintf(s->ids[i], KG_ID_MAX, "%s", rec->id);
+    snprintf(s->roles[i], KG_SCOPES_MAX, "%s", owner->role);
+    s->disabled[i] = owner->disabled;
+    s->admin[i] = owner->platform_admin;
     s->n++;
     return true;
 }
@@ -1280,15 +1324,321 @@ test_a_second_handle_in_the_process_keeps_the_first_ones_lock(void **state)
     assert_true(v1 != v0);
 }
 
+/* ---- PostgreSQL only ---- */
+
+static void
+test_pg_opening_migrates_once_and_records_the_version(void **state)
+{
+    struct fixture *f = *state;
+
+    open_store(f);
+    kg_store_close(f->st);
+    f->st = NULL;
+    open_store(f);
+    assert_int_equal(raw_int(f->path, "SELECT max(version) FROM keygate_schema"),
+                     (int64_t)kg_pg_migrations_count);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM keygate_schema"),
+                     (int64_t)kg_pg_migrations_count);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM tenants"), 2);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM users WHERE platform_admin"), 1);
+}
+
+static void
+test_pg_a_database_from_a_newer_keygate_is_corrupt(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_err err = {{0}};
+    char sql[160];
+
+    open_store(f);
+    kg_store_close(f->st);
+    f->st = NULL;
+    snprintf(sql, sizeof(sql), "INSERT INTO keygate_schema VALUES (%zu, '999_future.sql', 1)",
+             kg_pg_migrations_count + 1);
+    raw_exec(f->path, sql);
+    assert_int_equal(kg_store_open(f->path, &f->st, &err), KG_ECORRUPT);
+    assert_null(f->st);
+    assert_non_null(strstr(err.msg, "newer than this keygate"));
+}
+
+static void
+test_pg_another_programs_database_is_corrupt_and_left_alone(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_err err = {{0}};
+
+    raw_exec(f->path, "CREATE TABLE songs (title text)");
+    assert_int_equal(kg_store_open(f->path, &f->st, &err), KG_ECORRUPT);
+    assert_non_null(strstr(err.msg, "not a keygate database"));
+    assert_int_equal(raw_int(f->path, "SELECT to_regclass('keys') IS NULL"), 1);
+}
+
+static void
+test_pg_data_version_moves_with_any_handles_changes_but_not_with_usage(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_store *other = NULL;
+    struct kg_err err = {{0}};
+    struct kg_key_usage d = {.requests = 3, .last_used_at = NOW};
+    const char *ids[] = {"key_mine"};
+    int64_t v0 = 0, v1 = 0, v2 = 0, v3 = 0;
+    struct kg_key_rec rec;
+    char key[96];
+
+    open_store(f);
+    assert_int_equal(kg_store_open(f->path, &other, &err), KG_OK);
+    assert_int_equal(kg_store_data_version(f->st, &v0, &err), KG_OK);
+    insert_key(f, "key_mine", NOW);
+    assert_int_equal(kg_store_data_version(f->st, &v1, &err), KG_OK);
+    assert_true(v1 > v0);
+    fake_key(key, sizeof(key), "key_theirs");
+    make_rec(&rec, "key_theirs", key, NOW);
+    assert_int_equal(kg_store_key_insert(other, &rec, &err), KG_OK);
+    assert_int_equal(kg_store_data_version(f->st, &v2, &err), KG_OK);
+    assert_true(v2 > v1);
+    /* A usage flush is not a change the caches reload for. */
+    assert_int_equal(kg_store_key_usage_add(other, ids, &d, 1, NOW, &err), KG_OK);
+    assert_int_equal(kg_store_data_version(f->st, &v3, &err), KG_OK);
+    assert_int_equal(v3, v2);
+    kg_store_close(other);
+}
+
+struct chain_writer {
+    const char *url;
+    int who;
+    int n;
+    enum kg_status rc;
+    char msg[KG_ERR_MAX];
+};
+
+static const unsigned char test_audit_key[KG_AUDIT_KEY_BYTES] = "keygate unit test audit key 32b";
+
+static void *
+chain_writer_run(void *arg)
+{
+    struct chain_writer *w = arg;
+    struct kg_store *st = NULL;
+    struct kg_err err = {{0}};
+
+    w->rc = kg_store_open(w->url, &st, &err);
+    if (w->rc == KG_OK)
+        kg_store_set_audit_key(st, test_audit_key);
+    for (int i = 0; w->rc == KG_OK && i < w->n; i++) {
+        struct kg_key_rec rec;
+        struct kg_audit_entry e;
+        char id[32], key[96];
+
+        snprintf(id, sizeof(id), "key_w%d_%d", w->who, i);
+        fake_key(key, sizeof(key), id);
+        make_rec(&rec, id, key, NOW + i);
+        memset(&e, 0, sizeof(e));
+        e.time = NOW + i;
+        snprintf(e.actor, sizeof(e.actor), "writer%d", w->who);
+        snprintf(e.action, sizeof(e.action), "key.create");
+        snprintf(e.object, sizeof(e.object), "%s", id);
+        snprintf(e.details, sizeof(e.details), "{}");
+        w->rc = kg_store_key_insert_audited(st, &rec, &e, &err);
+    }
+    snprintf(w->msg, sizeof(w->msg), "%s", err.msg);
+    kg_store_close(st);
+    return NULL;
+}
+
+struct chain_check {
+    int64_t seq;
+    char hash[KG_AUDIT_HASH_HEX];
+    bool broken;
+};
+
+static bool
+chain_check_one(const struct kg_audit_entry *e, void *ctx)
+{
+    struct chain_check *c = ctx;
+    char want[KG_AUDIT_HASH_HEX];
+
+    kg_store_audit_hash(test_audit_key, e, e->prev_hash, want);
+    if (e->seq != c->seq + 1 || strcmp(e->prev_hash, c->hash) != 0 || strcmp(want, e->hash) != 0)
+        c->broken = true;
+    c->seq = e->seq;
+    snprintf(c->hash, sizeof(c->hash), "%s", e->hash);
+    return true;
+}
+
+/* Four handles (as four instances) append audited changes at once: the
+ * head read FOR UPDATE makes them take turns, so the chain is one line of
+ * consecutive entries, each over the hash before it. */
+static void
+test_pg_concurrent_writers_never_fork_the_audit_chain(void **state)
+{
+    struct fixture *f = *state;
+    struct chain_writer w[4];
+    pthread_t t[4];
+    struct chain_check c = {.seq = 0};
+    struct kg_err err = {{0}};
+    char head[KG_AUDIT_HASH_HEX];
+    int64_t seq = 0;
+
+    open_store(f);
+    memset(c.hash, '0', KG_AUDIT_HASH_HEX - 1);
+    c.hash[KG_AUDIT_HASH_HEX - 1] = '\0';
+    for (int i = 0; i < 4; i++) {
+        w[i] = (struct chain_writer){.url = f->path, .who = i, .n = 25};
+        assert_int_equal(pthread_create(&t[i], NULL, chain_writer_run, &w[i]), 0);
+    }
+    for (int i = 0; i < 4; i++) {
+        pthread_join(t[i], NULL);
+        if (w[i].rc != KG_OK)
+            fail_msg("writer %d should succeed: %s", i, w[i].msg);
+    }
+    assert_int_equal(kg_store_audit_each(f->st, chain_check_one, &c, &err), KG_OK);
+    assert_false(c.broken);
+    assert_int_equal(c.seq, 100);
+    assert_int_equal(kg_store_audit_head(f->st, &seq, head, &err), KG_OK);
+    assert_int_equal(seq, 100);
+    assert_string_equal(head, c.hash);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM keys"), 100);
+}
+
+/* The flush's COMMIT succeeds but its answer is lost: the caller, told it
+ * failed, sends the same deltas again with newer ones; the store settles
+ * the first by its token and counts each request once. */
+static void
+test_pg_a_flush_whose_commit_answer_was_lost_counts_once(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_err err = {{0}};
+    struct kg_key_usage got;
+    struct kg_key_usage d = {.requests = 3, .denied_rate = 1, .last_used_at = NOW};
+    const char *ids[] = {"key_a"};
+
+    open_store(f);
+    insert_key(f, "key_a", NOW);
+    kg_pg_from(f->st)->test_lose_commit = true;
+    assert_int_equal(kg_store_key_usage_add(f->st, ids, &d, 1, NOW, &err), KG_EIO);
+    /* It did commit. */
+    assert_int_equal(raw_int(f->path, "SELECT requests FROM key_usage WHERE key_id = 'key_a'"), 3);
+    d.requests = 5; /* the 3 again and 2 newer */
+    d.denied_rate = 1;
+    assert_int_equal(kg_store_key_usage_add(f->st, ids, &d, 1, NOW + 1, &err), KG_OK);
+    assert_int_equal(kg_store_key_usage_get(f->st, "key_a", &got, &err), KG_OK);
+    assert_int_equal(got.requests, 5);
+    assert_int_equal(got.denied_rate, 1);
+    /* Settled: the next flush adds in full again. */
+    d.requests = 4;
+    d.denied_rate = 0;
+    assert_int_equal(kg_store_key_usage_add(f->st, ids, &d, 1, NOW + 2, &err), KG_OK);
+    assert_int_equal(kg_store_key_usage_get(f->st, "key_a", &got, &err), KG_OK);
+    assert_int_equal(got.requests, 9);
+}
+
+/* The server goes away and comes back: the handle reports the outage as
+ * an I/O error and then works again without being reopened. */
+static void
+test_pg_a_handle_survives_a_server_restart(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_err err = {{0}};
+    struct kg_key_rec rec;
+    char key[96];
+
+    open_store(f);
+    insert_key(f, "key_before", NOW);
+    assert_int_equal(kt_pg_stop(pg, "immediate"), 0);
+    fake_key(key, sizeof(key), "key_during");
+    make_rec(&rec, "key_during", key, NOW);
+    assert_int_equal(kg_store_key_insert(f->st, &rec, &err), KG_EIO);
+    assert_non_null(strstr(err.msg, "PostgreSQL unavailable"));
+    assert_int_equal(kg_store_key_get(f->st, "key_before", &rec, &err), KG_EIO);
+    assert_int_equal(kt_pg_restart(pg), 0);
+    get_key(f, "key_before", &rec);
+    insert_key(f, "key_after", NOW);
+    get_key(f, "key_after", &rec);
+}
+
+/* The first fingerprint offered is kept; a later, different one is not
+ * recorded (the caller compares and refuses), and reading changes nothing. */
+static void
+test_the_secret_fingerprint_is_recorded_once_and_kept(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_err err = {{0}};
+    char fp1[65], fp2[65], stored[65];
+
+    memset(fp1, 'a', 64);
+    fp1[64] = '\0';
+    memset(fp2, 'b', 64);
+    fp2[64] = '\0';
+    open_store(f);
+    assert_int_equal(kg_store_fingerprint(f->st, NULL, stored, &err), KG_OK);
+    assert_string_equal(stored, "");
+    assert_int_equal(kg_store_fingerprint(f->st, fp1, stored, &err), KG_OK);
+    assert_string_equal(stored, fp1);
+    assert_int_equal(kg_store_fingerprint(f->st, fp2, stored, &err), KG_OK);
+    assert_string_equal(stored, fp1);
+    kg_store_close(f->st);
+    f->st = NULL;
+    open_store(f);
+    assert_int_equal(kg_store_fingerprint(f->st, NULL, stored, &err), KG_OK);
+    assert_string_equal(stored, fp1);
+    assert_int_equal(kg_store_fingerprint(f->st, "short", stored, &err), KG_EINVAL);
+}
+
+/* LISTEN/NOTIFY: a change committed by another handle wakes a waiting one
+ * (the first wait only starts listening and wakes at once, so the caller
+ * polls for what it may have missed); a usage flush wakes nobody. */
+static void
+test_pg_a_change_by_another_handle_wakes_a_waiting_one(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_store *other = NULL;
+    struct kg_err err = {{0}};
+    struct kg_key_usage d = {.requests = 1};
+    const char *ids[] = {"key_one"};
+    bool woke = false;
+
+    open_store(f);
+    assert_int_equal(kg_store_open(f->path, &other, &err), KG_OK);
+    assert_int_equal(kg_store_wait_change(f->st, 0, &woke, &err), KG_OK);
+    assert_true(woke);
+    assert_int_equal(kg_store_wait_change(f->st, 50, &woke, &err), KG_OK);
+    assert_false(woke);
+    {
+        struct kg_key_rec rec;
+        char key[96];
+
+        fake_key(key, sizeof(key), "key_one");
+        make_rec(&rec, "key_one", key, NOW);
+        assert_int_equal(kg_store_key_insert(other, &rec, &err), KG_OK);
+    }
+    assert_int_equal(kg_store_wait_change(f->st, 5000, &woke, &err), KG_OK);
+    assert_true(woke);
+    assert_int_equal(kg_store_key_usage_add(other, ids, &d, 1, NOW, &err), KG_OK);
+    assert_int_equal(kg_store_wait_change(f->st, 100, &woke, &err), KG_OK);
+    assert_false(woke);
+    kg_store_close(other);
+}
+
+/* SQLite has no notifications: the caller polls. */
+static void
+test_sqlite_sends_no_change_notifications(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_err err = {{0}};
+    bool woke = true;
+
+    open_store(f);
+    assert_int_equal(kg_store_wait_change(f->st, 0, &woke, &err), KG_EINVAL);
+    assert_false(woke);
+}
+
 int
 main(void)
 {
-    const struct CMUnitTest tests[] = {
 #define T(fn) cmocka_unit_test_setup_teardown(fn, setup, teardown)
-        T(test_opening_creates_a_private_directory_and_file_and_migrates),
-        T(test_reopening_an_existing_store_is_idempotent),
-        T(test_a_sqlite_prefix_selects_the_sqlite_backend),
-        T(test_a_postgres_url_is_unsupported_and_its_password_not_echoed),
+    /* Through the interface only: both backends. */
+    const struct CMUnitTest common[] = {
+        T(test_an_unknown_url_scheme_is_unsupported_and_its_password_not_echoed),
+        T(test_an_unreachable_postgres_server_is_an_io_error_without_the_password),
         T(test_insert_then_get_round_trips_every_field),
         T(test_unset_fields_are_stored_as_null_and_read_back_as_zero),
         T(test_empty_tenant_and_metadata_get_the_column_defaults),
@@ -1314,22 +1664,55 @@ main(void)
         T(test_rotating_keeps_an_earlier_scheduled_revocation),
         T(test_a_failed_rotation_writes_nothing),
         T(test_touch_keeps_the_latest_time),
-        T(test_data_version_changes_after_another_handle_writes_but_not_after_its_own),
         T(test_durability_can_be_switched_both_ways),
+        T(test_a_key_with_an_owner_takes_the_owners_tenant),
+        T(test_each_owner_reports_roles_and_disabled_users_and_tenants),
+        T(test_key_list_filters_by_state_tenant_user_and_name),
+        T(test_key_pages_end_with_an_empty_cursor_and_never_repeat),
+        T(test_key_update_writes_only_the_changeable_fields),
+        T(test_the_secret_fingerprint_is_recorded_once_and_kept),
+    };
+    /* Files, pragmas and SQLite's own locking. */
+    const struct CMUnitTest sqlite_only[] = {
+        T(test_opening_creates_a_private_directory_and_file_and_migrates),
+        T(test_reopening_an_existing_store_is_idempotent),
+        T(test_a_sqlite_prefix_selects_the_sqlite_backend),
+        T(test_data_version_changes_after_another_handle_writes_but_not_after_its_own),
         T(test_opening_below_a_missing_grandparent_is_an_io_error),
         T(test_a_file_that_is_not_a_database_is_corrupt),
         T(test_a_database_from_a_newer_keygate_is_corrupt),
         T(test_another_programs_sqlite_database_is_corrupt_and_left_alone),
         T(test_the_database_files_never_contain_the_plaintext_key),
         T(test_an_issue_2_database_migrates_its_keys_to_default_users),
-        T(test_a_key_with_an_owner_takes_the_owners_tenant),
-        T(test_each_owner_reports_roles_and_disabled_users_and_tenants),
-        T(test_key_list_filters_by_state_tenant_user_and_name),
-        T(test_key_pages_end_with_an_empty_cursor_and_never_repeat),
-        T(test_key_update_writes_only_the_changeable_fields),
         T(test_a_second_handle_in_the_process_keeps_the_first_ones_lock),
-#undef T
+        T(test_sqlite_sends_no_change_notifications),
     };
+    const struct CMUnitTest pg_only[] = {
+        T(test_pg_opening_migrates_once_and_records_the_version),
+        T(test_pg_a_database_from_a_newer_keygate_is_corrupt),
+        T(test_pg_another_programs_database_is_corrupt_and_left_alone),
+        T(test_pg_data_version_moves_with_any_handles_changes_but_not_with_usage),
+        T(test_pg_concurrent_writers_never_fork_the_audit_chain),
+        T(test_pg_a_flush_whose_commit_answer_was_lost_counts_once),
+        T(test_pg_a_handle_survives_a_server_restart),
+        T(test_pg_a_change_by_another_handle_wakes_a_waiting_one),
+    };
+#undef T
+    const char *backend = getenv("KEYGATE_TEST_DATABASE");
+    int failed;
 
-    return cmocka_run_group_tests(tests, group_setup, NULL);
+    if (backend != NULL && strcmp(backend, "postgres") == 0) {
+        int rc = kt_pg_start(&pg);
+
+        if (rc != 0)
+            return rc == KT_PG_SKIP ? KT_PG_SKIP : 1;
+        failed = cmocka_run_group_tests_name("store on PostgreSQL", common, group_setup, NULL);
+        failed +=
+            cmocka_run_group_tests_name("store on PostgreSQL only", pg_only, group_setup, NULL);
+        kt_pg_free(pg);
+        return failed;
+    }
+    failed = cmocka_run_group_tests_name("store on SQLite", common, group_setup, NULL);
+    failed += cmocka_run_group_tests_name("store on SQLite only", sqlite_only, group_setup, NULL);
+    return failed;
 }
