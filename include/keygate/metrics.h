@@ -61,6 +61,10 @@ void kg_metrics_connection_refused(void);
  * client_header_timeout (keygate_header_timeouts_total). */
 void kg_metrics_header_timeout(void);
 
+/* One store operation that failed: disk full, read-only, locked, I/O
+ * (keygate_store_errors_total; keygate/storefault.h calls it). */
+void kg_metrics_store_error(void);
+
 /* Counts one request as o; KG_OUTCOME_NONE is a no-op. Lock-free. */
 void kg_metrics_count(enum kg_outcome o);
 

@@ -30,6 +30,7 @@
 #include "keygate/keywatch.h"
 #include "keygate/log.h"
 #include "keygate/metrics.h"
+#include "keygate/storefault.h"
 #include "keygate/reply.h"
 #include "keygate/respond.h"
 #include "keygate/scope.h"
@@ -180,6 +181,20 @@ admin_fail_status(struct admin_call *c, enum kg_status rc, const struct kg_err *
         return;
     case KG_ELIMIT:
         admin_fail(c, 413, "%s", words);
+        return;
+    case KG_EIO:
+    case KG_ECORRUPT:
+        /* The store refused (disk full, read-only, locked past busy_timeout):
+         * nothing was changed, the caller may retry once /readyz says so. */
+        kg_log_warnx("admin %s: %s", c->method, words);
+        kg_storefault_fail(c->adm->rt->store_fault, rc, words);
+        {
+            char reason[128] = "";
+
+            if (!kg_storefault_active(c->adm->rt->store_fault, reason, sizeof(reason)))
+                snprintf(reason, sizeof(reason), "%s", kg_status_str(rc));
+            admin_fail(c, 503, "Service unavailable: store: %s", reason);
+        }
         return;
     default:
         kg_log_warnx("admin %s: %s", c->method, words);

@@ -32,6 +32,7 @@
 #include "keygate/reload.h"
 #include "keygate/serve.h"
 #include "keygate/throttle.h"
+#include "keygate/storefault.h"
 #include "keygate/timeutil.h"
 #include "keygate/tls.h"
 #include "keygate/worker.h"
@@ -226,17 +227,21 @@ static void
 poll_store(struct daemon_state *ds, int64_t *version)
 {
     struct kg_err err = {{0}};
+    enum kg_status rc;
     bool full = false;
     int64_t v;
 
-    if (kg_store_data_version(ds->inst->store, &v, &err) != KG_OK) {
+    if ((rc = kg_store_data_version(ds->inst->store, &v, &err)) != KG_OK) {
         kg_log_warnx("store: %s", err.msg);
+        kg_storefault_fail(ds->rt.store_fault, rc, err.msg);
         return;
     }
     if (v == *version)
         return;
-    if (kg_keycache_sync(ds->rt.keys, ds->inst->store, kg_time_now(), &full, &err) != KG_OK) {
+    if ((rc = kg_keycache_sync(ds->rt.keys, ds->inst->store, kg_time_now(), &full, &err)) !=
+        KG_OK) {
         kg_log_warnx("applying key changes: %s", err.msg);
+        kg_storefault_fail(ds->rt.store_fault, rc, err.msg);
         return;
     }
     *version = v;
@@ -264,9 +269,31 @@ static void
 flush_usage(struct daemon_state *ds)
 {
     struct kg_err err = {{0}};
+    enum kg_status rc = kg_keycache_flush(ds->rt.keys, ds->inst->store, NULL, &err);
 
-    if (kg_keycache_flush(ds->rt.keys, ds->inst->store, NULL, &err) != KG_OK)
+    if (rc != KG_OK) {
+        /* Not lost: the next flush retries the same counts whole. */
         kg_log_warnx("writing last-used times and usage counts: %s", err.msg);
+        kg_storefault_fail(ds->rt.store_fault, rc, err.msg);
+    }
+}
+
+/* While store writes are failing, one probe a second: once one commits
+ * the fault is over (and /readyz says so) without anyone's help. */
+static void
+probe_store(struct daemon_state *ds)
+{
+    struct kg_err err = {{0}};
+    char reason[128];
+
+    if (!kg_storefault_active(ds->rt.store_fault, reason, sizeof(reason)))
+        return;
+    if (kg_store_write_probe(ds->inst->store, &err) != KG_OK) {
+        kg_log_debug("store still failing: %s", err.msg);
+        return;
+    }
+    if (kg_storefault_clear(ds->rt.store_fault))
+        kg_log_info("store: writes work again (was: %s)", reason);
 }
 
 static void
@@ -409,6 +436,7 @@ run(struct daemon_state *ds)
         }
         poll_store(ds, &version);
         if (kg_time_mono_ms() >= next_flush) {
+            probe_store(ds);
             flush_usage(ds);
             next_flush = kg_time_mono_ms() + FLUSH_MS;
         }
@@ -530,7 +558,8 @@ kg_serve_main(int argc, char **argv)
         goto cleanup;
     }
     if (kg_limiter_new_local(LIMITER_BUCKETS, &ds.limiter, NULL) != KG_OK ||
-        kg_keycache_new(ds.limiter, &ds.rt.keys) != KG_OK) {
+        kg_keycache_new(ds.limiter, &ds.rt.keys) != KG_OK ||
+        (ds.rt.store_fault = kg_storefault_new()) == NULL) {
         kg_log_error("out of memory");
         goto cleanup;
     }
@@ -601,6 +630,7 @@ cleanup:
     kg_throttle_free(ds.rt.auth_cooldown);
     kg_keycache_free(ds.rt.keys);
     kg_limiter_free(ds.limiter);
+    kg_storefault_free(ds.rt.store_fault);
     if (ds.inst != NULL) {
         kg_cfgswap_release(ds.inst->cfg); /* not the instance's to free any more */
         ds.inst->cfg = NULL;

@@ -50,6 +50,7 @@ static const char *const accept_reason_name[KG_ACCEPT_REASON_COUNT] = {"emfile",
                                                                        "other"};
 static _Atomic uint64_t connections_refused;
 static _Atomic uint64_t header_timeouts;
+static _Atomic uint64_t store_errors;
 
 enum kg_outcome
 kg_metrics_outcome_of(enum kg_verdict v)
@@ -100,6 +101,12 @@ void
 kg_metrics_header_timeout(void)
 {
     atomic_fetch_add_explicit(&header_timeouts, 1, memory_order_relaxed);
+}
+
+void
+kg_metrics_store_error(void)
+{
+    atomic_fetch_add_explicit(&store_errors, 1, memory_order_relaxed);
 }
 
 void
@@ -161,6 +168,7 @@ kg_metrics_reset(void)
         atomic_store(&accept_errors[i], 0);
     atomic_store(&connections_refused, 0);
     atomic_store(&header_timeouts, 0);
+    atomic_store(&store_errors, 0);
     atomic_store(&request_hist.sum_us, 0);
     atomic_store(&upstream_hist.sum_us, 0);
 }
@@ -293,6 +301,10 @@ kg_metrics_render(const struct kg_metrics_gauges *g, size_t *len)
            "Connections closed: no complete header block within client_header_timeout.");
     put(&o, "keygate_header_timeouts_total %llu\n",
         (unsigned long long)atomic_load_explicit(&header_timeouts, memory_order_relaxed));
+    header(&o, "keygate_store_errors_total", "counter",
+           "Store operations that failed (disk full, read-only, locked, I/O error).");
+    put(&o, "keygate_store_errors_total %llu\n",
+        (unsigned long long)atomic_load_explicit(&store_errors, memory_order_relaxed));
     header(&o, "keygate_connections", "gauge", "Open client connections on the main listener.");
     put(&o, "keygate_connections %ld\n", g->connections);
 
