@@ -31,6 +31,8 @@ if [[ ${1:-} == --test ]]; then
     clang-14 libfuzzer-14-dev
     # scripts/valgrind.sh: the unit and integration suites under memcheck
     valgrind
+    # integration_test_clock_steps: the daemon's wall clock stepped (libfaketime preload)
+    libfaketime
   )
 elif [[ $# -ne 0 ]]; then
   echo "usage: $0 [--test]" >&2
