@@ -5,7 +5,7 @@
  * slowloris clients: 20 trickling a header block a byte a second, 20
  * trickling a body a byte a second, 10 sending a head and part of a body
  * and then nothing. Meanwhile a client at a modest load (one request at a
- * time, about 30 a second, two windows of 100) must get its answers
+ * time, about 40 a second, two windows of 200) must get its answers
  * with a p99 under 100 ms (the better window: the machine is shared);
  * the header tricklers must be cut at client_header_timeout, the stalled
  * bodies at client_body_timeout, the body tricklers (a byte a second is
@@ -39,8 +39,8 @@
 #define HEAD_TRICKLERS 20
 #define BODY_TRICKLERS 20
 #define STALLED 10
-#define SAMPLES 100 /* per window; two windows, the better p99 counts (a shared machine) */
-#define HEADER_TIMEOUT_S 14
+#define SAMPLES 200 /* per window; two windows, the better p99 counts (a shared machine) */
+#define HEADER_TIMEOUT_S 20
 #define BODY_TIMEOUT_S 4
 #define UPSTREAM_TIMEOUT_S 6
 /* What 10,000 idle connections may cost the daemon: 16 KiB each (the
@@ -219,7 +219,7 @@ test_ten_thousand_idle_and_slowloris_clients_leave_others_served(void **state)
                 fail_msg("request %d under pressure: %ld (curl %d)", n, r.status, r.curl_result);
             lat[n++] = r.seconds;
             kt_http_resp_cleanup(&r);
-            kt_sleep_ms(30);
+            kt_sleep_ms(20);
         }
         qsort(lat, SAMPLES, sizeof(lat[0]), cmp_double);
         p50[window] = lat[SAMPLES / 2];
