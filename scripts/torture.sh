@@ -11,6 +11,8 @@
 #   scripts/torture.sh create rotate    some (list: config create rotate revoke
 #                                       health proxy admin_create admin_rotate admin_revoke)
 #   KEYGATE_TORTURE_MAX=N               stop each scenario at N (CI: a bounded run)
+#   KEYGATE_TORTURE_FROM=N              start at N (to look at one failure again)
+#   KEYGATE_TORTURE_TRACE=1             the stack of the failing allocation, in the failure's output
 #
 # The store checks use the ordinary build (build/keygate).
 set -euo pipefail
@@ -147,9 +149,10 @@ check_daemon() {
         "$tk" serve -c "$tmp/keygate.conf" >"$tmp/out" 2>"$tmp/err" &
     daemon_pid=$!
     set -e
-    for ((i = 0; i < 200; i++)); do
-        curl -s -o /dev/null --noproxy '*' -m 1 "http://127.0.0.1:$aport/readyz" && break
+    for ((i = 0; ; i++)); do
+        curl -sf -o /dev/null --noproxy '*' -m 1 "http://127.0.0.1:$aport/readyz" && break
         kill -0 "$daemon_pid" 2>/dev/null || fail "the daemon died before it was ready"
+        ((i < 600)) || fail "the daemon was not ready within 60 s (unarmed: not the torture)"
         sleep 0.1
     done
     kill -USR2 "$daemon_pid"
@@ -163,8 +166,13 @@ check_daemon() {
     admin_revoke) code=$(curl -s -o /dev/null -w '%{http_code}' --noproxy '*' -m 30 -X POST -H "Authorization: Bearer $root_key" "http://127.0.0.1:$aport/v1/keys/$target_id/revoke") ;;
     esac
     curl_rc=$?
+    if ! kill -USR2 "$daemon_pid" 2>/dev/null; then
+        wait "$daemon_pid"
+        rc=$?
+        daemon_pid=
+        fail "the daemon died during the exchange (exit $rc; the client got '$code')"
+    fi
     set -e
-    kill -USR2 "$daemon_pid"
     ((curl_rc == 28)) && fail "the request hung (30 s)"
     follow=$(curl -s -o /dev/null -w '%{http_code}' --noproxy '*' -m 10 -H "Authorization: Bearer $user_key" "http://127.0.0.1:$port/health" || true)
     [[ $follow == 200 ]] || fail "the next request after the failure got '$follow' (first: $code)"
@@ -187,7 +195,7 @@ scenarios=("$@")
 ((${#scenarios[@]})) || scenarios=(config create rotate revoke health proxy admin_create admin_rotate admin_revoke)
 for scenario in "${scenarios[@]}"; do
     started=$SECONDS
-    n=1
+    n=${KEYGATE_TORTURE_FROM:-1}
     while ((n <= max)); do
         rm -f "$tmp/count"
         case $scenario in

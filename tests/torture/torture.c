@@ -40,6 +40,11 @@ static _Atomic bool armed;     /* counting */
 static _Atomic long counted;   /* allocations seen while armed */
 static const char *count_file; /* where the count goes at exit */
 
+/* The sanitizer runtime's (the torture build is always ASan). */
+void __sanitizer_print_stack_trace(void);
+
+static bool trace; /* KEYGATE_TORTURE_TRACE: where the failing allocation was */
+
 /* True when this allocation is the one to fail. */
 static bool
 fail_now(void)
@@ -49,6 +54,8 @@ fail_now(void)
     if (!atomic_load_explicit(&armed, memory_order_relaxed))
         return false;
     n = atomic_fetch_add(&counted, 1) + 1;
+    if (n == fail_at && trace)
+        __sanitizer_print_stack_trace();
     return n == fail_at;
 }
 
@@ -185,6 +192,7 @@ torture_init(void)
 
     fail_at = n != NULL ? strtol(n, NULL, 10) : 0;
     count_file = getenv("KEYGATE_TORTURE_COUNT");
+    trace = getenv("KEYGATE_TORTURE_TRACE") != NULL;
     sqlite3_config(SQLITE_CONFIG_MALLOC, &methods);
     json_set_alloc_funcs(js_malloc, free);
     if (arm != NULL && strcmp(arm, "signal") == 0)
