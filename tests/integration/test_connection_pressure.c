@@ -288,7 +288,9 @@ test_ten_thousand_idle_and_slowloris_clients_leave_others_served(void **state)
             strncmp(s->got, "HTTP/1.1 504", 12) != 0)
             fail_msg("body trickler %d got \"%s\", want the 504", i, s->got);
     }
-    if (best >= 0.100)
+    /* The latency bound is for the real build: under AddressSanitizer every
+     * request costs several times as much CPU. */
+    if (!UNDER_ASAN && best >= 0.100)
         fail_msg("p99 %.1f ms under pressure, want < 100 ms", best * 1000);
     /* Under AddressSanitizer every allocation carries redzones and shadow:
      * the bound is for the real build (LeakSanitizer checks the exit). */
