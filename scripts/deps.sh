@@ -43,6 +43,8 @@ if [[ ${1:-} == --test ]]; then
     chromium chromium-driver python3-selenium
     # tests/helpers/pgserver.c: a private PostgreSQL server (initdb, pg_ctl) for the store tests
     postgresql-15
+    # integration_test_clock_steps: the daemon's wall clock stepped (libfaketime preload)
+    libfaketime
   )
 elif [[ $# -ne 0 ]]; then
   echo "usage: $0 [--test]" >&2

@@ -21,6 +21,7 @@ struct kg_worker;
 struct kg_throttle;
 struct kg_tls;
 struct kg_connlimit;
+struct kg_storefault;
 
 struct kg_runtime {
     struct kg_cfgswap *config; /* the current config: kg_cfgswap_acquire() it */
@@ -54,6 +55,9 @@ struct kg_runtime {
      * are still decided from the cache, /readyz says "degraded". */
     _Atomic bool store_down;
     struct kg_connlimit *per_ip; /* open client connections per IP, all loops */
+    /* Whether the store takes writes (keygate/storefault.h); NULL in tests
+     * that build a runtime without one. */
+    struct kg_storefault *store_fault;
 };
 
 #endif

@@ -483,6 +483,13 @@ void kg_store_audit_hash(const unsigned char key[KG_AUDIT_KEY_BYTES],
  * (PRAGMA data_version): the daemon polls it to see CLI changes. */
 enum kg_status kg_store_data_version(struct kg_store *st, int64_t *out, struct kg_err *err);
 
+/* Whether the store takes a write now: one small transaction that writes
+ * a page and commits (it changes nothing), without waiting for another
+ * writer's lock. KG_EIO (with the store's words) when the disk is full,
+ * the file read-only or locked; the daemon asks it while writes are
+ * failing, to see the fault go away (store/storefault.h). */
+enum kg_status kg_store_write_probe(struct kg_store *st, struct kg_err *err);
+
 /* Whether a key with this digest is stored, not revoked at now, and its
  * user and tenant not disabled: one the key cache would hold (*out).
  * One indexed read; what the daemon asks when a well-formed key is not in

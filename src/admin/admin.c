@@ -31,6 +31,7 @@
 #include "keygate/keywatch.h"
 #include "keygate/log.h"
 #include "keygate/metrics.h"
+#include "keygate/storefault.h"
 #include "keygate/reply.h"
 #include "keygate/respond.h"
 #include "keygate/scope.h"
@@ -184,10 +185,23 @@ admin_fail_status(struct admin_call *c, enum kg_status rc, const struct kg_err *
         admin_fail(c, 413, "%s", words);
         return;
     case KG_EIO:
-        /* The store cannot be reached (a PostgreSQL outage): nothing was
-         * written, and trying again later is the right thing to do. */
+    case KG_ECORRUPT:
+        /* Nothing was written and trying again later is right: the store
+         * cannot be reached (a PostgreSQL outage) or refuses writes (disk
+         * full, read-only, locked past busy_timeout). */
         kg_log_warnx("admin %s: %s", c->method, words);
-        admin_fail(c, 503, ADMIN_STORE_DOWN);
+        kg_storefault_fail(c->adm->rt->store_fault, rc, words);
+        if (atomic_load(&c->adm->rt->store_down)) {
+            admin_fail(c, 503, ADMIN_STORE_DOWN);
+            return;
+        }
+        {
+            char reason[128] = "";
+
+            if (!kg_storefault_active(c->adm->rt->store_fault, reason, sizeof(reason)))
+                snprintf(reason, sizeof(reason), "%s", kg_status_str(rc));
+            admin_fail(c, 503, "Service unavailable: store: %s", reason);
+        }
         return;
     default:
         kg_log_warnx("admin %s: %s", c->method, words);

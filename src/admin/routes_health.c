@@ -14,6 +14,7 @@
 #include "keygate/keycache.h"
 #include "keygate/log.h"
 #include "keygate/metrics.h"
+#include "keygate/storefault.h"
 #include "keygate/timeutil.h"
 
 /* Whether the key cache was ever loaded, without waiting for a load in
@@ -55,6 +56,25 @@ admin_health(const struct kg_admin *adm, const char *url, char *body, size_t cap
         return 200;
     }
     if (atomic_load(&rt->ready) && !atomic_load(&rt->draining)) {
+        char reason[128];
+
+        /* Requests are still decided from memory, so still ready (200):
+         * a store every gateway shares would otherwise take them all out
+         * of the balancer at once. The body says what is wrong. */
+        if (kg_storefault_active(rt->store_fault, reason, sizeof(reason))) {
+            json_t *doc = json_pack("{s:s, s:s}", "status", "degraded", "reason", "");
+            char *text;
+            char full[160];
+
+            snprintf(full, sizeof(full), "store: %s", reason);
+            if (doc != NULL)
+                json_object_set_new(doc, "reason", json_string(full));
+            text = doc != NULL ? json_dumps(doc, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
+            snprintf(body, cap, "%s", text != NULL ? text : "{\"status\":\"degraded\"}");
+            free(text);
+            json_decref(doc);
+            return 200;
+        }
         snprintf(body, cap, "{\"status\":\"ready\"}");
         return 200;
     }

@@ -36,6 +36,7 @@
 #include "keygate/reload.h"
 #include "keygate/serve.h"
 #include "keygate/throttle.h"
+#include "keygate/storefault.h"
 #include "keygate/timeutil.h"
 #include "keygate/tls.h"
 #include "keygate/worker.h"
@@ -279,22 +280,25 @@ static void
 poll_store(struct daemon_state *ds, int64_t *version)
 {
     struct kg_err err = {{0}};
+    enum kg_status rc;
     bool full = false;
     int64_t v;
 
-    if (kg_store_data_version(ds->inst->store, &v, &err) != KG_OK) {
+    if ((rc = kg_store_data_version(ds->inst->store, &v, &err)) != KG_OK) {
         /* Once per outage in the log; every failed poll in the metric. */
         if (!atomic_exchange(&ds->rt.store_down, true))
             kg_log_warnx("store: %s; deciding keys from memory until it is back", err.msg);
-        kg_metrics_store_error();
+        kg_storefault_fail(ds->rt.store_fault, rc, err.msg);
         return;
     }
     if (atomic_exchange(&ds->rt.store_down, false))
         kg_log_info("store: reachable again");
     if (v == *version)
         return;
-    if (kg_keycache_sync(ds->rt.keys, ds->inst->store, kg_time_now(), &full, &err) != KG_OK) {
+    if ((rc = kg_keycache_sync(ds->rt.keys, ds->inst->store, kg_time_now(), &full, &err)) !=
+        KG_OK) {
         kg_log_warnx("applying key changes: %s", err.msg);
+        kg_storefault_fail(ds->rt.store_fault, rc, err.msg);
         return;
     }
     *version = v;
@@ -322,12 +326,33 @@ static void
 flush_usage(struct daemon_state *ds)
 {
     struct kg_err err = {{0}};
+    enum kg_status rc = kg_keycache_flush(ds->rt.keys, ds->inst->store, NULL, &err);
 
-    /* Kept in memory and retried each second; while the store is down the
-     * poll has already said so once. */
-    if (kg_keycache_flush(ds->rt.keys, ds->inst->store, NULL, &err) != KG_OK &&
-        !atomic_load(&ds->rt.store_down))
-        kg_log_warnx("writing last-used times and usage counts: %s", err.msg);
+    if (rc != KG_OK) {
+        /* Not lost: the next flush retries the same counts whole. While
+         * the store is down the poll has already said so once. */
+        if (!atomic_load(&ds->rt.store_down))
+            kg_log_warnx("writing last-used times and usage counts: %s", err.msg);
+        kg_storefault_fail(ds->rt.store_fault, rc, err.msg);
+    }
+}
+
+/* While store writes are failing, one probe a second: once one commits
+ * the fault is over (and /readyz says so) without anyone's help. */
+static void
+probe_store(struct daemon_state *ds)
+{
+    struct kg_err err = {{0}};
+    char reason[128];
+
+    if (!kg_storefault_active(ds->rt.store_fault, reason, sizeof(reason)))
+        return;
+    if (kg_store_write_probe(ds->inst->store, &err) != KG_OK) {
+        kg_log_debug("store still failing: %s", err.msg);
+        return;
+    }
+    if (kg_storefault_clear(ds->rt.store_fault))
+        kg_log_info("store: writes work again (was: %s)", reason);
 }
 
 static void
@@ -471,6 +496,7 @@ run(struct daemon_state *ds)
         }
         poll_store(ds, &version);
         if (kg_time_mono_ms() >= next_flush) {
+            probe_store(ds);
             flush_usage(ds);
             next_flush = kg_time_mono_ms() + FLUSH_MS;
         }
@@ -596,7 +622,8 @@ kg_serve_main(int argc, char **argv)
         kg_log_error("%s", err.msg);
         goto cleanup;
     }
-    if (kg_keycache_new(ds.limiter, &ds.rt.keys) != KG_OK) {
+    if (kg_keycache_new(ds.limiter, &ds.rt.keys) != KG_OK ||
+        (ds.rt.store_fault = kg_storefault_new()) == NULL) {
         kg_log_error("out of memory");
         goto cleanup;
     }
@@ -677,6 +704,7 @@ cleanup:
     kg_throttle_free(ds.rt.auth_cooldown);
     kg_keycache_free(ds.rt.keys);
     kg_limiter_free(ds.limiter);
+    kg_storefault_free(ds.rt.store_fault);
     if (ds.inst != NULL) {
         kg_cfgswap_release(ds.inst->cfg); /* not the instance's to free any more */
         ds.inst->cfg = NULL;

@@ -106,16 +106,26 @@ sock_state_grow(struct kg_loop *loop, curl_socket_t s)
     return true;
 }
 
+/* Never returns -1: libcurl (7.88) then marks the whole multi handle dead,
+ * and every transfer of this loop, now and later, would hang. */
 static int
 curl_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 {
     struct kg_loop *loop = userp;
     struct epoll_event ev = {.data.u64 = TAG_CURL | (uint64_t)s};
+    bool tracked;
 
     (void)easy;
     (void)socketp;
-    if (s < 0 || !sock_state_grow(loop, s))
-        return -1;
+    if (s < 0)
+        return 0;
+    /* Out of memory for the state table: the socket is still watched, only
+     * not kept in the set while idle (an idle one would report HUP). */
+    tracked = sock_state_grow(loop, s);
+    if (!tracked && what == CURL_POLL_REMOVE) {
+        epoll_ctl(loop->epfd, EPOLL_CTL_DEL, s, NULL);
+        return 0;
+    }
     ev.events = what == CURL_POLL_REMOVE
                     ? 0
                     : (what & CURL_POLL_IN ? EPOLLIN : 0) | (what & CURL_POLL_OUT ? EPOLLOUT : 0);
@@ -125,11 +135,15 @@ curl_socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp
             return 0;
         }
         if (epoll_ctl(loop->epfd, EPOLL_CTL_ADD, s, &ev) != 0) {
+            /* Unwatched, the transfer ends at upstream_timeout (a 504). */
             kg_log_warn("epoll add upstream socket");
-            return -1;
+            if (tracked)
+                loop->sock_state[s] = SOCK_NONE;
+            return 0;
         }
     }
-    loop->sock_state[s] = what == CURL_POLL_REMOVE ? SOCK_IDLE : SOCK_WATCHED;
+    if (tracked)
+        loop->sock_state[s] = what == CURL_POLL_REMOVE ? SOCK_IDLE : SOCK_WATCHED;
     return 0;
 }
 

@@ -999,6 +999,16 @@ kg_store_data_version(struct kg_store *st, int64_t *out, struct kg_err *err)
 }
 
 enum kg_status
+kg_store_write_probe(struct kg_store *st, struct kg_err *err)
+{
+    if (st == NULL)
+        return kg_err_set(err, KG_EINVAL, "write probe: missing argument");
+    if (st->ops->write_probe == NULL)
+        return KG_OK;
+    return st->ops->write_probe(st, err);
+}
+
+enum kg_status
 kg_store_key_known(struct kg_store *st, const unsigned char digest[KG_DIGEST_BYTES], int64_t now,
                    bool *out, struct kg_err *err)
 {

@@ -114,6 +114,8 @@ struct kg_store_ops {
                                  struct kg_err *err);
 
     enum kg_status (*data_version)(struct kg_store *st, int64_t *out, struct kg_err *err);
+    /* Optional (NULL: the backend has no cheap probe, writes are assumed to work). */
+    enum kg_status (*write_probe)(struct kg_store *st, struct kg_err *err);
     enum kg_status (*key_known)(struct kg_store *st, const unsigned char digest[KG_DIGEST_BYTES],
                                 int64_t now, bool *out, struct kg_err *err);
     enum kg_status (*key_count)(struct kg_store *st, size_t *n, struct kg_err *err);

@@ -25,6 +25,10 @@
 #include "keygate/timeutil.h"
 #include "store/sqlite_int.h"
 
+/* How long a write waits for another connection's write lock (the CLI, a
+ * second daemon) before it fails as "database is locked". */
+#define BUSY_TIMEOUT_MS 5000
+
 /* Column order of KEY_COLUMNS, for reading a row and binding an insert. */
 enum key_col {
     COL_ID,
@@ -736,6 +740,34 @@ sqlite_data_version(struct kg_store *st, int64_t *out, struct kg_err *err)
     return kg_sq_read_int(kg_sq_from(st), "PRAGMA data_version", out, "data version", err);
 }
 
+/* Writes page 1 again (user_version set to itself) and commits: a disk
+ * that is full, a file that cannot be written or a lock held elsewhere
+ * fail it as they fail any change. No busy wait: the caller probes again
+ * later rather than block its thread for busy_timeout. */
+static enum kg_status
+sqlite_write_probe(struct kg_store *st, struct kg_err *err)
+{
+    struct sqlite_store *s = kg_sq_from(st);
+    int64_t version = 0;
+    char sql[64];
+    enum kg_status rc;
+
+    sqlite3_busy_timeout(s->db, 0);
+    rc = kg_sq_begin(s, err);
+    if (rc == KG_OK)
+        rc = kg_sq_read_int(s, "PRAGMA user_version", &version, "write probe", err);
+    if (rc == KG_OK) {
+        snprintf(sql, sizeof(sql), "PRAGMA user_version = %lld", (long long)version);
+        rc = kg_sq_exec(s, sql, "write probe", err);
+    }
+    if (rc == KG_OK)
+        rc = kg_sq_commit(s, err);
+    if (rc != KG_OK)
+        kg_sq_rollback(s);
+    sqlite3_busy_timeout(s->db, BUSY_TIMEOUT_MS);
+    return rc;
+}
+
 static enum kg_status
 sqlite_set_durable(struct kg_store *st, bool durable, struct kg_err *err)
 {
@@ -864,7 +896,7 @@ sqlite_open(const char *location, struct kg_store **out, struct kg_err *err)
         goto cleanup;
     }
     sqlite3_extended_result_codes(s->db, 1);
-    sqlite3_busy_timeout(s->db, 5000);
+    sqlite3_busy_timeout(s->db, BUSY_TIMEOUT_MS);
 #ifdef SQLITE_DBCONFIG_DEFENSIVE
     /* Refuses writable_schema and other ways to corrupt the file by SQL. */
     sqlite3_db_config(s->db, SQLITE_DBCONFIG_DEFENSIVE, 1, (int *)NULL);
@@ -917,6 +949,7 @@ const struct kg_store_ops kg_store_sqlite_ops = {
     .audit_each = kg_sq_audit_each,
     .audit_head = kg_sq_audit_head,
     .data_version = sqlite_data_version,
+    .write_probe = sqlite_write_probe,
     .key_known = sqlite_key_known,
     .change_head = kg_sq_change_head,
     .key_count = kg_sq_key_count,

@@ -7,7 +7,9 @@
  * accept again on every listen socket as soon as descriptors come free.
  * libmicrohttpd 0.9.75 driven by keygate's loop used to stop accepting on
  * a listen socket for good after EMFILE. Three rounds: one wedge is enough
- * to fail. Loopback only; every wait is bounded.
+ * to fail. While out of descriptors the daemon's CPU time over one second
+ * is measured (/proc/PID/stat): a busy loop (100 % of a core) fails it, the
+ * bound is 25 %. Loopback only; every wait is bounded.
  */
 #include <dirent.h>
 #include <errno.h>
@@ -53,6 +55,31 @@ count_fds(pid_t pid)
             n++;
     closedir(dir);
     return n;
+}
+
+/* CPU time (user + system) the process used so far, in clock ticks. */
+static long long
+cpu_ticks(pid_t pid)
+{
+    char path[64], buf[1024];
+    FILE *f;
+    size_t n;
+    const char *p;
+    unsigned long long ut = 0, st = 0;
+
+    snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+    f = fopen(path, "r");
+    if (f == NULL)
+        return -1;
+    n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    /* Fields 14 and 15, counted after the ")" that ends the command name. */
+    p = strrchr(buf, ')');
+    if (p == NULL ||
+        sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &ut, &st) != 2)
+        return -1;
+    return (long long)(ut + st);
 }
 
 static int
@@ -175,7 +202,24 @@ test_descriptor_exhaustion_is_reported_and_recovered_from(void **state)
         assert_null(strstr(buf, "keygate_accept_errors_total{reason=\"emfile\"} 0\n"));
         assert_non_null(strstr(buf, "keygate_accept_errors_total{reason=\"emfile\"} "));
 
-        kt_sleep_ms(1000);
+        /* Out of descriptors with clients still queued: no busy loop. A
+         * listener polled level-triggered would spin a core (100 %). */
+        {
+            long long t0 = cpu_ticks(pid), t1;
+            int64_t m0 = kt_mono_ms(), m1;
+            double share;
+
+            kt_sleep_ms(1000);
+            t1 = cpu_ticks(pid);
+            m1 = kt_mono_ms();
+            assert_true(t0 >= 0 && t1 >= t0);
+            share = (double)(t1 - t0) / (double)sysconf(_SC_CLK_TCK) / ((double)(m1 - m0) / 1000.0);
+            fprintf(stderr, "round %d: %.1f %% of a core while out of descriptors\n", round,
+                    share * 100.0);
+            if (share > 0.25)
+                fail_msg("round %d: keygate used %.0f %% of a core while out of descriptors", round,
+                         share * 100.0);
+        }
         for (int i = 0; i < nheld; i++)
             close(held[i]);
 
