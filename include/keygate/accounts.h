@@ -42,8 +42,9 @@ enum kg_status kg_accounts_normalise_email(const char *email, char out[KG_EMAIL_
 #define KG_PASSWORD_MIN 12   /* characters (code points of UTF-8) */
 #define KG_PASSWORD_MAX 1024 /* bytes: bounds the hashing work a request can ask for */
 
-/* The one password rule: KG_PASSWORD_MIN to KG_PASSWORD_MAX with a letter
- * (any non-ASCII character counts) and a digit. KG_EINVAL "password …". */
+/* The one password rule (issue 14): KG_PASSWORD_MIN characters to
+ * KG_PASSWORD_MAX bytes, nothing about their kind: length is what makes a
+ * password strong. KG_EINVAL "password …". */
 enum kg_status kg_accounts_check_password(const char *pw, struct kg_err *err);
 
 /* Checks pw and hashes it with Argon2id (crypto_pwhash_str, interactive

@@ -143,7 +143,7 @@ static const char users_passwd_usage[] =
     "Sets the password USER signs in to the web console with. From a terminal\n"
     "it is asked twice without echo; otherwise the first line of standard input\n"
     "is the password (never an argument: argv is visible to other users). At\n"
-    "least 12 characters with a letter and a digit, at most 1024 bytes. Every\n"
+    "least 12 characters, at most 1024 bytes. Every\n"
     "console session of the user ends.\n"
     "\n"
     "  --tenant TENANT     the tenant a username is looked up in\n"

@@ -733,7 +733,6 @@ enum kg_status
 kg_accounts_check_password(const char *pw, struct kg_err *err)
 {
     size_t n, chars = 0;
-    bool letter = false, digit = false;
 
     if (pw == NULL)
         return kg_err_set(err, KG_EINVAL, "password is required");
@@ -745,14 +744,9 @@ kg_accounts_check_password(const char *pw, struct kg_err *err)
 
         if ((c & 0xC0) != 0x80)
             chars++;
-        if (isalpha(c) || c >= 0x80)
-            letter = true;
-        else if (isdigit(c))
-            digit = true;
     }
-    if (chars < KG_PASSWORD_MIN || !letter || !digit)
-        return kg_err_set(err, KG_EINVAL,
-                          "password must be at least %d characters with a letter and a digit",
+    if (chars < KG_PASSWORD_MIN)
+        return kg_err_set(err, KG_EINVAL, "password must be at least %d characters",
                           KG_PASSWORD_MIN);
     return KG_OK;
 }
