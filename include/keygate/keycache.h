@@ -119,8 +119,13 @@ struct kg_keyent {
     enum kg_quota_period quota_period; /* when the credits come back */
     bool effective_empty;              /* the key has scopes and the role grants none of them */
     bool has_rate;                     /* the key has a rate of its own (else the config default) */
+    uint8_t flags;                     /* KG_KEYENT_*; in what was padding: costs no byte */
     struct kg_gcra rate;               /* its rate and burst, when has_rate */
 };
+
+/* struct kg_keyent flags (issue 18). */
+#define KG_KEYENT_CANARY 0x01u  /* a canary: never grants access, every use reported */
+#define KG_KEYENT_IPALLOW 0x02u /* has an IP allowlist: kg_keycache_ip_permits() decides */
 
 struct kg_keycache;
 struct kg_keysnap;
@@ -177,6 +182,12 @@ int64_t kg_keysnap_built_ms(const struct kg_keysnap *snap);
 /* The limiter the cache was made with (keygate/limiter.h): buckets are
  * named by key id and user id, never by entry, so no change resets them. */
 struct kg_limiter *kg_keycache_limiter(struct kg_keycache *kc);
+
+/* Whether ent, which has KG_KEYENT_IPALLOW, may be used from client_ip
+ * (text): one of its blocks holds it. The lists live beside the entries
+ * (keygate/ipallow.h); a list not published yet refuses. Any thread. */
+bool kg_keycache_ip_permits(struct kg_keycache *kc, const struct kg_keyent *ent,
+                            const char *client_ip);
 
 /* Records a use of ent at now (kept exact to the second, written later). */
 void kg_keycache_touch(const struct kg_keyent *ent, int64_t now);

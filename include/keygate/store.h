@@ -22,12 +22,13 @@
 #include <stdint.h>
 #include "keygate/status.h"
 
-#define KG_ID_MAX 40       /* "key_" / "usr_" + 22 base62 + NUL, with room */
-#define KG_NAME_MAX 129    /* names: 1..128 bytes */
-#define KG_DPREFIX_MAX 48  /* display prefix: key_prefix + 4 body chars */
-#define KG_SCOPES_MAX 1024 /* comma-separated scope list (key scopes, user roles) */
-#define KG_RATE_MAX 32     /* "100/min" */
-#define KG_META_MAX 4096   /* metadata JSON text */
+#define KG_ID_MAX 40            /* "key_" / "usr_" + 22 base62 + NUL, with room */
+#define KG_NAME_MAX 129         /* names: 1..128 bytes */
+#define KG_DPREFIX_MAX 48       /* display prefix: key_prefix + 4 body chars */
+#define KG_SCOPES_MAX 1024      /* comma-separated scope list (key scopes, user roles) */
+#define KG_RATE_MAX 32          /* "100/min" */
+#define KG_META_MAX 4096        /* metadata JSON text */
+#define KG_ALLOWED_IPS_MAX 1024 /* "CIDR,CIDR,...": the blocks a key may be used from */
 #define KG_DIGEST_BYTES 32
 
 #define KG_TENANT_MAX 64 /* tenant names made from now on: 1..64 of [A-Za-z0-9_.-] */
@@ -69,6 +70,8 @@ struct kg_key_rec {
     int64_t quota_period_start; /* Unix seconds, UTC day/month start; 0 = none yet */
     char metadata[KG_META_MAX]; /* JSON object text, "{}" when empty */
     char user_id[KG_ID_MAX];    /* owner "usr_…"; "" on insert: see kg_store_key_insert() */
+    bool canary;                /* never grants access; every use is reported (fixed at creation) */
+    char allowed_ips[KG_ALLOWED_IPS_MAX]; /* "CIDR,CIDR"; "" = from anywhere */
 };
 
 /* A tenant. Its name is its identity and never changes. */
@@ -257,7 +260,8 @@ enum kg_status kg_store_key_each_owner_of(struct kg_store *st, enum kg_change_ob
                                           struct kg_err *err);
 
 /* Writes the changeable fields of rec to the key rec->id: name, scopes,
- * expires_at, rate, rate_burst, quota_limit, quota_period and metadata.
+ * expires_at, rate, rate_burst, quota_limit, quota_period, metadata and
+ * allowed_ips.
  * Everything else (owner, digest, revocation, usage) stays as stored.
  * KG_ENOTFOUND: no such key. */
 enum kg_status kg_store_key_update(struct kg_store *st, const struct kg_key_rec *rec,

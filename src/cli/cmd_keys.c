@@ -24,8 +24,8 @@
 static const char create_usage[] =
     "usage: keygate keys create --name NAME [--scopes S1,S2] [--user USER] [--tenant TENANT]\n"
     "                           [--expires 30d|90d|365d|TIME] [--rate N/s|N/min|N/h]\n"
-    "                           [--burst N] [--credits N [--refill day|month]] [--json]\n"
-    "                           [-c FILE]\n"
+    "                           [--burst N] [--credits N [--refill day|month]]\n"
+    "                           [--allow-ip CIDR[,CIDR...]] [--canary] [--json] [-c FILE]\n"
     "\n"
     "Makes a key and prints it once, on the last line (\"key\" with --json). Only a\n"
     "digest is stored: the key cannot be shown again.\n"
@@ -47,6 +47,12 @@ static const char create_usage[] =
     "                      a request costs its `cost` rule's units, charged on 2xx\n"
     "  --refill PERIOD     day or month: the credits come back at the start of\n"
     "                      each UTC day or month (default: never)\n"
+    "  --allow-ip LIST     the only address blocks it may be used from, IPv4 or\n"
+    "                      IPv6 (192.0.2.0/24,2001:db8::/32); others get a 403\n"
+    "                      (default: anywhere)\n"
+    "  --canary            a canary key: it never grants access (every use gets the\n"
+    "                      401 of an unknown key) and each use fires canary.used;\n"
+    "                      plant it where an attacker would look\n"
     "  --json              print one JSON object\n"
     "  -c, --config FILE   config file\n";
 
@@ -56,7 +62,8 @@ static const char list_usage[] =
     "\n"
     "Lists keys, oldest first, masked (prefix...last4), with the requests each made\n"
     "and when it was last used (as the daemon last wrote them: at most a second\n"
-    "old). Without --state, keys in every state are listed.\n"
+    "old). Without --state, keys in every state are listed. A key that expires\n"
+    "within 14 days is marked \"(expiring)\" after its expiry.\n"
     "\n"
     "  --state STATE       only keys in this state (default: all)\n"
     "  --tenant TENANT     only keys of this tenant\n"
@@ -78,7 +85,7 @@ static const char update_usage[] =
     "usage: keygate keys update ID [--name NAME] [--scopes S1,S2] [--expires WHEN|never]\n"
     "                           [--rate N/s|N/min|N/h|default] [--burst N]\n"
     "                           [--credits N|unlimited] [--refill day|month|never]\n"
-    "                           [--json] [-c FILE]\n"
+    "                           [--allow-ip CIDR[,CIDR...]|any] [--json] [-c FILE]\n"
     "\n"
     "Changes a key that is not revoked. Scopes can only narrow: every new scope\n"
     "must be granted by the key's current scopes (a key without scopes may take\n"
@@ -92,6 +99,7 @@ static const char update_usage[] =
     "  --credits N         credits it may spend (0-1000000000), or unlimited;\n"
     "                      what it has used so far stays\n"
     "  --refill PERIOD     day, month or never\n"
+    "  --allow-ip LIST     the only address blocks it may be used from, or any\n"
     "  --json              print the key as one JSON object\n"
     "  -c, --config FILE   config file\n";
 
@@ -150,6 +158,10 @@ kg_cli_print_new_key(const struct kg_key_rec *rec, const char *key, const struct
         };
 
         kg_output_fields(stdout, fields, sizeof(fields) / sizeof(fields[0]));
+        if (rec->allowed_ips[0] != '\0')
+            printf("allowed ips: %s\n", rec->allowed_ips);
+        if (rec->canary)
+            printf("canary: yes: this key never grants access; every use is reported\n");
         if (old != NULL) {
             if (old->revoked_at > rec->created_at)
                 printf("replaces %s, which stops working at %s\n", old->id,
@@ -183,6 +195,8 @@ keys_create(int argc, char **argv, const char *config)
         {.name = "burst", .metavar = "N", .value = &burst},
         {.name = "credits", .metavar = "N", .value = &credits},
         {.name = "refill", .metavar = "PERIOD", .value = &req.refill},
+        {.name = "allow-ip", .metavar = "LIST", .value = &req.allowed_ips},
+        {.name = "canary", .flag = &req.canary},
         {.name = "json", .flag = &json},
         {0},
     };
@@ -313,7 +327,7 @@ table_rows(struct kg_cli_list *lc, json_t *rows)
     json_array_foreach(rows, i, o)
     {
         json_t *usage = json_object_get(o, "usage");
-        char masked[KG_DPREFIX_MAX + 8], requests[24], scopes[1024];
+        char masked[KG_DPREFIX_MAX + 8], requests[24], scopes[1024], expires[KG_RFC3339_MAX + 16];
         size_t n = 0;
         const char *cells[11];
 
@@ -339,7 +353,10 @@ table_rows(struct kg_cli_list *lc, json_t *rows)
         cells[5] = cell_or(o, "user_id", "-");
         cells[6] = cell_or(o, "created_at", "-");
         cells[7] = cell_or(o, "last_used_at", "never");
-        cells[8] = cell_or(o, "expires_at", "never");
+        /* Issue 18: keys nearing their expiry stand out in the list. */
+        snprintf(expires, sizeof(expires), "%s%s", cell_or(o, "expires_at", "never"),
+                 json_is_true(json_object_get(o, "expiring")) ? " (expiring)" : "");
+        cells[8] = expires;
         cells[9] = cell_or(o, "state", "");
         cells[10] = requests;
         if (kg_output_table_add(lc->table, cells) != KG_OK) {
@@ -422,7 +439,7 @@ print_key_fields(const struct kg_key_rec *rec, enum kg_key_state state, int64_t 
     char requests[32], denied[128];
     bool grace = rec->revoked_at > now;
     int64_t credits;
-    struct kg_output_field fields[20];
+    struct kg_output_field fields[24];
     size_t n = 0;
 
     kg_keyfmt_mask(rec->prefix, rec->last4, masked, sizeof(masked));
@@ -466,6 +483,12 @@ print_key_fields(const struct kg_key_rec *rec, enum kg_key_state state, int64_t 
         (struct kg_output_field){"rotated to", rec->rotated_to[0] != '\0' ? rec->rotated_to : "-"};
     fields[n++] = (struct kg_output_field){"rate", rate};
     fields[n++] = (struct kg_output_field){"quota", quota};
+    fields[n++] = (struct kg_output_field){
+        "allowed ips", rec->allowed_ips[0] != '\0' ? rec->allowed_ips : "anywhere"};
+    if (rec->canary)
+        fields[n++] = (struct kg_output_field){"canary", "yes: never grants access"};
+    if (kg_render_key_expiring(rec, state, now))
+        fields[n++] = (struct kg_output_field){"expiring", "within 14 days"};
     if (u != NULL) {
         snprintf(requests, sizeof(requests), "%" PRId64, u->requests);
         snprintf(denied, sizeof(denied),
@@ -658,6 +681,7 @@ keys_update(int argc, char **argv, const char *config)
         {.name = "burst", .metavar = "N", .value = &burst},
         {.name = "credits", .metavar = "N", .value = &credits},
         {.name = "refill", .metavar = "PERIOD", .value = &chg.quota_period},
+        {.name = "allow-ip", .metavar = "LIST", .value = &chg.allowed_ips},
         {.name = "json", .flag = &json},
         {0},
     };
@@ -694,8 +718,10 @@ keys_update(int argc, char **argv, const char *config)
     }
     if (chg.quota_period != NULL && strcmp(chg.quota_period, "never") == 0)
         chg.quota_period = "";
+    if (chg.allowed_ips != NULL && strcmp(chg.allowed_ips, "any") == 0)
+        chg.allowed_ips = "";
     if (chg.name == NULL && chg.scopes == NULL && chg.expires == NULL && chg.rate == NULL &&
-        burst == NULL && credits == NULL && chg.quota_period == NULL)
+        burst == NULL && credits == NULL && chg.quota_period == NULL && chg.allowed_ips == NULL)
         return kg_cli_usage_error(cmd, "nothing to change (see keygate %s --help)", cmd);
     ex = kg_cli_open_ctx(a.config, &inst, actor, &kc);
     if (ex != KG_CLI_EXIT_OK)

@@ -88,6 +88,7 @@ enum fixed {
     F_RATE,
     F_QUOTA,
     F_THROTTLED,
+    F_IP,
     F_COUNT
 };
 static const struct {
@@ -104,6 +105,7 @@ static const struct {
     [F_RATE] = {429, "Rate limit exceeded", NULL},
     [F_QUOTA] = {429, "Quota exceeded", "quota_exceeded"},
     [F_THROTTLED] = {429, "Too many failed authentication attempts", NULL},
+    [F_IP] = {403, "API key is not allowed from this address", NULL},
 };
 static struct kg_answer fixed_answers[2][F_COUNT];
 static pthread_once_t fixed_once = PTHREAD_ONCE_INIT;
@@ -175,6 +177,9 @@ kg_respond_verdict(const struct kg_config *cfg, const struct kg_decision *d, str
         return;
     case KG_DENY_THROTTLED:
         fixed_answer(cfg, F_THROTTLED, out);
+        return;
+    case KG_DENY_IP:
+        fixed_answer(cfg, F_IP, out);
         return;
     case KG_DENY_INVALID:
     case KG_ALLOW:

@@ -65,6 +65,7 @@ kg_metrics_outcome_of(enum kg_verdict v)
     case KG_DENY_NO_SCOPES:
     case KG_DENY_NO_ROUTE:
     case KG_DENY_ROLE:
+    case KG_DENY_IP:
         return KG_OUTCOME_FORBIDDEN;
     case KG_DENY_RATE:
     case KG_DENY_THROTTLED:

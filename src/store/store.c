@@ -126,6 +126,7 @@ check_rec(const struct kg_key_rec *rec, struct kg_err *err)
         {"quota_period", rec->quota_period, sizeof(rec->quota_period)},
         {"metadata", rec->metadata, sizeof(rec->metadata)},
         {"user_id", rec->user_id, sizeof(rec->user_id)},
+        {"allowed_ips", rec->allowed_ips, sizeof(rec->allowed_ips)},
     };
     const struct {
         const char *name;
