@@ -22,6 +22,8 @@ struct kg_throttle;
 struct kg_tls;
 struct kg_connlimit;
 
+struct kg_sender;
+
 struct kg_runtime {
     struct kg_cfgswap *config; /* the current config: kg_cfgswap_acquire() it */
     const struct kg_secret *secret;
@@ -46,6 +48,7 @@ struct kg_runtime {
     _Atomic int accept_stalled;
     _Atomic int accept_errno;
     struct kg_connlimit *per_ip; /* open client connections per IP, all loops */
+    struct kg_sender *events;    /* the event sender (canary uses, throttle trips), or NULL */
 };
 
 #endif

@@ -484,6 +484,82 @@ enum kg_status kg_store_change_each(struct kg_store *st, int64_t after, size_t l
 enum kg_status kg_store_change_trim(struct kg_store *st, int64_t before, size_t *trimmed,
                                     struct kg_err *err);
 
+/* ---- events (issue 18) ----
+ *
+ * The webhook outbox (sql/010_events.sql). Key lifecycle events are
+ * written by triggers in the transaction of the change; the others through
+ * kg_store_event_add() in the transaction of their cause. Deliveries are
+ * one row per (event, endpoint URL). */
+
+#define KG_EVENT_TYPE_MAX 32
+#define KG_EVENT_DATA_MAX 2048
+#define KG_URL_MAX 1024
+
+struct kg_event {
+    int64_t seq;        /* assigned by the store */
+    char id[KG_ID_MAX]; /* "evt_..." (kg_store_event_add() makes one when "") */
+    char type[KG_EVENT_TYPE_MAX];
+    int64_t time;
+    char tenant[KG_NAME_MAX];
+    char key_id[KG_ID_MAX];
+    char prefix[KG_DPREFIX_MAX];
+    char name[KG_NAME_MAX];
+    char user_id[KG_ID_MAX];
+    char data[KG_EVENT_DATA_MAX]; /* JSON object text: what the type adds */
+    /* Reads only: deliveries by state over every endpoint. */
+    int64_t pending, delivered, failed;
+};
+
+/* Appends ev (its id made when empty) and the audit entries, in ONE
+ * transaction. */
+enum kg_status kg_store_event_add(struct kg_store *st, struct kg_event *ev,
+                                  const struct kg_audit_entry *audit, struct kg_err *err);
+
+/* Makes a pending delivery to endpoint for every event after the
+ * endpoint's cursor whose type is in types (",a,b," form; "" = all), due
+ * at now, and moves the cursor. An endpoint seen for the first time starts
+ * with the events of the last retry_window_s seconds. *added may be NULL. */
+enum kg_status kg_store_event_fanout(struct kg_store *st, const char *endpoint, const char *types,
+                                     int64_t now, int64_t retry_window_s, size_t *added,
+                                     struct kg_err *err);
+
+/* The next pending delivery due at now for endpoint (ev, *attempts), oldest
+ * event first, skipping one whose key has an older delivery to that
+ * endpoint still pending (events of a key arrive in order). KG_ENOTFOUND:
+ * none due. */
+enum kg_status kg_store_delivery_due(struct kg_store *st, const char *endpoint, int64_t now,
+                                     struct kg_event *ev, int64_t *attempts, struct kg_err *err);
+
+/* Records an attempt: delivered, or (next_at > 0) pending again at next_at,
+ * or (next_at 0) failed for good. status is the HTTP status (0: none). */
+enum kg_status kg_store_delivery_done(struct kg_store *st, int64_t seq, const char *endpoint,
+                                      bool delivered, int64_t next_at, long status,
+                                      const char *error, int64_t now, struct kg_err *err);
+
+/* Events newest first, one page (cursor: an event seq), with their
+ * delivery counts; tenant NULL = all; type NULL = any; state NULL = any,
+ * else only events with a delivery in "pending", "delivered" or
+ * "failed". */
+struct kg_event_query {
+    const char *tenant;
+    const char *type;
+    const char *state;
+    struct kg_page page;
+};
+typedef bool (*kg_store_event_cb)(const struct kg_event *ev, void *ctx);
+enum kg_status kg_store_event_list(struct kg_store *st, const struct kg_event_query *q,
+                                   kg_store_event_cb cb, void *ctx, char *next, struct kg_err *err);
+
+/* Makes the failed deliveries of event id (NULL: of every event) pending
+ * again, due at now with the attempts counted from zero; *n (may be NULL)
+ * gets how many. KG_ENOTFOUND: no such event (tenant: fenced). */
+enum kg_status kg_store_event_retry(struct kg_store *st, const char *id, const char *tenant,
+                                    int64_t now, size_t *n, struct kg_err *err);
+
+/* Delivery rows by state (the metrics). */
+enum kg_status kg_store_event_counts(struct kg_store *st, int64_t *pending, int64_t *delivered,
+                                     int64_t *failed, struct kg_err *err);
+
 /* Durable (synchronous=FULL, the default) for key changes; the daemon's
  * usage writer turns it off (NORMAL) for its batched counters. */
 enum kg_status kg_store_set_durable(struct kg_store *st, bool durable, struct kg_err *err);

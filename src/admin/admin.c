@@ -32,6 +32,7 @@
 #include "keygate/metrics.h"
 #include "keygate/reply.h"
 #include "keygate/respond.h"
+#include "keygate/sender.h"
 #include "keygate/scope.h"
 #include "keygate/timeutil.h"
 #include "keygate/tls.h"
@@ -545,6 +546,9 @@ authenticate(struct kg_admin *adm, const struct kg_cred *cred, const char *metho
      * only what outlives them. */
     if (v == KG_DENY_SCOPE)
         d_out->missing_scope = r->scope;
+    if (d_out->canary != NULL)
+        kg_sender_canary(adm->rt->events, d_out->canary, client_ip, method, path, NULL,
+                         kg_time_now());
     d_out->key = NULL;
     d_out->route = NULL;
     d_out->canary = NULL;

@@ -137,6 +137,16 @@ static const struct kg_cfg_directive directives[] = {
      .want = "a GnuTLS priority string such as " KG_TLS_DEFAULT_PRIORITIES},
     {.name = "upstream_ca", .kind = K_STRING, .off = OFF(upstream_ca), .env = "KEYGATE_UPSTREAM_CA",
      .check = kg_cfg_check_path, .want = "a PEM file path"},
+    {.name = "webhook", .kind = K_CUSTOM, .parse = kg_cfg_parse_webhook, .multi = true,
+     .env = "KEYGATE_WEBHOOK", .want = "a URL, optional event types, then secret_file PATH"},
+    {.name = "webhook_timeout", .kind = K_DURATION, .def = "10s", .off = OFF(webhook_timeout_ms),
+     .env = "KEYGATE_WEBHOOK_TIMEOUT"},
+    {.name = "leak_action", .kind = K_CHOICE, .def = "revoke", .off = OFF(leak_action),
+     .env = "KEYGATE_LEAK_ACTION", .choose = kg_cfg_choose_leak_action, .want = "revoke or flag"},
+    {.name = "key_expiring_alert", .kind = K_CUSTOM, .def = "14d", .parse = kg_cfg_parse_alert,
+     .env = "KEYGATE_KEY_EXPIRING_ALERT", .want = "a duration such as 14d, or off"},
+    {.name = "key_idle_alert", .kind = K_CUSTOM, .def = "off", .parse = kg_cfg_parse_alert,
+     .env = "KEYGATE_KEY_IDLE_ALERT", .want = "a duration such as 30d, or off"},
 };
 /* clang-format on */
 
@@ -846,5 +856,6 @@ kg_config_free(struct kg_config *cfg)
     free(cfg->tls_key);
     free(cfg->tls_priorities);
     free(cfg->upstream_ca);
+    kg_cfg_webhooks_free(cfg);
     free(cfg);
 }

@@ -991,3 +991,82 @@ kg_store_set_durable(struct kg_store *st, bool durable, struct kg_err *err)
         return kg_err_set(err, KG_EINVAL, "set durable: missing argument");
     return st->ops->set_durable(st, durable, err);
 }
+
+/* ---- events (issue 18) ---- */
+
+enum kg_status
+kg_store_event_add(struct kg_store *st, struct kg_event *ev, const struct kg_audit_entry *audit,
+                   struct kg_err *err)
+{
+    if (st == NULL || ev == NULL || ev->type[0] == '\0' ||
+        !terminated(ev->data, sizeof(ev->data)) || !terminated(ev->id, sizeof(ev->id)))
+        return kg_err_set(err, KG_EINVAL, "event: missing argument");
+    return st->ops->event_add(st, ev, audit, err);
+}
+
+enum kg_status
+kg_store_event_fanout(struct kg_store *st, const char *endpoint, const char *types, int64_t now,
+                      int64_t retry_window_s, size_t *added, struct kg_err *err)
+{
+    if (added != NULL)
+        *added = 0;
+    if (st == NULL || endpoint == NULL || types == NULL)
+        return kg_err_set(err, KG_EINVAL, "event fanout: missing argument");
+    return st->ops->event_fanout(st, endpoint, types, now, retry_window_s, added, err);
+}
+
+enum kg_status
+kg_store_delivery_due(struct kg_store *st, const char *endpoint, int64_t now, struct kg_event *ev,
+                      int64_t *attempts, struct kg_err *err)
+{
+    if (st == NULL || endpoint == NULL || ev == NULL || attempts == NULL)
+        return kg_err_set(err, KG_EINVAL, "delivery: missing argument");
+    return st->ops->delivery_due(st, endpoint, now, ev, attempts, err);
+}
+
+enum kg_status
+kg_store_delivery_done(struct kg_store *st, int64_t seq, const char *endpoint, bool delivered,
+                       int64_t next_at, long status, const char *error, int64_t now,
+                       struct kg_err *err)
+{
+    if (st == NULL || endpoint == NULL)
+        return kg_err_set(err, KG_EINVAL, "delivery: missing argument");
+    return st->ops->delivery_done(st, seq, endpoint, delivered, next_at, status,
+                                  error != NULL ? error : "", now, err);
+}
+
+enum kg_status
+kg_store_event_list(struct kg_store *st, const struct kg_event_query *q, kg_store_event_cb cb,
+                    void *ctx, char *next, struct kg_err *err)
+{
+    struct kg_cursor after;
+    enum kg_status rc;
+
+    clear_next(next);
+    if (st == NULL || q == NULL || cb == NULL)
+        return kg_err_set(err, KG_EINVAL, "event list: missing argument");
+    rc = cursor_parse(&q->page, false, &after, err);
+    if (rc != KG_OK)
+        return rc;
+    return st->ops->event_list(st, q, &after, cb, ctx, next, err);
+}
+
+enum kg_status
+kg_store_event_retry(struct kg_store *st, const char *id, const char *tenant, int64_t now,
+                     size_t *n, struct kg_err *err)
+{
+    if (n != NULL)
+        *n = 0;
+    if (st == NULL)
+        return kg_err_set(err, KG_EINVAL, "event retry: missing argument");
+    return st->ops->event_retry(st, id, tenant, now, n, err);
+}
+
+enum kg_status
+kg_store_event_counts(struct kg_store *st, int64_t *pending, int64_t *delivered, int64_t *failed,
+                      struct kg_err *err)
+{
+    if (st == NULL || pending == NULL || delivered == NULL || failed == NULL)
+        return kg_err_set(err, KG_EINVAL, "event counts: missing argument");
+    return st->ops->event_counts(st, pending, delivered, failed, err);
+}

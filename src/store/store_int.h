@@ -118,6 +118,25 @@ struct kg_store_ops {
     enum kg_status (*change_trim)(struct kg_store *st, int64_t before, size_t *trimmed,
                                   struct kg_err *err);
     enum kg_status (*set_durable)(struct kg_store *st, bool durable, struct kg_err *err);
+
+    /* Issue 18: the event outbox (keygate/store.h). */
+    enum kg_status (*event_add)(struct kg_store *st, struct kg_event *ev,
+                                const struct kg_audit_entry *audit, struct kg_err *err);
+    enum kg_status (*event_fanout)(struct kg_store *st, const char *endpoint, const char *types,
+                                   int64_t now, int64_t window_s, size_t *added,
+                                   struct kg_err *err);
+    enum kg_status (*delivery_due)(struct kg_store *st, const char *endpoint, int64_t now,
+                                   struct kg_event *ev, int64_t *attempts, struct kg_err *err);
+    enum kg_status (*delivery_done)(struct kg_store *st, int64_t seq, const char *endpoint,
+                                    bool delivered, int64_t next_at, long status, const char *error,
+                                    int64_t now, struct kg_err *err);
+    enum kg_status (*event_list)(struct kg_store *st, const struct kg_event_query *q,
+                                 const struct kg_cursor *after, kg_store_event_cb cb, void *ctx,
+                                 char *next, struct kg_err *err);
+    enum kg_status (*event_retry)(struct kg_store *st, const char *id, const char *tenant,
+                                  int64_t now, size_t *n, struct kg_err *err);
+    enum kg_status (*event_counts)(struct kg_store *st, int64_t *pending, int64_t *delivered,
+                                   int64_t *failed, struct kg_err *err);
 };
 
 /* store_sqlite.c */

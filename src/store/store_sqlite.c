@@ -932,5 +932,12 @@ const struct kg_store_ops kg_store_sqlite_ops = {
     .key_count = kg_sq_key_count,
     .change_each = kg_sq_change_each,
     .change_trim = kg_sq_change_trim,
+    .event_add = kg_sq_event_add,
+    .event_fanout = kg_sq_event_fanout,
+    .delivery_due = kg_sq_delivery_due,
+    .delivery_done = kg_sq_delivery_done,
+    .event_list = kg_sq_event_list,
+    .event_retry = kg_sq_event_retry,
+    .event_counts = kg_sq_event_counts,
     .set_durable = sqlite_set_durable,
 };
