@@ -26,6 +26,11 @@ json_t *kg_render_key_json(const struct kg_key_rec *rec, enum kg_key_state state
  * user_id, created_at, expires_at, canary, allowed_ips. New reference or NULL. */
 json_t *kg_render_new_key_json(const struct kg_key_rec *rec);
 
+/* An event as GET /v1/events and `keygate events list --json` show it:
+ * the webhook body's members (id, type, time, tenant, key {id, prefix,
+ * name}, user, data) and deliveries {pending, delivered, failed}. */
+json_t *kg_render_event_json(const struct kg_event *ev);
+
 /* What "expiring" means in listings (`keys list`, the key page): an active
  * key whose expiry is at most 14 days after now. */
 #define KG_KEY_EXPIRING_S (14 * 86400)

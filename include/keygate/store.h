@@ -556,6 +556,18 @@ enum kg_status kg_store_event_list(struct kg_store *st, const struct kg_event_qu
 enum kg_status kg_store_event_retry(struct kg_store *st, const char *id, const char *tenant,
                                     int64_t now, size_t *n, struct kg_err *err);
 
+/* The key whose digest this is. KG_ENOTFOUND: none. */
+enum kg_status kg_store_key_by_digest(struct kg_store *st,
+                                      const unsigned char digest[KG_DIGEST_BYTES],
+                                      struct kg_key_rec *out, struct kg_err *err);
+
+/* A reported leak of key id, in ONE transaction: revoked at now when
+ * revoke (and not revoked yet), the event ev (key.leaked) and the audit
+ * entries. KG_ENOTFOUND: no such key. */
+enum kg_status kg_store_key_leaked(struct kg_store *st, const char *id, bool revoke, int64_t now,
+                                   struct kg_event *ev, const struct kg_audit_entry *audit,
+                                   struct kg_err *err);
+
 /* Delivery rows by state (the metrics). */
 enum kg_status kg_store_event_counts(struct kg_store *st, int64_t *pending, int64_t *delivered,
                                      int64_t *failed, struct kg_err *err);

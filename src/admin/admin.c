@@ -77,6 +77,8 @@ static const struct route routes[] = {
     {"GET", "/v1/tenants/{}", S_TENANTS, true, admin_tenants_get},
     {"PATCH", "/v1/tenants/{}", S_TENANTS, true, admin_tenants_update},
     {"GET", "/v1/audit", S_READ, false, admin_audit_list},
+    {"POST", "/v1/leaks", S_WRITE, false, admin_leaks_report},
+    {"GET", "/v1/events", S_READ, false, admin_events_list},
 };
 
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))

@@ -9,7 +9,10 @@
  */
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include <sodium.h>
 
 #include "cli_int.h"
 #include "keygate/accounts.h"
@@ -17,6 +20,7 @@
 #include "keygate/keycache.h"
 #include "keygate/keyfmt.h"
 #include "keygate/keys.h"
+#include "keygate/leaks.h"
 #include "keygate/output.h"
 #include "keygate/quota.h"
 #include "keygate/timeutil.h"
@@ -119,6 +123,19 @@ static const char rotate_usage[] =
     "\n"
     "  --grace DURATION    keep the old key working this long (15m, 1h, 7d; s m h d w)\n"
     "  --json              print one JSON object (adds replaces, old_key_revoked_at)\n"
+    "  -c, --config FILE   config file\n";
+
+static const char leaked_usage[] =
+    "usage: keygate keys leaked [--source URL] [--json] [-c FILE] < strings\n"
+    "\n"
+    "Reads strings found somewhere (one per line on stdin: a public repository,\n"
+    "a paste site) and revokes every one that is a key of this keygate\n"
+    "(leak_action flag: only reports it), audited with the source and announced\n"
+    "as key.leaked. Strings that are not keys are counted, never stored. Prints\n"
+    "how many were keys, revoked and already revoked.\n"
+    "\n"
+    "  --source URL        where the strings were found\n"
+    "  --json              print one JSON object\n"
     "  -c, --config FILE   config file\n";
 
 static const char shown_once[] = "warning: save this key now; it will not be shown again";
@@ -738,6 +755,76 @@ cleanup:
     return ex;
 }
 
+/* Lines of stdin, at most KG_LEAK_STRINGS_MAX of at most 1 KiB each. */
+static int
+keys_leaked(int argc, char **argv, const char *config)
+{
+    const char *cmd = "keys leaked";
+    const char *source = NULL;
+    bool json = false;
+    const struct kg_cli_opt opts[] = {
+        {.name = "source", .metavar = "URL", .value = &source},
+        {.name = "json", .flag = &json},
+        {0},
+    };
+    struct kg_cli_args a = {.config = config};
+    char actor[KG_AUDIT_ACTOR_MAX], line[1024];
+    struct kg_instance *inst = NULL;
+    struct kg_leak_result res;
+    struct kg_keys_ctx kc;
+    struct kg_err err = {{0}};
+    char **lines = NULL;
+    size_t n = 0;
+    enum kg_status rc;
+    int ex;
+
+    ex = kg_cli_parse_or_help(cmd, leaked_usage, argc, argv, opts, 0, &a);
+    if (ex >= 0)
+        return ex;
+    lines = calloc(KG_LEAK_STRINGS_MAX, sizeof(*lines));
+    if (lines == NULL)
+        return kg_cli_fail(KG_ENOMEM, NULL);
+    while (fgets(line, sizeof(line), stdin) != NULL) {
+        if (n == KG_LEAK_STRINGS_MAX) {
+            ex = kg_cli_usage_error(cmd, "at most %d strings per report", KG_LEAK_STRINGS_MAX);
+            goto cleanup;
+        }
+        line[strcspn(line, "\r\n")] = '\0';
+        if ((lines[n++] = strdup(line)) == NULL) {
+            ex = kg_cli_fail(KG_ENOMEM, NULL);
+            goto cleanup;
+        }
+    }
+    sodium_memzero(line, sizeof(line));
+    ex = kg_cli_open_ctx(a.config, &inst, actor, &kc);
+    if (ex != KG_CLI_EXIT_OK)
+        goto cleanup;
+    rc = kg_leaks_report(&kc, NULL, (const char *const *)lines, n, source, kc.cfg->leak_action,
+                         kg_time_now(), &res, &err);
+    if (rc != KG_OK) {
+        ex = kg_cli_fail(rc, &err);
+        goto cleanup;
+    }
+    if (json)
+        ex = kg_cli_print_json(
+            json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}", "strings", (json_int_t)res.strings, "keys",
+                      (json_int_t)res.keys, "revoked", (json_int_t)res.revoked, "already_revoked",
+                      (json_int_t)res.already_revoked, "flagged", (json_int_t)res.flagged,
+                      "not_keys", (json_int_t)res.not_keys));
+    else
+        printf("%zu string(s): %zu key(s), %zu revoked, %zu already revoked, %zu flagged, "
+               "%zu not keys\n",
+               res.strings, res.keys, res.revoked, res.already_revoked, res.flagged, res.not_keys);
+cleanup:
+    for (size_t i = 0; i < n; i++) {
+        sodium_memzero(lines[i], strlen(lines[i]));
+        free(lines[i]);
+    }
+    free(lines);
+    kg_instance_close(inst);
+    return ex;
+}
+
 static const struct kg_cli_subverb subverbs[] = {
     {"create", keys_create, "make a key and print it, once"},
     {"list", keys_list, "list keys, masked"},
@@ -745,6 +832,7 @@ static const struct kg_cli_subverb subverbs[] = {
     {"update", keys_update, "rename a key, narrow its scopes, change its expiry or rate"},
     {"revoke", keys_revoke, "revoke a key at once and for good"},
     {"rotate", keys_rotate, "replace a key, optionally after a grace period"},
+    {"leaked", keys_leaked, "revoke the keys among strings found somewhere (stdin)"},
 };
 
 int

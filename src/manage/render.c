@@ -221,3 +221,20 @@ kg_render_key_extras(json_t *o, const struct kg_key_usage *u, enum kg_key_in_use
                                      : json_null();
     return put(o, "still_in_use", v);
 }
+
+json_t *
+kg_render_event_json(const struct kg_event *ev)
+{
+    json_t *data = json_loads(ev->data, 0, NULL);
+
+    if (data == NULL)
+        data = json_object();
+    return json_pack("{s:s, s:s, s:o, s:s, s:{s:s?, s:s?, s:s?}, s:s?, s:o, s:{s:I, s:I, s:I}}",
+                     "id", ev->id, "type", ev->type, "time", kg_json_io_time(ev->time), "tenant",
+                     ev->tenant, "key", "id", ev->key_id[0] != '\0' ? ev->key_id : NULL, "prefix",
+                     ev->prefix[0] != '\0' ? ev->prefix : NULL, "name",
+                     ev->name[0] != '\0' ? ev->name : NULL, "user",
+                     ev->user_id[0] != '\0' ? ev->user_id : NULL, "data", data, "deliveries",
+                     "pending", (json_int_t)ev->pending, "delivered", (json_int_t)ev->delivered,
+                     "failed", (json_int_t)ev->failed);
+}

@@ -1070,3 +1070,21 @@ kg_store_event_counts(struct kg_store *st, int64_t *pending, int64_t *delivered,
         return kg_err_set(err, KG_EINVAL, "event counts: missing argument");
     return st->ops->event_counts(st, pending, delivered, failed, err);
 }
+
+enum kg_status
+kg_store_key_by_digest(struct kg_store *st, const unsigned char digest[KG_DIGEST_BYTES],
+                       struct kg_key_rec *out, struct kg_err *err)
+{
+    if (st == NULL || digest == NULL || out == NULL)
+        return kg_err_set(err, KG_EINVAL, "key by digest: missing argument");
+    return st->ops->key_by_digest(st, digest, out, err);
+}
+
+enum kg_status
+kg_store_key_leaked(struct kg_store *st, const char *id, bool revoke, int64_t now,
+                    struct kg_event *ev, const struct kg_audit_entry *audit, struct kg_err *err)
+{
+    if (st == NULL || id == NULL || ev == NULL)
+        return kg_err_set(err, KG_EINVAL, "key leaked: missing argument");
+    return st->ops->key_leaked(st, id, revoke, now, ev, audit, err);
+}

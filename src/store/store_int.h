@@ -137,6 +137,12 @@ struct kg_store_ops {
                                   int64_t now, size_t *n, struct kg_err *err);
     enum kg_status (*event_counts)(struct kg_store *st, int64_t *pending, int64_t *delivered,
                                    int64_t *failed, struct kg_err *err);
+    enum kg_status (*key_by_digest)(struct kg_store *st,
+                                    const unsigned char digest[KG_DIGEST_BYTES],
+                                    struct kg_key_rec *out, struct kg_err *err);
+    enum kg_status (*key_leaked)(struct kg_store *st, const char *id, bool revoke, int64_t now,
+                                 struct kg_event *ev, const struct kg_audit_entry *audit,
+                                 struct kg_err *err);
 };
 
 /* store_sqlite.c */

@@ -585,6 +585,62 @@ cleanup:
     return kg_sq_finish(s, rc, audit, err);
 }
 
+static enum kg_status
+sqlite_key_by_digest(struct kg_store *st, const unsigned char digest[KG_DIGEST_BYTES],
+                     struct kg_key_rec *out, struct kg_err *err)
+{
+    struct sqlite_store *s = kg_sq_from(st);
+    sqlite3_stmt *stmt = NULL;
+    enum kg_status rc;
+    int step;
+
+    rc = kg_sq_prepare(s, "SELECT " KEY_COLUMNS " FROM keys WHERE digest = ?1", &stmt, "find key",
+                       err);
+    if (rc != KG_OK)
+        return rc;
+    if (sqlite3_bind_blob(stmt, 1, digest, KG_DIGEST_BYTES, SQLITE_STATIC) != SQLITE_OK) {
+        rc = kg_sq_fail(s, "find key", err);
+        goto cleanup;
+    }
+    step = sqlite3_step(stmt);
+    if (step == SQLITE_DONE)
+        rc = KG_ENOTFOUND;
+    else if (step != SQLITE_ROW)
+        rc = kg_sq_fail(s, "find key", err);
+    else
+        rc = row_to_rec(s, stmt, out, err);
+cleanup:
+    sqlite3_finalize(stmt);
+    return rc;
+}
+
+static enum kg_status
+sqlite_key_leaked(struct kg_store *st, const char *id, bool revoke, int64_t now,
+                  struct kg_event *ev, const struct kg_audit_entry *audit, struct kg_err *err)
+{
+    struct sqlite_store *s = kg_sq_from(st);
+    sqlite3_stmt *stmt = NULL;
+    enum kg_status rc;
+
+    rc = kg_sq_begin(s, err);
+    if (rc != KG_OK)
+        return rc;
+    if (revoke) {
+        rc = kg_sq_prepare(s,
+                           "UPDATE keys SET revoked_at = ?2 WHERE id = ?1"
+                           " AND (revoked_at IS NULL OR revoked_at > ?2)",
+                           &stmt, "revoke key", err);
+        if (rc == KG_OK &&
+            (sqlite3_bind_text(stmt, 1, id, -1, SQLITE_STATIC) != SQLITE_OK ||
+             sqlite3_bind_int64(stmt, 2, now) != SQLITE_OK || sqlite3_step(stmt) != SQLITE_DONE))
+            rc = kg_sq_fail(s, "revoke key", err);
+        sqlite3_finalize(stmt);
+    }
+    if (rc == KG_OK)
+        rc = kg_sq_event_add_locked(s, ev, err);
+    return kg_sq_finish(s, rc, audit, err);
+}
+
 /* Reads what kg_store_key_revoke() and _rotate() decide on: whether id
  * exists, its revoked_at (0 when NULL) and its rotated_to ("" when NULL). */
 static enum kg_status
@@ -939,5 +995,7 @@ const struct kg_store_ops kg_store_sqlite_ops = {
     .event_list = kg_sq_event_list,
     .event_retry = kg_sq_event_retry,
     .event_counts = kg_sq_event_counts,
+    .key_by_digest = sqlite_key_by_digest,
+    .key_leaked = sqlite_key_leaked,
     .set_durable = sqlite_set_durable,
 };

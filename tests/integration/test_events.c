@@ -297,6 +297,66 @@ test_nothing_is_lost_across_a_kill_between_change_and_delivery(void **state)
     kt_key_cleanup(&k);
 }
 
+/* A leak report revokes a real key at once and ignores a near miss (one
+ * character off: the checksum fails); the answer counts both, the key's
+ * next request is refused, and key.leaked is announced. */
+static void
+test_a_leak_report_revokes_a_real_key_and_ignores_a_near_miss(void **state)
+{
+    struct kt_key admin = {0}, leaked = {0};
+    struct kt_http_resp r = {0};
+    char body[512], miss[128];
+    size_t idx[8];
+    json_t *o;
+
+    (void)state;
+    assert_true(kt_daemon_create_key(W.gw, "leak reporter", "keys:write", NULL, &admin));
+    assert_true(kt_daemon_create_key(W.gw, "pasted", NULL, NULL, &leaked));
+    assert_true(kt_http_get_key(kt_daemon_url(W.gw, "/v1/items"), leaked.key, NULL, &r));
+    assert_int_equal(r.status, 200);
+    kt_http_resp_cleanup(&r);
+    snprintf(miss, sizeof(miss), "%s", leaked.key);
+    miss[strlen(miss) - 1] = miss[strlen(miss) - 1] == 'a' ? 'b' : 'a';
+    snprintf(body, sizeof(body),
+             "{\"strings\": [\"%s\", \"%s\", \"hello\"], \"source\": "
+             "\"https://paste.example/x\"}",
+             leaked.key, miss);
+    {
+        const char *hdr[] = {"Content-Type: application/json", NULL};
+        struct kt_http_req req = {.method = "POST",
+                                  .url = kt_daemon_admin_url(W.gw, "/v1/leaks"),
+                                  .headers = hdr,
+                                  .body = body,
+                                  .body_len = strlen(body)};
+
+        assert_true(kt_http_do_key(&req, admin.key, &r));
+    }
+    assert_int_equal(r.status, 200);
+    o = json_loads(r.body, 0, NULL);
+    assert_non_null(o);
+    assert_int_equal(json_integer_value(json_object_get(o, "strings")), 3);
+    assert_int_equal(json_integer_value(json_object_get(o, "keys")), 1);
+    assert_int_equal(json_integer_value(json_object_get(o, "revoked")), 1);
+    assert_int_equal(json_integer_value(json_object_get(o, "already_revoked")), 0);
+    assert_int_equal(json_integer_value(json_object_get(o, "not_keys")), 2);
+    json_decref(o);
+    kt_http_resp_cleanup(&r);
+    /* Revoked before the answer: the very next request is refused. */
+    assert_true(kt_http_get_key(kt_daemon_url(W.gw, "/v1/items"), leaked.key, NULL, &r));
+    assert_int_equal(r.status, 401);
+    kt_http_resp_cleanup(&r);
+    assert_int_equal(wait_for(leaked.id, "key.leaked", 1, idx, 8), 1);
+    {
+        struct kt_received g;
+
+        assert_true(kt_receiver_get(W.rx, idx[0], &g));
+        assert_non_null(strstr(g.body, "\"source\":\"https://paste.example/x\""));
+        free(g.body);
+    }
+    kt_key_cleanup(&admin);
+    kt_key_cleanup(&leaked);
+}
+
 int
 main(void)
 {
@@ -307,6 +367,7 @@ main(void)
         cmocka_unit_test(test_events_of_one_key_arrive_in_order),
         cmocka_unit_test(test_each_canary_use_fires_exactly_one_event),
         cmocka_unit_test(test_nothing_is_lost_across_a_kill_between_change_and_delivery),
+        cmocka_unit_test(test_a_leak_report_revokes_a_real_key_and_ignores_a_near_miss),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);
