@@ -568,6 +568,16 @@ enum kg_status kg_store_key_leaked(struct kg_store *st, const char *id, bool rev
                                    struct kg_event *ev, const struct kg_audit_entry *audit,
                                    struct kg_err *err);
 
+/* The clock's alerts at now, each once, in ONE transaction with what
+ * marks them sent: key.expiring for a live key whose expires_at lies in
+ * (now, now + expiring_lead_s] (0: off; again if expires_at changes),
+ * key.expired for one that expired in the last 24 hours, key.unused for a
+ * live key unused (or never used since created) for idle_s (0: off; again
+ * after a later use). Canary keys get none. *fired (may be NULL) gets
+ * how many events were written. */
+enum kg_status kg_store_alerts_scan(struct kg_store *st, int64_t now, int64_t expiring_lead_s,
+                                    int64_t idle_s, size_t *fired, struct kg_err *err);
+
 /* Delivery rows by state (the metrics). */
 enum kg_status kg_store_event_counts(struct kg_store *st, int64_t *pending, int64_t *delivered,
                                      int64_t *failed, struct kg_err *err);

@@ -25,6 +25,7 @@
 #define PASS_MS 500
 #define DELIVERIES_PER_PASS 64
 #define UA_MAX 256
+#define ALERT_EVERY_S 10
 #define PATH_MAX_SHOWN 512
 
 struct report {
@@ -292,6 +293,7 @@ run(void *arg)
 {
     struct kg_sender *s = arg;
     struct kg_event *ev = malloc(sizeof(*ev));
+    int64_t last_scan_ms = 0;
 
     for (;;) {
         const struct kg_config *cfg;
@@ -300,6 +302,15 @@ run(void *arg)
 
         drain_queue(s);
         cfg = kg_cfgswap_acquire(s->config);
+        /* The clock's alerts, at most every ALERT_EVERY_S. */
+        if (kg_time_mono_ms() - last_scan_ms >= ALERT_EVERY_S * 1000 || last_scan_ms == 0) {
+            struct kg_err err = {{0}};
+
+            last_scan_ms = kg_time_mono_ms();
+            if (kg_store_alerts_scan(s->store, kg_time_now(), cfg->key_expiring_alert_s,
+                                     cfg->key_idle_alert_s, NULL, &err) != KG_OK)
+                kg_log_warnx("events: %s", err.msg);
+        }
         for (size_t i = 0; ev != NULL && i < cfg->nwebhooks && !stopping(s); i++)
             serve_webhook(s, cfg, &cfg->webhooks[i], ev);
         kg_cfgswap_release(cfg);
@@ -325,8 +336,8 @@ run(void *arg)
 }
 
 enum kg_status
-kg_sender_start(struct kg_cfgswap *config, const struct kg_secret *secret,
-                struct kg_sender **out, struct kg_err *err)
+kg_sender_start(struct kg_cfgswap *config, const struct kg_secret *secret, struct kg_sender **out,
+                struct kg_err *err)
 {
     const struct kg_config *cfg = kg_cfgswap_acquire(config);
     struct kg_sender *s = calloc(1, sizeof(*s));

@@ -311,3 +311,80 @@ kg_sq_event_counts(struct kg_store *st, int64_t *pending, int64_t *delivered, in
                             failed, "count deliveries", err);
     return rc;
 }
+
+/* Each alert: which keys (?1 now, ?2 lead, ?3 idle), and the mark that
+ * makes it once. The event rows first, then the marks, under one write
+ * lock: the second statement selects the same keys as the first. */
+#define ALERT_LIVE "(k.revoked_at IS NULL OR k.revoked_at > ?1) AND k.canary = 0"
+static const struct {
+    const char *kind;
+    const char *where; /* over keys AS k */
+    const char *mark;
+    const char *data;
+} alerts[] = {
+    {"key.expiring", "?2 > 0 AND k.expires_at > ?1 AND k.expires_at <= ?1 + ?2 AND " ALERT_LIVE,
+     "k.expires_at",
+     "json_object('expires_at', strftime('%Y-%m-%dT%H:%M:%SZ', k.expires_at, 'unixepoch'))"},
+    {"key.expired", "k.expires_at <= ?1 AND k.expires_at > ?1 - 86400 AND " ALERT_LIVE,
+     "k.expires_at",
+     "json_object('expires_at', strftime('%Y-%m-%dT%H:%M:%SZ', k.expires_at, 'unixepoch'))"},
+    {"key.unused",
+     "?3 > 0 AND coalesce(k.last_used_at, k.created_at) <= ?1 - ?3 AND "
+     "(k.expires_at IS NULL OR k.expires_at > ?1) AND " ALERT_LIVE,
+     "coalesce(k.last_used_at, k.created_at)",
+     "json_object('last_used_at', CASE WHEN k.last_used_at IS NULL THEN NULL ELSE "
+     "strftime('%Y-%m-%dT%H:%M:%SZ', k.last_used_at, 'unixepoch') END)"},
+};
+
+static enum kg_status
+run_bound(struct sqlite_store *s, const char *sql, int64_t now, int64_t lead_s, int64_t idle_s,
+          size_t *changes, struct kg_err *err)
+{
+    sqlite3_stmt *stmt = NULL;
+    enum kg_status rc = kg_sq_prepare(s, sql, &stmt, "alerts", err);
+
+    const int64_t v[3] = {now, lead_s, idle_s};
+
+    /* Not every alert names all three parameters. */
+    for (int i = 0; rc == KG_OK && i < 3 && i < sqlite3_bind_parameter_count(stmt); i++)
+        if (sqlite3_bind_int64(stmt, i + 1, v[i]) != SQLITE_OK)
+            rc = kg_sq_fail(s, "alerts", err);
+    if (rc == KG_OK && sqlite3_step(stmt) != SQLITE_DONE)
+        rc = kg_sq_fail(s, "alerts", err);
+    if (rc == KG_OK && changes != NULL)
+        *changes += (size_t)sqlite3_changes(s->db);
+    sqlite3_finalize(stmt);
+    return rc;
+}
+
+enum kg_status
+kg_sq_alerts_scan(struct kg_store *st, int64_t now, int64_t lead_s, int64_t idle_s, size_t *fired,
+                  struct kg_err *err)
+{
+    struct sqlite_store *s = kg_sq_from(st);
+    enum kg_status rc = kg_sq_begin(s, err);
+    char sql[1536];
+
+    for (size_t i = 0; rc == KG_OK && i < sizeof(alerts) / sizeof(alerts[0]); i++) {
+        const char *not_sent = " AND NOT EXISTS (SELECT 1 FROM alerts AS a WHERE a.object = k.id"
+                               " AND a.kind = '%s' AND a.mark = %s)";
+        char cond[512];
+
+        snprintf(cond, sizeof(cond), not_sent, alerts[i].kind, alerts[i].mark);
+        snprintf(sql, sizeof(sql),
+                 "INSERT INTO events (id, type, time, tenant, key_id, prefix, name, user_id, data)"
+                 " SELECT 'evt_' || lower(hex(randomblob(12))), '%s', ?1, k.tenant, k.id,"
+                 " k.prefix, k.name, coalesce(k.user_id, ''), %s FROM keys AS k WHERE %s%s"
+                 " ORDER BY k.id",
+                 alerts[i].kind, alerts[i].data, alerts[i].where, cond);
+        rc = run_bound(s, sql, now, lead_s, idle_s, fired, err);
+        if (rc != KG_OK)
+            break;
+        snprintf(sql, sizeof(sql),
+                 "INSERT OR REPLACE INTO alerts (object, kind, mark) SELECT k.id, '%s', %s"
+                 " FROM keys AS k WHERE %s%s",
+                 alerts[i].kind, alerts[i].mark, alerts[i].where, cond);
+        rc = run_bound(s, sql, now, lead_s, idle_s, NULL, err);
+    }
+    return kg_sq_finish(s, rc, NULL, err);
+}

@@ -1088,3 +1088,14 @@ kg_store_key_leaked(struct kg_store *st, const char *id, bool revoke, int64_t no
         return kg_err_set(err, KG_EINVAL, "key leaked: missing argument");
     return st->ops->key_leaked(st, id, revoke, now, ev, audit, err);
 }
+
+enum kg_status
+kg_store_alerts_scan(struct kg_store *st, int64_t now, int64_t expiring_lead_s, int64_t idle_s,
+                     size_t *fired, struct kg_err *err)
+{
+    if (fired != NULL)
+        *fired = 0;
+    if (st == NULL || now <= 0 || expiring_lead_s < 0 || idle_s < 0)
+        return kg_err_set(err, KG_EINVAL, "alerts: missing argument");
+    return st->ops->alerts_scan(st, now, expiring_lead_s, idle_s, fired, err);
+}

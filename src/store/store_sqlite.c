@@ -995,6 +995,7 @@ const struct kg_store_ops kg_store_sqlite_ops = {
     .event_list = kg_sq_event_list,
     .event_retry = kg_sq_event_retry,
     .event_counts = kg_sq_event_counts,
+    .alerts_scan = kg_sq_alerts_scan,
     .key_by_digest = sqlite_key_by_digest,
     .key_leaked = sqlite_key_leaked,
     .set_durable = sqlite_set_durable,
