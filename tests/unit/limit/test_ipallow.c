@@ -1,4 +1,4 @@
-/* tests/unit/auth/test_ipallow.c - src/auth/ipallow.c through
+/* tests/unit/limit/test_ipallow.c - src/limit/ipallow.c through
  * keygate/ipallow.h: the per-key IP allowlists beside the key cache. */
 #include <setjmp.h>
 #include <stdarg.h>

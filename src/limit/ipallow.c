@@ -1,4 +1,4 @@
-/* auth/ipallow.c - per-key IP allowlists in a map beside the key cache.
+/* limit/ipallow.c - per-key IP allowlists in a map beside the key cache.
  * The writer keeps a chained hash of key id -> list text (only keys that
  * have one); a publish turns it into an immutable snapshot sorted by id,
  * with every block parsed, that readers search without allocating. The
