@@ -86,8 +86,8 @@ kg_webhook_post(const struct kg_webhook *w, const struct kg_event *ev, const cha
     kg_webhook_sign(w->secret, w->secret_len, now, body, strlen(body), sig);
     snprintf(h_sig, sizeof(h_sig), "Keygate-Signature: %s", sig);
     snprintf(h_id, sizeof(h_id), "Keygate-Event-Id: %s", ev->id);
-    const char *lines[] = {"Content-Type: application/json", "User-Agent: keygate-webhook/1",
-                           h_sig, h_id, "Expect:"};
+    const char *lines[] = {"Content-Type: application/json", "User-Agent: keygate-webhook/1", h_sig,
+                           h_id, "Expect:"};
     for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++) {
         tmp = curl_slist_append(hdrs, lines[i]);
         if (tmp == NULL) {

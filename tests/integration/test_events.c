@@ -92,7 +92,7 @@ assert_signed(const struct kt_received *g)
     char hex[2 * sizeof(mac) + 1], want[160];
     crypto_auth_hmacsha256_state st;
     long long t = 0;
-    const char *v1;
+    const char *v1 = NULL;
 
     if (sscanf(g->signature, "t=%lld,", &t) != 1 || (v1 = strstr(g->signature, ",v1=")) == NULL)
         fail_msg("malformed Keygate-Signature: %s", g->signature);
