@@ -30,6 +30,7 @@ int kg_cli_keys(int argc, char **argv);        /* cmd_keys.c */
 int kg_cli_tenants(int argc, char **argv);     /* cmd_accounts.c */
 int kg_cli_users(int argc, char **argv);       /* cmd_accounts.c */
 int kg_cli_audit(int argc, char **argv);       /* cmd_audit.c: `audit` and `audit verify` */
+int kg_cli_events(int argc, char **argv);      /* cmd_events.c: `events list|retry` */
 int kg_cli_init(int argc, char **argv);        /* cmd_audit.c: bootstrap the platform admin key */
 int kg_cli_healthcheck(int argc, char **argv); /* cmd_health.c: GET /readyz on admin_listen */
 

@@ -94,6 +94,12 @@ struct kg_tenant_policy {
 
 /* Fields are read-only after kg_config_load(). Strings are owned by the config.
  * It holds no pointer into itself, so a struct copy moves it (cfgswap.c). */
+enum kg_leak_action { KG_LEAK_REVOKE = 0, KG_LEAK_FLAG };
+
+struct kg_webhook;
+/* Whether webhook w wants events of type (an event type name). */
+bool kg_config_webhook_wants(const struct kg_webhook *w, const char *type);
+
 struct kg_config {
     char *path;         /* file it came from, or "(built-in)" */
     char *listen;       /* "host:port" as written: see kg_config_addr_parse() */
@@ -178,6 +184,26 @@ struct kg_config {
     size_t nscope_catalog;
     struct kg_tenant_policy *tenant_policies;
     size_t ntenant_policies;
+    /* Issue 18: key events. webhook URL [EVENT...] secret_file PATH lines
+     * (KEYGATE_WEBHOOK replaces them all with one). */
+    struct kg_webhook *webhooks;
+    size_t nwebhooks;
+    int64_t webhook_timeout_ms;      /* one delivery attempt, connect to last byte */
+    enum kg_leak_action leak_action; /* what a reported leaked key gets */
+    int64_t key_expiring_alert_s;    /* key.expiring this long before expires_at; 0 = off */
+    int64_t key_idle_alert_s;        /* key.unused after this long unused; 0 = off */
+};
+
+/* One webhook endpoint. events NULL (nevents 0): every event type. The
+ * secret (read from secret_file when the config is loaded, a trailing
+ * newline removed) signs every delivery: keygate/webhook.h. */
+struct kg_webhook {
+    char *url;
+    char **events;
+    size_t nevents;
+    char *secret_file;
+    unsigned char *secret;
+    size_t secret_len;
 };
 
 /* Receives one "file:line: message" (or "KEYGATE_X: message") per problem. */

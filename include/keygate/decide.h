@@ -42,6 +42,7 @@ enum kg_verdict {
     KG_DENY_QUOTA,         /* 429 */
     KG_DENY_THROTTLED,     /* 429 */
     KG_DENY_LIMITER,       /* 503: shared limits unavailable, limits_on_error closed */
+    KG_DENY_IP,            /* 403: the key's IP allowlist does not hold the client (gate.c) */
 };
 
 struct kg_decision {
@@ -54,6 +55,10 @@ struct kg_decision {
      * (a key the CLI made a moment ago). */
     bool unknown;
     unsigned char digest[KG_DIGEST_BYTES];
+    /* A canary key (KG_KEYENT_CANARY) was presented: the verdict is
+     * KG_DENY_INVALID, exactly as for an unknown key, key stays NULL, and
+     * this names the entry so the use can be reported. */
+    const struct kg_keyent *canary;
 };
 
 /* Decides one request. path is the normalised path; snap and ent borrow

@@ -2,7 +2,7 @@
  *
  * One call runs every check a request to the public listener meets, in a
  * fixed order: the brute-force throttle (before any digest), the decision
- * (auth/decide.c), the fresh-key store check (a well-formed key the cache
+ * (auth/decide.c), the key's IP allowlist, the fresh-key store check (a well-formed key the cache
  * does not hold: the caller asks the key watch and admits again), credits
  * and quotas, the rate limits, and the usage counters. It returns the
  * verdict, what the rate-limit headers must say and the charge to make when
@@ -89,6 +89,9 @@ struct kg_admission {
      * stat record outlives the snapshot). NULL otherwise. */
     struct kg_keystat *charge_to;
     int64_t cost;
+    /* This request's failed authentication started its IP's cool-down
+     * (the caller reports throttle.tripped). A canary use is d.canary. */
+    bool tripped;
     /* The snapshot d.key lives in, or NULL: kg_gate_release() it. */
     const struct kg_keysnap *snap;
 };

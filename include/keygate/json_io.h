@@ -63,6 +63,7 @@ enum kg_jtype {
     KG_JBOOL,   /* out: bool * */
     KG_JINT,    /* out: int64_t *; a JSON integer (no fraction, no exponent) */
     KG_JSCOPES, /* out: char[KG_SCOPES_MAX]; a string "a,b" or an array of strings */
+    KG_JARRAY,  /* out: json_t ** borrowed from the document; any JSON array */
 };
 
 /* One member an endpoint accepts. */

@@ -126,7 +126,12 @@ struct kg_keyent {
     enum kg_quota_period quota_period; /* when the credits come back */
     bool effective_empty;              /* the key has scopes and the role grants none of them */
     bool has_rate;                     /* the key has a rate of its own (else the config default) */
+    uint8_t flags;                     /* KG_KEYENT_*; in what was padding: costs no byte */
 };
+
+/* struct kg_keyent flags (issue 18). */
+#define KG_KEYENT_CANARY 0x01u  /* a canary: never grants access, every use reported */
+#define KG_KEYENT_IPALLOW 0x02u /* has an IP allowlist: kg_keycache_ip_permits() decides */
 
 /* The key's scopes as stored, "a,b" ("" = no scopes). */
 const char *kg_keyent_scopes_str(const struct kg_keyent *ent);
@@ -196,6 +201,12 @@ struct kg_limiter *kg_keycache_limiter(struct kg_keycache *kc);
  * memory (the use is then not recorded) or for an entry not made by a
  * cache. */
 struct kg_keystat *kg_keycache_stat(const struct kg_keyent *ent);
+
+/* Whether ent, which has KG_KEYENT_IPALLOW, may be used from client_ip
+ * (text): one of its blocks holds it. The lists live beside the entries
+ * (keygate/ipallow.h); a list not published yet refuses. Any thread. */
+bool kg_keycache_ip_permits(struct kg_keycache *kc, const struct kg_keyent *ent,
+                            const char *client_ip);
 
 /* Records a use of ent at now (kept exact to the second, written later). */
 void kg_keycache_touch(const struct kg_keyent *ent, int64_t now);

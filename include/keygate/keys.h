@@ -50,18 +50,20 @@ struct kg_keys_ctx {
 
 /* A request for a new key, as an edge received it. Strings are borrowed. */
 struct kg_key_new {
-    const char *name;    /* required: 1..128 bytes of UTF-8 without control characters */
-    const char *scopes;  /* comma-separated; NULL or "" = no scopes (the role's power) */
-    const char *tenant;  /* NULL = the fence, or KG_TENANT_DEFAULT */
-    const char *expires; /* NULL = never; "30d"-style duration from now or an RFC 3339 time */
-    const char *user;    /* owner: a user id, or a username within tenant; NULL = the
-                          * tenant's default user "default" (created with role "*", and the
-                          * tenant too, when missing and there is no fence) */
-    const char *rate;    /* NULL or "" = the config default; else as for kg_key_change */
-    int64_t rate_burst;  /* 0 = the default (the rate's count) */
-    bool has_credits;    /* false = unlimited credits */
-    int64_t credits;     /* with has_credits: 0..1000000000 */
-    const char *refill;  /* NULL or "" = never, "day" or "month" (needs has_credits) */
+    const char *name;        /* required: 1..128 bytes of UTF-8 without control characters */
+    const char *scopes;      /* comma-separated; NULL or "" = no scopes (the role's power) */
+    const char *tenant;      /* NULL = the fence, or KG_TENANT_DEFAULT */
+    const char *expires;     /* NULL = never; "30d"-style duration from now or an RFC 3339 time */
+    const char *user;        /* owner: a user id, or a username within tenant; NULL = the
+                              * tenant's default user "default" (created with role "*", and the
+                              * tenant too, when missing and there is no fence) */
+    const char *rate;        /* NULL or "" = the config default; else as for kg_key_change */
+    int64_t rate_burst;      /* 0 = the default (the rate's count) */
+    bool has_credits;        /* false = unlimited credits */
+    int64_t credits;         /* with has_credits: 0..1000000000 */
+    const char *refill;      /* NULL or "" = never, "day" or "month" (needs has_credits) */
+    bool canary;             /* a canary key: never grants access, every use is reported */
+    const char *allowed_ips; /* NULL or "" = from anywhere; else "CIDR,CIDR" (IPv4 or IPv6) */
 };
 
 /* Which keys a listing walks. NULL strings match anything. */
@@ -86,7 +88,18 @@ struct kg_key_change {
     bool set_quota_limit;
     int64_t quota_limit;      /* credits 0..; -1 = unlimited */
     const char *quota_period; /* "day", "month" or "" (none) */
+    const char *allowed_ips;  /* "CIDR,CIDR"; "" = from anywhere again */
 };
+
+/* Most address blocks one key's allowlist may hold. */
+#define KG_ALLOWED_IPS_COUNT 64
+
+/* Normalises an IP allowlist: comma-separated IPv4 or IPv6 blocks
+ * ("192.0.2.0/24", "2001:db8::/32", a bare address is a block of one),
+ * blanks dropped, each block written back in its canonical text, into out
+ * (KG_ALLOWED_IPS_MAX bytes; "" for an empty list). KG_EINVAL "allowed_ips:
+ * X is not an address block" (X cut to 64 bytes), or too many blocks. */
+enum kg_status kg_keys_allowed_ips_normalise(const char *in, char *out, struct kg_err *err);
 
 /* Checks every field of req without touching a store, so an edge can refuse
  * bad input before it opens anything. kg_keys_create() runs the same checks

@@ -90,7 +90,19 @@ struct kg_metrics_gauges {
     uint64_t keys_active, keys_expired, keys_revoked;
     double reload_age_s; /* < 0: keygate_key_reload_age_seconds left out */
     long connections;
+    /* Issue 18: webhook deliveries in the store by state (every process's);
+     * events_known false leaves them out. */
+    bool events_known;
+    int64_t deliveries_pending, deliveries_delivered, deliveries_failed;
 };
+
+/* Issue 18. A canary key was presented (keygate_canary_uses_total); one
+ * whose report was dropped by the per-IP rate (keygate_canary_unreported_total). */
+void kg_metrics_canary_use(void);
+void kg_metrics_canary_unreported(void);
+/* A webhook delivery attempt by this process: delivered, or failed (given
+ * up for good when final) - keygate_webhook_deliveries_total{result}. */
+void kg_metrics_event_delivery(bool delivered, bool final);
 
 /* The whole exposition text, NUL-terminated (*len without the NUL); NULL
  * when out of memory. Caller frees. */

@@ -16,14 +16,25 @@
 
 /* A key as lists show it: name, id, key (masked), prefix, last4, scopes,
  * tenant, user_id, created_at, last_used_at, expires_at, revoked_at, state,
- * rotated_to. With detail, also rate, rate_burst, quota_limit, quota_period,
+ * rotated_to, canary, allowed_ips (a list, [] = anywhere) and expiring
+ * (kg_render_key_expiring() now). With detail, also rate, rate_burst, quota_limit, quota_period,
  * quota_used and metadata. New reference or NULL. */
 json_t *kg_render_key_json(const struct kg_key_rec *rec, enum kg_key_state state, bool detail);
 
 /* The fields shown when a key is made: id, key (as "" for
  * kg_output_json_secret() or kg_json_io_dump_secret() to fill), name, prefix, scopes, tenant,
- * user_id, created_at, expires_at. New reference or NULL. */
+ * user_id, created_at, expires_at, canary, allowed_ips. New reference or NULL. */
 json_t *kg_render_new_key_json(const struct kg_key_rec *rec);
+
+/* An event as GET /v1/events and `keygate events list --json` show it:
+ * the webhook body's members (id, type, time, tenant, key {id, prefix,
+ * name}, user, data) and deliveries {pending, delivered, failed}. */
+json_t *kg_render_event_json(const struct kg_event *ev);
+
+/* What "expiring" means in listings (`keys list`, the key page): an active
+ * key whose expiry is at most 14 days after now. */
+#define KG_KEY_EXPIRING_S (14 * 86400)
+bool kg_render_key_expiring(const struct kg_key_rec *rec, enum kg_key_state state, int64_t now);
 
 /* A tenant: name, display_name, created_at, disabled_at, state ("active" or
  * "disabled"). New reference or NULL. */

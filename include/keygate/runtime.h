@@ -23,6 +23,8 @@ struct kg_tls;
 struct kg_connlimit;
 struct kg_storefault;
 
+struct kg_sender;
+
 struct kg_runtime {
     struct kg_cfgswap *config; /* the current config: kg_cfgswap_acquire() it */
     const struct kg_secret *secret;
@@ -58,6 +60,7 @@ struct kg_runtime {
     /* Whether the store takes writes (keygate/storefault.h); NULL in tests
      * that build a runtime without one. */
     struct kg_storefault *store_fault;
+    struct kg_sender *events;    /* the event sender (canary uses, throttle trips), or NULL */
 };
 
 #endif

@@ -22,12 +22,13 @@
 #include <stdint.h>
 #include "keygate/status.h"
 
-#define KG_ID_MAX 40       /* "key_" / "usr_" + 22 base62 + NUL, with room */
-#define KG_NAME_MAX 129    /* names: 1..128 bytes */
-#define KG_DPREFIX_MAX 48  /* display prefix: key_prefix + 4 body chars */
-#define KG_SCOPES_MAX 1024 /* comma-separated scope list (key scopes, user roles) */
-#define KG_RATE_MAX 32     /* "100/min" */
-#define KG_META_MAX 4096   /* metadata JSON text */
+#define KG_ID_MAX 40            /* "key_" / "usr_" + 22 base62 + NUL, with room */
+#define KG_NAME_MAX 129         /* names: 1..128 bytes */
+#define KG_DPREFIX_MAX 48       /* display prefix: key_prefix + 4 body chars */
+#define KG_SCOPES_MAX 1024      /* comma-separated scope list (key scopes, user roles) */
+#define KG_RATE_MAX 32          /* "100/min" */
+#define KG_META_MAX 4096        /* metadata JSON text */
+#define KG_ALLOWED_IPS_MAX 1024 /* "CIDR,CIDR,...": the blocks a key may be used from */
 #define KG_DIGEST_BYTES 32
 
 #define KG_TENANT_MAX 64 /* tenant names made from now on: 1..64 of [A-Za-z0-9_.-] */
@@ -69,6 +70,8 @@ struct kg_key_rec {
     int64_t quota_period_start; /* Unix seconds, UTC day/month start; 0 = none yet */
     char metadata[KG_META_MAX]; /* JSON object text, "{}" when empty */
     char user_id[KG_ID_MAX];    /* owner "usr_…"; "" on insert: see kg_store_key_insert() */
+    bool canary;                /* never grants access; every use is reported (fixed at creation) */
+    char allowed_ips[KG_ALLOWED_IPS_MAX]; /* "CIDR,CIDR"; "" = from anywhere */
 };
 
 /* A tenant. Its name is its identity and never changes. */
@@ -260,7 +263,8 @@ enum kg_status kg_store_key_each_owner_of(struct kg_store *st, enum kg_change_ob
                                           struct kg_err *err);
 
 /* Writes the changeable fields of rec to the key rec->id: name, scopes,
- * expires_at, rate, rate_burst, quota_limit, quota_period and metadata.
+ * expires_at, rate, rate_burst, quota_limit, quota_period, metadata and
+ * allowed_ips.
  * Everything else (owner, digest, revocation, usage) stays as stored.
  * KG_ENOTFOUND: no such key. */
 enum kg_status kg_store_key_update(struct kg_store *st, const struct kg_key_rec *rec,
@@ -548,6 +552,104 @@ enum kg_status kg_store_wait_change(struct kg_store *st, int timeout_ms, bool *w
  * compares. Every instance sharing a store must use the same secret. */
 enum kg_status kg_store_fingerprint(struct kg_store *st, const char *fp, char stored[65],
                                     struct kg_err *err);
+
+/* ---- events (issue 18) ----
+ *
+ * The webhook outbox (sql/010_events.sql). Key lifecycle events are
+ * written by triggers in the transaction of the change; the others through
+ * kg_store_event_add() in the transaction of their cause. Deliveries are
+ * one row per (event, endpoint URL). */
+
+#define KG_EVENT_TYPE_MAX 32
+#define KG_EVENT_DATA_MAX 2048
+#define KG_URL_MAX 1024
+
+struct kg_event {
+    int64_t seq;        /* assigned by the store */
+    char id[KG_ID_MAX]; /* "evt_..." (kg_store_event_add() makes one when "") */
+    char type[KG_EVENT_TYPE_MAX];
+    int64_t time;
+    char tenant[KG_NAME_MAX];
+    char key_id[KG_ID_MAX];
+    char prefix[KG_DPREFIX_MAX];
+    char name[KG_NAME_MAX];
+    char user_id[KG_ID_MAX];
+    char data[KG_EVENT_DATA_MAX]; /* JSON object text: what the type adds */
+    /* Reads only: deliveries by state over every endpoint. */
+    int64_t pending, delivered, failed;
+};
+
+/* Appends ev (its id made when empty) and the audit entries, in ONE
+ * transaction. */
+enum kg_status kg_store_event_add(struct kg_store *st, struct kg_event *ev,
+                                  const struct kg_audit_entry *audit, struct kg_err *err);
+
+/* Makes a pending delivery to endpoint for every event after the
+ * endpoint's cursor whose type is in types (",a,b," form; "" = all), due
+ * at now, and moves the cursor. An endpoint seen for the first time starts
+ * with the events of the last retry_window_s seconds. *added may be NULL. */
+enum kg_status kg_store_event_fanout(struct kg_store *st, const char *endpoint, const char *types,
+                                     int64_t now, int64_t retry_window_s, size_t *added,
+                                     struct kg_err *err);
+
+/* The next pending delivery due at now for endpoint (ev, *attempts), oldest
+ * event first, skipping one whose key has an older delivery to that
+ * endpoint still pending (events of a key arrive in order). KG_ENOTFOUND:
+ * none due. */
+enum kg_status kg_store_delivery_due(struct kg_store *st, const char *endpoint, int64_t now,
+                                     struct kg_event *ev, int64_t *attempts, struct kg_err *err);
+
+/* Records an attempt: delivered, or (next_at > 0) pending again at next_at,
+ * or (next_at 0) failed for good. status is the HTTP status (0: none). */
+enum kg_status kg_store_delivery_done(struct kg_store *st, int64_t seq, const char *endpoint,
+                                      bool delivered, int64_t next_at, long status,
+                                      const char *error, int64_t now, struct kg_err *err);
+
+/* Events newest first, one page (cursor: an event seq), with their
+ * delivery counts; tenant NULL = all; type NULL = any; state NULL = any,
+ * else only events with a delivery in "pending", "delivered" or
+ * "failed". */
+struct kg_event_query {
+    const char *tenant;
+    const char *type;
+    const char *state;
+    struct kg_page page;
+};
+typedef bool (*kg_store_event_cb)(const struct kg_event *ev, void *ctx);
+enum kg_status kg_store_event_list(struct kg_store *st, const struct kg_event_query *q,
+                                   kg_store_event_cb cb, void *ctx, char *next, struct kg_err *err);
+
+/* Makes the failed deliveries of event id (NULL: of every event) pending
+ * again, due at now with the attempts counted from zero; *n (may be NULL)
+ * gets how many. KG_ENOTFOUND: no such event (tenant: fenced). */
+enum kg_status kg_store_event_retry(struct kg_store *st, const char *id, const char *tenant,
+                                    int64_t now, size_t *n, struct kg_err *err);
+
+/* The key whose digest this is. KG_ENOTFOUND: none. */
+enum kg_status kg_store_key_by_digest(struct kg_store *st,
+                                      const unsigned char digest[KG_DIGEST_BYTES],
+                                      struct kg_key_rec *out, struct kg_err *err);
+
+/* A reported leak of key id, in ONE transaction: revoked at now when
+ * revoke (and not revoked yet), the event ev (key.leaked) and the audit
+ * entries. KG_ENOTFOUND: no such key. */
+enum kg_status kg_store_key_leaked(struct kg_store *st, const char *id, bool revoke, int64_t now,
+                                   struct kg_event *ev, const struct kg_audit_entry *audit,
+                                   struct kg_err *err);
+
+/* The clock's alerts at now, each once, in ONE transaction with what
+ * marks them sent: key.expiring for a live key whose expires_at lies in
+ * (now, now + expiring_lead_s] (0: off; again if expires_at changes),
+ * key.expired for one that expired in the last 24 hours, key.unused for a
+ * live key unused (or never used since created) for idle_s (0: off; again
+ * after a later use). Canary keys get none. *fired (may be NULL) gets
+ * how many events were written. */
+enum kg_status kg_store_alerts_scan(struct kg_store *st, int64_t now, int64_t expiring_lead_s,
+                                    int64_t idle_s, size_t *fired, struct kg_err *err);
+
+/* Delivery rows by state (the metrics). */
+enum kg_status kg_store_event_counts(struct kg_store *st, int64_t *pending, int64_t *delivered,
+                                     int64_t *failed, struct kg_err *err);
 
 /* Durable (synchronous=FULL, the default) for key changes; the daemon's
  * usage writer turns it off (NORMAL) for its batched counters. */

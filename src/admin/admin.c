@@ -34,6 +34,7 @@
 #include "keygate/storefault.h"
 #include "keygate/reply.h"
 #include "keygate/respond.h"
+#include "keygate/sender.h"
 #include "keygate/scope.h"
 #include "keygate/timeutil.h"
 #include "keygate/tls.h"
@@ -79,6 +80,8 @@ static const struct route routes[] = {
     {"GET", "/v1/tenants/{}", S_TENANTS, true, admin_tenants_get},
     {"PATCH", "/v1/tenants/{}", S_TENANTS, true, admin_tenants_update},
     {"GET", "/v1/audit", S_READ, false, admin_audit_list},
+    {"POST", "/v1/leaks", S_WRITE, false, admin_leaks_report},
+    {"GET", "/v1/events", S_READ, false, admin_events_list},
 };
 
 #define NROUTES (sizeof(routes) / sizeof(routes[0]))
@@ -518,7 +521,8 @@ explicit_grant(const struct kg_keyent *ent, const char *scope)
  * KG_ALLOW *key_id gets the key's id. */
 static enum kg_verdict
 authenticate(struct kg_admin *adm, const struct kg_cred *cred, const char *method, const char *path,
-             const struct route *r, char key_id[KG_ID_MAX], struct kg_decision *d_out)
+             const char *client_ip, const struct route *r, char key_id[KG_ID_MAX],
+             struct kg_decision *d_out)
 {
     char empty[] = "", scope[KG_SCOPE_MAX + 1];
     char *scopes[1] = {scope};
@@ -541,6 +545,10 @@ authenticate(struct kg_admin *adm, const struct kg_cred *cred, const char *metho
         kg_decide(&cfg, snap, adm->rt->secret, cred, method, path, kg_time_now(), d_out);
     }
     v = d_out->verdict;
+    /* An admin key held to an address range is held there here too. */
+    if (v == KG_ALLOW && (d_out->key->flags & KG_KEYENT_IPALLOW) &&
+        !kg_keycache_ip_permits(adm->rt->keys, d_out->key, client_ip))
+        v = d_out->verdict = KG_DENY_IP;
     if (v == KG_ALLOW && !explicit_grant(d_out->key, r->scope))
         v = d_out->verdict = KG_DENY_SCOPE;
     if (v == KG_ALLOW)
@@ -549,8 +557,12 @@ authenticate(struct kg_admin *adm, const struct kg_cred *cred, const char *metho
      * only what outlives them. */
     if (v == KG_DENY_SCOPE)
         d_out->missing_scope = r->scope;
+    if (d_out->canary != NULL)
+        kg_sender_canary(adm->rt->events, d_out->canary, client_ip, method, path, NULL,
+                         kg_time_now());
     d_out->key = NULL;
     d_out->route = NULL;
+    d_out->canary = NULL;
     kg_keycache_release(snap);
     return v;
 }
@@ -725,7 +737,7 @@ dispatch(struct kg_admin *adm, struct MHD_Connection *conn, const char *url, con
         return send_answer(conn, &ans, NULL);
     kg_credential_init(&cs.cred);
     MHD_get_connection_values_n(conn, MHD_HEADER_KIND, scan_cred, &cs);
-    v = authenticate(adm, &cs.cred, method, url, r, key_id, &d);
+    v = authenticate(adm, &cs.cred, method, url, ip, r, key_id, &d);
     if (kg_verdict_is_auth_failure(v)) {
         kg_throttle_fail(adm->auth_failures, adm->auth_cooldown, ip, now_ms);
         audit_auth_failure(adm, &cs.cred, v);

@@ -129,6 +129,10 @@ void admin_reply_list(struct admin_call *c, json_t *data, const char *next);
  * the main thread's poll of the log retries). */
 void admin_reload_keys(struct admin_call *c);
 
+/* routes_events.c (issue 18) */
+void admin_leaks_report(struct admin_call *c);
+void admin_events_list(struct admin_call *c);
+
 /* For a fenced caller: true when every admin scope (keys:, users:,
  * tenants:) in the list scopes is one the calling key holds itself, so a
  * tenant admin cannot hand out (or rotate into its hands) admin power it

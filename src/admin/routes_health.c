@@ -129,5 +129,8 @@ admin_metrics_text(struct kg_admin *adm, size_t *len)
     if (g.reload_age_s < 0)
         g.reload_age_s = 0;
     g.connections = atomic_load(&rt->connections);
+    g.events_known =
+        kg_store_event_counts(adm->store, &g.deliveries_pending, &g.deliveries_delivered,
+                              &g.deliveries_failed, &err) == KG_OK;
     return kg_metrics_render(&g, len);
 }

@@ -79,8 +79,8 @@ admin_keys_create(struct admin_call *c)
 {
     struct kg_keys_ctx kc = keys_ctx(c);
     struct kg_key_new req = {0};
-    char scopes[KG_SCOPES_MAX] = "";
-    bool has_scopes = false;
+    char scopes[KG_SCOPES_MAX] = "", allowed_ips[KG_ALLOWED_IPS_MAX] = "";
+    bool has_scopes = false, has_allowed_ips = false;
     const struct kg_jfield fields[] = {
         {.name = "name", .type = KG_JSTRING, .required = true, .out = &req.name},
         {.name = "scopes", .type = KG_JSCOPES, .out = scopes, .present = &has_scopes},
@@ -101,6 +101,13 @@ admin_keys_create(struct admin_call *c)
          .min = -1,
          .max = KG_JSON_COUNT_MAX},
         {.name = "quota_period", .type = KG_JSTRING, .nullable = true, .out = &req.refill},
+        {.name = "canary", .type = KG_JBOOL, .out = &req.canary},
+        /* A list of blocks, or one string "a,b"; null or [] = anywhere. */
+        {.name = "allowed_ips",
+         .type = KG_JSCOPES,
+         .nullable = true,
+         .out = allowed_ips,
+         .present = &has_allowed_ips},
     };
     struct kg_key_rec *rec = calloc(1, sizeof(*rec));
     struct kg_err err = {{0}};
@@ -116,6 +123,7 @@ admin_keys_create(struct admin_call *c)
         !admin_decode(c, fields, sizeof(fields) / sizeof(fields[0]), &root))
         goto cleanup;
     req.scopes = has_scopes ? scopes : NULL;
+    req.allowed_ips = has_allowed_ips ? allowed_ips : NULL;
     if (req.has_credits && req.credits == -1)
         req.has_credits = false; /* -1 is "unlimited", as in PATCH and the key document */
     /* A tenant admin hands out no more than it holds. */
@@ -299,9 +307,9 @@ admin_keys_update(struct admin_call *c)
 {
     struct kg_keys_ctx kc = keys_ctx(c);
     struct kg_key_change chg = {0};
-    char scopes[KG_SCOPES_MAX] = "";
+    char scopes[KG_SCOPES_MAX] = "", allowed_ips[KG_ALLOWED_IPS_MAX] = "";
     bool has_scopes = false, null_expires = false, null_rate = false, null_period = false;
-    bool null_burst = false, null_quota = false;
+    bool null_burst = false, null_quota = false, has_allowed_ips = false;
     const struct kg_jfield fields[] = {
         {.name = "name", .type = KG_JSTRING, .out = &chg.name},
         {.name = "scopes", .type = KG_JSCOPES, .out = scopes, .present = &has_scopes},
@@ -336,6 +344,11 @@ admin_keys_update(struct admin_call *c)
          .nullable = true,
          .out = &chg.quota_period,
          .is_null = &null_period},
+        {.name = "allowed_ips",
+         .type = KG_JSCOPES,
+         .nullable = true,
+         .out = allowed_ips,
+         .present = &has_allowed_ips},
     };
     struct kg_key_rec *rec = calloc(1, sizeof(*rec));
     struct kg_err err = {{0}};
@@ -362,6 +375,9 @@ admin_keys_update(struct admin_call *c)
         chg.quota_limit = -1;
     if (null_period)
         chg.quota_period = "";
+    /* null leaves the buffer "": from anywhere again. */
+    if (has_allowed_ips)
+        chg.allowed_ips = allowed_ips;
     rc = kg_keys_update(&kc, c->fence, c->id, &chg, c->now, rec, &err);
     if (rc != KG_OK) {
         admin_fail_status(c, rc, &err);

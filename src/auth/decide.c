@@ -4,7 +4,8 @@
  * a required scope must be granted by the key's own scopes (a key without
  * scopes sets no limit of its own) AND by its owner's role. Keys of disabled
  * users and tenants are not in the cache at all. Rate limits and quotas are
- * applied after this by limit/ when allowed. */
+ * applied after this by limit/ when allowed. A canary key is refused
+ * like an unknown one (issue 18); the IP allowlist is gate.c's. */
 #include <string.h>
 
 #include "keygate/decide.h"
@@ -78,6 +79,13 @@ kg_decide(const struct kg_config *cfg, const struct kg_keysnap *snap,
         out->verdict = KG_DENY_INVALID;
         return;
     }
+    /* A canary never grants anything: the same answer as an unknown key,
+     * with nothing that tells them apart (no key, no rate headers). */
+    if (ent->flags & KG_KEYENT_CANARY) {
+        out->verdict = KG_DENY_INVALID;
+        out->canary = ent;
+        return;
+    }
     out->key = ent;
     if (ent->expires_at != 0 && ent->expires_at <= now) {
         out->verdict = KG_DENY_EXPIRED;
@@ -119,6 +127,8 @@ kg_verdict_str(enum kg_verdict v)
         return "throttled";
     case KG_DENY_LIMITER:
         return "limiter_unavailable";
+    case KG_DENY_IP:
+        return "forbidden";
     }
     return "unknown";
 }

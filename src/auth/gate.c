@@ -83,6 +83,7 @@ count_usage(const struct kg_decision *d, const struct kg_limit_verdict *lv, bool
     case KG_DENY_NO_SCOPES:
     case KG_DENY_NO_ROUTE:
     case KG_DENY_ROLE:
+    case KG_DENY_IP:
         kg_keycache_count(d->key, KG_USAGE_DENIED_FORBIDDEN);
         break;
     default:
@@ -129,9 +130,20 @@ kg_gate_admit(const struct kg_gate_in *in, struct kg_admission *out)
         out->action = KG_GATE_RECHECK;
         return;
     }
-    if (kg_verdict_is_auth_failure(out->d.verdict))
+    if (kg_verdict_is_auth_failure(out->d.verdict)) {
+        int64_t wait_ms;
+
         kg_throttle_fail(env->auth_failures, env->auth_cooldown, in->client_ip, in->now_ms);
+        /* This failure started the cool-down: throttle.tripped (issue 18). */
+        out->tripped = env->auth_cooldown != NULL &&
+                       kg_throttle_cooling(env->auth_cooldown, in->client_ip, in->now_ms, &wait_ms);
+    }
     key = out->d.key;
+    /* A key held to an address range refuses every other address, whatever
+     * its scopes would say; such a request spends no token (issue 18). */
+    if (key != NULL && (key->flags & KG_KEYENT_IPALLOW) && is_scope_verdict(out->d.verdict) &&
+        !kg_keycache_ip_permits(env->keys, key, in->client_ip))
+        out->d.verdict = KG_DENY_IP;
     /* The owner's tier, looked up once for the limits below. */
     tier = key != NULL ? kg_config_tier(cfg, key->tier) : NULL;
     if (out->d.verdict == KG_ALLOW && !in->health) {

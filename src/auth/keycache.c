@@ -18,6 +18,7 @@
 
 #include <sodium.h>
 
+#include "keygate/ipallow.h"
 #include "keygate/keycache.h"
 #include "keygate/keyindex.h"
 #include "keygate/scope.h"
@@ -172,8 +173,9 @@ kg_keycache_new(struct kg_limiter *limiter, struct kg_keycache **out)
     kc->sets_cap = 64;
     kc->sets = calloc(kc->sets_cap, sizeof(*kc->sets));
     if (kc->stats == NULL || kc->ustats == NULL || kc->sets == NULL ||
-        kg_keyindex_new(ent_drop, &kc->ix) != KG_OK) {
+        kg_keyindex_new(ent_drop, &kc->ix) != KG_OK || kg_ipallow_new(&kc->allow) != KG_OK) {
         kg_keyindex_free(kc->ix);
+        kg_ipallow_free(kc->allow);
         free(kc->stats);
         free(kc->ustats);
         free(kc->sets);
@@ -193,6 +195,7 @@ kg_keycache_free(struct kg_keycache *kc)
     if (kc == NULL)
         return;
     kg_keyindex_free(kc->ix);
+    kg_ipallow_free(kc->allow);
     arena_free(&kc->ent_arena);
     arena_free(&kc->stat_arena);
     free(kc->stats);
@@ -829,6 +832,23 @@ owner_for(struct kg_keycache *kc, const struct kg_key_rec *rec, const struct kg_
     return &ob->o;
 }
 
+/* Records rec's IP allowlist (or its absence) beside the entries. */
+static bool
+note_allowlist(struct kg_keycache *kc, const struct kg_key_rec *rec)
+{
+    bool changed = false;
+
+    if (kg_ipallow_note(kc->allow, rec->id, rec->allowed_ips, &changed) != KG_OK)
+        return false;
+    return !changed || kc->seq < 0 || kg_ipallow_publish(kc->allow) == KG_OK;
+}
+
+bool
+kg_keycache_ip_permits(struct kg_keycache *kc, const struct kg_keyent *ent, const char *client_ip)
+{
+    return kg_ipallow_permits(kc->allow, ent->id, client_ip);
+}
+
 /* Builds the entry for rec from shared parts (the owner record, interned
  * scope lists), so that deciding never allocates and a key costs its
  * entry and little else: its usage record comes with its first use. */
@@ -890,6 +910,14 @@ add_entry(struct load_ctx *lc, const struct kg_key_rec *rec, const struct kg_key
     }
     ent->expires_at = rec->expires_at;
     ent->revoked_at = rec->revoked_at;
+    ent->flags = (uint8_t)((rec->canary ? KG_KEYENT_CANARY : 0) |
+                           (rec->allowed_ips[0] != '\0' ? KG_KEYENT_IPALLOW : 0));
+    /* The list before the entry, so no reader sees the flag without it;
+     * the first load publishes once, at its end. */
+    if (!note_allowlist(kc, rec)) {
+        ent_drop(ent);
+        return false;
+    }
     ent->quota_limit = rec->quota_limit;
     ent->quota_period = kg_quota_period_of(rec->quota_period);
     if (!link_stat(kc, ent, rec)) {
@@ -957,6 +985,8 @@ load_all_locked(struct kg_keycache *kc, struct kg_store *st, int64_t now, struct
         kc->seq = last;
     }
     /* On failure the position stays, so the next sync loads again. */
+    if (kg_ipallow_publish(kc->allow) != KG_OK && rc == KG_OK)
+        rc = kg_err_set(err, KG_ENOMEM, "out of memory loading keys");
     kg_keyindex_publish(kc->ix, rc == KG_OK ? kg_time_mono_ms() : 0);
     reap_sets(kc);
     return rc;

@@ -73,6 +73,8 @@ struct kg_keycache {
     /* Rate-limit buckets by key id and user id, handed in by the daemon
      * (not owned): named by id, never by entry, they outlive every change. */
     struct kg_limiter *limiter;
+    /* IP allowlists by key id, only for keys that have one (issue 18). */
+    struct kg_ipallow *allow;
 };
 
 /* A stat record and its key id, in one block that lives as long as the

@@ -30,6 +30,7 @@ static const struct verb verbs[] = {
     {"tenants", kg_cli_tenants, "create, list, show and update tenants"},
     {"users", kg_cli_users, "create, list, show, update and disable users"},
     {"audit", kg_cli_audit, "read the audit trail, or verify its hash chain"},
+    {"events", kg_cli_events, "list webhook events, retry failed deliveries"},
     {"healthcheck", kg_cli_healthcheck, "ask the daemon's /readyz: exit 0 when ready, else 1"},
 };
 

@@ -9,7 +9,10 @@
  */
 #include <inttypes.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
+
+#include <sodium.h>
 
 #include "cli_int.h"
 #include "keygate/accounts.h"
@@ -17,6 +20,7 @@
 #include "keygate/keycache.h"
 #include "keygate/keyfmt.h"
 #include "keygate/keys.h"
+#include "keygate/leaks.h"
 #include "keygate/output.h"
 #include "keygate/quota.h"
 #include "keygate/timeutil.h"
@@ -24,8 +28,8 @@
 static const char create_usage[] =
     "usage: keygate keys create --name NAME [--scopes S1,S2] [--user USER] [--tenant TENANT]\n"
     "                           [--expires 30d|90d|365d|TIME] [--rate N/s|N/min|N/h]\n"
-    "                           [--burst N] [--credits N [--refill day|month]] [--json]\n"
-    "                           [-c FILE]\n"
+    "                           [--burst N] [--credits N [--refill day|month]]\n"
+    "                           [--allow-ip CIDR[,CIDR...]] [--canary] [--json] [-c FILE]\n"
     "\n"
     "Makes a key and prints it once, on the last line (\"key\" with --json). Only a\n"
     "digest is stored: the key cannot be shown again.\n"
@@ -47,6 +51,12 @@ static const char create_usage[] =
     "                      a request costs its `cost` rule's units, charged on 2xx\n"
     "  --refill PERIOD     day or month: the credits come back at the start of\n"
     "                      each UTC day or month (default: never)\n"
+    "  --allow-ip LIST     the only address blocks it may be used from, IPv4 or\n"
+    "                      IPv6 (192.0.2.0/24,2001:db8::/32); others get a 403\n"
+    "                      (default: anywhere)\n"
+    "  --canary            a canary key: it never grants access (every use gets the\n"
+    "                      401 of an unknown key) and each use fires canary.used;\n"
+    "                      plant it where an attacker would look\n"
     "  --json              print one JSON object\n"
     "  -c, --config FILE   config file\n";
 
@@ -56,7 +66,8 @@ static const char list_usage[] =
     "\n"
     "Lists keys, oldest first, masked (prefix...last4), with the requests each made\n"
     "and when it was last used (as the daemon last wrote them: at most a second\n"
-    "old). Without --state, keys in every state are listed.\n"
+    "old). Without --state, keys in every state are listed. A key that expires\n"
+    "within 14 days is marked \"(expiring)\" after its expiry.\n"
     "\n"
     "  --state STATE       only keys in this state (default: all)\n"
     "  --tenant TENANT     only keys of this tenant\n"
@@ -78,7 +89,7 @@ static const char update_usage[] =
     "usage: keygate keys update ID [--name NAME] [--scopes S1,S2] [--expires WHEN|never]\n"
     "                           [--rate N/s|N/min|N/h|default] [--burst N]\n"
     "                           [--credits N|unlimited] [--refill day|month|never]\n"
-    "                           [--json] [-c FILE]\n"
+    "                           [--allow-ip CIDR[,CIDR...]|any] [--json] [-c FILE]\n"
     "\n"
     "Changes a key that is not revoked. Scopes can only narrow: every new scope\n"
     "must be granted by the key's current scopes (a key without scopes may take\n"
@@ -92,6 +103,7 @@ static const char update_usage[] =
     "  --credits N         credits it may spend (0-1000000000), or unlimited;\n"
     "                      what it has used so far stays\n"
     "  --refill PERIOD     day, month or never\n"
+    "  --allow-ip LIST     the only address blocks it may be used from, or any\n"
     "  --json              print the key as one JSON object\n"
     "  -c, --config FILE   config file\n";
 
@@ -111,6 +123,19 @@ static const char rotate_usage[] =
     "\n"
     "  --grace DURATION    keep the old key working this long (15m, 1h, 7d; s m h d w)\n"
     "  --json              print one JSON object (adds replaces, old_key_revoked_at)\n"
+    "  -c, --config FILE   config file\n";
+
+static const char leaked_usage[] =
+    "usage: keygate keys leaked [--source URL] [--json] [-c FILE] < strings\n"
+    "\n"
+    "Reads strings found somewhere (one per line on stdin: a public repository,\n"
+    "a paste site) and revokes every one that is a key of this keygate\n"
+    "(leak_action flag: only reports it), audited with the source and announced\n"
+    "as key.leaked. Strings that are not keys are counted, never stored. Prints\n"
+    "how many were keys, revoked and already revoked.\n"
+    "\n"
+    "  --source URL        where the strings were found\n"
+    "  --json              print one JSON object\n"
     "  -c, --config FILE   config file\n";
 
 static const char shown_once[] = "warning: save this key now; it will not be shown again";
@@ -150,6 +175,10 @@ kg_cli_print_new_key(const struct kg_key_rec *rec, const char *key, const struct
         };
 
         kg_output_fields(stdout, fields, sizeof(fields) / sizeof(fields[0]));
+        if (rec->allowed_ips[0] != '\0')
+            printf("allowed ips: %s\n", rec->allowed_ips);
+        if (rec->canary)
+            printf("canary: yes: this key never grants access; every use is reported\n");
         if (old != NULL) {
             if (old->revoked_at > rec->created_at)
                 printf("replaces %s, which stops working at %s\n", old->id,
@@ -183,6 +212,8 @@ keys_create(int argc, char **argv, const char *config)
         {.name = "burst", .metavar = "N", .value = &burst},
         {.name = "credits", .metavar = "N", .value = &credits},
         {.name = "refill", .metavar = "PERIOD", .value = &req.refill},
+        {.name = "allow-ip", .metavar = "LIST", .value = &req.allowed_ips},
+        {.name = "canary", .flag = &req.canary},
         {.name = "json", .flag = &json},
         {0},
     };
@@ -313,7 +344,7 @@ table_rows(struct kg_cli_list *lc, json_t *rows)
     json_array_foreach(rows, i, o)
     {
         json_t *usage = json_object_get(o, "usage");
-        char masked[KG_DPREFIX_MAX + 8], requests[24], scopes[1024];
+        char masked[KG_DPREFIX_MAX + 8], requests[24], scopes[1024], expires[KG_RFC3339_MAX + 16];
         size_t n = 0;
         const char *cells[11];
 
@@ -339,7 +370,10 @@ table_rows(struct kg_cli_list *lc, json_t *rows)
         cells[5] = cell_or(o, "user_id", "-");
         cells[6] = cell_or(o, "created_at", "-");
         cells[7] = cell_or(o, "last_used_at", "never");
-        cells[8] = cell_or(o, "expires_at", "never");
+        /* Issue 18: keys nearing their expiry stand out in the list. */
+        snprintf(expires, sizeof(expires), "%s%s", cell_or(o, "expires_at", "never"),
+                 json_is_true(json_object_get(o, "expiring")) ? " (expiring)" : "");
+        cells[8] = expires;
         cells[9] = cell_or(o, "state", "");
         cells[10] = requests;
         if (kg_output_table_add(lc->table, cells) != KG_OK) {
@@ -425,7 +459,7 @@ print_key_fields(const struct kg_key_rec *rec, enum kg_key_state state, int64_t 
     char requests[32], denied[128];
     bool grace = rec->revoked_at > now;
     int64_t credits;
-    struct kg_output_field fields[20];
+    struct kg_output_field fields[24];
     size_t n = 0;
 
     kg_keyfmt_mask(rec->prefix, rec->last4, masked, sizeof(masked));
@@ -469,6 +503,12 @@ print_key_fields(const struct kg_key_rec *rec, enum kg_key_state state, int64_t 
         (struct kg_output_field){"rotated to", rec->rotated_to[0] != '\0' ? rec->rotated_to : "-"};
     fields[n++] = (struct kg_output_field){"rate", rate};
     fields[n++] = (struct kg_output_field){"quota", quota};
+    fields[n++] = (struct kg_output_field){
+        "allowed ips", rec->allowed_ips[0] != '\0' ? rec->allowed_ips : "anywhere"};
+    if (rec->canary)
+        fields[n++] = (struct kg_output_field){"canary", "yes: never grants access"};
+    if (kg_render_key_expiring(rec, state, now))
+        fields[n++] = (struct kg_output_field){"expiring", "within 14 days"};
     if (u != NULL) {
         snprintf(requests, sizeof(requests), "%" PRId64, u->requests);
         snprintf(denied, sizeof(denied),
@@ -661,6 +701,7 @@ keys_update(int argc, char **argv, const char *config)
         {.name = "burst", .metavar = "N", .value = &burst},
         {.name = "credits", .metavar = "N", .value = &credits},
         {.name = "refill", .metavar = "PERIOD", .value = &chg.quota_period},
+        {.name = "allow-ip", .metavar = "LIST", .value = &chg.allowed_ips},
         {.name = "json", .flag = &json},
         {0},
     };
@@ -697,8 +738,10 @@ keys_update(int argc, char **argv, const char *config)
     }
     if (chg.quota_period != NULL && strcmp(chg.quota_period, "never") == 0)
         chg.quota_period = "";
+    if (chg.allowed_ips != NULL && strcmp(chg.allowed_ips, "any") == 0)
+        chg.allowed_ips = "";
     if (chg.name == NULL && chg.scopes == NULL && chg.expires == NULL && chg.rate == NULL &&
-        burst == NULL && credits == NULL && chg.quota_period == NULL)
+        burst == NULL && credits == NULL && chg.quota_period == NULL && chg.allowed_ips == NULL)
         return kg_cli_usage_error(cmd, "nothing to change (see keygate %s --help)", cmd);
     ex = kg_cli_open_ctx(a.config, &inst, actor, &kc);
     if (ex != KG_CLI_EXIT_OK)
@@ -715,6 +758,76 @@ cleanup:
     return ex;
 }
 
+/* Lines of stdin, at most KG_LEAK_STRINGS_MAX of at most 1 KiB each. */
+static int
+keys_leaked(int argc, char **argv, const char *config)
+{
+    const char *cmd = "keys leaked";
+    const char *source = NULL;
+    bool json = false;
+    const struct kg_cli_opt opts[] = {
+        {.name = "source", .metavar = "URL", .value = &source},
+        {.name = "json", .flag = &json},
+        {0},
+    };
+    struct kg_cli_args a = {.config = config};
+    char actor[KG_AUDIT_ACTOR_MAX], line[1024];
+    struct kg_instance *inst = NULL;
+    struct kg_leak_result res;
+    struct kg_keys_ctx kc;
+    struct kg_err err = {{0}};
+    char **lines = NULL;
+    size_t n = 0;
+    enum kg_status rc;
+    int ex;
+
+    ex = kg_cli_parse_or_help(cmd, leaked_usage, argc, argv, opts, 0, &a);
+    if (ex >= 0)
+        return ex;
+    lines = calloc(KG_LEAK_STRINGS_MAX, sizeof(*lines));
+    if (lines == NULL)
+        return kg_cli_fail(KG_ENOMEM, NULL);
+    while (fgets(line, sizeof(line), stdin) != NULL) {
+        if (n == KG_LEAK_STRINGS_MAX) {
+            ex = kg_cli_usage_error(cmd, "at most %d strings per report", KG_LEAK_STRINGS_MAX);
+            goto cleanup;
+        }
+        line[strcspn(line, "\r\n")] = '\0';
+        if ((lines[n++] = strdup(line)) == NULL) {
+            ex = kg_cli_fail(KG_ENOMEM, NULL);
+            goto cleanup;
+        }
+    }
+    sodium_memzero(line, sizeof(line));
+    ex = kg_cli_open_ctx(a.config, &inst, actor, &kc);
+    if (ex != KG_CLI_EXIT_OK)
+        goto cleanup;
+    rc = kg_leaks_report(&kc, NULL, (const char *const *)lines, n, source, kc.cfg->leak_action,
+                         kg_time_now(), &res, &err);
+    if (rc != KG_OK) {
+        ex = kg_cli_fail(rc, &err);
+        goto cleanup;
+    }
+    if (json)
+        ex = kg_cli_print_json(
+            json_pack("{s:I, s:I, s:I, s:I, s:I, s:I}", "strings", (json_int_t)res.strings, "keys",
+                      (json_int_t)res.keys, "revoked", (json_int_t)res.revoked, "already_revoked",
+                      (json_int_t)res.already_revoked, "flagged", (json_int_t)res.flagged,
+                      "not_keys", (json_int_t)res.not_keys));
+    else
+        printf("%zu string(s): %zu key(s), %zu revoked, %zu already revoked, %zu flagged, "
+               "%zu not keys\n",
+               res.strings, res.keys, res.revoked, res.already_revoked, res.flagged, res.not_keys);
+cleanup:
+    for (size_t i = 0; i < n; i++) {
+        sodium_memzero(lines[i], strlen(lines[i]));
+        free(lines[i]);
+    }
+    free(lines);
+    kg_instance_close(inst);
+    return ex;
+}
+
 static const struct kg_cli_subverb subverbs[] = {
     {"create", keys_create, "make a key and print it, once"},
     {"list", keys_list, "list keys, masked"},
@@ -722,6 +835,7 @@ static const struct kg_cli_subverb subverbs[] = {
     {"update", keys_update, "rename a key, narrow its scopes, change its expiry or rate"},
     {"revoke", keys_revoke, "revoke a key at once and for good"},
     {"rotate", keys_rotate, "replace a key, optionally after a grace period"},
+    {"leaked", keys_leaked, "revoke the keys among strings found somewhere (stdin)"},
 };
 
 int

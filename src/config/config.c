@@ -160,6 +160,16 @@ static const struct kg_cfg_directive directives[] = {
      .off = OFF(console_session_idle_ms)},
     {.name = "scope", .kind = K_CUSTOM, .parse = kg_cfg_parse_scope, .multi = true},
     {.name = "tenant", .kind = K_CUSTOM, .parse = kg_cfg_parse_tenant, .multi = true},
+    {.name = "webhook", .kind = K_CUSTOM, .parse = kg_cfg_parse_webhook, .multi = true,
+     .env = "KEYGATE_WEBHOOK", .want = "a URL, optional event types, then secret_file PATH"},
+    {.name = "webhook_timeout", .kind = K_DURATION, .def = "10s", .off = OFF(webhook_timeout_ms),
+     .env = "KEYGATE_WEBHOOK_TIMEOUT"},
+    {.name = "leak_action", .kind = K_CHOICE, .def = "revoke", .off = OFF(leak_action),
+     .env = "KEYGATE_LEAK_ACTION", .choose = kg_cfg_choose_leak_action, .want = "revoke or flag"},
+    {.name = "key_expiring_alert", .kind = K_CUSTOM, .def = "14d", .parse = kg_cfg_parse_alert,
+     .env = "KEYGATE_KEY_EXPIRING_ALERT", .want = "a duration such as 14d, or off"},
+    {.name = "key_idle_alert", .kind = K_CUSTOM, .def = "off", .parse = kg_cfg_parse_alert,
+     .env = "KEYGATE_KEY_IDLE_ALERT", .want = "a duration such as 30d, or off"},
 };
 /* clang-format on */
 
@@ -897,5 +907,6 @@ kg_config_free(struct kg_config *cfg)
     for (size_t i = 0; i < cfg->ntenant_policies; i++)
         free(cfg->tenant_policies[i].tenant);
     free(cfg->tenant_policies);
+    kg_cfg_webhooks_free(cfg);
     free(cfg);
 }

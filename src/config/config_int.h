@@ -74,6 +74,15 @@ void kg_cfg_complain_want(struct kg_cfg_loader *ld, const struct kg_cfg_directiv
                           const char *value);
 void kg_cfg_complain_count(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d, size_t argc);
 
+/* ---- cfg_events.c: the issue-18 directives ---- */
+
+enum kg_status kg_cfg_parse_webhook(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d,
+                                    const char *const *argv, size_t argc);
+enum kg_status kg_cfg_parse_alert(struct kg_cfg_loader *ld, const struct kg_cfg_directive *d,
+                                  const char *const *argv, size_t argc);
+bool kg_cfg_choose_leak_action(const char *v, int *out);
+void kg_cfg_webhooks_free(struct kg_config *cfg);
+
 /* ---- values.c: checks of one value, named by the directive table ---- */
 
 bool kg_cfg_check_listen(const char *v);

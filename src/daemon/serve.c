@@ -34,6 +34,7 @@
 #include "keygate/redislimit.h"
 #include "keygate/metrics.h"
 #include "keygate/reload.h"
+#include "keygate/sender.h"
 #include "keygate/serve.h"
 #include "keygate/throttle.h"
 #include "keygate/storefault.h"
@@ -646,6 +647,11 @@ kg_serve_main(int argc, char **argv)
         kg_log_error("store: %s", err.msg);
         goto cleanup;
     }
+    /* Before the loops, which report canary uses and throttle trips to it. */
+    if (kg_sender_start(ds.rt.config, ds.rt.secret, &ds.rt.events, &err) != KG_OK) {
+        kg_log_error("events: %s", err.msg);
+        goto cleanup;
+    }
     if (kg_accesslog_new(ds.inst->cfg->access_log, 0, &ds.rt.accesslog, &err) != KG_OK) {
         kg_log_error("%s", err.msg);
         goto cleanup;
@@ -686,6 +692,7 @@ cleanup:
     for (int i = 0; i < ds.nloops; i++)
         kg_loop_free(ds.loops[i]);
     kg_admin_stop(ds.admin);
+    kg_sender_stop(ds.rt.events);    /* after the loops and admin: what they reported is written */
     kg_connlimit_free(ds.rt.per_ip); /* after the loops: their connections gave theirs back */
     kg_tls_free(ds.rt.tls);
     kg_keylisten_free(ds.listen);

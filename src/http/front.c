@@ -33,6 +33,7 @@
 #include "keygate/relay.h"
 #include "keygate/reply.h"
 #include "keygate/respond.h"
+#include "keygate/sender.h"
 #include "keygate/timeutil.h"
 #include "keygate/tls.h"
 
@@ -534,6 +535,12 @@ admit(struct kg_req *req, struct MHD_Connection *conn, const char *method, const
             keywatch_done(req, false);
         return MHD_YES;
     }
+    /* Issue 18: reported off the loop by the event sender. */
+    if (adm.d.canary != NULL)
+        kg_sender_canary(rt->events, adm.d.canary, req->remote, method, req->path,
+                         MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "User-Agent"), in.now);
+    if (adm.tripped)
+        kg_sender_tripped(rt->events, req->remote, in.now);
     if (adm.action == KG_GATE_LIMIT_WAIT) {
         req->limit_waited = true;
         req->phase = REQ_LIMITWAIT;

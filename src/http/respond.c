@@ -89,6 +89,7 @@ enum fixed {
     F_QUOTA,
     F_THROTTLED,
     F_LIMITER,
+    F_IP,
     F_COUNT
 };
 static const struct {
@@ -106,6 +107,7 @@ static const struct {
     [F_QUOTA] = {429, "Quota exceeded", "quota_exceeded"},
     [F_THROTTLED] = {429, "Too many failed authentication attempts", NULL},
     [F_LIMITER] = {503, "Rate limiter unavailable", NULL},
+    [F_IP] = {403, "API key is not allowed from this address", NULL},
 };
 static struct kg_answer fixed_answers[2][F_COUNT];
 static pthread_once_t fixed_once = PTHREAD_ONCE_INIT;
@@ -180,6 +182,9 @@ kg_respond_verdict(const struct kg_config *cfg, const struct kg_decision *d, str
         return;
     case KG_DENY_LIMITER:
         fixed_answer(cfg, F_LIMITER, out);
+        return;
+    case KG_DENY_IP:
+        fixed_answer(cfg, F_IP, out);
         return;
     case KG_DENY_INVALID:
     case KG_ALLOW:

@@ -20,6 +20,7 @@
 
 #include "keygate/accounts.h"
 #include "keygate/audit.h"
+#include "keygate/clientip.h"
 #include "keygate/gcra.h"
 #include "keygate/json_io.h"
 #include "keygate/keyfmt.h"
@@ -109,6 +110,53 @@ parse_expiry(const char *expires, int64_t now, int64_t *out, struct kg_err *err)
 
 static enum kg_status check_rate(const char *rate, char out[KG_RATE_MAX], struct kg_err *err);
 
+enum kg_status
+kg_keys_allowed_ips_normalise(const char *in, char *out, struct kg_err *err)
+{
+    size_t used = 0, count = 0;
+    const char *p = in;
+
+    out[0] = '\0';
+    if (*p == '\0')
+        return KG_OK;
+    for (;;) {
+        char one[KG_CLIENTIP_MAX + 8], canon[KG_CLIENTIP_MAX];
+        const char *end = strchr(p, ',');
+        size_t n = end != NULL ? (size_t)(end - p) : strlen(p);
+        struct kg_cidr c;
+        int w;
+
+        /* Blanks around a block are the list's, not the block's. */
+        while (n > 0 && (*p == ' ' || *p == '\t')) {
+            p++;
+            n--;
+        }
+        while (n > 0 && (p[n - 1] == ' ' || p[n - 1] == '\t'))
+            n--;
+        if (n == 0)
+            return kg_err_set(err, KG_EINVAL,
+                              "allowed_ips: an empty entry is not an address block");
+        if (n < sizeof(one))
+            memcpy(one, p, n);
+        one[n < sizeof(one) ? n : 0] = '\0';
+        if (n >= sizeof(one) || !kg_clientip_cidr_parse(one, &c))
+            return kg_err_set(err, KG_EINVAL, "allowed_ips: %.*s is not an address block (CIDR)",
+                              (int)(n > 64 ? 64 : n), p);
+        if (++count > KG_ALLOWED_IPS_COUNT)
+            return kg_err_set(err, KG_EINVAL, "allowed_ips: at most %d address blocks",
+                              KG_ALLOWED_IPS_COUNT);
+        kg_clientip_format(&c.addr, canon, sizeof(canon));
+        w = snprintf(out + used, KG_ALLOWED_IPS_MAX - used, "%s%s/%d", used > 0 ? "," : "", canon,
+                     c.prefix);
+        if (w < 0 || (size_t)w >= KG_ALLOWED_IPS_MAX - used)
+            return kg_err_set(err, KG_EINVAL, "allowed_ips: the list is too long");
+        used += (size_t)w;
+        if (end == NULL)
+            return KG_OK;
+        p = end + 1;
+    }
+}
+
 /* Validates req's own fields (not tenant or user) into rec. The scope and
  * time modules own those rules; their words already name the field. */
 static enum kg_status
@@ -142,6 +190,11 @@ fill_new(const struct kg_key_new *req, int64_t now, struct kg_key_rec *rec, stru
             return kg_err_set(err, KG_EINVAL, KG_REFILL_NEEDS_CREDITS);
         snprintf(rec->quota_period, sizeof(rec->quota_period), "%s", req->refill);
     }
+    rec->canary = req->canary;
+    rc = kg_keys_allowed_ips_normalise(req->allowed_ips != NULL ? req->allowed_ips : "",
+                                       rec->allowed_ips, err);
+    if (rc != KG_OK)
+        return rc;
     rec->expires_at = 0;
     if (req->expires != NULL)
         return parse_expiry(req->expires, now, &rec->expires_at, err);
@@ -235,9 +288,16 @@ kg_manage_key_prepare(const struct kg_keys_ctx *kc, const struct kg_key_new *req
 json_t *
 kg_manage_key_details(const struct kg_key_rec *rec)
 {
-    return json_pack("{s:s, s:o, s:s, s:o}", "name", rec->name, "scopes",
-                     kg_json_io_list(rec->scopes), "user_id", rec->user_id, "expires_at",
-                     kg_json_io_time(rec->expires_at));
+    json_t *o =
+        json_pack("{s:s, s:o, s:s, s:o}", "name", rec->name, "scopes", kg_json_io_list(rec->scopes),
+                  "user_id", rec->user_id, "expires_at", kg_json_io_time(rec->expires_at));
+
+    /* Only when set, so the audit entries of ordinary keys keep their shape. */
+    if (o != NULL && rec->canary)
+        json_object_set_new(o, "canary", json_true());
+    if (o != NULL && rec->allowed_ips[0] != '\0')
+        json_object_set_new(o, "allowed_ips", kg_json_io_list(rec->allowed_ips));
+    return o;
 }
 
 /* Finds the owner a new key asks for (see struct kg_key_new). */
@@ -522,6 +582,13 @@ apply_change(const struct kg_key_change *chg, const struct kg_user_rec *owner, i
         ok =
             ok && json_object_set_new(details, "quota_period", json_string(rec->quota_period)) == 0;
     }
+    if (chg->allowed_ips != NULL) {
+        rc = kg_keys_allowed_ips_normalise(chg->allowed_ips, rec->allowed_ips, err);
+        if (rc != KG_OK)
+            return rc;
+        ok = ok &&
+             json_object_set_new(details, "allowed_ips", kg_json_io_list(rec->allowed_ips)) == 0;
+    }
     if (!ok)
         return kg_err_set(err, KG_ENOMEM, "out of memory");
     return KG_OK;
@@ -531,7 +598,8 @@ static bool
 change_is_empty(const struct kg_key_change *chg)
 {
     return chg->name == NULL && chg->scopes == NULL && chg->expires == NULL && chg->rate == NULL &&
-           !chg->set_rate_burst && !chg->set_quota_limit && chg->quota_period == NULL;
+           !chg->set_rate_burst && !chg->set_quota_limit && chg->quota_period == NULL &&
+           chg->allowed_ips == NULL;
 }
 
 enum kg_status

@@ -77,7 +77,10 @@ kg_render_key_json(const struct kg_key_rec *rec, enum kg_key_state state, bool d
          put(o, "expires_at", kg_json_io_time(rec->expires_at)) &&
          put(o, "revoked_at", kg_json_io_time(rec->revoked_at)) &&
          put(o, "state", json_string(kg_key_state_str(state))) &&
-         put(o, "rotated_to", kg_json_io_str_or_null(rec->rotated_to));
+         put(o, "rotated_to", kg_json_io_str_or_null(rec->rotated_to)) &&
+         put(o, "canary", json_boolean(rec->canary)) &&
+         put(o, "allowed_ips", kg_json_io_list(rec->allowed_ips)) &&
+         put(o, "expiring", json_boolean(kg_render_key_expiring(rec, state, kg_time_now())));
     if (ok && detail)
         ok = put_detail(o, rec);
     return built(o, ok);
@@ -97,8 +100,17 @@ kg_render_new_key_json(const struct kg_key_rec *rec)
          put(o, "tenant", json_string(rec->tenant)) &&
          put(o, "user_id", kg_json_io_str_or_null(rec->user_id)) &&
          put(o, "created_at", kg_json_io_time(rec->created_at)) &&
-         put(o, "expires_at", kg_json_io_time(rec->expires_at));
+         put(o, "expires_at", kg_json_io_time(rec->expires_at)) &&
+         put(o, "canary", json_boolean(rec->canary)) &&
+         put(o, "allowed_ips", kg_json_io_list(rec->allowed_ips));
     return built(o, ok);
+}
+
+bool
+kg_render_key_expiring(const struct kg_key_rec *rec, enum kg_key_state state, int64_t now)
+{
+    return state == KG_KEY_ACTIVE && rec->expires_at != 0 &&
+           rec->expires_at - now <= KG_KEY_EXPIRING_S;
 }
 
 json_t *
@@ -208,4 +220,21 @@ kg_render_key_extras(json_t *o, const struct kg_key_usage *u, enum kg_key_in_use
         : in_use == KG_KEY_IN_USE_NO ? json_false()
                                      : json_null();
     return put(o, "still_in_use", v);
+}
+
+json_t *
+kg_render_event_json(const struct kg_event *ev)
+{
+    json_t *data = json_loads(ev->data, 0, NULL);
+
+    if (data == NULL)
+        data = json_object();
+    return json_pack("{s:s, s:s, s:o, s:s, s:{s:s?, s:s?, s:s?}, s:s?, s:o, s:{s:I, s:I, s:I}}",
+                     "id", ev->id, "type", ev->type, "time", kg_json_io_time(ev->time), "tenant",
+                     ev->tenant, "key", "id", ev->key_id[0] != '\0' ? ev->key_id : NULL, "prefix",
+                     ev->prefix[0] != '\0' ? ev->prefix : NULL, "name",
+                     ev->name[0] != '\0' ? ev->name : NULL, "user",
+                     ev->user_id[0] != '\0' ? ev->user_id : NULL, "data", data, "deliveries",
+                     "pending", (json_int_t)ev->pending, "delivered", (json_int_t)ev->delivered,
+                     "failed", (json_int_t)ev->failed);
 }

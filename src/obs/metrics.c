@@ -53,6 +53,29 @@ static _Atomic uint64_t connections_refused;
 static _Atomic uint64_t header_timeouts;
 static _Atomic uint64_t limiter_calls, limiter_errors, limiter_unavailable[2];
 static _Atomic int limiter_up = -1;
+static _Atomic uint64_t canary_uses, canary_unreported;
+static _Atomic uint64_t deliveries_ok, deliveries_retry, deliveries_given_up;
+
+void
+kg_metrics_canary_use(void)
+{
+    atomic_fetch_add_explicit(&canary_uses, 1, memory_order_relaxed);
+}
+
+void
+kg_metrics_canary_unreported(void)
+{
+    atomic_fetch_add_explicit(&canary_unreported, 1, memory_order_relaxed);
+}
+
+void
+kg_metrics_event_delivery(bool delivered, bool final)
+{
+    atomic_fetch_add_explicit(delivered ? &deliveries_ok
+                              : final   ? &deliveries_given_up
+                                        : &deliveries_retry,
+                              1, memory_order_relaxed);
+}
 
 enum kg_outcome
 kg_metrics_outcome_of(enum kg_verdict v)
@@ -68,6 +91,7 @@ kg_metrics_outcome_of(enum kg_verdict v)
     case KG_DENY_NO_SCOPES:
     case KG_DENY_NO_ROUTE:
     case KG_DENY_ROLE:
+    case KG_DENY_IP:
         return KG_OUTCOME_FORBIDDEN;
     case KG_DENY_RATE:
     case KG_DENY_THROTTLED:
@@ -202,6 +226,11 @@ kg_metrics_reset(void)
     atomic_store(&limiter_errors, 0);
     atomic_store(&limiter_unavailable[0], 0);
     atomic_store(&limiter_unavailable[1], 0);
+    atomic_store(&canary_uses, 0);
+    atomic_store(&canary_unreported, 0);
+    atomic_store(&deliveries_ok, 0);
+    atomic_store(&deliveries_retry, 0);
+    atomic_store(&deliveries_given_up, 0);
     atomic_store(&request_hist.sum_us, 0);
     atomic_store(&upstream_hist.sum_us, 0);
 }
@@ -359,6 +388,29 @@ kg_metrics_render(const struct kg_metrics_gauges *g, size_t *len)
         put(&o, "keygate_limiter_unavailable_total{policy=\"open\"} %llu\n",
             (unsigned long long)atomic_load_explicit(&limiter_unavailable[1],
                                                      memory_order_relaxed));
+    }
+    header(&o, "keygate_canary_uses_total", "counter",
+           "Requests that presented a canary key (each refused like an unknown key).");
+    put(&o, "keygate_canary_uses_total %llu\n",
+        (unsigned long long)atomic_load_explicit(&canary_uses, memory_order_relaxed));
+    header(&o, "keygate_canary_unreported_total", "counter",
+           "Canary uses not reported as events: over the per-IP report rate.");
+    put(&o, "keygate_canary_unreported_total %llu\n",
+        (unsigned long long)atomic_load_explicit(&canary_unreported, memory_order_relaxed));
+    header(&o, "keygate_webhook_deliveries_total", "counter",
+           "Webhook delivery attempts by this process, by result.");
+    put(&o, "keygate_webhook_deliveries_total{result=\"delivered\"} %llu\n",
+        (unsigned long long)atomic_load_explicit(&deliveries_ok, memory_order_relaxed));
+    put(&o, "keygate_webhook_deliveries_total{result=\"retry\"} %llu\n",
+        (unsigned long long)atomic_load_explicit(&deliveries_retry, memory_order_relaxed));
+    put(&o, "keygate_webhook_deliveries_total{result=\"failed\"} %llu\n",
+        (unsigned long long)atomic_load_explicit(&deliveries_given_up, memory_order_relaxed));
+    if (g->events_known) {
+        header(&o, "keygate_events", "gauge",
+               "Webhook deliveries in the store by state: pending, delivered, failed.");
+        put(&o, "keygate_events{state=\"pending\"} %lld\n", (long long)g->deliveries_pending);
+        put(&o, "keygate_events{state=\"delivered\"} %lld\n", (long long)g->deliveries_delivered);
+        put(&o, "keygate_events{state=\"failed\"} %lld\n", (long long)g->deliveries_failed);
     }
     header(&o, "keygate_connections", "gauge", "Open client connections on the main listener.");
     put(&o, "keygate_connections %ld\n", g->connections);

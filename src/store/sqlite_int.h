@@ -55,6 +55,28 @@ enum kg_status kg_sq_change_trim(struct kg_store *st, int64_t before, size_t *tr
 enum kg_status kg_sq_fingerprint(struct kg_store *st, const char *fp, char stored[65],
                                  struct kg_err *err);
 
+/* sqlite_events.c: the event outbox (sql/010_events.sql). */
+enum kg_status kg_sq_event_add(struct kg_store *st, struct kg_event *ev,
+                               const struct kg_audit_entry *audit, struct kg_err *err);
+enum kg_status kg_sq_event_add_locked(struct sqlite_store *s, struct kg_event *ev,
+                                      struct kg_err *err);
+enum kg_status kg_sq_event_fanout(struct kg_store *st, const char *endpoint, const char *types,
+                                  int64_t now, int64_t window_s, size_t *added, struct kg_err *err);
+enum kg_status kg_sq_delivery_due(struct kg_store *st, const char *endpoint, int64_t now,
+                                  struct kg_event *ev, int64_t *attempts, struct kg_err *err);
+enum kg_status kg_sq_delivery_done(struct kg_store *st, int64_t seq, const char *endpoint,
+                                   bool delivered, int64_t next_at, long status, const char *error,
+                                   int64_t now, struct kg_err *err);
+enum kg_status kg_sq_event_list(struct kg_store *st, const struct kg_event_query *q,
+                                const struct kg_cursor *after, kg_store_event_cb cb, void *ctx,
+                                char *next, struct kg_err *err);
+enum kg_status kg_sq_event_retry(struct kg_store *st, const char *id, const char *tenant,
+                                 int64_t now, size_t *n, struct kg_err *err);
+enum kg_status kg_sq_alerts_scan(struct kg_store *st, int64_t now, int64_t lead_s, int64_t idle_s,
+                                 size_t *fired, struct kg_err *err);
+enum kg_status kg_sq_event_counts(struct kg_store *st, int64_t *pending, int64_t *delivered,
+                                  int64_t *failed, struct kg_err *err);
+
 /* Copies a TEXT column; NULL reads as "". false when it does not fit. */
 bool kg_sq_col_text(sqlite3_stmt *stmt, int col, char *dst, size_t cap);
 int64_t kg_sq_col_int_or(sqlite3_stmt *stmt, int col, int64_t if_null);

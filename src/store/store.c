@@ -134,6 +134,7 @@ check_rec(const struct kg_key_rec *rec, struct kg_err *err)
         {"quota_period", rec->quota_period, sizeof(rec->quota_period)},
         {"metadata", rec->metadata, sizeof(rec->metadata)},
         {"user_id", rec->user_id, sizeof(rec->user_id)},
+        {"allowed_ips", rec->allowed_ips, sizeof(rec->allowed_ips)},
     };
     const struct {
         const char *name;
@@ -1095,4 +1096,139 @@ kg_store_wait_change(struct kg_store *st, int timeout_ms, bool *woke, struct kg_
         return kg_err_set(err, KG_EINVAL, "the %s store sends no change notifications",
                           st->ops->name);
     return st->ops->wait_change(st, timeout_ms, woke, err);
+}
+
+/* ---- events (issue 18) ---- */
+
+/* A backend without the event outbox refuses instead of crashing. */
+static enum kg_status
+no_outbox(struct kg_store *st, struct kg_err *err)
+{
+    return kg_err_set(err, KG_EINVAL, "the %s store has no event outbox", st->ops->name);
+}
+
+enum kg_status
+kg_store_event_add(struct kg_store *st, struct kg_event *ev, const struct kg_audit_entry *audit,
+                   struct kg_err *err)
+{
+    if (st == NULL || ev == NULL || ev->type[0] == '\0' ||
+        !terminated(ev->data, sizeof(ev->data)) || !terminated(ev->id, sizeof(ev->id)))
+        return kg_err_set(err, KG_EINVAL, "event: missing argument");
+    if (st->ops->event_add == NULL)
+        return no_outbox(st, err);
+    return st->ops->event_add(st, ev, audit, err);
+}
+
+enum kg_status
+kg_store_event_fanout(struct kg_store *st, const char *endpoint, const char *types, int64_t now,
+                      int64_t retry_window_s, size_t *added, struct kg_err *err)
+{
+    if (added != NULL)
+        *added = 0;
+    if (st == NULL || endpoint == NULL || types == NULL)
+        return kg_err_set(err, KG_EINVAL, "event fanout: missing argument");
+    if (st->ops->event_fanout == NULL)
+        return no_outbox(st, err);
+    return st->ops->event_fanout(st, endpoint, types, now, retry_window_s, added, err);
+}
+
+enum kg_status
+kg_store_delivery_due(struct kg_store *st, const char *endpoint, int64_t now, struct kg_event *ev,
+                      int64_t *attempts, struct kg_err *err)
+{
+    if (st == NULL || endpoint == NULL || ev == NULL || attempts == NULL)
+        return kg_err_set(err, KG_EINVAL, "delivery: missing argument");
+    if (st->ops->delivery_due == NULL)
+        return no_outbox(st, err);
+    return st->ops->delivery_due(st, endpoint, now, ev, attempts, err);
+}
+
+enum kg_status
+kg_store_delivery_done(struct kg_store *st, int64_t seq, const char *endpoint, bool delivered,
+                       int64_t next_at, long status, const char *error, int64_t now,
+                       struct kg_err *err)
+{
+    if (st == NULL || endpoint == NULL)
+        return kg_err_set(err, KG_EINVAL, "delivery: missing argument");
+    if (st->ops->delivery_done == NULL)
+        return no_outbox(st, err);
+    return st->ops->delivery_done(st, seq, endpoint, delivered, next_at, status,
+                                  error != NULL ? error : "", now, err);
+}
+
+enum kg_status
+kg_store_event_list(struct kg_store *st, const struct kg_event_query *q, kg_store_event_cb cb,
+                    void *ctx, char *next, struct kg_err *err)
+{
+    struct kg_cursor after;
+    enum kg_status rc;
+
+    clear_next(next);
+    if (st == NULL || q == NULL || cb == NULL)
+        return kg_err_set(err, KG_EINVAL, "event list: missing argument");
+    rc = cursor_parse(&q->page, false, &after, err);
+    if (rc != KG_OK)
+        return rc;
+    if (st->ops->event_list == NULL)
+        return no_outbox(st, err);
+    return st->ops->event_list(st, q, &after, cb, ctx, next, err);
+}
+
+enum kg_status
+kg_store_event_retry(struct kg_store *st, const char *id, const char *tenant, int64_t now,
+                     size_t *n, struct kg_err *err)
+{
+    if (n != NULL)
+        *n = 0;
+    if (st == NULL)
+        return kg_err_set(err, KG_EINVAL, "event retry: missing argument");
+    if (st->ops->event_retry == NULL)
+        return no_outbox(st, err);
+    return st->ops->event_retry(st, id, tenant, now, n, err);
+}
+
+enum kg_status
+kg_store_event_counts(struct kg_store *st, int64_t *pending, int64_t *delivered, int64_t *failed,
+                      struct kg_err *err)
+{
+    if (st == NULL || pending == NULL || delivered == NULL || failed == NULL)
+        return kg_err_set(err, KG_EINVAL, "event counts: missing argument");
+    if (st->ops->event_counts == NULL)
+        return no_outbox(st, err);
+    return st->ops->event_counts(st, pending, delivered, failed, err);
+}
+
+enum kg_status
+kg_store_key_by_digest(struct kg_store *st, const unsigned char digest[KG_DIGEST_BYTES],
+                       struct kg_key_rec *out, struct kg_err *err)
+{
+    if (st == NULL || digest == NULL || out == NULL)
+        return kg_err_set(err, KG_EINVAL, "key by digest: missing argument");
+    if (st->ops->key_by_digest == NULL)
+        return no_outbox(st, err);
+    return st->ops->key_by_digest(st, digest, out, err);
+}
+
+enum kg_status
+kg_store_key_leaked(struct kg_store *st, const char *id, bool revoke, int64_t now,
+                    struct kg_event *ev, const struct kg_audit_entry *audit, struct kg_err *err)
+{
+    if (st == NULL || id == NULL || ev == NULL)
+        return kg_err_set(err, KG_EINVAL, "key leaked: missing argument");
+    if (st->ops->key_leaked == NULL)
+        return no_outbox(st, err);
+    return st->ops->key_leaked(st, id, revoke, now, ev, audit, err);
+}
+
+enum kg_status
+kg_store_alerts_scan(struct kg_store *st, int64_t now, int64_t expiring_lead_s, int64_t idle_s,
+                     size_t *fired, struct kg_err *err)
+{
+    if (fired != NULL)
+        *fired = 0;
+    if (st == NULL || now <= 0 || expiring_lead_s < 0 || idle_s < 0)
+        return kg_err_set(err, KG_EINVAL, "alerts: missing argument");
+    if (st->ops->alerts_scan == NULL)
+        return no_outbox(st, err);
+    return st->ops->alerts_scan(st, now, expiring_lead_s, idle_s, fired, err);
 }

@@ -141,6 +141,33 @@ struct kg_store_ops {
                                     struct kg_err *err);
     enum kg_status (*session_delete)(struct kg_store *st, const unsigned char *digest,
                                      struct kg_err *err);
+
+    /* Issue 18: the event outbox (keygate/store.h). */
+    enum kg_status (*event_add)(struct kg_store *st, struct kg_event *ev,
+                                const struct kg_audit_entry *audit, struct kg_err *err);
+    enum kg_status (*event_fanout)(struct kg_store *st, const char *endpoint, const char *types,
+                                   int64_t now, int64_t window_s, size_t *added,
+                                   struct kg_err *err);
+    enum kg_status (*delivery_due)(struct kg_store *st, const char *endpoint, int64_t now,
+                                   struct kg_event *ev, int64_t *attempts, struct kg_err *err);
+    enum kg_status (*delivery_done)(struct kg_store *st, int64_t seq, const char *endpoint,
+                                    bool delivered, int64_t next_at, long status, const char *error,
+                                    int64_t now, struct kg_err *err);
+    enum kg_status (*event_list)(struct kg_store *st, const struct kg_event_query *q,
+                                 const struct kg_cursor *after, kg_store_event_cb cb, void *ctx,
+                                 char *next, struct kg_err *err);
+    enum kg_status (*event_retry)(struct kg_store *st, const char *id, const char *tenant,
+                                  int64_t now, size_t *n, struct kg_err *err);
+    enum kg_status (*event_counts)(struct kg_store *st, int64_t *pending, int64_t *delivered,
+                                   int64_t *failed, struct kg_err *err);
+    enum kg_status (*alerts_scan)(struct kg_store *st, int64_t now, int64_t lead_s, int64_t idle_s,
+                                  size_t *fired, struct kg_err *err);
+    enum kg_status (*key_by_digest)(struct kg_store *st,
+                                    const unsigned char digest[KG_DIGEST_BYTES],
+                                    struct kg_key_rec *out, struct kg_err *err);
+    enum kg_status (*key_leaked)(struct kg_store *st, const char *id, bool revoke, int64_t now,
+                                 struct kg_event *ev, const struct kg_audit_entry *audit,
+                                 struct kg_err *err);
 };
 
 /* store_sqlite.c */

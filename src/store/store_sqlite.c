@@ -51,19 +51,22 @@ enum key_col {
     COL_METADATA,
     COL_USER_ID,
     COL_QUOTA_PERIOD_START,
+    COL_CANARY,
+    COL_ALLOWED_IPS,
     KEY_NCOLS,
 };
 
 #define KEY_COLUMNS                                                                                \
     "id, name, prefix, last4, digest, scopes, tenant, created_at, expires_at, revoked_at, "        \
     "last_used_at, rotated_to, rate, rate_burst, quota_limit, quota_period, quota_used, "          \
-    "metadata, user_id, quota_period_start"
+    "metadata, user_id, quota_period_start, canary, allowed_ips"
 
 /* The same columns of a table aliased k, for joins. */
 #define KEY_COLUMNS_K                                                                              \
     "k.id, k.name, k.prefix, k.last4, k.digest, k.scopes, k.tenant, k.created_at, "                \
     "k.expires_at, k.revoked_at, k.last_used_at, k.rotated_to, k.rate, k.rate_burst, "             \
-    "k.quota_limit, k.quota_period, k.quota_used, k.metadata, k.user_id, k.quota_period_start"
+    "k.quota_limit, k.quota_period, k.quota_used, k.metadata, k.user_id, k.quota_period_start, "   \
+    "k.canary, k.allowed_ips"
 
 /* Reads the current row of a SELECT KEY_COLUMNS into rec. */
 static enum kg_status
@@ -85,6 +88,7 @@ row_to_rec(struct sqlite_store *s, sqlite3_stmt *stmt, struct kg_key_rec *rec, s
         {COL_QUOTA_PERIOD, rec->quota_period, sizeof(rec->quota_period), "quota_period"},
         {COL_METADATA, rec->metadata, sizeof(rec->metadata), "metadata"},
         {COL_USER_ID, rec->user_id, sizeof(rec->user_id), "user_id"},
+        {COL_ALLOWED_IPS, rec->allowed_ips, sizeof(rec->allowed_ips), "allowed_ips"},
     };
     size_t i;
 
@@ -109,6 +113,7 @@ row_to_rec(struct sqlite_store *s, sqlite3_stmt *stmt, struct kg_key_rec *rec, s
     rec->quota_limit = kg_sq_col_int_or(stmt, COL_QUOTA_LIMIT, -1);
     rec->quota_used = kg_sq_col_int_or(stmt, COL_QUOTA_USED, 0);
     rec->quota_period_start = kg_sq_col_int_or(stmt, COL_QUOTA_PERIOD_START, 0);
+    rec->canary = kg_sq_col_int_or(stmt, COL_CANARY, 0) != 0;
     return KG_OK;
 }
 
@@ -140,6 +145,8 @@ bind_rec(sqlite3_stmt *stmt, const struct kg_key_rec *rec, const char *user_id, 
         sqlite3_bind_text(stmt, COL_METADATA + 1, metadata, -1, SQLITE_STATIC),
         sqlite3_bind_text(stmt, COL_USER_ID + 1, user_id, -1, SQLITE_STATIC),
         sqlite3_bind_int64(stmt, COL_QUOTA_PERIOD_START + 1, rec->quota_period_start),
+        sqlite3_bind_int(stmt, COL_CANARY + 1, rec->canary ? 1 : 0),
+        kg_sq_bind_text_or_null(stmt, COL_ALLOWED_IPS + 1, rec->allowed_ips),
     };
     size_t i;
 
@@ -235,7 +242,7 @@ kg_sq_key_insert_locked(struct sqlite_store *s, const struct kg_key_rec *rec, co
 
     rc = kg_sq_prepare(s,
                        "INSERT INTO keys (" KEY_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8,"
-                       " ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
+                       " ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
                        &stmt, what, err);
     if (rc != KG_OK)
         goto cleanup;
@@ -279,10 +286,11 @@ sqlite_key_add_batch(struct kg_store *st, const struct kg_key_rec *recs, size_t 
 
     rc = kg_sq_begin(s, err);
     if (rc == KG_OK)
-        rc = kg_sq_prepare(s,
-                           "INSERT INTO keys (" KEY_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7,"
-                           " ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)",
-                           &stmt, "insert keys", err);
+        rc = kg_sq_prepare(
+            s,
+            "INSERT INTO keys (" KEY_COLUMNS ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7,"
+            " ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)",
+            &stmt, "insert keys", err);
     for (size_t i = 0; rc == KG_OK && i < n; i++) {
         const struct kg_key_rec *rec = &recs[i];
 
@@ -483,6 +491,7 @@ cleanup:
     "SELECT k.id, k.name, k.prefix, k.last4, k.digest, k.scopes, k.tenant, k.created_at,"          \
     " k.expires_at, k.revoked_at, k.last_used_at, k.rotated_to, k.rate, k.rate_burst,"             \
     " k.quota_limit, k.quota_period, k.quota_used, '{}', k.user_id, k.quota_period_start,"         \
+    " k.canary, k.allowed_ips,"                                                                    \
     " u.role, u.tier, u.platform_admin,"                                                           \
     " (u.id IS NULL OR u.disabled_at IS NOT NULL OR t.name IS NULL"                                \
     "  OR t.disabled_at IS NOT NULL),"                                                             \
@@ -535,7 +544,7 @@ sqlite_key_each_owner(struct kg_store *st, int of, const char *id, kg_store_key_
  * instead of starting it again. SET reads the row as it was. */
 static const char key_update_sql[] =
     "UPDATE keys SET name = ?2, scopes = ?3, expires_at = ?4, rate = ?5,"
-    " rate_burst = ?6, quota_limit = ?7, quota_period = ?8, metadata = ?9,"
+    " rate_burst = ?6, quota_limit = ?7, quota_period = ?8, metadata = ?9, allowed_ips = ?11,"
     " quota_used = CASE WHEN " KEY_PERIOD_MOVES " AND quota_period_start < " KEY_OLD_START
     " THEN 0 ELSE quota_used END,"
     " quota_period_start = CASE WHEN " KEY_PERIOD_MOVES " THEN MAX(" KEY_OLD_START
@@ -567,6 +576,7 @@ sqlite_key_update(struct kg_store *st, const struct kg_key_rec *rec,
         kg_sq_bind_text_or_null(stmt, 8, rec->quota_period) != SQLITE_OK ||
         sqlite3_bind_text(stmt, 9, metadata, -1, SQLITE_STATIC) != SQLITE_OK ||
         sqlite3_bind_int64(stmt, 10, audit != NULL ? audit->time : kg_time_now()) != SQLITE_OK ||
+        kg_sq_bind_text_or_null(stmt, 11, rec->allowed_ips) != SQLITE_OK ||
         sqlite3_step(stmt) != SQLITE_DONE) {
         rc = kg_sq_fail(s, "update key", err);
         goto cleanup;
@@ -576,6 +586,62 @@ sqlite_key_update(struct kg_store *st, const struct kg_key_rec *rec,
 
 cleanup:
     sqlite3_finalize(stmt);
+    return kg_sq_finish(s, rc, audit, err);
+}
+
+static enum kg_status
+sqlite_key_by_digest(struct kg_store *st, const unsigned char digest[KG_DIGEST_BYTES],
+                     struct kg_key_rec *out, struct kg_err *err)
+{
+    struct sqlite_store *s = kg_sq_from(st);
+    sqlite3_stmt *stmt = NULL;
+    enum kg_status rc;
+    int step;
+
+    rc = kg_sq_prepare(s, "SELECT " KEY_COLUMNS " FROM keys WHERE digest = ?1", &stmt, "find key",
+                       err);
+    if (rc != KG_OK)
+        return rc;
+    if (sqlite3_bind_blob(stmt, 1, digest, KG_DIGEST_BYTES, SQLITE_STATIC) != SQLITE_OK) {
+        rc = kg_sq_fail(s, "find key", err);
+        goto cleanup;
+    }
+    step = sqlite3_step(stmt);
+    if (step == SQLITE_DONE)
+        rc = KG_ENOTFOUND;
+    else if (step != SQLITE_ROW)
+        rc = kg_sq_fail(s, "find key", err);
+    else
+        rc = row_to_rec(s, stmt, out, err);
+cleanup:
+    sqlite3_finalize(stmt);
+    return rc;
+}
+
+static enum kg_status
+sqlite_key_leaked(struct kg_store *st, const char *id, bool revoke, int64_t now,
+                  struct kg_event *ev, const struct kg_audit_entry *audit, struct kg_err *err)
+{
+    struct sqlite_store *s = kg_sq_from(st);
+    sqlite3_stmt *stmt = NULL;
+    enum kg_status rc;
+
+    rc = kg_sq_begin(s, err);
+    if (rc != KG_OK)
+        return rc;
+    if (revoke) {
+        rc = kg_sq_prepare(s,
+                           "UPDATE keys SET revoked_at = ?2 WHERE id = ?1"
+                           " AND (revoked_at IS NULL OR revoked_at > ?2)",
+                           &stmt, "revoke key", err);
+        if (rc == KG_OK &&
+            (sqlite3_bind_text(stmt, 1, id, -1, SQLITE_STATIC) != SQLITE_OK ||
+             sqlite3_bind_int64(stmt, 2, now) != SQLITE_OK || sqlite3_step(stmt) != SQLITE_DONE))
+            rc = kg_sq_fail(s, "revoke key", err);
+        sqlite3_finalize(stmt);
+    }
+    if (rc == KG_OK)
+        rc = kg_sq_event_add_locked(s, ev, err);
     return kg_sq_finish(s, rc, audit, err);
 }
 
@@ -955,6 +1021,16 @@ const struct kg_store_ops kg_store_sqlite_ops = {
     .key_count = kg_sq_key_count,
     .change_each = kg_sq_change_each,
     .change_trim = kg_sq_change_trim,
+    .event_add = kg_sq_event_add,
+    .event_fanout = kg_sq_event_fanout,
+    .delivery_due = kg_sq_delivery_due,
+    .delivery_done = kg_sq_delivery_done,
+    .event_list = kg_sq_event_list,
+    .event_retry = kg_sq_event_retry,
+    .event_counts = kg_sq_event_counts,
+    .alerts_scan = kg_sq_alerts_scan,
+    .key_by_digest = sqlite_key_by_digest,
+    .key_leaked = sqlite_key_leaked,
     .set_durable = sqlite_set_durable,
     .session_insert = kg_sq_session_insert,
     .session_get = kg_sq_session_get,

@@ -171,6 +171,11 @@ take_value(const struct kg_jfield *f, json_t *v, struct kg_err *err)
         return KG_OK;
     case KG_JSCOPES:
         return take_scopes(f, v, err);
+    case KG_JARRAY:
+        if (!json_is_array(v))
+            return kg_err_set(err, KG_EINVAL, "%s must be a list", f->name);
+        *(json_t **)f->out = v;
+        return KG_OK;
     }
     return kg_err_set(err, KG_EINVAL, "%s has an unknown type", f->name);
 }

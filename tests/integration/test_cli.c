@@ -360,8 +360,9 @@ test_create_prints_fields_then_the_key_alone_on_the_last_line_and_warns_on_stder
 static void
 test_create_json_has_exactly_the_documented_fields(void **state)
 {
-    static const char *const want[] = {"id",     "key",     "name",       "prefix",    "scopes",
-                                       "tenant", "user_id", "created_at", "expires_at"};
+    static const char *const want[] = {"id",         "key",    "name",       "prefix",
+                                       "scopes",     "tenant", "user_id",    "created_at",
+                                       "expires_at", "canary", "allowed_ips"};
     json_t *obj = create_json(
         "json key", (const char *const[]){"--scopes", "read:a", "--tenant", "acme", NULL});
     const char *key = json_string_value(json_object_get(obj, "key"));

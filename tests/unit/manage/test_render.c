@@ -47,10 +47,10 @@ assert_members(const json_t *o, const char *const *names)
 static void
 test_a_listed_key_has_the_documented_members_and_no_secret(void **state)
 {
-    static const char *const list[] = {"name",       "id",           "key",        "prefix",
-                                       "last4",      "scopes",       "tenant",     "user_id",
-                                       "created_at", "last_used_at", "expires_at", "revoked_at",
-                                       "state",      "rotated_to",   NULL};
+    static const char *const list[] = {
+        "name",   "id",         "key",        "prefix",       "last4",      "scopes",
+        "tenant", "user_id",    "created_at", "last_used_at", "expires_at", "revoked_at",
+        "state",  "rotated_to", "canary",     "allowed_ips",  "expiring",   NULL};
     struct kg_key_rec rec;
     json_t *o;
 
@@ -69,6 +69,26 @@ test_a_listed_key_has_the_documented_members_and_no_secret(void **state)
     /* Masked: the display prefix and the last four, never more. */
     assert_string_equal(json_string_value(json_object_get(o, "key")), "kg_AbCd\u2026wxyz");
     json_decref(o);
+}
+
+/* Issue 18: keys list and the key page mark an active key that expires
+ * within 14 days; the boundary is inclusive, an expired key is not
+ * "expiring". */
+static void
+test_expiring_marks_active_keys_within_fourteen_days(void **state)
+{
+    const int64_t now = 1795453262;
+    struct kg_key_rec rec;
+
+    (void)state;
+    sample_key(&rec);
+    assert_false(kg_render_key_expiring(&rec, KG_KEY_ACTIVE, now));
+    rec.expires_at = now + 14 * 86400;
+    assert_true(kg_render_key_expiring(&rec, KG_KEY_ACTIVE, now));
+    rec.expires_at = now + 14 * 86400 + 1;
+    assert_false(kg_render_key_expiring(&rec, KG_KEY_ACTIVE, now));
+    rec.expires_at = now - 1;
+    assert_false(kg_render_key_expiring(&rec, KG_KEY_EXPIRED, now));
 }
 
 static void
@@ -141,6 +161,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_a_listed_key_has_the_documented_members_and_no_secret),
         cmocka_unit_test(test_usage_is_added_and_still_in_use_only_in_a_grace_period),
+        cmocka_unit_test(test_expiring_marks_active_keys_within_fourteen_days),
         cmocka_unit_test(test_a_new_key_has_an_empty_placeholder_for_the_secret),
         cmocka_unit_test(test_an_audit_row_edited_into_bad_bytes_is_shown_not_lost),
     };
