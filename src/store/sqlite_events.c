@@ -366,6 +366,11 @@ kg_sq_alerts_scan(struct kg_store *st, int64_t now, int64_t lead_s, int64_t idle
     char sql[1536];
 
     for (size_t i = 0; rc == KG_OK && i < sizeof(alerts) / sizeof(alerts[0]); i++) {
+        /* An alert that is off costs no statement (its ?2/?3 > 0 term
+         * would still be tested once per key). */
+        if ((strcmp(alerts[i].kind, "key.expiring") == 0 && lead_s <= 0) ||
+            (strcmp(alerts[i].kind, "key.unused") == 0 && idle_s <= 0))
+            continue;
         const char *not_sent = " AND NOT EXISTS (SELECT 1 FROM alerts AS a WHERE a.object = k.id"
                                " AND a.kind = '%s' AND a.mark = %s)";
         char cond[512];
