@@ -17,6 +17,7 @@
 #include <microhttpd.h>
 #include "keygate/runtime.h"
 #include "keygate/status.h"
+#include "keygate/upurl.h"
 
 struct kg_loop;
 
@@ -48,10 +49,14 @@ struct kg_runtime *kg_loop_runtime(struct kg_loop *loop);
 void kg_loop_conn_delta(struct kg_loop *loop, int delta);
 /* A curl easy handle from the loop's pool (as its last transfer left it:
  * the caller sets every option that varies), or a new one; NULL when out of
- * memory. Reusing handles keeps their buffers allocated. */
-CURL *kg_loop_easy_get(struct kg_loop *loop);
-/* Returns a handle (not in the multi) to the pool, or frees it when the pool is full. */
-void kg_loop_easy_put(struct kg_loop *loop, CURL *easy);
+ * memory. Reusing handles keeps their buffers allocated. *url gets the
+ * handle's own CURLU (keygate/upurl.h), which goes back with it. */
+CURL *kg_loop_easy_get(struct kg_loop *loop, struct kg_upurl *url);
+/* Returns a handle (not in the multi) and its CURLU to the pool, or frees
+ * them when the pool is full. */
+void kg_loop_easy_put(struct kg_loop *loop, CURL *easy, struct kg_upurl *url);
+/* The loop's upstream, parsed once (created on first use; NULL when out of memory). */
+struct kg_upbase *kg_loop_upbase(struct kg_loop *loop);
 /* Tells the loop a connection of its daemons was resumed: run them this round. */
 void kg_loop_note_resume(struct kg_loop *loop);
 /* The same, from any other thread (the worker): also wakes the loop. */

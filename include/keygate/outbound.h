@@ -38,6 +38,7 @@ struct kg_outbound_in {
 
 struct kg_outbound {
     char *url;                  /* malloc'd */
+    const char *path, *query;   /* the same apart, inside url's allocation (query NULL: none) */
     struct curl_slist *headers; /* what curl sends; the relay takes it */
     bool failed;                /* out of memory on the way */
 };

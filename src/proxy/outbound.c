@@ -72,12 +72,14 @@ kg_outbound_client_header(struct kg_outbound *ob, const struct kg_outbound_in *i
         add_header(ob, name, value);
 }
 
-/* upstream + path + "?" query, without the upstream's trailing slashes. */
-static char *
-target_url(const struct kg_outbound_in *in)
+/* upstream + path + "?" query, without the upstream's trailing slashes; a
+ * copy of the path after its NUL, so that the relay can hand curl the path
+ * and query apart (ob->path, ob->query) from the same allocation. */
+static bool
+target_url(struct kg_outbound *ob, const struct kg_outbound_in *in)
 {
     const char *up = in->cfg->upstream, *q = in->query;
-    size_t ulen = strlen(up);
+    size_t ulen = strlen(up), plen = strlen(in->path);
     char *url;
     int n;
 
@@ -85,11 +87,16 @@ target_url(const struct kg_outbound_in *in)
         ulen--;
     n = snprintf(NULL, 0, "%.*s%s%s%s", (int)ulen, up, in->path, q != NULL ? "?" : "",
                  q != NULL ? q : "");
-    url = malloc((size_t)n + 1);
-    if (url != NULL)
-        snprintf(url, (size_t)n + 1, "%.*s%s%s%s", (int)ulen, up, in->path, q != NULL ? "?" : "",
-                 q != NULL ? q : "");
-    return url;
+    url = malloc((size_t)n + 1 + plen + 1);
+    if (url == NULL)
+        return false;
+    snprintf(url, (size_t)n + 1, "%.*s%s%s%s", (int)ulen, up, in->path, q != NULL ? "?" : "",
+             q != NULL ? q : "");
+    memcpy(url + n + 1, in->path, plen + 1);
+    ob->url = url;
+    ob->path = url + n + 1;
+    ob->query = q != NULL ? url + ulen + plen + 1 : NULL;
+    return true;
 }
 
 enum kg_status
@@ -124,9 +131,9 @@ kg_outbound_finish(struct kg_outbound *ob, const struct kg_outbound_in *in)
     if (!in->has_accept)
         add_raw(ob, "Accept:");
     add_raw(ob, "Expect:");
-    if (!ob->failed)
-        ob->url = target_url(in);
-    return ob->failed || ob->url == NULL ? KG_ENOMEM : KG_OK;
+    if (!ob->failed && !target_url(ob, in))
+        ob->failed = true;
+    return ob->failed ? KG_ENOMEM : KG_OK;
 }
 
 void

@@ -27,6 +27,7 @@ struct kg_exchange {
     struct kg_loop_transfer t; /* what the loop knows of it; CURLOPT_PRIVATE */
     struct kg_loop *loop;
     CURL *easy;
+    struct kg_upurl url; /* the easy handle's own CURLU (keygate/upurl.h) */
     bool in_multi;
     struct curl_slist *req_headers;
     struct MHD_Connection *conn;

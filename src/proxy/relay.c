@@ -344,7 +344,7 @@ kg_relay_start(struct kg_loop *loop, struct kg_relay_req *rq, struct kg_exchange
         *out = x;
         return KG_OK;
     }
-    x->easy = e = kg_loop_easy_get(loop);
+    x->easy = e = kg_loop_easy_get(loop, &x->url);
     if (e == NULL || (x->has_body && !kg_ring_init(&x->up, KG_RELAY_BUF_BYTES))) {
         rc = kg_err_set(err, KG_ENOMEM, "out of memory");
         goto cleanup;
@@ -359,7 +359,20 @@ kg_relay_start(struct kg_loop *loop, struct kg_relay_req *rq, struct kg_exchange
         if (was == NULL)
             easy_once(e, loop);
     }
-    curl_easy_setopt(e, CURLOPT_URL, rq->out->url);
+    {
+        struct kg_upbase *base = kg_loop_upbase(loop);
+
+        /* The upstream parsed once per loop, the path and query set apart;
+         * the URL string only where a CURLU would send other bytes. */
+        if (base != NULL &&
+            kg_upurl_point(base, &x->url, cfg->upstream, rq->out->path, rq->out->query)) {
+            curl_easy_setopt(e, CURLOPT_URL, NULL);
+            curl_easy_setopt(e, CURLOPT_CURLU, x->url.u);
+        } else {
+            curl_easy_setopt(e, CURLOPT_CURLU, NULL);
+            curl_easy_setopt(e, CURLOPT_URL, rq->out->url);
+        }
+    }
     curl_easy_setopt(e, CURLOPT_PRIVATE, &x->t);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, x->req_headers);
     curl_easy_setopt(e, CURLOPT_CONNECTTIMEOUT_MS, (long)cfg->upstream_connect_timeout_ms);
@@ -646,7 +659,7 @@ kg_relay_free(struct kg_exchange *x)
     if (x->native)
         kg_upclient_release(x);
     kg_loop_transfer_remove(x->loop, &x->t);
-    kg_loop_easy_put(x->loop, x->easy);
+    kg_loop_easy_put(x->loop, x->easy, &x->url);
     curl_slist_free_all(x->req_headers);
     free(x->up.buf);
     free(x->down.buf);

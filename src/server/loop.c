@@ -57,7 +57,9 @@ struct kg_loop {
     unsigned char *sock_state;          /* per fd: SOCK_* */
     size_t nsock_state;
     CURL *easy_pool[EASY_POOL_MAX];
+    struct kg_upurl easy_url[EASY_POOL_MAX]; /* each pooled handle's own CURLU */
     size_t neasy;
+    struct kg_upbase *upbase;                   /* the upstream parsed once (server/upurl.c) */
     struct kg_acceptor *acceptors[MAX_DAEMONS]; /* NULL once quiesced */
     int64_t accept_retry_ms[MAX_DAEMONS];       /* monotonic: a stalled acceptor's next try */
     bool conn_closed;                           /* a connection closed: retry stalled accepts */
@@ -744,8 +746,11 @@ kg_loop_free(struct kg_loop *loop)
         MHD_stop_daemon(loop->daemons[i]);
     if (loop->ext != NULL)
         loop->ext->free(loop->ext);
-    for (size_t i = 0; i < loop->neasy; i++)
+    for (size_t i = 0; i < loop->neasy; i++) {
         curl_easy_cleanup(loop->easy_pool[i]);
+        kg_upurl_cleanup(&loop->easy_url[i]);
+    }
+    kg_upbase_free(loop->upbase);
     if (loop->multi != NULL)
         curl_multi_cleanup(loop->multi);
     free(loop->sock_state);
@@ -793,25 +798,39 @@ kg_loop_transfer_remove(struct kg_loop *loop, struct kg_loop_transfer *t)
 }
 
 CURL *
-kg_loop_easy_get(struct kg_loop *loop)
+kg_loop_easy_get(struct kg_loop *loop, struct kg_upurl *url)
 {
-    if (loop->neasy > 0)
-        return loop->easy_pool[--loop->neasy];
+    if (loop->neasy > 0) {
+        loop->neasy--;
+        *url = loop->easy_url[loop->neasy];
+        return loop->easy_pool[loop->neasy];
+    }
+    url->u = NULL;
+    url->gen = 0;
     return curl_easy_init();
 }
 
 void
-kg_loop_easy_put(struct kg_loop *loop, CURL *easy)
+kg_loop_easy_put(struct kg_loop *loop, CURL *easy, struct kg_upurl *url)
 {
-    if (easy == NULL)
-        return;
-    if (loop->neasy == EASY_POOL_MAX) {
+    if (easy == NULL || loop->neasy == EASY_POOL_MAX) {
         curl_easy_cleanup(easy);
+        kg_upurl_cleanup(url);
         return;
     }
     /* Not reset: the relay sets what varies per transfer, and a reset would
      * free and rebuild what does not. */
-    loop->easy_pool[loop->neasy++] = easy;
+    loop->easy_pool[loop->neasy] = easy;
+    loop->easy_url[loop->neasy++] = *url;
+    url->u = NULL;
+}
+
+struct kg_upbase *
+kg_loop_upbase(struct kg_loop *loop)
+{
+    if (loop->upbase == NULL)
+        loop->upbase = kg_upbase_new();
+    return loop->upbase;
 }
 
 void

@@ -53,6 +53,9 @@ write_conf(struct kt_daemon *d, int listen_port, const char *line3, const char *
             "%s\n",
             listen_port, line3 != NULL ? line3 : "# line 3", kt_daemon_admin_port(d),
             kt_daemon_dir(d), kt_daemon_dir(d), text);
+    /* The *_curl variant keeps its client across the rewrite (helpers/daemon.c). */
+    if (getenv("KEYGATE_TEST_UPSTREAM_CLIENT") != NULL && strstr(text, "upstream_client") == NULL)
+        fprintf(f, "upstream_client %s\n", getenv("KEYGATE_TEST_UPSTREAM_CLIENT"));
     assert_int_equal(fclose(f), 0);
     assert_int_equal(rename(tmp, kt_daemon_config_path(d)), 0);
 }

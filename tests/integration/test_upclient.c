@@ -587,6 +587,29 @@ test_the_upstream_sees_what_curl_would_send(void **state)
     assert_true(S.chunked);
 }
 
+/* The path keygate normalised and the query as received reach the upstream
+ * byte for byte on both clients: libcurl gets a pre-parsed CURLU with only
+ * path and query set where that sends the same bytes (lowercase escapes),
+ * the URL string where curl would lowercase an escape's hex (keygate/upurl.h). */
+static void
+test_path_and_query_arrive_byte_identical(void **state)
+{
+    static const char *const hdrs[] = {"Host: gateway.test", "X-Request-Id: fixed-request-id-2",
+                                       NULL};
+    struct kt_http_req get = {.method = "GET", .headers = hdrs};
+
+    (void)state;
+    same_request_both_ways(&get, "/v1/a+b;c=d,e/%20%25!$'()*@:?p=%2f&&q==r&s=+%41%zz&&",
+                           "GET /v1/a+b;c=d,e/%20%25!$'()*@:?p=%2f&&q==r&s=+%41%zz&& HTTP/1.1\r\n",
+                           "", 0);
+    same_request_both_ways(&get, "/v1/x%3B+y;z=%2C?p=%2F&&q==r&u=%C3%A9&e=",
+                           "GET /v1/x%3B+y;z=%2C?p=%2F&&q==r&u=%C3%A9&e= HTTP/1.1\r\n", "", 0);
+    /* pathnorm's own form: unreserved escapes decoded, the others upper-case. */
+    same_request_both_ways(&get, "/v1/%7e%3b;%41?p=%2F&&=&q=%2f",
+                           "GET /v1/~%3B;A?p=%2F&&=&q=%2f HTTP/1.1\r\n", "", 0);
+    same_request_both_ways(&get, "/v1/q?", "GET /v1/q? HTTP/1.1\r\n", "", 0);
+}
+
 static void
 test_a_client_gone_mid_body_closes_its_upstream_connection(void **state)
 {
@@ -631,6 +654,7 @@ main(void)
                                   free_slots),
         cmocka_unit_test_teardown(test_upstream_keepalive_requests_caps_a_connection, free_slots),
         cmocka_unit_test_teardown(test_the_upstream_sees_what_curl_would_send, free_slots),
+        cmocka_unit_test_teardown(test_path_and_query_arrive_byte_identical, free_slots),
         cmocka_unit_test_teardown(test_a_client_gone_mid_body_closes_its_upstream_connection,
                                   free_slots),
     };

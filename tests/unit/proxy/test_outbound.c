@@ -105,12 +105,17 @@ test_the_url_is_upstream_path_and_query(void **state)
     kg_outbound_init(&ob);
     assert_int_equal(kg_outbound_finish(&ob, &in), KG_OK);
     assert_string_equal(ob.url, "http://127.0.0.1:9/base/v1/items?a=1&b=2");
+    /* The same apart, for a CURLU (keygate/upurl.h). */
+    assert_string_equal(ob.path, "/v1/items");
+    assert_string_equal(ob.query, "a=1&b=2");
     kg_outbound_cleanup(&ob);
 
     in.query = NULL;
     kg_outbound_init(&ob);
     assert_int_equal(kg_outbound_finish(&ob, &in), KG_OK);
     assert_string_equal(ob.url, "http://127.0.0.1:9/base/v1/items");
+    assert_string_equal(ob.path, "/v1/items");
+    assert_null(ob.query);
     kg_outbound_cleanup(&ob);
     assert_null(ob.url);
     assert_null(ob.headers);
