@@ -707,8 +707,8 @@ alerts(struct kg_fx_cache *f, char *out, size_t cap)
     for (size_t i = acc.n; i-- > 0;) {
         size_t len = strlen(out);
 
-        snprintf(out + len, cap - len, "%s%s key=%s user=%s", len > 0 ? "\n" : "",
-                 acc.evs[i].data, acc.evs[i].key_id, acc.evs[i].user_id[0] != '\0' ? "yes" : "no");
+        snprintf(out + len, cap - len, "%s%s key=%s user=%s", len > 0 ? "\n" : "", acc.evs[i].data,
+                 acc.evs[i].key_id, acc.evs[i].user_id[0] != '\0' ? "yes" : "no");
     }
     free(acc.evs);
     return acc.n;
@@ -890,7 +890,8 @@ test_the_tier_quota_alerts_once_per_period(void **state)
     kg_keycache_charge(kg_keycache_stat(k), 1);
     flush_at(f, day + 11);
     assert_int_equal(alerts(f, text, sizeof(text)), 2);
-    assert_non_null(strstr(text, "{\"subject\":\"tier\",\"threshold\":100,\"used\":5,\"limit\":5,"));
+    assert_non_null(
+        strstr(text, "{\"subject\":\"tier\",\"threshold\":100,\"used\":5,\"limit\":5,"));
     /* Still the same day after another restart: nothing more. */
     kg_keycache_release(snap);
     restart(f, day + 12);

@@ -149,8 +149,9 @@ test_thresholds_are_80_and_100_percent_and_unlimited_has_none(void **state)
     assert_int_equal(kg_quota_threshold(1, 1), 100);
     for (int64_t limit = 1; limit < 2000; limit++)
         for (int64_t used = limit * 3 / 4; used <= limit + 1; used++)
-            assert_int_equal(kg_quota_threshold(used, limit),
-                             used >= limit ? 100 : used * 100 >= 80 * limit ? 80 : 0);
+            assert_int_equal(kg_quota_threshold(used, limit), used >= limit              ? 100
+                                                              : used * 100 >= 80 * limit ? 80
+                                                                                         : 0);
     assert_int_equal(kg_quota_threshold(INT64_MAX / 5 * 4, INT64_MAX / 5 * 5), 80);
     assert_int_equal(kg_quota_threshold(INT64_MAX / 5 * 4 - 1, INT64_MAX / 5 * 5), 0);
     assert_int_equal(kg_quota_threshold(1000000, -1), 0); /* unlimited */
