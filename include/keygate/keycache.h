@@ -251,6 +251,13 @@ void kg_keycache_charge(struct kg_keystat *stat, int64_t units);
 enum kg_status kg_keycache_flush(struct kg_keycache *kc, struct kg_store *st, size_t *flushed,
                                  struct kg_err *err);
 
+/* kg_keycache_flush() at now (the tests' clock): the refill period the
+ * deltas count in, and the quota.threshold alerts (80 % and 100 % of a
+ * key's or user's credits or tier quota, once per period) written after
+ * the commit. */
+enum kg_status kg_keycache_flush_at(struct kg_keycache *kc, struct kg_store *st, int64_t now,
+                                    size_t *flushed, struct kg_err *err);
+
 /* The usage of key id as the store has it (kg_store_key_usage_get through
  * st) plus what this process counted and has not flushed yet, read under
  * the flush lock so a flush in between can neither hide nor double a count.

@@ -26,6 +26,13 @@ struct kg_meter {
     _Atomic int64_t stored;
     _Atomic int64_t stored_start;
     _Atomic int period; /* enum kg_quota_period */
+    /* quota.threshold (issue 18): the limit, set where the period is
+     * (<= 0: unlimited or none, never alerts); and, the flush's own (under
+     * the key cache's load_mu, no other reader), the highest threshold
+     * known sent and the period start it was sent for. */
+    _Atomic int64_t limit;
+    int64_t alerted_start;
+    int alerted;
 };
 
 /* The start (Unix seconds) of the UTC day or month holding now; 0 for
@@ -60,5 +67,12 @@ void kg_quota_fold_wait(int64_t used, int64_t limit, enum kg_quota_period period
  * did to its total (added, or started again in a new period), then marks
  * it flushed, in that order (see kg_quota_used). */
 void kg_quota_commit(struct kg_meter *m, int64_t delta, int64_t delta_start, int64_t charged_read);
+
+/* The highest quota.threshold used of limit reaches: 100, 80 (used * 100
+ * >= 80 * limit) or 0; always 0 for a limit <= 0 (unlimited or none). */
+int kg_quota_threshold(int64_t used, int64_t limit);
+
+/* "day", "month" or "never" (the quota.threshold event's period). */
+const char *kg_quota_period_name(enum kg_quota_period period);
 
 #endif

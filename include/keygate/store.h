@@ -647,6 +647,27 @@ enum kg_status kg_store_key_leaked(struct kg_store *st, const char *id, bool rev
 enum kg_status kg_store_alerts_scan(struct kg_store *st, int64_t now, int64_t expiring_lead_s,
                                     int64_t idle_s, size_t *fired, struct kg_err *err);
 
+/* One quota.threshold alert: subject "key" (id: the key's), "user" (the
+ * user's own credits) or "tier" (the user's tier quota; id: the user's),
+ * threshold 80 or 100, what was used of limit in the period ("day",
+ * "month" or "never") starting at period_start (0 for "never"). */
+struct kg_quota_alert {
+    const char *subject;
+    const char *id;
+    int threshold;
+    int64_t used, limit;
+    const char *period;
+    int64_t period_start;
+};
+
+/* Writes a's quota.threshold event at now, once per (subject, id,
+ * threshold, period_start): in ONE transaction with the mark that makes
+ * it once (the alerts table), so a restart in the same period does not
+ * send it again, a later period does. *fired (may be NULL): whether it
+ * was written now (false: sent before). */
+enum kg_status kg_store_quota_alert(struct kg_store *st, const struct kg_quota_alert *a,
+                                    int64_t now, bool *fired, struct kg_err *err);
+
 /* Delivery rows by state (the metrics). */
 enum kg_status kg_store_event_counts(struct kg_store *st, int64_t *pending, int64_t *delivered,
                                      int64_t *failed, struct kg_err *err);

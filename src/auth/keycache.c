@@ -329,6 +329,10 @@ kg_keycache_spend_allow(const struct kg_keyent *ent, const struct kg_tier *tier,
         tp = tier->quota_period;
     if (us != NULL && atomic_load_explicit(&us->tier.period, memory_order_relaxed) != (int)tp)
         atomic_store_explicit(&us->tier.period, (int)tp, memory_order_relaxed);
+    /* The tier's quota for the flush's quota.threshold alerts. */
+    if (us != NULL && tp != KG_QUOTA_NONE &&
+        atomic_load_explicit(&us->tier.limit, memory_order_relaxed) != tier->quota)
+        atomic_store_explicit(&us->tier.limit, tier->quota, memory_order_relaxed);
     if (cost <= 0)
         return true;
     if (!kg_keycache_credits_allow(ent, cost, now))
@@ -523,6 +527,7 @@ stat_add(struct kg_keycache *kc, const struct kg_keyent *ent, uint64_t h)
     node->stat.dirty_head = &kc->dirty;
     atomic_store(&node->stat.user, ent->owner->ustat);
     atomic_store(&node->stat.credits.period, (int)ent->quota_period);
+    atomic_store(&node->stat.credits.limit, ent->quota_limit);
     mask = kc->stats_cap - 1;
     for (i = h & mask; kc->stats[i].node != NULL; i = (i + 1) & mask) {
     }
@@ -587,6 +592,7 @@ link_stat(struct kg_keycache *kc, struct kg_keyent *ent, const struct kg_key_rec
     atomic_store(&s->credits.stored, rec->quota_used);
     atomic_store(&s->credits.stored_start, rec->quota_period_start);
     atomic_store(&s->credits.period, (int)ent->quota_period);
+    atomic_store(&s->credits.limit, ent->quota_limit);
     atomic_store_explicit(&ent->stat, s, memory_order_relaxed);
     return true;
 }
@@ -787,6 +793,7 @@ owner_for(struct kg_keycache *kc, const struct kg_key_rec *rec, const struct kg_
         atomic_store(&us->credits.stored, owner->usage->credits);
         atomic_store(&us->credits.stored_start, owner->usage->credits_period_start);
         atomic_store(&us->credits.period, (int)kg_quota_period_of(owner->quota_period));
+        atomic_store(&us->credits.limit, owner->has_quota ? owner->quota_limit : -1);
         atomic_store(&us->tier.stored, owner->usage->tier);
         atomic_store(&us->tier.stored_start, owner->usage->tier_period_start);
     }

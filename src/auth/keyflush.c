@@ -8,6 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "keygate/log.h"
 #include "keygate/quota.h"
 #include "keygate/timeutil.h"
 
@@ -58,6 +59,59 @@ user_deltas(struct kg_keycache *kc, int64_t now, const char **uids, struct kg_us
     return n;
 }
 
+/* quota.threshold (issue 18): when meter m of subject ("key", "user",
+ * "tier") id has reached 80 % or 100 % of its limit in the period holding
+ * now, writes the alert not sent yet. The meter remembers what was sent
+ * (this period), so a hot key costs a store call per threshold, not per
+ * flush; the store remembers it across a restart. Not sent (store error):
+ * tried again at the meter's next flush, which finds it still over. */
+static void
+meter_alerts(struct kg_store *st, struct kg_meter *m, const char *subject, const char *id,
+             int64_t now)
+{
+    enum kg_quota_period p = (enum kg_quota_period)atomic_load(&m->period);
+    int64_t limit = atomic_load(&m->limit);
+    int64_t start = kg_quota_period_start(p, now);
+    int64_t used;
+    int level;
+
+    if (limit <= 0)
+        return;
+    if (m->alerted_start != start) {
+        /* A new period (the refill): its alerts are allowed again. */
+        m->alerted_start = start;
+        m->alerted = 0;
+    }
+    used = kg_quota_used(m, p, now);
+    level = kg_quota_threshold(used, limit);
+    for (int th = 80; th <= level; th += 20) {
+        struct kg_quota_alert a = {
+            .subject = subject,
+            .id = id,
+            .threshold = th,
+            .used = used,
+            .limit = limit,
+            .period = kg_quota_period_name(p),
+            .period_start = start,
+        };
+        struct kg_err err = {{0}};
+        enum kg_status rc;
+
+        if (m->alerted >= th)
+            continue;
+        rc = kg_store_quota_alert(st, &a, now, NULL, &err);
+        if (rc == KG_EINVAL) {
+            /* A store without the event outbox: asking again each flush
+             * would not change its answer. */
+            kg_log_debug("quota alert for %s %s: %s", subject, id, err.msg);
+        } else if (rc != KG_OK) {
+            kg_log_warnx("quota alert for %s %s: %s", subject, id, err.msg);
+            return;
+        }
+        m->alerted = th;
+    }
+}
+
 /* Puts a list taken by a flush back whole (its records still flagged). */
 static void
 relist(struct kg_keycache *kc, struct kg_keystat *list)
@@ -77,6 +131,13 @@ relist(struct kg_keycache *kc, struct kg_keystat *list)
 enum kg_status
 kg_keycache_flush(struct kg_keycache *kc, struct kg_store *st, size_t *flushed, struct kg_err *err)
 {
+    return kg_keycache_flush_at(kc, st, kg_time_now(), flushed, err);
+}
+
+enum kg_status
+kg_keycache_flush_at(struct kg_keycache *kc, struct kg_store *st, int64_t now, size_t *flushed,
+                     struct kg_err *err)
+{
     const char **ids = NULL, **uids = NULL;
     struct kg_key_usage *deltas = NULL;
     struct kg_user_usage *udeltas = NULL;
@@ -85,7 +146,6 @@ kg_keycache_flush(struct kg_keycache *kc, struct kg_store *st, size_t *flushed, 
     struct kg_keystat *list;
     enum kg_status rc = KG_OK;
     size_t n = 0, nu = 0, nlist = 0;
-    int64_t now = kg_time_now();
 
     if (flushed != NULL)
         *flushed = 0;
@@ -183,6 +243,18 @@ kg_keycache_flush(struct kg_keycache *kc, struct kg_store *st, size_t *flushed, 
         atomic_store(&s->denied_expired_flushed, items[i].denied_expired);
         atomic_store(&s->denied_forbidden_flushed, items[i].denied_forbidden);
         atomic_store(&s->denied_rate_flushed, items[i].denied_rate);
+    }
+    /* After the commit, from what the store now has: the alerts go in
+     * transactions of their own (a crash between leaves them to the next
+     * flush of that key or user, still over the threshold). */
+    for (size_t i = 0; i < n; i++)
+        if (deltas[i].credits != 0)
+            meter_alerts(st, &items[i].stat->credits, "key", ids[i], now);
+    for (size_t i = 0; i < nu; i++) {
+        if (udeltas[i].credits != 0)
+            meter_alerts(st, &uitems[i].stat->credits, "user", uids[i], now);
+        if (udeltas[i].tier != 0)
+            meter_alerts(st, &uitems[i].stat->tier, "tier", uids[i], now);
     }
     if (flushed != NULL)
         *flushed = n;

@@ -112,3 +112,21 @@ kg_quota_commit(struct kg_meter *m, int64_t delta, int64_t delta_start, int64_t 
         atomic_store(&m->stored_start, delta_start);
     atomic_store(&m->flushed, charged_read);
 }
+
+int
+kg_quota_threshold(int64_t used, int64_t limit)
+{
+    if (limit <= 0 || used < 0)
+        return 0;
+    if (used >= limit)
+        return 100;
+    /* used * 100 >= 80 * limit, i.e. used >= ceil(4 * limit / 5), which
+     * is limit - floor(limit / 5): no product to overflow. */
+    return used >= limit - limit / 5 ? 80 : 0;
+}
+
+const char *
+kg_quota_period_name(enum kg_quota_period period)
+{
+    return period == KG_QUOTA_DAY ? "day" : period == KG_QUOTA_MONTH ? "month" : "never";
+}

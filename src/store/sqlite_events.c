@@ -393,3 +393,82 @@ kg_sq_alerts_scan(struct kg_store *st, int64_t now, int64_t lead_s, int64_t idle
     }
     return kg_sq_finish(s, rc, NULL, err);
 }
+
+/* The quota.threshold event of a key names the key; of a user's credits or
+ * tier quota, the user (no key). ?1 id, ?2 now, ?3 subject, ?4 threshold,
+ * ?5 used, ?6 limit, ?7 period, ?8 period start. */
+#define QUOTA_DATA                                                                                 \
+    "json_object('subject', ?3, 'threshold', ?4, 'used', ?5, 'limit', ?6, 'period', ?7,"           \
+    " 'period_start', CASE WHEN ?8 > 0 THEN strftime('%Y-%m-%dT%H:%M:%SZ', ?8, 'unixepoch')"       \
+    " ELSE NULL END)"
+#define QUOTA_EVENT                                                                                \
+    "INSERT INTO events (id, type, time, tenant, key_id, prefix, name, user_id, data)"             \
+    " SELECT 'evt_' || lower(hex(randomblob(12))), 'quota.threshold', ?2, "
+
+enum kg_status
+kg_sq_quota_alert(struct kg_store *st, const struct kg_quota_alert *a, int64_t now, bool *fired,
+                  struct kg_err *err)
+{
+    struct sqlite_store *s = kg_sq_from(st);
+    const char *sql_key =
+        QUOTA_EVENT "k.tenant, k.id, k.prefix, k.name, coalesce(k.user_id, ''), " QUOTA_DATA
+                    " FROM keys AS k WHERE k.id = ?1";
+    const char *sql_user =
+        QUOTA_EVENT "u.tenant, '', '', '', u.id, " QUOTA_DATA " FROM users AS u WHERE u.id = ?1";
+    sqlite3_stmt *stmt = NULL;
+    char kind[32];
+    int64_t sent = 0;
+    enum kg_status rc;
+
+    /* One mark per subject and threshold, its mark the period start: a
+     * later period replaces it (the alert is allowed again). */
+    snprintf(kind, sizeof(kind), "quota.%s.%d", a->subject, a->threshold);
+    rc = kg_sq_begin(s, err);
+    if (rc != KG_OK)
+        return rc;
+    rc = kg_sq_prepare(s,
+                       "SELECT count(*) FROM alerts WHERE object = ?1 AND kind = ?2 AND mark = ?3",
+                       &stmt, "quota alert", err);
+    if (rc == KG_OK && (sqlite3_bind_text(stmt, 1, a->id, -1, SQLITE_STATIC) != SQLITE_OK ||
+                        sqlite3_bind_text(stmt, 2, kind, -1, SQLITE_STATIC) != SQLITE_OK ||
+                        sqlite3_bind_int64(stmt, 3, a->period_start) != SQLITE_OK ||
+                        sqlite3_step(stmt) != SQLITE_ROW))
+        rc = kg_sq_fail(s, "quota alert", err);
+    if (rc == KG_OK)
+        sent = sqlite3_column_int64(stmt, 0);
+    sqlite3_finalize(stmt);
+    stmt = NULL;
+    if (rc != KG_OK || sent > 0)
+        goto finish;
+    rc = kg_sq_prepare(s, strcmp(a->subject, "key") == 0 ? sql_key : sql_user, &stmt, "quota alert",
+                       err);
+    if (rc == KG_OK && (sqlite3_bind_text(stmt, 1, a->id, -1, SQLITE_STATIC) != SQLITE_OK ||
+                        sqlite3_bind_int64(stmt, 2, now) != SQLITE_OK ||
+                        sqlite3_bind_text(stmt, 3, a->subject, -1, SQLITE_STATIC) != SQLITE_OK ||
+                        sqlite3_bind_int(stmt, 4, a->threshold) != SQLITE_OK ||
+                        sqlite3_bind_int64(stmt, 5, a->used) != SQLITE_OK ||
+                        sqlite3_bind_int64(stmt, 6, a->limit) != SQLITE_OK ||
+                        sqlite3_bind_text(stmt, 7, a->period, -1, SQLITE_STATIC) != SQLITE_OK ||
+                        sqlite3_bind_int64(stmt, 8, a->period_start) != SQLITE_OK ||
+                        sqlite3_step(stmt) != SQLITE_DONE))
+        rc = kg_sq_fail(s, "quota alert", err);
+    if (rc == KG_OK && fired != NULL)
+        *fired = sqlite3_changes(s->db) > 0;
+    sqlite3_finalize(stmt);
+    stmt = NULL;
+    if (rc == KG_OK)
+        rc = kg_sq_prepare(s,
+                           "INSERT OR REPLACE INTO alerts (object, kind, mark) VALUES (?1, ?2, ?3)",
+                           &stmt, "quota alert", err);
+    if (rc == KG_OK && (sqlite3_bind_text(stmt, 1, a->id, -1, SQLITE_STATIC) != SQLITE_OK ||
+                        sqlite3_bind_text(stmt, 2, kind, -1, SQLITE_STATIC) != SQLITE_OK ||
+                        sqlite3_bind_int64(stmt, 3, a->period_start) != SQLITE_OK ||
+                        sqlite3_step(stmt) != SQLITE_DONE))
+        rc = kg_sq_fail(s, "quota alert", err);
+    sqlite3_finalize(stmt);
+finish:
+    rc = kg_sq_finish(s, rc, NULL, err);
+    if (rc != KG_OK && fired != NULL)
+        *fired = false;
+    return rc;
+}

@@ -74,6 +74,8 @@ enum kg_status kg_sq_event_retry(struct kg_store *st, const char *id, const char
                                  int64_t now, size_t *n, struct kg_err *err);
 enum kg_status kg_sq_alerts_scan(struct kg_store *st, int64_t now, int64_t lead_s, int64_t idle_s,
                                  size_t *fired, struct kg_err *err);
+enum kg_status kg_sq_quota_alert(struct kg_store *st, const struct kg_quota_alert *a, int64_t now,
+                                 bool *fired, struct kg_err *err);
 enum kg_status kg_sq_event_counts(struct kg_store *st, int64_t *pending, int64_t *delivered,
                                   int64_t *failed, struct kg_err *err);
 

@@ -1221,6 +1221,20 @@ kg_store_key_leaked(struct kg_store *st, const char *id, bool revoke, int64_t no
 }
 
 enum kg_status
+kg_store_quota_alert(struct kg_store *st, const struct kg_quota_alert *a, int64_t now, bool *fired,
+                     struct kg_err *err)
+{
+    if (fired != NULL)
+        *fired = false;
+    if (st == NULL || a == NULL || a->subject == NULL || a->id == NULL || a->period == NULL ||
+        (a->threshold != 80 && a->threshold != 100) || now <= 0)
+        return kg_err_set(err, KG_EINVAL, "quota alert: missing argument");
+    if (st->ops->quota_alert == NULL)
+        return no_outbox(st, err);
+    return st->ops->quota_alert(st, a, now, fired, err);
+}
+
+enum kg_status
 kg_store_alerts_scan(struct kg_store *st, int64_t now, int64_t expiring_lead_s, int64_t idle_s,
                      size_t *fired, struct kg_err *err)
 {

@@ -162,6 +162,8 @@ struct kg_store_ops {
                                    int64_t *failed, struct kg_err *err);
     enum kg_status (*alerts_scan)(struct kg_store *st, int64_t now, int64_t lead_s, int64_t idle_s,
                                   size_t *fired, struct kg_err *err);
+    enum kg_status (*quota_alert)(struct kg_store *st, const struct kg_quota_alert *a, int64_t now,
+                                  bool *fired, struct kg_err *err);
     enum kg_status (*key_by_digest)(struct kg_store *st,
                                     const unsigned char digest[KG_DIGEST_BYTES],
                                     struct kg_key_rec *out, struct kg_err *err);

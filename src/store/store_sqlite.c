@@ -1029,6 +1029,7 @@ const struct kg_store_ops kg_store_sqlite_ops = {
     .event_retry = kg_sq_event_retry,
     .event_counts = kg_sq_event_counts,
     .alerts_scan = kg_sq_alerts_scan,
+    .quota_alert = kg_sq_quota_alert,
     .key_by_digest = sqlite_key_by_digest,
     .key_leaked = sqlite_key_leaked,
     .set_durable = sqlite_set_durable,

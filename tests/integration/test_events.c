@@ -357,6 +357,68 @@ test_a_leak_report_revokes_a_real_key_and_ignores_a_near_miss(void **state)
     kt_key_cleanup(&leaked);
 }
 
+/* quota.threshold: a key with 10 credits used 10 times (a credit each)
+ * is announced once at 80 % and once at 100 %, signed, by the daemon's
+ * once-a-second usage flush; later flushes do not repeat them. */
+static void
+test_credits_used_up_announce_80_and_100_once_each(void **state)
+{
+    struct kt_key k = {0};
+    struct kt_http_resp r = {0};
+    size_t idx[8], n;
+    bool seen80 = false, seen100 = false;
+
+    (void)state;
+    assert_true(kt_daemon_key_cli(W.gw,
+                                  (const char *const[]){"keys", "create", "--name", "metered",
+                                                        "--credits", "10", "--json", NULL},
+                                  &k));
+    for (int i = 0; i < 10; i++) {
+        assert_true(kt_http_get_key(kt_daemon_url(W.gw, "/v1/items"), k.key, NULL, &r));
+        assert_int_equal(r.status, 200);
+        kt_http_resp_cleanup(&r);
+    }
+    assert_int_equal(wait_for(k.id, "quota.threshold", 2, idx, 8), 2);
+    /* Two more flushes: nothing repeated. */
+    kt_sleep_ms(2500);
+    n = requests_for(k.id, "quota.threshold", idx, 8);
+    assert_int_equal(n, 2);
+    for (size_t i = 0; i < n; i++) {
+        struct kt_received g;
+        json_t *o, *data;
+        json_int_t th, used;
+
+        assert_true(kt_receiver_get(W.rx, idx[i], &g));
+        assert_signed(&g);
+        assert_null(strstr(g.body, k.key));
+        o = json_loads(g.body, 0, NULL);
+        assert_non_null(o);
+        assert_string_equal(json_string_value(json_object_get(o, "id")), g.event_id);
+        assert_string_equal(json_string_value(json_object_get(json_object_get(o, "key"), "name")),
+                            "metered");
+        data = json_object_get(o, "data");
+        assert_string_equal(json_string_value(json_object_get(data, "subject")), "key");
+        assert_int_equal(json_integer_value(json_object_get(data, "limit")), 10);
+        assert_string_equal(json_string_value(json_object_get(data, "period")), "never");
+        assert_true(json_is_null(json_object_get(data, "period_start")));
+        th = json_integer_value(json_object_get(data, "threshold"));
+        used = json_integer_value(json_object_get(data, "used"));
+        assert_true(th == 80 || th == 100);
+        assert_true(used * 100 >= th * 10 && used <= 10);
+        if (th == 80) {
+            assert_false(seen80);
+            seen80 = true;
+        } else {
+            assert_false(seen100);
+            seen100 = true;
+        }
+        json_decref(o);
+        free(g.body);
+    }
+    assert_true(seen80 && seen100);
+    kt_key_cleanup(&k);
+}
+
 int
 main(void)
 {
@@ -368,6 +430,7 @@ main(void)
         cmocka_unit_test(test_each_canary_use_fires_exactly_one_event),
         cmocka_unit_test(test_nothing_is_lost_across_a_kill_between_change_and_delivery),
         cmocka_unit_test(test_a_leak_report_revokes_a_real_key_and_ignores_a_near_miss),
+        cmocka_unit_test(test_credits_used_up_announce_80_and_100_once_each),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);

@@ -672,6 +672,243 @@ test_a_request_that_costs_nothing_passes_every_limit_even_past_it(void **state)
     kg_config_free(cfg);
 }
 
+/* ---- quota.threshold (issue 18) ---- */
+
+struct ev_acc {
+    struct kg_event *evs;
+    size_t n;
+};
+
+static bool
+collect_ev(const struct kg_event *ev, void *ctx)
+{
+    struct ev_acc *acc = ctx;
+
+    if (acc->n < 16)
+        acc->evs[acc->n] = *ev;
+    acc->n++;
+    return true;
+}
+
+/* The quota.threshold events in the outbox, oldest first, one line each:
+ * the data, then " key=<key id> user=<yes|no>". */
+static size_t
+alerts(struct kg_fx_cache *f, char *out, size_t cap)
+{
+    struct kg_event_query q = {.type = "quota.threshold"};
+    struct kg_err err = {{0}};
+    struct ev_acc acc = {calloc(16, sizeof(struct kg_event)), 0};
+
+    assert_non_null(acc.evs);
+    if (kg_store_event_list(f->st, &q, collect_ev, &acc, NULL, &err) != KG_OK)
+        fail_msg("listing events should succeed: %s", err.msg);
+    assert_true(acc.n <= 16);
+    out[0] = '\0';
+    for (size_t i = acc.n; i-- > 0;) {
+        size_t len = strlen(out);
+
+        snprintf(out + len, cap - len, "%s%s key=%s user=%s", len > 0 ? "\n" : "", acc.evs[i].data,
+                 acc.evs[i].key_id, acc.evs[i].user_id[0] != '\0' ? "yes" : "no");
+    }
+    free(acc.evs);
+    return acc.n;
+}
+
+static void
+flush_at(struct kg_fx_cache *f, int64_t now)
+{
+    struct kg_err err = {{0}};
+
+    if (kg_keycache_flush_at(f->kc, f->st, now, NULL, &err) != KG_OK)
+        fail_msg("flush should succeed: %s", err.msg);
+}
+
+/* Charges units to id through the current snapshot. */
+static void
+charge(struct kg_fx_cache *f, const char *id, int64_t units)
+{
+    const struct kg_keysnap *snap;
+    const struct kg_keyent *ent = find(f, id, &snap);
+
+    kg_keycache_charge(kg_keycache_stat(ent), units);
+    kg_keycache_release(snap);
+}
+
+/* A restart: a new cache over the same store. */
+static void
+restart(struct kg_fx_cache *f, int64_t now)
+{
+    struct kg_err err = {{0}};
+
+    kg_keycache_free(f->kc);
+    f->kc = NULL;
+    assert_int_equal(kg_keycache_new(f->lim, &f->kc), KG_OK);
+    if (kg_keycache_reload(f->kc, f->st, now, &err) != KG_OK)
+        fail_msg("reload should succeed: %s", err.msg);
+}
+
+static void
+test_key_credits_alert_at_80_and_100_once_per_period_across_a_restart(void **state)
+{
+    struct kg_fx_cache *f = *state;
+    int64_t day = kg_quota_period_start(KG_QUOTA_DAY, kg_time_now());
+    int64_t t = day + 600;
+    char text[8192], want[1024], stamp[KG_RFC3339_MAX];
+
+    insert_key(f, "key_q", 10, "day");
+    reload(f);
+    charge(f, "key_q", 7);
+    flush_at(f, t);
+    assert_int_equal(alerts(f, text, sizeof(text)), 0); /* 70 %: nothing */
+    charge(f, "key_q", 1);
+    flush_at(f, t + 1);
+    assert_int_equal(alerts(f, text, sizeof(text)), 1); /* 80 % */
+    charge(f, "key_q", 1);
+    flush_at(f, t + 2);
+    assert_int_equal(alerts(f, text, sizeof(text)), 1); /* 90 %: 80 was sent */
+    charge(f, "key_q", 1);
+    flush_at(f, t + 3);
+    assert_int_equal(alerts(f, text, sizeof(text)), 2); /* 100 % */
+    kg_time_format(day, stamp);
+    snprintf(want, sizeof(want),
+             "{\"subject\":\"key\",\"threshold\":80,\"used\":8,\"limit\":10,\"period\":\"day\","
+             "\"period_start\":\"%s\"} key=key_q user=yes\n"
+             "{\"subject\":\"key\",\"threshold\":100,\"used\":10,\"limit\":10,\"period\":\"day\","
+             "\"period_start\":\"%s\"} key=key_q user=yes",
+             stamp, stamp);
+    assert_string_equal(text, want);
+    /* Over the limit again (a charge past it) in this process: nothing. */
+    charge(f, "key_q", 1);
+    flush_at(f, t + 4);
+    assert_int_equal(alerts(f, text, sizeof(text)), 2);
+    /* A restart in the same period: the store remembers both. */
+    restart(f, t + 5);
+    charge(f, "key_q", 1);
+    flush_at(f, t + 6);
+    assert_int_equal(alerts(f, text, sizeof(text)), 2);
+    /* The next day (the refill) allows them again, from its own count. */
+    charge(f, "key_q", 8);
+    flush_at(f, day + 86400 + 5);
+    assert_int_equal(alerts(f, text, sizeof(text)), 3);
+    kg_time_format(day + 86400, stamp);
+    snprintf(want, sizeof(want),
+             "{\"subject\":\"key\",\"threshold\":80,\"used\":8,\"limit\":10,\"period\":\"day\","
+             "\"period_start\":\"%s\"} key=key_q user=yes",
+             stamp);
+    assert_non_null(strstr(text, want));
+}
+
+static void
+test_unlimited_credits_never_alert_and_a_jump_sends_80_then_100(void **state)
+{
+    struct kg_fx_cache *f = *state;
+    int64_t t = kg_time_now();
+    char text[8192];
+
+    insert_key(f, "key_u", -1, "");
+    insert_key(f, "key_j", 4, "");
+    reload(f);
+    charge(f, "key_u", 1000000);
+    charge(f, "key_j", 5);
+    flush_at(f, t);
+    assert_int_equal(alerts(f, text, sizeof(text)), 2);
+    assert_string_equal(
+        text, "{\"subject\":\"key\",\"threshold\":80,\"used\":5,\"limit\":4,\"period\":\"never\","
+              "\"period_start\":null} key=key_j user=yes\n"
+              "{\"subject\":\"key\",\"threshold\":100,\"used\":5,\"limit\":4,\"period\":\"never\","
+              "\"period_start\":null} key=key_j user=yes");
+    /* No period: never again, even after a restart a day later. */
+    restart(f, t + 86400);
+    charge(f, "key_j", 1);
+    flush_at(f, t + 86400);
+    assert_int_equal(alerts(f, text, sizeof(text)), 2);
+}
+
+static void
+test_user_credits_alert_once_per_period_naming_the_user(void **state)
+{
+    struct kg_fx_cache *f = *state;
+    int64_t day = kg_quota_period_start(KG_QUOTA_DAY, kg_time_now());
+    char text[8192], want[1024], stamp[KG_RFC3339_MAX];
+
+    insert_shared_key(f, "key_1", -1);
+    insert_shared_key(f, "key_2", -1);
+    raw_exec(f->path, "UPDATE users SET quota_limit = 10, quota_period = 'day'"
+                      " WHERE tenant = 'shared'");
+    reload(f);
+    charge(f, "key_1", 4);
+    charge(f, "key_2", 4);
+    flush_at(f, day + 60);
+    assert_int_equal(alerts(f, text, sizeof(text)), 1);
+    kg_time_format(day, stamp);
+    snprintf(want, sizeof(want),
+             "{\"subject\":\"user\",\"threshold\":80,\"used\":8,\"limit\":10,\"period\":\"day\","
+             "\"period_start\":\"%s\"} key= user=yes",
+             stamp);
+    assert_string_equal(text, want);
+    restart(f, day + 61);
+    charge(f, "key_1", 1);
+    flush_at(f, day + 62);
+    assert_int_equal(alerts(f, text, sizeof(text)), 1); /* 90 %, 80 sent before the restart */
+    charge(f, "key_2", 1);
+    flush_at(f, day + 63);
+    assert_int_equal(alerts(f, text, sizeof(text)), 2);
+    assert_non_null(strstr(text, "\"subject\":\"user\",\"threshold\":100,\"used\":10"));
+    charge(f, "key_2", 10);
+    flush_at(f, day + 86400 + 1);
+    assert_int_equal(alerts(f, text, sizeof(text)), 4); /* the next day: 80 and 100 again */
+}
+
+static void
+test_the_tier_quota_alerts_once_per_period(void **state)
+{
+    struct kg_fx_cache *f = *state;
+    int64_t day = kg_quota_period_start(KG_QUOTA_DAY, kg_time_now());
+    const struct kg_keysnap *snap;
+    const struct kg_keyent *k;
+    struct kg_config *cfg = NULL;
+    const struct kg_tier *tier;
+    char text[8192];
+
+    if (kg_fx_load_config("tier gold rate 100/s quota 5/day\n", &cfg) != 0)
+        fail_msg("the tier should load");
+    tier = kg_config_tier(cfg, "gold");
+    assert_non_null(tier);
+    insert_shared_key(f, "key_1", -1);
+    reload(f);
+    k = find(f, "key_1", &snap);
+    assert_true(kg_keycache_spend_allow(k, tier, 4, day + 10));
+    kg_keycache_charge(kg_keycache_stat(k), 4);
+    kg_keycache_release(snap);
+    flush_at(f, day + 10);
+    assert_int_equal(alerts(f, text, sizeof(text)), 1);
+    assert_non_null(strstr(text, "{\"subject\":\"tier\",\"threshold\":80,\"used\":4,\"limit\":5,"
+                                 "\"period\":\"day\""));
+    restart(f, day + 11);
+    k = find(f, "key_1", &snap);
+    assert_true(kg_keycache_spend_allow(k, tier, 1, day + 11));
+    kg_keycache_charge(kg_keycache_stat(k), 1);
+    flush_at(f, day + 11);
+    assert_int_equal(alerts(f, text, sizeof(text)), 2);
+    assert_non_null(
+        strstr(text, "{\"subject\":\"tier\",\"threshold\":100,\"used\":5,\"limit\":5,"));
+    /* Still the same day after another restart: nothing more. */
+    kg_keycache_release(snap);
+    restart(f, day + 12);
+    k = find(f, "key_1", &snap);
+    assert_true(kg_keycache_spend_allow(k, tier, 0, day + 12));
+    kg_keycache_charge(kg_keycache_stat(k), 1);
+    flush_at(f, day + 12);
+    assert_int_equal(alerts(f, text, sizeof(text)), 2);
+    /* The next day: 80 again. */
+    assert_true(kg_keycache_spend_allow(k, tier, 4, day + 86400 + 1));
+    kg_keycache_charge(kg_keycache_stat(k), 4);
+    kg_keycache_release(snap);
+    flush_at(f, day + 86400 + 1);
+    assert_int_equal(alerts(f, text, sizeof(text)), 3);
+    kg_config_free(cfg);
+}
+
 int
 main(void)
 {
@@ -712,6 +949,16 @@ main(void)
         cmocka_unit_test_setup_teardown(
             test_a_failed_flush_charges_no_user_and_the_next_charges_once, kg_fx_cache_setup,
             kg_fx_cache_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_key_credits_alert_at_80_and_100_once_per_period_across_a_restart,
+            kg_fx_cache_setup, kg_fx_cache_teardown),
+        cmocka_unit_test_setup_teardown(
+            test_unlimited_credits_never_alert_and_a_jump_sends_80_then_100, kg_fx_cache_setup,
+            kg_fx_cache_teardown),
+        cmocka_unit_test_setup_teardown(test_user_credits_alert_once_per_period_naming_the_user,
+                                        kg_fx_cache_setup, kg_fx_cache_teardown),
+        cmocka_unit_test_setup_teardown(test_the_tier_quota_alerts_once_per_period,
+                                        kg_fx_cache_setup, kg_fx_cache_teardown),
     };
 
     return cmocka_run_group_tests(tests, group_setup, NULL);

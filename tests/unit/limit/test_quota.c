@@ -127,6 +127,35 @@ test_period_names(void **state)
     assert_int_equal(kg_quota_period_of("month"), KG_QUOTA_MONTH);
     assert_int_equal(kg_quota_period_of(""), KG_QUOTA_NONE);
     assert_int_equal(kg_quota_period_of("week"), KG_QUOTA_NONE);
+    assert_string_equal(kg_quota_period_name(KG_QUOTA_DAY), "day");
+    assert_string_equal(kg_quota_period_name(KG_QUOTA_MONTH), "month");
+    assert_string_equal(kg_quota_period_name(KG_QUOTA_NONE), "never");
+}
+
+/* quota.threshold: used * 100 >= 80 * limit, exactly, for any size. */
+static void
+test_thresholds_are_80_and_100_percent_and_unlimited_has_none(void **state)
+{
+    (void)state;
+    assert_int_equal(kg_quota_threshold(7, 10), 0);
+    assert_int_equal(kg_quota_threshold(8, 10), 80);
+    assert_int_equal(kg_quota_threshold(9, 10), 80);
+    assert_int_equal(kg_quota_threshold(10, 10), 100);
+    assert_int_equal(kg_quota_threshold(11, 10), 100);
+    assert_int_equal(kg_quota_threshold(5, 7), 0);  /* 71 % */
+    assert_int_equal(kg_quota_threshold(6, 7), 80); /* 85 % */
+    assert_int_equal(kg_quota_threshold(2, 3), 0);  /* 66 % */
+    assert_int_equal(kg_quota_threshold(0, 1), 0);
+    assert_int_equal(kg_quota_threshold(1, 1), 100);
+    for (int64_t limit = 1; limit < 2000; limit++)
+        for (int64_t used = limit * 3 / 4; used <= limit + 1; used++)
+            assert_int_equal(kg_quota_threshold(used, limit), used >= limit              ? 100
+                                                              : used * 100 >= 80 * limit ? 80
+                                                                                         : 0);
+    assert_int_equal(kg_quota_threshold(INT64_MAX / 5 * 4, INT64_MAX / 5 * 5), 80);
+    assert_int_equal(kg_quota_threshold(INT64_MAX / 5 * 4 - 1, INT64_MAX / 5 * 5), 0);
+    assert_int_equal(kg_quota_threshold(1000000, -1), 0); /* unlimited */
+    assert_int_equal(kg_quota_threshold(1000000, 0), 0);
 }
 
 int
@@ -140,6 +169,7 @@ main(void)
         cmocka_unit_test(test_a_commit_adds_to_this_period_or_starts_a_new_one),
         cmocka_unit_test(test_a_refusal_lasts_until_the_last_refusing_limit_refills),
         cmocka_unit_test(test_period_names),
+        cmocka_unit_test(test_thresholds_are_80_and_100_percent_and_unlimited_has_none),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
