@@ -217,14 +217,17 @@ kg_pg_delivery_done(struct kg_store *st, int64_t seq, const char *endpoint, bool
     kg_pg_arg_text(&a, delivered ? "delivered" : next_at > 0 ? "pending" : "failed");
     kg_pg_arg_int(&a, next_at);
     kg_pg_arg_int(&a, now);
-    /* One statement, its own transaction. */
-    return kg_pg_query(s,
-                       "UPDATE event_deliveries SET attempts = attempts + 1,"
-                       " last_status = $3::bigint, last_error = $4::text, state = $5::text,"
-                       " next_at = $6::bigint,"
-                       " done_at = CASE WHEN $5::text = 'pending' THEN 0 ELSE $7::bigint END"
-                       " WHERE event_seq = $1::bigint AND endpoint = $2::text",
-                       &a, NULL, "record delivery", err);
+    /* One statement, its own transaction. A delivered row stays so: the
+     * late answer of a sender whose claim ran out (another instance
+     * delivered meanwhile) must not send it again. */
+    return kg_pg_query(
+        s,
+        "UPDATE event_deliveries SET attempts = attempts + 1,"
+        " last_status = $3::bigint, last_error = $4::text, state = $5::text,"
+        " next_at = $6::bigint,"
+        " done_at = CASE WHEN $5::text = 'pending' THEN 0 ELSE $7::bigint END"
+        " WHERE event_seq = $1::bigint AND endpoint = $2::text AND state <> 'delivered'",
+        &a, NULL, "record delivery", err);
 }
 
 enum kg_status

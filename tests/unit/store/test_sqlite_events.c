@@ -334,6 +334,7 @@ test_pg_two_instances_never_claim_the_same_delivery(void **state)
 {
     struct kg_fx_cache *fx = *state;
     struct kg_store *other = NULL;
+    int64_t pending, delivered, failed;
     struct kg_event ev1, ev2;
     struct kg_key_rec rec;
     struct kg_err err = {{0}};
@@ -379,6 +380,14 @@ test_pg_two_instances_never_claim_the_same_delivery(void **state)
     assert_int_equal(kg_store_delivery_due(other, "http://r/", T0 + 601, &ev2, &attempts, &err),
                      KG_OK);
     assert_string_equal(ev2.type, "key.revoked");
+    /* The first instance's late answer does not reopen what was delivered. */
+    assert_int_equal(kg_store_delivery_done(fx->st, ev1.seq, "http://r/", false, T0 + 700, 0,
+                                            "timed out", T0 + 650, &err),
+                     KG_OK);
+    assert_int_equal(kg_store_event_counts(fx->st, &pending, &delivered, &failed, &err), KG_OK);
+    assert_int_equal(pending, 1);
+    assert_int_equal(delivered, 2);
+    assert_int_equal(failed, 0);
     kg_store_close(other);
 }
 
