@@ -188,4 +188,25 @@ enum kg_status kg_pg_session_touch(struct kg_store *st, const unsigned char *dig
 enum kg_status kg_pg_session_delete(struct kg_store *st, const unsigned char *digest,
                                     struct kg_err *err);
 
+/* pg_events.c: the webhook outbox (sql/postgres/003_events.sql). */
+enum kg_status kg_pg_event_add_locked(struct pg_store *s, struct kg_event *ev, struct kg_err *err);
+enum kg_status kg_pg_event_add(struct kg_store *st, struct kg_event *ev,
+                               const struct kg_audit_entry *audit, struct kg_err *err);
+enum kg_status kg_pg_event_fanout(struct kg_store *st, const char *endpoint, const char *types,
+                                  int64_t now, int64_t window_s, size_t *added, struct kg_err *err);
+enum kg_status kg_pg_delivery_due(struct kg_store *st, const char *endpoint, int64_t now,
+                                  struct kg_event *ev, int64_t *attempts, struct kg_err *err);
+enum kg_status kg_pg_delivery_done(struct kg_store *st, int64_t seq, const char *endpoint,
+                                   bool delivered, int64_t next_at, long status, const char *error,
+                                   int64_t now, struct kg_err *err);
+enum kg_status kg_pg_event_list(struct kg_store *st, const struct kg_event_query *q,
+                                const struct kg_cursor *after, kg_store_event_cb cb, void *ctx,
+                                char *next, struct kg_err *err);
+enum kg_status kg_pg_event_retry(struct kg_store *st, const char *id, const char *tenant,
+                                 int64_t now, size_t *n, struct kg_err *err);
+enum kg_status kg_pg_event_counts(struct kg_store *st, int64_t *pending, int64_t *delivered,
+                                  int64_t *failed, struct kg_err *err);
+enum kg_status kg_pg_alerts_scan(struct kg_store *st, int64_t now, int64_t lead_s, int64_t idle_s,
+                                 size_t *fired, struct kg_err *err);
+
 #endif

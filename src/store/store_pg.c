@@ -42,18 +42,20 @@ enum key_col {
     COL_METADATA,
     COL_USER_ID,
     COL_QUOTA_PERIOD_START,
+    COL_CANARY,
+    COL_ALLOWED_IPS,
     KEY_NCOLS,
 };
 
 #define KEY_COLUMNS                                                                                \
     "id, name, prefix, last4, digest, scopes, tenant, created_at, expires_at, revoked_at, "        \
     "last_used_at, rotated_to, rate, rate_burst, quota_limit, quota_period, quota_used, "          \
-    "metadata, user_id, quota_period_start"
+    "metadata, user_id, quota_period_start, canary, allowed_ips"
 
 #define KEY_VALUES                                                                                 \
     "$1::text, $2::text, $3::text, $4::text, $5::bytea, $6::text, $7::text, $8::bigint,"           \
     " $9::bigint, $10::bigint, $11::bigint, $12::text, $13::text, $14::bigint, $15::bigint,"       \
-    " $16::text, $17::bigint, $18::text, $19::text, $20::bigint"
+    " $16::text, $17::bigint, $18::text, $19::text, $20::bigint, $21::boolean, $22::text"
 
 static enum kg_status
 row_to_rec(struct pg_store *s, PGresult *res, int row, struct kg_key_rec *rec, struct kg_err *err)
@@ -74,6 +76,7 @@ row_to_rec(struct pg_store *s, PGresult *res, int row, struct kg_key_rec *rec, s
         {COL_QUOTA_PERIOD, rec->quota_period, sizeof(rec->quota_period), "quota_period"},
         {COL_METADATA, rec->metadata, sizeof(rec->metadata), "metadata"},
         {COL_USER_ID, rec->user_id, sizeof(rec->user_id), "user_id"},
+        {COL_ALLOWED_IPS, rec->allowed_ips, sizeof(rec->allowed_ips), "allowed_ips"},
     };
 
     memset(rec, 0, sizeof(*rec));
@@ -95,10 +98,11 @@ row_to_rec(struct pg_store *s, PGresult *res, int row, struct kg_key_rec *rec, s
     rec->quota_limit = kg_pg_col_int_or(res, row, COL_QUOTA_LIMIT, -1);
     rec->quota_used = kg_pg_col_int_or(res, row, COL_QUOTA_USED, 0);
     rec->quota_period_start = kg_pg_col_int_or(res, row, COL_QUOTA_PERIOD_START, 0);
+    rec->canary = kg_pg_col_bool(res, row, COL_CANARY);
     return KG_OK;
 }
 
-/* Binds rec as $1..$20 in KEY_COLUMNS order, with the owner decided by the
+/* Binds rec as $1..$22 in KEY_COLUMNS order, with the owner decided by the
  * caller. */
 static void
 bind_rec(struct kg_pg_args *a, const struct kg_key_rec *rec, const char *user_id,
@@ -126,6 +130,8 @@ bind_rec(struct kg_pg_args *a, const struct kg_key_rec *rec, const char *user_id
     kg_pg_arg_text(a, rec->metadata[0] != '\0' ? rec->metadata : "{}");
     kg_pg_arg_text(a, user_id);
     kg_pg_arg_int(a, rec->quota_period_start);
+    kg_pg_arg_bool(a, rec->canary);
+    kg_pg_arg_text_or_null(a, rec->allowed_ips);
 }
 
 /* The tenant of user id, inside the caller's transaction. */
@@ -414,6 +420,7 @@ pg_key_list(struct kg_store *st, const struct kg_key_query *q, const struct kg_c
     "SELECT k.id, k.name, k.prefix, k.last4, k.digest, k.scopes, k.tenant, k.created_at,"          \
     " k.expires_at, k.revoked_at, k.last_used_at, k.rotated_to, k.rate, k.rate_burst,"             \
     " k.quota_limit, k.quota_period, k.quota_used, '{}', k.user_id, k.quota_period_start,"         \
+    " k.canary, k.allowed_ips,"                                                                    \
     " u.role, u.tier, u.platform_admin,"                                                           \
     " (u.id IS NULL OR u.disabled_at IS NOT NULL OR t.name IS NULL"                                \
     "  OR t.disabled_at IS NOT NULL),"                                                             \
@@ -461,7 +468,7 @@ pg_key_each_owner(struct kg_store *st, int of, const char *id, kg_store_key_owne
 static const char key_update_sql[] =
     "UPDATE keys SET name = $2::text, scopes = $3::text, expires_at = $4::bigint,"
     " rate = $5::text, rate_burst = $6::bigint, quota_limit = $7::bigint,"
-    " quota_period = $8::text, metadata = $9::text,"
+    " quota_period = $8::text, metadata = $9::text, allowed_ips = $11::text,"
     " quota_used = CASE WHEN " KEY_PERIOD_MOVES " AND quota_period_start < " KEY_OLD_START
     " THEN 0 ELSE quota_used END,"
     " quota_period_start = CASE WHEN " KEY_PERIOD_MOVES " THEN GREATEST(" KEY_OLD_START
@@ -491,6 +498,7 @@ pg_key_update(struct kg_store *st, const struct kg_key_rec *rec, const struct kg
     kg_pg_arg_text_or_null(&a, rec->quota_period);
     kg_pg_arg_text(&a, rec->metadata[0] != '\0' ? rec->metadata : "{}");
     kg_pg_arg_int(&a, audit != NULL ? audit->time : kg_time_now());
+    kg_pg_arg_text_or_null(&a, rec->allowed_ips);
     rc = kg_pg_query(s, key_update_sql, &a, &res, "update key", err);
     if (rc == KG_OK && kg_pg_affected(res) == 0)
         rc = kg_err_set(err, KG_ENOTFOUND, "key %s not found", rec->id);
@@ -613,6 +621,57 @@ pg_key_known(struct kg_store *st, const unsigned char digest[KG_DIGEST_BYTES], i
         *out = PQntuples(res) > 0;
     PQclear(res);
     return rc;
+}
+
+static enum kg_status
+pg_key_by_digest(struct kg_store *st, const unsigned char digest[KG_DIGEST_BYTES],
+                 struct kg_key_rec *out, struct kg_err *err)
+{
+    struct pg_store *s = kg_pg_from(st);
+    struct kg_pg_args a;
+    PGresult *res = NULL;
+    enum kg_status rc;
+
+    kg_pg_args_init(&a);
+    kg_pg_arg_bytes(&a, digest, KG_DIGEST_BYTES);
+    rc = kg_pg_query(s, "SELECT " KEY_COLUMNS " FROM keys WHERE digest = $1::bytea", &a, &res,
+                     "find key", err);
+    if (rc != KG_OK)
+        return rc;
+    if (PQntuples(res) == 0)
+        rc = KG_ENOTFOUND;
+    else
+        rc = row_to_rec(s, res, 0, out, err);
+    PQclear(res);
+    return rc;
+}
+
+/* Revokes (when asked, and not revoked already) and writes the key.leaked
+ * event in one transaction; the UPDATE's row lock orders it with another
+ * instance's revocation of the same key. */
+static enum kg_status
+pg_key_leaked(struct kg_store *st, const char *id, bool revoke, int64_t now, struct kg_event *ev,
+              const struct kg_audit_entry *audit, struct kg_err *err)
+{
+    struct pg_store *s = kg_pg_from(st);
+    struct kg_pg_args a;
+    enum kg_status rc;
+
+    rc = kg_pg_begin(s, err);
+    if (rc != KG_OK)
+        return rc;
+    if (revoke) {
+        kg_pg_args_init(&a);
+        kg_pg_arg_text(&a, id);
+        kg_pg_arg_int(&a, now);
+        rc = kg_pg_query(s,
+                         "UPDATE keys SET revoked_at = $2::bigint WHERE id = $1::text"
+                         " AND (revoked_at IS NULL OR revoked_at > $2::bigint)",
+                         &a, NULL, "revoke key", err);
+    }
+    if (rc == KG_OK)
+        rc = kg_pg_event_add_locked(s, ev, err);
+    return kg_pg_finish(s, rc, audit, err);
 }
 
 static enum kg_status
@@ -757,4 +816,14 @@ const struct kg_store_ops kg_store_pg_ops = {
     .session_touch = kg_pg_session_touch,
     .session_delete = kg_pg_session_delete,
     .wait_change = kg_pg_wait_change,
+    .event_add = kg_pg_event_add,
+    .event_fanout = kg_pg_event_fanout,
+    .delivery_due = kg_pg_delivery_due,
+    .delivery_done = kg_pg_delivery_done,
+    .event_list = kg_pg_event_list,
+    .event_retry = kg_pg_event_retry,
+    .event_counts = kg_pg_event_counts,
+    .alerts_scan = kg_pg_alerts_scan,
+    .key_by_digest = pg_key_by_digest,
+    .key_leaked = pg_key_leaked,
 };

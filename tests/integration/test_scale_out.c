@@ -6,7 +6,8 @@
  * one instance works on the others; a revocation through instance A's
  * admin API, or through the CLI, is enforced by the others within a
  * second; usage served by all three is stored once per request; an
- * instance started with another secret refuses to start; and with the
+ * instance started with another secret refuses to start; a revocation is
+ * a key.revoked event in the shared outbox (issue 18); and with the
  * server stopped (pg_ctl stop -m immediate) the instances keep
  * authenticating from memory, admin writes answer 503 JSON, /readyz says
  * degraded, and after the restart the counts kept meanwhile are written
@@ -238,6 +239,60 @@ test_a_revocation_through_instance_a_is_enforced_by_b_and_c_within_a_second(void
     free(key);
 }
 
+/* Issue 18 on PostgreSQL: a key made and revoked on one instance has its
+ * key.created and key.revoked events in the shared outbox, listed by
+ * another instance with the canary and allowed_ips it was made with. */
+static void
+test_a_revocation_through_instance_a_is_an_event_every_instance_lists(void **state)
+{
+    char path[160];
+    const char *id;
+    json_t *doc, *made, *data;
+    long st = 0;
+    int found = 0;
+
+    (void)state;
+    made = admin(0, "POST", "/v1/keys",
+                 "{\"name\": \"evented\", \"canary\": true, \"allowed_ips\": [\"192.0.2.0/24\"]}",
+                 &st);
+    assert_int_equal(st, 201);
+    assert_non_null(made);
+    id = json_string_value(json_object_get(made, "id"));
+    assert_non_null(id);
+    kt_daemon_remember_key(W.d[0], json_string_value(json_object_get(made, "key")));
+    snprintf(path, sizeof(path), "/v1/keys/%s", id);
+    doc = admin(2, "GET", path, NULL, &st);
+    assert_int_equal(st, 200);
+    assert_true(json_is_true(json_object_get(doc, "canary")));
+    assert_string_equal(json_string_value(json_array_get(json_object_get(doc, "allowed_ips"), 0)),
+                        "192.0.2.0/24");
+    json_decref(doc);
+    snprintf(path, sizeof(path), "/v1/keys/%s/revoke", id);
+    json_decref(admin(0, "POST", path, NULL, &st));
+    assert_int_equal(st, 200);
+
+    doc = admin(1, "GET", "/v1/events?limit=50", NULL, &st);
+    assert_int_equal(st, 200);
+    data = json_object_get(doc, "data");
+    assert_true(json_is_array(data));
+    for (size_t i = 0; i < json_array_size(data); i++) {
+        json_t *ev = json_array_get(data, i);
+        const char *type = json_string_value(json_object_get(ev, "type"));
+        const char *kid = json_string_value(json_object_get(json_object_get(ev, "key"), "id"));
+
+        if (type == NULL || kid == NULL || strcmp(kid, id) != 0)
+            continue;
+        if (strcmp(type, "key.revoked") == 0)
+            found |= 1;
+        else if (strcmp(type, "key.created") == 0 &&
+                 json_is_true(json_object_get(json_object_get(ev, "data"), "canary")))
+            found |= 2;
+    }
+    assert_int_equal(found, 3);
+    json_decref(doc);
+    json_decref(made);
+}
+
 static void
 test_a_revocation_through_the_cli_reaches_every_instance_within_a_second(void **state)
 {
@@ -401,6 +456,7 @@ main(void)
         cmocka_unit_test(
             test_a_revocation_through_instance_a_is_enforced_by_b_and_c_within_a_second),
         cmocka_unit_test(test_a_revocation_through_the_cli_reaches_every_instance_within_a_second),
+        cmocka_unit_test(test_a_revocation_through_instance_a_is_an_event_every_instance_lists),
         cmocka_unit_test(test_usage_served_by_all_instances_is_stored_once_per_request),
         cmocka_unit_test(test_an_instance_with_another_secret_refuses_to_start),
         cmocka_unit_test(test_with_postgres_stopped_auth_goes_on_and_writes_wait),

@@ -1631,6 +1631,71 @@ test_sqlite_sends_no_change_notifications(void **state)
     assert_false(woke);
 }
 
+static bool
+grab_first_key(const struct kg_key_rec *rec, void *ctx)
+{
+    *(struct kg_key_rec *)ctx = *rec;
+    return false;
+}
+
+static bool
+grab_owned_key(const struct kg_key_rec *rec, const struct kg_key_owner *owner, void *ctx)
+{
+    (void)owner;
+    *(struct kg_key_rec *)ctx = *rec;
+    return false;
+}
+
+/* Issue 18's key columns survive every key function of both backends:
+ * insert, get, list, the cache's owner walk, update (allowed_ips changes,
+ * canary is fixed at creation), and a clear back to "from anywhere". */
+static void
+test_canary_and_allowed_ips_round_trip(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_key_query q = {.all_states = true, .now = NOW};
+    struct kg_key_rec in, out;
+    struct kg_err err = {{0}};
+
+    open_store(f);
+    make_rec(&in, "key_canary", "kg_live_Canary0123456789abcdefghijWXYZ", NOW);
+    in.canary = true;
+    snprintf(in.allowed_ips, sizeof(in.allowed_ips), "192.0.2.0/24,2001:db8::/48");
+    if (kg_store_key_insert(f->st, &in, &err) != KG_OK)
+        fail_msg("%s", err.msg);
+    get_key(f, "key_canary", &out);
+    assert_true(out.canary);
+    assert_string_equal(out.allowed_ips, "192.0.2.0/24,2001:db8::/48");
+    memset(&out, 0, sizeof(out));
+    assert_int_equal(kg_store_key_list(f->st, &q, grab_first_key, &out, NULL, &err), KG_OK);
+    assert_true(out.canary);
+    assert_string_equal(out.allowed_ips, "192.0.2.0/24,2001:db8::/48");
+    memset(&out, 0, sizeof(out));
+    assert_int_equal(kg_store_key_each_owner(f->st, grab_owned_key, &out, &err), KG_OK);
+    assert_string_equal(out.id, "key_canary");
+    assert_true(out.canary);
+    assert_string_equal(out.allowed_ips, "192.0.2.0/24,2001:db8::/48");
+
+    get_key(f, "key_canary", &in);
+    snprintf(in.allowed_ips, sizeof(in.allowed_ips), "10.1.0.0/16");
+    in.canary = false;
+    if (kg_store_key_update(f->st, &in, NULL, &err) != KG_OK)
+        fail_msg("%s", err.msg);
+    get_key(f, "key_canary", &out);
+    assert_string_equal(out.allowed_ips, "10.1.0.0/16");
+    assert_true(out.canary);
+    in.allowed_ips[0] = '\0';
+    assert_int_equal(kg_store_key_update(f->st, &in, NULL, &err), KG_OK);
+    get_key(f, "key_canary", &out);
+    assert_string_equal(out.allowed_ips, "");
+
+    /* A plain key reads back as neither. */
+    insert_key(f, "key_plain", NOW + 1);
+    get_key(f, "key_plain", &out);
+    assert_false(out.canary);
+    assert_string_equal(out.allowed_ips, "");
+}
+
 int
 main(void)
 {
@@ -1671,6 +1736,7 @@ main(void)
         T(test_key_pages_end_with_an_empty_cursor_and_never_repeat),
         T(test_key_update_writes_only_the_changeable_fields),
         T(test_the_secret_fingerprint_is_recorded_once_and_kept),
+        T(test_canary_and_allowed_ips_round_trip),
     };
     /* Files, pragmas and SQLite's own locking. */
     const struct CMUnitTest sqlite_only[] = {
