@@ -137,8 +137,8 @@ struct kg_config {
                                               reused */
     int upstream_keepalive_requests; /* requests one upstream connection carries, then closed */
     enum kg_upstream_client upstream_client;
-    int workers;                           /* 0 = one per core */
-    int log_level;                         /* enum kg_log_level */
+    int workers;                 /* 0 = one per core */
+    int log_level;               /* enum kg_log_level */
     int log_format;              /* enum kg_log_format: the daemon's own lines, text or JSON */
     int64_t shutdown_timeout_ms; /* SIGTERM: how long requests in flight may take */
     char *access_log;            /* "off", "stdout", "stderr" or a file path */

@@ -60,7 +60,7 @@ struct kg_runtime {
     /* Whether the store takes writes (keygate/storefault.h); NULL in tests
      * that build a runtime without one. */
     struct kg_storefault *store_fault;
-    struct kg_sender *events;    /* the event sender (canary uses, throttle trips), or NULL */
+    struct kg_sender *events; /* the event sender (canary uses, throttle trips), or NULL */
 };
 
 #endif

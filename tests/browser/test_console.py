@@ -277,7 +277,40 @@ def run(driver, base, conf, evil_port):
     check(row.find_element(By.CLASS_NAME, "last-used").text != "Never", "last used is shown")
     check(row.find_element(By.CLASS_NAME, "state").text == "Active", "the state is Active")
     key_id = row.get_attribute("data-id")
+    check(not visible("expiring-banner"), "no expiry banner while no key expires soon")
+
+    # ---- operator-made keys: a canary, an allowlist expiring in 7 days ----
+    for args in (["--name", "Honeypot", "--canary"],
+                 ["--name", "Office only", "--allow-ip", "10.0.0.0/8,2001:db8::/32",
+                  "--expires", "7d"]):
+        r = cli(conf, "keys", "create", "--tenant", "signup", "--user", EMAIL, "--json", *args)
+        check(r.returncode == 0, "keys create %s: %s" % (args[1], r.stderr))
+        SECRETS.append(json.loads(r.stdout)["key"])
+    driver.refresh()
+    until(lambda: "Office only" in el("keys-body").text, "the operator's keys in the table")
+    row = driver.find_element(By.XPATH, "//tr[td[@class='name' and text()='Honeypot']]")
+    badge = row.find_elements(By.CSS_SELECTOR, "td.name .badge.canary")
+    check(len(badge) == 1 and badge[0].text.startswith("Canary"), "the canary key has a badge")
+    check("never grants access" in badge[0].get_attribute("title") and
+          "reported" in badge[0].get_attribute("title"), "the badge's title explains it")
+    check(not row.find_elements(By.CLASS_NAME, "reminder"), "no reminder on a key without expiry")
+    row = driver.find_element(By.XPATH, "//tr[td[@class='name' and text()='Office only']]")
+    check(not row.find_elements(By.CLASS_NAME, "badge"), "no canary badge on a normal key")
+    cidrs = [c.text for c in row.find_elements(By.CSS_SELECTOR, "td.name .ips code")]
+    check(cidrs == ["10.0.0.0/8", "2001:db8::/32"], "the allowlist is shown: %s" % cidrs)
+    rem = row.find_element(By.CSS_SELECTOR, "td.expires .reminder").text
+    check(rem == "Expires in 7 days \u2014 regenerate it before then", "the reminder: %r" % rem)
+    check(visible("expiring-banner") and el("expiring-banner").text.startswith(
+        "1 of your keys expires within 14 days"), "the expiry banner above the table")
     shot(driver, "console-keys.png")
+    driver.set_window_size(360, 800)
+    overflow = driver.execute_script(
+        "return document.documentElement.scrollWidth - document.documentElement.clientWidth;")
+    check(overflow <= 0, "the keys table scrolls sideways at 360 px (%d px)" % overflow)
+    check(row.find_element(By.CSS_SELECTOR, "td.name .ips").is_displayed() and
+          row.find_element(By.CSS_SELECTOR, "td.expires .reminder").is_displayed(),
+          "allowlist and reminder are shown at 360 px")
+    driver.set_window_size(1280, 900)
 
     # ---- an expired key regenerates ----
     r = cli(conf, "keys", "create", "--name", "Old script", "--tenant", "signup", "--user", EMAIL,

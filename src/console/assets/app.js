@@ -91,15 +91,54 @@
     return b;
   }
 
+  /* Canary and allowlist are set by the operator (CLI or admin API), so
+   * the page only shows them, under the name where they stay readable at
+   * 360 px. */
+  function nameCell(tr, k) {
+    var td = cell(tr, 'Name', k.name, 'name');
+    if (k.canary) {
+      var b = document.createElement('span');
+      b.className = 'badge canary';
+      b.title = 'A canary key never grants access: every use gets 401 and is reported to your operator.';
+      b.textContent = 'Canary';
+      var why = document.createElement('span');
+      why.className = 'sr';
+      why.textContent = ' (never grants access; every use is reported)';
+      b.appendChild(why);
+      td.appendChild(b);
+    }
+    if (k.allowed_ips && k.allowed_ips.length) {
+      var ips = document.createElement('span');
+      ips.className = 'ips';
+      ips.textContent = 'Only from: ';
+      k.allowed_ips.forEach(function (c) {
+        var code = document.createElement('code');
+        code.textContent = c;
+        ips.appendChild(code);
+      });
+      td.appendChild(ips);
+    }
+  }
+
+  /* From expires_at, as the reader's clock sees it ("expiring" is the
+   * server's word that it is within 14 days). */
+  function reminder(t) {
+    var days = Math.ceil((new Date(t) - Date.now()) / 86400000);
+    if (isNaN(days) || days < 1) return 'Expires today \u2014 regenerate it now';
+    return 'Expires in ' + days + (days === 1 ? ' day' : ' days') +
+      ' \u2014 regenerate it before then';
+  }
+
   function render(keys) {
     var body = $('keys-body');
     body.textContent = '';
     $('empty').hidden = keys.length !== 0;
     $('keys-table').hidden = keys.length === 0;
+    var expiring = 0;
     keys.forEach(function (k) {
       var tr = document.createElement('tr');
       tr.dataset.id = k.id;
-      cell(tr, 'Name', k.name, 'name');
+      nameCell(tr, k);
       cell(tr, 'Key', '\u2022\u2022\u2022\u2022\u2022' + k.last4, 'key');
       var sc = cell(tr, 'Scopes', undefined, 'scopes');
       if (!k.scopes || k.scopes.length === 0) sc.textContent = 'All (no scopes)';
@@ -111,7 +150,14 @@
       });
       cell(tr, 'Created', fmt(k.created_at));
       cell(tr, 'Last used', fmt(k.last_used_at) || 'Never', 'last-used');
-      cell(tr, 'Expires', fmt(k.expires_at) || 'Never', 'expires');
+      var ex = cell(tr, 'Expires', fmt(k.expires_at) || 'Never', 'expires');
+      if (k.expiring) {
+        var rem = document.createElement('span');
+        rem.className = 'reminder';
+        rem.textContent = reminder(k.expires_at);
+        ex.appendChild(rem);
+        expiring++;
+      }
       cell(tr, 'State', stateLabel(k.state), 'state state-' + k.state);
       var act = cell(tr, 'Actions', undefined, 'actions-cell');
       if (k.state === 'active' || k.state === 'expired') {
@@ -122,6 +168,12 @@
       }
       body.appendChild(tr);
     });
+    $('expiring-banner').hidden = expiring === 0;
+    $('expiring-banner').textContent = expiring === 0 ? '' :
+      (expiring === 1 ? '1 of your keys expires within 14 days: regenerate it before then' +
+        ' and update the integrations that use it.'
+        : expiring + ' of your keys expire within 14 days: regenerate them before then' +
+        ' and update the integrations that use them.');
   }
 
   function load() {

@@ -5,7 +5,8 @@
  * 403 whatever it holds; another user's key is 404 exactly like a missing
  * one; require_scopes refuses a key without scopes at creation; the
  * tenant's key_max_lifetime refuses a longer expiry; an expired key can be
- * regenerated and a revoked one cannot; answers holding a key are secret.
+ * regenerated and a revoked one cannot; answers holding a key are secret;
+ * every key carries canary, allowed_ips and expiring (by the request's clock).
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -18,6 +19,7 @@
 #include <jansson.h>
 
 #include "keygate/accounts.h"
+#include "keygate/keys.h"
 #include "keygate/selfservice.h"
 #include "unit/fixture.h"
 
@@ -320,6 +322,55 @@ test_expired_keys_regenerate_and_revoked_ones_stay_revoked(void **state)
     kg_selfservice_answer_cleanup(&a);
 }
 
+/* The page's canary badge, allowlist and expiry reminder come from these. */
+static void
+test_keys_carry_canary_allowed_ips_and_expiring(void **state)
+{
+    struct world *w = *state;
+    struct kg_console_answer a;
+    struct kg_key_rec rec;
+    struct kg_err err = {{0}};
+    char *key = NULL;
+    const struct kg_key_new reqs[] = {
+        {.name = "canary", .user = "alice", .canary = true},
+        {.name = "office",
+         .user = "alice",
+         .allowed_ips = "10.0.0.0/8,2001:db8::/32",
+         .expires = "10d"},
+        {.name = "later", .user = "alice", .expires = "15d"},
+    };
+    json_t *doc, *data;
+
+    for (size_t i = 0; i < sizeof(reqs) / sizeof(reqs[0]); i++) {
+        assert_int_equal(kg_keys_create(&w->fx->kc, NULL, &reqs[i], w->now, &rec, &key, &err),
+                         KG_OK);
+        kg_keys_key_free(key);
+    }
+    doc = as(w, 0, false, "GET", "api/keys", NULL, &a);
+    assert_int_equal(a.status, 200);
+    data = json_object_get(doc, "data");
+    assert_int_equal(json_array_size(data), 3);
+    for (size_t i = 0; i < json_array_size(data); i++) {
+        json_t *k = json_array_get(data, i), *ips = json_object_get(k, "allowed_ips");
+        const char *name = json_string_value(json_object_get(k, "name"));
+        bool office = strcmp(name, "office") == 0;
+
+        assert_true(json_is_boolean(json_object_get(k, "canary")));
+        assert_true(json_is_boolean(json_object_get(k, "expiring")));
+        assert_true(json_is_array(ips));
+        assert_int_equal(json_is_true(json_object_get(k, "canary")), strcmp(name, "canary") == 0);
+        /* 10 days is within the 14; 15 days and never are not. */
+        assert_int_equal(json_is_true(json_object_get(k, "expiring")), office);
+        assert_int_equal(json_array_size(ips), office ? 2 : 0);
+        if (office) {
+            assert_string_equal(json_string_value(json_array_get(ips, 0)), "10.0.0.0/8");
+            assert_string_equal(json_string_value(json_array_get(ips, 1)), "2001:db8::/32");
+        }
+    }
+    json_decref(doc);
+    kg_selfservice_answer_cleanup(&a);
+}
+
 static void
 test_sign_out_ends_the_session(void **state)
 {
@@ -395,6 +446,8 @@ main(void)
                                         teardown),
         cmocka_unit_test_setup_teardown(test_expired_keys_regenerate_and_revoked_ones_stay_revoked,
                                         setup, teardown),
+        cmocka_unit_test_setup_teardown(test_keys_carry_canary_allowed_ips_and_expiring, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_sign_out_ends_the_session, setup, teardown),
         cmocka_unit_test_setup_teardown(test_scopes_are_the_roles_with_catalogue_descriptions,
                                         setup, teardown),
