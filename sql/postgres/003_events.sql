@@ -130,3 +130,8 @@ CREATE TRIGGER keys_event_revoked AFTER UPDATE OF revoked_at ON keys
                        AND (OLD.revoked_at IS NULL OR NEW.revoked_at < OLD.revoked_at)
                        AND NEW.rotated_to IS NOT DISTINCT FROM OLD.rotated_to)
     EXECUTE FUNCTION keygate_key_revoked();
+
+-- The clock's alerts find their keys through these, not by reading every
+-- key (sql/010_events.sql says why).
+CREATE INDEX keys_by_expiry ON keys (expires_at);
+CREATE INDEX keys_by_last_use ON keys ((coalesce(last_used_at, created_at)));

@@ -18,6 +18,8 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include <sqlite3.h>
+
 #include "helpers/pgserver.h"
 #include "keygate/keycache.h"
 #include "keygate/limiter.h"
@@ -391,6 +393,43 @@ test_pg_two_instances_never_claim_the_same_delivery(void **state)
     kg_store_close(other);
 }
 
+/* The alert scan runs every 10 s under the write lock: it must find its
+ * keys by index. With a full scan of 1,000,000 keys per alert the lock was
+ * held for seconds and the CLI got "database is locked". */
+static void
+test_the_alert_scans_conditions_use_an_index(void **state)
+{
+    struct kg_fx_cache *fx = *state;
+    static const struct {
+        const char *where, *index;
+    } q[] = {
+        {"expires_at > 1 AND expires_at <= 2", "keys_by_expiry"},
+        {"expires_at <= 2 AND expires_at > 1", "keys_by_expiry"},
+        {"coalesce(last_used_at, created_at) <= 5", "keys_by_last_use"},
+    };
+    sqlite3 *db = NULL;
+
+    assert_int_equal(sqlite3_open_v2(fx->path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    for (size_t i = 0; i < sizeof(q) / sizeof(q[0]); i++) {
+        char sql[256];
+        sqlite3_stmt *stmt = NULL;
+        bool indexed = false;
+
+        snprintf(sql, sizeof(sql), "EXPLAIN QUERY PLAN SELECT id FROM keys WHERE %s", q[i].where);
+        assert_int_equal(sqlite3_prepare_v2(db, sql, -1, &stmt, NULL), SQLITE_OK);
+        while (sqlite3_step(stmt) == SQLITE_ROW) {
+            const char *detail = (const char *)sqlite3_column_text(stmt, 3);
+
+            if (detail != NULL && strstr(detail, q[i].index) != NULL)
+                indexed = true;
+        }
+        sqlite3_finalize(stmt);
+        if (!indexed)
+            fail_msg("%s: not through %s", q[i].where, q[i].index);
+    }
+    sqlite3_close(db);
+}
+
 int
 main(void)
 {
@@ -414,6 +453,10 @@ main(void)
         cmocka_unit_test_setup_teardown(test_pg_two_instances_never_claim_the_same_delivery, setup,
                                         kg_fx_cache_teardown),
     };
+    const struct CMUnitTest sqlite_only[] = {
+        cmocka_unit_test_setup_teardown(test_the_alert_scans_conditions_use_an_index, setup,
+                                        kg_fx_cache_teardown),
+    };
     const char *backend = getenv("KEYGATE_TEST_DATABASE");
     int failed;
 
@@ -427,5 +470,6 @@ main(void)
         kt_pg_free(pg);
         return failed;
     }
-    return cmocka_run_group_tests_name("events on SQLite", tests, NULL, NULL);
+    failed = cmocka_run_group_tests_name("events on SQLite", tests, NULL, NULL);
+    return failed + cmocka_run_group_tests_name("events on SQLite only", sqlite_only, NULL, NULL);
 }
