@@ -17,7 +17,7 @@ RUN apt-get update \
  && apt-get install -y --no-install-recommends \
         build-essential cmake ninja-build pkg-config \
         libmicrohttpd-dev libsodium-dev libsqlite3-dev libjansson-dev libcurl4-openssl-dev \
-        libhiredis-dev \
+        libhiredis-dev libpq-dev node-llhttp \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src
@@ -43,7 +43,7 @@ RUN printf '%s\n' 'path-exclude /usr/share/doc/*' 'path-include /usr/share/doc/*
         > /etc/dpkg/dpkg.cfg.d/keygate-slim \
  && apt-get update \
  && apt-get install -y --no-install-recommends \
-        libmicrohttpd12 libsodium23 libsqlite3-0 libjansson4 libcurl4 libhiredis0.14 ca-certificates \
+        libmicrohttpd12 libsodium23 libsqlite3-0 libjansson4 libcurl4 libhiredis0.14 libpq5 ca-certificates \
  && apt-get clean \
  && rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin
 

@@ -53,7 +53,10 @@ setup(void **state)
     W.rx = kt_receiver_start();
     if (W.up == NULL || W.rx == NULL)
         goto fail;
-    snprintf(cfg, sizeof(cfg), "upstream %s\ntrusted_proxies 127.0.0.1/32\nwebhook_timeout 1s\n",
+    /* auth_throttle on (the helper turns it off): throttle.tripped. */
+    snprintf(cfg, sizeof(cfg),
+             "upstream %s\ntrusted_proxies 127.0.0.1/32\nwebhook_timeout 1s\n"
+             "auth_throttle 5/min 60s\n",
              kt_upstream_url(W.up));
     W.gw = kt_daemon_new(cfg);
     if (W.gw == NULL)
@@ -419,6 +422,40 @@ test_credits_used_up_announce_80_and_100_once_each(void **state)
     kt_key_cleanup(&k);
 }
 
+/* throttle.tripped: the failure that starts an IP's cool-down is announced
+ * once, with the IP; the refusals during the cool-down announce nothing
+ * more. */
+static void
+test_a_tripped_throttle_is_announced_once_with_the_ip(void **state)
+{
+    const char *xff[] = {"X-Forwarded-For: 203.0.113.50", NULL};
+    struct kt_http_resp r = {0};
+    struct kt_received g;
+    size_t idx[8];
+    int unauthorized = 0, throttled = 0;
+
+    (void)state;
+    for (int i = 0; i < 10; i++) {
+        assert_true(kt_http_get_key(kt_daemon_url(W.gw, "/v1/items"), "not-a-key", xff, &r));
+        if (r.status == 429)
+            throttled++;
+        else if (r.status == 401)
+            unauthorized++;
+        else
+            fail_msg("a guess got %ld", r.status);
+        kt_http_resp_cleanup(&r);
+    }
+    assert_int_equal(unauthorized, 5);
+    assert_int_equal(throttled, 5);
+    assert_int_equal(wait_for("", "throttle.tripped", 1, idx, 8), 1);
+    kt_sleep_ms(1500);
+    assert_int_equal(requests_for("", "throttle.tripped", idx, 8), 1);
+    assert_true(kt_receiver_get(W.rx, idx[0], &g));
+    assert_non_null(strstr(g.body, "\"client_ip\":\"203.0.113.50\""));
+    assert_signed(&g);
+    free(g.body);
+}
+
 int
 main(void)
 {
@@ -431,6 +468,7 @@ main(void)
         cmocka_unit_test(test_nothing_is_lost_across_a_kill_between_change_and_delivery),
         cmocka_unit_test(test_a_leak_report_revokes_a_real_key_and_ignores_a_near_miss),
         cmocka_unit_test(test_credits_used_up_announce_80_and_100_once_each),
+        cmocka_unit_test(test_a_tripped_throttle_is_announced_once_with_the_ip),
     };
 
     return cmocka_run_group_tests(tests, setup, teardown);
