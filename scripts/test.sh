@@ -48,7 +48,7 @@ cmake --build build-asan -j "$jobs"
 ASAN_OPTIONS=detect_leaks=1:abort_on_error=1:strict_string_checks=1 \
 UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1 \
 LSAN_OPTIONS=suppressions=$PWD/tests/lsan.supp \
-  ctest --test-dir build-asan --output-on-failure -j "$jobs" -LE 'container|long'
+  ctest --test-dir build-asan --output-on-failure -j "$jobs" -LE 'container|long|nosanitize'
 
 echo "== fuzz: corpus replay, then ${KEYGATE_FUZZ_SECONDS:-10} s per target (clang libFuzzer, ASan+UBSan)"
 scripts/fuzz.sh replay all
