@@ -7,6 +7,7 @@
 #   scripts/fuzz.sh replay [TARGET]  run every input of the checked-in corpora once
 #   scripts/fuzz.sh merge TARGET DIR...  minimise DIR's inputs into the checked-in corpus
 #   scripts/fuzz.sh list             the target names
+#   scripts/fuzz.sh build            only build the targets (scripts/test.sh does it early)
 #   scripts/fuzz.sh campaign TARGET CPU_SECONDS
 #                                    fuzz TARGET until it has used CPU_SECONDS of CPU time
 #                                    (user + system, in wall-clock chunks of KEYGATE_FUZZ_CHUNK
@@ -131,6 +132,9 @@ campaign)
     ;;
 list)
     targets
+    ;;
+build)
+    build
     ;;
 replay)
     build

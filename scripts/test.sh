@@ -17,6 +17,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/deps.sh --test
 jobs=$(nproc)
+# Each stage's start with the seconds since this script began, for CI's budget.
+stage() { echo "== [$(date -u +%T) +${SECONDS}s] $*"; }
 
 # podman with a local debian:12 base image (no registry needed), where we may be root.
 if [[ ${KEYGATE_CONTAINER_SETUP:-1} != 0 ]] &&
@@ -28,20 +30,46 @@ if [[ ${KEYGATE_CONTAINER_SETUP:-1} != 0 ]] &&
 fi
 
 # The checked-in .clang-format is the style: a file that drifts fails the run.
-echo "== clang-format --dry-run -Werror (src/ include/ tests/)"
+stage "clang-format --dry-run -Werror (src/ include/ tests/)"
 git ls-files 'src/*.[ch]' 'include/*.h' 'tests/*.[ch]' | xargs clang-format-14 --dry-run -Werror
 
-echo "== gcc build + tests"
+stage "gcc build + tests"
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=gcc >/dev/null
 cmake --build build -j "$jobs"
+
+# The later passes' builds (ASan, fuzz, mutation) run meanwhile in the
+# background at the lowest priority: the gcc tests spend most of their time
+# waiting on sockets and timers, so the builds take the idle CPU instead of
+# minutes of their own after the tests. Their output goes to build-logs/.
+mkdir -p build-logs
+set -m # its own process group, so the trap stops the compilers too
+(
+    cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang \
+        -DKEYGATE_SANITIZE=ON >/dev/null &&
+        nice -n 19 cmake --build build-asan -j "$jobs" &&
+        nice -n 19 scripts/fuzz.sh build &&
+        cmake -S . -B build-mutate -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=gcc >/dev/null &&
+        nice -n 19 cmake --build build-mutate -j "$jobs"
+) >build-logs/background.log 2>&1 &
+bg_build=$!
+set +m
+trap '[[ -z ${bg_build:-} ]] || kill -- -"$bg_build" 2>/dev/null || true' EXIT
+bg_wait() {
+    if [[ -n ${bg_build:-} ]]; then
+        wait "$bg_build" || { cat build-logs/background.log >&2; echo "test.sh: a background build failed" >&2; exit 1; }
+        bg_build=
+    fi
+}
+
 ctest --test-dir build --output-on-failure -j "$jobs"
+bg_wait
 
 # Break critical lines on purpose, one at a time: each must fail a test. Its own
 # build dir (build-mutate); the gcc pass above has just shown the tests green.
-echo "== mutation check"
+stage "mutation check"
 KEYGATE_MUTATE_BASELINE=0 scripts/mutate.sh
 
-echo "== clang ASan+UBSan build + tests"
+stage "clang ASan+UBSan build + tests"
 # A test that fails under ASan is run once more (--repeat until-pass:2) and
 # ctest prints both runs: integration_test_proxy's 64 MiB chunked upload
 # through the native client stalled twice in a row for 60 s under ASan on
@@ -55,11 +83,12 @@ LSAN_OPTIONS=suppressions=$PWD/tests/lsan.supp \
   ctest --test-dir build-asan --output-on-failure -j "$jobs" -LE 'container|long|nosanitize' \
     --repeat until-pass:2
 
-echo "== fuzz: corpus replay, then ${KEYGATE_FUZZ_SECONDS:-10} s per target (clang libFuzzer, ASan+UBSan)"
+stage "fuzz: corpus replay, then ${KEYGATE_FUZZ_SECONDS:-10} s per target (clang libFuzzer, ASan+UBSan)"
 scripts/fuzz.sh replay all
 if [[ ${KEYGATE_FUZZ_SECONDS:-10} != 0 ]]; then
     KEYGATE_FUZZ_JOBS=$jobs scripts/fuzz.sh all "${KEYGATE_FUZZ_SECONDS:-10}"
 fi
 
-echo "== valgrind memcheck: unit tests + integration subset (gcc build)"
+stage "valgrind memcheck: unit tests + integration subset (gcc build)"
 scripts/valgrind.sh
+stage "all passed"
