@@ -538,6 +538,9 @@ url_of() {
         gateway) echo "$GW_URL" ;;
     esac
 }
+is_keygate() { # scenario -> true for the keygate instances (seeded keygate keys)
+    case "$1" in keygate | keygate-obs | keygate-redis) return 0 ;; *) return 1 ;; esac
+}
 key_hdr() { # scenario key -> header line
     local fmt='X-Api-Key: %s' pat='%s'
     [ "$1" = gateway ] && fmt=$GW_HEADER_FMT
@@ -651,8 +654,8 @@ measure() { # rep scenario keycase conns duration
     local url key hdr script raw gpid t0g t0u t1g t1u t0s t1s t0w t1w line
     url=$(url_of "$s")
     case "$kc" in
-        valid) key=$VALID_KEY; [ "$s" = gateway ] && key=$GW_KEY; [ "${s%-obs}" = keygate ] && key=$KG_VALID_KEY ;;
-        invalid) key=$BAD_KEY; [ "$s" = gateway ] && key=$GW_BAD_KEY; [ "${s%-obs}" = keygate ] && key=$KG_BAD_KEY ;;
+        valid) key=$VALID_KEY; [ "$s" = gateway ] && key=$GW_KEY; is_keygate "$s" && key=$KG_VALID_KEY ;;
+        invalid) key=$BAD_KEY; [ "$s" = gateway ] && key=$GW_BAD_KEY; is_keygate "$s" && key=$KG_BAD_KEY ;;
     esac
     hdr=$(key_hdr "$s" "$key")
     script=lua/report.lua
@@ -661,7 +664,7 @@ measure() { # rep scenario keycase conns duration
         script=lua/rotate.lua
         local kf="$RUN/keys.txt" fmt='X-Api-Key: %s'
         [ "$s" = gateway ] && { kf=${GW_KEYS_FILE:-}; fmt=$GW_HEADER_FMT; }
-        [ "${s%-obs}" = keygate ] && { kf="$RUN/keygate-keys.txt"; fmt=$KG_HEADER_FMT; }
+        is_keygate "$s" && { kf="$RUN/keygate-keys.txt"; fmt=$KG_HEADER_FMT; }
         if [ -n "$kf" ]; then
             envs=(KEYS_FILE="$kf" ROTATE_N="$ROTATE_N" KEY_HEADER_FMT="$fmt")
         else
@@ -735,7 +738,7 @@ measure_syscalls() { # scenario conns
     local -a pargs=()
     url=$(url_of "$s")
     key=$VALID_KEY
-    [ "${s%-obs}" = keygate ] && key=$KG_VALID_KEY
+    is_keygate "$s" && key=$KG_VALID_KEY
     [ "$s" = gateway ] && key=$GW_KEY
     hdr=$(key_hdr "$s" "$key")
     for p in $(syscall_pids "$s"); do pargs+=(-p "$p"); done
