@@ -816,8 +816,8 @@ kg_keys_rotate(const struct kg_keys_ctx *kc, const char *fence, const char *old_
      * so a rotation is never a way around a quota. Only identity, key
      * material and history start afresh. */
     rc = replace_key(kc, old, old->expires_at, revoke_at, now, "key.rotate",
-                     json_pack("{s:I, s:o}", "grace_s", (json_int_t)grace_s,
-                               "old_key_revoked_at", kg_json_io_time(revoke_at)),
+                     json_pack("{s:I, s:o}", "grace_s", (json_int_t)grace_s, "old_key_revoked_at",
+                               kg_json_io_time(revoke_at)),
                      fresh_out, old_out, key_out, err);
 cleanup:
     free(old);

@@ -57,8 +57,7 @@ put_detail(json_t *o, const struct kg_key_rec *rec, int64_t now)
 }
 
 json_t *
-kg_render_key_json(const struct kg_key_rec *rec, enum kg_key_state state, bool detail,
-                   int64_t now)
+kg_render_key_json(const struct kg_key_rec *rec, enum kg_key_state state, bool detail, int64_t now)
 {
     char masked[KG_DPREFIX_MAX + 8];
     json_t *o = json_object();
