@@ -18,7 +18,6 @@
 
 #define HEAD_MAX (1024 * 1024)
 #define BODY_KEEP (16 * 1024 * 1024)
-#define PACE_RCVBUF (64 * 1024)
 
 struct act {
     struct kt_rawup_act a;
@@ -34,9 +33,6 @@ struct rconn {
     struct rconn *next;
     char buf[65536];
     size_t boff, blen;
-    size_t since_pause; /* bytes read since the last pause (kt_rawup_set_pace) */
-    unsigned seed;
-    bool small_rcvbuf; /* paced once: the kernel buffers little ahead of the reads */
 };
 
 struct kt_rawup {
@@ -51,41 +47,13 @@ struct kt_rawup {
     size_t nconns, nopen, later_sent;
     struct kt_rawup_seen *seen;
     size_t nseen, seen_cap;
-    size_t pace_burst; /* kt_rawup_set_pace */
-    long pace_us;
 };
-
-/* kt_rawup_set_pace: after each burst bytes read, a pause of a random
- * 0..pace_us microseconds. A paced connection's receive buffer is made
- * small (and stays so), else the kernel would take megabytes on its behalf
- * and the sender would never have to wait. */
-static void
-pace(struct rconn *c)
-{
-    size_t burst;
-    long us;
-
-    pthread_mutex_lock(&c->u->mu);
-    burst = c->u->pace_burst;
-    us = c->u->pace_us;
-    pthread_mutex_unlock(&c->u->mu);
-    if (burst > 0 && !c->small_rcvbuf) {
-        setsockopt(c->fd, SOL_SOCKET, SO_RCVBUF, &(int){PACE_RCVBUF}, sizeof(int));
-        c->small_rcvbuf = true;
-    }
-    if (burst == 0 || c->since_pause < burst)
-        return;
-    c->since_pause = 0;
-    us = us > 0 ? (long)(rand_r(&c->seed) % (unsigned)(us + 1)) : 0;
-    nanosleep(&(struct timespec){.tv_sec = us / 1000000, .tv_nsec = us % 1000000 * 1000}, NULL);
-}
 
 static ssize_t
 fill(struct rconn *c)
 {
     ssize_t n;
 
-    pace(c);
     if (c->boff == c->blen)
         c->boff = c->blen = 0;
     if (c->blen == sizeof(c->buf)) {
@@ -96,10 +64,8 @@ fill(struct rconn *c)
     do
         n = recv(c->fd, c->buf + c->blen, sizeof(c->buf) - c->blen, 0);
     while (n < 0 && errno == EINTR);
-    if (n > 0) {
+    if (n > 0)
         c->blen += (size_t)n;
-        c->since_pause += (size_t)n;
-    }
     return n;
 }
 
@@ -478,7 +444,6 @@ accept_main(void *arg)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &(int){1}, sizeof(int));
         c->u = u;
         c->fd = fd;
-        c->seed = (unsigned)fd;
         pthread_mutex_lock(&u->mu);
         if (u->stopping) {
             pthread_mutex_unlock(&u->mu);
@@ -654,15 +619,6 @@ kt_rawup_wait_requests(struct kt_rawup *u, size_t n, long ms)
 }
 
 void
-kt_rawup_set_pace(struct kt_rawup *u, size_t burst, long pause_us)
-{
-    pthread_mutex_lock(&u->mu);
-    u->pace_burst = burst;
-    u->pace_us = pause_us;
-    pthread_mutex_unlock(&u->mu);
-}
-
-void
 kt_rawup_reset(struct kt_rawup *u)
 {
     struct act *a;
@@ -676,6 +632,5 @@ kt_rawup_reset(struct kt_rawup *u)
         act_free(a);
     }
     u->q_tail = NULL;
-    u->pace_burst = 0;
     pthread_mutex_unlock(&u->mu);
 }

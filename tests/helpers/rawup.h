@@ -75,13 +75,7 @@ void kt_rawup_seen_cleanup(struct kt_rawup_seen *s);
 /* Waits up to ms until n requests were seen; true when they were. */
 bool kt_rawup_wait_requests(struct kt_rawup *u, size_t n, long ms);
 
-/* From now on reads slowly, on every connection: after each burst bytes
- * read, a pause of a random 0..pause_us microseconds, so that keygate's
- * writes upstream meet a full socket (EAGAIN) and then find it drained at
- * any moment. burst 0: at full speed (the default). */
-void kt_rawup_set_pace(struct kt_rawup *u, size_t burst, long pause_us);
-
-/* Forgets the requests seen, the queued actions and the pace (connections stay). */
+/* Forgets the requests seen and the queued actions (connections stay). */
 void kt_rawup_reset(struct kt_rawup *u);
 
 #endif
