@@ -17,9 +17,11 @@
 /* A key as lists show it: name, id, key (masked), prefix, last4, scopes,
  * tenant, user_id, created_at, last_used_at, expires_at, revoked_at, state,
  * rotated_to, canary, allowed_ips (a list, [] = anywhere) and expiring
- * (kg_render_key_expiring() now). With detail, also rate, rate_burst, quota_limit, quota_period,
- * quota_used and metadata. New reference or NULL. */
-json_t *kg_render_key_json(const struct kg_key_rec *rec, enum kg_key_state state, bool detail);
+ * (kg_render_key_expiring() at now, the clock state came from). With detail, also rate,
+ * rate_burst, quota_limit, quota_period, quota_used (its period judged at now) and metadata.
+ * New reference or NULL. */
+json_t *kg_render_key_json(const struct kg_key_rec *rec, enum kg_key_state state, bool detail,
+                           int64_t now);
 
 /* The fields shown when a key is made: id, key (as "" for
  * kg_output_json_secret() or kg_json_io_dump_secret() to fill), name, prefix, scopes, tenant,

@@ -31,7 +31,7 @@ key_json(const struct admin_call *c, const struct kg_key_rec *rec, bool detail)
 {
     struct kg_keys_ctx kc = keys_ctx(c);
 
-    return kg_render_key_json(rec, kg_keys_state(&kc, rec, c->now), detail);
+    return kg_render_key_json(rec, kg_keys_state(&kc, rec, c->now), detail, c->now);
 }
 
 /* Adds "usage" (exact: the store's totals plus what this process counted
@@ -155,7 +155,7 @@ static bool
 list_one(const struct kg_key_rec *rec, enum kg_key_state state, void *p)
 {
     struct list_ctx *lc = p;
-    json_t *o = kg_render_key_json(rec, state, false);
+    json_t *o = kg_render_key_json(rec, state, false, lc->now);
 
     if (o == NULL || json_array_append_new(lc->data, o) != 0) {
         lc->failed = true;

@@ -312,6 +312,7 @@ add_list_usage(const struct kg_keys_ctx *kc, json_t *arr, int64_t now, struct kg
 struct list_walk {
     struct kg_cli_list *lc;
     json_t *rows;
+    int64_t now;
 };
 
 static bool
@@ -320,7 +321,7 @@ list_row(const struct kg_key_rec *rec, enum kg_key_state state, void *ctx)
     struct list_walk *w = ctx;
     json_t *dst = w->lc->arr != NULL ? w->lc->arr : w->rows;
 
-    w->lc->failed = json_array_append_new(dst, kg_render_key_json(rec, state, false)) != 0;
+    w->lc->failed = json_array_append_new(dst, kg_render_key_json(rec, state, false, w->now)) != 0;
     return !w->lc->failed;
 }
 
@@ -406,9 +407,9 @@ keys_list(int argc, char **argv, const char *config)
     struct kg_instance *inst = NULL;
     struct kg_keys_ctx kc;
     struct kg_cli_list lc = {0};
-    struct list_walk w = {.lc = &lc};
     struct kg_err err = {{0}};
     int64_t now = kg_time_now();
+    struct list_walk w = {.lc = &lc, .now = now};
     enum kg_status rc;
     int ex;
 
@@ -537,7 +538,7 @@ print_key(const struct kg_keys_ctx *kc, const struct kg_key_rec *rec, int64_t no
         print_key_fields(rec, state, now, u, in_use);
         return KG_CLI_EXIT_OK;
     }
-    o = kg_render_key_json(rec, state, true);
+    o = kg_render_key_json(rec, state, true, now);
     if (o != NULL && !kg_render_key_extras(o, u, in_use_v)) {
         json_decref(o);
         o = NULL;

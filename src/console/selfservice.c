@@ -335,13 +335,10 @@ key_doc(const struct kg_console_env *env, const struct kg_key_rec *rec, int64_t 
 {
     struct kg_keys_ctx kc = keys_ctx(env, NULL);
     enum kg_key_state state = kg_keys_state(&kc, rec, now);
-    json_t *o = kg_render_key_json(rec, state, false);
+    json_t *o = kg_render_key_json(rec, state, false, now);
     struct kg_key_usage u;
     struct kg_err err = {{0}};
 
-    /* "expiring" by the request's clock, the one the state came from. */
-    if (o != NULL)
-        json_object_set_new(o, "expiring", json_boolean(kg_render_key_expiring(rec, state, now)));
     /* Last used as the gateway knows it now, not as last flushed. */
     if (o != NULL && env->keys != NULL &&
         kg_keycache_usage(env->keys, env->store, rec->id, &u, &err) == KG_OK &&

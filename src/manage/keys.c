@@ -721,16 +721,70 @@ check_rotatable(const struct kg_key_rec *old, int64_t now, struct kg_err *err)
     return KG_OK;
 }
 
+/* What a rotation and a regeneration share once old is checked: a fresh
+ * key made from old (expiring at expires_at; identity, key material and
+ * history new), its audit entry (action; details: the new key's id, then
+ * extra's members, extra taken over), and the swap in the store, old
+ * revoked at revoke_at. *old_out (when not NULL) is old as it now stands. */
+static enum kg_status
+replace_key(const struct kg_keys_ctx *kc, const struct kg_key_rec *old, int64_t expires_at,
+            int64_t revoke_at, int64_t now, const char *action, json_t *extra,
+            struct kg_key_rec *fresh_out, struct kg_key_rec *old_out, char **key_out,
+            struct kg_err *err)
+{
+    struct kg_audit_entry *audit = malloc(sizeof(*audit));
+    json_t *details = NULL;
+    enum kg_status rc;
+    char *key = NULL;
+
+    if (audit == NULL) {
+        rc = kg_err_set(err, KG_ENOMEM, "out of memory");
+        goto cleanup;
+    }
+    *fresh_out = *old;
+    fresh_out->created_at = now;
+    fresh_out->expires_at = expires_at;
+    fresh_out->revoked_at = 0;
+    fresh_out->last_used_at = 0;
+    fresh_out->rotated_to[0] = '\0';
+    rc = mint(kc, fresh_out, &key, err);
+    if (rc != KG_OK)
+        goto cleanup;
+    /* NULL (out of memory) is kg_manage_audit's error to give. */
+    details = extra != NULL ? json_pack("{s:s}", "new_key_id", fresh_out->id) : NULL;
+    if (details != NULL && json_object_update(details, extra) != 0) {
+        json_decref(details);
+        details = NULL;
+    }
+    rc = kg_manage_audit(audit, kc, now, old->tenant, action, old->id, details, err);
+    if (rc == KG_OK)
+        rc = kg_store_key_rotate(kc->store, old->id, fresh_out, revoke_at, now, audit, err);
+    if (rc == KG_ENOTFOUND)
+        rc = kg_err_set(err, KG_ENOTFOUND, "no key %s", old->id);
+    if (rc != KG_OK)
+        goto cleanup;
+    if (old_out != NULL) {
+        *old_out = *old;
+        old_out->revoked_at = revoke_at;
+        memcpy(old_out->rotated_to, fresh_out->id, sizeof(old_out->rotated_to));
+    }
+    *key_out = key;
+    key = NULL;
+cleanup:
+    json_decref(extra);
+    kg_keys_key_free(key);
+    free(audit);
+    return rc;
+}
+
 enum kg_status
 kg_keys_rotate(const struct kg_keys_ctx *kc, const char *fence, const char *old_id, int64_t grace_s,
                int64_t now, struct kg_key_rec *fresh_out, struct kg_key_rec *old_out,
                char **key_out, struct kg_err *err)
 {
-    struct kg_audit_entry *audit = NULL;
     struct kg_key_rec *old = NULL;
     struct kg_user_rec owner;
     enum kg_status rc;
-    char *key = NULL;
     int64_t revoke_at;
 
     *key_out = NULL;
@@ -743,8 +797,7 @@ kg_keys_rotate(const struct kg_keys_ctx *kc, const char *fence, const char *old_
         return kg_err_set(err, KG_EINVAL, "grace is too long");
     revoke_at = now + grace_s;
     old = malloc(sizeof(*old));
-    audit = malloc(sizeof(*audit));
-    if (old == NULL || audit == NULL) {
+    if (old == NULL) {
         rc = kg_err_set(err, KG_ENOMEM, "out of memory");
         goto cleanup;
     }
@@ -762,35 +815,11 @@ kg_keys_rotate(const struct kg_keys_ctx *kc, const char *fence, const char *old_
     /* Everything the old key was allowed to do carries over, usage included,
      * so a rotation is never a way around a quota. Only identity, key
      * material and history start afresh. */
-    *fresh_out = *old;
-    fresh_out->created_at = now;
-    fresh_out->revoked_at = 0;
-    fresh_out->last_used_at = 0;
-    fresh_out->rotated_to[0] = '\0';
-    rc = mint(kc, fresh_out, &key, err);
-    if (rc != KG_OK)
-        goto cleanup;
-    rc = kg_manage_audit(audit, kc, now, old->tenant, "key.rotate", old->id,
-                         json_pack("{s:s, s:I, s:o}", "new_key_id", fresh_out->id, "grace_s",
-                                   (json_int_t)grace_s, "old_key_revoked_at",
-                                   kg_json_io_time(revoke_at)),
-                         err);
-    if (rc == KG_OK)
-        rc = kg_store_key_rotate(kc->store, old_id, fresh_out, revoke_at, now, audit, err);
-    if (rc == KG_ENOTFOUND)
-        rc = kg_err_set(err, KG_ENOTFOUND, "no key %s", old_id);
-    if (rc != KG_OK)
-        goto cleanup;
-    if (old_out != NULL) {
-        *old_out = *old;
-        old_out->revoked_at = revoke_at;
-        memcpy(old_out->rotated_to, fresh_out->id, sizeof(old_out->rotated_to));
-    }
-    *key_out = key;
-    key = NULL;
+    rc = replace_key(kc, old, old->expires_at, revoke_at, now, "key.rotate",
+                     json_pack("{s:I, s:o}", "grace_s", (json_int_t)grace_s, "old_key_revoked_at",
+                               kg_json_io_time(revoke_at)),
+                     fresh_out, old_out, key_out, err);
 cleanup:
-    kg_keys_key_free(key);
-    free(audit);
     free(old);
     return rc;
 }
@@ -823,20 +852,17 @@ kg_keys_regenerate(const struct kg_keys_ctx *kc, const char *fence, const char *
                    struct kg_key_rec *fresh_out, struct kg_key_rec *old_out, char **key_out,
                    struct kg_err *err)
 {
-    struct kg_audit_entry *audit = NULL;
     struct kg_key_rec *old = NULL;
     struct kg_user_rec owner;
     enum kg_status rc;
-    char *key = NULL;
-    int64_t lifetime, max;
+    int64_t lifetime, max, expires_at;
 
     *key_out = NULL;
     rc = kg_manage_check_ctx(kc, true, true, err);
     if (rc != KG_OK)
         return rc;
     old = malloc(sizeof(*old));
-    audit = malloc(sizeof(*audit));
-    if (old == NULL || audit == NULL) {
+    if (old == NULL) {
         rc = kg_err_set(err, KG_ENOMEM, "out of memory");
         goto cleanup;
     }
@@ -852,11 +878,6 @@ kg_keys_regenerate(const struct kg_keys_ctx *kc, const char *fence, const char *
         rc = check_owner_usable(&owner, err);
     if (rc != KG_OK)
         goto cleanup;
-    *fresh_out = *old;
-    fresh_out->created_at = now;
-    fresh_out->revoked_at = 0;
-    fresh_out->last_used_at = 0;
-    fresh_out->rotated_to[0] = '\0';
     /* The same lifetime again from now, never more than the policy allows. */
     lifetime = old->expires_at != 0 ? old->expires_at - old->created_at : 0;
     if (old->expires_at != 0 && lifetime < 1)
@@ -864,30 +885,11 @@ kg_keys_regenerate(const struct kg_keys_ctx *kc, const char *fence, const char *
     max = kg_config_key_max_lifetime(kc->cfg, old->tenant);
     if (max > 0 && (lifetime == 0 || lifetime > max))
         lifetime = max;
-    fresh_out->expires_at = lifetime > 0 ? now + lifetime : 0;
-    rc = mint(kc, fresh_out, &key, err);
-    if (rc != KG_OK)
-        goto cleanup;
-    rc = kg_manage_audit(audit, kc, now, old->tenant, "key.regenerate", old->id,
-                         json_pack("{s:s, s:o}", "new_key_id", fresh_out->id, "expires_at",
-                                   kg_json_io_time(fresh_out->expires_at)),
-                         err);
-    if (rc == KG_OK)
-        rc = kg_store_key_rotate(kc->store, id, fresh_out, now, now, audit, err);
-    if (rc == KG_ENOTFOUND)
-        rc = kg_err_set(err, KG_ENOTFOUND, "no key %s", id);
-    if (rc != KG_OK)
-        goto cleanup;
-    if (old_out != NULL) {
-        *old_out = *old;
-        old_out->revoked_at = now;
-        memcpy(old_out->rotated_to, fresh_out->id, sizeof(old_out->rotated_to));
-    }
-    *key_out = key;
-    key = NULL;
+    expires_at = lifetime > 0 ? now + lifetime : 0;
+    rc = replace_key(kc, old, expires_at, now, now, "key.regenerate",
+                     json_pack("{s:o}", "expires_at", kg_json_io_time(expires_at)), fresh_out,
+                     old_out, key_out, err);
 cleanup:
-    kg_keys_key_free(key);
-    free(audit);
     free(old);
     return rc;
 }

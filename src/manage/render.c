@@ -36,7 +36,7 @@ built(json_t *o, bool ok)
 }
 
 static bool
-put_detail(json_t *o, const struct kg_key_rec *rec)
+put_detail(json_t *o, const struct kg_key_rec *rec, int64_t now)
 {
     json_t *meta = json_loads(rec->metadata, 0, NULL);
 
@@ -52,12 +52,12 @@ put_detail(json_t *o, const struct kg_key_rec *rec)
            put(o, "quota_period", kg_json_io_str_or_null(rec->quota_period)) &&
            put(o, "quota_used",
                json_integer(kg_quota_stored_used(rec->quota_period, rec->quota_used,
-                                                 rec->quota_period_start, kg_time_now()))) &&
+                                                 rec->quota_period_start, now))) &&
            put(o, "metadata", meta);
 }
 
 json_t *
-kg_render_key_json(const struct kg_key_rec *rec, enum kg_key_state state, bool detail)
+kg_render_key_json(const struct kg_key_rec *rec, enum kg_key_state state, bool detail, int64_t now)
 {
     char masked[KG_DPREFIX_MAX + 8];
     json_t *o = json_object();
@@ -80,9 +80,9 @@ kg_render_key_json(const struct kg_key_rec *rec, enum kg_key_state state, bool d
          put(o, "rotated_to", kg_json_io_str_or_null(rec->rotated_to)) &&
          put(o, "canary", json_boolean(rec->canary)) &&
          put(o, "allowed_ips", kg_json_io_list(rec->allowed_ips)) &&
-         put(o, "expiring", json_boolean(kg_render_key_expiring(rec, state, kg_time_now())));
+         put(o, "expiring", json_boolean(kg_render_key_expiring(rec, state, now)));
     if (ok && detail)
-        ok = put_detail(o, rec);
+        ok = put_detail(o, rec, now);
     return built(o, ok);
 }
 

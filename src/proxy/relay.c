@@ -429,12 +429,30 @@ kg_relay_push_body(struct kg_exchange *x, const char *data, size_t len)
 
     if (x->transfer_done)
         return len; /* the upstream is gone: swallow the rest, the answer is decided */
-    n = kg_ring_put(&x->up, data, len);
     if (x->native) {
-        if (n > 0)
+        size_t done = 0;
+
+        /* The native client writes at once, here, inside the front end's
+         * upload callback, where a kg_relay_wake() is lost: the connection
+         * is not suspended yet. So what it frees is filled again before
+         * returning; the front end suspends only when the ring stays full
+         * after a write that made no room (EAGAIN, with EPOLLOUT watched,
+         * or no connection yet), and that write's later progress resumes
+         * it. A write that emptied the ring (the upstream read everything
+         * since its last EAGAIN) would otherwise leave the client
+         * suspended with nothing left to resume it. */
+        while (done < len) {
+            n = kg_ring_put(&x->up, data + done, len - done);
+            if (n == 0)
+                break;
+            done += n;
             kg_upclient_send_more(x);
-        return n;
+            if (x->transfer_done)
+                return len; /* answered (or failed) meanwhile: as above */
+        }
+        return done;
     }
+    n = kg_ring_put(&x->up, data, len);
     if (n > 0 && x->read_paused) {
         x->read_paused = false;
         update_pause(x);

@@ -14,6 +14,7 @@
 
 #include "helpers/http.h"
 #include "helpers/rawup.h"
+#include "helpers/server.h"
 
 #define HEAD_MAX (1024 * 1024)
 #define BODY_KEEP (16 * 1024 * 1024)
@@ -469,23 +470,17 @@ struct kt_rawup *
 kt_rawup_start(void)
 {
     struct kt_rawup *u = calloc(1, sizeof(*u));
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t alen = sizeof(a);
 
     if (u == NULL)
         return NULL;
     pthread_mutex_init(&u->mu, NULL);
     pthread_cond_init(&u->cv, NULL);
-    u->lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (u->lfd < 0 || bind(u->lfd, (struct sockaddr *)&a, sizeof(a)) != 0 ||
-        listen(u->lfd, 64) != 0 || getsockname(u->lfd, (struct sockaddr *)&a, &alen) != 0) {
+    u->lfd = kt_server_listen(64, &u->port);
+    if (u->lfd < 0) {
         fprintf(stderr, "rawup: %s\n", strerror(errno));
-        if (u->lfd >= 0)
-            close(u->lfd);
         free(u);
         return NULL;
     }
-    u->port = ntohs(a.sin_port);
     snprintf(u->url, sizeof(u->url), "http://127.0.0.1:%d", u->port);
     if (pthread_create(&u->th, NULL, accept_main, u) != 0) {
         close(u->lfd);
@@ -558,45 +553,25 @@ kt_rawup_push(struct kt_rawup *u, const struct kt_rawup_act *in)
 size_t
 kt_rawup_connections(struct kt_rawup *u)
 {
-    size_t n;
-
-    pthread_mutex_lock(&u->mu);
-    n = u->nconns;
-    pthread_mutex_unlock(&u->mu);
-    return n;
+    return kt_server_count(&u->mu, &u->nconns);
 }
 
 size_t
 kt_rawup_later_sent(struct kt_rawup *u)
 {
-    size_t n;
-
-    pthread_mutex_lock(&u->mu);
-    n = u->later_sent;
-    pthread_mutex_unlock(&u->mu);
-    return n;
+    return kt_server_count(&u->mu, &u->later_sent);
 }
 
 size_t
 kt_rawup_open(struct kt_rawup *u)
 {
-    size_t n;
-
-    pthread_mutex_lock(&u->mu);
-    n = u->nopen;
-    pthread_mutex_unlock(&u->mu);
-    return n;
+    return kt_server_count(&u->mu, &u->nopen);
 }
 
 size_t
 kt_rawup_requests(struct kt_rawup *u)
 {
-    size_t n;
-
-    pthread_mutex_lock(&u->mu);
-    n = u->nseen;
-    pthread_mutex_unlock(&u->mu);
-    return n;
+    return kt_server_count(&u->mu, &u->nseen);
 }
 
 bool

@@ -12,6 +12,7 @@
 
 #include "helpers/http.h"
 #include "helpers/receiver.h"
+#include "helpers/server.h"
 
 #define KEEP 256
 
@@ -130,18 +131,18 @@ struct kt_receiver *
 kt_receiver_start(void)
 {
     struct kt_receiver *r = calloc(1, sizeof(*r));
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
-    socklen_t al = sizeof(a);
+    int port = 0;
 
     if (r == NULL)
         return NULL;
-    r->fd = socket(AF_INET, SOCK_STREAM, 0);
-    if (r->fd < 0 || bind(r->fd, (struct sockaddr *)&a, sizeof(a)) != 0 || listen(r->fd, 16) != 0 ||
-        getsockname(r->fd, (struct sockaddr *)&a, &al) != 0 || pipe(r->wake) != 0) {
+    r->fd = kt_server_listen(16, &port);
+    if (r->fd < 0 || pipe(r->wake) != 0) {
+        if (r->fd >= 0)
+            close(r->fd);
         free(r);
         return NULL;
     }
-    snprintf(r->url, sizeof(r->url), "http://127.0.0.1:%d/hook", ntohs(a.sin_port));
+    snprintf(r->url, sizeof(r->url), "http://127.0.0.1:%d/hook", port);
     pthread_mutex_init(&r->mu, NULL);
     if (pthread_create(&r->thread, NULL, run, r) != 0) {
         free(r);
@@ -194,12 +195,7 @@ kt_receiver_hang_next(struct kt_receiver *r, int n, long ms)
 size_t
 kt_receiver_count(struct kt_receiver *r)
 {
-    size_t n;
-
-    pthread_mutex_lock(&r->mu);
-    n = r->n;
-    pthread_mutex_unlock(&r->mu);
-    return n;
+    return kt_server_count(&r->mu, &r->n);
 }
 
 bool

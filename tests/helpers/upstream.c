@@ -15,6 +15,7 @@
 #include <microhttpd.h>
 
 #include "helpers/http.h"
+#include "helpers/server.h"
 #include "helpers/upstream.h"
 
 #define BIG_BLOCK (64 * 1024)
@@ -429,12 +430,7 @@ kt_upstream_set_slow_ms(struct kt_upstream *up, long ms)
 size_t
 kt_upstream_count(struct kt_upstream *up)
 {
-    size_t n;
-
-    pthread_mutex_lock(&up->mu);
-    n = up->ntargets;
-    pthread_mutex_unlock(&up->mu);
-    return n;
+    return kt_server_count(&up->mu, &up->ntargets);
 }
 
 size_t
@@ -465,23 +461,13 @@ kt_upstream_saw(struct kt_upstream *up, const char *needle)
 size_t
 kt_upstream_held_slow(struct kt_upstream *up)
 {
-    size_t n;
-
-    pthread_mutex_lock(&up->mu);
-    n = up->held_slow;
-    pthread_mutex_unlock(&up->mu);
-    return n;
+    return kt_server_count(&up->mu, &up->held_slow);
 }
 
 size_t
 kt_upstream_held_hang(struct kt_upstream *up)
 {
-    size_t n;
-
-    pthread_mutex_lock(&up->mu);
-    n = up->held_hang;
-    pthread_mutex_unlock(&up->mu);
-    return n;
+    return kt_server_count(&up->mu, &up->held_hang);
 }
 
 char *
@@ -520,12 +506,7 @@ kt_upstream_reset(struct kt_upstream *up)
 size_t
 kt_upstream_request_count(struct kt_upstream *up)
 {
-    size_t n;
-
-    pthread_mutex_lock(&up->mu);
-    n = up->nseen;
-    pthread_mutex_unlock(&up->mu);
-    return n;
+    return kt_server_count(&up->mu, &up->nseen);
 }
 
 char *

@@ -56,7 +56,7 @@ test_a_listed_key_has_the_documented_members_and_no_secret(void **state)
 
     (void)state;
     sample_key(&rec);
-    o = kg_render_key_json(&rec, KG_KEY_ACTIVE, false);
+    o = kg_render_key_json(&rec, KG_KEY_ACTIVE, false, rec.created_at);
     assert_non_null(o);
     assert_members(o, list);
     assert_string_equal(json_string_value(json_object_get(o, "created_at")),
@@ -91,6 +91,30 @@ test_expiring_marks_active_keys_within_fourteen_days(void **state)
     assert_false(kg_render_key_expiring(&rec, KG_KEY_EXPIRED, now));
 }
 
+/* The key object's "expiring" is judged at the clock the caller passes
+ * (the admin API's request time), not the wall clock: a key that expires
+ * ten days after that moment is expiring, one that expires 15 days after
+ * it is not, whatever the day the test runs. */
+static void
+test_a_key_objects_expiring_follows_the_clock_it_is_given(void **state)
+{
+    const int64_t now = 1795453262;
+    struct kg_key_rec rec;
+    json_t *o;
+
+    (void)state;
+    sample_key(&rec);
+    rec.expires_at = now + 10 * 86400;
+    o = kg_render_key_json(&rec, KG_KEY_ACTIVE, false, now);
+    assert_non_null(o);
+    assert_true(json_is_true(json_object_get(o, "expiring")));
+    json_decref(o);
+    o = kg_render_key_json(&rec, KG_KEY_ACTIVE, false, now - 5 * 86400);
+    assert_non_null(o);
+    assert_true(json_is_false(json_object_get(o, "expiring")));
+    json_decref(o);
+}
+
 static void
 test_usage_is_added_and_still_in_use_only_in_a_grace_period(void **state)
 {
@@ -100,7 +124,7 @@ test_usage_is_added_and_still_in_use_only_in_a_grace_period(void **state)
 
     (void)state;
     sample_key(&rec);
-    o = kg_render_key_json(&rec, KG_KEY_ACTIVE, true);
+    o = kg_render_key_json(&rec, KG_KEY_ACTIVE, true, rec.created_at);
     assert_non_null(o);
     assert_true(kg_render_key_extras(o, &u, KG_KEY_IN_USE_NONE));
     usage = json_object_get(o, "usage");
@@ -162,6 +186,7 @@ main(void)
         cmocka_unit_test(test_a_listed_key_has_the_documented_members_and_no_secret),
         cmocka_unit_test(test_usage_is_added_and_still_in_use_only_in_a_grace_period),
         cmocka_unit_test(test_expiring_marks_active_keys_within_fourteen_days),
+        cmocka_unit_test(test_a_key_objects_expiring_follows_the_clock_it_is_given),
         cmocka_unit_test(test_a_new_key_has_an_empty_placeholder_for_the_secret),
         cmocka_unit_test(test_an_audit_row_edited_into_bad_bytes_is_shown_not_lost),
     };
