@@ -605,9 +605,21 @@ test_a_thousand_faults_leave_no_descriptor_or_memory_behind(void **state)
     /* Under AddressSanitizer freed memory waits in its quarantine (256 MiB
      * by default), so RSS says nothing there; LeakSanitizer checks the
      * daemon's exit instead. */
-    if (!UNDER_ASAN && rss2 - rss1 > 2048)
-        fail_msg("VmRSS grew %ld KiB over the second %d faults (%ld -> %ld KiB)", rss2 - rss1,
-                 SWEEP, rss1, rss2);
+    if (!UNDER_ASAN && rss2 - rss1 > 2048) {
+        /* On a busy machine more exchanges overlap in a sweep, and the
+         * allocator keeps the higher mark it reached: a third sweep tells
+         * that from a leak, which grows again by as much. */
+        int fd3;
+        long rss3;
+
+        sweep();
+        at_rest(pid, &fd3, &rss3);
+        fprintf(stderr, "upstream faults: a third sweep: fds %d, VmRSS %ld KiB\n", fd3, rss3);
+        if (rss3 - rss2 > 2048)
+            fail_msg("VmRSS grew %ld and then %ld KiB over the second and third %d faults "
+                     "(%ld -> %ld -> %ld KiB)",
+                     rss2 - rss1, rss3 - rss2, SWEEP, rss1, rss2, rss3);
+    }
 }
 
 int
