@@ -26,12 +26,11 @@
 #                "access log + metrics cost <= 3%")
 #   keygate-redis only when named: a third keygate :18087 (admin :18088) on the same store
 #                with `limits redis://127.0.0.1:18089/0` and a redis-server of its own on
-#                :18089 (persistence off, in run/redis/): rate limits shared in Redis. With
-#                KEYGATE_EXTRA_CONF='rate_limit_default 1000000/s' both keygate and
-#                keygate-redis limit every key, keygate in memory: the summary gives
-#                keygate-redis's req/s against keygate's (issue 15's shared-limit row).
-#                KG_RATE_LIMIT sets the limit of both, KG_LIMITS_LEASE keygate-redis's lease
-#                (limits_lease); the summary also gives Redis calls per request
+#                :18089 (persistence off, in run/redis/): rate limits shared in Redis.
+#                KG_RATE_LIMIT is the limit of both keygate (in memory) and keygate-redis,
+#                KG_LIMITS_LEASE keygate-redis's limits_lease: the summary gives
+#                keygate-redis's req/s, CPU and Redis calls per request against keygate's
+#                (issue 15's shared-limit row)
 #   keygate-pg   only when named: a fourth keygate :18091 (admin :18092) whose store is a
 #                PostgreSQL 15 server of its own on 127.0.0.1:18090 (initdb in run/pg/, run
 #                as nobody when we are root, fsync off: a throwaway bench store), seeded
@@ -442,7 +441,11 @@ EOF
         printf 'tls_certificate   "%s"\ntls_key           "%s"\n' "$TLS_DIR/server.crt" \
             "$TLS_DIR/server.key" >>"$conf"
     fi
-    # e.g. KEYGATE_EXTRA_CONF='rate_limit_default 1000000/s' for the limits-on run.
+    # e.g. KEYGATE_EXTRA_CONF='upstream_client curl'. The limit is KG_RATE_LIMIT's: a
+    # second rate_limit_default line would make the config invalid.
+    case "${KEYGATE_EXTRA_CONF:-}" in
+        *rate_limit_default*) die "set the limit with KG_RATE_LIMIT=RATE, not in KEYGATE_EXTRA_CONF (rate_limit_default is already in the config)" ;;
+    esac
     [ -n "${KEYGATE_EXTRA_CONF:-}" ] && printf '%s\n' "$KEYGATE_EXTRA_CONF" >>"$conf"
     return 0
 }
