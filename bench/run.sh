@@ -72,7 +72,8 @@
 #                 run (one Redis call); 100000/s gives leases of 1000 tokens (see README.md)
 #   KG_LIMITS_LEASE=                 keygate-redis's limits_lease (empty: keygate's default,
 #                 10ms; 0: one Redis call per request, the exact mode)
-#   PG_BINDIR=/usr/lib/postgresql/15/bin   initdb, pg_ctl and postgres for keygate-pg
+#   PG_BINDIR=/usr/lib/postgresql/15/bin   initdb, postgres, pg_isready, createdb and psql
+#                 for keygate-pg
 #   SYSCALLS=0    1 = strace -c -f runs instead of load runs (bench/syscalls.sh;
 #                 SYSCALL_DURATION=3 seconds each, SYSCALL_CONNS="64 1")
 #                 (relative paths: from the caller's directory, else from the repo root)
