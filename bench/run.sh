@@ -26,10 +26,18 @@
 #                "access log + metrics cost <= 3%")
 #   keygate-redis only when named: a third keygate :18087 (admin :18088) on the same store
 #                with `limits redis://127.0.0.1:18089/0` and a redis-server of its own on
-#                :18089 (persistence off, in run/redis/): rate limits shared in Redis. With
-#                KEYGATE_EXTRA_CONF='rate_limit_default 1000000/s' both keygate and
-#                keygate-redis limit every key, keygate in memory: the summary gives
-#                keygate-redis's req/s against keygate's (issue 15's shared-limit row)
+#                :18089 (persistence off, in run/redis/): rate limits shared in Redis.
+#                KG_RATE_LIMIT is the limit of both keygate (in memory) and keygate-redis,
+#                KG_LIMITS_LEASE keygate-redis's limits_lease: the summary gives
+#                keygate-redis's req/s, CPU and Redis calls per request against keygate's
+#                (issue 15's shared-limit row)
+#   keygate-pg   only when named: a fourth keygate :18091 (admin :18092) whose store is a
+#                PostgreSQL 15 server of its own on 127.0.0.1:18090 (initdb in run/pg/, run
+#                as nobody when we are root, fsync off: a throwaway bench store), seeded
+#                with the very keys of keygate's SQLite store (kg_bench_seed -i) and the
+#                same secret; the summary gives its req/s and CPU per request against
+#                keygate's (issue 15: the hot path stays in memory) and the server's CPU.
+#                The server is stopped and run/pg/ removed on exit
 #   gateway      not started unless GW_CMD is given: any gateway under test, reached
 #                at GW_URL, that proxies to the upstream on 127.0.0.1:18080
 # then, for each scenario, runs wrk (fixed duration/connections/threads, --latency)
@@ -58,8 +66,14 @@
 # keygate:
 #   KEYGATE_BIN=build/keygate        KEYGATE_SEED_BIN=<dir of KEYGATE_BIN>/kg_bench_seed
 #   KEYGATE_EXTRA_CONF=LINES         appended to run/keygate.conf (e.g. upstream_client curl)
-#   KG_RATE_LIMIT=1000000000/s       keygate's rate_limit_default: never reached, but the
-#                 limiter is on the measured path (off: no limiter)
+#   KG_RATE_LIMIT=1000000000/s       keygate's rate_limit_default (every keygate: keygate,
+#                 -obs, -redis, -pg): never reached, but the limiter is on the measured path
+#                 (off: no limiter). keygate-redis: at 1000000000/s one lease covers a whole
+#                 run (one Redis call); 100000/s gives leases of 1000 tokens (see README.md)
+#   KG_LIMITS_LEASE=                 keygate-redis's limits_lease (empty: keygate's default,
+#                 10ms; 0: one Redis call per request, the exact mode)
+#   PG_BINDIR=/usr/lib/postgresql/15/bin   initdb, postgres, pg_isready, createdb and psql
+#                 for keygate-pg
 #   SYSCALLS=0    1 = strace -c -f runs instead of load runs (bench/syscalls.sh;
 #                 SYSCALL_DURATION=3 seconds each, SYSCALL_CONNS="64 1")
 #                 (relative paths: from the caller's directory, else from the repo root)
@@ -118,6 +132,8 @@ KEYGATE_BIN=$(abs_bin "${KEYGATE_BIN:-build/keygate}")
 KEYGATE_SEED_BIN=$(abs_bin "${KEYGATE_SEED_BIN:-$(dirname "$KEYGATE_BIN")/kg_bench_seed}")
 KG_HEADER_FMT=${KG_HEADER_FMT:-X-Api-Key: %s}
 KG_RATE_LIMIT=${KG_RATE_LIMIT:-1000000000/s}
+KG_LIMITS_LEASE=${KG_LIMITS_LEASE:-}
+PG_BINDIR=${PG_BINDIR:-/usr/lib/postgresql/15/bin}
 
 RUN="$BENCH_DIR/run"
 TLS_DIR="$RUN/tls"
@@ -131,6 +147,7 @@ UP_PORT=$((18080 + PORT_OFFSET)) NK_PORT=$((18081 + PORT_OFFSET)) HK_PORT=$((180
 KG_PORT=$((18083 + PORT_OFFSET)) KG_ADMIN_PORT=$((18084 + PORT_OFFSET))
 KO_PORT=$((18085 + PORT_OFFSET)) KO_ADMIN_PORT=$((18086 + PORT_OFFSET))
 KR_PORT=$((18087 + PORT_OFFSET)) KR_ADMIN_PORT=$((18088 + PORT_OFFSET)) RD_PORT=$((18089 + PORT_OFFSET))
+PG_PORT=$((18090 + PORT_OFFSET)) KP_PORT=$((18091 + PORT_OFFSET)) KP_ADMIN_PORT=$((18092 + PORT_OFFSET))
 CLK_TCK=$(getconf CLK_TCK)
 
 die() { echo "run.sh: $*" >&2; exit 1; }
@@ -165,7 +182,7 @@ else
     SCENARIOS=(direct nginx-key haproxy-key keygate)
     [ -n "$GW_URL" ] && SCENARIOS+=(gateway)
 fi
-need_nk=0 need_hk=0 need_kg=0 need_ko=0 need_kr=0
+need_nk=0 need_hk=0 need_kg=0 need_ko=0 need_kr=0 need_kp=0
 for s in "${SCENARIOS[@]}"; do
     case "$s" in
         direct) ;;
@@ -180,6 +197,14 @@ for s in "${SCENARIOS[@]}"; do
             [ -x "$KEYGATE_BIN" ] || die "no keygate binary at $KEYGATE_BIN"
             [ -x "$KEYGATE_SEED_BIN" ] || die "no seeding tool at $KEYGATE_SEED_BIN"
             command -v redis-server >/dev/null 2>&1 || die "missing 'redis-server' (apt-get install -y redis-server)" ;;
+        keygate-pg)
+            need_kp=1
+            [ "${SUMMARY_ONLY:-0}" = 1 ] && continue
+            [ -x "$KEYGATE_BIN" ] || die "no keygate binary at $KEYGATE_BIN"
+            [ -x "$KEYGATE_SEED_BIN" ] || die "no seeding tool at $KEYGATE_SEED_BIN"
+            for t in initdb postgres pg_isready createdb psql; do
+                [ -x "$PG_BINDIR/$t" ] || die "no $PG_BINDIR/$t (apt-get install -y postgresql-15; or set PG_BINDIR)"
+            done ;;
         nginx-key) need_nk=1 ;;
         haproxy-key) need_hk=1 ;;
         keygate)
@@ -194,7 +219,7 @@ for s in "${SCENARIOS[@]}"; do
             [ -n "$GW_KEY" ] || die "scenario gateway needs GW_KEY"
             [[ "$GW_URL" =~ ^https?://(127\.[0-9.]+|localhost|\[::1\])(:[0-9]+)?(/|$) ]] ||
                 die "GW_URL must point at loopback (127.0.0.0/8, localhost, [::1])" ;;
-        *) die "unknown scenario '$s' (direct nginx-key haproxy-key keygate keygate-obs keygate-redis gateway)" ;;
+        *) die "unknown scenario '$s' (direct nginx-key haproxy-key keygate keygate-obs keygate-redis keygate-pg gateway)" ;;
     esac
 done
 
@@ -206,15 +231,20 @@ if [ "$PIN" = 1 ]; then
 fi
 
 # ---- process bookkeeping ---------------------------------------------------
-declare -A PID_OF=()
+declare -A PID_OF=() STOP_SIG=()
 STARTED=()
+PG_MADE=0
 
+# Last started first: a keygate stops (and flushes) before the store or Redis it uses.
+# STOP_SIG[name] overrides TERM (postgres: INT, a fast shutdown; TERM would wait for
+# its clients).
 stop_all() {
-    local name pid i
-    for name in "${STARTED[@]}"; do
+    local name pid i n
+    for ((n = ${#STARTED[@]} - 1; n >= 0; n--)); do
+        name=${STARTED[$n]}
         pid=${PID_OF[$name]}
         if kill -0 "$pid" 2>/dev/null; then
-            kill -TERM "$pid" 2>/dev/null
+            kill "-${STOP_SIG[$name]:-TERM}" "$pid" 2>/dev/null
             for i in $(seq 50); do kill -0 "$pid" 2>/dev/null || break; sleep 0.1; done
             kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
             wait "$pid" 2>/dev/null
@@ -222,6 +252,12 @@ stop_all() {
         fi
     done
     STARTED=()
+    # keygate-pg's server: its data directory goes with it (a fresh one every run).
+    pid=${PID_OF[postgres]:-}
+    if [ "$PG_MADE" = 1 ] && { [ -z "$pid" ] || ! kill -0 "$pid" 2>/dev/null; }; then
+        rm -rf "$RUN/pg" && log "removed $RUN/pg"
+        PG_MADE=0
+    fi
 }
 trap 'stop_all' EXIT
 trap 'exit 130' INT TERM
@@ -381,14 +417,15 @@ start_haproxy_key() {
 }
 
 # keygate: a config of its own in run/, a freshly seeded store, then the daemon.
-write_keygate_conf() { # [file port admin_port]
+write_keygate_conf() { # [file port admin_port database]
     local conf=${1:-$RUN/keygate.conf} port=${2:-$KG_PORT} admin=${3:-$KG_ADMIN_PORT}
+    local db=${4:-$RUN/keygate.db}
     cat >"$conf" <<EOF
 # Written by bench/run.sh on every run; edits are lost.
 listen            127.0.0.1:$port
 admin_listen      127.0.0.1:$admin
 upstream          http://127.0.0.1:$UP_PORT
-database          "$RUN/keygate.db"
+database          "$db"
 secret_file       "$RUN/keygate.secret"
 key_prefix        kg_
 credential_header X-Api-Key
@@ -405,7 +442,11 @@ EOF
         printf 'tls_certificate   "%s"\ntls_key           "%s"\n' "$TLS_DIR/server.crt" \
             "$TLS_DIR/server.key" >>"$conf"
     fi
-    # e.g. KEYGATE_EXTRA_CONF='rate_limit_default 1000000/s' for the limits-on run.
+    # e.g. KEYGATE_EXTRA_CONF='upstream_client curl'. The limit is KG_RATE_LIMIT's: a
+    # second rate_limit_default line would make the config invalid.
+    case "${KEYGATE_EXTRA_CONF:-}" in
+        *rate_limit_default*) die "set the limit with KG_RATE_LIMIT=RATE, not in KEYGATE_EXTRA_CONF (rate_limit_default is already in the config)" ;;
+    esac
     [ -n "${KEYGATE_EXTRA_CONF:-}" ] && printf '%s\n' "$KEYGATE_EXTRA_CONF" >>"$conf"
     return 0
 }
@@ -490,6 +531,8 @@ start_keygate_redis() {
     port_busy $RD_PORT || die "redis-server did not listen on port $RD_PORT within 10 s"
     write_keygate_conf "$RUN/keygate-redis.conf" $KR_PORT $KR_ADMIN_PORT
     printf 'limits            redis://127.0.0.1:%s/0\n' $RD_PORT >>"$RUN/keygate-redis.conf"
+    # The lease is Redis's alone: the local limiter has none, the limit is the same.
+    [ -n "$KG_LIMITS_LEASE" ] && printf 'limits_lease      %s\n' "$KG_LIMITS_LEASE" >>"$RUN/keygate-redis.conf"
     "$KEYGATE_BIN" serve -t -c "$RUN/keygate-redis.conf" >"$RUN/keygate-redis-check.log" 2>&1 ||
         die "run/keygate-redis.conf does not validate: $(cat "$RUN/keygate-redis-check.log")"
     start_bg keygate-redis "$RUN/keygate-redis.log" "${SRV_PREFIX[@]}" \
@@ -500,6 +543,73 @@ start_keygate_redis() {
         sleep 0.1
     done
     port_busy $KR_PORT || die "keygate-redis did not listen on port $KR_PORT within 30 s"
+}
+
+# keygate-pg's PostgreSQL: a cluster of its own in run/pg/ (made afresh every run,
+# removed on exit), on loopback TCP only, as nobody when we are root (postgres refuses
+# to run as root). fsync and full-page writes are off: the store is thrown away after
+# the run, and the measured path reads keys from memory, not from the server.
+PG_AS=()
+start_postgres() {
+    port_busy $PG_PORT && die "127.0.0.1:$PG_PORT already in use"
+    rm -rf "$RUN/pg"
+    mkdir -p "$RUN/pg" || die "cannot create $RUN/pg"
+    PG_MADE=1
+    if [ "$(id -u)" = 0 ]; then
+        id nobody >/dev/null 2>&1 || die "running as root and there is no user nobody to run postgres as"
+        command -v setpriv >/dev/null 2>&1 || die "missing 'setpriv' (util-linux) to run postgres as nobody"
+        chown "$(id -u nobody):$(id -g nobody)" "$RUN/pg" || die "cannot hand $RUN/pg to nobody"
+        PG_AS=(setpriv --reuid="$(id -u nobody)" --regid="$(id -g nobody)" --clear-groups)
+    fi
+    log "initdb in $RUN/pg/data"
+    "${PG_AS[@]}" "$PG_BINDIR/initdb" -D "$RUN/pg/data" -U keygate -A trust -E UTF8 --no-sync \
+        --locale=C >"$RUN/pg/initdb.log" 2>&1 || die "initdb failed (see $RUN/pg/initdb.log)"
+    start_bg postgres "$RUN/postgres.log" "${SRV_PREFIX[@]}" "${PG_AS[@]}" \
+        "$PG_BINDIR/postgres" -D "$RUN/pg/data" -p $PG_PORT -c listen_addresses=127.0.0.1 \
+        -c unix_socket_directories= -c fsync=off -c full_page_writes=off
+    STOP_SIG[postgres]=INT
+    local i
+    for i in $(seq 300); do
+        kill -0 "${PID_OF[postgres]}" 2>/dev/null || die "postgres exited at start (see $RUN/postgres.log)"
+        "$PG_BINDIR/pg_isready" -q -h 127.0.0.1 -p $PG_PORT && break
+        sleep 0.1
+    done
+    "$PG_BINDIR/pg_isready" -q -h 127.0.0.1 -p $PG_PORT ||
+        die "postgres did not accept connections on 127.0.0.1:$PG_PORT within 30 s"
+    "$PG_BINDIR/createdb" -h 127.0.0.1 -p $PG_PORT -U keygate keygate_bench >>"$RUN/pg/initdb.log" 2>&1 ||
+        die "createdb failed (see $RUN/pg/initdb.log)"
+}
+
+# keygate-pg: the same keys and secret as keygate's SQLite store, in PostgreSQL.
+start_keygate_pg() {
+    port_busy $KP_PORT && die "127.0.0.1:$KP_PORT already in use"
+    port_busy $KP_ADMIN_PORT && die "127.0.0.1:$KP_ADMIN_PORT already in use"
+    if [ $need_kg = 0 ] && [ $need_ko = 0 ] && [ $need_kr = 0 ]; then
+        write_keygate_conf
+        seed_keygate
+    fi
+    start_postgres
+    write_keygate_conf "$RUN/keygate-pg.conf" $KP_PORT $KP_ADMIN_PORT \
+        "postgres://keygate@127.0.0.1:$PG_PORT/keygate_bench"
+    "$KEYGATE_BIN" serve -t -c "$RUN/keygate-pg.conf" >"$RUN/keygate-pg-check.log" 2>&1 ||
+        die "run/keygate-pg.conf does not validate: $(cat "$RUN/keygate-pg-check.log")"
+    log "seeding the same $NKEYS keys into PostgreSQL (127.0.0.1:$PG_PORT/keygate_bench)"
+    "$KEYGATE_SEED_BIN" -c "$RUN/keygate-pg.conf" -i "$RUN/keygate-keys.txt" \
+        >"$RUN/keygate-pg-seed.log" 2>&1 || die "seeding PostgreSQL failed: $(tail -3 "$RUN/keygate-pg-seed.log")"
+    grep -q "^kg_bench_seed: $NKEYS keys from a file .*(secret reused)" "$RUN/keygate-pg-seed.log" ||
+        die "seeding PostgreSQL did not insert $NKEYS keys with keygate's secret: $(tail -1 "$RUN/keygate-pg-seed.log")"
+    # Now rather than autovacuum's own time, during a measured run.
+    "$PG_BINDIR/psql" -q -h 127.0.0.1 -p $PG_PORT -U keygate -d keygate_bench -c 'VACUUM ANALYZE' \
+        >>"$RUN/keygate-pg-seed.log" 2>&1 || die "VACUUM ANALYZE failed (see $RUN/keygate-pg-seed.log)"
+    start_bg keygate-pg "$RUN/keygate-pg.log" "${SRV_PREFIX[@]}" \
+        "$KEYGATE_BIN" serve -c "$RUN/keygate-pg.conf"
+    local i
+    for i in $(seq 300); do
+        kill -0 "${PID_OF[keygate-pg]}" 2>/dev/null || die "keygate-pg exited at start (see $RUN/keygate-pg.log)"
+        port_busy $KP_PORT && break
+        sleep 0.1
+    done
+    port_busy $KP_PORT || die "keygate-pg did not listen on port $KP_PORT within 30 s"
 }
 
 gw_port() { # port of GW_URL
@@ -535,24 +645,30 @@ url_of() {
         keygate) echo "$SCHEME://127.0.0.1:$KG_PORT/v1/items" ;;
         keygate-obs) echo "$SCHEME://127.0.0.1:$KO_PORT/v1/items" ;;
         keygate-redis) echo "$SCHEME://127.0.0.1:$KR_PORT/v1/items" ;;
+        keygate-pg) echo "$SCHEME://127.0.0.1:$KP_PORT/v1/items" ;;
         gateway) echo "$GW_URL" ;;
     esac
 }
 is_keygate() { # scenario -> true for the keygate instances (seeded keygate keys)
-    case "$1" in keygate | keygate-obs | keygate-redis) return 0 ;; *) return 1 ;; esac
+    case "$1" in keygate | keygate-obs | keygate-redis | keygate-pg) return 0 ;; *) return 1 ;; esac
 }
 key_hdr() { # scenario key -> header line
     local fmt='X-Api-Key: %s' pat='%s'
     [ "$1" = gateway ] && fmt=$GW_HEADER_FMT
-    [ "$1" = keygate ] && fmt=$KG_HEADER_FMT
-    [ "$1" = keygate-obs ] && fmt=$KG_HEADER_FMT
-    [ "$1" = keygate-redis ] && fmt=$KG_HEADER_FMT
+    is_keygate "$1" && fmt=$KG_HEADER_FMT
     echo "${fmt//"$pat"/$2}"
 }
 gw_pid_of() { # scenario -> pid whose tree is "the gateway" in the CPU columns
     case "$1" in
         direct) echo "" ;;
         *) echo "${PID_OF[$1]:-}" ;;
+    esac
+}
+aux_pid_of() { # scenario -> pid of the server it needs for its limits or store (aux_us/rq)
+    case "$1" in
+        keygate-redis) echo "${PID_OF[redis]:-}" ;;
+        keygate-pg) echo "${PID_OF[postgres]:-}" ;;
+        *) echo "" ;;
     esac
 }
 
@@ -591,6 +707,29 @@ check_headers() { # scenario header-line
         fi
     done
     echo "  ok  $s adds upstream: $(grep -v '^x_api_key=\|^authorization=' "$f" | tr '\n' ' ')" >&2
+}
+
+metrics_of() { # admin port -> its /metrics (the admin listener speaks TLS when TLS=1)
+    curl -s --max-time 5 "${CURL_TLS[@]}" "$SCHEME://127.0.0.1:$1/metrics"
+}
+
+# The RateLimit-Policy header a keygate answers the valid key with: two keygates
+# compared must apply the same limit (the comparison is where the buckets live).
+ratelimit_policy() { # scenario
+    curl -s -o /dev/null -D - --max-time 5 "${CURL_TLS[@]}" -H "$(key_hdr "$1" "$KG_VALID_KEY")" \
+        "$(url_of "$1")" | tr -d '\r' | sed -n 's/^[Rr]ate[Ll]imit-[Pp]olicy: //p'
+}
+check_same_limit() { # scenario: the same limit as keygate's (when keygate is in the run)
+    local mine theirs same=""
+    mine=$(ratelimit_policy "$1")
+    if [ $need_kg = 1 ]; then
+        theirs=$(ratelimit_policy keygate)
+        if [ "$mine" != "$theirs" ]; then
+            echo "SMOKE FAIL: $1's limit (${mine:-none}) is not keygate's (${theirs:-none})" >&2; return 1
+        fi
+        same=" (keygate: the same)"
+    fi
+    echo "  ok  $1 RateLimit-Policy: ${mine:-none}$same" >&2
 }
 
 smoke() {
@@ -634,11 +773,23 @@ smoke() {
         keygate-redis)
             check_status "keygate-redis valid key" 200 "$url" -H "$(key_hdr keygate-redis "$KG_VALID_KEY")" || fail=1
             check_status "keygate-redis unknown well-formed key" 401 "$url" -H "$(key_hdr keygate-redis "$KG_BAD_KEY")" || fail=1
-            if curl -s --max-time 5 "http://127.0.0.1:$KR_ADMIN_PORT/metrics" | grep -q '^keygate_limiter_redis_up 1'; then
+            if metrics_of $KR_ADMIN_PORT | grep -q '^keygate_limiter_redis_up 1'; then
                 echo "  ok  keygate-redis: Redis answers" >&2
             else
                 echo "SMOKE FAIL: keygate-redis does not reach its Redis (see $RUN/keygate-redis.log)" >&2; fail=1
-            fi ;;
+            fi
+            check_same_limit keygate-redis || fail=1 ;;
+        keygate-pg)
+            check_status "keygate-pg valid key ($KG_HEADER_FMT)" 200 "$url" -H "$(key_hdr keygate-pg "$KG_VALID_KEY")" || fail=1
+            check_status "keygate-pg valid Bearer" 200 "$url" -H "Authorization: Bearer $KG_VALID_KEY" || fail=1
+            check_status "keygate-pg valid key, POST" 200 "$url" -X POST -H "$(key_hdr keygate-pg "$KG_VALID_KEY")" -d '{"a":1}' || fail=1
+            check_status "keygate-pg first seeded key" 200 "$url" -H "$(key_hdr keygate-pg "$(head -1 "$RUN/keygate-keys.txt")")" || fail=1
+            check_status "keygate-pg unknown well-formed key" 401 "$url" -H "$(key_hdr keygate-pg "$KG_BAD_KEY")" || fail=1
+            check_status "keygate-pg bad checksum" 401 "$url" -H "$(key_hdr keygate-pg "$KG_BADSUM_KEY")" || fail=1
+            check_status "keygate-pg no key" 401 "$url" || fail=1
+            check_status "keygate-pg admin /readyz" 200 "$SCHEME://127.0.0.1:$KP_ADMIN_PORT/readyz" || fail=1
+            check_headers keygate-pg "$(key_hdr keygate-pg "$KG_VALID_KEY")" || fail=1
+            check_same_limit keygate-pg || fail=1 ;;
         gateway)
             check_status "gateway valid key" 200 "$url" -H "$(key_hdr gateway "$GW_KEY")" || fail=1
             check_status "gateway invalid key" 401 "$url" -H "$(key_hdr gateway "$GW_BAD_KEY")" || fail=1
@@ -648,10 +799,13 @@ smoke() {
 }
 
 # ---- one measured wrk run --------------------------------------------------
+redis_calls() { # keygate-redis's keygate_limiter_redis_calls_total
+    metrics_of $KR_ADMIN_PORT | awk '$1 == "keygate_limiter_redis_calls_total" { print $2 }'
+}
 # appends one row to $OUT/results.tsv
 measure() { # rep scenario keycase conns duration
     local rep=$1 s=$2 kc=$3 c=$4 d=$5
-    local url key hdr script raw gpid t0g t0u t1g t1u t0s t1s t0w t1w line
+    local url key hdr script raw gpid apid t0g t0u t1g t1u t0s t1s t0w t1w t0a t1a c0 c1 line
     url=$(url_of "$s")
     case "$kc" in
         valid) key=$VALID_KEY; [ "$s" = gateway ] && key=$GW_KEY; is_keygate "$s" && key=$KG_VALID_KEY ;;
@@ -681,12 +835,15 @@ measure() { # rep scenario keycase conns duration
     if [ "$WARMUP" -gt 0 ]; then
         "${wrk_cmd[@]}" -d "${WARMUP}s" "$url" >/dev/null 2>&1
     fi
-    gpid=$(gw_pid_of "$s")
-    t0g=$(tree_ticks "$gpid"); t0u=$(tree_ticks "${PID_OF[upstream]}")
+    gpid=$(gw_pid_of "$s") apid=$(aux_pid_of "$s") c0="" c1=""
+    # keygate-redis: its Redis calls during the run (read outside the CPU window)
+    [ "$s" = keygate-redis ] && c0=$(redis_calls)
+    t0g=$(tree_ticks "$gpid"); t0u=$(tree_ticks "${PID_OF[upstream]}"); t0a=$(tree_ticks "$apid")
     t0s=$(sys_busy_ticks); t0w=$(child_ticks)
     "${wrk_cmd[@]}" -d "${d}s" "$url" >"$raw" 2>&1
     t1w=$(child_ticks); t1s=$(sys_busy_ticks)
-    t1g=$(tree_ticks "$gpid"); t1u=$(tree_ticks "${PID_OF[upstream]}")
+    t1g=$(tree_ticks "$gpid"); t1u=$(tree_ticks "${PID_OF[upstream]}"); t1a=$(tree_ticks "$apid")
+    [ "$s" = keygate-redis ] && c1=$(redis_calls)
     line=$(grep '^WRKRESULT ' "$raw" | tail -1)
     if [ -z "$line" ]; then
         log "wrk produced no result for $s/$kc/c$c (see $raw)"
@@ -695,7 +852,8 @@ measure() { # rep scenario keycase conns duration
     # key=value -> tsv row
     echo "$line" | awk -v rep="$rep" -v s="$s" -v kc="$kc" -v c="$c" \
         -v gt="$((t1g - t0g))" -v ut="$((t1u - t0u))" -v hz="$CLK_TCK" -v hasg="${gpid:+1}" \
-        -v st="$((t1s - t0s))" -v wt="$((t1w - t0w))" '
+        -v st="$((t1s - t0s))" -v wt="$((t1w - t0w))" -v at="$((t1a - t0a))" -v hasa="${apid:+1}" \
+        -v calls="$([ -n "$c0" ] && [ -n "$c1" ] && echo $((c1 - c0)))" '
         { for (i = 2; i <= NF; i++) { split($i, kv, "="); v[kv[1]] = kv[2] } }
         END {
             req = v["requests"]; dur = v["duration_us"] / 1e6
@@ -706,15 +864,21 @@ measure() { # rep scenario keycase conns duration
             gpc = (hasg && dur > 0) ? sprintf("%.0f", gt * 100 / hz / dur) : "-"
             uus = (req > 0) ? sprintf("%.1f", ut * 1e6 / hz / req) : "-"
             upc = (dur > 0) ? sprintf("%.0f", ut * 100 / hz / dur) : "-"
-            # other: busy CPU not spent by wrk, the gateway or the upstream (100 = one core)
-            oth = st - wt - ut - (hasg ? gt : 0); if (oth < 0) oth = 0
+            # aux: the server a keygate keeps its store or limits in (postgres, redis)
+            aus = (hasa && req > 0) ? sprintf("%.1f", at * 1e6 / hz / req) : "-"
+            cpr = (calls != "" && req > 0) ? sprintf("%.4f", calls / req) : "-"
+            # other: busy CPU not spent by wrk, the gateway, its aux server or the upstream
+            # (100 = one core)
+            oth = st - wt - ut - (hasg ? gt : 0) - (hasa ? at : 0); if (oth < 0) oth = 0
             wpc = (dur > 0) ? sprintf("%.0f", wt * 100 / hz / dur) : "-"
             opc = (dur > 0) ? sprintf("%.0f", oth * 100 / hz / dur) : "-"
-            printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
+            printf "%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n",
                 rep, s, kc, c, v["rps"], v["p50_us"], v["p90_us"], v["p99_us"],
-                req, v["non2xx"], errs, gus, gpc, uus, ok, wpc, opc
+                req, v["non2xx"], errs, gus, gpc, uus, ok, wpc, opc, aus, cpr
         }' >>"$OUT/results.tsv"
-    log "$(tail -1 "$OUT/results.tsv" | awk -F'\t' '{ printf "rep %s %-11s %-7s c=%-3s rps=%-9s p50=%.2fms p99=%.2fms non2xx=%s err=%s gw_us/req=%s other=%s%% %s", $1, $2, $3, $4, $5, $6/1000, $8/1000, $10, $11, $12, $17, $15 }')"
+    log "$(tail -1 "$OUT/results.tsv" | awk -F'\t' '{ printf "rep %s %-11s %-7s c=%-3s rps=%-9s p50=%.2fms p99=%.2fms non2xx=%s err=%s gw_us/req=%s other=%s%% %s", $1, $2, $3, $4, $5, $6/1000, $8/1000, $10, $11, $12, $17, $15
+        if ($18 != "-") printf " aux_us/req=%s", $18
+        if ($19 != "-") printf " redis_calls/req=%s", $19 }')"
 }
 
 # ---- system calls per proxied request (SYSCALLS=1, bench/syscalls.sh) --------
@@ -796,6 +960,9 @@ summarize_file() {
         n[g]++; if ($15 != "ok") bad[g]++
         R[$1 SUBSEP $2 SUBSEP $3 SUBSEP $4] = $5; P[$1 SUBSEP $2 SUBSEP $3 SUBSEP $4] = $6
         G[$1 SUBSEP $2 SUBSEP $3 SUBSEP $4] = $12
+        # columns 18-19 (aux server CPU, Redis calls per request) likewise
+        A[$1 SUBSEP $2 SUBSEP $3 SUBSEP $4] = (NF >= 19 ? $18 : "-")
+        N[$1 SUBSEP $2 SUBSEP $3 SUBSEP $4] = (NF >= 19 ? $19 : "-")
         if ($2 == "keygate" && $3 == "valid") {
             if (cmax == "" || $4 + 0 > cmax + 0) cmax = $4
             if (cmin == "" || $4 + 0 < cmin + 0) cmin = $4
@@ -832,9 +999,10 @@ summarize_file() {
         print "process tree (- for direct); gw_cpu = its CPU% (100% = one core); up_us/rq = CPU per"
         print "request of the upstream nginx. check: valid runs must see no non-2xx and no socket"
         print "errors, invalid runs only 401s. other = the highest, over the runs, CPU% taken by"
-        print "processes outside the benchmark (busy CPU minus wrk, gateway and upstream; 100% = one"
-        print "core; softirq work not charged to a process lands here too): a few % is normal, tens"
-        print "of % mean something else was running and the row is not trustworthy."
+        print "processes outside the benchmark (busy CPU minus wrk, gateway and upstream, and the"
+        print "redis-server or postgres of keygate-redis and keygate-pg; 100% = one core; softirq work"
+        print "not charged to a process lands here too): a few % is normal, tens of % mean something"
+        print "else was running and the row is not trustworthy."
         # keygate against nginx-key, the three targets of issue 3, each ratio taken
         # within a rep and then the median over reps
         if (cmax != "") {
@@ -879,26 +1047,38 @@ summarize_file() {
             if (t5 != "") printf "; CPU us/request %.3fx", med(t5)
             printf "\n"
         }
-        # keygate-redis (limits in Redis) against keygate (limits in memory, or none)
-        nr = split(replist, rr, " "); shown = 0
-        for (kk = 1; kk <= 2; kk++) {
-            kc = (kk == 1) ? "valid" : "invalid"; t4 = ""; t5 = ""; cc = ""
-            for (j = 1; j <= nr; j++) {
-                for (g in seen) {
-                    split(g, gp, SUBSEP)
-                    if (gp[1] != "keygate-redis" || gp[2] != kc) continue
-                    a = rr[j] SUBSEP "keygate-redis" SUBSEP kc SUBSEP gp[3]; b = rr[j] SUBSEP "keygate" SUBSEP kc SUBSEP gp[3]
-                    if ((a in R) && (b in R) && R[b] > 0) {
-                        t4 = t4 " " R[a] / R[b]; cc = gp[3]
-                        if (G[a] != "-" && G[b] + 0 > 0) t5 = t5 " " G[a] / G[b]
+        # issue 15: keygate-redis (limits in Redis) and keygate-pg (store in PostgreSQL)
+        # against keygate (limits in memory, store in SQLite), within each rep
+        for (ks = 1; ks <= 2; ks++) {
+            sc = (ks == 1) ? "keygate-redis" : "keygate-pg"; shown = 0
+            for (kk = 1; kk <= 2; kk++) {
+                kc = (kk == 1) ? "valid" : "invalid"
+                for (i = 1; i <= ng; i++) {
+                    g = order[i]
+                    if (S[g] != sc || K[g] != kc) continue
+                    cc = C[g]; t4 = ""; t5 = ""; ra = ""; rb = ""; ga = ""; gb = ""; au = ""; nc = ""; pa = ""; pb = ""
+                    for (j = 1; j <= nr; j++) {
+                        a = rr[j] SUBSEP sc SUBSEP kc SUBSEP cc; b = rr[j] SUBSEP "keygate" SUBSEP kc SUBSEP cc
+                        if (!(a in R) || !(b in R) || R[b] <= 0) continue
+                        t4 = t4 " " R[a] / R[b]; ra = ra " " R[a]; rb = rb " " R[b]
+                        pa = pa " " P[a]; pb = pb " " P[b]
+                        if (G[a] != "-" && G[b] + 0 > 0) { t5 = t5 " " G[a] / G[b]; ga = ga " " G[a]; gb = gb " " G[b] }
+                        if (A[a] != "-") au = au " " A[a]
+                        if (N[a] != "-") nc = nc " " N[a]
                     }
+                    if (t4 == "") continue
+                    if (!shown++) {
+                        if (sc == "keygate-redis") print "\nissue 15, limits shared in Redis (keygate-redis) vs in memory (keygate), the same limit:"
+                        else print "\nissue 15, store in PostgreSQL (keygate-pg) vs SQLite (keygate):"
+                    }
+                    printf "  %-7s c=%-3s req/s %.0f vs %.0f, %.3fx", kc, cc, med(ra), med(rb), med(t4)
+                    if (cc + 0 == 1) printf "; p50 ms %.3f vs %.3f", med(pa) / 1000, med(pb) / 1000
+                    if (t5 != "") printf "; CPU us/request %s vs %s, %.3fx", med(ga), med(gb), med(t5)
+                    if (au != "") printf "; %s CPU us/request %s", (sc == "keygate-pg") ? "postgres" : "redis-server", med(au)
+                    if (nc != "") printf "; Redis calls/request %s", med(nc)
+                    printf "\n"
                 }
             }
-            if (t4 == "") continue
-            if (!shown++) print "\nissue 15, limits shared in Redis (keygate-redis) vs in memory (keygate; see KEYGATE_EXTRA_CONF):"
-            printf "  %-7s req/s at c=%s: %.3fx", kc, cc, med(t4)
-            if (t5 != "") printf "; CPU us/request %.3fx", med(t5)
-            printf "\n"
         }
     }' "$1"
 }
@@ -1041,9 +1221,12 @@ done
     echo "params: DURATION=${DURATION}s WARMUP=${WARMUP}s CONNS=$CONNS THREADS=$THREADS WORKERS=$WORKERS LAT_CONNS=$LAT_CONNS LAT_DURATION=${LAT_DURATION}s REPS=$REPS ROTATE=$ROTATE PIN=$PIN NKEYS=$NKEYS TLS=$TLS"
     echo "scenarios: ${SCENARIOS[*]}"
     echo "load average at start: $(cut -d' ' -f1-3 /proc/loadavg)"
-    if [ $need_kg = 1 ] || [ $need_ko = 1 ] || [ $need_kr = 1 ]; then
+    if [ $need_kg = 1 ] || [ $need_ko = 1 ] || [ $need_kr = 1 ] || [ $need_kp = 1 ]; then
         echo "keygate: $("$KEYGATE_BIN" --version 2>&1 | head -1) ($KEYGATE_BIN), workers $WORKERS, key header '$KG_HEADER_FMT', invalid key = well-formed but not in the store"
+        echo "keygate limits: rate_limit_default $KG_RATE_LIMIT${KEYGATE_EXTRA_CONF:+; KEYGATE_EXTRA_CONF: $(printf '%s' "$KEYGATE_EXTRA_CONF" | tr '\n' ';')}"
     fi
+    [ $need_kr = 1 ] && echo "keygate-redis: $(redis-server --version | awk '{ print $1, $2, $3 }'), limits_lease ${KG_LIMITS_LEASE:-default (10ms)}"
+    [ $need_kp = 1 ] && echo "keygate-pg: $("$PG_BINDIR/postgres" --version), fsync=off full_page_writes=off"
 } | tee "$OUT/env.txt" >&2
 
 start_upstream
@@ -1052,6 +1235,7 @@ start_upstream
 [ $need_kg = 1 ] && start_keygate
 [ $need_ko = 1 ] && start_keygate_obs
 [ $need_kr = 1 ] && start_keygate_redis
+[ $need_kp = 1 ] && start_keygate_pg
 for s in "${SCENARIOS[@]}"; do [ "$s" = gateway ] && start_gateway; done
 for s in "${SCENARIOS[@]}"; do smoke "$s"; done
 
@@ -1086,8 +1270,12 @@ if [ $need_ko = 1 ]; then
     } >>"$OUT/env.txt"
 fi
 if [ $need_kr = 1 ]; then
-    echo "keygate-redis: $(curl -s --max-time 5 "http://127.0.0.1:$KR_ADMIN_PORT/metrics" |
-        grep -E '^keygate_limiter_redis_(calls|errors)_total' | tr '\n' ' ')" >>"$OUT/env.txt"
+    echo "keygate-redis: $(metrics_of $KR_ADMIN_PORT |
+        grep -E '^keygate_limiter_(redis_(calls|errors)|unavailable)_total' | tr '\n' ' ')" >>"$OUT/env.txt"
+fi
+if [ $need_kp = 1 ]; then
+    echo "keygate-pg: $(metrics_of $KP_ADMIN_PORT |
+        grep -E '^keygate_(store_errors_total|keys\{)' | tr '\n' ' ')" >>"$OUT/env.txt"
 fi
 stop_all
 [ $need_ko = 1 ] && echo "keygate-obs: $(wc -l <"$RUN/access.log") access log lines in $RUN/access.log" >>"$OUT/env.txt"
