@@ -18,6 +18,8 @@
 #include "proxy/proxy_int.h"
 
 #define RING_START (16 * 1024)
+/* Most answers' header lines fit; small enough for malloc's per-thread cache. */
+#define HDRS_START 1024
 
 void
 kg_relay_fire_mid_body_end(struct kg_exchange *x)
@@ -240,7 +242,7 @@ kg_relay_add_header_line(struct kg_exchange *x, const char *p, size_t n)
     if (x->hdrs_len + n + 1 > KG_RELAY_MAX_RESP_HEADERS)
         return false; /* an upstream flooding headers gets a 502, not our memory */
     if (x->hdrs_len + n + 1 > x->hdrs_cap) {
-        size_t ncap = x->hdrs_cap == 0 ? 4096 : x->hdrs_cap * 2;
+        size_t ncap = x->hdrs_cap == 0 ? HDRS_START : x->hdrs_cap * 2;
         char *nb;
 
         while (ncap < x->hdrs_len + n + 1)

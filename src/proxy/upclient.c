@@ -840,7 +840,10 @@ conn_read(struct kg_upconn *c)
             upx_fail(ux, CURLE_OUT_OF_MEMORY, 502);
             return;
         }
-        room = kg_ring_room(&x->down, READ_MAX);
+        /* Grown only when full: asking for READ_MAX of room would double a
+         * 16 KiB ring to 64 KiB for every answer, however small (two
+         * allocations, a copy, and the heap trimmed and faulted back in). */
+        room = kg_ring_room(&x->down, 1);
         if (room == 0) {
             c->read_paused = true;
             conn_set_events(c, conn_wanted_events(c, (c->events & EPOLLOUT) != 0));

@@ -415,6 +415,22 @@ kg_loop_conn_open(struct kg_loop *loop, struct MHD_Connection *conn)
     return c;
 }
 
+/* libmicrohttpd's idle timeout of conn, in seconds. Set only when it
+ * changes: with client_body_timeout equal to client_timeout (the default)
+ * every request would set the same value twice, each time a mutex and a
+ * move in the library's timeout list (the connection was just active, so
+ * it is at the head of that list already). */
+static void
+conn_set_timeout(struct MHD_Connection *conn, unsigned int s)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_TIMEOUT);
+
+    if (s != 0 && ci != NULL && ci->connection_timeout == s)
+        return;
+    MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT, s);
+}
+
 void
 kg_loop_conn_headers_done(struct kg_loop *loop, struct MHD_Connection *conn)
 {
@@ -426,8 +442,7 @@ kg_loop_conn_headers_done(struct kg_loop *loop, struct MHD_Connection *conn)
     hdr_unlink(loop, c);
     /* From here libmicrohttpd's idle timeout is the body's progress deadline. */
     cfg = kg_cfgswap_acquire(loop->rt->config);
-    MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT,
-                              (unsigned int)((cfg->client_body_timeout_ms + 999) / 1000));
+    conn_set_timeout(conn, (unsigned int)((cfg->client_body_timeout_ms + 999) / 1000));
     kg_cfgswap_release(cfg);
 }
 
@@ -440,8 +455,7 @@ kg_loop_conn_request_done(struct kg_loop *loop, struct MHD_Connection *conn)
     if (c == NULL)
         return;
     cfg = kg_cfgswap_acquire(loop->rt->config);
-    MHD_set_connection_option(conn, MHD_CONNECTION_OPTION_TIMEOUT,
-                              (unsigned int)((cfg->client_timeout_ms + 999) / 1000));
+    conn_set_timeout(conn, (unsigned int)((cfg->client_timeout_ms + 999) / 1000));
     kg_cfgswap_release(cfg);
     hdr_arm(loop, c);
 }
