@@ -494,6 +494,9 @@ test_with_postgres_stopped_auth_goes_on_and_writes_wait(void **state)
         assert_true(degraded);
     }
     sleep(2); /* flushes fail meanwhile and keep their counts */
+    /* Their failures start the write probe, which must keep failing. */
+    for (int i = 0; i < N; i++)
+        assert_int_equal(kt_daemon_log_count(W.d[i], "writes work again"), 0);
 
     assert_int_equal(kt_pg_restart(W.pg), 0);
     {
@@ -506,6 +509,8 @@ test_with_postgres_stopped_auth_goes_on_and_writes_wait(void **state)
         assert_int_equal(got, before + served);
         sleep(2);
         assert_int_equal(stored_requests(id), before + served);
+        for (int i = 0; i < N; i++)
+            assert_true(kt_daemon_wait_log(W.d[i], "writes work again", 1, 3000));
     }
     /* Writes work again, and a revocation is seen everywhere within 1 s. */
     snprintf(path, sizeof(path), "/v1/keys/%s/revoke", late_id);
