@@ -106,6 +106,10 @@ struct kg_config {
     char *admin_listen; /* "host:port" or "off" */
     char *upstream;     /* "http://host:port[/base]" */
     char *database;
+    /* database_notify: on PostgreSQL, a thread LISTENs for change
+     * notifications and wakes the poll; off (a pooler in transaction mode,
+     * where LISTEN does not work), the 200 ms poll alone sees changes. */
+    bool database_notify;
     char *secret_file;
     char *key_prefix;
     enum kg_mode mode;

@@ -58,6 +58,7 @@ static const struct kg_cfg_directive directives[] = {
      .want = "an http:// or https:// URL such as http://127.0.0.1:3000/base"},
     {.name = "database", .kind = K_STRING, .def = "data/keygate.db", .off = OFF(database),
      .env = "KEYGATE_DATABASE", .check = kg_cfg_check_path, .want = "a file path"},
+    {.name = "database_notify", .kind = K_BOOL, .def = "on", .off = OFF(database_notify)},
     {.name = "secret_file", .kind = K_STRING, .def = "data/secret", .off = OFF(secret_file),
      .env = "KEYGATE_SECRET_FILE", .check = kg_cfg_check_path, .want = "a file path"},
     {.name = "key_prefix", .kind = K_STRING, .def = "kg_", .off = OFF(key_prefix),

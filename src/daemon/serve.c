@@ -641,9 +641,11 @@ kg_serve_main(int argc, char **argv)
         goto cleanup;
     }
     ds.main_thread = pthread_self();
+    /* database_notify off: no listener; the POLL_MS poll alone sees changes. */
     if (kg_keywatch_new(ds.inst->cfg->database, ds.rt.keys, KEYWATCH_MS, &ds.rt.keywatch, &err) !=
             KG_OK ||
-        kg_keylisten_new(ds.inst->cfg->database, wake_main, &ds, &ds.listen, &err) != KG_OK) {
+        (ds.inst->cfg->database_notify &&
+         kg_keylisten_new(ds.inst->cfg->database, wake_main, &ds, &ds.listen, &err) != KG_OK)) {
         kg_log_error("store: %s", err.msg);
         goto cleanup;
     }

@@ -29,6 +29,7 @@ static const struct startup_only startup_only[] = {
     {"listen", R_STRING, OFF(listen)},
     {"admin_listen", R_STRING, OFF(admin_listen)},
     {"database", R_STRING, OFF(database)},
+    {"database_notify", R_BOOL, OFF(database_notify)}, /* the listener thread */
     {"secret_file", R_STRING, OFF(secret_file)},
     {"workers", R_INT, OFF(workers)},
     {"client_timeout", R_DURATION, OFF(client_timeout_ms)},

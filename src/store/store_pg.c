@@ -685,6 +685,18 @@ pg_set_durable(struct kg_store *st, bool durable, struct kg_err *err)
                        NULL, NULL, "set synchronous_commit", err);
 }
 
+/* A transaction that takes a transaction id and commits, writing nothing
+ * else: it fails as any change would while the server is unreachable, a
+ * read-only standby (after a failover) or unable to write its WAL. Without
+ * it the daemon took every probe for recovered and logged "writes work
+ * again" once a second through an outage. */
+static enum kg_status
+pg_write_probe(struct kg_store *st, struct kg_err *err)
+{
+    return kg_pg_query(kg_pg_from(st), "SELECT pg_current_xact_id()", NULL, NULL, "write probe",
+                       err);
+}
+
 /* "postgresql://host:port/db" for messages: the location without user,
  * password or options, whatever form it came in. */
 static char *
@@ -804,6 +816,7 @@ const struct kg_store_ops kg_store_pg_ops = {
     .audit_each = kg_pg_audit_each,
     .audit_head = kg_pg_audit_head,
     .data_version = kg_pg_data_version,
+    .write_probe = pg_write_probe,
     .key_known = pg_key_known,
     .change_head = kg_pg_change_head,
     .key_count = kg_pg_key_count,

@@ -1555,6 +1555,24 @@ test_pg_a_handle_survives_a_server_restart(void **state)
     get_key(f, "key_after", &rec);
 }
 
+/* The daemon's write probe (store/storefault.h) fails while the server is
+ * down and passes once it is back, as SQLite's does for a full disk: the
+ * backend had none, so every probe passed through an outage. */
+static void
+test_pg_the_write_probe_fails_while_the_server_is_down(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_err err = {{0}};
+
+    open_store(f);
+    assert_int_equal(kg_store_write_probe(f->st, &err), KG_OK);
+    assert_int_equal(kt_pg_stop(pg, "immediate"), 0);
+    assert_int_equal(kg_store_write_probe(f->st, &err), KG_EIO);
+    assert_non_null(strstr(err.msg, "write probe: PostgreSQL unavailable"));
+    assert_int_equal(kt_pg_restart(pg), 0);
+    assert_int_equal(kg_store_write_probe(f->st, &err), KG_OK);
+}
+
 /* The first fingerprint offered is kept; a later, different one is not
  * recorded (the caller compares and refuses), and reading changes nothing. */
 static void
@@ -1761,6 +1779,7 @@ main(void)
         T(test_pg_concurrent_writers_never_fork_the_audit_chain),
         T(test_pg_a_flush_whose_commit_answer_was_lost_counts_once),
         T(test_pg_a_handle_survives_a_server_restart),
+        T(test_pg_the_write_probe_fails_while_the_server_is_down),
         T(test_pg_a_change_by_another_handle_wakes_a_waiting_one),
     };
 #undef T
