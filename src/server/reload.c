@@ -49,6 +49,8 @@ static const struct startup_only startup_only[] = {
     {"limits", R_STRING, OFF(limits)},
     {"limits_lease", R_DURATION, OFF(limits_lease_ms)},
     {"limits_timeout", R_DURATION, OFF(limits_timeout_ms)},
+    /* Blocks held in the store and the thread that refills them. */
+    {"credits_mode (0 shared, 1 strict)", R_INT, OFF(credits_mode)},
 };
 
 #define NSTARTUP_ONLY (sizeof(startup_only) / sizeof(startup_only[0]))
