@@ -79,6 +79,7 @@ struct kg_keystat {
     bool res_listed;
     bool res_release;  /* its block was dropped for idleness: delete its row */
     int64_t res_start; /* the refill period the current epoch's credits are of */
+    int64_t res_at;    /* Unix seconds of its last refill */
 };
 
 #define KG_HOLD_BITS 40

@@ -196,8 +196,10 @@ refill(struct kg_keycache *kc, struct kg_store *st, struct kg_keystat *s, int64_
                                  &granted, err);
     if (rc == KG_ENOTFOUND)
         return KG_OK; /* deleted meanwhile: nothing to hold */
-    if (rc == KG_OK && granted > 0)
+    if (rc == KG_OK && granted > 0) {
         add_hold(s, epoch, granted);
+        s->res_at = now;
+    }
     return rc;
 }
 
@@ -238,7 +240,8 @@ kg_keyreserve_pass(struct kg_keycache *kc, struct kg_store *st, int64_t now, int
          * flushed, so its row's spent is complete): the block goes back
          * to the store. */
         if (!s->res_release && KG_HOLD_AMOUNT(atomic_load(&s->hold)) > 0 &&
-            atomic_load(&s->last_used) < now - IDLE_S && atomic_load(&s->res_out) == 0 &&
+            atomic_load(&s->last_used) < now - IDLE_S && s->res_at < now - IDLE_S &&
+            atomic_load(&s->res_out) == 0 &&
             atomic_load(&s->credits.charged) == atomic_load(&s->credits.flushed)) {
             void_hold(s);
             s->res_release = true;

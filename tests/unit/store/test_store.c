@@ -29,6 +29,7 @@
 #include "keygate/migrate.h"
 #include "keygate/store.h"
 #include "store/pg_int.h"
+#include "store/store_int.h"
 #include "unit/fixture.h"
 
 #define NOW 1800000000 /* 2027-01-15, a fixed clock */
@@ -1590,6 +1591,136 @@ test_a_flush_returns_the_stored_user_totals(void **state)
     assert_int_equal(t.tier_period_start, NOW);
 }
 
+/* ---- credits_mode strict: reservations (issue 15) ---- */
+
+/* Inserts id with limit credits (period "" or "day"). */
+static void
+insert_limited_key(struct fixture *f, const char *id, int64_t limit, const char *period)
+{
+    struct kg_key_rec rec;
+    struct kg_err err = {{0}};
+    char key[96];
+
+    fake_key(key, sizeof(key), id);
+    make_rec(&rec, id, key, NOW);
+    rec.quota_limit = limit;
+    snprintf(rec.quota_period, sizeof(rec.quota_period), "%s", period);
+    if (kg_store_key_insert(f->st, &rec, &err) != KG_OK)
+        fail_msg("inserting %s should succeed: %s", id, err.msg);
+}
+
+/* The handle acts as instance name from here on (as another process's
+ * handle would: each draws its own id). */
+static void
+act_as(struct fixture *f, const char *name)
+{
+    snprintf(f->st->instance, sizeof(f->st->instance), "%s", name);
+}
+
+static int64_t
+reserve(struct fixture *f, const char *id, int64_t want, int64_t start, int64_t now)
+{
+    struct kg_err err = {{0}};
+    int64_t got = -1;
+
+    if (kg_store_credit_reserve(f->st, id, want, start, now, 30, &got, &err) != KG_OK)
+        fail_msg("reserving %s should succeed: %s", id, err.msg);
+    return got;
+}
+
+/* Blocks handed to several instances never add up past the limit, with
+ * what is used; a flush moves its charges from the instance's block to
+ * the used count (same sum), and a block handed back is free again. */
+static void
+test_reservations_never_pass_the_limit(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_err err = {{0}};
+    const char *ids[] = {"key_r"};
+    struct kg_key_usage d = {.requests = 3, .credits = 3};
+    int64_t got;
+
+    open_store(f);
+    insert_limited_key(f, "key_r", 10, "");
+    act_as(f, "inst_a");
+    assert_int_equal(reserve(f, "key_r", 4, 0, NOW), 4);
+    act_as(f, "inst_b");
+    assert_int_equal(reserve(f, "key_r", 4, 0, NOW), 4);
+    act_as(f, "inst_c");
+    assert_int_equal(reserve(f, "key_r", 4, 0, NOW), 2);
+    act_as(f, "inst_a");
+    assert_int_equal(reserve(f, "key_r", 4, 0, NOW), 0);
+    /* A spends 3 of its 4: used 3, A holds 1, B 4, C 2: still 10. */
+    assert_int_equal(kg_store_key_usage_add(f->st, ids, &d, 1, NOW, &err), KG_OK);
+    assert_int_equal(raw_int(f->path, "SELECT quota_used FROM keys WHERE id = 'key_r'"), 3);
+    assert_int_equal(raw_int(f->path, "SELECT spent FROM credit_reservations"
+                                      " WHERE instance = 'inst_a'"),
+                     3);
+    act_as(f, "inst_d");
+    assert_int_equal(reserve(f, "key_r", 4, 0, NOW), 0);
+    /* B hands its 4 back (shutdown): D gets them. */
+    act_as(f, "inst_b");
+    assert_int_equal(kg_store_credit_release(f->st, NULL, &err), KG_OK);
+    act_as(f, "inst_d");
+    assert_int_equal(reserve(f, "key_r", 10, 0, NOW), 4);
+    /* No limit: nothing to reserve; no key: not found. */
+    insert_key(f, "key_free", NOW);
+    assert_int_equal(reserve(f, "key_free", 4, 0, NOW), 0);
+    assert_int_equal(kg_store_credit_reserve(f->st, "key_nope", 4, 0, NOW, 30, &got, &err),
+                     KG_ENOTFOUND);
+    /* Reservations change no key: no change log row, no reload. */
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM change_log WHERE id = 'key_r'"), 1);
+}
+
+/* An instance that dies with a block: its lease runs out and the next
+ * reservation of the key hands its credits to another; a renewed lease
+ * keeps them. */
+static void
+test_a_dead_instances_reservation_lapses(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_err err = {{0}};
+
+    open_store(f);
+    insert_limited_key(f, "key_r", 10, "");
+    act_as(f, "inst_a");
+    assert_int_equal(reserve(f, "key_r", 10, 0, NOW), 10); /* lease to NOW + 30 */
+    act_as(f, "inst_b");
+    assert_int_equal(reserve(f, "key_r", 5, 0, NOW + 10), 0);
+    act_as(f, "inst_a");
+    assert_int_equal(kg_store_credit_renew(f->st, NOW + 20, 30, &err), KG_OK); /* to NOW + 50 */
+    act_as(f, "inst_b");
+    assert_int_equal(reserve(f, "key_r", 5, 0, NOW + 40), 0);
+    /* A is gone: nothing renews it. */
+    assert_int_equal(reserve(f, "key_r", 5, 0, NOW + 51), 5);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM credit_reservations"
+                                      " WHERE instance = 'inst_a'"),
+                     0);
+}
+
+/* A new refill period: the blocks of the last one are dropped, and the
+ * whole limit is there again. */
+static void
+test_a_new_period_drops_the_blocks_of_the_last(void **state)
+{
+    struct fixture *f = *state;
+    int64_t day = NOW - NOW % 86400;
+
+    open_store(f);
+    insert_limited_key(f, "key_r", 10, "day");
+    act_as(f, "inst_a");
+    assert_int_equal(reserve(f, "key_r", 8, day, NOW), 8);
+    act_as(f, "inst_b");
+    assert_int_equal(reserve(f, "key_r", 8, day, NOW), 2);
+    assert_int_equal(reserve(f, "key_r", 8, day + 86400, NOW + 86400), 8);
+    act_as(f, "inst_a");
+    assert_int_equal(reserve(f, "key_r", 8, day + 86400, NOW + 86400), 2);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM credit_reservations"
+                                      " WHERE period_start < (SELECT max(period_start)"
+                                      " FROM credit_reservations)"),
+                     0);
+}
+
 /* The flush's COMMIT succeeds but its answer is lost: the caller, told it
  * failed, sends the same deltas again with newer ones; the store settles
  * the first by its token and counts each request once. */
@@ -1838,6 +1969,9 @@ main(void)
         T(test_canary_and_allowed_ips_round_trip),
         T(test_a_flush_returns_the_stored_credit_totals_of_every_writer),
         T(test_a_flush_returns_the_stored_user_totals),
+        T(test_reservations_never_pass_the_limit),
+        T(test_a_dead_instances_reservation_lapses),
+        T(test_a_new_period_drops_the_blocks_of_the_last),
     };
     /* Files, pragmas and SQLite's own locking. */
     const struct CMUnitTest sqlite_only[] = {
