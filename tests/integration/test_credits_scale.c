@@ -52,6 +52,7 @@ struct world {
 };
 
 static struct kt_pg *pg;
+static atomic_long last_other; /* the last answer neither 200 nor 429 */
 static struct world W;
 static int dbs;
 
@@ -158,6 +159,22 @@ make_key(const char *name, struct kt_key *k)
                                   k));
     for (int i = 0; i < N; i++)
         kt_daemon_remember_key(W.d[i], k->key);
+    /* Known everywhere before the load (GET /health spends nothing): a key
+     * an instance has not loaded yet is a 401, not a credit question. */
+    for (int i = 0; i < N; i++) {
+        long start = now_ms();
+        struct kt_http_resp r;
+
+        for (;;) {
+            kt_http_get_key(kt_daemon_url(W.d[i], "/health"), k->key, NULL, &r);
+            if (r.status == 200 || now_ms() - start > 3000)
+                break;
+            kt_http_resp_cleanup(&r);
+            usleep(20000);
+        }
+        assert_int_equal(r.status, 200);
+        kt_http_resp_cleanup(&r);
+    }
 }
 
 static long long
@@ -205,15 +222,17 @@ client_run(void *arg)
             atomic_fetch_add(c->ok, 1);
         else if (st == 429)
             atomic_fetch_add(c->refused, 1);
-        else
+        else {
             atomic_fetch_add(c->other, 1);
+            atomic_store(&last_other, st);
+        }
     }
     return NULL;
 }
 
 /* THREADS clients per instance, all on key, for LOAD_MS; the 2xx count. */
 static int
-parallel_load(const char *key, int *refused)
+parallel_load(const char *key, int *refused, int *unknown)
 {
     pthread_t t[N * THREADS];
     struct client c[N * THREADS];
@@ -227,8 +246,13 @@ parallel_load(const char *key, int *refused)
     }
     for (int i = 0; i < N * THREADS; i++)
         pthread_join(t[i], NULL);
-    /* Every answer is a 200 or the exhausted key's 429. */
-    assert_int_equal(atomic_load(&other), 0);
+    /* Every answer is a 200 or the exhausted key's 429, but for a rare
+     * client-side failure on a loaded machine (status 0: no answer read),
+     * which may or may not have been charged: *unknown, and at most 1 %. */
+    *unknown = atomic_load(&other);
+    if (*unknown * 100 > atomic_load(&ok) + atomic_load(&no) + *unknown || last_other > 0)
+        fail_msg("%d answers were neither 200 nor 429 (the last: %ld)", *unknown,
+                 atomic_load(&last_other));
     *refused = atomic_load(&no);
     return atomic_load(&ok);
 }
@@ -240,7 +264,7 @@ static void
 test_shared_an_instance_learns_what_the_others_spent_at_its_next_flush(void **state)
 {
     struct kt_key k = {0};
-    int more = 0;
+    int more = 0, extra = 0;
 
     (void)state;
     make_key("learnt", &k);
@@ -252,9 +276,17 @@ test_shared_an_instance_learns_what_the_others_spent_at_its_next_flush(void **st
     while (more < LIMIT && status_on(1, k.key) == 200)
         more++;
     assert_int_equal(more, LIMIT - 61);
-    assert_int_equal(status_on(2, k.key), 200); /* C still knows nothing newer... */
-    assert_int_equal(settled_credits(k.id), LIMIT + 1);
-    assert_int_equal(status_on(2, k.key), 429); /* ...until its flush */
+    /* C knows what was flushed when it last flushed the key: the first
+     * request after its load, and one after its first flush (which may
+     * have run before B's), can still pass; after that it knows. */
+    while (extra < 5 && status_on(2, k.key) == 200) {
+        extra++;
+        settled_credits(k.id); /* C's flush, and B's */
+    }
+    assert_true(extra <= 2);
+    assert_int_equal(settled_credits(k.id), LIMIT + extra);
+    print_message("shared, sequential: B let %d through after learning, C %d past the limit\n",
+                  more, extra);
     kt_key_cleanup(&k);
 }
 
@@ -265,19 +297,21 @@ static void
 test_shared_parallel_load_stays_within_the_stated_bound(void **state)
 {
     struct kt_key k = {0};
-    int ok, refused;
+    int ok, refused, unknown;
     long long stored;
 
     (void)state;
     make_key("shared-load", &k);
-    ok = parallel_load(k.key, &refused);
+    ok = parallel_load(k.key, &refused, &unknown);
     stored = settled_credits(k.id);
-    print_message("shared: %d accepted, %d refused, %lld stored (limit %d, %d instances)\n", ok,
-                  refused, stored, LIMIT, N);
-    assert_true(ok >= LIMIT);
-    assert_true(ok <= N * LIMIT + N * THREADS);
+    print_message("shared: %d accepted, %d refused, %d unanswered, %lld stored (limit %d, %d"
+                  " instances)\n",
+                  ok, refused, unknown, stored, LIMIT, N);
+    assert_true(ok + unknown >= LIMIT);
+    assert_true(stored <= N * LIMIT + N * THREADS);
     assert_true(refused > 0);
-    assert_int_equal(stored, ok);
+    /* Each 2xx charged once: unanswered ones only may be either. */
+    assert_true(stored >= ok && stored <= ok + unknown);
     kt_key_cleanup(&k);
 }
 
@@ -288,18 +322,19 @@ static void
 test_strict_parallel_load_never_passes_the_limit(void **state)
 {
     struct kt_key k = {0};
-    int ok, refused;
+    int ok, refused, unknown;
     long long stored;
 
     (void)state;
     make_key("strict-load", &k);
-    ok = parallel_load(k.key, &refused);
+    ok = parallel_load(k.key, &refused, &unknown);
     stored = settled_credits(k.id);
-    print_message("strict: %d accepted, %d refused, %lld stored (limit %d, %d instances)\n", ok,
-                  refused, stored, LIMIT, N);
-    assert_true(ok <= LIMIT);
-    assert_true(ok >= LIMIT - N * 9);
-    assert_int_equal(stored, ok);
+    print_message("strict: %d accepted, %d refused, %d unanswered, %lld stored (limit %d, %d"
+                  " instances)\n",
+                  ok, refused, unknown, stored, LIMIT, N);
+    assert_true(stored <= LIMIT);
+    assert_true(ok >= LIMIT - N * 9 - unknown);
+    assert_true(stored >= ok && stored <= ok + unknown);
     /* Every instance is out: the store handed out all there was. */
     for (int i = 0; i < N; i++)
         if (ok == LIMIT)
