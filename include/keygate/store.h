@@ -404,8 +404,7 @@ enum kg_status kg_store_credit_renew(struct kg_store *st, int64_t now, int64_t l
 /* Deletes this instance's rows of key_id (NULL: of every key), handing
  * back what they hold. After a flush of everything charged: a charge not
  * flushed yet is then counted nowhere until its flush. */
-enum kg_status kg_store_credit_release(struct kg_store *st, const char *key_id,
-                                       struct kg_err *err);
+enum kg_status kg_store_credit_release(struct kg_store *st, const char *key_id, struct kg_err *err);
 
 /* The stored usage of user id (all zero when nothing was charged).
  * KG_ENOTFOUND: no such user. */

@@ -151,8 +151,8 @@ kg_gate_admit(const struct kg_gate_in *in, struct kg_admission *out)
         /* The key's credits, its owner's and the owner's tier quota, asked
          * first: a request refused for them must not spend a rate token. */
         if (cfg->credits_mode == KG_CREDITS_STRICT)
-            over_quota = !kg_keyreserve_claim(env->keys, key, tier, out->cost, in->now,
-                                              &out->claim);
+            over_quota =
+                !kg_keyreserve_claim(env->keys, key, tier, out->cost, in->now, &out->claim);
         else
             over_quota = !kg_keycache_spend_allow(key, tier, out->cost, in->now);
     }

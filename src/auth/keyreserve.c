@@ -55,16 +55,15 @@ want_refill(struct kg_keycache *kc, struct kg_keystat *s)
     head = atomic_load_explicit(&kc->res_queue, memory_order_relaxed);
     do {
         s->res_next = head;
-    } while (!atomic_compare_exchange_weak_explicit(&kc->res_queue, &head, s,
-                                                    memory_order_release, memory_order_relaxed));
+    } while (!atomic_compare_exchange_weak_explicit(&kc->res_queue, &head, s, memory_order_release,
+                                                    memory_order_relaxed));
     if (kc->res_wake != NULL)
         kc->res_wake(kc->res_wake_arg);
 }
 
 bool
-kg_keyreserve_claim(struct kg_keycache *kc, const struct kg_keyent *ent,
-                    const struct kg_tier *tier, int64_t cost, int64_t now,
-                    struct kg_credit_claim *claim)
+kg_keyreserve_claim(struct kg_keycache *kc, const struct kg_keyent *ent, const struct kg_tier *tier,
+                    int64_t cost, int64_t now, struct kg_credit_claim *claim)
 {
     struct kg_keystat *s;
     uint64_t w;

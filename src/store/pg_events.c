@@ -425,15 +425,15 @@ kg_pg_alerts_scan(struct kg_store *st, int64_t now, int64_t lead_s, int64_t idle
  * it. $1 id, $2 now, $3 subject, $4 threshold, $5 used, $6 limit, $7
  * period, $8 period start, $9 the mark's kind. */
 #define QUOTA_DATA                                                                                 \
-    "'{\"subject\":' || to_json($3::text)::text || ',\"threshold\":' || $4::bigint"               \
-    " || ',\"used\":' || $5::bigint || ',\"limit\":' || $6::bigint"                               \
-    " || ',\"period\":' || to_json($7::text)::text || ',\"period_start\":' || CASE WHEN"          \
+    "'{\"subject\":' || to_json($3::text)::text || ',\"threshold\":' || $4::bigint"                \
+    " || ',\"used\":' || $5::bigint || ',\"limit\":' || $6::bigint"                                \
+    " || ',\"period\":' || to_json($7::text)::text || ',\"period_start\":' || CASE WHEN"           \
     " $8::bigint > 0 THEN '\"' || " ISO_UTC("$8::bigint") " || '\"' ELSE 'null' END || '}'"
 #define QUOTA_MARK                                                                                 \
-    "WITH mk AS (INSERT INTO alerts (object, kind, mark) VALUES ($1::text, $9::text, $8::bigint)" \
-    " ON CONFLICT (object, kind) DO UPDATE SET mark = excluded.mark"                              \
-    " WHERE alerts.mark <> excluded.mark RETURNING 1),"                                           \
-    " ev AS (INSERT INTO events (id, type, time, tenant, key_id, prefix, name, user_id, data)"    \
+    "WITH mk AS (INSERT INTO alerts (object, kind, mark) VALUES ($1::text, $9::text, $8::bigint)"  \
+    " ON CONFLICT (object, kind) DO UPDATE SET mark = excluded.mark"                               \
+    " WHERE alerts.mark <> excluded.mark RETURNING 1),"                                            \
+    " ev AS (INSERT INTO events (id, type, time, tenant, key_id, prefix, name, user_id, data)"     \
     " SELECT keygate_event_id(), 'quota.threshold', $2::bigint, "
 
 enum kg_status

@@ -267,24 +267,24 @@ add_user(struct pg_store *s, const char *id, const struct kg_user_usage *d, int6
     kg_pg_arg_int(&a, d->tier != 0 ? d->tier_period_start : 0);
     kg_pg_arg_int(&a, now);
     rc = kg_pg_query(s,
-                       "INSERT INTO user_usage AS uu (user_id, credits_used, credits_period_start,"
-                       " tier_used, tier_period_start, updated_at)"
-                       " SELECT id, $2::bigint, $3::bigint, $4::bigint, $5::bigint, $6::bigint"
-                       " FROM users WHERE id = $1::text"
-                       " ON CONFLICT (user_id) DO UPDATE SET"
-                       " credits_used = CASE"
-                       "  WHEN uu.credits_period_start < excluded.credits_period_start"
-                       "  THEN excluded.credits_used ELSE uu.credits_used + excluded.credits_used"
-                       "  END,"
-                       " credits_period_start ="
-                       "  GREATEST(uu.credits_period_start, excluded.credits_period_start),"
-                       " tier_used = CASE WHEN uu.tier_period_start < excluded.tier_period_start"
-                       "  THEN excluded.tier_used ELSE uu.tier_used + excluded.tier_used END,"
-                       " tier_period_start = GREATEST(uu.tier_period_start,"
-                       "  excluded.tier_period_start),"
-                       " updated_at = excluded.updated_at"
-                       " RETURNING credits_used, credits_period_start, tier_used, tier_period_start",
-                       &a, &res, "record user usage", err);
+                     "INSERT INTO user_usage AS uu (user_id, credits_used, credits_period_start,"
+                     " tier_used, tier_period_start, updated_at)"
+                     " SELECT id, $2::bigint, $3::bigint, $4::bigint, $5::bigint, $6::bigint"
+                     " FROM users WHERE id = $1::text"
+                     " ON CONFLICT (user_id) DO UPDATE SET"
+                     " credits_used = CASE"
+                     "  WHEN uu.credits_period_start < excluded.credits_period_start"
+                     "  THEN excluded.credits_used ELSE uu.credits_used + excluded.credits_used"
+                     "  END,"
+                     " credits_period_start ="
+                     "  GREATEST(uu.credits_period_start, excluded.credits_period_start),"
+                     " tier_used = CASE WHEN uu.tier_period_start < excluded.tier_period_start"
+                     "  THEN excluded.tier_used ELSE uu.tier_used + excluded.tier_used END,"
+                     " tier_period_start = GREATEST(uu.tier_period_start,"
+                     "  excluded.tier_period_start),"
+                     " updated_at = excluded.updated_at"
+                     " RETURNING credits_used, credits_period_start, tier_used, tier_period_start",
+                     &a, &res, "record user usage", err);
     if (rc == KG_OK)
         read_total(res, true, tot);
     PQclear(res);
@@ -514,12 +514,13 @@ kg_pg_credit_reserve(struct kg_store *st, const char *key_id, int64_t want, int6
     kg_pg_arg_int(&a, period_start);
     kg_pg_arg_int(&a, *granted);
     kg_pg_arg_int(&a, now + lease_s);
-    rc = kg_pg_query(s,
-                     "INSERT INTO credit_reservations AS r (key_id, instance, period_start, granted,"
-                     " spent, expires_at) VALUES ($1::text, $2::text, $3::bigint, $4::bigint, 0,"
-                     " $5::bigint) ON CONFLICT (key_id, instance, period_start) DO UPDATE SET"
-                     " granted = r.granted + excluded.granted, expires_at = excluded.expires_at",
-                     &a, NULL, "reserve credits", err);
+    rc =
+        kg_pg_query(s,
+                    "INSERT INTO credit_reservations AS r (key_id, instance, period_start, granted,"
+                    " spent, expires_at) VALUES ($1::text, $2::text, $3::bigint, $4::bigint, 0,"
+                    " $5::bigint) ON CONFLICT (key_id, instance, period_start) DO UPDATE SET"
+                    " granted = r.granted + excluded.granted, expires_at = excluded.expires_at",
+                    &a, NULL, "reserve credits", err);
 finish:
     if (rc != KG_OK)
         *granted = 0;

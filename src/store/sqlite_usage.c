@@ -68,22 +68,23 @@ user_usage_add_locked(struct sqlite_store *s, const char *const *uids,
 
     if (nu == 0)
         return KG_OK;
-    rc = kg_sq_prepare(s,
-                       "INSERT INTO user_usage (user_id, credits_used, credits_period_start,"
-                       " tier_used, tier_period_start, updated_at)"
-                       " SELECT id, ?2, ?3, ?4, ?5, ?6 FROM users WHERE id = ?1"
-                       " ON CONFLICT (user_id) DO UPDATE SET"
-                       " credits_used = CASE"
-                       "  WHEN credits_period_start < excluded.credits_period_start"
-                       "  THEN excluded.credits_used ELSE credits_used + excluded.credits_used END,"
-                       " credits_period_start ="
-                       "  MAX(credits_period_start, excluded.credits_period_start),"
-                       " tier_used = CASE WHEN tier_period_start < excluded.tier_period_start"
-                       "  THEN excluded.tier_used ELSE tier_used + excluded.tier_used END,"
-                       " tier_period_start = MAX(tier_period_start, excluded.tier_period_start),"
-                       " updated_at = excluded.updated_at"
-                       " RETURNING credits_used, credits_period_start, tier_used, tier_period_start",
-                       &stmt, "record user usage", err);
+    rc =
+        kg_sq_prepare(s,
+                      "INSERT INTO user_usage (user_id, credits_used, credits_period_start,"
+                      " tier_used, tier_period_start, updated_at)"
+                      " SELECT id, ?2, ?3, ?4, ?5, ?6 FROM users WHERE id = ?1"
+                      " ON CONFLICT (user_id) DO UPDATE SET"
+                      " credits_used = CASE"
+                      "  WHEN credits_period_start < excluded.credits_period_start"
+                      "  THEN excluded.credits_used ELSE credits_used + excluded.credits_used END,"
+                      " credits_period_start ="
+                      "  MAX(credits_period_start, excluded.credits_period_start),"
+                      " tier_used = CASE WHEN tier_period_start < excluded.tier_period_start"
+                      "  THEN excluded.tier_used ELSE tier_used + excluded.tier_used END,"
+                      " tier_period_start = MAX(tier_period_start, excluded.tier_period_start),"
+                      " updated_at = excluded.updated_at"
+                      " RETURNING credits_used, credits_period_start, tier_used, tier_period_start",
+                      &stmt, "record user usage", err);
     if (rc != KG_OK)
         return rc;
     for (size_t i = 0; i < nu; i++) {
@@ -386,7 +387,8 @@ kg_sq_credit_reserve(struct kg_store *st, const char *key_id, int64_t want, int6
     rc = kg_sq_begin(s, err);
     if (rc != KG_OK)
         return rc;
-    rc = kg_sq_prepare(s, "SELECT quota_limit, quota_used, quota_period_start FROM keys WHERE id = ?1",
+    rc = kg_sq_prepare(s,
+                       "SELECT quota_limit, quota_used, quota_period_start FROM keys WHERE id = ?1",
                        &stmt, "reserve credits", err);
     if (rc == KG_OK && sqlite3_bind_text(stmt, 1, key_id, -1, SQLITE_STATIC) != SQLITE_OK)
         rc = kg_sq_fail(s, "reserve credits", err);

@@ -75,7 +75,7 @@ struct kg_store_ops {
                                     const struct kg_key_usage *deltas, size_t n,
                                     const char *const *uids, const struct kg_user_usage *udeltas,
                                     size_t nu, int64_t now, struct kg_usage_total *ktot,
-                                   struct kg_usage_total *utot, struct kg_err *err);
+                                    struct kg_usage_total *utot, struct kg_err *err);
     enum kg_status (*credit_reserve)(struct kg_store *st, const char *key_id, int64_t want,
                                      int64_t period_start, int64_t now, int64_t lease_s,
                                      int64_t *granted, struct kg_err *err);

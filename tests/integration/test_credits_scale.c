@@ -39,7 +39,7 @@
 
 #define N 3
 #define LIMIT 100
-#define THREADS 4   /* clients per instance */
+#define THREADS 4 /* clients per instance */
 #define LOAD_MS 3000
 
 struct world {
@@ -240,8 +240,12 @@ parallel_load(const char *key, int *refused, int *unknown)
     long deadline = now_ms() + LOAD_MS;
 
     for (int i = 0; i < N * THREADS; i++) {
-        c[i] = (struct client){.instance = i % N, .key = key, .deadline = deadline,
-                               .ok = &ok, .refused = &no, .other = &other};
+        c[i] = (struct client){.instance = i % N,
+                               .key = key,
+                               .deadline = deadline,
+                               .ok = &ok,
+                               .refused = &no,
+                               .other = &other};
         assert_int_equal(pthread_create(&t[i], NULL, client_run, &c[i]), 0);
     }
     for (int i = 0; i < N * THREADS; i++)

@@ -62,8 +62,8 @@ setup(void **state)
     snprintf(cfg, sizeof(cfg),
              "upstream %s\ntrusted_proxies 127.0.0.1/32\nwebhook_timeout 1s\n"
              "auth_throttle 5/min 60s\n%s%s%s",
-             kt_upstream_url(W.up), W.pg != NULL ? "database \"" : "",
-             W.pg != NULL ? W.db : "", W.pg != NULL ? "\"\n" : "");
+             kt_upstream_url(W.up), W.pg != NULL ? "database \"" : "", W.pg != NULL ? W.db : "",
+             W.pg != NULL ? "\"\n" : "");
     W.gw = kt_daemon_new(cfg);
     if (W.gw == NULL)
         goto fail;

@@ -160,9 +160,9 @@ test_claims_come_only_from_reserved_blocks(void **state)
         claim_all(f->kc, "key_s", now);
         pass(f->kc, f->st, now, 1200 + i);
     }
-    assert_int_equal(kg_quota_used(&kg_keycache_stat(find(f->kc, "key_s", &snap))->credits,
-                                   KG_QUOTA_NONE, now),
-                     160);
+    assert_int_equal(
+        kg_quota_used(&kg_keycache_stat(find(f->kc, "key_s", &snap))->credits, KG_QUOTA_NONE, now),
+        160);
     kg_keycache_release(snap);
     assert_int_equal(raw_int(f->path, "SELECT granted FROM credit_reservations"), 160);
 }

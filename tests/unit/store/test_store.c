@@ -1567,15 +1567,15 @@ test_a_flush_returns_the_stored_user_totals(void **state)
                             .created_at = NOW};
     struct kg_err err = {{0}};
     const char *uids[] = {"usr_eve"};
-    struct kg_user_usage ud = {.credits = 4, .credits_period_start = 0, .tier = 4,
-                               .tier_period_start = NOW};
+    struct kg_user_usage ud = {
+        .credits = 4, .credits_period_start = 0, .tier = 4, .tier_period_start = NOW};
     struct kg_usage_total t = {0};
 
     open_store(f);
     assert_int_equal(kg_store_tenant_insert(f->st, &tn, NULL, &err), KG_OK);
     assert_int_equal(kg_store_user_insert(f->st, &u, NULL, NULL, &err), KG_OK);
-    assert_int_equal(kg_store_usage_add_totals(f->st, NULL, NULL, 0, uids, &ud, 1, NOW, NULL, &t, &err),
-                     KG_OK);
+    assert_int_equal(
+        kg_store_usage_add_totals(f->st, NULL, NULL, 0, uids, &ud, 1, NOW, NULL, &t, &err), KG_OK);
     assert_true(t.known);
     assert_int_equal(t.credits, 4);
     assert_int_equal(t.tier, 4);
@@ -1583,8 +1583,8 @@ test_a_flush_returns_the_stored_user_totals(void **state)
                       " tier_used = tier_used + 20 WHERE user_id = 'usr_eve' RETURNING 1");
     ud.credits = 1;
     ud.tier = 1;
-    assert_int_equal(kg_store_usage_add_totals(f->st, NULL, NULL, 0, uids, &ud, 1, NOW, NULL, &t, &err),
-                     KG_OK);
+    assert_int_equal(
+        kg_store_usage_add_totals(f->st, NULL, NULL, 0, uids, &ud, 1, NOW, NULL, &t, &err), KG_OK);
     assert_true(t.known);
     assert_int_equal(t.credits, 15);
     assert_int_equal(t.tier, 25);
