@@ -801,6 +801,9 @@ const struct kg_store_ops kg_store_pg_ops = {
     .key_rotate = pg_key_rotate,
     .key_touch = kg_pg_key_touch,
     .key_usage_add = kg_pg_key_usage_add,
+    .credit_reserve = kg_pg_credit_reserve,
+    .credit_renew = kg_pg_credit_renew,
+    .credit_release = kg_pg_credit_release,
     .key_usage_get = kg_pg_key_usage_get,
     .user_usage_get = kg_pg_user_usage_get,
     .tenant_insert = kg_pg_tenant_insert,
@@ -837,6 +840,7 @@ const struct kg_store_ops kg_store_pg_ops = {
     .event_retry = kg_pg_event_retry,
     .event_counts = kg_pg_event_counts,
     .alerts_scan = kg_pg_alerts_scan,
+    .quota_alert = kg_pg_quota_alert,
     .key_by_digest = pg_key_by_digest,
     .key_leaked = pg_key_leaked,
 };
