@@ -40,6 +40,12 @@ enum kg_upstream_client { KG_UPSTREAM_NATIVE = 0, KG_UPSTREAM_CURL };
  * request of a key with a rate limit is refused 503 (closed) or let
  * through unlimited (open). */
 enum kg_limits_on_error { KG_LIMITS_CLOSED = 0, KG_LIMITS_OPEN };
+/* credits_mode (issue 15): shared, every instance checks credits against
+ * the store's total as of its last flush plus its own charges since (it may
+ * overspend by what the other instances charged within a flush interval);
+ * strict, an instance spends only blocks of credits it reserved in the
+ * store, and the instances together never pass a key's limit. */
+enum kg_credits_mode { KG_CREDITS_SHARED = 0, KG_CREDITS_STRICT };
 
 /* signup_role's value for "no scope at all" (the default). */
 #define KG_SIGNUP_ROLE_NONE "none"
@@ -106,6 +112,10 @@ struct kg_config {
     char *admin_listen; /* "host:port" or "off" */
     char *upstream;     /* "http://host:port[/base]" */
     char *database;
+    /* database_notify: on PostgreSQL, a thread LISTENs for change
+     * notifications and wakes the poll; off (a pooler in transaction mode,
+     * where LISTEN does not work), the 200 ms poll alone sees changes. */
+    bool database_notify;
     char *secret_file;
     char *key_prefix;
     enum kg_mode mode;
@@ -159,6 +169,7 @@ struct kg_config {
     int64_t limits_lease_ms;   /* leased tokens worth this long of a key's rate; 0 = exact */
     int64_t limits_timeout_ms; /* the longest a request waits for Redis */
     enum kg_limits_on_error limits_on_error;
+    enum kg_credits_mode credits_mode; /* a key's credits across instances */
     /* auth_throttle N/WINDOW COOLDOWN: after auth_throttle_count invalid or
      * missing keys within auth_throttle_window_ms, a client IP is refused for
      * auth_throttle_cooldown_ms. Off: auth_throttle_count is 0. */

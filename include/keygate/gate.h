@@ -23,6 +23,7 @@
 #include "keygate/decide.h"
 #include "keygate/digest.h"
 #include "keygate/keycache.h"
+#include "keygate/keyreserve.h"
 #include "keygate/limiter.h"
 #include "keygate/metrics.h"
 
@@ -89,6 +90,10 @@ struct kg_admission {
      * stat record outlives the snapshot). NULL otherwise. */
     struct kg_keystat *charge_to;
     int64_t cost;
+    /* credits_mode strict: the credits claimed for this request, spent
+     * with its charge or given back (kg_keyreserve_give_back) when it is
+     * not charged. Only KG_GATE_PROXY ever returns one held. */
+    struct kg_credit_claim claim;
     /* This request's failed authentication started its IP's cool-down
      * (the caller reports throttle.tripped). A canary use is d.canary. */
     bool tripped;

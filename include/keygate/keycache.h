@@ -65,7 +65,26 @@ struct kg_keystat {
     _Atomic bool dirty;
     struct kg_keystat *dirty_next;
     struct kg_keystat *_Atomic *dirty_head;
+    /* credits_mode strict (issue 15, auth/keyreserve.c): the credits this
+     * instance holds of its reservations and may spend, packed as
+     * (epoch << KG_HOLD_BITS) | amount; a new epoch voids what is held (a
+     * new period, a lease that may have lapsed), so a claim given back
+     * after it is dropped. res_queued: on the cache's refill queue. The
+     * res_* rest belong to the thread that reserves. */
+    _Atomic uint64_t hold;
+    _Atomic int64_t res_out; /* claims neither charged nor given back yet */
+    _Atomic bool res_queued;
+    struct kg_keystat *res_next;
+    struct kg_keystat *res_held_next; /* on the list of records that ever held credits */
+    bool res_listed;
+    bool res_release;  /* its block was dropped for idleness: delete its row */
+    int64_t res_start; /* the refill period the current epoch's credits are of */
+    int64_t res_at;    /* Unix seconds of its last refill */
 };
+
+#define KG_HOLD_BITS 40
+#define KG_HOLD_AMOUNT(w) ((int64_t)((w) & ((UINT64_C(1) << KG_HOLD_BITS) - 1)))
+#define KG_HOLD_EPOCH(w) ((w) >> KG_HOLD_BITS)
 
 /* What kg_keycache_count() records. */
 enum kg_usage_kind {

@@ -68,6 +68,15 @@ void kg_quota_fold_wait(int64_t used, int64_t limit, enum kg_quota_period period
  * it flushed, in that order (see kg_quota_used). */
 void kg_quota_commit(struct kg_meter *m, int64_t delta, int64_t delta_start, int64_t charged_read);
 
+/* After a flush committed the charges up to charged_read and the store
+ * answered with its total (every instance's flushed charges, issue 15) in
+ * the period starting at total_start: the meter takes that total as
+ * stored, then marks its charges flushed, in that order (see
+ * kg_quota_used). What this process charged since charged_read stays
+ * pending on top. */
+void kg_quota_commit_total(struct kg_meter *m, int64_t total, int64_t total_start,
+                           int64_t charged_read);
+
 /* The highest quota.threshold used of limit reaches: 100, 80 (used * 100
  * >= 80 * limit) or 0; always 0 for a limit <= 0 (unlimited or none). */
 int kg_quota_threshold(int64_t used, int64_t limit);

@@ -358,6 +358,64 @@ enum kg_status kg_store_usage_add(struct kg_store *st, const char *const *ids,
                                   const char *const *uids, const struct kg_user_usage *udeltas,
                                   size_t nu, int64_t now, struct kg_err *err);
 
+/* What a flush learnt of one key's or user's stored credits: the totals
+ * after its own deltas were added, i.e. every instance's flushed charges
+ * (issue 15). want is the caller's: for a key, ask for its total even when
+ * its credit delta is 0 (a key with a limit); a key or user with a credit
+ * delta always gets it. known: the store answered (else leave the meter as
+ * it was). Users: credits and tier as in struct kg_user_usage. */
+struct kg_usage_total {
+    bool want;
+    bool known;
+    int64_t credits;
+    int64_t credits_period_start;
+    int64_t tier;
+    int64_t tier_period_start;
+};
+
+/* kg_store_usage_add(), and the stored credit totals after it: ktot[i] for
+ * ids[i] (n entries, may be NULL), utot[i] for uids[i] (nu, may be NULL),
+ * read in the same transaction (UPDATE ... RETURNING), so a total never
+ * misses a delta another instance committed before it. */
+enum kg_status kg_store_usage_add_totals(struct kg_store *st, const char *const *ids,
+                                         const struct kg_key_usage *deltas, size_t n,
+                                         const char *const *uids,
+                                         const struct kg_user_usage *udeltas, size_t nu,
+                                         int64_t now, struct kg_usage_total *ktot,
+                                         struct kg_usage_total *utot, struct kg_err *err);
+
+/* ---- credits_mode strict (issue 15) ----
+ *
+ * An instance spends only credits it holds: blocks of a key's credits
+ * reserved in the store (table credit_reservations), one row per key, this
+ * handle's instance id and refill period, with a lease. The flush adds an
+ * instance's charges to its row's spent in the transaction that adds them
+ * to the key's quota_used, so the key's used credits plus what every live
+ * row holds (granted - spent) never pass its limit. */
+
+/* This handle's instance id: random, drawn when the store was opened. */
+const char *kg_store_instance(const struct kg_store *st);
+
+/* In one transaction holding the key's row: drops the key's rows of an
+ * ended period (before period_start) or a lapsed lease (expires_at <
+ * now), then grants this instance up to want of what the key has left in
+ * the period starting at period_start (its limit less what is used and
+ * what every live row holds), adds it to its row and sets the row's lease
+ * to now + lease_s. *granted: what was granted, 0 when nothing is left (or
+ * the key has no limit: it needs no reservation). KG_ENOTFOUND: no key. */
+enum kg_status kg_store_credit_reserve(struct kg_store *st, const char *key_id, int64_t want,
+                                       int64_t period_start, int64_t now, int64_t lease_s,
+                                       int64_t *granted, struct kg_err *err);
+
+/* Moves the lease of every row of this instance to now + lease_s. */
+enum kg_status kg_store_credit_renew(struct kg_store *st, int64_t now, int64_t lease_s,
+                                     struct kg_err *err);
+
+/* Deletes this instance's rows of key_id (NULL: of every key), handing
+ * back what they hold. After a flush of everything charged: a charge not
+ * flushed yet is then counted nowhere until its flush. */
+enum kg_status kg_store_credit_release(struct kg_store *st, const char *key_id, struct kg_err *err);
+
 /* The stored usage of user id (all zero when nothing was charged).
  * KG_ENOTFOUND: no such user. */
 enum kg_status kg_store_user_usage_get(struct kg_store *st, const char *id,

@@ -150,7 +150,11 @@ kg_gate_admit(const struct kg_gate_in *in, struct kg_admission *out)
         out->cost = kg_scope_cost(cfg, in->method, in->path);
         /* The key's credits, its owner's and the owner's tier quota, asked
          * first: a request refused for them must not spend a rate token. */
-        over_quota = !kg_keycache_spend_allow(key, tier, out->cost, in->now);
+        if (cfg->credits_mode == KG_CREDITS_STRICT)
+            over_quota =
+                !kg_keyreserve_claim(env->keys, key, tier, out->cost, in->now, &out->claim);
+        else
+            over_quota = !kg_keycache_spend_allow(key, tier, out->cost, in->now);
     }
     if (key != NULL && is_scope_verdict(out->d.verdict)) {
         kg_keycache_touch(key, in->now);
@@ -160,7 +164,9 @@ kg_gate_admit(const struct kg_gate_in *in, struct kg_admission *out)
                            out);
     }
     if (limit == KG_LIMIT_WAIT) {
-        /* Admitted again from the top once the answer is there. */
+        /* Admitted again from the top once the answer is there (and claims
+         * again then). */
+        kg_keyreserve_give_back(&out->claim);
         kg_gate_release(out);
         out->action = KG_GATE_LIMIT_WAIT;
         return;
@@ -194,6 +200,7 @@ kg_gate_admit(const struct kg_gate_in *in, struct kg_admission *out)
     } else if (cfg->mode == KG_MODE_FORWARD_AUTH) {
         /* No upstream status ever comes back: the allow is the charge. */
         kg_keycache_charge(kg_keycache_stat(key), out->cost);
+        kg_keyreserve_spent(&out->claim);
         out->action = KG_GATE_ALLOW;
         out->outcome = KG_OUTCOME_ALLOWED;
     } else {
@@ -203,6 +210,9 @@ kg_gate_admit(const struct kg_gate_in *in, struct kg_admission *out)
         out->outcome = KG_OUTCOME_ALLOWED;
         out->charge_to = kg_keycache_stat(key);
     }
+    /* Anything but a request on its way upstream spends nothing. */
+    if (out->action != KG_GATE_PROXY)
+        kg_keyreserve_give_back(&out->claim);
 }
 
 void

@@ -321,6 +321,17 @@ bool
 kg_keycache_spend_allow(const struct kg_keyent *ent, const struct kg_tier *tier, int64_t cost,
                         int64_t now)
 {
+    /* The owner's first: it also tells the owner's record the tier's
+     * period, which a cost of 0 must do too. */
+    if (!kg_keycache_owner_allow(ent, tier, cost, now))
+        return false;
+    return cost <= 0 || kg_keycache_credits_allow(ent, cost, now);
+}
+
+bool
+kg_keycache_owner_allow(const struct kg_keyent *ent, const struct kg_tier *tier, int64_t cost,
+                        int64_t now)
+{
     const struct kg_keyowner *o = ent->owner;
     struct kg_userstat *us = o->ustat;
     enum kg_quota_period tp = KG_QUOTA_NONE;
@@ -333,11 +344,7 @@ kg_keycache_spend_allow(const struct kg_keyent *ent, const struct kg_tier *tier,
     if (us != NULL && tp != KG_QUOTA_NONE &&
         atomic_load_explicit(&us->tier.limit, memory_order_relaxed) != tier->quota)
         atomic_store_explicit(&us->tier.limit, tier->quota, memory_order_relaxed);
-    if (cost <= 0)
-        return true;
-    if (!kg_keycache_credits_allow(ent, cost, now))
-        return false;
-    if (us == NULL)
+    if (cost <= 0 || us == NULL)
         return true;
     if (o->has_quota && kg_quota_used(&us->credits, o->quota_period, now) + cost > o->quota_limit)
         return false;

@@ -75,6 +75,16 @@ struct kg_keycache {
     struct kg_limiter *limiter;
     /* IP allowlists by key id, only for keys that have one (issue 18). */
     struct kg_ipallow *allow;
+    /* credits_mode strict (auth/keyreserve.c): on once enabled; keys whose
+     * block runs low (a stack any thread pushes on), how to wake the
+     * reserving thread, and that thread's own: every record that ever held
+     * credits, and its lease renewals (monotonic ms). */
+    _Atomic bool strict;
+    struct kg_keystat *_Atomic res_queue;
+    void (*res_wake)(void *);
+    void *res_wake_arg;
+    struct kg_keystat *res_held;
+    int64_t res_renewed_ms, res_renew_at_ms;
 };
 
 /* A stat record and its key id, in one block that lives as long as the
@@ -83,6 +93,18 @@ struct stat_node {
     struct kg_keystat stat;
     char id[];
 };
+
+/* The owner's half of kg_keycache_spend_allow(): its credits and its
+ * tier's quota (not the key's own credits). */
+bool kg_keycache_owner_allow(const struct kg_keyent *ent, const struct kg_tier *tier, int64_t cost,
+                             int64_t now);
+
+/* The id of the key a stat record counts (it lives as long as the cache). */
+static inline const char *
+kg_keystat_id(const struct kg_keystat *s)
+{
+    return ((const struct stat_node *)(const void *)s)->id;
+}
 
 /* Puts s on its cache's list of records to flush, once (any thread). */
 void kg_keycache_mark_dirty(struct kg_keystat *s);

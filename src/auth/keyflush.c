@@ -1,7 +1,9 @@
 /* auth/keyflush.c - the key cache's write-back: once a second the daemon
  * writes the last-used times, usage counters and credits charged since the
  * previous flush, in one transaction, and marks them flushed only after
- * the commit (keygate/keycache.h, kg_keycache_flush); and the usage of one
+ * the commit (keygate/keycache.h, kg_keycache_flush); the same transaction
+ * reads back the stored credit totals, so each instance's meters hold what
+ * every instance spent as of its last flush (issue 15); and the usage of one
  * key as the store has it plus what is not flushed yet. Visits only the
  * stat records used since the last flush (the cache's dirty list). */
 #include <pthread.h>
@@ -141,6 +143,7 @@ kg_keycache_flush_at(struct kg_keycache *kc, struct kg_store *st, int64_t now, s
     const char **ids = NULL, **uids = NULL;
     struct kg_key_usage *deltas = NULL;
     struct kg_user_usage *udeltas = NULL;
+    struct kg_usage_total *ktot = NULL, *utot = NULL;
     struct flush_item *items = NULL;
     struct user_item *uitems = NULL;
     struct kg_keystat *list;
@@ -161,8 +164,10 @@ kg_keycache_flush_at(struct kg_keycache *kc, struct kg_store *st, int64_t now, s
     uids = malloc((kc->nustats + 1) * sizeof(*uids));
     udeltas = calloc(kc->nustats + 1, sizeof(*udeltas));
     uitems = malloc((kc->nustats + 1) * sizeof(*uitems));
+    ktot = calloc(nlist + 1, sizeof(*ktot));
+    utot = calloc(kc->nustats + 1, sizeof(*utot));
     if (ids == NULL || deltas == NULL || items == NULL || uids == NULL || udeltas == NULL ||
-        uitems == NULL) {
+        uitems == NULL || ktot == NULL || utot == NULL) {
         relist(kc, list);
         rc = kg_err_set(err, KG_ENOMEM, "out of memory flushing usage");
         goto cleanup;
@@ -202,6 +207,9 @@ kg_keycache_flush_at(struct kg_keycache *kc, struct kg_store *st, int64_t now, s
             continue;
         ids[n] = ((struct stat_node *)(void *)s)->id;
         items[n] = it;
+        /* A key with a limit learns what every instance spent of it, even
+         * in a second it charged nothing (issue 15). */
+        ktot[n].want = atomic_load(&s->credits.limit) >= 0;
         n++;
     }
     nu = user_deltas(kc, now, uids, udeltas, uitems);
@@ -215,7 +223,7 @@ kg_keycache_flush_at(struct kg_keycache *kc, struct kg_store *st, int64_t now, s
      * is in this transaction for the user and tier and in the next one for
      * the key. A crash in between leaves the key behind its user by the
      * charges of that moment; neither is ever charged twice. */
-    rc = kg_store_usage_add(st, ids, deltas, n, uids, udeltas, nu, now, err);
+    rc = kg_store_usage_add_totals(st, ids, deltas, n, uids, udeltas, nu, now, ktot, utot, err);
     if (rc != KG_OK) {
         /* Listed again: the next flush retries them. */
         for (size_t i = 0; i < n; i++)
@@ -228,6 +236,14 @@ kg_keycache_flush_at(struct kg_keycache *kc, struct kg_store *st, int64_t now, s
         /* Each stored total moves before its flushed mark: a reader in
          * between counts the delta twice (refuses early), never not at all
          * (overspends). */
+        if (utot[i].known) {
+            /* The store's totals, every instance's charges in them. */
+            kg_quota_commit_total(&u->credits, utot[i].credits, utot[i].credits_period_start,
+                                  uitems[i].credits);
+            kg_quota_commit_total(&u->tier, utot[i].tier, utot[i].tier_period_start,
+                                  uitems[i].tier);
+            continue;
+        }
         kg_quota_commit(&u->credits, udeltas[i].credits, udeltas[i].credits_period_start,
                         uitems[i].credits);
         kg_quota_commit(&u->tier, udeltas[i].tier, udeltas[i].tier_period_start, uitems[i].tier);
@@ -235,8 +251,12 @@ kg_keycache_flush_at(struct kg_keycache *kc, struct kg_store *st, int64_t now, s
     for (size_t i = 0; i < n; i++) {
         struct kg_keystat *s = items[i].stat;
 
-        kg_quota_commit(&s->credits, deltas[i].credits, deltas[i].credits_period_start,
-                        items[i].credits);
+        if (ktot[i].known)
+            kg_quota_commit_total(&s->credits, ktot[i].credits, ktot[i].credits_period_start,
+                                  items[i].credits);
+        else
+            kg_quota_commit(&s->credits, deltas[i].credits, deltas[i].credits_period_start,
+                            items[i].credits);
         if (items[i].last_used > atomic_load(&s->last_flushed))
             atomic_store(&s->last_flushed, items[i].last_used);
         atomic_store(&s->requests_flushed, items[i].requests);
@@ -266,6 +286,8 @@ cleanup:
     free(uids);
     free(udeltas);
     free(uitems);
+    free(ktot);
+    free(utot);
     return rc;
 }
 

@@ -106,6 +106,7 @@ bool kg_cfg_is_token(const char *s);
 bool kg_cfg_check_slug(const char *v);
 bool kg_cfg_check_limits(const char *v);
 bool kg_cfg_choose_limits_on_error(const char *v, int *out);
+bool kg_cfg_choose_credits_mode(const char *v, int *out);
 
 /* ---- rules.c ---- */
 

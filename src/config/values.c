@@ -380,6 +380,18 @@ kg_cfg_choose_limits_on_error(const char *v, int *out)
 }
 
 bool
+kg_cfg_choose_credits_mode(const char *v, int *out)
+{
+    if (strcmp(v, "shared") == 0)
+        *out = KG_CREDITS_SHARED;
+    else if (strcmp(v, "strict") == 0)
+        *out = KG_CREDITS_STRICT;
+    else
+        return false;
+    return true;
+}
+
+bool
 kg_cfg_choose_mode(const char *v, int *out)
 {
     if (strcmp(v, "proxy") == 0)

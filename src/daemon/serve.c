@@ -24,6 +24,7 @@
 #include "keygate/admin.h"
 #include "keygate/accept.h"
 #include "keygate/cfgswap.h"
+#include "keygate/keyreserve.h"
 #include "keygate/connlimit.h"
 #include "keygate/front.h"
 #include "keygate/instance.h"
@@ -323,6 +324,19 @@ trim_changes(struct daemon_state *ds)
         kg_log_debug("trimmed %zu change log rows", n);
 }
 
+/* credits_mode strict: refills the blocks the loops asked for, renews the
+ * leases, drops blocks of an ended period (keygate/keyreserve.h). */
+static void
+reserve_credits(struct daemon_state *ds)
+{
+    struct kg_err err = {{0}};
+
+    if (kg_keyreserve_pass(ds->rt.keys, ds->inst->store, kg_time_now(), kg_time_mono_ms(), &err) !=
+            KG_OK &&
+        !atomic_load(&ds->rt.store_down))
+        kg_log_warnx("reserving credits: %s", err.msg);
+}
+
 static void
 flush_usage(struct daemon_state *ds)
 {
@@ -496,6 +510,7 @@ run(struct daemon_state *ds)
             version = -1; /* and the key changes, as before */
         }
         poll_store(ds, &version);
+        reserve_credits(ds);
         if (kg_time_mono_ms() >= next_flush) {
             probe_store(ds);
             flush_usage(ds);
@@ -641,9 +656,14 @@ kg_serve_main(int argc, char **argv)
         goto cleanup;
     }
     ds.main_thread = pthread_self();
+    /* A loop whose key's block runs low wakes this thread to refill it. */
+    if (ds.inst->cfg->credits_mode == KG_CREDITS_STRICT)
+        kg_keyreserve_enable(ds.rt.keys, wake_main, &ds);
+    /* database_notify off: no listener; the POLL_MS poll alone sees changes. */
     if (kg_keywatch_new(ds.inst->cfg->database, ds.rt.keys, KEYWATCH_MS, &ds.rt.keywatch, &err) !=
             KG_OK ||
-        kg_keylisten_new(ds.inst->cfg->database, wake_main, &ds, &ds.listen, &err) != KG_OK) {
+        (ds.inst->cfg->database_notify &&
+         kg_keylisten_new(ds.inst->cfg->database, wake_main, &ds, &ds.listen, &err) != KG_OK)) {
         kg_log_error("store: %s", err.msg);
         goto cleanup;
     }
@@ -699,8 +719,18 @@ cleanup:
     kg_keywatch_free(ds.rt.keywatch);
     /* Counters first: nothing after this (a log reader that stalls the
      * access log's last write) may cost the last second of usage. */
-    if (ds.rt.keys != NULL && ds.inst != NULL)
+    if (ds.rt.keys != NULL && ds.inst != NULL) {
+        struct kg_err rerr = {{0}};
+
         flush_usage(&ds);
+        /* After the flush (each charge counted as spent): what the blocks
+         * still hold goes back to the other instances now, not when the
+         * leases run out. */
+        if (ds.inst->cfg->credits_mode == KG_CREDITS_STRICT &&
+            kg_keyreserve_release(ds.rt.keys, ds.inst->store, &rerr) != KG_OK)
+            kg_log_warnx("handing back credit reservations: %s (they lapse in %d s)", rerr.msg,
+                         KG_RESERVE_LEASE_S);
+    }
     /* After the loops: every request they completed is written. */
     kg_accesslog_free(ds.rt.accesslog);
     kg_worker_free(ds.rt.worker);

@@ -303,8 +303,11 @@ raw_send(struct MHD_Connection *conn, const struct raw_answer *r)
 static void
 charge_if_2xx(struct kg_req *req, unsigned status)
 {
-    if (req->charge_to != NULL && status >= 200 && status <= 299)
+    if (req->charge_to != NULL && status >= 200 && status <= 299) {
         kg_keycache_charge(req->charge_to, req->cost);
+        kg_keyreserve_spent(&req->claim);
+    }
+    kg_keyreserve_give_back(&req->claim);
     req->charge_to = NULL;
 }
 
@@ -346,6 +349,7 @@ answer_mid_body(void *ctx)
         req->log_outcome = status == 503 ? KG_OUTCOME_NONE : KG_OUTCOME_UPSTREAM_ERROR;
     }
     req->charge_to = NULL;
+    kg_keyreserve_give_back(&req->claim);
     req->outcome = KG_OUTCOME_NONE;
     snprintf(line, sizeof(line), "HTTP/1.1 %u %s\r\n", status, MHD_get_reason_phrase_for(status));
     raw_put(&r, line, strlen(line));
@@ -564,6 +568,7 @@ admit(struct kg_req *req, struct MHD_Connection *conn, const char *method, const
         break;
     case KG_GATE_PROXY:
         req->charge_to = adm.charge_to;
+        req->claim = adm.claim;
         ret = start_proxy(req, conn, method, sc, adm.d.key);
         if (req->phase == REQ_PROXYING)
             req->outcome = adm.outcome;
@@ -948,6 +953,8 @@ request_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     kg_metrics_count(req->outcome); /* a client gone before its upstream answered */
     request_logged(req, conn);
     kg_relay_free(req->x);
+    /* Ended without a 2xx (or any answer): its credits were not spent. */
+    kg_keyreserve_give_back(&req->claim);
     front_signup_free(req->signup);
     front_console_free(req->console);
     free(req->deferred);

@@ -17,6 +17,7 @@
 #include "keygate/credential.h"
 #include "keygate/headers.h"
 #include "keygate/hygiene.h"
+#include "keygate/keyreserve.h"
 #include "keygate/json_io.h"
 #include "keygate/keycache.h"
 #include "keygate/loop.h"
@@ -89,6 +90,9 @@ struct kg_req {
      * key's stat record (it outlives the snapshot released in first_call). */
     struct kg_keystat *charge_to;
     int64_t cost;
+    /* credits_mode strict: the credits claimed at admission, spent with the
+     * charge, given back when the request ends without one. */
+    struct kg_credit_claim claim;
     /* keygate_requests_total: what this request counts as, not yet counted
      * (a proxied request counts when the upstream answers or fails). */
     enum kg_outcome outcome;

@@ -113,6 +113,16 @@ kg_quota_commit(struct kg_meter *m, int64_t delta, int64_t delta_start, int64_t 
     atomic_store(&m->flushed, charged_read);
 }
 
+void
+kg_quota_commit_total(struct kg_meter *m, int64_t total, int64_t total_start, int64_t charged_read)
+{
+    /* As in kg_quota_commit: a reader between these stores sees what it
+     * saw before the flush or counts this flush's delta twice, never less. */
+    atomic_store(&m->stored, total);
+    atomic_store(&m->stored_start, total_start);
+    atomic_store(&m->flushed, charged_read);
+}
+
 int
 kg_quota_threshold(int64_t used, int64_t limit)
 {

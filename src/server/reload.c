@@ -9,7 +9,7 @@
 
 #include "keygate/reload.h"
 
-enum kind { R_STRING, R_INT, R_BOOL, R_DURATION, R_BYTES, R_THROTTLE, R_TLS };
+enum kind { R_STRING, R_INT, R_BOOL, R_DURATION, R_BYTES, R_THROTTLE, R_TLS, R_CREDITS };
 
 struct startup_only {
     const char *name;
@@ -29,6 +29,7 @@ static const struct startup_only startup_only[] = {
     {"listen", R_STRING, OFF(listen)},
     {"admin_listen", R_STRING, OFF(admin_listen)},
     {"database", R_STRING, OFF(database)},
+    {"database_notify", R_BOOL, OFF(database_notify)}, /* the listener thread */
     {"secret_file", R_STRING, OFF(secret_file)},
     {"workers", R_INT, OFF(workers)},
     {"client_timeout", R_DURATION, OFF(client_timeout_ms)},
@@ -49,6 +50,8 @@ static const struct startup_only startup_only[] = {
     {"limits", R_STRING, OFF(limits)},
     {"limits_lease", R_DURATION, OFF(limits_lease_ms)},
     {"limits_timeout", R_DURATION, OFF(limits_timeout_ms)},
+    /* Blocks held in the store and the thread that refills them. */
+    {"credits_mode", R_CREDITS, OFF(credits_mode)},
 };
 
 #define NSTARTUP_ONLY (sizeof(startup_only) / sizeof(startup_only[0]))
@@ -102,6 +105,9 @@ show(const struct startup_only *d, const struct kg_config *cfg, char *buf, size_
     case R_TLS:
         snprintf(buf, len, "%s", cfg->tls_certificate != NULL ? "on" : "off");
         break;
+    case R_CREDITS:
+        snprintf(buf, len, "%s", cfg->credits_mode == KG_CREDITS_STRICT ? "strict" : "shared");
+        break;
     }
 }
 
@@ -126,6 +132,8 @@ same(const struct startup_only *d, const struct kg_config *a, const struct kg_co
                a->auth_throttle_cooldown_ms == b->auth_throttle_cooldown_ms;
     case R_TLS:
         return (a->tls_certificate != NULL) == (b->tls_certificate != NULL);
+    case R_CREDITS:
+        return a->credits_mode == b->credits_mode;
     }
     return true;
 }
@@ -186,6 +194,9 @@ keep(const struct startup_only *d, const struct kg_config *running, struct kg_co
         return KG_OK;
     case R_TLS:
         return keep_tls(running, next);
+    case R_CREDITS:
+        next->credits_mode = running->credits_mode;
+        return KG_OK;
     }
     return KG_OK;
 }

@@ -128,6 +128,16 @@ kg_pg_fail(struct pg_store *s, PGresult *res, const char *what, struct kg_err *e
     return kg_err_set(err, st, "%s: %s: %s", s->where, what, line);
 }
 
+/* libpq prints notices, and a FATAL that arrives on an idle connection
+ * (the server shutting down), to stderr by default: raw lines in the
+ * daemon's log. What matters reaches the caller as a failed query. */
+static void
+quiet_notice(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
+}
+
 enum kg_status
 kg_pg_connect(struct pg_store *s, struct kg_err *err)
 {
@@ -143,6 +153,7 @@ kg_pg_connect(struct pg_store *s, struct kg_err *err)
     s->conn = PQconnectdbParams(keys, vals, 1);
     if (s->conn == NULL)
         return kg_err_set(err, KG_ENOMEM, "%s: out of memory", s->where);
+    PQsetNoticeProcessor(s->conn, quiet_notice, NULL);
     if (PQstatus(s->conn) != CONNECTION_OK)
         return kg_pg_fail(s, NULL, "connect", err);
     return KG_OK;

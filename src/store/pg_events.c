@@ -419,3 +419,69 @@ kg_pg_alerts_scan(struct kg_store *st, int64_t now, int64_t lead_s, int64_t idle
     }
     return kg_pg_finish(s, rc, NULL, err);
 }
+
+/* The quota.threshold event of a key names the key; of a user's credits or
+ * tier quota, the user (no key). The data as SQLite's json_object() writes
+ * it. $1 id, $2 now, $3 subject, $4 threshold, $5 used, $6 limit, $7
+ * period, $8 period start, $9 the mark's kind. */
+#define QUOTA_DATA                                                                                 \
+    "'{\"subject\":' || to_json($3::text)::text || ',\"threshold\":' || $4::bigint"                \
+    " || ',\"used\":' || $5::bigint || ',\"limit\":' || $6::bigint"                                \
+    " || ',\"period\":' || to_json($7::text)::text || ',\"period_start\":' || CASE WHEN"           \
+    " $8::bigint > 0 THEN '\"' || " ISO_UTC("$8::bigint") " || '\"' ELSE 'null' END || '}'"
+#define QUOTA_MARK                                                                                 \
+    "WITH mk AS (INSERT INTO alerts (object, kind, mark) VALUES ($1::text, $9::text, $8::bigint)"  \
+    " ON CONFLICT (object, kind) DO UPDATE SET mark = excluded.mark"                               \
+    " WHERE alerts.mark <> excluded.mark RETURNING 1),"                                            \
+    " ev AS (INSERT INTO events (id, type, time, tenant, key_id, prefix, name, user_id, data)"     \
+    " SELECT keygate_event_id(), 'quota.threshold', $2::bigint, "
+
+enum kg_status
+kg_pg_quota_alert(struct kg_store *st, const struct kg_quota_alert *a, int64_t now, bool *fired,
+                  struct kg_err *err)
+{
+    struct pg_store *s = kg_pg_from(st);
+    const char *sql_key = QUOTA_MARK
+        "k.tenant, k.id, k.prefix, k.name, coalesce(k.user_id, ''), " QUOTA_DATA
+        " FROM keys AS k WHERE k.id = $1::text AND EXISTS (SELECT 1 FROM mk) RETURNING 1)"
+        " SELECT (SELECT count(*) FROM ev)";
+    const char *sql_user = QUOTA_MARK
+        "u.tenant, '', '', '', u.id, " QUOTA_DATA
+        " FROM users AS u WHERE u.id = $1::text AND EXISTS (SELECT 1 FROM mk) RETURNING 1)"
+        " SELECT (SELECT count(*) FROM ev)";
+    struct kg_pg_args args;
+    PGresult *res = NULL;
+    char kind[32];
+    enum kg_status rc;
+
+    /* One mark per subject and threshold, its mark the period start: a
+     * later period replaces it (the alert is allowed again). The mark and
+     * the event in one statement: of several instances crossing the same
+     * threshold at once, the one whose mark went in writes the event; the
+     * others wait on its row and find it there. */
+    snprintf(kind, sizeof(kind), "quota.%s.%d", a->subject, a->threshold);
+    if (fired != NULL)
+        *fired = false;
+    rc = kg_pg_begin(s, err);
+    if (rc == KG_OK) {
+        kg_pg_args_init(&args);
+        kg_pg_arg_text(&args, a->id);
+        kg_pg_arg_int(&args, now);
+        kg_pg_arg_text(&args, a->subject);
+        kg_pg_arg_int(&args, a->threshold);
+        kg_pg_arg_int(&args, a->used);
+        kg_pg_arg_int(&args, a->limit);
+        kg_pg_arg_text(&args, a->period);
+        kg_pg_arg_int(&args, a->period_start);
+        kg_pg_arg_text(&args, kind);
+        rc = kg_pg_query(s, strcmp(a->subject, "key") == 0 ? sql_key : sql_user, &args, &res,
+                         "quota alert", err);
+    }
+    if (rc == KG_OK && fired != NULL)
+        *fired = kg_pg_col_int_or(res, 0, 0, 0) > 0;
+    PQclear(res);
+    rc = kg_pg_finish(s, rc, NULL, err);
+    if (rc != KG_OK && fired != NULL)
+        *fired = false;
+    return rc;
+}

@@ -154,10 +154,17 @@ enum kg_status kg_pg_default_owner_locked(struct pg_store *s, const char *tenant
 /* pg_usage.c */
 enum kg_status kg_pg_key_touch(struct kg_store *st, const char *const *ids, const int64_t *times,
                                size_t n, struct kg_err *err);
+enum kg_status kg_pg_credit_reserve(struct kg_store *st, const char *key_id, int64_t want,
+                                    int64_t period_start, int64_t now, int64_t lease_s,
+                                    int64_t *granted, struct kg_err *err);
+enum kg_status kg_pg_credit_renew(struct kg_store *st, int64_t now, int64_t lease_s,
+                                  struct kg_err *err);
+enum kg_status kg_pg_credit_release(struct kg_store *st, const char *key_id, struct kg_err *err);
 enum kg_status kg_pg_key_usage_add(struct kg_store *st, const char *const *ids,
                                    const struct kg_key_usage *deltas, size_t n,
                                    const char *const *uids, const struct kg_user_usage *udeltas,
-                                   size_t nu, int64_t now, struct kg_err *err);
+                                   size_t nu, int64_t now, struct kg_usage_total *ktot,
+                                   struct kg_usage_total *utot, struct kg_err *err);
 enum kg_status kg_pg_key_usage_get(struct kg_store *st, const char *id, struct kg_key_usage *out,
                                    struct kg_err *err);
 enum kg_status kg_pg_user_usage_get(struct kg_store *st, const char *id, struct kg_user_usage *out,
@@ -210,5 +217,7 @@ enum kg_status kg_pg_event_counts(struct kg_store *st, int64_t *pending, int64_t
                                   int64_t *failed, struct kg_err *err);
 enum kg_status kg_pg_alerts_scan(struct kg_store *st, int64_t now, int64_t lead_s, int64_t idle_s,
                                  size_t *fired, struct kg_err *err);
+enum kg_status kg_pg_quota_alert(struct kg_store *st, const struct kg_quota_alert *a, int64_t now,
+                                 bool *fired, struct kg_err *err);
 
 #endif

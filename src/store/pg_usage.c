@@ -155,11 +155,27 @@ kg_pg_key_touch(struct kg_store *st, const char *const *ids, const int64_t *time
     return kg_pg_finish(s, rc, NULL, err);
 }
 
+/* Reads a total back from a RETURNING row (credits, start[, tier, start]). */
+static void
+read_total(PGresult *res, bool user, struct kg_usage_total *t)
+{
+    if (t == NULL || res == NULL || PQntuples(res) == 0)
+        return;
+    t->known = true;
+    t->credits = kg_pg_col_int_or(res, 0, 0, 0);
+    t->credits_period_start = kg_pg_col_int_or(res, 0, 1, 0);
+    if (user) {
+        t->tier = kg_pg_col_int_or(res, 0, 2, 0);
+        t->tier_period_start = kg_pg_col_int_or(res, 0, 3, 0);
+    }
+}
+
 static enum kg_status
 add_key(struct pg_store *s, const char *id, const struct kg_key_usage *d, int64_t now,
-        struct kg_err *err)
+        struct kg_usage_total *tot, struct kg_err *err)
 {
     struct kg_pg_args a;
+    PGresult *res = NULL;
     enum kg_status rc = KG_OK;
 
     if (d->last_used_at > 0) {
@@ -181,7 +197,32 @@ add_key(struct pg_store *s, const char *id, const struct kg_key_usage *d, int64_
                          "UPDATE keys SET quota_used = CASE WHEN quota_period_start < $3::bigint"
                          " THEN $2::bigint ELSE quota_used + $2::bigint END,"
                          " quota_period_start = GREATEST(quota_period_start, $3::bigint)"
-                         " WHERE id = $1::text",
+                         " WHERE id = $1::text RETURNING quota_used, quota_period_start",
+                         &a, &res, "record key credits", err);
+    } else if (rc == KG_OK && tot != NULL && tot->want) {
+        /* A key with a limit and nothing to add: read, not written. */
+        kg_pg_args_init(&a);
+        kg_pg_arg_text(&a, id);
+        rc = kg_pg_query(s, "SELECT quota_used, quota_period_start FROM keys WHERE id = $1::text",
+                         &a, &res, "read key credits", err);
+    }
+    if (rc == KG_OK)
+        read_total(res, false, tot);
+    PQclear(res);
+    if (rc == KG_OK && d->credits != 0) {
+        /* credits_mode strict: the same charges leave what this instance
+         * holds of its reservation in that period (sql/postgres/
+         * 004_credit_reservations.sql); no row (shared mode, or charges of
+         * an ended period): nothing. */
+        kg_pg_args_init(&a);
+        kg_pg_arg_text(&a, id);
+        kg_pg_arg_int(&a, d->credits);
+        kg_pg_arg_text(&a, s->base.instance);
+        kg_pg_arg_int(&a, d->credits_period_start);
+        rc = kg_pg_query(s,
+                         "UPDATE credit_reservations SET spent = spent + $2::bigint"
+                         " WHERE key_id = $1::text AND instance = $3::text"
+                         " AND period_start = $4::bigint",
                          &a, NULL, "record key credits", err);
     }
     if (rc != KG_OK || (d->requests == 0 && d->denied_expired == 0 && d->denied_forbidden == 0 &&
@@ -210,9 +251,11 @@ add_key(struct pg_store *s, const char *id, const struct kg_key_usage *d, int64_
 
 static enum kg_status
 add_user(struct pg_store *s, const char *id, const struct kg_user_usage *d, int64_t now,
-         struct kg_err *err)
+         struct kg_usage_total *tot, struct kg_err *err)
 {
     struct kg_pg_args a;
+    PGresult *res = NULL;
+    enum kg_status rc;
 
     if (d->credits == 0 && d->tier == 0)
         return KG_OK;
@@ -223,24 +266,29 @@ add_user(struct pg_store *s, const char *id, const struct kg_user_usage *d, int6
     kg_pg_arg_int(&a, d->tier);
     kg_pg_arg_int(&a, d->tier != 0 ? d->tier_period_start : 0);
     kg_pg_arg_int(&a, now);
-    return kg_pg_query(s,
-                       "INSERT INTO user_usage AS uu (user_id, credits_used, credits_period_start,"
-                       " tier_used, tier_period_start, updated_at)"
-                       " SELECT id, $2::bigint, $3::bigint, $4::bigint, $5::bigint, $6::bigint"
-                       " FROM users WHERE id = $1::text"
-                       " ON CONFLICT (user_id) DO UPDATE SET"
-                       " credits_used = CASE"
-                       "  WHEN uu.credits_period_start < excluded.credits_period_start"
-                       "  THEN excluded.credits_used ELSE uu.credits_used + excluded.credits_used"
-                       "  END,"
-                       " credits_period_start ="
-                       "  GREATEST(uu.credits_period_start, excluded.credits_period_start),"
-                       " tier_used = CASE WHEN uu.tier_period_start < excluded.tier_period_start"
-                       "  THEN excluded.tier_used ELSE uu.tier_used + excluded.tier_used END,"
-                       " tier_period_start = GREATEST(uu.tier_period_start,"
-                       "  excluded.tier_period_start),"
-                       " updated_at = excluded.updated_at",
-                       &a, NULL, "record user usage", err);
+    rc = kg_pg_query(s,
+                     "INSERT INTO user_usage AS uu (user_id, credits_used, credits_period_start,"
+                     " tier_used, tier_period_start, updated_at)"
+                     " SELECT id, $2::bigint, $3::bigint, $4::bigint, $5::bigint, $6::bigint"
+                     " FROM users WHERE id = $1::text"
+                     " ON CONFLICT (user_id) DO UPDATE SET"
+                     " credits_used = CASE"
+                     "  WHEN uu.credits_period_start < excluded.credits_period_start"
+                     "  THEN excluded.credits_used ELSE uu.credits_used + excluded.credits_used"
+                     "  END,"
+                     " credits_period_start ="
+                     "  GREATEST(uu.credits_period_start, excluded.credits_period_start),"
+                     " tier_used = CASE WHEN uu.tier_period_start < excluded.tier_period_start"
+                     "  THEN excluded.tier_used ELSE uu.tier_used + excluded.tier_used END,"
+                     " tier_period_start = GREATEST(uu.tier_period_start,"
+                     "  excluded.tier_period_start),"
+                     " updated_at = excluded.updated_at"
+                     " RETURNING credits_used, credits_period_start, tier_used, tier_period_start",
+                     &a, &res, "record user usage", err);
+    if (rc == KG_OK)
+        read_total(res, true, tot);
+    PQclear(res);
+    return rc;
 }
 
 /* Commits the flush; a COMMIT without an answer leaves it in doubt. */
@@ -275,7 +323,8 @@ commit_flush(struct pg_store *s, const char *token, const char *const *ids,
 enum kg_status
 kg_pg_key_usage_add(struct kg_store *st, const char *const *ids, const struct kg_key_usage *deltas,
                     size_t n, const char *const *uids, const struct kg_user_usage *udeltas,
-                    size_t nu, int64_t now, struct kg_err *err)
+                    size_t nu, int64_t now, struct kg_usage_total *ktot,
+                    struct kg_usage_total *utot, struct kg_err *err)
 {
     struct pg_store *s = kg_pg_from(st);
     struct kg_key_usage *adj = NULL;
@@ -318,11 +367,11 @@ kg_pg_key_usage_add(struct kg_store *st, const char *const *ids, const struct kg
     }
     for (size_t i = 0; rc == KG_OK && i < n; i++) {
         if (ids[i] != NULL)
-            rc = add_key(s, ids[i], &adj[i], now, err);
+            rc = add_key(s, ids[i], &adj[i], now, ktot != NULL ? &ktot[i] : NULL, err);
     }
     for (size_t i = 0; rc == KG_OK && i < nu; i++) {
         if (uids[i] != NULL)
-            rc = add_user(s, uids[i], &uadj[i], now, err);
+            rc = add_user(s, uids[i], &uadj[i], now, utot != NULL ? &utot[i] : NULL, err);
     }
     if (rc != KG_OK) {
         kg_pg_rollback(s);
@@ -398,4 +447,115 @@ kg_pg_user_usage_get(struct kg_store *st, const char *id, struct kg_user_usage *
     }
     PQclear(res);
     return rc;
+}
+
+enum kg_status
+kg_pg_credit_reserve(struct kg_store *st, const char *key_id, int64_t want, int64_t period_start,
+                     int64_t now, int64_t lease_s, int64_t *granted, struct kg_err *err)
+{
+    struct pg_store *s = kg_pg_from(st);
+    struct kg_pg_args a;
+    PGresult *res = NULL;
+    int64_t limit = -1, used = 0, used_start = 0, held = 0, left;
+    enum kg_status rc = kg_pg_begin(s, err);
+
+    /* The key's row locked (FOR UPDATE) to the commit: reservations of one
+     * key from several instances take turns, so each sees the others'. */
+    if (rc == KG_OK) {
+        kg_pg_args_init(&a);
+        kg_pg_arg_text(&a, key_id);
+        rc = kg_pg_query(s,
+                         "SELECT quota_limit, quota_used, quota_period_start FROM keys"
+                         " WHERE id = $1::text FOR UPDATE",
+                         &a, &res, "reserve credits", err);
+    }
+    if (rc == KG_OK && PQntuples(res) == 0)
+        rc = kg_err_set(err, KG_ENOTFOUND, "key %s not found", key_id);
+    if (rc == KG_OK) {
+        limit = kg_pg_col_int_or(res, 0, 0, -1);
+        used = kg_pg_col_int_or(res, 0, 1, 0);
+        used_start = kg_pg_col_int_or(res, 0, 2, 0);
+    }
+    PQclear(res);
+    res = NULL;
+    if (rc == KG_OK) {
+        kg_pg_args_init(&a);
+        kg_pg_arg_text(&a, key_id);
+        kg_pg_arg_int(&a, period_start);
+        kg_pg_arg_int(&a, now);
+        rc = kg_pg_query(s,
+                         "DELETE FROM credit_reservations WHERE key_id = $1::text"
+                         " AND (period_start < $2::bigint OR expires_at < $3::bigint)",
+                         &a, NULL, "reserve credits", err);
+    }
+    if (rc == KG_OK) {
+        kg_pg_args_init(&a);
+        kg_pg_arg_text(&a, key_id);
+        rc = kg_pg_query(s,
+                         "SELECT coalesce(sum(granted - spent), 0)::bigint FROM credit_reservations"
+                         " WHERE key_id = $1::text",
+                         &a, &res, "reserve credits", err);
+        if (rc == KG_OK)
+            held = kg_pg_col_int_or(res, 0, 0, 0);
+        PQclear(res);
+    }
+    if (rc != KG_OK || limit < 0)
+        goto finish;
+    /* Credits of an ended period are history (limit/quota.c). */
+    if (used_start < period_start)
+        used = 0;
+    left = limit - used - held;
+    *granted = left < want ? (left > 0 ? left : 0) : want;
+    if (*granted == 0)
+        goto finish;
+    kg_pg_args_init(&a);
+    kg_pg_arg_text(&a, key_id);
+    kg_pg_arg_text(&a, s->base.instance);
+    kg_pg_arg_int(&a, period_start);
+    kg_pg_arg_int(&a, *granted);
+    kg_pg_arg_int(&a, now + lease_s);
+    rc =
+        kg_pg_query(s,
+                    "INSERT INTO credit_reservations AS r (key_id, instance, period_start, granted,"
+                    " spent, expires_at) VALUES ($1::text, $2::text, $3::bigint, $4::bigint, 0,"
+                    " $5::bigint) ON CONFLICT (key_id, instance, period_start) DO UPDATE SET"
+                    " granted = r.granted + excluded.granted, expires_at = excluded.expires_at",
+                    &a, NULL, "reserve credits", err);
+finish:
+    if (rc != KG_OK)
+        *granted = 0;
+    return kg_pg_finish(s, rc, NULL, err);
+}
+
+enum kg_status
+kg_pg_credit_renew(struct kg_store *st, int64_t now, int64_t lease_s, struct kg_err *err)
+{
+    struct pg_store *s = kg_pg_from(st);
+    struct kg_pg_args a;
+
+    kg_pg_args_init(&a);
+    kg_pg_arg_text(&a, s->base.instance);
+    kg_pg_arg_int(&a, now + lease_s);
+    /* One statement: its own transaction. */
+    return kg_pg_query(s,
+                       "UPDATE credit_reservations SET expires_at = $2::bigint"
+                       " WHERE instance = $1::text",
+                       &a, NULL, "renew credit reservations", err);
+}
+
+enum kg_status
+kg_pg_credit_release(struct kg_store *st, const char *key_id, struct kg_err *err)
+{
+    struct pg_store *s = kg_pg_from(st);
+    struct kg_pg_args a;
+
+    kg_pg_args_init(&a);
+    kg_pg_arg_text(&a, s->base.instance);
+    if (key_id != NULL)
+        kg_pg_arg_text(&a, key_id);
+    return kg_pg_query(s,
+                       key_id != NULL ? "DELETE FROM credit_reservations WHERE instance = $1::text"
+                                        " AND key_id = $2::text"
+                                      : "DELETE FROM credit_reservations WHERE instance = $1::text",
+                       &a, NULL, "release credit reservations", err);
 }

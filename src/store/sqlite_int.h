@@ -159,7 +159,14 @@ enum kg_status kg_sq_key_touch(struct kg_store *st, const char *const *ids, cons
 enum kg_status kg_sq_key_usage_add(struct kg_store *st, const char *const *ids,
                                    const struct kg_key_usage *deltas, size_t n,
                                    const char *const *uids, const struct kg_user_usage *udeltas,
-                                   size_t nu, int64_t now, struct kg_err *err);
+                                   size_t nu, int64_t now, struct kg_usage_total *ktot,
+                                   struct kg_usage_total *utot, struct kg_err *err);
+enum kg_status kg_sq_credit_reserve(struct kg_store *st, const char *key_id, int64_t want,
+                                    int64_t period_start, int64_t now, int64_t lease_s,
+                                    int64_t *granted, struct kg_err *err);
+enum kg_status kg_sq_credit_renew(struct kg_store *st, int64_t now, int64_t lease_s,
+                                  struct kg_err *err);
+enum kg_status kg_sq_credit_release(struct kg_store *st, const char *key_id, struct kg_err *err);
 enum kg_status kg_sq_key_usage_get(struct kg_store *st, const char *id, struct kg_key_usage *out,
                                    struct kg_err *err);
 enum kg_status kg_sq_user_usage_get(struct kg_store *st, const char *id, struct kg_user_usage *out,

@@ -471,7 +471,15 @@ kg_store_open(const char *path, struct kg_store **out, struct kg_err *err)
     rc = pick_backend(path, &ops, &rest, err);
     if (rc != KG_OK)
         return rc;
-    return ops->open(rest, out, err);
+    rc = ops->open(rest, out, err);
+    if (rc == KG_OK) {
+        unsigned char raw[16];
+
+        /* Names this process's credit reservations (credits_mode strict). */
+        randombytes_buf(raw, sizeof(raw));
+        sodium_bin2hex((*out)->instance, sizeof((*out)->instance), raw, sizeof(raw));
+    }
+    return rc;
 }
 
 void
@@ -716,10 +724,16 @@ kg_store_key_touch(struct kg_store *st, const char *const *ids, const int64_t *t
 }
 
 enum kg_status
-kg_store_usage_add(struct kg_store *st, const char *const *ids, const struct kg_key_usage *deltas,
-                   size_t n, const char *const *uids, const struct kg_user_usage *udeltas,
-                   size_t nu, int64_t now, struct kg_err *err)
+kg_store_usage_add_totals(struct kg_store *st, const char *const *ids,
+                          const struct kg_key_usage *deltas, size_t n, const char *const *uids,
+                          const struct kg_user_usage *udeltas, size_t nu, int64_t now,
+                          struct kg_usage_total *ktot, struct kg_usage_total *utot,
+                          struct kg_err *err)
 {
+    for (size_t i = 0; ktot != NULL && i < n; i++)
+        ktot[i].known = false;
+    for (size_t i = 0; utot != NULL && i < nu; i++)
+        utot[i].known = false;
     if (st == NULL || (n > 0 && (ids == NULL || deltas == NULL)) ||
         (nu > 0 && (uids == NULL || udeltas == NULL)))
         return kg_err_set(err, KG_EINVAL, "key usage: missing argument");
@@ -733,7 +747,15 @@ kg_store_usage_add(struct kg_store *st, const char *const *ids, const struct kg_
             return kg_err_set(err, KG_EINVAL, "user usage: negative delta");
     if (n == 0 && nu == 0)
         return KG_OK;
-    return st->ops->key_usage_add(st, ids, deltas, n, uids, udeltas, nu, now, err);
+    return st->ops->key_usage_add(st, ids, deltas, n, uids, udeltas, nu, now, ktot, utot, err);
+}
+
+enum kg_status
+kg_store_usage_add(struct kg_store *st, const char *const *ids, const struct kg_key_usage *deltas,
+                   size_t n, const char *const *uids, const struct kg_user_usage *udeltas,
+                   size_t nu, int64_t now, struct kg_err *err)
+{
+    return kg_store_usage_add_totals(st, ids, deltas, n, uids, udeltas, nu, now, NULL, NULL, err);
 }
 
 enum kg_status
@@ -741,6 +763,47 @@ kg_store_key_usage_add(struct kg_store *st, const char *const *ids,
                        const struct kg_key_usage *deltas, size_t n, int64_t now, struct kg_err *err)
 {
     return kg_store_usage_add(st, ids, deltas, n, NULL, NULL, 0, now, err);
+}
+
+const char *
+kg_store_instance(const struct kg_store *st)
+{
+    return st != NULL ? st->instance : "";
+}
+
+enum kg_status
+kg_store_credit_reserve(struct kg_store *st, const char *key_id, int64_t want, int64_t period_start,
+                        int64_t now, int64_t lease_s, int64_t *granted, struct kg_err *err)
+{
+    if (granted != NULL)
+        *granted = 0;
+    if (st == NULL || key_id == NULL || granted == NULL || want < 0 || lease_s <= 0)
+        return kg_err_set(err, KG_EINVAL, "credit reservation: missing argument");
+    if (st->ops->credit_reserve == NULL)
+        return kg_err_set(err, KG_EINVAL, "credit reservation: not supported by this store");
+    if (want == 0)
+        return KG_OK;
+    return st->ops->credit_reserve(st, key_id, want, period_start, now, lease_s, granted, err);
+}
+
+enum kg_status
+kg_store_credit_renew(struct kg_store *st, int64_t now, int64_t lease_s, struct kg_err *err)
+{
+    if (st == NULL || lease_s <= 0)
+        return kg_err_set(err, KG_EINVAL, "credit reservation: missing argument");
+    if (st->ops->credit_renew == NULL)
+        return kg_err_set(err, KG_EINVAL, "credit reservation: not supported by this store");
+    return st->ops->credit_renew(st, now, lease_s, err);
+}
+
+enum kg_status
+kg_store_credit_release(struct kg_store *st, const char *key_id, struct kg_err *err)
+{
+    if (st == NULL)
+        return kg_err_set(err, KG_EINVAL, "credit reservation: missing argument");
+    if (st->ops->credit_release == NULL)
+        return kg_err_set(err, KG_EINVAL, "credit reservation: not supported by this store");
+    return st->ops->credit_release(st, key_id, err);
 }
 
 enum kg_status

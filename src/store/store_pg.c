@@ -685,6 +685,18 @@ pg_set_durable(struct kg_store *st, bool durable, struct kg_err *err)
                        NULL, NULL, "set synchronous_commit", err);
 }
 
+/* A transaction that takes a transaction id and commits, writing nothing
+ * else: it fails as any change would while the server is unreachable, a
+ * read-only standby (after a failover) or unable to write its WAL. Without
+ * it the daemon took every probe for recovered and logged "writes work
+ * again" once a second through an outage. */
+static enum kg_status
+pg_write_probe(struct kg_store *st, struct kg_err *err)
+{
+    return kg_pg_query(kg_pg_from(st), "SELECT pg_current_xact_id()", NULL, NULL, "write probe",
+                       err);
+}
+
 /* "postgresql://host:port/db" for messages: the location without user,
  * password or options, whatever form it came in. */
 static char *
@@ -789,6 +801,9 @@ const struct kg_store_ops kg_store_pg_ops = {
     .key_rotate = pg_key_rotate,
     .key_touch = kg_pg_key_touch,
     .key_usage_add = kg_pg_key_usage_add,
+    .credit_reserve = kg_pg_credit_reserve,
+    .credit_renew = kg_pg_credit_renew,
+    .credit_release = kg_pg_credit_release,
     .key_usage_get = kg_pg_key_usage_get,
     .user_usage_get = kg_pg_user_usage_get,
     .tenant_insert = kg_pg_tenant_insert,
@@ -804,6 +819,7 @@ const struct kg_store_ops kg_store_pg_ops = {
     .audit_each = kg_pg_audit_each,
     .audit_head = kg_pg_audit_head,
     .data_version = kg_pg_data_version,
+    .write_probe = pg_write_probe,
     .key_known = pg_key_known,
     .change_head = kg_pg_change_head,
     .key_count = kg_pg_key_count,
@@ -825,6 +841,7 @@ const struct kg_store_ops kg_store_pg_ops = {
     .event_retry = kg_pg_event_retry,
     .event_counts = kg_pg_event_counts,
     .alerts_scan = kg_pg_alerts_scan,
+    .quota_alert = kg_pg_quota_alert,
     .key_by_digest = pg_key_by_digest,
     .key_leaked = pg_key_leaked,
 };

@@ -22,9 +22,11 @@
 #include <arpa/inet.h>
 #include <cmocka.h>
 #include <jansson.h>
+#include <sqlite3.h>
 
 #include "helpers/daemon.h"
 #include "helpers/http.h"
+#include "helpers/pgserver.h"
 #include "keygate/keyfmt.h"
 
 extern char **environ;
@@ -47,9 +49,16 @@ struct kt_daemon {
     char ca_file[300]; /* "" without TLS */
     char **keys;       /* every key the CLI printed: no log may contain one */
     size_t nkeys;
-    int expected_exit; /* the one non-zero exit the test asked for (kt_daemon_expect_exit), or 0 */
-    char unclean[256]; /* the first exit nobody asked for; "" while every exit was clean */
+    int expected_exit;  /* the one non-zero exit the test asked for (kt_daemon_expect_exit), or 0 */
+    char unclean[256];  /* the first exit nobody asked for; "" while every exit was clean */
+    char pg_db[32];     /* its database on the suite's PostgreSQL server; "" on SQLite */
+    char database[512]; /* what its config's database line says, when the helper wrote it */
 };
+
+/* The suite's PostgreSQL server (kt_daemon_backend_start), and how many
+ * databases it made on it; NULL on SQLite. */
+static struct kt_pg *backend_pg;
+static int backend_dbs;
 
 /* A key's tail: 43 body characters, then 8 of checksum; the display prefix
  * keeps the first 4 body characters and the list form the last 4. */
@@ -147,7 +156,7 @@ write_config(struct kt_daemon *d)
     /* A test's own database (PostgreSQL, shared by several daemons) and
      * secret_file (the one they share) replace the directory's. */
     if (!has_directive(d->config_text, "database"))
-        fprintf(f, "database \"%s/keygate.db\"\n", d->dir);
+        fprintf(f, "database \"%s\"\n", d->database);
     if (!has_directive(d->config_text, "secret_file"))
         fprintf(f, "secret_file \"%s/secret\"\n", d->dir);
     if (!has_directive(d->config_text, "workers"))
@@ -201,6 +210,15 @@ kt_daemon_new(const char *config_text)
     }
     snprintf(d->config_path, sizeof(d->config_path), "%s/keygate.conf", d->dir);
     snprintf(d->log_path, sizeof(d->log_path), "%s/daemon.log", d->dir);
+    snprintf(d->database, sizeof(d->database), "%s/keygate.db", d->dir);
+    /* On PostgreSQL, a database of its own, as fresh as a new file. */
+    if (backend_pg != NULL && !has_directive(d->config_text, "database")) {
+        snprintf(d->pg_db, sizeof(d->pg_db), "kt_daemon_%d", ++backend_dbs);
+        if (kt_pg_createdb(backend_pg, d->pg_db, d->database, sizeof(d->database)) != 0) {
+            kt_daemon_free(d);
+            return NULL;
+        }
+    }
     if (!write_config(d)) {
         kt_daemon_free(d);
         return NULL;
@@ -536,6 +554,20 @@ scan_sent(const char *cred, size_t n, void *ctx)
     return hit == NULL;
 }
 
+/* Looks for d's keys and every credential sent in ls->text. */
+static void
+scan_text(const struct kt_daemon *d, struct leak_scan *ls)
+{
+    for (size_t i = 0; ls->text != NULL && i < d->nkeys && !ls->leaked; i++) {
+        const char *hit = find_key(ls->text, ls->len, d->keys[i]);
+
+        if (hit != NULL)
+            leak_report(ls, hit, "key (created by the test)", i + 1);
+    }
+    if (ls->text != NULL && !ls->leaked)
+        kt_http_sent_each(scan_sent, ls);
+}
+
 /* "the suite greps every log it produced for the keys it created", and for
  * every credential the test presented, valid or not: the keys the CLI
  * printed for d, and whatever kt_http_* and kt_raw_* sent to anyone in this
@@ -559,17 +591,20 @@ keys_leaked(const struct kt_daemon *d, char *why, size_t cap)
         text = slurp(path, &ls.len);
         ls.text = text;
         ls.file = e->d_name;
-        for (size_t i = 0; text != NULL && i < d->nkeys && !ls.leaked; i++) {
-            const char *hit = find_key(text, ls.len, d->keys[i]);
-
-            if (hit != NULL)
-                leak_report(&ls, hit, "key (created by the test)", i + 1);
-        }
-        if (text != NULL && !ls.leaked)
-            kt_http_sent_each(scan_sent, &ls);
+        scan_text(d, &ls);
         free(text);
     }
     closedir(dir);
+    /* The same store, on PostgreSQL: every row of its database as text (a
+     * test that stopped the server has it back before it frees the daemon). */
+    if (!ls.leaked && d->pg_db[0] != '\0' && backend_pg != NULL) {
+        char *text = kt_pg_dump(backend_pg, d->pg_db, &ls.len);
+
+        ls.text = text;
+        ls.file = "the PostgreSQL store";
+        scan_text(d, &ls);
+        free(text);
+    }
     return ls.leaked;
 }
 
@@ -1086,4 +1121,71 @@ kt_key_cleanup(struct kt_key *k)
     free(k->key);
     k->id = NULL;
     k->key = NULL;
+}
+
+/* ---- the store backend ---- */
+
+int
+kt_daemon_backend_start(void)
+{
+    const char *backend = getenv("KEYGATE_TEST_DATABASE");
+
+    if (backend == NULL || strcmp(backend, "postgres") != 0)
+        return 0;
+    return kt_pg_start(&backend_pg);
+}
+
+void
+kt_daemon_backend_stop(void)
+{
+    kt_pg_free(backend_pg);
+    backend_pg = NULL;
+}
+
+struct kt_pg *
+kt_daemon_backend_pg(void)
+{
+    return backend_pg;
+}
+
+const char *
+kt_daemon_database(const struct kt_daemon *d)
+{
+    return d->database;
+}
+
+/* The first column of the first row, or the rows changed: kt_pg_int()'s
+ * answer, from SQLite. */
+static long long
+sqlite_int(const char *path, const char *sql)
+{
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    long long v = -12345;
+    int rc;
+
+    if (sqlite3_open_v2(path, &db, SQLITE_OPEN_READWRITE, NULL) != SQLITE_OK)
+        goto cleanup;
+    sqlite3_busy_timeout(db, 10000);
+    if (sqlite3_prepare_v2(db, sql, -1, &st, NULL) != SQLITE_OK)
+        goto cleanup;
+    rc = sqlite3_step(st);
+    if (rc == SQLITE_ROW && sqlite3_column_type(st, 0) != SQLITE_NULL)
+        v = sqlite3_column_int64(st, 0);
+    else if (rc == SQLITE_DONE && sqlite3_column_count(st) == 0)
+        v = sqlite3_changes(db);
+cleanup:
+    if (v == -12345)
+        fprintf(stderr, "daemon: %s: %s\n", sql, sqlite3_errmsg(db));
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+}
+
+long long
+kt_daemon_sql(const struct kt_daemon *d, const char *sql)
+{
+    if (d->pg_db[0] != '\0')
+        return kt_pg_int(backend_pg, d->pg_db, sql);
+    return sqlite_int(d->database, sql);
 }

@@ -33,6 +33,8 @@
 #include <sys/types.h>
 #include <jansson.h>
 
+struct kt_pg;
+
 struct kt_daemon;
 
 /* A port on 127.0.0.1 that was free a moment ago (bound to port 0, then
@@ -158,5 +160,33 @@ void kt_key_cleanup(struct kt_key *k);
 /* A key the test got some other way (the admin API, signup): no log of d
  * may hold it either (see the top of this file). NULLs are ignored. */
 void kt_daemon_remember_key(struct kt_daemon *d, const char *key);
+
+/* ---- the store backend ----
+ *
+ * A suite that runs on both backends calls kt_daemon_backend_start() before
+ * its tests and kt_daemon_backend_stop() after them. With
+ * KEYGATE_TEST_DATABASE=postgres (ctest's *_postgres entries) the first
+ * starts one private PostgreSQL server for the whole binary
+ * (helpers/pgserver.h), and every kt_daemon_new() whose text sets no
+ * database gets a fresh database of its own on it, as it would get a fresh
+ * SQLite file; the leak check reads every row of it as it reads the file.
+ * Otherwise both do nothing. */
+
+/* 0 (SQLite, or the server runs); KT_PG_SKIP when PostgreSQL is not
+ * installed and not required (exit with it); -1 on failure. */
+int kt_daemon_backend_start(void);
+void kt_daemon_backend_stop(void);
+/* The server, or NULL on SQLite. */
+struct kt_pg *kt_daemon_backend_pg(void);
+
+/* The database d's config names when the helper chose it: the SQLite file
+ * or the PostgreSQL URI. */
+const char *kt_daemon_database(const struct kt_daemon *d);
+
+/* Runs one SQL statement on d's own store, whichever backend (to look at
+ * it, or to edit a row by hand as an attacker would): the first column of
+ * the first row as an integer, or the rows changed; -12345 on failure (the
+ * error on stderr). */
+long long kt_daemon_sql(const struct kt_daemon *d, const char *sql);
 
 #endif

@@ -256,6 +256,70 @@ kt_pg_int(struct kt_pg *pg, const char *name, const char *sql)
     return v;
 }
 
+/* Appends text to the growing buffer *buf; false when out of memory. */
+static bool
+append(char **buf, size_t *len, size_t *cap, const char *text)
+{
+    size_t n = strlen(text);
+
+    if (*len + n + 2 > *cap) {
+        size_t want = (*len + n + 2) * 2;
+        char *p = realloc(*buf, want);
+
+        if (p == NULL)
+            return false;
+        *buf = p;
+        *cap = want;
+    }
+    memcpy(*buf + *len, text, n);
+    *len += n;
+    (*buf)[(*len)++] = '\n';
+    (*buf)[*len] = '\0';
+    return true;
+}
+
+char *
+kt_pg_dump(struct kt_pg *pg, const char *name, size_t *len)
+{
+    PGconn *c = connect_db(pg, name);
+    PGresult *tables = NULL;
+    char *buf = NULL;
+    size_t cap = 0;
+    bool ok = false;
+
+    *len = 0;
+    if (c == NULL)
+        return NULL;
+    tables = PQexec(c, "SELECT quote_ident(table_name) FROM information_schema.tables"
+                       " WHERE table_schema = 'public' AND table_type = 'BASE TABLE'"
+                       " ORDER BY 1");
+    if (PQresultStatus(tables) != PGRES_TUPLES_OK)
+        goto cleanup;
+    ok = append(&buf, len, &cap, "");
+    for (int t = 0; ok && t < PQntuples(tables); t++) {
+        const char *table = PQgetvalue(tables, t, 0);
+        char sql[160];
+        PGresult *rows;
+
+        snprintf(sql, sizeof(sql), "SELECT '%s: ' || r::text FROM %s r", table, table);
+        rows = PQexec(c, sql);
+        ok = PQresultStatus(rows) == PGRES_TUPLES_OK;
+        for (int i = 0; ok && i < PQntuples(rows); i++)
+            ok = append(&buf, len, &cap, PQgetvalue(rows, i, 0));
+        PQclear(rows);
+    }
+cleanup:
+    if (!ok) {
+        fprintf(stderr, "pgserver: dumping %s: %s", name, PQerrorMessage(c));
+        free(buf);
+        buf = NULL;
+        *len = 0;
+    }
+    PQclear(tables);
+    PQfinish(c);
+    return buf;
+}
+
 int
 kt_pg_stop(struct kt_pg *pg, const char *mode)
 {

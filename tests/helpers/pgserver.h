@@ -36,6 +36,12 @@ int kt_pg_createdb(struct kt_pg *pg, const char *name, char *url, size_t cap);
  * -12345 when there is no row or it failed (the error on stderr). */
 long long kt_pg_int(struct kt_pg *pg, const char *name, const char *sql);
 
+/* Every row of every table of database name as text (one row a line,
+ * "table: (col,...)"), malloc'd, its length in *len; NULL when the server
+ * cannot be reached. What the tests search for keys that must never be
+ * stored, as they read an SQLite file. */
+char *kt_pg_dump(struct kt_pg *pg, const char *name, size_t *len);
+
 /* `pg_ctl stop` in mode "fast" or "immediate": the data stays. */
 int kt_pg_stop(struct kt_pg *pg, const char *mode);
 /* Starts the stopped server again on the same socket. */

@@ -14,6 +14,8 @@
  * `keygate audit verify` passes until a row is edited by hand.
  *
  * Tests run in order and share one daemon; the tamper test comes last.
+ * With KEYGATE_TEST_DATABASE=postgres (CTest:
+ * integration_test_admin_api_postgres) its store is a PostgreSQL database.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -25,10 +27,10 @@
 
 #include <cmocka.h>
 #include <jansson.h>
-#include <sqlite3.h>
 
 #include "helpers/daemon.h"
 #include "helpers/http.h"
+#include "helpers/pgserver.h"
 #include "helpers/upstream.h"
 
 #define NO_CREDENTIAL "{\"detail\": \"Authentication credentials were not provided.\"}"
@@ -1618,9 +1620,6 @@ static void
 test_audit_verify_passes_then_finds_a_row_edited_by_hand(void **state)
 {
     struct kt_cli_result res;
-    char db_path[512];
-    sqlite3 *db = NULL;
-    char *errmsg = NULL;
 
     (void)state;
     assert_true(kt_daemon_cli(W.d, &res, (const char *const[]){"audit", "verify", NULL}));
@@ -1628,14 +1627,10 @@ test_audit_verify_passes_then_finds_a_row_edited_by_hand(void **state)
         fail_msg("audit verify: exit %d: %s%s", res.exit_code, res.out, res.err);
     kt_cli_result_cleanup(&res);
 
-    snprintf(db_path, sizeof(db_path), "%s/keygate.db", kt_daemon_dir(W.d));
-    assert_int_equal(sqlite3_open_v2(db_path, &db, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
-    sqlite3_busy_timeout(db, 10000);
-    if (sqlite3_exec(db, "UPDATE audit SET details = '{\"name\":\"innocent\"}' WHERE seq = 3", NULL,
-                     NULL, &errmsg) != SQLITE_OK)
-        fail_msg("editing the audit row: %s", errmsg);
-    assert_int_equal(sqlite3_changes(db), 1);
-    sqlite3_close(db);
+    /* By hand, in the daemon's own store (its SQLite file or PostgreSQL database). */
+    assert_int_equal(
+        kt_daemon_sql(W.d, "UPDATE audit SET details = '{\"name\":\"innocent\"}' WHERE seq = 3"),
+        1);
 
     assert_true(kt_daemon_cli(W.d, &res, (const char *const[]){"audit", "verify", NULL}));
     assert_int_equal(res.exit_code, 1);
@@ -1703,6 +1698,13 @@ main(void)
         cmocka_unit_test(test_audit_verify_passes_then_finds_a_row_edited_by_hand),
         cmocka_unit_test(test_the_daemon_stops_cleanly_and_never_logs_a_key),
     };
+    /* KEYGATE_TEST_DATABASE=postgres: the same tests on a PostgreSQL store
+     * (integration_test_admin_api_postgres). */
+    int rc = kt_daemon_backend_start();
 
-    return cmocka_run_group_tests(tests, setup, teardown);
+    if (rc != 0)
+        return rc == KT_PG_SKIP ? KT_PG_SKIP : 1;
+    rc = cmocka_run_group_tests(tests, setup, teardown);
+    kt_daemon_backend_stop();
+    return rc;
 }

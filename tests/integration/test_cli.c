@@ -5,7 +5,10 @@
  * checked; every full key a test sees is remembered so the last test can
  * make sure none of them ever reached the database files.
  *
- * The tests share one database and run in order. */
+ * The tests share one database and run in order. With
+ * KEYGATE_TEST_DATABASE=postgres (CTest: integration_test_cli_postgres)
+ * that database is on a private PostgreSQL server (tests/helpers/pgserver.c)
+ * and the last test reads its rows instead of the files. */
 #include <errno.h>
 #include <fcntl.h>
 #include <setjmp.h>
@@ -23,6 +26,7 @@
 #include <cmocka.h>
 #include <jansson.h>
 
+#include "helpers/pgserver.h"
 #include "keygate/keyfmt.h"
 
 extern char **environ;
@@ -37,7 +41,9 @@ extern char **environ;
 #define CREDITS_OR_UNLIMITED "--credits wants a number from 0 to 1000000000 or unlimited\n"
 
 static char dir[64];
-static char db_path[128];
+static char db_path[256]; /* a file, or a PostgreSQL URI */
+static struct kt_pg *pg;  /* the server, on PostgreSQL */
+#define PG_DB "cli"
 static char secret_path[128];
 static char conf_path[128];
 static const char *bin;
@@ -294,6 +300,8 @@ group_setup(void **state)
     if (mkdtemp(dir) == NULL)
         return -1;
     snprintf(db_path, sizeof(db_path), "%s/keygate.db", dir);
+    if (pg != NULL && kt_pg_createdb(pg, PG_DB, db_path, sizeof(db_path)) != 0)
+        return -1;
     snprintf(secret_path, sizeof(secret_path), "%s/secret", dir);
     snprintf(conf_path, sizeof(conf_path), "%s/keygate.conf", dir);
     spit(conf_path, "# written by test_cli.c\nkey_prefix " PREFIX "\n");
@@ -327,6 +335,7 @@ group_teardown(void **state)
         memset(seen_keys[i], 0, strlen(seen_keys[i]));
         free(seen_keys[i]);
     }
+    nseen = 0; /* a second group starts again */
     return 0;
 }
 
@@ -998,16 +1007,39 @@ test_a_missing_secret_with_keys_in_the_database_exits_1_and_creates_no_secret(vo
     free(before);
 }
 
+/* Fails if bytes hold any key seen so far, or even its random body alone;
+ * true when they hold a key's id (a control: they are the keys' records). */
+static bool
+assert_no_key_stored(const char *what, const char *bytes, size_t len)
+{
+    assert_no_key_in(what, bytes, len);
+    for (size_t k = 0; k < nseen; k++) {
+        const char *body = seen_keys[k] + strlen(seen_keys[k]) - KG_KEY_TAIL_LEN;
+
+        if (memmem(bytes, len, body, KG_KEY_BODY_LEN) != NULL)
+            fail_msg("%s should never contain a key body, but holds key #%zu's", what, k);
+    }
+    return memmem(bytes, len, "key_", 4) != NULL;
+}
+
 static void
 test_the_database_files_never_hold_a_key_the_tests_saw(void **state)
 {
     static const char *const suffixes[] = {"", "-wal"};
     bool saw_an_id = false;
-    char path[192];
+    char path[300];
 
     (void)state;
     assert_true(nseen >= 8);
-    for (size_t i = 0; i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
+    if (pg != NULL) {
+        size_t len;
+        char *rows = kt_pg_dump(pg, PG_DB, &len);
+
+        assert_non_null(rows);
+        saw_an_id = assert_no_key_stored("the PostgreSQL database", rows, len);
+        free(rows);
+    }
+    for (size_t i = 0; pg == NULL && i < sizeof(suffixes) / sizeof(suffixes[0]); i++) {
         size_t len;
         char *bytes;
 
@@ -1017,16 +1049,7 @@ test_the_database_files_never_hold_a_key_the_tests_saw(void **state)
             assert_int_equal(i, 1); /* the WAL may have been checkpointed away */
             continue;
         }
-        /* A control: the files read are the ones that hold the keys' records. */
-        saw_an_id |= memmem(bytes, len, "key_", 4) != NULL;
-        assert_no_key_in(path, bytes, len);
-        /* Not even the random body without its prefix. */
-        for (size_t k = 0; k < nseen; k++) {
-            const char *body = seen_keys[k] + strlen(seen_keys[k]) - KG_KEY_TAIL_LEN;
-
-            if (memmem(bytes, len, body, KG_KEY_BODY_LEN) != NULL)
-                fail_msg("%s should never contain a key body, but holds key #%zu's", path, k);
-        }
+        saw_an_id |= assert_no_key_stored(path, bytes, len);
         free(bytes);
     }
     assert_true(saw_an_id);
@@ -1052,11 +1075,30 @@ main(void)
         cmocka_unit_test(test_usage_errors_exit_2_with_one_line_and_change_nothing),
         cmocka_unit_test(test_failures_exit_1_with_one_line_and_change_nothing),
         cmocka_unit_test(test_config_file_errors_print_file_and_line_and_exit_2),
-        cmocka_unit_test(test_a_corrupt_database_exits_1_with_one_line_and_stays_as_it_was),
         cmocka_unit_test(
             test_a_missing_secret_with_keys_in_the_database_exits_1_and_creates_no_secret),
         cmocka_unit_test(test_the_database_files_never_hold_a_key_the_tests_saw),
     };
+    /* A file of garbage given as the database: SQLite's alone (on PostgreSQL,
+     * another program's database is unit_store_test_store_postgres's). */
+    const struct CMUnitTest sqlite_only[] = {
+        cmocka_unit_test(test_a_corrupt_database_exits_1_with_one_line_and_stays_as_it_was),
+    };
+    const char *backend = getenv("KEYGATE_TEST_DATABASE");
+    int failed;
 
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    if (backend != NULL && strcmp(backend, "postgres") == 0) {
+        int rc = kt_pg_start(&pg);
+
+        if (rc != 0)
+            return rc == KT_PG_SKIP ? KT_PG_SKIP : 1;
+        failed =
+            cmocka_run_group_tests_name("cli on PostgreSQL", tests, group_setup, group_teardown);
+        kt_pg_free(pg);
+        return failed;
+    }
+    failed = cmocka_run_group_tests_name("cli on SQLite", tests, group_setup, group_teardown);
+    failed +=
+        cmocka_run_group_tests_name("cli on SQLite only", sqlite_only, group_setup, group_teardown);
+    return failed;
 }

@@ -6,7 +6,8 @@
  * --json shapes, one-line errors and exit codes; and the real daemon, which
  * must stop a key within a bounded time once the CLI disables its user or
  * tenant. The tests share one database (made by kt_daemon_new) and run in
- * order.
+ * order; with KEYGATE_TEST_DATABASE=postgres (CTest:
+ * integration_test_cli_accounts_postgres) on a PostgreSQL server.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -20,10 +21,10 @@
 
 #include <cmocka.h>
 #include <jansson.h>
-#include <sqlite3.h>
 
 #include "helpers/daemon.h"
 #include "helpers/http.h"
+#include "helpers/pgserver.h"
 #include "helpers/upstream.h"
 #include "keygate/audit.h"
 #include "keygate/keyfmt.h"
@@ -564,22 +565,15 @@ test_audit_lists_every_change_with_its_actor(void **state)
 static void
 test_audit_verify_passes_then_catches_a_row_edited_by_hand(void **state)
 {
-    char db[256], sql[160];
-    sqlite3 *raw = NULL;
-
     (void)state;
     RUN("audit", "verify");
     expect_exit(0);
     if (strncmp(R.out, "audit chain OK (", 16) != 0)
         fail_msg("verify should say the chain is OK, got: %s", R.out);
 
-    /* The helper's config puts the database there. */
-    snprintf(db, sizeof(db), "%s/keygate.db", kt_daemon_dir(W.d));
-    assert_int_equal(access(db, F_OK), 0);
-    assert_int_equal(sqlite3_open_v2(db, &raw, SQLITE_OPEN_READWRITE, NULL), SQLITE_OK);
-    snprintf(sql, sizeof(sql), "UPDATE audit SET actor = 'cli:somebody-else' WHERE seq = 4");
-    assert_int_equal(sqlite3_exec(raw, sql, NULL, NULL, NULL), SQLITE_OK);
-    sqlite3_close(raw);
+    /* By hand, in the daemon's own store (its SQLite file or PostgreSQL database). */
+    assert_int_equal(
+        kt_daemon_sql(W.d, "UPDATE audit SET actor = 'cli:somebody-else' WHERE seq = 4"), 1);
 
     RUN("audit", "verify");
     expect_exit(1);
@@ -634,5 +628,13 @@ main(void)
         T(test_every_new_command_has_help),
     };
 #undef T
-    return cmocka_run_group_tests(tests, group_setup, group_teardown);
+    /* KEYGATE_TEST_DATABASE=postgres: the same tests on a PostgreSQL store
+     * (integration_test_cli_accounts_postgres). */
+    int rc = kt_daemon_backend_start();
+
+    if (rc != 0)
+        return rc == KT_PG_SKIP ? KT_PG_SKIP : 1;
+    rc = cmocka_run_group_tests(tests, group_setup, group_teardown);
+    kt_daemon_backend_stop();
+    return rc;
 }

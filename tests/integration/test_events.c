@@ -25,6 +25,7 @@
 
 #include "helpers/daemon.h"
 #include "helpers/http.h"
+#include "helpers/pgserver.h"
 #include "helpers/receiver.h"
 #include "helpers/upstream.h"
 
@@ -35,6 +36,10 @@ struct world {
     struct kt_upstream *up;
     struct kt_receiver *rx;
     struct kt_daemon *gw;
+    /* KEYGATE_TEST_DATABASE=postgres (ctest's *_postgres entry): the same
+     * tests against the PostgreSQL store (issue 15). */
+    struct kt_pg *pg;
+    char db[512];
 };
 
 static struct world W;
@@ -56,8 +61,9 @@ setup(void **state)
     /* auth_throttle on (the helper turns it off): throttle.tripped. */
     snprintf(cfg, sizeof(cfg),
              "upstream %s\ntrusted_proxies 127.0.0.1/32\nwebhook_timeout 1s\n"
-             "auth_throttle 5/min 60s\n",
-             kt_upstream_url(W.up));
+             "auth_throttle 5/min 60s\n%s%s%s",
+             kt_upstream_url(W.up), W.pg != NULL ? "database \"" : "", W.pg != NULL ? W.db : "",
+             W.pg != NULL ? "\"\n" : "");
     W.gw = kt_daemon_new(cfg);
     if (W.gw == NULL)
         goto fail;
@@ -82,7 +88,9 @@ teardown(void **state)
     kt_receiver_stop(W.rx);
     kt_upstream_stop(W.up);
     kt_http_global_cleanup();
-    memset(&W, 0, sizeof(W));
+    W.gw = NULL;
+    W.rx = NULL;
+    W.up = NULL;
     return 0;
 }
 
@@ -459,6 +467,7 @@ test_a_tripped_throttle_is_announced_once_with_the_ip(void **state)
 int
 main(void)
 {
+    const char *db = getenv("KEYGATE_TEST_DATABASE");
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_a_created_key_is_announced_signed_without_the_key),
         cmocka_unit_test(test_a_500_is_retried_with_the_same_event_id),
@@ -471,5 +480,26 @@ main(void)
         cmocka_unit_test(test_a_tripped_throttle_is_announced_once_with_the_ip),
     };
 
-    return cmocka_run_group_tests(tests, setup, teardown);
+    int failed;
+
+    if (db != NULL && strcmp(db, "postgres") == 0) {
+        int rc;
+
+        /* All but the kill -9 one: on PostgreSQL a delivery is claimed for
+         * 300 s (src/store/pg_events.c, CLAIM_S), so the restarted daemon
+         * delivers a killed instance's event only after that, by design
+         * (another instance may still be posting it). */
+        cmocka_set_skip_filter("test_nothing_is_lost_across_a_kill_between_change_and_delivery");
+        rc = kt_pg_start(&W.pg);
+
+        if (rc != 0)
+            return rc == KT_PG_SKIP ? KT_PG_SKIP : 1;
+        if (kt_pg_createdb(W.pg, "events", W.db, sizeof(W.db)) != 0) {
+            kt_pg_free(W.pg);
+            return 1;
+        }
+    }
+    failed = cmocka_run_group_tests(tests, setup, teardown);
+    kt_pg_free(W.pg);
+    return failed;
 }

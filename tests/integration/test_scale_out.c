@@ -5,7 +5,8 @@
  * secret_file, as behind a load balancer (issue 15): a key made through
  * one instance works on the others; a revocation through instance A's
  * admin API, or through the CLI, is enforced by the others within a
- * second; usage served by all three is stored once per request; an
+ * second, with change notifications and by an instance that has them off
+ * (database_notify off); usage served by all three is stored once per request; an
  * instance started with another secret refuses to start; a revocation is
  * a key.revoked event in the shared outbox (issue 18); and with the
  * server stopped (pg_ctl stop -m immediate) the instances keep
@@ -242,6 +243,80 @@ test_a_revocation_through_instance_a_is_enforced_by_b_and_c_within_a_second(void
 /* Issue 18 on PostgreSQL: a key made and revoked on one instance has its
  * key.created and key.revoked events in the shared outbox, listed by
  * another instance with the canary and allowed_ips it was made with. */
+/* Sessions of the shared database whose last statement was the change
+ * listener's LISTEN (they stay idle after it). */
+static long long
+listeners(void)
+{
+    return kt_pg_int(W.pg, "postgres",
+                     "SELECT count(*) FROM pg_stat_activity WHERE datname = '" DB "'"
+                     " AND query = 'LISTEN keygate_changes'");
+}
+
+/* Milliseconds until d answers want for key, or -1 after limit_ms. */
+static long
+ms_until_on(struct kt_daemon *d, const char *key, long want, long limit_ms)
+{
+    long start = now_ms();
+
+    for (;;) {
+        struct kt_http_resp r;
+        long el = now_ms() - start, st;
+
+        kt_http_get_key(kt_daemon_url(d, "/items"), key, NULL, &r);
+        st = r.status;
+        kt_http_resp_cleanup(&r);
+        if (st == want)
+            return el;
+        if (el > limit_ms)
+            return -1;
+        usleep(10000);
+    }
+}
+
+/* database_notify off (a pooler in transaction mode, where LISTEN does not
+ * work): a fourth instance that never LISTENs still sees a revocation made
+ * through A within a second, by its poll alone. */
+static void
+test_without_notify_a_revocation_through_instance_a_is_enforced_within_a_second(void **state)
+{
+    char cfg[768], secret[96], *id, *key, path[128];
+    struct kt_daemon *quiet;
+    long long before;
+    long st = 0, took;
+
+    (void)state;
+    /* The three instances listen: what the count below would see. */
+    before = listeners();
+    assert_int_equal(before, N);
+    snprintf(secret, sizeof(secret), "%s/secret", W.dir);
+    snprintf(cfg, sizeof(cfg),
+             "upstream %s\n"
+             "database \"%s\"\n"
+             "secret_file \"%s\"\n"
+             "database_notify off\n",
+             kt_upstream_url(W.up), W.url, secret);
+    quiet = kt_daemon_new(cfg);
+    assert_non_null(quiet);
+    kt_daemon_remember_key(quiet, W.root.key);
+    assert_true(kt_daemon_start(quiet));
+    make_key(0, "revoke-me-quietly", &id, &key);
+    kt_daemon_remember_key(quiet, key);
+    assert_true(ms_until_on(quiet, key, 200, 1000) >= 0);
+    assert_int_equal(listeners(), before);
+
+    snprintf(path, sizeof(path), "/v1/keys/%s/revoke", id);
+    json_decref(admin(0, "POST", path, NULL, &st));
+    assert_int_equal(st, 200);
+    took = ms_until_on(quiet, key, 401, 1000);
+    print_message("revocation seen without NOTIFY after %ld ms\n", took);
+    assert_true(took >= 0 && took <= 1000);
+    assert_int_equal(kt_daemon_stop(quiet), 0);
+    kt_daemon_free(quiet);
+    free(id);
+    free(key);
+}
+
 static void
 test_a_revocation_through_instance_a_is_an_event_every_instance_lists(void **state)
 {
@@ -419,6 +494,9 @@ test_with_postgres_stopped_auth_goes_on_and_writes_wait(void **state)
         assert_true(degraded);
     }
     sleep(2); /* flushes fail meanwhile and keep their counts */
+    /* Their failures start the write probe, which must keep failing. */
+    for (int i = 0; i < N; i++)
+        assert_int_equal(kt_daemon_log_count(W.d[i], "writes work again"), 0);
 
     assert_int_equal(kt_pg_restart(W.pg), 0);
     {
@@ -431,6 +509,8 @@ test_with_postgres_stopped_auth_goes_on_and_writes_wait(void **state)
         assert_int_equal(got, before + served);
         sleep(2);
         assert_int_equal(stored_requests(id), before + served);
+        for (int i = 0; i < N; i++)
+            assert_true(kt_daemon_wait_log(W.d[i], "writes work again", 1, 3000));
     }
     /* Writes work again, and a revocation is seen everywhere within 1 s. */
     snprintf(path, sizeof(path), "/v1/keys/%s/revoke", late_id);
@@ -456,6 +536,8 @@ main(void)
         cmocka_unit_test(
             test_a_revocation_through_instance_a_is_enforced_by_b_and_c_within_a_second),
         cmocka_unit_test(test_a_revocation_through_the_cli_reaches_every_instance_within_a_second),
+        cmocka_unit_test(
+            test_without_notify_a_revocation_through_instance_a_is_enforced_within_a_second),
         cmocka_unit_test(test_a_revocation_through_instance_a_is_an_event_every_instance_lists),
         cmocka_unit_test(test_usage_served_by_all_instances_is_stored_once_per_request),
         cmocka_unit_test(test_an_instance_with_another_secret_refuses_to_start),

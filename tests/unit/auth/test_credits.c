@@ -723,6 +723,17 @@ flush_at(struct kg_fx_cache *f, int64_t now)
         fail_msg("flush should succeed: %s", err.msg);
 }
 
+/* One allowed request counted on id (no credit charged). */
+static void
+count_request(struct kg_fx_cache *f, const char *id)
+{
+    const struct kg_keysnap *snap;
+    const struct kg_keyent *ent = find(f, id, &snap);
+
+    kg_keycache_count(ent, KG_USAGE_REQUEST);
+    kg_keycache_release(snap);
+}
+
 /* Charges units to id through the current snapshot. */
 static void
 charge(struct kg_fx_cache *f, const char *id, int64_t units)
@@ -909,6 +920,69 @@ test_the_tier_quota_alerts_once_per_period(void **state)
     kg_config_free(cfg);
 }
 
+/* Two instances on one store (two caches; issue 15): each flush brings
+ * back what every instance spent, so the second learns the first's
+ * charges at its own next flush and refuses what would go past the limit,
+ * instead of spending the whole limit again; a user's credits likewise. */
+static void
+test_a_flush_learns_what_every_instance_spent(void **state)
+{
+    struct kg_fx_cache *f = *state;
+    struct kg_keycache *other = NULL;
+    struct kg_err err = {{0}};
+    const struct kg_keysnap *snap;
+    const struct kg_keyent *ent;
+    unsigned char digest[KG_DIGEST_BYTES];
+    int64_t now = kg_time_now();
+
+    insert_key(f, "key_a", 100, "");
+    insert_shared_key(f, "key_u", -1);
+    raw_exec(f->path, "UPDATE users SET quota_limit = 50 WHERE tenant = 'shared'");
+    reload(f);
+    assert_int_equal(kg_keycache_new(f->lim, &other), KG_OK);
+    assert_int_equal(kg_keycache_reload(other, f->st, now, &err), KG_OK);
+    /* The first instance spends 60 and 30 and flushes. */
+    charge(f, "key_a", 60);
+    charge(f, "key_u", 30);
+    flush_ok(f);
+    /* The second spends 1 of each: after its flush its meters hold 61
+     * and 31, what the store has. */
+    snap = kg_keycache_acquire(other);
+    crypto_generichash(digest, KG_DIGEST_BYTES, (const unsigned char *)"key_a", 5, NULL, 0);
+    ent = kg_keysnap_find(snap, digest);
+    assert_non_null(ent);
+    kg_keycache_charge(kg_keycache_stat(ent), 1);
+    assert_true(kg_keycache_credits_allow(ent, 99, now)); /* not learnt yet */
+    crypto_generichash(digest, KG_DIGEST_BYTES, (const unsigned char *)"key_u", 5, NULL, 0);
+    ent = kg_keysnap_find(snap, digest);
+    assert_non_null(ent);
+    kg_keycache_charge(kg_keycache_stat(ent), 1);
+    kg_keycache_release(snap);
+    assert_int_equal(kg_keycache_flush(other, f->st, NULL, &err), KG_OK);
+    snap = kg_keycache_acquire(other);
+    crypto_generichash(digest, KG_DIGEST_BYTES, (const unsigned char *)"key_a", 5, NULL, 0);
+    ent = kg_keysnap_find(snap, digest);
+    assert_int_equal(kg_quota_used(&kg_keycache_stat(ent)->credits, ent->quota_period, now), 61);
+    assert_true(kg_keycache_credits_allow(ent, 39, now));
+    assert_false(kg_keycache_credits_allow(ent, 40, now));
+    crypto_generichash(digest, KG_DIGEST_BYTES, (const unsigned char *)"key_u", 5, NULL, 0);
+    ent = kg_keysnap_find(snap, digest);
+    assert_int_equal(kg_quota_used(&ent->owner->ustat->credits, KG_QUOTA_NONE, now), 31);
+    assert_true(kg_keycache_spend_allow(ent, NULL, 19, now));
+    assert_false(kg_keycache_spend_allow(ent, NULL, 20, now));
+    kg_keycache_release(snap);
+    /* The first learns the second's charge at its next flush, even one
+     * in which it charged nothing more of the key: a key with a limit
+     * that it served asks for its total. */
+    count_request(f, "key_a");
+    flush_ok(f);
+    ent = find(f, "key_a", &snap);
+    assert_int_equal(kg_quota_used(&kg_keycache_stat(ent)->credits, ent->quota_period, now), 61);
+    kg_keycache_release(snap);
+    assert_int_equal(stored_used(f, "key_a"), 61);
+    kg_keycache_free(other);
+}
+
 int
 main(void)
 {
@@ -958,6 +1032,8 @@ main(void)
         cmocka_unit_test_setup_teardown(test_user_credits_alert_once_per_period_naming_the_user,
                                         kg_fx_cache_setup, kg_fx_cache_teardown),
         cmocka_unit_test_setup_teardown(test_the_tier_quota_alerts_once_per_period,
+                                        kg_fx_cache_setup, kg_fx_cache_teardown),
+        cmocka_unit_test_setup_teardown(test_a_flush_learns_what_every_instance_spent,
                                         kg_fx_cache_setup, kg_fx_cache_teardown),
     };
 

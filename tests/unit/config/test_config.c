@@ -1602,6 +1602,19 @@ test_tenant_lines_set_the_key_max_lifetime(void **state)
 #define T(f) cmocka_unit_test_setup_teardown(f, setup, teardown)
 
 static void
+test_database_notify_is_on_by_default_and_can_be_turned_off(void **state)
+{
+    struct fixture *fx = *state;
+
+    load_ok(fx, "");
+    assert_true(fx->cfg->database_notify);
+    load_ok(fx, "database postgresql://kg@db.internal/keygate\ndatabase_notify off\n");
+    assert_false(fx->cfg->database_notify);
+    load_fails_with(fx, "database_notify sometimes\n",
+                    "1: database_notify wants on or off, got \"sometimes\"");
+}
+
+static void
 test_limits_are_local_by_default_or_a_redis_url_with_lease_timeout_and_error_policy(void **state)
 {
     struct fixture *fx = *state;
@@ -1662,6 +1675,7 @@ main(void)
     const struct CMUnitTest tests[] = {
         T(test_defaults_are_the_documented_values),
         T(test_limits_are_local_by_default_or_a_redis_url_with_lease_timeout_and_error_policy),
+        T(test_database_notify_is_on_by_default_and_can_be_turned_off),
         T(test_console_directives_have_their_defaults_and_checks),
         T(test_scope_lines_make_the_catalogue),
         T(test_tenant_lines_set_the_key_max_lifetime),

@@ -94,6 +94,7 @@ test_each_changed_startup_directive_is_named_and_keeps_its_running_value(void **
     assert_int_equal(kg_fx_load_config("listen 127.0.0.1:9090\n"
                                        "admin_listen off\n"
                                        "database /tmp/b.db\n"
+                                       "database_notify off\n"
                                        "workers 4\n"
                                        "client_timeout 90s\n"
                                        "signup on\n"
@@ -103,14 +104,15 @@ test_each_changed_startup_directive_is_named_and_keeps_its_running_value(void **
                                        &next),
                      0);
     assert_int_equal(kg_reload_keep_startup_values(running, next, collect, &s, &kept), KG_OK);
-    assert_int_equal(kept, 8);
-    assert_int_equal(s.n, 8);
+    assert_int_equal(kept, 9);
+    assert_int_equal(s.n, 9);
     assert_true(said_line(&s, "listen: changed to 127.0.0.1:9090; needs a restart, keeping "
                               "127.0.0.1:8080"));
     assert_true(said_line(&s, "admin_listen: changed to off; needs a restart, keeping "
                               "127.0.0.1:8081"));
     assert_true(
         said_line(&s, "database: changed to /tmp/b.db; needs a restart, keeping /tmp/a.db"));
+    assert_true(said_line(&s, "database_notify: changed to off; needs a restart, keeping on"));
     assert_true(said_line(&s, "workers: changed to 4; needs a restart, keeping 2"));
     assert_true(said_line(&s, "client_timeout: changed to 90s; needs a restart, keeping 1m"));
     assert_true(said_line(&s, "signup: changed to on; needs a restart, keeping off"));
@@ -121,6 +123,7 @@ test_each_changed_startup_directive_is_named_and_keeps_its_running_value(void **
     assert_string_equal(next->listen, "127.0.0.1:8080");
     assert_string_equal(next->admin_listen, "127.0.0.1:8081");
     assert_string_equal(next->database, "/tmp/a.db");
+    assert_true(next->database_notify);
     assert_int_equal(next->workers, 2);
     assert_int_equal(next->client_timeout_ms, 60000);
     assert_false(next->signup);

@@ -29,6 +29,7 @@
 #include "keygate/migrate.h"
 #include "keygate/store.h"
 #include "store/pg_int.h"
+#include "store/store_int.h"
 #include "unit/fixture.h"
 
 #define NOW 1800000000 /* 2027-01-15, a fixed clock */
@@ -1606,6 +1607,227 @@ test_pg_concurrent_writers_never_fork_the_audit_chain(void **state)
     assert_int_equal(raw_int(f->path, "SELECT count(*) FROM keys"), 100);
 }
 
+/* The flush reads back the stored credit totals in its own transaction
+ * (issue 15): what another writer (instance) added shows in them, a key
+ * asked for with nothing to add is read, not written, and a later refill
+ * period starts again from the delta. */
+static void
+test_a_flush_returns_the_stored_credit_totals_of_every_writer(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_err err = {{0}};
+    const char *ids[] = {"key_a", "key_b"};
+    struct kg_key_usage d[2] = {{.requests = 3, .credits = 3}, {.requests = 1}};
+    struct kg_usage_total t[2] = {{.want = true}, {.want = true}};
+
+    open_store(f);
+    insert_key(f, "key_a", NOW);
+    insert_key(f, "key_b", NOW);
+    assert_int_equal(kg_store_usage_add_totals(f->st, ids, d, 2, NULL, NULL, 0, NOW, t, NULL, &err),
+                     KG_OK);
+    assert_true(t[0].known);
+    assert_int_equal(t[0].credits, 3);
+    assert_true(t[1].known);
+    assert_int_equal(t[1].credits, 0);
+    /* Another instance's flush, as it lands in the store. */
+    raw_exec(f->path, "UPDATE keys SET quota_used = quota_used + 40 WHERE id = 'key_a'"
+                      " RETURNING 1");
+    raw_exec(f->path, "UPDATE keys SET quota_used = quota_used + 7 WHERE id = 'key_b'"
+                      " RETURNING 1");
+    d[0].credits = 2;
+    t[0].want = false; /* a delta always brings its total */
+    t[1].want = true;
+    assert_int_equal(kg_store_usage_add_totals(f->st, ids, d, 2, NULL, NULL, 0, NOW, t, NULL, &err),
+                     KG_OK);
+    assert_true(t[0].known);
+    assert_int_equal(t[0].credits, 45);
+    assert_true(t[1].known);
+    assert_int_equal(t[1].credits, 7);
+    /* Not asked and nothing to add: not known. */
+    t[1].want = false;
+    assert_int_equal(kg_store_usage_add_totals(f->st, ids, d, 2, NULL, NULL, 0, NOW, t, NULL, &err),
+                     KG_OK);
+    assert_int_equal(t[0].credits, 47);
+    assert_false(t[1].known);
+    /* A later refill period: the count starts again from the delta. */
+    d[0].credits = 1;
+    d[0].credits_period_start = NOW + 86400;
+    assert_int_equal(kg_store_usage_add_totals(f->st, ids, d, 2, NULL, NULL, 0, NOW, t, NULL, &err),
+                     KG_OK);
+    assert_int_equal(t[0].credits, 1);
+    assert_int_equal(t[0].credits_period_start, NOW + 86400);
+    assert_int_equal(raw_int(f->path, "SELECT quota_used FROM keys WHERE id = 'key_a'"), 1);
+}
+
+/* A user's totals come back with its flush too: its own credits and its
+ * tier quota, every writer's charges in them. */
+static void
+test_a_flush_returns_the_stored_user_totals(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_tenant_rec tn = {.name = "globex", .created_at = NOW};
+    struct kg_user_rec u = {.id = "usr_eve",
+                            .tenant = "globex",
+                            .username = "eve",
+                            .role = "*",
+                            .tier = "default",
+                            .created_at = NOW};
+    struct kg_err err = {{0}};
+    const char *uids[] = {"usr_eve"};
+    struct kg_user_usage ud = {
+        .credits = 4, .credits_period_start = 0, .tier = 4, .tier_period_start = NOW};
+    struct kg_usage_total t = {0};
+
+    open_store(f);
+    assert_int_equal(kg_store_tenant_insert(f->st, &tn, NULL, &err), KG_OK);
+    assert_int_equal(kg_store_user_insert(f->st, &u, NULL, NULL, &err), KG_OK);
+    assert_int_equal(
+        kg_store_usage_add_totals(f->st, NULL, NULL, 0, uids, &ud, 1, NOW, NULL, &t, &err), KG_OK);
+    assert_true(t.known);
+    assert_int_equal(t.credits, 4);
+    assert_int_equal(t.tier, 4);
+    raw_exec(f->path, "UPDATE user_usage SET credits_used = credits_used + 10,"
+                      " tier_used = tier_used + 20 WHERE user_id = 'usr_eve' RETURNING 1");
+    ud.credits = 1;
+    ud.tier = 1;
+    assert_int_equal(
+        kg_store_usage_add_totals(f->st, NULL, NULL, 0, uids, &ud, 1, NOW, NULL, &t, &err), KG_OK);
+    assert_true(t.known);
+    assert_int_equal(t.credits, 15);
+    assert_int_equal(t.tier, 25);
+    assert_int_equal(t.tier_period_start, NOW);
+}
+
+/* ---- credits_mode strict: reservations (issue 15) ---- */
+
+/* Inserts id with limit credits (period "" or "day"). */
+static void
+insert_limited_key(struct fixture *f, const char *id, int64_t limit, const char *period)
+{
+    struct kg_key_rec rec;
+    struct kg_err err = {{0}};
+    char key[96];
+
+    fake_key(key, sizeof(key), id);
+    make_rec(&rec, id, key, NOW);
+    rec.quota_limit = limit;
+    snprintf(rec.quota_period, sizeof(rec.quota_period), "%s", period);
+    if (kg_store_key_insert(f->st, &rec, &err) != KG_OK)
+        fail_msg("inserting %s should succeed: %s", id, err.msg);
+}
+
+/* The handle acts as instance name from here on (as another process's
+ * handle would: each draws its own id). */
+static void
+act_as(struct fixture *f, const char *name)
+{
+    snprintf(f->st->instance, sizeof(f->st->instance), "%s", name);
+}
+
+static int64_t
+reserve(struct fixture *f, const char *id, int64_t want, int64_t start, int64_t now)
+{
+    struct kg_err err = {{0}};
+    int64_t got = -1;
+
+    if (kg_store_credit_reserve(f->st, id, want, start, now, 30, &got, &err) != KG_OK)
+        fail_msg("reserving %s should succeed: %s", id, err.msg);
+    return got;
+}
+
+/* Blocks handed to several instances never add up past the limit, with
+ * what is used; a flush moves its charges from the instance's block to
+ * the used count (same sum), and a block handed back is free again. */
+static void
+test_reservations_never_pass_the_limit(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_err err = {{0}};
+    const char *ids[] = {"key_r"};
+    struct kg_key_usage d = {.requests = 3, .credits = 3};
+    int64_t got;
+
+    open_store(f);
+    insert_limited_key(f, "key_r", 10, "");
+    act_as(f, "inst_a");
+    assert_int_equal(reserve(f, "key_r", 4, 0, NOW), 4);
+    act_as(f, "inst_b");
+    assert_int_equal(reserve(f, "key_r", 4, 0, NOW), 4);
+    act_as(f, "inst_c");
+    assert_int_equal(reserve(f, "key_r", 4, 0, NOW), 2);
+    act_as(f, "inst_a");
+    assert_int_equal(reserve(f, "key_r", 4, 0, NOW), 0);
+    /* A spends 3 of its 4: used 3, A holds 1, B 4, C 2: still 10. */
+    assert_int_equal(kg_store_key_usage_add(f->st, ids, &d, 1, NOW, &err), KG_OK);
+    assert_int_equal(raw_int(f->path, "SELECT quota_used FROM keys WHERE id = 'key_r'"), 3);
+    assert_int_equal(raw_int(f->path, "SELECT spent FROM credit_reservations"
+                                      " WHERE instance = 'inst_a'"),
+                     3);
+    act_as(f, "inst_d");
+    assert_int_equal(reserve(f, "key_r", 4, 0, NOW), 0);
+    /* B hands its 4 back (shutdown): D gets them. */
+    act_as(f, "inst_b");
+    assert_int_equal(kg_store_credit_release(f->st, NULL, &err), KG_OK);
+    act_as(f, "inst_d");
+    assert_int_equal(reserve(f, "key_r", 10, 0, NOW), 4);
+    /* No limit: nothing to reserve; no key: not found. */
+    insert_key(f, "key_free", NOW);
+    assert_int_equal(reserve(f, "key_free", 4, 0, NOW), 0);
+    assert_int_equal(kg_store_credit_reserve(f->st, "key_nope", 4, 0, NOW, 30, &got, &err),
+                     KG_ENOTFOUND);
+    /* Reservations change no key: no change log row, no reload. */
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM change_log WHERE id = 'key_r'"), 1);
+}
+
+/* An instance that dies with a block: its lease runs out and the next
+ * reservation of the key hands its credits to another; a renewed lease
+ * keeps them. */
+static void
+test_a_dead_instances_reservation_lapses(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_err err = {{0}};
+
+    open_store(f);
+    insert_limited_key(f, "key_r", 10, "");
+    act_as(f, "inst_a");
+    assert_int_equal(reserve(f, "key_r", 10, 0, NOW), 10); /* lease to NOW + 30 */
+    act_as(f, "inst_b");
+    assert_int_equal(reserve(f, "key_r", 5, 0, NOW + 10), 0);
+    act_as(f, "inst_a");
+    assert_int_equal(kg_store_credit_renew(f->st, NOW + 20, 30, &err), KG_OK); /* to NOW + 50 */
+    act_as(f, "inst_b");
+    assert_int_equal(reserve(f, "key_r", 5, 0, NOW + 40), 0);
+    /* A is gone: nothing renews it. */
+    assert_int_equal(reserve(f, "key_r", 5, 0, NOW + 51), 5);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM credit_reservations"
+                                      " WHERE instance = 'inst_a'"),
+                     0);
+}
+
+/* A new refill period: the blocks of the last one are dropped, and the
+ * whole limit is there again. */
+static void
+test_a_new_period_drops_the_blocks_of_the_last(void **state)
+{
+    struct fixture *f = *state;
+    int64_t day = NOW - NOW % 86400;
+
+    open_store(f);
+    insert_limited_key(f, "key_r", 10, "day");
+    act_as(f, "inst_a");
+    assert_int_equal(reserve(f, "key_r", 8, day, NOW), 8);
+    act_as(f, "inst_b");
+    assert_int_equal(reserve(f, "key_r", 8, day, NOW), 2);
+    assert_int_equal(reserve(f, "key_r", 8, day + 86400, NOW + 86400), 8);
+    act_as(f, "inst_a");
+    assert_int_equal(reserve(f, "key_r", 8, day + 86400, NOW + 86400), 2);
+    assert_int_equal(raw_int(f->path, "SELECT count(*) FROM credit_reservations"
+                                      " WHERE period_start < (SELECT max(period_start)"
+                                      " FROM credit_reservations)"),
+                     0);
+}
+
 /* The flush's COMMIT succeeds but its answer is lost: the caller, told it
  * failed, sends the same deltas again with newer ones; the store settles
  * the first by its token and counts each request once. */
@@ -1615,7 +1837,8 @@ test_pg_a_flush_whose_commit_answer_was_lost_counts_once(void **state)
     struct fixture *f = *state;
     struct kg_err err = {{0}};
     struct kg_key_usage got;
-    struct kg_key_usage d = {.requests = 3, .denied_rate = 1, .last_used_at = NOW};
+    struct kg_key_usage d = {.requests = 3, .denied_rate = 1, .last_used_at = NOW, .credits = 3};
+    struct kg_usage_total tot = {0};
     const char *ids[] = {"key_a"};
 
     open_store(f);
@@ -1626,10 +1849,17 @@ test_pg_a_flush_whose_commit_answer_was_lost_counts_once(void **state)
     assert_int_equal(raw_int(f->path, "SELECT requests FROM key_usage WHERE key_id = 'key_a'"), 3);
     d.requests = 5; /* the 3 again and 2 newer */
     d.denied_rate = 1;
-    assert_int_equal(kg_store_key_usage_add(f->st, ids, &d, 1, NOW + 1, &err), KG_OK);
+    d.credits = 5;
+    assert_int_equal(
+        kg_store_usage_add_totals(f->st, ids, &d, 1, NULL, NULL, 0, NOW + 1, &tot, NULL, &err),
+        KG_OK);
     assert_int_equal(kg_store_key_usage_get(f->st, "key_a", &got, &err), KG_OK);
     assert_int_equal(got.requests, 5);
     assert_int_equal(got.denied_rate, 1);
+    /* The total read back counts the settled flush once too. */
+    assert_true(tot.known);
+    assert_int_equal(tot.credits, 5);
+    d.credits = 0;
     /* Settled: the next flush adds in full again. */
     d.requests = 4;
     d.denied_rate = 0;
@@ -1660,6 +1890,24 @@ test_pg_a_handle_survives_a_server_restart(void **state)
     get_key(f, "key_before", &rec);
     insert_key(f, "key_after", NOW);
     get_key(f, "key_after", &rec);
+}
+
+/* The daemon's write probe (store/storefault.h) fails while the server is
+ * down and passes once it is back, as SQLite's does for a full disk: the
+ * backend had none, so every probe passed through an outage. */
+static void
+test_pg_the_write_probe_fails_while_the_server_is_down(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_err err = {{0}};
+
+    open_store(f);
+    assert_int_equal(kg_store_write_probe(f->st, &err), KG_OK);
+    assert_int_equal(kt_pg_stop(pg, "immediate"), 0);
+    assert_int_equal(kg_store_write_probe(f->st, &err), KG_EIO);
+    assert_non_null(strstr(err.msg, "write probe: PostgreSQL unavailable"));
+    assert_int_equal(kt_pg_restart(pg), 0);
+    assert_int_equal(kg_store_write_probe(f->st, &err), KG_OK);
 }
 
 /* The first fingerprint offered is kept; a later, different one is not
@@ -1846,6 +2094,11 @@ main(void)
         T(test_key_update_writes_only_the_changeable_fields),
         T(test_the_secret_fingerprint_is_recorded_once_and_kept),
         T(test_canary_and_allowed_ips_round_trip),
+        T(test_a_flush_returns_the_stored_credit_totals_of_every_writer),
+        T(test_a_flush_returns_the_stored_user_totals),
+        T(test_reservations_never_pass_the_limit),
+        T(test_a_dead_instances_reservation_lapses),
+        T(test_a_new_period_drops_the_blocks_of_the_last),
     };
     /* Files, pragmas and SQLite's own locking. */
     const struct CMUnitTest sqlite_only[] = {
@@ -1870,6 +2123,7 @@ main(void)
         T(test_pg_concurrent_writers_never_fork_the_audit_chain),
         T(test_pg_a_flush_whose_commit_answer_was_lost_counts_once),
         T(test_pg_a_handle_survives_a_server_restart),
+        T(test_pg_the_write_probe_fails_while_the_server_is_down),
         T(test_pg_a_change_by_another_handle_wakes_a_waiting_one),
     };
 #undef T
