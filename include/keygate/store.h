@@ -209,6 +209,16 @@ typedef bool (*kg_store_key_cb)(const struct kg_key_rec *rec, void *ctx);
 enum kg_status kg_store_key_each(struct kg_store *st, kg_store_key_cb cb, void *ctx,
                                  struct kg_err *err);
 
+/* How many keys are in each state at now, by the rule of kg_key_state_of():
+ * revoked when revoked_at is set and <= now, else expired when expires_at
+ * is set and <= now, else active. Counted in the store through indexes,
+ * not by reading every key (what /metrics asks at every scrape). */
+struct kg_key_census {
+    uint64_t active, expired, revoked;
+};
+enum kg_status kg_store_key_census(struct kg_store *st, int64_t now, struct kg_key_census *out,
+                                   struct kg_err *err);
+
 /* Which keys kg_store_key_list() returns; NULL strings match anything. */
 struct kg_key_query {
     const char *tenant;

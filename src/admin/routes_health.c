@@ -90,36 +90,23 @@ admin_health(const struct kg_admin *adm, const char *url, char *body, size_t cap
     return 503;
 }
 
-struct key_census {
-    int64_t now;
-    struct kg_metrics_gauges *g;
-};
-
-static bool
-census_key(const struct kg_key_rec *rec, void *ctx)
-{
-    struct key_census *kc = ctx;
-
-    if (rec->revoked_at != 0 && rec->revoked_at <= kc->now)
-        kc->g->keys_revoked++;
-    else if (rec->expires_at != 0 && rec->expires_at <= kc->now)
-        kc->g->keys_expired++;
-    else
-        kc->g->keys_active++;
-    return true;
-}
-
 char *
 admin_metrics_text(struct kg_admin *adm, size_t *len)
 {
     struct kg_runtime *rt = adm->rt;
     struct kg_metrics_gauges g = {.reload_age_s = -1};
-    struct key_census kc = {.now = kg_time_now(), .g = &g};
+    struct kg_key_census kc = {0};
     struct kg_err err = {{0}};
     const struct kg_keysnap *snap;
 
-    g.keys_known = kg_store_key_each(adm->store, census_key, &kc, &err) == KG_OK;
-    if (!g.keys_known) {
+    /* Counted by the store through indexes: reading every key here cost
+     * 1.6 s of CPU per scrape at 1,000,000 keys. */
+    g.keys_known = kg_store_key_census(adm->store, kg_time_now(), &kc, &err) == KG_OK;
+    if (g.keys_known) {
+        g.keys_active = kc.active;
+        g.keys_expired = kc.expired;
+        g.keys_revoked = kc.revoked;
+    } else {
         kg_log_warnx("metrics: %s", err.msg);
         g.keys_active = g.keys_expired = g.keys_revoked = 0;
     }

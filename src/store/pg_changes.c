@@ -1,6 +1,7 @@
 /* store/pg_changes.c - the change log of the PostgreSQL backend
  * (sql/postgres/001_init.sql; the twin of sqlite_changes.c): its head,
- * the rows after a position, trimming by age, the key count, and the data
+ * the rows after a position, trimming by age, the key count and the keys
+ * by state (/metrics), and the data
  * version the daemon polls, which is the head itself: it moves with every
  * change made by any instance and not with usage flushes. The rows are
  * written by triggers in the transaction of each change, never here.
@@ -22,6 +23,39 @@ kg_pg_key_count(struct kg_store *st, size_t *n, struct kg_err *err)
     rc = kg_pg_query(s, "SELECT count(*) FROM keys", NULL, &res, "count the keys", err);
     if (rc == KG_OK)
         *n = (size_t)kg_pg_col_int_or(res, 0, 0, 0);
+    PQclear(res);
+    return rc;
+}
+
+/* As kg_sq_key_census(): revoked through keys_by_revoked, expired through
+ * keys_by_expiry, the total by the planner's cheapest count. */
+enum kg_status
+kg_pg_key_census(struct kg_store *st, int64_t now, struct kg_key_census *out, struct kg_err *err)
+{
+    struct pg_store *s = kg_pg_from(st);
+    struct kg_pg_args a;
+    PGresult *res = NULL;
+    int64_t total, revoked, expired;
+    enum kg_status rc;
+
+    kg_pg_args_init(&a);
+    kg_pg_arg_int(&a, now);
+    rc = kg_pg_query(s,
+                     "SELECT (SELECT count(*) FROM keys),"
+                     " (SELECT count(*) FROM keys"
+                     "  WHERE revoked_at IS NOT NULL AND revoked_at <= $1::bigint),"
+                     " (SELECT count(*) FROM keys"
+                     "  WHERE expires_at IS NOT NULL AND expires_at <= $1::bigint"
+                     "  AND (revoked_at IS NULL OR revoked_at > $1::bigint))",
+                     &a, &res, "count keys by state", err);
+    if (rc == KG_OK) {
+        total = kg_pg_col_int_or(res, 0, 0, 0);
+        revoked = kg_pg_col_int_or(res, 0, 1, 0);
+        expired = kg_pg_col_int_or(res, 0, 2, 0);
+        out->revoked = (uint64_t)revoked;
+        out->expired = (uint64_t)expired;
+        out->active = (uint64_t)(total - revoked - expired);
+    }
     PQclear(res);
     return rc;
 }

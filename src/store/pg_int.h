@@ -173,6 +173,8 @@ void kg_pg_doubt_free(struct pg_store *s);
 
 /* pg_changes.c */
 enum kg_status kg_pg_key_count(struct kg_store *st, size_t *n, struct kg_err *err);
+enum kg_status kg_pg_key_census(struct kg_store *st, int64_t now, struct kg_key_census *out,
+                                struct kg_err *err);
 enum kg_status kg_pg_change_head(struct kg_store *st, int64_t *last, int64_t *trimmed,
                                  struct kg_err *err);
 enum kg_status kg_pg_change_each(struct kg_store *st, int64_t after, size_t limit,

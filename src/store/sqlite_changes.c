@@ -1,6 +1,7 @@
 /* store/sqlite_changes.c - the change log of the SQLite backend
  * (sql/008_change_log.sql): its head, the rows after a position, and
- * trimming by age; and the key count a full load of the cache sizes by. The rows themselves are
+ * trimming by age; the key count a full load of the cache sizes by, and
+ * the keys by state /metrics shows. The rows themselves are
  * written by triggers in the transaction of each change, never here. */
 #include <stdio.h>
 #include <string.h>
@@ -22,6 +23,43 @@ kg_sq_key_count(struct kg_store *st, size_t *n, struct kg_err *err)
         goto cleanup;
     }
     *n = (size_t)sqlite3_column_int64(stmt, 0);
+
+cleanup:
+    sqlite3_finalize(stmt);
+    return rc;
+}
+
+/* The total from the smallest index; revoked through keys_by_revoked (a
+ * partial index: revoked keys are few) and expired through keys_by_expiry,
+ * so no row of an active key is read. */
+enum kg_status
+kg_sq_key_census(struct kg_store *st, int64_t now, struct kg_key_census *out, struct kg_err *err)
+{
+    struct sqlite_store *s = kg_sq_from(st);
+    sqlite3_stmt *stmt = NULL;
+    int64_t total, revoked, expired;
+    enum kg_status rc;
+
+    rc = kg_sq_prepare(s,
+                       "SELECT (SELECT count(*) FROM keys),"
+                       " (SELECT count(*) FROM keys"
+                       "  WHERE revoked_at IS NOT NULL AND revoked_at <= ?1),"
+                       " (SELECT count(*) FROM keys"
+                       "  WHERE expires_at IS NOT NULL AND expires_at <= ?1"
+                       "  AND (revoked_at IS NULL OR revoked_at > ?1))",
+                       &stmt, "count keys by state", err);
+    if (rc != KG_OK)
+        goto cleanup;
+    if (sqlite3_bind_int64(stmt, 1, now) != SQLITE_OK || sqlite3_step(stmt) != SQLITE_ROW) {
+        rc = kg_sq_fail(s, "count keys by state", err);
+        goto cleanup;
+    }
+    total = sqlite3_column_int64(stmt, 0);
+    revoked = sqlite3_column_int64(stmt, 1);
+    expired = sqlite3_column_int64(stmt, 2);
+    out->revoked = (uint64_t)revoked;
+    out->expired = (uint64_t)expired;
+    out->active = (uint64_t)(total - revoked - expired);
 
 cleanup:
     sqlite3_finalize(stmt);

@@ -20,6 +20,10 @@ struct sqlite_store {
     struct kg_store base; /* first, so store.c's pointer converts back */
     sqlite3 *db;
     char *path; /* as given, for error messages */
+    /* kg_store_key_known()'s statement, prepared on first use and kept for
+     * the connection's life: the key watch asks it up to every 10 ms in a
+     * flood of unknown keys, and preparing it each time was most of it. */
+    sqlite3_stmt *key_known;
 };
 
 static inline struct sqlite_store *
@@ -45,6 +49,8 @@ enum kg_status kg_sq_read_int(struct sqlite_store *s, const char *sql, int64_t *
 
 /* sqlite_changes.c: the change log (sql/008_change_log.sql). */
 enum kg_status kg_sq_key_count(struct kg_store *st, size_t *n, struct kg_err *err);
+enum kg_status kg_sq_key_census(struct kg_store *st, int64_t now, struct kg_key_census *out,
+                                struct kg_err *err);
 enum kg_status kg_sq_change_head(struct kg_store *st, int64_t *last, int64_t *trimmed,
                                  struct kg_err *err);
 enum kg_status kg_sq_change_each(struct kg_store *st, int64_t after, size_t limit,

@@ -1073,6 +1073,14 @@ kg_store_write_probe(struct kg_store *st, struct kg_err *err)
 }
 
 enum kg_status
+kg_store_key_census(struct kg_store *st, int64_t now, struct kg_key_census *out, struct kg_err *err)
+{
+    if (st == NULL || out == NULL)
+        return kg_err_set(err, KG_EINVAL, "key census: missing argument");
+    return st->ops->key_census(st, now, out, err);
+}
+
+enum kg_status
 kg_store_key_known(struct kg_store *st, const unsigned char digest[KG_DIGEST_BYTES], int64_t now,
                    bool *out, struct kg_err *err)
 {

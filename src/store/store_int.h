@@ -127,6 +127,8 @@ struct kg_store_ops {
     enum kg_status (*key_known)(struct kg_store *st, const unsigned char digest[KG_DIGEST_BYTES],
                                 int64_t now, bool *out, struct kg_err *err);
     enum kg_status (*key_count)(struct kg_store *st, size_t *n, struct kg_err *err);
+    enum kg_status (*key_census)(struct kg_store *st, int64_t now, struct kg_key_census *out,
+                                 struct kg_err *err);
     enum kg_status (*change_head)(struct kg_store *st, int64_t *last, int64_t *trimmed,
                                   struct kg_err *err);
     enum kg_status (*change_each)(struct kg_store *st, int64_t after, size_t limit,

@@ -823,6 +823,7 @@ const struct kg_store_ops kg_store_pg_ops = {
     .key_known = pg_key_known,
     .change_head = kg_pg_change_head,
     .key_count = kg_pg_key_count,
+    .key_census = kg_pg_key_census,
     .change_each = kg_pg_change_each,
     .change_trim = kg_pg_change_trim,
     .set_durable = pg_set_durable,

@@ -769,21 +769,24 @@ sqlite_key_known(struct kg_store *st, const unsigned char digest[KG_DIGEST_BYTES
                  bool *out, struct kg_err *err)
 {
     struct sqlite_store *s = kg_sq_from(st);
-    sqlite3_stmt *stmt = NULL;
-    enum kg_status rc;
+    sqlite3_stmt *stmt;
+    enum kg_status rc = KG_OK;
     int step;
 
-    rc = kg_sq_prepare(s,
-                       /* The key cache's own rule (key_each_owner + load_one): an
-                        * owner or tenant that is missing or disabled leaves it out. */
-                       "SELECT 1 FROM keys AS k"
-                       " JOIN users AS u ON u.id = k.user_id"
-                       " JOIN tenants AS t ON t.name = u.tenant"
-                       " WHERE k.digest = ?1 AND (k.revoked_at IS NULL OR k.revoked_at > ?2)"
-                       " AND u.disabled_at IS NULL AND t.disabled_at IS NULL",
-                       &stmt, "look up a key", err);
-    if (rc != KG_OK)
-        goto cleanup;
+    if (s->key_known == NULL) {
+        rc = kg_sq_prepare(s,
+                           /* The key cache's own rule (key_each_owner + load_one): an
+                            * owner or tenant that is missing or disabled leaves it out. */
+                           "SELECT 1 FROM keys AS k"
+                           " JOIN users AS u ON u.id = k.user_id"
+                           " JOIN tenants AS t ON t.name = u.tenant"
+                           " WHERE k.digest = ?1 AND (k.revoked_at IS NULL OR k.revoked_at > ?2)"
+                           " AND u.disabled_at IS NULL AND t.disabled_at IS NULL",
+                           &s->key_known, "look up a key", err);
+        if (rc != KG_OK)
+            return rc;
+    }
+    stmt = s->key_known;
     if (sqlite3_bind_blob(stmt, 1, digest, KG_DIGEST_BYTES, SQLITE_STATIC) != SQLITE_OK ||
         sqlite3_bind_int64(stmt, 2, now) != SQLITE_OK) {
         rc = kg_sq_fail(s, "look up a key", err);
@@ -796,7 +799,10 @@ sqlite_key_known(struct kg_store *st, const unsigned char digest[KG_DIGEST_BYTES
         rc = kg_sq_fail(s, "look up a key", err);
 
 cleanup:
-    sqlite3_finalize(stmt);
+    /* Ends the read (no snapshot held between lookups) and drops the
+     * borrowed digest. */
+    sqlite3_reset(stmt);
+    sqlite3_clear_bindings(stmt);
     return rc;
 }
 
@@ -924,6 +930,7 @@ sqlite_close(struct kg_store *st)
 
     if (s == NULL)
         return;
+    sqlite3_finalize(s->key_known);
     /* Closing the last connection checkpoints and removes the WAL file. */
     sqlite3_close_v2(s->db);
     free(s->path);
@@ -1022,6 +1029,7 @@ const struct kg_store_ops kg_store_sqlite_ops = {
     .key_known = sqlite_key_known,
     .change_head = kg_sq_change_head,
     .key_count = kg_sq_key_count,
+    .key_census = kg_sq_key_census,
     .change_each = kg_sq_change_each,
     .change_trim = kg_sq_change_trim,
     .event_add = kg_sq_event_add,

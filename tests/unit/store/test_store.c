@@ -591,6 +591,113 @@ test_a_revocation_scheduled_in_the_future_leaves_the_key_active(void **state)
 }
 
 static void
+insert_key_at(struct fixture *f, const char *id, int64_t expires_at, int64_t revoked_at)
+{
+    struct kg_key_rec rec;
+    struct kg_err err = {{0}};
+    char key[96];
+
+    fake_key(key, sizeof(key), id);
+    make_rec(&rec, id, key, NOW);
+    rec.expires_at = expires_at;
+    rec.revoked_at = revoked_at;
+    if (kg_store_key_insert(f->st, &rec, &err) != KG_OK)
+        fail_msg("inserting %s should succeed: %s", id, err.msg);
+}
+
+struct walk_census {
+    int64_t now;
+    struct kg_key_census c;
+};
+
+/* The census /metrics made before: every key through kg_key_state_of(). */
+static bool
+census_by_walk(const struct kg_key_rec *rec, void *ctx)
+{
+    struct walk_census *w = ctx;
+
+    switch (kg_key_state_of(rec, w->now)) {
+    case KG_KEY_REVOKED:
+        w->c.revoked++;
+        break;
+    case KG_KEY_EXPIRED:
+        w->c.expired++;
+        break;
+    default:
+        w->c.active++;
+        break;
+    }
+    return true;
+}
+
+static void
+assert_census(struct fixture *f, int64_t now, uint64_t active, uint64_t expired, uint64_t revoked)
+{
+    struct kg_key_census c = {99, 99, 99};
+    struct walk_census w = {.now = now};
+    struct kg_err err = {{0}};
+
+    if (kg_store_key_census(f->st, now, &c, &err) != KG_OK)
+        fail_msg("counting keys should succeed: %s", err.msg);
+    assert_int_equal(c.active, active);
+    assert_int_equal(c.expired, expired);
+    assert_int_equal(c.revoked, revoked);
+    assert_int_equal(kg_store_key_each(f->st, census_by_walk, &w, &err), KG_OK);
+    assert_int_equal(w.c.active, active);
+    assert_int_equal(w.c.expired, expired);
+    assert_int_equal(w.c.revoked, revoked);
+}
+
+static void
+test_the_census_counts_keys_by_state_at_now_as_state_of_does(void **state)
+{
+    struct fixture *f = *state;
+
+    open_store(f);
+    assert_census(f, NOW, 0, 0, 0);
+    insert_key_at(f, "key_active", 0, 0);
+    insert_key_at(f, "key_expiring", NOW + 100, 0);
+    insert_key_at(f, "key_revoking", 0, NOW + 50);
+    /* Expired first, revoked later: revoked wins once both are due. */
+    insert_key_at(f, "key_exp_then_rev", NOW + 100, NOW + 200);
+    /* Revoked first, expiring later: never counted as expired. */
+    insert_key_at(f, "key_rev_then_exp", NOW + 300, NOW + 100);
+    /* Each boundary is inclusive: a time equal to now is due. */
+    assert_census(f, NOW + 49, 5, 0, 0);
+    assert_census(f, NOW + 50, 4, 0, 1);
+    assert_census(f, NOW + 99, 4, 0, 1);
+    assert_census(f, NOW + 100, 1, 2, 2);
+    assert_census(f, NOW + 199, 1, 2, 2);
+    assert_census(f, NOW + 200, 1, 1, 3);
+    assert_census(f, NOW + 1000000, 1, 1, 3);
+}
+
+static void
+test_the_unknown_key_lookup_answers_again_and_again(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_key_rec rec;
+    struct kg_err err = {{0}};
+    unsigned char other[KG_DIGEST_BYTES] = {0};
+    bool known;
+    int i;
+
+    open_store(f);
+    insert_key_at(f, "key_known", 0, NOW + 100);
+    get_key(f, "key_known", &rec);
+    /* The statement is kept between calls: each answer is its own. */
+    for (i = 0; i < 3; i++) {
+        known = false;
+        assert_int_equal(kg_store_key_known(f->st, rec.digest, NOW, &known, &err), KG_OK);
+        assert_true(known);
+        assert_int_equal(kg_store_key_known(f->st, other, NOW, &known, &err), KG_OK);
+        assert_false(known);
+        assert_int_equal(kg_store_key_known(f->st, rec.digest, NOW + 100, &known, &err), KG_OK);
+        assert_false(known);
+    }
+}
+
+static void
 test_key_states_parse_back_from_their_names(void **state)
 {
     static const enum kg_key_state states[] = {KG_KEY_ACTIVE, KG_KEY_EXPIRED, KG_KEY_REVOKED};
@@ -1967,6 +2074,8 @@ main(void)
         T(test_revoking_a_key_in_rotation_grace_revokes_it_now),
         T(test_a_key_expires_by_time),
         T(test_revocation_wins_over_expiry),
+        T(test_the_census_counts_keys_by_state_at_now_as_state_of_does),
+        T(test_the_unknown_key_lookup_answers_again_and_again),
         T(test_a_revocation_scheduled_in_the_future_leaves_the_key_active),
         T(test_key_states_parse_back_from_their_names),
         T(test_rotating_without_grace_revokes_the_old_key_now),
