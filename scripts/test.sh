@@ -36,33 +36,7 @@ git ls-files 'src/*.[ch]' 'include/*.h' 'tests/*.[ch]' | xargs clang-format-14 -
 stage "gcc build + tests"
 cmake -S . -B build -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_C_COMPILER=gcc >/dev/null
 cmake --build build -j "$jobs"
-
-# The later passes' builds (ASan, fuzz, mutation) run meanwhile in the
-# background at the lowest priority: the gcc tests spend most of their time
-# waiting on sockets and timers, so the builds take the idle CPU instead of
-# minutes of their own after the tests. Their output goes to build-logs/.
-mkdir -p build-logs
-set -m # its own process group, so the trap stops the compilers too
-(
-    cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang \
-        -DKEYGATE_SANITIZE=ON >/dev/null &&
-        nice -n 19 cmake --build build-asan -j "$jobs" &&
-        nice -n 19 scripts/fuzz.sh build &&
-        cmake -S . -B build-mutate -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=gcc >/dev/null &&
-        nice -n 19 cmake --build build-mutate -j "$jobs"
-) >build-logs/background.log 2>&1 &
-bg_build=$!
-set +m
-trap '[[ -z ${bg_build:-} ]] || kill -- -"$bg_build" 2>/dev/null || true' EXIT
-bg_wait() {
-    if [[ -n ${bg_build:-} ]]; then
-        wait "$bg_build" || { cat build-logs/background.log >&2; echo "test.sh: a background build failed" >&2; exit 1; }
-        bg_build=
-    fi
-}
-
 ctest --test-dir build --output-on-failure -j "$jobs"
-bg_wait
 
 # Break critical lines on purpose, one at a time: each must fail a test. Its own
 # build dir (build-mutate); the gcc pass above has just shown the tests green.

@@ -516,8 +516,10 @@ expire_headers(struct kg_loop *loop, int64_t now)
         struct kg_conn *c = loop->hdr_head;
 
         hdr_unlink(loop, c);
-        shutdown(c->fd, SHUT_RDWR);
+        /* Counted first: the client sees the cut at once and may ask
+         * /metrics before this thread runs again. */
         kg_metrics_header_timeout();
+        shutdown(c->fd, SHUT_RDWR);
         for (size_t i = 0; i < loop->ndaemons; i++)
             loop->mhd_due[i] = true;
     }
