@@ -69,9 +69,13 @@ static long
 status_on(int i, const char *key)
 {
     struct kt_http_resp r;
+    char url[64];
     long st;
 
-    kt_http_get_key(kt_daemon_url(W.d[i], "/items"), key, NULL, &r);
+    /* Its own URL: kt_daemon_url() writes the daemon's one buffer, which
+     * the other client threads of this instance would rewrite meanwhile. */
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/items", kt_daemon_port(W.d[i]));
+    kt_http_get_key(url, key, NULL, &r);
     st = r.status;
     kt_http_resp_cleanup(&r);
     return st;
@@ -250,9 +254,10 @@ parallel_load(const char *key, int *refused, int *unknown)
     }
     for (int i = 0; i < N * THREADS; i++)
         pthread_join(t[i], NULL);
-    /* Every answer is a 200 or the exhausted key's 429, but for a rare
-     * client-side failure on a loaded machine (status 0: no answer read),
-     * which may or may not have been charged: *unknown, and at most 1 %. */
+    /* Every answer is a 200 or the exhausted key's 429. The "unanswered"
+     * (status 0) seen earlier were this test's own race on the daemon's URL
+     * buffer (fixed in status_on): none since; a client-side failure on a
+     * loaded machine, charged or not, is still counted apart, at most 1 %. */
     *unknown = atomic_load(&other);
     if (*unknown * 100 > atomic_load(&ok) + atomic_load(&no) + *unknown || last_other > 0)
         fail_msg("%d answers were neither 200 nor 429 (the last: %ld)", *unknown,
