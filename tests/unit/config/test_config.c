@@ -667,8 +667,8 @@ test_all_errors_in_a_file_are_reported(void **state)
     assert_reported(fx, "6: unterminated quote (close the \" on the same line)");
     assert_reported(fx, "8: duplicate directive log_level (first on line 7)");
     assert_reported(fx, "9: route path may have * only at its end, got \"/a/*/b\"");
-    assert_reported(fx,
-                    "9: route scope wants 1 to 64 characters of A-Z a-z 0-9 _ . : * -, got \"y!\"");
+    assert_reported(fx, "9: route scope wants 1 to 64 characters of A-Z a-z 0-9 _ . : - (* only at "
+                        "the end), got \"y!\"");
     assert_int_equal(fx->nlines, 9);
 }
 
@@ -804,14 +804,21 @@ test_route_with_a_bad_method_or_scope_is_rejected(void **state)
                     "1: route wants an HTTP method such as GET, or *, got \"G(T\"");
     load_fails_with(fx, "route VERYLONGMETHODNAME /v1 read\n",
                     "1: route wants an HTTP method such as GET, or *, got \"VERYLONGMETHODNAME\"");
-    load_fails_with(fx, "route GET /v1 \"read items\"\n",
-                    "1: route scope wants 1 to 64 characters of A-Z a-z 0-9 _ . : * -, got "
-                    "\"read items\"");
-    load_fails_with(fx,
-                    "route GET /v1 "
-                    "a12345678901234567890123456789012345678901234567890123456789012345\n",
-                    "1: route scope wants 1 to 64 characters of A-Z a-z 0-9 _ . : * -, got "
-                    "\"a12345678901234567890123456789012345678901234567890123456789012345\"");
+    load_fails_with(
+        fx, "route GET /v1 \"read items\"\n",
+        "1: route scope wants 1 to 64 characters of A-Z a-z 0-9 _ . : - (* only at the end), got "
+        "\"read items\"");
+    load_fails_with(
+        fx,
+        "route GET /v1 "
+        "a12345678901234567890123456789012345678901234567890123456789012345\n",
+        "1: route scope wants 1 to 64 characters of A-Z a-z 0-9 _ . : - (* only at the end), got "
+        "\"a12345678901234567890123456789012345678901234567890123456789012345\"");
+    /* A * inside a scope is a typo the admin API refuses on keys: a route
+     * needing it could never be granted (found by fuzz_scope). */
+    load_fails_with(fx, "route GET /x/* ba*z3\n",
+                    "1: route scope wants 1 to 64 characters of A-Z a-z 0-9 _ . : - (* only at the "
+                    "end), got \"ba*z3\"");
 }
 
 static void
