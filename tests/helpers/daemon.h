@@ -83,6 +83,12 @@ bool kt_daemon_add_config(struct kt_daemon *d, const char *text);
  * sanitizer report (ASan, LSan, UBSan); the end of the log is printed. */
 void kt_daemon_free(struct kt_daemon *d);
 
+/* The leak check kt_daemon_free() runs, on its own: whether a key of d (or
+ * a credential any client of this process sent) is in a log or the store
+ * of d's directory, as a whole or by 10 of its hidden characters; what was
+ * found where in why. For the check's own test (test_leakcheck). */
+bool kt_daemon_keys_leaked(const struct kt_daemon *d, char *why, size_t cap);
+
 bool kt_daemon_running(struct kt_daemon *d);
 pid_t kt_daemon_pid(const struct kt_daemon *d);
 int kt_daemon_port(const struct kt_daemon *d);
