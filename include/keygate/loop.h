@@ -37,6 +37,11 @@ enum kg_status kg_loop_start(struct kg_loop *loop, struct kg_err *err);
 /* Stops accepting new connections (drain); in-flight requests go on. Any thread. */
 void kg_loop_quiesce(struct kg_loop *loop);
 
+/* Whether the thread has acted on kg_loop_quiesce: its listeners closed, the
+ * connections their backlogs held accepted and run once by MHD (so a request
+ * that was already on the wire counts as in flight). Any thread. */
+bool kg_loop_quiesced(struct kg_loop *loop);
+
 /* Asks the thread to stop and joins it. Any other thread. */
 void kg_loop_stop(struct kg_loop *loop);
 

@@ -450,21 +450,38 @@ reload_config(struct daemon_state *ds)
         kg_log_info("SIGHUP: configuration reloaded from %s for new requests", file);
 }
 
+/* How long nothing may be in flight, every loop quiesced, before the drain
+ * ends: a connection the last accept pass took in may still be one MHD
+ * round away from counting as in flight. */
+#define DRAIN_SETTLE_MS 50
+
 static void
 drain(struct daemon_state *ds, const sigset_t *set)
 {
     const struct kg_config *cfg = kg_cfgswap_acquire(ds->rt.config);
-    int64_t deadline = kg_time_mono_ms() + cfg->shutdown_timeout_ms;
-    struct timespec ts = {0, 50 * 1000000L};
+    int64_t deadline = kg_time_mono_ms() + cfg->shutdown_timeout_ms, settled = -1;
+    struct timespec ts = {0, 10 * 1000000L};
 
     atomic_store(&ds->rt.draining, true);
     for (int i = 0; i < ds->nloops; i++)
         kg_loop_quiesce(ds->loops[i]);
     kg_log_info("draining %ld request(s)", atomic_load(&ds->rt.inflight));
-    while (atomic_load(&ds->rt.inflight) > 0) {
+    /* Not over when the count first reads 0: the loops close their listeners
+     * asynchronously, and their backlogs' requests come after. */
+    for (;;) {
+        int64_t now = kg_time_mono_ms();
+        bool quiet = atomic_load(&ds->rt.inflight) == 0;
         int sig;
 
-        if (kg_time_mono_ms() >= deadline) {
+        for (int i = 0; quiet && i < ds->nloops; i++)
+            quiet = kg_loop_quiesced(ds->loops[i]);
+        if (!quiet)
+            settled = -1;
+        else if (settled < 0)
+            settled = now;
+        else if (now - settled >= DRAIN_SETTLE_MS)
+            break;
+        if (now >= deadline) {
             kg_log_warnx("shutdown_timeout reached with %ld request(s) in flight: stopping now",
                          atomic_load(&ds->rt.inflight));
             break;

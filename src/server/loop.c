@@ -51,6 +51,7 @@ struct kg_loop {
     _Atomic bool stop;
     _Atomic bool quiesce;
     bool quiesced;
+    _Atomic bool quiesce_done; /* listeners closed, their last connections handed to MHD */
     pthread_t thread;
     bool started;
     struct kg_loop_transfer *transfers; /* live upstream transfers (proxy/relay.c) */
@@ -686,6 +687,9 @@ loop_main(void *arg)
                     MHD_run(loop->daemons[i]);
                 }
             }
+            /* What the last accept pass took in has had its MHD round. */
+            if (loop->quiesced)
+                atomic_store(&loop->quiesce_done, true);
         }
         drain_curl_messages(loop);
     }
@@ -732,6 +736,12 @@ kg_loop_quiesce(struct kg_loop *loop)
 {
     atomic_store(&loop->quiesce, true);
     wake(loop);
+}
+
+bool
+kg_loop_quiesced(struct kg_loop *loop)
+{
+    return !loop->started || atomic_load(&loop->quiesce_done);
 }
 
 void
