@@ -51,8 +51,7 @@ ctest --test-dir build --output-on-failure -j "$test_jobs"
 stage "mutation check (the clang ASan and fuzz builds beside it)"
 bg_logs=$(mktemp -d)
 bg_pids=()
-# A negative pid is a process group (setsid): valgrind's children go with it.
-trap 'kill -- "${bg_pids[@]}" 2>/dev/null || true; rm -rf "$bg_logs"' EXIT
+trap 'kill "${bg_pids[@]}" 2>/dev/null || true; rm -rf "$bg_logs"' EXIT
 { cmake -S . -B build-asan -G Ninja -DCMAKE_BUILD_TYPE=Debug -DCMAKE_C_COMPILER=clang \
     -DKEYGATE_SANITIZE=ON >/dev/null && cmake --build build-asan -j "$jobs"; } >"$bg_logs/asan" 2>&1 &
 bg_pids+=($!)
@@ -63,13 +62,7 @@ wait "${bg_pids[0]}" || { tail -n 60 "$bg_logs/asan" >&2; echo "test.sh: the ASa
 wait "${bg_pids[1]}" || { tail -n 60 "$bg_logs/fuzz" >&2; echo "test.sh: the fuzz build failed" >&2; exit 1; }
 bg_pids=()
 
-stage "clang ASan+UBSan tests (valgrind's unit tests beside them, on idle CPU only)"
-# The valgrind unit tests need CPU only, and the ASan tests leave a third of it idle
-# (the RUN_SERIAL ones run alone): under SCHED_IDLE (chrt --idle) they get only what
-# nothing else wants, so the tests beside them keep their timing.
-KEYGATE_VALGRIND_TESTS= KEYGATE_VALGRIND_LOGS=$PWD/build/valgrind-units \
-    setsid chrt --idle 0 scripts/valgrind.sh >"$bg_logs/valgrind-units" 2>&1 &
-bg_pids=(-$!)
+stage "clang ASan+UBSan tests"
 # A test that fails under ASan is run once more (--repeat until-pass:2) and
 # ctest prints both runs: integration_test_proxy's 64 MiB chunked upload
 # through the native client stalled twice in a row for 60 s under ASan on
@@ -82,19 +75,12 @@ LSAN_OPTIONS=suppressions=$PWD/tests/lsan.supp \
   ctest --test-dir build-asan --output-on-failure -j "$test_jobs" -LE 'container|long|nosanitize' \
     --repeat until-pass:2
 
-stage "valgrind memcheck: the unit tests started beside the ASan tests"
-vg_rc=0
-wait "${bg_pids[0]#-}" || vg_rc=$?
-bg_pids=()
-cat "$bg_logs/valgrind-units"
-((vg_rc == 0)) || { echo "test.sh: valgrind found errors in the unit tests (above)" >&2; exit 1; }
-
 stage "fuzz: corpus replay, then ${KEYGATE_FUZZ_SECONDS:-6} s per target (clang libFuzzer, ASan+UBSan)"
 scripts/fuzz.sh replay all
 if [[ ${KEYGATE_FUZZ_SECONDS:-6} != 0 ]]; then
     KEYGATE_FUZZ_JOBS=$jobs scripts/fuzz.sh all "${KEYGATE_FUZZ_SECONDS:-6}"
 fi
 
-stage "valgrind memcheck: integration subset (gcc build)"
-KEYGATE_VALGRIND_UNITS=0 scripts/valgrind.sh
+stage "valgrind memcheck: unit tests + integration subset (gcc build)"
+scripts/valgrind.sh
 stage "all passed"

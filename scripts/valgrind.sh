@@ -8,8 +8,6 @@
 #   KEYGATE_VALGRIND_BUILD=DIR     another build directory (not an ASan one)
 #   KEYGATE_VALGRIND_TESTS=REGEX   other integration tests (ctest -R), "" for none
 #   KEYGATE_VALGRIND_UNITS=0       leave the unit tests out
-#   KEYGATE_VALGRIND_LOGS=DIR      where the logs go (default DIR/valgrind of the build), so
-#                                  two runs at once (test.sh: units, then integration) keep theirs
 #
 # Unit test binaries run under valgrind themselves. An integration test
 # binary runs natively and every keygate process it starts (the daemon and
@@ -39,7 +37,7 @@ if [[ ! -f $build/build.ninja ]]; then
 fi
 cmake --build "$build" -j "$jobs" >/dev/null || { echo "valgrind.sh: the build failed" >&2; exit 1; }
 
-logs=${KEYGATE_VALGRIND_LOGS:-$build/valgrind}
+logs=$build/valgrind
 rm -rf "$logs"
 mkdir -p "$logs"
 # One command line for every process, written once as a wrapper script
