@@ -138,6 +138,23 @@ quiet_notice(void *arg, const char *message)
     (void)message;
 }
 
+/* What this handle set for its session, again on a new connection (a
+ * reconnect starts a new session with the server's defaults). */
+static enum kg_status
+session_settings(struct pg_store *s, struct kg_err *err)
+{
+    PGresult *res;
+    enum kg_status rc = KG_OK;
+
+    if (!s->sync_off)
+        return KG_OK;
+    res = PQexec(s->conn, "SET synchronous_commit = off");
+    if (res == NULL || PQresultStatus(res) != PGRES_COMMAND_OK)
+        rc = kg_pg_fail(s, res, "set synchronous_commit", err);
+    PQclear(res);
+    return rc;
+}
+
 enum kg_status
 kg_pg_connect(struct pg_store *s, struct kg_err *err)
 {
@@ -156,7 +173,7 @@ kg_pg_connect(struct pg_store *s, struct kg_err *err)
     PQsetNoticeProcessor(s->conn, quiet_notice, NULL);
     if (PQstatus(s->conn) != CONNECTION_OK)
         return kg_pg_fail(s, NULL, "connect", err);
-    return KG_OK;
+    return session_settings(s, err);
 }
 
 static bool
@@ -203,6 +220,9 @@ kg_pg_query(struct pg_store *s, const char *sql, const struct kg_pg_args *args, 
         PQreset(s->conn);
         if (PQstatus(s->conn) != CONNECTION_OK)
             return kg_pg_fail(s, NULL, what, err);
+        rc = session_settings(s, err);
+        if (rc != KG_OK)
+            return rc;
         res = run(s, sql, args);
     }
     rs = res != NULL ? PQresultStatus(res) : PGRES_FATAL_ERROR;

@@ -30,6 +30,10 @@ struct pg_store {
     char doubt_token[40];
     struct pg_doubt *doubt;
     bool listening; /* LISTEN keygate_changes was issued on this connection */
+    /* The usage writer's handle runs with synchronous_commit off
+     * (pg_set_durable): a session setting, applied again after every
+     * reconnect, which starts a new session with the server's default. */
+    bool sync_off;
     /* Test hook (tests/unit/store): the next COMMIT of a flush succeeds
      * but is reported as a lost connection, as when the reply is lost. */
     bool test_lose_commit;

@@ -680,6 +680,7 @@ pg_set_durable(struct kg_store *st, bool durable, struct kg_err *err)
     /* The usage writer's counters may skip the wait for the WAL flush, as
      * SQLite's synchronous=NORMAL: a crash of the server loses at most the
      * last moments of counts, never a key change (other handles). */
+    kg_pg_from(st)->sync_off = !durable; /* kept for every reconnect (pg_common.c) */
     return kg_pg_query(kg_pg_from(st),
                        durable ? "SET synchronous_commit = on" : "SET synchronous_commit = off",
                        NULL, NULL, "set synchronous_commit", err);

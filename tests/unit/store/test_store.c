@@ -1910,6 +1910,35 @@ test_pg_the_write_probe_fails_while_the_server_is_down(void **state)
     assert_int_equal(kg_store_write_probe(f->st, &err), KG_OK);
 }
 
+/* synchronous_commit off is a session setting: the usage writer's handle
+ * keeps it across a reconnect (a new session would be back to on, and
+ * every flush would wait for the WAL flush again). */
+static void
+test_pg_synchronous_commit_off_survives_a_reconnect(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_err err = {{0}};
+    PGresult *res = NULL;
+
+    open_store(f);
+    assert_int_equal(kg_store_set_durable(f->st, false, &err), KG_OK);
+    assert_int_equal(
+        kg_pg_query(kg_pg_from(f->st), "SHOW synchronous_commit", NULL, &res, "show", &err), KG_OK);
+    assert_string_equal(PQgetvalue(res, 0, 0), "off");
+    PQclear(res);
+    assert_int_equal(kt_pg_stop(pg, "immediate"), 0);
+    assert_int_equal(kt_pg_restart(pg), 0);
+    assert_int_equal(
+        kg_pg_query(kg_pg_from(f->st), "SHOW synchronous_commit", NULL, &res, "show", &err), KG_OK);
+    assert_string_equal(PQgetvalue(res, 0, 0), "off");
+    PQclear(res);
+    assert_int_equal(kg_store_set_durable(f->st, true, &err), KG_OK);
+    assert_int_equal(
+        kg_pg_query(kg_pg_from(f->st), "SHOW synchronous_commit", NULL, &res, "show", &err), KG_OK);
+    assert_string_equal(PQgetvalue(res, 0, 0), "on");
+    PQclear(res);
+}
+
 /* The first fingerprint offered is kept; a later, different one is not
  * recorded (the caller compares and refuses), and reading changes nothing. */
 static void
@@ -2124,6 +2153,7 @@ main(void)
         T(test_pg_a_flush_whose_commit_answer_was_lost_counts_once),
         T(test_pg_a_handle_survives_a_server_restart),
         T(test_pg_the_write_probe_fails_while_the_server_is_down),
+        T(test_pg_synchronous_commit_off_survives_a_reconnect),
         T(test_pg_a_change_by_another_handle_wakes_a_waiting_one),
     };
 #undef T
