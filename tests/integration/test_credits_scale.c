@@ -32,6 +32,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "helpers/cluster.h"
 #include "helpers/daemon.h"
 #include "helpers/http.h"
 #include "helpers/pgserver.h"
@@ -43,27 +44,14 @@
 #define LOAD_MS 3000
 
 struct world {
-    struct kt_upstream *up;
-    struct kt_daemon *d[N];
-    char dir[64]; /* the shared secret lives here */
+    struct kt_cluster c;
     char db[32];
-    char url[256];
-    struct kt_key root;
 };
 
 static struct kt_pg *pg;
 static atomic_long last_other; /* the last answer neither 200 nor 429 */
 static struct world W;
 static int dbs;
-
-static long
-now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
-}
 
 static long
 status_on(int i, const char *key)
@@ -74,7 +62,7 @@ status_on(int i, const char *key)
 
     /* Its own URL: kt_daemon_url() writes the daemon's one buffer, which
      * the other client threads of this instance would rewrite meanwhile. */
-    snprintf(url, sizeof(url), "http://127.0.0.1:%d/items", kt_daemon_port(W.d[i]));
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/items", kt_daemon_port(W.c.d[i]));
     kt_http_get_key(url, key, NULL, &r);
     st = r.status;
     kt_http_resp_cleanup(&r);
@@ -85,34 +73,9 @@ status_on(int i, const char *key)
 static int
 world_up(const char *extra)
 {
-    char cfg[1024], secret[96];
-
     memset(&W, 0, sizeof(W));
     snprintf(W.db, sizeof(W.db), "credits_%d", ++dbs);
-    if (kt_pg_createdb(pg, W.db, W.url, sizeof(W.url)) != 0)
-        return -1;
-    snprintf(W.dir, sizeof(W.dir), "/tmp/kg-credits-test-XXXXXX");
-    if (mkdtemp(W.dir) == NULL)
-        return -1;
-    snprintf(secret, sizeof(secret), "%s/secret", W.dir);
-    W.up = kt_upstream_start();
-    if (W.up == NULL)
-        return -1;
-    snprintf(cfg, sizeof(cfg), "upstream %s\ndatabase \"%s\"\nsecret_file \"%s\"\n%s",
-             kt_upstream_url(W.up), W.url, secret, extra);
-    for (int i = 0; i < N; i++) {
-        W.d[i] = kt_daemon_new(cfg);
-        if (W.d[i] == NULL)
-            return -1;
-    }
-    if (!kt_daemon_key_cli(W.d[0], (const char *const[]){"init", "--json", NULL}, &W.root))
-        return -1;
-    for (int i = 0; i < N; i++) {
-        kt_daemon_remember_key(W.d[i], W.root.key);
-        if (!kt_daemon_start(W.d[i]))
-            return -1;
-    }
-    return 0;
+    return kt_cluster_up(&W.c, pg, W.db, N, extra);
 }
 
 static int
@@ -135,17 +98,7 @@ static int
 teardown(void **state)
 {
     (void)state;
-    for (int i = 0; i < N; i++)
-        kt_daemon_free(W.d[i]);
-    kt_upstream_stop(W.up);
-    kt_key_cleanup(&W.root);
-    if (W.dir[0] != '\0') {
-        char secret[96];
-
-        snprintf(secret, sizeof(secret), "%s/secret", W.dir);
-        unlink(secret);
-        rmdir(W.dir);
-    }
+    kt_cluster_down(&W.c);
     kt_http_global_cleanup();
     return 0;
 }
@@ -157,21 +110,21 @@ make_key(const char *name, struct kt_key *k)
     char credits[16];
 
     snprintf(credits, sizeof(credits), "%d", LIMIT);
-    assert_true(kt_daemon_key_cli(W.d[0],
+    assert_true(kt_daemon_key_cli(W.c.d[0],
                                   (const char *const[]){"keys", "create", "--name", name,
                                                         "--credits", credits, "--json", NULL},
                                   k));
     for (int i = 0; i < N; i++)
-        kt_daemon_remember_key(W.d[i], k->key);
+        kt_daemon_remember_key(W.c.d[i], k->key);
     /* Known everywhere before the load (GET /health spends nothing): a key
      * an instance has not loaded yet is a 401, not a credit question. */
     for (int i = 0; i < N; i++) {
-        long start = now_ms();
+        long start = kt_mono_ms();
         struct kt_http_resp r;
 
         for (;;) {
-            kt_http_get_key(kt_daemon_url(W.d[i], "/health"), k->key, NULL, &r);
-            if (r.status == 200 || now_ms() - start > 3000)
+            kt_http_get_key(kt_daemon_url(W.c.d[i], "/health"), k->key, NULL, &r);
+            if (r.status == 200 || kt_mono_ms() - start > 3000)
                 break;
             kt_http_resp_cleanup(&r);
             usleep(20000);
@@ -219,7 +172,7 @@ client_run(void *arg)
 {
     struct client *c = arg;
 
-    while (now_ms() < c->deadline) {
+    while (kt_mono_ms() < c->deadline) {
         long st = status_on(c->instance, c->key);
 
         if (st == 200)
@@ -241,7 +194,7 @@ parallel_load(const char *key, int *refused, int *unknown)
     pthread_t t[N * THREADS];
     struct client c[N * THREADS];
     atomic_int ok = 0, no = 0, other = 0;
-    long deadline = now_ms() + LOAD_MS;
+    long deadline = kt_mono_ms() + LOAD_MS;
 
     for (int i = 0; i < N * THREADS; i++) {
         c[i] = (struct client){.instance = i % N,
@@ -365,15 +318,15 @@ test_strict_a_stopped_instance_hands_its_block_back(void **state)
     (void)state;
     make_key("strict-seq", &k);
     /* The first request of an instance asks for its block (429 meanwhile). */
-    start = now_ms();
-    while (total < 50 && now_ms() - start < 5000) {
+    start = kt_mono_ms();
+    while (total < 50 && kt_mono_ms() - start < 5000) {
         if (status_on(0, k.key) == 200)
             total++;
     }
     assert_int_equal(total, 50);
-    assert_int_equal(kt_daemon_stop(W.d[0]), 0);
-    start = now_ms();
-    while (now_ms() - start < 5000) {
+    assert_int_equal(kt_daemon_stop(W.c.d[0]), 0);
+    start = kt_mono_ms();
+    while (kt_mono_ms() - start < 5000) {
         n = 0;
         for (int i = 1; i < N; i++)
             if (status_on(i, k.key) == 200)

@@ -31,6 +31,7 @@
 #include <cmocka.h>
 #include <jansson.h>
 
+#include "helpers/cluster.h"
 #include "helpers/daemon.h"
 #include "helpers/http.h"
 #include "helpers/pgserver.h"
@@ -41,23 +42,10 @@
 
 struct world {
     struct kt_pg *pg;
-    struct kt_upstream *up;
-    struct kt_daemon *d[N];
-    char dir[64]; /* the shared secret lives here */
-    char url[256];
-    struct kt_key root; /* `keygate init`: platform admin */
+    struct kt_cluster c;
 };
 
 static struct world W;
-
-static long
-now_ms(void)
-{
-    struct timespec ts;
-
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return ts.tv_sec * 1000L + ts.tv_nsec / 1000000L;
-}
 
 /* GET /items on instance i with key; the status (0: no answer). */
 static long
@@ -66,7 +54,7 @@ status_on(int i, const char *key)
     struct kt_http_resp r;
     long st;
 
-    kt_http_get_key(kt_daemon_url(W.d[i], "/items"), key, NULL, &r);
+    kt_http_get_key(kt_daemon_url(W.c.d[i], "/items"), key, NULL, &r);
     st = r.status;
     kt_http_resp_cleanup(&r);
     return st;
@@ -80,11 +68,11 @@ admin(int i, const char *method, const char *path, const char *body, long *statu
     char auth[128], ct[] = "Content-Type: application/json";
     const char *hdrs[3] = {auth, body != NULL ? ct : NULL, NULL};
     struct kt_http_req req = {
-        .method = method, .url = kt_daemon_admin_url(W.d[i], path), .headers = hdrs};
+        .method = method, .url = kt_daemon_admin_url(W.c.d[i], path), .headers = hdrs};
     struct kt_http_resp r;
     json_t *doc;
 
-    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", W.root.key);
+    snprintf(auth, sizeof(auth), "Authorization: Bearer %s", W.c.root.key);
     if (body != NULL) {
         req.body = body;
         req.body_len = strlen(body);
@@ -112,7 +100,7 @@ make_key(int i, const char *name, char **id, char **key)
     *key = strdup(json_string_value(json_object_get(doc, "key")));
     json_decref(doc);
     for (int j = 0; j < N; j++)
-        kt_daemon_remember_key(W.d[j], *key);
+        kt_daemon_remember_key(W.c.d[j], *key);
 }
 
 /* Milliseconds until instance i answers want for key (polled every 10 ms),
@@ -120,10 +108,10 @@ make_key(int i, const char *name, char **id, char **key)
 static long
 ms_until(int i, const char *key, long want, long limit_ms)
 {
-    long start = now_ms();
+    long start = kt_mono_ms();
 
     for (;;) {
-        long el = now_ms() - start;
+        long el = kt_mono_ms() - start;
 
         if (status_on(i, key) == want)
             return el;
@@ -148,55 +136,16 @@ stored_requests(const char *id)
 static int
 setup(void **state)
 {
-    char cfg[768], secret[96];
-
     (void)state;
     kt_http_global_init();
-    if (kt_pg_createdb(W.pg, DB, W.url, sizeof(W.url)) != 0)
-        return -1;
-    snprintf(W.dir, sizeof(W.dir), "/tmp/kg-scale-test-XXXXXX");
-    if (mkdtemp(W.dir) == NULL)
-        return -1;
-    snprintf(secret, sizeof(secret), "%s/secret", W.dir);
-    W.up = kt_upstream_start();
-    if (W.up == NULL)
-        return -1;
-    snprintf(cfg, sizeof(cfg),
-             "upstream %s\n"
-             "database \"%s\"\n"
-             "secret_file \"%s\"\n",
-             kt_upstream_url(W.up), W.url, secret);
-    for (int i = 0; i < N; i++) {
-        W.d[i] = kt_daemon_new(cfg);
-        if (W.d[i] == NULL)
-            return -1;
-    }
-    /* The first command on the empty store makes the shared secret. */
-    if (!kt_daemon_key_cli(W.d[0], (const char *const[]){"init", "--json", NULL}, &W.root))
-        return -1;
-    for (int i = 0; i < N; i++) {
-        kt_daemon_remember_key(W.d[i], W.root.key);
-        if (!kt_daemon_start(W.d[i]))
-            return -1;
-    }
-    return 0;
+    return kt_cluster_up(&W.c, W.pg, DB, N, "");
 }
 
 static int
 teardown(void **state)
 {
     (void)state;
-    for (int i = 0; i < N; i++)
-        kt_daemon_free(W.d[i]);
-    kt_upstream_stop(W.up);
-    kt_key_cleanup(&W.root);
-    if (W.dir[0] != '\0') {
-        char secret[96];
-
-        snprintf(secret, sizeof(secret), "%s/secret", W.dir);
-        unlink(secret);
-        rmdir(W.dir);
-    }
+    kt_cluster_down(&W.c);
     kt_http_global_cleanup();
     return 0;
 }
@@ -257,11 +206,11 @@ listeners(void)
 static long
 ms_until_on(struct kt_daemon *d, const char *key, long want, long limit_ms)
 {
-    long start = now_ms();
+    long start = kt_mono_ms();
 
     for (;;) {
         struct kt_http_resp r;
-        long el = now_ms() - start, st;
+        long el = kt_mono_ms() - start, st;
 
         kt_http_get_key(kt_daemon_url(d, "/items"), key, NULL, &r);
         st = r.status;
@@ -289,16 +238,16 @@ test_without_notify_a_revocation_through_instance_a_is_enforced_within_a_second(
     /* The three instances listen: what the count below would see. */
     before = listeners();
     assert_int_equal(before, N);
-    snprintf(secret, sizeof(secret), "%s/secret", W.dir);
+    kt_cluster_secret_path(&W.c, secret, sizeof(secret));
     snprintf(cfg, sizeof(cfg),
              "upstream %s\n"
              "database \"%s\"\n"
              "secret_file \"%s\"\n"
              "database_notify off\n",
-             kt_upstream_url(W.up), W.url, secret);
+             kt_upstream_url(W.c.up), W.c.url, secret);
     quiet = kt_daemon_new(cfg);
     assert_non_null(quiet);
-    kt_daemon_remember_key(quiet, W.root.key);
+    kt_daemon_remember_key(quiet, W.c.root.key);
     assert_true(kt_daemon_start(quiet));
     make_key(0, "revoke-me-quietly", &id, &key);
     kt_daemon_remember_key(quiet, key);
@@ -334,7 +283,7 @@ test_a_revocation_through_instance_a_is_an_event_every_instance_lists(void **sta
     assert_non_null(made);
     id = json_string_value(json_object_get(made, "id"));
     assert_non_null(id);
-    kt_daemon_remember_key(W.d[0], json_string_value(json_object_get(made, "key")));
+    kt_daemon_remember_key(W.c.d[0], json_string_value(json_object_get(made, "key")));
     snprintf(path, sizeof(path), "/v1/keys/%s", id);
     doc = admin(2, "GET", path, NULL, &st);
     assert_int_equal(st, 200);
@@ -376,7 +325,7 @@ test_a_revocation_through_the_cli_reaches_every_instance_within_a_second(void **
     (void)state;
     make_key(1, "cli-revoke", &id, &key);
     assert_int_equal(status_on(2, key), 200);
-    assert_true(kt_daemon_revoke_key(W.d[2], id));
+    assert_true(kt_daemon_revoke_key(W.c.d[2], id));
     for (int i = 0; i < N; i++) {
         long took = ms_until(i, key, 401, 1000);
 
@@ -418,7 +367,7 @@ test_an_instance_with_another_secret_refuses_to_start(void **state)
     struct kt_cli_result res;
 
     (void)state;
-    snprintf(cfg, sizeof(cfg), "upstream %s\ndatabase \"%s\"\n", kt_upstream_url(W.up), W.url);
+    snprintf(cfg, sizeof(cfg), "upstream %s\ndatabase \"%s\"\n", kt_upstream_url(W.c.up), W.c.url);
     other = kt_daemon_new(cfg); /* its secret_file is its own, in its directory */
     assert_non_null(other);
     /* Written as a new instance would have one: 32 bytes, not the shared ones. */
@@ -465,10 +414,10 @@ test_with_postgres_stopped_auth_goes_on_and_writes_wait(void **state)
     /* Authentication from memory, on every instance, without hanging. */
     for (int round = 0; round < 5; round++) {
         for (int i = 0; i < N; i++) {
-            long t0 = now_ms();
+            long t0 = kt_mono_ms();
 
             assert_int_equal(status_on(i, key), 200);
-            assert_true(now_ms() - t0 < 1000);
+            assert_true(kt_mono_ms() - t0 < 1000);
             served++;
         }
     }
@@ -481,11 +430,11 @@ test_with_postgres_stopped_auth_goes_on_and_writes_wait(void **state)
     json_decref(doc);
     {
         struct kt_http_resp r;
-        long start = now_ms();
+        long start = kt_mono_ms();
         bool degraded = false;
 
-        while (!degraded && now_ms() - start < 2000) {
-            kt_http_get(kt_daemon_admin_url(W.d[2], "/readyz"), NULL, &r);
+        while (!degraded && kt_mono_ms() - start < 2000) {
+            kt_http_get(kt_daemon_admin_url(W.c.d[2], "/readyz"), NULL, &r);
             degraded = r.status == 200 && r.body != NULL && strstr(r.body, "degraded") != NULL;
             kt_http_resp_cleanup(&r);
             if (!degraded)
@@ -496,7 +445,7 @@ test_with_postgres_stopped_auth_goes_on_and_writes_wait(void **state)
     sleep(2); /* flushes fail meanwhile and keep their counts */
     /* Their failures start the write probe, which must keep failing. */
     for (int i = 0; i < N; i++)
-        assert_int_equal(kt_daemon_log_count(W.d[i], "writes work again"), 0);
+        assert_int_equal(kt_daemon_log_count(W.c.d[i], "writes work again"), 0);
 
     assert_int_equal(kt_pg_restart(W.pg), 0);
     {
@@ -510,7 +459,7 @@ test_with_postgres_stopped_auth_goes_on_and_writes_wait(void **state)
         sleep(2);
         assert_int_equal(stored_requests(id), before + served);
         for (int i = 0; i < N; i++)
-            assert_true(kt_daemon_wait_log(W.d[i], "writes work again", 1, 3000));
+            assert_true(kt_daemon_wait_log(W.c.d[i], "writes work again", 1, 3000));
     }
     /* Writes work again, and a revocation is seen everywhere within 1 s. */
     snprintf(path, sizeof(path), "/v1/keys/%s/revoke", late_id);
