@@ -1910,6 +1910,19 @@ test_pg_the_write_probe_fails_while_the_server_is_down(void **state)
     assert_int_equal(kg_store_write_probe(f->st, &err), KG_OK);
 }
 
+/* SHOW synchronous_commit on the store's own connection equals want. */
+static void
+assert_sync_commit(struct fixture *f, const char *want)
+{
+    struct kg_err err = {{0}};
+    PGresult *res = NULL;
+
+    assert_int_equal(
+        kg_pg_query(kg_pg_from(f->st), "SHOW synchronous_commit", NULL, &res, "show", &err), KG_OK);
+    assert_string_equal(PQgetvalue(res, 0, 0), want);
+    PQclear(res);
+}
+
 /* synchronous_commit off is a session setting: the usage writer's handle
  * keeps it across a reconnect (a new session would be back to on, and
  * every flush would wait for the WAL flush again). */
@@ -1918,25 +1931,15 @@ test_pg_synchronous_commit_off_survives_a_reconnect(void **state)
 {
     struct fixture *f = *state;
     struct kg_err err = {{0}};
-    PGresult *res = NULL;
 
     open_store(f);
     assert_int_equal(kg_store_set_durable(f->st, false, &err), KG_OK);
-    assert_int_equal(
-        kg_pg_query(kg_pg_from(f->st), "SHOW synchronous_commit", NULL, &res, "show", &err), KG_OK);
-    assert_string_equal(PQgetvalue(res, 0, 0), "off");
-    PQclear(res);
+    assert_sync_commit(f, "off");
     assert_int_equal(kt_pg_stop(pg, "immediate"), 0);
     assert_int_equal(kt_pg_restart(pg), 0);
-    assert_int_equal(
-        kg_pg_query(kg_pg_from(f->st), "SHOW synchronous_commit", NULL, &res, "show", &err), KG_OK);
-    assert_string_equal(PQgetvalue(res, 0, 0), "off");
-    PQclear(res);
+    assert_sync_commit(f, "off");
     assert_int_equal(kg_store_set_durable(f->st, true, &err), KG_OK);
-    assert_int_equal(
-        kg_pg_query(kg_pg_from(f->st), "SHOW synchronous_commit", NULL, &res, "show", &err), KG_OK);
-    assert_string_equal(PQgetvalue(res, 0, 0), "on");
-    PQclear(res);
+    assert_sync_commit(f, "on");
 }
 
 /* The first fingerprint offered is kept; a later, different one is not
