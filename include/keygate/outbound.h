@@ -1,7 +1,9 @@
 /* keygate/outbound.h - what goes upstream for an admitted request.
  *
- * The target URL (upstream + normalised path + query) and the header list
- * curl sends: the client's headers through the request filter of
+ * The target URL (upstream + normalised path + query) and the header lines
+ * that go upstream, written once as the request head's block ("Name:
+ * value\r\n" each, what the native client sends as is; curl gets them as a
+ * list, kg_outbound_curl_list): the client's headers through the request filter of
  * keygate/headers.h (hop-by-hop and Connection-named, credentials, forged
  * X-Keygate-*, X-Real-IP from an untrusted peer, "_" names), then the
  * forwarding headers (X-Forwarded-For/-Proto/-Host), X-Request-Id and the
@@ -37,10 +39,13 @@ struct kg_outbound_in {
 };
 
 struct kg_outbound {
-    char *url;                  /* malloc'd */
-    const char *path, *query;   /* the same apart, inside url's allocation (query NULL: none) */
-    struct curl_slist *headers; /* what curl sends; the relay takes it */
-    bool failed;                /* out of memory on the way */
+    char *url;                /* malloc'd */
+    const char *path, *query; /* the same apart, inside url's allocation (query NULL: none) */
+    char *lines;              /* the header block, "Name: value\r\n" each; the relay takes it */
+    size_t lines_len, lines_cap;
+    bool no_accept;  /* the client sent no Accept: curl must not add its own */
+    bool unsendable; /* a name that is not a token, or a value with CR or LF */
+    bool failed;     /* out of memory on the way */
 };
 
 /* Starts an empty request. */
@@ -53,6 +58,12 @@ void kg_outbound_client_header(struct kg_outbound *ob, const struct kg_outbound_
 /* After the client's headers: the headers keygate adds and the URL.
  * KG_ENOMEM when anything could not be allocated (kg_outbound_cleanup() it). */
 enum kg_status kg_outbound_finish(struct kg_outbound *ob, const struct kg_outbound_in *in);
+
+/* The header block as libcurl's list: "Name: value", "Name;" for an empty
+ * value, then "Accept:" (when no_accept) and "Expect:", which stop curl
+ * adding headers the client did not send. NULL when out of memory (or when
+ * lines is empty and nothing is to be stopped, which never happens). */
+struct curl_slist *kg_outbound_curl_list(const char *lines, size_t len, bool no_accept);
 
 /* Frees what the relay did not take. */
 void kg_outbound_cleanup(struct kg_outbound *ob);

@@ -28,9 +28,9 @@ struct kg_exchange;
 
 struct kg_relay_req {
     const char *method;
-    /* URL and headers (proxy/outbound.c): the relay takes the header list
-     * (out->headers is NULL after kg_relay_start, whatever it returns);
-     * the URL stays the caller's. */
+    /* URL and headers (proxy/outbound.c): the relay takes the header block
+     * once it has an exchange (out->lines NULL then); the URL, and the block
+     * when it had none, stay the caller's (kg_outbound_cleanup). */
     struct kg_outbound *out;
     bool has_body;
     int64_t body_size; /* -1: unknown (chunked) */

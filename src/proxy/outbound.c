@@ -20,47 +20,120 @@ kg_outbound_init(struct kg_outbound *ob)
     memset(ob, 0, sizeof(*ob));
 }
 
-static void
-add_raw(struct kg_outbound *ob, const char *line)
+/* A header field name: an RFC 9110 token. */
+static bool
+is_token(const char *s, size_t n)
 {
-    struct curl_slist *n;
+    static const char extra[] = "!#$%&'*+-.^_`|~";
 
-    if (ob->failed)
-        return;
-    n = curl_slist_append(ob->headers, line);
-    if (n == NULL)
-        ob->failed = true;
-    else
-        ob->headers = n;
+    if (n == 0)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+
+        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
+              (c != '\0' && strchr(extra, c) != NULL)))
+            return false;
+    }
+    return true;
 }
 
+/* Appends "Name: value\r\n" ("Name:\r\n" when empty) to the block: no
+ * snprintf and no allocation per header once the block has its size. A
+ * long header (a JWT, a big cookie) is forwarded whole, never cut. */
 static void
 add_header(struct kg_outbound *ob, const char *name, const char *value)
 {
-    char line[2048], *big;
-    size_t n;
+    size_t nlen = strlen(name), vlen = strlen(value), need = nlen + vlen + 4;
+    char *p;
 
-    /* curl sends "Name;" as an empty header; "Name:" would remove it. */
-    if (value[0] == '\0')
-        n = (size_t)snprintf(line, sizeof(line), "%s;", name);
-    else
-        n = (size_t)snprintf(line, sizeof(line), "%s: %s", name, value);
-    if (n < sizeof(line)) {
-        add_raw(ob, line);
+    if (ob->failed)
         return;
+    if (!is_token(name, nlen) || strpbrk(value, "\r\n") != NULL)
+        ob->unsendable = true;
+    if (ob->lines_len + need > ob->lines_cap) {
+        size_t cap = ob->lines_cap != 0 ? ob->lines_cap : 1024;
+        char *grown;
+
+        while (cap < ob->lines_len + need)
+            cap *= 2;
+        grown = realloc(ob->lines, cap);
+        if (grown == NULL) {
+            ob->failed = true;
+            return;
+        }
+        ob->lines = grown;
+        ob->lines_cap = cap;
     }
-    /* A long header (a JWT, a big cookie) is forwarded whole, never cut or dropped. */
-    big = malloc(n + 1);
-    if (big == NULL) {
-        ob->failed = true;
-        return;
+    p = ob->lines + ob->lines_len;
+    memcpy(p, name, nlen);
+    p += nlen;
+    *p++ = ':';
+    if (vlen > 0) {
+        *p++ = ' ';
+        memcpy(p, value, vlen);
+        p += vlen;
     }
-    if (value[0] == '\0')
-        snprintf(big, n + 1, "%s;", name);
-    else
-        snprintf(big, n + 1, "%s: %s", name, value);
-    add_raw(ob, big);
-    free(big);
+    *p++ = '\r';
+    *p++ = '\n';
+    ob->lines_len = (size_t)(p - ob->lines);
+}
+
+static bool
+list_add(struct curl_slist **list, const char *line)
+{
+    struct curl_slist *n = curl_slist_append(*list, line);
+
+    if (n == NULL)
+        return false;
+    *list = n;
+    return true;
+}
+
+struct curl_slist *
+kg_outbound_curl_list(const char *lines, size_t len, bool no_accept)
+{
+    struct curl_slist *list = NULL;
+    const char *p = lines, *end = lines + len;
+    char small[2048], *line = small;
+    size_t cap = sizeof(small);
+    bool ok = true;
+
+    while (ok && p < end) {
+        const char *eol = memchr(p, '\r', (size_t)(end - p));
+        size_t n = eol != NULL ? (size_t)(eol - p) : (size_t)(end - p);
+
+        if (n + 2 > cap) {
+            char *big = line == small ? malloc(n + 2) : realloc(line, n + 2);
+
+            if (big == NULL) {
+                ok = false;
+                break;
+            }
+            line = big;
+            cap = n + 2;
+        }
+        memcpy(line, p, n);
+        line[n] = '\0';
+        /* curl sends "Name;" as an empty header; "Name:" would remove it.
+         * Empty is "Name:" alone (a name has no colon; a value follows ": "). */
+        if (n > 0 && memchr(line, ':', n) == line + n - 1)
+            line[n - 1] = ';';
+        ok = list_add(&list, line);
+        p = eol != NULL ? eol + 2 : end;
+    }
+    if (line != small)
+        free(line);
+    /* "Name:" with nothing after it stops curl adding a header the client did not send. */
+    if (ok && no_accept)
+        ok = list_add(&list, "Accept:");
+    if (ok)
+        ok = list_add(&list, "Expect:");
+    if (!ok) {
+        curl_slist_free_all(list);
+        return NULL;
+    }
+    return list;
 }
 
 void
@@ -127,10 +200,7 @@ kg_outbound_finish(struct kg_outbound *ob, const struct kg_outbound_in *in)
     add_header(ob, "X-Keygate-User-Id", key->user_id);
     /* What the key may really do: its scopes within its owner's role now. */
     add_header(ob, "X-Keygate-Scopes", key->effective_str);
-    /* "Name:" with nothing after it stops curl adding a header the client did not send. */
-    if (!in->has_accept)
-        add_raw(ob, "Accept:");
-    add_raw(ob, "Expect:");
+    ob->no_accept = !in->has_accept;
     if (!ob->failed && !target_url(ob, in))
         ob->failed = true;
     return ob->failed ? KG_ENOMEM : KG_OK;
@@ -139,7 +209,7 @@ kg_outbound_finish(struct kg_outbound *ob, const struct kg_outbound_in *in)
 void
 kg_outbound_cleanup(struct kg_outbound *ob)
 {
-    curl_slist_free_all(ob->headers);
+    free(ob->lines);
     free(ob->url);
     memset(ob, 0, sizeof(*ob));
 }

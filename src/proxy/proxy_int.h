@@ -29,7 +29,9 @@ struct kg_exchange {
     CURL *easy;
     struct kg_upurl url; /* the easy handle's own CURLU (keygate/upurl.h) */
     bool in_multi;
-    struct curl_slist *req_headers;
+    char *req_lines; /* the outbound header block ("Name: value\r\n" each), taken from it */
+    size_t req_lines_len;
+    struct curl_slist *req_headers; /* the same as curl's list, made for the curl client only */
     struct MHD_Connection *conn;
 
     struct kg_ring up;

@@ -319,18 +319,17 @@ kg_relay_start(struct kg_loop *loop, struct kg_relay_req *rq, struct kg_exchange
     CURL *e;
 
     *out = NULL;
-    if (x == NULL) {
-        curl_slist_free_all(rq->out->headers);
-        rq->out->headers = NULL;
+    if (x == NULL)
         return kg_err_set(err, KG_ENOMEM, "out of memory");
-    }
     x->loop = loop;
     x->t.done = transfer_done;
     x->t.abort = transfer_abort;
     x->started_us = kg_time_mono_us();
     x->conn = rq->conn;
-    x->req_headers = rq->out->headers;
-    rq->out->headers = NULL;
+    x->req_lines = rq->out->lines;
+    x->req_lines_len = rq->out->lines_len;
+    rq->out->lines = NULL;
+    rq->out->lines_len = rq->out->lines_cap = 0;
     x->has_body = rq->has_body;
     x->content_length = -1;
     if (kg_upclient_wanted(cfg)) {
@@ -346,8 +345,14 @@ kg_relay_start(struct kg_loop *loop, struct kg_relay_req *rq, struct kg_exchange
         *out = x;
         return KG_OK;
     }
+    if (rq->out->unsendable) {
+        rc = kg_err_set(err, KG_EINVAL, "header cannot be written upstream");
+        goto cleanup;
+    }
+    x->req_headers = kg_outbound_curl_list(x->req_lines, x->req_lines_len, rq->out->no_accept);
     x->easy = e = kg_loop_easy_get(loop, &x->url);
-    if (e == NULL || (x->has_body && !kg_ring_init(&x->up, KG_RELAY_BUF_BYTES))) {
+    if (x->req_headers == NULL || e == NULL ||
+        (x->has_body && !kg_ring_init(&x->up, KG_RELAY_BUF_BYTES))) {
         rc = kg_err_set(err, KG_ENOMEM, "out of memory");
         goto cleanup;
     }
@@ -681,6 +686,7 @@ kg_relay_free(struct kg_exchange *x)
     kg_loop_transfer_remove(x->loop, &x->t);
     kg_loop_easy_put(x->loop, x->easy, &x->url);
     curl_slist_free_all(x->req_headers);
+    free(x->req_lines);
     free(x->up.buf);
     free(x->down.buf);
     free(x->hdrs);

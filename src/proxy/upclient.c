@@ -463,33 +463,6 @@ head_put(struct kg_upconn *c, const char *p, size_t n)
     return true;
 }
 
-/* One "Name: value" line of the outbound list as curl would send it: "Name;"
- * is an empty header, "Name:" alone removes one curl would add (none here). */
-static bool
-head_put_line(struct kg_upconn *c, const char *line)
-{
-    const char *colon = line + strcspn(line, ":;");
-    size_t nlen = (size_t)(colon - line);
-    const char *v;
-
-    if (!is_token(line, nlen) || *colon == '\0')
-        return false;
-    if (*colon == ';') {
-        if (colon[1] != '\0')
-            return false;
-        return head_put(c, line, nlen) && head_put(c, ":\r\n", 3);
-    }
-    v = colon + 1;
-    while (*v == ' ')
-        v++;
-    if (*v == '\0')
-        return true;
-    if (strpbrk(v, "\r\n") != NULL)
-        return false;
-    return head_put(c, line, nlen) && head_put(c, ": ", 2) && head_put(c, v, strlen(v)) &&
-           head_put(c, "\r\n", 2);
-}
-
 /* The request head, into the connection's buffer (kept between requests). */
 static bool
 build_head(struct kg_upconn *c, struct kg_upx *ux)
@@ -506,8 +479,9 @@ build_head(struct kg_upconn *c, struct kg_upx *ux)
      * Content-Length after the rest. */
     if (ok && ux->x->has_body && ux->chunked)
         ok = head_put(c, "Transfer-Encoding: chunked\r\n", 28);
-    for (const struct curl_slist *h = ux->x->req_headers; ok && h != NULL; h = h->next)
-        ok = head_put_line(c, h->data);
+    /* The outbound block, written once and checked when it was (outbound.c). */
+    if (ok && ux->x->req_lines_len > 0)
+        ok = head_put(c, ux->x->req_lines, ux->x->req_lines_len);
     if (ok && !ux->chunked && (ux->x->has_body || ux->body_size == 0)) {
         int n = snprintf(len, sizeof(len), "Content-Length: %lld\r\n",
                          (long long)(ux->body_size > 0 ? ux->body_size : 0));
@@ -987,13 +961,8 @@ kg_upclient_start(struct kg_exchange *x, const struct kg_relay_req *rq, struct k
         return kg_err_set(err, KG_ENOMEM, "out of memory");
     if (!is_token(rq->method, mlen) || mlen >= sizeof(ux->method))
         return kg_err_set(err, KG_EINVAL, "method is not a token");
-    for (const struct curl_slist *h = x->req_headers; h != NULL; h = h->next) {
-        const char *colon = h->data + strcspn(h->data, ":;");
-
-        if (!is_token(h->data, (size_t)(colon - h->data)) || *colon == '\0' ||
-            strpbrk(colon, "\r\n") != NULL)
-            return kg_err_set(err, KG_EINVAL, "header cannot be written upstream");
-    }
+    if (rq->out->unsendable)
+        return kg_err_set(err, KG_EINVAL, "header cannot be written upstream");
     ux = calloc(1, sizeof(*ux));
     if (ux == NULL)
         return kg_err_set(err, KG_ENOMEM, "out of memory");

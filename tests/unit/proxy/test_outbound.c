@@ -72,27 +72,33 @@ input(const struct fixture *f)
     return in;
 }
 
-/* The position of line in the list, or -1. */
+/* The position of line in the list curl is given, or -1. */
 static int
 line_at(const struct kg_outbound *ob, const char *line)
 {
-    int i = 0;
+    struct curl_slist *list = kg_outbound_curl_list(ob->lines, ob->lines_len, ob->no_accept);
+    int i = 0, at = -1;
 
-    for (const struct curl_slist *l = ob->headers; l != NULL; l = l->next, i++)
+    assert_non_null(list);
+    for (const struct curl_slist *l = list; l != NULL && at < 0; l = l->next, i++)
         if (strcmp(l->data, line) == 0)
-            return i;
-    return -1;
+            at = i;
+    curl_slist_free_all(list);
+    return at;
 }
 
 static bool
 has_name(const struct kg_outbound *ob, const char *name)
 {
+    struct curl_slist *list = kg_outbound_curl_list(ob->lines, ob->lines_len, ob->no_accept);
     size_t n = strlen(name);
+    bool found = false;
 
-    for (const struct curl_slist *l = ob->headers; l != NULL; l = l->next)
-        if (strncasecmp(l->data, name, n) == 0 && (l->data[n] == ':' || l->data[n] == ';'))
-            return true;
-    return false;
+    assert_non_null(list);
+    for (const struct curl_slist *l = list; l != NULL && !found; l = l->next)
+        found = strncasecmp(l->data, name, n) == 0 && (l->data[n] == ':' || l->data[n] == ';');
+    curl_slist_free_all(list);
+    return found;
 }
 
 static void
@@ -118,7 +124,7 @@ test_the_url_is_upstream_path_and_query(void **state)
     assert_null(ob.query);
     kg_outbound_cleanup(&ob);
     assert_null(ob.url);
-    assert_null(ob.headers);
+    assert_null(ob.lines);
 }
 
 static void
@@ -155,6 +161,54 @@ test_client_headers_are_filtered_in_order(void **state)
     assert_int_equal(line_at(&ob, "Accept:"), -1);
     assert_true(line_at(&ob, "Expect:") > 0);
     kg_outbound_cleanup(&ob);
+}
+
+/* The block the native client writes as is: "Name: value\r\n" each, an
+ * empty value as "Name:\r\n", no curl markers; a long value whole; a name
+ * that is not a token or a value with CR or LF marks it unsendable. */
+static void
+test_the_header_block_is_the_request_heads_lines(void **state)
+{
+    struct fixture *f = *state;
+    struct kg_outbound_in in = input(f);
+    struct kg_outbound ob;
+    char *big = malloc(5000);
+    const char *want;
+
+    assert_non_null(big);
+    memset(big, 'j', 4999);
+    big[4999] = '\0';
+    in.has_accept = true;
+    kg_outbound_init(&ob);
+    kg_outbound_client_header(&ob, &in, "Accept", "*/*");
+    kg_outbound_client_header(&ob, &in, "X-Empty", "");
+    kg_outbound_client_header(&ob, &in, "X-Value-Colon", "a:");
+    kg_outbound_client_header(&ob, &in, "X-Big", big);
+    assert_int_equal(kg_outbound_finish(&ob, &in), KG_OK);
+    assert_false(ob.unsendable);
+    want = "Accept: */*\r\nX-Empty:\r\nX-Value-Colon: a:\r\nX-Big: ";
+    assert_true(ob.lines_len > strlen(want) + 4999);
+    assert_memory_equal(ob.lines, want, strlen(want));
+    assert_memory_equal(ob.lines + strlen(want), big, 4999);
+    assert_memory_equal(ob.lines + strlen(want) + 4999, "\r\nX-Forwarded-For: ", 19);
+    assert_memory_equal(ob.lines + ob.lines_len - 2, "\r\n", 2);
+    assert_null(memmem(ob.lines, ob.lines_len, "Expect", 6));
+    /* curl's list of the same: the empty one as "Name;", a value's colon kept. */
+    assert_int_equal(line_at(&ob, "X-Empty;"), 1);
+    assert_int_equal(line_at(&ob, "X-Value-Colon: a:"), 2);
+    kg_outbound_cleanup(&ob);
+
+    kg_outbound_init(&ob);
+    kg_outbound_client_header(&ob, &in, "X-Split", "a\r\nInjected: 1");
+    assert_int_equal(kg_outbound_finish(&ob, &in), KG_OK);
+    assert_true(ob.unsendable);
+    kg_outbound_cleanup(&ob);
+    kg_outbound_init(&ob);
+    kg_outbound_client_header(&ob, &in, "X Space", "1");
+    assert_int_equal(kg_outbound_finish(&ob, &in), KG_OK);
+    assert_true(ob.unsendable);
+    kg_outbound_cleanup(&ob);
+    free(big);
 }
 
 static void
@@ -230,6 +284,8 @@ main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_setup_teardown(test_the_url_is_upstream_path_and_query, setup, teardown),
         cmocka_unit_test_setup_teardown(test_client_headers_are_filtered_in_order, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_the_header_block_is_the_request_heads_lines, setup,
+                                        teardown),
         cmocka_unit_test_setup_teardown(test_keygate_adds_forwarding_request_id_and_identity, setup,
                                         teardown),
         cmocka_unit_test_setup_teardown(test_a_long_header_crosses_whole, setup, teardown),
