@@ -21,6 +21,10 @@
  * every Connection header, or NULL) or is a fixed hop-by-hop header. */
 bool kg_headers_hop_by_hop(const char *name, const char *conn_tokens);
 
+/* Whether s[0..n) is an HTTP token (RFC 9110 5.6.2): a method or a field
+ * name that may be written upstream. */
+bool kg_headers_is_token(const char *s, size_t n);
+
 /* True when the client header name: value must not reach the upstream.
  * trusted_peer: the socket peer is in trusted_proxies (its X-Real-IP is
  * kept; anyone else's is dropped). A name holding "_" is dropped unless

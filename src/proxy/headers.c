@@ -159,3 +159,18 @@ kg_headers_new_request_id(char out[KG_REQUEST_ID_MAX])
     sodium_bin2hex(out, KG_REQUEST_ID_MAX, id_pool + id_pool_used, 16);
     id_pool_used += 16;
 }
+
+bool
+kg_headers_is_token(const char *s, size_t n)
+{
+    if (n == 0)
+        return false;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char ch = (unsigned char)s[i];
+
+        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
+              (ch != 0 && strchr("!#$%&'*+-.^_`|~", ch) != NULL)))
+            return false;
+    }
+    return true;
+}

@@ -20,24 +20,6 @@ kg_outbound_init(struct kg_outbound *ob)
     memset(ob, 0, sizeof(*ob));
 }
 
-/* A header field name: an RFC 9110 token. */
-static bool
-is_token(const char *s, size_t n)
-{
-    static const char extra[] = "!#$%&'*+-.^_`|~";
-
-    if (n == 0)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-
-        if (!((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') ||
-              (c != '\0' && strchr(extra, c) != NULL)))
-            return false;
-    }
-    return true;
-}
-
 /* Appends "Name: value\r\n" ("Name:\r\n" when empty) to the block: no
  * snprintf and no allocation per header once the block has its size. A
  * long header (a JWT, a big cookie) is forwarded whole, never cut. */
@@ -49,7 +31,7 @@ add_header(struct kg_outbound *ob, const char *name, const char *value)
 
     if (ob->failed)
         return;
-    if (!is_token(name, nlen) || strpbrk(value, "\r\n") != NULL)
+    if (!kg_headers_is_token(name, nlen) || strpbrk(value, "\r\n") != NULL)
         ob->unsendable = true;
     if (ob->lines_len + need > ob->lines_cap) {
         size_t cap = ob->lines_cap != 0 ? ob->lines_cap : 1024;

@@ -18,6 +18,7 @@
 #include <sys/uio.h>
 #include <unistd.h>
 
+#include "keygate/headers.h"
 #include "keygate/log.h"
 #include "keygate/metrics.h"
 #include "keygate/timeutil.h"
@@ -426,21 +427,6 @@ fail:
     kg_upresp_free(c->resp);
     free(c);
     return NULL;
-}
-
-static bool
-is_token(const char *s, size_t n)
-{
-    if (n == 0)
-        return false;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char ch = (unsigned char)s[i];
-
-        if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-              (ch != 0 && strchr("!#$%&'*+-.^_`|~", ch) != NULL)))
-            return false;
-    }
-    return true;
 }
 
 static bool
@@ -959,7 +945,7 @@ kg_upclient_start(struct kg_exchange *x, const struct kg_relay_req *rq, struct k
 
     if (pool == NULL)
         return kg_err_set(err, KG_ENOMEM, "out of memory");
-    if (!is_token(rq->method, mlen) || mlen >= sizeof(ux->method))
+    if (!kg_headers_is_token(rq->method, mlen) || mlen >= sizeof(ux->method))
         return kg_err_set(err, KG_EINVAL, "method is not a token");
     if (rq->out->unsendable)
         return kg_err_set(err, KG_EINVAL, "header cannot be written upstream");
