@@ -7,8 +7,10 @@
  * KEYGATE_TORTURE_FAIL=N the Nth allocation counted fails (returns NULL),
  * as curl's torture tests do; every other goes through. Counting starts
  * at once, or, with KEYGATE_TORTURE_ARM=signal, when the process gets
- * SIGUSR2, until the second SIGUSR2 (so a daemon can start first and the
- * count covers one request and nothing else).
+ * SIGRTMIN+5, until the second one (so a daemon can start first and the
+ * count covers one request and nothing else). Not SIGUSR2: the daemon takes
+ * that one itself (a change notification, blocked and waited for by its
+ * main thread), so an arm on it never fired.
  * At exit the number of allocations counted is written to
  * KEYGATE_TORTURE_COUNT (a file), which tells scripts/torture.sh whether
  * the run reached N. Leaks are ASan's to find: the build is ASan+UBSan.
@@ -158,7 +160,7 @@ js_malloc(size_t n)
     return fail_now() ? NULL : __real_malloc(n);
 }
 
-/* The first SIGUSR2 starts counting, the second stops it. */
+/* The first arm signal starts counting, the second stops it. */
 static void
 on_arm(int sig)
 {
@@ -196,7 +198,7 @@ torture_init(void)
     sqlite3_config(SQLITE_CONFIG_MALLOC, &methods);
     json_set_alloc_funcs(js_malloc, free);
     if (arm != NULL && strcmp(arm, "signal") == 0)
-        signal(SIGUSR2, on_arm);
+        signal(SIGRTMIN + 5, on_arm);
     else
         atomic_store(&armed, true);
     atexit(write_count);
