@@ -59,18 +59,21 @@ enum kg_status kg_keyindex_reserve(struct kg_keyindex *ix, size_t n);
  * grow (ent is then dropped and nothing changed). */
 enum kg_status kg_keyindex_put(struct kg_keyindex *ix, struct kg_keyent *ent);
 
-/* Writer only. Removes and retires the entry with this digest; false when
- * there was none. */
-bool kg_keyindex_remove(struct kg_keyindex *ix, const unsigned char digest[KG_DIGEST_BYTES]);
+/* Writer only. Removes and retires the entry with this digest, if there is
+ * one. KG_ENOMEM when the retired list could not grow: nothing changed
+ * (the caller tries again at its next sync; no entry is ever leaked). */
+enum kg_status kg_keyindex_remove(struct kg_keyindex *ix,
+                                  const unsigned char digest[KG_DIGEST_BYTES]);
 
 /* Writer only. The entry with this digest as the writer sees it, or NULL. */
 const struct kg_keyent *kg_keyindex_get(const struct kg_keyindex *ix,
                                         const unsigned char digest[KG_DIGEST_BYTES]);
 
 /* Writer only. Calls keep for every entry; removes (and retires) those it
- * returns false for. */
-void kg_keyindex_sweep(struct kg_keyindex *ix, bool (*keep)(const struct kg_keyent *, void *),
-                       void *ctx);
+ * returns false for. KG_ENOMEM when the retired list could not grow: the
+ * sweep stopped there, every entry not yet looked at still in place. */
+enum kg_status kg_keyindex_sweep(struct kg_keyindex *ix,
+                                 bool (*keep)(const struct kg_keyent *, void *), void *ctx);
 
 /* Writer only. Ends the current generation (see above) and records
  * synced_ms (monotonic) as the time the index was last known current,

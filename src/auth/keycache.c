@@ -950,7 +950,11 @@ load_one(const struct kg_key_rec *rec, const struct kg_key_owner *owner, void *v
     /* Revoked, or a disabled owner or tenant (a revocation of every key it
      * holds): not in the cache. */
     if ((rec->revoked_at != 0 && rec->revoked_at <= lc->now) || owner->disabled) {
-        kg_keyindex_remove(lc->kc->ix, rec->digest);
+        /* Out of memory: the sync fails and the next one removes it. */
+        if (kg_keyindex_remove(lc->kc->ix, rec->digest) != KG_OK) {
+            lc->rc = KG_ENOMEM;
+            return false;
+        }
         return true;
     }
     if (!add_entry(lc, rec, owner)) {
@@ -994,10 +998,10 @@ load_all_locked(struct kg_keycache *kc, struct kg_store *st, int64_t now, struct
     rc = kg_store_key_each_owner(st, load_one, &lc, err);
     if (rc == KG_OK && lc.rc != KG_OK)
         rc = kg_err_set(err, lc.rc, "out of memory loading keys");
-    if (rc == KG_OK) {
-        kg_keyindex_sweep(kc->ix, seen_this_load, kc);
+    if (rc == KG_OK && kg_keyindex_sweep(kc->ix, seen_this_load, kc) != KG_OK)
+        rc = kg_err_set(err, KG_ENOMEM, "out of memory loading keys");
+    if (rc == KG_OK)
         kc->seq = last;
-    }
     /* On failure the position stays, so the next sync loads again. */
     if (kg_ipallow_publish(kc->allow) != KG_OK && rc == KG_OK)
         rc = kg_err_set(err, KG_ENOMEM, "out of memory loading keys");

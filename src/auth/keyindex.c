@@ -223,20 +223,30 @@ kg_keyindex_get(const struct kg_keyindex *ix, const unsigned char digest[KG_DIGE
     return found ? atomic_load_explicit(&s->s[i], memory_order_relaxed) : NULL;
 }
 
+/* Room for one more retired pointer, made before anything changes: an
+ * entry taken out of the table must be listed, or it could never be freed. */
 static bool
+retire_room(struct kg_keyindex *ix)
+{
+    size_t ncap;
+    void **np;
+
+    if (ix->npending < ix->pending_cap)
+        return true;
+    ncap = ix->pending_cap > 0 ? ix->pending_cap * 2 : 64;
+    np = realloc(ix->pending, ncap * sizeof(*np));
+    if (np == NULL)
+        return false;
+    ix->pending = np;
+    ix->pending_cap = ncap;
+    return true;
+}
+
+/* After retire_room(). */
+static void
 retire(struct kg_keyindex *ix, void *p)
 {
-    if (ix->npending == ix->pending_cap) {
-        size_t ncap = ix->pending_cap > 0 ? ix->pending_cap * 2 : 64;
-        void **np = realloc(ix->pending, ncap * sizeof(*np));
-
-        if (np == NULL)
-            return false;
-        ix->pending = np;
-        ix->pending_cap = ncap;
-    }
     ix->pending[ix->npending++] = p;
-    return true;
 }
 
 /* Moves every entry into a fresh array at most half full; the old array is
@@ -249,13 +259,12 @@ regrow(struct kg_keyindex *ix, size_t want)
 
     while (cap < want * 2)
         cap *= 2;
+    if (!retire_room(ix))
+        return KG_ENOMEM;
     s = slots_new(cap);
     if (s == NULL)
         return KG_ENOMEM;
-    if (!retire(ix, old)) {
-        free(s);
-        return KG_ENOMEM;
-    }
+    retire(ix, old);
     for (size_t i = 0; i < old->cap; i++) {
         struct kg_keyent *e = atomic_load_explicit(&old->s[i], memory_order_relaxed);
         size_t j;
@@ -309,10 +318,11 @@ kg_keyindex_put(struct kg_keyindex *ix, struct kg_keyent *ent)
             continue;
         }
         if (memcmp(e->digest, ent->digest, KG_DIGEST_BYTES) == 0) {
-            if (!retire(ix, (void *)((uintptr_t)e | ENT_TAG))) {
+            if (!retire_room(ix)) {
                 ix->drop(ent);
                 return KG_ENOMEM;
             }
+            retire(ix, (void *)((uintptr_t)e | ENT_TAG));
             atomic_store_explicit(&s->s[i], ent, memory_order_release);
             return KG_OK;
         }
@@ -326,6 +336,7 @@ kg_keyindex_put(struct kg_keyindex *ix, struct kg_keyent *ent)
     return KG_OK;
 }
 
+/* After retire_room(): the entry is freed once no reader can hold it. */
 static void
 remove_at(struct kg_keyindex *ix, struct slots *s, size_t i)
 {
@@ -334,24 +345,25 @@ remove_at(struct kg_keyindex *ix, struct slots *s, size_t i)
     atomic_store_explicit(&s->s[i], TOMB, memory_order_release);
     ix->tombs++;
     atomic_fetch_sub_explicit(&ix->n, 1, memory_order_relaxed);
-    /* Out of memory for the list: leak the entry rather than free it
-     * under a reader. */
-    (void)retire(ix, (void *)((uintptr_t)e | ENT_TAG));
+    retire(ix, (void *)((uintptr_t)e | ENT_TAG));
 }
 
-bool
+enum kg_status
 kg_keyindex_remove(struct kg_keyindex *ix, const unsigned char digest[KG_DIGEST_BYTES])
 {
     struct slots *s = atomic_load_explicit(&ix->slots, memory_order_relaxed);
     bool found;
     size_t i = probe(s, digest, &found);
 
-    if (found)
-        remove_at(ix, s, i);
-    return found;
+    if (!found)
+        return KG_OK;
+    if (!retire_room(ix))
+        return KG_ENOMEM;
+    remove_at(ix, s, i);
+    return KG_OK;
 }
 
-void
+enum kg_status
 kg_keyindex_sweep(struct kg_keyindex *ix, bool (*keep)(const struct kg_keyent *, void *), void *ctx)
 {
     struct slots *s = atomic_load_explicit(&ix->slots, memory_order_relaxed);
@@ -359,9 +371,13 @@ kg_keyindex_sweep(struct kg_keyindex *ix, bool (*keep)(const struct kg_keyent *,
     for (size_t i = 0; i < s->cap; i++) {
         struct kg_keyent *e = atomic_load_explicit(&s->s[i], memory_order_relaxed);
 
-        if (e != NULL && e != TOMB && !keep(e, ctx))
+        if (e != NULL && e != TOMB && !keep(e, ctx)) {
+            if (!retire_room(ix))
+                return KG_ENOMEM;
             remove_at(ix, s, i);
+        }
     }
+    return KG_OK;
 }
 
 void
