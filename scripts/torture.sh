@@ -219,8 +219,8 @@ for scenario in "${scenarios[@]}"; do
         n=$((n + 1))
     done
     if ((n > max)); then
-        echo "torture: $scenario: N = 1..$max failed cleanly (stopped at KEYGATE_TORTURE_MAX; the last run counted $count allocations) in $((SECONDS - started)) s"
+        echo "torture: $scenario: N = ${KEYGATE_TORTURE_FROM:-1}..$max failed cleanly (stopped at KEYGATE_TORTURE_MAX; the last run counted $count allocations) in $((SECONDS - started)) s"
     else
-        echo "torture: $scenario: N = 1..$((n - 1)) failed cleanly, N = $n ran through ($count allocations) in $((SECONDS - started)) s"
+        echo "torture: $scenario: N = ${KEYGATE_TORTURE_FROM:-1}..$((n - 1)) failed cleanly, N = $n ran through ($count allocations) in $((SECONDS - started)) s"
     fi
 done
