@@ -38,22 +38,33 @@ built(json_t *o, bool ok)
 static bool
 put_detail(json_t *o, const struct kg_key_rec *rec, int64_t now)
 {
-    json_t *meta = json_loads(rec->metadata, 0, NULL);
+    json_error_t jerr;
+    json_t *meta;
 
-    /* metadata is JSON text the store accepted; if it does not parse, show
-     * it as a string rather than lose it. */
-    if (meta == NULL)
+    if (!(put(o, "rate", kg_json_io_str_or_null(rec->rate)) &&
+          put(o, "rate_burst", rec->rate_burst > 0 ? json_integer(rec->rate_burst) : json_null()) &&
+          put(o, "quota_limit",
+              rec->quota_limit >= 0 ? json_integer(rec->quota_limit) : json_null()) &&
+          put(o, "quota_period", kg_json_io_str_or_null(rec->quota_period)) &&
+          put(o, "quota_used",
+              json_integer(kg_quota_stored_used(rec->quota_period, rec->quota_used,
+                                                rec->quota_period_start, now)))))
+        return false;
+    /* Parsed last, so that no earlier failure can leave it unowned.
+     * metadata is JSON text the store accepted; if it does not parse, show
+     * it as a string rather than lose it. (jansson reports some of its
+     * parser's allocation failures as syntax errors: those show the text
+     * too; the ones it names are failures.) */
+    /* Zeroed: jansson can fail before it writes the error (unknown, then). */
+    memset(&jerr, 0, sizeof(jerr));
+    meta = json_loads(rec->metadata, 0, &jerr);
+    if (meta == NULL) {
+        if (json_error_code(&jerr) == json_error_out_of_memory ||
+            json_error_code(&jerr) == json_error_unknown)
+            return false;
         meta = json_string(rec->metadata);
-    return put(o, "rate", kg_json_io_str_or_null(rec->rate)) &&
-           put(o, "rate_burst",
-               rec->rate_burst > 0 ? json_integer(rec->rate_burst) : json_null()) &&
-           put(o, "quota_limit",
-               rec->quota_limit >= 0 ? json_integer(rec->quota_limit) : json_null()) &&
-           put(o, "quota_period", kg_json_io_str_or_null(rec->quota_period)) &&
-           put(o, "quota_used",
-               json_integer(kg_quota_stored_used(rec->quota_period, rec->quota_used,
-                                                 rec->quota_period_start, now))) &&
-           put(o, "metadata", meta);
+    }
+    return put(o, "metadata", meta);
 }
 
 json_t *
