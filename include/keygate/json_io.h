@@ -102,6 +102,12 @@ json_t *kg_json_io_str_or_null(const char *s);
  * when out of memory. */
 json_t *kg_json_io_list(const char *list);
 
+/* doc with value as its member name, taking both references, or NULL with
+ * both released when either is NULL (an allocation that failed) or the
+ * member cannot be added: doc = kg_json_io_attach(make_a(), "b", make_b())
+ * leaks nothing whichever allocation fails. */
+json_t *kg_json_io_attach(json_t *doc, const char *name, json_t *value);
+
 /* json_dumps() in the separators the seeds use ({"a": 1, "b": 2}); malloc'd
  * or NULL on allocation failure. */
 char *kg_json_io_dump(const json_t *v);

@@ -534,11 +534,10 @@ key_action(const struct kg_console_env *env, const struct kg_console_req *rq,
     } else {
         sync_keys(env, rq->now);
         if (key != NULL) {
-            json_t *doc = key_doc(env, fresh, rq->now);
-
-            if (doc != NULL)
-                json_object_set_new(doc, "previous", key_doc(env, rec, rq->now));
-            answer_with_key(a, 201, doc, key);
+            answer_with_key(a, 201,
+                            kg_json_io_attach(key_doc(env, fresh, rq->now), "previous",
+                                              key_doc(env, rec, rq->now)),
+                            key);
         } else {
             answer_doc(a, 200, key_doc(env, rec, rq->now));
         }

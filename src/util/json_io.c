@@ -294,6 +294,22 @@ kg_json_io_list(const char *list)
     return a;
 }
 
+json_t *
+kg_json_io_attach(json_t *doc, const char *name, json_t *value)
+{
+    if (doc == NULL || value == NULL) {
+        json_decref(doc);
+        json_decref(value);
+        return NULL;
+    }
+    /* json_object_set_new() releases value when it fails. */
+    if (json_object_set_new(doc, name, value) != 0) {
+        json_decref(doc);
+        return NULL;
+    }
+    return doc;
+}
+
 char *
 kg_json_io_dump(const json_t *v)
 {

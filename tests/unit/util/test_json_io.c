@@ -1,7 +1,8 @@
 /* tests/unit/util/test_json_io.c - src/util/json_io.c through keygate/json_io.h.
  *
  * The body cap, the Content-Type rule and every way a request body can be
- * wrong, each with the exact words a client gets back. */
+ * wrong, each with the exact words a client gets back; and
+ * kg_json_io_attach() under every failed allocation. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -296,6 +297,106 @@ test_a_secret_is_spliced_into_its_placeholder_member(void **state)
     kg_json_io_secret_free(NULL);
 }
 
+/* jansson's allocator for the attach tests: the Nth allocation fails
+ * (0: none), and live counts what is still allocated, so a leak shows
+ * without a sanitizer. */
+static long fail_at, calls, live;
+
+static void *
+counting_malloc(size_t n)
+{
+    void *p;
+
+    if (++calls == fail_at)
+        return NULL;
+    p = malloc(n);
+    if (p != NULL)
+        live++;
+    return p;
+}
+
+static void
+counting_free(void *p)
+{
+    if (p != NULL)
+        live--;
+    free(p);
+}
+
+static void
+test_attach_adds_the_member_and_keeps_one_reference(void **state)
+{
+    json_t *doc, *value = json_string("b");
+
+    (void)state;
+    doc = kg_json_io_attach(json_object(), "previous", value);
+    assert_non_null(doc);
+    assert_ptr_equal(json_object_get(doc, "previous"), value);
+    assert_int_equal(value->refcount, 1);
+    json_decref(doc);
+}
+
+/* Either side NULL, or a member jansson refuses (a name that is not
+ * UTF-8): NULL, and the other side released. The test holds a reference
+ * of its own on each to see it. */
+static void
+test_attach_releases_both_when_either_is_missing(void **state)
+{
+    json_t *doc = json_object(), *value = json_string("b");
+
+    (void)state;
+    json_incref(value);
+    assert_null(kg_json_io_attach(NULL, "previous", value));
+    assert_int_equal(value->refcount, 1);
+    json_incref(doc);
+    assert_null(kg_json_io_attach(doc, "previous", NULL));
+    assert_int_equal(doc->refcount, 1);
+    json_incref(doc);
+    json_incref(value);
+    assert_null(kg_json_io_attach(doc, "\xff", value));
+    assert_int_equal(doc->refcount, 1);
+    assert_int_equal(value->refcount, 1);
+    json_decref(doc);
+    json_decref(value);
+}
+
+static json_t *
+two_members(const char *v)
+{
+    return kg_json_io_attach(kg_json_io_attach(json_object(), "a", json_string(v)), "b",
+                             json_integer(1));
+}
+
+/* A rotation's answer is the new key's document with the previous one
+ * attached; the previous one was leaked when only the new one could not
+ * be made (scripts/torture.sh admin_rotate). Every allocation of the
+ * pair fails in turn: the answer is NULL or whole, and nothing is left. */
+static void
+test_attach_leaks_nothing_whichever_allocation_fails(void **state)
+{
+    long n;
+
+    (void)state;
+    json_set_alloc_funcs(counting_malloc, counting_free);
+    for (n = 1;; n++) {
+        json_t *doc;
+
+        fail_at = n;
+        calls = live = 0;
+        doc = kg_json_io_attach(two_members("new"), "previous", two_members("old"));
+        if (doc != NULL) {
+            assert_int_equal(json_object_size(doc), 3);
+            assert_int_equal(json_object_size(json_object_get(doc, "previous")), 2);
+            json_decref(doc);
+        }
+        assert_int_equal(live, 0);
+        if (calls < n)
+            break; /* nothing failed: every allocation has had its turn */
+    }
+    json_set_alloc_funcs(malloc, free);
+    assert_true(n > 10);
+}
+
 int
 main(void)
 {
@@ -315,6 +416,9 @@ main(void)
         cmocka_unit_test(test_content_type_must_be_application_json),
         cmocka_unit_test(test_encoders_write_null_for_unset_values),
         cmocka_unit_test(test_a_secret_is_spliced_into_its_placeholder_member),
+        cmocka_unit_test(test_attach_adds_the_member_and_keeps_one_reference),
+        cmocka_unit_test(test_attach_releases_both_when_either_is_missing),
+        cmocka_unit_test(test_attach_leaks_nothing_whichever_allocation_fails),
     };
 
     return cmocka_run_group_tests(tests, NULL, NULL);
