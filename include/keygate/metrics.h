@@ -97,7 +97,8 @@ struct kg_metrics_gauges {
 };
 
 /* Issue 18. A canary key was presented (keygate_canary_uses_total); one
- * whose report was dropped by the per-IP rate (keygate_canary_unreported_total). */
+ * whose report was dropped: by the per-IP rate, a full queue, no memory or
+ * a failed store write (keygate_canary_unreported_total). */
 void kg_metrics_canary_use(void);
 void kg_metrics_canary_unreported(void);
 /* A webhook delivery attempt by this process: delivered, or failed (given

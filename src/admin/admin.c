@@ -693,9 +693,11 @@ send_call(struct kg_admin *adm, struct admin_call *c)
     text = kg_json_io_dump(c->json);
     if (text == NULL)
         return send_error(adm, c->conn, 500, "Internal error", NULL);
-    return queue(c->conn, c->status,
-                 MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE), false,
-                 NULL, 0, NULL);
+    /* A response that cannot be made does not take the buffer. */
+    resp = MHD_create_response_from_buffer(strlen(text), text, MHD_RESPMEM_MUST_FREE);
+    if (resp == NULL)
+        free(text);
+    return queue(c->conn, c->status, resp, false, NULL, 0, NULL);
 }
 
 static enum MHD_Result

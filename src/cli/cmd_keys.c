@@ -794,10 +794,13 @@ keys_leaked(int argc, char **argv, const char *config)
             goto cleanup;
         }
         line[strcspn(line, "\r\n")] = '\0';
-        if ((lines[n++] = strdup(line)) == NULL) {
+        /* Counted only once copied: the cleanup wipes every counted line. */
+        if ((lines[n] = strdup(line)) == NULL) {
+            sodium_memzero(line, sizeof(line));
             ex = kg_cli_fail(KG_ENOMEM, NULL);
             goto cleanup;
         }
+        n++;
     }
     sodium_memzero(line, sizeof(line));
     ex = kg_cli_open_ctx(a.config, &inst, actor, &kc);

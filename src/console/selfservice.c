@@ -575,10 +575,12 @@ usage(const struct kg_console_env *env, const struct kg_console_req *rq,
             rc = kg_store_key_usage_get(env->store, lc.recs[i].id, &ku, &err);
         if (rc != KG_OK)
             break;
-        o = kg_render_key_usage_json(&ku);
-        if (o == NULL || json_object_set_new(o, "id", json_string(lc.recs[i].id)) != 0 ||
-            json_object_set_new(o, "name", json_string(lc.recs[i].name)) != 0 ||
-            json_array_append_new(keys, o) != 0)
+        /* attach() releases what was made when a member fails (a plain
+         * set left the usage object behind). */
+        o = kg_json_io_attach(
+            kg_json_io_attach(kg_render_key_usage_json(&ku), "id", json_string(lc.recs[i].id)),
+            "name", json_string(lc.recs[i].name));
+        if (o == NULL || json_array_append_new(keys, o) != 0)
             rc = kg_err_set(&err, KG_ENOMEM, "out of memory");
     }
     free(lc.recs);

@@ -89,8 +89,10 @@ kg_sender_canary(struct kg_sender *s, const struct kg_keyent *ent, const char *c
         return false;
     }
     r = calloc(1, sizeof(*r));
-    if (r == NULL)
+    if (r == NULL) {
+        kg_metrics_canary_unreported();
         return false;
+    }
     r->canary = true;
     r->time = now;
     copy_cut(r->ip, sizeof(r->ip), client_ip);
@@ -131,19 +133,21 @@ kg_sender_wake(struct kg_sender *s)
 
 /* One queued report into the outbox; a canary use with its audit entry in
  * the same transaction. The key's prefix and name are read from the
- * store, not kept by the loop. */
+ * store, not kept by the loop. A report that cannot be written is said in
+ * the log and, for a canary, counted as unreported. */
 static void
 write_report(struct kg_sender *s, const struct report *r)
 {
     struct kg_audit_entry *audit = NULL;
     struct kg_event *ev = calloc(1, sizeof(*ev));
     struct kg_key_rec *rec = NULL;
-    struct kg_err err = {{0}};
+    struct kg_err err = {{0}}, gerr = {{0}};
     json_t *data = NULL;
     char *text = NULL;
+    bool written = false;
 
     if (ev == NULL)
-        return;
+        goto cleanup;
     ev->time = r->time;
     if (r->canary) {
         rec = calloc(1, sizeof(*rec));
@@ -154,7 +158,8 @@ write_report(struct kg_sender *s, const struct report *r)
         copy_cut(ev->key_id, sizeof(ev->key_id), r->key_id);
         copy_cut(ev->tenant, sizeof(ev->tenant), r->tenant);
         copy_cut(ev->user_id, sizeof(ev->user_id), r->user_id);
-        if (kg_store_key_get(s->store, r->key_id, rec, &err) == KG_OK) {
+        /* Without the row (deleted since?) the event goes out without them. */
+        if (kg_store_key_get(s->store, r->key_id, rec, &gerr) == KG_OK) {
             copy_cut(ev->prefix, sizeof(ev->prefix), rec->prefix);
             copy_cut(ev->name, sizeof(ev->name), rec->name);
         }
@@ -165,8 +170,12 @@ write_report(struct kg_sender *s, const struct report *r)
         data = json_pack("{s:s}", "client_ip", r->ip);
     }
     text = data != NULL ? json_dumps(data, JSON_COMPACT) : NULL;
-    if (text == NULL || strlen(text) >= sizeof(ev->data))
+    if (text == NULL)
         goto cleanup;
+    if (strlen(text) >= sizeof(ev->data)) {
+        kg_err_set(&err, KG_ELIMIT, "its data is longer than %zu bytes", sizeof(ev->data) - 1);
+        goto cleanup;
+    }
     memcpy(ev->data, text, strlen(text) + 1);
     if (audit != NULL) {
         audit->time = r->time;
@@ -176,9 +185,15 @@ write_report(struct kg_sender *s, const struct report *r)
         copy_cut(audit->object, sizeof(audit->object), r->key_id);
         copy_cut(audit->details, sizeof(audit->details), text);
     }
-    if (kg_store_event_add(s->store, ev, audit, &err) != KG_OK)
-        kg_log_warnx("events: writing %s: %s", ev->type, err.msg);
+    written = kg_store_event_add(s->store, ev, audit, &err) == KG_OK;
 cleanup:
+    if (!written) {
+        kg_log_warnx("events: a %s report is dropped: %s",
+                     r->canary ? "canary.used" : "throttle.tripped",
+                     err.msg[0] != '\0' ? err.msg : "out of memory");
+        if (r->canary)
+            kg_metrics_canary_unreported();
+    }
     free(text);
     json_decref(data);
     free(audit);

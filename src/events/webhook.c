@@ -17,10 +17,17 @@
 char *
 kg_webhook_body(const struct kg_event *ev)
 {
-    json_t *data = json_loads(ev->data, 0, NULL);
-    json_t *o;
+    json_error_t jerr;
+    json_t *data, *o;
     char *s;
 
+    /* Zeroed: jansson can fail before it writes the error (unknown, then). */
+    memset(&jerr, 0, sizeof(jerr));
+    data = json_loads(ev->data, 0, &jerr);
+    /* Out of memory is a failure the sender retries, not an empty "data". */
+    if (data == NULL && (json_error_code(&jerr) == json_error_out_of_memory ||
+                         json_error_code(&jerr) == json_error_unknown))
+        return NULL;
     if (data == NULL || !json_is_object(data)) {
         json_decref(data);
         data = json_object();

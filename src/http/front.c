@@ -796,6 +796,8 @@ send_upstream_answer(struct kg_req *req, struct MHD_Connection *conn)
     else if (!req->head && kg_relay_take_body(req->x, &body, &blen)) {
         req->bytes_sent = (int64_t)blen;
         resp = MHD_create_response_from_buffer(blen, body, MHD_RESPMEM_MUST_FREE);
+        if (resp == NULL)
+            free(body); /* not taken by a response that could not be made */
     } else {
         resp = MHD_create_response_from_callback(cl >= 0 ? (uint64_t)cl : MHD_SIZE_UNKNOWN,
                                                  KG_RESPONSE_BLOCK, read_body, req, NULL);

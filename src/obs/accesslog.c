@@ -269,14 +269,18 @@ buf_reserve(struct kg_accesslog *al, size_t need)
     return true;
 }
 
-/* One record into the buffer as a line; a line that finds no memory is lost. */
+/* One record into the buffer as a line; a line that finds no memory is lost,
+ * and counted as dropped like every other lost line. */
 static void
 append(struct kg_accesslog *al, const struct kg_accesslog_rec *rec, int64_t wall_off_us)
 {
     struct kg_al_value v[NFIELDS];
 
-    if (!buf_reserve(al, KG_AL_LINE_MAX))
+    if (!buf_reserve(al, KG_AL_LINE_MAX)) {
+        atomic_fetch_add_explicit(&al->dropped, 1, memory_order_relaxed);
+        kg_metrics_access_log_dropped();
         return;
+    }
     kg_al_line_values(&al->line, rec, wall_off_us, v);
     al->len += kg_al_line_write(v, al->buf + al->len);
 }

@@ -394,7 +394,8 @@ kg_metrics_render(const struct kg_metrics_gauges *g, size_t *len)
     put(&o, "keygate_canary_uses_total %llu\n",
         (unsigned long long)atomic_load_explicit(&canary_uses, memory_order_relaxed));
     header(&o, "keygate_canary_unreported_total", "counter",
-           "Canary uses not reported as events: over the per-IP report rate.");
+           "Canary uses not reported as events: over the per-IP report rate, "
+           "or dropped (queue full, out of memory, store write failed).");
     put(&o, "keygate_canary_unreported_total %llu\n",
         (unsigned long long)atomic_load_explicit(&canary_unreported, memory_order_relaxed));
     header(&o, "keygate_webhook_deliveries_total", "counter",

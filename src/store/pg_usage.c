@@ -28,38 +28,43 @@ struct pg_doubt {
     struct kg_user_usage *udeltas;
 };
 
+static void
+doubt_free(struct pg_doubt *d)
+{
+    if (d != NULL) {
+        free(d->ids);
+        free(d->deltas);
+        free(d->uids);
+        free(d->udeltas);
+        free(d);
+    }
+}
+
 void
 kg_pg_doubt_free(struct pg_store *s)
 {
-    if (s->doubt != NULL) {
-        free(s->doubt->ids);
-        free(s->doubt->deltas);
-        free(s->doubt->uids);
-        free(s->doubt->udeltas);
-        free(s->doubt);
-    }
+    doubt_free(s->doubt);
     s->doubt = NULL;
     s->doubt_token[0] = '\0';
 }
 
-static bool
-keep_doubt(struct pg_store *s, const char *token, const char *const *ids,
-           const struct kg_key_usage *deltas, size_t n, const char *const *uids,
-           const struct kg_user_usage *udeltas, size_t nu)
+/* A copy of a flush's deltas, made before its COMMIT so that keeping it
+ * when the COMMIT's answer is lost needs no memory; NULL when out of it. */
+static struct pg_doubt *
+doubt_new(const char *const *ids, const struct kg_key_usage *deltas, size_t n,
+          const char *const *uids, const struct kg_user_usage *udeltas, size_t nu)
 {
     struct pg_doubt *d = calloc(1, sizeof(*d));
 
-    kg_pg_doubt_free(s);
     if (d == NULL)
-        return false;
+        return NULL;
     d->ids = calloc(n + 1, sizeof(*d->ids));
     d->deltas = calloc(n + 1, sizeof(*d->deltas));
     d->uids = calloc(nu + 1, sizeof(*d->uids));
     d->udeltas = calloc(nu + 1, sizeof(*d->udeltas));
     if (d->ids == NULL || d->deltas == NULL || d->uids == NULL || d->udeltas == NULL) {
-        s->doubt = d;
-        kg_pg_doubt_free(s);
-        return false;
+        doubt_free(d);
+        return NULL;
     }
     for (size_t i = 0; i < n; i++) {
         if (ids[i] != NULL)
@@ -73,9 +78,7 @@ keep_doubt(struct pg_store *s, const char *token, const char *const *ids,
     }
     d->n = n;
     d->nu = nu;
-    s->doubt = d;
-    snprintf(s->doubt_token, sizeof(s->doubt_token), "%s", token);
-    return true;
+    return d;
 }
 
 static int64_t
@@ -291,18 +294,28 @@ add_user(struct pg_store *s, const char *id, const struct kg_user_usage *d, int6
     return rc;
 }
 
-/* Commits the flush; a COMMIT without an answer leaves it in doubt. */
+/* Commits the flush; a COMMIT without an answer leaves it in doubt. The
+ * copy the doubt keeps is made first: without it the next flush could not
+ * be told apart from this one, and a flush that cannot have it is rolled
+ * back rather than risk counting it twice. */
 static enum kg_status
 commit_flush(struct pg_store *s, const char *token, const char *const *ids,
              const struct kg_key_usage *deltas, size_t n, const char *const *uids,
              const struct kg_user_usage *udeltas, size_t nu, struct kg_err *err)
 {
-    PGresult *res = PQexec(s->conn, "COMMIT");
-    bool ok = res != NULL && PQresultStatus(res) == PGRES_COMMAND_OK;
-    bool lost = !ok && (res == NULL || PQresultErrorField(res, PG_DIAG_SQLSTATE) == NULL ||
-                        PQstatus(s->conn) != CONNECTION_OK);
+    struct pg_doubt *d = doubt_new(ids, deltas, n, uids, udeltas, nu);
+    PGresult *res;
+    bool ok, lost;
     enum kg_status rc = KG_OK;
 
+    if (d == NULL) {
+        kg_pg_rollback(s);
+        return kg_err_set(err, KG_ENOMEM, "%s: out of memory", s->where);
+    }
+    res = PQexec(s->conn, "COMMIT");
+    ok = res != NULL && PQresultStatus(res) == PGRES_COMMAND_OK;
+    lost = !ok && (res == NULL || PQresultErrorField(res, PG_DIAG_SQLSTATE) == NULL ||
+                   PQstatus(s->conn) != CONNECTION_OK);
     if (ok && s->test_lose_commit) {
         s->test_lose_commit = false;
         ok = false;
@@ -311,10 +324,13 @@ commit_flush(struct pg_store *s, const char *token, const char *const *ids,
     if (!ok)
         rc = kg_pg_fail(s, lost ? NULL : res, "commit usage", err);
     PQclear(res);
-    if (lost && !keep_doubt(s, token, ids, deltas, n, uids, udeltas, nu))
-        /* Without the copy the next flush cannot be told apart: better a
-         * lost second of counts than one counted twice. */
-        rc = kg_err_set(err, KG_ENOMEM, "%s: out of memory keeping a flush in doubt", s->where);
+    if (lost) {
+        kg_pg_doubt_free(s);
+        s->doubt = d;
+        snprintf(s->doubt_token, sizeof(s->doubt_token), "%s", token);
+        d = NULL;
+    }
+    doubt_free(d);
     if (!ok)
         kg_pg_rollback(s);
     return rc;
