@@ -9,7 +9,8 @@
 #
 #   scripts/torture.sh                  every scenario
 #   scripts/torture.sh create rotate    some (list: config create rotate revoke
-#                                       health proxy admin_create admin_rotate admin_revoke)
+#                                       health proxy proxy_ok admin_create admin_rotate
+#                                       admin_revoke)
 #   KEYGATE_TORTURE_MAX=N               stop each scenario at N (CI: a bounded run)
 #   KEYGATE_TORTURE_FROM=N              start at N (to look at one failure again)
 #   KEYGATE_TORTURE_TRACE=1             the stack of the failing allocation, in the failure's output
@@ -37,8 +38,10 @@ export LSAN_OPTIONS=suppressions=$root/tests/lsan.supp:exitcode=86
 
 tmp=$(mktemp -d /tmp/keygate-torture-XXXXXX)
 daemon_pid=
+upstream_pid=
 cleanup() {
     if [[ -n $daemon_pid ]]; then kill -KILL "$daemon_pid" 2>/dev/null || true; fi
+    if [[ -n $upstream_pid ]]; then kill "$upstream_pid" 2>/dev/null || true; fi
     rm -rf "$tmp"
 }
 trap cleanup EXIT
@@ -51,12 +54,13 @@ free_port() {
 mkdir "$tmp/template"
 port=$(free_port)
 aport=$(free_port)
+uport=$(free_port)
 cat >"$tmp/keygate.conf" <<EOF
 listen 127.0.0.1:$port
 admin_listen 127.0.0.1:$aport
 database $tmp/work/keygate.db
 secret_file $tmp/work/secret
-upstream http://127.0.0.1:$(free_port)
+upstream http://127.0.0.1:$uport
 workers 1
 EOF
 mkdir "$tmp/work"
@@ -161,7 +165,7 @@ check_daemon() {
     set +e
     case $scenario in
     health) code=$(curl -s -o /dev/null -w '%{http_code}' --noproxy '*' -m 30 -H "Authorization: Bearer $user_key" "http://127.0.0.1:$port/health") ;;
-    proxy) code=$(curl -s -o /dev/null -w '%{http_code}' --noproxy '*' -m 30 -H "Authorization: Bearer $user_key" "http://127.0.0.1:$port/v1/items?q=1") ;;
+    proxy | proxy_ok) code=$(curl -s -o /dev/null -w '%{http_code}' --noproxy '*' -m 30 -H "Authorization: Bearer $user_key" "http://127.0.0.1:$port/v1/items?q=1") ;;
     admin_create) code=$(curl -s -o /dev/null -w '%{http_code}' --noproxy '*' -m 30 -H "Authorization: Bearer $root_key" -H 'Content-Type: application/json' -d '{"name": "made"}' "http://127.0.0.1:$aport/v1/keys") ;;
     admin_rotate) code=$(curl -s -o /dev/null -w '%{http_code}' --noproxy '*' -m 30 -X POST -H "Authorization: Bearer $root_key" "http://127.0.0.1:$aport/v1/keys/$target_id/rotate") ;;
     admin_revoke) code=$(curl -s -o /dev/null -w '%{http_code}' --noproxy '*' -m 30 -X POST -H "Authorization: Bearer $root_key" "http://127.0.0.1:$aport/v1/keys/$target_id/revoke") ;;
@@ -179,8 +183,9 @@ check_daemon() {
     [[ $follow == 200 ]] || fail "the next request after the failure got '$follow' (first: $code)"
     # The upstream side too (the torture's upstream refuses: 502): one failed
     # allocation in the loop's curl callback once left the loop unable to proxy.
+    # proxy_ok's upstream answers (200), every other scenario's refuses (502).
     follow=$(curl -s -o /dev/null -w '%{http_code}' --noproxy '*' -m 10 -H "Authorization: Bearer $user_key" "http://127.0.0.1:$port/v1/after" || true)
-    [[ $follow == 502 ]] || fail "the next proxied request after the failure got '$follow' (first: $code)"
+    [[ $follow == "$want_after" ]] || fail "the next proxied request after the failure got '$follow', not $want_after (first: $code)"
     kill -TERM "$daemon_pid"
     set +e
     wait "$daemon_pid"
@@ -196,16 +201,44 @@ check_daemon() {
     esac
 }
 
+# proxy_ok's upstream: a small answer that arrives whole, so the proxy
+# sends it from one buffer (the path a failed response once leaked).
+start_upstream() {
+    mkdir -p "$tmp/www/v1"
+    printf '{"items": [1, 2, 3]}\n' >"$tmp/www/v1/items"
+    printf '{"after": true}\n' >"$tmp/www/v1/after"
+    python3 -m http.server --bind 127.0.0.1 --directory "$tmp/www" "$uport" >/dev/null 2>&1 &
+    upstream_pid=$!
+    for ((i = 0; i < 100; i++)); do
+        curl -sf -o /dev/null --noproxy '*' -m 1 "http://127.0.0.1:$uport/v1/after" && return 0
+        sleep 0.1
+    done
+    echo "torture: the upstream for proxy_ok did not start" >&2
+    exit 1
+}
+stop_upstream() {
+    if [[ -n $upstream_pid ]]; then
+        kill "$upstream_pid" 2>/dev/null || true
+        wait "$upstream_pid" 2>/dev/null || true
+    fi
+    upstream_pid=
+}
+
 scenarios=("$@")
-((${#scenarios[@]})) || scenarios=(config create rotate revoke health proxy admin_create admin_rotate admin_revoke)
+((${#scenarios[@]})) || scenarios=(config create rotate revoke health proxy proxy_ok admin_create admin_rotate admin_revoke)
 for scenario in "${scenarios[@]}"; do
     started=$SECONDS
+    want_after=502
+    if [[ $scenario == proxy_ok ]]; then
+        start_upstream
+        want_after=200
+    fi
     n=${KEYGATE_TORTURE_FROM:-1}
     while ((n <= max)); do
         rm -f "$tmp/count"
         case $scenario in
         config | create | rotate | revoke) check_cli ;;
-        health | proxy | admin_create | admin_rotate | admin_revoke) check_daemon ;;
+        health | proxy | proxy_ok | admin_create | admin_rotate | admin_revoke) check_daemon ;;
         *) echo "torture: unknown scenario $scenario" >&2; exit 2 ;;
         esac
         count=$(cat "$tmp/count" 2>/dev/null || echo 0)
@@ -223,4 +256,5 @@ for scenario in "${scenarios[@]}"; do
     else
         echo "torture: $scenario: N = ${KEYGATE_TORTURE_FROM:-1}..$((n - 1)) failed cleanly, N = $n ran through ($count allocations) in $((SECONDS - started)) s"
     fi
+    stop_upstream
 done

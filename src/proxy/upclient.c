@@ -9,6 +9,7 @@
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -30,6 +31,7 @@
 #define CHUNK_MAX (64 * 1024)
 #define HEAD_BUF_START 1024
 #define HOST_MAX 300
+#define RESOLVE_RETRY_MS 1000 /* after a failed lookup */
 
 struct kg_uppool;
 
@@ -92,9 +94,10 @@ struct kg_uppool {
     struct sockaddr_storage addr;
     socklen_t addrlen;
     bool resolved;
-    char host[HOST_MAX];     /* Host header */
-    char *base;              /* the upstream URL's path, "" for none */
-    struct kg_upconn **idle; /* LIFO: [nidle - 1] is the most recent */
+    int64_t resolve_after_ms; /* when a failed lookup may be tried again */
+    char host[HOST_MAX];      /* Host header */
+    char *base;               /* the upstream URL's path, "" for none */
+    struct kg_upconn **idle;  /* LIFO: [nidle - 1] is the most recent */
     size_t nidle, idle_cap;
     int64_t idle_timeout_ms;
     size_t nconns; /* open connections, idle ones included */
@@ -256,9 +259,16 @@ pool_free(struct kg_loop_ext *e)
     free(pool);
 }
 
+enum resolve_result {
+    RESOLVE_OK,
+    RESOLVE_BAD,    /* the URL does not split (the config check keeps it from here) */
+    RESOLVE_LOOKUP, /* the name did not resolve: tried again a second later */
+    RESOLVE_NOMEM,  /* tried again with the next request */
+};
+
 /* Splits an http:// URL: authority into host (the Host header) and the
  * address, path into base. */
-static bool
+static enum resolve_result
 pool_resolve(struct kg_uppool *pool, const char *url)
 {
     const char *a = url + 7, *slash = a + strcspn(a, "/");
@@ -267,15 +277,16 @@ pool_resolve(struct kg_uppool *pool, const char *url)
     size_t alen = (size_t)(slash - a);
     const char *colon, *hs = a, *he;
     bool ok;
+    int gai;
 
     if (alen == 0 || alen >= sizeof(pool->host))
-        return false;
+        return RESOLVE_BAD;
     memcpy(pool->host, a, alen);
     pool->host[alen] = '\0';
     if (*a == '[') {
         he = memchr(a, ']', alen);
         if (he == NULL)
-            return false;
+            return RESOLVE_BAD;
         hs = a + 1;
         colon = he + 1 < slash && he[1] == ':' ? he + 1 : NULL;
     } else {
@@ -283,22 +294,28 @@ pool_resolve(struct kg_uppool *pool, const char *url)
         he = colon != NULL ? colon : slash;
     }
     if ((size_t)(he - hs) >= sizeof(name))
-        return false;
+        return RESOLVE_BAD;
     memcpy(name, hs, (size_t)(he - hs));
     name[he - hs] = '\0';
     if (colon != NULL) {
         size_t pl = (size_t)(slash - colon - 1);
 
         if (pl == 0 || pl >= sizeof(port))
-            return false;
+            return RESOLVE_BAD;
         memcpy(port, colon + 1, pl);
         port[pl] = '\0';
     }
     /* A name is resolved once, when the pool first serves this upstream
      * (and again after a reload names another): a blocking lookup, so a
      * numeric address is what keeps the loop from ever waiting on DNS. */
-    if (getaddrinfo(name, port, &hints, &res) != 0 || res == NULL)
-        return false;
+    gai = getaddrinfo(name, port, &hints, &res);
+    if (gai != 0 || res == NULL) {
+        if (gai == EAI_MEMORY)
+            return RESOLVE_NOMEM;
+        kg_log_warnx("upstream %s: cannot resolve %s: %s", url, name,
+                     gai != 0 ? gai_strerror(gai) : "no address");
+        return RESOLVE_LOOKUP;
+    }
     ok = res->ai_addrlen <= sizeof(pool->addr);
     if (ok) {
         memcpy(&pool->addr, res->ai_addr, res->ai_addrlen);
@@ -308,15 +325,15 @@ pool_resolve(struct kg_uppool *pool, const char *url)
     free(pool->base);
     pool->base = strdup(slash);
     if (pool->base == NULL)
-        return false;
+        return RESOLVE_NOMEM;
     /* The base without its trailing slashes, as the curl path sends it. */
     for (size_t n = strlen(pool->base); n > 0 && pool->base[n - 1] == '/'; n--)
         pool->base[n - 1] = '\0';
-    return ok;
+    return ok ? RESOLVE_OK : RESOLVE_BAD;
 }
 
 static struct kg_uppool *
-pool_get(struct kg_loop *loop, const struct kg_config *cfg)
+pool_get(struct kg_loop *loop, const struct kg_config *cfg, int64_t now_ms)
 {
     struct kg_uppool *pool = (struct kg_uppool *)(void *)kg_loop_ext(loop);
 
@@ -345,7 +362,28 @@ pool_get(struct kg_loop *loop, const struct kg_config *cfg)
             conn_close(pool->idle[0]);
         free(pool->upstream);
         pool->upstream = strdup(cfg->upstream);
-        pool->resolved = pool->upstream != NULL && pool_resolve(pool, cfg->upstream);
+        pool->resolved = false;
+        pool->resolve_after_ms = 0;
+    }
+    /* A lookup that failed is tried again (it once stuck until a reload:
+     * one failed allocation, or a name not yet in DNS when the first request
+     * came, and every request got 502): at once after running out of
+     * memory, a second later after a lookup failed, as the lookup blocks the
+     * loop. */
+    if (!pool->resolved && pool->upstream != NULL && now_ms >= pool->resolve_after_ms) {
+        switch (pool_resolve(pool, pool->upstream)) {
+        case RESOLVE_OK:
+            pool->resolved = true;
+            break;
+        case RESOLVE_LOOKUP:
+            pool->resolve_after_ms = now_ms + RESOLVE_RETRY_MS;
+            break;
+        case RESOLVE_BAD:
+            pool->resolve_after_ms = INT64_MAX; /* until a reload names another */
+            break;
+        case RESOLVE_NOMEM:
+            break;
+        }
     }
     return pool;
 }
@@ -938,10 +976,10 @@ enum kg_status
 kg_upclient_start(struct kg_exchange *x, const struct kg_relay_req *rq, struct kg_err *err)
 {
     const struct kg_config *cfg = rq->cfg;
-    struct kg_uppool *pool = pool_get(x->loop, cfg);
+    int64_t now = kg_time_mono_ms();
+    struct kg_uppool *pool = pool_get(x->loop, cfg, now);
     struct kg_upx *ux;
     size_t mlen = strlen(rq->method);
-    int64_t now = kg_time_mono_ms();
 
     if (pool == NULL)
         return kg_err_set(err, KG_ENOMEM, "out of memory");
