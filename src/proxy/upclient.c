@@ -305,9 +305,10 @@ pool_resolve(struct kg_uppool *pool, const char *url)
         memcpy(port, colon + 1, pl);
         port[pl] = '\0';
     }
-    /* A name is resolved once, when the pool first serves this upstream
-     * (and again after a reload names another): a blocking lookup, so a
-     * numeric address is what keeps the loop from ever waiting on DNS. */
+    /* A name is resolved when the pool first serves this upstream, again
+     * after a reload names another, and after a failed lookup (pool_get()):
+     * a blocking lookup, so a numeric address is what keeps the loop from
+     * ever waiting on DNS. */
     gai = getaddrinfo(name, port, &hints, &res);
     if (gai != 0 || res == NULL) {
         if (gai == EAI_MEMORY)
